@@ -1,0 +1,220 @@
+"""Frozen, validated specifications of an experiment: hardware, workload, mapping, run.
+
+Specs describe; they never change after loading. Runtime objects (chip graph, plan, simulator)
+are built from them. Every dimensional field is in SI base units and carries its unit suffix.
+Each field's ``metadata["help"]`` is the one-line description ``palmsim describe`` prints and
+the loader uses in error messages. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "DTYPE_BYTES",
+    "ClusterSpec",
+    "DramSpec",
+    "ExperimentSpec",
+    "HardwareSpec",
+    "LinkSpec",
+    "MappingSpec",
+    "ModelSpec",
+    "RunSpec",
+    "TileSpec",
+    "TrainingSpec",
+    "WaferSpec",
+    "WorkloadSpec",
+    "help_of",
+]
+
+#: Bytes per element of each numeric format palmsim knows.
+DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+
+
+def _f(help_text: str, **kwargs: Any) -> Any:
+    """A dataclass field with a help string in its metadata."""
+    return field(metadata={"help": help_text}, **kwargs)
+
+
+def help_of(spec_type: type, name: str) -> str:
+    """The help text of field ``name`` of dataclass ``spec_type``."""
+    for f in fields(spec_type):
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- hardware
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """One class of link: each direction is its own channel with this bandwidth."""
+
+    bandwidth_bytes_per_s: float = _f("bandwidth of one direction of one link [B/s]")
+    latency_s: float = _f("latency of one hop over this link [s]")
+
+
+@dataclass(frozen=True, slots=True)
+class TileSpec:
+    """A compute tile (or a GPU, which palmsim models as one tile with HBM behind it)."""
+
+    peak_flop_per_s: tuple[tuple[str, float], ...] = _f(
+        "peak dense throughput per dtype, as (dtype, FLOP/s) pairs [FLOP/s]"
+    )
+    sram_capacity_bytes: float = _f("software-managed on-tile SRAM capacity [B]")
+    sram_bandwidth_bytes_per_s: float = _f("SRAM read+write bandwidth seen by the compute [B/s]")
+    compute_efficiency: float = _f(
+        "achievable fraction of peak FLOP/s for matrix ops (1.0 = peak) [ratio]", default=1.0
+    )
+
+    def peak_for(self, dtype: str) -> float:
+        """Peak FLOP/s for ``dtype``; bf16 falls back to fp16 and vice versa."""
+        table = dict(self.peak_flop_per_s)
+        if dtype in table:
+            return table[dtype]
+        alias = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        if alias in table:
+            return table[alias]
+        raise KeyError(dtype)
+
+
+@dataclass(frozen=True, slots=True)
+class DramSpec:
+    """Off-tile memory: DRAM ports on die edges, stacked DRAM per tile, or a GPU's HBM."""
+
+    placement: str = _f("where DRAM channels attach: 'die_edge' or 'per_tile'")
+    capacity_bytes: float = _f("capacity of one DRAM channel/port [B]")
+    bandwidth_bytes_per_s: float = _f("bandwidth of one DRAM channel, reads+writes shared [B/s]")
+    latency_s: float = _f("access latency of one DRAM channel [s]")
+
+
+@dataclass(frozen=True, slots=True)
+class WaferSpec:
+    """A two-level wafer: a grid of dies, each die a grid of tiles, joined by a NoC."""
+
+    die_rows: int = _f("dies along the wafer's rows")
+    die_cols: int = _f("dies along the wafer's columns")
+    tile_rows: int = _f("tiles per die along the rows")
+    tile_cols: int = _f("tiles per die along the columns")
+    topology: str = _f("NoC topology over the global tile grid: 'mesh' or 'torus'")
+    intra_die: LinkSpec = _f("links between neighbouring tiles of one die")
+    inter_die: LinkSpec = _f("links between neighbouring tiles across a die boundary")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """A GPU cluster: nodes of devices behind a switch, joined by per-device NICs."""
+
+    num_nodes: int = _f("number of nodes")
+    devices_per_node: int = _f("GPUs per node")
+    intra_node: LinkSpec = _f("one device's link to the node switch (NVLink/NVSwitch), per direction")
+    inter_node: LinkSpec = _f("one device's NIC to the inter-node fabric, per direction")
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareSpec:
+    """A whole machine: tiles, their memories and the network between them."""
+
+    name: str = _f("name of this hardware")
+    kind: str = _f("'wafer' or 'gpu_cluster'")
+    tile: TileSpec = _f("the compute tile (or GPU)")
+    dram: DramSpec = _f("off-tile memory")
+    wafer: WaferSpec | None = _f("wafer layout (kind 'wafer')", default=None)
+    cluster: ClusterSpec | None = _f("cluster layout (kind 'gpu_cluster')", default=None)
+
+    @property
+    def num_tiles(self) -> int:
+        """Number of tiles (GPUs) in the machine."""
+        if self.wafer is not None:
+            w = self.wafer
+            return w.die_rows * w.die_cols * w.tile_rows * w.tile_cols
+        assert self.cluster is not None
+        return self.cluster.num_nodes * self.cluster.devices_per_node
+
+
+# --------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A decoder-only (or encoder) transformer, by its Hugging Face ``config.json`` names."""
+
+    name: str = _f("model name")
+    hidden_size: int = _f("model width h")
+    num_attention_heads: int = _f("attention heads a")
+    num_key_value_heads: int = _f("key/value heads (GQA); equals heads for MHA")
+    intermediate_size: int = _f("MLP inner width")
+    num_hidden_layers: int = _f("transformer layers L")
+    vocab_size: int = _f("vocabulary size V")
+    max_position_embeddings: int = _f("longest sequence the model supports")
+    hidden_act: str = _f("'gelu' (2-matrix MLP) or 'silu' (SwiGLU, 3-matrix gated MLP)")
+    norm: str = _f("'layernorm' or 'rmsnorm'", default="layernorm")
+    position_embedding: str = _f("'learned' or 'rope'", default="learned")
+    use_bias: bool = _f("linear layers and norms carry bias terms", default=True)
+    tie_word_embeddings: bool = _f("LM head shares the embedding matrix", default=True)
+    attention_dropout: float = _f("attention dropout probability (a mask is stored if > 0)", default=0.0)
+    hidden_dropout: float = _f("residual dropout probability (a mask is stored if > 0)", default=0.0)
+    causal: bool = _f("decoder (causal) attention; False for encoders like BERT", default=True)
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head, h / a."""
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSpec:
+    """What one training iteration processes and with which numerics."""
+
+    seq_len: int = _f("tokens per sample s")
+    global_batch_size: int = _f("samples per iteration B (over all data-parallel replicas)")
+    dtype: str = _f("compute dtype of weights and activations: fp32, fp16 or bf16", default="bf16")
+    optimizer: str = _f("'adam' (mixed-precision, 16 B/param of state) or 'sgd'", default="adam")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """A model and what to do with it."""
+
+    model: ModelSpec = _f("the model architecture")
+    training: TrainingSpec = _f("the training set-up")
+    mode: str = _f("'training' (inference comes later)", default="training")
+
+
+# --------------------------------------------------------------------------- mapping and run
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSpec:
+    """How the workload is split and placed onto the machine."""
+
+    pp: int = _f("pipeline-parallel stages", default=1)
+    tp: int = _f("tensor-parallel degree (tiles per stage replica)", default=1)
+    dp: int = _f("data-parallel replicas", default=1)
+    micro_batch_size: int = _f("samples per micro-batch", default=1)
+    schedule: str = _f("pipeline schedule: 'gpipe' or '1f1b'", default="1f1b")
+    recompute: str = _f("activation recompute: 'none', 'selective' or 'full'", default="none")
+    placement: str = _f("placement strategy onto the tile grid, e.g. 'snake'", default="snake")
+    partition: str = _f("how layers are split into stages: 'layers' or 'cost'", default="layers")
+    dp_overlap: bool = _f("overlap the DP gradient all-reduce with the backward pass", default=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """How to run the simulation."""
+
+    seed: int = _f("seed of the run's random generator", default=0)
+    until_s: float | None = _f("stop simulated time here; unfinished work is an error [s]", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSpec:
+    """Everything one run needs, plus where each part came from."""
+
+    hardware: HardwareSpec
+    workload: WorkloadSpec
+    mapping: MappingSpec
+    run: RunSpec = field(default_factory=RunSpec)
+    sources: tuple[tuple[str, str], ...] = ()  # (part, file path) for messages and provenance

@@ -1,0 +1,73 @@
+"""Record types the engine emits. Append-only; reports are pure functions of these.
+
+All times in seconds, sizes in bytes, work in FLOP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FlowRecord", "IntervalRecord", "MemoryRecord", "RunTrace"]
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalRecord:
+    """A tile was busy computing from ``start_s`` to ``end_s``.
+
+    ``category`` is one of ``forward``, ``backward``, ``recompute``, ``optimizer``.
+    ``label`` names what ran, e.g. ``"L3.attn"``. ``microbatch`` is -1 where it does not apply.
+    """
+
+    tile: int
+    category: str
+    start_s: float
+    end_s: float
+    stage: int
+    microbatch: int
+    label: str
+    flop: float
+    bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    """One flow moved ``size_bytes`` over ``channels`` (chip channel indices).
+
+    ``start_s`` is when it entered the network, ``end_s`` when its last byte arrived
+    (drain plus path latency). ``category`` is one of ``tp_allreduce``, ``dp_allreduce``,
+    ``p2p``, ``dram``. ``src``/``dst`` are tile indices, or -1 for a DRAM port end.
+    """
+
+    flow_id: int
+    category: str
+    src: int
+    dst: int
+    channels: tuple[int, ...]
+    start_s: float
+    end_s: float
+    size_bytes: float
+    stage: int
+    microbatch: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    """Stored activation bytes on ``tile`` changed to ``activation_bytes`` at ``time_s``."""
+
+    tile: int
+    time_s: float
+    activation_bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunTrace:
+    """Everything one simulation run produced."""
+
+    intervals: tuple[IntervalRecord, ...]
+    flows: tuple[FlowRecord, ...]
+    memory: tuple[MemoryRecord, ...]
+    end_time_s: float
+    num_events: int
+    wall_time_s: float
+    metadata: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,90 @@
+"""Exceptions a user can act on.
+
+- :class:`ConfigError`: malformed input (CLI exit code 2). Carries every problem found in a file,
+  each with file, dotted key path, offending value and what was expected.
+- :class:`MappingError`: valid input, but the mapping is infeasible, e.g. the model does not fit
+  in SRAM + DRAM (exit code 3). Sweeps treat it as a skipped point.
+- :class:`SimulationError`: simulated work that never finished (deadlock, or ``until`` reached)
+  (exit code 4). Names the stuck tasks.
+
+Programmer errors are ``assert``\\ s, never these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "MappingError",
+    "PalmsimError",
+    "SimulationError",
+]
+
+
+class PalmsimError(Exception):
+    """Base class of every error palmsim raises for bad input or infeasible experiments."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong in one config file."""
+
+    file: str
+    key: str
+    value: object
+    expected: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        key = self.key or "<top level>"
+        if self.value is _MISSING:
+            return f"{where}{key}: missing; expected {self.expected}"
+        return f"{where}{key}: got {self.value!r}; expected {self.expected}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+#: Marker for a required key that is absent.
+_MISSING = _Missing()
+
+
+class ConfigError(PalmsimError):
+    """Malformed configuration: one or more :class:`ConfigProblem`."""
+
+    exit_code = 2
+    MISSING = _MISSING
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        assert problems, "ConfigError needs at least one problem"
+        self.problems = list(problems)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        lines = [f"{len(self.problems)} problems:"] + [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+    @classmethod
+    def single(cls, file: str, key: str, value: object, expected: str) -> ConfigError:
+        """Build an error with one problem."""
+        return cls([ConfigProblem(file, key, value, expected)])
+
+
+class MappingError(PalmsimError):
+    """A valid configuration whose mapping is infeasible (memory, grid size, divisibility)."""
+
+    exit_code = 3
+
+
+class SimulationError(PalmsimError):
+    """Simulated work did not finish: a deadlock, or the ``until`` time was reached."""
+
+    exit_code = 4

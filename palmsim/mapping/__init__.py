@@ -1,0 +1,1 @@
+"""palmsim.mapping."""

@@ -1,0 +1,118 @@
+"""MappingPlan: the frozen result of mapping a workload onto a chip.
+
+The plan is everything the engine needs and nothing more: which tiles run which stage, and for
+each stage the sequence of compute and communication steps of a forward, a recompute and a
+backward pass of one micro-batch, with times from the pure cost models already evaluated. The
+engine executes plans; it never looks at the workload or the cost models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from palmsim.config.specs import MappingSpec
+
+__all__ = [
+    "CollectiveStep",
+    "ComputeStep",
+    "MappingPlan",
+    "MemoryBreakdown",
+    "StageProgram",
+    "Step",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeStep:
+    """A run of ops on each tile of a stage between two communications.
+
+    ``compute_time_s`` is the tile-side time from the roofline cost model (FLOP at achievable
+    peak versus SRAM bytes at SRAM bandwidth), summed over the ops. The bytes of operands that
+    live in DRAM move as contended DRAM flows in parallel; the step ends when both are done.
+    """
+
+    label: str
+    compute_time_s: float
+    flop: float
+    sram_bytes: float
+    dram_read_bytes: float
+    dram_write_bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class CollectiveStep:
+    """A collective among the tiles of the stage's tensor-parallel group.
+
+    ``kind`` is ``allreduce``, ``reducescatter`` or ``allgather``; ``size_bytes`` is the
+    per-tile buffer size S as in the NCCL convention.
+    """
+
+    label: str
+    kind: str
+    size_bytes: float
+
+
+Step = ComputeStep | CollectiveStep
+
+
+@dataclass(frozen=True, slots=True)
+class StageProgram:
+    """The per-micro-batch work of one pipeline stage, identical on each of its tiles."""
+
+    stage: int
+    layers: tuple[int, int]  # [first, last) transformer layers held by this stage
+    forward: tuple[Step, ...]
+    backward: tuple[Step, ...]  # input- and weight-gradient, in backward order
+    recompute: tuple[Step, ...]  # run before ``backward`` when recompute is on; else empty
+    activation_bytes_per_microbatch: float  # stored per tile from forward until its backward
+    send_bytes: float  # activation bytes each tile sends to the next stage per micro-batch
+    grad_bucket_bytes: tuple[float, ...]  # per-tile DP gradient buckets, in backward order
+    optimizer: ComputeStep  # the optimizer step of this stage's parameter shard
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBreakdown:
+    """Peak bytes of each kind held by one tile, and how much of it sits in SRAM."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float  # peak stored activations (in-flight micro-batches) plus working set
+    sram_bytes: float  # the part held in SRAM
+    dram_bytes: float  # the part spilled to the tile's DRAM port
+
+    @property
+    def total(self) -> float:
+        """All bytes this tile needs at its peak."""
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+
+@dataclass(frozen=True, slots=True)
+class MappingPlan:
+    """Which tiles run which stage, with what work, at what memory cost."""
+
+    mapping: MappingSpec
+    num_microbatches: int
+    # stage_tiles[replica][stage] = tiles of that stage replica, in TP-rank order.
+    stage_tiles: tuple[tuple[tuple[int, ...], ...], ...]
+    programs: tuple[StageProgram, ...]  # one per stage
+    dram_port_of_tile: tuple[tuple[int, int], ...]  # (tile, DRAM port index) for used tiles
+    memory: tuple[tuple[int, MemoryBreakdown], ...]  # (tile, breakdown) for used tiles
+    model_flop_per_iteration: float  # 3x forward GEMM FLOPs, no recompute (Korthikanti Eq. 7)
+    peak_flop_per_s: float  # per tile, at the workload's dtype
+    samples_per_iteration: int
+    tokens_per_iteration: int
+
+    @property
+    def num_stages(self) -> int:
+        """Pipeline stages p."""
+        return len(self.programs)
+
+    @property
+    def used_tiles(self) -> tuple[int, ...]:
+        """Every tile the mapping uses, sorted."""
+        return tuple(sorted(t for rep in self.stage_tiles for st in rep for t in st))
+
+    def stage_of_tile(self) -> dict[int, int]:
+        """Tile index -> pipeline stage."""
+        return {t: s for rep in self.stage_tiles for s, st in enumerate(rep) for t in st}

@@ -1,0 +1,1 @@
+"""palmsim.report."""

@@ -1,0 +1,167 @@
+"""SI unit multipliers and parsing of quantities written with units.
+
+Inside palmsim every dimensional value is a Python ``float`` in SI base units: seconds, bytes,
+FLOP, bytes/s, FLOP/s, Hz. Config files write units in the value (``256 GB/s``, ``3 MiB``,
+``16 TFLOP/s``, ``1 ns``); :func:`parse_quantity` converts them once, at load time.
+
+Constants here are *multipliers*: ``3 * MiB`` is a number of bytes and ``1 * ns`` a number of
+seconds. Converting out of SI is always a division (``t_s / us``), done in ``report/``.
+
+Prefix conventions: ``KB/MB/GB/TB/PB`` are decimal (10^3n); ``KiB/MiB/GiB/TiB`` are binary
+(2^10n). ``TFLOP/s`` is 10^12 FLOP/s, never 2^40. A lower-case ``b`` means bits (``200 Gb/s`` is
+25 GB/s), as network vendors quote NIC line rates.
+"""
+
+from __future__ import annotations
+
+import re
+
+from palmsim.errors import ConfigError
+
+__all__ = [
+    "DIMENSIONS",
+    "GB",
+    "GHz",
+    "GiB",
+    "KB",
+    "KiB",
+    "MB",
+    "MiB",
+    "PB",
+    "TB",
+    "TiB",
+    "format_quantity",
+    "ms",
+    "ns",
+    "parse_quantity",
+    "us",
+]
+
+# Time (seconds).
+ns = 1e-9
+us = 1e-6
+ms = 1e-3
+# Data (bytes), decimal and binary.
+KB = 1e3
+MB = 1e6
+GB = 1e9
+TB = 1e12
+PB = 1e15
+KiB = float(2**10)
+MiB = float(2**20)
+GiB = float(2**30)
+TiB = float(2**40)
+# Frequency (Hz).
+GHz = 1e9
+
+_DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+_BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "ps": 1e-12}
+
+#: Dimension name -> (SI unit shown to users, an accepted example).
+DIMENSIONS: dict[str, tuple[str, str]] = {
+    "time": ("s", "1 ns"),
+    "bytes": ("B", "3 MiB"),
+    "bandwidth": ("B/s", "256 GB/s"),
+    "flop": ("FLOP", "2 TFLOP"),
+    "flop_rate": ("FLOP/s", "16 TFLOP/s"),
+    "frequency": ("Hz", "1 GHz"),
+}
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_QUANTITY_RE = re.compile(rf"^\s*({_NUMBER})\s*([^\s\d].*?)?\s*$")
+
+
+def _split_prefix(unit: str, base: str) -> float | None:
+    """Return the multiplier of ``unit`` = <prefix><base>, or None if it does not match."""
+    if not unit.endswith(base):
+        return None
+    prefix = unit[: -len(base)]
+    if prefix in _BINARY:
+        return _BINARY[prefix]
+    if prefix in _DECIMAL:
+        return _DECIMAL[prefix]
+    return None
+
+
+def _unit_to_si(unit: str) -> tuple[str, float] | None:
+    """Map a unit string to (dimension, multiplier to SI), or None if unknown."""
+    u = unit.replace(" ", "")
+    if u in _TIME:
+        return "time", _TIME[u]
+    for dimension, bases, scale in (
+        ("bandwidth", ("B/s", "Bps"), 1.0),
+        ("bandwidth", ("b/s", "bps", "bit/s"), 1.0 / 8.0),
+        ("flop_rate", ("FLOP/s", "FLOPS", "flop/s", "OP/s", "OPS", "op/s"), 1.0),
+        ("frequency", ("Hz",), 1.0),
+        ("flop", ("FLOP", "flop", "OP"), 1.0),
+        ("bytes", ("B", "byte", "bytes"), 1.0),
+        ("bytes", ("b", "bit", "bits"), 1.0 / 8.0),
+    ):
+        for base in bases:
+            mult = _split_prefix(u, base)
+            if mult is not None:
+                return dimension, mult * scale
+    return None
+
+
+def parse_quantity(value: object, expect: str, *, where: str = "", key: str = "") -> float:
+    """Parse ``value`` such as ``"256 GB/s"`` into SI units of dimension ``expect``.
+
+    Args:
+        value: the raw config value, a string with a unit.
+        expect: one of :data:`DIMENSIONS` (``"time"``, ``"bytes"``, ``"bandwidth"``, ...).
+        where: file the value came from, for the error message.
+        key: dotted key path of the value, for the error message.
+
+    Returns:
+        The value in SI base units (seconds, bytes, bytes/s, FLOP, FLOP/s, Hz).
+
+    Raises:
+        ConfigError: a bare number, an unknown unit, a unit of the wrong dimension, or a
+            negative value.
+    """
+    unit_si, example = DIMENSIONS[expect]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError.single(where, key, value, f"a {expect} with a unit, e.g. '{example}'")
+    if isinstance(value, (int, float)):
+        raise ConfigError.single(
+            where, key, value, f"a unit in the value: a bare number is ambiguous, e.g. '{example}'"
+        )
+    match = _QUANTITY_RE.match(value)
+    if match is None or match.group(2) is None:
+        raise ConfigError.single(where, key, value, f"a {expect} with a unit, e.g. '{example}'")
+    number = float(match.group(1))
+    parsed = _unit_to_si(match.group(2))
+    if parsed is None:
+        raise ConfigError.single(
+            where, key, value, f"a known {expect} unit ({unit_si} with a prefix), e.g. '{example}'"
+        )
+    dimension, multiplier = parsed
+    if dimension != expect:
+        raise ConfigError.single(
+            where, key, value, f"a {expect} (e.g. '{example}'), but this is a {dimension}"
+        )
+    if number < 0:
+        raise ConfigError.single(where, key, value, f"a non-negative {expect}")
+    return number * multiplier
+
+
+_FORMAT_PREFIXES = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0))
+
+
+def format_quantity(value: float, dimension: str) -> str:
+    """Format an SI value for people, e.g. ``format_quantity(2.56e11, "bandwidth") == "256 GB/s"``.
+
+    Times use s/ms/us/ns; other dimensions use decimal prefixes, so the text parses back with
+    :func:`parse_quantity` to the same number (to 6 significant digits).
+    """
+    unit = DIMENSIONS[dimension][0]
+    if dimension == "time":
+        for name, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+            if abs(value) >= scale or name == "ns":
+                return f"{value / scale:.6g} {name}"
+    for prefix, scale in _FORMAT_PREFIXES:
+        if abs(value) >= scale or prefix == "":
+            return f"{value / scale:.6g} {prefix}{unit}"
+    raise AssertionError("unreachable")
