@@ -1,1 +1,18 @@
-"""palmsim.hardware."""
+"""palmsim.hardware: the static machine (chip graph, routes) and pure cost models."""
+
+from palmsim.hardware.chip import Channel, Chip, DramPort, Route
+from palmsim.hardware.compute import op_time_s
+from palmsim.hardware.memory import access_time_s, fits, split_sram_dram
+from palmsim.hardware.topology import TOPOLOGIES
+
+__all__ = [
+    "TOPOLOGIES",
+    "Channel",
+    "Chip",
+    "DramPort",
+    "Route",
+    "access_time_s",
+    "fits",
+    "op_time_s",
+    "split_sram_dram",
+]
