@@ -14,6 +14,7 @@ from palmsim.config.specs import MappingSpec
 
 __all__ = [
     "CollectiveStep",
+    "GradBucketReady",
     "ComputeStep",
     "MappingPlan",
     "MemoryBreakdown",
@@ -52,7 +53,20 @@ class CollectiveStep:
     size_bytes: float
 
 
-Step = ComputeStep | CollectiveStep
+@dataclass(frozen=True, slots=True)
+class GradBucketReady:
+    """Marks the point of a backward pass after which a gradient bucket is complete.
+
+    On the stage's last backward of the iteration the engine starts the data-parallel
+    all-reduce of this bucket (``size_bytes`` per tile) here, so it overlaps the rest of the
+    backward pass (PyTorch DDP bucketing, Li et al. VLDB 2020). Elsewhere it is a no-op.
+    """
+
+    label: str
+    size_bytes: float
+
+
+Step = ComputeStep | CollectiveStep | GradBucketReady
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +79,9 @@ class StageProgram:
     backward: tuple[Step, ...]  # input- and weight-gradient, in backward order
     recompute: tuple[Step, ...]  # run before ``backward`` when recompute is on; else empty
     activation_bytes_per_microbatch: float  # stored per tile from forward until its backward
-    send_bytes: float  # activation bytes each tile sends to the next stage per micro-batch
-    grad_bucket_bytes: tuple[float, ...]  # per-tile DP gradient buckets, in backward order
+    send_bytes: float  # bytes each tile sends to its peer in the next/previous stage
     optimizer: ComputeStep  # the optimizer step of this stage's parameter shard
+    steps: tuple[tuple[str, int], ...]  # the schedule: ("F"|"B", micro-batch) in run order
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +107,13 @@ class MappingPlan:
 
     mapping: MappingSpec
     num_microbatches: int
-    # stage_tiles[replica][stage] = tiles of that stage replica, in TP-rank order.
+    # stage_tiles[replica][stage] = tiles of that stage replica, in TP-rank order, which is
+    # also the ring order of its tensor-parallel collectives.
     stage_tiles: tuple[tuple[tuple[int, ...], ...], ...]
     programs: tuple[StageProgram, ...]  # one per stage
     dram_port_of_tile: tuple[tuple[int, int], ...]  # (tile, DRAM port index) for used tiles
     memory: tuple[tuple[int, MemoryBreakdown], ...]  # (tile, breakdown) for used tiles
+    placement: str  # name of the placement strategy used
     model_flop_per_iteration: float  # 3x forward GEMM FLOPs, no recompute (Korthikanti Eq. 7)
     peak_flop_per_s: float  # per tile, at the workload's dtype
     samples_per_iteration: int

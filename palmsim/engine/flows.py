@@ -1,0 +1,232 @@
+"""Flow-level network model: concurrent flows share channel bandwidth max-min fairly.
+
+A *channel* is one direction of a NoC link, one direction of an NVLink or NIC, or one DRAM
+port; each has a capacity in bytes/s. A *flow* moves a number of bytes over a fixed list of
+channels. At every instant each flow gets its max-min fair rate (progressive filling, Bertsekas
+& Gallager, *Data Networks*, 2nd ed., Sec. 6.5.2): rates are raised together until some
+channel saturates, the flows through it are frozen at that rate, and so on. Whenever a flow
+starts or finishes, the rates of the flows it shares channels with (its connected component)
+are recomputed and their completion times moved. A transfer never holds a path as a lock.
+
+A flow's bytes arrive ``latency_s`` after it drains (the path's per-hop latencies), so a lone
+flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import simpy
+
+from palmsim.engine.records import FlowRecord
+
+__all__ = ["FlowNetwork"]
+
+# Flows whose computed completion lies within this many seconds of "now" are complete:
+# absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
+_TIME_EPS_S = 1e-15
+
+
+@dataclass(slots=True)
+class _Flow:
+    flow_id: int
+    channels: tuple[int, ...]
+    size_bytes: float
+    latency_s: float
+    start_s: float
+    done: simpy.Event
+    meta: tuple[str, int, int, int, int]  # category, src, dst, stage, microbatch
+    remaining_bytes: float = 0.0
+    rate_bytes_per_s: float = 0.0
+    updated_s: float = 0.0
+    version: int = 0
+    finish_s: float = field(default=float("inf"))
+
+
+class FlowNetwork:
+    """Max-min fair bandwidth sharing among flows over capacity-limited channels.
+
+    Runtime object: create one per simulation run.
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        capacities_bytes_per_s: Sequence[float],
+        emit: Callable[[FlowRecord], None],
+    ) -> None:
+        self.env = env
+        self._capacity = list(capacities_bytes_per_s)
+        self._emit = emit
+        self._flows_on: list[dict[int, _Flow]] = [{} for _ in self._capacity]
+        self._heap: list[tuple[float, int, int, _Flow]] = []
+        self._next_id = 0
+        self._timer_at = float("inf")
+        self.num_active = 0
+
+    # ------------------------------------------------------------------ public
+
+    def transfer(
+        self,
+        channels: tuple[int, ...],
+        size_bytes: float,
+        latency_s: float,
+        *,
+        category: str,
+        src: int,
+        dst: int,
+        stage: int = -1,
+        microbatch: int = -1,
+    ) -> simpy.Event:
+        """Start a flow now; return an event that fires when its last byte has arrived.
+
+        A flow with no channels (same tile) or no bytes only pays ``latency_s``.
+        """
+        env = self.env
+        done = env.event()
+        flow = _Flow(
+            flow_id=self._next_id,
+            channels=channels,
+            size_bytes=size_bytes,
+            latency_s=latency_s,
+            start_s=env.now,
+            done=done,
+            meta=(category, src, dst, stage, microbatch),
+            remaining_bytes=size_bytes,
+            updated_s=env.now,
+        )
+        self._next_id += 1
+        if not channels or size_bytes <= 0.0:
+            self._drained(flow)
+            return done
+        for c in channels:
+            self._flows_on[c][flow.flow_id] = flow
+        self.num_active += 1
+        self._reshare(self._component([flow]))
+        return done
+
+    # ------------------------------------------------------------------ internals
+
+    def _component(self, seeds: list[_Flow]) -> list[_Flow]:
+        """All active flows connected to ``seeds`` through shared channels, in id order."""
+        seen: dict[int, _Flow] = {}
+        seen_channels: set[int] = set()
+        stack = list(seeds)
+        while stack:
+            flow = stack.pop()
+            if flow.flow_id in seen:
+                continue
+            seen[flow.flow_id] = flow
+            for c in flow.channels:
+                if c in seen_channels:
+                    continue
+                seen_channels.add(c)
+                stack.extend(f for f in self._flows_on[c].values() if f.flow_id not in seen)
+        return [seen[k] for k in sorted(seen)]
+
+    def _reshare(self, flows: list[_Flow]) -> None:
+        """Advance ``flows`` to now, give them max-min fair rates, reschedule completions."""
+        now = self.env.now
+        for f in flows:
+            f.remaining_bytes = max(
+                0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
+            )
+            f.updated_s = now
+        self._progressive_filling(flows)
+        for f in flows:
+            f.version += 1
+            f.finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
+            heapq.heappush(self._heap, (f.finish_s, f.flow_id, f.version, f))
+        self._arm()
+
+    def _progressive_filling(self, flows: list[_Flow]) -> None:
+        """Set each flow's max-min fair rate (water-filling over the channels they use)."""
+        residual: dict[int, float] = {}
+        unfrozen_on: dict[int, int] = {}
+        for f in flows:
+            for c in f.channels:
+                residual[c] = self._capacity[c]
+                unfrozen_on[c] = unfrozen_on.get(c, 0) + 1
+        unfrozen = {f.flow_id: f for f in flows}
+        while unfrozen:
+            # The tightest channel fixes the rate of every unfrozen flow through it.
+            share = min(residual[c] / n for c, n in unfrozen_on.items() if n > 0)
+            bottlenecks = {
+                c
+                for c, n in unfrozen_on.items()
+                if n > 0 and residual[c] / n <= share * (1 + 1e-12)
+            }
+            for fid in [
+                fid for fid, f in unfrozen.items() if not bottlenecks.isdisjoint(f.channels)
+            ]:
+                f = unfrozen.pop(fid)
+                f.rate_bytes_per_s = share
+                for c in f.channels:
+                    residual[c] -= share
+                    unfrozen_on[c] -= 1
+
+    def _arm(self) -> None:
+        """Make sure a timer fires at the earliest pending completion."""
+        heap = self._heap
+        while heap and heap[0][2] != heap[0][3].version:
+            heapq.heappop(heap)
+        if heap and heap[0][0] < self._timer_at:
+            self._timer_at = heap[0][0]
+            timer = self.env.timeout(max(0.0, heap[0][0] - self.env.now))
+            timer.callbacks.append(self._on_timer)
+
+    def _on_timer(self, _event: simpy.Event) -> None:
+        now = self.env.now
+        if now >= self._timer_at - _TIME_EPS_S:
+            self._timer_at = float("inf")
+        finished: list[_Flow] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now + _TIME_EPS_S:
+            _, _, version, flow = heapq.heappop(heap)
+            if version == flow.version:
+                finished.append(flow)
+        if not finished:
+            self._arm()
+            return
+        neighbours: list[_Flow] = []
+        for flow in finished:
+            flow.version += 1  # invalidate any later heap entry
+            for c in flow.channels:
+                del self._flows_on[c][flow.flow_id]
+            self.num_active -= 1
+        for flow in finished:
+            for c in flow.channels:
+                neighbours.extend(self._flows_on[c].values())
+            self._drained(flow)
+        if neighbours:
+            self._reshare(self._component(neighbours))
+        else:
+            self._arm()
+
+    def _drained(self, flow: _Flow) -> None:
+        """The flow's last byte left; it arrives after the path latency."""
+        if flow.latency_s > 0.0:
+            arrive = self.env.timeout(flow.latency_s)
+            arrive.callbacks.append(lambda _e, f=flow: self._arrived(f))
+        else:
+            self._arrived(flow)
+
+    def _arrived(self, flow: _Flow) -> None:
+        category, src, dst, stage, microbatch = flow.meta
+        self._emit(
+            FlowRecord(
+                flow_id=flow.flow_id,
+                category=category,
+                src=src,
+                dst=dst,
+                channels=flow.channels,
+                start_s=flow.start_s,
+                end_s=self.env.now,
+                size_bytes=flow.size_bytes,
+                stage=stage,
+                microbatch=microbatch,
+            )
+        )
+        flow.done.succeed()

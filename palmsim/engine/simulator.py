@@ -1,0 +1,395 @@
+"""The event-driven simulation of one training iteration of a :class:`MappingPlan` on a chip.
+
+Time unit: ``env.now`` is in **seconds**. SimPy itself is unit-less.
+
+Every used tile runs its own SimPy process, executing its stage's schedule (from the plan)
+step by step: compute steps hold the tile for the roofline time while their DRAM traffic moves
+as contended flows; tensor-parallel collectives start when every tile of the group has
+arrived; activations and gradients move between stages as point-to-point flows; on the last
+backward, data-parallel gradient buckets are all-reduced in the background and the optimizer
+step waits for them. All link and DRAM traffic shares bandwidth max-min fairly
+(:mod:`palmsim.engine.flows`), so congestion between collectives, pipeline transfers and DRAM
+traffic emerges rather than being assumed.
+
+Collectives are ring algorithms at flow level: for a ring of ``n`` tiles each tile sends one
+flow to its ring successor carrying ``2(n-1)/n * S`` bytes (all-reduce) or ``(n-1)/n * S``
+(reduce-scatter, all-gather), which is what the ``2(n-1)`` (or ``n-1``) pipelined ring steps
+move over each ring edge (Patarasuk & Yuan 2009; NCCL's ring, nccl-tests PERFORMANCE.md); each
+flow also pays its route latency once per ring step. With no contention this is exactly the
+textbook ``2(n-1)/n * S/B + 2(n-1) * alpha``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import simpy
+
+from palmsim.config.specs import RunSpec
+from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.errors import SimulationError
+from palmsim.mapping.plan import (
+    CollectiveStep,
+    ComputeStep,
+    GradBucketReady,
+    MappingPlan,
+    Step,
+)
+
+__all__ = ["ChipLike", "Simulator"]
+
+# Ring steps per collective kind, and the fraction of S each ring edge carries.
+# (Patarasuk & Yuan 2009; nccl-tests doc/PERFORMANCE.md busbw factors.)
+_RING_STEPS = {
+    "allreduce": lambda n: 2 * (n - 1),
+    "reducescatter": lambda n: n - 1,
+    "allgather": lambda n: n - 1,
+}
+
+
+class _RouteLike(Protocol):
+    channels: tuple[int, ...]
+    latency_s: float
+
+
+class ChipLike(Protocol):
+    """What the engine needs of a chip (see :class:`palmsim.hardware.chip.Chip`)."""
+
+    @property
+    def channels(self) -> Sequence[Any]: ...
+
+    def route(self, src: int, dst: int) -> _RouteLike: ...
+
+    def dram_route(self, tile: int, port: int, *, write: bool) -> _RouteLike: ...
+
+
+@dataclass(slots=True)
+class _Collective:
+    """One collective instance being assembled from its participants."""
+
+    tiles: tuple[int, ...]
+    kind: str
+    size_bytes: float
+    category: str
+    stage: int
+    microbatch: int
+    arrived: int
+    done: simpy.Event
+
+
+class Simulator:
+    """Simulates one iteration of ``plan`` on ``chip``; :meth:`run` returns a :class:`RunTrace`."""
+
+    def __init__(self, chip: ChipLike, plan: MappingPlan, run_spec: RunSpec | None = None) -> None:
+        self.chip = chip
+        self.plan = plan
+        self.run_spec = run_spec or RunSpec()
+        self.env = simpy.Environment()
+        self._intervals: list[IntervalRecord] = []
+        self._flows: list[FlowRecord] = []
+        self._memory: list[MemoryRecord] = []
+        self.network = FlowNetwork(
+            self.env, [c.bandwidth_bytes_per_s for c in chip.channels], self._flows.append
+        )
+        self._port_of = dict(plan.dram_port_of_tile)
+        self._mail: dict[tuple[Any, ...], simpy.Event] = {}
+        self._collectives: dict[tuple[Any, ...], _Collective] = {}
+        self._group_seq: dict[tuple[tuple[int, ...], int], int] = {}
+        self._group_tail: dict[tuple[int, ...], simpy.Event] = {}
+        self._activity: dict[int, str] = {}
+        self._finished: set[int] = set()
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> RunTrace:
+        """Simulate the iteration to completion (or ``run_spec.until_s``).
+
+        Raises:
+            SimulationError: some tile did not finish (deadlock, or ``until_s`` reached).
+        """
+        wall_start = time.perf_counter()
+        plan = self.plan
+        for replica, stages in enumerate(plan.stage_tiles):
+            for stage, tiles in enumerate(stages):
+                for rank, tile in enumerate(tiles):
+                    self.env.process(self._tile_process(replica, stage, rank, tile))
+        until = self.run_spec.until_s
+        env = self.env
+        num_events = 0
+        while True:
+            next_time = env.peek()
+            if next_time == float("inf") or (until is not None and next_time > until):
+                break
+            env.step()
+            num_events += 1
+        stuck = sorted(set(plan.used_tiles) - self._finished)
+        if stuck:
+            shown = "; ".join(
+                f"tile {t}: {self._activity.get(t, 'not started')}" for t in stuck[:8]
+            )
+            more = f" (and {len(stuck) - 8} more)" if len(stuck) > 8 else ""
+            reason = f"reached until={until} s" if until is not None else "deadlock"
+            raise SimulationError(
+                f"{reason} at t={env.now:.9g} s with {len(stuck)} tiles unfinished: {shown}{more}"
+            )
+        self._check_invariants()
+        return RunTrace(
+            intervals=tuple(self._intervals),
+            flows=tuple(self._flows),
+            memory=tuple(self._memory),
+            end_time_s=env.now,
+            num_events=num_events,
+            wall_time_s=time.perf_counter() - wall_start,
+            metadata={"placement": plan.placement},
+        )
+
+    def _check_invariants(self) -> None:
+        """Programmer-error checks at the end of a run (Ciw's wrap-up invariants)."""
+        assert self.network.num_active == 0, "flows still active after every tile finished"
+        assert all(i.end_s <= self.env.now for i in self._intervals)
+        assert all(f.end_s <= self.env.now for f in self._flows)
+        runs: dict[tuple[int, str, int], int] = {}
+        for rec in self._intervals:
+            if rec.category == "forward" and rec.microbatch >= 0:
+                key = (rec.tile, rec.label, rec.microbatch)
+                runs[key] = runs.get(key, 0) + 1
+        assert all(n == 1 for n in runs.values()), "an op ran more than once per micro-batch"
+
+    # ------------------------------------------------------------------ processes
+
+    def _tile_process(
+        self, replica: int, stage: int, rank: int, tile: int
+    ) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: one tile's whole iteration.
+
+        Yields compute timeouts, flow-completion events, mailbox events and collective
+        completions; records IntervalRecords, MemoryRecords and (through the network)
+        FlowRecords.
+        """
+        plan = self.plan
+        program = plan.programs[stage]
+        num_stages = plan.num_stages
+        tp_group = plan.stage_tiles[replica][stage]
+        dp_group = tuple(rep[stage][rank] for rep in plan.stage_tiles)
+        last_backward = max(i for i, (phase, _) in enumerate(program.steps) if phase == "B")
+        held_bytes = 0.0
+        pending: list[simpy.Event] = []
+        for index, (phase, mb) in enumerate(program.steps):
+            if phase == "F":
+                if stage > 0:
+                    self._activity[tile] = (
+                        f"stage {stage} waits for activations of micro-batch {mb}"
+                    )
+                    yield self._mailbox(("F", replica, stage, rank, mb))
+                yield from self._run_steps(
+                    program.forward, tile, tp_group, stage, mb, "forward", None
+                )
+                held_bytes += program.activation_bytes_per_microbatch
+                self._memory.append(MemoryRecord(tile, self.env.now, held_bytes))
+                if stage < num_stages - 1:
+                    peer = plan.stage_tiles[replica][stage + 1][rank]
+                    self._send(
+                        tile,
+                        peer,
+                        program.send_bytes,
+                        ("F", replica, stage + 1, rank, mb),
+                        stage,
+                        mb,
+                    )
+            else:
+                if stage < num_stages - 1:
+                    self._activity[tile] = f"stage {stage} waits for gradients of micro-batch {mb}"
+                    yield self._mailbox(("B", replica, stage, rank, mb))
+                if program.recompute:
+                    yield from self._run_steps(
+                        program.recompute, tile, tp_group, stage, mb, "recompute", None
+                    )
+                buckets = pending if (index == last_backward and len(dp_group) > 1) else None
+                yield from self._run_steps(
+                    program.backward, tile, tp_group, stage, mb, "backward", buckets, dp_group
+                )
+                held_bytes -= program.activation_bytes_per_microbatch
+                self._memory.append(MemoryRecord(tile, self.env.now, max(0.0, held_bytes)))
+                if stage > 0:
+                    peer = plan.stage_tiles[replica][stage - 1][rank]
+                    prev_send = plan.programs[stage - 1].send_bytes
+                    self._send(
+                        tile, peer, prev_send, ("B", replica, stage - 1, rank, mb), stage, mb
+                    )
+        if pending:
+            self._activity[tile] = f"stage {stage} waits for its data-parallel gradient all-reduce"
+            yield self.env.all_of(pending)
+        self._activity[tile] = f"stage {stage} runs the optimizer step"
+        yield from self._compute(program.optimizer, tile, stage, -1, "optimizer")
+        self._activity[tile] = "finished"
+        self._finished.add(tile)
+
+    def _run_steps(
+        self,
+        steps: tuple[Step, ...],
+        tile: int,
+        tp_group: tuple[int, ...],
+        stage: int,
+        mb: int,
+        category: str,
+        dp_buckets: list[simpy.Event] | None,
+        dp_group: tuple[int, ...] = (),
+    ) -> Generator[simpy.Event, Any, None]:
+        """Run a pass's steps on ``tile``; with ``dp_buckets`` start DP all-reduces on markers."""
+        for step in steps:
+            if isinstance(step, ComputeStep):
+                self._activity[tile] = f"stage {stage} {category} {step.label} micro-batch {mb}"
+                yield from self._compute(step, tile, stage, mb, category)
+            elif isinstance(step, CollectiveStep):
+                self._activity[tile] = (
+                    f"stage {stage} {category} waits in TP {step.kind} {step.label} "
+                    f"(micro-batch {mb}, group {list(tp_group)})"
+                )
+                yield self._join(
+                    tp_group, tile, step.kind, step.size_bytes, "tp_" + step.kind, stage, mb
+                )
+            elif isinstance(step, GradBucketReady):
+                if dp_buckets is not None:
+                    dp_buckets.append(
+                        self._join(
+                            dp_group, tile, "allreduce", step.size_bytes, "dp_allreduce", stage, -1
+                        )
+                    )
+            else:  # pragma: no cover - exhaustive over Step
+                raise AssertionError(step)
+
+    def _compute(
+        self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
+    ) -> Generator[simpy.Event, Any, None]:
+        """Hold the tile for the step's roofline time while its DRAM traffic flows."""
+        env = self.env
+        start = env.now
+        events: list[simpy.Event] = [env.timeout(step.compute_time_s)]
+        if step.dram_read_bytes > 0 or step.dram_write_bytes > 0:
+            port = self._port_of[tile]
+            for nbytes, write in ((step.dram_read_bytes, False), (step.dram_write_bytes, True)):
+                if nbytes > 0:
+                    route = self.chip.dram_route(tile, port, write=write)
+                    events.append(
+                        self.network.transfer(
+                            route.channels,
+                            nbytes,
+                            route.latency_s,
+                            category="dram",
+                            src=tile if write else -1,
+                            dst=-1 if write else tile,
+                            stage=stage,
+                            microbatch=mb,
+                        )
+                    )
+        yield events[0] if len(events) == 1 else env.all_of(events)
+        self._intervals.append(
+            IntervalRecord(
+                tile=tile,
+                category=category,
+                start_s=start,
+                end_s=env.now,
+                stage=stage,
+                microbatch=mb,
+                label=step.label,
+                flop=step.flop,
+                bytes=step.sram_bytes + step.dram_read_bytes + step.dram_write_bytes,
+            )
+        )
+
+    # ------------------------------------------------------------------ communication
+
+    def _mailbox(self, key: tuple[Any, ...]) -> simpy.Event:
+        """The event signalling that the message ``key`` has arrived (created on first use)."""
+        event = self._mail.get(key)
+        if event is None:
+            event = self._mail[key] = self.env.event()
+        return event
+
+    def _send(
+        self, src: int, dst: int, size_bytes: float, key: tuple[Any, ...], stage: int, mb: int
+    ) -> None:
+        """Start a point-to-point flow; its arrival triggers the receiver's mailbox event."""
+        route = self.chip.route(src, dst)
+        done = self.network.transfer(
+            route.channels,
+            size_bytes,
+            route.latency_s,
+            category="p2p",
+            src=src,
+            dst=dst,
+            stage=stage,
+            microbatch=mb,
+        )
+        mailbox = self._mailbox(key)
+        done.callbacks.append(lambda _e: mailbox.succeed())
+
+    def _join(
+        self,
+        group: tuple[int, ...],
+        tile: int,
+        kind: str,
+        size_bytes: float,
+        category: str,
+        stage: int,
+        mb: int,
+    ) -> simpy.Event:
+        """Arrive at the next collective of ``group``; return its completion event.
+
+        Each member counts its own collectives on the group, so the n-th arrival of every
+        member is the same collective. A collective starts once all members have arrived and
+        the group's previous collective has finished (one communicator, one stream).
+        """
+        if len(group) == 1:
+            done = self.env.event()
+            done.succeed()
+            return done
+        seq_key = (group, tile)
+        seq = self._group_seq.get(seq_key, 0)
+        self._group_seq[seq_key] = seq + 1
+        key = (group, seq)
+        coll = self._collectives.get(key)
+        if coll is None:
+            coll = self._collectives[key] = _Collective(
+                group, kind, size_bytes, category, stage, mb, 0, self.env.event()
+            )
+        assert coll.kind == kind and coll.size_bytes == size_bytes, "collective mismatch in group"
+        coll.arrived += 1
+        if coll.arrived == len(group):
+            del self._collectives[key]
+            previous = self._group_tail.get(group)
+            self._group_tail[group] = coll.done
+            self.env.process(self._ring(coll, previous))
+        return coll.done
+
+    def _ring(
+        self, coll: _Collective, previous: simpy.Event | None
+    ) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: a ring collective as one flow per ring edge (see module docstring)."""
+        if previous is not None and not previous.processed:
+            yield previous
+        n = len(coll.tiles)
+        steps = _RING_STEPS[coll.kind](n)
+        edge_bytes = steps / n * coll.size_bytes
+        flows = []
+        for i, src in enumerate(coll.tiles):
+            dst = coll.tiles[(i + 1) % n]
+            route = self.chip.route(src, dst)
+            flows.append(
+                self.network.transfer(
+                    route.channels,
+                    edge_bytes,
+                    steps * route.latency_s,
+                    category=coll.category,
+                    src=src,
+                    dst=dst,
+                    stage=coll.stage,
+                    microbatch=coll.microbatch,
+                )
+            )
+        yield self.env.all_of(flows)
+        coll.done.succeed()

@@ -1,0 +1,132 @@
+"""Placement strategies: which tiles run which (replica, stage), and their ring order.
+
+A placer orders the chip's tiles; stage replica ``(d, s)`` takes the ``tp`` consecutive tiles
+at offset ``(d * pp + s) * tp`` of that order, so consecutive pipeline stages sit next to each
+other. Within a stage, tiles are then put in *ring order* for the tensor-parallel collectives:
+when they fill a rectangle with an even side, a Hamiltonian cycle of the mesh, so every ring
+edge is one hop (the mesh-aware ring); otherwise the placement order, whose closing edge is
+multi-hop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from palmsim.errors import MappingError
+from palmsim.registry import Registry
+
+__all__ = ["PLACERS", "ChipGrid", "place", "ring_order"]
+
+
+class ChipGrid(Protocol):
+    """What placement needs of a chip."""
+
+    num_tiles: int
+
+    def tile_position(self, tile: int) -> tuple[int, int]: ...
+
+    def die_of(self, tile: int) -> int: ...
+
+
+PlacerFn = Callable[[ChipGrid], list[int]]
+PLACERS: Registry[PlacerFn] = Registry("placement strategy")
+
+
+def _boustrophedon(cells: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Order (row, col) cells row by row, alternating direction (a snake)."""
+    rows: dict[int, list[tuple[int, int]]] = {}
+    for cell in sorted(cells):
+        rows.setdefault(cell[0], []).append(cell)
+    out: list[tuple[int, int]] = []
+    for i, r in enumerate(sorted(rows)):
+        out.extend(rows[r] if i % 2 == 0 else reversed(rows[r]))
+    return out
+
+
+@PLACERS.register("snake")
+def snake(chip: ChipGrid) -> list[int]:
+    """Dies in snake order over the die grid, tiles in snake order within each die.
+
+    Keeps a stage's tensor-parallel group inside one die when ``tp`` divides the die's tile
+    count, and consecutive stages on neighbouring dies (PALM's stage-by-stage layout).
+    """
+    by_die: dict[int, list[int]] = {}
+    for t in range(chip.num_tiles):
+        by_die.setdefault(chip.die_of(t), []).append(t)
+    die_cell = {d: _die_cell(chip, tiles) for d, tiles in by_die.items()}
+    order: list[int] = []
+    cell_to_die = {cell: d for d, cell in die_cell.items()}
+    for cell in _boustrophedon(list(cell_to_die)):
+        tiles = by_die[cell_to_die[cell]]
+        pos = {chip.tile_position(t): t for t in tiles}
+        order.extend(pos[c] for c in _boustrophedon(list(pos)))
+    return order
+
+
+def _die_cell(chip: ChipGrid, tiles: list[int]) -> tuple[int, int]:
+    """A die's (row, col) in the die grid: the position of its top-left tile, scaled."""
+    return min(chip.tile_position(t) for t in tiles)
+
+
+@PLACERS.register("row_major")
+def row_major(chip: ChipGrid) -> list[int]:
+    """Tiles in raster order over the whole wafer, ignoring die boundaries.
+
+    A stage's group then runs along a row of tiles and may straddle dies; useful as a contrast
+    to ``snake`` when studying inter-die traffic.
+    """
+    return sorted(range(chip.num_tiles), key=chip.tile_position)
+
+
+def ring_order(chip: ChipGrid, tiles: list[int]) -> tuple[int, ...]:
+    """Order ``tiles`` as a ring with one-hop edges where the grid allows it.
+
+    If the tiles fill an R x C rectangle with R or C even (and both > 1), return a Hamiltonian
+    cycle: along the first row, snake back over columns 1.. of the remaining rows, and return
+    up column 0. Otherwise keep the given order.
+    """
+    pos = {chip.tile_position(t): t for t in tiles}
+    rows = sorted({r for r, _ in pos})
+    cols = sorted({c for _, c in pos})
+    is_rect = len(pos) == len(rows) * len(cols) == len(tiles)
+    contiguous = rows == list(range(rows[0], rows[0] + len(rows))) and cols == list(
+        range(cols[0], cols[0] + len(cols))
+    )
+    if not (is_rect and contiguous and len(rows) > 1 and len(cols) > 1):
+        return tuple(tiles)
+    transpose = len(rows) % 2 == 1
+    if transpose and len(cols) % 2 == 1:
+        return tuple(tiles)
+    n_r, n_c = (len(cols), len(rows)) if transpose else (len(rows), len(cols))
+
+    def at(i: int, j: int) -> int:
+        return pos[(rows[j], cols[i])] if transpose else pos[(rows[i], cols[j])]
+
+    cycle = [at(0, j) for j in range(n_c)]
+    for i in range(1, n_r):
+        span = range(n_c - 1, 0, -1) if i % 2 == 1 else range(1, n_c)
+        cycle.extend(at(i, j) for j in span)
+    cycle.extend(at(i, 0) for i in range(n_r - 1, 0, -1))
+    return tuple(cycle)
+
+
+def place(
+    chip: ChipGrid, strategy: str, pp: int, tp: int, dp: int
+) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """Assign tiles: ``result[replica][stage]`` is the stage replica's tiles in ring order.
+
+    Raises:
+        MappingError: the mapping needs more tiles than the chip has.
+    """
+    needed = pp * tp * dp
+    if needed > chip.num_tiles:
+        raise MappingError(
+            f"mapping needs pp*tp*dp = {pp}*{tp}*{dp} = {needed} tiles but the chip has "
+            f"{chip.num_tiles}"
+        )
+    order = PLACERS.get(strategy)(chip)
+    return tuple(
+        tuple(ring_order(chip, order[(d * pp + s) * tp : (d * pp + s + 1) * tp]) for s in range(pp))
+        for d in range(dp)
+    )

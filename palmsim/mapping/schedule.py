@@ -1,0 +1,57 @@
+"""Pipeline schedules: the order in which one stage runs forward and backward passes.
+
+A schedule is a pure function ``(num_stages, num_microbatches, stage) -> steps`` where each step
+is ``("F", microbatch)`` or ``("B", microbatch)``. Dependencies between stages (a forward needs
+the previous stage's activations, a backward the next stage's gradients) are enforced by the
+engine, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from palmsim.registry import Registry
+
+__all__ = ["SCHEDULES", "ScheduleFn", "gpipe", "in_flight_microbatches", "one_f_one_b"]
+
+ScheduleFn = Callable[[int, int, int], tuple[tuple[str, int], ...]]
+
+SCHEDULES: Registry[ScheduleFn] = Registry("pipeline schedule")
+
+
+@SCHEDULES.register("gpipe")
+def gpipe(num_stages: int, num_microbatches: int, stage: int) -> tuple[tuple[str, int], ...]:
+    """All forwards, then all backwards in reverse micro-batch order (Huang et al. 2019, Fig. 2c).
+
+    Every stage holds the activations of all ``m`` micro-batches at its peak.
+    """
+    del num_stages, stage
+    m = num_microbatches
+    return tuple(("F", i) for i in range(m)) + tuple(("B", i) for i in reversed(range(m)))
+
+
+@SCHEDULES.register("1f1b")
+def one_f_one_b(num_stages: int, num_microbatches: int, stage: int) -> tuple[tuple[str, int], ...]:
+    """PipeDream-Flush 1F1B (Narayanan et al. SC21, Sec. 2.2.1).
+
+    Stage ``s`` first runs ``min(p - s - 1, m)`` warm-up forwards, then alternates one forward
+    with one backward, then drains the remaining backwards. It therefore holds at most
+    ``p - s`` micro-batches of activations.
+    """
+    p, m, s = num_stages, num_microbatches, stage
+    warmup = min(p - s - 1, m)
+    steps: list[tuple[str, int]] = [("F", i) for i in range(warmup)]
+    for i in range(m - warmup):
+        steps.append(("F", warmup + i))
+        steps.append(("B", i))
+    steps.extend(("B", i) for i in range(m - warmup, m))
+    return tuple(steps)
+
+
+def in_flight_microbatches(steps: tuple[tuple[str, int], ...]) -> int:
+    """The most micro-batches whose activations a stage holds at once under ``steps``."""
+    held = peak = 0
+    for phase, _ in steps:
+        held += 1 if phase == "F" else -1
+        peak = max(peak, held)
+    return peak

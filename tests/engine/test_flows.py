@@ -1,0 +1,107 @@
+"""Flow-level max-min fair sharing: micro-scenarios with hand-computed timelines.
+
+Bandwidths are 1 GB/s and sizes 1 GB so the expected times are small integers of seconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+
+from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.records import FlowRecord
+
+GBPS = 1e9
+GB = 1e9
+
+
+def _net(capacities: list[float]) -> tuple[simpy.Environment, FlowNetwork, list[FlowRecord]]:
+    env = simpy.Environment()
+    records: list[FlowRecord] = []
+    return env, FlowNetwork(env, capacities, records.append), records
+
+
+def _start(env, net, log, name, at_s, channels, size_bytes, latency_s=0.0):
+    def proc():
+        yield env.timeout(at_s)
+        yield net.transfer(channels, size_bytes, latency_s, category="p2p", src=0, dst=1)
+        log.append((name, env.now))
+
+    env.process(proc())
+
+
+def test_single_transfer_is_latency_plus_size_over_bandwidth():
+    """One flow over three hops: 3 x 1 ns latency + 1 GB / 1 GB/s."""
+    env, net, records = _net([GBPS, GBPS, GBPS])
+    log: list = []
+    _start(env, net, log, "a", 0.0, (0, 1, 2), GB, latency_s=3e-9)
+    env.run()
+    assert log == [("a", pytest.approx(1.0 + 3e-9, rel=1e-12))]
+    assert records[0].size_bytes == GB and records[0].channels == (0, 1, 2)
+
+
+def test_two_flows_sharing_a_link_take_twice_as_long():
+    """Two equal flows on one link each get half the bandwidth and end together at 2 s."""
+    env, net, _ = _net([GBPS])
+    log: list = []
+    _start(env, net, log, "a", 0.0, (0,), GB)
+    _start(env, net, log, "b", 0.0, (0,), GB)
+    env.run()
+    assert [t for _, t in log] == [pytest.approx(2.0, rel=1e-12)] * 2
+
+
+def test_flows_on_disjoint_links_do_not_slow_each_other():
+    env, net, _ = _net([GBPS, GBPS])
+    log: list = []
+    _start(env, net, log, "a", 0.0, (0,), GB)
+    _start(env, net, log, "b", 0.0, (1,), GB)
+    env.run()
+    assert [t for _, t in log] == [pytest.approx(1.0, rel=1e-12)] * 2
+
+
+def test_rates_are_recomputed_when_a_flow_starts_and_ends():
+    """a (1 GB) alone until 0.5 s (0.5 GB left), then shares with b (1 GB) at 0.5 GB/s each:
+    a ends at 1.5 s; b has 0.5 GB left and finishes alone at full rate at 2.0 s."""
+    env, net, _ = _net([GBPS])
+    log: list = []
+    _start(env, net, log, "a", 0.0, (0,), GB)
+    _start(env, net, log, "b", 0.5, (0,), GB)
+    env.run()
+    assert log == [("a", pytest.approx(1.5, rel=1e-12)), ("b", pytest.approx(2.0, rel=1e-12))]
+
+
+def test_max_min_fairness_gives_unused_share_to_others():
+    """Link 0 (1 GB/s) carries a and b; link 1 (0.25 GB/s) carries b and c.
+    Progressive filling: link 1 saturates first at 0.125 GB/s for b and c; a gets the rest of
+    link 0, 0.875 GB/s. Sizes: a 0.875 GB -> 1 s; c 0.125 GB -> 1 s; b 0.25 GB: 0.125 GB by
+    1 s, then alone on link 1 at 0.25 GB/s -> 0.5 s more, ends at 1.5 s."""
+    env, net, _ = _net([GBPS, 0.25 * GBPS])
+    log: list = []
+    _start(env, net, log, "a", 0.0, (0,), 0.875 * GB)
+    _start(env, net, log, "b", 0.0, (0, 1), 0.25 * GB)
+    _start(env, net, log, "c", 0.0, (1,), 0.125 * GB)
+    env.run()
+    times = dict(log)
+    assert times["a"] == pytest.approx(1.0, rel=1e-12)
+    assert times["c"] == pytest.approx(1.0, rel=1e-12)
+    assert times["b"] == pytest.approx(1.5, rel=1e-12)
+
+
+def test_empty_route_and_zero_bytes_cost_only_latency():
+    env, net, records = _net([GBPS])
+    log: list = []
+    _start(env, net, log, "local", 0.0, (), GB, latency_s=1e-6)
+    _start(env, net, log, "empty", 0.0, (0,), 0.0, latency_s=2e-6)
+    env.run()
+    assert dict(log) == {"local": pytest.approx(1e-6), "empty": pytest.approx(2e-6)}
+    assert len(records) == 2
+
+
+def test_bytes_are_conserved_in_records():
+    env, net, records = _net([GBPS, GBPS])
+    log: list = []
+    for i in range(5):
+        _start(env, net, log, f"f{i}", 0.1 * i, (i % 2,), (i + 1) * 0.1 * GB)
+    env.run()
+    assert sum(r.size_bytes for r in records) == pytest.approx(1.5 * GB, rel=1e-12)
+    assert net.num_active == 0

@@ -1,0 +1,171 @@
+"""Engine scenarios on hand-built plans and a fake ring chip, against closed forms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from palmsim.config.specs import MappingSpec, RunSpec
+from palmsim.engine.simulator import Simulator
+from palmsim.errors import SimulationError
+from palmsim.mapping.plan import (
+    CollectiveStep,
+    ComputeStep,
+    MappingPlan,
+    MemoryBreakdown,
+    StageProgram,
+)
+from palmsim.mapping.schedule import gpipe, one_f_one_b
+
+
+@dataclass(frozen=True)
+class _Channel:
+    bandwidth_bytes_per_s: float
+
+
+@dataclass(frozen=True)
+class _Route:
+    channels: tuple[int, ...]
+    latency_s: float
+
+
+class RingChip:
+    """n tiles on a unidirectional ring: channel i joins tile i to tile i+1 (mod n)."""
+
+    def __init__(self, n: int, bandwidth: float, hop_latency_s: float) -> None:
+        self.n = n
+        self.hop_latency_s = hop_latency_s
+        self.channels = [_Channel(bandwidth) for _ in range(n)]
+
+    def route(self, src: int, dst: int) -> _Route:
+        hops = []
+        t = src
+        while t != dst:
+            hops.append(t)
+            t = (t + 1) % self.n
+        return _Route(tuple(hops), len(hops) * self.hop_latency_s)
+
+    def dram_route(self, tile: int, port: int, *, write: bool) -> _Route:
+        raise AssertionError("no DRAM traffic in these plans")
+
+
+def _compute(label: str, seconds: float) -> ComputeStep:
+    return ComputeStep(label, seconds, 0.0, 0.0, 0.0, 0.0)
+
+
+def _plan(stage_programs, stage_tiles, m, *, schedule="gpipe") -> MappingPlan:
+    p = len(stage_programs)
+    mem = MemoryBreakdown(0, 0, 0, 0, 0, 0)
+    return MappingPlan(
+        mapping=MappingSpec(pp=p, schedule=schedule),
+        num_microbatches=m,
+        stage_tiles=stage_tiles,
+        programs=tuple(stage_programs),
+        dram_port_of_tile=(),
+        memory=tuple((t, mem) for rep in stage_tiles for st in rep for t in st),
+        placement="test",
+        model_flop_per_iteration=0.0,
+        peak_flop_per_s=1.0,
+        samples_per_iteration=m,
+        tokens_per_iteration=m,
+    )
+
+
+def _pipeline(p, m, tf, tb, schedule, act_bytes=0.0):
+    sched = {"gpipe": gpipe, "1f1b": one_f_one_b}[schedule]
+    programs = [
+        StageProgram(
+            stage=s,
+            layers=(s, s + 1),
+            forward=(_compute("f", tf),),
+            backward=(_compute("b", tb),),
+            recompute=(),
+            activation_bytes_per_microbatch=act_bytes,
+            send_bytes=0.0,
+            optimizer=_compute("opt", 0.0),
+            steps=sched(p, m, s),
+        )
+        for s in range(p)
+    ]
+    return _plan(programs, (tuple((s,) for s in range(p)),), m, schedule=schedule)
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize(("p", "m"), [(1, 1), (3, 4), (4, 8), (5, 2)])
+def test_uniform_pipeline_without_communication_takes_m_plus_p_minus_1_slots(schedule, p, m):
+    """Uniform stages, free communication: iteration = (m + p - 1) * (t_f + t_b)."""
+    tf, tb = 1.0, 2.0
+    chip = RingChip(p, 1e9, 0.0)
+    trace = Simulator(chip, _pipeline(p, m, tf, tb, schedule)).run()
+    assert trace.end_time_s == pytest.approx((m + p - 1) * (tf + tb), rel=1e-12)
+    # every stage ran every micro-batch forward and backward exactly once
+    assert len([r for r in trace.intervals if r.category == "forward"]) == p * m
+    assert len([r for r in trace.intervals if r.category == "backward"]) == p * m
+
+
+def test_1f1b_holds_at_most_p_minus_s_microbatches_and_gpipe_holds_m():
+    p, m, act = 4, 8, 10.0
+    chip = RingChip(p, 1e9, 0.0)
+    for schedule, expected in (("1f1b", [p - s for s in range(p)]), ("gpipe", [m] * p)):
+        trace = Simulator(chip, _pipeline(p, m, 1.0, 2.0, schedule, act)).run()
+        for s in range(p):
+            peak = max(r.activation_bytes for r in trace.memory if r.tile == s)
+            assert peak == expected[s] * act, (schedule, s)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_ring_allreduce_matches_textbook(n):
+    """All-reduce of S bytes on a ring of n tiles with link bandwidth B and hop latency a:
+    2(n-1)/n * S/B + 2(n-1) * a (Patarasuk & Yuan 2009)."""
+    size, bw, alpha = 64e6, 100e9, 1e-6
+    chip = RingChip(n, bw, alpha)
+    program = StageProgram(
+        stage=0,
+        layers=(0, 1),
+        forward=(CollectiveStep("ar", "allreduce", size),),
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=0.0,
+        optimizer=_compute("opt", 0.0),
+        steps=(("F", 0), ("B", 0)),
+    )
+    trace = Simulator(chip, _plan([program], ((tuple(range(n)),),), 1)).run()
+    expected = 2 * (n - 1) / n * size / bw + 2 * (n - 1) * alpha
+    assert trace.end_time_s == pytest.approx(expected, rel=1e-9)
+    assert sum(f.size_bytes for f in trace.flows) == pytest.approx(2 * (n - 1) * size, rel=1e-12)
+
+
+def test_deadlock_names_the_stuck_tiles():
+    """Stage 0 asks for micro-batch 0's gradient before sending its activations: deadlock."""
+    programs = [
+        StageProgram(
+            stage=s,
+            layers=(s, s + 1),
+            forward=(_compute("f", 1.0),),
+            backward=(_compute("b", 1.0),),
+            recompute=(),
+            activation_bytes_per_microbatch=0.0,
+            send_bytes=0.0,
+            optimizer=_compute("opt", 0.0),
+            steps=steps,
+        )
+        for s, steps in enumerate([(("B", 0), ("F", 0)), (("F", 0), ("B", 0))])
+    ]
+    plan = _plan(programs, (((0,), (1,)),), 1)
+    with pytest.raises(SimulationError, match=r"deadlock.*tile 0: stage 0 waits for gradients"):
+        Simulator(RingChip(2, 1e9, 0.0), plan).run()
+
+
+def test_until_reports_unfinished_work():
+    plan = _pipeline(2, 4, 1.0, 2.0, "gpipe")
+    with pytest.raises(SimulationError, match=r"reached until=3"):
+        Simulator(RingChip(2, 1e9, 0.0), plan, RunSpec(until_s=3.0)).run()
+
+
+def test_same_plan_gives_identical_records():
+    plan = _pipeline(3, 4, 1.0, 2.0, "1f1b")
+    a = Simulator(RingChip(3, 1e9, 1e-9), plan).run()
+    b = Simulator(RingChip(3, 1e9, 1e-9), plan).run()
+    assert a.intervals == b.intervals and a.flows == b.flows and a.end_time_s == b.end_time_s

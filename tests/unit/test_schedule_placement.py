@@ -1,0 +1,95 @@
+"""Schedules, partitions and ring orders against hand-derived expectations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from palmsim.errors import MappingError
+from palmsim.mapping.partition import partition_by_cost, partition_by_layers
+from palmsim.mapping.placement import ring_order
+from palmsim.mapping.schedule import gpipe, in_flight_microbatches, one_f_one_b
+
+
+def test_gpipe_runs_all_forwards_then_backwards_in_reverse():
+    assert gpipe(2, 3, 0) == (("F", 0), ("F", 1), ("F", 2), ("B", 2), ("B", 1), ("B", 0))
+
+
+def test_1f1b_warmup_steady_cooldown():
+    # p=4, m=6, stage 1: warm-up p-s-1 = 2 forwards, then F/B pairs, then 2 backwards.
+    assert one_f_one_b(4, 6, 1) == (
+        ("F", 0),
+        ("F", 1),
+        ("F", 2),
+        ("B", 0),
+        ("F", 3),
+        ("B", 1),
+        ("F", 4),
+        ("B", 2),
+        ("F", 5),
+        ("B", 3),
+        ("B", 4),
+        ("B", 5),
+    )
+    # the last stage alternates from the start
+    assert one_f_one_b(4, 2, 3) == (("F", 0), ("B", 0), ("F", 1), ("B", 1))
+
+
+@pytest.mark.parametrize(("p", "m"), [(4, 8), (8, 4), (1, 3), (20, 32)])
+def test_in_flight_microbatches(p, m):
+    for s in range(p):
+        assert in_flight_microbatches(one_f_one_b(p, m, s)) == min(p - s, m)
+        assert in_flight_microbatches(gpipe(p, m, s)) == m
+        steps = one_f_one_b(p, m, s)
+        assert sorted(steps) == sorted(gpipe(p, m, s))  # same work, different order
+
+
+def test_partition_by_layers_gives_leftovers_to_first_stages():
+    assert partition_by_layers(10, 4) == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    with pytest.raises(MappingError, match=r"pp = 5.*only 4 layers"):
+        partition_by_layers(4, 5)
+
+
+def test_partition_by_cost_moves_layers_off_a_heavy_last_stage():
+    # 6 unit layers over 3 stages, head costs 2 on the last stage: total 8, so the best
+    # possible max is 3, reached only with a single layer on the last stage (1 + 2).
+    ranges = partition_by_cost([1.0] * 6, 3, 0.0, 2.0)
+    costs = [(j - i) + (2.0 if k == 2 else 0.0) for k, (i, j) in enumerate(ranges)]
+    assert max(costs) == 3.0 and ranges[-1] == (5, 6)
+    assert [r[0] for r in ranges] == [0, ranges[0][1], ranges[1][1]]  # contiguous
+    assert partition_by_cost([1.0] * 6, 3, 0.0, 0.0) == [(0, 2), (2, 4), (4, 6)]
+
+
+@dataclass
+class _Grid:
+    cols: int
+    num_tiles: int
+
+    def tile_position(self, t: int) -> tuple[int, int]:
+        return divmod(t, self.cols)
+
+    def die_of(self, t: int) -> int:
+        return 0
+
+
+def _is_one_hop_cycle(grid: _Grid, order: tuple[int, ...]) -> bool:
+    pos = [grid.tile_position(t) for t in order]
+    return all(
+        abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1
+        for a, b in zip(pos, pos[1:] + pos[:1], strict=True)
+    )
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(2, 2), (4, 4), (2, 3), (3, 2), (4, 6)])
+def test_ring_order_is_a_one_hop_cycle_on_even_rectangles(rows, cols):
+    grid = _Grid(cols, rows * cols)
+    order = ring_order(grid, list(range(rows * cols)))
+    assert sorted(order) == list(range(rows * cols))
+    assert _is_one_hop_cycle(grid, order)
+
+
+def test_ring_order_keeps_order_when_no_cycle_exists():
+    grid = _Grid(3, 9)
+    assert ring_order(grid, list(range(9))) == tuple(range(9))  # 3x3: odd, no cycle
+    assert ring_order(grid, [0, 1, 2]) == (0, 1, 2)  # a line
