@@ -1,0 +1,794 @@
+"""TP-local blocks of ops for one transformer layer, the embedding and the LM head.
+
+A :class:`Block` is a run of ops on one tile between two tensor-parallel all-reduces. A layer
+is two blocks, ``attn`` and ``mlp``, split the Megatron way (Shoeybi et al. 2019, Sec 3):
+the QKV and first MLP projections are column-parallel (heads and MLP columns split over the
+``t`` tiles), the attention output and second MLP projections are row-parallel, and each
+block ends with an all-reduce of the ``b·s·h`` activations in the forward (the ``g`` operator)
+and has one at its input in the backward (the ``f`` operator, reducing the input gradient).
+
+Notation in comments: ``b`` micro-batch size, ``s`` sequence length, ``N = b·s`` tokens,
+``h`` hidden size, ``a`` attention heads, ``kv`` key/value heads, ``d = h/a`` head width,
+``f`` MLP inner width, ``V`` vocabulary, ``t`` tensor-parallel degree, ``e`` bytes per element.
+
+Saved activations follow Korthikanti et al., "Reducing Activation Recomputation in Large
+Transformer Models" (MLSys 2023), Sec 4.1 and Table 2: for a GPT layer (MHA, GeLU MLP of
+width 4h, dropout on, e = 2) they sum to ``s·b·h·(10 + 24/t + 5·a·s/(h·t))`` bytes with no
+recompute and ``s·b·h·(10 + 24/t)`` with selective recompute; full recompute keeps only the
+layer input, ``2·s·b·h`` (:func:`layer_input_bytes`).
+
+FLOP counts follow Narayanan et al., SC21, Appendix: ``24·b·s·h² + 4·b·s²·h`` forward GEMM
+FLOP per layer and ``2·b·s·h·V`` for the LM head. The attention scores are counted over the
+full ``s × s`` matrix even for causal models, as Megatron-LM and both papers do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from palmsim.config.specs import DTYPE_BYTES, ModelSpec, TrainingSpec
+from palmsim.errors import ConfigError, MappingError
+from palmsim.workload.ops import (
+    LOSS_BYTES_PER_ELEMENT,
+    MASK_BYTES_PER_ELEMENT,
+    Op,
+    dropout_cost,
+    elementwise_cost,
+    embedding_cost,
+    loss_cost,
+    make_op,
+    matmul_cost,
+    norm_cost,
+    softmax_cost,
+)
+
+__all__ = [
+    "BLOCK_INPUT",
+    "RECOMPUTE_MODES",
+    "Block",
+    "activation_bytes_per_layer",
+    "embedding_block",
+    "hardware_flop_per_iteration",
+    "head_block",
+    "layer_blocks",
+    "layer_input_bytes",
+    "model_flop_per_iteration",
+    "num_parameters",
+]
+
+#: Activation recompute modes (``MappingSpec.recompute``).
+RECOMPUTE_MODES = ("none", "selective", "full")
+
+#: Source name in :attr:`Block.edges` standing for the block's input tensor (the output of the
+#: previous block's last op).
+BLOCK_INPUT = "<input>"
+
+_PLAIN_ACTIVATIONS = ("gelu", "gelu_new")
+_GATED_ACTIVATIONS = ("silu",)
+_NORMS = ("layernorm", "rmsnorm")
+_POSITION_EMBEDDINGS = ("learned", "rope")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Ops on one tile between two tensor-parallel all-reduces, for one micro-batch.
+
+    Attributes:
+        name: ``attn``, ``mlp``, ``embed`` or ``head``.
+        ops: the ops in forward (topological) order; the last op produces the block's output.
+        allreduce_fwd_bytes: TP all-reduce after this block's forward, per-tile buffer size
+            (NCCL convention); 0 if none [B].
+        allreduce_bwd_bytes: TP all-reduce after this block's backward (on the gradient of
+            the block's input); 0 if none [B].
+        edges: dataflow inside the block as ``(producer, consumer, tensor bytes on the tile)``;
+            a producer of :data:`BLOCK_INPUT` is the block's input.
+    """
+
+    name: str
+    ops: tuple[Op, ...]
+    allreduce_fwd_bytes: float
+    allreduce_bwd_bytes: float
+    edges: tuple[tuple[str, str, float], ...] = ()
+
+    def total(self, attr: str) -> float:
+        """Sum of the :class:`Op` field ``attr`` over the block's ops."""
+        return float(sum(getattr(op, attr) for op in self.ops))
+
+    def op(self, name: str) -> Op:
+        """The op called ``name``.
+
+        Raises:
+            KeyError: no such op, with the op names of the block.
+        """
+        for op in self.ops:
+            if op.name == name:
+                return op
+        raise KeyError(f"block {self.name!r} has no op {name!r}; ops: {self.op_names}")
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        """Names of the ops, in forward order."""
+        return tuple(op.name for op in self.ops)
+
+    @property
+    def flop_fwd(self) -> float:
+        """Forward FLOP on the tile [FLOP]."""
+        return self.total("flop_fwd")
+
+    @property
+    def flop_bwd(self) -> float:
+        """Backward FLOP on the tile [FLOP]."""
+        return self.total("flop_bwd")
+
+    @property
+    def gemm_flop_fwd(self) -> float:
+        """Forward FLOP of the ops counted in model FLOPs (matrix multiplications) [FLOP]."""
+        return float(sum(op.flop_fwd for op in self.ops if op.is_gemm))
+
+    @property
+    def recompute_flop_selective(self) -> float:
+        """Forward FLOP re-executed under selective recompute [FLOP]."""
+        return float(sum(op.flop_fwd for op in self.ops if op.recompute_selective))
+
+    @property
+    def bytes_fwd(self) -> float:
+        """Activation bytes read plus written by the forward [B]."""
+        return self.total("bytes_fwd")
+
+    @property
+    def bytes_bwd(self) -> float:
+        """Activation bytes read plus written by the backward [B]."""
+        return self.total("bytes_bwd")
+
+    @property
+    def weight_bytes(self) -> float:
+        """Weight bytes read by the forward (and again by the backward) [B]."""
+        return self.total("weight_bytes")
+
+    @property
+    def params(self) -> float:
+        """Parameters owned on the tile [count]."""
+        return self.total("params")
+
+    @property
+    def saved_bytes(self) -> float:
+        """Activation bytes kept for the backward without recompute [B]."""
+        return self.total("saved_bytes")
+
+    @property
+    def saved_bytes_selective(self) -> float:
+        """Activation bytes kept for the backward under selective recompute [B]."""
+        return self.total("saved_bytes_selective")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _dtype_bytes(training: TrainingSpec) -> int:
+    """Bytes per element of the training dtype."""
+    try:
+        return DTYPE_BYTES[training.dtype]
+    except KeyError:
+        expected = ", ".join(sorted(DTYPE_BYTES))
+        raise ConfigError.single("", "training.dtype", training.dtype, expected) from None
+
+
+def _check_common(model: ModelSpec, micro_batch_size: int, tp: int) -> None:
+    """Reject a non-positive micro-batch or TP degree and unknown model variants."""
+    if tp < 1:
+        raise MappingError(f"tensor-parallel degree tp={tp} must be at least 1")
+    if micro_batch_size < 1:
+        raise MappingError(f"micro_batch_size={micro_batch_size} must be at least 1")
+    if model.norm not in _NORMS:
+        raise ConfigError.single("", "model.norm", model.norm, " or ".join(map(repr, _NORMS)))
+    if model.position_embedding not in _POSITION_EMBEDDINGS:
+        expected = " or ".join(map(repr, _POSITION_EMBEDDINGS))
+        raise ConfigError.single("", "model.position_embedding", model.position_embedding, expected)
+
+
+def _check_layer_tp(model: ModelSpec, tp: int) -> None:
+    """Raise MappingError unless ``tp`` splits heads, KV heads and the MLP evenly."""
+    heads = model.num_attention_heads
+    kv_heads = model.num_key_value_heads
+    inner = model.intermediate_size
+    if heads % tp:
+        raise MappingError(
+            f"model {model.name!r}: tp={tp} does not divide num_attention_heads={heads}"
+        )
+    if inner % tp:
+        raise MappingError(
+            f"model {model.name!r}: tp={tp} does not divide intermediate_size={inner}"
+        )
+    if kv_heads >= tp and kv_heads % tp:
+        raise MappingError(
+            f"model {model.name!r}: tp={tp} does not divide num_key_value_heads={kv_heads}"
+        )
+    if kv_heads < tp and tp % kv_heads:
+        # Each tile holds one replicated KV head; its query heads must all belong to it.
+        raise MappingError(
+            f"model {model.name!r}: num_key_value_heads={kv_heads} does not divide tp={tp}"
+        )
+
+
+def _check_recompute(recompute: str) -> None:
+    """Reject an unknown recompute mode."""
+    if recompute not in RECOMPUTE_MODES:
+        expected = ", ".join(map(repr, RECOMPUTE_MODES))
+        raise ConfigError.single("", "mapping.recompute", recompute, f"one of {expected}")
+
+
+def _norm_params(model: ModelSpec) -> int:
+    """Parameters of one norm: LayerNorm ``2h`` (gain, bias; ``h`` without bias), RMSNorm ``h``."""
+    h = model.hidden_size
+    if model.norm == "layernorm" and model.use_bias:
+        return 2 * h
+    return h
+
+
+def _vocab_per_tile(model: ModelSpec, tp: int) -> int:
+    """Vocabulary rows on each tile: ``ceil(V/t)`` (Megatron pads V to a multiple of t)."""
+    return math.ceil(model.vocab_size / tp)
+
+
+def _allreduce(tp: int, size_bytes: float) -> float:
+    """``size_bytes`` if there is a TP group to reduce over, else 0."""
+    return size_bytes if tp > 1 else 0.0
+
+
+# --------------------------------------------------------------------------- builders
+
+
+@dataclass(frozen=True, slots=True)
+class _LayerShape:
+    """Per-tile sizes of one layer (see the module docstring for the notation)."""
+
+    e: int  # bytes per element
+    s: int  # sequence length
+    h: int  # hidden size
+    d: int  # head width
+    n_tok: int  # tokens per micro-batch, b·s
+    heads_t: int  # query heads on the tile, a/t
+    kv_t: int  # KV heads on the tile, kv/t or 1 (replicated) when kv < t
+    inner_t: int  # MLP columns on the tile, f/t
+    batch_heads: int  # attention matrices on the tile, b·a/t
+
+    @property
+    def act_bytes(self) -> int:
+        """Bytes of one ``b·s·h`` tensor ("2sbh" at e = 2)."""
+        return self.e * self.n_tok * self.h
+
+
+def layer_blocks(
+    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int
+) -> tuple[Block, Block]:
+    """The ``attn`` and ``mlp`` blocks of one transformer layer on one of ``tp`` tiles.
+
+    Args:
+        model: the architecture.
+        training: sequence length and dtype.
+        micro_batch_size: samples per micro-batch ``b``.
+        tp: tensor-parallel degree ``t``.
+
+    Returns:
+        ``(attn, mlp)``. Each tile holds ``a/t`` query heads and ``kv/t`` KV heads, or one
+        replicated KV head when ``kv < t``, and ``f/t`` MLP columns. Both blocks all-reduce
+        ``e·b·s·h`` bytes after their forward and after their backward when ``t > 1``.
+
+    Raises:
+        MappingError: ``tp`` does not divide the heads, the KV heads or the MLP width.
+        ConfigError: an unknown activation, norm, position embedding or dtype.
+    """
+    _check_common(model, micro_batch_size, tp)
+    _check_layer_tp(model, tp)
+    if model.hidden_act not in _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS:
+        expected = " or ".join(map(repr, _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS))
+        raise ConfigError.single("", "model.hidden_act", model.hidden_act, expected)
+    kv_heads = model.num_key_value_heads
+    heads_t = model.num_attention_heads // tp
+    shape = _LayerShape(
+        e=_dtype_bytes(training),
+        s=training.seq_len,
+        h=model.hidden_size,
+        d=model.head_dim,
+        n_tok=micro_batch_size * training.seq_len,
+        heads_t=heads_t,
+        kv_t=kv_heads // tp if kv_heads >= tp else 1,
+        inner_t=model.intermediate_size // tp,
+        batch_heads=micro_batch_size * heads_t,
+    )
+    # Megatron's g operator all-reduces the b·s·h partial sums of the row-parallel projection
+    # in the forward (before the bias-dropout-add, which is modelled ahead of it here); its f
+    # operator all-reduces the input gradient of the column-parallel projection in the
+    # backward (Shoeybi et al. 2019, Fig. 3).
+    allreduce = _allreduce(tp, shape.act_bytes)
+    attn_ops, attn_edges = _attention_ops(model, shape)
+    mlp_ops, mlp_edges = _mlp_ops(model, shape)
+    return (
+        Block("attn", attn_ops, allreduce, allreduce, attn_edges),
+        Block("mlp", mlp_ops, allreduce, allreduce, mlp_edges),
+    )
+
+
+def _attention_ops(
+    model: ModelSpec, shape: _LayerShape
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """Ops and edges of the attention block.
+
+    Saved bytes (Korthikanti Sec 4.1, at t = 1 and e = 2: ``11sbh + 5as²b``): norm input
+    ``2sbh``, QKV input ``2sbh``, Q and K ``4sbh/t``, softmax output ``2as²b/t``, its dropout
+    mask ``as²b/t``, the dropout output ``2as²b/t`` and V ``2sbh/t``, the output-projection
+    input ``2sbh/t``, the residual dropout mask ``sbh``.
+    """
+    e, s, h, d, n_tok = shape.e, shape.s, shape.h, shape.d, shape.n_tok
+    act_bytes = shape.act_bytes
+    q_width = shape.heads_t * d
+    kv_width = shape.kv_t * d
+    bias = model.use_bias
+    ops: list[Op] = []
+    edges: list[tuple[str, str, float]] = []
+
+    # Norm keeps its input, 2sbh, replicated on every tile.
+    norm = norm_cost(n_tok, h, dtype_bytes=e)
+    ops.append(
+        make_op(
+            "norm1", "norm", norm, params=_norm_params(model), dtype_bytes=e, saved_bytes=act_bytes
+        )
+    )
+    # Column-parallel QKV: h → (a/t + 2·kv/t)·d, bias split with the columns; keeps its
+    # input, 2sbh, replicated.
+    qkv_width = q_width + 2 * kv_width
+    qkv = matmul_cost(n_tok, h, qkv_width, dtype_bytes=e, has_weight=True)
+    ops.append(
+        make_op(
+            "qkv",
+            "matmul",
+            qkv,
+            params=h * qkv_width + (qkv_width if bias else 0),
+            dtype_bytes=e,
+            saved_bytes=act_bytes,
+        )
+    )
+    qk_bytes = e * n_tok * (q_width + kv_width)
+    qk_source = "qkv"
+    if model.position_embedding == "rope":
+        # Rotary embedding of Q and K: memory-bound; its backward needs no saved tensor.
+        rope = elementwise_cost(n_tok * (q_width + kv_width), dtype_bytes=e, num_saved=0)
+        ops.append(make_op("rope", "elementwise", rope, dtype_bytes=e))
+        edges.append(("qkv", "rope", qk_bytes))
+        qk_source = "rope"
+    # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
+    # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
+    scores = matmul_cost(s, d, s, batch=shape.batch_heads, dtype_bytes=e)
+    ops.append(
+        make_op(
+            "scores",
+            "matmul",
+            scores,
+            dtype_bytes=e,
+            saved_bytes=qk_bytes,
+            recompute_selective=True,
+        )
+    )
+    # Softmax (with scale and mask) keeps its output, 2as²b/t; dropped under selective.
+    att_elements = shape.batch_heads * s * s
+    att_bytes = e * att_elements
+    softmax = softmax_cost(att_elements, dtype_bytes=e)
+    ops.append(
+        make_op(
+            "softmax",
+            "softmax",
+            softmax,
+            dtype_bytes=e,
+            saved_bytes=att_bytes,
+            saved_bytes_selective=0.0,
+            recompute_selective=True,
+        )
+    )
+    probs_source = "softmax"
+    has_attn_dropout = model.attention_dropout > 0
+    if has_attn_dropout:
+        # Softmax dropout keeps its 1-byte mask, as²b/t; dropped under selective.
+        dropout = dropout_cost(att_elements, dtype_bytes=e)
+        ops.append(
+            make_op(
+                "attn_dropout",
+                "dropout",
+                dropout,
+                dtype_bytes=e,
+                saved_bytes=MASK_BYTES_PER_ELEMENT * att_elements,
+                saved_bytes_selective=0.0,
+                recompute_selective=True,
+            )
+        )
+        edges.append(("softmax", "attn_dropout", att_bytes))
+        probs_source = "attn_dropout"
+    # Attention over V: b·a/t products (s × s)·(s × d), 2bs²h/t FLOP. Keeps V (2sbh/t for
+    # MHA) and the dropout output (2as²b/t); without attention dropout its probabilities are
+    # the softmax output, already kept by the softmax. Selective recompute keeps only V.
+    v_bytes = e * n_tok * kv_width
+    context = matmul_cost(s, s, d, batch=shape.batch_heads, dtype_bytes=e)
+    ops.append(
+        make_op(
+            "context",
+            "matmul",
+            context,
+            dtype_bytes=e,
+            saved_bytes=v_bytes + (att_bytes if has_attn_dropout else 0.0),
+            saved_bytes_selective=v_bytes,
+            recompute_selective=True,
+        )
+    )
+    # Row-parallel output projection: (a/t)·d → h; keeps its input, 2sbh/t. Its bias is added
+    # after the all-reduce, so it is replicated.
+    out_proj = matmul_cost(n_tok, q_width, h, dtype_bytes=e, has_weight=True)
+    ops.append(
+        make_op(
+            "out_proj",
+            "matmul",
+            out_proj,
+            params=q_width * h + (h if bias else 0),
+            dtype_bytes=e,
+            saved_bytes=e * n_tok * q_width,
+        )
+    )
+    out_source = _residual_dropout(model, shape, "out_proj", "out_dropout", ops, edges)
+    ops.append(_residual_add("attn_residual", shape))
+    edges += [
+        (BLOCK_INPUT, "norm1", act_bytes),
+        (BLOCK_INPUT, "attn_residual", act_bytes),
+        ("norm1", "qkv", act_bytes),
+        (qk_source, "scores", qk_bytes),
+        ("qkv", "context", v_bytes),
+        ("scores", "softmax", att_bytes),
+        (probs_source, "context", att_bytes),
+        ("context", "out_proj", e * n_tok * q_width),
+        (out_source, "attn_residual", act_bytes),
+    ]
+    return tuple(ops), tuple(edges)
+
+
+def _mlp_ops(
+    model: ModelSpec, shape: _LayerShape
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """Ops and edges of the MLP block.
+
+    Saved bytes (Korthikanti Sec 4.1, at t = 1, e = 2 and f = 4h: ``19sbh``): norm input
+    ``2sbh``, fc1 input ``2sbh``, GeLU input ``8sbh/t``, fc2 input ``8sbh/t``, residual
+    dropout mask ``sbh``. SwiGLU keeps both its inputs, ``2·e·s·b·f/t``.
+    """
+    e, h, n_tok, inner_t = shape.e, shape.h, shape.n_tok, shape.inner_t
+    act_bytes = shape.act_bytes
+    bias = model.use_bias
+    gated = model.hidden_act in _GATED_ACTIVATIONS
+    fc1_width = 2 * inner_t if gated else inner_t  # SwiGLU: gate and up projections
+    ops: list[Op] = []
+    edges: list[tuple[str, str, float]] = []
+
+    norm = norm_cost(n_tok, h, dtype_bytes=e)
+    ops.append(
+        make_op(
+            "norm2", "norm", norm, params=_norm_params(model), dtype_bytes=e, saved_bytes=act_bytes
+        )
+    )
+    # Column-parallel fc1: h → f/t (2f/t gated), bias split; keeps its input, 2sbh, replicated.
+    fc1 = matmul_cost(n_tok, h, fc1_width, dtype_bytes=e, has_weight=True)
+    ops.append(
+        make_op(
+            "fc1",
+            "matmul",
+            fc1,
+            params=h * fc1_width + (fc1_width if bias else 0),
+            dtype_bytes=e,
+            saved_bytes=act_bytes,
+        )
+    )
+    num_inputs = 2 if gated else 1  # SwiGLU silu(gate)·up; GeLU of one input
+    act_name = "swiglu" if gated else "gelu"
+    activation = elementwise_cost(n_tok * inner_t, dtype_bytes=e, num_inputs=num_inputs)
+    ops.append(
+        make_op(
+            act_name,
+            "elementwise",
+            activation,
+            dtype_bytes=e,
+            saved_bytes=num_inputs * e * n_tok * inner_t,
+        )
+    )
+    # Row-parallel fc2: f/t → h, replicated bias; keeps its input, 8sbh/t at f = 4h.
+    fc2 = matmul_cost(n_tok, inner_t, h, dtype_bytes=e, has_weight=True)
+    ops.append(
+        make_op(
+            "fc2",
+            "matmul",
+            fc2,
+            params=inner_t * h + (h if bias else 0),
+            dtype_bytes=e,
+            saved_bytes=e * n_tok * inner_t,
+        )
+    )
+    out_source = _residual_dropout(model, shape, "fc2", "mlp_dropout", ops, edges)
+    ops.append(_residual_add("mlp_residual", shape))
+    edges += [
+        (BLOCK_INPUT, "norm2", act_bytes),
+        (BLOCK_INPUT, "mlp_residual", act_bytes),
+        ("norm2", "fc1", act_bytes),
+        ("fc1", act_name, e * n_tok * fc1_width),
+        (act_name, "fc2", e * n_tok * inner_t),
+        (out_source, "mlp_residual", act_bytes),
+    ]
+    return tuple(ops), tuple(edges)
+
+
+def _residual_dropout(
+    model: ModelSpec,
+    shape: _LayerShape,
+    source: str,
+    name: str,
+    ops: list[Op],
+    edges: list[tuple[str, str, float]],
+) -> str:
+    """Append the residual dropout after ``source`` if ``hidden_dropout > 0``.
+
+    It keeps its 1-byte mask, ``sbh``, replicated on every tile. Returns the op whose output
+    goes into the residual add.
+    """
+    if model.hidden_dropout <= 0:
+        return source
+    elements = shape.n_tok * shape.h
+    cost = dropout_cost(elements, dtype_bytes=shape.e)
+    ops.append(
+        make_op(
+            name,
+            "dropout",
+            cost,
+            dtype_bytes=shape.e,
+            saved_bytes=MASK_BYTES_PER_ELEMENT * elements,
+        )
+    )
+    edges.append((source, name, shape.act_bytes))
+    return name
+
+
+def _residual_add(name: str, shape: _LayerShape) -> Op:
+    """The residual add of a block's output to its input; keeps nothing."""
+    cost = elementwise_cost(shape.n_tok * shape.h, dtype_bytes=shape.e, num_inputs=2, num_saved=0)
+    return make_op(name, "elementwise", cost, dtype_bytes=shape.e)
+
+
+def embedding_block(
+    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int
+) -> Block:
+    """The input embedding on one of ``tp`` tiles.
+
+    The word embedding is vocabulary-parallel (Megatron: ``ceil(V/t)·h`` rows per tile, the
+    tile's partial lookups summed by a forward all-reduce of ``e·b·s·h`` bytes when ``t > 1``;
+    no backward all-reduce). A learned position embedding (``max_position_embeddings·h``) is
+    replicated on every tile and added; with ``hidden_dropout > 0`` the sum goes through a
+    dropout that keeps its 1-byte mask (``sbh``, Korthikanti Sec 4.3).
+    """
+    _check_common(model, micro_batch_size, tp)
+    e = _dtype_bytes(training)
+    n_tok = micro_batch_size * training.seq_len
+    h = model.hidden_size
+    act_bytes = e * n_tok * h
+    ops = [
+        make_op(
+            "word_embedding",
+            "embedding",
+            embedding_cost(n_tok, h, dtype_bytes=e),
+            params=_vocab_per_tile(model, tp) * h,
+            dtype_bytes=e,
+            weight_bytes=0.0,  # only the gathered rows are read; they are in bytes_fwd
+        )
+    ]
+    edges: list[tuple[str, str, float]] = []
+    source = "word_embedding"
+    if model.position_embedding == "learned":
+        ops.append(
+            make_op(
+                "position_embedding",
+                "embedding",
+                embedding_cost(n_tok, h, dtype_bytes=e),
+                params=model.max_position_embeddings * h,
+                dtype_bytes=e,
+                weight_bytes=0.0,
+            )
+        )
+        ops.append(
+            make_op(
+                "embed_add",
+                "elementwise",
+                elementwise_cost(n_tok * h, dtype_bytes=e, num_inputs=2, num_saved=0),
+                dtype_bytes=e,
+            )
+        )
+        edges += [
+            ("word_embedding", "embed_add", act_bytes),
+            ("position_embedding", "embed_add", act_bytes),
+        ]
+        source = "embed_add"
+    if model.hidden_dropout > 0:
+        ops.append(
+            make_op(
+                "embed_dropout",
+                "dropout",
+                dropout_cost(n_tok * h, dtype_bytes=e),
+                dtype_bytes=e,
+                saved_bytes=MASK_BYTES_PER_ELEMENT * n_tok * h,
+            )
+        )
+        edges.append((source, "embed_dropout", act_bytes))
+    return Block("embed", tuple(ops), _allreduce(tp, act_bytes), 0.0, tuple(edges))
+
+
+def head_block(
+    model: ModelSpec,
+    training: TrainingSpec,
+    micro_batch_size: int,
+    tp: int,
+    *,
+    count_tied_weights: bool = False,
+) -> Block:
+    """The final norm, the LM head and the cross-entropy loss on one of ``tp`` tiles.
+
+    The LM head is column-parallel over the vocabulary (h → ``ceil(V/t)``) and keeps its input;
+    the vocabulary-parallel cross-entropy keeps fp32 softmax values, ``4·b·s·V/t`` bytes
+    (Korthikanti Sec 4.3). The backward all-reduces the head's input gradient, ``e·b·s·h``.
+    The forward all-reduces the three per-token fp32 reductions of the vocabulary-parallel
+    loss (max, sum of exponentials, target logit), lumped into one buffer of ``3·4·b·s`` bytes.
+
+    Args:
+        count_tied_weights: with ``tie_word_embeddings``, whether this head owns a copy of the
+            embedding matrix (Megatron's last pipeline stage keeps its own copy when it does
+            not also hold the embedding); the mapper decides. Untied heads always own theirs.
+            Either way the head reads the matrix: ``weight_bytes`` is not affected.
+    """
+    _check_common(model, micro_batch_size, tp)
+    e = _dtype_bytes(training)
+    n_tok = micro_batch_size * training.seq_len
+    h = model.hidden_size
+    vocab_t = _vocab_per_tile(model, tp)
+    act_bytes = e * n_tok * h
+    owns_weights = count_tied_weights or not model.tie_word_embeddings
+    ops = (
+        make_op(
+            "final_norm",
+            "norm",
+            norm_cost(n_tok, h, dtype_bytes=e),
+            params=_norm_params(model),
+            dtype_bytes=e,
+            saved_bytes=act_bytes,
+        ),
+        make_op(
+            "lm_head",
+            "matmul",
+            matmul_cost(n_tok, h, vocab_t, dtype_bytes=e, has_weight=True),
+            params=h * vocab_t if owns_weights else 0,
+            dtype_bytes=e,
+            weight_bytes=e * h * vocab_t,
+            saved_bytes=act_bytes,
+        ),
+        make_op(
+            "loss",
+            "loss",
+            loss_cost(n_tok, vocab_t, dtype_bytes=e),
+            dtype_bytes=e,
+            saved_bytes=LOSS_BYTES_PER_ELEMENT * n_tok * vocab_t,
+        ),
+    )
+    edges = (
+        (BLOCK_INPUT, "final_norm", act_bytes),
+        ("final_norm", "lm_head", act_bytes),
+        ("lm_head", "loss", e * n_tok * vocab_t),
+    )
+    loss_reductions_bytes = 3 * LOSS_BYTES_PER_ELEMENT * n_tok
+    return Block(
+        "head", ops, _allreduce(tp, loss_reductions_bytes), _allreduce(tp, act_bytes), edges
+    )
+
+
+# --------------------------------------------------------------------------- whole-model sums
+
+# Parameter counts do not depend on the training set-up; builders need one anyway.
+_ANY_TRAINING = TrainingSpec(seq_len=1, global_batch_size=1)
+
+
+def num_parameters(model: ModelSpec) -> int:
+    """Parameters of the whole model, unsharded, counting a tied embedding once.
+
+    For a GPT (biases, LayerNorm, learned positions, tied head) this is Megatron SC21 Eq.2,
+    ``12·l·h²·(1 + 13/(12h) + (V + s)/(12·l·h))`` with ``s = max_position_embeddings``, plus
+    the final LayerNorm's ``2h`` that Eq.2 leaves out.
+    """
+    attn, mlp = layer_blocks(model, _ANY_TRAINING, 1, 1)
+    embed = embedding_block(model, _ANY_TRAINING, 1, 1)
+    head = head_block(model, _ANY_TRAINING, 1, 1, count_tied_weights=False)
+    total = embed.params + model.num_hidden_layers * (attn.params + mlp.params) + head.params
+    return round(total)
+
+
+def _per_sample_blocks(
+    model: ModelSpec, training: TrainingSpec
+) -> tuple[tuple[Block, Block], Block, Block]:
+    """Layer, embedding and head blocks of one sample on one tile (no TP)."""
+    return (
+        layer_blocks(model, training, 1, 1),
+        embedding_block(model, training, 1, 1),
+        head_block(model, training, 1, 1),
+    )
+
+
+def model_flop_per_iteration(model: ModelSpec, training: TrainingSpec) -> float:
+    """Model FLOP of one iteration: 3 × forward GEMM FLOP of the global batch, no recompute.
+
+    For a GPT this is Korthikanti Eq.7, ``72·B·L·s·h²·(1 + s/(6h) + V/(12·h·L))`` [FLOP].
+    """
+    layer, embed, head = _per_sample_blocks(model, training)
+    per_layer = sum(block.gemm_flop_fwd for block in layer)
+    forward = model.num_hidden_layers * per_layer + embed.gemm_flop_fwd + head.gemm_flop_fwd
+    return 3.0 * training.global_batch_size * forward
+
+
+def hardware_flop_per_iteration(
+    model: ModelSpec, training: TrainingSpec, recompute: str, *, as_published: bool = False
+) -> float:
+    """FLOP executed in one iteration, forward, backward and recompute, for the global batch.
+
+    ``none`` equals :func:`model_flop_per_iteration`. ``full`` adds one more forward of every
+    layer (not of the embedding or the LM head): Megatron SC21 Eq.3,
+    ``96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h))`` for a GPT. ``selective`` adds one more forward of
+    the attention core (QKᵀ and attention over V, ``4·B·s²·h`` per layer).
+
+    Args:
+        recompute: ``none``, ``selective`` or ``full``.
+        as_published: count selective recompute as Korthikanti Eq.8 does,
+            ``72·B·L·s·h²·(1 + s/(3h) + V/(12·h·L))``: that equation adds ``12·B·s²·h`` per
+            layer, three times the attention core's forward, as if its forward and backward
+            were both repeated, and Megatron-LM's published hardware-FLOP utilisations use
+            it. Only what is executed (the default) matches the engine's work. No effect on
+            ``none`` or ``full``.
+
+    Raises:
+        ConfigError: an unknown ``recompute``.
+    """
+    _check_recompute(recompute)
+    layer, embed, head = _per_sample_blocks(model, training)
+    per_layer = sum(block.flop_fwd + block.flop_bwd for block in layer)
+    if recompute == "full":
+        per_layer += sum(block.flop_fwd for block in layer)
+    elif recompute == "selective":
+        factor = 3.0 if as_published else 1.0
+        per_layer += factor * sum(block.recompute_flop_selective for block in layer)
+    others = sum(block.flop_fwd + block.flop_bwd for block in (embed, head))
+    return training.global_batch_size * (model.num_hidden_layers * per_layer + others)
+
+
+def layer_input_bytes(model: ModelSpec, training: TrainingSpec, micro_batch_size: int) -> float:
+    """Bytes of one layer's input, ``e·b·s·h``: all full recompute keeps per layer and tile.
+
+    The input is replicated on every tile of a TP group (Korthikanti Table 2: ``2sbh``).
+    """
+    e = _dtype_bytes(training)
+    return float(e * micro_batch_size * training.seq_len * model.hidden_size)
+
+
+def activation_bytes_per_layer(
+    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int, recompute: str
+) -> float:
+    """Activation bytes one layer keeps on one tile from its forward until its backward.
+
+    For a GPT layer at e = 2 this is Korthikanti Table 2: ``s·b·h·(10 + 24/t + 5·a·s/(h·t))``
+    with ``none``, ``s·b·h·(10 + 24/t)`` with ``selective``, ``2·s·b·h`` with ``full`` [B].
+
+    Raises:
+        ConfigError: an unknown ``recompute``.
+        MappingError: ``tp`` does not split the layer evenly.
+    """
+    _check_recompute(recompute)
+    attn, mlp = layer_blocks(model, training, micro_batch_size, tp)
+    if recompute == "none":
+        return attn.saved_bytes + mlp.saved_bytes
+    if recompute == "selective":
+        return attn.saved_bytes_selective + mlp.saved_bytes_selective
+    return layer_input_bytes(model, training, micro_batch_size)

@@ -1,0 +1,293 @@
+"""Per-op cost functions: FLOP and activation bytes of one op on one tile, and the ``Op`` record.
+
+Every op kind has one cost function registered in :data:`OPS`. A cost function takes tensor
+sizes (element counts, already divided by the tensor-parallel degree where the op is sharded)
+and the bytes per element of the compute dtype, and returns an :class:`OpCost` for one
+micro-batch on one tile.
+
+Conventions, shared by every kind:
+
+- FLOP count multiply and add separately, so a matmul of ``(m, k) @ (k, n)`` is ``2·m·k·n``
+  FLOP (Narayanan et al. SC21, Appendix: "a m×k by k×n matmul needs 2mkn FLOPs").
+- Only matrix multiplications have FLOP. Norms, softmax, dropout, elementwise activations,
+  embedding gathers and the loss are memory-bound on every machine palmsim models, so palmsim
+  charges them their bytes and 0 FLOP. There are deliberately no per-element FLOP constants.
+- ``bytes_*`` are activation bytes read plus written by the op. Weights are never in them: an
+  op's weights are :attr:`Op.weight_bytes`, read once by the forward and once by the backward;
+  the weight-gradient the backward writes has the same size and is accounted by the mapper
+  with the gradient memory.
+- Tensors are ``e`` bytes per element (``e = DTYPE_BYTES[dtype]``). Dropout masks are 1 byte
+  per element (Korthikanti et al. 2022, Sec 4.1). The cross-entropy keeps fp32 values.
+
+Sources: Narayanan et al., "Efficient Large-Scale Language Model Training on GPU Clusters
+Using Megatron-LM", SC21, Appendix (FLOP counts); Korthikanti et al., "Reducing Activation
+Recomputation in Large Transformer Models", MLSys 2023, Sec 4 and Table 2 (stored activations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+from palmsim.registry import Registry
+
+__all__ = [
+    "LOSS_BYTES_PER_ELEMENT",
+    "MASK_BYTES_PER_ELEMENT",
+    "OPS",
+    "Op",
+    "OpCost",
+    "dropout_cost",
+    "elementwise_cost",
+    "embedding_cost",
+    "loss_cost",
+    "make_op",
+    "matmul_cost",
+    "norm_cost",
+    "softmax_cost",
+]
+
+#: A dropout mask stores one byte per element (Korthikanti et al. 2022, Sec 4.1).
+MASK_BYTES_PER_ELEMENT = 1
+
+#: The cross-entropy loss works on (and keeps) fp32 values, 4 bytes per element, whatever the
+#: compute dtype (Korthikanti et al. 2022, Sec 4.3 count the loss's logits at 4 B each).
+LOSS_BYTES_PER_ELEMENT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class OpCost:
+    """What a cost function returns: FLOP and activation bytes of one op on one tile.
+
+    Attributes:
+        flop_fwd: forward FLOP [FLOP].
+        flop_bwd: backward FLOP (input gradient plus weight gradient) [FLOP].
+        bytes_fwd: activation bytes read plus written by the forward, weights excluded [B].
+        bytes_bwd: activation bytes read plus written by the backward, weights and weight
+            gradients excluded [B].
+    """
+
+    flop_fwd: float
+    flop_bwd: float
+    bytes_fwd: float
+    bytes_bwd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operator of a transformer on one tile, for one micro-batch, as data.
+
+    All quantities are TP-local: what a single tile of a tensor-parallel group does and holds.
+
+    Attributes:
+        name: op name, unique within its layer (``"qkv"``, ``"softmax"``, ...).
+        kind: a kind registered in :data:`OPS` (``matmul``, ``norm``, ``elementwise``,
+            ``softmax``, ``dropout``, ``embedding``, ``loss``).
+        flop_fwd: forward FLOP on the tile [FLOP].
+        flop_bwd: backward FLOP on the tile [FLOP].
+        bytes_fwd: activation bytes read plus written by the forward, weights excluded [B].
+        bytes_bwd: activation bytes read plus written by the backward, weights and weight
+            gradients excluded [B].
+        weight_bytes: weight (and bias) bytes the op reads on the tile, in the compute dtype:
+            read by the forward and again by the backward [B]. This is traffic, not storage: a
+            tied LM head reads the embedding table but may own no parameters, and an
+            ``embedding`` op owns its table but reads only the gathered rows, which are in
+            ``bytes_fwd``/``bytes_bwd``, so its ``weight_bytes`` is 0. Size weight memory by
+            ``params``.
+        params: parameters the op owns on the tile (weights plus biases), i.e. what weight,
+            gradient and optimizer memory are sized by [count].
+        saved_bytes: activation bytes the op keeps from its forward until its backward when
+            nothing is recomputed [B].
+        saved_bytes_selective: what it keeps under Korthikanti's selective recompute, where
+            the attention core (QKᵀ, softmax, softmax dropout, attention over V) is recomputed:
+            softmax outputs, attention dropout masks and dropout outputs are dropped, Q, K and
+            V are kept [B].
+        recompute_selective: the op is re-executed (forward) before its backward under
+            selective recompute.
+        is_gemm: the op is a matrix multiplication counted in model FLOPs.
+    """
+
+    name: str
+    kind: str
+    flop_fwd: float
+    flop_bwd: float
+    bytes_fwd: float
+    bytes_bwd: float
+    weight_bytes: float
+    params: float
+    saved_bytes: float
+    saved_bytes_selective: float
+    recompute_selective: bool
+    is_gemm: bool
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of the fields, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+
+#: Cost function of each op kind: ``OPS.get(kind)(sizes..., dtype_bytes=e) -> OpCost``.
+OPS: Registry[Callable[..., OpCost]] = Registry("op kind")
+
+
+@OPS.register("matmul")
+def matmul_cost(
+    m: float, k: float, n: float, *, batch: float = 1, dtype_bytes: float, has_weight: bool = False
+) -> OpCost:
+    """A (batched) matrix multiplication ``C[m, n] = A[m, k] @ B[k, n]``, ``batch`` times.
+
+    Args:
+        m, k, n: matrix dimensions [elements].
+        batch: number of independent products (e.g. micro-batch × heads on the tile).
+        dtype_bytes: bytes per element ``e`` [B].
+        has_weight: ``B`` is a weight (a linear layer). Its bytes are then excluded here and
+            reported as :attr:`Op.weight_bytes`; otherwise ``B`` is an activation (QKᵀ,
+            attention over V) and counts in the activation bytes.
+
+    Returns:
+        Forward ``2·batch·m·k·n`` FLOP and backward twice that (Narayanan et al. SC21,
+        Appendix: the backward computes the gradients of both operands, each a matmul of the
+        same size; for a weight matmul these are the input and the weight gradient, for an
+        activation-activation matmul both are input gradients).
+    """
+    flop_fwd = 2.0 * batch * m * k * n
+    flop_bwd = 2.0 * flop_fwd
+    if has_weight:
+        # fwd: read A (mk), write C (mn); the weight B is Op.weight_bytes.
+        bytes_fwd = dtype_bytes * batch * (m * k + m * n)
+        # bwd: dA = dC·Bᵀ reads dC (mn), writes dA (mk); dB = Aᵀ·dC reads A (mk) and dC (mn).
+        # Reading B and writing dB are weight-sized and excluded (see module docstring).
+        bytes_bwd = dtype_bytes * batch * (2 * m * k + 2 * m * n)
+    else:
+        # fwd: read A (mk) and B (kn), write C (mn).
+        bytes_fwd = dtype_bytes * batch * (m * k + k * n + m * n)
+        # bwd: dA = dC·Bᵀ reads dC, B, writes dA; dB = Aᵀ·dC reads A, dC, writes dB.
+        bytes_bwd = dtype_bytes * batch * 2 * (m * k + k * n + m * n)
+    return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd)
+
+
+@OPS.register("norm")
+def norm_cost(num_tokens: float, hidden: float, *, dtype_bytes: float) -> OpCost:
+    """LayerNorm or RMSNorm over ``num_tokens`` rows of width ``hidden``; memory-bound, 0 FLOP.
+
+    fwd reads the input and writes the output: ``2·e·N·h``. bwd reads the saved input and the
+    output gradient and writes the input gradient: ``3·e·N·h`` (the per-row statistics are
+    ``O(N)`` and ignored; the norm's own weights are :attr:`Op.weight_bytes`).
+    """
+    elements = num_tokens * hidden
+    return OpCost(0.0, 0.0, 2.0 * dtype_bytes * elements, 3.0 * dtype_bytes * elements)
+
+
+@OPS.register("softmax")
+def softmax_cost(num_elements: float, *, dtype_bytes: float) -> OpCost:
+    """Softmax (with its fused scale and causal mask) over ``num_elements``; 0 FLOP.
+
+    fwd reads the scores and writes the probabilities: ``2·e·n``. bwd reads the saved output
+    (softmax's gradient needs its output, not its input) and the output gradient, and writes
+    the input gradient: ``3·e·n``.
+    """
+    return OpCost(0.0, 0.0, 2.0 * dtype_bytes * num_elements, 3.0 * dtype_bytes * num_elements)
+
+
+@OPS.register("dropout")
+def dropout_cost(num_elements: float, *, dtype_bytes: float) -> OpCost:
+    """Dropout over ``num_elements``, keeping a 1-byte mask; memory-bound, 0 FLOP.
+
+    fwd reads the input (``e·n``), writes the output (``e·n``) and the mask (``1·n``). bwd
+    reads the mask and the output gradient and writes the input gradient: also
+    ``(2·e + 1)·n`` (mask size from Korthikanti et al. 2022, Sec 4.1).
+    """
+    per_element = 2.0 * dtype_bytes + MASK_BYTES_PER_ELEMENT
+    return OpCost(0.0, 0.0, per_element * num_elements, per_element * num_elements)
+
+
+@OPS.register("elementwise")
+def elementwise_cost(
+    num_elements: float,
+    *,
+    dtype_bytes: float,
+    num_inputs: int = 1,
+    num_saved: int | None = None,
+) -> OpCost:
+    """An elementwise op with ``num_inputs`` inputs and one output of ``num_elements``; 0 FLOP.
+
+    Examples: GeLU (1 input, saves it), SwiGLU ``silu(gate)·up`` (2 inputs, saves both), a
+    residual add (2 inputs, saves nothing).
+
+    Args:
+        num_elements: elements of the output (and of each input) [elements].
+        dtype_bytes: bytes per element ``e`` [B].
+        num_inputs: input tensors.
+        num_saved: input tensors the backward re-reads; defaults to ``num_inputs``.
+
+    Returns:
+        fwd ``e·n·(num_inputs + 1)`` (read the inputs, write the output); bwd
+        ``e·n·(num_saved + 1 + num_inputs)`` (read the saved tensors and the output gradient,
+        write one gradient per input).
+    """
+    saved = num_inputs if num_saved is None else num_saved
+    bytes_fwd = dtype_bytes * num_elements * (num_inputs + 1)
+    bytes_bwd = dtype_bytes * num_elements * (saved + 1 + num_inputs)
+    return OpCost(0.0, 0.0, bytes_fwd, bytes_bwd)
+
+
+@OPS.register("embedding")
+def embedding_cost(num_tokens: float, hidden: float, *, dtype_bytes: float) -> OpCost:
+    """A table lookup of ``num_tokens`` rows of width ``hidden``; memory-bound, 0 FLOP.
+
+    fwd reads the gathered rows and writes the output: ``2·e·N·h``. bwd reads the output
+    gradient and scatter-adds it into the touched rows of the weight gradient (read and
+    write): ``3·e·N·h``. The token ids (a few bytes per token) are ignored.
+    """
+    elements = num_tokens * hidden
+    return OpCost(0.0, 0.0, 2.0 * dtype_bytes * elements, 3.0 * dtype_bytes * elements)
+
+
+@OPS.register("loss")
+def loss_cost(num_tokens: float, num_classes: float, *, dtype_bytes: float) -> OpCost:
+    """Softmax cross-entropy of ``num_tokens`` rows of ``num_classes`` logits; 0 FLOP.
+
+    fwd reads the logits (``e`` bytes each) and writes the fp32 softmax it keeps for the
+    backward (4 bytes each); bwd reads that and writes the logits' gradient. Both are
+    ``(e + 4)·N·C``. The per-row reductions (max, sum, target logit) are ``O(N)`` and ignored.
+    """
+    per_element = dtype_bytes + LOSS_BYTES_PER_ELEMENT
+    elements = num_tokens * num_classes
+    return OpCost(0.0, 0.0, per_element * elements, per_element * elements)
+
+
+def make_op(
+    name: str,
+    kind: str,
+    cost: OpCost,
+    *,
+    params: float = 0.0,
+    dtype_bytes: float,
+    weight_bytes: float | None = None,
+    saved_bytes: float = 0.0,
+    saved_bytes_selective: float | None = None,
+    recompute_selective: bool = False,
+) -> Op:
+    """Build an :class:`Op` from a cost and the op's parameters and saved activations.
+
+    ``weight_bytes`` defaults to ``params · dtype_bytes`` (weights are held in the compute
+    dtype; fp32 master copies are optimizer state). ``saved_bytes_selective`` defaults to
+    ``saved_bytes``. ``is_gemm`` is true for ``matmul`` ops.
+    """
+    assert kind in OPS, f"op {name!r}: {OPS.unknown_message(kind)}"
+    return Op(
+        name=name,
+        kind=kind,
+        flop_fwd=cost.flop_fwd,
+        flop_bwd=cost.flop_bwd,
+        bytes_fwd=cost.bytes_fwd,
+        bytes_bwd=cost.bytes_bwd,
+        weight_bytes=params * dtype_bytes if weight_bytes is None else weight_bytes,
+        params=params,
+        saved_bytes=saved_bytes,
+        saved_bytes_selective=saved_bytes
+        if saved_bytes_selective is None
+        else saved_bytes_selective,
+        recompute_selective=recompute_selective,
+        is_gemm=kind == "matmul",
+    )

@@ -1,0 +1,120 @@
+"""Op cost functions: FLOP and activation bytes of each op kind, derived by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from palmsim.workload.ops import (
+    OPS,
+    Op,
+    OpCost,
+    dropout_cost,
+    elementwise_cost,
+    embedding_cost,
+    loss_cost,
+    make_op,
+    matmul_cost,
+    norm_cost,
+    softmax_cost,
+)
+
+
+def test_every_kind_is_registered() -> None:
+    """The seven op kinds of a transformer each have one cost function."""
+    assert OPS.names() == [
+        "dropout",
+        "elementwise",
+        "embedding",
+        "loss",
+        "matmul",
+        "norm",
+        "softmax",
+    ]
+    assert OPS.get("matmul") is matmul_cost
+
+
+def test_registering_a_kind_twice_raises() -> None:
+    with pytest.raises(ValueError, match="'matmul' is already registered"):
+        OPS.register("matmul")(matmul_cost)
+
+
+def test_unknown_kind_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError, match=r"unknown op kind 'matmull' \(did you mean 'matmul'\?\)"):
+        OPS.get("matmull")
+
+
+def test_weight_matmul() -> None:
+    """(3 × 5)·(5 × 7) with a weight: 2·3·5·7 FLOP forward, twice that backward.
+
+    Activation bytes at e = 2: fwd reads X (15) and writes Y (21): 72 B; bwd reads dY and
+    writes dX for the input gradient, reads X and dY for the weight gradient: 144 B.
+    """
+    assert matmul_cost(3, 5, 7, dtype_bytes=2, has_weight=True) == OpCost(210, 420, 72, 144)
+
+
+def test_activation_matmul_counts_both_operands() -> None:
+    """4 products (3 × 5)·(5 × 7) of activations: both operands are activation bytes.
+
+    fwd 2·4·(15 + 35 + 21) = 568 B; bwd reads/writes each of the three twice: 1136 B.
+    """
+    assert matmul_cost(3, 5, 7, batch=4, dtype_bytes=2) == OpCost(840, 1680, 568, 1136)
+
+
+def test_norm_is_memory_bound() -> None:
+    """10 tokens × 8 at e = 2: fwd read + write 2·160 B; bwd read x, dy, write dx 3·160 B."""
+    assert norm_cost(10, 8, dtype_bytes=2) == OpCost(0, 0, 320, 480)
+
+
+def test_softmax() -> None:
+    assert softmax_cost(100, dtype_bytes=2) == OpCost(0, 0, 400, 600)
+
+
+def test_dropout_mask_is_one_byte_per_element() -> None:
+    """fwd read x (200 B), write y (200 B), write mask (100 B); bwd read mask, dy, write dx."""
+    assert dropout_cost(100, dtype_bytes=2) == OpCost(0, 0, 500, 500)
+    assert dropout_cost(100, dtype_bytes=4) == OpCost(0, 0, 900, 900)
+
+
+def test_elementwise_variants() -> None:
+    """GeLU (1 input, saved), SwiGLU (2 inputs, saved), residual add (2 inputs, none saved)."""
+    assert elementwise_cost(100, dtype_bytes=2) == OpCost(0, 0, 400, 600)
+    assert elementwise_cost(100, dtype_bytes=2, num_inputs=2) == OpCost(0, 0, 600, 1000)
+    assert elementwise_cost(100, dtype_bytes=2, num_inputs=2, num_saved=0) == OpCost(0, 0, 600, 600)
+
+
+def test_embedding() -> None:
+    """Gather 10 rows of 8 at e = 2: read rows + write out 320 B; bwd dy + row update 480 B."""
+    assert embedding_cost(10, 8, dtype_bytes=2) == OpCost(0, 0, 320, 480)
+
+
+def test_loss_keeps_fp32() -> None:
+    """10 × 50 logits at e = 2: (2 + 4)·500 B each way."""
+    assert loss_cost(10, 50, dtype_bytes=2) == OpCost(0, 0, 3000, 3000)
+
+
+def test_make_op_fills_weight_bytes_and_gemm_flag() -> None:
+    cost = matmul_cost(3, 5, 7, dtype_bytes=2, has_weight=True)
+    op = make_op("fc", "matmul", cost, params=35, dtype_bytes=2, saved_bytes=30)
+    assert op == Op(
+        name="fc",
+        kind="matmul",
+        flop_fwd=210,
+        flop_bwd=420,
+        bytes_fwd=72,
+        bytes_bwd=144,
+        weight_bytes=70,
+        params=35,
+        saved_bytes=30,
+        saved_bytes_selective=30,
+        recompute_selective=False,
+        is_gemm=True,
+    )
+    norm = make_op("n", "norm", norm_cost(1, 8, dtype_bytes=2), params=16, dtype_bytes=2)
+    assert not norm.is_gemm
+    tied = make_op("head", "matmul", cost, params=0, dtype_bytes=2, weight_bytes=70)
+    assert (tied.params, tied.weight_bytes) == (0, 70)
+
+
+def test_make_op_rejects_an_unregistered_kind() -> None:
+    with pytest.raises(AssertionError, match="unknown op kind 'conv'"):
+        make_op("c", "conv", OpCost(0, 0, 0, 0), dtype_bytes=2)
