@@ -1,0 +1,368 @@
+"""Map a workload onto a chip: the one step that sees hardware, workload and mapping together.
+
+``map_workload(experiment, chip)`` partitions the layers into stages, places the stage replicas
+on tiles, decides per tile what lives in SRAM and what spills to DRAM, costs every block with
+the pure roofline model, and returns a frozen :class:`MappingPlan`, or raises
+:class:`MappingError` when the mapping cannot work (too few tiles, indivisible batch, memory).
+
+Memory model (per tile):
+
+- weights: the parameters the tile holds, in the training dtype;
+- gradients: one gradient per parameter, in the training dtype;
+- optimizer state, per parameter (Rajbhandari et al., ZeRO, SC20, Sec. 3.1): mixed-precision
+  Adam keeps an fp32 copy of the weights, momentum and variance, 12 B; fp32 Adam keeps momentum
+  and variance, 8 B; SGD with momentum keeps momentum (and the fp32 copy when mixed), 4 or 8 B;
+- activations: the bytes a micro-batch keeps for its backward (by recompute mode, Korthikanti
+  et al. 2023, Table 2) times the micro-batches the schedule holds at once, plus, under full
+  recompute, one layer's complete activations while it is recomputed.
+
+SRAM is filled in the order weights, gradients, optimizer state, activations; the rest lives
+in DRAM, on the tile's home DRAM port. A fraction ``f`` of a category in DRAM means that
+fraction of its traffic moves over the NoC to the port. Activation traffic in DRAM is split
+evenly between reads and writes (an op reads its input and writes its output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TileSpec
+from palmsim.errors import ConfigError, MappingError
+from palmsim.hardware.chip import Chip
+from palmsim.hardware.compute import op_time_s
+from palmsim.hardware.memory import split_sram_dram
+from palmsim.mapping.partition import partition_by_cost, partition_by_layers
+from palmsim.mapping.placement import place
+from palmsim.mapping.plan import (
+    CollectiveStep,
+    ComputeStep,
+    GradBucketReady,
+    MappingPlan,
+    MemoryBreakdown,
+    StageProgram,
+    Step,
+)
+from palmsim.mapping.schedule import SCHEDULES, in_flight_microbatches
+from palmsim.units import GB, MiB
+from palmsim.workload.builders import (
+    Block,
+    embedding_block,
+    head_block,
+    layer_blocks,
+    layer_input_bytes,
+    model_flop_per_iteration,
+)
+from palmsim.workload.ops import Op
+
+__all__ = ["map_workload", "optimizer_state_bytes_per_param"]
+
+
+def optimizer_state_bytes_per_param(optimizer: str, dtype: str) -> int:
+    """Optimizer state per parameter (ZeRO, Rajbhandari et al. SC20, Sec. 3.1).
+
+    Mixed precision (16-bit dtype) keeps an fp32 master copy (4 B) beside the state.
+    """
+    mixed = DTYPE_BYTES[dtype] < 4
+    moments = {"adam": 8, "sgd": 4}[optimizer]  # Adam: momentum + variance; SGD: momentum
+    return moments + (4 if mixed else 0)
+
+
+class _Placement:
+    """Fractions of each memory category that live in DRAM on one tile."""
+
+    def __init__(self, weights: float, gradients: float, optimizer: float, activations: float):
+        self.weights = weights
+        self.gradients = gradients
+        self.optimizer = optimizer
+        self.activations = activations
+
+
+def _cost(
+    ops: Iterable[Op],
+    phase: str,
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    grad_bytes_per_param: int,
+    where: _Placement,
+    label: str,
+) -> ComputeStep:
+    """Cost one pass of a run of ops on one tile: roofline time plus DRAM traffic."""
+    compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
+    for op in ops:
+        if phase == "B":
+            flop, act = op.flop_bwd, op.bytes_bwd
+            # Weight-gradient accumulation reads and writes the gradient.
+            grad = 2.0 * op.params * grad_bytes_per_param
+        else:
+            flop, act, grad = op.flop_fwd, op.bytes_fwd, 0.0
+        weights = op.weight_bytes
+        sram = (
+            act * (1 - where.activations)
+            + weights * (1 - where.weights)
+            + grad * (1 - where.gradients)
+        )
+        dram_read += (
+            act * where.activations / 2 + weights * where.weights + grad * where.gradients / 2
+        )
+        dram_write += act * where.activations / 2 + grad * where.gradients / 2
+        compute_s += op_time_s(
+            flop,
+            sram,
+            peak_flop_per_s=peak_flop_per_s,
+            efficiency=tile.compute_efficiency,
+            sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
+        )
+        flop_total += flop
+        sram_total += sram
+    return ComputeStep(label, compute_s, flop_total, sram_total, dram_read, dram_write)
+
+
+def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
+    """Turn an experiment into a :class:`MappingPlan` for ``chip``.
+
+    Raises:
+        MappingError: the mapping is valid input but cannot run on this chip.
+        ConfigError: the hardware has no peak for the workload's dtype.
+    """
+    hw, workload, mapping = experiment.hardware, experiment.workload, experiment.mapping
+    model, training = workload.model, workload.training
+    pp, tp, dp, mbs = mapping.pp, mapping.tp, mapping.dp, mapping.micro_batch_size
+    samples_per_step = dp * mbs
+    if training.global_batch_size % samples_per_step:
+        raise MappingError(
+            f"global batch {training.global_batch_size} is not a multiple of dp*micro_batch_size "
+            f"= {dp}*{mbs} = {samples_per_step}; every sample must be simulated exactly once"
+        )
+    num_microbatches = training.global_batch_size // samples_per_step
+    try:
+        peak = hw.tile.peak_for(training.dtype)
+    except KeyError:
+        raise ConfigError.single(
+            hw.name,
+            f"tile.peak.{training.dtype}",
+            "<missing>",
+            f"a peak FLOP/s for the workload's dtype {training.dtype!r}",
+        ) from None
+    elem = DTYPE_BYTES[training.dtype]
+    state = optimizer_state_bytes_per_param(training.optimizer, training.dtype)
+
+    blocks = layer_blocks(model, training, mbs, tp)
+    embed = embedding_block(model, training, mbs, tp)
+    head = head_block(
+        model, training, mbs, tp, count_tied_weights=pp > 1 or not model.tie_word_embeddings
+    )
+
+    # ---- partition
+    if mapping.partition == "cost":
+        everything = _Placement(0.0, 0.0, 0.0, 0.0)
+
+        def time_of(bs: Iterable[Block]) -> float:
+            ops = [op for b in bs for op in b.ops]
+            return (
+                _cost(ops, "F", hw.tile, peak, elem, everything, "").compute_time_s
+                + _cost(ops, "B", hw.tile, peak, elem, everything, "").compute_time_s
+            )
+
+        layer_ranges = partition_by_cost(
+            [time_of(blocks)] * model.num_hidden_layers, pp, time_of([embed]), time_of([head])
+        )
+    elif mapping.partition == "layers":
+        layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
+    else:
+        raise ConfigError.single(
+            "mapping", "mapping.partition", mapping.partition, "'layers' or 'cost'"
+        )
+
+    stage_tiles = place(chip, mapping.placement, pp, tp, dp)
+    schedule = SCHEDULES.get(mapping.schedule)
+
+    programs: list[StageProgram] = []
+    memory: list[tuple[int, MemoryBreakdown]] = []
+    port_of: list[tuple[int, int]] = []
+    activation_bytes = mbs * training.seq_len * model.hidden_size * elem  # one stage boundary
+    for s, (first, last) in enumerate(layer_ranges):
+        units: list[tuple[str, tuple[Block, ...]]] = []
+        if s == 0:
+            units.append(("embed", (embed,)))
+        units.extend((f"L{i}", blocks) for i in range(first, last))
+        if s == pp - 1:
+            units.append(("head", (head,)))
+        all_ops = [op for _, bs in units for b in bs for op in b.ops]
+        params = sum(op.params for op in all_ops)
+        weights = params * elem  # stored weights; op.weight_bytes is what an op reads
+        gradients = params * elem
+        optimizer = params * state
+        steps = schedule(pp, num_microbatches, s)
+        in_flight = in_flight_microbatches(steps)
+        fixed_saved = sum(
+            op.saved_bytes
+            for b in (embed, head)
+            for op in b.ops
+            if (b is embed and s == 0) or (b is head and s == pp - 1)
+        )
+        layer_ops = [op for b in blocks for op in b.ops]
+        n_layers = last - first
+        working = 0.0
+        if mapping.recompute == "full":
+            per_layer = layer_input_bytes(model, training, mbs)
+            working = sum(op.saved_bytes for op in layer_ops)
+        elif mapping.recompute == "selective":
+            per_layer = sum(op.saved_bytes_selective for op in layer_ops)
+        else:
+            per_layer = sum(op.saved_bytes for op in layer_ops)
+        per_microbatch = n_layers * per_layer + fixed_saved
+        activations = in_flight * per_microbatch + working
+
+        split = {
+            c: (sram, dram)
+            for c, sram, dram in split_sram_dram(
+                [
+                    ("weights", weights),
+                    ("gradients", gradients),
+                    ("optimizer", optimizer),
+                    ("activations", activations),
+                ],
+                hw.tile.sram_capacity_bytes,
+            )
+        }
+        frac = {c: (d / (sr + d) if sr + d > 0 else 0.0) for c, (sr, d) in split.items()}
+        where = _Placement(
+            frac["weights"], frac["gradients"], frac["optimizer"], frac["activations"]
+        )
+        breakdown = MemoryBreakdown(
+            weights,
+            gradients,
+            optimizer,
+            activations,
+            sram_bytes=sum(sr for sr, _ in split.values()),
+            dram_bytes=sum(d for _, d in split.values()),
+        )
+
+        def cost(
+            ops: Iterable[Op], phase: str, label: str, where: _Placement = where
+        ) -> ComputeStep:
+            return _cost(ops, phase, hw.tile, peak, elem, where, label)
+
+        def comm(kind: str, nbytes: float, label: str) -> list[Step]:
+            return [CollectiveStep(label, kind, nbytes)] if tp > 1 and nbytes > 0 else []
+
+        forward: list[Step] = comm("allgather", activation_bytes if s > 0 else 0, "recv.allgather")
+        backward: list[Step] = comm(
+            "allgather", activation_bytes if s < pp - 1 else 0, "recv.allgather"
+        )
+        recompute: list[Step] = []
+        for name, bs in units:
+            for b in bs:
+                forward.append(cost(b.ops, "F", f"{name}.{b.name}"))
+                forward.extend(comm("allreduce", b.allreduce_fwd_bytes, f"{name}.{b.name}.ar"))
+                if name.startswith("L") and mapping.recompute == "full":
+                    recompute.append(cost(b.ops, "F", f"{name}.{b.name}"))
+                    recompute.extend(
+                        comm("allreduce", b.allreduce_fwd_bytes, f"{name}.{b.name}.ar")
+                    )
+                elif name.startswith("L") and mapping.recompute == "selective":
+                    redo = [op for op in b.ops if op.recompute_selective]
+                    if redo:
+                        recompute.append(cost(redo, "F", f"{name}.{b.name}.core"))
+        for name, bs in reversed(units):
+            for b in reversed(bs):
+                backward.append(cost(b.ops, "B", f"{name}.{b.name}"))
+                backward.extend(comm("allreduce", b.allreduce_bwd_bytes, f"{name}.{b.name}.ar"))
+            unit_params = sum(op.params for b in bs for op in b.ops)
+            if dp > 1 and unit_params > 0:
+                backward.append(GradBucketReady(f"{name}.grads", unit_params * elem))
+
+        # Optimizer step: memory-bound (no FLOP counted). Per parameter it reads the gradient
+        # and the state (and the weights when not mixed precision) and writes the state and
+        # the weights.
+        mixed = elem < 4
+        read_grad, read_state = params * elem, params * state
+        read_weights = 0.0 if mixed else weights
+        write_state, write_weights = params * state, weights
+        opt_dram_read = (
+            read_grad * where.gradients
+            + read_state * where.optimizer
+            + read_weights * where.weights
+        )
+        opt_dram_write = write_state * where.optimizer + write_weights * where.weights
+        opt_sram = (
+            (read_grad) * (1 - where.gradients)
+            + (read_state + write_state) * (1 - where.optimizer)
+            + (read_weights + write_weights) * (1 - where.weights)
+        )
+        optimizer_step = ComputeStep(
+            "optimizer",
+            op_time_s(
+                0.0,
+                opt_sram,
+                peak_flop_per_s=peak,
+                efficiency=hw.tile.compute_efficiency,
+                sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
+            ),
+            0.0,
+            opt_sram,
+            opt_dram_read,
+            opt_dram_write,
+        )
+
+        programs.append(
+            StageProgram(
+                stage=s,
+                layers=(first, last),
+                forward=tuple(forward),
+                backward=tuple(backward),
+                recompute=tuple(recompute),
+                activation_bytes_per_microbatch=per_microbatch,
+                send_bytes=activation_bytes / tp,
+                optimizer=optimizer_step,
+                steps=steps,
+            )
+        )
+        for replica in stage_tiles:
+            for tile in replica[s]:
+                memory.append((tile, breakdown))
+                port_of.append((tile, chip.home_dram_port(tile)))
+
+    _check_dram_capacity(chip, memory, port_of, hw.tile.sram_capacity_bytes)
+    return MappingPlan(
+        mapping=mapping,
+        num_microbatches=num_microbatches,
+        stage_tiles=stage_tiles,
+        programs=tuple(programs),
+        dram_port_of_tile=tuple(sorted(port_of)),
+        memory=tuple(sorted(memory, key=lambda tm: tm[0])),
+        placement=mapping.placement,
+        model_flop_per_iteration=model_flop_per_iteration(model, training),
+        peak_flop_per_s=peak,
+        samples_per_iteration=training.global_batch_size,
+        tokens_per_iteration=training.global_batch_size * training.seq_len,
+    )
+
+
+def _check_dram_capacity(
+    chip: Chip,
+    memory: list[tuple[int, MemoryBreakdown]],
+    port_of: list[tuple[int, int]],
+    sram_capacity_bytes: float,
+) -> None:
+    """Raise MappingError if any DRAM port is asked to hold more than it has."""
+    need: dict[int, float] = {}
+    tiles_on: dict[int, list[int]] = {}
+    by_tile = dict(memory)
+    for tile, port in port_of:
+        need[port] = need.get(port, 0.0) + by_tile[tile].dram_bytes
+        tiles_on.setdefault(port, []).append(tile)
+    for port in sorted(need):
+        capacity = chip.dram_ports[port].capacity_bytes
+        if need[port] > capacity:
+            worst = max(tiles_on[port], key=lambda t: by_tile[t].total)
+            b = by_tile[worst]
+            raise MappingError(
+                f"model does not fit: DRAM port {port} ({capacity / GB:.4g} GB) would need "
+                f"{need[port] / GB:.4g} GB for tiles {tiles_on[port]}; tile {worst} needs "
+                f"weights {b.weights / GB:.4g} GB + gradients {b.gradients / GB:.4g} GB + "
+                f"optimizer {b.optimizer / GB:.4g} GB + activations {b.activations / GB:.4g} GB "
+                f"= {b.total / GB:.4g} GB against {sram_capacity_bytes / MiB:.4g} MiB SRAM + "
+                f"its share of DRAM; use more stages/tensor parallelism, recompute, or smaller "
+                f"micro-batches"
+            )

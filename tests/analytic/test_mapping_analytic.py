@@ -1,0 +1,95 @@
+"""Whole simulations against closed forms, and infeasible mappings against their reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from palmsim.engine.simulator import Simulator
+from palmsim.errors import MappingError
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.mapper import map_workload, optimizer_state_bytes_per_param
+from tests.conftest import experiment, gpt_model, wafer_spec
+
+
+def _run(exp):
+    chip = Chip.from_spec(exp.hardware)
+    plan = map_workload(exp, chip)
+    return plan, Simulator(chip, plan, exp.run).run()
+
+
+def test_one_tile_with_ample_sram_is_compute_bound_at_model_flops():
+    """One tile, everything in SRAM, SRAM bandwidth unlimited in effect: the iteration is the
+    model's FLOP (3x forward GEMMs, Korthikanti Eq. 7) at peak, with no communication."""
+    hw = wafer_spec(
+        dies=(1, 1), tiles=(1, 1), sram_bytes=1e15, sram_bw=1e30, dram_placement="per_tile"
+    )
+    model = gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=128)
+    b, s, h, layers, vocab = 8, 128, 256, 2, 512
+    exp = experiment(hw, model, seq=s, batch=b, micro_batch_size=4)
+    _, trace = _run(exp)
+    eq7 = 72 * b * layers * s * h**2 * (1 + s / (6 * h) + vocab / (12 * h * layers))
+    assert trace.end_time_s == pytest.approx(eq7 / 16e12, rel=1e-9)
+    assert not trace.flows
+
+
+def test_full_recompute_adds_one_forward_of_the_layers():
+    """Full recompute executes Megatron SC21 Eq. 3: 96 B s l h^2 (1 + s/6h + V/16lh)."""
+    hw = wafer_spec(
+        dies=(1, 1), tiles=(1, 1), sram_bytes=1e15, sram_bw=1e30, dram_placement="per_tile"
+    )
+    model = gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=128)
+    b, s, h, layers, vocab = 8, 128, 256, 2, 512
+    exp = experiment(hw, model, seq=s, batch=b, micro_batch_size=4, recompute="full")
+    _, trace = _run(exp)
+    eq3 = 96 * b * s * layers * h**2 * (1 + s / (6 * h) + vocab / (16 * layers * h))
+    assert trace.end_time_s == pytest.approx(eq3 / 16e12, rel=1e-9)
+
+
+def test_every_microbatch_runs_on_every_tile_once():
+    hw = wafer_spec()
+    exp = experiment(hw, pp=4, tp=4, micro_batch_size=2, batch=16, schedule="1f1b")
+    plan, trace = _run(exp)
+    assert plan.num_microbatches == 8
+    runs = {(r.tile, r.microbatch) for r in trace.intervals if r.category == "forward"}
+    assert runs == {(t, mb) for t in plan.used_tiles for mb in range(8)}
+    assert len(plan.used_tiles) == 16
+
+
+def test_optimizer_state_bytes_follow_zero():
+    """ZeRO Sec. 3.1: mixed-precision Adam keeps 12 B/param (fp32 weights, momentum, variance)."""
+    assert optimizer_state_bytes_per_param("adam", "fp16") == 12
+    assert optimizer_state_bytes_per_param("adam", "fp32") == 8
+    assert optimizer_state_bytes_per_param("sgd", "bf16") == 8
+
+
+def test_memory_breakdown_of_a_one_tile_model():
+    """weights = gradients = 2 B/param and optimizer 12 B/param in fp16 with Adam."""
+    hw = wafer_spec(
+        dies=(1, 1), tiles=(1, 1), sram_bytes=1e15, sram_bw=1e30, dram_placement="per_tile"
+    )
+    model = gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=128)
+    plan, _ = _run(experiment(hw, model, seq=128, batch=4, micro_batch_size=4))
+    h, layers, vocab, s = 256, 2, 512, 128
+    params = 12 * layers * h**2 + 13 * layers * h + (vocab + s) * h + 2 * h  # Eq. 2 + final norm
+    ((_, mem),) = plan.memory
+    assert mem.weights == 2 * params
+    assert mem.gradients == 2 * params
+    assert mem.optimizer == 12 * params
+
+
+def test_too_many_tiles_is_a_mapping_error():
+    with pytest.raises(MappingError, match=r"needs pp\*tp\*dp = 4\*8\*4 = 128 tiles.*has 64"):
+        _run(experiment(wafer_spec(), pp=4, tp=8, dp=4, micro_batch_size=1))
+
+
+def test_indivisible_batch_is_a_mapping_error():
+    with pytest.raises(MappingError, match=r"global batch 16 is not a multiple of .* = 3\*2 = 6"):
+        _run(experiment(wafer_spec(), dp=3, micro_batch_size=2, batch=16))
+
+
+def test_model_larger_than_memory_gives_the_breakdown():
+    hw = wafer_spec(dies=(1, 1), tiles=(4, 4), dram_bytes=1e6)
+    with pytest.raises(
+        MappingError, match=r"does not fit.*weights .* GB \+ gradients .* optimizer"
+    ):
+        _run(experiment(hw, pp=2, tp=8, micro_batch_size=1))
