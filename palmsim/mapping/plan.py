@@ -14,8 +14,8 @@ from palmsim.config.specs import MappingSpec
 
 __all__ = [
     "CollectiveStep",
-    "GradBucketReady",
     "ComputeStep",
+    "GradBucketReady",
     "MappingPlan",
     "MemoryBreakdown",
     "StageProgram",
