@@ -68,6 +68,16 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
     "frequency": ("Hz", "1 GHz"),
 }
 
+#: How each dimension is named in messages.
+_NOUN = {
+    "time": "time",
+    "bytes": "size in bytes",
+    "bandwidth": "bandwidth",
+    "flop": "FLOP count",
+    "flop_rate": "FLOP rate",
+    "frequency": "frequency",
+}
+
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _QUANTITY_RE = re.compile(rf"^\s*({_NUMBER})\s*([^\s\d].*?)?\s*$")
 
@@ -122,28 +132,29 @@ def parse_quantity(value: object, expect: str, *, where: str = "", key: str = ""
             negative value.
     """
     unit_si, example = DIMENSIONS[expect]
+    noun = _NOUN[expect]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError.single(where, key, value, f"a {expect} with a unit, e.g. '{example}'")
+        raise ConfigError.single(where, key, value, f"a {noun} with a unit, e.g. '{example}'")
     if isinstance(value, (int, float)):
         raise ConfigError.single(
             where, key, value, f"a unit in the value: a bare number is ambiguous, e.g. '{example}'"
         )
     match = _QUANTITY_RE.match(value)
     if match is None or match.group(2) is None:
-        raise ConfigError.single(where, key, value, f"a {expect} with a unit, e.g. '{example}'")
+        raise ConfigError.single(where, key, value, f"a {noun} with a unit, e.g. '{example}'")
     number = float(match.group(1))
     parsed = _unit_to_si(match.group(2))
     if parsed is None:
         raise ConfigError.single(
-            where, key, value, f"a known {expect} unit ({unit_si} with a prefix), e.g. '{example}'"
+            where, key, value, f"a known {noun} unit ({unit_si} with a prefix), e.g. '{example}'"
         )
     dimension, multiplier = parsed
     if dimension != expect:
         raise ConfigError.single(
-            where, key, value, f"a {expect} (e.g. '{example}'), but this is a {dimension}"
+            where, key, value, f"a {noun} (e.g. '{example}'), but this is a {_NOUN[dimension]}"
         )
     if number < 0:
-        raise ConfigError.single(where, key, value, f"a non-negative {expect}")
+        raise ConfigError.single(where, key, value, f"a non-negative {noun}")
     return number * multiplier
 
 

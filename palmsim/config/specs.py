@@ -109,7 +109,9 @@ class ClusterSpec:
 
     num_nodes: int = _f("number of nodes")
     devices_per_node: int = _f("GPUs per node")
-    intra_node: LinkSpec = _f("one device's link to the node switch (NVLink/NVSwitch), per direction")
+    intra_node: LinkSpec = _f(
+        "one device's link to the node switch (NVLink/NVSwitch), per direction"
+    )
     inter_node: LinkSpec = _f("one device's NIC to the inter-node fabric, per direction")
 
 
@@ -154,8 +156,12 @@ class ModelSpec:
     position_embedding: str = _f("'learned' or 'rope'", default="learned")
     use_bias: bool = _f("linear layers and norms carry bias terms", default=True)
     tie_word_embeddings: bool = _f("LM head shares the embedding matrix", default=True)
-    attention_dropout: float = _f("attention dropout probability (a mask is stored if > 0)", default=0.0)
-    hidden_dropout: float = _f("residual dropout probability (a mask is stored if > 0)", default=0.0)
+    attention_dropout: float = _f(
+        "attention dropout probability (a mask is stored if > 0)", default=0.0
+    )
+    hidden_dropout: float = _f(
+        "residual dropout probability (a mask is stored if > 0)", default=0.0
+    )
     causal: bool = _f("decoder (causal) attention; False for encoders like BERT", default=True)
 
     @property
@@ -206,7 +212,9 @@ class RunSpec:
     """How to run the simulation."""
 
     seed: int = _f("seed of the run's random generator", default=0)
-    until_s: float | None = _f("stop simulated time here; unfinished work is an error [s]", default=None)
+    until_s: float | None = _f(
+        "stop simulated time here; unfinished work is an error [s]", default=None
+    )
 
 
 @dataclass(frozen=True, slots=True)

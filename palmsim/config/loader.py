@@ -1,0 +1,1208 @@
+"""Config files to frozen, validated specs.
+
+Each file goes through the same phases, each a separate function (STYLE 3, step 2):
+
+1. **read** (:func:`read_config_file`): YAML, or JSON for a Hugging Face ``config.json``; a
+   parse error names the file and line; duplicate keys are errors;
+2. **override** (:func:`palmsim.config.overrides.apply_overrides`): ``--set`` values, on a copy;
+3. **normalise** (:func:`normalise_hardware`, :func:`normalise_workload`, ...): aliases and
+   shorthand to canonical keys; defaults filled from the spec dataclasses (never restated here);
+4. **check keys** (:func:`check_keys`): an unknown key is a problem with a "did you mean";
+5. **parse values** (:func:`parse_values`): every dimensional value through
+   :func:`palmsim.units.parse_quantity`, every count checked to be an int >= 1, ...;
+6. **build** (:func:`build_hardware`, :func:`build_workload`, ...): the frozen specs;
+7. **cross-check** (:func:`check_hardware`, :func:`check_workload`): relations between values.
+
+Every problem of one file is collected and raised as one :class:`~palmsim.errors.ConfigError`,
+each with the file, the dotted key path (list items as ``die_grid[1]``), the value and what was
+expected. :func:`spec_to_raw` is the inverse: a spec back to the file format, re-loadable to an
+equal spec.
+
+This module holds the only file reads of the package.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING as _DC_MISSING
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import yaml
+
+from palmsim.config.overrides import OVERRIDE_WHERE, apply_overrides, split_overrides
+from palmsim.config.specs import (
+    DTYPE_BYTES,
+    ClusterSpec,
+    DramSpec,
+    HardwareSpec,
+    LinkSpec,
+    MappingSpec,
+    ModelSpec,
+    RunSpec,
+    TileSpec,
+    TrainingSpec,
+    WaferSpec,
+    WorkloadSpec,
+)
+from palmsim.errors import ConfigError, ConfigProblem
+from palmsim.units import DIMENSIONS, format_quantity, parse_quantity
+
+__all__ = [
+    "Rule",
+    "build_hardware",
+    "build_mapping",
+    "build_run",
+    "build_workload",
+    "check_hardware",
+    "check_keys",
+    "check_workload",
+    "format_exact",
+    "hardware_kind",
+    "hardware_schema",
+    "hf_to_model",
+    "load_hardware",
+    "load_mapping",
+    "load_run",
+    "load_workload",
+    "normalise_hardware",
+    "normalise_mapping",
+    "normalise_run",
+    "normalise_workload",
+    "parse_values",
+    "read_config_file",
+    "read_mapping_file",
+    "spec_to_raw",
+]
+
+MISSING = ConfigError.MISSING
+
+Schema = dict[str, Any]  # key -> Rule, or key -> Schema for a nested section
+
+
+# =========================================================================== phase 1: read
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A ``SafeLoader`` that rejects duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable key: SafeLoader reports it below
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates
+)
+
+
+def _line_of(text: str, line: int) -> str:
+    lines = text.splitlines()
+    return lines[line - 1].strip() if 1 <= line <= len(lines) else ""
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Phase 1: read a YAML file (or a ``.json`` file as JSON) into a raw dict.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, does not parse (the problem names the
+            line), has duplicate keys, or does not hold a mapping at the top level.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError.single(where, "", MISSING, "an existing config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single(where, "", MISSING, f"a readable UTF-8 file ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError.single(
+                where,
+                f"line {exc.lineno}",
+                _line_of(text, exc.lineno),
+                f"valid JSON ({exc.msg} at column {exc.colno})",
+            ) from None
+    else:
+        try:
+            raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 0
+            column = mark.column + 1 if mark is not None else 0
+            raise ConfigError.single(
+                where,
+                f"line {line}",
+                _line_of(text, line),
+                f"valid YAML ({exc.problem} at column {column})",
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError.single(where, "", MISSING, f"valid YAML ({exc})") from None
+    if raw is None:
+        raise ConfigError.single(where, "", MISSING, "a mapping of config keys (the file is empty)")
+    if not isinstance(raw, dict):
+        raise ConfigError.single(where, "", raw, "a mapping of config keys at the top level")
+    return raw
+
+
+def read_mapping_file(path: str | Path) -> dict[str, Any]:
+    """Read a mapping file: the keys of :class:`MappingSpec` at top level or under ``mapping:``.
+
+    Returns the raw mapping dict, ready to be a section of :func:`load_mapping`. Keys beside a
+    ``mapping:`` section are kept, so that :func:`load_mapping` reports them if unknown.
+
+    Raises:
+        ConfigError: as :func:`read_config_file`, or ``mapping:`` is not a mapping.
+    """
+    raw = read_config_file(path)
+    if "mapping" not in raw:
+        return raw
+    inner = raw["mapping"]
+    if not isinstance(inner, dict):
+        raise ConfigError.single(str(path), "mapping", inner, "a mapping of mapping keys")
+    rest = {k: v for k, v in raw.items() if k != "mapping"}
+    return {**rest, **inner}
+
+
+def _default_name(path: Path) -> str:
+    """A config's default name: the file stem (``hf/x.config.json`` -> ``x``; for a bare
+    ``config.json``, the folder it is in, as in a Hugging Face snapshot)."""
+    stem = path.stem
+    if path.suffix.lower() == ".json":
+        if stem == "config" and path.parent.name:
+            return path.parent.name
+        stem = stem.removesuffix(".config")
+    return stem
+
+
+# =========================================================================== rules and schemas
+
+
+class _InvalidValueError(Exception):
+    """A value broke its rule; ``expected`` says what was wanted."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How to check and convert one raw value.
+
+    ``parse(value, where, key)`` returns the converted value, or raises ``_InvalidValueError``
+    (one problem at ``key``) or :class:`ConfigError` (its own problems, e.g. inside a nested
+    mapping).
+    ``expected`` is shown when the key is missing. Optional keys (``required=False``) are simply
+    left out of the parsed values when absent.
+    """
+
+    parse: Callable[[Any, str, str], Any]
+    expected: str
+    required: bool = True
+
+
+def _did_you_mean(word: object, options: Sequence[str]) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_rule(minimum: int = 1, hint: str = "", required: bool = True) -> Rule:
+    expected = f"an int >= {minimum}{hint}"
+
+    def parse(value: Any, where: str, key: str) -> int:
+        if not _is_int(value) or value < minimum:
+            raise _InvalidValueError(expected)
+        return int(value)
+
+    return Rule(parse, expected, required)
+
+
+def _float_rule(low: float, high: float, *, low_open: bool, high_open: bool) -> Rule:
+    expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(value: Any, where: str, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _InvalidValueError(expected)
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):
+            raise _InvalidValueError(expected)
+        return float(value)
+
+    return Rule(parse, expected)
+
+
+def _bool_rule() -> Rule:
+    def parse(value: Any, where: str, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise _InvalidValueError("true or false")
+        return value
+
+    return Rule(parse, "true or false")
+
+
+def _choice_rule(choices: Sequence[str], accepted: Sequence[str] = (), note: str = "") -> Rule:
+    """One of ``choices``; ``accepted`` (if given) are the spellings listed to users, which the
+    normalise phase has already mapped onto ``choices``."""
+    shown = ", ".join(repr(c) for c in (accepted or choices))
+    expected = f"one of {shown}{note}"
+
+    def parse(value: Any, where: str, key: str) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise _InvalidValueError(expected + _did_you_mean(value, list(accepted or choices)))
+        return value
+
+    return Rule(parse, expected)
+
+
+def _str_rule(required: bool = True) -> Rule:
+    def parse(value: Any, where: str, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise _InvalidValueError("a non-empty string")
+        return value
+
+    return Rule(parse, "a non-empty string", required)
+
+
+def _str_list_rule(required: bool = True) -> Rule:
+    def parse(value: Any, where: str, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _InvalidValueError("a list of strings")
+        return tuple(value)
+
+    return Rule(parse, "a list of strings", required)
+
+
+def _mapping_rule(required: bool = True) -> Rule:
+    """A free-form mapping (or nothing), validated elsewhere; returned as a copy."""
+
+    def parse(value: Any, where: str, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _InvalidValueError("a mapping")
+        return copy.deepcopy(value)
+
+    return Rule(parse, "a mapping", required)
+
+
+def _quantity_rule(dimension: str, *, positive: bool) -> Rule:
+    example = DIMENSIONS[dimension][1]
+    adjective = "positive" if positive else "non-negative"
+    expected = f"a {adjective} {dimension} with a unit, e.g. '{example}'"
+
+    def parse(value: Any, where: str, key: str) -> float:
+        number = parse_quantity(value, dimension, where=where, key=key)  # raises ConfigError
+        if positive and not number > 0:
+            raise _InvalidValueError(expected)
+        return number
+
+    return Rule(parse, expected)
+
+
+def _optional_time_rule() -> Rule:
+    expected = f"a positive time with a unit, e.g. '{DIMENSIONS['time'][1]}', or null"
+
+    def parse(value: Any, where: str, key: str) -> float | None:
+        if value is None:
+            return None
+        number = parse_quantity(value, "time", where=where, key=key)
+        if not number > 0:
+            raise _InvalidValueError(expected)
+        return number
+
+    return Rule(parse, expected)
+
+
+_GRID_EXPECTED = "a list of 2 ints >= 1, [rows, cols]"
+
+
+def _parse_grid(value: Any, where: str, key: str) -> tuple[int, int]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise _InvalidValueError(_GRID_EXPECTED)
+    problems = [
+        ConfigProblem(where, f"{key}[{i}]", item, "an int >= 1")
+        for i, item in enumerate(value)
+        if not _is_int(item) or item < 1
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return int(value[0]), int(value[1])
+
+
+_PEAK_EXPECTED = "a mapping dtype -> peak rate, e.g. {fp16: 16 TFLOP/s, int8: 32 TOP/s}"
+
+
+def _parse_peak(value: Any, where: str, key: str) -> tuple[tuple[str, float], ...]:
+    if not isinstance(value, dict) or not value:
+        raise _InvalidValueError(_PEAK_EXPECTED)
+    problems: list[ConfigProblem] = []
+    pairs: list[tuple[str, float]] = []
+    for dtype, rate in value.items():
+        item_key = f"{key}.{dtype}"
+        if dtype not in DTYPE_BYTES:
+            known = ", ".join(sorted(DTYPE_BYTES))
+            problems.append(
+                ConfigProblem(
+                    where,
+                    item_key,
+                    rate,
+                    f"a dtype key, one of {known}{_did_you_mean(dtype, list(DTYPE_BYTES))}",
+                )
+            )
+            continue
+        try:
+            number = parse_quantity(rate, "flop_rate", where=where, key=item_key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not number > 0:
+            problems.append(ConfigProblem(where, item_key, rate, "a positive flop_rate"))
+            continue
+        pairs.append((dtype, number))
+    if problems:
+        raise ConfigError(problems)
+    return tuple(sorted(pairs))
+
+
+def _link_schema(prefix: str) -> Schema:
+    return {
+        f"{prefix}_bandwidth": _quantity_rule("bandwidth", positive=True),
+        f"{prefix}_latency": _quantity_rule("time", positive=False),
+    }
+
+
+_HW_KINDS = ("wafer", "gpu_cluster")
+#: Sections that belong to one kind only, for a helpful unknown-key message.
+_KIND_SECTIONS = {
+    "wafer": "wafer",
+    "noc": "wafer",
+    "cluster": "gpu_cluster",
+    "network": "gpu_cluster",
+}
+#: Kind-specific defaults (architecture.md): a GPU has no software-managed SRAM.
+_GPU_SRAM_DEFAULTS = {"sram_capacity": "0 B", "sram_bandwidth": "0 B/s"}
+
+
+def hardware_schema(kind: str) -> Schema:
+    """The key schema of a hardware file of ``kind`` (``wafer`` or ``gpu_cluster``)."""
+    assert kind in _HW_KINDS, kind
+    is_wafer = kind == "wafer"
+    schema: Schema = {
+        "name": _str_rule(),
+        "kind": _choice_rule(_HW_KINDS),
+        "description": _str_rule(required=False),
+        "sources": _str_list_rule(required=False),
+        "tile": {
+            "peak": Rule(_parse_peak, _PEAK_EXPECTED),
+            # A wafer tile computes out of its SRAM, so it must have some; a GPU may leave it 0.
+            "sram_capacity": _quantity_rule("bytes", positive=is_wafer),
+            "sram_bandwidth": _quantity_rule("bandwidth", positive=is_wafer),
+            "compute_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+        },
+        "dram": {
+            "placement": (
+                _choice_rule(("die_edge", "per_tile"))
+                if is_wafer
+                else _choice_rule(("per_tile",), note=" (a GPU's HBM belongs to that GPU)")
+            ),
+            "capacity": _quantity_rule("bytes", positive=True),
+            "bandwidth": _quantity_rule("bandwidth", positive=True),
+            "latency": _quantity_rule("time", positive=False),
+        },
+    }
+    if is_wafer:
+        schema["wafer"] = {
+            "die_grid": Rule(_parse_grid, _GRID_EXPECTED),
+            "tile_grid": Rule(_parse_grid, _GRID_EXPECTED),
+        }
+        schema["noc"] = {
+            "topology": _choice_rule(("mesh", "torus")),
+            **_link_schema("intra_die"),
+            **_link_schema("inter_die"),
+        }
+    else:
+        schema["cluster"] = {"num_nodes": _int_rule(), "gpus_per_node": _int_rule()}
+        schema["network"] = {**_link_schema("intra_node"), **_link_schema("inter_node")}
+    return schema
+
+
+#: Spellings of ``hidden_act`` -> the MLP kind palmsim models.
+_ACT_ALIASES = {
+    "gelu": "gelu",
+    "gelu_new": "gelu",
+    "gelu_pytorch_tanh": "gelu",
+    "gelu_fast": "gelu",
+    "silu": "silu",
+    "swiglu": "silu",
+}
+
+#: Hugging Face alias (GPT-2 / BERT names) -> ModelSpec name.
+_HF_ALIASES = {
+    "n_embd": "hidden_size",
+    "n_head": "num_attention_heads",
+    "n_layer": "num_hidden_layers",
+    "n_positions": "max_position_embeddings",
+    "n_inner": "intermediate_size",
+    "activation_function": "hidden_act",
+    "resid_pdrop": "hidden_dropout",
+    "attn_pdrop": "attention_dropout",
+    "hidden_dropout_prob": "hidden_dropout",
+    "attention_probs_dropout_prob": "attention_dropout",
+}
+
+#: Fields whose default is derived from another field (filled by :func:`normalise_workload`).
+_DERIVED = {"num_key_value_heads": "num_attention_heads", "intermediate_size": "hidden_size"}
+
+#: Hugging Face model types of the Llama family: RMSNorm, RoPE, no biases.
+_LLAMA_FAMILY = ("llama", "mistral", "qwen2")
+#: Hugging Face model types that are encoders (bidirectional attention).
+_ENCODER_FAMILY = ("bert", "roberta")
+
+_TRAINING_EXAMPLES = {"seq_len": 2048, "global_batch_size": 512}
+
+
+def _model_schema() -> Schema:
+    dropout = _float_rule(0.0, 1.0, low_open=False, high_open=True)
+    return {
+        "hidden_size": _int_rule(),
+        "num_attention_heads": _int_rule(),
+        "num_key_value_heads": _int_rule(hint=" (default: num_attention_heads)", required=False),
+        "intermediate_size": _int_rule(hint=" (default: 4 * hidden_size)", required=False),
+        "num_hidden_layers": _int_rule(),
+        "vocab_size": _int_rule(),
+        "max_position_embeddings": _int_rule(),
+        "hidden_act": _choice_rule(("gelu", "silu"), accepted=tuple(_ACT_ALIASES)),
+        "norm": _choice_rule(("layernorm", "rmsnorm")),
+        "position_embedding": _choice_rule(("learned", "rope")),
+        "use_bias": _bool_rule(),
+        "tie_word_embeddings": _bool_rule(),
+        "attention_dropout": dropout,
+        "hidden_dropout": dropout,
+        "causal": _bool_rule(),
+    }
+
+
+def _training_schema(set_hint: bool) -> Schema:
+    def hint(name: str) -> str:
+        return f", e.g. --set training.{name}={_TRAINING_EXAMPLES[name]}" if set_hint else ""
+
+    return {
+        "seq_len": _int_rule(hint=hint("seq_len")),
+        "global_batch_size": _int_rule(hint=hint("global_batch_size")),
+        "dtype": _choice_rule(("fp32", "fp16", "bf16")),
+        "optimizer": _choice_rule(("adam", "sgd")),
+    }
+
+
+def _workload_schema(set_hint: bool) -> Schema:
+    return {
+        "name": _str_rule(),
+        "description": _str_rule(required=False),
+        "sources": _str_list_rule(required=False),
+        "model": _model_schema(),
+        "training": _training_schema(set_hint),
+        "mapping": _mapping_rule(required=False),
+        "mode": _choice_rule(("training",), note=" (inference comes later)"),
+    }
+
+
+def _mapping_schema() -> Schema:
+    return {
+        "description": _str_rule(required=False),
+        "sources": _str_list_rule(required=False),
+        "pp": _int_rule(),
+        "tp": _int_rule(),
+        "dp": _int_rule(),
+        "micro_batch_size": _int_rule(),
+        "schedule": _str_rule(),
+        "recompute": _choice_rule(("none", "selective", "full")),
+        "placement": _str_rule(),
+        "partition": _str_rule(),
+        "dp_overlap": _bool_rule(),
+    }
+
+
+def _run_schema() -> Schema:
+    return {"seed": _int_rule(minimum=0), "until": _optional_time_rule()}
+
+
+# =========================================================================== phase 3: normalise
+
+
+def _defaults(spec_type: type) -> dict[str, Any]:
+    """The field defaults of a spec dataclass (the one place defaults live)."""
+    return {f.name: f.default for f in fields(spec_type) if f.default is not _DC_MISSING}
+
+
+def _fill(section: Any, defaults: Mapping[str, Any]) -> None:
+    if isinstance(section, dict):
+        for key, value in defaults.items():
+            section.setdefault(key, copy.deepcopy(value))
+
+
+def hardware_kind(raw: Mapping[str, Any], where: str) -> str:
+    """The ``kind`` of a raw hardware dict, which selects its schema.
+
+    Raises:
+        ConfigError: ``kind`` is missing or unknown (the other keys cannot be checked then).
+    """
+    kind = raw.get("kind", MISSING)
+    if kind not in _HW_KINDS:
+        expected = (
+            "one of " + ", ".join(repr(k) for k in _HW_KINDS) + _did_you_mean(kind, _HW_KINDS)
+        )
+        raise ConfigError.single(where, "kind", kind, expected)
+    return str(kind)
+
+
+def normalise_hardware(
+    raw: Mapping[str, Any], where: str, default_name: str
+) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """Phase 3 for hardware: fill ``name`` and defaults. Returns a new dict and its problems.
+
+    Defaults: ``name`` = ``default_name`` (the file stem); ``tile.compute_efficiency`` from
+    :class:`TileSpec`; for ``gpu_cluster``, SRAM capacity and bandwidth 0 (a GPU's caches are
+    not managed storage).
+    """
+    out = copy.deepcopy(dict(raw))
+    out.setdefault("name", default_name)
+    tile = out.get("tile")
+    _fill(tile, _defaults(TileSpec))
+    if out.get("kind") == "gpu_cluster":
+        _fill(tile, _GPU_SRAM_DEFAULTS)
+    return out, []
+
+
+def _rename_aliases(model: dict[str, Any], where: str, path: str) -> list[ConfigProblem]:
+    """Rename Hugging Face aliases in ``model`` in place; an alias beside its target is a problem
+    unless both hold the same value."""
+    problems: list[ConfigProblem] = []
+    for alias, target in _HF_ALIASES.items():
+        if alias not in model:
+            continue
+        value = model.pop(alias)
+        if target in model and model[target] != value:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"{path}{alias}",
+                    value,
+                    f"no alias of {target!r} when {target} = {model[target]!r} is also given",
+                )
+            )
+            continue
+        model[target] = value
+    for name in _DERIVED:  # HF writes null for "derive it" (GPT-2 n_inner)
+        if name in model and model[name] is None:
+            del model[name]
+    return problems
+
+
+def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """Translate a Hugging Face ``config.json`` dict to a raw ``model:`` section.
+
+    Keeps the keys :class:`ModelSpec` knows, renames GPT-2/BERT aliases (``n_embd``, ``n_head``,
+    ``n_layer``, ``n_positions``, ``n_inner``, ``activation_function``, ``resid_pdrop``,
+    ``attn_pdrop``, ...), derives ``norm``/``position_embedding``/``use_bias``/``causal`` from
+    ``model_type``, ``rms_norm_eps``/``layer_norm_eps`` and ``attention_bias``, and drops every
+    other key (``torch_dtype``, ``architectures``, token ids, ...): it is not our format.
+    Values the file states explicitly win over derived ones.
+    """
+    known = {f.name for f in fields(ModelSpec)} - {"name"}
+    model = {k: copy.deepcopy(v) for k, v in hf.items() if k in known or k in _HF_ALIASES}
+    problems = _rename_aliases(model, where, "")
+    model_type = hf.get("model_type")
+    if "rms_norm_eps" in hf:
+        model.setdefault("norm", "rmsnorm")
+    elif "layer_norm_eps" in hf or "layer_norm_epsilon" in hf:
+        model.setdefault("norm", "layernorm")
+    if "attention_bias" in hf:
+        model.setdefault("use_bias", hf["attention_bias"] is True)
+    if model_type in _LLAMA_FAMILY:
+        model.setdefault("norm", "rmsnorm")
+        model.setdefault("position_embedding", "rope")
+        model.setdefault("use_bias", False)
+    if model_type in _ENCODER_FAMILY:
+        model.setdefault("causal", False)
+    return model, problems
+
+
+def normalise_workload(
+    raw: Mapping[str, Any], where: str, default_name: str, model_where: str | None = None
+) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """Phase 3 for a workload: aliases, ``hidden_act`` spellings and defaults.
+
+    - ``name`` = ``default_name`` if absent;
+    - in ``model``: Hugging Face aliases renamed; ``hidden_act`` spellings mapped (``gelu_new``,
+      ``gelu_pytorch_tanh``, ``gelu_fast`` -> ``gelu``; ``swiglu`` -> ``silu``);
+      ``num_key_value_heads`` = ``num_attention_heads`` and ``intermediate_size`` =
+      4 * ``hidden_size`` if absent (only when the source is a valid int: otherwise the
+      source's own problem is reported); other defaults from :class:`ModelSpec`;
+    - ``training`` defaults from :class:`TrainingSpec`; ``mode`` from :class:`WorkloadSpec`.
+
+    Returns a new dict and its problems (alias conflicts).
+    """
+    out = copy.deepcopy(dict(raw))
+    problems: list[ConfigProblem] = []
+    out.setdefault("name", default_name)
+    model = out.get("model")
+    if isinstance(model, dict):
+        problems += _rename_aliases(model, model_where or where, "model.")
+        act = model.get("hidden_act")
+        if isinstance(act, str) and act in _ACT_ALIASES:
+            model["hidden_act"] = _ACT_ALIASES[act]
+        heads = model.get("num_attention_heads")
+        if "num_key_value_heads" not in model and _is_int(heads):
+            model["num_key_value_heads"] = heads
+        hidden = model.get("hidden_size")
+        if "intermediate_size" not in model and _is_int(hidden):
+            model["intermediate_size"] = 4 * hidden
+        _fill(model, {k: v for k, v in _defaults(ModelSpec).items() if k != "name"})
+    _fill(out.get("training"), _defaults(TrainingSpec))
+    out.setdefault("mode", _defaults(WorkloadSpec)["mode"])
+    return out, problems
+
+
+def normalise_mapping(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Phase 3 for a mapping: a new dict with the :class:`MappingSpec` defaults filled in."""
+    out = copy.deepcopy(dict(raw))
+    _fill(out, _defaults(MappingSpec))
+    return out
+
+
+def normalise_run(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Phase 3 for run settings: a new dict with the :class:`RunSpec` defaults filled in
+    (``until`` is the file name of ``until_s``)."""
+    out = copy.deepcopy(dict(raw))
+    defaults = _defaults(RunSpec)
+    out.setdefault("seed", defaults["seed"])
+    until = defaults["until_s"]
+    out.setdefault("until", None if until is None else format_exact(until, "time"))
+    return out
+
+
+# =========================================================================== phases 4-5
+
+
+def _join(path: str, name: object) -> str:
+    return f"{path}.{name}" if path else str(name)
+
+
+def check_keys(
+    raw: Mapping[str, Any],
+    schema: Schema,
+    where: str,
+    path: str = "",
+    where_of: Mapping[str, str] | None = None,
+    notes: Mapping[str, str] | None = None,
+) -> list[ConfigProblem]:
+    """Phase 4: every key of ``raw`` not in ``schema`` is a problem, recursively.
+
+    Args:
+        raw: the raw dict (after normalisation).
+        schema: key -> rule, or key -> nested schema.
+        where: the file, for messages.
+        path: dotted key path of ``raw`` inside the file ("" at top level).
+        where_of: top-level key -> file, for keys that came from elsewhere.
+        notes: top-level unknown key -> explanation replacing the generic expectation.
+    """
+    problems: list[ConfigProblem] = []
+    for name, value in raw.items():
+        key = _join(path, name)
+        file = (where_of or {}).get(name, where)
+        if name not in schema:
+            note = (notes or {}).get(name)
+            if note is None:
+                section = f"'{path}'" if path else "the top level"
+                known = [str(k) for k in schema]
+                hint = _did_you_mean(str(name), known)
+                note = f"a known key of {section}" + (hint or f": {', '.join(known)}")
+            problems.append(ConfigProblem(file, key, value, note))
+        elif isinstance(schema[name], dict) and isinstance(value, dict):
+            problems += check_keys(value, schema[name], file, key)
+    return problems
+
+
+def parse_values(
+    raw: Mapping[str, Any],
+    schema: Schema,
+    where: str,
+    path: str = "",
+    where_of: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """Phase 5: check and convert every value the schema knows (units to SI, ints, choices).
+
+    Returns the converted values (only keys that parsed) and the problems: a missing required
+    key, a value of the wrong type or range, a quantity without a unit or of the wrong
+    dimension. Unknown keys are :func:`check_keys`' business and are skipped here.
+    """
+    values: dict[str, Any] = {}
+    problems: list[ConfigProblem] = []
+    for name, rule in schema.items():
+        key = _join(path, name)
+        file = (where_of or {}).get(name, where)
+        if name not in raw:
+            if isinstance(rule, dict):
+                problems.append(ConfigProblem(file, key, MISSING, _section_expected(rule)))
+            elif rule.required:
+                problems.append(ConfigProblem(file, key, MISSING, rule.expected))
+            continue
+        value = raw[name]
+        if isinstance(rule, dict):
+            if not isinstance(value, dict):
+                problems.append(ConfigProblem(file, key, value, _section_expected(rule)))
+                continue
+            values[name], sub = parse_values(value, rule, file, key)
+            problems += sub
+            continue
+        try:
+            values[name] = rule.parse(value, file, key)
+        except _InvalidValueError as exc:
+            problems.append(ConfigProblem(file, key, value, exc.expected))
+        except ConfigError as exc:
+            problems += exc.problems
+    return values, problems
+
+
+def _section_expected(schema: Schema) -> str:
+    return "a mapping with keys " + ", ".join(schema)
+
+
+# =========================================================================== phases 6-7: hardware
+
+
+def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
+    """Phase 6: the frozen :class:`HardwareSpec` from parsed values (no problems left)."""
+    tile_v = values["tile"]
+    dram_v = values["dram"]
+    tile = TileSpec(
+        peak_flop_per_s=tile_v["peak"],
+        sram_capacity_bytes=tile_v["sram_capacity"],
+        sram_bandwidth_bytes_per_s=tile_v["sram_bandwidth"],
+        compute_efficiency=tile_v["compute_efficiency"],
+    )
+    dram = DramSpec(
+        placement=dram_v["placement"],
+        capacity_bytes=dram_v["capacity"],
+        bandwidth_bytes_per_s=dram_v["bandwidth"],
+        latency_s=dram_v["latency"],
+    )
+    wafer = cluster = None
+    if values["kind"] == "wafer":
+        grid, noc = values["wafer"], values["noc"]
+        wafer = WaferSpec(
+            die_rows=grid["die_grid"][0],
+            die_cols=grid["die_grid"][1],
+            tile_rows=grid["tile_grid"][0],
+            tile_cols=grid["tile_grid"][1],
+            topology=noc["topology"],
+            intra_die=LinkSpec(noc["intra_die_bandwidth"], noc["intra_die_latency"]),
+            inter_die=LinkSpec(noc["inter_die_bandwidth"], noc["inter_die_latency"]),
+        )
+    else:
+        c, net = values["cluster"], values["network"]
+        cluster = ClusterSpec(
+            num_nodes=c["num_nodes"],
+            devices_per_node=c["gpus_per_node"],
+            intra_node=LinkSpec(net["intra_node_bandwidth"], net["intra_node_latency"]),
+            inter_node=LinkSpec(net["inter_node_bandwidth"], net["inter_node_latency"]),
+        )
+    return HardwareSpec(
+        name=values["name"], kind=values["kind"], tile=tile, dram=dram, wafer=wafer, cluster=cluster
+    )
+
+
+_TRAINING_DTYPES = ("fp32", "fp16", "bf16")
+
+
+def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """Phase 7 for hardware: relations between parsed values (skipped where a value failed).
+
+    - ``tile.peak`` names at least one training dtype (fp32, fp16 or bf16): palmsim simulates
+      training, and every workload dtype is one of these.
+    """
+    problems: list[ConfigProblem] = []
+    peak = values.get("tile", {}).get("peak")
+    if peak is not None and not {d for d, _ in peak} & set(_TRAINING_DTYPES):
+        problems.append(
+            ConfigProblem(
+                where,
+                "tile.peak",
+                {d: format_exact(r, "flop_rate") for d, r in peak},
+                "a rate for at least one training dtype: " + ", ".join(_TRAINING_DTYPES),
+            )
+        )
+    return problems
+
+
+def load_hardware(path: str | Path, overrides: Sequence[str] = ()) -> HardwareSpec:
+    """Load a hardware file (kind ``wafer`` or ``gpu_cluster``) with ``hw.`` overrides applied.
+
+    Args:
+        path: the YAML file.
+        overrides: ``--set`` strings; those starting with ``hw.`` apply, all are syntax-checked.
+
+    Raises:
+        ConfigError: every problem of the file at once.
+    """
+    path = Path(path)
+    where = str(path)
+    raw = apply_overrides(read_config_file(path), overrides, "hw", where)
+    kind = hardware_kind(raw, where)
+    raw, problems = normalise_hardware(raw, where, _default_name(path))
+    schema = hardware_schema(kind)
+    notes = {
+        section: f"no {section!r} section in a {kind!r} file (it belongs to kind {owner!r})"
+        for section, owner in _KIND_SECTIONS.items()
+        if owner != kind
+    }
+    problems += check_keys(raw, schema, where, notes=notes)
+    values, parse_problems = parse_values(raw, schema, where)
+    problems += parse_problems
+    problems += check_hardware(values, where)
+    if problems:
+        raise ConfigError(problems)
+    return build_hardware(values)
+
+
+# =========================================================================== phases 6-7: workload
+
+
+def build_workload(values: Mapping[str, Any]) -> WorkloadSpec:
+    """Phase 6: the frozen :class:`WorkloadSpec` from parsed values (no problems left)."""
+    model_v = values["model"]
+    model = ModelSpec(
+        name=values["name"],
+        **{f.name: model_v[f.name] for f in fields(ModelSpec) if f.name != "name"},
+    )
+    training = TrainingSpec(**{f.name: values["training"][f.name] for f in fields(TrainingSpec)})
+    return WorkloadSpec(model=model, training=training, mode=values["mode"])
+
+
+def check_workload(
+    values: Mapping[str, Any], where: str, model_where: str | None = None
+) -> list[ConfigProblem]:
+    """Phase 7 for a workload: relations between parsed values (skipped where a value failed).
+
+    - ``hidden_size`` divisible by ``num_attention_heads``;
+    - ``num_attention_heads`` divisible by ``num_key_value_heads``;
+    - ``training.seq_len`` <= ``model.max_position_embeddings``.
+    """
+    problems: list[ConfigProblem] = []
+    mw = model_where or where
+    model = values.get("model", {})
+    hidden, heads = model.get("hidden_size"), model.get("num_attention_heads")
+    kv = model.get("num_key_value_heads")
+    if hidden is not None and heads is not None and hidden % heads:
+        problems.append(
+            ConfigProblem(
+                mw, "model.num_attention_heads", heads, f"a divisor of hidden_size {hidden}"
+            )
+        )
+    if heads is not None and kv is not None and heads % kv:
+        problems.append(
+            ConfigProblem(
+                mw, "model.num_key_value_heads", kv, f"a divisor of num_attention_heads {heads}"
+            )
+        )
+    seq_len = values.get("training", {}).get("seq_len")
+    max_pos = model.get("max_position_embeddings")
+    if seq_len is not None and max_pos is not None and seq_len > max_pos:
+        problems.append(
+            ConfigProblem(
+                where,
+                "training.seq_len",
+                seq_len,
+                f"at most model.max_position_embeddings = {max_pos}",
+            )
+        )
+    return problems
+
+
+def _canonical_model_overrides(overrides: Sequence[str]) -> list[str]:
+    """Overrides with a Hugging Face alias as the model key (``model.n_layer=2``) rewritten to
+    the canonical name (``model.num_hidden_layers=2``); everything else unchanged."""
+    out = []
+    for text in overrides:
+        key, sep, value = text.partition("=") if isinstance(text, str) else ("", "", "")
+        parts = key.strip().split(".")
+        at = {"model": 1, "workload": 2}.get(parts[0])
+        if (
+            sep
+            and at is not None
+            and len(parts) == at + 1
+            and parts[at - 1] == "model"
+            and parts[at] in _HF_ALIASES
+        ):
+            parts[at] = _HF_ALIASES[parts[at]]
+            text = ".".join(parts) + "=" + value
+        out.append(text)
+    return out
+
+
+def load_workload(
+    path: str | Path, overrides: Sequence[str] = ()
+) -> tuple[WorkloadSpec, dict[str, Any]]:
+    """Load a workload YAML, or a bare Hugging Face ``config.json``, with ``workload.``,
+    ``model.`` and ``training.`` overrides applied.
+
+    In a YAML workload, ``model:`` is a mapping of Hugging Face field names or a path, relative
+    to the YAML file, to a ``config.json``. For a bare ``config.json`` the ``training`` values
+    come from ``--set training.*`` overrides.
+
+    Returns:
+        The spec, and the raw ``mapping:`` section (``{}`` if none) for :func:`load_mapping`;
+        ``mapping.`` overrides are not applied to it here.
+
+    Raises:
+        ConfigError: every problem of the file at once.
+    """
+    path = Path(path)
+    where = str(path)
+    problems: list[ConfigProblem] = []
+    model_where: str | None = None
+    model_failed = False
+    is_hf = path.suffix.lower() == ".json"
+    if is_hf:
+        model, problems = hf_to_model(read_config_file(path), where)
+        raw: dict[str, Any] = {"name": _default_name(path), "model": model, "training": {}}
+    else:
+        raw = read_config_file(path)
+        if isinstance(raw.get("model"), str):
+            model_path = path.parent / raw["model"]
+            try:
+                model, problems = hf_to_model(read_config_file(model_path), str(model_path))
+                raw["model"] = model
+                model_where = str(model_path)
+            except ConfigError as exc:
+                problems += [
+                    ConfigProblem(
+                        where,
+                        "model",
+                        raw["model"],
+                        f"a Hugging Face config.json path relative to this file ({p})",
+                    )
+                    for p in exc.problems
+                ]
+                model_failed = True
+                del raw["model"]
+    if isinstance(raw.get("model"), dict):  # aliases first, so an override of either name wins
+        problems += _rename_aliases(raw["model"], model_where or where, "model.")
+    raw = apply_overrides(raw, _canonical_model_overrides(overrides), "workload", where)
+    raw, norm_problems = normalise_workload(raw, where, _default_name(path), model_where)
+    problems += norm_problems
+    schema = _workload_schema(set_hint=is_hf)
+    if model_failed:
+        del schema["model"]
+        raw.pop("model", None)
+    where_of = {"model": model_where} if model_where else None
+    problems += check_keys(raw, schema, where, where_of=where_of)
+    values, parse_problems = parse_values(raw, schema, where, where_of=where_of)
+    problems += parse_problems
+    problems += check_workload(values, where, model_where)
+    if problems:
+        raise ConfigError(problems)
+    return build_workload(values), values.get("mapping", {})
+
+
+# =========================================================================== mapping and run
+
+
+def load_mapping(
+    sections: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[str] = ()
+) -> MappingSpec:
+    """Merge mapping sections (later wins), apply ``mapping.`` overrides, and validate.
+
+    Args:
+        sections: ``(source, raw)`` pairs in increasing precedence, e.g. the workload's
+            ``mapping:`` section, a mapping file (:func:`read_mapping_file`), the ``--pp/--tp``
+            flags as ``("--pp flags", {...})``. ``source`` names the origin in messages.
+        overrides: ``--set`` strings; those starting with ``mapping.`` apply last.
+
+    Schedule, placement and partition names are only checked to be non-empty strings here;
+    their registries check the names.
+
+    Raises:
+        ConfigError: every problem at once, each naming the section its key came from.
+    """
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    problems: list[ConfigProblem] = []
+    for source, raw in sections:
+        if raw is None:
+            continue
+        if not isinstance(raw, Mapping):
+            problems.append(ConfigProblem(source, "mapping", raw, "a mapping of mapping keys"))
+            continue
+        for key, value in raw.items():
+            merged[key] = copy.deepcopy(value)
+            origin[key] = source
+    merged = apply_overrides(merged, overrides, "mapping", OVERRIDE_WHERE)
+    for ov in split_overrides(overrides)["mapping"]:
+        origin[ov.path[0]] = OVERRIDE_WHERE
+    merged = normalise_mapping(merged)
+    schema = _mapping_schema()
+    problems += check_keys(merged, schema, OVERRIDE_WHERE, "mapping", where_of=origin)
+    values, parse_problems = parse_values(merged, schema, OVERRIDE_WHERE, "mapping", origin)
+    problems += parse_problems
+    if problems:
+        raise ConfigError(problems)
+    return build_mapping(values)
+
+
+def build_mapping(values: Mapping[str, Any]) -> MappingSpec:
+    """Phase 6: the frozen :class:`MappingSpec` from parsed values."""
+    return MappingSpec(**{f.name: values[f.name] for f in fields(MappingSpec)})
+
+
+def load_run(overrides: Sequence[str] = ()) -> RunSpec:
+    """Run settings from ``run.`` overrides: ``run.seed`` (int >= 0), ``run.until`` (a time,
+    e.g. ``"10 s"``, or null for no limit). Defaults from :class:`RunSpec`.
+
+    Raises:
+        ConfigError: every problem at once.
+    """
+    raw = normalise_run(apply_overrides({}, overrides, "run", OVERRIDE_WHERE))
+    schema = _run_schema()
+    problems = check_keys(raw, schema, OVERRIDE_WHERE, "run")
+    values, parse_problems = parse_values(raw, schema, OVERRIDE_WHERE, "run")
+    problems += parse_problems
+    if problems:
+        raise ConfigError(problems)
+    return build_run(values)
+
+
+def build_run(values: Mapping[str, Any]) -> RunSpec:
+    """Phase 6: the frozen :class:`RunSpec` from parsed values."""
+    return RunSpec(seed=values["seed"], until_s=values["until"])
+
+
+# =========================================================================== spec -> raw
+
+_DECIMAL_PREFIXES = ("P", "T", "G", "M", "k", "")
+_BINARY_PREFIXES = ("Pi", "Ti", "Gi", "Mi", "Ki")
+_TIME_UNITS = ("s", "ms", "us", "ns", "ps")
+
+
+def format_exact(value: float, dimension: str) -> str:
+    """Format ``value`` (SI) so that :func:`parse_quantity` gives back exactly ``value``.
+
+    :func:`palmsim.units.format_quantity` if its 6 digits are exact (``"256 GB/s"``); otherwise
+    the shortest exact text over the decimal (and, for bytes, binary: ``"3 MiB"``) prefixes,
+    e.g. ``"2039 GB/s"`` rather than ``"2.039 TB/s"``, which parses 1 ulp off.
+    """
+    preferred = format_quantity(value, dimension)
+    if parse_quantity(preferred, dimension) == value:
+        return preferred
+    unit = DIMENSIONS[dimension][0]
+    if dimension == "time":
+        units = list(_TIME_UNITS)
+    else:
+        prefixes = _DECIMAL_PREFIXES + (_BINARY_PREFIXES if dimension == "bytes" else ())
+        units = [p + unit for p in prefixes]
+    best: str | None = None
+    for name in units:
+        scale = parse_quantity(f"1 {name}", dimension)
+        for digits in range(1, 18):
+            text = f"{value / scale:.{digits}g} {name}"
+            if parse_quantity(text, dimension) == value:
+                if best is None or len(text) < len(best):
+                    best = text
+                break
+    return best if best is not None else f"{float(value)!r} {unit}"
+
+
+def _link_to_raw(prefix: str, link: LinkSpec) -> dict[str, str]:
+    return {
+        f"{prefix}_bandwidth": format_exact(link.bandwidth_bytes_per_s, "bandwidth"),
+        f"{prefix}_latency": format_exact(link.latency_s, "time"),
+    }
+
+
+def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
+    t, d = spec.tile, spec.dram
+    raw: dict[str, Any] = {
+        "name": spec.name,
+        "kind": spec.kind,
+        "tile": {
+            "peak": {dtype: format_exact(rate, "flop_rate") for dtype, rate in t.peak_flop_per_s},
+            "sram_capacity": format_exact(t.sram_capacity_bytes, "bytes"),
+            "sram_bandwidth": format_exact(t.sram_bandwidth_bytes_per_s, "bandwidth"),
+            "compute_efficiency": t.compute_efficiency,
+        },
+    }
+    if spec.wafer is not None:
+        w = spec.wafer
+        raw["wafer"] = {
+            "die_grid": [w.die_rows, w.die_cols],
+            "tile_grid": [w.tile_rows, w.tile_cols],
+        }
+        raw["noc"] = {
+            "topology": w.topology,
+            **_link_to_raw("intra_die", w.intra_die),
+            **_link_to_raw("inter_die", w.inter_die),
+        }
+    if spec.cluster is not None:
+        c = spec.cluster
+        raw["cluster"] = {"num_nodes": c.num_nodes, "gpus_per_node": c.devices_per_node}
+        raw["network"] = {
+            **_link_to_raw("intra_node", c.intra_node),
+            **_link_to_raw("inter_node", c.inter_node),
+        }
+    raw["dram"] = {
+        "placement": d.placement,
+        "capacity": format_exact(d.capacity_bytes, "bytes"),
+        "bandwidth": format_exact(d.bandwidth_bytes_per_s, "bandwidth"),
+        "latency": format_exact(d.latency_s, "time"),
+    }
+    return raw
+
+
+def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> dict[str, Any]:
+    """The canonical raw dict of a spec, in the file format, units written as strings.
+
+    Loading the result again (as a file, or as a mapping section / ``run.`` overrides) gives an
+    equal spec. Every field is written, defaults included. Pure: no I/O.
+    """
+    if isinstance(spec, HardwareSpec):
+        return _hardware_to_raw(spec)
+    if isinstance(spec, WorkloadSpec):
+        model = {f.name: getattr(spec.model, f.name) for f in fields(ModelSpec) if f.name != "name"}
+        training = {f.name: getattr(spec.training, f.name) for f in fields(TrainingSpec)}
+        return {"name": spec.model.name, "model": model, "training": training, "mode": spec.mode}
+    if isinstance(spec, MappingSpec):
+        return {f.name: getattr(spec, f.name) for f in fields(MappingSpec)}
+    if isinstance(spec, RunSpec):
+        until = None if spec.until_s is None else format_exact(spec.until_s, "time")
+        return {"seed": spec.seed, "until": until}
+    raise TypeError(f"spec_to_raw: not a spec: {type(spec).__name__}")

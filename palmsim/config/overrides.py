@@ -1,0 +1,167 @@
+"""``--set KEY=VALUE`` overrides, applied to a raw config dict before validation.
+
+KEY is dotted and starts with a section prefix:
+
+===============  ==============================  =========================
+prefix           section it changes              path inside the section
+===============  ==============================  =========================
+``hw.``          the hardware file               rest of the key
+``workload.``    the workload file               rest of the key
+``model.``       the workload file               ``model.`` + rest
+``training.``    the workload file               ``training.`` + rest
+``mapping.``     the merged mapping sections     rest of the key
+``run.``         the run settings                rest of the key
+===============  ==============================  =========================
+
+VALUE is parsed with ``yaml.safe_load``, so ``10`` is an int, ``true`` a bool, ``[10, 8]`` a list
+and ``512 GB/s`` stays a string (the loader parses units later). Overrides never mutate their
+input: :func:`apply_overrides` returns a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from palmsim.errors import ConfigError, ConfigProblem
+
+__all__ = [
+    "OVERRIDE_WHERE",
+    "SECTIONS",
+    "Override",
+    "apply_overrides",
+    "parse_override",
+    "split_overrides",
+]
+
+#: File name used in messages about the overrides themselves.
+OVERRIDE_WHERE = "--set"
+
+#: Key prefix -> (section, path prepended inside that section).
+_PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hw": ("hw", ()),
+    "workload": ("workload", ()),
+    "model": ("workload", ("model",)),
+    "training": ("workload", ("training",)),
+    "mapping": ("mapping", ()),
+    "run": ("run", ()),
+}
+
+#: The sections an override can change.
+SECTIONS: tuple[str, ...] = ("hw", "workload", "mapping", "run")
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FORM = "KEY=VALUE with KEY starting with " + ", ".join(f"'{p}.'" for p in _PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """One parsed ``--set`` override."""
+
+    text: str  # the override as given, for messages
+    section: str  # one of SECTIONS
+    path: tuple[str, ...]  # key path inside the section
+    value: Any  # the YAML-parsed value
+
+
+def parse_override(text: str) -> Override:
+    """Parse one ``KEY=VALUE`` override.
+
+    Raises:
+        ConfigError: no ``=``, an unknown prefix, an empty or non-identifier key component, or a
+            value that is not valid YAML.
+    """
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError.single(OVERRIDE_WHERE, "", text, _FORM)
+    key, _, value_text = text.partition("=")
+    parts = key.strip().split(".")
+    if parts[0] not in _PREFIXES or len(parts) < 2:
+        raise ConfigError.single(OVERRIDE_WHERE, key.strip(), text, _FORM)
+    bad = [p for p in parts[1:] if not _IDENTIFIER.match(p)]
+    if bad:
+        raise ConfigError.single(
+            OVERRIDE_WHERE,
+            key.strip(),
+            text,
+            f"a dotted key of identifiers, but {bad[0]!r} is not one (list items are set "
+            "whole, e.g. 'hw.wafer.die_grid=[10, 8]')",
+        )
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError.single(
+            OVERRIDE_WHERE, key.strip(), text, f"a VALUE that parses as YAML ({exc})"
+        ) from None
+    section, head = _PREFIXES[parts[0]]
+    return Override(text=text, section=section, path=head + tuple(parts[1:]), value=value)
+
+
+def split_overrides(overrides: Sequence[str]) -> dict[str, list[Override]]:
+    """Parse every override and group them by section (``hw``, ``workload``, ``mapping``, ``run``).
+
+    Every section is a key of the result, possibly with an empty list; order is preserved.
+
+    Raises:
+        ConfigError: listing every malformed override at once.
+    """
+    result: dict[str, list[Override]] = {s: [] for s in SECTIONS}
+    problems: list[ConfigProblem] = []
+    for text in overrides:
+        try:
+            ov = parse_override(text)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        result[ov.section].append(ov)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: Sequence[str], prefix: str, where: str
+) -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with the overrides of section ``prefix`` applied.
+
+    Args:
+        raw: the raw config dict of one section (as read from a file); never mutated.
+        overrides: every ``--set`` override of the run; all are syntax-checked, only those of
+            section ``prefix`` are applied, in order (a later one wins).
+        prefix: ``"hw"``, ``"workload"``, ``"mapping"`` or ``"run"`` (a trailing dot is allowed).
+        where: the file ``raw`` came from, for messages.
+
+    Missing intermediate mappings are created, so ``hw.noc.topology=torus`` works even if the
+    file has no ``noc:`` section.
+
+    Raises:
+        ConfigError: a malformed override (any section), or an override that descends into a
+            value that is not a mapping.
+    """
+    section = prefix.rstrip(".")
+    if section not in SECTIONS:
+        raise ValueError(f"unknown override section {prefix!r}; known: {', '.join(SECTIONS)}")
+    result = copy.deepcopy(raw)
+    problems: list[ConfigProblem] = []
+    for ov in split_overrides(overrides)[section]:
+        node = result
+        for depth, part in enumerate(ov.path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                dotted = ".".join(ov.path[: depth + 1])
+                problems.append(
+                    ConfigProblem(where, dotted, child, f"a mapping, to apply override {ov.text!r}")
+                )
+                break
+            node = child
+        else:
+            node[ov.path[-1]] = copy.deepcopy(ov.value)
+    if problems:
+        raise ConfigError(problems)
+    return result

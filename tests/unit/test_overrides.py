@@ -1,0 +1,126 @@
+"""``--set KEY=VALUE`` overrides: prefix routing, YAML values, and never mutating the input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from palmsim.config.overrides import apply_overrides, parse_override, split_overrides
+from palmsim.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "section", "path"),
+    [
+        ("hw.noc.inter_die_bandwidth=512 GB/s", "hw", ("noc", "inter_die_bandwidth")),
+        ("workload.training.seq_len=1024", "workload", ("training", "seq_len")),
+        ("model.num_hidden_layers=2", "workload", ("model", "num_hidden_layers")),
+        ("training.dtype=bf16", "workload", ("training", "dtype")),
+        ("mapping.pp=10", "mapping", ("pp",)),
+        ("run.seed=7", "run", ("seed",)),
+    ],
+)
+def test_prefix_routes_to_section_and_path(text: str, section: str, path: tuple[str, ...]) -> None:
+    ov = parse_override(text)
+    assert (ov.section, ov.path) == (section, path)
+    assert ov.text == text
+
+
+@pytest.mark.parametrize(
+    ("value_text", "expected"),
+    [
+        ("10", 10),
+        ("0.5", 0.5),
+        ("512 GB/s", "512 GB/s"),  # stays a string: units are parsed by the loader
+        ("[10, 8]", [10, 8]),
+        ("true", True),
+        ("false", False),
+        ("null", None),
+        ("", None),
+        ("torus", "torus"),
+        ("a=b", "a=b"),  # only the first '=' splits key from value
+        ("{fp16: 1 TFLOP/s}", {"fp16": "1 TFLOP/s"}),
+    ],
+)
+def test_values_are_parsed_as_yaml(value_text: str, expected: object) -> None:
+    assert parse_override(f"hw.x={value_text}").value == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hw.noc.topology",  # no '='
+        "noc.topology=torus",  # unknown prefix
+        "hw=3",  # prefix without a key
+        "hw.wafer.die_grid[0]=10",  # not an identifier
+        "hw..x=1",  # empty component
+    ],
+)
+def test_malformed_override_is_a_config_error_naming_it(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_override(text)
+    assert text in str(info.value)
+    assert info.value.problems[0].file == "--set"
+
+
+def test_invalid_yaml_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"hw\.x.*YAML"):
+        parse_override("hw.x=[1, 2")
+
+
+def test_split_overrides_groups_in_order_and_reports_all_malformed_at_once() -> None:
+    groups = split_overrides(["mapping.pp=2", "hw.a=1", "model.b=2", "mapping.pp=4"])
+    assert [o.value for o in groups["mapping"]] == [2, 4]
+    assert [o.path for o in groups["workload"]] == [("model", "b")]
+    assert groups["run"] == []
+    with pytest.raises(ConfigError) as info:
+        split_overrides(["bad", "hw.ok=1", "nope.x=1"])
+    assert len(info.value.problems) == 2
+
+
+def test_apply_only_matching_section_and_never_mutate_input() -> None:
+    raw = {"noc": {"topology": "mesh", "inter_die_bandwidth": "256 GB/s"}, "name": "x"}
+    before = copy.deepcopy(raw)
+    out = apply_overrides(
+        raw,
+        ["hw.noc.inter_die_bandwidth=512 GB/s", "mapping.pp=3", "hw.wafer.die_grid=[10, 8]"],
+        "hw",
+        "hw.yaml",
+    )
+    assert raw == before
+    assert out == {
+        "noc": {"topology": "mesh", "inter_die_bandwidth": "512 GB/s"},
+        "name": "x",
+        "wafer": {"die_grid": [10, 8]},  # intermediate mapping created
+    }
+    out["noc"]["topology"] = "torus"  # the result is a deep copy
+    assert raw["noc"]["topology"] == "mesh"
+
+
+def test_prefix_with_trailing_dot_and_later_override_wins() -> None:
+    out = apply_overrides({}, ["mapping.pp=2", "mapping.pp=8"], "mapping.", "--set")
+    assert out == {"pp": 8}
+
+
+def test_model_and_training_prefixes_apply_to_workload() -> None:
+    raw = {"model": {"hidden_size": 8}, "training": {}}
+    out = apply_overrides(
+        raw, ["model.hidden_size=16", "training.seq_len=32", "workload.name=w"], "workload", "w.y"
+    )
+    assert out == {"model": {"hidden_size": 16}, "training": {"seq_len": 32}, "name": "w"}
+
+
+def test_malformed_override_of_another_section_is_still_reported() -> None:
+    with pytest.raises(ConfigError, match="bogus"):
+        apply_overrides({}, ["bogus"], "hw", "hw.yaml")
+
+
+def test_override_into_a_non_mapping_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"hw\.yaml: noc: got 5; expected a mapping"):
+        apply_overrides({"noc": 5}, ["hw.noc.topology=torus"], "hw", "hw.yaml")
+
+
+def test_unknown_section_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="unknown override section"):
+        apply_overrides({}, [], "model", "x")
