@@ -1,0 +1,363 @@
+"""The only place palmsim writes files: one run's results folder.
+
+:func:`write_run` writes ``summary.json``, ``resolved_config.yaml``, ``records.csv``,
+``timeline.csv``, ``trace.json`` (Chrome Trace Event format, the one output in µs) and,
+optionally, ``gantt.png``. Output is byte-identical for identical inputs: keys are sorted, rows and
+events are in a defined order and nothing reads the clock. :func:`run_id` names run folders by a
+hash of the resolved config, so reruns and sweep points land deterministically.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from palmsim.engine.records import FlowRecord, RunTrace
+from palmsim.mapping.plan import MappingPlan
+from palmsim.report.metrics import DRAM_KIND, ChipLike
+from palmsim.report.timeline import TIMELINE_COLUMNS, utilization_timeline
+
+__all__ = [
+    "RECORD_COLUMNS",
+    "TRACE_PIDS",
+    "chrome_trace",
+    "records_csv",
+    "run_id",
+    "timeline_csv",
+    "write_run",
+]
+
+#: Columns of ``records.csv``, in order.
+RECORD_COLUMNS: tuple[str, ...] = (
+    "record",
+    "resource",
+    "category",
+    "start_s",
+    "end_s",
+    "stage",
+    "microbatch",
+    "label",
+    "flop",
+    "bytes",
+    "flow_id",
+    "src",
+    "dst",
+    "channels",
+)
+
+#: Chrome-trace process ids: compute tiles, network links, DRAM ports.
+TRACE_PIDS: dict[str, int] = {"tiles": 1, "links": 2, "dram": 3}
+
+#: Timeline bins when no bin width is given: the run is cut into this many bins.
+DEFAULT_TIMELINE_BINS = 200
+
+_US_PER_S = 1e6
+
+
+def _json_ready(value: Any) -> Any:
+    """A JSON/YAML-safe copy: tuples to lists, numpy to Python, non-finite floats to None."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_json_ready(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run_id(resolved_config: Mapping[str, Any], version: str) -> str:
+    """A 12-hex-digit id: sha256 of the canonical JSON of ``resolved_config`` plus ``version``.
+
+    Canonical JSON has sorted keys, no whitespace and tuples as lists, so equal configs give
+    equal ids regardless of key order.
+    """
+    canonical = json.dumps(
+        {"config": _json_ready(resolved_config), "palmsim_version": str(version)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _csv_text(header: tuple[str, ...], rows: list[list[Any]]) -> str:
+    """CSV with ``\\n`` line ends; floats as their shortest round-trip repr."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _flow_resource(flow: FlowRecord) -> str:
+    """``tile 3 -> tile 7``; ``dram`` stands for a DRAM port end (index -1)."""
+
+    def end(tile: int) -> str:
+        return "dram" if tile < 0 else f"tile {tile}"
+
+    return f"{end(flow.src)} -> {end(flow.dst)}"
+
+
+def records_csv(trace: RunTrace) -> str:
+    """``records.csv`` text: compute intervals, then flows, each sorted by start time.
+
+    Interval rows leave ``flow_id/src/dst/channels`` empty; flow rows leave ``label`` and
+    ``flop`` empty and put the flow size in ``bytes`` and its route as space-separated channel
+    indices in ``channels``. Times in seconds, sizes in bytes, work in FLOP.
+    """
+    rows: list[list[Any]] = []
+    for rec in sorted(
+        trace.intervals, key=lambda r: (r.start_s, r.tile, r.end_s, r.category, r.label)
+    ):
+        rows.append(
+            [
+                "interval",
+                f"tile {rec.tile}",
+                rec.category,
+                float(rec.start_s),
+                float(rec.end_s),
+                rec.stage,
+                rec.microbatch,
+                rec.label,
+                float(rec.flop),
+                float(rec.bytes),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    for flow in sorted(trace.flows, key=lambda f: (f.start_s, f.flow_id)):
+        rows.append(
+            [
+                "flow",
+                _flow_resource(flow),
+                flow.category,
+                float(flow.start_s),
+                float(flow.end_s),
+                flow.stage,
+                flow.microbatch,
+                "",
+                "",
+                float(flow.size_bytes),
+                flow.flow_id,
+                flow.src,
+                flow.dst,
+                " ".join(str(c) for c in flow.channels),
+            ]
+        )
+    return _csv_text(RECORD_COLUMNS, rows)
+
+
+def timeline_csv(timeline: Mapping[str, np.ndarray]) -> str:
+    """``timeline.csv`` text: one row per bin, columns :data:`TIMELINE_COLUMNS`."""
+    columns = [np.asarray(timeline[name], dtype=np.float64) for name in TIMELINE_COLUMNS]
+    rows = [[float(col[i]) for col in columns] for i in range(len(columns[0]))]
+    return _csv_text(TIMELINE_COLUMNS, rows)
+
+
+# --------------------------------------------------------------------------- Chrome trace
+
+
+def _metadata(pid: int, tid: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A Trace Event Format metadata event (``ph: "M"``)."""
+    return {"ph": "M", "pid": pid, "tid": tid, "ts": 0, "name": name, "args": args}
+
+
+def _channel_busy_events(flows: list[FlowRecord], pid: int, tid: int) -> list[dict[str, Any]]:
+    """X events of the merged busy intervals of one channel, with the bytes of their flows.
+
+    Every flow lies inside exactly one merged interval, so each interval's ``bytes`` is the sum
+    of the sizes of the flows that formed it.
+    """
+    events: list[dict[str, Any]] = []
+    group: list[FlowRecord] = []
+    group_end_s = -math.inf
+
+    def close() -> None:
+        if not group:
+            return
+        start_s = group[0].start_s
+        categories = "+".join(sorted({f.category for f in group}))
+        events.append(
+            {
+                "ph": "X",
+                "pid": pid,
+                "tid": tid,
+                "ts": start_s * _US_PER_S,
+                "dur": (group_end_s - start_s) * _US_PER_S,
+                "name": categories,
+                "cat": categories,
+                "args": {
+                    "bytes": float(sum(f.size_bytes for f in group)),
+                    "num_flows": len(group),
+                },
+            }
+        )
+
+    for flow in sorted(flows, key=lambda f: (f.start_s, f.end_s, f.flow_id)):
+        if group and flow.start_s <= group_end_s:
+            group.append(flow)
+            group_end_s = max(group_end_s, flow.end_s)
+        else:
+            close()
+            group = [flow]
+            group_end_s = flow.end_s
+    close()
+    return events
+
+
+def chrome_trace(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> dict[str, Any]:
+    """The run as a Chrome Trace Event Format object (times in µs).
+
+    Process ``tiles`` (pid 1) has a thread per busy tile with one complete (``X``) event per
+    compute interval; processes ``links`` (pid 2) and ``dram`` (pid 3) have a thread per busy
+    channel with one ``X`` event per merged busy interval. Metadata (``M``) events name
+    processes and threads. Events are sorted: metadata first, then by (pid, tid, ts, dur, name).
+    """
+    stage_of = plan.stage_of_tile()
+    meta: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+
+    for label, pid in TRACE_PIDS.items():
+        meta.append(_metadata(pid, 0, "process_name", {"name": label}))
+        meta.append(_metadata(pid, 0, "process_sort_index", {"sort_index": pid}))
+
+    tiles_pid = TRACE_PIDS["tiles"]
+    busy_tiles: set[int] = set()
+    for rec in trace.intervals:
+        busy_tiles.add(rec.tile)
+        name = rec.label if rec.microbatch < 0 else f"{rec.label} mb{rec.microbatch}"
+        events.append(
+            {
+                "ph": "X",
+                "pid": tiles_pid,
+                "tid": rec.tile,
+                "ts": rec.start_s * _US_PER_S,
+                "dur": (rec.end_s - rec.start_s) * _US_PER_S,
+                "name": name,
+                "cat": rec.category,
+                "args": {
+                    "microbatch": rec.microbatch,
+                    "stage": rec.stage,
+                    "flop": float(rec.flop),
+                    "bytes": float(rec.bytes),
+                },
+            }
+        )
+    for tile in sorted(busy_tiles):
+        stage = stage_of.get(tile)
+        name = f"tile {tile}" if stage is None else f"tile {tile} (stage {stage})"
+        meta.append(_metadata(tiles_pid, tile, "thread_name", {"name": name}))
+        meta.append(_metadata(tiles_pid, tile, "thread_sort_index", {"sort_index": tile}))
+
+    by_channel: dict[int, list[FlowRecord]] = defaultdict(list)
+    for flow in trace.flows:
+        for channel in flow.channels:
+            by_channel[channel].append(flow)
+    channels = {c.index: c for c in chip.channels}
+    for index in sorted(by_channel):
+        channel = channels[index]
+        pid = TRACE_PIDS["dram"] if channel.kind == DRAM_KIND else TRACE_PIDS["links"]
+        meta.append(_metadata(pid, index, "thread_name", {"name": str(channel.name)}))
+        meta.append(_metadata(pid, index, "thread_sort_index", {"sort_index": index}))
+        events.extend(_channel_busy_events(by_channel[index], pid, index))
+
+    meta.sort(key=lambda e: (e["pid"], e["tid"], e["name"]))
+    events.sort(key=lambda e: (e["pid"], e["tid"], e["ts"], e["dur"], e["name"], e["cat"]))
+    return {"traceEvents": meta + events, "displayTimeUnit": "ms"}
+
+
+def _chrome_trace_text(trace_object: dict[str, Any]) -> str:
+    """Serialise a trace object as valid JSON with one event per line (diff-friendly)."""
+    encoder = json.JSONEncoder(sort_keys=True, allow_nan=False)  # one instance: ~30 % faster
+    lines = [encoder.encode(e) for e in trace_object["traceEvents"]]
+    head = f'{{"displayTimeUnit": {json.dumps(trace_object["displayTimeUnit"])}, "traceEvents": ['
+    return head + "\n" + ",\n".join(lines) + "\n]}\n"
+
+
+# --------------------------------------------------------------------------- the run folder
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text with ``\\n`` line ends on every platform."""
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(text)
+
+
+def write_run(
+    out_dir: str | Path,
+    *,
+    summary: Mapping[str, Any],
+    resolved_config: Mapping[str, Any],
+    trace: RunTrace,
+    chip: ChipLike,
+    plan: MappingPlan,
+    make_plots: bool = True,
+    timeline_bin_s: float | None = None,
+) -> Path:
+    """Write one run's results into ``out_dir`` (created if missing) and return it.
+
+    Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
+    in its order), ``records.csv``, ``timeline.csv``, ``trace.json`` and, if ``make_plots``,
+    ``gantt.png``. Existing files of these names are overwritten.
+
+    Args:
+        out_dir: the run folder, e.g. ``results/<run_id>``.
+        summary: the dict from :func:`palmsim.report.metrics.summarize`.
+        resolved_config: the specs after defaults and overrides, as plain data.
+        trace: the run's records.
+        chip: the chip (duck-typed, see :class:`palmsim.report.metrics.ChipLike`).
+        plan: the mapping the run executed.
+        make_plots: also render ``gantt.png`` (imports matplotlib).
+        timeline_bin_s: timeline bin width [s]; by default the run is cut into
+            :data:`DEFAULT_TIMELINE_BINS` bins.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    _write_text(
+        out / "summary.json",
+        json.dumps(_json_ready(summary), sort_keys=True, indent=2, allow_nan=False) + "\n",
+    )
+    _write_text(
+        out / "resolved_config.yaml",
+        yaml.safe_dump(
+            _json_ready(resolved_config),
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+        ),
+    )
+    _write_text(out / "records.csv", records_csv(trace))
+
+    if timeline_bin_s is None:
+        end_s = float(trace.end_time_s)
+        timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
+    timeline = utilization_timeline(trace, chip, timeline_bin_s, tiles=plan.used_tiles)
+    _write_text(out / "timeline.csv", timeline_csv(timeline))
+
+    _write_text(out / "trace.json", _chrome_trace_text(chrome_trace(trace, chip, plan)))
+
+    if make_plots:
+        from palmsim.report import plots  # matplotlib only when asked for
+
+        plots.gantt(trace, plan, out / "gantt.png")
+    return out

@@ -1,0 +1,543 @@
+"""Pure metrics of one run's records: utilisation, bubbles, throughput, MFU, memory.
+
+Every function here is a pure function of a :class:`~palmsim.engine.records.RunTrace` (and, where
+needed, the :class:`~palmsim.mapping.plan.MappingPlan` and a chip). Nothing here simulates,
+prints or writes files. All inputs and outputs are in SI base units (seconds, bytes, FLOP);
+``docs/metrics.md`` defines each metric with its formula and unit.
+
+The chip is used as a duck type: it needs ``channels`` (each with ``index``, ``kind``,
+``bandwidth_bytes_per_s`` and ``name``) and ``num_tiles``. A channel of kind ``dram`` is a DRAM
+port; every other kind (``intra_die``, ``inter_die``, ``nvlink``, ``nic``) is a network link.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from palmsim.engine.records import FlowRecord, IntervalRecord, RunTrace
+from palmsim.mapping.plan import MappingPlan
+
+__all__ = [
+    "DRAM_KIND",
+    "PIPELINE_CATEGORIES",
+    "ChannelLike",
+    "ChipLike",
+    "busy_intervals_by_channel",
+    "channel_bytes",
+    "compute_busy_s",
+    "exposed_communication_s",
+    "format_summary_table",
+    "intersection_length_s",
+    "link_busy_intervals",
+    "merge_intervals",
+    "pipeline_bubble_fraction",
+    "summarize",
+    "tile_busy_intervals",
+    "tile_utilization",
+    "total_length_s",
+]
+
+#: Channel kind of a DRAM port; every other channel kind is a network link.
+DRAM_KIND = "dram"
+
+#: Interval categories that make up the pipeline's work (the optimizer step is outside it).
+PIPELINE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute"})
+
+Interval = tuple[float, float]
+
+
+class ChannelLike(Protocol):
+    """What the report needs of one chip channel (a link direction or a DRAM port)."""
+
+    index: int
+    kind: str
+    bandwidth_bytes_per_s: float
+
+    @property
+    def name(self) -> str:
+        """Human-readable channel name."""
+        ...
+
+
+class ChipLike(Protocol):
+    """What the report needs of a chip."""
+
+    @property
+    def channels(self) -> Sequence[Any]:
+        """Every channel, indexed by ``channel.index``."""
+        ...
+
+    @property
+    def num_tiles(self) -> int:
+        """Number of tiles (GPUs) of the machine."""
+        ...
+
+
+# --------------------------------------------------------------------------- interval algebra
+
+
+def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
+    """Union of closed intervals ``(start_s, end_s)``, merged and sorted by start.
+
+    Touching or overlapping intervals merge into one; empty ones (``end_s <= start_s``) vanish.
+    """
+    merged: list[Interval] = []
+    for start_s, end_s in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start_s <= merged[-1][1]:
+            if end_s > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end_s)
+        else:
+            merged.append((start_s, end_s))
+    return merged
+
+
+def total_length_s(merged: Sequence[Interval]) -> float:
+    """Total length [s] of disjoint intervals (as returned by :func:`merge_intervals`)."""
+    return float(sum(end_s - start_s for start_s, end_s in merged))
+
+
+def intersection_length_s(a: Sequence[Interval], b: Sequence[Interval]) -> float:
+    """Length [s] of the overlap of two merged, sorted interval lists."""
+    i = j = 0
+    overlap_s = 0.0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if hi > lo:
+            overlap_s += hi - lo
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return overlap_s
+
+
+# --------------------------------------------------------------------------- tiles
+
+
+def tile_busy_intervals(
+    intervals: Iterable[IntervalRecord], categories: Iterable[str] | None = None
+) -> dict[int, list[Interval]]:
+    """Per tile, the merged busy intervals of its compute records.
+
+    Args:
+        intervals: compute records.
+        categories: keep only these categories (``None`` keeps all).
+
+    Returns:
+        ``{tile: [(start_s, end_s), ...]}`` for every tile with at least one record, merged.
+    """
+    keep = None if categories is None else frozenset(categories)
+    raw: dict[int, list[Interval]] = defaultdict(list)
+    for rec in intervals:
+        if keep is None or rec.category in keep:
+            raw[rec.tile].append((rec.start_s, rec.end_s))
+    return {tile: merge_intervals(raw[tile]) for tile in sorted(raw)}
+
+
+def compute_busy_s(
+    intervals: Iterable[IntervalRecord], tile: int, categories: Iterable[str] | None = None
+) -> float:
+    """Seconds ``tile`` spent computing: the length of the union of its intervals [s].
+
+    Args:
+        intervals: compute records of the run.
+        tile: tile index.
+        categories: count only these categories (``None`` counts all, optimizer included).
+    """
+    keep = None if categories is None else frozenset(categories)
+    own = (
+        (r.start_s, r.end_s)
+        for r in intervals
+        if r.tile == tile and (keep is None or r.category in keep)
+    )
+    return total_length_s(merge_intervals(own))
+
+
+def tile_utilization(
+    intervals: Iterable[IntervalRecord], tiles: Iterable[int], makespan_s: float
+) -> dict[int, float]:
+    """Per tile, compute busy time over the makespan [ratio in 0..1].
+
+    A tile without records has utilisation 0. A zero makespan gives 0 for every tile.
+    """
+    busy = tile_busy_intervals(intervals)
+    return {
+        tile: (total_length_s(busy.get(tile, [])) / makespan_s if makespan_s > 0 else 0.0)
+        for tile in tiles
+    }
+
+
+# --------------------------------------------------------------------------- channels
+
+
+def busy_intervals_by_channel(flows: Iterable[FlowRecord]) -> dict[int, list[Interval]]:
+    """Per channel, the merged intervals during which at least one flow used it.
+
+    A flow occupies every channel of its route from ``start_s`` to ``end_s``.
+    """
+    raw: dict[int, list[Interval]] = defaultdict(list)
+    for flow in flows:
+        for channel in flow.channels:
+            raw[channel].append((flow.start_s, flow.end_s))
+    return {channel: merge_intervals(raw[channel]) for channel in sorted(raw)}
+
+
+def link_busy_intervals(flows: Iterable[FlowRecord], channel: int) -> list[Interval]:
+    """Merged, sorted ``(start_s, end_s)`` intervals during which any flow used ``channel``."""
+    return merge_intervals((f.start_s, f.end_s) for f in flows if channel in f.channels)
+
+
+def channel_bytes(flows: Iterable[FlowRecord], num_channels: int) -> np.ndarray:
+    """Bytes each channel carried: every flow adds its size to each channel of its route.
+
+    Returns:
+        ``float64`` array of length ``num_channels`` [B].
+    """
+    carried = np.zeros(num_channels, dtype=np.float64)
+    for flow in flows:
+        for channel in flow.channels:
+            carried[channel] += flow.size_bytes
+    return carried
+
+
+def _max_channel_utilization(
+    carried_bytes: np.ndarray, channels: Sequence[Any], time_s: float, *, dram: bool
+) -> tuple[float, str]:
+    """Largest bytes/(bandwidth·time) over DRAM (or non-DRAM) channels, and that channel's name.
+
+    Ties go to the lowest channel index; with no such channel (or zero time) the result is
+    ``(0.0, "")``.
+    """
+    best_value, best_name = 0.0, ""
+    if time_s <= 0:
+        return best_value, best_name
+    for channel in channels:
+        if (channel.kind == DRAM_KIND) != dram or channel.bandwidth_bytes_per_s <= 0:
+            continue
+        value = float(carried_bytes[channel.index]) / (channel.bandwidth_bytes_per_s * time_s)
+        if value > best_value or not best_name:
+            best_value, best_name = value, str(channel.name)
+    return best_value, best_name
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def pipeline_bubble_fraction(trace: RunTrace, plan: MappingPlan) -> float:
+    """Fraction of the pipeline window the stages of replica 0 sit idle [ratio].
+
+    ``busy_s(stage)`` is, for each tile of the stage in replica 0, the length of the union of
+    its forward/backward/recompute intervals, averaged over those tiles. ``window_s`` runs from
+    the first start to the last end of any such interval on replica 0's tiles. Then::
+
+        bubble = 1 - mean over stages of busy_s(stage) / window_s
+
+    For uniform stages without communication this is (p-1)/(m+p-1) for GPipe and 1F1B.
+    Returns 0.0 when replica 0 has no pipeline work.
+    """
+    if not plan.stage_tiles:
+        return 0.0
+    replica0 = plan.stage_tiles[0]
+    tiles = {t for stage in replica0 for t in stage}
+    busy = tile_busy_intervals(
+        (r for r in trace.intervals if r.tile in tiles), categories=PIPELINE_CATEGORIES
+    )
+    if not busy:
+        return 0.0
+    window_start_s = min(iv[0][0] for iv in busy.values())
+    window_end_s = max(iv[-1][1] for iv in busy.values())
+    window_s = window_end_s - window_start_s
+    if window_s <= 0:
+        return 0.0
+    stage_busy_s = [
+        sum(total_length_s(busy.get(t, [])) for t in stage) / len(stage) if stage else 0.0
+        for stage in replica0
+    ]
+    return float(1.0 - sum(stage_busy_s) / len(stage_busy_s) / window_s)
+
+
+def exposed_communication_s(trace: RunTrace, tiles: Iterable[int]) -> float:
+    """Largest per-tile time with network traffic in flight but no compute running [s].
+
+    For a tile, communication time is the union of the intervals of non-DRAM flows it sends or
+    receives; the exposed part is what of it does not overlap the tile's compute intervals.
+    Returns the maximum over ``tiles`` (0.0 for no tiles).
+    """
+    tile_set = set(tiles)
+    comm: dict[int, list[Interval]] = defaultdict(list)
+    for flow in trace.flows:
+        if flow.category == DRAM_KIND:
+            continue
+        for end in {flow.src, flow.dst}:
+            if end in tile_set:
+                comm[end].append((flow.start_s, flow.end_s))
+    busy = tile_busy_intervals(r for r in trace.intervals if r.tile in tile_set)
+    worst_s = 0.0
+    for tile in sorted(comm):
+        merged = merge_intervals(comm[tile])
+        exposed = total_length_s(merged) - intersection_length_s(merged, busy.get(tile, []))
+        worst_s = max(worst_s, exposed)
+    return float(worst_s)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _memory_peaks(trace: RunTrace, plan: MappingPlan) -> tuple[int, dict[str, float]] | None:
+    """The used tile with the largest static + peak-activation bytes, and its breakdown."""
+    peak_activation: dict[int, float] = {}
+    for rec in trace.memory:
+        if rec.activation_bytes > peak_activation.get(rec.tile, -math.inf):
+            peak_activation[rec.tile] = rec.activation_bytes
+    best: tuple[int, dict[str, float]] | None = None
+    best_total = -math.inf
+    for tile, breakdown in sorted(plan.memory, key=lambda item: item[0]):
+        parts = {
+            "weights": float(breakdown.weights),
+            "gradients": float(breakdown.gradients),
+            "optimizer": float(breakdown.optimizer),
+            "activations": float(peak_activation.get(tile, breakdown.activations)),
+        }
+        total = sum(parts.values())
+        if total > best_total:
+            best, best_total = (tile, parts), total
+    return best
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(
+    trace: RunTrace,
+    chip: ChipLike,
+    plan: MappingPlan,
+    *,
+    workload_name: str,
+    hardware_name: str,
+    version: str,
+) -> dict[str, Any]:
+    """The headline metrics of one run, as a JSON-ready dict (see ``docs/metrics.md``).
+
+    Values are Python ``float``/``int``/``str`` or dicts of them; key names carry their unit.
+    Everything is deterministic for identical inputs except ``simulation_wall_time_s``.
+
+    Args:
+        trace: the run's records.
+        chip: the chip the run used (duck-typed, see :class:`ChipLike`).
+        plan: the mapping the run executed.
+        workload_name: name of the workload, reported as ``workload``.
+        hardware_name: name of the hardware, reported as ``hardware``.
+        version: palmsim version, reported as ``palmsim_version``.
+    """
+    iteration_time_s = float(trace.end_time_s)
+    used = plan.used_tiles
+    num_used = len(used)
+
+    def per_iteration(value: float) -> float:
+        return float(value) / iteration_time_s if iteration_time_s > 0 else 0.0
+
+    peak_total_flop_per_s = num_used * plan.peak_flop_per_s
+    model_flop = float(plan.model_flop_per_iteration)
+    hardware_flop = float(sum(r.flop for r in trace.intervals))
+    capacity_flop = iteration_time_s * peak_total_flop_per_s
+
+    utilization = tile_utilization(trace.intervals, used, iteration_time_s)
+    util_values = list(utilization.values()) or [0.0]
+
+    channels = tuple(chip.channels)
+    carried = channel_bytes(trace.flows, len(channels))
+    noc_max, noc_name = _max_channel_utilization(carried, channels, iteration_time_s, dram=False)
+    dram_max, dram_name = _max_channel_utilization(carried, channels, iteration_time_s, dram=True)
+
+    comm_bytes: dict[str, float] = defaultdict(float)
+    for flow in trace.flows:
+        comm_bytes[flow.category] += float(flow.size_bytes)
+
+    memory = _memory_peaks(trace, plan)
+    if memory is None:
+        memory_tile, memory_parts = (
+            -1,
+            dict.fromkeys(("weights", "gradients", "optimizer", "activations"), 0.0),
+        )
+    else:
+        memory_tile, memory_parts = memory
+
+    return {
+        "iteration_time_s": iteration_time_s,
+        "throughput_samples_per_s": per_iteration(plan.samples_per_iteration),
+        "throughput_tokens_per_s": per_iteration(plan.tokens_per_iteration),
+        "model_flop_per_iteration": model_flop,
+        "model_flop_per_s": per_iteration(model_flop),
+        "hardware_flop_per_iteration": hardware_flop,
+        "mfu": model_flop / capacity_flop if capacity_flop > 0 else 0.0,
+        "hfu": hardware_flop / capacity_flop if capacity_flop > 0 else 0.0,
+        "peak_flop_per_s_per_tile": float(plan.peak_flop_per_s),
+        "pipeline_bubble_fraction": pipeline_bubble_fraction(trace, plan),
+        "tile_compute_utilization": {
+            "mean": float(sum(util_values) / len(util_values)),
+            "min": float(min(util_values)),
+            "max": float(max(util_values)),
+        },
+        "noc_link_utilization_max": noc_max,
+        "noc_link_utilization_max_channel": noc_name,
+        "dram_bandwidth_utilization_max": dram_max,
+        "dram_bandwidth_utilization_max_channel": dram_name,
+        "communication_bytes_by_category": {k: comm_bytes[k] for k in sorted(comm_bytes)},
+        "exposed_communication_s": exposed_communication_s(trace, used),
+        "memory_peak_bytes_per_tile_max": float(sum(memory_parts.values())),
+        "memory_peak_tile": int(memory_tile),
+        "memory_breakdown_bytes": memory_parts,
+        "num_tiles_used": num_used,
+        "num_tiles_total": int(chip.num_tiles),
+        "num_stages": plan.num_stages,
+        "num_microbatches": int(plan.num_microbatches),
+        "simulated_events": int(trace.num_events),
+        "simulation_wall_time_s": float(trace.wall_time_s),
+        "palmsim_version": str(version),
+        "mapping": _plain(dataclasses.asdict(plan.mapping)),
+        "hardware": str(hardware_name),
+        "workload": str(workload_name),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and numpy scalars to Python numbers, recursively, for JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------------- terminal table
+
+
+def _human_time(value_s: float) -> str:
+    """Seconds as s, ms or µs, whichever reads best."""
+    if abs(value_s) >= 1.0:
+        return f"{value_s:.4g} s"
+    if abs(value_s) >= 1e-3:
+        return f"{value_s * 1e3:.4g} ms"
+    return f"{value_s * 1e6:.4g} µs"
+
+
+def _human_rate(value: float, unit: str, *, is_count: bool = False) -> str:
+    """A rate with a decimal prefix: ``1.5 TFLOP/s``, or ``2.048k samples/s`` for counts."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            if is_count:
+                return f"{value / scale:.4g}{prefix} {unit}"
+            return f"{value / scale:.4g} {prefix}{unit}"
+    return f"{value:.4g} {unit}"
+
+
+def _percent(value: float) -> str:
+    return f"{100.0 * value:.1f} %"
+
+
+def _bytes(value_bytes: float) -> str:
+    """Bytes in GiB, or in MiB/KiB/B when below 0.1 GiB/MiB/KiB."""
+    for unit, scale in (("GiB", 2.0**30), ("MiB", 2.0**20), ("KiB", 2.0**10)):
+        if abs(value_bytes) >= 0.1 * scale:
+            return f"{value_bytes / scale:.3f} {unit}"
+    return f"{value_bytes:.0f} B"
+
+
+def format_summary_table(summary: Mapping[str, Any]) -> str:
+    """A two-column, aligned text table of a :func:`summarize` dict for the terminal.
+
+    Uses human units (ms/s, TFLOP/s, GiB, %). Keys absent from ``summary`` are skipped.
+    """
+    rows: list[tuple[str, str]] = []
+
+    def add(label: str, key: str, fmt: Any) -> None:
+        if key in summary:
+            rows.append((label, fmt(summary[key])))
+
+    add("workload", "workload", str)
+    add("hardware", "hardware", str)
+    if "mapping" in summary:
+        m = summary["mapping"]
+        rows.append(
+            (
+                "mapping",
+                f"pp={m.get('pp')} tp={m.get('tp')} dp={m.get('dp')} "
+                f"mbs={m.get('micro_batch_size')} {m.get('schedule')} "
+                f"recompute={m.get('recompute')}",
+            )
+        )
+    add("tiles used", "num_tiles_used", str)
+    add("micro-batches", "num_microbatches", str)
+    add("iteration time", "iteration_time_s", _human_time)
+    add(
+        "throughput",
+        "throughput_samples_per_s",
+        lambda v: _human_rate(v, "samples/s", is_count=True),
+    )
+    add(
+        "throughput (tokens)",
+        "throughput_tokens_per_s",
+        lambda v: _human_rate(v, "tokens/s", is_count=True),
+    )
+    add("model FLOP/s (achieved)", "model_flop_per_s", lambda v: _human_rate(v, "FLOP/s"))
+    add("peak FLOP/s per tile", "peak_flop_per_s_per_tile", lambda v: _human_rate(v, "FLOP/s"))
+    add("MFU", "mfu", _percent)
+    add("HFU", "hfu", _percent)
+    add("pipeline bubble", "pipeline_bubble_fraction", _percent)
+    if "tile_compute_utilization" in summary:
+        u = summary["tile_compute_utilization"]
+        rows.append(
+            (
+                "tile compute util.",
+                f"mean {_percent(u['mean'])}, min {_percent(u['min'])}, max {_percent(u['max'])}",
+            )
+        )
+    if "noc_link_utilization_max" in summary:
+        name = summary.get("noc_link_utilization_max_channel", "")
+        rows.append(
+            (
+                "NoC link util. (max)",
+                _percent(summary["noc_link_utilization_max"]) + (f"  [{name}]" if name else ""),
+            )
+        )
+    if "dram_bandwidth_utilization_max" in summary:
+        name = summary.get("dram_bandwidth_utilization_max_channel", "")
+        rows.append(
+            (
+                "DRAM bw util. (max)",
+                _percent(summary["dram_bandwidth_utilization_max"])
+                + (f"  [{name}]" if name else ""),
+            )
+        )
+    add("exposed communication", "exposed_communication_s", _human_time)
+    if "memory_peak_bytes_per_tile_max" in summary:
+        tile = summary.get("memory_peak_tile")
+        rows.append(
+            (
+                "peak memory per tile",
+                _bytes(summary["memory_peak_bytes_per_tile_max"])
+                + (f"  [tile {tile}]" if tile is not None and tile >= 0 else ""),
+            )
+        )
+    if "memory_breakdown_bytes" in summary:
+        b = summary["memory_breakdown_bytes"]
+        rows.append(
+            (
+                "  breakdown",
+                ", ".join(f"{k} {_bytes(b[k])}" for k in b),
+            )
+        )
+    add("simulated events", "simulated_events", str)
+    add("wall time", "simulation_wall_time_s", _human_time)
+    add("palmsim", "palmsim_version", str)
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

@@ -1,0 +1,264 @@
+"""The run folder: every file written, the Chrome trace well-formed, output deterministic."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from palmsim.config.specs import MappingSpec
+from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.mapping.plan import ComputeStep, MappingPlan, MemoryBreakdown, StageProgram
+from palmsim.report.export import RECORD_COLUMNS, chrome_trace, run_id, write_run
+from palmsim.report.metrics import summarize
+from palmsim.report.timeline import TIMELINE_COLUMNS
+
+FILES = ("summary.json", "resolved_config.yaml", "records.csv", "timeline.csv", "trace.json")
+
+
+@dataclass(frozen=True)
+class FakeChannel:
+    """The duck type of hardware.chip.Channel the report relies on."""
+
+    index: int
+    kind: str
+    src: str
+    dst: str
+    bandwidth_bytes_per_s: float
+    latency_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.src}->{self.dst}"
+
+
+@dataclass(frozen=True)
+class FakeChip:
+    """The duck type of hardware.chip.Chip the report relies on."""
+
+    channels: tuple[FakeChannel, ...]
+    num_tiles: int
+
+
+def build(cls: type, **given: Any) -> Any:
+    """Instantiate a plan dataclass, filling fields the test does not care about with empties."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in given:
+            kwargs[f.name] = given[f.name]
+        elif f.default is MISSING and f.default_factory is MISSING:
+            kind = str(f.type)
+            empties = {"str": "", "int": 0}
+            kwargs[f.name] = () if kind.startswith("tuple") else empties.get(kind, 0.0)
+    return cls(**kwargs)
+
+
+@pytest.fixture
+def run():
+    """Two stages (tiles 0 and 1), two micro-batches, a p2p flow, a DRAM flow, a gradient flow."""
+    chip = FakeChip(
+        (
+            FakeChannel(0, "intra_die", "tile:0", "tile:1", 100.0),
+            FakeChannel(1, "intra_die", "tile:1", "tile:0", 100.0),
+            FakeChannel(2, "dram", "dram:0", "tile:0", 1000.0),
+        ),
+        num_tiles=4,
+    )
+    programs = tuple(
+        build(
+            StageProgram,
+            stage=s,
+            layers=(s, s + 1),
+            optimizer=ComputeStep("optimizer", 0.0, 0.0, 0.0, 0.0, 0.0),
+        )
+        for s in range(2)
+    )
+    plan = build(
+        MappingPlan,
+        mapping=MappingSpec(pp=2, tp=1, dp=1, micro_batch_size=1, schedule="gpipe"),
+        num_microbatches=2,
+        stage_tiles=(((0,), (1,)),),
+        programs=programs,
+        dram_port_of_tile=((0, 0), (1, 0)),
+        memory=tuple((t, MemoryBreakdown(1.0, 1.0, 2.0, 4.0, 8.0, 0.0)) for t in (0, 1)),
+        model_flop_per_iteration=1e6,
+        peak_flop_per_s=1e6,
+        samples_per_iteration=2,
+        tokens_per_iteration=16,
+    )
+    intervals = (
+        IntervalRecord(0, "forward", 0.0, 1.0, 0, 0, "L0.fwd", 100.0, 10.0),
+        IntervalRecord(0, "forward", 1.0, 2.0, 0, 1, "L0.fwd", 100.0, 10.0),
+        IntervalRecord(1, "forward", 1.25, 2.25, 1, 0, "L1.fwd", 100.0, 10.0),
+        IntervalRecord(1, "forward", 2.25, 3.25, 1, 1, "L1.fwd", 100.0, 10.0),
+        IntervalRecord(1, "backward", 3.25, 5.25, 1, 0, "L1.bwd", 200.0, 20.0),
+        IntervalRecord(0, "optimizer", 8.0, 8.5, 0, -1, "optimizer", 5.0, 1.0),
+    )
+    flows = (
+        FlowRecord(0, "p2p", 0, 1, (0,), 1.0, 1.25, 25.0, 0, 0),
+        FlowRecord(1, "p2p", 0, 1, (0,), 2.0, 2.25, 25.0, 0, 1),
+        FlowRecord(2, "p2p", 1, 0, (1,), 5.25, 5.5, 25.0, 1, 0),
+        FlowRecord(3, "dram", -1, 0, (2,), 0.0, 0.5, 500.0, 0, 0),
+        FlowRecord(4, "dp_allreduce", 0, 1, (0,), 2.1, 2.3, 10.0, 0, -1),
+    )
+    memory = (MemoryRecord(0, 0.0, 0.0), MemoryRecord(0, 1.0, 3.0))
+    trace = RunTrace(intervals, flows, memory, 9.0, 42, 0.0)
+    summary = summarize(trace, chip, plan, workload_name="w", hardware_name="h", version="0.0")
+    config = {
+        "hardware": {"name": "h", "noc": {"bandwidth": "100 B/s"}},
+        "workload": {"name": "w"},
+        "mapping": {"pp": 2, "schedule": "gpipe"},
+    }
+    return {
+        "summary": summary,
+        "resolved_config": config,
+        "trace": trace,
+        "chip": chip,
+        "plan": plan,
+    }
+
+
+def test_write_run_writes_every_file(tmp_path, run):
+    out = write_run(tmp_path / "a" / "b", make_plots=False, **run)
+    assert out == tmp_path / "a" / "b"
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "gantt.png").exists()
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(run["summary"]))
+    text = (out / "summary.json").read_text()
+    assert text == json.dumps(summary, sort_keys=True, indent=2) + "\n"
+
+    config = yaml.safe_load((out / "resolved_config.yaml").read_text())
+    assert config == run["resolved_config"]
+    assert list(config) == ["hardware", "workload", "mapping"]  # order kept
+
+    with (out / "records.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == RECORD_COLUMNS
+    assert len(rows) == 6 + 5
+    assert [r["record"] for r in rows] == ["interval"] * 6 + ["flow"] * 5
+    first = rows[0]
+    assert (first["resource"], first["category"], first["label"]) == ("tile 0", "forward", "L0.fwd")
+    assert float(first["start_s"]) == 0.0
+    assert float(first["end_s"]) == 1.0
+    dram = next(r for r in rows if r["category"] == "dram")
+    assert (dram["resource"], float(dram["bytes"]), dram["channels"]) == (
+        "dram -> tile 0",
+        500.0,
+        "2",
+    )
+
+    with (out / "timeline.csv").open(newline="") as handle:
+        timeline = list(csv.reader(handle))
+    assert tuple(timeline[0]) == TIMELINE_COLUMNS
+    assert len(timeline) == 1 + 200  # default: 200 bins
+    assert float(timeline[-1][1]) == 9.0  # the last bin ends with the run
+
+
+def test_write_run_is_byte_identical(tmp_path, run):
+    first = write_run(tmp_path / "one", make_plots=True, **run)
+    second = write_run(tmp_path / "two", make_plots=True, **run)
+    for name in (*FILES, "gantt.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_trace_json_follows_the_trace_event_format(tmp_path, run):
+    out = write_run(tmp_path, make_plots=False, **run)
+    trace = json.loads((out / "trace.json").read_text())
+    assert trace["displayTimeUnit"] == "ms"
+    events = trace["traceEvents"]
+    for event in events:
+        assert event["ph"] in {"M", "X"}
+        for key in ("pid", "tid", "ts", "name"):
+            assert key in event, (key, event)
+        assert isinstance(event["pid"], int)
+        assert isinstance(event["tid"], int)
+        if event["ph"] == "X":
+            assert event["dur"] >= 0
+            assert isinstance(event["cat"], str)
+
+    meta = {(e["pid"], e["tid"], e["name"]): e["args"] for e in events if e["ph"] == "M"}
+    assert meta[1, 0, "process_name"] == {"name": "tiles"}
+    assert meta[2, 0, "process_name"] == {"name": "links"}
+    assert meta[3, 0, "process_name"] == {"name": "dram"}
+    assert meta[1, 0, "thread_name"] == {"name": "tile 0 (stage 0)"}
+    assert meta[1, 1, "thread_name"] == {"name": "tile 1 (stage 1)"}
+    assert meta[2, 0, "thread_name"] == {"name": "tile:0->tile:1"}
+    assert meta[3, 2, "thread_name"] == {"name": "dram:0->tile:0"}
+    # Metadata first.
+    phases = [e["ph"] for e in events]
+    assert phases == sorted(phases, key=lambda p: p != "M")
+
+    tiles = [e for e in events if e["ph"] == "X" and e["pid"] == 1]
+    assert len(tiles) == 6
+    bwd = next(e for e in tiles if e["cat"] == "backward")
+    assert bwd["tid"] == 1
+    assert bwd["name"] == "L1.bwd mb0"
+    assert bwd["ts"] == pytest.approx(3.25e6)  # µs = s * 1e6
+    assert bwd["dur"] == pytest.approx(2.0e6)
+    assert bwd["args"] == {"microbatch": 0, "stage": 1, "flop": 200.0, "bytes": 20.0}
+    optimizer = next(e for e in tiles if e["cat"] == "optimizer")
+    assert optimizer["name"] == "optimizer"  # no micro-batch
+
+    # Channel 0: flows [1, 1.25], [2, 2.25] and [2.1, 2.3] -> busy [1, 1.25] and [2, 2.3].
+    link0 = [e for e in events if e["ph"] == "X" and e["pid"] == 2 and e["tid"] == 0]
+    assert [(e["ts"], e["dur"]) for e in link0] == [
+        (pytest.approx(1.0e6), pytest.approx(0.25e6)),
+        (pytest.approx(2.0e6), pytest.approx(0.3e6)),
+    ]
+    assert [e["args"]["bytes"] for e in link0] == [25.0, 35.0]
+    assert link0[1]["name"] == "dp_allreduce+p2p"
+    dram = [e for e in events if e["ph"] == "X" and e["pid"] == 3]
+    assert [(e["tid"], e["args"]["bytes"]) for e in dram] == [(2, 500.0)]
+
+    # Within a thread, X events are in time order.
+    for pid, tid in {(e["pid"], e["tid"]) for e in events if e["ph"] == "X"}:
+        ts = [e["ts"] for e in events if e["ph"] == "X" and (e["pid"], e["tid"]) == (pid, tid)]
+        assert ts == sorted(ts)
+
+
+def test_chrome_trace_is_independent_of_record_order(run):
+    trace = run["trace"]
+    shuffled = RunTrace(
+        tuple(reversed(trace.intervals)),
+        tuple(reversed(trace.flows)),
+        trace.memory,
+        trace.end_time_s,
+        trace.num_events,
+        trace.wall_time_s,
+    )
+    assert chrome_trace(shuffled, run["chip"], run["plan"]) == chrome_trace(
+        trace, run["chip"], run["plan"]
+    )
+
+
+def test_write_run_with_plots_writes_a_png(tmp_path, run):
+    out = write_run(tmp_path, **run)
+    assert (out / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_id_is_stable_short_and_sensitive():
+    config = {"hardware": {"name": "h", "bw": "1 GB/s"}, "mapping": {"pp": 2, "tp": (1, 2)}}
+    same_reordered = {"mapping": {"tp": [1, 2], "pp": 2}, "hardware": {"bw": "1 GB/s", "name": "h"}}
+    rid = run_id(config, "0.1.0")
+    assert re.fullmatch(r"[0-9a-f]{12}", rid)
+    assert run_id(config, "0.1.0") == rid
+    assert run_id(same_reordered, "0.1.0") == rid
+    assert run_id(config, "0.1.1") != rid
+    changed = {"hardware": {"name": "h", "bw": "2 GB/s"}, "mapping": {"pp": 2, "tp": (1, 2)}}
+    assert run_id(changed, "0.1.0") != rid
+
+
+def test_summary_json_has_no_wall_clock_of_its_own(tmp_path, run):
+    """Everything in summary.json comes from the given dict: change nothing, get the same."""
+    out = write_run(tmp_path, make_plots=False, **run)
+    written = json.loads(Path(out / "summary.json").read_text())
+    assert written["simulation_wall_time_s"] == run["summary"]["simulation_wall_time_s"]
