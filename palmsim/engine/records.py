@@ -15,7 +15,8 @@ __all__ = ["FlowRecord", "IntervalRecord", "MemoryRecord", "RunTrace"]
 class IntervalRecord:
     """A tile was busy computing from ``start_s`` to ``end_s``.
 
-    ``category`` is one of ``forward``, ``backward``, ``recompute``, ``optimizer``.
+    ``category`` is one of ``forward``, ``backward``, ``recompute``, ``optimizer``, or
+    ``comm``: the tile waited in a tensor-parallel collective (arrival to completion).
     ``label`` names what ran, e.g. ``"L3.attn"``. ``microbatch`` is -1 where it does not apply.
     """
 

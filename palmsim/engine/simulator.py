@@ -249,8 +249,22 @@ class Simulator:
                     f"stage {stage} {category} waits in TP {step.kind} {step.label} "
                     f"(micro-batch {mb}, group {list(tp_group)})"
                 )
+                start = self.env.now
                 yield self._join(
                     tp_group, tile, step.kind, step.size_bytes, "tp_" + step.kind, stage, mb
+                )
+                self._intervals.append(
+                    IntervalRecord(
+                        tile=tile,
+                        category="comm",
+                        start_s=start,
+                        end_s=self.env.now,
+                        stage=stage,
+                        microbatch=mb,
+                        label=f"{category}.{step.label}",
+                        flop=0.0,
+                        bytes=step.size_bytes,
+                    )
                 )
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:

@@ -1,0 +1,164 @@
+"""The library entry points: load an experiment, map it, simulate it, summarise and export it.
+
+>>> from palmsim.api import load_experiment, simulate          # doctest: +SKIP
+>>> exp = load_experiment("hw_configs/tx8-wafer.yaml", "workloads/t-18b.yaml")  # doctest: +SKIP
+>>> result = simulate(exp)                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from palmsim import __version__
+from palmsim.config.loader import (
+    load_hardware,
+    load_mapping,
+    load_run,
+    load_workload,
+    read_mapping_file,
+    spec_to_raw,
+)
+from palmsim.config.specs import ExperimentSpec
+from palmsim.engine.records import RunTrace
+from palmsim.engine.simulator import Simulator
+from palmsim.errors import ConfigError, ConfigProblem
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.mapper import map_workload
+from palmsim.mapping.placement import PLACERS
+from palmsim.mapping.plan import MappingPlan
+from palmsim.mapping.schedule import SCHEDULES
+from palmsim.report.metrics import summarize
+
+__all__ = [
+    "DEFAULT_HARDWARE",
+    "DEFAULT_WORKLOAD",
+    "SimulationResult",
+    "load_experiment",
+    "resolved_config",
+    "simulate",
+    "summarize_result",
+]
+
+log = logging.getLogger(__name__)
+
+_REPO = Path(__file__).resolve().parent.parent
+#: The shipped default run: PALM's TX8 wafer training T-18B (its workload file holds the mapping).
+DEFAULT_HARDWARE = "hw_configs/tx8-wafer.yaml"
+DEFAULT_WORKLOAD = "workloads/t-18b.yaml"
+
+
+def _shipped(relative: str) -> str:
+    """A shipped config: relative to the working directory if present, else to the checkout."""
+    here = Path(relative)
+    if here.exists():
+        return relative
+    return str(_REPO / relative)
+
+
+def load_experiment(
+    hardware: str | None = None,
+    workload: str | None = None,
+    mapping: str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    mapping_flags: Mapping[str, Any] | None = None,
+) -> ExperimentSpec:
+    """Load and validate the three inputs into one :class:`ExperimentSpec`.
+
+    Args:
+        hardware: hardware YAML (default: the TX8 wafer).
+        workload: workload YAML or Hugging Face config.json (default: T-18B).
+        mapping: optional mapping YAML; it overrides the workload's ``mapping:`` section.
+        overrides: ``--set key=value`` strings (highest precedence).
+        mapping_flags: mapping keys from command-line flags (``--pp`` ...), above the files.
+
+    Raises:
+        ConfigError: anything wrong in the inputs, with file, key path, value and expectation.
+    """
+    hw_path = hardware or _shipped(DEFAULT_HARDWARE)
+    wl_path = workload or _shipped(DEFAULT_WORKLOAD)
+    hw_spec = load_hardware(hw_path, overrides)
+    wl_spec, mapping_section = load_workload(wl_path, overrides)
+    sections: list[tuple[str, dict[str, Any]]] = [(wl_path, mapping_section)]
+    if mapping:
+        sections.append((mapping, read_mapping_file(mapping)))
+    if mapping_flags:
+        sections.append(("command-line flags", dict(mapping_flags)))
+    mapping_spec = load_mapping(sections, overrides)
+    problems = []
+    for key, value, registry in (
+        ("schedule", mapping_spec.schedule, SCHEDULES),
+        ("placement", mapping_spec.placement, PLACERS),
+    ):
+        if value not in registry:
+            problems.append(
+                ConfigProblem(
+                    sections[-1][0],
+                    f"mapping.{key}",
+                    value,
+                    registry.unknown_message(value).split("; ", 1)[-1],
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    sources = [("hardware", hw_path), ("workload", wl_path)]
+    if mapping:
+        sources.append(("mapping", mapping))
+    return ExperimentSpec(hw_spec, wl_spec, mapping_spec, load_run(overrides), tuple(sources))
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What one simulated iteration produced."""
+
+    experiment: ExperimentSpec
+    chip: Chip
+    plan: MappingPlan
+    trace: RunTrace
+
+
+def simulate(experiment: ExperimentSpec) -> SimulationResult:
+    """Elaborate the chip, map the workload and simulate one training iteration.
+
+    Raises:
+        MappingError: the mapping is infeasible.
+        SimulationError: simulated work did not finish.
+    """
+    chip = Chip.from_spec(experiment.hardware)
+    plan = map_workload(experiment, chip)
+    log.info(
+        "simulating %d tiles, %d stages, %d micro-batches",
+        len(plan.used_tiles),
+        plan.num_stages,
+        plan.num_microbatches,
+    )
+    trace = Simulator(chip, plan, experiment.run).run()
+    return SimulationResult(experiment, chip, plan, trace)
+
+
+def summarize_result(result: SimulationResult) -> dict[str, Any]:
+    """The summary dictionary (``summary.json``) of a simulation result."""
+    exp = result.experiment
+    return summarize(
+        result.trace,
+        result.chip,
+        result.plan,
+        workload_name=exp.workload.model.name,
+        hardware_name=exp.hardware.name,
+        version=__version__,
+    )
+
+
+def resolved_config(experiment: ExperimentSpec) -> dict[str, Any]:
+    """The experiment after defaults and overrides, in the files' format (re-loadable)."""
+    return {
+        "palmsim_version": __version__,
+        "hardware": spec_to_raw(experiment.hardware),
+        "workload": spec_to_raw(experiment.workload),
+        "mapping": spec_to_raw(experiment.mapping),
+        "run": spec_to_raw(experiment.run),
+    }

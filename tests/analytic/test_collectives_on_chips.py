@@ -1,0 +1,105 @@
+"""Ring collectives on real chip graphs against the textbook cost (Patarasuk & Yuan 2009)."""
+
+from __future__ import annotations
+
+import pytest
+
+from palmsim.config.specs import MappingSpec
+from palmsim.engine.simulator import Simulator
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.placement import place
+from palmsim.mapping.plan import (
+    CollectiveStep,
+    ComputeStep,
+    MappingPlan,
+    MemoryBreakdown,
+    StageProgram,
+)
+from tests.conftest import wafer_spec
+
+S_BYTES = 64e6
+BW = 100e9
+ALPHA_S = 5e-9
+
+
+def _one_collective(chip: Chip, tiles: tuple[int, ...], kind: str) -> float:
+    idle = ComputeStep("idle", 0.0, 0.0, 0.0, 0.0, 0.0)
+    program = StageProgram(
+        stage=0,
+        layers=(0, 1),
+        forward=(CollectiveStep("c", kind, S_BYTES),),
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=0.0,
+        optimizer=idle,
+        steps=(("F", 0), ("B", 0)),
+    )
+    memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
+    plan = MappingPlan(
+        mapping=MappingSpec(tp=len(tiles)),
+        num_microbatches=1,
+        stage_tiles=((tiles,),),
+        programs=(program,),
+        dram_port_of_tile=(),
+        memory=tuple((t, memory) for t in tiles),
+        placement="test",
+        model_flop_per_iteration=0.0,
+        peak_flop_per_s=1.0,
+        samples_per_iteration=1,
+        tokens_per_iteration=1,
+    )
+    return Simulator(chip, plan).run().end_time_s
+
+
+def test_allreduce_on_a_torus_row_matches_textbook():
+    """8 tiles on a 1x8 torus: the wrap-around closes the ring with one hop."""
+    hw = wafer_spec(
+        dies=(1, 1),
+        tiles=(1, 8),
+        intra_bw=BW,
+        latency_s=ALPHA_S,
+        topology="torus",
+        dram_placement="per_tile",
+    )
+    n = 8
+    expected = 2 * (n - 1) / n * S_BYTES / BW + 2 * (n - 1) * ALPHA_S
+    assert _one_collective(Chip.from_spec(hw), tuple(range(n)), "allreduce") == pytest.approx(
+        expected, rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "factor", "steps"), [("allreduce", 2, 2), ("reducescatter", 1, 1), ("allgather", 1, 1)]
+)
+def test_collectives_on_a_mesh_die_use_a_one_hop_ring(kind, factor, steps):
+    """A 4x4 mesh die: the snake placement puts the group on a Hamiltonian cycle, so every
+    ring edge is one intra-die hop and the cost is the textbook one for n = 16."""
+    hw = wafer_spec(dies=(1, 1), tiles=(4, 4), intra_bw=BW, latency_s=ALPHA_S)
+    chip = Chip.from_spec(hw)
+    ((stage,),) = place(chip, "snake", 1, 16, 1)
+    n = 16
+    expected = factor * (n - 1) / n * S_BYTES / BW + steps * (n - 1) * ALPHA_S
+    assert _one_collective(chip, stage, kind) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_ring_straddling_the_die_boundary_is_paced_by_the_inter_die_link():
+    """Row-major placement of 8 tiles along a row of two 1x4 dies: the inter-die link (a
+    quarter of the intra-die bandwidth) and the 7-hop closing edge, which shares the reverse
+    inter-die channel with no other ring flow, pace the ring: every flow carries
+    2(n-1)/n*S; the slowest is the one over the inter-die link at BW/4."""
+    hw = wafer_spec(
+        dies=(1, 2),
+        tiles=(1, 4),
+        intra_bw=BW,
+        inter_bw=BW / 4,
+        latency_s=ALPHA_S,
+        dram_placement="per_tile",
+    )
+    chip = Chip.from_spec(hw)
+    n = 8
+    edge_bytes = 2 * (n - 1) / n * S_BYTES
+    closing_latency = 2 * (n - 1) * 7 * ALPHA_S
+    expected = edge_bytes / (BW / 4) + closing_latency
+    got = _one_collective(chip, tuple(range(n)), "allreduce")
+    assert got == pytest.approx(expected, rel=1e-9)

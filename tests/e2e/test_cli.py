@@ -1,0 +1,165 @@
+"""The real CLI end to end: files written, exit codes, one-line errors, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from palmsim.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+HW = str(REPO / "hw_configs" / "tx8-wafer.yaml")
+T18B = str(REPO / "workloads" / "t-18b.yaml")
+# T-18B cut to 8 layers on 4 dies: small enough for a quick run, same code paths as W1.
+SMALL = [
+    "--hw",
+    HW,
+    "--workload",
+    T18B,
+    "--pp",
+    "4",
+    "--tp",
+    "16",
+    "--micro-batch",
+    "8",
+    "--set",
+    "model.num_hidden_layers=8",
+    "--set",
+    "training.global_batch_size=64",
+]
+FILES = (
+    "summary.json",
+    "resolved_config.yaml",
+    "records.csv",
+    "timeline.csv",
+    "trace.json",
+    "gantt.png",
+)
+REQUIRED_KEYS = (
+    "iteration_time_s",
+    "throughput_samples_per_s",
+    "throughput_tokens_per_s",
+    "model_flop_per_iteration",
+    "mfu",
+    "pipeline_bubble_fraction",
+    "tile_compute_utilization",
+    "noc_link_utilization_max",
+    "dram_bandwidth_utilization_max",
+    "memory_peak_bytes_per_tile_max",
+    "memory_breakdown_bytes",
+    "num_tiles_used",
+    "simulated_events",
+    "simulation_wall_time_s",
+    "palmsim_version",
+    "mapping",
+)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    assert main(["run", *SMALL, "--out", str(out), "-q"]) == 0
+    return out
+
+
+def test_run_writes_every_output(small_run: Path) -> None:
+    for name in FILES:
+        assert (small_run / name).stat().st_size > 0, name
+    summary = json.loads((small_run / "summary.json").read_text())
+    for key in REQUIRED_KEYS:
+        assert key in summary, key
+    assert set(summary["tile_compute_utilization"]) >= {"mean", "min", "max"}
+    assert set(summary["memory_breakdown_bytes"]) >= {
+        "weights",
+        "gradients",
+        "optimizer",
+        "activations",
+    }
+    assert summary["num_tiles_used"] == 64
+    assert summary["mapping"]["pp"] == 4
+    # 64 samples of 2048 tokens per iteration
+    assert summary["throughput_tokens_per_s"] == pytest.approx(
+        64 * 2048 / summary["iteration_time_s"], rel=1e-12
+    )
+    assert 0 < summary["mfu"] < 1
+
+
+def test_resolved_config_reloads_to_the_same_run(small_run: Path, tmp_path: Path) -> None:
+    """resolved_config.yaml holds hardware, workload and mapping in the input formats."""
+    import yaml
+
+    from palmsim.api import load_experiment
+
+    resolved = yaml.safe_load((small_run / "resolved_config.yaml").read_text())
+    for part in ("hardware", "workload", "mapping"):
+        (tmp_path / f"{part}.yaml").write_text(yaml.safe_dump(resolved[part]))
+    again = load_experiment(
+        str(tmp_path / "hardware.yaml"),
+        str(tmp_path / "workload.yaml"),
+        str(tmp_path / "mapping.yaml"),
+    )
+    assert again.mapping.pp == 4 and again.workload.model.num_hidden_layers == 8
+    assert again.hardware.tile.sram_capacity_bytes == 3 * 2**20
+
+
+def test_same_inputs_give_identical_outputs(small_run: Path, tmp_path: Path) -> None:
+    """Byte-identical results; the host's wall time is the one field allowed to differ."""
+    out = tmp_path / "again"
+    assert main(["run", *SMALL, "--out", str(out), "-q", "--no-plots"]) == 0
+    for name in ("records.csv", "timeline.csv", "trace.json", "resolved_config.yaml"):
+        assert (out / name).read_bytes() == (small_run / name).read_bytes(), name
+    first = json.loads((small_run / "summary.json").read_text())
+    second = json.loads((out / "summary.json").read_text())
+    first.pop("simulation_wall_time_s")
+    second.pop("simulation_wall_time_s")
+    assert first == second
+
+
+def test_trace_is_chrome_trace_event_format(small_run: Path) -> None:
+    trace = json.loads((small_run / "trace.json").read_text())
+    events = trace["traceEvents"]
+    assert events
+    for event in events:
+        assert event["ph"] in {"X", "M"}
+        assert isinstance(event["pid"], int) and isinstance(event["tid"], int)
+        if event["ph"] == "X":
+            assert event["ts"] >= 0 and event["dur"] >= 0 and event["name"]
+    summary = json.loads((small_run / "summary.json").read_text())
+    last_us = max(e["ts"] + e["dur"] for e in events if e["ph"] == "X")
+    assert last_us == pytest.approx(summary["iteration_time_s"] * 1e6, rel=1e-9)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_config_error_exits_2_with_file_key_and_suggestion(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = Path(HW).read_text().replace("inter_die_bandwidth:", "inter_die_bandwith:")
+    bad.write_text(text.replace("sram_bandwidth: 2 TB/s", "sram_bandwidth: 2000"))
+    assert main(["run", "--hw", str(bad), "--workload", T18B, "-q"]) == 2
+    err = _one_line_error(capsys)
+    assert "bad.yaml" in err
+    assert "noc.inter_die_bandwith" in err and "did you mean 'inter_die_bandwidth'" in err
+    assert "tile.sram_bandwidth" in err and "2000" in err  # both problems, reported together
+
+
+def test_unknown_schedule_exits_2_listing_known(capsys) -> None:
+    assert main(["run", *SMALL, "--schedule", "1f1f", "-q"]) == 2
+    err = _one_line_error(capsys)
+    assert "mapping.schedule" in err and "'1f1f'" in err and "1f1b" in err
+
+
+def test_infeasible_mapping_exits_3(capsys) -> None:
+    assert main(["run", *SMALL, "--dp", "9", "-q"]) == 3
+    assert "MappingError" in _one_line_error(capsys)
+
+
+def test_unfinished_simulation_exits_4(capsys) -> None:
+    assert main(["run", *SMALL, "--set", "run.until=1 ms", "-q"]) == 4
+    err = _one_line_error(capsys)
+    assert "SimulationError" in err and "tile" in err
