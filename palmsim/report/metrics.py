@@ -24,6 +24,7 @@ from palmsim.engine.records import FlowRecord, IntervalRecord, RunTrace
 from palmsim.mapping.plan import MappingPlan
 
 __all__ = [
+    "COMPUTE_CATEGORIES",
     "DRAM_KIND",
     "PIPELINE_CATEGORIES",
     "ChannelLike",
@@ -46,8 +47,12 @@ __all__ = [
 #: Channel kind of a DRAM port; every other channel kind is a network link.
 DRAM_KIND = "dram"
 
-#: Interval categories that make up the pipeline's work (the optimizer step is outside it).
-PIPELINE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute"})
+#: Interval categories in which a tile computes (``comm`` is waiting in a TP collective).
+COMPUTE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute", "optimizer"})
+
+#: Interval categories that make up a stage's pipeline work: its passes and the
+#: tensor-parallel collectives inside them (the optimizer step is outside the pipeline).
+PIPELINE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute", "comm"})
 
 Interval = tuple[float, float]
 
@@ -167,7 +172,7 @@ def tile_utilization(
 
     A tile without records has utilisation 0. A zero makespan gives 0 for every tile.
     """
-    busy = tile_busy_intervals(intervals)
+    busy = tile_busy_intervals(intervals, categories=COMPUTE_CATEGORIES)
     return {
         tile: (total_length_s(busy.get(tile, [])) / makespan_s if makespan_s > 0 else 0.0)
         for tile in tiles
@@ -234,7 +239,9 @@ def pipeline_bubble_fraction(trace: RunTrace, plan: MappingPlan) -> float:
     """Fraction of the pipeline window the stages of replica 0 sit idle [ratio].
 
     ``busy_s(stage)`` is, for each tile of the stage in replica 0, the length of the union of
-    its forward/backward/recompute intervals, averaged over those tiles. ``window_s`` runs from
+    its forward/backward/recompute intervals and its waits in tensor-parallel collectives
+    (``comm``), averaged over those tiles: time the stage is held by its own work, not by the
+    pipeline. ``window_s`` runs from
     the first start to the last end of any such interval on replica 0's tiles. Then::
 
         bubble = 1 - mean over stages of busy_s(stage) / window_s
@@ -278,7 +285,9 @@ def exposed_communication_s(trace: RunTrace, tiles: Iterable[int]) -> float:
         for end in {flow.src, flow.dst}:
             if end in tile_set:
                 comm[end].append((flow.start_s, flow.end_s))
-    busy = tile_busy_intervals(r for r in trace.intervals if r.tile in tile_set)
+    busy = tile_busy_intervals(
+        (r for r in trace.intervals if r.tile in tile_set), categories=COMPUTE_CATEGORIES
+    )
     worst_s = 0.0
     for tile in sorted(comm):
         merged = merge_intervals(comm[tile])

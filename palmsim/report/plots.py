@@ -20,12 +20,13 @@ from palmsim.mapping.plan import MappingPlan
 
 __all__ = ["CATEGORY_COLORS", "gantt", "gantt_boxes"]
 
-#: Fill colour of each compute category (colour-blind-safe Okabe-Ito hues), in legend order.
+#: Fill colour of each interval category (colour-blind-safe Okabe-Ito hues), in legend order.
 CATEGORY_COLORS: dict[str, str] = {
     "forward": "#0072B2",
     "backward": "#E69F00",
     "recompute": "#009E73",
     "optimizer": "#CC79A7",
+    "comm": "#D55E00",  # waiting in a tensor-parallel collective
 }
 _OTHER_COLOR = "#999999"
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from palmsim.engine.records import RunTrace
-from palmsim.report.metrics import DRAM_KIND, ChipLike, tile_busy_intervals
+from palmsim.report.metrics import COMPUTE_CATEGORIES, DRAM_KIND, ChipLike, tile_busy_intervals
 
 __all__ = ["TIMELINE_COLUMNS", "binned_amount", "utilization_timeline"]
 
@@ -123,7 +123,7 @@ def utilization_timeline(
     width_s = np.diff(edges)
 
     # Compute: per-tile unions, then all tiles together.
-    busy = tile_busy_intervals(trace.intervals)
+    busy = tile_busy_intervals(trace.intervals, categories=COMPUTE_CATEGORIES)
     tile_list = sorted(busy) if tiles is None else sorted(set(tiles))
     spans = [iv for t in tile_list for iv in busy.get(t, [])]
     starts = np.array([s for s, _ in spans], dtype=np.float64)

@@ -93,3 +93,13 @@ def test_model_larger_than_memory_gives_the_breakdown():
         MappingError, match=r"does not fit.*weights .* GB \+ gradients .* optimizer"
     ):
         _run(experiment(hw, pp=2, tp=8, micro_batch_size=1))
+
+
+def test_one_stage_has_no_pipeline_bubble_even_with_tensor_parallel_collectives():
+    """With pp = 1 nothing waits for another stage; time in TP all-reduces is the stage's own."""
+    from palmsim.report.metrics import pipeline_bubble_fraction
+
+    exp = experiment(wafer_spec(), pp=1, tp=8, micro_batch_size=2, batch=8)
+    plan, trace = _run(exp)
+    assert any(r.category == "comm" for r in trace.intervals)
+    assert pipeline_bubble_fraction(trace, plan) == pytest.approx(0.0, abs=1e-9)
