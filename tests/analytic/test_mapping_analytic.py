@@ -96,10 +96,14 @@ def test_model_larger_than_memory_gives_the_breakdown():
 
 
 def test_one_stage_has_no_pipeline_bubble_even_with_tensor_parallel_collectives():
-    """With pp = 1 nothing waits for another stage; time in TP all-reduces is the stage's own."""
+    """With pp = 1 nothing waits for another stage; time in TP all-reduces is the stage's own.
+
+    Only the tiles' last steps may end nanoseconds apart (their DRAM flows contend
+    differently), hence a 1e-6 tolerance rather than exact zero; before TP waits counted as
+    busy this was about 0.3."""
     from palmsim.report.metrics import pipeline_bubble_fraction
 
     exp = experiment(wafer_spec(), pp=1, tp=8, micro_batch_size=2, batch=8)
     plan, trace = _run(exp)
     assert any(r.category == "comm" for r in trace.intervals)
-    assert pipeline_bubble_fraction(trace, plan) == pytest.approx(0.0, abs=1e-9)
+    assert pipeline_bubble_fraction(trace, plan) == pytest.approx(0.0, abs=1e-6)
