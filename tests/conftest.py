@@ -91,3 +91,13 @@ def experiment(hw, model=None, *, seq=256, batch=16, dtype="fp16", **mapping) ->
 @pytest.fixture
 def tiny_wafer() -> HardwareSpec:
     return wafer_spec()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--update-golden`` rewrites tests/golden/*.json instead of comparing against them."""
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="regenerate the golden regression summaries",
+    )
