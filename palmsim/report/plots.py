@@ -26,7 +26,6 @@ CATEGORY_COLORS: dict[str, str] = {
     "backward": "#E69F00",
     "recompute": "#009E73",
     "optimizer": "#CC79A7",
-    "comm": "#D55E00",  # waiting in a tensor-parallel collective
 }
 _OTHER_COLOR = "#999999"
 
@@ -40,19 +39,22 @@ def gantt_boxes(intervals: Sequence[IntervalRecord], tile: int) -> list[Box]:
 
     A forward (or backward) pass of one micro-batch is many compute steps separated by short
     tensor-parallel collectives; drawing it as one box from its first start to its last end
-    keeps the chart readable. Work of a different category or micro-batch in between starts a
-    new box, so interleaved schedules still show every switch.
+    keeps the chart readable. A wait in a collective (category ``comm``) belongs to the pass
+    whose name starts its label (``forward.L3.attn.ar``), so it extends that pass's box. Work
+    of a different category or micro-batch in between starts a new box, so interleaved
+    schedules still show every switch.
     """
     own = sorted(
         (r for r in intervals if r.tile == tile), key=lambda r: (r.start_s, r.end_s, r.label)
     )
     boxes: list[Box] = []
     for rec in own:
-        if boxes and boxes[-1][2] == rec.category and boxes[-1][3] == rec.microbatch:
-            start_s, end_s, category, microbatch = boxes[-1]
+        category = rec.label.split(".", 1)[0] if rec.category == "comm" else rec.category
+        if boxes and boxes[-1][2] == category and boxes[-1][3] == rec.microbatch:
+            start_s, end_s, _, microbatch = boxes[-1]
             boxes[-1] = (start_s, max(end_s, rec.end_s), category, microbatch)
         else:
-            boxes.append((rec.start_s, rec.end_s, rec.category, rec.microbatch))
+            boxes.append((rec.start_s, rec.end_s, category, rec.microbatch))
     return boxes
 
 
