@@ -208,7 +208,8 @@ class Simulator:
                     yield from self._run_steps(
                         program.recompute, tile, tp_group, stage, mb, "recompute", None
                     )
-                buckets = pending if (index == last_backward and len(dp_group) > 1) else None
+                overlap = index == last_backward and len(dp_group) > 1 and plan.mapping.dp_overlap
+                buckets = pending if overlap else None
                 yield from self._run_steps(
                     program.backward, tile, tp_group, stage, mb, "backward", buckets, dp_group
                 )
@@ -219,6 +220,15 @@ class Simulator:
                     prev_send = plan.programs[stage - 1].send_bytes
                     self._send(
                         tile, peer, prev_send, ("B", replica, stage - 1, rank, mb), stage, mb
+                    )
+        if len(dp_group) > 1 and not plan.mapping.dp_overlap:
+            # No overlap: every bucket is all-reduced after the whole backward pass.
+            for step in program.backward:
+                if isinstance(step, GradBucketReady):
+                    pending.append(
+                        self._join(
+                            dp_group, tile, "allreduce", step.size_bytes, "dp_allreduce", stage, -1
+                        )
                     )
         if pending:
             self._activity[tile] = f"stage {stage} waits for its data-parallel gradient all-reduce"

@@ -107,3 +107,45 @@ def test_one_stage_has_no_pipeline_bubble_even_with_tensor_parallel_collectives(
     plan, trace = _run(exp)
     assert any(r.category == "comm" for r in trace.intervals)
     assert pipeline_bubble_fraction(trace, plan) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_data_parallel_allreduce_without_overlap_adds_the_ring_cost():
+    """Two GPUs on two nodes, one replica each. Without overlap every gradient bucket is
+    all-reduced after the backward pass, one after another on the replicas' communicator:
+    T(dp=2) = T(dp=1, same per-replica batch) + sum over buckets of the 2-tile ring cost,
+    2(n-1)/n * S_b / B_nic + 2(n-1) * (NIC up + NIC down latency), with sum S_b = 2 B/param."""
+    from palmsim.workload.builders import num_parameters
+    from tests.conftest import cluster_spec
+
+    model = gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=128)
+    one = experiment(cluster_spec(nodes=1, gpus=1), model, seq=128, batch=4, micro_batch_size=2)
+    two = experiment(
+        cluster_spec(nodes=2, gpus=1),
+        model,
+        seq=128,
+        batch=8,
+        micro_batch_size=2,
+        dp=2,
+        dp_overlap=False,
+    )
+    _, t_one = _run(one)
+    plan, t_two = _run(two)
+    buckets = [s for s in plan.programs[0].backward if type(s).__name__ == "GradBucketReady"]
+    params = num_parameters(model)
+    assert sum(b.size_bytes for b in buckets) == 2 * params
+    n, nic_bw, nic_latency = 2, 25e9, 2e-6
+    comm = sum(
+        2 * (n - 1) / n * b.size_bytes / nic_bw + 2 * (n - 1) * 2 * nic_latency for b in buckets
+    )
+    assert t_two.end_time_s == pytest.approx(t_one.end_time_s + comm, rel=1e-9)
+    overlapped = experiment(
+        cluster_spec(nodes=2, gpus=1),
+        model,
+        seq=128,
+        batch=8,
+        micro_batch_size=2,
+        dp=2,
+        dp_overlap=True,
+    )
+    _, t_overlap = _run(overlapped)
+    assert t_one.end_time_s < t_overlap.end_time_s < t_two.end_time_s
