@@ -14,6 +14,7 @@ flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -209,9 +210,12 @@ class FlowNetwork:
         """The flow's last byte left; it arrives after the path latency."""
         if flow.latency_s > 0.0:
             arrive = self.env.timeout(flow.latency_s)
-            arrive.callbacks.append(lambda _e, f=flow: self._arrived(f))
+            arrive.callbacks.append(functools.partial(self._on_arrival, flow))
         else:
             self._arrived(flow)
+
+    def _on_arrival(self, flow: _Flow, _event: simpy.Event) -> None:
+        self._arrived(flow)
 
     def _arrived(self, flow: _Flow) -> None:
         category, src, dst, stage, microbatch = flow.meta

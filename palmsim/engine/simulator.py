@@ -52,8 +52,11 @@ _RING_STEPS = {
 
 
 class _RouteLike(Protocol):
-    channels: tuple[int, ...]
-    latency_s: float
+    @property
+    def channels(self) -> tuple[int, ...]: ...
+
+    @property
+    def latency_s(self) -> float: ...
 
 
 class ChipLike(Protocol):
@@ -62,7 +65,7 @@ class ChipLike(Protocol):
     @property
     def channels(self) -> Sequence[Any]: ...
 
-    def route(self, src: int, dst: int) -> _RouteLike: ...
+    def route(self, src: int, dst: int, /) -> _RouteLike: ...
 
     def dram_route(self, tile: int, port: int, *, write: bool) -> _RouteLike: ...
 
@@ -350,7 +353,11 @@ class Simulator:
             microbatch=mb,
         )
         mailbox = self._mailbox(key)
-        done.callbacks.append(lambda _e: mailbox.succeed())
+
+        def deliver(_event: simpy.Event) -> None:
+            mailbox.succeed()
+
+        done.callbacks.append(deliver)
 
     def _join(
         self,
