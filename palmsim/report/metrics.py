@@ -410,24 +410,10 @@ def summarize(
         "simulated_events": int(trace.num_events),
         "simulation_wall_time_s": float(trace.wall_time_s),
         "palmsim_version": str(version),
-        "mapping": _plain(dataclasses.asdict(plan.mapping)),
+        "mapping": dataclasses.asdict(plan.mapping),
         "hardware": str(hardware_name),
         "workload": str(workload_name),
     }
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists and numpy scalars to Python numbers, recursively, for JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-# --------------------------------------------------------------------------- terminal table
 
 
 def _human_time(value_s: float) -> str:

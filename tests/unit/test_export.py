@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -18,45 +16,9 @@ from palmsim.mapping.plan import ComputeStep, MappingPlan, MemoryBreakdown, Stag
 from palmsim.report.export import RECORD_COLUMNS, chrome_trace, run_id, write_run
 from palmsim.report.metrics import summarize
 from palmsim.report.timeline import TIMELINE_COLUMNS
+from tests.unit.report_fakes import FakeChannel, FakeChip, build
 
 FILES = ("summary.json", "resolved_config.yaml", "records.csv", "timeline.csv", "trace.json")
-
-
-@dataclass(frozen=True)
-class FakeChannel:
-    """The duck type of hardware.chip.Channel the report relies on."""
-
-    index: int
-    kind: str
-    src: str
-    dst: str
-    bandwidth_bytes_per_s: float
-    latency_s: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return f"{self.src}->{self.dst}"
-
-
-@dataclass(frozen=True)
-class FakeChip:
-    """The duck type of hardware.chip.Chip the report relies on."""
-
-    channels: tuple[FakeChannel, ...]
-    num_tiles: int
-
-
-def build(cls: type, **given: Any) -> Any:
-    """Instantiate a plan dataclass, filling fields the test does not care about with empties."""
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in given:
-            kwargs[f.name] = given[f.name]
-        elif f.default is MISSING and f.default_factory is MISSING:
-            kind = str(f.type)
-            empties = {"str": "", "int": 0}
-            kwargs[f.name] = () if kind.startswith("tuple") else empties.get(kind, 0.0)
-    return cls(**kwargs)
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, fields
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,57 +23,9 @@ from palmsim.report.metrics import (
     tile_utilization,
 )
 from palmsim.report.timeline import TIMELINE_COLUMNS, binned_amount, utilization_timeline
+from tests.unit.report_fakes import FakeChannel, FakeChip, build
 
 # --------------------------------------------------------------------------- fakes and builders
-
-
-@dataclass(frozen=True)
-class FakeChannel:
-    """The duck type of hardware.chip.Channel the report relies on."""
-
-    index: int
-    kind: str
-    src: int
-    dst: int
-    bandwidth_bytes_per_s: float
-    latency_s: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind} {self.src}->{self.dst}"
-
-
-@dataclass(frozen=True)
-class FakeChip:
-    """The duck type of hardware.chip.Chip the report relies on."""
-
-    channels: tuple[FakeChannel, ...]
-    num_tiles: int
-
-
-def build(cls: type, **given: Any) -> Any:
-    """Instantiate a plan dataclass, filling fields the test does not care about with empties.
-
-    Keeps these fixtures valid while the plan types grow fields the report does not read.
-    """
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in given:
-            kwargs[f.name] = given[f.name]
-        elif f.default is not MISSING or f.default_factory is not MISSING:
-            continue
-        else:
-            kind = str(f.type)
-            kwargs[f.name] = (
-                ()
-                if kind.startswith("tuple")
-                else ""
-                if kind == "str"
-                else 0
-                if kind == "int"
-                else 0.0
-            )
-    return cls(**kwargs)
 
 
 def make_plan(
@@ -308,10 +258,10 @@ def summary_fixture():
     """Two stages of one tile each, 4 s per iteration, hand-picked numbers."""
     chip = FakeChip(
         channels=(
-            FakeChannel(0, "intra_die", 0, 1, 100.0),
-            FakeChannel(1, "nic", 1, 0, 10.0),
-            FakeChannel(2, "dram", 0, -1, 1000.0),
-            FakeChannel(3, "dram", 1, -1, 1000.0),
+            FakeChannel(0, "intra_die", "tile:0", "tile:1", 100.0),
+            FakeChannel(1, "nic", "tile:1", "tile:0", 10.0),
+            FakeChannel(2, "dram", "dram:0", "tile:0", 1000.0),
+            FakeChannel(3, "dram", "dram:1", "tile:1", 1000.0),
         ),
         num_tiles=4,
     )
@@ -392,9 +342,9 @@ def test_summary_arithmetic():
     }
     # 200 B / (100 B/s * 4 s) = 0.5 on the intra-die link, 30 / (10 * 4) = 0.75 on the NIC.
     assert s["noc_link_utilization_max"] == pytest.approx(0.75)
-    assert s["noc_link_utilization_max_channel"] == "nic 1->0"
+    assert s["noc_link_utilization_max_channel"] == "tile:1->tile:0"
     assert s["dram_bandwidth_utilization_max"] == pytest.approx(0.1)  # 400 / (1000 * 4)
-    assert s["dram_bandwidth_utilization_max_channel"] == "dram 0->-1"
+    assert s["dram_bandwidth_utilization_max_channel"] == "dram:0->tile:0"
     # Tile 0: 40 static + 50 peak recorded activations = 90; tile 1: 40 + 80 from the plan.
     assert s["memory_peak_bytes_per_tile_max"] == pytest.approx(120.0)
     assert s["memory_peak_tile"] == 1
@@ -459,7 +409,7 @@ def test_exposed_communication_counts_only_uncovered_network_time():
 
 
 def test_zero_length_run_gives_zero_rates_not_errors():
-    chip = FakeChip((FakeChannel(0, "intra_die", 0, 1, 1.0),), 1)
+    chip = FakeChip((FakeChannel(0, "intra_die", "tile:0", "tile:1", 1.0),), 1)
     plan = make_plan((((0,),),), model_flop_per_iteration=1.0)
     s = summarize(trace_of(), chip, plan, workload_name="w", hardware_name="h", version="1")
     assert s["mfu"] == 0.0
@@ -475,7 +425,7 @@ def test_format_summary_table_uses_human_units():
     assert any(line.startswith("MFU") and line.endswith("75.0 %") for line in lines)
     assert any("iteration time" in line and line.endswith("4 s") for line in lines)
     assert any(line.startswith("peak memory") and "0.117 KiB" in line for line in lines)
-    assert "nic 1->0" in table
+    assert "tile:1->tile:0" in table
     assert "2.048k tokens/s" in table
     assert "1.5 TFLOP/s" in table
     # Values start in one column, two spaces after the longest label.
@@ -501,7 +451,7 @@ def test_binned_amount_spreads_uniformly_and_keeps_point_masses():
 def test_utilization_timeline_hand_computed():
     chip = FakeChip(
         (
-            FakeChannel(0, "intra_die", 0, 1, 100.0),
+            FakeChannel(0, "intra_die", "tile:0", "tile:1", 100.0),
             FakeChannel(1, "intra_die", 1, 0, 100.0),
             FakeChannel(2, "dram", 0, -1, 50.0),
         ),

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING, fields
-from typing import Any
 
 import pytest
 
 from palmsim.config.specs import MappingSpec
 from palmsim.engine.records import IntervalRecord, RunTrace
 from palmsim.mapping.plan import ComputeStep, MappingPlan, StageProgram
+from tests.unit.report_fakes import build
 
 plots = pytest.importorskip("palmsim.report.plots")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def build(cls: type, **given: Any) -> Any:
-    """Instantiate a plan dataclass, filling fields the test does not care about with empties."""
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in given:
-            kwargs[f.name] = given[f.name]
-        elif f.default is MISSING and f.default_factory is MISSING:
-            kind = str(f.type)
-            empties = {"str": "", "int": 0}
-            kwargs[f.name] = () if kind.startswith("tuple") else empties.get(kind, 0.0)
-    return cls(**kwargs)
 
 
 def make_plan(p: int, m: int, tp: int, schedule: str) -> MappingPlan:
