@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
+from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
@@ -90,17 +92,21 @@ def load_experiment(
         sections.append(("command-line flags", dict(mapping_flags)))
     mapping_spec = load_mapping(sections, overrides)
     problems = []
-    for key, value, registry in (
-        ("schedule", mapping_spec.schedule, SCHEDULES),
-        ("placement", mapping_spec.placement, PLACERS),
+    for key, names in (
+        ("schedule", SCHEDULES.names()),
+        ("placement", PLACERS.names()),
+        ("partition", list(PARTITIONERS)),
     ):
-        if value not in registry:
+        value = getattr(mapping_spec, key)
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(
                 ConfigProblem(
-                    sections[-1][0],
+                    _source_of(key, sections, overrides),
                     f"mapping.{key}",
                     value,
-                    registry.unknown_message(value).split("; ", 1)[-1],
+                    f"one of {', '.join(names)}{hint}",
                 )
             )
     if problems:
@@ -109,6 +115,18 @@ def load_experiment(
     if mapping:
         sources.append(("mapping", mapping))
     return ExperimentSpec(hw_spec, wl_spec, mapping_spec, load_run(overrides), tuple(sources))
+
+
+def _source_of(
+    key: str, sections: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[str]
+) -> str:
+    """Where the mapping value of ``key`` came from: --set, else the last section holding it."""
+    if any(o.split("=", 1)[0].strip() == f"mapping.{key}" for o in overrides):
+        return "--set"
+    for source, section in reversed(sections):
+        if key in section:
+            return source
+    return "default"
 
 
 @dataclass(frozen=True)

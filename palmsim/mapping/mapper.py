@@ -168,10 +168,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         )
     elif mapping.partition == "layers":
         layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
-    else:
-        raise ConfigError.single(
-            "mapping", "mapping.partition", mapping.partition, "'layers' or 'cost'"
-        )
+    else:  # names are validated when the experiment is loaded (api.load_experiment)
+        raise AssertionError(f"unvalidated partition {mapping.partition!r}")
 
     stage_tiles = place(chip, mapping.placement, pp, tp, dp)
     schedule = SCHEDULES.get(mapping.schedule)

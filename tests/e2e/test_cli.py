@@ -163,3 +163,12 @@ def test_unfinished_simulation_exits_4(capsys) -> None:
     assert main(["run", *SMALL, "--set", "run.until=1 ms", "-q"]) == 4
     err = _one_line_error(capsys)
     assert "SimulationError" in err and "tile" in err
+
+
+def test_unknown_strategy_names_are_reported_together_with_their_source(capsys) -> None:
+    argv = ["run", *SMALL, "--placement", "snak", "--set", "mapping.partition=costs", "-q"]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert "command-line flags: mapping.placement: got 'snak'" in err
+    assert "did you mean 'snake'" in err
+    assert "--set: mapping.partition: got 'costs'" in err and "did you mean 'cost'" in err
