@@ -138,9 +138,9 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         peak = hw.tile.peak_for(training.dtype)
     except KeyError:
         raise ConfigError.single(
-            hw.name,
+            dict(experiment.sources).get("hardware", hw.name),
             f"tile.peak.{training.dtype}",
-            "<missing>",
+            ConfigError.MISSING,
             f"a peak FLOP/s for the workload's dtype {training.dtype!r}",
         ) from None
     elem = DTYPE_BYTES[training.dtype]
