@@ -467,7 +467,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
                 "mapping",
                 f"pp={m.get('pp')} tp={m.get('tp')} dp={m.get('dp')} "
                 f"mbs={m.get('micro_batch_size')} {m.get('schedule')} "
-                f"recompute={m.get('recompute')}",
+                f"recompute={m.get('recompute')} placement={m.get('placement')}",
             )
         )
     add("tiles used", "num_tiles_used", str)
