@@ -96,10 +96,13 @@ def _add_channel(
 ) -> None:
     """Add one channel (directed edge) ``src -> dst``, numbered after the existing ones."""
     assert not graph.has_edge(src, dst), f"duplicate channel {src}->{dst}"
+    # A running count: graph.number_of_edges() sums all degrees, O(E) per call.
+    index = graph.graph.get("num_channels", 0)
+    graph.graph["num_channels"] = index + 1
     graph.add_edge(
         src,
         dst,
-        channel=graph.number_of_edges(),
+        channel=index,
         kind=kind,
         bandwidth_bytes_per_s=bandwidth_bytes_per_s,
         latency_s=latency_s,
