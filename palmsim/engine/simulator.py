@@ -123,7 +123,10 @@ class Simulator:
         until = self.run_spec.until_s
         env = self.env
         num_events = 0
-        while True:
+        num_tiles = len(plan.used_tiles)
+        # Stop when the last tile finishes: the flow network may still hold superseded
+        # completion timers, which must not advance the clock past the iteration.
+        while len(self._finished) < num_tiles:
             next_time = env.peek()
             if next_time == float("inf") or (until is not None and next_time > until):
                 break

@@ -99,6 +99,9 @@ def test_invariants(case: dict) -> None:
         assert makespan >= plan.num_microbatches * per_mb + program.optimizer.compute_time_s - EPS
     assert makespan >= float(np.max(carried / bandwidth)) - EPS
 
+    # The iteration ends with its last record (no clock advance past the work).
+    assert makespan == max(r.end_s for r in trace.intervals)
+
     # Every interval and flow lies inside the run; every micro-batch ran once per tile.
     assert all(0.0 <= r.start_s <= r.end_s <= makespan + EPS for r in trace.intervals)
     assert all(0.0 <= f.start_s <= f.end_s <= makespan + EPS for f in trace.flows)
