@@ -152,7 +152,9 @@ class FlowNetwork:
                 unfrozen_on[c] = unfrozen_on.get(c, 0) + 1
         unfrozen = {f.flow_id: f for f in flows}
         while unfrozen:
-            # The tightest channel fixes the rate of every unfrozen flow through it.
+            # The tightest channel fixes the rate of every unfrozen flow through it. Channels
+            # within a relative 1e-12 of it (floating-point rounding of equal shares) are
+            # tight too, so equal shares freeze together and the order stays deterministic.
             share = min(residual[c] / n for c, n in unfrozen_on.items() if n > 0)
             bottlenecks = {
                 c

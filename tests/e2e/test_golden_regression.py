@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from palmsim.cli import main
+from tests.e2e.test_cli import SMALL
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
@@ -22,22 +23,7 @@ HW = REPO / "hw_configs"
 WL = REPO / "workloads"
 
 CASES = {
-    "t18b-8layers-4stages-tx8": [
-        "--hw",
-        str(HW / "tx8-wafer.yaml"),
-        "--workload",
-        str(WL / "t-18b.yaml"),
-        "--pp",
-        "4",
-        "--tp",
-        "16",
-        "--micro-batch",
-        "8",
-        "--set",
-        "model.num_hidden_layers=8",
-        "--set",
-        "training.global_batch_size=64",
-    ],
+    "t18b-8layers-4stages-tx8": SMALL,
     "t18b-8layers-gpipe-rowmajor-tx8": [
         "--hw",
         str(HW / "tx8-wafer.yaml"),
