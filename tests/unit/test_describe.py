@@ -18,8 +18,10 @@ def test_describe_prints_quantities_with_units(capsys: pytest.CaptureFixture[str
     assert "sram_capacity_bytes: 3 MiB" in lines
     assert "bandwidth_bytes_per_s: 256 GB/s" in lines  # the DRAM port and inter-die links
     assert "latency_s: 1 ns" in lines
-    assert "peak_flop_per_s: bf16: 16 TFLOP/s, fp16: 16 TFLOP/s, fp32: 8 TFLOP/s, " \
+    assert (
+        "peak_flop_per_s: bf16: 16 TFLOP/s, fp16: 16 TFLOP/s, fp32: 8 TFLOP/s, "
         "int8: 32 TFLOP/s" in lines
+    )
     assert "until_s: None" in lines  # not a quantity: printed as is
     assert "pp: 20" in lines
 
