@@ -102,18 +102,27 @@ class FlowNetwork:
         if not channels or size_bytes <= 0.0:
             self._drained(flow)
             return done
+        flows_on = self._flows_on
+        alone = True
         for c in channels:
-            self._flows_on[c][flow.flow_id] = flow
+            on = flows_on[c]
+            alone = alone and not on
+            on[flow.flow_id] = flow
         self.num_active += 1
-        self._reshare(self._component([flow]))
+        self._reshare([flow] if alone else self._component([flow]))
         return done
 
     # ------------------------------------------------------------------ internals
 
     def _component(self, seeds: list[_Flow]) -> list[_Flow]:
-        """All active flows connected to ``seeds`` through shared channels, in id order."""
+        """All active flows connected to ``seeds`` through shared channels.
+
+        The order does not matter: max-min rates are order-independent and the completion heap
+        orders by (time, flow id).
+        """
         seen: dict[int, _Flow] = {}
         seen_channels: set[int] = set()
+        flows_on = self._flows_on
         stack = list(seeds)
         while stack:
             flow = stack.pop()
@@ -121,11 +130,10 @@ class FlowNetwork:
                 continue
             seen[flow.flow_id] = flow
             for c in flow.channels:
-                if c in seen_channels:
-                    continue
-                seen_channels.add(c)
-                stack.extend(f for f in self._flows_on[c].values() if f.flow_id not in seen)
-        return [seen[k] for k in sorted(seen)]
+                if c not in seen_channels:
+                    seen_channels.add(c)
+                    stack.extend(flows_on[c].values())
+        return list(seen.values())
 
     def _reshare(self, flows: list[_Flow]) -> None:
         """Advance ``flows`` to now, give them max-min fair rates, reschedule completions."""
@@ -136,14 +144,19 @@ class FlowNetwork:
             )
             f.updated_s = now
         self._progressive_filling(flows)
+        heap = self._heap
         for f in flows:
             f.version += 1
             f.finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
-            heapq.heappush(self._heap, (f.finish_s, f.flow_id, f.version, f))
+            heapq.heappush(heap, (f.finish_s, f.flow_id, f.version, f))
         self._arm()
 
     def _progressive_filling(self, flows: list[_Flow]) -> None:
         """Set each flow's max-min fair rate (water-filling over the channels they use)."""
+        if len(flows) == 1:  # a lone flow runs at its narrowest channel's capacity
+            only = flows[0]
+            only.rate_bytes_per_s = min(self._capacity[c] for c in only.channels)
+            return
         residual: dict[int, float] = {}
         unfrozen_on: dict[int, int] = {}
         for f in flows:
