@@ -14,7 +14,6 @@ flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
 
 from __future__ import annotations
 
-import functools
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,20 @@ __all__ = ["FlowNetwork"]
 _TIME_EPS_S = 1e-15
 
 
+class _Arrival(simpy.Event):
+    """A flow's completion event; it fires a given delay after the flow drains.
+
+    One event per flow instead of a pending event plus a latency timeout: :meth:`fire_in`
+    triggers it and schedules it ``delay_s`` ahead, exactly as :class:`simpy.Timeout` does in
+    its constructor.
+    """
+
+    def fire_in(self, delay_s: float) -> None:
+        self._ok = True
+        self._value = None
+        self.env.schedule(self, delay=delay_s)
+
+
 @dataclass(slots=True)
 class _Flow:
     flow_id: int
@@ -37,7 +50,7 @@ class _Flow:
     size_bytes: float
     latency_s: float
     start_s: float
-    done: simpy.Event
+    done: _Arrival
     meta: tuple[str, int, int, int, int]  # category, src, dst, stage, microbatch
     remaining_bytes: float = 0.0
     rate_bytes_per_s: float = 0.0
@@ -86,7 +99,7 @@ class FlowNetwork:
         A flow with no channels (same tile) or no bytes only pays ``latency_s``.
         """
         env = self.env
-        done = env.event()
+        done = _Arrival(env)
         flow = _Flow(
             flow_id=self._next_id,
             channels=channels,
@@ -222,17 +235,8 @@ class FlowNetwork:
             self._arm()
 
     def _drained(self, flow: _Flow) -> None:
-        """The flow's last byte left; it arrives after the path latency."""
-        if flow.latency_s > 0.0:
-            arrive = self.env.timeout(flow.latency_s)
-            arrive.callbacks.append(functools.partial(self._on_arrival, flow))
-        else:
-            self._arrived(flow)
-
-    def _on_arrival(self, flow: _Flow, _event: simpy.Event) -> None:
-        self._arrived(flow)
-
-    def _arrived(self, flow: _Flow) -> None:
+        """The flow's last byte left: record it and fire its event when that byte arrives."""
+        arrival_s = self.env.now + flow.latency_s  # the time SimPy schedules the event for
         category, src, dst, stage, microbatch = flow.meta
         self._emit(
             FlowRecord(
@@ -242,10 +246,10 @@ class FlowNetwork:
                 dst=dst,
                 channels=flow.channels,
                 start_s=flow.start_s,
-                end_s=self.env.now,
+                end_s=arrival_s,
                 size_bytes=flow.size_bytes,
                 stage=stage,
                 microbatch=microbatch,
             )
         )
-        flow.done.succeed()
+        flow.done.fire_in(flow.latency_s)

@@ -316,7 +316,9 @@ class Simulator:
                             microbatch=mb,
                         )
                     )
-        yield events[0] if len(events) == 1 else env.all_of(events)
+        # Wait for all of them one by one instead of through an AllOf condition (one event less
+        # per step): SimPy resumes a process at once on an event already processed.
+        yield from events
         self._intervals.append(
             IntervalRecord(
                 tile=tile,
