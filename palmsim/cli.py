@@ -137,6 +137,37 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit code of ``palmsim validate`` when a figure misses by more than ``--max-error``.
+EXIT_VALIDATION_FAILED = 5
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from palmsim.report.export import write_json
+    from palmsim.validate import format_report, validate
+
+    def progress(case: str) -> None:
+        if not args.quiet:
+            print(f"running {case} ...", file=sys.stderr)
+
+    report = validate(args.file, only=args.case, progress=progress)
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report.as_dict())
+        print(f"wrote {args.json}")
+    if args.max_error is not None:
+        worst = [c for c in report.comparisons if abs(c.relative_error) * 100 > args.max_error]
+        if worst:
+            names = ", ".join(
+                f"{c.case} {c.metric} ({100 * c.relative_error:+.1f}%)" for c in worst
+            )
+            print(
+                f"palmsim: {len(worst)} figures miss by more than {args.max_error:g}%: {names}",
+                file=sys.stderr,
+            )
+            return EXIT_VALIDATION_FAILED
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``palmsim`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -158,6 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plots", action="store_true", help="skip gantt.png")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     run.set_defaults(func=_cmd_run)
+
+    validate = sub.add_parser(
+        "validate", help="compare predictions with published measurements of real runs"
+    )
+    validate.add_argument(
+        "file",
+        nargs="?",
+        help="measurements YAML (default: validation/measurements.yaml, the shipped copy of "
+        "the calibration set)",
+    )
+    validate.add_argument(
+        "--case", action="append", default=[], metavar="ID", help="run only this case (repeatable)"
+    )
+    validate.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    validate.add_argument(
+        "--max-error",
+        type=float,
+        metavar="PCT",
+        help=f"exit {EXIT_VALIDATION_FAILED} if any figure misses by more than PCT percent",
+    )
+    validate.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    validate.set_defaults(func=_cmd_validate)
 
     describe = sub.add_parser("describe", help="print the resolved configuration with help")
     _add_inputs(describe)

@@ -34,6 +34,7 @@ __all__ = [
     "records_csv",
     "run_id",
     "timeline_csv",
+    "write_json",
     "write_run",
 ]
 
@@ -300,6 +301,17 @@ def _write_text(path: Path, text: str) -> None:
     """Write UTF-8 text with ``\\n`` line ends on every platform."""
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(text)
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as JSON (sorted keys, indent 2, non-finite floats as null); return path."""
+    out = Path(path)
+    if out.parent != Path():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    _write_text(
+        out, json.dumps(_json_ready(data), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    )
+    return out
 
 
 def write_run(

@@ -21,6 +21,7 @@ RANK = {
     "engine": 4,
     "report": 5,
     "api": 6,
+    "validate": 6,
     "cli": 7,
 }
 

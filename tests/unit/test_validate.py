@@ -1,0 +1,139 @@
+"""``palmsim validate``: case translation, the figures it predicts, skips, JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from palmsim.cli import EXIT_VALIDATION_FAILED, main
+from palmsim.engine.records import IntervalRecord, RunTrace
+from palmsim.validate import Comparison, ValidationReport, _layer_times_s, case_setup, validate
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = yaml.safe_load((REPO / "validation" / "measurements.yaml").read_text())["cases"]
+
+
+def _case(case_id: str) -> dict:
+    return next(c for c in SHIPPED if c["id"] == case_id)
+
+
+def test_shipped_copy_is_the_calibration_set() -> None:
+    """validation/measurements.yaml is shared/calibration/measurements.yaml, unedited."""
+    shared = REPO.parent / "shared" / "calibration" / "measurements.yaml"
+    if not shared.exists():
+        pytest.skip("shared/calibration is not beside this checkout")
+    assert (REPO / "validation" / "measurements.yaml").read_text() == shared.read_text()
+
+
+def test_megatron_case_becomes_its_experiment() -> None:
+    """SC21 Table 1 18.4B: 256 A100s = 32 nodes, TP=8, DP=32, micro-batch 8, full recompute."""
+    hw, workload, overrides, flags = case_setup(_case("narayanan21_t1_18.4B"))
+    assert hw.endswith("dgx-a100-superpod.yaml")
+    assert workload.endswith("t-18b.yaml")
+    assert flags == {
+        "pp": 1,
+        "tp": 8,
+        "dp": 32,
+        "micro_batch_size": 8,
+        "recompute": "full",
+        "schedule": "1f1b",
+    }
+    for expected in (
+        "model.hidden_size=6144",
+        "model.num_attention_heads=48",
+        "model.num_hidden_layers=40",
+        "model.intermediate_size=24576",
+        "training.seq_len=2048",
+        "training.global_batch_size=1024",
+        "training.dtype=fp16",
+        "hw.cluster.num_nodes=32",
+    ):
+        assert expected in overrides
+
+
+@pytest.mark.parametrize(
+    ("case_id", "reason"),
+    [
+        ("narayanan21_t1_145.6B", "interleaved 1F1B"),
+        ("korthikanti22_t4_22B_layer_sequence_parallel", "sequence parallelism"),
+        ("nemo2407_h100_llama2_7b_8gpu", "fp8"),
+        ("llmcompass_a100_gemm_fp16", "not a training run"),
+    ],
+)
+def test_inexpressible_cases_are_listed_with_the_reason(case_id: str, reason: str) -> None:
+    report = validate(only=[case_id])
+    assert report.comparisons == ()
+    assert len(report.skipped) == 1 and reason in report.skipped[0].reason
+
+
+def test_tflops_per_gpu_is_megatron_eq3_over_the_simulated_iteration() -> None:
+    """Predicted TFLOP/s per GPU = SC21 Eq. 3, 96·B·s·l·h²·(1 + s/6h + V/16lh), / (T · n)."""
+    report = validate(only=["narayanan21_t1_1.7B"])
+    (comparison,) = report.comparisons
+    b, s, layers, h, v, n = 512, 2048, 24, 2304, 51200, 32
+    eq3_flop = 96 * b * s * layers * h**2 * (1 + s / (6 * h) + v / (16 * layers * h))
+    assert eq3_flop == pytest.approx(1.5467e16, rel=1e-4)  # the case's own derived value
+    hw, workload, overrides, flags = case_setup(_case("narayanan21_t1_1.7B"))
+    from palmsim.api import load_experiment, simulate
+
+    result = simulate(load_experiment(hw, workload, overrides=overrides, mapping_flags=flags))
+    expected_tflops = eq3_flop / (result.trace.end_time_s * n) / 1e12
+    assert comparison.metric == "tflops_per_gpu"
+    assert comparison.measured == 137
+    assert comparison.predicted == pytest.approx(expected_tflops, rel=1e-9)
+
+
+def _interval(category: str, label: str, start_s: float, end_s: float, mb: int = 0):
+    return IntervalRecord(0, category, start_s, end_s, 0, mb, label, 0.0, 0.0)
+
+
+def test_layer_times_span_the_layers_work_including_tp_waits_and_recompute() -> None:
+    intervals = (
+        _interval("forward", "embed.embed", 0.0, 1.0),
+        _interval("forward", "L0.attn", 1.0, 2.0),
+        _interval("comm", "forward.L0.attn.ar", 2.0, 2.5),
+        _interval("forward", "L0.mlp", 2.5, 4.0),
+        _interval("forward", "L1.attn", 4.0, 5.0),
+        _interval("recompute", "L0.attn", 6.0, 7.0),
+        _interval("backward", "L0.mlp", 7.0, 9.0),
+        _interval("comm", "backward.L0.attn.ar", 9.0, 9.25),
+        _interval("forward", "L0.attn", 20.0, 30.0, mb=1),  # another micro-batch: ignored
+    )
+    trace = RunTrace(intervals, (), (), 30.0, 0, 0.0)
+    assert _layer_times_s(trace, 0) == {"forward": 3.0, "backward": 3.25}
+
+
+def test_mean_absolute_percentage_error() -> None:
+    report = ValidationReport(
+        "x", (Comparison("a", "m", 100.0, 110.0), Comparison("b", "m", 50.0, 40.0)), ()
+    )
+    assert report.comparisons[0].relative_error == pytest.approx(0.10)
+    assert report.comparisons[1].relative_error == pytest.approx(-0.20)
+    assert report.mean_absolute_percentage_error == pytest.approx(15.0)
+
+
+def test_cli_writes_json_and_fails_over_max_error(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "v.json"
+    case = ["--case", "narayanan21_t1_1.7B", "-q"]
+    assert main(["validate", *case, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    (row,) = data["comparisons"]
+    assert row["case"] == "narayanan21_t1_1.7B" and row["measured"] == 137
+    assert data["mean_absolute_percentage_error"] == pytest.approx(100 * abs(row["relative_error"]))
+    tight = abs(row["relative_error"]) * 100 / 2
+    assert main(["validate", *case, "--max-error", str(tight)]) == EXIT_VALIDATION_FAILED
+    assert "miss by more than" in capsys.readouterr().err
+    loose = abs(row["relative_error"]) * 100 * 2
+    assert main(["validate", *case, "--max-error", str(loose)]) == 0
+
+
+def test_user_file_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "m.yaml"
+    bad.write_text("schema: x\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "cases" in capsys.readouterr().err
+    assert main(["validate", "--case", "narayanan21_t1_1.7b"]) == 2
+    assert "did you mean 'narayanan21_t1_1.7B'" in capsys.readouterr().err
