@@ -39,9 +39,11 @@ from palmsim.config.specs import (
     DTYPE_BYTES,
     ClusterSpec,
     DramSpec,
+    GemmSpec,
     HardwareSpec,
     LinkSpec,
     MappingSpec,
+    MemoryOpsSpec,
     ModelSpec,
     RunSpec,
     TileSpec,
@@ -359,6 +361,59 @@ def _parse_grid(value: Any, where: str, key: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _section_rule(schema: Schema, build: Callable[[dict[str, Any]], Any]) -> Rule:
+    """An optional nested section: checked key by key like the file, then built.
+
+    Absent or null means None (the feature is off).
+    """
+    expected = _section_expected(schema)
+
+    def parse(value: Any, where: str, key: str) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise _InvalidValueError(expected)
+        values, problems = parse_values(value, schema, where, key)
+        problems = check_keys(value, schema, where, key) + problems
+        if problems:
+            raise ConfigError(problems)
+        return build(values)
+
+    return Rule(parse, expected, required=False)
+
+
+def _gemm_rule() -> Rule:
+    schema: Schema = {
+        "compute_units": _int_rule(),
+        "tile": Rule(_parse_grid, "[rows, columns] of a GEMM kernel's output tile"),
+        "max_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+        "launch_latency": _quantity_rule("time", positive=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: GemmSpec(
+            compute_units=v["compute_units"],
+            tile_m=v["tile"][0],
+            tile_n=v["tile"][1],
+            max_efficiency=v["max_efficiency"],
+            launch_latency_s=v["launch_latency"],
+        ),
+    )
+
+
+def _memory_ops_rule() -> Rule:
+    schema: Schema = {
+        "bandwidth": _quantity_rule("bandwidth", positive=True),
+        "launch_latency": _quantity_rule("time", positive=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: MemoryOpsSpec(
+            bandwidth_bytes_per_s=v["bandwidth"], launch_latency_s=v["launch_latency"]
+        ),
+    )
+
+
 _PEAK_EXPECTED = "a mapping dtype -> peak rate, e.g. {fp16: 16 TFLOP/s, int8: 32 TOP/s}"
 
 
@@ -428,6 +483,8 @@ def hardware_schema(kind: str) -> Schema:
             "sram_capacity": _quantity_rule("bytes", positive=is_wafer),
             "sram_bandwidth": _quantity_rule("bandwidth", positive=is_wafer),
             "compute_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+            "gemm": _gemm_rule(),
+            "memory_ops": _memory_ops_rule(),
         },
         "dram": {
             "placement": (
@@ -810,6 +867,8 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         sram_capacity_bytes=tile_v["sram_capacity"],
         sram_bandwidth_bytes_per_s=tile_v["sram_bandwidth"],
         compute_efficiency=tile_v["compute_efficiency"],
+        gemm=tile_v.get("gemm"),
+        memory_ops=tile_v.get("memory_ops"),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -1159,6 +1218,20 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             "sram_capacity": format_exact(t.sram_capacity_bytes, "bytes"),
             "sram_bandwidth": format_exact(t.sram_bandwidth_bytes_per_s, "bandwidth"),
             "compute_efficiency": t.compute_efficiency,
+            "gemm": None
+            if t.gemm is None
+            else {
+                "compute_units": t.gemm.compute_units,
+                "tile": [t.gemm.tile_m, t.gemm.tile_n],
+                "max_efficiency": t.gemm.max_efficiency,
+                "launch_latency": format_exact(t.gemm.launch_latency_s, "time"),
+            },
+            "memory_ops": None
+            if t.memory_ops is None
+            else {
+                "bandwidth": format_exact(t.memory_ops.bandwidth_bytes_per_s, "bandwidth"),
+                "launch_latency": format_exact(t.memory_ops.launch_latency_s, "time"),
+            },
         },
     }
     if spec.wafer is not None:

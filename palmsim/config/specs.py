@@ -16,9 +16,11 @@ __all__ = [
     "ClusterSpec",
     "DramSpec",
     "ExperimentSpec",
+    "GemmSpec",
     "HardwareSpec",
     "LinkSpec",
     "MappingSpec",
+    "MemoryOpsSpec",
     "ModelSpec",
     "RunSpec",
     "TileSpec",
@@ -57,6 +59,25 @@ class LinkSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class GemmSpec:
+    """Achievable GEMM throughput by shape (:func:`palmsim.hardware.compute.gemm_time_s`)."""
+
+    compute_units: int = _f("units a GEMM's output tiles are spread over, e.g. SMs [count]")
+    tile_m: int = _f("rows of one output tile of the GEMM kernels [elements]")
+    tile_n: int = _f("columns of one output tile of the GEMM kernels [elements]")
+    max_efficiency: float = _f("fraction of peak reached by a GEMM without quantisation [ratio]")
+    launch_latency_s: float = _f("fixed time per GEMM kernel [s]")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryOpsSpec:
+    """Memory-bound kernels (norms, softmax, elementwise): ``latency + bytes / bandwidth``."""
+
+    bandwidth_bytes_per_s: float = _f("memory bandwidth memory-bound kernels reach [B/s]")
+    launch_latency_s: float = _f("fixed time per memory-bound kernel [s]")
+
+
+@dataclass(frozen=True, slots=True)
 class TileSpec:
     """A compute tile (or a GPU, which palmsim models as one tile with HBM behind it)."""
 
@@ -66,7 +87,18 @@ class TileSpec:
     sram_capacity_bytes: float = _f("software-managed on-tile SRAM capacity [B]")
     sram_bandwidth_bytes_per_s: float = _f("SRAM read+write bandwidth seen by the compute [B/s]")
     compute_efficiency: float = _f(
-        "achievable fraction of peak FLOP/s for matrix ops (1.0 = peak) [ratio]", default=1.0
+        "achievable fraction of peak FLOP/s for matrix ops (1.0 = peak) [ratio]; "
+        "unused when gemm is given",
+        default=1.0,
+    )
+    gemm: GemmSpec | None = _f(
+        "shape-dependent GEMM model; None: peak x compute_efficiency for every GEMM",
+        default=None,
+    )
+    memory_ops: MemoryOpsSpec | None = _f(
+        "memory-bound kernels run one by one at this bandwidth; None: their bytes overlap "
+        "with the step's compute",
+        default=None,
     )
 
     def peak_for(self, dtype: str) -> float:

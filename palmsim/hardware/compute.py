@@ -12,7 +12,9 @@ seconds inside this module with the tile's frequency; no cycle count leaves it.
 
 from __future__ import annotations
 
-__all__ = ["op_time_s"]
+import math
+
+__all__ = ["gemm_efficiency", "gemm_time_s", "op_time_s"]
 
 
 def op_time_s(
@@ -52,3 +54,56 @@ def op_time_s(
     )
     memory_s = sram_bytes / sram_bandwidth_bytes_per_s
     return max(compute_s, memory_s)
+
+
+def gemm_efficiency(
+    m: float, n: float, *, batch: float = 1, compute_units: int, tile_m: int, tile_n: int
+) -> float:
+    """Fraction of a GEMM's provisioned tile slots that hold useful output [ratio].
+
+    A GEMM kernel cuts each of its ``batch`` outputs ``C[m, n]`` into
+    ``ceil(m/tile_m)·ceil(n/tile_n)`` tiles and
+    runs them on ``compute_units`` units (SMs) in waves of at most one tile per unit. The last
+    row/column of tiles is partly empty (*tile quantisation*) and the last wave partly idle
+    (*wave quantisation*) (NVIDIA, "Matrix Multiplication Background User's Guide", Deep
+    Learning Performance docs, sections "Tile quantization" and "Wave quantization"). Useful
+    work over provisioned work is then
+
+        batch·m·n / (waves · compute_units · tile_m · tile_n),
+        waves = ceil(batch · ceil(m/tile_m) · ceil(n/tile_n) / compute_units).
+    """
+    tiles = batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
+    waves = math.ceil(tiles / compute_units)
+    return (batch * m * n) / (waves * compute_units * tile_m * tile_n)
+
+
+def gemm_time_s(
+    m: float,
+    k: float,
+    n: float,
+    *,
+    batch: float = 1,
+    dtype_bytes: float,
+    peak_flop_per_s: float,
+    max_efficiency: float,
+    compute_units: int,
+    tile_m: int,
+    tile_n: int,
+    memory_bandwidth_bytes_per_s: float,
+    launch_latency_s: float,
+) -> float:
+    """Time of ``batch`` GEMMs ``C[m, n] = A[m, k] @ B[k, n]`` launched as one kernel [s].
+
+    ``launch_latency_s + max(2·batch·m·k·n / (peak · max_efficiency · q), e·batch·(mk + kn
+    + mn) / memory_bandwidth)``: a roofline (Williams et al. 2009) whose compute roof is
+    lowered by the quantisation efficiency ``q`` of :func:`gemm_efficiency`, plus a fixed
+    per-kernel launch cost. ``max_efficiency``,
+    ``tile_m``/``tile_n`` and ``launch_latency_s`` are fitted to measured GEMMs
+    (:func:`palmsim.calibrate.fit_gemm`); ``compute_units`` is the GPU's SM count.
+    """
+    q = gemm_efficiency(
+        m, n, batch=batch, compute_units=compute_units, tile_m=tile_m, tile_n=tile_n
+    )
+    compute_s = 2.0 * batch * m * k * n / (peak_flop_per_s * max_efficiency * q)
+    memory_s = dtype_bytes * batch * (m * k + k * n + m * n) / memory_bandwidth_bytes_per_s
+    return launch_latency_s + max(compute_s, memory_s)

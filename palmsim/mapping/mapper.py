@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TileSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
-from palmsim.hardware.compute import op_time_s
+from palmsim.hardware.compute import gemm_time_s, op_time_s
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.partition import partition_by_cost, partition_by_layers
 from palmsim.mapping.placement import place
@@ -77,6 +77,65 @@ class _Placement:
         self.activations = activations
 
 
+class _Memory:
+    """Where a tile's GEMM operands stream from, for the GEMM model's memory roof."""
+
+    def __init__(self, bandwidth_bytes_per_s: float, dtype_bytes: float):
+        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
+        self.dtype_bytes = dtype_bytes
+
+
+def _op_time_s(
+    op: Op,
+    phase: str,
+    flop: float,
+    sram_bytes: float,
+    all_bytes: float,
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    memory: _Memory,
+) -> float:
+    """One op's time on a tile for one pass (``F`` or ``B``).
+
+    - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
+      the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``.
+    - A memory-bound op on a tile with ``memory_ops``: one kernel moving all its bytes,
+      ``launch latency + bytes / bandwidth``.
+    - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
+      the step's DRAM flows, in parallel).
+    """
+    if op.gemm_shape is not None and tile.gemm is not None:
+        g = tile.gemm
+        batch, m, k, n = op.gemm_shape
+
+        def gemm(rows: float, inner: float, cols: float) -> float:
+            return gemm_time_s(
+                rows,
+                inner,
+                cols,
+                batch=batch,
+                dtype_bytes=memory.dtype_bytes,
+                peak_flop_per_s=peak_flop_per_s,
+                max_efficiency=g.max_efficiency,
+                compute_units=g.compute_units,
+                tile_m=g.tile_m,
+                tile_n=g.tile_n,
+                memory_bandwidth_bytes_per_s=memory.bandwidth_bytes_per_s,
+                launch_latency_s=g.launch_latency_s,
+            )
+
+        return gemm(m, n, k) + gemm(k, m, n) if phase == "B" else gemm(m, k, n)
+    if flop == 0.0 and tile.memory_ops is not None:
+        return tile.memory_ops.launch_latency_s + all_bytes / tile.memory_ops.bandwidth_bytes_per_s
+    return op_time_s(
+        flop,
+        sram_bytes,
+        peak_flop_per_s=peak_flop_per_s,
+        efficiency=tile.compute_efficiency,
+        sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
+    )
+
+
 def _cost(
     ops: Iterable[Op],
     phase: str,
@@ -85,8 +144,9 @@ def _cost(
     grad_bytes_per_param: int,
     where: _Placement,
     label: str,
+    memory: _Memory,
 ) -> ComputeStep:
-    """Cost one pass of a run of ops on one tile: roofline time plus DRAM traffic."""
+    """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic."""
     compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
     for op in ops:
         if phase == "B":
@@ -105,12 +165,8 @@ def _cost(
             act * where.activations / 2 + weights * where.weights + grad * where.gradients / 2
         )
         dram_write += act * where.activations / 2 + grad * where.gradients / 2
-        compute_s += op_time_s(
-            flop,
-            sram,
-            peak_flop_per_s=peak_flop_per_s,
-            efficiency=tile.compute_efficiency,
-            sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
+        compute_s += _op_time_s(
+            op, phase, flop, sram, act + weights + grad, tile, peak_flop_per_s, memory
         )
         flop_total += flop
         sram_total += sram
@@ -145,6 +201,13 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         ) from None
     elem = DTYPE_BYTES[training.dtype]
     state = optimizer_state_bytes_per_param(training.optimizer, training.dtype)
+    # GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU).
+    operands = _Memory(
+        hw.tile.sram_bandwidth_bytes_per_s
+        if hw.tile.sram_capacity_bytes > 0
+        else hw.dram.bandwidth_bytes_per_s,
+        elem,
+    )
 
     blocks = layer_blocks(model, training, mbs, tp)
     embed = embedding_block(model, training, mbs, tp)
@@ -159,8 +222,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         def time_of(bs: Iterable[Block]) -> float:
             ops = [op for b in bs for op in b.ops]
             return (
-                _cost(ops, "F", hw.tile, peak, elem, everything, "").compute_time_s
-                + _cost(ops, "B", hw.tile, peak, elem, everything, "").compute_time_s
+                _cost(ops, "F", hw.tile, peak, elem, everything, "", operands).compute_time_s
+                + _cost(ops, "B", hw.tile, peak, elem, everything, "", operands).compute_time_s
             )
 
         layer_ranges = partition_by_cost(
@@ -239,7 +302,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         def cost(
             ops: Iterable[Op], phase: str, label: str, where: _Placement = where
         ) -> ComputeStep:
-            return _cost(ops, phase, hw.tile, peak, elem, where, label)
+            return _cost(ops, phase, hw.tile, peak, elem, where, label, operands)
 
         def comm(kind: str, nbytes: float, label: str) -> list[Step]:
             return [CollectiveStep(label, kind, nbytes)] if tp > 1 and nbytes > 0 else []
@@ -288,15 +351,21 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             + (read_state + write_state) * (1 - where.optimizer)
             + (read_weights + write_weights) * (1 - where.weights)
         )
-        optimizer_step = ComputeStep(
-            "optimizer",
-            op_time_s(
+        if hw.tile.memory_ops is not None:  # one memory-bound kernel over all its bytes
+            opt_time_s = hw.tile.memory_ops.launch_latency_s + (
+                opt_sram + opt_dram_read + opt_dram_write
+            ) / (hw.tile.memory_ops.bandwidth_bytes_per_s)
+        else:
+            opt_time_s = op_time_s(
                 0.0,
                 opt_sram,
                 peak_flop_per_s=peak,
                 efficiency=hw.tile.compute_efficiency,
                 sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
-            ),
+            )
+        optimizer_step = ComputeStep(
+            "optimizer",
+            opt_time_s,
             0.0,
             opt_sram,
             opt_dram_read,

@@ -65,12 +65,16 @@ class OpCost:
         bytes_fwd: activation bytes read plus written by the forward, weights excluded [B].
         bytes_bwd: activation bytes read plus written by the backward, weights and weight
             gradients excluded [B].
+        gemm_shape: ``(batch, m, k, n)`` of a matrix multiplication's forward
+            ``C[m, n] = A[m, k] @ B[k, n]`` (``batch`` products), for shape-dependent GEMM
+            efficiency; None for other ops.
     """
 
     flop_fwd: float
     flop_bwd: float
     bytes_fwd: float
     bytes_bwd: float
+    gemm_shape: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,7 @@ class Op:
         recompute_selective: the op is re-executed (forward) before its backward under
             selective recompute.
         is_gemm: the op is a matrix multiplication counted in model FLOPs.
+        gemm_shape: ``(batch, m, k, n)`` of the forward product (see :class:`OpCost`).
     """
 
     name: str
@@ -119,6 +124,7 @@ class Op:
     saved_bytes_selective: float
     recompute_selective: bool
     is_gemm: bool
+    gemm_shape: tuple[float, float, float, float] | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -163,7 +169,7 @@ def matmul_cost(
         bytes_fwd = dtype_bytes * batch * (m * k + k * n + m * n)
         # bwd: dA = dC·Bᵀ reads dC, B, writes dA; dB = Aᵀ·dC reads A, dC, writes dB.
         bytes_bwd = dtype_bytes * batch * 2 * (m * k + k * n + m * n)
-    return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd)
+    return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n))
 
 
 @OPS.register("norm")
@@ -290,4 +296,5 @@ def make_op(
         else saved_bytes_selective,
         recompute_selective=recompute_selective,
         is_gemm=kind == "matmul",
+        gemm_shape=cost.gemm_shape,
     )

@@ -36,7 +36,7 @@ from palmsim.config.loader import (
     read_mapping_file,
     spec_to_raw,
 )
-from palmsim.config.specs import MappingSpec, RunSpec
+from palmsim.config.specs import GemmSpec, MappingSpec, MemoryOpsSpec, RunSpec
 from palmsim.errors import ConfigError
 
 MISSING = ConfigError.MISSING
@@ -906,6 +906,8 @@ def test_spec_to_raw_hardware_file_format(tmp_path: Path) -> None:
             "sram_capacity": "0 B",
             "sram_bandwidth": "0 B/s",
             "compute_efficiency": 1.0,
+            "gemm": None,
+            "memory_ops": None,
         },
         "cluster": {"num_nodes": 2, "gpus_per_node": 8},
         "network": {
@@ -952,3 +954,34 @@ def test_spec_to_raw_workload_mapping_run_round_trip(tmp_path: Path) -> None:
 def test_spec_to_raw_rejects_non_specs() -> None:
     with pytest.raises(TypeError):
         spec_to_raw({"a": 1})  # type: ignore[arg-type]
+
+
+def test_gemm_and_memory_ops_sections_parse_and_round_trip(tmp_path: Path) -> None:
+    raw = copy.deepcopy(CLUSTER)
+    raw["tile"]["gemm"] = {
+        "compute_units": 108,
+        "tile": [128, 128],
+        "max_efficiency": 0.916,
+        "launch_latency": "28.9 us",
+    }
+    raw["tile"]["memory_ops"] = {"bandwidth": "1.7 TB/s", "launch_latency": "46 us"}
+    hw = load_hardware(_write(tmp_path, "c.yaml", raw))
+    assert hw.tile.gemm == GemmSpec(108, 128, 128, 0.916, pytest.approx(28.9e-6))
+    assert hw.tile.memory_ops == MemoryOpsSpec(1.7e12, pytest.approx(46e-6))
+    assert load_hardware(_write(tmp_path, "again.yaml", spec_to_raw(hw))) == hw
+
+
+def test_gemm_section_problems_name_their_keys(tmp_path: Path) -> None:
+    raw = copy.deepcopy(CLUSTER)
+    raw["tile"]["gemm"] = {"compute_unit": 108, "tile": [128], "max_efficiency": 1.5}
+    with pytest.raises(ConfigError) as info:
+        load_hardware(_write(tmp_path, "c.yaml", raw))
+    keys = {p.key for p in info.value.problems}
+    assert keys == {
+        "tile.gemm.compute_unit",  # unknown, with a did-you-mean
+        "tile.gemm.compute_units",  # missing
+        "tile.gemm.tile",
+        "tile.gemm.max_efficiency",
+        "tile.gemm.launch_latency",
+    }
+    assert "did you mean 'compute_units'" in str(info.value)

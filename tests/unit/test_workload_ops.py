@@ -49,7 +49,9 @@ def test_weight_matmul() -> None:
     Activation bytes at e = 2: fwd reads X (15) and writes Y (21): 72 B; bwd reads dY and
     writes dX for the input gradient, reads X and dY for the weight gradient: 144 B.
     """
-    assert matmul_cost(3, 5, 7, dtype_bytes=2, has_weight=True) == OpCost(210, 420, 72, 144)
+    assert matmul_cost(3, 5, 7, dtype_bytes=2, has_weight=True) == OpCost(
+        210, 420, 72, 144, gemm_shape=(1, 3, 5, 7)
+    )
 
 
 def test_activation_matmul_counts_both_operands() -> None:
@@ -57,7 +59,9 @@ def test_activation_matmul_counts_both_operands() -> None:
 
     fwd 2·4·(15 + 35 + 21) = 568 B; bwd reads/writes each of the three twice: 1136 B.
     """
-    assert matmul_cost(3, 5, 7, batch=4, dtype_bytes=2) == OpCost(840, 1680, 568, 1136)
+    assert matmul_cost(3, 5, 7, batch=4, dtype_bytes=2) == OpCost(
+        840, 1680, 568, 1136, gemm_shape=(4, 3, 5, 7)
+    )
 
 
 def test_norm_is_memory_bound() -> None:
@@ -108,6 +112,7 @@ def test_make_op_fills_weight_bytes_and_gemm_flag() -> None:
         saved_bytes_selective=30,
         recompute_selective=False,
         is_gemm=True,
+        gemm_shape=(1, 3, 5, 7),
     )
     norm = make_op("n", "norm", norm_cost(1, 8, dtype_bytes=2), params=16, dtype_bytes=2)
     assert not norm.is_gemm
