@@ -21,6 +21,7 @@ the GEMM's maximum efficiency, a dense grid search; all are deterministic.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,16 +29,23 @@ from typing import Any
 
 import numpy as np
 
+from palmsim.config.loader import read_config_file
+from palmsim.config.specs import DTYPE_BYTES, HardwareSpec
+from palmsim.errors import ConfigError
 from palmsim.hardware.compute import gemm_time_s
+from palmsim.units import format_quantity
 
 __all__ = [
     "TILE_SHAPES",
     "AllReduceFit",
+    "Calibration",
     "GemmFit",
     "MemoryFit",
+    "calibrate",
     "fit_allreduce",
     "fit_gemm",
     "fit_memory_bandwidth",
+    "format_calibration",
     "rows_of",
 ]
 
@@ -182,3 +190,155 @@ def rows_of(case: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A case's ``rows`` as dicts keyed by its ``columns``."""
     columns = list(case["columns"])
     return [dict(zip(columns, row, strict=True)) for row in case["rows"]]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The fits ``palmsim calibrate`` made, each with the case it came from."""
+
+    gemm: tuple[str, GemmFit, int] | None  # (case id, fit, compute units)
+    memory: tuple[tuple[str, ...], MemoryFit] | None
+    allreduce: tuple[str, AllReduceFit] | None
+
+
+def _cases_by_id(path: str) -> dict[str, Mapping[str, Any]]:
+    raw = read_config_file(path)
+    cases = raw.get("cases")
+    if not isinstance(cases, list):
+        raise ConfigError.single(path, "cases", cases, "a list of measurement cases")
+    return {str(c.get("id")): c for c in cases if isinstance(c, Mapping)}
+
+
+def _case(cases: Mapping[str, Mapping[str, Any]], case_id: str, path: str, columns: set[str]):
+    if case_id not in cases:
+        close = difflib.get_close_matches(case_id, list(cases), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError.single(path, "cases[].id", case_id, f"a case id of the file{hint}")
+    case = cases[case_id]
+    have = set(case.get("columns") or ())
+    if not columns <= have:
+        raise ConfigError.single(
+            path,
+            f"{case_id}.columns",
+            sorted(have),
+            f"columns including {', '.join(sorted(columns))}",
+        )
+    return case
+
+
+def calibrate(
+    path: str,
+    hardware: HardwareSpec,
+    *,
+    dtype: str = "fp16",
+    gemm_case: str | None = None,
+    compute_units: int | None = None,
+    memory_cases: Sequence[str] = (),
+    allreduce_case: str | None = None,
+    allreduce_ranks: int | None = None,
+    allreduce_min_bytes: float = 0.0,
+) -> Calibration:
+    """Fit the parameters of ``hardware``'s GPU to the named cases of a measurements file.
+
+    Args:
+        path: the measurements file.
+        hardware: the config being calibrated: its peak for ``dtype`` and its DRAM (HBM)
+            bandwidth enter the GEMM model.
+        dtype: the measurements' element type (peak and bytes per element).
+        gemm_case: a case with columns ``M, N, K, latency_ms``.
+        compute_units: the GPU's SMs; default ``tile.gemm.compute_units`` of ``hardware``.
+        memory_cases: cases with ``G_elements_per_s`` and ``num_elements`` or ``M, N``; each
+            element is read once and written once.
+        allreduce_case: a case with ``size_bytes, time_us``.
+        allreduce_ranks: GPUs in that all-reduce; default the case's ``system.num_gpus``.
+        allreduce_min_bytes: fit only messages at least this large [B].
+
+    Raises:
+        ConfigError: a case is missing or lacks the columns, or a needed number is unknown.
+    """
+    cases = _cases_by_id(path)
+    elem = DTYPE_BYTES[dtype]
+    gemm = memory = allreduce = None
+    if gemm_case is not None:
+        case = _case(cases, gemm_case, path, {"M", "N", "K", "latency_ms"})
+        units = compute_units or (hardware.tile.gemm.compute_units if hardware.tile.gemm else None)
+        if units is None:
+            raise ConfigError.single(
+                hardware.name,
+                "tile.gemm.compute_units",
+                ConfigError.MISSING,
+                "the GPU's SM count (or pass --compute-units)",
+            )
+        rows = [{**r, "latency_s": r["latency_ms"] * 1e-3} for r in rows_of(case)]
+        fit = fit_gemm(
+            rows,
+            peak_flop_per_s=hardware.tile.peak_for(dtype),
+            compute_units=units,
+            memory_bandwidth_bytes_per_s=hardware.dram.bandwidth_bytes_per_s,
+            dtype_bytes=elem,
+        )
+        gemm = (gemm_case, fit, units)
+    if memory_cases:
+        moved: list[float] = []
+        times: list[float] = []
+        for case_id in memory_cases:
+            case = _case(cases, case_id, path, {"G_elements_per_s"})
+            for row in rows_of(case):
+                elements = row.get("num_elements") or row["M"] * row["N"]
+                moved.append(2.0 * elem * elements)  # read once, written once
+                times.append(elements / (row["G_elements_per_s"] * 1e9))
+        memory = (tuple(memory_cases), fit_memory_bandwidth(moved, times))
+    if allreduce_case is not None:
+        case = _case(cases, allreduce_case, path, {"size_bytes", "time_us"})
+        ranks = allreduce_ranks or int((case.get("system") or {}).get("num_gpus", 0))
+        if ranks < 2:
+            raise ConfigError.single(
+                path, f"{allreduce_case}.system.num_gpus", ranks, "2 or more GPUs"
+            )
+        rows = [r for r in rows_of(case) if r["size_bytes"] >= allreduce_min_bytes]
+        allreduce = (
+            allreduce_case,
+            fit_allreduce(
+                [r["size_bytes"] for r in rows], [r["time_us"] * 1e-6 for r in rows], ranks
+            ),
+        )
+    return Calibration(gemm, memory, allreduce)
+
+
+def _error_note(errors: Sequence[float]) -> str:
+    worst = max(abs(e) for e in errors)
+    mean = sum(abs(e) for e in errors) / len(errors)
+    return f"{len(errors)} rows, mean |error| {100 * mean:.1f}%, max {100 * worst:.1f}%"
+
+
+def format_calibration(result: Calibration) -> str:
+    """The fitted parameters as hardware-config YAML, each with where it came from."""
+    lines: list[str] = []
+    if result.gemm or result.memory:
+        lines.append("tile:")
+    if result.gemm:
+        case_id, g, units = result.gemm
+        lines += [
+            f"  gemm:  # fitted to {case_id} ({_error_note(g.relative_errors)})",
+            f"    compute_units: {units}",
+            f"    tile: [{g.tile_m}, {g.tile_n}]",
+            f"    max_efficiency: {g.max_efficiency:.3f}",
+            f"    launch_latency: {format_quantity(g.launch_latency_s, 'time')}",
+        ]
+    if result.memory:
+        ids, m = result.memory
+        lines += [
+            f"  memory_ops:  # fitted to {', '.join(ids)} ({_error_note(m.relative_errors)})",
+            f"    bandwidth: {format_quantity(m.bandwidth_bytes_per_s, 'bandwidth')}",
+            f"    launch_latency: {format_quantity(m.latency_s, 'time')}",
+        ]
+    if result.allreduce:
+        case_id, a = result.allreduce
+        lines += [
+            "network:",
+            f"  # ring all-reduce over {a.num_ranks} GPUs fitted to {case_id} "
+            f"({_error_note(a.relative_errors)})",
+            f"  intra_node_bandwidth: {format_quantity(a.bus_bandwidth_bytes_per_s, 'bandwidth')}",
+            f"  intra_node_latency: {format_quantity(a.step_latency_s, 'time')}",
+        ]
+    return "\n".join(lines)

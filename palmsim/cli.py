@@ -168,6 +168,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from palmsim.api import load_experiment
+    from palmsim.calibrate import calibrate, format_calibration
+    from palmsim.validate import DEFAULT_MEASUREMENTS, shipped
+
+    hardware = load_experiment(args.hw).hardware
+    result = calibrate(
+        args.file or shipped(DEFAULT_MEASUREMENTS),
+        hardware,
+        dtype=args.dtype,
+        gemm_case=args.gemm,
+        compute_units=args.compute_units,
+        memory_cases=args.memory,
+        allreduce_case=args.allreduce,
+        allreduce_ranks=args.ranks,
+        allreduce_min_bytes=args.min_bytes,
+    )
+    text = format_calibration(result)
+    print(text if text else "nothing to fit: name cases with --gemm, --memory or --allreduce")
+    return 0 if text else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``palmsim`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -211,6 +233,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     validate.set_defaults(func=_cmd_validate)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit a GPU config's GEMM, memory-bound-kernel and all-reduce parameters "
+        "to measurements",
+    )
+    cal.add_argument(
+        "file", nargs="?", help="measurements YAML (default: validation/measurements.yaml)"
+    )
+    cal.add_argument("--hw", required=True, help="the hardware config being calibrated")
+    cal.add_argument("--dtype", default="fp16", help="element type of the measurements")
+    cal.add_argument("--gemm", metavar="CASE", help="GEMM case (columns M, N, K, latency_ms)")
+    cal.add_argument("--compute-units", type=int, help="SMs (default: tile.gemm.compute_units)")
+    cal.add_argument(
+        "--memory",
+        metavar="CASE",
+        action="append",
+        default=[],
+        help="memory-bound kernel case (columns G_elements_per_s and num_elements or M, N); "
+        "repeatable",
+    )
+    cal.add_argument("--allreduce", metavar="CASE", help="all-reduce case (size_bytes, time_us)")
+    cal.add_argument("--ranks", type=int, help="GPUs in the all-reduce (default: num_gpus)")
+    cal.add_argument(
+        "--min-bytes", type=float, default=0.0, help="fit only all-reduces this large [B]"
+    )
+    cal.set_defaults(func=_cmd_calibrate)
 
     describe = sub.add_parser("describe", help="print the resolved configuration with help")
     _add_inputs(describe)

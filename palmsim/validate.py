@@ -41,6 +41,7 @@ __all__ = [
     "ValidationReport",
     "case_setup",
     "format_report",
+    "shipped",
     "validate",
 ]
 
@@ -121,7 +122,8 @@ class _CaseError(Exception):
     """The case needs something palmsim does not model; the message says what."""
 
 
-def _shipped(relative: str) -> str:
+def shipped(relative: str) -> str:
+    """A shipped file: relative to the working directory if there, else to the checkout."""
     here = Path(relative)
     return relative if here.exists() else str(_REPO / relative)
 
@@ -195,8 +197,8 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
             raise _CaseError(
                 f"no shipped hardware config for GPU {gpu!r}; give one as system.hw_config"
             )
-        hardware = _shipped(matches[0])
-    workload = _shipped(_BASE_WORKLOAD[_architecture(model)])
+        hardware = shipped(matches[0])
+    workload = shipped(_BASE_WORKLOAD[_architecture(model)])
     pp, tp, dp = (int(system[k]) for k in ("pp", "tp", "dp"))
     mbs = int(model.get("micro_batch", 1))
     heads = int(model["heads"])
@@ -232,23 +234,25 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
 
 
 def _layer_times_s(trace: RunTrace, tile: int) -> dict[str, float]:
-    """Forward and backward time of layer 0 on ``tile``: first start to last end of its work.
+    """Forward and backward time of layer 0 on ``tile`` for micro-batch 0.
 
-    Forward: intervals of ``L0.*`` in the forward pass (and its TP waits). Backward: the
-    backward and recompute intervals of ``L0.*`` (Korthikanti Table 4 counts the recompute in
-    the backward).
+    The summed durations of the layer's intervals: forward, its TP waits; backward, the
+    backward and recompute intervals and their TP waits (Korthikanti Table 4 counts the
+    recompute in the backward). Summed, not spanned: under full recompute the stage's other
+    work (e.g. the LM head's backward) runs between the layer's recompute and its backward.
     """
-    spans: dict[str, list[float]] = {"forward": [], "backward": []}
+    times: dict[str, float] = {}
     for rec in trace.intervals:
         if rec.tile != tile or rec.microbatch != 0:
             continue
-        category = rec.label.split(".", 1)[0] if rec.category == "comm" else rec.category
-        label = rec.label.split(".", 1)[1] if rec.category == "comm" else rec.label
+        category, label = rec.category, rec.label
+        if category == "comm":
+            category, label = label.split(".", 1)
         if not label.startswith("L0."):
             continue
         phase = "forward" if category == "forward" else "backward"
-        spans[phase] += [rec.start_s, rec.end_s]
-    return {phase: max(v) - min(v) for phase, v in spans.items() if v}
+        times[phase] = times.get(phase, 0.0) + (rec.end_s - rec.start_s)
+    return times
 
 
 def _predictions(result: Any) -> dict[str, float]:
@@ -305,7 +309,7 @@ def validate(
         ConfigError: the file is missing, not YAML, or has no ``cases:`` list; or ``only``
             names a case it does not have.
     """
-    source = path or _shipped(DEFAULT_MEASUREMENTS)
+    source = path or shipped(DEFAULT_MEASUREMENTS)
     raw = read_config_file(source)
     cases = raw.get("cases")
     if not isinstance(cases, list):

@@ -1,0 +1,146 @@
+"""Fits of ``palmsim calibrate`` and the GEMM quantisation model, against closed forms and the
+published measurements in validation/measurements.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from palmsim.api import load_experiment
+from palmsim.calibrate import (
+    calibrate,
+    fit_allreduce,
+    fit_gemm,
+    fit_memory_bandwidth,
+    format_calibration,
+)
+from palmsim.cli import main
+from palmsim.errors import ConfigError
+from palmsim.hardware.compute import gemm_efficiency, gemm_time_s
+
+REPO = Path(__file__).resolve().parents[2]
+MEASUREMENTS = str(REPO / "validation" / "measurements.yaml")
+A100 = str(REPO / "hw_configs" / "dgx-a100-superpod.yaml")
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "batch", "expected"),
+    [
+        (128, 128, 1, 1 / 108),  # one tile on one of 108 SMs
+        (128 * 108, 128, 1, 1.0),  # exactly one full wave
+        (128 * 109, 128, 1, 109 / 216),  # one tile spills into a second wave
+        (64, 128, 1, 0.5 / 108),  # half-empty tile
+        (128, 128, 108, 1.0),  # a batch of 108 one-tile products fills a wave
+    ],
+)
+def test_gemm_efficiency_closed_forms(m: int, n: int, batch: int, expected: float) -> None:
+    q = gemm_efficiency(m, n, batch=batch, compute_units=108, tile_m=128, tile_n=128)
+    assert q == pytest.approx(expected, rel=1e-12)
+
+
+def test_gemm_time_is_launch_plus_the_higher_roof() -> None:
+    """A full wave at 90% of 100 TFLOP/s: 2·mkn / 90e12 plus 10 µs."""
+    m, k, n = 128 * 4, 4096, 128
+    t = gemm_time_s(
+        m,
+        k,
+        n,
+        dtype_bytes=2,
+        peak_flop_per_s=100e12,
+        max_efficiency=0.9,
+        compute_units=4,
+        tile_m=128,
+        tile_n=128,
+        memory_bandwidth_bytes_per_s=1e15,
+        launch_latency_s=10e-6,
+    )
+    assert t == pytest.approx(10e-6 + 2 * m * k * n / 90e12, rel=1e-12)
+    slow_memory = gemm_time_s(
+        m,
+        k,
+        n,
+        dtype_bytes=2,
+        peak_flop_per_s=100e12,
+        max_efficiency=0.9,
+        compute_units=4,
+        tile_m=128,
+        tile_n=128,
+        memory_bandwidth_bytes_per_s=1e9,
+        launch_latency_s=0.0,
+    )
+    assert slow_memory == pytest.approx(2 * (m * k + k * n + m * n) / 1e9, rel=1e-12)
+
+
+def test_fit_gemm_recovers_the_parameters_it_was_generated_with() -> None:
+    shapes = [
+        (64, 4096, 4096),
+        (512, 8192, 8192),
+        (8192, 256, 256),
+        (4096, 12288, 4096),
+        (1000, 3000, 5000),
+        (16384, 1024, 12288),
+    ]
+    truth = {
+        "dtype_bytes": 2,
+        "peak_flop_per_s": 312e12,
+        "max_efficiency": 0.85,
+        "compute_units": 108,
+        "tile_m": 128,
+        "tile_n": 256,
+        "memory_bandwidth_bytes_per_s": 2e12,
+    }
+    rows = [
+        {"M": m, "N": n, "K": k, "latency_s": gemm_time_s(m, k, n, launch_latency_s=12e-6, **truth)}
+        for m, n, k in shapes
+    ]
+    fit = fit_gemm(
+        rows,
+        peak_flop_per_s=312e12,
+        compute_units=108,
+        memory_bandwidth_bytes_per_s=2e12,
+        dtype_bytes=2,
+    )
+    assert (fit.tile_m, fit.tile_n) == (128, 256)
+    assert fit.max_efficiency == pytest.approx(0.85, abs=1e-9)
+    assert fit.launch_latency_s == pytest.approx(12e-6, rel=1e-6)
+    assert max(abs(e) for e in fit.relative_errors) < 1e-9
+
+
+def test_fit_memory_and_allreduce_recover_alpha_beta() -> None:
+    sizes = [1e3, 1e5, 1e7, 1e9]
+    fit = fit_memory_bandwidth(sizes, [5e-6 + s / 1.5e12 for s in sizes])
+    assert fit.bandwidth_bytes_per_s == pytest.approx(1.5e12, rel=1e-9)
+    assert fit.latency_s == pytest.approx(5e-6, rel=1e-9)
+    n = 8
+    times = [2 * (n - 1) * 3e-6 + 2 * (n - 1) / n * s / 200e9 for s in sizes]
+    ring = fit_allreduce(sizes, times, n)
+    assert ring.bus_bandwidth_bytes_per_s == pytest.approx(200e9, rel=1e-9)
+    assert ring.step_latency_s == pytest.approx(3e-6, rel=1e-9)
+
+
+def test_a100_gemm_fit_matches_the_published_gemms() -> None:
+    """The fit behind dgx-a100-superpod.yaml's tile.gemm reproduces all 20 LLMCompass A100
+    GEMMs within 10%, and is the config's."""
+    hw = load_experiment(A100).hardware
+    result = calibrate(MEASUREMENTS, hw, gemm_case="llmcompass_a100_gemm_fp16")
+    _, fit, units = result.gemm
+    assert max(abs(e) for e in fit.relative_errors) < 0.10
+    g = hw.tile.gemm
+    assert (units, fit.tile_m, fit.tile_n) == (g.compute_units, g.tile_m, g.tile_n)
+    assert fit.max_efficiency == pytest.approx(g.max_efficiency, abs=5e-4)
+    assert fit.launch_latency_s == pytest.approx(g.launch_latency_s, rel=0.01)
+
+
+def test_calibrate_cli_prints_config_yaml(capsys) -> None:
+    args = ["calibrate", MEASUREMENTS, "--hw", A100, "--allreduce", "llmcompass_a100x4_allreduce"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "intra_node_bandwidth: 203." in out and "intra_node_latency: 2.5" in out
+
+
+def test_calibrate_names_a_missing_case_with_did_you_mean() -> None:
+    hw = load_experiment(A100).hardware
+    with pytest.raises(ConfigError, match="did you mean 'llmcompass_a100_gemm_fp16'"):
+        calibrate(MEASUREMENTS, hw, gemm_case="llmcompass_a100_gemm_fp61")
+    assert format_calibration(calibrate(MEASUREMENTS, hw)) == ""
