@@ -41,6 +41,14 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
     for flag, dest, kind, text in _MAPPING_FLAGS:
         parser.add_argument(flag, dest=dest, type=kind, help=text)
     parser.add_argument(
+        "--sequence-parallel",
+        dest="sequence_parallel",
+        action="store_const",
+        const=True,
+        help="Megatron sequence parallelism (reduce-scatter + all-gather in place of TP "
+        "all-reduces, norms and dropouts on s/t tokens)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -54,11 +62,8 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from palmsim.api import load_experiment
 
-    flags = {
-        dest: getattr(args, dest)
-        for _, dest, _, _ in _MAPPING_FLAGS
-        if getattr(args, dest) is not None
-    }
+    dests = [dest for _, dest, _, _ in _MAPPING_FLAGS] + ["sequence_parallel"]
+    flags = {dest: getattr(args, dest) for dest in dests if getattr(args, dest) is not None}
     return load_experiment(
         args.hw, args.workload, args.mapping, overrides=args.overrides, mapping_flags=flags
     )

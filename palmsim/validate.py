@@ -156,11 +156,14 @@ def _dtype(training: Mapping[str, Any]) -> str:
     raise _CaseError(f"precision {training.get('precision')!r} is not one palmsim knows")
 
 
+def _sequence_parallel(training: Mapping[str, Any]) -> bool:
+    variant = str(training.get("variant", "")).lower()
+    return "sequence_parallel" in variant or training.get("sequence_parallel") is True
+
+
 def _recompute(training: Mapping[str, Any]) -> str:
     variant = str(training.get("variant", "")).lower()
     text = f"{training.get('activation_recompute', '')} {variant}".lower()
-    if "sequence_parallel" in variant or training.get("sequence_parallel") is True:
-        raise _CaseError("sequence parallelism is not modelled yet")
     if "full" in text:
         return "full"
     if "selective" in text:
@@ -229,6 +232,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         "micro_batch_size": mbs,
         "recompute": _recompute(training),
         "schedule": "1f1b",
+        "sequence_parallel": _sequence_parallel(training),
     }
     return str(hardware), workload, overrides, flags
 

@@ -606,6 +606,7 @@ def _mapping_schema() -> Schema:
         "placement": _str_rule(),
         "partition": _str_rule(),
         "dp_overlap": _bool_rule(),
+        "sequence_parallel": _bool_rule(),
     }
 
 

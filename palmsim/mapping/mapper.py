@@ -209,7 +209,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         elem,
     )
 
-    blocks = layer_blocks(model, training, mbs, tp)
+    sp = mapping.sequence_parallel and tp > 1
+    blocks = layer_blocks(model, training, mbs, tp, sequence_parallel=sp)
     embed = embedding_block(model, training, mbs, tp)
     head = head_block(
         model, training, mbs, tp, count_tied_weights=pp > 1 or not model.tie_word_embeddings
@@ -265,7 +266,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         n_layers = last - first
         working = 0.0
         if mapping.recompute == "full":
-            per_layer = layer_input_bytes(model, training, mbs)
+            # The layer's input; sequence parallelism keeps only this tile's s/t of it.
+            per_layer = layer_input_bytes(model, training, mbs) / (tp if sp else 1)
             working = sum(op.saved_bytes for op in layer_ops)
         elif mapping.recompute == "selective":
             per_layer = sum(op.saved_bytes_selective for op in layer_ops)
@@ -305,7 +307,16 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             return _cost(ops, phase, hw.tile, peak, elem, where, label, operands)
 
         def comm(kind: str, nbytes: float, label: str) -> list[Step]:
-            return [CollectiveStep(label, kind, nbytes)] if tp > 1 and nbytes > 0 else []
+            if tp == 1 or nbytes <= 0:
+                return []
+            if kind == "allreduce" and sp:
+                # Sequence parallelism: a reduce-scatter to the sequence shards, then (after
+                # the sharded norm/dropout) an all-gather; together the all-reduce's bytes.
+                return [
+                    CollectiveStep(label.removesuffix(".ar") + ".rs", "reducescatter", nbytes),
+                    CollectiveStep(label.removesuffix(".ar") + ".ag", "allgather", nbytes),
+                ]
+            return [CollectiveStep(label, kind, nbytes)]
 
         forward: list[Step] = comm("allgather", activation_bytes if s > 0 else 0, "recv.allgather")
         backward: list[Step] = comm(

@@ -24,6 +24,7 @@ full ``s × s`` matrix even for causal models, as Megatron-LM and both papers do
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -259,8 +260,50 @@ class _LayerShape:
         return self.e * self.n_tok * self.h
 
 
+#: Ops that every tile of a tensor-parallel group runs on the whole ``b·s·h`` tensor, and
+#: the matmuls that keep that replicated tensor as their saved input. Sequence parallelism
+#: splits exactly these along the sequence (Korthikanti et al. 2022, Sec 4.2.2): their
+#: ``10·s·b·h`` of Table 2's ``10 + 24/t`` becomes ``10·s·b·h / t``.
+_REPLICATED_OPS = (
+    "norm1",
+    "norm2",
+    "out_dropout",
+    "mlp_dropout",
+    "attn_residual",
+    "mlp_residual",
+)
+_REPLICATED_INPUTS = ("qkv", "fc1")
+
+
+def _sequence_sharded(block: Block, tp: int) -> Block:
+    """``block`` with its replicated ops and saved inputs split over the ``tp`` tiles."""
+    ops = []
+    for op in block.ops:
+        if op.name in _REPLICATED_OPS:
+            op = dataclasses.replace(
+                op,
+                bytes_fwd=op.bytes_fwd / tp,
+                bytes_bwd=op.bytes_bwd / tp,
+                saved_bytes=op.saved_bytes / tp,
+                saved_bytes_selective=op.saved_bytes_selective / tp,
+            )
+        elif op.name in _REPLICATED_INPUTS:
+            op = dataclasses.replace(
+                op,
+                saved_bytes=op.saved_bytes / tp,
+                saved_bytes_selective=op.saved_bytes_selective / tp,
+            )
+        ops.append(op)
+    return dataclasses.replace(block, ops=tuple(ops))
+
+
 def layer_blocks(
-    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int
+    model: ModelSpec,
+    training: TrainingSpec,
+    micro_batch_size: int,
+    tp: int,
+    *,
+    sequence_parallel: bool = False,
 ) -> tuple[Block, Block]:
     """The ``attn`` and ``mlp`` blocks of one transformer layer on one of ``tp`` tiles.
 
@@ -269,6 +312,11 @@ def layer_blocks(
         training: sequence length and dtype.
         micro_batch_size: samples per micro-batch ``b``.
         tp: tensor-parallel degree ``t``.
+        sequence_parallel: Megatron sequence parallelism: norms, residual dropouts and adds
+            run on ``s/t`` of the sequence, and the saved inputs of QKV and fc1 are kept
+            sequence-sharded (Korthikanti et al. 2022, Sec 4.2.2). The blocks' collectives
+            are then a reduce-scatter and an all-gather of the same ``e·b·s·h`` bytes in
+            place of each all-reduce (the mapper emits them).
 
     Returns:
         ``(attn, mlp)``. Each tile holds ``a/t`` query heads and ``kv/t`` KV heads, or one
@@ -304,10 +352,13 @@ def layer_blocks(
     allreduce = _allreduce(tp, shape.act_bytes)
     attn_ops, attn_edges = _attention_ops(model, shape)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
-    return (
+    blocks = (
         Block("attn", attn_ops, allreduce, allreduce, attn_edges),
         Block("mlp", mlp_ops, allreduce, allreduce, mlp_edges),
     )
+    if sequence_parallel and tp > 1:
+        return _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
+    return blocks
 
 
 def _attention_ops(
@@ -774,19 +825,28 @@ def layer_input_bytes(model: ModelSpec, training: TrainingSpec, micro_batch_size
 
 
 def activation_bytes_per_layer(
-    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int, recompute: str
+    model: ModelSpec,
+    training: TrainingSpec,
+    micro_batch_size: int,
+    tp: int,
+    recompute: str,
+    *,
+    sequence_parallel: bool = False,
 ) -> float:
     """Activation bytes one layer keeps on one tile from its forward until its backward.
 
     For a GPT layer at e = 2 this is Korthikanti Table 2: ``s·b·h·(10 + 24/t + 5·a·s/(h·t))``
-    with ``none``, ``s·b·h·(10 + 24/t)`` with ``selective``, ``2·s·b·h`` with ``full`` [B].
+    with ``none``, ``s·b·h·(10 + 24/t)`` with ``selective``, ``2·s·b·h`` with ``full``; with
+    sequence parallelism ``s·b·h·(34/t + 5·a·s/(h·t))`` and ``s·b·h·34/t`` [B].
 
     Raises:
         ConfigError: an unknown ``recompute``.
         MappingError: ``tp`` does not split the layer evenly.
     """
     _check_recompute(recompute)
-    attn, mlp = layer_blocks(model, training, micro_batch_size, tp)
+    attn, mlp = layer_blocks(
+        model, training, micro_batch_size, tp, sequence_parallel=sequence_parallel
+    )
     if recompute == "none":
         return attn.saved_bytes + mlp.saved_bytes
     if recompute == "selective":

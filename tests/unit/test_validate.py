@@ -40,6 +40,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "micro_batch_size": 8,
         "recompute": "full",
         "schedule": "1f1b",
+        "sequence_parallel": False,
     }
     for expected in (
         "model.hidden_size=6144",
@@ -58,7 +59,6 @@ def test_megatron_case_becomes_its_experiment() -> None:
     ("case_id", "reason"),
     [
         ("narayanan21_t1_145.6B", "interleaved 1F1B"),
-        ("korthikanti22_t4_22B_layer_sequence_parallel", "sequence parallelism"),
         ("nemo2407_h100_llama2_7b_8gpu", "fp8"),
         ("llmcompass_a100_gemm_fp16", "not a training run"),
     ],
