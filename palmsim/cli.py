@@ -29,6 +29,7 @@ _MAPPING_FLAGS = (
     ("--recompute", "recompute", str, "activation recompute: none, selective or full"),
     ("--placement", "placement", str, "placement strategy: snake or row_major"),
     ("--partition", "partition", str, "layers to stages: layers (equal counts) or cost"),
+    ("--zero", "zero", int, "ZeRO stage over the DP group: 0, 1, 2 or 3"),
 )
 
 

@@ -382,6 +382,17 @@ def _section_rule(schema: Schema, build: Callable[[dict[str, Any]], Any]) -> Rul
     return Rule(parse, expected, required=False)
 
 
+def _zero_rule() -> Rule:
+    """ZeRO stage: 0, 1, 2 or 3."""
+
+    def parse(value: Any, where: str, key: str) -> int:
+        if not _is_int(value) or value not in (0, 1, 2, 3):
+            raise _InvalidValueError("a ZeRO stage: 0, 1, 2 or 3")
+        return int(value)
+
+    return Rule(parse, "a ZeRO stage: 0, 1, 2 or 3")
+
+
 def _gemm_rule() -> Rule:
     schema: Schema = {
         "compute_units": _int_rule(),
@@ -607,6 +618,7 @@ def _mapping_schema() -> Schema:
         "partition": _str_rule(),
         "dp_overlap": _bool_rule(),
         "sequence_parallel": _bool_rule(),
+        "zero": _zero_rule(),
     }
 
 

@@ -237,6 +237,11 @@ class MappingSpec:
     placement: str = _f("placement strategy onto the tile grid, e.g. 'snake'", default="snake")
     partition: str = _f("how layers are split into stages: 'layers' or 'cost'", default="layers")
     dp_overlap: bool = _f("overlap the DP gradient all-reduce with the backward pass", default=True)
+    zero: int = _f(
+        "ZeRO stage over the DP group: 0 none, 1 optimizer state, 2 + gradients, 3 + weights "
+        "sharded (Rajbhandari et al. SC20)",
+        default=0,
+    )
     sequence_parallel: bool = _f(
         "Megatron sequence parallelism: norms and dropouts on s/t tokens, reduce-scatter + "
         "all-gather in place of each TP all-reduce",

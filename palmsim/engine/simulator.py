@@ -182,6 +182,10 @@ class Simulator:
         tp_group = plan.stage_tiles[replica][stage]
         dp_group = tuple(rep[stage][rank] for rep in plan.stage_tiles)
         last_backward = max(i for i, (phase, _) in enumerate(program.steps) if phase == "B")
+        # ZeRO-2/3 keep a gradient shard only, so every backward reduces its buckets.
+        reduce_every_pass = any(
+            isinstance(step, GradBucketReady) and step.every_microbatch for step in program.backward
+        )
         held_bytes = 0.0
         pending: list[simpy.Event] = []
         for index, (phase, mb) in enumerate(program.steps):
@@ -192,7 +196,7 @@ class Simulator:
                     )
                     yield self._mailbox(("F", replica, stage, rank, mb))
                 yield from self._run_steps(
-                    program.forward, tile, tp_group, stage, mb, "forward", None
+                    program.forward, tile, tp_group, stage, mb, "forward", None, dp_group
                 )
                 held_bytes += program.activation_bytes_per_microbatch
                 self._memory.append(MemoryRecord(tile, self.env.now, held_bytes))
@@ -212,10 +216,10 @@ class Simulator:
                     yield self._mailbox(("B", replica, stage, rank, mb))
                 if program.recompute:
                     yield from self._run_steps(
-                        program.recompute, tile, tp_group, stage, mb, "recompute", None
+                        program.recompute, tile, tp_group, stage, mb, "recompute", None, dp_group
                     )
                 overlap = index == last_backward and len(dp_group) > 1 and plan.mapping.dp_overlap
-                buckets = pending if overlap else None
+                buckets = pending if overlap or (len(dp_group) > 1 and reduce_every_pass) else None
                 yield from self._run_steps(
                     program.backward, tile, tp_group, stage, mb, "backward", buckets, dp_group
                 )
@@ -227,13 +231,13 @@ class Simulator:
                     self._send(
                         tile, peer, prev_send, ("B", replica, stage - 1, rank, mb), stage, mb
                     )
-        if len(dp_group) > 1 and not plan.mapping.dp_overlap:
-            # No overlap: every bucket is all-reduced after the whole backward pass.
+        if len(dp_group) > 1 and not plan.mapping.dp_overlap and not reduce_every_pass:
+            # No overlap: every bucket is reduced after the whole backward pass.
             for step in program.backward:
                 if isinstance(step, GradBucketReady):
                     pending.append(
                         self._join(
-                            dp_group, tile, "allreduce", step.size_bytes, "dp_allreduce", stage, -1
+                            dp_group, tile, step.kind, step.size_bytes, "dp_" + step.kind, stage, -1
                         )
                     )
         if pending:
@@ -241,6 +245,17 @@ class Simulator:
             yield self.env.all_of(pending)
         self._activity[tile] = f"stage {stage} runs the optimizer step"
         yield from self._compute(program.optimizer, tile, stage, -1, "optimizer")
+        if len(dp_group) > 1 and program.param_allgather_bytes > 0:
+            self._activity[tile] = f"stage {stage} all-gathers its updated weights (ZeRO)"
+            yield self._join(
+                dp_group,
+                tile,
+                "allgather",
+                program.param_allgather_bytes,
+                "dp_allgather",
+                stage,
+                -1,
+            )
         self._activity[tile] = "finished"
         self._finished.add(tile)
 
@@ -255,19 +270,22 @@ class Simulator:
         dp_buckets: list[simpy.Event] | None,
         dp_group: tuple[int, ...] = (),
     ) -> Generator[simpy.Event, Any, None]:
-        """Run a pass's steps on ``tile``; with ``dp_buckets`` start DP all-reduces on markers."""
+        """Run a pass's steps on ``tile``; with ``dp_buckets`` start DP reductions on markers."""
         for step in steps:
             if isinstance(step, ComputeStep):
                 self._activity[tile] = f"stage {stage} {category} {step.label} micro-batch {mb}"
                 yield from self._compute(step, tile, stage, mb, category)
             elif isinstance(step, CollectiveStep):
+                group = tp_group if step.group == "tp" else dp_group
+                if len(group) < 2:
+                    continue
                 self._activity[tile] = (
-                    f"stage {stage} {category} waits in TP {step.kind} {step.label} "
-                    f"(micro-batch {mb}, group {list(tp_group)})"
+                    f"stage {stage} {category} waits in {step.group.upper()} {step.kind} "
+                    f"{step.label} (micro-batch {mb}, group {list(group)})"
                 )
                 start = self.env.now
                 yield self._join(
-                    tp_group, tile, step.kind, step.size_bytes, "tp_" + step.kind, stage, mb
+                    group, tile, step.kind, step.size_bytes, f"{step.group}_{step.kind}", stage, mb
                 )
                 self._intervals.append(
                     IntervalRecord(
@@ -286,7 +304,13 @@ class Simulator:
                 if dp_buckets is not None:
                     dp_buckets.append(
                         self._join(
-                            dp_group, tile, "allreduce", step.size_bytes, "dp_allreduce", stage, -1
+                            dp_group,
+                            tile,
+                            step.kind,
+                            step.size_bytes,
+                            "dp_" + step.kind,
+                            stage,
+                            -1 if not step.every_microbatch else mb,
                         )
                     )
             else:  # pragma: no cover - exhaustive over Step

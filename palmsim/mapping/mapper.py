@@ -251,9 +251,16 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             units.append(("head", (head,)))
         all_ops = [op for _, bs in units for b in bs for op in b.ops]
         params = sum(op.params for op in all_ops)
-        weights = params * elem  # stored weights; op.weight_bytes is what an op reads
-        gradients = params * elem
-        optimizer = params * state
+        unit_params = {name: sum(op.params for b in bs for op in b.ops) for name, bs in units}
+        # ZeRO (Rajbhandari et al. SC20, Sec. 5): stage 1 shards the optimizer state over the
+        # DP group, stage 2 also the gradients, stage 3 also the weights, which are then
+        # all-gathered one unit (layer) at a time into a working buffer when needed.
+        zero = mapping.zero if dp > 1 else 0
+        weights = params * elem / (dp if zero >= 3 else 1)
+        if zero >= 3:
+            weights += max(unit_params.values()) * elem  # one gathered unit
+        gradients = params * elem / (dp if zero >= 2 else 1)
+        optimizer = params * state / (dp if zero >= 1 else 1)
         steps = schedule(pp, num_microbatches, s)
         in_flight = in_flight_microbatches(steps)
         fixed_saved = sum(
@@ -323,7 +330,19 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             "allgather", activation_bytes if s < pp - 1 else 0, "recv.allgather"
         )
         recompute: list[Step] = []
+
+        def gather(
+            name: str, zero: int = zero, sizes: dict[str, float] = unit_params
+        ) -> list[Step]:
+            """ZeRO-3: all-gather a unit's weights over the DP group before it runs."""
+            if zero < 3 or sizes[name] == 0:
+                return []
+            return [CollectiveStep(f"{name}.params.ag", "allgather", sizes[name] * elem, "dp")]
+
         for name, bs in units:
+            forward.extend(gather(name))
+            if name.startswith("L") and mapping.recompute == "full":
+                recompute.extend(gather(name))
             for b in bs:
                 forward.append(cost(b.ops, "F", f"{name}.{b.name}"))
                 forward.extend(comm("allreduce", b.allreduce_fwd_bytes, f"{name}.{b.name}.ar"))
@@ -337,20 +356,29 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                     if redo:
                         recompute.append(cost(redo, "F", f"{name}.{b.name}.core"))
         for name, bs in reversed(units):
+            backward.extend(gather(name))
             for b in reversed(bs):
                 backward.append(cost(b.ops, "B", f"{name}.{b.name}"))
                 backward.extend(comm("allreduce", b.allreduce_bwd_bytes, f"{name}.{b.name}.ar"))
-            unit_params = sum(op.params for b in bs for op in b.ops)
-            if dp > 1 and unit_params > 0:
-                backward.append(GradBucketReady(f"{name}.grads", unit_params * elem))
+            if dp > 1 and unit_params[name] > 0:
+                backward.append(
+                    GradBucketReady(
+                        f"{name}.grads",
+                        unit_params[name] * elem,
+                        kind="reducescatter" if zero >= 1 else "allreduce",
+                        every_microbatch=zero >= 2,
+                    )
+                )
 
         # Optimizer step: memory-bound (no FLOP counted). Per parameter it reads the gradient
         # and the state (and the weights when not mixed precision) and writes the state and
         # the weights.
+        # Under ZeRO it updates only this tile's 1/dp shard of the parameters.
         mixed = elem < 4
-        read_grad, read_state = params * elem, params * state
-        read_weights = 0.0 if mixed else weights
-        write_state, write_weights = params * state, weights
+        shard = params / (dp if zero >= 1 else 1)
+        read_grad, read_state = shard * elem, shard * state
+        read_weights = 0.0 if mixed else shard * elem
+        write_state, write_weights = shard * state, shard * elem
         opt_dram_read = (
             read_grad * where.gradients
             + read_state * where.optimizer
@@ -394,6 +422,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 send_bytes=activation_bytes / tp,
                 optimizer=optimizer_step,
                 steps=steps,
+                # ZeRO-1/2: every replica gets the updated weights of the others' shards.
+                param_allgather_bytes=params * elem if zero in (1, 2) else 0.0,
             )
         )
         for replica in stage_tiles:

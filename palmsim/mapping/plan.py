@@ -42,15 +42,18 @@ class ComputeStep:
 
 @dataclass(frozen=True, slots=True)
 class CollectiveStep:
-    """A collective among the tiles of the stage's tensor-parallel group.
+    """A blocking collective among the tiles of the stage's tensor- or data-parallel group.
 
     ``kind`` is ``allreduce``, ``reducescatter`` or ``allgather``; ``size_bytes`` is the
-    per-tile buffer size S as in the NCCL convention.
+    per-tile buffer size S as in the NCCL convention. ``group`` is ``tp`` (the stage
+    replica's TP ranks) or ``dp`` (the same stage and rank in every replica, e.g. ZeRO-3's
+    parameter all-gathers).
     """
 
     label: str
     kind: str
     size_bytes: float
+    group: str = "tp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +62,14 @@ class GradBucketReady:
 
     On the stage's last backward of the iteration the engine starts the data-parallel
     all-reduce of this bucket (``size_bytes`` per tile) here, so it overlaps the rest of the
-    backward pass (PyTorch DDP bucketing, Li et al. VLDB 2020). Elsewhere it is a no-op.
+    backward pass (PyTorch DDP bucketing, Li et al. VLDB 2020). Elsewhere it is a no-op,
+    unless ``every_microbatch``: then every backward reduces it (ZeRO-2/3).
     """
 
     label: str
     size_bytes: float
+    kind: str = "allreduce"  # ``reducescatter`` under ZeRO (the shard's owner gets the sum)
+    every_microbatch: bool = False  # ZeRO-2/3 keep only a gradient shard: reduce every pass
 
 
 Step = ComputeStep | CollectiveStep | GradBucketReady
@@ -82,6 +88,9 @@ class StageProgram:
     send_bytes: float  # bytes each tile sends to its peer in the next/previous stage
     optimizer: ComputeStep  # the optimizer step of this stage's parameter shard
     steps: tuple[tuple[str, int], ...]  # the schedule: ("F"|"B", micro-batch) in run order
+    # ZeRO-1/2: bytes each tile all-gathers over its DP group after the optimizer updated
+    # its shard (the updated weights of the whole stage); 0 otherwise.
+    param_allgather_bytes: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

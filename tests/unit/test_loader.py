@@ -297,6 +297,8 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "placement": "snake",
         "partition": "layers",
         "dp_overlap": True,
+        "zero": 0,
+        "sequence_parallel": False,
     }
     assert normalise_run({}) == {"seed": 0, "until": None}
     assert normalise_run({"seed": 3}) == {"seed": 3, "until": None}
