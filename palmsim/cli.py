@@ -30,6 +30,7 @@ _MAPPING_FLAGS = (
     ("--placement", "placement", str, "placement strategy: snake or row_major"),
     ("--partition", "partition", str, "layers to stages: layers (equal counts) or cost"),
     ("--zero", "zero", int, "ZeRO stage over the DP group: 0, 1, 2 or 3"),
+    ("--virtual-stages", "virtual_stages", int, "model chunks per stage: > 1 = interleaved 1F1B"),
 )
 
 

@@ -185,11 +185,6 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         )
     model, system = case["model"], case["system"]
     training = case.get("training") or {}
-    if int(system.get("virtual_pipeline_stages", 1) or 1) > 1:
-        raise _CaseError(
-            f"interleaved 1F1B ({system['virtual_pipeline_stages']} virtual stages) "
-            "is not modelled yet"
-        )
     if int(system.get("cp", 1) or 1) > 1:
         raise _CaseError("context parallelism is not modelled")
     hardware = system.get("hw_config")
@@ -233,6 +228,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         "recompute": _recompute(training),
         "schedule": "1f1b",
         "sequence_parallel": _sequence_parallel(training),
+        "virtual_stages": int(system.get("virtual_pipeline_stages", 1) or 1),
     }
     return str(hardware), workload, overrides, flags
 

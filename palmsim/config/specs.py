@@ -237,6 +237,10 @@ class MappingSpec:
     placement: str = _f("placement strategy onto the tile grid, e.g. 'snake'", default="snake")
     partition: str = _f("how layers are split into stages: 'layers' or 'cost'", default="layers")
     dp_overlap: bool = _f("overlap the DP gradient all-reduce with the backward pass", default=True)
+    virtual_stages: int = _f(
+        "model chunks per pipeline stage: > 1 runs Megatron's interleaved 1F1B",
+        default=1,
+    )
     zero: int = _f(
         "ZeRO stage over the DP group: 0 none, 1 optimizer state, 2 + gradients, 3 + weights "
         "sharded (Rajbhandari et al. SC20)",

@@ -177,69 +177,89 @@ class Simulator:
         FlowRecords.
         """
         plan = self.plan
-        program = plan.programs[stage]
-        num_stages = plan.num_stages
+        p = plan.num_stages
+        last_virtual = plan.num_virtual_stages - 1
+        program = plan.programs[stage]  # chunk 0; holds the stage's schedule and optimizer
+        chunks = program.step_chunks or (0,) * len(program.steps)
         tp_group = plan.stage_tiles[replica][stage]
         dp_group = tuple(rep[stage][rank] for rep in plan.stage_tiles)
-        last_backward = max(i for i, (phase, _) in enumerate(program.steps) if phase == "B")
+        # A chunk's gradients are complete after its last backward of the iteration.
+        last_backward = {
+            chunk: i
+            for i, ((phase, _), chunk) in enumerate(zip(program.steps, chunks, strict=True))
+            if phase == "B"
+        }
         # ZeRO-2/3 keep a gradient shard only, so every backward reduces its buckets.
         reduce_every_pass = any(
             isinstance(step, GradBucketReady) and step.every_microbatch for step in program.backward
         )
         held_bytes = 0.0
         pending: list[simpy.Event] = []
-        for index, (phase, mb) in enumerate(program.steps):
+        for index, ((phase, mb), chunk) in enumerate(zip(program.steps, chunks, strict=True)):
+            c = chunk * p + stage  # the virtual stage this step runs
+            work = plan.programs[c]
             if phase == "F":
-                if stage > 0:
+                if c > 0:
                     self._activity[tile] = (
                         f"stage {stage} waits for activations of micro-batch {mb}"
+                        + (f" (virtual stage {c})" if last_virtual >= p else "")
                     )
-                    yield self._mailbox(("F", replica, stage, rank, mb))
+                    yield self._mailbox(("F", replica, c, rank, mb))
                 yield from self._run_steps(
-                    program.forward, tile, tp_group, stage, mb, "forward", None, dp_group
+                    work.forward, tile, tp_group, stage, mb, "forward", None, dp_group
                 )
-                held_bytes += program.activation_bytes_per_microbatch
+                held_bytes += work.activation_bytes_per_microbatch
                 self._memory.append(MemoryRecord(tile, self.env.now, held_bytes))
-                if stage < num_stages - 1:
-                    peer = plan.stage_tiles[replica][stage + 1][rank]
+                if c < last_virtual:
+                    peer = plan.stage_tiles[replica][(c + 1) % p][rank]
                     self._send(
                         tile,
                         peer,
-                        program.send_bytes,
-                        ("F", replica, stage + 1, rank, mb),
+                        work.send_bytes,
+                        ("F", replica, c + 1, rank, mb),
                         stage,
                         mb,
                     )
             else:
-                if stage < num_stages - 1:
-                    self._activity[tile] = f"stage {stage} waits for gradients of micro-batch {mb}"
-                    yield self._mailbox(("B", replica, stage, rank, mb))
-                if program.recompute:
-                    yield from self._run_steps(
-                        program.recompute, tile, tp_group, stage, mb, "recompute", None, dp_group
+                if c < last_virtual:
+                    self._activity[tile] = (
+                        f"stage {stage} waits for gradients of micro-batch {mb}"
+                        + (f" (virtual stage {c})" if last_virtual >= p else "")
                     )
-                overlap = index == last_backward and len(dp_group) > 1 and plan.mapping.dp_overlap
+                    yield self._mailbox(("B", replica, c, rank, mb))
+                if work.recompute:
+                    yield from self._run_steps(
+                        work.recompute, tile, tp_group, stage, mb, "recompute", None, dp_group
+                    )
+                overlap = (
+                    index == last_backward[chunk] and len(dp_group) > 1 and plan.mapping.dp_overlap
+                )
                 buckets = pending if overlap or (len(dp_group) > 1 and reduce_every_pass) else None
                 yield from self._run_steps(
-                    program.backward, tile, tp_group, stage, mb, "backward", buckets, dp_group
+                    work.backward, tile, tp_group, stage, mb, "backward", buckets, dp_group
                 )
-                held_bytes -= program.activation_bytes_per_microbatch
+                held_bytes -= work.activation_bytes_per_microbatch
                 self._memory.append(MemoryRecord(tile, self.env.now, max(0.0, held_bytes)))
-                if stage > 0:
-                    peer = plan.stage_tiles[replica][stage - 1][rank]
-                    prev_send = plan.programs[stage - 1].send_bytes
-                    self._send(
-                        tile, peer, prev_send, ("B", replica, stage - 1, rank, mb), stage, mb
-                    )
+                if c > 0:
+                    peer = plan.stage_tiles[replica][(c - 1) % p][rank]
+                    prev_send = plan.programs[c - 1].send_bytes
+                    self._send(tile, peer, prev_send, ("B", replica, c - 1, rank, mb), stage, mb)
         if len(dp_group) > 1 and not plan.mapping.dp_overlap and not reduce_every_pass:
             # No overlap: every bucket is reduced after the whole backward pass.
-            for step in program.backward:
-                if isinstance(step, GradBucketReady):
-                    pending.append(
-                        self._join(
-                            dp_group, tile, step.kind, step.size_bytes, "dp_" + step.kind, stage, -1
+            for chunk in sorted(set(chunks), reverse=True):
+                for step in plan.programs[chunk * p + stage].backward:
+                    if isinstance(step, GradBucketReady):
+                        pending.append(
+                            self._join(
+                                dp_group,
+                                tile,
+                                step.kind,
+                                step.size_bytes,
+                                "dp_" + step.kind,
+                                stage,
+                                -1,
+                            )
                         )
-                    )
         if pending:
             self._activity[tile] = f"stage {stage} waits for its data-parallel gradient all-reduce"
             yield self.env.all_of(pending)

@@ -24,7 +24,7 @@ evenly between reads and writes (an op reads its input and writes its output).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TileSpec
 from palmsim.errors import ConfigError, MappingError
@@ -42,7 +42,7 @@ from palmsim.mapping.plan import (
     StageProgram,
     Step,
 )
-from palmsim.mapping.schedule import SCHEDULES, in_flight_microbatches
+from palmsim.mapping.schedule import SCHEDULES, interleaved_one_f_one_b
 from palmsim.units import GB, MiB
 from palmsim.workload.builders import (
     Block,
@@ -173,6 +173,19 @@ def _cost(
     return ComputeStep(label, compute_s, flop_total, sram_total, dram_read, dram_write)
 
 
+def _peak_held(
+    steps: Sequence[tuple[str, int]], chunks: Sequence[int], per_microbatch: Sequence[float]
+) -> float:
+    """Peak activation bytes a stage holds: each forward of chunk j adds ``per_microbatch[j]``
+    until the matching backward frees it (``chunks`` empty: every step is chunk 0)."""
+    held = peak = 0.0
+    for i, (phase, _) in enumerate(steps):
+        size = per_microbatch[chunks[i] if chunks else 0]
+        held += size if phase == "F" else -size
+        peak = max(peak, held)
+    return peak
+
+
 def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     """Turn an experiment into a :class:`MappingPlan` for ``chip``.
 
@@ -216,7 +229,20 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         model, training, mbs, tp, count_tied_weights=pp > 1 or not model.tie_word_embeddings
     )
 
-    # ---- partition
+    # ---- partition into p·v virtual stages (v model chunks per stage when interleaving)
+    v = mapping.virtual_stages
+    num_chunks = pp * v
+    if v > 1:
+        problem = (
+            "interleaved 1F1B needs the 1f1b schedule"
+            if mapping.schedule != "1f1b"
+            else f"interleaved 1F1B needs micro-batches ({num_microbatches}) divisible by "
+            f"pipeline stages ({pp})"
+            if num_microbatches % pp
+            else ""
+        )
+        if problem:
+            raise MappingError(f"virtual_stages={v}: {problem}")
     if mapping.partition == "cost":
         everything = _Placement(0.0, 0.0, 0.0, 0.0)
 
@@ -228,29 +254,55 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             )
 
         layer_ranges = partition_by_cost(
-            [time_of(blocks)] * model.num_hidden_layers, pp, time_of([embed]), time_of([head])
+            [time_of(blocks)] * model.num_hidden_layers,
+            num_chunks,
+            time_of([embed]),
+            time_of([head]),
         )
     elif mapping.partition == "layers":
-        layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
+        layer_ranges = partition_by_layers(model.num_hidden_layers, num_chunks)
     else:  # names are validated when the experiment is loaded (api.load_experiment)
         raise AssertionError(f"unvalidated partition {mapping.partition!r}")
 
     stage_tiles = place(chip, mapping.placement, pp, tp, dp)
-    schedule = SCHEDULES.get(mapping.schedule)
 
-    programs: list[StageProgram] = []
+    def units_of(c: int) -> list[tuple[str, tuple[Block, ...]]]:
+        """The units of virtual stage ``c``: embedding first, layers, LM head last."""
+        first, last = layer_ranges[c]
+        units: list[tuple[str, tuple[Block, ...]]] = [("embed", (embed,))] if c == 0 else []
+        units.extend((f"L{i}", blocks) for i in range(first, last))
+        if c == num_chunks - 1:
+            units.append(("head", (head,)))
+        return units
+
+    layer_ops = [op for b in blocks for op in b.ops]
+    if mapping.recompute == "full":
+        # The layer's input; sequence parallelism keeps only this tile's s/t of it.
+        per_layer = layer_input_bytes(model, training, mbs) / (tp if sp else 1)
+        working = sum(op.saved_bytes for op in layer_ops)
+    elif mapping.recompute == "selective":
+        per_layer, working = sum(op.saved_bytes_selective for op in layer_ops), 0.0
+    else:
+        per_layer, working = sum(op.saved_bytes for op in layer_ops), 0.0
+
+    def activations_per_microbatch(c: int) -> float:
+        first, last = layer_ranges[c]
+        fixed = sum(op.saved_bytes for op in embed.ops) if c == 0 else 0.0
+        fixed += sum(op.saved_bytes for op in head.ops) if c == num_chunks - 1 else 0.0
+        return (last - first) * per_layer + fixed
+
+    programs: dict[int, StageProgram] = {}
     memory: list[tuple[int, MemoryBreakdown]] = []
     port_of: list[tuple[int, int]] = []
     activation_bytes = mbs * training.seq_len * model.hidden_size * elem  # one stage boundary
-    for s, (first, last) in enumerate(layer_ranges):
-        units: list[tuple[str, tuple[Block, ...]]] = []
-        if s == 0:
-            units.append(("embed", (embed,)))
-        units.extend((f"L{i}", blocks) for i in range(first, last))
-        if s == pp - 1:
-            units.append(("head", (head,)))
-        all_ops = [op for _, bs in units for b in bs for op in b.ops]
-        params = sum(op.params for op in all_ops)
+    for s in range(pp):
+        chunk_ids = [j * pp + s for j in range(v)]
+        if v > 1:
+            steps, step_chunks = interleaved_one_f_one_b(pp, num_microbatches, s, v)
+        else:
+            steps, step_chunks = SCHEDULES.get(mapping.schedule)(pp, num_microbatches, s), ()
+        units = [unit for c in chunk_ids for unit in units_of(c)]
+        params = sum(op.params for _, bs in units for b in bs for op in b.ops)
         unit_params = {name: sum(op.params for b in bs for op in b.ops) for name, bs in units}
         # ZeRO (Rajbhandari et al. SC20, Sec. 5): stage 1 shards the optimizer state over the
         # DP group, stage 2 also the gradients, stage 3 also the weights, which are then
@@ -261,27 +313,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             weights += max(unit_params.values()) * elem  # one gathered unit
         gradients = params * elem / (dp if zero >= 2 else 1)
         optimizer = params * state / (dp if zero >= 1 else 1)
-        steps = schedule(pp, num_microbatches, s)
-        in_flight = in_flight_microbatches(steps)
-        fixed_saved = sum(
-            op.saved_bytes
-            for b in (embed, head)
-            for op in b.ops
-            if (b is embed and s == 0) or (b is head and s == pp - 1)
-        )
-        layer_ops = [op for b in blocks for op in b.ops]
-        n_layers = last - first
-        working = 0.0
-        if mapping.recompute == "full":
-            # The layer's input; sequence parallelism keeps only this tile's s/t of it.
-            per_layer = layer_input_bytes(model, training, mbs) / (tp if sp else 1)
-            working = sum(op.saved_bytes for op in layer_ops)
-        elif mapping.recompute == "selective":
-            per_layer = sum(op.saved_bytes_selective for op in layer_ops)
-        else:
-            per_layer = sum(op.saved_bytes for op in layer_ops)
-        per_microbatch = n_layers * per_layer + fixed_saved
-        activations = in_flight * per_microbatch + working
+        per_microbatch = [activations_per_microbatch(c) for c in chunk_ids]
+        activations = _peak_held(steps, step_chunks, per_microbatch) + working
 
         split = {
             c: (sram, dram)
@@ -325,12 +358,6 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 ]
             return [CollectiveStep(label, kind, nbytes)]
 
-        forward: list[Step] = comm("allgather", activation_bytes if s > 0 else 0, "recv.allgather")
-        backward: list[Step] = comm(
-            "allgather", activation_bytes if s < pp - 1 else 0, "recv.allgather"
-        )
-        recompute: list[Step] = []
-
         def gather(
             name: str, zero: int = zero, sizes: dict[str, float] = unit_params
         ) -> list[Step]:
@@ -339,41 +366,9 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 return []
             return [CollectiveStep(f"{name}.params.ag", "allgather", sizes[name] * elem, "dp")]
 
-        for name, bs in units:
-            forward.extend(gather(name))
-            if name.startswith("L") and mapping.recompute == "full":
-                recompute.extend(gather(name))
-            for b in bs:
-                forward.append(cost(b.ops, "F", f"{name}.{b.name}"))
-                forward.extend(comm("allreduce", b.allreduce_fwd_bytes, f"{name}.{b.name}.ar"))
-                if name.startswith("L") and mapping.recompute == "full":
-                    recompute.append(cost(b.ops, "F", f"{name}.{b.name}"))
-                    recompute.extend(
-                        comm("allreduce", b.allreduce_fwd_bytes, f"{name}.{b.name}.ar")
-                    )
-                elif name.startswith("L") and mapping.recompute == "selective":
-                    redo = [op for op in b.ops if op.recompute_selective]
-                    if redo:
-                        recompute.append(cost(redo, "F", f"{name}.{b.name}.core"))
-        for name, bs in reversed(units):
-            backward.extend(gather(name))
-            for b in reversed(bs):
-                backward.append(cost(b.ops, "B", f"{name}.{b.name}"))
-                backward.extend(comm("allreduce", b.allreduce_bwd_bytes, f"{name}.{b.name}.ar"))
-            if dp > 1 and unit_params[name] > 0:
-                backward.append(
-                    GradBucketReady(
-                        f"{name}.grads",
-                        unit_params[name] * elem,
-                        kind="reducescatter" if zero >= 1 else "allreduce",
-                        every_microbatch=zero >= 2,
-                    )
-                )
-
         # Optimizer step: memory-bound (no FLOP counted). Per parameter it reads the gradient
         # and the state (and the weights when not mixed precision) and writes the state and
-        # the weights.
-        # Under ZeRO it updates only this tile's 1/dp shard of the parameters.
+        # the weights. Under ZeRO it updates only this tile's 1/dp shard of the parameters.
         mixed = elem < 4
         shard = params / (dp if zero >= 1 else 1)
         read_grad, read_state = shard * elem, shard * state
@@ -411,21 +406,59 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             opt_dram_write,
         )
 
-        programs.append(
-            StageProgram(
-                stage=s,
-                layers=(first, last),
+        for j, c in enumerate(chunk_ids):
+            forward: list[Step] = comm(
+                "allgather", activation_bytes if c > 0 else 0, "recv.allgather"
+            )
+            backward: list[Step] = comm(
+                "allgather", activation_bytes if c < num_chunks - 1 else 0, "recv.allgather"
+            )
+            recompute: list[Step] = []
+            chunk_units = units_of(c)
+            for name, bs in chunk_units:
+                forward.extend(gather(name))
+                if name.startswith("L") and mapping.recompute == "full":
+                    recompute.extend(gather(name))
+                for b in bs:
+                    forward.append(cost(b.ops, "F", f"{name}.{b.name}"))
+                    forward.extend(comm("allreduce", b.allreduce_fwd_bytes, f"{name}.{b.name}.ar"))
+                    if name.startswith("L") and mapping.recompute == "full":
+                        recompute.append(cost(b.ops, "F", f"{name}.{b.name}"))
+                        recompute.extend(
+                            comm("allreduce", b.allreduce_fwd_bytes, f"{name}.{b.name}.ar")
+                        )
+                    elif name.startswith("L") and mapping.recompute == "selective":
+                        redo = [op for op in b.ops if op.recompute_selective]
+                        if redo:
+                            recompute.append(cost(redo, "F", f"{name}.{b.name}.core"))
+            for name, bs in reversed(chunk_units):
+                backward.extend(gather(name))
+                for b in reversed(bs):
+                    backward.append(cost(b.ops, "B", f"{name}.{b.name}"))
+                    backward.extend(comm("allreduce", b.allreduce_bwd_bytes, f"{name}.{b.name}.ar"))
+                if dp > 1 and unit_params[name] > 0:
+                    backward.append(
+                        GradBucketReady(
+                            f"{name}.grads",
+                            unit_params[name] * elem,
+                            kind="reducescatter" if zero >= 1 else "allreduce",
+                            every_microbatch=zero >= 2,
+                        )
+                    )
+            programs[c] = StageProgram(
+                stage=c,
+                layers=layer_ranges[c],
                 forward=tuple(forward),
                 backward=tuple(backward),
                 recompute=tuple(recompute),
-                activation_bytes_per_microbatch=per_microbatch,
+                activation_bytes_per_microbatch=per_microbatch[j],
                 send_bytes=activation_bytes / tp,
                 optimizer=optimizer_step,
                 steps=steps,
                 # ZeRO-1/2: every replica gets the updated weights of the others' shards.
                 param_allgather_bytes=params * elem if zero in (1, 2) else 0.0,
+                step_chunks=step_chunks,
             )
-        )
         for replica in stage_tiles:
             for tile in replica[s]:
                 memory.append((tile, breakdown))
@@ -436,7 +469,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         mapping=mapping,
         num_microbatches=num_microbatches,
         stage_tiles=stage_tiles,
-        programs=tuple(programs),
+        programs=tuple(programs[c] for c in range(num_chunks)),
         dram_port_of_tile=tuple(sorted(port_of)),
         memory=tuple(sorted(memory, key=lambda tm: tm[0])),
         placement=mapping.placement,

@@ -77,7 +77,13 @@ Step = ComputeStep | CollectiveStep | GradBucketReady
 
 @dataclass(frozen=True, slots=True)
 class StageProgram:
-    """The per-micro-batch work of one pipeline stage, identical on each of its tiles."""
+    """The per-micro-batch work of one (virtual) pipeline stage, identical on its tiles.
+
+    Without interleaving there is one program per stage. With ``v`` model chunks per stage
+    (interleaved 1F1B) there is one per virtual stage ``c = j·p + s`` (chunk ``j`` of stage
+    ``s``); ``steps``, ``step_chunks``, ``optimizer`` and ``param_allgather_bytes`` then
+    describe the whole physical stage and are the same in its ``v`` programs.
+    """
 
     stage: int
     layers: tuple[int, int]  # [first, last) transformer layers held by this stage
@@ -91,6 +97,8 @@ class StageProgram:
     # ZeRO-1/2: bytes each tile all-gathers over its DP group after the optimizer updated
     # its shard (the updated weights of the whole stage); 0 otherwise.
     param_allgather_bytes: float = 0.0
+    # The model chunk each of ``steps`` runs (interleaved 1F1B); empty means chunk 0 only.
+    step_chunks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +138,12 @@ class MappingPlan:
 
     @property
     def num_stages(self) -> int:
-        """Pipeline stages p."""
+        """Physical pipeline stages p."""
+        return len(self.stage_tiles[0]) if self.stage_tiles else len(self.programs)
+
+    @property
+    def num_virtual_stages(self) -> int:
+        """Virtual stages p·v: one program each (``p`` without interleaving)."""
         return len(self.programs)
 
     @property

@@ -12,7 +12,14 @@ from collections.abc import Callable
 
 from palmsim.registry import Registry
 
-__all__ = ["SCHEDULES", "ScheduleFn", "gpipe", "in_flight_microbatches", "one_f_one_b"]
+__all__ = [
+    "SCHEDULES",
+    "ScheduleFn",
+    "gpipe",
+    "in_flight_microbatches",
+    "interleaved_one_f_one_b",
+    "one_f_one_b",
+]
 
 ScheduleFn = Callable[[int, int, int], tuple[tuple[str, int], ...]]
 
@@ -55,3 +62,48 @@ def in_flight_microbatches(steps: tuple[tuple[str, int], ...]) -> int:
         held += 1 if phase == "F" else -1
         peak = max(peak, held)
     return peak
+
+
+def interleaved_one_f_one_b(
+    num_stages: int, num_microbatches: int, stage: int, num_chunks: int
+) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+    """Megatron-LM's interleaved 1F1B with ``v = num_chunks`` model chunks per stage.
+
+    Narayanan et al. SC21, Sec. 2.2.2, as implemented in Megatron-LM
+    (``forward_backward_pipelining_with_interleaving``): the ``m·v`` virtual micro-batches
+    ``k`` run micro-batch ``(k // (p·v))·p + k % p`` on chunk ``(k % (p·v)) // p`` (backwards
+    walk the chunks in reverse); stage ``s`` warms up with ``2(p - s - 1) + (v - 1)·p``
+    forwards (all of them when ``m = p``), then alternates, then drains. The pipeline bubble
+    shrinks to ``(p - 1)/v`` slots of one micro-batch.
+
+    Returns:
+        The steps ``(phase, micro-batch)`` and, for each, its model chunk ``0 .. v-1``; chunk
+        ``j`` of stage ``s`` is virtual stage ``j·p + s``. ``m`` must be a multiple of ``p``.
+    """
+    p, m, v, s = num_stages, num_microbatches, num_chunks, stage
+    assert m % p == 0, f"interleaving needs micro-batches ({m}) divisible by stages ({p})"
+    total = m * v
+    warmup = total if m == p else min(2 * (p - s - 1) + (v - 1) * p, total)
+
+    def microbatch(k: int) -> int:
+        return (k // (p * v)) * p + k % p
+
+    def chunk(k: int, forward: bool) -> int:
+        c = (k % (p * v)) // p
+        return c if forward else v - 1 - c
+
+    steps: list[tuple[str, int]] = []
+    chunks: list[int] = []
+
+    def run(phase: str, k: int) -> None:
+        steps.append((phase, microbatch(k)))
+        chunks.append(chunk(k, phase == "F"))
+
+    for k in range(warmup):
+        run("F", k)
+    for i in range(total - warmup):
+        run("F", warmup + i)
+        run("B", i)
+    for k in range(total - warmup, total):
+        run("B", k)
+    return tuple(steps), tuple(chunks)

@@ -41,6 +41,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "recompute": "full",
         "schedule": "1f1b",
         "sequence_parallel": False,
+        "virtual_stages": 1,
     }
     for expected in (
         "model.hidden_size=6144",
@@ -58,7 +59,6 @@ def test_megatron_case_becomes_its_experiment() -> None:
 @pytest.mark.parametrize(
     ("case_id", "reason"),
     [
-        ("narayanan21_t1_145.6B", "interleaved 1F1B"),
         ("nemo2407_h100_llama2_7b_8gpu", "fp8"),
         ("llmcompass_a100_gemm_fp16", "not a training run"),
     ],
@@ -150,3 +150,10 @@ def test_calibrated_a100_layer_times_are_within_15_percent_of_korthikanti_table4
     assert len(report.comparisons) >= 6
     worst = max(report.comparisons, key=lambda c: abs(c.relative_error))
     assert abs(worst.relative_error) <= 0.15, worst
+
+
+def test_interleaved_case_maps_its_virtual_stages() -> None:
+    """SC21 145.6B: PP=8 with 2 virtual stages per GPU, TP=8, DP=24 on 192 nodes."""
+    _, _, overrides, flags = case_setup(_case("narayanan21_t1_145.6B"))
+    assert (flags["pp"], flags["tp"], flags["dp"], flags["virtual_stages"]) == (8, 8, 24, 2)
+    assert "hw.cluster.num_nodes=192" in overrides
