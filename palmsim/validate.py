@@ -180,8 +180,8 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
     missing = [k for k in _CASE_KEYS if not isinstance(case.get(k), Mapping)]
     if missing or not {"tp", "pp", "dp"} <= set(case["system"]):
         raise _CaseError(
-            "not a training run (no model/system/measured with tp, pp, dp): "
-            "calibration input for hardware configs"
+            "not a training run (no model, system with tp/pp/dp, and measured): a "
+            "single-operator, collective or memory measurement"
         )
     model, system = case["model"], case["system"]
     training = case.get("training") or {}
