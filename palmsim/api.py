@@ -41,6 +41,7 @@ __all__ = [
     "SimulationResult",
     "load_experiment",
     "resolved_config",
+    "run_experiment",
     "simulate",
     "summarize_result",
 ]
@@ -169,6 +170,29 @@ def summarize_result(result: SimulationResult) -> dict[str, Any]:
         hardware_name=exp.hardware.name,
         version=__version__,
     )
+
+
+def run_experiment(
+    experiment: ExperimentSpec, out_dir: str | Path, *, make_plots: bool = True
+) -> dict[str, Any]:
+    """Simulate ``experiment``, write its run folder and return its summary.
+
+    What ``palmsim run`` does after loading; sweep points run exactly this.
+    """
+    from palmsim.report.export import write_run
+
+    result = simulate(experiment)
+    summary = summarize_result(result)
+    write_run(
+        out_dir,
+        summary=summary,
+        resolved_config=resolved_config(experiment),
+        trace=result.trace,
+        chip=result.chip,
+        plan=result.plan,
+        make_plots=make_plots,
+    )
+    return summary
 
 
 def resolved_config(experiment: ExperimentSpec) -> dict[str, Any]:

@@ -72,24 +72,14 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from palmsim.api import resolved_config, simulate, summarize_result
-    from palmsim.report.export import run_id, write_run
+    from palmsim.api import resolved_config, run_experiment
+    from palmsim.report.export import run_id
     from palmsim.report.metrics import format_summary_table
 
     experiment = _load(args)
-    result = simulate(experiment)
-    summary = summarize_result(result)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
-    write_run(
-        out,
-        summary=summary,
-        resolved_config=config,
-        trace=result.trace,
-        chip=result.chip,
-        plan=result.plan,
-        make_plots=not args.no_plots,
-    )
+    summary = run_experiment(experiment, out, make_plots=not args.no_plots)
     if not args.quiet:
         print(format_summary_table(summary))
         print(f"wrote {out}/")
@@ -141,6 +131,28 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     for part in ("hardware", "workload", "mapping", "run"):
         print(f"{part}:")
         print("\n".join(_describe(getattr(experiment, part), "  ")))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from palmsim.explore.sweep import sweep
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+
+    results = sweep(
+        args.spec,
+        args.out,
+        jobs=args.jobs,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        plots=args.plots,
+        progress=progress,
+    )
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(f"wrote {results}")
     return 0
 
 
@@ -218,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plots", action="store_true", help="skip gantt.png")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     run.set_defaults(func=_cmd_run)
+
+    sw = sub.add_parser(
+        "sweep", help="run a grid of configurations (resumable) and tabulate their figures"
+    )
+    sw.add_argument("spec", help="sweep spec YAML (base files, set, grid, zip)")
+    sw.add_argument("--out", required=True, help="folder for the point runs and results.csv")
+    sw.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
+    sw.add_argument(
+        "--executor", default="local", choices=("local", "dask"), help="where points run"
+    )
+    sw.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    sw.add_argument("--plots", action="store_true", help="draw each point's figures too")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    sw.set_defaults(func=_cmd_sweep)
 
     validate = sub.add_parser(
         "validate", help="compare predictions with published measurements of real runs"

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,9 +32,11 @@ __all__ = [
     "RECORD_COLUMNS",
     "TRACE_PIDS",
     "chrome_trace",
+    "read_json",
     "records_csv",
     "run_id",
     "timeline_csv",
+    "write_csv",
     "write_json",
     "write_run",
 ]
@@ -303,15 +306,35 @@ def _write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as JSON (sorted keys, indent 2, non-finite floats as null); return path."""
+def _write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A reader (or a rerun after ``kill -9``) sees the old file or the new one, never half.
+    """
     out = Path(path)
-    if out.parent != Path():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(
-        out, json.dumps(_json_ready(data), sort_keys=True, indent=2, allow_nan=False) + "\n"
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    _write_text(temporary, text)
+    os.replace(temporary, out)
     return out
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as JSON (sorted keys, indent 2, non-finite floats as null), atomically."""
+    return _write_atomic(
+        path, json.dumps(_json_ready(data), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    )
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path`` (written by :func:`write_json`)."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_csv(path: str | Path, header: tuple[str, ...], rows: list[list[Any]]) -> Path:
+    """Write a CSV table (``\n`` line ends, floats as their shortest repr), atomically."""
+    return _write_atomic(path, _csv_text(header, rows))
 
 
 def write_run(

@@ -1,0 +1,1 @@
+"""palmsim.explore: sweeps over configurations (and, later, mapping search)."""

@@ -1,0 +1,340 @@
+"""``palmsim sweep``: run a grid of configurations, resumably, on local processes or Dask.
+
+A sweep spec (YAML) names the base files and the values to vary::
+
+    base: {hw: ../hw_configs/tx8-wafer.yaml, workload: ../workloads/t-18b.yaml}
+    set: ["training.global_batch_size=256"]          # optional: fixed overrides
+    grid: {mapping.pp: [10, 20, 40], hw.noc.inter_die_bandwidth: [128 GB/s, 256 GB/s]}
+    zip: {mapping.pp: [10, 20], mapping.tp: [32, 16]}  # optional: lists walked together
+
+Paths are relative to the spec file. Keys are ``--set`` keys. Points are the cross product
+of the ``grid`` lists (in file order) with the ``zip`` lists taken together; each point runs
+exactly the path of ``palmsim run`` with its overrides, into ``OUT/points/<id>/``, where
+``<id>`` hashes the point's overrides. A point is finished when its ``status.json`` exists
+(written last, atomically), so a sweep killed at any moment and run again skips finished
+points, reruns the others and ends with one row per point in ``OUT/results.csv``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from palmsim.config.loader import read_config_file
+from palmsim.config.overrides import parse_override
+from palmsim.errors import ConfigError, ConfigProblem, MappingError, PalmsimError
+from palmsim.report.export import read_json, write_csv, write_json
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "SweepPoint",
+    "SweepSpec",
+    "load_sweep",
+    "run_point",
+    "sweep",
+]
+
+#: Summary figures copied into ``results.csv``, after the swept keys.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "iteration_time_s",
+    "throughput_samples_per_s",
+    "throughput_tokens_per_s",
+    "mfu",
+    "pipeline_bubble_fraction",
+    "memory_peak_bytes_per_tile_max",
+    "noc_link_utilization_max",
+    "dram_bandwidth_utilization_max",
+    "exposed_communication_s",
+    "num_tiles_used",
+)
+_SPEC_KEYS = ("base", "set", "grid", "zip")
+_BASE_KEYS = ("hw", "workload", "mapping")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One configuration of a sweep: its swept values and its ``--set`` overrides."""
+
+    point_id: str
+    values: tuple[tuple[str, Any], ...]  # (swept key, value), in column order
+    overrides: tuple[str, ...]  # fixed ``set:`` overrides, then the swept ones
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A loaded sweep spec: base files (absolute paths), swept keys and the points."""
+
+    path: str
+    hw: str | None
+    workload: str | None
+    mapping: str | None
+    keys: tuple[str, ...]
+    points: tuple[SweepPoint, ...] = field(default=())
+
+
+def _format_value(value: Any) -> str:
+    """A value as the text of a ``--set KEY=VALUE`` (YAML): strings as they are."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _point_id(files: Sequence[str | None], overrides: Sequence[str]) -> str:
+    """12 hex digits of sha256 over the base file paths and the point's overrides."""
+    text = "\n".join([*(f or "" for f in files), *overrides])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _check_key(where: str, section: str, key: Any) -> list[ConfigProblem]:
+    """A problem if ``key`` is not a ``--set`` key."""
+    try:
+        parse_override(f"{key}=0")
+    except ConfigError as error:
+        return [ConfigProblem(where, f"{section}.{key}", key, error.problems[0].expected)]
+    return []
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep spec and expand its points.
+
+    Raises:
+        ConfigError: every problem of the spec at once (unknown keys with "did you mean",
+            missing base files, lists that are empty or of unequal length, bad ``--set`` keys).
+    """
+    where = str(path)
+    raw = read_config_file(path)
+    problems: list[ConfigProblem] = []
+
+    def bad(key: str, value: Any, expected: str) -> None:
+        problems.append(ConfigProblem(where, key, value, expected))
+
+    for key in raw:
+        if key not in _SPEC_KEYS:
+            close = difflib.get_close_matches(str(key), _SPEC_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            bad(str(key), raw[key], f"one of {', '.join(_SPEC_KEYS)}{hint}")
+    base = raw.get("base") or {}
+    if not isinstance(base, dict):
+        bad("base", base, "a mapping of hw, workload, mapping")
+        base = {}
+    folder = Path(path).resolve().parent
+    files: dict[str, str | None] = {}
+    for key, value in base.items():
+        if key not in _BASE_KEYS:
+            close = difflib.get_close_matches(str(key), _BASE_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            bad(f"base.{key}", value, f"one of {', '.join(_BASE_KEYS)}{hint}")
+            continue
+        file = folder / str(value)
+        if not file.exists():
+            bad(f"base.{key}", value, f"a file (relative to the spec): {file} is missing")
+        files[key] = str(file)
+    fixed = raw.get("set") or []
+    if not isinstance(fixed, list) or not all(isinstance(s, str) for s in fixed):
+        bad("set", fixed, "a list of KEY=VALUE strings")
+        fixed = []
+    lists: dict[str, dict[str, list[Any]]] = {}
+    for section in ("grid", "zip"):
+        value = raw.get(section) or {}
+        if not isinstance(value, dict):
+            bad(section, value, "a mapping KEY: [values]")
+            value = {}
+        for key, options in value.items():
+            problems.extend(_check_key(where, section, key))
+            if not isinstance(options, list) or not options:
+                bad(f"{section}.{key}", options, "a non-empty list of values")
+        lists[section] = {k: v for k, v in value.items() if isinstance(v, list) and v}
+    lengths = {len(v) for v in lists["zip"].values()}
+    if len(lengths) > 1:
+        bad("zip", {k: len(v) for k, v in lists["zip"].items()}, "lists of one length")
+    both = set(lists["grid"]) & set(lists["zip"])
+    if both:
+        bad("zip", sorted(both), "keys not also in grid")
+    if problems:
+        raise ConfigError(problems)
+    keys = tuple(lists["grid"]) + tuple(lists["zip"])
+    return SweepSpec(
+        where,
+        files.get("hw"),
+        files.get("workload"),
+        files.get("mapping"),
+        keys,
+        tuple(
+            _points(
+                keys,
+                lists["grid"],
+                lists["zip"],
+                tuple(fixed),
+                (files.get("hw"), files.get("workload"), files.get("mapping")),
+            )
+        ),
+    )
+
+
+def _points(
+    keys: tuple[str, ...],
+    grid: Mapping[str, list[Any]],
+    zipped: Mapping[str, list[Any]],
+    fixed: tuple[str, ...],
+    files: tuple[str | None, ...],
+) -> Iterator[SweepPoint]:
+    zip_rows = list(zip(*zipped.values(), strict=True)) if zipped else [()]
+    for grid_values in itertools.product(*grid.values()):
+        for zip_values in zip_rows:
+            values = tuple(zip(keys, (*grid_values, *zip_values), strict=True))
+            overrides = fixed + tuple(f"{k}={_format_value(v)}" for k, v in values)
+            yield SweepPoint(_point_id(files, overrides), values, overrides)
+
+
+def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one point exactly as ``palmsim run`` does and write its folder and ``status.json``.
+
+    A top-level function of plain data, so that process pools and Dask can ship it. Never
+    raises for a point's own failure: an infeasible mapping or a bad value is its status.
+    """
+    from palmsim.api import load_experiment, run_experiment
+
+    out = Path(task["out_dir"])
+    status: dict[str, Any] = {"status": "ok", "reason": "", "summary": {}}
+    try:
+        experiment = load_experiment(
+            task["hw"], task["workload"], task["mapping"], overrides=task["overrides"]
+        )
+        summary = run_experiment(experiment, out, make_plots=task["plots"])
+        status["summary"] = {k: summary.get(k) for k in RESULT_COLUMNS}
+    except MappingError as error:
+        status.update(status="infeasible", reason=str(error))
+    except PalmsimError as error:
+        status.update(status="error", reason=f"{type(error).__name__}: {error}")
+    except Exception as error:  # a bug in palmsim: keep the sweep going, say what happened
+        status.update(status="error", reason=f"internal error {type(error).__name__}: {error}")
+    write_json(out / "status.json", status)
+    return status
+
+
+@dataclass
+class _Progress:
+    total: int
+    skipped: int
+    report: Callable[[str], None] | None
+    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "infeasible": 0, "error": 0})
+    started_s: float = field(default_factory=time.monotonic)
+
+    def update(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        if self.report is None:
+            return
+        done = sum(self.counts.values())
+        left = self.total - self.skipped - done
+        elapsed_s = time.monotonic() - self.started_s
+        eta_s = elapsed_s / done * left if done else 0.0
+        self.report(
+            f"[{done + self.skipped}/{self.total}] ok {self.counts['ok']}, infeasible "
+            f"{self.counts['infeasible']}, error {self.counts['error']}"
+            + (f", {self.skipped} already done" if self.skipped else "")
+            + f", ETA {int(eta_s) // 60}:{int(eta_s) % 60:02d}"
+        )
+
+
+def _results_rows(spec: SweepSpec, out: Path) -> list[list[Any]]:
+    rows = []
+    for point in spec.points:
+        folder = out / "points" / point.point_id
+        status = read_json(folder / "status.json") if (folder / "status.json").exists() else None
+        state = status["status"] if status else "pending"
+        summary = status.get("summary", {}) if status else {}
+        rows.append(
+            [point.point_id, state, (status or {}).get("reason", "")]
+            + [_format_value(v) for _, v in point.values]
+            + [summary.get(k, "") if summary.get(k) is not None else "" for k in RESULT_COLUMNS]
+            + [str(Path("points") / point.point_id)]
+        )
+    return rows
+
+
+def sweep(
+    spec_path: str | Path,
+    out_dir: str | Path,
+    *,
+    jobs: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    plots: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Run every unfinished point of a sweep spec and write ``OUT/results.csv``; return it.
+
+    Args:
+        spec_path: the sweep spec.
+        out_dir: where the point folders and ``results.csv`` go.
+        jobs: worker processes for ``executor="local"`` (default: the number of cores).
+        executor: ``local`` (a process pool) or ``dask`` (an existing Dask cluster).
+        scheduler: the Dask scheduler address, e.g. ``tcp://host:8786`` (``dask`` only).
+        plots: also draw each point's figures.
+        progress: called with a one-line progress report after each point.
+
+    Raises:
+        ConfigError: a bad spec, an unknown executor, or ``dask`` without a scheduler or
+            without the ``palmsim[dask]`` extra installed.
+    """
+    spec = load_sweep(spec_path)
+    out = Path(out_dir)
+    header = ("point", "status", "reason", *spec.keys, *RESULT_COLUMNS, "run_dir")
+    tasks = [
+        {
+            "hw": spec.hw,
+            "workload": spec.workload,
+            "mapping": spec.mapping,
+            "overrides": list(point.overrides),
+            "out_dir": str(out / "points" / point.point_id),
+            "plots": plots,
+        }
+        for point in spec.points
+        if not (out / "points" / point.point_id / "status.json").exists()
+    ]
+    tracker = _Progress(len(spec.points), len(spec.points) - len(tasks), progress)
+
+    def finished(status: Mapping[str, Any]) -> None:
+        tracker.update(str(status["status"]))
+        write_csv(out / "results.csv", header, _results_rows(spec, out))
+
+    if executor == "local":
+        workers = jobs or os.cpu_count() or 1
+        if tasks:
+            with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+                for future in as_completed([pool.submit(run_point, t) for t in tasks]):
+                    finished(future.result())
+    elif executor == "dask":
+        _run_on_dask(tasks, scheduler, finished)
+    else:
+        raise ConfigError.single("--executor", "executor", executor, "local or dask")
+    return write_csv(out / "results.csv", header, _results_rows(spec, out))
+
+
+def _run_on_dask(
+    tasks: list[dict[str, Any]],
+    scheduler: str | None,
+    finished: Callable[[Mapping[str, Any]], None],
+) -> None:
+    if not scheduler:
+        raise ConfigError.single(
+            "--scheduler", "scheduler", scheduler, "a Dask scheduler address, e.g. tcp://host:8786"
+        )
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_completed
+    except ImportError:
+        raise ConfigError.single(
+            "--executor", "executor", "dask", "the palmsim[dask] extra: pip install 'palmsim[dask]'"
+        ) from None
+    with Client(scheduler) as client:
+        futures = client.map(run_point, tasks, pure=False)
+        for future in dask_completed(futures):
+            finished(future.result())

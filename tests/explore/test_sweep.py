@@ -1,0 +1,146 @@
+"""``palmsim sweep``: spec expansion, one row per point, resume after kill -9, Dask."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from palmsim.api import load_experiment, simulate
+from palmsim.cli import main
+from palmsim.errors import ConfigError
+from palmsim.explore.sweep import load_sweep, sweep
+
+REPO = Path(__file__).resolve().parents[2]
+# T-18B cut to 4 layers and 16 samples: a point simulates in well under a second.
+SMALL_SET = [
+    "model.num_hidden_layers=4",
+    "training.global_batch_size=16",
+    "mapping.tp=4",
+    "mapping.micro_batch_size=4",
+    "mapping.recompute=none",
+]
+
+
+def _spec(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        f"base: {{hw: {REPO}/hw_configs/tx8-wafer.yaml, workload: {REPO}/workloads/t-18b.yaml}}\n"
+        f"set: {SMALL_SET!r}\n" + body
+    )
+    return path
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_grid_crosses_zip_in_file_order(tmp_path: Path) -> None:
+    spec = load_sweep(
+        _spec(tmp_path, "grid: {mapping.pp: [1, 2]}\nzip: {mapping.dp: [1, 2], run.seed: [0, 1]}\n")
+    )
+    assert spec.keys == ("mapping.pp", "mapping.dp", "run.seed")
+    assert [dict(p.values) for p in spec.points] == [
+        {"mapping.pp": 1, "mapping.dp": 1, "run.seed": 0},
+        {"mapping.pp": 1, "mapping.dp": 2, "run.seed": 1},
+        {"mapping.pp": 2, "mapping.dp": 1, "run.seed": 0},
+        {"mapping.pp": 2, "mapping.dp": 2, "run.seed": 1},
+    ]
+    assert spec.points[0].overrides[-3:] == ("mapping.pp=1", "mapping.dp=1", "run.seed=0")
+    assert len({p.point_id for p in spec.points}) == 4
+    assert load_sweep(tmp_path / "spec.yaml").points == spec.points  # stable ids
+
+
+def test_bad_spec_lists_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "base: {hw: nope.yaml}\ngird: {mapping.pp: [1]}\n"
+        "zip: {mapping.pp: [1, 2], mapping.tp: [1]}\ngrid: {mapping.pp: []}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    keys = {p.key for p in info.value.problems}
+    assert {"gird", "base.hw", "zip", "grid.mapping.pp"} <= keys
+    assert "did you mean 'grid'" in str(info.value)
+
+
+def test_every_point_is_a_row_with_the_run_it_would_be_alone(tmp_path: Path) -> None:
+    """tp=5 does not divide 48 heads: that point is infeasible, the others ok; an ok row's
+    iteration time is the one `palmsim run` gives with the same overrides."""
+    path = _spec(tmp_path, "grid: {mapping.pp: [1, 2], mapping.tp: [4, 5]}\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--jobs", "2", "-q"]) == 0
+    rows = _rows(out)
+    assert [(r["mapping.pp"], r["mapping.tp"], r["status"]) for r in rows] == [
+        ("1", "4", "ok"),
+        ("1", "5", "infeasible"),
+        ("2", "4", "ok"),
+        ("2", "5", "infeasible"),
+    ]
+    assert "does not divide" in rows[1]["reason"]
+    alone = simulate(
+        load_experiment(
+            str(REPO / "hw_configs/tx8-wafer.yaml"),
+            str(REPO / "workloads/t-18b.yaml"),
+            overrides=[*SMALL_SET, "mapping.pp=2", "mapping.tp=4"],
+        )
+    )
+    assert float(rows[2]["iteration_time_s"]) == alone.trace.end_time_s
+    assert (out / rows[2]["run_dir"] / "summary.json").exists()
+
+
+def test_rerun_skips_finished_points(tmp_path: Path) -> None:
+    path = _spec(tmp_path, "grid: {mapping.pp: [1, 2, 4]}\n")
+    out = tmp_path / "out"
+    sweep(path, out, jobs=1)
+    first = _rows(out)
+    (out / first[1]["run_dir"] / "status.json").unlink()
+    lines: list[str] = []
+    sweep(path, out, jobs=1, progress=lines.append)
+    assert len(lines) == 1 and "2 already done" in lines[0]  # only the unfinished point ran
+    assert _rows(out) == first
+
+
+def test_sweep_killed_midway_and_rerun_has_one_ok_row_per_point(tmp_path: Path) -> None:
+    path = _spec(tmp_path, "grid: {mapping.pp: [1, 2, 4], run.seed: [0, 1, 2, 3]}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "palmsim.cli", "sweep", str(path), "--out", str(out)]
+    child = subprocess.Popen([*command, "--jobs", "1", "-q"], start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("points/*/status.json"))) < 3:
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)  # the sweep and its worker, mid-point
+    child.wait()
+    done_before = len(list(out.glob("points/*/status.json")))
+    assert 3 <= done_before < 12
+    subprocess.run([*command, "-q"], check=True)
+    rows = _rows(out)
+    assert len(rows) == 12
+    assert [r["status"] for r in rows] == ["ok"] * 12
+    assert len({r["point"] for r in rows}) == 12
+
+
+def test_dask_executor_on_a_local_cluster(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    path = _spec(tmp_path, "grid: {mapping.pp: [1, 2]}\n")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        sweep(path, tmp_path / "dask", executor="dask", scheduler=cluster.scheduler_address)
+    sweep(path, tmp_path / "local", jobs=1)
+    dask_rows, local_rows = _rows(tmp_path / "dask"), _rows(tmp_path / "local")
+    assert [r["status"] for r in dask_rows] == ["ok", "ok"]
+    assert dask_rows == local_rows  # the same points, the same figures
+
+
+def test_dask_without_a_scheduler_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    path = _spec(tmp_path, "grid: {mapping.pp: [1]}\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--executor", "dask"]) == 2
+    assert "scheduler" in capsys.readouterr().err
