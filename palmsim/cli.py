@@ -156,6 +156,106 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+_SEARCH_COLUMNS = (
+    "pp",
+    "tp",
+    "dp",
+    "micro_batch_size",
+    "schedule",
+    "recompute",
+    "placement",
+    "status",
+    "lower_bound_s",
+    "memory_per_tile_bytes",
+    "iteration_time_s",
+    "throughput_samples_per_s",
+    "mfu",
+    "reason",
+)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _str_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(","))
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from palmsim.api import load_experiment
+    from palmsim.explore.search import SearchSpace, pareto_front, search
+    from palmsim.report import plots
+    from palmsim.report.export import write_csv
+
+    experiment = load_experiment(args.hw, args.workload, overrides=args.overrides)
+    space = SearchSpace(
+        pp=args.pp,
+        tp=args.tp,
+        dp=args.dp,
+        micro_batch_size=args.micro_batch_size,
+        schedule=args.schedule,
+        recompute=args.recompute,
+        placement=args.placement,
+    )
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"palmsim search: {line}", file=sys.stderr)
+
+    result = search(
+        experiment,
+        objective=args.objective,
+        top=args.top,
+        space=space,
+        jobs=args.jobs,
+        progress=progress,
+    )
+    rows = []
+    for c in result.candidates:
+        m = c.mapping
+        figures = [
+            c.summary.get(k, "") for k in ("iteration_time_s", "throughput_samples_per_s", "mfu")
+        ]
+        rows.append(
+            [m.pp, m.tp, m.dp, m.micro_batch_size, m.schedule, m.recompute, m.placement, c.status]
+            + ["" if v != v else v for v in (c.lower_bound_s, c.memory_per_tile_bytes)]
+            + figures
+            + [c.reason]
+        )
+    out = Path(args.out)
+    write_csv(out / "results.csv", _SEARCH_COLUMNS, rows)
+    simulated = [c for c in result.candidates if c.status == "simulated"]
+    points = [(c.memory_per_tile_bytes, c.summary["iteration_time_s"]) for c in simulated]
+    labels = [
+        f"pp{c.mapping.pp} tp{c.mapping.tp} dp{c.mapping.dp} mbs{c.mapping.micro_batch_size} "
+        f"{c.mapping.schedule} {c.mapping.recompute}"
+        for c in simulated
+    ]
+    if points:
+        plots.pareto(points, pareto_front(points), out / "pareto.png", labels=labels)
+    print(
+        f"{len(result.candidates)} mappings enumerated: {result.count('infeasible')} infeasible, "
+        f"{result.count('pruned')} pruned by the lower bound, {result.count('simulated')} "
+        f"simulated (objective: {result.objective})"
+    )
+    header = f"{'rank':>4}  {'mapping':<52} {'iteration':>11} {'samples/s':>10} {'MFU':>6}"
+    print(f"{header} {'mem/tile':>9}")
+    for rank, c in enumerate(result.best, 1):
+        m, summ = c.mapping, c.summary
+        name = (
+            f"pp={m.pp} tp={m.tp} dp={m.dp} mbs={m.micro_batch_size} {m.schedule} "
+            f"recompute={m.recompute} {m.placement}"
+        )
+        print(
+            f"{rank:>4}  {name:<52} {summ['iteration_time_s']:>10.4g}s "
+            f"{summ['throughput_samples_per_s']:>10.4g} {100 * summ['mfu']:>5.1f}% "
+            f"{c.memory_per_tile_bytes / 2**30:>6.2f}GiB"
+        )
+    print(f"wrote {out / 'results.csv'}" + (f" and {out / 'pareto.png'}" if points else ""))
+    return 0
+
+
 #: Exit code of ``palmsim validate`` when a figure misses by more than ``--max-error``.
 EXIT_VALIDATION_FAILED = 5
 
@@ -244,6 +344,36 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--plots", action="store_true", help="draw each point's figures too")
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     sw.set_defaults(func=_cmd_sweep)
+
+    se = sub.add_parser(
+        "search", help="find the best mappings of a workload onto a chip (branch and bound)"
+    )
+    se.add_argument("--hw", help="hardware YAML (default: hw_configs/tx8-wafer.yaml)")
+    se.add_argument("--workload", help="workload YAML (default: workloads/t-18b.yaml)")
+    se.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key",
+    )
+    se.add_argument("--objective", default="throughput", choices=("throughput", "mfu", "memory"))
+    se.add_argument("--top", type=int, default=5, help="how many best mappings to report")
+    se.add_argument("--out", default="results/search", help="folder for results.csv, pareto.png")
+    se.add_argument("--jobs", type=int, help="simulations in parallel (default: all cores)")
+    for flag, dest, kind in (
+        ("--pp", "pp", _int_list),
+        ("--tp", "tp", _int_list),
+        ("--dp", "dp", _int_list),
+        ("--micro-batch", "micro_batch_size", _int_list),
+        ("--schedule", "schedule", _str_list),
+        ("--recompute", "recompute", _str_list),
+        ("--placement", "placement", _str_list),
+    ):
+        se.add_argument(flag, dest=dest, type=kind, help="restrict to these values (a,b,...)")
+    se.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    se.set_defaults(func=_cmd_search)
 
     validate = sub.add_parser(
         "validate", help="compare predictions with published measurements of real runs"

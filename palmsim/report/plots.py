@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from palmsim.engine.records import IntervalRecord, RunTrace
 from palmsim.mapping.plan import MappingPlan
 
-__all__ = ["CATEGORY_COLORS", "gantt", "gantt_boxes"]
+__all__ = ["CATEGORY_COLORS", "gantt", "gantt_boxes", "pareto"]
 
 #: Fill colour of each interval category (colour-blind-safe Okabe-Ito hues), in legend order.
 CATEGORY_COLORS: dict[str, str] = {
@@ -192,5 +192,54 @@ def gantt(
         )
     ax.set_title(title, loc="left", fontsize=10)
 
+    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
+    return path
+
+
+def pareto(
+    points: Sequence[tuple[float, float]],
+    front: Sequence[int],
+    path: str | Path,
+    *,
+    labels: Sequence[str] = (),
+    title: str = "Mappings: iteration time against memory per tile",
+    dpi: int = 120,
+) -> Path:
+    """Scatter of candidates, ``(memory per tile [B], iteration time [s])``, front marked.
+
+    Args:
+        points: one ``(memory_per_tile_bytes, iteration_time_s)`` per candidate.
+        front: indices of the Pareto-optimal points (joined by a step line and labelled).
+        path: where to write the PNG.
+        labels: a short label per point; the front's are written beside them.
+    """
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    gib = 2.0**30
+    xs = [m / gib for m, _ in points]
+    ys = [t for _, t in points]
+    unit, scale = _time_unit(max(ys) if ys else 1.0)
+    ax.scatter(xs, [y * scale for y in ys], s=14, color="#999999", label="simulated mapping")
+    fx = [xs[i] for i in front]
+    fy = [ys[i] * scale for i in front]
+    ax.step(fx, fy, where="post", color="#D55E00", linewidth=1.2)
+    ax.scatter(fx, fy, s=30, color="#D55E00", label="Pareto front", zorder=3)
+    for i in front:
+        if i < len(labels):
+            ax.annotate(
+                labels[i],
+                (xs[i], ys[i] * scale),
+                fontsize=6,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("peak memory per tile [GiB]")
+    ax.set_ylabel(f"iteration time [{unit}]")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
     fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
     return path

@@ -1,0 +1,95 @@
+"""An analytical lower bound on a plan's iteration time, from the plan alone (no engine).
+
+Every term below is a time the simulated iteration cannot beat, so their maximum is a true
+lower bound (tests check it against simulation on many random cases):
+
+- **A compute step** on tile ``t`` lasts at least ``max(compute_time_s, r / B_r, w / B_w,
+  (r + w) / B_port)``: the engine holds the tile for ``compute_time_s`` while the step's ``r``
+  DRAM bytes read and ``w`` bytes written flow over routes whose narrowest channels are
+  ``B_r`` and ``B_w``, both through the tile's DRAM port of bandwidth ``B_port`` (reads and
+  writes share it). Collectives and transfers are counted as 0, which only loosens the bound.
+- **A pipeline** (one model chunk per stage): stage ``s`` starts micro-batch 0 only after every
+  earlier stage has run its forward, ``Σ_{j<s} F_j``; it then runs ``m`` forwards, recomputes
+  and backwards, ``m·(F_s + R_s + B_s)``, one after another on its tiles; after its last
+  backward either every earlier stage still recomputes and back-propagates that micro-batch,
+  ``Σ_{j<s} (R_j + B_j)``, or the stage runs its optimizer step ``O_s``::
+
+      T >= Σ_{j<s} F_j + m·(F_s + R_s + B_s) + max(Σ_{j<s} (R_j + B_j), O_s)
+
+- **A DRAM port** moves all the DRAM bytes of the tiles it serves: ``T >= Σ bytes / B_port``.
+
+With interleaving (several chunks per stage) only the port bound and each stage's total work
+``Σ_chunks m·(F + R + B) + O`` are used.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.plan import ComputeStep, MappingPlan, Step
+
+__all__ = ["iteration_lower_bound_s"]
+
+
+def _narrowest_bandwidth(chip: Chip, channels: Sequence[int]) -> float:
+    return min(chip.channels[c].bandwidth_bytes_per_s for c in channels)
+
+
+def _steps_lower_bound_s(chip: Chip, tile: int, port: int, steps: Sequence[Step]) -> float:
+    read_route = chip.dram_route(tile, port, write=False).channels
+    write_route = chip.dram_route(tile, port, write=True).channels
+    read_bw = _narrowest_bandwidth(chip, read_route)
+    write_bw = _narrowest_bandwidth(chip, write_route)
+    port_bw = chip.channels[chip.dram_ports[port].channel].bandwidth_bytes_per_s
+    total = 0.0
+    for step in steps:
+        if not isinstance(step, ComputeStep):
+            continue
+        r, w = step.dram_read_bytes, step.dram_write_bytes
+        total += max(step.compute_time_s, r / read_bw, w / write_bw, (r + w) / port_bw)
+    return total
+
+
+def _dram_bytes(steps: Sequence[Step]) -> float:
+    return sum(s.dram_read_bytes + s.dram_write_bytes for s in steps if isinstance(s, ComputeStep))
+
+
+def iteration_lower_bound_s(plan: MappingPlan, chip: Chip) -> float:
+    """A time the simulated iteration of ``plan`` on ``chip`` cannot beat [s]."""
+    p, m = plan.num_stages, plan.num_microbatches
+    port_of = dict(plan.dram_port_of_tile)
+    chunks = plan.num_virtual_stages // p
+    forward: list[float] = [0.0] * p
+    redo_back: list[float] = [0.0] * p
+    optimizer: list[float] = [0.0] * p
+    for c, program in enumerate(plan.programs):
+        s = c % p
+        tile = plan.stage_tiles[0][s][0]
+        port = port_of[tile]
+        forward[s] += _steps_lower_bound_s(chip, tile, port, program.forward)
+        redo_back[s] += _steps_lower_bound_s(chip, tile, port, program.recompute + program.backward)
+        optimizer[s] = _steps_lower_bound_s(chip, tile, port, (program.optimizer,))
+    bound = 0.0
+    for s in range(p):
+        work = m * (forward[s] + redo_back[s])
+        if chunks == 1:
+            head = sum(forward[:s])
+            tail = max(sum(redo_back[:s]), optimizer[s])
+        else:
+            head, tail = 0.0, optimizer[s]
+        bound = max(bound, head + work + tail)
+    # every DRAM port moves the DRAM bytes of all its tiles
+    port_bytes: dict[int, float] = defaultdict(float)
+    for c, program in enumerate(plan.programs):
+        per_tile = m * _dram_bytes(program.forward + program.recompute + program.backward)
+        if c < p:  # the optimizer step once per physical stage
+            per_tile += _dram_bytes((program.optimizer,))
+        for replica in plan.stage_tiles:
+            for tile in replica[c % p]:
+                port_bytes[port_of[tile]] += per_tile
+    for port, nbytes in port_bytes.items():
+        port_bw = chip.channels[chip.dram_ports[port].channel].bandwidth_bytes_per_s
+        bound = max(bound, nbytes / port_bw)
+    return bound
