@@ -28,6 +28,7 @@ from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem
 from palmsim.hardware.chip import Chip
+from palmsim.mapping.inference import map_inference
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
@@ -147,7 +148,10 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
         SimulationError: simulated work did not finish.
     """
     chip = Chip.from_spec(experiment.hardware)
-    plan = map_workload(experiment, chip)
+    if experiment.workload.mode == "inference":
+        plan = map_inference(experiment, chip)
+    else:
+        plan = map_workload(experiment, chip)
     log.info(
         "simulating %d tiles, %d stages, %d micro-batches",
         len(plan.used_tiles),

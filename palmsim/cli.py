@@ -38,6 +38,11 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
         "--workload", help="workload YAML or HF config.json (default: workloads/t-18b.yaml)"
     )
     parser.add_argument("--mapping", help="mapping YAML (overrides the workload's mapping:)")
+    parser.add_argument(
+        "--mode",
+        choices=("training", "inference"),
+        help="training, or inference (serving: the workload's inference: section and mapping)",
+    )
     for flag, dest, kind, text in _MAPPING_FLAGS:
         parser.add_argument(flag, dest=dest, type=kind, help=text)
     parser.add_argument(
@@ -59,8 +64,11 @@ def _load(args: argparse.Namespace) -> Any:
         for _, dest, _, _ in _MAPPING_FLAGS
         if getattr(args, dest) is not None
     }
+    overrides = list(args.overrides)
+    if args.mode is not None:  # as the first override, so --set workload.mode=... still wins
+        overrides.insert(0, f"workload.mode={args.mode}")
     return load_experiment(
-        args.hw, args.workload, args.mapping, overrides=args.overrides, mapping_flags=flags
+        args.hw, args.workload, args.mapping, overrides=overrides, mapping_flags=flags
     )
 
 
