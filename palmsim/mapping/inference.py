@@ -272,6 +272,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             requests_per_microbatch=mbs,
             decode_send_bytes=mbs * model.hidden_size * elem / tp,
             token_send_bytes=float(mbs * TOKEN_ID_BYTES),
+            compute_flop_per_s=peak * hw.tile.compute_efficiency,
         ),
     )
 

@@ -132,6 +132,7 @@ class InferencePlan:
     requests_per_microbatch: int
     decode_send_bytes: float  # per tile, one token per request, to the next stage
     token_send_bytes: float  # sampled token ids, from the last stage back to the first
+    compute_flop_per_s: float  # achievable FLOP/s per tile: peak at the dtype x efficiency
 
 
 @dataclass(frozen=True, slots=True)

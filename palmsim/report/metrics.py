@@ -48,11 +48,15 @@ __all__ = [
 DRAM_KIND = "dram"
 
 #: Interval categories in which a tile computes (``comm`` is waiting in a TP collective).
-COMPUTE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute", "optimizer"})
+COMPUTE_CATEGORIES: frozenset[str] = frozenset(
+    {"forward", "backward", "recompute", "optimizer", "prefill", "decode"}
+)
 
 #: Interval categories that make up a stage's pipeline work: its passes and the
 #: tensor-parallel collectives inside them (the optimizer step is outside the pipeline).
-PIPELINE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute", "comm"})
+PIPELINE_CATEGORIES: frozenset[str] = frozenset(
+    {"forward", "backward", "recompute", "comm", "prefill", "decode"}
+)
 
 Interval = tuple[float, float]
 
@@ -378,7 +382,7 @@ def summarize(
     else:
         memory_tile, memory_parts = memory
 
-    return {
+    summary = {
         "iteration_time_s": iteration_time_s,
         "throughput_samples_per_s": per_iteration(plan.samples_per_iteration),
         "throughput_tokens_per_s": per_iteration(plan.tokens_per_iteration),
@@ -413,6 +417,75 @@ def summarize(
         "mapping": dataclasses.asdict(plan.mapping),
         "hardware": str(hardware_name),
         "workload": str(workload_name),
+    }
+    if plan.inference is not None:
+        for key in ("model_flop_per_iteration", "model_flop_per_s", "mfu", "throughput_samples_per_s"):
+            del summary[key]  # training notions; a serving run has no model-FLOP convention
+        summary.update(inference_metrics(trace, plan))
+    return summary
+
+
+def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
+    """The serving metrics of an inference run (definitions in ``docs/metrics.md``).
+
+    Every request arrives at t = 0. A micro-batch's first token exists when its prefill ends
+    on the last stage (the latest ``prefill`` interval of that micro-batch), its last token
+    when its last decode pass ends there.
+    """
+    inf = plan.inference
+    assert inf is not None
+    spec = inf.spec
+    first: dict[int, float] = defaultdict(float)
+    last: dict[int, float] = defaultdict(float)
+    decode_total_s = decode_memory_s = 0.0
+    for r in trace.intervals:
+        if r.category == "prefill":
+            first[r.microbatch] = max(first[r.microbatch], r.end_s)
+        elif r.category == "decode":
+            last[r.microbatch] = max(last[r.microbatch], r.end_s)
+            duration = r.end_s - r.start_s
+            decode_total_s += duration
+            # Memory-bound: the step took longer than its FLOP at achievable FLOP/s, i.e. SRAM
+            # or DRAM traffic set its time (relative slack 1e-9 for rounding).
+            if duration > r.flop / inf.compute_flop_per_s * (1 + 1e-9):
+                decode_memory_s += duration
+    mbs = sorted(first)
+    ttft_s = sum(first[m] for m in mbs) / len(mbs) if mbs else 0.0
+    steps = spec.output_len - 1
+    tpot_s = (
+        sum((last[m] - first[m]) / steps for m in mbs) / len(mbs) if steps > 0 and mbs else 0.0
+    )
+    end_s = float(trace.end_time_s)
+    kv_peak: dict[int, float] = defaultdict(float)
+    for rec in trace.memory:
+        kv_peak[rec.tile] = max(kv_peak[rec.tile], rec.activation_bytes)
+    placement = {
+        f"stage{st.stage}": {
+            "weights_sram_bytes": st.weight_sram_bytes,
+            "weights_dram_bytes": st.weight_dram_bytes,
+            "kv_sram_bytes": st.kv_sram_bytes,
+            "kv_dram_bytes": st.kv_dram_bytes,
+            "kv_bytes_per_token": st.kv_bytes_per_token,
+            "spill_token": st.spill_token,
+        }
+        for st in inf.stages
+    }
+    return {
+        "mode": "inference",
+        "prompt_len": spec.prompt_len,
+        "output_len": spec.output_len,
+        "batch": spec.batch,
+        "ttft_s": float(ttft_s),
+        "tpot_s": float(tpot_s),
+        "throughput_tokens_per_s": spec.batch * spec.output_len / end_s if end_s > 0 else 0.0,
+        "kv_cache_bytes_peak": {
+            "per_tile_max": float(max(kv_peak.values(), default=0.0)),
+            "total": float(sum(kv_peak.values())),
+        },
+        "kv_cache_placement": placement,
+        "decode_memory_bound_fraction": (
+            decode_memory_s / decode_total_s if decode_total_s > 0 else 0.0
+        ),
     }
 
 
@@ -483,6 +556,23 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         "throughput_tokens_per_s",
         lambda v: _human_rate(v, "tokens/s", is_count=True),
     )
+    add("time to first token", "ttft_s", _human_time)
+    add("time per output token", "tpot_s", _human_time)
+    add("decode memory-bound", "decode_memory_bound_fraction", _percent)
+    if "kv_cache_bytes_peak" in summary:
+        kv = summary["kv_cache_bytes_peak"]
+        rows.append(
+            ("KV cache peak", f"{_bytes(kv['per_tile_max'])} per tile, {_bytes(kv['total'])} total")
+        )
+    for stage, p in summary.get("kv_cache_placement", {}).items():
+        rows.append(
+            (
+                f"  {stage} placement",
+                f"weights {_bytes(p['weights_sram_bytes'])} SRAM + "
+                f"{_bytes(p['weights_dram_bytes'])} DRAM; KV {_bytes(p['kv_sram_bytes'])} SRAM + "
+                f"{_bytes(p['kv_dram_bytes'])} DRAM, in SRAM up to token {p['spill_token']}",
+            )
+        )
     add("model FLOP/s (achieved)", "model_flop_per_s", lambda v: _human_rate(v, "FLOP/s"))
     add("peak FLOP/s per tile", "peak_flop_per_s_per_tile", lambda v: _human_rate(v, "FLOP/s"))
     add("MFU", "mfu", _percent)
