@@ -29,7 +29,6 @@ arithmetic runs at the peak of the activation ``dtype``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
@@ -172,7 +171,9 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         def comm(kind: str, nbytes: float, label: str) -> list[Step]:
             return [CollectiveStep(label, kind, nbytes)] if tp > 1 and nbytes > 0 else []
 
-        def kv_step(label: str, ctx_from: int, ctx_to: int, new_tokens: int) -> ComputeStep:
+        def kv_step(
+            label: str, ctx_from: int, ctx_to: int, new_tokens: int, spill_token: int = spill_token
+        ) -> ComputeStep:
             """Attention over cached tokens [ctx_from, ctx_to) and the write of new tokens
             [ctx_to, ctx_to + new_tokens), for one layer of one micro-batch."""
             per_tok = kv_cache_bytes(1, kv_t, head_dim, 1, mbs, kv_elem)
@@ -199,7 +200,11 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             ctx: int,
             new_tokens: int,
             tag: str,
+            s: int = s,
+            layer_range: tuple[int, int] = (first, last),
+            where: _Placement = where,
         ) -> tuple[Step, ...]:
+            first, last = layer_range
             steps: list[Step] = []
             if s > 0:
                 steps += comm("allgather", mbs * new_tokens * model.hidden_size * elem, "recv")

@@ -419,8 +419,10 @@ def summarize(
         "workload": str(workload_name),
     }
     if plan.inference is not None:
-        for key in ("model_flop_per_iteration", "model_flop_per_s", "mfu", "throughput_samples_per_s"):
-            del summary[key]  # training notions; a serving run has no model-FLOP convention
+        # Training notions; a serving run has no model-FLOP convention and no samples.
+        for key in ("model_flop_per_iteration", "model_flop_per_s", "mfu"):
+            del summary[key]
+        del summary["throughput_samples_per_s"]
         summary.update(inference_metrics(trace, plan))
     return summary
 
