@@ -34,13 +34,14 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
-from palmsim.report.metrics import summarize
+from palmsim.report.metrics import op_table_rows, summarize
 
 __all__ = [
     "DEFAULT_HARDWARE",
     "DEFAULT_WORKLOAD",
     "SimulationResult",
     "load_experiment",
+    "op_table_of",
     "resolved_config",
     "simulate",
     "summarize_result",
@@ -172,6 +173,20 @@ def summarize_result(result: SimulationResult) -> dict[str, Any]:
         workload_name=exp.workload.model.name,
         hardware_name=exp.hardware.name,
         version=__version__,
+    )
+
+
+def op_table_of(result: SimulationResult) -> list[dict[str, Any]]:
+    """The per-op compute-versus-memory table of a run (``op_table.csv``)."""
+    hw = result.experiment.hardware
+    workload = result.experiment.workload
+    dtype = workload.inference.dtype if workload.inference is not None else workload.training.dtype
+    return op_table_rows(
+        result.trace,
+        result.plan,
+        achievable_flop_per_s=hw.tile.peak_for(dtype) * hw.tile.compute_efficiency,
+        sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
+        dram_bandwidth_bytes_per_s=hw.dram.bandwidth_bytes_per_s,
     )
 
 

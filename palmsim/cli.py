@@ -73,8 +73,8 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from palmsim.api import resolved_config, simulate, summarize_result
-    from palmsim.report.export import run_id, write_run
+    from palmsim.api import op_table_of, resolved_config, simulate, summarize_result
+    from palmsim.report.export import run_id, write_op_table, write_run
     from palmsim.report.metrics import format_summary_table
 
     experiment = _load(args)
@@ -91,6 +91,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         plan=result.plan,
         make_plots=not args.no_plots,
     )
+    if args.op_table:
+        write_op_table(out, op_table_of(result))
     if not args.quiet:
         print(format_summary_table(summary))
         print(f"wrote {out}/")
@@ -139,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="parent of the default run folder")
     run.add_argument("--no-plots", action="store_true", help="skip gantt.png")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary table")
+    run.add_argument(
+        "--op-table",
+        action="store_true",
+        help="also write op_table.csv: FLOP, bytes, intensity, ridge point and bound per op",
+    )
     run.set_defaults(func=_cmd_run)
 
     describe = sub.add_parser("describe", help="print the resolved configuration with help")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from palmsim.engine.records import FlowRecord, IntervalRecord, RunTrace
-from palmsim.mapping.plan import MappingPlan
+from palmsim.mapping.plan import ComputeStep, MappingPlan
 
 __all__ = [
     "COMPUTE_CATEGORIES",
@@ -34,9 +35,11 @@ __all__ = [
     "compute_busy_s",
     "exposed_communication_s",
     "format_summary_table",
+    "inference_metrics",
     "intersection_length_s",
     "link_busy_intervals",
     "merge_intervals",
+    "op_table_rows",
     "pipeline_bubble_fraction",
     "summarize",
     "tile_busy_intervals",
@@ -628,3 +631,82 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     add("palmsim", "palmsim_version", str)
     width = max((len(label) for label, _ in rows), default=0)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+_STEP_INDEX = re.compile(r"(?<![A-Za-z0-9])([DL])\d+\.")
+
+
+def op_table_rows(
+    trace: RunTrace,
+    plan: MappingPlan,
+    *,
+    achievable_flop_per_s: float,
+    sram_bandwidth_bytes_per_s: float,
+    dram_bandwidth_bytes_per_s: float,
+) -> list[dict[str, Any]]:
+    """The compute-versus-memory table of a run: one row per (phase, op), summed over layers,
+    decode steps, micro-batches and tiles (``L3.attn`` and ``D7.L3.attn`` count as ``L.attn``
+    and ``D.L.attn``). Ops are the plan's compute steps (blocks of ops between
+    communications) and its TP collectives.
+
+    Columns: ``flop``, ``bytes`` (SRAM + DRAM), ``intensity_flop_per_byte``; ``memory`` is
+    where operands live (``dram`` if any of the op's bytes moved to DRAM, else ``sram``) and
+    ``ridge_flop_per_byte`` = achievable FLOP/s / that memory's bandwidth (one DRAM port or
+    channel); ``bound`` is what set most of the op's simulated time: ``network`` for
+    collectives, ``memory`` for intervals longer than their FLOP at achievable FLOP/s (slack
+    1e-9), else ``compute`` (Williams et al., roofline, CACM 2009).
+    """
+    dram_of: dict[str, bool] = {}
+    for program in plan.programs:
+        for step in (*program.forward, *program.backward, *program.recompute):
+            if isinstance(step, ComputeStep):
+                dram_of[step.label] = step.dram_read_bytes + step.dram_write_bytes > 0
+    if plan.inference is not None:
+        for st in plan.inference.stages:
+            for step in (s for steps in (st.prefill, *st.decode) for s in steps):
+                if isinstance(step, ComputeStep):
+                    dram_of[step.label] = step.dram_read_bytes + step.dram_write_bytes > 0
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in trace.intervals:
+        if r.category not in COMPUTE_CATEGORIES and r.category != "comm":
+            continue
+        key = (r.category, _STEP_INDEX.sub(r"\1.", r.label))
+        g = groups.setdefault(
+            key,
+            {"count": 0, "flop": 0.0, "bytes": 0.0, "time_s": 0.0, "dram": False,
+             "by_bound": defaultdict(float)},
+        )
+        duration = r.end_s - r.start_s
+        g["count"] += 1
+        g["flop"] += r.flop
+        g["bytes"] += r.bytes
+        g["time_s"] += duration
+        g["dram"] = g["dram"] or dram_of.get(r.label, False)
+        if r.category == "comm":
+            bound = "network"
+        elif duration > r.flop / achievable_flop_per_s * (1 + 1e-9):
+            bound = "memory"
+        else:
+            bound = "compute"
+        g["by_bound"][bound] += duration
+    rows = []
+    for (phase, op), g in sorted(groups.items()):
+        bandwidth = dram_bandwidth_bytes_per_s if g["dram"] else sram_bandwidth_bytes_per_s
+        by_bound = g["by_bound"]
+        rows.append(
+            {
+                "phase": phase,
+                "op": op,
+                "count": g["count"],
+                "flop": g["flop"],
+                "bytes": g["bytes"],
+                "intensity_flop_per_byte": g["flop"] / g["bytes"] if g["bytes"] > 0 else math.inf,
+                "memory": "dram" if g["dram"] else "sram",
+                "ridge_flop_per_byte": (
+                    achievable_flop_per_s / bandwidth if bandwidth > 0 else math.inf
+                ),
+                "time_s": g["time_s"],
+                "bound": max(sorted(by_bound), key=lambda b: by_bound[b]),
+            }
+        )
+    return rows

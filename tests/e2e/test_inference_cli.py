@@ -61,3 +61,24 @@ def test_inference_key_typo_is_a_config_error_with_a_suggestion(tmp_path, capsys
     assert code == 2
     err = capsys.readouterr().err
     assert "inference.prompt_length" in err and "prompt_len" in err
+
+
+def test_op_table_gives_ridge_points_and_bounds(tmp_path):
+    """tx8-wafer: 16 TFLOP/s fp16, SRAM 2 TB/s, DRAM 256 GB/s per port. Ridge points are
+    16e12 / 256e9 = 62.5 FLOP/B for ops with DRAM operands, 16e12 / 2e12 = 8 FLOP/B in SRAM.
+    Decode GEMMs over 4 tokens per micro-batch do ~2 * 4 FLOP per 2-byte weight (intensity
+    ~4 FLOP/B), far below 62.5: memory-bound."""
+    out = tmp_path / "run"
+    hw = str(REPO / "hw_configs" / "tx8-wafer.yaml")
+    assert main(["run", "--hw", hw, *SMALL, "--out", str(out), "-q", "--op-table"]) == 0
+    lines = (out / "op_table.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    by_key = {(r["phase"], r["op"]): r for r in rows}
+    mlp = by_key[("decode", "D.L.mlp")]
+    assert mlp["memory"] == "dram"
+    assert float(mlp["ridge_flop_per_byte"]) == 62.5
+    assert float(mlp["intensity_flop_per_byte"]) < 62.5
+    assert mlp["bound"] == "memory"
+    assert by_key[("comm", "decode.D.L.attn.ar")]["bound"] == "network"
+    assert int(by_key[("decode", "D.L.mlp")]["count"]) == 3 * 2 * 32  # steps x mbs x tiles
