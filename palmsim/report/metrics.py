@@ -652,9 +652,9 @@ def op_table_rows(
     Columns: ``flop``, ``bytes`` (SRAM + DRAM), ``intensity_flop_per_byte``; ``memory`` is
     where operands live (``dram`` if any of the op's bytes moved to DRAM, else ``sram``) and
     ``ridge_flop_per_byte`` = achievable FLOP/s / that memory's bandwidth (one DRAM port or
-    channel); ``bound`` is what set most of the op's simulated time: ``network`` for
-    collectives, ``memory`` for intervals longer than their FLOP at achievable FLOP/s (slack
-    1e-9), else ``compute`` (Williams et al., roofline, CACM 2009).
+    channel; both empty for collectives); ``bound`` is what set most of the op's simulated
+    time: ``network`` for collectives, ``memory`` for intervals longer than their FLOP at
+    achievable FLOP/s (slack 1e-9), else ``compute`` (Williams et al., roofline, CACM 2009).
     """
     dram_of: dict[str, bool] = {}
     for program in plan.programs:
@@ -693,6 +693,10 @@ def op_table_rows(
     for (phase, op), g in sorted(groups.items()):
         bandwidth = dram_bandwidth_bytes_per_s if g["dram"] else sram_bandwidth_bytes_per_s
         by_bound = g["by_bound"]
+        memory = "dram" if g["dram"] else "sram"
+        ridge: float | str = achievable_flop_per_s / bandwidth if bandwidth > 0 else math.inf
+        if phase == "comm":  # collectives move bytes over links; no memory, no ridge point
+            memory, ridge = "", ""
         rows.append(
             {
                 "phase": phase,
@@ -701,10 +705,8 @@ def op_table_rows(
                 "flop": g["flop"],
                 "bytes": g["bytes"],
                 "intensity_flop_per_byte": g["flop"] / g["bytes"] if g["bytes"] > 0 else math.inf,
-                "memory": "dram" if g["dram"] else "sram",
-                "ridge_flop_per_byte": (
-                    achievable_flop_per_s / bandwidth if bandwidth > 0 else math.inf
-                ),
+                "memory": memory,
+                "ridge_flop_per_byte": ridge,
                 "time_s": g["time_s"],
                 "bound": max(sorted(by_bound), key=lambda b: by_bound[b]),
             }
