@@ -52,7 +52,7 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override any config key, e.g. --set hw.noc.inter_die_bandwidth="
-        "'512 GB/s' (prefixes: hw, workload, model, training, mapping, run)",
+        "'512 GB/s' (prefixes: hw, workload, model, training, inference, mapping, run)",
     )
 
 

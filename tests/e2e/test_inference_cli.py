@@ -25,7 +25,7 @@ SMALL = [
     "--set",
     "workload.inference.prompt_len=64",
     "--set",
-    "workload.inference.batch=8",
+    "inference.batch=8",  # the inference. shorthand of workload.inference.
     "--no-plots",
 ]
 
