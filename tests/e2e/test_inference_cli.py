@@ -82,3 +82,11 @@ def test_op_table_gives_ridge_points_and_bounds(tmp_path):
     assert mlp["bound"] == "memory"
     assert by_key[("comm", "decode.D.L.attn.ar")]["bound"] == "network"
     assert int(by_key[("decode", "D.L.mlp")]["count"]) == 3 * 2 * 32  # steps x mbs x tiles
+
+
+def test_inference_outputs_are_byte_identical_across_runs(tmp_path):
+    hw = str(REPO / "hw_configs" / "tx8-wafer.yaml")
+    for name in ("a", "b"):
+        assert main(["run", "--hw", hw, *SMALL, "--out", str(tmp_path / name), "-q"]) == 0
+    for file in ("records.csv", "trace.json", "timeline.csv"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
