@@ -28,18 +28,20 @@ from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem
 from palmsim.hardware.chip import Chip
+from palmsim.mapping.inference import map_inference
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
-from palmsim.report.metrics import summarize
+from palmsim.report.metrics import op_table_rows, summarize
 
 __all__ = [
     "DEFAULT_HARDWARE",
     "DEFAULT_WORKLOAD",
     "SimulationResult",
     "load_experiment",
+    "op_table_of",
     "resolved_config",
     "run_experiment",
     "simulate",
@@ -148,7 +150,10 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
         SimulationError: simulated work did not finish.
     """
     chip = Chip.from_spec(experiment.hardware)
-    plan = map_workload(experiment, chip)
+    if experiment.workload.mode == "inference":
+        plan = map_inference(experiment, chip)
+    else:
+        plan = map_workload(experiment, chip)
     log.info(
         "simulating %d tiles, %d stages, %d micro-batches",
         len(plan.used_tiles),
@@ -173,13 +178,18 @@ def summarize_result(result: SimulationResult) -> dict[str, Any]:
 
 
 def run_experiment(
-    experiment: ExperimentSpec, out_dir: str | Path, *, make_plots: bool = True
+    experiment: ExperimentSpec,
+    out_dir: str | Path,
+    *,
+    make_plots: bool = True,
+    op_table: bool = False,
 ) -> dict[str, Any]:
     """Simulate ``experiment``, write its run folder and return its summary.
 
-    What ``palmsim run`` does after loading; sweep points run exactly this.
+    What ``palmsim run`` does after loading; sweep points run exactly this. ``op_table`` also
+    writes ``op_table.csv``.
     """
-    from palmsim.report.export import write_run
+    from palmsim.report.export import write_op_table, write_run
 
     result = simulate(experiment)
     summary = summarize_result(result)
@@ -192,7 +202,23 @@ def run_experiment(
         plan=result.plan,
         make_plots=make_plots,
     )
+    if op_table:
+        write_op_table(out_dir, op_table_of(result))
     return summary
+
+
+def op_table_of(result: SimulationResult) -> list[dict[str, Any]]:
+    """The per-op compute-versus-memory table of a run (``op_table.csv``)."""
+    hw = result.experiment.hardware
+    workload = result.experiment.workload
+    dtype = workload.inference.dtype if workload.inference is not None else workload.training.dtype
+    return op_table_rows(
+        result.trace,
+        result.plan,
+        achievable_flop_per_s=hw.tile.peak_for(dtype) * hw.tile.compute_efficiency,
+        sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
+        dram_bandwidth_bytes_per_s=hw.dram.bandwidth_bytes_per_s,
+    )
 
 
 def resolved_config(experiment: ExperimentSpec) -> dict[str, Any]:

@@ -40,6 +40,11 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
         "--workload", help="workload YAML or HF config.json (default: workloads/t-18b.yaml)"
     )
     parser.add_argument("--mapping", help="mapping YAML (overrides the workload's mapping:)")
+    parser.add_argument(
+        "--mode",
+        choices=("training", "inference"),
+        help="training, or inference (serving: the workload's inference: section and mapping)",
+    )
     for flag, dest, kind, text in _MAPPING_FLAGS:
         parser.add_argument(flag, dest=dest, type=kind, help=text)
     parser.add_argument(
@@ -57,7 +62,7 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override any config key, e.g. --set hw.noc.inter_die_bandwidth="
-        "'512 GB/s' (prefixes: hw, workload, model, training, mapping, run)",
+        "'512 GB/s' (prefixes: hw, workload, model, training, inference, mapping, run)",
     )
 
 
@@ -66,8 +71,11 @@ def _load(args: argparse.Namespace) -> Any:
 
     dests = [dest for _, dest, _, _ in _MAPPING_FLAGS] + ["sequence_parallel"]
     flags = {dest: getattr(args, dest) for dest in dests if getattr(args, dest) is not None}
+    overrides = list(args.overrides)
+    if args.mode is not None:  # as the first override, so --set workload.mode=... still wins
+        overrides.insert(0, f"workload.mode={args.mode}")
     return load_experiment(
-        args.hw, args.workload, args.mapping, overrides=args.overrides, mapping_flags=flags
+        args.hw, args.workload, args.mapping, overrides=overrides, mapping_flags=flags
     )
 
 
@@ -79,7 +87,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     experiment = _load(args)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
-    summary = run_experiment(experiment, out, make_plots=not args.no_plots)
+    summary = run_experiment(
+        experiment, out, make_plots=not args.no_plots, op_table=args.op_table
+    )
     if not args.quiet:
         print(format_summary_table(summary))
         print(f"wrote {out}/")
@@ -329,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="parent of the default run folder")
     run.add_argument("--no-plots", action="store_true", help="skip gantt.png")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary table")
+    run.add_argument(
+        "--op-table",
+        action="store_true",
+        help="also write op_table.csv: FLOP, bytes, intensity, ridge point and bound per op",
+    )
     run.set_defaults(func=_cmd_run)
 
     sw = sub.add_parser(

@@ -41,6 +41,7 @@ from palmsim.config.specs import (
     DramSpec,
     GemmSpec,
     HardwareSpec,
+    InferenceSpec,
     LinkSpec,
     MappingSpec,
     MemoryOpsSpec,
@@ -600,7 +601,21 @@ def _workload_schema(set_hint: bool) -> Schema:
         "model": _model_schema(),
         "training": _training_schema(set_hint),
         "mapping": _mapping_rule(required=False),
-        "mode": _choice_rule(("training",), note=" (inference comes later)"),
+        "mode": _choice_rule(("training", "inference")),
+        "inference": _inference_schema(),
+    }
+
+
+def _inference_schema() -> Schema:
+    dtypes = ("fp32", "fp16", "bf16")
+    return {
+        "prompt_len": _int_rule(),
+        "output_len": _int_rule(),
+        "batch": _int_rule(),
+        "dtype": _choice_rule(dtypes),
+        "weight_dtype": _choice_rule((*dtypes, "int8")),
+        "kv_dtype": _choice_rule((*dtypes, "int8")),
+        "mapping": _mapping_rule(required=False),
     }
 
 
@@ -760,6 +775,7 @@ def normalise_workload(
             model["intermediate_size"] = 4 * hidden
         _fill(model, {k: v for k, v in _defaults(ModelSpec).items() if k != "name"})
     _fill(out.get("training"), _defaults(TrainingSpec))
+    _fill(out.get("inference"), _defaults(InferenceSpec))
     out.setdefault("mode", _defaults(WorkloadSpec)["mode"])
     return out, problems
 
@@ -979,7 +995,11 @@ def build_workload(values: Mapping[str, Any]) -> WorkloadSpec:
         **{f.name: model_v[f.name] for f in fields(ModelSpec) if f.name != "name"},
     )
     training = TrainingSpec(**{f.name: values["training"][f.name] for f in fields(TrainingSpec)})
-    return WorkloadSpec(model=model, training=training, mode=values["mode"])
+    inference = None
+    if "inference" in values:
+        inf = values["inference"]
+        inference = InferenceSpec(**{f.name: inf[f.name] for f in fields(InferenceSpec)})
+    return WorkloadSpec(model=model, training=training, mode=values["mode"], inference=inference)
 
 
 def check_workload(
@@ -1098,13 +1118,25 @@ def load_workload(
     if model_failed:
         del schema["model"]
         raw.pop("model", None)
+    if "inference" not in raw:  # optional section; required below when mode is 'inference'
+        del schema["inference"]
     where_of = {"model": model_where} if model_where else None
     problems += check_keys(raw, schema, where, where_of=where_of)
     values, parse_problems = parse_values(raw, schema, where, where_of=where_of)
     problems += parse_problems
     problems += check_workload(values, where, model_where)
+    if values.get("mode") == "inference" and "inference" not in raw:
+        problems.append(
+            ConfigProblem(
+                where, "inference", MISSING, _section_expected(_inference_schema()) + " for mode "
+                "'inference'"
+            )
+        )
     if problems:
         raise ConfigError(problems)
+    if values["mode"] == "inference" and values["inference"].get("mapping"):
+        # The inference mapping section replaces the training one (serving uses other splits).
+        return build_workload(values), values["inference"]["mapping"]
     return build_workload(values), values.get("mapping", {})
 
 
@@ -1286,7 +1318,11 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
     if isinstance(spec, WorkloadSpec):
         model = {f.name: getattr(spec.model, f.name) for f in fields(ModelSpec) if f.name != "name"}
         training = {f.name: getattr(spec.training, f.name) for f in fields(TrainingSpec)}
-        return {"name": spec.model.name, "model": model, "training": training, "mode": spec.mode}
+        out = {"name": spec.model.name, "model": model, "training": training, "mode": spec.mode}
+        if spec.inference is not None:
+            inf = spec.inference
+            out["inference"] = {f.name: getattr(inf, f.name) for f in fields(InferenceSpec)}
+        return out
     if isinstance(spec, MappingSpec):
         return {f.name: getattr(spec, f.name) for f in fields(MappingSpec)}
     if isinstance(spec, RunSpec):

@@ -9,6 +9,7 @@ prefix           section it changes              path inside the section
 ``workload.``    the workload file               rest of the key
 ``model.``       the workload file               ``model.`` + rest
 ``training.``    the workload file               ``training.`` + rest
+``inference.``   the workload file               ``inference.`` + rest
 ``mapping.``     the merged mapping sections     rest of the key
 ``run.``         the run settings                rest of the key
 ===============  ==============================  =========================
@@ -48,6 +49,7 @@ _PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "workload": ("workload", ()),
     "model": ("workload", ("model",)),
     "training": ("workload", ("training",)),
+    "inference": ("workload", ("inference",)),
     "mapping": ("mapping", ()),
     "run": ("run", ()),
 }

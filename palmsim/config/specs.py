@@ -18,6 +18,7 @@ __all__ = [
     "ExperimentSpec",
     "GemmSpec",
     "HardwareSpec",
+    "InferenceSpec",
     "LinkSpec",
     "MappingSpec",
     "MemoryOpsSpec",
@@ -213,12 +214,25 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class InferenceSpec:
+    """What one inference (serving) run processes: a batch of equal requests."""
+
+    prompt_len: int = _f("prompt tokens per request (prefill length)")
+    output_len: int = _f("generated tokens per request; the first comes from the prefill")
+    batch: int = _f("concurrent requests (over all data-parallel replicas)")
+    dtype: str = _f("dtype of activations and compute: fp32, fp16 or bf16", default="fp16")
+    weight_dtype: str = _f("dtype weights are stored in: fp32, fp16, bf16 or int8", default="fp16")
+    kv_dtype: str = _f("dtype of the KV cache: fp32, fp16, bf16 or int8", default="fp16")
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSpec:
     """A model and what to do with it."""
 
     model: ModelSpec = _f("the model architecture")
     training: TrainingSpec = _f("the training set-up")
-    mode: str = _f("'training' (inference comes later)", default="training")
+    mode: str = _f("'training' or 'inference'", default="training")
+    inference: InferenceSpec | None = _f("the inference set-up (mode 'inference')", default=None)
 
 
 # --------------------------------------------------------------------------- mapping and run

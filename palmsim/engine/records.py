@@ -54,7 +54,8 @@ class FlowRecord:
 
 @dataclass(frozen=True, slots=True)
 class MemoryRecord:
-    """Stored activation bytes on ``tile`` changed to ``activation_bytes`` at ``time_s``."""
+    """Stored activation bytes (in inference: KV-cache bytes) on ``tile`` changed to
+    ``activation_bytes`` at ``time_s``."""
 
     tile: int
     time_s: float

@@ -119,7 +119,10 @@ class Simulator:
         for replica, stages in enumerate(plan.stage_tiles):
             for stage, tiles in enumerate(stages):
                 for rank, tile in enumerate(tiles):
-                    self.env.process(self._tile_process(replica, stage, rank, tile))
+                    if plan.inference is not None:
+                        self.env.process(self._inference_process(replica, stage, rank, tile))
+                    else:
+                        self.env.process(self._tile_process(replica, stage, rank, tile))
         until = self.run_spec.until_s
         env = self.env
         num_events = 0
@@ -276,6 +279,57 @@ class Simulator:
                 stage,
                 -1,
             )
+        self._activity[tile] = "finished"
+        self._finished.add(tile)
+
+    def _inference_process(
+        self, replica: int, stage: int, rank: int, tile: int
+    ) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: one tile's serving run (mode 'inference').
+
+        Prefill of every micro-batch in order, then decode steps k = 1 .. output_len - 1, each
+        a forward pass of every micro-batch through the pipeline. Activations go to the next
+        stage as p2p flows; the last stage sends the sampled token ids back to the first,
+        which starts the micro-batch's next decode step only once they have arrived, so
+        micro-batches fill the pipeline (pipelined decode). Records intervals of category
+        ``prefill``/``decode`` and the tile's KV-cache bytes after every pass.
+        """
+        plan = self.plan
+        inf = plan.inference
+        assert inf is not None
+        info = inf.stages[stage]
+        num_stages = plan.num_stages
+        tp_group = plan.stage_tiles[replica][stage]
+        prompt_len = inf.spec.prompt_len
+        per_mb_token = info.kv_bytes_per_token / plan.num_microbatches
+        passes: list[tuple[str, int, tuple[Step, ...], float]] = [
+            ("prefill", 0, info.prefill, plan.programs[stage].send_bytes)
+        ]
+        passes += [
+            ("decode", k, steps, inf.decode_send_bytes) for k, steps in enumerate(info.decode, 1)
+        ]
+        for category, k, steps, send_bytes in passes:
+            for mb in range(plan.num_microbatches):
+                if stage > 0:
+                    self._activity[tile] = f"stage {stage} waits for {category} {k} of mb {mb}"
+                    yield self._mailbox(("I", replica, stage, rank, mb, k))
+                elif k > 0 and num_stages > 1:
+                    self._activity[tile] = f"stage 0 waits for token {k} of micro-batch {mb}"
+                    yield self._mailbox(("I", replica, 0, rank, mb, k))
+                yield from self._run_steps(steps, tile, tp_group, stage, mb, category, None)
+                tokens = prompt_len + k  # cached per request after this pass
+                held = per_mb_token * (plan.num_microbatches * (tokens - 1) + mb + 1)
+                if k == 0:
+                    held = per_mb_token * prompt_len * (mb + 1)
+                self._memory.append(MemoryRecord(tile, self.env.now, held))
+                if stage < num_stages - 1:
+                    peer = plan.stage_tiles[replica][stage + 1][rank]
+                    key = ("I", replica, stage + 1, rank, mb, k)
+                    self._send(tile, peer, send_bytes, key, stage, mb)
+                elif num_stages > 1 and k + 1 < inf.spec.output_len:
+                    peer = plan.stage_tiles[replica][0][rank]
+                    key = ("I", replica, 0, rank, mb, k + 1)
+                    self._send(tile, peer, inf.token_send_bytes, key, stage, mb)
         self._activity[tile] = "finished"
         self._finished.add(tile)
 

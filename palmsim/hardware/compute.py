@@ -83,7 +83,7 @@ def gemm_time_s(
     n: float,
     *,
     batch: float = 1,
-    dtype_bytes: float,
+    operand_bytes: float,
     peak_flop_per_s: float,
     max_efficiency: float,
     compute_units: int,
@@ -94,10 +94,11 @@ def gemm_time_s(
 ) -> float:
     """Time of ``batch`` GEMMs ``C[m, n] = A[m, k] @ B[k, n]`` launched as one kernel [s].
 
-    ``launch_latency_s + max(2·batch·m·k·n / (peak · max_efficiency · q), e·batch·(mk + kn
-    + mn) / memory_bandwidth)``: a roofline (Williams et al. 2009) whose compute roof is
-    lowered by the quantisation efficiency ``q`` of :func:`gemm_efficiency`, plus a fixed
-    per-kernel launch cost. ``max_efficiency``,
+    ``launch_latency_s + max(2·batch·m·k·n / (peak · max_efficiency · q), operand_bytes /
+    memory_bandwidth)``: a roofline (Williams et al. 2009) whose compute roof is lowered by
+    the quantisation efficiency ``q`` of :func:`gemm_efficiency`, plus a fixed per-kernel
+    launch cost. ``operand_bytes`` is what the product reads and writes, e.g.
+    ``e·batch·(mk + kn + mn)`` with every operand in the compute dtype. ``max_efficiency``,
     ``tile_m``/``tile_n`` and ``launch_latency_s`` are fitted to measured GEMMs
     (:func:`palmsim.calibrate.fit_gemm`); ``compute_units`` is the GPU's SM count.
     """
@@ -105,5 +106,5 @@ def gemm_time_s(
         m, n, batch=batch, compute_units=compute_units, tile_m=tile_m, tile_n=tile_n
     )
     compute_s = 2.0 * batch * m * k * n / (peak_flop_per_s * max_efficiency * q)
-    memory_s = dtype_bytes * batch * (m * k + k * n + m * n) / memory_bandwidth_bytes_per_s
+    memory_s = operand_bytes / memory_bandwidth_bytes_per_s
     return launch_latency_s + max(compute_s, memory_s)

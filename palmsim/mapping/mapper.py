@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TileSpec
+from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, HardwareSpec, TileSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.compute import gemm_time_s, op_time_s
@@ -80,9 +80,17 @@ class _Placement:
 class _Memory:
     """Where a tile's GEMM operands stream from, for the GEMM model's memory roof."""
 
-    def __init__(self, bandwidth_bytes_per_s: float, dtype_bytes: float):
+    def __init__(self, bandwidth_bytes_per_s: float):
         self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
-        self.dtype_bytes = dtype_bytes
+
+
+def _memory_of(hw: HardwareSpec) -> _Memory:
+    """GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU)."""
+    return _Memory(
+        hw.tile.sram_bandwidth_bytes_per_s
+        if hw.tile.sram_capacity_bytes > 0
+        else hw.dram.bandwidth_bytes_per_s
+    )
 
 
 def _op_time_s(
@@ -108,13 +116,13 @@ def _op_time_s(
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
 
-        def gemm(rows: float, inner: float, cols: float) -> float:
+        def gemm(rows: float, inner: float, cols: float, nbytes: float) -> float:
             return gemm_time_s(
                 rows,
                 inner,
                 cols,
                 batch=batch,
-                dtype_bytes=memory.dtype_bytes,
+                operand_bytes=nbytes,
                 peak_flop_per_s=peak_flop_per_s,
                 max_efficiency=g.max_efficiency,
                 compute_units=g.compute_units,
@@ -124,7 +132,13 @@ def _op_time_s(
                 launch_latency_s=g.launch_latency_s,
             )
 
-        return gemm(m, n, k) + gemm(k, m, n) if phase == "B" else gemm(m, k, n)
+        # The op's own byte counts (ops.matmul_cost): the forward reads A and B and writes C;
+        # each backward product moves half the backward's activation bytes and the weight
+        # (dA reads B, dB writes the weight gradient).
+        if phase == "B":
+            half = op.bytes_bwd / 2 + op.weight_bytes
+            return gemm(m, n, k, half) + gemm(k, m, n, half)
+        return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
     if flop == 0.0 and tile.memory_ops is not None:
         return tile.memory_ops.launch_latency_s + all_bytes / tile.memory_ops.bandwidth_bytes_per_s
     return op_time_s(
@@ -215,12 +229,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     elem = DTYPE_BYTES[training.dtype]
     state = optimizer_state_bytes_per_param(training.optimizer, training.dtype)
     # GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU).
-    operands = _Memory(
-        hw.tile.sram_bandwidth_bytes_per_s
-        if hw.tile.sram_capacity_bytes > 0
-        else hw.dram.bandwidth_bytes_per_s,
-        elem,
-    )
+    operands = _memory_of(hw)
 
     sp = mapping.sequence_parallel and tp > 1
     blocks = layer_blocks(model, training, mbs, tp, sequence_parallel=sp)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from palmsim.config.specs import MappingSpec
+from palmsim.config.specs import InferenceSpec, MappingSpec
 
 __all__ = [
     "CollectiveStep",
     "ComputeStep",
     "GradBucketReady",
+    "InferencePlan",
+    "InferenceStage",
     "MappingPlan",
     "MemoryBreakdown",
     "StageProgram",
@@ -119,6 +121,38 @@ class MemoryBreakdown:
 
 
 @dataclass(frozen=True, slots=True)
+class InferenceStage:
+    """The forward-only serving work of one pipeline stage, per micro-batch of requests.
+
+    ``decode[k - 1]`` is decode step k (k = 1 .. output_len - 1); its attention reads the
+    ``prompt_len + k - 1`` cached tokens. KV bytes are per tile, for every request the tile's
+    replica serves; tokens below ``spill_token`` live in SRAM, later ones in DRAM.
+    """
+
+    stage: int
+    prefill: tuple[Step, ...]
+    decode: tuple[tuple[Step, ...], ...]
+    kv_bytes_per_token: float
+    kv_sram_bytes: float
+    kv_dram_bytes: float
+    weight_sram_bytes: float
+    weight_dram_bytes: float
+    spill_token: int
+
+
+@dataclass(frozen=True, slots=True)
+class InferencePlan:
+    """What the engine needs beyond the stage programs to run prefill and decode."""
+
+    spec: InferenceSpec
+    stages: tuple[InferenceStage, ...]
+    requests_per_microbatch: int
+    decode_send_bytes: float  # per tile, one token per request, to the next stage
+    token_send_bytes: float  # sampled token ids, from the last stage back to the first
+    compute_flop_per_s: float  # achievable FLOP/s per tile: peak at the dtype x efficiency
+
+
+@dataclass(frozen=True, slots=True)
 class MappingPlan:
     """Which tiles run which stage, with what work, at what memory cost."""
 
@@ -135,6 +169,7 @@ class MappingPlan:
     peak_flop_per_s: float  # per tile, at the workload's dtype
     samples_per_iteration: int
     tokens_per_iteration: int
+    inference: InferencePlan | None = None  # set for mode 'inference' (forward-only serving)
 
     @property
     def num_stages(self) -> int:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from palmsim.report.metrics import DRAM_KIND, ChipLike
 from palmsim.report.timeline import TIMELINE_COLUMNS, utilization_timeline
 
 __all__ = [
+    "OP_TABLE_COLUMNS",
     "RECORD_COLUMNS",
     "TRACE_PIDS",
     "chrome_trace",
@@ -38,6 +39,7 @@ __all__ = [
     "timeline_csv",
     "write_csv",
     "write_json",
+    "write_op_table",
     "write_run",
 ]
 
@@ -396,3 +398,28 @@ def write_run(
 
         plots.gantt(trace, plan, out / "gantt.png")
     return out
+
+
+#: Columns of ``op_table.csv`` (see :func:`palmsim.report.metrics.op_table_rows`).
+OP_TABLE_COLUMNS = (
+    "phase",
+    "op",
+    "count",
+    "flop",
+    "bytes",
+    "intensity_flop_per_byte",
+    "memory",
+    "ridge_flop_per_byte",
+    "time_s",
+    "bound",
+)
+
+
+def write_op_table(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``op_table.csv`` (rows of :func:`palmsim.report.metrics.op_table_rows`) into
+    ``out_dir`` (created if missing) and return its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "op_table.csv"
+    _write_text(path, _csv_text(OP_TABLE_COLUMNS, [[r[c] for c in OP_TABLE_COLUMNS] for r in rows]))
+    return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from palmsim.engine.records import FlowRecord, IntervalRecord, RunTrace
-from palmsim.mapping.plan import MappingPlan
+from palmsim.mapping.plan import ComputeStep, MappingPlan
 
 __all__ = [
     "COMPUTE_CATEGORIES",
@@ -34,9 +35,11 @@ __all__ = [
     "compute_busy_s",
     "exposed_communication_s",
     "format_summary_table",
+    "inference_metrics",
     "intersection_length_s",
     "link_busy_intervals",
     "merge_intervals",
+    "op_table_rows",
     "pipeline_bubble_fraction",
     "summarize",
     "tile_busy_intervals",
@@ -48,11 +51,15 @@ __all__ = [
 DRAM_KIND = "dram"
 
 #: Interval categories in which a tile computes (``comm`` is waiting in a TP collective).
-COMPUTE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute", "optimizer"})
+COMPUTE_CATEGORIES: frozenset[str] = frozenset(
+    {"forward", "backward", "recompute", "optimizer", "prefill", "decode"}
+)
 
 #: Interval categories that make up a stage's pipeline work: its passes and the
 #: tensor-parallel collectives inside them (the optimizer step is outside the pipeline).
-PIPELINE_CATEGORIES: frozenset[str] = frozenset({"forward", "backward", "recompute", "comm"})
+PIPELINE_CATEGORIES: frozenset[str] = frozenset(
+    {"forward", "backward", "recompute", "comm", "prefill", "decode"}
+)
 
 Interval = tuple[float, float]
 
@@ -378,7 +385,7 @@ def summarize(
     else:
         memory_tile, memory_parts = memory
 
-    return {
+    summary = {
         "iteration_time_s": iteration_time_s,
         "throughput_samples_per_s": per_iteration(plan.samples_per_iteration),
         "throughput_tokens_per_s": per_iteration(plan.tokens_per_iteration),
@@ -413,6 +420,77 @@ def summarize(
         "mapping": dataclasses.asdict(plan.mapping),
         "hardware": str(hardware_name),
         "workload": str(workload_name),
+    }
+    if plan.inference is not None:
+        # Training notions; a serving run has no model-FLOP convention and no samples.
+        for key in ("model_flop_per_iteration", "model_flop_per_s", "mfu"):
+            del summary[key]
+        del summary["throughput_samples_per_s"]
+        summary.update(inference_metrics(trace, plan))
+    return summary
+
+
+def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
+    """The serving metrics of an inference run (definitions in ``docs/metrics.md``).
+
+    Every request arrives at t = 0. A micro-batch's first token exists when its prefill ends
+    on the last stage (the latest ``prefill`` interval of that micro-batch), its last token
+    when its last decode pass ends there.
+    """
+    inf = plan.inference
+    assert inf is not None
+    spec = inf.spec
+    first: dict[int, float] = defaultdict(float)
+    last: dict[int, float] = defaultdict(float)
+    decode_total_s = decode_memory_s = 0.0
+    for r in trace.intervals:
+        if r.category == "prefill":
+            first[r.microbatch] = max(first[r.microbatch], r.end_s)
+        elif r.category == "decode":
+            last[r.microbatch] = max(last[r.microbatch], r.end_s)
+            duration = r.end_s - r.start_s
+            decode_total_s += duration
+            # Memory-bound: the step took longer than its FLOP at achievable FLOP/s, i.e. SRAM
+            # or DRAM traffic set its time (relative slack 1e-9 for rounding).
+            if duration > r.flop / inf.compute_flop_per_s * (1 + 1e-9):
+                decode_memory_s += duration
+    mbs = sorted(first)
+    ttft_s = sum(first[m] for m in mbs) / len(mbs) if mbs else 0.0
+    steps = spec.output_len - 1
+    tpot_s = (
+        sum((last[m] - first[m]) / steps for m in mbs) / len(mbs) if steps > 0 and mbs else 0.0
+    )
+    end_s = float(trace.end_time_s)
+    kv_peak: dict[int, float] = defaultdict(float)
+    for rec in trace.memory:
+        kv_peak[rec.tile] = max(kv_peak[rec.tile], rec.activation_bytes)
+    placement = {
+        f"stage{st.stage}": {
+            "weights_sram_bytes": st.weight_sram_bytes,
+            "weights_dram_bytes": st.weight_dram_bytes,
+            "kv_sram_bytes": st.kv_sram_bytes,
+            "kv_dram_bytes": st.kv_dram_bytes,
+            "kv_bytes_per_token": st.kv_bytes_per_token,
+            "spill_token": st.spill_token,
+        }
+        for st in inf.stages
+    }
+    return {
+        "mode": "inference",
+        "prompt_len": spec.prompt_len,
+        "output_len": spec.output_len,
+        "batch": spec.batch,
+        "ttft_s": float(ttft_s),
+        "tpot_s": float(tpot_s),
+        "throughput_tokens_per_s": spec.batch * spec.output_len / end_s if end_s > 0 else 0.0,
+        "kv_cache_bytes_peak": {
+            "per_tile_max": float(max(kv_peak.values(), default=0.0)),
+            "total": float(sum(kv_peak.values())),
+        },
+        "kv_cache_placement": placement,
+        "decode_memory_bound_fraction": (
+            decode_memory_s / decode_total_s if decode_total_s > 0 else 0.0
+        ),
     }
 
 
@@ -483,6 +561,23 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         "throughput_tokens_per_s",
         lambda v: _human_rate(v, "tokens/s", is_count=True),
     )
+    add("time to first token", "ttft_s", _human_time)
+    add("time per output token", "tpot_s", _human_time)
+    add("decode memory-bound", "decode_memory_bound_fraction", _percent)
+    if "kv_cache_bytes_peak" in summary:
+        kv = summary["kv_cache_bytes_peak"]
+        rows.append(
+            ("KV cache peak", f"{_bytes(kv['per_tile_max'])} per tile, {_bytes(kv['total'])} total")
+        )
+    for stage, p in summary.get("kv_cache_placement", {}).items():
+        rows.append(
+            (
+                f"  {stage} placement",
+                f"weights {_bytes(p['weights_sram_bytes'])} SRAM + "
+                f"{_bytes(p['weights_dram_bytes'])} DRAM; KV {_bytes(p['kv_sram_bytes'])} SRAM + "
+                f"{_bytes(p['kv_dram_bytes'])} DRAM, in SRAM up to token {p['spill_token']}",
+            )
+        )
     add("model FLOP/s (achieved)", "model_flop_per_s", lambda v: _human_rate(v, "FLOP/s"))
     add("peak FLOP/s per tile", "peak_flop_per_s_per_tile", lambda v: _human_rate(v, "FLOP/s"))
     add("MFU", "mfu", _percent)
@@ -536,3 +631,84 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     add("palmsim", "palmsim_version", str)
     width = max((len(label) for label, _ in rows), default=0)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+_STEP_INDEX = re.compile(r"(?<![A-Za-z0-9])([DL])\d+\.")
+
+
+def op_table_rows(
+    trace: RunTrace,
+    plan: MappingPlan,
+    *,
+    achievable_flop_per_s: float,
+    sram_bandwidth_bytes_per_s: float,
+    dram_bandwidth_bytes_per_s: float,
+) -> list[dict[str, Any]]:
+    """The compute-versus-memory table of a run: one row per (phase, op), summed over layers,
+    decode steps, micro-batches and tiles (``L3.attn`` and ``D7.L3.attn`` count as ``L.attn``
+    and ``D.L.attn``). Ops are the plan's compute steps (blocks of ops between
+    communications) and its TP collectives.
+
+    Columns: ``flop``, ``bytes`` (SRAM + DRAM), ``intensity_flop_per_byte``; ``memory`` is
+    where operands live (``dram`` if any of the op's bytes moved to DRAM, else ``sram``) and
+    ``ridge_flop_per_byte`` = achievable FLOP/s / that memory's bandwidth (one DRAM port or
+    channel; both empty for collectives); ``bound`` is what set most of the op's simulated
+    time: ``network`` for collectives, ``memory`` for intervals longer than their FLOP at
+    achievable FLOP/s (slack 1e-9), else ``compute`` (Williams et al., roofline, CACM 2009).
+    """
+    dram_of: dict[str, bool] = {}
+    for program in plan.programs:
+        for step in (*program.forward, *program.backward, *program.recompute):
+            if isinstance(step, ComputeStep):
+                dram_of[step.label] = step.dram_read_bytes + step.dram_write_bytes > 0
+    if plan.inference is not None:
+        for st in plan.inference.stages:
+            for step in (s for steps in (st.prefill, *st.decode) for s in steps):
+                if isinstance(step, ComputeStep):
+                    dram_of[step.label] = step.dram_read_bytes + step.dram_write_bytes > 0
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in trace.intervals:
+        if r.category not in COMPUTE_CATEGORIES and r.category != "comm":
+            continue
+        key = (r.category, _STEP_INDEX.sub(r"\1.", r.label))
+        g = groups.setdefault(
+            key,
+            {"count": 0, "flop": 0.0, "bytes": 0.0, "time_s": 0.0, "dram": False,
+             "by_bound": defaultdict(float)},
+        )
+        duration = r.end_s - r.start_s
+        g["count"] += 1
+        g["flop"] += r.flop
+        g["bytes"] += r.bytes
+        g["time_s"] += duration
+        g["dram"] = g["dram"] or dram_of.get(r.label, False)
+        if r.category == "comm":
+            bound = "network"
+        elif duration > r.flop / achievable_flop_per_s * (1 + 1e-9):
+            bound = "memory"
+        else:
+            bound = "compute"
+        g["by_bound"][bound] += duration
+    rows = []
+    for (phase, op), g in sorted(groups.items()):
+        bandwidth = dram_bandwidth_bytes_per_s if g["dram"] else sram_bandwidth_bytes_per_s
+        by_bound = g["by_bound"]
+        memory = "dram" if g["dram"] else "sram"
+        ridge: float | str = achievable_flop_per_s / bandwidth if bandwidth > 0 else math.inf
+        if phase == "comm":  # collectives move bytes over links; no memory, no ridge point
+            memory, ridge = "", ""
+        rows.append(
+            {
+                "phase": phase,
+                "op": op,
+                "count": g["count"],
+                "flop": g["flop"],
+                "bytes": g["bytes"],
+                "intensity_flop_per_byte": g["flop"] / g["bytes"] if g["bytes"] > 0 else math.inf,
+                "memory": memory,
+                "ridge_flop_per_byte": ridge,
+                "time_s": g["time_s"],
+                "bound": max(sorted(by_bound), key=lambda b: by_bound[b]),
+            }
+        )
+    return rows

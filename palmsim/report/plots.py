@@ -26,6 +26,8 @@ CATEGORY_COLORS: dict[str, str] = {
     "backward": "#E69F00",
     "recompute": "#009E73",
     "optimizer": "#CC79A7",
+    "prefill": "#56B4E9",
+    "decode": "#D55E00",
 }
 _OTHER_COLOR = "#999999"
 

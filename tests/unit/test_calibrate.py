@@ -42,11 +42,12 @@ def test_gemm_efficiency_closed_forms(m: int, n: int, batch: int, expected: floa
 def test_gemm_time_is_launch_plus_the_higher_roof() -> None:
     """A full wave at 90% of 100 TFLOP/s: 2·mkn / 90e12 plus 10 µs."""
     m, k, n = 128 * 4, 4096, 128
+    nbytes = 2 * (m * k + k * n + m * n)
     t = gemm_time_s(
         m,
         k,
         n,
-        dtype_bytes=2,
+        operand_bytes=nbytes,
         peak_flop_per_s=100e12,
         max_efficiency=0.9,
         compute_units=4,
@@ -60,7 +61,7 @@ def test_gemm_time_is_launch_plus_the_higher_roof() -> None:
         m,
         k,
         n,
-        dtype_bytes=2,
+        operand_bytes=nbytes,
         peak_flop_per_s=100e12,
         max_efficiency=0.9,
         compute_units=4,
@@ -82,7 +83,6 @@ def test_fit_gemm_recovers_the_parameters_it_was_generated_with() -> None:
         (16384, 1024, 12288),
     ]
     truth = {
-        "dtype_bytes": 2,
         "peak_flop_per_s": 312e12,
         "max_efficiency": 0.85,
         "compute_units": 108,
@@ -91,7 +91,14 @@ def test_fit_gemm_recovers_the_parameters_it_was_generated_with() -> None:
         "memory_bandwidth_bytes_per_s": 2e12,
     }
     rows = [
-        {"M": m, "N": n, "K": k, "latency_s": gemm_time_s(m, k, n, launch_latency_s=12e-6, **truth)}
+        {
+            "M": m,
+            "N": n,
+            "K": k,
+            "latency_s": gemm_time_s(
+                m, k, n, operand_bytes=2 * (m * k + k * n + m * n), launch_latency_s=12e-6, **truth
+            ),
+        }
         for m, n, k in shapes
     ]
     fit = fit_gemm(

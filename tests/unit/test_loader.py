@@ -692,11 +692,29 @@ def test_load_workload_rejects(
         load_workload(_write(tmp_path, "w.yaml", raw))
 
 
-def test_load_workload_mode_must_be_training(tmp_path: Path) -> None:
+def test_load_workload_mode_must_be_known(tmp_path: Path) -> None:
+    raw = copy.deepcopy(WORKLOAD)
+    raw["mode"] = "serving"
+    with pytest.raises(ConfigError, match=r"mode: got 'serving'; expected one of 'training'"):
+        load_workload(_write(tmp_path, "w.yaml", raw))
+
+
+def test_inference_mode_needs_an_inference_section(tmp_path: Path) -> None:
     raw = copy.deepcopy(WORKLOAD)
     raw["mode"] = "inference"
-    with pytest.raises(ConfigError, match=r"mode: got 'inference'; expected one of 'training'"):
+    with pytest.raises(ConfigError, match=r"inference: .*prompt_len.* for mode 'inference'"):
         load_workload(_write(tmp_path, "w.yaml", raw))
+
+
+def test_inference_section_gives_its_spec_and_mapping(tmp_path: Path) -> None:
+    raw = copy.deepcopy(WORKLOAD)
+    raw["mode"] = "inference"
+    raw["inference"] = {"prompt_len": 8, "output_len": 2, "batch": 4, "mapping": {"pp": 2}}
+    spec, mapping = load_workload(_write(tmp_path, "w.yaml", raw))
+    assert spec.inference is not None
+    assert (spec.inference.prompt_len, spec.inference.batch) == (8, 4)
+    assert spec.inference.weight_dtype == "fp16"  # default
+    assert mapping == {"pp": 2}
 
 
 def test_invalid_source_of_derived_default_is_reported_once(tmp_path: Path) -> None:

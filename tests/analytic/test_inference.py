@@ -1,0 +1,159 @@
+"""Inference (prefill + decode with a KV cache) against closed forms."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from palmsim.config.loader import load_workload
+from palmsim.config.specs import (
+    ExperimentSpec,
+    InferenceSpec,
+    MappingSpec,
+    TrainingSpec,
+    WorkloadSpec,
+)
+from palmsim.engine.simulator import Simulator
+from palmsim.errors import MappingError
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.inference import map_inference
+from palmsim.mapping.plan import ComputeStep
+from palmsim.report.metrics import inference_metrics
+from tests.conftest import gpt_model, wafer_spec
+
+
+def _one_tile(**kw):
+    """One tile with its own DRAM channel (256 GB/s), 16 TFLOP/s fp16."""
+    return wafer_spec(dies=(1, 1), tiles=(1, 1), dram_placement="per_tile", **kw)
+
+
+def _exp(hw, model, *, prompt, output, batch, mbs=None, **mapping):
+    inf = InferenceSpec(prompt, output, batch, "fp16", "fp16", "fp16")
+    workload = WorkloadSpec(model, TrainingSpec(prompt, 1), mode="inference", inference=inf)
+    return ExperimentSpec(hw, workload, MappingSpec(micro_batch_size=mbs or batch, **mapping))
+
+
+def _run(exp):
+    chip = Chip.from_spec(exp.hardware)
+    plan = map_inference(exp, chip)
+    trace = Simulator(chip, plan, exp.run).run()
+    return plan, trace, inference_metrics(trace, plan)
+
+
+def _params(layers, h, vocab, seq):
+    """GPT parameters with biases, tied embeddings, learned positions (Korthikanti Eq. 2 plus
+    the final norm): 12 L h^2 + 13 L h + (V + s) h + 2 h."""
+    return 12 * layers * h**2 + 13 * layers * h + (vocab + seq) * h + 2 * h
+
+
+def test_prefill_on_one_tile_is_its_forward_flop_at_peak():
+    """Everything in SRAM with unbounded SRAM bandwidth: TTFT = forward FLOP / peak, with the
+    forward FLOP of Korthikanti et al. 2023 Eq. 7 divided by 3:
+    24 b L s h^2 (1 + s / 6h + V / 12 h L)."""
+    hw = _one_tile(sram_bytes=1e15, sram_bw=1e30)
+    b, s, h, layers, vocab = 2, 128, 256, 2, 512
+    model = gpt_model(layers=layers, hidden=h, heads=4, vocab=vocab, seq=256)
+    _, trace, m = _run(_exp(hw, model, prompt=s, output=1, batch=b))
+    forward_flop = 24 * b * layers * s * h**2 * (1 + s / (6 * h) + vocab / (12 * h * layers))
+    assert m["ttft_s"] == pytest.approx(forward_flop / 16e12, rel=1e-9)
+    assert not trace.flows
+
+
+def test_decode_step_with_weights_in_dram_is_weight_bytes_over_dram_bandwidth():
+    """No SRAM: each decode step streams every weight from DRAM once. With 2 B/param and
+    256 GB/s, TPOT = 2 * params / 256e9. Activations, KV (a few tokens) and the embedding rows
+    read add < 1 % here (h = 2048, V = s = 64, batch 1), DRAM latency is set to 0."""
+    hw = _one_tile(sram_bytes=0.0)
+    hw = replace(hw, dram=replace(hw.dram, latency_s=0.0))
+    h, layers, vocab, seq = 2048, 1, 64, 64
+    model = gpt_model(layers=layers, hidden=h, heads=16, vocab=vocab, seq=seq)
+    _, _, m = _run(_exp(hw, model, prompt=4, output=3, batch=1))
+    layer_weight_bytes = 2 * (12 * layers * h**2 + 13 * layers * h)
+    assert m["tpot_s"] == pytest.approx(layer_weight_bytes / 256e9, rel=1e-2)
+    assert m["decode_memory_bound_fraction"] == 1.0
+
+
+def test_kv_cache_bytes_follow_the_formula():
+    """KV bytes = 2 * layers * kv_heads * head_dim * tokens * batch * bytes per element."""
+    hw = _one_tile(sram_bytes=1e15, sram_bw=1e30)
+    model = gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=256)
+    prompt, output, batch = 16, 5, 4
+    plan, _, m = _run(_exp(hw, model, prompt=prompt, output=output, batch=batch, mbs=2))
+    (stage,) = plan.inference.stages
+    per_token = 2 * 2 * 4 * 64 * batch * 2
+    assert stage.kv_bytes_per_token == per_token
+    assert stage.kv_sram_bytes == per_token * (prompt + output)
+    # The last generated token is never fed back, so the cache peaks one token short.
+    assert m["kv_cache_bytes_peak"]["per_tile_max"] == per_token * (prompt + output - 1)
+
+
+def test_gqa_shrinks_the_cache_by_heads_over_kv_heads():
+    """llama2-70b: 64 heads, 8 KV heads, head_dim 128, 80 layers; 8 stages of TP 4 hold 10
+    layers and 2 KV heads per tile. MHA would hold 16: 8x (= heads / kv_heads) more."""
+    workload, section = load_workload("workloads/llama2-70b.yaml", ["workload.mode=inference"])
+    mapping = MappingSpec(**section)
+    hw = wafer_spec(dies=(2, 2), tiles=(4, 4), dram_bytes=1e12)
+    inf = replace(workload.inference, output_len=2)
+    gqa = ExperimentSpec(hw, replace(workload, inference=inf), mapping)
+    mha_model = replace(workload.model, num_key_value_heads=64)
+    mha = replace(gqa, workload=replace(gqa.workload, model=mha_model))
+    chip = Chip.from_spec(hw)
+    kv_gqa = map_inference(gqa, chip).inference.stages[0].kv_bytes_per_token
+    kv_mha = map_inference(mha, chip).inference.stages[0].kv_bytes_per_token
+    assert kv_gqa == 2 * 10 * 2 * 128 * 8 * 2
+    assert kv_mha / kv_gqa == 64 / 8
+
+
+def test_spill_token_is_sram_left_after_weights_over_kv_bytes_per_token():
+    """SRAM = weights + 100.5 tokens of KV: tokens 0..99 stay in SRAM, the rest spill, and a
+    decode step over a context beyond the spill reads the spilled tokens from DRAM."""
+    h, layers, vocab, seq, batch = 256, 2, 512, 256, 2
+    model = gpt_model(layers=layers, hidden=h, heads=4, vocab=vocab, seq=seq)
+    weights = 2 * _params(layers, h, vocab, seq)
+    per_token = 2 * layers * 4 * 64 * batch * 2
+    hw = _one_tile(sram_bytes=weights + 100.5 * per_token)
+    prompt, output = 64, 64
+    exp = _exp(hw, model, prompt=prompt, output=output, batch=batch)
+    plan = map_inference(exp, Chip.from_spec(hw))
+    (stage,) = plan.inference.stages
+    assert stage.weight_dram_bytes == 0
+    assert stage.spill_token == 100
+    per_layer_token = per_token / layers
+
+    def kv_read_dram(k):
+        (step,) = [x for x in stage.decode[k - 1] if isinstance(x, ComputeStep) and
+                   x.label == f"D{k}.L0.kv"]
+        return step.dram_read_bytes
+
+    assert kv_read_dram(1) == 0  # context 64 < 100
+    assert kv_read_dram(63) == pytest.approx(per_layer_token * (prompt + 62 - 100))
+
+
+def test_weights_plus_full_kv_beyond_memory_is_a_mapping_error():
+    """DRAM holds the weights and 250 tokens of KV. 80 tokens plus a working set of one layer's
+    activations (the 4h-wide MLP tensor of the prompt, 8 * 64 * 1024 * 2 B in + out = 1 MiB
+    + 64 tokens' worth) fit; 256 tokens do not: MappingError naming the cache."""
+    h, layers, vocab, seq, batch = 256, 2, 512, 256, 8
+    model = gpt_model(layers=layers, hidden=h, heads=4, vocab=vocab, seq=seq)
+    weights = 2 * _params(layers, h, vocab, seq)
+    per_token = 2 * layers * 4 * 64 * batch * 2
+    hw = _one_tile(sram_bytes=0.0, dram_bytes=weights + 250 * per_token)
+    chip = Chip.from_spec(hw)
+    map_inference(_exp(hw, model, prompt=64, output=16, batch=batch), chip)  # 80 tokens fit
+    with pytest.raises(MappingError, match="KV cache at full length"):
+        map_inference(_exp(hw, model, prompt=64, output=192, batch=batch), chip)
+
+
+def test_int8_weights_halve_the_memory_bound_decode_step():
+    """Weight-only int8: the weights stream at 1 B/param, so TPOT = params / DRAM bandwidth,
+    within the same < 1 % of other bytes as the fp16 case."""
+    hw = _one_tile(sram_bytes=0.0)
+    hw = replace(hw, dram=replace(hw.dram, latency_s=0.0))
+    h, layers = 2048, 1
+    model = gpt_model(layers=layers, hidden=h, heads=16, vocab=64, seq=64)
+    exp = _exp(hw, model, prompt=4, output=3, batch=1)
+    inf = replace(exp.workload.inference, weight_dtype="int8")
+    exp = replace(exp, workload=replace(exp.workload, inference=inf))
+    _, _, m = _run(exp)
+    assert m["tpot_s"] == pytest.approx((12 * layers * h**2 + 13 * layers * h) / 256e9, rel=1e-2)
