@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from palmsim.engine.records import IntervalRecord, RunTrace
 from palmsim.mapping.plan import MappingPlan
 
-__all__ = ["CATEGORY_COLORS", "gantt", "gantt_boxes", "pareto"]
+__all__ = ["CATEGORY_COLORS", "gantt", "gantt_boxes", "pareto", "sweep_bars"]
 
 #: Fill colour of each interval category (colour-blind-safe Okabe-Ito hues), in legend order.
 CATEGORY_COLORS: dict[str, str] = {
@@ -242,6 +242,36 @@ def pareto(
     ax.set_title(title, fontsize=10)
     ax.grid(True, linewidth=0.3, alpha=0.5)
     ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
+    return path
+
+
+def sweep_bars(
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    notes: Sequence[str],
+    path: str | Path,
+    *,
+    ylabel: str,
+    title: str = "",
+    dpi: int = 120,
+) -> Path:
+    """One bar per sweep point; a point without a value (infeasible, error) shows its note."""
+    path = Path(path)
+    fig = Figure(figsize=(max(5.0, 1.1 * len(labels) + 1.5), 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    heights = [v if v is not None else 0.0 for v in values]
+    ax.bar(range(len(labels)), heights, color="#0072B2")
+    for i, (value, note) in enumerate(zip(values, notes, strict=True)):
+        if value is None:
+            ax.text(i, 0, note, ha="center", va="bottom", rotation=90, fontsize=8, color="#D55E00")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
     return path
