@@ -87,9 +87,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     experiment = _load(args)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
-    summary = run_experiment(
-        experiment, out, make_plots=not args.no_plots, op_table=args.op_table
-    )
+    summary = run_experiment(experiment, out, make_plots=not args.no_plots, op_table=args.op_table)
     if not args.quiet:
         print(format_summary_table(summary))
         print(f"wrote {out}/")
@@ -219,6 +217,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         top=args.top,
         space=space,
         jobs=args.jobs,
+        max_simulations=args.max_simulations or None,
         progress=progress,
     )
     rows = []
@@ -247,8 +246,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(
         f"{len(result.candidates)} mappings enumerated: {result.count('infeasible')} infeasible, "
         f"{result.count('pruned')} pruned by the lower bound, {result.count('simulated')} "
-        f"simulated (objective: {result.objective})"
+        f"simulated, {result.count('unexplored')} unexplored (objective: {result.objective})"
     )
+    if not result.proven:
+        print(
+            f"stopped after --max-simulations {args.max_simulations}: these are the best of the "
+            "mappings with the lowest bounds; a better one may remain (use --max-simulations 0 "
+            "for the exact top K)"
+        )
     header = f"{'rank':>4}  {'mapping':<52} {'iteration':>11} {'samples/s':>10} {'MFU':>6}"
     print(f"{header} {'mem/tile':>9}")
     for rank, c in enumerate(result.best, 1):
@@ -377,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--top", type=int, default=5, help="how many best mappings to report")
     se.add_argument("--out", default="results/search", help="folder for results.csv, pareto.png")
     se.add_argument("--jobs", type=int, help="simulations in parallel (default: all cores)")
+    se.add_argument(
+        "--max-simulations",
+        type=int,
+        default=8,
+        help="stop after this many simulations (default 8; 0: as many as proving the top K "
+        "exact needs)",
+    )
     for flag, dest, kind in (
         ("--pp", "pp", _int_list),
         ("--tp", "tp", _int_list),

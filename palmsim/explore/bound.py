@@ -7,7 +7,10 @@ lower bound (tests check it against simulation on many random cases):
   (r + w) / B_port)``: the engine holds the tile for ``compute_time_s`` while the step's ``r``
   DRAM bytes read and ``w`` bytes written flow over routes whose narrowest channels are
   ``B_r`` and ``B_w``, both through the tile's DRAM port of bandwidth ``B_port`` (reads and
-  writes share it). Collectives and transfers are counted as 0, which only loosens the bound.
+  writes share it). A blocking ring collective (TP, or ZeRO-3's weight gathers) lasts at
+  least its slowest ring edge's bytes over that edge's narrowest channel plus one route
+  latency per ring step. Pipeline transfers and the overlapped DP reductions count 0, which
+  only loosens the bound.
 - **A pipeline** (one model chunk per stage): stage ``s`` starts micro-batch 0 only after every
   earlier stage has run its forward, ``Σ_{j<s} F_j``; it then runs ``m`` forwards, recomputes
   and backwards, ``m·(F_s + R_s + B_s)``, one after another on its tiles; after its last
@@ -28,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from palmsim.hardware.chip import Chip
-from palmsim.mapping.plan import ComputeStep, MappingPlan, Step
+from palmsim.mapping.plan import CollectiveStep, ComputeStep, MappingPlan, Step
 
 __all__ = ["iteration_lower_bound_s"]
 
@@ -37,7 +40,35 @@ def _narrowest_bandwidth(chip: Chip, channels: Sequence[int]) -> float:
     return min(chip.channels[c].bandwidth_bytes_per_s for c in channels)
 
 
-def _steps_lower_bound_s(chip: Chip, tile: int, port: int, steps: Sequence[Step]) -> float:
+#: Ring steps of each collective kind (as the engine runs them), in units of (n - 1).
+_RING_STEPS = {"allreduce": 2, "reducescatter": 1, "allgather": 1}
+
+
+def _ring_lower_bound_s(chip: Chip, group: Sequence[int], kind: str, size_bytes: float) -> float:
+    """A ring collective of S bytes over ``group``: every edge carries steps/n·S and pays its
+    route's latency once per step, so it lasts at least the slowest edge's
+    ``steps/n·S / B_narrowest + steps·latency``."""
+    n = len(group)
+    if n < 2:
+        return 0.0
+    steps = _RING_STEPS[kind] * (n - 1)
+    edge_bytes = steps / n * size_bytes
+    slowest = 0.0
+    for i, src in enumerate(group):
+        route = chip.route(src, group[(i + 1) % n])
+        if route.channels:
+            time_s = edge_bytes / _narrowest_bandwidth(chip, route.channels)
+            slowest = max(slowest, time_s + steps * route.latency_s)
+    return slowest
+
+
+def _steps_lower_bound_s(
+    chip: Chip,
+    tile: int,
+    port: int,
+    steps: Sequence[Step],
+    groups: dict[str, tuple[int, ...]],
+) -> float:
     read_route = chip.dram_route(tile, port, write=False).channels
     write_route = chip.dram_route(tile, port, write=True).channels
     read_bw = _narrowest_bandwidth(chip, read_route)
@@ -45,10 +76,11 @@ def _steps_lower_bound_s(chip: Chip, tile: int, port: int, steps: Sequence[Step]
     port_bw = chip.channels[chip.dram_ports[port].channel].bandwidth_bytes_per_s
     total = 0.0
     for step in steps:
-        if not isinstance(step, ComputeStep):
-            continue
-        r, w = step.dram_read_bytes, step.dram_write_bytes
-        total += max(step.compute_time_s, r / read_bw, w / write_bw, (r + w) / port_bw)
+        if isinstance(step, ComputeStep):
+            r, w = step.dram_read_bytes, step.dram_write_bytes
+            total += max(step.compute_time_s, r / read_bw, w / write_bw, (r + w) / port_bw)
+        elif isinstance(step, CollectiveStep):  # blocking: the tile waits for the ring
+            total += _ring_lower_bound_s(chip, groups[step.group], step.kind, step.size_bytes)
     return total
 
 
@@ -68,9 +100,15 @@ def iteration_lower_bound_s(plan: MappingPlan, chip: Chip) -> float:
         s = c % p
         tile = plan.stage_tiles[0][s][0]
         port = port_of[tile]
-        forward[s] += _steps_lower_bound_s(chip, tile, port, program.forward)
-        redo_back[s] += _steps_lower_bound_s(chip, tile, port, program.recompute + program.backward)
-        optimizer[s] = _steps_lower_bound_s(chip, tile, port, (program.optimizer,))
+        groups = {
+            "tp": plan.stage_tiles[0][s],
+            "dp": tuple(replica[s][0] for replica in plan.stage_tiles),
+        }
+        forward[s] += _steps_lower_bound_s(chip, tile, port, program.forward, groups)
+        redo_back[s] += _steps_lower_bound_s(
+            chip, tile, port, program.recompute + program.backward, groups
+        )
+        optimizer[s] = _steps_lower_bound_s(chip, tile, port, (program.optimizer,), groups)
     bound = 0.0
     for s in range(p):
         work = m * (forward[s] + redo_back[s])

@@ -78,11 +78,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Every candidate, the ranked best ones and the counts."""
+    """Every candidate, the ranked best ones and the counts.
+
+    ``proven`` is true when the search stopped because no candidate left could enter the top
+    K (the top K are exact), false when ``max_simulations`` stopped it first.
+    """
 
     candidates: tuple[Candidate, ...]
     best: tuple[Candidate, ...]
     objective: str
+    proven: bool = True
 
     def count(self, status: str) -> int:
         """How many candidates ended with ``status``."""
@@ -147,9 +152,13 @@ def search(
     top: int = 5,
     space: SearchSpace = SearchSpace(),
     jobs: int | None = None,
+    max_simulations: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Find the ``top`` best mappings of ``experiment``'s workload onto its hardware.
+
+    ``max_simulations`` caps the simulations (None: as many as the proof needs); a capped
+    search reports ``proven=False`` and leaves the rest ``unexplored``.
 
     Raises:
         ConfigError: an unknown objective or a ``top`` below 1.
@@ -186,6 +195,8 @@ def search(
     position = 0
     with ProcessPoolExecutor(max_workers=workers) as pool:
         while position < len(order):
+            if max_simulations is not None and len(simulated) >= max_simulations:
+                break
             if objective == "memory":
                 if len(simulated) >= top:
                     break
@@ -193,7 +204,8 @@ def search(
                 times = sorted(candidates[i].summary["iteration_time_s"] for i in simulated)
                 if candidates[order[position]].lower_bound_s >= times[top - 1]:
                     break  # no remaining mapping can be faster than the K-th best
-            batch = order[position : position + workers]
+            room = len(order) if max_simulations is None else max_simulations - len(simulated)
+            batch = order[position : position + min(workers, room)]
             position += len(batch)
             for index, summary in zip(
                 batch, pool.map(_simulate, [experiments[i] for i in batch]), strict=True
@@ -203,7 +215,18 @@ def search(
                 simulated.append(index)
             if progress:
                 progress(f"simulated {len(simulated)} of {len(order)} feasible mappings")
+    # Proven when nothing is left, or the next bound cannot beat the K-th best simulated.
+    proven = position >= len(order)
+    if not proven and objective != "memory" and len(simulated) >= top:
+        kth = sorted(candidates[i].summary["iteration_time_s"] for i in simulated)[top - 1]
+        proven = candidates[order[position]].lower_bound_s >= kth
+    elif not proven and objective == "memory":
+        proven = len(simulated) >= top
     for index in order[position:]:
+        if not proven:
+            candidates[index].status = "unexplored"
+            candidates[index].reason = "not simulated: max_simulations reached"
+            continue
         candidates[index].status = "pruned"
         candidates[index].reason = (
             "lower bound above the best simulated"
@@ -214,4 +237,5 @@ def search(
         ranked = sorted(simulated, key=lambda i: (candidates[i].memory_per_tile_bytes,))
     else:
         ranked = sorted(simulated, key=lambda i: candidates[i].summary["iteration_time_s"])
-    return SearchResult(tuple(candidates), tuple(candidates[i] for i in ranked[:top]), objective)
+    best = tuple(candidates[i] for i in ranked[:top])
+    return SearchResult(tuple(candidates), best, objective, proven)

@@ -142,3 +142,12 @@ def test_search_cli_writes_results_and_pareto(tmp_path, capsys) -> None:
     statuses = [line.split(",")[7] for line in lines[1:]]
     assert set(statuses) <= {"infeasible", "pruned", "simulated"}
     assert statuses.count("simulated") >= 2
+
+
+def test_a_capped_search_says_it_is_not_proven() -> None:
+    base = _small()
+    space = SearchSpace(schedule=("1f1b",), placement=("snake",))
+    capped = search(base, top=3, space=space, jobs=1, max_simulations=2)
+    assert not capped.proven
+    assert capped.count("simulated") == 2 and capped.count("unexplored") > 0
+    assert search(base, top=3, space=space, jobs=1).proven
