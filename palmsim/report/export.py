@@ -2,8 +2,9 @@
 
 :func:`write_run` writes ``summary.json``, ``resolved_config.yaml``, ``records.csv``,
 ``timeline.csv``, ``trace.json`` (Chrome Trace Event format, the one output in µs) and,
-optionally, ``gantt.png``. Output is byte-identical for identical inputs: keys are sorted, rows and
-events are in a defined order and nothing reads the clock. :func:`run_id` names run folders by a
+optionally, the default figures in ``plots/*.png``; :func:`read_run` reads a run folder back.
+Output is byte-identical for identical inputs: keys are sorted, rows and events are in a
+defined order and nothing reads the clock. :func:`run_id` names run folders by a
 hash of the resolved config, so reruns and sweep points land deterministically.
 """
 
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from palmsim.engine.records import FlowRecord, RunTrace
+from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.errors import RunDirError
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import DRAM_KIND, ChipLike
 from palmsim.report.timeline import TIMELINE_COLUMNS, utilization_timeline
@@ -31,6 +33,8 @@ __all__ = [
     "RECORD_COLUMNS",
     "TRACE_PIDS",
     "chrome_trace",
+    "parse_records_csv",
+    "read_run",
     "records_csv",
     "run_id",
     "timeline_csv",
@@ -163,7 +167,123 @@ def records_csv(trace: RunTrace) -> str:
                 " ".join(str(c) for c in flow.channels),
             ]
         )
+    for mem in sorted(trace.memory, key=lambda m: (m.time_s, m.tile, m.activation_bytes)):
+        rows.append(
+            [
+                "memory",
+                f"tile {mem.tile}",
+                "activation",
+                float(mem.time_s),
+                float(mem.time_s),
+                "",
+                "",
+                "",
+                "",
+                float(mem.activation_bytes),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     return _csv_text(RECORD_COLUMNS, rows)
+
+
+def _tile_of(resource: str) -> int:
+    """``tile 3`` -> 3."""
+    return int(resource.split()[1])
+
+
+def parse_records_csv(text: str, *, end_time_s: float, num_events: int) -> RunTrace:
+    """The :class:`RunTrace` written by :func:`records_csv` (floats round-trip exactly).
+
+    ``end_time_s`` and ``num_events`` are not in the CSV; they come from ``summary.json``.
+    The host's wall time is not kept (0) and ``metadata`` is empty.
+    """
+    intervals: list[IntervalRecord] = []
+    flows: list[FlowRecord] = []
+    memory: list[MemoryRecord] = []
+    reader = csv.DictReader(io.StringIO(text))
+    for row in reader:
+        kind = row["record"]
+        if kind == "interval":
+            intervals.append(
+                IntervalRecord(
+                    tile=_tile_of(row["resource"]),
+                    category=row["category"],
+                    start_s=float(row["start_s"]),
+                    end_s=float(row["end_s"]),
+                    stage=int(row["stage"]),
+                    microbatch=int(row["microbatch"]),
+                    label=row["label"],
+                    flop=float(row["flop"]),
+                    bytes=float(row["bytes"]),
+                )
+            )
+        elif kind == "flow":
+            flows.append(
+                FlowRecord(
+                    flow_id=int(row["flow_id"]),
+                    category=row["category"],
+                    src=int(row["src"]),
+                    dst=int(row["dst"]),
+                    channels=tuple(int(c) for c in row["channels"].split()),
+                    start_s=float(row["start_s"]),
+                    end_s=float(row["end_s"]),
+                    size_bytes=float(row["bytes"]),
+                    stage=int(row["stage"]),
+                    microbatch=int(row["microbatch"]),
+                )
+            )
+        elif kind == "memory":
+            memory.append(
+                MemoryRecord(
+                    tile=_tile_of(row["resource"]),
+                    time_s=float(row["start_s"]),
+                    activation_bytes=float(row["bytes"]),
+                )
+            )
+        else:
+            raise ValueError(f"records.csv: unknown record kind {kind!r}")
+    return RunTrace(
+        intervals=tuple(intervals),
+        flows=tuple(flows),
+        memory=tuple(memory),
+        end_time_s=end_time_s,
+        num_events=num_events,
+        wall_time_s=0.0,
+    )
+
+
+def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], RunTrace]:
+    """Read a run folder written by :func:`write_run`: summary, resolved config and trace.
+
+    Raises:
+        RunDirError: the folder or one of its files is missing or unreadable.
+    """
+    folder = Path(run_dir)
+    texts: dict[str, str] = {}
+    for name in ("summary.json", "resolved_config.yaml", "records.csv"):
+        try:
+            texts[name] = (folder / name).read_text(encoding="utf-8")
+        except OSError as error:
+            raise RunDirError(
+                f"{folder}: not a run folder written by `palmsim run` "
+                f"(cannot read {name}: {error.strerror})"
+            ) from None
+    try:
+        summary = json.loads(texts["summary.json"])
+        config = yaml.safe_load(texts["resolved_config.yaml"])
+        trace = parse_records_csv(
+            texts["records.csv"],
+            end_time_s=float(summary["iteration_time_s"]),
+            num_events=int(summary["simulated_events"]),
+        )
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        raise RunDirError(
+            f"{folder}: unreadable run folder ({type(error).__name__}: {error})"
+        ) from None
+    return summary, config, trace
 
 
 def timeline_csv(timeline: Mapping[str, np.ndarray]) -> str:
@@ -312,12 +432,14 @@ def write_run(
     plan: MappingPlan,
     make_plots: bool = True,
     timeline_bin_s: float | None = None,
+    plot_kinds: tuple[str, ...] | None = None,
 ) -> Path:
     """Write one run's results into ``out_dir`` (created if missing) and return it.
 
     Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
     in its order), ``records.csv``, ``timeline.csv``, ``trace.json`` and, if ``make_plots``,
-    ``gantt.png``. Existing files of these names are overwritten.
+    ``plots/{gantt,placement,noc,utilization,memory}.png``. Existing files of these names are
+    overwritten.
 
     Args:
         out_dir: the run folder, e.g. ``results/<run_id>``.
@@ -326,9 +448,11 @@ def write_run(
         trace: the run's records.
         chip: the chip (duck-typed, see :class:`palmsim.report.metrics.ChipLike`).
         plan: the mapping the run executed.
-        make_plots: also render ``gantt.png`` (imports matplotlib).
+        make_plots: also render the default figures into ``plots/`` (imports matplotlib).
         timeline_bin_s: timeline bin width [s]; by default the run is cut into
             :data:`DEFAULT_TIMELINE_BINS` bins.
+        plot_kinds: the figures to draw (default :data:`palmsim.report.plots.DEFAULT_KINDS`;
+            the floorplan kinds need a real :class:`~palmsim.hardware.chip.Chip`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -357,7 +481,27 @@ def write_run(
     _write_text(out / "trace.json", _chrome_trace_text(chrome_trace(trace, chip, plan)))
 
     if make_plots:
+        from types import SimpleNamespace
+
         from palmsim.report import plots  # matplotlib only when asked for
 
-        plots.gantt(trace, plan, out / "gantt.png")
+        folder = out / "plots"
+        folder.mkdir(exist_ok=True)
+        run = SimpleNamespace(trace=trace, chip=chip, plan=plan)
+        for kind in plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds:
+            plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})
     return out
+
+
+def write_plot(run: Any, kind: str, path: str | Path, options: Mapping[str, Any]) -> Path:
+    """Draw one figure ``kind`` of a loaded run into ``path`` (its folder is created).
+
+    Raises:
+        KeyError: unknown kind, with the known kinds and a "did you mean".
+    """
+    from palmsim.report import plots  # matplotlib only when asked for
+
+    draw = plots.PLOT_KINDS.get(kind)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return draw(run, path, options)

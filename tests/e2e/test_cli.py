@@ -35,7 +35,11 @@ FILES = (
     "records.csv",
     "timeline.csv",
     "trace.json",
-    "gantt.png",
+    "plots/gantt.png",
+    "plots/placement.png",
+    "plots/noc.png",
+    "plots/utilization.png",
+    "plots/memory.png",
 )
 REQUIRED_KEYS = (
     "iteration_time_s",

@@ -91,7 +91,7 @@ def test_write_run_writes_every_file(tmp_path, run):
     assert out == tmp_path / "a" / "b"
     for name in FILES:
         assert (out / name).stat().st_size > 0, name
-    assert not (out / "gantt.png").exists()
+    assert not (out / "plots").exists()
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(run["summary"]))
@@ -105,8 +105,12 @@ def test_write_run_writes_every_file(tmp_path, run):
     with (out / "records.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == RECORD_COLUMNS
-    assert len(rows) == 6 + 5
-    assert [r["record"] for r in rows] == ["interval"] * 6 + ["flow"] * 5
+    assert len(rows) == 6 + 5 + 2
+    assert [r["record"] for r in rows] == ["interval"] * 6 + ["flow"] * 5 + ["memory"] * 2
+    assert [(r["resource"], float(r["start_s"]), float(r["bytes"])) for r in rows[-2:]] == [
+        ("tile 0", 0.0, 0.0),
+        ("tile 0", 1.0, 3.0),
+    ]
     first = rows[0]
     assert (first["resource"], first["category"], first["label"]) == ("tile 0", "forward", "L0.fwd")
     assert float(first["start_s"]) == 0.0
@@ -126,9 +130,10 @@ def test_write_run_writes_every_file(tmp_path, run):
 
 
 def test_write_run_is_byte_identical(tmp_path, run):
-    first = write_run(tmp_path / "one", make_plots=True, **run)
-    second = write_run(tmp_path / "two", make_plots=True, **run)
-    for name in (*FILES, "gantt.png"):
+    kinds = ("gantt", "utilization")  # the floorplan kinds need a real chip (tests/e2e)
+    first = write_run(tmp_path / "one", make_plots=True, plot_kinds=kinds, **run)
+    second = write_run(tmp_path / "two", make_plots=True, plot_kinds=kinds, **run)
+    for name in (*FILES, "plots/gantt.png", "plots/utilization.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
@@ -203,8 +208,8 @@ def test_chrome_trace_is_independent_of_record_order(run):
 
 
 def test_write_run_with_plots_writes_a_png(tmp_path, run):
-    out = write_run(tmp_path, **run)
-    assert (out / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = write_run(tmp_path, plot_kinds=("gantt",), **run)
+    assert (out / "plots" / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_run_id_is_stable_short_and_sensitive():

@@ -1,0 +1,155 @@
+"""Reading a run folder back and redrawing its figures without simulating (issue 7)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from palmsim.api import load_experiment, load_result, resolved_config, simulate, summarize_result
+from palmsim.cli import main
+from palmsim.report.export import write_run
+
+from .test_cli import HW, T18B
+
+SMALL_OVERRIDES = ["model.num_hidden_layers=8", "training.global_batch_size=64"]
+SMALL_FLAGS = {"pp": 4, "tp": 16, "micro_batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """The small T-18B run, simulated once, written without plots."""
+    experiment = load_experiment(
+        HW, T18B, overrides=SMALL_OVERRIDES, mapping_flags=SMALL_FLAGS
+    )
+    result = simulate(experiment)
+    out = tmp_path_factory.mktemp("viz") / "run"
+    write_run(
+        out,
+        summary=summarize_result(result),
+        resolved_config=resolved_config(experiment),
+        trace=result.trace,
+        chip=result.chip,
+        plan=result.plan,
+        make_plots=False,
+    )
+    return out, result
+
+
+def _key(rec: object) -> tuple:
+    return tuple(getattr(rec, f) for f in rec.__slots__)  # type: ignore[attr-defined]
+
+
+def test_trace_round_trips_exactly(small) -> None:
+    """Every interval, flow and memory record comes back bit-identical from records.csv."""
+    out, result = small
+    loaded = load_result(out)
+    for part in ("intervals", "flows", "memory"):
+        mine = sorted(map(_key, getattr(result.trace, part)))
+        back = sorted(map(_key, getattr(loaded.trace, part)))
+        assert mine == back, part
+    assert loaded.trace.end_time_s == result.trace.end_time_s
+    assert loaded.trace.num_events == result.trace.num_events
+    assert loaded.plan.stage_tiles == result.plan.stage_tiles
+    assert len(loaded.chip.channels) == len(result.chip.channels)
+
+
+def test_missing_run_dir_is_one_line_exit_5(tmp_path: Path, capsys) -> None:
+    assert main(["plot", "gantt", str(tmp_path / "nope")]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a run folder" in err
+
+
+def test_noc_bytes_are_the_flows_bytes_on_each_channel(small) -> None:
+    """Per channel, the heat-map's bytes are the sizes of the flows routed over it."""
+    from palmsim.report.figdata import hottest_links, link_loads
+
+    _, result = small
+    trace, chip = result.trace, result.chip
+    loads = link_loads(trace, chip)
+    assert [x.channel for x in loads] == list(range(len(chip.channels)))
+    expected = dict.fromkeys(range(len(chip.channels)), 0.0)
+    for flow in trace.flows:
+        for c in flow.channels:
+            expected[c] += flow.size_bytes
+    for load in loads:
+        assert load.carried_bytes == pytest.approx(expected[load.channel], rel=1e-12)
+        bw = chip.channels[load.channel].bandwidth_bytes_per_s
+        assert load.utilization == pytest.approx(load.carried_bytes / (bw * trace.end_time_s))
+    # Conservation: each flow's size counted once per hop.
+    total = sum(f.size_bytes * len(f.channels) for f in trace.flows)
+    assert sum(x.carried_bytes for x in loads) == pytest.approx(total, rel=1e-12)
+    top = hottest_links(loads, 3)
+    assert top[0].utilization == max(x.utilization for x in loads)
+    assert top[0].utilization >= top[1].utilization >= top[2].utilization
+
+
+def test_placement_colours_each_tile_by_the_plans_stage(small) -> None:
+    from palmsim.report.figdata import placement_cells
+
+    _, result = small
+    chip, plan = result.chip, result.plan
+    cells = placement_cells(chip, plan)
+    stage_of = plan.stage_of_tile()
+    assert [c.tile for c in cells] == list(range(chip.num_tiles))
+    for cell in cells:
+        assert cell.stage == stage_of.get(cell.tile, -1)
+        assert (cell.row, cell.col) == tuple(chip.tile_position(cell.tile))
+    # pp=4 × tp=16 × dp=1 tiles in use; every DRAM port is marked once.
+    assert sum(c.stage >= 0 for c in cells) == 4 * 16
+    assert sorted(c.dram_port for c in cells if c.dram_port >= 0) == list(
+        range(len(chip.dram_ports))
+    )
+
+
+def test_memory_bars_sum_to_the_plans_breakdown(small) -> None:
+    from palmsim.report.figdata import memory_bars
+
+    _, result = small
+    plan = result.plan
+    bars = memory_bars(plan, 3 * 2**20)
+    breakdown = dict(plan.memory)
+    assert [b.stage for b in bars] == list(range(4))
+    for bar in bars:
+        mem = breakdown[bar.tile]
+        assert sum(bar.parts_bytes.values()) == pytest.approx(mem.total)
+        assert bar.sram_bytes + bar.dram_bytes == pytest.approx(mem.total)
+        assert bar.sram_capacity_bytes == 3 * 2**20
+
+
+def test_gantt_boxes_cover_exactly_each_stages_intervals(small) -> None:
+    """Every interval of a row's tile lies in one box; every box edge is an interval edge."""
+    from palmsim.report.plots import gantt_boxes, gantt_rows
+
+    _, result = small
+    rows = gantt_rows(result.plan)
+    assert [label for label, _ in rows] == [f"stage {s}" for s in range(4)]
+    for _, tile in rows:
+        own = [r for r in result.trace.intervals if r.tile == tile]
+        boxes = gantt_boxes(own, tile)
+        starts = {r.start_s for r in own}
+        ends = {r.end_s for r in own}
+        assert all(b[0] in starts and b[1] in ends for b in boxes)
+        for rec in own:
+            assert any(b[0] <= rec.start_s and rec.end_s <= b[1] for b in boxes), rec
+        # Boxes do not overlap: the tile runs one thing at a time.
+        for a, b in itertools.pairwise(boxes):
+            assert a[1] <= b[0]
+    per_tile = gantt_rows(result.plan, per_tile=True, stage=2)
+    assert [t for _, t in per_tile] == list(result.plan.stage_tiles[0][2])
+
+
+def test_plot_cli_redraws_every_kind(small, tmp_path: Path, capsys) -> None:
+    out, _ = small
+    for kind in ("gantt", "placement", "noc", "utilization", "memory"):
+        target = tmp_path / f"{kind}.png"
+        assert main(["plot", kind, str(out), "--out", str(target)]) == 0
+        assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tiles = ["--tiles", "0-3", "--out", str(tmp_path / "t.png")]
+    assert main(["plot", "gantt", str(out), *tiles]) == 0
+    assert main(["plot", "noc", str(out), "--by", "bytes", "--out", str(tmp_path / "b.png")]) == 0
+    capsys.readouterr()
+    assert main(["plot", "gant", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'gantt'" in err
