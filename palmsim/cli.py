@@ -1,7 +1,7 @@
-"""Command line: ``palmsim run``, ``palmsim plot`` and ``palmsim describe``.
+"""Command line: ``palmsim run``, ``plot``, ``report`` and ``describe``.
 
 Each command parses its arguments, calls the library and maps errors to exit codes:
-0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``).
+0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``, ``report``).
 Errors print as one message (all problems of a config file at once), never a traceback.
 """
 
@@ -128,6 +128,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from palmsim.api import load_result
+    from palmsim.report.export import write_report
+
+    out = write_report(load_result(args.run_dir), args.run_dir)
+    print(f"wrote {out}")
+    return 0
+
+
 def _describe(spec: Any, indent: str = "") -> list[str]:
     """Lines describing a spec dataclass: each field's value and help text."""
     lines = []
@@ -185,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--by", choices=("utilization", "bytes"), default="utilization", help="noc: colour by"
     )
     plot.set_defaults(func=_cmd_plot)
+
+    report = sub.add_parser(
+        "report", help="write RUN_DIR/report.html: summary, figures, config, bottlenecks"
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `palmsim run`")
+    report.set_defaults(func=_cmd_report)
 
     describe = sub.add_parser("describe", help="print the resolved configuration with help")
     _add_inputs(describe)

@@ -38,6 +38,8 @@ __all__ = [
     "records_csv",
     "run_id",
     "timeline_csv",
+    "write_plot",
+    "write_report",
     "write_run",
 ]
 
@@ -505,3 +507,23 @@ def write_plot(run: Any, kind: str, path: str | Path, options: Mapping[str, Any]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return draw(run, path, options)
+
+
+def write_report(run: Any, run_dir: str | Path) -> Path:
+    """Draw the default figures into ``RUN_DIR/plots/`` and write ``RUN_DIR/report.html``.
+
+    ``run`` is a loaded run (:func:`palmsim.api.load_result`: ``trace``, ``chip``, ``plan``,
+    ``summary``, ``config``). Returns the report's path.
+    """
+    from palmsim.report import plots  # matplotlib only when asked for
+    from palmsim.report.html import bottlenecks, report_html
+
+    folder = Path(run_dir)
+    figures: dict[str, bytes] = {}
+    for kind in plots.DEFAULT_KINDS:
+        path = write_plot(run, kind, folder / "plots" / f"{kind}.png", {})
+        figures[kind] = path.read_bytes()
+    analysis = bottlenecks(run.trace, run.chip, run.plan, run.summary)
+    out = folder / "report.html"
+    _write_text(out, report_html(run.summary, run.config, figures, analysis))
+    return out

@@ -153,3 +153,48 @@ def test_plot_cli_redraws_every_kind(small, tmp_path: Path, capsys) -> None:
     assert main(["plot", "gant", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean 'gantt'" in err
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_report_is_self_contained_and_renders_every_figure(small, tmp_path: Path) -> None:
+    """report.html references nothing external and headless Chromium decodes all 5 figures."""
+    import re
+    import shutil
+    import subprocess
+
+    out, _ = small
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    assert main(["report", str(folder)]) == 0
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page)
+    assert "http://" not in page and "https://" not in page
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "exposed communication" in page and "pipeline bubble" in page
+    if not CHROMIUM.exists():
+        pytest.skip("chromium not installed (.ci/run installs it)")
+    dom = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            (folder / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert 'data-images-decoded="5"' in dom
+    assert 'data-images-total="5"' in dom
