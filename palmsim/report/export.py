@@ -27,7 +27,7 @@ from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, Run
 from palmsim.errors import RunDirError
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import DRAM_KIND, ChipLike
-from palmsim.report.timeline import TIMELINE_COLUMNS, utilization_timeline
+from palmsim.report.timeline import TIMELINE_COLUMNS, binned_amount, utilization_timeline
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -352,7 +352,9 @@ def chrome_trace(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> dict[str
     Process ``tiles`` (pid 1) has a thread per busy tile with one complete (``X``) event per
     compute interval; processes ``links`` (pid 2) and ``dram`` (pid 3) have a thread per busy
     channel with one ``X`` event per merged busy interval. Metadata (``M``) events name
-    processes and threads. Events are sorted: metadata first, then by (pid, tid, ts, dur, name).
+    processes and threads. Flow arrows (``s``/``f``) join forward pipeline sends to their
+    receivers; counter (``C``) tracks show activation occupancy, hot-link utilisation and DRAM
+    bandwidth (see :func:`_flow_arrows`, :func:`_counter_events`). Events are sorted: metadata first, then by (pid, tid, ts, dur, name).
     """
     stage_of = plan.stage_of_tile()
     meta: list[dict[str, Any]] = []
@@ -402,9 +404,107 @@ def chrome_trace(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> dict[str
         meta.append(_metadata(pid, index, "thread_sort_index", {"sort_index": index}))
         events.extend(_channel_busy_events(by_channel[index], pid, index))
 
+    events.extend(_flow_arrows(trace, plan))
+    events.extend(_counter_events(trace, chip, plan))
+
     meta.sort(key=lambda e: (e["pid"], e["tid"], e["name"]))
-    events.sort(key=lambda e: (e["pid"], e["tid"], e["ts"], e["dur"], e["name"], e["cat"]))
+    events.sort(
+        key=lambda e: (
+            e["pid"],
+            e["tid"],
+            e["ts"],
+            e.get("dur", 0.0),
+            e["name"],
+            e.get("cat", ""),
+            e["ph"],
+        )
+    )
     return {"traceEvents": meta + events, "displayTimeUnit": "ms"}
+
+
+#: Counter tracks per link/port are sampled in this many bins over the run (trace size cap).
+COUNTER_BINS = 100
+#: Per-link utilisation counters are drawn for this many hottest network links.
+COUNTER_LINKS = 8
+
+
+def _flow_arrows(trace: RunTrace, plan: MappingPlan) -> list[dict[str, Any]]:
+    """Flow arrows (``s``/``f`` pairs, one ``id`` each) from each forward pipeline send of a
+    stage's first tile (replica 0, TP rank 0) at its send time to the receiver tile at arrival.
+    """
+    stage_of = plan.stage_of_tile()
+    senders = {stages[0] for stages in plan.stage_tiles[0]} if plan.stage_tiles else set()
+    pid = TRACE_PIDS["tiles"]
+    events: list[dict[str, Any]] = []
+    for flow in trace.flows:
+        if flow.src not in senders or flow.dst < 0 or flow.category != "p2p":
+            continue
+        if stage_of.get(flow.dst) != stage_of[flow.src] + 1:
+            continue  # a backward (gradient) send
+        name = f"fwd mb{flow.microbatch}"
+        common = {"pid": pid, "name": name, "cat": "pipeline", "id": flow.flow_id}
+        events.append({**common, "ph": "s", "tid": flow.src, "ts": flow.start_s * _US_PER_S})
+        events.append(
+            {**common, "ph": "f", "bp": "e", "tid": flow.dst, "ts": flow.end_s * _US_PER_S}
+        )
+    return events
+
+
+def _counter_events(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> list[dict[str, Any]]:
+    """Counter (``C``) tracks: stored activations of each stage's first tile (from the memory
+    records), utilisation of the :data:`COUNTER_LINKS` busiest network links and the bandwidth
+    of every DRAM channel, the last two in :data:`COUNTER_BINS` bins (``binned_amount``)."""
+    events: list[dict[str, Any]] = []
+    rows = {stages[0] for stages in plan.stage_tiles[0]} if plan.stage_tiles else set()
+    for mem in trace.memory:
+        if mem.tile in rows:
+            events.append(
+                {
+                    "ph": "C",
+                    "pid": TRACE_PIDS["tiles"],
+                    "tid": mem.tile,
+                    "ts": mem.time_s * _US_PER_S,
+                    "name": f"activations tile {mem.tile}",
+                    "args": {"bytes": float(mem.activation_bytes)},
+                }
+            )
+    end_s = float(trace.end_time_s)
+    if end_s <= 0:
+        return events
+    edges = np.linspace(0.0, end_s, COUNTER_BINS + 1)
+    width_s = np.diff(edges)
+    items: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
+    for flow in trace.flows:
+        for channel in flow.channels:
+            items[channel].append((flow.start_s, flow.end_s, flow.size_bytes))
+    channels = {c.index: c for c in chip.channels}
+    totals = {i: sum(x[2] for x in v) for i, v in items.items()}
+    noc = sorted(
+        (i for i in items if channels[i].kind != DRAM_KIND),
+        key=lambda i: (-totals[i] / channels[i].bandwidth_bytes_per_s, i),
+    )[:COUNTER_LINKS]
+    dram = sorted(i for i in items if channels[i].kind == DRAM_KIND)
+    for index in [*noc, *dram]:
+        channel = channels[index]
+        arr = np.array(items[index], dtype=np.float64)
+        rate = binned_amount(edges, arr[:, 0], arr[:, 1], arr[:, 2]) / width_s
+        is_dram = channel.kind == DRAM_KIND
+        for start_s, value in zip(edges[:-1], rate, strict=True):
+            events.append(
+                {
+                    "ph": "C",
+                    "pid": TRACE_PIDS["dram" if is_dram else "links"],
+                    "tid": index,
+                    "ts": float(start_s) * _US_PER_S,
+                    "name": f"{'bandwidth' if is_dram else 'utilization'} {channel.name}",
+                    "args": (
+                        {"bytes_per_s": float(value)}
+                        if is_dram
+                        else {"utilization": float(value / channel.bandwidth_bytes_per_s)}
+                    ),
+                }
+            )
+    return events
 
 
 def _chrome_trace_text(trace_object: dict[str, Any]) -> str:

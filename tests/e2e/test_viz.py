@@ -198,3 +198,26 @@ def test_report_is_self_contained_and_renders_every_figure(small, tmp_path: Path
     ).stdout
     assert 'data-images-decoded="5"' in dom
     assert 'data-images-total="5"' in dom
+
+
+def test_trace_json_events_are_valid_with_arrows_and_counters(small) -> None:
+    """Every event of the real run's trace.json is valid; one arrow per forward send."""
+    import json
+
+    from palmsim.report.export import COUNTER_BINS
+    from tests.trace_format import check_trace_events
+
+    out, result = small
+    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    phases = check_trace_events(events)
+    # pp=4 stages, m = 64 samples / 8 per micro-batch = 8: (4 - 1) x 8 forward sends drawn
+    # from each stage's first tile to the next stage.
+    assert phases["s"] == phases["f"] == 3 * 8
+    counters = [e for e in events if e["ph"] == "C"]
+    links = {e["name"] for e in counters if e["name"].startswith("utilization ")}
+    assert len(links) == 8
+    for name in links:
+        assert sum(e["name"] == name for e in counters) == COUNTER_BINS
+    acts = [e for e in counters if e["name"].startswith("activations tile")]
+    rows = {result.plan.stage_tiles[0][s][0] for s in range(4)}
+    assert {e["tid"] for e in acts} == rows

@@ -16,6 +16,7 @@ from palmsim.mapping.plan import ComputeStep, MappingPlan, MemoryBreakdown, Stag
 from palmsim.report.export import RECORD_COLUMNS, chrome_trace, run_id, write_run
 from palmsim.report.metrics import summarize
 from palmsim.report.timeline import TIMELINE_COLUMNS
+from tests.trace_format import check_trace_events
 from tests.unit.report_fakes import FakeChannel, FakeChip, build
 
 FILES = ("summary.json", "resolved_config.yaml", "records.csv", "timeline.csv", "trace.json")
@@ -142,15 +143,8 @@ def test_trace_json_follows_the_trace_event_format(tmp_path, run):
     trace = json.loads((out / "trace.json").read_text())
     assert trace["displayTimeUnit"] == "ms"
     events = trace["traceEvents"]
-    for event in events:
-        assert event["ph"] in {"M", "X"}
-        for key in ("pid", "tid", "ts", "name"):
-            assert key in event, (key, event)
-        assert isinstance(event["pid"], int)
-        assert isinstance(event["tid"], int)
-        if event["ph"] == "X":
-            assert event["dur"] >= 0
-            assert isinstance(event["cat"], str)
+    phases = check_trace_events(events)
+    assert set(phases) <= {"M", "X", "C", "s", "f"}
 
     meta = {(e["pid"], e["tid"], e["name"]): e["args"] for e in events if e["ph"] == "M"}
     assert meta[1, 0, "process_name"] == {"name": "tiles"}
