@@ -354,7 +354,8 @@ def chrome_trace(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> dict[str
     channel with one ``X`` event per merged busy interval. Metadata (``M``) events name
     processes and threads. Flow arrows (``s``/``f``) join forward pipeline sends to their
     receivers; counter (``C``) tracks show activation occupancy, hot-link utilisation and DRAM
-    bandwidth (see :func:`_flow_arrows`, :func:`_counter_events`). Events are sorted: metadata first, then by (pid, tid, ts, dur, name).
+    bandwidth (see :func:`_flow_arrows`, :func:`_counter_events`). Events are sorted: metadata
+    first, then by (pid, tid, ts, dur, name).
     """
     stage_of = plan.stage_of_tile()
     meta: list[dict[str, Any]] = []
