@@ -412,6 +412,12 @@ def noc(
             vals.append(v)
         if not segs:
             continue
+        if inter:  # a dark dashed casing keeps idle inter-die links visible
+            ax.add_collection(
+                LineCollection(
+                    segs, colors="#333333", linewidths=4.2, linestyles="dashed", zorder=2
+                )
+            )
         lc = LineCollection(
             segs,
             cmap=cmap,
@@ -427,11 +433,17 @@ def noc(
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04, pad=0.01)
     bar.set_label("utilisation" if by == "utilization" else "bytes carried [B]")
     lines = [f"hottest links (by {by}):"]
-    for load in hottest_links([x for x in loads if x.kind != "dram"], top, by=by):
-        lines.append(
+    def line(load: Any) -> str:
+        return (
             f"{load.src}->{load.dst} [{load.kind}] "
-            f"{load.utilization:.0%} {load.carried_bytes / 1e9:.3g} GB"
+            f"{load.utilization:.1%} {load.carried_bytes / 1e9:.3g} GB"
         )
+
+    lines += [line(x) for x in hottest_links([x for x in loads if x.kind != "dram"], top, by=by)]
+    inter_die = [x for x in loads if x.kind == "inter_die"]
+    if inter_die:
+        lines += ["", "hottest inter-die links:"]
+        lines += [line(x) for x in hottest_links(inter_die, 5, by=by)] or ["(none carried data)"]
     fig.text(0.99, 0.5, "\n".join(lines), ha="right", va="center", fontsize=7,
              family="monospace")
     ax.set_title(
