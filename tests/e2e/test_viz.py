@@ -221,3 +221,31 @@ def test_trace_json_events_are_valid_with_arrows_and_counters(small) -> None:
     acts = [e for e in counters if e["name"].startswith("activations tile")]
     rows = {result.plan.stage_tiles[0][s][0] for s in range(4)}
     assert {e["tid"] for e in acts} == rows
+
+
+def test_gpu_cluster_floorplan_uses_nodes_as_dies(tmp_path: Path) -> None:
+    """On a GPU cluster each node is a 'die' row of GPUs; the figures draw without a trace."""
+    from palmsim.engine.records import RunTrace
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.mapper import map_workload
+    from palmsim.report import plots
+    from palmsim.report.figdata import placement_cells
+
+    repo = Path(HW).parents[1]
+    experiment = load_experiment(
+        str(repo / "hw_configs" / "dgx-h100.yaml"),
+        str(repo / "workloads" / "llama2-7b.yaml"),
+        overrides=["model.num_hidden_layers=4", "training.global_batch_size=16"],
+        mapping_flags={"pp": 2, "tp": 8, "dp": 2, "micro_batch_size": 1},
+    )
+    chip = Chip.from_spec(experiment.hardware)
+    plan = map_workload(experiment, chip)
+    cells = placement_cells(chip, plan)
+    # pp=2 × tp=8 × dp=2 = 32 GPUs, each node (die) holds GPUs of one row.
+    assert sum(c.stage >= 0 for c in cells) == 32
+    for cell in cells:
+        assert cell.die == chip.die_of(cell.tile) and cell.row == chip.tile_position(cell.tile)[0]
+    empty = RunTrace((), (), (), 1.0, 0, 0.0)
+    assert plots.placement(chip, plan, tmp_path / "p.png").stat().st_size > 0
+    assert plots.noc(empty, chip, plan, tmp_path / "n.png").stat().st_size > 0
+    assert plots.memory(chip, plan, tmp_path / "m.png").stat().st_size > 0
