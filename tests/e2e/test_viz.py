@@ -249,3 +249,28 @@ def test_gpu_cluster_floorplan_uses_nodes_as_dies(tmp_path: Path) -> None:
     assert plots.placement(chip, plan, tmp_path / "p.png").stat().st_size > 0
     assert plots.noc(empty, chip, plan, tmp_path / "n.png").stat().st_size > 0
     assert plots.memory(chip, plan, tmp_path / "m.png").stat().st_size > 0
+
+
+def test_bottlenecks_rank_links_and_tiles_and_convert_the_bubble(small) -> None:
+    import json
+
+    from palmsim.report.html import bottlenecks
+    from palmsim.report.metrics import merge_intervals
+
+    out, result = small
+    summary = json.loads((out / "summary.json").read_text())
+    found = bottlenecks(result.trace, result.chip, result.plan, summary)
+    assert found.bubble_time_s == summary["pipeline_bubble_fraction"] * summary["iteration_time_s"]
+    assert found.exposed_communication_s == summary["exposed_communication_s"]
+    utils = [u for _, _, u, _ in found.top_links]
+    assert utils == sorted(utils, reverse=True) and len(utils) == 10
+    # The busiest tile: its merged compute intervals over the makespan, recomputed here.
+    tile, stage, util = found.top_tiles[0]
+    spans = merge_intervals(
+        (r.start_s, r.end_s)
+        for r in result.trace.intervals
+        if r.tile == tile and r.category in ("forward", "backward", "recompute", "optimizer")
+    )
+    busy_s = sum(e - s for s, e in spans)
+    assert util == pytest.approx(busy_s / result.trace.end_time_s, rel=1e-12)
+    assert stage == result.plan.stage_of_tile()[tile]
