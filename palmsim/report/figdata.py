@@ -65,6 +65,9 @@ class StageMemory:
     sram_bytes: float  # the part held in SRAM
     dram_bytes: float  # the part spilled to DRAM
     sram_capacity_bytes: float
+    # The tile's even share of its DRAM port: port capacity / used tiles on that port (the
+    # mapper's feasibility check sums the DRAM bytes of a port's tiles against its capacity).
+    dram_share_bytes: float
 
 
 def tile_of_node(node: str) -> int | None:
@@ -125,9 +128,14 @@ def hottest_links(loads: list[LinkLoad], n: int, *, by: str = "utilization") -> 
     ]
 
 
-def memory_bars(plan: MappingPlan, sram_capacity_bytes: float) -> list[StageMemory]:
-    """Per stage, the plan's memory breakdown of the stage's first tile (replica 0, TP rank 0)."""
+def memory_bars(chip: Chip, plan: MappingPlan) -> list[StageMemory]:
+    """Per stage, the plan's memory breakdown of the stage's first tile (replica 0, TP rank 0),
+    with the tile's SRAM capacity and its share of its DRAM port."""
     breakdown = dict(plan.memory)
+    port_of = dict(plan.dram_port_of_tile)
+    tiles_on_port: dict[int, int] = {}
+    for port in port_of.values():
+        tiles_on_port[port] = tiles_on_port.get(port, 0) + 1
     bars = []
     for stage in range(plan.num_stages):
         tile = plan.stage_tiles[0][stage][0]
@@ -139,7 +147,8 @@ def memory_bars(plan: MappingPlan, sram_capacity_bytes: float) -> list[StageMemo
                 {kind: float(getattr(mem, kind)) for kind in MEMORY_KINDS},
                 float(mem.sram_bytes),
                 float(mem.dram_bytes),
-                sram_capacity_bytes,
+                float(chip.spec.tile.sram_capacity_bytes),
+                chip.dram_ports[port_of[tile]].capacity_bytes / tiles_on_port[port_of[tile]],
             )
         )
     return bars

@@ -462,8 +462,9 @@ def _fmt_time(value_s: float) -> str:
 
 def memory(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110) -> Path:
     """Stacked bars per stage of one tile's weights, gradients, optimizer state and activations
-    against the tile's SRAM capacity (dashed line); hatched: the part spilled to DRAM."""
-    bars = memory_bars(plan, chip.spec.tile.sram_capacity_bytes)
+    against the tile's SRAM capacity (dashed line) and SRAM + its share of its DRAM port (black
+    tick); hatched: the part spilled to DRAM."""
+    bars = memory_bars(chip, plan)
     colors = {"weights": "#0072B2", "gradients": "#E69F00", "optimizer": "#CC79A7",
               "activations": "#009E73"}
     fig, ax = _new_figure(max(6.0, 0.4 * len(bars) + 2.5), 4.0)
@@ -481,6 +482,15 @@ def memory(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110) -
                linewidth=0, label="in DRAM")
     ax.axhline(bars[0].sram_capacity_bytes / scale if bars else 0.0, color="red",
                linestyle="--", linewidth=1, label="SRAM capacity")
+    ax.scatter(
+        x,
+        [(b.sram_capacity_bytes + b.dram_share_bytes) / scale for b in bars],
+        marker="_",
+        s=200,
+        color="black",
+        label="SRAM + DRAM share",
+        zorder=4,
+    )
     ax.set_xticks(x)
     ax.set_xticklabels([str(b.stage) for b in bars], fontsize=7)
     ax.set_xlabel("pipeline stage")

@@ -108,14 +108,20 @@ def test_memory_bars_sum_to_the_plans_breakdown(small) -> None:
 
     _, result = small
     plan = result.plan
-    bars = memory_bars(plan, 3 * 2**20)
+    bars = memory_bars(result.chip, plan)
     breakdown = dict(plan.memory)
+    port_of = dict(plan.dram_port_of_tile)
     assert [b.stage for b in bars] == list(range(4))
     for bar in bars:
         mem = breakdown[bar.tile]
         assert sum(bar.parts_bytes.values()) == pytest.approx(mem.total)
         assert bar.sram_bytes + bar.dram_bytes == pytest.approx(mem.total)
         assert bar.sram_capacity_bytes == 3 * 2**20
+        # The shares of a port's used tiles add up to the port's capacity.
+        port = port_of[bar.tile]
+        sharing = sum(p == port for p in port_of.values())
+        capacity = result.chip.dram_ports[port].capacity_bytes
+        assert bar.dram_share_bytes * sharing == pytest.approx(capacity, rel=1e-12)
 
 
 def test_gantt_boxes_cover_exactly_each_stages_intervals(small) -> None:
