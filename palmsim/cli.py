@@ -118,7 +118,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         )
     out = Path(args.out) if args.out else Path(args.run_dir) / "plots" / f"{args.kind}.png"
     options = {
-        "per_tile": args.per_tile or args.tiles is not None,
+        "per_tile": args.per_tile or args.tiles is not None or args.stage is not None,
         "stage": args.stage,
         "tiles": args.tiles,
         "by": args.by,
