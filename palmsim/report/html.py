@@ -48,7 +48,8 @@ img { max-width: 100%; border: 1px solid #eee; }
 class Bottlenecks:
     """Where the iteration's time goes."""
 
-    top_links: list[tuple[str, str, float, float]]  # (name, kind, utilisation, bytes)
+    # group ("network links", "inter-die links", "DRAM channels") -> (name, kind, util, bytes)
+    top_links: dict[str, list[tuple[str, str, float, float]]]
     top_tiles: list[tuple[int, int, float]]  # (tile, stage, compute utilisation)
     iteration_time_s: float
     bubble_fraction: float
@@ -59,13 +60,22 @@ class Bottlenecks:
 def bottlenecks(
     trace: RunTrace, chip: Chip, plan: MappingPlan, summary: Mapping[str, Any]
 ) -> Bottlenecks:
-    """The bottleneck analysis: hottest links (any kind), most loaded tiles, bubble and exposed
-    communication time (from ``summary.json``)."""
+    """The bottleneck analysis: hottest network, inter-die and DRAM channels, most loaded
+    tiles, bubble and exposed communication time (from ``summary.json``)."""
     loads = link_loads(trace, chip)
-    links = [
-        (f"{x.src}->{x.dst}", x.kind, x.utilization, x.carried_bytes)
-        for x in hottest_links(loads, _TOP)
-    ]
+    groups = {
+        "network links": [x for x in loads if x.kind != "dram"],
+        "inter-die links": [x for x in loads if x.kind == "inter_die"],
+        "DRAM channels": [x for x in loads if x.kind == "dram"],
+    }
+    links = {
+        group: [
+            (f"{x.src}->{x.dst}", x.kind, x.utilization, x.carried_bytes)
+            for x in hottest_links(members, _TOP)
+        ]
+        for group, members in groups.items()
+        if members
+    }
     util = tile_utilization(trace.intervals, plan.used_tiles, float(trace.end_time_s))
     stage_of = plan.stage_of_tile()
     tiles = sorted(util, key=lambda t: (-util[t], t))[:_TOP]
@@ -117,11 +127,16 @@ def report_html(
                 ["exposed communication", f"{analysis.exposed_communication_s:.6g} s"],
             ],
         ),
-        "<h3>Most utilised links</h3>",
-        _table(
-            ["link", "kind", "utilisation", "bytes carried"],
-            [[n, k, f"{u:.1%}", f"{b:.4g}"] for n, k, u, b in analysis.top_links],
-        ),
+    ]
+    for group, rows in analysis.top_links.items():
+        parts.append(f"<h3>Most utilised {html.escape(group)}</h3>")
+        parts.append(
+            _table(
+                ["link", "kind", "utilisation", "bytes carried"],
+                [[n, k, f"{u:.1%}", f"{b:.4g}"] for n, k, u, b in rows],
+            )
+        )
+    parts += [
         "<h3>Most loaded tiles (compute busy / iteration)</h3>",
         _table(
             ["tile", "stage", "utilisation"],
