@@ -26,7 +26,7 @@ from palmsim.config.loader import (
 from palmsim.config.specs import ExperimentSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
-from palmsim.errors import ConfigError, ConfigProblem
+from palmsim.errors import ConfigError, ConfigProblem, RunDirError
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.mapper import map_workload
@@ -34,6 +34,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
+from palmsim.report.export import read_run
 from palmsim.report.metrics import op_table_rows, summarize
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_WORKLOAD",
     "SimulationResult",
     "load_experiment",
+    "load_result",
     "op_table_of",
     "resolved_config",
     "run_experiment",
@@ -230,3 +232,37 @@ def resolved_config(experiment: ExperimentSpec) -> dict[str, Any]:
         "mapping": spec_to_raw(experiment.mapping),
         "run": spec_to_raw(experiment.run),
     }
+
+
+@dataclass(frozen=True)
+class LoadedRun(SimulationResult):
+    """A finished run read back from its folder: the result plus its summary and config."""
+
+    summary: dict[str, Any]
+    config: dict[str, Any]
+
+
+def load_result(run_dir: str | Path) -> LoadedRun:
+    """Rebuild a finished run from its folder without simulating.
+
+    The trace comes from ``records.csv``; chip and plan are rebuilt from
+    ``resolved_config.yaml`` by the normal loader, :meth:`Chip.from_spec` and
+    :func:`map_workload` (cheap: no simulation).
+
+    Raises:
+        RunDirError: the folder is missing or was not written by ``palmsim run``.
+    """
+    summary, config, trace = read_run(run_dir)
+    where = str(Path(run_dir) / "resolved_config.yaml")
+    try:
+        hw_spec = load_hardware(f"{where}:hardware", data=config["hardware"])
+        wl_spec, _ = load_workload(f"{where}:workload", data=config["workload"])
+        mapping_spec = load_mapping([(f"{where}:mapping", config["mapping"])])
+        run_raw = config.get("run") or {}
+        run_spec = load_run([f"run.{k}={v}" for k, v in run_raw.items() if v is not None])
+    except (KeyError, TypeError, ConfigError) as error:
+        raise RunDirError(f"{where}: cannot rebuild the run's config ({error})") from None
+    experiment = ExperimentSpec(hw_spec, wl_spec, mapping_spec, run_spec, (("run", where),))
+    chip = Chip.from_spec(hw_spec)
+    plan = map_workload(experiment, chip)
+    return LoadedRun(experiment, chip, plan, trace, summary, config)

@@ -1,8 +1,10 @@
-"""Command line: ``palmsim run`` and ``palmsim describe``.
+"""Command line: ``palmsim run``, ``plot``, ``report``, ``sweep``, ``search``, ``validate``,
+``calibrate`` and ``describe``.
 
 Each command parses its arguments, calls the library and maps errors to exit codes:
-0 success, 2 ConfigError, 3 MappingError, 4 SimulationError. Errors print as one message
-(all problems of a config file at once), never a traceback.
+0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``, ``report``),
+6 a ``validate --max-error`` exceeded.
+Errors print as one message (all problems of a config file at once), never a traceback.
 """
 
 from __future__ import annotations
@@ -118,6 +120,54 @@ def _describe_value(name: str, value: Any) -> str:
         # (key, quantity) pairs, e.g. peak FLOP/s per dtype
         return ", ".join(f"{k}: {format_exact(float(v), dimension)}" for k, v in value)
     return repr(value)
+
+
+def _tile_range(text: str) -> tuple[int, int]:
+    """``"A-B"`` (or ``"A"``) -> ``(A, B)``, for ``--tiles``."""
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A-B (tile indices), got {text!r}") from None
+    if low > high:
+        raise argparse.ArgumentTypeError(f"empty tile range {text!r}")
+    return low, high
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from palmsim.api import load_result
+    from palmsim.errors import ConfigError
+    from palmsim.report.export import write_plot
+    from palmsim.report.plots import PLOT_KINDS
+
+    if args.kind not in PLOT_KINDS:
+        raise ConfigError.single(
+            "command line", "KIND", args.kind, PLOT_KINDS.unknown_message(args.kind)
+        )
+    run = load_result(args.run_dir)
+    if args.stage is not None and not 0 <= args.stage < run.plan.num_stages:
+        raise ConfigError.single(
+            "command line", "--stage", args.stage, f"0..{run.plan.num_stages - 1}"
+        )
+    out = Path(args.out) if args.out else Path(args.run_dir) / "plots" / f"{args.kind}.png"
+    options = {
+        "per_tile": args.per_tile or args.tiles is not None or args.stage is not None,
+        "stage": args.stage,
+        "tiles": args.tiles,
+        "by": args.by,
+    }
+    write_plot(run, args.kind, out, options)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from palmsim.api import load_result
+    from palmsim.report.export import write_report
+
+    out = write_report(load_result(args.run_dir), args.run_dir)
+    print(f"wrote {out}")
+    return 0
 
 
 def _describe(spec: Any, indent: str = "") -> list[str]:
@@ -272,7 +322,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 #: Exit code of ``palmsim validate`` when a figure misses by more than ``--max-error``.
-EXIT_VALIDATION_FAILED = 5
+EXIT_VALIDATION_FAILED = 6
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -342,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: RESULTS/<run id>, a hash of the resolved config)",
     )
     run.add_argument("--results", default="results", help="parent of the default run folder")
-    run.add_argument("--no-plots", action="store_true", help="skip gantt.png")
+    run.add_argument("--no-plots", action="store_true", help="skip the figures in plots/")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     run.add_argument(
         "--op-table",
@@ -450,6 +500,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-bytes", type=float, default=0.0, help="fit only all-reduces this large [B]"
     )
     cal.set_defaults(func=_cmd_calibrate)
+
+    plot = sub.add_parser(
+        "plot", help="redraw a figure of a finished run from its files (no simulation)"
+    )
+    plot.add_argument("kind", metavar="KIND", help="gantt, placement, noc, utilization, memory")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `palmsim run`")
+    plot.add_argument("--out", help="the PNG to write (default: RUN_DIR/plots/KIND.png)")
+    plot.add_argument("--per-tile", action="store_true", help="gantt: one row per tile")
+    plot.add_argument("--stage", type=int, help="gantt --per-tile: only this stage's tiles")
+    plot.add_argument("--tiles", type=_tile_range, help="gantt: tiles A-B, one row each")
+    plot.add_argument(
+        "--by", choices=("utilization", "bytes"), default="utilization", help="noc: colour by"
+    )
+    plot.set_defaults(func=_cmd_plot)
+
+    report = sub.add_parser(
+        "report", help="write RUN_DIR/report.html: summary, figures, config, bottlenecks"
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `palmsim run`")
+    report.set_defaults(func=_cmd_report)
 
     describe = sub.add_parser("describe", help="print the resolved configuration with help")
     _add_inputs(describe)

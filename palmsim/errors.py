@@ -19,6 +19,7 @@ __all__ = [
     "ConfigProblem",
     "MappingError",
     "PalmsimError",
+    "RunDirError",
     "SimulationError",
 ]
 
@@ -88,3 +89,9 @@ class SimulationError(PalmsimError):
     """Simulated work did not finish: a deadlock, or the ``until`` time was reached."""
 
     exit_code = 4
+
+
+class RunDirError(PalmsimError):
+    """A results folder to read (``palmsim plot``) is missing or not written by ``palmsim run``."""
+
+    exit_code = 5

@@ -954,19 +954,23 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
     return problems
 
 
-def load_hardware(path: str | Path, overrides: Sequence[str] = ()) -> HardwareSpec:
+def load_hardware(
+    path: str | Path, overrides: Sequence[str] = (), *, data: Mapping[str, Any] | None = None
+) -> HardwareSpec:
     """Load a hardware file (kind ``wafer`` or ``gpu_cluster``) with ``hw.`` overrides applied.
 
     Args:
-        path: the YAML file.
+        path: the YAML file (with ``raw``: only names the source in messages).
         overrides: ``--set`` strings; those starting with ``hw.`` apply, all are syntax-checked.
+        data: the file's content already read (e.g. a section of ``resolved_config.yaml``).
 
     Raises:
         ConfigError: every problem of the file at once.
     """
     path = Path(path)
     where = str(path)
-    raw = apply_overrides(read_config_file(path), overrides, "hw", where)
+    content = copy.deepcopy(dict(data)) if data is not None else read_config_file(path)
+    raw = apply_overrides(content, overrides, "hw", where)
     kind = hardware_kind(raw, where)
     raw, problems = normalise_hardware(raw, where, _default_name(path))
     schema = hardware_schema(kind)
@@ -1064,7 +1068,7 @@ def _canonical_model_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def load_workload(
-    path: str | Path, overrides: Sequence[str] = ()
+    path: str | Path, overrides: Sequence[str] = (), *, data: Mapping[str, Any] | None = None
 ) -> tuple[WorkloadSpec, dict[str, Any]]:
     """Load a workload YAML, or a bare Hugging Face ``config.json``, with ``workload.``,
     ``model.`` and ``training.`` overrides applied.
@@ -1072,6 +1076,9 @@ def load_workload(
     In a YAML workload, ``model:`` is a mapping of Hugging Face field names or a path, relative
     to the YAML file, to a ``config.json``. For a bare ``config.json`` the ``training`` values
     come from ``--set training.*`` overrides.
+
+    ``data``, if given, is the YAML file's content already read (``path`` then only names the
+    source in messages).
 
     Returns:
         The spec, and the raw ``mapping:`` section (``{}`` if none) for :func:`load_mapping`;
@@ -1085,12 +1092,13 @@ def load_workload(
     problems: list[ConfigProblem] = []
     model_where: str | None = None
     model_failed = False
-    is_hf = path.suffix.lower() == ".json"
+    given = copy.deepcopy(dict(data)) if data is not None else None
+    is_hf = given is None and path.suffix.lower() == ".json"
     if is_hf:
         model, problems = hf_to_model(read_config_file(path), where)
         raw: dict[str, Any] = {"name": _default_name(path), "model": model, "training": {}}
     else:
-        raw = read_config_file(path)
+        raw = given if given is not None else read_config_file(path)
         if isinstance(raw.get("model"), str):
             model_path = path.parent / raw["model"]
             try:

@@ -2,8 +2,9 @@
 
 :func:`write_run` writes ``summary.json``, ``resolved_config.yaml``, ``records.csv``,
 ``timeline.csv``, ``trace.json`` (Chrome Trace Event format, the one output in µs) and,
-optionally, ``gantt.png``. Output is byte-identical for identical inputs: keys are sorted, rows and
-events are in a defined order and nothing reads the clock. :func:`run_id` names run folders by a
+optionally, the default figures in ``plots/*.png``; :func:`read_run` reads a run folder back.
+Output is byte-identical for identical inputs: keys are sorted, rows and events are in a
+defined order and nothing reads the clock. :func:`run_id` names run folders by a
 hash of the resolved config, so reruns and sweep points land deterministically.
 """
 
@@ -23,23 +24,28 @@ from typing import Any
 import numpy as np
 import yaml
 
-from palmsim.engine.records import FlowRecord, RunTrace
+from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.errors import RunDirError
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import DRAM_KIND, ChipLike
-from palmsim.report.timeline import TIMELINE_COLUMNS, utilization_timeline
+from palmsim.report.timeline import TIMELINE_COLUMNS, binned_amount, utilization_timeline
 
 __all__ = [
     "OP_TABLE_COLUMNS",
     "RECORD_COLUMNS",
     "TRACE_PIDS",
     "chrome_trace",
+    "parse_records_csv",
     "read_json",
+    "read_run",
     "records_csv",
     "run_id",
     "timeline_csv",
     "write_csv",
     "write_json",
     "write_op_table",
+    "write_plot",
+    "write_report",
     "write_run",
 ]
 
@@ -169,7 +175,123 @@ def records_csv(trace: RunTrace) -> str:
                 " ".join(str(c) for c in flow.channels),
             ]
         )
+    for mem in sorted(trace.memory, key=lambda m: (m.time_s, m.tile, m.activation_bytes)):
+        rows.append(
+            [
+                "memory",
+                f"tile {mem.tile}",
+                "activation",
+                float(mem.time_s),
+                float(mem.time_s),
+                "",
+                "",
+                "",
+                "",
+                float(mem.activation_bytes),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     return _csv_text(RECORD_COLUMNS, rows)
+
+
+def _tile_of(resource: str) -> int:
+    """``tile 3`` -> 3."""
+    return int(resource.split()[1])
+
+
+def parse_records_csv(text: str, *, end_time_s: float, num_events: int) -> RunTrace:
+    """The :class:`RunTrace` written by :func:`records_csv` (floats round-trip exactly).
+
+    ``end_time_s`` and ``num_events`` are not in the CSV; they come from ``summary.json``.
+    The host's wall time is not kept (0) and ``metadata`` is empty.
+    """
+    intervals: list[IntervalRecord] = []
+    flows: list[FlowRecord] = []
+    memory: list[MemoryRecord] = []
+    reader = csv.DictReader(io.StringIO(text))
+    for row in reader:
+        kind = row["record"]
+        if kind == "interval":
+            intervals.append(
+                IntervalRecord(
+                    tile=_tile_of(row["resource"]),
+                    category=row["category"],
+                    start_s=float(row["start_s"]),
+                    end_s=float(row["end_s"]),
+                    stage=int(row["stage"]),
+                    microbatch=int(row["microbatch"]),
+                    label=row["label"],
+                    flop=float(row["flop"]),
+                    bytes=float(row["bytes"]),
+                )
+            )
+        elif kind == "flow":
+            flows.append(
+                FlowRecord(
+                    flow_id=int(row["flow_id"]),
+                    category=row["category"],
+                    src=int(row["src"]),
+                    dst=int(row["dst"]),
+                    channels=tuple(int(c) for c in row["channels"].split()),
+                    start_s=float(row["start_s"]),
+                    end_s=float(row["end_s"]),
+                    size_bytes=float(row["bytes"]),
+                    stage=int(row["stage"]),
+                    microbatch=int(row["microbatch"]),
+                )
+            )
+        elif kind == "memory":
+            memory.append(
+                MemoryRecord(
+                    tile=_tile_of(row["resource"]),
+                    time_s=float(row["start_s"]),
+                    activation_bytes=float(row["bytes"]),
+                )
+            )
+        else:
+            raise ValueError(f"records.csv: unknown record kind {kind!r}")
+    return RunTrace(
+        intervals=tuple(intervals),
+        flows=tuple(flows),
+        memory=tuple(memory),
+        end_time_s=end_time_s,
+        num_events=num_events,
+        wall_time_s=0.0,
+    )
+
+
+def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], RunTrace]:
+    """Read a run folder written by :func:`write_run`: summary, resolved config and trace.
+
+    Raises:
+        RunDirError: the folder or one of its files is missing or unreadable.
+    """
+    folder = Path(run_dir)
+    texts: dict[str, str] = {}
+    for name in ("summary.json", "resolved_config.yaml", "records.csv"):
+        try:
+            texts[name] = (folder / name).read_text(encoding="utf-8")
+        except OSError as error:
+            raise RunDirError(
+                f"{folder}: not a run folder written by `palmsim run` "
+                f"(cannot read {name}: {error.strerror})"
+            ) from None
+    try:
+        summary = json.loads(texts["summary.json"])
+        config = yaml.safe_load(texts["resolved_config.yaml"])
+        trace = parse_records_csv(
+            texts["records.csv"],
+            end_time_s=float(summary["iteration_time_s"]),
+            num_events=int(summary["simulated_events"]),
+        )
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        raise RunDirError(
+            f"{folder}: unreadable run folder ({type(error).__name__}: {error})"
+        ) from None
+    return summary, config, trace
 
 
 def timeline_csv(timeline: Mapping[str, np.ndarray]) -> str:
@@ -236,7 +358,10 @@ def chrome_trace(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> dict[str
     Process ``tiles`` (pid 1) has a thread per busy tile with one complete (``X``) event per
     compute interval; processes ``links`` (pid 2) and ``dram`` (pid 3) have a thread per busy
     channel with one ``X`` event per merged busy interval. Metadata (``M``) events name
-    processes and threads. Events are sorted: metadata first, then by (pid, tid, ts, dur, name).
+    processes and threads. Flow arrows (``s``/``f``) join forward pipeline sends to their
+    receivers; counter (``C``) tracks show activation occupancy, hot-link utilisation and DRAM
+    bandwidth (see :func:`_flow_arrows`, :func:`_counter_events`). Events are sorted: metadata
+    first, then by (pid, tid, ts, dur, name).
     """
     stage_of = plan.stage_of_tile()
     meta: list[dict[str, Any]] = []
@@ -286,9 +411,107 @@ def chrome_trace(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> dict[str
         meta.append(_metadata(pid, index, "thread_sort_index", {"sort_index": index}))
         events.extend(_channel_busy_events(by_channel[index], pid, index))
 
+    events.extend(_flow_arrows(trace, plan))
+    events.extend(_counter_events(trace, chip, plan))
+
     meta.sort(key=lambda e: (e["pid"], e["tid"], e["name"]))
-    events.sort(key=lambda e: (e["pid"], e["tid"], e["ts"], e["dur"], e["name"], e["cat"]))
+    events.sort(
+        key=lambda e: (
+            e["pid"],
+            e["tid"],
+            e["ts"],
+            e.get("dur", 0.0),
+            e["name"],
+            e.get("cat", ""),
+            e["ph"],
+        )
+    )
     return {"traceEvents": meta + events, "displayTimeUnit": "ms"}
+
+
+#: Counter tracks per link/port are sampled in this many bins over the run (trace size cap).
+COUNTER_BINS = 100
+#: Per-link utilisation counters are drawn for this many hottest network links.
+COUNTER_LINKS = 8
+
+
+def _flow_arrows(trace: RunTrace, plan: MappingPlan) -> list[dict[str, Any]]:
+    """Flow arrows (``s``/``f`` pairs, one ``id`` each) from each forward pipeline send of a
+    stage's first tile (replica 0, TP rank 0) at its send time to the receiver tile at arrival.
+    """
+    stage_of = plan.stage_of_tile()
+    senders = {stages[0] for stages in plan.stage_tiles[0]} if plan.stage_tiles else set()
+    pid = TRACE_PIDS["tiles"]
+    events: list[dict[str, Any]] = []
+    for flow in trace.flows:
+        if flow.src not in senders or flow.dst < 0 or flow.category != "p2p":
+            continue
+        if stage_of.get(flow.dst) != stage_of[flow.src] + 1:
+            continue  # a backward (gradient) send
+        name = f"fwd mb{flow.microbatch}"
+        common = {"pid": pid, "name": name, "cat": "pipeline", "id": flow.flow_id}
+        events.append({**common, "ph": "s", "tid": flow.src, "ts": flow.start_s * _US_PER_S})
+        events.append(
+            {**common, "ph": "f", "bp": "e", "tid": flow.dst, "ts": flow.end_s * _US_PER_S}
+        )
+    return events
+
+
+def _counter_events(trace: RunTrace, chip: ChipLike, plan: MappingPlan) -> list[dict[str, Any]]:
+    """Counter (``C``) tracks: stored activations of each stage's first tile (from the memory
+    records), utilisation of the :data:`COUNTER_LINKS` busiest network links and the bandwidth
+    of every DRAM channel, the last two in :data:`COUNTER_BINS` bins (``binned_amount``)."""
+    events: list[dict[str, Any]] = []
+    rows = {stages[0] for stages in plan.stage_tiles[0]} if plan.stage_tiles else set()
+    for mem in trace.memory:
+        if mem.tile in rows:
+            events.append(
+                {
+                    "ph": "C",
+                    "pid": TRACE_PIDS["tiles"],
+                    "tid": mem.tile,
+                    "ts": mem.time_s * _US_PER_S,
+                    "name": f"activations tile {mem.tile}",
+                    "args": {"bytes": float(mem.activation_bytes)},
+                }
+            )
+    end_s = float(trace.end_time_s)
+    if end_s <= 0:
+        return events
+    edges = np.linspace(0.0, end_s, COUNTER_BINS + 1)
+    width_s = np.diff(edges)
+    items: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
+    for flow in trace.flows:
+        for channel in flow.channels:
+            items[channel].append((flow.start_s, flow.end_s, flow.size_bytes))
+    channels = {c.index: c for c in chip.channels}
+    totals = {i: sum(x[2] for x in v) for i, v in items.items()}
+    noc = sorted(
+        (i for i in items if channels[i].kind != DRAM_KIND),
+        key=lambda i: (-totals[i] / channels[i].bandwidth_bytes_per_s, i),
+    )[:COUNTER_LINKS]
+    dram = sorted(i for i in items if channels[i].kind == DRAM_KIND)
+    for index in [*noc, *dram]:
+        channel = channels[index]
+        arr = np.array(items[index], dtype=np.float64)
+        rate = binned_amount(edges, arr[:, 0], arr[:, 1], arr[:, 2]) / width_s
+        is_dram = channel.kind == DRAM_KIND
+        for start_s, value in zip(edges[:-1], rate, strict=True):
+            events.append(
+                {
+                    "ph": "C",
+                    "pid": TRACE_PIDS["dram" if is_dram else "links"],
+                    "tid": index,
+                    "ts": float(start_s) * _US_PER_S,
+                    "name": f"{'bandwidth' if is_dram else 'utilization'} {channel.name}",
+                    "args": (
+                        {"bytes_per_s": float(value)}
+                        if is_dram
+                        else {"utilization": float(value / channel.bandwidth_bytes_per_s)}
+                    ),
+                }
+            )
+    return events
 
 
 def _chrome_trace_text(trace_object: dict[str, Any]) -> str:
@@ -349,12 +572,14 @@ def write_run(
     plan: MappingPlan,
     make_plots: bool = True,
     timeline_bin_s: float | None = None,
+    plot_kinds: tuple[str, ...] | None = None,
 ) -> Path:
     """Write one run's results into ``out_dir`` (created if missing) and return it.
 
     Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
     in its order), ``records.csv``, ``timeline.csv``, ``trace.json`` and, if ``make_plots``,
-    ``gantt.png``. Existing files of these names are overwritten.
+    ``plots/{gantt,placement,noc,utilization,memory}.png``. Existing files of these names are
+    overwritten.
 
     Args:
         out_dir: the run folder, e.g. ``results/<run_id>``.
@@ -363,9 +588,11 @@ def write_run(
         trace: the run's records.
         chip: the chip (duck-typed, see :class:`palmsim.report.metrics.ChipLike`).
         plan: the mapping the run executed.
-        make_plots: also render ``gantt.png`` (imports matplotlib).
+        make_plots: also render the default figures into ``plots/`` (imports matplotlib).
         timeline_bin_s: timeline bin width [s]; by default the run is cut into
             :data:`DEFAULT_TIMELINE_BINS` bins.
+        plot_kinds: the figures to draw (default :data:`palmsim.report.plots.DEFAULT_KINDS`;
+            the floorplan kinds need a real :class:`~palmsim.hardware.chip.Chip`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -394,9 +621,49 @@ def write_run(
     _write_text(out / "trace.json", _chrome_trace_text(chrome_trace(trace, chip, plan)))
 
     if make_plots:
+        from types import SimpleNamespace
+
         from palmsim.report import plots  # matplotlib only when asked for
 
-        plots.gantt(trace, plan, out / "gantt.png")
+        folder = out / "plots"
+        folder.mkdir(exist_ok=True)
+        run = SimpleNamespace(trace=trace, chip=chip, plan=plan)
+        for kind in plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds:
+            plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})
+    return out
+
+
+def write_plot(run: Any, kind: str, path: str | Path, options: Mapping[str, Any]) -> Path:
+    """Draw one figure ``kind`` of a loaded run into ``path`` (its folder is created).
+
+    Raises:
+        KeyError: unknown kind, with the known kinds and a "did you mean".
+    """
+    from palmsim.report import plots  # matplotlib only when asked for
+
+    draw = plots.PLOT_KINDS.get(kind)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return draw(run, path, options)
+
+
+def write_report(run: Any, run_dir: str | Path) -> Path:
+    """Draw the default figures into ``RUN_DIR/plots/`` and write ``RUN_DIR/report.html``.
+
+    ``run`` is a loaded run (:func:`palmsim.api.load_result`: ``trace``, ``chip``, ``plan``,
+    ``summary``, ``config``). Returns the report's path.
+    """
+    from palmsim.report import plots  # matplotlib only when asked for
+    from palmsim.report.html import bottlenecks, report_html
+
+    folder = Path(run_dir)
+    figures: dict[str, bytes] = {}
+    for kind in plots.DEFAULT_KINDS:
+        path = write_plot(run, kind, folder / "plots" / f"{kind}.png", {})
+        figures[kind] = path.read_bytes()
+    analysis = bottlenecks(run.trace, run.chip, run.plan, run.summary)
+    out = folder / "report.html"
+    _write_text(out, report_html(run.summary, run.config, figures, analysis))
     return out
 
 

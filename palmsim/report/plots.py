@@ -8,17 +8,42 @@ backend of a user's session and without pyplot's global figure registry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from palmsim.engine.records import IntervalRecord, RunTrace
+from palmsim.hardware.chip import Chip
 from palmsim.mapping.plan import MappingPlan
+from palmsim.registry import Registry
+from palmsim.report.figdata import (
+    MEMORY_KINDS,
+    Cell,
+    hottest_links,
+    link_loads,
+    memory_bars,
+    placement_cells,
+    tile_of_node,
+)
 
-__all__ = ["CATEGORY_COLORS", "gantt", "gantt_boxes", "pareto", "sweep_bars"]
+__all__ = [
+    "CATEGORY_COLORS",
+    "DEFAULT_KINDS",
+    "PLOT_KINDS",
+    "gantt",
+    "gantt_boxes",
+    "gantt_rows",
+    "memory",
+    "noc",
+    "pareto",
+    "placement",
+    "sweep_bars",
+    "utilization",
+]
 
 #: Fill colour of each interval category (colour-blind-safe Okabe-Ito hues), in legend order.
 CATEGORY_COLORS: dict[str, str] = {
@@ -60,6 +85,31 @@ def gantt_boxes(intervals: Sequence[IntervalRecord], tile: int) -> list[Box]:
     return boxes
 
 
+def gantt_rows(
+    plan: MappingPlan,
+    *,
+    per_tile: bool = False,
+    stage: int | None = None,
+    tiles: tuple[int, int] | None = None,
+) -> list[tuple[str, int]]:
+    """The ``(label, tile)`` rows of a Gantt chart.
+
+    By default one row per stage (its replica-0, TP-rank-0 tile). ``per_tile``: every tile of
+    ``stage`` (all stages if None) in replica 0; ``tiles=(a, b)``: every used tile a..b.
+    """
+    if not plan.stage_tiles:
+        return []
+    if tiles is not None:
+        stage_of = plan.stage_of_tile()
+        return [
+            (f"tile {t} (s{stage_of[t]})", t) for t in plan.used_tiles if tiles[0] <= t <= tiles[1]
+        ]
+    if not per_tile:
+        return [(f"stage {s}", plan.stage_tiles[0][s][0]) for s in range(plan.num_stages)]
+    stages = range(plan.num_stages) if stage is None else [stage]
+    return [(f"s{s} tile {t}", t) for s in stages for t in plan.stage_tiles[0][s]]
+
+
 def _time_unit(makespan_s: float) -> tuple[str, float]:
     """Axis unit and the factor that converts seconds to it."""
     if makespan_s >= 1.0:
@@ -76,6 +126,7 @@ def gantt(
     *,
     title: str | None = None,
     dpi: int = 150,
+    rows: Sequence[tuple[str, int]] | None = None,
 ) -> Path:
     """Draw a stage × time Gantt chart of the pipeline and save it as a PNG.
 
@@ -90,18 +141,24 @@ def gantt(
         path: where to write the PNG.
         title: the title; by default the schedule name with p and m.
         dpi: resolution of the PNG.
+        rows: ``(label, tile)`` per row, top to bottom, e.g. every tile of a stage (see
+            :func:`gantt_rows`); by default one row per stage.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    num_stages = plan.num_stages
-    rows = [plan.stage_tiles[0][s][0] for s in range(num_stages)] if plan.stage_tiles else []
+    if rows is None:
+        rows = gantt_rows(plan)
+    labels = [label for label, _ in rows]
+    tiles = [tile for _, tile in rows]
+    num_stages = len(rows)
     makespan_s = float(trace.end_time_s)
     unit, scale = _time_unit(makespan_s)
 
     width_in = 14.0
     row_in = 0.32 if num_stages > 8 else 0.5
+    row_in = min(row_in, 24.0 / max(num_stages, 1))  # many tile rows: keep the figure < 26 in
     height_in = max(2.5, row_in * max(num_stages, 1) + 1.6)
     fig = Figure(figsize=(width_in, height_in))
     FigureCanvasAgg(fig)
@@ -123,12 +180,12 @@ def gantt(
 
     categories = list(CATEGORY_COLORS)
     seen: set[str] = set()
-    row_tiles = set(rows)
+    row_tiles = set(tiles)
     per_tile: dict[int, list[IntervalRecord]] = {tile: [] for tile in row_tiles}
     for rec in trace.intervals:
         if rec.tile in row_tiles:
             per_tile[rec.tile].append(rec)
-    for stage, tile in enumerate(rows):
+    for stage, tile in enumerate(tiles):
         boxes = gantt_boxes(per_tile[tile], tile)
         by_category: dict[str, list[tuple[float, float]]] = {}
         for start_s, end_s, category, _ in boxes:
@@ -167,7 +224,7 @@ def gantt(
             )
 
     ax.set_yticks(range(num_stages))
-    ax.set_yticklabels([f"stage {s}" for s in range(num_stages)], fontsize=font_pt + 1)
+    ax.set_yticklabels(labels, fontsize=font_pt + 1)
     ax.set_xlabel(f"time [{unit}]")
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
@@ -190,7 +247,8 @@ def gantt(
     if title is None:
         schedule = _SCHEDULE_NAMES.get(plan.mapping.schedule, plan.mapping.schedule)
         title = (
-            f"{schedule} schedule: p={num_stages} stages, m={plan.num_microbatches} micro-batches"
+            f"{schedule} schedule: p={plan.num_stages} stages, "
+            f"m={plan.num_microbatches} micro-batches"
         )
     ax.set_title(title, loc="left", fontsize=10)
 
@@ -275,3 +333,345 @@ def sweep_bars(
     fig.tight_layout()
     fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
     return path
+
+
+# --------------------------------------------------------------------------- floorplan figures
+
+_STAGE_CMAP = "tab20"
+_UNUSED_COLOR = "#eeeeee"
+
+
+def _new_figure(width_in: float, height_in: float) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width_in, height_in))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _save(fig: Figure, path: str | Path, dpi: int) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
+    return path
+
+
+def _floorplan(ax: Any, cells: Sequence[Cell], *, colored: bool, num_stages: int) -> None:
+    """Tiles as squares (coloured by stage if ``colored``), dies outlined, DRAM ports marked."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    cmap = colormaps[_STAGE_CMAP]
+    for cell in cells:
+        color: Any
+        if colored and cell.stage >= 0:
+            color = cmap(cell.stage % cmap.N)
+        else:
+            color = _UNUSED_COLOR if cell.stage < 0 else "#dfe6ee"
+        ax.add_patch(
+            Rectangle(
+                (cell.col - 0.45, cell.row - 0.45), 0.9, 0.9, facecolor=color, edgecolor="none"
+            )
+        )
+    dies: dict[int, list[Cell]] = {}
+    for cell in cells:
+        dies.setdefault(cell.die, []).append(cell)
+    for members in dies.values():
+        rows = [c.row for c in members]
+        cols = [c.col for c in members]
+        ax.add_patch(
+            Rectangle(
+                (min(cols) - 0.5, min(rows) - 0.5),
+                max(cols) - min(cols) + 1,
+                max(rows) - min(rows) + 1,
+                fill=False,
+                edgecolor="black",
+                linewidth=1.2,
+            )
+        )
+    ports = [c for c in cells if c.dram_port >= 0]
+    if ports:
+        ax.scatter(
+            [c.col for c in ports],
+            [c.row for c in ports],
+            marker="s",
+            s=14,
+            facecolor="none",
+            edgecolor="black",
+            linewidths=0.8,
+            label="DRAM port",
+            zorder=5,
+        )
+    n_rows = max(c.row for c in cells) + 1
+    n_cols = max(c.col for c in cells) + 1
+    ax.set_xlim(-0.7, n_cols - 0.3)
+    ax.set_ylim(n_rows - 0.3, -0.7)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _plan_size(cells: Sequence[Cell]) -> tuple[float, float]:
+    n_rows = max(c.row for c in cells) + 1
+    n_cols = max(c.col for c in cells) + 1
+    scale = min(10.0 / n_cols, 8.0 / n_rows, 0.6)
+    return n_cols * scale, n_rows * scale
+
+
+def placement(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110) -> Path:
+    """Draw the floorplan: tiles coloured by pipeline stage, labelled with their DP replica
+    (``r``) when there are several, dies outlined, DRAM ports marked by a black square."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch as _Patch
+
+    cells = placement_cells(chip, plan)
+    w_in, h_in = _plan_size(cells)
+    fig, ax = _new_figure(w_in + 2.6, h_in + 1.0)
+    _floorplan(ax, cells, colored=True, num_stages=plan.num_stages)
+    if len(plan.stage_tiles) > 1 and len(cells) <= 4096:
+        for cell in cells:
+            if cell.replica >= 0:
+                ax.text(
+                    cell.col, cell.row, f"r{cell.replica}", ha="center", va="center", fontsize=4
+                )
+    cmap = colormaps[_STAGE_CMAP]
+    handles = [
+        _Patch(facecolor=cmap(s % cmap.N), label=f"stage {s}") for s in range(plan.num_stages)
+    ]
+    handles.append(_Patch(facecolor=_UNUSED_COLOR, label="unused"))
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=7,
+        frameon=False,
+        ncol=1 if len(handles) <= 24 else 2,
+    )
+    tp = len(plan.stage_tiles[0][0]) if plan.stage_tiles else 0
+    ax.set_title(
+        f"{chip.spec.name}: {plan.num_stages} stages × TP {tp} × DP {len(plan.stage_tiles)} "
+        f"({plan.placement}); black outlines: dies, □: DRAM ports",
+        loc="left",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def noc(
+    trace: RunTrace,
+    chip: Chip,
+    plan: MappingPlan,
+    path: str | Path,
+    *,
+    by: str = "utilization",
+    top: int = 12,
+    dpi: int = 110,
+) -> Path:
+    """Draw every tile-to-tile link on the floorplan coloured by utilisation (or bytes carried)
+    over the iteration; inter-die links are thicker and dashed; the hottest channels of every
+    kind (also DRAM, NVLink, NIC) are listed beside the map."""
+    from matplotlib import colormaps
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+
+    cells = placement_cells(chip, plan)
+    pos = {c.tile: (c.col, c.row) for c in cells}
+    loads = link_loads(trace, chip)
+    value = (lambda x: x.utilization) if by == "utilization" else (lambda x: x.carried_bytes)
+    # Both directions of a link share one segment; it shows the busier direction.
+    pairs: dict[tuple[int, int], tuple[float, str]] = {}
+    for load in loads:
+        a, b = tile_of_node(load.src), tile_of_node(load.dst)
+        if a is None or b is None:
+            continue
+        key = (min(a, b), max(a, b))
+        old = pairs.get(key, (0.0, load.kind))[0]
+        pairs[key] = (max(old, value(load)), load.kind)
+    w_in, h_in = _plan_size(cells)
+    fig, ax = _new_figure(w_in + 4.5, h_in + 1.0)
+    _floorplan(ax, cells, colored=False, num_stages=plan.num_stages)
+    vmax = max((v for v, _ in pairs.values()), default=0.0) or 1.0
+    norm = Normalize(0.0, vmax)
+    cmap = colormaps["inferno_r"]
+    for inter in (False, True):
+        segs, vals = [], []
+        for (a, b), (v, kind) in sorted(pairs.items()):
+            if (kind == "inter_die") != inter:
+                continue
+            segs.append([pos[a], pos[b]])
+            vals.append(v)
+        if not segs:
+            continue
+        if inter:  # a dark dashed casing keeps idle inter-die links visible
+            ax.add_collection(
+                LineCollection(
+                    segs, colors="#333333", linewidths=4.2, linestyles="dashed", zorder=2
+                )
+            )
+        lc = LineCollection(
+            segs,
+            cmap=cmap,
+            norm=norm,
+            linewidths=3.0 if inter else 1.2,
+            linestyles="dashed" if inter else "solid",
+            zorder=3,
+        )
+        lc.set_array(vals)
+        ax.add_collection(lc)
+    from matplotlib.cm import ScalarMappable
+
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04, pad=0.01)
+    bar.set_label("utilisation" if by == "utilization" else "bytes carried [B]")
+    lines = [f"hottest links (by {by}):"]
+
+    def line(load: Any) -> str:
+        return (
+            f"{load.src}->{load.dst} [{load.kind}] "
+            f"{load.utilization:.1%} {load.carried_bytes / 1e9:.3g} GB"
+        )
+
+    lines += [line(x) for x in hottest_links([x for x in loads if x.kind != "dram"], top, by=by)]
+    inter_die = [x for x in loads if x.kind == "inter_die"]
+    if inter_die:
+        lines += ["", "hottest inter-die links:"]
+        lines += [line(x) for x in hottest_links(inter_die, 5, by=by)] or ["(none carried data)"]
+    fig.text(0.99, 0.5, "\n".join(lines), ha="right", va="center", fontsize=7, family="monospace")
+    ax.set_title(
+        f"links by {by} over {_fmt_time(trace.end_time_s)}; thick dashed: inter-die",
+        loc="left",
+        fontsize=9,
+    )
+    fig.subplots_adjust(left=0.02, right=0.62, top=0.92, bottom=0.04)
+    return _save(fig, path, dpi)
+
+
+def _fmt_time(value_s: float) -> str:
+    unit, scale = _time_unit(value_s)
+    return f"{value_s * scale:.3g} {unit}"
+
+
+def memory(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110) -> Path:
+    """Stacked bars per stage of one tile's weights, gradients, optimizer state and activations
+    against the tile's SRAM capacity (dashed line) and SRAM + its share of its DRAM port (black
+    tick); hatched: the part spilled to DRAM."""
+    bars = memory_bars(chip, plan)
+    colors = {
+        "weights": "#0072B2",
+        "gradients": "#E69F00",
+        "optimizer": "#CC79A7",
+        "activations": "#009E73",
+    }
+    fig, ax = _new_figure(max(6.0, 0.4 * len(bars) + 2.5), 4.0)
+    x = list(range(len(bars)))
+    bottom = [0.0] * len(bars)
+    scale = 2.0**20
+    for kind in MEMORY_KINDS:
+        heights = [b.parts_bytes[kind] / scale for b in bars]
+        ax.bar(x, heights, bottom=bottom, color=colors[kind], label=kind, width=0.8)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    dram = [b.dram_bytes / scale for b in bars]
+    sram = [b.sram_bytes / scale for b in bars]
+    if any(dram):
+        ax.bar(
+            x,
+            dram,
+            bottom=sram,
+            fill=False,
+            hatch="///",
+            edgecolor="black",
+            width=0.8,
+            linewidth=0,
+            label="in DRAM",
+        )
+    ax.axhline(
+        bars[0].sram_capacity_bytes / scale if bars else 0.0,
+        color="red",
+        linestyle="--",
+        linewidth=1,
+        label="SRAM capacity",
+    )
+    ax.scatter(
+        x,
+        [(b.sram_capacity_bytes + b.dram_share_bytes) / scale for b in bars],
+        marker="_",
+        s=200,
+        color="black",
+        label="SRAM + DRAM share",
+        zorder=4,
+    )
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(b.stage) for b in bars], fontsize=7)
+    ax.set_xlabel("pipeline stage")
+    ax.set_ylabel("bytes per tile [MiB]")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_title("per-tile memory at peak", loc="left", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def utilization(
+    trace: RunTrace, chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110
+) -> Path:
+    """Binned timeline of mean tile compute, max/mean NoC link and max DRAM port utilisation."""
+    from palmsim.report.timeline import utilization_timeline
+
+    end_s = float(trace.end_time_s)
+    bin_s = end_s / 200 if end_s > 0 else 1.0
+    tl = utilization_timeline(trace, chip, bin_s, tiles=plan.used_tiles)
+    unit, scale = _time_unit(end_s)
+    mid = (tl["time_start_s"] + tl["time_end_s"]) / 2 * scale
+    fig, ax = _new_figure(10.0, 3.5)
+    for key, label, color in (
+        ("tile_compute_utilization_mean", "compute (mean over tiles)", "#0072B2"),
+        ("noc_link_utilization_max", "NoC (busiest link)", "#D55E00"),
+        ("noc_link_utilization_mean", "NoC (mean link)", "#E69F00"),
+        ("dram_bandwidth_utilization_max", "DRAM (busiest port)", "#009E73"),
+    ):
+        ax.plot(mid, tl[key], label=label, color=color, linewidth=1)
+    ax.set_xlim(0, end_s * scale if end_s > 0 else 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel(f"time [{unit}]")
+    ax.set_ylabel("utilisation")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_title(f"utilisation in {len(mid)} bins of {_fmt_time(bin_s)}", loc="left", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- plot kinds
+
+#: ``palmsim plot KIND``: name -> function(run, path, options) drawing that figure of a loaded
+#: run (anything with ``trace``, ``chip`` and ``plan``). Register new kinds here.
+PLOT_KINDS: Registry[Callable[[Any, Path, Mapping[str, Any]], Path]] = Registry("plot kind")
+
+#: The figures ``palmsim run`` draws into ``RUN_DIR/plots/``.
+DEFAULT_KINDS: tuple[str, ...] = ("gantt", "placement", "noc", "utilization", "memory")
+
+
+@PLOT_KINDS.register("gantt")
+def _gantt_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
+    rows = gantt_rows(
+        run.plan,
+        per_tile=bool(options.get("per_tile")),
+        stage=options.get("stage"),
+        tiles=options.get("tiles"),
+    )
+    return gantt(run.trace, run.plan, path, rows=rows, dpi=110)
+
+
+@PLOT_KINDS.register("placement")
+def _placement_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
+    return placement(run.chip, run.plan, path)
+
+
+@PLOT_KINDS.register("noc")
+def _noc_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
+    return noc(run.trace, run.chip, run.plan, path, by=options.get("by") or "utilization")
+
+
+@PLOT_KINDS.register("utilization")
+def _utilization_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
+    return utilization(run.trace, run.chip, run.plan, path)
+
+
+@PLOT_KINDS.register("memory")
+def _memory_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
+    return memory(run.chip, run.plan, path)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from palmsim.cli import main
+from tests.trace_format import check_trace_events
 
 REPO = Path(__file__).resolve().parents[2]
 HW = str(REPO / "hw_configs" / "tx8-wafer.yaml")
@@ -35,7 +36,11 @@ FILES = (
     "records.csv",
     "timeline.csv",
     "trace.json",
-    "gantt.png",
+    "plots/gantt.png",
+    "plots/placement.png",
+    "plots/noc.png",
+    "plots/utilization.png",
+    "plots/memory.png",
 )
 REQUIRED_KEYS = (
     "iteration_time_s",
@@ -121,11 +126,8 @@ def test_trace_is_chrome_trace_event_format(small_run: Path) -> None:
     trace = json.loads((small_run / "trace.json").read_text())
     events = trace["traceEvents"]
     assert events
-    for event in events:
-        assert event["ph"] in {"X", "M"}
-        assert isinstance(event["pid"], int) and isinstance(event["tid"], int)
-        if event["ph"] == "X":
-            assert event["ts"] >= 0 and event["dur"] >= 0 and event["name"]
+    phases = check_trace_events(events)
+    assert phases["X"] > 0 and phases["M"] > 0
     summary = json.loads((small_run / "summary.json").read_text())
     last_us = max(e["ts"] + e["dur"] for e in events if e["ph"] == "X")
     assert last_us == pytest.approx(summary["iteration_time_s"] * 1e6, rel=1e-9)

@@ -16,6 +16,7 @@ from palmsim.mapping.plan import ComputeStep, MappingPlan, MemoryBreakdown, Stag
 from palmsim.report.export import RECORD_COLUMNS, chrome_trace, run_id, write_run
 from palmsim.report.metrics import summarize
 from palmsim.report.timeline import TIMELINE_COLUMNS
+from tests.trace_format import check_trace_events
 from tests.unit.report_fakes import FakeChannel, FakeChip, build
 
 FILES = ("summary.json", "resolved_config.yaml", "records.csv", "timeline.csv", "trace.json")
@@ -91,7 +92,7 @@ def test_write_run_writes_every_file(tmp_path, run):
     assert out == tmp_path / "a" / "b"
     for name in FILES:
         assert (out / name).stat().st_size > 0, name
-    assert not (out / "gantt.png").exists()
+    assert not (out / "plots").exists()
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(run["summary"]))
@@ -105,8 +106,12 @@ def test_write_run_writes_every_file(tmp_path, run):
     with (out / "records.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == RECORD_COLUMNS
-    assert len(rows) == 6 + 5
-    assert [r["record"] for r in rows] == ["interval"] * 6 + ["flow"] * 5
+    assert len(rows) == 6 + 5 + 2
+    assert [r["record"] for r in rows] == ["interval"] * 6 + ["flow"] * 5 + ["memory"] * 2
+    assert [(r["resource"], float(r["start_s"]), float(r["bytes"])) for r in rows[-2:]] == [
+        ("tile 0", 0.0, 0.0),
+        ("tile 0", 1.0, 3.0),
+    ]
     first = rows[0]
     assert (first["resource"], first["category"], first["label"]) == ("tile 0", "forward", "L0.fwd")
     assert float(first["start_s"]) == 0.0
@@ -126,9 +131,10 @@ def test_write_run_writes_every_file(tmp_path, run):
 
 
 def test_write_run_is_byte_identical(tmp_path, run):
-    first = write_run(tmp_path / "one", make_plots=True, **run)
-    second = write_run(tmp_path / "two", make_plots=True, **run)
-    for name in (*FILES, "gantt.png"):
+    kinds = ("gantt", "utilization")  # the floorplan kinds need a real chip (tests/e2e)
+    first = write_run(tmp_path / "one", make_plots=True, plot_kinds=kinds, **run)
+    second = write_run(tmp_path / "two", make_plots=True, plot_kinds=kinds, **run)
+    for name in (*FILES, "plots/gantt.png", "plots/utilization.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
@@ -137,15 +143,8 @@ def test_trace_json_follows_the_trace_event_format(tmp_path, run):
     trace = json.loads((out / "trace.json").read_text())
     assert trace["displayTimeUnit"] == "ms"
     events = trace["traceEvents"]
-    for event in events:
-        assert event["ph"] in {"M", "X"}
-        for key in ("pid", "tid", "ts", "name"):
-            assert key in event, (key, event)
-        assert isinstance(event["pid"], int)
-        assert isinstance(event["tid"], int)
-        if event["ph"] == "X":
-            assert event["dur"] >= 0
-            assert isinstance(event["cat"], str)
+    phases = check_trace_events(events)
+    assert set(phases) <= {"M", "X", "C", "s", "f"}
 
     meta = {(e["pid"], e["tid"], e["name"]): e["args"] for e in events if e["ph"] == "M"}
     assert meta[1, 0, "process_name"] == {"name": "tiles"}
@@ -203,8 +202,8 @@ def test_chrome_trace_is_independent_of_record_order(run):
 
 
 def test_write_run_with_plots_writes_a_png(tmp_path, run):
-    out = write_run(tmp_path, **run)
-    assert (out / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = write_run(tmp_path, plot_kinds=("gantt",), **run)
+    assert (out / "plots" / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_run_id_is_stable_short_and_sensitive():

@@ -1,0 +1,158 @@
+"""``report.html``: one self-contained page of a run (pure: builds the text, writes nothing).
+
+Figures are embedded as base64 ``data:`` URIs and the page references no external URL, so it
+can be mailed. A small inline script counts the decoded images into ``data-images-decoded`` on
+``<body>`` so a headless browser can check the page rendered every figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from palmsim.engine.records import RunTrace
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.plan import MappingPlan
+from palmsim.report.figdata import hottest_links, link_loads
+from palmsim.report.metrics import format_summary_table, tile_utilization
+
+__all__ = ["Bottlenecks", "bottlenecks", "report_html"]
+
+_TOP = 10
+
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].naturalWidth > 0) { ok++; } }
+  document.body.setAttribute('data-images-decoded', String(ok));
+  document.body.setAttribute('data-images-total', String(imgs.length));
+});
+"""
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+
+@dataclass(frozen=True)
+class Bottlenecks:
+    """Where the iteration's time goes."""
+
+    # group ("network links", "inter-die links", "DRAM channels") -> (name, kind, util, bytes)
+    top_links: dict[str, list[tuple[str, str, float, float]]]
+    top_tiles: list[tuple[int, int, float]]  # (tile, stage, compute utilisation)
+    iteration_time_s: float
+    bubble_fraction: float
+    bubble_time_s: float  # bubble fraction × iteration time
+    exposed_communication_s: float
+
+
+def bottlenecks(
+    trace: RunTrace, chip: Chip, plan: MappingPlan, summary: Mapping[str, Any]
+) -> Bottlenecks:
+    """The bottleneck analysis: hottest network, inter-die and DRAM channels, most loaded
+    tiles, bubble and exposed communication time (from ``summary.json``)."""
+    loads = link_loads(trace, chip)
+    groups = {
+        "network links": [x for x in loads if x.kind != "dram"],
+        "inter-die links": [x for x in loads if x.kind == "inter_die"],
+        "DRAM channels": [x for x in loads if x.kind == "dram"],
+    }
+    links = {
+        group: [
+            (f"{x.src}->{x.dst}", x.kind, x.utilization, x.carried_bytes)
+            for x in hottest_links(members, _TOP)
+        ]
+        for group, members in groups.items()
+        if members
+    }
+    util = tile_utilization(trace.intervals, plan.used_tiles, float(trace.end_time_s))
+    stage_of = plan.stage_of_tile()
+    tiles = sorted(util, key=lambda t: (-util[t], t))[:_TOP]
+    iteration_s = float(summary["iteration_time_s"])
+    bubble = float(summary["pipeline_bubble_fraction"])
+    return Bottlenecks(
+        links,
+        [(t, stage_of[t], util[t]) for t in tiles],
+        iteration_s,
+        bubble,
+        bubble * iteration_s,
+        float(summary["exposed_communication_s"]),
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def report_html(
+    summary: Mapping[str, Any],
+    config: Mapping[str, Any],
+    figures: Mapping[str, bytes],
+    analysis: Bottlenecks,
+) -> str:
+    """The page: summary table, bottleneck analysis, every figure (PNG bytes by name), config."""
+    title = f"palmsim: {summary.get('workload', '?')} on {summary.get('hardware', '?')}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",
+        f"<script>{_SCRIPT}</script></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Summary</h2>",
+        f"<pre>{html.escape(format_summary_table(summary))}</pre>",
+        "<h2>Bottlenecks</h2>",
+        _table(
+            ["", "value"],
+            [
+                ["iteration time", f"{analysis.iteration_time_s:.6g} s"],
+                [
+                    "pipeline bubble",
+                    f"{analysis.bubble_fraction:.1%} = {analysis.bubble_time_s:.6g} s",
+                ],
+                ["exposed communication", f"{analysis.exposed_communication_s:.6g} s"],
+            ],
+        ),
+    ]
+    for group, rows in analysis.top_links.items():
+        parts.append(f"<h3>Most utilised {html.escape(group)}</h3>")
+        parts.append(
+            _table(
+                ["link", "kind", "utilisation", "bytes carried"],
+                [[n, k, f"{u:.1%}", f"{b:.4g}"] for n, k, u, b in rows],
+            )
+        )
+    parts += [
+        "<h3>Most loaded tiles (compute busy / iteration)</h3>",
+        _table(
+            ["tile", "stage", "utilisation"],
+            [[str(t), str(s), f"{u:.1%}"] for t, s, u in analysis.top_tiles],
+        ),
+        "<h2>Figures</h2>",
+    ]
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+    config_text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False)
+    parts += [
+        "<h2>Resolved configuration</h2>",
+        f"<pre>{html.escape(config_text)}</pre>",
+        "</body></html>",
+        "",
+    ]
+    return "\n".join(parts)
