@@ -134,12 +134,43 @@ def _tile_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+#: results.csv columns of memory per tile: ``palmsim search``'s, then ``palmsim sweep``'s.
+_MEMORY_COLUMNS = ("memory_per_tile_bytes", "memory_peak_bytes_per_tile_max")
+
+
+def _plot_pareto(args: argparse.Namespace) -> int:
+    """``palmsim plot pareto DIR``: iteration time against memory per tile of a sweep's or a
+    search's ``DIR/results.csv``, Pareto front marked."""
+    from palmsim.errors import RunDirError
+    from palmsim.explore.search import pareto_front
+    from palmsim.report import plots
+    from palmsim.report.export import read_csv_rows
+
+    table = Path(args.run_dir) / "results.csv"
+    if not table.exists():
+        raise RunDirError(f"{table} does not exist: pareto plots a sweep's or a search's results")
+    rows = read_csv_rows(table)
+    column = next((c for c in _MEMORY_COLUMNS if rows and c in rows[0]), None)
+    done = [r for r in rows if column and r.get(column) and r.get("iteration_time_s")]
+    if not done:
+        raise RunDirError(f"{table} has no point with both memory per tile and iteration time")
+    points = [(float(r[str(column)]), float(r["iteration_time_s"])) for r in done]
+    keys = ("pp", "tp", "dp", "micro_batch_size", "schedule", "recompute")
+    labels = [" ".join(f"{k}={r[k]}" for k in keys if k in r) or r.get("point", "") for r in done]
+    out = Path(args.out) if args.out else Path(args.run_dir) / "pareto.png"
+    plots.pareto(points, pareto_front(points), out, labels=labels)
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from palmsim.api import load_result
     from palmsim.errors import ConfigError
     from palmsim.report.export import write_plot
     from palmsim.report.plots import PLOT_KINDS
 
+    if args.kind == "pareto":
+        return _plot_pareto(args)
     if args.kind not in PLOT_KINDS:
         raise ConfigError.single(
             "command line", "KIND", args.kind, PLOT_KINDS.unknown_message(args.kind)
@@ -504,7 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser(
         "plot", help="redraw a figure of a finished run from its files (no simulation)"
     )
-    plot.add_argument("kind", metavar="KIND", help="gantt, placement, noc, utilization, memory")
+    plot.add_argument(
+        "kind",
+        metavar="KIND",
+        help="gantt, placement, noc, utilization, memory; pareto (of a sweep or search folder)",
+    )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `palmsim run`")
     plot.add_argument("--out", help="the PNG to write (default: RUN_DIR/plots/KIND.png)")
     plot.add_argument("--per-tile", action="store_true", help="gantt: one row per tile")

@@ -36,6 +36,7 @@ __all__ = [
     "TRACE_PIDS",
     "chrome_trace",
     "parse_records_csv",
+    "read_csv_rows",
     "read_json",
     "read_run",
     "records_csv",
@@ -555,6 +556,12 @@ def read_json(path: str | Path) -> Any:
     """The JSON value in ``path`` (written by :func:`write_json`)."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV table with a header line (e.g. a sweep's ``results.csv``)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def write_csv(path: str | Path, header: tuple[str, ...], rows: list[list[Any]]) -> Path:

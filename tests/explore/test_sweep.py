@@ -144,3 +144,13 @@ def test_dask_without_a_scheduler_is_a_one_line_error(tmp_path: Path, capsys) ->
     path = _spec(tmp_path, "grid: {mapping.pp: [1]}\n")
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--executor", "dask"]) == 2
     assert "scheduler" in capsys.readouterr().err
+
+
+def test_plot_pareto_of_a_sweep_folder(tmp_path: Path, capsys) -> None:
+    path = _spec(tmp_path, "grid: {mapping.pp: [1, 2, 4]}\n")
+    out = tmp_path / "out"
+    sweep(path, out, jobs=1)
+    assert main(["plot", "pareto", str(out)]) == 0
+    assert (out / "pareto.png").stat().st_size > 0
+    assert main(["plot", "pareto", str(tmp_path / "nothing")]) == 5
+    assert "results.csv does not exist" in capsys.readouterr().err
