@@ -32,6 +32,7 @@ from palmsim.report.figdata import (
 
 __all__ = [
     "CATEGORY_COLORS",
+    "COMM_COLOR",
     "DEFAULT_KINDS",
     "PLOT_KINDS",
     "gantt",
@@ -55,6 +56,8 @@ CATEGORY_COLORS: dict[str, str] = {
     "decode": "#D55E00",
 }
 _OTHER_COLOR = "#999999"
+#: Strip marking a tile's waits inside collectives (Okabe-Ito vermillion).
+COMM_COLOR = "#D55E00"
 
 _SCHEDULE_NAMES = {"1f1b": "1F1B", "gpipe": "GPipe"}
 
@@ -203,6 +206,18 @@ def gantt(
                 edgecolor="none",
                 linewidth=0,
             )
+        # Waits in collectives belong to their pass's box (above) and are also marked by a
+        # strip along the bottom of the row, so communication shows without splitting boxes.
+        waits = [
+            (rec.start_s * scale, (rec.end_s - rec.start_s) * scale)
+            for rec in per_tile[tile]
+            if rec.category == "comm" and rec.end_s > rec.start_s
+        ]
+        if waits:
+            seen.add("communication")
+            ax.broken_barh(
+                waits, (stage + 0.22, 0.18), facecolors=COMM_COLOR, edgecolor="none", linewidth=0
+            )
         if not text_fits_row:
             continue
         for start_s, end_s, category, microbatch in boxes:
@@ -233,9 +248,11 @@ def gantt(
 
     handles = [
         Patch(facecolor=CATEGORY_COLORS.get(c, _OTHER_COLOR), label=c)
-        for c in categories + sorted(seen - set(categories))
+        for c in categories + sorted(seen - set(categories) - {"communication"})
         if c in seen or c in ("forward", "backward")
     ]
+    if "communication" in seen:
+        handles.append(Patch(facecolor=COMM_COLOR, label="communication (collective wait)"))
     ax.legend(
         handles=handles,
         loc="lower right",
