@@ -35,7 +35,7 @@ from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.compute import op_time_s
 from palmsim.hardware.memory import split_sram_dram
-from palmsim.mapping.mapper import _cost, _memory_of, _Placement
+from palmsim.mapping.mapper import _cost, _memory_of, _Placement, dram_overflow
 from palmsim.mapping.partition import partition_by_layers
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
@@ -292,22 +292,16 @@ def _check_fit(
     sram_capacity_bytes: float,
 ) -> None:
     """Raise MappingError if weights + full KV cache overflow SRAM plus a DRAM port."""
-    need: dict[int, float] = {}
-    tiles_on: dict[int, list[int]] = {}
-    by_tile = dict(memory)
-    for tile, port in port_of:
-        need[port] = need.get(port, 0.0) + by_tile[tile].dram_bytes
-        tiles_on.setdefault(port, []).append(tile)
-    for port in sorted(need):
-        capacity = chip.dram_ports[port].capacity_bytes
-        if need[port] > capacity:
-            worst = max(tiles_on[port], key=lambda t: by_tile[t].total)
-            b = by_tile[worst]
-            raise MappingError(
-                f"inference does not fit: DRAM port {port} ({capacity / GB:.4g} GB) would need "
-                f"{need[port] / GB:.4g} GB for tiles {tiles_on[port]}; tile {worst} needs "
-                f"weights {b.weights / GB:.4g} GB + KV cache at full length and activations "
-                f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against "
-                f"{sram_capacity_bytes / MiB:.4g} MiB SRAM + its share of DRAM; use more "
-                f"stages/tensor parallelism, a smaller batch or shorter sequences"
-            )
+    overflow = dram_overflow(chip, memory, port_of)
+    if overflow is None:
+        return
+    port, need, tiles, b, worst = overflow
+    capacity = chip.dram_ports[port].capacity_bytes
+    raise MappingError(
+        f"inference does not fit: DRAM port {port} ({capacity / GB:.4g} GB) would need "
+        f"{need / GB:.4g} GB for tiles {tiles}; tile {worst} needs "
+        f"weights {b.weights / GB:.4g} GB + KV cache at full length and activations "
+        f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against "
+        f"{sram_capacity_bytes / MiB:.4g} MiB SRAM + its share of DRAM; use more "
+        f"stages/tensor parallelism, a smaller batch or shorter sequences"
+    )

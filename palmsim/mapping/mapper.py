@@ -489,13 +489,15 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     )
 
 
-def _check_dram_capacity(
+def dram_overflow(
     chip: Chip,
-    memory: list[tuple[int, MemoryBreakdown]],
-    port_of: list[tuple[int, int]],
-    sram_capacity_bytes: float,
-) -> None:
-    """Raise MappingError if any DRAM port is asked to hold more than it has."""
+    memory: Sequence[tuple[int, MemoryBreakdown]],
+    port_of: Sequence[tuple[int, int]],
+) -> tuple[int, float, list[int], MemoryBreakdown, int] | None:
+    """The first DRAM port asked to hold more than it has, or None if every port fits.
+
+    Returns ``(port, bytes needed, its tiles, the breakdown of its neediest tile, that tile)``.
+    """
     need: dict[int, float] = {}
     tiles_on: dict[int, list[int]] = {}
     by_tile = dict(memory)
@@ -503,16 +505,30 @@ def _check_dram_capacity(
         need[port] = need.get(port, 0.0) + by_tile[tile].dram_bytes
         tiles_on.setdefault(port, []).append(tile)
     for port in sorted(need):
-        capacity = chip.dram_ports[port].capacity_bytes
-        if need[port] > capacity:
+        if need[port] > chip.dram_ports[port].capacity_bytes:
             worst = max(tiles_on[port], key=lambda t: by_tile[t].total)
-            b = by_tile[worst]
-            raise MappingError(
-                f"model does not fit: DRAM port {port} ({capacity / GB:.4g} GB) would need "
-                f"{need[port] / GB:.4g} GB for tiles {tiles_on[port]}; tile {worst} needs "
-                f"weights {b.weights / GB:.4g} GB + gradients {b.gradients / GB:.4g} GB + "
-                f"optimizer {b.optimizer / GB:.4g} GB + activations {b.activations / GB:.4g} GB "
-                f"= {b.total / GB:.4g} GB against {sram_capacity_bytes / MiB:.4g} MiB SRAM + "
-                f"its share of DRAM; use more stages/tensor parallelism, recompute, or smaller "
-                f"micro-batches"
-            )
+            return port, need[port], tiles_on[port], by_tile[worst], worst
+    return None
+
+
+def _check_dram_capacity(
+    chip: Chip,
+    memory: list[tuple[int, MemoryBreakdown]],
+    port_of: list[tuple[int, int]],
+    sram_capacity_bytes: float,
+) -> None:
+    """Raise MappingError if any DRAM port is asked to hold more than it has."""
+    overflow = dram_overflow(chip, memory, port_of)
+    if overflow is None:
+        return
+    port, need, tiles, b, worst = overflow
+    capacity = chip.dram_ports[port].capacity_bytes
+    raise MappingError(
+        f"model does not fit: DRAM port {port} ({capacity / GB:.4g} GB) would need "
+        f"{need / GB:.4g} GB for tiles {tiles}; tile {worst} needs "
+        f"weights {b.weights / GB:.4g} GB + gradients {b.gradients / GB:.4g} GB + "
+        f"optimizer {b.optimizer / GB:.4g} GB + activations {b.activations / GB:.4g} GB "
+        f"= {b.total / GB:.4g} GB against {sram_capacity_bytes / MiB:.4g} MiB SRAM + "
+        f"its share of DRAM; use more stages/tensor parallelism, recompute, or smaller "
+        f"micro-batches"
+    )
