@@ -261,8 +261,15 @@ def gantt(
         frameon=False,
         fontsize=8,
     )
-    if title is None:
+    if title is None and plan.inference is not None:
+        title = (
+            f"inference, prefill then decode: p={plan.num_stages} stages, "
+            f"m={plan.num_microbatches} micro-batches of requests"
+        )
+    elif title is None:
         schedule = _SCHEDULE_NAMES.get(plan.mapping.schedule, plan.mapping.schedule)
+        if plan.num_virtual_stages > plan.num_stages:
+            schedule = f"interleaved {schedule} (v={plan.num_virtual_stages // plan.num_stages})"
         title = (
             f"{schedule} schedule: p={plan.num_stages} stages, "
             f"m={plan.num_microbatches} micro-batches"
