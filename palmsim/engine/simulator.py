@@ -252,17 +252,7 @@ class Simulator:
             for chunk in sorted(set(chunks), reverse=True):
                 for step in plan.programs[chunk * p + stage].backward:
                     if isinstance(step, GradBucketReady):
-                        pending.append(
-                            self._join(
-                                dp_group,
-                                tile,
-                                step.kind,
-                                step.size_bytes,
-                                "dp_" + step.kind,
-                                stage,
-                                -1,
-                            )
-                        )
+                        pending.append(self._reduce_bucket(step, dp_group, tile, stage, -1))
         if pending:
             self._activity[tile] = f"stage {stage} waits for its data-parallel gradient all-reduce"
             yield self.env.all_of(pending)
@@ -376,19 +366,17 @@ class Simulator:
                 )
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:
-                    dp_buckets.append(
-                        self._join(
-                            dp_group,
-                            tile,
-                            step.kind,
-                            step.size_bytes,
-                            "dp_" + step.kind,
-                            stage,
-                            -1 if not step.every_microbatch else mb,
-                        )
-                    )
+                    bucket_mb = mb if step.every_microbatch else -1
+                    dp_buckets.append(self._reduce_bucket(step, dp_group, tile, stage, bucket_mb))
             else:  # pragma: no cover - exhaustive over Step
                 raise AssertionError(step)
+
+    def _reduce_bucket(
+        self, step: GradBucketReady, dp_group: tuple[int, ...], tile: int, stage: int, mb: int
+    ) -> simpy.Event:
+        """Start the data-parallel reduction of a gradient bucket (all-reduce, or ZeRO's
+        reduce-scatter)."""
+        return self._join(dp_group, tile, step.kind, step.size_bytes, "dp_" + step.kind, stage, mb)
 
     def _compute(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
