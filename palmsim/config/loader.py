@@ -639,7 +639,11 @@ def _mapping_schema() -> Schema:
 
 
 def _run_schema() -> Schema:
-    return {"seed": _int_rule(minimum=0), "until": _optional_time_rule()}
+    return {
+        "seed": _int_rule(minimum=0),
+        "until": _optional_time_rule(),
+        "symmetric_replicas": _bool_rule(),
+    }
 
 
 # =========================================================================== phase 3: normalise
@@ -795,6 +799,7 @@ def normalise_run(raw: Mapping[str, Any]) -> dict[str, Any]:
     out.setdefault("seed", defaults["seed"])
     until = defaults["until_s"]
     out.setdefault("until", None if until is None else format_exact(until, "time"))
+    out.setdefault("symmetric_replicas", defaults["symmetric_replicas"])
     return out
 
 
@@ -1200,7 +1205,8 @@ def build_mapping(values: Mapping[str, Any]) -> MappingSpec:
 
 def load_run(overrides: Sequence[str] = ()) -> RunSpec:
     """Run settings from ``run.`` overrides: ``run.seed`` (int >= 0), ``run.until`` (a time,
-    e.g. ``"10 s"``, or null for no limit). Defaults from :class:`RunSpec`.
+    e.g. ``"10 s"``, or null for no limit), ``run.symmetric_replicas`` (bool). Defaults from
+    :class:`RunSpec`.
 
     Raises:
         ConfigError: every problem at once.
@@ -1217,7 +1223,11 @@ def load_run(overrides: Sequence[str] = ()) -> RunSpec:
 
 def build_run(values: Mapping[str, Any]) -> RunSpec:
     """Phase 6: the frozen :class:`RunSpec` from parsed values."""
-    return RunSpec(seed=values["seed"], until_s=values["until"])
+    return RunSpec(
+        seed=values["seed"],
+        until_s=values["until"],
+        symmetric_replicas=values["symmetric_replicas"],
+    )
 
 
 # =========================================================================== spec -> raw
@@ -1335,5 +1345,5 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
         return {f.name: getattr(spec, f.name) for f in fields(MappingSpec)}
     if isinstance(spec, RunSpec):
         until = None if spec.until_s is None else format_exact(spec.until_s, "time")
-        return {"seed": spec.seed, "until": until}
+        return {"seed": spec.seed, "until": until, "symmetric_replicas": spec.symmetric_replicas}
     raise TypeError(f"spec_to_raw: not a spec: {type(spec).__name__}")

@@ -275,6 +275,11 @@ class RunSpec:
     until_s: float | None = _f(
         "stop simulated time here; unfinished work is an error [s]", default=None
     )
+    symmetric_replicas: bool = _f(
+        "simulate one data-parallel replica when the replicas are provably symmetric (GPU "
+        "clusters only; the result is the full run's); false simulates every GPU",
+        default=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,10 @@ class Simulator:
         self._group_tail: dict[tuple[int, ...], simpy.Event] = {}
         self._activity: dict[int, str] = {}
         self._finished: set[int] = set()
+        # Symmetric replicas: only replica 0 runs; its DP ring flows take these channels.
+        self._simulated = frozenset(plan.simulated_tiles)
+        self._ring_channels = dict(plan.dp_ring_channels)
+        self._arrivals: dict[tuple[int, ...], int] = {}  # members of a group that arrive
 
     # ------------------------------------------------------------------ run
 
@@ -116,7 +120,7 @@ class Simulator:
         """
         wall_start = time.perf_counter()
         plan = self.plan
-        for replica, stages in enumerate(plan.stage_tiles):
+        for replica, stages in enumerate(plan.stage_tiles[: plan.simulated_replicas]):
             for stage, tiles in enumerate(stages):
                 for rank, tile in enumerate(tiles):
                     if plan.inference is not None:
@@ -126,7 +130,7 @@ class Simulator:
         until = self.run_spec.until_s
         env = self.env
         num_events = 0
-        num_tiles = len(plan.used_tiles)
+        num_tiles = len(self._simulated)
         # Stop when the last tile finishes: the flow network may still hold superseded
         # completion timers, which must not advance the clock past the iteration.
         while len(self._finished) < num_tiles:
@@ -135,7 +139,7 @@ class Simulator:
                 break
             env.step()
             num_events += 1
-        stuck = sorted(set(plan.used_tiles) - self._finished)
+        stuck = sorted(self._simulated - self._finished)
         if stuck:
             shown = "; ".join(
                 f"tile {t}: {self._activity.get(t, 'not started')}" for t in stuck[:8]
@@ -464,7 +468,8 @@ class Simulator:
 
         Each member counts its own collectives on the group, so the n-th arrival of every
         member is the same collective. A collective starts once all members have arrived and
-        the group's previous collective has finished (one communicator, one stream).
+        the group's previous collective has finished (one communicator, one stream). Members
+        that are not simulated (symmetric replicas) do not arrive; their arrival is implied.
         """
         if len(group) == 1:
             done = self.env.event()
@@ -481,7 +486,10 @@ class Simulator:
             )
         assert coll.kind == kind and coll.size_bytes == size_bytes, "collective mismatch in group"
         coll.arrived += 1
-        if coll.arrived == len(group):
+        needed = self._arrivals.get(group)
+        if needed is None:
+            needed = self._arrivals[group] = sum(t in self._simulated for t in group)
+        if coll.arrived == needed:
             del self._collectives[key]
             previous = self._group_tail.get(group)
             self._group_tail[group] = coll.done
@@ -491,7 +499,13 @@ class Simulator:
     def _ring(
         self, coll: _Collective, previous: simpy.Event | None
     ) -> Generator[simpy.Event, Any, None]:
-        """SimPy process: a ring collective as one flow per ring edge (see module docstring)."""
+        """SimPy process: a ring collective as one flow per ring edge (see module docstring).
+
+        With symmetric replicas only the simulated members send; a DP ring flow whose
+        successor is not simulated takes the plan's ``dp_ring_channels`` instead of its route
+        (the image of the successor's in-channel is the sender's own, see
+        :mod:`palmsim.mapping.symmetry`).
+        """
         if previous is not None and not previous.processed:
             yield previous
         n = len(coll.tiles)
@@ -499,11 +513,16 @@ class Simulator:
         edge_bytes = steps / n * coll.size_bytes
         flows = []
         for i, src in enumerate(coll.tiles):
+            if src not in self._simulated:
+                continue
             dst = coll.tiles[(i + 1) % n]
             route = self.chip.route(src, dst)
+            channels = route.channels
+            if dst not in self._simulated:
+                channels = self._ring_channels[src]
             flows.append(
                 self.network.transfer(
-                    route.channels,
+                    channels,
                     edge_bytes,
                     steps * route.latency_s,
                     category=coll.category,

@@ -43,6 +43,7 @@ from palmsim.mapping.plan import (
     Step,
 )
 from palmsim.mapping.schedule import SCHEDULES, interleaved_one_f_one_b
+from palmsim.mapping.symmetry import symmetric_dp_ring_channels
 from palmsim.units import GB, MiB
 from palmsim.workload.builders import (
     Block,
@@ -486,6 +487,11 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         peak_flop_per_s=peak,
         samples_per_iteration=training.global_batch_size,
         tokens_per_iteration=training.global_batch_size * training.seq_len,
+        dp_ring_channels=(
+            symmetric_dp_ring_channels(chip, stage_tiles, num_virtual_stages=num_chunks) or ()
+            if experiment.run.symmetric_replicas
+            else ()
+        ),
     )
 
 

@@ -170,6 +170,10 @@ class MappingPlan:
     samples_per_iteration: int
     tokens_per_iteration: int
     inference: InferencePlan | None = None  # set for mode 'inference' (forward-only serving)
+    # Empty: every replica is simulated. Otherwise the data-parallel replicas are provably
+    # symmetric (palmsim.mapping.symmetry) and only replica 0 is simulated; this holds, for
+    # each of its tiles, the channels of its DP ring flow in that reduced run.
+    dp_ring_channels: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def num_stages(self) -> int:
@@ -185,6 +189,18 @@ class MappingPlan:
     def used_tiles(self) -> tuple[int, ...]:
         """Every tile the mapping uses, sorted."""
         return tuple(sorted(t for rep in self.stage_tiles for st in rep for t in st))
+
+    @property
+    def simulated_replicas(self) -> int:
+        """Data-parallel replicas the engine simulates: all, or 1 when they are symmetric."""
+        return 1 if self.dp_ring_channels else len(self.stage_tiles)
+
+    @property
+    def simulated_tiles(self) -> tuple[int, ...]:
+        """The tiles the engine simulates, sorted: all used tiles, or replica 0's."""
+        if not self.dp_ring_channels:
+            return self.used_tiles
+        return tuple(sorted(t for st in self.stage_tiles[0] for t in st))
 
     def stage_of_tile(self) -> dict[int, int]:
         """Tile index -> pipeline stage."""

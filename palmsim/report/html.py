@@ -76,7 +76,7 @@ def bottlenecks(
         for group, members in groups.items()
         if members
     }
-    util = tile_utilization(trace.intervals, plan.used_tiles, float(trace.end_time_s))
+    util = tile_utilization(trace.intervals, plan.simulated_tiles, float(trace.end_time_s))
     stage_of = plan.stage_of_tile()
     tiles = sorted(util, key=lambda t: (-util[t], t))[:_TOP]
     iteration_s = float(summary["iteration_time_s"])

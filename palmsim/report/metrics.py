@@ -307,14 +307,17 @@ def exposed_communication_s(trace: RunTrace, tiles: Iterable[int]) -> float:
 
 
 def _memory_peaks(trace: RunTrace, plan: MappingPlan) -> tuple[int, dict[str, float]] | None:
-    """The used tile with the largest static + peak-activation bytes, and its breakdown."""
+    """The simulated tile with the largest static + peak-activation bytes, and its breakdown."""
     peak_activation: dict[int, float] = {}
     for rec in trace.memory:
         if rec.activation_bytes > peak_activation.get(rec.tile, -math.inf):
             peak_activation[rec.tile] = rec.activation_bytes
     best: tuple[int, dict[str, float]] | None = None
     best_total = -math.inf
+    simulated = set(plan.simulated_tiles)
     for tile, breakdown in sorted(plan.memory, key=lambda item: item[0]):
+        if tile not in simulated:
+            continue
         parts = {
             "weights": float(breakdown.weights),
             "gradients": float(breakdown.gradients),
@@ -353,18 +356,21 @@ def summarize(
         version: palmsim version, reported as ``palmsim_version``.
     """
     iteration_time_s = float(trace.end_time_s)
-    used = plan.used_tiles
-    num_used = len(used)
+    num_used = len(plan.used_tiles)
+    # With symmetric replicas the records are replica 0's, which stands for every replica:
+    # per-tile figures come from its tiles, totals are its totals times the replicas.
+    simulated = plan.simulated_tiles
+    replication = len(plan.stage_tiles) / plan.simulated_replicas if plan.stage_tiles else 1.0
 
     def per_iteration(value: float) -> float:
         return float(value) / iteration_time_s if iteration_time_s > 0 else 0.0
 
     peak_total_flop_per_s = num_used * plan.peak_flop_per_s
     model_flop = float(plan.model_flop_per_iteration)
-    hardware_flop = float(sum(r.flop for r in trace.intervals))
+    hardware_flop = float(sum(r.flop for r in trace.intervals)) * replication
     capacity_flop = iteration_time_s * peak_total_flop_per_s
 
-    utilization = tile_utilization(trace.intervals, used, iteration_time_s)
+    utilization = tile_utilization(trace.intervals, simulated, iteration_time_s)
     util_values = list(utilization.values()) or [0.0]
 
     channels = tuple(chip.channels)
@@ -374,7 +380,7 @@ def summarize(
 
     comm_bytes: dict[str, float] = defaultdict(float)
     for flow in trace.flows:
-        comm_bytes[flow.category] += float(flow.size_bytes)
+        comm_bytes[flow.category] += float(flow.size_bytes) * replication
 
     memory = _memory_peaks(trace, plan)
     if memory is None:
@@ -406,12 +412,13 @@ def summarize(
         "dram_bandwidth_utilization_max": dram_max,
         "dram_bandwidth_utilization_max_channel": dram_name,
         "communication_bytes_by_category": {k: comm_bytes[k] for k in sorted(comm_bytes)},
-        "exposed_communication_s": exposed_communication_s(trace, used),
+        "exposed_communication_s": exposed_communication_s(trace, simulated),
         "memory_peak_bytes_per_tile_max": float(sum(memory_parts.values())),
         "memory_peak_tile": int(memory_tile),
         "memory_breakdown_bytes": memory_parts,
         "num_tiles_used": num_used,
         "num_tiles_total": int(chip.num_tiles),
+        "simulated_replicas": int(plan.simulated_replicas),
         "num_stages": plan.num_stages,
         "num_microbatches": int(plan.num_microbatches),
         "simulated_events": int(trace.num_events),
@@ -549,6 +556,15 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
             )
         )
     add("tiles used", "num_tiles_used", str)
+    replicas = summary.get("mapping", {}).get("dp", 1)
+    if summary.get("simulated_replicas", replicas) < replicas:
+        rows.append(
+            (
+                "replicas simulated",
+                f"{summary['simulated_replicas']} of {replicas} (data-parallel replicas are "
+                "symmetric; replica 0 stands for all, every link it uses contended)",
+            )
+        )
     add("micro-batches", "num_microbatches", str)
     add("iteration time", "iteration_time_s", _human_time)
     add(

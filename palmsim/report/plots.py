@@ -105,7 +105,9 @@ def gantt_rows(
     if tiles is not None:
         stage_of = plan.stage_of_tile()
         return [
-            (f"tile {t} (s{stage_of[t]})", t) for t in plan.used_tiles if tiles[0] <= t <= tiles[1]
+            (f"tile {t} (s{stage_of[t]})", t)
+            for t in plan.simulated_tiles
+            if tiles[0] <= t <= tiles[1]
         ]
     if not per_tile:
         return [(f"stage {s}", plan.stage_tiles[0][s][0]) for s in range(plan.num_stages)]
@@ -639,7 +641,7 @@ def utilization(
 
     end_s = float(trace.end_time_s)
     bin_s = end_s / 200 if end_s > 0 else 1.0
-    tl = utilization_timeline(trace, chip, bin_s, tiles=plan.used_tiles)
+    tl = utilization_timeline(trace, chip, bin_s, tiles=plan.simulated_tiles)
     unit, scale = _time_unit(end_s)
     mid = (tl["time_start_s"] + tl["time_end_s"]) / 2 * scale
     fig, ax = _new_figure(10.0, 3.5)

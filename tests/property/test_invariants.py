@@ -80,7 +80,7 @@ def test_invariants(case: dict) -> None:
     assert makespan > 0
 
     # Utilisation of every tile and every channel lies in [0, 1].
-    for value in tile_utilization(trace.intervals, plan.used_tiles, makespan).values():
+    for value in tile_utilization(trace.intervals, plan.simulated_tiles, makespan).values():
         assert 0.0 <= value <= 1.0 + EPS
     carried = channel_bytes(trace.flows, len(chip.channels))
     bandwidth = np.array([c.bandwidth_bytes_per_s for c in chip.channels])
@@ -108,7 +108,7 @@ def test_invariants(case: dict) -> None:
     forwards = [(r.tile, r.microbatch, r.label) for r in trace.intervals if r.category == "forward"]
     assert len(forwards) == len(set(forwards))
     assert {(t, mb) for t, mb, _ in forwards} == {
-        (t, mb) for t in plan.used_tiles for mb in range(plan.num_microbatches)
+        (t, mb) for t in plan.simulated_tiles for mb in range(plan.num_microbatches)
     }
 
     # Memory: each tile ends the iteration holding no activations.

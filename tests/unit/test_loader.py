@@ -301,8 +301,8 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "zero": 0,
         "sequence_parallel": False,
     }
-    assert normalise_run({}) == {"seed": 0, "until": None}
-    assert normalise_run({"seed": 3}) == {"seed": 3, "until": None}
+    assert normalise_run({}) == {"seed": 0, "until": None, "symmetric_replicas": True}
+    assert normalise_run({"seed": 3}) == {"seed": 3, "until": None, "symmetric_replicas": True}
 
 
 # =========================================================================== phase 3b: HF
@@ -967,9 +967,9 @@ def test_spec_to_raw_workload_mapping_run_round_trip(tmp_path: Path) -> None:
 
     run = RunSpec(seed=3, until_s=0.25)
     raw_run = spec_to_raw(run)
-    assert raw_run == {"seed": 3, "until": "250 ms"}
+    assert raw_run == {"seed": 3, "until": "250 ms", "symmetric_replicas": True}
     assert load_run([f"run.{k}={v}" for k, v in raw_run.items()]) == run
-    assert spec_to_raw(RunSpec()) == {"seed": 0, "until": None}
+    assert spec_to_raw(RunSpec()) == {"seed": 0, "until": None, "symmetric_replicas": True}
 
 
 def test_spec_to_raw_rejects_non_specs() -> None:
