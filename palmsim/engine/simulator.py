@@ -11,12 +11,14 @@ step waits for them. All link and DRAM traffic shares bandwidth max-min fairly
 (:mod:`palmsim.engine.flows`), so congestion between collectives, pipeline transfers and DRAM
 traffic emerges rather than being assumed.
 
-Collectives are ring algorithms at flow level: for a ring of ``n`` tiles each tile sends one
-flow to its ring successor carrying ``2(n-1)/n * S`` bytes (all-reduce) or ``(n-1)/n * S``
-(reduce-scatter, all-gather), which is what the ``2(n-1)`` (or ``n-1``) pipelined ring steps
-move over each ring edge (Patarasuk & Yuan 2009; NCCL's ring, nccl-tests PERFORMANCE.md); each
-flow also pays its route latency once per ring step. With no contention this is exactly the
-textbook ``2(n-1)/n * S/B + 2(n-1) * alpha``.
+Collectives are ring algorithms at flow level: for a ring of ``n`` tiles each ring edge carries
+``2(n-1)/n * S`` bytes (all-reduce) or ``(n-1)/n * S`` (reduce-scatter, all-gather), which is
+what the ``2(n-1)`` (or ``n-1``) pipelined ring steps move over it (Patarasuk & Yuan 2009;
+NCCL's ring, nccl-tests PERFORMANCE.md); each flow also pays its route latency once per ring
+step. The plan's communicators say which flows a group's collective starts
+(:mod:`palmsim.hardware.collectives`): one per ring edge for a flat ring, whose uncontended
+time is the textbook ``2(n-1)/n * S/B + 2(n-1) * alpha``, or, for a GPU-cluster group spanning
+nodes, a share over NVLink and a share over the NICs per member (one ring per local member).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from palmsim.config.specs import RunSpec
 from palmsim.engine.flows import FlowNetwork
 from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
 from palmsim.errors import SimulationError
+from palmsim.hardware.collectives import RING_STEPS
 from palmsim.mapping.plan import (
     CollectiveStep,
     ComputeStep,
@@ -41,15 +44,6 @@ from palmsim.mapping.plan import (
 )
 
 __all__ = ["ChipLike", "Simulator"]
-
-# Ring steps per collective kind, and the fraction of S each ring edge carries.
-# (Patarasuk & Yuan 2009; nccl-tests doc/PERFORMANCE.md busbw factors.)
-_RING_STEPS = {
-    "allreduce": lambda n: 2 * (n - 1),
-    "reducescatter": lambda n: n - 1,
-    "allgather": lambda n: n - 1,
-}
-
 
 class _RouteLike(Protocol):
     @property
@@ -105,10 +99,8 @@ class Simulator:
         self._group_tail: dict[tuple[int, ...], simpy.Event] = {}
         self._activity: dict[int, str] = {}
         self._finished: set[int] = set()
-        # Symmetric replicas: only replica 0 runs; its DP ring flows take these channels.
         self._simulated = frozenset(plan.simulated_tiles)
-        self._ring_channels = dict(plan.dp_ring_channels)
-        self._arrivals: dict[tuple[int, ...], int] = {}  # members of a group that arrive
+        self._communicators = {c.members: c for c in plan.communicators}
 
     # ------------------------------------------------------------------ run
 
@@ -486,10 +478,7 @@ class Simulator:
             )
         assert coll.kind == kind and coll.size_bytes == size_bytes, "collective mismatch in group"
         coll.arrived += 1
-        needed = self._arrivals.get(group)
-        if needed is None:
-            needed = self._arrivals[group] = sum(t in self._simulated for t in group)
-        if coll.arrived == needed:
+        if coll.arrived == self._communicators[group].num_arriving:
             del self._collectives[key]
             previous = self._group_tail.get(group)
             self._group_tail[group] = coll.done
@@ -499,38 +488,24 @@ class Simulator:
     def _ring(
         self, coll: _Collective, previous: simpy.Event | None
     ) -> Generator[simpy.Event, Any, None]:
-        """SimPy process: a ring collective as one flow per ring edge (see module docstring).
-
-        With symmetric replicas only the simulated members send; a DP ring flow whose
-        successor is not simulated takes the plan's ``dp_ring_channels`` instead of its route
-        (the image of the successor's in-channel is the sender's own, see
-        :mod:`palmsim.mapping.symmetry`).
-        """
+        """SimPy process: a ring collective as its communicator's flows (module docstring)."""
         if previous is not None and not previous.processed:
             yield previous
         n = len(coll.tiles)
-        steps = _RING_STEPS[coll.kind](n)
+        steps = RING_STEPS[coll.kind](n)
         edge_bytes = steps / n * coll.size_bytes
-        flows = []
-        for i, src in enumerate(coll.tiles):
-            if src not in self._simulated:
-                continue
-            dst = coll.tiles[(i + 1) % n]
-            route = self.chip.route(src, dst)
-            channels = route.channels
-            if dst not in self._simulated:
-                channels = self._ring_channels[src]
-            flows.append(
-                self.network.transfer(
-                    channels,
-                    edge_bytes,
-                    steps * route.latency_s,
-                    category=coll.category,
-                    src=src,
-                    dst=dst,
-                    stage=coll.stage,
-                    microbatch=coll.microbatch,
-                )
+        flows = [
+            self.network.transfer(
+                f.channels,
+                f.share * edge_bytes,
+                steps * f.latency_s,
+                category=coll.category,
+                src=f.src,
+                dst=f.dst,
+                stage=coll.stage,
+                microbatch=coll.microbatch,
             )
+            for f in self._communicators[coll.tiles].flows
+        ]
         yield self.env.all_of(flows)
         coll.done.succeed()

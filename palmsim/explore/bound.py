@@ -31,7 +31,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from palmsim.hardware.chip import Chip
-from palmsim.mapping.plan import CollectiveStep, ComputeStep, MappingPlan, Step
+from palmsim.hardware.collectives import RING_STEPS
+from palmsim.mapping.plan import CollectiveStep, Communicator, ComputeStep, MappingPlan, Step
 
 __all__ = ["iteration_lower_bound_s"]
 
@@ -40,25 +41,22 @@ def _narrowest_bandwidth(chip: Chip, channels: Sequence[int]) -> float:
     return min(chip.channels[c].bandwidth_bytes_per_s for c in channels)
 
 
-#: Ring steps of each collective kind (as the engine runs them), in units of (n - 1).
-_RING_STEPS = {"allreduce": 2, "reducescatter": 1, "allgather": 1}
-
-
-def _ring_lower_bound_s(chip: Chip, group: Sequence[int], kind: str, size_bytes: float) -> float:
-    """A ring collective of S bytes over ``group``: every edge carries steps/n·S and pays its
-    route's latency once per step, so it lasts at least the slowest edge's
-    ``steps/n·S / B_narrowest + steps·latency``."""
-    n = len(group)
-    if n < 2:
+def _ring_lower_bound_s(
+    chip: Chip, comm: Communicator | None, kind: str, size_bytes: float
+) -> float:
+    """A ring collective of S bytes on ``comm``: each of its flows carries share·steps/n·S
+    and pays its route's latency once per step, so it lasts at least the slowest flow's
+    ``share·steps/n·S / B_narrowest + steps·latency``. No communicator: a group of one, 0."""
+    if comm is None:
         return 0.0
-    steps = _RING_STEPS[kind] * (n - 1)
+    n = len(comm.members)
+    steps = RING_STEPS[kind](n)
     edge_bytes = steps / n * size_bytes
     slowest = 0.0
-    for i, src in enumerate(group):
-        route = chip.route(src, group[(i + 1) % n])
-        if route.channels:
-            time_s = edge_bytes / _narrowest_bandwidth(chip, route.channels)
-            slowest = max(slowest, time_s + steps * route.latency_s)
+    for f in comm.flows:
+        if f.channels:
+            time_s = f.share * edge_bytes / _narrowest_bandwidth(chip, f.channels)
+            slowest = max(slowest, time_s + steps * f.latency_s)
     return slowest
 
 
@@ -67,7 +65,7 @@ def _steps_lower_bound_s(
     tile: int,
     port: int,
     steps: Sequence[Step],
-    groups: dict[str, tuple[int, ...]],
+    groups: dict[str, Communicator | None],
 ) -> float:
     read_route = chip.dram_route(tile, port, write=False).channels
     write_route = chip.dram_route(tile, port, write=True).channels
@@ -93,6 +91,7 @@ def iteration_lower_bound_s(plan: MappingPlan, chip: Chip) -> float:
     p, m = plan.num_stages, plan.num_microbatches
     port_of = dict(plan.dram_port_of_tile)
     chunks = plan.num_virtual_stages // p
+    comms = {c.members: c for c in plan.communicators}
     forward: list[float] = [0.0] * p
     redo_back: list[float] = [0.0] * p
     optimizer: list[float] = [0.0] * p
@@ -101,8 +100,8 @@ def iteration_lower_bound_s(plan: MappingPlan, chip: Chip) -> float:
         tile = plan.stage_tiles[0][s][0]
         port = port_of[tile]
         groups = {
-            "tp": plan.stage_tiles[0][s],
-            "dp": tuple(replica[s][0] for replica in plan.stage_tiles),
+            "tp": comms.get(plan.stage_tiles[0][s]),
+            "dp": comms.get(tuple(replica[s][0] for replica in plan.stage_tiles)),
         }
         forward[s] += _steps_lower_bound_s(chip, tile, port, program.forward, groups)
         redo_back[s] += _steps_lower_bound_s(

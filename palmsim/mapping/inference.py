@@ -35,6 +35,7 @@ from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.compute import op_time_s
 from palmsim.hardware.memory import split_sram_dram
+from palmsim.mapping.communicators import communicators
 from palmsim.mapping.mapper import _cost, _memory_of, _Placement, dram_overflow
 from palmsim.mapping.partition import partition_by_layers
 from palmsim.mapping.placement import place
@@ -274,6 +275,9 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         peak_flop_per_s=peak,
         samples_per_iteration=inf.batch,
         tokens_per_iteration=inf.batch * inf.output_len,
+        communicators=communicators(
+            chip, stage_tiles, num_virtual_stages=len(programs), symmetric_replicas=False
+        )[0],
         inference=InferencePlan(
             spec=inf,
             stages=tuple(stages),

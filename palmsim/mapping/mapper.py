@@ -31,6 +31,7 @@ from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.compute import gemm_time_s, op_time_s
 from palmsim.hardware.memory import split_sram_dram
+from palmsim.mapping.communicators import communicators
 from palmsim.mapping.partition import partition_by_cost, partition_by_layers
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
@@ -43,7 +44,6 @@ from palmsim.mapping.plan import (
     Step,
 )
 from palmsim.mapping.schedule import SCHEDULES, interleaved_one_f_one_b
-from palmsim.mapping.symmetry import symmetric_dp_ring_channels
 from palmsim.units import GB, MiB
 from palmsim.workload.builders import (
     Block,
@@ -475,6 +475,12 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 port_of.append((tile, chip.home_dram_port(tile)))
 
     _check_dram_capacity(chip, memory, port_of, hw.tile.sram_capacity_bytes)
+    comms, replicas_reduced = communicators(
+        chip,
+        stage_tiles,
+        num_virtual_stages=num_chunks,
+        symmetric_replicas=experiment.run.symmetric_replicas,
+    )
     return MappingPlan(
         mapping=mapping,
         num_microbatches=num_microbatches,
@@ -487,11 +493,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         peak_flop_per_s=peak,
         samples_per_iteration=training.global_batch_size,
         tokens_per_iteration=training.global_batch_size * training.seq_len,
-        dp_ring_channels=(
-            symmetric_dp_ring_channels(chip, stage_tiles, num_virtual_stages=num_chunks) or ()
-            if experiment.run.symmetric_replicas
-            else ()
-        ),
+        communicators=comms,
+        replicas_reduced=replicas_reduced,
     )
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from palmsim.config.specs import InferenceSpec, MappingSpec
 
 __all__ = [
+    "CollectiveFlow",
     "CollectiveStep",
+    "Communicator",
     "ComputeStep",
     "GradBucketReady",
     "InferencePlan",
@@ -75,6 +77,29 @@ class GradBucketReady:
 
 
 Step = ComputeStep | CollectiveStep | GradBucketReady
+
+
+@dataclass(frozen=True, slots=True)
+class CollectiveFlow:
+    """One flow of each ring collective of a communicator: ``src`` sends ``share`` of a ring
+    edge's bytes to ``dst`` over ``channels``, paying ``latency_s`` once per ring step."""
+
+    src: int
+    dst: int
+    share: float
+    channels: tuple[int, ...]
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Communicator:
+    """A TP or DP group: its members in ring order, the flows each of its collectives starts
+    (:func:`palmsim.hardware.collectives.ring_shares`, routed) and how many members arrive
+    at a collective (all, or replica 0's one when symmetric replicas are reduced)."""
+
+    members: tuple[int, ...]
+    flows: tuple[CollectiveFlow, ...]
+    num_arriving: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +195,11 @@ class MappingPlan:
     samples_per_iteration: int
     tokens_per_iteration: int
     inference: InferencePlan | None = None  # set for mode 'inference' (forward-only serving)
-    # Empty: every replica is simulated. Otherwise the data-parallel replicas are provably
-    # symmetric (palmsim.mapping.symmetry) and only replica 0 is simulated; this holds, for
-    # each of its tiles, the channels of its DP ring flow in that reduced run.
-    dp_ring_channels: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    # Every TP and DP group of two or more tiles, with the flows of its collectives.
+    communicators: tuple[Communicator, ...] = ()
+    # The data-parallel replicas are provably symmetric and only replica 0 is simulated
+    # (palmsim.mapping.communicators); its DP communicators hold only its flows.
+    replicas_reduced: bool = False
 
     @property
     def num_stages(self) -> int:
@@ -193,12 +219,12 @@ class MappingPlan:
     @property
     def simulated_replicas(self) -> int:
         """Data-parallel replicas the engine simulates: all, or 1 when they are symmetric."""
-        return 1 if self.dp_ring_channels else len(self.stage_tiles)
+        return 1 if self.replicas_reduced else len(self.stage_tiles)
 
     @property
     def simulated_tiles(self) -> tuple[int, ...]:
         """The tiles the engine simulates, sorted: all used tiles, or replica 0's."""
-        if not self.dp_ring_channels:
+        if not self.replicas_reduced:
             return self.used_tiles
         return tuple(sorted(t for st in self.stage_tiles[0] for t in st))
 

@@ -7,6 +7,7 @@ import pytest
 from palmsim.config.specs import MappingSpec
 from palmsim.engine.simulator import Simulator
 from palmsim.hardware.chip import Chip
+from palmsim.mapping.communicators import communicators
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveStep,
@@ -15,7 +16,7 @@ from palmsim.mapping.plan import (
     MemoryBreakdown,
     StageProgram,
 )
-from tests.conftest import wafer_spec
+from tests.conftest import cluster_spec, wafer_spec
 
 S_BYTES = 64e6
 BW = 100e9
@@ -36,6 +37,7 @@ def _one_collective(chip: Chip, tiles: tuple[int, ...], kind: str) -> float:
         steps=(("F", 0), ("B", 0)),
     )
     memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
+    (tp,), _ = communicators(chip, ((tiles,),), num_virtual_stages=1, symmetric_replicas=False)
     plan = MappingPlan(
         mapping=MappingSpec(tp=len(tiles)),
         num_microbatches=1,
@@ -48,6 +50,7 @@ def _one_collective(chip: Chip, tiles: tuple[int, ...], kind: str) -> float:
         peak_flop_per_s=1.0,
         samples_per_iteration=1,
         tokens_per_iteration=1,
+        communicators=(tp,),
     )
     return Simulator(chip, plan).run().end_time_s
 
@@ -103,3 +106,20 @@ def test_a_ring_straddling_the_die_boundary_is_paced_by_the_inter_die_link():
     expected = edge_bytes / (BW / 4) + closing_latency
     got = _one_collective(chip, tuple(range(n)), "allreduce")
     assert got == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(("kind", "factor"), [("allreduce", 2), ("allgather", 1)])
+def test_a_group_across_cluster_nodes_runs_one_ring_per_local_gpu(kind, factor):
+    """8 GPUs on 2 nodes of 4 (NVLink 300 GB/s, 1 µs per channel; NIC 25 GB/s, 2 µs): NCCL's
+    one ring per local GPU sends 1/4 of every ring edge's factor·(n-1)/n·S over each GPU's
+    NIC and 3/4 over its NVLink. Each route has two channels, so per ring step it pays 2 µs
+    (NVLink) or 4 µs (NIC); the collective ends with the slower share,
+    max(3/4·E/B_nvlink + steps·2 µs, 1/4·E/B_nic + steps·4 µs), not the flat ring's E/B_nic."""
+    chip = Chip.from_spec(cluster_spec(nodes=2, gpus=4))
+    n = 8
+    steps = factor * (n - 1)
+    edge_bytes = factor * (n - 1) / n * S_BYTES
+    expected = max(
+        0.75 * edge_bytes / 300e9 + steps * 2e-6, 0.25 * edge_bytes / 25e9 + steps * 4e-6
+    )
+    assert _one_collective(chip, tuple(range(n)), kind) == pytest.approx(expected, rel=1e-9)

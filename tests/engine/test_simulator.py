@@ -9,6 +9,7 @@ import pytest
 from palmsim.config.specs import MappingSpec, RunSpec
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import SimulationError
+from palmsim.mapping.communicators import ring_communicators
 from palmsim.mapping.plan import (
     CollectiveStep,
     ComputeStep,
@@ -54,8 +55,10 @@ def _compute(label: str, seconds: float) -> ComputeStep:
     return ComputeStep(label, seconds, 0.0, 0.0, 0.0, 0.0)
 
 
-def _plan(stage_programs, stage_tiles, m, *, schedule="gpipe") -> MappingPlan:
+def _plan(stage_programs, stage_tiles, m, *, schedule="gpipe", chip=None) -> MappingPlan:
+    """A hand-made plan; ``chip`` routes its flat-ring collectives (None: no collectives)."""
     p = len(stage_programs)
+    tp, dp = ring_communicators(chip.route, stage_tiles) if chip else ([], [])
     mem = MemoryBreakdown(0, 0, 0, 0, 0, 0)
     return MappingPlan(
         mapping=MappingSpec(pp=p, schedule=schedule),
@@ -69,6 +72,7 @@ def _plan(stage_programs, stage_tiles, m, *, schedule="gpipe") -> MappingPlan:
         peak_flop_per_s=1.0,
         samples_per_iteration=m,
         tokens_per_iteration=m,
+        communicators=(*tp, *dp),
     )
 
 
@@ -131,7 +135,7 @@ def test_ring_allreduce_matches_textbook(n):
         optimizer=_compute("opt", 0.0),
         steps=(("F", 0), ("B", 0)),
     )
-    trace = Simulator(chip, _plan([program], ((tuple(range(n)),),), 1)).run()
+    trace = Simulator(chip, _plan([program], ((tuple(range(n)),),), 1, chip=chip)).run()
     expected = 2 * (n - 1) / n * size / bw + 2 * (n - 1) * alpha
     assert trace.end_time_s == pytest.approx(expected, rel=1e-9)
     assert sum(f.size_bytes for f in trace.flows) == pytest.approx(2 * (n - 1) * size, rel=1e-12)

@@ -26,6 +26,11 @@ CASES = {
         {"pp": 2, "tp": 4, "dp": 4, "micro_batch_size": 1, "zero": 3},
         ["model.num_hidden_layers=4", "training.global_batch_size=16"],
     ),
+    "pp1-tp1-dp16-two-nodes": (
+        "hw_configs/dgx-a100-superpod.yaml",
+        {"pp": 1, "tp": 1, "dp": 16, "micro_batch_size": 1},
+        ["model.num_hidden_layers=2", "training.global_batch_size=16"],
+    ),
     "pp2-tp8-dp2-no-overlap-h100": (
         "hw_configs/dgx-h100.yaml",
         {"pp": 2, "tp": 8, "dp": 2, "micro_batch_size": 1, "dp_overlap": False},

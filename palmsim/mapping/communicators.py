@@ -1,0 +1,183 @@
+"""The communicators of a mapping (its TP and DP groups) with the flows of their collectives,
+and when one data-parallel replica may stand in for all.
+
+Each group of two or more tiles gets a :class:`~palmsim.mapping.plan.Communicator`: its
+members in ring order and the flows one of its ring collectives starts, routed on the chip
+(:func:`palmsim.hardware.collectives.ring_shares`: a flat ring, or on a GPU cluster one ring
+per local member when the group spans nodes).
+
+**Symmetric replicas.** On a GPU cluster every channel belongs to exactly one GPU: its NVLink
+to and from the node's NVSwitch, its NIC to and from the non-blocking fabric, and its HBM port
+(:class:`palmsim.hardware.topology.GpuClusterTopology`). Map every GPU of replica ``r`` to the
+GPU of replica 0 that holds the same stage and TP rank, and every channel to the channel of
+the same kind and direction of that GPU (its *image*). If
+
+1. every channel of a kind has the same bandwidth and latency,
+2. every transfer a replica makes inside itself (TP collective flows, pipeline sends both
+   ways, HBM traffic) has as image exactly the route replica 0 uses for the same transfer,
+3. in every DP communicator, the flows each member sends and the flows it receives have the
+   same images and shares, the same for every member,
+
+then the full simulation is invariant under the replica permutation: each replica does the
+same work at the same times, and each channel carries at every instant the image of what
+replica 0's channel carries. Replica 0 alone then reproduces it exactly, provided its DP flows
+keep their contention: each flow replica 0's GPU sends goes out over its own out-channel and in
+over the *image* of the receiver's in-channel, which is the GPU's own in-channel. By 3, that is
+where the full run delivers an identical flow to it. Every channel replica 0 uses thus carries
+the same flows as in the full run, and the iteration time, replica 0's records and the
+per-channel loads are the full run's.
+
+A wafer is never reduced: its NoC links and DRAM ports are shared between tiles of different
+replicas, so there is no such channel image.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from palmsim.hardware.chip import Chip, Route
+from palmsim.hardware.collectives import ring_shares
+from palmsim.mapping.plan import CollectiveFlow, Communicator
+
+__all__ = ["communicators", "ring_communicators"]
+
+StageTiles = tuple[tuple[tuple[int, ...], ...], ...]
+
+
+def communicators(
+    chip: Chip, stage_tiles: StageTiles, *, num_virtual_stages: int, symmetric_replicas: bool
+) -> tuple[tuple[Communicator, ...], bool]:
+    """Every TP and DP communicator of ``stage_tiles``, and whether replica 0 stands for all.
+
+    With ``symmetric_replicas`` and conditions 1-3 of the module docstring met, the DP
+    communicators keep only replica 0's flows, re-routed onto its own channels, and expect
+    only its members to arrive; the second value is then True.
+
+    Args:
+        chip: the machine.
+        stage_tiles: ``stage_tiles[replica][stage]`` = the stage replica's tiles in TP order.
+        num_virtual_stages: ``p·v``; with ``v > 1`` the last stage also sends to the first.
+        symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``).
+    """
+    node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
+    tp, dp = ring_communicators(chip.route, stage_tiles, node_of)
+    if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster":
+        reduced = _reduce(chip, stage_tiles, num_virtual_stages, tp, dp)
+        if reduced is not None:
+            return (*tp, *reduced), True
+    return (*tp, *dp), False
+
+
+def ring_communicators(
+    route: Callable[[int, int], Route],
+    stage_tiles: StageTiles,
+    node_of: Callable[[int], int] | None = None,
+) -> tuple[list[Communicator], list[Communicator]]:
+    """The TP and the DP communicators of ``stage_tiles`` (groups of two or more), every
+    member arriving, with their flows routed by ``route``; ``node_of`` as for
+    :func:`~palmsim.hardware.collectives.ring_shares` (None: flat rings)."""
+
+    def build(members: tuple[int, ...]) -> Communicator:
+        flows = []
+        for s in ring_shares(members, node_of):
+            r = route(s.src, s.dst)
+            flows.append(CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s))
+        return Communicator(members, tuple(flows), len(members))
+
+    tp = [build(tiles) for replica in stage_tiles for tiles in replica if len(tiles) > 1]
+    dp_groups = [
+        tuple(replica[s][k] for replica in stage_tiles)
+        for s, tiles in enumerate(stage_tiles[0] if stage_tiles else ())
+        for k in range(len(tiles))
+    ]
+    return tp, [build(group) for group in dp_groups if len(group) > 1]
+
+
+def _reduce(
+    chip: Chip,
+    stage_tiles: StageTiles,
+    num_virtual_stages: int,
+    tp: list[Communicator],
+    dp: list[Communicator],
+) -> list[Communicator] | None:
+    """Replica 0's DP communicators if conditions 1-3 hold, else None."""
+    channels = chip.channels
+    # 1. uniform links: one bandwidth and latency per channel kind
+    per_kind: dict[str, tuple[float, float]] = {}
+    for ch in channels:
+        key = (ch.bandwidth_bytes_per_s, ch.latency_s)
+        if per_kind.setdefault(ch.kind, key) != key:
+            return None
+    # Each channel's GPU end, and each GPU's channel by (kind, direction: True = out of it).
+    owner: list[tuple[int, bool]] = []
+    channel_of: dict[tuple[int, str, bool], int] = {}
+    for ch in channels:
+        out = ch.src.startswith("tile:")
+        gpu = int((ch.src if out else ch.dst).split(":", 1)[1])
+        owner.append((gpu, out))
+        channel_of[gpu, ch.kind, out] = ch.index
+    replica0 = stage_tiles[0]
+    representative = {
+        t: replica0[s][k]
+        for replica in stage_tiles
+        for s, tiles in enumerate(replica)
+        for k, t in enumerate(tiles)
+    }
+
+    def image(route_channels: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(
+            channel_of[representative[owner[c][0]], channels[c].kind, owner[c][1]]
+            for c in route_channels
+        )
+
+    def same_route(a: int, b: int) -> bool:
+        theirs = chip.route(representative[a], representative[b]).channels
+        return image(chip.route(a, b).channels) == theirs
+
+    # 2. transfers inside a replica: TP flows, pipeline sends and HBM traffic
+    if not all(same_route(f.src, f.dst) for comm in tp for f in comm.flows):
+        return None
+    num_stages = len(replica0)
+    for replica in stage_tiles:
+        for s, tiles in enumerate(replica):
+            following = s + 1 if s + 1 < num_stages else 0  # interleaving: last feeds first
+            if following != s and (following > s or num_virtual_stages > num_stages):
+                for a, b in zip(tiles, replica[following], strict=True):
+                    if not (same_route(a, b) and same_route(b, a)):
+                        return None
+            for t in tiles:
+                rep = representative[t]
+                for write in (False, True):
+                    own = chip.dram_route(t, chip.home_dram_port(t), write=write).channels
+                    theirs = chip.dram_route(rep, chip.home_dram_port(rep), write=write).channels
+                    if image(own) != theirs:
+                        return None
+    # 3. every member of a DP communicator sends and receives the same imaged flows
+    reduced = []
+    for comm in dp:
+        sent: dict[int, Counter[tuple[tuple[int, ...], float]]] = {}
+        received: dict[int, Counter[tuple[tuple[int, ...], float]]] = {}
+        for t in comm.members:
+            sent[t], received[t] = Counter(), Counter()
+        for f in comm.flows:
+            sent[f.src][image(f.channels), f.share] += 1
+            received[f.dst][image(f.channels), f.share] += 1
+        # every member's image is replica 0's member's: the images compare directly
+        first = comm.members[0]
+        assert all(representative[t] == first for t in comm.members)
+        reference = sent[first]
+        if any(sent[t] != reference or received[t] != reference for t in comm.members):
+            return None
+        reduced.append(
+            Communicator(
+                comm.members,
+                tuple(
+                    CollectiveFlow(f.src, f.dst, f.share, image(f.channels), f.latency_s)
+                    for f in comm.flows
+                    if f.src == first
+                ),
+                1,
+            )
+        )
+    return reduced

@@ -1,0 +1,122 @@
+"""Ring collective structure and when one data-parallel replica may stand in for all
+(palmsim.hardware.collectives, palmsim.mapping.communicators)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+
+from palmsim.api import load_experiment
+from palmsim.hardware.chip import Chip
+from palmsim.hardware.collectives import ring_shares
+from palmsim.mapping.mapper import map_workload
+
+A100 = "hw_configs/dgx-a100-superpod.yaml"
+H100 = "hw_configs/dgx-h100.yaml"
+WAFER = "hw_configs/tx8-wafer.yaml"
+T18B = "workloads/t-18b.yaml"
+SMALL = ["model.num_hidden_layers=4", "training.global_batch_size=16"]
+
+
+def _plan(hw: str, overrides: tuple[str, ...] = (), **mapping):
+    exp = load_experiment(hw, T18B, overrides=[*SMALL, *overrides], mapping_flags=mapping)
+    chip = Chip.from_spec(exp.hardware)
+    return chip, map_workload(exp, chip)
+
+
+def _channel(chip: Chip, src: str, dst: str) -> int:
+    (index,) = [c.index for c in chip.channels if c.src == src and c.dst == dst]
+    return index
+
+
+def _node(t: int) -> int:
+    return t // 4
+
+
+def test_flat_ring_in_one_node_on_a_wafer_or_one_member_per_node() -> None:
+    flat = [(0, 1, 1.0), (1, 2, 1.0), (2, 3, 1.0), (3, 0, 1.0)]
+    assert [(s.src, s.dst, s.share) for s in ring_shares((0, 1, 2, 3), _node)] == flat
+    assert [(s.src, s.dst, s.share) for s in ring_shares((0, 1, 2, 3))] == flat  # wafer
+    across = ring_shares((0, 4, 8), _node)
+    assert [(s.src, s.dst, s.share) for s in across] == [(0, 4, 1.0), (4, 8, 1.0), (8, 0, 1.0)]
+    # unequal members per node: the flat ring
+    assert all(s.share == 1.0 for s in ring_shares((0, 1, 4), _node))
+
+
+def test_one_ring_per_local_member_across_nodes() -> None:
+    """Two nodes of 4 GPUs: each member sends 1/4 of a ring edge's bytes to its peer in the
+    next node and 3/4 to the next member of its node; every member sends and receives one
+    whole edge's worth, as in the flat ring, but the NICs share it four ways."""
+    shares = ring_shares((0, 1, 2, 3, 4, 5, 6, 7), _node)
+    assert sorted((s.src, s.dst, s.share) for s in shares) == sorted(
+        [(t, (t + 1) % 4 + 4 * (t // 4), 0.75) for t in range(8)]
+        + [(t, (t + 4) % 8, 0.25) for t in range(8)]
+    )
+    for t in range(8):
+        assert sum(s.share for s in shares if s.src == t) == pytest.approx(1.0)
+        assert sum(s.share for s in shares if s.dst == t) == pytest.approx(1.0)
+
+
+def test_replicas_across_nodes_are_symmetric_and_dp_flows_use_the_own_nic() -> None:
+    """TP=8 fills a node; the DP ring of each (stage, rank) crosses the fabric on every edge,
+    so replica 0's GPU g sends out of its NIC and its flow comes in through its own NIC (the
+    image of the receiver's), as the flow from its predecessor does in the full run."""
+    chip, plan = _plan(H100, pp=2, tp=8, dp=2, micro_batch_size=1)
+    assert plan.simulated_replicas == 1
+    assert plan.simulated_tiles == tuple(t for st in plan.stage_tiles[0] for t in st)
+    assert len(plan.simulated_tiles) == 16 and len(plan.used_tiles) == 32
+    dp = [c for c in plan.communicators if c.num_arriving == 1]
+    assert len(dp) == 16
+    for comm in dp:
+        (flow,) = comm.flows
+        gpu = flow.src
+        assert gpu == comm.members[0] and gpu in plan.simulated_tiles
+        assert flow.channels == (
+            _channel(chip, f"tile:{gpu}", "fabric"),
+            _channel(chip, "fabric", f"tile:{gpu}"),
+        )
+        assert flow.share == 1.0
+
+
+def test_dp_ring_over_nodes_with_several_gpus_each_is_symmetric() -> None:
+    """DP=16 over two 8-GPU nodes: one ring per local GPU, so every GPU sends 7/8 of a ring
+    edge over NVLink and 1/8 over its NIC, and receives the same; replica 0 (GPU 0) stands
+    for all and sends both shares onto its own channels."""
+    chip, plan = _plan(A100, pp=1, tp=1, dp=16, micro_batch_size=1)
+    assert plan.simulated_replicas == 1 and plan.simulated_tiles == (0,)
+    (comm,) = plan.communicators
+    assert comm.num_arriving == 1
+    assert sorted((f.channels, f.share) for f in comm.flows) == sorted(
+        [
+            ((_channel(chip, "tile:0", "switch:0"), _channel(chip, "switch:0", "tile:0")), 7 / 8),
+            ((_channel(chip, "tile:0", "fabric"), _channel(chip, "fabric", "tile:0")), 1 / 8),
+        ]
+    )
+
+
+def test_pipeline_sends_of_different_kinds_break_symmetry() -> None:
+    """PP=3, TP=4, DP=2 on 8-GPU nodes: replica 0's stage 0 -> 1 send stays inside node 0
+    (NVLink) while replica 1's crosses nodes (NICs), so the replicas differ and both run."""
+    _, plan = _plan(
+        A100,
+        ("model.num_hidden_layers=3", "training.global_batch_size=6"),
+        pp=3,
+        tp=4,
+        dp=2,
+        micro_batch_size=1,
+    )
+    nodes = [[{t // 8 for t in st} for st in rep] for rep in plan.stage_tiles]
+    same_node = [[a == b for a, b in pairwise(rep)] for rep in nodes]
+    assert same_node[0] != same_node[1]  # the premise: the replicas' sends differ in kind
+    assert plan.simulated_replicas == 2
+    assert all(c.num_arriving == len(c.members) for c in plan.communicators)
+
+
+def test_wafer_and_single_replica_and_opt_out_simulate_everything() -> None:
+    _, wafer = _plan(WAFER, pp=2, tp=4, dp=2, micro_batch_size=1)
+    assert wafer.simulated_replicas == 2
+    _, single = _plan(H100, pp=2, tp=8, dp=1, micro_batch_size=1)
+    assert single.simulated_replicas == 1 and not single.replicas_reduced
+    _, full = _plan(H100, ("run.symmetric_replicas=false",), pp=2, tp=8, dp=2, micro_batch_size=1)
+    assert full.simulated_replicas == 2
