@@ -78,6 +78,19 @@ class _Collective:
     done: simpy.Event
 
 
+def _describe(activity: str | tuple[Any, ...]) -> str:
+    """A tile's activity as text (see ``Simulator._activity``)."""
+    if isinstance(activity, str):
+        return activity
+    stage, category, step, mb, group = activity
+    if isinstance(step, CollectiveStep):
+        return (
+            f"stage {stage} {category} waits in {step.group.upper()} {step.kind} "
+            f"{step.label} (micro-batch {mb}, group {list(group)})"
+        )
+    return f"stage {stage} {category} {step.label} micro-batch {mb}"
+
+
 class Simulator:
     """Simulates one iteration of ``plan`` on ``chip``; :meth:`run` returns a :class:`RunTrace`."""
 
@@ -97,7 +110,9 @@ class Simulator:
         self._collectives: dict[tuple[Any, ...], _Collective] = {}
         self._group_seq: dict[tuple[tuple[int, ...], int], int] = {}
         self._group_tail: dict[tuple[int, ...], simpy.Event] = {}
-        self._activity: dict[int, str] = {}
+        # What each tile is doing, for the deadlock message: a text, or on the hot paths the
+        # parts of one (formatted by _describe only when a run gets stuck).
+        self._activity: dict[int, str | tuple[Any, ...]] = {}
         self._finished: set[int] = set()
         self._simulated = frozenset(plan.simulated_tiles)
         self._communicators = {c.members: c for c in plan.communicators}
@@ -134,7 +149,7 @@ class Simulator:
         stuck = sorted(self._simulated - self._finished)
         if stuck:
             shown = "; ".join(
-                f"tile {t}: {self._activity.get(t, 'not started')}" for t in stuck[:8]
+                f"tile {t}: {_describe(self._activity.get(t, 'not started'))}" for t in stuck[:8]
             )
             more = f" (and {len(stuck) - 8} more)" if len(stuck) > 8 else ""
             reason = f"reached until={until} s" if until is not None else "deadlock"
@@ -333,16 +348,13 @@ class Simulator:
         """Run a pass's steps on ``tile``; with ``dp_buckets`` start DP reductions on markers."""
         for step in steps:
             if isinstance(step, ComputeStep):
-                self._activity[tile] = f"stage {stage} {category} {step.label} micro-batch {mb}"
+                self._activity[tile] = (stage, category, step, mb, ())
                 yield from self._compute(step, tile, stage, mb, category)
             elif isinstance(step, CollectiveStep):
                 group = tp_group if step.group == "tp" else dp_group
                 if len(group) < 2:
                     continue
-                self._activity[tile] = (
-                    f"stage {stage} {category} waits in {step.group.upper()} {step.kind} "
-                    f"{step.label} (micro-batch {mb}, group {list(group)})"
-                )
+                self._activity[tile] = (stage, category, step, mb, group)
                 start = self.env.now
                 yield self._join(
                     group, tile, step.kind, step.size_bytes, f"{step.group}_{step.kind}", stage, mb

@@ -173,3 +173,27 @@ def test_same_plan_gives_identical_records():
     a = Simulator(RingChip(3, 1e9, 1e-9), plan).run()
     b = Simulator(RingChip(3, 1e9, 1e-9), plan).run()
     assert a.intervals == b.intervals and a.flows == b.flows and a.end_time_s == b.end_time_s
+
+
+def test_until_names_the_collective_a_tile_waits_in():
+    """A 4-tile all-reduce of 1 GB at 1 GB/s per link takes 1.5 s; stopped at 1 s, every
+    tile is reported waiting in it, with its group."""
+    chip = RingChip(4, 1e9, 0.0)
+    program = StageProgram(
+        stage=0,
+        layers=(0, 1),
+        forward=(_compute("f", 0.5), CollectiveStep("ar", "allreduce", 1e9)),
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=0.0,
+        optimizer=_compute("opt", 0.0),
+        steps=(("F", 0), ("B", 0)),
+    )
+    plan = _plan([program], ((tuple(range(4)),),), 1, chip=chip)
+    with pytest.raises(
+        SimulationError,
+        match=r"tile 0: stage 0 forward waits in TP allreduce ar "
+        r"\(micro-batch 0, group \[0, 1, 2, 3\]\)",
+    ):
+        Simulator(chip, plan, RunSpec(until_s=1.0)).run()
