@@ -125,6 +125,40 @@ class FlowNetwork:
         self._reshare([flow] if alone else self._component([flow]))
         return done
 
+    def record_closed_form(
+        self,
+        channels: tuple[int, ...],
+        size_bytes: float,
+        start_s: float,
+        end_s: float,
+        *,
+        category: str,
+        src: int,
+        dst: int,
+        stage: int = -1,
+        microbatch: int = -1,
+    ) -> None:
+        """Record a flow whose arrival the caller derived in closed form, without simulating it.
+
+        Only for channels no other flow can touch meanwhile (the caller's proof), e.g. a
+        tile's private DRAM port; it takes the next flow id like any flow.
+        """
+        self._emit(
+            FlowRecord(
+                flow_id=self._next_id,
+                category=category,
+                src=src,
+                dst=dst,
+                channels=channels,
+                start_s=start_s,
+                end_s=end_s,
+                size_bytes=size_bytes,
+                stage=stage,
+                microbatch=microbatch,
+            )
+        )
+        self._next_id += 1
+
     # ------------------------------------------------------------------ internals
 
     def _component(self, seeds: list[_Flow]) -> list[_Flow]:

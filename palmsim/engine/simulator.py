@@ -115,6 +115,7 @@ class Simulator:
         self._activity: dict[int, str | tuple[Any, ...]] = {}
         self._finished: set[int] = set()
         self._simulated = frozenset(plan.simulated_tiles)
+        self._private_dram = self._private_dram_ports()
         self._communicators = {c.members: c for c in plan.communicators}
 
     # ------------------------------------------------------------------ run
@@ -386,12 +387,42 @@ class Simulator:
         reduce-scatter)."""
         return self._join(dp_group, tile, step.kind, step.size_bytes, "dp_" + step.kind, stage, mb)
 
+    def _private_dram_ports(self) -> dict[int, tuple[int, float, float]]:
+        """Tiles whose DRAM traffic meets no other flow: ``tile -> (channel, B/s, latency)``.
+
+        A port is private to a tile when it is the home of no other used tile and both the
+        tile's read and write routes are just the port's channel (HBM behind a GPU,
+        ``per_tile`` DRAM on a wafer). Only the tile's own compute steps, one at a time, then
+        use the channel, so :meth:`_compute` can time their two flows in closed form.
+        """
+        users: dict[int, list[int]] = {}
+        for tile, port in self.plan.dram_port_of_tile:
+            users.setdefault(port, []).append(tile)
+        private: dict[int, tuple[int, float, float]] = {}
+        for port, tiles in users.items():
+            if len(tiles) > 1:
+                continue
+            (tile,) = tiles
+            read = self.chip.dram_route(tile, port, write=False)
+            write = self.chip.dram_route(tile, port, write=True)
+            if len(read.channels) == 1 and read.channels == write.channels:
+                (channel,) = read.channels
+                bandwidth = self.chip.channels[channel].bandwidth_bytes_per_s
+                assert read.latency_s == write.latency_s
+                private[tile] = (channel, bandwidth, read.latency_s)
+        return private
+
     def _compute(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
     ) -> Generator[simpy.Event, Any, None]:
         """Hold the tile for the step's roofline time while its DRAM traffic flows."""
         env = self.env
         start = env.now
+        private = self._private_dram.get(tile)
+        if private is not None:
+            yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
+            self._record_interval(step, tile, stage, mb, category, start)
+            return
         events: list[simpy.Event] = [env.timeout(step.compute_time_s)]
         if step.dram_read_bytes > 0 or step.dram_write_bytes > 0:
             port = self._port_of[tile]
@@ -413,12 +444,61 @@ class Simulator:
         # Wait for all of them one by one instead of through an AllOf condition (one event less
         # per step): SimPy resumes a process at once on an event already processed.
         yield from events
+        self._record_interval(step, tile, stage, mb, category, start)
+
+    def _private_dram_step_s(
+        self,
+        step: ComputeStep,
+        tile: int,
+        stage: int,
+        mb: int,
+        private: tuple[int, float, float],
+    ) -> float:
+        """The step's duration on a tile with a private DRAM port; records its DRAM flows.
+
+        The read and write flows start together on one channel of bandwidth B that nothing
+        else uses, so max-min sharing (Bertsekas & Gallager 6.5.2) gives each B/2 until the
+        smaller, ``lo`` bytes, drains at ``2·lo/B``; the other then has B alone and drains at
+        ``(lo + hi)/B``. Each arrives the port latency after it drains, and the step lasts
+        until the later arrival or the compute time, whichever is longer: what the flow
+        network computes for these two flows, without simulating them.
+        """
+        channel, bandwidth, latency_s = private
+        start = self.env.now
+        read, write = step.dram_read_bytes, step.dram_write_bytes
+        if read > 0 and write > 0:
+            read_drain_s = 2 * read / bandwidth if read <= write else (read + write) / bandwidth
+            write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
+        else:
+            read_drain_s, write_drain_s = read / bandwidth, write / bandwidth
+        delay_s = step.compute_time_s
+        flows = ((read, read_drain_s, False), (write, write_drain_s, True))
+        for nbytes, drain_s, is_write in flows:
+            if nbytes > 0:
+                self.network.record_closed_form(
+                    (channel,),
+                    nbytes,
+                    start,
+                    start + (drain_s + latency_s),
+                    category="dram",
+                    src=tile if is_write else -1,
+                    dst=-1 if is_write else tile,
+                    stage=stage,
+                    microbatch=mb,
+                )
+                delay_s = max(delay_s, drain_s + latency_s)
+        return delay_s
+
+    def _record_interval(
+        self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float
+    ) -> None:
+        """Record the compute interval of ``step`` on ``tile`` from ``start`` to now."""
         self._intervals.append(
             IntervalRecord(
                 tile=tile,
                 category=category,
                 start_s=start,
-                end_s=env.now,
+                end_s=self.env.now,
                 stage=stage,
                 microbatch=mb,
                 label=step.label,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from palmsim.config.specs import MappingSpec, RunSpec
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import SimulationError
+from palmsim.hardware.chip import Chip
 from palmsim.mapping.communicators import ring_communicators
 from palmsim.mapping.plan import (
     CollectiveStep,
@@ -18,6 +20,7 @@ from palmsim.mapping.plan import (
     StageProgram,
 )
 from palmsim.mapping.schedule import gpipe, one_f_one_b
+from tests.conftest import cluster_spec
 
 
 @dataclass(frozen=True)
@@ -197,3 +200,31 @@ def test_until_names_the_collective_a_tile_waits_in():
         r"\(micro-batch 0, group \[0, 1, 2, 3\]\)",
     ):
         Simulator(chip, plan, RunSpec(until_s=1.0)).run()
+
+
+@pytest.mark.parametrize(("compute_s", "read", "write"), [(1e-3, 3e9, 1e9), (5e-3, 1e9, 3e9)])
+def test_a_private_hbm_port_shares_read_and_write_max_min(compute_s, read, write):
+    """A GPU's HBM port (2039 GB/s, 100 ns) carries only its own step's read and write: both
+    get B/2 until the smaller drains at 2·min/B, then the larger has B alone and drains at
+    (r+w)/B; each arrives 100 ns later, and the step lasts max(compute, (r+w)/B + 100 ns)."""
+    chip = Chip.from_spec(cluster_spec(nodes=1, gpus=2))
+    step = ComputeStep("f", compute_s, 0.0, 0.0, read, write)
+    program = StageProgram(
+        stage=0,
+        layers=(0, 1),
+        forward=(step,),
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=0.0,
+        optimizer=_compute("opt", 0.0),
+        steps=(("F", 0),),
+    )
+    plan = dataclasses.replace(_plan([program], (((0,),),), 1), dram_port_of_tile=((0, 0),))
+    trace = Simulator(chip, plan).run()
+    bw, lat = 2039e9, 100e-9
+    ends = {f.dst == -1: f.end_s for f in trace.flows}  # True: the write
+    assert ends[write < read] == pytest.approx(2 * min(read, write) / bw + lat, rel=1e-12)
+    assert ends[write >= read] == pytest.approx((read + write) / bw + lat, rel=1e-12)
+    (forward,) = [r for r in trace.intervals if r.category == "forward"]
+    assert forward.end_s == pytest.approx(max(compute_s, (read + write) / bw + lat), rel=1e-12)
