@@ -37,6 +37,7 @@ from palmsim.errors import SimulationError
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.mapping.plan import (
     CollectiveStep,
+    Communicator,
     ComputeStep,
     GradBucketReady,
     MappingPlan,
@@ -110,6 +111,7 @@ class Simulator:
         self._collectives: dict[tuple[Any, ...], _Collective] = {}
         self._group_seq: dict[tuple[tuple[int, ...], int], int] = {}
         self._group_tail: dict[tuple[int, ...], simpy.Event] = {}
+        self._group_end_s: dict[tuple[int, ...], float] = {}  # exclusive groups' last end
         # What each tile is doing, for the deadlock message: a text, or on the hot paths the
         # parts of one (formatted by _describe only when a run gets stuck).
         self._activity: dict[int, str | tuple[Any, ...]] = {}
@@ -570,12 +572,58 @@ class Simulator:
             )
         assert coll.kind == kind and coll.size_bytes == size_bytes, "collective mismatch in group"
         coll.arrived += 1
-        if coll.arrived == self._communicators[group].num_arriving:
+        comm = self._communicators[group]
+        if coll.arrived == comm.num_arriving:
             del self._collectives[key]
-            previous = self._group_tail.get(group)
-            self._group_tail[group] = coll.done
-            self.env.process(self._ring(coll, previous))
+            if comm.exclusive:
+                self._closed_form_ring(coll, comm)
+            else:
+                previous = self._group_tail.get(group)
+                self._group_tail[group] = coll.done
+                self.env.process(self._ring(coll, previous))
         return coll.done
+
+    def _closed_form_ring(self, coll: _Collective, comm: Communicator) -> None:
+        """Time a collective of an exclusive communicator without simulating its flows.
+
+        Its flows meet no other flow (``Communicator.exclusive``), so each runs alone at its
+        narrowest channel's bandwidth and arrives ``steps`` route latencies after it drains,
+        exactly what the flow network would give; the collective starts when the group's
+        previous one has ended and ends with its last flow. Records its flows; one event.
+        """
+        env = self.env
+        now = env.now
+        start = max(now, self._group_end_s.get(coll.tiles, now))
+        n = len(coll.tiles)
+        steps = RING_STEPS[coll.kind](n)
+        edge_bytes = steps / n * coll.size_bytes
+        end = start
+        capacity = self.chip.channels
+        for f in comm.flows:
+            size = f.share * edge_bytes
+            drain_s = 0.0
+            if f.channels and size > 0:
+                drain_s = size / min(capacity[c].bandwidth_bytes_per_s for c in f.channels)
+            arrival = start + drain_s + steps * f.latency_s
+            self.network.record_closed_form(
+                f.channels,
+                size,
+                start,
+                arrival,
+                category=coll.category,
+                src=f.src,
+                dst=f.dst,
+                stage=coll.stage,
+                microbatch=coll.microbatch,
+            )
+            end = max(end, arrival)
+        self._group_end_s[coll.tiles] = end
+        done = coll.done
+
+        def finish(_event: simpy.Event) -> None:
+            done.succeed()
+
+        env.timeout(end - now).callbacks.append(finish)
 
     def _ring(
         self, coll: _Collective, previous: simpy.Event | None

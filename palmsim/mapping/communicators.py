@@ -33,6 +33,7 @@ replicas, so there is no such channel image.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 
@@ -40,33 +41,83 @@ from palmsim.hardware.chip import Chip, Route
 from palmsim.hardware.collectives import ring_shares
 from palmsim.mapping.plan import CollectiveFlow, Communicator
 
-__all__ = ["communicators", "ring_communicators"]
+__all__ = ["communicators", "pipeline_pairs", "ring_communicators"]
 
 StageTiles = tuple[tuple[tuple[int, ...], ...], ...]
 
 
 def communicators(
-    chip: Chip, stage_tiles: StageTiles, *, num_virtual_stages: int, symmetric_replicas: bool
+    chip: Chip, stage_tiles: StageTiles, *, pipeline_wraps: bool, symmetric_replicas: bool
 ) -> tuple[tuple[Communicator, ...], bool]:
     """Every TP and DP communicator of ``stage_tiles``, and whether replica 0 stands for all.
 
-    With ``symmetric_replicas`` and conditions 1-3 of the module docstring met, the DP
-    communicators keep only replica 0's flows, re-routed onto its own channels, and expect
-    only its members to arrive; the second value is then True.
+    With ``symmetric_replicas`` and conditions 1-3 of the module docstring met, only replica
+    0's communicators are kept, its DP ones with only its flows, re-routed onto its own
+    channels, and expecting only its members to arrive; the second value is then True. A
+    communicator is marked ``exclusive`` when no other traffic of the run can share a channel
+    with its flows (then the engine times its collectives in closed form).
 
     Args:
         chip: the machine.
         stage_tiles: ``stage_tiles[replica][stage]`` = the stage replica's tiles in TP order.
-        num_virtual_stages: ``p·v``; with ``v > 1`` the last stage also sends to the first.
+        pipeline_wraps: the last stage also sends to the first (interleaved 1F1B; the token
+            ids of inference).
         symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``).
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     tp, dp = ring_communicators(chip.route, stage_tiles, node_of)
+    pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
+    is_reduced = False
     if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster":
-        reduced = _reduce(chip, stage_tiles, num_virtual_stages, tp, dp)
+        reduced = _reduce(chip, stage_tiles, pairs, tp, dp)
         if reduced is not None:
-            return (*tp, *reduced), True
-    return (*tp, *dp), False
+            tp = [c for c in tp if c.members in stage_tiles[0]]  # replica 0's groups
+            dp, is_reduced = reduced, True
+    simulated = stage_tiles[:1] if is_reduced else stage_tiles
+    exclusive = _mark_exclusive(chip, [*tp, *dp], simulated, pipeline_wraps)
+    return exclusive, is_reduced
+
+
+def pipeline_pairs(stage_tiles: StageTiles, *, wraps: bool) -> list[tuple[int, int]]:
+    """Every (sender, receiver) of a pipeline send, both directions: each stage's rank k to
+    the next stage's rank k, and with ``wraps`` the last stage's to the first's."""
+    pairs: list[tuple[int, int]] = []
+    for replica in stage_tiles:
+        num_stages = len(replica)
+        for s, tiles in enumerate(replica):
+            following = s + 1 if s + 1 < num_stages else 0
+            if following != s and (following > s or wraps):
+                for a, b in zip(tiles, replica[following], strict=True):
+                    pairs += [(a, b), (b, a)]
+    return pairs
+
+
+def _mark_exclusive(
+    chip: Chip, comms: list[Communicator], simulated: StageTiles, pipeline_wraps: bool
+) -> tuple[Communicator, ...]:
+    """``comms`` with ``exclusive`` set where a communicator's flows are pairwise
+    channel-disjoint and no other traffic of the run can cross their channels: no other
+    communicator's flow, no pipeline send and no DRAM traffic of the ``simulated`` tiles."""
+    owners: dict[int, set[int]] = {}  # channel -> the communicators using it (by position)
+    for i, comm in enumerate(comms):
+        for f in comm.flows:
+            for c in f.channels:
+                owners.setdefault(c, set()).add(i)
+    foreign: set[int] = set()  # channels of pipeline sends and DRAM traffic
+    for a, b in pipeline_pairs(simulated, wraps=pipeline_wraps):
+        foreign.update(chip.route(a, b).channels)
+    for t in {t for replica in simulated for tiles in replica for t in tiles}:
+        port = chip.home_dram_port(t)
+        for write in (False, True):
+            foreign.update(chip.dram_route(t, port, write=write).channels)
+    out = []
+    for i, comm in enumerate(comms):
+        used = [c for f in comm.flows for c in f.channels]
+        exclusive = len(used) == len(set(used)) and all(
+            owners[c] == {i} and c not in foreign for c in used
+        )
+        out.append(dataclasses.replace(comm, exclusive=exclusive))
+    return tuple(out)
 
 
 def ring_communicators(
@@ -97,7 +148,7 @@ def ring_communicators(
 def _reduce(
     chip: Chip,
     stage_tiles: StageTiles,
-    num_virtual_stages: int,
+    pairs: list[tuple[int, int]],
     tp: list[Communicator],
     dp: list[Communicator],
 ) -> list[Communicator] | None:
@@ -138,14 +189,10 @@ def _reduce(
     # 2. transfers inside a replica: TP flows, pipeline sends and HBM traffic
     if not all(same_route(f.src, f.dst) for comm in tp for f in comm.flows):
         return None
-    num_stages = len(replica0)
+    if not all(same_route(a, b) for a, b in pairs):
+        return None
     for replica in stage_tiles:
-        for s, tiles in enumerate(replica):
-            following = s + 1 if s + 1 < num_stages else 0  # interleaving: last feeds first
-            if following != s and (following > s or num_virtual_stages > num_stages):
-                for a, b in zip(tiles, replica[following], strict=True):
-                    if not (same_route(a, b) and same_route(b, a)):
-                        return None
+        for tiles in replica:
             for t in tiles:
                 rep = representative[t]
                 for write in (False, True):

@@ -276,7 +276,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         samples_per_iteration=inf.batch,
         tokens_per_iteration=inf.batch * inf.output_len,
         communicators=communicators(
-            chip, stage_tiles, num_virtual_stages=len(programs), symmetric_replicas=False
+            chip, stage_tiles, pipeline_wraps=True, symmetric_replicas=False
         )[0],
         inference=InferencePlan(
             spec=inf,

@@ -478,7 +478,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     comms, replicas_reduced = communicators(
         chip,
         stage_tiles,
-        num_virtual_stages=num_chunks,
+        pipeline_wraps=v > 1,
         symmetric_replicas=experiment.run.symmetric_replicas,
     )
     return MappingPlan(

@@ -100,6 +100,9 @@ class Communicator:
     members: tuple[int, ...]
     flows: tuple[CollectiveFlow, ...]
     num_arriving: int
+    # Its flows share no channel with each other or with any other traffic of the run, so
+    # each runs alone at its narrowest channel's bandwidth: the engine times it in closed form.
+    exclusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

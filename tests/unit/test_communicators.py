@@ -120,3 +120,18 @@ def test_wafer_and_single_replica_and_opt_out_simulate_everything() -> None:
     assert single.simulated_replicas == 1 and not single.replicas_reduced
     _, full = _plan(H100, ("run.symmetric_replicas=false",), pp=2, tp=8, dp=2, micro_batch_size=1)
     assert full.simulated_replicas == 2
+
+
+def test_exclusive_communicators_are_those_no_other_traffic_can_touch() -> None:
+    """H100, PP=2 x TP=8 x DP=2: each TP group is a node's NVLinks, which no pipeline send
+    (over the NICs) and no HBM traffic crosses: exclusive. The DP flows share the NICs with
+    the pipeline sends: not. On a wafer the DRAM traffic crosses the NoC: nothing is."""
+    _, plan = _plan(H100, pp=2, tp=8, dp=2, micro_batch_size=1)
+    tp = [c for c in plan.communicators if len(c.members) == 8]
+    dp = [c for c in plan.communicators if len(c.members) == 2]
+    assert len(tp) == 2 and len(dp) == 16  # replica 0's TP groups; its DP groups, reduced
+    assert all(c.exclusive for c in tp) and not any(c.exclusive for c in dp)
+    _, flat = _plan(H100, pp=1, tp=8, dp=4, micro_batch_size=1)
+    assert all(c.exclusive for c in flat.communicators)  # no pipeline: the NICs are DP's own
+    _, wafer = _plan(WAFER, pp=2, tp=4, dp=2, micro_batch_size=1)
+    assert wafer.communicators and not any(c.exclusive for c in wafer.communicators)
