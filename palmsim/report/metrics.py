@@ -561,8 +561,8 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         rows.append(
             (
                 "replicas simulated",
-                f"{summary['simulated_replicas']} of {replicas} (data-parallel replicas are "
-                "symmetric; replica 0 stands for all, every link it uses contended)",
+                f"{summary['simulated_replicas']} of {replicas} (symmetric: replica 0 "
+                "stands for every data-parallel replica)",
             )
         )
     add("micro-batches", "num_microbatches", str)

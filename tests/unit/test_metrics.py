@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -431,6 +432,9 @@ def test_format_summary_table_uses_human_units():
     # Values start in one column, two spaces after the longest label.
     column = len(lines[0]) - len(lines[0].split()[-1])
     assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines)
+    assert "replicas simulated" not in table  # every replica ran
+    s["mapping"]["dp"], s["simulated_replicas"] = 24, 1
+    assert re.search(r"\nreplicas simulated +1 of 24 \(symmetric", format_summary_table(s))
 
 
 # --------------------------------------------------------------------------- timeline
