@@ -145,16 +145,16 @@ class FlowNetwork:
         """
         self._emit(
             FlowRecord(
-                flow_id=self._next_id,
-                category=category,
-                src=src,
-                dst=dst,
-                channels=channels,
-                start_s=start_s,
-                end_s=end_s,
-                size_bytes=size_bytes,
-                stage=stage,
-                microbatch=microbatch,
+                self._next_id,
+                category,
+                src,
+                dst,
+                channels,
+                start_s,
+                end_s,
+                size_bytes,
+                stage,
+                microbatch,
             )
         )
         self._next_id += 1

@@ -362,17 +362,19 @@ class Simulator:
                 yield self._join(
                     group, tile, step.kind, step.size_bytes, f"{step.group}_{step.kind}", stage, mb
                 )
+                # IntervalRecord(tile, category, start_s, end_s, stage, microbatch, label,
+                # flop, bytes), positional: the engine's hot path
                 self._intervals.append(
                     IntervalRecord(
-                        tile=tile,
-                        category="comm",
-                        start_s=start,
-                        end_s=self.env.now,
-                        stage=stage,
-                        microbatch=mb,
-                        label=f"{category}.{step.label}",
-                        flop=0.0,
-                        bytes=step.size_bytes,
+                        tile,
+                        "comm",
+                        start,
+                        self.env.now,
+                        stage,
+                        mb,
+                        f"{category}.{step.label}",
+                        0.0,
+                        step.size_bytes,
                     )
                 )
             elif isinstance(step, GradBucketReady):
@@ -497,15 +499,15 @@ class Simulator:
         """Record the compute interval of ``step`` on ``tile`` from ``start`` to now."""
         self._intervals.append(
             IntervalRecord(
-                tile=tile,
-                category=category,
-                start_s=start,
-                end_s=self.env.now,
-                stage=stage,
-                microbatch=mb,
-                label=step.label,
-                flop=step.flop,
-                bytes=step.sram_bytes + step.dram_read_bytes + step.dram_write_bytes,
+                tile,
+                category,
+                start,
+                self.env.now,
+                stage,
+                mb,
+                step.label,
+                step.flop,
+                step.sram_bytes + step.dram_read_bytes + step.dram_write_bytes,
             )
         )
 
