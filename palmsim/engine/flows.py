@@ -8,6 +8,16 @@ channel saturates, the flows through it are frozen at that rate, and so on. When
 starts or finishes, the rates of the flows it shares channels with (its connected component)
 are recomputed and their completion times moved. A transfer never holds a path as a lock.
 
+Flows start and finish in bursts at the same simulated instant (a tensor-parallel group's
+tiles all start their DRAM traffic together), so the recomputation is deferred to the end of
+the instant: starts and completions only note the flows they touch, and one *flush* per
+instant recomputes each touched component once. This is exact, not an approximation: max-min
+rates depend only on the set of active flows, and no bytes move between two recomputations at
+the same instant (``rate * (now - updated) = 0``), so a component's rates and completion times
+after the flush are those of recomputing it after every change. The flush is a SimPy event of
+lower priority than any other at the instant, and a completion timer flushes before judging
+which flows are complete, so no rate is ever read stale.
+
 A flow's bytes arrive ``latency_s`` after it drains (the path's per-hop latencies), so a lone
 flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
 """
@@ -27,6 +37,10 @@ __all__ = ["FlowNetwork"]
 # Flows whose computed completion lies within this many seconds of "now" are complete:
 # absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
 _TIME_EPS_S = 1e-15
+
+# SimPy processes same-time events by (priority, insertion order), URGENT = 0 and NORMAL = 1;
+# the flush runs after every one of them at its instant, however late it was scheduled.
+_FLUSH_PRIORITY = simpy.events.EventPriority(2)
 
 
 class _Arrival(simpy.Event):
@@ -78,6 +92,8 @@ class FlowNetwork:
         self._heap: list[tuple[float, int, int, _Flow]] = []
         self._next_id = 0
         self._timer_at = float("inf")
+        self._touched: list[_Flow] = []  # flows whose component changed since the last flush
+        self._flush_pending = False
         self.num_active = 0
 
     # ------------------------------------------------------------------ public
@@ -116,16 +132,42 @@ class FlowNetwork:
             self._drained(flow)
             return done
         flows_on = self._flows_on
-        alone = True
         for c in channels:
-            on = flows_on[c]
-            alone = alone and not on
-            on[flow.flow_id] = flow
+            flows_on[c][flow.flow_id] = flow
         self.num_active += 1
-        self._reshare([flow] if alone else self._component([flow]))
+        self._touch([flow])
         return done
 
     # ------------------------------------------------------------------ internals
+
+    def _touch(self, flows: list[_Flow]) -> None:
+        """Note that the components of ``flows`` changed; make sure a flush follows this instant."""
+        self._touched.extend(flows)
+        if not self._flush_pending:
+            self._flush_pending = True
+            flush = simpy.Event(self.env)
+            flush._ok = True
+            flush._value = None
+            flush.callbacks.append(self._on_flush)
+            self.env.schedule(flush, _FLUSH_PRIORITY)
+
+    def _on_flush(self, _event: simpy.Event) -> None:
+        self._flush_pending = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Recompute, once each, the components of the flows touched since the last flush."""
+        touched = self._touched
+        if not touched:
+            return
+        self._touched = []
+        done: set[int] = set()
+        for seed in touched:
+            if seed.flow_id not in done:
+                component = self._component([seed])
+                done.update(f.flow_id for f in component)
+                self._reshare(component)
+        self._arm()
 
     def _component(self, seeds: list[_Flow]) -> list[_Flow]:
         """All active flows connected to ``seeds`` through shared channels.
@@ -162,7 +204,6 @@ class FlowNetwork:
             f.version += 1
             f.finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
             heapq.heappush(heap, (f.finish_s, f.flow_id, f.version, f))
-        self._arm()
 
     def _progressive_filling(self, flows: list[_Flow]) -> None:
         """Set each flow's max-min fair rate (water-filling over the channels they use)."""
@@ -207,6 +248,7 @@ class FlowNetwork:
             timer.callbacks.append(self._on_timer)
 
     def _on_timer(self, _event: simpy.Event) -> None:
+        self._flush()  # changes earlier in this instant move completion times: apply them first
         now = self.env.now
         if now >= self._timer_at - _TIME_EPS_S:
             self._timer_at = float("inf")
@@ -230,7 +272,7 @@ class FlowNetwork:
                 neighbours.extend(self._flows_on[c].values())
             self._drained(flow)
         if neighbours:
-            self._reshare(self._component(neighbours))
+            self._touch(neighbours)
         else:
             self._arm()
 
