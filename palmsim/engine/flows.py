@@ -69,8 +69,25 @@ class _Flow:
     remaining_bytes: float = 0.0
     rate_bytes_per_s: float = 0.0
     updated_s: float = 0.0
-    version: int = 0
     finish_s: float = field(default=float("inf"))
+    group: _Group | None = None  # the component it was last given rates in
+    stamp: int = 0  # the flush that last reached it in a component search
+
+
+class _Group:
+    """The flows of one component as recomputed at one flush: one completion-heap entry.
+
+    A group stays *current* until one of its flows is recomputed again or its heap entry is
+    taken by a completion timer. Both happen to all of its still-active flows at once: a
+    component is recomputed as a whole, and when some of its flows finish, the rest are
+    connected to their neighbours and so are recomputed at the next flush.
+    """
+
+    __slots__ = ("flows", "is_current")
+
+    def __init__(self, flows: list[_Flow]) -> None:
+        self.flows = flows
+        self.is_current = True
 
 
 class FlowNetwork:
@@ -89,11 +106,15 @@ class FlowNetwork:
         self._capacity = list(capacities_bytes_per_s)
         self._emit = emit
         self._flows_on: list[dict[int, _Flow]] = [{} for _ in self._capacity]
-        self._heap: list[tuple[float, int, int, _Flow]] = []
+        # (earliest finish of the group's flows, unique sequence number, group)
+        self._heap: list[tuple[float, int, _Group]] = []
         self._next_id = 0
+        self._num_groups = 0
         self._timer_at = float("inf")
         self._touched: list[_Flow] = []  # flows whose component changed since the last flush
         self._flush_pending = False
+        self._num_flushes = 0
+        self._channel_stamp = [0] * len(self._capacity)  # the flush that last visited it
         self.num_active = 0
 
     # ------------------------------------------------------------------ public
@@ -115,102 +136,109 @@ class FlowNetwork:
         A flow with no channels (same tile) or no bytes only pays ``latency_s``.
         """
         env = self.env
+        now = env.now
         done = _Arrival(env)
         flow = _Flow(
-            flow_id=self._next_id,
-            channels=channels,
-            size_bytes=size_bytes,
-            latency_s=latency_s,
-            start_s=env.now,
-            done=done,
-            meta=(category, src, dst, stage, microbatch),
-            remaining_bytes=size_bytes,
-            updated_s=env.now,
+            self._next_id,
+            channels,
+            size_bytes,
+            latency_s,
+            now,
+            done,
+            (category, src, dst, stage, microbatch),
+            size_bytes,
+            0.0,
+            now,
         )
         self._next_id += 1
         if not channels or size_bytes <= 0.0:
             self._drained(flow)
             return done
         flows_on = self._flows_on
+        flow_id = flow.flow_id
         for c in channels:
-            flows_on[c][flow.flow_id] = flow
+            flows_on[c][flow_id] = flow
         self.num_active += 1
-        self._touch([flow])
+        self._touched.append(flow)
+        if not self._flush_pending:
+            self._schedule_flush()
         return done
 
     # ------------------------------------------------------------------ internals
 
-    def _touch(self, flows: list[_Flow]) -> None:
-        """Note that the components of ``flows`` changed; make sure a flush follows this instant."""
-        self._touched.extend(flows)
-        if not self._flush_pending:
-            self._flush_pending = True
-            flush = simpy.Event(self.env)
-            flush._ok = True
-            flush._value = None
-            flush.callbacks.append(self._on_flush)
-            self.env.schedule(flush, _FLUSH_PRIORITY)
+    def _schedule_flush(self) -> None:
+        """Make sure a flush runs at the end of this instant."""
+        self._flush_pending = True
+        flush = simpy.Event(self.env)
+        flush._ok = True
+        flush._value = None
+        flush.callbacks.append(self._on_flush)
+        self.env.schedule(flush, _FLUSH_PRIORITY)
 
     def _on_flush(self, _event: simpy.Event) -> None:
         self._flush_pending = False
         self._flush()
 
     def _flush(self) -> None:
-        """Recompute, once each, the components of the flows touched since the last flush."""
+        """Recompute, once each, the components of the flows touched since the last flush.
+
+        For each component: advance its flows to now, give them max-min fair rates, and push
+        one heap entry at its earliest completion.
+        """
         touched = self._touched
         if not touched:
             return
         self._touched = []
-        done: set[int] = set()
-        for seed in touched:
-            if seed.flow_id not in done:
-                component = self._component([seed])
-                done.update(f.flow_id for f in component)
-                self._reshare(component)
-        self._arm()
-
-    def _component(self, seeds: list[_Flow]) -> list[_Flow]:
-        """All active flows connected to ``seeds`` through shared channels.
-
-        The order does not matter: max-min rates are order-independent and the completion heap
-        orders by (time, flow id).
-        """
-        seen: dict[int, _Flow] = {}
-        seen_channels: set[int] = set()
-        flows_on = self._flows_on
-        stack = list(seeds)
-        while stack:
-            flow = stack.pop()
-            if flow.flow_id in seen:
-                continue
-            seen[flow.flow_id] = flow
-            for c in flow.channels:
-                if c not in seen_channels:
-                    seen_channels.add(c)
-                    stack.extend(flows_on[c].values())
-        return list(seen.values())
-
-    def _reshare(self, flows: list[_Flow]) -> None:
-        """Advance ``flows`` to now, give them max-min fair rates, reschedule completions."""
+        self._num_flushes += 1
+        stamp = self._num_flushes
         now = self.env.now
-        for f in flows:
-            f.remaining_bytes = max(
-                0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
-            )
-            f.updated_s = now
-        self._progressive_filling(flows)
+        flows_on = self._flows_on
+        channel_stamp = self._channel_stamp
+        capacity = self._capacity
         heap = self._heap
-        for f in flows:
-            f.version += 1
-            f.finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
-            heapq.heappush(heap, (f.finish_s, f.flow_id, f.version, f))
+        for seed in touched:
+            if seed.stamp == stamp:
+                continue  # already in a component recomputed by this flush
+            # The connected component of ``seed`` through shared channels. Its order does not
+            # matter: max-min rates are order-independent and completions are sorted.
+            seed.stamp = stamp
+            component = [seed]
+            i = 0
+            while i < len(component):
+                for c in component[i].channels:
+                    if channel_stamp[c] != stamp:
+                        channel_stamp[c] = stamp
+                        on = flows_on[c]
+                        if len(on) > 1:
+                            for other in on.values():
+                                if other.stamp != stamp:
+                                    other.stamp = stamp
+                                    component.append(other)
+                i += 1
+            for f in component:
+                f.remaining_bytes = max(
+                    0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
+                )
+                f.updated_s = now
+                if f.group is not None:
+                    f.group.is_current = False
+            if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
+                seed.rate_bytes_per_s = min([capacity[c] for c in seed.channels])
+            else:
+                self._progressive_filling(component)
+            group = _Group(component)
+            first_s = float("inf")
+            for f in component:
+                f.finish_s = finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
+                f.group = group
+                if finish_s < first_s:
+                    first_s = finish_s
+            self._num_groups += 1
+            heapq.heappush(heap, (first_s, self._num_groups, group))
+        self._arm()
 
     def _progressive_filling(self, flows: list[_Flow]) -> None:
         """Set each flow's max-min fair rate (water-filling over the channels they use)."""
-        if len(flows) == 1:  # a lone flow runs at its narrowest channel's capacity
-            only = flows[0]
-            only.rate_bytes_per_s = min(self._capacity[c] for c in only.channels)
-            return
         residual: dict[int, float] = {}
         unfrozen_on: dict[int, int] = {}
         for f in flows:
@@ -240,7 +268,7 @@ class FlowNetwork:
     def _arm(self) -> None:
         """Make sure a timer fires at the earliest pending completion."""
         heap = self._heap
-        while heap and heap[0][2] != heap[0][3].version:
+        while heap and not heap[0][2].is_current:
             heapq.heappop(heap)
         if heap and heap[0][0] < self._timer_at:
             self._timer_at = heap[0][0]
@@ -252,27 +280,36 @@ class FlowNetwork:
         now = self.env.now
         if now >= self._timer_at - _TIME_EPS_S:
             self._timer_at = float("inf")
+        limit_s = now + _TIME_EPS_S
         finished: list[_Flow] = []
         heap = self._heap
-        while heap and heap[0][0] <= now + _TIME_EPS_S:
-            _, _, version, flow = heapq.heappop(heap)
-            if version == flow.version:
-                finished.append(flow)
+        while heap and heap[0][0] <= limit_s:
+            group = heapq.heappop(heap)[2]
+            if group.is_current:
+                group.is_current = False
+                finished.extend([f for f in group.flows if f.finish_s <= limit_s])
         if not finished:
             self._arm()
             return
-        neighbours: list[_Flow] = []
+        if len(finished) > 1:
+            finished.sort(key=_completion_order)
+        flows_on = self._flows_on
         for flow in finished:
-            flow.version += 1  # invalidate any later heap entry
+            flow_id = flow.flow_id
             for c in flow.channels:
-                del self._flows_on[c][flow.flow_id]
-            self.num_active -= 1
+                del flows_on[c][flow_id]
+        self.num_active -= len(finished)
+        touched = self._touched
+        num_touched = len(touched)
         for flow in finished:
             for c in flow.channels:
-                neighbours.extend(self._flows_on[c].values())
+                on = flows_on[c]
+                if on:
+                    touched.extend(on.values())
             self._drained(flow)
-        if neighbours:
-            self._touch(neighbours)
+        if len(touched) > num_touched:
+            if not self._flush_pending:
+                self._schedule_flush()
         else:
             self._arm()
 
@@ -282,16 +319,22 @@ class FlowNetwork:
         category, src, dst, stage, microbatch = flow.meta
         self._emit(
             FlowRecord(
-                flow_id=flow.flow_id,
-                category=category,
-                src=src,
-                dst=dst,
-                channels=flow.channels,
-                start_s=flow.start_s,
-                end_s=arrival_s,
-                size_bytes=flow.size_bytes,
-                stage=stage,
-                microbatch=microbatch,
+                flow.flow_id,
+                category,
+                src,
+                dst,
+                flow.channels,
+                flow.start_s,
+                arrival_s,
+                flow.size_bytes,
+                stage,
+                microbatch,
             )
         )
         flow.done.fire_in(flow.latency_s)
+
+
+def _completion_order(flow: _Flow) -> tuple[float, int]:
+    """Flows finishing at one timer are handled by (finish time, flow id), as a per-flow heap
+    would pop them."""
+    return (flow.finish_s, flow.flow_id)
