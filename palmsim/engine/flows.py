@@ -37,6 +37,7 @@ __all__ = ["FlowNetwork"]
 # Flows whose computed completion lies within this many seconds of "now" are complete:
 # absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
 _TIME_EPS_S = 1e-15
+_INF = float("inf")
 
 # SimPy processes same-time events by (priority, insertion order), URGENT = 0 and NORMAL = 1;
 # the flush runs after every one of them at its instant, however late it was scheduled.
@@ -46,15 +47,10 @@ _FLUSH_PRIORITY = simpy.events.EventPriority(2)
 class _Arrival(simpy.Event):
     """A flow's completion event; it fires a given delay after the flow drains.
 
-    One event per flow instead of a pending event plus a latency timeout: :meth:`fire_in`
-    triggers it and schedules it ``delay_s`` ahead, exactly as :class:`simpy.Timeout` does in
+    One event per flow instead of a pending event plus a latency timeout: :meth:`_drained`
+    triggers it and schedules it ``latency_s`` ahead, exactly as :class:`simpy.Timeout` does in
     its constructor.
     """
-
-    def fire_in(self, delay_s: float) -> None:
-        self._ok = True
-        self._value = None
-        self.env.schedule(self, delay=delay_s)
 
 
 @dataclass(slots=True)
@@ -203,7 +199,15 @@ class FlowNetwork:
             # matter: max-min rates are order-independent and completions are sorted.
             seed.stamp = stamp
             component = [seed]
-            i = 0
+            for c in seed.channels:  # none visited yet, or seed would be stamped
+                channel_stamp[c] = stamp
+                on = flows_on[c]
+                if len(on) > 1:
+                    for other in on.values():
+                        if other.stamp != stamp:
+                            other.stamp = stamp
+                            component.append(other)
+            i = 1
             while i < len(component):
                 for c in component[i].channels:
                     if channel_stamp[c] != stamp:
@@ -227,7 +231,7 @@ class FlowNetwork:
             else:
                 self._progressive_filling(component)
             group = _Group(component)
-            first_s = float("inf")
+            first_s = _INF
             for f in component:
                 f.finish_s = finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
                 f.group = group
@@ -239,31 +243,33 @@ class FlowNetwork:
 
     def _progressive_filling(self, flows: list[_Flow]) -> None:
         """Set each flow's max-min fair rate (water-filling over the channels they use)."""
+        capacity = self._capacity
         residual: dict[int, float] = {}
         unfrozen_on: dict[int, int] = {}
         for f in flows:
             for c in f.channels:
-                residual[c] = self._capacity[c]
+                residual[c] = capacity[c]
                 unfrozen_on[c] = unfrozen_on.get(c, 0) + 1
-        unfrozen = {f.flow_id: f for f in flows}
+        unfrozen = flows
         while unfrozen:
             # The tightest channel fixes the rate of every unfrozen flow through it. Channels
             # within a relative 1e-12 of it (floating-point rounding of equal shares) are
             # tight too, so equal shares freeze together and the order stays deterministic.
-            share = min(residual[c] / n for c, n in unfrozen_on.items() if n > 0)
+            share = min([residual[c] / n for c, n in unfrozen_on.items() if n > 0])
+            tight = share * (1 + 1e-12)
             bottlenecks = {
-                c
-                for c, n in unfrozen_on.items()
-                if n > 0 and residual[c] / n <= share * (1 + 1e-12)
+                c for c, n in unfrozen_on.items() if n > 0 and residual[c] / n <= tight
             }
-            for fid in [
-                fid for fid, f in unfrozen.items() if not bottlenecks.isdisjoint(f.channels)
-            ]:
-                f = unfrozen.pop(fid)
-                f.rate_bytes_per_s = share
-                for c in f.channels:
-                    residual[c] -= share
-                    unfrozen_on[c] -= 1
+            still: list[_Flow] = []
+            for f in unfrozen:
+                if bottlenecks.isdisjoint(f.channels):
+                    still.append(f)
+                else:
+                    f.rate_bytes_per_s = share
+                    for c in f.channels:
+                        residual[c] -= share
+                        unfrozen_on[c] -= 1
+            unfrozen = still
 
     def _arm(self) -> None:
         """Make sure a timer fires at the earliest pending completion."""
@@ -331,7 +337,10 @@ class FlowNetwork:
                 microbatch,
             )
         )
-        flow.done.fire_in(flow.latency_s)
+        done = flow.done  # fire it as simpy.Timeout does in its constructor
+        done._ok = True
+        done._value = None
+        self.env.schedule(done, delay=flow.latency_s)
 
 
 def _completion_order(flow: _Flow) -> tuple[float, int]:
