@@ -25,6 +25,7 @@ flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
 from __future__ import annotations
 
 import heapq
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,10 @@ __all__ = ["FlowNetwork"]
 # absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
 _TIME_EPS_S = 1e-15
 _INF = float("inf")
+
+# Flows finishing at one timer are handled by (finish time, flow id), as a per-flow heap would
+# pop them.
+_completion_order = operator.attrgetter("finish_s", "flow_id")
 
 # SimPy processes same-time events by (priority, insertion order), URGENT = 0 and NORMAL = 1;
 # the flush runs after every one of them at its instant, however late it was scheduled.
@@ -220,14 +225,20 @@ class FlowNetwork:
                                     component.append(other)
                 i += 1
             for f in component:
-                f.remaining_bytes = max(
-                    0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
-                )
-                f.updated_s = now
+                if f.updated_s != now:  # no bytes moved if it was updated at this instant
+                    f.remaining_bytes = max(
+                        0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
+                    )
+                    f.updated_s = now
                 if f.group is not None:
                     f.group.is_current = False
             if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
-                seed.rate_bytes_per_s = min([capacity[c] for c in seed.channels])
+                channels = seed.channels
+                seed.rate_bytes_per_s = (
+                    capacity[channels[0]]
+                    if len(channels) == 1
+                    else min([capacity[c] for c in channels])
+                )
             else:
                 self._progressive_filling(component)
             group = _Group(component)
@@ -257,9 +268,7 @@ class FlowNetwork:
             # tight too, so equal shares freeze together and the order stays deterministic.
             share = min([residual[c] / n for c, n in unfrozen_on.items() if n > 0])
             tight = share * (1 + 1e-12)
-            bottlenecks = {
-                c for c, n in unfrozen_on.items() if n > 0 and residual[c] / n <= tight
-            }
+            bottlenecks = {c for c, n in unfrozen_on.items() if n > 0 and residual[c] / n <= tight}
             still: list[_Flow] = []
             for f in unfrozen:
                 if bottlenecks.isdisjoint(f.channels):
@@ -341,9 +350,3 @@ class FlowNetwork:
         done._ok = True
         done._value = None
         self.env.schedule(done, delay=flow.latency_s)
-
-
-def _completion_order(flow: _Flow) -> tuple[float, int]:
-    """Flows finishing at one timer are handled by (finish time, flow id), as a per-flow heap
-    would pop them."""
-    return (flow.finish_s, flow.flow_id)
