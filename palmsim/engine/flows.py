@@ -8,6 +8,16 @@ channel saturates, the flows through it are frozen at that rate, and so on. When
 starts or finishes, the rates of the flows it shares channels with (its connected component)
 are recomputed and their completion times moved. A transfer never holds a path as a lock.
 
+Flows start and finish in bursts at the same simulated instant (a tensor-parallel group's
+tiles all start their DRAM traffic together), so the recomputation is deferred to the end of
+the instant: starts and completions only note the flows they touch, and one *flush* per
+instant recomputes each touched component once. This is exact, not an approximation: max-min
+rates depend only on the set of active flows, and no bytes move between two recomputations at
+the same instant (``rate * (now - updated) = 0``), so a component's rates and completion times
+after the flush are those of recomputing it after every change. The flush is a SimPy event of
+lower priority than any other at the instant, and a completion timer flushes before judging
+which flows are complete, so no rate is ever read stale.
+
 A flow's bytes arrive ``latency_s`` after it drains (the path's per-hop latencies), so a lone
 flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
 """
@@ -15,6 +25,7 @@ flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
 from __future__ import annotations
 
 import heapq
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,20 +38,24 @@ __all__ = ["FlowNetwork"]
 # Flows whose computed completion lies within this many seconds of "now" are complete:
 # absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
 _TIME_EPS_S = 1e-15
+_INF = float("inf")
+
+# Flows finishing at one timer are handled by (finish time, flow id), as a per-flow heap would
+# pop them.
+_completion_order = operator.attrgetter("finish_s", "flow_id")
+
+# SimPy processes same-time events by (priority, insertion order), URGENT = 0 and NORMAL = 1;
+# the flush runs after every one of them at its instant, however late it was scheduled.
+_FLUSH_PRIORITY = simpy.events.EventPriority(2)
 
 
 class _Arrival(simpy.Event):
     """A flow's completion event; it fires a given delay after the flow drains.
 
-    One event per flow instead of a pending event plus a latency timeout: :meth:`fire_in`
-    triggers it and schedules it ``delay_s`` ahead, exactly as :class:`simpy.Timeout` does in
+    One event per flow instead of a pending event plus a latency timeout: :meth:`_drained`
+    triggers it and schedules it ``latency_s`` ahead, exactly as :class:`simpy.Timeout` does in
     its constructor.
     """
-
-    def fire_in(self, delay_s: float) -> None:
-        self._ok = True
-        self._value = None
-        self.env.schedule(self, delay=delay_s)
 
 
 @dataclass(slots=True)
@@ -55,8 +70,25 @@ class _Flow:
     remaining_bytes: float = 0.0
     rate_bytes_per_s: float = 0.0
     updated_s: float = 0.0
-    version: int = 0
     finish_s: float = field(default=float("inf"))
+    group: _Group | None = None  # the component it was last given rates in
+    stamp: int = 0  # the flush that last reached it in a component search
+
+
+class _Group:
+    """The flows of one component as recomputed at one flush: one completion-heap entry.
+
+    A group stays *current* until one of its flows is recomputed again or its heap entry is
+    taken by a completion timer. Both happen to all of its still-active flows at once: a
+    component is recomputed as a whole, and when some of its flows finish, the rest are
+    connected to their neighbours and so are recomputed at the next flush.
+    """
+
+    __slots__ = ("flows", "is_current")
+
+    def __init__(self, flows: list[_Flow]) -> None:
+        self.flows = flows
+        self.is_current = True
 
 
 class FlowNetwork:
@@ -75,9 +107,15 @@ class FlowNetwork:
         self._capacity = list(capacities_bytes_per_s)
         self._emit = emit
         self._flows_on: list[dict[int, _Flow]] = [{} for _ in self._capacity]
-        self._heap: list[tuple[float, int, int, _Flow]] = []
+        # (earliest finish of the group's flows, unique sequence number, group)
+        self._heap: list[tuple[float, int, _Group]] = []
         self._next_id = 0
+        self._num_groups = 0
         self._timer_at = float("inf")
+        self._touched: list[_Flow] = []  # flows whose component changed since the last flush
+        self._flush_pending = False
+        self._num_flushes = 0
+        self._channel_stamp = [0] * len(self._capacity)  # the flush that last visited it
         self.num_active = 0
 
     # ------------------------------------------------------------------ public
@@ -99,30 +137,32 @@ class FlowNetwork:
         A flow with no channels (same tile) or no bytes only pays ``latency_s``.
         """
         env = self.env
+        now = env.now
         done = _Arrival(env)
         flow = _Flow(
-            flow_id=self._next_id,
-            channels=channels,
-            size_bytes=size_bytes,
-            latency_s=latency_s,
-            start_s=env.now,
-            done=done,
-            meta=(category, src, dst, stage, microbatch),
-            remaining_bytes=size_bytes,
-            updated_s=env.now,
+            self._next_id,
+            channels,
+            size_bytes,
+            latency_s,
+            now,
+            done,
+            (category, src, dst, stage, microbatch),
+            size_bytes,
+            0.0,
+            now,
         )
         self._next_id += 1
         if not channels or size_bytes <= 0.0:
             self._drained(flow)
             return done
         flows_on = self._flows_on
-        alone = True
+        flow_id = flow.flow_id
         for c in channels:
-            on = flows_on[c]
-            alone = alone and not on
-            on[flow.flow_id] = flow
+            flows_on[c][flow_id] = flow
         self.num_active += 1
-        self._reshare([flow] if alone else self._component([flow]))
+        self._touched.append(flow)
+        if not self._flush_pending:
+            self._schedule_flush()
         return done
 
     def record_closed_form(
@@ -161,79 +201,123 @@ class FlowNetwork:
 
     # ------------------------------------------------------------------ internals
 
-    def _component(self, seeds: list[_Flow]) -> list[_Flow]:
-        """All active flows connected to ``seeds`` through shared channels.
+    def _schedule_flush(self) -> None:
+        """Make sure a flush runs at the end of this instant."""
+        self._flush_pending = True
+        flush = simpy.Event(self.env)
+        flush._ok = True
+        flush._value = None
+        flush.callbacks.append(self._on_flush)
+        self.env.schedule(flush, _FLUSH_PRIORITY)
 
-        The order does not matter: max-min rates are order-independent and the completion heap
-        orders by (time, flow id).
+    def _on_flush(self, _event: simpy.Event) -> None:
+        self._flush_pending = False
+        self._flush()
+
+    def _flush(self) -> None:
+        """Recompute, once each, the components of the flows touched since the last flush.
+
+        For each component: advance its flows to now, give them max-min fair rates, and push
+        one heap entry at its earliest completion.
         """
-        seen: dict[int, _Flow] = {}
-        seen_channels: set[int] = set()
-        flows_on = self._flows_on
-        stack = list(seeds)
-        while stack:
-            flow = stack.pop()
-            if flow.flow_id in seen:
-                continue
-            seen[flow.flow_id] = flow
-            for c in flow.channels:
-                if c not in seen_channels:
-                    seen_channels.add(c)
-                    stack.extend(flows_on[c].values())
-        return list(seen.values())
-
-    def _reshare(self, flows: list[_Flow]) -> None:
-        """Advance ``flows`` to now, give them max-min fair rates, reschedule completions."""
+        touched = self._touched
+        if not touched:
+            return
+        self._touched = []
+        self._num_flushes += 1
+        stamp = self._num_flushes
         now = self.env.now
-        for f in flows:
-            f.remaining_bytes = max(
-                0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
-            )
-            f.updated_s = now
-        self._progressive_filling(flows)
+        flows_on = self._flows_on
+        channel_stamp = self._channel_stamp
+        capacity = self._capacity
         heap = self._heap
-        for f in flows:
-            f.version += 1
-            f.finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
-            heapq.heappush(heap, (f.finish_s, f.flow_id, f.version, f))
+        for seed in touched:
+            if seed.stamp == stamp:
+                continue  # already in a component recomputed by this flush
+            # The connected component of ``seed`` through shared channels. Its order does not
+            # matter: max-min rates are order-independent and completions are sorted.
+            seed.stamp = stamp
+            component = [seed]
+            for c in seed.channels:  # none visited yet, or seed would be stamped
+                channel_stamp[c] = stamp
+                on = flows_on[c]
+                if len(on) > 1:
+                    for other in on.values():
+                        if other.stamp != stamp:
+                            other.stamp = stamp
+                            component.append(other)
+            i = 1
+            while i < len(component):
+                for c in component[i].channels:
+                    if channel_stamp[c] != stamp:
+                        channel_stamp[c] = stamp
+                        on = flows_on[c]
+                        if len(on) > 1:
+                            for other in on.values():
+                                if other.stamp != stamp:
+                                    other.stamp = stamp
+                                    component.append(other)
+                i += 1
+            for f in component:
+                if f.updated_s != now:  # no bytes moved if it was updated at this instant
+                    f.remaining_bytes = max(
+                        0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
+                    )
+                    f.updated_s = now
+                if f.group is not None:
+                    f.group.is_current = False
+            if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
+                channels = seed.channels
+                seed.rate_bytes_per_s = (
+                    capacity[channels[0]]
+                    if len(channels) == 1
+                    else min([capacity[c] for c in channels])
+                )
+            else:
+                self._progressive_filling(component)
+            group = _Group(component)
+            first_s = _INF
+            for f in component:
+                f.finish_s = finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
+                f.group = group
+                if finish_s < first_s:
+                    first_s = finish_s
+            self._num_groups += 1
+            heapq.heappush(heap, (first_s, self._num_groups, group))
         self._arm()
 
     def _progressive_filling(self, flows: list[_Flow]) -> None:
         """Set each flow's max-min fair rate (water-filling over the channels they use)."""
-        if len(flows) == 1:  # a lone flow runs at its narrowest channel's capacity
-            only = flows[0]
-            only.rate_bytes_per_s = min(self._capacity[c] for c in only.channels)
-            return
+        capacity = self._capacity
         residual: dict[int, float] = {}
         unfrozen_on: dict[int, int] = {}
         for f in flows:
             for c in f.channels:
-                residual[c] = self._capacity[c]
+                residual[c] = capacity[c]
                 unfrozen_on[c] = unfrozen_on.get(c, 0) + 1
-        unfrozen = {f.flow_id: f for f in flows}
+        unfrozen = flows
         while unfrozen:
             # The tightest channel fixes the rate of every unfrozen flow through it. Channels
             # within a relative 1e-12 of it (floating-point rounding of equal shares) are
             # tight too, so equal shares freeze together and the order stays deterministic.
-            share = min(residual[c] / n for c, n in unfrozen_on.items() if n > 0)
-            bottlenecks = {
-                c
-                for c, n in unfrozen_on.items()
-                if n > 0 and residual[c] / n <= share * (1 + 1e-12)
-            }
-            for fid in [
-                fid for fid, f in unfrozen.items() if not bottlenecks.isdisjoint(f.channels)
-            ]:
-                f = unfrozen.pop(fid)
-                f.rate_bytes_per_s = share
-                for c in f.channels:
-                    residual[c] -= share
-                    unfrozen_on[c] -= 1
+            share = min([residual[c] / n for c, n in unfrozen_on.items() if n > 0])
+            tight = share * (1 + 1e-12)
+            bottlenecks = {c for c, n in unfrozen_on.items() if n > 0 and residual[c] / n <= tight}
+            still: list[_Flow] = []
+            for f in unfrozen:
+                if bottlenecks.isdisjoint(f.channels):
+                    still.append(f)
+                else:
+                    f.rate_bytes_per_s = share
+                    for c in f.channels:
+                        residual[c] -= share
+                        unfrozen_on[c] -= 1
+            unfrozen = still
 
     def _arm(self) -> None:
         """Make sure a timer fires at the earliest pending completion."""
         heap = self._heap
-        while heap and heap[0][2] != heap[0][3].version:
+        while heap and not heap[0][2].is_current:
             heapq.heappop(heap)
         if heap and heap[0][0] < self._timer_at:
             self._timer_at = heap[0][0]
@@ -241,30 +325,40 @@ class FlowNetwork:
             timer.callbacks.append(self._on_timer)
 
     def _on_timer(self, _event: simpy.Event) -> None:
+        self._flush()  # changes earlier in this instant move completion times: apply them first
         now = self.env.now
         if now >= self._timer_at - _TIME_EPS_S:
             self._timer_at = float("inf")
+        limit_s = now + _TIME_EPS_S
         finished: list[_Flow] = []
         heap = self._heap
-        while heap and heap[0][0] <= now + _TIME_EPS_S:
-            _, _, version, flow = heapq.heappop(heap)
-            if version == flow.version:
-                finished.append(flow)
+        while heap and heap[0][0] <= limit_s:
+            group = heapq.heappop(heap)[2]
+            if group.is_current:
+                group.is_current = False
+                finished.extend([f for f in group.flows if f.finish_s <= limit_s])
         if not finished:
             self._arm()
             return
-        neighbours: list[_Flow] = []
+        if len(finished) > 1:
+            finished.sort(key=_completion_order)
+        flows_on = self._flows_on
         for flow in finished:
-            flow.version += 1  # invalidate any later heap entry
+            flow_id = flow.flow_id
             for c in flow.channels:
-                del self._flows_on[c][flow.flow_id]
-            self.num_active -= 1
+                del flows_on[c][flow_id]
+        self.num_active -= len(finished)
+        touched = self._touched
+        num_touched = len(touched)
         for flow in finished:
             for c in flow.channels:
-                neighbours.extend(self._flows_on[c].values())
+                on = flows_on[c]
+                if on:
+                    touched.extend(on.values())
             self._drained(flow)
-        if neighbours:
-            self._reshare(self._component(neighbours))
+        if len(touched) > num_touched:
+            if not self._flush_pending:
+                self._schedule_flush()
         else:
             self._arm()
 
@@ -274,16 +368,19 @@ class FlowNetwork:
         category, src, dst, stage, microbatch = flow.meta
         self._emit(
             FlowRecord(
-                flow_id=flow.flow_id,
-                category=category,
-                src=src,
-                dst=dst,
-                channels=flow.channels,
-                start_s=flow.start_s,
-                end_s=arrival_s,
-                size_bytes=flow.size_bytes,
-                stage=stage,
-                microbatch=microbatch,
+                flow.flow_id,
+                category,
+                src,
+                dst,
+                flow.channels,
+                flow.start_s,
+                arrival_s,
+                flow.size_bytes,
+                stage,
+                microbatch,
             )
         )
-        flow.done.fire_in(flow.latency_s)
+        done = flow.done  # fire it as simpy.Timeout does in its constructor
+        done._ok = True
+        done._value = None
+        self.env.schedule(done, delay=flow.latency_s)

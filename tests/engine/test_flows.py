@@ -105,3 +105,76 @@ def test_bytes_are_conserved_in_records():
     env.run()
     assert sum(r.size_bytes for r in records) == pytest.approx(1.5 * GB, rel=1e-12)
     assert net.num_active == 0
+
+
+def test_flows_started_at_one_instant_share_in_closed_form():
+    """Four flows of 1, 2, 3 and 4 GB start together on one 1 GB/s link. Rates are computed
+    once for the instant, not once per start, and the shares are max-min: 0.25 GB/s each until
+    the 1 GB flow ends at 4 s; then 1/3 GB/s each, the 2 GB flow's last 1 GB takes 3 s (7 s);
+    then 0.5 GB/s, the 3 GB flow's last 1 GB takes 2 s (9 s); the 4 GB flow's last 1 GB runs
+    alone at 1 GB/s (10 s)."""
+    env, net, records = _net([GBPS])
+    log: list = []
+    for i in range(4):
+        _start(env, net, log, f"f{i + 1}", 0.0, (0,), (i + 1) * GB)
+    env.run()
+    expected = [("f1", 4.0), ("f2", 7.0), ("f3", 9.0), ("f4", 10.0)]
+    assert log == [(name, pytest.approx(t, rel=1e-12)) for name, t in expected]
+    assert [r.end_s for r in records] == [pytest.approx(t, rel=1e-12) for _, t in expected]
+
+
+def test_same_instant_burst_on_a_shared_link_and_private_links():
+    """Eight flows start at 1 s, each on its own 1 GB/s link plus a shared 2 GB/s link: the
+    shared link is the bottleneck at 0.25 GB/s each, so 0.5 GB takes 2 s and all end at 3 s,
+    recorded in flow-id order."""
+    env, net, records = _net([2 * GBPS] + [GBPS] * 8)
+    log: list = []
+    for i in range(8):
+        _start(env, net, log, f"f{i}", 1.0, (0, i + 1), 0.5 * GB)
+    env.run()
+    assert [t for _, t in log] == [pytest.approx(3.0, rel=1e-12)] * 8
+    assert [r.flow_id for r in records] == sorted(r.flow_id for r in records)
+    assert net.num_active == 0
+
+
+@pytest.mark.parametrize("start_before_timer", [True, False])
+def test_flow_starting_at_the_instant_another_ends(start_before_timer):
+    """a (1 GB, 1 GB/s) ends at 1 s; b (1 GB) starts on the same link at 1 s. Whichever SimPy
+    processes first at 1 s, b's start or a's completion timer, a still ends at 1 s (it has no
+    bytes left) and b then runs alone at the full rate, ending at 2 s."""
+    env, net, _ = _net([GBPS])
+    log: list = []
+
+    def late_start():
+        if start_before_timer:  # this timeout exists before the network's timer for 1 s
+            yield env.timeout(1.0)
+        else:  # this one is created after it, at 0.5 s
+            yield env.timeout(0.5)
+            yield env.timeout(0.5)
+        yield net.transfer((0,), GB, 0.0, category="p2p", src=0, dst=1)
+        log.append(("b", env.now))
+
+    env.process(late_start())
+    _start(env, net, log, "a", 0.0, (0,), GB)
+    env.run()
+    assert log == [("a", pytest.approx(1.0, rel=1e-12)), ("b", pytest.approx(2.0, rel=1e-12))]
+
+
+def test_rates_of_an_instant_are_computed_once_per_component():
+    """Sixteen flows start at one instant in two components (eight on link 0, eight on link
+    1): one flush recomputes each component once, however many flows started."""
+    env, net, _ = _net([GBPS, GBPS])
+    log: list = []
+    calls: list[int] = []
+    filling = net._progressive_filling
+
+    def counting(flows):
+        calls.append(len(flows))
+        filling(flows)
+
+    net._progressive_filling = counting
+    for i in range(16):
+        _start(env, net, log, f"f{i}", 0.0, (i % 2,), GB)
+    env.run()
+    assert calls == [8, 8]
+    assert [t for _, t in log] == [pytest.approx(8.0, rel=1e-12)] * 16
