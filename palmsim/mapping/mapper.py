@@ -85,12 +85,17 @@ class _Memory:
 
 
 def _memory_of(hw: HardwareSpec) -> _Memory:
-    """GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU)."""
-    return _Memory(
-        hw.tile.sram_bandwidth_bytes_per_s
-        if hw.tile.sram_capacity_bytes > 0
-        else hw.dram.bandwidth_bytes_per_s
-    )
+    """GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU).
+
+    From DRAM a kernel reaches the achievable streaming bandwidth of ``tile.memory_ops`` (a
+    GPU's measured memory-bound kernels), not the datasheet rate, when the config gives it:
+    a memory-bound GEMM (e.g. QKᵀ with a head size of 64-128) is bounded by the same HBM.
+    """
+    if hw.tile.sram_capacity_bytes > 0:
+        return _Memory(hw.tile.sram_bandwidth_bytes_per_s)
+    if hw.tile.memory_ops is not None:
+        return _Memory(hw.tile.memory_ops.bandwidth_bytes_per_s)
+    return _Memory(hw.dram.bandwidth_bytes_per_s)
 
 
 def _op_time_s(
@@ -108,7 +113,7 @@ def _op_time_s(
     - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
       the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``.
     - A memory-bound op on a tile with ``memory_ops``: one kernel moving all its bytes,
-      ``launch latency + bytes / bandwidth``.
+      ``launch latency + bytes / bandwidth`` with the bandwidth and latency of its kind.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel).
     """
@@ -140,7 +145,7 @@ def _op_time_s(
             return gemm(m, n, k, half) + gemm(k, m, n, half)
         return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
     if flop == 0.0 and tile.memory_ops is not None:
-        return tile.memory_ops.launch_latency_s + all_bytes / tile.memory_ops.bandwidth_bytes_per_s
+        return tile.memory_ops.time_s(op.kind, all_bytes)
     return op_time_s(
         flop,
         sram_bytes,
@@ -395,9 +400,9 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             + (read_weights + write_weights) * (1 - where.weights)
         )
         if hw.tile.memory_ops is not None:  # one memory-bound kernel over all its bytes
-            opt_time_s = hw.tile.memory_ops.launch_latency_s + (
-                opt_sram + opt_dram_read + opt_dram_write
-            ) / (hw.tile.memory_ops.bandwidth_bytes_per_s)
+            opt_time_s = hw.tile.memory_ops.time_s(
+                "optimizer", opt_sram + opt_dram_read + opt_dram_write
+            )
         else:
             opt_time_s = op_time_s(
                 0.0,
