@@ -85,3 +85,26 @@ def test_a_memory_bound_gemm_is_bounded_by_the_streaming_bandwidth() -> None:
     t = _op_time_s(scores, "F", scores.flop_fwd, 0.0, 0.0, tile, 312e12, _memory_of(hw))
     assert t == pytest.approx(scores.bytes_fwd / 1.5e12, rel=1e-12)
     assert scores.flop_fwd / 312e12 < t
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bytes_per_param", "kernels"),
+    [
+        # fp16 grad -> fp32 (2 + 4), unscale (4 + 4), norm (4), Adam (4 + 12 + 12),
+        # fp32 master -> fp16 weights (4 + 2)
+        ("fp16", 52, 5),
+        # norm (4), Adam (weights, grad, moments 4 + 4 + 8 read; 4 + 8 written)
+        ("fp32", 32, 2),
+    ],
+)
+def test_optimizer_step_makes_megatrons_passes(
+    dtype: str, bytes_per_param: int, kernels: int
+) -> None:
+    _, plan = _gpu_plan(dtype)
+    step = plan.programs[0].optimizer
+    params = plan.memory[0][1].weights / (2 if dtype == "fp16" else 4)
+    moved = step.sram_bytes + step.dram_read_bytes + step.dram_write_bytes
+    assert moved == pytest.approx(bytes_per_param * params, rel=1e-12)
+    assert step.compute_time_s == pytest.approx(
+        kernels * 40e-6 + bytes_per_param * params / 1.5e12, rel=1e-12
+    )
