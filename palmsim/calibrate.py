@@ -8,7 +8,12 @@
   peak, SM count and memory bandwidth.
 - **Memory-bound ops** (columns ``M, N, G_elements_per_s`` or ``num_elements,
   G_elements_per_s``): the achievable memory bandwidth ``B`` and a per-kernel latency ``L`` of
-  ``t = L + bytes / B``, where an element is read once and written once.
+  ``t = L + bytes / B``, where an element is read once and written once. Cases named without
+  a kind are fitted together into the default (``memory_ops.bandwidth``), which is also the
+  streaming bandwidth that bounds memory-bound GEMMs; a case named ``KIND=CASE`` (e.g.
+  ``softmax=llmcompass_a100_softmax_fp16``) is fitted on its own into that kind's entry
+  (:data:`palmsim.config.specs.MEMORY_OP_KINDS`), since kernels of different kinds reach
+  different bandwidths (a softmax makes more passes per row than a layernorm).
 - **All-reduce** (columns ``size_bytes, time_us``): the per-step latency and the bus bandwidth
   of a ring all-reduce, ``t = 2(n-1)·α + 2(n-1)/n · S / busbw`` (NCCL's bus bandwidth,
   NVIDIA/nccl-tests doc/PERFORMANCE.md), which are what palmsim's engine charges per ring
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from palmsim.config.loader import read_config_file
-from palmsim.config.specs import DTYPE_BYTES, HardwareSpec
+from palmsim.config.specs import DTYPE_BYTES, MEMORY_OP_KINDS, HardwareSpec
 from palmsim.errors import ConfigError
 from palmsim.hardware.compute import gemm_time_s
 from palmsim.units import format_quantity
@@ -201,6 +206,8 @@ class Calibration:
     gemm: tuple[str, GemmFit, int] | None  # (case id, fit, compute units)
     memory: tuple[tuple[str, ...], MemoryFit] | None
     allreduce: tuple[str, AllReduceFit] | None
+    #: (kind, case id, fit) of each memory-bound kernel kind fitted on its own.
+    memory_kinds: tuple[tuple[str, str, MemoryFit], ...] = ()
 
 
 def _cases_by_id(path: str) -> dict[str, Mapping[str, Any]]:
@@ -250,7 +257,9 @@ def calibrate(
         gemm_case: a case with columns ``M, N, K, latency_ms``.
         compute_units: the GPU's SMs; default ``tile.gemm.compute_units`` of ``hardware``.
         memory_cases: cases with ``G_elements_per_s`` and ``num_elements`` or ``M, N``; each
-            element is read once and written once.
+            element is read once and written once. ``CASE`` entries are fitted together into
+            the default bandwidth and latency (which also bound memory-bound GEMMs);
+            ``KIND=CASE`` entries each into their own kind.
         allreduce_case: a case with ``size_bytes, time_us``.
         allreduce_ranks: GPUs in that all-reduce; default the case's ``system.num_gpus``.
         allreduce_min_bytes: fit only messages at least this large [B].
@@ -261,6 +270,41 @@ def calibrate(
     cases = _cases_by_id(path)
     elem = DTYPE_BYTES[dtype]
     gemm = memory = allreduce = None
+
+    def memory_fit(case_ids: Sequence[str]) -> MemoryFit:
+        moved: list[float] = []
+        times: list[float] = []
+        for case_id in case_ids:
+            case = _case(cases, case_id, path, {"G_elements_per_s"})
+            for row in rows_of(case):
+                elements = row.get("num_elements") or row["M"] * row["N"]
+                moved.append(2.0 * elem * elements)  # read once, written once
+                times.append(elements / (row["G_elements_per_s"] * 1e9))
+        return fit_memory_bandwidth(moved, times)
+
+    plain = [c for c in memory_cases if "=" not in c]
+    kinds: list[tuple[str, str, MemoryFit]] = []
+    for entry in memory_cases:
+        if "=" not in entry:
+            continue
+        kind, case_id = entry.split("=", 1)
+        if kind not in MEMORY_OP_KINDS:
+            close = difflib.get_close_matches(kind, MEMORY_OP_KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError.single(
+                path, "--memory KIND=CASE", kind, f"one of {', '.join(MEMORY_OP_KINDS)}{hint}"
+            )
+        kinds.append((kind, case_id, memory_fit([case_id])))
+    if plain:
+        memory = (tuple(plain), memory_fit(plain))
+    # The GEMM model's memory roof: the streaming bandwidth being fitted, else the config's,
+    # else the DRAM's datasheet rate (see palmsim.mapping.mapper._memory_of).
+    if memory is not None:
+        streaming = memory[1].bandwidth_bytes_per_s
+    elif hardware.tile.memory_ops is not None:
+        streaming = hardware.tile.memory_ops.bandwidth_bytes_per_s
+    else:
+        streaming = hardware.dram.bandwidth_bytes_per_s
     if gemm_case is not None:
         case = _case(cases, gemm_case, path, {"M", "N", "K", "latency_ms"})
         units = compute_units or (hardware.tile.gemm.compute_units if hardware.tile.gemm else None)
@@ -276,20 +320,10 @@ def calibrate(
             rows,
             peak_flop_per_s=hardware.tile.peak_for(dtype),
             compute_units=units,
-            memory_bandwidth_bytes_per_s=hardware.dram.bandwidth_bytes_per_s,
+            memory_bandwidth_bytes_per_s=streaming,
             dtype_bytes=elem,
         )
         gemm = (gemm_case, fit, units)
-    if memory_cases:
-        moved: list[float] = []
-        times: list[float] = []
-        for case_id in memory_cases:
-            case = _case(cases, case_id, path, {"G_elements_per_s"})
-            for row in rows_of(case):
-                elements = row.get("num_elements") or row["M"] * row["N"]
-                moved.append(2.0 * elem * elements)  # read once, written once
-                times.append(elements / (row["G_elements_per_s"] * 1e9))
-        memory = (tuple(memory_cases), fit_memory_bandwidth(moved, times))
     if allreduce_case is not None:
         case = _case(cases, allreduce_case, path, {"size_bytes", "time_us"})
         ranks = allreduce_ranks or int((case.get("system") or {}).get("num_gpus", 0))
@@ -304,7 +338,7 @@ def calibrate(
                 [r["size_bytes"] for r in rows], [r["time_us"] * 1e-6 for r in rows], ranks
             ),
         )
-    return Calibration(gemm, memory, allreduce)
+    return Calibration(gemm, memory, allreduce, tuple(kinds))
 
 
 def _error_note(errors: Sequence[float]) -> str:
@@ -316,7 +350,7 @@ def _error_note(errors: Sequence[float]) -> str:
 def format_calibration(result: Calibration) -> str:
     """The fitted parameters as hardware-config YAML, each with where it came from."""
     lines: list[str] = []
-    if result.gemm or result.memory:
+    if result.gemm or result.memory or result.memory_kinds:
         lines.append("tile:")
     if result.gemm:
         case_id, g, units = result.gemm
@@ -334,6 +368,15 @@ def format_calibration(result: Calibration) -> str:
             f"    bandwidth: {format_quantity(m.bandwidth_bytes_per_s, 'bandwidth')}",
             f"    launch_latency: {format_quantity(m.latency_s, 'time')}",
         ]
+    if result.memory_kinds:
+        if not result.memory:
+            lines.append("  memory_ops:")
+        for kind, case_id, k in result.memory_kinds:
+            lines += [
+                f"    {kind}:  # fitted to {case_id} ({_error_note(k.relative_errors)})",
+                f"      bandwidth: {format_quantity(k.bandwidth_bytes_per_s, 'bandwidth')}",
+                f"      launch_latency: {format_quantity(k.latency_s, 'time')}",
+            ]
     if result.allreduce:
         case_id, a = result.allreduce
         lines += [

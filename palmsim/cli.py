@@ -519,11 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--compute-units", type=int, help="SMs (default: tile.gemm.compute_units)")
     cal.add_argument(
         "--memory",
-        metavar="CASE",
+        metavar="[KIND=]CASE",
         action="append",
         default=[],
         help="memory-bound kernel case (columns G_elements_per_s and num_elements or M, N); "
-        "repeatable",
+        "repeatable; cases without KIND are fitted together into the default bandwidth, "
+        "KIND=CASE (e.g. softmax=CASE) into that kind's own entry",
     )
     cal.add_argument("--allreduce", metavar="CASE", help="all-reduce case (size_bytes, time_us)")
     cal.add_argument("--ranks", type=int, help="GPUs in the all-reduce (default: num_gpus)")

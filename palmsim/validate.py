@@ -171,6 +171,17 @@ def _recompute(training: Mapping[str, Any]) -> str:
     return "none"
 
 
+def _dp_overlap(training: Mapping[str, Any]) -> bool:
+    """Whether the DP gradient all-reduce overlaps the backward pass.
+
+    Megatron-LM's ``--DDP-impl local`` all-reduces the gradients in ``train_step`` after
+    ``forward_backward_func`` returns (``model.allreduce_gradients()``, megatron/training.py),
+    i.e. after the whole backward pass; ``torch`` DDP reduces buckets from autograd hooks
+    while the backward runs. Cases that do not say are taken to overlap.
+    """
+    return str(training.get("ddp_impl", "torch")).lower() != "local"
+
+
 def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, Any]]:
     """The experiment of a training-run case: (hardware file, workload file, overrides, flags).
 
@@ -229,6 +240,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         "schedule": "1f1b",
         "sequence_parallel": _sequence_parallel(training),
         "virtual_stages": int(system.get("virtual_pipeline_stages", 1) or 1),
+        "dp_overlap": _dp_overlap(training),
     }
     return str(hardware), workload, overrides, flags
 

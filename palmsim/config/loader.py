@@ -37,6 +37,7 @@ import yaml
 from palmsim.config.overrides import OVERRIDE_WHERE, apply_overrides, split_overrides
 from palmsim.config.specs import (
     DTYPE_BYTES,
+    MEMORY_OP_KINDS,
     ClusterSpec,
     DramSpec,
     GemmSpec,
@@ -44,6 +45,7 @@ from palmsim.config.specs import (
     InferenceSpec,
     LinkSpec,
     MappingSpec,
+    MemoryKernelSpec,
     MemoryOpsSpec,
     ModelSpec,
     RunSpec,
@@ -413,15 +415,32 @@ def _gemm_rule() -> Rule:
     )
 
 
-def _memory_ops_rule() -> Rule:
+def _memory_kernel_rule() -> Rule:
+    """One kind's own ``bandwidth`` and ``launch_latency`` inside ``memory_ops``."""
     schema: Schema = {
         "bandwidth": _quantity_rule("bandwidth", positive=True),
         "launch_latency": _quantity_rule("time", positive=False),
     }
     return _section_rule(
         schema,
-        lambda v: MemoryOpsSpec(
+        lambda v: MemoryKernelSpec(
             bandwidth_bytes_per_s=v["bandwidth"], launch_latency_s=v["launch_latency"]
+        ),
+    )
+
+
+def _memory_ops_rule() -> Rule:
+    schema: Schema = {
+        "bandwidth": _quantity_rule("bandwidth", positive=True),
+        "launch_latency": _quantity_rule("time", positive=False),
+        **{kind: _memory_kernel_rule() for kind in MEMORY_OP_KINDS},
+    }
+    return _section_rule(
+        schema,
+        lambda v: MemoryOpsSpec(
+            bandwidth_bytes_per_s=v["bandwidth"],
+            launch_latency_s=v["launch_latency"],
+            kinds=tuple((kind, v[kind]) for kind in MEMORY_OP_KINDS if v.get(kind) is not None),
         ),
     )
 
@@ -1295,6 +1314,13 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             else {
                 "bandwidth": format_exact(t.memory_ops.bandwidth_bytes_per_s, "bandwidth"),
                 "launch_latency": format_exact(t.memory_ops.launch_latency_s, "time"),
+                **{
+                    kind: {
+                        "bandwidth": format_exact(k.bandwidth_bytes_per_s, "bandwidth"),
+                        "launch_latency": format_exact(k.launch_latency_s, "time"),
+                    }
+                    for kind, k in t.memory_ops.kinds
+                },
             },
         },
     }

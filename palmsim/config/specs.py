@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "DTYPE_BYTES",
+    "MEMORY_OP_KINDS",
     "ClusterSpec",
     "DramSpec",
     "ExperimentSpec",
@@ -21,6 +22,7 @@ __all__ = [
     "InferenceSpec",
     "LinkSpec",
     "MappingSpec",
+    "MemoryKernelSpec",
     "MemoryOpsSpec",
     "ModelSpec",
     "RunSpec",
@@ -70,12 +72,56 @@ class GemmSpec:
     launch_latency_s: float = _f("fixed time per GEMM kernel [s]")
 
 
+#: Kinds of memory-bound kernel a ``memory_ops`` section may give its own bandwidth and
+#: latency: the op kinds of :data:`palmsim.workload.ops.OPS` other than ``matmul``, and the
+#: optimizer step.
+MEMORY_OP_KINDS: tuple[str, ...] = (
+    "norm",
+    "softmax",
+    "elementwise",
+    "dropout",
+    "embedding",
+    "loss",
+    "optimizer",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryKernelSpec:
+    """One kind of memory-bound kernel: ``latency + bytes / bandwidth``."""
+
+    bandwidth_bytes_per_s: float = _f("memory bandwidth this kind of kernel reaches [B/s]")
+    launch_latency_s: float = _f("fixed time per kernel of this kind [s]")
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryOpsSpec:
-    """Memory-bound kernels (norms, softmax, elementwise): ``latency + bytes / bandwidth``."""
+    """Memory-bound kernels (norms, softmax, elementwise): ``latency + bytes / bandwidth``.
+
+    ``bandwidth_bytes_per_s`` and ``launch_latency_s`` hold for every kind of kernel without
+    an entry in ``kinds``; they are also the achievable streaming bandwidth that bounds a
+    memory-bound GEMM (:func:`palmsim.hardware.compute.gemm_time_s`).
+    """
 
     bandwidth_bytes_per_s: float = _f("memory bandwidth memory-bound kernels reach [B/s]")
     launch_latency_s: float = _f("fixed time per memory-bound kernel [s]")
+    kinds: tuple[tuple[str, MemoryKernelSpec], ...] = _f(
+        "per-kind bandwidth and latency, as (kind, spec) pairs, for kinds of "
+        "MEMORY_OP_KINDS measured on their own",
+        default=(),
+    )
+
+    def for_kind(self, kind: str) -> MemoryKernelSpec:
+        """The bandwidth and latency of a kernel of ``kind`` (the default if it has none)."""
+        for name, spec in self.kinds:
+            if name == kind:
+                return spec
+        return MemoryKernelSpec(self.bandwidth_bytes_per_s, self.launch_latency_s)
+
+    def time_s(self, kind: str, nbytes: float, num_kernels: int = 1) -> float:
+        """Time of ``num_kernels`` kernels of ``kind`` moving ``nbytes`` in all [s]."""
+        spec = self.for_kind(kind)
+        return num_kernels * spec.launch_latency_s + nbytes / spec.bandwidth_bytes_per_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,12 +86,17 @@ class _Memory:
 
 
 def _memory_of(hw: HardwareSpec) -> _Memory:
-    """GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU)."""
-    return _Memory(
-        hw.tile.sram_bandwidth_bytes_per_s
-        if hw.tile.sram_capacity_bytes > 0
-        else hw.dram.bandwidth_bytes_per_s
-    )
+    """GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU).
+
+    From DRAM a kernel reaches the achievable streaming bandwidth of ``tile.memory_ops`` (a
+    GPU's measured memory-bound kernels), not the datasheet rate, when the config gives it:
+    a memory-bound GEMM (e.g. QKᵀ with a head size of 64-128) is bounded by the same HBM.
+    """
+    if hw.tile.sram_capacity_bytes > 0:
+        return _Memory(hw.tile.sram_bandwidth_bytes_per_s)
+    if hw.tile.memory_ops is not None:
+        return _Memory(hw.tile.memory_ops.bandwidth_bytes_per_s)
+    return _Memory(hw.dram.bandwidth_bytes_per_s)
 
 
 def _op_time_s(
@@ -109,7 +114,7 @@ def _op_time_s(
     - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
       the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``.
     - A memory-bound op on a tile with ``memory_ops``: one kernel moving all its bytes,
-      ``launch latency + bytes / bandwidth``.
+      ``launch latency + bytes / bandwidth`` with the bandwidth and latency of its kind.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel).
     """
@@ -141,7 +146,7 @@ def _op_time_s(
             return gemm(m, n, k, half) + gemm(k, m, n, half)
         return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
     if flop == 0.0 and tile.memory_ops is not None:
-        return tile.memory_ops.launch_latency_s + all_bytes / tile.memory_ops.bandwidth_bytes_per_s
+        return tile.memory_ops.time_s(op.kind, all_bytes)
     return op_time_s(
         flop,
         sram_bytes,
@@ -376,14 +381,34 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 return []
             return [CollectiveStep(f"{name}.params.ag", "allgather", sizes[name] * elem, "dp")]
 
-        # Optimizer step: memory-bound (no FLOP counted). Per parameter it reads the gradient
-        # and the state (and the weights when not mixed precision) and writes the state and
-        # the weights. Under ZeRO it updates only this tile's 1/dp shard of the parameters.
+        # Optimizer step: memory-bound (no FLOP counted), one memory pass per kernel of
+        # Megatron-LM's optimizer step (megatron/optimizer/optimizer.py, step() of
+        # FP16OptimizerWithFP16Params and FP32Optimizer; clip_grads.py), per parameter of the
+        # shard this tile updates (ZeRO: 1/dp of them):
+        # - mixed precision: copy the e-byte gradient to an fp32 main gradient (read e, write
+        #   4); unscale it and check for inf/nan (read 4, write 4); its L2 norm for gradient
+        #   clipping (read 4); the Adam/SGD kernel (read the fp32 gradient and the state,
+        #   write the state; the state includes the fp32 master weights); copy the master
+        #   weights to the model's (read 4, write e): 5 kernels, 48 + 2e B with Adam;
+        # - fp32: the gradient norm (read e), then the kernel (read weights, gradient and
+        #   moments, write weights and moments): 2 kernels, 32 B with Adam.
+        # Clipping's rescale runs only when the norm exceeds the threshold and is not counted.
+        # The fp32 main gradients count as optimizer memory for placement.
         mixed = elem < 4
+        fp32 = DTYPE_BYTES["fp32"]
         shard = params / (dp if zero >= 1 else 1)
-        read_grad, read_state = shard * elem, shard * state
-        read_weights = 0.0 if mixed else shard * elem
-        write_state, write_weights = shard * state, shard * elem
+        if mixed:
+            read_grad, read_weights = shard * elem, 0.0
+            # unscale, norm and kernel read the fp32 gradient; the kernel reads the state; the
+            # final copy reads the fp32 master weights
+            read_state = shard * (3 * fp32 + state + fp32)
+            write_state = shard * (2 * fp32 + state)  # gradient copy and unscale; the state
+            opt_kernels = 5
+        else:
+            read_grad, read_weights = shard * 2 * elem, shard * elem  # norm + kernel
+            read_state = write_state = shard * state
+            opt_kernels = 2
+        write_weights = shard * elem
         opt_dram_read = (
             read_grad * where.gradients
             + read_state * where.optimizer
@@ -395,10 +420,10 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             + (read_state + write_state) * (1 - where.optimizer)
             + (read_weights + write_weights) * (1 - where.weights)
         )
-        if hw.tile.memory_ops is not None:  # one memory-bound kernel over all its bytes
-            opt_time_s = hw.tile.memory_ops.launch_latency_s + (
-                opt_sram + opt_dram_read + opt_dram_write
-            ) / (hw.tile.memory_ops.bandwidth_bytes_per_s)
+        if hw.tile.memory_ops is not None:  # memory-bound kernels, one after the other
+            opt_time_s = hw.tile.memory_ops.time_s(
+                "optimizer", opt_sram + opt_dram_read + opt_dram_write, opt_kernels
+            )
         else:
             opt_time_s = op_time_s(
                 0.0,

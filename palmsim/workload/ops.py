@@ -253,13 +253,30 @@ def embedding_cost(num_tokens: float, hidden: float, *, dtype_bytes: float) -> O
 def loss_cost(num_tokens: float, num_classes: float, *, dtype_bytes: float) -> OpCost:
     """Softmax cross-entropy of ``num_tokens`` rows of ``num_classes`` logits; 0 FLOP.
 
-    fwd reads the logits (``e`` bytes each) and writes the fp32 softmax it keeps for the
-    backward (4 bytes each); bwd reads that and writes the logits' gradient. Both are
-    ``(e + 4)·N·C``. The per-row reductions (max, sum, target logit) are ``O(N)`` and ignored.
+    The passes of Megatron-LM's vocabulary-parallel cross-entropy over the tile's logits
+    (``megatron/mpu/cross_entropy.py``, ``_VocabParallelCrossEntropy``), which GPT calls on
+    ``output.float()`` (``megatron/model/gpt_model.py``; ``--fp16-lm-cross-entropy`` is off
+    by default), each a separate kernel over all ``N·C`` elements, bytes per element:
+
+    - forward: the fp32 upcast reads ``e`` and writes 4 (none when ``e`` is already 4);
+      ``max`` reads 4; ``sub_`` of the max reads and writes 4; ``exp`` (in place) reads and
+      writes 4; ``sum`` reads 4; ``div_`` by the sum, which leaves the fp32 softmax kept for
+      the backward, reads and writes 4: ``(e + 4) + 4 + 8 + 8 + 4 + 8 = e + 36``;
+    - backward: ``mul_`` of the softmax by the loss gradient reads and writes 4 (subtracting
+      1 at the targets is ``O(N)``), then the upcast's backward casts the gradient back to
+      the compute dtype, reading 4 and writing ``e``: ``8 + 4 + e``.
+
+    The per-row reductions' results (max, sum, target logit) are ``O(N)`` and ignored. The
+    op is costed as one memory-bound kernel of all these bytes (one launch latency).
     """
-    per_element = dtype_bytes + LOSS_BYTES_PER_ELEMENT
+    upcast = dtype_bytes + LOSS_BYTES_PER_ELEMENT if dtype_bytes < LOSS_BYTES_PER_ELEMENT else 0.0
+    f32 = LOSS_BYTES_PER_ELEMENT
+    # max (read) + sub_ (read, write) + exp (read, write) + sum (read) + div_ (read, write)
+    per_element_fwd = upcast + f32 + 2 * f32 + 2 * f32 + f32 + 2 * f32
+    # mul_ (read, write) + the upcast's backward (read fp32, write e)
+    per_element_bwd = 2 * f32 + upcast
     elements = num_tokens * num_classes
-    return OpCost(0.0, 0.0, per_element * elements, per_element * elements)
+    return OpCost(0.0, 0.0, per_element_fwd * elements, per_element_bwd * elements)
 
 
 def make_op(

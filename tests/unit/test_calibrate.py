@@ -14,8 +14,10 @@ from palmsim.calibrate import (
     fit_gemm,
     fit_memory_bandwidth,
     format_calibration,
+    rows_of,
 )
 from palmsim.cli import main
+from palmsim.config.loader import read_config_file
 from palmsim.errors import ConfigError
 from palmsim.hardware.compute import gemm_efficiency, gemm_time_s
 
@@ -137,6 +139,75 @@ def test_a100_gemm_fit_matches_the_published_gemms() -> None:
     assert (units, fit.tile_m, fit.tile_n) == (g.compute_units, g.tile_m, g.tile_n)
     assert fit.max_efficiency == pytest.approx(g.max_efficiency, abs=5e-4)
     assert fit.launch_latency_s == pytest.approx(g.launch_latency_s, rel=0.01)
+
+
+def test_a100_memory_kernel_fits_are_the_configs() -> None:
+    """dgx-a100-superpod.yaml's memory_ops: the GeLU (streaming) fit as the default, softmax
+    and layernorm each fitted on its own; each kind's fit is better than one joint fit."""
+    hw = load_experiment(A100).hardware
+    result = calibrate(
+        MEASUREMENTS,
+        hw,
+        memory_cases=[
+            "llmcompass_a100_gelu_fp16",
+            "softmax=llmcompass_a100_softmax_fp16",
+            "norm=llmcompass_a100_layernorm_fp16",
+        ],
+    )
+    ops = hw.tile.memory_ops
+    assert result.memory is not None
+    _, default = result.memory
+    assert default.bandwidth_bytes_per_s == pytest.approx(ops.bandwidth_bytes_per_s, rel=1e-3)
+    assert default.latency_s == pytest.approx(ops.launch_latency_s, rel=1e-2)
+    for kind, _, fit in result.memory_kinds:
+        own = ops.for_kind(kind)
+        assert fit.bandwidth_bytes_per_s == pytest.approx(own.bandwidth_bytes_per_s, rel=1e-3)
+        assert fit.latency_s == pytest.approx(own.launch_latency_s, rel=1e-2)
+    joint = calibrate(
+        MEASUREMENTS,
+        hw,
+        memory_cases=[
+            "llmcompass_a100_softmax_fp16",
+            "llmcompass_a100_layernorm_fp16",
+            "llmcompass_a100_gelu_fp16",
+        ],
+    ).memory
+    assert joint is not None
+    joint_mean = sum(abs(e) for e in joint[1].relative_errors) / len(joint[1].relative_errors)
+    for fit in [default] + [f for _, _, f in result.memory_kinds]:
+        mean = sum(abs(e) for e in fit.relative_errors) / len(fit.relative_errors)
+        assert mean < joint_mean
+
+
+def test_gemm_fit_uses_the_streaming_bandwidth_as_its_memory_roof() -> None:
+    """With a memory case in the same call, the GEMM fit's memory roof is that fit's
+    bandwidth: the same as fitting with it given directly."""
+    hw = load_experiment(A100).hardware
+    result = calibrate(
+        MEASUREMENTS,
+        hw,
+        gemm_case="llmcompass_a100_gemm_fp16",
+        memory_cases=["llmcompass_a100_gelu_fp16"],
+    )
+    assert result.gemm is not None and result.memory is not None
+    (case,) = [
+        c for c in read_config_file(MEASUREMENTS)["cases"] if c["id"] == "llmcompass_a100_gemm_fp16"
+    ]
+    rows = [{**r, "latency_s": r["latency_ms"] * 1e-3} for r in rows_of(case)]
+    direct = fit_gemm(
+        rows,
+        peak_flop_per_s=312e12,
+        compute_units=108,
+        memory_bandwidth_bytes_per_s=result.memory[1].bandwidth_bytes_per_s,
+        dtype_bytes=2,
+    )
+    assert result.gemm[1] == direct
+
+
+def test_calibrate_rejects_an_unknown_memory_kind() -> None:
+    hw = load_experiment(A100).hardware
+    with pytest.raises(ConfigError, match="did you mean 'softmax'"):
+        calibrate(MEASUREMENTS, hw, memory_cases=["softmaxx=llmcompass_a100_softmax_fp16"])
 
 
 def test_calibrate_cli_prints_config_yaml(capsys) -> None:

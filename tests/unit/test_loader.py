@@ -36,7 +36,13 @@ from palmsim.config.loader import (
     read_mapping_file,
     spec_to_raw,
 )
-from palmsim.config.specs import GemmSpec, MappingSpec, MemoryOpsSpec, RunSpec
+from palmsim.config.specs import (
+    GemmSpec,
+    MappingSpec,
+    MemoryKernelSpec,
+    MemoryOpsSpec,
+    RunSpec,
+)
 from palmsim.errors import ConfigError
 
 MISSING = ConfigError.MISSING
@@ -990,6 +996,35 @@ def test_gemm_and_memory_ops_sections_parse_and_round_trip(tmp_path: Path) -> No
     assert hw.tile.gemm == GemmSpec(108, 128, 128, 0.916, pytest.approx(28.9e-6))
     assert hw.tile.memory_ops == MemoryOpsSpec(1.7e12, pytest.approx(46e-6))
     assert load_hardware(_write(tmp_path, "again.yaml", spec_to_raw(hw))) == hw
+
+
+def test_memory_ops_kinds_parse_and_round_trip(tmp_path: Path) -> None:
+    raw = copy.deepcopy(CLUSTER)
+    raw["tile"]["memory_ops"] = {
+        "bandwidth": "1.7 TB/s",
+        "launch_latency": "46 us",
+        "softmax": {"bandwidth": "1 TB/s", "launch_latency": "13 us"},
+        "norm": {"bandwidth": "1.6 TB/s", "launch_latency": "48 us"},
+    }
+    hw = load_hardware(_write(tmp_path, "c.yaml", raw))
+    ops = hw.tile.memory_ops
+    assert ops is not None
+    assert ops.for_kind("softmax") == MemoryKernelSpec(1e12, pytest.approx(13e-6))
+    assert ops.for_kind("norm") == MemoryKernelSpec(1.6e12, pytest.approx(48e-6))
+    assert ops.for_kind("dropout") == MemoryKernelSpec(1.7e12, pytest.approx(46e-6))
+    assert load_hardware(_write(tmp_path, "again.yaml", spec_to_raw(hw))) == hw
+
+
+def test_memory_ops_unknown_kind_is_named_with_did_you_mean(tmp_path: Path) -> None:
+    raw = copy.deepcopy(CLUSTER)
+    raw["tile"]["memory_ops"] = {
+        "bandwidth": "1.7 TB/s",
+        "launch_latency": "46 us",
+        "softmaxx": {"bandwidth": "1 TB/s", "launch_latency": "13 us"},
+    }
+    with pytest.raises(ConfigError, match=r"tile\.memory_ops\.softmaxx") as info:
+        load_hardware(_write(tmp_path, "c.yaml", raw))
+    assert "did you mean 'softmax'" in str(info.value)
 
 
 def test_gemm_section_problems_name_their_keys(tmp_path: Path) -> None:

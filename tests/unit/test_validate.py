@@ -42,6 +42,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "schedule": "1f1b",
         "sequence_parallel": False,
         "virtual_stages": 1,
+        "dp_overlap": True,  # ddp_impl: torch reduces buckets during the backward
     }
     for expected in (
         "model.hidden_size=6144",
@@ -157,3 +158,5 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     _, _, overrides, flags = case_setup(_case("narayanan21_t1_145.6B"))
     assert (flags["pp"], flags["tp"], flags["dp"], flags["virtual_stages"]) == (8, 8, 24, 2)
     assert "hw.cluster.num_nodes=192" in overrides
+    # ddp_impl: local all-reduces the gradients after the whole backward pass
+    assert flags["dp_overlap"] is False

@@ -91,9 +91,15 @@ def test_embedding() -> None:
     assert embedding_cost(10, 8, dtype_bytes=2) == OpCost(0, 0, 320, 480)
 
 
-def test_loss_keeps_fp32() -> None:
-    """10 × 50 logits at e = 2: (2 + 4)·500 B each way."""
-    assert loss_cost(10, 50, dtype_bytes=2) == OpCost(0, 0, 3000, 3000)
+def test_loss_counts_the_passes_of_megatrons_vocab_parallel_cross_entropy() -> None:
+    """10 × 50 logits at e = 2 (500 elements), bytes per element by kernel:
+
+    forward: .float() 2 + 4, max 4, sub_ 4 + 4, exp 4 + 4, sum 4, div_ 4 + 4 = 38 → 19000 B;
+    backward: mul_ 4 + 4, the upcast's backward 4 + 2 = 14 → 7000 B.
+    In fp32 training there is no upcast: forward 32 → 16000 B, backward 8 → 4000 B.
+    """
+    assert loss_cost(10, 50, dtype_bytes=2) == OpCost(0, 0, 19000, 7000)
+    assert loss_cost(10, 50, dtype_bytes=4) == OpCost(0, 0, 16000, 4000)
 
 
 def test_make_op_fills_weight_bytes_and_gemm_flag() -> None:
