@@ -122,8 +122,12 @@ def fit_gemm(
     compute_units: int,
     memory_bandwidth_bytes_per_s: float,
     dtype_bytes: float,
+    max_efficiency: float | None = None,
 ) -> GemmFit:
     """Fit tile shape, maximum efficiency and launch latency to measured GEMM times.
+
+    With ``max_efficiency`` given (e.g. a sustained best-case matmul rate over peak, measured
+    elsewhere) only the tile shape and the launch latency are fitted.
 
     Args:
         rows: each with ``M``, ``N``, ``K`` (``C[M,N] = A[M,K]·B[K,N]``) and ``latency_s``.
@@ -136,7 +140,7 @@ def fit_gemm(
     best: GemmFit | None = None
     best_cost = math.inf
     for tile_m, tile_n in TILE_SHAPES:
-        for efficiency in _EFFICIENCY_GRID:
+        for efficiency in _EFFICIENCY_GRID if max_efficiency is None else (max_efficiency,):
             base = np.array(
                 [
                     gemm_time_s(
@@ -246,6 +250,7 @@ def calibrate(
     allreduce_case: str | None = None,
     allreduce_ranks: int | None = None,
     allreduce_min_bytes: float = 0.0,
+    gemm_max_efficiency: float | None = None,
 ) -> Calibration:
     """Fit the parameters of ``hardware``'s GPU to the named cases of a measurements file.
 
@@ -263,6 +268,7 @@ def calibrate(
         allreduce_case: a case with ``size_bytes, time_us``.
         allreduce_ranks: GPUs in that all-reduce; default the case's ``system.num_gpus``.
         allreduce_min_bytes: fit only messages at least this large [B].
+        gemm_max_efficiency: fix the GEMMs' maximum efficiency instead of fitting it.
 
     Raises:
         ConfigError: a case is missing or lacks the columns, or a needed number is unknown.
@@ -322,6 +328,7 @@ def calibrate(
             compute_units=units,
             memory_bandwidth_bytes_per_s=streaming,
             dtype_bytes=elem,
+            max_efficiency=gemm_max_efficiency,
         )
         gemm = (gemm_case, fit, units)
     if allreduce_case is not None:

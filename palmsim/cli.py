@@ -399,6 +399,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         allreduce_case=args.allreduce,
         allreduce_ranks=args.ranks,
         allreduce_min_bytes=args.min_bytes,
+        gemm_max_efficiency=args.gemm_max_efficiency,
     )
     text = format_calibration(result)
     print(text if text else "nothing to fit: name cases with --gemm, --memory or --allreduce")
@@ -517,6 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--dtype", default="fp16", help="element type of the measurements")
     cal.add_argument("--gemm", metavar="CASE", help="GEMM case (columns M, N, K, latency_ms)")
     cal.add_argument("--compute-units", type=int, help="SMs (default: tile.gemm.compute_units)")
+    cal.add_argument(
+        "--gemm-max-efficiency",
+        type=float,
+        metavar="RATIO",
+        help="fix the GEMMs' maximum efficiency (e.g. a sustained matmul rate / peak) and fit "
+        "only the tile shape and launch latency",
+    )
     cal.add_argument(
         "--memory",
         metavar="[KIND=]CASE",
