@@ -1,9 +1,8 @@
 """Speed benchmarks of palmsim, run on demand (not part of the test suite).
 
-    python benchmarks/run.py                # W1, W2, W3, W4 (G1 skipped)
+    python benchmarks/run.py                # W1, W2, W3, W4, G1
     python benchmarks/run.py --quick        # scaled-down versions, seconds each
     python benchmarks/run.py --only W1,W4   # a subset (W4 reuses W1 as its base point)
-    python benchmarks/run.py --full         # also G1 (Megatron 1T on a DGX A100 SuperPOD)
 
 Every scenario runs in its own child process, so its peak memory (the child's ``ru_maxrss``) is
 its own. Bare SimPy (one process yielding ``env.timeout(1.0)`` a million times) is measured once
@@ -88,7 +87,6 @@ class Scenario:
     overrides: list[str] = field(default_factory=list)
     group: str | None = None  # "mb" or "tiles" for the W4 scaling fits
     factor: int = 1  # the scaling factor k of the W4 fits
-    needs_full: bool = False
 
     def key(self) -> str:
         """Identity of the simulated configuration (rows with equal keys share one run)."""
@@ -148,7 +146,6 @@ def scenarios(quick: bool) -> list[Scenario]:
             T1T,
             {**COMMON, "pp": 4, "tp": 8, "dp": 1, "micro_batch_size": 1},
             [*layers, "training.global_batch_size=8"],
-            needs_full=True,
         )
     else:
         base_flags = {**COMMON, "pp": 20, "tp": 16, "dp": 1, "micro_batch_size": 32}
@@ -191,7 +188,6 @@ def scenarios(quick: bool) -> list[Scenario]:
             SUPERPOD,
             T1T,
             {**COMMON, "pp": 64, "tp": 8, "dp": 6, "micro_batch_size": 1},
-            needs_full=True,
         )
     tag = "quick " if quick else ""
     rows.append(
@@ -297,7 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="scaled-down scenarios (seconds)")
     ap.add_argument("--only", default="", help="comma-separated ids or prefixes, e.g. W1,W4")
-    ap.add_argument("--full", action="store_true", help="also run G1 (Megatron 1T)")
     ap.add_argument("--timeout", type=float, default=900.0, help="per-scenario timeout [s]")
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -335,9 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     cache: dict[str, dict] = {}
     results = []
     for sc in rows:
-        if sc.needs_full and not args.full:
-            res = {"status": "skipped (needs --full)"}
-        elif sc.key() in cache:
+        if sc.key() in cache:
             res = cache[sc.key()]
         else:
             cfg = {
