@@ -58,6 +58,21 @@ def _compute(label: str, seconds: float) -> ComputeStep:
     return ComputeStep(label, seconds, 0.0, 0.0, 0.0, 0.0)
 
 
+def _forward_only(*forward, steps=(("F", 0), ("B", 0))) -> StageProgram:
+    """A one-stage program running ``forward`` once, with an empty backward and optimizer."""
+    return StageProgram(
+        stage=0,
+        layers=(0, 1),
+        forward=forward,
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=0.0,
+        optimizer=_compute("opt", 0.0),
+        steps=steps,
+    )
+
+
 def _plan(stage_programs, stage_tiles, m, *, schedule="gpipe", chip=None) -> MappingPlan:
     """A hand-made plan; ``chip`` routes its flat-ring collectives (None: no collectives)."""
     p = len(stage_programs)
@@ -127,17 +142,7 @@ def test_ring_allreduce_matches_textbook(n):
     2(n-1)/n * S/B + 2(n-1) * a (Patarasuk & Yuan 2009)."""
     size, bw, alpha = 64e6, 100e9, 1e-6
     chip = RingChip(n, bw, alpha)
-    program = StageProgram(
-        stage=0,
-        layers=(0, 1),
-        forward=(CollectiveStep("ar", "allreduce", size),),
-        backward=(),
-        recompute=(),
-        activation_bytes_per_microbatch=0.0,
-        send_bytes=0.0,
-        optimizer=_compute("opt", 0.0),
-        steps=(("F", 0), ("B", 0)),
-    )
+    program = _forward_only(CollectiveStep("ar", "allreduce", size))
     trace = Simulator(chip, _plan([program], ((tuple(range(n)),),), 1, chip=chip)).run()
     expected = 2 * (n - 1) / n * size / bw + 2 * (n - 1) * alpha
     assert trace.end_time_s == pytest.approx(expected, rel=1e-9)
@@ -182,17 +187,7 @@ def test_until_names_the_collective_a_tile_waits_in():
     """A 4-tile all-reduce of 1 GB at 1 GB/s per link takes 1.5 s; stopped at 1 s, every
     tile is reported waiting in it, with its group."""
     chip = RingChip(4, 1e9, 0.0)
-    program = StageProgram(
-        stage=0,
-        layers=(0, 1),
-        forward=(_compute("f", 0.5), CollectiveStep("ar", "allreduce", 1e9)),
-        backward=(),
-        recompute=(),
-        activation_bytes_per_microbatch=0.0,
-        send_bytes=0.0,
-        optimizer=_compute("opt", 0.0),
-        steps=(("F", 0), ("B", 0)),
-    )
+    program = _forward_only(_compute("f", 0.5), CollectiveStep("ar", "allreduce", 1e9))
     plan = _plan([program], ((tuple(range(4)),),), 1, chip=chip)
     with pytest.raises(
         SimulationError,
@@ -208,18 +203,7 @@ def test_a_private_hbm_port_shares_read_and_write_max_min(compute_s, read, write
     get B/2 until the smaller drains at 2·min/B, then the larger has B alone and drains at
     (r+w)/B; each arrives 100 ns later, and the step lasts max(compute, (r+w)/B + 100 ns)."""
     chip = Chip.from_spec(cluster_spec(nodes=1, gpus=2))
-    step = ComputeStep("f", compute_s, 0.0, 0.0, read, write)
-    program = StageProgram(
-        stage=0,
-        layers=(0, 1),
-        forward=(step,),
-        backward=(),
-        recompute=(),
-        activation_bytes_per_microbatch=0.0,
-        send_bytes=0.0,
-        optimizer=_compute("opt", 0.0),
-        steps=(("F", 0),),
-    )
+    program = _forward_only(ComputeStep("f", compute_s, 0.0, 0.0, read, write), steps=(("F", 0),))
     plan = dataclasses.replace(_plan([program], (((0,),),), 1), dram_port_of_tile=((0, 0),))
     trace = Simulator(chip, plan).run()
     bw, lat = 2039e9, 100e-9
