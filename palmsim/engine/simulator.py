@@ -2,7 +2,7 @@
 
 Time unit: ``env.now`` is in **seconds**. SimPy itself is unit-less.
 
-Every used tile runs its own SimPy process, executing its stage's schedule (from the plan)
+Every simulated tile runs its own SimPy process, executing its stage's schedule (from the plan)
 step by step: compute steps hold the tile for the roofline time while their DRAM traffic moves
 as contended flows; tensor-parallel collectives start when every tile of the group has
 arrived; activations and gradients move between stages as point-to-point flows; on the last
@@ -19,6 +19,12 @@ step. The plan's communicators say which flows a group's collective starts
 (:mod:`palmsim.hardware.collectives`): one per ring edge for a flat ring, whose uncontended
 time is the textbook ``2(n-1)/n * S/B + 2(n-1) * alpha``, or, for a GPU-cluster group spanning
 nodes, a share over NVLink and a share over the NICs per member (one ring per local member).
+
+Two kinds of traffic provably meet no other flow, and are timed in closed form instead of
+being simulated (same results, far fewer events): a compute step's DRAM reads and writes on a
+port private to its tile (a GPU's HBM), and the collectives of a communicator the plan marks
+``exclusive`` (e.g. a TP group on a node's NVLinks). On a GPU cluster with symmetric
+data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``).
 """
 
 from __future__ import annotations
