@@ -415,14 +415,18 @@ def _gemm_rule() -> Rule:
     )
 
 
-def _memory_kernel_rule() -> Rule:
-    """One kind's own ``bandwidth`` and ``launch_latency`` inside ``memory_ops``."""
-    schema: Schema = {
+def _memory_kernel_schema() -> Schema:
+    """A memory-bound kernel's ``bandwidth`` and ``launch_latency``."""
+    return {
         "bandwidth": _quantity_rule("bandwidth", positive=True),
         "launch_latency": _quantity_rule("time", positive=False),
     }
+
+
+def _memory_kernel_rule() -> Rule:
+    """One kind's own ``bandwidth`` and ``launch_latency`` inside ``memory_ops``."""
     return _section_rule(
-        schema,
+        _memory_kernel_schema(),
         lambda v: MemoryKernelSpec(
             bandwidth_bytes_per_s=v["bandwidth"], launch_latency_s=v["launch_latency"]
         ),
@@ -431,8 +435,7 @@ def _memory_kernel_rule() -> Rule:
 
 def _memory_ops_rule() -> Rule:
     schema: Schema = {
-        "bandwidth": _quantity_rule("bandwidth", positive=True),
-        "launch_latency": _quantity_rule("time", positive=False),
+        **_memory_kernel_schema(),
         **{kind: _memory_kernel_rule() for kind in MEMORY_OP_KINDS},
     }
     return _section_rule(
