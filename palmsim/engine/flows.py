@@ -33,7 +33,7 @@ import simpy
 
 from palmsim.engine.records import FlowRecord
 
-__all__ = ["FlowNetwork"]
+__all__ = ["FlowNetwork", "trigger_in"]
 
 # Flows whose computed completion lies within this many seconds of "now" are complete:
 # absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
@@ -47,6 +47,14 @@ _completion_order = operator.attrgetter("finish_s", "flow_id")
 # SimPy processes same-time events by (priority, insertion order), URGENT = 0 and NORMAL = 1;
 # the flush runs after every one of them at its instant, however late it was scheduled.
 _FLUSH_PRIORITY = simpy.events.EventPriority(2)
+
+
+def trigger_in(event: simpy.Event, delay_s: float) -> None:
+    """Trigger ``event`` (successfully, value None) ``delay_s`` from now, as
+    :class:`simpy.Timeout` schedules itself in its constructor: one event, no timer."""
+    event._ok = True
+    event._value = None
+    event.env.schedule(event, delay=delay_s)
 
 
 class _Arrival(simpy.Event):
@@ -380,7 +388,4 @@ class FlowNetwork:
                 microbatch,
             )
         )
-        done = flow.done  # fire it as simpy.Timeout does in its constructor
-        done._ok = True
-        done._value = None
-        self.env.schedule(done, delay=flow.latency_s)
+        trigger_in(flow.done, flow.latency_s)

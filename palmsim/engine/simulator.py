@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import simpy
 
 from palmsim.config.specs import RunSpec
-from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.flows import FlowNetwork, trigger_in
 from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
 from palmsim.errors import SimulationError
 from palmsim.hardware.collectives import RING_STEPS
@@ -626,12 +626,7 @@ class Simulator:
             )
             end = max(end, arrival)
         self._group_end_s[coll.tiles] = end
-        done = coll.done
-
-        def finish(_event: simpy.Event) -> None:
-            done.succeed()
-
-        env.timeout(end - now).callbacks.append(finish)
+        trigger_in(coll.done, end - now)
 
     def _ring(
         self, coll: _Collective, previous: simpy.Event | None
