@@ -225,6 +225,11 @@ class MappingPlan:
         return 1 if self.replicas_reduced else len(self.stage_tiles)
 
     @property
+    def replication(self) -> float:
+        """How many data-parallel replicas each simulated one stands for (1 unless reduced)."""
+        return len(self.stage_tiles) / self.simulated_replicas if self.stage_tiles else 1.0
+
+    @property
     def simulated_tiles(self) -> tuple[int, ...]:
         """The tiles the engine simulates, sorted: all used tiles, or replica 0's."""
         if not self.replicas_reduced:

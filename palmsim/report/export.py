@@ -622,7 +622,9 @@ def write_run(
     if timeline_bin_s is None:
         end_s = float(trace.end_time_s)
         timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
-    timeline = utilization_timeline(trace, chip, timeline_bin_s, tiles=plan.simulated_tiles)
+    timeline = utilization_timeline(
+        trace, chip, timeline_bin_s, tiles=plan.simulated_tiles, replication=plan.replication
+    )
     _write_text(out / "timeline.csv", timeline_csv(timeline))
 
     _write_text(out / "trace.json", _chrome_trace_text(chrome_trace(trace, chip, plan)))

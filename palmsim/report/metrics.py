@@ -360,7 +360,7 @@ def summarize(
     # With symmetric replicas the records are replica 0's, which stands for every replica:
     # per-tile figures come from its tiles, totals are its totals times the replicas.
     simulated = plan.simulated_tiles
-    replication = len(plan.stage_tiles) / plan.simulated_replicas if plan.stage_tiles else 1.0
+    replication = plan.replication
 
     def per_iteration(value: float) -> float:
         return float(value) / iteration_time_s if iteration_time_s > 0 else 0.0

@@ -641,7 +641,9 @@ def utilization(
 
     end_s = float(trace.end_time_s)
     bin_s = end_s / 200 if end_s > 0 else 1.0
-    tl = utilization_timeline(trace, chip, bin_s, tiles=plan.simulated_tiles)
+    tl = utilization_timeline(
+        trace, chip, bin_s, tiles=plan.simulated_tiles, replication=plan.replication
+    )
     unit, scale = _time_unit(end_s)
     mid = (tl["time_start_s"] + tl["time_end_s"]) / 2 * scale
     fig, ax = _new_figure(10.0, 3.5)

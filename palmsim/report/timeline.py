@@ -86,6 +86,7 @@ def utilization_timeline(
     bin_s: float,
     *,
     tiles: Iterable[int] | None = None,
+    replication: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Time-binned compute, NoC and DRAM utilisation of a run.
 
@@ -96,6 +97,9 @@ def utilization_timeline(
         bin_s: bin width [s], > 0.
         tiles: the tiles to average compute over (the plan's used tiles); by default every
             tile with at least one compute record.
+        replication: the replicas each simulated one stands for (``plan.replication``): with
+            symmetric replicas reduced, every other replica's channels carry the image of
+            replica 0's load, so the channel means count it this many times.
 
     Returns:
         ``{column: float64 array of length num_bins}`` with the keys of
@@ -166,7 +170,11 @@ def utilization_timeline(
         "time_end_s": edges[1:].copy(),
         "tile_compute_utilization_mean": compute_mean,
         "noc_link_utilization_max": noc_max,
-        "noc_link_utilization_mean": noc_sum / num_noc if num_noc else np.zeros(num_bins),
+        "noc_link_utilization_mean": (
+            noc_sum * replication / num_noc if num_noc else np.zeros(num_bins)
+        ),
         "dram_bandwidth_utilization_max": dram_max,
-        "dram_bandwidth_utilization_mean": dram_sum / num_dram if num_dram else np.zeros(num_bins),
+        "dram_bandwidth_utilization_mean": (
+            dram_sum * replication / num_dram if num_dram else np.zeros(num_bins)
+        ),
     }

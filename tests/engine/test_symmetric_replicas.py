@@ -16,6 +16,7 @@ import pytest
 from palmsim.api import load_experiment, simulate
 from palmsim.engine.simulator import Simulator
 from palmsim.report.metrics import summarize
+from palmsim.report.timeline import utilization_timeline
 
 T18B = "workloads/t-18b.yaml"
 CASES = {
@@ -85,6 +86,15 @@ def test_reduced_run_equals_full_run(name: str) -> None:
     ):
         assert reduced_summary[k] == pytest.approx(full_summary[k], rel=1e-12), k
     assert reduced_summary["num_tiles_used"] == full_summary["num_tiles_used"]
+    bin_s = full.trace.end_time_s / 50
+    timelines = [
+        utilization_timeline(
+            r.trace, r.chip, bin_s, tiles=r.plan.simulated_tiles, replication=r.plan.replication
+        )
+        for r in (reduced, full)
+    ]
+    for column, values in timelines[1].items():
+        assert timelines[0][column] == pytest.approx(values, rel=1e-9, abs=1e-12), column
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
