@@ -182,6 +182,20 @@ def _dp_overlap(training: Mapping[str, Any]) -> bool:
     return str(training.get("ddp_impl", "torch")).lower() != "local"
 
 
+def _tp_overlap(case: Mapping[str, Any]) -> bool:
+    """Whether the measured run overlapped the backward TP all-reduce with the
+    weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce).
+
+    ``training.tp_overlap`` says so in a file of one's own; the calibration set states it in
+    a case's ``notes`` ("all-reduce overlapped with weight-gradient GEMM in backward", the
+    Korthikanti et al. per-layer rows). Otherwise not: Megatron-LM SC21 had no such overlap.
+    """
+    training = case.get("training") or {}
+    if "tp_overlap" in training:
+        return bool(training["tp_overlap"])
+    return "overlapped with weight-gradient gemm" in str(case.get("notes", "")).lower()
+
+
 def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, Any]]:
     """The experiment of a training-run case: (hardware file, workload file, overrides, flags).
 
@@ -241,6 +255,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         "sequence_parallel": _sequence_parallel(training),
         "virtual_stages": int(system.get("virtual_pipeline_stages", 1) or 1),
         "dp_overlap": _dp_overlap(training),
+        "tp_overlap": _tp_overlap(case),
     }
     return str(hardware), workload, overrides, flags
 

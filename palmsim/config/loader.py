@@ -654,6 +654,7 @@ def _mapping_schema() -> Schema:
         "placement": _str_rule(),
         "partition": _str_rule(),
         "dp_overlap": _bool_rule(),
+        "tp_overlap": _bool_rule(),
         "sequence_parallel": _bool_rule(),
         "zero": _zero_rule(),
         "virtual_stages": _int_rule(),

@@ -297,6 +297,11 @@ class MappingSpec:
     placement: str = _f("placement strategy onto the tile grid, e.g. 'snake'", default="snake")
     partition: str = _f("how layers are split into stages: 'layers' or 'cost'", default="layers")
     dp_overlap: bool = _f("overlap the DP gradient all-reduce with the backward pass", default=True)
+    tp_overlap: bool = _f(
+        "overlap each column-parallel linear's backward TP all-reduce (or reduce-scatter) "
+        "with its weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce)",
+        default=False,
+    )
     virtual_stages: int = _f(
         "model chunks per pipeline stage: > 1 runs Megatron's interleaved 1F1B",
         default=1,

@@ -362,12 +362,18 @@ class Simulator:
             elif isinstance(step, CollectiveStep):
                 group = tp_group if step.group == "tp" else dp_group
                 if len(group) < 2:
+                    if step.overlap is not None:
+                        yield from self._compute(step.overlap, tile, stage, mb, category)
                     continue
-                self._activity[tile] = (stage, category, step, mb, group)
-                start = self.env.now
-                yield self._join(
+                done = self._join(
                     group, tile, step.kind, step.size_bytes, f"{step.group}_{step.kind}", stage, mb
                 )
+                if step.overlap is not None:  # runs while the collective is in flight
+                    self._activity[tile] = (stage, category, step.overlap, mb, ())
+                    yield from self._compute(step.overlap, tile, stage, mb, category)
+                self._activity[tile] = (stage, category, step, mb, group)
+                start = self.env.now  # the tile's wait, after any overlapped compute
+                yield done
                 # IntervalRecord(tile, category, start_s, end_s, stage, microbatch, label,
                 # flop, bytes), positional: the engine's hot path
                 self._intervals.append(

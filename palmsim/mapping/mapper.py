@@ -24,7 +24,8 @@ evenly between reads and writes (an op reads its input and writes its output).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, HardwareSpec, TileSpec
 from palmsim.errors import ConfigError, MappingError
@@ -108,11 +109,13 @@ def _op_time_s(
     tile: TileSpec,
     peak_flop_per_s: float,
     memory: _Memory,
+    part: str = "both",
 ) -> float:
     """One op's time on a tile for one pass (``F`` or ``B``).
 
     - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
-      the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``.
+      the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``
+      (``part``: ``dgrad`` is the first alone, ``wgrad`` the second, ``both`` their sum).
     - A memory-bound op on a tile with ``memory_ops``: one kernel moving all its bytes,
       ``launch latency + bytes / bandwidth`` with the bandwidth and latency of its kind.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
@@ -143,7 +146,9 @@ def _op_time_s(
         # (dA reads B, dB writes the weight gradient).
         if phase == "B":
             half = op.bytes_bwd / 2 + op.weight_bytes
-            return gemm(m, n, k, half) + gemm(k, m, n, half)
+            dgrad_s = gemm(m, n, k, half) if part != "wgrad" else 0.0
+            wgrad_s = gemm(k, m, n, half) if part != "dgrad" else 0.0
+            return dgrad_s + wgrad_s
         return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
     if flop == 0.0 and tile.memory_ops is not None:
         return tile.memory_ops.time_s(op.kind, all_bytes)
@@ -165,17 +170,28 @@ def _cost(
     where: _Placement,
     label: str,
     memory: _Memory,
+    parts: Mapping[str, str] | None = None,
 ) -> ComputeStep:
-    """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic."""
+    """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic.
+
+    ``parts`` (backward only) maps a matmul's name to ``dgrad`` or ``wgrad``: only that one
+    of its two backward products, each half its FLOP and activation bytes; the weight read
+    goes with ``dgrad``, the weight-gradient accumulation with ``wgrad``.
+    """
     compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
     for op in ops:
+        part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
+        weights = op.weight_bytes
         if phase == "B":
             flop, act = op.flop_bwd, op.bytes_bwd
             # Weight-gradient accumulation reads and writes the gradient.
             grad = 2.0 * op.params * grad_bytes_per_param
+            if part == "dgrad":
+                flop, act, grad = flop / 2, act / 2, 0.0
+            elif part == "wgrad":
+                flop, act, weights = flop / 2, act / 2, 0.0
         else:
             flop, act, grad = op.flop_fwd, op.bytes_fwd, 0.0
-        weights = op.weight_bytes
         sram = (
             act * (1 - where.activations)
             + weights * (1 - where.weights)
@@ -186,7 +202,7 @@ def _cost(
         )
         dram_write += act * where.activations / 2 + grad * where.gradients / 2
         compute_s += _op_time_s(
-            op, phase, flop, sram, act + weights + grad, tile, peak_flop_per_s, memory
+            op, phase, flop, sram, act + weights + grad, tile, peak_flop_per_s, memory, part
         )
         flop_total += flop
         sram_total += sram
@@ -357,9 +373,13 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         )
 
         def cost(
-            ops: Iterable[Op], phase: str, label: str, where: _Placement = where
+            ops: Iterable[Op],
+            phase: str,
+            label: str,
+            where: _Placement = where,
+            parts: Mapping[str, str] | None = None,
         ) -> ComputeStep:
-            return _cost(ops, phase, hw.tile, peak, elem, where, label, operands)
+            return _cost(ops, phase, hw.tile, peak, elem, where, label, operands, parts)
 
         def comm(kind: str, nbytes: float, label: str) -> list[Step]:
             if tp == 1 or nbytes <= 0:
@@ -469,8 +489,27 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             for name, bs in reversed(chunk_units):
                 backward.extend(gather(name))
                 for b in reversed(bs):
-                    backward.append(cost(b.ops, "B", f"{name}.{b.name}"))
-                    backward.extend(comm("allreduce", b.allreduce_bwd_bytes, f"{name}.{b.name}.ar"))
+                    label = f"{name}.{b.name}"
+                    reduce = comm("allreduce", b.allreduce_bwd_bytes, f"{label}.ar")
+                    # tp_overlap: the column-parallel linear (the block's first weight GEMM)
+                    # all-reduces its input gradient while its weight gradient is computed
+                    # (Megatron-LM's async TP all-reduce, LinearWithGradAccumulationAndAsync
+                    # Communication in megatron/core/tensor_parallel/layers.py).
+                    column = next(
+                        (op for op in b.ops if op.kind == "matmul" and op.params > 0), None
+                    )
+                    if not (mapping.tp_overlap and reduce and column is not None):
+                        backward.append(cost(b.ops, "B", label))
+                        backward.extend(reduce)
+                        continue
+                    backward.append(cost(b.ops, "B", label, parts={column.name: "dgrad"}))
+                    wgrad = cost(
+                        [column], "B", f"{label}.{column.name}.wgrad", parts={column.name: "wgrad"}
+                    )
+                    first = reduce[0]
+                    assert isinstance(first, CollectiveStep)
+                    backward.append(dataclasses.replace(first, overlap=wgrad))
+                    backward.extend(reduce[1:])
                 if dp > 1 and unit_params[name] > 0:
                     backward.append(
                         GradBucketReady(

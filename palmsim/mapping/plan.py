@@ -58,6 +58,9 @@ class CollectiveStep:
     kind: str
     size_bytes: float
     group: str = "tp"
+    # Runs on the tile while the collective is in flight (the weight-gradient GEMM under
+    # mapping.tp_overlap); the tile then waits for the collective to finish.
+    overlap: ComputeStep | None = None
 
 
 @dataclass(frozen=True, slots=True)

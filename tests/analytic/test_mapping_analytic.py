@@ -144,3 +144,43 @@ def test_data_parallel_allreduce_without_overlap_adds_the_ring_cost():
     overlapped = replace(two, mapping=replace(two.mapping, dp_overlap=True))
     _, t_overlap = _run(overlapped)
     assert t_one.end_time_s < t_overlap.end_time_s < t_two.end_time_s
+
+
+def test_tp_overlap_splits_the_column_parallel_backward_exactly() -> None:
+    """mapping.tp_overlap moves each block's column-parallel weight-gradient GEMM (qkv, fc1)
+    into the backward all-reduce, as Megatron-LM's async TP all-reduce does: each block's
+    backward and its wgrad add up to the unsplit backward in FLOP and, with the A100's GEMM
+    model (two backward products, each its own kernel), in time; wgrad is half the GEMM's
+    backward FLOP."""
+    from palmsim.api import load_experiment
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.mapper import map_workload
+    from palmsim.mapping.plan import CollectiveStep, ComputeStep
+
+    def backward(overlap: bool):
+        exp = load_experiment(
+            "hw_configs/dgx-a100-superpod.yaml",
+            "workloads/t-18b.yaml",
+            overrides=["model.num_hidden_layers=1", "training.global_batch_size=1"],
+            mapping_flags={"pp": 1, "tp": 8, "dp": 1, "micro_batch_size": 1, "tp_overlap": overlap},
+        )
+        return map_workload(exp, Chip.from_spec(exp.hardware)).programs[0].backward
+
+    plain, split = backward(False), backward(True)
+    overlapped = [s for s in split if isinstance(s, CollectiveStep) and s.overlap is not None]
+    assert [s.overlap.label for s in overlapped] == ["L0.mlp.fc1.wgrad", "L0.attn.qkv.wgrad"]
+    assert not any(isinstance(s, CollectiveStep) and s.overlap for s in plain)
+
+    def totals(steps):
+        computes = [s for s in steps if isinstance(s, ComputeStep)]
+        computes += [s.overlap for s in steps if isinstance(s, CollectiveStep) and s.overlap]
+        return sum(c.flop for c in computes), sum(c.compute_time_s for c in computes)
+
+    flop_plain, time_plain = totals(plain)
+    flop_split, time_split = totals(split)
+    assert flop_split == pytest.approx(flop_plain, rel=1e-12)
+    assert time_split == pytest.approx(time_plain, rel=1e-12)
+    # T-18B: h = 6144, fc1 is 4h wide; per TP-8 tile and micro-batch of 1 x 2048 tokens its
+    # wgrad is 2 * tokens * h * 4h/8 FLOP
+    tokens, h = 2048, 6144
+    assert overlapped[0].overlap.flop == pytest.approx(2 * tokens * h * 4 * h / 8, rel=1e-12)

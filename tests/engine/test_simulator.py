@@ -212,3 +212,24 @@ def test_a_private_hbm_port_shares_read_and_write_max_min(compute_s, read, write
     assert ends[write >= read] == pytest.approx((read + write) / bw + lat, rel=1e-12)
     (forward,) = [r for r in trace.intervals if r.category == "forward"]
     assert forward.end_s == pytest.approx(max(compute_s, (read + write) / bw + lat), rel=1e-12)
+
+
+@pytest.mark.parametrize("compute_s", [0.5e-3, 5e-3])
+def test_a_compute_step_overlapping_a_collective_hides_it(compute_s):
+    """An all-reduce of 64 MB on a ring of 4 (100 GB/s, 1 µs hops) lasts
+    T = 2·3/4·S/B + 6 µs = 0.966 ms. With a compute step of c run while it is in flight
+    (tp_overlap's weight-gradient GEMM), the pass ends at max(c, T) and the tile's recorded
+    wait is what the compute did not hide, max(0, T - c)."""
+    n, size, bw, alpha = 4, 64e6, 100e9, 1e-6
+    chip = RingChip(n, bw, alpha)
+    ring_s = 2 * (n - 1) / n * size / bw + 2 * (n - 1) * alpha
+    step = CollectiveStep("ar", "allreduce", size, overlap=_compute("wgrad", compute_s))
+    trace = Simulator(chip, _plan([_forward_only(step)], ((tuple(range(n)),),), 1, chip=chip)).run()
+    assert trace.end_time_s == pytest.approx(max(compute_s, ring_s), rel=1e-9)
+    waits = [r for r in trace.intervals if r.category == "comm" and r.tile == 0]
+    assert sum(r.end_s - r.start_s for r in waits) == pytest.approx(
+        max(0.0, ring_s - compute_s), rel=1e-9, abs=1e-15
+    )
+    assert [r.label for r in trace.intervals if r.tile == 0 and r.category == "forward"] == [
+        "wgrad"
+    ]

@@ -303,6 +303,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "placement": "snake",
         "partition": "layers",
         "dp_overlap": True,
+        "tp_overlap": False,
         "virtual_stages": 1,
         "zero": 0,
         "sequence_parallel": False,

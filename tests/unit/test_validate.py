@@ -43,6 +43,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "sequence_parallel": False,
         "virtual_stages": 1,
         "dp_overlap": True,  # ddp_impl: torch reduces buckets during the backward
+        "tp_overlap": False,  # SC21's Megatron-LM had no asynchronous TP all-reduce
     }
     for expected in (
         "model.hidden_size=6144",
@@ -160,3 +161,13 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     assert "hw.cluster.num_nodes=192" in overrides
     # ddp_impl: local all-reduces the gradients after the whole backward pass
     assert flags["dp_overlap"] is False
+
+
+def test_tp_overlap_comes_from_the_case() -> None:
+    """Korthikanti's per-layer rows say in their notes that the backward all-reduce overlaps
+    the weight-gradient GEMM; a user's case may say so with training.tp_overlap."""
+    layer = _case("korthikanti22_t4_22B_layer_baseline_no_recompute")
+    assert case_setup(layer)[3]["tp_overlap"] is True
+    own = {**layer, "notes": "", "training": {**layer["training"], "tp_overlap": False}}
+    assert case_setup(own)[3]["tp_overlap"] is False
+    assert case_setup({**layer, "notes": ""})[3]["tp_overlap"] is False
