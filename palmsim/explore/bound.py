@@ -72,18 +72,26 @@ def _steps_lower_bound_s(
     read_bw = _narrowest_bandwidth(chip, read_route)
     write_bw = _narrowest_bandwidth(chip, write_route)
     port_bw = chip.channels[chip.dram_ports[port].channel].bandwidth_bytes_per_s
+
+    def compute_s(step: ComputeStep) -> float:
+        r, w = step.dram_read_bytes, step.dram_write_bytes
+        return max(step.compute_time_s, r / read_bw, w / write_bw, (r + w) / port_bw)
+
     total = 0.0
     for step in steps:
         if isinstance(step, ComputeStep):
-            r, w = step.dram_read_bytes, step.dram_write_bytes
-            total += max(step.compute_time_s, r / read_bw, w / write_bw, (r + w) / port_bw)
+            total += compute_s(step)
         elif isinstance(step, CollectiveStep):  # blocking: the tile waits for the ring
-            total += _ring_lower_bound_s(chip, groups[step.group], step.kind, step.size_bytes)
+            ring_s = _ring_lower_bound_s(chip, groups[step.group], step.kind, step.size_bytes)
+            # a compute step overlapping the collective runs alongside it (tp_overlap)
+            total += max(ring_s, compute_s(step.overlap)) if step.overlap else ring_s
     return total
 
 
 def _dram_bytes(steps: Sequence[Step]) -> float:
-    return sum(s.dram_read_bytes + s.dram_write_bytes for s in steps if isinstance(s, ComputeStep))
+    computes = [s for s in steps if isinstance(s, ComputeStep)]
+    computes += [s.overlap for s in steps if isinstance(s, CollectiveStep) and s.overlap]
+    return sum(s.dram_read_bytes + s.dram_write_bytes for s in computes)
 
 
 def iteration_lower_bound_s(plan: MappingPlan, chip: Chip) -> float:

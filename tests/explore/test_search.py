@@ -46,6 +46,7 @@ def _random_cases(n: int) -> list[dict]:
                     "placement": str(rng.choice(["snake", "row_major"])),
                     "zero": int(rng.choice([0, 1, 3])),
                     "sequence_parallel": bool(rng.integers(2)),
+                    "tp_overlap": bool(rng.integers(2)),
                 },
                 "batch": m * mbs * dp,
             }
