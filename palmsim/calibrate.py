@@ -273,6 +273,10 @@ def calibrate(
     Raises:
         ConfigError: a case is missing or lacks the columns, or a needed number is unknown.
     """
+    if gemm_max_efficiency is not None and not 0 < gemm_max_efficiency <= 1:
+        raise ConfigError.single(
+            "command line", "--gemm-max-efficiency", gemm_max_efficiency, "a ratio in (0, 1]"
+        )
     cases = _cases_by_id(path)
     elem = DTYPE_BYTES[dtype]
     gemm = memory = allreduce = None

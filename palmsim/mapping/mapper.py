@@ -498,18 +498,21 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                     column = next(
                         (op for op in b.ops if op.kind == "matmul" and op.params > 0), None
                     )
-                    if not (mapping.tp_overlap and reduce and column is not None):
+                    if mapping.tp_overlap and reduce and column is not None:
+                        backward.append(cost(b.ops, "B", label, parts={column.name: "dgrad"}))
+                        wgrad = cost(
+                            [column],
+                            "B",
+                            f"{label}.{column.name}.wgrad",
+                            parts={column.name: "wgrad"},
+                        )
+                        first = reduce[0]
+                        assert isinstance(first, CollectiveStep)
+                        backward.append(dataclasses.replace(first, overlap=wgrad))
+                        backward.extend(reduce[1:])
+                    else:
                         backward.append(cost(b.ops, "B", label))
                         backward.extend(reduce)
-                        continue
-                    backward.append(cost(b.ops, "B", label, parts={column.name: "dgrad"}))
-                    wgrad = cost(
-                        [column], "B", f"{label}.{column.name}.wgrad", parts={column.name: "wgrad"}
-                    )
-                    first = reduce[0]
-                    assert isinstance(first, CollectiveStep)
-                    backward.append(dataclasses.replace(first, overlap=wgrad))
-                    backward.extend(reduce[1:])
                 if dp > 1 and unit_params[name] > 0:
                     backward.append(
                         GradBucketReady(

@@ -228,6 +228,16 @@ def test_calibrate_rejects_an_unknown_memory_kind() -> None:
         calibrate(MEASUREMENTS, hw, memory_cases=["softmaxx=llmcompass_a100_softmax_fp16"])
 
 
+def test_calibrate_cli_rejects_a_max_efficiency_outside_0_1(capsys) -> None:
+    code = main(
+        ["calibrate", "--hw", A100, "--gemm", "llmcompass_a100_gemm_fp16",
+         "--gemm-max-efficiency", "87"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--gemm-max-efficiency" in err and "87" in err and "(0, 1]" in err
+
+
 def test_calibrate_cli_prints_config_yaml(capsys) -> None:
     args = ["calibrate", MEASUREMENTS, "--hw", A100, "--allreduce", "llmcompass_a100x4_allreduce"]
     assert main(args) == 0
