@@ -116,8 +116,9 @@ def _op_time_s(
     - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
       the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``
       (``part``: ``dgrad`` is the first alone, ``wgrad`` the second, ``both`` their sum).
-    - A memory-bound op on a tile with ``memory_ops``: one kernel moving all its bytes,
-      ``launch latency + bytes / bandwidth`` with the bandwidth and latency of its kind.
+    - A memory-bound op on a tile with ``memory_ops``: its kernels of the pass moving all its
+      bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
+      of its kind (a fused op's pass launches none and takes no time).
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel).
     """
@@ -151,7 +152,8 @@ def _op_time_s(
             return dgrad_s + wgrad_s
         return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
     if flop == 0.0 and tile.memory_ops is not None:
-        return tile.memory_ops.time_s(op.kind, all_bytes)
+        kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
+        return tile.memory_ops.time_s(op.kind, all_bytes, kernels)
     return op_time_s(
         flop,
         sram_bytes,

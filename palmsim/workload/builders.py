@@ -34,6 +34,8 @@ from palmsim.workload.ops import (
     LOSS_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
     Op,
+    bias_cost,
+    copy_cost,
     dropout_cost,
     elementwise_cost,
     embedding_cost,
@@ -267,6 +269,8 @@ class _LayerShape:
 _REPLICATED_OPS = (
     "norm1",
     "norm2",
+    "out_bias",
+    "fc2_bias",
     "out_dropout",
     "mlp_dropout",
     "attn_residual",
@@ -400,13 +404,26 @@ def _attention_ops(
             saved_bytes=act_bytes,
         )
     )
+    qkv_bytes = e * n_tok * qkv_width
+    qkv_source = "qkv"
+    if bias:
+        # PyTorch's linear on the 3-D [s, b, h] input adds the bias in its own kernel.
+        qkv_bias = bias_cost(n_tok * qkv_width, dtype_bytes=e)
+        ops.append(make_op("qkv_bias", "bias", qkv_bias, dtype_bytes=e))
+        edges.append(("qkv", "qkv_bias", qkv_bytes))
+        qkv_source = "qkv_bias"
+    # Q, K and V are torch.split views of the fused projection's output (Megatron-LM's
+    # split_tensor_along_last_dim); the backward assembles their gradients with a cat.
+    split = copy_cost(n_tok * qkv_width, dtype_bytes=e, forward=False, backward=True)
+    ops.append(make_op("qkv_split", "copy", split, dtype_bytes=e))
+    edges.append((qkv_source, "qkv_split", qkv_bytes))
     qk_bytes = e * n_tok * (q_width + kv_width)
-    qk_source = "qkv"
+    qk_source = "qkv_split"
     if model.position_embedding == "rope":
         # Rotary embedding of Q and K: memory-bound; its backward needs no saved tensor.
         rope = elementwise_cost(n_tok * (q_width + kv_width), dtype_bytes=e, num_saved=0)
         ops.append(make_op("rope", "elementwise", rope, dtype_bytes=e))
-        edges.append(("qkv", "rope", qk_bytes))
+        edges.append(("qkv_split", "rope", qk_bytes))
         qk_source = "rope"
     # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
     # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
@@ -470,6 +487,10 @@ def _attention_ops(
             recompute_selective=True,
         )
     )
+    # The context [b·a/t, s, d] is permuted to [s, b, a/t·d] by a .contiguous() copy, recomputed
+    # with the attention core; its backward is a view.
+    layout = copy_cost(n_tok * q_width, dtype_bytes=e)
+    ops.append(make_op("context_layout", "copy", layout, dtype_bytes=e, recompute_selective=True))
     # Row-parallel output projection: (a/t)·d → h; keeps its input, 2sbh/t. Its bias is added
     # after the all-reduce, so it is replicated.
     out_proj = matmul_cost(n_tok, q_width, h, dtype_bytes=e, has_weight=True)
@@ -483,17 +504,19 @@ def _attention_ops(
             saved_bytes=e * n_tok * q_width,
         )
     )
-    out_source = _residual_dropout(model, shape, "out_proj", "out_dropout", ops, edges)
-    ops.append(_residual_add("attn_residual", shape))
+    out_source = _row_parallel_bias(model, shape, "out_proj", "out_bias", ops, edges)
+    out_source = _residual_dropout(model, shape, out_source, "out_dropout", ops, edges)
+    ops.append(_residual_add("attn_residual", shape, fused=out_source == "out_dropout"))
     edges += [
         (BLOCK_INPUT, "norm1", act_bytes),
         (BLOCK_INPUT, "attn_residual", act_bytes),
         ("norm1", "qkv", act_bytes),
         (qk_source, "scores", qk_bytes),
-        ("qkv", "context", v_bytes),
+        ("qkv_split", "context", v_bytes),
         ("scores", "softmax", att_bytes),
         (probs_source, "context", att_bytes),
-        ("context", "out_proj", e * n_tok * q_width),
+        ("context", "context_layout", e * n_tok * q_width),
+        ("context_layout", "out_proj", e * n_tok * q_width),
         (out_source, "attn_residual", act_bytes),
     ]
     return tuple(ops), tuple(edges)
@@ -534,6 +557,14 @@ def _mlp_ops(
             saved_bytes=act_bytes,
         )
     )
+    fc1_source = "fc1"
+    if bias:
+        # GeLU: Megatron-LM's bias-GeLU fusion adds the bias inside the activation's kernel;
+        # SwiGLU adds it in a kernel of its own first.
+        fc1_bias = bias_cost(n_tok * fc1_width, dtype_bytes=e, fused=not gated)
+        ops.append(make_op("fc1_bias", "bias", fc1_bias, dtype_bytes=e))
+        edges.append(("fc1", "fc1_bias", e * n_tok * fc1_width))
+        fc1_source = "fc1_bias"
     num_inputs = 2 if gated else 1  # SwiGLU silu(gate)·up; GeLU of one input
     act_name = "swiglu" if gated else "gelu"
     activation = elementwise_cost(n_tok * inner_t, dtype_bytes=e, num_inputs=num_inputs)
@@ -558,17 +589,40 @@ def _mlp_ops(
             saved_bytes=e * n_tok * inner_t,
         )
     )
-    out_source = _residual_dropout(model, shape, "fc2", "mlp_dropout", ops, edges)
-    ops.append(_residual_add("mlp_residual", shape))
+    out_source = _row_parallel_bias(model, shape, "fc2", "fc2_bias", ops, edges)
+    out_source = _residual_dropout(model, shape, out_source, "mlp_dropout", ops, edges)
+    ops.append(_residual_add("mlp_residual", shape, fused=out_source == "mlp_dropout"))
     edges += [
         (BLOCK_INPUT, "norm2", act_bytes),
         (BLOCK_INPUT, "mlp_residual", act_bytes),
         ("norm2", "fc1", act_bytes),
-        ("fc1", act_name, e * n_tok * fc1_width),
+        (fc1_source, act_name, e * n_tok * fc1_width),
         (act_name, "fc2", e * n_tok * inner_t),
         (out_source, "mlp_residual", act_bytes),
     ]
     return tuple(ops), tuple(edges)
+
+
+def _row_parallel_bias(
+    model: ModelSpec,
+    shape: _LayerShape,
+    source: str,
+    name: str,
+    ops: list[Op],
+    edges: list[tuple[str, str, float]],
+) -> str:
+    """Append the bias of a row-parallel projection after ``source`` if the model has biases.
+
+    Megatron-LM adds it after the all-reduce (``skip_bias_add``), inside the fused
+    bias-dropout-add, so it is replicated on every tile and its forward launches nothing; its
+    backward reduces the ``b·s·h`` gradient. Returns the op the residual path continues from.
+    """
+    if not model.use_bias:
+        return source
+    cost = bias_cost(shape.n_tok * shape.h, dtype_bytes=shape.e, fused=True)
+    ops.append(make_op(name, "bias", cost, dtype_bytes=shape.e))
+    edges.append((source, name, shape.act_bytes))
+    return name
 
 
 def _residual_dropout(
@@ -581,13 +635,14 @@ def _residual_dropout(
 ) -> str:
     """Append the residual dropout after ``source`` if ``hidden_dropout > 0``.
 
-    It keeps its 1-byte mask, ``sbh``, replicated on every tile. Returns the op whose output
-    goes into the residual add.
+    It is Megatron-LM's fused bias-dropout-add (:func:`dropout_cost` with ``residual``): its
+    forward kernel also does the residual add. It keeps its 1-byte mask, ``sbh``, replicated
+    on every tile. Returns the op whose output goes into the residual add.
     """
     if model.hidden_dropout <= 0:
         return source
     elements = shape.n_tok * shape.h
-    cost = dropout_cost(elements, dtype_bytes=shape.e)
+    cost = dropout_cost(elements, dtype_bytes=shape.e, residual=True)
     ops.append(
         make_op(
             name,
@@ -601,9 +656,15 @@ def _residual_dropout(
     return name
 
 
-def _residual_add(name: str, shape: _LayerShape) -> Op:
-    """The residual add of a block's output to its input; keeps nothing."""
-    cost = elementwise_cost(shape.n_tok * shape.h, dtype_bytes=shape.e, num_inputs=2, num_saved=0)
+def _residual_add(name: str, shape: _LayerShape, *, fused: bool) -> Op:
+    """The residual add of a block's output to its input; keeps nothing.
+
+    ``fused``: its forward runs inside the fused bias-dropout-add before it. Its backward is
+    where the residual path's gradient and the block's input gradient are summed.
+    """
+    cost = elementwise_cost(
+        shape.n_tok * shape.h, dtype_bytes=shape.e, num_inputs=2, num_saved=0, fused_forward=fused
+    )
     return make_op(name, "elementwise", cost, dtype_bytes=shape.e)
 
 

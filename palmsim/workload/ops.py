@@ -10,12 +10,17 @@ Conventions, shared by every kind:
 - FLOP count multiply and add separately, so a matmul of ``(m, k) @ (k, n)`` is ``2·m·k·n``
   FLOP (Narayanan et al. SC21, Appendix: "a m×k by k×n matmul needs 2mkn FLOPs").
 - Only matrix multiplications have FLOP. Norms, softmax, dropout, elementwise activations,
-  embedding gathers and the loss are memory-bound on every machine palmsim models, so palmsim
-  charges them their bytes and 0 FLOP. There are deliberately no per-element FLOP constants.
+  biases, layout copies, embedding gathers and the loss are memory-bound on every machine
+  palmsim models, so palmsim charges them their bytes and 0 FLOP. There are deliberately no
+  per-element FLOP constants.
 - ``bytes_*`` are activation bytes read plus written by the op. Weights are never in them: an
   op's weights are :attr:`Op.weight_bytes`, read once by the forward and once by the backward;
   the weight-gradient the backward writes has the same size and is accounted by the mapper
   with the gradient memory.
+- Ops are the kernels a GPU framework runs: Megatron-LM's GPT layer with its default fusions
+  (masked softmax, bias-GeLU, bias-dropout-add) and PyTorch's layout copies and bias
+  kernels. An op counts the kernels each pass launches (``kernels_fwd``/``kernels_bwd``,
+  each paying a launch latency on a GPU); work fused into another op's kernel counts none.
 - Tensors are ``e`` bytes per element (``e = DTYPE_BYTES[dtype]``). Dropout masks are 1 byte
   per element (Korthikanti et al. 2022, Sec 4.1). The cross-entropy keeps fp32 values.
 
@@ -37,6 +42,8 @@ __all__ = [
     "OPS",
     "Op",
     "OpCost",
+    "bias_cost",
+    "copy_cost",
     "dropout_cost",
     "elementwise_cost",
     "embedding_cost",
@@ -68,6 +75,9 @@ class OpCost:
         gemm_shape: ``(batch, m, k, n)`` of a matrix multiplication's forward
             ``C[m, n] = A[m, k] @ B[k, n]`` (``batch`` products), for shape-dependent GEMM
             efficiency; None for other ops.
+        kernels_fwd: GPU kernels the forward of a memory-bound op launches; 0 when its work
+            is fused into another op's kernel [count].
+        kernels_bwd: the same for the backward [count].
     """
 
     flop_fwd: float
@@ -75,6 +85,8 @@ class OpCost:
     bytes_fwd: float
     bytes_bwd: float
     gemm_shape: tuple[float, float, float, float] | None = None
+    kernels_fwd: int = 1
+    kernels_bwd: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +122,8 @@ class Op:
             selective recompute.
         is_gemm: the op is a matrix multiplication counted in model FLOPs.
         gemm_shape: ``(batch, m, k, n)`` of the forward product (see :class:`OpCost`).
+        kernels_fwd: kernels the forward of a memory-bound op launches (see :class:`OpCost`).
+        kernels_bwd: kernels its backward launches.
     """
 
     name: str
@@ -125,6 +139,8 @@ class Op:
     recompute_selective: bool
     is_gemm: bool
     gemm_shape: tuple[float, float, float, float] | None = None
+    kernels_fwd: int = 1
+    kernels_bwd: int = 1
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -176,12 +192,58 @@ def matmul_cost(
 def norm_cost(num_tokens: float, hidden: float, *, dtype_bytes: float) -> OpCost:
     """LayerNorm or RMSNorm over ``num_tokens`` rows of width ``hidden``; memory-bound, 0 FLOP.
 
-    fwd reads the input and writes the output: ``2·e·N·h``. bwd reads the saved input and the
-    output gradient and writes the input gradient: ``3·e·N·h`` (the per-row statistics are
-    ``O(N)`` and ignored; the norm's own weights are :attr:`Op.weight_bytes`).
+    fwd is one kernel reading the input and writing the output: ``2·e·N·h``. bwd is the fused
+    layer-norm gradient of apex and Megatron-LM (``layer_norm_cuda_kernel.cu``,
+    ``HostLayerNormGradient``), three kernels: ``cuComputePartGradGammaBeta`` reads the
+    output gradient and the saved input for partial weight-gradient sums,
+    ``cuComputeGradGammaBeta`` reduces those partials (``O(h)``), and ``cuComputeGradInput``
+    reads both again and writes the input gradient: ``5·e·N·h``. The per-row statistics are
+    ``O(N)`` and ignored; the norm's own weights are :attr:`Op.weight_bytes`.
     """
     elements = num_tokens * hidden
-    return OpCost(0.0, 0.0, 2.0 * dtype_bytes * elements, 3.0 * dtype_bytes * elements)
+    return OpCost(
+        0.0, 0.0, 2.0 * dtype_bytes * elements, 5.0 * dtype_bytes * elements, kernels_bwd=3
+    )
+
+
+@OPS.register("bias")
+def bias_cost(num_elements: float, *, dtype_bytes: float, fused: bool = False) -> OpCost:
+    """A linear layer's bias over its ``num_elements`` outputs; memory-bound, 0 FLOP.
+
+    fwd: PyTorch's ``linear`` on a 3-D input runs the matmul and then ``output += bias``
+    (``torch/nn/functional.py``), one kernel reading and writing the output, ``2·e·n``.
+    ``fused``: the bias is added inside the next elementwise kernel instead (Megatron-LM's
+    ``skip_bias_add`` with its bias-GeLU and bias-dropout-add fusions), so the forward
+    launches nothing and moves nothing beyond that kernel's bytes.
+    bwd: the bias gradient is the output gradient summed over the tokens (autograd reduces a
+    broadcast operand's gradient), one reduction kernel reading it, ``e·n``.
+    """
+    if fused:
+        return OpCost(0.0, 0.0, 0.0, dtype_bytes * num_elements, kernels_fwd=0)
+    return OpCost(0.0, 0.0, 2.0 * dtype_bytes * num_elements, dtype_bytes * num_elements)
+
+
+@OPS.register("copy")
+def copy_cost(
+    num_elements: float, *, dtype_bytes: float, forward: bool = True, backward: bool = False
+) -> OpCost:
+    """A layout copy of ``num_elements``: one kernel reading and writing each, ``2·e·n``.
+
+    Examples: ``.contiguous()`` of a permuted view in the forward (Megatron-LM's attention
+    context, ``[b, a, s, d] -> [s, b, a, d]``), whose backward is a view; or the ``cat``
+    that assembles the gradients of views made by ``torch.split`` in the backward (the Q, K
+    and V of the fused QKV projection), whose forward is a view. A pass that only makes views
+    launches nothing.
+    """
+    copied = 2.0 * dtype_bytes * num_elements
+    return OpCost(
+        0.0,
+        0.0,
+        copied if forward else 0.0,
+        copied if backward else 0.0,
+        kernels_fwd=int(forward),
+        kernels_bwd=int(backward),
+    )
 
 
 @OPS.register("softmax")
@@ -196,15 +258,22 @@ def softmax_cost(num_elements: float, *, dtype_bytes: float) -> OpCost:
 
 
 @OPS.register("dropout")
-def dropout_cost(num_elements: float, *, dtype_bytes: float) -> OpCost:
+def dropout_cost(num_elements: float, *, dtype_bytes: float, residual: bool = False) -> OpCost:
     """Dropout over ``num_elements``, keeping a 1-byte mask; memory-bound, 0 FLOP.
 
     fwd reads the input (``e·n``), writes the output (``e·n``) and the mask (``1·n``). bwd
     reads the mask and the output gradient and writes the input gradient: also
     ``(2·e + 1)·n`` (mask size from Korthikanti et al. 2022, Sec 4.1).
+
+    ``residual``: Megatron-LM's fused bias-dropout-add (``bias_dropout_add_fused_train``, a
+    TorchScript function whose dropout the CUDA fuser lowers to ``rand_like(x) < 1 - p``
+    with a bool mask, PyTorch ``symbolic_script.cpp``): the one forward kernel also reads the
+    residual and writes the sum instead of the dropout output, ``(3·e + 1)·n``. Its backward
+    is the plain dropout backward; the residual's gradient is the incoming one.
     """
-    per_element = 2.0 * dtype_bytes + MASK_BYTES_PER_ELEMENT
-    return OpCost(0.0, 0.0, per_element * num_elements, per_element * num_elements)
+    per_element_bwd = 2.0 * dtype_bytes + MASK_BYTES_PER_ELEMENT
+    per_element_fwd = per_element_bwd + (dtype_bytes if residual else 0.0)
+    return OpCost(0.0, 0.0, per_element_fwd * num_elements, per_element_bwd * num_elements)
 
 
 @OPS.register("elementwise")
@@ -214,6 +283,7 @@ def elementwise_cost(
     dtype_bytes: float,
     num_inputs: int = 1,
     num_saved: int | None = None,
+    fused_forward: bool = False,
 ) -> OpCost:
     """An elementwise op with ``num_inputs`` inputs and one output of ``num_elements``; 0 FLOP.
 
@@ -225,16 +295,18 @@ def elementwise_cost(
         dtype_bytes: bytes per element ``e`` [B].
         num_inputs: input tensors.
         num_saved: input tensors the backward re-reads; defaults to ``num_inputs``.
+        fused_forward: the forward runs inside the previous op's kernel (e.g. the residual
+            add of Megatron-LM's fused bias-dropout-add): no kernel, no bytes of its own.
 
     Returns:
-        fwd ``e·n·(num_inputs + 1)`` (read the inputs, write the output); bwd
-        ``e·n·(num_saved + 1 + num_inputs)`` (read the saved tensors and the output gradient,
-        write one gradient per input).
+        fwd ``e·n·(num_inputs + 1)`` (read the inputs, write the output), or nothing when
+        fused; bwd ``e·n·(num_saved + 1 + num_inputs)`` (read the saved tensors and the
+        output gradient, write one gradient per input).
     """
     saved = num_inputs if num_saved is None else num_saved
-    bytes_fwd = dtype_bytes * num_elements * (num_inputs + 1)
+    bytes_fwd = 0.0 if fused_forward else dtype_bytes * num_elements * (num_inputs + 1)
     bytes_bwd = dtype_bytes * num_elements * (saved + 1 + num_inputs)
-    return OpCost(0.0, 0.0, bytes_fwd, bytes_bwd)
+    return OpCost(0.0, 0.0, bytes_fwd, bytes_bwd, kernels_fwd=0 if fused_forward else 1)
 
 
 @OPS.register("embedding")
@@ -314,4 +386,6 @@ def make_op(
         recompute_selective=recompute_selective,
         is_gemm=kind == "matmul",
         gemm_shape=cost.gemm_shape,
+        kernels_fwd=cost.kernels_fwd,
+        kernels_bwd=cost.kernels_bwd,
     )

@@ -83,15 +83,62 @@ def test_gpt_layer_op_order() -> None:
     assert attn.op_names == (
         "norm1",
         "qkv",
+        "qkv_bias",
+        "qkv_split",
         "scores",
         "softmax",
         "attn_dropout",
         "context",
+        "context_layout",
         "out_proj",
+        "out_bias",
         "out_dropout",
         "attn_residual",
     )
-    assert mlp.op_names == ("norm2", "fc1", "gelu", "fc2", "mlp_dropout", "mlp_residual")
+    assert mlp.op_names == (
+        "norm2",
+        "fc1",
+        "fc1_bias",
+        "gelu",
+        "fc2",
+        "fc2_bias",
+        "mlp_dropout",
+        "mlp_residual",
+    )
+
+
+def test_gpt_layer_memory_kernels_follow_megatron() -> None:
+    """The memory-bound kernels of a Megatron-LM GPT layer, b = 1, t = 1, e = 2.
+
+    With n = s·h elements of a hidden tensor and A = a·s² of the attention scores, per pass
+    (bytes, kernels): norm fwd (2·2n, 1), bwd apex's (5·2n, 3); QKV bias ``+=`` (2·2·3n, 1),
+    its gradient reduction (2·3n, 1); the Q/K/V split is a view, its backward a cat
+    (2·2·3n, 1); softmax (2·2A, 1) and (3·2A, 1); attention dropout (5A, 1) each way; the
+    context's .contiguous() (2·2n, 1) forward only; the row biases fuse into the
+    bias-dropout-add, which reads x and the residual and writes the sum and a mask (7n, 1),
+    and whose backward is the dropout's (5n, 1) plus the bias reduction (2n, 1) and the
+    residual gradient sum (3·2n, 1); fc1's bias fuses into GeLU (2·2·4n, 1), (3·2·4n, 1),
+    and its gradient reduction reads 2·4n.
+    """
+    s, h, a = 2048, 6144, 48
+    n, big_a = s * h, a * s * s
+    attn, mlp = layer_blocks(GPT, TRAIN, 1, 1)
+
+    def memory(block):
+        ops = [op for op in block.ops if not op.is_gemm]
+        return (
+            sum(op.bytes_fwd for op in ops),
+            sum(op.bytes_bwd for op in ops),
+            sum(op.kernels_fwd for op in ops),
+            sum(op.kernels_bwd for op in ops),
+        )
+
+    attn_fwd = 4 * n + 12 * n + 4 * big_a + 5 * big_a + 4 * n + 7 * n
+    attn_bwd = 10 * n + 6 * n + 12 * n + 6 * big_a + 5 * big_a + 2 * n + 5 * n + 6 * n
+    assert memory(attn) == (attn_fwd, attn_bwd, 6, 10)
+    mlp_fwd = 4 * n + 16 * n + 7 * n
+    mlp_bwd = 10 * n + 8 * n + 24 * n + 2 * n + 5 * n + 6 * n
+    assert memory(mlp) == (mlp_fwd, mlp_bwd, 3, 8)
 
 
 def test_llama_layer_has_rope_swiglu_and_no_dropout() -> None:
@@ -99,10 +146,12 @@ def test_llama_layer_has_rope_swiglu_and_no_dropout() -> None:
     assert attn.op_names == (
         "norm1",
         "qkv",
+        "qkv_split",
         "rope",
         "scores",
         "softmax",
         "context",
+        "context_layout",
         "out_proj",
         "attn_residual",
     )
@@ -182,24 +231,30 @@ def test_korthikanti_breakdown_per_op() -> None:
     assert saved == {
         "norm1": 2 * sbh,
         "qkv": 2 * sbh,
+        "qkv_bias": 0,
+        "qkv_split": 0,
         "scores": 4 * sbh,
         "softmax": 2 * as2b,
         "attn_dropout": as2b,
         "context": 2 * as2b + 2 * sbh,
+        "context_layout": 0,
         "out_proj": 2 * sbh,
+        "out_bias": 0,
         "out_dropout": sbh,
         "attn_residual": 0,
         "norm2": 2 * sbh,
         "fc1": 2 * sbh,
+        "fc1_bias": 0,
         "gelu": 8 * sbh,
         "fc2": 8 * sbh,
+        "fc2_bias": 0,
         "mlp_dropout": sbh,
         "mlp_residual": 0,
     }
     assert attn.saved_bytes == 11 * sbh + 2 * sbh + 5 * as2b  # + norm1's 2sbh
     assert mlp.saved_bytes == 19 * sbh + 2 * sbh  # + norm2's 2sbh
     recomputed = {op.name for op in attn.ops + mlp.ops if op.recompute_selective}
-    assert recomputed == {"scores", "softmax", "attn_dropout", "context"}
+    assert recomputed == {"scores", "softmax", "attn_dropout", "context", "context_layout"}
 
 
 def test_without_attention_dropout_the_softmax_output_is_kept_once() -> None:

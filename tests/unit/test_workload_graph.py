@@ -41,9 +41,9 @@ TRAIN = TrainingSpec(seq_len=1024, global_batch_size=8, dtype="bf16")
 
 
 def test_node_count() -> None:
-    """GPT: 4 embedding ops, 9 + 6 per layer, 3 head ops. Llama: 1, 8 + 5 per layer, 3."""
-    assert len(OperatorGraph.from_spec(WorkloadSpec(GPT, TRAIN))) == 4 + 4 * 15 + 3
-    assert len(OperatorGraph.from_spec(WorkloadSpec(LLAMA, TRAIN))) == 1 + 4 * 13 + 3
+    """GPT: 4 embedding ops, 13 + 8 per layer, 3 head ops. Llama: 1, 10 + 5 per layer, 3."""
+    assert len(OperatorGraph.from_spec(WorkloadSpec(GPT, TRAIN))) == 4 + 4 * 21 + 3
+    assert len(OperatorGraph.from_spec(WorkloadSpec(LLAMA, TRAIN))) == 1 + 4 * 15 + 3
 
 
 @pytest.mark.parametrize("model", [GPT, LLAMA], ids=["gpt", "llama"])
@@ -68,7 +68,7 @@ def test_totals_match_the_whole_model_sums() -> None:
 
 
 def test_edges_carry_tensor_bytes() -> None:
-    """Between layers and into the head flows one b·s·h tensor; QKV hands K and V on a tile."""
+    """Between layers and into the head flows one b·s·h tensor; QKV's split hands K and V on."""
     b, s, h, e, t = 2, 1024, 768, 2, 4
     graph = OperatorGraph.from_spec(WorkloadSpec(LLAMA, TRAIN), micro_batch_size=b, tp=t)
     edge_bytes = graph.graph.edges
@@ -76,7 +76,7 @@ def test_edges_carry_tensor_bytes() -> None:
     assert edge_bytes[(0, "mlp_residual"), (1, "attn_residual")]["bytes"] == e * b * s * h
     assert edge_bytes[(3, "mlp_residual"), ("head", "final_norm")]["bytes"] == e * b * s * h
     # 4 KV heads over 4 tiles: one V head of 64 per tile.
-    assert edge_bytes[(0, "qkv"), (0, "context")]["bytes"] == e * b * s * 64
+    assert edge_bytes[(0, "qkv_split"), (0, "context")]["bytes"] == e * b * s * 64
     assert edge_bytes[("head", "lm_head"), ("head", "loss")]["bytes"] == e * b * s * 50304 / t
 
 

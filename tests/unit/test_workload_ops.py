@@ -8,6 +8,8 @@ from palmsim.workload.ops import (
     OPS,
     Op,
     OpCost,
+    bias_cost,
+    copy_cost,
     dropout_cost,
     elementwise_cost,
     embedding_cost,
@@ -20,8 +22,10 @@ from palmsim.workload.ops import (
 
 
 def test_every_kind_is_registered() -> None:
-    """The seven op kinds of a transformer each have one cost function."""
+    """The nine op kinds of a transformer each have one cost function."""
     assert OPS.names() == [
+        "bias",
+        "copy",
         "dropout",
         "elementwise",
         "embedding",
@@ -65,8 +69,28 @@ def test_activation_matmul_counts_both_operands() -> None:
 
 
 def test_norm_is_memory_bound() -> None:
-    """10 tokens × 8 at e = 2: fwd read + write 2·160 B; bwd read x, dy, write dx 3·160 B."""
-    assert norm_cost(10, 8, dtype_bytes=2) == OpCost(0, 0, 320, 480)
+    """10 tokens × 8 at e = 2 (160 B a tensor): fwd reads x and writes y, 2·160 B, one kernel.
+
+    bwd is apex's three kernels: weight-gradient partials read dy and x (2·160 B), their
+    reduction is O(h), the input gradient reads dy and x again and writes dx (3·160 B).
+    """
+    assert norm_cost(10, 8, dtype_bytes=2) == OpCost(0, 0, 320, 800, kernels_bwd=3)
+
+
+def test_bias_unfused_and_fused() -> None:
+    """100 outputs at e = 2: ``output += bias`` reads and writes them (400 B, one kernel);
+    the bias gradient reduces the output gradient (200 B read, one kernel). Fused into the
+    next kernel, the forward launches nothing."""
+    assert bias_cost(100, dtype_bytes=2) == OpCost(0, 0, 400, 200)
+    assert bias_cost(100, dtype_bytes=2, fused=True) == OpCost(0, 0, 0, 200, kernels_fwd=0)
+
+
+def test_copy_runs_only_in_the_passes_that_copy() -> None:
+    """100 elements at e = 2: a copy reads and writes each, 400 B, in one kernel."""
+    assert copy_cost(100, dtype_bytes=2) == OpCost(0, 0, 400, 0, kernels_bwd=0)
+    assert copy_cost(100, dtype_bytes=2, forward=False, backward=True) == OpCost(
+        0, 0, 0, 400, kernels_fwd=0
+    )
 
 
 def test_softmax() -> None:
@@ -79,11 +103,19 @@ def test_dropout_mask_is_one_byte_per_element() -> None:
     assert dropout_cost(100, dtype_bytes=4) == OpCost(0, 0, 900, 900)
 
 
+def test_fused_bias_dropout_add_also_reads_the_residual() -> None:
+    """fwd reads x and the residual (400 B), writes the sum and the mask (300 B); bwd is the
+    dropout's: read dy and the mask, write dx (500 B)."""
+    assert dropout_cost(100, dtype_bytes=2, residual=True) == OpCost(0, 0, 700, 500)
+
+
 def test_elementwise_variants() -> None:
     """GeLU (1 input, saved), SwiGLU (2 inputs, saved), residual add (2 inputs, none saved)."""
     assert elementwise_cost(100, dtype_bytes=2) == OpCost(0, 0, 400, 600)
     assert elementwise_cost(100, dtype_bytes=2, num_inputs=2) == OpCost(0, 0, 600, 1000)
     assert elementwise_cost(100, dtype_bytes=2, num_inputs=2, num_saved=0) == OpCost(0, 0, 600, 600)
+    fused = elementwise_cost(100, dtype_bytes=2, num_inputs=2, num_saved=0, fused_forward=True)
+    assert fused == OpCost(0, 0, 0, 600, kernels_fwd=0)
 
 
 def test_embedding() -> None:
