@@ -147,9 +147,8 @@ def fit_gemm(
                         r["M"],
                         r["K"],
                         r["N"],
-                        operand_bytes=dtype_bytes * (
-                            r["M"] * r["K"] + r["K"] * r["N"] + r["M"] * r["N"]
-                        ),
+                        operand_bytes=dtype_bytes
+                        * (r["M"] * r["K"] + r["K"] * r["N"] + r["M"] * r["N"]),
                         peak_flop_per_s=peak_flop_per_s,
                         max_efficiency=float(efficiency),
                         compute_units=compute_units,

@@ -182,6 +182,21 @@ def _dp_overlap(training: Mapping[str, Any]) -> bool:
     return str(training.get("ddp_impl", "torch")).lower() != "local"
 
 
+def _grad_accumulation_fusion(training: Mapping[str, Any]) -> bool:
+    """Whether the weight-gradient GEMMs accumulate into the gradient buffer themselves.
+
+    ``training.gradient_accumulation_fusion`` says so in a file of one's own. Otherwise:
+    Megatron-LM's ``--DDP-impl local`` (SC21) adds each parameter's fresh gradient into its
+    ``main_grad`` buffer in a backward hook, one kernel per parameter tensor per micro-batch
+    (``megatron/model/distributed.py``); the fused accumulation came later, and cases with
+    PyTorch DDP are taken as fused. (PyTorch's AccumulateGrad also adds in a kernel from a
+    run's second micro-batch on; palmsim does not charge those.)
+    """
+    if "gradient_accumulation_fusion" in training:
+        return bool(training["gradient_accumulation_fusion"])
+    return str(training.get("ddp_impl", "torch")).lower() != "local"
+
+
 def _tp_overlap(case: Mapping[str, Any]) -> bool:
     """Whether the measured run overlapped the backward TP all-reduce with the
     weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce).
@@ -256,6 +271,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         "virtual_stages": int(system.get("virtual_pipeline_stages", 1) or 1),
         "dp_overlap": _dp_overlap(training),
         "tp_overlap": _tp_overlap(case),
+        "grad_accumulation_fusion": _grad_accumulation_fusion(training),
     }
     return str(hardware), workload, overrides, flags
 

@@ -655,6 +655,7 @@ def _mapping_schema() -> Schema:
         "partition": _str_rule(),
         "dp_overlap": _bool_rule(),
         "tp_overlap": _bool_rule(),
+        "grad_accumulation_fusion": _bool_rule(),
         "sequence_parallel": _bool_rule(),
         "zero": _zero_rule(),
         "virtual_stages": _int_rule(),
@@ -1164,8 +1165,10 @@ def load_workload(
     if values.get("mode") == "inference" and "inference" not in raw:
         problems.append(
             ConfigProblem(
-                where, "inference", MISSING, _section_expected(_inference_schema()) + " for mode "
-                "'inference'"
+                where,
+                "inference",
+                MISSING,
+                _section_expected(_inference_schema()) + " for mode 'inference'",
             )
         )
     if problems:

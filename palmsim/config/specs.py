@@ -302,6 +302,12 @@ class MappingSpec:
         "with its weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce)",
         default=False,
     )
+    grad_accumulation_fusion: bool = _f(
+        "the weight-gradient GEMM accumulates into the gradient buffer (Megatron-LM's "
+        "--gradient-accumulation-fusion); false: each backward adds every parameter's fresh "
+        "gradient into it in a kernel of its own (Megatron-LM's DDP main_grad hook)",
+        default=True,
+    )
     virtual_stages: int = _f(
         "model chunks per pipeline stage: > 1 runs Megatron's interleaved 1F1B",
         default=1,

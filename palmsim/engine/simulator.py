@@ -52,6 +52,7 @@ from palmsim.mapping.plan import (
 
 __all__ = ["ChipLike", "Simulator"]
 
+
 class _RouteLike(Protocol):
     @property
     def channels(self) -> tuple[int, ...]: ...

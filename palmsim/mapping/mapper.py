@@ -173,12 +173,21 @@ def _cost(
     label: str,
     memory: _Memory,
     parts: Mapping[str, str] | None = None,
+    accumulation_kernels: bool = False,
 ) -> ComputeStep:
     """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic.
 
     ``parts`` (backward only) maps a matmul's name to ``dgrad`` or ``wgrad``: only that one
     of its two backward products, each half its FLOP and activation bytes; the weight read
     goes with ``dgrad``, the weight-gradient accumulation with ``wgrad``.
+
+    ``accumulation_kernels`` (``mapping.grad_accumulation_fusion`` off, on a tile with
+    ``memory_ops``): every backward adds each parameter tensor's fresh gradient into its
+    accumulated one in a kernel of its own, reading both and writing the sum, ``3·g`` bytes
+    per parameter (Megatron-LM's DDP hook ``param.main_grad.add_(param.grad)``,
+    ``megatron/model/distributed.py``). Otherwise the accumulation's read and write of the
+    gradient are the op's own traffic (fused into the weight-gradient GEMM, as Megatron-LM's
+    ``--gradient-accumulation-fusion`` does, or into the norm's kernel).
     """
     compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
     for op in ops:
@@ -203,8 +212,13 @@ def _cost(
             act * where.activations / 2 + weights * where.weights + grad * where.gradients / 2
         )
         dram_write += act * where.activations / 2 + grad * where.gradients / 2
+        own_grad = grad
+        if accumulation_kernels and grad > 0 and tile.memory_ops is not None:
+            own_grad = 0.0
+            accumulate_bytes = 3.0 * op.params * grad_bytes_per_param
+            compute_s += tile.memory_ops.time_s("elementwise", accumulate_bytes, op.param_tensors)
         compute_s += _op_time_s(
-            op, phase, flop, sram, act + weights + grad, tile, peak_flop_per_s, memory, part
+            op, phase, flop, sram, act + weights + own_grad, tile, peak_flop_per_s, memory, part
         )
         flop_total += flop
         sram_total += sram
@@ -381,7 +395,18 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             where: _Placement = where,
             parts: Mapping[str, str] | None = None,
         ) -> ComputeStep:
-            return _cost(ops, phase, hw.tile, peak, elem, where, label, operands, parts)
+            return _cost(
+                ops,
+                phase,
+                hw.tile,
+                peak,
+                elem,
+                where,
+                label,
+                operands,
+                parts,
+                accumulation_kernels=not mapping.grad_accumulation_fusion,
+            )
 
         def comm(kind: str, nbytes: float, label: str) -> list[Step]:
             if tp == 1 or nbytes <= 0:

@@ -123,9 +123,7 @@ def hottest_links(loads: list[LinkLoad], n: int, *, by: str = "utilization") -> 
     """The ``n`` most loaded channels by ``utilization`` or ``bytes`` (ties: lower index)."""
     assert by in ("utilization", "bytes"), by
     key = (lambda x: x.utilization) if by == "utilization" else (lambda x: x.carried_bytes)
-    return sorted((x for x in loads if x.carried_bytes > 0), key=lambda x: (-key(x), x.channel))[
-        :n
-    ]
+    return sorted((x for x in loads if x.carried_bytes > 0), key=lambda x: (-key(x), x.channel))[:n]
 
 
 def memory_bars(chip: Chip, plan: MappingPlan) -> list[StageMemory]:

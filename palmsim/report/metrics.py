@@ -464,9 +464,7 @@ def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
     mbs = sorted(first)
     ttft_s = sum(first[m] for m in mbs) / len(mbs) if mbs else 0.0
     steps = spec.output_len - 1
-    tpot_s = (
-        sum((last[m] - first[m]) / steps for m in mbs) / len(mbs) if steps > 0 and mbs else 0.0
-    )
+    tpot_s = sum((last[m] - first[m]) / steps for m in mbs) / len(mbs) if steps > 0 and mbs else 0.0
     end_s = float(trace.end_time_s)
     kv_peak: dict[int, float] = defaultdict(float)
     for rec in trace.memory:
@@ -689,8 +687,14 @@ def op_table_rows(
         key = (r.category, _STEP_INDEX.sub(r"\1.", r.label))
         g = groups.setdefault(
             key,
-            {"count": 0, "flop": 0.0, "bytes": 0.0, "time_s": 0.0, "dram": False,
-             "by_bound": defaultdict(float)},
+            {
+                "count": 0,
+                "flop": 0.0,
+                "bytes": 0.0,
+                "time_s": 0.0,
+                "dram": False,
+                "by_bound": defaultdict(float),
+            },
         )
         duration = r.end_s - r.start_s
         g["count"] += 1

@@ -221,6 +221,11 @@ def _check_recompute(recompute: str) -> None:
         raise ConfigError.single("", "mapping.recompute", recompute, f"one of {expected}")
 
 
+def _norm_tensors(model: ModelSpec) -> int:
+    """Parameter tensors of one norm: LayerNorm's gain and bias, or the gain alone."""
+    return 2 if model.norm == "layernorm" and model.use_bias else 1
+
+
 def _norm_params(model: ModelSpec) -> int:
     """Parameters of one norm: LayerNorm ``2h`` (gain, bias; ``h`` without bias), RMSNorm ``h``."""
     h = model.hidden_size
@@ -387,7 +392,13 @@ def _attention_ops(
     norm = norm_cost(n_tok, h, dtype_bytes=e)
     ops.append(
         make_op(
-            "norm1", "norm", norm, params=_norm_params(model), dtype_bytes=e, saved_bytes=act_bytes
+            "norm1",
+            "norm",
+            norm,
+            params=_norm_params(model),
+            param_tensors=_norm_tensors(model),
+            dtype_bytes=e,
+            saved_bytes=act_bytes,
         )
     )
     # Column-parallel QKV: h → (a/t + 2·kv/t)·d, bias split with the columns; keeps its
@@ -400,6 +411,7 @@ def _attention_ops(
             "matmul",
             qkv,
             params=h * qkv_width + (qkv_width if bias else 0),
+            param_tensors=2 if bias else 1,
             dtype_bytes=e,
             saved_bytes=act_bytes,
         )
@@ -500,6 +512,7 @@ def _attention_ops(
             "matmul",
             out_proj,
             params=q_width * h + (h if bias else 0),
+            param_tensors=2 if bias else 1,
             dtype_bytes=e,
             saved_bytes=e * n_tok * q_width,
         )
@@ -542,7 +555,13 @@ def _mlp_ops(
     norm = norm_cost(n_tok, h, dtype_bytes=e)
     ops.append(
         make_op(
-            "norm2", "norm", norm, params=_norm_params(model), dtype_bytes=e, saved_bytes=act_bytes
+            "norm2",
+            "norm",
+            norm,
+            params=_norm_params(model),
+            param_tensors=_norm_tensors(model),
+            dtype_bytes=e,
+            saved_bytes=act_bytes,
         )
     )
     # Column-parallel fc1: h → f/t (2f/t gated), bias split; keeps its input, 2sbh, replicated.
@@ -553,6 +572,7 @@ def _mlp_ops(
             "matmul",
             fc1,
             params=h * fc1_width + (fc1_width if bias else 0),
+            param_tensors=2 if bias else 1,
             dtype_bytes=e,
             saved_bytes=act_bytes,
         )
@@ -585,6 +605,7 @@ def _mlp_ops(
             "matmul",
             fc2,
             params=inner_t * h + (h if bias else 0),
+            param_tensors=2 if bias else 1,
             dtype_bytes=e,
             saved_bytes=e * n_tok * inner_t,
         )
@@ -769,6 +790,7 @@ def head_block(
             "norm",
             norm_cost(n_tok, h, dtype_bytes=e),
             params=_norm_params(model),
+            param_tensors=_norm_tensors(model),
             dtype_bytes=e,
             saved_bytes=act_bytes,
         ),

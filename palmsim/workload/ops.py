@@ -124,6 +124,9 @@ class Op:
         gemm_shape: ``(batch, m, k, n)`` of the forward product (see :class:`OpCost`).
         kernels_fwd: kernels the forward of a memory-bound op launches (see :class:`OpCost`).
         kernels_bwd: kernels its backward launches.
+        param_tensors: parameter tensors among ``params`` (a linear layer's weight and bias
+            are two), each one gradient-accumulation kernel when accumulation is not fused
+            into the weight-gradient GEMM [count].
     """
 
     name: str
@@ -141,6 +144,7 @@ class Op:
     gemm_shape: tuple[float, float, float, float] | None = None
     kernels_fwd: int = 1
     kernels_bwd: int = 1
+    param_tensors: int = 0
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -362,12 +366,14 @@ def make_op(
     saved_bytes: float = 0.0,
     saved_bytes_selective: float | None = None,
     recompute_selective: bool = False,
+    param_tensors: int | None = None,
 ) -> Op:
     """Build an :class:`Op` from a cost and the op's parameters and saved activations.
 
     ``weight_bytes`` defaults to ``params · dtype_bytes`` (weights are held in the compute
     dtype; fp32 master copies are optimizer state). ``saved_bytes_selective`` defaults to
-    ``saved_bytes``. ``is_gemm`` is true for ``matmul`` ops.
+    ``saved_bytes``. ``param_tensors`` defaults to one tensor if the op owns parameters.
+    ``is_gemm`` is true for ``matmul`` ops.
     """
     assert kind in OPS, f"op {name!r}: {OPS.unknown_message(kind)}"
     return Op(
@@ -388,4 +394,5 @@ def make_op(
         gemm_shape=cost.gemm_shape,
         kernels_fwd=cost.kernels_fwd,
         kernels_bwd=cost.kernels_bwd,
+        param_tensors=(1 if params > 0 else 0) if param_tensors is None else param_tensors,
     )

@@ -184,3 +184,44 @@ def test_tp_overlap_splits_the_column_parallel_backward_exactly() -> None:
     # wgrad is 2 * tokens * h * 4h/8 FLOP
     tokens, h = 2048, 6144
     assert overlapped[0].overlap.flop == pytest.approx(2 * tokens * h * 4 * h / 8, rel=1e-12)
+
+
+def test_unfused_grad_accumulation_adds_one_kernel_per_parameter_tensor() -> None:
+    """mapping.grad_accumulation_fusion=false (Megatron-LM's DDP hook main_grad.add_(grad)):
+    each backward of a layer adds, per parameter tensor, a kernel reading the accumulated and
+    the fresh gradient and writing the sum. One T-18B layer at TP 8 on an A100 in fp16 holds
+    P = 12h²/8 + 7h/8 + 6h parameters (column-parallel weights and biases split, the two
+    row-parallel biases, 2h, and two LayerNorms, 4h, replicated) in 12 tensors: the backward
+    grows by 12 elementwise launches plus 3·2·P bytes at the elementwise bandwidth, less the
+    2·2·4h bytes of gradient the two LayerNorm kernels no longer move themselves."""
+    from palmsim.api import load_experiment
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.mapper import map_workload
+    from palmsim.mapping.plan import ComputeStep
+
+    def layer_backward_s(fused: bool) -> float:
+        exp = load_experiment(
+            "hw_configs/dgx-a100-superpod.yaml",
+            "workloads/t-18b.yaml",
+            overrides=["model.num_hidden_layers=1", "training.global_batch_size=1"],
+            mapping_flags={
+                "pp": 1,
+                "tp": 8,
+                "dp": 1,
+                "micro_batch_size": 1,
+                "grad_accumulation_fusion": fused,
+            },
+        )
+        steps = map_workload(exp, Chip.from_spec(exp.hardware)).programs[0].backward
+        layer = [s for s in steps if isinstance(s, ComputeStep) and s.label.startswith("L0.")]
+        return sum(s.compute_time_s for s in layer), exp.hardware.tile.memory_ops
+
+    fused_s, memory_ops = layer_backward_s(True)
+    unfused_s, _ = layer_backward_s(False)
+    h, t, e = 6144, 8, 2
+    params = 12 * h * h // t + 7 * h // t + 6 * h
+    kernel = memory_ops.for_kind("elementwise")
+    norm = memory_ops.for_kind("norm")
+    extra_s = 12 * kernel.launch_latency_s + 3 * e * params / kernel.bandwidth_bytes_per_s
+    extra_s -= 2 * e * 4 * h / norm.bandwidth_bytes_per_s
+    assert unfused_s - fused_s == pytest.approx(extra_s, rel=1e-9)

@@ -304,6 +304,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "partition": "layers",
         "dp_overlap": True,
         "tp_overlap": False,
+        "grad_accumulation_fusion": True,
         "virtual_stages": 1,
         "zero": 0,
         "sequence_parallel": False,

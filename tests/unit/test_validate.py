@@ -44,6 +44,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "virtual_stages": 1,
         "dp_overlap": True,  # ddp_impl: torch reduces buckets during the backward
         "tp_overlap": False,  # SC21's Megatron-LM had no asynchronous TP all-reduce
+        "grad_accumulation_fusion": True,  # PyTorch DDP cases are taken as fused
     }
     for expected in (
         "model.hidden_size=6144",
@@ -159,8 +160,10 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     _, _, overrides, flags = case_setup(_case("narayanan21_t1_145.6B"))
     assert (flags["pp"], flags["tp"], flags["dp"], flags["virtual_stages"]) == (8, 8, 24, 2)
     assert "hw.cluster.num_nodes=192" in overrides
-    # ddp_impl: local all-reduces the gradients after the whole backward pass
+    # ddp_impl: local all-reduces the gradients after the whole backward pass, and adds each
+    # fresh gradient into its main_grad buffer in a kernel of its own
     assert flags["dp_overlap"] is False
+    assert flags["grad_accumulation_fusion"] is False
 
 
 def test_tp_overlap_comes_from_the_case() -> None:

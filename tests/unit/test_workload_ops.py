@@ -151,6 +151,7 @@ def test_make_op_fills_weight_bytes_and_gemm_flag() -> None:
         recompute_selective=False,
         is_gemm=True,
         gemm_shape=(1, 3, 5, 7),
+        param_tensors=1,
     )
     norm = make_op("n", "norm", norm_cost(1, 8, dtype_bytes=2), params=16, dtype_bytes=2)
     assert not norm.is_gemm
