@@ -302,6 +302,13 @@ class MappingSpec:
         "with its weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce)",
         default=False,
     )
+    p2p_scatter_gather: bool = _f(
+        "pipeline sends: each TP rank sends 1/t of the stage boundary's activations (or "
+        "gradients) and the receiving TP group all-gathers them (Megatron-LM's default; "
+        "false = --no-scatter-gather-tensors-in-pipeline: each rank sends all of it); "
+        "no effect with sequence parallelism, whose ranks send their own s/t shard",
+        default=True,
+    )
     virtual_stages: int = _f(
         "model chunks per pipeline stage: > 1 runs Megatron's interleaved 1F1B",
         default=1,
