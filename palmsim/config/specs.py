@@ -309,6 +309,11 @@ class MappingSpec:
         "no effect with sequence parallelism, whose ranks send their own s/t shard",
         default=True,
     )
+    p2p_overlap: bool = _f(
+        "a stage computes on while its pipeline send is in flight (Megatron-LM's "
+        "--overlap-p2p-communication); false: its next step waits for the send to finish",
+        default=True,
+    )
     virtual_stages: int = _f(
         "model chunks per pipeline stage: > 1 runs Megatron's interleaved 1F1B",
         default=1,

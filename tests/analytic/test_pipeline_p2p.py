@@ -3,7 +3,9 @@
 Megatron-LM's ``p2p_communication._communicate``: with scatter-gather (its default) each of
 the t TP ranks sends 1/t of the e·b·s·h stage-boundary tensor to its peer, and the receiving
 TP group all-gathers it; without, every rank sends all of it; under sequence parallelism
-every rank sends its own s/t shard and nothing is gathered.
+every rank sends its own s/t shard and nothing is gathered. Without
+``--overlap-p2p-communication`` (its default) a stage waits for its sends before it computes
+again (``mapping.p2p_overlap: false``).
 
 On one DGX-like node (``tests.conftest.cluster_spec``) a transfer between two GPUs crosses
 the sender's NVLink up to the NVSwitch and the receiver's down: B = 300 GB/s, and a route
@@ -22,15 +24,89 @@ from palmsim.config.specs import (
     TrainingSpec,
     WorkloadSpec,
 )
+from palmsim.engine.simulator import Simulator
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.inference import map_inference
-from palmsim.mapping.plan import CollectiveStep, MappingPlan
+from palmsim.mapping.plan import (
+    CollectiveStep,
+    ComputeStep,
+    MappingPlan,
+    MemoryBreakdown,
+    StageProgram,
+)
+from palmsim.mapping.schedule import one_f_one_b
 from tests.conftest import cluster_spec, experiment, gpt_model
 
 B_BYTES_PER_S = 300e9  # cluster_spec's NVLink, per direction
 ALPHA_S = 2 * 1e-6  # GPU -> NVSwitch -> GPU: two links of 1 µs
 MODEL = gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=128)
 E_B_S_H = 2 * 1 * 128 * 256  # fp16 bytes, micro-batch 1, 128 tokens, hidden 256
+
+
+def _two_stage_1f1b(f_s: float, b_s: float, send_bytes: float, *, overlap: bool) -> MappingPlan:
+    """Two one-GPU stages, 1F1B over two micro-batches, passes of f_s and b_s, no DRAM
+    traffic and an optimizer step of 0 s."""
+    idle = ComputeStep("opt", 0.0, 0.0, 0.0, 0.0, 0.0)
+    programs = tuple(
+        StageProgram(
+            stage=s,
+            layers=(s, s + 1),
+            forward=(ComputeStep("f", f_s, 0.0, 0.0, 0.0, 0.0),),
+            backward=(ComputeStep("b", b_s, 0.0, 0.0, 0.0, 0.0),),
+            recompute=(),
+            activation_bytes_per_microbatch=0.0,
+            send_bytes=send_bytes,
+            optimizer=idle,
+            steps=one_f_one_b(2, 2, s),
+        )
+        for s in range(2)
+    )
+    memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
+    return MappingPlan(
+        mapping=MappingSpec(pp=2, p2p_overlap=overlap),
+        num_microbatches=2,
+        stage_tiles=(((0,), (1,)),),
+        programs=programs,
+        dram_port_of_tile=(),
+        memory=((0, memory), (1, memory)),
+        placement="test",
+        model_flop_per_iteration=0.0,
+        peak_flop_per_s=1.0,
+        samples_per_iteration=2,
+        tokens_per_iteration=2,
+    )
+
+
+def test_blocking_sends_add_the_send_on_the_critical_path() -> None:
+    """1F1B, p = 2, m = 2, passes f and b, a send of S bytes lasting d = alpha + S/B (the two
+    directions use disjoint links, and d < f keeps a stage's sends apart).
+
+    Overlapped: stage 1 runs F0 at f+d, B0, then F1 (its input arrived at 2f+d), B1 by
+    3f+d+2b; stage 0 runs B0 when its gradient lands at 2f+2d+b and B1 at 3f+2d+2b:
+    T = 3f + 2d + 3b. Blocking: stage 0 holds for d after each forward, so F1's activations
+    land at 2f+2d; stage 1 holds for d after B0, runs F1 from 2f+2d+b and B1, whose gradient
+    lands at 3f+3d+2b: T = 3f + 3d + 3b, one send later. Each stage records its two sends as
+    ``comm`` waits of d."""
+    f_s, b_s, size = 1e-3, 2e-3, 30e6
+    d_s = ALPHA_S + size / B_BYTES_PER_S
+    chip = Chip.from_spec(cluster_spec(nodes=1, gpus=2))
+    overlapped = Simulator(chip, _two_stage_1f1b(f_s, b_s, size, overlap=True)).run()
+    blocking = Simulator(chip, _two_stage_1f1b(f_s, b_s, size, overlap=False)).run()
+    assert overlapped.end_time_s == pytest.approx(3 * f_s + 2 * d_s + 3 * b_s, rel=1e-12)
+    assert blocking.end_time_s == pytest.approx(3 * f_s + 3 * d_s + 3 * b_s, rel=1e-12)
+    assert not [r for r in overlapped.intervals if r.category == "comm"]
+    waits = sorted(
+        (r.tile, r.label, r.start_s, r.end_s) for r in blocking.intervals if r.category == "comm"
+    )
+    expected = [
+        (0, "forward.send", f_s, f_s + d_s),
+        (0, "forward.send", 2 * f_s + d_s, 2 * f_s + 2 * d_s),
+        (1, "backward.send", 2 * f_s + d_s + b_s, 2 * f_s + 2 * d_s + b_s),
+        (1, "backward.send", 3 * f_s + 2 * d_s + 2 * b_s, 3 * f_s + 3 * d_s + 2 * b_s),
+    ]
+    assert [w[:2] for w in waits] == [e[:2] for e in expected]
+    for got, want in zip(waits, expected, strict=True):
+        assert got[2:] == pytest.approx(want[2:], rel=1e-12)
 
 
 def _pp2_tp2(**mapping):
