@@ -211,6 +211,23 @@ def _tp_overlap(case: Mapping[str, Any]) -> bool:
     return "overlapped with weight-gradient gemm" in str(case.get("notes", "")).lower()
 
 
+def _p2p_scatter_gather(training: Mapping[str, Any]) -> bool:
+    """Whether the run's pipeline sends scatter-gathered over the TP group:
+    ``training.scatter_gather_opt`` (Megatron-LM's ``--no-scatter-gather-tensors-in-pipeline``
+    turns it off), on when a case does not say, as in Megatron-LM."""
+    return bool(training.get("scatter_gather_opt", True))
+
+
+def _p2p_overlap(training: Mapping[str, Any]) -> bool:
+    """Whether a stage computed on while its pipeline sends were in flight:
+    ``training.overlap_p2p_comm`` (Megatron-LM's ``--overlap-p2p-communication``). Cases that
+    do not say are taken not to: the calibration runs are Megatron-LM's, whose default
+    ``_communicate`` (megatron/p2p_communication.py) waits for every isend and irecv
+    (``req.wait()``) and synchronizes the device before the stage computes again.
+    """
+    return bool(training.get("overlap_p2p_comm", False))
+
+
 def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, Any]]:
     """The experiment of a training-run case: (hardware file, workload file, overrides, flags).
 
@@ -272,6 +289,8 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         "dp_overlap": _dp_overlap(training),
         "tp_overlap": _tp_overlap(case),
         "grad_accumulation_fusion": _grad_accumulation_fusion(training),
+        "p2p_scatter_gather": _p2p_scatter_gather(training),
+        "p2p_overlap": _p2p_overlap(training),
     }
     return str(hardware), workload, overrides, flags
 

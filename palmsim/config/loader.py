@@ -656,6 +656,8 @@ def _mapping_schema() -> Schema:
         "dp_overlap": _bool_rule(),
         "tp_overlap": _bool_rule(),
         "grad_accumulation_fusion": _bool_rule(),
+        "p2p_scatter_gather": _bool_rule(),
+        "p2p_overlap": _bool_rule(),
         "sequence_parallel": _bool_rule(),
         "zero": _zero_rule(),
         "virtual_stages": _int_rule(),

@@ -308,6 +308,18 @@ class MappingSpec:
         "gradient into it in a kernel of its own (Megatron-LM's DDP main_grad hook)",
         default=True,
     )
+    p2p_scatter_gather: bool = _f(
+        "pipeline sends: each TP rank sends 1/t of the stage boundary's activations (or "
+        "gradients) and the receiving TP group all-gathers them (Megatron-LM's default; "
+        "false = --no-scatter-gather-tensors-in-pipeline: each rank sends all of it); "
+        "no effect with sequence parallelism, whose ranks send their own s/t shard",
+        default=True,
+    )
+    p2p_overlap: bool = _f(
+        "a stage computes on while its pipeline send is in flight (Megatron-LM's "
+        "--overlap-p2p-communication); false: its next step waits for the send to finish",
+        default=True,
+    )
     virtual_stages: int = _f(
         "model chunks per pipeline stage: > 1 runs Megatron's interleaved 1F1B",
         default=1,

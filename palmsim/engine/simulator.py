@@ -5,7 +5,8 @@ Time unit: ``env.now`` is in **seconds**. SimPy itself is unit-less.
 Every simulated tile runs its own SimPy process, executing its stage's schedule (from the plan)
 step by step: compute steps hold the tile for the roofline time while their DRAM traffic moves
 as contended flows; tensor-parallel collectives start when every tile of the group has
-arrived; activations and gradients move between stages as point-to-point flows; on the last
+arrived; activations and gradients move between stages as point-to-point flows (the sender
+computes on, or with ``mapping.p2p_overlap`` false waits for its send to arrive); on the last
 backward, data-parallel gradient buckets are all-reduced in the background and the optimizer
 step waits for them. All link and DRAM traffic shares bandwidth max-min fairly
 (:mod:`palmsim.engine.flows`), so congestion between collectives, pipeline transfers and DRAM
@@ -219,6 +220,7 @@ class Simulator:
         )
         held_bytes = 0.0
         pending: list[simpy.Event] = []
+        blocking = not plan.mapping.p2p_overlap  # a send holds the tile until it has arrived
         for index, ((phase, mb), chunk) in enumerate(zip(program.steps, chunks, strict=True)):
             c = chunk * p + stage  # the virtual stage this step runs
             work = plan.programs[c]
@@ -236,14 +238,12 @@ class Simulator:
                 self._memory.append(MemoryRecord(tile, self.env.now, held_bytes))
                 if c < last_virtual:
                     peer = plan.stage_tiles[replica][(c + 1) % p][rank]
-                    self._send(
-                        tile,
-                        peer,
-                        work.send_bytes,
-                        ("F", replica, c + 1, rank, mb),
-                        stage,
-                        mb,
-                    )
+                    key = ("F", replica, c + 1, rank, mb)
+                    size = work.send_bytes
+                    sent = self._send(tile, peer, size, key, stage, mb)
+                    if blocking:
+                        self._activity[tile] = f"stage {stage} sends activations of mb {mb}"
+                        yield from self._wait(sent, tile, stage, mb, "forward.send", size)
             else:
                 if c < last_virtual:
                     self._activity[tile] = (
@@ -267,7 +267,11 @@ class Simulator:
                 if c > 0:
                     peer = plan.stage_tiles[replica][(c - 1) % p][rank]
                     prev_send = plan.programs[c - 1].send_bytes
-                    self._send(tile, peer, prev_send, ("B", replica, c - 1, rank, mb), stage, mb)
+                    key = ("B", replica, c - 1, rank, mb)
+                    sent = self._send(tile, peer, prev_send, key, stage, mb)
+                    if blocking:
+                        self._activity[tile] = f"stage {stage} sends gradients of mb {mb}"
+                        yield from self._wait(sent, tile, stage, mb, "backward.send", prev_send)
         if len(dp_group) > 1 and not plan.mapping.dp_overlap and not reduce_every_pass:
             # No overlap: every bucket is reduced after the whole backward pass.
             for chunk in sorted(set(chunks), reverse=True):
@@ -334,13 +338,17 @@ class Simulator:
                     held = per_mb_token * prompt_len * (mb + 1)
                 self._memory.append(MemoryRecord(tile, self.env.now, held))
                 if stage < num_stages - 1:
-                    peer = plan.stage_tiles[replica][stage + 1][rank]
+                    peer, size = plan.stage_tiles[replica][stage + 1][rank], send_bytes
                     key = ("I", replica, stage + 1, rank, mb, k)
-                    self._send(tile, peer, send_bytes, key, stage, mb)
                 elif num_stages > 1 and k + 1 < inf.spec.output_len:
-                    peer = plan.stage_tiles[replica][0][rank]
+                    peer, size = plan.stage_tiles[replica][0][rank], inf.token_send_bytes
                     key = ("I", replica, 0, rank, mb, k + 1)
-                    self._send(tile, peer, inf.token_send_bytes, key, stage, mb)
+                else:
+                    continue
+                sent = self._send(tile, peer, size, key, stage, mb)
+                if not plan.mapping.p2p_overlap:
+                    self._activity[tile] = f"stage {stage} sends {category} {k} of mb {mb}"
+                    yield from self._wait(sent, tile, stage, mb, f"{category}.send", size)
         self._activity[tile] = "finished"
         self._finished.add(tile)
 
@@ -373,22 +381,9 @@ class Simulator:
                     self._activity[tile] = (stage, category, step.overlap, mb, ())
                     yield from self._compute(step.overlap, tile, stage, mb, category)
                 self._activity[tile] = (stage, category, step, mb, group)
-                start = self.env.now  # the tile's wait, after any overlapped compute
-                yield done
-                # IntervalRecord(tile, category, start_s, end_s, stage, microbatch, label,
-                # flop, bytes), positional: the engine's hot path
-                self._intervals.append(
-                    IntervalRecord(
-                        tile,
-                        "comm",
-                        start,
-                        self.env.now,
-                        stage,
-                        mb,
-                        f"{category}.{step.label}",
-                        0.0,
-                        step.size_bytes,
-                    )
+                # the tile's wait, after any overlapped compute
+                yield from self._wait(
+                    done, tile, stage, mb, f"{category}.{step.label}", step.size_bytes
                 )
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:
@@ -396,6 +391,19 @@ class Simulator:
                     dp_buckets.append(self._reduce_bucket(step, dp_group, tile, stage, bucket_mb))
             else:  # pragma: no cover - exhaustive over Step
                 raise AssertionError(step)
+
+    def _wait(
+        self, done: simpy.Event, tile: int, stage: int, mb: int, label: str, size_bytes: float
+    ) -> Generator[simpy.Event, Any, None]:
+        """SimPy process step: hold ``tile`` until ``done`` (a collective or a send it
+        started); records the wait as a ``comm`` interval labelled ``label``."""
+        start = self.env.now
+        yield done
+        # IntervalRecord(tile, category, start_s, end_s, stage, microbatch, label, flop,
+        # bytes), positional: the engine's hot path
+        self._intervals.append(
+            IntervalRecord(tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes)
+        )
 
     def _reduce_bucket(
         self, step: GradBucketReady, dp_group: tuple[int, ...], tile: int, stage: int, mb: int
@@ -535,8 +543,14 @@ class Simulator:
 
     def _send(
         self, src: int, dst: int, size_bytes: float, key: tuple[Any, ...], stage: int, mb: int
-    ) -> None:
-        """Start a point-to-point flow; its arrival triggers the receiver's mailbox event."""
+    ) -> simpy.Event:
+        """Start a point-to-point flow; its arrival triggers the receiver's mailbox event.
+
+        Returns the flow's completion, for a sender that blocks on it (``mapping.p2p_overlap``
+        false, Megatron-LM's ``_communicate``: ``req.wait()`` on its isend, then a device
+        synchronize). Simplification: no rendezvous, a send starts whether or not its
+        receiver has posted the receive yet (that wait is only the receiver's mailbox).
+        """
         route = self.chip.route(src, dst)
         done = self.network.transfer(
             route.channels,
@@ -554,6 +568,7 @@ class Simulator:
             mailbox.succeed()
 
         done.callbacks.append(deliver)
+        return done
 
     def _join(
         self,

@@ -9,8 +9,9 @@ lower bound (tests check it against simulation on many random cases):
   ``B_r`` and ``B_w``, both through the tile's DRAM port of bandwidth ``B_port`` (reads and
   writes share it). A blocking ring collective (TP, or ZeRO-3's weight gathers) lasts at
   least its slowest ring edge's bytes over that edge's narrowest channel plus one route
-  latency per ring step. Pipeline transfers and the overlapped DP reductions count 0, which
-  only loosens the bound.
+  latency per ring step (this includes the all-gather of a scatter-gathered pipeline
+  receive). Pipeline transfers, blocking (``mapping.p2p_overlap`` false) or not, and the
+  overlapped DP reductions count 0, which only loosens the bound.
 - **A pipeline** (one model chunk per stage): stage ``s`` starts micro-batch 0 only after every
   earlier stage has run its forward, ``Σ_{j<s} F_j``; it then runs ``m`` forwards, recomputes
   and backwards, ``m·(F_s + R_s + B_s)``, one after another on its tiles; after its last

@@ -36,7 +36,13 @@ from palmsim.hardware.chip import Chip
 from palmsim.hardware.compute import op_time_s
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
-from palmsim.mapping.mapper import _cost, _memory_of, _Placement, dram_overflow
+from palmsim.mapping.mapper import (
+    _cost,
+    _memory_of,
+    _Placement,
+    dram_overflow,
+    pipeline_p2p_bytes,
+)
 from palmsim.mapping.partition import partition_by_layers
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
@@ -133,6 +139,14 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     prefill_layer, prefill_embed, prefill_head = blocks(inf.prompt_len)
     decode_layer, decode_embed, decode_head = blocks(1)
 
+    def p2p(tokens: int) -> tuple[float, float]:
+        """A pipeline send of ``tokens`` per request: bytes per rank, all-gather size (no
+        sequence parallelism in serving)."""
+        boundary_bytes = mbs * tokens * model.hidden_size * elem
+        return pipeline_p2p_bytes(
+            boundary_bytes, tp, scatter_gather=mapping.p2p_scatter_gather, sequence_parallel=False
+        )
+
     layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
     stage_tiles = place(chip, mapping.placement, pp, tp, dp)
     requests = inf.batch // dp  # requests whose cache one tile of a replica holds
@@ -209,7 +223,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             first, last = layer_range
             steps: list[Step] = []
             if s > 0:
-                steps += comm("allgather", mbs * new_tokens * model.hidden_size * elem, "recv")
+                steps += comm("allgather", p2p(new_tokens)[1], "recv")
             if s == 0:
                 steps.append(_cost(embed, "F", hw.tile, peak, 0, where, f"{tag}.embed", operands))
             for i in range(first, last):
@@ -252,7 +266,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 backward=(),
                 recompute=(),
                 activation_bytes_per_microbatch=0.0,
-                send_bytes=mbs * inf.prompt_len * model.hidden_size * elem / tp,
+                send_bytes=p2p(inf.prompt_len)[0],
                 optimizer=ComputeStep("none", 0.0, 0.0, 0.0, 0.0, 0.0),
                 steps=tuple(("F", m) for m in range(num_mb)),
             )
@@ -282,7 +296,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             spec=inf,
             stages=tuple(stages),
             requests_per_microbatch=mbs,
-            decode_send_bytes=mbs * model.hidden_size * elem / tp,
+            decode_send_bytes=p2p(1)[0],
             token_send_bytes=float(mbs * TOKEN_ID_BYTES),
             compute_flop_per_s=peak * hw.tile.compute_efficiency,
         ),

@@ -56,7 +56,7 @@ from palmsim.workload.builders import (
 )
 from palmsim.workload.ops import Op
 
-__all__ = ["map_workload", "optimizer_state_bytes_per_param"]
+__all__ = ["map_workload", "optimizer_state_bytes_per_param", "pipeline_p2p_bytes"]
 
 
 def optimizer_state_bytes_per_param(optimizer: str, dtype: str) -> int:
@@ -67,6 +67,30 @@ def optimizer_state_bytes_per_param(optimizer: str, dtype: str) -> int:
     mixed = DTYPE_BYTES[dtype] < 4
     moments = {"adam": 8, "sgd": 4}[optimizer]  # Adam: momentum + variance; SGD: momentum
     return moments + (4 if mixed else 0)
+
+
+def pipeline_p2p_bytes(
+    boundary_bytes: float, tp: int, *, scatter_gather: bool, sequence_parallel: bool
+) -> tuple[float, float]:
+    """A pipeline send of a stage boundary's tensor of ``boundary_bytes`` (e·b·s·h, forward
+    activations or backward input gradients) between two TP groups of ``tp`` ranks, as
+    Megatron-LM's ``p2p_communication._communicate`` does it.
+
+    Returns ``(bytes each rank sends to the same rank of the other stage, size S of the
+    all-gather the receiving TP group then runs, 0 for none)``:
+
+    - sequence parallelism: the tensor is already sequence-sharded, each rank sends its own
+      s/t shard and nothing is gathered (Megatron scatter-gathers only ``if
+      scatter_gather_tensors_in_pipeline and not sequence_parallel``);
+    - scatter-gather: each rank sends 1/t of the replicated tensor
+      (``split_tensor_into_1d_equal_chunks``) and the receivers rebuild it with
+      ``gather_split_1d_tensor``, an all-gather over the TP group whose output, the
+      collective's S, is the whole tensor;
+    - neither: each rank sends the whole tensor. With ``tp`` = 1 it is always that.
+    """
+    if tp == 1 or not (scatter_gather or sequence_parallel):
+        return boundary_bytes, 0.0
+    return boundary_bytes / tp, 0.0 if sequence_parallel else boundary_bytes
 
 
 class _Placement:
@@ -341,7 +365,12 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     programs: dict[int, StageProgram] = {}
     memory: list[tuple[int, MemoryBreakdown]] = []
     port_of: list[tuple[int, int]] = []
-    activation_bytes = mbs * training.seq_len * model.hidden_size * elem  # one stage boundary
+    send_bytes, gather_bytes = pipeline_p2p_bytes(
+        mbs * training.seq_len * model.hidden_size * elem,  # one stage boundary
+        tp,
+        scatter_gather=mapping.p2p_scatter_gather,
+        sequence_parallel=sp,
+    )
     for s in range(pp):
         chunk_ids = [j * pp + s for j in range(v)]
         if v > 1:
@@ -489,11 +518,10 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         )
 
         for j, c in enumerate(chunk_ids):
-            forward: list[Step] = comm(
-                "allgather", activation_bytes if c > 0 else 0, "recv.allgather"
-            )
+            # The receiving TP group all-gathers what its ranks received (scatter-gather).
+            forward: list[Step] = comm("allgather", gather_bytes if c > 0 else 0, "recv.allgather")
             backward: list[Step] = comm(
-                "allgather", activation_bytes if c < num_chunks - 1 else 0, "recv.allgather"
+                "allgather", gather_bytes if c < num_chunks - 1 else 0, "recv.allgather"
             )
             recompute: list[Step] = []
             chunk_units = units_of(c)
@@ -556,7 +584,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 backward=tuple(backward),
                 recompute=tuple(recompute),
                 activation_bytes_per_microbatch=per_microbatch[j],
-                send_bytes=activation_bytes / tp,
+                send_bytes=send_bytes,
                 optimizer=optimizer_step,
                 steps=steps,
                 # ZeRO-1/2: every replica gets the updated weights of the others' shards.

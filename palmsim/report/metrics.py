@@ -50,7 +50,8 @@ __all__ = [
 #: Channel kind of a DRAM port; every other channel kind is a network link.
 DRAM_KIND = "dram"
 
-#: Interval categories in which a tile computes (``comm`` is waiting in a TP collective).
+#: Interval categories in which a tile computes (``comm`` is waiting in a TP collective or,
+#: under ``mapping.p2p_overlap`` false, for its pipeline send).
 COMPUTE_CATEGORIES: frozenset[str] = frozenset(
     {"forward", "backward", "recompute", "optimizer", "prefill", "decode"}
 )

@@ -37,7 +37,14 @@ CASES = {
     ),
     "pp2-tp8-dp2-no-overlap-h100": (
         "hw_configs/dgx-h100.yaml",
-        {"pp": 2, "tp": 8, "dp": 2, "micro_batch_size": 1, "dp_overlap": False},
+        {
+            "pp": 2,
+            "tp": 8,
+            "dp": 2,
+            "micro_batch_size": 1,
+            "dp_overlap": False,
+            "p2p_overlap": False,
+        },
         ["model.num_hidden_layers=4", "training.global_batch_size=16"],
     ),
 }

@@ -47,6 +47,8 @@ def _random_cases(n: int) -> list[dict]:
                     "zero": int(rng.choice([0, 1, 3])),
                     "sequence_parallel": bool(rng.integers(2)),
                     "tp_overlap": bool(rng.integers(2)),
+                    "p2p_scatter_gather": bool(rng.integers(2)),
+                    "p2p_overlap": bool(rng.integers(2)),
                 },
                 "batch": m * mbs * dp,
             }

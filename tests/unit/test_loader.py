@@ -305,6 +305,8 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "dp_overlap": True,
         "tp_overlap": False,
         "grad_accumulation_fusion": True,
+        "p2p_scatter_gather": True,
+        "p2p_overlap": True,
         "virtual_stages": 1,
         "zero": 0,
         "sequence_parallel": False,
@@ -831,7 +833,13 @@ def test_load_mapping_merges_in_order_with_defaults_and_overrides() -> None:
             ("m.yaml", {"pp": 10, "recompute": "full"}),
             ("--pp flags", {"dp": 2}),
         ],
-        ["mapping.micro_batch_size=4", "mapping.dp_overlap=false", "hw.x=1"],
+        [
+            "mapping.micro_batch_size=4",
+            "mapping.dp_overlap=false",
+            "mapping.p2p_overlap=false",
+            "mapping.p2p_scatter_gather=false",
+            "hw.x=1",
+        ],
     )
     assert spec == MappingSpec(
         pp=10,
@@ -841,6 +849,8 @@ def test_load_mapping_merges_in_order_with_defaults_and_overrides() -> None:
         schedule="gpipe",
         recompute="full",
         dp_overlap=False,
+        p2p_overlap=False,
+        p2p_scatter_gather=False,
     )
 
 

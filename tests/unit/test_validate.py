@@ -45,6 +45,8 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "dp_overlap": True,  # ddp_impl: torch reduces buckets during the backward
         "tp_overlap": False,  # SC21's Megatron-LM had no asynchronous TP all-reduce
         "grad_accumulation_fusion": True,  # PyTorch DDP cases are taken as fused
+        "p2p_scatter_gather": False,  # scatter_gather_opt: false
+        "p2p_overlap": False,  # Megatron-LM's default: a stage waits for its sends
     }
     for expected in (
         "model.hidden_size=6144",
@@ -174,3 +176,17 @@ def test_tp_overlap_comes_from_the_case() -> None:
     own = {**layer, "notes": "", "training": {**layer["training"], "tp_overlap": False}}
     assert case_setup(own)[3]["tp_overlap"] is False
     assert case_setup({**layer, "notes": ""})[3]["tp_overlap"] is False
+
+
+def test_pipeline_p2p_flags_come_from_the_case() -> None:
+    """training.scatter_gather_opt and training.overlap_p2p_comm; absent, Megatron-LM's
+    defaults: scatter-gather on, sends not overlapped."""
+    case = _case("narayanan21_t1_145.6B")
+    flags = case_setup(case)[3]
+    assert (flags["p2p_scatter_gather"], flags["p2p_overlap"]) == (True, False)
+    bare = {k: v for k, v in case["training"].items() if k != "scatter_gather_opt"}
+    flags = case_setup({**case, "training": bare})[3]
+    assert (flags["p2p_scatter_gather"], flags["p2p_overlap"]) == (True, False)
+    own = {**case, "training": {**bare, "scatter_gather_opt": False, "overlap_p2p_comm": True}}
+    flags = case_setup(own)[3]
+    assert (flags["p2p_scatter_gather"], flags["p2p_overlap"]) == (False, True)
