@@ -221,17 +221,23 @@ def _check_recompute(recompute: str) -> None:
         raise ConfigError.single("", "mapping.recompute", recompute, f"one of {expected}")
 
 
-def _norm_tensors(model: ModelSpec) -> int:
-    """Parameter tensors of one norm: LayerNorm's gain and bias, or the gain alone."""
-    return 2 if model.norm == "layernorm" and model.use_bias else 1
+def _norm_op(model: ModelSpec, name: str, num_tokens: int, e: int) -> Op:
+    """A norm over ``num_tokens`` hidden vectors; it keeps its input, replicated on every tile.
 
-
-def _norm_params(model: ModelSpec) -> int:
-    """Parameters of one norm: LayerNorm ``2h`` (gain, bias; ``h`` without bias), RMSNorm ``h``."""
+    Its parameters: LayerNorm's gain and bias, ``2h`` in two tensors (the gain alone without
+    bias), or RMSNorm's gain, ``h``.
+    """
     h = model.hidden_size
-    if model.norm == "layernorm" and model.use_bias:
-        return 2 * h
-    return h
+    tensors = 2 if model.norm == "layernorm" and model.use_bias else 1
+    return make_op(
+        name,
+        "norm",
+        norm_cost(num_tokens, h, dtype_bytes=e),
+        params=tensors * h,
+        param_tensors=tensors,
+        dtype_bytes=e,
+        saved_bytes=e * num_tokens * h,
+    )
 
 
 def _vocab_per_tile(model: ModelSpec, tp: int) -> int:
@@ -388,19 +394,7 @@ def _attention_ops(
     ops: list[Op] = []
     edges: list[tuple[str, str, float]] = []
 
-    # Norm keeps its input, 2sbh, replicated on every tile.
-    norm = norm_cost(n_tok, h, dtype_bytes=e)
-    ops.append(
-        make_op(
-            "norm1",
-            "norm",
-            norm,
-            params=_norm_params(model),
-            param_tensors=_norm_tensors(model),
-            dtype_bytes=e,
-            saved_bytes=act_bytes,
-        )
-    )
+    ops.append(_norm_op(model, "norm1", n_tok, e))
     # Column-parallel QKV: h → (a/t + 2·kv/t)·d, bias split with the columns; keeps its
     # input, 2sbh, replicated.
     qkv_width = q_width + 2 * kv_width
@@ -552,18 +546,7 @@ def _mlp_ops(
     ops: list[Op] = []
     edges: list[tuple[str, str, float]] = []
 
-    norm = norm_cost(n_tok, h, dtype_bytes=e)
-    ops.append(
-        make_op(
-            "norm2",
-            "norm",
-            norm,
-            params=_norm_params(model),
-            param_tensors=_norm_tensors(model),
-            dtype_bytes=e,
-            saved_bytes=act_bytes,
-        )
-    )
+    ops.append(_norm_op(model, "norm2", n_tok, e))
     # Column-parallel fc1: h → f/t (2f/t gated), bias split; keeps its input, 2sbh, replicated.
     fc1 = matmul_cost(n_tok, h, fc1_width, dtype_bytes=e, has_weight=True)
     ops.append(
@@ -785,15 +768,7 @@ def head_block(
     act_bytes = e * n_tok * h
     owns_weights = count_tied_weights or not model.tie_word_embeddings
     ops = (
-        make_op(
-            "final_norm",
-            "norm",
-            norm_cost(n_tok, h, dtype_bytes=e),
-            params=_norm_params(model),
-            param_tensors=_norm_tensors(model),
-            dtype_bytes=e,
-            saved_bytes=act_bytes,
-        ),
+        _norm_op(model, "final_norm", n_tok, e),
         make_op(
             "lm_head",
             "matmul",
