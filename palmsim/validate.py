@@ -182,19 +182,23 @@ def _dp_overlap(training: Mapping[str, Any]) -> bool:
     return str(training.get("ddp_impl", "torch")).lower() != "local"
 
 
-def _grad_accumulation_fusion(training: Mapping[str, Any]) -> bool:
-    """Whether the weight-gradient GEMMs accumulate into the gradient buffer themselves.
+def _grad_accumulation(training: Mapping[str, Any]) -> str:
+    """How the measured run accumulated its weight gradients (``mapping.grad_accumulation``).
 
-    ``training.gradient_accumulation_fusion`` says so in a file of one's own. Otherwise:
+    ``training.grad_accumulation`` (a mode) or ``training.gradient_accumulation_fusion``
+    (true: ``fused``) says so in a file of one's own. Otherwise by the DDP implementation:
     Megatron-LM's ``--DDP-impl local`` (SC21) adds each parameter's fresh gradient into its
-    ``main_grad`` buffer in a backward hook, one kernel per parameter tensor per micro-batch
-    (``megatron/model/distributed.py``); the fused accumulation came later, and cases with
-    PyTorch DDP are taken as fused. (PyTorch's AccumulateGrad also adds in a kernel from a
-    run's second micro-batch on; palmsim does not charge those.)
+    ``main_grad`` buffer in a backward hook after every micro-batch
+    (``megatron/model/distributed.py``), and PyTorch DDP leaves it to autograd's
+    AccumulateGrad, which keeps the first micro-batch's gradient and adds the later ones.
     """
-    if "gradient_accumulation_fusion" in training:
-        return bool(training["gradient_accumulation_fusion"])
-    return str(training.get("ddp_impl", "torch")).lower() != "local"
+    if "grad_accumulation" in training:
+        return str(training["grad_accumulation"])
+    if training.get("gradient_accumulation_fusion"):
+        return "fused"
+    if str(training.get("ddp_impl", "torch")).lower() == "local":
+        return "every_microbatch"
+    return "after_first_microbatch"
 
 
 def _tp_overlap(case: Mapping[str, Any]) -> bool:
@@ -288,7 +292,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         "virtual_stages": int(system.get("virtual_pipeline_stages", 1) or 1),
         "dp_overlap": _dp_overlap(training),
         "tp_overlap": _tp_overlap(case),
-        "grad_accumulation_fusion": _grad_accumulation_fusion(training),
+        "grad_accumulation": _grad_accumulation(training),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
         "p2p_overlap": _p2p_overlap(training),
     }

@@ -37,6 +37,7 @@ import yaml
 from palmsim.config.overrides import OVERRIDE_WHERE, apply_overrides, split_overrides
 from palmsim.config.specs import (
     DTYPE_BYTES,
+    GRAD_ACCUMULATION_MODES,
     MEMORY_OP_KINDS,
     ClusterSpec,
     DramSpec,
@@ -655,7 +656,7 @@ def _mapping_schema() -> Schema:
         "partition": _str_rule(),
         "dp_overlap": _bool_rule(),
         "tp_overlap": _bool_rule(),
-        "grad_accumulation_fusion": _bool_rule(),
+        "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
         "p2p_scatter_gather": _bool_rule(),
         "p2p_overlap": _bool_rule(),
         "sequence_parallel": _bool_rule(),

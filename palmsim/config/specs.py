@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "DTYPE_BYTES",
+    "GRAD_ACCUMULATION_MODES",
     "MEMORY_OP_KINDS",
     "ClusterSpec",
     "DramSpec",
@@ -35,6 +36,9 @@ __all__ = [
 
 #: Bytes per element of each numeric format palmsim knows.
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+
+#: Values of ``MappingSpec.grad_accumulation``.
+GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
 
 
 def _f(help_text: str, **kwargs: Any) -> Any:
@@ -302,11 +306,14 @@ class MappingSpec:
         "with its weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce)",
         default=False,
     )
-    grad_accumulation_fusion: bool = _f(
-        "the weight-gradient GEMM accumulates into the gradient buffer (Megatron-LM's "
-        "--gradient-accumulation-fusion); false: each backward adds every parameter's fresh "
-        "gradient into it in a kernel of its own (Megatron-LM's DDP main_grad hook)",
-        default=True,
+    grad_accumulation: str = _f(
+        "how each backward's weight gradients reach the gradient buffer: 'fused' into the "
+        "weight-gradient GEMM (Megatron-LM's --gradient-accumulation-fusion); "
+        "'every_microbatch': an add kernel per parameter tensor after every backward "
+        "(Megatron-LM's local DDP main_grad hook); 'after_first_microbatch': the first "
+        "backward's gradients are kept, later ones added in a kernel (PyTorch's "
+        "AccumulateGrad, e.g. under PyTorch DDP)",
+        default="fused",
     )
     p2p_scatter_gather: bool = _f(
         "pipeline sends: each TP rank sends 1/t of the stage boundary's activations (or "

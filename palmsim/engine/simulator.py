@@ -366,6 +366,8 @@ class Simulator:
         """Run a pass's steps on ``tile``; with ``dp_buckets`` start DP reductions on markers."""
         for step in steps:
             if isinstance(step, ComputeStep):
+                if mb < step.from_microbatch:
+                    continue
                 self._activity[tile] = (stage, category, step, mb, ())
                 yield from self._compute(step, tile, stage, mb, category)
             elif isinstance(step, CollectiveStep):

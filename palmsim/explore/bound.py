@@ -10,8 +10,9 @@ lower bound (tests check it against simulation on many random cases):
   writes share it). A blocking ring collective (TP, or ZeRO-3's weight gathers) lasts at
   least its slowest ring edge's bytes over that edge's narrowest channel plus one route
   latency per ring step (this includes the all-gather of a scatter-gathered pipeline
-  receive). Pipeline transfers, blocking (``mapping.p2p_overlap`` false) or not, and the
-  overlapped DP reductions count 0, which only loosens the bound.
+  receive). Pipeline transfers, blocking (``mapping.p2p_overlap`` false) or not, the
+  overlapped DP reductions and the steps that skip the first micro-batch (PyTorch's gradient
+  accumulation, ``from_microbatch`` 1) count 0, which only loosens the bound.
 - **A pipeline** (one model chunk per stage): stage ``s`` starts micro-batch 0 only after every
   earlier stage has run its forward, ``Σ_{j<s} F_j``; it then runs ``m`` forwards, recomputes
   and backwards, ``m·(F_s + R_s + B_s)``, one after another on its tiles; after its last
@@ -81,7 +82,7 @@ def _steps_lower_bound_s(
     total = 0.0
     for step in steps:
         if isinstance(step, ComputeStep):
-            total += compute_s(step)
+            total += compute_s(step) if step.from_microbatch == 0 else 0.0
         elif isinstance(step, CollectiveStep):  # blocking: the tile waits for the ring
             ring_s = _ring_lower_bound_s(chip, groups[step.group], step.kind, step.size_bytes)
             # a compute step overlapping the collective runs alongside it (tp_overlap)
@@ -90,7 +91,7 @@ def _steps_lower_bound_s(
 
 
 def _dram_bytes(steps: Sequence[Step]) -> float:
-    computes = [s for s in steps if isinstance(s, ComputeStep)]
+    computes = [s for s in steps if isinstance(s, ComputeStep) and s.from_microbatch == 0]
     computes += [s.overlap for s in steps if isinstance(s, CollectiveStep) and s.overlap]
     return sum(s.dram_read_bytes + s.dram_write_bytes for s in computes)
 

@@ -197,7 +197,7 @@ def _cost(
     label: str,
     memory: _Memory,
     parts: Mapping[str, str] | None = None,
-    accumulation_kernels: bool = False,
+    fused_accumulation: bool = True,
 ) -> ComputeStep:
     """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic.
 
@@ -205,13 +205,10 @@ def _cost(
     of its two backward products, each half its FLOP and activation bytes; the weight read
     goes with ``dgrad``, the weight-gradient accumulation with ``wgrad``.
 
-    ``accumulation_kernels`` (``mapping.grad_accumulation_fusion`` off, on a tile with
-    ``memory_ops``): every backward adds each parameter tensor's fresh gradient into its
-    accumulated one in a kernel of its own, reading both and writing the sum, ``3·g`` bytes
-    per parameter (Megatron-LM's DDP hook ``param.main_grad.add_(param.grad)``,
-    ``megatron/model/distributed.py``). Otherwise the accumulation's read and write of the
-    gradient are the op's own traffic (fused into the weight-gradient GEMM, as Megatron-LM's
-    ``--gradient-accumulation-fusion`` does, or into the norm's kernel).
+    ``fused_accumulation``: the backward's read and write of the accumulated gradient are the
+    op's own traffic (fused into the weight-gradient GEMM, as Megatron-LM's
+    ``--gradient-accumulation-fusion`` does, or into a norm's kernel); otherwise they are
+    left to :func:`_accumulation_step`.
     """
     compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
     for op in ops:
@@ -220,7 +217,7 @@ def _cost(
         if phase == "B":
             flop, act = op.flop_bwd, op.bytes_bwd
             # Weight-gradient accumulation reads and writes the gradient.
-            grad = 2.0 * op.params * grad_bytes_per_param
+            grad = 2.0 * op.params * grad_bytes_per_param if fused_accumulation else 0.0
             if part == "dgrad":
                 flop, act, grad = flop / 2, act / 2, 0.0
             elif part == "wgrad":
@@ -236,17 +233,50 @@ def _cost(
             act * where.activations / 2 + weights * where.weights + grad * where.gradients / 2
         )
         dram_write += act * where.activations / 2 + grad * where.gradients / 2
-        own_grad = grad
-        if accumulation_kernels and grad > 0 and tile.memory_ops is not None:
-            own_grad = 0.0
-            accumulate_bytes = 3.0 * op.params * grad_bytes_per_param
-            compute_s += tile.memory_ops.time_s("elementwise", accumulate_bytes, op.param_tensors)
         compute_s += _op_time_s(
-            op, phase, flop, sram, act + weights + own_grad, tile, peak_flop_per_s, memory, part
+            op, phase, flop, sram, act + weights + grad, tile, peak_flop_per_s, memory, part
         )
         flop_total += flop
         sram_total += sram
     return ComputeStep(label, compute_s, flop_total, sram_total, dram_read, dram_write)
+
+
+def _accumulation_step(
+    ops: Iterable[Op],
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    grad_bytes_per_param: int,
+    where: _Placement,
+    label: str,
+    from_microbatch: int,
+) -> ComputeStep | None:
+    """The kernels that add a backward's fresh weight gradients into the accumulated ones.
+
+    One kernel per parameter tensor, reading both gradients and writing the sum, ``3·g``
+    bytes per parameter: Megatron-LM's local DDP hook ``param.main_grad.add_(param.grad)``
+    (``megatron/model/distributed.py``), or PyTorch's AccumulateGrad (``grad += new``),
+    which keeps the iteration's first gradient as it is (``from_microbatch`` 1). None when
+    the ops own no parameters.
+    """
+    params = sum(op.params for op in ops)
+    if params == 0:
+        return None
+    nbytes = 3.0 * params * grad_bytes_per_param
+    sram = nbytes * (1 - where.gradients)
+    if tile.memory_ops is not None:
+        kernels = sum(op.param_tensors for op in ops)
+        time_s = tile.memory_ops.time_s("elementwise", nbytes, kernels)
+    else:
+        time_s = op_time_s(
+            0.0,
+            sram,
+            peak_flop_per_s=peak_flop_per_s,
+            efficiency=tile.compute_efficiency,
+            sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
+        )
+    read = 2.0 / 3.0 * nbytes * where.gradients
+    write = 1.0 / 3.0 * nbytes * where.gradients
+    return ComputeStep(f"{label}.grad_acc", time_s, 0.0, sram, read, write, from_microbatch)
 
 
 def _peak_held(
@@ -434,8 +464,15 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 label,
                 operands,
                 parts,
-                accumulation_kernels=not mapping.grad_accumulation_fusion,
+                fused_accumulation=mapping.grad_accumulation == "fused",
             )
+
+        def accumulate(ops: Iterable[Op], label: str, where: _Placement = where) -> list[Step]:
+            if mapping.grad_accumulation == "fused":
+                return []
+            first = 1 if mapping.grad_accumulation == "after_first_microbatch" else 0
+            step = _accumulation_step(ops, hw.tile, peak, elem, where, label, first)
+            return [] if step is None else [step]
 
         def comm(kind: str, nbytes: float, label: str) -> list[Step]:
             if tp == 1 or nbytes <= 0:
@@ -568,6 +605,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                     else:
                         backward.append(cost(b.ops, "B", label))
                         backward.extend(reduce)
+                    backward.extend(accumulate(b.ops, label))
                 if dp > 1 and unit_params[name] > 0:
                     backward.append(
                         GradBucketReady(

@@ -42,6 +42,9 @@ class ComputeStep:
     sram_bytes: float
     dram_read_bytes: float
     dram_write_bytes: float
+    # The step runs for the iteration's micro-batches from this index on: 1 for PyTorch's
+    # AccumulateGrad, which keeps the first backward's gradients and adds the later ones.
+    from_microbatch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

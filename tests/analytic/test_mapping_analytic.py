@@ -186,42 +186,68 @@ def test_tp_overlap_splits_the_column_parallel_backward_exactly() -> None:
     assert overlapped[0].overlap.flop == pytest.approx(2 * tokens * h * 4 * h / 8, rel=1e-12)
 
 
+def _t18b_layer_on_a100(grad_accumulation: str, batch: int = 1):
+    from palmsim.api import load_experiment
+
+    return load_experiment(
+        "hw_configs/dgx-a100-superpod.yaml",
+        "workloads/t-18b.yaml",
+        overrides=["model.num_hidden_layers=1", f"training.global_batch_size={batch}"],
+        mapping_flags={
+            "pp": 1,
+            "tp": 8,
+            "dp": 1,
+            "micro_batch_size": 1,
+            "grad_accumulation": grad_accumulation,
+        },
+    )
+
+
 def test_unfused_grad_accumulation_adds_one_kernel_per_parameter_tensor() -> None:
-    """mapping.grad_accumulation_fusion=false (Megatron-LM's DDP hook main_grad.add_(grad)):
+    """mapping.grad_accumulation=every_microbatch (Megatron-LM's DDP hook main_grad.add_(grad)):
     each backward of a layer adds, per parameter tensor, a kernel reading the accumulated and
     the fresh gradient and writing the sum. One T-18B layer at TP 8 on an A100 in fp16 holds
     P = 12h²/8 + 7h/8 + 6h parameters (column-parallel weights and biases split, the two
     row-parallel biases, 2h, and two LayerNorms, 4h, replicated) in 12 tensors: the backward
     grows by 12 elementwise launches plus 3·2·P bytes at the elementwise bandwidth, less the
     2·2·4h bytes of gradient the two LayerNorm kernels no longer move themselves."""
-    from palmsim.api import load_experiment
     from palmsim.hardware.chip import Chip
     from palmsim.mapping.mapper import map_workload
     from palmsim.mapping.plan import ComputeStep
 
-    def layer_backward_s(fused: bool) -> float:
-        exp = load_experiment(
-            "hw_configs/dgx-a100-superpod.yaml",
-            "workloads/t-18b.yaml",
-            overrides=["model.num_hidden_layers=1", "training.global_batch_size=1"],
-            mapping_flags={
-                "pp": 1,
-                "tp": 8,
-                "dp": 1,
-                "micro_batch_size": 1,
-                "grad_accumulation_fusion": fused,
-            },
-        )
+    def layer_backward_s(mode: str) -> float:
+        exp = _t18b_layer_on_a100(mode)
         steps = map_workload(exp, Chip.from_spec(exp.hardware)).programs[0].backward
         layer = [s for s in steps if isinstance(s, ComputeStep) and s.label.startswith("L0.")]
-        return sum(s.compute_time_s for s in layer), exp.hardware.tile.memory_ops
+        return sum(s.compute_time_s for s in layer)
 
-    fused_s, memory_ops = layer_backward_s(True)
-    unfused_s, _ = layer_backward_s(False)
+    memory_ops = _t18b_layer_on_a100("fused").hardware.tile.memory_ops
     h, t, e = 6144, 8, 2
     params = 12 * h * h // t + 7 * h // t + 6 * h
     kernel = memory_ops.for_kind("elementwise")
     norm = memory_ops.for_kind("norm")
     extra_s = 12 * kernel.launch_latency_s + 3 * e * params / kernel.bandwidth_bytes_per_s
     extra_s -= 2 * e * 4 * h / norm.bandwidth_bytes_per_s
-    assert unfused_s - fused_s == pytest.approx(extra_s, rel=1e-9)
+    difference_s = layer_backward_s("every_microbatch") - layer_backward_s("fused")
+    assert difference_s == pytest.approx(extra_s, rel=1e-9)
+
+
+def test_autograd_accumulation_skips_the_first_microbatch() -> None:
+    """after_first_microbatch (PyTorch's AccumulateGrad) keeps the first backward's gradients:
+    against every_microbatch, an iteration of m micro-batches saves exactly one round of
+    accumulation kernels, for m = 1 as for m = 3. One round on one GPU (T-18B, one layer, TP
+    8, fp16): the layer's P = 12h²/8 + 7h/8 + 6h parameters in 12 tensors, the word embedding's
+    V/8·h and the learned positions' s·h (2 tensors) and the final LayerNorm's 2h (2 tensors;
+    the tied LM head owns none): 16 launches plus 3·2 bytes per parameter."""
+    from palmsim.api import simulate
+
+    def iteration_s(mode: str, batch: int) -> float:
+        return simulate(_t18b_layer_on_a100(mode, batch)).trace.end_time_s
+
+    kernel = _t18b_layer_on_a100("fused").hardware.tile.memory_ops.for_kind("elementwise")
+    h, t, e, vocab, s = 6144, 8, 2, 51200, 2048
+    params = 12 * h * h // t + 7 * h // t + 6 * h + vocab // t * h + s * h + 2 * h
+    round_s = 16 * kernel.launch_latency_s + 3 * e * params / kernel.bandwidth_bytes_per_s
+    for m in (1, 3):
+        saved_s = iteration_s("every_microbatch", m) - iteration_s("after_first_microbatch", m)
+        assert saved_s == pytest.approx(round_s, rel=1e-9)

@@ -49,6 +49,9 @@ def _random_cases(n: int) -> list[dict]:
                     "tp_overlap": bool(rng.integers(2)),
                     "p2p_scatter_gather": bool(rng.integers(2)),
                     "p2p_overlap": bool(rng.integers(2)),
+                    "grad_accumulation": str(
+                        rng.choice(["fused", "every_microbatch", "after_first_microbatch"])
+                    ),
                 },
                 "batch": m * mbs * dp,
             }

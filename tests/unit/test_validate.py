@@ -44,7 +44,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "virtual_stages": 1,
         "dp_overlap": True,  # ddp_impl: torch reduces buckets during the backward
         "tp_overlap": False,  # SC21's Megatron-LM had no asynchronous TP all-reduce
-        "grad_accumulation_fusion": True,  # PyTorch DDP cases are taken as fused
+        "grad_accumulation": "after_first_microbatch",  # PyTorch DDP: autograd accumulates
         "p2p_scatter_gather": False,  # scatter_gather_opt: false
         "p2p_overlap": False,  # Megatron-LM's default: a stage waits for its sends
     }
@@ -165,7 +165,7 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     # ddp_impl: local all-reduces the gradients after the whole backward pass, and adds each
     # fresh gradient into its main_grad buffer in a kernel of its own
     assert flags["dp_overlap"] is False
-    assert flags["grad_accumulation_fusion"] is False
+    assert flags["grad_accumulation"] == "every_microbatch"
 
 
 def test_tp_overlap_comes_from_the_case() -> None:
