@@ -100,7 +100,7 @@ def load_experiment(
     for key, names in (
         ("schedule", SCHEDULES.names()),
         ("placement", PLACERS.names()),
-        ("partition", list(PARTITIONERS)),
+        ("partition", PARTITIONERS.names()),
     ):
         value = getattr(mapping_spec, key)
         if value not in names:
