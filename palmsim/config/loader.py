@@ -644,26 +644,21 @@ def _inference_schema() -> Schema:
 
 
 def _mapping_schema() -> Schema:
-    return {
+    """Every :class:`MappingSpec` field: the rules below, else the rule of its type (``int``,
+    ``bool``, ``str``), so a plain new option needs no line here."""
+    special: Schema = {
+        "recompute": _choice_rule(("none", "selective", "full")),
+        "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
+        "zero": _zero_rule(),
+    }
+    by_type = {"int": _int_rule, "bool": _bool_rule, "str": _str_rule}
+    schema: Schema = {
         "description": _str_rule(required=False),
         "sources": _str_list_rule(required=False),
-        "pp": _int_rule(),
-        "tp": _int_rule(),
-        "dp": _int_rule(),
-        "micro_batch_size": _int_rule(),
-        "schedule": _str_rule(),
-        "recompute": _choice_rule(("none", "selective", "full")),
-        "placement": _str_rule(),
-        "partition": _str_rule(),
-        "dp_overlap": _bool_rule(),
-        "tp_overlap": _bool_rule(),
-        "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
-        "p2p_scatter_gather": _bool_rule(),
-        "p2p_overlap": _bool_rule(),
-        "sequence_parallel": _bool_rule(),
-        "zero": _zero_rule(),
-        "virtual_stages": _int_rule(),
     }
+    for f in fields(MappingSpec):
+        schema[f.name] = special.get(f.name) or by_type[str(f.type)]()
+    return schema
 
 
 def _run_schema() -> Schema:

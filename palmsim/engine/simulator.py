@@ -352,9 +352,7 @@ class Simulator:
                 sent = self._send(tile, peer, size, key, stage, mb)
                 if plan.programs[stage].send_blocks:
                     self._activity[tile] = f"stage {stage} sends {category} {k} of mb {mb}"
-                    yield from self._wait(
-                        sent, tile, stage, mb, f"{category}.send", size, category
-                    )
+                    yield from self._wait(sent, tile, stage, mb, f"{category}.send", size, category)
         self._activity[tile] = "finished"
         self._finished.add(tile)
 

@@ -162,6 +162,7 @@ def tp_collective(
     if tp == 1 or nbytes <= 0:
         return ()
     parts = (block,) if block else ()
+    pieces: tuple[tuple[CollectiveKind, str], ...]
     if kind is CollectiveKind.ALLREDUCE and sequence_parallel:
         pieces = ((CollectiveKind.REDUCESCATTER, "rs"), (CollectiveKind.ALLGATHER, "ag"))
     else:

@@ -74,9 +74,12 @@ def label_parses(source: str) -> list[str]:
             func = node.func
             if func.attr in PARSE_METHODS and _is_label(func.value):
                 found.append(f"{node.lineno}: label.{func.attr}()")
-            elif isinstance(func.value, ast.Name) and func.value.id == "re":
-                if any(_is_label(a) for a in ast.walk(node) if a is not func):
-                    found.append(f"{node.lineno}: re.{func.attr}() over a label")
+            elif (
+                isinstance(func.value, ast.Name)
+                and func.value.id == "re"
+                and any(_is_label(a) for a in ast.walk(node) if a is not func)
+            ):
+                found.append(f"{node.lineno}: re.{func.attr}() over a label")
         elif isinstance(node, ast.Compare):
             for op, right in zip(node.ops, node.comparators, strict=True):
                 if isinstance(op, ast.In | ast.NotIn) and _is_label(right):
