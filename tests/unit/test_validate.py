@@ -171,14 +171,15 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     assert flags["grad_accumulation"] == "every_microbatch"
 
 
-def test_tp_overlap_comes_from_the_case() -> None:
-    """Korthikanti's per-layer rows say in their notes that the backward all-reduce overlaps
-    the weight-gradient GEMM; a user's case may say so with training.tp_overlap."""
+def test_tp_overlap_comes_from_training_never_from_the_notes() -> None:
+    """Korthikanti's per-layer rows set training.tp_overlap (their notes say the backward
+    all-reduce overlaps the weight-gradient GEMM); the notes alone decide nothing."""
     layer = _case("korthikanti22_t4_22B_layer_baseline_no_recompute")
     assert case_setup(layer)[3]["tp_overlap"] is True
-    own = {**layer, "notes": "", "training": {**layer["training"], "tp_overlap": False}}
+    training = {k: v for k, v in layer["training"].items() if k != "tp_overlap"}
+    assert case_setup({**layer, "training": training})[3]["tp_overlap"] is False
+    own = {**layer, "training": {**layer["training"], "tp_overlap": False}}
     assert case_setup(own)[3]["tp_overlap"] is False
-    assert case_setup({**layer, "notes": ""})[3]["tp_overlap"] is False
 
 
 def test_pipeline_p2p_flags_come_from_the_case() -> None:
