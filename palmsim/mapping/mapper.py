@@ -166,7 +166,11 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     hw, workload, mapping = experiment.hardware, experiment.workload, experiment.mapping
     batch = training_batch(experiment)
     model = _model(experiment, batch)
-    everything_in_sram = _costing(hw, mapping, batch, OperandPlacement())
+    # partition: cost balances compute alone: everything in SRAM, accumulation in the GEMM
+    everything_in_sram = Costing(
+        hw.tile, batch.peak_flop_per_s, batch.elem_bytes, OperandPlacement(),
+        gemm_operand_bandwidth_bytes_per_s(hw),
+    )  # fmt: skip
     layout = stage_layout(
         mapping,
         workload.model.num_hidden_layers,
