@@ -102,7 +102,7 @@ class _Model:
     gather_bytes: float  # the receiving TP group's all-gather, 0 for none
 
 
-class Costs:
+class _PartitionCosts:
     """Layer, embedding and head cost of a forward plus a backward with everything in SRAM:
     what ``partition: cost`` balances."""
 
@@ -175,7 +175,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         mapping,
         workload.model.num_hidden_layers,
         batch.num_microbatches,
-        Costs(model, everything_in_sram),
+        _PartitionCosts(model, everything_in_sram),
     )
     stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     programs: dict[int, StageProgram] = {}
