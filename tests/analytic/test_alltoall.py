@@ -89,8 +89,8 @@ def test_alltoall_on_a_switch_matches_the_pairwise_exchange_cost():
 def test_alltoall_on_a_ring(n):
     chip = _grid(1, n, "torus")
     far = n // 2  # the longest shortest route
-    D = (n - 1) // 2 if n % 2 else n // 2
-    busiest_link_bytes = sum(range(1, D + 1)) * S_BYTES / n
+    reach = (n - 1) // 2 if n % 2 else n // 2
+    busiest_link_bytes = sum(range(1, reach + 1)) * S_BYTES / n
     expected = busiest_link_bytes / BW + (n - 1) * far * ALPHA_S
     assert _alltoall_time_s(chip, tuple(range(n))) == pytest.approx(expected, rel=1e-9)
 

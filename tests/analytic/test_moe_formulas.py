@@ -2,8 +2,8 @@
 
 Mixtral 8x7B (Jiang et al. 2024, arXiv:2401.04088) and the DeepSeek-V3 layout (DeepSeek-AI
 2024, arXiv:2412.19437, Sec. 2.1.2): the formulas below are written from the architectures,
-not from palmsim's output. Notation: h hidden, a heads, g KV heads, d head width, L layers,
-V vocabulary, E routed experts, k top-k, f_e expert width, n_s shared experts, f dense width.
+not from palmsim's output. Notation: h hidden, a heads, g KV heads, d head width, n_layers,
+vocab, n_experts routed experts, k top-k, fe expert width, ns shared experts, f dense width.
 A SwiGLU MLP of width f has 3·h·f weights; attention has h·(a·d + 2·g·d) + a·d·h.
 """
 
@@ -33,14 +33,14 @@ def _attention_params(h, a, g, d):
 
 def test_mixtral_parameters_match_the_hand_formula_and_the_published_46_7b():
     m = _model("mixtral-8x7b")
-    h, a, g, d, L, V, E, k, f = 4096, 32, 8, 128, 32, 32000, 8, 2, 14336
-    # per layer: attention, two RMSNorms (h each), router h·E, E SwiGLU experts
-    per_layer = _attention_params(h, a, g, d) + 2 * h + h * E + E * 3 * h * f
-    total = L * per_layer + 2 * V * h + h  # untied embedding and head, final norm
+    h, a, g, d, n_layers, vocab, n_experts, k, f = 4096, 32, 8, 128, 32, 32000, 8, 2, 14336
+    # per layer: attention, two RMSNorms (h each), the router, the SwiGLU experts
+    per_layer = _attention_params(h, a, g, d) + 2 * h + h * n_experts + n_experts * 3 * h * f
+    total = n_layers * per_layer + 2 * vocab * h + h  # untied embedding and head, final norm
     assert num_parameters(m) == total
     # Jiang et al. 2024, Sec. 2: "47B total parameters", "13B active parameters" per token
     assert total == pytest.approx(46.7e9, rel=1e-3)
-    active = total - L * (E - k) * 3 * h * f
+    active = total - n_layers * (n_experts - k) * 3 * h * f
     assert num_active_parameters(m) == active
     assert active == pytest.approx(12.9e9, rel=2e-3)
 
@@ -50,44 +50,45 @@ def test_deepseek_layout_parameters_match_the_hand_formula():
 
     Attention is palmsim's multi-head stand-in for MLA (see workloads/deepseek-v3.yaml)."""
     m = _model("deepseek-v3")
-    h, a, L, V = 7168, 128, 61, 129280
+    h, a, n_layers, vocab = 7168, 128, 61, 129280
     d = h // a
-    E, k, fe, ns, f, dense = 256, 8, 2048, 1, 18432, 3
+    n_experts, k, fe, ns, f, dense = 256, 8, 2048, 1, 18432, 3
     attn = _attention_params(h, a, a, d) + 2 * h
     dense_layer = attn + 3 * h * f
-    moe_layer = attn + h * E + E * 3 * h * fe + ns * 3 * h * fe
-    total = dense * dense_layer + (L - dense) * moe_layer + 2 * V * h + h
+    moe_layer = attn + h * n_experts + n_experts * 3 * h * fe + ns * 3 * h * fe
+    total = dense * dense_layer + (n_layers - dense) * moe_layer + 2 * vocab * h + h
     assert num_parameters(m) == total
-    assert num_active_parameters(m) == total - (L - dense) * (E - k) * 3 * h * fe
+    assert num_active_parameters(m) == total - (n_layers - dense) * (n_experts - k) * 3 * h * fe
     # The routed experts alone: 58 · 256 · 3 · 7168 · 2048 = 653.5 B of the report's 671 B.
-    assert (L - dense) * E * 3 * h * fe == pytest.approx(653.5e9, rel=1e-3)
+    assert (n_layers - dense) * n_experts * 3 * h * fe == pytest.approx(653.5e9, rel=1e-3)
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
 def test_model_flop_per_iteration_counts_the_routed_and_shared_experts(name):
     """3 x forward GEMM FLOP: every linear 2 FLOP per weight per token, the attention core
-    4·s·a·d per token (QKᵀ and AV over the full s x s matrix), the router 2·h·E, k routed and
-    all shared experts."""
+    4·s·a·d per token (QKᵀ and AV over the full s x s matrix), the router 2·h·n_experts, k
+    routed and all shared experts."""
     m = _model(name)
-    s, B = 2048, 8
-    training = TrainingSpec(seq_len=s, global_batch_size=B)
-    h, a, g, d, V = (
+    s, batch = 2048, 8
+    training = TrainingSpec(seq_len=s, global_batch_size=batch)
+    h, a, g, d, vocab = (
         m.hidden_size,
         m.num_attention_heads,
         m.num_key_value_heads,
         m.head_dim,
         m.vocab_size,
     )
-    E, k, fe = m.num_experts, m.num_experts_per_tok, m.expert_intermediate_size
+    n_experts, k, fe = m.num_experts, m.num_experts_per_tok, m.expert_intermediate_size
     ns = m.num_shared_experts
     attn = 2 * _attention_params(h, a, g, d) + 4 * s * a * d
     dense = m.first_k_dense_replace
     per_token = (
         dense * (attn + 2 * 3 * h * m.intermediate_size)
-        + (m.num_hidden_layers - dense) * (attn + 2 * h * E + 2 * (k + ns) * 3 * h * fe)
-        + 2 * h * V
+        + (m.num_hidden_layers - dense) * (attn + 2 * h * n_experts + 2 * (k + ns) * 3 * h * fe)
+        + 2 * h * vocab
     )
-    assert model_flop_per_iteration(m, training) == pytest.approx(3 * B * s * per_token, rel=1e-12)
+    expected = 3 * batch * s * per_token
+    assert model_flop_per_iteration(m, training) == pytest.approx(expected, rel=1e-12)
 
 
 def test_moe_blocks_on_a_tile_under_ep_and_tp():

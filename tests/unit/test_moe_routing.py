@@ -4,6 +4,7 @@ and the MoE keys of the loader."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +75,7 @@ def test_balanced_placement_spreads_the_heaviest_experts():
 
 
 def _hf(tmp_path, **changes):
-    base = json.loads(open("workloads/hf/mixtral-8x7b.config.json").read())
+    base = json.loads(Path("workloads/hf/mixtral-8x7b.config.json").read_text())
     base.update(changes)
     path = tmp_path / "m.config.json"
     path.write_text(json.dumps(base))
