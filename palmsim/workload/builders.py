@@ -269,7 +269,7 @@ class _LayerShape:
     """Per-tile sizes of one layer (see the module docstring for the notation)."""
 
     e: int  # bytes per element
-    s: int  # sequence length
+    s: int  # sequence length on the tile (its s/cp queries under context parallelism)
     h: int  # hidden size
     d: int  # head width
     n_tok: int  # tokens per micro-batch, b·s
@@ -277,6 +277,12 @@ class _LayerShape:
     kv_t: int  # KV heads on the tile, kv/t or 1 (replicated) when kv < t
     inner_t: int  # MLP columns on the tile, f/t
     batch_heads: int  # attention matrices on the tile, b·a/t
+    s_kv: int = 0  # keys each query chunk attends to: the whole sequence; 0 means s
+
+    @property
+    def keys(self) -> int:
+        """Keys the tile's queries attend to: the full sequence (``s·cp``)."""
+        return self.s_kv or self.s
 
     @property
     def act_bytes(self) -> int:
@@ -333,8 +339,14 @@ def layer_blocks(
     layer: int | None = None,
     ep: int = 1,
     expert_slots: float | None = None,
+    cp: int = 1,
 ) -> tuple[Block, ...]:
     """The blocks of one transformer layer on one of ``tp`` tiles.
+
+    ``cp`` > 1 is context parallelism (Megatron-Core ``--context-parallel-size``): the tile
+    holds ``s/cp`` tokens of each sample, every token-proportional op and activation shrinks by
+    ``cp``, and the attention core computes its ``s/cp`` queries against all ``s`` keys, whose
+    K and V chunks arrive around the CP ring (:mod:`palmsim.mapping.context`).
 
     A dense layer is ``(attn, mlp)``. A mixture-of-experts layer (``model.is_moe_layer``) is
     ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep`` and
@@ -377,22 +389,25 @@ def layer_blocks(
                 ep=ep,
                 expert_slots=expert_slots,
                 sequence_parallel=sequence_parallel,
+                cp=cp,
             )
     _check_common(model, micro_batch_size, tp)
+    seq = _local_seq_len(training, cp)
     _check_layer_tp(model, tp)
     _check_activation(model)
     kv_heads = model.num_key_value_heads
     heads_t = model.num_attention_heads // tp
     shape = _LayerShape(
         e=_dtype_bytes(training),
-        s=training.seq_len,
+        s=seq,
         h=model.hidden_size,
         d=model.head_dim,
-        n_tok=micro_batch_size * training.seq_len,
+        n_tok=micro_batch_size * seq,
         heads_t=heads_t,
         kv_t=kv_heads // tp if kv_heads >= tp else 1,
         inner_t=model.intermediate_size // tp,
         batch_heads=micro_batch_size * heads_t,
+        s_kv=training.seq_len,
     )
     # Megatron's g operator all-reduces the b·s·h partial sums of the row-parallel projection
     # in the forward (before the bias-dropout-add, which is modelled ahead of it here); its f
@@ -410,6 +425,23 @@ def layer_blocks(
     return blocks
 
 
+def _local_seq_len(training: TrainingSpec, cp: int) -> int:
+    """Tokens of each sample on one of ``cp`` context-parallel ranks, ``s/cp``.
+
+    Raises:
+        MappingError: ``2·cp`` does not divide the sequence: Megatron-Core's causal load
+            balancing cuts it into ``2·cp`` equal chunks (:mod:`palmsim.mapping.context`).
+    """
+    if cp < 1:
+        raise MappingError(f"context-parallel degree cp={cp} must be at least 1")
+    if cp > 1 and training.seq_len % (2 * cp):
+        raise MappingError(
+            f"cp={cp}: seq_len {training.seq_len} is not a multiple of 2*cp = {2 * cp} "
+            "(the causal load balancing cuts the sequence into 2*cp chunks)"
+        )
+    return training.seq_len // cp
+
+
 def _check_activation(model: ModelSpec) -> None:
     if model.hidden_act not in _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS:
         expected = " or ".join(map(repr, _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS))
@@ -425,6 +457,7 @@ def moe_blocks(
     ep: int = 1,
     expert_slots: float | None = None,
     sequence_parallel: bool = False,
+    cp: int = 1,
 ) -> tuple[Block, Block, Block, Block]:
     """The blocks of one mixture-of-experts layer on one tile: ``attn``, ``moe_route``,
     ``moe_experts``, ``moe_combine``.
@@ -449,7 +482,8 @@ def moe_blocks(
       add.
 
     ``sequence_parallel`` applies to the attention block only; the MoE blocks run on every
-    token of the micro-batch on each TP rank.
+    token of the micro-batch on each TP rank. With ``cp`` > 1 a tile routes its ``s/cp``
+    tokens (``N = b·s/cp``).
 
     ``T`` defaults to ``N·k`` (``N = b·s``): uniform, dropless routing, which gives every EP
     rank exactly the slots it sends. Every all-to-all has the per-tile buffer
@@ -491,10 +525,12 @@ def moe_blocks(
         micro_batch_size,
         tp,
         sequence_parallel=sequence_parallel,
+        cp=cp,
     )[0]
     e = _dtype_bytes(training)
     h = model.hidden_size
-    n_tok = micro_batch_size * training.seq_len
+    seq = _local_seq_len(training, cp)
+    n_tok = micro_batch_size * seq
     act_bytes = e * n_tok * h
     slots = float(n_tok * top_k)
     received = slots if expert_slots is None else float(expert_slots)
@@ -504,7 +540,7 @@ def moe_blocks(
     fc1_width = 2 * width_t if gated else width_t
     alltoall = e * h * max(received, slots) if ep > 1 else 0.0
     shape = _LayerShape(
-        e=e, s=training.seq_len, h=h, d=model.head_dim, n_tok=n_tok, heads_t=1, kv_t=1,
+        e=e, s=seq, h=h, d=model.head_dim, n_tok=n_tok, heads_t=1, kv_t=1,
         inner_t=width_t, batch_heads=1,
     )  # fmt: skip
 
@@ -731,7 +767,10 @@ def _attention_ops(
         qk_source = "rope"
     # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
     # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
-    scores = matmul_cost(s, d, s, batch=shape.batch_heads, dtype_bytes=e)
+    # Context parallelism: the tile's s/cp queries against all s keys, whose chunks pass
+    # around the CP ring (palmsim.mapping.context): the FLOP are 1/cp of the layer's.
+    keys = shape.keys
+    scores = matmul_cost(s, d, keys, batch=shape.batch_heads, dtype_bytes=e)
     ops.append(
         make_op(
             "scores",
@@ -743,7 +782,7 @@ def _attention_ops(
         )
     )
     # Softmax (with scale and mask) keeps its output, 2as²b/t; dropped under selective.
-    att_elements = shape.batch_heads * s * s
+    att_elements = shape.batch_heads * s * keys
     att_bytes = e * att_elements
     softmax = softmax_cost(att_elements, dtype_bytes=e)
     ops.append(
@@ -779,7 +818,7 @@ def _attention_ops(
     # MHA) and the dropout output (2as²b/t); without attention dropout its probabilities are
     # the softmax output, already kept by the softmax. Selective recompute keeps only V.
     v_bytes = e * n_tok * kv_width
-    context = matmul_cost(s, s, d, batch=shape.batch_heads, dtype_bytes=e)
+    context = matmul_cost(s, keys, d, batch=shape.batch_heads, dtype_bytes=e)
     ops.append(
         make_op(
             "context",
@@ -1226,8 +1265,13 @@ def activation_bytes_per_layer(
     *,
     sequence_parallel: bool = False,
     layer: int | None = None,
+    cp: int = 1,
 ) -> float:
     """Activation bytes one layer keeps on one tile from its forward until its backward.
+
+    With context parallelism ``cp`` every term is ``1/cp`` of the ``cp = 1`` figure: the
+    token-proportional ones hold ``s/cp`` tokens, and the ``a·s²`` attention terms become
+    ``a·(s/cp)·s`` (the tile's queries against all keys).
 
     For a GPT layer at e = 2 this is Korthikanti Table 2: ``s·b·h·(10 + 24/t + 5·a·s/(h·t))``
     with ``none``, ``s·b·h·(10 + 24/t)`` with ``selective``, ``2·s·b·h`` with ``full``; with
@@ -1239,10 +1283,16 @@ def activation_bytes_per_layer(
     """
     _check_recompute(recompute)
     blocks = layer_blocks(
-        model, training, micro_batch_size, tp, sequence_parallel=sequence_parallel, layer=layer
+        model,
+        training,
+        micro_batch_size,
+        tp,
+        sequence_parallel=sequence_parallel,
+        layer=layer,
+        cp=cp,
     )
     if recompute == "none":
         return sum(b.saved_bytes for b in blocks)
     if recompute == "selective":
         return sum(b.saved_bytes_selective for b in blocks)
-    return layer_input_bytes(model, training, micro_batch_size)
+    return layer_input_bytes(model, training, micro_batch_size) / cp
