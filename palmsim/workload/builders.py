@@ -377,8 +377,8 @@ def layer_blocks(
     if model.is_moe:
         if layer is None:
             raise MappingError(
-                f"model {model.name!r} has mixture-of-experts layers: its layers differ, so "
-                "each must be built with its index"
+                f"model {model.name!r} has mixture-of-experts layers, which this mapping "
+                "does not lower yet (its layers differ: each is built with its layer index)"
             )
         if model.is_moe_layer(layer):
             return moe_blocks(
