@@ -44,8 +44,10 @@ __all__ = [
     "load_experiment",
     "load_result",
     "op_table_of",
+    "resolve_config_path",
     "resolved_config",
     "run_experiment",
+    "shipped_names",
     "simulate",
     "summarize_result",
 ]
@@ -66,6 +68,52 @@ def _shipped(relative: str) -> str:
     return str(_REPO / relative)
 
 
+#: Folder of the shipped configs of each input, and the file endings a bare name may omit.
+_SHIPPED_FOLDERS = {"hardware": ("hw_configs",), "workload": ("workloads", "workloads/hf")}
+_CONFIG_ENDINGS = (".yaml", ".yml", ".config.json", ".json")
+
+
+def shipped_names(part: str) -> list[str]:
+    """The bare names of the shipped configs of ``part`` (``hardware`` or ``workload``)."""
+    names = set()
+    for folder in _SHIPPED_FOLDERS[part]:
+        base = Path(_shipped(folder))
+        if base.is_dir():
+            for path in base.iterdir():
+                ending = next((e for e in _CONFIG_ENDINGS if path.name.endswith(e)), None)
+                if ending and path.is_file():
+                    names.add(path.name[: -len(ending)])
+    return sorted(names)
+
+
+def resolve_config_path(value: str, part: str) -> str:
+    """The file of a ``--hw``/``--workload`` value: an existing path as given, else a bare name
+    of a shipped config (``dgx-h100`` -> ``hw_configs/dgx-h100.yaml``).
+
+    Raises:
+        ConfigError: neither a file nor a shipped name; the message lists the shipped names.
+    """
+    if Path(value).exists():
+        return value
+    if "/" not in value and "\\" not in value:
+        for folder in _SHIPPED_FOLDERS[part]:
+            for ending in ("", *_CONFIG_ENDINGS):
+                candidate = Path(_shipped(folder)) / f"{value}{ending}"
+                if candidate.is_file():
+                    return str(candidate)
+    names = shipped_names(part)
+    stem = Path(value).name
+    stem = next((stem[: -len(e)] for e in _CONFIG_ENDINGS if stem.endswith(e)), stem)
+    close = difflib.get_close_matches(stem, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError.single(
+        value,
+        "",
+        ConfigError.MISSING,
+        f"an existing {part} file or a shipped {part} name: {', '.join(names)}{hint}",
+    )
+
+
 def load_experiment(
     hardware: str | None = None,
     workload: str | None = None,
@@ -77,8 +125,10 @@ def load_experiment(
     """Load and validate the three inputs into one :class:`ExperimentSpec`.
 
     Args:
-        hardware: hardware YAML (default: the TX8 wafer).
-        workload: workload YAML or Hugging Face config.json (default: T-18B).
+        hardware: hardware YAML, or the bare name of a shipped one (``dgx-h100``; default: the
+            TX8 wafer).
+        workload: workload YAML or Hugging Face config.json, or the bare name of a shipped one
+            (``llama2-7b``; default: T-18B).
         mapping: optional mapping YAML; it overrides the workload's ``mapping:`` section.
         overrides: ``--set key=value`` strings (highest precedence).
         mapping_flags: mapping keys from command-line flags (``--pp`` ...), above the files.
@@ -86,8 +136,8 @@ def load_experiment(
     Raises:
         ConfigError: anything wrong in the inputs, with file, key path, value and expectation.
     """
-    hw_path = hardware or _shipped(DEFAULT_HARDWARE)
-    wl_path = workload or _shipped(DEFAULT_WORKLOAD)
+    hw_path = resolve_config_path(hardware, "hardware") if hardware else _shipped(DEFAULT_HARDWARE)
+    wl_path = resolve_config_path(workload, "workload") if workload else _shipped(DEFAULT_WORKLOAD)
     hw_spec = load_hardware(hw_path, overrides)
     wl_spec, mapping_section = load_workload(wl_path, overrides)
     sections: list[tuple[str, dict[str, Any]]] = [(wl_path, mapping_section)]

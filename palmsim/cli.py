@@ -13,7 +13,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,32 +95,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Unit suffix of a spec field name -> the dimension its value is formatted in.
-_SUFFIX_DIMENSIONS = (
-    ("_bytes_per_s", "bandwidth"),
-    ("_flop_per_s", "flop_rate"),
-    ("_bytes", "bytes"),
-    ("_flop", "flop"),
-    ("_hz", "frequency"),
-    ("_s", "time"),
-)
-
-
-def _describe_value(name: str, value: Any) -> str:
-    """A spec value as a person reads it: quantities with units (``3 MiB``), else its repr."""
-    from palmsim.config.loader import format_exact
-
-    dimension = next((d for suffix, d in _SUFFIX_DIMENSIONS if name.endswith(suffix)), None)
-    if dimension is None or isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, (int, float)):
-        return format_exact(float(value), dimension)
-    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
-        # (key, quantity) pairs, e.g. peak FLOP/s per dtype
-        return ", ".join(f"{k}: {format_exact(float(v), dimension)}" for k, v in value)
-    return repr(value)
-
-
 def _tile_range(text: str) -> tuple[int, int]:
     """``"A-B"`` (or ``"A"``) -> ``(A, B)``, for ``--tiles``."""
     first, _, last = text.partition("-")
@@ -201,25 +174,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(spec: Any, indent: str = "") -> list[str]:
-    """Lines describing a spec dataclass: each field's value (with units) and help text."""
-    lines = []
-    for f in fields(spec):
-        value = getattr(spec, f.name)
-        text = f.metadata.get("help", "")
-        if is_dataclass(value):
-            lines.append(f"{indent}{f.name}:  # {text}")
-            lines.extend(_describe(value, indent + "  "))
-        else:
-            lines.append(f"{indent}{f.name}: {_describe_value(f.name, value)}  # {text}")
-    return lines
-
-
 def _cmd_describe(args: argparse.Namespace) -> int:
-    experiment = _load(args)
-    for part in ("hardware", "workload", "mapping", "run"):
-        print(f"{part}:")
-        print("\n".join(_describe(getattr(experiment, part), "  ")))
+    from palmsim.config.describe import described_keys, format_described
+
+    print(format_described(described_keys(_load(args))))
     return 0
 
 

@@ -143,11 +143,11 @@ class TileSpec:
         default=1.0,
     )
     gemm: GemmSpec | None = _f(
-        "shape-dependent GEMM model; None: peak x compute_efficiency for every GEMM",
+        "shape-dependent GEMM model; null (absent): peak x compute_efficiency for every GEMM",
         default=None,
     )
     memory_ops: MemoryOpsSpec | None = _f(
-        "memory-bound kernels run one by one at this bandwidth; None: their bytes overlap "
+        "memory-bound kernels run one by one at this bandwidth; null (absent): their bytes overlap "
         "with the step's compute",
         default=None,
     )
@@ -245,7 +245,7 @@ class ModelSpec:
     hidden_dropout: float = _f(
         "residual dropout probability (a mask is stored if > 0)", default=0.0
     )
-    causal: bool = _f("decoder (causal) attention; False for encoders like BERT", default=True)
+    causal: bool = _f("decoder (causal) attention; false for encoders like BERT", default=True)
 
     @property
     def head_dim(self) -> int:
