@@ -120,8 +120,10 @@ def _text(value: Any) -> str:
     """A raw value as YAML reads it back (``--set`` parses its value with ``yaml.safe_load``)."""
     if isinstance(value, str):
         return value
-    return str(yaml.safe_dump(value, default_flow_style=True, width=10**6)).strip().removesuffix(
-        "\n..."
+    return (
+        str(yaml.safe_dump(value, default_flow_style=True, width=10**6))
+        .strip()
+        .removesuffix("\n...")
     )
 
 
@@ -171,4 +173,3 @@ def format_described(keys: list[DescribedKey]) -> str:
         text = f"{k.key}: {k.value}"
         lines.append(f"{text:<{width}}  # {k.help}" if k.help else text)
     return "\n".join(lines)
-

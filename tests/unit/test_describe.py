@@ -18,8 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 CASES = [
     ("tx8-wafer", "t-18b", ()),
     ("dgx-a100-superpod", "llama2-7b", ("workload.mode=inference",)),
-    ("dgx-h100", str(REPO / "workloads" / "hf" / "llama-2-7b.config.json"),
-     ("training.seq_len=4096", "training.global_batch_size=64")),
+    (
+        "dgx-h100",
+        str(REPO / "workloads" / "hf" / "llama-2-7b.config.json"),
+        ("training.seq_len=4096", "training.global_batch_size=64"),
+    ),
 ]
 
 
