@@ -34,6 +34,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
+from palmsim.mapping.suspect import mapping_warnings
 from palmsim.report.export import read_run
 from palmsim.report.metrics import op_table_rows, summarize
 
@@ -146,6 +147,16 @@ def load_experiment(
     if mapping_flags:
         sections.append(("command-line flags", dict(mapping_flags)))
     mapping_spec = load_mapping(sections, overrides)
+    if (
+        not any(section for _, section in sections[1:])
+        and not mapping_section
+        and not any(o.split("=", 1)[0].strip().startswith("mapping.") for o in overrides)
+    ):
+        log.warning(
+            "%s has no mapping: section and no --pp/--tp/--dp/--mapping was given: pp=tp=dp=1, "
+            "one tile (the defaults)",
+            wl_path,
+        )
     problems = []
     for key, names in (
         ("schedule", SCHEDULES.names()),
@@ -212,6 +223,8 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
         plan.num_stages,
         plan.num_microbatches,
     )
+    for warning in mapping_warnings(experiment, len(plan.used_tiles), chip.num_tiles):
+        log.warning(warning)
     trace = Simulator(chip, plan, experiment.run).run()
     return SimulationResult(experiment, chip, plan, trace)
 
