@@ -207,7 +207,8 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 efficiency=hw.tile.compute_efficiency,
                 sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
             )
-            return ComputeStep(label, t, flop, sram, read_dram, write_dram)
+            flop_s = flop / (peak * hw.tile.compute_efficiency)
+            return ComputeStep(label, t, flop, sram, read_dram, write_dram, flop_time_s=flop_s)
 
         def program(
             layer: list[tuple[str, list[Op], float]],
