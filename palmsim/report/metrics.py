@@ -335,28 +335,30 @@ def step_bound(duration_s: float, launch_latency_s: float, flop_time_s: float) -
     return max(BOUNDS, key=lambda bound: (terms[bound], -BOUNDS.index(bound)))
 
 
-def steps_by_label(plan: MappingPlan) -> dict[str, ComputeStep]:
-    """Every compute step of the plan by its label (the label its intervals carry)."""
-    found: dict[str, ComputeStep] = {}
-    programs = [(*p.forward, *p.backward, *p.recompute, p.optimizer) for p in plan.programs]
+def steps_by_label(plan: MappingPlan) -> dict[tuple[str, str], ComputeStep]:
+    """Every compute step of the plan by ``(category, label)``, the pair its intervals carry
+    (a layer's forward and backward steps share a label, so the category tells them apart)."""
+    found: dict[tuple[str, str], ComputeStep] = {}
+    groups: list[tuple[str, tuple[Any, ...]]] = []
+    for p in plan.programs:
+        groups += [("forward", p.forward), ("backward", p.backward)]
+        groups += [("recompute", p.recompute), ("optimizer", (p.optimizer,))]
     if plan.inference is not None:
-        programs += [
-            (*st.prefill, *(s for steps in st.decode for s in steps))
-            for st in plan.inference.stages
-        ]
-    for steps in programs:
+        for st in plan.inference.stages:
+            groups.append(("prefill", st.prefill))
+            groups += [("decode", steps) for steps in st.decode]
+    for category, steps in groups:
         for step in steps:
-            inner = getattr(step, "overlap", None)
-            for s in (step, inner):
+            for s in (step, getattr(step, "overlap", None)):
                 if isinstance(s, ComputeStep):
-                    found.setdefault(s.label, s)
+                    found.setdefault((category, s.label), s)
     return found
 
 
-def _bound_of(record: IntervalRecord, steps: Mapping[str, ComputeStep]) -> str:
-    step = steps.get(record.label)
+def _bound_of(record: IntervalRecord, steps: Mapping[tuple[str, str], ComputeStep]) -> str:
+    step = steps.get((record.category, record.label))
     duration_s = record.end_s - record.start_s
-    if step is None:  # not a step of the plan: no launch term, all FLOP at the step's rate
+    if step is None:  # not a step of the plan (hand-made records): no launch, no FLOP term
         return "memory" if record.flop == 0 and duration_s > 0 else "compute"
     return step_bound(duration_s, step.launch_latency_s, step.flop_time_s)
 
@@ -641,10 +643,10 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         )
     add("micro-batches", "num_microbatches", str)
     add("iteration time", "iteration_time_s", _human_time)
-    bound = verdict(summary)
-    if bound is not None:
-        where = f"  [{bound.where}]" if bound.where else ""
-        rows.append(("bound by", f"{bound.resource}, {_percent(bound.share)} of it{where}"))
+    bounding = verdict(summary)
+    if bounding is not None:
+        where = f"  [{bounding.where}]" if bounding.where else ""
+        rows.append(("bound by", f"{bounding.resource}, {_percent(bounding.share)} of it{where}"))
     add(
         "throughput",
         "throughput_samples_per_s",

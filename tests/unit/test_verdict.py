@@ -98,3 +98,37 @@ def test_step_bound_takes_the_largest_term_of_the_cost_model() -> None:
     assert step_bound(1.1e-6, 0.0, 0.1e-6) == "memory"
     assert step_bound(10e-6, 1e-6, 8e-6) == "compute"  # M = 1 µs, L = 1 µs, C = 8 µs
     assert step_bound(2e-6, 0.0, 1e-6) == "compute"  # C = M = 1 µs: ties go to compute
+
+
+def test_time_by_bound_tells_a_layers_forward_from_its_backward() -> None:
+    """Forward and backward of L0.mlp share a label. Forward: 1 s of FLOP, runs 1.2 s
+    (compute). Backward: 2 s of FLOP, runs 5 s (memory adds 3 s: memory). A GPU-like
+    optimizer of 10 kernels at 0.1 s launch each runs 1.5 s (latency 1 s > memory 0.5 s)."""
+    from palmsim.config.specs import MappingSpec
+    from palmsim.engine.records import IntervalRecord, RunTrace
+    from palmsim.mapping.plan import ComputeStep, MappingPlan, StageProgram
+    from palmsim.report.metrics import time_by_bound_s
+    from tests.unit.report_fakes import build
+
+    fwd = ComputeStep("L0.mlp", 1.0, 16.0, 0.0, 0.0, 0.0, flop_time_s=1.0)
+    bwd = ComputeStep("L0.mlp", 2.0, 32.0, 0.0, 0.0, 0.0, flop_time_s=2.0)
+    opt = ComputeStep("optimizer", 1.5, 0.0, 0.0, 0.0, 0.0, launch_latency_s=1.0)
+    program = build(
+        StageProgram, stage=0, layers=(0, 1), forward=(fwd,), backward=(bwd,), optimizer=opt
+    )
+    plan = build(
+        MappingPlan,
+        mapping=MappingSpec(),
+        num_microbatches=1,
+        stage_tiles=(((0,),),),
+        programs=(program,),
+    )
+    records = (
+        IntervalRecord(0, "forward", 0.0, 1.2, 0, 0, "L0.mlp", 16.0, 0.0),
+        IntervalRecord(0, "backward", 1.2, 6.2, 0, 0, "L0.mlp", 32.0, 0.0),
+        IntervalRecord(0, "optimizer", 6.2, 7.7, 0, -1, "optimizer", 0.0, 0.0),
+    )
+    trace = RunTrace(records, (), (), 7.7, 0, 0.0)
+    assert time_by_bound_s(trace, plan) == pytest.approx(
+        {"compute": 1.2, "memory": 5.0, "latency": 1.5}
+    )
