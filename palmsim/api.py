@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,11 +248,12 @@ def run_experiment(
     *,
     make_plots: bool = True,
     op_table: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Simulate ``experiment``, write its run folder and return its summary.
 
     What ``palmsim run`` does after loading; sweep points run exactly this. ``op_table`` also
-    writes ``op_table.csv``.
+    writes ``op_table.csv``; ``progress`` is :func:`~palmsim.report.export.write_run`'s.
     """
     from palmsim.report.export import write_op_table, write_run
 
@@ -266,6 +267,7 @@ def run_experiment(
         chip=result.chip,
         plan=result.plan,
         make_plots=make_plots,
+        progress=progress,
     )
     if op_table:
         write_op_table(out_dir, op_table_of(result))

@@ -67,6 +67,41 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _ProgressBar:
+    """A tqdm bar on stderr behind the library's ``progress(done, total, text)`` callbacks.
+
+    tqdm draws only on a terminal (``disable=None``), so pipes and CI logs stay clean; ``-q``
+    turns it off everywhere.
+    """
+
+    def __init__(self, what: str, unit: str, *, quiet: bool, leave: bool = True) -> None:
+        self.what, self.unit, self.quiet, self.leave = what, unit, quiet, leave
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int, text: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                desc=self.what,
+                unit=self.unit,
+                file=sys.stderr,
+                disable=True if self.quiet else None,
+                leave=self.leave,
+                dynamic_ncols=True,
+            )
+        self.bar.set_postfix_str(text, refresh=False)
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+        else:
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _load(args: argparse.Namespace) -> Any:
     from palmsim.api import load_experiment
 
@@ -88,7 +123,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     experiment = _load(args)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
-    summary = run_experiment(experiment, out, make_plots=not args.no_plots, op_table=args.op_table)
+    bar = _ProgressBar("writing", "file", quiet=args.quiet, leave=False)
+    try:
+        summary = run_experiment(
+            experiment, out, make_plots=not args.no_plots, op_table=args.op_table, progress=bar
+        )
+    finally:
+        bar.close()
     if not args.quiet:
         print(format_summary_table(summary))
         print(f"wrote {out}/")
@@ -184,21 +225,19 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from palmsim.explore.sweep import sweep
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(f"\r{line}", end="", file=sys.stderr, flush=True)
-
-    results = sweep(
-        args.spec,
-        args.out,
-        jobs=args.jobs,
-        executor=args.executor,
-        scheduler=args.scheduler,
-        plots=args.plots,
-        progress=progress,
-    )
-    if not args.quiet:
-        print(file=sys.stderr)
+    bar = _ProgressBar("sweep", "point", quiet=args.quiet)
+    try:
+        results = sweep(
+            args.spec,
+            args.out,
+            jobs=args.jobs,
+            executor=args.executor,
+            scheduler=args.scheduler,
+            plots=args.plots,
+            progress=bar,
+        )
+    finally:
+        bar.close()
     print(f"wrote {results}")
     return 0
 

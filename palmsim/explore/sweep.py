@@ -22,7 +22,6 @@ import hashlib
 import itertools
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -223,23 +222,21 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
 class _Progress:
     total: int
     skipped: int
-    report: Callable[[str], None] | None
+    report: Callable[[int, int, str], None] | None
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "infeasible": 0, "error": 0})
-    started_s: float = field(default_factory=time.monotonic)
 
-    def update(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
+    def update(self, status: str | None = None) -> None:
+        """Count a finished point of ``status`` (None: only report the state so far)."""
+        if status is not None:
+            self.counts[status] = self.counts.get(status, 0) + 1
         if self.report is None:
             return
         done = sum(self.counts.values())
-        left = self.total - self.skipped - done
-        elapsed_s = time.monotonic() - self.started_s
-        eta_s = elapsed_s / done * left if done else 0.0
         self.report(
-            f"[{done + self.skipped}/{self.total}] ok {self.counts['ok']}, infeasible "
-            f"{self.counts['infeasible']}, error {self.counts['error']}"
-            + (f", {self.skipped} already done" if self.skipped else "")
-            + f", ETA {int(eta_s) // 60}:{int(eta_s) % 60:02d}"
+            done + self.skipped,
+            self.total,
+            f"ok {self.counts['ok']}, infeasible {self.counts['infeasible']}, error "
+            f"{self.counts['error']}" + (f", {self.skipped} already done" if self.skipped else ""),
         )
 
 
@@ -267,7 +264,7 @@ def sweep(
     executor: str = "local",
     scheduler: str | None = None,
     plots: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Run every unfinished point of a sweep spec and write ``OUT/results.csv``; return it.
 
@@ -278,7 +275,9 @@ def sweep(
         executor: ``local`` (a process pool) or ``dask`` (an existing Dask cluster).
         scheduler: the Dask scheduler address, e.g. ``tcp://host:8786`` (``dask`` only).
         plots: also draw each point's figures.
-        progress: called with a one-line progress report after each point.
+        progress: called as ``progress(done, total, counts)`` once before the first point and
+            after each point: points finished (earlier runs' included), points in the spec,
+            and a text of the counts by status (the CLI draws it as a progress bar).
 
     Raises:
         ConfigError: a bad spec, an unknown executor, or ``dask`` without a scheduler or
@@ -300,6 +299,7 @@ def sweep(
         if not (out / "points" / point.point_id / "status.json").exists()
     ]
     tracker = _Progress(len(spec.points), len(spec.points) - len(tasks), progress)
+    tracker.update()
 
     def finished(status: Mapping[str, Any]) -> None:
         tracker.update(str(status["status"]))

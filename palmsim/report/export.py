@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -569,6 +569,10 @@ def write_csv(path: str | Path, header: tuple[str, ...], rows: list[list[Any]]) 
     return _write_atomic(path, _csv_text(header, rows))
 
 
+#: The files of a run folder other than its figures, in the order :func:`write_run` writes them.
+_RUN_FILES = ("summary.json", "records.csv", "timeline.csv", "trace.json")
+
+
 def write_run(
     out_dir: str | Path,
     *,
@@ -580,6 +584,7 @@ def write_run(
     make_plots: bool = True,
     timeline_bin_s: float | None = None,
     plot_kinds: tuple[str, ...] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write one run's results into ``out_dir`` (created if missing) and return it.
 
@@ -600,9 +605,23 @@ def write_run(
             :data:`DEFAULT_TIMELINE_BINS` bins.
         plot_kinds: the figures to draw (default :data:`palmsim.report.plots.DEFAULT_KINDS`;
             the floorplan kinds need a real :class:`~palmsim.hardware.chip.Chip`).
+        progress: called as ``progress(done, total, name)`` before each file is written:
+            files written so far, files in all, and the one being written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    kinds: tuple[str, ...] = ()
+    if make_plots:
+        from palmsim.report import plots  # matplotlib only when asked for
+
+        kinds = tuple(plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds)
+    names = [*_RUN_FILES, *(f"plots/{kind}.png" for kind in kinds)]
+
+    def step(name: str) -> None:
+        if progress is not None:
+            progress(names.index(name), len(names), name)
+
+    step("summary.json")
 
     _write_text(
         out / "summary.json",
@@ -617,8 +636,10 @@ def write_run(
             allow_unicode=True,
         ),
     )
+    step("records.csv")
     _write_text(out / "records.csv", records_csv(trace))
 
+    step("timeline.csv")
     if timeline_bin_s is None:
         end_s = float(trace.end_time_s)
         timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
@@ -627,18 +648,20 @@ def write_run(
     )
     _write_text(out / "timeline.csv", timeline_csv(timeline))
 
+    step("trace.json")
     _write_text(out / "trace.json", _chrome_trace_text(chrome_trace(trace, chip, plan)))
 
-    if make_plots:
+    if kinds:
         from types import SimpleNamespace
-
-        from palmsim.report import plots  # matplotlib only when asked for
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
         run = SimpleNamespace(trace=trace, chip=chip, plan=plan)
-        for kind in plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds:
+        for kind in kinds:
+            step(f"plots/{kind}.png")
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})
+    if progress is not None:
+        progress(len(names), len(names), "")
     return out
 
 

@@ -102,9 +102,11 @@ def test_rerun_skips_finished_points(tmp_path: Path) -> None:
     sweep(path, out, jobs=1)
     first = _rows(out)
     (out / first[1]["run_dir"] / "status.json").unlink()
-    lines: list[str] = []
-    sweep(path, out, jobs=1, progress=lines.append)
-    assert len(lines) == 1 and "2 already done" in lines[0]  # only the unfinished point ran
+    reports: list[tuple[int, int, str]] = []
+    sweep(path, out, jobs=1, progress=lambda *report: reports.append(report))
+    # before the first point, then after the only unfinished one
+    assert [(done, total) for done, total, _ in reports] == [(2, 3), (3, 3)]
+    assert reports[-1][2] == "ok 1, infeasible 0, error 0, 2 already done"
     assert _rows(out) == first
 
 

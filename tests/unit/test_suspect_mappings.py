@@ -74,3 +74,21 @@ def test_no_mapping_at_all_says_the_defaults_are_used(caplog: pytest.LogCaptureF
     caplog.clear()
     load_experiment("dgx-a100-superpod", "t-145b", mapping_flags={"tp": 8})
     assert not caplog.records
+
+
+def test_progress_and_warnings_keep_piped_stderr_clean(tmp_path: object) -> None:
+    """Piped (not a terminal), stderr holds the warning lines and no progress-bar redraws."""
+    import subprocess
+    import sys
+
+    argv = ["run", "--pp", "3", "--tp", "16", "--micro-batch", "8", "-q", "--no-plots"]
+    argv += ["--set", "model.num_hidden_layers=8", "--set", "training.global_batch_size=32"]
+    done = subprocess.run(
+        [sys.executable, "-m", "palmsim.cli", *argv, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = done.stderr.splitlines()
+    assert "\r" not in done.stderr and "writing" not in done.stderr
+    assert len(lines) == 2 and all(line.startswith("palmsim: ") for line in lines)
