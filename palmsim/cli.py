@@ -10,6 +10,7 @@ Errors print as one message (all problems of a config file at once), never a tra
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
@@ -169,25 +170,56 @@ def _plot_pareto(args: argparse.Namespace) -> int:
     if not done:
         raise RunDirError(f"{table} has no point with both memory per tile and iteration time")
     points = [(float(r[str(column)]), float(r["iteration_time_s"])) for r in done]
-    keys = ("pp", "tp", "dp", "micro_batch_size", "schedule", "recompute")
-    labels = [" ".join(f"{k}={r[k]}" for k in keys if k in r) or r.get("point", "") for r in done]
     out = Path(args.out) if args.out else Path(args.run_dir) / "pareto.png"
-    plots.pareto(points, pareto_front(points), out, labels=labels)
+    plots.pareto(points, pareto_front(points), out, labels=_pareto_labels(done))
     print(f"wrote {out}")
     return 0
 
 
+#: results.csv columns that are not a point's inputs: its status, figures and folder.
+_NOT_INPUTS = frozenset(
+    {"point", "status", "reason", "run_dir", "lower_bound_s", *_MEMORY_COLUMNS}
+    | {"iteration_time_s", "throughput_samples_per_s", "throughput_tokens_per_s", "mfu"}
+    | {"pipeline_bubble_fraction", "noc_link_utilization_max", "dram_bandwidth_utilization_max"}
+    | {"exposed_communication_s", "num_tiles_used"}
+)
+
+
+def _pareto_labels(rows: list[dict[str, str]]) -> list[str]:
+    """Each point's label: ``key=value`` of every input column whose value differs between
+    the points (a sweep's swept keys, a search's mapping fields), never a hash id."""
+    if not rows:
+        return []
+    inputs = [k for k in rows[0] if k not in _NOT_INPUTS]
+    differing = [k for k in inputs if len({r.get(k, "") for r in rows}) > 1]
+    return [
+        " ".join(f"{k.removeprefix('mapping.')}={r.get(k, '')}" for k in differing)
+        or r.get("point", "")
+        for r in rows
+    ]
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from palmsim.api import load_result
-    from palmsim.errors import ConfigError
+    from palmsim.errors import ConfigError, RunDirError
     from palmsim.report.export import write_plot
     from palmsim.report.plots import PLOT_KINDS
 
     if args.kind == "pareto":
         return _plot_pareto(args)
     if args.kind not in PLOT_KINDS:
+        kinds = [*PLOT_KINDS.names(), "pareto"]
+        close = difflib.get_close_matches(args.kind, kinds, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError.single(
-            "command line", "KIND", args.kind, PLOT_KINDS.unknown_message(args.kind)
+            "command line", "KIND", args.kind, f"one of {', '.join(kinds)}{hint}"
+        )
+    folder = Path(args.run_dir)
+    if not (folder / "summary.json").exists() and (folder / "results.csv").exists():
+        raise RunDirError(
+            f"{folder} is a sweep's or a search's folder, not a run: plot one of its points, "
+            f"e.g. palmsim plot {args.kind} {folder / 'points' / '<id>'} (the ids are "
+            f"results.csv's run_dir column), or all of them with palmsim plot pareto {folder}"
         )
     run = load_result(args.run_dir)
     if args.stage is not None and not 0 <= args.stage < run.plan.num_stages:
@@ -314,11 +346,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     write_csv(out / "results.csv", _SEARCH_COLUMNS, rows)
     simulated = [c for c in result.candidates if c.status == "simulated"]
     points = [(c.memory_per_tile_bytes, c.summary["iteration_time_s"]) for c in simulated]
-    labels = [
-        f"pp{c.mapping.pp} tp{c.mapping.tp} dp{c.mapping.dp} mbs{c.mapping.micro_batch_size} "
-        f"{c.mapping.schedule} {c.mapping.recompute}"
-        for c in simulated
-    ]
+    fields = ("pp", "tp", "dp", "micro_batch_size", "schedule", "recompute", "placement")
+    labels = _pareto_labels([{k: str(getattr(c.mapping, k)) for k in fields} for c in simulated])
     if points:
         plots.pareto(points, pareto_front(points), out / "pareto.png", labels=labels)
     print(

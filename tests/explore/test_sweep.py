@@ -156,3 +156,42 @@ def test_plot_pareto_of_a_sweep_folder(tmp_path: Path, capsys) -> None:
     assert (out / "pareto.png").stat().st_size > 0
     assert main(["plot", "pareto", str(tmp_path / "nothing")]) == 5
     assert "results.csv does not exist" in capsys.readouterr().err
+    # a run's figure asked of the sweep folder: the error points at points/<id> and pareto
+    assert main(["plot", "gantt", str(out)]) == 5
+    err = capsys.readouterr().err
+    assert "points/<id>" in err and f"palmsim plot pareto {out}" in err
+
+
+def test_pareto_labels_name_the_fields_that_differ() -> None:
+    """A sweep over pp and seed labels its points by both, with no hash id or fixed field."""
+    from palmsim.cli import _pareto_labels
+
+    rows = [
+        {
+            "point": "ab12",
+            "status": "ok",
+            "mapping.pp": "2",
+            "run.seed": "0",
+            "mapping.tp": "16",
+            "iteration_time_s": "1.5",
+            "mfu": "0.3",
+        },
+        {
+            "point": "cd34",
+            "status": "ok",
+            "mapping.pp": "4",
+            "run.seed": "1",
+            "mapping.tp": "16",
+            "iteration_time_s": "1.2",
+            "mfu": "0.4",
+        },
+    ]
+    assert _pareto_labels(rows) == ["pp=2 run.seed=0", "pp=4 run.seed=1"]
+    search = [{"pp": "5", "placement": "snake"}, {"pp": "5", "placement": "row_major"}]
+    assert _pareto_labels(search) == ["placement=snake", "placement=row_major"]
+
+
+def test_plot_lists_pareto_among_its_kinds(capsys) -> None:
+    assert main(["plot", "paretto", "."]) == 2
+    err = capsys.readouterr().err
+    assert "pareto" in err and "did you mean 'pareto'?" in err
