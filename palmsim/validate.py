@@ -1,6 +1,6 @@
 """``palmsim validate``: predictions against published measurements of real training runs.
 
-A measurements file (format: ``shared/calibration/measurements.yaml``, schema ``palmsim-
+A measurements file (format: ``validation/measurements.yaml``, schema ``palmsim-
 calibration v1``) lists *cases*. A case that describes a training run (``model``, ``system``
 with ``tp``/``pp``/``dp``, ``training``, ``measured``) becomes an experiment: the shipped
 hardware config of its GPU (or the case's own ``system.hw_config``), a workload built from the
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 _REPO = Path(__file__).resolve().parent.parent
-#: The shipped copy of ``shared/calibration/measurements.yaml``.
+#: The calibration set's measurements, shipped in the repository (see validation/README.md).
 DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
 
 #: Shipped hardware config of each GPU a case may name (``system.gpu`` starts with the key).
