@@ -132,3 +132,28 @@ def test_time_by_bound_tells_a_layers_forward_from_its_backward() -> None:
     assert time_by_bound_s(trace, plan) == pytest.approx(
         {"compute": 1.2, "memory": 5.0, "latency": 1.5}
     )
+
+
+def test_report_opens_with_the_verdict_and_leaves_out_empty_tables() -> None:
+    """report.html: the verdict comes before the summary; a link table whose rows all round to
+    0.0 % and a tile table of idle tiles are left out; times and bytes in human units."""
+    from palmsim.report.html import Bottlenecks, report_html
+
+    summary = {**_summary(), "workload": "w", "hardware": "h"}
+    quiet = Bottlenecks(
+        top_links={
+            "network links": [("tile:0->tile:1", "intra_die", 0.0004, 1e6)],
+            "DRAM channels": [("dram:0->tile:0", "dram", 0.25, 6.035e12)],
+        },
+        top_tiles=[(0, 0, 0.0)],
+        iteration_time_s=10.0,
+        bubble_fraction=0.3,
+        bubble_time_s=3.0,
+        exposed_communication_s=0.695563,
+    )
+    page = report_html(summary, {}, {}, quiet)
+    assert page.index('id="verdict"') < page.index("<h2>Summary</h2>")
+    assert "Bound by pipeline bubble" in page
+    assert "Most utilised network links" not in page and "Most loaded tiles" not in page
+    assert "Most utilised DRAM channels" in page and "6.035 TB" in page
+    assert "695.6 ms" in page and "0.695563" not in page and "6.035e+12" not in page
