@@ -102,3 +102,19 @@ def test_describe_reports_config_errors_in_one_line(
     assert main(["describe", "--hw", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("palmsim: ConfigError:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("override", "suggestion"),
+    [
+        ("hw.cluster.devices_per_node=4", "gpus_per_node"),
+        ("hw.tile.peak_flop_per_s=1", "peak"),
+        ("hw.dram.bandwidth_bytes_per_s=1", "bandwidth"),
+    ],
+)
+def test_an_internal_field_name_suggests_its_file_key(override: str, suggestion: str) -> None:
+    """The spec's own names (what describe used to print) point at the key --set takes."""
+    from palmsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"did you mean '{suggestion}'\?"):
+        load_experiment("dgx-h100", overrides=[override])
