@@ -786,16 +786,16 @@ def utilization(
     mid = (tl["time_start_s"] + tl["time_end_s"]) / 2 * scale
     fig, ax = _new_figure(10.0, 3.5)
     for key, label, color in (
-        ("tile_compute_utilization_mean", "compute (mean over tiles)", "#0072B2"),
-        ("noc_link_utilization_max", "NoC (busiest link)", "#D55E00"),
-        ("noc_link_utilization_mean", "NoC (mean link)", "#E69F00"),
+        ("tile_compute_utilization_mean", "tiles busy (mean)", "#0072B2"),
+        ("noc_link_utilization_max", "network (busiest link)", "#D55E00"),
+        ("noc_link_utilization_mean", "network (mean link)", "#E69F00"),
         ("dram_bandwidth_utilization_max", "DRAM (busiest port)", "#009E73"),
     ):
-        ax.plot(mid, tl[key], label=label, color=color, linewidth=1)
+        ax.plot(mid, 100.0 * tl[key], label=label, color=color, linewidth=1)
     ax.set_xlim(0, end_s * scale if end_s > 0 else 1)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 105)
     ax.set_xlabel(f"time [{unit}]")
-    ax.set_ylabel("utilisation")
+    ax.set_ylabel("utilisation [%]")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.set_title(f"utilisation in {len(mid)} bins of {_fmt_time(bin_s)}", loc="left", fontsize=9)
     fig.tight_layout()
