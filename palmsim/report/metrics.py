@@ -701,7 +701,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         name = summary.get("noc_link_utilization_max_channel", "")
         rows.append(
             (
-                "NoC link util. (max)",
+                "link util. (max)",
                 _percent(summary["noc_link_utilization_max"]) + (f"  [{name}]" if name else ""),
             )
         )
