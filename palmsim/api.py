@@ -223,7 +223,10 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
         plan.num_stages,
         plan.num_microbatches,
     )
-    for warning in mapping_warnings(experiment, len(plan.used_tiles), chip.num_tiles):
+    found = mapping_warnings(
+        experiment, len(plan.used_tiles), chip.num_tiles, plan.num_microbatches
+    )
+    for warning in found:
         log.warning(warning)
     trace = Simulator(chip, plan, experiment.run).run()
     return SimulationResult(experiment, chip, plan, trace)

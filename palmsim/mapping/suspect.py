@@ -13,9 +13,12 @@ from palmsim.mapping.partition import partition_by_layers
 __all__ = ["mapping_warnings"]
 
 
-def mapping_warnings(experiment: ExperimentSpec, num_tiles_used: int, num_tiles: int) -> list[str]:
+def mapping_warnings(
+    experiment: ExperimentSpec, num_tiles_used: int, num_tiles: int, num_microbatches: int = 0
+) -> list[str]:
     """The warnings about a feasible mapping of ``experiment`` onto a chip of ``num_tiles``
-    tiles, of which the plan uses ``num_tiles_used``. Empty when nothing looks suspect."""
+    tiles, of which the plan uses ``num_tiles_used``, running ``num_microbatches``
+    micro-batches per replica (0: not known). Empty when nothing looks suspect."""
     mapping = experiment.mapping
     warnings = []
     if num_tiles_used < num_tiles:
@@ -34,5 +37,13 @@ def mapping_warnings(experiment: ExperimentSpec, num_tiles_used: int, num_tiles:
             f"{chunks} {what} over {layers} layers are uneven ({max(depths)} layers on the "
             f"first {layers % chunks}, {min(depths)} on the rest): the deepest paces the "
             "pipeline (choose a divisor of the layers, or --partition cost)"
+        )
+    p, m = mapping.pp, num_microbatches
+    if p > 1 and 0 < m < p:
+        # The ideal GPipe/1F1B bubble (p-1)/(m+p-1) (Huang et al. 2019; Narayanan et al. 2021).
+        warnings.append(
+            f"{m} micro-batches over {p} pipeline stages: every stage idles at least "
+            f"(p-1)/(m+p-1) = {100 * (p - 1) / (m + p - 1):.0f} % of the time (more "
+            "micro-batches than stages shrink the bubble)"
         )
     return warnings

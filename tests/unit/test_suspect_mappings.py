@@ -92,3 +92,11 @@ def test_progress_and_warnings_keep_piped_stderr_clean(tmp_path: object) -> None
     lines = done.stderr.splitlines()
     assert "\r" not in done.stderr and "writing" not in done.stderr
     assert len(lines) == 2 and all(line.startswith("palmsim: ") for line in lines)
+
+
+def test_fewer_micro_batches_than_stages_name_the_ideal_bubble() -> None:
+    """pp=20 with 4 micro-batches: (p-1)/(m+p-1) = 19/23 = 83 % bubble at best."""
+    (warning,) = mapping_warnings(_t18b(), 320, 320, num_microbatches=4)
+    assert warning.startswith("4 micro-batches over 20 pipeline stages")
+    assert "= 83 %" in warning
+    assert mapping_warnings(_t18b(), 320, 320, num_microbatches=20) == []
