@@ -21,6 +21,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -201,7 +202,14 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     from palmsim.api import load_experiment, run_experiment
 
     out = Path(task["out_dir"])
-    status: dict[str, Any] = {"status": "ok", "reason": "", "summary": {}}
+    status: dict[str, Any] = {"status": "ok", "reason": "", "summary": {}, "warnings": []}
+    # A point's warnings (an under-used chip, uneven stages) go into its status.json, not to
+    # the worker's stderr, where every point would repeat them across the sweep's progress.
+    caught = _Caught()
+    logger = logging.getLogger("palmsim")
+    propagate = logger.propagate
+    logger.addHandler(caught)
+    logger.propagate = False
     try:
         experiment = load_experiment(
             task["hw"], task["workload"], task["mapping"], overrides=task["overrides"]
@@ -214,8 +222,23 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         status.update(status="error", reason=f"{type(error).__name__}: {error}")
     except Exception as error:  # a bug in palmsim: keep the sweep going, say what happened
         status.update(status="error", reason=f"internal error {type(error).__name__}: {error}")
+    finally:
+        logger.removeHandler(caught)
+        logger.propagate = propagate
+    status["warnings"] = caught.messages
     write_json(out / "status.json", status)
     return status
+
+
+class _Caught(logging.Handler):
+    """Keeps the messages of WARNING and above logged while one point runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 @dataclass
@@ -224,11 +247,13 @@ class _Progress:
     skipped: int
     report: Callable[[int, int, str], None] | None
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "infeasible": 0, "error": 0})
+    warned: int = 0  # finished points that logged warnings
 
-    def update(self, status: str | None = None) -> None:
+    def update(self, status: str | None = None, warned: bool = False) -> None:
         """Count a finished point of ``status`` (None: only report the state so far)."""
         if status is not None:
             self.counts[status] = self.counts.get(status, 0) + 1
+            self.warned += warned
         if self.report is None:
             return
         done = sum(self.counts.values())
@@ -236,7 +261,9 @@ class _Progress:
             done + self.skipped,
             self.total,
             f"ok {self.counts['ok']}, infeasible {self.counts['infeasible']}, error "
-            f"{self.counts['error']}" + (f", {self.skipped} already done" if self.skipped else ""),
+            f"{self.counts['error']}"
+            + (f", {self.skipped} already done" if self.skipped else "")
+            + (f", {self.warned} with warnings in status.json" if self.warned else ""),
         )
 
 
@@ -302,7 +329,7 @@ def sweep(
     tracker.update()
 
     def finished(status: Mapping[str, Any]) -> None:
-        tracker.update(str(status["status"]))
+        tracker.update(str(status["status"]), bool(status.get("warnings")))
         write_csv(out / "results.csv", header, _results_rows(spec, out))
 
     if executor == "local":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -106,7 +107,7 @@ def test_rerun_skips_finished_points(tmp_path: Path) -> None:
     sweep(path, out, jobs=1, progress=lambda *report: reports.append(report))
     # before the first point, then after the only unfinished one
     assert [(done, total) for done, total, _ in reports] == [(2, 3), (3, 3)]
-    assert reports[-1][2] == "ok 1, infeasible 0, error 0, 2 already done"
+    assert reports[-1][2].startswith("ok 1, infeasible 0, error 0, 2 already done")
     assert _rows(out) == first
 
 
@@ -195,3 +196,17 @@ def test_plot_lists_pareto_among_its_kinds(capsys) -> None:
     assert main(["plot", "paretto", "."]) == 2
     err = capsys.readouterr().err
     assert "pareto" in err and "did you mean 'pareto'?" in err
+
+
+def test_point_warnings_go_to_status_json_not_stderr(tmp_path: Path, capfd) -> None:
+    """Every point of the small spec uses pp x 4 of 320 tiles: its warning is kept in its
+    status.json and counted in the progress, not printed by the worker."""
+    path = _spec(tmp_path, "grid: {mapping.pp: [1, 2]}\n")
+    out = tmp_path / "out"
+    reports: list[tuple[int, int, str]] = []
+    sweep(path, out, jobs=1, progress=lambda *report: reports.append(report))
+    for row in _rows(out):
+        status = json.loads((out / row["run_dir"] / "status.json").read_text())
+        assert any("of 320 tiles" in w for w in status["warnings"]), status["warnings"]
+    assert reports[-1][2].endswith("2 with warnings in status.json")
+    assert "of 320 tiles" not in capfd.readouterr().err
