@@ -706,7 +706,8 @@ def memory_figure(chip: Chip, plan: MappingPlan, trace: RunTrace | None = None) 
     for kind in MEMORY_KINDS:
         heights = [b.parts_bytes[kind] / scale for b in bars]
         if any(heights):
-            ax.bar(x, heights, bottom=bottom, color=colors[kind], label=f"{kind} (estimate)")
+            name = "KV cache + activations" if kind == "activations" and plan.inference else kind
+            ax.bar(x, heights, bottom=bottom, color=colors[kind], label=f"{name} (estimate)")
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     dram = [b.dram_bytes / scale for b in bars]
     sram = [b.sram_bytes / scale for b in bars]
