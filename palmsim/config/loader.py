@@ -628,7 +628,8 @@ def hardware_schema(kind: str) -> Schema:
                 if is_wafer
                 else _choice_rule(("per_tile",), note=" (a GPU's HBM belongs to that GPU)")
             ),
-            "capacity": _quantity_rule("bytes", positive=True),
+            # A wafer may have no off-chip memory (capacity 0: everything must fit in SRAM).
+            "capacity": _quantity_rule("bytes", positive=not is_wafer),
             "bandwidth": _quantity_rule("bandwidth", positive=True),
             "latency": _quantity_rule("time", positive=False),
         },
