@@ -1,0 +1,506 @@
+"""Cases of the tiled-accelerator measurement format (``schema: tile-validation-cases v1``).
+
+``validation/tiles_measurements.yaml`` (a copy of ``shared/calibration/tiles_measurements.yaml``)
+holds published measurements of Tenstorrent and Cerebras systems. A case names its hardware by
+``hardware.hw_spec_ref``, a key path into ``tiles_hw_specs.yaml``, which :data:`HARDWARE_OF_SPEC`
+maps to a shipped config; ``model``, ``scenario`` and ``measured`` are read as the file's
+``conventions:`` block says (``measured`` exactly as published; ``derived`` values are never
+compared). :func:`predict` returns ``(metric, measured, predicted)`` triples or raises
+:class:`CannotExpressError` with the reason.
+
+Kinds of case and how each is predicted:
+
+- **GEMM** (``model`` has ``M``, ``K``, ``N``): one ``M x K x N`` matmul spread evenly over the
+  case's core grid, :func:`palmsim.hardware.compute.op_time_s` with the cores' peak at the
+  case's format and math fidelity and the config's GEMM efficiency for that format, against
+  its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth; ``time_ns``.
+- **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
+- **all-reduce** over ``n`` chips of ``S`` bytes, as a ring of the chips' links
+  (:func:`allreduce_time_s`); ``time_us``.
+- **GEMV** (WaferLLM): ``[1, K] x [K, N]`` over the wafer's cores, weights in SRAM, partial sums
+  reduced over a column of cores by a ring; ``time_ms``.
+- **inference** rows (a model with ``hidden``/``layers``): simulated by palmsim's engine with
+  the shipped config: a prefill of one request (``ttft_ms``, ``ttft_ms_per_user``, WaferLLM's
+  ``prefill_tpr_tokens_per_s``), a batch's decode step at the case's KV length
+  (``tokens_per_s_per_user``, ``tokens_per_s``, ``decode_ms_per_token``, WaferLLM's
+  ``decode_tpr_tokens_per_s``) and a whole request (WaferLLM's ``e2e_tpr_tokens_per_s``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from palmsim.config.loader import load_hardware
+from palmsim.config.specs import (
+    DTYPE_BYTES,
+    ExperimentSpec,
+    HardwareSpec,
+    InferenceSpec,
+    MappingSpec,
+    ModelSpec,
+    RunSpec,
+    TrainingSpec,
+    WorkloadSpec,
+)
+from palmsim.errors import PalmsimError
+from palmsim.hardware.compute import op_time_s
+
+__all__ = [
+    "HARDWARE_OF_SPEC",
+    "TENSTORRENT_FIDELITY",
+    "CannotExpressError",
+    "allreduce_time_s",
+    "is_tile_case",
+    "predict",
+]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+#: Shipped config of each ``hw_spec_ref`` (longest matching prefix wins).
+HARDWARE_OF_SPEC: dict[str, str] = {
+    "tenstorrent_wormhole_b0.systems.n150": "hw_configs/wormhole-n150.yaml",
+    "tenstorrent_wormhole_b0.systems.n300": "hw_configs/wormhole-n300.yaml",
+    "tenstorrent_wormhole_b0.systems.quietbox_t3000": "hw_configs/wormhole-t3000.yaml",
+    "tenstorrent_wormhole_b0.systems.galaxy": "hw_configs/wormhole-galaxy.yaml",
+    "tenstorrent_wormhole_b0.chip": "hw_configs/wormhole-n150.yaml",
+    "tenstorrent_blackhole.systems.p150": "hw_configs/blackhole-p150.yaml",
+    "tenstorrent_blackhole.chip": "hw_configs/blackhole-p150.yaml",
+    "cerebras_wse2": "hw_configs/cerebras-wse2.yaml",
+    "cerebras_wse3": "hw_configs/cerebras-wse3.yaml",
+}
+
+#: Math fidelity of Tenstorrent GEMMs by weight format where a case does not say: the
+#: tt_transformers precision table (models/tt_transformers/PERF.md @040a27c1, quoted in the
+#: cases' ``scenario.math_fidelity``): LoFi for bfp4, HiFi2 for bfp8, HiFi4 for bf16.
+TENSTORRENT_FIDELITY: dict[str, str] = {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16": "HiFi4"}
+
+#: Spellings of number formats in the cases.
+_FORMATS = {
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "bfloat8_b": "bfp8",
+    "bfp8": "bfp8",
+    "bfloat4_b": "bfp4",
+    "bfp4": "bfp4",
+}
+
+
+class CannotExpressError(Exception):
+    """A case palmsim cannot express; the message says why."""
+
+
+def is_tile_case(case: Mapping[str, Any]) -> bool:
+    """Whether ``case`` is in this format (its hardware is named by ``hw_spec_ref``)."""
+    hardware = case.get("hardware")
+    return isinstance(hardware, Mapping) and "hw_spec_ref" in hardware
+
+
+def _shipped(relative: str) -> str:
+    return relative if Path(relative).exists() else str(_REPO / relative)
+
+
+def _hardware_path(case: Mapping[str, Any]) -> str:
+    ref = str(case["hardware"]["hw_spec_ref"])
+    matches = [key for key in HARDWARE_OF_SPEC if ref == key or ref.startswith(key + ".")]
+    if not matches:
+        known = ", ".join(HARDWARE_OF_SPEC)
+        raise CannotExpressError(f"no shipped config for hw_spec_ref {ref!r} (known: {known})")
+    return _shipped(HARDWARE_OF_SPEC[max(matches, key=len)])
+
+
+def _number(value: Any) -> float | None:
+    """A measured number, or None for ranges and text (e.g. '239-260')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _format(text: Any) -> str:
+    key = str(text).strip().lower()
+    if key not in _FORMATS:
+        raise CannotExpressError(
+            f"number format {text!r} is not modelled (known: {', '.join(_FORMATS)})"
+        )
+    return _FORMATS[key]
+
+
+def _grid(text: Any) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", str(text))
+    if not match:
+        raise CannotExpressError(f"core grid {text!r} is not 'ROWSxCOLS'")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _size(text: str) -> int:
+    """'16K' -> 16384."""
+    match = re.fullmatch(r"(\d+)([KkMm]?)", text.strip())
+    if not match:
+        raise CannotExpressError(f"dimension {text!r} is not a number")
+    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    return int(match.group(1)) * scale
+
+
+def _cores_of(hw: HardwareSpec) -> int:
+    """Physical cores in one simulated tile."""
+    return hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
+
+
+def _core_peak(hw: HardwareSpec, dtype: str, fidelity: str | None) -> float:
+    try:
+        return hw.tile.peak_for(dtype, fidelity) / _cores_of(hw)
+    except KeyError:
+        raise CannotExpressError(f"{hw.name} has no peak for {dtype}") from None
+
+
+def _dram_bandwidth(hw: HardwareSpec) -> float:
+    """The whole machine's DRAM bandwidth per chip: every channel of one die."""
+    assert hw.wafer is not None
+    return hw.dram.bandwidth_bytes_per_s * len(hw.dram.positions)
+
+
+# ----------------------------------------------------------------------------- microbenchmarks
+
+
+def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    model, scenario, measured = case["model"], case["scenario"], case["measured"]
+    m, k, n = (int(model[d]) for d in ("M", "K", "N"))
+    dtype = _format(scenario.get("dtype"))
+    fidelity = scenario.get("math_fidelity")
+    rows, cols = _grid(scenario.get("core_grid") or case["hardware"]["system"]["parallelism"])
+    cores = rows * cols
+    flop = 2.0 * m * k * n
+    elem = DTYPE_BYTES[dtype]
+    dram_bytes = sum(
+        size * elem
+        for size, where in ((m * k, "in0_storage"), (k * n, "in1_storage"), (m * n, "out_storage"))
+        if str(scenario.get(where, "DRAM")).upper().startswith("DRAM")
+    )
+    compute_s = op_time_s(
+        flop / cores,
+        0.0,
+        peak_flop_per_s=_core_peak(hw, dtype, fidelity),
+        efficiency=hw.tile.efficiency_for(dtype),
+        sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
+    )
+    time_s = max(compute_s, dram_bytes / _dram_bandwidth(hw))
+    out = []
+    if _number(measured.get("time_ns")):
+        out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))
+    return out
+
+
+def _dram_read(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    predicted = _dram_bandwidth(hw) / 1e9
+    # The microbenchmark's own figure (the configs' DRAM bandwidth is fitted to it); the spec,
+    # 14 GT/s, in-model and unoptimised-placement figures are other set-ups.
+    out = [
+        (metric, float(value), predicted)
+        for metric, value in case["measured"].items()
+        if metric in ("ubench_GBps_at_12GTps", "GBps_bank_adjacent_noc0") and _number(value)
+    ]
+    if not out:
+        raise CannotExpressError("no DRAM read figure palmsim predicts in 'measured'")
+    return out
+
+
+def allreduce_time_s(
+    size_bytes: float,
+    n: int,
+    *,
+    ring: bool,
+    link_bandwidth_bytes_per_s: float,
+    hop_latency_s: float,
+) -> float:
+    """All-reduce of ``size_bytes`` over ``n`` chips in a line or a ring [s].
+
+    Reduce-scatter then all-gather over a ring of the chips, ``2(n-1)`` steps each paying one
+    hop latency (Patarasuk & Yuan, JPDC 2009). On a **line** the ring's closing edge runs back
+    over the line in the other direction, so every link direction carries one ring edge's
+    ``2(n-1)/n * S`` bytes. On a physical **ring** two rings run in opposite directions, each on
+    half the buffer: ``2(n-1)/n * S/2`` per link direction (tt-metal's FABRIC_1D_RING uses both
+    directions: tech_reports/CCLs, busbw = 2 x link bandwidth on a ring).
+    """
+    assert n >= 2 and size_bytes >= 0
+    per_direction = 2 * (n - 1) / n * size_bytes / (2 if ring else 1)
+    return 2 * (n - 1) * hop_latency_s + per_direction / link_bandwidth_bytes_per_s
+
+
+def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    assert hw.wafer is not None
+    n = int(case["hardware"]["system"]["chips"])
+    topology = str(case["hardware"]["system"].get("topology", ""))
+    if n < 2:
+        raise CannotExpressError("an all-reduce needs at least 2 chips")
+    ring = "ring" in topology
+    if ring and n < 3:
+        ring = False
+    links = max(hw.wafer.inter_die_links, 1)
+    per_direction = int(str(case["scenario"].get("links_per_direction", "1")).split()[0])
+    bandwidth = hw.wafer.inter_die.bandwidth_bytes_per_s * min(links, per_direction)
+    time_s = allreduce_time_s(
+        float(case["scenario"]["size_bytes"]),
+        n,
+        ring=ring,
+        link_bandwidth_bytes_per_s=bandwidth,
+        hop_latency_s=hw.wafer.inter_die.latency_s,
+    )
+    return [("time_us", float(case["measured"]["time_us"]), time_s * 1e6)]
+
+
+def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    assert hw.wafer is not None
+    shape = str(case["scenario"].get("shape", ""))
+    match = re.fullmatch(r"\s*\[\s*1\s*,\s*(\w+)\s*\]\s*x\s*\[\s*(\w+)\s*,\s*(\w+)\s*\]\s*", shape)
+    if not match:
+        raise CannotExpressError(f"GEMV shape {shape!r} is not '[1,K] x [K,N]'")
+    k, k2, n = (_size(g) for g in match.groups())
+    if k != k2:
+        raise CannotExpressError(f"GEMV shape {shape!r}: inner dimensions differ")
+    dtype = "fp16"
+    rows = hw.wafer.tile_rows * hw.wafer.unit_rows
+    cols = hw.wafer.tile_cols * hw.wafer.unit_cols
+    cores = rows * cols
+    elem = DTYPE_BYTES[dtype]
+    # Every core multiplies its (K/rows) x (N/cols) block of W from its SRAM ...
+    compute_s = op_time_s(
+        2.0 * k * n / cores,
+        elem * k * n / cores,
+        peak_flop_per_s=_core_peak(hw, dtype, None),
+        efficiency=hw.tile.compute_efficiency,
+        sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s / _cores_of(hw),
+    )
+    # ... then the partial sums of each column of cores (N/cols values) are all-reduced by a
+    # ring over the column's ``rows`` cores, one core hop per step.
+    link = hw.wafer.intra_die
+    reduce_s = allreduce_time_s(
+        elem * n / cols,
+        rows,
+        ring=False,
+        link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
+        hop_latency_s=link.latency_s,
+    )
+    return [("time_ms", float(case["measured"]["time_ms"]), (compute_s + reduce_s) * 1e3)]
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def _model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
+    m = case["model"]
+    try:
+        hidden, heads = int(m["hidden"]), int(m["heads"])
+        act = str(m.get("act", "SwiGLU")).lower()
+        return ModelSpec(
+            name=str(m.get("name", case.get("id", "model"))),
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            num_key_value_heads=int(m.get("kv_heads", heads)),
+            intermediate_size=int(m["ffn"]),
+            num_hidden_layers=int(m["layers"]),
+            vocab_size=int(m["vocab"]),
+            max_position_embeddings=max_tokens,
+            hidden_act="silu" if act in ("swiglu", "silu") else "gelu",
+            norm="rmsnorm" if "rms" in str(m.get("norm", "")).lower() else "layernorm",
+            position_embedding="rope",
+            use_bias=False,
+            tie_word_embeddings=bool(m.get("tied_embeddings", False)),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CannotExpressError(f"model fields incomplete: {error}") from None
+
+
+def _weight_formats(scenario: Mapping[str, Any], wafer_fp16: bool) -> tuple[str, str, str]:
+    """(attention weights, MLP weights, KV cache) formats from the scenario's text."""
+    if wafer_fp16:
+        return "fp16", "fp16", "fp16"
+    text = str(scenario.get("weight_precision", "")).lower()
+    kv_text = str(scenario.get("kv_cache_precision", "")).lower()
+    mlp = "bfp4" if "bfp4 mlp" in text else None
+    if "bfp8" in text or "bfloat8" in text:
+        attn = "bfp8"
+    elif "bf16" in text or "bfloat16" in text:
+        attn = "bf16"
+    else:
+        raise CannotExpressError(f"weight precision {text!r} not understood")
+    kv = "bfp8" if "bfp8" in kv_text or "bfloat8" in kv_text else attn
+    return attn, mlp or attn, kv
+
+
+def _tp(case: Mapping[str, Any]) -> int:
+    text = str(case["hardware"]["system"].get("parallelism", "none"))
+    match = re.search(r"TP\s*=\s*(\d+)", text)
+    if match:
+        return int(match.group(1))
+    if "none" in text.lower() or int(case["hardware"]["system"].get("chips", 1)) == 1:
+        return 1
+    raise CannotExpressError(f"parallelism {text!r} not understood")
+
+
+def _simulate(
+    hw_path: str,
+    overrides: list[str],
+    model: ModelSpec,
+    inference: InferenceSpec,
+    mapping: MappingSpec,
+) -> dict[str, Any]:
+    from palmsim.api import simulate, summarize_result
+
+    hardware = load_hardware(hw_path, overrides)
+    workload = WorkloadSpec(
+        model=model,
+        training=TrainingSpec(seq_len=inference.prompt_len, global_batch_size=1),
+        mode="inference",
+        inference=inference,
+    )
+    experiment = ExperimentSpec(
+        hardware, workload, mapping, RunSpec(), (("hardware", hw_path), ("workload", "case"))
+    )
+    return summarize_result(simulate(experiment))
+
+
+def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
+    scenario, measured = case["scenario"], case["measured"]
+    hw = load_hardware(hw_path)
+    wafer = hw.dram.capacity_bytes == 0  # WaferLLM: everything in SRAM
+    overrides: list[str] = []
+    if wafer:
+        cores = scenario.get("cores")
+        side = re.match(r"\s*(?:prefill\s+)?(\d+)\s*x\s*(\d+)", str(cores))
+        if not side:
+            raise CannotExpressError(f"cores {cores!r} not understood")
+        r, c = int(side.group(1)), int(side.group(2))
+        # 4 x 4 regions of the case's cores, tensor-parallel over all 16 (every layer on every
+        # core, as WaferLLM's fine-grained partition): the only PP x TP that uses every core
+        # with a TP dividing the heads.
+        if r % 4 or c % 4:
+            raise CannotExpressError(f"cores {r}x{c} do not split into 4x4 regions")
+        overrides = [f"hw.wafer.tile_grid=[{r}, {c}]", f"hw.wafer.granularity=[{r // 4}, {c // 4}]"]
+        tp = 16
+    else:
+        tp = _tp(case)
+    attn, mlp, kv = _weight_formats(scenario, wafer)
+    dtype = "fp16" if wafer else "bf16"
+    fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
+    batch = int(scenario.get("batch", 1))
+    prompt = int(scenario.get("prefill_len") or str(scenario.get("context_len", "0")).split()[0])
+    output = int(scenario.get("output_len", 2)) if "e2e_tpr_tokens_per_s" in measured else 2
+    model = _model(case, prompt + output + 1)
+
+    def inference(requests: int, output_len: int) -> InferenceSpec:
+        return InferenceSpec(
+            prompt_len=prompt,
+            output_len=output_len,
+            batch=requests,
+            dtype=dtype,
+            weight_dtype=attn,
+            kv_dtype=kv,
+            mlp_weight_dtype=mlp,
+            math_fidelity=fidelity,
+        )
+
+    def mapping(requests: int) -> MappingSpec:
+        return MappingSpec(pp=1, tp=tp, dp=1, micro_batch_size=requests)
+
+    out: list[tuple[str, float, float]] = []
+    wants_prefill = {"ttft_ms", "ttft_ms_per_user", "prefill_tpr_tokens_per_s"} & set(measured)
+    wants_decode = {
+        "tokens_per_s_per_user",
+        "tokens_per_s",
+        "decode_ms_per_token",
+        "decode_tpr_tokens_per_s",
+    } & set(measured)
+    if wants_prefill:
+        # TTFT: one user's prefill (tt-metal's TTFT is per user; WaferLLM's batch is 1).
+        s = _simulate(hw_path, overrides, model, inference(1, 1), mapping(1))
+        ttft_ms = s["ttft_s"] * 1e3
+        for metric in ("ttft_ms", "ttft_ms_per_user"):
+            if _number(measured.get(metric)):
+                out.append((metric, float(measured[metric]), ttft_ms))
+        if _number(measured.get("prefill_tpr_tokens_per_s")):
+            out.append(
+                (
+                    "prefill_tpr_tokens_per_s",
+                    float(measured["prefill_tpr_tokens_per_s"]),
+                    prompt / s["ttft_s"],
+                )
+            )
+    if wants_decode:
+        # The first decode step of the batch at KV length prompt (t/s/u = 1 / its latency).
+        s = _simulate(hw_path, overrides, model, inference(batch, 2), mapping(batch))
+        tpot = s["tpot_s"]
+        figures = {
+            "tokens_per_s_per_user": 1.0 / tpot,
+            "tokens_per_s": batch / tpot,
+            "decode_ms_per_token": tpot * 1e3,
+            "decode_tpr_tokens_per_s": 1.0 / tpot,
+        }
+        out += [
+            (metric, float(measured[metric]), value)
+            for metric, value in figures.items()
+            if _number(measured.get(metric))
+        ]
+    if _number(measured.get("e2e_tpr_tokens_per_s")):
+        # WaferLLM Table 2: decode tokens generated / (prefill + decode time), one request.
+        s = _simulate(hw_path, overrides, model, inference(1, output), mapping(1))
+        total_s = s["ttft_s"] + (output - 1) * s["tpot_s"]
+        out.append(
+            ("e2e_tpr_tokens_per_s", float(measured["e2e_tpr_tokens_per_s"]), output / total_s)
+        )
+    if not out:
+        raise CannotExpressError(
+            f"none of its measured figures ({', '.join(measured)}) is predicted"
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """``(metric, measured, predicted)`` for each figure of ``case`` palmsim predicts.
+
+    Raises:
+        CannotExpressError: the case needs something palmsim does not model, or its fields are
+            malformed; the message says which. Never any other exception for a bad case.
+    """
+    try:
+        hw_path = _hardware_path(case)
+        model = case.get("model") or {}
+        scenario = case.get("scenario") or {}
+        phase = str(scenario.get("phase", "")).lower()
+        if not isinstance(case.get("measured"), Mapping):
+            raise CannotExpressError("no 'measured' figures")
+        if all(d in model for d in ("M", "K", "N")):
+            return _gemm(case, load_hardware(hw_path))
+        if "memory microbenchmark" in phase:
+            return _dram_read(case, load_hardware(hw_path))
+        if "collective" in phase:
+            return _allreduce(case, load_hardware(hw_path))
+        if "gemv" in phase:
+            return _gemv(case, load_hardware(hw_path))
+        if "hidden" in model and "layers" in model:
+            if "samples_per_s" in case["measured"]:
+                raise CannotExpressError(
+                    "training on tiled systems is not in this file's cases yet"
+                )
+            return _inference(case, hw_path)
+        raise CannotExpressError(f"a case of phase {phase!r} without a model palmsim knows")
+    except CannotExpressError:
+        raise
+    except PalmsimError as error:  # e.g. MappingError: weights do not fit
+        raise CannotExpressError(f"{type(error).__name__}: {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
+
+
+def mean_abs_error(figures: list[tuple[str, float, float]]) -> float:
+    """Mean |predicted/measured - 1| of figures (NaN if none)."""
+    if not figures:
+        return math.nan
+    return sum(abs(p / m - 1) for _, m, p in figures) / len(figures)
