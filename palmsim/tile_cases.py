@@ -28,13 +28,13 @@ Kinds of case and how each is predicted:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from palmsim.config.loader import load_hardware
+from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.config.specs import (
     DTYPE_BYTES,
     ExperimentSpec,
@@ -48,12 +48,16 @@ from palmsim.config.specs import (
 )
 from palmsim.errors import PalmsimError
 from palmsim.hardware.compute import op_time_s
+from palmsim.units import format_quantity
 
 __all__ = [
     "HARDWARE_OF_SPEC",
     "TENSTORRENT_FIDELITY",
     "CannotExpressError",
+    "TileFit",
     "allreduce_time_s",
+    "calibrate_tiles",
+    "format_tile_calibration",
     "is_tile_case",
     "predict",
 ]
@@ -499,8 +503,136 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
         raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
 
 
-def mean_abs_error(figures: list[tuple[str, float, float]]) -> float:
-    """Mean |predicted/measured - 1| of figures (NaN if none)."""
-    if not figures:
-        return math.nan
-    return sum(abs(p / m - 1) for _, m, p in figures) / len(figures)
+# ----------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class TileFit:
+    """One fitted number of a tiled chip's config, with the cases it came from.
+
+    ``key`` is the config key (``tile.format_efficiency.bf16``, ``dram.bandwidth``,
+    ``noc.inter_die_bandwidth``), ``value`` in SI units, ``errors`` the relative error of the
+    fitted model on each case.
+    """
+
+    key: str
+    value: float
+    dimension: str
+    cases: tuple[str, ...]
+    errors: tuple[float, ...]
+
+
+def _fit_inverse(scale: list[float], offset: list[float], measured: list[float]) -> float:
+    """The ``x`` minimising sum((offset_i + scale_i * x) / measured_i - 1)^2 (closed form)."""
+    a = [sc / m for sc, m in zip(scale, measured, strict=True)]
+    b = [1 - o / m for o, m in zip(offset, measured, strict=True)]
+    return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
+
+
+def calibrate_tiles(
+    cases: list[Mapping[str, Any]], hw_path: str
+) -> tuple[list[TileFit], list[tuple[str, str]]]:
+    """Fit a tiled chip's achievable rates to its microbenchmarks in ``cases``.
+
+    Only single-operator and collective cases whose ``hw_spec_ref`` maps to ``hw_path`` are
+    used; end-to-end rows never are. Fits (each minimising the squared relative error of the
+    model :func:`predict` uses):
+
+    - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = t_peak / e``;
+    - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
+    - ``noc.inter_die_bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``.
+
+    Returns the fits and the ``(case, reason)`` of every case of this hardware not used.
+    """
+    hw = load_hardware(hw_path)
+    target = Path(hw_path).resolve()
+    gemm: dict[str, list[tuple[str, float, float]]] = {}
+    dram: list[tuple[str, float]] = []
+    ccl: list[tuple[str, float, float, float]] = []
+    unused: list[tuple[str, str]] = []
+    for case in cases:
+        case_id = str(case.get("id", "?"))
+        if not is_tile_case(case):
+            continue
+        try:
+            if Path(_hardware_path(case)).resolve() != target:
+                continue
+            model, scenario = case.get("model") or {}, case.get("scenario") or {}
+            phase = str(scenario.get("phase", "")).lower()
+            if all(d in model for d in ("M", "K", "N")):
+                dtype = _format(scenario.get("dtype"))
+                rows, cols = _grid(scenario.get("core_grid"))
+                flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
+                peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
+                t_ns = float(case["measured"]["time_ns"])
+                gemm.setdefault(dtype, []).append((case_id, flop / peak, t_ns * 1e-9))
+            elif "memory microbenchmark" in phase:
+                for metric, _, _ in _dram_read(case, hw):
+                    dram.append((case_id, float(case["measured"][metric]) * 1e9))
+            elif "collective" in phase:
+                n = int(case["hardware"]["system"]["chips"])
+                ring = "ring" in str(case["hardware"]["system"].get("topology", "")) and n > 2
+                size = float(scenario["size_bytes"])
+                per_direction = 2 * (n - 1) / n * size / (2 if ring else 1)
+                hop_s = hw.wafer.inter_die.latency_s if hw.wafer else 0.0
+                t_us = float(case["measured"]["time_us"])
+                ccl.append((case_id, per_direction, 2 * (n - 1) * hop_s, t_us * 1e-6))
+            elif "gemv" in phase:
+                unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
+            else:
+                unused.append((case_id, "not a microbenchmark (end-to-end rows are never fitted)"))
+        except (CannotExpressError, KeyError, TypeError, ValueError) as error:
+            unused.append((case_id, str(error)))
+    fits: list[TileFit] = []
+    for dtype, rows_ in sorted(gemm.items()):
+        ids = tuple(r[0] for r in rows_)
+        t_peak = [r[1] for r in rows_]
+        measured = [r[2] for r in rows_]
+        x = _fit_inverse(t_peak, [0.0] * len(ids), measured)
+        errors = tuple(tp * x / m - 1 for tp, m in zip(t_peak, measured, strict=True))
+        fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / x, "ratio", ids, errors))
+    if dram:
+        rates = [r for _, r in dram]
+        # The rate R minimising sum (R / r_i - 1)^2 over the measured read rates r_i.
+        rate = sum(1 / r for r in rates) / sum(1 / r**2 for r in rates)
+        # per channel of the file (a coarse unit merges the channels it holds)
+        raw_dram = read_config_file(hw_path).get("dram") or {}
+        channels = len(raw_dram.get("positions") or ()) or 1
+        fits.append(
+            TileFit(
+                "dram.bandwidth",
+                rate / channels,
+                "bandwidth",
+                tuple(c for c, _ in dram),
+                tuple(rate / r - 1 for r in rates),
+            )
+        )
+    if ccl:
+        per_dir = [c[1] for c in ccl]
+        latency = [c[2] for c in ccl]
+        measured = [c[3] for c in ccl]
+        x = _fit_inverse(per_dir, latency, measured)
+        errors = tuple(
+            (lat + d * x) / m - 1 for d, lat, m in zip(per_dir, latency, measured, strict=True)
+        )
+        fits.append(
+            TileFit("noc.inter_die_bandwidth", 1 / x, "bandwidth", tuple(c[0] for c in ccl), errors)
+        )
+    return fits, unused
+
+
+def format_tile_calibration(fits: list[TileFit], unused: list[tuple[str, str]]) -> str:
+    """The fitted numbers, each with its cases and errors, to paste into the config."""
+    lines = []
+    for fit in fits:
+        value = (
+            f"{fit.value:.4g}"
+            if fit.dimension == "ratio"
+            else format_quantity(fit.value, fit.dimension)
+        )
+        errors = ", ".join(
+            f"{case} {100 * e:+.1f}%" for case, e in zip(fit.cases, fit.errors, strict=True)
+        )
+        lines.append(f"{fit.key}: {value}  # fitted to {errors}")
+    lines += [f"not used: {case}: {why}" for case, why in unused]
+    return "\n".join(lines)

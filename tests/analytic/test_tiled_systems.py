@@ -181,3 +181,25 @@ def test_coarse_equals_fine_on_a_small_grid():
     t_fine = _inference(fine, tp=16, prompt=32, output=1, weight_dtype="bf16")["ttft_s"]
     t_coarse = _inference(coarse, tp=4, prompt=32, output=1, weight_dtype="bf16")["ttft_s"]
     assert t_coarse == pytest.approx(t_fine, rel=0.05)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
+    """bf16 HiFi4 on 8x8 cores: peak 64 x 1.024 TFLOP/s. Each case's efficiency is
+    u = 2MKN / (peak * t); one efficiency e minimising sum (u_i / e - 1)^2 is
+    sum u_i^2 / sum u_i. The DRAM channel rate is the measured 267 GB/s over 6 channels."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, unused = calibrate_tiles(cases, "hw_configs/wormhole-n150.yaml")
+    by_key = {f.key: f for f in fits}
+    peak = 64 * 1.024e12
+    u = [2 * 16384**3 / (peak * 161968553.07e-9), 2 * 2048**3 / (peak * 332493.78e-9)]
+    expected = sum(x * x for x in u) / sum(u)
+    assert by_key["tile.format_efficiency.bf16"].value == pytest.approx(expected, rel=1e-9)
+    assert by_key["dram.bandwidth"].value == pytest.approx(267e9 / 6)
+    # end-to-end rows are never fitted
+    assert {c for c, _ in unused} == {"tt_readme_llama31_8b_n150", "tt_readme_llama32_1b_n150"}
