@@ -18,7 +18,7 @@ Kinds of case and how each is predicted:
 - **all-reduce** over ``n`` chips of ``S`` bytes, as a ring of the chips' links
   (:func:`allreduce_time_s`); ``time_us``.
 - **GEMV** (WaferLLM): ``[1, K] x [K, N]`` over the wafer's cores, weights in SRAM, partial sums
-  reduced over a column of cores by a ring; ``time_ms``.
+  all-reduced over each column of cores by the tree the case names (or a ring); ``time_ms``.
 - **inference** rows (a model with ``hidden``/``layers``): simulated by palmsim's engine with
   the shipped config: a prefill of one request (``ttft_ms``, ``ttft_ms_per_user``, WaferLLM's
   ``prefill_tpr_tokens_per_s``), a batch's decode step at the case's KV length
@@ -28,6 +28,7 @@ Kinds of case and how each is predicted:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ __all__ = [
     "calibrate_tiles",
     "format_tile_calibration",
     "is_tile_case",
+    "line_tree_allreduce_time_s",
     "predict",
 ]
 
@@ -235,6 +237,22 @@ def allreduce_time_s(
     return 2 * (n - 1) * hop_latency_s + per_direction / link_bandwidth_bytes_per_s
 
 
+def line_tree_allreduce_time_s(
+    size_bytes: float, n: int, *, link_bandwidth_bytes_per_s: float, hop_latency_s: float
+) -> float:
+    """All-reduce of ``size_bytes`` over a line of ``n`` cores by a reduction tree [s].
+
+    The partial sums flow from both ends towards the middle core, adding at every core, and
+    the total flows back out, pipelined: ``2 * ceil((n-1)/2)`` hops of latency, and every
+    link direction carries the buffer once (WaferLLM's MeshGEMV all-reduces by a K-tree; this
+    is its latency bound on a line, He et al., OSDI'25, Sec. 5).
+    """
+    assert n >= 1 and size_bytes >= 0
+    if n == 1:
+        return 0.0
+    return 2 * math.ceil((n - 1) / 2) * hop_latency_s + size_bytes / link_bandwidth_bytes_per_s
+
+
 def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     assert hw.wafer is not None
     n = int(case["hardware"]["system"]["chips"])
@@ -279,16 +297,26 @@ def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
         efficiency=hw.tile.compute_efficiency,
         sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s / _cores_of(hw),
     )
-    # ... then the partial sums of each column of cores (N/cols values) are all-reduced by a
-    # ring over the column's ``rows`` cores, one core hop per step.
+    # ... then the partial sums of each column of cores (N/cols values) are all-reduced over
+    # the column's ``rows`` cores: by the tree the case names (MeshGEMV's K-tree), else by a
+    # ring, one core hop per step.
     link = hw.wafer.intra_die
-    reduce_s = allreduce_time_s(
-        elem * n / cols,
-        rows,
-        ring=False,
-        link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
-        hop_latency_s=link.latency_s,
-    )
+    size = elem * n / cols
+    if "tree" in str(case["scenario"].get("algorithm", "")).lower():
+        reduce_s = line_tree_allreduce_time_s(
+            size,
+            rows,
+            link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
+            hop_latency_s=link.latency_s,
+        )
+    else:
+        reduce_s = allreduce_time_s(
+            size,
+            rows,
+            ring=False,
+            link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
+            hop_latency_s=link.latency_s,
+        )
     return [("time_ms", float(case["measured"]["time_ms"]), (compute_s + reduce_s) * 1e3)]
 
 
