@@ -649,6 +649,7 @@ def hardware_schema(kind: str) -> Schema:
             **_link_schema("intra_die"),
             **_link_schema("inter_die"),
             "inter_die_links": _optional_int_rule(0),
+            "bidirectional_rings": Rule(_bool_rule().parse, "true or false", required=False),
         }
     else:
         schema["cluster"] = {"num_nodes": _int_rule(), "gpus_per_node": _int_rule()}
@@ -1076,6 +1077,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             intra_die=LinkSpec(noc["intra_die_bandwidth"], noc["intra_die_latency"]),
             inter_die=LinkSpec(noc["inter_die_bandwidth"], noc["inter_die_latency"]),
             inter_die_links=noc.get("inter_die_links", 0),
+            bidirectional_rings=noc.get("bidirectional_rings", False),
             unit_rows=unit[0],
             unit_cols=unit[1],
         )
@@ -1589,6 +1591,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             raw["wafer"]["unit_grid"] = [w.unit_rows, w.unit_cols]
         if w.inter_die_links:
             raw["noc"]["inter_die_links"] = w.inter_die_links
+        if w.bidirectional_rings:
+            raw["noc"]["bidirectional_rings"] = True
     if spec.cluster is not None:
         c = spec.cluster
         raw["cluster"] = {"num_nodes": c.num_nodes, "gpus_per_node": c.devices_per_node}

@@ -242,6 +242,11 @@ class WaferSpec:
         "boundary tile pair (a wafer's dies)",
         default=0,
     )
+    bidirectional_rings: bool = _f(
+        "ring collectives run as two rings in opposite directions, each on half the buffer "
+        "(tt-metal's ring fabric); false: one ring",
+        default=False,
+    )
     unit_rows: int = _f(
         "core rows in one simulated tile (granularity; 1 = every core itself)", default=1
     )

@@ -117,7 +117,8 @@ def test_dram_bound_decode_on_one_chip_is_weight_bytes_over_dram_bandwidth():
 def test_allreduce_over_a_line_of_chips_is_the_textbook_ring():
     """Four chips of a T3000 mesh row (one link per neighbour): a ring 0-1-2-3 whose closing
     edge 3->0 runs back over the line, so each link direction carries one ring edge:
-    2(n-1)/n * S / B, plus 2(n-1) steps of the closing edge's n-1 hops of latency."""
+    2(n-1)/n * S / B, plus 2(n-1) steps of the closing edge's n-1 hops of latency. Two rings
+    in opposite directions (the config's bidirectional_rings) load each direction the same."""
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
     chip = Chip.from_spec(hw)
     n = 4
@@ -137,15 +138,28 @@ def test_allreduce_over_a_line_of_chips_is_the_textbook_ring():
 
 
 def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
-    """A row of 8 Galaxy chips, closed into a ring by the torus: 4 links of 8.281 GB/s per
-    neighbour, every ring edge one hop: 2(n-1)/n * S / (4 B) + 2(n-1) * alpha."""
+    """A row of 8 Galaxy chips, closed into a ring by the torus: 4 links per neighbour, every
+    ring edge one hop. Two rings in opposite directions (noc.bidirectional_rings) each carry
+    half the buffer: 2(n-1)/n * (S/2) / (4 B) + 2(n-1) * alpha; one ring: twice the
+    bandwidth term."""
     hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
-    chip = Chip.from_spec(hw)
+    assert hw.wafer.bidirectional_rings
     n = 8
     link = hw.wafer.inter_die
     bandwidth = 4 * link.bandwidth_bytes_per_s
-    expected = 2 * (n - 1) / n * S_BYTES / bandwidth + 2 * (n - 1) * link.latency_s
-    assert _one_collective(chip, tuple(range(n)), "allreduce") == pytest.approx(expected, rel=1e-6)
+    latency = 2 * (n - 1) * link.latency_s
+    expected = 2 * (n - 1) / n * (S_BYTES / 2) / bandwidth + latency
+    ring = tuple(range(n))
+    assert _one_collective(Chip.from_spec(hw), ring, "allreduce") == pytest.approx(
+        expected, rel=1e-6
+    )
+    one_way = dataclasses.replace(
+        hw, wafer=dataclasses.replace(hw.wafer, bidirectional_rings=False)
+    )
+    expected = 2 * (n - 1) / n * S_BYTES / bandwidth + latency
+    assert _one_collective(Chip.from_spec(one_way), ring, "allreduce") == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 # --------------------------------------------------------------------------- granularity
