@@ -15,8 +15,9 @@ Kinds of case and how each is predicted:
   case's format and math fidelity and the config's GEMM efficiency for that format, against
   its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth; ``time_ns``.
 - **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
-- **all-reduce** over ``n`` chips of ``S`` bytes, as a ring of the chips' links
-  (:func:`allreduce_time_s`); ``time_us``.
+- **all-reduce** over ``n`` chips of ``S`` bytes, simulated alone by the engine on the first
+  ``n`` chips in palmsim's TP ring order (its closed form is :func:`allreduce_time_s`);
+  ``time_us``.
 - **GEMV** (WaferLLM): ``[1, K] x [K, N]`` over the wafer's cores, weights in SRAM, partial sums
   all-reduced over each column of cores by the tree the case names (or a ring); ``time_ms``.
 - **inference** rows (a model with ``hidden``/``layers``): simulated by palmsim's engine with
@@ -28,6 +29,7 @@ Kinds of case and how each is predicted:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -262,17 +264,73 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     ring = "ring" in topology
     if ring and n < 3:
         ring = False
-    links = max(hw.wafer.inter_die_links, 1)
+    w = hw.wafer
+    if (w.tile_rows, w.tile_cols) != (1, 1):
+        raise CannotExpressError(f"{hw.name} is not simulated one tile per chip")
+    if n > hw.num_tiles:
+        raise CannotExpressError(f"{n} chips: {hw.name} has {hw.num_tiles}")
     per_direction = int(str(case["scenario"].get("links_per_direction", "1")).split()[0])
-    bandwidth = hw.wafer.inter_die.bandwidth_bytes_per_s * min(links, per_direction)
-    time_s = allreduce_time_s(
-        float(case["scenario"]["size_bytes"]),
-        n,
-        ring=ring,
-        link_bandwidth_bytes_per_s=bandwidth,
-        hop_latency_s=hw.wafer.inter_die.latency_s,
+    # Simulated: the all-reduce alone on the first n chips in TP ring order (a physical ring
+    # when the chips close one, as the T3000's 2x4 mesh does for all 8; a line of 2 else), on
+    # as many links per neighbour as the case used.
+    w = dataclasses.replace(
+        w,
+        inter_die_links=min(max(w.inter_die_links, 1), per_direction),
+        bidirectional_rings=w.bidirectional_rings and ring,
+    )
+    time_s = _simulate_allreduce(
+        dataclasses.replace(hw, wafer=w), n, float(case["scenario"]["size_bytes"])
     )
     return [("time_us", float(case["measured"]["time_us"]), time_s * 1e6)]
+
+
+def _simulate_allreduce(hw: HardwareSpec, n: int, size_bytes: float) -> float:
+    """One all-reduce of ``size_bytes`` over the first ``n`` tiles of ``hw`` (snake order, the
+    TP ring palmsim builds), simulated by the engine alone [s]."""
+    from palmsim.engine.simulator import Simulator
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.communicators import communicators
+    from palmsim.mapping.placement import place
+    from palmsim.mapping.plan import (
+        CollectiveStep,
+        ComputeStep,
+        MappingPlan,
+        MemoryBreakdown,
+        StageProgram,
+    )
+
+    chip = Chip.from_spec(hw)
+    stage_tiles = place(chip, "snake", 1, n, 1)
+    tiles = stage_tiles[0][0]
+    idle = ComputeStep("idle", 0.0, 0.0, 0.0, 0.0, 0.0)
+    program = StageProgram(
+        stage=0,
+        layers=(0, 1),
+        forward=(CollectiveStep("allreduce", "allreduce", size_bytes),),
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=0.0,
+        optimizer=idle,
+        steps=(("F", 0),),
+    )
+    memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
+    comms, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=False)
+    plan = MappingPlan(
+        mapping=MappingSpec(tp=n),
+        num_microbatches=1,
+        stage_tiles=stage_tiles,
+        programs=(program,),
+        dram_port_of_tile=(),
+        memory=tuple((t, memory) for t in tiles),
+        placement="snake",
+        model_flop_per_iteration=0.0,
+        peak_flop_per_s=1.0,
+        samples_per_iteration=1,
+        tokens_per_iteration=1,
+        communicators=comms,
+    )
+    return Simulator(chip, plan).run().end_time_s
 
 
 def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
