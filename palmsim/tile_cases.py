@@ -50,6 +50,7 @@ from palmsim.config.specs import (
     WorkloadSpec,
 )
 from palmsim.errors import PalmsimError
+from palmsim.hardware.collectives import RING_STEPS
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
 
@@ -260,7 +261,7 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     n = int(case["hardware"]["system"]["chips"])
     topology = str(case["hardware"]["system"].get("topology", ""))
     if n < 2:
-        raise CannotExpressError("an all-reduce needs at least 2 chips")
+        raise CannotExpressError("a collective needs at least 2 chips")
     ring = "ring" in topology
     if ring and n < 3:
         ring = False
@@ -270,7 +271,9 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     if n > hw.num_tiles:
         raise CannotExpressError(f"{n} chips: {hw.name} has {hw.num_tiles}")
     per_direction = int(str(case["scenario"].get("links_per_direction", "1")).split()[0])
-    # Simulated: the all-reduce alone on the first n chips in TP ring order (a physical ring
+    name = str(case["model"].get("name", "")).lower().replace("_", "").replace("-", "")
+    kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
+    # Simulated: the collective alone on the first n chips in TP ring order (a physical ring
     # when the chips close one, as the T3000's 2x4 mesh does for all 8; a line of 2 else), on
     # as many links per neighbour as the case used.
     w = dataclasses.replace(
@@ -278,15 +281,15 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         inter_die_links=min(max(w.inter_die_links, 1), per_direction),
         bidirectional_rings=w.bidirectional_rings and ring,
     )
-    time_s = _simulate_allreduce(
-        dataclasses.replace(hw, wafer=w), n, float(case["scenario"]["size_bytes"])
+    time_s = _simulate_collective(
+        dataclasses.replace(hw, wafer=w), kind, n, float(case["scenario"]["size_bytes"])
     )
     return [("time_us", float(case["measured"]["time_us"]), time_s * 1e6)]
 
 
-def _simulate_allreduce(hw: HardwareSpec, n: int, size_bytes: float) -> float:
-    """One all-reduce of ``size_bytes`` over the first ``n`` tiles of ``hw`` (snake order, the
-    TP ring palmsim builds), simulated by the engine alone [s]."""
+def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float) -> float:
+    """One collective of ``kind`` on ``size_bytes`` over the first ``n`` tiles of ``hw`` (snake
+    order, the TP ring palmsim builds), simulated by the engine alone [s]."""
     from palmsim.engine.simulator import Simulator
     from palmsim.hardware.chip import Chip
     from palmsim.mapping.communicators import communicators
@@ -306,7 +309,7 @@ def _simulate_allreduce(hw: HardwareSpec, n: int, size_bytes: float) -> float:
     program = StageProgram(
         stage=0,
         layers=(0, 1),
-        forward=(CollectiveStep("allreduce", "allreduce", size_bytes),),
+        forward=(CollectiveStep(kind, kind, size_bytes),),
         backward=(),
         recompute=(),
         activation_bytes_per_microbatch=0.0,
@@ -405,31 +408,54 @@ def _model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
         raise CannotExpressError(f"model fields incomplete: {error}") from None
 
 
+_FORMAT_WORD = r"(bfloat8_b|bfloat4_b|bfloat16|bfloat8|bfp8|bfp4|bf16|fp16|fp8|int8)"
+
+
+def _format_word(word: str) -> str:
+    return {"bfloat8_b": "bfp8", "bfloat8": "bfp8", "bfloat4_b": "bfp4", "bfloat16": "bf16"}.get(
+        word, word
+    )
+
+
 def _weight_formats(scenario: Mapping[str, Any], wafer_fp16: bool) -> tuple[str, str, str]:
-    """(attention weights, MLP weights, KV cache) formats from the scenario's text."""
+    """(attention weights, MLP weights, KV cache) formats from the scenario's text.
+
+    ``<fmt> MLP`` names the MLP's format, ``<fmt> attention`` or ``others <fmt>`` the rest; a
+    text naming one format gives it to every weight. The KV cache takes
+    ``kv_cache_precision`` or the attention's format.
+    """
     if wafer_fp16:
         return "fp16", "fp16", "fp16"
     text = str(scenario.get("weight_precision", "")).lower()
-    kv_text = str(scenario.get("kv_cache_precision", "")).lower()
-    mlp = "bfp4" if "bfp4 mlp" in text else None
-    if "bfp8" in text or "bfloat8" in text:
-        attn = "bfp8"
-    elif "bf16" in text or "bfloat16" in text:
-        attn = "bf16"
-    else:
+    words = [_format_word(w) for w in re.findall(_FORMAT_WORD, text)]
+    if not words:
         raise CannotExpressError(f"weight precision {text!r} not understood")
-    kv = "bfp8" if "bfp8" in kv_text or "bfloat8" in kv_text else attn
+    mlp_m = re.search(_FORMAT_WORD + r"\s+mlp", text)
+    attn_m = re.search(_FORMAT_WORD + r"\s+attention", text) or re.search(
+        r"others\s+" + _FORMAT_WORD, text
+    )
+    mlp = _format_word(mlp_m.group(1)) if mlp_m else None
+    attn = _format_word(attn_m.group(1)) if attn_m else None
+    if attn is None:
+        attn = next((w for w in words if w != mlp), words[0])
+    kv_words = re.findall(_FORMAT_WORD, str(scenario.get("kv_cache_precision", "")).lower())
+    kv = _format_word(kv_words[0]) if kv_words else attn
     return attn, mlp or attn, kv
 
 
-def _tp(case: Mapping[str, Any]) -> int:
-    text = str(case["hardware"]["system"].get("parallelism", "none"))
-    match = re.search(r"TP\s*=\s*(\d+)", text)
-    if match:
-        return int(match.group(1))
-    if "none" in text.lower() or int(case["hardware"]["system"].get("chips", 1)) == 1:
-        return 1
-    raise CannotExpressError(f"parallelism {text!r} not understood")
+def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2')."""
+    system = case["hardware"]["system"]
+    text = str(system.get("parallelism", "none"))
+    degrees = {
+        kind: int(m.group(1)) if (m := re.search(kind + r"\s*=\s*(\d+)", text)) else 1
+        for kind in ("PP", "TP", "DP")
+    }
+    if degrees == {"PP": 1, "TP": 1, "DP": 1}:
+        chips = int(system.get("chips", 1))
+        if chips > 1 and "none" not in text.lower():
+            raise CannotExpressError(f"parallelism {text!r} not understood")
+    return degrees["PP"], degrees["TP"], degrees["DP"]
 
 
 def _simulate(
@@ -472,8 +498,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             raise CannotExpressError(f"cores {r}x{c} do not split into 4x4 regions")
         overrides = [f"hw.wafer.tile_grid=[{r}, {c}]", f"hw.wafer.granularity=[{r // 4}, {c // 4}]"]
         tp = 16
+        pp, dp = 1, 1
     else:
-        tp = _tp(case)
+        pp, tp, dp = _parallelism(case)
     attn, mlp, kv = _weight_formats(scenario, wafer)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
@@ -495,7 +522,12 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
         )
 
     def mapping(requests: int) -> MappingSpec:
-        return MappingSpec(pp=1, tp=tp, dp=1, micro_batch_size=requests)
+        """All of a replica's requests in one micro-batch (a decode step of the whole batch);
+        one request runs on one replica."""
+        replicas = dp if requests > 1 else 1
+        if requests % replicas:
+            raise CannotExpressError(f"batch {requests} does not split over DP={dp}")
+        return MappingSpec(pp=pp, tp=tp, dp=replicas, micro_batch_size=requests // replicas)
 
     out: list[tuple[str, float, float]] = []
     wants_prefill = {"ttft_ms", "ttft_ms_per_user", "prefill_tpr_tokens_per_s"} & set(measured)
@@ -549,6 +581,57 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     return out
 
 
+def _first(scenario: Mapping[str, Any], keys: tuple[str, ...], default: Any = None) -> Any:
+    for key in keys:
+        if scenario.get(key) is not None:
+            return scenario[key]
+    if default is None:
+        raise CannotExpressError(f"scenario gives none of {', '.join(keys)}")
+    return default
+
+
+def _training(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
+    """A training row: one iteration simulated with the case's model, batch, sequence length
+    and parallelism; ``samples_per_s`` and ``tokens_per_s`` are its throughput."""
+    from palmsim.api import simulate, summarize_result
+
+    scenario, measured = case["scenario"], case["measured"]
+    pp, tp, dp = _parallelism(case)
+    seq = int(_first(scenario, ("seq_len", "sequence_length", "seq_length", "prefill_len")))
+    batch = int(_first(scenario, ("global_batch_size", "global_batch", "batch")))
+    mbs = int(_first(scenario, ("micro_batch_size", "micro_batch"), 1))
+    words = re.findall(r"(fp32|fp16|bf16|bfloat16|float16)", str(scenario).lower())
+    dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(words[0], words[0]) if words else "bf16"
+    recompute = str(scenario.get("activation_recompute", "none")).lower()
+    workload = WorkloadSpec(
+        model=_model(case, seq),
+        training=TrainingSpec(seq_len=seq, global_batch_size=batch, dtype=dtype),
+        mode="training",
+    )
+    mapping = MappingSpec(
+        pp=pp,
+        tp=tp,
+        dp=dp,
+        micro_batch_size=mbs,
+        recompute=recompute if recompute in ("none", "selective", "full") else "none",
+    )
+    hardware = load_hardware(hw_path)
+    experiment = ExperimentSpec(
+        hardware, workload, mapping, RunSpec(), (("hardware", hw_path), ("workload", "case"))
+    )
+    summary = summarize_result(simulate(experiment))
+    figures = {
+        "samples_per_s": summary["throughput_samples_per_s"],
+        "tokens_per_s": summary["throughput_tokens_per_s"],
+    }
+    out = [(m, float(measured[m]), v) for m, v in figures.items() if _number(measured.get(m))]
+    if not out:
+        raise CannotExpressError(
+            f"none of its measured figures ({', '.join(measured)}) is predicted"
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 
@@ -575,10 +658,8 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
         if "gemv" in phase:
             return _gemv(case, load_hardware(hw_path))
         if "hidden" in model and "layers" in model:
-            if "samples_per_s" in case["measured"]:
-                raise CannotExpressError(
-                    "training on tiled systems is not in this file's cases yet"
-                )
+            if "train" in phase or "samples_per_s" in case["measured"]:
+                return _training(case, hw_path)
             return _inference(case, hw_path)
         raise CannotExpressError(f"a case of phase {phase!r} without a model palmsim knows")
     except CannotExpressError:
@@ -659,10 +740,13 @@ def calibrate_tiles(
                 n = int(case["hardware"]["system"]["chips"])
                 ring = "ring" in str(case["hardware"]["system"].get("topology", "")) and n > 2
                 size = float(scenario["size_bytes"])
-                per_direction = 2 * (n - 1) / n * size / (2 if ring else 1)
+                name = str(model.get("name", "")).lower().replace("_", "")
+                kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
+                steps = RING_STEPS[kind](n)
+                per_direction = steps / n * size / (2 if ring else 1)
                 hop_s = hw.wafer.inter_die.latency_s if hw.wafer else 0.0
                 t_us = float(case["measured"]["time_us"])
-                ccl.append((case_id, per_direction, 2 * (n - 1) * hop_s, t_us * 1e-6))
+                ccl.append((case_id, per_direction, steps * hop_s, t_us * 1e-6))
             elif "gemv" in phase:
                 unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
             else:
