@@ -217,3 +217,16 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
     assert by_key["dram.bandwidth"].value == pytest.approx(267e9 / 6)
     # end-to-end rows are never fitted
     assert {c for c, _ in unused} == {"tt_readme_llama31_8b_n150", "tt_readme_llama32_1b_n150"}
+
+
+def test_an_inference_run_folder_is_rebuilt_with_its_inference_plan(tmp_path):
+    """load_result (palmsim plot/report) maps an inference run as an inference run: a model
+    whose training state would not fit still redraws."""
+    from palmsim.api import load_result, run_experiment
+
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    inference = InferenceSpec(8, 2, 1, "bf16", "bfp8", "bfp8")
+    workload = WorkloadSpec(_model(), TrainingSpec(8, 1), "inference", inference)
+    exp = ExperimentSpec(hw, workload, MappingSpec(), RunSpec())
+    run_experiment(exp, tmp_path, make_plots=False)
+    assert load_result(tmp_path).plan.inference is not None
