@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING as _DC_MISSING
 from dataclasses import dataclass, fields
@@ -1166,6 +1167,10 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
 
 _TRAINING_DTYPES = ("fp32", "fp16", "bf16")
 
+#: Most tiles a wafer may simulate: a chip graph of 2^16 tiles builds in seconds and a few
+#: hundred MB; beyond it, ``wafer.granularity`` must merge cores into regions.
+MAX_SIMULATED_TILES = 65536
+
 
 def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]:
     """Phase 7 for hardware: relations between parsed values (skipped where a value failed).
@@ -1187,6 +1192,21 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
                 "simulated as one tile",
             )
         )
+    dies = grid.get("die_grid")
+    if tiles is not None and dies is not None and not (tiles[0] % kr or tiles[1] % kc):
+        simulated = dies[0] * dies[1] * (tiles[0] // kr) * (tiles[1] // kc)
+        if simulated > MAX_SIMULATED_TILES:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    "wafer.granularity",
+                    [kr, kc],
+                    f"regions large enough that at most {MAX_SIMULATED_TILES} tiles are "
+                    f"simulated (this grid gives {simulated}); e.g. wafer.granularity: "
+                    f"{math.ceil(math.sqrt(simulated * kr * kc / MAX_SIMULATED_TILES))} or "
+                    "a divisor of the tile grid near it",
+                )
+            )
     dram = values.get("dram", {})
     positions = dram.get("positions", ())
     if dram.get("placement") == "positions" and not positions:

@@ -1092,3 +1092,11 @@ def test_a_coarsened_spec_round_trips(tmp_path: Path) -> None:
     assert (hw.wafer.tile_rows, hw.wafer.tile_cols) == (2, 1)
     assert (hw.wafer.unit_rows, hw.wafer.unit_cols) == (2, 4)
     assert load_hardware(_write(tmp_path, "copy.yaml", spec_to_raw(hw))) == hw
+
+
+def test_a_wafer_simulating_too_many_tiles_asks_for_a_granularity() -> None:
+    """WSE-2's 750x750 cores one by one would build a 562,500-tile chip graph."""
+    with pytest.raises(ConfigError) as info:
+        load_hardware("hw_configs/cerebras-wse2.yaml", ["hw.wafer.granularity=1"])
+    assert set(_problems(info)) == {"wafer.granularity"}
+    assert "562500" in str(info.value)
