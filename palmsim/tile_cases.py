@@ -168,9 +168,14 @@ def _core_peak(hw: HardwareSpec, dtype: str, fidelity: str | None) -> float:
 
 
 def _dram_bandwidth(hw: HardwareSpec) -> float:
-    """The whole machine's DRAM bandwidth per chip: every channel of one die."""
-    assert hw.wafer is not None
-    return hw.dram.bandwidth_bytes_per_s * len(hw.dram.positions)
+    """One chip's DRAM bandwidth: the sum over the DRAM channels of die 0."""
+    from palmsim.hardware.chip import Chip
+
+    chip = Chip.from_spec(hw)
+    ports = [p for p in chip.dram_ports if chip.die_of(p.tile) == 0]
+    if not ports or hw.dram.capacity_bytes == 0:
+        raise CannotExpressError(f"{hw.name} has no off-chip memory")
+    return sum(chip.channels[p.channel].bandwidth_bytes_per_s for p in ports)
 
 
 # ----------------------------------------------------------------------------- microbenchmarks
