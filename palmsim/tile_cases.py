@@ -100,6 +100,10 @@ _FORMATS = {
 }
 
 
+#: Most decode steps or micro-batches a case may ask palmsim to simulate one by one.
+MAX_STEPS = 100_000
+
+
 class CannotExpressError(Exception):
     """A case palmsim cannot express; the message says why."""
 
@@ -130,6 +134,19 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _positive(value: Any, what: str) -> int:
+    """``value`` as an int >= 1, or CannotExpressError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise CannotExpressError(f"{what} {value!r} is not a positive number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise CannotExpressError(f"{what} {value!r} is not a positive number") from None
+    if not (number >= 1 and math.isfinite(number)):
+        raise CannotExpressError(f"{what} {value!r} is not a positive number")
+    return int(number)
+
+
 def _format(text: Any) -> str:
     key = str(text).strip().lower()
     if key not in _FORMATS:
@@ -143,7 +160,7 @@ def _grid(text: Any) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", str(text))
     if not match:
         raise CannotExpressError(f"core grid {text!r} is not 'ROWSxCOLS'")
-    return int(match.group(1)), int(match.group(2))
+    return _positive(match.group(1), "core grid rows"), _positive(match.group(2), "core grid cols")
 
 
 def _size(text: str) -> int:
@@ -183,7 +200,7 @@ def _dram_bandwidth(hw: HardwareSpec) -> float:
 
 def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     model, scenario, measured = case["model"], case["scenario"], case["measured"]
-    m, k, n = (int(model[d]) for d in ("M", "K", "N"))
+    m, k, n = (_positive(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
     dtype = _format(scenario.get("dtype"))
     fidelity = scenario.get("math_fidelity")
     rows, cols = _grid(scenario.get("core_grid") or case["hardware"]["system"]["parallelism"])
@@ -263,7 +280,7 @@ def line_tree_allreduce_time_s(
 
 def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     assert hw.wafer is not None
-    n = int(case["hardware"]["system"]["chips"])
+    n = _positive(case["hardware"]["system"]["chips"], "chips")
     topology = str(case["hardware"]["system"].get("topology", ""))
     if n < 2:
         raise CannotExpressError("a collective needs at least 2 chips")
@@ -287,7 +304,10 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         bidirectional_rings=w.bidirectional_rings and ring,
     )
     time_s = _simulate_collective(
-        dataclasses.replace(hw, wafer=w), kind, n, float(case["scenario"]["size_bytes"])
+        dataclasses.replace(hw, wafer=w),
+        kind,
+        n,
+        float(_positive(case["scenario"]["size_bytes"], "size_bytes")),
     )
     return [("time_us", float(case["measured"]["time_us"]), time_s * 1e6)]
 
@@ -392,16 +412,16 @@ def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
 def _model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
     m = case["model"]
     try:
-        hidden, heads = int(m["hidden"]), int(m["heads"])
+        hidden, heads = _positive(m["hidden"], "hidden"), _positive(m["heads"], "heads")
         act = str(m.get("act", "SwiGLU")).lower()
         return ModelSpec(
             name=str(m.get("name", case.get("id", "model"))),
             hidden_size=hidden,
             num_attention_heads=heads,
-            num_key_value_heads=int(m.get("kv_heads", heads)),
-            intermediate_size=int(m["ffn"]),
-            num_hidden_layers=int(m["layers"]),
-            vocab_size=int(m["vocab"]),
+            num_key_value_heads=_positive(m.get("kv_heads", heads), "kv_heads"),
+            intermediate_size=_positive(m["ffn"], "ffn"),
+            num_hidden_layers=_positive(m["layers"], "layers"),
+            vocab_size=_positive(m["vocab"], "vocab"),
             max_position_embeddings=max_tokens,
             hidden_act="silu" if act in ("swiglu", "silu") else "gelu",
             norm="rmsnorm" if "rms" in str(m.get("norm", "")).lower() else "layernorm",
@@ -509,9 +529,15 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     attn, mlp, kv = _weight_formats(scenario, wafer)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
-    batch = int(scenario.get("batch", 1))
-    prompt = int(scenario.get("prefill_len") or str(scenario.get("context_len", "0")).split()[0])
-    output = int(scenario.get("output_len", 2)) if "e2e_tpr_tokens_per_s" in measured else 2
+    batch = _positive(scenario.get("batch", 1), "batch")
+    prompt = _positive(
+        scenario.get("prefill_len") or str(scenario.get("context_len", "0")).split()[0],
+        "prefill_len",
+    )
+    output = _positive(scenario.get("output_len", 2), "output_len")
+    output = max(output, 2) if "e2e_tpr_tokens_per_s" in measured else 2
+    if output > MAX_STEPS:
+        raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
     model = _model(case, prompt + output + 1)
 
     def inference(requests: int, output_len: int) -> InferenceSpec:
@@ -602,9 +628,13 @@ def _training(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, f
 
     scenario, measured = case["scenario"], case["measured"]
     pp, tp, dp = _parallelism(case)
-    seq = int(_first(scenario, ("seq_len", "sequence_length", "seq_length", "prefill_len")))
-    batch = int(_first(scenario, ("global_batch_size", "global_batch", "batch")))
-    mbs = int(_first(scenario, ("micro_batch_size", "micro_batch"), 1))
+    seq = _positive(
+        _first(scenario, ("seq_len", "sequence_length", "seq_length", "prefill_len")), "seq_len"
+    )
+    batch = _positive(_first(scenario, ("global_batch_size", "global_batch", "batch")), "batch")
+    mbs = _positive(_first(scenario, ("micro_batch_size", "micro_batch"), 1), "micro_batch")
+    if batch > MAX_STEPS * mbs * dp:
+        raise CannotExpressError(f"batch {batch}: more than {MAX_STEPS} micro-batches per replica")
     words = re.findall(r"(fp32|fp16|bf16|bfloat16|float16)", str(scenario).lower())
     dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(words[0], words[0]) if words else "bf16"
     recompute = str(scenario.get("activation_recompute", "none")).lower()
@@ -648,31 +678,40 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
             malformed; the message says which. Never any other exception for a bad case.
     """
     try:
-        hw_path = _hardware_path(case)
-        model = case.get("model") or {}
-        scenario = case.get("scenario") or {}
-        phase = str(scenario.get("phase", "")).lower()
-        if not isinstance(case.get("measured"), Mapping):
-            raise CannotExpressError("no 'measured' figures")
-        if all(d in model for d in ("M", "K", "N")):
-            return _gemm(case, load_hardware(hw_path))
-        if "memory microbenchmark" in phase:
-            return _dram_read(case, load_hardware(hw_path))
-        if "collective" in phase:
-            return _allreduce(case, load_hardware(hw_path))
-        if "gemv" in phase:
-            return _gemv(case, load_hardware(hw_path))
-        if "hidden" in model and "layers" in model:
-            if "train" in phase or "samples_per_s" in case["measured"]:
-                return _training(case, hw_path)
-            return _inference(case, hw_path)
-        raise CannotExpressError(f"a case of phase {phase!r} without a model palmsim knows")
+        figures = _predict(case)
     except CannotExpressError:
         raise
     except PalmsimError as error:  # e.g. MappingError: weights do not fit
         raise CannotExpressError(f"{type(error).__name__}: {error}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
         raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
+    if not figures:
+        measured = ", ".join(str(k) for k in case["measured"])
+        raise CannotExpressError(f"none of its measured figures ({measured}) is predicted")
+    return figures
+
+
+def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """The figures of ``case`` by its kind (see the module docstring)."""
+    hw_path = _hardware_path(case)
+    model = case.get("model") or {}
+    scenario = case.get("scenario") or {}
+    phase = str(scenario.get("phase", "")).lower()
+    if not isinstance(case.get("measured"), Mapping):
+        raise CannotExpressError("no 'measured' figures")
+    if all(d in model for d in ("M", "K", "N")):
+        return _gemm(case, load_hardware(hw_path))
+    if "memory microbenchmark" in phase:
+        return _dram_read(case, load_hardware(hw_path))
+    if "collective" in phase:
+        return _allreduce(case, load_hardware(hw_path))
+    if "gemv" in phase:
+        return _gemv(case, load_hardware(hw_path))
+    if "hidden" in model and "layers" in model:
+        if "train" in phase or "samples_per_s" in case["measured"]:
+            return _training(case, hw_path)
+        return _inference(case, hw_path)
+    raise CannotExpressError(f"a case of phase {phase!r} without a model palmsim knows")
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -742,7 +781,7 @@ def calibrate_tiles(
                 for metric, _, _ in _dram_read(case, hw):
                     dram.append((case_id, float(case["measured"][metric]) * 1e9))
             elif "collective" in phase:
-                n = int(case["hardware"]["system"]["chips"])
+                n = _positive(case["hardware"]["system"]["chips"], "chips")
                 ring = "ring" in str(case["hardware"]["system"].get("topology", "")) and n > 2
                 size = float(scenario["size_bytes"])
                 name = str(model.get("name", "")).lower().replace("_", "")
@@ -756,7 +795,7 @@ def calibrate_tiles(
                 unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
             else:
                 unused.append((case_id, "not a microbenchmark (end-to-end rows are never fitted)"))
-        except (CannotExpressError, KeyError, TypeError, ValueError) as error:
+        except (CannotExpressError, KeyError, TypeError, ValueError, ArithmeticError) as error:
             unused.append((case_id, str(error)))
     fits: list[TileFit] = []
     for dtype, rows_ in sorted(gemm.items()):

@@ -19,7 +19,12 @@ CASES = {c["id"]: c for c in read_config_file("validation/tiles_measurements.yam
         (lambda c: c["hardware"].update(hw_spec_ref="groq_lpu_v1"), "no shipped config"),
         (lambda c: c["scenario"].update(dtype="BFLOAT2_B"), "not modelled"),
         (lambda c: c["scenario"].update(core_grid="eight by eight"), "core grid"),
-        (lambda c: c["model"].update(M="many"), "malformed case"),
+        (lambda c: c["model"].update(M="many"), "GEMM M .many. is not a positive number"),
+        (lambda c: c["model"].update(K=-5), "GEMM K -5 is not a positive number"),
+        (lambda c: c["scenario"].update(core_grid="0x8"), "core grid rows"),
+        (lambda c: c["measured"].update(time_ns="fast"), "none of its measured figures"),
+        (lambda c: c.update(model=["M"]), "without a model palmsim knows"),
+        (lambda c: c.update(model="M K N"), "malformed case"),
         (lambda c: c.pop("measured"), "no 'measured'"),
     ],
 )
@@ -44,7 +49,7 @@ def test_one_bad_case_never_stops_the_others(tmp_path):
     report = validate(str(path))
     assert [c.case for c in report.comparisons] == ["tt_dram_read_wh_n150"]
     assert [s.case for s in report.skipped] == ["broken"]
-    assert "malformed case" in report.skipped[0].reason
+    assert "GEMM M None is not a positive number" in report.skipped[0].reason
 
 
 def test_gemm_prediction_is_the_fitted_roofline_by_hand():
