@@ -57,3 +57,14 @@ def test_gemm_prediction_is_the_fitted_roofline_by_hand():
     ((metric, _measured, predicted),) = predict(CASES["tt_gemm_n150_bfp4_lofi_16k"])
     assert metric == "time_ns"
     assert predicted == pytest.approx(2 * 16384**3 / (64 * 4.096e12 * 0.762) * 1e9, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "case_id",
+    [c for c in CASES if "hidden" not in CASES[c]["model"]] + ["tt_readme_llama32_1b_n150"],
+)
+def test_every_shipped_microbenchmark_and_a_model_row_is_predicted(case_id):
+    """The shipped file's microbenchmarks and a model row (whose output_len is text, 'up to
+    200 ...') give a finite figure for every measured number palmsim predicts."""
+    figures = predict(CASES[case_id])
+    assert figures and all(p > 0 and p == p for _, _, p in figures)
