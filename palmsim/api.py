@@ -315,7 +315,7 @@ def load_result(run_dir: str | Path) -> LoadedRun:
 
     The trace comes from ``records.csv``; chip and plan are rebuilt from
     ``resolved_config.yaml`` by the normal loader, :meth:`Chip.from_spec` and
-    :func:`map_workload` (cheap: no simulation).
+    :func:`map_workload` (:func:`map_inference` for an inference run; cheap: no simulation).
 
     Raises:
         RunDirError: the folder is missing or was not written by ``palmsim run``.
@@ -332,5 +332,9 @@ def load_result(run_dir: str | Path) -> LoadedRun:
         raise RunDirError(f"{where}: cannot rebuild the run's config ({error})") from None
     experiment = ExperimentSpec(hw_spec, wl_spec, mapping_spec, run_spec, (("run", where),))
     chip = Chip.from_spec(hw_spec)
-    plan = map_workload(experiment, chip)
+    # the plan the run was simulated with: an inference run's is not a training plan
+    if wl_spec.mode == "inference":
+        plan = map_inference(experiment, chip)
+    else:
+        plan = map_workload(experiment, chip)
     return LoadedRun(experiment, chip, plan, trace, summary, config)

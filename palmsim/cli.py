@@ -414,6 +414,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from palmsim.calibrate import calibrate, format_calibration
     from palmsim.validate import DEFAULT_MEASUREMENTS, shipped
 
+    if args.tiles:  # a tiled chip, from the tile-validation case format
+        from palmsim.config.loader import read_config_file
+        from palmsim.tile_cases import calibrate_tiles, format_tile_calibration
+
+        source = args.file or shipped("validation/tiles_measurements.yaml")
+        fits, unused = calibrate_tiles(read_config_file(source).get("cases") or [], args.hw)
+        print(format_tile_calibration(fits, unused) or f"no case of {source} is for {args.hw}")
+        return 0 if fits else 2
     hardware = load_experiment(args.hw).hardware
     result = calibrate(
         args.file or shipped(DEFAULT_MEASUREMENTS),
@@ -564,6 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--ranks", type=int, help="GPUs in the all-reduce (default: num_gpus)")
     cal.add_argument(
         "--min-bytes", type=float, default=0.0, help="fit only all-reduces this large [B]"
+    )
+    cal.add_argument(
+        "--tiles",
+        action="store_true",
+        help="fit a tiled chip (per-format GEMM efficiency, DRAM read bandwidth, chip-to-chip "
+        "link bandwidth) to the microbenchmarks of FILE (default: "
+        "validation/tiles_measurements.yaml) whose hw_spec_ref maps to --hw",
     )
     cal.set_defaults(func=_cmd_calibrate)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from palmsim import tile_cases
 from palmsim.api import load_experiment, simulate
 from palmsim.config.loader import read_config_file
 from palmsim.engine.records import RunTrace
@@ -344,6 +345,12 @@ def _predictions(result: Any) -> dict[str, float]:
 
 
 def _run_case(case_id: str, case: Mapping[str, Any]) -> list[Comparison]:
+    if tile_cases.is_tile_case(case):  # the tiled-accelerator format (palmsim/tile_cases.py)
+        try:
+            figures = tile_cases.predict(case)
+        except tile_cases.CannotExpressError as why:
+            raise _CaseError(str(why)) from None
+        return [Comparison(case_id, m, measured, predicted) for m, measured, predicted in figures]
     hardware, workload, overrides, flags = case_setup(case)
     experiment = load_experiment(hardware, workload, overrides=overrides, mapping_flags=flags)
     predicted = _predictions(simulate(experiment))

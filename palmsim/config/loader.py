@@ -24,8 +24,10 @@ This module holds the only file reads of the package.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING as _DC_MISSING
 from dataclasses import dataclass, fields
@@ -38,6 +40,7 @@ from palmsim.config.overrides import OVERRIDE_WHERE, apply_overrides, split_over
 from palmsim.config.specs import (
     DTYPE_BYTES,
     GRAD_ACCUMULATION_MODES,
+    MATH_FIDELITIES,
     MEMORY_OP_KINDS,
     ClusterSpec,
     DramSpec,
@@ -495,6 +498,99 @@ def _parse_peak(value: Any, where: str, key: str) -> tuple[tuple[str, float], ..
     return tuple(sorted(pairs))
 
 
+def _table_rule(
+    keys: Sequence[str], item: Callable[[Any], Any], item_expected: str, example: str
+) -> Rule:
+    """A mapping from some of ``keys`` to values ``item`` accepts (None/empty: no entries).
+
+    Returns sorted ``(key, value)`` pairs.
+    """
+    expected = f"a mapping of {', '.join(keys)} to {item_expected}, e.g. {example}"
+
+    def parse(value: Any, where: str, key: str) -> tuple[tuple[str, Any], ...]:
+        if value is None or value == () or value == {}:
+            return ()
+        if not isinstance(value, dict):
+            raise _InvalidValueError(expected)
+        problems: list[ConfigProblem] = []
+        pairs: list[tuple[str, Any]] = []
+        for name, raw in value.items():
+            if name not in keys:
+                problems.append(
+                    ConfigProblem(
+                        where,
+                        f"{key}.{name}",
+                        raw,
+                        f"one of {', '.join(keys)}{_did_you_mean(name, list(keys))}",
+                    )
+                )
+                continue
+            parsed = item(raw)
+            if parsed is None:
+                problems.append(ConfigProblem(where, f"{key}.{name}", raw, item_expected))
+                continue
+            pairs.append((str(name), parsed))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(sorted(pairs))
+
+    return Rule(parse, expected, required=False)
+
+
+def _passes(value: Any) -> int | None:
+    return int(value) if _is_int(value) and value >= 1 else None
+
+
+def _ratio(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value <= 1 else None
+
+
+def _fidelity(value: Any) -> str | None:
+    return value if value in MATH_FIDELITIES else None
+
+
+def _parse_positions(value: Any, where: str, key: str) -> tuple[tuple[int, int], ...]:
+    expected = "a list of [row, col] die-local core positions, e.g. [[0, 0], [4, 0]]"
+    if value is None or value == ():
+        return ()
+    if not isinstance(value, list):
+        raise _InvalidValueError(expected)
+    out: list[tuple[int, int]] = []
+    problems: list[ConfigProblem] = []
+    for i, pos in enumerate(value):
+        if (
+            not isinstance(pos, (list, tuple))
+            or len(pos) != 2
+            or not all(_is_int(x) and x >= 0 for x in pos)
+        ):
+            problems.append(ConfigProblem(where, f"{key}[{i}]", pos, "[row, col], ints >= 0"))
+            continue
+        out.append((int(pos[0]), int(pos[1])))
+    if problems:
+        raise ConfigError(problems)
+    return tuple(out)
+
+
+_GRANULARITY_EXPECTED = (
+    "k (regions of k x k cores simulated as one tile) or [rows, cols] of one region"
+)
+
+
+def _parse_granularity(value: Any, where: str, key: str) -> tuple[int, int]:
+    if _is_int(value) and value >= 1:
+        return int(value), int(value)
+    if isinstance(value, list):
+        return _parse_grid(value, where, key)
+    raise _InvalidValueError(_GRANULARITY_EXPECTED)
+
+
+def _optional_int_rule(minimum: int) -> Rule:
+    rule = _int_rule(minimum)
+    return Rule(rule.parse, rule.expected, required=False)
+
+
 def _link_schema(prefix: str) -> Schema:
     return {
         f"{prefix}_bandwidth": _quantity_rule("bandwidth", positive=True),
@@ -531,27 +627,41 @@ def hardware_schema(kind: str) -> Schema:
             "compute_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "gemm": _gemm_rule(),
             "memory_ops": _memory_ops_rule(),
+            "fidelity_passes": _table_rule(
+                MATH_FIDELITIES, _passes, "an int >= 1", "{LoFi: 1, HiFi2: 2, HiFi4: 4}"
+            ),
+            "format_efficiency": _table_rule(
+                tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.83, bfp8: 0.78}"
+            ),
         },
         "dram": {
             "placement": (
-                _choice_rule(("die_edge", "per_tile"))
+                _choice_rule(("die_edge", "per_tile", "positions"))
                 if is_wafer
                 else _choice_rule(("per_tile",), note=" (a GPU's HBM belongs to that GPU)")
             ),
-            "capacity": _quantity_rule("bytes", positive=True),
+            # A wafer may have no off-chip memory (capacity 0: everything must fit in SRAM).
+            "capacity": _quantity_rule("bytes", positive=not is_wafer),
             "bandwidth": _quantity_rule("bandwidth", positive=True),
             "latency": _quantity_rule("time", positive=False),
         },
     }
     if is_wafer:
+        schema["dram"]["positions"] = Rule(
+            _parse_positions, "a list of [row, col] die-local core positions", required=False
+        )
         schema["wafer"] = {
             "die_grid": Rule(_parse_grid, _GRID_EXPECTED),
             "tile_grid": Rule(_parse_grid, _GRID_EXPECTED),
+            "granularity": Rule(_parse_granularity, _GRANULARITY_EXPECTED, required=False),
+            "unit_grid": Rule(_parse_grid, _GRID_EXPECTED, required=False),
         }
         schema["noc"] = {
             "topology": _choice_rule(("mesh", "torus")),
             **_link_schema("intra_die"),
             **_link_schema("inter_die"),
+            "inter_die_links": _optional_int_rule(0),
+            "bidirectional_rings": Rule(_bool_rule().parse, "true or false", required=False),
         }
     else:
         schema["cluster"] = {"num_nodes": _int_rule(), "gpus_per_node": _int_rule()}
@@ -642,13 +752,21 @@ def _workload_schema(set_hint: bool) -> Schema:
 
 def _inference_schema() -> Schema:
     dtypes = ("fp32", "fp16", "bf16")
+    stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
+    mlp = _choice_rule(stored)
     return {
         "prompt_len": _int_rule(),
         "output_len": _int_rule(),
         "batch": _int_rule(),
         "dtype": _choice_rule(dtypes),
-        "weight_dtype": _choice_rule((*dtypes, "int8")),
-        "kv_dtype": _choice_rule((*dtypes, "int8")),
+        "weight_dtype": _choice_rule(stored),
+        "kv_dtype": _choice_rule(stored),
+        "mlp_weight_dtype": Rule(
+            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
+        ),
+        "math_fidelity": _table_rule(
+            stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
+        ),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -932,7 +1050,11 @@ def _section_expected(schema: Schema) -> str:
 
 
 def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
-    """Phase 6: the frozen :class:`HardwareSpec` from parsed values (no problems left)."""
+    """Phase 6: the frozen :class:`HardwareSpec` from parsed values (no problems left).
+
+    A wafer with ``wafer.granularity: k > 1`` comes back coarsened (:func:`coarsen`): each
+    tile of the spec is a k x k region of the file's cores.
+    """
     tile_v = values["tile"]
     dram_v = values["dram"]
     tile = TileSpec(
@@ -942,16 +1064,22 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         compute_efficiency=tile_v["compute_efficiency"],
         gemm=tile_v.get("gemm"),
         memory_ops=tile_v.get("memory_ops"),
+        fidelity_passes=tile_v.get("fidelity_passes", ()),
+        format_efficiency=tile_v.get("format_efficiency", ()),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
         capacity_bytes=dram_v["capacity"],
         bandwidth_bytes_per_s=dram_v["bandwidth"],
         latency_s=dram_v["latency"],
+        positions=dram_v.get("positions", ()),
     )
     wafer = cluster = None
+    granularity = (1, 1)
     if values["kind"] == "wafer":
         grid, noc = values["wafer"], values["noc"]
+        granularity = grid.get("granularity", (1, 1))
+        unit = grid.get("unit_grid", (1, 1))
         wafer = WaferSpec(
             die_rows=grid["die_grid"][0],
             die_cols=grid["die_grid"][1],
@@ -960,6 +1088,10 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             topology=noc["topology"],
             intra_die=LinkSpec(noc["intra_die_bandwidth"], noc["intra_die_latency"]),
             inter_die=LinkSpec(noc["inter_die_bandwidth"], noc["inter_die_latency"]),
+            inter_die_links=noc.get("inter_die_links", 0),
+            bidirectional_rings=noc.get("bidirectional_rings", False),
+            unit_rows=unit[0],
+            unit_cols=unit[1],
         )
     else:
         c, net = values["cluster"], values["network"]
@@ -969,12 +1101,86 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             intra_node=LinkSpec(net["intra_node_bandwidth"], net["intra_node_latency"]),
             inter_node=LinkSpec(net["inter_node_bandwidth"], net["inter_node_latency"]),
         )
-    return HardwareSpec(
+    spec = HardwareSpec(
         name=values["name"], kind=values["kind"], tile=tile, dram=dram, wafer=wafer, cluster=cluster
     )
+    return coarsen(spec, granularity) if granularity != (1, 1) else spec
+
+
+def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
+    """``spec`` with every ``kr x kc`` region of cores of each die simulated as one tile.
+
+    The aggregation rule (docs/architecture.md, "Granularity"): a unit holds ``kr*kc``
+    cores, so its peak FLOP/s, SRAM capacity and SRAM bandwidth (and a GEMM model's compute
+    units and a memory-kernel bandwidth) are ``kr*kc`` times a core's. The NoC links between
+    neighbouring units are aggregated by the topology from the core link and
+    ``wafer.unit_rows``/``unit_cols`` (:class:`palmsim.hardware.topology.MeshTopology`).
+    Chip-to-chip links keep their bandwidth and latency. DRAM channels attach to the unit
+    holding their position; the channels of one unit merge into one channel with their
+    summed capacity and bandwidth. Pure; ``kr``/``kc`` must divide the die's tile grid.
+    """
+    assert spec.wafer is not None
+    kr, kc = granularity
+    w, t, d = spec.wafer, spec.tile, spec.dram
+    assert w.tile_rows % kr == 0 and w.tile_cols % kc == 0, (w.tile_rows, w.tile_cols, kr, kc)
+    area = kr * kc
+    gemm = t.gemm
+    if gemm is not None:
+        gemm = dataclasses.replace(gemm, compute_units=gemm.compute_units * area)
+    mem = t.memory_ops
+    if mem is not None:
+        mem = MemoryOpsSpec(
+            bandwidth_bytes_per_s=mem.bandwidth_bytes_per_s * area,
+            launch_latency_s=mem.launch_latency_s,
+            kinds=tuple(
+                (name, MemoryKernelSpec(m.bandwidth_bytes_per_s * area, m.launch_latency_s))
+                for name, m in mem.kinds
+            ),
+        )
+    tile = dataclasses.replace(
+        t,
+        peak_flop_per_s=tuple((dtype, rate * area) for dtype, rate in t.peak_flop_per_s),
+        sram_capacity_bytes=t.sram_capacity_bytes * area,
+        sram_bandwidth_bytes_per_s=t.sram_bandwidth_bytes_per_s * area,
+        gemm=gemm,
+        memory_ops=mem,
+    )
+    # DRAM channels per unit of one die: each channel's unit, then merged per unit.
+    if d.placement == "positions":
+        per_die = list(d.positions)
+    elif d.placement == "per_tile":
+        per_die = [(r, c) for r in range(w.tile_rows) for c in range(w.tile_cols)]
+    else:  # die_edge: the channels _WaferTopology places (edge columns, inner rows)
+        per_die = [(r, c) for c in (0, w.tile_cols - 1) for r in range(1, w.tile_rows - 1)]
+    units: list[tuple[int, int]] = []
+    for r, c in per_die:
+        if (r // kr, c // kc) not in units:
+            units.append((r // kr, c // kc))
+    per_unit = len(per_die) / len(units) if units else 1.0
+    # Every unit holding channels gets the same count when they spread evenly; otherwise the
+    # channels are shared out evenly (the total capacity and bandwidth are kept).
+    dram = DramSpec(
+        placement="positions",
+        capacity_bytes=d.capacity_bytes * per_unit,
+        bandwidth_bytes_per_s=d.bandwidth_bytes_per_s * per_unit,
+        latency_s=d.latency_s,
+        positions=tuple(units),
+    )
+    wafer = dataclasses.replace(
+        w,
+        tile_rows=w.tile_rows // kr,
+        tile_cols=w.tile_cols // kc,
+        unit_rows=w.unit_rows * kr,
+        unit_cols=w.unit_cols * kc,
+    )
+    return dataclasses.replace(spec, tile=tile, dram=dram, wafer=wafer)
 
 
 _TRAINING_DTYPES = ("fp32", "fp16", "bf16")
+
+#: Most tiles a wafer may simulate: a chip graph of 2^16 tiles builds in seconds and a few
+#: hundred MB; beyond it, ``wafer.granularity`` must merge cores into regions.
+MAX_SIMULATED_TILES = 65536
 
 
 def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]:
@@ -984,6 +1190,62 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
       training, and every workload dtype is one of these.
     """
     problems: list[ConfigProblem] = []
+    grid = values.get("wafer", {})
+    tiles = grid.get("tile_grid")
+    kr, kc = grid.get("granularity", (1, 1))
+    if tiles is not None and (tiles[0] % kr or tiles[1] % kc):
+        problems.append(
+            ConfigProblem(
+                where,
+                "wafer.granularity",
+                [kr, kc],
+                f"divisors of wafer.tile_grid {list(tiles)}: regions of kr x kc cores are "
+                "simulated as one tile",
+            )
+        )
+    dies = grid.get("die_grid")
+    if tiles is not None and dies is not None and not (tiles[0] % kr or tiles[1] % kc):
+        simulated = dies[0] * dies[1] * (tiles[0] // kr) * (tiles[1] // kc)
+        if simulated > MAX_SIMULATED_TILES:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    "wafer.granularity",
+                    [kr, kc],
+                    f"regions large enough that at most {MAX_SIMULATED_TILES} tiles are "
+                    f"simulated (this grid gives {simulated}); e.g. wafer.granularity: "
+                    f"{math.ceil(math.sqrt(simulated * kr * kc / MAX_SIMULATED_TILES))} or "
+                    "a divisor of the tile grid near it",
+                )
+            )
+    dram = values.get("dram", {})
+    positions = dram.get("positions", ())
+    if dram.get("placement") == "positions" and not positions:
+        problems.append(
+            ConfigProblem(
+                where,
+                "dram.positions",
+                ConfigError.MISSING,
+                "die-local [row, col] of each DRAM channel for placement 'positions'",
+            )
+        )
+    if dram.get("placement") not in (None, "positions") and positions:
+        problems.append(
+            ConfigProblem(
+                where, "dram.positions", positions, "nothing unless dram.placement is 'positions'"
+            )
+        )
+    if tiles is not None:
+        for i, (r, c) in enumerate(positions):
+            if r >= tiles[0] or c >= tiles[1]:
+                problems.append(
+                    ConfigProblem(
+                        where,
+                        f"dram.positions[{i}]",
+                        [r, c],
+                        f"a core of the die's {tiles[0]} x {tiles[1]} tile_grid",
+                    )
+                )
     peak = values.get("tile", {}).get("peak")
     if peak is not None and not {d for d, _ in peak} & set(_TRAINING_DTYPES):
         problems.append(
@@ -1356,6 +1618,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             **_link_to_raw("intra_die", w.intra_die),
             **_link_to_raw("inter_die", w.inter_die),
         }
+        if (w.unit_rows, w.unit_cols) != (1, 1):  # only when set: other configs as before
+            raw["wafer"]["unit_grid"] = [w.unit_rows, w.unit_cols]
+        if w.inter_die_links:
+            raw["noc"]["inter_die_links"] = w.inter_die_links
+        if w.bidirectional_rings:
+            raw["noc"]["bidirectional_rings"] = True
     if spec.cluster is not None:
         c = spec.cluster
         raw["cluster"] = {"num_nodes": c.num_nodes, "gpus_per_node": c.devices_per_node}
@@ -1369,6 +1637,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         "bandwidth": format_exact(d.bandwidth_bytes_per_s, "bandwidth"),
         "latency": format_exact(d.latency_s, "time"),
     }
+    if d.positions:
+        raw["dram"]["positions"] = [list(p) for p in d.positions]
+    if t.fidelity_passes:
+        raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
+    if t.format_efficiency:
+        raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
     return raw
 
 
@@ -1386,7 +1660,11 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
         out = {"name": spec.model.name, "model": model, "training": training, "mode": spec.mode}
         if spec.inference is not None:
             inf = spec.inference
-            out["inference"] = {f.name: getattr(inf, f.name) for f in fields(InferenceSpec)}
+            inference: dict[str, Any] = {
+                f.name: getattr(inf, f.name) for f in fields(InferenceSpec)
+            }
+            inference["math_fidelity"] = dict(inf.math_fidelity)
+            out["inference"] = inference
         return out
     if isinstance(spec, MappingSpec):
         return {f.name: getattr(spec, f.name) for f in fields(MappingSpec)}

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
     "GRAD_ACCUMULATION_MODES",
+    "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
     "ClusterSpec",
     "DramSpec",
@@ -34,8 +36,29 @@ __all__ = [
     "help_of",
 ]
 
-#: Bytes per element of each numeric format palmsim knows.
-DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+#: Elements that share one 8-bit exponent in Tenstorrent's block floating point formats:
+#: a 32x32 tile is stored as 64 rows of 16 values, each row with its own exponent byte
+#: (tt-metal ``tt_metal/impl/data_format``: a bfloat8_b tile is 1024 + 64 = 1088 B, a
+#: bfloat4_b tile 512 + 64 = 576 B).
+BFP_BLOCK_ELEMENTS = 16
+
+#: Bytes per element of each numeric format palmsim knows. Block floating point counts the
+#: shared exponents: bfp8 = 1 B of sign+mantissa + 1/16 B of exponent = 1.0625 B; bfp4 =
+#: 0.5 + 1/16 = 0.5625 B.
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4,
+    "fp16": 2,
+    "bf16": 2,
+    "fp8": 1,
+    "int8": 1,
+    "bfp8": 1 + 1 / BFP_BLOCK_ELEMENTS,
+    "bfp4": 0.5 + 1 / BFP_BLOCK_ELEMENTS,
+}
+
+#: Tenstorrent math fidelities: passes of the matrix engine over the mantissa bits, each
+#: pass at the LoFi rate (tt-metal tech_reports/GEMM_FLOPS: HiFi2 = 1/2, HiFi3 = 1/3,
+#: HiFi4 = 1/4 of LoFi).
+MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
 #: Values of ``MappingSpec.grad_accumulation``.
 GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
@@ -151,26 +174,52 @@ class TileSpec:
         "with the step's compute",
         default=None,
     )
+    fidelity_passes: tuple[tuple[str, int], ...] = _f(
+        "matrix-engine passes per math fidelity, as (fidelity, passes) pairs: the peak of a "
+        "fidelity is peak / passes (Tenstorrent LoFi 1, HiFi2 2, HiFi3 3, HiFi4 4); empty: "
+        "the chip has no fidelity setting",
+        default=(),
+    )
+    format_efficiency: tuple[tuple[str, float], ...] = _f(
+        "achievable fraction of peak of a GEMM whose weights are in this format, as "
+        "(dtype, ratio) pairs, fitted to GEMM microbenchmarks; a format without an entry "
+        "uses compute_efficiency",
+        default=(),
+    )
 
-    def peak_for(self, dtype: str) -> float:
-        """Peak FLOP/s for ``dtype``; bf16 falls back to fp16 and vice versa."""
+    def peak_for(self, dtype: str, fidelity: str | None = None) -> float:
+        """Peak FLOP/s for ``dtype`` (bf16 falls back to fp16 and vice versa), divided by the
+        passes of math ``fidelity`` when the tile has fidelity settings."""
         table = dict(self.peak_flop_per_s)
+        passes = dict(self.fidelity_passes).get(fidelity, 1) if fidelity else 1
         if dtype in table:
-            return table[dtype]
+            return table[dtype] / passes
         alias = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
         if alias in table:
-            return table[alias]
+            return table[alias] / passes
         raise KeyError(dtype)
+
+    def efficiency_for(self, dtype: str) -> float:
+        """Achievable fraction of peak of a GEMM with weights in ``dtype``."""
+        return dict(self.format_efficiency).get(dtype, self.compute_efficiency)
 
 
 @dataclass(frozen=True, slots=True)
 class DramSpec:
     """Off-tile memory: DRAM ports on die edges, stacked DRAM per tile, or a GPU's HBM."""
 
-    placement: str = _f("where DRAM channels attach: 'die_edge' or 'per_tile'")
+    placement: str = _f(
+        "where DRAM channels attach: 'die_edge', 'per_tile' or 'positions' (die-local "
+        "core coordinates in ``positions``)"
+    )
     capacity_bytes: float = _f("capacity of one DRAM channel/port [B]")
     bandwidth_bytes_per_s: float = _f("bandwidth of one DRAM channel, reads+writes shared [B/s]")
     latency_s: float = _f("access latency of one DRAM channel [s]")
+    positions: tuple[tuple[int, int], ...] = _f(
+        "placement 'positions': die-local (row, col) of the tile each channel attaches to, "
+        "the same on every die",
+        default=(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +232,27 @@ class WaferSpec:
     tile_cols: int = _f("tiles per die along the columns")
     topology: str = _f("NoC topology over the global tile grid: 'mesh' or 'torus'")
     intra_die: LinkSpec = _f("links between neighbouring tiles of one die")
-    inter_die: LinkSpec = _f("links between neighbouring tiles across a die boundary")
+    inter_die: LinkSpec = _f(
+        "links between neighbouring tiles across a die boundary; with inter_die_links, one "
+        "chip-to-chip link"
+    )
+    inter_die_links: int = _f(
+        "chip-to-chip links between two neighbouring dies, per direction; their bandwidth is "
+        "shared evenly by the tile pairs along the boundary. 0: one inter_die link per "
+        "boundary tile pair (a wafer's dies)",
+        default=0,
+    )
+    bidirectional_rings: bool = _f(
+        "ring collectives run as two rings in opposite directions, each on half the buffer "
+        "(tt-metal's ring fabric); false: one ring",
+        default=False,
+    )
+    unit_rows: int = _f(
+        "core rows in one simulated tile (granularity; 1 = every core itself)", default=1
+    )
+    unit_cols: int = _f(
+        "core columns in one simulated tile (granularity; 1 = every core itself)", default=1
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +340,23 @@ class InferenceSpec:
     output_len: int = _f("generated tokens per request; the first comes from the prefill")
     batch: int = _f("concurrent requests (over all data-parallel replicas)")
     dtype: str = _f("dtype of activations and compute: fp32, fp16 or bf16", default="fp16")
-    weight_dtype: str = _f("dtype weights are stored in: fp32, fp16, bf16 or int8", default="fp16")
-    kv_dtype: str = _f("dtype of the KV cache: fp32, fp16, bf16 or int8", default="fp16")
+    weight_dtype: str = _f(
+        "dtype weights are stored in: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="fp16"
+    )
+    kv_dtype: str = _f(
+        "dtype of the KV cache: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="fp16"
+    )
+    mlp_weight_dtype: str | None = _f(
+        "dtype of the MLP weights when it differs from weight_dtype (e.g. Tenstorrent's bfp4 "
+        "MLP with bfp8 attention); None: weight_dtype",
+        default=None,
+    )
+    math_fidelity: tuple[tuple[str, str], ...] = _f(
+        "math fidelity of the GEMMs by weight dtype, as (dtype, fidelity) pairs, on a chip "
+        "with tile.fidelity_passes; GEMMs of other formats and the attention use the "
+        "fidelity of the activation dtype's entry, or the full peak without one",
+        default=(),
+    )
 
 
 @dataclass(frozen=True, slots=True)

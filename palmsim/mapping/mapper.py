@@ -341,7 +341,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             ConfigError.MISSING,
             f"a peak FLOP/s for the workload's dtype {training.dtype!r}",
         ) from None
-    elem = DTYPE_BYTES[training.dtype]
+    elem = int(DTYPE_BYTES[training.dtype])  # a training dtype: 2 or 4 B
     state = optimizer_state_bytes_per_param(training.optimizer, training.dtype)
     # GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU).
     operands = _memory_of(hw)

@@ -22,6 +22,7 @@ RANK = {
     "report": 5,
     "api": 6,
     "validate": 6,
+    "tile_cases": 6,
     "explore": 6,
     "calibrate": 6,
     "cli": 7,
