@@ -39,6 +39,9 @@ from palmsim.config.specs import (
     DTYPE_BYTES,
     GRAD_ACCUMULATION_MODES,
     MEMORY_OP_KINDS,
+    SERVING_ARRIVALS,
+    SERVING_LENGTHS,
+    SERVING_ROUTERS,
     ClusterSpec,
     DramSpec,
     GemmSpec,
@@ -58,9 +61,6 @@ from palmsim.config.specs import (
     TrainingSpec,
     WaferSpec,
     WorkloadSpec,
-    SERVING_ARRIVALS,
-    SERVING_LENGTHS,
-    SERVING_ROUTERS,
 )
 from palmsim.errors import ConfigError, ConfigProblem
 from palmsim.units import DIMENSIONS, format_quantity, parse_quantity
@@ -1441,7 +1441,7 @@ def _serving_schema() -> Schema:
 def _serving_defaults() -> dict[str, Any]:
     """Raw defaults of a serving file, from the spec dataclasses (times in the file's form)."""
     scheduler = _defaults(SchedulerSpec)
-    slo = {"ttft": f"{SloSpec().ttft_s} s", "tpot": f"{SloSpec().tpot_s} s"}
+    slo: dict[str, Any] = {"ttft": f"{SloSpec().ttft_s} s", "tpot": f"{SloSpec().tpot_s} s"}
     slo["quantile"] = SloSpec().quantile
     traffic = _defaults(TrafficSpec)
     for key in ("trace", "trace_path"):

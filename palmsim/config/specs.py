@@ -15,6 +15,9 @@ __all__ = [
     "DTYPE_BYTES",
     "GRAD_ACCUMULATION_MODES",
     "MEMORY_OP_KINDS",
+    "SERVING_ARRIVALS",
+    "SERVING_LENGTHS",
+    "SERVING_ROUTERS",
     "ClusterSpec",
     "DramSpec",
     "ExperimentSpec",
@@ -27,9 +30,6 @@ __all__ = [
     "MemoryOpsSpec",
     "ModelSpec",
     "RunSpec",
-    "SERVING_ARRIVALS",
-    "SERVING_LENGTHS",
-    "SERVING_ROUTERS",
     "SchedulerSpec",
     "ServingSpec",
     "SloSpec",
@@ -393,7 +393,9 @@ class TrafficSpec:
 
     arrival: str = _f("'poisson', 'gamma' (bursty, with cv) or 'trace' (a CSV file)")
     rate_per_s: float = _f("mean arrival rate [requests/s] (poisson, gamma)", default=1.0)
-    cv: float = _f("coefficient of variation of inter-arrival times (gamma; 1 = Poisson)", default=1.0)
+    cv: float = _f(
+        "coefficient of variation of inter-arrival times (gamma; 1 = Poisson)", default=1.0
+    )
     num_requests: int = _f("requests to generate (poisson, gamma)", default=100)
     lengths: str = _f(
         "length distribution: 'fixed', 'sharegpt', 'summarization' or 'code'", default="fixed"
@@ -413,7 +415,9 @@ class SchedulerSpec:
     """One replica's scheduler, as vLLM V1's (vllm/v1/core/sched/scheduler.py)."""
 
     max_num_seqs: int = _f("most requests in one iteration's batch", default=256)
-    max_num_batched_tokens: int = _f("most tokens (prefill + decode) in one iteration", default=8192)
+    max_num_batched_tokens: int = _f(
+        "most tokens (prefill + decode) in one iteration", default=8192
+    )
     block_size: int = _f("tokens per KV-cache block (paged attention)", default=16)
     enable_chunked_prefill: bool = _f(
         "split prompts into chunks that fit the token budget (Sarathi-Serve)", default=True

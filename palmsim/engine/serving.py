@@ -244,8 +244,8 @@ class ServingSimulator:
                     continue
                 if self._arrivals_done:
                     return
-                self._wake[replica] = env.event()
-                yield self._wake[replica]
+                wake = self._wake[replica] = env.event()
+                yield wake
                 continue
             empty_in_a_row = 0
             self._note_queue(replica)

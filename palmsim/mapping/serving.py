@@ -32,6 +32,7 @@ KV reads come from SRAM in proportion to the part of the cache that lives there.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -441,9 +442,10 @@ def map_serving(
                 for write in (False, True):
                     for c in chip.dram_route(t, port, write=write).channels:
                         channel_users.setdefault(c, set()).add(r)
-        for a, b in zip(rep, rep[1:], strict=False):
-            for c in chip.route(a[0], b[0]).channels:
-                channel_users.setdefault(c, set()).add(r)
+        for a, b in itertools.pairwise(rep):
+            for src, dst in zip(a, b, strict=True):  # rank to rank, as pipeline sends go
+                for c in chip.route(src, dst).channels:
+                    channel_users.setdefault(c, set()).add(r)
         for comm in comms:
             for f in comm.flows:
                 for c in f.channels:
