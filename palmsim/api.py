@@ -39,13 +39,18 @@ from palmsim.report.metrics import op_table_rows, summarize
 
 __all__ = [
     "DEFAULT_HARDWARE",
+    "DEFAULT_SERVING",
+    "DEFAULT_SERVING_HARDWARE",
+    "DEFAULT_SERVING_WORKLOAD",
     "DEFAULT_WORKLOAD",
+    "ServingResult",
     "SimulationResult",
     "load_experiment",
     "load_result",
     "op_table_of",
     "resolved_config",
     "run_experiment",
+    "serve",
     "simulate",
     "summarize_result",
 ]
@@ -266,3 +271,80 @@ def load_result(run_dir: str | Path) -> LoadedRun:
     chip = Chip.from_spec(hw_spec)
     plan = map_workload(experiment, chip)
     return LoadedRun(experiment, chip, plan, trace, summary, config)
+
+
+# =========================================================================== serving (issue 16)
+
+#: The shipped serving default: Llama-3-8B on one H100 (replica tp=1 on GPU 0 of dgx-h100).
+DEFAULT_SERVING_HARDWARE = "hw_configs/dgx-h100.yaml"
+DEFAULT_SERVING_WORKLOAD = "workloads/llama3-8b.yaml"
+DEFAULT_SERVING = "serving/llama3-8b-h100.yaml"
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    """A finished serving run: its inputs, plan, records and summary."""
+
+    hardware: Any  # HardwareSpec
+    workload: Any  # WorkloadSpec
+    serving: Any  # ServingSpec
+    run: Any  # RunSpec
+    plan: Any  # ServingPlan
+    trace: Any  # ServingTrace
+    summary: dict[str, Any]
+    resolved: dict[str, Any]
+
+
+def serve(
+    hardware: str | None = None,
+    workload: str | None = None,
+    serving: str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+) -> ServingResult:
+    """Load, map and simulate a serving experiment; summarise it (no files written).
+
+    Requests come from a ``numpy`` generator seeded with ``run.seed``.
+
+    Raises:
+        ConfigError, MappingError, SimulationError.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from palmsim.config.loader import load_serving
+    from palmsim.engine.serving import ServingSimulator
+    from palmsim.mapping.serving import map_serving
+    from palmsim.report.serving import summarize_serving
+    from palmsim.serving.traffic import generate_requests
+
+    hw_path = hardware or _shipped(DEFAULT_SERVING_HARDWARE)
+    wl_path = workload or _shipped(DEFAULT_SERVING_WORKLOAD)
+    sv_path = serving or _shipped(DEFAULT_SERVING)
+    hw = load_hardware(hw_path, overrides)
+    wl, _ = load_workload(wl_path, overrides)
+    spec = load_serving(sv_path, overrides)
+    run = load_run(overrides)
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, wl.model, chip)
+    requests = generate_requests(
+        spec.traffic, np.random.default_rng(run.seed), wl.model.max_position_embeddings
+    )
+    trace = ServingSimulator(chip, plan, requests, run).run()
+    summary = summarize_serving(trace, spec.slo)
+    serving_raw = dataclasses.asdict(spec)
+    serving_raw["traffic"].pop("trace")
+    summary |= {
+        "workload": wl.model.name,
+        "hardware": hw.name,
+        "serving": Path(sv_path).stem,
+        "version": __version__,
+    }
+    resolved = {
+        "hardware": spec_to_raw(hw),
+        "workload": spec_to_raw(wl),
+        "serving": serving_raw,
+        "run": spec_to_raw(run),
+    }
+    return ServingResult(hw, wl, spec, run, plan, trace, summary, resolved)
