@@ -118,6 +118,7 @@ class ServingSimulator:
         self._wake: list[simpy.Event | None] = [None] * self.num_replicas
         self._arrivals_done = False
         self._costs: dict[tuple[int, BatchShape], float] = {}
+        self._segment_costs: dict[tuple[int, tuple[Any, ...]], float] = {}
         self._states: list[RequestState] = []
         self._iterations: list[IterationRecord] = []
         self._queue: list[QueueRecord] = []
@@ -125,13 +126,31 @@ class ServingSimulator:
     # ------------------------------------------------------------------ cost
 
     def iteration_time_s(self, replica: int, shape: BatchShape) -> float:
-        """Simulated duration of one iteration of ``shape`` on ``replica`` (once per shape)."""
+        """Simulated duration of one iteration of ``shape`` on ``replica``.
+
+        On one pipeline stage, the iteration is a sequence of segments, each ending in a
+        barrier (:meth:`ServingPlan.segments`), so its duration is the sum of theirs; each
+        distinct segment is simulated once on the replica's tiles and looked up after. With
+        several stages the whole iteration is simulated, once per shape.
+        """
         key = (replica, shape)
         cost = self._costs.get(key)
-        if cost is None:
-            plan = self.plan.iteration_plan(replica, shape)
-            cost = Simulator(self.chip, plan).run().end_time_s
-            self._costs[key] = cost
+        if cost is not None:
+            return cost
+        plan = self.plan
+        if plan.is_segmented:
+            cost = 0.0
+            for _, steps, repeats in plan.segments(shape, 0):
+                seg_key = (replica, steps)
+                seg_cost = self._segment_costs.get(seg_key)
+                if seg_cost is None:
+                    seg_plan = plan.segment_plan(replica, steps)
+                    seg_cost = Simulator(self.chip, seg_plan).run().end_time_s
+                    self._segment_costs[seg_key] = seg_cost
+                cost += repeats * seg_cost
+        else:
+            cost = Simulator(self.chip, plan.iteration_plan(replica, shape)).run().end_time_s
+        self._costs[key] = cost
         return cost
 
     # ------------------------------------------------------------------ run
@@ -185,7 +204,9 @@ class ServingSimulator:
             end_time_s=env.now,
             num_kv_blocks=self.plan.num_kv_blocks,
             num_replicas=self.num_replicas,
-            num_shapes_costed=len(self._costs),
+            num_shapes_costed=len(self._segment_costs)
+            if self.plan.is_segmented
+            else len(self._costs),
             wall_time_s=time.perf_counter() - wall_start,
             metadata={"replicas_share_channels": self.plan.replicas_share_channels},
         )

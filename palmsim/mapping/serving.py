@@ -235,7 +235,18 @@ class ServingPlan:
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
 
-    def _program(self, shape: BatchShape, s: int) -> tuple[Step, ...]:
+    def segments(self, shape: BatchShape, s: int) -> tuple[tuple[str, tuple[Step, ...], int], ...]:
+        """Stage ``s``'s program for ``shape`` as ``(kind, steps, repeats)`` segments in order:
+        ``embed`` (first stage), ``attn`` and ``mlp`` once per layer, ``head`` (last stage).
+
+        Each segment ends with its TP all-reduce (a barrier: every tile of the stage leaves it
+        at the same instant with no flow in flight) or, with one tile, with its last step, so
+        on one stage a segment's duration does not depend on what ran before it.
+        """
+        key = ("segments", shape, s)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
         tp, pp = self.serving.tp, self.serving.pp
         stage = self.stages[s]
         # _cost sums its ops' times, FLOP and bytes, so the attention block's step is the
@@ -252,29 +263,49 @@ class ServingPlan:
             sum(p.dram_read_bytes for p in parts),
             sum(p.dram_write_bytes for p in parts),
         )
-        mlp = self._step("mlp", shape.num_tokens, 1, s)
-        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
         allreduce = self._linear(shape.num_tokens)[2]
-        relabel = dataclasses.replace
-        steps: list[Step] = []
+
+        def reduced(kind: str, steps: list[Step]) -> tuple[Step, ...]:
+            if tp > 1:  # Megatron's g operator (and the vocab-parallel embedding's sum)
+                steps.append(CollectiveStep(f"{kind}.ar", "allreduce", allreduce))
+            return tuple(steps)
+
+        out: list[tuple[str, tuple[Step, ...], int]] = []
         if s > 0 and tp > 1:
             gather = self._p2p(shape.num_tokens)[1]
             if gather > 0:
-                steps.append(CollectiveStep("recv", "allgather", gather))
+                out.append(("recv", (CollectiveStep("recv", "allgather", gather),), 1))
         if s == 0:
-            steps.append(self._step("embed", shape.num_tokens, 1, s))
-        first, last = stage.layers
-        for i in range(first, last):
-            steps.append(relabel(attention, label=f"L{i}.attn"))
-            if kv is not None:
-                steps.append(relabel(kv, label=f"L{i}.kv"))
-            if tp > 1:
-                steps.append(CollectiveStep(f"L{i}.attn.ar", "allreduce", allreduce))
-            steps.append(relabel(mlp, label=f"L{i}.mlp"))
-            if tp > 1:
-                steps.append(CollectiveStep(f"L{i}.mlp.ar", "allreduce", allreduce))
+            out.append(
+                ("embed", reduced("embed", [self._step("embed", shape.num_tokens, 1, s)]), 1)
+            )
+        num_layers = stage.layers[1] - stage.layers[0]
+        attn: list[Step] = [attention]
+        if shape.cached_tokens + shape.num_tokens > 0:
+            attn.append(self._kv_step(shape, stage, "kv"))
+        out.append(("attn", reduced("attn", attn), num_layers))
+        out.append(("mlp", reduced("mlp", [self._step("mlp", shape.num_tokens, 1, s)]), num_layers))
         if s == pp - 1 and shape.num_sampled:
-            steps.append(self._step("head", shape.num_sampled, 1, s))
+            out.append(("head", (self._step("head", shape.num_sampled, 1, s),), 1))
+        result = tuple(out)
+        self._cache[key] = result
+        return result
+
+    def _program(self, shape: BatchShape, s: int) -> tuple[Step, ...]:
+        """Stage ``s``'s whole program: its segments in order, layer by layer."""
+        first, last = self.stages[s].layers
+        segments = self.segments(shape, s)
+        per_layer = [seg for seg in segments if seg[0] in ("attn", "mlp")]
+        steps: list[Step] = []
+        for kind, seg_steps, _ in segments:
+            if kind == "attn":
+                for i in range(first, last):
+                    for _, layer_steps, _ in per_layer:
+                        steps += [
+                            dataclasses.replace(st, label=f"L{i}.{st.label}") for st in layer_steps
+                        ]
+            elif kind != "mlp":
+                steps += seg_steps
         return tuple(steps)
 
     def _p2p(self, tokens: int) -> tuple[float, float]:
@@ -308,20 +339,47 @@ class ServingPlan:
                 for s in range(self.serving.pp)
             )
             self._cache[key] = programs
+        return self._plan(replica, programs, shape.num_sampled, shape.num_tokens)  # type: ignore[arg-type]
+
+    @property
+    def is_segmented(self) -> bool:
+        """Whether an iteration's duration is the sum of its segments' (one stage)."""
+        return self.serving.pp == 1
+
+    def segment_plan(self, replica: int, steps: tuple[Step, ...]) -> MappingPlan:
+        """A one-stage plan running ``steps`` once on replica ``replica``'s tiles (``pp`` 1)."""
+        assert self.is_segmented
+        zero = ComputeStep("none", 0.0, 0.0, 0.0, 0.0, 0.0)
+        program = StageProgram(
+            stage=0,
+            layers=self.stages[0].layers,
+            forward=steps,
+            backward=(),
+            recompute=(),
+            activation_bytes_per_microbatch=0.0,
+            send_bytes=0.0,
+            optimizer=zero,
+            steps=(("F", 0),),
+        )
+        return self._plan(replica, (program,), 0, 0)
+
+    def _plan(
+        self, replica: int, programs: tuple[StageProgram, ...], sampled: int, tokens: int
+    ) -> MappingPlan:
         tiles = self.replica_tiles[replica]
         used = {t for st in tiles for t in st}
         return MappingPlan(
             mapping=MappingSpec(pp=self.serving.pp, tp=self.serving.tp, dp=1),
             num_microbatches=1,
             stage_tiles=(tiles,),
-            programs=programs,  # type: ignore[arg-type]
+            programs=programs,
             dram_port_of_tile=tuple(tp for tp in self.dram_port_of_tile if tp[0] in used),
             memory=tuple((t, self.stages[s].breakdown) for s, st in enumerate(tiles) for t in st),
             placement=self.serving.placement,
             model_flop_per_iteration=0.0,
             peak_flop_per_s=self.peak_flop_per_s,
-            samples_per_iteration=shape.num_sampled,
-            tokens_per_iteration=shape.num_tokens,
+            samples_per_iteration=sampled,
+            tokens_per_iteration=tokens,
             communicators=self.replica_communicators[replica],
         )
 
