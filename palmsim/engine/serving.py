@@ -68,6 +68,8 @@ class IterationRecord(NamedTuple):
     kv_blocks_used: int  # after the iteration's allocation, before its completions
     num_waiting: int  # after scheduling the iteration
     num_preemptions: int  # cumulative on this replica
+    num_sampled: int  # requests that sampled a token
+    num_finished: int  # requests this iteration finished
 
 
 class QueueRecord(NamedTuple):
@@ -272,10 +274,10 @@ class ServingSimulator:
             self._note_queue(replica)
             shape = batch_shape([(e.new_tokens, e.cached_tokens, e.samples) for e in entries])
             start = env.now
+            in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
+            kv_used, waiting = sched.pool.num_used, len(sched.waiting)
             yield env.timeout(self.iteration_time_s(replica, shape))
-            prefill_tokens = sum(
-                e.new_tokens for e in entries if e.cached_tokens < e.state.request.prompt_tokens
-            )
+            finished = sched.complete(entries, env.now)
             self._iterations.append(
                 IterationRecord(
                     replica,
@@ -283,13 +285,13 @@ class ServingSimulator:
                     env.now,
                     len(entries),
                     shape.num_tokens,
-                    prefill_tokens,
-                    len(entries)
-                    - sum(1 for e in entries if e.cached_tokens < e.state.request.prompt_tokens),
-                    sched.pool.num_used,
-                    len(sched.waiting),
+                    sum(e.new_tokens for e in in_prompt),
+                    len(entries) - len(in_prompt),
+                    kv_used,
+                    waiting,
                     sched.num_preemptions,
+                    shape.num_sampled,
+                    len(finished),
                 )
             )
-            sched.complete(entries, env.now)
             self._note_queue(replica)

@@ -732,6 +732,8 @@ ITERATIONS_COLUMNS = (
     "kv_blocks_used",
     "num_waiting",
     "num_preemptions",
+    "num_sampled",
+    "num_finished",
 )
 QUEUE_COLUMNS = ("time_s", "replica", "num_waiting", "num_in_system")
 
