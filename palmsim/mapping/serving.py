@@ -241,7 +241,8 @@ class ServingPlan:
 
         Each segment ends with its TP all-reduce (a barrier: every tile of the stage leaves it
         at the same instant with no flow in flight) or, with one tile, with its last step, so
-        on one stage a segment's duration does not depend on what ran before it.
+        on one stage a segment's duration does not depend on what ran before it. With one
+        tile the attention's cache step is a segment of its own (``kv``).
         """
         key = ("segments", shape, s)
         hit = self._cache.get(key)
@@ -281,9 +282,14 @@ class ServingPlan:
             )
         num_layers = stage.layers[1] - stage.layers[0]
         attn: list[Step] = [attention]
-        if shape.cached_tokens + shape.num_tokens > 0:
-            attn.append(self._kv_step(shape, stage, "kv"))
+        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
+        if kv is not None and tp > 1:
+            attn.append(kv)
         out.append(("attn", reduced("attn", attn), num_layers))
+        if kv is not None and tp == 1:
+            # One tile: every step ends with its own DRAM flows, a segment boundary too, so
+            # the cache step (new every iteration) is simulated apart from the block's ops.
+            out.append(("kv", (kv,), num_layers))
         out.append(("mlp", reduced("mlp", [self._step("mlp", shape.num_tokens, 1, s)]), num_layers))
         if s == pp - 1 and shape.num_sampled:
             out.append(("head", (self._step("head", shape.num_sampled, 1, s),), 1))
@@ -295,7 +301,7 @@ class ServingPlan:
         """Stage ``s``'s whole program: its segments in order, layer by layer."""
         first, last = self.stages[s].layers
         segments = self.segments(shape, s)
-        per_layer = [seg for seg in segments if seg[0] in ("attn", "mlp")]
+        per_layer = [seg for seg in segments if seg[0] in ("attn", "kv", "mlp")]
         steps: list[Step] = []
         for kind, seg_steps, _ in segments:
             if kind == "attn":
@@ -304,7 +310,7 @@ class ServingPlan:
                         steps += [
                             dataclasses.replace(st, label=f"L{i}.{st.label}") for st in layer_steps
                         ]
-            elif kind != "mlp":
+            elif kind not in ("kv", "mlp"):
                 steps += seg_steps
         return tuple(steps)
 

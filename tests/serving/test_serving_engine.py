@@ -29,8 +29,13 @@ SHAPES = [
 
 @pytest.mark.parametrize(
     ("hw", "tp"),
-    [(wafer_spec(dies=(1, 2), tiles=(4, 4)), 4), (cluster_spec(nodes=1, gpus=4), 2)],
-    ids=["wafer-die-edge-dram", "gpu-nvlink"],
+    [
+        (wafer_spec(dies=(1, 2), tiles=(4, 4)), 4),
+        (cluster_spec(nodes=1, gpus=4), 2),
+        (cluster_spec(nodes=1, gpus=4), 1),
+        (wafer_spec(dies=(1, 2), tiles=(4, 4)), 1),
+    ],
+    ids=["wafer-die-edge-dram", "gpu-nvlink", "one-gpu", "one-wafer-tile"],
 )
 @pytest.mark.parametrize("entries", SHAPES, ids=["prefill", "decode", "mixed"])
 def test_segment_sum_equals_the_whole_iteration(hw, tp, entries):
