@@ -1429,6 +1429,7 @@ def _serving_schema() -> Schema:
         },
         "replicas": _int_rule(),
         "router": _choice_rule(SERVING_ROUTERS),
+        "prefill_replicas": _int_rule(minimum=0),
         "tp": _int_rule(),
         "pp": _int_rule(),
         "placement": _str_rule(),
@@ -1526,6 +1527,17 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
         problems.append(
             ConfigProblem(where, "traffic.trace", MISSING, "a trace CSV path (arrival 'trace')")
         )
+    prefill = values.get("prefill_replicas", 0)
+    if prefill and not prefill < values.get("replicas", 1):
+        problems.append(
+            ConfigProblem(
+                where,
+                "prefill_replicas",
+                prefill,
+                f"0 (no disaggregation) or fewer than replicas ({values.get('replicas')}), "
+                f"leaving at least one decode replica",
+            )
+        )
     if problems:
         raise ConfigError(problems)
     rows: tuple[tuple[float, int, int], ...] = ()
@@ -1549,6 +1561,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
         ),
         scheduler=SchedulerSpec(**values["scheduler"]),
         slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
-        **{k: values[k] for k in ("replicas", "router", "tp", "pp", "placement")},
+        **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
+        placement=values["placement"],
         **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype")},
     )

@@ -446,6 +446,11 @@ class ServingSpec:
     slo: SloSpec = _f("the SLO goodput counts against", default_factory=SloSpec)
     replicas: int = _f("model replicas behind the router", default=1)
     router: str = _f("'round_robin' or 'least_loaded'", default="round_robin")
+    prefill_replicas: int = _f(
+        "prefill/decode disaggregation: the first this many replicas only prefill, the "
+        "others only decode, and the KV cache moves between them over the links; 0 = off",
+        default=0,
+    )
     tp: int = _f("tensor-parallel degree of a replica", default=1)
     pp: int = _f("pipeline stages of a replica", default=1)
     placement: str = _f("placement strategy of the replicas' tiles", default="snake")

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import simpy
 
 from palmsim.config.specs import RunSpec
+from palmsim.engine.flows import FlowNetwork
 from palmsim.engine.simulator import ChipLike, Simulator
 from palmsim.errors import SimulationError
 from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape
@@ -53,6 +54,8 @@ class RequestRecord(NamedTuple):
     finish_s: float
     num_preemptions: int
     status: str
+    decode_replica: int  # disaggregated: the replica that decoded it; else -1
+    kv_transfer_s: float  # disaggregated: time its KV cache took to move; else -1
 
 
 class IterationRecord(NamedTuple):
@@ -114,9 +117,17 @@ class ServingSimulator:
         self.env = simpy.Environment()
         spec = plan.serving
         self.num_replicas = len(plan.replica_tiles)
+        self.num_prefill = spec.prefill_replicas
         self.schedulers = [
-            Scheduler(spec.scheduler, plan.num_kv_blocks) for _ in range(self.num_replicas)
+            Scheduler(spec.scheduler, plan.num_kv_blocks, prefill_only=r < self.num_prefill)
+            for r in range(self.num_replicas)
         ]
+        self._flows: list[Any] = []
+        self.network = FlowNetwork(
+            self.env, [c.bandwidth_bytes_per_s for c in chip.channels], self._flows.append
+        )
+        self._remaining = 0  # admitted requests not finished yet
+        self._handoffs = 0
         self._wake: list[simpy.Event | None] = [None] * self.num_replicas
         self._arrivals_done = False
         self._costs: dict[tuple[int, BatchShape], float] = {}
@@ -194,6 +205,10 @@ class ServingSimulator:
                 -1.0 if s.finish_s is None else s.finish_s,
                 s.num_preemptions,
                 "rejected" if s.rejected else "finished",
+                s.decode_replica,
+                -1.0
+                if s.kv_transfer_end_s is None or s.kv_transfer_start_s is None
+                else s.kv_transfer_end_s - s.kv_transfer_start_s,
             )
             for s in sorted(self._states, key=lambda s: s.request.request_id)
         )
@@ -229,16 +244,58 @@ class ServingSimulator:
             delay = request.arrival_s - env.now
             if delay > 0:
                 yield env.timeout(delay)
-            outstanding = [s.num_outstanding for s in self.schedulers]
-            replica = route(router, index, outstanding)
+            pool = self.schedulers[: self.num_prefill or self.num_replicas]
+            replica = route(router, index, [s.num_outstanding for s in pool])
             state = RequestState(request, replica)
             self._states.append(state)
             if self.schedulers[replica].add(state):
+                self._remaining += 1
                 self._note_queue(replica)
                 self._notify(replica)
         self._arrivals_done = True
         for r in range(self.num_replicas):
             self._notify(r)
+
+    def _hand_off(self, state: RequestState) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: move a prefilled request's KV cache to a decode replica.
+
+        Each tile of the prefill replica sends its share of the prompt's KV cache (its
+        stage's layers, its KV heads) to the same stage and rank of the decode replica, as
+        flows over the chip's routes sharing bandwidth with every other transfer in flight;
+        the request joins the decode replica's queue when the last byte has arrived.
+        Records the flows (category ``kv_transfer``)."""
+        env = self.env
+        decoders = self.schedulers[self.num_prefill :]
+        index = route(
+            self.plan.serving.router, self._handoffs, [s.num_outstanding for s in decoders]
+        )
+        self._handoffs += 1
+        decode = self.num_prefill + index
+        state.decode_replica = decode
+        state.kv_transfer_start_s = env.now
+        src_tiles = self.plan.replica_tiles[state.replica]
+        dst_tiles = self.plan.replica_tiles[decode]
+        done = []
+        for s, (src_stage, dst_stage) in enumerate(zip(src_tiles, dst_tiles, strict=True)):
+            size = self.plan.stages[s].kv_bytes_per_token * state.num_computed
+            for src, dst in zip(src_stage, dst_stage, strict=True):
+                path = self.chip.route(src, dst)
+                done.append(
+                    self.network.transfer(
+                        path.channels,
+                        size,
+                        path.latency_s,
+                        category="kv_transfer",
+                        src=src,
+                        dst=dst,
+                        stage=s,
+                    )
+                )
+        yield env.all_of(done)
+        state.kv_transfer_end_s = env.now
+        self.schedulers[decode].add(state)
+        self._note_queue(decode)
+        self._notify(decode)
 
     def _notify(self, replica: int) -> None:
         wake = self._wake[replica]
@@ -265,7 +322,7 @@ class ServingSimulator:
                             f"{sched.num_outstanding} requests at t={env.now:.9g} s"
                         )
                     continue
-                if self._arrivals_done:
+                if self._arrivals_done and self._remaining == 0:
                     return
                 wake = self._wake[replica] = env.event()
                 yield wake
@@ -278,6 +335,14 @@ class ServingSimulator:
             kv_used, waiting = sched.pool.num_used, len(sched.waiting)
             yield env.timeout(self.iteration_time_s(replica, shape))
             finished = sched.complete(entries, env.now)
+            for state in finished:
+                if state.finish_s is None:  # prefill done: its KV cache moves to a decoder
+                    env.process(self._hand_off(state))
+                else:
+                    self._remaining -= 1
+            if self._remaining == 0 and self._arrivals_done:
+                for r in range(self.num_replicas):
+                    self._notify(r)
             self._iterations.append(
                 IterationRecord(
                     replica,

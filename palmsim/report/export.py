@@ -720,6 +720,8 @@ REQUESTS_COLUMNS = (
     "tpot_s",
     "e2e_s",
     "num_preemptions",
+    "decode_replica",
+    "kv_transfer_s",
 )
 ITERATIONS_COLUMNS = (
     "replica",
@@ -766,6 +768,8 @@ def requests_csv(requests: Sequence[Any]) -> str:
                 tpot,
                 e2e,
                 r.num_preemptions,
+                r.decode_replica,
+                r.kv_transfer_s if r.kv_transfer_s >= 0 else "",
             ]
         )
     return _csv_text(REQUESTS_COLUMNS, rows)

@@ -45,6 +45,9 @@ class RequestState:
     first_token_s: float | None = None
     finish_s: float | None = None
     rejected: bool = False
+    decode_replica: int = -1  # disaggregated serving: the replica it decodes on
+    kv_transfer_start_s: float | None = None
+    kv_transfer_end_s: float | None = None
 
     @property
     def known_tokens(self) -> int:
@@ -69,8 +72,12 @@ class Entry:
 class Scheduler:
     """One replica's waiting queue, running batch and KV-block pool."""
 
-    def __init__(self, spec: SchedulerSpec, num_kv_blocks: int) -> None:
+    def __init__(
+        self, spec: SchedulerSpec, num_kv_blocks: int, *, prefill_only: bool = False
+    ) -> None:
         self.spec = spec
+        # Disaggregated prefill: a request leaves once it has sampled its first token.
+        self.prefill_only = prefill_only
         self.pool = BlockPool(num_kv_blocks, spec.block_size)
         self.waiting: deque[RequestState] = deque()
         self.running: list[RequestState] = []
@@ -135,24 +142,26 @@ class Scheduler:
         if not preempted:
             while self.waiting and len(self.running) < spec.max_num_seqs and budget > 0:
                 state = self.waiting[0]
-                new = state.known_tokens
+                # num_computed > 0 only for a request whose KV arrived from a prefill replica
+                new = state.known_tokens - state.num_computed
                 if spec.enable_chunked_prefill:
                     new = min(new, budget)
                 elif new > budget:
                     break
-                if not pool.can_hold(0, new):
+                if not pool.can_hold(0, state.num_computed + new):
                     break
                 self.waiting.popleft()
-                state.num_blocks = pool.grow(0, new)
+                state.num_blocks = pool.grow(0, state.num_computed + new)
                 self.running.append(state)
-                entries.append(Entry(state, new, 0))
+                entries.append(Entry(state, new, state.num_computed))
                 budget -= new
                 if state.first_scheduled_s is None:
                     state.first_scheduled_s = now_s
         return entries
 
     def complete(self, entries: list[Entry], now_s: float) -> list[RequestState]:
-        """Apply a finished iteration; returns the requests it finished."""
+        """Apply a finished iteration; returns the requests that leave the replica: finished
+        (``finish_s`` set) or, on a prefill-only replica, with their first token."""
         finished: list[RequestState] = []
         for entry in entries:
             state = entry.state
@@ -163,8 +172,10 @@ class Scheduler:
             state.num_generated += 1
             if state.first_token_s is None:
                 state.first_token_s = now_s
-            if state.num_generated == state.request.output_tokens:
-                state.finish_s = now_s
+            done = state.num_generated == state.request.output_tokens
+            if done or self.prefill_only:
+                if done:
+                    state.finish_s = now_s
                 self.pool.release(state.num_blocks)
                 state.num_blocks = 0
                 self.running.remove(state)
