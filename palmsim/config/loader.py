@@ -1412,6 +1412,7 @@ def _serving_schema() -> Schema:
             "lengths": _choice_rule(SERVING_LENGTHS),
             "prompt_tokens": _int_rule(),
             "output_tokens": _int_rule(),
+            "shared_prefix_tokens": _int_rule(minimum=0),
             "trace": _str_rule(required=False),
         },
         "scheduler": {
@@ -1421,6 +1422,7 @@ def _serving_schema() -> Schema:
             "enable_chunked_prefill": _bool_rule(),
             "gpu_memory_utilization": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "num_kv_blocks": _int_rule(minimum=0),
+            "enable_prefix_caching": _bool_rule(),
         },
         "slo": {
             "ttft": _quantity_rule("time", positive=True),
@@ -1556,6 +1558,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             lengths=traffic["lengths"],
             prompt_tokens=traffic["prompt_tokens"],
             output_tokens=traffic["output_tokens"],
+            shared_prefix_tokens=traffic["shared_prefix_tokens"],
             trace=rows,
             trace_path=trace_path,
         ),

@@ -402,6 +402,11 @@ class TrafficSpec:
     )
     prompt_tokens: int = _f("prompt tokens of every request (lengths 'fixed')", default=512)
     output_tokens: int = _f("output tokens of every request (lengths 'fixed')", default=128)
+    shared_prefix_tokens: int = _f(
+        "tokens of a system prompt every generated request's prompt starts with (added to its "
+        "drawn length); 0 = none",
+        default=0,
+    )
     # (arrival_s, prompt_tokens, output_tokens) rows of a trace file, read by the loader
     trace: tuple[tuple[float, int, int], ...] = _f(
         "the rows of the trace CSV (arrival 'trace'): arrival_s, prompt_tokens, output_tokens",
@@ -426,6 +431,10 @@ class SchedulerSpec:
         "fraction of a tile's memory (SRAM + its share of DRAM) the replica may use", default=0.9
     )
     num_kv_blocks: int = _f("KV-cache blocks per replica; 0 = derived from memory", default=0)
+    enable_prefix_caching: bool = _f(
+        "reuse the full KV blocks of the shared prompt prefix while a request holds them",
+        default=False,
+    )
 
 
 @dataclass(frozen=True, slots=True)

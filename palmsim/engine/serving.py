@@ -119,7 +119,12 @@ class ServingSimulator:
         self.num_replicas = len(plan.replica_tiles)
         self.num_prefill = spec.prefill_replicas
         self.schedulers = [
-            Scheduler(spec.scheduler, plan.num_kv_blocks, prefill_only=r < self.num_prefill)
+            Scheduler(
+                spec.scheduler,
+                plan.num_kv_blocks,
+                prefill_only=r < self.num_prefill,
+                shared_prefix_tokens=spec.traffic.shared_prefix_tokens,
+            )
             for r in range(self.num_replicas)
         ]
         self._flows: list[Any] = []

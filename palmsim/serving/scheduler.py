@@ -45,6 +45,7 @@ class RequestState:
     first_token_s: float | None = None
     finish_s: float | None = None
     rejected: bool = False
+    shared_blocks: int = 0  # prefix-cache blocks it uses, held by the replica, not by it
     decode_replica: int = -1  # disaggregated serving: the replica it decodes on
     kv_transfer_start_s: float | None = None
     kv_transfer_end_s: float | None = None
@@ -73,9 +74,22 @@ class Scheduler:
     """One replica's waiting queue, running batch and KV-block pool."""
 
     def __init__(
-        self, spec: SchedulerSpec, num_kv_blocks: int, *, prefill_only: bool = False
+        self,
+        spec: SchedulerSpec,
+        num_kv_blocks: int,
+        *,
+        prefill_only: bool = False,
+        shared_prefix_tokens: int = 0,
     ) -> None:
         self.spec = spec
+        # Prefix caching (vLLM's automatic prefix caching, full blocks only): the shared
+        # prompt prefix's full blocks, computed once, stay while some request uses them.
+        self.prefix_blocks = (
+            shared_prefix_tokens // spec.block_size if spec.enable_prefix_caching else 0
+        )
+        self.prefix_tokens = self.prefix_blocks * spec.block_size
+        self.prefix_resident = False
+        self.prefix_users = 0
         # Disaggregated prefill: a request leaves once it has sampled its first token.
         self.prefill_only = prefill_only
         self.pool = BlockPool(num_kv_blocks, spec.block_size)
@@ -102,9 +116,19 @@ class Scheduler:
         self.waiting.append(state)
         return True
 
+    def _release(self, state: RequestState) -> None:
+        """Free the request's own blocks and its use of the prefix blocks."""
+        self.pool.release(state.num_blocks)
+        state.num_blocks = 0
+        if state.shared_blocks:
+            state.shared_blocks = 0
+            self.prefix_users -= 1
+            if self.prefix_users == 0:  # no request holds the prefix: its blocks are freed
+                self.pool.release(self.prefix_blocks)
+                self.prefix_resident = False
+
     def _preempt(self, victim: RequestState) -> None:
-        self.pool.release(victim.num_blocks)
-        victim.num_blocks = 0
+        self._release(victim)
         victim.num_computed = 0
         victim.num_preemptions += 1
         self.num_preemptions += 1
@@ -126,14 +150,15 @@ class Scheduler:
                 i += 1
                 continue
             total = state.num_computed + new
-            while not pool.can_hold(state.num_blocks, total):
+            while not pool.can_hold(state.num_blocks + state.shared_blocks, total):
                 victim = self.running.pop()
                 self._preempt(victim)
                 preempted = True
                 if victim is state:
                     break
             else:
-                state.num_blocks = pool.grow(state.num_blocks, total)
+                held = state.num_blocks + state.shared_blocks
+                state.num_blocks = pool.grow(held, total) - state.shared_blocks
                 entries.append(Entry(state, new, state.num_computed))
                 budget -= new
                 i += 1
@@ -143,15 +168,28 @@ class Scheduler:
             while self.waiting and len(self.running) < spec.max_num_seqs and budget > 0:
                 state = self.waiting[0]
                 # num_computed > 0 only for a request whose KV arrived from a prefill replica
+                hit = (
+                    self.prefix_resident
+                    and state.num_computed == 0
+                    and state.request.prompt_tokens > self.prefix_tokens
+                )
+                if hit:
+                    state.num_computed = self.prefix_tokens
+                shared = self.prefix_blocks if hit else 0
                 new = state.known_tokens - state.num_computed
                 if spec.enable_chunked_prefill:
                     new = min(new, budget)
                 elif new > budget:
+                    state.num_computed = 0 if hit else state.num_computed
                     break
-                if not pool.can_hold(0, state.num_computed + new):
+                if not pool.can_hold(shared, state.num_computed + new):
+                    state.num_computed = 0 if hit else state.num_computed
                     break
                 self.waiting.popleft()
-                state.num_blocks = pool.grow(0, state.num_computed + new)
+                if hit:
+                    state.shared_blocks = shared
+                    self.prefix_users += 1
+                state.num_blocks = pool.grow(shared, state.num_computed + new) - shared
                 self.running.append(state)
                 entries.append(Entry(state, new, state.num_computed))
                 budget -= new
@@ -167,6 +205,19 @@ class Scheduler:
             state = entry.state
             sampled = entry.samples
             state.num_computed += entry.new_tokens
+            if (
+                self.prefix_blocks
+                and not self.prefix_resident
+                and state.shared_blocks == 0
+                and state.request.prompt_tokens > self.prefix_tokens
+                and state.num_computed >= self.prefix_tokens
+                and state.num_blocks >= self.prefix_blocks
+            ):
+                # its first blocks hold the shared prefix: the replica keeps them from now on
+                state.num_blocks -= self.prefix_blocks
+                state.shared_blocks = self.prefix_blocks
+                self.prefix_resident = True
+                self.prefix_users = 1
             if not sampled:
                 continue
             state.num_generated += 1
@@ -176,8 +227,7 @@ class Scheduler:
             if done or self.prefill_only:
                 if done:
                     state.finish_s = now_s
-                self.pool.release(state.num_blocks)
-                state.num_blocks = 0
+                self._release(state)
                 self.running.remove(state)
                 finished.append(state)
         return finished

@@ -19,6 +19,9 @@ percentile of its data set (``mu = ln(median)``, ``sigma = ln(p90 / median) / zâ
   p90 12985; output median 208, p90 371 (same table);
 - ``fixed``: every request has ``prompt_tokens`` and ``output_tokens``.
 
+With ``shared_prefix_tokens`` every generated prompt starts with the same system prompt of that
+many tokens, added to its drawn length (what prefix caching can reuse).
+
 A request whose prompt and output exceed the model's context is shortened: its prompt is
 truncated to ``context - output`` tokens (as a client truncates its input), its output to
 ``context - 1`` first. The log-normal is an assumption about the shape; the two quantiles are
@@ -91,6 +94,7 @@ def generate_requests(
             (p_med, p_90), (o_med, o_90) = LENGTH_QUANTILES[traffic.lengths]
             prompts = _lognormal_tokens(rng, p_med, p_90, n)
             outputs = _lognormal_tokens(rng, o_med, o_90, n)
+        prompts = prompts + traffic.shared_prefix_tokens
     outputs = np.minimum(outputs, max_context_tokens - 1)
     prompts = np.minimum(prompts, max_context_tokens - outputs)
     return tuple(
