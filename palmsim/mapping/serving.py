@@ -427,23 +427,44 @@ def map_serving(
         used_on_port[port] = used_on_port.get(port, 0) + 1
     sram = hardware.tile.sram_capacity_bytes
     layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
-    stages: list[_StageMemory] = []
-    blocks = None
+    # Pass 1: the blocks every tile has room for (the smallest over all stages and tiles).
+    demands: list[tuple[int, int, float, float]] = []  # first, last, weights, KV B/token
+    blocks: int | None = None
     for s, (first, last) in enumerate(layer_ranges):
         own = (attn_ops + mlp_ops) * (last - first)
         own += embed if s == 0 else []
         own += head if s == pp - 1 else []
         weights = float(sum(op.params for op in own)) * w_elem
         kv_per_token = kv_cache_bytes(last - first, kv_t, model.head_dim, 1, 1, kv_elem)
-        block_bytes = kv_per_token * sched.block_size
+        demands.append((first, last, weights, kv_per_token))
         for rep in stage_tiles:
             for tile in rep[s]:
                 port = chip.home_dram_port(tile)
                 share = chip.dram_ports[port].capacity_bytes / used_on_port[port]
                 free = sched.gpu_memory_utilization * (sram + share) - weights - working
-                fit = int(free // block_bytes) if free > 0 else 0
+                fit = int(free // (kv_per_token * sched.block_size)) if free > 0 else 0
                 blocks = fit if blocks is None else min(blocks, fit)
-        kv_bytes = (blocks or 0) * block_bytes
+    assert blocks is not None
+    if blocks < 1:
+        heaviest = max(d[2] for d in demands)
+        raise MappingError(
+            f"serving does not fit: a tile of the replica needs weights "
+            f"{heaviest / GB:.4g} GB and a working set of {working / GB:.4g} GB, "
+            f"leaving no room for one KV block within gpu_memory_utilization "
+            f"{sched.gpu_memory_utilization} of its memory; use more tensor or pipeline "
+            f"parallelism, or a smaller max_num_batched_tokens"
+        )
+    if sched.num_kv_blocks:
+        if sched.num_kv_blocks > blocks:
+            raise MappingError(
+                f"scheduler.num_kv_blocks {sched.num_kv_blocks} exceeds the {blocks} blocks the "
+                f"replica's memory holds"
+            )
+        blocks = sched.num_kv_blocks
+    # Pass 2: where each stage's weights, cache and working set live (SRAM first).
+    stages: list[_StageMemory] = []
+    for first, last, weights, kv_per_token in demands:
+        kv_bytes = blocks * sched.block_size * kv_per_token
         (_, w_sram, w_dram), (_, kv_sram, kv_dram), (_, a_sram, a_dram) = split_sram_dram(
             [("weights", weights), ("kv", kv_bytes), ("activations", working)], sram
         )
@@ -468,33 +489,6 @@ def map_serving(
                 ),
             )
         )
-    assert blocks is not None
-    if blocks < 1:
-        worst = max(stages, key=lambda st: st.breakdown.weights)
-        raise MappingError(
-            f"serving does not fit: a tile of the replica needs weights "
-            f"{worst.breakdown.weights / GB:.4g} GB and a working set of {working / GB:.4g} GB, "
-            f"leaving no room for one KV block within gpu_memory_utilization "
-            f"{sched.gpu_memory_utilization} of its memory; use more tensor or pipeline "
-            f"parallelism, or a smaller max_num_batched_tokens"
-        )
-    if sched.num_kv_blocks:
-        if sched.num_kv_blocks > blocks:
-            raise MappingError(
-                f"scheduler.num_kv_blocks {sched.num_kv_blocks} exceeds the {blocks} blocks the "
-                f"replica's memory holds"
-            )
-        blocks = sched.num_kv_blocks
-        stages = [
-            dataclasses.replace(
-                st,
-                kv_sram_fraction=min(
-                    1.0,
-                    _kv_sram_left(st, sram) / (blocks * sched.block_size * st.kv_bytes_per_token),
-                ),
-            )
-            for st in stages
-        ]
     per_replica = []
     channel_users: dict[int, set[int]] = {}
     for r, rep in enumerate(stage_tiles):
@@ -528,8 +522,3 @@ def map_serving(
         replica_communicators=tuple(per_replica),
         replicas_share_channels=shared,
     )
-
-
-def _kv_sram_left(stage: _StageMemory, sram_capacity_bytes: float) -> float:
-    """SRAM a stage's tiles have for KV after their weights."""
-    return max(0.0, sram_capacity_bytes - stage.breakdown.weights)
