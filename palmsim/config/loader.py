@@ -1397,6 +1397,21 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
 
 _TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
 
+#: Most requests a serving run may generate: each is a few hundred bytes of records and state,
+#: so this bounds a run's memory to a few GB (no input may exhaust memory).
+MAX_SERVING_REQUESTS = 10_000_000
+
+
+def _bounded_int_rule(minimum: int, maximum: int) -> Rule:
+    expected = f"an int in [{minimum}, {maximum}]"
+
+    def parse(value: Any, where: str, key: str) -> int:
+        if not _is_int(value) or not minimum <= value <= maximum:
+            raise _InvalidValueError(expected)
+        return int(value)
+
+    return Rule(parse, expected)
+
 
 def _serving_schema() -> Schema:
     dtypes = ("fp32", "fp16", "bf16")
@@ -1408,7 +1423,7 @@ def _serving_schema() -> Schema:
             "arrival": _choice_rule(SERVING_ARRIVALS),
             "rate_per_s": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
             "cv": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
-            "num_requests": _int_rule(),
+            "num_requests": _bounded_int_rule(1, MAX_SERVING_REQUESTS),
             "lengths": _choice_rule(SERVING_LENGTHS),
             "prompt_tokens": _int_rule(),
             "output_tokens": _int_rule(),

@@ -107,3 +107,17 @@ def test_palmsim_serve_bad_key_exits_2(capsys):
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "serving").glob("*.yaml")))
 def test_shipped_serving_files_load(name):
     assert load_serving(REPO / "serving" / name).traffic.num_requests >= 1
+
+
+def test_too_many_requests_is_a_config_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("traffic: {arrival: poisson, num_requests: 100000000000}\n")
+    with pytest.raises(ConfigError, match=r"traffic\.num_requests.*an int in \[1, 10000000\]"):
+        load_serving(path)
+
+
+def test_least_loaded_router_picks_the_emptiest_replica_lowest_index_on_ties():
+    from palmsim.serving.router import route
+
+    assert route("least_loaded", 7, [3, 1, 1, 2]) == 1
+    assert route("round_robin", 7, [3, 1, 1, 2]) == 3
