@@ -804,7 +804,7 @@ def latency_load(
     ax_p.set_ylabel("TPOT p90 [ms]")
     for ax in (ax_t, ax_p):
         ax.set_xlabel("arrival rate [requests/s]")
-        ax.set_yscale("log")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
