@@ -160,10 +160,11 @@ def summarize_serving(trace: ServingTrace, slo: SloSpec) -> dict[str, Any]:
 
 
 def format_serving_table(summary: dict[str, Any]) -> str:
-    """The summary as the aligned table ``palmsim serve`` prints (ms for latencies)."""
+    """The summary table ``palmsim serve`` prints (latencies in ms below 1 s, else in s)."""
 
     def ms(key: str) -> str:
-        return f"{summary[key] * 1e3:.4g} ms"
+        value = summary[key]
+        return f"{value:.4g} s" if value >= 1 else f"{value * 1e3:.4g} ms"
 
     def lat(name: str) -> str:
         return " / ".join(ms(f"{name}_p{q}_s") for q in LATENCY_QUANTILES)
