@@ -23,6 +23,7 @@ from palmsim.config.loader import (
     read_mapping_file,
     spec_to_raw,
 )
+from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import ExperimentSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
@@ -93,6 +94,19 @@ def load_experiment(
     """
     hw_path = hardware or _shipped(DEFAULT_HARDWARE)
     wl_path = workload or _shipped(DEFAULT_WORKLOAD)
+    serving_only = [o for o in overrides if o.strip().startswith("serving.")]
+    if serving_only:  # never silently ignored
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    OVERRIDE_WHERE,
+                    o.split("=", 1)[0].strip(),
+                    o,
+                    "a key of hw, workload, mapping or run here (serving.* is for palmsim serve)",
+                )
+                for o in serving_only
+            ]
+        )
     hw_spec = load_hardware(hw_path, overrides)
     wl_spec, mapping_section = load_workload(wl_path, overrides)
     sections: list[tuple[str, dict[str, Any]]] = [(wl_path, mapping_section)]

@@ -121,3 +121,8 @@ def test_least_loaded_router_picks_the_emptiest_replica_lowest_index_on_ties():
 
     assert route("least_loaded", 7, [3, 1, 1, 2]) == 1
     assert route("round_robin", 7, [3, 1, 1, 2]) == 3
+
+
+def test_serving_overrides_are_refused_by_palmsim_run(capsys):
+    assert main(["run", "--set", "serving.traffic.rate_per_s=3"]) == 2
+    assert "serving.* is for palmsim serve" in capsys.readouterr().err
