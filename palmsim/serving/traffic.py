@@ -25,7 +25,8 @@ many tokens, added to its drawn length (what prefix caching can reuse).
 A request whose prompt and output exceed the model's context is shortened: its prompt is
 truncated to ``context - output`` tokens (as a client truncates its input), its output to
 ``context - 1`` first. The log-normal is an assumption about the shape; the two quantiles are
-the published facts it is fitted to.
+the published facts it is fitted to. NOTE: the four pairs of quantiles were transcribed for
+this change without re-reading the paper's table; check them against it.
 """
 
 from __future__ import annotations
