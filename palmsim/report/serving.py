@@ -204,7 +204,8 @@ def format_serving_table(summary: dict[str, Any]) -> str:
         ("preemptions", str(summary["num_preemptions"])),
         (
             "iterations",
-            f"{summary['num_iterations']} ({summary['num_shapes_simulated']} distinct segments simulated)",
+            f"{summary['num_iterations']} ({summary['num_shapes_simulated']} distinct "
+            "segments simulated)",
         ),
     ]
     width = max(len(k) for k, _ in rows)
