@@ -23,6 +23,7 @@ from palmsim.config.loader import (
     read_mapping_file,
     spec_to_raw,
 )
+from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import ExperimentSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
@@ -40,7 +41,11 @@ from palmsim.report.metrics import op_table_rows, summarize
 
 __all__ = [
     "DEFAULT_HARDWARE",
+    "DEFAULT_SERVING",
+    "DEFAULT_SERVING_HARDWARE",
+    "DEFAULT_SERVING_WORKLOAD",
     "DEFAULT_WORKLOAD",
+    "ServingResult",
     "SimulationResult",
     "load_experiment",
     "load_result",
@@ -48,6 +53,7 @@ __all__ = [
     "resolve_config_path",
     "resolved_config",
     "run_experiment",
+    "serve",
     "shipped_names",
     "simulate",
     "summarize_result",
@@ -139,6 +145,19 @@ def load_experiment(
     """
     hw_path = resolve_config_path(hardware, "hardware") if hardware else _shipped(DEFAULT_HARDWARE)
     wl_path = resolve_config_path(workload, "workload") if workload else _shipped(DEFAULT_WORKLOAD)
+    serving_only = [o for o in overrides if o.strip().startswith("serving.")]
+    if serving_only:  # never silently ignored
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    OVERRIDE_WHERE,
+                    o.split("=", 1)[0].strip(),
+                    o,
+                    "a key of hw, workload, mapping or run here (serving.* is for palmsim serve)",
+                )
+                for o in serving_only
+            ]
+        )
     hw_spec = load_hardware(hw_path, overrides)
     wl_spec, mapping_section = load_workload(wl_path, overrides)
     sections: list[tuple[str, dict[str, Any]]] = [(wl_path, mapping_section)]
@@ -338,3 +357,84 @@ def load_result(run_dir: str | Path) -> LoadedRun:
     else:
         plan = map_workload(experiment, chip)
     return LoadedRun(experiment, chip, plan, trace, summary, config)
+
+
+# =========================================================================== serving (issue 16)
+
+#: The shipped serving default: Llama-3-8B on one H100 (replica tp=1 on GPU 0 of dgx-h100).
+DEFAULT_SERVING_HARDWARE = "hw_configs/dgx-h100.yaml"
+DEFAULT_SERVING_WORKLOAD = "workloads/llama3-8b.yaml"
+DEFAULT_SERVING = "serving/llama3-8b-h100.yaml"
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    """A finished serving run: its inputs, plan, records and summary."""
+
+    hardware: Any  # HardwareSpec
+    workload: Any  # WorkloadSpec
+    serving: Any  # ServingSpec
+    run: Any  # RunSpec
+    plan: Any  # ServingPlan
+    trace: Any  # ServingTrace
+    summary: dict[str, Any]
+    resolved: dict[str, Any]
+
+
+def serve(
+    hardware: str | None = None,
+    workload: str | None = None,
+    serving: str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+) -> ServingResult:
+    """Load, map and simulate a serving experiment; summarise it (no files written).
+
+    Requests come from a ``numpy`` generator seeded with ``run.seed``.
+
+    Raises:
+        ConfigError, MappingError, SimulationError.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from palmsim.config.loader import load_serving
+    from palmsim.engine.serving import ServingSimulator
+    from palmsim.mapping.serving import map_serving
+    from palmsim.report.serving import summarize_serving
+    from palmsim.serving.traffic import generate_requests
+
+    hw_path = resolve_config_path(hardware, "hardware") if hardware else _shipped(
+        DEFAULT_SERVING_HARDWARE
+    )
+    wl_path = resolve_config_path(workload, "workload") if workload else _shipped(
+        DEFAULT_SERVING_WORKLOAD
+    )
+    sv_path = serving or _shipped(DEFAULT_SERVING)
+    hw = load_hardware(hw_path, overrides)
+    wl, _ = load_workload(wl_path, overrides)
+    spec = load_serving(sv_path, overrides)
+    run = load_run(overrides)
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, wl.model, chip)
+    requests = generate_requests(
+        spec.traffic, np.random.default_rng(run.seed), wl.model.max_position_embeddings
+    )
+    trace = ServingSimulator(chip, plan, requests, run).run()
+    summary = summarize_serving(trace, spec.slo)
+    serving_raw = dataclasses.asdict(spec)
+    serving_raw["traffic"].pop("trace")
+    summary |= {
+        "workload": wl.model.name,
+        "hardware": hw.name,
+        "serving": Path(sv_path).stem,
+        "version": __version__,
+    }
+    resolved = {
+        "hardware": spec_to_raw(hw),
+        "workload": spec_to_raw(wl),
+        "serving": serving_raw,
+        "run": spec_to_raw(run),
+    }
+    return ServingResult(hw, wl, spec, run, plan, trace, summary, resolved)

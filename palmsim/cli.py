@@ -1,5 +1,5 @@
-"""Command line: ``palmsim run``, ``plot``, ``report``, ``sweep``, ``search``, ``validate``,
-``calibrate`` and ``describe``.
+"""Command line: ``palmsim run``, ``serve``, ``plot``, ``report``, ``sweep``, ``search``,
+``validate``, ``calibrate`` and ``describe``.
 
 Each command parses its arguments, calls the library and maps errors to exit codes:
 0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``, ``report``),
@@ -243,6 +243,49 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from palmsim.report.export import write_report
 
     out = write_report(load_result(args.run_dir), args.run_dir)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from palmsim.api import serve
+    from palmsim.report.export import write_latency_load, write_serving_run
+    from palmsim.report.serving import format_serving_table
+
+    if args.rates:
+        curve = []
+        for rate in args.rates:
+            overrides = [*args.overrides, f"serving.traffic.rate_per_s={rate}"]
+            result = serve(args.hw, args.serving_workload, args.serving, overrides=overrides)
+            s = result.summary
+            curve.append((rate, s["ttft_p90_s"], s["tpot_p90_s"]))
+            print(
+                f"rate {rate:g}/s: TTFT p90 {s['ttft_p90_s'] * 1e3:.4g} ms, TPOT p90 "
+                f"{s['tpot_p90_s'] * 1e3:.4g} ms, goodput {s['goodput_requests_per_s']:.4g}/s, "
+                f"throughput {s['throughput_requests_per_s']:.4g}/s"
+            )
+            if args.out:
+                write_serving_run(
+                    Path(args.out) / f"rate-{rate:g}",
+                    summary=s,
+                    resolved_config=result.resolved,
+                    trace=result.trace,
+                    make_plots=False,
+                )
+        if args.out:
+            name = args.label or Path(args.serving or "default").stem
+            print(f"wrote {write_latency_load(args.out, {name: curve})}")
+        return 0
+    result = serve(args.hw, args.serving_workload, args.serving, overrides=args.overrides)
+    print(format_serving_table(result.summary))
+    out = args.out or str(Path("results") / f"serve-{Path(args.serving or 'default').stem}")
+    write_serving_run(
+        out,
+        summary=result.summary,
+        resolved_config=result.resolved,
+        trace=result.trace,
+        make_plots=not args.no_plots,
+    )
     print(f"wrote {out}")
     return 0
 
@@ -581,6 +624,36 @@ def build_parser() -> argparse.ArgumentParser:
         "validation/tiles_measurements.yaml) whose hw_spec_ref maps to --hw",
     )
     cal.set_defaults(func=_cmd_calibrate)
+
+    sv = sub.add_parser(
+        "serve",
+        help="simulate serving under request traffic: continuous batching, paged KV cache",
+    )
+    sv.add_argument("--hw", help="hardware YAML (default: hw_configs/dgx-h100.yaml, one GPU used)")
+    sv.add_argument(
+        "--workload",
+        dest="serving_workload",
+        help="workload YAML or HF config.json (default: workloads/llama3-8b.yaml)",
+    )
+    sv.add_argument("--serving", help="serving YAML (default: serving/llama3-8b-h100.yaml)")
+    sv.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any key, e.g. serving.traffic.rate_per_s=4 or run.seed=1",
+    )
+    sv.add_argument("--out", help="results folder (default: results/serve-<serving file>)")
+    sv.add_argument("--no-plots", action="store_true", help="skip the figures and report.html")
+    sv.add_argument(
+        "--rates",
+        type=lambda t: tuple(float(v) for v in t.split(",")),
+        help="a latency-against-load sweep over these arrival rates [requests/s]; with --out "
+        "writes latency_load.csv/png and one folder per rate",
+    )
+    sv.add_argument("--label", help="--rates: the curve's name in the figure")
+    sv.set_defaults(func=_cmd_serve)
 
     plot = sub.add_parser(
         "plot", help="redraw a figure of a finished run from its files (no simulation)"

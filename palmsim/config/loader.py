@@ -42,6 +42,9 @@ from palmsim.config.specs import (
     GRAD_ACCUMULATION_MODES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
+    SERVING_ARRIVALS,
+    SERVING_LENGTHS,
+    SERVING_ROUTERS,
     ClusterSpec,
     DramSpec,
     GemmSpec,
@@ -53,7 +56,11 @@ from palmsim.config.specs import (
     MemoryOpsSpec,
     ModelSpec,
     RunSpec,
+    SchedulerSpec,
+    ServingSpec,
+    SloSpec,
     TileSpec,
+    TrafficSpec,
     TrainingSpec,
     WaferSpec,
     WorkloadSpec,
@@ -77,6 +84,7 @@ __all__ = [
     "load_hardware",
     "load_mapping",
     "load_run",
+    "load_serving",
     "load_workload",
     "normalise_hardware",
     "normalise_mapping",
@@ -1672,3 +1680,195 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
         until = None if spec.until_s is None else format_exact(spec.until_s, "time")
         return {"seed": spec.seed, "until": until, "symmetric_replicas": spec.symmetric_replicas}
     raise TypeError(f"spec_to_raw: not a spec: {type(spec).__name__}")
+
+
+# =========================================================================== serving (issue 16)
+
+_TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+
+#: Most requests a serving run may generate: each is a few hundred bytes of records and state,
+#: so this bounds a run's memory to a few GB (no input may exhaust memory).
+MAX_SERVING_REQUESTS = 10_000_000
+
+
+def _bounded_int_rule(minimum: int, maximum: int) -> Rule:
+    expected = f"an int in [{minimum}, {maximum}]"
+
+    def parse(value: Any, where: str, key: str) -> int:
+        if not _is_int(value) or not minimum <= value <= maximum:
+            raise _InvalidValueError(expected)
+        return int(value)
+
+    return Rule(parse, expected)
+
+
+def _serving_schema() -> Schema:
+    dtypes = ("fp32", "fp16", "bf16")
+    return {
+        "name": _str_rule(required=False),
+        "description": _str_rule(required=False),
+        "sources": _str_list_rule(required=False),
+        "traffic": {
+            "arrival": _choice_rule(SERVING_ARRIVALS),
+            "rate_per_s": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
+            "cv": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
+            "num_requests": _bounded_int_rule(1, MAX_SERVING_REQUESTS),
+            "lengths": _choice_rule(SERVING_LENGTHS),
+            "prompt_tokens": _int_rule(),
+            "output_tokens": _int_rule(),
+            "shared_prefix_tokens": _int_rule(minimum=0),
+            "trace": _str_rule(required=False),
+        },
+        "scheduler": {
+            "max_num_seqs": _int_rule(),
+            "max_num_batched_tokens": _int_rule(),
+            "block_size": _int_rule(),
+            "enable_chunked_prefill": _bool_rule(),
+            "gpu_memory_utilization": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+            "num_kv_blocks": _int_rule(minimum=0),
+            "enable_prefix_caching": _bool_rule(),
+        },
+        "slo": {
+            "ttft": _quantity_rule("time", positive=True),
+            "tpot": _quantity_rule("time", positive=True),
+            "quantile": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+        },
+        "replicas": _int_rule(),
+        "router": _choice_rule(SERVING_ROUTERS),
+        "prefill_replicas": _int_rule(minimum=0),
+        "tp": _int_rule(),
+        "pp": _int_rule(),
+        "placement": _str_rule(),
+        "dtype": _choice_rule(dtypes),
+        "weight_dtype": _choice_rule((*dtypes, "int8")),
+        "kv_dtype": _choice_rule((*dtypes, "int8")),
+    }
+
+
+def _serving_defaults() -> dict[str, Any]:
+    """Raw defaults of a serving file, from the spec dataclasses (times in the file's form)."""
+    scheduler = _defaults(SchedulerSpec)
+    slo: dict[str, Any] = {"ttft": f"{SloSpec().ttft_s} s", "tpot": f"{SloSpec().tpot_s} s"}
+    slo["quantile"] = SloSpec().quantile
+    traffic = _defaults(TrafficSpec)
+    for key in ("trace", "trace_path"):
+        traffic.pop(key)
+    return {"traffic": traffic, "scheduler": scheduler, "slo": slo, **_defaults(ServingSpec)}
+
+
+def read_trace_csv(path: Path, where: str, key: str) -> tuple[tuple[float, int, int], ...]:
+    """Rows ``(arrival_s, prompt_tokens, output_tokens)`` of a trace CSV with that header.
+
+    Arrival times are seconds from the start, non-decreasing; token counts are ints >= 1.
+
+    Raises:
+        ConfigError: unreadable file, wrong header, or a bad row (naming its line).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single(where, key, str(path), f"a readable trace CSV ({exc})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    header = tuple(c.strip() for c in lines[0].split(",")) if lines else ()
+    if header != _TRACE_COLUMNS:
+        raise ConfigError.single(
+            str(path), "line 1", ",".join(header), f"the header {','.join(_TRACE_COLUMNS)}"
+        )
+    rows: list[tuple[float, int, int]] = []
+    problems: list[ConfigProblem] = []
+    previous = 0.0
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            if len(cells) != 3:
+                raise ValueError
+            arrival, prompt, output = float(cells[0]), int(cells[1]), int(cells[2])
+            if not (arrival >= previous and arrival < float("inf") and prompt >= 1 and output >= 1):
+                raise ValueError
+        except ValueError:
+            problems.append(
+                ConfigProblem(
+                    str(path),
+                    f"line {number}",
+                    line,
+                    "arrival_s (>= the previous row's, finite), prompt_tokens and output_tokens "
+                    "(ints >= 1)",
+                )
+            )
+            continue
+        previous = arrival
+        rows.append((arrival, prompt, output))
+    if problems:
+        raise ConfigError(problems)
+    if not rows:
+        raise ConfigError.single(str(path), "line 2", MISSING, "at least one request row")
+    return tuple(rows)
+
+
+def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec:
+    """Phases 1-7 for a serving file (``palmsim serve --serving FILE``).
+
+    ``serving.`` overrides apply to it; ``traffic.trace`` names a CSV relative to the file.
+
+    Raises:
+        ConfigError: every problem of the file (and its overrides) at once.
+    """
+    path = Path(path)
+    where = str(path)
+    raw = apply_overrides(read_config_file(path), overrides, "serving", where)
+    defaults = _serving_defaults()
+    for section in ("traffic", "scheduler", "slo"):
+        if raw.get(section) is None:
+            raw[section] = {}
+        _fill(raw[section], defaults[section])
+    _fill(raw, {k: v for k, v in defaults.items() if k not in ("traffic", "scheduler", "slo")})
+    schema = _serving_schema()
+    problems = check_keys(raw, schema, where)
+    values, parse_problems = parse_values(raw, schema, where)
+    problems += parse_problems
+    traffic = values.get("traffic", {})
+    if not problems and traffic["arrival"] == "trace" and "trace" not in traffic:
+        problems.append(
+            ConfigProblem(where, "traffic.trace", MISSING, "a trace CSV path (arrival 'trace')")
+        )
+    prefill = values.get("prefill_replicas", 0)
+    if prefill and not prefill < values.get("replicas", 1):
+        problems.append(
+            ConfigProblem(
+                where,
+                "prefill_replicas",
+                prefill,
+                f"0 (no disaggregation) or fewer than replicas ({values.get('replicas')}), "
+                f"leaving at least one decode replica",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    rows: tuple[tuple[float, int, int], ...] = ()
+    trace_path = ""
+    if traffic["arrival"] == "trace":
+        trace = path.parent / traffic["trace"]
+        trace_path = str(trace)
+        rows = read_trace_csv(trace, where, "traffic.trace")
+    slo = values["slo"]
+    return ServingSpec(
+        traffic=TrafficSpec(
+            arrival=traffic["arrival"],
+            rate_per_s=traffic["rate_per_s"],
+            cv=traffic["cv"],
+            num_requests=traffic["num_requests"],
+            lengths=traffic["lengths"],
+            prompt_tokens=traffic["prompt_tokens"],
+            output_tokens=traffic["output_tokens"],
+            shared_prefix_tokens=traffic["shared_prefix_tokens"],
+            trace=rows,
+            trace_path=trace_path,
+        ),
+        scheduler=SchedulerSpec(**values["scheduler"]),
+        slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
+        **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
+        placement=values["placement"],
+        **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype")},
+    )

@@ -17,6 +17,9 @@ __all__ = [
     "GRAD_ACCUMULATION_MODES",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
+    "SERVING_ARRIVALS",
+    "SERVING_LENGTHS",
+    "SERVING_ROUTERS",
     "ClusterSpec",
     "DramSpec",
     "ExperimentSpec",
@@ -29,7 +32,11 @@ __all__ = [
     "MemoryOpsSpec",
     "ModelSpec",
     "RunSpec",
+    "SchedulerSpec",
+    "ServingSpec",
+    "SloSpec",
     "TileSpec",
+    "TrafficSpec",
     "TrainingSpec",
     "WaferSpec",
     "WorkloadSpec",
@@ -451,3 +458,95 @@ class ExperimentSpec:
     mapping: MappingSpec
     run: RunSpec = field(default_factory=RunSpec)
     sources: tuple[tuple[str, str], ...] = ()  # (part, file path) for messages and provenance
+
+
+# --------------------------------------------------------------------------- serving (issue 16)
+
+
+#: Request-length distributions the traffic generator knows (``TrafficSpec.lengths``).
+SERVING_LENGTHS = ("fixed", "sharegpt", "summarization", "code")
+#: Arrival processes (``TrafficSpec.arrival``).
+SERVING_ARRIVALS = ("poisson", "gamma", "trace")
+#: Routers between replicas (``ServingSpec.router``).
+SERVING_ROUTERS = ("round_robin", "least_loaded")
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSpec:
+    """Which requests arrive when: an arrival process and a length distribution."""
+
+    arrival: str = _f("'poisson', 'gamma' (bursty, with cv) or 'trace' (a CSV file)")
+    rate_per_s: float = _f("mean arrival rate [requests/s] (poisson, gamma)", default=1.0)
+    cv: float = _f(
+        "coefficient of variation of inter-arrival times (gamma; 1 = Poisson)", default=1.0
+    )
+    num_requests: int = _f("requests to generate (poisson, gamma)", default=100)
+    lengths: str = _f(
+        "length distribution: 'fixed', 'sharegpt', 'summarization' or 'code'", default="fixed"
+    )
+    prompt_tokens: int = _f("prompt tokens of every request (lengths 'fixed')", default=512)
+    output_tokens: int = _f("output tokens of every request (lengths 'fixed')", default=128)
+    shared_prefix_tokens: int = _f(
+        "tokens of a system prompt every generated request's prompt starts with (added to its "
+        "drawn length); 0 = none",
+        default=0,
+    )
+    # (arrival_s, prompt_tokens, output_tokens) rows of a trace file, read by the loader
+    trace: tuple[tuple[float, int, int], ...] = _f(
+        "the rows of the trace CSV (arrival 'trace'): arrival_s, prompt_tokens, output_tokens",
+        default=(),
+    )
+    trace_path: str = _f("the trace CSV file, relative to the serving file", default="")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSpec:
+    """One replica's scheduler, as vLLM V1's (vllm/v1/core/sched/scheduler.py)."""
+
+    max_num_seqs: int = _f("most requests in one iteration's batch", default=256)
+    max_num_batched_tokens: int = _f(
+        "most tokens (prefill + decode) in one iteration", default=8192
+    )
+    block_size: int = _f("tokens per KV-cache block (paged attention)", default=16)
+    enable_chunked_prefill: bool = _f(
+        "split prompts into chunks that fit the token budget (Sarathi-Serve)", default=True
+    )
+    gpu_memory_utilization: float = _f(
+        "fraction of a tile's memory (SRAM + its share of DRAM) the replica may use", default=0.9
+    )
+    num_kv_blocks: int = _f("KV-cache blocks per replica; 0 = derived from memory", default=0)
+    enable_prefix_caching: bool = _f(
+        "reuse the full KV blocks of the shared prompt prefix while a request holds them",
+        default=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SloSpec:
+    """A service-level objective for goodput: both latencies at or below their limits."""
+
+    ttft_s: float = _f("time-to-first-token limit [s]", default=0.5)
+    tpot_s: float = _f("time-per-output-token limit [s]", default=0.05)
+    quantile: float = _f("fraction of requests that must meet both limits", default=0.9)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSpec:
+    """A serving experiment: traffic, replicas, their mapping and scheduler, and an SLO."""
+
+    traffic: TrafficSpec = _f("the request traffic")
+    scheduler: SchedulerSpec = _f("each replica's scheduler", default_factory=SchedulerSpec)
+    slo: SloSpec = _f("the SLO goodput counts against", default_factory=SloSpec)
+    replicas: int = _f("model replicas behind the router", default=1)
+    router: str = _f("'round_robin' or 'least_loaded'", default="round_robin")
+    prefill_replicas: int = _f(
+        "prefill/decode disaggregation: the first this many replicas only prefill, the "
+        "others only decode, and the KV cache moves between them over the links; 0 = off",
+        default=0,
+    )
+    tp: int = _f("tensor-parallel degree of a replica", default=1)
+    pp: int = _f("pipeline stages of a replica", default=1)
+    placement: str = _f("placement strategy of the replicas' tiles", default="snake")
+    dtype: str = _f("activations and compute: fp32, fp16 or bf16", default="bf16")
+    weight_dtype: str = _f("weights: fp32, fp16, bf16 or int8", default="bf16")
+    kv_dtype: str = _f("KV cache: fp32, fp16, bf16 or int8", default="bf16")

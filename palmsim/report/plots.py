@@ -842,3 +842,109 @@ def _utilization_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
 @PLOT_KINDS.register("memory")
 def _memory_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
     return memory(run.chip, run.plan, path, trace=run.trace)
+
+
+# =========================================================================== serving (issue 16)
+
+
+def latency_cdf(latencies_s: Mapping[str, Any], path: str | Path, *, dpi: int = 110) -> Path:
+    """Empirical CDFs of TTFT, TPOT and end-to-end latency (ms, log scale), one panel each.
+
+    ``latencies_s`` is :func:`palmsim.report.serving.latencies` (arrays in seconds).
+    """
+    import numpy as np
+
+    fig = Figure(figsize=(12, 3.6))
+    FigureCanvasAgg(fig)
+    names = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end-to-end latency"))
+    for index, (key, title) in enumerate(names, start=1):
+        ax = fig.add_subplot(1, 3, index)
+        values = np.sort(np.asarray(latencies_s[key], dtype=float))
+        values = values[~np.isnan(values)] * 1e3
+        if values.size:
+            ax.step(values, np.arange(1, values.size + 1) / values.size, where="post")
+            if values[0] > 0:
+                ax.set_xscale("log")
+        ax.set_xlabel(f"{title} [ms]")
+        ax.set_ylabel("fraction of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def serving_timeseries(
+    iterations: Sequence[Any],
+    queue: Sequence[Any],
+    num_kv_blocks: int,
+    path: str | Path,
+    *,
+    dpi: int = 110,
+) -> Path:
+    """Waiting queue, batch size and KV-cache use over time, summed/averaged over replicas:
+    the queue from the queue records, batch size and KV use per iteration (replica 0 dotted
+    beside the mean when there are several)."""
+    fig = Figure(figsize=(10, 6.5))
+    FigureCanvasAgg(fig)
+    ax_q, ax_b, ax_kv = (fig.add_subplot(3, 1, i) for i in (1, 2, 3))
+    replicas = sorted({rec.replica for rec in queue} | {it.replica for it in iterations})
+    current = dict.fromkeys(replicas, 0)
+    times, waiting = [0.0], [0]
+    for rec in sorted(queue, key=lambda q: q.time_s):
+        current[rec.replica] = rec.num_waiting
+        times.append(rec.time_s)
+        waiting.append(sum(current.values()))
+    ax_q.step(times, waiting, where="post", color="#D55E00")
+    ax_q.set_ylabel("waiting requests")
+    for replica in replicas[:1]:
+        own = [it for it in iterations if it.replica == replica]
+        ax_b.step(
+            [it.start_s for it in own],
+            [it.num_seqs for it in own],
+            where="post",
+            color="#0072B2",
+            label=f"replica {replica}",
+        )
+        ax_kv.step(
+            [it.start_s for it in own],
+            [100.0 * it.kv_blocks_used / num_kv_blocks for it in own],
+            where="post",
+            color="#009E73",
+            label=f"replica {replica}",
+        )
+    ax_b.set_ylabel("batch size [requests]")
+    ax_kv.set_ylabel("KV cache used [%]")
+    ax_kv.set_ylim(0, 105)
+    ax_kv.set_xlabel("time [s]")
+    for ax in (ax_q, ax_b, ax_kv):
+        ax.grid(alpha=0.3)
+    if len(replicas) > 1:
+        ax_b.legend(loc="upper right")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def latency_load(
+    curves: Mapping[str, Sequence[tuple[float, float, float]]],
+    path: str | Path,
+    *,
+    dpi: int = 110,
+) -> Path:
+    """Latency against load: per curve, points ``(rate requests/s, TTFT p90 s, TPOT p90 s)``;
+    TTFT on the left panel, TPOT on the right, both in ms."""
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax_t, ax_p = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, points in curves.items():
+        rates = [p[0] for p in points]
+        ax_t.plot(rates, [p[1] * 1e3 for p in points], marker="o", label=name)
+        ax_p.plot(rates, [p[2] * 1e3 for p in points], marker="o", label=name)
+    ax_t.set_ylabel("TTFT p90 [ms]")
+    ax_p.set_ylabel("TPOT p90 [ms]")
+    for ax in (ax_t, ax_p):
+        ax.set_xlabel("arrival rate [requests/s]")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path, dpi)

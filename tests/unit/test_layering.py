@@ -18,6 +18,7 @@ RANK = {
     "hardware": 2,
     "workload": 2,
     "mapping": 3,
+    "serving": 3,
     "engine": 4,
     "report": 5,
     "api": 6,
