@@ -34,6 +34,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
+from palmsim.report.energy import cost_summary, energy_summary
 from palmsim.report.export import read_run
 from palmsim.report.metrics import op_table_rows, summarize
 
@@ -169,7 +170,7 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
 def summarize_result(result: SimulationResult) -> dict[str, Any]:
     """The summary dictionary (``summary.json``) of a simulation result."""
     exp = result.experiment
-    return summarize(
+    summary = summarize(
         result.trace,
         result.chip,
         result.plan,
@@ -177,6 +178,24 @@ def summarize_result(result: SimulationResult) -> dict[str, Any]:
         hardware_name=exp.hardware.name,
         version=__version__,
     )
+    hw = exp.hardware
+    if hw.energy is not None:
+        summary["energy"] = energy_summary(
+            result.trace, result.chip, result.plan, hw, _compute_dtype(exp)
+        )
+    if hw.cost is not None:
+        summary["cost"] = cost_summary(
+            summary.get("energy"), hw, result.plan, float(result.trace.end_time_s)
+        )
+    return summary
+
+
+def _compute_dtype(experiment: ExperimentSpec) -> str:
+    """The number format the run computes in: the inference dtype, else the training one."""
+    workload = experiment.workload
+    if workload.mode == "inference" and workload.inference is not None:
+        return workload.inference.dtype
+    return workload.training.dtype
 
 
 def run_experiment(

@@ -15,8 +15,11 @@ __all__ = [
     "DTYPE_BYTES",
     "GRAD_ACCUMULATION_MODES",
     "MEMORY_OP_KINDS",
+    "YIELD_MODELS",
     "ClusterSpec",
+    "CostSpec",
     "DramSpec",
+    "EnergySpec",
     "ExperimentSpec",
     "GemmSpec",
     "HardwareSpec",
@@ -199,6 +202,87 @@ class ClusterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class EnergySpec:
+    """Energy per event and static power (``energy:`` of a hardware file; optional).
+
+    Every channel a flow crosses costs ``bytes x`` the energy per byte of its kind: one NoC hop
+    (``intra_die``), one chip-to-chip link (``inter_die`` on a wafer, ``nvlink`` in a cluster:
+    GPU to switch and switch to GPU are two), one NIC link (``nic``), a DRAM access (``dram``).
+    """
+
+    flop_j: tuple[tuple[str, float], ...] = _f(
+        "energy of one FLOP per dtype, as (dtype, J) pairs [J/FLOP]"
+    )
+    sram_j_per_byte: float = _f("energy of one byte read from or written to SRAM [J/B]")
+    noc_hop_j_per_byte: float = _f("energy of one byte over one on-die NoC link (a hop) [J/B]")
+    chip_to_chip_j_per_byte: float = _f(
+        "energy of one byte over one chip-to-chip link: a die crossing on a wafer, an NVLink "
+        "(GPU to switch or switch to GPU) in a cluster [J/B]"
+    )
+    nic_j_per_byte: float = _f("energy of one byte over one NIC link (GPU to fabric or back) [J/B]")
+    dram_j_per_byte: float = _f("energy of one byte read from or written to DRAM/HBM [J/B]")
+    static_per_tile_w: float = _f("static power of every tile (GPU), busy or not [W]")
+    static_per_chip_w: float = _f(
+        "static power of every die of a wafer, or of every node of a cluster (host, switches, "
+        "NICs), busy or not [W]"
+    )
+    tdp_per_tile_w: float | None = _f(
+        "thermal design power of one tile (a GPU's TDP) [W]; None: unknown", default=None
+    )
+
+    def flop_for(self, dtype: str) -> float:
+        """Energy of one FLOP in ``dtype`` [J]; bf16 falls back to fp16 and vice versa."""
+        table = dict(self.flop_j)
+        if dtype in table:
+            return table[dtype]
+        alias = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        if alias in table:
+            return table[alias]
+        raise KeyError(dtype)
+
+    def channel_j_per_byte(self, kind: str) -> float:
+        """Energy of one byte over one channel of ``kind`` (a chip channel kind) [J/B]."""
+        return {
+            "intra_die": self.noc_hop_j_per_byte,
+            "inter_die": self.chip_to_chip_j_per_byte,
+            "nvlink": self.chip_to_chip_j_per_byte,
+            "nic": self.nic_j_per_byte,
+            "dram": self.dram_j_per_byte,
+        }[kind]
+
+
+#: Values of ``CostSpec.yield_model``.
+YIELD_MODELS = ("poisson", "murphy", "negative_binomial")
+
+
+@dataclass(frozen=True, slots=True)
+class CostSpec:
+    """Silicon area, yield and prices (``cost:`` of a hardware file; optional)."""
+
+    tile_area_m2: float = _f("silicon area of one tile (a GPU die) [m2]")
+    die_area_m2: float = _f(
+        "silicon area of one die: its tiles plus I/O and periphery (a GPU: the GPU die) [m2]"
+    )
+    defect_density_per_m2: float = _f("defects per area of the process, D0 [1/m2]")
+    yield_model: str = _f("'poisson', 'murphy' or 'negative_binomial' (clustered defects)")
+    wafer_price_usd: float = _f("price of one processed wafer [USD]")
+    lifetime_s: float = _f("time over which the machine's price is written off [s]")
+    energy_price_usd_per_j: float = _f("price of electric energy [USD/J]")
+    clustering: float = _f(
+        "clustering parameter alpha of the negative-binomial yield model [ratio]", default=2.0
+    )
+    wafer_diameter_m: float = _f("diameter of the wafers the dies are cut from [m]", default=0.3)
+    system_price_usd: float | None = _f(
+        "price of the whole machine as bought (boards, hosts, network) [USD]; None: the "
+        "silicon alone, its good dies at the wafer price",
+        default=None,
+    )
+    training_tokens: float | None = _f(
+        "tokens of one training run, for its dollars [count]; None: not reported", default=None
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareSpec:
     """A whole machine: tiles, their memories and the network between them."""
 
@@ -208,6 +292,10 @@ class HardwareSpec:
     dram: DramSpec = _f("off-tile memory")
     wafer: WaferSpec | None = _f("wafer layout (kind 'wafer')", default=None)
     cluster: ClusterSpec | None = _f("cluster layout (kind 'gpu_cluster')", default=None)
+    energy: EnergySpec | None = _f(
+        "energy per event and static power; None: not modelled", default=None
+    )
+    cost: CostSpec | None = _f("area, yield and prices; None: not modelled", default=None)
 
     @property
     def num_tiles(self) -> int:
@@ -217,6 +305,14 @@ class HardwareSpec:
             return w.die_rows * w.die_cols * w.tile_rows * w.tile_cols
         assert self.cluster is not None
         return self.cluster.num_nodes * self.cluster.devices_per_node
+
+    @property
+    def num_chips(self) -> int:
+        """Dies of a wafer, or nodes of a GPU cluster (what ``static_per_chip_w`` counts)."""
+        if self.wafer is not None:
+            return self.wafer.die_rows * self.wafer.die_cols
+        assert self.cluster is not None
+        return self.cluster.num_nodes
 
 
 # --------------------------------------------------------------------------- workload
