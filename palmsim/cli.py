@@ -83,6 +83,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from palmsim.api import resolved_config, run_experiment
+    from palmsim.report.energy import format_energy_table
     from palmsim.report.export import run_id
     from palmsim.report.metrics import format_summary_table
 
@@ -92,6 +93,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = run_experiment(experiment, out, make_plots=not args.no_plots, op_table=args.op_table)
     if not args.quiet:
         print(format_summary_table(summary))
+        print(format_energy_table(summary))
         print(f"wrote {out}/")
     return 0
 

@@ -32,8 +32,10 @@ from palmsim.report.metrics import COMPUTE_CATEGORIES, DRAM_KIND, ChipLike
 __all__ = [
     "ENERGY_COMPONENTS",
     "cost_summary",
+    "energy_rows",
     "energy_summary",
     "flow_energy_j",
+    "format_energy_table",
     "power_floor_w",
 ]
 
@@ -216,3 +218,79 @@ def cost_summary(
     if cost.training_tokens is not None:
         out["cost_per_training_run_usd"] = per_token * cost.training_tokens
     return out
+
+
+def _joules(value_j: float) -> str:
+    for name, scale in (("GJ", 1e9), ("MJ", 1e6), ("kJ", 1e3), ("J", 1.0), ("mJ", 1e-3)):
+        if abs(value_j) >= scale:
+            return f"{value_j / scale:.4g} {name}"
+    return f"{value_j * 1e6:.4g} µJ"
+
+
+def _watts(value_w: float) -> str:
+    for name, scale in (("MW", 1e6), ("kW", 1e3)):
+        if abs(value_w) >= scale:
+            return f"{value_w / scale:.4g} {name}"
+    return f"{value_w:.4g} W"
+
+
+def _dollars(value_usd: float) -> str:
+    return f"${value_usd:,.2f}" if abs(value_usd) >= 0.01 else f"${value_usd:.3g}"
+
+
+def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of a summary's ``energy`` and ``cost`` sections, in human units;
+    one row saying so when the hardware has no ``energy:`` section."""
+    rows: list[tuple[str, str]] = []
+    energy = summary.get("energy")
+    if not energy:
+        rows.append(("energy", "not modelled (the hardware file has no energy: section)"))
+    else:
+        rows.append(("energy per iteration", _joules(energy["energy_per_iteration_j"])))
+        rows.append(("energy per token", _joules(energy["energy_per_token_j"])))
+        if "energy_per_sample_j" in energy:
+            rows.append(("energy per sample", _joules(energy["energy_per_sample_j"])))
+        power = _watts(energy["average_power_w"])
+        if "tdp_w" in energy:
+            fraction = energy["average_power_fraction_of_tdp"]
+            power += f" = {100 * fraction:.1f} % of TDP {_watts(energy['tdp_w'])}"
+        rows.append(("average power", power))
+        total = float(energy["energy_per_iteration_j"])
+        parts = energy["energy_breakdown_j"]
+        rows.append(
+            (
+                "  breakdown",
+                ", ".join(
+                    f"{k} {100 * v / total:.1f} %" for k, v in parts.items() if total > 0 and v > 0
+                ),
+            )
+        )
+    cost = summary.get("cost")
+    if cost:
+        rows.append(("cost per token", _dollars(cost["cost_per_token_usd"])))
+        if "cost_per_training_run_usd" in cost:
+            rows.append(("cost per training run", _dollars(cost["cost_per_training_run_usd"])))
+        b = cost["cost_breakdown_usd"]
+        rows.append(
+            (
+                "  per iteration",
+                f"{_dollars(cost['cost_per_iteration_usd'])}: capital {_dollars(b['capital'])} "
+                f"+ energy {_dollars(b['energy'])}",
+            )
+        )
+        rows.append(
+            (
+                "yield",
+                f"die {100 * cost['die_yield']:.1f} %, {cost['good_dies_per_wafer']:.1f} good "
+                f"of {cost['dies_per_wafer']} dies per wafer; tile "
+                f"{100 * cost['tile_yield']:.1f} %",
+            )
+        )
+    return rows
+
+
+def format_energy_table(summary: Mapping[str, Any], width: int = 23) -> str:
+    """:func:`energy_rows` as an aligned two-column text table (labels ``width`` wide)."""
+    rows = energy_rows(summary)
+    width = max(width, *(len(label) for label, _ in rows))
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

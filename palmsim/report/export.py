@@ -585,7 +585,7 @@ def write_run(
 
     Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
     in its order), ``records.csv``, ``timeline.csv``, ``trace.json`` and, if ``make_plots``,
-    ``plots/{gantt,placement,noc,utilization,memory}.png``. Existing files of these names are
+    ``plots/{gantt,placement,noc,utilization,memory,energy}.png``. Existing files of these names are
     overwritten.
 
     Args:
@@ -636,7 +636,7 @@ def write_run(
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
-        run = SimpleNamespace(trace=trace, chip=chip, plan=plan)
+        run = SimpleNamespace(trace=trace, chip=chip, plan=plan, summary=summary)
         for kind in plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds:
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})
     return out
