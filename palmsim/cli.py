@@ -100,6 +100,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 #: Unit suffix of a spec field name -> the dimension its value is formatted in.
 _SUFFIX_DIMENSIONS = (
+    ("_j_per_flop", "energy_per_flop"),
+    ("_j_per_byte", "energy_per_byte"),
+    ("_usd_per_j", "money_per_energy"),
+    ("_per_m2", "areal_density"),
+    ("_m2", "area"),
+    ("_usd", "money"),
+    ("_w", "power"),
+    ("_j", "energy"),
+    ("_m", "length"),
     ("_bytes_per_s", "bandwidth"),
     ("_flop_per_s", "flop_rate"),
     ("_bytes", "bytes"),

@@ -555,7 +555,7 @@ def _energy_rule(kind: str) -> Rule:
     return _section_rule(
         schema,
         lambda v: EnergySpec(
-            flop_j=v["flop"],
+            energy_j_per_flop=v["flop"],
             sram_j_per_byte=v.get("sram", 0.0),
             noc_hop_j_per_byte=v.get("noc_hop", 0.0),
             chip_to_chip_j_per_byte=v["chip_to_chip"],
@@ -1506,7 +1506,7 @@ def _energy_to_raw(e: EnergySpec, kind: str) -> dict[str, Any]:
         **({"noc_hop": e.noc_hop_j_per_byte} if kind == "wafer" else {"nic": e.nic_j_per_byte}),
     }
     raw: dict[str, Any] = {
-        "flop": {dtype: format_exact(j, "energy_per_flop") for dtype, j in e.flop_j},
+        "flop": {dtype: format_exact(j, "energy_per_flop") for dtype, j in e.energy_j_per_flop},
         **{key: format_exact(value, "energy_per_byte") for key, value in per_byte.items()},
         "static_per_tile": format_exact(e.static_per_tile_w, "power"),
         ("static_per_chip" if kind == "wafer" else "static_per_node"): format_exact(

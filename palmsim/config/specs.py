@@ -210,8 +210,8 @@ class EnergySpec:
     GPU to switch and switch to GPU are two), one NIC link (``nic``), a DRAM access (``dram``).
     """
 
-    flop_j: tuple[tuple[str, float], ...] = _f(
-        "energy of one FLOP per dtype, as (dtype, J) pairs [J/FLOP]"
+    energy_j_per_flop: tuple[tuple[str, float], ...] = _f(
+        "energy of one FLOP per dtype, as (dtype, J/FLOP) pairs [J/FLOP]"
     )
     sram_j_per_byte: float = _f("energy of one byte read from or written to SRAM [J/B]")
     noc_hop_j_per_byte: float = _f("energy of one byte over one on-die NoC link (a hop) [J/B]")
@@ -232,7 +232,7 @@ class EnergySpec:
 
     def flop_for(self, dtype: str) -> float:
         """Energy of one FLOP in ``dtype`` [J]; bf16 falls back to fp16 and vice versa."""
-        table = dict(self.flop_j)
+        table = dict(self.energy_j_per_flop)
         if dtype in table:
             return table[dtype]
         alias = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)

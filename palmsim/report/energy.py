@@ -100,12 +100,12 @@ def energy_summary(
     assert energy is not None
     time_s = float(trace.end_time_s)
     replication = plan.replication
-    flop_j = energy.flop_for(dtype)
+    energy_j_per_flop = energy.flop_for(dtype)
     parts = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
     operand_bytes = 0.0
     for r in trace.intervals:
         if r.category in COMPUTE_CATEGORIES:
-            parts["compute"] += r.flop * flop_j
+            parts["compute"] += r.flop * energy_j_per_flop
             operand_bytes += r.bytes
     kinds = [c.kind for c in chip.channels]
     dram_bytes = 0.0

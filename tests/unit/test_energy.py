@@ -33,7 +33,7 @@ PJ = 1e-12
 def _energy(**kw: float) -> EnergySpec:
     """An energy spec with every energy 0 unless given (J, J/B, W)."""
     values = {
-        "flop_j": (("fp16", 0.0),),
+        "energy_j_per_flop": (("fp16", 0.0),),
         "sram_j_per_byte": 0.0,
         "noc_hop_j_per_byte": 0.0,
         "chip_to_chip_j_per_byte": 0.0,
@@ -181,7 +181,7 @@ def test_compute_sram_and_dram_energies() -> None:
     )
     flow = FlowRecord(0, "dram", -1, tile, route.channels, 0.0, 1.0, dram_bytes, 0, 0)
     energy = _energy(
-        flop_j=(("fp16", 0.1 * PJ),),
+        energy_j_per_flop=(("fp16", 0.1 * PJ),),
         sram_j_per_byte=0.3 * PJ,
         dram_j_per_byte=160 * PJ,
         noc_hop_j_per_byte=5 * PJ,
@@ -224,7 +224,7 @@ def test_dynamic_energy_of_one_simulated_replica_stands_for_all() -> None:
 
 def _with_sections(hw: HardwareSpec) -> HardwareSpec:
     energy = _energy(
-        flop_j=(("fp16", 0.1 * PJ),),
+        energy_j_per_flop=(("fp16", 0.1 * PJ),),
         sram_j_per_byte=0.3 * PJ,
         noc_hop_j_per_byte=5 * PJ,
         chip_to_chip_j_per_byte=4 * PJ,
