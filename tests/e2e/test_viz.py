@@ -20,9 +20,7 @@ SMALL_FLAGS = {"pp": 4, "tp": 16, "micro_batch_size": 8}
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """The small T-18B run, simulated once, written without plots."""
-    experiment = load_experiment(
-        HW, T18B, overrides=SMALL_OVERRIDES, mapping_flags=SMALL_FLAGS
-    )
+    experiment = load_experiment(HW, T18B, overrides=SMALL_OVERRIDES, mapping_flags=SMALL_FLAGS)
     result = simulate(experiment)
     out = tmp_path_factory.mktemp("viz") / "run"
     write_run(

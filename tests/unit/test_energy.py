@@ -210,7 +210,21 @@ def test_static_power_counts_every_tile_and_die_for_the_whole_iteration() -> Non
     assert out["energy_per_sample_j"] == pytest.approx(252.0)
     assert out["average_power_w"] == pytest.approx(168.0)
     assert out["tdp_w"] == pytest.approx(64 * 4.0 + 4 * 10.0)  # tiles at TDP + dies
+    assert out["average_power_within_tdp_w"] == pytest.approx(168.0)
     assert out["average_power_fraction_of_tdp"] == pytest.approx(168.0 / 296.0)
+
+
+def test_die_edge_dram_is_outside_the_tdp_and_hbm_inside() -> None:
+    """1 J of DRAM traffic in 1 s: off the package for die-edge DRAM, in it for HBM."""
+    for placement, within_w in (("die_edge", 0.0), ("per_tile", 1.0)):
+        chip = Chip.from_spec(wafer_spec(dram_placement=placement))
+        hw = dataclasses.replace(
+            chip.spec, energy=_energy(dram_j_per_byte=1e-9, tdp_per_tile_w=1.0)
+        )
+        flow = _flow((chip.dram_channels()[0],), 1e9, category="dram")
+        out = energy_summary(_trace(flows=[flow]), chip, _plan(), hw, "fp16")
+        assert out["average_power_w"] == pytest.approx(1.0)
+        assert out["average_power_within_tdp_w"] == pytest.approx(within_w)
 
 
 def test_dynamic_energy_of_one_simulated_replica_stands_for_all() -> None:
