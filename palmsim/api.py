@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
+from palmsim.report.defects import defect_summary
 from palmsim.report.energy import cost_summary, energy_summary
 from palmsim.report.export import read_run
 from palmsim.report.metrics import op_table_rows, summarize
@@ -187,6 +189,8 @@ def summarize_result(result: SimulationResult) -> dict[str, Any]:
         summary["cost"] = cost_summary(
             summary.get("energy"), hw, result.plan, float(result.trace.end_time_s)
         )
+    if hw.defects is not None:
+        summary["defects"] = defect_summary(result.trace, result.chip)
     return summary
 
 
@@ -214,6 +218,13 @@ def run_experiment(
 
     result = simulate(experiment)
     summary = summarize_result(result)
+    hw = experiment.hardware
+    if hw.defects is not None:
+        # The slowdown against the same mapping on the defect-free chip: a second simulation.
+        clean = dataclasses.replace(experiment, hardware=dataclasses.replace(hw, defects=None))
+        clean_s = float(simulate(clean).trace.end_time_s)
+        summary["defects"]["defect_free_iteration_time_s"] = clean_s
+        summary["defects"]["slowdown"] = float(result.trace.end_time_s) / clean_s
     write_run(
         out_dir,
         summary=summary,

@@ -42,6 +42,7 @@ from palmsim.config.specs import (
     YIELD_MODELS,
     ClusterSpec,
     CostSpec,
+    DefectSpec,
     DramSpec,
     EnergySpec,
     GemmSpec,
@@ -613,6 +614,77 @@ def _cost_rule() -> Rule:
     )
 
 
+def _int_list_rule(width: int, expected: str) -> Rule:
+    """A list of ints >= 0 (``width`` 1) or of ``[int, int]`` pairs (``width`` 2)."""
+
+    def parse(value: Any, where: str, key: str) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _InvalidValueError(expected)
+        out: list[Any] = []
+        problems = []
+        for i, item in enumerate(value):
+            items = item if width > 1 else [item]
+            if not (isinstance(items, list) and len(items) == width) or not all(
+                _is_int(x) and x >= 0 for x in items
+            ):
+                problems.append(ConfigProblem(where, f"{key}[{i}]", item, expected))
+                continue
+            out.append(tuple(int(x) for x in items) if width > 1 else int(item))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(out)
+
+    return Rule(parse, expected, required=False)
+
+
+def _degraded_links_rule() -> Rule:
+    expected = "a list of [tile, tile, fraction] with 0 < fraction <= 1"
+
+    def parse(value: Any, where: str, key: str) -> tuple[tuple[int, int, float], ...]:
+        if not isinstance(value, list):
+            raise _InvalidValueError(expected)
+        out: list[tuple[int, int, float]] = []
+        problems = []
+        for i, item in enumerate(value):
+            ok = (
+                isinstance(item, list)
+                and len(item) == 3
+                and all(_is_int(x) and x >= 0 for x in item[:2])
+                and not isinstance(item[2], bool)
+                and isinstance(item[2], (int, float))
+                and 0 < item[2] <= 1
+            )
+            if not ok:
+                problems.append(ConfigProblem(where, f"{key}[{i}]", item, expected))
+                continue
+            out.append((int(item[0]), int(item[1]), float(item[2])))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(out)
+
+    return Rule(parse, expected, required=False)
+
+
+def _defects_rule() -> Rule:
+    """The optional ``defects:`` section of a hardware file (:class:`DefectSpec`)."""
+    defaults = {f.name: f.default for f in fields(DefectSpec)}
+    fraction = _float_rule(0.0, 1.0, low_open=False, high_open=True)
+    schema: Schema = {
+        "dead_tiles": _int_list_rule(1, "a list of tile indices"),
+        "dead_dies": _int_list_rule(1, "a list of die (or node) indices"),
+        "dead_links": _int_list_rule(2, "a list of [tile, tile] pairs of neighbouring tiles"),
+        "degraded_links": _degraded_links_rule(),
+        "dead_dram_ports": _int_list_rule(1, "a list of DRAM port indices"),
+        "dead_tile_fraction": Rule(fraction.parse, fraction.expected, required=False),
+        "clustering": _positive_number_rule(required=False),
+        "seed": _int_rule(0, required=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: DefectSpec(**{name: v.get(name, default) for name, default in defaults.items()}),
+    )
+
+
 _HW_KINDS = ("wafer", "gpu_cluster")
 #: Sections that belong to one kind only, for a helpful unknown-key message.
 _KIND_SECTIONS = {
@@ -669,6 +741,7 @@ def hardware_schema(kind: str) -> Schema:
         schema["network"] = {**_link_schema("intra_node"), **_link_schema("inter_node")}
     schema["energy"] = _energy_rule(kind)
     schema["cost"] = _cost_rule()
+    schema["defects"] = _defects_rule()
     return schema
 
 
@@ -1091,6 +1164,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         cluster=cluster,
         energy=values.get("energy"),
         cost=values.get("cost"),
+        defects=values.get("defects"),
     )
 
 
@@ -1495,6 +1569,19 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:
         raw["cost"] = _cost_to_raw(spec.cost)
+    if spec.defects is not None:
+        f = spec.defects
+        raw["defects"] = {
+            "dead_tiles": list(f.dead_tiles),
+            "dead_dies": list(f.dead_dies),
+            "dead_links": [list(pair) for pair in f.dead_links],
+            "degraded_links": [list(item) for item in f.degraded_links],
+            "dead_dram_ports": list(f.dead_dram_ports),
+            "dead_tile_fraction": f.dead_tile_fraction,
+            "seed": f.seed,
+        }
+        if f.clustering is not None:
+            raw["defects"]["clustering"] = f.clustering
     return raw
 
 

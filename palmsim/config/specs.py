@@ -18,6 +18,7 @@ __all__ = [
     "YIELD_MODELS",
     "ClusterSpec",
     "CostSpec",
+    "DefectSpec",
     "DramSpec",
     "EnergySpec",
     "ExperimentSpec",
@@ -283,6 +284,38 @@ class CostSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DefectSpec:
+    """Defective parts of a machine (``defects:`` of a hardware file; optional).
+
+    Listed defects are applied as given; random ones are drawn from ``seed``
+    (:func:`palmsim.hardware.defects.resolve_defects`). A dead tile is a hole: its compute,
+    its router and its links are unusable, and so is a DRAM port attached to it.
+    """
+
+    dead_tiles: tuple[int, ...] = _f("tiles that do not work [tile indices]", default=())
+    dead_dies: tuple[int, ...] = _f("dies (wafer) or nodes (cluster) that do not work", default=())
+    dead_links: tuple[tuple[int, int], ...] = _f(
+        "links between neighbouring tiles that do not work, both directions [tile pairs]",
+        default=(),
+    )
+    degraded_links: tuple[tuple[int, int, float], ...] = _f(
+        "links that work at a fraction of their bandwidth, both directions "
+        "[(tile, tile, fraction)]",
+        default=(),
+    )
+    dead_dram_ports: tuple[int, ...] = _f("DRAM ports that do not work [port indices]", default=())
+    dead_tile_fraction: float = _f(
+        "random: the probability that each tile is dead (Poisson-equivalent) [ratio]", default=0.0
+    )
+    clustering: float | None = _f(
+        "random: None draws tiles independently; alpha draws each die's defect density from a "
+        "gamma distribution of shape alpha (negative-binomial clustering) [ratio]",
+        default=None,
+    )
+    seed: int = _f("random: seed of the draw", default=0)
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareSpec:
     """A whole machine: tiles, their memories and the network between them."""
 
@@ -296,6 +329,7 @@ class HardwareSpec:
         "energy per event and static power; None: not modelled", default=None
     )
     cost: CostSpec | None = _f("area, yield and prices; None: not modelled", default=None)
+    defects: DefectSpec | None = _f("defective tiles, links and ports; None: none", default=None)
 
     @property
     def num_tiles(self) -> int:

@@ -211,7 +211,8 @@ def search(
             where, objective, "missing", f"an {objective}: section for --objective {objective}"
         )
     chip = Chip.from_spec(experiment.hardware)
-    candidates = [Candidate(m) for m in enumerate_mappings(experiment, chip.num_tiles, space)]
+    num_live = len(chip.live_tiles)  # a defective chip's mappings use its live tiles
+    candidates = [Candidate(m) for m in enumerate_mappings(experiment, num_live, space)]
     experiments: dict[int, ExperimentSpec] = {}
     bounds: dict[int, float] = {}
     for index, candidate in enumerate(candidates):
