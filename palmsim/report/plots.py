@@ -46,6 +46,7 @@ __all__ = [
     "noc",
     "pareto",
     "placement",
+    "spread",
     "sweep_bars",
     "utilization",
 ]
@@ -834,6 +835,47 @@ def energy_pareto(
     fig.tight_layout()
     fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
     return path
+
+
+def spread(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    dpi: int = 120,
+) -> Path:
+    """Every point ``(x, y)``, and per distinct x the mean joined by a line with the min-max
+    band shaded: e.g. throughput against defect density over a range of seeds."""
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    groups: dict[float, list[float]] = {}
+    for x, y in zip(xs, ys, strict=True):
+        groups.setdefault(x, []).append(y)
+    keys = sorted(groups)
+    means = [sum(groups[k]) / len(groups[k]) for k in keys]
+    ax.fill_between(
+        keys,
+        [min(groups[k]) for k in keys],
+        [max(groups[k]) for k in keys],
+        color="#56B4E9",
+        alpha=0.3,
+        label="min-max over seeds",
+    )
+    ax.plot(keys, means, color="#0072B2", marker="o", label="mean")
+    ax.scatter(xs, ys, s=10, color="#999999", zorder=3, label="one seed")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
 
 
 @PLOT_KINDS.register("energy")
