@@ -244,8 +244,8 @@ def _dollars(value_usd: float) -> str:
 
 
 def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, value) rows of a summary's ``energy`` and ``cost`` sections, in human units;
-    one row saying so when the hardware has no ``energy:`` section."""
+    """(label, value) rows of a summary's ``energy``, ``cost`` and ``defects`` sections, in
+    human units; one row saying so when the hardware has no ``energy:`` section."""
     rows: list[tuple[str, str]] = []
     energy = summary.get("energy")
     if not energy:
@@ -298,6 +298,26 @@ def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
                 f"{100 * cost['tile_yield']:.1f} %",
             )
         )
+    defects = summary.get("defects")
+    if defects:
+        rows.append(
+            (
+                "live tiles",
+                f"{defects['num_tiles_live']} of "
+                f"{defects['num_tiles_live'] + defects['num_tiles_dead']} "
+                f"({defects['num_dead_links']} dead links, {defects['num_degraded_links']} "
+                f"degraded, {defects['num_dead_dram_ports']} dead DRAM ports)",
+            )
+        )
+        rows.append(("rerouted flows", f"{defects['rerouted_flows']} of {defects['num_flows']}"))
+        if "slowdown" in defects:
+            rows.append(
+                (
+                    "slowdown (defects)",
+                    f"{defects['slowdown']:.4f}x against "
+                    f"{defects['defect_free_iteration_time_s']:.4g} s on the defect-free chip",
+                )
+            )
     return rows
 
 
