@@ -678,6 +678,8 @@ def _defects_rule() -> Rule:
         "dead_tile_fraction": Rule(fraction.parse, fraction.expected, required=False),
         "clustering": _positive_number_rule(required=False),
         "seed": _int_rule(0, required=False),
+        "spare_rows": _int_rule(0, required=False),
+        "spare_cols": _int_rule(0, required=False),
     }
     return _section_rule(
         schema,
@@ -1579,6 +1581,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             "dead_dram_ports": list(f.dead_dram_ports),
             "dead_tile_fraction": f.dead_tile_fraction,
             "seed": f.seed,
+            "spare_rows": f.spare_rows,
+            "spare_cols": f.spare_cols,
         }
         if f.clustering is not None:
             raw["defects"]["clustering"] = f.clustering

@@ -313,6 +313,12 @@ class DefectSpec:
         default=None,
     )
     seed: int = _f("random: seed of the draw", default=0)
+    spare_rows: int = _f(
+        "wafer: the last rows of tiles of every die are spares, used only in place of the "
+        "die's dead tiles",
+        default=0,
+    )
+    spare_cols: int = _f("wafer: the same for the last columns of tiles of every die", default=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,7 +211,7 @@ def search(
             where, objective, "missing", f"an {objective}: section for --objective {objective}"
         )
     chip = Chip.from_spec(experiment.hardware)
-    num_live = len(chip.live_tiles)  # a defective chip's mappings use its live tiles
+    num_live = len(chip.usable_tiles)  # live tiles, spares only in place of dead ones
     candidates = [Candidate(m) for m in enumerate_mappings(experiment, num_live, space)]
     experiments: dict[int, ExperimentSpec] = {}
     bounds: dict[int, float] = {}

@@ -105,7 +105,9 @@ class Chip:
         "dram_ports",
         "graph",
         "num_tiles",
+        "spare_tiles",
         "spec",
+        "usable_tiles",
     )
 
     spec: HardwareSpec
@@ -126,6 +128,8 @@ class Chip:
     _dead_edges: frozenset[tuple[str, str]]
     defects: DefectMap
     dead_tiles: frozenset[int]
+    spare_tiles: frozenset[int]
+    usable_tiles: tuple[int, ...]
 
     def __init__(self, spec: HardwareSpec, topology: Topology) -> None:
         """Build a chip from ``spec`` and the ``topology`` built for it; use :meth:`from_spec`."""
@@ -203,6 +207,9 @@ class Chip:
         set_(self, "_default_routes", {})
         set_(self, "defects", defects)
         set_(self, "dead_tiles", defects.dead_tiles)
+        spares = _spare_tiles(spec, topology)
+        set_(self, "spare_tiles", spares)
+        set_(self, "usable_tiles", _usable_tiles(spec.num_tiles, topology, defects, spares))
         set_(self, "_dead_nodes", dead_nodes)
         set_(self, "_dead_edges", dead_edges)
 
@@ -462,3 +469,47 @@ def _live_home_ports(
             same_die, key=lambda p: (manhattan(pos, topology.tile_position(p.tile)), p.index)
         ).index
     return tuple(homes)
+
+
+def _spare_tiles(spec: HardwareSpec, topology: Topology) -> frozenset[int]:
+    """The spare tiles a wafer's ``defects.spare_rows``/``spare_cols`` declare: the last
+    rows and columns of tiles of every die.
+
+    Raises:
+        ConfigError: spares that would leave a die without a regular tile.
+    """
+    d, w = spec.defects, spec.wafer
+    if d is None or w is None or not (d.spare_rows or d.spare_cols):
+        return frozenset()
+    if d.spare_rows >= w.tile_rows or d.spare_cols >= w.tile_cols:
+        raise ConfigError.single(
+            spec.name,
+            "defects.spare_rows" if d.spare_rows >= w.tile_rows else "defects.spare_cols",
+            d.spare_rows if d.spare_rows >= w.tile_rows else d.spare_cols,
+            f"fewer spares than the die's {w.tile_rows} x {w.tile_cols} tiles",
+        )
+    spares = set()
+    for tile in range(spec.num_tiles):
+        row, col = topology.tile_position(tile)
+        if row % w.tile_rows >= w.tile_rows - d.spare_rows:
+            spares.add(tile)
+        if col % w.tile_cols >= w.tile_cols - d.spare_cols:
+            spares.add(tile)
+    return frozenset(spares)
+
+
+def _usable_tiles(
+    num_tiles: int, topology: Topology, defects: DefectMap, spares: frozenset[int]
+) -> tuple[int, ...]:
+    """The tiles a mapping may use: every live regular tile, plus, die by die, as many live
+    spares (in tile order) as the die has dead regular tiles."""
+    by_die: dict[int, list[int]] = {}
+    for tile in range(num_tiles):
+        by_die.setdefault(topology.die_of(tile), []).append(tile)
+    usable: list[int] = []
+    for tiles in by_die.values():
+        regular = [t for t in tiles if t not in spares]
+        live = [t for t in regular if t not in defects.dead_tiles]
+        replacements = [t for t in tiles if t in spares and t not in defects.dead_tiles]
+        usable += live + replacements[: len(regular) - len(live)]
+    return tuple(sorted(usable))

@@ -108,7 +108,7 @@ def test_too_few_live_tiles_is_a_mapping_error() -> None:
         dp=1,
         micro_batch_size=1,
     )
-    with pytest.raises(MappingError, match="15 live tiles"):
+    with pytest.raises(MappingError, match="15 usable tiles"):
         simulate(exp)
 
 
@@ -167,3 +167,31 @@ def test_defect_indices_are_checked() -> None:
         Chip.from_spec(load_hardware(tx8, ["hw.defects.dead_links=[[0, 5]]"]))
     with pytest.raises(ConfigError, match=r"defects\.dead_tiles\[0\]"):
         Chip.from_spec(load_hardware(tx8, ["hw.defects.dead_tiles=[999]"]))
+
+
+def test_spares_stand_in_for_dead_tiles_of_their_die_only() -> None:
+    """2x2 dies of 4x4 tiles, the last row of each die spare: 12 regular tiles per die. Die 0
+    loses two regular tiles and gets two of its four spares; the other dies use none."""
+    chip = _chip(DefectSpec(dead_tiles=(0, 9), spare_rows=1))  # (0,0), (1,1): die 0
+    assert len(chip.spare_tiles) == 4 * 4
+    assert len(chip.usable_tiles) == 4 * 12
+    die0 = [t for t in chip.usable_tiles if chip.die_of(t) == 0]
+    assert len(die0) == 12 and not {0, 9} & set(die0)
+    assert len([t for t in die0 if t in chip.spare_tiles]) == 2
+    for die in (1, 2, 3):
+        assert not {t for t in chip.usable_tiles if chip.die_of(t) == die} & chip.spare_tiles
+
+
+def test_a_mapping_uses_spares_only_in_place_of_dead_tiles() -> None:
+    hw = dataclasses.replace(
+        wafer_spec(dies=(1, 1)), defects=DefectSpec(dead_tiles=(2,), spare_cols=1)
+    )
+    model = gpt_model(layers=4, hidden=256, heads=4, vocab=512, seq=128)
+    exp = experiment(hw, model, seq=128, batch=8, pp=3, tp=4, dp=1, micro_batch_size=2)
+    result = simulate(exp)
+    used = set(result.plan.used_tiles)
+    spares = result.chip.spare_tiles  # column 3: tiles 3, 7, 11, 15
+    assert spares == {3, 7, 11, 15}
+    assert 2 not in used and len(used & spares) == 1
+    with pytest.raises(MappingError, match="12 usable tiles"):
+        simulate(experiment(hw, model, seq=128, batch=8, pp=4, tp=4, dp=1, micro_batch_size=2))
