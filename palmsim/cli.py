@@ -593,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "kind",
         metavar="KIND",
-        help="gantt, placement, noc, utilization, memory; pareto (of a sweep or search folder)",
+        help="gantt, placement, noc, utilization, memory, energy; pareto (of a sweep or search "
+        "folder)",
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `palmsim run`")
     plot.add_argument("--out", help="the PNG to write (default: RUN_DIR/plots/KIND.png)")

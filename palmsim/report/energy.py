@@ -257,7 +257,7 @@ def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             rows.append(("energy per sample", _joules(energy["energy_per_sample_j"])))
         rows.append(("average power", _watts(energy["average_power_w"])))
         if "tdp_w" in energy:
-            within = energy["average_power_within_tdp_w"]
+            within = energy.get("average_power_within_tdp_w", energy["average_power_w"])
             fraction = energy["average_power_fraction_of_tdp"]
             outside = " (die-edge DRAM excluded)" if within < energy["average_power_w"] else ""
             rows.append(

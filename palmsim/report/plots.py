@@ -785,7 +785,8 @@ def energy_breakdown(summary: Mapping[str, Any], path: str | Path, *, dpi: int =
     if "tdp_w" in energy:
         fraction, tdp_kw = energy["average_power_fraction_of_tdp"], energy["tdp_w"] / 1e3
         title += f";\n{fraction:.0%} of TDP {tdp_kw:.4g} kW"
-        if energy["average_power_within_tdp_w"] < energy["average_power_w"]:
+        within_w = energy.get("average_power_within_tdp_w", energy["average_power_w"])
+        if within_w < energy["average_power_w"]:
             title += " (die-edge DRAM outside the TDP)"
     ax.set_title(title, fontsize=9)
     ax.grid(True, axis="x", linewidth=0.3, alpha=0.5)
