@@ -85,6 +85,11 @@ class Chip:
         channels: every channel, ``channels[i].index == i``.
         dram_ports: every DRAM port, ``dram_ports[p].index == p``.
         num_tiles: number of tiles (GPUs).
+        defects: the resolved defect map of ``spec.defects`` (empty without one).
+        dead_tiles: tiles that do not work; routes never cross them.
+        spare_tiles: a wafer's declared spare tiles.
+        usable_tiles: the tiles a mapping may use: live regular tiles, plus live spares in
+            place of their die's dead regular tiles.
     """
 
     __slots__ = (
