@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,8 @@ from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
 from palmsim.mapping.suspect import mapping_warnings
+from palmsim.report.defects import defect_summary
+from palmsim.report.energy import cost_summary, energy_summary
 from palmsim.report.export import read_run
 from palmsim.report.metrics import op_table_rows, summarize
 
@@ -254,7 +257,7 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
 def summarize_result(result: SimulationResult) -> dict[str, Any]:
     """The summary dictionary (``summary.json``) of a simulation result."""
     exp = result.experiment
-    return summarize(
+    summary = summarize(
         result.trace,
         result.chip,
         result.plan,
@@ -262,6 +265,26 @@ def summarize_result(result: SimulationResult) -> dict[str, Any]:
         hardware_name=exp.hardware.name,
         version=__version__,
     )
+    hw = exp.hardware
+    if hw.energy is not None:
+        summary["energy"] = energy_summary(
+            result.trace, result.chip, result.plan, hw, _compute_dtype(exp)
+        )
+    if hw.cost is not None:
+        summary["cost"] = cost_summary(
+            summary.get("energy"), hw, result.plan, float(result.trace.end_time_s)
+        )
+    if hw.defects is not None:
+        summary["defects"] = defect_summary(result.trace, result.chip)
+    return summary
+
+
+def _compute_dtype(experiment: ExperimentSpec) -> str:
+    """The number format the run computes in: the inference dtype, else the training one."""
+    workload = experiment.workload
+    if workload.mode == "inference" and workload.inference is not None:
+        return workload.inference.dtype
+    return workload.training.dtype
 
 
 def run_experiment(
@@ -281,6 +304,13 @@ def run_experiment(
 
     result = simulate(experiment)
     summary = summarize_result(result)
+    hw = experiment.hardware
+    if hw.defects is not None:
+        # The slowdown against the same mapping on the defect-free chip: a second simulation.
+        clean = dataclasses.replace(experiment, hardware=dataclasses.replace(hw, defects=None))
+        clean_s = float(simulate(clean).trace.end_time_s)
+        summary["defects"]["defect_free_iteration_time_s"] = clean_s
+        summary["defects"]["slowdown"] = float(result.trace.end_time_s) / clean_s
     write_run(
         out_dir,
         summary=summary,

@@ -118,6 +118,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from palmsim.api import resolved_config, run_experiment
+    from palmsim.report.energy import format_energy_table
     from palmsim.report.export import run_id
     from palmsim.report.metrics import format_summary_table
 
@@ -133,6 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         bar.close()
     if not args.quiet:
         print(format_summary_table(summary))
+        print(format_energy_table(summary))
         print(f"wrote {out}/")
     return 0
 
@@ -331,6 +333,9 @@ _SEARCH_COLUMNS = (
     "iteration_time_s",
     "throughput_samples_per_s",
     "mfu",
+    "throughput_tokens_per_s",
+    "energy_per_token_j",
+    "cost_per_token_usd",
     "reason",
 )
 
@@ -377,7 +382,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
     for c in result.candidates:
         m = c.mapping
         figures = [
-            c.summary.get(k, "") for k in ("iteration_time_s", "throughput_samples_per_s", "mfu")
+            c.summary.get(k, "")
+            for k in (
+                "iteration_time_s",
+                "throughput_samples_per_s",
+                "mfu",
+                "throughput_tokens_per_s",
+            )
+        ] + [
+            c.summary.get("energy", {}).get("energy_per_token_j", ""),
+            c.summary.get("cost", {}).get("cost_per_token_usd", ""),
         ]
         rows.append(
             [m.pp, m.tp, m.dp, m.micro_batch_size, m.schedule, m.recompute, m.placement, c.status]
@@ -393,6 +407,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
     labels = _pareto_labels([{k: str(getattr(c.mapping, k)) for k in fields} for c in simulated])
     if points:
         plots.pareto(points, pareto_front(points), out / "pareto.png", labels=labels)
+    # throughput against energy per token: the front minimises energy and maximises throughput
+    energy_points = [
+        (c.summary["energy"]["energy_per_token_j"], c.summary["throughput_tokens_per_s"])
+        for c in simulated
+        if "energy" in c.summary
+    ]
+    if energy_points and len(energy_points) == len(simulated):
+        front = pareto_front([(e, -t) for e, t in energy_points])
+        plots.energy_pareto(energy_points, front, out / "pareto_energy.png", labels=labels)
     print(
         f"{len(result.candidates)} mappings enumerated: {result.count('infeasible')} infeasible, "
         f"{result.count('pruned')} pruned by the lower bound, {result.count('simulated')} "
@@ -405,7 +428,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "for the exact top K)"
         )
     header = f"{'rank':>4}  {'mapping':<52} {'iteration':>11} {'samples/s':>10} {'MFU':>6}"
-    print(f"{header} {'mem/tile':>9}")
+    has_energy = all("energy" in c.summary for c in result.best)
+    has_cost = all("cost" in c.summary for c in result.best)
+    extra = (f" {'J/token':>9}" if has_energy else "") + (f" {'$/Mtoken':>9}" if has_cost else "")
+    print(f"{header} {'mem/tile':>9}{extra}")
     for rank, c in enumerate(result.best, 1):
         m, summ = c.mapping, c.summary
         name = (
@@ -416,8 +442,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"{rank:>4}  {name:<52} {summ['iteration_time_s']:>10.4g}s "
             f"{summ['throughput_samples_per_s']:>10.4g} {100 * summ['mfu']:>5.1f}% "
             f"{c.memory_per_tile_bytes / 2**30:>6.2f}GiB"
+            + (f" {summ['energy']['energy_per_token_j']:>9.4g}" if has_energy else "")
+            + (f" {summ['cost']['cost_per_token_usd'] * 1e6:>9.4g}" if has_cost else "")
         )
-    print(f"wrote {out / 'results.csv'}" + (f" and {out / 'pareto.png'}" if points else ""))
+    wrote = [out / "results.csv"] + ([out / "pareto.png"] if points else [])
+    if energy_points and len(energy_points) == len(simulated):
+        wrote.append(out / "pareto_energy.png")
+    print("wrote " + ", ".join(str(p) for p in wrote))
     return 0
 
 
@@ -537,7 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override any config key",
     )
-    se.add_argument("--objective", default="throughput", choices=("throughput", "mfu", "memory"))
+    se.add_argument(
+        "--objective",
+        default="throughput",
+        choices=("throughput", "mfu", "memory", "energy", "cost"),
+        help="what to rank by: iteration time (throughput, mfu), peak memory per tile, energy "
+        "per token or dollars per token (the last two need energy:/cost: in the hardware file)",
+    )
     se.add_argument("--top", type=int, default=5, help="how many best mappings to report")
     se.add_argument("--out", default="results/search", help="folder for results.csv, pareto.png")
     se.add_argument("--jobs", type=int, help="simulations in parallel (default: all cores)")
@@ -661,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "kind",
         metavar="KIND",
-        help="gantt, placement, noc, utilization, memory; pareto (of a sweep or search folder)",
+        help="gantt, placement, noc, utilization, memory, energy; pareto (of a sweep or search "
+        "folder)",
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `palmsim run`")
     plot.add_argument("--out", help="the PNG to write (default: RUN_DIR/plots/KIND.png)")

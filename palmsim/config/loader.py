@@ -45,8 +45,12 @@ from palmsim.config.specs import (
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
     SERVING_ROUTERS,
+    YIELD_MODELS,
     ClusterSpec,
+    CostSpec,
+    DefectSpec,
     DramSpec,
+    EnergySpec,
     GemmSpec,
     HardwareSpec,
     InferenceSpec,
@@ -66,7 +70,7 @@ from palmsim.config.specs import (
     WorkloadSpec,
 )
 from palmsim.errors import ConfigError, ConfigProblem
-from palmsim.units import DIMENSIONS, format_quantity, parse_quantity
+from palmsim.units import DIMENSIONS, DISPLAY_UNITS, format_quantity, parse_quantity
 
 __all__ = [
     "Rule",
@@ -606,6 +610,198 @@ def _link_schema(prefix: str) -> Schema:
     }
 
 
+_ENERGY_PER_FLOP_EXPECTED = (
+    "a mapping dtype -> energy, e.g. {fp16: 0.11 pJ/FLOP, fp32: 0.25 pJ/FLOP}"
+)
+
+
+def _parse_energy_per_flop(value: Any, where: str, key: str) -> tuple[tuple[str, float], ...]:
+    if not isinstance(value, dict) or not value:
+        raise _InvalidValueError(_ENERGY_PER_FLOP_EXPECTED)
+    problems: list[ConfigProblem] = []
+    pairs: list[tuple[str, float]] = []
+    for dtype, energy in value.items():
+        item_key = f"{key}.{dtype}"
+        if dtype not in DTYPE_BYTES:
+            known = ", ".join(sorted(DTYPE_BYTES))
+            hint = _did_you_mean(dtype, list(DTYPE_BYTES))
+            problems.append(
+                ConfigProblem(where, item_key, energy, f"a dtype key, one of {known}{hint}")
+            )
+            continue
+        try:
+            pairs.append(
+                (dtype, parse_quantity(energy, "energy_per_flop", where=where, key=item_key))
+            )
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return tuple(sorted(pairs))
+
+
+def _optional_quantity_rule(dimension: str) -> Rule:
+    rule = _quantity_rule(dimension, positive=True)
+    return Rule(rule.parse, rule.expected, required=False)
+
+
+def _energy_rule(kind: str) -> Rule:
+    """The optional ``energy:`` section of a hardware file (:class:`EnergySpec`).
+
+    A wafer has NoC hops and die crossings, and its SRAM must be costed; a cluster has NVLink
+    and NIC links, and SRAM (which GPUs do not manage) may be left out.
+    """
+    per_byte = _quantity_rule("energy_per_byte", positive=False)
+    power = _quantity_rule("power", positive=False)
+    is_wafer = kind == "wafer"
+    chip_key = "static_per_chip" if is_wafer else "static_per_node"
+    schema: Schema = {
+        "flop": Rule(_parse_energy_per_flop, _ENERGY_PER_FLOP_EXPECTED),
+        "sram": per_byte if is_wafer else Rule(per_byte.parse, per_byte.expected, required=False),
+        "chip_to_chip": per_byte,
+        "dram": per_byte,
+        "static_per_tile": power,
+        chip_key: power,
+        "tdp_per_tile": _optional_quantity_rule("power"),
+    }
+    if is_wafer:
+        schema["noc_hop"] = per_byte
+    else:
+        schema["nic"] = per_byte
+    return _section_rule(
+        schema,
+        lambda v: EnergySpec(
+            energy_j_per_flop=v["flop"],
+            sram_j_per_byte=v.get("sram", 0.0),
+            noc_hop_j_per_byte=v.get("noc_hop", 0.0),
+            chip_to_chip_j_per_byte=v["chip_to_chip"],
+            nic_j_per_byte=v.get("nic", 0.0),
+            dram_j_per_byte=v["dram"],
+            static_per_tile_w=v["static_per_tile"],
+            static_per_chip_w=v[chip_key],
+            tdp_per_tile_w=v.get("tdp_per_tile"),
+        ),
+    )
+
+
+def _positive_number_rule(required: bool) -> Rule:
+    expected = "a positive number"
+
+    def parse(value: Any, where: str, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise _InvalidValueError(expected)
+        return float(value)
+
+    return Rule(parse, expected, required)
+
+
+def _cost_rule() -> Rule:
+    """The optional ``cost:`` section of a hardware file (:class:`CostSpec`)."""
+    defaults = {f.name: f.default for f in fields(CostSpec)}
+    schema: Schema = {
+        "tile_area": _quantity_rule("area", positive=True),
+        "die_area": _quantity_rule("area", positive=True),
+        "defect_density": _quantity_rule("areal_density", positive=False),
+        "yield_model": _choice_rule(YIELD_MODELS),
+        "clustering": _positive_number_rule(required=False),
+        "wafer_diameter": _optional_quantity_rule("length"),
+        "wafer_price": _quantity_rule("money", positive=False),
+        "system_price": _optional_quantity_rule("money"),
+        "lifetime": _quantity_rule("time", positive=True),
+        "energy_price": _quantity_rule("money_per_energy", positive=False),
+        "training_tokens": _positive_number_rule(required=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: CostSpec(
+            tile_area_m2=v["tile_area"],
+            die_area_m2=v["die_area"],
+            defect_density_per_m2=v["defect_density"],
+            yield_model=v["yield_model"],
+            clustering=v.get("clustering", defaults["clustering"]),
+            wafer_diameter_m=v.get("wafer_diameter", defaults["wafer_diameter_m"]),
+            wafer_price_usd=v["wafer_price"],
+            system_price_usd=v.get("system_price"),
+            lifetime_s=v["lifetime"],
+            energy_price_usd_per_j=v["energy_price"],
+            training_tokens=v.get("training_tokens"),
+        ),
+    )
+
+
+def _int_list_rule(width: int, expected: str) -> Rule:
+    """A list of ints >= 0 (``width`` 1) or of ``[int, int]`` pairs (``width`` 2)."""
+
+    def parse(value: Any, where: str, key: str) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _InvalidValueError(expected)
+        out: list[Any] = []
+        problems = []
+        for i, item in enumerate(value):
+            items = item if width > 1 else [item]
+            if not (isinstance(items, list) and len(items) == width) or not all(
+                _is_int(x) and x >= 0 for x in items
+            ):
+                problems.append(ConfigProblem(where, f"{key}[{i}]", item, expected))
+                continue
+            out.append(tuple(int(x) for x in items) if width > 1 else int(item))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(out)
+
+    return Rule(parse, expected, required=False)
+
+
+def _degraded_links_rule() -> Rule:
+    expected = "a list of [tile, tile, fraction] with 0 < fraction <= 1"
+
+    def parse(value: Any, where: str, key: str) -> tuple[tuple[int, int, float], ...]:
+        if not isinstance(value, list):
+            raise _InvalidValueError(expected)
+        out: list[tuple[int, int, float]] = []
+        problems = []
+        for i, item in enumerate(value):
+            ok = (
+                isinstance(item, list)
+                and len(item) == 3
+                and all(_is_int(x) and x >= 0 for x in item[:2])
+                and not isinstance(item[2], bool)
+                and isinstance(item[2], (int, float))
+                and 0 < item[2] <= 1
+            )
+            if not ok:
+                problems.append(ConfigProblem(where, f"{key}[{i}]", item, expected))
+                continue
+            out.append((int(item[0]), int(item[1]), float(item[2])))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(out)
+
+    return Rule(parse, expected, required=False)
+
+
+def _defects_rule() -> Rule:
+    """The optional ``defects:`` section of a hardware file (:class:`DefectSpec`)."""
+    defaults = {f.name: f.default for f in fields(DefectSpec)}
+    fraction = _float_rule(0.0, 1.0, low_open=False, high_open=True)
+    schema: Schema = {
+        "dead_tiles": _int_list_rule(1, "a list of tile indices"),
+        "dead_dies": _int_list_rule(1, "a list of die (or node) indices"),
+        "dead_links": _int_list_rule(2, "a list of [tile, tile] pairs of neighbouring tiles"),
+        "degraded_links": _degraded_links_rule(),
+        "dead_dram_ports": _int_list_rule(1, "a list of DRAM port indices"),
+        "dead_tile_fraction": Rule(fraction.parse, fraction.expected, required=False),
+        "clustering": _positive_number_rule(required=False),
+        "seed": _int_rule(0, required=False),
+        "spare_rows": _int_rule(0, required=False),
+        "spare_cols": _int_rule(0, required=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: DefectSpec(**{name: v.get(name, default) for name, default in defaults.items()}),
+    )
+
+
 _HW_KINDS = ("wafer", "gpu_cluster")
 #: Sections that belong to one kind only, for a helpful unknown-key message.
 _KIND_SECTIONS = {
@@ -674,6 +870,9 @@ def hardware_schema(kind: str) -> Schema:
     else:
         schema["cluster"] = {"num_nodes": _int_rule(), "gpus_per_node": _int_rule()}
         schema["network"] = {**_link_schema("intra_node"), **_link_schema("inter_node")}
+    schema["energy"] = _energy_rule(kind)
+    schema["cost"] = _cost_rule()
+    schema["defects"] = _defects_rule()
     return schema
 
 
@@ -1110,7 +1309,15 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             inter_node=LinkSpec(net["inter_node_bandwidth"], net["inter_node_latency"]),
         )
     spec = HardwareSpec(
-        name=values["name"], kind=values["kind"], tile=tile, dram=dram, wafer=wafer, cluster=cluster
+        name=values["name"],
+        kind=values["kind"],
+        tile=tile,
+        dram=dram,
+        wafer=wafer,
+        cluster=cluster,
+        energy=values.get("energy"),
+        cost=values.get("cost"),
+        defects=values.get("defects"),
     )
     return coarsen(spec, granularity) if granularity != (1, 1) else spec
 
@@ -1560,6 +1767,8 @@ def format_exact(value: float, dimension: str) -> str:
     unit = DIMENSIONS[dimension][0]
     if dimension == "time":
         units = list(_TIME_UNITS)
+    elif dimension in DISPLAY_UNITS:
+        units = list(DISPLAY_UNITS[dimension])
     else:
         prefixes = _DECIMAL_PREFIXES + (_BINARY_PREFIXES if dimension == "bytes" else ())
         units = [p + unit for p in prefixes]
@@ -1651,6 +1860,64 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
     if t.format_efficiency:
         raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
+    if spec.energy is not None:
+        raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
+    if spec.cost is not None:
+        raw["cost"] = _cost_to_raw(spec.cost)
+    if spec.defects is not None:
+        f = spec.defects
+        raw["defects"] = {
+            "dead_tiles": list(f.dead_tiles),
+            "dead_dies": list(f.dead_dies),
+            "dead_links": [list(pair) for pair in f.dead_links],
+            "degraded_links": [list(item) for item in f.degraded_links],
+            "dead_dram_ports": list(f.dead_dram_ports),
+            "dead_tile_fraction": f.dead_tile_fraction,
+            "seed": f.seed,
+            "spare_rows": f.spare_rows,
+            "spare_cols": f.spare_cols,
+        }
+        if f.clustering is not None:
+            raw["defects"]["clustering"] = f.clustering
+    return raw
+
+
+def _energy_to_raw(e: EnergySpec, kind: str) -> dict[str, Any]:
+    per_byte = {
+        "sram": e.sram_j_per_byte,
+        "chip_to_chip": e.chip_to_chip_j_per_byte,
+        "dram": e.dram_j_per_byte,
+        **({"noc_hop": e.noc_hop_j_per_byte} if kind == "wafer" else {"nic": e.nic_j_per_byte}),
+    }
+    raw: dict[str, Any] = {
+        "flop": {dtype: format_exact(j, "energy_per_flop") for dtype, j in e.energy_j_per_flop},
+        **{key: format_exact(value, "energy_per_byte") for key, value in per_byte.items()},
+        "static_per_tile": format_exact(e.static_per_tile_w, "power"),
+        ("static_per_chip" if kind == "wafer" else "static_per_node"): format_exact(
+            e.static_per_chip_w, "power"
+        ),
+    }
+    if e.tdp_per_tile_w is not None:
+        raw["tdp_per_tile"] = format_exact(e.tdp_per_tile_w, "power")
+    return raw
+
+
+def _cost_to_raw(c: CostSpec) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "tile_area": format_exact(c.tile_area_m2, "area"),
+        "die_area": format_exact(c.die_area_m2, "area"),
+        "defect_density": format_exact(c.defect_density_per_m2, "areal_density"),
+        "yield_model": c.yield_model,
+        "clustering": c.clustering,
+        "wafer_diameter": format_exact(c.wafer_diameter_m, "length"),
+        "wafer_price": format_exact(c.wafer_price_usd, "money"),
+        "lifetime": format_exact(c.lifetime_s, "time"),
+        "energy_price": format_exact(c.energy_price_usd_per_j, "money_per_energy"),
+    }
+    if c.system_price_usd is not None:
+        raw["system_price"] = format_exact(c.system_price_usd, "money")
+    if c.training_tokens is not None:
+        raw["training_tokens"] = c.training_tokens
     return raw
 
 

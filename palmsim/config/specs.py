@@ -20,8 +20,12 @@ __all__ = [
     "SERVING_ARRIVALS",
     "SERVING_LENGTHS",
     "SERVING_ROUTERS",
+    "YIELD_MODELS",
     "ClusterSpec",
+    "CostSpec",
+    "DefectSpec",
     "DramSpec",
+    "EnergySpec",
     "ExperimentSpec",
     "GemmSpec",
     "HardwareSpec",
@@ -275,6 +279,125 @@ class ClusterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class EnergySpec:
+    """Energy per event and static power (``energy:`` of a hardware file; optional).
+
+    Every channel a flow crosses costs ``bytes x`` the energy per byte of its kind: one NoC hop
+    (``intra_die``), one chip-to-chip link (``inter_die`` on a wafer, ``nvlink`` in a cluster:
+    GPU to switch and switch to GPU are two), one NIC link (``nic``), a DRAM access (``dram``).
+    """
+
+    energy_j_per_flop: tuple[tuple[str, float], ...] = _f(
+        "energy of one FLOP per dtype, as (dtype, J/FLOP) pairs [J/FLOP]"
+    )
+    sram_j_per_byte: float = _f("energy of one byte read from or written to SRAM [J/B]")
+    noc_hop_j_per_byte: float = _f("energy of one byte over one on-die NoC link (a hop) [J/B]")
+    chip_to_chip_j_per_byte: float = _f(
+        "energy of one byte over one chip-to-chip link: a die crossing on a wafer, an NVLink "
+        "(GPU to switch or switch to GPU) in a cluster [J/B]"
+    )
+    nic_j_per_byte: float = _f("energy of one byte over one NIC link (GPU to fabric or back) [J/B]")
+    dram_j_per_byte: float = _f("energy of one byte read from or written to DRAM/HBM [J/B]")
+    static_per_tile_w: float = _f("static power of every tile (GPU), busy or not [W]")
+    static_per_chip_w: float = _f(
+        "static power of every die of a wafer, or of every node of a cluster (host, switches, "
+        "NICs), busy or not [W]"
+    )
+    tdp_per_tile_w: float | None = _f(
+        "thermal design power of one tile (a GPU's TDP) [W]; None: unknown", default=None
+    )
+
+    def flop_for(self, dtype: str) -> float:
+        """Energy of one FLOP in ``dtype`` [J]; bf16 falls back to fp16 and vice versa."""
+        table = dict(self.energy_j_per_flop)
+        if dtype in table:
+            return table[dtype]
+        alias = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        if alias in table:
+            return table[alias]
+        raise KeyError(dtype)
+
+    def channel_j_per_byte(self, kind: str) -> float:
+        """Energy of one byte over one channel of ``kind`` (a chip channel kind) [J/B]."""
+        return {
+            "intra_die": self.noc_hop_j_per_byte,
+            "inter_die": self.chip_to_chip_j_per_byte,
+            "nvlink": self.chip_to_chip_j_per_byte,
+            "nic": self.nic_j_per_byte,
+            "dram": self.dram_j_per_byte,
+        }[kind]
+
+
+#: Values of ``CostSpec.yield_model``.
+YIELD_MODELS = ("poisson", "murphy", "negative_binomial")
+
+
+@dataclass(frozen=True, slots=True)
+class CostSpec:
+    """Silicon area, yield and prices (``cost:`` of a hardware file; optional)."""
+
+    tile_area_m2: float = _f("silicon area of one tile (a GPU die) [m2]")
+    die_area_m2: float = _f(
+        "silicon area of one die: its tiles plus I/O and periphery (a GPU: the GPU die) [m2]"
+    )
+    defect_density_per_m2: float = _f("defects per area of the process, D0 [1/m2]")
+    yield_model: str = _f("'poisson', 'murphy' or 'negative_binomial' (clustered defects)")
+    wafer_price_usd: float = _f("price of one processed wafer [USD]")
+    lifetime_s: float = _f("time over which the machine's price is written off [s]")
+    energy_price_usd_per_j: float = _f("price of electric energy [USD/J]")
+    clustering: float = _f(
+        "clustering parameter alpha of the negative-binomial yield model [ratio]", default=2.0
+    )
+    wafer_diameter_m: float = _f("diameter of the wafers the dies are cut from [m]", default=0.3)
+    system_price_usd: float | None = _f(
+        "price of the whole machine as bought (boards, hosts, network) [USD]; None: the "
+        "silicon alone, its good dies at the wafer price",
+        default=None,
+    )
+    training_tokens: float | None = _f(
+        "tokens of one training run, for its dollars [count]; None: not reported", default=None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DefectSpec:
+    """Defective parts of a machine (``defects:`` of a hardware file; optional).
+
+    Listed defects are applied as given; random ones are drawn from ``seed``
+    (:func:`palmsim.hardware.defects.resolve_defects`). A dead tile is a hole: its compute,
+    its router and its links are unusable, and so is a DRAM port attached to it.
+    """
+
+    dead_tiles: tuple[int, ...] = _f("tiles that do not work [tile indices]", default=())
+    dead_dies: tuple[int, ...] = _f("dies (wafer) or nodes (cluster) that do not work", default=())
+    dead_links: tuple[tuple[int, int], ...] = _f(
+        "links between neighbouring tiles that do not work, both directions [tile pairs]",
+        default=(),
+    )
+    degraded_links: tuple[tuple[int, int, float], ...] = _f(
+        "links that work at a fraction of their bandwidth, both directions "
+        "[(tile, tile, fraction)]",
+        default=(),
+    )
+    dead_dram_ports: tuple[int, ...] = _f("DRAM ports that do not work [port indices]", default=())
+    dead_tile_fraction: float = _f(
+        "random: the probability that each tile is dead (Poisson-equivalent) [ratio]", default=0.0
+    )
+    clustering: float | None = _f(
+        "random: None draws tiles independently; alpha draws each die's defect density from a "
+        "gamma distribution of shape alpha (negative-binomial clustering) [ratio]",
+        default=None,
+    )
+    seed: int = _f("random: seed of the draw", default=0)
+    spare_rows: int = _f(
+        "wafer: the last rows of tiles of every die are spares, used only in place of the "
+        "die's dead tiles",
+        default=0,
+    )
+    spare_cols: int = _f("wafer: the same for the last columns of tiles of every die", default=0)
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareSpec:
     """A whole machine: tiles, their memories and the network between them."""
 
@@ -284,6 +407,11 @@ class HardwareSpec:
     dram: DramSpec = _f("off-tile memory")
     wafer: WaferSpec | None = _f("wafer layout (kind 'wafer')", default=None)
     cluster: ClusterSpec | None = _f("cluster layout (kind 'gpu_cluster')", default=None)
+    energy: EnergySpec | None = _f(
+        "energy per event and static power; None: not modelled", default=None
+    )
+    cost: CostSpec | None = _f("area, yield and prices; None: not modelled", default=None)
+    defects: DefectSpec | None = _f("defective tiles, links and ports; None: none", default=None)
 
     @property
     def num_tiles(self) -> int:
@@ -293,6 +421,14 @@ class HardwareSpec:
             return w.die_rows * w.die_cols * w.tile_rows * w.tile_cols
         assert self.cluster is not None
         return self.cluster.num_nodes * self.cluster.devices_per_node
+
+    @property
+    def num_chips(self) -> int:
+        """Dies of a wafer, or nodes of a GPU cluster (what ``static_per_chip_w`` counts)."""
+        if self.wafer is not None:
+            return self.wafer.die_rows * self.wafer.die_cols
+        assert self.cluster is not None
+        return self.cluster.num_nodes
 
 
 # --------------------------------------------------------------------------- workload

@@ -55,7 +55,33 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "dram_bandwidth_utilization_max",
     "exposed_communication_s",
     "num_tiles_used",
+    "energy_per_token_j",
+    "average_power_w",
+    "cost_per_token_usd",
+    "num_tiles_live",
+    "rerouted_flows",
+    "slowdown",
 )
+#: Columns of RESULT_COLUMNS read from a section of the summary (hardware energy:, cost:,
+#: defects:), empty when the hardware has none.
+_NESTED_COLUMNS = {
+    "energy_per_token_j": "energy",
+    "average_power_w": "energy",
+    "cost_per_token_usd": "cost",
+    "num_tiles_live": "defects",
+    "rerouted_flows": "defects",
+    "slowdown": "defects",
+}
+
+
+def _result_value(summary: Mapping[str, Any], column: str) -> Any:
+    """A results.csv figure of a summary: a top-level key, or one of a section's."""
+    section = _NESTED_COLUMNS.get(column)
+    if section is None:
+        return summary.get(column)
+    return (summary.get(section) or {}).get(column)
+
+
 _SPEC_KEYS = ("base", "set", "grid", "zip")
 _BASE_KEYS = ("hw", "workload", "mapping")
 
@@ -215,7 +241,7 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
             task["hw"], task["workload"], task["mapping"], overrides=task["overrides"]
         )
         summary = run_experiment(experiment, out, make_plots=task["plots"])
-        status["summary"] = {k: summary.get(k) for k in RESULT_COLUMNS}
+        status["summary"] = {k: _result_value(summary, k) for k in RESULT_COLUMNS}
     except MappingError as error:
         status.update(status="infeasible", reason=str(error))
     except PalmsimError as error:

@@ -590,7 +590,7 @@ def write_run(
 
     Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
     in its order), ``records.csv``, ``timeline.csv``, ``trace.json`` and, if ``make_plots``,
-    ``plots/{gantt,placement,noc,utilization,memory}.png``. Existing files of these names are
+    ``plots/{gantt,placement,noc,utilization,memory,energy}.png``. Existing files of these names are
     overwritten.
 
     Args:
@@ -656,7 +656,7 @@ def write_run(
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
-        run = SimpleNamespace(trace=trace, chip=chip, plan=plan)
+        run = SimpleNamespace(trace=trace, chip=chip, plan=plan, summary=summary)
         for kind in kinds:
             step(f"plots/{kind}.png")
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})

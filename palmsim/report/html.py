@@ -19,11 +19,12 @@ import yaml
 from palmsim.engine.records import RunTrace
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.plan import MappingPlan
+from palmsim.report.energy import ENERGY_COMPONENTS, energy_rows
 from palmsim.report.figdata import hottest_links, link_loads
 from palmsim.report.metrics import format_summary_table, tile_utilization
 from palmsim.report.verdict import format_verdict, verdict
 
-__all__ = ["Bottlenecks", "bottlenecks", "report_html"]
+__all__ = ["Bottlenecks", "bottlenecks", "energy_section", "report_html"]
 
 _TOP = 10
 
@@ -117,6 +118,30 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def energy_section(summary: Mapping[str, Any]) -> list[str]:
+    """The page's "Energy and cost" section: energy per iteration, token and sample, average
+    power against the TDP, the breakdown by component and the cost rows."""
+    parts = [
+        "<h2>Energy and cost</h2>",
+        _table(["", "value"], [[label, value] for label, value in energy_rows(summary)]),
+    ]
+    energy = summary.get("energy")
+    if energy:
+        total = float(energy["energy_per_iteration_j"])
+        breakdown = energy["energy_breakdown_j"]
+        parts.append(
+            _table(
+                ["component", "energy per iteration [J]", "share"],
+                [
+                    [name, f"{breakdown[name]:.6g}", f"{breakdown[name] / total:.1%}"]
+                    for name in ENERGY_COMPONENTS
+                    if name in breakdown and total > 0
+                ],
+            )
+        )
+    return parts
+
+
 def report_html(
     summary: Mapping[str, Any],
     config: Mapping[str, Any],
@@ -134,6 +159,7 @@ def report_html(
         f'<p id="verdict"><strong>{html.escape(format_verdict(verdict(summary)))}</strong></p>',
         "<h2>Summary</h2>",
         f"<pre>{html.escape(format_summary_table(summary))}</pre>",
+        *energy_section(summary),
         "<h2>Bottlenecks</h2>",
         _table(
             ["", "value"],

@@ -20,6 +20,7 @@ from palmsim.engine.records import IntervalRecord, RunTrace
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.plan import MappingPlan
 from palmsim.registry import Registry
+from palmsim.report.energy import ENERGY_COMPONENTS
 from palmsim.report.figdata import (
     MEMORY_KINDS,
     Cell,
@@ -34,7 +35,10 @@ __all__ = [
     "CATEGORY_COLORS",
     "COMM_COLOR",
     "DEFAULT_KINDS",
+    "ENERGY_COLORS",
     "PLOT_KINDS",
+    "energy_breakdown",
+    "energy_pareto",
     "gantt",
     "gantt_boxes",
     "gantt_figure",
@@ -46,6 +50,7 @@ __all__ = [
     "pareto",
     "placement",
     "placement_figure",
+    "spread",
     "sweep_bars",
     "utilization",
 ]
@@ -810,7 +815,7 @@ def utilization(
 PLOT_KINDS: Registry[Callable[[Any, Path, Mapping[str, Any]], Path]] = Registry("plot kind")
 
 #: The figures ``palmsim run`` draws into ``RUN_DIR/plots/``.
-DEFAULT_KINDS: tuple[str, ...] = ("gantt", "placement", "noc", "utilization", "memory")
+DEFAULT_KINDS: tuple[str, ...] = ("gantt", "placement", "noc", "utilization", "memory", "energy")
 
 
 @PLOT_KINDS.register("gantt")
@@ -948,3 +953,177 @@ def latency_load(
         ax.legend()
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- energy
+
+#: Bar colour of each energy component (Okabe-Ito hues; static power in greys).
+ENERGY_COLORS: dict[str, str] = {
+    "compute": "#0072B2",
+    "sram": "#56B4E9",
+    "noc": "#009E73",
+    "chip_to_chip": "#F0E442",
+    "nic": "#CC79A7",
+    "dram": "#E69F00",
+    "static_tiles": "#999999",
+    "static_chips": "#666666",
+}
+
+
+def _si_energy(value_j: float) -> tuple[str, float]:
+    """The unit (J, kJ, MJ, GJ) and scale to show energies up to ``value_j`` in."""
+    for name, scale in (("GJ", 1e9), ("MJ", 1e6), ("kJ", 1e3)):
+        if value_j >= scale:
+            return name, 1.0 / scale
+    return "J", 1.0
+
+
+def energy_breakdown(summary: Mapping[str, Any], path: str | Path, *, dpi: int = 110) -> Path:
+    """Bars of the iteration's energy by component, with its share, the energy per token and
+    the average power against the TDP (``summary["energy"]``); a run without an ``energy:``
+    section gets a figure saying so."""
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    energy = summary.get("energy")
+    if not energy:
+        ax.axis("off")
+        ax.text(
+            0.5,
+            0.5,
+            "energy not modelled: the hardware file has no energy: section",
+            ha="center",
+            va="center",
+            fontsize=10,
+        )
+        return _save(fig, path, dpi)
+    parts = energy["energy_breakdown_j"]
+    total = float(energy["energy_per_iteration_j"])
+    unit, scale = _si_energy(max(parts.values(), default=0.0))
+    names = [n for n in ENERGY_COMPONENTS if n in parts] + sorted(
+        set(parts) - set(ENERGY_COMPONENTS)
+    )
+    values = [float(parts[n]) for n in names]
+    ys = range(len(names))
+    ax.barh(
+        ys, [v * scale for v in values], color=[ENERGY_COLORS.get(n, _OTHER_COLOR) for n in names]
+    )
+    ax.set_yticks(list(ys), [n.replace("_", " ") for n in names], fontsize=8)
+    ax.invert_yaxis()
+    for y, v in zip(ys, values, strict=True):
+        share = v / total if total > 0 else 0.0
+        ax.annotate(
+            f"{share:.1%}",
+            (v * scale, y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
+    ax.set_xlabel(f"energy per iteration [{unit}]")
+    title = (
+        f"energy {total * scale:.4g} {unit}/iteration, "
+        f"{energy['energy_per_token_j']:.3g} J/token; "
+        f"average power {energy['average_power_w'] / 1e3:.4g} kW"
+    )
+    if "tdp_w" in energy:
+        fraction, tdp_kw = energy["average_power_fraction_of_tdp"], energy["tdp_w"] / 1e3
+        title += f";\n{fraction:.0%} of TDP {tdp_kw:.4g} kW"
+        within_w = energy.get("average_power_within_tdp_w", energy["average_power_w"])
+        if within_w < energy["average_power_w"]:
+            title += " (die-edge DRAM outside the TDP)"
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, axis="x", linewidth=0.3, alpha=0.5)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def energy_pareto(
+    points: Sequence[tuple[float, float]],
+    front: Sequence[int],
+    path: str | Path,
+    *,
+    labels: Sequence[str] = (),
+    title: str = "Mappings: throughput against energy per token",
+    dpi: int = 120,
+) -> Path:
+    """Scatter of candidates, ``(energy per token [J], throughput [tokens/s])``, with the
+    Pareto front (least energy, most throughput) marked and labelled."""
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [e for e, _ in points]
+    ys = [t for _, t in points]
+    ax.scatter(xs, ys, s=14, color="#999999", label="simulated mapping")
+    ax.step(
+        [xs[i] for i in front], [ys[i] for i in front], where="post", color="#D55E00", linewidth=1.2
+    )
+    ax.scatter(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        s=30,
+        color="#D55E00",
+        label="Pareto front",
+        zorder=3,
+    )
+    for i in front:
+        if i < len(labels):
+            ax.annotate(
+                labels[i], (xs[i], ys[i]), fontsize=6, xytext=(4, 3), textcoords="offset points"
+            )
+    ax.set_xlabel("energy per token [J]")
+    ax.set_ylabel("throughput [tokens/s]")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
+    return path
+
+
+def spread(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    dpi: int = 120,
+) -> Path:
+    """Every point ``(x, y)``, and per distinct x the mean joined by a line with the min-max
+    band shaded: e.g. throughput against defect density over a range of seeds."""
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    groups: dict[float, list[float]] = {}
+    for x, y in zip(xs, ys, strict=True):
+        groups.setdefault(x, []).append(y)
+    keys = sorted(groups)
+    means = [sum(groups[k]) / len(groups[k]) for k in keys]
+    ax.fill_between(
+        keys,
+        [min(groups[k]) for k in keys],
+        [max(groups[k]) for k in keys],
+        color="#56B4E9",
+        alpha=0.3,
+        label="min-max over seeds",
+    )
+    ax.plot(keys, means, color="#0072B2", marker="o", label="mean")
+    ax.scatter(xs, ys, s=10, color="#999999", zorder=3, label="one seed")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+@PLOT_KINDS.register("energy")
+def _energy_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
+    return energy_breakdown(getattr(run, "summary", {}), path)
