@@ -19,7 +19,10 @@ import yaml
 from palmsim.config.loader import spec_to_raw
 from palmsim.config.specs import (
     ClusterSpec,
+    CostSpec,
+    DefectSpec,
     DramSpec,
+    EnergySpec,
     ExperimentSpec,
     GemmSpec,
     HardwareSpec,
@@ -60,6 +63,9 @@ _SECTION_TYPES: dict[str, tuple[type, ...]] = {
     "hw.noc": (WaferSpec,),
     "hw.cluster": (ClusterSpec,),
     "hw.network": (ClusterSpec,),
+    "hw.energy": (EnergySpec,),
+    "hw.cost": (CostSpec,),
+    "hw.defects": (DefectSpec,),
     "workload": (WorkloadSpec, ModelSpec),
     "model": (ModelSpec,),
     "training": (TrainingSpec,),
@@ -73,11 +79,26 @@ _SECTION_TYPES: dict[str, tuple[type, ...]] = {
 _ALIASES: dict[str, tuple[str, ...]] = {
     "peak": ("peak_flop_per_s",),
     "gpus_per_node": ("devices_per_node",),
+    "static_per_chip": ("static_per_chip_w",),
+    "static_per_node": ("static_per_chip_w",),
 }
-_UNIT_SUFFIXES = ("_bytes_per_s", "_flop_per_s", "_bytes", "_hz", "_s")
+_UNIT_SUFFIXES = (
+    "_bytes_per_s",
+    "_flop_per_s",
+    "_bytes",
+    "_hz",
+    "_s",
+    "_j_per_byte",
+    "_w",
+    "_m2",
+    "_per_m2",
+    "_m",
+    "_usd",
+    "_usd_per_j",
+)
 _LINK_KEY = re.compile(r"^(?P<link>[a-z_]+?)_(?P<part>bandwidth|latency)$")
 #: A help text's trailing SI unit, redundant beside a value written with its unit.
-_SI_UNIT = re.compile(r"\s*\[(B|B/s|s|FLOP/s|Hz)\]$")
+_SI_UNIT = re.compile(r"\s*\[(B|B/s|s|FLOP/s|Hz|J/B|J/FLOP|W|m2|1/m2|m|USD|USD/J)\]$")
 
 
 def _field_help(spec_type: type, name: str) -> str | None:
@@ -134,6 +155,12 @@ def _leaves(section: str, raw: Mapping[str, Any]) -> Iterator[DescribedKey]:
             if section == "hw.tile" and key == "peak":  # dtype -> rate: one key per dtype
                 for dtype, rate in value.items():
                     yield DescribedKey(f"{sub}.{dtype}", _text(rate), f"peak FLOP/s at {dtype}")
+                continue
+            if section == "hw.energy" and key == "flop":  # dtype -> energy: one key per dtype
+                for dtype, energy in value.items():
+                    yield DescribedKey(
+                        f"{sub}.{dtype}", _text(energy), f"energy of one {dtype} FLOP"
+                    )
                 continue
             yield from _leaves(sub, value)
         else:
