@@ -384,9 +384,7 @@ def test_a_hop_between_units_costs_its_core_hops() -> None:
     (kr + kc) / 2 core hops: 2 for 2x2 units (exact both ways), 2.5 for 1x4 units. A core
     costs its area: the unit kr*kc times it; the die is unchanged."""
     cost = _cost()
-    fine = dataclasses.replace(
-        wafer_spec(), energy=_energy(noc_hop_j_per_byte=5 * PJ), cost=cost
-    )
+    fine = dataclasses.replace(wafer_spec(), energy=_energy(noc_hop_j_per_byte=5 * PJ), cost=cost)
     for (kr, kc), hops in (((2, 2), 2.0), ((1, 4), 2.5)):
         coarse = coarsen(fine, (kr, kc))
         assert coarse.energy is not None and coarse.cost is not None
@@ -395,7 +393,9 @@ def test_a_hop_between_units_costs_its_core_hops() -> None:
         assert coarse.cost.die_area_m2 == cost.die_area_m2
     # 2x2 units of a 1x1-die 4x4 grid: unit 0 to unit 1 is one unit hop = 2 core hops, the
     # distance between the units' centres on the fine grid.
-    one_die = dataclasses.replace(fine, wafer=dataclasses.replace(fine.wafer, die_rows=1, die_cols=1))
+    one_die = dataclasses.replace(
+        fine, wafer=dataclasses.replace(fine.wafer, die_rows=1, die_cols=1)
+    )
     coarse = coarsen(one_die, (2, 2))
     chip = Chip.from_spec(coarse)
     route = chip.route(0, 1)
