@@ -470,3 +470,30 @@ def test_tiled_configs_draw_their_board_power_at_full_rate(name: str) -> None:
     board_w = _BOARD_POWER_PER_CHIP_W[name]
     assert full_w == pytest.approx(board_w, rel=2e-3)
     assert units * e.tdp_per_tile_w == pytest.approx(board_w, rel=2e-3)
+
+
+def test_a_run_core_by_core_and_in_regions_has_the_same_compute_and_static_power() -> None:
+    """The prefill of tests/analytic/test_tiled_systems.py::test_coarse_equals_fine_on_a_small_grid
+    on 4x4 cores (TP 16) and on 2x2 regions (TP 4), with energies: the FLOP are the same, so
+    the compute energy is; the machine draws 16 x 2 W static either way, so the static
+    energy is 32 W x each run's own time."""
+    from tests.analytic.test_tiled_systems import _inference
+
+    energy = _energy(energy_j_per_flop=(("bf16", 0.1 * PJ),), static_per_tile_w=2.0)
+    base = wafer_spec(dies=(1, 1), tiles=(4, 4), sram_bytes=512 * 2**20, dram_placement="per_tile")
+    fine = dataclasses.replace(
+        base,
+        tile=dataclasses.replace(
+            base.tile, sram_capacity_bytes=512 * 2**20, peak_flop_per_s=(("bf16", 1e12),)
+        ),
+        energy=energy,
+    )
+    runs = [
+        _inference(fine, tp=16, prompt=32, output=1, weight_dtype="bf16"),
+        _inference(coarsen(fine, (2, 2)), tp=4, prompt=32, output=1, weight_dtype="bf16"),
+    ]
+    fine_parts, coarse_parts = (r["energy"]["energy_breakdown_j"] for r in runs)
+    assert coarse_parts["compute"] == pytest.approx(fine_parts["compute"], rel=1e-9)
+    for run in runs:
+        parts = run["energy"]["energy_breakdown_j"]
+        assert parts["static_tiles"] == pytest.approx(32.0 * run["iteration_time_s"], rel=1e-9)
