@@ -1408,7 +1408,9 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
     ``wafer.unit_rows``/``unit_cols`` (:class:`palmsim.hardware.topology.MeshTopology`).
     Chip-to-chip links keep their bandwidth and latency. DRAM channels attach to the unit
     holding their position; the channels of one unit merge into one channel with their
-    summed capacity and bandwidth. Pure; ``kr``/``kc`` must divide the die's tile grid.
+    summed capacity and bandwidth. Energy: a unit's static power and TDP are ``kr*kc`` times a
+    core's, a hop between units costs ``(kr + kc) / 2`` core hops; cost: a unit's area is
+    ``kr*kc`` times a core's. Pure; ``kr``/``kc`` must divide the die's tile grid.
     """
     assert spec.wafer is not None
     kr, kc = granularity
@@ -1464,7 +1466,23 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
         unit_rows=w.unit_rows * kr,
         unit_cols=w.unit_cols * kc,
     )
-    return dataclasses.replace(spec, tile=tile, dram=dram, wafer=wafer)
+    energy = spec.energy
+    if energy is not None:
+        # Per-tile powers are per core: a unit draws kr*kc cores' worth. A hop between units
+        # is kc core hops left-right and kr up-down (the latency rule above): the per-hop
+        # energy is their mean, exact for square units (every shipped coarse config).
+        energy = dataclasses.replace(
+            energy,
+            noc_hop_j_per_byte=energy.noc_hop_j_per_byte * (kr + kc) / 2,
+            static_per_tile_w=energy.static_per_tile_w * area,
+            tdp_per_tile_w=(
+                energy.tdp_per_tile_w * area if energy.tdp_per_tile_w is not None else None
+            ),
+        )
+    cost = spec.cost
+    if cost is not None:
+        cost = dataclasses.replace(cost, tile_area_m2=cost.tile_area_m2 * area)
+    return dataclasses.replace(spec, tile=tile, dram=dram, wafer=wafer, energy=energy, cost=cost)
 
 
 _TRAINING_DTYPES = ("fp32", "fp16", "bf16")
