@@ -185,11 +185,14 @@ def run_experiment(
     *,
     make_plots: bool = True,
     op_table: bool = False,
+    csv_records: bool = False,
+    trace_kind: str | None = None,
 ) -> dict[str, Any]:
     """Simulate ``experiment``, write its run folder and return its summary.
 
     What ``palmsim run`` does after loading; sweep points run exactly this. ``op_table`` also
-    writes ``op_table.csv``.
+    writes ``op_table.csv``, ``csv_records`` ``records.csv`` and ``trace_kind`` (``"full"``
+    or ``"compact"``) ``trace.json.gz``.
     """
     from palmsim.report.export import write_op_table, write_run
 
@@ -203,6 +206,8 @@ def run_experiment(
         chip=result.chip,
         plan=result.plan,
         make_plots=make_plots,
+        csv_records=csv_records,
+        trace_kind=trace_kind,
     )
     if op_table:
         write_op_table(out_dir, op_table_of(result))
@@ -245,8 +250,8 @@ class LoadedRun(SimulationResult):
 def load_result(run_dir: str | Path) -> LoadedRun:
     """Rebuild a finished run from its folder without simulating.
 
-    The trace comes from ``records.csv``; chip and plan are rebuilt from
-    ``resolved_config.yaml`` by the normal loader, :meth:`Chip.from_spec` and
+    The trace comes from ``records.npz`` (or an older folder's ``records.csv``); chip and plan
+    are rebuilt from ``resolved_config.yaml`` by the normal loader, :meth:`Chip.from_spec` and
     :func:`map_workload` (cheap: no simulation).
 
     Raises:

@@ -10,17 +10,18 @@ Errors print as one message (all problems of a config file at once), never a tra
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from palmsim import __version__
-from palmsim.errors import PalmsimError
 
-log = logging.getLogger("palmsim")
+if TYPE_CHECKING:
+    from typing import Any
+
+# Everything else is imported where it is used, so `palmsim --help` and argument errors start
+# no heavier module than argparse (numpy, SimPy, networkx, matplotlib load only for commands).
 
 _MAPPING_FLAGS = (
     ("--pp", "pp", int, "pipeline-parallel stages"),
@@ -89,7 +90,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     experiment = _load(args)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
-    summary = run_experiment(experiment, out, make_plots=not args.no_plots, op_table=args.op_table)
+    summary = run_experiment(
+        experiment,
+        out,
+        make_plots=not args.no_plots,
+        op_table=args.op_table,
+        csv_records=args.csv,
+        trace_kind=args.trace,
+    )
     if not args.quiet:
         print(format_summary_table(summary))
         print(f"wrote {out}/")
@@ -203,6 +211,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _describe(spec: Any, indent: str = "") -> list[str]:
     """Lines describing a spec dataclass: each field's value (with units) and help text."""
+    from dataclasses import fields, is_dataclass
+
     lines = []
     for f in fields(spec):
         value = getattr(spec, f.name)
@@ -427,6 +437,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plots", action="store_true", help="skip the figures in plots/")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     run.add_argument(
+        "--trace",
+        nargs="?",
+        const="full",
+        choices=("full", "compact"),
+        help="also write the Chrome trace trace.json.gz (Perfetto opens it): every tile, link "
+        "and DRAM channel, or =compact: one tile per stage",
+    )
+    run.add_argument(
+        "--csv", action="store_true", help="also write the records as records.csv (an export)"
+    )
+    run.add_argument(
         "--op-table",
         action="store_true",
         help="also write op_table.csv: FLOP, bytes, intensity, ridge point and bound per op",
@@ -575,6 +596,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``palmsim`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    import logging
+
+    from palmsim.errors import PalmsimError
+
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="palmsim: %(message)s"
     )

@@ -33,6 +33,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
         chip=result.chip,
         plan=result.plan,
         make_plots=False,
+        trace_kind="full",
     )
     return out, result
 
@@ -42,7 +43,7 @@ def _key(rec: object) -> tuple:
 
 
 def test_trace_round_trips_exactly(small) -> None:
-    """Every interval, flow and memory record comes back bit-identical from records.csv."""
+    """Every interval, flow and memory record comes back bit-identical from records.npz."""
     out, result = small
     loaded = load_result(out)
     for part in ("intervals", "flows", "memory"):
@@ -207,14 +208,15 @@ def test_report_is_self_contained_and_renders_every_figure(small, tmp_path: Path
 
 
 def test_trace_json_events_are_valid_with_arrows_and_counters(small) -> None:
-    """Every event of the real run's trace.json is valid; one arrow per forward send."""
+    """Every event of the real run's trace.json.gz is valid; one arrow per forward send."""
+    import gzip
     import json
 
     from palmsim.report.export import COUNTER_BINS
     from tests.trace_format import check_trace_events
 
     out, result = small
-    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    events = json.loads(gzip.decompress((out / "trace.json.gz").read_bytes()))["traceEvents"]
     phases = check_trace_events(events)
     # pp=4 stages, m = 64 samples / 8 per micro-batch = 8: (4 - 1) x 8 forward sends drawn
     # from each stage's first tile to the next stage.
