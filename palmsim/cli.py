@@ -255,24 +255,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-_SEARCH_COLUMNS = (
-    "pp",
-    "tp",
-    "dp",
-    "micro_batch_size",
-    "schedule",
-    "recompute",
-    "placement",
-    "status",
-    "lower_bound_s",
-    "memory_per_tile_bytes",
-    "iteration_time_s",
-    "throughput_samples_per_s",
-    "mfu",
-    "reason",
-)
-
-
 def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
@@ -283,7 +265,13 @@ def _str_list(text: str) -> tuple[str, ...]:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from palmsim.api import load_experiment
-    from palmsim.explore.search import SearchSpace, pareto_front, search
+    from palmsim.explore.search import (
+        RESULT_COLUMNS,
+        SearchSpace,
+        pareto_front,
+        result_rows,
+        search,
+    )
     from palmsim.report import plots
     from palmsim.report.export import write_csv
 
@@ -310,21 +298,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         max_simulations=args.max_simulations or None,
         progress=progress,
+        out_dir=args.out,
     )
-    rows = []
-    for c in result.candidates:
-        m = c.mapping
-        figures = [
-            c.summary.get(k, "") for k in ("iteration_time_s", "throughput_samples_per_s", "mfu")
-        ]
-        rows.append(
-            [m.pp, m.tp, m.dp, m.micro_batch_size, m.schedule, m.recompute, m.placement, c.status]
-            + ["" if v != v else v for v in (c.lower_bound_s, c.memory_per_tile_bytes)]
-            + figures
-            + [c.reason]
-        )
     out = Path(args.out)
-    write_csv(out / "results.csv", _SEARCH_COLUMNS, rows)
+    write_csv(out / "results.csv", RESULT_COLUMNS, result_rows(result.candidates))
     simulated = [c for c in result.candidates if c.status == "simulated"]
     points = [(c.memory_per_tile_bytes, c.summary["iteration_time_s"]) for c in simulated]
     labels = [
@@ -483,7 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     se.add_argument("--objective", default="throughput", choices=("throughput", "mfu", "memory"))
     se.add_argument("--top", type=int, default=5, help="how many best mappings to report")
-    se.add_argument("--out", default="results/search", help="folder for results.csv, pareto.png")
+    se.add_argument(
+        "--out",
+        default="results/search",
+        help="folder for results.csv, pareto.png and the finished points (rerun into the same "
+        "folder to resume)",
+    )
     se.add_argument("--jobs", type=int, help="simulations in parallel (default: all cores)")
     se.add_argument(
         "--max-simulations",
