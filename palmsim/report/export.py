@@ -22,6 +22,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -347,9 +348,9 @@ def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     ), vocabulary
 
 
-def _columns(records: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]:
-    """The columns of a table of equal-length tuples (``width`` of them when empty)."""
-    return list(zip(*records, strict=True)) if records else [()] * width
+def _column(records: Sequence[tuple[Any, ...]], field: int, dtype: str) -> np.ndarray:
+    """Field ``field`` of every record as a numpy column (no intermediate list)."""
+    return np.fromiter(map(itemgetter(field), records), dtype=dtype, count=len(records))
 
 
 def record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
@@ -369,32 +370,31 @@ def _record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
         "format": np.array(RECORDS_FORMAT),
         "version": np.array(RECORDS_VERSION, dtype=np.int64),
     }
-    interval = _columns(trace.intervals, len(IntervalRecord._fields))
-    flow = _columns(trace.flows, len(FlowRecord._fields))
-    memory = _columns(trace.memory, len(MemoryRecord._fields))
+    intervals, flows, memory = trace.intervals, trace.flows, trace.memory
     # one vocabulary for both category columns, sorted, so codes order like the strings
-    category_codes, categories = _codes([*interval[1], *flow[1]])
-    label_codes, labels = _codes(interval[6])
-    route_codes, routes = _codes(flow[4])
-    num_intervals = len(trace.intervals)
-
-    def array(name: str, values: Sequence[Any]) -> np.ndarray:
-        return np.array(values, dtype=RECORD_ARRAYS[name]).reshape(len(values))
+    category_codes, categories = _codes(
+        [*map(itemgetter(1), intervals), *map(itemgetter(1), flows)]
+    )
+    label_codes, labels = _codes(list(map(itemgetter(6), intervals)))
+    route_codes, routes = _codes(list(map(itemgetter(4), flows)))
+    num_intervals = len(intervals)
 
     columns: dict[str, np.ndarray] = {}
-    for name, values in zip(IntervalRecord._fields, interval, strict=True):
+    for i, name in enumerate(IntervalRecord._fields):
         if name not in ("category", "label"):
-            columns[f"interval_{name}"] = array(f"interval_{name}", values)
+            key = f"interval_{name}"
+            columns[key] = _column(intervals, i, RECORD_ARRAYS[key])
     columns["interval_category"] = category_codes[:num_intervals]
     columns["interval_label"] = label_codes
-    for name, values in zip(FlowRecord._fields, flow, strict=True):
+    for i, name in enumerate(FlowRecord._fields):
         key = name if name == "flow_id" else f"flow_{name}"
         if name not in ("category", "channels"):
-            columns[key] = array(key, values)
+            columns[key] = _column(flows, i, RECORD_ARRAYS[key])
     columns["flow_category"] = category_codes[num_intervals:]
     columns["flow_route"] = route_codes
-    for name, values in zip(MemoryRecord._fields, memory, strict=True):
-        columns[f"memory_{name}"] = array(f"memory_{name}", values)
+    for i, name in enumerate(MemoryRecord._fields):
+        key = f"memory_{name}"
+        columns[key] = _column(memory, i, RECORD_ARRAYS[key])
 
     # np.lexsort sorts by its last key first and is stable, like sorted() with a tuple key
     orders = {
@@ -408,7 +408,7 @@ def _record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
     }
     for table, names in _TABLES.items():
         for name in names:
-            arrays[name] = columns[name][orders[table]]
+            arrays[name] = columns.pop(name)[orders[table]]
     flat = [c for route in routes for c in route]
     arrays["route_channels"] = np.array(flat, dtype=np.int32).reshape(len(flat))
     arrays["route_offsets"] = np.cumsum([0, *map(len, routes)], dtype=np.int64)
