@@ -136,11 +136,21 @@ for _name in ("t-310b", "t-530b"):
     )
 
 
+def _exact(value: object) -> object:
+    """Numbers as floats (exact below 2**53): the engine keeps some FLOP and byte counts as
+    ints, which any file stores as floats; a tuple (a flow's route) item by item."""
+    if isinstance(value, tuple):
+        return tuple(_exact(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def _digest(trace: object) -> str:
-    """sha256 of the sorted records (every float as its exact repr) and the end time."""
+    """sha256 of the sorted records (every number as its exact float repr) and the end time."""
     h = hashlib.sha256()
     for kind in ("intervals", "flows", "memory"):
-        rows = sorted(repr(tuple(r)) for r in getattr(trace, kind))
+        rows = sorted(repr(_exact(tuple(r))) for r in getattr(trace, kind))
         h.update(f"{kind}:{len(rows)}\n".encode())
         for row in rows:
             h.update(row.encode())
@@ -149,9 +159,29 @@ def _digest(trace: object) -> str:
     return h.hexdigest()
 
 
-def run_one(name: str) -> dict:
-    """Simulate one example; its digest (or error), events and wall time."""
-    from palmsim.api import load_experiment, simulate
+def _folder_digests(folder: Path) -> dict:
+    """Digests of what a run folder holds: its records as read back, its summary (without
+    the host's wall time and the version) and its timeline.csv bytes."""
+    from palmsim.report.export import read_run
+
+    summary, _, trace = read_run(folder)
+    for key in ("simulation_wall_time_s", "palmsim_version", "simulated_events"):
+        summary.pop(key, None)
+    canonical = json.dumps(summary, sort_keys=True).encode()
+    return {
+        "folder_records": _digest(trace),
+        "summary": hashlib.sha256(canonical).hexdigest(),
+        "timeline": hashlib.sha256((folder / "timeline.csv").read_bytes()).hexdigest(),
+    }
+
+
+def run_one(name: str, via_folder: Path | None = None) -> dict:
+    """Simulate one example; its digest (or error), events and wall time.
+
+    With ``via_folder``, also write its run folder there as ``palmsim run --no-plots`` does
+    and digest what the folder holds (records read back, summary, timeline).
+    """
+    from palmsim.api import load_experiment, run_experiment, simulate
     from palmsim.errors import PalmsimError
 
     hw, workload, flags, overrides = EXAMPLES[name]
@@ -161,12 +191,17 @@ def run_one(name: str) -> dict:
         trace = simulate(experiment).trace
     except PalmsimError as error:
         return {"digest": f"{type(error).__name__}: {error}", "events": 0, "wall_s": 0.0}
-    return {
+    out = {
         "digest": _digest(trace),
         "events": trace.num_events,
         "records": len(trace.intervals) + len(trace.flows) + len(trace.memory),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
+    if via_folder is not None:
+        folder = via_folder / name
+        run_experiment(experiment, folder, make_plots=False)
+        out.update(_folder_digests(folder))
+    return out
 
 
 def main() -> int:
@@ -174,18 +209,34 @@ def main() -> int:
     parser.add_argument("--write", help="write the digests to this JSON file")
     parser.add_argument("--check", help="compare against digests written earlier")
     parser.add_argument("--only", help="comma-separated example ids")
+    parser.add_argument(
+        "--via-folder",
+        type=Path,
+        help="also write each run folder here and compare what it holds (records read back, "
+        "summary without wall time, timeline.csv)",
+    )
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(EXAMPLES)
     expected = json.loads(Path(args.check).read_text()) if args.check else {}
     results: dict[str, dict] = {}
     changed = []
     for name in names:
-        results[name] = run_one(name)
+        results[name] = run_one(name, args.via_folder)
         status = ""
         if name in expected:
-            same = expected[name]["digest"] == results[name]["digest"]
-            status = "same" if same else "CHANGED"
-            if not same:
+            mine, theirs = results[name], expected[name]
+            # records read back from the folder must equal the other side's simulated records
+            keys = [("digest", "digest")]
+            if "folder_records" in mine:
+                keys.append(("folder_records", "digest"))
+            keys += [(k, k) for k in ("summary", "timeline") if k in mine and k in theirs]
+            differ = [a for a, b in keys if mine[a] != theirs[b]]
+            status = (
+                "same " + "+".join(a for a, _ in keys)
+                if not differ
+                else "CHANGED " + ",".join(differ)
+            )
+            if differ:
                 changed.append(name)
             status += f" (events {expected[name]['events']} -> {results[name]['events']})"
         print(f"{name:28} {results[name]['digest'][:16]} {results[name]['wall_s']:7.2f}s {status}")
