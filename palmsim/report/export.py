@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import yaml
@@ -360,7 +360,7 @@ def record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
 
 
 def _record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
-    """The columns of :func:`record_arrays`, built with the collector running.
+    """The body of :func:`record_arrays` (which runs it with the collector paused).
 
     Rows are sorted as in :func:`records_csv` (intervals by start, tile, end, category, label;
     flows by start and id; memory by time, tile, bytes), so the file does not depend on the
@@ -418,26 +418,33 @@ def _record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
 
 
 def records_npz(trace: RunTrace) -> bytes:
-    """``records.npz``: the :func:`record_arrays` as ``.npy`` members of a deflated zip.
+    """``records.npz`` as bytes (see :func:`_write_records_npz`)."""
+    buffer = io.BytesIO()
+    _write_records_npz(buffer, trace)
+    return buffer.getvalue()
+
+
+def _write_records_npz(handle: IO[bytes], trace: RunTrace) -> None:
+    """Write ``records.npz``: the :func:`record_arrays` as ``.npy`` members of a deflated zip.
 
     Each float64 column is stored byte-shuffled (its 8 byte planes one after another, as
     HDF5's and Blosc's shuffle filters do) so deflate finds the repeated exponent bytes; the
     reader unshuffles, so values are bit-identical. Members have a fixed timestamp, so equal
-    records give equal bytes (``numpy.savez_compressed`` stamps the clock).
+    records give equal bytes (``numpy.savez_compressed`` stamps the clock). Columns are
+    compressed straight into ``handle`` one at a time, so only one transient copy exists.
     """
     import zipfile
 
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-        for name, array in record_arrays(trace).items():
+    arrays = record_arrays(trace)
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in list(arrays):
+            array = arrays.pop(name)
             if array.dtype == np.float64:
                 array = _shuffle(array)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            member = io.BytesIO()
-            np.lib.format.write_array(member, array, allow_pickle=False)
-            zf.writestr(info, member.getvalue(), compresslevel=6)
-    return buffer.getvalue()
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def _shuffle(column: np.ndarray) -> np.ndarray:
@@ -1032,7 +1039,8 @@ def write_run(
             allow_unicode=True,
         ),
     )
-    _write_bytes(out / RECORDS_FILE, records_npz(trace))
+    with open(out / RECORDS_FILE, "wb") as handle:
+        _write_records_npz(handle, trace)
     if csv_records:
         _write_text(out / "records.csv", records_csv(trace))
 
