@@ -210,6 +210,12 @@ def main() -> int:
     parser.add_argument("--check", help="compare against digests written earlier")
     parser.add_argument("--only", help="comma-separated example ids")
     parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="compare two files written by --write, without simulating",
+    )
+    parser.add_argument(
         "--via-folder",
         type=Path,
         help="also write each run folder here and compare what it holds (records read back, "
@@ -218,10 +224,14 @@ def main() -> int:
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(EXAMPLES)
     expected = json.loads(Path(args.check).read_text()) if args.check else {}
+    done: dict[str, dict] = {}
+    if args.compare:
+        expected, done = (json.loads(Path(f).read_text()) for f in args.compare)
+        names = [n for n in done if n in expected]
     results: dict[str, dict] = {}
     changed = []
     for name in names:
-        results[name] = run_one(name, args.via_folder)
+        results[name] = done[name] if name in done else run_one(name, args.via_folder)
         status = ""
         if name in expected:
             mine, theirs = results[name], expected[name]
@@ -229,10 +239,12 @@ def main() -> int:
             keys = [("digest", "digest")]
             if "folder_records" in mine:
                 keys.append(("folder_records", "digest"))
+                if "folder_records" in theirs:  # and what each side's folder holds
+                    keys.append(("folder_records", "folder_records"))
             keys += [(k, k) for k in ("summary", "timeline") if k in mine and k in theirs]
             differ = [a for a, b in keys if mine[a] != theirs[b]]
             status = (
-                "same " + "+".join(a for a, _ in keys)
+                "same " + "+".join(sorted({a for a, _ in keys}))
                 if not differ
                 else "CHANGED " + ",".join(differ)
             )
