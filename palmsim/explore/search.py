@@ -321,18 +321,22 @@ def search(
         position = 0
 
         def best_line() -> None:
+            # order is sorted by bound: the first one not simulated has the lowest bound left
+            pending = [i for i in order if candidates[i].status != "simulated"]
             left = len(order) - position
-            if not simulated:
-                say(f"simulating: {left} mappings left, none finished yet")
-                return
-            best = min(simulated, key=lambda i: candidates[i].summary["iteration_time_s"])
-            best_s = candidates[best].summary["iteration_time_s"]
-            name = _name(candidates[best].mapping)
-            text = f"simulating: {left} mappings left, best {best_s:.4g} s ({name})"
-            if position < len(order) and objective != "memory":
-                bound_s = candidates[order[position]].lower_bound_s
-                gap = 100 * (best_s - bound_s) / best_s
-                text += f", lowest bound left {bound_s:.4g} s (gap {gap:.1f}%)"
+            text = f"simulating: {left} mappings left, {len(pending) - left} running"
+            best_s = math.nan
+            if simulated:
+                best = min(simulated, key=lambda i: candidates[i].summary["iteration_time_s"])
+                best_s = candidates[best].summary["iteration_time_s"]
+                text += f", best {best_s:.4g} s ({_name(candidates[best].mapping)})"
+            else:
+                text += ", none finished yet"
+            if pending and objective != "memory":
+                bound_s = candidates[pending[0]].lower_bound_s
+                text += f", lowest bound not simulated {bound_s:.4g} s"
+                if simulated:
+                    text += f" (gap {100 * (best_s - bound_s) / best_s:.1f}%)"
             say(text)
 
         while position < len(order):
