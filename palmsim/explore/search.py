@@ -353,6 +353,9 @@ def search(
             batch = order[position : position + min(workers, room)]
             position += len(batch)
             kept = {i: _read_point(out, experiments[i]) for i in batch} if out else {}
+            found = sum(v is not None for v in kept.values())
+            if found and out is not None:
+                say(f"read back {found} finished simulations from {out / 'points'}")
             futures = {
                 i: pool.submit(_simulate, experiments[i]) for i in batch if kept.get(i) is None
             }
