@@ -1,6 +1,6 @@
 """``palmsim validate``: predictions against published measurements of real training runs.
 
-A measurements file (format: ``shared/calibration/measurements.yaml``, schema ``palmsim-
+A measurements file (format: ``validation/measurements.yaml``, schema ``palmsim-
 calibration v1``) lists *cases*. A case that describes a training run (``model``, ``system``
 with ``tp``/``pp``/``dp``, ``training``, ``measured``) becomes an experiment: the shipped
 hardware config of its GPU (or the case's own ``system.hw_config``), a workload built from the
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from palmsim import tile_cases
 from palmsim.api import load_experiment, simulate
 from palmsim.config.loader import read_config_file
 from palmsim.engine.records import RunTrace
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 _REPO = Path(__file__).resolve().parent.parent
-#: The shipped copy of ``shared/calibration/measurements.yaml``.
+#: The calibration set's measurements, shipped in the repository (see validation/README.md).
 DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
 
 #: Shipped hardware config of each GPU a case may name (``system.gpu`` starts with the key).
@@ -344,6 +345,12 @@ def _predictions(result: Any) -> dict[str, float]:
 
 
 def _run_case(case_id: str, case: Mapping[str, Any]) -> list[Comparison]:
+    if tile_cases.is_tile_case(case):  # the tiled-accelerator format (palmsim/tile_cases.py)
+        try:
+            figures = tile_cases.predict(case)
+        except tile_cases.CannotExpressError as why:
+            raise _CaseError(str(why)) from None
+        return [Comparison(case_id, m, measured, predicted) for m, measured, predicted in figures]
     hardware, workload, overrides, flags = case_setup(case)
     experiment = load_experiment(hardware, workload, overrides=overrides, mapping_flags=flags)
     predicted = _predictions(simulate(experiment))

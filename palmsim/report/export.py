@@ -20,7 +20,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
@@ -997,12 +997,13 @@ def write_run(
     plot_kinds: tuple[str, ...] | None = None,
     csv_records: bool = False,
     trace_kind: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write one run's results into ``out_dir`` (created if missing) and return it.
 
     Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
     in its order), ``records.npz`` (:func:`records_npz`), ``timeline.csv`` and, if
-    ``make_plots``, ``plots/{gantt,placement,noc,utilization,memory}.png``; on request
+    ``make_plots``, ``plots/{gantt,placement,noc,utilization,memory,energy}.png``; on request
     ``records.csv`` and ``trace.json.gz``. Existing files of these names are overwritten.
 
     Args:
@@ -1020,11 +1021,27 @@ def write_run(
         csv_records: also write the records as ``records.csv`` (an export; nothing reads it).
         trace_kind: also write the Chrome trace ``trace.json.gz``: ``"full"`` or ``"compact"``
             (:data:`TRACE_KINDS`); ``None`` writes none.
+        progress: called as ``progress(done, total, name)`` before each file is written:
+            files written so far, files in all, and the one being written.
     """
     if trace_kind is not None and trace_kind not in TRACE_KINDS:
         raise ValueError(f"trace_kind {trace_kind!r}: expected one of {', '.join(TRACE_KINDS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    kinds: tuple[str, ...] = ()
+    if make_plots:
+        from palmsim.report import plots  # matplotlib only when asked for
+
+        kinds = tuple(plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds)
+    files = ["summary.json", RECORDS_FILE, *(["records.csv"] if csv_records else [])]
+    files += ["timeline.csv", *([TRACE_FILE] if trace_kind is not None else [])]
+    names = [*files, *(f"plots/{kind}.png" for kind in kinds)]
+
+    def step(name: str) -> None:
+        if progress is not None:
+            progress(names.index(name), len(names), name)
+
+    step("summary.json")
 
     _write_text(
         out / "summary.json",
@@ -1039,11 +1056,14 @@ def write_run(
             allow_unicode=True,
         ),
     )
+    step(RECORDS_FILE)
     with open(out / RECORDS_FILE, "wb") as handle:
         _write_records_npz(handle, trace)
     if csv_records:
+        step("records.csv")
         _write_text(out / "records.csv", records_csv(trace))
 
+    step("timeline.csv")
     if timeline_bin_s is None:
         end_s = float(trace.end_time_s)
         timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
@@ -1053,19 +1073,21 @@ def write_run(
     _write_text(out / "timeline.csv", timeline_csv(timeline))
 
     if trace_kind is not None:
+        step(TRACE_FILE)
         shown = trace if trace_kind == "full" else compact_trace(trace, plan)
         _write_bytes(out / TRACE_FILE, _gzip(_chrome_trace_text(chrome_trace(shown, chip, plan))))
 
-    if make_plots:
+    if kinds:
         from types import SimpleNamespace
-
-        from palmsim.report import plots  # matplotlib only when asked for
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
-        run = SimpleNamespace(trace=trace, chip=chip, plan=plan)
-        for kind in plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds:
+        run = SimpleNamespace(trace=trace, chip=chip, plan=plan, summary=summary)
+        for kind in kinds:
+            step(f"plots/{kind}.png")
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})
+    if progress is not None:
+        progress(len(names), len(names), "")
     return out
 
 
@@ -1146,3 +1168,138 @@ def write_op_table(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pa
     path = out / "op_table.csv"
     _write_text(path, _csv_text(OP_TABLE_COLUMNS, [[r[c] for c in OP_TABLE_COLUMNS] for r in rows]))
     return path
+
+
+# =========================================================================== serving (issue 16)
+# The serving run folder (palmsim serve): requests.csv, iterations.csv, queue.csv,
+# summary.json, resolved_config.yaml, plots/latency_cdf.png, plots/serving_timeseries.png,
+# report.html. Kept apart from the training/inference writers above.
+
+REQUESTS_COLUMNS = (
+    "request_id",
+    "replica",
+    "status",
+    "arrival_s",
+    "prompt_tokens",
+    "output_tokens",
+    "first_scheduled_s",
+    "first_token_s",
+    "finish_s",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "num_preemptions",
+    "decode_replica",
+    "kv_transfer_s",
+)
+ITERATIONS_COLUMNS = (
+    "replica",
+    "start_s",
+    "end_s",
+    "num_seqs",
+    "num_tokens",
+    "num_prefill_tokens",
+    "num_decode_seqs",
+    "kv_blocks_used",
+    "num_waiting",
+    "num_preemptions",
+    "num_sampled",
+    "num_finished",
+)
+QUEUE_COLUMNS = ("time_s", "replica", "num_waiting", "num_in_system")
+
+
+def requests_csv(requests: Sequence[Any]) -> str:
+    """One row per request (:class:`palmsim.engine.serving.RequestRecord`), with its TTFT,
+    TPOT and end-to-end latency (empty where they do not apply)."""
+    rows: list[list[Any]] = []
+    for r in requests:
+        done = r.status == "finished"
+        ttft = r.first_token_s - r.arrival_s if done else ""
+        tpot = (
+            (r.finish_s - r.first_token_s) / (r.output_tokens - 1)
+            if done and r.output_tokens > 1
+            else ""
+        )
+        e2e = r.finish_s - r.arrival_s if done else ""
+        rows.append(
+            [
+                r.request_id,
+                r.replica,
+                r.status,
+                r.arrival_s,
+                r.prompt_tokens,
+                r.output_tokens,
+                r.first_scheduled_s if done else "",
+                r.first_token_s if done else "",
+                r.finish_s if done else "",
+                ttft,
+                tpot,
+                e2e,
+                r.num_preemptions,
+                r.decode_replica,
+                r.kv_transfer_s if r.kv_transfer_s >= 0 else "",
+            ]
+        )
+    return _csv_text(REQUESTS_COLUMNS, rows)
+
+
+def write_serving_run(
+    out_dir: str | Path,
+    *,
+    summary: Mapping[str, Any],
+    resolved_config: Mapping[str, Any],
+    trace: Any,
+    make_plots: bool = True,
+) -> Path:
+    """Write a serving run (a :class:`palmsim.engine.serving.ServingTrace`) into ``out_dir``.
+
+    Files: ``summary.json``, ``resolved_config.yaml``, ``requests.csv``, ``iterations.csv``,
+    ``queue.csv`` and, with ``make_plots``, ``plots/latency_cdf.png``,
+    ``plots/serving_timeseries.png`` and ``report.html`` (summary and both figures).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(
+        out / "summary.json",
+        json.dumps(_json_ready(summary), sort_keys=True, indent=2, allow_nan=False) + "\n",
+    )
+    _write_text(
+        out / "resolved_config.yaml",
+        yaml.safe_dump(_json_ready(resolved_config), sort_keys=False, allow_unicode=True),
+    )
+    _write_text(out / "requests.csv", requests_csv(trace.requests))
+    _write_text(
+        out / "iterations.csv", _csv_text(ITERATIONS_COLUMNS, [list(i) for i in trace.iterations])
+    )
+    _write_text(out / "queue.csv", _csv_text(QUEUE_COLUMNS, [list(q) for q in trace.queue]))
+    if make_plots:
+        from palmsim.report import plots  # matplotlib only when asked for
+        from palmsim.report.serving import latencies, serving_report_html
+
+        folder = out / "plots"
+        folder.mkdir(exist_ok=True)
+        cdf = plots.latency_cdf(latencies(trace.requests), folder / "latency_cdf.png")
+        series = plots.serving_timeseries(
+            trace.iterations, trace.queue, trace.num_kv_blocks, folder / "serving_timeseries.png"
+        )
+        figures = {"latency_cdf": cdf.read_bytes(), "serving_timeseries": series.read_bytes()}
+        _write_text(out / "report.html", serving_report_html(summary, resolved_config, figures))
+    return out
+
+
+def write_latency_load(
+    out_dir: str | Path, curves: Mapping[str, Sequence[tuple[float, float, float]]]
+) -> Path:
+    """``latency_load.csv`` and ``latency_load.png`` of a rate sweep: per curve and rate, the
+    p90 TTFT and TPOT [s]."""
+    from palmsim.report import plots  # matplotlib only when asked for
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [[name, *point] for name, points in curves.items() for point in points]
+    _write_text(
+        out / "latency_load.csv",
+        _csv_text(("curve", "rate_per_s", "ttft_p90_s", "tpot_p90_s"), rows),
+    )
+    return plots.latency_load(curves, out / "latency_load.png")

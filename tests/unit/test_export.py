@@ -401,3 +401,21 @@ def test_a_foreign_or_inconsistent_record_file_is_named_with_what_is_wrong(run):
         parse_records_npz(
             _npz({**arrays, "labels": arrays["labels"][:1]}), end_time_s=1.0, num_events=1
         )
+
+
+def test_write_run_reports_progress_file_by_file(tmp_path, run):
+    """Before each file: (files written so far, files in all, the file); then (n, n, "")."""
+    reports: list[tuple[int, int, str]] = []
+    write_run(
+        tmp_path,
+        plot_kinds=("gantt",),
+        progress=lambda *report: reports.append(report),
+        **run,
+    )
+    assert reports == [
+        (0, 4, "summary.json"),
+        (1, 4, "records.npz"),
+        (2, 4, "timeline.csv"),
+        (3, 4, "plots/gantt.png"),
+        (4, 4, ""),
+    ]
