@@ -1,6 +1,6 @@
 """``palmsim validate``: predictions against published measurements of real training runs.
 
-A measurements file (format: ``shared/calibration/measurements.yaml``, schema ``palmsim-
+A measurements file (format: ``validation/measurements.yaml``, schema ``palmsim-
 calibration v1``) lists *cases*. A case that describes a training run (``model``, ``system``
 with ``tp``/``pp``/``dp``, ``training``, ``measured``) becomes an experiment: the shipped
 hardware config of its GPU (or the case's own ``system.hw_config``), a workload built from the
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from palmsim import tile_cases
 from palmsim.api import load_experiment, simulate
 from palmsim.config.loader import read_config_file
 from palmsim.engine.records import RunTrace
@@ -43,11 +44,15 @@ __all__ = [
     "format_report",
     "shipped",
     "validate",
+    "with_case_settings",
 ]
 
 _REPO = Path(__file__).resolve().parent.parent
-#: The shipped copy of ``shared/calibration/measurements.yaml``.
+#: The calibration set's measurements, shipped in the repository (see validation/README.md).
 DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
+#: Settings the measurements file gives only in prose, as typed keys per case id, in a file
+#: of this name beside it (the shipped measurements are an unedited copy).
+CASE_SETTINGS_FILE = "case_settings.yaml"
 
 #: Shipped hardware config of each GPU a case may name (``system.gpu`` starts with the key).
 #: A case can name its own config instead with ``system.hw_config``.
@@ -243,6 +248,9 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
     training = case.get("training") or {}
     if int(system.get("cp", 1) or 1) > 1:
         raise _CaseError("context parallelism is not modelled")
+    if int(model.get("num_experts", 0) or 0) > 0 or int(system.get("ep", 1) or 1) > 1:
+        # The case's model would otherwise be built dense from its arch family.
+        raise _CaseError("mixture-of-experts: expert parallelism is not in the mapping yet")
     hardware = system.get("hw_config")
     if hardware is None:
         gpu = str(system.get("gpu", ""))
@@ -337,6 +345,12 @@ def _predictions(result: Any) -> dict[str, float]:
 
 
 def _run_case(case_id: str, case: Mapping[str, Any]) -> list[Comparison]:
+    if tile_cases.is_tile_case(case):  # the tiled-accelerator format (palmsim/tile_cases.py)
+        try:
+            figures = tile_cases.predict(case)
+        except tile_cases.CannotExpressError as why:
+            raise _CaseError(str(why)) from None
+        return [Comparison(case_id, m, measured, predicted) for m, measured, predicted in figures]
     hardware, workload, overrides, flags = case_setup(case)
     experiment = load_experiment(hardware, workload, overrides=overrides, mapping_flags=flags)
     predicted = _predictions(simulate(experiment))
@@ -373,6 +387,9 @@ def validate(
     cases = raw.get("cases")
     if not isinstance(cases, list):
         raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
+    settings = Path(source).with_name(CASE_SETTINGS_FILE)
+    if settings.is_file():
+        cases = with_case_settings(cases, read_config_file(str(settings)), str(settings))
     ids = [str(c.get("id", f"#{i}")) for i, c in enumerate(cases)]
     unknown = [name for name in only if name not in ids]
     if unknown:
@@ -393,6 +410,32 @@ def validate(
         except PalmsimError as error:  # e.g. a MappingError: the case does not fit
             skipped.append(Skipped(case_id, f"{type(error).__name__}: {error}"))
     return ValidationReport(str(source), tuple(comparisons), tuple(skipped))
+
+
+def with_case_settings(cases: Sequence[Any], settings: Mapping[str, Any], source: str) -> list[Any]:
+    """``cases`` with each section of ``settings["cases"][id]`` merged into the same section
+    of the case of that id (the settings' keys win).
+
+    Raises:
+        ConfigError: the settings are not a mapping of case ids to sections, or name a case
+            the measurements do not have.
+    """
+    by_id = settings.get("cases")
+    if not isinstance(by_id, Mapping):
+        raise ConfigError.single(source, "cases", by_id, "a mapping of case ids to settings")
+    ids = [c.get("id") for c in cases if isinstance(c, Mapping)]
+    unknown = [k for k in by_id if k not in ids]
+    if unknown:
+        raise ConfigError.single(source, "cases", unknown[0], "a case id of the measurements")
+    merged = []
+    for case in cases:
+        extra = by_id.get(case.get("id")) if isinstance(case, Mapping) else None
+        if isinstance(extra, Mapping):
+            case = dict(case)
+            for section, keys in extra.items():
+                case[section] = {**(case.get(section) or {}), **keys}
+        merged.append(case)
+    return merged
 
 
 def format_report(report: ValidationReport) -> str:

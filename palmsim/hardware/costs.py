@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from palmsim.hardware.compute import gemm_time_s, op_time_s
+from palmsim.hardware.compute import gemm_terms_s, op_time_s
 
 if TYPE_CHECKING:
     from palmsim.config.specs import HardwareSpec, TileSpec
@@ -46,13 +46,20 @@ class OperandPlacement:
 
 @dataclass(frozen=True, slots=True)
 class PassCost:
-    """What one pass of some work costs on one tile: time [s], FLOP and bytes [B]."""
+    """What one pass of some work costs on one tile: time [s], FLOP and bytes [B].
+
+    Two terms of ``time_s`` are kept for the report's compute/memory/latency verdict
+    (:func:`palmsim.report.metrics.step_bound`): ``launch_latency_s``, the fixed per-kernel
+    times it includes, and ``flop_time_s``, its FLOP at the achievable rate (the compute roof).
+    """
 
     time_s: float
     flop: float
     sram_bytes: float
     dram_read_bytes: float
     dram_write_bytes: float
+    launch_latency_s: float = 0.0
+    flop_time_s: float = 0.0
 
 
 def gemm_operand_bandwidth_bytes_per_s(hw: HardwareSpec) -> float:
@@ -79,8 +86,10 @@ def op_pass_time_s(
     peak_flop_per_s: float,
     operand_bandwidth_bytes_per_s: float,
     part: str = "both",
-) -> float:
-    """One op's time on a tile for one pass (``F`` or ``B``).
+) -> tuple[float, float, float]:
+    """One op's time on a tile for one pass (``F`` or ``B``), with two of its terms:
+    ``(time_s, launch_s, flop_s)``, ``launch_s`` its fixed per-kernel time and ``flop_s`` its
+    FLOP at the achievable rate (the compute roof).
 
     - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
       the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``
@@ -95,8 +104,8 @@ def op_pass_time_s(
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
 
-        def gemm(rows: float, inner: float, cols: float, nbytes: float) -> float:
-            return gemm_time_s(
+        def gemm(rows: float, inner: float, cols: float, nbytes: float) -> tuple[float, ...]:
+            launch_s, compute_s, memory_s = gemm_terms_s(
                 rows,
                 inner,
                 cols,
@@ -110,20 +119,25 @@ def op_pass_time_s(
                 memory_bandwidth_bytes_per_s=operand_bandwidth_bytes_per_s,
                 launch_latency_s=g.launch_latency_s,
             )
+            return launch_s + max(compute_s, memory_s), launch_s, compute_s
 
         # The op's own byte counts (ops.matmul_cost): the forward reads A and B and writes C;
         # each backward product moves half the backward's activation bytes and the weight
         # (dA reads B, dB writes the weight gradient).
         if phase == "B":
             half = op.bytes_bwd / 2 + op.weight_bytes
-            dgrad_s = gemm(m, n, k, half) if part != "wgrad" else 0.0
-            wgrad_s = gemm(k, m, n, half) if part != "dgrad" else 0.0
-            return dgrad_s + wgrad_s
-        return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
+            none = (0.0, 0.0, 0.0)
+            dgrad = gemm(m, n, k, half) if part != "wgrad" else none
+            wgrad = gemm(k, m, n, half) if part != "dgrad" else none
+            return dgrad[0] + wgrad[0], dgrad[1] + wgrad[1], dgrad[2] + wgrad[2]
+        time_s, launch_s, flop_s = gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
+        return time_s, launch_s, flop_s
     if flop == 0.0 and tile.memory_ops is not None:
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
-        return tile.memory_ops.time_s(op.kind, all_bytes, kernels)
-    return _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
+        launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s
+        return tile.memory_ops.time_s(op.kind, all_bytes, kernels), launch_s, 0.0
+    time_s = _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
+    return time_s, 0.0, flop / (peak_flop_per_s * tile.compute_efficiency)
 
 
 def _roofline_s(flop: float, sram_bytes: float, tile: TileSpec, peak_flop_per_s: float) -> float:
@@ -158,7 +172,7 @@ def pass_cost(
     ``--gradient-accumulation-fusion`` does, or into a norm's kernel); otherwise they are
     left to :func:`accumulation_cost`.
     """
-    compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
+    compute_s = flop_total = sram_total = dram_read = dram_write = launch_s = flop_s = 0.0
     for op in ops:
         part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
         weights = op.weight_bytes
@@ -181,7 +195,7 @@ def pass_cost(
             act * where.activations / 2 + weights * where.weights + grad * where.gradients / 2
         )
         dram_write += act * where.activations / 2 + grad * where.gradients / 2
-        compute_s += op_pass_time_s(
+        time_s, op_launch_s, op_flop_s = op_pass_time_s(
             op,
             phase,
             flop,
@@ -192,9 +206,12 @@ def pass_cost(
             operand_bandwidth_bytes_per_s,
             part,
         )
+        compute_s += time_s
+        launch_s += op_launch_s
+        flop_s += op_flop_s
         flop_total += flop
         sram_total += sram
-    return PassCost(compute_s, flop_total, sram_total, dram_read, dram_write)
+    return PassCost(compute_s, flop_total, sram_total, dram_read, dram_write, launch_s, flop_s)
 
 
 def accumulation_cost(
@@ -217,14 +234,16 @@ def accumulation_cost(
         return None
     nbytes = 3.0 * params * grad_bytes_per_param
     sram = nbytes * (1 - where.gradients)
+    launch_s = 0.0
     if tile.memory_ops is not None:
         kernels = sum(op.param_tensors for op in ops)
         time_s = tile.memory_ops.time_s("elementwise", nbytes, kernels)
+        launch_s = kernels * tile.memory_ops.for_kind("elementwise").launch_latency_s
     else:
         time_s = _roofline_s(0.0, sram, tile, peak_flop_per_s)
     read = 2.0 / 3.0 * nbytes * where.gradients
     write = 1.0 / 3.0 * nbytes * where.gradients
-    return PassCost(time_s, 0.0, sram, read, write)
+    return PassCost(time_s, 0.0, sram, read, write, launch_s)
 
 
 def optimizer_step_cost(
@@ -273,11 +292,13 @@ def optimizer_step_cost(
         + (read_state + write_state) * (1 - where.optimizer)
         + (read_weights + write_weights) * (1 - where.weights)
     )
+    launch_s = 0.0
     if tile.memory_ops is not None:  # memory-bound kernels, one after the other
         time_s = tile.memory_ops.time_s("optimizer", sram + dram_read + dram_write, kernels)
+        launch_s = kernels * tile.memory_ops.for_kind("optimizer").launch_latency_s
     else:
         time_s = _roofline_s(0.0, sram, tile, peak_flop_per_s)
-    return PassCost(time_s, 0.0, sram, dram_read, dram_write)
+    return PassCost(time_s, 0.0, sram, dram_read, dram_write, launch_s)
 
 
 def kv_attention_cost(
@@ -290,11 +311,16 @@ def kv_attention_cost(
     spill_token: int,
     tile: TileSpec,
     peak_flop_per_s: float,
+    roof_peak_flop_per_s: float | None = None,
 ) -> PassCost:
     """Attention of one layer over cached tokens ``[ctx_from, ctx_to)`` and the cache write of
     ``new_tokens`` new ones: ``flop_per_token`` per cached token, ``bytes_per_token`` read per
     cached token and written per new token. Tokens below ``spill_token`` live in SRAM, the
-    rest in DRAM (read over the NoC from the tile's port)."""
+    rest in DRAM (read over the NoC from the tile's port).
+
+    The time runs at ``peak_flop_per_s`` (the attention's math fidelity); ``flop_time_s``,
+    the verdict's compute roof, at ``roof_peak_flop_per_s`` (default: the same peak).
+    """
     ctx = ctx_to - ctx_from
     flop = flop_per_token * ctx
     in_sram = max(0, min(ctx_to, spill_token) - ctx_from)
@@ -302,6 +328,12 @@ def kv_attention_cost(
     sram = bytes_per_token * (in_sram + new_sram)
     read_dram = bytes_per_token * (ctx - in_sram)
     write_dram = bytes_per_token * (new_tokens - new_sram)
+    roof = peak_flop_per_s if roof_peak_flop_per_s is None else roof_peak_flop_per_s
     return PassCost(
-        _roofline_s(flop, sram, tile, peak_flop_per_s), flop, sram, read_dram, write_dram
+        _roofline_s(flop, sram, tile, peak_flop_per_s),
+        flop,
+        sram,
+        read_dram,
+        write_dram,
+        flop_time_s=flop / (roof * tile.compute_efficiency),
     )

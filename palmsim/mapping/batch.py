@@ -19,7 +19,13 @@ class Batch:
     tokens_per_iteration: int
     peak_flop_per_s: float  # per tile, at ``dtype``
     dtype: str
-    elem_bytes: int  # bytes of one activation element in ``dtype``
+    elem_bytes: float  # bytes of one activation element in ``dtype``
+
+    @property
+    def training_elem_bytes(self) -> int:
+        """Bytes of one element of a training dtype (fp32, fp16, bf16: whole bytes), the
+        unit of weights and gradients in the training memory and cost passes."""
+        return int(self.elem_bytes)
 
 
 def _microbatches(what: str, batch: int, dp: int, mbs: int, unit: str) -> int:

@@ -22,8 +22,12 @@ set. Within the KV cache the oldest tokens take the SRAM: tokens up to the *spil
 the cost of spilling grows with the context, step by step. DRAM bytes move as contended flows
 over the NoC to the port, as in training.
 
-Weights in ``int8`` are weight-only quantisation: they are stored and read as 1 byte, the
-arithmetic runs at the peak of the activation ``dtype``.
+Weights in ``int8`` (or a block format, ``bfp8``/``bfp4``) are weight-only quantisation: they
+are stored and read in their format, the arithmetic runs at the peak of the activation
+``dtype``. The MLP's weights may have their own format (``mlp_weight_dtype``); each block's
+GEMMs run at the efficiency of its weight format and the activation dtype's peak at the math
+fidelity chosen for that format (``math_fidelity``), the KV-cache attention at the fidelity
+chosen for the activation dtype.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TrainingSpec
+from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, InferenceSpec, TrainingSpec
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import (
     OperandPlacement,
@@ -73,7 +77,7 @@ TOKEN_ID_BYTES = 8
 
 
 def kv_cache_bytes(
-    layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, elem_bytes: int
+    layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, elem_bytes: float
 ) -> float:
     """KV-cache bytes: ``2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes``.
 
@@ -83,12 +87,30 @@ def kv_cache_bytes(
     return float(2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes)
 
 
-def _with_weight_dtype(ops: tuple[Op, ...], weight_elem: int) -> tuple[Op, ...]:
+def _with_weight_dtype(ops: tuple[Op, ...], weight_elem: float) -> tuple[Op, ...]:
     """The ops with weights read in the storage dtype (weight-only quantisation)."""
     return tuple(
         dataclasses.replace(op, weight_bytes=op.params * weight_elem) if op.weight_bytes else op
         for op in ops
     )
+
+
+def _block_dtype(inf: InferenceSpec, block: str) -> str:
+    """The format a block's weights are stored in: the MLP's may differ from the rest."""
+    if block == "mlp" and inf.mlp_weight_dtype:
+        return inf.mlp_weight_dtype
+    return inf.weight_dtype
+
+
+def _costing(experiment: ExperimentSpec, weight_dtype: str, where: OperandPlacement) -> Costing:
+    """How a block of GEMMs on weights in ``weight_dtype`` is costed: the tile at the GEMM
+    efficiency of that format, the activation dtype's peak at the math fidelity chosen for
+    the format (``inference.math_fidelity``)."""
+    hw, inf = experiment.hardware, experiment.workload.inference
+    assert inf is not None
+    tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(weight_dtype))
+    peak = hw.tile.peak_for(inf.dtype, dict(inf.math_fidelity).get(weight_dtype))
+    return Costing(tile, peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +146,16 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=batch.dtype)
     tied = mapping.pp > 1 or not model.tie_word_embeddings
 
-    def storage(b: Block) -> Block:
-        return dataclasses.replace(b, ops=_with_weight_dtype(b.ops, w_elem))
+    def storage(b: Block, elem: float) -> Block:
+        return dataclasses.replace(b, ops=_with_weight_dtype(b.ops, elem))
 
     return _Pass(
-        tuple(storage(b) for b in layer_blocks(model, spec, mbs, tp)),
-        storage(embedding_block(model, spec, mbs, tp)),
-        storage(head_block(model, spec, mbs, tp, count_tied_weights=tied)),
+        tuple(
+            storage(b, DTYPE_BYTES[_block_dtype(inf, b.name)])
+            for b in layer_blocks(model, spec, mbs, tp)
+        ),
+        storage(embedding_block(model, spec, mbs, tp), w_elem),
+        storage(head_block(model, spec, mbs, tp, count_tied_weights=tied), w_elem),
     )
 
 
@@ -254,12 +279,17 @@ def _stage_memory(
     requests = inf.batch // mapping.dp  # requests whose cache one tile of a replica holds
     total_tokens = inf.prompt_len + inf.output_len
     prefill = serving.prefill
-    own = [op for b in prefill.layer for op in b.ops] * (last - first)
+    # Weight storage by parameters, each block in its own format (MLP and attention may
+    # differ), embedding and head in weight_dtype.
+    w_elem = DTYPE_BYTES[inf.weight_dtype]
+    own = [(op, DTYPE_BYTES[_block_dtype(inf, b.name)]) for b in prefill.layer for op in b.ops] * (
+        last - first
+    )
     if s == 0:
-        own += prefill.embed.ops
+        own += [(op, w_elem) for op in prefill.embed.ops]
     if s == serving.pp - 1:
-        own += prefill.head.ops
-    weights = float(sum(op.params for op in own)) * DTYPE_BYTES[inf.weight_dtype]
+        own += [(op, w_elem) for op in prefill.head.ops]
+    weights = float(sum(op.params * e for op, e in own))
     kv_per_token = kv_cache_bytes(
         last - first,
         serving.kv_heads_per_tile,
@@ -306,10 +336,13 @@ def _stage(
     assert inf is not None
     memory = _stage_memory(experiment, serving, s, layers)
     where, spill_token = memory.where, memory.spill_token
-    costing = Costing(
-        hw.tile, batch.peak_flop_per_s, 0, where, gemm_operand_bandwidth_bytes_per_s(hw)
-    )
-    lower = _Lowering(experiment, batch, serving, costing, s, layers, spill_token)
+    attention_peak = hw.tile.peak_for(inf.dtype, dict(inf.math_fidelity).get(inf.dtype))
+    costing = Costing(hw.tile, attention_peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
+    blocks = {
+        d: _costing(experiment, d, where)
+        for d in {inf.weight_dtype, *(_block_dtype(inf, b.name) for b in serving.decode.layer)}
+    }
+    lower = _Lowering(experiment, batch, serving, costing, blocks, s, layers, spill_token)
     prefill_steps = lower.program(serving.prefill, 0, inf.prompt_len, "P", "P")
     decode = tuple(
         lower.program(serving.decode, inf.prompt_len + k - 1, 1, f"D{k}", "D")
@@ -350,7 +383,8 @@ class _Lowering:
     experiment: ExperimentSpec
     batch: Batch
     serving: _Serving
-    costing: Costing
+    costing: Costing  # the KV-cache attention's: the tile, the attention's peak
+    blocks: dict[str, Costing]  # a block's, by the format of its weights
     stage: int
     layers: tuple[int, int]
     spill_token: int
@@ -367,6 +401,7 @@ class _Lowering:
             spill_token=self.spill_token,
             tile=self.costing.tile,
             peak_flop_per_s=self.costing.peak_flop_per_s,
+            roof_peak_flop_per_s=self.batch.peak_flop_per_s,
         )
         return compute_step(cost, unit, "kv", block_name="kv")
 
@@ -374,7 +409,10 @@ class _Lowering:
         self, blocks: _Pass, ctx: int, new_tokens: int, prefix: str, tag: str
     ) -> tuple[Step, ...]:
         """One pass over ``new_tokens`` per request with ``ctx`` tokens cached."""
-        s, tp, costing = self.stage, self.serving.tp, self.costing
+        s, tp = self.stage, self.serving.tp
+        inf = self.experiment.workload.inference
+        assert inf is not None
+        costing = self.blocks[inf.weight_dtype]  # the embedding's and the head's
         steps: list[Step] = []
         if s > 0:
             gather = _p2p(self.experiment, self.batch, new_tokens)[1]
@@ -387,7 +425,8 @@ class _Lowering:
         for i in range(*self.layers):
             unit = Unit(f"L{i}", i, blocks.layer, prefix, tag)
             for b in blocks.layer:
-                steps.append(costing.step(b.ops, "F", unit, b.name))
+                block_costing = self.blocks[_block_dtype(inf, b.name)]
+                steps.append(block_costing.step(b.ops, "F", unit, b.name))
                 if b.name == "attn" and ctx + new_tokens > 0:
                     steps.append(self.kv_step(unit, ctx, new_tokens))
                 steps += tp_collective(

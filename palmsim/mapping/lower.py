@@ -138,6 +138,8 @@ def compute_step(
         cost.dram_read_bytes,
         cost.dram_write_bytes,
         from_microbatch,
+        cost.launch_latency_s,
+        cost.flop_time_s,
         layer=unit.layer,
         block=block_name,
         op=op,
@@ -304,7 +306,7 @@ def optimizer_step(
     )  # fmt: skip
     return ComputeStep(
         "optimizer", cost.time_s, 0.0, cost.sram_bytes, cost.dram_read_bytes,
-        cost.dram_write_bytes, op="optimizer",
+        cost.dram_write_bytes, launch_latency_s=cost.launch_latency_s, op="optimizer",
     )  # fmt: skip
 
 

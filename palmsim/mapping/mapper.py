@@ -168,7 +168,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     model = _model(experiment, batch)
     # partition: cost balances compute alone: everything in SRAM, accumulation in the GEMM
     everything_in_sram = Costing(
-        hw.tile, batch.peak_flop_per_s, batch.elem_bytes, OperandPlacement(),
+        hw.tile, batch.peak_flop_per_s, batch.training_elem_bytes, OperandPlacement(),
         gemm_operand_bandwidth_bytes_per_s(hw),
     )  # fmt: skip
     layout = stage_layout(
@@ -218,7 +218,7 @@ def _costing(
     return Costing(
         hw.tile,
         batch.peak_flop_per_s,
-        batch.elem_bytes,
+        batch.training_elem_bytes,
         where,
         gemm_operand_bandwidth_bytes_per_s(hw),
         fused_accumulation=mapping.grad_accumulation == "fused",
@@ -253,7 +253,7 @@ def _stage_memory(
         mapping,
         sum(op.params for u in units for b in u.blocks for op in b.ops),
         max(_params(u) for u in units),
-        batch.elem_bytes,
+        batch.training_elem_bytes,
         optimizer_state_bytes_per_param(workload.training.optimizer, batch.dtype),
     )
     activations = peak_held_bytes(steps, chunks, per_microbatch) + working
@@ -281,7 +281,9 @@ def _stage(
         for op in b.ops
     )
     state = optimizer_state_bytes_per_param(workload.training.optimizer, batch.dtype)
-    optimizer = optimizer_step(costing, params / (dp if zero >= 1 else 1), batch.elem_bytes, state)
+    optimizer = optimizer_step(
+        costing, params / (dp if zero >= 1 else 1), batch.training_elem_bytes, state
+    )
     send_blocks, grad_reduce = engine_policy(mapping, zero=zero)
     steps, chunks = layout.orders[s]
     programs = {}

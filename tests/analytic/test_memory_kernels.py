@@ -83,9 +83,13 @@ def test_a_memory_bound_gemm_is_bounded_by_the_streaming_bandwidth() -> None:
     )
     assert scores.bytes_fwd == 2 * batch * (2 * s * d + s * s)
     bandwidth = gemm_operand_bandwidth_bytes_per_s(hw)
-    t = op_pass_time_s(scores, "F", scores.flop_fwd, 0.0, 0.0, tile, 312e12, bandwidth)
+    t, launch_s, flop_s = op_pass_time_s(
+        scores, "F", scores.flop_fwd, 0.0, 0.0, tile, 312e12, bandwidth
+    )
     assert t == pytest.approx(scores.bytes_fwd / 1.5e12, rel=1e-12)
     assert scores.flop_fwd / 312e12 < t
+    # its compute term (no quantisation loss, max efficiency 1) and no launch latency
+    assert flop_s == pytest.approx(scores.flop_fwd / 312e12, rel=1e-12) and launch_s == 0.0
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,43 @@ import yaml
 
 from palmsim.cli import EXIT_VALIDATION_FAILED, main
 from palmsim.engine.records import IntervalRecord, RunTrace
-from palmsim.validate import Comparison, ValidationReport, _layer_times_s, case_setup, validate
+from palmsim.validate import (
+    Comparison,
+    ValidationReport,
+    _layer_times_s,
+    case_setup,
+    validate,
+    with_case_settings,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = yaml.safe_load((REPO / "validation" / "measurements.yaml").read_text())["cases"]
+SHIPPED = with_case_settings(
+    yaml.safe_load((REPO / "validation" / "measurements.yaml").read_text())["cases"],
+    yaml.safe_load((REPO / "validation" / "case_settings.yaml").read_text()),
+    "case_settings.yaml",
+)
 
 
 def _case(case_id: str) -> dict:
     return next(c for c in SHIPPED if c["id"] == case_id)
 
 
-def test_shipped_copy_is_the_calibration_set() -> None:
-    """validation/measurements.yaml is shared/calibration/measurements.yaml, unedited."""
-    shared = REPO.parent / "shared" / "calibration" / "measurements.yaml"
-    if not shared.exists():
-        pytest.skip("shared/calibration is not beside this checkout")
-    assert (REPO / "validation" / "measurements.yaml").read_text() == shared.read_text()
+def test_shipped_copies_are_the_calibration_set_unedited() -> None:
+    """validation/{hw_specs,measurements}.yaml are the calibration set's files, unedited: their
+    SHA-256 sums are the ones recorded when they were copied (validation/SHA256SUMS), and where
+    the calibration set lies beside the checkout (../shared/calibration), they equal it."""
+    import hashlib
+
+    folder = REPO / "validation"
+    recorded = dict(
+        reversed(line.split()) for line in (folder / "SHA256SUMS").read_text().splitlines()
+    )
+    assert sorted(recorded) == ["hw_specs.yaml", "measurements.yaml"]
+    for name, digest in recorded.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+        shared = REPO.parent / "shared" / "calibration" / name
+        if shared.exists():  # an extra check where the calibration set is at hand
+            assert (folder / name).read_bytes() == shared.read_bytes(), name
 
 
 def test_megatron_case_becomes_its_experiment() -> None:
@@ -176,6 +197,10 @@ def test_tp_overlap_comes_from_training_never_from_the_notes() -> None:
     all-reduce overlaps the weight-gradient GEMM); the notes alone decide nothing."""
     layer = _case("korthikanti22_t4_22B_layer_baseline_no_recompute")
     assert case_setup(layer)[3]["tp_overlap"] is True
+    raw = yaml.safe_load((REPO / "validation" / "measurements.yaml").read_text())["cases"]
+    unmerged = next(c for c in raw if c["id"] == layer["id"])
+    assert "overlapped with weight-gradient GEMM" in unmerged["notes"]
+    assert case_setup(unmerged)[3]["tp_overlap"] is False  # the notes alone decide nothing
     training = {k: v for k, v in layer["training"].items() if k != "tp_overlap"}
     assert case_setup({**layer, "training": training})[3]["tp_overlap"] is False
     own = {**layer, "training": {**layer["training"], "tp_overlap": False}}
