@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from palmsim import __version__
+from palmsim import __version__, guard
 from palmsim.config.loader import (
     load_hardware,
     load_mapping,
@@ -27,7 +27,7 @@ from palmsim.config.specs import ExperimentSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem, RunDirError
-from palmsim.hardware.chip import Chip
+from palmsim.hardware.chip import Chip, max_tiles
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.partition import PARTITIONERS
@@ -147,15 +147,24 @@ class SimulationResult:
 def simulate(experiment: ExperimentSpec) -> SimulationResult:
     """Elaborate the chip, map the workload and simulate one training iteration.
 
+    :mod:`palmsim.guard` checks the run's budgets (``run.max_events``, ``run.max_memory``)
+    before the chip is elaborated and again before simulating.
+
     Raises:
-        MappingError: the mapping is infeasible.
+        ConfigError: the chip has more tiles than the budgets allow.
+        MappingError: the mapping is infeasible, or too large for the budgets.
         SimulationError: simulated work did not finish.
     """
-    chip = Chip.from_spec(experiment.hardware)
+    run = experiment.run
+    guard.check_experiment(experiment)
+    chip = Chip.from_spec(
+        experiment.hardware, max_tiles=max_tiles(run.max_memory_bytes, run.max_events)
+    )
     if experiment.workload.mode == "inference":
         plan = map_inference(experiment, chip)
     else:
         plan = map_workload(experiment, chip)
+    guard.check_plan(plan, chip, run)
     log.info(
         "simulating %d tiles, %d stages, %d micro-batches",
         len(plan.used_tiles),

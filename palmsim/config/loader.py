@@ -670,6 +670,8 @@ def _run_schema() -> Schema:
         "seed": _int_rule(minimum=0),
         "until": _optional_time_rule(),
         "symmetric_replicas": _bool_rule(),
+        "max_events": _int_rule(),
+        "max_memory": _quantity_rule("bytes", positive=True),
     }
 
 
@@ -827,6 +829,8 @@ def normalise_run(raw: Mapping[str, Any]) -> dict[str, Any]:
     until = defaults["until_s"]
     out.setdefault("until", None if until is None else format_exact(until, "time"))
     out.setdefault("symmetric_replicas", defaults["symmetric_replicas"])
+    out.setdefault("max_events", defaults["max_events"])
+    out.setdefault("max_memory", format_exact(defaults["max_memory_bytes"], "bytes"))
     return out
 
 
@@ -1256,6 +1260,8 @@ def build_run(values: Mapping[str, Any]) -> RunSpec:
         seed=values["seed"],
         until_s=values["until"],
         symmetric_replicas=values["symmetric_replicas"],
+        max_events=values["max_events"],
+        max_memory_bytes=values["max_memory"],
     )
 
 
@@ -1381,5 +1387,11 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
         return {f.name: getattr(spec, f.name) for f in fields(MappingSpec)}
     if isinstance(spec, RunSpec):
         until = None if spec.until_s is None else format_exact(spec.until_s, "time")
-        return {"seed": spec.seed, "until": until, "symmetric_replicas": spec.symmetric_replicas}
+        return {
+            "seed": spec.seed,
+            "until": until,
+            "symmetric_replicas": spec.symmetric_replicas,
+            "max_events": spec.max_events,
+            "max_memory": format_exact(spec.max_memory_bytes, "bytes"),
+        }
     raise TypeError(f"spec_to_raw: not a spec: {type(spec).__name__}")

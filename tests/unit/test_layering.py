@@ -19,6 +19,7 @@ RANK = {
     "workload": 2,
     "mapping": 3,
     "engine": 4,
+    "guard": 4.5,
     "report": 5,
     "api": 6,
     "validate": 6,
