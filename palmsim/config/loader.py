@@ -34,7 +34,12 @@ from typing import Any, TypeGuard
 
 import yaml
 
-from palmsim.config.overrides import OVERRIDE_WHERE, apply_overrides, split_overrides
+from palmsim.config.overrides import (
+    OVERRIDE_WHERE,
+    apply_overrides,
+    blame_overrides,
+    split_overrides,
+)
 from palmsim.config.specs import (
     DTYPE_BYTES,
     GRAD_ACCUMULATION_MODES,
@@ -1020,7 +1025,7 @@ def load_hardware(
     problems += parse_problems
     problems += check_hardware(values, where)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(blame_overrides(problems, overrides, "hw", where))
     return build_hardware(values)
 
 
@@ -1179,7 +1184,8 @@ def load_workload(
             )
         )
     if problems:
-        raise ConfigError(problems)
+        canonical = _canonical_model_overrides(overrides)
+        raise ConfigError(blame_overrides(problems, canonical, "workload", where))
     if values["mode"] == "inference" and values["inference"].get("mapping"):
         # The inference mapping section replaces the training one (serving uses other splits).
         return build_workload(values), values["inference"]["mapping"]

@@ -22,6 +22,7 @@ input: :func:`apply_overrides` returns a deep copy.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "SECTIONS",
     "Override",
     "apply_overrides",
+    "blame_overrides",
     "parse_override",
     "split_overrides",
 ]
@@ -167,3 +169,39 @@ def apply_overrides(
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def _covers(path: str, key: str) -> bool:
+    """Whether an override of dotted ``path`` set (part of) the value at problem ``key``."""
+    return (
+        key == path
+        or key.startswith((path + ".", path + "["))
+        or path.startswith((key + ".", key + "["))
+    )
+
+
+def blame_overrides(
+    problems: Sequence[ConfigProblem], overrides: Sequence[str], prefix: str, where: str
+) -> list[ConfigProblem]:
+    """``problems`` with those of file ``where`` at a key an override set blamed on it.
+
+    A problem at ``noc.link_bandwith`` of the hardware file, when ``--set
+    hw.noc.link_bandwith=1`` put it there, names ``--set hw.noc.link_bandwith=1 (applied to
+    FILE)``: the user typed the mistake on the command line, not in the file. The last
+    override of a key wins, as in :func:`apply_overrides`.
+    """
+    section = prefix.rstrip(".")
+    try:
+        mine = split_overrides(overrides)[section]
+    except ConfigError:
+        return list(problems)
+    out = []
+    for problem in problems:
+        if problem.file == where:
+            for ov in reversed(mine):
+                if _covers(".".join(ov.path), problem.key):
+                    blamed = f"{OVERRIDE_WHERE} {ov.text} (applied to {where})"
+                    problem = dataclasses.replace(problem, file=blamed)
+                    break
+        out.append(problem)
+    return out
