@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from palmsim import __version__
-from palmsim.errors import PalmsimError
+from palmsim.errors import ConfigError, PalmsimError
 
 log = logging.getLogger("palmsim")
 
@@ -357,18 +357,50 @@ EXIT_VALIDATION_FAILED = 6
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from palmsim.report.export import write_json
-    from palmsim.validate import format_report, validate
+    from tqdm import tqdm
+
+    from palmsim.report.export import read_json, write_json
+    from palmsim.validate import ValidationReport, format_report, report_from_dict, validate
+
+    previous = None
+    if args.resume:
+        if not args.json:
+            raise ConfigError.single("command line", "--resume", True, "--json FILE to resume")
+        if Path(args.json).exists():
+            try:
+                data = read_json(args.json)
+            except (OSError, ValueError) as error:
+                raise ConfigError.single(args.json, "", "<unreadable>", f"JSON ({error})") from None
+            previous = report_from_dict(data, args.json)
+    bar = tqdm(desc="validate", unit="case", disable=args.quiet, file=sys.stderr, leave=False)
 
     def progress(case: str) -> None:
-        if not args.quiet:
-            print(f"running {case} ...", file=sys.stderr)
+        bar.set_postfix_str(case, refresh=False)  # the case in hand; tqdm shows the time
+        bar.update(1)
 
-    report = validate(args.file, only=args.case, progress=progress)
+    def save(report: ValidationReport) -> None:
+        if args.json:  # after every case, so a kill leaves what finished
+            write_json(args.json, report.as_dict())
+
+    try:
+        report = validate(
+            args.file,
+            only=args.case,
+            progress=progress,
+            case_timeout_s=args.case_timeout,
+            overrides=args.overrides,
+            on_case=save,
+            previous=previous,
+        )
+    finally:
+        bar.close()
+    save(report)
     print(format_report(report))
     if args.json:
-        write_json(args.json, report.as_dict())
         print(f"wrote {args.json}")
+    if report.interrupted:
+        print("palmsim: interrupted", file=sys.stderr)
+        return 130
     if args.max_error is not None:
         worst = [c for c in report.comparisons if abs(c.relative_error) * 100 > args.max_error]
         if worst:
@@ -503,7 +535,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help=f"exit {EXIT_VALIDATION_FAILED} if any figure misses by more than PCT percent",
     )
-    validate.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    validate.add_argument(
+        "--case-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="list a case that runs longer than this as not run, and go on",
+    )
+    validate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of every case, e.g. --set run.max_events=1000000",
+    )
+    validate.add_argument(
+        "--resume",
+        action="store_true",
+        help="take over the cases already in --json FILE (from an interrupted run)",
+    )
+    validate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     validate.set_defaults(func=_cmd_validate)
 
     cal = sub.add_parser(

@@ -69,6 +69,7 @@ def check_tile_count(spec: HardwareSpec, limit: int, where: str | None = None) -
         ConfigError: naming the layout key (``wafer.die_grid`` or ``cluster.num_nodes``).
     """
     if spec.num_tiles > limit:
+        value: object
         if spec.wafer is not None:
             key, value = "wafer.die_grid", [spec.wafer.die_rows, spec.wafer.die_cols]
         else:
