@@ -26,7 +26,7 @@ from palmsim.config.loader import (
 from palmsim.config.specs import ExperimentSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
-from palmsim.errors import ConfigError, ConfigProblem, RunDirError
+from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError
 from palmsim.hardware.chip import Chip, max_tiles
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.mapper import map_workload
@@ -271,7 +271,13 @@ def load_result(run_dir: str | Path) -> LoadedRun:
         run_spec = load_run([f"run.{k}={v}" for k, v in run_raw.items() if v is not None])
     except (KeyError, TypeError, ConfigError) as error:
         raise RunDirError(f"{where}: cannot rebuild the run's config ({error})") from None
-    experiment = ExperimentSpec(hw_spec, wl_spec, mapping_spec, run_spec, (("run", where),))
-    chip = Chip.from_spec(hw_spec)
-    plan = map_workload(experiment, chip)
+    experiment = ExperimentSpec(hw_spec, wl_spec, mapping_spec, run_spec, (("hardware", where),))
+    try:  # under the run's own budgets: a folder's config is an input like any other
+        guard.check_experiment(experiment)
+        chip = Chip.from_spec(
+            hw_spec, max_tiles=max_tiles(run_spec.max_memory_bytes, run_spec.max_events)
+        )
+        plan = map_workload(experiment, chip)
+    except (ConfigError, MappingError) as error:
+        raise RunDirError(f"{where}: cannot rebuild the run ({error})") from None
     return LoadedRun(experiment, chip, plan, trace, summary, config)

@@ -238,6 +238,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         plots=args.plots,
         progress=progress,
+        overrides=args.overrides,
     )
     if not args.quiet:
         print(file=sys.stderr)
@@ -476,6 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
     sw.add_argument("--plots", action="store_true", help="draw each point's figures too")
+    sw.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of every point, e.g. --set run.max_events=1000000",
+    )
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     sw.set_defaults(func=_cmd_sweep)
 

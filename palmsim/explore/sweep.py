@@ -268,6 +268,7 @@ def sweep(
     scheduler: str | None = None,
     plots: bool = False,
     progress: Callable[[str], None] | None = None,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Run every unfinished point of a sweep spec and write ``OUT/results.csv``; return it.
 
@@ -279,6 +280,8 @@ def sweep(
         scheduler: the Dask scheduler address, e.g. ``tcp://host:8786`` (``dask`` only).
         plots: also draw each point's figures.
         progress: called with a one-line progress report after each point.
+        overrides: ``--set`` strings added after every point's own (e.g. the run budgets
+            ``run.max_events``); they do not change the point ids.
 
     Raises:
         ConfigError: a bad spec, an unknown executor, or ``dask`` without a scheduler or
@@ -292,7 +295,7 @@ def sweep(
             "hw": spec.hw,
             "workload": spec.workload,
             "mapping": spec.mapping,
-            "overrides": list(point.overrides),
+            "overrides": [*point.overrides, *overrides],
             "out_dir": str(out / "points" / point.point_id),
             "plots": plots,
         }
