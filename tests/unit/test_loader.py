@@ -311,8 +311,14 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "zero": 0,
         "sequence_parallel": False,
     }
-    assert normalise_run({}) == {"seed": 0, "until": None, "symmetric_replicas": True}
-    assert normalise_run({"seed": 3}) == {"seed": 3, "until": None, "symmetric_replicas": True}
+    assert normalise_run({}) == {
+        "seed": 0,
+        "until": None,
+        "symmetric_replicas": True,
+        "max_events": 144_000_000,
+        "max_memory": "8 GiB",
+    }
+    assert normalise_run({"seed": 3})["seed"] == 3
 
 
 # =========================================================================== phase 3b: HF
@@ -985,9 +991,15 @@ def test_spec_to_raw_workload_mapping_run_round_trip(tmp_path: Path) -> None:
 
     run = RunSpec(seed=3, until_s=0.25)
     raw_run = spec_to_raw(run)
-    assert raw_run == {"seed": 3, "until": "250 ms", "symmetric_replicas": True}
+    assert raw_run == {
+        "seed": 3,
+        "until": "250 ms",
+        "symmetric_replicas": True,
+        "max_events": 144_000_000,
+        "max_memory": "8 GiB",
+    }
     assert load_run([f"run.{k}={v}" for k, v in raw_run.items()]) == run
-    assert spec_to_raw(RunSpec()) == {"seed": 0, "until": None, "symmetric_replicas": True}
+    assert spec_to_raw(RunSpec())["until"] is None
 
 
 def test_spec_to_raw_rejects_non_specs() -> None:
