@@ -335,7 +335,7 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
                 "--set",
                 "training.seq_len=128",
                 "--set",
-                "training.global_batch_size=2",
+                "training.global_batch_size=1",
                 "--tp",
                 "8",
                 "--pp",
