@@ -1185,7 +1185,8 @@ def load_workload(
         )
     if problems:
         canonical = _canonical_model_overrides(overrides)
-        raise ConfigError(blame_overrides(problems, canonical, "workload", where))
+        typed = [str(o) for o in overrides]
+        raise ConfigError(blame_overrides(problems, canonical, "workload", where, typed))
     if values["mode"] == "inference" and values["inference"].get("mapping"):
         # The inference mapping section replaces the training one (serving uses other splits).
         return build_workload(values), values["inference"]["mapping"]
