@@ -616,7 +616,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
         sequence_parallel = False
-        assumptions.append(Assumption("training.sequence_parallel", False, "not stated"))
+        if tp > 1:  # without tensor parallelism there is nothing to split
+            assumptions.append(Assumption("training.sequence_parallel", False, "not stated"))
     zero, zero_assumed = _zero(training, dp)
     if zero_assumed is not None:
         assumptions.append(zero_assumed)
