@@ -91,3 +91,29 @@ def test_run_budgets_are_set_keys() -> None:
     with pytest.raises(ConfigError, match=r"--set: run\.max_memory: got 12"):
         load_experiment(overrides=["run.max_memory=12"])
     assert WaferSpec  # the layout type the tile check reads
+
+
+def test_a_tampered_run_folder_is_rebuilt_under_its_own_budgets(tmp_path) -> None:
+    """Fuzzing found plot/report rebuilding a 320k-tile chip from an edited
+    resolved_config.yaml; the folder's run budgets now apply (RunDirError, exit 5)."""
+    import yaml
+
+    from palmsim.api import load_result, run_experiment
+    from palmsim.errors import RunDirError
+
+    small = [
+        "model.num_hidden_layers=2",
+        "training.global_batch_size=4",
+        "mapping.pp=2",
+        "mapping.tp=2",
+        "mapping.micro_batch_size=1",
+        "run.max_events=30000",
+    ]
+    run_experiment(load_experiment(overrides=small), tmp_path, make_plots=False)
+    assert load_result(tmp_path).plan.num_stages == 2
+    config_path = tmp_path / "resolved_config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["hardware"]["wafer"]["die_grid"] = [5, 4000]  # 320000 tiles > 30000 / 20
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(RunDirError, match=r"wafer\.die_grid: got \[5, 4000\]"):
+        load_result(tmp_path)
