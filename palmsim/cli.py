@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -650,6 +651,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("palmsim: interrupted", file=sys.stderr)
         return 130
+    except Exception as bug:  # a bug in palmsim: one line; -v prints the traceback
+        if args.verbose:
+            traceback.print_exc()
+        text = "; ".join(line.strip() for line in str(bug).splitlines() if line.strip())
+        print(
+            f"palmsim: internal error, please report it: {type(bug).__name__}: {text}"
+            + ("" if args.verbose else " (run with -v for the traceback)"),
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
