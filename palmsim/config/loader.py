@@ -1227,7 +1227,7 @@ def load_mapping(
             origin[key] = source
     merged = apply_overrides(merged, overrides, "mapping", OVERRIDE_WHERE)
     for ov in split_overrides(overrides)["mapping"]:
-        origin[ov.path[0]] = OVERRIDE_WHERE
+        origin[ov.path[0]] = f"{OVERRIDE_WHERE} {ov.text}"
     merged = normalise_mapping(merged)
     schema = _mapping_schema()
     problems += check_keys(merged, schema, OVERRIDE_WHERE, "mapping", where_of=origin)
@@ -1252,9 +1252,10 @@ def load_run(overrides: Sequence[str] = ()) -> RunSpec:
         ConfigError: every problem at once.
     """
     raw = normalise_run(apply_overrides({}, overrides, "run", OVERRIDE_WHERE))
+    origin = {ov.path[0]: f"{OVERRIDE_WHERE} {ov.text}" for ov in split_overrides(overrides)["run"]}
     schema = _run_schema()
-    problems = check_keys(raw, schema, OVERRIDE_WHERE, "run")
-    values, parse_problems = parse_values(raw, schema, OVERRIDE_WHERE, "run")
+    problems = check_keys(raw, schema, OVERRIDE_WHERE, "run", where_of=origin)
+    values, parse_problems = parse_values(raw, schema, OVERRIDE_WHERE, "run", origin)
     problems += parse_problems
     if problems:
         raise ConfigError(problems)

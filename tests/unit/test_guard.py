@@ -88,7 +88,7 @@ def test_run_budgets_are_set_keys() -> None:
     exp = load_experiment(overrides=["run.max_events=5", "run.max_memory=2 GiB"])
     assert exp.run.max_events == 5
     assert exp.run.max_memory_bytes == 2 * 2**30
-    with pytest.raises(ConfigError, match=r"--set: run\.max_memory: got 12"):
+    with pytest.raises(ConfigError, match=r"--set run\.max_memory=12: run\.max_memory: got 12"):
         load_experiment(overrides=["run.max_memory=12"])
     assert WaferSpec  # the layout type the tile check reads
 

@@ -874,8 +874,8 @@ def test_load_mapping_problems_name_where_each_key_came_from() -> None:
         ("w.yaml", "mapping.pp"),
         ("w.yaml", "mapping.tpp"),
         ("m.yaml", "mapping.schedule"),
-        ("--set", "mapping.recompute"),
-        ("--set", "mapping.dp_overlap"),
+        ("--set mapping.recompute=some", "mapping.recompute"),
+        ("--set mapping.dp_overlap=1", "mapping.dp_overlap"),
     }
     assert "did you mean 'tp'" in str(info.value)
 
@@ -900,7 +900,7 @@ def test_load_run() -> None:
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("run.seed=-1", r"--set: run\.seed: got -1; expected an int >= 0"),
+        ("run.seed=-1", r"--set run\.seed=-1: run\.seed: got -1; expected an int >= 0"),
         ("run.seed=true", r"run\.seed: got True"),
         ("run.until=5", r"run\.until: got 5; .*bare number"),
         ("run.until=0 s", r"run\.until: got '0 s'; expected a positive time"),

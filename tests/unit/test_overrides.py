@@ -138,6 +138,6 @@ def test_a_set_typo_names_the_set_argument_not_the_file() -> None:
     assert "did you mean 'intra_die_bandwidth'" in str(info.value)
     with pytest.raises(ConfigError, match=r"^--set training\.global_batch_size=0 \(applied to"):
         load_experiment(overrides=["training.global_batch_size=0"])
-    # a problem of the file itself stays the file's
-    with pytest.raises(ConfigError, match=r"^--set: mapping\.pp"):
+    # a mapping or run override names itself too
+    with pytest.raises(ConfigError, match=r"^--set mapping\.pp=x: mapping\.pp"):
         load_experiment(overrides=["mapping.pp=x"])
