@@ -126,8 +126,9 @@ def _source_of(
     key: str, sections: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[str]
 ) -> str:
     """Where the mapping value of ``key`` came from: --set, else the last section holding it."""
-    if any(o.split("=", 1)[0].strip() == f"mapping.{key}" for o in overrides):
-        return "--set"
+    mine = [o for o in overrides if o.split("=", 1)[0].strip() == f"mapping.{key}"]
+    if mine:
+        return f"--set {mine[-1]}"
     for source, section in reversed(sections):
         if key in section:
             return source
