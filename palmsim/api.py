@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from palmsim.config.loader import (
     read_mapping_file,
     spec_to_raw,
 )
+from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import ExperimentSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
@@ -34,18 +36,28 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
+from palmsim.mapping.suspect import mapping_warnings
+from palmsim.report.defects import defect_summary
+from palmsim.report.energy import cost_summary, energy_summary
 from palmsim.report.export import read_run
 from palmsim.report.metrics import op_table_rows, summarize
 
 __all__ = [
     "DEFAULT_HARDWARE",
+    "DEFAULT_SERVING",
+    "DEFAULT_SERVING_HARDWARE",
+    "DEFAULT_SERVING_WORKLOAD",
     "DEFAULT_WORKLOAD",
+    "ServingResult",
     "SimulationResult",
     "load_experiment",
     "load_result",
     "op_table_of",
+    "resolve_config_path",
     "resolved_config",
     "run_experiment",
+    "serve",
+    "shipped_names",
     "simulate",
     "summarize_result",
 ]
@@ -66,6 +78,52 @@ def _shipped(relative: str) -> str:
     return str(_REPO / relative)
 
 
+#: Folder of the shipped configs of each input, and the file endings a bare name may omit.
+_SHIPPED_FOLDERS = {"hardware": ("hw_configs",), "workload": ("workloads", "workloads/hf")}
+_CONFIG_ENDINGS = (".yaml", ".yml", ".config.json", ".json")
+
+
+def shipped_names(part: str) -> list[str]:
+    """The bare names of the shipped configs of ``part`` (``hardware`` or ``workload``)."""
+    names = set()
+    for folder in _SHIPPED_FOLDERS[part]:
+        base = Path(_shipped(folder))
+        if base.is_dir():
+            for path in base.iterdir():
+                ending = next((e for e in _CONFIG_ENDINGS if path.name.endswith(e)), None)
+                if ending and path.is_file():
+                    names.add(path.name[: -len(ending)])
+    return sorted(names)
+
+
+def resolve_config_path(value: str, part: str) -> str:
+    """The file of a ``--hw``/``--workload`` value: an existing path as given, else a bare name
+    of a shipped config (``dgx-h100`` -> ``hw_configs/dgx-h100.yaml``).
+
+    Raises:
+        ConfigError: neither a file nor a shipped name; the message lists the shipped names.
+    """
+    if Path(value).exists():
+        return value
+    if "/" not in value and "\\" not in value:
+        for folder in _SHIPPED_FOLDERS[part]:
+            for ending in ("", *_CONFIG_ENDINGS):
+                candidate = Path(_shipped(folder)) / f"{value}{ending}"
+                if candidate.is_file():
+                    return str(candidate)
+    names = shipped_names(part)
+    stem = Path(value).name
+    stem = next((stem[: -len(e)] for e in _CONFIG_ENDINGS if stem.endswith(e)), stem)
+    close = difflib.get_close_matches(stem, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError.single(
+        value,
+        "",
+        ConfigError.MISSING,
+        f"an existing {part} file or a shipped {part} name: {', '.join(names)}{hint}",
+    )
+
+
 def load_experiment(
     hardware: str | None = None,
     workload: str | None = None,
@@ -77,8 +135,10 @@ def load_experiment(
     """Load and validate the three inputs into one :class:`ExperimentSpec`.
 
     Args:
-        hardware: hardware YAML (default: the TX8 wafer).
-        workload: workload YAML or Hugging Face config.json (default: T-18B).
+        hardware: hardware YAML, or the bare name of a shipped one (``dgx-h100``; default: the
+            TX8 wafer).
+        workload: workload YAML or Hugging Face config.json, or the bare name of a shipped one
+            (``llama2-7b``; default: T-18B).
         mapping: optional mapping YAML; it overrides the workload's ``mapping:`` section.
         overrides: ``--set key=value`` strings (highest precedence).
         mapping_flags: mapping keys from command-line flags (``--pp`` ...), above the files.
@@ -86,8 +146,21 @@ def load_experiment(
     Raises:
         ConfigError: anything wrong in the inputs, with file, key path, value and expectation.
     """
-    hw_path = hardware or _shipped(DEFAULT_HARDWARE)
-    wl_path = workload or _shipped(DEFAULT_WORKLOAD)
+    hw_path = resolve_config_path(hardware, "hardware") if hardware else _shipped(DEFAULT_HARDWARE)
+    wl_path = resolve_config_path(workload, "workload") if workload else _shipped(DEFAULT_WORKLOAD)
+    serving_only = [o for o in overrides if o.strip().startswith("serving.")]
+    if serving_only:  # never silently ignored
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    OVERRIDE_WHERE,
+                    o.split("=", 1)[0].strip(),
+                    o,
+                    "a key of hw, workload, mapping or run here (serving.* is for palmsim serve)",
+                )
+                for o in serving_only
+            ]
+        )
     hw_spec = load_hardware(hw_path, overrides)
     wl_spec, mapping_section = load_workload(wl_path, overrides)
     sections: list[tuple[str, dict[str, Any]]] = [(wl_path, mapping_section)]
@@ -96,6 +169,16 @@ def load_experiment(
     if mapping_flags:
         sections.append(("command-line flags", dict(mapping_flags)))
     mapping_spec = load_mapping(sections, overrides)
+    if (
+        not any(section for _, section in sections[1:])
+        and not mapping_section
+        and not any(o.split("=", 1)[0].strip().startswith("mapping.") for o in overrides)
+    ):
+        log.warning(
+            "%s has no mapping: section and no --pp/--tp/--dp/--mapping was given: pp=tp=dp=1, "
+            "one tile (the defaults)",
+            wl_path,
+        )
     problems = []
     for key, names in (
         ("schedule", SCHEDULES.names()),
@@ -172,6 +255,11 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
         plan.num_stages,
         plan.num_microbatches,
     )
+    found = mapping_warnings(
+        experiment, len(plan.used_tiles), chip.num_tiles, plan.num_microbatches
+    )
+    for warning in found:
+        log.warning(warning)
     trace = Simulator(chip, plan, experiment.run).run()
     return SimulationResult(experiment, chip, plan, trace)
 
@@ -179,7 +267,7 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
 def summarize_result(result: SimulationResult) -> dict[str, Any]:
     """The summary dictionary (``summary.json``) of a simulation result."""
     exp = result.experiment
-    return summarize(
+    summary = summarize(
         result.trace,
         result.chip,
         result.plan,
@@ -187,6 +275,26 @@ def summarize_result(result: SimulationResult) -> dict[str, Any]:
         hardware_name=exp.hardware.name,
         version=__version__,
     )
+    hw = exp.hardware
+    if hw.energy is not None:
+        summary["energy"] = energy_summary(
+            result.trace, result.chip, result.plan, hw, _compute_dtype(exp)
+        )
+    if hw.cost is not None:
+        summary["cost"] = cost_summary(
+            summary.get("energy"), hw, result.plan, float(result.trace.end_time_s)
+        )
+    if hw.defects is not None:
+        summary["defects"] = defect_summary(result.trace, result.chip)
+    return summary
+
+
+def _compute_dtype(experiment: ExperimentSpec) -> str:
+    """The number format the run computes in: the inference dtype, else the training one."""
+    workload = experiment.workload
+    if workload.mode == "inference" and workload.inference is not None:
+        return workload.inference.dtype
+    return workload.training.dtype
 
 
 def run_experiment(
@@ -195,16 +303,24 @@ def run_experiment(
     *,
     make_plots: bool = True,
     op_table: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Simulate ``experiment``, write its run folder and return its summary.
 
     What ``palmsim run`` does after loading; sweep points run exactly this. ``op_table`` also
-    writes ``op_table.csv``.
+    writes ``op_table.csv``; ``progress`` is :func:`~palmsim.report.export.write_run`'s.
     """
     from palmsim.report.export import write_op_table, write_run
 
     result = simulate(experiment)
     summary = summarize_result(result)
+    hw = experiment.hardware
+    if hw.defects is not None:
+        # The slowdown against the same mapping on the defect-free chip: a second simulation.
+        clean = dataclasses.replace(experiment, hardware=dataclasses.replace(hw, defects=None))
+        clean_s = float(simulate(clean).trace.end_time_s)
+        summary["defects"]["defect_free_iteration_time_s"] = clean_s
+        summary["defects"]["slowdown"] = float(result.trace.end_time_s) / clean_s
     write_run(
         out_dir,
         summary=summary,
@@ -213,6 +329,7 @@ def run_experiment(
         chip=result.chip,
         plan=result.plan,
         make_plots=make_plots,
+        progress=progress,
     )
     if op_table:
         write_op_table(out_dir, op_table_of(result))
@@ -257,7 +374,7 @@ def load_result(run_dir: str | Path) -> LoadedRun:
 
     The trace comes from ``records.csv``; chip and plan are rebuilt from
     ``resolved_config.yaml`` by the normal loader, :meth:`Chip.from_spec` and
-    :func:`map_workload` (cheap: no simulation).
+    :func:`map_workload` (:func:`map_inference` for an inference run; cheap: no simulation).
 
     Raises:
         RunDirError: the folder is missing or was not written by ``palmsim run``.
@@ -278,7 +395,92 @@ def load_result(run_dir: str | Path) -> LoadedRun:
         chip = Chip.from_spec(
             hw_spec, max_tiles=max_tiles(run_spec.max_memory_bytes, run_spec.max_events)
         )
-        plan = map_workload(experiment, chip)
+        # the plan the run was simulated with: an inference run's is not a training plan
+        if wl_spec.mode == "inference":
+            plan = map_inference(experiment, chip)
+        else:
+            plan = map_workload(experiment, chip)
     except (ConfigError, MappingError) as error:
         raise RunDirError(f"{where}: cannot rebuild the run ({error})") from None
     return LoadedRun(experiment, chip, plan, trace, summary, config)
+
+
+# =========================================================================== serving (issue 16)
+
+#: The shipped serving default: Llama-3-8B on one H100 (replica tp=1 on GPU 0 of dgx-h100).
+DEFAULT_SERVING_HARDWARE = "hw_configs/dgx-h100.yaml"
+DEFAULT_SERVING_WORKLOAD = "workloads/llama3-8b.yaml"
+DEFAULT_SERVING = "serving/llama3-8b-h100.yaml"
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    """A finished serving run: its inputs, plan, records and summary."""
+
+    hardware: Any  # HardwareSpec
+    workload: Any  # WorkloadSpec
+    serving: Any  # ServingSpec
+    run: Any  # RunSpec
+    plan: Any  # ServingPlan
+    trace: Any  # ServingTrace
+    summary: dict[str, Any]
+    resolved: dict[str, Any]
+
+
+def serve(
+    hardware: str | None = None,
+    workload: str | None = None,
+    serving: str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+) -> ServingResult:
+    """Load, map and simulate a serving experiment; summarise it (no files written).
+
+    Requests come from a ``numpy`` generator seeded with ``run.seed``.
+
+    Raises:
+        ConfigError, MappingError, SimulationError.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from palmsim.config.loader import load_serving
+    from palmsim.engine.serving import ServingSimulator
+    from palmsim.mapping.serving import map_serving
+    from palmsim.report.serving import summarize_serving
+    from palmsim.serving.traffic import generate_requests
+
+    hw_path = resolve_config_path(hardware, "hardware") if hardware else _shipped(
+        DEFAULT_SERVING_HARDWARE
+    )
+    wl_path = resolve_config_path(workload, "workload") if workload else _shipped(
+        DEFAULT_SERVING_WORKLOAD
+    )
+    sv_path = serving or _shipped(DEFAULT_SERVING)
+    hw = load_hardware(hw_path, overrides)
+    wl, _ = load_workload(wl_path, overrides)
+    spec = load_serving(sv_path, overrides)
+    run = load_run(overrides)
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, wl.model, chip)
+    requests = generate_requests(
+        spec.traffic, np.random.default_rng(run.seed), wl.model.max_position_embeddings
+    )
+    trace = ServingSimulator(chip, plan, requests, run).run()
+    summary = summarize_serving(trace, spec.slo)
+    serving_raw = dataclasses.asdict(spec)
+    serving_raw["traffic"].pop("trace")
+    summary |= {
+        "workload": wl.model.name,
+        "hardware": hw.name,
+        "serving": Path(sv_path).stem,
+        "version": __version__,
+    }
+    resolved = {
+        "hardware": spec_to_raw(hw),
+        "workload": spec_to_raw(wl),
+        "serving": serving_raw,
+        "run": spec_to_raw(run),
+    }
+    return ServingResult(hw, wl, spec, run, plan, trace, summary, resolved)

@@ -1,7 +1,7 @@
 """Fit a hardware config's achievable-performance parameters to measurements.
 
 ``palmsim calibrate FILE`` reads single-operator and collective measurements (the format of
-``shared/calibration/measurements.yaml``: a case with ``columns`` and ``rows``) and fits:
+``validation/measurements.yaml``: a case with ``columns`` and ``rows``) and fits:
 
 - **GEMM** (columns ``M, N, K, latency_ms``): the tile shape, the maximum efficiency and the
   per-kernel launch latency of :func:`palmsim.hardware.compute.gemm_time_s`, given the GPU's

@@ -1,5 +1,5 @@
-"""Command line: ``palmsim run``, ``plot``, ``report``, ``sweep``, ``search``, ``validate``,
-``calibrate`` and ``describe``.
+"""Command line: ``palmsim run``, ``serve``, ``plot``, ``report``, ``sweep``, ``search``,
+``validate``, ``calibrate`` and ``describe``.
 
 Each command parses its arguments, calls the library and maps errors to exit codes:
 0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``, ``report``),
@@ -10,11 +10,11 @@ Errors print as one message (all problems of a config file at once), never a tra
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,41 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _ProgressBar:
+    """A tqdm bar on stderr behind the library's ``progress(done, total, text)`` callbacks.
+
+    tqdm draws only on a terminal (``disable=None``), so pipes and CI logs stay clean; ``-q``
+    turns it off everywhere.
+    """
+
+    def __init__(self, what: str, unit: str, *, quiet: bool, leave: bool = True) -> None:
+        self.what, self.unit, self.quiet, self.leave = what, unit, quiet, leave
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int, text: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                desc=self.what,
+                unit=self.unit,
+                file=sys.stderr,
+                disable=True if self.quiet else None,
+                leave=self.leave,
+                dynamic_ncols=True,
+            )
+        self.bar.set_postfix_str(text, refresh=False)
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+        else:
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _load(args: argparse.Namespace) -> Any:
     from palmsim.api import load_experiment
 
@@ -84,43 +119,25 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from palmsim.api import resolved_config, run_experiment
+    from palmsim.report.energy import format_energy_table
     from palmsim.report.export import run_id
     from palmsim.report.metrics import format_summary_table
 
     experiment = _load(args)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
-    summary = run_experiment(experiment, out, make_plots=not args.no_plots, op_table=args.op_table)
+    bar = _ProgressBar("writing", "file", quiet=args.quiet, leave=False)
+    try:
+        summary = run_experiment(
+            experiment, out, make_plots=not args.no_plots, op_table=args.op_table, progress=bar
+        )
+    finally:
+        bar.close()
     if not args.quiet:
         print(format_summary_table(summary))
+        print(format_energy_table(summary))
         print(f"wrote {out}/")
     return 0
-
-
-#: Unit suffix of a spec field name -> the dimension its value is formatted in.
-_SUFFIX_DIMENSIONS = (
-    ("_bytes_per_s", "bandwidth"),
-    ("_flop_per_s", "flop_rate"),
-    ("_bytes", "bytes"),
-    ("_flop", "flop"),
-    ("_hz", "frequency"),
-    ("_s", "time"),
-)
-
-
-def _describe_value(name: str, value: Any) -> str:
-    """A spec value as a person reads it: quantities with units (``3 MiB``), else its repr."""
-    from palmsim.config.loader import format_exact
-
-    dimension = next((d for suffix, d in _SUFFIX_DIMENSIONS if name.endswith(suffix)), None)
-    if dimension is None or isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, (int, float)):
-        return format_exact(float(value), dimension)
-    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
-        # (key, quantity) pairs, e.g. peak FLOP/s per dtype
-        return ", ".join(f"{k}: {format_exact(float(v), dimension)}" for k, v in value)
-    return repr(value)
 
 
 def _tile_range(text: str) -> tuple[int, int]:
@@ -156,25 +173,56 @@ def _plot_pareto(args: argparse.Namespace) -> int:
     if not done:
         raise RunDirError(f"{table} has no point with both memory per tile and iteration time")
     points = [(float(r[str(column)]), float(r["iteration_time_s"])) for r in done]
-    keys = ("pp", "tp", "dp", "micro_batch_size", "schedule", "recompute")
-    labels = [" ".join(f"{k}={r[k]}" for k in keys if k in r) or r.get("point", "") for r in done]
     out = Path(args.out) if args.out else Path(args.run_dir) / "pareto.png"
-    plots.pareto(points, pareto_front(points), out, labels=labels)
+    plots.pareto(points, pareto_front(points), out, labels=_pareto_labels(done))
     print(f"wrote {out}")
     return 0
 
 
+#: results.csv columns that are not a point's inputs: its status, figures and folder.
+_NOT_INPUTS = frozenset(
+    {"point", "status", "reason", "run_dir", "lower_bound_s", *_MEMORY_COLUMNS}
+    | {"iteration_time_s", "throughput_samples_per_s", "throughput_tokens_per_s", "mfu"}
+    | {"pipeline_bubble_fraction", "noc_link_utilization_max", "dram_bandwidth_utilization_max"}
+    | {"exposed_communication_s", "num_tiles_used"}
+)
+
+
+def _pareto_labels(rows: list[dict[str, str]]) -> list[str]:
+    """Each point's label: ``key=value`` of every input column whose value differs between
+    the points (a sweep's swept keys, a search's mapping fields), never a hash id."""
+    if not rows:
+        return []
+    inputs = [k for k in rows[0] if k not in _NOT_INPUTS]
+    differing = [k for k in inputs if len({r.get(k, "") for r in rows}) > 1]
+    return [
+        " ".join(f"{k.removeprefix('mapping.')}={r.get(k, '')}" for k in differing)
+        or r.get("point", "")
+        for r in rows
+    ]
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from palmsim.api import load_result
-    from palmsim.errors import ConfigError
+    from palmsim.errors import ConfigError, RunDirError
     from palmsim.report.export import write_plot
     from palmsim.report.plots import PLOT_KINDS
 
     if args.kind == "pareto":
         return _plot_pareto(args)
     if args.kind not in PLOT_KINDS:
+        kinds = [*PLOT_KINDS.names(), "pareto"]
+        close = difflib.get_close_matches(args.kind, kinds, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError.single(
-            "command line", "KIND", args.kind, PLOT_KINDS.unknown_message(args.kind)
+            "command line", "KIND", args.kind, f"one of {', '.join(kinds)}{hint}"
+        )
+    folder = Path(args.run_dir)
+    if not (folder / "summary.json").exists() and (folder / "results.csv").exists():
+        raise RunDirError(
+            f"{folder} is a sweep's or a search's folder, not a run: plot one of its points, "
+            f"e.g. palmsim plot {args.kind} {folder / 'points' / '<id>'} (the ids are "
+            f"results.csv's run_dir column), or all of them with palmsim plot pareto {folder}"
         )
     run = load_result(args.run_dir)
     if args.stage is not None and not 0 <= args.stage < run.plan.num_stages:
@@ -202,47 +250,73 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(spec: Any, indent: str = "") -> list[str]:
-    """Lines describing a spec dataclass: each field's value (with units) and help text."""
-    lines = []
-    for f in fields(spec):
-        value = getattr(spec, f.name)
-        text = f.metadata.get("help", "")
-        if is_dataclass(value):
-            lines.append(f"{indent}{f.name}:  # {text}")
-            lines.extend(_describe(value, indent + "  "))
-        else:
-            lines.append(f"{indent}{f.name}: {_describe_value(f.name, value)}  # {text}")
-    return lines
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from palmsim.api import serve
+    from palmsim.report.export import write_latency_load, write_serving_run
+    from palmsim.report.serving import format_serving_table
+
+    if args.rates:
+        curve = []
+        for rate in args.rates:
+            overrides = [*args.overrides, f"serving.traffic.rate_per_s={rate}"]
+            result = serve(args.hw, args.serving_workload, args.serving, overrides=overrides)
+            s = result.summary
+            curve.append((rate, s["ttft_p90_s"], s["tpot_p90_s"]))
+            print(
+                f"rate {rate:g}/s: TTFT p90 {s['ttft_p90_s'] * 1e3:.4g} ms, TPOT p90 "
+                f"{s['tpot_p90_s'] * 1e3:.4g} ms, goodput {s['goodput_requests_per_s']:.4g}/s, "
+                f"throughput {s['throughput_requests_per_s']:.4g}/s"
+            )
+            if args.out:
+                write_serving_run(
+                    Path(args.out) / f"rate-{rate:g}",
+                    summary=s,
+                    resolved_config=result.resolved,
+                    trace=result.trace,
+                    make_plots=False,
+                )
+        if args.out:
+            name = args.label or Path(args.serving or "default").stem
+            print(f"wrote {write_latency_load(args.out, {name: curve})}")
+        return 0
+    result = serve(args.hw, args.serving_workload, args.serving, overrides=args.overrides)
+    print(format_serving_table(result.summary))
+    out = args.out or str(Path("results") / f"serve-{Path(args.serving or 'default').stem}")
+    write_serving_run(
+        out,
+        summary=result.summary,
+        resolved_config=result.resolved,
+        trace=result.trace,
+        make_plots=not args.no_plots,
+    )
+    print(f"wrote {out}")
+    return 0
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
-    experiment = _load(args)
-    for part in ("hardware", "workload", "mapping", "run"):
-        print(f"{part}:")
-        print("\n".join(_describe(getattr(experiment, part), "  ")))
+    from palmsim.config.describe import described_keys, format_described
+
+    print(format_described(described_keys(_load(args))))
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from palmsim.explore.sweep import sweep
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(f"\r{line}", end="", file=sys.stderr, flush=True)
-
-    results = sweep(
-        args.spec,
-        args.out,
-        jobs=args.jobs,
-        executor=args.executor,
-        scheduler=args.scheduler,
-        plots=args.plots,
-        progress=progress,
-        overrides=args.overrides,
-    )
-    if not args.quiet:
-        print(file=sys.stderr)
+    bar = _ProgressBar("sweep", "point", quiet=args.quiet)
+    try:
+        results = sweep(
+            args.spec,
+            args.out,
+            jobs=args.jobs,
+            executor=args.executor,
+            scheduler=args.scheduler,
+            plots=args.plots,
+            progress=bar,
+            overrides=args.overrides,
+        )
+    finally:
+        bar.close()
     print(f"wrote {results}")
     return 0
 
@@ -261,6 +335,9 @@ _SEARCH_COLUMNS = (
     "iteration_time_s",
     "throughput_samples_per_s",
     "mfu",
+    "throughput_tokens_per_s",
+    "energy_per_token_j",
+    "cost_per_token_usd",
     "reason",
 )
 
@@ -307,7 +384,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
     for c in result.candidates:
         m = c.mapping
         figures = [
-            c.summary.get(k, "") for k in ("iteration_time_s", "throughput_samples_per_s", "mfu")
+            c.summary.get(k, "")
+            for k in (
+                "iteration_time_s",
+                "throughput_samples_per_s",
+                "mfu",
+                "throughput_tokens_per_s",
+            )
+        ] + [
+            c.summary.get("energy", {}).get("energy_per_token_j", ""),
+            c.summary.get("cost", {}).get("cost_per_token_usd", ""),
         ]
         rows.append(
             [m.pp, m.tp, m.dp, m.micro_batch_size, m.schedule, m.recompute, m.placement, c.status]
@@ -319,13 +405,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     write_csv(out / "results.csv", _SEARCH_COLUMNS, rows)
     simulated = [c for c in result.candidates if c.status == "simulated"]
     points = [(c.memory_per_tile_bytes, c.summary["iteration_time_s"]) for c in simulated]
-    labels = [
-        f"pp{c.mapping.pp} tp{c.mapping.tp} dp{c.mapping.dp} mbs{c.mapping.micro_batch_size} "
-        f"{c.mapping.schedule} {c.mapping.recompute}"
-        for c in simulated
-    ]
+    fields = ("pp", "tp", "dp", "micro_batch_size", "schedule", "recompute", "placement")
+    labels = _pareto_labels([{k: str(getattr(c.mapping, k)) for k in fields} for c in simulated])
     if points:
         plots.pareto(points, pareto_front(points), out / "pareto.png", labels=labels)
+    # throughput against energy per token: the front minimises energy and maximises throughput
+    energy_points = [
+        (c.summary["energy"]["energy_per_token_j"], c.summary["throughput_tokens_per_s"])
+        for c in simulated
+        if "energy" in c.summary
+    ]
+    if energy_points and len(energy_points) == len(simulated):
+        front = pareto_front([(e, -t) for e, t in energy_points])
+        plots.energy_pareto(energy_points, front, out / "pareto_energy.png", labels=labels)
     print(
         f"{len(result.candidates)} mappings enumerated: {result.count('infeasible')} infeasible, "
         f"{result.count('pruned')} pruned by the lower bound, {result.count('simulated')} "
@@ -338,7 +430,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "for the exact top K)"
         )
     header = f"{'rank':>4}  {'mapping':<52} {'iteration':>11} {'samples/s':>10} {'MFU':>6}"
-    print(f"{header} {'mem/tile':>9}")
+    has_energy = all("energy" in c.summary for c in result.best)
+    has_cost = all("cost" in c.summary for c in result.best)
+    extra = (f" {'J/token':>9}" if has_energy else "") + (f" {'$/Mtoken':>9}" if has_cost else "")
+    print(f"{header} {'mem/tile':>9}{extra}")
     for rank, c in enumerate(result.best, 1):
         m, summ = c.mapping, c.summary
         name = (
@@ -349,8 +444,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"{rank:>4}  {name:<52} {summ['iteration_time_s']:>10.4g}s "
             f"{summ['throughput_samples_per_s']:>10.4g} {100 * summ['mfu']:>5.1f}% "
             f"{c.memory_per_tile_bytes / 2**30:>6.2f}GiB"
+            + (f" {summ['energy']['energy_per_token_j']:>9.4g}" if has_energy else "")
+            + (f" {summ['cost']['cost_per_token_usd'] * 1e6:>9.4g}" if has_cost else "")
         )
-    print(f"wrote {out / 'results.csv'}" + (f" and {out / 'pareto.png'}" if points else ""))
+    wrote = [out / "results.csv"] + ([out / "pareto.png"] if points else [])
+    if energy_points and len(energy_points) == len(simulated):
+        wrote.append(out / "pareto_energy.png")
+    print("wrote " + ", ".join(str(p) for p in wrote))
     return 0
 
 
@@ -422,6 +522,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from palmsim.calibrate import calibrate, format_calibration
     from palmsim.validate import DEFAULT_MEASUREMENTS, shipped
 
+    if args.tiles:  # a tiled chip, from the tile-validation case format
+        from palmsim.config.loader import read_config_file
+        from palmsim.tile_cases import calibrate_tiles, format_tile_calibration
+
+        source = args.file or shipped("validation/tiles_measurements.yaml")
+        fits, unused = calibrate_tiles(read_config_file(source).get("cases") or [], args.hw)
+        print(format_tile_calibration(fits, unused) or f"no case of {source} is for {args.hw}")
+        return 0 if fits else 2
     hardware = load_experiment(args.hw).hardware
     result = calibrate(
         args.file or shipped(DEFAULT_MEASUREMENTS),
@@ -502,7 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override any config key",
     )
-    se.add_argument("--objective", default="throughput", choices=("throughput", "mfu", "memory"))
+    se.add_argument(
+        "--objective",
+        default="throughput",
+        choices=("throughput", "mfu", "memory", "energy", "cost"),
+        help="what to rank by: iteration time (throughput, mfu), peak memory per tile, energy "
+        "per token or dollars per token (the last two need energy:/cost: in the hardware file)",
+    )
     se.add_argument("--top", type=int, default=5, help="how many best mappings to report")
     se.add_argument("--out", default="results/search", help="folder for results.csv, pareto.png")
     se.add_argument("--jobs", type=int, help="simulations in parallel (default: all cores)")
@@ -600,7 +714,44 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--min-bytes", type=float, default=0.0, help="fit only all-reduces this large [B]"
     )
+    cal.add_argument(
+        "--tiles",
+        action="store_true",
+        help="fit a tiled chip (per-format GEMM efficiency, DRAM read bandwidth, chip-to-chip "
+        "link bandwidth) to the microbenchmarks of FILE (default: "
+        "validation/tiles_measurements.yaml) whose hw_spec_ref maps to --hw",
+    )
     cal.set_defaults(func=_cmd_calibrate)
+
+    sv = sub.add_parser(
+        "serve",
+        help="simulate serving under request traffic: continuous batching, paged KV cache",
+    )
+    sv.add_argument("--hw", help="hardware YAML (default: hw_configs/dgx-h100.yaml, one GPU used)")
+    sv.add_argument(
+        "--workload",
+        dest="serving_workload",
+        help="workload YAML or HF config.json (default: workloads/llama3-8b.yaml)",
+    )
+    sv.add_argument("--serving", help="serving YAML (default: serving/llama3-8b-h100.yaml)")
+    sv.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any key, e.g. serving.traffic.rate_per_s=4 or run.seed=1",
+    )
+    sv.add_argument("--out", help="results folder (default: results/serve-<serving file>)")
+    sv.add_argument("--no-plots", action="store_true", help="skip the figures and report.html")
+    sv.add_argument(
+        "--rates",
+        type=lambda t: tuple(float(v) for v in t.split(",")),
+        help="a latency-against-load sweep over these arrival rates [requests/s]; with --out "
+        "writes latency_load.csv/png and one folder per rate",
+    )
+    sv.add_argument("--label", help="--rates: the curve's name in the figure")
+    sv.set_defaults(func=_cmd_serve)
 
     plot = sub.add_parser(
         "plot", help="redraw a figure of a finished run from its files (no simulation)"
@@ -608,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "kind",
         metavar="KIND",
-        help="gantt, placement, noc, utilization, memory; pareto (of a sweep or search folder)",
+        help="gantt, placement, noc, utilization, memory, energy; pareto (of a sweep or search "
+        "folder)",
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `palmsim run`")
     plot.add_argument("--out", help="the PNG to write (default: RUN_DIR/plots/KIND.png)")

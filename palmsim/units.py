@@ -20,6 +20,7 @@ from palmsim.errors import ConfigError
 
 __all__ = [
     "DIMENSIONS",
+    "DISPLAY_UNITS",
     "GB",
     "KB",
     "MB",
@@ -56,7 +57,16 @@ GHz = 1e9
 
 _DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 _BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50}
-_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "ps": 1e-12}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "ps": 1e-12, "h": 3600.0}
+#: Sub-unit prefixes, accepted only by the energy, power and money dimensions (``pJ/FLOP``,
+#: ``mW``); a byte or a FLOP has no fractions worth writing.
+_SMALL = {"m": 1e-3, "u": 1e-6, "µ": 1e-6, "n": 1e-9, "p": 1e-12, "f": 1e-15}
+#: Areas (m²) and areal densities (1/m²), written without prefixes arithmetic: ``mm2`` is
+#: (1e-3 m)², not milli-(m²).
+_LENGTH = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6, "µm": 1e-6}
+_AREA = {"m2": 1.0, "cm2": 1e-4, "mm2": 1e-6, "um2": 1e-12, "µm2": 1e-12}
+#: Joules in one watt-hour.
+_WATT_HOUR_J = 3600.0
 
 #: Dimension name -> (SI unit shown to users, an accepted example).
 DIMENSIONS: dict[str, tuple[str, str]] = {
@@ -66,6 +76,15 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
     "flop": ("FLOP", "2 TFLOP"),
     "flop_rate": ("FLOP/s", "16 TFLOP/s"),
     "frequency": ("Hz", "1 GHz"),
+    "energy": ("J", "1.5 kWh"),
+    "power": ("W", "700 W"),
+    "energy_per_flop": ("J/FLOP", "0.5 pJ/FLOP"),
+    "energy_per_byte": ("J/B", "4 pJ/bit"),
+    "length": ("m", "300 mm"),
+    "area": ("m2", "826 mm2"),
+    "areal_density": ("/m2", "0.1 /cm2"),
+    "money": ("USD", "25000 USD"),
+    "money_per_energy": ("USD/J", "0.1 USD/kWh"),
 }
 
 #: How each dimension is named in messages.
@@ -76,6 +95,15 @@ _NOUN = {
     "flop": "FLOP count",
     "flop_rate": "FLOP rate",
     "frequency": "frequency",
+    "energy": "energy",
+    "power": "power",
+    "energy_per_flop": "energy per FLOP",
+    "energy_per_byte": "energy per byte",
+    "length": "length",
+    "area": "area",
+    "areal_density": "count per area",
+    "money": "amount of money",
+    "money_per_energy": "price of energy",
 }
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -94,11 +122,64 @@ def _split_prefix(unit: str, base: str) -> float | None:
     return None
 
 
+def _split_any_prefix(unit: str, base: str) -> float | None:
+    """Like :func:`_split_prefix`, also accepting the sub-unit prefixes (``p``, ``n``, ``m``...)."""
+    if unit.endswith(base) and unit[: -len(base)] in _SMALL:
+        return _SMALL[unit[: -len(base)]]
+    return _split_prefix(unit, base)
+
+
+def _physical_unit_to_si(u: str) -> tuple[str, float] | None:
+    """Energy, power, area and money units (spaces removed) -> (dimension, multiplier)."""
+    u = u.replace("^2", "2").replace("²", "2").replace("per", "/")
+    if u in _LENGTH:
+        return "length", _LENGTH[u]
+    if u in _AREA:
+        return "area", _AREA[u]
+    if u.startswith("/") and u[1:] in _AREA:
+        return "areal_density", 1.0 / _AREA[u[1:]]
+    for dimension, bases, scale in (
+        ("energy_per_flop", ("J/FLOP", "J/flop", "J/OP", "J/op"), 1.0),
+        ("energy_per_byte", ("J/B", "J/byte"), 1.0),
+        ("energy_per_byte", ("J/b", "J/bit"), 8.0),
+        ("money_per_energy", ("USD/J",), 1.0),
+        ("money_per_energy", ("USD/Wh",), 1.0 / _WATT_HOUR_J),
+        ("energy", ("Wh",), _WATT_HOUR_J),
+        ("energy", ("J",), 1.0),
+        ("power", ("W",), 1.0),
+        ("money", ("USD", "$"), 1.0),
+    ):
+        for base in bases:
+            if dimension == "money_per_energy":
+                # the prefix belongs to the energy: USD/kWh is dollars per 3.6 MJ
+                head, _, tail = base.partition("/")
+                if u.startswith(head + "/"):
+                    mult = _split_prefix(u[len(head) + 1 :], tail)
+                    if mult is not None:
+                        return dimension, scale / mult
+                continue
+            if dimension in ("energy_per_flop", "energy_per_byte"):
+                # the prefix belongs to the joule: pJ/bit
+                joule, _, per = base.partition("/")
+                if u.endswith("/" + per):
+                    mult = _split_any_prefix(u[: -len(per) - 1], joule)
+                    if mult is not None:
+                        return dimension, mult * scale
+                continue
+            mult = _split_any_prefix(u, base)
+            if mult is not None:
+                return dimension, mult * scale
+    return None
+
+
 def _unit_to_si(unit: str) -> tuple[str, float] | None:
     """Map a unit string to (dimension, multiplier to SI), or None if unknown."""
     u = unit.replace(" ", "")
     if u in _TIME:
         return "time", _TIME[u]
+    physical = _physical_unit_to_si(u)
+    if physical is not None:
+        return physical
     for dimension, bases, scale in (
         ("bandwidth", ("B/s", "Bps"), 1.0),
         ("bandwidth", ("b/s", "bps", "bit/s"), 1.0 / 8.0),
@@ -158,6 +239,18 @@ def parse_quantity(value: object, expect: str, *, where: str = "", key: str = ""
     return number * multiplier
 
 
+#: How :func:`format_quantity` writes the dimensions whose SI unit reads badly with a decimal
+#: prefix (``0.108 pJ/FLOP`` rather than ``1.08e-13 J/FLOP``); the first unit is preferred.
+DISPLAY_UNITS: dict[str, tuple[str, ...]] = {
+    "energy_per_flop": ("pJ/FLOP", "fJ/FLOP", "nJ/FLOP"),
+    "energy_per_byte": ("pJ/B", "fJ/B", "nJ/B"),
+    "length": ("mm", "cm", "m"),
+    "area": ("mm2", "cm2", "m2", "um2"),
+    "areal_density": ("/cm2", "/mm2", "/m2"),
+    "money": ("USD",),
+    "money_per_energy": ("USD/kWh", "USD/MWh", "USD/J"),
+}
+
 _FORMAT_PREFIXES = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0))
 
 
@@ -168,6 +261,9 @@ def format_quantity(value: float, dimension: str) -> str:
     :func:`parse_quantity` to the same number (to 6 significant digits).
     """
     unit = DIMENSIONS[dimension][0]
+    if dimension in DISPLAY_UNITS:
+        name = DISPLAY_UNITS[dimension][0]
+        return f"{value / parse_quantity(f'1 {name}', dimension):.6g} {name}"
     if dimension == "time":
         for name, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
             if abs(value) >= scale or name == "ns":

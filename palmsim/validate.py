@@ -1,6 +1,6 @@
 """``palmsim validate``: predictions against published measurements of real training runs.
 
-A measurements file (format: ``shared/calibration/measurements.yaml``, schema ``palmsim-
+A measurements file (format: ``validation/measurements.yaml``, schema ``palmsim-
 calibration v1``) lists *cases*. Each case is read by the first registered case reader
 (:data:`CASE_READERS`) that recognises it; the built-in ``training_run`` reader takes a case
 that describes a training run (``model``, ``system`` with ``tp``/``pp``/``dp`` or
@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from palmsim import tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
 from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.engine.records import RunTrace
@@ -67,7 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parent.parent
-#: The shipped copy of ``shared/calibration/measurements.yaml``.
+#: The calibration set's measurements, shipped in the repository (see validation/README.md).
 DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
 
 #: Shipped hardware config of each GPU family; a case's ``system.gpu`` names its family
@@ -892,6 +893,15 @@ def _run_one(
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
                 raise NotRun(f"got {case!r}; expected a mapping of case fields")
+            if tile_cases.is_tile_case(case):  # the tiled-accelerator format
+                try:
+                    figures = tile_cases.predict(case)
+                except tile_cases.CannotExpressError as why:
+                    raise NotRun(str(why)) from None
+                comparisons = [Comparison(case_id, m, v, p) for m, v, p in figures]
+                if not comparisons:
+                    raise NotRun("none of its measured figures is one palmsim predicts")
+                return replace(report, comparisons=(*report.comparisons, *comparisons))
             run = _read_case(case, report.source)
             comparisons, assumptions = _simulate_case(case_id, run, overrides)
     except NotRun as why:

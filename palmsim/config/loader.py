@@ -24,8 +24,10 @@ This module holds the only file reads of the package.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING as _DC_MISSING
 from dataclasses import dataclass, fields
@@ -43,9 +45,17 @@ from palmsim.config.overrides import (
 from palmsim.config.specs import (
     DTYPE_BYTES,
     GRAD_ACCUMULATION_MODES,
+    MATH_FIDELITIES,
     MEMORY_OP_KINDS,
+    SERVING_ARRIVALS,
+    SERVING_LENGTHS,
+    SERVING_ROUTERS,
+    YIELD_MODELS,
     ClusterSpec,
+    CostSpec,
+    DefectSpec,
     DramSpec,
+    EnergySpec,
     GemmSpec,
     HardwareSpec,
     InferenceSpec,
@@ -55,13 +65,17 @@ from palmsim.config.specs import (
     MemoryOpsSpec,
     ModelSpec,
     RunSpec,
+    SchedulerSpec,
+    ServingSpec,
+    SloSpec,
     TileSpec,
+    TrafficSpec,
     TrainingSpec,
     WaferSpec,
     WorkloadSpec,
 )
 from palmsim.errors import ConfigError, ConfigProblem
-from palmsim.units import DIMENSIONS, format_quantity, parse_quantity
+from palmsim.units import DIMENSIONS, DISPLAY_UNITS, format_quantity, parse_quantity
 
 __all__ = [
     "Rule",
@@ -79,6 +93,7 @@ __all__ = [
     "load_hardware",
     "load_mapping",
     "load_run",
+    "load_serving",
     "load_workload",
     "normalise_hardware",
     "normalise_mapping",
@@ -235,9 +250,20 @@ class Rule:
     required: bool = True
 
 
+#: Internal spec field names a user may copy from the code or an old ``describe``, and the
+#: file keys they correspond to (fields with a unit suffix are handled generically).
+_FIELD_KEYS = {"devices_per_node": "gpus_per_node", "peak_flop_per_s": "peak"}
+_FIELD_SUFFIXES = ("_bytes_per_s", "_flop_per_s", "_bytes", "_hz", "_s")
+
+
 def _did_you_mean(word: object, options: Sequence[str]) -> str:
     if not isinstance(word, str):
         return ""
+    # A spec field name (sram_capacity_bytes, devices_per_node) names its file key exactly.
+    stem = next((word[: -len(x)] for x in _FIELD_SUFFIXES if word.endswith(x)), word)
+    for candidate in (_FIELD_KEYS.get(word), stem):
+        if candidate in options and candidate != word:
+            return f" (did you mean {candidate!r}?)"
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -489,11 +515,296 @@ def _parse_peak(value: Any, where: str, key: str) -> tuple[tuple[str, float], ..
     return tuple(sorted(pairs))
 
 
+def _table_rule(
+    keys: Sequence[str], item: Callable[[Any], Any], item_expected: str, example: str
+) -> Rule:
+    """A mapping from some of ``keys`` to values ``item`` accepts (None/empty: no entries).
+
+    Returns sorted ``(key, value)`` pairs.
+    """
+    expected = f"a mapping of {', '.join(keys)} to {item_expected}, e.g. {example}"
+
+    def parse(value: Any, where: str, key: str) -> tuple[tuple[str, Any], ...]:
+        if value is None or value == () or value == {}:
+            return ()
+        if not isinstance(value, dict):
+            raise _InvalidValueError(expected)
+        problems: list[ConfigProblem] = []
+        pairs: list[tuple[str, Any]] = []
+        for name, raw in value.items():
+            if name not in keys:
+                problems.append(
+                    ConfigProblem(
+                        where,
+                        f"{key}.{name}",
+                        raw,
+                        f"one of {', '.join(keys)}{_did_you_mean(name, list(keys))}",
+                    )
+                )
+                continue
+            parsed = item(raw)
+            if parsed is None:
+                problems.append(ConfigProblem(where, f"{key}.{name}", raw, item_expected))
+                continue
+            pairs.append((str(name), parsed))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(sorted(pairs))
+
+    return Rule(parse, expected, required=False)
+
+
+def _passes(value: Any) -> int | None:
+    return int(value) if _is_int(value) and value >= 1 else None
+
+
+def _ratio(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value <= 1 else None
+
+
+def _fidelity(value: Any) -> str | None:
+    return value if value in MATH_FIDELITIES else None
+
+
+def _parse_positions(value: Any, where: str, key: str) -> tuple[tuple[int, int], ...]:
+    expected = "a list of [row, col] die-local core positions, e.g. [[0, 0], [4, 0]]"
+    if value is None or value == ():
+        return ()
+    if not isinstance(value, list):
+        raise _InvalidValueError(expected)
+    out: list[tuple[int, int]] = []
+    problems: list[ConfigProblem] = []
+    for i, pos in enumerate(value):
+        if (
+            not isinstance(pos, (list, tuple))
+            or len(pos) != 2
+            or not all(_is_int(x) and x >= 0 for x in pos)
+        ):
+            problems.append(ConfigProblem(where, f"{key}[{i}]", pos, "[row, col], ints >= 0"))
+            continue
+        out.append((int(pos[0]), int(pos[1])))
+    if problems:
+        raise ConfigError(problems)
+    return tuple(out)
+
+
+_GRANULARITY_EXPECTED = (
+    "k (regions of k x k cores simulated as one tile) or [rows, cols] of one region"
+)
+
+
+def _parse_granularity(value: Any, where: str, key: str) -> tuple[int, int]:
+    if _is_int(value) and value >= 1:
+        return int(value), int(value)
+    if isinstance(value, list):
+        return _parse_grid(value, where, key)
+    raise _InvalidValueError(_GRANULARITY_EXPECTED)
+
+
+def _optional_int_rule(minimum: int) -> Rule:
+    rule = _int_rule(minimum)
+    return Rule(rule.parse, rule.expected, required=False)
+
+
 def _link_schema(prefix: str) -> Schema:
     return {
         f"{prefix}_bandwidth": _quantity_rule("bandwidth", positive=True),
         f"{prefix}_latency": _quantity_rule("time", positive=False),
     }
+
+
+_ENERGY_PER_FLOP_EXPECTED = (
+    "a mapping dtype -> energy, e.g. {fp16: 0.11 pJ/FLOP, fp32: 0.25 pJ/FLOP}"
+)
+
+
+def _parse_energy_per_flop(value: Any, where: str, key: str) -> tuple[tuple[str, float], ...]:
+    if not isinstance(value, dict) or not value:
+        raise _InvalidValueError(_ENERGY_PER_FLOP_EXPECTED)
+    problems: list[ConfigProblem] = []
+    pairs: list[tuple[str, float]] = []
+    for dtype, energy in value.items():
+        item_key = f"{key}.{dtype}"
+        if dtype not in DTYPE_BYTES:
+            known = ", ".join(sorted(DTYPE_BYTES))
+            hint = _did_you_mean(dtype, list(DTYPE_BYTES))
+            problems.append(
+                ConfigProblem(where, item_key, energy, f"a dtype key, one of {known}{hint}")
+            )
+            continue
+        try:
+            pairs.append(
+                (dtype, parse_quantity(energy, "energy_per_flop", where=where, key=item_key))
+            )
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return tuple(sorted(pairs))
+
+
+def _optional_quantity_rule(dimension: str) -> Rule:
+    rule = _quantity_rule(dimension, positive=True)
+    return Rule(rule.parse, rule.expected, required=False)
+
+
+def _energy_rule(kind: str) -> Rule:
+    """The optional ``energy:`` section of a hardware file (:class:`EnergySpec`).
+
+    A wafer has NoC hops and die crossings, and its SRAM must be costed; a cluster has NVLink
+    and NIC links, and SRAM (which GPUs do not manage) may be left out.
+    """
+    per_byte = _quantity_rule("energy_per_byte", positive=False)
+    power = _quantity_rule("power", positive=False)
+    is_wafer = kind == "wafer"
+    chip_key = "static_per_chip" if is_wafer else "static_per_node"
+    schema: Schema = {
+        "flop": Rule(_parse_energy_per_flop, _ENERGY_PER_FLOP_EXPECTED),
+        "sram": per_byte if is_wafer else Rule(per_byte.parse, per_byte.expected, required=False),
+        "chip_to_chip": per_byte,
+        "dram": per_byte,
+        "static_per_tile": power,
+        chip_key: power,
+        "tdp_per_tile": _optional_quantity_rule("power"),
+    }
+    if is_wafer:
+        schema["noc_hop"] = per_byte
+    else:
+        schema["nic"] = per_byte
+    return _section_rule(
+        schema,
+        lambda v: EnergySpec(
+            energy_j_per_flop=v["flop"],
+            sram_j_per_byte=v.get("sram", 0.0),
+            noc_hop_j_per_byte=v.get("noc_hop", 0.0),
+            chip_to_chip_j_per_byte=v["chip_to_chip"],
+            nic_j_per_byte=v.get("nic", 0.0),
+            dram_j_per_byte=v["dram"],
+            static_per_tile_w=v["static_per_tile"],
+            static_per_chip_w=v[chip_key],
+            tdp_per_tile_w=v.get("tdp_per_tile"),
+        ),
+    )
+
+
+def _positive_number_rule(required: bool) -> Rule:
+    expected = "a positive number"
+
+    def parse(value: Any, where: str, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise _InvalidValueError(expected)
+        return float(value)
+
+    return Rule(parse, expected, required)
+
+
+def _cost_rule() -> Rule:
+    """The optional ``cost:`` section of a hardware file (:class:`CostSpec`)."""
+    defaults = {f.name: f.default for f in fields(CostSpec)}
+    schema: Schema = {
+        "tile_area": _quantity_rule("area", positive=True),
+        "die_area": _quantity_rule("area", positive=True),
+        "defect_density": _quantity_rule("areal_density", positive=False),
+        "yield_model": _choice_rule(YIELD_MODELS),
+        "clustering": _positive_number_rule(required=False),
+        "wafer_diameter": _optional_quantity_rule("length"),
+        "wafer_price": _quantity_rule("money", positive=False),
+        "system_price": _optional_quantity_rule("money"),
+        "lifetime": _quantity_rule("time", positive=True),
+        "energy_price": _quantity_rule("money_per_energy", positive=False),
+        "training_tokens": _positive_number_rule(required=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: CostSpec(
+            tile_area_m2=v["tile_area"],
+            die_area_m2=v["die_area"],
+            defect_density_per_m2=v["defect_density"],
+            yield_model=v["yield_model"],
+            clustering=v.get("clustering", defaults["clustering"]),
+            wafer_diameter_m=v.get("wafer_diameter", defaults["wafer_diameter_m"]),
+            wafer_price_usd=v["wafer_price"],
+            system_price_usd=v.get("system_price"),
+            lifetime_s=v["lifetime"],
+            energy_price_usd_per_j=v["energy_price"],
+            training_tokens=v.get("training_tokens"),
+        ),
+    )
+
+
+def _int_list_rule(width: int, expected: str) -> Rule:
+    """A list of ints >= 0 (``width`` 1) or of ``[int, int]`` pairs (``width`` 2)."""
+
+    def parse(value: Any, where: str, key: str) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _InvalidValueError(expected)
+        out: list[Any] = []
+        problems = []
+        for i, item in enumerate(value):
+            items = item if width > 1 else [item]
+            if not (isinstance(items, list) and len(items) == width) or not all(
+                _is_int(x) and x >= 0 for x in items
+            ):
+                problems.append(ConfigProblem(where, f"{key}[{i}]", item, expected))
+                continue
+            out.append(tuple(int(x) for x in items) if width > 1 else int(item))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(out)
+
+    return Rule(parse, expected, required=False)
+
+
+def _degraded_links_rule() -> Rule:
+    expected = "a list of [tile, tile, fraction] with 0 < fraction <= 1"
+
+    def parse(value: Any, where: str, key: str) -> tuple[tuple[int, int, float], ...]:
+        if not isinstance(value, list):
+            raise _InvalidValueError(expected)
+        out: list[tuple[int, int, float]] = []
+        problems = []
+        for i, item in enumerate(value):
+            ok = (
+                isinstance(item, list)
+                and len(item) == 3
+                and all(_is_int(x) and x >= 0 for x in item[:2])
+                and not isinstance(item[2], bool)
+                and isinstance(item[2], (int, float))
+                and 0 < item[2] <= 1
+            )
+            if not ok:
+                problems.append(ConfigProblem(where, f"{key}[{i}]", item, expected))
+                continue
+            out.append((int(item[0]), int(item[1]), float(item[2])))
+        if problems:
+            raise ConfigError(problems)
+        return tuple(out)
+
+    return Rule(parse, expected, required=False)
+
+
+def _defects_rule() -> Rule:
+    """The optional ``defects:`` section of a hardware file (:class:`DefectSpec`)."""
+    defaults = {f.name: f.default for f in fields(DefectSpec)}
+    fraction = _float_rule(0.0, 1.0, low_open=False, high_open=True)
+    schema: Schema = {
+        "dead_tiles": _int_list_rule(1, "a list of tile indices"),
+        "dead_dies": _int_list_rule(1, "a list of die (or node) indices"),
+        "dead_links": _int_list_rule(2, "a list of [tile, tile] pairs of neighbouring tiles"),
+        "degraded_links": _degraded_links_rule(),
+        "dead_dram_ports": _int_list_rule(1, "a list of DRAM port indices"),
+        "dead_tile_fraction": Rule(fraction.parse, fraction.expected, required=False),
+        "clustering": _positive_number_rule(required=False),
+        "seed": _int_rule(0, required=False),
+        "spare_rows": _int_rule(0, required=False),
+        "spare_cols": _int_rule(0, required=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: DefectSpec(**{name: v.get(name, default) for name, default in defaults.items()}),
+    )
 
 
 _HW_KINDS = ("wafer", "gpu_cluster")
@@ -525,31 +836,48 @@ def hardware_schema(kind: str) -> Schema:
             "compute_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "gemm": _gemm_rule(),
             "memory_ops": _memory_ops_rule(),
+            "fidelity_passes": _table_rule(
+                MATH_FIDELITIES, _passes, "an int >= 1", "{LoFi: 1, HiFi2: 2, HiFi4: 4}"
+            ),
+            "format_efficiency": _table_rule(
+                tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.83, bfp8: 0.78}"
+            ),
         },
         "dram": {
             "placement": (
-                _choice_rule(("die_edge", "per_tile"))
+                _choice_rule(("die_edge", "per_tile", "positions"))
                 if is_wafer
                 else _choice_rule(("per_tile",), note=" (a GPU's HBM belongs to that GPU)")
             ),
-            "capacity": _quantity_rule("bytes", positive=True),
+            # A wafer may have no off-chip memory (capacity 0: everything must fit in SRAM).
+            "capacity": _quantity_rule("bytes", positive=not is_wafer),
             "bandwidth": _quantity_rule("bandwidth", positive=True),
             "latency": _quantity_rule("time", positive=False),
         },
     }
     if is_wafer:
+        schema["dram"]["positions"] = Rule(
+            _parse_positions, "a list of [row, col] die-local core positions", required=False
+        )
         schema["wafer"] = {
             "die_grid": Rule(_parse_grid, _GRID_EXPECTED),
             "tile_grid": Rule(_parse_grid, _GRID_EXPECTED),
+            "granularity": Rule(_parse_granularity, _GRANULARITY_EXPECTED, required=False),
+            "unit_grid": Rule(_parse_grid, _GRID_EXPECTED, required=False),
         }
         schema["noc"] = {
             "topology": _choice_rule(("mesh", "torus")),
             **_link_schema("intra_die"),
             **_link_schema("inter_die"),
+            "inter_die_links": _optional_int_rule(0),
+            "bidirectional_rings": Rule(_bool_rule().parse, "true or false", required=False),
         }
     else:
         schema["cluster"] = {"num_nodes": _int_rule(), "gpus_per_node": _int_rule()}
         schema["network"] = {**_link_schema("intra_node"), **_link_schema("inter_node")}
+    schema["energy"] = _energy_rule(kind)
+    schema["cost"] = _cost_rule()
+    schema["defects"] = _defects_rule()
     return schema
 
 
@@ -636,13 +964,21 @@ def _workload_schema(set_hint: bool) -> Schema:
 
 def _inference_schema() -> Schema:
     dtypes = ("fp32", "fp16", "bf16")
+    stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
+    mlp = _choice_rule(stored)
     return {
         "prompt_len": _int_rule(),
         "output_len": _int_rule(),
         "batch": _int_rule(),
         "dtype": _choice_rule(dtypes),
-        "weight_dtype": _choice_rule((*dtypes, "int8")),
-        "kv_dtype": _choice_rule((*dtypes, "int8")),
+        "weight_dtype": _choice_rule(stored),
+        "kv_dtype": _choice_rule(stored),
+        "mlp_weight_dtype": Rule(
+            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
+        ),
+        "math_fidelity": _table_rule(
+            stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
+        ),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -930,7 +1266,11 @@ def _section_expected(schema: Schema) -> str:
 
 
 def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
-    """Phase 6: the frozen :class:`HardwareSpec` from parsed values (no problems left)."""
+    """Phase 6: the frozen :class:`HardwareSpec` from parsed values (no problems left).
+
+    A wafer with ``wafer.granularity: k > 1`` comes back coarsened (:func:`coarsen`): each
+    tile of the spec is a k x k region of the file's cores.
+    """
     tile_v = values["tile"]
     dram_v = values["dram"]
     tile = TileSpec(
@@ -940,16 +1280,22 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         compute_efficiency=tile_v["compute_efficiency"],
         gemm=tile_v.get("gemm"),
         memory_ops=tile_v.get("memory_ops"),
+        fidelity_passes=tile_v.get("fidelity_passes", ()),
+        format_efficiency=tile_v.get("format_efficiency", ()),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
         capacity_bytes=dram_v["capacity"],
         bandwidth_bytes_per_s=dram_v["bandwidth"],
         latency_s=dram_v["latency"],
+        positions=dram_v.get("positions", ()),
     )
     wafer = cluster = None
+    granularity = (1, 1)
     if values["kind"] == "wafer":
         grid, noc = values["wafer"], values["noc"]
+        granularity = grid.get("granularity", (1, 1))
+        unit = grid.get("unit_grid", (1, 1))
         wafer = WaferSpec(
             die_rows=grid["die_grid"][0],
             die_cols=grid["die_grid"][1],
@@ -958,6 +1304,10 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             topology=noc["topology"],
             intra_die=LinkSpec(noc["intra_die_bandwidth"], noc["intra_die_latency"]),
             inter_die=LinkSpec(noc["inter_die_bandwidth"], noc["inter_die_latency"]),
+            inter_die_links=noc.get("inter_die_links", 0),
+            bidirectional_rings=noc.get("bidirectional_rings", False),
+            unit_rows=unit[0],
+            unit_cols=unit[1],
         )
     else:
         c, net = values["cluster"], values["network"]
@@ -967,12 +1317,94 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             intra_node=LinkSpec(net["intra_node_bandwidth"], net["intra_node_latency"]),
             inter_node=LinkSpec(net["inter_node_bandwidth"], net["inter_node_latency"]),
         )
-    return HardwareSpec(
-        name=values["name"], kind=values["kind"], tile=tile, dram=dram, wafer=wafer, cluster=cluster
+    spec = HardwareSpec(
+        name=values["name"],
+        kind=values["kind"],
+        tile=tile,
+        dram=dram,
+        wafer=wafer,
+        cluster=cluster,
+        energy=values.get("energy"),
+        cost=values.get("cost"),
+        defects=values.get("defects"),
     )
+    return coarsen(spec, granularity) if granularity != (1, 1) else spec
+
+
+def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
+    """``spec`` with every ``kr x kc`` region of cores of each die simulated as one tile.
+
+    The aggregation rule (docs/architecture.md, "Granularity"): a unit holds ``kr*kc``
+    cores, so its peak FLOP/s, SRAM capacity and SRAM bandwidth (and a GEMM model's compute
+    units and a memory-kernel bandwidth) are ``kr*kc`` times a core's. The NoC links between
+    neighbouring units are aggregated by the topology from the core link and
+    ``wafer.unit_rows``/``unit_cols`` (:class:`palmsim.hardware.topology.MeshTopology`).
+    Chip-to-chip links keep their bandwidth and latency. DRAM channels attach to the unit
+    holding their position; the channels of one unit merge into one channel with their
+    summed capacity and bandwidth. Pure; ``kr``/``kc`` must divide the die's tile grid.
+    """
+    assert spec.wafer is not None
+    kr, kc = granularity
+    w, t, d = spec.wafer, spec.tile, spec.dram
+    assert w.tile_rows % kr == 0 and w.tile_cols % kc == 0, (w.tile_rows, w.tile_cols, kr, kc)
+    area = kr * kc
+    gemm = t.gemm
+    if gemm is not None:
+        gemm = dataclasses.replace(gemm, compute_units=gemm.compute_units * area)
+    mem = t.memory_ops
+    if mem is not None:
+        mem = MemoryOpsSpec(
+            bandwidth_bytes_per_s=mem.bandwidth_bytes_per_s * area,
+            launch_latency_s=mem.launch_latency_s,
+            kinds=tuple(
+                (name, MemoryKernelSpec(m.bandwidth_bytes_per_s * area, m.launch_latency_s))
+                for name, m in mem.kinds
+            ),
+        )
+    tile = dataclasses.replace(
+        t,
+        peak_flop_per_s=tuple((dtype, rate * area) for dtype, rate in t.peak_flop_per_s),
+        sram_capacity_bytes=t.sram_capacity_bytes * area,
+        sram_bandwidth_bytes_per_s=t.sram_bandwidth_bytes_per_s * area,
+        gemm=gemm,
+        memory_ops=mem,
+    )
+    # DRAM channels per unit of one die: each channel's unit, then merged per unit.
+    if d.placement == "positions":
+        per_die = list(d.positions)
+    elif d.placement == "per_tile":
+        per_die = [(r, c) for r in range(w.tile_rows) for c in range(w.tile_cols)]
+    else:  # die_edge: the channels _WaferTopology places (edge columns, inner rows)
+        per_die = [(r, c) for c in (0, w.tile_cols - 1) for r in range(1, w.tile_rows - 1)]
+    units: list[tuple[int, int]] = []
+    for r, c in per_die:
+        if (r // kr, c // kc) not in units:
+            units.append((r // kr, c // kc))
+    per_unit = len(per_die) / len(units) if units else 1.0
+    # Every unit holding channels gets the same count when they spread evenly; otherwise the
+    # channels are shared out evenly (the total capacity and bandwidth are kept).
+    dram = DramSpec(
+        placement="positions",
+        capacity_bytes=d.capacity_bytes * per_unit,
+        bandwidth_bytes_per_s=d.bandwidth_bytes_per_s * per_unit,
+        latency_s=d.latency_s,
+        positions=tuple(units),
+    )
+    wafer = dataclasses.replace(
+        w,
+        tile_rows=w.tile_rows // kr,
+        tile_cols=w.tile_cols // kc,
+        unit_rows=w.unit_rows * kr,
+        unit_cols=w.unit_cols * kc,
+    )
+    return dataclasses.replace(spec, tile=tile, dram=dram, wafer=wafer)
 
 
 _TRAINING_DTYPES = ("fp32", "fp16", "bf16")
+
+#: Most tiles a wafer may simulate: a chip graph of 2^16 tiles builds in seconds and a few
+#: hundred MB; beyond it, ``wafer.granularity`` must merge cores into regions.
+MAX_SIMULATED_TILES = 65536
 
 
 def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]:
@@ -982,6 +1414,62 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
       training, and every workload dtype is one of these.
     """
     problems: list[ConfigProblem] = []
+    grid = values.get("wafer", {})
+    tiles = grid.get("tile_grid")
+    kr, kc = grid.get("granularity", (1, 1))
+    if tiles is not None and (tiles[0] % kr or tiles[1] % kc):
+        problems.append(
+            ConfigProblem(
+                where,
+                "wafer.granularity",
+                [kr, kc],
+                f"divisors of wafer.tile_grid {list(tiles)}: regions of kr x kc cores are "
+                "simulated as one tile",
+            )
+        )
+    dies = grid.get("die_grid")
+    if tiles is not None and dies is not None and not (tiles[0] % kr or tiles[1] % kc):
+        simulated = dies[0] * dies[1] * (tiles[0] // kr) * (tiles[1] // kc)
+        if simulated > MAX_SIMULATED_TILES:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    "wafer.granularity",
+                    [kr, kc],
+                    f"regions large enough that at most {MAX_SIMULATED_TILES} tiles are "
+                    f"simulated (this grid gives {simulated}); e.g. wafer.granularity: "
+                    f"{math.ceil(math.sqrt(simulated * kr * kc / MAX_SIMULATED_TILES))} or "
+                    "a divisor of the tile grid near it",
+                )
+            )
+    dram = values.get("dram", {})
+    positions = dram.get("positions", ())
+    if dram.get("placement") == "positions" and not positions:
+        problems.append(
+            ConfigProblem(
+                where,
+                "dram.positions",
+                ConfigError.MISSING,
+                "die-local [row, col] of each DRAM channel for placement 'positions'",
+            )
+        )
+    if dram.get("placement") not in (None, "positions") and positions:
+        problems.append(
+            ConfigProblem(
+                where, "dram.positions", positions, "nothing unless dram.placement is 'positions'"
+            )
+        )
+    if tiles is not None:
+        for i, (r, c) in enumerate(positions):
+            if r >= tiles[0] or c >= tiles[1]:
+                problems.append(
+                    ConfigProblem(
+                        where,
+                        f"dram.positions[{i}]",
+                        [r, c],
+                        f"a core of the die's {tiles[0]} x {tiles[1]} tile_grid",
+                    )
+                )
     peak = values.get("tile", {}).get("peak")
     if peak is not None and not {d for d, _ in peak} & set(_TRAINING_DTYPES):
         problems.append(
@@ -1293,6 +1781,8 @@ def format_exact(value: float, dimension: str) -> str:
     unit = DIMENSIONS[dimension][0]
     if dimension == "time":
         units = list(_TIME_UNITS)
+    elif dimension in DISPLAY_UNITS:
+        units = list(DISPLAY_UNITS[dimension])
     else:
         prefixes = _DECIMAL_PREFIXES + (_BINARY_PREFIXES if dimension == "bytes" else ())
         units = [p + unit for p in prefixes]
@@ -1359,6 +1849,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             **_link_to_raw("intra_die", w.intra_die),
             **_link_to_raw("inter_die", w.inter_die),
         }
+        if (w.unit_rows, w.unit_cols) != (1, 1):  # only when set: other configs as before
+            raw["wafer"]["unit_grid"] = [w.unit_rows, w.unit_cols]
+        if w.inter_die_links:
+            raw["noc"]["inter_die_links"] = w.inter_die_links
+        if w.bidirectional_rings:
+            raw["noc"]["bidirectional_rings"] = True
     if spec.cluster is not None:
         c = spec.cluster
         raw["cluster"] = {"num_nodes": c.num_nodes, "gpus_per_node": c.devices_per_node}
@@ -1372,6 +1868,70 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         "bandwidth": format_exact(d.bandwidth_bytes_per_s, "bandwidth"),
         "latency": format_exact(d.latency_s, "time"),
     }
+    if d.positions:
+        raw["dram"]["positions"] = [list(p) for p in d.positions]
+    if t.fidelity_passes:
+        raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
+    if t.format_efficiency:
+        raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
+    if spec.energy is not None:
+        raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
+    if spec.cost is not None:
+        raw["cost"] = _cost_to_raw(spec.cost)
+    if spec.defects is not None:
+        f = spec.defects
+        raw["defects"] = {
+            "dead_tiles": list(f.dead_tiles),
+            "dead_dies": list(f.dead_dies),
+            "dead_links": [list(pair) for pair in f.dead_links],
+            "degraded_links": [list(item) for item in f.degraded_links],
+            "dead_dram_ports": list(f.dead_dram_ports),
+            "dead_tile_fraction": f.dead_tile_fraction,
+            "seed": f.seed,
+            "spare_rows": f.spare_rows,
+            "spare_cols": f.spare_cols,
+        }
+        if f.clustering is not None:
+            raw["defects"]["clustering"] = f.clustering
+    return raw
+
+
+def _energy_to_raw(e: EnergySpec, kind: str) -> dict[str, Any]:
+    per_byte = {
+        "sram": e.sram_j_per_byte,
+        "chip_to_chip": e.chip_to_chip_j_per_byte,
+        "dram": e.dram_j_per_byte,
+        **({"noc_hop": e.noc_hop_j_per_byte} if kind == "wafer" else {"nic": e.nic_j_per_byte}),
+    }
+    raw: dict[str, Any] = {
+        "flop": {dtype: format_exact(j, "energy_per_flop") for dtype, j in e.energy_j_per_flop},
+        **{key: format_exact(value, "energy_per_byte") for key, value in per_byte.items()},
+        "static_per_tile": format_exact(e.static_per_tile_w, "power"),
+        ("static_per_chip" if kind == "wafer" else "static_per_node"): format_exact(
+            e.static_per_chip_w, "power"
+        ),
+    }
+    if e.tdp_per_tile_w is not None:
+        raw["tdp_per_tile"] = format_exact(e.tdp_per_tile_w, "power")
+    return raw
+
+
+def _cost_to_raw(c: CostSpec) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "tile_area": format_exact(c.tile_area_m2, "area"),
+        "die_area": format_exact(c.die_area_m2, "area"),
+        "defect_density": format_exact(c.defect_density_per_m2, "areal_density"),
+        "yield_model": c.yield_model,
+        "clustering": c.clustering,
+        "wafer_diameter": format_exact(c.wafer_diameter_m, "length"),
+        "wafer_price": format_exact(c.wafer_price_usd, "money"),
+        "lifetime": format_exact(c.lifetime_s, "time"),
+        "energy_price": format_exact(c.energy_price_usd_per_j, "money_per_energy"),
+    }
+    if c.system_price_usd is not None:
+        raw["system_price"] = format_exact(c.system_price_usd, "money")
+    if c.training_tokens is not None:
+        raw["training_tokens"] = c.training_tokens
     return raw
 
 
@@ -1389,7 +1949,11 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
         out = {"name": spec.model.name, "model": model, "training": training, "mode": spec.mode}
         if spec.inference is not None:
             inf = spec.inference
-            out["inference"] = {f.name: getattr(inf, f.name) for f in fields(InferenceSpec)}
+            inference: dict[str, Any] = {
+                f.name: getattr(inf, f.name) for f in fields(InferenceSpec)
+            }
+            inference["math_fidelity"] = dict(inf.math_fidelity)
+            out["inference"] = inference
         return out
     if isinstance(spec, MappingSpec):
         return {f.name: getattr(spec, f.name) for f in fields(MappingSpec)}
@@ -1403,3 +1967,195 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
             "max_memory": format_exact(spec.max_memory_bytes, "bytes"),
         }
     raise TypeError(f"spec_to_raw: not a spec: {type(spec).__name__}")
+
+
+# =========================================================================== serving (issue 16)
+
+_TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+
+#: Most requests a serving run may generate: each is a few hundred bytes of records and state,
+#: so this bounds a run's memory to a few GB (no input may exhaust memory).
+MAX_SERVING_REQUESTS = 10_000_000
+
+
+def _bounded_int_rule(minimum: int, maximum: int) -> Rule:
+    expected = f"an int in [{minimum}, {maximum}]"
+
+    def parse(value: Any, where: str, key: str) -> int:
+        if not _is_int(value) or not minimum <= value <= maximum:
+            raise _InvalidValueError(expected)
+        return int(value)
+
+    return Rule(parse, expected)
+
+
+def _serving_schema() -> Schema:
+    dtypes = ("fp32", "fp16", "bf16")
+    return {
+        "name": _str_rule(required=False),
+        "description": _str_rule(required=False),
+        "sources": _str_list_rule(required=False),
+        "traffic": {
+            "arrival": _choice_rule(SERVING_ARRIVALS),
+            "rate_per_s": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
+            "cv": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
+            "num_requests": _bounded_int_rule(1, MAX_SERVING_REQUESTS),
+            "lengths": _choice_rule(SERVING_LENGTHS),
+            "prompt_tokens": _int_rule(),
+            "output_tokens": _int_rule(),
+            "shared_prefix_tokens": _int_rule(minimum=0),
+            "trace": _str_rule(required=False),
+        },
+        "scheduler": {
+            "max_num_seqs": _int_rule(),
+            "max_num_batched_tokens": _int_rule(),
+            "block_size": _int_rule(),
+            "enable_chunked_prefill": _bool_rule(),
+            "gpu_memory_utilization": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+            "num_kv_blocks": _int_rule(minimum=0),
+            "enable_prefix_caching": _bool_rule(),
+        },
+        "slo": {
+            "ttft": _quantity_rule("time", positive=True),
+            "tpot": _quantity_rule("time", positive=True),
+            "quantile": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+        },
+        "replicas": _int_rule(),
+        "router": _choice_rule(SERVING_ROUTERS),
+        "prefill_replicas": _int_rule(minimum=0),
+        "tp": _int_rule(),
+        "pp": _int_rule(),
+        "placement": _str_rule(),
+        "dtype": _choice_rule(dtypes),
+        "weight_dtype": _choice_rule((*dtypes, "int8")),
+        "kv_dtype": _choice_rule((*dtypes, "int8")),
+    }
+
+
+def _serving_defaults() -> dict[str, Any]:
+    """Raw defaults of a serving file, from the spec dataclasses (times in the file's form)."""
+    scheduler = _defaults(SchedulerSpec)
+    slo: dict[str, Any] = {"ttft": f"{SloSpec().ttft_s} s", "tpot": f"{SloSpec().tpot_s} s"}
+    slo["quantile"] = SloSpec().quantile
+    traffic = _defaults(TrafficSpec)
+    for key in ("trace", "trace_path"):
+        traffic.pop(key)
+    return {"traffic": traffic, "scheduler": scheduler, "slo": slo, **_defaults(ServingSpec)}
+
+
+def read_trace_csv(path: Path, where: str, key: str) -> tuple[tuple[float, int, int], ...]:
+    """Rows ``(arrival_s, prompt_tokens, output_tokens)`` of a trace CSV with that header.
+
+    Arrival times are seconds from the start, non-decreasing; token counts are ints >= 1.
+
+    Raises:
+        ConfigError: unreadable file, wrong header, or a bad row (naming its line).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError.single(where, key, str(path), f"a readable trace CSV ({exc})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    header = tuple(c.strip() for c in lines[0].split(",")) if lines else ()
+    if header != _TRACE_COLUMNS:
+        raise ConfigError.single(
+            str(path), "line 1", ",".join(header), f"the header {','.join(_TRACE_COLUMNS)}"
+        )
+    rows: list[tuple[float, int, int]] = []
+    problems: list[ConfigProblem] = []
+    previous = 0.0
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            if len(cells) != 3:
+                raise ValueError
+            arrival, prompt, output = float(cells[0]), int(cells[1]), int(cells[2])
+            if not (arrival >= previous and arrival < float("inf") and prompt >= 1 and output >= 1):
+                raise ValueError
+        except ValueError:
+            problems.append(
+                ConfigProblem(
+                    str(path),
+                    f"line {number}",
+                    line,
+                    "arrival_s (>= the previous row's, finite), prompt_tokens and output_tokens "
+                    "(ints >= 1)",
+                )
+            )
+            continue
+        previous = arrival
+        rows.append((arrival, prompt, output))
+    if problems:
+        raise ConfigError(problems)
+    if not rows:
+        raise ConfigError.single(str(path), "line 2", MISSING, "at least one request row")
+    return tuple(rows)
+
+
+def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec:
+    """Phases 1-7 for a serving file (``palmsim serve --serving FILE``).
+
+    ``serving.`` overrides apply to it; ``traffic.trace`` names a CSV relative to the file.
+
+    Raises:
+        ConfigError: every problem of the file (and its overrides) at once.
+    """
+    path = Path(path)
+    where = str(path)
+    raw = apply_overrides(read_config_file(path), overrides, "serving", where)
+    defaults = _serving_defaults()
+    for section in ("traffic", "scheduler", "slo"):
+        if raw.get(section) is None:
+            raw[section] = {}
+        _fill(raw[section], defaults[section])
+    _fill(raw, {k: v for k, v in defaults.items() if k not in ("traffic", "scheduler", "slo")})
+    schema = _serving_schema()
+    problems = check_keys(raw, schema, where)
+    values, parse_problems = parse_values(raw, schema, where)
+    problems += parse_problems
+    traffic = values.get("traffic", {})
+    if not problems and traffic["arrival"] == "trace" and "trace" not in traffic:
+        problems.append(
+            ConfigProblem(where, "traffic.trace", MISSING, "a trace CSV path (arrival 'trace')")
+        )
+    prefill = values.get("prefill_replicas", 0)
+    if prefill and not prefill < values.get("replicas", 1):
+        problems.append(
+            ConfigProblem(
+                where,
+                "prefill_replicas",
+                prefill,
+                f"0 (no disaggregation) or fewer than replicas ({values.get('replicas')}), "
+                f"leaving at least one decode replica",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    rows: tuple[tuple[float, int, int], ...] = ()
+    trace_path = ""
+    if traffic["arrival"] == "trace":
+        trace = path.parent / traffic["trace"]
+        trace_path = str(trace)
+        rows = read_trace_csv(trace, where, "traffic.trace")
+    slo = values["slo"]
+    return ServingSpec(
+        traffic=TrafficSpec(
+            arrival=traffic["arrival"],
+            rate_per_s=traffic["rate_per_s"],
+            cv=traffic["cv"],
+            num_requests=traffic["num_requests"],
+            lengths=traffic["lengths"],
+            prompt_tokens=traffic["prompt_tokens"],
+            output_tokens=traffic["output_tokens"],
+            shared_prefix_tokens=traffic["shared_prefix_tokens"],
+            trace=rows,
+            trace_path=trace_path,
+        ),
+        scheduler=SchedulerSpec(**values["scheduler"]),
+        slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
+        **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
+        placement=values["placement"],
+        **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype")},
+    )

@@ -12,6 +12,7 @@ prefix           section it changes              path inside the section
 ``inference.``   the workload file               ``inference.`` + rest
 ``mapping.``     the merged mapping sections     rest of the key
 ``run.``         the run settings                rest of the key
+``serving.``     the serving file (palmsim serve) rest of the key
 ===============  ==============================  =========================
 
 VALUE is parsed with ``yaml.safe_load``, so ``10`` is an int, ``true`` a bool, ``[10, 8]`` a list
@@ -54,10 +55,11 @@ _PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "inference": ("workload", ("inference",)),
     "mapping": ("mapping", ()),
     "run": ("run", ()),
+    "serving": ("serving", ()),
 }
 
 #: The sections an override can change.
-SECTIONS: tuple[str, ...] = ("hw", "workload", "mapping", "run")
+SECTIONS: tuple[str, ...] = ("hw", "workload", "mapping", "run", "serving")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORM = "KEY=VALUE with KEY starting with " + ", ".join(f"'{p}.'" for p in _PREFIXES)

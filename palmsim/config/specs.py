@@ -12,11 +12,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
     "GRAD_ACCUMULATION_MODES",
+    "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
+    "SERVING_ARRIVALS",
+    "SERVING_LENGTHS",
+    "SERVING_ROUTERS",
+    "YIELD_MODELS",
     "ClusterSpec",
+    "CostSpec",
+    "DefectSpec",
     "DramSpec",
+    "EnergySpec",
     "ExperimentSpec",
     "GemmSpec",
     "HardwareSpec",
@@ -27,15 +36,40 @@ __all__ = [
     "MemoryOpsSpec",
     "ModelSpec",
     "RunSpec",
+    "SchedulerSpec",
+    "ServingSpec",
+    "SloSpec",
     "TileSpec",
+    "TrafficSpec",
     "TrainingSpec",
     "WaferSpec",
     "WorkloadSpec",
     "help_of",
 ]
 
-#: Bytes per element of each numeric format palmsim knows.
-DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+#: Elements that share one 8-bit exponent in Tenstorrent's block floating point formats:
+#: a 32x32 tile is stored as 64 rows of 16 values, each row with its own exponent byte
+#: (tt-metal ``tt_metal/impl/data_format``: a bfloat8_b tile is 1024 + 64 = 1088 B, a
+#: bfloat4_b tile 512 + 64 = 576 B).
+BFP_BLOCK_ELEMENTS = 16
+
+#: Bytes per element of each numeric format palmsim knows. Block floating point counts the
+#: shared exponents: bfp8 = 1 B of sign+mantissa + 1/16 B of exponent = 1.0625 B; bfp4 =
+#: 0.5 + 1/16 = 0.5625 B.
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4,
+    "fp16": 2,
+    "bf16": 2,
+    "fp8": 1,
+    "int8": 1,
+    "bfp8": 1 + 1 / BFP_BLOCK_ELEMENTS,
+    "bfp4": 0.5 + 1 / BFP_BLOCK_ELEMENTS,
+}
+
+#: Tenstorrent math fidelities: passes of the matrix engine over the mantissa bits, each
+#: pass at the LoFi rate (tt-metal tech_reports/GEMM_FLOPS: HiFi2 = 1/2, HiFi3 = 1/3,
+#: HiFi4 = 1/4 of LoFi).
+MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
 #: Values of ``MappingSpec.grad_accumulation``.
 GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
@@ -143,34 +177,60 @@ class TileSpec:
         default=1.0,
     )
     gemm: GemmSpec | None = _f(
-        "shape-dependent GEMM model; None: peak x compute_efficiency for every GEMM",
+        "shape-dependent GEMM model; null (absent): peak x compute_efficiency for every GEMM",
         default=None,
     )
     memory_ops: MemoryOpsSpec | None = _f(
-        "memory-bound kernels run one by one at this bandwidth; None: their bytes overlap "
+        "memory-bound kernels run one by one at this bandwidth; null (absent): their bytes overlap "
         "with the step's compute",
         default=None,
     )
+    fidelity_passes: tuple[tuple[str, int], ...] = _f(
+        "matrix-engine passes per math fidelity, as (fidelity, passes) pairs: the peak of a "
+        "fidelity is peak / passes (Tenstorrent LoFi 1, HiFi2 2, HiFi3 3, HiFi4 4); empty: "
+        "the chip has no fidelity setting",
+        default=(),
+    )
+    format_efficiency: tuple[tuple[str, float], ...] = _f(
+        "achievable fraction of peak of a GEMM whose weights are in this format, as "
+        "(dtype, ratio) pairs, fitted to GEMM microbenchmarks; a format without an entry "
+        "uses compute_efficiency",
+        default=(),
+    )
 
-    def peak_for(self, dtype: str) -> float:
-        """Peak FLOP/s for ``dtype``; bf16 falls back to fp16 and vice versa."""
+    def peak_for(self, dtype: str, fidelity: str | None = None) -> float:
+        """Peak FLOP/s for ``dtype`` (bf16 falls back to fp16 and vice versa), divided by the
+        passes of math ``fidelity`` when the tile has fidelity settings."""
         table = dict(self.peak_flop_per_s)
+        passes = dict(self.fidelity_passes).get(fidelity, 1) if fidelity else 1
         if dtype in table:
-            return table[dtype]
+            return table[dtype] / passes
         alias = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
         if alias in table:
-            return table[alias]
+            return table[alias] / passes
         raise KeyError(dtype)
+
+    def efficiency_for(self, dtype: str) -> float:
+        """Achievable fraction of peak of a GEMM with weights in ``dtype``."""
+        return dict(self.format_efficiency).get(dtype, self.compute_efficiency)
 
 
 @dataclass(frozen=True, slots=True)
 class DramSpec:
     """Off-tile memory: DRAM ports on die edges, stacked DRAM per tile, or a GPU's HBM."""
 
-    placement: str = _f("where DRAM channels attach: 'die_edge' or 'per_tile'")
+    placement: str = _f(
+        "where DRAM channels attach: 'die_edge', 'per_tile' or 'positions' (die-local "
+        "core coordinates in ``positions``)"
+    )
     capacity_bytes: float = _f("capacity of one DRAM channel/port [B]")
     bandwidth_bytes_per_s: float = _f("bandwidth of one DRAM channel, reads+writes shared [B/s]")
     latency_s: float = _f("access latency of one DRAM channel [s]")
+    positions: tuple[tuple[int, int], ...] = _f(
+        "placement 'positions': die-local (row, col) of the tile each channel attaches to, "
+        "the same on every die",
+        default=(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +243,27 @@ class WaferSpec:
     tile_cols: int = _f("tiles per die along the columns")
     topology: str = _f("NoC topology over the global tile grid: 'mesh' or 'torus'")
     intra_die: LinkSpec = _f("links between neighbouring tiles of one die")
-    inter_die: LinkSpec = _f("links between neighbouring tiles across a die boundary")
+    inter_die: LinkSpec = _f(
+        "links between neighbouring tiles across a die boundary; with inter_die_links, one "
+        "chip-to-chip link"
+    )
+    inter_die_links: int = _f(
+        "chip-to-chip links between two neighbouring dies, per direction; their bandwidth is "
+        "shared evenly by the tile pairs along the boundary. 0: one inter_die link per "
+        "boundary tile pair (a wafer's dies)",
+        default=0,
+    )
+    bidirectional_rings: bool = _f(
+        "ring collectives run as two rings in opposite directions, each on half the buffer "
+        "(tt-metal's ring fabric); false: one ring",
+        default=False,
+    )
+    unit_rows: int = _f(
+        "core rows in one simulated tile (granularity; 1 = every core itself)", default=1
+    )
+    unit_cols: int = _f(
+        "core columns in one simulated tile (granularity; 1 = every core itself)", default=1
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +279,125 @@ class ClusterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class EnergySpec:
+    """Energy per event and static power (``energy:`` of a hardware file; optional).
+
+    Every channel a flow crosses costs ``bytes x`` the energy per byte of its kind: one NoC hop
+    (``intra_die``), one chip-to-chip link (``inter_die`` on a wafer, ``nvlink`` in a cluster:
+    GPU to switch and switch to GPU are two), one NIC link (``nic``), a DRAM access (``dram``).
+    """
+
+    energy_j_per_flop: tuple[tuple[str, float], ...] = _f(
+        "energy of one FLOP per dtype, as (dtype, J/FLOP) pairs [J/FLOP]"
+    )
+    sram_j_per_byte: float = _f("energy of one byte read from or written to SRAM [J/B]")
+    noc_hop_j_per_byte: float = _f("energy of one byte over one on-die NoC link (a hop) [J/B]")
+    chip_to_chip_j_per_byte: float = _f(
+        "energy of one byte over one chip-to-chip link: a die crossing on a wafer, an NVLink "
+        "(GPU to switch or switch to GPU) in a cluster [J/B]"
+    )
+    nic_j_per_byte: float = _f("energy of one byte over one NIC link (GPU to fabric or back) [J/B]")
+    dram_j_per_byte: float = _f("energy of one byte read from or written to DRAM/HBM [J/B]")
+    static_per_tile_w: float = _f("static power of every tile (GPU), busy or not [W]")
+    static_per_chip_w: float = _f(
+        "static power of every die of a wafer, or of every node of a cluster (host, switches, "
+        "NICs), busy or not [W]"
+    )
+    tdp_per_tile_w: float | None = _f(
+        "thermal design power of one tile (a GPU's TDP) [W]; None: unknown", default=None
+    )
+
+    def flop_for(self, dtype: str) -> float:
+        """Energy of one FLOP in ``dtype`` [J]; bf16 falls back to fp16 and vice versa."""
+        table = dict(self.energy_j_per_flop)
+        if dtype in table:
+            return table[dtype]
+        alias = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        if alias in table:
+            return table[alias]
+        raise KeyError(dtype)
+
+    def channel_j_per_byte(self, kind: str) -> float:
+        """Energy of one byte over one channel of ``kind`` (a chip channel kind) [J/B]."""
+        return {
+            "intra_die": self.noc_hop_j_per_byte,
+            "inter_die": self.chip_to_chip_j_per_byte,
+            "nvlink": self.chip_to_chip_j_per_byte,
+            "nic": self.nic_j_per_byte,
+            "dram": self.dram_j_per_byte,
+        }[kind]
+
+
+#: Values of ``CostSpec.yield_model``.
+YIELD_MODELS = ("poisson", "murphy", "negative_binomial")
+
+
+@dataclass(frozen=True, slots=True)
+class CostSpec:
+    """Silicon area, yield and prices (``cost:`` of a hardware file; optional)."""
+
+    tile_area_m2: float = _f("silicon area of one tile (a GPU die) [m2]")
+    die_area_m2: float = _f(
+        "silicon area of one die: its tiles plus I/O and periphery (a GPU: the GPU die) [m2]"
+    )
+    defect_density_per_m2: float = _f("defects per area of the process, D0 [1/m2]")
+    yield_model: str = _f("'poisson', 'murphy' or 'negative_binomial' (clustered defects)")
+    wafer_price_usd: float = _f("price of one processed wafer [USD]")
+    lifetime_s: float = _f("time over which the machine's price is written off [s]")
+    energy_price_usd_per_j: float = _f("price of electric energy [USD/J]")
+    clustering: float = _f(
+        "clustering parameter alpha of the negative-binomial yield model [ratio]", default=2.0
+    )
+    wafer_diameter_m: float = _f("diameter of the wafers the dies are cut from [m]", default=0.3)
+    system_price_usd: float | None = _f(
+        "price of the whole machine as bought (boards, hosts, network) [USD]; None: the "
+        "silicon alone, its good dies at the wafer price",
+        default=None,
+    )
+    training_tokens: float | None = _f(
+        "tokens of one training run, for its dollars [count]; None: not reported", default=None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DefectSpec:
+    """Defective parts of a machine (``defects:`` of a hardware file; optional).
+
+    Listed defects are applied as given; random ones are drawn from ``seed``
+    (:func:`palmsim.hardware.defects.resolve_defects`). A dead tile is a hole: its compute,
+    its router and its links are unusable, and so is a DRAM port attached to it.
+    """
+
+    dead_tiles: tuple[int, ...] = _f("tiles that do not work [tile indices]", default=())
+    dead_dies: tuple[int, ...] = _f("dies (wafer) or nodes (cluster) that do not work", default=())
+    dead_links: tuple[tuple[int, int], ...] = _f(
+        "links between neighbouring tiles that do not work, both directions [tile pairs]",
+        default=(),
+    )
+    degraded_links: tuple[tuple[int, int, float], ...] = _f(
+        "links that work at a fraction of their bandwidth, both directions "
+        "[(tile, tile, fraction)]",
+        default=(),
+    )
+    dead_dram_ports: tuple[int, ...] = _f("DRAM ports that do not work [port indices]", default=())
+    dead_tile_fraction: float = _f(
+        "random: the probability that each tile is dead (Poisson-equivalent) [ratio]", default=0.0
+    )
+    clustering: float | None = _f(
+        "random: None draws tiles independently; alpha draws each die's defect density from a "
+        "gamma distribution of shape alpha (negative-binomial clustering) [ratio]",
+        default=None,
+    )
+    seed: int = _f("random: seed of the draw", default=0)
+    spare_rows: int = _f(
+        "wafer: the last rows of tiles of every die are spares, used only in place of the "
+        "die's dead tiles",
+        default=0,
+    )
+    spare_cols: int = _f("wafer: the same for the last columns of tiles of every die", default=0)
+
+
+@dataclass(frozen=True, slots=True)
 class HardwareSpec:
     """A whole machine: tiles, their memories and the network between them."""
 
@@ -208,6 +407,11 @@ class HardwareSpec:
     dram: DramSpec = _f("off-tile memory")
     wafer: WaferSpec | None = _f("wafer layout (kind 'wafer')", default=None)
     cluster: ClusterSpec | None = _f("cluster layout (kind 'gpu_cluster')", default=None)
+    energy: EnergySpec | None = _f(
+        "energy per event and static power; None: not modelled", default=None
+    )
+    cost: CostSpec | None = _f("area, yield and prices; None: not modelled", default=None)
+    defects: DefectSpec | None = _f("defective tiles, links and ports; None: none", default=None)
 
     @property
     def num_tiles(self) -> int:
@@ -217,6 +421,14 @@ class HardwareSpec:
             return w.die_rows * w.die_cols * w.tile_rows * w.tile_cols
         assert self.cluster is not None
         return self.cluster.num_nodes * self.cluster.devices_per_node
+
+    @property
+    def num_chips(self) -> int:
+        """Dies of a wafer, or nodes of a GPU cluster (what ``static_per_chip_w`` counts)."""
+        if self.wafer is not None:
+            return self.wafer.die_rows * self.wafer.die_cols
+        assert self.cluster is not None
+        return self.cluster.num_nodes
 
 
 # --------------------------------------------------------------------------- workload
@@ -245,7 +457,7 @@ class ModelSpec:
     hidden_dropout: float = _f(
         "residual dropout probability (a mask is stored if > 0)", default=0.0
     )
-    causal: bool = _f("decoder (causal) attention; False for encoders like BERT", default=True)
+    causal: bool = _f("decoder (causal) attention; false for encoders like BERT", default=True)
 
     @property
     def head_dim(self) -> int:
@@ -271,8 +483,23 @@ class InferenceSpec:
     output_len: int = _f("generated tokens per request; the first comes from the prefill")
     batch: int = _f("concurrent requests (over all data-parallel replicas)")
     dtype: str = _f("dtype of activations and compute: fp32, fp16 or bf16", default="fp16")
-    weight_dtype: str = _f("dtype weights are stored in: fp32, fp16, bf16 or int8", default="fp16")
-    kv_dtype: str = _f("dtype of the KV cache: fp32, fp16, bf16 or int8", default="fp16")
+    weight_dtype: str = _f(
+        "dtype weights are stored in: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="fp16"
+    )
+    kv_dtype: str = _f(
+        "dtype of the KV cache: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="fp16"
+    )
+    mlp_weight_dtype: str | None = _f(
+        "dtype of the MLP weights when it differs from weight_dtype (e.g. Tenstorrent's bfp4 "
+        "MLP with bfp8 attention); None: weight_dtype",
+        default=None,
+    )
+    math_fidelity: tuple[tuple[str, str], ...] = _f(
+        "math fidelity of the GEMMs by weight dtype, as (dtype, fidelity) pairs, on a chip "
+        "with tile.fidelity_passes; GEMMs of other formats and the attention use the "
+        "fidelity of the activation dtype's entry, or the full peak without one",
+        default=(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,3 +606,95 @@ class ExperimentSpec:
     mapping: MappingSpec
     run: RunSpec = field(default_factory=RunSpec)
     sources: tuple[tuple[str, str], ...] = ()  # (part, file path) for messages and provenance
+
+
+# --------------------------------------------------------------------------- serving (issue 16)
+
+
+#: Request-length distributions the traffic generator knows (``TrafficSpec.lengths``).
+SERVING_LENGTHS = ("fixed", "sharegpt", "summarization", "code")
+#: Arrival processes (``TrafficSpec.arrival``).
+SERVING_ARRIVALS = ("poisson", "gamma", "trace")
+#: Routers between replicas (``ServingSpec.router``).
+SERVING_ROUTERS = ("round_robin", "least_loaded")
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSpec:
+    """Which requests arrive when: an arrival process and a length distribution."""
+
+    arrival: str = _f("'poisson', 'gamma' (bursty, with cv) or 'trace' (a CSV file)")
+    rate_per_s: float = _f("mean arrival rate [requests/s] (poisson, gamma)", default=1.0)
+    cv: float = _f(
+        "coefficient of variation of inter-arrival times (gamma; 1 = Poisson)", default=1.0
+    )
+    num_requests: int = _f("requests to generate (poisson, gamma)", default=100)
+    lengths: str = _f(
+        "length distribution: 'fixed', 'sharegpt', 'summarization' or 'code'", default="fixed"
+    )
+    prompt_tokens: int = _f("prompt tokens of every request (lengths 'fixed')", default=512)
+    output_tokens: int = _f("output tokens of every request (lengths 'fixed')", default=128)
+    shared_prefix_tokens: int = _f(
+        "tokens of a system prompt every generated request's prompt starts with (added to its "
+        "drawn length); 0 = none",
+        default=0,
+    )
+    # (arrival_s, prompt_tokens, output_tokens) rows of a trace file, read by the loader
+    trace: tuple[tuple[float, int, int], ...] = _f(
+        "the rows of the trace CSV (arrival 'trace'): arrival_s, prompt_tokens, output_tokens",
+        default=(),
+    )
+    trace_path: str = _f("the trace CSV file, relative to the serving file", default="")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSpec:
+    """One replica's scheduler, as vLLM V1's (vllm/v1/core/sched/scheduler.py)."""
+
+    max_num_seqs: int = _f("most requests in one iteration's batch", default=256)
+    max_num_batched_tokens: int = _f(
+        "most tokens (prefill + decode) in one iteration", default=8192
+    )
+    block_size: int = _f("tokens per KV-cache block (paged attention)", default=16)
+    enable_chunked_prefill: bool = _f(
+        "split prompts into chunks that fit the token budget (Sarathi-Serve)", default=True
+    )
+    gpu_memory_utilization: float = _f(
+        "fraction of a tile's memory (SRAM + its share of DRAM) the replica may use", default=0.9
+    )
+    num_kv_blocks: int = _f("KV-cache blocks per replica; 0 = derived from memory", default=0)
+    enable_prefix_caching: bool = _f(
+        "reuse the full KV blocks of the shared prompt prefix while a request holds them",
+        default=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SloSpec:
+    """A service-level objective for goodput: both latencies at or below their limits."""
+
+    ttft_s: float = _f("time-to-first-token limit [s]", default=0.5)
+    tpot_s: float = _f("time-per-output-token limit [s]", default=0.05)
+    quantile: float = _f("fraction of requests that must meet both limits", default=0.9)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSpec:
+    """A serving experiment: traffic, replicas, their mapping and scheduler, and an SLO."""
+
+    traffic: TrafficSpec = _f("the request traffic")
+    scheduler: SchedulerSpec = _f("each replica's scheduler", default_factory=SchedulerSpec)
+    slo: SloSpec = _f("the SLO goodput counts against", default_factory=SloSpec)
+    replicas: int = _f("model replicas behind the router", default=1)
+    router: str = _f("'round_robin' or 'least_loaded'", default="round_robin")
+    prefill_replicas: int = _f(
+        "prefill/decode disaggregation: the first this many replicas only prefill, the "
+        "others only decode, and the KV cache moves between them over the links; 0 = off",
+        default=0,
+    )
+    tp: int = _f("tensor-parallel degree of a replica", default=1)
+    pp: int = _f("pipeline stages of a replica", default=1)
+    placement: str = _f("placement strategy of the replicas' tiles", default="snake")
+    dtype: str = _f("activations and compute: fp32, fp16 or bf16", default="bf16")
+    weight_dtype: str = _f("weights: fp32, fp16, bf16 or int8", default="bf16")
+    kv_dtype: str = _f("KV cache: fp32, fp16, bf16 or int8", default="bf16")

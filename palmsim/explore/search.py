@@ -11,7 +11,10 @@
 4. **Simulate** in increasing order of the bound and stop as soon as the next bound is no
    better than the K-th best simulated time: no mapping left can enter the top K, so the
    top K are exact. (``memory`` ranks by peak memory per tile instead, which needs no bound;
-   its top K are simulated for their figures.)
+   its top K are simulated for their figures.) ``energy`` ranks by energy per token and
+   ``cost`` by dollars per token; their bounds come from the same time bound, since an
+   iteration costs at least the machine's static power (and its written-off price) for its
+   time (:func:`objective_bound`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.schedule import SCHEDULES
+from palmsim.report.energy import capital_usd, power_floor_w
 
 __all__ = [
     "OBJECTIVES",
@@ -39,11 +43,13 @@ __all__ = [
     "SearchResult",
     "SearchSpace",
     "enumerate_mappings",
+    "objective_bound",
+    "objective_value",
     "pareto_front",
     "search",
 ]
 
-OBJECTIVES = ("throughput", "mfu", "memory")
+OBJECTIVES = ("throughput", "mfu", "memory", "energy", "cost")
 _RECOMPUTE = ("none", "selective", "full")
 
 
@@ -127,6 +133,36 @@ def enumerate_mappings(
                             )
 
 
+def objective_value(objective: str, summary: dict[str, Any]) -> float:
+    """What ``objective`` minimises in a simulated summary: the iteration time (throughput,
+    MFU), the energy per token [J] or the dollars per token [USD]."""
+    if objective == "energy":
+        return float(summary["energy"]["energy_per_token_j"])
+    if objective == "cost":
+        return float(summary["cost"]["cost_per_token_usd"])
+    return float(summary["iteration_time_s"])
+
+
+def objective_bound(
+    objective: str, experiment: ExperimentSpec, lower_bound_s: float, tokens: int
+) -> float:
+    """A lower bound on :func:`objective_value` from a lower bound on the iteration time.
+
+    Energy per token >= static power x time / tokens (per-event energy is >= 0); dollars per
+    token >= (price / lifetime + static power x energy price) x time / tokens.
+    """
+    hw = experiment.hardware
+    if objective == "energy":
+        return power_floor_w(hw) * lower_bound_s / tokens
+    if objective == "cost":
+        assert hw.cost is not None
+        rate_usd_per_s = capital_usd(hw) / hw.cost.lifetime_s
+        if hw.energy is not None:
+            rate_usd_per_s += power_floor_w(hw) * hw.cost.energy_price_usd_per_j
+        return rate_usd_per_s * lower_bound_s / tokens
+    return lower_bound_s
+
+
 def _simulate(experiment: ExperimentSpec) -> dict[str, Any]:
     """Simulate one candidate (a top-level function, so process pools can run it)."""
     return summarize_result(simulate(experiment))
@@ -167,9 +203,18 @@ def search(
         raise ConfigError.single("--objective", "objective", objective, " or ".join(OBJECTIVES))
     if top < 1:
         raise ConfigError.single("--top", "top", top, "an int >= 1")
+    hw = experiment.hardware
+    section = {"energy": hw.energy, "cost": hw.cost}
+    if objective in section and section[objective] is None:
+        where = dict(experiment.sources).get("hardware", hw.name)
+        raise ConfigError.single(
+            where, objective, "missing", f"an {objective}: section for --objective {objective}"
+        )
     chip = Chip.from_spec(experiment.hardware)
-    candidates = [Candidate(m) for m in enumerate_mappings(experiment, chip.num_tiles, space)]
+    num_live = len(chip.usable_tiles)  # live tiles, spares only in place of dead ones
+    candidates = [Candidate(m) for m in enumerate_mappings(experiment, num_live, space)]
     experiments: dict[int, ExperimentSpec] = {}
+    bounds: dict[int, float] = {}
     for index, candidate in enumerate(candidates):
         exp = dataclasses.replace(experiment, mapping=candidate.mapping)
         try:
@@ -180,6 +225,9 @@ def search(
         candidate.lower_bound_s = iteration_lower_bound_s(plan, chip)
         candidate.memory_per_tile_bytes = max(b.total for _, b in plan.memory)
         experiments[index] = exp
+        bounds[index] = objective_bound(
+            objective, exp, candidate.lower_bound_s, plan.tokens_per_iteration
+        )
     if progress:
         progress(f"{len(candidates)} mappings, {len(experiments)} feasible")
     if objective == "memory":
@@ -188,7 +236,7 @@ def search(
             candidates[i].lower_bound_s,
         )
     else:
-        key = lambda i: (candidates[i].lower_bound_s, 0.0)  # noqa: E731
+        key = lambda i: (bounds[i], candidates[i].lower_bound_s)  # noqa: E731
     order = sorted(experiments, key=key)
     workers = max(1, jobs or os.cpu_count() or 1)
     simulated: list[int] = []
@@ -201,9 +249,11 @@ def search(
                 if len(simulated) >= top:
                     break
             elif len(simulated) >= top:
-                times = sorted(candidates[i].summary["iteration_time_s"] for i in simulated)
-                if candidates[order[position]].lower_bound_s >= times[top - 1]:
-                    break  # no remaining mapping can be faster than the K-th best
+                values = sorted(
+                    objective_value(objective, candidates[i].summary) for i in simulated
+                )
+                if bounds[order[position]] >= values[top - 1]:
+                    break  # no remaining mapping can beat the K-th best
             room = len(order) if max_simulations is None else max_simulations - len(simulated)
             batch = order[position : position + min(workers, room)]
             position += len(batch)
@@ -218,8 +268,8 @@ def search(
     # Proven when nothing is left, or the next bound cannot beat the K-th best simulated.
     proven = position >= len(order)
     if not proven and objective != "memory" and len(simulated) >= top:
-        kth = sorted(candidates[i].summary["iteration_time_s"] for i in simulated)[top - 1]
-        proven = candidates[order[position]].lower_bound_s >= kth
+        kth = sorted(objective_value(objective, candidates[i].summary) for i in simulated)[top - 1]
+        proven = bounds[order[position]] >= kth
     elif not proven and objective == "memory":
         proven = len(simulated) >= top
     for index in order[position:]:
@@ -236,6 +286,6 @@ def search(
     if objective == "memory":
         ranked = sorted(simulated, key=lambda i: (candidates[i].memory_per_tile_bytes,))
     else:
-        ranked = sorted(simulated, key=lambda i: candidates[i].summary["iteration_time_s"])
+        ranked = sorted(simulated, key=lambda i: objective_value(objective, candidates[i].summary))
     best = tuple(candidates[i] for i in ranked[:top])
     return SearchResult(tuple(candidates), best, objective, proven)

@@ -21,8 +21,8 @@ import difflib
 import hashlib
 import itertools
 import json
+import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -55,7 +55,33 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "dram_bandwidth_utilization_max",
     "exposed_communication_s",
     "num_tiles_used",
+    "energy_per_token_j",
+    "average_power_w",
+    "cost_per_token_usd",
+    "num_tiles_live",
+    "rerouted_flows",
+    "slowdown",
 )
+#: Columns of RESULT_COLUMNS read from a section of the summary (hardware energy:, cost:,
+#: defects:), empty when the hardware has none.
+_NESTED_COLUMNS = {
+    "energy_per_token_j": "energy",
+    "average_power_w": "energy",
+    "cost_per_token_usd": "cost",
+    "num_tiles_live": "defects",
+    "rerouted_flows": "defects",
+    "slowdown": "defects",
+}
+
+
+def _result_value(summary: Mapping[str, Any], column: str) -> Any:
+    """A results.csv figure of a summary: a top-level key, or one of a section's."""
+    section = _NESTED_COLUMNS.get(column)
+    if section is None:
+        return summary.get(column)
+    return (summary.get(section) or {}).get(column)
+
+
 _SPEC_KEYS = ("base", "set", "grid", "zip")
 _BASE_KEYS = ("hw", "workload", "mapping")
 
@@ -202,44 +228,68 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     from palmsim.api import load_experiment, run_experiment
 
     out = Path(task["out_dir"])
-    status: dict[str, Any] = {"status": "ok", "reason": "", "summary": {}}
+    status: dict[str, Any] = {"status": "ok", "reason": "", "summary": {}, "warnings": []}
+    # A point's warnings (an under-used chip, uneven stages) go into its status.json, not to
+    # the worker's stderr, where every point would repeat them across the sweep's progress.
+    caught = _Caught()
+    logger = logging.getLogger("palmsim")
+    propagate = logger.propagate
+    logger.addHandler(caught)
+    logger.propagate = False
     try:
         experiment = load_experiment(
             task["hw"], task["workload"], task["mapping"], overrides=task["overrides"]
         )
         summary = run_experiment(experiment, out, make_plots=task["plots"])
-        status["summary"] = {k: summary.get(k) for k in RESULT_COLUMNS}
+        status["summary"] = {k: _result_value(summary, k) for k in RESULT_COLUMNS}
     except MappingError as error:
         status.update(status="infeasible", reason=str(error))
     except PalmsimError as error:
         status.update(status="error", reason=f"{type(error).__name__}: {error}")
     except Exception as error:  # a bug in palmsim: keep the sweep going, say what happened
         status.update(status="error", reason=f"internal error {type(error).__name__}: {error}")
+    finally:
+        logger.removeHandler(caught)
+        logger.propagate = propagate
+    status["warnings"] = caught.messages
     write_json(out / "status.json", status)
     return status
+
+
+class _Caught(logging.Handler):
+    """Keeps the messages of WARNING and above logged while one point runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 @dataclass
 class _Progress:
     total: int
     skipped: int
-    report: Callable[[str], None] | None
+    report: Callable[[int, int, str], None] | None
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "infeasible": 0, "error": 0})
-    started_s: float = field(default_factory=time.monotonic)
+    warned: int = 0  # finished points that logged warnings
 
-    def update(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
+    def update(self, status: str | None = None, warned: bool = False) -> None:
+        """Count a finished point of ``status`` (None: only report the state so far)."""
+        if status is not None:
+            self.counts[status] = self.counts.get(status, 0) + 1
+            self.warned += warned
         if self.report is None:
             return
         done = sum(self.counts.values())
-        left = self.total - self.skipped - done
-        elapsed_s = time.monotonic() - self.started_s
-        eta_s = elapsed_s / done * left if done else 0.0
         self.report(
-            f"[{done + self.skipped}/{self.total}] ok {self.counts['ok']}, infeasible "
-            f"{self.counts['infeasible']}, error {self.counts['error']}"
+            done + self.skipped,
+            self.total,
+            f"ok {self.counts['ok']}, infeasible {self.counts['infeasible']}, error "
+            f"{self.counts['error']}"
             + (f", {self.skipped} already done" if self.skipped else "")
-            + f", ETA {int(eta_s) // 60}:{int(eta_s) % 60:02d}"
+            + (f", {self.warned} with warnings in status.json" if self.warned else ""),
         )
 
 
@@ -267,7 +317,7 @@ def sweep(
     executor: str = "local",
     scheduler: str | None = None,
     plots: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
     overrides: Sequence[str] = (),
 ) -> Path:
     """Run every unfinished point of a sweep spec and write ``OUT/results.csv``; return it.
@@ -279,7 +329,9 @@ def sweep(
         executor: ``local`` (a process pool) or ``dask`` (an existing Dask cluster).
         scheduler: the Dask scheduler address, e.g. ``tcp://host:8786`` (``dask`` only).
         plots: also draw each point's figures.
-        progress: called with a one-line progress report after each point.
+        progress: called as ``progress(done, total, counts)`` once before the first point and
+            after each point: points finished (earlier runs' included), points in the spec,
+            and a text of the counts by status (the CLI draws it as a progress bar).
         overrides: ``--set`` strings added after every point's own (e.g. the run budgets
             ``run.max_events``); they do not change the point ids.
 
@@ -303,9 +355,10 @@ def sweep(
         if not (out / "points" / point.point_id / "status.json").exists()
     ]
     tracker = _Progress(len(spec.points), len(spec.points) - len(tasks), progress)
+    tracker.update()
 
     def finished(status: Mapping[str, Any]) -> None:
-        tracker.update(str(status["status"]))
+        tracker.update(str(status["status"]), bool(status.get("warnings")))
         write_csv(out / "results.csv", header, _results_rows(spec, out))
 
     if executor == "local":

@@ -20,8 +20,9 @@ from typing import Any
 import networkx as nx
 
 from palmsim.config.specs import HardwareSpec, RunSpec
-from palmsim.errors import ConfigError
-from palmsim.hardware.routing import GridPos, dram_node, tile_node
+from palmsim.errors import ConfigError, ConfigProblem, MappingError
+from palmsim.hardware.defects import DefectMap, resolve_defects
+from palmsim.hardware.routing import GridPos, dram_node, manhattan, tile_node
 from palmsim.hardware.topology import TOPOLOGIES, Topology
 
 __all__ = [
@@ -144,10 +145,18 @@ class Chip:
         channels: every channel, ``channels[i].index == i``.
         dram_ports: every DRAM port, ``dram_ports[p].index == p``.
         num_tiles: number of tiles (GPUs).
+        defects: the resolved defect map of ``spec.defects`` (empty without one).
+        dead_tiles: tiles that do not work; routes never cross them.
+        spare_tiles: a wafer's declared spare tiles.
+        usable_tiles: the tiles a mapping may use: live regular tiles, plus live spares in
+            place of their die's dead regular tiles.
     """
 
     __slots__ = (
         "_channel_of_edge",
+        "_dead_edges",
+        "_dead_nodes",
+        "_default_routes",
         "_dram_channels",
         "_dram_routes",
         "_home_ports",
@@ -156,10 +165,14 @@ class Chip:
         "_tiles_of_port",
         "_topology",
         "channels",
+        "dead_tiles",
+        "defects",
         "dram_ports",
         "graph",
         "num_tiles",
+        "spare_tiles",
         "spec",
+        "usable_tiles",
     )
 
     spec: HardwareSpec
@@ -175,10 +188,22 @@ class Chip:
     _dram_channels: tuple[int, ...]
     _routes: dict[tuple[int, int], Route]
     _dram_routes: dict[tuple[int, int, bool], Route]
+    _default_routes: dict[tuple[int, int], tuple[int, ...]]
+    _dead_nodes: frozenset[str]
+    _dead_edges: frozenset[tuple[str, str]]
+    defects: DefectMap
+    dead_tiles: frozenset[int]
+    spare_tiles: frozenset[int]
+    usable_tiles: tuple[int, ...]
 
     def __init__(self, spec: HardwareSpec, topology: Topology) -> None:
         """Build a chip from ``spec`` and the ``topology`` built for it; use :meth:`from_spec`."""
         graph = topology.graph
+        defects = _resolve_defects(spec, topology)
+        for pair, fraction in sorted(defects.degraded_links.items(), key=lambda x: sorted(x[0])):
+            a, b = sorted(pair)
+            for edge in ((tile_node(a), tile_node(b)), (tile_node(b), tile_node(a))):
+                graph.edges[edge]["bandwidth_bytes_per_s"] *= fraction
         edges = sorted(graph.edges(data=True), key=lambda edge: edge[2]["channel"])
         channels = tuple(
             Channel(
@@ -206,7 +231,25 @@ class Chip:
             for port, attrs in port_nodes
         )
         assert [p.index for p in dram_ports] == list(range(len(dram_ports))), "port numbering"
-        home_ports = topology.home_dram_ports()
+        dead_ports = set(defects.dead_dram_ports) | {
+            p.index for p in dram_ports if p.tile in defects.dead_tiles
+        }
+        dead_nodes = frozenset(tile_node(t) for t in defects.dead_tiles) | {
+            dram_node(p) for p in dead_ports
+        }
+        dead_edges = frozenset(
+            (u, v)
+            for u, v in graph.edges
+            if u in dead_nodes
+            or v in dead_nodes
+            or (
+                graph.nodes[u]["kind"] == "tile"
+                and graph.nodes[v]["kind"] == "tile"
+                and frozenset((graph.nodes[u]["tile"], graph.nodes[v]["tile"]))
+                in defects.dead_links
+            )
+        )
+        home_ports = _live_home_ports(topology, dram_ports, dead_ports, defects.dead_tiles)
         assert len(home_ports) == spec.num_tiles
         tiles_of_port: list[list[int]] = [[] for _ in dram_ports]
         for tile, port in enumerate(home_ports):
@@ -226,6 +269,14 @@ class Chip:
         set_(self, "_dram_channels", tuple(c.index for c in channels if c.kind == "dram"))
         set_(self, "_routes", {})
         set_(self, "_dram_routes", {})
+        set_(self, "_default_routes", {})
+        set_(self, "defects", defects)
+        set_(self, "dead_tiles", defects.dead_tiles)
+        spares = _spare_tiles(spec, topology)
+        set_(self, "spare_tiles", spares)
+        set_(self, "usable_tiles", _usable_tiles(spec.num_tiles, topology, defects, spares))
+        set_(self, "_dead_nodes", dead_nodes)
+        set_(self, "_dead_edges", dead_edges)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Chip is immutable; cannot set {name!r}")
@@ -314,10 +365,66 @@ class Chip:
         path = self._topology.tile_path(src_tile, dst_tile)
         assert path[0] == tile_node(src_tile), path
         assert path[-1] == tile_node(dst_tile), path
+        if self._dead_edges and not self._is_live(path):
+            path = self._reroute(src_tile, dst_tile, path)
         channels = tuple(self._channel_of_edge[edge] for edge in pairwise(path))
         route = Route(channels, sum(self.channels[c].latency_s for c in channels))
         self._routes[key] = route
         return route
+
+    def _is_live(self, path: list[str]) -> bool:
+        """No dead channel and no dead node between the ends of ``path``."""
+        return not any(edge in self._dead_edges for edge in pairwise(path)) and not any(
+            node in self._dead_nodes for node in path[1:-1]
+        )
+
+    def _reroute(self, src_tile: int, dst_tile: int, blocked: list[str]) -> list[str]:
+        """A live path around the faults: the other dimension order (the reverse of the
+        policy's route back, e.g. YX for XY routing) if it is live, else a shortest live path
+        (fewest channels; networkx breadth-first search, deterministic).
+
+        Raises:
+            MappingError: no live path: the faults cut the machine; names the cut.
+        """
+        other = list(reversed(self._topology.tile_path(dst_tile, src_tile)))
+        if self._is_live(other):
+            return other
+        live = nx.subgraph_view(
+            self.graph,
+            filter_node=lambda n: n not in self._dead_nodes,
+            filter_edge=lambda u, v: (u, v) not in self._dead_edges,
+        )
+        try:
+            return list(nx.shortest_path(live, tile_node(src_tile), tile_node(dst_tile)))
+        except nx.NetworkXNoPath:
+            side = nx.descendants(live, tile_node(src_tile)) | {tile_node(src_tile)}
+            cut = sorted(
+                f"{u}->{v}"
+                for u, v in self.graph.edges
+                if u in side and v not in side and self.graph.nodes[v]["kind"] == "tile"
+            )
+            live_side = sum(1 for n in side if self.graph.nodes[n]["kind"] == "tile")
+            shown = ", ".join(cut[:12]) + (f" and {len(cut) - 12} more" if len(cut) > 12 else "")
+            raise MappingError(
+                f"the faults cut the chip in two: no live route from tile {src_tile} to tile "
+                f"{dst_tile}; tile {src_tile}'s part holds {live_side} live tiles, cut off by "
+                f"{len(cut)} dead channels ({shown})"
+            ) from None
+
+    def default_route(self, src_tile: int, dst_tile: int) -> tuple[int, ...]:
+        """The channels the routing policy would use without defects (cached)."""
+        key = (src_tile, dst_tile)
+        cached = self._default_routes.get(key)
+        if cached is None:
+            path = self._topology.tile_path(src_tile, dst_tile)
+            cached = tuple(self._channel_of_edge[edge] for edge in pairwise(path))
+            self._default_routes[key] = cached
+        return cached
+
+    @property
+    def live_tiles(self) -> tuple[int, ...]:
+        """Tiles that work, in index order."""
+        return tuple(t for t in range(self.num_tiles) if t not in self.dead_tiles)
 
     def dram_route(self, tile: int, port: int, *, write: bool) -> Route:
         """The route between ``tile`` and DRAM port ``port``.
@@ -360,3 +467,122 @@ class Chip:
         """The tiles whose home DRAM port is ``port``, in tile order."""
         assert 0 <= port < len(self.dram_ports), f"DRAM port {port} out of range"
         return self._tiles_of_port[port]
+
+
+def _resolve_defects(spec: HardwareSpec, topology: Topology) -> DefectMap:
+    """The spec's defect map, after checking its indices against the machine.
+
+    Raises:
+        ConfigError: a tile, die, port or link that the machine does not have.
+    """
+    if spec.defects is None:
+        return DefectMap()
+    d = spec.defects
+    num_tiles = spec.num_tiles
+    graph = topology.graph
+    num_ports = sum(1 for _, a in graph.nodes(data=True) if a["kind"] == "dram")
+    where = spec.name
+    problems: list[ConfigProblem] = []
+    for i, t in enumerate(d.dead_tiles):
+        if t >= num_tiles:
+            problems.append(
+                ConfigProblem(where, f"defects.dead_tiles[{i}]", t, f"a tile < {num_tiles}")
+            )
+    for i, die in enumerate(d.dead_dies):
+        if die >= spec.num_chips:
+            problems.append(
+                ConfigProblem(
+                    where, f"defects.dead_dies[{i}]", die, f"a die (node) < {spec.num_chips}"
+                )
+            )
+    for i, port in enumerate(d.dead_dram_ports):
+        if port >= num_ports:
+            problems.append(
+                ConfigProblem(where, f"defects.dead_dram_ports[{i}]", port, f"a port < {num_ports}")
+            )
+    links = [("dead_links", i, (a, b)) for i, (a, b) in enumerate(d.dead_links)]
+    links += [("degraded_links", i, (a, b)) for i, (a, b, _) in enumerate(d.degraded_links)]
+    for key, i, (a, b) in links:
+        if not graph.has_edge(tile_node(a), tile_node(b)):
+            problems.append(
+                ConfigProblem(
+                    where, f"defects.{key}[{i}]", [a, b], "two tiles joined by a link (neighbours)"
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return resolve_defects(d, [topology.die_of(t) for t in range(num_tiles)])
+
+
+def _live_home_ports(
+    topology: Topology,
+    dram_ports: tuple[DramPort, ...],
+    dead_ports: set[int],
+    dead_tiles: frozenset[int],
+) -> tuple[int, ...]:
+    """Each tile's home DRAM port, moved off dead ports: a tile whose port is dead takes the
+    nearest live port of its die (Manhattan distance, ties to the lowest index), else the
+    nearest live port of the machine.
+
+    Raises:
+        MappingError: every DRAM port is dead.
+    """
+    homes = list(topology.home_dram_ports())
+    if not dead_ports:
+        return tuple(homes)
+    live = [p for p in dram_ports if p.index not in dead_ports]
+    if not live:
+        raise MappingError(f"every DRAM port is dead ({len(dram_ports)} ports)")
+    for tile, port in enumerate(homes):
+        if port not in dead_ports or tile in dead_tiles:
+            continue
+        pos, die = topology.tile_position(tile), topology.die_of(tile)
+        same_die = [p for p in live if topology.die_of(p.tile) == die] or live
+        homes[tile] = min(
+            same_die, key=lambda p: (manhattan(pos, topology.tile_position(p.tile)), p.index)
+        ).index
+    return tuple(homes)
+
+
+def _spare_tiles(spec: HardwareSpec, topology: Topology) -> frozenset[int]:
+    """The spare tiles a wafer's ``defects.spare_rows``/``spare_cols`` declare: the last
+    rows and columns of tiles of every die.
+
+    Raises:
+        ConfigError: spares that would leave a die without a regular tile.
+    """
+    d, w = spec.defects, spec.wafer
+    if d is None or w is None or not (d.spare_rows or d.spare_cols):
+        return frozenset()
+    if d.spare_rows >= w.tile_rows or d.spare_cols >= w.tile_cols:
+        raise ConfigError.single(
+            spec.name,
+            "defects.spare_rows" if d.spare_rows >= w.tile_rows else "defects.spare_cols",
+            d.spare_rows if d.spare_rows >= w.tile_rows else d.spare_cols,
+            f"fewer spares than the die's {w.tile_rows} x {w.tile_cols} tiles",
+        )
+    spares = set()
+    for tile in range(spec.num_tiles):
+        row, col = topology.tile_position(tile)
+        if row % w.tile_rows >= w.tile_rows - d.spare_rows:
+            spares.add(tile)
+        if col % w.tile_cols >= w.tile_cols - d.spare_cols:
+            spares.add(tile)
+    return frozenset(spares)
+
+
+def _usable_tiles(
+    num_tiles: int, topology: Topology, defects: DefectMap, spares: frozenset[int]
+) -> tuple[int, ...]:
+    """The tiles a mapping may use: every live regular tile, plus, die by die, as many live
+    spares (in tile order) as the die has dead regular tiles."""
+    by_die: dict[int, list[int]] = {}
+    for tile in range(num_tiles):
+        by_die.setdefault(topology.die_of(tile), []).append(tile)
+    usable: list[int] = []
+    for tiles in by_die.values():
+        regular = [t for t in tiles if t not in spares]
+        live = [t for t in regular if t not in defects.dead_tiles]
+        replacements = [t for t in tiles if t in spares and t not in defects.dead_tiles]
+        usable += live + replacements[: len(regular) - len(live)]
+    return tuple(sorted(usable))

@@ -46,18 +46,29 @@ class RingShare:
 
 
 def ring_shares(
-    members: Sequence[int], node_of: Callable[[int], int] | None = None
+    members: Sequence[int],
+    node_of: Callable[[int], int] | None = None,
+    *,
+    bidirectional: bool = False,
 ) -> tuple[RingShare, ...]:
     """The flows of one ring collective over ``members`` (in ring order), see the module doc.
 
     Args:
         members: the group's tiles in ring order (at least 2).
         node_of: a GPU's node on a cluster; None (a wafer) always gives the flat ring.
+        bidirectional: (a wafer) two flat rings in opposite directions, each on half the
+            buffer: ``i`` sends half an edge's bytes to ``i+1`` and half to ``i-1``
+            (tt-metal's ring fabric). On a ring of physical links this halves each link
+            direction's bytes; on a line the two closing edges load it as one ring does.
     """
     n = len(members)
     assert n >= 2, f"a ring needs two members, got {list(members)}"
     flat = tuple(RingShare(members[i], members[(i + 1) % n], 1.0) for i in range(n))
     if node_of is None:
+        if bidirectional and n > 2:
+            return tuple(RingShare(s.src, s.dst, 0.5) for s in flat) + tuple(
+                RingShare(members[i], members[i - 1], 0.5) for i in range(n)
+            )
         return flat
     by_node: dict[int, list[int]] = {}
     for t in members:

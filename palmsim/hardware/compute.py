@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["gemm_efficiency", "gemm_time_s", "op_time_s"]
+__all__ = ["gemm_efficiency", "gemm_terms_s", "gemm_time_s", "op_time_s"]
 
 
 def op_time_s(
@@ -77,6 +77,35 @@ def gemm_efficiency(
     return (batch * m * n) / (waves * compute_units * tile_m * tile_n)
 
 
+def gemm_terms_s(
+    m: float,
+    k: float,
+    n: float,
+    *,
+    batch: float = 1,
+    operand_bytes: float,
+    peak_flop_per_s: float,
+    max_efficiency: float,
+    compute_units: int,
+    tile_m: int,
+    tile_n: int,
+    memory_bandwidth_bytes_per_s: float,
+    launch_latency_s: float,
+) -> tuple[float, float, float]:
+    """The three terms of :func:`gemm_time_s`: ``(launch_s, compute_s, memory_s)`` [s].
+
+    ``compute_s = 2·batch·m·k·n / (peak · max_efficiency · q)`` with ``q`` from
+    :func:`gemm_efficiency`, ``memory_s = operand_bytes / memory_bandwidth`` and
+    ``launch_s = launch_latency_s``; the GEMM takes ``launch_s + max(compute_s, memory_s)``.
+    """
+    q = gemm_efficiency(
+        m, n, batch=batch, compute_units=compute_units, tile_m=tile_m, tile_n=tile_n
+    )
+    compute_s = 2.0 * batch * m * k * n / (peak_flop_per_s * max_efficiency * q)
+    memory_s = operand_bytes / memory_bandwidth_bytes_per_s
+    return launch_latency_s, compute_s, memory_s
+
+
 def gemm_time_s(
     m: float,
     k: float,
@@ -102,9 +131,18 @@ def gemm_time_s(
     ``tile_m``/``tile_n`` and ``launch_latency_s`` are fitted to measured GEMMs
     (:func:`palmsim.calibrate.fit_gemm`); ``compute_units`` is the GPU's SM count.
     """
-    q = gemm_efficiency(
-        m, n, batch=batch, compute_units=compute_units, tile_m=tile_m, tile_n=tile_n
+    launch_s, compute_s, memory_s = gemm_terms_s(
+        m,
+        k,
+        n,
+        batch=batch,
+        operand_bytes=operand_bytes,
+        peak_flop_per_s=peak_flop_per_s,
+        max_efficiency=max_efficiency,
+        compute_units=compute_units,
+        tile_m=tile_m,
+        tile_n=tile_n,
+        memory_bandwidth_bytes_per_s=memory_bandwidth_bytes_per_s,
+        launch_latency_s=launch_latency_s,
     )
-    compute_s = 2.0 * batch * m * k * n / (peak_flop_per_s * max_efficiency * q)
-    memory_s = operand_bytes / memory_bandwidth_bytes_per_s
-    return launch_latency_s + max(compute_s, memory_s)
+    return launch_s + max(compute_s, memory_s)

@@ -183,11 +183,31 @@ class _WaferTopology:
     # ------------------------------------------------------------------ links
 
     def _link(self, a: int, b: int) -> None:
-        """Join tiles ``a`` and ``b``: ``inter_die`` if they lie in different dies."""
+        """Join tiles ``a`` and ``b``: ``inter_die`` if they lie in different dies.
+
+        With ``wafer.inter_die_links = n > 0`` the dies are chips joined by ``n`` links of
+        ``inter_die`` bandwidth per direction, shared evenly by the tile pairs along their
+        boundary (``tile_rows`` pairs between left-right neighbours, ``tile_cols`` between
+        up-down ones): each pair's channel gets ``n * bandwidth / pairs``.
+        """
+        w = self.wafer
+        same_row = self.tile_position(a)[0] == self.tile_position(b)[0]
         if self.die_of(a) == self.die_of(b):
-            kind, link = "intra_die", self.wafer.intra_die
+            kind, link = "intra_die", w.intra_die
+            if (w.unit_rows, w.unit_cols) != (1, 1):
+                # Units of unit_rows x unit_cols cores: left-right neighbours share an edge of
+                # unit_rows core links and their centres are unit_cols core hops apart; up-down
+                # neighbours the other way round (docs/architecture.md, "Granularity").
+                across, hops = (
+                    (w.unit_rows, w.unit_cols) if same_row else (w.unit_cols, w.unit_rows)
+                )
+                link = LinkSpec(link.bandwidth_bytes_per_s * across, link.latency_s * hops)
         else:
             kind, link = "inter_die", self.wafer.inter_die
+            n = w.inter_die_links
+            if n > 0:
+                pairs = w.tile_rows if same_row else w.tile_cols
+                link = LinkSpec(link.bandwidth_bytes_per_s * n / pairs, link.latency_s)
         _add_link(self.graph, tile_node(a), tile_node(b), kind=kind, link=link)
 
     def _add_mesh_links(self) -> None:
@@ -209,9 +229,21 @@ class _WaferTopology:
         placement = self.spec.dram.placement
         if placement == "per_tile":
             return list(range(self.num_tiles))
+        if placement == "positions":
+            # The same die-local positions on every die, dies in index order.
+            w = self.wafer
+            return [
+                self.tile_at(die_row * w.tile_rows + r, die_col * w.tile_cols + c)
+                for die_row in range(w.die_rows)
+                for die_col in range(w.die_cols)
+                for r, c in self.spec.dram.positions
+            ]
         if placement != "die_edge":
             raise ConfigError.single(
-                self.spec.name, "dram.placement", placement, "'die_edge' or 'per_tile'"
+                self.spec.name,
+                "dram.placement",
+                placement,
+                "'die_edge', 'per_tile' or 'positions'",
             )
         # PALM's edge DRAM: ports on the left and right edge columns of each die, at die-local
         # rows 1 .. tile_rows-2 (the corner rows carry none). A one-column die gets both

@@ -65,7 +65,13 @@ def communicators(
         symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``).
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
-    tp, dp = ring_communicators(chip.route, stage_tiles, node_of)
+    wafer = chip.spec.wafer
+    tp, dp = ring_communicators(
+        chip.route,
+        stage_tiles,
+        node_of,
+        bidirectional=wafer is not None and wafer.bidirectional_rings,
+    )
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
     is_reduced = False
     if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster":
@@ -124,6 +130,8 @@ def ring_communicators(
     route: Callable[[int, int], Route],
     stage_tiles: StageTiles,
     node_of: Callable[[int], int] | None = None,
+    *,
+    bidirectional: bool = False,
 ) -> tuple[list[Communicator], list[Communicator]]:
     """The TP and the DP communicators of ``stage_tiles`` (groups of two or more), every
     member arriving, with their flows routed by ``route``; ``node_of`` as for
@@ -131,7 +139,7 @@ def ring_communicators(
 
     def build(members: tuple[int, ...]) -> Communicator:
         flows = []
-        for s in ring_shares(members, node_of):
+        for s in ring_shares(members, node_of, bidirectional=bidirectional):
             r = route(s.src, s.dst)
             flows.append(CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s))
         return Communicator(members, tuple(flows), len(members))

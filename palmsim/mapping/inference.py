@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TrainingSpec
+from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TileSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.compute import op_time_s
@@ -67,7 +67,7 @@ TOKEN_ID_BYTES = 8
 
 
 def kv_cache_bytes(
-    layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, elem_bytes: int
+    layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, elem_bytes: float
 ) -> float:
     """KV-cache bytes: ``2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes``.
 
@@ -77,7 +77,7 @@ def kv_cache_bytes(
     return float(2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes)
 
 
-def _with_weight_dtype(ops: tuple[Op, ...], weight_elem: int) -> list[Op]:
+def _with_weight_dtype(ops: tuple[Op, ...], weight_elem: float) -> list[Op]:
     """The ops with weights read in the storage dtype (weight-only quantisation)."""
     return [
         dataclasses.replace(op, weight_bytes=op.params * weight_elem) if op.weight_bytes else op
@@ -118,6 +118,18 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             f"a peak FLOP/s for the inference dtype {inf.dtype!r}",
         ) from None
     elem, w_elem, kv_elem = (DTYPE_BYTES[d] for d in (inf.dtype, inf.weight_dtype, inf.kv_dtype))
+    mlp_dtype = inf.mlp_weight_dtype or inf.weight_dtype
+    fidelity = dict(inf.math_fidelity)
+
+    def costing(weight_dtype: str) -> tuple[TileSpec, float]:
+        """The tile (with the GEMM efficiency of ``weight_dtype``'s format) and the peak a
+        block of GEMMs on weights in ``weight_dtype`` runs at: the activation dtype's peak at
+        the math fidelity chosen for the weight format."""
+        tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(weight_dtype))
+        return tile, hw.tile.peak_for(inf.dtype, fidelity.get(weight_dtype))
+
+    block_dtype = {"attn": inf.weight_dtype, "mlp": mlp_dtype}
+    attention_peak = hw.tile.peak_for(inf.dtype, fidelity.get(inf.dtype))
     operands = _memory_of(hw)
     head_dim = model.head_dim
     kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
@@ -127,7 +139,11 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     def blocks(seq_len: int) -> tuple[list[tuple[str, list[Op], float]], list[Op], list[Op]]:
         spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=inf.dtype)
         layer = [
-            (b.name, _with_weight_dtype(b.ops, w_elem), b.allreduce_fwd_bytes)
+            (
+                b.name,
+                _with_weight_dtype(b.ops, DTYPE_BYTES[block_dtype.get(b.name, inf.weight_dtype)]),
+                b.allreduce_fwd_bytes,
+            )
             for b in layer_blocks(model, spec, mbs, tp)
         ]
         embed = _with_weight_dtype(embedding_block(model, spec, mbs, tp).ops, w_elem)
@@ -157,12 +173,18 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     port_of: list[tuple[int, int]] = []
     for s, (first, last) in enumerate(layer_ranges):
         n_layers = last - first
-        own = [op for _, ops, _ in prefill_layer for op in ops] * n_layers
+        # Weight storage by parameters, each block in its own format (MLP and attention may
+        # differ), embedding and head in weight_dtype.
+        own = [
+            (op, DTYPE_BYTES[block_dtype.get(name, inf.weight_dtype)])
+            for name, ops, _ in prefill_layer
+            for op in ops
+        ] * n_layers
         if s == 0:
-            own += prefill_embed
+            own += [(op, w_elem) for op in prefill_embed]
         if s == pp - 1:
-            own += prefill_head
-        weights = float(sum(op.params for op in own)) * w_elem
+            own += [(op, w_elem) for op in prefill_head]
+        weights = float(sum(op.params * e for op, e in own))
         kv_per_token = kv_cache_bytes(n_layers, kv_t, head_dim, 1, requests, kv_elem)
         kv_full = kv_per_token * total_tokens
         working = float(max(op.bytes_fwd for _, ops, _ in prefill_layer for op in ops))
@@ -203,11 +225,12 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             t = op_time_s(
                 flop,
                 sram,
-                peak_flop_per_s=peak,
+                peak_flop_per_s=attention_peak,
                 efficiency=hw.tile.compute_efficiency,
                 sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
             )
-            return ComputeStep(label, t, flop, sram, read_dram, write_dram)
+            flop_s = flop / (peak * hw.tile.compute_efficiency)
+            return ComputeStep(label, t, flop, sram, read_dram, write_dram, flop_time_s=flop_s)
 
         def program(
             layer: list[tuple[str, list[Op], float]],
@@ -224,18 +247,20 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             steps: list[Step] = []
             if s > 0:
                 steps += comm("allgather", p2p(new_tokens)[1], "recv")
+            w_tile, w_peak = costing(inf.weight_dtype)
             if s == 0:
-                steps.append(_cost(embed, "F", hw.tile, peak, 0, where, f"{tag}.embed", operands))
+                steps.append(_cost(embed, "F", w_tile, w_peak, 0, where, f"{tag}.embed", operands))
             for i in range(first, last):
                 for name, ops, ar in layer:
+                    b_tile, b_peak = costing(block_dtype.get(name, inf.weight_dtype))
                     steps.append(
-                        _cost(ops, "F", hw.tile, peak, 0, where, f"{tag}.L{i}.{name}", operands)
+                        _cost(ops, "F", b_tile, b_peak, 0, where, f"{tag}.L{i}.{name}", operands)
                     )
                     if name == "attn" and ctx + new_tokens > 0:
                         steps.append(kv_step(f"{tag}.L{i}.kv", 0, ctx, new_tokens))
                     steps += comm("allreduce", ar, f"{tag}.L{i}.{name}.ar")
             if s == pp - 1:
-                steps.append(_cost(head, "F", hw.tile, peak, 0, where, f"{tag}.head", operands))
+                steps.append(_cost(head, "F", w_tile, w_peak, 0, where, f"{tag}.head", operands))
             return tuple(steps)
 
         # Prefill: the attention over the prompt is in the layer ops; the cache write of the

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, HardwareSpec, TileSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
-from palmsim.hardware.compute import gemm_time_s, op_time_s
+from palmsim.hardware.compute import gemm_terms_s, op_time_s
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
 from palmsim.mapping.partition import partition_by_cost, partition_by_layers
@@ -134,8 +134,10 @@ def _op_time_s(
     peak_flop_per_s: float,
     memory: _Memory,
     part: str = "both",
-) -> float:
-    """One op's time on a tile for one pass (``F`` or ``B``).
+) -> tuple[float, float, float]:
+    """One op's time on a tile for one pass (``F`` or ``B``), with two of its terms:
+    ``(time_s, launch_s, flop_s)``, ``launch_s`` its fixed per-kernel time and ``flop_s`` its
+    FLOP at the achievable rate (the compute roof).
 
     - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
       the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``
@@ -150,8 +152,8 @@ def _op_time_s(
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
 
-        def gemm(rows: float, inner: float, cols: float, nbytes: float) -> float:
-            return gemm_time_s(
+        def gemm(rows: float, inner: float, cols: float, nbytes: float) -> tuple[float, ...]:
+            launch_s, compute_s, memory_s = gemm_terms_s(
                 rows,
                 inner,
                 cols,
@@ -165,26 +167,31 @@ def _op_time_s(
                 memory_bandwidth_bytes_per_s=memory.bandwidth_bytes_per_s,
                 launch_latency_s=g.launch_latency_s,
             )
+            return launch_s + max(compute_s, memory_s), launch_s, compute_s
 
         # The op's own byte counts (ops.matmul_cost): the forward reads A and B and writes C;
         # each backward product moves half the backward's activation bytes and the weight
         # (dA reads B, dB writes the weight gradient).
         if phase == "B":
             half = op.bytes_bwd / 2 + op.weight_bytes
-            dgrad_s = gemm(m, n, k, half) if part != "wgrad" else 0.0
-            wgrad_s = gemm(k, m, n, half) if part != "dgrad" else 0.0
-            return dgrad_s + wgrad_s
-        return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
+            none = (0.0, 0.0, 0.0)
+            dgrad = gemm(m, n, k, half) if part != "wgrad" else none
+            wgrad = gemm(k, m, n, half) if part != "dgrad" else none
+            return dgrad[0] + wgrad[0], dgrad[1] + wgrad[1], dgrad[2] + wgrad[2]
+        time_s, launch_s, flop_s = gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
+        return time_s, launch_s, flop_s
     if flop == 0.0 and tile.memory_ops is not None:
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
-        return tile.memory_ops.time_s(op.kind, all_bytes, kernels)
-    return op_time_s(
+        launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s
+        return tile.memory_ops.time_s(op.kind, all_bytes, kernels), launch_s, 0.0
+    time_s = op_time_s(
         flop,
         sram_bytes,
         peak_flop_per_s=peak_flop_per_s,
         efficiency=tile.compute_efficiency,
         sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
     )
+    return time_s, 0.0, flop / (peak_flop_per_s * tile.compute_efficiency)
 
 
 def _cost(
@@ -210,7 +217,7 @@ def _cost(
     ``--gradient-accumulation-fusion`` does, or into a norm's kernel); otherwise they are
     left to :func:`_accumulation_step`.
     """
-    compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
+    compute_s = flop_total = sram_total = dram_read = dram_write = launch_s = flop_s = 0.0
     for op in ops:
         part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
         weights = op.weight_bytes
@@ -233,12 +240,24 @@ def _cost(
             act * where.activations / 2 + weights * where.weights + grad * where.gradients / 2
         )
         dram_write += act * where.activations / 2 + grad * where.gradients / 2
-        compute_s += _op_time_s(
+        time_s, op_launch_s, op_flop_s = _op_time_s(
             op, phase, flop, sram, act + weights + grad, tile, peak_flop_per_s, memory, part
         )
+        compute_s += time_s
+        launch_s += op_launch_s
+        flop_s += op_flop_s
         flop_total += flop
         sram_total += sram
-    return ComputeStep(label, compute_s, flop_total, sram_total, dram_read, dram_write)
+    return ComputeStep(
+        label,
+        compute_s,
+        flop_total,
+        sram_total,
+        dram_read,
+        dram_write,
+        launch_latency_s=launch_s,
+        flop_time_s=flop_s,
+    )
 
 
 def _accumulation_step(
@@ -263,9 +282,11 @@ def _accumulation_step(
         return None
     nbytes = 3.0 * params * grad_bytes_per_param
     sram = nbytes * (1 - where.gradients)
+    launch_s = 0.0
     if tile.memory_ops is not None:
         kernels = sum(op.param_tensors for op in ops)
         time_s = tile.memory_ops.time_s("elementwise", nbytes, kernels)
+        launch_s = kernels * tile.memory_ops.for_kind("elementwise").launch_latency_s
     else:
         time_s = op_time_s(
             0.0,
@@ -276,7 +297,9 @@ def _accumulation_step(
         )
     read = 2.0 / 3.0 * nbytes * where.gradients
     write = 1.0 / 3.0 * nbytes * where.gradients
-    return ComputeStep(f"{label}.grad_acc", time_s, 0.0, sram, read, write, from_microbatch)
+    return ComputeStep(
+        f"{label}.grad_acc", time_s, 0.0, sram, read, write, from_microbatch, launch_s
+    )
 
 
 def _peak_held(
@@ -318,7 +341,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             ConfigError.MISSING,
             f"a peak FLOP/s for the workload's dtype {training.dtype!r}",
         ) from None
-    elem = DTYPE_BYTES[training.dtype]
+    elem = int(DTYPE_BYTES[training.dtype])  # a training dtype: 2 or 4 B
     state = optimizer_state_bytes_per_param(training.optimizer, training.dtype)
     # GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU).
     operands = _memory_of(hw)
@@ -533,10 +556,12 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             + (read_state + write_state) * (1 - where.optimizer)
             + (read_weights + write_weights) * (1 - where.weights)
         )
+        opt_launch_s = 0.0
         if hw.tile.memory_ops is not None:  # memory-bound kernels, one after the other
             opt_time_s = hw.tile.memory_ops.time_s(
                 "optimizer", opt_sram + opt_dram_read + opt_dram_write, opt_kernels
             )
+            opt_launch_s = opt_kernels * hw.tile.memory_ops.for_kind("optimizer").launch_latency_s
         else:
             opt_time_s = op_time_s(
                 0.0,
@@ -552,6 +577,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             opt_sram,
             opt_dram_read,
             opt_dram_write,
+            launch_latency_s=opt_launch_s,
         )
 
         for j, c in enumerate(chunk_ids):

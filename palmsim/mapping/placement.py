@@ -116,16 +116,24 @@ def place(
 ) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """Assign tiles: ``result[replica][stage]`` is the stage replica's tiles in ring order.
 
+    Only a chip's ``usable_tiles`` (if it has them) are placed: dead tiles are skipped and
+    spares used only in place of dead tiles, so the stage replicas take consecutive usable
+    tiles of the placer's order and rings and stages close around the holes.
+
     Raises:
         MappingError: the mapping needs more tiles than the chip has.
     """
     needed = pp * tp * dp
-    if needed > chip.num_tiles:
+    # Defect-aware: dead tiles are holes the placement order skips, and spare tiles stand in
+    # for dead ones only (palmsim.hardware.chip: usable_tiles).
+    usable = set(getattr(chip, "usable_tiles", range(chip.num_tiles)))
+    if needed > len(usable):
+        note = f" (of its {chip.num_tiles}: dead or spare)" if len(usable) < chip.num_tiles else ""
         raise MappingError(
             f"mapping needs pp*tp*dp = {pp}*{tp}*{dp} = {needed} tiles but the chip has "
-            f"{chip.num_tiles}"
+            f"{len(usable)} usable tiles{note}"
         )
-    order = PLACERS.get(strategy)(chip)
+    order = [t for t in PLACERS.get(strategy)(chip) if t in usable]
     return tuple(
         tuple(ring_order(chip, order[(d * pp + s) * tp : (d * pp + s + 1) * tp]) for s in range(pp))
         for d in range(dp)

@@ -34,6 +34,12 @@ class ComputeStep:
     ``compute_time_s`` is the tile-side time from the roofline cost model (FLOP at achievable
     peak versus SRAM bytes at SRAM bandwidth), summed over the ops. The bytes of operands that
     live in DRAM move as contended DRAM flows in parallel; the step ends when both are done.
+
+    Two terms of ``compute_time_s`` are kept for the report's compute/memory/latency verdict
+    (:func:`palmsim.report.metrics.step_bound`): ``launch_latency_s``, the fixed per-kernel
+    times it includes (GPU configs' ``tile.gemm`` and ``tile.memory_ops``), and
+    ``flop_time_s``, its ops' FLOP at their achievable rate (the compute roof of each op's
+    roofline).
     """
 
     label: str
@@ -45,6 +51,8 @@ class ComputeStep:
     # The step runs for the iteration's micro-batches from this index on: 1 for PyTorch's
     # AccumulateGrad, which keeps the first backward's gradients and adds the later ones.
     from_microbatch: int = 0
+    launch_latency_s: float = 0.0
+    flop_time_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -569,6 +569,10 @@ def write_csv(path: str | Path, header: tuple[str, ...], rows: list[list[Any]]) 
     return _write_atomic(path, _csv_text(header, rows))
 
 
+#: The files of a run folder other than its figures, in the order :func:`write_run` writes them.
+_RUN_FILES = ("summary.json", "records.csv", "timeline.csv", "trace.json")
+
+
 def write_run(
     out_dir: str | Path,
     *,
@@ -580,12 +584,13 @@ def write_run(
     make_plots: bool = True,
     timeline_bin_s: float | None = None,
     plot_kinds: tuple[str, ...] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write one run's results into ``out_dir`` (created if missing) and return it.
 
     Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
     in its order), ``records.csv``, ``timeline.csv``, ``trace.json`` and, if ``make_plots``,
-    ``plots/{gantt,placement,noc,utilization,memory}.png``. Existing files of these names are
+    ``plots/{gantt,placement,noc,utilization,memory,energy}.png``. Existing files of these names are
     overwritten.
 
     Args:
@@ -600,9 +605,23 @@ def write_run(
             :data:`DEFAULT_TIMELINE_BINS` bins.
         plot_kinds: the figures to draw (default :data:`palmsim.report.plots.DEFAULT_KINDS`;
             the floorplan kinds need a real :class:`~palmsim.hardware.chip.Chip`).
+        progress: called as ``progress(done, total, name)`` before each file is written:
+            files written so far, files in all, and the one being written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    kinds: tuple[str, ...] = ()
+    if make_plots:
+        from palmsim.report import plots  # matplotlib only when asked for
+
+        kinds = tuple(plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds)
+    names = [*_RUN_FILES, *(f"plots/{kind}.png" for kind in kinds)]
+
+    def step(name: str) -> None:
+        if progress is not None:
+            progress(names.index(name), len(names), name)
+
+    step("summary.json")
 
     _write_text(
         out / "summary.json",
@@ -617,8 +636,10 @@ def write_run(
             allow_unicode=True,
         ),
     )
+    step("records.csv")
     _write_text(out / "records.csv", records_csv(trace))
 
+    step("timeline.csv")
     if timeline_bin_s is None:
         end_s = float(trace.end_time_s)
         timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
@@ -627,18 +648,20 @@ def write_run(
     )
     _write_text(out / "timeline.csv", timeline_csv(timeline))
 
+    step("trace.json")
     _write_text(out / "trace.json", _chrome_trace_text(chrome_trace(trace, chip, plan)))
 
-    if make_plots:
+    if kinds:
         from types import SimpleNamespace
-
-        from palmsim.report import plots  # matplotlib only when asked for
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
-        run = SimpleNamespace(trace=trace, chip=chip, plan=plan)
-        for kind in plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds:
+        run = SimpleNamespace(trace=trace, chip=chip, plan=plan, summary=summary)
+        for kind in kinds:
+            step(f"plots/{kind}.png")
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})
+    if progress is not None:
+        progress(len(names), len(names), "")
     return out
 
 
@@ -699,3 +722,138 @@ def write_op_table(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Pa
     path = out / "op_table.csv"
     _write_text(path, _csv_text(OP_TABLE_COLUMNS, [[r[c] for c in OP_TABLE_COLUMNS] for r in rows]))
     return path
+
+
+# =========================================================================== serving (issue 16)
+# The serving run folder (palmsim serve): requests.csv, iterations.csv, queue.csv,
+# summary.json, resolved_config.yaml, plots/latency_cdf.png, plots/serving_timeseries.png,
+# report.html. Kept apart from the training/inference writers above.
+
+REQUESTS_COLUMNS = (
+    "request_id",
+    "replica",
+    "status",
+    "arrival_s",
+    "prompt_tokens",
+    "output_tokens",
+    "first_scheduled_s",
+    "first_token_s",
+    "finish_s",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "num_preemptions",
+    "decode_replica",
+    "kv_transfer_s",
+)
+ITERATIONS_COLUMNS = (
+    "replica",
+    "start_s",
+    "end_s",
+    "num_seqs",
+    "num_tokens",
+    "num_prefill_tokens",
+    "num_decode_seqs",
+    "kv_blocks_used",
+    "num_waiting",
+    "num_preemptions",
+    "num_sampled",
+    "num_finished",
+)
+QUEUE_COLUMNS = ("time_s", "replica", "num_waiting", "num_in_system")
+
+
+def requests_csv(requests: Sequence[Any]) -> str:
+    """One row per request (:class:`palmsim.engine.serving.RequestRecord`), with its TTFT,
+    TPOT and end-to-end latency (empty where they do not apply)."""
+    rows: list[list[Any]] = []
+    for r in requests:
+        done = r.status == "finished"
+        ttft = r.first_token_s - r.arrival_s if done else ""
+        tpot = (
+            (r.finish_s - r.first_token_s) / (r.output_tokens - 1)
+            if done and r.output_tokens > 1
+            else ""
+        )
+        e2e = r.finish_s - r.arrival_s if done else ""
+        rows.append(
+            [
+                r.request_id,
+                r.replica,
+                r.status,
+                r.arrival_s,
+                r.prompt_tokens,
+                r.output_tokens,
+                r.first_scheduled_s if done else "",
+                r.first_token_s if done else "",
+                r.finish_s if done else "",
+                ttft,
+                tpot,
+                e2e,
+                r.num_preemptions,
+                r.decode_replica,
+                r.kv_transfer_s if r.kv_transfer_s >= 0 else "",
+            ]
+        )
+    return _csv_text(REQUESTS_COLUMNS, rows)
+
+
+def write_serving_run(
+    out_dir: str | Path,
+    *,
+    summary: Mapping[str, Any],
+    resolved_config: Mapping[str, Any],
+    trace: Any,
+    make_plots: bool = True,
+) -> Path:
+    """Write a serving run (a :class:`palmsim.engine.serving.ServingTrace`) into ``out_dir``.
+
+    Files: ``summary.json``, ``resolved_config.yaml``, ``requests.csv``, ``iterations.csv``,
+    ``queue.csv`` and, with ``make_plots``, ``plots/latency_cdf.png``,
+    ``plots/serving_timeseries.png`` and ``report.html`` (summary and both figures).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(
+        out / "summary.json",
+        json.dumps(_json_ready(summary), sort_keys=True, indent=2, allow_nan=False) + "\n",
+    )
+    _write_text(
+        out / "resolved_config.yaml",
+        yaml.safe_dump(_json_ready(resolved_config), sort_keys=False, allow_unicode=True),
+    )
+    _write_text(out / "requests.csv", requests_csv(trace.requests))
+    _write_text(
+        out / "iterations.csv", _csv_text(ITERATIONS_COLUMNS, [list(i) for i in trace.iterations])
+    )
+    _write_text(out / "queue.csv", _csv_text(QUEUE_COLUMNS, [list(q) for q in trace.queue]))
+    if make_plots:
+        from palmsim.report import plots  # matplotlib only when asked for
+        from palmsim.report.serving import latencies, serving_report_html
+
+        folder = out / "plots"
+        folder.mkdir(exist_ok=True)
+        cdf = plots.latency_cdf(latencies(trace.requests), folder / "latency_cdf.png")
+        series = plots.serving_timeseries(
+            trace.iterations, trace.queue, trace.num_kv_blocks, folder / "serving_timeseries.png"
+        )
+        figures = {"latency_cdf": cdf.read_bytes(), "serving_timeseries": series.read_bytes()}
+        _write_text(out / "report.html", serving_report_html(summary, resolved_config, figures))
+    return out
+
+
+def write_latency_load(
+    out_dir: str | Path, curves: Mapping[str, Sequence[tuple[float, float, float]]]
+) -> Path:
+    """``latency_load.csv`` and ``latency_load.png`` of a rate sweep: per curve and rate, the
+    p90 TTFT and TPOT [s]."""
+    from palmsim.report import plots  # matplotlib only when asked for
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [[name, *point] for name, points in curves.items() for point in points]
+    _write_text(
+        out / "latency_load.csv",
+        _csv_text(("curve", "rate_per_s", "ttft_p90_s", "tpot_p90_s"), rows),
+    )
+    return plots.latency_load(curves, out / "latency_load.png")

@@ -68,6 +68,11 @@ class StageMemory:
     # The tile's even share of its DRAM port: port capacity / used tiles on that port (the
     # mapper's feasibility check sums the DRAM bytes of a port's tiles against its capacity).
     dram_share_bytes: float
+    # The simulated peak: weights + gradients + optimizer + the largest activation (or KV
+    # cache) bytes its memory records reached, as summary.json computes it; None without
+    # records (the estimate's activations assume every micro-batch the schedule keeps in
+    # flight at once).
+    simulated_peak_bytes: float | None = None
 
 
 def tile_of_node(node: str) -> int | None:
@@ -126,9 +131,13 @@ def hottest_links(loads: list[LinkLoad], n: int, *, by: str = "utilization") -> 
     return sorted((x for x in loads if x.carried_bytes > 0), key=lambda x: (-key(x), x.channel))[:n]
 
 
-def memory_bars(chip: Chip, plan: MappingPlan) -> list[StageMemory]:
+def memory_bars(chip: Chip, plan: MappingPlan, trace: RunTrace | None = None) -> list[StageMemory]:
     """Per stage, the plan's memory breakdown of the stage's first tile (replica 0, TP rank 0),
-    with the tile's SRAM capacity and its share of its DRAM port."""
+    with the tile's SRAM capacity, its share of its DRAM port and, given the run's records,
+    its simulated peak."""
+    peak_activation: dict[int, float] = {}
+    for rec in trace.memory if trace is not None else ():
+        peak_activation[rec.tile] = max(peak_activation.get(rec.tile, 0.0), rec.activation_bytes)
     breakdown = dict(plan.memory)
     port_of = dict(plan.dram_port_of_tile)
     tiles_on_port: dict[int, int] = {}
@@ -147,6 +156,11 @@ def memory_bars(chip: Chip, plan: MappingPlan) -> list[StageMemory]:
                 float(mem.dram_bytes),
                 float(chip.spec.tile.sram_capacity_bytes),
                 chip.dram_ports[port_of[tile]].capacity_bytes / tiles_on_port[port_of[tile]],
+                (
+                    float(mem.weights + mem.gradients + mem.optimizer) + peak_activation[tile]
+                    if tile in peak_activation
+                    else None
+                ),
             )
         )
     return bars

@@ -19,10 +19,12 @@ import yaml
 from palmsim.engine.records import RunTrace
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.plan import MappingPlan
+from palmsim.report.energy import ENERGY_COMPONENTS, energy_rows
 from palmsim.report.figdata import hottest_links, link_loads
 from palmsim.report.metrics import format_summary_table, tile_utilization
+from palmsim.report.verdict import format_verdict, verdict
 
-__all__ = ["Bottlenecks", "bottlenecks", "report_html"]
+__all__ = ["Bottlenecks", "bottlenecks", "energy_section", "report_html"]
 
 _TOP = 10
 
@@ -91,12 +93,53 @@ def bottlenecks(
     )
 
 
+def _time(value_s: float) -> str:
+    """Seconds as s, ms or µs, 4 significant digits."""
+    if abs(value_s) >= 1.0:
+        return f"{value_s:.4g} s"
+    if abs(value_s) >= 1e-3:
+        return f"{value_s * 1e3:.4g} ms"
+    return f"{value_s * 1e6:.4g} µs"
+
+
+def _bytes(value_bytes: float) -> str:
+    """Bytes with a decimal prefix (link volumes, like the bandwidths in GB/s)."""
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value_bytes) >= scale:
+            return f"{value_bytes / scale:.4g} {prefix}B"
+    return f"{value_bytes:.0f} B"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def energy_section(summary: Mapping[str, Any]) -> list[str]:
+    """The page's "Energy and cost" section: energy per iteration, token and sample, average
+    power against the TDP, the breakdown by component and the cost rows."""
+    parts = [
+        "<h2>Energy and cost</h2>",
+        _table(["", "value"], [[label, value] for label, value in energy_rows(summary)]),
+    ]
+    energy = summary.get("energy")
+    if energy:
+        total = float(energy["energy_per_iteration_j"])
+        breakdown = energy["energy_breakdown_j"]
+        parts.append(
+            _table(
+                ["component", "energy per iteration [J]", "share"],
+                [
+                    [name, f"{breakdown[name]:.6g}", f"{breakdown[name] / total:.1%}"]
+                    for name in ENERGY_COMPONENTS
+                    if name in breakdown and total > 0
+                ],
+            )
+        )
+    return parts
 
 
 def report_html(
@@ -113,37 +156,40 @@ def report_html(
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",
         f"<script>{_SCRIPT}</script></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        f'<p id="verdict"><strong>{html.escape(format_verdict(verdict(summary)))}</strong></p>',
         "<h2>Summary</h2>",
         f"<pre>{html.escape(format_summary_table(summary))}</pre>",
+        *energy_section(summary),
         "<h2>Bottlenecks</h2>",
         _table(
             ["", "value"],
             [
-                ["iteration time", f"{analysis.iteration_time_s:.6g} s"],
+                ["iteration time", _time(analysis.iteration_time_s)],
                 [
                     "pipeline bubble",
-                    f"{analysis.bubble_fraction:.1%} = {analysis.bubble_time_s:.6g} s",
+                    f"{analysis.bubble_fraction:.1%} = {_time(analysis.bubble_time_s)}",
                 ],
-                ["exposed communication", f"{analysis.exposed_communication_s:.6g} s"],
+                ["exposed communication", _time(analysis.exposed_communication_s)],
             ],
         ),
     ]
     for group, rows in analysis.top_links.items():
+        # Channels that carried traffic but round to 0.0 % say nothing: leave them out.
+        shown = [r for r in rows if round(100 * r[2], 1) > 0]
+        if not shown:
+            continue
         parts.append(f"<h3>Most utilised {html.escape(group)}</h3>")
         parts.append(
             _table(
                 ["link", "kind", "utilisation", "bytes carried"],
-                [[n, k, f"{u:.1%}", f"{b:.4g}"] for n, k, u, b in rows],
+                [[n, k, f"{u:.1%}", _bytes(b)] for n, k, u, b in shown],
             )
         )
-    parts += [
-        "<h3>Most loaded tiles (compute busy / iteration)</h3>",
-        _table(
-            ["tile", "stage", "utilisation"],
-            [[str(t), str(s), f"{u:.1%}"] for t, s, u in analysis.top_tiles],
-        ),
-        "<h2>Figures</h2>",
-    ]
+    tiles = [[str(t), str(s), f"{u:.1%}"] for t, s, u in analysis.top_tiles if u > 0]
+    if tiles:
+        parts += ["<h3>Most loaded tiles (busy / iteration)</h3>"]
+        parts += [_table(["tile", "stage", "busy"], tiles)]
+    parts += ["<h2>Figures</h2>"]
     for name, png in figures.items():
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<h3>{html.escape(name)}</h3>")

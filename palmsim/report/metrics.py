@@ -23,8 +23,10 @@ import numpy as np
 
 from palmsim.engine.records import FlowRecord, IntervalRecord, RunTrace
 from palmsim.mapping.plan import ComputeStep, MappingPlan
+from palmsim.report.verdict import verdict
 
 __all__ = [
+    "BOUNDS",
     "COMPUTE_CATEGORIES",
     "DRAM_KIND",
     "PIPELINE_CATEGORIES",
@@ -41,9 +43,12 @@ __all__ = [
     "merge_intervals",
     "op_table_rows",
     "pipeline_bubble_fraction",
+    "step_bound",
+    "steps_by_label",
     "summarize",
     "tile_busy_intervals",
     "tile_utilization",
+    "time_by_bound_s",
     "total_length_s",
 ]
 
@@ -275,7 +280,9 @@ def pipeline_bubble_fraction(trace: RunTrace, plan: MappingPlan) -> float:
         sum(total_length_s(busy.get(t, [])) for t in stage) / len(stage) if stage else 0.0
         for stage in replica0
     ]
-    return float(1.0 - sum(stage_busy_s) / len(stage_busy_s) / window_s)
+    # Every stage's busy time lies inside the window, so the bubble is >= 0 but for rounding
+    # (a one-stage run sums to the window's length in another order): clamp it, never "-0.0 %".
+    return max(0.0, float(1.0 - sum(stage_busy_s) / len(stage_busy_s) / window_s))
 
 
 def exposed_communication_s(trace: RunTrace, tiles: Iterable[int]) -> float:
@@ -302,6 +309,75 @@ def exposed_communication_s(trace: RunTrace, tiles: Iterable[int]) -> float:
         exposed = total_length_s(merged) - intersection_length_s(merged, busy.get(tile, []))
         worst_s = max(worst_s, exposed)
     return float(worst_s)
+
+
+# --------------------------------------------------------------------------- bounds
+
+#: What set an op's time, in the order ties are broken.
+BOUNDS: tuple[str, ...] = ("compute", "memory", "latency")
+
+
+def step_bound(duration_s: float, launch_latency_s: float, flop_time_s: float) -> str:
+    """What dominated one simulated compute interval: ``compute``, ``memory`` or ``latency``.
+
+    The cost model makes a step's time ``launch + Σ max(flop_i, memory_i)`` over its ops
+    (``palmsim.hardware.compute``: the roofline, plus the fixed per-kernel time of a GPU
+    config's ``tile.gemm``/``tile.memory_ops``), stretched in the simulation by contended DRAM
+    flows. So the simulated duration ``d`` splits into three terms: the launch latency
+    ``L`` (the plan's), the FLOP time at the achievable rate ``C`` (the plan's), and what
+    memory traffic added beyond them, ``M = max(0, d - L - C)``. The bound is the largest of
+    the three (ties: compute, then memory, then latency). ``latency`` is thus its own
+    category: a decode GEMM of a few tokens that moves little and computes little, but pays
+    28.9 µs to launch, is latency-bound, not memory-bound.
+    """
+    memory_s = max(0.0, duration_s - launch_latency_s - flop_time_s)
+    terms = {"compute": flop_time_s, "memory": memory_s, "latency": launch_latency_s}
+    return max(BOUNDS, key=lambda bound: (terms[bound], -BOUNDS.index(bound)))
+
+
+def steps_by_label(plan: MappingPlan) -> dict[tuple[str, str], ComputeStep]:
+    """Every compute step of the plan by ``(category, label)``, the pair its intervals carry
+    (a layer's forward and backward steps share a label, so the category tells them apart)."""
+    found: dict[tuple[str, str], ComputeStep] = {}
+    groups: list[tuple[str, tuple[Any, ...]]] = []
+    for p in plan.programs:
+        groups += [("forward", p.forward), ("backward", p.backward)]
+        groups += [("recompute", p.recompute), ("optimizer", (p.optimizer,))]
+    if plan.inference is not None:
+        for st in plan.inference.stages:
+            groups.append(("prefill", st.prefill))
+            groups += [("decode", steps) for steps in st.decode]
+    for category, steps in groups:
+        for step in steps:
+            for s in (step, getattr(step, "overlap", None)):
+                if isinstance(s, ComputeStep):
+                    found.setdefault((category, s.label), s)
+    return found
+
+
+def _bound_of(record: IntervalRecord, steps: Mapping[tuple[str, str], ComputeStep]) -> str:
+    step = steps.get((record.category, record.label))
+    duration_s = record.end_s - record.start_s
+    if step is None:  # not a step of the plan (hand-made records): no launch, no FLOP term
+        return "memory" if record.flop == 0 and duration_s > 0 else "compute"
+    return step_bound(duration_s, step.launch_latency_s, step.flop_time_s)
+
+
+def time_by_bound_s(trace: RunTrace, plan: MappingPlan) -> dict[str, float]:
+    """Mean over the simulated tiles of their compute time by :func:`step_bound` [s].
+
+    Sums each tile's compute intervals (every compute category, the optimizer included) by
+    what dominated them, and divides by the number of simulated tiles; ``compute`` +
+    ``memory`` + ``latency`` is then the mean tile's busy time (compute intervals of one tile
+    do not overlap).
+    """
+    steps = steps_by_label(plan)
+    tiles = set(plan.simulated_tiles)
+    total = dict.fromkeys(BOUNDS, 0.0)
+    for r in trace.intervals:
+        if r.category in COMPUTE_CATEGORIES and r.tile in tiles:
+            total[_bound_of(r, steps)] += r.end_s - r.start_s
+    return {bound: total[bound] / len(tiles) if tiles else 0.0 for bound in BOUNDS}
 
 
 # --------------------------------------------------------------------------- memory
@@ -332,6 +408,13 @@ def _memory_peaks(trace: RunTrace, plan: MappingPlan) -> tuple[int, dict[str, fl
 
 
 # --------------------------------------------------------------------------- summary
+
+
+def _granularity(chip: Any) -> list[int]:
+    """Cores per simulated tile, ``[rows, cols]`` (``wafer.granularity``; ``[1, 1]`` for a GPU
+    cluster or a chip without a spec)."""
+    wafer = getattr(getattr(chip, "spec", None), "wafer", None)
+    return [wafer.unit_rows, wafer.unit_cols] if wafer is not None else [1, 1]
 
 
 def summarize(
@@ -414,11 +497,14 @@ def summarize(
         "dram_bandwidth_utilization_max_channel": dram_name,
         "communication_bytes_by_category": {k: comm_bytes[k] for k in sorted(comm_bytes)},
         "exposed_communication_s": exposed_communication_s(trace, simulated),
+        "tile_time_by_bound_s": time_by_bound_s(trace, plan),
         "memory_peak_bytes_per_tile_max": float(sum(memory_parts.values())),
         "memory_peak_tile": int(memory_tile),
         "memory_breakdown_bytes": memory_parts,
         "num_tiles_used": num_used,
         "num_tiles_total": int(chip.num_tiles),
+        # cores per simulated tile, [rows, cols] (wafer.granularity; [1, 1] on a GPU cluster)
+        "granularity_cores_per_tile": _granularity(chip),
         "simulated_replicas": int(plan.simulated_replicas),
         "num_stages": plan.num_stages,
         "num_microbatches": int(plan.num_microbatches),
@@ -450,18 +536,15 @@ def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
     spec = inf.spec
     first: dict[int, float] = defaultdict(float)
     last: dict[int, float] = defaultdict(float)
-    decode_total_s = decode_memory_s = 0.0
+    plan_steps = steps_by_label(plan)
+    decode_s = dict.fromkeys(BOUNDS, 0.0)
     for r in trace.intervals:
         if r.category == "prefill":
             first[r.microbatch] = max(first[r.microbatch], r.end_s)
         elif r.category == "decode":
             last[r.microbatch] = max(last[r.microbatch], r.end_s)
-            duration = r.end_s - r.start_s
-            decode_total_s += duration
-            # Memory-bound: the step took longer than its FLOP at achievable FLOP/s, i.e. SRAM
-            # or DRAM traffic set its time (relative slack 1e-9 for rounding).
-            if duration > r.flop / inf.compute_flop_per_s * (1 + 1e-9):
-                decode_memory_s += duration
+            decode_s[_bound_of(r, plan_steps)] += r.end_s - r.start_s
+    decode_total_s = sum(decode_s.values())
     mbs = sorted(first)
     ttft_s = sum(first[m] for m in mbs) / len(mbs) if mbs else 0.0
     steps = spec.output_len - 1
@@ -494,9 +577,12 @@ def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
             "total": float(sum(kv_peak.values())),
         },
         "kv_cache_placement": placement,
-        "decode_memory_bound_fraction": (
-            decode_memory_s / decode_total_s if decode_total_s > 0 else 0.0
-        ),
+        **{
+            f"decode_{bound}_bound_fraction": (
+                decode_s[bound] / decode_total_s if decode_total_s > 0 else 0.0
+            )
+            for bound in BOUNDS
+        },
     }
 
 
@@ -566,6 +652,10 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         )
     add("micro-batches", "num_microbatches", str)
     add("iteration time", "iteration_time_s", _human_time)
+    bounding = verdict(summary)
+    if bounding is not None:
+        where = f"  [{bounding.where}]" if bounding.where else ""
+        rows.append(("bound by", f"{bounding.resource}, {_percent(bounding.share)} of it{where}"))
     add(
         "throughput",
         "throughput_samples_per_s",
@@ -578,7 +668,8 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     )
     add("time to first token", "ttft_s", _human_time)
     add("time per output token", "tpot_s", _human_time)
-    add("decode memory-bound", "decode_memory_bound_fraction", _percent)
+    for bound in BOUNDS:
+        add(f"decode {bound}-bound", f"decode_{bound}_bound_fraction", _percent)
     if "kv_cache_bytes_peak" in summary:
         kv = summary["kv_cache_bytes_peak"]
         rows.append(
@@ -602,15 +693,24 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         u = summary["tile_compute_utilization"]
         rows.append(
             (
-                "tile compute util.",
+                "tile busy",
                 f"mean {_percent(u['mean'])}, min {_percent(u['min'])}, max {_percent(u['max'])}",
+            )
+        )
+    if "tile_time_by_bound_s" in summary and summary.get("iteration_time_s", 0) > 0:
+        by = summary["tile_time_by_bound_s"]
+        time_s = summary["iteration_time_s"]
+        rows.append(
+            (
+                "  bound by (mean tile)",
+                ", ".join(f"{b} {_percent(by.get(b, 0.0) / time_s)}" for b in BOUNDS),
             )
         )
     if "noc_link_utilization_max" in summary:
         name = summary.get("noc_link_utilization_max_channel", "")
         rows.append(
             (
-                "NoC link util. (max)",
+                "link util. (max)",
                 _percent(summary["noc_link_utilization_max"]) + (f"  [{name}]" if name else ""),
             )
         )
@@ -668,9 +768,11 @@ def op_table_rows(
     where operands live (``dram`` if any of the op's bytes moved to DRAM, else ``sram``) and
     ``ridge_flop_per_byte`` = achievable FLOP/s / that memory's bandwidth (one DRAM port or
     channel; both empty for collectives); ``bound`` is what set most of the op's simulated
-    time: ``network`` for collectives, ``memory`` for intervals longer than their FLOP at
-    achievable FLOP/s (slack 1e-9), else ``compute`` (Williams et al., roofline, CACM 2009).
+    time: ``network`` for collectives, else per interval :func:`step_bound` (``compute``,
+    ``memory`` or ``latency``, Williams et al., roofline, CACM 2009, plus the per-kernel launch
+    latency), the op taking the bound of most of its time.
     """
+    steps = steps_by_label(plan)
     dram_of: dict[str, bool] = {}
     for program in plan.programs:
         for step in (*program.forward, *program.backward, *program.recompute):
@@ -703,12 +805,7 @@ def op_table_rows(
         g["bytes"] += r.bytes
         g["time_s"] += duration
         g["dram"] = g["dram"] or dram_of.get(r.label, False)
-        if r.category == "comm":
-            bound = "network"
-        elif duration > r.flop / achievable_flop_per_s * (1 + 1e-9):
-            bound = "memory"
-        else:
-            bound = "compute"
+        bound = "network" if r.category == "comm" else _bound_of(r, steps)
         g["by_bound"][bound] += duration
     rows = []
     for (phase, op), g in sorted(groups.items()):

@@ -20,6 +20,7 @@ from palmsim.engine.records import IntervalRecord, RunTrace
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.plan import MappingPlan
 from palmsim.registry import Registry
+from palmsim.report.energy import ENERGY_COMPONENTS
 from palmsim.report.figdata import (
     MEMORY_KINDS,
     Cell,
@@ -34,14 +35,22 @@ __all__ = [
     "CATEGORY_COLORS",
     "COMM_COLOR",
     "DEFAULT_KINDS",
+    "ENERGY_COLORS",
     "PLOT_KINDS",
+    "energy_breakdown",
+    "energy_pareto",
     "gantt",
     "gantt_boxes",
+    "gantt_figure",
     "gantt_rows",
     "memory",
+    "memory_figure",
     "noc",
+    "noc_figure",
     "pareto",
     "placement",
+    "placement_figure",
+    "spread",
     "sweep_bars",
     "utilization",
 ]
@@ -56,8 +65,8 @@ CATEGORY_COLORS: dict[str, str] = {
     "decode": "#D55E00",
 }
 _OTHER_COLOR = "#999999"
-#: Strip marking a tile's waits inside collectives (Okabe-Ito vermillion).
-COMM_COLOR = "#D55E00"
+#: Strip marking a tile's waits inside collectives: near-black, apart from every pass colour.
+COMM_COLOR = "#222222"
 
 _SCHEDULE_NAMES = {"1f1b": "1F1B", "gpipe": "GPipe"}
 
@@ -133,7 +142,20 @@ def gantt(
     dpi: int = 150,
     rows: Sequence[tuple[str, int]] | None = None,
 ) -> Path:
-    """Draw a stage × time Gantt chart of the pipeline and save it as a PNG.
+    """Draw :func:`gantt_figure` into ``path`` as a PNG; returns ``path``."""
+    fig = gantt_figure(trace, plan, title=title, dpi=dpi, rows=rows)
+    return _save(fig, path, dpi)
+
+
+def gantt_figure(
+    trace: RunTrace,
+    plan: MappingPlan,
+    *,
+    title: str | None = None,
+    dpi: int = 150,
+    rows: Sequence[tuple[str, int]] | None = None,
+) -> Figure:
+    """A stage × time Gantt chart of the pipeline.
 
     One row per pipeline stage (stage 0 at the top), showing the TP-rank-0 tile of replica 0.
     Forward, backward, recompute and optimizer boxes have distinct colours; micro-batch numbers
@@ -143,16 +165,11 @@ def gantt(
     Args:
         trace: the run's records.
         plan: the mapping (gives the stages, their tiles and the schedule name).
-        path: where to write the PNG.
         title: the title; by default the schedule name with p and m.
-        dpi: resolution of the PNG.
+        dpi: resolution the PNG will have (decides which labels fit).
         rows: ``(label, tile)`` per row, top to bottom, e.g. every tile of a stage (see
             :func:`gantt_rows`); by default one row per stage.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
     """
-    path = Path(path)
     if rows is None:
         rows = gantt_rows(plan)
     labels = [label for label, _ in rows]
@@ -248,10 +265,10 @@ def gantt(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 
-    handles = [
+    handles = [  # only the kinds this run has
         Patch(facecolor=CATEGORY_COLORS.get(c, _OTHER_COLOR), label=c)
         for c in categories + sorted(seen - set(categories) - {"communication"})
-        if c in seen or c in ("forward", "backward")
+        if c in seen
     ]
     if "communication" in seen:
         handles.append(Patch(facecolor=COMM_COLOR, label="communication (collective wait)"))
@@ -277,9 +294,7 @@ def gantt(
             f"m={plan.num_microbatches} micro-batches"
         )
     ax.set_title(title, loc="left", fontsize=10)
-
-    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
-    return path
+    return fig
 
 
 def pareto(
@@ -379,8 +394,11 @@ def _save(fig: Figure, path: str | Path, dpi: int) -> Path:
     return path
 
 
-def _floorplan(ax: Any, cells: Sequence[Cell], *, colored: bool, num_stages: int) -> None:
-    """Tiles as squares (coloured by stage if ``colored``), dies outlined, DRAM ports marked."""
+def _floorplan(
+    ax: Any, cells: Sequence[Cell], *, colored: bool, num_stages: int, by_replica: bool = False
+) -> None:
+    """Tiles as squares (coloured by stage, or by DP replica with ``by_replica``, if
+    ``colored``), dies outlined, DRAM ports marked."""
     from matplotlib import colormaps
     from matplotlib.patches import Rectangle
 
@@ -388,7 +406,7 @@ def _floorplan(ax: Any, cells: Sequence[Cell], *, colored: bool, num_stages: int
     for cell in cells:
         color: Any
         if colored and cell.stage >= 0:
-            color = cmap(cell.stage % cmap.N)
+            color = cmap((cell.replica if by_replica else cell.stage) % cmap.N)
         else:
             color = _UNUSED_COLOR if cell.stage < 0 else "#dfe6ee"
         ax.add_patch(
@@ -442,25 +460,33 @@ def _plan_size(cells: Sequence[Cell]) -> tuple[float, float]:
 
 
 def placement(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110) -> Path:
-    """Draw the floorplan: tiles coloured by pipeline stage, labelled with their DP replica
-    (``r``) when there are several, dies outlined, DRAM ports marked by a black square."""
+    """Draw :func:`placement_figure` into ``path``."""
+    return _save(placement_figure(chip, plan), path, dpi)
+
+
+def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
+    """The floorplan: tiles coloured by pipeline stage, labelled with their DP replica (``r``)
+    when there are several; with one stage, coloured by DP replica instead. Dies (GPU
+    clusters: nodes) outlined, DRAM ports marked by a black square."""
     from matplotlib import colormaps
     from matplotlib.patches import Patch as _Patch
 
     cells = placement_cells(chip, plan)
+    num_replicas = len(plan.stage_tiles)
+    by_replica = plan.num_stages == 1 and num_replicas > 1
     w_in, h_in = _plan_size(cells)
     fig, ax = _new_figure(w_in + 2.6, h_in + 1.0)
-    _floorplan(ax, cells, colored=True, num_stages=plan.num_stages)
-    if len(plan.stage_tiles) > 1 and len(cells) <= 4096:
+    _floorplan(ax, cells, colored=True, num_stages=plan.num_stages, by_replica=by_replica)
+    if num_replicas > 1 and not by_replica and len(cells) <= 4096:
         for cell in cells:
             if cell.replica >= 0:
                 ax.text(
                     cell.col, cell.row, f"r{cell.replica}", ha="center", va="center", fontsize=4
                 )
     cmap = colormaps[_STAGE_CMAP]
-    handles = [
-        _Patch(facecolor=cmap(s % cmap.N), label=f"stage {s}") for s in range(plan.num_stages)
-    ]
+    groups = num_replicas if by_replica else plan.num_stages
+    name = "DP replica" if by_replica else "stage"
+    handles = [_Patch(facecolor=cmap(s % cmap.N), label=f"{name} {s}") for s in range(groups)]
     handles.append(_Patch(facecolor=_UNUSED_COLOR, label="unused"))
     ax.legend(
         handles=handles,
@@ -471,14 +497,32 @@ def placement(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110
         ncol=1 if len(handles) <= 24 else 2,
     )
     tp = len(plan.stage_tiles[0][0]) if plan.stage_tiles else 0
+    is_cluster = chip.spec.cluster is not None
+    outlines = "nodes" if is_cluster else "dies"
+    ports = ", □: HBM" if is_cluster else ", □: DRAM ports"
+    colour = (
+        "colour: DP replica"
+        if by_replica
+        else "colour: stage" + (", rN: DP replica" if num_replicas > 1 else "")
+    )
     ax.set_title(
-        f"{chip.spec.name}: {plan.num_stages} stages × TP {tp} × DP {len(plan.stage_tiles)} "
-        f"({plan.placement}); black outlines: dies, □: DRAM ports",
+        f"{chip.spec.name}: {plan.num_stages} stages × TP {tp} × DP {num_replicas} "
+        f"({plan.placement}); {colour}; black outlines: {outlines}{ports}",
         loc="left",
         fontsize=9,
     )
     fig.tight_layout()
-    return _save(fig, path, dpi)
+    return fig
+
+
+#: How a channel kind is named in the figures.
+_KIND_NAMES = {
+    "intra_die": "NoC link",
+    "inter_die": "inter-die link",
+    "dram": "DRAM port",
+    "nvlink": "NVLink",
+    "nic": "NIC",
+}
 
 
 def noc(
@@ -491,30 +535,53 @@ def noc(
     top: int = 12,
     dpi: int = 110,
 ) -> Path:
-    """Draw every tile-to-tile link on the floorplan coloured by utilisation (or bytes carried)
-    over the iteration; inter-die links are thicker and dashed; the hottest channels of every
-    kind (also DRAM, NVLink, NIC) are listed beside the map."""
+    """Draw :func:`noc_figure` into ``path``."""
+    return _save(noc_figure(trace, chip, plan, by=by, top=top), path, dpi)
+
+
+def noc_figure(
+    trace: RunTrace, chip: Chip, plan: MappingPlan, *, by: str = "utilization", top: int = 12
+) -> Figure:
+    """The network of the floorplan coloured by utilisation [%] (or bytes carried [GB]) over
+    the iteration, the hottest channels of every kind listed beside the map.
+
+    A wafer draws every tile-to-tile link (inter-die links thicker and dashed). A GPU cluster
+    has no tile-to-tile links: each GPU's square holds two bars, its NVLink channel to the
+    node's NVSwitch (left) and its NIC to the fabric (right), each the busier direction.
+    """
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
     from matplotlib.collections import LineCollection
     from matplotlib.colors import Normalize
 
     cells = placement_cells(chip, plan)
     pos = {c.tile: (c.col, c.row) for c in cells}
     loads = link_loads(trace, chip)
-    value = (lambda x: x.utilization) if by == "utilization" else (lambda x: x.carried_bytes)
+    # Utilisation in %, as in the summary; volumes in GB, as bandwidths are quoted.
+    value = (
+        (lambda x: 100.0 * x.utilization)
+        if by == "utilization"
+        else (lambda x: x.carried_bytes / 1e9)
+    )
+    what = "utilisation [%]" if by == "utilization" else "bytes carried [GB]"
     # Both directions of a link share one segment; it shows the busier direction.
     pairs: dict[tuple[int, int], tuple[float, str]] = {}
+    # GPU clusters: per GPU and kind (nvlink, nic), the busier direction.
+    stubs: dict[tuple[int, str], float] = {}
     for load in loads:
         a, b = tile_of_node(load.src), tile_of_node(load.dst)
-        if a is None or b is None:
-            continue
-        key = (min(a, b), max(a, b))
-        old = pairs.get(key, (0.0, load.kind))[0]
-        pairs[key] = (max(old, value(load)), load.kind)
+        if a is not None and b is not None:
+            key = (min(a, b), max(a, b))
+            old = pairs.get(key, (0.0, load.kind))[0]
+            pairs[key] = (max(old, value(load)), load.kind)
+        elif load.kind in ("nvlink", "nic"):
+            gpu = a if a is not None else b
+            if gpu is not None:
+                stubs[(gpu, load.kind)] = max(stubs.get((gpu, load.kind), 0.0), value(load))
     w_in, h_in = _plan_size(cells)
     fig, ax = _new_figure(w_in + 4.5, h_in + 1.0)
     _floorplan(ax, cells, colored=False, num_stages=plan.num_stages)
-    vmax = max((v for v, _ in pairs.values()), default=0.0) or 1.0
+    vmax = max([v for v, _ in pairs.values()] + list(stubs.values()), default=0.0) or 1.0
     norm = Normalize(0.0, vmax)
     cmap = colormaps["inferno_r"]
     for inter in (False, True):
@@ -542,31 +609,64 @@ def noc(
         )
         lc.set_array(vals)
         ax.add_collection(lc)
-    from matplotlib.cm import ScalarMappable
-
+    if stubs:
+        bars: list[list[tuple[float, float]]] = []
+        bar_values: list[float] = []
+        for (gpu, kind), v in sorted(stubs.items()):
+            x, y = pos[gpu]
+            dx = -0.2 if kind == "nvlink" else 0.2
+            bars.append([(x + dx, y + 0.35), (x + dx, y - 0.35)])
+            bar_values.append(v)
+        ax.add_collection(LineCollection(bars, colors="#333333", linewidths=5.0, zorder=2))
+        lc = LineCollection(bars, cmap=cmap, norm=norm, linewidths=3.6, zorder=3)
+        lc.set_array(bar_values)
+        ax.add_collection(lc)
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04, pad=0.01)
-    bar.set_label("utilisation" if by == "utilization" else "bytes carried [B]")
-    lines = [f"hottest links (by {by}):"]
+    bar.set_label(what)
+    order = "utilisation" if by == "utilization" else "bytes carried"
+    lines = [f"hottest channels (by {order}):"]
 
     def line(load: Any) -> str:
         return (
-            f"{load.src}->{load.dst} [{load.kind}] "
-            f"{load.utilization:.1%} {load.carried_bytes / 1e9:.3g} GB"
+            f"{load.src}->{load.dst} [{_KIND_NAMES.get(load.kind, load.kind)}] "
+            f"{100 * load.utilization:.1f} % {_fmt_bytes(load.carried_bytes)}"
         )
 
-    lines += [line(x) for x in hottest_links([x for x in loads if x.kind != "dram"], top, by=by)]
+    if stubs:  # a GPU cluster: the hottest of each kind, so NVLink is not crowded out
+        lines = []
+        for kind in ("nvlink", "nic"):
+            members = [x for x in loads if x.kind == kind]
+            lines += [f"hottest {_KIND_NAMES[kind]} channels (by {order}):"]
+            lines += [line(x) for x in hottest_links(members, top // 2, by=by)] or ["(idle)"]
+            lines += [""]
+    else:
+        network = [x for x in loads if x.kind != "dram"]
+        lines += [line(x) for x in hottest_links(network, top, by=by)]
     inter_die = [x for x in loads if x.kind == "inter_die"]
     if inter_die:
         lines += ["", "hottest inter-die links:"]
         lines += [line(x) for x in hottest_links(inter_die, 5, by=by)] or ["(none carried data)"]
     fig.text(0.99, 0.5, "\n".join(lines), ha="right", va="center", fontsize=7, family="monospace")
+    if stubs:
+        drawn = "NVLink and NIC channels"
+        legend = "bars in each GPU: NVLink to its NVSwitch (left), NIC to the fabric (right)"
+    else:
+        drawn, legend = "NoC links", "thick dashed: inter-die links"
     ax.set_title(
-        f"links by {by} over {_fmt_time(trace.end_time_s)}; thick dashed: inter-die",
+        f"{drawn} by {order} over {_fmt_time(trace.end_time_s)}\n{legend}",
         loc="left",
         fontsize=9,
     )
     fig.subplots_adjust(left=0.02, right=0.62, top=0.92, bottom=0.04)
-    return _save(fig, path, dpi)
+    return fig
+
+
+def _fmt_bytes(value_bytes: float) -> str:
+    """Bytes with a decimal prefix, as link bandwidths are quoted (``6.03 TB``)."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value_bytes) >= scale:
+            return f"{value_bytes / scale:.3g} {prefix}B"
+    return f"{value_bytes:.3g} B"
 
 
 def _fmt_time(value_s: float) -> str:
@@ -574,24 +674,45 @@ def _fmt_time(value_s: float) -> str:
     return f"{value_s * scale:.3g} {unit}"
 
 
-def memory(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110) -> Path:
+def memory(
+    chip: Chip,
+    plan: MappingPlan,
+    path: str | Path,
+    *,
+    trace: RunTrace | None = None,
+    dpi: int = 110,
+) -> Path:
+    """Draw :func:`memory_figure` into ``path``."""
+    return _save(memory_figure(chip, plan, trace), path, dpi)
+
+
+def memory_figure(chip: Chip, plan: MappingPlan, trace: RunTrace | None = None) -> Figure:
     """Stacked bars per stage of one tile's weights, gradients, optimizer state and activations
-    against the tile's SRAM capacity (dashed line) and SRAM + its share of its DRAM port (black
-    tick); hatched: the part spilled to DRAM."""
-    bars = memory_bars(chip, plan)
+    as the plan estimates them (every micro-batch the schedule keeps in flight), beside the
+    simulated peak (diamonds, the summary's figure) when the run's records are given. Hatched:
+    the part placed in DRAM. The tile's SRAM capacity (dashed) and SRAM + its share of its
+    DRAM port (ticks) are drawn when they fall inside the axis, else named in the legend."""
+    bars = memory_bars(chip, plan, trace)
     colors = {
         "weights": "#0072B2",
         "gradients": "#E69F00",
         "optimizer": "#CC79A7",
         "activations": "#009E73",
     }
-    fig, ax = _new_figure(max(6.0, 0.4 * len(bars) + 2.5), 4.0)
+    fig, ax = _new_figure(max(6.0, 0.4 * len(bars) + 3.5), 4.0)
     x = list(range(len(bars)))
+    tallest = max(
+        [sum(b.parts_bytes.values()) for b in bars] + [b.simulated_peak_bytes or 0.0 for b in bars],
+        default=0.0,
+    )
+    unit, scale = ("GiB", 2.0**30) if tallest >= 2.0**30 / 2 else ("MiB", 2.0**20)
+    top = 1.25 * tallest / scale or 1.0
     bottom = [0.0] * len(bars)
-    scale = 2.0**20
     for kind in MEMORY_KINDS:
         heights = [b.parts_bytes[kind] / scale for b in bars]
-        ax.bar(x, heights, bottom=bottom, color=colors[kind], label=kind, width=0.8)
+        if any(heights):
+            name = "KV cache + activations" if kind == "activations" and plan.inference else kind
+            ax.bar(x, heights, bottom=bottom, color=colors[kind], label=f"{name} (estimate)")
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     dram = [b.dram_bytes / scale for b in bars]
     sram = [b.sram_bytes / scale for b in bars]
@@ -605,32 +726,55 @@ def memory(chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110) -
             edgecolor="black",
             width=0.8,
             linewidth=0,
-            label="in DRAM",
+            label="of which in DRAM",
         )
-    ax.axhline(
-        bars[0].sram_capacity_bytes / scale if bars else 0.0,
-        color="red",
-        linestyle="--",
-        linewidth=1,
-        label="SRAM capacity",
-    )
-    ax.scatter(
-        x,
-        [(b.sram_capacity_bytes + b.dram_share_bytes) / scale for b in bars],
-        marker="_",
-        s=200,
-        color="black",
-        label="SRAM + DRAM share",
-        zorder=4,
-    )
+    simulated = [
+        (i, peak) for i, b in enumerate(bars) if (peak := b.simulated_peak_bytes) is not None
+    ]
+    if simulated:
+        ax.scatter(
+            [i for i, _ in simulated],
+            [v / scale for _, v in simulated],
+            marker="D",
+            s=28,
+            color="black",
+            label="simulated peak",
+            zorder=5,
+        )
+    sram_bytes = bars[0].sram_capacity_bytes if bars else 0.0
+    sram_text = f"SRAM capacity ({_fmt_binary(sram_bytes)})"
+    if sram_bytes / scale >= 0.02 * top:
+        ax.axhline(sram_bytes / scale, color="red", linestyle="--", linewidth=1, label=sram_text)
+    elif sram_bytes > 0:  # a line at the axis' foot would hide: name it instead
+        ax.plot([], [], color="red", linestyle="--", linewidth=1, label=f"{sram_text}, off scale")
+    limits = [(b.sram_capacity_bytes + b.dram_share_bytes) / scale for b in bars]
+    if limits and max(limits) <= 2 * top:
+        ax.scatter(x, limits, marker="_", s=200, color="black", label="SRAM + DRAM share")
+        top = max(top, 1.05 * max(limits))
+    elif limits:
+        share = max(b.sram_capacity_bytes + b.dram_share_bytes for b in bars)
+        ax.plot([], [], " ", label=f"SRAM + DRAM share: {_fmt_binary(share)}, off scale")
+    ax.set_ylim(0, top)
     ax.set_xticks(x)
     ax.set_xticklabels([str(b.stage) for b in bars], fontsize=7)
     ax.set_xlabel("pipeline stage")
-    ax.set_ylabel("bytes per tile [MiB]")
+    ax.set_ylabel(f"bytes per tile [{unit}]")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    ax.set_title("per-tile memory at peak", loc="left", fontsize=9)
+    ax.set_title(
+        "memory per tile: the plan's estimate (bars) and the simulated peak (diamonds)",
+        loc="left",
+        fontsize=9,
+    )
     fig.tight_layout()
-    return _save(fig, path, dpi)
+    return fig
+
+
+def _fmt_binary(value_bytes: float) -> str:
+    """Capacities with binary prefixes, as the configs give them (``3 MiB``, ``80 GiB``)."""
+    for prefix, scale in (("Ti", 2.0**40), ("Gi", 2.0**30), ("Mi", 2.0**20), ("Ki", 2.0**10)):
+        if abs(value_bytes) >= scale:
+            return f"{value_bytes / scale:.3g} {prefix}B"
+    return f"{value_bytes:.0f} B"
 
 
 def utilization(
@@ -648,16 +792,16 @@ def utilization(
     mid = (tl["time_start_s"] + tl["time_end_s"]) / 2 * scale
     fig, ax = _new_figure(10.0, 3.5)
     for key, label, color in (
-        ("tile_compute_utilization_mean", "compute (mean over tiles)", "#0072B2"),
-        ("noc_link_utilization_max", "NoC (busiest link)", "#D55E00"),
-        ("noc_link_utilization_mean", "NoC (mean link)", "#E69F00"),
+        ("tile_compute_utilization_mean", "tiles busy (mean)", "#0072B2"),
+        ("noc_link_utilization_max", "network (busiest link)", "#D55E00"),
+        ("noc_link_utilization_mean", "network (mean link)", "#E69F00"),
         ("dram_bandwidth_utilization_max", "DRAM (busiest port)", "#009E73"),
     ):
-        ax.plot(mid, tl[key], label=label, color=color, linewidth=1)
+        ax.plot(mid, 100.0 * tl[key], label=label, color=color, linewidth=1)
     ax.set_xlim(0, end_s * scale if end_s > 0 else 1)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 105)
     ax.set_xlabel(f"time [{unit}]")
-    ax.set_ylabel("utilisation")
+    ax.set_ylabel("utilisation [%]")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.set_title(f"utilisation in {len(mid)} bins of {_fmt_time(bin_s)}", loc="left", fontsize=9)
     fig.tight_layout()
@@ -671,7 +815,7 @@ def utilization(
 PLOT_KINDS: Registry[Callable[[Any, Path, Mapping[str, Any]], Path]] = Registry("plot kind")
 
 #: The figures ``palmsim run`` draws into ``RUN_DIR/plots/``.
-DEFAULT_KINDS: tuple[str, ...] = ("gantt", "placement", "noc", "utilization", "memory")
+DEFAULT_KINDS: tuple[str, ...] = ("gantt", "placement", "noc", "utilization", "memory", "energy")
 
 
 @PLOT_KINDS.register("gantt")
@@ -702,4 +846,284 @@ def _utilization_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
 
 @PLOT_KINDS.register("memory")
 def _memory_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
-    return memory(run.chip, run.plan, path)
+    return memory(run.chip, run.plan, path, trace=run.trace)
+
+
+# =========================================================================== serving (issue 16)
+
+
+def latency_cdf(latencies_s: Mapping[str, Any], path: str | Path, *, dpi: int = 110) -> Path:
+    """Empirical CDFs of TTFT, TPOT and end-to-end latency (ms, log scale), one panel each.
+
+    ``latencies_s`` is :func:`palmsim.report.serving.latencies` (arrays in seconds).
+    """
+    import numpy as np
+
+    fig = Figure(figsize=(12, 3.6))
+    FigureCanvasAgg(fig)
+    names = (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end-to-end latency"))
+    for index, (key, title) in enumerate(names, start=1):
+        ax = fig.add_subplot(1, 3, index)
+        values = np.sort(np.asarray(latencies_s[key], dtype=float))
+        values = values[~np.isnan(values)] * 1e3
+        if values.size:
+            ax.step(values, np.arange(1, values.size + 1) / values.size, where="post")
+            if values[0] > 0:
+                ax.set_xscale("log")
+        ax.set_xlabel(f"{title} [ms]")
+        ax.set_ylabel("fraction of requests")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def serving_timeseries(
+    iterations: Sequence[Any],
+    queue: Sequence[Any],
+    num_kv_blocks: int,
+    path: str | Path,
+    *,
+    dpi: int = 110,
+) -> Path:
+    """Waiting queue, batch size and KV-cache use over time, summed/averaged over replicas:
+    the queue from the queue records, batch size and KV use per iteration (replica 0 dotted
+    beside the mean when there are several)."""
+    fig = Figure(figsize=(10, 6.5))
+    FigureCanvasAgg(fig)
+    ax_q, ax_b, ax_kv = (fig.add_subplot(3, 1, i) for i in (1, 2, 3))
+    replicas = sorted({rec.replica for rec in queue} | {it.replica for it in iterations})
+    current = dict.fromkeys(replicas, 0)
+    times, waiting = [0.0], [0]
+    for rec in sorted(queue, key=lambda q: q.time_s):
+        current[rec.replica] = rec.num_waiting
+        times.append(rec.time_s)
+        waiting.append(sum(current.values()))
+    ax_q.step(times, waiting, where="post", color="#D55E00")
+    ax_q.set_ylabel("waiting requests")
+    for replica in replicas[:1]:
+        own = [it for it in iterations if it.replica == replica]
+        ax_b.step(
+            [it.start_s for it in own],
+            [it.num_seqs for it in own],
+            where="post",
+            color="#0072B2",
+            label=f"replica {replica}",
+        )
+        ax_kv.step(
+            [it.start_s for it in own],
+            [100.0 * it.kv_blocks_used / num_kv_blocks for it in own],
+            where="post",
+            color="#009E73",
+            label=f"replica {replica}",
+        )
+    ax_b.set_ylabel("batch size [requests]")
+    ax_kv.set_ylabel("KV cache used [%]")
+    ax_kv.set_ylim(0, 105)
+    ax_kv.set_xlabel("time [s]")
+    for ax in (ax_q, ax_b, ax_kv):
+        ax.grid(alpha=0.3)
+    if len(replicas) > 1:
+        ax_b.legend(loc="upper right")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def latency_load(
+    curves: Mapping[str, Sequence[tuple[float, float, float]]],
+    path: str | Path,
+    *,
+    dpi: int = 110,
+) -> Path:
+    """Latency against load: per curve, points ``(rate requests/s, TTFT p90 s, TPOT p90 s)``;
+    TTFT on the left panel, TPOT on the right, both in ms."""
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax_t, ax_p = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, points in curves.items():
+        rates = [p[0] for p in points]
+        ax_t.plot(rates, [p[1] * 1e3 for p in points], marker="o", label=name)
+        ax_p.plot(rates, [p[2] * 1e3 for p in points], marker="o", label=name)
+    ax_t.set_ylabel("TTFT p90 [ms]")
+    ax_p.set_ylabel("TPOT p90 [ms]")
+    for ax in (ax_t, ax_p):
+        ax.set_xlabel("arrival rate [requests/s]")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- energy
+
+#: Bar colour of each energy component (Okabe-Ito hues; static power in greys).
+ENERGY_COLORS: dict[str, str] = {
+    "compute": "#0072B2",
+    "sram": "#56B4E9",
+    "noc": "#009E73",
+    "chip_to_chip": "#F0E442",
+    "nic": "#CC79A7",
+    "dram": "#E69F00",
+    "static_tiles": "#999999",
+    "static_chips": "#666666",
+}
+
+
+def _si_energy(value_j: float) -> tuple[str, float]:
+    """The unit (J, kJ, MJ, GJ) and scale to show energies up to ``value_j`` in."""
+    for name, scale in (("GJ", 1e9), ("MJ", 1e6), ("kJ", 1e3)):
+        if value_j >= scale:
+            return name, 1.0 / scale
+    return "J", 1.0
+
+
+def energy_breakdown(summary: Mapping[str, Any], path: str | Path, *, dpi: int = 110) -> Path:
+    """Bars of the iteration's energy by component, with its share, the energy per token and
+    the average power against the TDP (``summary["energy"]``); a run without an ``energy:``
+    section gets a figure saying so."""
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    energy = summary.get("energy")
+    if not energy:
+        ax.axis("off")
+        ax.text(
+            0.5,
+            0.5,
+            "energy not modelled: the hardware file has no energy: section",
+            ha="center",
+            va="center",
+            fontsize=10,
+        )
+        return _save(fig, path, dpi)
+    parts = energy["energy_breakdown_j"]
+    total = float(energy["energy_per_iteration_j"])
+    unit, scale = _si_energy(max(parts.values(), default=0.0))
+    names = [n for n in ENERGY_COMPONENTS if n in parts] + sorted(
+        set(parts) - set(ENERGY_COMPONENTS)
+    )
+    values = [float(parts[n]) for n in names]
+    ys = range(len(names))
+    ax.barh(
+        ys, [v * scale for v in values], color=[ENERGY_COLORS.get(n, _OTHER_COLOR) for n in names]
+    )
+    ax.set_yticks(list(ys), [n.replace("_", " ") for n in names], fontsize=8)
+    ax.invert_yaxis()
+    for y, v in zip(ys, values, strict=True):
+        share = v / total if total > 0 else 0.0
+        ax.annotate(
+            f"{share:.1%}",
+            (v * scale, y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
+    ax.set_xlabel(f"energy per iteration [{unit}]")
+    title = (
+        f"energy {total * scale:.4g} {unit}/iteration, "
+        f"{energy['energy_per_token_j']:.3g} J/token; "
+        f"average power {energy['average_power_w'] / 1e3:.4g} kW"
+    )
+    if "tdp_w" in energy:
+        fraction, tdp_kw = energy["average_power_fraction_of_tdp"], energy["tdp_w"] / 1e3
+        title += f";\n{fraction:.0%} of TDP {tdp_kw:.4g} kW"
+        within_w = energy.get("average_power_within_tdp_w", energy["average_power_w"])
+        if within_w < energy["average_power_w"]:
+            title += " (die-edge DRAM outside the TDP)"
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, axis="x", linewidth=0.3, alpha=0.5)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def energy_pareto(
+    points: Sequence[tuple[float, float]],
+    front: Sequence[int],
+    path: str | Path,
+    *,
+    labels: Sequence[str] = (),
+    title: str = "Mappings: throughput against energy per token",
+    dpi: int = 120,
+) -> Path:
+    """Scatter of candidates, ``(energy per token [J], throughput [tokens/s])``, with the
+    Pareto front (least energy, most throughput) marked and labelled."""
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [e for e, _ in points]
+    ys = [t for _, t in points]
+    ax.scatter(xs, ys, s=14, color="#999999", label="simulated mapping")
+    ax.step(
+        [xs[i] for i in front], [ys[i] for i in front], where="post", color="#D55E00", linewidth=1.2
+    )
+    ax.scatter(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        s=30,
+        color="#D55E00",
+        label="Pareto front",
+        zorder=3,
+    )
+    for i in front:
+        if i < len(labels):
+            ax.annotate(
+                labels[i], (xs[i], ys[i]), fontsize=6, xytext=(4, 3), textcoords="offset points"
+            )
+    ax.set_xlabel("energy per token [J]")
+    ax.set_ylabel("throughput [tokens/s]")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
+    return path
+
+
+def spread(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    dpi: int = 120,
+) -> Path:
+    """Every point ``(x, y)``, and per distinct x the mean joined by a line with the min-max
+    band shaded: e.g. throughput against defect density over a range of seeds."""
+    path = Path(path)
+    fig = Figure(figsize=(7.0, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    groups: dict[float, list[float]] = {}
+    for x, y in zip(xs, ys, strict=True):
+        groups.setdefault(x, []).append(y)
+    keys = sorted(groups)
+    means = [sum(groups[k]) / len(groups[k]) for k in keys]
+    ax.fill_between(
+        keys,
+        [min(groups[k]) for k in keys],
+        [max(groups[k]) for k in keys],
+        color="#56B4E9",
+        alpha=0.3,
+        label="min-max over seeds",
+    )
+    ax.plot(keys, means, color="#0072B2", marker="o", label="mean")
+    ax.scatter(xs, ys, s=10, color="#999999", zorder=3, label="one seed")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+@PLOT_KINDS.register("energy")
+def _energy_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
+    return energy_breakdown(getattr(run, "summary", {}), path)

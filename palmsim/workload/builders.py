@@ -169,9 +169,9 @@ class Block:
 
 
 def _dtype_bytes(training: TrainingSpec) -> int:
-    """Bytes per element of the training dtype."""
+    """Bytes per element of the training (or activation) dtype: fp32, fp16 or bf16."""
     try:
-        return DTYPE_BYTES[training.dtype]
+        return int(DTYPE_BYTES[training.dtype])
     except KeyError:
         expected = ", ".join(sorted(DTYPE_BYTES))
         raise ConfigError.single("", "training.dtype", training.dtype, expected) from None

@@ -82,9 +82,13 @@ def test_a_memory_bound_gemm_is_bounded_by_the_streaming_bandwidth() -> None:
         "scores", "matmul", matmul_cost(s, d, s, batch=batch, dtype_bytes=2), dtype_bytes=2
     )
     assert scores.bytes_fwd == 2 * batch * (2 * s * d + s * s)
-    t = _op_time_s(scores, "F", scores.flop_fwd, 0.0, 0.0, tile, 312e12, _memory_of(hw))
+    t, launch_s, flop_s = _op_time_s(
+        scores, "F", scores.flop_fwd, 0.0, 0.0, tile, 312e12, _memory_of(hw)
+    )
     assert t == pytest.approx(scores.bytes_fwd / 1.5e12, rel=1e-12)
     assert scores.flop_fwd / 312e12 < t
+    # its compute term (no quantisation loss, max efficiency 1) and no launch latency
+    assert flop_s == pytest.approx(scores.flop_fwd / 312e12, rel=1e-12) and launch_s == 0.0
 
 
 @pytest.mark.parametrize(

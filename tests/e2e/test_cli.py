@@ -41,6 +41,7 @@ FILES = (
     "plots/noc.png",
     "plots/utilization.png",
     "plots/memory.png",
+    "plots/energy.png",
 )
 REQUIRED_KEYS = (
     "iteration_time_s",

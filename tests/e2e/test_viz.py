@@ -20,9 +20,7 @@ SMALL_FLAGS = {"pp": 4, "tp": 16, "micro_batch_size": 8}
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """The small T-18B run, simulated once, written without plots."""
-    experiment = load_experiment(
-        HW, T18B, overrides=SMALL_OVERRIDES, mapping_flags=SMALL_FLAGS
-    )
+    experiment = load_experiment(HW, T18B, overrides=SMALL_OVERRIDES, mapping_flags=SMALL_FLAGS)
     result = simulate(experiment)
     out = tmp_path_factory.mktemp("viz") / "run"
     write_run(
@@ -177,8 +175,10 @@ def test_report_is_self_contained_and_renders_every_figure(small, tmp_path: Path
     page = (folder / "report.html").read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page)
     assert "http://" not in page and "https://" not in page
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6
     assert "exposed communication" in page and "pipeline bubble" in page
+    # the report of any run shows the energy breakdown and the average power
+    assert "Energy and cost" in page and "average power" in page and "static_tiles" in page
     if not CHROMIUM.exists():
         pytest.skip("chromium not installed (.ci/run installs it)")
     dom = subprocess.run(
@@ -202,8 +202,8 @@ def test_report_is_self_contained_and_renders_every_figure(small, tmp_path: Path
         timeout=120,
         check=True,
     ).stdout
-    assert 'data-images-decoded="5"' in dom
-    assert 'data-images-total="5"' in dom
+    assert 'data-images-decoded="6"' in dom
+    assert 'data-images-total="6"' in dom
 
 
 def test_trace_json_events_are_valid_with_arrows_and_counters(small) -> None:

@@ -44,3 +44,18 @@ def test_compare_schedules_shows_interleaving_beating_plain_1f1b(tmp_path: Path)
         for r in rows
     }
     assert time_of[("1f1b", "2")] < time_of[("1f1b", "1")]
+
+
+def test_defect_density_sweep_draws_throughput_with_its_spread(tmp_path: Path) -> None:
+    """Two densities x two seeds: the defect-free points lose nothing, 5 % dead tiles leave
+    fewer live tiles (0.95^320 < 1e-7 of none dying) and never speed the run up."""
+    out = tmp_path / "out"
+    rows = _run("sweep_defects.sh", out)
+    assert (out / "throughput_tokens_per_s_spread.png").stat().st_size > 0
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    for r in rows:
+        fraction, live = float(r["hw.defects.dead_tile_fraction"]), int(r["num_tiles_live"])
+        assert (live == 320) if fraction == 0 else (live < 320)
+        assert float(r["slowdown"]) >= 1.0 - 1e-12
+        if fraction == 0:
+            assert float(r["slowdown"]) == 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -102,9 +103,11 @@ def test_rerun_skips_finished_points(tmp_path: Path) -> None:
     sweep(path, out, jobs=1)
     first = _rows(out)
     (out / first[1]["run_dir"] / "status.json").unlink()
-    lines: list[str] = []
-    sweep(path, out, jobs=1, progress=lines.append)
-    assert len(lines) == 1 and "2 already done" in lines[0]  # only the unfinished point ran
+    reports: list[tuple[int, int, str]] = []
+    sweep(path, out, jobs=1, progress=lambda *report: reports.append(report))
+    # before the first point, then after the only unfinished one
+    assert [(done, total) for done, total, _ in reports] == [(2, 3), (3, 3)]
+    assert reports[-1][2].startswith("ok 1, infeasible 0, error 0, 2 already done")
     assert _rows(out) == first
 
 
@@ -154,3 +157,56 @@ def test_plot_pareto_of_a_sweep_folder(tmp_path: Path, capsys) -> None:
     assert (out / "pareto.png").stat().st_size > 0
     assert main(["plot", "pareto", str(tmp_path / "nothing")]) == 5
     assert "results.csv does not exist" in capsys.readouterr().err
+    # a run's figure asked of the sweep folder: the error points at points/<id> and pareto
+    assert main(["plot", "gantt", str(out)]) == 5
+    err = capsys.readouterr().err
+    assert "points/<id>" in err and f"palmsim plot pareto {out}" in err
+
+
+def test_pareto_labels_name_the_fields_that_differ() -> None:
+    """A sweep over pp and seed labels its points by both, with no hash id or fixed field."""
+    from palmsim.cli import _pareto_labels
+
+    rows = [
+        {
+            "point": "ab12",
+            "status": "ok",
+            "mapping.pp": "2",
+            "run.seed": "0",
+            "mapping.tp": "16",
+            "iteration_time_s": "1.5",
+            "mfu": "0.3",
+        },
+        {
+            "point": "cd34",
+            "status": "ok",
+            "mapping.pp": "4",
+            "run.seed": "1",
+            "mapping.tp": "16",
+            "iteration_time_s": "1.2",
+            "mfu": "0.4",
+        },
+    ]
+    assert _pareto_labels(rows) == ["pp=2 run.seed=0", "pp=4 run.seed=1"]
+    search = [{"pp": "5", "placement": "snake"}, {"pp": "5", "placement": "row_major"}]
+    assert _pareto_labels(search) == ["placement=snake", "placement=row_major"]
+
+
+def test_plot_lists_pareto_among_its_kinds(capsys) -> None:
+    assert main(["plot", "paretto", "."]) == 2
+    err = capsys.readouterr().err
+    assert "pareto" in err and "did you mean 'pareto'?" in err
+
+
+def test_point_warnings_go_to_status_json_not_stderr(tmp_path: Path, capfd) -> None:
+    """Every point of the small spec uses pp x 4 of 320 tiles: its warning is kept in its
+    status.json and counted in the progress, not printed by the worker."""
+    path = _spec(tmp_path, "grid: {mapping.pp: [1, 2]}\n")
+    out = tmp_path / "out"
+    reports: list[tuple[int, int, str]] = []
+    sweep(path, out, jobs=1, progress=lambda *report: reports.append(report))
+    for row in _rows(out):
+        status = json.loads((out / row["run_dir"] / "status.json").read_text())
+        assert any("of 320 tiles" in w for w in status["warnings"]), status["warnings"]
+    assert reports[-1][2].endswith("2 with warnings in status.json")
+    assert "of 320 tiles" not in capfd.readouterr().err

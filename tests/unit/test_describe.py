@@ -1,29 +1,97 @@
-"""``palmsim describe`` prints the resolved specs with units a person can read back."""
+"""``palmsim describe`` prints exactly the keys the files and ``--set`` take, in human units."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from palmsim.api import load_experiment
 from palmsim.cli import main
+from palmsim.config.describe import described_keys
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: A wafer, a GPU cluster with fitted kernels (gemm, memory_ops with per-kind entries), a
+#: Hugging Face config and an inference workload: every kind of key describe prints.
+CASES = [
+    ("tx8-wafer", "t-18b", ()),
+    ("dgx-a100-superpod", "llama2-7b", ("workload.mode=inference",)),
+    (
+        "dgx-h100",
+        str(REPO / "workloads" / "hf" / "llama-2-7b.config.json"),
+        ("training.seq_len=4096", "training.global_batch_size=64"),
+    ),
+]
 
-def test_describe_prints_quantities_with_units(capsys: pytest.CaptureFixture[str]) -> None:
-    """The TX8 numbers of hw_configs/tx8-wafer.yaml come back in the units the file uses."""
-    assert main(["describe", "--hw", str(REPO / "hw_configs" / "tx8-wafer.yaml")]) == 0
-    lines = {line.split("#")[0].strip() for line in capsys.readouterr().out.splitlines()}
-    assert "sram_capacity_bytes: 3 MiB" in lines
-    assert "bandwidth_bytes_per_s: 256 GB/s" in lines  # the DRAM port and inter-die links
-    assert "latency_s: 1 ns" in lines
-    assert (
-        "peak_flop_per_s: bf16: 16 TFLOP/s, fp16: 16 TFLOP/s, fp32: 8 TFLOP/s, "
-        "int8: 32 TFLOP/s" in lines
-    )
-    assert "until_s: None" in lines  # not a quantity: printed as is
-    assert "pp: 20" in lines
+
+def _printed(capsys: pytest.CaptureFixture[str], *argv: str) -> list[tuple[str, str]]:
+    assert main(["describe", *argv]) == 0
+    pairs = []
+    for line in capsys.readouterr().out.splitlines():
+        if line.strip():
+            text = line.split("  #", 1)[0].strip()
+            key, _, value = text.partition(": ")
+            pairs.append((key, value))
+    return pairs
+
+
+def test_describe_prints_file_keys_in_file_units(capsys: pytest.CaptureFixture[str]) -> None:
+    """The TX8 numbers of hw_configs/tx8-wafer.yaml come back under the file's own keys and in
+    the file's own units, not as internal field names or Python reprs."""
+    printed = dict(_printed(capsys, "--hw", "tx8-wafer"))
+    assert printed["hw.tile.sram_capacity"] == "3 MiB"
+    assert printed["hw.noc.inter_die_bandwidth"] == "256 GB/s"
+    assert printed["hw.dram.bandwidth"] == "256 GB/s"
+    assert printed["hw.noc.intra_die_latency"] == "1 ns"
+    assert printed["hw.tile.peak.fp16"] == "16 TFLOP/s"
+    assert printed["hw.wafer.die_grid"] == "[5, 4]"
+    assert printed["run.until"] == "null"
+    assert printed["mapping.pp"] == "20"
+    text = " ".join(f"{k} {v}" for k, v in printed.items())
+    for internal in ("_bytes", "_per_s", "peak_flop", "devices_per_node", "Spec(", "'"):
+        assert internal not in text
+
+
+def test_describe_gpu_cluster_uses_the_file_names(capsys: pytest.CaptureFixture[str]) -> None:
+    printed = dict(_printed(capsys, "--hw", "dgx-h100", "--workload", "llama2-7b"))
+    assert printed["hw.cluster.gpus_per_node"] == "8"
+    assert printed["hw.network.intra_node_bandwidth"] == "370 GB/s"
+    assert printed["hw.tile.gemm.launch_latency"] == "28.9 us"
+    assert "hw.cluster.devices_per_node" not in printed
+
+
+def test_every_described_key_has_a_meaning() -> None:
+    for hw, workload, overrides in CASES:
+        for key in described_keys(load_experiment(hw, workload, overrides=overrides)):
+            assert key.help, key.key
+
+
+@pytest.mark.parametrize(("hw", "workload", "overrides"), CASES)
+def test_every_printed_key_round_trips_through_set(
+    hw: str, workload: str, overrides: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each ``KEY: VALUE`` line describe prints, fed back as ``--set KEY=VALUE``, is accepted
+    and leaves the experiment unchanged; changing the value changes the experiment."""
+    base = load_experiment(hw, workload, overrides=overrides)
+    argv = ["--hw", hw, "--workload", workload]
+    for o in overrides:
+        argv += ["--set", o]
+    printed = _printed(capsys, *argv)
+    assert len(printed) == len(described_keys(base)) > 40
+    for key, value in printed:
+        again = load_experiment(hw, workload, overrides=[*overrides, f"{key}={value}"])
+        assert dataclasses.replace(again, sources=()) == dataclasses.replace(base, sources=()), key
+
+
+def test_a_described_key_changes_what_it_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """The round trip is not vacuous: the printed key reaches the field it describes."""
+    printed = dict(_printed(capsys, "--hw", "dgx-h100"))
+    assert "hw.cluster.gpus_per_node" in printed
+    changed = load_experiment("dgx-h100", overrides=["hw.cluster.gpus_per_node=4"])
+    assert changed.hardware.cluster is not None
+    assert changed.hardware.cluster.devices_per_node == 4
 
 
 def test_describe_reports_config_errors_in_one_line(
@@ -34,3 +102,19 @@ def test_describe_reports_config_errors_in_one_line(
     assert main(["describe", "--hw", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("palmsim: ConfigError:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("override", "suggestion"),
+    [
+        ("hw.cluster.devices_per_node=4", "gpus_per_node"),
+        ("hw.tile.peak_flop_per_s=1", "peak"),
+        ("hw.dram.bandwidth_bytes_per_s=1", "bandwidth"),
+    ],
+)
+def test_an_internal_field_name_suggests_its_file_key(override: str, suggestion: str) -> None:
+    """The spec's own names (what describe used to print) point at the key --set takes."""
+    from palmsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"did you mean '{suggestion}'\?"):
+        load_experiment("dgx-h100", overrides=[override])

@@ -223,3 +223,22 @@ def test_summary_json_has_no_wall_clock_of_its_own(tmp_path, run):
     out = write_run(tmp_path, make_plots=False, **run)
     written = json.loads(Path(out / "summary.json").read_text())
     assert written["simulation_wall_time_s"] == run["summary"]["simulation_wall_time_s"]
+
+
+def test_write_run_reports_progress_file_by_file(tmp_path, run):
+    """Before each file: (files written so far, files in all, the file); then (n, n, "")."""
+    reports: list[tuple[int, int, str]] = []
+    write_run(
+        tmp_path,
+        plot_kinds=("gantt",),
+        progress=lambda *report: reports.append(report),
+        **run,
+    )
+    assert reports == [
+        (0, 5, "summary.json"),
+        (1, 5, "records.csv"),
+        (2, 5, "timeline.csv"),
+        (3, 5, "trace.json"),
+        (4, 5, "plots/gantt.png"),
+        (5, 5, ""),
+    ]

@@ -576,7 +576,8 @@ def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
     assert len(info.value.problems) == 8
     message = str(info.value)
     assert message.startswith("8 problems:")
-    assert "w.yaml: dram.capacity: missing; expected a positive bytes" in message
+    # a wafer may have no off-chip memory (Cerebras): capacity 0 is allowed
+    assert "w.yaml: dram.capacity: missing; expected a non-negative bytes" in message
 
 
 def test_missing_section(tmp_path: Path) -> None:
@@ -1065,3 +1066,49 @@ def test_gemm_section_problems_name_their_keys(tmp_path: Path) -> None:
         "tile.gemm.launch_latency",
     }
     assert "did you mean 'compute_units'" in str(info.value)
+
+
+# =========================================================================== multi-chip keys
+
+
+def test_multichip_keys_are_checked(tmp_path: Path) -> None:
+    """A granularity that does not divide the core grid, DRAM positions outside the die or
+    missing for placement 'positions', and an unknown fidelity are each named."""
+    raw = copy.deepcopy(WAFER)
+    raw["wafer"]["granularity"] = 3  # 4x4 tiles per die
+    raw["dram"]["placement"] = "positions"
+    raw["tile"]["fidelity_passes"] = {"LoFi": 1, "HiFi5": 5}
+    with pytest.raises(ConfigError) as info:
+        load_hardware(_write(tmp_path, "w.yaml", raw))
+    assert set(_problems(info)) == {
+        "wafer.granularity",
+        "dram.positions",
+        "tile.fidelity_passes.HiFi5",
+    }
+    raw["wafer"]["granularity"] = 2
+    raw["dram"]["positions"] = [[0, 0], [4, 1]]
+    del raw["tile"]["fidelity_passes"]
+    with pytest.raises(ConfigError) as info:
+        load_hardware(_write(tmp_path, "w.yaml", raw))
+    assert set(_problems(info)) == {"dram.positions[1]"}
+
+
+def test_a_coarsened_spec_round_trips(tmp_path: Path) -> None:
+    """The resolved config of a coarse run re-loads to the same (already aggregated) spec."""
+    raw = copy.deepcopy(WAFER)
+    raw["wafer"]["granularity"] = [2, 4]
+    raw["noc"]["inter_die_links"] = 2
+    raw["dram"]["placement"] = "positions"
+    raw["dram"]["positions"] = [[0, 0], [3, 3]]
+    hw = load_hardware(_write(tmp_path, "w.yaml", raw))
+    assert (hw.wafer.tile_rows, hw.wafer.tile_cols) == (2, 1)
+    assert (hw.wafer.unit_rows, hw.wafer.unit_cols) == (2, 4)
+    assert load_hardware(_write(tmp_path, "copy.yaml", spec_to_raw(hw))) == hw
+
+
+def test_a_wafer_simulating_too_many_tiles_asks_for_a_granularity() -> None:
+    """WSE-2's 750x750 cores one by one would build a 562,500-tile chip graph."""
+    with pytest.raises(ConfigError) as info:
+        load_hardware("hw_configs/cerebras-wse2.yaml", ["hw.wafer.granularity=1"])
+    assert set(_problems(info)) == {"wafer.granularity"}
+    assert "562500" in str(info.value)

@@ -491,3 +491,13 @@ def test_utilization_timeline_last_bin_is_cut_at_the_end_and_tiles_can_be_given(
 def test_utilization_timeline_rejects_bad_bin():
     with pytest.raises(ValueError, match="bin_s"):
         utilization_timeline(trace_of(end_time_s=1.0), FakeChip((), 1), 0.0)
+
+
+def test_bubble_of_one_stage_is_never_negative_zero():
+    """One stage of three TP tiles, each busy over the whole window [0, 0.1]: the mean of three
+    0.1 s is 0.1 s plus an ulp in floating point, which gave "pipeline bubble -0.0 %"."""
+    plan = make_plan((((0, 1, 2),),))
+    trace = trace_of([iv(t, "forward", 0.0, 0.1) for t in (0, 1, 2)], end_time_s=0.1)
+    bubble = pipeline_bubble_fraction(trace, plan)
+    assert bubble == 0.0 and str(bubble) == "0.0"
+    assert "pipeline bubble  0.0 %" in format_summary_table({"pipeline_bubble_fraction": bubble})

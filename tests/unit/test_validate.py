@@ -20,12 +20,22 @@ def _case(case_id: str) -> dict:
     return next(c for c in SHIPPED if c["id"] == case_id)
 
 
-def test_shipped_copy_is_the_calibration_set() -> None:
-    """validation/measurements.yaml is shared/calibration/measurements.yaml, unedited."""
-    shared = REPO.parent / "shared" / "calibration" / "measurements.yaml"
-    if not shared.exists():
-        pytest.skip("shared/calibration is not beside this checkout")
-    assert (REPO / "validation" / "measurements.yaml").read_text() == shared.read_text()
+def test_shipped_copies_are_the_calibration_set_unedited() -> None:
+    """validation/{hw_specs,measurements}.yaml are the calibration set's files, unedited: their
+    SHA-256 sums are the ones recorded when they were copied (validation/SHA256SUMS), and where
+    the calibration set lies beside the checkout (../shared/calibration), they equal it."""
+    import hashlib
+
+    folder = REPO / "validation"
+    recorded = dict(
+        reversed(line.split()) for line in (folder / "SHA256SUMS").read_text().splitlines()
+    )
+    assert sorted(recorded) == ["hw_specs.yaml", "measurements.yaml"]
+    for name, digest in recorded.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+        shared = REPO.parent / "shared" / "calibration" / name
+        if shared.exists():  # an extra check where the calibration set is at hand
+            assert (folder / name).read_bytes() == shared.read_bytes(), name
 
 
 def test_megatron_case_becomes_its_experiment() -> None:

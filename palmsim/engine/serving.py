@@ -1,0 +1,367 @@
+"""The event-driven simulation of a serving run: requests arrive, a router spreads them over
+replicas, and each replica's scheduler runs iteration after iteration of continuous batching.
+
+Time unit: ``env.now`` is in seconds.
+
+Each iteration's batch runs on the replica's tiles as a one-pass plan
+(:meth:`palmsim.mapping.serving.ServingPlan.iteration_plan`) through :class:`Simulator`, with
+every compute step, TP collective, pipeline send and DRAM flow of that batch. Iterations whose
+batch has the same shape (:class:`palmsim.mapping.serving.BatchShape`) on the same replica
+have identical programs, so a shape is simulated once and its duration reused: a lookup, not
+an extrapolation, since nothing else of the run shares the replica's channels. Where the
+replicas' traffic *could* share channels (``ServingPlan.replicas_share_channels``, e.g. NoC
+links between regions of a wafer) each replica is still costed alone; the summary says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import simpy
+
+from palmsim.config.specs import RunSpec
+from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.simulator import ChipLike, Simulator
+from palmsim.errors import SimulationError
+from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape
+from palmsim.serving.router import route
+from palmsim.serving.scheduler import RequestState, Scheduler
+from palmsim.serving.traffic import Request
+
+__all__ = [
+    "IterationRecord",
+    "QueueRecord",
+    "RequestRecord",
+    "ServingSimulator",
+    "ServingTrace",
+]
+
+
+class RequestRecord(NamedTuple):
+    """One request's life. Times in seconds from the start; -1 where it does not apply
+    (a rejected request). ``status`` is ``finished`` or ``rejected``."""
+
+    request_id: int
+    replica: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    first_scheduled_s: float
+    first_token_s: float
+    finish_s: float
+    num_preemptions: int
+    status: str
+    decode_replica: int  # disaggregated: the replica that decoded it; else -1
+    kv_transfer_s: float  # disaggregated: time its KV cache took to move; else -1
+
+
+class IterationRecord(NamedTuple):
+    """One iteration of one replica: its batch and the state it left behind."""
+
+    replica: int
+    start_s: float
+    end_s: float
+    num_seqs: int
+    num_tokens: int
+    num_prefill_tokens: int  # new tokens of requests still in their prompt
+    num_decode_seqs: int
+    kv_blocks_used: int  # after the iteration's allocation, before its completions
+    num_waiting: int  # after scheduling the iteration
+    num_preemptions: int  # cumulative on this replica
+    num_sampled: int  # requests that sampled a token
+    num_finished: int  # requests this iteration finished
+
+
+class QueueRecord(NamedTuple):
+    """A replica's queue changed at ``time_s``: requests waiting and in the system (waiting
+    or running)."""
+
+    time_s: float
+    replica: int
+    num_waiting: int
+    num_in_system: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServingTrace:
+    """Everything a serving run produced."""
+
+    requests: tuple[RequestRecord, ...]
+    iterations: tuple[IterationRecord, ...]
+    queue: tuple[QueueRecord, ...]
+    end_time_s: float
+    num_kv_blocks: int  # per replica
+    num_replicas: int
+    num_shapes_costed: int
+    wall_time_s: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ServingSimulator:
+    """Simulates ``requests`` served by ``plan`` on ``chip``; :meth:`run` returns a trace."""
+
+    def __init__(
+        self,
+        chip: ChipLike,
+        plan: ServingPlan,
+        requests: Sequence[Request],
+        run_spec: RunSpec | None = None,
+    ) -> None:
+        self.chip = chip
+        self.plan = plan
+        self.requests = tuple(requests)
+        self.run_spec = run_spec or RunSpec()
+        self.env = simpy.Environment()
+        spec = plan.serving
+        self.num_replicas = len(plan.replica_tiles)
+        self.num_prefill = spec.prefill_replicas
+        self.schedulers = [
+            Scheduler(
+                spec.scheduler,
+                plan.num_kv_blocks,
+                prefill_only=r < self.num_prefill,
+                shared_prefix_tokens=spec.traffic.shared_prefix_tokens,
+            )
+            for r in range(self.num_replicas)
+        ]
+        self._flows: list[Any] = []
+        self.network = FlowNetwork(
+            self.env, [c.bandwidth_bytes_per_s for c in chip.channels], self._flows.append
+        )
+        self._remaining = 0  # admitted requests not finished yet
+        self._handoffs = 0
+        self._wake: list[simpy.Event | None] = [None] * self.num_replicas
+        self._arrivals_done = False
+        self._costs: dict[tuple[int, BatchShape], float] = {}
+        self._segment_costs: dict[tuple[int, tuple[Any, ...]], float] = {}
+        self._states: list[RequestState] = []
+        self._iterations: list[IterationRecord] = []
+        self._queue: list[QueueRecord] = []
+
+    # ------------------------------------------------------------------ cost
+
+    def iteration_time_s(self, replica: int, shape: BatchShape) -> float:
+        """Simulated duration of one iteration of ``shape`` on ``replica``.
+
+        On one pipeline stage, the iteration is a sequence of segments, each ending in a
+        barrier (:meth:`ServingPlan.segments`), so its duration is the sum of theirs; each
+        distinct segment is simulated once on the replica's tiles and looked up after. With
+        several stages the whole iteration is simulated, once per shape.
+        """
+        key = (replica, shape)
+        cost = self._costs.get(key)
+        if cost is not None:
+            return cost
+        plan = self.plan
+        if plan.is_segmented:
+            cost = 0.0
+            for _, steps, repeats in plan.segments(shape, 0):
+                seg_key = (replica, steps)
+                seg_cost = self._segment_costs.get(seg_key)
+                if seg_cost is None:
+                    seg_plan = plan.segment_plan(replica, steps)
+                    seg_cost = Simulator(self.chip, seg_plan).run().end_time_s
+                    self._segment_costs[seg_key] = seg_cost
+                cost += repeats * seg_cost
+        else:
+            cost = Simulator(self.chip, plan.iteration_plan(replica, shape)).run().end_time_s
+        self._costs[key] = cost
+        return cost
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> ServingTrace:
+        """Serve every request to completion (or ``run_spec.until_s``).
+
+        Raises:
+            SimulationError: requests unfinished at ``until_s``, or a replica that cannot
+                make progress.
+        """
+        wall_start = time.perf_counter()
+        env = self.env
+        env.process(self._arrivals())
+        for r in range(self.num_replicas):
+            env.process(self._replica(r))
+        until = self.run_spec.until_s
+        if until is not None:
+            env.run(until=until)
+        else:
+            env.run()
+        unfinished = [s for s in self._states if not s.rejected and s.finish_s is None]
+        if unfinished or len(self._states) < len(self.requests):
+            shown = ", ".join(str(s.request.request_id) for s in unfinished[:8])
+            raise SimulationError(
+                f"reached until={until} s at t={env.now:.9g} s with "
+                f"{len(unfinished) + len(self.requests) - len(self._states)} requests "
+                f"unfinished (e.g. {shown or 'not yet arrived'})"
+            )
+        records = tuple(
+            RequestRecord(
+                s.request.request_id,
+                s.replica,
+                s.request.arrival_s,
+                s.request.prompt_tokens,
+                s.request.output_tokens,
+                -1.0 if s.first_scheduled_s is None else s.first_scheduled_s,
+                -1.0 if s.first_token_s is None else s.first_token_s,
+                -1.0 if s.finish_s is None else s.finish_s,
+                s.num_preemptions,
+                "rejected" if s.rejected else "finished",
+                s.decode_replica,
+                -1.0
+                if s.kv_transfer_end_s is None or s.kv_transfer_start_s is None
+                else s.kv_transfer_end_s - s.kv_transfer_start_s,
+            )
+            for s in sorted(self._states, key=lambda s: s.request.request_id)
+        )
+        for sched in self.schedulers:
+            assert sched.pool.num_used == 0, "KV blocks held after every request finished"
+        return ServingTrace(
+            requests=records,
+            iterations=tuple(self._iterations),
+            queue=tuple(self._queue),
+            end_time_s=env.now,
+            num_kv_blocks=self.plan.num_kv_blocks,
+            num_replicas=self.num_replicas,
+            num_shapes_costed=len(self._segment_costs)
+            if self.plan.is_segmented
+            else len(self._costs),
+            wall_time_s=time.perf_counter() - wall_start,
+            metadata={"replicas_share_channels": self.plan.replicas_share_channels},
+        )
+
+    def _note_queue(self, replica: int) -> None:
+        sched = self.schedulers[replica]
+        self._queue.append(
+            QueueRecord(self.env.now, replica, len(sched.waiting), sched.num_outstanding)
+        )
+
+    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: releases each request at its arrival time to the routed replica.
+
+        Yields timeouts; records the replica's queue after every admitted request."""
+        env = self.env
+        router = self.plan.serving.router
+        for index, request in enumerate(self.requests):
+            delay = request.arrival_s - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            pool = self.schedulers[: self.num_prefill or self.num_replicas]
+            replica = route(router, index, [s.num_outstanding for s in pool])
+            state = RequestState(request, replica)
+            self._states.append(state)
+            if self.schedulers[replica].add(state):
+                self._remaining += 1
+                self._note_queue(replica)
+                self._notify(replica)
+        self._arrivals_done = True
+        for r in range(self.num_replicas):
+            self._notify(r)
+
+    def _hand_off(self, state: RequestState) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: move a prefilled request's KV cache to a decode replica.
+
+        Each tile of the prefill replica sends its share of the prompt's KV cache (its
+        stage's layers, its KV heads) to the same stage and rank of the decode replica, as
+        flows over the chip's routes sharing bandwidth with every other transfer in flight;
+        the request joins the decode replica's queue when the last byte has arrived.
+        Records the flows (category ``kv_transfer``)."""
+        env = self.env
+        decoders = self.schedulers[self.num_prefill :]
+        index = route(
+            self.plan.serving.router, self._handoffs, [s.num_outstanding for s in decoders]
+        )
+        self._handoffs += 1
+        decode = self.num_prefill + index
+        state.decode_replica = decode
+        state.kv_transfer_start_s = env.now
+        src_tiles = self.plan.replica_tiles[state.replica]
+        dst_tiles = self.plan.replica_tiles[decode]
+        done = []
+        for s, (src_stage, dst_stage) in enumerate(zip(src_tiles, dst_tiles, strict=True)):
+            size = self.plan.stages[s].kv_bytes_per_token * state.num_computed
+            for src, dst in zip(src_stage, dst_stage, strict=True):
+                path = self.chip.route(src, dst)
+                done.append(
+                    self.network.transfer(
+                        path.channels,
+                        size,
+                        path.latency_s,
+                        category="kv_transfer",
+                        src=src,
+                        dst=dst,
+                        stage=s,
+                    )
+                )
+        yield env.all_of(done)
+        state.kv_transfer_end_s = env.now
+        self.schedulers[decode].add(state)
+        self._note_queue(decode)
+        self._notify(decode)
+
+    def _notify(self, replica: int) -> None:
+        wake = self._wake[replica]
+        if wake is not None and not wake.triggered:
+            wake.succeed()
+
+    def _replica(self, replica: int) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: one replica's scheduler loop.
+
+        Yields the duration of each iteration (simulated once per shape) or, when idle, the
+        next arrival; records IterationRecords and QueueRecords."""
+        env = self.env
+        sched = self.schedulers[replica]
+        empty_in_a_row = 0
+        while True:
+            entries = sched.schedule(env.now)
+            if not entries:
+                if sched.num_outstanding:
+                    # Only after a request preempted itself, which frees the whole cache.
+                    empty_in_a_row += 1
+                    if empty_in_a_row > 1:
+                        raise SimulationError(
+                            f"replica {replica} cannot schedule any of its "
+                            f"{sched.num_outstanding} requests at t={env.now:.9g} s"
+                        )
+                    continue
+                if self._arrivals_done and self._remaining == 0:
+                    return
+                wake = self._wake[replica] = env.event()
+                yield wake
+                continue
+            empty_in_a_row = 0
+            self._note_queue(replica)
+            shape = batch_shape([(e.new_tokens, e.cached_tokens, e.samples) for e in entries])
+            start = env.now
+            in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
+            kv_used, waiting = sched.pool.num_used, len(sched.waiting)
+            yield env.timeout(self.iteration_time_s(replica, shape))
+            finished = sched.complete(entries, env.now)
+            for state in finished:
+                if state.finish_s is None:  # prefill done: its KV cache moves to a decoder
+                    env.process(self._hand_off(state))
+                else:
+                    self._remaining -= 1
+            if self._remaining == 0 and self._arrivals_done:
+                for r in range(self.num_replicas):
+                    self._notify(r)
+            self._iterations.append(
+                IterationRecord(
+                    replica,
+                    start,
+                    env.now,
+                    len(entries),
+                    shape.num_tokens,
+                    sum(e.new_tokens for e in in_prompt),
+                    len(entries) - len(in_prompt),
+                    kv_used,
+                    waiting,
+                    sched.num_preemptions,
+                    shape.num_sampled,
+                    len(finished),
+                )
+            )
+            self._note_queue(replica)

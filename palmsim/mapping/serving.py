@@ -1,0 +1,524 @@
+"""Map a serving experiment: replicas on tiles, their KV-cache capacity, and the lowering of
+any iteration's batch into stage programs the engine runs.
+
+Continuous batching makes every iteration a different batch, so the plan cannot hold one
+program per step as :mod:`palmsim.mapping.inference` does. :class:`ServingPlan` holds what
+is fixed (tiles, memory placement, KV blocks) and lowers a batch *shape* on demand into a
+one-pass :class:`MappingPlan` built from the same cost models and op builders as the static
+inference mapping. A shape (:class:`BatchShape`) holds exactly what the costs depend on, so
+two iterations of the same shape have the same programs.
+
+Per stage and layer an iteration runs (TP-local, like :func:`map_inference`):
+
+- the attention block's projections, norms and rotary embedding over all ``T`` new tokens of
+  the batch (the training builders at ``seq_len = T``, one sequence), with the attention core
+  (``QKᵀ``, softmax, ``AV``) of each request over its own new tokens: the builders' core ops at
+  ``seq_len = q`` for every prefill chunk of ``q > 1`` tokens, and at ``seq_len = 1`` batched
+  over the single-token (decode) requests;
+- the attention of new tokens over each request's *cached* tokens, at its true length:
+  ``4·heads_t·head_dim·Σ q_i·c_i`` FLOP, reading ``Σ c_i`` tokens and writing ``T`` tokens of
+  K and V (as :mod:`palmsim.mapping.inference`'s cache step, Pope et al. MLSys 2023);
+- the TP all-reduces, the MLP over ``T`` tokens; the embedding over ``T`` tokens on the first
+  stage; the final norm and LM head over the requests that sample a token this iteration (the
+  last position of each, as vLLM computes logits only where it samples) on the last stage.
+
+Memory per tile, SRAM first in this order: weights, the KV cache, one iteration's working
+set at ``max_num_batched_tokens``. KV-cache capacity: ``gpu_memory_utilization`` of the
+tile's SRAM plus its share of its DRAM port, minus weights and working set, in blocks of
+``block_size`` tokens (vLLM's ``num_gpu_blocks``), the smallest over the replica's tiles.
+KV reads come from SRAM in proportion to the part of the cache that lives there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from palmsim.config.specs import (
+    DTYPE_BYTES,
+    HardwareSpec,
+    MappingSpec,
+    ModelSpec,
+    ServingSpec,
+    TrainingSpec,
+)
+from palmsim.errors import ConfigError, MappingError
+from palmsim.hardware.chip import Chip
+from palmsim.hardware.compute import op_time_s
+from palmsim.hardware.memory import split_sram_dram
+from palmsim.mapping.communicators import communicators
+from palmsim.mapping.inference import kv_cache_bytes
+from palmsim.mapping.mapper import _cost, _memory_of, _Placement, pipeline_p2p_bytes
+from palmsim.mapping.partition import partition_by_layers
+from palmsim.mapping.placement import place
+from palmsim.mapping.plan import (
+    CollectiveStep,
+    Communicator,
+    ComputeStep,
+    MappingPlan,
+    MemoryBreakdown,
+    StageProgram,
+    Step,
+)
+from palmsim.units import GB
+from palmsim.workload.builders import embedding_block, head_block, layer_blocks
+from palmsim.workload.ops import Op
+
+__all__ = ["BatchShape", "ServingPlan", "batch_shape", "map_serving"]
+
+#: The attention-core ops of an ``attn`` block, computed per request (the rest is per token).
+_CORE_OPS = frozenset({"scores", "softmax", "attn_dropout", "context"})
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """Everything an iteration's cost depends on.
+
+    ``chunks`` are the new-token counts of the requests with more than one new token
+    (prefill chunks), sorted; ``num_single`` requests have one (decodes, or a last prompt
+    token). ``cached_tokens`` is ``Σ c_i`` and ``cached_pairs`` ``Σ q_i·c_i`` over requests
+    with ``q_i`` new and ``c_i`` cached tokens.
+    """
+
+    num_tokens: int
+    num_sampled: int
+    chunks: tuple[int, ...]
+    num_single: int
+    cached_tokens: int
+    cached_pairs: int
+
+
+def batch_shape(entries: Sequence[tuple[int, int, bool]]) -> BatchShape:
+    """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request."""
+    return BatchShape(
+        num_tokens=sum(q for q, _, _ in entries),
+        num_sampled=sum(1 for _, _, s in entries if s),
+        chunks=tuple(sorted(q for q, _, _ in entries if q > 1)),
+        num_single=sum(1 for q, _, _ in entries if q == 1),
+        cached_tokens=sum(c for _, c, _ in entries),
+        cached_pairs=sum(q * c for q, c, _ in entries),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _StageMemory:
+    """Where one stage's data lives on each of its tiles."""
+
+    layers: tuple[int, int]
+    where: _Placement
+    kv_sram_fraction: float  # of the KV cache's bytes, the part in SRAM
+    kv_bytes_per_token: float  # per tile, one token of one request, every layer of the stage
+    breakdown: MemoryBreakdown
+
+
+@dataclass(frozen=True, slots=True)
+class ServingPlan:
+    """The fixed part of a serving mapping, and the lowering of batch shapes.
+
+    ``replica_tiles[r][s]`` are replica ``r``'s stage-``s`` tiles in TP order. The lowering
+    caches op lists by token count in ``_cache`` (per plan, never shared between runs).
+    """
+
+    serving: ServingSpec
+    hardware: HardwareSpec
+    model: ModelSpec
+    replica_tiles: tuple[tuple[tuple[int, ...], ...], ...]
+    num_kv_blocks: int  # per replica
+    kv_bytes_per_token: float  # one token of one request, over all tiles of a replica
+    peak_flop_per_s: float
+    stages: tuple[_StageMemory, ...]
+    dram_port_of_tile: tuple[tuple[int, int], ...]
+    replica_communicators: tuple[tuple[Communicator, ...], ...]
+    replicas_share_channels: bool  # replicas' traffic could meet: each is costed alone
+    _cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
+
+    # ----------------------------------------------------------------- op lists
+
+    def _training(self, seq_len: int) -> TrainingSpec:
+        return TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=self.serving.dtype)
+
+    def _weights(self, ops: Sequence[Op]) -> list[Op]:
+        elem = DTYPE_BYTES[self.serving.weight_dtype]
+        return [
+            dataclasses.replace(op, weight_bytes=op.params * elem) if op.weight_bytes else op
+            for op in ops
+        ]
+
+    def _linear(self, tokens: int) -> tuple[list[Op], list[Op], float, list[Op]]:
+        """Per-token ops of a layer over ``tokens``: attention block without its core, the MLP,
+        the all-reduce size, and the embedding."""
+        key = ("linear", tokens)
+        hit = self._cache.get(key)
+        if hit is None:
+            tp = self.serving.tp
+            attn, mlp = layer_blocks(self.model, self._training(tokens), 1, tp)
+            attn_ops = self._weights([op for op in attn.ops if op.name not in _CORE_OPS])
+            embed = self._weights(embedding_block(self.model, self._training(tokens), 1, tp).ops)
+            hit = (attn_ops, self._weights(mlp.ops), attn.allreduce_fwd_bytes, embed)
+            self._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    def _core(self, seq_len: int, requests: int) -> list[Op]:
+        """Attention-core ops of ``requests`` requests of ``seq_len`` new tokens each."""
+        key = ("core", seq_len, requests)
+        hit = self._cache.get(key)
+        if hit is None:
+            attn, _ = layer_blocks(self.model, self._training(seq_len), requests, self.serving.tp)
+            hit = [op for op in attn.ops if op.name in _CORE_OPS]
+            self._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    def _head(self, tokens: int) -> list[Op]:
+        key = ("head", tokens)
+        hit = self._cache.get(key)
+        if hit is None:
+            tied = self.serving.pp > 1 or not self.model.tie_word_embeddings
+            block = head_block(
+                self.model, self._training(tokens), 1, self.serving.tp, count_tied_weights=tied
+            )
+            hit = self._weights(block.ops)
+            self._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- lowering
+
+    def _kv_step(self, shape: BatchShape, stage: _StageMemory, label: str) -> ComputeStep:
+        """One layer's attention over the cached tokens and the write of the new ones."""
+        model, tile = self.model, self.hardware.tile
+        tp = self.serving.tp
+        kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
+        heads_t = model.num_attention_heads // tp
+        per_token = kv_cache_bytes(
+            1, kv_t, model.head_dim, 1, 1, DTYPE_BYTES[self.serving.kv_dtype]
+        )
+        flop = 4.0 * heads_t * model.head_dim * shape.cached_pairs
+        moved = per_token * (shape.cached_tokens + shape.num_tokens)
+        sram = moved * stage.kv_sram_fraction
+        dram = moved - sram
+        read = dram * shape.cached_tokens / (shape.cached_tokens + shape.num_tokens)
+        t = op_time_s(
+            flop,
+            sram,
+            peak_flop_per_s=self.peak_flop_per_s,
+            efficiency=tile.compute_efficiency,
+            sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
+        )
+        return ComputeStep(label, t, flop, sram, read, dram - read)
+
+    def _step(self, kind: str, size: int, count: int, s: int) -> ComputeStep:
+        """The cost of one piece of a layer on a stage-``s`` tile, cached: ``attn`` (the
+        attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
+        ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens)."""
+        key = ("step", kind, size, count, s)
+        hit = self._cache.get(key)
+        if hit is None:
+            if kind == "core":
+                ops = self._core(size, count)
+            elif kind == "head":
+                ops = self._head(size)
+            else:
+                attn_ops, mlp_ops, _, embed = self._linear(size)
+                ops = {"attn": attn_ops, "mlp": mlp_ops, "embed": embed}[kind]
+            hw = self.hardware
+            hit = _cost(
+                ops,
+                "F",
+                hw.tile,
+                self.peak_flop_per_s,
+                0,
+                self.stages[s].where,
+                kind,
+                _memory_of(hw),
+            )
+            self._cache[key] = hit
+        return hit  # type: ignore[return-value]
+
+    def segments(self, shape: BatchShape, s: int) -> tuple[tuple[str, tuple[Step, ...], int], ...]:
+        """Stage ``s``'s program for ``shape`` as ``(kind, steps, repeats)`` segments in order:
+        ``embed`` (first stage), ``attn`` and ``mlp`` once per layer, ``head`` (last stage).
+
+        Each segment ends with its TP all-reduce (a barrier: every tile of the stage leaves it
+        at the same instant with no flow in flight) or, with one tile, with its last step, so
+        on one stage a segment's duration does not depend on what ran before it. With one
+        tile the attention's cache step is a segment of its own (``kv``).
+        """
+        key = ("segments", shape, s)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        tp, pp = self.serving.tp, self.serving.pp
+        stage = self.stages[s]
+        # _cost sums its ops' times, FLOP and bytes, so the attention block's step is the
+        # sum of its per-token part and each request group's core.
+        parts = [self._step("attn", shape.num_tokens, 1, s)]
+        parts += [self._step("core", q, 1, s) for q in shape.chunks]
+        if shape.num_single:
+            parts.append(self._step("core", 1, shape.num_single, s))
+        attention = ComputeStep(
+            "attn",
+            sum(p.compute_time_s for p in parts),
+            sum(p.flop for p in parts),
+            sum(p.sram_bytes for p in parts),
+            sum(p.dram_read_bytes for p in parts),
+            sum(p.dram_write_bytes for p in parts),
+        )
+        allreduce = self._linear(shape.num_tokens)[2]
+
+        def reduced(kind: str, steps: list[Step]) -> tuple[Step, ...]:
+            if tp > 1:  # Megatron's g operator (and the vocab-parallel embedding's sum)
+                steps.append(CollectiveStep(f"{kind}.ar", "allreduce", allreduce))
+            return tuple(steps)
+
+        out: list[tuple[str, tuple[Step, ...], int]] = []
+        if s > 0 and tp > 1:
+            gather = self._p2p(shape.num_tokens)[1]
+            if gather > 0:
+                out.append(("recv", (CollectiveStep("recv", "allgather", gather),), 1))
+        if s == 0:
+            out.append(
+                ("embed", reduced("embed", [self._step("embed", shape.num_tokens, 1, s)]), 1)
+            )
+        num_layers = stage.layers[1] - stage.layers[0]
+        attn: list[Step] = [attention]
+        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
+        if kv is not None and tp > 1:
+            attn.append(kv)
+        out.append(("attn", reduced("attn", attn), num_layers))
+        if kv is not None and tp == 1:
+            # One tile: every step ends with its own DRAM flows, a segment boundary too, so
+            # the cache step (new every iteration) is simulated apart from the block's ops.
+            out.append(("kv", (kv,), num_layers))
+        out.append(("mlp", reduced("mlp", [self._step("mlp", shape.num_tokens, 1, s)]), num_layers))
+        if s == pp - 1 and shape.num_sampled:
+            out.append(("head", (self._step("head", shape.num_sampled, 1, s),), 1))
+        result = tuple(out)
+        self._cache[key] = result
+        return result
+
+    def _program(self, shape: BatchShape, s: int) -> tuple[Step, ...]:
+        """Stage ``s``'s whole program: its segments in order, layer by layer."""
+        first, last = self.stages[s].layers
+        segments = self.segments(shape, s)
+        per_layer = [seg for seg in segments if seg[0] in ("attn", "kv", "mlp")]
+        steps: list[Step] = []
+        for kind, seg_steps, _ in segments:
+            if kind == "attn":
+                for i in range(first, last):
+                    for _, layer_steps, _ in per_layer:
+                        steps += [
+                            dataclasses.replace(st, label=f"L{i}.{st.label}") for st in layer_steps
+                        ]
+            elif kind not in ("kv", "mlp"):
+                steps += seg_steps
+        return tuple(steps)
+
+    def _p2p(self, tokens: int) -> tuple[float, float]:
+        boundary = tokens * self.model.hidden_size * DTYPE_BYTES[self.serving.dtype]
+        return pipeline_p2p_bytes(
+            boundary, self.serving.tp, scatter_gather=True, sequence_parallel=False
+        )
+
+    def iteration_plan(self, replica: int, shape: BatchShape) -> MappingPlan:
+        """A one-pass :class:`MappingPlan` of replica ``replica`` running a batch of ``shape``.
+
+        Every stage runs its program once (micro-batch 0) and sends its activations on; the
+        engine simulates it with its contended flows like any plan.
+        """
+        key = ("programs", shape)
+        programs = self._cache.get(key)
+        if programs is None:
+            zero = ComputeStep("none", 0.0, 0.0, 0.0, 0.0, 0.0)
+            programs = tuple(
+                StageProgram(
+                    stage=s,
+                    layers=self.stages[s].layers,
+                    forward=self._program(shape, s),
+                    backward=(),
+                    recompute=(),
+                    activation_bytes_per_microbatch=0.0,
+                    send_bytes=self._p2p(shape.num_tokens)[0],
+                    optimizer=zero,
+                    steps=(("F", 0),),
+                )
+                for s in range(self.serving.pp)
+            )
+            self._cache[key] = programs
+        return self._plan(replica, programs, shape.num_sampled, shape.num_tokens)  # type: ignore[arg-type]
+
+    @property
+    def is_segmented(self) -> bool:
+        """Whether an iteration's duration is the sum of its segments' (one stage)."""
+        return self.serving.pp == 1
+
+    def segment_plan(self, replica: int, steps: tuple[Step, ...]) -> MappingPlan:
+        """A one-stage plan running ``steps`` once on replica ``replica``'s tiles (``pp`` 1)."""
+        assert self.is_segmented
+        zero = ComputeStep("none", 0.0, 0.0, 0.0, 0.0, 0.0)
+        program = StageProgram(
+            stage=0,
+            layers=self.stages[0].layers,
+            forward=steps,
+            backward=(),
+            recompute=(),
+            activation_bytes_per_microbatch=0.0,
+            send_bytes=0.0,
+            optimizer=zero,
+            steps=(("F", 0),),
+        )
+        return self._plan(replica, (program,), 0, 0)
+
+    def _plan(
+        self, replica: int, programs: tuple[StageProgram, ...], sampled: int, tokens: int
+    ) -> MappingPlan:
+        tiles = self.replica_tiles[replica]
+        used = {t for st in tiles for t in st}
+        return MappingPlan(
+            mapping=MappingSpec(pp=self.serving.pp, tp=self.serving.tp, dp=1),
+            num_microbatches=1,
+            stage_tiles=(tiles,),
+            programs=programs,
+            dram_port_of_tile=tuple(tp for tp in self.dram_port_of_tile if tp[0] in used),
+            memory=tuple((t, self.stages[s].breakdown) for s, st in enumerate(tiles) for t in st),
+            placement=self.serving.placement,
+            model_flop_per_iteration=0.0,
+            peak_flop_per_s=self.peak_flop_per_s,
+            samples_per_iteration=sampled,
+            tokens_per_iteration=tokens,
+            communicators=self.replica_communicators[replica],
+        )
+
+
+def map_serving(
+    serving: ServingSpec, hardware: HardwareSpec, model: ModelSpec, chip: Chip
+) -> ServingPlan:
+    """Place the replicas, size their KV caches and return the :class:`ServingPlan`.
+
+    Raises:
+        MappingError: too few tiles, an indivisible TP degree, or weights and working set that
+            leave no room for one KV block.
+        ConfigError: the hardware has no peak for the serving dtype.
+    """
+    pp, tp, replicas = serving.pp, serving.tp, serving.replicas
+    try:
+        peak = hardware.tile.peak_for(serving.dtype)
+    except KeyError:
+        raise ConfigError.single(
+            hardware.name,
+            f"tile.peak.{serving.dtype}",
+            ConfigError.MISSING,
+            f"a peak FLOP/s for the serving dtype {serving.dtype!r}",
+        ) from None
+    if pp > model.num_hidden_layers:
+        raise MappingError(f"pp {pp} exceeds the model's {model.num_hidden_layers} layers")
+    stage_tiles = place(chip, serving.placement, pp, tp, replicas)
+    sched = serving.scheduler
+    kv_elem = DTYPE_BYTES[serving.kv_dtype]
+    kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
+    probe = ServingPlan(serving, hardware, model, stage_tiles, 0, 0.0, peak, (), (), (), False)
+    attn_ops, mlp_ops, _, embed = probe._linear(sched.max_num_batched_tokens)
+    head = probe._head(min(sched.max_num_seqs, sched.max_num_batched_tokens))
+    w_elem = DTYPE_BYTES[serving.weight_dtype]
+    working = float(max(op.bytes_fwd for op in attn_ops + mlp_ops))
+    port_of = [(t, chip.home_dram_port(t)) for rep in stage_tiles for st in rep for t in st]
+    used_on_port: dict[int, int] = {}
+    for _, port in port_of:
+        used_on_port[port] = used_on_port.get(port, 0) + 1
+    sram = hardware.tile.sram_capacity_bytes
+    layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
+    # Pass 1: the blocks every tile has room for (the smallest over all stages and tiles).
+    demands: list[tuple[int, int, float, float]] = []  # first, last, weights, KV B/token
+    blocks: int | None = None
+    for s, (first, last) in enumerate(layer_ranges):
+        own = (attn_ops + mlp_ops) * (last - first)
+        own += embed if s == 0 else []
+        own += head if s == pp - 1 else []
+        weights = float(sum(op.params for op in own)) * w_elem
+        kv_per_token = kv_cache_bytes(last - first, kv_t, model.head_dim, 1, 1, kv_elem)
+        demands.append((first, last, weights, kv_per_token))
+        for rep in stage_tiles:
+            for tile in rep[s]:
+                port = chip.home_dram_port(tile)
+                share = chip.dram_ports[port].capacity_bytes / used_on_port[port]
+                free = sched.gpu_memory_utilization * (sram + share) - weights - working
+                fit = int(free // (kv_per_token * sched.block_size)) if free > 0 else 0
+                blocks = fit if blocks is None else min(blocks, fit)
+    assert blocks is not None
+    if blocks < 1:
+        heaviest = max(d[2] for d in demands)
+        raise MappingError(
+            f"serving does not fit: a tile of the replica needs weights "
+            f"{heaviest / GB:.4g} GB and a working set of {working / GB:.4g} GB, "
+            f"leaving no room for one KV block within gpu_memory_utilization "
+            f"{sched.gpu_memory_utilization} of its memory; use more tensor or pipeline "
+            f"parallelism, or a smaller max_num_batched_tokens"
+        )
+    if sched.num_kv_blocks:
+        if sched.num_kv_blocks > blocks:
+            raise MappingError(
+                f"scheduler.num_kv_blocks {sched.num_kv_blocks} exceeds the {blocks} blocks the "
+                f"replica's memory holds"
+            )
+        blocks = sched.num_kv_blocks
+    # Pass 2: where each stage's weights, cache and working set live (SRAM first).
+    stages: list[_StageMemory] = []
+    for first, last, weights, kv_per_token in demands:
+        kv_bytes = blocks * sched.block_size * kv_per_token
+        (_, w_sram, w_dram), (_, kv_sram, kv_dram), (_, a_sram, a_dram) = split_sram_dram(
+            [("weights", weights), ("kv", kv_bytes), ("activations", working)], sram
+        )
+        stages.append(
+            _StageMemory(
+                layers=(first, last),
+                where=_Placement(
+                    w_dram / weights if weights else 0.0,
+                    0.0,
+                    0.0,
+                    a_dram / working if working else 0.0,
+                ),
+                kv_sram_fraction=kv_sram / kv_bytes if kv_bytes else 0.0,
+                kv_bytes_per_token=kv_per_token,
+                breakdown=MemoryBreakdown(
+                    weights,
+                    0.0,
+                    0.0,
+                    kv_bytes + working,
+                    sram_bytes=w_sram + kv_sram + a_sram,
+                    dram_bytes=w_dram + kv_dram + a_dram,
+                ),
+            )
+        )
+    per_replica = []
+    channel_users: dict[int, set[int]] = {}
+    for r, rep in enumerate(stage_tiles):
+        comms, _ = communicators(chip, (rep,), pipeline_wraps=False, symmetric_replicas=False)
+        per_replica.append(comms)
+        for st in rep:
+            for t in st:
+                port = chip.home_dram_port(t)
+                for write in (False, True):
+                    for c in chip.dram_route(t, port, write=write).channels:
+                        channel_users.setdefault(c, set()).add(r)
+        for a, b in itertools.pairwise(rep):
+            for src, dst in zip(a, b, strict=True):  # rank to rank, as pipeline sends go
+                for c in chip.route(src, dst).channels:
+                    channel_users.setdefault(c, set()).add(r)
+        for comm in comms:
+            for f in comm.flows:
+                for c in f.channels:
+                    channel_users.setdefault(c, set()).add(r)
+    shared = any(len(users) > 1 for users in channel_users.values())
+    return ServingPlan(
+        serving=serving,
+        hardware=hardware,
+        model=model,
+        replica_tiles=stage_tiles,
+        num_kv_blocks=blocks,
+        kv_bytes_per_token=sum(st.kv_bytes_per_token for st in stages) * tp,
+        peak_flop_per_s=peak,
+        stages=tuple(stages),
+        dram_port_of_tile=tuple(sorted(port_of)),
+        replica_communicators=tuple(per_replica),
+        replicas_share_channels=shared,
+    )

@@ -1,0 +1,857 @@
+"""Cases of the tiled-accelerator measurement format (``schema: tile-validation-cases v1``).
+
+``validation/tiles_measurements.yaml`` (a copy of ``shared/calibration/tiles_measurements.yaml``)
+holds published measurements of Tenstorrent and Cerebras systems. A case names its hardware by
+``hardware.hw_spec_ref``, a key path into ``tiles_hw_specs.yaml``, which :data:`HARDWARE_OF_SPEC`
+maps to a shipped config; ``model``, ``scenario`` and ``measured`` are read as the file's
+``conventions:`` block says (``measured`` exactly as published; ``derived`` values are never
+compared). :func:`predict` returns ``(metric, measured, predicted)`` triples or raises
+:class:`CannotExpressError` with the reason.
+
+Kinds of case and how each is predicted:
+
+- **GEMM** (``model`` has ``M``, ``K``, ``N``): one ``M x K x N`` matmul spread evenly over the
+  case's core grid, :func:`palmsim.hardware.compute.op_time_s` with the cores' peak at the
+  case's format and math fidelity and the config's GEMM efficiency for that format, against
+  its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth; ``time_ns``.
+- **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
+- **all-reduce** over ``n`` chips of ``S`` bytes, simulated alone by the engine on the first
+  ``n`` chips in palmsim's TP ring order (its closed form is :func:`allreduce_time_s`);
+  ``time_us``.
+- **GEMV** (WaferLLM): ``[1, K] x [K, N]`` over the wafer's cores, weights in SRAM, partial sums
+  all-reduced over each column of cores by the tree the case names (or a ring); ``time_ms``.
+- **inference** rows (a model with ``hidden``/``layers``): simulated by palmsim's engine with
+  the shipped config: a prefill of one request (``ttft_ms``, ``ttft_ms_per_user``, WaferLLM's
+  ``prefill_tpr_tokens_per_s``), a batch's decode step at the case's KV length
+  (``tokens_per_s_per_user``, ``tokens_per_s``, ``decode_ms_per_token``, WaferLLM's
+  ``decode_tpr_tokens_per_s``) and a whole request (WaferLLM's ``e2e_tpr_tokens_per_s``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from palmsim.config.loader import load_hardware, read_config_file
+from palmsim.config.specs import (
+    DTYPE_BYTES,
+    ExperimentSpec,
+    HardwareSpec,
+    InferenceSpec,
+    MappingSpec,
+    ModelSpec,
+    RunSpec,
+    TrainingSpec,
+    WorkloadSpec,
+)
+from palmsim.errors import PalmsimError
+from palmsim.hardware.collectives import RING_STEPS
+from palmsim.hardware.compute import op_time_s
+from palmsim.units import format_quantity
+
+__all__ = [
+    "HARDWARE_OF_SPEC",
+    "TENSTORRENT_FIDELITY",
+    "CannotExpressError",
+    "TileFit",
+    "allreduce_time_s",
+    "calibrate_tiles",
+    "format_tile_calibration",
+    "is_tile_case",
+    "line_tree_allreduce_time_s",
+    "predict",
+]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+#: Shipped config of each ``hw_spec_ref`` (longest matching prefix wins).
+HARDWARE_OF_SPEC: dict[str, str] = {
+    "tenstorrent_wormhole_b0.systems.n150": "hw_configs/wormhole-n150.yaml",
+    "tenstorrent_wormhole_b0.systems.n300": "hw_configs/wormhole-n300.yaml",
+    "tenstorrent_wormhole_b0.systems.quietbox_t3000": "hw_configs/wormhole-t3000.yaml",
+    "tenstorrent_wormhole_b0.systems.galaxy": "hw_configs/wormhole-galaxy.yaml",
+    "tenstorrent_wormhole_b0.chip": "hw_configs/wormhole-n150.yaml",
+    "tenstorrent_blackhole.systems.p150": "hw_configs/blackhole-p150.yaml",
+    "tenstorrent_blackhole.chip": "hw_configs/blackhole-p150.yaml",
+    "cerebras_wse2": "hw_configs/cerebras-wse2.yaml",
+    "cerebras_wse3": "hw_configs/cerebras-wse3.yaml",
+}
+
+#: Math fidelity of Tenstorrent GEMMs by weight format where a case does not say: the
+#: tt_transformers precision table (models/tt_transformers/PERF.md @040a27c1, quoted in the
+#: cases' ``scenario.math_fidelity``): LoFi for bfp4, HiFi2 for bfp8, HiFi4 for bf16.
+TENSTORRENT_FIDELITY: dict[str, str] = {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16": "HiFi4"}
+
+#: Spellings of number formats in the cases.
+_FORMATS = {
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "bfloat8_b": "bfp8",
+    "bfp8": "bfp8",
+    "bfloat4_b": "bfp4",
+    "bfp4": "bfp4",
+}
+
+
+#: Most decode steps or micro-batches a case may ask palmsim to simulate one by one.
+MAX_STEPS = 100_000
+
+
+class CannotExpressError(Exception):
+    """A case palmsim cannot express; the message says why."""
+
+
+def is_tile_case(case: Mapping[str, Any]) -> bool:
+    """Whether ``case`` is in this format (its hardware is named by ``hw_spec_ref``)."""
+    hardware = case.get("hardware")
+    return isinstance(hardware, Mapping) and "hw_spec_ref" in hardware
+
+
+def _shipped(relative: str) -> str:
+    return relative if Path(relative).exists() else str(_REPO / relative)
+
+
+def _hardware_path(case: Mapping[str, Any]) -> str:
+    ref = str(case["hardware"]["hw_spec_ref"])
+    matches = [key for key in HARDWARE_OF_SPEC if ref == key or ref.startswith(key + ".")]
+    if not matches:
+        known = ", ".join(HARDWARE_OF_SPEC)
+        raise CannotExpressError(f"no shipped config for hw_spec_ref {ref!r} (known: {known})")
+    return _shipped(HARDWARE_OF_SPEC[max(matches, key=len)])
+
+
+def _number(value: Any) -> float | None:
+    """A measured number, or None for ranges and text (e.g. '239-260')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _positive(value: Any, what: str) -> int:
+    """``value`` as an int >= 1, or CannotExpressError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise CannotExpressError(f"{what} {value!r} is not a positive number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise CannotExpressError(f"{what} {value!r} is not a positive number") from None
+    if not (number >= 1 and math.isfinite(number)):
+        raise CannotExpressError(f"{what} {value!r} is not a positive number")
+    return int(number)
+
+
+def _format(text: Any) -> str:
+    key = str(text).strip().lower()
+    if key not in _FORMATS:
+        raise CannotExpressError(
+            f"number format {text!r} is not modelled (known: {', '.join(_FORMATS)})"
+        )
+    return _FORMATS[key]
+
+
+def _grid(text: Any) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", str(text))
+    if not match:
+        raise CannotExpressError(f"core grid {text!r} is not 'ROWSxCOLS'")
+    return _positive(match.group(1), "core grid rows"), _positive(match.group(2), "core grid cols")
+
+
+def _size(text: str) -> int:
+    """'16K' -> 16384."""
+    match = re.fullmatch(r"(\d+)([KkMm]?)", text.strip())
+    if not match:
+        raise CannotExpressError(f"dimension {text!r} is not a number")
+    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    return int(match.group(1)) * scale
+
+
+def _cores_of(hw: HardwareSpec) -> int:
+    """Physical cores in one simulated tile."""
+    return hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
+
+
+def _core_peak(hw: HardwareSpec, dtype: str, fidelity: str | None) -> float:
+    try:
+        return hw.tile.peak_for(dtype, fidelity) / _cores_of(hw)
+    except KeyError:
+        raise CannotExpressError(f"{hw.name} has no peak for {dtype}") from None
+
+
+def _dram_bandwidth(hw: HardwareSpec) -> float:
+    """One chip's DRAM bandwidth: the sum over the DRAM channels of die 0."""
+    from palmsim.hardware.chip import Chip
+
+    chip = Chip.from_spec(hw)
+    ports = [p for p in chip.dram_ports if chip.die_of(p.tile) == 0]
+    if not ports or hw.dram.capacity_bytes == 0:
+        raise CannotExpressError(f"{hw.name} has no off-chip memory")
+    return sum(chip.channels[p.channel].bandwidth_bytes_per_s for p in ports)
+
+
+# ----------------------------------------------------------------------------- microbenchmarks
+
+
+def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    model, scenario, measured = case["model"], case["scenario"], case["measured"]
+    m, k, n = (_positive(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
+    dtype = _format(scenario.get("dtype"))
+    fidelity = scenario.get("math_fidelity")
+    rows, cols = _grid(scenario.get("core_grid") or case["hardware"]["system"]["parallelism"])
+    cores = rows * cols
+    flop = 2.0 * m * k * n
+    elem = DTYPE_BYTES[dtype]
+    dram_bytes = sum(
+        size * elem
+        for size, where in ((m * k, "in0_storage"), (k * n, "in1_storage"), (m * n, "out_storage"))
+        if str(scenario.get(where, "DRAM")).upper().startswith("DRAM")
+    )
+    compute_s = op_time_s(
+        flop / cores,
+        0.0,
+        peak_flop_per_s=_core_peak(hw, dtype, fidelity),
+        efficiency=hw.tile.efficiency_for(dtype),
+        sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
+    )
+    time_s = max(compute_s, dram_bytes / _dram_bandwidth(hw))
+    out = []
+    if _number(measured.get("time_ns")):
+        out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))
+    return out
+
+
+def _dram_read(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    predicted = _dram_bandwidth(hw) / 1e9
+    # The microbenchmark's own figure (the configs' DRAM bandwidth is fitted to it); the spec,
+    # 14 GT/s, in-model and unoptimised-placement figures are other set-ups.
+    out = [
+        (metric, float(value), predicted)
+        for metric, value in case["measured"].items()
+        if metric in ("ubench_GBps_at_12GTps", "GBps_bank_adjacent_noc0") and _number(value)
+    ]
+    if not out:
+        raise CannotExpressError("no DRAM read figure palmsim predicts in 'measured'")
+    return out
+
+
+def allreduce_time_s(
+    size_bytes: float,
+    n: int,
+    *,
+    ring: bool,
+    link_bandwidth_bytes_per_s: float,
+    hop_latency_s: float,
+) -> float:
+    """All-reduce of ``size_bytes`` over ``n`` chips in a line or a ring [s].
+
+    Reduce-scatter then all-gather over a ring of the chips, ``2(n-1)`` steps each paying one
+    hop latency (Patarasuk & Yuan, JPDC 2009). On a **line** the ring's closing edge runs back
+    over the line in the other direction, so every link direction carries one ring edge's
+    ``2(n-1)/n * S`` bytes. On a physical **ring** two rings run in opposite directions, each on
+    half the buffer: ``2(n-1)/n * S/2`` per link direction (tt-metal's FABRIC_1D_RING uses both
+    directions: tech_reports/CCLs, busbw = 2 x link bandwidth on a ring).
+    """
+    assert n >= 2 and size_bytes >= 0
+    per_direction = 2 * (n - 1) / n * size_bytes / (2 if ring else 1)
+    return 2 * (n - 1) * hop_latency_s + per_direction / link_bandwidth_bytes_per_s
+
+
+def line_tree_allreduce_time_s(
+    size_bytes: float, n: int, *, link_bandwidth_bytes_per_s: float, hop_latency_s: float
+) -> float:
+    """All-reduce of ``size_bytes`` over a line of ``n`` cores by a reduction tree [s].
+
+    The partial sums flow from both ends towards the middle core, adding at every core, and
+    the total flows back out, pipelined: ``2 * ceil((n-1)/2)`` hops of latency, and every
+    link direction carries the buffer once (WaferLLM's MeshGEMV all-reduces by a K-tree; this
+    is its latency bound on a line, He et al., OSDI'25, Sec. 5).
+    """
+    assert n >= 1 and size_bytes >= 0
+    if n == 1:
+        return 0.0
+    return 2 * math.ceil((n - 1) / 2) * hop_latency_s + size_bytes / link_bandwidth_bytes_per_s
+
+
+def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    assert hw.wafer is not None
+    n = _positive(case["hardware"]["system"]["chips"], "chips")
+    topology = str(case["hardware"]["system"].get("topology", ""))
+    if n < 2:
+        raise CannotExpressError("a collective needs at least 2 chips")
+    ring = "ring" in topology
+    if ring and n < 3:
+        ring = False
+    w = hw.wafer
+    if (w.tile_rows, w.tile_cols) != (1, 1):
+        raise CannotExpressError(f"{hw.name} is not simulated one tile per chip")
+    if n > hw.num_tiles:
+        raise CannotExpressError(f"{n} chips: {hw.name} has {hw.num_tiles}")
+    per_direction = int(str(case["scenario"].get("links_per_direction", "1")).split()[0])
+    name = str(case["model"].get("name", "")).lower().replace("_", "").replace("-", "")
+    kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
+    # Simulated: the collective alone on the first n chips in TP ring order (a physical ring
+    # when the chips close one, as the T3000's 2x4 mesh does for all 8; a line of 2 else), on
+    # as many links per neighbour as the case used.
+    w = dataclasses.replace(
+        w,
+        inter_die_links=min(max(w.inter_die_links, 1), per_direction),
+        bidirectional_rings=w.bidirectional_rings and ring,
+    )
+    time_s = _simulate_collective(
+        dataclasses.replace(hw, wafer=w),
+        kind,
+        n,
+        float(_positive(case["scenario"]["size_bytes"], "size_bytes")),
+    )
+    return [("time_us", float(case["measured"]["time_us"]), time_s * 1e6)]
+
+
+def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float) -> float:
+    """One collective of ``kind`` on ``size_bytes`` over the first ``n`` tiles of ``hw`` (snake
+    order, the TP ring palmsim builds), simulated by the engine alone [s]."""
+    from palmsim.engine.simulator import Simulator
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.communicators import communicators
+    from palmsim.mapping.placement import place
+    from palmsim.mapping.plan import (
+        CollectiveStep,
+        ComputeStep,
+        MappingPlan,
+        MemoryBreakdown,
+        StageProgram,
+    )
+
+    chip = Chip.from_spec(hw)
+    stage_tiles = place(chip, "snake", 1, n, 1)
+    tiles = stage_tiles[0][0]
+    idle = ComputeStep("idle", 0.0, 0.0, 0.0, 0.0, 0.0)
+    program = StageProgram(
+        stage=0,
+        layers=(0, 1),
+        forward=(CollectiveStep(kind, kind, size_bytes),),
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=0.0,
+        optimizer=idle,
+        steps=(("F", 0),),
+    )
+    memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
+    comms, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=False)
+    plan = MappingPlan(
+        mapping=MappingSpec(tp=n),
+        num_microbatches=1,
+        stage_tiles=stage_tiles,
+        programs=(program,),
+        dram_port_of_tile=(),
+        memory=tuple((t, memory) for t in tiles),
+        placement="snake",
+        model_flop_per_iteration=0.0,
+        peak_flop_per_s=1.0,
+        samples_per_iteration=1,
+        tokens_per_iteration=1,
+        communicators=comms,
+    )
+    return Simulator(chip, plan).run().end_time_s
+
+
+def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    assert hw.wafer is not None
+    shape = str(case["scenario"].get("shape", ""))
+    match = re.fullmatch(r"\s*\[\s*1\s*,\s*(\w+)\s*\]\s*x\s*\[\s*(\w+)\s*,\s*(\w+)\s*\]\s*", shape)
+    if not match:
+        raise CannotExpressError(f"GEMV shape {shape!r} is not '[1,K] x [K,N]'")
+    k, k2, n = (_size(g) for g in match.groups())
+    if k != k2:
+        raise CannotExpressError(f"GEMV shape {shape!r}: inner dimensions differ")
+    dtype = "fp16"
+    rows = hw.wafer.tile_rows * hw.wafer.unit_rows
+    cols = hw.wafer.tile_cols * hw.wafer.unit_cols
+    cores = rows * cols
+    elem = DTYPE_BYTES[dtype]
+    # Every core multiplies its (K/rows) x (N/cols) block of W from its SRAM ...
+    compute_s = op_time_s(
+        2.0 * k * n / cores,
+        elem * k * n / cores,
+        peak_flop_per_s=_core_peak(hw, dtype, None),
+        efficiency=hw.tile.compute_efficiency,
+        sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s / _cores_of(hw),
+    )
+    # ... then the partial sums of each column of cores (N/cols values) are all-reduced over
+    # the column's ``rows`` cores: by the tree the case names (MeshGEMV's K-tree), else by a
+    # ring, one core hop per step.
+    link = hw.wafer.intra_die
+    size = elem * n / cols
+    if "tree" in str(case["scenario"].get("algorithm", "")).lower():
+        reduce_s = line_tree_allreduce_time_s(
+            size,
+            rows,
+            link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
+            hop_latency_s=link.latency_s,
+        )
+    else:
+        reduce_s = allreduce_time_s(
+            size,
+            rows,
+            ring=False,
+            link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
+            hop_latency_s=link.latency_s,
+        )
+    return [("time_ms", float(case["measured"]["time_ms"]), (compute_s + reduce_s) * 1e3)]
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def _model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
+    m = case["model"]
+    try:
+        hidden, heads = _positive(m["hidden"], "hidden"), _positive(m["heads"], "heads")
+        act = str(m.get("act", "SwiGLU")).lower()
+        return ModelSpec(
+            name=str(m.get("name", case.get("id", "model"))),
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            num_key_value_heads=_positive(m.get("kv_heads", heads), "kv_heads"),
+            intermediate_size=_positive(m["ffn"], "ffn"),
+            num_hidden_layers=_positive(m["layers"], "layers"),
+            vocab_size=_positive(m["vocab"], "vocab"),
+            max_position_embeddings=max_tokens,
+            hidden_act="silu" if act in ("swiglu", "silu") else "gelu",
+            norm="rmsnorm" if "rms" in str(m.get("norm", "")).lower() else "layernorm",
+            position_embedding="rope",
+            use_bias=False,
+            tie_word_embeddings=bool(m.get("tied_embeddings", False)),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CannotExpressError(f"model fields incomplete: {error}") from None
+
+
+_FORMAT_WORD = r"(bfloat8_b|bfloat4_b|bfloat16|bfloat8|bfp8|bfp4|bf16|fp16|fp8|int8)"
+
+
+def _format_word(word: str) -> str:
+    return {"bfloat8_b": "bfp8", "bfloat8": "bfp8", "bfloat4_b": "bfp4", "bfloat16": "bf16"}.get(
+        word, word
+    )
+
+
+def _weight_formats(scenario: Mapping[str, Any], wafer_fp16: bool) -> tuple[str, str, str]:
+    """(attention weights, MLP weights, KV cache) formats from the scenario's text.
+
+    ``<fmt> MLP`` names the MLP's format, ``<fmt> attention`` or ``others <fmt>`` the rest; a
+    text naming one format gives it to every weight. The KV cache takes
+    ``kv_cache_precision`` or the attention's format.
+    """
+    if wafer_fp16:
+        return "fp16", "fp16", "fp16"
+    text = str(scenario.get("weight_precision", "")).lower()
+    words = [_format_word(w) for w in re.findall(_FORMAT_WORD, text)]
+    if not words:
+        raise CannotExpressError(f"weight precision {text!r} not understood")
+    mlp_m = re.search(_FORMAT_WORD + r"\s+mlp", text)
+    attn_m = re.search(_FORMAT_WORD + r"\s+attention", text) or re.search(
+        r"others\s+" + _FORMAT_WORD, text
+    )
+    mlp = _format_word(mlp_m.group(1)) if mlp_m else None
+    attn = _format_word(attn_m.group(1)) if attn_m else None
+    if attn is None:
+        attn = next((w for w in words if w != mlp), words[0])
+    kv_words = re.findall(_FORMAT_WORD, str(scenario.get("kv_cache_precision", "")).lower())
+    kv = _format_word(kv_words[0]) if kv_words else attn
+    return attn, mlp or attn, kv
+
+
+def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2')."""
+    system = case["hardware"]["system"]
+    text = str(system.get("parallelism", "none"))
+    degrees = {
+        kind: int(m.group(1)) if (m := re.search(kind + r"\s*=\s*(\d+)", text)) else 1
+        for kind in ("PP", "TP", "DP")
+    }
+    if degrees == {"PP": 1, "TP": 1, "DP": 1}:
+        chips = int(system.get("chips", 1))
+        if chips > 1 and "none" not in text.lower():
+            raise CannotExpressError(f"parallelism {text!r} not understood")
+    return degrees["PP"], degrees["TP"], degrees["DP"]
+
+
+def _simulate(
+    hw_path: str,
+    overrides: list[str],
+    model: ModelSpec,
+    inference: InferenceSpec,
+    mapping: MappingSpec,
+) -> dict[str, Any]:
+    from palmsim.api import simulate, summarize_result
+
+    hardware = load_hardware(hw_path, overrides)
+    workload = WorkloadSpec(
+        model=model,
+        training=TrainingSpec(seq_len=inference.prompt_len, global_batch_size=1),
+        mode="inference",
+        inference=inference,
+    )
+    experiment = ExperimentSpec(
+        hardware, workload, mapping, RunSpec(), (("hardware", hw_path), ("workload", "case"))
+    )
+    return summarize_result(simulate(experiment))
+
+
+def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
+    scenario, measured = case["scenario"], case["measured"]
+    hw = load_hardware(hw_path)
+    wafer = hw.dram.capacity_bytes == 0  # WaferLLM: everything in SRAM
+    overrides: list[str] = []
+    if wafer:
+        cores = scenario.get("cores")
+        side = re.match(r"\s*(?:prefill\s+)?(\d+)\s*x\s*(\d+)", str(cores))
+        if not side:
+            raise CannotExpressError(f"cores {cores!r} not understood")
+        r, c = int(side.group(1)), int(side.group(2))
+        # 4 x 4 regions of the case's cores, tensor-parallel over all 16 (every layer on every
+        # core, as WaferLLM's fine-grained partition): the only PP x TP that uses every core
+        # with a TP dividing the heads.
+        if r % 4 or c % 4:
+            raise CannotExpressError(f"cores {r}x{c} do not split into 4x4 regions")
+        overrides = [f"hw.wafer.tile_grid=[{r}, {c}]", f"hw.wafer.granularity=[{r // 4}, {c // 4}]"]
+        tp = 16
+        pp, dp = 1, 1
+    else:
+        pp, tp, dp = _parallelism(case)
+    attn, mlp, kv = _weight_formats(scenario, wafer)
+    dtype = "fp16" if wafer else "bf16"
+    fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
+    batch = _positive(scenario.get("batch", 1), "batch")
+    prompt = _positive(
+        scenario.get("prefill_len") or str(scenario.get("context_len", "0")).split()[0],
+        "prefill_len",
+    )
+    # The generated tokens matter only to an end-to-end row (t/s/u is the first decode step);
+    # a text such as 'up to 200 (demo default)' gives its first number.
+    output = 2
+    if "e2e_tpr_tokens_per_s" in measured:
+        text = str(scenario.get("output_len", ""))
+        first = re.search(r"\d+", text)
+        output = max(_positive(first.group(0) if first else text, "output_len"), 2)
+    if output > MAX_STEPS:
+        raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
+    model = _model(case, prompt + output + 1)
+
+    def inference(requests: int, output_len: int) -> InferenceSpec:
+        return InferenceSpec(
+            prompt_len=prompt,
+            output_len=output_len,
+            batch=requests,
+            dtype=dtype,
+            weight_dtype=attn,
+            kv_dtype=kv,
+            mlp_weight_dtype=mlp,
+            math_fidelity=fidelity,
+        )
+
+    def mapping(requests: int) -> MappingSpec:
+        """All of a replica's requests in one micro-batch (a decode step of the whole batch);
+        one request runs on one replica."""
+        replicas = dp if requests > 1 else 1
+        if requests % replicas:
+            raise CannotExpressError(f"batch {requests} does not split over DP={dp}")
+        return MappingSpec(pp=pp, tp=tp, dp=replicas, micro_batch_size=requests // replicas)
+
+    out: list[tuple[str, float, float]] = []
+    wants_prefill = {"ttft_ms", "ttft_ms_per_user", "prefill_tpr_tokens_per_s"} & set(measured)
+    wants_decode = {
+        "tokens_per_s_per_user",
+        "tokens_per_s",
+        "decode_ms_per_token",
+        "decode_tpr_tokens_per_s",
+    } & set(measured)
+    if wants_prefill:
+        # TTFT: one user's prefill (tt-metal's TTFT is per user; WaferLLM's batch is 1).
+        s = _simulate(hw_path, overrides, model, inference(1, 1), mapping(1))
+        ttft_ms = s["ttft_s"] * 1e3
+        for metric in ("ttft_ms", "ttft_ms_per_user"):
+            if _number(measured.get(metric)):
+                out.append((metric, float(measured[metric]), ttft_ms))
+        if _number(measured.get("prefill_tpr_tokens_per_s")):
+            out.append(
+                (
+                    "prefill_tpr_tokens_per_s",
+                    float(measured["prefill_tpr_tokens_per_s"]),
+                    prompt / s["ttft_s"],
+                )
+            )
+    if wants_decode:
+        # The first decode step of the batch at KV length prompt (t/s/u = 1 / its latency).
+        s = _simulate(hw_path, overrides, model, inference(batch, 2), mapping(batch))
+        tpot = s["tpot_s"]
+        figures = {
+            "tokens_per_s_per_user": 1.0 / tpot,
+            "tokens_per_s": batch / tpot,
+            "decode_ms_per_token": tpot * 1e3,
+            "decode_tpr_tokens_per_s": 1.0 / tpot,
+        }
+        out += [
+            (metric, float(measured[metric]), value)
+            for metric, value in figures.items()
+            if _number(measured.get(metric))
+        ]
+    if _number(measured.get("e2e_tpr_tokens_per_s")):
+        # WaferLLM Table 2: decode tokens generated / (prefill + decode time), one request.
+        s = _simulate(hw_path, overrides, model, inference(1, output), mapping(1))
+        total_s = s["ttft_s"] + (output - 1) * s["tpot_s"]
+        out.append(
+            ("e2e_tpr_tokens_per_s", float(measured["e2e_tpr_tokens_per_s"]), output / total_s)
+        )
+    if not out:
+        raise CannotExpressError(
+            f"none of its measured figures ({', '.join(measured)}) is predicted"
+        )
+    return out
+
+
+def _first(scenario: Mapping[str, Any], keys: tuple[str, ...], default: Any = None) -> Any:
+    for key in keys:
+        if scenario.get(key) is not None:
+            return scenario[key]
+    if default is None:
+        raise CannotExpressError(f"scenario gives none of {', '.join(keys)}")
+    return default
+
+
+def _training(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
+    """A training row: one iteration simulated with the case's model, batch, sequence length
+    and parallelism; ``samples_per_s`` and ``tokens_per_s`` are its throughput."""
+    from palmsim.api import simulate, summarize_result
+
+    scenario, measured = case["scenario"], case["measured"]
+    pp, tp, dp = _parallelism(case)
+    seq = _positive(
+        _first(scenario, ("seq_len", "sequence_length", "seq_length", "prefill_len")), "seq_len"
+    )
+    batch = _positive(_first(scenario, ("global_batch_size", "global_batch", "batch")), "batch")
+    mbs = _positive(_first(scenario, ("micro_batch_size", "micro_batch"), 1), "micro_batch")
+    if batch > MAX_STEPS * mbs * dp:
+        raise CannotExpressError(f"batch {batch}: more than {MAX_STEPS} micro-batches per replica")
+    words = re.findall(r"(fp32|fp16|bf16|bfloat16|float16)", str(scenario).lower())
+    dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(words[0], words[0]) if words else "bf16"
+    recompute = str(scenario.get("activation_recompute", "none")).lower()
+    workload = WorkloadSpec(
+        model=_model(case, seq),
+        training=TrainingSpec(seq_len=seq, global_batch_size=batch, dtype=dtype),
+        mode="training",
+    )
+    mapping = MappingSpec(
+        pp=pp,
+        tp=tp,
+        dp=dp,
+        micro_batch_size=mbs,
+        recompute=recompute if recompute in ("none", "selective", "full") else "none",
+    )
+    hardware = load_hardware(hw_path)
+    experiment = ExperimentSpec(
+        hardware, workload, mapping, RunSpec(), (("hardware", hw_path), ("workload", "case"))
+    )
+    summary = summarize_result(simulate(experiment))
+    figures = {
+        "samples_per_s": summary["throughput_samples_per_s"],
+        "tokens_per_s": summary["throughput_tokens_per_s"],
+    }
+    out = [(m, float(measured[m]), v) for m, v in figures.items() if _number(measured.get(m))]
+    if not out:
+        raise CannotExpressError(
+            f"none of its measured figures ({', '.join(measured)}) is predicted"
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """``(metric, measured, predicted)`` for each figure of ``case`` palmsim predicts.
+
+    Raises:
+        CannotExpressError: the case needs something palmsim does not model, or its fields are
+            malformed; the message says which. Never any other exception for a bad case.
+    """
+    try:
+        figures = _predict(case)
+    except CannotExpressError:
+        raise
+    except PalmsimError as error:  # e.g. MappingError: weights do not fit
+        raise CannotExpressError(f"{type(error).__name__}: {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
+        raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
+    if not figures:
+        measured = ", ".join(str(k) for k in case["measured"])
+        raise CannotExpressError(f"none of its measured figures ({measured}) is predicted")
+    return figures
+
+
+def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """The figures of ``case`` by its kind (see the module docstring)."""
+    hw_path = _hardware_path(case)
+    model = case.get("model") or {}
+    scenario = case.get("scenario") or {}
+    phase = str(scenario.get("phase", "")).lower()
+    if not isinstance(case.get("measured"), Mapping):
+        raise CannotExpressError("no 'measured' figures")
+    if all(d in model for d in ("M", "K", "N")):
+        return _gemm(case, load_hardware(hw_path))
+    if "memory microbenchmark" in phase:
+        return _dram_read(case, load_hardware(hw_path))
+    if "collective" in phase:
+        return _allreduce(case, load_hardware(hw_path))
+    if "gemv" in phase:
+        return _gemv(case, load_hardware(hw_path))
+    if "hidden" in model and "layers" in model:
+        if "train" in phase or "samples_per_s" in case["measured"]:
+            return _training(case, hw_path)
+        return _inference(case, hw_path)
+    raise CannotExpressError(f"a case of phase {phase!r} without a model palmsim knows")
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class TileFit:
+    """One fitted number of a tiled chip's config, with the cases it came from.
+
+    ``key`` is the config key (``tile.format_efficiency.bf16``, ``dram.bandwidth``,
+    ``noc.inter_die_bandwidth``), ``value`` in SI units, ``errors`` the relative error of the
+    fitted model on each case.
+    """
+
+    key: str
+    value: float
+    dimension: str
+    cases: tuple[str, ...]
+    errors: tuple[float, ...]
+
+
+def _fit_inverse(scale: list[float], offset: list[float], measured: list[float]) -> float:
+    """The ``x`` minimising sum((offset_i + scale_i * x) / measured_i - 1)^2 (closed form)."""
+    a = [sc / m for sc, m in zip(scale, measured, strict=True)]
+    b = [1 - o / m for o, m in zip(offset, measured, strict=True)]
+    return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
+
+
+def calibrate_tiles(
+    cases: list[Mapping[str, Any]], hw_path: str
+) -> tuple[list[TileFit], list[tuple[str, str]]]:
+    """Fit a tiled chip's achievable rates to its microbenchmarks in ``cases``.
+
+    Only single-operator and collective cases whose ``hw_spec_ref`` maps to ``hw_path`` are
+    used; end-to-end rows never are. Fits (each minimising the squared relative error of the
+    model :func:`predict` uses):
+
+    - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = t_peak / e``;
+    - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
+    - ``noc.inter_die_bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``.
+
+    Returns the fits and the ``(case, reason)`` of every case of this hardware not used.
+    """
+    hw = load_hardware(hw_path)
+    target = Path(hw_path).resolve()
+    gemm: dict[str, list[tuple[str, float, float]]] = {}
+    dram: list[tuple[str, float]] = []
+    ccl: list[tuple[str, float, float, float]] = []
+    unused: list[tuple[str, str]] = []
+    for case in cases:
+        case_id = str(case.get("id", "?"))
+        if not is_tile_case(case):
+            continue
+        try:
+            if Path(_hardware_path(case)).resolve() != target:
+                continue
+            model, scenario = case.get("model") or {}, case.get("scenario") or {}
+            phase = str(scenario.get("phase", "")).lower()
+            if all(d in model for d in ("M", "K", "N")):
+                dtype = _format(scenario.get("dtype"))
+                rows, cols = _grid(scenario.get("core_grid"))
+                flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
+                peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
+                t_ns = float(case["measured"]["time_ns"])
+                gemm.setdefault(dtype, []).append((case_id, flop / peak, t_ns * 1e-9))
+            elif "memory microbenchmark" in phase:
+                for metric, _, _ in _dram_read(case, hw):
+                    dram.append((case_id, float(case["measured"][metric]) * 1e9))
+            elif "collective" in phase:
+                n = _positive(case["hardware"]["system"]["chips"], "chips")
+                ring = "ring" in str(case["hardware"]["system"].get("topology", "")) and n > 2
+                size = float(scenario["size_bytes"])
+                name = str(model.get("name", "")).lower().replace("_", "")
+                kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
+                steps = RING_STEPS[kind](n)
+                per_direction = steps / n * size / (2 if ring else 1)
+                hop_s = hw.wafer.inter_die.latency_s if hw.wafer else 0.0
+                t_us = float(case["measured"]["time_us"])
+                ccl.append((case_id, per_direction, steps * hop_s, t_us * 1e-6))
+            elif "gemv" in phase:
+                unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
+            else:
+                unused.append((case_id, "not a microbenchmark (end-to-end rows are never fitted)"))
+        except (CannotExpressError, KeyError, TypeError, ValueError, ArithmeticError) as error:
+            unused.append((case_id, str(error)))
+    fits: list[TileFit] = []
+    for dtype, rows_ in sorted(gemm.items()):
+        ids = tuple(r[0] for r in rows_)
+        t_peak = [r[1] for r in rows_]
+        measured = [r[2] for r in rows_]
+        x = _fit_inverse(t_peak, [0.0] * len(ids), measured)
+        errors = tuple(tp * x / m - 1 for tp, m in zip(t_peak, measured, strict=True))
+        fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / x, "ratio", ids, errors))
+    if dram:
+        rates = [r for _, r in dram]
+        # The rate R minimising sum (R / r_i - 1)^2 over the measured read rates r_i.
+        rate = sum(1 / r for r in rates) / sum(1 / r**2 for r in rates)
+        # per channel of the file (a coarse unit merges the channels it holds)
+        raw_dram = read_config_file(hw_path).get("dram") or {}
+        channels = len(raw_dram.get("positions") or ()) or 1
+        fits.append(
+            TileFit(
+                "dram.bandwidth",
+                rate / channels,
+                "bandwidth",
+                tuple(c for c, _ in dram),
+                tuple(rate / r - 1 for r in rates),
+            )
+        )
+    if ccl:
+        per_dir = [c[1] for c in ccl]
+        latency = [c[2] for c in ccl]
+        measured = [c[3] for c in ccl]
+        x = _fit_inverse(per_dir, latency, measured)
+        errors = tuple(
+            (lat + d * x) / m - 1 for d, lat, m in zip(per_dir, latency, measured, strict=True)
+        )
+        fits.append(
+            TileFit("noc.inter_die_bandwidth", 1 / x, "bandwidth", tuple(c[0] for c in ccl), errors)
+        )
+    return fits, unused
+
+
+def format_tile_calibration(fits: list[TileFit], unused: list[tuple[str, str]]) -> str:
+    """The fitted numbers, each with its cases and errors, to paste into the config."""
+    lines = []
+    for fit in fits:
+        value = (
+            f"{fit.value:.4g}"
+            if fit.dimension == "ratio"
+            else format_quantity(fit.value, fit.dimension)
+        )
+        errors = ", ".join(
+            f"{case} {100 * e:+.1f}%" for case, e in zip(fit.cases, fit.errors, strict=True)
+        )
+        lines.append(f"{fit.key}: {value}  # fitted to {errors}")
+    lines += [f"not used: {case}: {why}" for case, why in unused]
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""The serving engine's costing, loader and CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from palmsim.cli import main
+from palmsim.config.loader import load_serving
+from palmsim.config.specs import TrafficSpec
+from palmsim.engine.serving import ServingSimulator
+from palmsim.engine.simulator import Simulator
+from palmsim.errors import ConfigError
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.serving import batch_shape, map_serving
+from tests.conftest import cluster_spec, wafer_spec
+from tests.serving.helpers import model, serving_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+SHAPES = [
+    [(300, 0, True)],
+    [(1, 700, True)] * 5,
+    [(1, 700, True)] * 5 + [(120, 40, False), (7, 3, True)],
+]
+
+
+@pytest.mark.parametrize(
+    ("hw", "tp"),
+    [
+        (wafer_spec(dies=(1, 2), tiles=(4, 4)), 4),
+        (cluster_spec(nodes=1, gpus=4), 2),
+        (cluster_spec(nodes=1, gpus=4), 1),
+        (wafer_spec(dies=(1, 2), tiles=(4, 4)), 1),
+    ],
+    ids=["wafer-die-edge-dram", "gpu-nvlink", "one-gpu", "one-wafer-tile"],
+)
+@pytest.mark.parametrize("entries", SHAPES, ids=["prefill", "decode", "mixed"])
+def test_segment_sum_equals_the_whole_iteration(hw, tp, entries):
+    """An iteration costed as the sum of its barrier-separated segments equals the simulation
+    of the whole iteration, with DRAM-port and NoC contention inside each segment."""
+    mdl = model(layers=3, hidden=256, heads=4)
+    spec = serving_spec(TrafficSpec("poisson"))
+    spec = type(spec)(
+        **{
+            **{f: getattr(spec, f) for f in spec.__slots__},
+            "tp": tp,
+            "replicas": 2,
+            "dtype": "fp16",
+        }
+    )
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, mdl, chip)
+    shape = batch_shape(entries)
+    whole = Simulator(chip, plan.iteration_plan(1, shape)).run()
+    assert whole.flows  # there is traffic to contend
+    segmented = ServingSimulator(chip, plan, ()).iteration_time_s(1, shape)
+    assert segmented == pytest.approx(whole.end_time_s, rel=1e-12)
+
+
+def test_unknown_serving_key_names_file_key_and_suggestion(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("traffic: {arrival: poisson, rate_per_s: 2}\nscheduler: {max_num_seq: 4}\n")
+    with pytest.raises(ConfigError, match=r"scheduler\.max_num_seq.*did you mean 'max_num_seqs'"):
+        load_serving(path)
+
+
+def test_trace_csv_rows_are_checked(tmp_path):
+    (tmp_path / "t.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0.5,10,3\n0.2,1,1\n")
+    path = tmp_path / "s.yaml"
+    path.write_text("traffic: {arrival: trace, trace: t.csv}\n")
+    with pytest.raises(ConfigError, match=r"t\.csv.*line 3"):
+        load_serving(path)
+    (tmp_path / "t.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0.5,10,3\n0.7,1,1\n")
+    spec = load_serving(path)
+    assert spec.traffic.trace == ((0.5, 10, 3), (0.7, 1, 1))
+
+
+def test_palmsim_serve_writes_the_run_folder(tmp_path, capsys):
+    """The shipped default (Llama-3-8B on one H100), shortened to 6 requests."""
+    out = tmp_path / "run"
+    code = main(["serve", "--set", "serving.traffic.num_requests=6", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "TTFT p50/p90/p99" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_finished"] == 6
+    for name in (
+        "requests.csv",
+        "iterations.csv",
+        "queue.csv",
+        "report.html",
+        "plots/latency_cdf.png",
+        "plots/serving_timeseries.png",
+    ):
+        assert (out / name).is_file(), name
+    assert len((out / "requests.csv").read_text().splitlines()) == 7
+
+
+def test_palmsim_serve_bad_key_exits_2(capsys):
+    assert main(["serve", "--set", "serving.traffic.rat_per_s=3"]) == 2
+    assert "did you mean 'rate_per_s'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "serving").glob("*.yaml")))
+def test_shipped_serving_files_load(name):
+    assert load_serving(REPO / "serving" / name).traffic.num_requests >= 1
+
+
+def test_too_many_requests_is_a_config_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("traffic: {arrival: poisson, num_requests: 100000000000}\n")
+    with pytest.raises(ConfigError, match=r"traffic\.num_requests.*an int in \[1, 10000000\]"):
+        load_serving(path)
+
+
+def test_least_loaded_router_picks_the_emptiest_replica_lowest_index_on_ties():
+    from palmsim.serving.router import route
+
+    assert route("least_loaded", 7, [3, 1, 1, 2]) == 1
+    assert route("round_robin", 7, [3, 1, 1, 2]) == 3
+
+
+def test_serving_overrides_are_refused_by_palmsim_run(capsys):
+    assert main(["run", "--set", "serving.traffic.rate_per_s=3"]) == 2
+    assert "serving.* is for palmsim serve" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""What the figures say: titles, legends, colour bars and units, read off the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from palmsim.api import load_experiment, simulate
+
+plots = pytest.importorskip("palmsim.report.plots")
+
+
+def _texts(fig: Any) -> list[str]:
+    """Every text of a figure: titles, axis labels, legend entries, colour bar, free text."""
+    out = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(loc="left"), ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        legend = ax.get_legend()
+        if legend is not None:
+            out += [t.get_text() for t in legend.get_texts()]
+    return [t for t in out if t]
+
+
+@pytest.fixture(scope="module")
+def gpu_run() -> Any:
+    """Llama-2 7B cut to 2 layers on 4 DGX H100 nodes: pp=1, tp=8, dp=4 (one stage)."""
+    experiment = load_experiment(
+        "dgx-h100",
+        "llama2-7b",
+        overrides=["model.num_hidden_layers=2", "training.global_batch_size=8"],
+        mapping_flags={"pp": 1, "tp": 8, "dp": 4, "micro_batch_size": 1},
+    )
+    return simulate(experiment)
+
+
+@pytest.fixture(scope="module")
+def wafer_run() -> Any:
+    """T-18B cut to 4 layers on the TX8 wafer: pp=2, tp=16, 4 micro-batches."""
+    experiment = load_experiment(
+        "tx8-wafer",
+        "t-18b",
+        overrides=["model.num_hidden_layers=4", "training.global_batch_size=32"],
+        mapping_flags={"pp": 2, "tp": 16, "micro_batch_size": 8},
+    )
+    return simulate(experiment)
+
+
+def test_gpu_cluster_noc_draws_nvlink_and_nic_channels(gpu_run: Any) -> None:
+    """Every GPU gets two bars (NVLink, NIC), labelled as such; nothing speaks of NoC links."""
+    fig = plots.noc_figure(gpu_run.trace, gpu_run.chip, gpu_run.plan)
+    bars = [c for c in fig.axes[0].collections if c.get_array() is not None]
+    assert sum(len(c.get_segments()) for c in bars) == 2 * gpu_run.chip.num_tiles
+    text = " ".join(_texts(fig))
+    assert "NVLink and NIC channels by utilisation" in text
+    assert "[NVLink]" in text and "[NIC]" in text
+    assert "inter-die" not in text and "NoC" not in text
+
+
+def test_noc_speaks_percent_and_human_bytes(wafer_run: Any) -> None:
+    fig = plots.noc_figure(wafer_run.trace, wafer_run.chip, wafer_run.plan)
+    texts = _texts(fig)
+    assert "utilisation [%]" in texts  # the colour bar, in % as the summary
+    listing = next(t for t in fig.texts if "hottest" in t.get_text()).get_text()
+    assert " %" in listing and "e+" not in listing and "e-" not in listing
+    assert any(u in listing for u in (" GB", " MB", " TB"))
+    assert all("utilization" not in t for t in texts)
+    bytes_fig = plots.noc_figure(wafer_run.trace, wafer_run.chip, wafer_run.plan, by="bytes")
+    assert "bytes carried [GB]" in _texts(bytes_fig)
+
+
+def test_memory_names_estimate_and_simulated_peak_apart(wafer_run: Any) -> None:
+    """Bars are the plan's estimate, diamonds the simulated peak; GiB once bars reach 0.5 GiB;
+    the 3 MiB SRAM line, invisible on a GiB axis, is named in the legend instead."""
+    fig = plots.memory_figure(wafer_run.chip, wafer_run.plan, wafer_run.trace)
+    texts = _texts(fig)
+    assert "simulated peak" in texts and "activations (estimate)" in texts
+    assert "bytes per tile [GiB]" in texts
+    assert "SRAM capacity (3 MiB), off scale" in texts
+    assert "peak" not in " ".join(t for t in texts if t.endswith("(estimate)"))
+    bars = plots.memory_bars(wafer_run.chip, wafer_run.plan, wafer_run.trace)
+    for bar in bars:  # the simulated peak never exceeds the estimate (activations in flight)
+        assert bar.simulated_peak_bytes is not None
+        assert bar.simulated_peak_bytes <= sum(bar.parts_bytes.values()) * (1 + 1e-12)
+
+
+def test_placement_with_one_stage_colours_dp_replicas(gpu_run: Any) -> None:
+    fig = plots.placement_figure(gpu_run.chip, gpu_run.plan)
+    texts = _texts(fig)
+    assert [t for t in texts if t.startswith("DP replica")] == [f"DP replica {r}" for r in range(4)]
+    assert any("colour: DP replica" in t and "outlines: nodes" in t for t in texts)
+    colours = {
+        tuple(p.get_facecolor())
+        for p in fig.axes[0].patches
+        if p.get_fill() and tuple(p.get_facecolor()) != (0.933, 0.933, 0.933, 1.0)
+    }
+    assert len(colours) >= 4
+
+
+def test_gantt_legend_lists_only_the_kinds_in_the_run(tmp_path: Path, gpu_run: Any) -> None:
+    """A training run has no prefill/decode; the comm strip is apart from every pass colour."""
+    assert plots.COMM_COLOR not in plots.CATEGORY_COLORS.values()
+    fig = plots.gantt_figure(gpu_run.trace, gpu_run.plan)
+    legend = _texts(fig)
+    assert "forward" in legend and "backward" in legend
+    assert "prefill" not in legend and "decode" not in legend

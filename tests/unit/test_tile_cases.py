@@ -1,0 +1,70 @@
+"""The tiled-accelerator case reader: every case runs or is named with its reason."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from palmsim.config.loader import read_config_file
+from palmsim.tile_cases import CannotExpressError, is_tile_case, predict
+from palmsim.validate import validate
+
+CASES = {c["id"]: c for c in read_config_file("validation/tiles_measurements.yaml")["cases"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda c: c["hardware"].update(hw_spec_ref="groq_lpu_v1"), "no shipped config"),
+        (lambda c: c["scenario"].update(dtype="BFLOAT2_B"), "not modelled"),
+        (lambda c: c["scenario"].update(core_grid="eight by eight"), "core grid"),
+        (lambda c: c["model"].update(M="many"), "GEMM M .many. is not a positive number"),
+        (lambda c: c["model"].update(K=-5), "GEMM K -5 is not a positive number"),
+        (lambda c: c["scenario"].update(core_grid="0x8"), "core grid rows"),
+        (lambda c: c["measured"].update(time_ns="fast"), "none of its measured figures"),
+        (lambda c: c.update(model=["M"]), "without a model palmsim knows"),
+        (lambda c: c.update(model="M K N"), "malformed case"),
+        (lambda c: c.pop("measured"), "no 'measured'"),
+    ],
+)
+def test_a_bad_case_is_named_not_raised(change, reason):
+    case = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
+    change(case)
+    assert is_tile_case(case)
+    with pytest.raises(CannotExpressError, match=reason):
+        predict(case)
+
+
+def test_one_bad_case_never_stops_the_others(tmp_path):
+    """validate runs the good cases of a file beside a broken one and lists the broken one."""
+    import yaml
+
+    good = copy.deepcopy(CASES["tt_dram_read_wh_n150"])
+    bad = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
+    bad["id"] = "broken"
+    bad["model"] = {"M": None, "K": 1, "N": 1}
+    path = tmp_path / "cases.yaml"
+    path.write_text(yaml.safe_dump({"cases": [bad, good]}))
+    report = validate(str(path))
+    assert [c.case for c in report.comparisons] == ["tt_dram_read_wh_n150"]
+    assert [s.case for s in report.skipped] == ["broken"]
+    assert "GEMM M None is not a positive number" in report.skipped[0].reason
+
+
+def test_gemm_prediction_is_the_fitted_roofline_by_hand():
+    """bfp4 LoFi 16k^3 on 8x8 cores: 2 * 16384^3 / (64 * 4.096 TFLOP/s * 0.762)."""
+    ((metric, _measured, predicted),) = predict(CASES["tt_gemm_n150_bfp4_lofi_16k"])
+    assert metric == "time_ns"
+    assert predicted == pytest.approx(2 * 16384**3 / (64 * 4.096e12 * 0.762) * 1e9, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "case_id",
+    [c for c in CASES if "hidden" not in CASES[c]["model"]] + ["tt_readme_llama32_1b_n150"],
+)
+def test_every_shipped_microbenchmark_and_a_model_row_is_predicted(case_id):
+    """The shipped file's microbenchmarks and a model row (whose output_len is text, 'up to
+    200 ...') give a finite figure for every measured number palmsim predicts."""
+    figures = predict(CASES[case_id])
+    assert figures and all(p > 0 and p == p for _, _, p in figures)
