@@ -25,15 +25,18 @@ def test_global_batch_of_1e12_is_refused_before_mapping() -> None:
 
 
 def test_wafer_of_8_million_tiles_is_refused_before_any_graph(monkeypatch) -> None:
-    """The issue's first hang: die_grid [5, 100000] of 4x4 tiles = 8e6 tiles; the default
-    budget allows 8 GiB / 4200 B = 2045222 of them. No topology builder may run."""
+    """The issue's first hang: die_grid [5, 100000] of 4x4 tiles = 8e6 tiles. The loader
+    refuses it (too many tiles to simulate one by one); a spec built past the loader is
+    refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B = 2045222 tiles,
+    before any topology builder runs."""
+    with pytest.raises(ConfigError, match=r"tx8-wafer\.yaml: wafer\."):
+        load_experiment(overrides=["hw.wafer.die_grid=[5, 100000]"])
+    spec = load_experiment().hardware
+    assert spec.wafer is not None
+    huge = dataclasses.replace(spec, wafer=dataclasses.replace(spec.wafer, die_cols=100000))
     monkeypatch.setattr(chip_module, "TOPOLOGIES", None)  # any graph building would fail
-    exp = load_experiment(overrides=["hw.wafer.die_grid=[5, 100000]"])
-    with pytest.raises(ConfigError, match=r"tx8-wafer\.yaml: wafer\.die_grid: got \[5, 100000\]"):
-        simulate(exp)
-    spec = exp.hardware
     with pytest.raises(ConfigError, match=r"at most 2045222 tiles \(it has 8000000"):
-        Chip.from_spec(spec)
+        Chip.from_spec(huge)
     assert chip_module.default_max_tiles() == int(8 * 2**30 // CHIP_BYTES_PER_TILE)
 
 
@@ -94,8 +97,8 @@ def test_run_budgets_are_set_keys() -> None:
 
 
 def test_a_tampered_run_folder_is_rebuilt_under_its_own_budgets(tmp_path) -> None:
-    """Fuzzing found plot/report rebuilding a 320k-tile chip from an edited
-    resolved_config.yaml; the folder's run budgets now apply (RunDirError, exit 5)."""
+    """Fuzzing found plot/report rebuilding a chip from an edited resolved_config.yaml
+    without any budget; the folder's own run budgets now apply (RunDirError, exit 5)."""
     import yaml
 
     from palmsim.api import load_result, run_experiment
@@ -113,7 +116,7 @@ def test_a_tampered_run_folder_is_rebuilt_under_its_own_budgets(tmp_path) -> Non
     assert load_result(tmp_path).plan.num_stages == 2
     config_path = tmp_path / "resolved_config.yaml"
     config = yaml.safe_load(config_path.read_text())
-    config["hardware"]["wafer"]["die_grid"] = [5, 4000]  # 320000 tiles > 30000 / 20
+    config["run"]["max_events"] = 1000  # 1000 / 20 = 50 tiles, fewer than the 320
     config_path.write_text(yaml.safe_dump(config))
-    with pytest.raises(RunDirError, match=r"wafer\.die_grid: got \[5, 4000\]"):
+    with pytest.raises(RunDirError, match=r"wafer\.die_grid: got \[5, 4\]; expected a chip of"):
         load_result(tmp_path)
