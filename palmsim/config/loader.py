@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING as _DC_MISSING
@@ -44,6 +45,7 @@ from palmsim.config.overrides import (
 )
 from palmsim.config.specs import (
     DTYPE_BYTES,
+    EXPERT_LOADS,
     GRAD_ACCUMULATION_MODES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
@@ -76,6 +78,8 @@ from palmsim.config.specs import (
 )
 from palmsim.errors import ConfigError, ConfigProblem
 from palmsim.units import DIMENSIONS, DISPLAY_UNITS, format_quantity, parse_quantity
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "Rule",
@@ -281,6 +285,34 @@ def _int_rule(minimum: int = 1, hint: str = "", required: bool = True) -> Rule:
         return int(value)
 
     return Rule(parse, expected, required)
+
+
+def _nullable_int_rule(minimum: int = 1, hint: str = "") -> Rule:
+    """An int >= ``minimum``, or null (the spec's None: derived from other fields)."""
+    expected = f"an int >= {minimum} or null{hint}"
+
+    def parse(value: Any, where: str, key: str) -> int | None:
+        if value is None:
+            return None
+        if not _is_int(value) or value < minimum:
+            raise _InvalidValueError(expected)
+        return int(value)
+
+    return Rule(parse, expected)
+
+
+def _optional_positive_float_rule() -> Rule:
+    """A number > 0, or null."""
+    expected = "a number > 0 or null"
+
+    def parse(value: Any, where: str, key: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise _InvalidValueError(expected)
+        return float(value)
+
+    return Rule(parse, expected)
 
 
 def _float_rule(low: float, high: float, *, low_open: bool, high_open: bool) -> Rule:
@@ -903,13 +935,19 @@ _HF_ALIASES = {
     "attn_pdrop": "attention_dropout",
     "hidden_dropout_prob": "hidden_dropout",
     "attention_probs_dropout_prob": "attention_dropout",
+    "head_dim": "attention_head_dim",
+    "num_local_experts": "num_experts",  # Mixtral
+    "n_routed_experts": "num_experts",  # DeepSeek-V2/V3
+    "n_shared_experts": "num_shared_experts",  # DeepSeek-V2/V3
 }
 
 #: Fields whose default is derived from another field (filled by :func:`normalise_workload`).
 _DERIVED = {"num_key_value_heads": "num_attention_heads", "intermediate_size": "hidden_size"}
+#: Fields Hugging Face may write as null meaning "none" (the spec's default then holds).
+_NULLABLE = (*_DERIVED, "attention_head_dim", "moe_intermediate_size", "num_shared_experts")
 
 #: Hugging Face model types of the Llama family: RMSNorm, RoPE, no biases.
-_LLAMA_FAMILY = ("llama", "mistral", "qwen2")
+_LLAMA_FAMILY = ("llama", "mistral", "qwen2", "mixtral", "qwen3", "qwen3_moe", "deepseek_v3")
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
@@ -934,6 +972,12 @@ def _model_schema() -> Schema:
         "attention_dropout": dropout,
         "hidden_dropout": dropout,
         "causal": _bool_rule(),
+        "attention_head_dim": _nullable_int_rule(hint=" (null: hidden_size / num_attention_heads)"),
+        "num_experts": _int_rule(minimum=0),
+        "num_experts_per_tok": _int_rule(minimum=0),
+        "moe_intermediate_size": _nullable_int_rule(hint=" (null: intermediate_size)"),
+        "num_shared_experts": _int_rule(minimum=0),
+        "first_k_dense_replace": _int_rule(minimum=0),
     }
 
 
@@ -946,6 +990,9 @@ def _training_schema(set_hint: bool) -> Schema:
         "global_batch_size": _int_rule(hint=hint("global_batch_size")),
         "dtype": _choice_rule(("fp32", "fp16", "bf16")),
         "optimizer": _choice_rule(("adam", "sgd")),
+        "moe_capacity_factor": _optional_positive_float_rule(),
+        "expert_load": _choice_rule(EXPERT_LOADS),
+        "expert_load_concentration": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
     }
 
 
@@ -1082,7 +1129,7 @@ def _rename_aliases(model: dict[str, Any], where: str, path: str) -> list[Config
             )
             continue
         model[target] = value
-    for name in _DERIVED:  # HF writes null for "derive it" (GPT-2 n_inner)
+    for name in _NULLABLE:  # HF writes null for "derive it" (GPT-2 n_inner) or "none"
         if name in model and model[name] is None:
             del model[name]
     return problems
@@ -1114,7 +1161,36 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.setdefault("use_bias", False)
     if model_type in _ENCODER_FAMILY:
         model.setdefault("causal", False)
+    problems += _unmodelled_moe_layouts(hf, where)
+    if "kv_lora_rank" in hf:
+        _LOG.warning(
+            "%s: multi-head latent attention (kv_lora_rank=%s) is not modelled; attention is "
+            "costed as attention of %s heads of width %s",
+            where,
+            hf.get("kv_lora_rank"),
+            model.get("num_attention_heads"),
+            model.get("attention_head_dim", "hidden_size / num_attention_heads"),
+        )
     return model, problems
+
+
+def _unmodelled_moe_layouts(hf: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """Problems for mixture-of-experts layouts palmsim cannot express: MoE layers other than
+    "every layer after the first ``first_k_dense_replace``" (DeepSeek ``moe_layer_freq``,
+    Qwen ``decoder_sparse_step`` and ``mlp_only_layers``)."""
+    problems = []
+    for key, fine in (("moe_layer_freq", 1), ("decoder_sparse_step", 1), ("mlp_only_layers", [])):
+        if key in hf and hf[key] not in (fine, None):
+            problems.append(
+                ConfigProblem(
+                    where,
+                    key,
+                    hf[key],
+                    f"{fine!r}: palmsim models a mixture-of-experts MLP in every layer after "
+                    "the first first_k_dense_replace",
+                )
+            )
+    return problems
 
 
 def normalise_workload(
@@ -1341,7 +1417,9 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
     ``wafer.unit_rows``/``unit_cols`` (:class:`palmsim.hardware.topology.MeshTopology`).
     Chip-to-chip links keep their bandwidth and latency. DRAM channels attach to the unit
     holding their position; the channels of one unit merge into one channel with their
-    summed capacity and bandwidth. Pure; ``kr``/``kc`` must divide the die's tile grid.
+    summed capacity and bandwidth. Energy: a unit's static power and TDP are ``kr*kc`` times a
+    core's, a hop between units costs ``(kr + kc) / 2`` core hops; cost: a unit's area is
+    ``kr*kc`` times a core's. Pure; ``kr``/``kc`` must divide the die's tile grid.
     """
     assert spec.wafer is not None
     kr, kc = granularity
@@ -1397,7 +1475,23 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
         unit_rows=w.unit_rows * kr,
         unit_cols=w.unit_cols * kc,
     )
-    return dataclasses.replace(spec, tile=tile, dram=dram, wafer=wafer)
+    energy = spec.energy
+    if energy is not None:
+        # Per-tile powers are per core: a unit draws kr*kc cores' worth. A hop between units
+        # is kc core hops left-right and kr up-down (the latency rule above): the per-hop
+        # energy is their mean, exact for square units (every shipped coarse config).
+        energy = dataclasses.replace(
+            energy,
+            noc_hop_j_per_byte=energy.noc_hop_j_per_byte * (kr + kc) / 2,
+            static_per_tile_w=energy.static_per_tile_w * area,
+            tdp_per_tile_w=(
+                energy.tdp_per_tile_w * area if energy.tdp_per_tile_w is not None else None
+            ),
+        )
+    cost = spec.cost
+    if cost is not None:
+        cost = dataclasses.replace(cost, tile_area_m2=cost.tile_area_m2 * area)
+    return dataclasses.replace(spec, tile=tile, dram=dram, wafer=wafer, energy=energy, cost=cost)
 
 
 _TRAINING_DTYPES = ("fp32", "fp16", "bf16")
@@ -1549,7 +1643,8 @@ def check_workload(
     model = values.get("model", {})
     hidden, heads = model.get("hidden_size"), model.get("num_attention_heads")
     kv = model.get("num_key_value_heads")
-    if hidden is not None and heads is not None and hidden % heads:
+    explicit_head_dim = model.get("attention_head_dim") is not None
+    if hidden is not None and heads is not None and hidden % heads and not explicit_head_dim:
         problems.append(
             ConfigProblem(
                 mw, "model.num_attention_heads", heads, f"a divisor of hidden_size {hidden}"
@@ -1561,6 +1656,7 @@ def check_workload(
                 mw, "model.num_key_value_heads", kv, f"a divisor of num_attention_heads {heads}"
             )
         )
+    problems += _check_moe(model, mw)
     seq_len = values.get("training", {}).get("seq_len")
     max_pos = model.get("max_position_embeddings")
     if seq_len is not None and max_pos is not None and seq_len > max_pos:
@@ -1570,6 +1666,38 @@ def check_workload(
                 "training.seq_len",
                 seq_len,
                 f"at most model.max_position_embeddings = {max_pos}",
+            )
+        )
+    return problems
+
+
+def _check_moe(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """A mixture-of-experts model routes each token to 1..num_experts experts and keeps at
+    least one MoE layer; a dense model has no top-k and no shared experts."""
+    experts, top_k = model.get("num_experts"), model.get("num_experts_per_tok")
+    shared, dense = model.get("num_shared_experts"), model.get("first_k_dense_replace")
+    layers = model.get("num_hidden_layers")
+    problems: list[ConfigProblem] = []
+    if experts is None or top_k is None:
+        return problems
+    if experts > 0 and not 1 <= top_k <= experts:
+        problems.append(
+            ConfigProblem(
+                where, "model.num_experts_per_tok", top_k, f"an int in [1, num_experts = {experts}]"
+            )
+        )
+    if experts == 0 and (top_k or shared):
+        key, value = ("num_experts_per_tok", top_k) if top_k else ("num_shared_experts", shared)
+        problems.append(
+            ConfigProblem(where, f"model.{key}", value, "0 for a dense model (num_experts = 0)")
+        )
+    if experts > 0 and dense is not None and layers is not None and dense >= layers:
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.first_k_dense_replace",
+                dense,
+                f"fewer than num_hidden_layers = {layers} (some layer must be mixture-of-experts)",
             )
         )
     return problems

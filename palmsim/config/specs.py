@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
+    "EXPERT_LOADS",
     "GRAD_ACCUMULATION_MODES",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
@@ -70,6 +71,9 @@ DTYPE_BYTES: dict[str, float] = {
 #: pass at the LoFi rate (tt-metal tech_reports/GEMM_FLOPS: HiFi2 = 1/2, HiFi3 = 1/3,
 #: HiFi4 = 1/4 of LoFi).
 MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
+
+#: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
+EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
 #: Values of ``MappingSpec.grad_accumulation``.
 GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
@@ -458,11 +462,61 @@ class ModelSpec:
         "residual dropout probability (a mask is stored if > 0)", default=0.0
     )
     causal: bool = _f("decoder (causal) attention; false for encoders like BERT", default=True)
+    attention_head_dim: int | None = _f(
+        "width of one attention head d when it is not hidden_size / num_attention_heads "
+        "(Hugging Face 'head_dim', e.g. Qwen3); None: h / a",
+        default=None,
+    )
+    num_experts: int = _f(
+        "routed experts of each mixture-of-experts layer (Mixtral 'num_local_experts', "
+        "DeepSeek 'n_routed_experts', Qwen3 'num_experts'); 0: a dense model",
+        default=0,
+    )
+    num_experts_per_tok: int = _f("experts each token is routed to, the router's top-k", default=0)
+    moe_intermediate_size: int | None = _f(
+        "inner width of one routed (and one shared) expert; None: intermediate_size",
+        default=None,
+    )
+    num_shared_experts: int = _f(
+        "experts every token passes through besides its routed ones (DeepSeek "
+        "'n_shared_experts'), each of moe_intermediate_size",
+        default=0,
+    )
+    first_k_dense_replace: int = _f(
+        "the first layers that keep a dense MLP of intermediate_size (DeepSeek); the rest "
+        "are mixture-of-experts layers",
+        default=0,
+    )
 
     @property
     def head_dim(self) -> int:
-        """Width of one attention head, h / a."""
+        """Width of one attention head: ``attention_head_dim``, or h / a."""
+        if self.attention_head_dim is not None:
+            return self.attention_head_dim
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_moe(self) -> bool:
+        """The model has mixture-of-experts layers."""
+        return self.num_experts > 0
+
+    @property
+    def expert_intermediate_size(self) -> int:
+        """Inner width of one expert [elements]."""
+        if self.moe_intermediate_size is not None:
+            return self.moe_intermediate_size
+        return self.intermediate_size
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Layer ``layer`` (0-based) has a mixture-of-experts MLP."""
+        return self.is_moe and layer >= self.first_k_dense_replace
+
+    @property
+    def num_moe_layers(self) -> int:
+        """Layers with a mixture-of-experts MLP."""
+        if not self.is_moe:
+            return 0
+        return max(0, self.num_hidden_layers - self.first_k_dense_replace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +527,24 @@ class TrainingSpec:
     global_batch_size: int = _f("samples per iteration B (over all data-parallel replicas)")
     dtype: str = _f("compute dtype of weights and activations: fp32, fp16 or bf16", default="bf16")
     optimizer: str = _f("'adam' (mixed-precision, 16 B/param of state) or 'sgd'", default="adam")
+    moe_capacity_factor: float | None = _f(
+        "mixture-of-experts capacity factor: an expert takes at most ceil(factor x its "
+        "uniform share) of each rank's routed tokens, the rest are dropped (Megatron-Core "
+        "--moe-expert-capacity-factor); None: dropless",
+        default=None,
+    )
+    expert_load: str = _f(
+        "how routed tokens spread over the experts: 'uniform' (each expert its exact share), "
+        "'multinomial' (each token picks its experts uniformly at random, seeded by "
+        "run.seed) or 'dirichlet' (expert popularity drawn from a symmetric Dirichlet of "
+        "expert_load_concentration, then tokens drawn as for multinomial)",
+        default="uniform",
+    )
+    expert_load_concentration: float = _f(
+        "concentration alpha of the 'dirichlet' expert load: small is skewed, large is "
+        "near-uniform [ratio]",
+        default=1.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Pure structure of ring collectives: which member sends how much to which, at flow level.
+"""Pure structure of collectives: which member sends how much to which, at flow level.
 
 A ring collective of ``n`` members over a buffer of ``S`` bytes runs ``steps`` pipelined
 steps (all-reduce ``2(n-1)``, reduce-scatter and all-gather ``n-1``), and each ring edge
@@ -19,6 +19,18 @@ Two layouts:
   bytes to the member of the same local index in the next node (over the NICs) and the
   other ``(G-1)/G`` to the next member of its own node (over NVLink). The sum over members
   of what each edge of each ring carries is exactly the flat ring's, re-routed.
+
+**All-to-all** (the token dispatch and combine of expert parallelism): every member holds a
+buffer of ``S`` bytes and sends ``S/n`` of it to each other member, ``(n-1)/n · S`` in all.
+palmsim runs it as the pairwise exchange of MPICH (Thakur, Rabenseifner and Gropp, "Optimization
+of Collective Communication Operations in MPICH", IJHPCA 2005, Sec. 4.4), whose cost on a
+network where nothing contends is ``(n-1)·alpha + (n-1)/n · S·beta``: ``n-1`` steps, one flow
+per ordered pair carrying ``S/n`` (a share ``1/(n-1)`` of the ``(n-1)/n · S`` step bytes), each
+routed over the chip and paying its route latency once per step. Where the flows meet, the
+topology shows: on a switch each member's link carries its own ``n-1`` flows; on a mesh or
+torus they pile up on the links across the bisection (:func:`collective_transfers` feeds them
+to the flow network, the tests in ``tests/analytic/test_alltoall.py`` compare them with the
+closed forms).
 """
 
 from __future__ import annotations
@@ -26,13 +38,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["RING_STEPS", "RingShare", "ring_shares"]
+from palmsim.hardware.chip import Route
 
-#: Pipelined steps of each ring collective kind for ``n`` members (Patarasuk & Yuan 2009).
+__all__ = [
+    "RING_STEPS",
+    "CollectiveTransfer",
+    "RingShare",
+    "alltoall_shares",
+    "collective_transfers",
+    "ring_shares",
+]
+
+#: Steps of each collective kind for ``n`` members: the ring's pipelined steps (Patarasuk &
+#: Yuan 2009), and the pairwise exchange's rounds for ``alltoall`` (Thakur et al. 2005). Each
+#: flow of a collective moves its share of ``steps/n · S`` and pays its latency ``steps`` times.
 RING_STEPS: dict[str, Callable[[int], int]] = {
     "allreduce": lambda n: 2 * (n - 1),
     "reducescatter": lambda n: n - 1,
     "allgather": lambda n: n - 1,
+    "alltoall": lambda n: n - 1,
 }
 
 
@@ -83,4 +107,61 @@ def ring_shares(
         for i, t in enumerate(local):
             out.append(RingShare(t, local[(i + 1) % g], (g - 1) / g))
             out.append(RingShare(t, following[i], 1 / g))
+    return tuple(out)
+
+
+def alltoall_shares(members: Sequence[int]) -> tuple[RingShare, ...]:
+    """The flows of one all-to-all over ``members``: every ordered pair ``(i, j)``, ``i != j``,
+    with share ``1/(n-1)`` of the ``(n-1)/n · S`` step bytes, i.e. ``S/n`` (module docstring).
+
+    Args:
+        members: the group's tiles (at least 2), in rank order.
+    """
+    n = len(members)
+    assert n >= 2, f"an all-to-all needs two members, got {list(members)}"
+    share = 1.0 / (n - 1)
+    return tuple(RingShare(a, b, share) for a in members for b in members if a != b)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectiveTransfer:
+    """One routed flow of a collective: ``size_bytes`` from ``src`` to ``dst`` over
+    ``channels``, arriving ``latency_s`` after its last byte leaves (its route latency once per
+    step of the collective)."""
+
+    src: int
+    dst: int
+    size_bytes: float
+    channels: tuple[int, ...]
+    latency_s: float
+
+
+def collective_transfers(
+    kind: str,
+    members: Sequence[int],
+    size_bytes: float,
+    route: Callable[[int, int], Route],
+    node_of: Callable[[int], int] | None = None,
+) -> tuple[CollectiveTransfer, ...]:
+    """The routed flows of one collective of ``kind`` over ``members`` with per-member buffer
+    ``size_bytes`` (the NCCL convention): ring shares (:func:`ring_shares`) or all-to-all
+    pairs (:func:`alltoall_shares`), each ``share · steps/n · S`` bytes.
+
+    Args:
+        kind: a key of :data:`RING_STEPS`.
+        members: the group's tiles, in ring (rank) order.
+        size_bytes: ``S`` [B].
+        route: the chip's ``route(src, dst)``.
+        node_of: a GPU's node on a cluster (ring layout only); None for a wafer.
+    """
+    n = len(members)
+    steps = RING_STEPS[kind](n)
+    step_bytes = steps / n * size_bytes
+    shares = alltoall_shares(members) if kind == "alltoall" else ring_shares(members, node_of)
+    out = []
+    for s in shares:
+        r = route(s.src, s.dst)
+        out.append(
+            CollectiveTransfer(s.src, s.dst, s.share * step_bytes, r.channels, steps * r.latency_s)
+        )
     return tuple(out)

@@ -56,7 +56,10 @@ __all__ = [
     "head_block",
     "layer_blocks",
     "layer_input_bytes",
+    "layer_kinds",
     "model_flop_per_iteration",
+    "moe_blocks",
+    "num_active_parameters",
     "num_parameters",
 ]
 
@@ -86,6 +89,12 @@ class Block:
             the block's input); 0 if none [B].
         edges: dataflow inside the block as ``(producer, consumer, tensor bytes on the tile)``;
             a producer of :data:`BLOCK_INPUT` is the block's input.
+        alltoall_fwd_bytes: expert-parallel all-to-all after this block's forward (the token
+            dispatch or combine of a mixture-of-experts layer), per-tile buffer size; 0 if
+            none [B].
+        alltoall_bwd_bytes: expert-parallel all-to-all after this block's backward, on the
+            gradient of the block's input (the reverse of the forward all-to-all that
+            delivered that input); 0 if none [B].
     """
 
     name: str
@@ -93,6 +102,8 @@ class Block:
     allreduce_fwd_bytes: float
     allreduce_bwd_bytes: float
     edges: tuple[tuple[str, str, float], ...] = ()
+    alltoall_fwd_bytes: float = 0.0
+    alltoall_bwd_bytes: float = 0.0
 
     def total(self, attr: str) -> float:
         """Sum of the :class:`Op` field ``attr`` over the block's ops."""
@@ -258,7 +269,7 @@ class _LayerShape:
     """Per-tile sizes of one layer (see the module docstring for the notation)."""
 
     e: int  # bytes per element
-    s: int  # sequence length
+    s: int  # sequence length on the tile (its s/cp queries under context parallelism)
     h: int  # hidden size
     d: int  # head width
     n_tok: int  # tokens per micro-batch, b·s
@@ -266,6 +277,12 @@ class _LayerShape:
     kv_t: int  # KV heads on the tile, kv/t or 1 (replicated) when kv < t
     inner_t: int  # MLP columns on the tile, f/t
     batch_heads: int  # attention matrices on the tile, b·a/t
+    s_kv: int = 0  # keys each query chunk attends to: the whole sequence; 0 means s
+
+    @property
+    def keys(self) -> int:
+        """Keys the tile's queries attend to: the full sequence (``s·cp``)."""
+        return self.s_kv or self.s
 
     @property
     def act_bytes(self) -> int:
@@ -319,8 +336,22 @@ def layer_blocks(
     tp: int,
     *,
     sequence_parallel: bool = False,
-) -> tuple[Block, Block]:
-    """The ``attn`` and ``mlp`` blocks of one transformer layer on one of ``tp`` tiles.
+    layer: int | None = None,
+    ep: int = 1,
+    expert_slots: float | None = None,
+    cp: int = 1,
+) -> tuple[Block, ...]:
+    """The blocks of one transformer layer on one of ``tp`` tiles.
+
+    ``cp`` > 1 is context parallelism (Megatron-Core ``--context-parallel-size``): the tile
+    holds ``s/cp`` tokens of each sample, every token-proportional op and activation shrinks by
+    ``cp``, and the attention core computes its ``s/cp`` queries against all ``s`` keys, whose
+    K and V chunks arrive around the CP ring (:mod:`palmsim.mapping.context`).
+
+    A dense layer is ``(attn, mlp)``. A mixture-of-experts layer (``model.is_moe_layer``) is
+    ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep`` and
+    ``expert_slots`` passed on; ``layer`` (0-based) must then be given, since a model's first
+    ``first_k_dense_replace`` layers are dense.
 
     Args:
         model: the architecture.
@@ -339,26 +370,44 @@ def layer_blocks(
         ``e·b·s·h`` bytes after their forward and after their backward when ``t > 1``.
 
     Raises:
-        MappingError: ``tp`` does not divide the heads, the KV heads or the MLP width.
+        MappingError: ``tp`` does not divide the heads, the KV heads or the MLP width; a
+            mixture-of-experts model without ``layer``.
         ConfigError: an unknown activation, norm, position embedding or dtype.
     """
+    if model.is_moe:
+        if layer is None:
+            raise MappingError(
+                f"model {model.name!r} has mixture-of-experts layers, which this mapping "
+                "does not lower yet (its layers differ: each is built with its layer index)"
+            )
+        if model.is_moe_layer(layer):
+            return moe_blocks(
+                model,
+                training,
+                micro_batch_size,
+                tp,
+                ep=ep,
+                expert_slots=expert_slots,
+                sequence_parallel=sequence_parallel,
+                cp=cp,
+            )
     _check_common(model, micro_batch_size, tp)
+    seq = _local_seq_len(training, cp)
     _check_layer_tp(model, tp)
-    if model.hidden_act not in _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS:
-        expected = " or ".join(map(repr, _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS))
-        raise ConfigError.single("", "model.hidden_act", model.hidden_act, expected)
+    _check_activation(model)
     kv_heads = model.num_key_value_heads
     heads_t = model.num_attention_heads // tp
     shape = _LayerShape(
         e=_dtype_bytes(training),
-        s=training.seq_len,
+        s=seq,
         h=model.hidden_size,
         d=model.head_dim,
-        n_tok=micro_batch_size * training.seq_len,
+        n_tok=micro_batch_size * seq,
         heads_t=heads_t,
         kv_t=kv_heads // tp if kv_heads >= tp else 1,
         inner_t=model.intermediate_size // tp,
         batch_heads=micro_batch_size * heads_t,
+        s_kv=training.seq_len,
     )
     # Megatron's g operator all-reduces the b·s·h partial sums of the row-parallel projection
     # in the forward (before the bias-dropout-add, which is modelled ahead of it here); its f
@@ -374,6 +423,291 @@ def layer_blocks(
     if sequence_parallel and tp > 1:
         return _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
     return blocks
+
+
+def _local_seq_len(training: TrainingSpec, cp: int) -> int:
+    """Tokens of each sample on one of ``cp`` context-parallel ranks, ``s/cp``.
+
+    Raises:
+        MappingError: ``2·cp`` does not divide the sequence: Megatron-Core's causal load
+            balancing cuts it into ``2·cp`` equal chunks (:mod:`palmsim.mapping.context`).
+    """
+    if cp < 1:
+        raise MappingError(f"context-parallel degree cp={cp} must be at least 1")
+    if cp > 1 and training.seq_len % (2 * cp):
+        raise MappingError(
+            f"cp={cp}: seq_len {training.seq_len} is not a multiple of 2*cp = {2 * cp} "
+            "(the causal load balancing cuts the sequence into 2*cp chunks)"
+        )
+    return training.seq_len // cp
+
+
+def _check_activation(model: ModelSpec) -> None:
+    if model.hidden_act not in _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS:
+        expected = " or ".join(map(repr, _PLAIN_ACTIVATIONS + _GATED_ACTIVATIONS))
+        raise ConfigError.single("", "model.hidden_act", model.hidden_act, expected)
+
+
+def moe_blocks(
+    model: ModelSpec,
+    training: TrainingSpec,
+    micro_batch_size: int,
+    tp: int,
+    *,
+    ep: int = 1,
+    expert_slots: float | None = None,
+    sequence_parallel: bool = False,
+    cp: int = 1,
+) -> tuple[Block, Block, Block, Block]:
+    """The blocks of one mixture-of-experts layer on one tile: ``attn``, ``moe_route``,
+    ``moe_experts``, ``moe_combine``.
+
+    The layout is Megatron-Core's MoE layer with the all-to-all token dispatcher (Megatron-Core
+    ``transformer/moe``; GShard, Lepikhin et al. 2020; DeepSeek-V3 report, Sec 2.1.2):
+
+    - ``moe_route``: the pre-MLP norm; the router, a linear ``h → E`` replicated on every
+      tile (``h·E`` parameters); the softmax of its ``N·E`` logits, from which the top-``k``
+      are taken; the permutation of the ``N·k`` selected token copies into expert order (a
+      copy of ``N·k·h`` elements, its backward the inverse permutation). Then the
+      **dispatch** all-to-all over the EP group.
+    - ``moe_experts``: the ``E/ep`` local experts, each a gated (SwiGLU) or plain MLP of width
+      ``f_e`` split over the ``t`` tiles like the dense MLP (expert tensor parallelism = TP),
+      as grouped GEMMs over the ``T`` = ``expert_slots`` slots the tile's experts received;
+      with ``t > 1`` the row-parallel partial sums are all-reduced (``e·T·h``), and in the
+      backward the column-parallel input gradient, as in the dense MLP. Then the
+      **combine** all-to-all sends the outputs back.
+    - ``moe_combine``: the inverse permutation, the weighted sum of each token's ``k`` expert
+      outputs (by its router probabilities), the shared experts (one MLP of width
+      ``n_s·f_e``, TP-split, every token; DeepSeek's shared experts), the residual dropout and
+      add.
+
+    ``sequence_parallel`` applies to the attention block only; the MoE blocks run on every
+    token of the micro-batch on each TP rank. With ``cp`` > 1 a tile routes its ``s/cp``
+    tokens (``N = b·s/cp``).
+
+    ``T`` defaults to ``N·k`` (``N = b·s``): uniform, dropless routing, which gives every EP
+    rank exactly the slots it sends. Every all-to-all has the per-tile buffer
+    ``e·h·max(T, N·k)`` bytes (each tile sends ``1/ep`` of it to each EP peer) and exists when
+    ``ep > 1``; the backward runs the reverse all-to-all of each, on the gradients.
+
+    FLOP per tile and micro-batch (forward): router ``2·N·h·E``; experts ``2·T·h·f_e·m/t``
+    with ``m = 3`` matrices gated, 2 plain; shared experts ``2·N·h·n_s·f_e·m/t``. Parameters
+    per tile: router ``h·E``, experts ``(E/ep)·m·h·f_e/t``, shared ``m·h·n_s·f_e/t``, norm.
+    Experts have no biases (Mixtral, DeepSeek-V3 and Qwen3-MoE have none).
+
+    Saved activations: the norm's input and the router's input (``e·N·h`` each), the router
+    probabilities (``e·N·E``); per expert GEMM its input (``e·T·h`` and ``e·T·f_e/t``) and the
+    activation's inputs (as the dense MLP, on ``T`` rows); the weighted sum keeps its ``k``
+    inputs (``e·N·k·h``); the shared experts as a dense MLP; the residual dropout mask.
+
+    Raises:
+        MappingError: ``ep`` does not divide ``E``, or ``tp`` does not divide the heads or the
+            expert width.
+    """
+    _check_common(model, micro_batch_size, tp)
+    _check_activation(model)
+    experts, top_k = model.num_experts, model.num_experts_per_tok
+    f_e = model.expert_intermediate_size
+    if ep < 1 or experts % ep:
+        raise MappingError(
+            f"model {model.name!r}: expert-parallel degree ep={ep} does not divide "
+            f"num_experts={experts}"
+        )
+    if f_e % tp:
+        raise MappingError(
+            f"model {model.name!r}: tp={tp} does not divide the expert width "
+            f"moe_intermediate_size={f_e}"
+        )
+    # The attention block is the dense layer's (its MLP width plays no part in it).
+    attn = layer_blocks(
+        dataclasses.replace(model, num_experts=0, num_experts_per_tok=0, num_shared_experts=0),
+        training,
+        micro_batch_size,
+        tp,
+        sequence_parallel=sequence_parallel,
+        cp=cp,
+    )[0]
+    e = _dtype_bytes(training)
+    h = model.hidden_size
+    seq = _local_seq_len(training, cp)
+    n_tok = micro_batch_size * seq
+    act_bytes = e * n_tok * h
+    slots = float(n_tok * top_k)
+    received = slots if expert_slots is None else float(expert_slots)
+    local = experts // ep
+    gated = model.hidden_act in _GATED_ACTIVATIONS
+    width_t = f_e // tp
+    fc1_width = 2 * width_t if gated else width_t
+    alltoall = e * h * max(received, slots) if ep > 1 else 0.0
+    shape = _LayerShape(
+        e=e, s=seq, h=h, d=model.head_dim, n_tok=n_tok, heads_t=1, kv_t=1,
+        inner_t=width_t, batch_heads=1,
+    )  # fmt: skip
+
+    # ---- moe_route
+    route_ops = [
+        _norm_op(model, "norm2", n_tok, e),
+        make_op(
+            "router",
+            "matmul",
+            matmul_cost(n_tok, h, experts, dtype_bytes=e, has_weight=True),
+            params=h * experts,
+            dtype_bytes=e,
+            saved_bytes=act_bytes,
+        ),
+        make_op(
+            "router_softmax",
+            "softmax",
+            softmax_cost(n_tok * experts, dtype_bytes=e),
+            dtype_bytes=e,
+            saved_bytes=e * n_tok * experts,
+        ),
+        make_op(
+            "permute",
+            "copy",
+            copy_cost(slots * h, dtype_bytes=e, forward=True, backward=True),
+            dtype_bytes=e,
+        ),
+    ]
+    route_edges = (
+        (BLOCK_INPUT, "norm2", act_bytes),
+        ("norm2", "router", act_bytes),
+        ("router", "router_softmax", e * n_tok * experts),
+        ("norm2", "permute", act_bytes),
+        ("router_softmax", "permute", e * n_tok * top_k),
+    )
+    # ---- moe_experts: grouped GEMMs, `local` experts of received/local rows on average
+    rows = received / local
+    expert_ops = [
+        make_op(
+            "experts_fc1",
+            "matmul",
+            matmul_cost(rows, h, fc1_width, batch=local, dtype_bytes=e, has_weight=True),
+            params=local * h * fc1_width,
+            param_tensors=local,
+            dtype_bytes=e,
+            saved_bytes=e * received * h,
+        ),
+        make_op(
+            "experts_act",
+            "elementwise",
+            elementwise_cost(received * width_t, dtype_bytes=e, num_inputs=2 if gated else 1),
+            dtype_bytes=e,
+            saved_bytes=(2 if gated else 1) * e * received * width_t,
+        ),
+        make_op(
+            "experts_fc2",
+            "matmul",
+            matmul_cost(rows, width_t, h, batch=local, dtype_bytes=e, has_weight=True),
+            params=local * width_t * h,
+            param_tensors=local,
+            dtype_bytes=e,
+            saved_bytes=e * received * width_t,
+        ),
+    ]
+    expert_edges = (
+        (BLOCK_INPUT, "experts_fc1", e * received * h),
+        ("experts_fc1", "experts_act", e * received * fc1_width),
+        ("experts_act", "experts_fc2", e * received * width_t),
+    )
+    expert_reduce = _allreduce(tp, e * received * h)
+    # ---- moe_combine
+    combine_ops = [
+        make_op(
+            "unpermute",
+            "copy",
+            copy_cost(slots * h, dtype_bytes=e, forward=True, backward=True),
+            dtype_bytes=e,
+        ),
+        make_op(
+            "weighted_sum",
+            "elementwise",
+            elementwise_cost(n_tok * h, dtype_bytes=e, num_inputs=top_k),
+            dtype_bytes=e,
+            saved_bytes=e * slots * h,
+        ),
+    ]
+    combine_edges: list[tuple[str, str, float]] = [
+        (BLOCK_INPUT, "unpermute", e * slots * h),
+        ("unpermute", "weighted_sum", e * slots * h),
+    ]
+    source = "weighted_sum"
+    shared_reduce = 0.0
+    if model.num_shared_experts:
+        shared_t = model.num_shared_experts * width_t
+        shared_fc1_width = 2 * shared_t if gated else shared_t
+        combine_ops += [
+            make_op(
+                "shared_fc1",
+                "matmul",
+                matmul_cost(n_tok, h, shared_fc1_width, dtype_bytes=e, has_weight=True),
+                params=h * shared_fc1_width,
+                dtype_bytes=e,
+                saved_bytes=act_bytes,
+            ),
+            make_op(
+                "shared_act",
+                "elementwise",
+                elementwise_cost(n_tok * shared_t, dtype_bytes=e, num_inputs=2 if gated else 1),
+                dtype_bytes=e,
+                saved_bytes=(2 if gated else 1) * e * n_tok * shared_t,
+            ),
+            make_op(
+                "shared_fc2",
+                "matmul",
+                matmul_cost(n_tok, shared_t, h, dtype_bytes=e, has_weight=True),
+                params=shared_t * h,
+                dtype_bytes=e,
+                saved_bytes=e * n_tok * shared_t,
+            ),
+            make_op(
+                "shared_add",
+                "elementwise",
+                elementwise_cost(n_tok * h, dtype_bytes=e, num_inputs=2, num_saved=0),
+                dtype_bytes=e,
+            ),
+        ]
+        combine_edges += [
+            (BLOCK_INPUT, "shared_fc1", act_bytes),  # the normed input, replicated
+            ("shared_fc1", "shared_act", e * n_tok * shared_fc1_width),
+            ("shared_act", "shared_fc2", e * n_tok * shared_t),
+            ("shared_fc2", "shared_add", act_bytes),
+            ("weighted_sum", "shared_add", act_bytes),
+        ]
+        source = "shared_add"
+        shared_reduce = _allreduce(tp, act_bytes)
+    ops_list: list[Op] = combine_ops
+    source = _residual_dropout(model, shape, source, "mlp_dropout", ops_list, combine_edges)
+    combine_ops.append(_residual_add("mlp_residual", shape, fused=source == "mlp_dropout"))
+    combine_edges += [(BLOCK_INPUT, "mlp_residual", act_bytes), (source, "mlp_residual", act_bytes)]
+    return (
+        attn,
+        Block(
+            "moe_route",
+            tuple(route_ops),
+            0.0,
+            0.0,
+            route_edges,
+            alltoall_fwd_bytes=alltoall,
+        ),
+        Block(
+            "moe_experts",
+            tuple(expert_ops),
+            expert_reduce,
+            expert_reduce,
+            expert_edges,
+            alltoall_fwd_bytes=alltoall,
+            alltoall_bwd_bytes=alltoall,
+        ),
+        Block(
+            "moe_combine",
+            tuple(combine_ops),
+            shared_reduce,
+            shared_reduce,
+            tuple(combine_edges),
+            alltoall_bwd_bytes=alltoall,
+        ),
+    )
 
 
 def _attention_ops(
@@ -433,7 +767,10 @@ def _attention_ops(
         qk_source = "rope"
     # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
     # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
-    scores = matmul_cost(s, d, s, batch=shape.batch_heads, dtype_bytes=e)
+    # Context parallelism: the tile's s/cp queries against all s keys, whose chunks pass
+    # around the CP ring (palmsim.mapping.context): the FLOP are 1/cp of the layer's.
+    keys = shape.keys
+    scores = matmul_cost(s, d, keys, batch=shape.batch_heads, dtype_bytes=e)
     ops.append(
         make_op(
             "scores",
@@ -445,7 +782,7 @@ def _attention_ops(
         )
     )
     # Softmax (with scale and mask) keeps its output, 2as²b/t; dropped under selective.
-    att_elements = shape.batch_heads * s * s
+    att_elements = shape.batch_heads * s * keys
     att_bytes = e * att_elements
     softmax = softmax_cost(att_elements, dtype_bytes=e)
     ops.append(
@@ -481,7 +818,7 @@ def _attention_ops(
     # MHA) and the dropout output (2as²b/t); without attention dropout its probabilities are
     # the softmax output, already kept by the softmax. Selective recompute keeps only V.
     v_bytes = e * n_tok * kv_width
-    context = matmul_cost(s, s, d, batch=shape.batch_heads, dtype_bytes=e)
+    context = matmul_cost(s, keys, d, batch=shape.batch_heads, dtype_bytes=e)
     ops.append(
         make_op(
             "context",
@@ -803,26 +1140,58 @@ def head_block(
 _ANY_TRAINING = TrainingSpec(seq_len=1, global_batch_size=1)
 
 
+def layer_kinds(
+    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int
+) -> tuple[tuple[int, tuple[Block, ...]], ...]:
+    """Each kind of layer of the model with how many layers have it: ``((count, blocks),
+    ...)``, the dense layers first; mixture-of-experts layers with uniform dropless routing
+    and every expert on the tile (``ep = 1``)."""
+    num_moe = model.num_moe_layers
+    num_dense = model.num_hidden_layers - num_moe
+    out = []
+    if num_dense:
+        out.append((num_dense, layer_blocks(model, training, micro_batch_size, tp, layer=0)))
+    if num_moe:
+        first_moe = model.num_hidden_layers - num_moe
+        out.append((num_moe, layer_blocks(model, training, micro_batch_size, tp, layer=first_moe)))
+    return tuple(out)
+
+
 def num_parameters(model: ModelSpec) -> int:
     """Parameters of the whole model, unsharded, counting a tied embedding once.
 
     For a GPT (biases, LayerNorm, learned positions, tied head) this is Megatron SC21 Eq.2,
     ``12·l·h²·(1 + 13/(12h) + (V + s)/(12·l·h))`` with ``s = max_position_embeddings``, plus
-    the final LayerNorm's ``2h`` that Eq.2 leaves out.
+    the final LayerNorm's ``2h`` that Eq.2 leaves out. A mixture-of-experts model counts
+    every expert (:func:`num_active_parameters` counts those a token uses).
     """
-    attn, mlp = layer_blocks(model, _ANY_TRAINING, 1, 1)
     embed = embedding_block(model, _ANY_TRAINING, 1, 1)
     head = head_block(model, _ANY_TRAINING, 1, 1, count_tied_weights=False)
-    total = embed.params + model.num_hidden_layers * (attn.params + mlp.params) + head.params
-    return round(total)
+    layers = sum(
+        count * sum(b.params for b in blocks)
+        for count, blocks in layer_kinds(model, _ANY_TRAINING, 1, 1)
+    )
+    return round(embed.params + layers + head.params)
+
+
+def num_active_parameters(model: ModelSpec) -> int:
+    """Parameters one token passes through: :func:`num_parameters` with each MoE layer's
+    routed experts counted ``k`` times instead of ``E`` (Mixtral 8x7B: 12.9 B of 46.7 B)."""
+    total = num_parameters(model)
+    if not model.is_moe:
+        return total
+    _, blocks = layer_kinds(model, _ANY_TRAINING, 1, 1)[-1]
+    experts = sum(op.params for b in blocks for op in b.ops if op.name.startswith("experts_"))
+    unused = experts * (model.num_experts - model.num_experts_per_tok) / model.num_experts
+    return round(total - model.num_moe_layers * unused)
 
 
 def _per_sample_blocks(
     model: ModelSpec, training: TrainingSpec
-) -> tuple[tuple[Block, Block], Block, Block]:
-    """Layer, embedding and head blocks of one sample on one tile (no TP)."""
+) -> tuple[tuple[tuple[int, tuple[Block, ...]], ...], Block, Block]:
+    """Layer kinds, embedding and head blocks of one sample on one tile (no TP)."""
     return (
-        layer_blocks(model, training, 1, 1),
+        layer_kinds(model, training, 1, 1),
         embedding_block(model, training, 1, 1),
         head_block(model, training, 1, 1),
     )
@@ -832,10 +1201,12 @@ def model_flop_per_iteration(model: ModelSpec, training: TrainingSpec) -> float:
     """Model FLOP of one iteration: 3 × forward GEMM FLOP of the global batch, no recompute.
 
     For a GPT this is Korthikanti Eq.7, ``72·B·L·s·h²·(1 + s/(6h) + V/(12·h·L))`` [FLOP].
+    A mixture-of-experts layer counts the router and the ``k`` experts each token uses
+    (uniform, dropless routing).
     """
-    layer, embed, head = _per_sample_blocks(model, training)
-    per_layer = sum(block.gemm_flop_fwd for block in layer)
-    forward = model.num_hidden_layers * per_layer + embed.gemm_flop_fwd + head.gemm_flop_fwd
+    kinds, embed, head = _per_sample_blocks(model, training)
+    layers = sum(count * sum(b.gemm_flop_fwd for b in blocks) for count, blocks in kinds)
+    forward = layers + embed.gemm_flop_fwd + head.gemm_flop_fwd
     return 3.0 * training.global_batch_size * forward
 
 
@@ -862,15 +1233,18 @@ def hardware_flop_per_iteration(
         ConfigError: an unknown ``recompute``.
     """
     _check_recompute(recompute)
-    layer, embed, head = _per_sample_blocks(model, training)
-    per_layer = sum(block.flop_fwd + block.flop_bwd for block in layer)
-    if recompute == "full":
-        per_layer += sum(block.flop_fwd for block in layer)
-    elif recompute == "selective":
-        factor = 3.0 if as_published else 1.0
-        per_layer += factor * sum(block.recompute_flop_selective for block in layer)
+    kinds, embed, head = _per_sample_blocks(model, training)
+    layers = 0.0
+    for count, blocks in kinds:
+        per_layer = sum(block.flop_fwd + block.flop_bwd for block in blocks)
+        if recompute == "full":
+            per_layer += sum(block.flop_fwd for block in blocks)
+        elif recompute == "selective":
+            factor = 3.0 if as_published else 1.0
+            per_layer += factor * sum(block.recompute_flop_selective for block in blocks)
+        layers += count * per_layer
     others = sum(block.flop_fwd + block.flop_bwd for block in (embed, head))
-    return training.global_batch_size * (model.num_hidden_layers * per_layer + others)
+    return training.global_batch_size * (layers + others)
 
 
 def layer_input_bytes(model: ModelSpec, training: TrainingSpec, micro_batch_size: int) -> float:
@@ -890,8 +1264,14 @@ def activation_bytes_per_layer(
     recompute: str,
     *,
     sequence_parallel: bool = False,
+    layer: int | None = None,
+    cp: int = 1,
 ) -> float:
     """Activation bytes one layer keeps on one tile from its forward until its backward.
+
+    With context parallelism ``cp`` every term is ``1/cp`` of the ``cp = 1`` figure: the
+    token-proportional ones hold ``s/cp`` tokens, and the ``a·s²`` attention terms become
+    ``a·(s/cp)·s`` (the tile's queries against all keys).
 
     For a GPT layer at e = 2 this is Korthikanti Table 2: ``s·b·h·(10 + 24/t + 5·a·s/(h·t))``
     with ``none``, ``s·b·h·(10 + 24/t)`` with ``selective``, ``2·s·b·h`` with ``full``; with
@@ -902,11 +1282,17 @@ def activation_bytes_per_layer(
         MappingError: ``tp`` does not split the layer evenly.
     """
     _check_recompute(recompute)
-    attn, mlp = layer_blocks(
-        model, training, micro_batch_size, tp, sequence_parallel=sequence_parallel
+    blocks = layer_blocks(
+        model,
+        training,
+        micro_batch_size,
+        tp,
+        sequence_parallel=sequence_parallel,
+        layer=layer,
+        cp=cp,
     )
     if recompute == "none":
-        return attn.saved_bytes + mlp.saved_bytes
+        return sum(b.saved_bytes for b in blocks)
     if recompute == "selective":
-        return attn.saved_bytes_selective + mlp.saved_bytes_selective
-    return layer_input_bytes(model, training, micro_batch_size)
+        return sum(b.saved_bytes_selective for b in blocks)
+    return layer_input_bytes(model, training, micro_batch_size) / cp

@@ -122,8 +122,11 @@ def test_spill_token_is_sram_left_after_weights_over_kv_bytes_per_token():
     per_layer_token = per_token / layers
 
     def kv_read_dram(k):
-        (step,) = [x for x in stage.decode[k - 1] if isinstance(x, ComputeStep) and
-                   x.label == f"D{k}.L0.kv"]
+        (step,) = [
+            x
+            for x in stage.decode[k - 1]
+            if isinstance(x, ComputeStep) and x.label == f"D{k}.L0.kv"
+        ]
         return step.dram_read_bytes
 
     assert kv_read_dram(1) == 0  # context 64 < 100

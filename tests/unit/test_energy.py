@@ -15,13 +15,18 @@ import pytest
 import yaml
 
 from palmsim.api import simulate, summarize_result
-from palmsim.config.loader import load_hardware, spec_to_raw
+from palmsim.config.loader import coarsen, load_hardware, spec_to_raw
 from palmsim.config.specs import CostSpec, EnergySpec, HardwareSpec
 from palmsim.engine.records import FlowRecord, IntervalRecord, RunTrace
 from palmsim.errors import ConfigError
-from palmsim.hardware.chip import Chip
+from palmsim.hardware.chip import CHANNEL_KINDS, Chip
 from palmsim.hardware.cost import die_yield, gross_dies_per_wafer
-from palmsim.report.energy import ENERGY_COMPONENTS, cost_summary, energy_summary
+from palmsim.report.energy import (
+    _CHANNEL_COMPONENT,
+    ENERGY_COMPONENTS,
+    cost_summary,
+    energy_summary,
+)
 from palmsim.units import parse_quantity
 from tests.conftest import cluster_spec, experiment, wafer_spec
 
@@ -355,3 +360,140 @@ def test_shipped_static_power_closes_the_tdp(name: str) -> None:
     else:
         dynamic_w += hw.dram.bandwidth_bytes_per_s * e.dram_j_per_byte
     assert e.static_per_tile_w + dynamic_w == pytest.approx(e.tdp_per_tile_w, rel=2e-3)
+
+
+# ------------------------------------------------------------------- granularity and configs
+
+
+def test_coarse_and_fine_grids_draw_the_same_static_power_and_tdp() -> None:
+    """2x2 dies of 4x4 cores at 2 W static, 3 W TDP per core and 10 W per die, for 3 s:
+    64 x 2 x 3 + 4 x 10 x 3 = 504 J core by core, and the same in 2x2 or 1x4 regions (a
+    unit holds kr*kc cores, so it draws kr*kc times a core's power)."""
+    energy = _energy(static_per_tile_w=2.0, static_per_chip_w=10.0, tdp_per_tile_w=3.0)
+    fine = dataclasses.replace(wafer_spec(), energy=energy)
+    for granularity in ((1, 1), (2, 2), (1, 4)):
+        hw = coarsen(fine, granularity) if granularity != (1, 1) else fine
+        out = energy_summary(_trace(end_s=3.0), Chip.from_spec(hw), _plan(), hw, "fp16")
+        assert out["energy_breakdown_j"]["static_tiles"] == pytest.approx(64 * 2.0 * 3.0)
+        assert out["energy_per_iteration_j"] == pytest.approx(504.0)
+        assert out["tdp_w"] == pytest.approx(64 * 3.0 + 4 * 10.0)
+
+
+def test_a_hop_between_units_costs_its_core_hops() -> None:
+    """A unit hop spans kc core hops left-right and kr up-down; its energy is their mean,
+    (kr + kc) / 2 core hops: 2 for 2x2 units (exact both ways), 2.5 for 1x4 units. A core
+    costs its area: the unit kr*kc times it; the die is unchanged."""
+    cost = _cost()
+    fine = dataclasses.replace(wafer_spec(), energy=_energy(noc_hop_j_per_byte=5 * PJ), cost=cost)
+    for (kr, kc), hops in (((2, 2), 2.0), ((1, 4), 2.5)):
+        coarse = coarsen(fine, (kr, kc))
+        assert coarse.energy is not None and coarse.cost is not None
+        assert coarse.energy.noc_hop_j_per_byte == pytest.approx(hops * 5 * PJ)
+        assert coarse.cost.tile_area_m2 == pytest.approx(kr * kc * cost.tile_area_m2)
+        assert coarse.cost.die_area_m2 == cost.die_area_m2
+    # 2x2 units of a 1x1-die 4x4 grid: unit 0 to unit 1 is one unit hop = 2 core hops, the
+    # distance between the units' centres on the fine grid.
+    one_die = dataclasses.replace(
+        fine, wafer=dataclasses.replace(fine.wafer, die_rows=1, die_cols=1)
+    )
+    coarse = coarsen(one_die, (2, 2))
+    chip = Chip.from_spec(coarse)
+    route = chip.route(0, 1)
+    out = energy_summary(_trace(flows=[_flow(route.channels, 1e6)]), chip, _plan(), coarse, "fp16")
+    assert out["energy_breakdown_j"]["noc"] == pytest.approx(1e6 * 2 * 5 * PJ, rel=1e-12)
+
+
+def _shipped_hardware() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "hw_configs").glob("*.yaml"))
+
+
+def test_every_channel_kind_has_an_energy() -> None:
+    energy = _energy(
+        noc_hop_j_per_byte=1.0, chip_to_chip_j_per_byte=2.0, nic_j_per_byte=3.0, dram_j_per_byte=4.0
+    )
+    for kind in CHANNEL_KINDS:
+        assert energy.channel_j_per_byte(kind) > 0, kind
+        assert _CHANNEL_COMPONENT[kind] in ENERGY_COMPONENTS
+
+
+@pytest.mark.parametrize("name", _shipped_hardware())
+def test_every_shipped_chip_channel_has_an_energy(name: str) -> None:
+    """Walk the chip each shipped config builds (at its granularity): every channel's kind
+    has an energy and a breakdown component, and every peak format a FLOP energy."""
+    hw = load_hardware(ROOT / f"hw_configs/{name}.yaml")
+    assert hw.energy is not None, f"{name} has no energy: section"
+    chip = Chip.from_spec(hw)
+    kinds = {c.kind for c in chip.channels}
+    assert kinds <= set(CHANNEL_KINDS)
+    for kind in kinds:
+        assert hw.energy.channel_j_per_byte(kind) >= 0
+        assert _CHANNEL_COMPONENT[kind] in ENERGY_COMPONENTS
+    for dtype, _ in hw.tile.peak_flop_per_s:
+        assert hw.energy.flop_for(dtype) > 0, dtype
+
+
+#: Board or system power per chip (wafer) the tiled configs share out over their cores [W]:
+#: tiles_hw_specs.yaml n150 160 W; n300 300 W / 2 chips (T3000 = 4 n300; Galaxy assumed the
+#: same); p150 300 W; CS-3 23 kW (CS-2 assumed the same) over 850,000 / 900,000 cores, of
+#: which the WSE-2 config simulates 750 x 750.
+_BOARD_POWER_PER_CHIP_W = {
+    "wormhole-n150": 160.0,
+    "wormhole-n300": 150.0,
+    "wormhole-t3000": 150.0,
+    "wormhole-galaxy": 150.0,
+    "blackhole-p150": 300.0,
+    "cerebras-wse2": 23000.0 * 750 * 750 / 850000,
+    "cerebras-wse3": 23000.0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BOARD_POWER_PER_CHIP_W))
+def test_tiled_configs_draw_their_board_power_at_full_rate(name: str) -> None:
+    """A chip whose cores all run at peak fp16 FLOP/s and SRAM bandwidth, with its DRAM
+    channels at full bandwidth, draws its board power: static + dynamic = the published
+    power per chip (the comments' closure), and the reported TDP is that power."""
+    hw = load_hardware(ROOT / f"hw_configs/{name}.yaml")
+    e, t, w = hw.energy, hw.tile, hw.wafer
+    assert e is not None and e.tdp_per_tile_w is not None and w is not None
+    units = w.tile_rows * w.tile_cols  # per chip, at the config's granularity
+    dram_w = len(hw.dram.positions) * hw.dram.bandwidth_bytes_per_s * e.dram_j_per_byte
+    full_w = (
+        units
+        * (
+            e.static_per_tile_w
+            + t.peak_for("fp16") * e.flop_for("fp16")
+            + t.sram_bandwidth_bytes_per_s * e.sram_j_per_byte
+        )
+        + dram_w
+        + e.static_per_chip_w
+    )
+    board_w = _BOARD_POWER_PER_CHIP_W[name]
+    assert full_w == pytest.approx(board_w, rel=2e-3)
+    assert units * e.tdp_per_tile_w == pytest.approx(board_w, rel=2e-3)
+
+
+def test_a_run_core_by_core_and_in_regions_has_the_same_compute_and_static_power() -> None:
+    """The prefill of tests/analytic/test_tiled_systems.py::test_coarse_equals_fine_on_a_small_grid
+    on 4x4 cores (TP 16) and on 2x2 regions (TP 4), with energies: the FLOP are the same, so
+    the compute energy is; the machine draws 16 x 2 W static either way, so the static
+    energy is 32 W x each run's own time."""
+    from tests.analytic.test_tiled_systems import _inference
+
+    energy = _energy(energy_j_per_flop=(("bf16", 0.1 * PJ),), static_per_tile_w=2.0)
+    base = wafer_spec(dies=(1, 1), tiles=(4, 4), sram_bytes=512 * 2**20, dram_placement="per_tile")
+    fine = dataclasses.replace(
+        base,
+        tile=dataclasses.replace(
+            base.tile, sram_capacity_bytes=512 * 2**20, peak_flop_per_s=(("bf16", 1e12),)
+        ),
+        energy=energy,
+    )
+    runs = [
+        _inference(fine, tp=16, prompt=32, output=1, weight_dtype="bf16"),
+        _inference(coarsen(fine, (2, 2)), tp=4, prompt=32, output=1, weight_dtype="bf16"),
+    ]
+    fine_parts, coarse_parts = (r["energy"]["energy_breakdown_j"] for r in runs)
+    assert coarse_parts["compute"] == pytest.approx(fine_parts["compute"], rel=1e-9)
+    for run in runs:
+        parts = run["energy"]["energy_breakdown_j"]
+        assert parts["static_tiles"] == pytest.approx(32.0 * run["iteration_time_s"], rel=1e-9)

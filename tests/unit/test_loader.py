@@ -254,7 +254,14 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         True,
         True,
     )
-    assert out["training"] == {"seq_len": 8, "dtype": "bf16", "optimizer": "adam"}
+    assert out["training"] == {
+        "seq_len": 8,
+        "dtype": "bf16",
+        "optimizer": "adam",
+        "moe_capacity_factor": None,
+        "expert_load": "uniform",
+        "expert_load_concentration": 1.0,
+    }
     assert out["name"] == "stem"
     assert out["mode"] == "training"
     assert "n_embd" in raw["model"]  # input untouched

@@ -1,0 +1,164 @@
+"""Context parallelism as Megatron-Core runs it: the lowering as pure functions.
+
+A context-parallel (CP) group of ``cp`` tiles holds one sample's sequence between them
+(Megatron-Core ``--context-parallel-size``; Transformer Engine's ``attn_forward_func_with_cp``,
+the ring attention of Liu et al., "Ring Attention with Blockwise Transformers", 2023):
+
+- **Split.** Causal attention makes late tokens attend to more keys, so Megatron-Core cuts the
+  sequence into ``2·cp`` chunks of ``s/(2·cp)`` and gives rank ``r`` chunks ``r`` and
+  ``2·cp-1-r`` (the *causal load balancing*): every rank then has the same number of
+  unmasked query-key pairs (:func:`causal_pairs`). Everything outside the attention core works
+  on the rank's ``s/cp`` tokens (:func:`palmsim.workload.builders.layer_blocks` with ``cp``).
+- **Ring.** The attention core of a rank needs the keys and values of the whole sequence. Each
+  of ``cp`` steps computes the rank's queries against the KV chunk in hand while that chunk
+  passes on to the next rank of the ring and the previous rank's arrives: ``cp-1`` transfers
+  of one KV chunk (``2·e·b·(s/cp)·kv_t·d`` bytes) per rank in the forward. That is exactly
+  the traffic of a ring all-gather of the group's KV (each edge carries ``(cp-1)/cp`` of its
+  ``cp`` chunks, Patarasuk & Yuan 2009), so the lowering is an all-gather over the CP group
+  overlapped with ``(cp-1)/cp`` of the core, then the last ``1/cp`` of the core on the chunk
+  that arrived last: time ``max((cp-1)·c, (cp-1)·x) + c`` for a chunk's compute ``c`` and
+  transfer ``x``, which is the pipelined ring's ``c + (cp-1)·max(c, x)``.
+- The **backward** passes the KV chunks around again and, beside them, the partial gradients
+  dK and dV of each chunk, which return to their owner summed: twice the forward's bytes per
+  edge (:func:`ring_traffic`), overlapped the same way with the core's backward.
+- **Memory.** Every activation term shrinks by ``cp``: the token-proportional ones hold
+  ``s/cp`` tokens, the ``a·s²`` ones are ``a·(s/cp)·s`` (:func:`cp_activation_bytes`). Weights,
+  gradients and optimizer state are those of the rank's stage; the gradients are reduced over
+  the ``dp·cp`` ranks that hold the same weights (Megatron-Core's data-parallel group "with
+  context parallel").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from palmsim.config.specs import DTYPE_BYTES, ModelSpec, TrainingSpec
+from palmsim.errors import MappingError
+from palmsim.mapping.plan import CollectiveStep, ComputeStep, Step
+from palmsim.workload.builders import activation_bytes_per_layer
+
+__all__ = [
+    "RingTraffic",
+    "causal_pairs",
+    "contiguous_chunks",
+    "cp_activation_bytes",
+    "kv_chunk_bytes",
+    "load_balanced_chunks",
+    "ring_attention_steps",
+    "ring_traffic",
+]
+
+TokenRange = tuple[int, int]  # [first, last) token positions
+
+
+def load_balanced_chunks(seq_len: int, cp: int) -> tuple[tuple[TokenRange, TokenRange], ...]:
+    """Megatron-Core's causal load balancing: rank ``r`` holds chunks ``r`` and ``2·cp-1-r``
+    of ``2·cp`` equal chunks.
+
+    Raises:
+        MappingError: ``2·cp`` does not divide ``seq_len``.
+    """
+    if seq_len % (2 * cp):
+        raise MappingError(f"cp={cp}: seq_len {seq_len} is not a multiple of 2*cp = {2 * cp}")
+    c = seq_len // (2 * cp)
+    return tuple(
+        ((r * c, (r + 1) * c), ((2 * cp - 1 - r) * c, (2 * cp - r) * c)) for r in range(cp)
+    )
+
+
+def contiguous_chunks(seq_len: int, cp: int) -> tuple[tuple[TokenRange], ...]:
+    """Rank ``r`` holds tokens ``[r·s/cp, (r+1)·s/cp)``: the split without load balancing."""
+    c = seq_len // cp
+    return tuple(((r * c, (r + 1) * c),) for r in range(cp))
+
+
+def causal_pairs(ranges: tuple[TokenRange, ...]) -> int:
+    """Unmasked (query, key) pairs of causal attention for the queries in ``ranges``: query
+    ``q`` attends to keys ``0..q``, so ``sum (q + 1)``."""
+    return sum((last * (last + 1) - first * (first + 1)) // 2 for first, last in ranges)
+
+
+def kv_chunk_bytes(
+    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int, cp: int
+) -> float:
+    """Bytes of one rank's K and V of one layer: ``2·e·b·(s/cp)·kv_t·d``, with ``kv_t`` the KV
+    heads on a TP rank (``kv/t``, or 1 replicated head when ``kv < t``) [B]."""
+    kv = model.num_key_value_heads
+    kv_t = kv // tp if kv >= tp else 1
+    e = DTYPE_BYTES[training.dtype]
+    return 2.0 * e * micro_batch_size * (training.seq_len // cp) * kv_t * model.head_dim
+
+
+@dataclass(frozen=True, slots=True)
+class RingTraffic:
+    """What one rank sends to its ring successor for one layer and micro-batch [B]."""
+
+    forward_bytes: float  # cp-1 KV chunks
+    backward_bytes: float  # cp-1 KV chunks and cp-1 dKV chunks
+
+
+def ring_traffic(
+    model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int, cp: int
+) -> RingTraffic:
+    """The ring's bytes per rank: forward ``(cp-1)`` KV chunks, backward twice that."""
+    chunk = kv_chunk_bytes(model, training, micro_batch_size, tp, cp)
+    return RingTraffic((cp - 1) * chunk, 2 * (cp - 1) * chunk)
+
+
+def cp_activation_bytes(
+    model: ModelSpec,
+    training: TrainingSpec,
+    micro_batch_size: int,
+    tp: int,
+    cp: int,
+    recompute: str,
+    *,
+    layer: int | None = None,
+) -> float:
+    """Activation bytes one layer keeps on one CP rank: the ``cp = 1`` figure over ``cp``."""
+    return activation_bytes_per_layer(
+        model, training, micro_batch_size, tp, recompute, layer=layer, cp=cp
+    )
+
+
+def ring_attention_steps(
+    core: ComputeStep, chunk_bytes: float, cp: int, *, phase: str, label: str
+) -> tuple[Step, ...]:
+    """The steps of a layer's attention core on one CP rank (module docstring, "Ring").
+
+    Args:
+        core: the rank's whole attention core for this pass (its queries against all keys).
+        chunk_bytes: one rank's KV chunk, :func:`kv_chunk_bytes`.
+        cp: the CP degree.
+        phase: ``F`` (KV all-gather) or ``B`` (KV and dKV, twice the bytes).
+        label: the label prefix, e.g. ``L3.attn.core``.
+
+    Returns:
+        ``core`` itself when ``cp`` is 1; else an all-gather over the ``cp`` group of
+        ``cp·chunk`` bytes (``2·cp·chunk`` backward) with the first ``(cp-1)/cp`` of the core
+        running while it is in flight, then the last ``1/cp`` of the core.
+    """
+    if cp == 1:
+        return (core,)
+    per_chunk = 1.0 / cp
+
+    def part(fraction: float, name: str) -> ComputeStep:
+        return ComputeStep(
+            f"{label}.{name}",
+            core.compute_time_s * fraction,
+            core.flop * fraction,
+            core.sram_bytes * fraction,
+            core.dram_read_bytes * fraction,
+            core.dram_write_bytes * fraction,
+            core.from_microbatch,
+        )
+
+    size = cp * chunk_bytes * (2 if phase == "B" else 1)
+    ring = CollectiveStep(
+        f"{label}.kv_ring",
+        "allgather",
+        size,
+        group="cp",
+        overlap=part((cp - 1) * per_chunk, "overlapped"),
+    )
+    return (ring, part(per_chunk, "last"))
