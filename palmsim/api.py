@@ -303,12 +303,16 @@ def run_experiment(
     *,
     make_plots: bool = True,
     op_table: bool = False,
+    csv_records: bool = False,
+    trace_kind: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Simulate ``experiment``, write its run folder and return its summary.
 
     What ``palmsim run`` does after loading; sweep points run exactly this. ``op_table`` also
-    writes ``op_table.csv``; ``progress`` is :func:`~palmsim.report.export.write_run`'s.
+    writes ``op_table.csv``, ``csv_records`` ``records.csv`` and ``trace_kind`` (``"full"``
+    or ``"compact"``) ``trace.json.gz``; ``progress`` is
+    :func:`~palmsim.report.export.write_run`'s.
     """
     from palmsim.report.export import write_op_table, write_run
 
@@ -329,6 +333,8 @@ def run_experiment(
         chip=result.chip,
         plan=result.plan,
         make_plots=make_plots,
+        csv_records=csv_records,
+        trace_kind=trace_kind,
         progress=progress,
     )
     if op_table:
@@ -372,8 +378,8 @@ class LoadedRun(SimulationResult):
 def load_result(run_dir: str | Path) -> LoadedRun:
     """Rebuild a finished run from its folder without simulating.
 
-    The trace comes from ``records.csv``; chip and plan are rebuilt from
-    ``resolved_config.yaml`` by the normal loader, :meth:`Chip.from_spec` and
+    The trace comes from ``records.npz`` (or an older folder's ``records.csv``); chip and plan
+    are rebuilt from ``resolved_config.yaml`` by the normal loader, :meth:`Chip.from_spec` and
     :func:`map_workload` (:func:`map_inference` for an inference run; cheap: no simulation).
 
     Raises:
@@ -451,11 +457,15 @@ def serve(
     from palmsim.report.serving import summarize_serving
     from palmsim.serving.traffic import generate_requests
 
-    hw_path = resolve_config_path(hardware, "hardware") if hardware else _shipped(
-        DEFAULT_SERVING_HARDWARE
+    hw_path = (
+        resolve_config_path(hardware, "hardware")
+        if hardware
+        else _shipped(DEFAULT_SERVING_HARDWARE)
     )
-    wl_path = resolve_config_path(workload, "workload") if workload else _shipped(
-        DEFAULT_SERVING_WORKLOAD
+    wl_path = (
+        resolve_config_path(workload, "workload")
+        if workload
+        else _shipped(DEFAULT_SERVING_WORKLOAD)
     )
     sv_path = serving or _shipped(DEFAULT_SERVING)
     hw = load_hardware(hw_path, overrides)

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from palmsim import __version__
-from palmsim.errors import ConfigError, PalmsimError
 
-log = logging.getLogger("palmsim")
+if TYPE_CHECKING:
+    from typing import Any
+
+# Everything else is imported where it is used, so `palmsim --help` and argument errors start
+# no heavier module than argparse (numpy, SimPy, networkx, matplotlib load only for commands).
 
 _MAPPING_FLAGS = (
     ("--pp", "pp", int, "pipeline-parallel stages"),
@@ -129,7 +131,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     bar = _ProgressBar("writing", "file", quiet=args.quiet, leave=False)
     try:
         summary = run_experiment(
-            experiment, out, make_plots=not args.no_plots, op_table=args.op_table, progress=bar
+            experiment,
+            out,
+            make_plots=not args.no_plots,
+            op_table=args.op_table,
+            csv_records=args.csv,
+            trace_kind=args.trace,
+            progress=bar,
         )
     finally:
         bar.close()
@@ -321,27 +329,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-_SEARCH_COLUMNS = (
-    "pp",
-    "tp",
-    "dp",
-    "micro_batch_size",
-    "schedule",
-    "recompute",
-    "placement",
-    "status",
-    "lower_bound_s",
-    "memory_per_tile_bytes",
-    "iteration_time_s",
-    "throughput_samples_per_s",
-    "mfu",
-    "throughput_tokens_per_s",
-    "energy_per_token_j",
-    "cost_per_token_usd",
-    "reason",
-)
-
-
 def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
@@ -352,7 +339,13 @@ def _str_list(text: str) -> tuple[str, ...]:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from palmsim.api import load_experiment
-    from palmsim.explore.search import SearchSpace, pareto_front, search
+    from palmsim.explore.search import (
+        RESULT_COLUMNS,
+        SearchSpace,
+        pareto_front,
+        result_rows,
+        search,
+    )
     from palmsim.report import plots
     from palmsim.report.export import write_csv
 
@@ -379,30 +372,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         max_simulations=args.max_simulations or None,
         progress=progress,
+        out_dir=args.out,
     )
-    rows = []
-    for c in result.candidates:
-        m = c.mapping
-        figures = [
-            c.summary.get(k, "")
-            for k in (
-                "iteration_time_s",
-                "throughput_samples_per_s",
-                "mfu",
-                "throughput_tokens_per_s",
-            )
-        ] + [
-            c.summary.get("energy", {}).get("energy_per_token_j", ""),
-            c.summary.get("cost", {}).get("cost_per_token_usd", ""),
-        ]
-        rows.append(
-            [m.pp, m.tp, m.dp, m.micro_batch_size, m.schedule, m.recompute, m.placement, c.status]
-            + ["" if v != v else v for v in (c.lower_bound_s, c.memory_per_tile_bytes)]
-            + figures
-            + [c.reason]
-        )
     out = Path(args.out)
-    write_csv(out / "results.csv", _SEARCH_COLUMNS, rows)
+    write_csv(out / "results.csv", RESULT_COLUMNS, result_rows(result.candidates))
     simulated = [c for c in result.candidates if c.status == "simulated"]
     points = [(c.memory_per_tile_bytes, c.summary["iteration_time_s"]) for c in simulated]
     fields = ("pp", "tp", "dp", "micro_batch_size", "schedule", "recompute", "placement")
@@ -461,6 +434,7 @@ EXIT_VALIDATION_FAILED = 6
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from palmsim.errors import ConfigError
     from palmsim.report.export import read_json, write_json
     from palmsim.validate import ValidationReport, format_report, report_from_dict, validate
 
@@ -569,6 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plots", action="store_true", help="skip the figures in plots/")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary table")
     run.add_argument(
+        "--trace",
+        nargs="?",
+        const="full",
+        choices=("full", "compact"),
+        help="also write the Chrome trace trace.json.gz (Perfetto opens it): every tile, link "
+        "and DRAM channel, or =compact: one tile per stage",
+    )
+    run.add_argument(
+        "--csv", action="store_true", help="also write the records as records.csv (an export)"
+    )
+    run.add_argument(
         "--op-table",
         action="store_true",
         help="also write op_table.csv: FLOP, bytes, intensity, ridge point and bound per op",
@@ -618,7 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
         "per token or dollars per token (the last two need energy:/cost: in the hardware file)",
     )
     se.add_argument("--top", type=int, default=5, help="how many best mappings to report")
-    se.add_argument("--out", default="results/search", help="folder for results.csv, pareto.png")
+    se.add_argument(
+        "--out",
+        default="results/search",
+        help="folder for results.csv, pareto.png and the finished points (rerun into the same "
+        "folder to resume)",
+    )
     se.add_argument("--jobs", type=int, help="simulations in parallel (default: all cores)")
     se.add_argument(
         "--max-simulations",
@@ -788,6 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``palmsim`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    import logging
+
+    from palmsim.errors import PalmsimError
+
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="palmsim: %(message)s"
     )

@@ -22,12 +22,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from palmsim.api import simulate, summarize_result
+from palmsim import __version__
+from palmsim.api import resolved_config, simulate, summarize_result
 from palmsim.config.specs import ExperimentSpec, MappingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.explore.bound import iteration_lower_bound_s
@@ -36,9 +40,11 @@ from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.schedule import SCHEDULES
 from palmsim.report.energy import capital_usd, power_floor_w
+from palmsim.report.export import read_json, run_id, write_csv, write_json
 
 __all__ = [
     "OBJECTIVES",
+    "RESULT_COLUMNS",
     "Candidate",
     "SearchResult",
     "SearchSpace",
@@ -46,6 +52,7 @@ __all__ = [
     "objective_bound",
     "objective_value",
     "pareto_front",
+    "result_rows",
     "search",
 ]
 
@@ -168,6 +175,106 @@ def _simulate(experiment: ExperimentSpec) -> dict[str, Any]:
     return summarize_result(simulate(experiment))
 
 
+#: Mappings per task of the mapping phase: one chip elaboration serves them all.
+_MAP_CHUNK = 64
+
+
+def _map_chunk(
+    experiment: ExperimentSpec, mappings: Sequence[MappingSpec], objective: str
+) -> list[tuple[bool, str, float, float, float]]:
+    """Map each of ``mappings``: ``(True, "", lower bound [s], memory per tile [B],
+    objective bound)`` when feasible, ``(False, the MappingError's message, nan, nan, nan)``
+    when not. Top-level, for process pools; one chip elaboration serves the whole chunk."""
+    chip = Chip.from_spec(experiment.hardware)
+    out: list[tuple[bool, str, float, float, float]] = []
+    for mapping in mappings:
+        exp = dataclasses.replace(experiment, mapping=mapping)
+        try:
+            plan = map_workload(exp, chip)
+        except MappingError as error:
+            out.append((False, str(error), math.nan, math.nan, math.nan))
+            continue
+        memory = max(b.total for _, b in plan.memory)
+        bound_s = iteration_lower_bound_s(plan, chip)
+        bound = objective_bound(objective, exp, bound_s, plan.tokens_per_iteration)
+        out.append((True, "", bound_s, memory, bound))
+    return out
+
+
+@contextmanager
+def _cancel_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """On Ctrl-C, drop the queued simulations so leaving the pool does not wait for them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+
+
+def _wait_reporting(
+    futures: Sequence[Future[Any]], interval_s: float, line: Callable[[], None] | None
+) -> None:
+    """Wait for ``futures``, calling ``line`` at least every ``interval_s`` seconds meanwhile."""
+    pending = set(futures)
+    while pending:
+        _, pending = wait(pending, timeout=interval_s if line else None)
+        if line and pending:
+            line()
+
+
+#: Columns of a search's ``results.csv`` (see :func:`result_rows`).
+RESULT_COLUMNS = (
+    "pp",
+    "tp",
+    "dp",
+    "micro_batch_size",
+    "schedule",
+    "recompute",
+    "placement",
+    "status",
+    "lower_bound_s",
+    "memory_per_tile_bytes",
+    "iteration_time_s",
+    "throughput_samples_per_s",
+    "mfu",
+    "throughput_tokens_per_s",
+    "energy_per_token_j",
+    "cost_per_token_usd",
+    "reason",
+)
+
+
+def result_rows(candidates: Sequence[Candidate]) -> list[list[Any]]:
+    """One row per candidate, columns :data:`RESULT_COLUMNS` (NaN as an empty cell)."""
+    rows = []
+    for c in candidates:
+        m = c.mapping
+        figures = [
+            c.summary.get(k, "")
+            for k in (
+                "iteration_time_s",
+                "throughput_samples_per_s",
+                "mfu",
+                "throughput_tokens_per_s",
+            )
+        ] + [
+            c.summary.get("energy", {}).get("energy_per_token_j", ""),
+            c.summary.get("cost", {}).get("cost_per_token_usd", ""),
+        ]
+        rows.append(
+            [m.pp, m.tp, m.dp, m.micro_batch_size, m.schedule, m.recompute, m.placement, c.status]
+            + ["" if v != v else v for v in (c.lower_bound_s, c.memory_per_tile_bytes)]
+            + figures
+            + [c.reason]
+        )
+    return rows
+
+
+def _point_id(experiment: ExperimentSpec) -> str:
+    """The run id of a candidate's experiment: where its finished simulation is kept."""
+    return run_id(resolved_config(experiment), __version__)
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats in both coordinates (lower is better),
     sorted by the first coordinate."""
@@ -190,11 +297,23 @@ def search(
     jobs: int | None = None,
     max_simulations: int | None = None,
     progress: Callable[[str], None] | None = None,
+    out_dir: str | Path | None = None,
+    progress_interval_s: float = 5.0,
 ) -> SearchResult:
     """Find the ``top`` best mappings of ``experiment``'s workload onto its hardware.
 
     ``max_simulations`` caps the simulations (None: as many as the proof needs); a capped
     search reports ``proven=False`` and leaves the rest ``unexplored``.
+
+    With ``out_dir``, every finished simulation is kept as ``out_dir/points/<run id>.json``
+    and ``out_dir/results.csv`` is rewritten (atomically) after each one, so an interrupted
+    search leaves its finished rows readable, and a rerun into the same folder takes them
+    from there instead of simulating them again: it makes the same decisions and ends with
+    the same result as an uninterrupted search.
+
+    ``progress`` receives a line at least every ``progress_interval_s`` seconds: mappings
+    left to map or to consider, the best so far and the gap between it and the lowest bound
+    not yet simulated.
 
     Raises:
         ConfigError: an unknown objective or a ``top`` below 1.
@@ -213,35 +332,74 @@ def search(
     chip = Chip.from_spec(experiment.hardware)
     num_live = len(chip.usable_tiles)  # live tiles, spares only in place of dead ones
     candidates = [Candidate(m) for m in enumerate_mappings(experiment, num_live, space)]
+    workers = max(1, jobs or os.cpu_count() or 1)
+    out = Path(out_dir) if out_dir is not None else None
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        if progress:
+            progress(f"[{time.monotonic() - started:6.0f} s] {line}")
+
     experiments: dict[int, ExperimentSpec] = {}
     bounds: dict[int, float] = {}
-    for index, candidate in enumerate(candidates):
-        exp = dataclasses.replace(experiment, mapping=candidate.mapping)
-        try:
-            plan = map_workload(exp, chip)
-        except MappingError as error:
-            candidate.status, candidate.reason = "infeasible", str(error)
-            continue
-        candidate.lower_bound_s = iteration_lower_bound_s(plan, chip)
-        candidate.memory_per_tile_bytes = max(b.total for _, b in plan.memory)
-        experiments[index] = exp
-        bounds[index] = objective_bound(
-            objective, exp, candidate.lower_bound_s, plan.tokens_per_iteration
-        )
-    if progress:
-        progress(f"{len(candidates)} mappings, {len(experiments)} feasible")
-    if objective == "memory":
-        key: Callable[[int], tuple[float, float]] = lambda i: (  # noqa: E731
-            candidates[i].memory_per_tile_bytes,
-            candidates[i].lower_bound_s,
-        )
-    else:
-        key = lambda i: (bounds[i], candidates[i].lower_bound_s)  # noqa: E731
-    order = sorted(experiments, key=key)
-    workers = max(1, jobs or os.cpu_count() or 1)
-    simulated: list[int] = []
-    position = 0
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers) as pool, _cancel_on_interrupt(pool):
+        chunks = [
+            list(range(i, min(i + _MAP_CHUNK, len(candidates))))
+            for i in range(0, len(candidates), _MAP_CHUNK)
+        ]
+        map_futures = [
+            pool.submit(_map_chunk, experiment, [candidates[i].mapping for i in chunk], objective)
+            for chunk in chunks
+        ]
+
+        def mapping_line() -> None:
+            done = sum(len(c) for c, f in zip(chunks, map_futures, strict=True) if f.done())
+            say(f"mapping: {len(candidates) - done} of {len(candidates)} mappings left to map")
+
+        _wait_reporting(map_futures, progress_interval_s, mapping_line if progress else None)
+        for chunk, future in zip(chunks, map_futures, strict=True):
+            for index, (feasible, reason, bound_s, memory_bytes, bound) in zip(
+                chunk, future.result(), strict=True
+            ):
+                candidate = candidates[index]
+                if not feasible:
+                    candidate.status, candidate.reason = "infeasible", reason
+                    continue
+                candidate.lower_bound_s = bound_s
+                candidate.memory_per_tile_bytes = memory_bytes
+                bounds[index] = bound
+                experiments[index] = dataclasses.replace(experiment, mapping=candidate.mapping)
+        say(f"{len(candidates)} mappings, {len(experiments)} feasible")
+        if objective == "memory":
+            key: Callable[[int], tuple[float, float]] = lambda i: (  # noqa: E731
+                candidates[i].memory_per_tile_bytes,
+                candidates[i].lower_bound_s,
+            )
+        else:
+            key = lambda i: (bounds[i], candidates[i].lower_bound_s)  # noqa: E731
+        order = sorted(experiments, key=key)
+        simulated: list[int] = []
+        position = 0
+
+        def best_line() -> None:
+            # order is sorted by bound: the first one not simulated has the lowest bound left
+            pending = [i for i in order if candidates[i].status != "simulated"]
+            left = len(order) - position
+            text = f"simulating: {left} mappings left, {len(pending) - left} running"
+            best_s = math.nan
+            if simulated:
+                best = min(simulated, key=lambda i: candidates[i].summary["iteration_time_s"])
+                best_s = candidates[best].summary["iteration_time_s"]
+                text += f", best {best_s:.4g} s ({_name(candidates[best].mapping)})"
+            else:
+                text += ", none finished yet"
+            if pending and objective != "memory":
+                bound_s = candidates[pending[0]].lower_bound_s
+                text += f", lowest bound not simulated {bound_s:.4g} s"
+                if simulated:
+                    text += f" (gap {100 * (best_s - bound_s) / best_s:.1f}%)"
+            say(text)
+
         while position < len(order):
             if max_simulations is not None and len(simulated) >= max_simulations:
                 break
@@ -257,14 +415,32 @@ def search(
             room = len(order) if max_simulations is None else max_simulations - len(simulated)
             batch = order[position : position + min(workers, room)]
             position += len(batch)
-            for index, summary in zip(
-                batch, pool.map(_simulate, [experiments[i] for i in batch]), strict=True
-            ):
+            kept = {i: _read_point(out, experiments[i]) for i in batch} if out else {}
+            found = sum(v is not None for v in kept.values())
+            if found and out is not None:
+                say(f"read back {found} finished simulations from {out / 'points'}")
+            futures = {
+                i: pool.submit(_simulate, experiments[i]) for i in batch if kept.get(i) is None
+            }
+            _wait_reporting(
+                list(futures.values()), progress_interval_s, best_line if progress else None
+            )
+            for index in batch:
+                summary = kept.get(index) or futures[index].result()
                 candidates[index].summary = summary
                 candidates[index].status = "simulated"
                 simulated.append(index)
-            if progress:
-                progress(f"simulated {len(simulated)} of {len(order)} feasible mappings")
+                if out is not None and index in futures:
+                    write_json(
+                        out / "points" / f"{_point_id(experiments[index])}.json",
+                        {
+                            "mapping": dataclasses.asdict(candidates[index].mapping),
+                            "summary": summary,
+                        },
+                    )
+            if out is not None:
+                write_csv(out / "results.csv", RESULT_COLUMNS, result_rows(candidates))
+            best_line()
     # Proven when nothing is left, or the next bound cannot beat the K-th best simulated.
     proven = position >= len(order)
     if not proven and objective != "memory" and len(simulated) >= top:
@@ -289,3 +465,32 @@ def search(
         ranked = sorted(simulated, key=lambda i: objective_value(objective, candidates[i].summary))
     best = tuple(candidates[i] for i in ranked[:top])
     return SearchResult(tuple(candidates), best, objective, proven)
+
+
+def _name(mapping: MappingSpec) -> str:
+    """``pp=5 tp=4 dp=16 mbs=1 1f1b recompute=none row_major``."""
+    m = mapping
+    return (
+        f"pp={m.pp} tp={m.tp} dp={m.dp} mbs={m.micro_batch_size} {m.schedule} "
+        f"recompute={m.recompute} {m.placement}"
+    )
+
+
+def _read_point(out: Path, experiment: ExperimentSpec) -> dict[str, Any] | None:
+    """The summary kept by an earlier search for this experiment, or None.
+
+    The file name is the run id, a hash of the experiment's whole resolved configuration, so
+    a kept point belongs to exactly this hardware, workload and mapping. A file that cannot
+    be read is ignored: the point is simulated again.
+    """
+    path = out / "points" / f"{_point_id(experiment)}.json"
+    if not path.exists():
+        return None
+    try:
+        kept = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or not isinstance(kept.get("summary"), dict):
+        return None
+    summary: dict[str, Any] = kept["summary"]
+    return summary

@@ -1,8 +1,9 @@
 """The only place palmsim writes files: one run's results folder.
 
-:func:`write_run` writes ``summary.json``, ``resolved_config.yaml``, ``records.csv``,
-``timeline.csv``, ``trace.json`` (Chrome Trace Event format, the one output in µs) and,
-optionally, the default figures in ``plots/*.png``; :func:`read_run` reads a run folder back.
+:func:`write_run` writes ``summary.json``, ``resolved_config.yaml``, ``records.npz`` (the
+records as compressed columns), ``timeline.csv``, optionally the default figures in
+``plots/*.png`` and, on request, ``records.csv`` and ``trace.json.gz`` (Chrome Trace Event
+format, the one output in µs); :func:`read_run` reads a run folder back and checks it.
 Output is byte-identical for identical inputs: keys are sorted, rows and events are in a
 defined order and nothing reads the clock. :func:`run_id` names run folders by a
 hash of the resolved config, so reruns and sweep points land deterministically.
@@ -11,15 +12,19 @@ hash of the resolved config, so reruns and sweep points land deterministically.
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import yaml
@@ -35,11 +40,15 @@ __all__ = [
     "RECORD_COLUMNS",
     "TRACE_PIDS",
     "chrome_trace",
+    "compact_trace",
     "parse_records_csv",
+    "parse_records_npz",
     "read_csv_rows",
     "read_json",
     "read_run",
+    "record_arrays",
     "records_csv",
+    "records_npz",
     "run_id",
     "timeline_csv",
     "write_csv",
@@ -264,35 +273,422 @@ def parse_records_csv(text: str, *, end_time_s: float, num_events: int) -> RunTr
     )
 
 
+# --------------------------------------------------------------------------- records.npz
+
+#: Name of the columnar record file and the format tag and version it carries.
+RECORDS_FILE = "records.npz"
+RECORDS_FORMAT = "palmsim-records"
+RECORDS_VERSION = 1
+
+#: The arrays of ``records.npz``: name -> numpy dtype ("U" = text). Rows are in the order of
+#: :func:`records_csv`; ``*_category``/``interval_label`` index the vocabularies beside them,
+#: ``flow_route`` indexes the distinct channel routes, stored flat (``route_channels``) with
+#: offsets (``route_offsets``, one more than routes).
+RECORD_ARRAYS: dict[str, str] = {
+    "format": "U",
+    "version": "i8",
+    "categories": "U",
+    "labels": "U",
+    "interval_tile": "i4",
+    "interval_category": "i4",
+    "interval_start_s": "f8",
+    "interval_end_s": "f8",
+    "interval_stage": "i4",
+    "interval_microbatch": "i4",
+    "interval_label": "i4",
+    "interval_flop": "f8",
+    "interval_bytes": "f8",
+    "flow_id": "i8",
+    "flow_category": "i4",
+    "flow_src": "i4",
+    "flow_dst": "i4",
+    "flow_route": "i4",
+    "flow_start_s": "f8",
+    "flow_end_s": "f8",
+    "flow_size_bytes": "f8",
+    "flow_stage": "i4",
+    "flow_microbatch": "i4",
+    "route_channels": "i4",
+    "route_offsets": "i8",
+    "memory_tile": "i4",
+    "memory_time_s": "f8",
+    "memory_activation_bytes": "f8",
+}
+#: Arrays of one table share its row count.
+_TABLES = {
+    "interval": [k for k in RECORD_ARRAYS if k.startswith("interval_")],
+    "flow": [k for k in RECORD_ARRAYS if k.startswith("flow_")],
+    "memory": [k for k in RECORD_ARRAYS if k.startswith("memory_")],
+}
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building or reading many record tuples.
+
+    Tuples of numbers form no reference cycles, but each allocation counts towards a
+    collection, and collections scan every live container: building W1's 700 thousand records
+    ran 2-3x slower with the collector on. The previous state is restored on exit.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Each value's index into the sorted distinct values, and those values."""
+    vocabulary = sorted(set(values))
+    index = {v: i for i, v in enumerate(vocabulary)}
+    return np.fromiter(
+        map(index.__getitem__, values), dtype=np.int32, count=len(values)
+    ), vocabulary
+
+
+def _column(records: Sequence[tuple[Any, ...]], field: int, dtype: str) -> np.ndarray:
+    """Field ``field`` of every record as a numpy column (no intermediate list)."""
+    return np.fromiter(map(itemgetter(field), records), dtype=dtype, count=len(records))
+
+
+def record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
+    """The records as the columns of ``records.npz`` (see :data:`RECORD_ARRAYS`)."""
+    with _gc_paused():
+        return _record_arrays(trace)
+
+
+def _record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
+    """The body of :func:`record_arrays` (which runs it with the collector paused).
+
+    Rows are sorted as in :func:`records_csv` (intervals by start, tile, end, category, label;
+    flows by start and id; memory by time, tile, bytes), so the file does not depend on the
+    engine's append order. Every float is the float64 the engine computed (exact round trip).
+    """
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(RECORDS_FORMAT),
+        "version": np.array(RECORDS_VERSION, dtype=np.int64),
+    }
+    intervals, flows, memory = trace.intervals, trace.flows, trace.memory
+    # one vocabulary for both category columns, sorted, so codes order like the strings
+    category_codes, categories = _codes(
+        [*map(itemgetter(1), intervals), *map(itemgetter(1), flows)]
+    )
+    label_codes, labels = _codes(list(map(itemgetter(6), intervals)))
+    route_codes, routes = _codes(list(map(itemgetter(4), flows)))
+    num_intervals = len(intervals)
+
+    columns: dict[str, np.ndarray] = {}
+    for i, name in enumerate(IntervalRecord._fields):
+        if name not in ("category", "label"):
+            key = f"interval_{name}"
+            columns[key] = _column(intervals, i, RECORD_ARRAYS[key])
+    columns["interval_category"] = category_codes[:num_intervals]
+    columns["interval_label"] = label_codes
+    for i, name in enumerate(FlowRecord._fields):
+        key = name if name == "flow_id" else f"flow_{name}"
+        if name not in ("category", "channels"):
+            columns[key] = _column(flows, i, RECORD_ARRAYS[key])
+    columns["flow_category"] = category_codes[num_intervals:]
+    columns["flow_route"] = route_codes
+    for i, name in enumerate(MemoryRecord._fields):
+        key = f"memory_{name}"
+        columns[key] = _column(memory, i, RECORD_ARRAYS[key])
+
+    # np.lexsort sorts by its last key first and is stable, like sorted() with a tuple key
+    orders = {
+        "interval": np.lexsort(
+            [columns[f"interval_{k}"] for k in ("label", "category", "end_s", "tile", "start_s")]
+        ),
+        "flow": np.lexsort([columns["flow_id"], columns["flow_start_s"]]),
+        "memory": np.lexsort(
+            [columns[f"memory_{k}"] for k in ("activation_bytes", "tile", "time_s")]
+        ),
+    }
+    for table, names in _TABLES.items():
+        for name in names:
+            arrays[name] = columns.pop(name)[orders[table]]
+    flat = [c for route in routes for c in route]
+    arrays["route_channels"] = np.array(flat, dtype=np.int32).reshape(len(flat))
+    arrays["route_offsets"] = np.cumsum([0, *map(len, routes)], dtype=np.int64)
+    arrays["categories"] = np.array(categories, dtype=str).reshape(len(categories))
+    arrays["labels"] = np.array(labels, dtype=str).reshape(len(labels))
+    return {name: arrays[name] for name in RECORD_ARRAYS}
+
+
+def records_npz(trace: RunTrace) -> bytes:
+    """``records.npz`` as bytes (see :func:`_write_records_npz`)."""
+    buffer = io.BytesIO()
+    _write_records_npz(buffer, trace)
+    return buffer.getvalue()
+
+
+def _write_records_npz(handle: IO[bytes], trace: RunTrace) -> None:
+    """Write ``records.npz``: the :func:`record_arrays` as ``.npy`` members of a deflated zip.
+
+    Each float64 column is stored byte-shuffled (its 8 byte planes one after another, as
+    HDF5's and Blosc's shuffle filters do) so deflate finds the repeated exponent bytes; the
+    reader unshuffles, so values are bit-identical. Members have a fixed timestamp, so equal
+    records give equal bytes (``numpy.savez_compressed`` stamps the clock). Columns are
+    compressed straight into ``handle`` one at a time, so only one transient copy exists.
+    """
+    import zipfile
+
+    arrays = record_arrays(trace)
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in list(arrays):
+            array = arrays.pop(name)
+            if array.dtype == np.float64:
+                array = _shuffle(array)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def _shuffle(column: np.ndarray) -> np.ndarray:
+    """float64 column -> uint8 array of its byte planes (plane k holds every value's byte k)."""
+    return np.ascontiguousarray(column.astype("<f8").view(np.uint8).reshape(-1, 8).T).reshape(-1)
+
+
+def _unshuffle(planes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_shuffle`."""
+    return np.ascontiguousarray(planes.reshape(8, -1).T).view("<f8").reshape(-1)
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
+    """Raise :class:`RunDirError` unless ``arrays`` follow :data:`RECORD_ARRAYS`."""
+
+    def bad(what: str) -> RunDirError:
+        return RunDirError(f"{where}: {what}")
+
+    if "format" not in arrays or str(arrays["format"]) != RECORDS_FORMAT:
+        raise bad(f"not a palmsim record file (no format tag {RECORDS_FORMAT!r})")
+    version = int(arrays["version"]) if "version" in arrays else -1
+    if version != RECORDS_VERSION:
+        raise bad(f"record format version {version}, this palmsim reads {RECORDS_VERSION}")
+    missing = [name for name in RECORD_ARRAYS if name not in arrays]
+    if missing:
+        raise bad(f"missing arrays {', '.join(missing)}")
+    for name, kind in RECORD_ARRAYS.items():
+        array = arrays[name]
+        if name in ("format", "version"):
+            continue
+        expected = "U" if kind == "U" else ("f" if kind == "f8" else "i")
+        if array.ndim != 1 or array.dtype.kind != expected:
+            raise bad(
+                f"array {name} has dtype {array.dtype} and {array.ndim} dimensions, "
+                f"expected a 1-d {kind} column"
+            )
+    for table, names in _TABLES.items():
+        lengths = {name: len(arrays[name]) for name in names}
+        if len(set(lengths.values())) > 1:
+            raise bad(f"{table} columns differ in length: {lengths}")
+    limits = (
+        ("interval_category", "categories"),
+        ("flow_category", "categories"),
+        ("interval_label", "labels"),
+        ("flow_route", "route_offsets"),
+    )
+    for codes, vocabulary in limits:
+        size = len(arrays[vocabulary]) - (1 if vocabulary == "route_offsets" else 0)
+        if len(arrays[codes]) and (arrays[codes].min() < 0 or arrays[codes].max() >= size):
+            raise bad(f"{codes} indexes past {vocabulary}")
+    offsets = arrays["route_offsets"]
+    if (
+        len(offsets) == 0
+        or offsets[0] != 0
+        or offsets[-1] != len(arrays["route_channels"])
+        or np.any(np.diff(offsets) < 0)
+    ):
+        raise bad("route_offsets do not partition route_channels")
+
+
+def parse_records_npz(
+    data: bytes, *, end_time_s: float, num_events: int, where: str = RECORDS_FILE
+) -> RunTrace:
+    """The :class:`RunTrace` stored by :func:`records_npz` (values bit-identical).
+
+    Raises:
+        RunDirError: ``data`` is not a record file of this format, naming ``where`` and what
+            is wrong (foreign file, other version, missing or inconsistent arrays, damage).
+    """
+    import zipfile
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {}
+            for name in npz.files:
+                array = npz[name]
+                if (
+                    name in RECORD_ARRAYS
+                    and RECORD_ARRAYS[name] == "f8"
+                    and array.dtype == np.uint8
+                ):
+                    array = _unshuffle(array)
+                arrays[name] = array
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise RunDirError(f"{where}: damaged or not a record file ({error})") from None
+    _check_arrays(arrays, where)
+    with _gc_paused():
+        return _trace_of_arrays(arrays, end_time_s=end_time_s, num_events=num_events)
+
+
+def _trace_of_arrays(
+    arrays: Mapping[str, np.ndarray], *, end_time_s: float, num_events: int
+) -> RunTrace:
+    """The :class:`RunTrace` of checked :data:`RECORD_ARRAYS` columns."""
+    categories = arrays["categories"].tolist()
+    labels = arrays["labels"].tolist()
+    offsets = arrays["route_offsets"].tolist()
+    flat = arrays["route_channels"].tolist()
+    routes = [tuple(flat[a:b]) for a, b in itertools.pairwise(offsets)]
+
+    def col(name: str) -> list[Any]:
+        return arrays[name].tolist()  # type: ignore[no-any-return]
+
+    intervals = tuple(
+        map(
+            IntervalRecord._make,
+            zip(
+                col("interval_tile"),
+                [categories[c] for c in col("interval_category")],
+                col("interval_start_s"),
+                col("interval_end_s"),
+                col("interval_stage"),
+                col("interval_microbatch"),
+                [labels[c] for c in col("interval_label")],
+                col("interval_flop"),
+                col("interval_bytes"),
+                strict=True,
+            ),
+        )
+    )
+    flows = tuple(
+        map(
+            FlowRecord._make,
+            zip(
+                col("flow_id"),
+                [categories[c] for c in col("flow_category")],
+                col("flow_src"),
+                col("flow_dst"),
+                [routes[r] for r in col("flow_route")],
+                col("flow_start_s"),
+                col("flow_end_s"),
+                col("flow_size_bytes"),
+                col("flow_stage"),
+                col("flow_microbatch"),
+                strict=True,
+            ),
+        )
+    )
+    memory = tuple(
+        map(
+            MemoryRecord._make,
+            zip(
+                col("memory_tile"),
+                col("memory_time_s"),
+                col("memory_activation_bytes"),
+                strict=True,
+            ),
+        )
+    )
+    return RunTrace(
+        intervals=intervals,
+        flows=flows,
+        memory=memory,
+        end_time_s=end_time_s,
+        num_events=num_events,
+        wall_time_s=0.0,
+    )
+
+
 def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], RunTrace]:
     """Read a run folder written by :func:`write_run`: summary, resolved config and trace.
 
+    The records come from ``records.npz``, or from ``records.csv`` in a folder written before
+    ``records.npz`` existed. Every file is checked against its schema before use.
+
     Raises:
-        RunDirError: the folder or one of its files is missing or unreadable.
+        RunDirError: the folder is missing, foreign or damaged; the message names the file and
+            what is wrong.
     """
     folder = Path(run_dir)
-    texts: dict[str, str] = {}
-    for name in ("summary.json", "resolved_config.yaml", "records.csv"):
+    if not folder.is_dir():
+        raise RunDirError(f"{folder}: not a run folder (no such folder)")
+    records_name = RECORDS_FILE if (folder / RECORDS_FILE).exists() else "records.csv"
+    raw: dict[str, bytes] = {}
+    for name in ("summary.json", "resolved_config.yaml", records_name):
         try:
-            texts[name] = (folder / name).read_text(encoding="utf-8")
+            raw[name] = (folder / name).read_bytes()
         except OSError as error:
+            what = "records.npz" if name == "records.csv" else name
             raise RunDirError(
-                f"{folder}: not a run folder written by `palmsim run` "
-                f"(cannot read {name}: {error.strerror})"
+                f"{folder / what}: cannot read it ({error.strerror}); "
+                f"{folder} is not a run folder written by `palmsim run`"
             ) from None
-    try:
-        summary = json.loads(texts["summary.json"])
-        config = yaml.safe_load(texts["resolved_config.yaml"])
-        trace = parse_records_csv(
-            texts["records.csv"],
-            end_time_s=float(summary["iteration_time_s"]),
-            num_events=int(summary["simulated_events"]),
+    summary = _checked_summary(raw["summary.json"], folder / "summary.json")
+    config = _checked_config(raw["resolved_config.yaml"], folder / "resolved_config.yaml")
+    end_time_s = float(summary["iteration_time_s"])
+    num_events = int(summary["simulated_events"])
+    where = str(folder / records_name)
+    if records_name == RECORDS_FILE:
+        trace = parse_records_npz(
+            raw[records_name], end_time_s=end_time_s, num_events=num_events, where=where
         )
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:
-        raise RunDirError(
-            f"{folder}: unreadable run folder ({type(error).__name__}: {error})"
-        ) from None
+    else:
+        try:
+            trace = parse_records_csv(
+                raw[records_name].decode("utf-8"), end_time_s=end_time_s, num_events=num_events
+            )
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise RunDirError(f"{where}: damaged ({type(error).__name__}: {error})") from None
     return summary, config, trace
+
+
+#: Keys of ``summary.json`` that :func:`read_run` needs, with their JSON types.
+_SUMMARY_SCHEMA: dict[str, tuple[type, ...]] = {
+    "iteration_time_s": (int, float),
+    "simulated_events": (int,),
+    "palmsim_version": (str,),
+    "mapping": (dict,),
+}
+#: Sections of ``resolved_config.yaml`` that :func:`read_run` needs.
+_CONFIG_SECTIONS = ("hardware", "workload", "mapping")
+
+
+def _checked_summary(data: bytes, path: Path) -> dict[str, Any]:
+    """``summary.json`` parsed and checked against :data:`_SUMMARY_SCHEMA`."""
+    try:
+        summary = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunDirError(f"{path}: damaged, not JSON ({error})") from None
+    if not isinstance(summary, dict):
+        raise RunDirError(f"{path}: expected a JSON object, found {type(summary).__name__}")
+    for key, types in _SUMMARY_SCHEMA.items():
+        if key not in summary:
+            raise RunDirError(f"{path}: no key {key!r}: not a summary written by `palmsim run`")
+        value = summary[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise RunDirError(
+                f"{path}: {key} is {value!r}, expected {' or '.join(t.__name__ for t in types)}"
+            )
+    return summary
+
+
+def _checked_config(data: bytes, path: Path) -> dict[str, Any]:
+    """``resolved_config.yaml`` parsed, with its hardware, workload and mapping sections."""
+    try:
+        config = yaml.safe_load(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise RunDirError(f"{path}: damaged, not YAML ({type(error).__name__})") from None
+    if not isinstance(config, dict):
+        raise RunDirError(f"{path}: expected a mapping of sections, found {type(config).__name__}")
+    missing = [s for s in _CONFIG_SECTIONS if not isinstance(config.get(s), dict)]
+    if missing:
+        raise RunDirError(f"{path}: no section {', '.join(missing)}: not written by `palmsim run`")
+    return config
 
 
 def timeline_csv(timeline: Mapping[str, np.ndarray]) -> str:
@@ -569,8 +965,23 @@ def write_csv(path: str | Path, header: tuple[str, ...], rows: list[list[Any]]) 
     return _write_atomic(path, _csv_text(header, rows))
 
 
-#: The files of a run folder other than its figures, in the order :func:`write_run` writes them.
-_RUN_FILES = ("summary.json", "records.csv", "timeline.csv", "trace.json")
+#: ``--trace`` kinds: every busy interval of every tile, link and DRAM channel, or
+#: :func:`compact_trace`'s one tile per stage.
+TRACE_KINDS = ("full", "compact")
+#: The Chrome trace file: gzip-compressed JSON, which Perfetto and chrome://tracing open as is.
+TRACE_FILE = "trace.json.gz"
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _gzip(text: str) -> bytes:
+    """gzip of UTF-8 ``text`` with no timestamp or name in the header (deterministic bytes)."""
+    import gzip
+
+    return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
 
 
 def write_run(
@@ -584,14 +995,16 @@ def write_run(
     make_plots: bool = True,
     timeline_bin_s: float | None = None,
     plot_kinds: tuple[str, ...] | None = None,
+    csv_records: bool = False,
+    trace_kind: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write one run's results into ``out_dir`` (created if missing) and return it.
 
     Files: ``summary.json`` (sorted keys, indent 2), ``resolved_config.yaml`` (the given dict,
-    in its order), ``records.csv``, ``timeline.csv``, ``trace.json`` and, if ``make_plots``,
-    ``plots/{gantt,placement,noc,utilization,memory,energy}.png``. Existing files of these names are
-    overwritten.
+    in its order), ``records.npz`` (:func:`records_npz`), ``timeline.csv`` and, if
+    ``make_plots``, ``plots/{gantt,placement,noc,utilization,memory,energy}.png``; on request
+    ``records.csv`` and ``trace.json.gz``. Existing files of these names are overwritten.
 
     Args:
         out_dir: the run folder, e.g. ``results/<run_id>``.
@@ -605,9 +1018,14 @@ def write_run(
             :data:`DEFAULT_TIMELINE_BINS` bins.
         plot_kinds: the figures to draw (default :data:`palmsim.report.plots.DEFAULT_KINDS`;
             the floorplan kinds need a real :class:`~palmsim.hardware.chip.Chip`).
+        csv_records: also write the records as ``records.csv`` (an export; nothing reads it).
+        trace_kind: also write the Chrome trace ``trace.json.gz``: ``"full"`` or ``"compact"``
+            (:data:`TRACE_KINDS`); ``None`` writes none.
         progress: called as ``progress(done, total, name)`` before each file is written:
             files written so far, files in all, and the one being written.
     """
+    if trace_kind is not None and trace_kind not in TRACE_KINDS:
+        raise ValueError(f"trace_kind {trace_kind!r}: expected one of {', '.join(TRACE_KINDS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds: tuple[str, ...] = ()
@@ -615,7 +1033,9 @@ def write_run(
         from palmsim.report import plots  # matplotlib only when asked for
 
         kinds = tuple(plots.DEFAULT_KINDS if plot_kinds is None else plot_kinds)
-    names = [*_RUN_FILES, *(f"plots/{kind}.png" for kind in kinds)]
+    files = ["summary.json", RECORDS_FILE, *(["records.csv"] if csv_records else [])]
+    files += ["timeline.csv", *([TRACE_FILE] if trace_kind is not None else [])]
+    names = [*files, *(f"plots/{kind}.png" for kind in kinds)]
 
     def step(name: str) -> None:
         if progress is not None:
@@ -636,8 +1056,12 @@ def write_run(
             allow_unicode=True,
         ),
     )
-    step("records.csv")
-    _write_text(out / "records.csv", records_csv(trace))
+    step(RECORDS_FILE)
+    with open(out / RECORDS_FILE, "wb") as handle:
+        _write_records_npz(handle, trace)
+    if csv_records:
+        step("records.csv")
+        _write_text(out / "records.csv", records_csv(trace))
 
     step("timeline.csv")
     if timeline_bin_s is None:
@@ -648,8 +1072,10 @@ def write_run(
     )
     _write_text(out / "timeline.csv", timeline_csv(timeline))
 
-    step("trace.json")
-    _write_text(out / "trace.json", _chrome_trace_text(chrome_trace(trace, chip, plan)))
+    if trace_kind is not None:
+        step(TRACE_FILE)
+        shown = trace if trace_kind == "full" else compact_trace(trace, plan)
+        _write_bytes(out / TRACE_FILE, _gzip(_chrome_trace_text(chrome_trace(shown, chip, plan))))
 
     if kinds:
         from types import SimpleNamespace
@@ -663,6 +1089,26 @@ def write_run(
     if progress is not None:
         progress(len(names), len(names), "")
     return out
+
+
+def compact_trace(trace: RunTrace, plan: MappingPlan) -> RunTrace:
+    """The records a compact Chrome trace shows: one tile per stage and its flows.
+
+    Keeps the compute intervals and memory samples of each stage's first tile (replica 0,
+    TP rank 0, the tiles :func:`_flow_arrows` draws arrows between) and the flows that start
+    or end there, so the pipeline and each stage's DRAM and link use stay visible at a
+    fraction of the size; every other tile ran too and is in ``records.npz``.
+    """
+    shown = {stages[0] for stages in plan.stage_tiles[0]} if plan.stage_tiles else set()
+    return RunTrace(
+        intervals=tuple(r for r in trace.intervals if r.tile in shown),
+        flows=tuple(f for f in trace.flows if f.src in shown or f.dst in shown),
+        memory=tuple(m for m in trace.memory if m.tile in shown),
+        end_time_s=trace.end_time_s,
+        num_events=trace.num_events,
+        wall_time_s=trace.wall_time_s,
+        metadata=trace.metadata,
+    )
 
 
 def write_plot(run: Any, kind: str, path: str | Path, options: Mapping[str, Any]) -> Path:

@@ -106,7 +106,7 @@ def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
     Touching or overlapping intervals merge into one; empty ones (``end_s <= start_s``) vanish.
     """
     merged: list[Interval] = []
-    for start_s, end_s in sorted(i for i in intervals if i[1] > i[0]):
+    for start_s, end_s in sorted([i for i in intervals if i[1] > i[0]]):
         if merged and start_s <= merged[-1][1]:
             if end_s > merged[-1][1]:
                 merged[-1] = (merged[-1][0], end_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -33,9 +34,8 @@ SMALL = [
 FILES = (
     "summary.json",
     "resolved_config.yaml",
-    "records.csv",
+    "records.npz",
     "timeline.csv",
-    "trace.json",
     "plots/gantt.png",
     "plots/placement.png",
     "plots/noc.png",
@@ -66,7 +66,7 @@ REQUIRED_KEYS = (
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "out"
-    assert main(["run", *SMALL, "--out", str(out), "-q"]) == 0
+    assert main(["run", *SMALL, "--out", str(out), "-q", "--trace"]) == 0
     return out
 
 
@@ -113,8 +113,8 @@ def test_resolved_config_reloads_to_the_same_run(small_run: Path, tmp_path: Path
 def test_same_inputs_give_identical_outputs(small_run: Path, tmp_path: Path) -> None:
     """Byte-identical results; the host's wall time is the one field allowed to differ."""
     out = tmp_path / "again"
-    assert main(["run", *SMALL, "--out", str(out), "-q", "--no-plots"]) == 0
-    for name in ("records.csv", "timeline.csv", "trace.json", "resolved_config.yaml"):
+    assert main(["run", *SMALL, "--out", str(out), "-q", "--no-plots", "--trace"]) == 0
+    for name in ("records.npz", "timeline.csv", "trace.json.gz", "resolved_config.yaml"):
         assert (out / name).read_bytes() == (small_run / name).read_bytes(), name
     first = json.loads((small_run / "summary.json").read_text())
     second = json.loads((out / "summary.json").read_text())
@@ -124,7 +124,7 @@ def test_same_inputs_give_identical_outputs(small_run: Path, tmp_path: Path) -> 
 
 
 def test_trace_is_chrome_trace_event_format(small_run: Path) -> None:
-    trace = json.loads((small_run / "trace.json").read_text())
+    trace = json.loads(gzip.decompress((small_run / "trace.json.gz").read_bytes()))
     events = trace["traceEvents"]
     assert events
     phases = check_trace_events(events)

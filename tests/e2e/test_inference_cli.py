@@ -87,6 +87,7 @@ def test_op_table_gives_ridge_points_and_bounds(tmp_path):
 def test_inference_outputs_are_byte_identical_across_runs(tmp_path):
     hw = str(REPO / "hw_configs" / "tx8-wafer.yaml")
     for name in ("a", "b"):
-        assert main(["run", "--hw", hw, *SMALL, "--out", str(tmp_path / name), "-q"]) == 0
-    for file in ("records.csv", "trace.json", "timeline.csv"):
+        out = str(tmp_path / name)
+        assert main(["run", "--hw", hw, *SMALL, "--out", out, "-q", "--trace", "--csv"]) == 0
+    for file in ("records.npz", "records.csv", "trace.json.gz", "timeline.csv"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()

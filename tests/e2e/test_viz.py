@@ -31,6 +31,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
         chip=result.chip,
         plan=result.plan,
         make_plots=False,
+        trace_kind="full",
     )
     return out, result
 
@@ -40,7 +41,7 @@ def _key(rec: object) -> tuple:
 
 
 def test_trace_round_trips_exactly(small) -> None:
-    """Every interval, flow and memory record comes back bit-identical from records.csv."""
+    """Every interval, flow and memory record comes back bit-identical from records.npz."""
     out, result = small
     loaded = load_result(out)
     for part in ("intervals", "flows", "memory"):
@@ -207,14 +208,15 @@ def test_report_is_self_contained_and_renders_every_figure(small, tmp_path: Path
 
 
 def test_trace_json_events_are_valid_with_arrows_and_counters(small) -> None:
-    """Every event of the real run's trace.json is valid; one arrow per forward send."""
+    """Every event of the real run's trace.json.gz is valid; one arrow per forward send."""
+    import gzip
     import json
 
     from palmsim.report.export import COUNTER_BINS
     from tests.trace_format import check_trace_events
 
     out, result = small
-    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    events = json.loads(gzip.decompress((out / "trace.json.gz").read_bytes()))["traceEvents"]
     phases = check_trace_events(events)
     # pp=4 stages, m = 64 samples / 8 per micro-batch = 8: (4 - 1) x 8 forward sends drawn
     # from each stage's first tile to the next stage.
@@ -284,3 +286,52 @@ def test_bottlenecks_rank_links_and_tiles_and_convert_the_bubble(small) -> None:
     busy_s = sum(e - s for s, e in spans)
     assert util == pytest.approx(busy_s / result.trace.end_time_s, rel=1e-12)
     assert stage == result.plan.stage_of_tile()[tile]
+
+
+def test_compact_trace_shows_one_tile_per_stage_and_stays_valid(small, tmp_path: Path) -> None:
+    """--trace=compact: valid events, tile rows only for each stage's first tile, arrows kept."""
+    import gzip
+    import json
+
+    from tests.trace_format import check_trace_events
+
+    out, result = small
+    folder = tmp_path / "compact"
+    write_run(
+        folder,
+        summary=summarize_result(result),
+        resolved_config=resolved_config(result.experiment),
+        trace=result.trace,
+        chip=result.chip,
+        plan=result.plan,
+        make_plots=False,
+        trace_kind="compact",
+    )
+    events = json.loads(gzip.decompress((folder / "trace.json.gz").read_bytes()))["traceEvents"]
+    phases = check_trace_events(events)
+    assert phases["s"] == phases["f"] == 3 * 8  # the same arrows as the full trace
+    firsts = {result.plan.stage_tiles[0][s][0] for s in range(4)}
+    assert {e["tid"] for e in events if e["ph"] == "X" and e["pid"] == 1} == firsts
+    full = (out / "trace.json.gz").stat().st_size
+    assert (folder / "trace.json.gz").stat().st_size < full / 4
+
+
+def test_a_foreign_folder_is_one_line_exit_5_naming_the_file(tmp_path: Path, capsys) -> None:
+    """A folder that is not a run (here: a search's results) names the file it lacks."""
+    (tmp_path / "results.csv").write_text("pp,tp\n1,1\n")
+    assert main(["report", str(tmp_path)]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "summary.json" in err and "Traceback" not in err
+
+
+def test_a_damaged_record_file_is_one_line_exit_5(small, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    out, _ = small
+    folder = tmp_path / "damaged"
+    shutil.copytree(out, folder)
+    data = (folder / "records.npz").read_bytes()
+    (folder / "records.npz").write_bytes(data[: len(data) // 2])
+    assert main(["plot", "gantt", str(folder)]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "records.npz: damaged" in err

@@ -157,3 +157,50 @@ def test_a_capped_search_says_it_is_not_proven() -> None:
     assert not capped.proven
     assert capped.count("simulated") == 2 and capped.count("unexplored") > 0
     assert search(base, top=3, space=space, jobs=1).proven
+
+
+def test_an_interrupted_search_keeps_its_rows_and_a_rerun_resumes(tmp_path) -> None:
+    """Ctrl-C after the first batch leaves results.csv with the finished rows; the rerun takes
+    those from the folder (a doctored kept figure shows it did not simulate them again) and
+    ends with the uninterrupted search's candidates and ranking."""
+    import csv
+
+    from palmsim.report.export import read_json, write_json
+
+    base = _small()
+    space = SearchSpace(schedule=("1f1b",), placement=("snake",))
+    whole = search(base, top=3, space=space, jobs=1)
+
+    def stop(line: str) -> None:
+        if "simulating:" in line and "best" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(base, top=3, space=space, jobs=1, out_dir=tmp_path, progress=stop)
+    with (tmp_path / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    done = [r for r in rows if r["status"] == "simulated"]
+    assert len(done) == 1 and float(done[0]["iteration_time_s"]) > 0
+    points = sorted((tmp_path / "points").glob("*.json"))
+    assert len(points) == 1
+
+    kept = read_json(points[0])
+    kept["summary"]["mfu"] = -1.0  # no simulation gives this
+    write_json(points[0], kept)
+    resumed = search(base, top=3, space=space, jobs=1, out_dir=tmp_path)
+    assert [c.status for c in resumed.candidates] == [c.status for c in whole.candidates]
+    assert [c.mapping for c in resumed.best] == [c.mapping for c in whole.best]
+    doctored = [c for c in resumed.candidates if c.summary.get("mfu") == -1.0]
+    assert len(doctored) == 1
+    assert len(list((tmp_path / "points").glob("*.json"))) == whole.count("simulated")
+
+
+def test_search_reports_progress_with_mappings_left_best_and_gap() -> None:
+    base = _small()
+    space = SearchSpace(schedule=("1f1b",), placement=("snake",))
+    lines: list[str] = []
+    search(base, top=3, space=space, jobs=1, progress=lines.append, progress_interval_s=0.01)
+    assert any("left to map" in line for line in lines) or lines[0].endswith("feasible")
+    best = [line for line in lines if "best" in line]
+    assert best and all("mappings left" in line for line in best)
+    assert any("gap" in line for line in best)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 from pathlib import Path
@@ -12,14 +13,29 @@ import yaml
 
 from palmsim.config.specs import MappingSpec
 from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.errors import RunDirError
 from palmsim.mapping.plan import ComputeStep, MappingPlan, MemoryBreakdown, StageProgram
-from palmsim.report.export import RECORD_COLUMNS, chrome_trace, run_id, write_run
+from palmsim.report.export import (
+    RECORD_COLUMNS,
+    chrome_trace,
+    compact_trace,
+    parse_records_csv,
+    parse_records_npz,
+    read_run,
+    record_arrays,
+    records_csv,
+    records_npz,
+    run_id,
+    write_run,
+)
 from palmsim.report.metrics import summarize
 from palmsim.report.timeline import TIMELINE_COLUMNS
 from tests.trace_format import check_trace_events
 from tests.unit.report_fakes import FakeChannel, FakeChip, build
 
-FILES = ("summary.json", "resolved_config.yaml", "records.csv", "timeline.csv", "trace.json")
+FILES = ("summary.json", "resolved_config.yaml", "records.npz", "timeline.csv")
+#: Written on request: ``csv_records=True`` and ``trace_kind="full"``.
+EXPORTS = ("records.csv", "trace.json.gz")
 
 
 @pytest.fixture
@@ -88,9 +104,11 @@ def run():
 
 
 def test_write_run_writes_every_file(tmp_path, run):
-    out = write_run(tmp_path / "a" / "b", make_plots=False, **run)
+    out = write_run(
+        tmp_path / "a" / "b", make_plots=False, csv_records=True, trace_kind="full", **run
+    )
     assert out == tmp_path / "a" / "b"
-    for name in FILES:
+    for name in (*FILES, *EXPORTS):
         assert (out / name).stat().st_size > 0, name
     assert not (out / "plots").exists()
 
@@ -130,17 +148,23 @@ def test_write_run_writes_every_file(tmp_path, run):
     assert float(timeline[-1][1]) == 9.0  # the last bin ends with the run
 
 
+def test_default_run_folder_has_no_csv_records_and_no_trace(tmp_path, run):
+    out = write_run(tmp_path, make_plots=False, **run)
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+
+
 def test_write_run_is_byte_identical(tmp_path, run):
     kinds = ("gantt", "utilization")  # the floorplan kinds need a real chip (tests/e2e)
-    first = write_run(tmp_path / "one", make_plots=True, plot_kinds=kinds, **run)
-    second = write_run(tmp_path / "two", make_plots=True, plot_kinds=kinds, **run)
-    for name in (*FILES, "plots/gantt.png", "plots/utilization.png"):
+    extra = {"csv_records": True, "trace_kind": "full"}
+    first = write_run(tmp_path / "one", make_plots=True, plot_kinds=kinds, **extra, **run)
+    second = write_run(tmp_path / "two", make_plots=True, plot_kinds=kinds, **extra, **run)
+    for name in (*FILES, *EXPORTS, "plots/gantt.png", "plots/utilization.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
 def test_trace_json_follows_the_trace_event_format(tmp_path, run):
-    out = write_run(tmp_path, make_plots=False, **run)
-    trace = json.loads((out / "trace.json").read_text())
+    out = write_run(tmp_path, make_plots=False, trace_kind="full", **run)
+    trace = json.loads(gzip.decompress((out / "trace.json.gz").read_bytes()))
     assert trace["displayTimeUnit"] == "ms"
     events = trace["traceEvents"]
     phases = check_trace_events(events)
@@ -225,6 +249,160 @@ def test_summary_json_has_no_wall_clock_of_its_own(tmp_path, run):
     assert written["simulation_wall_time_s"] == run["summary"]["simulation_wall_time_s"]
 
 
+def _records(trace: RunTrace) -> list[list[tuple]]:
+    return [sorted(map(tuple, getattr(trace, part))) for part in ("intervals", "flows", "memory")]
+
+
+def test_records_npz_round_trips_every_record_bit_for_bit(run):
+    trace = run["trace"]
+    back = parse_records_npz(records_npz(trace), end_time_s=9.0, num_events=42)
+    assert _records(back) == _records(trace)
+    # rows come back in records.csv's order, whatever order the engine appended them in
+    csv_back = parse_records_csv(records_csv(trace), end_time_s=9.0, num_events=42)
+    assert (back.intervals, back.flows, back.memory) == (
+        csv_back.intervals,
+        csv_back.flows,
+        csv_back.memory,
+    )
+    shuffled = RunTrace(
+        tuple(reversed(trace.intervals)),
+        tuple(reversed(trace.flows)),
+        tuple(reversed(trace.memory)),
+        9.0,
+        42,
+        0.0,
+    )
+    assert records_npz(shuffled) == records_npz(trace)
+
+
+def test_records_npz_keeps_floats_that_decimal_text_would_round(run):
+    """Awkward floats (subnormal, 0.1 + 0.2, huge) survive the byte shuffle exactly."""
+    odd = (5e-324, 0.1 + 0.2, 1.7976931348623157e308, -0.0)
+    intervals = tuple(
+        IntervalRecord(i, "forward", x, x, 0, 0, "a", x, x) for i, x in enumerate(odd)
+    )
+    trace = RunTrace(intervals, (), (), 1.0, 1, 0.0)
+    back = parse_records_npz(records_npz(trace), end_time_s=1.0, num_events=1)
+    assert [r.start_s.hex() for r in sorted(back.intervals)] == [
+        r.start_s.hex() for r in sorted(intervals)
+    ]
+
+
+def test_records_npz_is_columnar_with_routes_stored_once(run):
+    arrays = record_arrays(run["trace"])
+    assert arrays["flow_id"].tolist() == [3, 0, 1, 4, 2]  # by start time
+    routes = arrays["route_offsets"].tolist()
+    assert routes == [0, 1, 2, 3]  # three distinct one-channel routes for five flows
+    assert arrays["categories"].tolist() == sorted(
+        {"forward", "backward", "optimizer", "p2p", "dram", "dp_allreduce"}
+    )
+
+
+def test_compact_trace_keeps_one_tile_per_stage(tmp_path):
+    """Stage-first tiles 0 and 2 are kept; tile 1 (TP rank 1 of stage 0) is left out."""
+    plan = build(MappingPlan, stage_tiles=(((0, 1), (2, 3)),))
+    trace = RunTrace(
+        (
+            IntervalRecord(0, "forward", 0.0, 1.0, 0, 0, "a", 1.0, 1.0),
+            IntervalRecord(1, "forward", 0.0, 1.0, 0, 0, "a", 1.0, 1.0),
+            IntervalRecord(2, "forward", 1.0, 2.0, 1, 0, "a", 1.0, 1.0),
+        ),
+        (
+            FlowRecord(0, "p2p", 0, 2, (0,), 1.0, 1.1, 1.0, 0, 0),
+            FlowRecord(1, "p2p", 1, 3, (1,), 1.0, 1.1, 1.0, 0, 0),
+            FlowRecord(2, "dram", -1, 1, (2,), 0.0, 0.1, 1.0, 0, 0),
+        ),
+        (MemoryRecord(0, 0.0, 1.0), MemoryRecord(1, 0.0, 1.0)),
+        2.0,
+        7,
+        0.0,
+    )
+    compact = compact_trace(trace, plan)
+    assert [r.tile for r in compact.intervals] == [0, 2]
+    assert [f.flow_id for f in compact.flows] == [0]
+    assert [m.tile for m in compact.memory] == [0]
+    assert (compact.end_time_s, compact.num_events) == (2.0, 7)
+
+
+def _folder(tmp_path, run):
+    return write_run(tmp_path / "run", make_plots=False, **run)
+
+
+def test_read_run_reads_back_what_write_run_wrote(tmp_path, run):
+    summary, config, trace = read_run(_folder(tmp_path, run))
+    assert summary["simulated_events"] == run["summary"]["simulated_events"]
+    assert config == run["resolved_config"]
+    assert _records(trace) == _records(run["trace"])
+
+
+def test_read_run_falls_back_to_an_older_folders_records_csv(tmp_path, run):
+    out = write_run(tmp_path / "old", make_plots=False, csv_records=True, **run)
+    (out / "records.npz").unlink()
+    _, _, trace = read_run(out)
+    assert _records(trace) == _records(run["trace"])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "records.npz").unlink(), r"records\.npz: cannot read it"),
+        (lambda d: (d / "summary.json").unlink(), r"summary\.json: cannot read it"),
+        (lambda d: (d / "records.npz").write_bytes(b"PK\x03\x04 cut"), r"records\.npz: damaged"),
+        (
+            lambda d: (d / "records.npz").write_bytes((d / "records.npz").read_bytes()[:500]),
+            r"records\.npz: damaged",
+        ),
+        (lambda d: (d / "summary.json").write_text("{"), r"summary\.json: damaged, not JSON"),
+        (
+            lambda d: (d / "summary.json").write_text('{"iteration_time_s": "x"}'),
+            r"summary\.json: iteration_time_s is 'x', expected int or float",
+        ),
+        (lambda d: (d / "summary.json").write_text("[]"), r"summary\.json: expected a JSON object"),
+        (
+            lambda d: (d / "resolved_config.yaml").write_text("hardware: {}\n"),
+            r"resolved_config\.yaml: no section workload, mapping",
+        ),
+        (lambda d: (d / "resolved_config.yaml").write_text(": : :"), r"damaged, not YAML"),
+    ],
+)
+def test_a_damaged_run_folder_is_a_run_dir_error_naming_the_file(tmp_path, run, damage, message):
+    folder = _folder(tmp_path, run)
+    damage(folder)
+    with pytest.raises(RunDirError, match=message):
+        read_run(folder)
+
+
+def _npz(arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_a_foreign_or_inconsistent_record_file_is_named_with_what_is_wrong(run):
+    import numpy as np
+
+    with pytest.raises(RunDirError, match="not a palmsim record file"):
+        parse_records_npz(_npz({"x": np.arange(3)}), end_time_s=1.0, num_events=1)
+    arrays = record_arrays(run["trace"])
+    with pytest.raises(RunDirError, match="version 99"):
+        parse_records_npz(_npz({**arrays, "version": np.array(99)}), end_time_s=1.0, num_events=1)
+    short = {**arrays, "flow_src": arrays["flow_src"][:2]}
+    with pytest.raises(RunDirError, match="flow columns differ in length"):
+        parse_records_npz(_npz(short), end_time_s=1.0, num_events=1)
+    del arrays["labels"]
+    with pytest.raises(RunDirError, match="missing arrays labels"):
+        parse_records_npz(_npz(arrays), end_time_s=1.0, num_events=1)
+    arrays = record_arrays(run["trace"])
+    with pytest.raises(RunDirError, match="interval_label indexes past labels"):
+        parse_records_npz(
+            _npz({**arrays, "labels": arrays["labels"][:1]}), end_time_s=1.0, num_events=1
+        )
+
+
 def test_write_run_reports_progress_file_by_file(tmp_path, run):
     """Before each file: (files written so far, files in all, the file); then (n, n, "")."""
     reports: list[tuple[int, int, str]] = []
@@ -235,10 +413,9 @@ def test_write_run_reports_progress_file_by_file(tmp_path, run):
         **run,
     )
     assert reports == [
-        (0, 5, "summary.json"),
-        (1, 5, "records.csv"),
-        (2, 5, "timeline.csv"),
-        (3, 5, "trace.json"),
-        (4, 5, "plots/gantt.png"),
-        (5, 5, ""),
+        (0, 4, "summary.json"),
+        (1, 4, "records.npz"),
+        (2, 4, "timeline.csv"),
+        (3, 4, "plots/gantt.png"),
+        (4, 4, ""),
     ]
