@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from palmsim import __version__
+from palmsim import __version__, guard
 from palmsim.config.loader import (
     load_hardware,
     load_mapping,
@@ -28,8 +28,8 @@ from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import ExperimentSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
-from palmsim.errors import ConfigError, ConfigProblem, RunDirError
-from palmsim.hardware.chip import Chip
+from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError
+from palmsim.hardware.chip import Chip, max_tiles
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.partition import PARTITIONERS
@@ -209,8 +209,9 @@ def _source_of(
     key: str, sections: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[str]
 ) -> str:
     """Where the mapping value of ``key`` came from: --set, else the last section holding it."""
-    if any(o.split("=", 1)[0].strip() == f"mapping.{key}" for o in overrides):
-        return "--set"
+    mine = [o for o in overrides if o.split("=", 1)[0].strip() == f"mapping.{key}"]
+    if mine:
+        return f"--set {mine[-1]}"
     for source, section in reversed(sections):
         if key in section:
             return source
@@ -230,15 +231,24 @@ class SimulationResult:
 def simulate(experiment: ExperimentSpec) -> SimulationResult:
     """Elaborate the chip, map the workload and simulate one training iteration.
 
+    :mod:`palmsim.guard` checks the run's budgets (``run.max_events``, ``run.max_memory``)
+    before the chip is elaborated and again before simulating.
+
     Raises:
-        MappingError: the mapping is infeasible.
+        ConfigError: the chip has more tiles than the budgets allow.
+        MappingError: the mapping is infeasible, or too large for the budgets.
         SimulationError: simulated work did not finish.
     """
-    chip = Chip.from_spec(experiment.hardware)
+    run = experiment.run
+    guard.check_experiment(experiment)
+    chip = Chip.from_spec(
+        experiment.hardware, max_tiles=max_tiles(run.max_memory_bytes, run.max_events)
+    )
     if experiment.workload.mode == "inference":
         plan = map_inference(experiment, chip)
     else:
         plan = map_workload(experiment, chip)
+    guard.check_plan(plan, chip, run)
     log.info(
         "simulating %d tiles, %d stages, %d micro-batches",
         len(plan.used_tiles),
@@ -385,13 +395,19 @@ def load_result(run_dir: str | Path) -> LoadedRun:
         run_spec = load_run([f"run.{k}={v}" for k, v in run_raw.items() if v is not None])
     except (KeyError, TypeError, ConfigError) as error:
         raise RunDirError(f"{where}: cannot rebuild the run's config ({error})") from None
-    experiment = ExperimentSpec(hw_spec, wl_spec, mapping_spec, run_spec, (("run", where),))
-    chip = Chip.from_spec(hw_spec)
-    # the plan the run was simulated with: an inference run's is not a training plan
-    if wl_spec.mode == "inference":
-        plan = map_inference(experiment, chip)
-    else:
-        plan = map_workload(experiment, chip)
+    experiment = ExperimentSpec(hw_spec, wl_spec, mapping_spec, run_spec, (("hardware", where),))
+    try:  # under the run's own budgets: a folder's config is an input like any other
+        guard.check_experiment(experiment)
+        chip = Chip.from_spec(
+            hw_spec, max_tiles=max_tiles(run_spec.max_memory_bytes, run_spec.max_events)
+        )
+        # the plan the run was simulated with: an inference run's is not a training plan
+        if wl_spec.mode == "inference":
+            plan = map_inference(experiment, chip)
+        else:
+            plan = map_workload(experiment, chip)
+    except (ConfigError, MappingError) as error:
+        raise RunDirError(f"{where}: cannot rebuild the run ({error})") from None
     return LoadedRun(experiment, chip, plan, trace, summary, config)
 
 

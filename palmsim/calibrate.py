@@ -36,7 +36,7 @@ import numpy as np
 
 from palmsim.config.loader import read_config_file
 from palmsim.config.specs import DTYPE_BYTES, MEMORY_OP_KINDS, HardwareSpec
-from palmsim.errors import ConfigError
+from palmsim.errors import ConfigError, ConfigProblem
 from palmsim.hardware.compute import gemm_time_s
 from palmsim.units import format_quantity
 
@@ -227,7 +227,10 @@ def _case(cases: Mapping[str, Mapping[str, Any]], case_id: str, path: str, colum
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError.single(path, "cases[].id", case_id, f"a case id of the file{hint}")
     case = cases[case_id]
-    have = set(case.get("columns") or ())
+    given = case.get("columns")
+    if not isinstance(given, list) or not all(isinstance(c, str) for c in given):
+        raise ConfigError.single(path, f"{case_id}.columns", given, "a list of column names")
+    have = set(given)
     if not columns <= have:
         raise ConfigError.single(
             path,
@@ -235,7 +238,35 @@ def _case(cases: Mapping[str, Mapping[str, Any]], case_id: str, path: str, colum
             sorted(have),
             f"columns including {', '.join(sorted(columns))}",
         )
+    rows = case.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError.single(path, f"{case_id}.rows", rows, "a non-empty list of rows")
+    needed = [given.index(c) for c in sorted(columns)]
+    expected = (
+        f"a row of {len(given)} values ({', '.join(given)}), positive numbers in "
+        + ", ".join(sorted(columns))
+    )
+    problems = [
+        ConfigProblem(path, f"{case_id}.rows[{i}]", row, expected)
+        for i, row in enumerate(rows)
+        if not isinstance(row, list)
+        or len(row) != len(given)
+        or not all(_is_number(row[j]) for j in needed)
+    ]
+    if problems:
+        raise ConfigError(problems)
     return case
+
+
+def _is_number(value: Any) -> bool:
+    """A finite positive int or float (not a bool): every measured column is a size, a time
+    or a rate."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value < 1e300
+    )
 
 
 def calibrate(
@@ -285,6 +316,8 @@ def calibrate(
         times: list[float] = []
         for case_id in case_ids:
             case = _case(cases, case_id, path, {"G_elements_per_s"})
+            sizes = {"num_elements"} if "num_elements" in case["columns"] else {"M", "N"}
+            case = _case(cases, case_id, path, {"G_elements_per_s", *sizes})
             for row in rows_of(case):
                 elements = row.get("num_elements") or row["M"] * row["N"]
                 moved.append(2.0 * elem * elements)  # read once, written once
@@ -336,12 +369,18 @@ def calibrate(
         gemm = (gemm_case, fit, units)
     if allreduce_case is not None:
         case = _case(cases, allreduce_case, path, {"size_bytes", "time_us"})
-        ranks = allreduce_ranks or int((case.get("system") or {}).get("num_gpus", 0))
-        if ranks < 2:
+        system = case.get("system")
+        given = system.get("num_gpus") if isinstance(system, Mapping) else None
+        ranks = allreduce_ranks or (given if isinstance(given, int) else 0)
+        if isinstance(ranks, bool) or ranks < 2:
             raise ConfigError.single(
                 path, f"{allreduce_case}.system.num_gpus", ranks, "2 or more GPUs"
             )
         rows = [r for r in rows_of(case) if r["size_bytes"] >= allreduce_min_bytes]
+        if not rows:
+            raise ConfigError.single(
+                path, f"{allreduce_case}.rows", [], f"rows of at least {allreduce_min_bytes} B"
+            )
         allreduce = (
             allreduce_case,
             fit_allreduce(

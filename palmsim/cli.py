@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -320,6 +321,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             plots=args.plots,
             progress=bar,
+            overrides=args.overrides,
         )
     finally:
         bar.close()
@@ -430,18 +432,51 @@ EXIT_VALIDATION_FAILED = 6
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from palmsim.report.export import write_json
-    from palmsim.validate import format_report, validate
+    from tqdm import tqdm
+
+    from palmsim.errors import ConfigError
+    from palmsim.report.export import read_json, write_json
+    from palmsim.validate import ValidationReport, format_report, report_from_dict, validate
+
+    previous = None
+    if args.resume:
+        if not args.json:
+            raise ConfigError.single("command line", "--resume", True, "--json FILE to resume")
+        if Path(args.json).exists():
+            try:
+                data = read_json(args.json)
+            except (OSError, ValueError) as error:
+                raise ConfigError.single(args.json, "", "<unreadable>", f"JSON ({error})") from None
+            previous = report_from_dict(data, args.json)
+    bar = tqdm(desc="validate", unit="case", disable=args.quiet, file=sys.stderr, leave=False)
 
     def progress(case: str) -> None:
-        if not args.quiet:
-            print(f"running {case} ...", file=sys.stderr)
+        bar.set_postfix_str(case, refresh=False)  # the case in hand; tqdm shows the time
+        bar.update(1)
 
-    report = validate(args.file, only=args.case, progress=progress)
+    def save(report: ValidationReport) -> None:
+        if args.json:  # after every case, so a kill leaves what finished
+            write_json(args.json, report.as_dict())
+
+    try:
+        report = validate(
+            args.file,
+            only=args.case,
+            progress=progress,
+            case_timeout_s=args.case_timeout,
+            overrides=args.overrides,
+            on_case=save,
+            previous=previous,
+        )
+    finally:
+        bar.close()
+    save(report)
     print(format_report(report))
     if args.json:
-        write_json(args.json, report.as_dict())
         print(f"wrote {args.json}")
+    if report.interrupted:
+        print("palmsim: interrupted", file=sys.stderr)
+        return 130
     if args.max_error is not None:
         worst = [c for c in report.comparisons if abs(c.relative_error) * 100 > args.max_error]
         if worst:
@@ -536,6 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
     sw.add_argument("--plots", action="store_true", help="draw each point's figures too")
+    sw.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of every point, e.g. --set run.max_events=1000000",
+    )
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     sw.set_defaults(func=_cmd_sweep)
 
@@ -606,7 +649,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help=f"exit {EXIT_VALIDATION_FAILED} if any figure misses by more than PCT percent",
     )
-    validate.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    validate.add_argument(
+        "--case-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="list a case that runs longer than this as not run, and go on",
+    )
+    validate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of every case, e.g. --set run.max_events=1000000",
+    )
+    validate.add_argument(
+        "--resume",
+        action="store_true",
+        help="take over the cases already in --json FILE (from an interrupted run)",
+    )
+    validate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     validate.set_defaults(func=_cmd_validate)
 
     cal = sub.add_parser(
@@ -735,6 +797,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("palmsim: interrupted", file=sys.stderr)
         return 130
+    except Exception as bug:  # a bug in palmsim: one line; -v prints the traceback
+        if args.verbose:
+            traceback.print_exc()
+        text = "; ".join(line.strip() for line in str(bug).splitlines() if line.strip())
+        print(
+            f"palmsim: internal error, please report it: {type(bug).__name__}: {text}"
+            + ("" if args.verbose else " (run with -v for the traceback)"),
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

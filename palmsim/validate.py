@@ -1,9 +1,11 @@
 """``palmsim validate``: predictions against published measurements of real training runs.
 
 A measurements file (format: ``validation/measurements.yaml``, schema ``palmsim-
-calibration v1``) lists *cases*. A case that describes a training run (``model``, ``system``
-with ``tp``/``pp``/``dp``, ``training``, ``measured``) becomes an experiment: the shipped
-hardware config of its GPU (or the case's own ``system.hw_config``), a workload built from the
+calibration v1``) lists *cases*. Each case is read by the first registered case reader
+(:data:`CASE_READERS`) that recognises it; the built-in ``training_run`` reader takes a case
+that describes a training run (``model``, ``system`` with ``tp``/``pp``/``dp`` or
+``num_gpus``, ``training``, ``measured``) and makes it an experiment: the shipped hardware
+config of its GPU family (or the case's own ``system.hw_config``), a workload built from the
 case's model fields over a base workload of its architecture, and the case's mapping. palmsim
 simulates it and compares every measured figure it can predict:
 
@@ -14,38 +16,57 @@ simulates it and compares every measured figure it can predict:
 - ``forward_ms`` / ``backward_ms``: one transformer layer's forward and backward (recompute
   included) on one GPU, from the first to the last interval of layer 0, TP waits included.
 
-Cases palmsim cannot express (features not modelled, a precision the hardware config has no
-peak for, single-operator or collective measurements that calibrate configs rather than check
-them) are listed with the reason. Nothing here is fitted: it only runs and compares.
+Every case is isolated: whatever goes wrong in one (a missing or null field, a feature not
+modelled, an infeasible mapping, its time limit, even a bug) puts it in the "not run" list
+with a one-line reason, and the other cases run on. Facts a case leaves out are derived where
+they follow from others (nodes from ``num_gpus`` and the config's GPUs per node, ``ffn`` =
+4·hidden for GPT, data parallelism from ``num_gpus``); a setting it leaves unstated takes the
+default documented in :func:`read_training_run` and every figure of the case is marked as
+resting on that assumption. Nothing here is fitted: it only runs and compares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from palmsim import tile_cases
-from palmsim.api import load_experiment, simulate
-from palmsim.config.loader import read_config_file
+from palmsim.api import SimulationResult, load_experiment, simulate
+from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.engine.records import RunTrace
-from palmsim.errors import ConfigError, PalmsimError
+from palmsim.errors import ConfigError, MappingError, PalmsimError
+from palmsim.registry import Registry
 from palmsim.workload.builders import hardware_flop_per_iteration, model_flop_per_iteration
 
 __all__ = [
+    "CASE_READERS",
     "DEFAULT_MEASUREMENTS",
+    "Assumption",
+    "CaseReader",
+    "CaseRun",
     "Comparison",
+    "NotRun",
+    "NotRunError",
     "Skipped",
     "ValidationReport",
     "case_setup",
     "format_report",
+    "read_training_run",
     "shipped",
     "validate",
     "with_case_settings",
 ]
+
+log = logging.getLogger(__name__)
 
 _REPO = Path(__file__).resolve().parent.parent
 #: The calibration set's measurements, shipped in the repository (see validation/README.md).
@@ -54,16 +75,46 @@ DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
 #: of this name beside it (the shipped measurements are an unedited copy).
 CASE_SETTINGS_FILE = "case_settings.yaml"
 
-#: Shipped hardware config of each GPU a case may name (``system.gpu`` starts with the key).
-#: A case can name its own config instead with ``system.hw_config``.
+#: Shipped hardware config of each GPU family; a case's ``system.gpu`` names its family
+#: anywhere in its text ("A100-SXM4-80GB", "NVIDIA Ampere (A100-class)"). A case can name its
+#: own config instead with ``system.hw_config``.
 HARDWARE_OF_GPU: dict[str, str] = {
-    "A100-SXM4-80GB": "hw_configs/dgx-a100-superpod.yaml",
-    "H100-SXM5-80GB": "hw_configs/dgx-h100.yaml",
+    "A100": "hw_configs/dgx-a100-superpod.yaml",
+    "H100": "hw_configs/dgx-h100.yaml",
 }
 #: Base workload of each architecture family; the case's model fields override its shapes.
 _BASE_WORKLOAD = {"gpt": "workloads/t-18b.yaml", "llama": "workloads/llama2-7b.yaml"}
+#: Architectures whose FFN size has a default: GPT's 4·hidden (Radford et al. 2019; Megatron-LM
+#: ``--ffn-hidden-size`` defaults to 4 * hidden_size). A gated (SwiGLU) MLP has none.
+_FFN_PER_HIDDEN = {"gpt": 4}
 
-_CASE_KEYS = ("model", "system", "measured")
+#: Documented defaults of settings a case may leave unstated (README, "Validation").
+DEFAULT_MICRO_BATCH = 1
+DEFAULT_PRECISION = "fp16"
+#: Figures of the whole iteration; a layer's forward and backward times do not depend on
+#: the batch, the vocabulary or the optimizer.
+ITERATION_FIGURES = (
+    "tflops_per_gpu",
+    "model_tflops_per_gpu",
+    "tokens_per_s_per_gpu",
+    "iteration_time_s",
+)
+#: Tried in this order when a case does not state its recompute: the least that fits.
+RECOMPUTE_ORDER = ("none", "selective", "full")
+
+
+@dataclass(frozen=True)
+class Assumption:
+    """A setting a case left unstated and the value palmsim took for it."""
+
+    key: str
+    value: Any
+    why: str
+    figures: tuple[str, ...] = ()  # the figures it can move; () means every figure
+
+    def moves(self, metric: str) -> bool:
+        """Whether figure ``metric`` rests on this assumption."""
+        return not self.figures or metric in self.figures
 
 
 @dataclass(frozen=True)
@@ -74,6 +125,7 @@ class Comparison:
     metric: str
     measured: float
     predicted: float
+    assumed: tuple[str, ...] = ()  # keys of the assumptions the figure rests on
 
     @property
     def relative_error(self) -> float:
@@ -83,7 +135,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A case palmsim did not run, and why."""
+    """A case palmsim did not run, and why (one line)."""
 
     case: str
     reason: str
@@ -91,11 +143,18 @@ class Skipped:
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Every comparison and every skipped case of one measurements file."""
+    """Every comparison and every case not run of one measurements file.
+
+    ``assumptions`` and ``hardware`` say, per case run, what it assumed and which config it
+    ran on; ``interrupted`` is set when the run was stopped (Ctrl-C) before every case ran.
+    """
 
     source: str
     comparisons: tuple[Comparison, ...]
     skipped: tuple[Skipped, ...]
+    assumptions: tuple[tuple[str, Assumption], ...] = ()
+    hardware: tuple[tuple[str, str, str], ...] = ()  # (case, config path, how it was chosen)
+    interrupted: bool = False
 
     @property
     def mean_absolute_percentage_error(self) -> float:
@@ -108,6 +167,7 @@ class ValidationReport:
         """Plain data for ``--json``."""
         return {
             "source": self.source,
+            "interrupted": self.interrupted,
             "mean_absolute_percentage_error": self.mean_absolute_percentage_error,
             "comparisons": [
                 {
@@ -116,21 +176,133 @@ class ValidationReport:
                     "measured": c.measured,
                     "predicted": c.predicted,
                     "relative_error": c.relative_error,
+                    "assumed": list(c.assumed),
                 }
                 for c in self.comparisons
             ],
             "skipped": [{"case": s.case, "reason": s.reason} for s in self.skipped],
+            "assumptions": [
+                {
+                    "case": case,
+                    "key": a.key,
+                    "value": a.value,
+                    "why": a.why,
+                    "figures": list(a.figures),
+                }
+                for case, a in self.assumptions
+            ],
+            "hardware": [
+                {"case": case, "config": path, "why": why} for case, path, why in self.hardware
+            ],
         }
 
 
-class _CaseError(Exception):
-    """The case needs something palmsim does not model; the message says what."""
+class NotRunError(Exception):
+    """The case cannot run; the message (one line) says why."""
+
+
+NotRun = NotRunError
+
+
+@dataclass(frozen=True)
+class CaseRun:
+    """How to run one case: the experiment's inputs, what it assumed and what it measured.
+
+    ``recompute`` lists the recompute modes to try in order (the first that fits runs);
+    ``predict`` turns a simulation result into figures named as in ``measured``.
+    """
+
+    hardware: str
+    workload: str
+    overrides: tuple[str, ...]
+    flags: Mapping[str, Any]
+    measured: Mapping[str, Any]
+    assumptions: tuple[Assumption, ...] = ()
+    hardware_why: str = ""
+    recompute: tuple[str, ...] = ()
+    predict: Callable[[SimulationResult], dict[str, float]] | None = None
+
+
+class CaseReader(Protocol):
+    """Reads one case of a measurements file: a :class:`CaseRun`, or None if the case is not
+    of its format. Raises :class:`NotRun` for a case of its format that cannot run."""
+
+    def __call__(self, case: Mapping[str, Any], source: str, /) -> CaseRun | None: ...
+
+
+#: Case readers by name, tried in name order; add one with ``@CASE_READERS.register(name)``
+#: (e.g. a second measurements format in a module of its own).
+CASE_READERS: Registry[CaseReader] = Registry("case reader")
 
 
 def shipped(relative: str) -> str:
     """A shipped file: relative to the working directory if there, else to the checkout."""
     here = Path(relative)
     return relative if here.exists() else str(_REPO / relative)
+
+
+# --------------------------------------------------------------------------- field access
+
+
+def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A case's sub-mapping with null values dropped (a null is an unstated value); ``{}``
+    when absent or null.
+
+    Raises:
+        NotRun: the key holds something other than a mapping.
+    """
+    value = case.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise NotRun(f"{key}: got {value!r}; expected a mapping of fields")
+    return {str(k): v for k, v in value.items() if v is not None}
+
+
+def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -> int | None:
+    """An integer field (``2`` or ``2.0``), None when absent.
+
+    Raises:
+        NotRun: a value that is not a whole number >= ``minimum``.
+    """
+    if name not in section:
+        return None
+    value = section[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NotRun(f"{key}: got {value!r}; expected a whole number >= {minimum}")
+    if not math.isfinite(value) or value != int(value) or value < minimum:
+        raise NotRun(f"{key}: got {value!r}; expected a whole number >= {minimum}")
+    return int(value)
+
+
+def _required(section: Mapping[str, Any], name: str, key: str, why: str = "") -> int:
+    value = _int(section, name, key)
+    if value is None:
+        raise NotRun(f"{key}: missing or null; expected a whole number >= 1{why}")
+    return value
+
+
+def _flag(section: Mapping[str, Any], name: str) -> bool:
+    """A yes/no field: a bool, or the text ``true``/``false``/``yes``/``no``.
+
+    Raises:
+        NotRun: anything else.
+    """
+    value = section[name]
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "yes", "on", "1"}:
+        return True
+    if text in {"false", "no", "off", "0", "none"}:
+        return False
+    raise NotRun(f"training.{name}: got {value!r}; expected true or false")
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one line: its class and message, lines joined."""
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _architecture(model: Mapping[str, Any]) -> str:
@@ -141,39 +313,25 @@ def _architecture(model: Mapping[str, Any]) -> str:
     """
     if not model.get("arch") and not model.get("name"):
         return "gpt"
-    text = f"{model.get('arch', '')} {model.get('name', '')}".lower()
+    text = f"{model.get('arch') or ''} {model.get('name') or ''}".lower()
     for family in _BASE_WORKLOAD:
         if family in text:
             return family
-    raise _CaseError(
+    raise NotRun(
         f"unknown architecture {model.get('arch') or model.get('name')!r} "
         f"(palmsim builds {', '.join(_BASE_WORKLOAD)} models)"
     )
 
 
-def _dtype(training: Mapping[str, Any]) -> str:
-    precision = str(training.get("precision", "")).lower()
-    if "fp8" in precision:
-        raise _CaseError("fp8 training is not modelled (training.dtype: fp32, fp16 or bf16)")
-    for dtype in ("bf16", "fp16", "fp32"):
-        if dtype in precision:
-            return dtype
-    raise _CaseError(f"precision {training.get('precision')!r} is not one palmsim knows")
-
-
-def _sequence_parallel(training: Mapping[str, Any]) -> bool:
-    variant = str(training.get("variant", "")).lower()
-    return "sequence_parallel" in variant or training.get("sequence_parallel") is True
-
-
-def _recompute(training: Mapping[str, Any]) -> str:
-    variant = str(training.get("variant", "")).lower()
-    text = f"{training.get('activation_recompute', '')} {variant}".lower()
-    if "full" in text:
-        return "full"
-    if "selective" in text:
-        return "selective"
-    return "none"
+def _sequence_parallel(training: Mapping[str, Any]) -> bool | None:
+    """Megatron sequence parallelism: ``training.sequence_parallel`` or the variant's name;
+    None when the case does not say."""
+    variant = str(training.get("variant") or "").lower()
+    if "sequence_parallel" in variant:
+        return True
+    if "sequence_parallel" in training:
+        return _flag(training, "sequence_parallel")
+    return False if variant else None
 
 
 def _dp_overlap(training: Mapping[str, Any]) -> bool:
@@ -184,7 +342,7 @@ def _dp_overlap(training: Mapping[str, Any]) -> bool:
     i.e. after the whole backward pass; ``torch`` DDP reduces buckets from autograd hooks
     while the backward runs. Cases that do not say are taken to overlap.
     """
-    return str(training.get("ddp_impl", "torch")).lower() != "local"
+    return str(training.get("ddp_impl") or "torch").lower() != "local"
 
 
 def _grad_accumulation(training: Mapping[str, Any]) -> str:
@@ -199,9 +357,11 @@ def _grad_accumulation(training: Mapping[str, Any]) -> str:
     """
     if "grad_accumulation" in training:
         return str(training["grad_accumulation"])
-    if training.get("gradient_accumulation_fusion"):
+    if "gradient_accumulation_fusion" in training and _flag(
+        training, "gradient_accumulation_fusion"
+    ):
         return "fused"
-    if str(training.get("ddp_impl", "torch")).lower() == "local":
+    if str(training.get("ddp_impl") or "torch").lower() == "local":
         return "every_microbatch"
     return "after_first_microbatch"
 
@@ -209,17 +369,19 @@ def _grad_accumulation(training: Mapping[str, Any]) -> str:
 def _tp_overlap(case: Mapping[str, Any]) -> bool:
     """Whether the measured run overlapped the backward TP all-reduce with the
     weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce): ``training.tp_overlap``
-    (the calibration set's Korthikanti et al. per-layer rows say so); absent, not: Megatron-LM
-    SC21 had no such overlap. The free-text ``notes`` are never read."""
-    training = case.get("training") or {}
-    return bool(training.get("tp_overlap", False))
+    (the calibration set's Korthikanti et al. per-layer rows say so in their notes, which are
+    never read: ``validation/case_settings.yaml`` sets it for them); absent, not: Megatron-LM
+    SC21 had no such overlap.
+    """
+    training = _section(case, "training")
+    return _flag(training, "tp_overlap") if "tp_overlap" in training else False
 
 
 def _p2p_scatter_gather(training: Mapping[str, Any]) -> bool:
     """Whether the run's pipeline sends scatter-gathered over the TP group:
     ``training.scatter_gather_opt`` (Megatron-LM's ``--no-scatter-gather-tensors-in-pipeline``
     turns it off), on when a case does not say, as in Megatron-LM."""
-    return bool(training.get("scatter_gather_opt", True))
+    return _flag(training, "scatter_gather_opt") if "scatter_gather_opt" in training else True
 
 
 def _p2p_overlap(training: Mapping[str, Any]) -> bool:
@@ -229,77 +391,285 @@ def _p2p_overlap(training: Mapping[str, Any]) -> bool:
     ``_communicate`` (megatron/p2p_communication.py) waits for every isend and irecv
     (``req.wait()``) and synchronizes the device before the stage computes again.
     """
-    return bool(training.get("overlap_p2p_comm", False))
+    return _flag(training, "overlap_p2p_comm") if "overlap_p2p_comm" in training else False
 
 
-def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, Any]]:
-    """The experiment of a training-run case: (hardware file, workload file, overrides, flags).
+# --------------------------------------------------------------------------- training runs
+
+
+def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
+    """(palmsim dtype, stated): from ``training.precision`` (or ``dtype``): "mixed fp16",
+    "bf16", "FP8 (Transformer Engine)"...; fp16 when unstated.
 
     Raises:
-        _CaseError: the case is not a training run palmsim can express (message says why).
+        NotRun: fp8, or a precision palmsim does not know.
     """
-    missing = [k for k in _CASE_KEYS if not isinstance(case.get(k), Mapping)]
-    if missing or not {"tp", "pp", "dp"} <= set(case["system"]):
-        raise _CaseError(
-            "not a training run (no model, system with tp/pp/dp, and measured): a "
-            "single-operator, collective or memory measurement"
+    given = training.get("precision", training.get("dtype"))
+    if given is None:
+        return DEFAULT_PRECISION, False
+    text = str(given).lower()
+    if "fp8" in text or "float8" in text:
+        raise NotRun("fp8 training is not modelled yet (training.precision: fp32, fp16 or bf16)")
+    for dtype in ("bf16", "fp16", "fp32"):
+        if dtype in text:
+            return dtype, True
+    raise NotRun(f"training.precision: got {given!r}; expected fp32, fp16 or bf16 (mixed)")
+
+
+def _recompute(training: Mapping[str, Any]) -> str | None:
+    """``training.activation_recompute`` (or the variant's name): full, selective or none;
+    None when the case does not say."""
+    stated = training.get("activation_recompute", training.get("recompute"))
+    variant = training.get("variant")
+    if stated is None and variant is None:
+        return None
+    if isinstance(stated, bool):
+        stated = "full" if stated else "none"
+    text = f"{stated or ''} {variant or ''}".lower()
+    if "full" in text:
+        return "full"
+    if "selective" in text:
+        return "selective"
+    return "none"
+
+
+def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]:
+    """The ZeRO stage: ``training.zero_stage`` (DeepSpeed), else Megatron-LM's distributed
+    optimizer (``training.distributed_optimizer``: optimizer state sharded over the DP
+    group, i.e. ZeRO-1); unstated, none (Megatron-LM's default), an assumption when dp > 1.
+
+    Raises:
+        NotRun: a stage other than 0-3.
+    """
+    stage = _int(training, "zero_stage", "training.zero_stage", minimum=0)
+    if stage is not None:
+        if stage > 3:
+            raise NotRun(f"training.zero_stage: got {stage}; expected 0, 1, 2 or 3")
+        return stage, None
+    for key in ("distributed_optimizer", "use_distributed_optimizer"):
+        if key in training:
+            return (1 if _flag(training, key) else 0), None
+    why = "not stated: no ZeRO, no distributed optimizer (Megatron-LM's default)"
+    assumed = Assumption("training.distributed_optimizer", False, why, ITERATION_FIGURES)
+    return 0, (assumed if dp > 1 else None)
+
+
+def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
+    """(config path, how it was chosen): ``system.hw_config`` (relative to the measurements
+    file, or the working directory), else the shipped config of the GPU family
+    ``system.gpu`` names.
+
+    Raises:
+        NotRun: no config given and no known family in ``system.gpu``.
+    """
+    given = system.get("hw_config")
+    if given is not None:
+        beside = Path(source).parent / str(given)
+        path = str(beside) if beside.exists() else shipped(str(given))
+        return path, "system.hw_config"
+    gpu = str(system.get("gpu") or "")
+    if not gpu:
+        raise NotRun(
+            "system.gpu: missing or null; expected a GPU family ("
+            + ", ".join(HARDWARE_OF_GPU)
+            + ") or a config in system.hw_config"
         )
-    model, system = case["model"], case["system"]
-    training = case.get("training") or {}
-    if int(system.get("cp", 1) or 1) > 1:
-        raise _CaseError("context parallelism is not modelled")
-    if int(model.get("num_experts", 0) or 0) > 0 or int(system.get("ep", 1) or 1) > 1:
-        # The case's model would otherwise be built dense from its arch family.
-        raise _CaseError("mixture-of-experts: expert parallelism is not in the mapping yet")
-    hardware = system.get("hw_config")
-    if hardware is None:
-        gpu = str(system.get("gpu", ""))
-        matches = [path for name, path in HARDWARE_OF_GPU.items() if gpu.startswith(name)]
-        if not matches:
-            raise _CaseError(
-                f"no shipped hardware config for GPU {gpu!r}; give one as system.hw_config"
+    for family, path in HARDWARE_OF_GPU.items():
+        if re.search(rf"(?<![a-z0-9]){family}(?![0-9])", gpu, flags=re.IGNORECASE):
+            return shipped(path), f"system.gpu {gpu!r} is an {family}"
+    raise NotRun(
+        f"system.gpu: got {gpu!r}; no shipped config for it (known families: "
+        f"{', '.join(HARDWARE_OF_GPU)}); give one as system.hw_config"
+    )
+
+
+def _is_training_run(case: Mapping[str, Any]) -> bool:
+    system = case.get("system")
+    return (
+        isinstance(case.get("model"), Mapping)
+        and isinstance(system, Mapping)
+        and any(system.get(k) is not None for k in ("tp", "pp", "dp"))
+    )
+
+
+@CASE_READERS.register("training_run")
+def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
+    """A training-run case (``model``, ``system``, ``training``, ``measured``) as a
+    :class:`CaseRun`; None for a case of another kind.
+
+    Required: ``model.hidden``, ``heads``, ``layers``, ``seq_len``, ``ffn`` (except for GPT,
+    where it is 4·hidden), a GPU family or ``system.hw_config``, and ``measured``. Derived:
+    ``system.num_gpus`` = tp·pp·dp (or dp = num_gpus / (tp·pp)), ``system.nodes`` = num_gpus
+    over the config's GPUs per node, rounded up. Unstated settings take these defaults, each
+    recorded as an :class:`Assumption`: tp and pp 1, micro-batch 1, global batch one
+    micro-batch per replica, vocabulary the base workload's, precision fp16, sequence
+    parallelism off, no distributed optimizer, and the least recompute that fits (none, then
+    selective, then full). ``training.zero_stage`` sets ZeRO; ``system.cp`` > 1 (context
+    parallelism), ``system.ep`` > 1 (expert parallelism) and fp8 are not modelled yet.
+
+    Raises:
+        NotRun: the case is a training run palmsim cannot express (message says why).
+    """
+    if not _is_training_run(case):
+        return None
+    model, system = _section(case, "model"), _section(case, "system")
+    training, measured = _section(case, "training"), _section(case, "measured")
+    assumptions: list[Assumption] = []
+    for key, what in (("cp", "context"), ("ep", "expert")):
+        degree = _int(system, key, f"system.{key}")
+        if degree is not None and degree > 1:
+            raise NotRun(f"{what} parallelism (system.{key} = {degree}) is not modelled yet")
+    experts = _int(model, "num_experts", "model.num_experts")
+    if experts is not None and experts > 1:
+        raise NotRun(f"mixture of experts (model.num_experts = {experts}) is not modelled yet")
+    if not measured:
+        raise NotRun("measured: missing or empty; nothing to compare")
+    dtype, stated = _precision(training)
+    if not stated:
+        assumptions.append(Assumption("training.precision", dtype, "not stated"))
+    arch = _architecture(model)
+    hidden = _required(model, "hidden", "model.hidden")
+    heads = _required(model, "heads", "model.heads")
+    layers = _required(model, "layers", "model.layers")
+    seq_len = _required(model, "seq_len", "model.seq_len")
+    ffn = _int(model, "ffn", "model.ffn")
+    if ffn is None:
+        if arch not in _FFN_PER_HIDDEN:
+            raise NotRun(
+                f"model.ffn: missing or null; a {arch} model has no default FFN size (its "
+                "gated MLP's is chosen per model): give model.ffn"
             )
-        hardware = shipped(matches[0])
-    workload = shipped(_BASE_WORKLOAD[_architecture(model)])
-    pp, tp, dp = (int(system[k]) for k in ("pp", "tp", "dp"))
-    mbs = int(model.get("micro_batch", 1))
-    heads = int(model["heads"])
+        ffn = _FFN_PER_HIDDEN[arch] * hidden
+    tp, pp = _int(system, "tp", "system.tp"), _int(system, "pp", "system.pp")
+    for key, value in (("tp", tp), ("pp", pp)):
+        if value is None:
+            assumptions.append(Assumption(f"system.{key}", 1, "not stated"))
+    tp, pp = tp or 1, pp or 1
+    dp = _int(system, "dp", "system.dp")
+    num_gpus = _int(system, "num_gpus", "system.num_gpus")
+    if dp is None:
+        if num_gpus is None:
+            dp = 1
+            assumptions.append(Assumption("system.dp", 1, "neither dp nor num_gpus stated"))
+        elif num_gpus % (tp * pp):
+            raise NotRun(f"system.num_gpus = {num_gpus} is not a multiple of tp·pp = {tp * pp}")
+        else:
+            dp = num_gpus // (tp * pp)
+    if num_gpus is None:
+        num_gpus = tp * pp * dp
+    elif num_gpus != tp * pp * dp:
+        raise NotRun(f"system.num_gpus = {num_gpus} but tp·pp·dp = {tp}·{pp}·{dp} = {tp * pp * dp}")
+    micro_batch = _int(model, "micro_batch", "model.micro_batch")
+    if micro_batch is None:
+        micro_batch = DEFAULT_MICRO_BATCH
+        assumptions.append(Assumption("model.micro_batch", micro_batch, "not stated"))
+    global_batch = _int(model, "global_batch", "model.global_batch")
+    if global_batch is None:
+        global_batch = micro_batch * dp
+        assumptions.append(
+            Assumption(
+                "model.global_batch",
+                global_batch,
+                "not stated: one micro-batch per replica",
+                ITERATION_FIGURES,
+            )
+        )
+    hardware, hardware_why = _hardware(system, source)
+    try:
+        hw_spec = load_hardware(hardware)
+    except ConfigError as error:
+        raise NotRun(f"its hardware config: {_one_line(error)}") from None
+    overrides: list[str] = []
+    if hw_spec.cluster is not None:
+        per_node = hw_spec.cluster.devices_per_node
+        nodes = _int(system, "nodes", "system.nodes")
+        if nodes is None:
+            nodes = -(-num_gpus // per_node)  # derived: whole nodes for num_gpus GPUs
+        elif nodes * per_node < num_gpus:
+            raise NotRun(
+                f"system.nodes = {nodes} hold {nodes * per_node} GPUs of {per_node} per node "
+                f"({hardware}), fewer than num_gpus = {num_gpus}"
+            )
+        overrides.append(f"hw.cluster.num_nodes={nodes}")
+    elif hw_spec.num_tiles < num_gpus:
+        raise NotRun(f"{hardware} has {hw_spec.num_tiles} tiles, fewer than num_gpus = {num_gpus}")
+    vocab = _int(model, "vocab", "model.vocab")
+    if vocab is None:
+        base = _BASE_WORKLOAD[arch]
+        assumptions.append(Assumption("model.vocab", f"{base}'s", "not stated", ITERATION_FIGURES))
+    kv_heads = _int(model, "kv_heads", "model.kv_heads")
+    if kv_heads is None and arch != "gpt":
+        assumptions.append(Assumption("model.kv_heads", heads, "not stated: multi-head attention"))
     shapes = {
-        "hidden_size": model["hidden"],
+        "hidden_size": hidden,
         "num_attention_heads": heads,
-        "num_key_value_heads": model.get("kv_heads", heads),
-        "intermediate_size": model["ffn"],
-        "num_hidden_layers": model["layers"],
-        "vocab_size": model.get("vocab"),
-        "max_position_embeddings": model.get("seq_len"),
+        "num_key_value_heads": kv_heads or heads,
+        "intermediate_size": ffn,
+        "num_hidden_layers": layers,
+        "vocab_size": vocab,
+        "max_position_embeddings": seq_len,
     }
-    overrides = [f"model.{k}={v}" for k, v in shapes.items() if v is not None]
+    overrides += [f"model.{k}={v}" for k, v in shapes.items() if v is not None]
     overrides += [
-        f"training.seq_len={model['seq_len']}",
-        f"training.global_batch_size={model.get('global_batch', mbs * dp)}",
-        f"training.dtype={_dtype(training)}",
+        f"training.seq_len={seq_len}",
+        f"training.global_batch_size={global_batch}",
+        f"training.dtype={dtype}",
     ]
-    num_gpus = int(system.get("num_gpus", pp * tp * dp))
-    if "nodes" in system:
-        overrides.append(f"hw.cluster.num_nodes={int(system['nodes'])}")
-    elif num_gpus > 8:
-        raise _CaseError("system.nodes is missing for a multi-node run")
-    flags = {
+    sequence_parallel = _sequence_parallel(training)
+    if sequence_parallel is None:
+        sequence_parallel = False
+        if tp > 1:  # without tensor parallelism there is nothing to split
+            assumptions.append(Assumption("training.sequence_parallel", False, "not stated"))
+    zero, zero_assumed = _zero(training, dp)
+    if zero_assumed is not None:
+        assumptions.append(zero_assumed)
+    recompute = _recompute(training)
+    virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages") or 1
+    flags: dict[str, Any] = {
         "pp": pp,
         "tp": tp,
         "dp": dp,
-        "micro_batch_size": mbs,
-        "recompute": _recompute(training),
+        "micro_batch_size": micro_batch,
+        "recompute": recompute or RECOMPUTE_ORDER[0],
         "schedule": "1f1b",
-        "sequence_parallel": _sequence_parallel(training),
-        "virtual_stages": int(system.get("virtual_pipeline_stages", 1) or 1),
+        "sequence_parallel": sequence_parallel,
+        "virtual_stages": virtual,
         "dp_overlap": _dp_overlap(training),
         "tp_overlap": _tp_overlap(case),
         "grad_accumulation": _grad_accumulation(training),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
         "p2p_overlap": _p2p_overlap(training),
     }
-    return str(hardware), workload, overrides, flags
+    if zero:
+        flags["zero"] = zero
+    return CaseRun(
+        hardware=hardware,
+        workload=shipped(_BASE_WORKLOAD[arch]),
+        overrides=tuple(overrides),
+        flags=flags,
+        measured=measured,
+        assumptions=tuple(assumptions),
+        hardware_why=hardware_why,
+        recompute=(recompute,) if recompute else RECOMPUTE_ORDER,
+    )
+
+
+def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, Any]]:
+    """The experiment of a training-run case: (hardware file, workload file, overrides, flags).
+
+    Raises:
+        NotRun: the case is not a training run palmsim can express (message says why).
+    """
+    run = read_training_run(case, DEFAULT_MEASUREMENTS)
+    if run is None:
+        raise NotRun(_NOT_A_RUN)
+    return run.hardware, run.workload, list(run.overrides), dict(run.flags)
+
+
+_NOT_A_RUN = (
+    "not a training run (no model, system with tp/pp/dp, and measured): a "
+    "single-operator, collective or memory measurement"
+)
 
 
 def _layer_times_s(trace: RunTrace, tile: int) -> dict[str, float]:
@@ -322,7 +692,7 @@ def _layer_times_s(trace: RunTrace, tile: int) -> dict[str, float]:
     return times
 
 
-def _predictions(result: Any) -> dict[str, float]:
+def _predictions(result: SimulationResult) -> dict[str, float]:
     """Every figure palmsim predicts for a simulated case, in the measurements' units."""
     exp, plan, trace = result.experiment, result.plan, result.trace
     model, training = exp.workload.model, exp.workload.training
@@ -344,25 +714,102 @@ def _predictions(result: Any) -> dict[str, float]:
     return out
 
 
-def _run_case(case_id: str, case: Mapping[str, Any]) -> list[Comparison]:
-    if tile_cases.is_tile_case(case):  # the tiled-accelerator format (palmsim/tile_cases.py)
+def _figure(value: Any) -> float | None:
+    """A measured figure palmsim can compare against: a finite, non-zero number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value != 0 else None
+
+
+def _simulate_case(
+    case_id: str, run: CaseRun, overrides: Sequence[str]
+) -> tuple[list[Comparison], tuple[Assumption, ...]]:
+    """Simulate a case (the first recompute mode that fits) and compare its figures."""
+    assumptions = run.assumptions
+    modes = run.recompute or (str(run.flags.get("recompute", "none")),)
+    for i, mode in enumerate(modes):
+        flags = {**run.flags, "recompute": mode}
+        experiment = load_experiment(
+            run.hardware,
+            run.workload,
+            overrides=[*run.overrides, *overrides],
+            mapping_flags=flags,
+        )
         try:
-            figures = tile_cases.predict(case)
-        except tile_cases.CannotExpressError as why:
-            raise _CaseError(str(why)) from None
-        return [Comparison(case_id, m, measured, predicted) for m, measured, predicted in figures]
-    hardware, workload, overrides, flags = case_setup(case)
-    experiment = load_experiment(hardware, workload, overrides=overrides, mapping_flags=flags)
-    predicted = _predictions(simulate(experiment))
-    measured = case["measured"]
-    comparisons = [
-        Comparison(case_id, metric, float(measured[metric]), predicted[metric])
-        for metric in predicted
-        if isinstance(measured.get(metric), (int, float)) and measured[metric]
-    ]
+            result = simulate(experiment)
+        except MappingError:
+            if i + 1 < len(modes):
+                continue
+            raise
+        if len(modes) > 1:
+            why = "not stated: the least recompute that fits (none, selective, full)"
+            assumptions += (Assumption("training.activation_recompute", mode, why),)
+        break
+    predicted = (run.predict or _predictions)(result)
+    comparisons = []
+    for metric, value in predicted.items():
+        measured = _figure(run.measured.get(metric))
+        if measured is not None:
+            keys = tuple(a.key for a in assumptions if a.moves(metric))
+            comparisons.append(Comparison(case_id, metric, measured, value, keys))
     if not comparisons:
-        raise _CaseError(f"none of its measured figures ({', '.join(measured)}) is predicted")
-    return comparisons
+        names = ", ".join(map(str, run.measured)) or "none"
+        raise NotRun(f"none of its measured figures ({names}) is one palmsim predicts")
+    return comparisons, assumptions
+
+
+class _CaseTimeoutError(Exception):
+    """A case ran past its time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_CaseTimeoutError` in the block after ``seconds`` of wall time.
+
+    Uses ``SIGALRM``, so only on the main thread of a POSIX process; elsewhere no limit.
+    """
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise _CaseTimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _read_case(case: Mapping[str, Any], source: str) -> CaseRun:
+    """The first registered reader's :class:`CaseRun` for ``case``.
+
+    Raises:
+        NotRun: no reader knows the case, or its reader cannot express it.
+    """
+    for name in CASE_READERS:
+        run = CASE_READERS.get(name)(case, source)
+        if run is not None:
+            return run
+    raise NotRun(_NOT_A_RUN)
+
+
+def _case_ids(cases: Sequence[Any]) -> list[str]:
+    """Each case's ``id`` (``#i`` when it has none; a repeated id gets ``#i`` appended)."""
+    ids: list[str] = []
+    for i, case in enumerate(cases):
+        given = case.get("id") if isinstance(case, Mapping) else None
+        name = str(given) if given is not None else f"#{i}"
+        ids.append(f"{name}#{i}" if name in ids else name)
+    return ids
 
 
 def validate(
@@ -370,19 +817,31 @@ def validate(
     *,
     only: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
+    case_timeout_s: float | None = None,
+    overrides: Sequence[str] = (),
+    on_case: Callable[[ValidationReport], None] | None = None,
+    previous: ValidationReport | None = None,
 ) -> ValidationReport:
     """Run every expressible case of a measurements file and compare.
+
+    Each case is isolated: any error in it lists it as not run, with a one-line reason, and
+    the next case runs. Ctrl-C stops after the case in hand and returns what finished
+    (``interrupted`` set).
 
     Args:
         path: the measurements file (default: the shipped copy, :data:`DEFAULT_MEASUREMENTS`).
         only: case ids to run (default: all).
         progress: called with each case id before it runs.
+        case_timeout_s: wall-time limit per case [s] (None: none); a case past it is not run.
+        overrides: ``--set`` strings added to every case's (e.g. ``run.max_events=...``).
+        on_case: called with the report so far after every case (e.g. to write it).
+        previous: an earlier report of the same file: its cases are taken over, not rerun.
 
     Raises:
         ConfigError: the file is missing, not YAML, or has no ``cases:`` list; or ``only``
             names a case it does not have.
     """
-    source = path or shipped(DEFAULT_MEASUREMENTS)
+    source = str(path or shipped(DEFAULT_MEASUREMENTS))
     raw = read_config_file(source)
     cases = raw.get("cases")
     if not isinstance(cases, list):
@@ -390,26 +849,130 @@ def validate(
     settings = Path(source).with_name(CASE_SETTINGS_FILE)
     if settings.is_file():
         cases = with_case_settings(cases, read_config_file(str(settings)), str(settings))
-    ids = [str(c.get("id", f"#{i}")) for i, c in enumerate(cases)]
+    ids = _case_ids(cases)
     unknown = [name for name in only if name not in ids]
     if unknown:
         close = difflib.get_close_matches(unknown[0], ids, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError.single(source, "cases[].id", unknown[0], f"a case id of the file{hint}")
-    comparisons: list[Comparison] = []
-    skipped: list[Skipped] = []
+    report = ValidationReport(source, (), ())
+    done: set[str] = set()
+    if previous is not None:
+        done = {c.case for c in previous.comparisons} | {s.case for s in previous.skipped}
+        done &= set(ids)
+        report = replace(
+            previous,
+            source=source,
+            comparisons=tuple(c for c in previous.comparisons if c.case in done),
+            skipped=tuple(s for s in previous.skipped if s.case in done),
+            interrupted=False,
+        )
     for case_id, case in zip(ids, cases, strict=True):
-        if only and case_id not in only:
+        if (only and case_id not in only) or case_id in done:
             continue
         if progress is not None:
             progress(case_id)
         try:
-            comparisons += _run_case(case_id, case)
-        except _CaseError as why:
-            skipped.append(Skipped(case_id, str(why)))
-        except PalmsimError as error:  # e.g. a MappingError: the case does not fit
-            skipped.append(Skipped(case_id, f"{type(error).__name__}: {error}"))
-    return ValidationReport(str(source), tuple(comparisons), tuple(skipped))
+            report = _run_one(report, case_id, case, case_timeout_s, overrides)
+        except KeyboardInterrupt:
+            report = replace(report, interrupted=True)
+            break
+        if on_case is not None:
+            on_case(report)
+    return report
+
+
+def _run_one(
+    report: ValidationReport,
+    case_id: str,
+    case: Any,
+    case_timeout_s: float | None,
+    overrides: Sequence[str],
+) -> ValidationReport:
+    """``report`` with case ``case_id`` run (its comparisons) or listed as not run."""
+    reason = ""
+    try:
+        with _time_limit(case_timeout_s):
+            if not isinstance(case, Mapping):
+                raise NotRun(f"got {case!r}; expected a mapping of case fields")
+            if tile_cases.is_tile_case(case):  # the tiled-accelerator format
+                try:
+                    figures = tile_cases.predict(case)
+                except tile_cases.CannotExpressError as why:
+                    raise NotRun(str(why)) from None
+                comparisons = [Comparison(case_id, m, v, p) for m, v, p in figures]
+                if not comparisons:
+                    raise NotRun("none of its measured figures is one palmsim predicts")
+                return replace(report, comparisons=(*report.comparisons, *comparisons))
+            run = _read_case(case, report.source)
+            comparisons, assumptions = _simulate_case(case_id, run, overrides)
+    except NotRun as why:
+        reason = str(why)
+    except _CaseTimeoutError:
+        reason = f"ran past its time limit (--case-timeout {case_timeout_s:g} s)"
+    except PalmsimError as error:  # e.g. a MappingError: the case does not fit
+        reason = _one_line(error)
+    except Exception as bug:  # a bug in palmsim: say so in one line, run the next case
+        log.debug("case %s failed", case_id, exc_info=True)
+        reason = f"internal error, please report it: {_one_line(bug)}"
+    if reason:
+        return replace(report, skipped=(*report.skipped, Skipped(case_id, reason)))
+    return replace(
+        report,
+        comparisons=(*report.comparisons, *comparisons),
+        assumptions=(*report.assumptions, *((case_id, a) for a in assumptions)),
+        hardware=(*report.hardware, (case_id, run.hardware, run.hardware_why)),
+    )
+
+
+def report_from_dict(data: Any, where: str) -> ValidationReport:
+    """A report read back from its ``--json`` form (:meth:`ValidationReport.as_dict`).
+
+    Raises:
+        ConfigError: naming the key that is missing or malformed.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError.single(where, "", data, "a validate report (a JSON object)")
+    problems = []
+    comparisons, skipped, assumptions, hardware = [], [], [], []
+    try:
+        for i, row in enumerate(data.get("comparisons") or []):
+            key = f"comparisons[{i}]"
+            comparisons.append(
+                Comparison(
+                    str(row["case"]),
+                    str(row["metric"]),
+                    float(row["measured"]),
+                    float(row["predicted"]),
+                    tuple(str(a) for a in row.get("assumed") or ()),
+                )
+            )
+        for i, row in enumerate(data.get("skipped") or []):
+            key = f"skipped[{i}]"
+            skipped.append(Skipped(str(row["case"]), str(row["reason"])))
+        for i, row in enumerate(data.get("assumptions") or []):
+            key = f"assumptions[{i}]"
+            figures = tuple(str(f) for f in row.get("figures") or ())
+            assumption = Assumption(
+                str(row["key"]), row.get("value"), str(row.get("why", "")), figures
+            )
+            assumptions.append((str(row["case"]), assumption))
+        for i, row in enumerate(data.get("hardware") or []):
+            key = f"hardware[{i}]"
+            hardware.append((str(row["case"]), str(row["config"]), str(row.get("why", ""))))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problems.append((key, _one_line(error)))
+    if problems:
+        key, why = problems[0]
+        raise ConfigError.single(where, key, why, "a row as palmsim validate --json writes it")
+    skipped = [s for s in skipped if not s.reason.startswith("interrupted")]
+    return ValidationReport(
+        str(data.get("source", "")),
+        tuple(comparisons),
+        tuple(skipped),
+        tuple(assumptions),
+        tuple(hardware),
+    )
 
 
 def with_case_settings(cases: Sequence[Any], settings: Mapping[str, Any], source: str) -> list[Any]:
@@ -433,13 +996,15 @@ def with_case_settings(cases: Sequence[Any], settings: Mapping[str, Any], source
         if isinstance(extra, Mapping):
             case = dict(case)
             for section, keys in extra.items():
-                case[section] = {**(case.get(section) or {}), **keys}
+                own = case.get(section)
+                if own is None or isinstance(own, Mapping):  # else the case check names it
+                    case[section] = {**(own or {}), **keys}
         merged.append(case)
     return merged
 
 
 def format_report(report: ValidationReport) -> str:
-    """The table ``palmsim validate`` prints."""
+    """The table ``palmsim validate`` prints; ``*`` marks a figure resting on an assumption."""
     width = max([len(c.case) for c in report.comparisons] + [4])
     lines = [
         f"{'case':<{width}}  {'metric':<22} {'measured':>10} {'predicted':>10} {'error':>8}",
@@ -447,14 +1012,32 @@ def format_report(report: ValidationReport) -> str:
     for c in report.comparisons:
         lines.append(
             f"{c.case:<{width}}  {c.metric:<22} {c.measured:>10.4g} {c.predicted:>10.4g} "
-            f"{100 * c.relative_error:>+7.1f}%"
+            f"{100 * c.relative_error:>+7.1f}%" + (" *" if c.assumed else "")
         )
     lines.append(
         f"mean absolute percentage error: {report.mean_absolute_percentage_error:.1f}% "
         f"over {len(report.comparisons)} figures"
     )
+    marked = {c.case for c in report.comparisons if c.assumed}
+    cases_of: dict[tuple[str, str, str], list[str]] = {}
+    for case, a in report.assumptions:
+        if case in marked:
+            cases_of.setdefault((a.key, str(a.value), a.why), []).append(case)
+    if cases_of:
+        lines += ["", "* rests on an assumption, for a setting the case does not state:"]
+        lines += [f"  {k} = {v} ({why}): {', '.join(c)}" for (k, v, why), c in cases_of.items()]
+    configs: dict[tuple[str, str], list[str]] = {}
+    for case, path, why in report.hardware:
+        configs.setdefault((path, why), []).append(case)
+    if configs:
+        lines += ["", "hardware configs:"]
+        lines += [
+            f"  {path} ({why}): {len(cases)} case{'s' if len(cases) > 1 else ''}"
+            for (path, why), cases in configs.items()
+        ]
     if report.skipped:
-        lines.append("")
-        lines.append(f"not run ({len(report.skipped)}):")
+        lines += ["", f"not run ({len(report.skipped)}):"]
         lines += [f"  {s.case}: {s.reason}" for s in report.skipped]
+    if report.interrupted:
+        lines += ["", "interrupted: the cases above finished; rerun with --resume to go on"]
     return "\n".join(lines)

@@ -37,7 +37,12 @@ from typing import Any, TypeGuard
 
 import yaml
 
-from palmsim.config.overrides import OVERRIDE_WHERE, apply_overrides, split_overrides
+from palmsim.config.overrides import (
+    OVERRIDE_WHERE,
+    apply_overrides,
+    blame_overrides,
+    split_overrides,
+)
 from palmsim.config.specs import (
     DTYPE_BYTES,
     EXPERT_LOADS,
@@ -1049,6 +1054,8 @@ def _run_schema() -> Schema:
         "seed": _int_rule(minimum=0),
         "until": _optional_time_rule(),
         "symmetric_replicas": _bool_rule(),
+        "max_events": _int_rule(),
+        "max_memory": _quantity_rule("bytes", positive=True),
     }
 
 
@@ -1235,6 +1242,8 @@ def normalise_run(raw: Mapping[str, Any]) -> dict[str, Any]:
     until = defaults["until_s"]
     out.setdefault("until", None if until is None else format_exact(until, "time"))
     out.setdefault("symmetric_replicas", defaults["symmetric_replicas"])
+    out.setdefault("max_events", defaults["max_events"])
+    out.setdefault("max_memory", format_exact(defaults["max_memory_bytes"], "bytes"))
     return out
 
 
@@ -1594,7 +1603,7 @@ def load_hardware(
     problems += parse_problems
     problems += check_hardware(values, where)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(blame_overrides(problems, overrides, "hw", where))
     return build_hardware(values)
 
 
@@ -1787,7 +1796,9 @@ def load_workload(
             )
         )
     if problems:
-        raise ConfigError(problems)
+        canonical = _canonical_model_overrides(overrides)
+        typed = [str(o) for o in overrides]
+        raise ConfigError(blame_overrides(problems, canonical, "workload", where, typed))
     if values["mode"] == "inference" and values["inference"].get("mapping"):
         # The inference mapping section replaces the training one (serving uses other splits).
         return build_workload(values), values["inference"]["mapping"]
@@ -1832,7 +1843,7 @@ def load_mapping(
             origin[key] = source
     merged = apply_overrides(merged, overrides, "mapping", OVERRIDE_WHERE)
     for ov in split_overrides(overrides)["mapping"]:
-        origin[ov.path[0]] = OVERRIDE_WHERE
+        origin[ov.path[0]] = f"{OVERRIDE_WHERE} {ov.text}"
     given = dict(merged)  # what the sections and overrides set, before defaults
     merged = normalise_mapping(merged)
     schema = _mapping_schema()
@@ -1884,9 +1895,10 @@ def load_run(overrides: Sequence[str] = ()) -> RunSpec:
         ConfigError: every problem at once.
     """
     raw = normalise_run(apply_overrides({}, overrides, "run", OVERRIDE_WHERE))
+    origin = {ov.path[0]: f"{OVERRIDE_WHERE} {ov.text}" for ov in split_overrides(overrides)["run"]}
     schema = _run_schema()
-    problems = check_keys(raw, schema, OVERRIDE_WHERE, "run")
-    values, parse_problems = parse_values(raw, schema, OVERRIDE_WHERE, "run")
+    problems = check_keys(raw, schema, OVERRIDE_WHERE, "run", where_of=origin)
+    values, parse_problems = parse_values(raw, schema, OVERRIDE_WHERE, "run", origin)
     problems += parse_problems
     if problems:
         raise ConfigError(problems)
@@ -1899,6 +1911,8 @@ def build_run(values: Mapping[str, Any]) -> RunSpec:
         seed=values["seed"],
         until_s=values["until"],
         symmetric_replicas=values["symmetric_replicas"],
+        max_events=values["max_events"],
+        max_memory_bytes=values["max_memory"],
     )
 
 
@@ -2100,7 +2114,13 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
         return {f.name: getattr(spec, f.name) for f in fields(MappingSpec)}
     if isinstance(spec, RunSpec):
         until = None if spec.until_s is None else format_exact(spec.until_s, "time")
-        return {"seed": spec.seed, "until": until, "symmetric_replicas": spec.symmetric_replicas}
+        return {
+            "seed": spec.seed,
+            "until": until,
+            "symmetric_replicas": spec.symmetric_replicas,
+            "max_events": spec.max_events,
+            "max_memory": format_exact(spec.max_memory_bytes, "bytes"),
+        }
     raise TypeError(f"spec_to_raw: not a spec: {type(spec).__name__}")
 
 

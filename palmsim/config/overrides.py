@@ -23,6 +23,7 @@ input: :func:`apply_overrides` returns a deep copy.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "SECTIONS",
     "Override",
     "apply_overrides",
+    "blame_overrides",
     "parse_override",
     "split_overrides",
 ]
@@ -169,3 +171,46 @@ def apply_overrides(
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def _covers(path: str, key: str) -> bool:
+    """Whether an override of dotted ``path`` set (part of) the value at problem ``key``."""
+    return (
+        key == path
+        or key.startswith((path + ".", path + "["))
+        or path.startswith((key + ".", key + "["))
+    )
+
+
+def blame_overrides(
+    problems: Sequence[ConfigProblem],
+    overrides: Sequence[str],
+    prefix: str,
+    where: str,
+    shown: Sequence[str] | None = None,
+) -> list[ConfigProblem]:
+    """``problems`` with those of file ``where`` at a key an override set blamed on it.
+
+    A problem at ``noc.link_bandwith`` of the hardware file, when ``--set
+    hw.noc.link_bandwith=1`` put it there, names ``--set hw.noc.link_bandwith=1 (applied to
+    FILE)``: the user typed the mistake on the command line, not in the file. The last
+    override of a key wins, as in :func:`apply_overrides`. ``shown``, parallel to
+    ``overrides``, is how each was typed (e.g. before a model alias was made canonical).
+    """
+    section = prefix.rstrip(".")
+    try:
+        mine = split_overrides(overrides)[section]
+    except ConfigError:
+        return list(problems)
+    typed = dict(zip(overrides, shown, strict=True)) if shown is not None else {}
+    out = []
+    for problem in problems:
+        if problem.file == where:
+            for ov in reversed(mine):
+                if _covers(".".join(ov.path), problem.key):
+                    text = typed.get(ov.text, ov.text)
+                    blamed = f"{OVERRIDE_WHERE} {text} (applied to {where})"
+                    problem = dataclasses.replace(problem, file=blamed)
+                    break
+        out.append(problem)
+    return out

@@ -686,6 +686,18 @@ class RunSpec:
         "clusters only; the result is the full run's); false simulates every GPU",
         default=True,
     )
+    # Budgets of palmsim.guard, fitted to the 2-core, 24 GiB machine palmsim is developed on:
+    # an hour of simulation at the 40k events/s measured there (benchmarks/README.md,
+    # 2026-12-01: W3 39,937 events/s) and a third of its memory (one run per core, plus the
+    # copies of the records made while they are summarised and written).
+    max_events: int = _f(
+        "refuse a run whose estimated SimPy events (palmsim.guard) exceed this", default=144_000_000
+    )
+    max_memory_bytes: float = _f(
+        "refuse a run whose estimated memory for its chip, plan and records (palmsim.guard) "
+        "exceeds this [B]",
+        default=8 * 2**30,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,6 +318,7 @@ def sweep(
     scheduler: str | None = None,
     plots: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Run every unfinished point of a sweep spec and write ``OUT/results.csv``; return it.
 
@@ -331,6 +332,8 @@ def sweep(
         progress: called as ``progress(done, total, counts)`` once before the first point and
             after each point: points finished (earlier runs' included), points in the spec,
             and a text of the counts by status (the CLI draws it as a progress bar).
+        overrides: ``--set`` strings added after every point's own (e.g. the run budgets
+            ``run.max_events``); they do not change the point ids.
 
     Raises:
         ConfigError: a bad spec, an unknown executor, or ``dask`` without a scheduler or
@@ -344,7 +347,7 @@ def sweep(
             "hw": spec.hw,
             "workload": spec.workload,
             "mapping": spec.mapping,
-            "overrides": list(point.overrides),
+            "overrides": [*point.overrides, *overrides],
             "out_dir": str(out / "points" / point.point_id),
             "plots": plots,
         }

@@ -19,13 +19,73 @@ from typing import Any
 
 import networkx as nx
 
-from palmsim.config.specs import HardwareSpec
+from palmsim.config.specs import HardwareSpec, RunSpec
 from palmsim.errors import ConfigError, ConfigProblem, MappingError
 from palmsim.hardware.defects import DefectMap, resolve_defects
 from palmsim.hardware.routing import GridPos, dram_node, manhattan, tile_node
 from palmsim.hardware.topology import TOPOLOGIES, Topology
 
-__all__ = ["CHANNEL_KINDS", "Channel", "Chip", "DramPort", "Route"]
+__all__ = [
+    "CHANNEL_KINDS",
+    "CHIP_BYTES_PER_TILE",
+    "TILE_EVENTS",
+    "Channel",
+    "Chip",
+    "DramPort",
+    "Route",
+    "check_tile_count",
+    "default_max_tiles",
+    "max_tiles",
+]
+
+#: Memory of an elaborated chip per tile [B]: graph, channels and DRAM ports, measured with
+#: tracemalloc on dgx-a100-superpod.yaml (12.67 MB for 3072 GPUs, 4125 B per tile; the TX8
+#: wafer: 2922 B per tile), rounded up.
+CHIP_BYTES_PER_TILE = 4200
+
+
+#: Event-equivalents of elaborating one tile: its graph node, links and routes took 140 µs
+#: (TX8 wafer, 320 tiles in 45 ms) to 300 µs (dgx-a100-superpod, 3072 GPUs in 0.92 s) on the
+#: 2-core machine, where the engine spends 15-25 µs per event (benchmarks/README.md,
+#: 2026-12-01): 300 / 15 = 20.
+TILE_EVENTS = 20
+
+
+def max_tiles(max_memory_bytes: float, max_events: int) -> int:
+    """The most tiles a chip may have within a memory and an event budget
+    (:data:`CHIP_BYTES_PER_TILE`, :data:`TILE_EVENTS`)."""
+    return int(min(max_memory_bytes // CHIP_BYTES_PER_TILE, max_events // TILE_EVENTS))
+
+
+def default_max_tiles() -> int:
+    """The most tiles :meth:`Chip.from_spec` elaborates under the default run budgets."""
+    run = RunSpec()
+    return max_tiles(run.max_memory_bytes, run.max_events)
+
+
+def check_tile_count(spec: HardwareSpec, limit: int, where: str | None = None) -> None:
+    """Refuse a machine of more than ``limit`` tiles, before anything is allocated for it.
+
+    Raises:
+        ConfigError: naming the layout key (``wafer.die_grid`` or ``cluster.num_nodes``).
+    """
+    if spec.num_tiles > limit:
+        value: object
+        if spec.wafer is not None:
+            key, value = "wafer.die_grid", [spec.wafer.die_rows, spec.wafer.die_cols]
+        else:
+            assert spec.cluster is not None
+            key, value = "cluster.num_nodes", spec.cluster.num_nodes
+        raise ConfigError.single(
+            where or spec.name,
+            key,
+            value,
+            f"a chip of at most {limit} tiles (it has {spec.num_tiles}; at "
+            f"{CHIP_BYTES_PER_TILE} B per tile its graph alone would need "
+            f"{spec.num_tiles * CHIP_BYTES_PER_TILE / 2**30:.3g} GiB; raise run.max_memory "
+            "or run.max_events to allow more)",
+        )
+
 
 #: Every channel kind a chip can hold.
 CHANNEL_KINDS = ("intra_die", "inter_die", "dram", "nvlink", "nic")
@@ -231,12 +291,20 @@ class Chip:
         )
 
     @classmethod
-    def from_spec(cls, spec: HardwareSpec) -> Chip:
+    def from_spec(cls, spec: HardwareSpec, *, max_tiles: int | None = None) -> Chip:
         """Elaborate ``spec`` into a chip through its registered topology.
 
+        Args:
+            spec: the hardware.
+            max_tiles: refuse a chip of more tiles than this before building any graph
+                (default: what :data:`CHIP_BYTES_PER_TILE` allows in the default
+                ``run.max_memory``; :mod:`palmsim.guard` passes the run's own limit).
+
         Raises:
-            ConfigError: the spec's kind, layout section, topology or DRAM placement is unusable.
+            ConfigError: the spec's kind, layout section, topology or DRAM placement is
+                unusable, or it has more than ``max_tiles`` tiles.
         """
+        check_tile_count(spec, default_max_tiles() if max_tiles is None else max_tiles)
         if spec.kind == "wafer":
             if spec.wafer is None:
                 raise ConfigError.single(spec.name, "wafer", ConfigError.MISSING, "a wafer layout")

@@ -174,4 +174,7 @@ def test_unknown_strategy_names_are_reported_together_with_their_source(capsys) 
     err = _one_line_error(capsys)
     assert "command-line flags: mapping.placement: got 'snak'" in err
     assert "did you mean 'snake'" in err
-    assert "--set: mapping.partition: got 'costs'" in err and "did you mean 'cost'" in err
+    assert (
+        "--set mapping.partition=costs: mapping.partition: got 'costs'" in err
+        and "did you mean 'cost'" in err
+    )

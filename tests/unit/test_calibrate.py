@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from palmsim.api import load_experiment
 from palmsim.calibrate import (
@@ -250,3 +251,24 @@ def test_calibrate_names_a_missing_case_with_did_you_mean() -> None:
     with pytest.raises(ConfigError, match="did you mean 'llmcompass_a100_gemm_fp16'"):
         calibrate(MEASUREMENTS, hw, gemm_case="llmcompass_a100_gemm_fp61")
     assert format_calibration(calibrate(MEASUREMENTS, hw)) == ""
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ([8192, None], "a null"),
+        ([8192], "a short row"),
+        ([8192, {"a": 1}], "a mapping"),
+        ([8192, -3.0], "a negative rate"),
+        (1000, "not a list"),
+    ],
+)
+def test_a_bad_measurement_row_is_a_config_error_naming_it(tmp_path, row, why) -> None:
+    """Issue 18's fuzzing found tracebacks (TypeError, ValueError) on such rows."""
+    case = {"id": "gelu", "columns": ["num_elements", "G_elements_per_s"], "rows": [[1024, 1.0]]}
+    case["rows"].append(row)
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": [case]}))
+    hardware = load_experiment("hw_configs/dgx-a100-superpod.yaml").hardware
+    with pytest.raises(ConfigError, match=r"gelu\.rows\[1\]"):
+        calibrate(str(path), hardware, memory_cases=["gelu"])

@@ -20,6 +20,7 @@ RANK = {
     "mapping": 3,
     "serving": 3,
     "engine": 4,
+    "guard": 4.5,
     "report": 5,
     "api": 6,
     "validate": 6,

@@ -318,8 +318,14 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "zero": 0,
         "sequence_parallel": False,
     }
-    assert normalise_run({}) == {"seed": 0, "until": None, "symmetric_replicas": True}
-    assert normalise_run({"seed": 3}) == {"seed": 3, "until": None, "symmetric_replicas": True}
+    assert normalise_run({}) == {
+        "seed": 0,
+        "until": None,
+        "symmetric_replicas": True,
+        "max_events": 144_000_000,
+        "max_memory": "8 GiB",
+    }
+    assert normalise_run({"seed": 3})["seed"] == 3
 
 
 # =========================================================================== phase 3b: HF
@@ -876,8 +882,8 @@ def test_load_mapping_problems_name_where_each_key_came_from() -> None:
         ("w.yaml", "mapping.pp"),
         ("w.yaml", "mapping.tpp"),
         ("m.yaml", "mapping.schedule"),
-        ("--set", "mapping.recompute"),
-        ("--set", "mapping.dp_overlap"),
+        ("--set mapping.recompute=some", "mapping.recompute"),
+        ("--set mapping.dp_overlap=1", "mapping.dp_overlap"),
     }
     assert "did you mean 'tp'" in str(info.value)
 
@@ -902,7 +908,7 @@ def test_load_run() -> None:
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("run.seed=-1", r"--set: run\.seed: got -1; expected an int >= 0"),
+        ("run.seed=-1", r"--set run\.seed=-1: run\.seed: got -1; expected an int >= 0"),
         ("run.seed=true", r"run\.seed: got True"),
         ("run.until=5", r"run\.until: got 5; .*bare number"),
         ("run.until=0 s", r"run\.until: got '0 s'; expected a positive time"),
@@ -993,9 +999,15 @@ def test_spec_to_raw_workload_mapping_run_round_trip(tmp_path: Path) -> None:
 
     run = RunSpec(seed=3, until_s=0.25)
     raw_run = spec_to_raw(run)
-    assert raw_run == {"seed": 3, "until": "250 ms", "symmetric_replicas": True}
+    assert raw_run == {
+        "seed": 3,
+        "until": "250 ms",
+        "symmetric_replicas": True,
+        "max_events": 144_000_000,
+        "max_memory": "8 GiB",
+    }
     assert load_run([f"run.{k}={v}" for k, v in raw_run.items()]) == run
-    assert spec_to_raw(RunSpec()) == {"seed": 0, "until": None, "symmetric_replicas": True}
+    assert spec_to_raw(RunSpec())["until"] is None
 
 
 def test_spec_to_raw_rejects_non_specs() -> None:

@@ -124,3 +124,20 @@ def test_override_into_a_non_mapping_is_a_config_error() -> None:
 def test_unknown_section_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown override section"):
         apply_overrides({}, [], "model", "x")
+
+
+def test_a_set_typo_names_the_set_argument_not_the_file() -> None:
+    """Issue 18: a typo in --set hw.noc... was blamed on hw_configs/tx8-wafer.yaml."""
+    from palmsim.api import load_experiment
+
+    with pytest.raises(ConfigError) as info:
+        load_experiment(overrides=["hw.noc.intra_die_bandwith=1"])
+    (problem,) = info.value.problems
+    assert problem.file.startswith("--set hw.noc.intra_die_bandwith=1")
+    assert problem.key == "noc.intra_die_bandwith"
+    assert "did you mean 'intra_die_bandwidth'" in str(info.value)
+    with pytest.raises(ConfigError, match=r"^--set training\.global_batch_size=0 \(applied to"):
+        load_experiment(overrides=["training.global_batch_size=0"])
+    # a mapping or run override names itself too
+    with pytest.raises(ConfigError, match=r"^--set mapping\.pp=x: mapping\.pp"):
+        load_experiment(overrides=["mapping.pp=x"])

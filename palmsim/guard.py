@@ -1,0 +1,227 @@
+"""The resource guard: refuse an experiment too large to simulate before any work is done.
+
+A legal input can be absurd in size (a wafer of 10^30 dies, a global batch of 10^12 samples).
+The guard estimates what a run costs and refuses it with a one-line error naming the input
+behind the estimate when it passes the run's budgets, ``run.max_events`` and
+``run.max_memory`` (:class:`palmsim.config.specs.RunSpec`; the defaults are fitted to a
+2-core, 24 GiB machine, both are overridable with ``--set``). It runs twice:
+
+1. :func:`check_experiment`, on the specs alone, before the chip is elaborated or the
+   workload mapped. Its estimate is a **lower bound**, so it never refuses a run that would
+   fit, and it stops what would hang the mapper itself (e.g. 10^8 layers or 10^10
+   micro-batches, whose schedules the mapper would build):
+
+   - elaboration work: ``T`` tiles, each :data:`TILE_EVENTS` event-equivalents, and
+     ``T x CHIP_BYTES_PER_TILE`` bytes (:mod:`palmsim.hardware.chip`; ``Chip.from_spec``
+     checks the same tile limit before it builds a graph);
+   - training: ``E >= 2 * m * L * t * r`` events, with ``m`` micro-batches per pipeline
+     (``global_batch_size // (micro_batch_size * dp)``), ``L`` layers, ``t`` the TP degree
+     and ``r`` the data-parallel replicas simulated (1 on a GPU cluster that may reduce
+     symmetric replicas, else ``dp``): in replica 0 every tile of a stage runs a forward and
+     a backward of every micro-batch through every layer it holds, at least one compute step
+     each (the mapper never fuses two layers into one step), and each compute step is at
+     least one SimPy event;
+   - inference: ``E >= m * n_out * L * t * r`` (a prefill and ``n_out - 1`` decode passes
+     of each micro-batch through every layer).
+
+2. :func:`check_plan`, on the :class:`MappingPlan` before simulating, with the step counts
+   the engine will execute (:func:`plan_estimate`): per simulated tile, for each scheduled
+   pass, one event per compute step plus one per DRAM flow it starts (a port shared with
+   other tiles; a private port is timed in closed form), one per collective it joins, and
+   two per pipeline send (the flow and the receiver's mailbox). Records are one interval per
+   compute step and collective wait, one flow record per DRAM flow and send, and one memory
+   record per pass.
+
+Memory is the records' bytes (:data:`BYTES_PER_RECORD`) plus the chip's. Both are estimates
+of the dominant terms, not the interpreter's whole footprint.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from palmsim.config.specs import ExperimentSpec, RunSpec
+from palmsim.engine.records import FlowRecord, IntervalRecord
+from palmsim.errors import MappingError
+from palmsim.hardware.chip import (
+    CHIP_BYTES_PER_TILE,
+    TILE_EVENTS,
+    Chip,
+    check_tile_count,
+    max_tiles,
+)
+from palmsim.mapping.plan import CollectiveStep, ComputeStep, MappingPlan, Step
+
+__all__ = [
+    "BYTES_PER_RECORD",
+    "Estimate",
+    "check_experiment",
+    "check_plan",
+    "plan_estimate",
+    "spec_estimate",
+]
+
+#: Bytes one record holds [B]: the larger of an interval and a flow record (a named tuple),
+#: its four boxed floats, and its slot in the engine's list and in the trace's tuple.
+BYTES_PER_RECORD = (
+    max(
+        sys.getsizeof(IntervalRecord(0, "", 0.0, 0.0, 0, 0, "", 0.0, 0.0)),
+        sys.getsizeof(FlowRecord(0, "", 0, 0, (), 0.0, 0.0, 0.0, 0, 0)),
+    )
+    + 4 * sys.getsizeof(1.0)
+    + 2 * 8
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a run would cost: events (with elaboration work as event-equivalents), records
+    and bytes, and the input the estimate grows with, for the message."""
+
+    events: float
+    records: float
+    memory_bytes: float
+    driver: str  # e.g. "training.global_batch_size=1000000 (31250 micro-batches)"
+
+
+def spec_estimate(experiment: ExperimentSpec) -> Estimate:
+    """A lower bound on the cost of ``experiment`` from its specs alone (module docstring)."""
+    hw, workload, mapping = experiment.hardware, experiment.workload, experiment.mapping
+    tiles = hw.num_tiles
+    replicas = 1 if hw.kind == "gpu_cluster" and experiment.run.symmetric_replicas else mapping.dp
+    layers = workload.model.num_hidden_layers
+    inference = workload.inference if workload.mode == "inference" else None
+    if inference is not None:
+        micro = max(1, inference.batch // max(1, mapping.dp * mapping.micro_batch_size))
+        passes = micro * inference.output_len
+        driver = (
+            f"inference.batch={inference.batch} x inference.output_len="
+            f"{inference.output_len} ({passes} passes per stage) over "
+            f"model.num_hidden_layers={layers}"
+        )
+    else:
+        batch = workload.training.global_batch_size
+        micro = max(1, batch // max(1, mapping.dp * mapping.micro_batch_size))
+        passes = 2 * micro
+        driver = (
+            f"training.global_batch_size={batch} ({micro} micro-batches of "
+            f"{mapping.micro_batch_size} per replica) over model.num_hidden_layers={layers}"
+        )
+    steps = float(passes) * layers * mapping.tp * replicas
+    return Estimate(
+        events=steps + tiles * TILE_EVENTS,
+        records=steps,
+        memory_bytes=steps * BYTES_PER_RECORD + tiles * CHIP_BYTES_PER_TILE,
+        driver=driver,
+    )
+
+
+def _pass_cost(steps: tuple[Step, ...], mb: int, shared_dram: bool) -> tuple[int, int]:
+    """(events, records) of one pass of ``steps`` for micro-batch ``mb`` on one tile."""
+    events = records = 0
+    for step in steps:
+        if isinstance(step, ComputeStep):
+            if mb < step.from_microbatch:
+                continue
+            flows = (step.dram_read_bytes > 0) + (step.dram_write_bytes > 0) if shared_dram else 0
+            events += 1 + flows
+            records += 1 + flows
+        elif isinstance(step, CollectiveStep):
+            events += 1
+            records += 1
+    return events, records
+
+
+def plan_estimate(plan: MappingPlan, chip: Chip) -> Estimate:
+    """The events and records the engine will produce for ``plan`` (module docstring)."""
+    # A pass costs the same for every micro-batch from the largest ``from_microbatch`` on.
+    every = [s for prog in plan.programs for s in (*prog.forward, *prog.backward)]
+    settled = max((s.from_microbatch for s in every if isinstance(s, ComputeStep)), default=0)
+    cache: dict[tuple[int, int, bool], tuple[int, int]] = {}
+
+    def cost(steps: tuple[Step, ...], mb: int, shared: bool) -> tuple[int, int]:
+        key = (id(steps), min(mb, settled), shared)
+        if key not in cache:
+            cache[key] = _pass_cost(steps, mb, shared)
+        return cache[key]
+
+    users: dict[int, int] = {}
+    for _, port in plan.dram_port_of_tile:
+        users[port] = users.get(port, 0) + 1
+    port_of = dict(plan.dram_port_of_tile)
+    events = records = 0
+    p = plan.num_stages
+    for stages in plan.stage_tiles[: plan.simulated_replicas]:
+        for stage, tiles in enumerate(stages):
+            # One tile's cost; the stage's tiles run the same program (plan.StageProgram).
+            shared = users.get(port_of.get(tiles[0], -1), 0) > 1
+            tile_events = tile_records = 0
+            program = plan.programs[stage]
+            if plan.inference is not None:
+                info = plan.inference.stages[stage]
+                for steps in (info.prefill, *info.decode):
+                    for mb in range(plan.num_microbatches):
+                        e, r = cost(steps, mb, shared)
+                        tile_events, tile_records = tile_events + e + 2, tile_records + r + 2
+            else:
+                chunks = program.step_chunks or (0,) * len(program.steps)
+                for (phase, mb), chunk in zip(program.steps, chunks, strict=True):
+                    work = plan.programs[chunk * p + stage]
+                    passes = (work.forward,) if phase == "F" else (work.recompute, work.backward)
+                    for steps in passes:
+                        e, r = cost(steps, mb, shared)
+                        tile_events, tile_records = tile_events + e + 2, tile_records + r + 2
+            events += tile_events * len(tiles)
+            records += tile_records * len(tiles)
+    tiles_total = chip.num_tiles
+    return Estimate(
+        events=float(events + tiles_total * TILE_EVENTS),
+        records=float(records),
+        memory_bytes=float(records * BYTES_PER_RECORD + tiles_total * CHIP_BYTES_PER_TILE),
+        driver=(
+            f"{len(plan.simulated_tiles)} simulated tiles x {plan.num_microbatches} "
+            f"micro-batches x {sum(len(p.forward) + len(p.backward) for p in plan.programs)} "
+            "steps per pass"
+        ),
+    )
+
+
+def _refuse(estimate: Estimate, run: RunSpec, what: str) -> None:
+    if estimate.events > run.max_events:
+        raise MappingError(
+            f"too large to simulate: {estimate.driver} {what} {estimate.events:.3g} SimPy "
+            f"events, above run.max_events={run.max_events} (raise it with --set "
+            "run.max_events=N, or shrink the input)"
+        )
+    if estimate.memory_bytes > run.max_memory_bytes:
+        raise MappingError(
+            f"too large to simulate: {estimate.driver} {what} "
+            f"{estimate.memory_bytes / 2**30:.3g} GiB of records, above run.max_memory="
+            f"{run.max_memory_bytes / 2**30:.3g} GiB (raise it with --set "
+            "'run.max_memory=16 GiB', or shrink the input)"
+        )
+
+
+def check_experiment(experiment: ExperimentSpec) -> None:
+    """Refuse ``experiment`` if even a lower bound on its cost passes the run's budgets.
+
+    Raises:
+        ConfigError: the chip has more tiles than the budgets allow (:func:`max_tiles`).
+        MappingError: the lower bound passes ``run.max_events`` or ``run.max_memory``.
+    """
+    run = experiment.run
+    where = dict(experiment.sources).get("hardware")
+    check_tile_count(experiment.hardware, max_tiles(run.max_memory_bytes, run.max_events), where)
+    _refuse(spec_estimate(experiment), experiment.run, "needs at least")
+
+
+def check_plan(plan: MappingPlan, chip: Chip, run: RunSpec) -> Estimate:
+    """Refuse ``plan`` if its estimated cost passes ``run``'s budgets; return the estimate.
+
+    Raises:
+        MappingError: the estimate passes ``run.max_events`` or ``run.max_memory``.
+    """
+    estimate = plan_estimate(plan, chip)
+    _refuse(estimate, run, "needs about")
+    return estimate

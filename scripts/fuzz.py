@@ -1,0 +1,592 @@
+"""Fuzz palmsim's inputs: seeded mutations of every input kind, each run through the CLI.
+
+Every input palmsim reads is mutated (hardware, workload and mapping files, a Hugging Face
+``config.json``, sweep specs, measurement files for ``validate`` and ``calibrate``, run
+folders for ``plot`` and ``report``, and ``--set`` overrides). A mutation deletes a key, nulls
+it, puts an absurd number or string in it (``0``, ``-1``, ``1e30``, ``10**30``, ``nan``,
+``"5 furlongs"``...), misspells a key, adds one, changes a value's type, or garbles the file's
+text. Each mutated input runs ``palmsim.cli.main`` in a forked child with a wall-time limit
+and an address-space cap, and must end with exit code 0, 2, 3 or 5 (``describe`` and
+``calibrate`` print, ``plot``/``report`` read), print no traceback, finish inside the time
+limit and stay under the memory limit (the child's peak RSS).
+
+The run budgets keep accepted inputs small (``--set run.max_events=... run.max_memory=...``
+on every command that takes ``--set``): what the guard lets through must finish in time.
+
+    python scripts/fuzz.py                     # 1000 mutations of each kind (about an hour)
+    python scripts/fuzz.py --per-kind 50 --kinds hardware,workload --seed 7
+
+tests/fuzz/test_fuzz.py runs a short form of the same in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+#: Exit codes a mutated input may end with: ok, ConfigError, MappingError, unreadable run dir.
+ALLOWED_EXITS = (0, 2, 3, 5)
+#: Budgets given to every command that takes --set: small enough that whatever the guard
+#: accepts simulates in a few seconds (W1 runs 654k events in about 10 s on 2 cores).
+BUDGETS = ("run.max_events=100000", "run.max_memory=256 MiB")
+
+_NUMBERS: tuple[Any, ...] = (
+    0, -1, 1, 2, 3, 7, 1e30, -1e30, 10**30, 2**63, 2**31, 1e-30, 0.5, float("nan"),
+    float("inf"), True, False, 1000, 65536,
+)  # fmt: skip
+_STRINGS: tuple[Any, ...] = (
+    "", "x", "1e30", "5 furlongs", "1e30 GB/s", "-5 GB/s", "0 B", "1e30 TFLOP/s", "0 s",
+    "nan", "inf GB", "none", "null", "[", "{}", "gpipe", "1f1b", "full", "mesh", "torus",
+    "fp8", "A100", "\x00", "é" * 3, "1 ZiB",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one mutated input ended."""
+
+    kind: str
+    index: int
+    exit_code: int | None  # None: killed at the time limit
+    seconds: float
+    max_rss_bytes: int
+    traceback: str
+    message: str
+    mutation: str
+
+    @property
+    def ok(self) -> bool:
+        """Exit 0/2/3/5 and no traceback."""
+        return self.exit_code in ALLOWED_EXITS and not self.traceback
+
+
+# --------------------------------------------------------------------------- mutation
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every key path inside a parsed YAML/JSON tree (mappings and lists)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*prefix, key)
+            yield from _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield (*prefix, i)
+            yield from _paths(value, (*prefix, i))
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    if len(word) < 2:
+        return word + "x"
+    i = rng.randrange(len(word) - 1)
+    choice = rng.randrange(3)
+    if choice == 0:  # swap two letters
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    if choice == 1:  # drop one
+        return word[:i] + word[i + 1 :]
+    return word[:i] + rng.choice("aeiouxz_") + word[i:]  # add one
+
+
+def _scaled(value: Any, rng: random.Random) -> Any:
+    """A number scaled by a large or small factor (a legal value of absurd size)."""
+    factor = rng.choice((1000, 10**6, 10**9, 10**12, -1))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return factor
+    return value * factor
+
+
+def mutate_tree(tree: Any, rng: random.Random) -> tuple[Any, str]:
+    """One random mutation of a parsed tree; returns the new tree and what was done."""
+    tree = copy.deepcopy(tree)
+    paths = list(_paths(tree))
+    if not paths:
+        return rng.choice((None, [], "x", 0)), "replaced the whole document"
+    path = rng.choice(paths)
+    parent = tree
+    for part in path[:-1]:
+        parent = parent[part]
+    key = path[-1]
+    old = parent[key]
+    where = ".".join(map(str, path))
+    op = rng.randrange(10)
+    if op == 0:
+        del parent[key]
+        return tree, f"deleted {where}"
+    if op == 1:
+        parent[key] = None
+        return tree, f"{where} = null"
+    if op == 2:
+        parent[key] = rng.choice(_NUMBERS)
+    elif op == 3:
+        parent[key] = rng.choice(_STRINGS)
+    elif op == 4 and isinstance(parent, dict) and isinstance(key, str):
+        value = parent.pop(key)
+        parent[_typo(key, rng)] = value
+        return tree, f"misspelled {where}"
+    elif op == 5 and isinstance(parent, dict):
+        parent[rng.choice(("extra", "nosuchkey", "hidden", "tp", "kind"))] = rng.choice(_NUMBERS)
+        return tree, f"added a key beside {where}"
+    elif op == 6:
+        parent[key] = rng.choice(([], {}, [1, 2, 3], {"a": 1}, [old, old]))
+    elif op == 7 and isinstance(old, str):
+        parent[key] = _typo(old, rng)
+    else:
+        parent[key] = _scaled(old, rng)
+    return tree, f"{where} = {parent[key]!r}"[:160]
+
+
+def mutate_text(text: str, rng: random.Random) -> tuple[str, str]:
+    """Garble a file's text: truncate it, or insert or delete characters."""
+    if not text:
+        return "x", "wrote x into an empty file"
+    i = rng.randrange(len(text))
+    op = rng.randrange(3)
+    if op == 0:
+        return text[:i], f"truncated at {i}"
+    if op == 1:
+        return text[:i] + rng.choice(":{}[]-\t'\"&*!|>#\n\x00") + text[i:], f"inserted at {i}"
+    return text[:i] + text[i + rng.randrange(1, 20) :], f"deleted characters at {i}"
+
+
+def _mutate_file(source: Path, target: Path, rng: random.Random) -> str:
+    """Write a mutated copy of ``source`` (YAML or JSON) to ``target``; return the mutation."""
+    text = source.read_text(encoding="utf-8")
+    if rng.random() < 0.12:
+        garbled, what = mutate_text(text, rng)
+        target.write_text(garbled, encoding="utf-8")
+        return what
+    is_json = source.suffix == ".json"
+    tree = json.loads(text) if is_json else yaml.safe_load(text)
+    mutated, what = mutate_tree(tree, rng)
+    if is_json:
+        target.write_text(json.dumps(mutated), encoding="utf-8")
+    else:
+        target.write_text(yaml.safe_dump(mutated, allow_unicode=True), encoding="utf-8")
+    return what
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def _small_workload(work: Path) -> Path:
+    """A 2-layer copy of T-18B with a batch of 4 and a 2x2 mapping: simulates in a blink."""
+    raw = yaml.safe_load((REPO / "workloads" / "t-18b.yaml").read_text())
+    raw["model"]["num_hidden_layers"] = 2
+    raw["training"]["global_batch_size"] = 4
+    raw["mapping"] = {"pp": 2, "tp": 2, "dp": 1, "micro_batch_size": 1, "recompute": "full"}
+    path = work / "small-t18b.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _small_measurements(work: Path) -> Path:
+    """Two small training cases and the calibration cases of the shipped file."""
+    shipped = yaml.safe_load((REPO / "validation" / "measurements.yaml").read_text())
+    small = {
+        "id": "small_gpt",
+        "model": {"layers": 2, "hidden": 1024, "heads": 16, "seq_len": 1024, "vocab": 51200,
+                  "global_batch": 8, "micro_batch": 1, "arch": "GPT"},
+        "system": {"gpu": "NVIDIA Ampere (A100-class)", "num_gpus": 8, "tp": 8, "pp": 1,
+                   "dp": 1, "nodes": 1},
+        "training": {"precision": "mixed fp16", "activation_recompute": "full",
+                     "sequence_parallel": False, "ddp_impl": "local"},
+        "measured": {"tflops_per_gpu": 100.0, "iteration_time_s": 0.1},
+    }  # fmt: skip
+    zero = copy.deepcopy(small)
+    zero.update(id="small_zero3")
+    zero["system"].update(tp=1, dp=8, gpu="H100 SXM")
+    zero["training"] = {"precision": "bf16", "zero_stage": 3}
+    keep = [c for c in shipped["cases"] if str(c.get("id", "")).startswith("llmcompass")]
+    path = work / "small-measurements.yaml"
+    path.write_text(yaml.safe_dump({"schema": shipped["schema"], "cases": [small, zero, *keep]}))
+    return path
+
+
+def _small_sweep(work: Path, workload: Path) -> Path:
+    spec = {
+        "base": {"hw": str(REPO / "hw_configs" / "tx8-wafer.yaml"), "workload": str(workload)},
+        "set": ["mapping.tp=2"],
+        "grid": {"mapping.pp": [1, 2], "hw.noc.inter_die_bandwidth": ["128 GB/s"]},
+    }
+    path = work / "small-sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _small_mapping(work: Path) -> Path:
+    mapping = {
+        "pp": 2, "tp": 2, "dp": 1, "micro_batch_size": 1, "schedule": "1f1b",
+        "recompute": "selective", "placement": "snake", "partition": "layers",
+        "dp_overlap": True, "tp_overlap": False, "grad_accumulation": "fused",
+        "p2p_scatter_gather": True, "p2p_overlap": True, "virtual_stages": 1,
+        "sequence_parallel": False, "zero": 0,
+    }  # fmt: skip
+    path = work / "mapping.yaml"
+    path.write_text(yaml.safe_dump({"mapping": mapping}))
+    return path
+
+
+@dataclass(frozen=True)
+class Kind:
+    """An input kind: base files to mutate and the command that reads the mutated one."""
+
+    name: str
+    bases: tuple[Path, ...]
+    argv: Callable[[Path, Path], list[str]]  # (mutated file or folder, scratch dir) -> argv
+    folder: bool = False  # the input is a run folder: mutate one file in it
+
+
+def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
+    """Every input kind with its base corpus, built in ``work``; commands that take ``--set``
+    get ``budgets``."""
+    small = _small_workload(work)
+    measurements = _small_measurements(work)
+    flags = ["--pp", "2", "--tp", "2", "--dp", "1", "--micro-batch", "1"]
+    budget_args = [arg for b in budgets for arg in ("--set", b)]
+    tiny_model = ["--set", "model.num_hidden_layers=2", "--set", "training.global_batch_size=4"]
+    run = ["--no-plots", "-q"]
+    hw = REPO / "hw_configs"
+
+    def run_out(scratch: Path) -> list[str]:
+        return ["--out", str(scratch / "run")]
+
+    folder = work / "run-folder"
+    from palmsim.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["run", "--workload", str(small), *budget_args, "-q", "--out", str(folder)])
+    return {
+        "hardware": Kind(
+            "hardware",
+            (hw / "tx8-wafer.yaml", hw / "dgx-h100.yaml", hw / "tx8-wafer-10x8.yaml"),
+            lambda m, s: [
+                "run",
+                "--hw",
+                str(m),
+                "--workload",
+                str(small),
+                *flags,
+                *tiny_model,
+                *budget_args,
+                *run,
+                *run_out(s),
+            ],
+        ),
+        "workload": Kind(
+            "workload",
+            (small, REPO / "workloads" / "llama2-7b.yaml", REPO / "workloads" / "bert-large.yaml"),
+            lambda m, s: [
+                "run",
+                "--hw",
+                str(hw / "dgx-h100.yaml"),
+                "--workload",
+                str(m),
+                *budget_args,
+                *run,
+                *run_out(s),
+            ],
+        ),
+        "mapping": Kind(
+            "mapping",
+            (_small_mapping(work),),
+            lambda m, s: [
+                "run",
+                "--workload",
+                str(small),
+                "--mapping",
+                str(m),
+                *budget_args,
+                *run,
+                *run_out(s),
+            ],
+        ),
+        "hf": Kind(
+            "hf",
+            (REPO / "workloads" / "hf" / "llama-2-7b.config.json",),
+            lambda m, s: [
+                "run",
+                "--hw",
+                str(hw / "dgx-h100.yaml"),
+                "--workload",
+                str(m),
+                "--set",
+                "training.seq_len=128",
+                "--set",
+                "training.global_batch_size=1",
+                "--tp",
+                "8",
+                "--pp",
+                "1",
+                "--dp",
+                "1",
+                "--micro-batch",
+                "1",
+                *budget_args,
+                *run,
+                *run_out(s),
+            ],
+        ),
+        "sweep": Kind(
+            "sweep",
+            (_small_sweep(work, small),),
+            lambda m, s: [
+                "sweep",
+                str(m),
+                "--out",
+                str(s / "sweep"),
+                "--jobs",
+                "1",
+                "-q",
+                *budget_args,
+            ],
+        ),
+        "validate": Kind(
+            "validate",
+            (measurements,),
+            lambda m, s: [
+                "validate",
+                str(m),
+                "-q",
+                "--case-timeout",
+                "20",
+                *budget_args,
+                "--json",
+                str(s / "v.json"),
+            ],
+        ),
+        "calibrate": Kind(
+            "calibrate",
+            (measurements,),
+            lambda m, s: [
+                "calibrate",
+                str(m),
+                "--hw",
+                str(hw / "dgx-a100-superpod.yaml"),
+                "--gemm",
+                "llmcompass_a100_gemm_fp16",
+                "--memory",
+                "llmcompass_a100_gelu_fp16",
+                "--memory",
+                "softmax=llmcompass_a100_softmax_fp16",
+                "--allreduce",
+                "llmcompass_a100x4_allreduce",
+            ],
+        ),
+        "run_folder": Kind(
+            "run_folder",
+            (folder,),
+            lambda m, s: (
+                ["report", str(m)]
+                if s.name.endswith("0")
+                else ["plot", "gantt", str(m), "--out", str(s / "g.png")]
+            ),
+            folder=True,
+        ),
+        "set": Kind(
+            "set",
+            (),  # mutated --set strings, not files
+            lambda m, s: ["run", "--workload", str(small), *budget_args, *run, *run_out(s)],
+        ),
+    }
+
+
+_SET_KEYS = (
+    "hw.noc.intra_die_bandwidth", "hw.wafer.die_grid", "hw.tile.sram_capacity", "hw.dram.capacity",
+    "hw.noc.topology", "model.num_hidden_layers", "model.hidden_size", "model.vocab_size",
+    "training.global_batch_size", "training.seq_len", "training.dtype", "mapping.pp",
+    "mapping.tp", "mapping.micro_batch_size", "mapping.schedule", "mapping.virtual_stages",
+    "mapping.zero", "run.seed", "run.max_events", "run.max_memory", "inference.batch",
+    "workload.mode", "hw.kind", "mapping.recompute",
+)  # fmt: skip
+
+
+def _mutated_set(rng: random.Random) -> tuple[list[str], str]:
+    key = rng.choice(_SET_KEYS)
+    if rng.random() < 0.2:
+        key = _typo(key, rng)
+    value = rng.choice((*_NUMBERS, *_STRINGS, "[5, 1e30]", "[5, 100000]", "[0, 1]"))
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)
+    text = f"{key}={value}"
+    # the budgets are part of this command; a mutated budget key is applied after them
+    return ["--set", text], text
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_child(argv: list[str], timeout_s: float, memory_cap_bytes: int) -> tuple[Any, ...]:
+    """Run ``palmsim.cli.main(argv)`` in a forked child.
+
+    Returns (exit code or None if killed at ``timeout_s``, seconds, peak RSS in bytes,
+    traceback text, the command's stderr). The child's address space is capped at
+    ``memory_cap_bytes`` so a runaway input cannot take the machine down.
+    """
+    read_fd, write_fd = os.pipe()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # child
+        code, tb, err = 1, "", io.StringIO()
+        try:
+            os.close(read_fd)
+            resource.setrlimit(resource.RLIMIT_AS, (memory_cap_bytes, memory_cap_bytes))
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            from palmsim.cli import main
+
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                code = main(argv)
+        except BaseException:
+            tb = traceback.format_exc()
+        try:
+            payload = json.dumps({"code": code, "tb": tb, "err": err.getvalue()[-2000:]})
+            with os.fdopen(write_fd, "w") as pipe:
+                pipe.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    killed = False
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() - start > timeout_s:
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            killed = True
+            break
+        time.sleep(0.005)
+    seconds = time.monotonic() - start
+    with os.fdopen(read_fd) as pipe:
+        text = pipe.read()
+    data = json.loads(text) if text else {"code": None, "tb": "", "err": ""}
+    rss = int(usage.ru_maxrss) * 1024  # Linux: KiB
+    if killed:
+        return None, seconds, rss, "", "killed at the time limit"
+    if not text:
+        return None, seconds, rss, f"child died (status {status})", ""
+    return data["code"], seconds, rss, data["tb"], data["err"]
+
+
+def fuzz_kind(
+    kind: Kind,
+    count: int,
+    seed: int,
+    scratch_root: Path,
+    *,
+    timeout_s: float = 60.0,
+    memory_cap_bytes: int = 4 * 2**30,
+) -> list[Outcome]:
+    """``count`` seeded mutations of ``kind``, each run in a child; their outcomes."""
+    rng = random.Random(f"{seed}:{kind.name}")
+    outcomes = []
+    for index in range(count):
+        scratch = scratch_root / f"{kind.name}-{index}"
+        scratch.mkdir(parents=True)
+        if kind.name == "set":
+            extra, what = _mutated_set(rng)
+            argv = kind.argv(Path(), scratch) + extra
+        elif kind.folder:
+            base = rng.choice(kind.bases)
+            target = scratch / "run"
+            shutil.copytree(base, target)
+            files = sorted(p for p in target.rglob("*") if p.suffix in {".yaml", ".json", ".csv"})
+            victim = rng.choice(files)
+            if victim.suffix == ".csv" or rng.random() < 0.2:
+                if rng.random() < 0.2:
+                    victim.unlink()
+                    what = f"deleted {victim.name}"
+                else:
+                    text, what = mutate_text(victim.read_text(encoding="utf-8"), rng)
+                    victim.write_text(text, encoding="utf-8")
+                    what = f"{victim.name}: {what}"
+            else:
+                what = f"{victim.name}: " + _mutate_file(victim, victim, rng)
+            argv = kind.argv(target, scratch)
+        else:
+            base = rng.choice(kind.bases)
+            target = scratch / base.name
+            what = f"{base.name}: " + _mutate_file(base, target, rng)
+            argv = kind.argv(target, scratch)
+        code, seconds, rss, tb, err = run_child(argv, timeout_s, memory_cap_bytes)
+        outcomes.append(Outcome(kind.name, index, code, seconds, rss, tb, err.strip()[-300:], what))
+        shutil.rmtree(scratch, ignore_errors=True)
+    return outcomes
+
+
+def summarize(outcomes: list[Outcome]) -> str:
+    """A table: per kind, mutations, exit codes, failures, slowest and largest child."""
+    lines = [
+        f"{'kind':<11} {'runs':>5} {'exit 0':>6} {'2':>5} {'3':>5} {'5':>5} {'bad':>4} "
+        f"{'max s':>7} {'max RSS':>9}"
+    ]
+    for name in dict.fromkeys(o.kind for o in outcomes):
+        mine = [o for o in outcomes if o.kind == name]
+        codes = [o.exit_code for o in mine]
+        lines.append(
+            f"{name:<11} {len(mine):>5} {codes.count(0):>6} {codes.count(2):>5} "
+            f"{codes.count(3):>5} {codes.count(5):>5} {sum(not o.ok for o in mine):>4} "
+            f"{max(o.seconds for o in mine):>7.2f} "
+            f"{max(o.max_rss_bytes for o in mine) / 2**20:>6.0f} MiB"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the long fuzz run; exit 1 if any mutation failed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-kind", type=int, default=1000, help="mutations of each kind")
+    parser.add_argument("--kinds", help="comma-separated kinds (default: all)")
+    parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per mutation")
+    parser.add_argument("--max-rss", type=float, default=2.0, help="GiB a child may reach")
+    parser.add_argument(
+        "--max-events", type=int, default=100_000, help="run.max_events of every command"
+    )
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="palmsim-fuzz-"))
+    try:
+        table = kinds(work, (f"run.max_events={args.max_events}", BUDGETS[1]))
+        names = args.kinds.split(",") if args.kinds else list(table)
+        outcomes: list[Outcome] = []
+        started = time.monotonic()
+        for name in names:
+            found = fuzz_kind(table[name], args.per_kind, args.seed, work, timeout_s=args.timeout)
+            outcomes += found
+            print(f"{name}: {len(found)} mutations, {time.monotonic() - started:.0f} s", flush=True)
+        print(summarize(outcomes))
+        limit = args.max_rss * 2**30
+        bad = [o for o in outcomes if not o.ok or o.max_rss_bytes > limit]
+        for o in bad:
+            print(f"FAIL {o.kind}#{o.index} exit {o.exit_code} ({o.mutation}): "
+                  f"{(o.traceback or o.message).strip().splitlines()[-1:]}")  # fmt: skip
+        print(f"{len(outcomes)} mutations, {len(bad)} failed, seed {args.seed}")
+        return 1 if bad else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

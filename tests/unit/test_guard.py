@@ -1,0 +1,122 @@
+"""The resource guard (palmsim/guard.py) and the tile check of chip elaboration (issue 18)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from palmsim import guard
+from palmsim.api import load_experiment, simulate
+from palmsim.config.specs import RunSpec, WaferSpec
+from palmsim.errors import ConfigError, MappingError
+from palmsim.hardware import chip as chip_module
+from palmsim.hardware.chip import CHIP_BYTES_PER_TILE, TILE_EVENTS, Chip
+from tests.conftest import experiment, gpt_model, wafer_spec
+
+
+def test_global_batch_of_1e12_is_refused_before_mapping() -> None:
+    """The issue's second hang: 31.25e9 micro-batches of 32 over 40 layers and 16 TP ranks
+    need at least 2 * 31.25e9 * 40 * 16 = 4e13 events (one per layer, pass and TP rank)."""
+    exp = load_experiment(overrides=["training.global_batch_size=1000000000000"])
+    assert guard.spec_estimate(exp).events >= 2 * 31.25e9 * 40 * 16
+    with pytest.raises(MappingError, match=r"training\.global_batch_size=1000000000000.*4e\+13"):
+        simulate(exp)
+
+
+def test_wafer_of_8_million_tiles_is_refused_before_any_graph(monkeypatch) -> None:
+    """The issue's first hang: die_grid [5, 100000] of 4x4 tiles = 8e6 tiles. The loader
+    refuses it (too many tiles to simulate one by one); a spec built past the loader is
+    refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B = 2045222 tiles,
+    before any topology builder runs."""
+    with pytest.raises(ConfigError, match=r"tx8-wafer\.yaml: wafer\."):
+        load_experiment(overrides=["hw.wafer.die_grid=[5, 100000]"])
+    spec = load_experiment().hardware
+    assert spec.wafer is not None
+    huge = dataclasses.replace(spec, wafer=dataclasses.replace(spec.wafer, die_cols=100000))
+    monkeypatch.setattr(chip_module, "TOPOLOGIES", None)  # any graph building would fail
+    with pytest.raises(ConfigError, match=r"at most 2045222 tiles \(it has 8000000"):
+        Chip.from_spec(huge)
+    assert chip_module.default_max_tiles() == int(8 * 2**30 // CHIP_BYTES_PER_TILE)
+
+
+def test_tile_limit_follows_the_run_budgets() -> None:
+    """max_tiles = min(max_memory / CHIP_BYTES_PER_TILE, max_events / TILE_EVENTS)."""
+    assert chip_module.max_tiles(2**30, 10**9) == 2**30 // CHIP_BYTES_PER_TILE
+    assert chip_module.max_tiles(2**40, 1000) == 1000 // TILE_EVENTS
+    hw = wafer_spec(dies=(2, 2), tiles=(4, 4))  # 64 tiles
+    Chip.from_spec(hw, max_tiles=64)
+    with pytest.raises(ConfigError, match="at most 63 tiles"):
+        Chip.from_spec(hw, max_tiles=63)
+
+
+def _tiny(**run: object):
+    hw = wafer_spec(dies=(1, 1), tiles=(2, 2), dram_placement="per_tile")
+    exp = experiment(
+        hw,
+        gpt_model(layers=2, hidden=64, heads=4, vocab=128, seq=32),
+        seq=32,
+        batch=4,
+        pp=2,
+        tp=2,
+        dp=1,
+        micro_batch_size=1,
+    )
+    return dataclasses.replace(exp, run=RunSpec(**run))  # type: ignore[arg-type]
+
+
+def test_spec_lower_bound_never_exceeds_the_events_simulated() -> None:
+    """2 * m * L * t = 2 * 4 * 2 * 2 = 32 compute steps at least (plus 4 tiles x 20)."""
+    exp = _tiny()
+    bound = guard.spec_estimate(exp)
+    assert bound.events == 2 * 4 * 2 * 2 + 4 * TILE_EVENTS
+    trace = simulate(exp).trace
+    assert bound.records <= len(trace.intervals)
+    assert bound.events - 4 * TILE_EVENTS <= trace.num_events
+
+
+def test_budgets_refuse_with_the_estimate() -> None:
+    exp = _tiny(max_events=100)  # the lower bound is 112
+    with pytest.raises(MappingError, match=r"needs at least 112 SimPy events.*max_events=100"):
+        simulate(exp)
+    exp = _tiny(max_memory_bytes=1e4)
+    with pytest.raises(ConfigError, match="at most 2 tiles"):  # 4 tiles x 4200 B > 1e4 B
+        simulate(exp)
+    exp = _tiny(max_memory_bytes=4 * CHIP_BYTES_PER_TILE + 100.0)
+    with pytest.raises(MappingError, match=r"GiB of records, above run\.max_memory"):
+        simulate(exp)
+
+
+def test_run_budgets_are_set_keys() -> None:
+    exp = load_experiment(overrides=["run.max_events=5", "run.max_memory=2 GiB"])
+    assert exp.run.max_events == 5
+    assert exp.run.max_memory_bytes == 2 * 2**30
+    with pytest.raises(ConfigError, match=r"--set run\.max_memory=12: run\.max_memory: got 12"):
+        load_experiment(overrides=["run.max_memory=12"])
+    assert WaferSpec  # the layout type the tile check reads
+
+
+def test_a_tampered_run_folder_is_rebuilt_under_its_own_budgets(tmp_path) -> None:
+    """Fuzzing found plot/report rebuilding a chip from an edited resolved_config.yaml
+    without any budget; the folder's own run budgets now apply (RunDirError, exit 5)."""
+    import yaml
+
+    from palmsim.api import load_result, run_experiment
+    from palmsim.errors import RunDirError
+
+    small = [
+        "model.num_hidden_layers=2",
+        "training.global_batch_size=4",
+        "mapping.pp=2",
+        "mapping.tp=2",
+        "mapping.micro_batch_size=1",
+        "run.max_events=30000",
+    ]
+    run_experiment(load_experiment(overrides=small), tmp_path, make_plots=False)
+    assert load_result(tmp_path).plan.num_stages == 2
+    config_path = tmp_path / "resolved_config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["run"]["max_events"] = 1000  # 1000 / 20 = 50 tiles, fewer than the 320
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(RunDirError, match=r"wafer\.die_grid: got \[5, 4\]; expected a chip of"):
+        load_result(tmp_path)
