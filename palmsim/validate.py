@@ -778,6 +778,9 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     def expire(_signum: int, _frame: Any) -> None:
+        # An exception raised in a signal handler can land where Python swallows it (a gc
+        # callback, a __del__): re-arm, so the limit fires again until it reaches the case.
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
         raise _CaseTimeoutError
 
     previous = signal.signal(signal.SIGALRM, expire)
