@@ -1088,7 +1088,7 @@ def test_an_option_outside_its_modes_is_an_error_naming_the_key() -> None:
         )
     text = str(info.value)
     assert "w.yaml: mapping.recompute: got 'full'; expected nothing in an inference run" in text
-    assert "--set: mapping.zero: got 3" in text
+    assert "--set mapping.zero=3: mapping.zero: got 3" in text
     assert "(mapping.zero applies to training only)" in text
     assert load_mapping([("w.yaml", {"pp": 2, "p2p_overlap": False})], mode="inference").pp == 2
     assert load_mapping([("w.yaml", {"zero": 1})], mode="training").zero == 1
