@@ -205,10 +205,11 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
+    # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
+    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     layer_ranges = PARTITIONERS.get("layers")(
         experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs
     )
-    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     programs: list[StageProgram] = []
     stages: list[InferenceStage] = []
     memory: list[tuple[int, MemoryBreakdown]] = []

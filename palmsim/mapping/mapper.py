@@ -171,13 +171,14 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         hw.tile, batch.peak_flop_per_s, batch.training_elem_bytes, OperandPlacement(),
         gemm_operand_bandwidth_bytes_per_s(hw),
     )  # fmt: skip
+    # Place first: its tile-count check bounds pp before the layout builds pp schedules.
+    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     layout = stage_layout(
         mapping,
         workload.model.num_hidden_layers,
         batch.num_microbatches,
         _PartitionCosts(model, everything_in_sram),
     )
-    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     programs: dict[int, StageProgram] = {}
     memory: list[tuple[int, MemoryBreakdown]] = []
     port_of: list[tuple[int, int]] = []
