@@ -95,12 +95,12 @@ def load_experiment(
         sections.append((mapping, read_mapping_file(mapping)))
     if mapping_flags:
         sections.append(("command-line flags", dict(mapping_flags)))
-    mapping_spec = load_mapping(sections, overrides)
+    mapping_spec = load_mapping(sections, overrides, mode=wl_spec.mode)
     problems = []
     for key, names in (
         ("schedule", SCHEDULES.names()),
         ("placement", PLACERS.names()),
-        ("partition", list(PARTITIONERS)),
+        ("partition", PARTITIONERS.names()),
     ):
         value = getattr(mapping_spec, key)
         if value not in names:

@@ -307,7 +307,7 @@ def calibrate(
     if plain:
         memory = (tuple(plain), memory_fit(plain))
     # The GEMM model's memory roof: the streaming bandwidth being fitted, else the config's,
-    # else the DRAM's datasheet rate (see palmsim.mapping.mapper._memory_of).
+    # else the DRAM's datasheet rate (palmsim.hardware.costs.gemm_operand_bandwidth_bytes_per_s).
     if memory is not None:
         streaming = memory[1].bandwidth_bytes_per_s
     elif hardware.tile.memory_ops is not None:

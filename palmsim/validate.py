@@ -314,11 +314,9 @@ def _layer_times_s(trace: RunTrace, tile: int) -> dict[str, float]:
     for rec in trace.intervals:
         if rec.tile != tile or rec.microbatch != 0:
             continue
-        category, label = rec.category, rec.label
-        if category == "comm":
-            category, label = label.split(".", 1)
-        if not label.startswith("L0."):
+        if rec.layer != 0:
             continue
+        category = rec.phase if rec.category == "comm" else rec.category
         phase = "forward" if category == "forward" else "backward"
         times[phase] = times.get(phase, 0.0) + (rec.end_s - rec.start_s)
     return times

@@ -56,6 +56,7 @@ from palmsim.config.specs import (
     TrainingSpec,
     WaferSpec,
     WorkloadSpec,
+    modes_of,
 )
 from palmsim.errors import ConfigError, ConfigProblem
 from palmsim.units import DIMENSIONS, format_quantity, parse_quantity
@@ -690,26 +691,21 @@ def _inference_schema() -> Schema:
 
 
 def _mapping_schema() -> Schema:
-    return {
+    """Every :class:`MappingSpec` field: the rules below, else the rule of its type (``int``,
+    ``bool``, ``str``), so a plain new option needs no line here."""
+    special: Schema = {
+        "recompute": _choice_rule(("none", "selective", "full")),
+        "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
+        "zero": _zero_rule(),
+    }
+    by_type = {"int": _int_rule, "bool": _bool_rule, "str": _str_rule}
+    schema: Schema = {
         "description": _str_rule(required=False),
         "sources": _str_list_rule(required=False),
-        "pp": _int_rule(),
-        "tp": _int_rule(),
-        "dp": _int_rule(),
-        "micro_batch_size": _int_rule(),
-        "schedule": _str_rule(),
-        "recompute": _choice_rule(("none", "selective", "full")),
-        "placement": _str_rule(),
-        "partition": _str_rule(),
-        "dp_overlap": _bool_rule(),
-        "tp_overlap": _bool_rule(),
-        "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
-        "p2p_scatter_gather": _bool_rule(),
-        "p2p_overlap": _bool_rule(),
-        "sequence_parallel": _bool_rule(),
-        "zero": _zero_rule(),
-        "virtual_stages": _int_rule(),
     }
+    for f in fields(MappingSpec):
+        schema[f.name] = special.get(f.name) or by_type[str(f.type)]()
+    return schema
 
 
 def _run_schema() -> Schema:
@@ -1296,7 +1292,9 @@ def load_workload(
 
 
 def load_mapping(
-    sections: Sequence[tuple[str, Mapping[str, Any]]], overrides: Sequence[str] = ()
+    sections: Sequence[tuple[str, Mapping[str, Any]]],
+    overrides: Sequence[str] = (),
+    mode: str | None = None,
 ) -> MappingSpec:
     """Merge mapping sections (later wins), apply ``mapping.`` overrides, and validate.
 
@@ -1307,7 +1305,9 @@ def load_mapping(
         overrides: ``--set`` strings; those starting with ``mapping.`` apply last.
 
     Schedule, placement and partition names are only checked to be non-empty strings here;
-    their registries check the names.
+    their registries check the names. With ``mode``, a key given for an option that does
+    not apply to that mode (:func:`palmsim.config.specs.modes_of`, e.g. ``zero`` in an
+    inference run) is a problem naming the key.
 
     Raises:
         ConfigError: every problem at once, each naming the section its key came from.
@@ -1327,14 +1327,41 @@ def load_mapping(
     merged = apply_overrides(merged, overrides, "mapping", OVERRIDE_WHERE)
     for ov in split_overrides(overrides)["mapping"]:
         origin[ov.path[0]] = OVERRIDE_WHERE
+    given = dict(merged)  # what the sections and overrides set, before defaults
     merged = normalise_mapping(merged)
     schema = _mapping_schema()
     problems += check_keys(merged, schema, OVERRIDE_WHERE, "mapping", where_of=origin)
     values, parse_problems = parse_values(merged, schema, OVERRIDE_WHERE, "mapping", origin)
     problems += parse_problems
+    if mode is not None:
+        problems += check_mapping_modes(given, mode, origin)
     if problems:
         raise ConfigError(problems)
     return build_mapping(values)
+
+
+def check_mapping_modes(
+    merged: Mapping[str, Any], mode: str, origin: Mapping[str, str]
+) -> list[ConfigProblem]:
+    """A problem for every given mapping key whose option does not apply to ``mode``."""
+    names = {f.name for f in fields(MappingSpec)}
+    problems = []
+    for key in sorted(merged):
+        if key not in names:
+            continue
+        modes = modes_of(MappingSpec, key)
+        if mode not in modes:
+            problems.append(
+                ConfigProblem(
+                    origin.get(key, OVERRIDE_WHERE),
+                    f"mapping.{key}",
+                    merged[key],
+                    f"nothing in {'an' if mode[0] in 'aeiou' else 'a'} {mode} run "
+                    f"(mapping.{key} applies to "
+                    f"{' and '.join(modes)} only)",
+                )
+            )
+    return problems
 
 
 def build_mapping(values: Mapping[str, Any]) -> MappingSpec:

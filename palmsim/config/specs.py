@@ -16,6 +16,8 @@ __all__ = [
     "EXPERT_LOADS",
     "GRAD_ACCUMULATION_MODES",
     "MEMORY_OP_KINDS",
+    "MODES",
+    "TRAINING_ONLY",
     "ClusterSpec",
     "DramSpec",
     "ExperimentSpec",
@@ -33,6 +35,7 @@ __all__ = [
     "WaferSpec",
     "WorkloadSpec",
     "help_of",
+    "modes_of",
 ]
 
 #: Bytes per element of each numeric format palmsim knows.
@@ -45,9 +48,22 @@ EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
 
 
-def _f(help_text: str, **kwargs: Any) -> Any:
-    """A dataclass field with a help string in its metadata."""
-    return field(metadata={"help": help_text}, **kwargs)
+#: The run modes (``workload.mode``) an option can apply to.
+MODES: tuple[str, ...] = ("training", "inference")
+TRAINING_ONLY: tuple[str, ...] = ("training",)
+
+
+def _f(help_text: str, *, modes: tuple[str, ...] = MODES, **kwargs: Any) -> Any:
+    """A dataclass field with a help string and the modes it applies to in its metadata."""
+    return field(metadata={"help": help_text, "modes": modes}, **kwargs)
+
+
+def modes_of(spec_type: type, name: str) -> tuple[str, ...]:
+    """The run modes field ``name`` of dataclass ``spec_type`` applies to."""
+    for f in fields(spec_type):
+        if f.name == name:
+            return tuple(f.metadata.get("modes", MODES))
+    raise KeyError(name)
 
 
 def help_of(spec_type: type, name: str) -> str:
@@ -368,14 +384,25 @@ class MappingSpec:
     tp: int = _f("tensor-parallel degree (tiles per stage replica)", default=1)
     dp: int = _f("data-parallel replicas", default=1)
     micro_batch_size: int = _f("samples per micro-batch", default=1)
-    schedule: str = _f("pipeline schedule: 'gpipe' or '1f1b'", default="1f1b")
-    recompute: str = _f("activation recompute: 'none', 'selective' or 'full'", default="none")
+    schedule: str = _f("pipeline schedule: 'gpipe' or '1f1b'", modes=TRAINING_ONLY, default="1f1b")
+    recompute: str = _f(
+        "activation recompute: 'none', 'selective' or 'full'", modes=TRAINING_ONLY, default="none"
+    )
     placement: str = _f("placement strategy onto the tile grid, e.g. 'snake'", default="snake")
-    partition: str = _f("how layers are split into stages: 'layers' or 'cost'", default="layers")
-    dp_overlap: bool = _f("overlap the DP gradient all-reduce with the backward pass", default=True)
+    partition: str = _f(
+        "how layers are split into stages: 'layers' or 'cost'",
+        modes=TRAINING_ONLY,
+        default="layers",
+    )
+    dp_overlap: bool = _f(
+        "overlap the DP gradient all-reduce with the backward pass",
+        modes=TRAINING_ONLY,
+        default=True,
+    )
     tp_overlap: bool = _f(
         "overlap each column-parallel linear's backward TP all-reduce (or reduce-scatter) "
         "with its weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce)",
+        modes=TRAINING_ONLY,
         default=False,
     )
     grad_accumulation: str = _f(
@@ -385,6 +412,7 @@ class MappingSpec:
         "(Megatron-LM's local DDP main_grad hook); 'after_first_microbatch': the first "
         "backward's gradients are kept, later ones added in a kernel (PyTorch's "
         "AccumulateGrad, e.g. under PyTorch DDP)",
+        modes=TRAINING_ONLY,
         default="fused",
     )
     p2p_scatter_gather: bool = _f(
@@ -401,16 +429,19 @@ class MappingSpec:
     )
     virtual_stages: int = _f(
         "model chunks per pipeline stage: > 1 runs Megatron's interleaved 1F1B",
+        modes=TRAINING_ONLY,
         default=1,
     )
     zero: int = _f(
         "ZeRO stage over the DP group: 0 none, 1 optimizer state, 2 + gradients, 3 + weights "
         "sharded (Rajbhandari et al. SC20)",
+        modes=TRAINING_ONLY,
         default=0,
     )
     sequence_parallel: bool = _f(
         "Megatron sequence parallelism: norms and dropouts on s/t tokens, reduce-scatter + "
         "all-gather in place of each TP all-reduce",
+        modes=TRAINING_ONLY,
         default=False,
     )
 

@@ -18,7 +18,11 @@ class IntervalRecord(NamedTuple):
 
     ``category`` is one of ``forward``, ``backward``, ``recompute``, ``optimizer``, or
     ``comm``: the tile waited in a tensor-parallel collective (arrival to completion).
-    ``label`` names what ran, e.g. ``"L3.attn"``. ``microbatch`` is -1 where it does not apply.
+    ``label`` names what ran, e.g. ``"L3.attn"``, for people: nothing parses it. The typed
+    identity is in ``phase`` (a :class:`palmsim.mapping.plan.Phase` value: the pass, also of a
+    ``comm`` wait), ``layer`` (transformer layer, -1 for none), ``block`` (``attn``, ``mlp``,
+    ``embed``, ...; "" for none) and ``op`` (the label without layer and decode-step indices,
+    e.g. ``L.attn``, what an op table groups by). ``microbatch`` is -1 where it does not apply.
     """
 
     tile: int
@@ -30,6 +34,10 @@ class IntervalRecord(NamedTuple):
     label: str
     flop: float
     bytes: float
+    phase: str = ""
+    layer: int = -1
+    block: str = ""
+    op: str = ""
 
 
 class FlowRecord(NamedTuple):

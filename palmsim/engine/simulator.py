@@ -6,11 +6,12 @@ Every simulated tile runs its own SimPy process, executing its stage's schedule 
 step by step: compute steps hold the tile for the roofline time while their DRAM traffic moves
 as contended flows; tensor-parallel collectives start when every tile of the group has
 arrived; activations and gradients move between stages as point-to-point flows (the sender
-computes on, or with ``mapping.p2p_overlap`` false waits for its send to arrive); on the last
-backward, data-parallel gradient buckets are all-reduced in the background and the optimizer
-step waits for them. All link and DRAM traffic shares bandwidth max-min fairly
-(:mod:`palmsim.engine.flows`), so congestion between collectives, pipeline transfers and DRAM
-traffic emerges rather than being assumed.
+computes on, or waits for its send to arrive where its program's ``send_blocks`` says so);
+data-parallel gradient buckets are reduced when the program's ``grad_reduce`` says (in the
+background of the last backward, after it, or after every backward) and the optimizer step
+waits for them. The engine reads only the plan, never the user's options. All link and DRAM
+traffic shares bandwidth max-min fairly (:mod:`palmsim.engine.flows`), so congestion between
+collectives, pipeline transfers and DRAM traffic emerges rather than being assumed.
 
 Collectives are ring algorithms at flow level: for a ring of ``n`` tiles each ring edge carries
 ``2(n-1)/n * S`` bytes (all-reduce) or ``(n-1)/n * S`` (reduce-scatter, all-gather), which is
@@ -47,7 +48,9 @@ from palmsim.mapping.plan import (
     Communicator,
     ComputeStep,
     GradBucketReady,
+    GradReduce,
     MappingPlan,
+    Phase,
     Step,
 )
 
@@ -215,12 +218,11 @@ class Simulator:
             if phase == "B"
         }
         # ZeRO-2/3 keep a gradient shard only, so every backward reduces its buckets.
-        reduce_every_pass = any(
-            isinstance(step, GradBucketReady) and step.every_microbatch for step in program.backward
-        )
+        reduce_every_pass = program.grad_reduce is GradReduce.EVERY_BACKWARD
+        overlap_last = program.grad_reduce is GradReduce.OVERLAP_BACKWARD
         held_bytes = 0.0
         pending: list[simpy.Event] = []
-        blocking = not plan.mapping.p2p_overlap  # a send holds the tile until it has arrived
+        blocking = program.send_blocks  # a send holds the tile until it has arrived
         for index, ((phase, mb), chunk) in enumerate(zip(program.steps, chunks, strict=True)):
             c = chunk * p + stage  # the virtual stage this step runs
             work = plan.programs[c]
@@ -243,7 +245,9 @@ class Simulator:
                     sent = self._send(tile, peer, size, key, stage, mb)
                     if blocking:
                         self._activity[tile] = f"stage {stage} sends activations of mb {mb}"
-                        yield from self._wait(sent, tile, stage, mb, "forward.send", size)
+                        yield from self._wait(
+                            sent, tile, stage, mb, "forward.send", size, Phase.FORWARD
+                        )
             else:
                 if c < last_virtual:
                     self._activity[tile] = (
@@ -255,9 +259,7 @@ class Simulator:
                     yield from self._run_steps(
                         work.recompute, tile, tp_group, stage, mb, "recompute", None, dp_group
                     )
-                overlap = (
-                    index == last_backward[chunk] and len(dp_group) > 1 and plan.mapping.dp_overlap
-                )
+                overlap = index == last_backward[chunk] and len(dp_group) > 1 and overlap_last
                 buckets = pending if overlap or (len(dp_group) > 1 and reduce_every_pass) else None
                 yield from self._run_steps(
                     work.backward, tile, tp_group, stage, mb, "backward", buckets, dp_group
@@ -271,8 +273,10 @@ class Simulator:
                     sent = self._send(tile, peer, prev_send, key, stage, mb)
                     if blocking:
                         self._activity[tile] = f"stage {stage} sends gradients of mb {mb}"
-                        yield from self._wait(sent, tile, stage, mb, "backward.send", prev_send)
-        if len(dp_group) > 1 and not plan.mapping.dp_overlap and not reduce_every_pass:
+                        yield from self._wait(
+                            sent, tile, stage, mb, "backward.send", prev_send, Phase.BACKWARD
+                        )
+        if len(dp_group) > 1 and program.grad_reduce is GradReduce.AFTER_BACKWARD:
             # No overlap: every bucket is reduced after the whole backward pass.
             for chunk in sorted(set(chunks), reverse=True):
                 for step in plan.programs[chunk * p + stage].backward:
@@ -346,9 +350,9 @@ class Simulator:
                 else:
                     continue
                 sent = self._send(tile, peer, size, key, stage, mb)
-                if not plan.mapping.p2p_overlap:
+                if plan.programs[stage].send_blocks:
                     self._activity[tile] = f"stage {stage} sends {category} {k} of mb {mb}"
-                    yield from self._wait(sent, tile, stage, mb, f"{category}.send", size)
+                    yield from self._wait(sent, tile, stage, mb, f"{category}.send", size, category)
         self._activity[tile] = "finished"
         self._finished.add(tile)
 
@@ -384,28 +388,45 @@ class Simulator:
                     yield from self._compute(step.overlap, tile, stage, mb, category)
                 self._activity[tile] = (stage, category, step, mb, group)
                 # the tile's wait, after any overlapped compute
-                yield from self._wait(
-                    done, tile, stage, mb, f"{category}.{step.label}", step.size_bytes
-                )
+                label = f"{category}.{step.label}"
+                yield from self._wait(done, tile, stage, mb, label, step.size_bytes, category, step)
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:
-                    bucket_mb = mb if step.every_microbatch else -1
+                    every = self.plan.programs[stage].grad_reduce is GradReduce.EVERY_BACKWARD
+                    bucket_mb = mb if every else -1
                     dp_buckets.append(self._reduce_bucket(step, dp_group, tile, stage, bucket_mb))
             else:  # pragma: no cover - exhaustive over Step
                 raise AssertionError(step)
 
     def _wait(
-        self, done: simpy.Event, tile: int, stage: int, mb: int, label: str, size_bytes: float
+        self,
+        done: simpy.Event,
+        tile: int,
+        stage: int,
+        mb: int,
+        label: str,
+        size_bytes: float,
+        phase: str,
+        step: CollectiveStep | None = None,
     ) -> Generator[simpy.Event, Any, None]:
-        """SimPy process step: hold ``tile`` until ``done`` (a collective or a send it
-        started); records the wait as a ``comm`` interval labelled ``label``."""
+        """SimPy process step: hold ``tile`` until ``done`` (a collective ``step`` or a send
+        it started) in pass ``phase``; records the wait as a ``comm`` interval labelled
+        ``label``, with the step's typed identity."""
         start = self.env.now
         yield done
         # IntervalRecord(tile, category, start_s, end_s, stage, microbatch, label, flop,
-        # bytes), positional: the engine's hot path
-        self._intervals.append(
-            IntervalRecord(tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes)
-        )
+        # bytes, phase, layer, block, op), positional: the engine's hot path
+        if step is None:
+            record = IntervalRecord(
+                tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes, phase,
+                -1, "", label,
+            )  # fmt: skip
+        else:
+            record = IntervalRecord(
+                tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes, phase,
+                step.layer, step.block, f"{phase}.{step.op}",
+            )  # fmt: skip
+        self._intervals.append(record)
 
     def _reduce_bucket(
         self, step: GradBucketReady, dp_group: tuple[int, ...], tile: int, stage: int, mb: int
@@ -531,6 +552,10 @@ class Simulator:
                 step.label,
                 step.flop,
                 step.sram_bytes + step.dram_read_bytes + step.dram_write_bytes,
+                category,
+                step.layer,
+                step.block,
+                step.op,
             )
         )
 
@@ -548,9 +573,9 @@ class Simulator:
     ) -> simpy.Event:
         """Start a point-to-point flow; its arrival triggers the receiver's mailbox event.
 
-        Returns the flow's completion, for a sender that blocks on it (``mapping.p2p_overlap``
-        false, Megatron-LM's ``_communicate``: ``req.wait()`` on its isend, then a device
-        synchronize). Simplification: no rendezvous, a send starts whether or not its
+        Returns the flow's completion, for a sender that blocks on it (the program's
+        ``send_blocks``, Megatron-LM's ``_communicate``: ``req.wait()`` on its isend, then a
+        device synchronize). Simplification: no rendezvous, a send starts whether or not its
         receiver has posted the receive yet (that wait is only the receiver's mailbox).
         """
         route = self.chip.route(src, dst)

@@ -2,7 +2,7 @@
 
 from palmsim.hardware.chip import Channel, Chip, DramPort, Route
 from palmsim.hardware.compute import op_time_s
-from palmsim.hardware.memory import access_time_s, fits, split_sram_dram
+from palmsim.hardware.memory import split_sram_dram
 from palmsim.hardware.topology import TOPOLOGIES
 
 __all__ = [
@@ -11,8 +11,6 @@ __all__ = [
     "Chip",
     "DramPort",
     "Route",
-    "access_time_s",
-    "fits",
     "op_time_s",
     "split_sram_dram",
 ]

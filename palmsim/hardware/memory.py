@@ -1,19 +1,8 @@
-"""Pure SRAM/DRAM helpers: capacity checks, SRAM-first placement of data, access time."""
+"""Pure SRAM/DRAM helper: SRAM-first placement of data."""
 
 from __future__ import annotations
 
-__all__ = ["access_time_s", "fits", "split_sram_dram"]
-
-#: Relative slack of :func:`fits`, so that rounding in a sum of byte counts does not turn an
-#: exact fit into an overflow.
-FIT_REL_TOLERANCE = 1e-9
-
-
-def fits(required_bytes: float, capacity_bytes: float) -> bool:
-    """Whether ``required_bytes`` [B] fit in ``capacity_bytes`` [B] (relative slack 1e-9)."""
-    assert required_bytes >= 0, required_bytes
-    assert capacity_bytes >= 0, capacity_bytes
-    return required_bytes <= capacity_bytes * (1.0 + FIT_REL_TOLERANCE)
+__all__ = ["split_sram_dram"]
 
 
 def split_sram_dram(
@@ -40,15 +29,3 @@ def split_sram_dram(
         free_bytes -= in_sram
         placed.append((category, in_sram, size_bytes - in_sram))
     return placed
-
-
-def access_time_s(num_bytes: float, *, bandwidth_bytes_per_s: float, latency_s: float) -> float:
-    """Uncontended time to move ``num_bytes`` [B] over one channel: latency + size / bandwidth [s].
-
-    Zero bytes cost nothing (no access is made).
-    """
-    assert num_bytes >= 0
-    if num_bytes == 0:
-        return 0.0
-    assert bandwidth_bytes_per_s > 0
-    return latency_s + num_bytes / bandwidth_bytes_per_s

@@ -1,8 +1,8 @@
 """Map an inference (serving) workload: prefill and decode programs with a KV cache per tile.
 
-``map_inference(experiment, chip)`` splits layers into stages and places stage replicas exactly
-as training does (:func:`palmsim.mapping.mapper.map_workload`'s partition and placement), then
-builds, per stage, a forward-only program:
+``map_inference(experiment, chip)`` is the serving orchestrator: it runs the shared passes
+(batch arithmetic and the peak lookup, the ``layers`` partitioner and the placement, the memory
+pass) and lowers, per stage, a forward-only program:
 
 - **prefill** of one micro-batch: the layer ops over ``prompt_len`` tokens (the training op
   builders with ``seq_len = prompt_len``), writing the prompt's K and V to the cache;
@@ -29,24 +29,31 @@ arithmetic runs at the peak of the activation ``dtype``.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, TrainingSpec
-from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
-from palmsim.hardware.compute import op_time_s
-from palmsim.hardware.memory import split_sram_dram
-from palmsim.mapping.communicators import communicators
-from palmsim.mapping.mapper import (
-    _cost,
-    _memory_of,
-    _Placement,
-    dram_overflow,
-    pipeline_p2p_bytes,
+from palmsim.hardware.costs import (
+    OperandPlacement,
+    gemm_operand_bandwidth_bytes_per_s,
+    kv_attention_cost,
 )
-from palmsim.mapping.partition import partition_by_layers
+from palmsim.mapping.batch import Batch, inference_batch
+from palmsim.mapping.communicators import communicators
+from palmsim.mapping.lower import (
+    Costing,
+    Unit,
+    compute_step,
+    engine_policy,
+    pipeline_p2p_bytes,
+    receive_gather,
+    tp_collective,
+)
+from palmsim.mapping.memory import check_fit, place_demands
+from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
-    CollectiveStep,
+    CollectiveKind,
     ComputeStep,
     InferencePlan,
     InferenceStage,
@@ -55,8 +62,7 @@ from palmsim.mapping.plan import (
     StageProgram,
     Step,
 )
-from palmsim.units import GB, MiB
-from palmsim.workload.builders import embedding_block, head_block, layer_blocks
+from palmsim.workload.builders import Block, embedding_block, head_block, layer_blocks
 from palmsim.workload.ops import Op
 
 __all__ = ["TOKEN_ID_BYTES", "kv_cache_bytes", "map_inference"]
@@ -77,12 +83,89 @@ def kv_cache_bytes(
     return float(2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes)
 
 
-def _with_weight_dtype(ops: tuple[Op, ...], weight_elem: int) -> list[Op]:
+def _with_weight_dtype(ops: tuple[Op, ...], weight_elem: int) -> tuple[Op, ...]:
     """The ops with weights read in the storage dtype (weight-only quantisation)."""
-    return [
+    return tuple(
         dataclasses.replace(op, weight_bytes=op.params * weight_elem) if op.weight_bytes else op
         for op in ops
-    ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """The blocks of one serving pass over ``seq_len`` new tokens per request."""
+
+    layer: tuple[Block, ...]
+    embed: Block
+    head: Block
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """What every stage's lowering shares: sizes, the two passes and the p2p send sizes."""
+
+    prefill: _Pass
+    decode: _Pass
+    kv_heads_per_tile: int
+    flop_per_cached_token: float  # QK^T and AV of one layer, per micro-batch
+    kv_bytes_per_token_mb: float  # one layer, one micro-batch
+    mbs: int
+    tp: int
+    pp: int
+
+
+def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
+    """The layer, embedding and head blocks with ``seq_len`` tokens per request, weights in
+    the storage dtype."""
+    model, mapping = experiment.workload.model, experiment.mapping
+    inf = experiment.workload.inference
+    assert inf is not None
+    w_elem, mbs, tp = DTYPE_BYTES[inf.weight_dtype], mapping.micro_batch_size, mapping.tp
+    spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=batch.dtype)
+    tied = mapping.pp > 1 or not model.tie_word_embeddings
+
+    def storage(b: Block) -> Block:
+        return dataclasses.replace(b, ops=_with_weight_dtype(b.ops, w_elem))
+
+    return _Pass(
+        tuple(storage(b) for b in layer_blocks(model, spec, mbs, tp)),
+        storage(embedding_block(model, spec, mbs, tp)),
+        storage(head_block(model, spec, mbs, tp, count_tied_weights=tied)),
+    )
+
+
+def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
+    model, mapping = experiment.workload.model, experiment.mapping
+    inf = experiment.workload.inference
+    assert inf is not None
+    tp, mbs = mapping.tp, mapping.micro_batch_size
+    kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
+    heads_t = model.num_attention_heads // tp
+    return _Serving(
+        prefill=_pass(experiment, inf.prompt_len, batch),
+        decode=_pass(experiment, 1, batch),
+        kv_heads_per_tile=kv_t,
+        flop_per_cached_token=4.0 * mbs * heads_t * model.head_dim,  # 2 FLOP per MAC, x2
+        kv_bytes_per_token_mb=kv_cache_bytes(
+            1, kv_t, model.head_dim, 1, mbs, DTYPE_BYTES[inf.kv_dtype]
+        ),
+        mbs=mbs,
+        tp=tp,
+        pp=mapping.pp,
+    )
+
+
+def _p2p(experiment: ExperimentSpec, batch: Batch, tokens: int) -> tuple[float, float]:
+    """A pipeline send of ``tokens`` per request: bytes per rank, all-gather size (no sequence
+    parallelism in serving)."""
+    mapping, model = experiment.mapping, experiment.workload.model
+    boundary_bytes = mapping.micro_batch_size * tokens * model.hidden_size * batch.elem_bytes
+    return pipeline_p2p_bytes(
+        boundary_bytes,
+        mapping.tp,
+        scatter_gather=mapping.p2p_scatter_gather,
+        sequence_parallel=False,
+    )
 
 
 def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
@@ -92,234 +175,197 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         MappingError: indivisible batch, too few tiles, or weights + full KV cache do not fit.
         ConfigError: the hardware has no peak for the inference dtype.
     """
-    hw, workload, mapping = experiment.hardware, experiment.workload, experiment.mapping
-    inf = workload.inference
+    hw, mapping = experiment.hardware, experiment.mapping
+    inf = experiment.workload.inference
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
-    model = workload.model
-    pp, tp, dp, mbs = mapping.pp, mapping.tp, mapping.dp, mapping.micro_batch_size
-    if inf.batch % (dp * mbs):
-        raise MappingError(
-            f"inference batch {inf.batch} is not a multiple of dp*micro_batch_size = "
-            f"{dp}*{mbs} = {dp * mbs}; every request must be simulated exactly once"
-        )
-    if inf.prompt_len + inf.output_len > model.max_position_embeddings:
-        raise MappingError(
-            f"prompt_len + output_len = {inf.prompt_len + inf.output_len} exceeds the model's "
-            f"max_position_embeddings {model.max_position_embeddings}"
-        )
-    num_mb = inf.batch // (dp * mbs)
-    try:
-        peak = hw.tile.peak_for(inf.dtype)
-    except KeyError:
-        raise ConfigError.single(
-            dict(experiment.sources).get("hardware", hw.name),
-            f"tile.peak.{inf.dtype}",
-            ConfigError.MISSING,
-            f"a peak FLOP/s for the inference dtype {inf.dtype!r}",
-        ) from None
-    elem, w_elem, kv_elem = (DTYPE_BYTES[d] for d in (inf.dtype, inf.weight_dtype, inf.kv_dtype))
-    operands = _memory_of(hw)
-    head_dim = model.head_dim
-    kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
-    heads_t = model.num_attention_heads // tp
-    tied = pp > 1 or not model.tie_word_embeddings
-
-    def blocks(seq_len: int) -> tuple[list[tuple[str, list[Op], float]], list[Op], list[Op]]:
-        spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=inf.dtype)
-        layer = [
-            (b.name, _with_weight_dtype(b.ops, w_elem), b.allreduce_fwd_bytes)
-            for b in layer_blocks(model, spec, mbs, tp)
-        ]
-        embed = _with_weight_dtype(embedding_block(model, spec, mbs, tp).ops, w_elem)
-        head = _with_weight_dtype(
-            head_block(model, spec, mbs, tp, count_tied_weights=tied).ops, w_elem
-        )
-        return layer, embed, head
-
-    prefill_layer, prefill_embed, prefill_head = blocks(inf.prompt_len)
-    decode_layer, decode_embed, decode_head = blocks(1)
-
-    def p2p(tokens: int) -> tuple[float, float]:
-        """A pipeline send of ``tokens`` per request: bytes per rank, all-gather size (no
-        sequence parallelism in serving)."""
-        boundary_bytes = mbs * tokens * model.hidden_size * elem
-        return pipeline_p2p_bytes(
-            boundary_bytes, tp, scatter_gather=mapping.p2p_scatter_gather, sequence_parallel=False
-        )
-
-    layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
-    stage_tiles = place(chip, mapping.placement, pp, tp, dp)
-    requests = inf.batch // dp  # requests whose cache one tile of a replica holds
-    total_tokens = inf.prompt_len + inf.output_len
+    batch = inference_batch(experiment)
+    serving = _serving(experiment, batch)
+    layer_ranges = PARTITIONERS.get("layers")(
+        experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs
+    )
+    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     programs: list[StageProgram] = []
     stages: list[InferenceStage] = []
     memory: list[tuple[int, MemoryBreakdown]] = []
     port_of: list[tuple[int, int]] = []
-    for s, (first, last) in enumerate(layer_ranges):
-        n_layers = last - first
-        own = [op for _, ops, _ in prefill_layer for op in ops] * n_layers
-        if s == 0:
-            own += prefill_embed
-        if s == pp - 1:
-            own += prefill_head
-        weights = float(sum(op.params for op in own)) * w_elem
-        kv_per_token = kv_cache_bytes(n_layers, kv_t, head_dim, 1, requests, kv_elem)
-        kv_full = kv_per_token * total_tokens
-        working = float(max(op.bytes_fwd for _, ops, _ in prefill_layer for op in ops))
-        (_, w_sram, w_dram), (_, kv_sram, kv_dram), (_, a_sram, a_dram) = split_sram_dram(
-            [("weights", weights), ("kv", kv_full), ("activations", working)],
-            hw.tile.sram_capacity_bytes,
-        )
-        spill_token = int(kv_sram // kv_per_token) if kv_per_token > 0 else total_tokens
-        spill_token = min(spill_token, total_tokens)
-        where = _Placement(
-            w_dram / weights if weights else 0.0, 0.0, 0.0, a_dram / working if working else 0.0
-        )
-        breakdown = MemoryBreakdown(
-            weights,
-            0.0,
-            0.0,
-            kv_full + working,
-            sram_bytes=w_sram + kv_sram + a_sram,
-            dram_bytes=w_dram + kv_dram + a_dram,
-        )
-
-        def comm(kind: str, nbytes: float, label: str) -> list[Step]:
-            return [CollectiveStep(label, kind, nbytes)] if tp > 1 and nbytes > 0 else []
-
-        def kv_step(
-            label: str, ctx_from: int, ctx_to: int, new_tokens: int, spill_token: int = spill_token
-        ) -> ComputeStep:
-            """Attention over cached tokens [ctx_from, ctx_to) and the write of new tokens
-            [ctx_to, ctx_to + new_tokens), for one layer of one micro-batch."""
-            per_tok = kv_cache_bytes(1, kv_t, head_dim, 1, mbs, kv_elem)
-            ctx = ctx_to - ctx_from
-            flop = 4.0 * mbs * heads_t * head_dim * ctx  # QK^T and AV, 2 FLOP per MAC each
-            in_sram = max(0, min(ctx_to, spill_token) - ctx_from)
-            new_sram = max(0, min(ctx_to + new_tokens, spill_token) - ctx_to)
-            sram = per_tok * (in_sram + new_sram)
-            read_dram = per_tok * (ctx - in_sram)
-            write_dram = per_tok * (new_tokens - new_sram)
-            t = op_time_s(
-                flop,
-                sram,
-                peak_flop_per_s=peak,
-                efficiency=hw.tile.compute_efficiency,
-                sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
-            )
-            return ComputeStep(label, t, flop, sram, read_dram, write_dram)
-
-        def program(
-            layer: list[tuple[str, list[Op], float]],
-            embed: list[Op],
-            head: list[Op],
-            ctx: int,
-            new_tokens: int,
-            tag: str,
-            s: int = s,
-            layer_range: tuple[int, int] = (first, last),
-            where: _Placement = where,
-        ) -> tuple[Step, ...]:
-            first, last = layer_range
-            steps: list[Step] = []
-            if s > 0:
-                steps += comm("allgather", p2p(new_tokens)[1], "recv")
-            if s == 0:
-                steps.append(_cost(embed, "F", hw.tile, peak, 0, where, f"{tag}.embed", operands))
-            for i in range(first, last):
-                for name, ops, ar in layer:
-                    steps.append(
-                        _cost(ops, "F", hw.tile, peak, 0, where, f"{tag}.L{i}.{name}", operands)
-                    )
-                    if name == "attn" and ctx + new_tokens > 0:
-                        steps.append(kv_step(f"{tag}.L{i}.kv", 0, ctx, new_tokens))
-                    steps += comm("allreduce", ar, f"{tag}.L{i}.{name}.ar")
-            if s == pp - 1:
-                steps.append(_cost(head, "F", hw.tile, peak, 0, where, f"{tag}.head", operands))
-            return tuple(steps)
-
-        # Prefill: the attention over the prompt is in the layer ops; the cache write of the
-        # prompt's K and V is costed by kv_step with no cached context (ctx 0).
-        prefill = program(prefill_layer, prefill_embed, prefill_head, 0, inf.prompt_len, "P")
-        decode = tuple(
-            program(decode_layer, decode_embed, decode_head, inf.prompt_len + k - 1, 1, f"D{k}")
-            for k in range(1, inf.output_len)
-        )
-        stages.append(
-            InferenceStage(
-                stage=s,
-                prefill=prefill,
-                decode=decode,
-                kv_bytes_per_token=kv_per_token,
-                kv_sram_bytes=kv_sram,
-                kv_dram_bytes=kv_dram,
-                weight_sram_bytes=w_sram,
-                weight_dram_bytes=w_dram,
-                spill_token=spill_token,
-            )
-        )
-        programs.append(
-            StageProgram(
-                stage=s,
-                layers=(first, last),
-                forward=prefill,
-                backward=(),
-                recompute=(),
-                activation_bytes_per_microbatch=0.0,
-                send_bytes=p2p(inf.prompt_len)[0],
-                optimizer=ComputeStep("none", 0.0, 0.0, 0.0, 0.0, 0.0),
-                steps=tuple(("F", m) for m in range(num_mb)),
-            )
-        )
+    for s, layers in enumerate(layer_ranges):
+        stage, program, breakdown = _stage(experiment, batch, serving, s, layers)
+        stages.append(stage)
+        programs.append(program)
         for replica in stage_tiles:
             for tile in replica[s]:
                 memory.append((tile, breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
-
-    _check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes)
+    check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=True)
     return MappingPlan(
         mapping=mapping,
-        num_microbatches=num_mb,
+        num_microbatches=batch.num_microbatches,
         stage_tiles=stage_tiles,
         programs=tuple(programs),
         dram_port_of_tile=tuple(sorted(port_of)),
         memory=tuple(sorted(memory, key=lambda tm: tm[0])),
         placement=mapping.placement,
         model_flop_per_iteration=0.0,
-        peak_flop_per_s=peak,
-        samples_per_iteration=inf.batch,
-        tokens_per_iteration=inf.batch * inf.output_len,
+        peak_flop_per_s=batch.peak_flop_per_s,
+        samples_per_iteration=batch.samples_per_iteration,
+        tokens_per_iteration=batch.tokens_per_iteration,
         communicators=communicators(
             chip, stage_tiles, pipeline_wraps=True, symmetric_replicas=False
         )[0],
         inference=InferencePlan(
             spec=inf,
             stages=tuple(stages),
-            requests_per_microbatch=mbs,
-            decode_send_bytes=p2p(1)[0],
-            token_send_bytes=float(mbs * TOKEN_ID_BYTES),
-            compute_flop_per_s=peak * hw.tile.compute_efficiency,
+            requests_per_microbatch=serving.mbs,
+            decode_send_bytes=_p2p(experiment, batch, 1)[0],
+            token_send_bytes=float(serving.mbs * TOKEN_ID_BYTES),
+            compute_flop_per_s=batch.peak_flop_per_s * hw.tile.compute_efficiency,
         ),
     )
 
 
-def _check_fit(
-    chip: Chip,
-    memory: list[tuple[int, MemoryBreakdown]],
-    port_of: list[tuple[int, int]],
-    sram_capacity_bytes: float,
-) -> None:
-    """Raise MappingError if weights + full KV cache overflow SRAM plus a DRAM port."""
-    overflow = dram_overflow(chip, memory, port_of)
-    if overflow is None:
-        return
-    port, need, tiles, b, worst = overflow
-    capacity = chip.dram_ports[port].capacity_bytes
-    raise MappingError(
-        f"inference does not fit: DRAM port {port} ({capacity / GB:.4g} GB) would need "
-        f"{need / GB:.4g} GB for tiles {tiles}; tile {worst} needs "
-        f"weights {b.weights / GB:.4g} GB + KV cache at full length and activations "
-        f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against "
-        f"{sram_capacity_bytes / MiB:.4g} MiB SRAM + its share of DRAM; use more "
-        f"stages/tensor parallelism, a smaller batch or shorter sequences"
+def _no_costs() -> tuple[float, float, float]:  # pragma: no cover - 'layers' never asks
+    raise AssertionError("serving partitions by layers")
+
+
+def _stage(
+    experiment: ExperimentSpec,
+    batch: Batch,
+    serving: _Serving,
+    s: int,
+    layers: tuple[int, int],
+) -> tuple[InferenceStage, StageProgram, MemoryBreakdown]:
+    """Memory, the prefill and decode programs of stage ``s`` holding ``layers``."""
+    hw, mapping = experiment.hardware, experiment.mapping
+    inf = experiment.workload.inference
+    assert inf is not None
+    first, last = layers
+    requests = inf.batch // mapping.dp  # requests whose cache one tile of a replica holds
+    total_tokens = inf.prompt_len + inf.output_len
+    prefill = serving.prefill
+    own = [op for b in prefill.layer for op in b.ops] * (last - first)
+    if s == 0:
+        own += prefill.embed.ops
+    if s == serving.pp - 1:
+        own += prefill.head.ops
+    w_elem = DTYPE_BYTES[inf.weight_dtype]
+    weights = float(sum(op.params for op in own)) * w_elem
+    kv_per_token = kv_cache_bytes(
+        last - first,
+        serving.kv_heads_per_tile,
+        experiment.workload.model.head_dim,
+        1,
+        requests,
+        DTYPE_BYTES[inf.kv_dtype],
     )
+    kv_full = kv_per_token * total_tokens
+    working = float(max(op.bytes_fwd for b in prefill.layer for op in b.ops))
+    split = place_demands(
+        [("weights", weights), ("kv", kv_full), ("activations", working)],
+        hw.tile.sram_capacity_bytes,
+    )
+    (w_sram, w_dram), (kv_sram, kv_dram), (a_sram, a_dram) = split.values()
+    spill_token = int(kv_sram // kv_per_token) if kv_per_token > 0 else total_tokens
+    spill_token = min(spill_token, total_tokens)
+    where = OperandPlacement(
+        w_dram / weights if weights else 0.0, 0.0, 0.0, a_dram / working if working else 0.0
+    )
+    breakdown = MemoryBreakdown(
+        weights,
+        0.0,
+        0.0,
+        kv_full + working,
+        sram_bytes=w_sram + kv_sram + a_sram,
+        dram_bytes=w_dram + kv_dram + a_dram,
+    )
+    costing = Costing(
+        hw.tile, batch.peak_flop_per_s, 0, where, gemm_operand_bandwidth_bytes_per_s(hw)
+    )
+    lower = _Lowering(experiment, batch, serving, costing, s, layers, spill_token)
+    prefill_steps = lower.program(serving.prefill, 0, inf.prompt_len, "P", "P")
+    decode = tuple(
+        lower.program(serving.decode, inf.prompt_len + k - 1, 1, f"D{k}", "D")
+        for k in range(1, inf.output_len)
+    )
+    stage = InferenceStage(
+        stage=s,
+        prefill=prefill_steps,
+        decode=decode,
+        kv_bytes_per_token=kv_per_token,
+        kv_sram_bytes=kv_sram,
+        kv_dram_bytes=kv_dram,
+        weight_sram_bytes=w_sram,
+        weight_dram_bytes=w_dram,
+        spill_token=spill_token,
+    )
+    send_blocks, grad_reduce = engine_policy(mapping, zero=0)
+    program = StageProgram(
+        stage=s,
+        layers=layers,
+        forward=prefill_steps,
+        backward=(),
+        recompute=(),
+        activation_bytes_per_microbatch=0.0,
+        send_bytes=_p2p(experiment, batch, inf.prompt_len)[0],
+        optimizer=ComputeStep("none", 0.0, 0.0, 0.0, 0.0, 0.0, op="none"),
+        steps=tuple(("F", m) for m in range(batch.num_microbatches)),
+        send_blocks=send_blocks,
+        grad_reduce=grad_reduce,
+    )
+    return stage, program, breakdown
+
+
+@dataclass(frozen=True, slots=True)
+class _Lowering:
+    """The lowering of one stage's serving passes (prefill, decode steps)."""
+
+    experiment: ExperimentSpec
+    batch: Batch
+    serving: _Serving
+    costing: Costing
+    stage: int
+    layers: tuple[int, int]
+    spill_token: int
+
+    def kv_step(self, unit: Unit, ctx: int, new_tokens: int) -> ComputeStep:
+        """Attention over cached tokens [0, ctx) and the write of the new tokens' K and V,
+        for one layer of one micro-batch."""
+        cost = kv_attention_cost(
+            bytes_per_token=self.serving.kv_bytes_per_token_mb,
+            flop_per_token=self.serving.flop_per_cached_token,
+            ctx_from=0,
+            ctx_to=ctx,
+            new_tokens=new_tokens,
+            spill_token=self.spill_token,
+            tile=self.costing.tile,
+            peak_flop_per_s=self.costing.peak_flop_per_s,
+        )
+        return compute_step(cost, unit, "kv", block_name="kv")
+
+    def program(
+        self, blocks: _Pass, ctx: int, new_tokens: int, prefix: str, tag: str
+    ) -> tuple[Step, ...]:
+        """One pass over ``new_tokens`` per request with ``ctx`` tokens cached."""
+        s, tp, costing = self.stage, self.serving.tp, self.costing
+        steps: list[Step] = []
+        if s > 0:
+            gather = _p2p(self.experiment, self.batch, new_tokens)[1]
+            steps += receive_gather(gather, tp=tp, label="recv")
+        if s == 0:
+            embed = Unit("embed", -1, (blocks.embed,), prefix, tag)
+            steps.append(
+                compute_step(costing.cost(blocks.embed.ops, "F"), embed, block_name="embed")
+            )
+        for i in range(*self.layers):
+            unit = Unit(f"L{i}", i, blocks.layer, prefix, tag)
+            for b in blocks.layer:
+                steps.append(costing.step(b.ops, "F", unit, b.name))
+                if b.name == "attn" and ctx + new_tokens > 0:
+                    steps.append(self.kv_step(unit, ctx, new_tokens))
+                steps += tp_collective(
+                    CollectiveKind.ALLREDUCE, b.allreduce_fwd_bytes, unit, b.name, tp=tp,
+                    sequence_parallel=False,
+                )  # fmt: skip
+        if s == self.serving.pp - 1:
+            head = Unit("head", -1, (blocks.head,), prefix, tag)
+            steps.append(compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head"))
+        return tuple(steps)

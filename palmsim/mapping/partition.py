@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from palmsim.errors import MappingError
+from palmsim.registry import Registry
 
-__all__ = ["PARTITIONERS", "partition_by_cost", "partition_by_layers"]
+__all__ = ["PARTITIONERS", "PartitionFn", "partition_by_cost", "partition_by_layers"]
+
+#: ``(num_layers, num_stages, costs) -> [first, last) per stage``; ``costs()`` gives the cost of
+#: one layer and the fixed costs of the first and last stage (embedding, LM head), computed
+#: only by a partitioner that needs them.
+PartitionFn = Callable[[int, int, Callable[[], tuple[float, float, float]]], list[tuple[int, int]]]
+
+PARTITIONERS: Registry[PartitionFn] = Registry("partitioner")
 
 
 def partition_by_layers(num_layers: int, num_stages: int) -> list[tuple[int, int]]:
@@ -73,4 +81,19 @@ def _check(num_layers: int, num_stages: int) -> None:
         )
 
 
-PARTITIONERS = ("layers", "cost")
+@PARTITIONERS.register("layers")
+def _by_layers(
+    num_layers: int, num_stages: int, costs: Callable[[], tuple[float, float, float]]
+) -> list[tuple[int, int]]:
+    """Equal layer counts (:func:`partition_by_layers`)."""
+    del costs
+    return partition_by_layers(num_layers, num_stages)
+
+
+@PARTITIONERS.register("cost")
+def _by_cost(
+    num_layers: int, num_stages: int, costs: Callable[[], tuple[float, float, float]]
+) -> list[tuple[int, int]]:
+    """Balanced layer costs (:func:`partition_by_cost`)."""
+    layer, first_extra, last_extra = costs()
+    return partition_by_cost([layer] * num_layers, num_stages, first_extra, last_extra)

@@ -2,29 +2,71 @@
 
 The plan is everything the engine needs and nothing more: which tiles run which stage, and for
 each stage the sequence of compute and communication steps of a forward, a recompute and a
-backward pass of one micro-batch, with times from the pure cost models already evaluated. The
-engine executes plans; it never looks at the workload or the cost models.
+backward pass of one micro-batch, with times from the pure cost models already evaluated. Each
+stage program also carries compiled engine policy (whether its sends block, when its gradients
+are reduced). The engine executes plans; it never looks at the workload, the mapping options or
+the cost models.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from palmsim.config.specs import InferenceSpec, MappingSpec
 
 __all__ = [
     "CollectiveFlow",
+    "CollectiveKind",
     "CollectiveStep",
     "Communicator",
     "ComputeStep",
     "GradBucketReady",
+    "GradReduce",
+    "GroupKind",
     "InferencePlan",
     "InferenceStage",
     "MappingPlan",
     "MemoryBreakdown",
+    "Phase",
     "StageProgram",
     "Step",
 ]
+
+
+class Phase(StrEnum):
+    """The pass a step or record belongs to (training passes, the optimizer, serving)."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    RECOMPUTE = "recompute"
+    OPTIMIZER = "optimizer"
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+class GroupKind(StrEnum):
+    """The group a collective runs over: the stage replica's TP ranks, or the DP group (the
+    same stage and rank in every replica)."""
+
+    TP = "tp"
+    DP = "dp"
+
+
+class CollectiveKind(StrEnum):
+    """A ring collective (NCCL names)."""
+
+    ALLREDUCE = "allreduce"
+    REDUCESCATTER = "reducescatter"
+    ALLGATHER = "allgather"
+
+
+class GradReduce(StrEnum):
+    """When a stage's data-parallel gradient buckets are reduced (compiled engine policy)."""
+
+    OVERLAP_BACKWARD = "overlap_backward"  # each bucket as soon as the last backward fills it
+    AFTER_BACKWARD = "after_backward"  # every bucket once the whole backward pass is done
+    EVERY_BACKWARD = "every_backward"  # every backward reduces its buckets (ZeRO-2/3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +87,12 @@ class ComputeStep:
     # The step runs for the iteration's micro-batches from this index on: 1 for PyTorch's
     # AccumulateGrad, which keeps the first backward's gradients and adds the later ones.
     from_microbatch: int = 0
+    # Typed identity (labels are for people; nothing parses them): the transformer layer
+    # (-1: none), the block (``attn``, ``mlp``, ``embed``, ``head``, ``kv``, ...; "" for
+    # none) and the op key, the label without layer and decode-step indices (``L.attn``).
+    layer: int = -1
+    block: str = ""
+    op: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +106,15 @@ class CollectiveStep:
     """
 
     label: str
-    kind: str
+    kind: CollectiveKind
     size_bytes: float
-    group: str = "tp"
+    group: GroupKind = GroupKind.TP
     # Runs on the tile while the collective is in flight (the weight-gradient GEMM under
     # mapping.tp_overlap); the tile then waits for the collective to finish.
     overlap: ComputeStep | None = None
+    layer: int = -1  # typed identity, as in ComputeStep
+    block: str = ""
+    op: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +124,16 @@ class GradBucketReady:
     On the stage's last backward of the iteration the engine starts the data-parallel
     all-reduce of this bucket (``size_bytes`` per tile) here, so it overlaps the rest of the
     backward pass (PyTorch DDP bucketing, Li et al. VLDB 2020). Elsewhere it is a no-op,
-    unless ``every_microbatch``: then every backward reduces it (ZeRO-2/3).
+    unless the program's ``grad_reduce`` says every backward reduces it (ZeRO-2/3), or after
+    the whole backward pass.
     """
 
     label: str
     size_bytes: float
-    kind: str = "allreduce"  # ``reducescatter`` under ZeRO (the shard's owner gets the sum)
-    every_microbatch: bool = False  # ZeRO-2/3 keep only a gradient shard: reduce every pass
+    # ``reducescatter`` under ZeRO (the shard's owner gets the sum)
+    kind: CollectiveKind = CollectiveKind.ALLREDUCE
+    layer: int = -1  # typed identity, as in ComputeStep
+    block: str = ""
 
 
 Step = ComputeStep | CollectiveStep | GradBucketReady
@@ -135,6 +189,10 @@ class StageProgram:
     param_allgather_bytes: float = 0.0
     # The model chunk each of ``steps`` runs (interleaved 1F1B); empty means chunk 0 only.
     step_chunks: tuple[int, ...] = ()
+    # Compiled engine policy: a pipeline send holds the tile until it has arrived (Megatron's
+    # default without --overlap-p2p-communication), and when the DP gradient buckets reduce.
+    send_blocks: bool = False
+    grad_reduce: GradReduce = GradReduce.OVERLAP_BACKWARD
 
 
 @dataclass(frozen=True, slots=True)

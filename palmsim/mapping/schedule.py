@@ -4,29 +4,34 @@ A schedule is a pure function ``(num_stages, num_microbatches, stage) -> steps``
 is ``("F", microbatch)`` or ``("B", microbatch)``. Dependencies between stages (a forward needs
 the previous stage's activations, a backward the next stage's gradients) are enforced by the
 engine, not here.
+
+:data:`SCHEDULES` holds each schedule as an :data:`OrderFn` ``(p, m, stage, v) -> (steps,
+chunks)``: ``v`` model chunks per stage, and the chunk of each step (empty: chunk 0). ``1f1b``
+with ``v > 1`` is Megatron's interleaved 1F1B; a schedule that cannot interleave raises
+:class:`MappingError` for ``v > 1``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from palmsim.errors import MappingError
 from palmsim.registry import Registry
 
 __all__ = [
     "SCHEDULES",
-    "ScheduleFn",
+    "OrderFn",
     "gpipe",
-    "in_flight_microbatches",
     "interleaved_one_f_one_b",
     "one_f_one_b",
 ]
 
-ScheduleFn = Callable[[int, int, int], tuple[tuple[str, int], ...]]
+Steps = tuple[tuple[str, int], ...]
+OrderFn = Callable[[int, int, int, int], tuple[Steps, tuple[int, ...]]]
 
-SCHEDULES: Registry[ScheduleFn] = Registry("pipeline schedule")
+SCHEDULES: Registry[OrderFn] = Registry("pipeline schedule")
 
 
-@SCHEDULES.register("gpipe")
 def gpipe(num_stages: int, num_microbatches: int, stage: int) -> tuple[tuple[str, int], ...]:
     """All forwards, then all backwards in reverse micro-batch order (Huang et al. 2019, Fig. 2c).
 
@@ -37,7 +42,6 @@ def gpipe(num_stages: int, num_microbatches: int, stage: int) -> tuple[tuple[str
     return tuple(("F", i) for i in range(m)) + tuple(("B", i) for i in reversed(range(m)))
 
 
-@SCHEDULES.register("1f1b")
 def one_f_one_b(num_stages: int, num_microbatches: int, stage: int) -> tuple[tuple[str, int], ...]:
     """PipeDream-Flush 1F1B (Narayanan et al. SC21, Sec. 2.2.1).
 
@@ -53,15 +57,6 @@ def one_f_one_b(num_stages: int, num_microbatches: int, stage: int) -> tuple[tup
         steps.append(("B", i))
     steps.extend(("B", i) for i in range(m - warmup, m))
     return tuple(steps)
-
-
-def in_flight_microbatches(steps: tuple[tuple[str, int], ...]) -> int:
-    """The most micro-batches whose activations a stage holds at once under ``steps``."""
-    held = peak = 0
-    for phase, _ in steps:
-        held += 1 if phase == "F" else -1
-        peak = max(peak, held)
-    return peak
 
 
 def interleaved_one_f_one_b(
@@ -107,3 +102,24 @@ def interleaved_one_f_one_b(
     for k in range(total - warmup, total):
         run("B", k)
     return tuple(steps), tuple(chunks)
+
+
+@SCHEDULES.register("gpipe")
+def _gpipe_order(p: int, m: int, stage: int, v: int) -> tuple[Steps, tuple[int, ...]]:
+    """GPipe; it has no interleaved form."""
+    if v > 1:
+        raise MappingError(f"virtual_stages={v}: interleaved 1F1B needs the 1f1b schedule")
+    return gpipe(p, m, stage), ()
+
+
+@SCHEDULES.register("1f1b")
+def _one_f_one_b_order(p: int, m: int, stage: int, v: int) -> tuple[Steps, tuple[int, ...]]:
+    """1F1B, interleaved over ``v`` model chunks when ``v > 1``."""
+    if v == 1:
+        return one_f_one_b(p, m, stage), ()
+    if m % p:
+        raise MappingError(
+            f"virtual_stages={v}: interleaved 1F1B needs micro-batches ({m}) divisible by "
+            f"pipeline stages ({p})"
+        )
+    return interleaved_one_f_one_b(p, m, stage, v)

@@ -66,6 +66,12 @@ RECORD_COLUMNS: tuple[str, ...] = (
     "src",
     "dst",
     "channels",
+    # The typed identity of an interval (IntervalRecord.phase/layer/block/op), appended so
+    # that the columns before them keep their meaning and readers never parse ``label``.
+    "phase",
+    "layer",
+    "block",
+    "op",
 )
 
 #: Chrome-trace process ids: compute tiles, network links, DRAM ports.
@@ -155,6 +161,10 @@ def records_csv(trace: RunTrace) -> str:
                 "",
                 "",
                 "",
+                rec.phase,
+                rec.layer,
+                rec.block,
+                rec.op,
             ]
         )
     for flow in sorted(trace.flows, key=lambda f: (f.start_s, f.flow_id)):
@@ -174,6 +184,10 @@ def records_csv(trace: RunTrace) -> str:
                 flow.src,
                 flow.dst,
                 " ".join(str(c) for c in flow.channels),
+                "",
+                "",
+                "",
+                "",
             ]
         )
     for mem in sorted(trace.memory, key=lambda m: (m.time_s, m.tile, m.activation_bytes)):
@@ -189,6 +203,10 @@ def records_csv(trace: RunTrace) -> str:
                 "",
                 "",
                 float(mem.activation_bytes),
+                "",
+                "",
+                "",
+                "",
                 "",
                 "",
                 "",
@@ -227,6 +245,10 @@ def parse_records_csv(text: str, *, end_time_s: float, num_events: int) -> RunTr
                     label=row["label"],
                     flop=float(row["flop"]),
                     bytes=float(row["bytes"]),
+                    phase=row.get("phase") or "",
+                    layer=int(row.get("layer") or -1),
+                    block=row.get("block") or "",
+                    op=row.get("op") or "",
                 )
             )
         elif kind == "flow":

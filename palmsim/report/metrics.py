@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -648,9 +647,6 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
-_STEP_INDEX = re.compile(r"(?<![A-Za-z0-9])([DL])\d+\.")
-
-
 def op_table_rows(
     trace: RunTrace,
     plan: MappingPlan,
@@ -660,9 +656,9 @@ def op_table_rows(
     dram_bandwidth_bytes_per_s: float,
 ) -> list[dict[str, Any]]:
     """The compute-versus-memory table of a run: one row per (phase, op), summed over layers,
-    decode steps, micro-batches and tiles (``L3.attn`` and ``D7.L3.attn`` count as ``L.attn``
-    and ``D.L.attn``). Ops are the plan's compute steps (blocks of ops between
-    communications) and its TP collectives.
+    decode steps, micro-batches and tiles: by the records' ``op`` (``L3.attn`` and
+    ``D7.L3.attn`` count as ``L.attn`` and ``D.L.attn``). Ops are the plan's compute steps
+    (blocks of ops between communications) and its TP collectives.
 
     Columns: ``flop``, ``bytes`` (SRAM + DRAM), ``intensity_flop_per_byte``; ``memory`` is
     where operands live (``dram`` if any of the op's bytes moved to DRAM, else ``sram``) and
@@ -685,7 +681,7 @@ def op_table_rows(
     for r in trace.intervals:
         if r.category not in COMPUTE_CATEGORIES and r.category != "comm":
             continue
-        key = (r.category, _STEP_INDEX.sub(r"\1.", r.label))
+        key = (r.category, r.op)
         g = groups.setdefault(
             key,
             {

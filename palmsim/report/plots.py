@@ -69,8 +69,8 @@ def gantt_boxes(intervals: Sequence[IntervalRecord], tile: int) -> list[Box]:
 
     A forward (or backward) pass of one micro-batch is many compute steps separated by short
     tensor-parallel collectives; drawing it as one box from its first start to its last end
-    keeps the chart readable. A wait in a collective (category ``comm``) belongs to the pass
-    whose name starts its label (``forward.L3.attn.ar``), so it extends that pass's box. Work
+    keeps the chart readable. A wait in a collective (category ``comm``) belongs to its pass
+    (the record's ``phase``), so it extends that pass's box. Work
     of a different category or micro-batch in between starts a new box, so interleaved
     schedules still show every switch.
     """
@@ -79,7 +79,7 @@ def gantt_boxes(intervals: Sequence[IntervalRecord], tile: int) -> list[Box]:
     )
     boxes: list[Box] = []
     for rec in own:
-        category = rec.label.split(".", 1)[0] if rec.category == "comm" else rec.category
+        category = rec.phase if rec.category == "comm" else rec.category
         if boxes and boxes[-1][2] == category and boxes[-1][3] == rec.microbatch:
             start_s, end_s, _, microbatch = boxes[-1]
             boxes[-1] = (start_s, max(end_s, rec.end_s), category, microbatch)

@@ -4,7 +4,6 @@
   (:data:`OPS`).
 - :mod:`palmsim.workload.builders`: TP-local :class:`Block` s of one layer, the embedding and
   the head; whole-model parameter, FLOP and activation-memory sums.
-- :mod:`palmsim.workload.graph`: :class:`OperatorGraph`, the full model's forward DAG.
 
 Everything here is pure: no SimPy, no I/O.
 """
@@ -22,7 +21,6 @@ from palmsim.workload.builders import (
     model_flop_per_iteration,
     num_parameters,
 )
-from palmsim.workload.graph import OperatorGraph
 from palmsim.workload.ops import OPS, Op, OpCost
 
 __all__ = [
@@ -32,7 +30,6 @@ __all__ = [
     "Block",
     "Op",
     "OpCost",
-    "OperatorGraph",
     "activation_bytes_per_layer",
     "embedding_block",
     "hardware_flop_per_iteration",

@@ -9,7 +9,8 @@ import pytest
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
-from palmsim.mapping.mapper import map_workload, optimizer_state_bytes_per_param
+from palmsim.mapping.mapper import map_workload
+from palmsim.mapping.memory import optimizer_state_bytes_per_param
 from palmsim.mapping.plan import GradBucketReady
 from tests.conftest import experiment, gpt_model, wafer_spec
 

@@ -71,7 +71,7 @@ def test_a_memory_bound_gemm_is_bounded_by_the_streaming_bandwidth() -> None:
     1.5 TB/s streaming bandwidth (6.9 µs at the 2039 GB/s datasheet rate), so the time is
     bytes / 1.5 TB/s."""
     from palmsim.config.specs import GemmSpec
-    from palmsim.mapping.mapper import _memory_of, _op_time_s
+    from palmsim.hardware.costs import gemm_operand_bandwidth_bytes_per_s, op_pass_time_s
     from palmsim.workload.ops import make_op, matmul_cost
 
     exp, _ = _gpu_plan()
@@ -82,7 +82,8 @@ def test_a_memory_bound_gemm_is_bounded_by_the_streaming_bandwidth() -> None:
         "scores", "matmul", matmul_cost(s, d, s, batch=batch, dtype_bytes=2), dtype_bytes=2
     )
     assert scores.bytes_fwd == 2 * batch * (2 * s * d + s * s)
-    t = _op_time_s(scores, "F", scores.flop_fwd, 0.0, 0.0, tile, 312e12, _memory_of(hw))
+    bandwidth = gemm_operand_bandwidth_bytes_per_s(hw)
+    t = op_pass_time_s(scores, "F", scores.flop_fwd, 0.0, 0.0, tile, 312e12, bandwidth)
     assert t == pytest.approx(scores.bytes_fwd / 1.5e12, rel=1e-12)
     assert scores.flop_fwd / 312e12 < t
 

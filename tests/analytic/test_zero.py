@@ -13,7 +13,7 @@ import pytest
 
 from palmsim.api import simulate, summarize_result
 from palmsim.config.specs import DTYPE_BYTES
-from palmsim.mapping.mapper import optimizer_state_bytes_per_param
+from palmsim.mapping.memory import optimizer_state_bytes_per_param
 from palmsim.workload.builders import num_parameters
 from tests.conftest import cluster_spec, experiment
 

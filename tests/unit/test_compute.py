@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from palmsim.hardware.compute import op_time_s
-from palmsim.hardware.memory import access_time_s, fits, split_sram_dram
+from palmsim.hardware.memory import split_sram_dram
 from palmsim.units import MiB
 
 PEAK_FLOP_PER_S = 16e12  # 16 TFLOP/s
@@ -72,12 +72,6 @@ def test_bytes_without_bandwidth_is_a_bug() -> None:
         op_time_s(1.0, 1.0, peak_flop_per_s=1.0, efficiency=1.0, sram_bandwidth_bytes_per_s=0.0)
 
 
-def test_fits() -> None:
-    assert fits(3 * MiB, 3 * MiB)
-    assert fits(0.0, 0.0)
-    assert not fits(3 * MiB + 1, 3 * MiB)
-
-
 def test_split_sram_dram_fills_sram_in_priority_order() -> None:
     """4 MiB of SRAM: weights (2 MiB) fit, activations (3 MiB) get the last 2 MiB, the
     optimizer state (1 MiB) goes wholly to DRAM."""
@@ -97,10 +91,3 @@ def test_split_sram_dram_without_sram_puts_everything_in_dram() -> None:
 
 def test_split_sram_dram_with_room_to_spare() -> None:
     assert split_sram_dram([("a", 1.0), ("b", 2.0)], 10.0) == [("a", 1.0, 0.0), ("b", 2.0, 0.0)]
-
-
-def test_access_time_is_latency_plus_size_over_bandwidth() -> None:
-    """1 MB over 256 GB/s with 100 ns latency: 100 ns + 3.90625 µs = 4.00625 µs."""
-    time_s = access_time_s(1e6, bandwidth_bytes_per_s=256e9, latency_s=100e-9)
-    assert time_s == pytest.approx(4.00625e-6, rel=1e-9)
-    assert access_time_s(0.0, bandwidth_bytes_per_s=256e9, latency_s=100e-9) == 0.0

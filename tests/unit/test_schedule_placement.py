@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import pytest
 
 from palmsim.errors import MappingError
+from palmsim.mapping.memory import peak_held_bytes
 from palmsim.mapping.partition import partition_by_cost, partition_by_layers
 from palmsim.mapping.placement import ring_order
-from palmsim.mapping.schedule import gpipe, in_flight_microbatches, one_f_one_b
+from palmsim.mapping.schedule import gpipe, one_f_one_b
 
 
 def test_gpipe_runs_all_forwards_then_backwards_in_reverse():
@@ -38,9 +39,11 @@ def test_1f1b_warmup_steady_cooldown():
 
 @pytest.mark.parametrize(("p", "m"), [(4, 8), (8, 4), (1, 3), (20, 32)])
 def test_in_flight_microbatches(p, m):
+    """1F1B holds at most p - s micro-batches' activations, GPipe all m (the memory pass's
+    peak_held_bytes with one byte per micro-batch)."""
     for s in range(p):
-        assert in_flight_microbatches(one_f_one_b(p, m, s)) == min(p - s, m)
-        assert in_flight_microbatches(gpipe(p, m, s)) == m
+        assert peak_held_bytes(one_f_one_b(p, m, s), (), [1.0]) == min(p - s, m)
+        assert peak_held_bytes(gpipe(p, m, s), (), [1.0]) == m
         steps = one_f_one_b(p, m, s)
         assert sorted(steps) == sorted(gpipe(p, m, s))  # same work, different order
 

@@ -1,0 +1,307 @@
+"""Pure cost models of a tile's passes: ops, memory-bound kernels, optimizer, accumulation, KV.
+
+Every function here is pure: it takes the tile's spec, the work (ops or byte counts) and where
+the tile's data lives (:class:`OperandPlacement`), and returns a :class:`PassCost`: time, FLOP
+and the bytes moved to SRAM and to and from DRAM. The mapping passes wrap these in plan steps;
+nothing here knows about stages, schedules or options.
+
+Memory traffic: a fraction ``f`` of a category in DRAM means that fraction of its traffic
+moves over the NoC to the tile's DRAM port. Activation traffic in DRAM is split evenly
+between reads and writes (an op reads its input and writes its output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from palmsim.hardware.compute import gemm_time_s, op_time_s
+
+if TYPE_CHECKING:
+    from palmsim.config.specs import HardwareSpec, TileSpec
+    from palmsim.workload.ops import Op
+
+__all__ = [
+    "OperandPlacement",
+    "PassCost",
+    "accumulation_cost",
+    "gemm_operand_bandwidth_bytes_per_s",
+    "kv_attention_cost",
+    "op_pass_time_s",
+    "optimizer_step_cost",
+    "pass_cost",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class OperandPlacement:
+    """Fractions [0, 1] of each memory category of one tile that live in DRAM."""
+
+    weights: float = 0.0
+    gradients: float = 0.0
+    optimizer: float = 0.0
+    activations: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PassCost:
+    """What one pass of some work costs on one tile: time [s], FLOP and bytes [B]."""
+
+    time_s: float
+    flop: float
+    sram_bytes: float
+    dram_read_bytes: float
+    dram_write_bytes: float
+
+
+def gemm_operand_bandwidth_bytes_per_s(hw: HardwareSpec) -> float:
+    """GEMM operands stream from the SRAM of a tile that has one, else from its DRAM (a GPU).
+
+    From DRAM a kernel reaches the achievable streaming bandwidth of ``tile.memory_ops`` (a
+    GPU's measured memory-bound kernels), not the datasheet rate, when the config gives it:
+    a memory-bound GEMM (e.g. QKᵀ with a head size of 64-128) is bounded by the same HBM.
+    """
+    if hw.tile.sram_capacity_bytes > 0:
+        return hw.tile.sram_bandwidth_bytes_per_s
+    if hw.tile.memory_ops is not None:
+        return hw.tile.memory_ops.bandwidth_bytes_per_s
+    return hw.dram.bandwidth_bytes_per_s
+
+
+def op_pass_time_s(
+    op: Op,
+    phase: str,
+    flop: float,
+    sram_bytes: float,
+    all_bytes: float,
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    operand_bandwidth_bytes_per_s: float,
+    part: str = "both",
+) -> float:
+    """One op's time on a tile for one pass (``F`` or ``B``).
+
+    - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
+      the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``
+      (``part``: ``dgrad`` is the first alone, ``wgrad`` the second, ``both`` their sum).
+    - A memory-bound op on a tile with ``memory_ops``: its kernels of the pass moving all its
+      bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
+      of its kind (a fused op's pass launches none and takes no time).
+    - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
+      the step's DRAM flows, in parallel).
+    """
+    if op.gemm_shape is not None and tile.gemm is not None:
+        g = tile.gemm
+        batch, m, k, n = op.gemm_shape
+
+        def gemm(rows: float, inner: float, cols: float, nbytes: float) -> float:
+            return gemm_time_s(
+                rows,
+                inner,
+                cols,
+                batch=batch,
+                operand_bytes=nbytes,
+                peak_flop_per_s=peak_flop_per_s,
+                max_efficiency=g.max_efficiency,
+                compute_units=g.compute_units,
+                tile_m=g.tile_m,
+                tile_n=g.tile_n,
+                memory_bandwidth_bytes_per_s=operand_bandwidth_bytes_per_s,
+                launch_latency_s=g.launch_latency_s,
+            )
+
+        # The op's own byte counts (ops.matmul_cost): the forward reads A and B and writes C;
+        # each backward product moves half the backward's activation bytes and the weight
+        # (dA reads B, dB writes the weight gradient).
+        if phase == "B":
+            half = op.bytes_bwd / 2 + op.weight_bytes
+            dgrad_s = gemm(m, n, k, half) if part != "wgrad" else 0.0
+            wgrad_s = gemm(k, m, n, half) if part != "dgrad" else 0.0
+            return dgrad_s + wgrad_s
+        return gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
+    if flop == 0.0 and tile.memory_ops is not None:
+        kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
+        return tile.memory_ops.time_s(op.kind, all_bytes, kernels)
+    return _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
+
+
+def _roofline_s(flop: float, sram_bytes: float, tile: TileSpec, peak_flop_per_s: float) -> float:
+    return op_time_s(
+        flop,
+        sram_bytes,
+        peak_flop_per_s=peak_flop_per_s,
+        efficiency=tile.compute_efficiency,
+        sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
+    )
+
+
+def pass_cost(
+    ops: Iterable[Op],
+    phase: str,
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    grad_bytes_per_param: int,
+    where: OperandPlacement,
+    operand_bandwidth_bytes_per_s: float,
+    parts: Mapping[str, str] | None = None,
+    fused_accumulation: bool = True,
+) -> PassCost:
+    """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic.
+
+    ``parts`` (backward only) maps a matmul's name to ``dgrad`` or ``wgrad``: only that one
+    of its two backward products, each half its FLOP and activation bytes; the weight read
+    goes with ``dgrad``, the weight-gradient accumulation with ``wgrad``.
+
+    ``fused_accumulation``: the backward's read and write of the accumulated gradient are the
+    op's own traffic (fused into the weight-gradient GEMM, as Megatron-LM's
+    ``--gradient-accumulation-fusion`` does, or into a norm's kernel); otherwise they are
+    left to :func:`accumulation_cost`.
+    """
+    compute_s = flop_total = sram_total = dram_read = dram_write = 0.0
+    for op in ops:
+        part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
+        weights = op.weight_bytes
+        if phase == "B":
+            flop, act = op.flop_bwd, op.bytes_bwd
+            # Weight-gradient accumulation reads and writes the gradient.
+            grad = 2.0 * op.params * grad_bytes_per_param if fused_accumulation else 0.0
+            if part == "dgrad":
+                flop, act, grad = flop / 2, act / 2, 0.0
+            elif part == "wgrad":
+                flop, act, weights = flop / 2, act / 2, 0.0
+        else:
+            flop, act, grad = op.flop_fwd, op.bytes_fwd, 0.0
+        sram = (
+            act * (1 - where.activations)
+            + weights * (1 - where.weights)
+            + grad * (1 - where.gradients)
+        )
+        dram_read += (
+            act * where.activations / 2 + weights * where.weights + grad * where.gradients / 2
+        )
+        dram_write += act * where.activations / 2 + grad * where.gradients / 2
+        compute_s += op_pass_time_s(
+            op,
+            phase,
+            flop,
+            sram,
+            act + weights + grad,
+            tile,
+            peak_flop_per_s,
+            operand_bandwidth_bytes_per_s,
+            part,
+        )
+        flop_total += flop
+        sram_total += sram
+    return PassCost(compute_s, flop_total, sram_total, dram_read, dram_write)
+
+
+def accumulation_cost(
+    ops: Iterable[Op],
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    grad_bytes_per_param: int,
+    where: OperandPlacement,
+) -> PassCost | None:
+    """The kernels that add a backward's fresh weight gradients into the accumulated ones.
+
+    One kernel per parameter tensor, reading both gradients and writing the sum, ``3·g``
+    bytes per parameter: Megatron-LM's local DDP hook ``param.main_grad.add_(param.grad)``
+    (``megatron/model/distributed.py``), or PyTorch's AccumulateGrad (``grad += new``).
+    None when the ops own no parameters.
+    """
+    ops = list(ops)
+    params = sum(op.params for op in ops)
+    if params == 0:
+        return None
+    nbytes = 3.0 * params * grad_bytes_per_param
+    sram = nbytes * (1 - where.gradients)
+    if tile.memory_ops is not None:
+        kernels = sum(op.param_tensors for op in ops)
+        time_s = tile.memory_ops.time_s("elementwise", nbytes, kernels)
+    else:
+        time_s = _roofline_s(0.0, sram, tile, peak_flop_per_s)
+    read = 2.0 / 3.0 * nbytes * where.gradients
+    write = 1.0 / 3.0 * nbytes * where.gradients
+    return PassCost(time_s, 0.0, sram, read, write)
+
+
+def optimizer_step_cost(
+    shard_params: float,
+    elem_bytes: int,
+    state_bytes_per_param: int,
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    where: OperandPlacement,
+) -> PassCost:
+    """The optimizer step of ``shard_params`` parameters on one tile: memory-bound, no FLOP.
+
+    One memory pass per kernel of Megatron-LM's optimizer step (megatron/optimizer/
+    optimizer.py, step() of FP16OptimizerWithFP16Params and FP32Optimizer; clip_grads.py):
+
+    - mixed precision (``elem_bytes`` < 4): copy the e-byte gradient to an fp32 main gradient
+      (read e, write 4); unscale it and check for inf/nan (read 4, write 4); its L2 norm for
+      gradient clipping (read 4); the Adam/SGD kernel (read the fp32 gradient and the state,
+      write the state; the state includes the fp32 master weights); copy the master weights
+      to the model's (read 4, write e): 5 kernels, 48 + 2e B with Adam;
+    - fp32: the gradient norm (read e), then the kernel (read weights, gradient and moments,
+      write weights and moments): 2 kernels, 32 B with Adam.
+
+    Clipping's rescale runs only when the norm exceeds the threshold and is not counted.
+    """
+    shard, elem, state = shard_params, elem_bytes, state_bytes_per_param
+    fp32 = 4
+    if elem < 4:
+        read_grad, read_weights = shard * elem, 0.0
+        # unscale, norm and kernel read the fp32 gradient; the kernel reads the state; the
+        # final copy reads the fp32 master weights
+        read_state = shard * (3 * fp32 + state + fp32)
+        write_state = shard * (2 * fp32 + state)  # gradient copy and unscale; the state
+        kernels = 5
+    else:
+        read_grad, read_weights = shard * 2 * elem, shard * elem  # norm + kernel
+        read_state = write_state = shard * state
+        kernels = 2
+    write_weights = shard * elem
+    dram_read = (
+        read_grad * where.gradients + read_state * where.optimizer + read_weights * where.weights
+    )
+    dram_write = write_state * where.optimizer + write_weights * where.weights
+    sram = (
+        (read_grad) * (1 - where.gradients)
+        + (read_state + write_state) * (1 - where.optimizer)
+        + (read_weights + write_weights) * (1 - where.weights)
+    )
+    if tile.memory_ops is not None:  # memory-bound kernels, one after the other
+        time_s = tile.memory_ops.time_s("optimizer", sram + dram_read + dram_write, kernels)
+    else:
+        time_s = _roofline_s(0.0, sram, tile, peak_flop_per_s)
+    return PassCost(time_s, 0.0, sram, dram_read, dram_write)
+
+
+def kv_attention_cost(
+    *,
+    bytes_per_token: float,
+    flop_per_token: float,
+    ctx_from: int,
+    ctx_to: int,
+    new_tokens: int,
+    spill_token: int,
+    tile: TileSpec,
+    peak_flop_per_s: float,
+) -> PassCost:
+    """Attention of one layer over cached tokens ``[ctx_from, ctx_to)`` and the cache write of
+    ``new_tokens`` new ones: ``flop_per_token`` per cached token, ``bytes_per_token`` read per
+    cached token and written per new token. Tokens below ``spill_token`` live in SRAM, the
+    rest in DRAM (read over the NoC from the tile's port)."""
+    ctx = ctx_to - ctx_from
+    flop = flop_per_token * ctx
+    in_sram = max(0, min(ctx_to, spill_token) - ctx_from)
+    new_sram = max(0, min(ctx_to + new_tokens, spill_token) - ctx_to)
+    sram = bytes_per_token * (in_sram + new_sram)
+    read_dram = bytes_per_token * (ctx - in_sram)
+    write_dram = bytes_per_token * (new_tokens - new_sram)
+    return PassCost(
+        _roofline_s(flop, sram, tile, peak_flop_per_s), flop, sram, read_dram, write_dram
+    )

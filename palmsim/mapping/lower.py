@@ -1,0 +1,324 @@
+"""Lowering passes: a stage's units of work into plan steps, one pass per feature.
+
+Each pass is a pure function from frozen inputs to a tuple of steps. The orchestrators
+(:mod:`palmsim.mapping.mapper` for training, :mod:`palmsim.mapping.inference` for serving)
+call them in order; a new mapping option is one new pass, or one new branch of the pass
+it changes (see ``docs/extending.md``).
+
+Step identity is typed: every step carries its layer (-1 for none), block and op key (the
+label without layer or decode-step index). Labels are built here, for people, and never
+parsed back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from palmsim.config.specs import MappingSpec, TileSpec
+from palmsim.hardware.costs import (
+    OperandPlacement,
+    PassCost,
+    accumulation_cost,
+    optimizer_step_cost,
+    pass_cost,
+)
+from palmsim.mapping.plan import (
+    CollectiveKind,
+    CollectiveStep,
+    ComputeStep,
+    GradBucketReady,
+    GradReduce,
+    GroupKind,
+    Step,
+)
+from palmsim.workload.builders import Block
+from palmsim.workload.ops import Op
+
+__all__ = [
+    "Costing",
+    "Unit",
+    "engine_policy",
+    "grad_accumulation",
+    "grad_bucket",
+    "optimizer_step",
+    "pipeline_p2p_bytes",
+    "receive_gather",
+    "recompute_block",
+    "tp_collective",
+    "tp_overlap_backward",
+    "zero_gather",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """What a (virtual) stage holds, in order: the embedding, transformer layers, the LM head.
+
+    ``name`` starts the labels of its steps (``embed``, ``L3``, ``head``); ``layer`` is the
+    transformer layer index, -1 for the embedding and the head. ``prefix`` tags serving
+    passes (``P`` prefill, ``D7`` decode step 7; ``tag`` is the prefix without its index).
+    """
+
+    name: str
+    layer: int
+    blocks: tuple[Block, ...]
+    prefix: str = ""
+    tag: str = ""
+
+    @property
+    def is_layer(self) -> bool:
+        """A transformer layer (not the embedding or the head)."""
+        return self.layer >= 0
+
+    def ident(self, *parts: str) -> tuple[str, str]:
+        """``(label, op key)`` of a step of this unit: ``L3.attn.ar`` and ``L.attn.ar``."""
+        key = "L" if self.is_layer else self.name
+        head = (self.prefix + ".") if self.prefix else ""
+        key_head = (self.tag + ".") if self.tag else ""
+        return ".".join((head + self.name, *parts)), ".".join((key_head + key, *parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Costing:
+    """How to cost work on the tiles of one stage: the tile, its peak and where its data
+    lives (:func:`palmsim.hardware.costs.pass_cost` with these arguments)."""
+
+    tile: TileSpec
+    peak_flop_per_s: float
+    grad_bytes_per_param: int
+    where: OperandPlacement
+    operand_bandwidth_bytes_per_s: float
+    fused_accumulation: bool = True
+
+    def cost(
+        self, ops: Iterable[Op], phase: str, parts: Mapping[str, str] | None = None
+    ) -> PassCost:
+        """One pass (``F`` or ``B``) of ``ops`` on one tile."""
+        return pass_cost(
+            ops,
+            phase,
+            self.tile,
+            self.peak_flop_per_s,
+            self.grad_bytes_per_param,
+            self.where,
+            self.operand_bandwidth_bytes_per_s,
+            parts,
+            fused_accumulation=self.fused_accumulation,
+        )
+
+    def step(
+        self,
+        ops: Iterable[Op],
+        phase: str,
+        unit: Unit,
+        block: str,
+        *parts_of_label: str,
+        parts: Mapping[str, str] | None = None,
+    ) -> ComputeStep:
+        """A :class:`ComputeStep` of ``ops`` of ``unit``'s ``block``, labelled
+        ``unit.block[.parts_of_label]``."""
+        return compute_step(
+            self.cost(ops, phase, parts), unit, block, *parts_of_label, block_name=block
+        )
+
+
+def compute_step(
+    cost: PassCost, unit: Unit, *label_parts: str, block_name: str, from_microbatch: int = 0
+) -> ComputeStep:
+    """Wrap a cost as a step of ``unit`` with its typed identity."""
+    label, op = unit.ident(*label_parts)
+    return ComputeStep(
+        label,
+        cost.time_s,
+        cost.flop,
+        cost.sram_bytes,
+        cost.dram_read_bytes,
+        cost.dram_write_bytes,
+        from_microbatch,
+        layer=unit.layer,
+        block=block_name,
+        op=op,
+    )
+
+
+def tp_collective(
+    kind: CollectiveKind,
+    nbytes: float,
+    unit: Unit,
+    block: str,
+    *,
+    tp: int,
+    sequence_parallel: bool,
+    suffix: str = "ar",
+) -> tuple[Step, ...]:
+    """A TP collective of ``nbytes`` after ``unit``'s ``block``; none with one rank or no bytes.
+
+    Sequence parallelism replaces an all-reduce by a reduce-scatter to the sequence shards,
+    then (after the sharded norm/dropout) an all-gather; together the all-reduce's bytes
+    (Korthikanti et al. 2023, Sec. 4.2.2).
+    """
+    if tp == 1 or nbytes <= 0:
+        return ()
+    parts = (block,) if block else ()
+    pieces: tuple[tuple[CollectiveKind, str], ...]
+    if kind is CollectiveKind.ALLREDUCE and sequence_parallel:
+        pieces = ((CollectiveKind.REDUCESCATTER, "rs"), (CollectiveKind.ALLGATHER, "ag"))
+    else:
+        pieces = ((kind, suffix),)
+    steps: list[Step] = []
+    for piece_kind, piece in pieces:
+        label, op = unit.ident(*parts, piece)
+        steps.append(
+            CollectiveStep(label, piece_kind, nbytes, layer=unit.layer, block=block, op=op)
+        )
+    return tuple(steps)
+
+
+def receive_gather(
+    gather_bytes: float, *, tp: int, label: str = "recv.allgather"
+) -> tuple[Step, ...]:
+    """The receiving TP group's all-gather of what its ranks received (scatter-gather
+    pipeline sends); none with one rank or nothing to gather."""
+    if tp == 1 or gather_bytes <= 0:
+        return ()
+    return (CollectiveStep(label, CollectiveKind.ALLGATHER, gather_bytes, op=label),)
+
+
+def pipeline_p2p_bytes(
+    boundary_bytes: float, tp: int, *, scatter_gather: bool, sequence_parallel: bool
+) -> tuple[float, float]:
+    """A pipeline send of a stage boundary's tensor of ``boundary_bytes`` (e·b·s·h, forward
+    activations or backward input gradients) between two TP groups of ``tp`` ranks, as
+    Megatron-LM's ``p2p_communication._communicate`` does it.
+
+    Returns ``(bytes each rank sends to the same rank of the other stage, size S of the
+    all-gather the receiving TP group then runs, 0 for none)``:
+
+    - sequence parallelism: the tensor is already sequence-sharded, each rank sends its own
+      s/t shard and nothing is gathered (Megatron scatter-gathers only ``if
+      scatter_gather_tensors_in_pipeline and not sequence_parallel``);
+    - scatter-gather: each rank sends 1/t of the replicated tensor
+      (``split_tensor_into_1d_equal_chunks``) and the receivers rebuild it with
+      ``gather_split_1d_tensor``, an all-gather over the TP group whose output, the
+      collective's S, is the whole tensor;
+    - neither: each rank sends the whole tensor. With ``tp`` = 1 it is always that.
+    """
+    if tp == 1 or not (scatter_gather or sequence_parallel):
+        return boundary_bytes, 0.0
+    return boundary_bytes / tp, 0.0 if sequence_parallel else boundary_bytes
+
+
+def zero_gather(unit: Unit, unit_params: float, elem: int, *, zero: int) -> tuple[Step, ...]:
+    """ZeRO-3: all-gather a unit's weights over the DP group before it runs."""
+    if zero < 3 or unit_params == 0:
+        return ()
+    label, op = unit.ident("params", "ag")
+    return (
+        CollectiveStep(
+            label, CollectiveKind.ALLGATHER, unit_params * elem, GroupKind.DP,
+            layer=unit.layer, op=op,
+        ),
+    )  # fmt: skip
+
+
+def recompute_block(costing: Costing, unit: Unit, block: Block, mapping: MappingSpec,
+                    tp_steps: tuple[Step, ...]) -> tuple[Step, ...]:  # fmt: skip
+    """What the backward of a layer's ``block`` first re-runs of its forward: everything, with
+    its TP collectives (full), the attention core (selective, Korthikanti et al. 2023), or
+    nothing."""
+    if not unit.is_layer or mapping.recompute == "none":
+        return ()
+    if mapping.recompute == "full":
+        return (costing.step(block.ops, "F", unit, block.name), *tp_steps)
+    redo = [op for op in block.ops if op.recompute_selective]
+    return (costing.step(redo, "F", unit, block.name, "core"),) if redo else ()
+
+
+def tp_overlap_backward(
+    costing: Costing, unit: Unit, block: Block, reduce: tuple[Step, ...], *, enabled: bool
+) -> tuple[Step, ...]:
+    """The backward of ``block`` and its TP collectives; with ``tp_overlap`` the column-parallel
+    linear (the block's first weight GEMM) all-reduces its input gradient while its weight
+    gradient is computed (Megatron-LM's async TP all-reduce,
+    LinearWithGradAccumulationAndAsyncCommunication in megatron/core/tensor_parallel/layers.py).
+    """
+    column = next((op for op in block.ops if op.kind == "matmul" and op.params > 0), None)
+    if not (enabled and reduce and column is not None):
+        return (costing.step(block.ops, "B", unit, block.name), *reduce)
+    dgrad = costing.step(block.ops, "B", unit, block.name, parts={column.name: "dgrad"})
+    wgrad = costing.step(
+        [column], "B", unit, block.name, column.name, "wgrad", parts={column.name: "wgrad"}
+    )
+    first = reduce[0]
+    assert isinstance(first, CollectiveStep)
+    return (dgrad, dataclasses.replace(first, overlap=wgrad), *reduce[1:])
+
+
+def grad_accumulation(costing: Costing, unit: Unit, block: Block, mode: str) -> tuple[Step, ...]:
+    """The kernels adding a backward's weight gradients to the buffer: none when ``fused``
+    into the weight-gradient GEMM; after every backward (``every_microbatch``, Megatron-LM's
+    local DDP), or from the second micro-batch on (``after_first_microbatch``, PyTorch's
+    AccumulateGrad, which keeps the first backward's gradients)."""
+    if mode == "fused":
+        return ()
+    cost = accumulation_cost(
+        block.ops,
+        costing.tile,
+        costing.peak_flop_per_s,
+        costing.grad_bytes_per_param,
+        costing.where,
+    )
+    if cost is None:
+        return ()
+    first = 1 if mode == "after_first_microbatch" else 0
+    return (
+        compute_step(
+            cost, unit, block.name, "grad_acc", block_name=block.name, from_microbatch=first
+        ),
+    )
+
+
+def grad_bucket(
+    unit: Unit, unit_params: float, elem: int, *, dp: int, zero: int
+) -> tuple[Step, ...]:
+    """The point after which a unit's gradients are complete: its DP bucket (PyTorch DDP
+    bucketing, Li et al. VLDB 2020); ZeRO reduce-scatters it to the shard's owner."""
+    if dp == 1 or unit_params == 0:
+        return ()
+    kind = CollectiveKind.REDUCESCATTER if zero >= 1 else CollectiveKind.ALLREDUCE
+    label, _ = unit.ident("grads")
+    return (GradBucketReady(label, unit_params * elem, kind, layer=unit.layer),)
+
+
+def optimizer_step(
+    costing: Costing, shard_params: float, elem: int, state_bytes_per_param: int
+) -> ComputeStep:
+    """The optimizer step of the tile's parameter shard
+    (:func:`palmsim.hardware.costs.optimizer_step_cost`)."""
+    cost = optimizer_step_cost(
+        shard_params, elem, state_bytes_per_param, costing.tile, costing.peak_flop_per_s,
+        costing.where,
+    )  # fmt: skip
+    return ComputeStep(
+        "optimizer", cost.time_s, 0.0, cost.sram_bytes, cost.dram_read_bytes,
+        cost.dram_write_bytes, op="optimizer",
+    )  # fmt: skip
+
+
+def engine_policy(mapping: MappingSpec, *, zero: int) -> tuple[bool, GradReduce]:
+    """The compiled policy of a stage program: ``(send_blocks, grad_reduce)``.
+
+    A send blocks without ``p2p_overlap`` (Megatron-LM's default, without
+    ``--overlap-p2p-communication``); ZeRO-2/3 keep only a gradient shard, so every
+    backward reduces its buckets; otherwise they reduce during the last backward
+    (``dp_overlap``) or after it.
+    """
+    if zero >= 2:
+        reduce = GradReduce.EVERY_BACKWARD
+    elif mapping.dp_overlap:
+        reduce = GradReduce.OVERLAP_BACKWARD
+    else:
+        reduce = GradReduce.AFTER_BACKWARD
+    return not mapping.p2p_overlap, reduce
