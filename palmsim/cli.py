@@ -209,6 +209,9 @@ def _describe(spec: Any, indent: str = "") -> list[str]:
     for f in fields(spec):
         value = getattr(spec, f.name)
         text = f.metadata.get("help", "")
+        modes = f.metadata.get("modes", ())
+        if modes and len(modes) == 1:  # an option of one mode only
+            text += f" [{modes[0]} only]"
         if is_dataclass(value):
             lines.append(f"{indent}{f.name}:  # {text}")
             lines.extend(_describe(value, indent + "  "))

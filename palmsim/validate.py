@@ -203,16 +203,11 @@ def _grad_accumulation(training: Mapping[str, Any]) -> str:
 
 def _tp_overlap(case: Mapping[str, Any]) -> bool:
     """Whether the measured run overlapped the backward TP all-reduce with the
-    weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce).
-
-    ``training.tp_overlap`` says so in a file of one's own; the calibration set states it in
-    a case's ``notes`` ("all-reduce overlapped with weight-gradient GEMM in backward", the
-    Korthikanti et al. per-layer rows). Otherwise not: Megatron-LM SC21 had no such overlap.
-    """
+    weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce): ``training.tp_overlap``
+    (the calibration set's Korthikanti et al. per-layer rows say so); absent, not: Megatron-LM
+    SC21 had no such overlap. The free-text ``notes`` are never read."""
     training = case.get("training") or {}
-    if "tp_overlap" in training:
-        return bool(training["tp_overlap"])
-    return "overlapped with weight-gradient gemm" in str(case.get("notes", "")).lower()
+    return bool(training.get("tp_overlap", False))
 
 
 def _p2p_scatter_gather(training: Mapping[str, Any]) -> bool:

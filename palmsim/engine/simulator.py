@@ -336,7 +336,7 @@ class Simulator:
         info = inf.stages[stage]
         num_stages = plan.num_stages
         groups = plan.groups(replica, stage, rank)
-        prompt_len = inf.spec.prompt_len
+        prompt_len = inf.prompt_len
         per_mb_token = info.kv_bytes_per_token / plan.num_microbatches
         passes: list[tuple[str, int, tuple[Step, ...], float]] = [
             ("prefill", 0, info.prefill, plan.programs[stage].send_bytes)
@@ -361,7 +361,7 @@ class Simulator:
                 if stage < num_stages - 1:
                     peer, size = plan.stage_tiles[replica][stage + 1][rank], send_bytes
                     key = ("I", replica, stage + 1, rank, mb, k)
-                elif num_stages > 1 and k + 1 < inf.spec.output_len:
+                elif num_stages > 1 and k + 1 < inf.output_len:
                     peer, size = plan.stage_tiles[replica][0][rank], inf.token_send_bytes
                     key = ("I", replica, 0, rank, mb, k + 1)
                 else:

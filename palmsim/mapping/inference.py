@@ -219,12 +219,78 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             decode_send_bytes=_p2p(experiment, batch, 1)[0],
             token_send_bytes=float(serving.mbs * TOKEN_ID_BYTES),
             compute_flop_per_s=batch.peak_flop_per_s * hw.tile.compute_efficiency,
+            prompt_len=inf.prompt_len,
+            output_len=inf.output_len,
         ),
     )
 
 
 def _no_costs() -> tuple[float, float, float]:  # pragma: no cover - 'layers' never asks
     raise AssertionError("serving partitions by layers")
+
+
+@dataclass(frozen=True, slots=True)
+class _StageMemory:
+    """A serving tile's memory (SRAM first: weights, the KV cache at full length, one layer's
+    activations as working set) and where its data lives."""
+
+    breakdown: MemoryBreakdown
+    where: OperandPlacement
+    kv_bytes_per_token: float
+    kv_sram_bytes: float
+    kv_dram_bytes: float
+    weight_sram_bytes: float
+    weight_dram_bytes: float
+    spill_token: int  # tokens below it are cached in SRAM
+
+
+def _stage_memory(
+    experiment: ExperimentSpec, serving: _Serving, s: int, layers: tuple[int, int]
+) -> _StageMemory:
+    """The memory pass of serving stage ``s`` holding ``layers``."""
+    mapping, inf = experiment.mapping, experiment.workload.inference
+    assert inf is not None
+    first, last = layers
+    requests = inf.batch // mapping.dp  # requests whose cache one tile of a replica holds
+    total_tokens = inf.prompt_len + inf.output_len
+    prefill = serving.prefill
+    own = [op for b in prefill.layer for op in b.ops] * (last - first)
+    if s == 0:
+        own += prefill.embed.ops
+    if s == serving.pp - 1:
+        own += prefill.head.ops
+    weights = float(sum(op.params for op in own)) * DTYPE_BYTES[inf.weight_dtype]
+    kv_per_token = kv_cache_bytes(
+        last - first,
+        serving.kv_heads_per_tile,
+        experiment.workload.model.head_dim,
+        1,
+        requests,
+        DTYPE_BYTES[inf.kv_dtype],
+    )
+    kv_full = kv_per_token * total_tokens
+    working = float(max(op.bytes_fwd for b in prefill.layer for op in b.ops))
+    split = place_demands(
+        [("weights", weights), ("kv", kv_full), ("activations", working)],
+        experiment.hardware.tile.sram_capacity_bytes,
+    )
+    (w_sram, w_dram), (kv_sram, kv_dram), (a_sram, a_dram) = split.values()
+    spill_token = int(kv_sram // kv_per_token) if kv_per_token > 0 else total_tokens
+    breakdown = MemoryBreakdown(
+        weights,
+        0.0,
+        0.0,
+        kv_full + working,
+        sram_bytes=w_sram + kv_sram + a_sram,
+        dram_bytes=w_dram + kv_dram + a_dram,
+    )
+    where = OperandPlacement(
+        w_dram / weights if weights else 0.0, 0.0, 0.0, a_dram / working if working else 0.0
+    )
+    return _StageMemory(
+        breakdown, where, kv_per_token, kv_sram, kv_dram, w_sram, w_dram,
+        min(spill_token, total_tokens),
+    )  # fmt: skip
 
 
 def _stage(
@@ -238,45 +304,8 @@ def _stage(
     hw, mapping = experiment.hardware, experiment.mapping
     inf = experiment.workload.inference
     assert inf is not None
-    first, last = layers
-    requests = inf.batch // mapping.dp  # requests whose cache one tile of a replica holds
-    total_tokens = inf.prompt_len + inf.output_len
-    prefill = serving.prefill
-    own = [op for b in prefill.layer for op in b.ops] * (last - first)
-    if s == 0:
-        own += prefill.embed.ops
-    if s == serving.pp - 1:
-        own += prefill.head.ops
-    w_elem = DTYPE_BYTES[inf.weight_dtype]
-    weights = float(sum(op.params for op in own)) * w_elem
-    kv_per_token = kv_cache_bytes(
-        last - first,
-        serving.kv_heads_per_tile,
-        experiment.workload.model.head_dim,
-        1,
-        requests,
-        DTYPE_BYTES[inf.kv_dtype],
-    )
-    kv_full = kv_per_token * total_tokens
-    working = float(max(op.bytes_fwd for b in prefill.layer for op in b.ops))
-    split = place_demands(
-        [("weights", weights), ("kv", kv_full), ("activations", working)],
-        hw.tile.sram_capacity_bytes,
-    )
-    (w_sram, w_dram), (kv_sram, kv_dram), (a_sram, a_dram) = split.values()
-    spill_token = int(kv_sram // kv_per_token) if kv_per_token > 0 else total_tokens
-    spill_token = min(spill_token, total_tokens)
-    where = OperandPlacement(
-        w_dram / weights if weights else 0.0, 0.0, 0.0, a_dram / working if working else 0.0
-    )
-    breakdown = MemoryBreakdown(
-        weights,
-        0.0,
-        0.0,
-        kv_full + working,
-        sram_bytes=w_sram + kv_sram + a_sram,
-        dram_bytes=w_dram + kv_dram + a_dram,
-    )
+    memory = _stage_memory(experiment, serving, s, layers)
+    where, spill_token = memory.where, memory.spill_token
     costing = Costing(
         hw.tile, batch.peak_flop_per_s, 0, where, gemm_operand_bandwidth_bytes_per_s(hw)
     )
@@ -290,11 +319,11 @@ def _stage(
         stage=s,
         prefill=prefill_steps,
         decode=decode,
-        kv_bytes_per_token=kv_per_token,
-        kv_sram_bytes=kv_sram,
-        kv_dram_bytes=kv_dram,
-        weight_sram_bytes=w_sram,
-        weight_dram_bytes=w_dram,
+        kv_bytes_per_token=memory.kv_bytes_per_token,
+        kv_sram_bytes=memory.kv_sram_bytes,
+        kv_dram_bytes=memory.kv_dram_bytes,
+        weight_sram_bytes=memory.weight_sram_bytes,
+        weight_dram_bytes=memory.weight_dram_bytes,
         spill_token=spill_token,
     )
     send_blocks, grad_reduce = engine_policy(mapping, zero=0)
@@ -311,7 +340,7 @@ def _stage(
         send_blocks=send_blocks,
         grad_reduce=grad_reduce,
     )
-    return stage, program, breakdown
+    return stage, program, memory.breakdown
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from palmsim.workload.ops import Op
 __all__ = [
     "Costing",
     "Unit",
+    "compute_step",
     "engine_policy",
     "grad_accumulation",
     "grad_bucket",

@@ -122,7 +122,7 @@ class _Model:
         return self.layers[-1]
 
 
-class Costs:
+class _PartitionCosts:
     """Layer, embedding and head cost of a forward plus a backward with everything in SRAM:
     what ``partition: cost`` balances."""
 
@@ -216,12 +216,16 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     hw, workload, mapping = experiment.hardware, experiment.workload, experiment.mapping
     batch = training_batch(experiment)
     model = _model(experiment, batch)
-    everything_in_sram = _costing(hw, mapping, batch, OperandPlacement())
+    # partition: cost balances compute alone: everything in SRAM, accumulation in the GEMM
+    everything_in_sram = Costing(
+        hw.tile, batch.peak_flop_per_s, batch.elem_bytes, OperandPlacement(),
+        gemm_operand_bandwidth_bytes_per_s(hw),
+    )  # fmt: skip
     layout = stage_layout(
         mapping,
         workload.model.num_hidden_layers,
         batch.num_microbatches,
-        Costs(model, everything_in_sram),
+        _PartitionCosts(model, everything_in_sram),
     )
     # Context-parallel ranks are replicas too, cp-rank fastest (Megatron's tp-cp-dp order).
     replicas = mapping.dp * mapping.cp

@@ -249,12 +249,14 @@ class InferenceStage:
 class InferencePlan:
     """What the engine needs beyond the stage programs to run prefill and decode."""
 
-    spec: InferenceSpec
+    spec: InferenceSpec  # the scenario, for reports; the engine reads the fields below
     stages: tuple[InferenceStage, ...]
     requests_per_microbatch: int
     decode_send_bytes: float  # per tile, one token per request, to the next stage
     token_send_bytes: float  # sampled token ids, from the last stage back to the first
     compute_flop_per_s: float  # achievable FLOP/s per tile: peak at the dtype x efficiency
+    prompt_len: int = 0  # prompt tokens per request
+    output_len: int = 1  # generated tokens per request (the first one by the prefill)
 
 
 @dataclass(frozen=True, slots=True)

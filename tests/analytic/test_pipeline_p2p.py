@@ -28,6 +28,7 @@ from palmsim.engine.simulator import Simulator
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.plan import (
+    CollectiveKind,
     CollectiveStep,
     ComputeStep,
     MappingPlan,
@@ -58,6 +59,7 @@ def _two_stage_1f1b(f_s: float, b_s: float, send_bytes: float, *, overlap: bool)
             send_bytes=send_bytes,
             optimizer=idle,
             steps=one_f_one_b(2, 2, s),
+            send_blocks=not overlap,
         )
         for s in range(2)
     )
@@ -151,8 +153,9 @@ def test_scatter_gather_sends_a_tp_share_and_all_gathers_at_the_receiver() -> No
             )
     gather_s = (t - 1) / t * size / B_BYTES_PER_S + (t - 1) * ALPHA_S
     first, second = on.plan.programs
-    assert second.forward[0] == CollectiveStep("recv.allgather", "allgather", size)
-    assert first.backward[0] == CollectiveStep("recv.allgather", "allgather", size)
+    gather = CollectiveStep("recv.allgather", CollectiveKind.ALLGATHER, size, op="recv.allgather")
+    assert second.forward[0] == gather
+    assert first.backward[0] == gather
     gathers = [f for f in on.trace.flows if f.category == "tp_allgather"]
     assert len(gathers) == 2 * t  # two collectives of t ring edges
     for f in gathers:

@@ -1060,3 +1060,24 @@ def test_gemm_section_problems_name_their_keys(tmp_path: Path) -> None:
         "tile.gemm.launch_latency",
     }
     assert "did you mean 'compute_units'" in str(info.value)
+
+
+def test_an_option_outside_its_modes_is_an_error_naming_the_key() -> None:
+    """zero, recompute, schedule, ... are training options: set (by any source) in an
+    inference run they are a ConfigError naming the key and where it came from; options of
+    both modes, and defaults, pass."""
+    from palmsim.config.loader import load_mapping
+    from palmsim.config.specs import MappingSpec, modes_of
+
+    with pytest.raises(ConfigError) as info:
+        load_mapping(
+            [("w.yaml", {"pp": 2, "recompute": "full"})], ["mapping.zero=3"], mode="inference"
+        )
+    text = str(info.value)
+    assert "w.yaml: mapping.recompute: got 'full'; expected nothing in an inference run" in text
+    assert "--set: mapping.zero: got 3" in text
+    assert "(mapping.zero applies to training only)" in text
+    assert load_mapping([("w.yaml", {"pp": 2, "p2p_overlap": False})], mode="inference").pp == 2
+    assert load_mapping([("w.yaml", {"zero": 1})], mode="training").zero == 1
+    assert modes_of(MappingSpec, "tp") == ("training", "inference")
+    assert modes_of(MappingSpec, "virtual_stages") == ("training",)

@@ -1,7 +1,8 @@
 """The two rules of the mapping design (STYLE.md 7.1), checked on every module's AST:
 
 - the engine reads only the plan: nothing in ``palmsim/engine/`` imports a workload, mapping
-  or experiment spec or reads a ``.mapping``/``.workload``/``.experiment`` attribute;
+  or experiment spec or reads a ``.mapping``/``.workload``/``.experiment``/``.spec``
+  attribute;
 - structure is typed data: no module parses a step label back (``label.split``,
   ``label.startswith``, a regex over a label, ``"x" in label``, ``label[...]``).
 
@@ -18,8 +19,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "palmsim"
 
 #: Specs the engine must not see: the user's options reach it only compiled into the plan.
-FORBIDDEN_SPECS = {"MappingSpec", "WorkloadSpec", "ExperimentSpec", "TrainingSpec", "ModelSpec"}
-FORBIDDEN_ATTRIBUTES = {"mapping", "workload", "experiment"}
+FORBIDDEN_SPECS = {
+    "MappingSpec",
+    "WorkloadSpec",
+    "ExperimentSpec",
+    "TrainingSpec",
+    "ModelSpec",
+    "InferenceSpec",
+}
+FORBIDDEN_ATTRIBUTES = {"mapping", "workload", "experiment", "spec"}
 #: String methods that recover structure from text.
 PARSE_METHODS = {
     "split",
@@ -114,6 +122,7 @@ def test_no_module_parses_a_label(path: Path) -> None:
     [
         "from palmsim.config.specs import MappingSpec",
         "blocking = not plan.mapping.p2p_overlap",
+        "prompt_len = plan.inference.spec.prompt_len",
         "def f(e):\n    return e.workload.model",
     ],
 )

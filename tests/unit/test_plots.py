@@ -121,9 +121,9 @@ def test_collective_waits_extend_their_pass_box():
     from palmsim.report.plots import gantt_boxes
 
     recs = [
-        IntervalRecord(0, "forward", 0.0, 1.0, 0, 3, "L0.attn", 0.0, 0.0),
-        IntervalRecord(0, "comm", 1.0, 1.5, 0, 3, "forward.L0.attn.ar", 0.0, 0.0),
-        IntervalRecord(0, "forward", 1.5, 2.0, 0, 3, "L0.mlp", 0.0, 0.0),
-        IntervalRecord(0, "comm", 2.0, 2.5, 0, 3, "backward.L0.mlp.ar", 0.0, 0.0),
+        IntervalRecord(0, "forward", 0.0, 1.0, 0, 3, "L0.attn", 0.0, 0.0, "forward"),
+        IntervalRecord(0, "comm", 1.0, 1.5, 0, 3, "forward.L0.attn.ar", 0.0, 0.0, "forward"),
+        IntervalRecord(0, "forward", 1.5, 2.0, 0, 3, "L0.mlp", 0.0, 0.0, "forward"),
+        IntervalRecord(0, "comm", 2.0, 2.5, 0, 3, "backward.L0.mlp.ar", 0.0, 0.0, "backward"),
     ]
     assert gantt_boxes(recs, 0) == [(0.0, 2.0, "forward", 3), (2.0, 2.5, "backward", 3)]

@@ -91,23 +91,26 @@ def test_tflops_per_gpu_is_megatron_eq3_over_the_simulated_iteration() -> None:
     assert comparison.predicted == pytest.approx(expected_tflops, rel=1e-9)
 
 
-def _interval(category: str, label: str, start_s: float, end_s: float, mb: int = 0):
-    return IntervalRecord(0, category, start_s, end_s, 0, mb, label, 0.0, 0.0)
+def _interval(
+    category: str, phase: str, layer: int, start_s: float, end_s: float, mb: int = 0
+) -> IntervalRecord:
+    """An interval with its typed identity; the label says nothing (nothing parses it)."""
+    return IntervalRecord(0, category, start_s, end_s, 0, mb, "x", 0.0, 0.0, phase, layer)
 
 
 def test_layer_times_sum_the_layers_work_including_tp_waits_and_recompute() -> None:
     intervals = (
-        _interval("forward", "embed.embed", 0.0, 1.0),
-        _interval("forward", "L0.attn", 1.0, 2.0),
-        _interval("comm", "forward.L0.attn.ar", 2.0, 2.5),
-        _interval("forward", "L0.mlp", 2.5, 4.0),
-        _interval("forward", "L1.attn", 4.0, 5.0),
-        _interval("recompute", "L0.attn", 6.0, 7.0),
-        _interval("comm", "recompute.L0.attn.ar", 7.0, 7.5),
-        _interval("backward", "head.head", 7.5, 8.0),  # between recompute and backward
-        _interval("backward", "L0.mlp", 8.0, 10.0),
-        _interval("comm", "backward.L0.attn.ar", 10.0, 10.25),
-        _interval("forward", "L0.attn", 20.0, 30.0, mb=1),  # another micro-batch: ignored
+        _interval("forward", "forward", -1, 0.0, 1.0),  # the embedding
+        _interval("forward", "forward", 0, 1.0, 2.0),
+        _interval("comm", "forward", 0, 2.0, 2.5),
+        _interval("forward", "forward", 0, 2.5, 4.0),
+        _interval("forward", "forward", 1, 4.0, 5.0),
+        _interval("recompute", "recompute", 0, 6.0, 7.0),
+        _interval("comm", "recompute", 0, 7.0, 7.5),
+        _interval("backward", "backward", -1, 7.5, 8.0),  # the head, between recompute and B
+        _interval("backward", "backward", 0, 8.0, 10.0),
+        _interval("comm", "backward", 0, 10.0, 10.25),
+        _interval("forward", "forward", 0, 20.0, 30.0, mb=1),  # another micro-batch: ignored
     )
     trace = RunTrace(intervals, (), (), 30.0, 0, 0.0)
     # forward 1 + 0.5 + 1.5; backward 1 + 0.5 (recompute and its wait) + 2 + 0.25
@@ -168,14 +171,15 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     assert flags["grad_accumulation"] == "every_microbatch"
 
 
-def test_tp_overlap_comes_from_the_case() -> None:
-    """Korthikanti's per-layer rows say in their notes that the backward all-reduce overlaps
-    the weight-gradient GEMM; a user's case may say so with training.tp_overlap."""
+def test_tp_overlap_comes_from_training_never_from_the_notes() -> None:
+    """Korthikanti's per-layer rows set training.tp_overlap (their notes say the backward
+    all-reduce overlaps the weight-gradient GEMM); the notes alone decide nothing."""
     layer = _case("korthikanti22_t4_22B_layer_baseline_no_recompute")
     assert case_setup(layer)[3]["tp_overlap"] is True
-    own = {**layer, "notes": "", "training": {**layer["training"], "tp_overlap": False}}
+    training = {k: v for k, v in layer["training"].items() if k != "tp_overlap"}
+    assert case_setup({**layer, "training": training})[3]["tp_overlap"] is False
+    own = {**layer, "training": {**layer["training"], "tp_overlap": False}}
     assert case_setup(own)[3]["tp_overlap"] is False
-    assert case_setup({**layer, "notes": ""})[3]["tp_overlap"] is False
 
 
 def test_pipeline_p2p_flags_come_from_the_case() -> None:
