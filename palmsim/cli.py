@@ -188,6 +188,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         "stage": args.stage,
         "tiles": args.tiles,
         "by": args.by,
+        "category": args.category,
     }
     write_plot(run, args.kind, out, options)
     print(f"wrote {out}")
@@ -561,6 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--tiles", type=_tile_range, help="gantt: tiles A-B, one row each")
     plot.add_argument(
         "--by", choices=("utilization", "bytes"), default="utilization", help="noc: colour by"
+    )
+    plot.add_argument(
+        "--category",
+        help="noc: only the flows of this category, e.g. ep_alltoall, tp_allreduce, p2p, dram",
     )
     plot.set_defaults(func=_cmd_plot)
 

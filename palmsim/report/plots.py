@@ -8,6 +8,7 @@ backend of a user's session and without pyplot's global figure registry.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -488,18 +489,24 @@ def noc(
     path: str | Path,
     *,
     by: str = "utilization",
+    category: str | None = None,
     top: int = 12,
     dpi: int = 110,
 ) -> Path:
     """Draw every tile-to-tile link on the floorplan coloured by utilisation (or bytes carried)
     over the iteration; inter-die links are thicker and dashed; the hottest channels of every
-    kind (also DRAM, NVLink, NIC) are listed beside the map."""
+    kind (also DRAM, NVLink, NIC) are listed beside the map. ``category`` keeps only the
+    flows of one category (e.g. ``ep_alltoall``, ``tp_allreduce``, ``p2p``, ``dram``)."""
     from matplotlib import colormaps
     from matplotlib.collections import LineCollection
     from matplotlib.colors import Normalize
 
     cells = placement_cells(chip, plan)
     pos = {c.tile: (c.col, c.row) for c in cells}
+    if category is not None:
+        trace = dataclasses.replace(
+            trace, flows=tuple(f for f in trace.flows if f.category == category)
+        )
     loads = link_loads(trace, chip)
     value = (lambda x: x.utilization) if by == "utilization" else (lambda x: x.carried_bytes)
     # Both directions of a link share one segment; it shows the busier direction.
@@ -561,7 +568,8 @@ def noc(
         lines += [line(x) for x in hottest_links(inter_die, 5, by=by)] or ["(none carried data)"]
     fig.text(0.99, 0.5, "\n".join(lines), ha="right", va="center", fontsize=7, family="monospace")
     ax.set_title(
-        f"links by {by} over {_fmt_time(trace.end_time_s)}; thick dashed: inter-die",
+        f"{category + ' ' if category else ''}links by {by} over "
+        f"{_fmt_time(trace.end_time_s)}; thick dashed: inter-die",
         loc="left",
         fontsize=9,
     )
@@ -692,7 +700,14 @@ def _placement_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
 
 @PLOT_KINDS.register("noc")
 def _noc_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
-    return noc(run.trace, run.chip, run.plan, path, by=options.get("by") or "utilization")
+    return noc(
+        run.trace,
+        run.chip,
+        run.plan,
+        path,
+        by=options.get("by") or "utilization",
+        category=options.get("category"),
+    )
 
 
 @PLOT_KINDS.register("utilization")
