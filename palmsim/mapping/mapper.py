@@ -266,6 +266,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         ep_degree=mapping.ep,
         cp_degree=mapping.cp,
         dropped_token_slots=model.dropped_slots_per_microbatch * batch.num_microbatches,
+        routed_slots_per_token=workload.model.num_experts_per_tok * workload.model.num_moe_layers,
     )
 
 

@@ -289,6 +289,8 @@ class MappingPlan:
     # Routed token slots the capacity factor drops in one iteration, over all MoE layers,
     # micro-batches and replicas (0 when dropless).
     dropped_token_slots: float = 0.0
+    # Routed slots per token of the batch: top-k times the MoE layers (0 for a dense model).
+    routed_slots_per_token: float = 0.0
 
     @property
     def num_stages(self) -> int:
