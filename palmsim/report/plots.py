@@ -8,7 +8,6 @@ backend of a user's session and without pyplot's global figure registry.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -503,11 +502,7 @@ def noc(
 
     cells = placement_cells(chip, plan)
     pos = {c.tile: (c.col, c.row) for c in cells}
-    if category is not None:
-        trace = dataclasses.replace(
-            trace, flows=tuple(f for f in trace.flows if f.category == category)
-        )
-    loads = link_loads(trace, chip)
+    loads = link_loads(trace, chip, category)
     value = (lambda x: x.utilization) if by == "utilization" else (lambda x: x.carried_bytes)
     # Both directions of a link share one segment; it shows the busier direction.
     pairs: dict[tuple[int, int], tuple[float, str]] = {}

@@ -18,6 +18,7 @@ import pytest
 from palmsim.config.specs import MappingSpec, ModelSpec, RunSpec
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import MappingError
+from palmsim.explore.bound import iteration_lower_bound_s
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.communicators import communicators
 from palmsim.mapping.mapper import map_workload
@@ -31,6 +32,7 @@ from palmsim.mapping.plan import (
     MemoryBreakdown,
     StageProgram,
 )
+from palmsim.report.metrics import summarize
 from tests.conftest import cluster_spec, experiment
 
 S_BYTES = 64e6
@@ -174,3 +176,35 @@ def test_context_parallel_puts_the_core_on_the_kv_ring_and_keeps_1_over_cp():
         plan1.programs[0].activation_bytes_per_microbatch / 2, rel=1e-12
     )
     Simulator(chip, plan2, two.run).run()  # finishes
+
+
+def test_the_search_bound_holds_for_an_ep_run():
+    exp = _moe_experiment(tp=1, dp=8, ep=4, micro_batch_size=1)
+    chip = Chip.from_spec(exp.hardware)
+    plan = map_workload(exp, chip)
+    simulated = Simulator(chip, plan, exp.run).run().end_time_s
+    assert 0 < iteration_lower_bound_s(plan, chip) <= simulated
+
+
+def test_the_summary_counts_the_dropped_slots():
+    """Capacity factor 1 and a skewed router drop slots; the fraction is of the iteration's
+    tokens x k x MoE layers."""
+    exp = _moe_experiment(tp=1, dp=8, ep=8, micro_batch_size=1)
+    exp = dataclasses.replace(
+        exp,
+        workload=dataclasses.replace(
+            exp.workload,
+            training=dataclasses.replace(
+                exp.workload.training, expert_load="dirichlet", expert_load_concentration=0.2,
+                moe_capacity_factor=1.0,
+            ),
+        ),
+    )  # fmt: skip
+    chip = Chip.from_spec(exp.hardware)
+    plan = map_workload(exp, chip)
+    trace = Simulator(chip, plan, exp.run).run()
+    summary = summarize(trace, chip, plan, workload_name="w", hardware_name="h", version="t")
+    routed = 8 * 256 * 2 * 2  # batch 8 x 256 tokens, top-2, 2 MoE layers
+    assert summary["moe_dropped_token_slots"] == plan.dropped_token_slots > 0
+    assert summary["moe_dropped_fraction"] == pytest.approx(plan.dropped_token_slots / routed)
+    assert 0 < summary["moe_dropped_fraction"] < 1
