@@ -245,7 +245,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
         raise _CaseError("context parallelism is not modelled")
     if int(model.get("num_experts", 0) or 0) > 0 or int(system.get("ep", 1) or 1) > 1:
         # The case's model would otherwise be built dense from its arch family.
-        raise _CaseError("mixture-of-experts: expert parallelism is not in the mapping yet")
+        raise _CaseError("mixture-of-experts: validate does not build a case's MoE model yet")
     hardware = system.get("hw_config")
     if hardware is None:
         gpu = str(system.get("gpu", ""))
