@@ -36,6 +36,8 @@ _MAPPING_FLAGS = (
     ("--partition", "partition", str, "layers to stages: layers (equal counts) or cost"),
     ("--zero", "zero", int, "ZeRO stage over the DP group: 0, 1, 2 or 3"),
     ("--virtual-stages", "virtual_stages", int, "model chunks per stage: > 1 = interleaved 1F1B"),
+    ("--ep", "ep", int, "expert-parallel degree (MoE models): divides dp*cp and the experts"),
+    ("--cp", "cp", int, "context-parallel degree: the sequence split over cp tiles"),
 )
 
 
@@ -243,6 +245,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         "stage": args.stage,
         "tiles": args.tiles,
         "by": args.by,
+        "category": args.category,
     }
     write_plot(run, args.kind, out, options)
     print(f"wrote {out}")
@@ -759,6 +762,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--tiles", type=_tile_range, help="gantt: tiles A-B, one row each")
     plot.add_argument(
         "--by", choices=("utilization", "bytes"), default="utilization", help="noc: colour by"
+    )
+    plot.add_argument(
+        "--category",
+        help="noc: only the flows of this category, e.g. ep_alltoall, tp_allreduce, p2p, dram",
     )
     plot.set_defaults(func=_cmd_plot)
 

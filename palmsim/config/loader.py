@@ -46,6 +46,7 @@ from palmsim.config.overrides import (
 from palmsim.config.specs import (
     DTYPE_BYTES,
     EXPERT_LOADS,
+    EXPERT_PLACEMENTS,
     GRAD_ACCUMULATION_MODES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
@@ -1038,6 +1039,7 @@ def _mapping_schema() -> Schema:
         "recompute": _choice_rule(("none", "selective", "full")),
         "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
         "zero": _zero_rule(),
+        "expert_placement": _choice_rule(EXPERT_PLACEMENTS),
     }
     by_type = {"int": _int_rule, "bool": _bool_rule, "str": _str_rule}
     schema: Schema = {

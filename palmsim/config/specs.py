@@ -15,6 +15,7 @@ __all__ = [
     "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
     "EXPERT_LOADS",
+    "EXPERT_PLACEMENTS",
     "GRAD_ACCUMULATION_MODES",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
@@ -77,6 +78,9 @@ MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
+
+#: Values of ``MappingSpec.expert_placement`` (:func:`palmsim.workload.moe.place_experts`).
+EXPERT_PLACEMENTS = ("contiguous", "balanced")
 
 #: Values of ``MappingSpec.grad_accumulation``.
 GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
@@ -670,6 +674,26 @@ class MappingSpec:
         "all-gather in place of each TP all-reduce",
         modes=TRAINING_ONLY,
         default=False,
+    )
+    ep: int = _f(
+        "expert-parallel degree: groups of ep consecutive data-parallel replicas split each "
+        "MoE layer's experts (E/ep per tile) and exchange tokens by all-to-all "
+        "(Megatron-Core --expert-model-parallel-size); divides dp*cp and num_experts",
+        modes=TRAINING_ONLY,
+        default=1,
+    )
+    expert_placement: str = _f(
+        "which experts each EP rank holds: 'contiguous' (Megatron-Core) or 'balanced' (the "
+        "most loaded experts spread first, by the drawn expert load)",
+        modes=TRAINING_ONLY,
+        default="contiguous",
+    )
+    cp: int = _f(
+        "context-parallel degree: each sample's sequence is split over cp tiles with "
+        "Megatron-Core's causal load balancing, K and V pass around a ring "
+        "(--context-parallel-size); the tiles used are pp*tp*cp*dp",
+        modes=TRAINING_ONLY,
+        default=1,
     )
 
 

@@ -49,6 +49,7 @@ from palmsim.mapping.plan import (
     ComputeStep,
     GradBucketReady,
     GradReduce,
+    GroupKind,
     MappingPlan,
     Phase,
     Step,
@@ -88,6 +89,7 @@ class _Collective:
     microbatch: int
     arrived: int
     done: simpy.Event
+    group_kind: str = GroupKind.TP
 
 
 def _describe(activity: str | tuple[Any, ...]) -> str:
@@ -120,16 +122,19 @@ class Simulator:
         self._port_of = dict(plan.dram_port_of_tile)
         self._mail: dict[tuple[Any, ...], simpy.Event] = {}
         self._collectives: dict[tuple[Any, ...], _Collective] = {}
-        self._group_seq: dict[tuple[tuple[int, ...], int], int] = {}
-        self._group_tail: dict[tuple[int, ...], simpy.Event] = {}
-        self._group_end_s: dict[tuple[int, ...], float] = {}  # exclusive groups' last end
+        self._group_seq: dict[tuple[str, tuple[int, ...], int], int] = {}
+        self._group_tail: dict[tuple[str, tuple[int, ...]], simpy.Event] = {}
+        # exclusive groups' last end
+        self._group_end_s: dict[tuple[str, tuple[int, ...]], float] = {}
         # What each tile is doing, for the deadlock message: a text, or on the hot paths the
         # parts of one (formatted by _describe only when a run gets stuck).
         self._activity: dict[int, str | tuple[Any, ...]] = {}
         self._finished: set[int] = set()
         self._simulated = frozenset(plan.simulated_tiles)
         self._private_dram = self._private_dram_ports()
-        self._communicators = {c.members: c for c in plan.communicators}
+        self._communicators: dict[tuple[str, tuple[int, ...]], Communicator] = {
+            (str(c.group), c.members): c for c in plan.communicators
+        }
 
     # ------------------------------------------------------------------ run
 
@@ -209,8 +214,8 @@ class Simulator:
         last_virtual = plan.num_virtual_stages - 1
         program = plan.programs[stage]  # chunk 0; holds the stage's schedule and optimizer
         chunks = program.step_chunks or (0,) * len(program.steps)
-        tp_group = plan.stage_tiles[replica][stage]
-        dp_group = tuple(rep[stage][rank] for rep in plan.stage_tiles)
+        groups = plan.groups(replica, stage, rank)
+        dp_group = groups[GroupKind.DP]
         # A chunk's gradients are complete after its last backward of the iteration.
         last_backward = {
             chunk: i
@@ -233,9 +238,7 @@ class Simulator:
                         + (f" (virtual stage {c})" if last_virtual >= p else "")
                     )
                     yield self._mailbox(("F", replica, c, rank, mb))
-                yield from self._run_steps(
-                    work.forward, tile, tp_group, stage, mb, "forward", None, dp_group
-                )
+                yield from self._run_steps(work.forward, tile, groups, stage, mb, "forward", None)
                 held_bytes += work.activation_bytes_per_microbatch
                 self._memory.append(MemoryRecord(tile, self.env.now, held_bytes))
                 if c < last_virtual:
@@ -257,12 +260,12 @@ class Simulator:
                     yield self._mailbox(("B", replica, c, rank, mb))
                 if work.recompute:
                     yield from self._run_steps(
-                        work.recompute, tile, tp_group, stage, mb, "recompute", None, dp_group
+                        work.recompute, tile, groups, stage, mb, "recompute", None
                     )
                 overlap = index == last_backward[chunk] and len(dp_group) > 1 and overlap_last
                 buckets = pending if overlap or (len(dp_group) > 1 and reduce_every_pass) else None
                 yield from self._run_steps(
-                    work.backward, tile, tp_group, stage, mb, "backward", buckets, dp_group
+                    work.backward, tile, groups, stage, mb, "backward", buckets
                 )
                 held_bytes -= work.activation_bytes_per_microbatch
                 self._memory.append(MemoryRecord(tile, self.env.now, max(0.0, held_bytes)))
@@ -281,7 +284,7 @@ class Simulator:
             for chunk in sorted(set(chunks), reverse=True):
                 for step in plan.programs[chunk * p + stage].backward:
                     if isinstance(step, GradBucketReady):
-                        pending.append(self._reduce_bucket(step, dp_group, tile, stage, -1))
+                        pending.append(self._reduce_bucket(step, groups, tile, stage, -1))
         if pending:
             self._activity[tile] = f"stage {stage} waits for its data-parallel gradient all-reduce"
             yield self.env.all_of(pending)
@@ -290,11 +293,25 @@ class Simulator:
         if len(dp_group) > 1 and program.param_allgather_bytes > 0:
             self._activity[tile] = f"stage {stage} all-gathers its updated weights (ZeRO)"
             yield self._join(
+                GroupKind.DP,
                 dp_group,
                 tile,
                 "allgather",
                 program.param_allgather_bytes,
                 "dp_allgather",
+                stage,
+                -1,
+            )
+        edp_group = groups[GroupKind.EDP]
+        if len(edp_group) > 1 and program.expert_param_allgather_bytes > 0:
+            self._activity[tile] = f"stage {stage} all-gathers its updated experts (ZeRO)"
+            yield self._join(
+                GroupKind.EDP,
+                edp_group,
+                tile,
+                "allgather",
+                program.expert_param_allgather_bytes,
+                "edp_allgather",
                 stage,
                 -1,
             )
@@ -318,7 +335,7 @@ class Simulator:
         assert inf is not None
         info = inf.stages[stage]
         num_stages = plan.num_stages
-        tp_group = plan.stage_tiles[replica][stage]
+        groups = plan.groups(replica, stage, rank)
         prompt_len = inf.prompt_len
         per_mb_token = info.kv_bytes_per_token / plan.num_microbatches
         passes: list[tuple[str, int, tuple[Step, ...], float]] = [
@@ -335,7 +352,7 @@ class Simulator:
                 elif k > 0 and num_stages > 1:
                     self._activity[tile] = f"stage 0 waits for token {k} of micro-batch {mb}"
                     yield self._mailbox(("I", replica, 0, rank, mb, k))
-                yield from self._run_steps(steps, tile, tp_group, stage, mb, category, None)
+                yield from self._run_steps(steps, tile, groups, stage, mb, category, None)
                 tokens = prompt_len + k  # cached per request after this pass
                 held = per_mb_token * (plan.num_microbatches * (tokens - 1) + mb + 1)
                 if k == 0:
@@ -360,14 +377,14 @@ class Simulator:
         self,
         steps: tuple[Step, ...],
         tile: int,
-        tp_group: tuple[int, ...],
+        groups: dict[str, tuple[int, ...]],
         stage: int,
         mb: int,
         category: str,
         dp_buckets: list[simpy.Event] | None,
-        dp_group: tuple[int, ...] = (),
     ) -> Generator[simpy.Event, Any, None]:
-        """Run a pass's steps on ``tile``; with ``dp_buckets`` start DP reductions on markers."""
+        """Run a pass's steps on ``tile``, whose group of each kind is ``groups``
+        (:meth:`MappingPlan.groups`); with ``dp_buckets`` start DP reductions on markers."""
         for step in steps:
             if isinstance(step, ComputeStep):
                 if mb < step.from_microbatch:
@@ -375,13 +392,20 @@ class Simulator:
                 self._activity[tile] = (stage, category, step, mb, ())
                 yield from self._compute(step, tile, stage, mb, category)
             elif isinstance(step, CollectiveStep):
-                group = tp_group if step.group == "tp" else dp_group
+                group = groups[step.group]
                 if len(group) < 2:
                     if step.overlap is not None:
                         yield from self._compute(step.overlap, tile, stage, mb, category)
                     continue
                 done = self._join(
-                    group, tile, step.kind, step.size_bytes, f"{step.group}_{step.kind}", stage, mb
+                    step.group,
+                    group,
+                    tile,
+                    step.kind,
+                    step.size_bytes,
+                    f"{step.group}_{step.kind}",
+                    stage,
+                    mb,
                 )
                 if step.overlap is not None:  # runs while the collective is in flight
                     self._activity[tile] = (stage, category, step.overlap, mb, ())
@@ -394,7 +418,7 @@ class Simulator:
                 if dp_buckets is not None:
                     every = self.plan.programs[stage].grad_reduce is GradReduce.EVERY_BACKWARD
                     bucket_mb = mb if every else -1
-                    dp_buckets.append(self._reduce_bucket(step, dp_group, tile, stage, bucket_mb))
+                    dp_buckets.append(self._reduce_bucket(step, groups, tile, stage, bucket_mb))
             else:  # pragma: no cover - exhaustive over Step
                 raise AssertionError(step)
 
@@ -429,11 +453,19 @@ class Simulator:
         self._intervals.append(record)
 
     def _reduce_bucket(
-        self, step: GradBucketReady, dp_group: tuple[int, ...], tile: int, stage: int, mb: int
+        self,
+        step: GradBucketReady,
+        groups: dict[str, tuple[int, ...]],
+        tile: int,
+        stage: int,
+        mb: int,
     ) -> simpy.Event:
         """Start the data-parallel reduction of a gradient bucket (all-reduce, or ZeRO's
-        reduce-scatter)."""
-        return self._join(dp_group, tile, step.kind, step.size_bytes, "dp_" + step.kind, stage, mb)
+        reduce-scatter) over its group: DP, or EDP for routed experts' gradients."""
+        category = f"{step.group}_{step.kind}"
+        return self._join(
+            step.group, groups[step.group], tile, step.kind, step.size_bytes, category, stage, mb
+        )
 
     def _private_dram_ports(self) -> dict[int, tuple[int, float, float]]:
         """Tiles whose DRAM traffic meets no other flow: ``tile -> (channel, B/s, latency)``.
@@ -599,6 +631,7 @@ class Simulator:
 
     def _join(
         self,
+        group_kind: str,
         group: tuple[int, ...],
         tile: int,
         kind: str,
@@ -613,30 +646,32 @@ class Simulator:
         member is the same collective. A collective starts once all members have arrived and
         the group's previous collective has finished (one communicator, one stream). Members
         that are not simulated (symmetric replicas) do not arrive; their arrival is implied.
+        Groups of different kinds (``group_kind``) are different communicators even with the
+        same members.
         """
         if len(group) == 1:
             done = self.env.event()
             done.succeed()
             return done
-        seq_key = (group, tile)
+        seq_key = (group_kind, group, tile)
         seq = self._group_seq.get(seq_key, 0)
         self._group_seq[seq_key] = seq + 1
-        key = (group, seq)
+        key = (group_kind, group, seq)
         coll = self._collectives.get(key)
         if coll is None:
             coll = self._collectives[key] = _Collective(
-                group, kind, size_bytes, category, stage, mb, 0, self.env.event()
+                group, kind, size_bytes, category, stage, mb, 0, self.env.event(), group_kind
             )
         assert coll.kind == kind and coll.size_bytes == size_bytes, "collective mismatch in group"
         coll.arrived += 1
-        comm = self._communicators[group]
+        comm = self._communicators[group_kind, group]
         if coll.arrived == comm.num_arriving:
             del self._collectives[key]
             if comm.exclusive:
                 self._closed_form_ring(coll, comm)
             else:
-                previous = self._group_tail.get(group)
-                self._group_tail[group] = coll.done
+                previous = self._group_tail.get((group_kind, group))
+                self._group_tail[group_kind, group] = coll.done
                 self.env.process(self._ring(coll, previous))
         return coll.done
 
@@ -650,7 +685,7 @@ class Simulator:
         """
         env = self.env
         now = env.now
-        start = max(now, self._group_end_s.get(coll.tiles, now))
+        start = max(now, self._group_end_s.get((coll.group_kind, coll.tiles), now))
         n = len(coll.tiles)
         steps = RING_STEPS[coll.kind](n)
         edge_bytes = steps / n * coll.size_bytes
@@ -674,7 +709,7 @@ class Simulator:
                 microbatch=coll.microbatch,
             )
             end = max(end, arrival)
-        self._group_end_s[coll.tiles] = end
+        self._group_end_s[coll.group_kind, coll.tiles] = end
         trigger_in(coll.done, end - now)
 
     def _ring(
@@ -697,7 +732,7 @@ class Simulator:
                 stage=coll.stage,
                 microbatch=coll.microbatch,
             )
-            for f in self._communicators[coll.tiles].flows
+            for f in self._communicators[coll.group_kind, coll.tiles].flows
         ]
         yield self.env.all_of(flows)
         coll.done.succeed()

@@ -101,7 +101,7 @@ def iteration_lower_bound_s(plan: MappingPlan, chip: Chip) -> float:
     p, m = plan.num_stages, plan.num_microbatches
     port_of = dict(plan.dram_port_of_tile)
     chunks = plan.num_virtual_stages // p
-    comms = {c.members: c for c in plan.communicators}
+    comms = {(str(c.group), c.members): c for c in plan.communicators}
     forward: list[float] = [0.0] * p
     redo_back: list[float] = [0.0] * p
     optimizer: list[float] = [0.0] * p
@@ -110,8 +110,8 @@ def iteration_lower_bound_s(plan: MappingPlan, chip: Chip) -> float:
         tile = plan.stage_tiles[0][s][0]
         port = port_of[tile]
         groups = {
-            "tp": comms.get(plan.stage_tiles[0][s]),
-            "dp": comms.get(tuple(replica[s][0] for replica in plan.stage_tiles)),
+            str(kind): comms.get((str(kind), members))
+            for kind, members in plan.groups(0, s, 0).items()
         }
         forward[s] += _steps_lower_bound_s(chip, tile, port, program.forward, groups)
         redo_back[s] += _steps_lower_bound_s(

@@ -38,8 +38,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from palmsim.hardware.chip import Chip, Route
-from palmsim.hardware.collectives import ring_shares
-from palmsim.mapping.plan import CollectiveFlow, Communicator
+from palmsim.hardware.collectives import alltoall_shares, ring_shares
+from palmsim.mapping.plan import CollectiveFlow, Communicator, GroupKind
 
 __all__ = ["communicators", "pipeline_pairs", "ring_communicators"]
 
@@ -47,7 +47,13 @@ StageTiles = tuple[tuple[tuple[int, ...], ...], ...]
 
 
 def communicators(
-    chip: Chip, stage_tiles: StageTiles, *, pipeline_wraps: bool, symmetric_replicas: bool
+    chip: Chip,
+    stage_tiles: StageTiles,
+    *,
+    pipeline_wraps: bool,
+    symmetric_replicas: bool,
+    ep: int = 1,
+    cp: int = 1,
 ) -> tuple[tuple[Communicator, ...], bool]:
     """Every TP and DP communicator of ``stage_tiles``, and whether replica 0 stands for all.
 
@@ -62,7 +68,11 @@ def communicators(
         stage_tiles: ``stage_tiles[replica][stage]`` = the stage replica's tiles in TP order.
         pipeline_wraps: the last stage also sends to the first (interleaved 1F1B; the token
             ids of inference).
-        symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``).
+        symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``); never with
+            ``ep`` or ``cp`` > 1, whose all-to-alls and KV rings couple the replicas.
+        ep: replicas per expert-parallel group: adds each EP group's all-to-all communicator
+            and each EDP group's ring (:meth:`MappingPlan.groups`).
+        cp: replicas per context-parallel group: adds each CP group's ring.
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
@@ -72,16 +82,67 @@ def communicators(
         node_of,
         bidirectional=wafer is not None and wafer.bidirectional_rings,
     )
+    extra = _replica_group_communicators(
+        chip.route,
+        stage_tiles,
+        node_of,
+        ep=ep,
+        cp=cp,
+        bidirectional=wafer is not None and wafer.bidirectional_rings,
+    )
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
     is_reduced = False
-    if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster":
+    coupled = ep > 1 or cp > 1
+    if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster" and not coupled:
         reduced = _reduce(chip, stage_tiles, pairs, tp, dp)
         if reduced is not None:
             tp = [c for c in tp if c.members in stage_tiles[0]]  # replica 0's groups
             dp, is_reduced = reduced, True
     simulated = stage_tiles[:1] if is_reduced else stage_tiles
-    exclusive = _mark_exclusive(chip, [*tp, *dp], simulated, pipeline_wraps)
+    exclusive = _mark_exclusive(chip, [*tp, *dp, *extra], simulated, pipeline_wraps)
     return exclusive, is_reduced
+
+
+def _replica_group_communicators(
+    route: Callable[[int, int], Route],
+    stage_tiles: StageTiles,
+    node_of: Callable[[int], int] | None,
+    *,
+    ep: int,
+    cp: int,
+    bidirectional: bool = False,
+) -> list[Communicator]:
+    """The EP (all-to-all), EDP and CP (ring) communicators of groups of replicas, as
+    :meth:`palmsim.mapping.plan.MappingPlan.groups` cuts them, each of two or more tiles;
+    ``bidirectional`` rings as :func:`ring_communicators`'."""
+    num_replicas = len(stage_tiles)
+    out: list[Communicator] = []
+    cuts: list[tuple[GroupKind, list[list[int]]]] = []
+    if ep > 1:
+        cuts.append((GroupKind.EP, [list(range(g, g + ep)) for g in range(0, num_replicas, ep)]))
+        edp = [list(range(i, num_replicas, ep)) for i in range(ep)]
+        cuts.append((GroupKind.EDP, [r for r in edp if len(r) > 1]))
+    if cp > 1:
+        cuts.append((GroupKind.CP, [list(range(g, g + cp)) for g in range(0, num_replicas, cp)]))
+    for kind, replica_sets in cuts:
+        for replicas in replica_sets:
+            for s, tiles in enumerate(stage_tiles[replicas[0]]):
+                for k in range(len(tiles)):
+                    members = tuple(stage_tiles[r][s][k] for r in replicas)
+                    shares = (
+                        alltoall_shares(members)
+                        if kind is GroupKind.EP
+                        else ring_shares(members, node_of, bidirectional=bidirectional)
+                    )
+                    flows = []
+                    for share in shares:
+                        r = route(share.src, share.dst)
+                        flows.append(
+                            CollectiveFlow(share.src, share.dst, share.share, r.channels,
+                                           r.latency_s)
+                        )  # fmt: skip
+                    out.append(Communicator(members, tuple(flows), len(members), group=kind))
+    return out
 
 
 def pipeline_pairs(stage_tiles: StageTiles, *, wraps: bool) -> list[tuple[int, int]]:
@@ -137,20 +198,22 @@ def ring_communicators(
     member arriving, with their flows routed by ``route``; ``node_of`` as for
     :func:`~palmsim.hardware.collectives.ring_shares` (None: flat rings)."""
 
-    def build(members: tuple[int, ...]) -> Communicator:
+    def build(members: tuple[int, ...], group: GroupKind) -> Communicator:
         flows = []
         for s in ring_shares(members, node_of, bidirectional=bidirectional):
             r = route(s.src, s.dst)
             flows.append(CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s))
-        return Communicator(members, tuple(flows), len(members))
+        return Communicator(members, tuple(flows), len(members), group=group)
 
-    tp = [build(tiles) for replica in stage_tiles for tiles in replica if len(tiles) > 1]
+    tp = [
+        build(tiles, GroupKind.TP) for replica in stage_tiles for tiles in replica if len(tiles) > 1
+    ]
     dp_groups = [
         tuple(replica[s][k] for replica in stage_tiles)
         for s, tiles in enumerate(stage_tiles[0] if stage_tiles else ())
         for k in range(len(tiles))
     ]
-    return tp, [build(group) for group in dp_groups if len(group) > 1]
+    return tp, [build(group, GroupKind.DP) for group in dp_groups if len(group) > 1]
 
 
 def _reduce(
@@ -233,6 +296,7 @@ def _reduce(
                     if f.src == first
                 ),
                 1,
+                group=GroupKind.DP,
             )
         )
     return reduced

@@ -30,18 +30,23 @@ the ring attention of Liu et al., "Ring Attention with Blockwise Transformers", 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, ModelSpec, TrainingSpec
 from palmsim.errors import MappingError
+from palmsim.mapping.lower import Costing, Unit
 from palmsim.mapping.plan import CollectiveKind, CollectiveStep, ComputeStep, GroupKind, Step
-from palmsim.workload.builders import activation_bytes_per_layer
+from palmsim.workload.builders import Block, activation_bytes_per_layer
+from palmsim.workload.ops import Op
 
 __all__ = [
     "RingTraffic",
     "causal_pairs",
     "contiguous_chunks",
     "cp_activation_bytes",
+    "cp_attention",
+    "cp_recompute",
     "kv_chunk_bytes",
     "load_balanced_chunks",
     "ring_attention_steps",
@@ -122,16 +127,16 @@ def cp_activation_bytes(
 
 
 def ring_attention_steps(
-    core: ComputeStep, chunk_bytes: float, cp: int, *, phase: str, label: str
+    core: ComputeStep, chunk_bytes: float, cp: int, *, phase: str
 ) -> tuple[Step, ...]:
     """The steps of a layer's attention core on one CP rank (module docstring, "Ring").
 
     Args:
-        core: the rank's whole attention core for this pass (its queries against all keys).
+        core: the rank's whole attention core for this pass (its queries against all keys),
+            with its typed identity.
         chunk_bytes: one rank's KV chunk, :func:`kv_chunk_bytes`.
         cp: the CP degree.
         phase: ``F`` (KV all-gather) or ``B`` (KV and dKV, twice the bytes).
-        label: the label prefix, e.g. ``L3.attn.core``.
 
     Returns:
         ``core`` itself when ``cp`` is 1; else an all-gather over the ``cp`` group of
@@ -143,22 +148,76 @@ def ring_attention_steps(
     per_chunk = 1.0 / cp
 
     def part(fraction: float, name: str) -> ComputeStep:
-        return ComputeStep(
-            f"{label}.{name}",
-            core.compute_time_s * fraction,
-            core.flop * fraction,
-            core.sram_bytes * fraction,
-            core.dram_read_bytes * fraction,
-            core.dram_write_bytes * fraction,
-            core.from_microbatch,
+        return dataclasses.replace(
+            core,
+            label=f"{core.label}.{name}",
+            compute_time_s=core.compute_time_s * fraction,
+            flop=core.flop * fraction,
+            sram_bytes=core.sram_bytes * fraction,
+            dram_read_bytes=core.dram_read_bytes * fraction,
+            dram_write_bytes=core.dram_write_bytes * fraction,
         )
 
     size = cp * chunk_bytes * (2 if phase == "B" else 1)
     ring = CollectiveStep(
-        f"{label}.kv_ring",
+        f"{core.label}.kv_ring",
         CollectiveKind.ALLGATHER,
         size,
-        group=GroupKind.CP,
+        GroupKind.CP,
         overlap=part((cp - 1) * per_chunk, "overlapped"),
+        layer=core.layer,
+        block=core.block,
+        op=f"{core.op}.kv_ring",
     )
     return (ring, part(per_chunk, "last"))
+
+
+def _split_core(block: Block) -> tuple[list[Op], list[Op], list[Op]]:
+    """The attention block's ops before, in and after its core (the ops selective recompute
+    re-runs: QKᵀ, softmax, its dropout, attention over V and its layout copy)."""
+    core = [i for i, op in enumerate(block.ops) if op.recompute_selective]
+    assert core == list(range(core[0], core[-1] + 1)), "the attention core is contiguous"
+    ops = list(block.ops)
+    return ops[: core[0]], ops[core[0] : core[-1] + 1], ops[core[-1] + 1 :]
+
+
+def cp_attention(
+    costing: Costing, unit: Unit, block: Block, phase: str, chunk_bytes: float, cp: int
+) -> tuple[Step, ...]:
+    """One pass (``F`` or ``B``) of the attention block on a CP rank: the ops before the core,
+    the core on the KV ring (:func:`ring_attention_steps`), the ops after it (in reverse
+    order for the backward). The block's TP collectives are the caller's."""
+    before, core, after = _split_core(block)
+    ring = ring_attention_steps(
+        costing.step(core, phase, unit, block.name, "core"), chunk_bytes, cp, phase=phase
+    )
+    first, last = (before, after) if phase == "F" else (after, before)
+    steps: list[Step] = []
+    if first:
+        steps.append(
+            costing.step(first, phase, unit, block.name, "pre" if phase == "F" else "post")
+        )
+    steps.extend(ring)
+    if last:
+        steps.append(costing.step(last, phase, unit, block.name, "post" if phase == "F" else "pre"))
+    return tuple(steps)
+
+
+def cp_recompute(
+    costing: Costing,
+    unit: Unit,
+    block: Block,
+    recompute: str,
+    chunk_bytes: float,
+    cp: int,
+    tp_steps: tuple[Step, ...],
+) -> tuple[Step, ...]:
+    """What the backward of a CP rank's attention block first re-runs: the whole forward with
+    its ring and TP collectives (``full``), the core on the ring (``selective``), nothing."""
+    if not unit.is_layer or recompute == "none":
+        return ()
+    if recompute == "full":
+        return (*cp_attention(costing, unit, block, "F", chunk_bytes, cp), *tp_steps)
+    _, core, _ = _split_core(block)
+    step = costing.step(core, "F", unit, block.name, "core")
+    return ring_attention_steps(step, chunk_bytes, cp, phase="F")

@@ -16,10 +16,11 @@ that rank's slice of the ``E`` experts, ``E/ep`` each, and exchange tokens by al
 - **Memory** (:func:`stage_state_bytes`): per tile, the dense parameters plus ``E/ep`` of the
   experts (:func:`palmsim.workload.builders.layer_blocks` with ``ep``); ZeRO shards the dense
   state over ``dp`` and the expert state over ``dp/ep``.
-- **Steps** (:func:`moe_layer_steps`): each MoE block's compute, its TP all-reduce, and the
+- **Steps** (:func:`ep_alltoall`): after each MoE block's compute and TP all-reduce, the
   all-to-all over the EP group after the forward (dispatch after ``moe_route``, combine after
   ``moe_experts``) and after the backward (their reverses), on the EP group's flows
-  (:func:`palmsim.hardware.collectives.collective_transfers` with ``alltoall``).
+  (:func:`palmsim.hardware.collectives.collective_transfers` with ``alltoall``); the routed
+  experts' gradients in buckets of their own over the EDP group (:func:`expert_grad_bucket`).
 - **Routing** (:func:`layer_routings`): each MoE layer's tokens per expert are drawn once from
   the run's generator, in layer order (:func:`palmsim.workload.moe.route`), so a run is
   byte-identical for the same seed; every micro-batch of the iteration routes as its layer
@@ -29,24 +30,26 @@ that rank's slice of the ``E`` experts, ``E/ep`` each, and exchange tokens by al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from palmsim.config.specs import ModelSpec, TrainingSpec
 from palmsim.errors import MappingError
-from palmsim.mapping.plan import CollectiveKind, CollectiveStep, ComputeStep, GroupKind, Step
+from palmsim.mapping.lower import Unit
+from palmsim.mapping.plan import CollectiveKind, CollectiveStep, GradBucketReady, GroupKind, Step
 from palmsim.workload.builders import Block
 from palmsim.workload.moe import EXPERT_PLACEMENTS, Routing, route
 
 __all__ = [
     "StateBytes",
     "check_ep",
+    "ep_alltoall",
     "ep_groups",
     "expert_data_parallel_groups",
+    "expert_grad_bucket",
     "layer_routings",
-    "moe_layer_steps",
     "split_params",
     "stage_state_bytes",
 ]
@@ -183,60 +186,38 @@ def layer_routings(
     return tuple(out)
 
 
-def moe_layer_steps(
-    blocks: Sequence[Block],
-    name: str,
-    cost: Callable[[Block, str, str], ComputeStep],
-    *,
-    tp: int,
-    ep: int,
-) -> tuple[tuple[Step, ...], tuple[Step, ...]]:
-    """The forward and backward steps of one layer's blocks, with the EP all-to-alls.
+def ep_alltoall(nbytes: float, unit: Unit, block: str, *, ep: int) -> tuple[Step, ...]:
+    """The all-to-all over the EP group after ``unit``'s ``block`` (the token dispatch after
+    ``moe_route``, the combine after ``moe_experts``, or their reverses in the backward);
+    none with one EP rank or no bytes."""
+    if ep == 1 or nbytes <= 0:
+        return ()
+    label, op = unit.ident(block, "a2a")
+    return (
+        CollectiveStep(
+            label,
+            CollectiveKind.ALLTOALL,
+            nbytes,
+            GroupKind.EP,
+            layer=unit.layer,
+            block=block,
+            op=op,
+        ),
+    )
 
-    Args:
-        blocks: the layer's blocks (:func:`palmsim.workload.builders.layer_blocks`).
-        name: the unit name, e.g. ``L3``.
-        cost: ``cost(block, phase, label)`` -> the block's compute step on the stage's tiles.
-        tp: the TP degree (no TP all-reduce with 1).
-        ep: the EP degree (no all-to-all with 1).
 
-    Returns:
-        ``(forward, backward)``: forward per block its compute, its TP all-reduce, its
-        all-to-all over ``ep``; backward in reverse block order its compute, its TP
-        all-reduce, its reverse all-to-all.
-    """
-    forward: list[Step] = []
-    backward: list[Step] = []
-    for b in blocks:
-        label = f"{name}.{b.name}"
-        forward.append(cost(b, "F", label))
-        if tp > 1 and b.allreduce_fwd_bytes > 0:
-            forward.append(
-                CollectiveStep(f"{label}.ar", CollectiveKind.ALLREDUCE, b.allreduce_fwd_bytes)
-            )
-        if ep > 1 and b.alltoall_fwd_bytes > 0:
-            forward.append(
-                CollectiveStep(
-                    f"{label}.a2a",
-                    CollectiveKind.ALLTOALL,
-                    b.alltoall_fwd_bytes,
-                    group=GroupKind.EP,
-                )
-            )
-    for b in reversed(blocks):
-        label = f"{name}.{b.name}"
-        backward.append(cost(b, "B", label))
-        if tp > 1 and b.allreduce_bwd_bytes > 0:
-            backward.append(
-                CollectiveStep(f"{label}.ar", CollectiveKind.ALLREDUCE, b.allreduce_bwd_bytes)
-            )
-        if ep > 1 and b.alltoall_bwd_bytes > 0:
-            backward.append(
-                CollectiveStep(
-                    f"{label}.a2a",
-                    CollectiveKind.ALLTOALL,
-                    b.alltoall_bwd_bytes,
-                    group=GroupKind.EP,
-                )
-            )
-    return tuple(forward), tuple(backward)
+def expert_grad_bucket(
+    unit: Unit, expert_params: float, elem: int, *, ep: int, replicas: int, zero: int
+) -> tuple[Step, ...]:
+    """The gradient bucket of a unit's routed experts, reduced over its EDP group (the
+    ``replicas/ep`` replicas holding the same experts); none when that group is one replica."""
+    if replicas // ep == 1 or expert_params == 0:
+        return ()
+    kind = CollectiveKind.REDUCESCATTER if zero >= 1 else CollectiveKind.ALLREDUCE
+    label, _ = unit.ident("expert_grads")
+    return (
+        GradBucketReady(
+            label, expert_params * elem, kind, layer=unit.layer, block="moe_experts",
+            group=GroupKind.EDP,
+        ),
+    )  # fmt: skip

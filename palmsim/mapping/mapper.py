@@ -15,14 +15,27 @@ tiles, indivisible batch, memory):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from palmsim.config.specs import ExperimentSpec, HardwareSpec, MappingSpec
+from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement, gemm_operand_bandwidth_bytes_per_s
 from palmsim.mapping.batch import Batch, training_batch
 from palmsim.mapping.communicators import communicators
+from palmsim.mapping.context import cp_attention, cp_recompute, kv_chunk_bytes
+from palmsim.mapping.experts import (
+    check_ep,
+    ep_alltoall,
+    expert_grad_bucket,
+    layer_routings,
+    split_params,
+    stage_state_bytes,
+)
 from palmsim.mapping.lower import (
     Costing,
     Unit,
@@ -43,7 +56,6 @@ from palmsim.mapping.memory import (
     check_fit,
     optimizer_state_bytes_per_param,
     peak_held_bytes,
-    training_state_bytes,
     training_tile_memory,
 )
 from palmsim.mapping.partition import PARTITIONERS
@@ -95,11 +107,19 @@ def stage_layout(
 class _Model:
     """The blocks of one micro-batch on one tile, and the pipeline send sizes."""
 
-    layer: tuple[Block, ...]
+    layers: tuple[tuple[Block, ...], ...]  # per transformer layer (dense or MoE)
     embed: Block
     head: Block
     send_bytes: float  # each rank to its peer of the next/previous stage
     gather_bytes: float  # the receiving TP group's all-gather, 0 for none
+    kv_chunk_bytes: float = 0.0  # context parallelism: one rank's K and V of a layer
+    dropped_slots_per_microbatch: float = 0.0  # over all MoE layers and EP groups
+
+    @property
+    def layer(self) -> tuple[Block, ...]:
+        """The last layer's blocks: the typical layer (a MoE one where the first few are
+        dense), which ``partition: cost`` balances."""
+        return self.layers[-1]
 
 
 class _PartitionCosts:
@@ -119,26 +139,56 @@ class _PartitionCosts:
 
 
 def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
+    """Every layer's blocks (mixture-of-experts layers with their EP degree and the busiest
+    EP rank's routed slots, drawn from ``run.seed``; context-parallel ranks' s/cp tokens),
+    the embedding, the head and the pipeline sends."""
     model, training, mapping = (
         experiment.workload.model, experiment.workload.training, experiment.mapping,
     )  # fmt: skip
-    tp, mbs = mapping.tp, mapping.micro_batch_size
+    tp, mbs, ep, cp = mapping.tp, mapping.micro_batch_size, mapping.ep, mapping.cp
     sp = mapping.sequence_parallel and tp > 1
+    check_ep(model, mapping.dp * cp, ep, mapping.expert_placement)
+    if ep > 1 and mapping.zero >= 3:
+        raise MappingError(
+            f"zero={mapping.zero} with ep={ep}: ZeRO-3's weight gathers of routed experts "
+            "over their expert-data-parallel group are not modelled (use zero <= 2)"
+        )
+    routings = layer_routings(
+        model, training, mbs, ep, mapping.expert_placement,
+        np.random.default_rng(experiment.run.seed), cp=cp,
+    )  # fmt: skip
+    built: dict[tuple[bool, float | None], tuple[Block, ...]] = {}
+    layers = []
+    for i, routing in enumerate(routings):
+        slots = None if routing is None else routing.max_received_slots
+        key = (routing is not None, slots)
+        if key not in built:
+            built[key] = tuple(
+                layer_blocks(
+                    model, training, mbs, tp, sequence_parallel=sp, layer=i, ep=ep,
+                    expert_slots=slots, cp=cp,
+                )
+            )  # fmt: skip
+        layers.append(built[key])
+    local = dataclasses.replace(training, seq_len=training.seq_len // cp)  # s/cp tokens
     send, gather = pipeline_p2p_bytes(
-        mbs * training.seq_len * model.hidden_size * batch.elem_bytes,  # one stage boundary
+        mbs * local.seq_len * model.hidden_size * batch.elem_bytes,  # one stage boundary
         tp,
         scatter_gather=mapping.p2p_scatter_gather,
         sequence_parallel=sp,
     )
+    groups = mapping.dp * cp // ep
     return _Model(
-        tuple(layer_blocks(model, training, mbs, tp, sequence_parallel=sp)),
-        embedding_block(model, training, mbs, tp),
+        tuple(layers),
+        embedding_block(model, local, mbs, tp),
         head_block(
-            model, training, mbs, tp,
+            model, local, mbs, tp,
             count_tied_weights=mapping.pp > 1 or not model.tie_word_embeddings,
         ),
         send,
         gather,
+        kv_chunk_bytes(model, training, mbs, tp, cp) if cp > 1 else 0.0,
+        groups * sum(r.dropped_slots for r in routings if r is not None),
     )  # fmt: skip
 
 
@@ -146,7 +196,7 @@ def _units(m: _Model, ranges: Sequence[tuple[int, int]], c: int) -> tuple[Unit, 
     """The units of virtual stage ``c``: embedding first, layers, LM head last."""
     first, last = ranges[c]
     units = [Unit("embed", -1, (m.embed,))] if c == 0 else []
-    units.extend(Unit(f"L{i}", i, m.layer) for i in range(first, last))
+    units.extend(Unit(f"L{i}", i, m.layers[i]) for i in range(first, last))
     if c == len(ranges) - 1:
         units.append(Unit("head", -1, (m.head,)))
     return tuple(units)
@@ -172,7 +222,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         gemm_operand_bandwidth_bytes_per_s(hw),
     )  # fmt: skip
     # Place first: its tile-count check bounds pp before the layout builds pp schedules.
-    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
+    # Context-parallel ranks are replicas too, cp-rank fastest (Megatron's tp-cp-dp order).
+    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp * mapping.cp)
     layout = stage_layout(
         mapping,
         workload.model.num_hidden_layers,
@@ -195,6 +246,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         stage_tiles,
         pipeline_wraps=mapping.virtual_stages > 1,
         symmetric_replicas=experiment.run.symmetric_replicas,
+        ep=mapping.ep,
+        cp=mapping.cp,
     )
     return MappingPlan(
         mapping=mapping,
@@ -210,6 +263,10 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         tokens_per_iteration=batch.tokens_per_iteration,
         communicators=comms,
         replicas_reduced=replicas_reduced,
+        ep_degree=mapping.ep,
+        cp_degree=mapping.cp,
+        dropped_token_slots=model.dropped_slots_per_microbatch * batch.num_microbatches,
+        routed_slots_per_token=workload.model.num_experts_per_tok * workload.model.num_moe_layers,
     )
 
 
@@ -236,27 +293,43 @@ def _stage_memory(
     chunk_ids = [j * pp + s for j in range(mapping.virtual_stages)]
     units = [u for c in chunk_ids for u in _units(model, layout.layer_ranges, c)]
     sp = mapping.sequence_parallel and tp > 1
-    layer_ops = [op for b in model.layer for op in b.ops]
-    # The layer's input under full recompute; sequence parallelism keeps only this tile's s/t.
+    # The layer's input under full recompute; sequence parallelism keeps only this tile's s/t,
+    # context parallelism its s/cp.
     input_bytes = layer_input_bytes(workload.model, workload.training, mapping.micro_batch_size)
-    per_layer, working = activation_sizes(
-        mapping.recompute, layer_ops, input_bytes / (tp if sp else 1)
-    )
+    input_bytes /= (tp if sp else 1) * mapping.cp
+    sizes = {
+        id(blocks): activation_sizes(
+            mapping.recompute, [op for b in blocks for op in b.ops], input_bytes
+        )
+        for blocks in model.layers
+    }
+    working = 0.0
     per_microbatch = []
     for c in chunk_ids:
         first, last = layout.layer_ranges[c]
         fixed = sum(op.saved_bytes for op in model.embed.ops) if c == 0 else 0.0
         if c == len(layout.layer_ranges) - 1:
             fixed += sum(op.saved_bytes for op in model.head.ops)
-        per_microbatch.append((last - first) * per_layer + fixed)
+        held = sum(sizes[id(model.layers[i])][0] for i in range(first, last))
+        working = max([working, *(sizes[id(model.layers[i])][1] for i in range(first, last))])
+        per_microbatch.append(held + fixed)
     steps, chunks = layout.orders[s]
-    weights, gradients, optimizer = training_state_bytes(
-        mapping,
-        sum(op.params for u in units for b in u.blocks for op in b.ops),
-        max(_params(u) for u in units),
-        batch.training_elem_bytes,
-        optimizer_state_bytes_per_param(workload.training.optimizer, batch.dtype),
+    dense, expert = split_params([b for u in units for b in u.blocks])
+    replicas = mapping.dp * mapping.cp
+    state = stage_state_bytes(
+        dense,
+        expert,
+        dtype_bytes=batch.training_elem_bytes,
+        optimizer_bytes_per_param=optimizer_state_bytes_per_param(
+            workload.training.optimizer, batch.dtype
+        ),
+        dp=replicas,
+        ep=mapping.ep,
+        zero=mapping.zero if replicas > 1 else 0,
     )
+    weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
+    if mapping.zero >= 3 and replicas > 1:
+        weights += max(_params(u) for u in units) * batch.training_elem_bytes  # one gathered unit
     activations = peak_held_bytes(steps, chunks, per_microbatch) + working
     tile_memory = training_tile_memory(
         weights, gradients, optimizer, activations, hw.tile.sram_capacity_bytes
@@ -269,22 +342,19 @@ def _stage(
 ) -> tuple[TileMemory, dict[int, StageProgram]]:
     """Memory and the programs of every model chunk of physical stage ``s``."""
     mapping, workload = experiment.mapping, experiment.workload
-    pp, dp = mapping.pp, mapping.dp
+    pp, ep = mapping.pp, mapping.ep
+    dp = mapping.dp * mapping.cp  # the replicas holding the same weights
     zero = mapping.zero if dp > 1 else 0
     tile_memory, per_microbatch = _stage_memory(experiment, batch, model, layout, s)
     costing = _costing(experiment.hardware, mapping, batch, tile_memory.where)
     chunk_ids = [j * pp + s for j in range(mapping.virtual_stages)]
-    params = sum(
-        op.params
-        for c in chunk_ids
-        for u in _units(model, layout.layer_ranges, c)
-        for b in u.blocks
-        for op in b.ops
+    dense, expert = split_params(
+        [b for c in chunk_ids for u in _units(model, layout.layer_ranges, c) for b in u.blocks]
     )
+    params = dense + expert
     state = optimizer_state_bytes_per_param(workload.training.optimizer, batch.dtype)
-    optimizer = optimizer_step(
-        costing, params / (dp if zero >= 1 else 1), batch.training_elem_bytes, state
-    )
+    shard = dense / dp + expert / (dp // ep) if zero >= 1 else params
+    optimizer = optimizer_step(costing, shard, batch.training_elem_bytes, state)
     send_blocks, grad_reduce = engine_policy(mapping, zero=zero)
     steps, chunks = layout.orders[s]
     programs = {}
@@ -301,8 +371,10 @@ def _stage(
             send_bytes=model.send_bytes,
             optimizer=optimizer,
             steps=steps,
-            # ZeRO-1/2: every replica gets the updated weights of the others' shards.
-            param_allgather_bytes=params * batch.elem_bytes if zero in (1, 2) else 0.0,
+            # ZeRO-1/2: every replica gets the updated weights of the others' shards: the
+            # dense ones over the DP group, the experts over the EDP group.
+            param_allgather_bytes=dense * batch.elem_bytes if zero in (1, 2) else 0.0,
+            expert_param_allgather_bytes=expert * batch.elem_bytes if zero in (1, 2) else 0.0,
             step_chunks=chunks,
             send_blocks=send_blocks,
             grad_reduce=grad_reduce,
@@ -320,7 +392,8 @@ def _lower_chunk(
 ) -> tuple[tuple[Step, ...], tuple[Step, ...], tuple[Step, ...]]:
     """The lowering passes over one virtual stage: its forward, recompute and backward."""
     mapping = experiment.mapping
-    tp, dp, elem = mapping.tp, mapping.dp, costing.grad_bytes_per_param
+    tp, elem, ep, cp = mapping.tp, costing.grad_bytes_per_param, mapping.ep, mapping.cp
+    dp = mapping.dp * cp  # gradients are reduced over the DP ranks with context parallelism
     zero = mapping.zero if dp > 1 else 0
     sp = mapping.sequence_parallel and tp > 1
     last = len(layout.layer_ranges) - 1
@@ -337,9 +410,20 @@ def _lower_chunk(
                 CollectiveKind.ALLREDUCE, b.allreduce_fwd_bytes, unit, b.name, tp=tp,
                 sequence_parallel=sp,
             )  # fmt: skip
+            a2a = ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=ep)
+            if cp > 1 and b.name == "attn":
+                forward.extend(cp_attention(costing, unit, b, "F", model.kv_chunk_bytes, cp))
+                forward.extend(ar)
+                recompute.extend(
+                    cp_recompute(costing, unit, b, mapping.recompute, model.kv_chunk_bytes, cp, ar)
+                )
+                continue
             forward.append(costing.step(b.ops, "F", unit, b.name))
             forward.extend(ar)
+            forward.extend(a2a)
             recompute.extend(recompute_block(costing, unit, b, mapping, ar))
+            if unit.is_layer and mapping.recompute == "full":
+                recompute.extend(a2a)
     for unit in reversed(units):
         backward.extend(zero_gather(unit, _params(unit), elem, zero=zero))
         for b in reversed(unit.blocks):
@@ -347,9 +431,16 @@ def _lower_chunk(
                 CollectiveKind.ALLREDUCE, b.allreduce_bwd_bytes, unit, b.name, tp=tp,
                 sequence_parallel=sp,
             )  # fmt: skip
-            backward.extend(
-                tp_overlap_backward(costing, unit, b, reduce, enabled=mapping.tp_overlap)
-            )
+            if cp > 1 and b.name == "attn":
+                backward.extend(cp_attention(costing, unit, b, "B", model.kv_chunk_bytes, cp))
+                backward.extend(reduce)
+            else:
+                backward.extend(
+                    tp_overlap_backward(costing, unit, b, reduce, enabled=mapping.tp_overlap)
+                )
+            backward.extend(ep_alltoall(b.alltoall_bwd_bytes, unit, b.name, ep=ep))
             backward.extend(grad_accumulation(costing, unit, b, mapping.grad_accumulation))
-        backward.extend(grad_bucket(unit, _params(unit), elem, dp=dp, zero=zero))
+        dense, expert = split_params(unit.blocks)
+        backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
+        backward.extend(expert_grad_bucket(unit, expert, elem, ep=ep, replicas=dp, zero=zero))
     return tuple(forward), tuple(recompute), tuple(backward)

@@ -79,6 +79,19 @@ def row_major(chip: ChipGrid) -> list[int]:
     return sorted(range(chip.num_tiles), key=chip.tile_position)
 
 
+@PLACERS.register("stage_major")
+def stage_major(chip: ChipGrid) -> list[int]:
+    """The snake order, filled stage by stage: the replicas of one stage take consecutive
+    tiles (Megatron-LM's rank order, TP fastest, then data/expert/context parallel, pipeline
+    outermost), so the expert- and context-parallel groups of consecutive replicas stay on
+    one node's NVLink, or one region of a wafer, and pipeline sends cross between them."""
+    return snake(chip)
+
+
+#: Placements whose tile order is filled stage by stage instead of replica by replica.
+STAGE_MAJOR = frozenset({"stage_major"})
+
+
 def ring_order(chip: ChipGrid, tiles: list[int]) -> tuple[int, ...]:
     """Order ``tiles`` as a ring with one-hop edges where the grid allows it.
 
@@ -134,7 +147,11 @@ def place(
             f"{len(usable)} usable tiles{note}"
         )
     order = [t for t in PLACERS.get(strategy)(chip) if t in usable]
+
+    def slot(d: int, s: int) -> int:
+        return s * dp + d if strategy in STAGE_MAJOR else d * pp + s
+
     return tuple(
-        tuple(ring_order(chip, order[(d * pp + s) * tp : (d * pp + s + 1) * tp]) for s in range(pp))
+        tuple(ring_order(chip, order[slot(d, s) * tp : (slot(d, s) + 1) * tp]) for s in range(pp))
         for d in range(dp)
     )

@@ -10,6 +10,7 @@ the cost models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -47,16 +48,18 @@ class Phase(StrEnum):
 
 class GroupKind(StrEnum):
     """The group a collective runs over: the stage replica's TP ranks, or the DP group (the
-    same stage and rank in every replica)."""
+    same stage and rank in every replica), or one of the groups of consecutive replicas that
+    expert and context parallelism cut the DP group into (:meth:`MappingPlan.group_of`)."""
 
     TP = "tp"
     DP = "dp"
-    EP = "ep"  # expert parallelism (palmsim.mapping.experts, not wired into the mapper yet)
-    CP = "cp"  # context parallelism (palmsim.mapping.context, not wired in yet)
+    EP = "ep"  # ep consecutive replicas: the token dispatch and combine all-to-alls
+    EDP = "edp"  # replicas r, r + ep, r + 2·ep, ...: the gradients of the same experts
+    CP = "cp"  # cp consecutive replicas: one sample's sequence, the KV ring
 
 
 class CollectiveKind(StrEnum):
-    """A ring collective (NCCL names)."""
+    """A collective (NCCL names): the ring ones, and the pairwise all-to-all."""
 
     ALLREDUCE = "allreduce"
     REDUCESCATTER = "reducescatter"
@@ -145,6 +148,8 @@ class GradBucketReady:
     kind: CollectiveKind = CollectiveKind.ALLREDUCE
     layer: int = -1  # typed identity, as in ComputeStep
     block: str = ""
+    # DP, or EDP for routed experts' gradients (reduced over the replicas holding them)
+    group: GroupKind = GroupKind.DP
 
 
 Step = ComputeStep | CollectiveStep | GradBucketReady
@@ -174,6 +179,9 @@ class Communicator:
     # Its flows share no channel with each other or with any other traffic of the run, so
     # each runs alone at its narrowest channel's bandwidth: the engine times it in closed form.
     exclusive: bool = False
+    # Which group it is: groups of different kinds may have the same members (e.g. an EP
+    # group of all DP replicas), each with its own collectives and flows.
+    group: GroupKind = GroupKind.TP
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +206,8 @@ class StageProgram:
     # ZeRO-1/2: bytes each tile all-gathers over its DP group after the optimizer updated
     # its shard (the updated weights of the whole stage); 0 otherwise.
     param_allgather_bytes: float = 0.0
+    # The same for the routed experts' weights, over the tile's EDP group.
+    expert_param_allgather_bytes: float = 0.0
     # The model chunk each of ``steps`` runs (interleaved 1F1B); empty means chunk 0 only.
     step_chunks: tuple[int, ...] = ()
     # Compiled engine policy: a pipeline send holds the tile until it has arrived (Megatron's
@@ -280,6 +290,15 @@ class MappingPlan:
     # The data-parallel replicas are provably symmetric and only replica 0 is simulated
     # (palmsim.mapping.communicators); its DP communicators hold only its flows.
     replicas_reduced: bool = False
+    # Replicas per expert-parallel group and per context-parallel group: the compiled
+    # layout of groups(); the replicas of stage_tiles are ordered cp-rank fastest.
+    ep_degree: int = 1
+    cp_degree: int = 1
+    # Routed token slots the capacity factor drops in one iteration, over all MoE layers,
+    # micro-batches and replicas (0 when dropless).
+    dropped_token_slots: float = 0.0
+    # Routed slots per token of the batch: top-k times the MoE layers (0 for a dense model).
+    routed_slots_per_token: float = 0.0
 
     @property
     def num_stages(self) -> int:
@@ -312,6 +331,24 @@ class MappingPlan:
         if not self.replicas_reduced:
             return self.used_tiles
         return tuple(sorted(t for st in self.stage_tiles[0] for t in st))
+
+    def groups(self, replica: int, stage: int, rank: int) -> dict[str, tuple[int, ...]]:
+        """The tile's group of each :class:`GroupKind`: its TP group, its DP group (every
+        replica), its EP and CP groups (``ep_degree``/``cp_degree`` consecutive replicas) and
+        its EDP group (the replicas at the same position of every EP group)."""
+        reps = self.stage_tiles
+        ep, cp = self.ep_degree, self.cp_degree
+
+        def of(replicas: Sequence[int]) -> tuple[int, ...]:
+            return tuple(reps[r][stage][rank] for r in replicas)
+
+        return {
+            GroupKind.TP: reps[replica][stage],
+            GroupKind.DP: of(range(len(reps))),
+            GroupKind.EP: of(range(replica - replica % ep, replica - replica % ep + ep)),
+            GroupKind.EDP: of(range(replica % ep, len(reps), ep)),
+            GroupKind.CP: of(range(replica - replica % cp, replica - replica % cp + cp)),
+        }
 
     def stage_of_tile(self) -> dict[int, int]:
         """Tile index -> pipeline stage."""

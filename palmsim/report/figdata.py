@@ -99,13 +99,15 @@ def placement_cells(chip: Chip, plan: MappingPlan) -> list[Cell]:
     return cells
 
 
-def link_loads(trace: RunTrace, chip: Chip) -> list[LinkLoad]:
+def link_loads(trace: RunTrace, chip: Chip, category: str | None = None) -> list[LinkLoad]:
     """Bytes carried and utilisation of every channel (NoC, inter-die, NVLink, NIC and DRAM).
 
     A flow's full size crosses each channel of its route, so a channel carried the sum of the
     sizes of the flows routed over it; utilisation divides that by bandwidth × iteration time.
+    ``category`` counts only the flows of that category (e.g. ``ep_alltoall``).
     """
-    carried = channel_bytes(trace.flows, len(chip.channels))
+    flows = [f for f in trace.flows if category is None or f.category == category]
+    carried = channel_bytes(flows, len(chip.channels))
     end_s = float(trace.end_time_s)
     loads = []
     for channel in chip.channels:

@@ -514,6 +514,12 @@ def summarize(
         "hardware": str(hardware_name),
         "workload": str(workload_name),
     }
+    if plan.dropped_token_slots > 0:
+        summary["moe_dropped_token_slots"] = float(plan.dropped_token_slots)
+        routed = plan.tokens_per_iteration * _routed_per_token(plan)
+        summary["moe_dropped_fraction"] = (
+            float(plan.dropped_token_slots / routed) if routed else 0.0
+        )
     if plan.inference is not None:
         # Training notions; a serving run has no model-FLOP convention and no samples.
         for key in ("model_flop_per_iteration", "model_flop_per_s", "mfu"):
@@ -521,6 +527,12 @@ def summarize(
         del summary["throughput_samples_per_s"]
         summary.update(inference_metrics(trace, plan))
     return summary
+
+
+def _routed_per_token(plan: MappingPlan) -> float:
+    """Routed slots per token of the batch over all MoE layers (``k`` per MoE layer), from
+    the plan's record of them."""
+    return plan.routed_slots_per_token
 
 
 def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
@@ -636,7 +648,9 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
                 "mapping",
                 f"pp={m.get('pp')} tp={m.get('tp')} dp={m.get('dp')} "
                 f"mbs={m.get('micro_batch_size')} {m.get('schedule')} "
-                f"recompute={m.get('recompute')} placement={m.get('placement')}",
+                f"recompute={m.get('recompute')} placement={m.get('placement')}"
+                + (f" ep={m['ep']}" if m.get("ep", 1) > 1 else "")
+                + (f" cp={m['cp']}" if m.get("cp", 1) > 1 else ""),
             )
         )
     add("tiles used", "num_tiles_used", str)

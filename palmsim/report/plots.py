@@ -532,15 +532,22 @@ def noc(
     path: str | Path,
     *,
     by: str = "utilization",
+    category: str | None = None,
     top: int = 12,
     dpi: int = 110,
 ) -> Path:
     """Draw :func:`noc_figure` into ``path``."""
-    return _save(noc_figure(trace, chip, plan, by=by, top=top), path, dpi)
+    return _save(noc_figure(trace, chip, plan, by=by, category=category, top=top), path, dpi)
 
 
 def noc_figure(
-    trace: RunTrace, chip: Chip, plan: MappingPlan, *, by: str = "utilization", top: int = 12
+    trace: RunTrace,
+    chip: Chip,
+    plan: MappingPlan,
+    *,
+    by: str = "utilization",
+    category: str | None = None,
+    top: int = 12,
 ) -> Figure:
     """The network of the floorplan coloured by utilisation [%] (or bytes carried [GB]) over
     the iteration, the hottest channels of every kind listed beside the map.
@@ -548,6 +555,8 @@ def noc_figure(
     A wafer draws every tile-to-tile link (inter-die links thicker and dashed). A GPU cluster
     has no tile-to-tile links: each GPU's square holds two bars, its NVLink channel to the
     node's NVSwitch (left) and its NIC to the fabric (right), each the busier direction.
+    ``category`` keeps only the flows of one category (e.g. ``ep_alltoall``, ``tp_allreduce``,
+    ``p2p``, ``dram``).
     """
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
@@ -556,7 +565,7 @@ def noc_figure(
 
     cells = placement_cells(chip, plan)
     pos = {c.tile: (c.col, c.row) for c in cells}
-    loads = link_loads(trace, chip)
+    loads = link_loads(trace, chip, category)
     # Utilisation in %, as in the summary; volumes in GB, as bandwidths are quoted.
     value = (
         (lambda x: 100.0 * x.utilization)
@@ -653,7 +662,8 @@ def noc_figure(
     else:
         drawn, legend = "NoC links", "thick dashed: inter-die links"
     ax.set_title(
-        f"{drawn} by {order} over {_fmt_time(trace.end_time_s)}\n{legend}",
+        f"{category + ' ' if category else ''}{drawn} by {order} over "
+        f"{_fmt_time(trace.end_time_s)}\n{legend}",
         loc="left",
         fontsize=9,
     )
@@ -836,7 +846,14 @@ def _placement_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
 
 @PLOT_KINDS.register("noc")
 def _noc_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
-    return noc(run.trace, run.chip, run.plan, path, by=options.get("by") or "utilization")
+    return noc(
+        run.trace,
+        run.chip,
+        run.plan,
+        path,
+        by=options.get("by") or "utilization",
+        category=options.get("category"),
+    )
 
 
 @PLOT_KINDS.register("utilization")

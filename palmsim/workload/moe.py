@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from palmsim.config.specs import EXPERT_LOADS
+from palmsim.config.specs import EXPERT_LOADS, EXPERT_PLACEMENTS
 
 __all__ = [
     "EXPERT_PLACEMENTS",
@@ -44,9 +44,6 @@ __all__ = [
     "place_experts",
     "route",
 ]
-
-#: Ways to assign experts to EP ranks (:func:`place_experts`).
-EXPERT_PLACEMENTS = ("contiguous", "balanced")
 
 
 def expert_loads(

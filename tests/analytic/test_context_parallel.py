@@ -90,17 +90,18 @@ def test_the_kv_ring_on_a_ring_of_tiles_takes_cp_minus_1_chunk_transfers():
 
 
 def test_ring_attention_overlaps_all_but_the_last_chunk():
-    core = ComputeStep("core", 8e-3, 8e12, 80.0, 8.0, 4.0)
-    ring, last = ring_attention_steps(core, 1e6, 4, phase="F", label="L0.attn.core")
+    core = ComputeStep("L0.attn.core", 8e-3, 8e12, 80.0, 8.0, 4.0, layer=0, block="attn")
+    ring, last = ring_attention_steps(core, 1e6, 4, phase="F")
     assert isinstance(ring, CollectiveStep) and ring.group == "cp"
     assert (ring.kind, ring.size_bytes) == ("allgather", 4e6)
     assert ring.overlap is not None
     assert ring.overlap.compute_time_s == pytest.approx(6e-3)
     assert last.compute_time_s == pytest.approx(2e-3)
     assert ring.overlap.flop + last.flop == pytest.approx(8e12)
-    backward, _ = ring_attention_steps(core, 1e6, 4, phase="B", label="L0.attn.core")
+    assert (ring.layer, ring.block, last.layer) == (0, "attn", 0)
+    backward, _ = ring_attention_steps(core, 1e6, 4, phase="B")
     assert backward.size_bytes == 8e6  # KV and dKV
-    assert ring_attention_steps(core, 1e6, 1, phase="F", label="x") == (core,)
+    assert ring_attention_steps(core, 1e6, 1, phase="F") == (core,)
 
 
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])

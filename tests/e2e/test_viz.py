@@ -82,6 +82,13 @@ def test_noc_bytes_are_the_flows_bytes_on_each_channel(small) -> None:
     top = hottest_links(loads, 3)
     assert top[0].utilization == max(x.utilization for x in loads)
     assert top[0].utilization >= top[1].utilization >= top[2].utilization
+    # One category (plot noc --category): only its flows count; the categories add up.
+    categories = {f.category for f in trace.flows}
+    assert len(categories) > 1
+    by_category = [link_loads(trace, chip, c) for c in sorted(categories)]
+    for load in loads:
+        parts = sum(per[load.channel].carried_bytes for per in by_category)
+        assert parts == pytest.approx(load.carried_bytes, rel=1e-12)
 
 
 def test_placement_colours_each_tile_by_the_plans_stage(small) -> None:

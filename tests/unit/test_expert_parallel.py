@@ -11,14 +11,15 @@ from palmsim.config.specs import TrainingSpec
 from palmsim.errors import MappingError
 from palmsim.mapping.experts import (
     check_ep,
+    ep_alltoall,
     ep_groups,
     expert_data_parallel_groups,
     layer_routings,
-    moe_layer_steps,
     split_params,
     stage_state_bytes,
 )
-from palmsim.mapping.plan import CollectiveStep, ComputeStep
+from palmsim.mapping.lower import Unit
+from palmsim.mapping.plan import CollectiveStep
 from palmsim.workload.builders import layer_blocks
 
 MIXTRAL = load_workload("workloads/mixtral-8x7b.yaml")[0].model
@@ -62,25 +63,14 @@ def test_state_per_tile_shards_dense_over_dp_and_experts_over_dp_over_ep(zero):
     assert state.weights == pytest.approx(2 * (shard if zero >= 3 else dense + expert))
 
 
-def test_moe_layer_steps_put_the_all_to_alls_between_the_blocks():
-    training = TrainingSpec(seq_len=1024, global_batch_size=8)
-    blocks = layer_blocks(MIXTRAL, training, 1, 2, layer=0, ep=4)
-
-    def cost(block, phase, label):
-        return ComputeStep(label, 1.0, 0.0, 0.0, 0.0, 0.0)
-
-    forward, backward = moe_layer_steps(blocks, "L0", cost, tp=2, ep=4)
-    assert [s.label for s in forward] == [
-        "L0.attn", "L0.attn.ar", "L0.moe_route", "L0.moe_route.a2a", "L0.moe_experts",
-        "L0.moe_experts.ar", "L0.moe_experts.a2a", "L0.moe_combine",
-    ]  # fmt: skip
-    assert [s.label for s in backward] == [
-        "L0.moe_combine", "L0.moe_combine.a2a", "L0.moe_experts", "L0.moe_experts.ar",
-        "L0.moe_experts.a2a", "L0.moe_route", "L0.attn", "L0.attn.ar",
-    ]  # fmt: skip
-    a2a = [s for s in forward + backward if isinstance(s, CollectiveStep) and s.group == "ep"]
-    assert {s.kind for s in a2a} == {"alltoall"}
-    assert {s.size_bytes for s in a2a} == {2 * 1024 * 2 * 4096}  # e·N·k·h
+def test_ep_alltoall_is_an_ep_group_step_with_its_identity():
+    unit = Unit("L3", 3, ())
+    (step,) = ep_alltoall(1e6, unit, "moe_route", ep=4)
+    assert isinstance(step, CollectiveStep)
+    assert (step.kind, step.group, step.size_bytes) == ("alltoall", "ep", 1e6)
+    assert (step.layer, step.block, step.label) == (3, "moe_route", "L3.moe_route.a2a")
+    assert ep_alltoall(1e6, unit, "moe_route", ep=1) == ()
+    assert ep_alltoall(0.0, unit, "moe_route", ep=4) == ()
 
 
 def test_routing_is_seeded_per_layer():

@@ -317,6 +317,9 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "virtual_stages": 1,
         "zero": 0,
         "sequence_parallel": False,
+        "ep": 1,
+        "expert_placement": "contiguous",
+        "cp": 1,
     }
     assert normalise_run({}) == {
         "seed": 0,
