@@ -504,8 +504,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     recorded as an :class:`Assumption`: tp and pp 1, micro-batch 1, global batch one
     micro-batch per replica, vocabulary the base workload's, precision fp16, sequence
     parallelism off, no distributed optimizer, and the least recompute that fits (none, then
-    selective, then full). ``training.zero_stage`` sets ZeRO; ``system.cp`` > 1 (context
-    parallelism), ``system.ep`` > 1 (expert parallelism) and fp8 are not modelled yet.
+    selective, then full). ``training.zero_stage`` sets ZeRO. fp8 is not modelled yet;
+    ``system.cp`` > 1, ``system.ep`` > 1 and MoE models are (``mapping.cp``, ``mapping.ep``),
+    but this reader does not yet build such cases.
 
     Raises:
         NotRun: the case is a training run palmsim cannot express (message says why).
@@ -518,10 +519,16 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     for key, what in (("cp", "context"), ("ep", "expert")):
         degree = _int(system, key, f"system.{key}")
         if degree is not None and degree > 1:
-            raise NotRun(f"{what} parallelism (system.{key} = {degree}) is not modelled yet")
+            raise NotRun(
+                f"{what} parallelism (system.{key} = {degree}): validate does not build such "
+                f"cases yet (palmsim run takes --{key})"
+            )
     experts = _int(model, "num_experts", "model.num_experts")
     if experts is not None and experts > 1:
-        raise NotRun(f"mixture of experts (model.num_experts = {experts}) is not modelled yet")
+        raise NotRun(
+            f"mixture of experts (model.num_experts = {experts}): validate does not build such "
+            "cases yet (palmsim run takes an MoE workload)"
+        )
     if not measured:
         raise NotRun("measured: missing or empty; nothing to compare")
     dtype, stated = _precision(training)

@@ -112,8 +112,8 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
     ("changes", "reason"),
     [
         ({"training": {"precision": "FP8 (Transformer Engine)"}}, "fp8 training is not modelled"),
-        ({"system": {"cp": 2}}, r"context parallelism \(system\.cp = 2\) is not modelled yet"),
-        ({"system": {"ep": 8}}, r"expert parallelism \(system\.ep = 8\) is not modelled yet"),
+        ({"system": {"cp": 2}}, r"context parallelism \(system\.cp = 2\): validate does not build"),
+        ({"system": {"ep": 8}}, r"expert parallelism \(system\.ep = 8\): validate does not build"),
         ({"model": {"num_experts": 8}}, "mixture of experts"),
         ({"system": {"num_gpus": 16}}, r"num_gpus = 16 but tp·pp·dp = 8·1·1 = 8"),
         ({"training": {"zero_stage": 4}}, "zero_stage: got 4"),
