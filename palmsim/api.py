@@ -433,6 +433,39 @@ class ServingResult:
     resolved: dict[str, Any]
 
 
+def _check_serving_mapping(
+    wl_path: str, mapping_section: Mapping[str, Any], overrides: Sequence[str]
+) -> None:
+    """Serving splits the model by the serving file's ``tp`` and ``pp`` only: a ``mapping.``
+    override, or expert or context parallelism in the workload's mapping, would be ignored,
+    so each is an error naming the key (nothing silently ignored).
+
+    Raises:
+        ConfigError: the first such key.
+    """
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.strip().startswith("mapping."):
+            raise ConfigError.single(
+                OVERRIDE_WHERE,
+                key.strip(),
+                value.strip(),
+                "no mapping. key in palmsim serve: its mapping is the serving file's tp, pp "
+                "and replicas (e.g. --set serving.tp=2); expert and context parallelism are "
+                "not modelled in serving",
+            )
+    for key in ("ep", "cp"):
+        value = mapping_section.get(key)
+        if value is not None and value != 1:
+            raise ConfigError.single(
+                wl_path,
+                f"mapping.{key}",
+                value,
+                "1 (or absent) in palmsim serve: expert and context parallelism are not "
+                "modelled in serving",
+            )
+
+
 def serve(
     hardware: str | None = None,
     workload: str | None = None,
@@ -469,7 +502,8 @@ def serve(
     )
     sv_path = serving or _shipped(DEFAULT_SERVING)
     hw = load_hardware(hw_path, overrides)
-    wl, _ = load_workload(wl_path, overrides)
+    wl, mapping_section = load_workload(wl_path, overrides)
+    _check_serving_mapping(wl_path, mapping_section, overrides)
     spec = load_serving(sv_path, overrides)
     run = load_run(overrides)
     chip = Chip.from_spec(hw)

@@ -72,7 +72,8 @@ _REPO = Path(__file__).resolve().parent.parent
 #: The calibration set's measurements, shipped in the repository (see validation/README.md).
 DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
 #: Settings the measurements file gives only in prose, as typed keys per case id, in a file
-#: of this name beside it (the shipped measurements are an unedited copy).
+#: of this name beside it (the shipped measurements are an unedited copy); its
+#: ``measurements:`` key names the file of the folder it is for (default: any).
 CASE_SETTINGS_FILE = "case_settings.yaml"
 
 #: Shipped hardware config of each GPU family; a case's ``system.gpu`` names its family
@@ -84,6 +85,34 @@ HARDWARE_OF_GPU: dict[str, str] = {
 }
 #: Base workload of each architecture family; the case's model fields override its shapes.
 _BASE_WORKLOAD = {"gpt": "workloads/t-18b.yaml", "llama": "workloads/llama2-7b.yaml"}
+#: Names in ``model.arch`` / ``model.name`` of the Llama family's layer (pre-RMSNorm, RoPE,
+#: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
+#: Qwen2/Qwen3(-MoE) copies), checked in this order; a mixture of experts is given by the
+#: case's MoE keys (:data:`_MOE_KEYS`) on top of it.
+_FAMILY_OF_NAME = (
+    ("llama", "llama"),
+    ("mixtral", "llama"),
+    ("mistral", "llama"),
+    ("qwen", "llama"),
+    ("gpt", "gpt"),
+)
+#: Architectures whose attention palmsim does not model, checked before the families above:
+#: a case of one is not run rather than run as something else.
+_UNMODELLED_ARCH = {
+    "gpt-oss": "gpt-oss's sliding-window attention on alternate layers and its attention "
+    "sinks are not modelled",
+    "deepseek": "DeepSeek's multi-head latent attention (MLA: low-rank compressed KV, 192-wide "
+    "query-key heads) is not modelled",
+}
+#: A case's mixture-of-experts keys (``model.``) and the workload keys they set.
+_MOE_KEYS = {
+    "num_experts": "num_experts",
+    "top_k": "num_experts_per_tok",
+    "moe_ffn": "moe_intermediate_size",
+    "shared_experts": "num_shared_experts",
+    "first_dense_layers": "first_k_dense_replace",
+    "head_dim": "attention_head_dim",
+}
 #: Architectures whose FFN size has a default: GPT's 4·hidden (Radford et al. 2019; Megatron-LM
 #: ``--ffn-hidden-size`` defaults to 4 * hidden_size). A gated (SwiGLU) MLP has none.
 _FFN_PER_HIDDEN = {"gpt": 4}
@@ -314,12 +343,15 @@ def _architecture(model: Mapping[str, Any]) -> str:
     if not model.get("arch") and not model.get("name"):
         return "gpt"
     text = f"{model.get('arch') or ''} {model.get('name') or ''}".lower()
-    for family in _BASE_WORKLOAD:
-        if family in text:
+    for name, why in _UNMODELLED_ARCH.items():
+        if name in text:
+            raise NotRun(why)
+    for name, family in _FAMILY_OF_NAME:
+        if name in text:
             return family
     raise NotRun(
         f"unknown architecture {model.get('arch') or model.get('name')!r} "
-        f"(palmsim builds {', '.join(_BASE_WORKLOAD)} models)"
+        f"(palmsim builds {', '.join(n for n, _ in _FAMILY_OF_NAME)} models)"
     )
 
 
@@ -434,7 +466,9 @@ def _recompute(training: Mapping[str, Any]) -> str | None:
 
 
 def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]:
-    """The ZeRO stage: ``training.zero_stage`` (DeepSpeed), else Megatron-LM's distributed
+    """The ZeRO stage: ``training.zero_stage`` (DeepSpeed); ``training.fsdp`` > 0 (NeMo
+    Megatron-Bridge's column: fully sharded data parallelism, which shards weights, gradients
+    and optimizer state as ZeRO-3 does); else Megatron-LM's distributed
     optimizer (``training.distributed_optimizer``: optimizer state sharded over the DP
     group, i.e. ZeRO-1); unstated, none (Megatron-LM's default), an assumption when dp > 1.
 
@@ -446,12 +480,67 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
         if stage > 3:
             raise NotRun(f"training.zero_stage: got {stage}; expected 0, 1, 2 or 3")
         return stage, None
+    fsdp = _int(training, "fsdp", "training.fsdp", minimum=0)
+    if fsdp:  # Megatron-FSDP / PyTorch FSDP full sharding: weights, gradients, optimizer
+        return 3, None
     for key in ("distributed_optimizer", "use_distributed_optimizer"):
         if key in training:
             return (1 if _flag(training, key) else 0), None
     why = "not stated: no ZeRO, no distributed optimizer (Megatron-LM's default)"
     assumed = Assumption("training.distributed_optimizer", False, why, ITERATION_FIGURES)
     return 0, (assumed if dp > 1 else None)
+
+
+def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe: bool) -> list[str]:
+    """Overrides of a mixture-of-experts case's routing: the token distribution over the
+    experts (``training.expert_load``) and the capacity (``training.token_drop``,
+    ``training.moe_capacity_factor``).
+
+    ``expert_load: force-balanced`` (Megatron-Core ``--moe-router-force-load-balancing``, which
+    the published MoE benchmarks use) and ``uniform`` are palmsim's ``uniform``.
+    ``token_drop: dropless`` is no capacity; ``tokendrop`` without a stated
+    ``moe_capacity_factor`` takes 1.0 (Megatron-Core's ``--moe-expert-capacity-factor`` of the
+    token-drop recipes), an assumption, which drops nothing under balanced routing.
+
+    Raises:
+        NotRun: a load or a drop policy palmsim does not model.
+    """
+    if not moe:
+        return []
+    out = []
+    load = str(training.get("expert_load", "uniform")).lower()
+    if load in {"force-balanced", "force_balanced", "balanced", "uniform"}:
+        out.append("training.expert_load=uniform")
+    elif load == "multinomial":
+        out.append("training.expert_load=multinomial")
+    else:
+        raise NotRun(
+            f"training.expert_load: got {load!r}; expected force-balanced, uniform or multinomial"
+        )
+    factor = training.get("moe_capacity_factor")
+    drop = str(training.get("token_drop", "dropless")).lower()
+    if factor is not None:
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+            raise NotRun(f"training.moe_capacity_factor: got {factor!r}; expected a number > 0")
+        out.append(f"training.moe_capacity_factor={float(factor)!r}")
+    elif drop == "tokendrop":
+        out.append("training.moe_capacity_factor=1.0")
+        why = "token drop without a stated capacity factor: 1.0"
+        assumptions.append(Assumption("training.moe_capacity_factor", 1.0, why))
+    elif drop != "dropless":
+        raise NotRun(f"training.token_drop: got {drop!r}; expected dropless or tokendrop")
+    return out
+
+
+def _workload(model: Mapping[str, Any], arch: str, source: str) -> str:
+    """The workload a case's model overrides: its ``model.hf_config`` (a Hugging Face
+    ``config.json``, relative to the measurements file or the checkout) if given, else the
+    base workload of its architecture family."""
+    given = model.get("hf_config")
+    if given is None:
+        return shipped(_BASE_WORKLOAD[arch])
+    beside = Path(source).parent / str(given)
+    return str(beside) if beside.exists() else shipped(str(given))
 
 
 def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
@@ -504,9 +593,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     recorded as an :class:`Assumption`: tp and pp 1, micro-batch 1, global batch one
     micro-batch per replica, vocabulary the base workload's, precision fp16, sequence
     parallelism off, no distributed optimizer, and the least recompute that fits (none, then
-    selective, then full). ``training.zero_stage`` sets ZeRO. fp8 is not modelled yet;
-    ``system.cp`` > 1, ``system.ep`` > 1 and MoE models are (``mapping.cp``, ``mapping.ep``),
-    but this reader does not yet build such cases.
+    selective, then full). ``training.zero_stage`` (or ``training.fsdp`` > 0: 3) sets ZeRO.
+    ``system.cp`` and ``system.ep`` set context and expert parallelism (num_gpus =
+    tp·pp·cp·dp; ep divides dp·cp); ``system.virtual_pipeline_stages`` the model chunks per
+    stage. A mixture of experts: ``model.num_experts``, ``top_k``, ``moe_ffn``,
+    ``shared_experts``, ``first_dense_layers`` (``head_dim`` an explicit head width), over
+    ``model.hf_config`` (a Hugging Face ``config.json``) when given; routing by
+    :func:`_routing`.
 
     Raises:
         NotRun: the case is a training run palmsim cannot express (message says why).
@@ -516,19 +609,6 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     model, system = _section(case, "model"), _section(case, "system")
     training, measured = _section(case, "training"), _section(case, "measured")
     assumptions: list[Assumption] = []
-    for key, what in (("cp", "context"), ("ep", "expert")):
-        degree = _int(system, key, f"system.{key}")
-        if degree is not None and degree > 1:
-            raise NotRun(
-                f"{what} parallelism (system.{key} = {degree}): validate does not build such "
-                f"cases yet (palmsim run takes --{key})"
-            )
-    experts = _int(model, "num_experts", "model.num_experts")
-    if experts is not None and experts > 1:
-        raise NotRun(
-            f"mixture of experts (model.num_experts = {experts}): validate does not build such "
-            "cases yet (palmsim run takes an MoE workload)"
-        )
     if not measured:
         raise NotRun("measured: missing or empty; nothing to compare")
     dtype, stated = _precision(training)
@@ -552,20 +632,31 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         if value is None:
             assumptions.append(Assumption(f"system.{key}", 1, "not stated"))
     tp, pp = tp or 1, pp or 1
+    # Megatron-Core's grid: tp·cp·pp·dp GPUs; the expert-parallel group is carved out of the
+    # dp·cp ranks (``parallel_state.initialize_model_parallel``: expert-data-parallel size
+    # = dp·cp/ep), so ep adds no GPUs.
+    cp = _int(system, "cp", "system.cp") or 1
+    ep = _int(system, "ep", "system.ep") or 1
+    model_parallel = tp * pp * cp
     dp = _int(system, "dp", "system.dp")
     num_gpus = _int(system, "num_gpus", "system.num_gpus")
     if dp is None:
         if num_gpus is None:
             dp = 1
             assumptions.append(Assumption("system.dp", 1, "neither dp nor num_gpus stated"))
-        elif num_gpus % (tp * pp):
-            raise NotRun(f"system.num_gpus = {num_gpus} is not a multiple of tp·pp = {tp * pp}")
+        elif num_gpus % model_parallel:
+            raise NotRun(
+                f"system.num_gpus = {num_gpus} is not a multiple of tp·pp·cp = {model_parallel}"
+            )
         else:
-            dp = num_gpus // (tp * pp)
+            dp = num_gpus // model_parallel
     if num_gpus is None:
-        num_gpus = tp * pp * dp
-    elif num_gpus != tp * pp * dp:
-        raise NotRun(f"system.num_gpus = {num_gpus} but tp·pp·dp = {tp}·{pp}·{dp} = {tp * pp * dp}")
+        num_gpus = model_parallel * dp
+    elif num_gpus != model_parallel * dp:
+        raise NotRun(
+            f"system.num_gpus = {num_gpus} but tp·pp·cp·dp = {tp}·{pp}·{cp}·{dp} = "
+            f"{model_parallel * dp}"
+        )
     micro_batch = _int(model, "micro_batch", "model.micro_batch")
     if micro_batch is None:
         micro_batch = DEFAULT_MICRO_BATCH
@@ -616,18 +707,21 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "vocab_size": vocab,
         "max_position_embeddings": seq_len,
     }
+    for key, name in _MOE_KEYS.items():
+        shapes[name] = _int(model, key, f"model.{key}", minimum=0)
     overrides += [f"model.{k}={v}" for k, v in shapes.items() if v is not None]
     overrides += [
         f"training.seq_len={seq_len}",
         f"training.global_batch_size={global_batch}",
         f"training.dtype={dtype}",
     ]
+    overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
         sequence_parallel = False
         if tp > 1:  # without tensor parallelism there is nothing to split
             assumptions.append(Assumption("training.sequence_parallel", False, "not stated"))
-    zero, zero_assumed = _zero(training, dp)
+    zero, zero_assumed = _zero(training, dp * cp)
     if zero_assumed is not None:
         assumptions.append(zero_assumed)
     recompute = _recompute(training)
@@ -646,12 +740,14 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "grad_accumulation": _grad_accumulation(training),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
         "p2p_overlap": _p2p_overlap(training),
+        "cp": cp,
+        "ep": ep,
     }
     if zero:
         flags["zero"] = zero
     return CaseRun(
         hardware=hardware,
-        workload=shipped(_BASE_WORKLOAD[arch]),
+        workload=_workload(model, arch, source),
         overrides=tuple(overrides),
         flags=flags,
         measured=measured,
@@ -858,7 +954,10 @@ def validate(
         raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
     settings = Path(source).with_name(CASE_SETTINGS_FILE)
     if settings.is_file():
-        cases = with_case_settings(cases, read_config_file(str(settings)), str(settings))
+        extra = read_config_file(str(settings))
+        # It names the measurements file it is for: other files beside it are not its.
+        if str(extra.get("measurements", Path(source).name)) == Path(source).name:
+            cases = with_case_settings(cases, extra, str(settings))
     ids = _case_ids(cases)
     unknown = [name for name in only if name not in ids]
     if unknown:

@@ -104,6 +104,25 @@ def test_palmsim_serve_bad_key_exits_2(capsys):
     assert "did you mean 'rate_per_s'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("key", ["mapping.ep=2", "mapping.cp=2", "mapping.tp=2"])
+def test_palmsim_serve_refuses_mapping_keys_it_would_ignore(key, capsys):
+    """Serving splits the model by the serving file's tp/pp: ep, cp (not modelled in
+    serving) or any other mapping. key would be silently ignored, so it is an error."""
+    assert main(["serve", "--no-plots", "--set", key]) == 2
+    err = capsys.readouterr().err
+    assert key.split("=")[0] in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_refuses_expert_parallelism_in_the_workload(tmp_path):
+    from palmsim.api import serve
+
+    path = tmp_path / "w.yaml"
+    text = (REPO / "workloads" / "llama3-8b.yaml").read_text()
+    path.write_text(text + "\nmapping:\n  ep: 2\n")
+    with pytest.raises(ConfigError, match=r"mapping\.ep.*not modelled in serving"):
+        serve(workload=str(path))
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "serving").glob("*.yaml")))
 def test_shipped_serving_files_load(name):
     assert load_serving(REPO / "serving" / name).traffic.num_requests >= 1

@@ -68,6 +68,8 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "grad_accumulation": "after_first_microbatch",  # PyTorch DDP: autograd accumulates
         "p2p_scatter_gather": False,  # scatter_gather_opt: false
         "p2p_overlap": False,  # Megatron-LM's default: a stage waits for its sends
+        "cp": 1,
+        "ep": 1,
     }
     for expected in (
         "model.hidden_size=6144",

@@ -112,16 +112,81 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
     ("changes", "reason"),
     [
         ({"training": {"precision": "FP8 (Transformer Engine)"}}, "fp8 training is not modelled"),
-        ({"system": {"cp": 2}}, r"context parallelism \(system\.cp = 2\): validate does not build"),
-        ({"system": {"ep": 8}}, r"expert parallelism \(system\.ep = 8\): validate does not build"),
-        ({"model": {"num_experts": 8}}, "mixture of experts"),
-        ({"system": {"num_gpus": 16}}, r"num_gpus = 16 but tp·pp·dp = 8·1·1 = 8"),
+        ({"system": {"cp": 2}}, r"num_gpus = 8 but tp·pp·cp·dp = 8·1·2·1 = 16"),
+        ({"system": {"num_gpus": 16}}, r"num_gpus = 16 but tp·pp·cp·dp = 8·1·1·1 = 8"),
+        ({"model": {"arch": "gpt-oss-120b"}}, "sliding-window attention"),
+        ({"model": {"arch": "DeepSeek-V3"}}, "multi-head latent attention"),
+        ({"training": {"expert_load": "zipf"}, "model": {"num_experts": 8}}, "expert_load"),
         ({"training": {"zero_stage": 4}}, "zero_stage: got 4"),
     ],
 )
 def test_features_not_modelled_are_listed(changes: dict, reason: str) -> None:
     with pytest.raises(NotRun, match=reason):
         read_training_run(_case(**changes), "x.yaml")
+
+
+def test_moe_expert_and_context_parallel_cases_are_built() -> None:
+    """Issue 15: a Mixtral-style case with ep and cp becomes the MoE workload keys and the
+    mapping's ep and cp; num_gpus counts tp·pp·cp·dp (Megatron-Core's grid), ep none."""
+    case = _case(
+        model={
+            "arch": "Mixtral",
+            "ffn": 4096,
+            "kv_heads": 4,
+            "num_experts": 8,
+            "top_k": 2,
+            "moe_ffn": 2048,
+            "shared_experts": 1,
+            "first_dense_layers": 1,
+            "head_dim": 128,
+        },
+        system={"num_gpus": 32, "tp": 2, "pp": 2, "cp": 2, "dp": ..., "ep": 4},
+        training={"token_drop": "dropless", "expert_load": "force-balanced"},
+    )
+    run = read_training_run(case, "x.yaml")
+    assert run is not None
+    assert run.workload.endswith("llama2-7b.yaml")  # the Llama family's layer
+    assert (run.flags["dp"], run.flags["cp"], run.flags["ep"]) == (4, 2, 4)
+    for expected in (
+        "model.num_experts=8",
+        "model.num_experts_per_tok=2",
+        "model.moe_intermediate_size=2048",
+        "model.num_shared_experts=1",
+        "model.first_k_dense_replace=1",
+        "model.attention_head_dim=128",
+        "training.expert_load=uniform",
+        "hw.cluster.num_nodes=4",
+    ):
+        assert expected in run.overrides
+    assert not any("capacity" in o for o in run.overrides)  # dropless: no capacity
+
+
+def test_token_drop_without_a_factor_is_an_assumption() -> None:
+    case = _case(model={"arch": "Qwen3-MoE", "ffn": 4096, "num_experts": 8, "top_k": 2})
+    run = read_training_run({**case, "training": {**case["training"], "token_drop": "tokendrop"}}, "x")
+    assert run is not None and "training.moe_capacity_factor=1.0" in run.overrides
+    assert "training.moe_capacity_factor" in [a.key for a in run.assumptions]
+
+
+def test_hf_config_is_the_workload_and_fsdp_is_zero3(tmp_path: Path) -> None:
+    """model.hf_config names the workload (beside the measurements file); training.fsdp > 0
+    (Megatron-Bridge's FSDP column) is ZeRO-3."""
+    (tmp_path / "m.config.json").write_text("{}")
+    case = _case(model={"hf_config": "m.config.json"}, training={"fsdp": 8})
+    run = read_training_run(case, str(tmp_path / "runs.yaml"))
+    assert run is not None and run.workload == str(tmp_path / "m.config.json")
+    assert run.flags["zero"] == 3
+
+
+def test_settings_file_applies_only_to_the_file_it_names(tmp_path: Path) -> None:
+    """validation/case_settings.yaml names measurements.yaml: another file in the folder
+    (moe_runs.yaml) runs without its ids being required."""
+    (tmp_path / "case_settings.yaml").write_text(
+        yaml.safe_dump({"measurements": "other.yaml", "cases": {"not_here": {"training": {}}}})
+    )
+    path = _write(tmp_path, [{"id": "a", **_case(measured={"tflops_per_gpu": None})}])
+    report = validate(path)
+    assert [s.case for s in report.skipped] == ["a"]
 
 
 def test_zero3_with_tp_pp_1_runs_with_zero_on() -> None:
