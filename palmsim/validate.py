@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from palmsim import tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
 from palmsim.config.loader import load_hardware, read_config_file
+from palmsim.config.specs import HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
 from palmsim.registry import Registry
@@ -532,6 +533,33 @@ def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe:
     return out
 
 
+def _attention(training: Mapping[str, Any], hw: HardwareSpec, assumptions: list[Assumption]) -> str:
+    """The attention kernels (``training.attention``): ``flash`` (fused) or ``unfused``.
+
+    Unstated: ``flash`` where the hardware config gives fused-attention rates
+    (``tile.attention``: the H100 config, whose published runs are Megatron-Core / NeMo with
+    Transformer Engine's fused attention), an assumption marked on the figures; else
+    ``unfused``, the workload's default, the only kernel palmsim has rates for there (the A100
+    rows are Megatron-LM 2021-22, before FlashAttention).
+
+    Raises:
+        NotRun: another value.
+    """
+    given = training.get("attention")
+    if given is None:
+        if hw.tile.attention is None:
+            return "unfused"
+        why = "not stated: fused, as Transformer Engine runs it (the config has its rates)"
+        assumptions.append(Assumption("training.attention", "flash", why))
+        return "flash"
+    text = str(given).lower()
+    if text in {"flash", "fused"}:
+        return "flash"
+    if text == "unfused":
+        return "unfused"
+    raise NotRun(f"training.attention: got {given!r}; expected flash or unfused")
+
+
 def _workload(model: Mapping[str, Any], arch: str, source: str) -> str:
     """The workload a case's model overrides: its ``model.hf_config`` (a Hugging Face
     ``config.json``, relative to the measurements file or the checkout) if given, else the
@@ -716,6 +744,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         f"training.dtype={dtype}",
     ]
     overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
+    overrides.append(f"training.attention={_attention(training, hw_spec, assumptions)}")
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
         sequence_parallel = False

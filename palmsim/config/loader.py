@@ -54,6 +54,7 @@ from palmsim.config.specs import (
     SERVING_LENGTHS,
     SERVING_ROUTERS,
     YIELD_MODELS,
+    AttentionKernelSpec,
     ClusterSpec,
     CostSpec,
     DefectSpec,
@@ -460,6 +461,14 @@ def _zero_rule() -> Rule:
         return int(value)
 
     return Rule(parse, "a ZeRO stage: 0, 1, 2 or 3")
+
+
+def _attention_kernel_rule() -> Rule:
+    schema: Schema = {
+        "forward_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+        "backward_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+    }
+    return _section_rule(schema, lambda v: AttentionKernelSpec(**v))
 
 
 def _gemm_rule() -> Rule:
@@ -869,6 +878,7 @@ def hardware_schema(kind: str) -> Schema:
             "sram_bandwidth": _quantity_rule("bandwidth", positive=is_wafer),
             "compute_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "gemm": _gemm_rule(),
+            "attention": _attention_kernel_rule(),
             "memory_ops": _memory_ops_rule(),
             "fidelity_passes": _table_rule(
                 MATH_FIDELITIES, _passes, "an int >= 1", "{LoFi: 1, HiFi2: 2, HiFi4: 4}"
@@ -995,6 +1005,7 @@ def _training_schema(set_hint: bool) -> Schema:
         "moe_capacity_factor": _optional_positive_float_rule(),
         "expert_load": _choice_rule(EXPERT_LOADS),
         "expert_load_concentration": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
+        "attention": _choice_rule(("unfused", "flash")),
     }
 
 
@@ -1353,6 +1364,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         sram_bandwidth_bytes_per_s=tile_v["sram_bandwidth"],
         compute_efficiency=tile_v["compute_efficiency"],
         gemm=tile_v.get("gemm"),
+        attention=tile_v.get("attention"),
         memory_ops=tile_v.get("memory_ops"),
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
@@ -1972,6 +1984,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             "sram_capacity": format_exact(t.sram_capacity_bytes, "bytes"),
             "sram_bandwidth": format_exact(t.sram_bandwidth_bytes_per_s, "bandwidth"),
             "compute_efficiency": t.compute_efficiency,
+            "attention": None
+            if t.attention is None
+            else {
+                "forward_efficiency": t.attention.forward_efficiency,
+                "backward_efficiency": t.attention.backward_efficiency,
+            },
             "gemm": None
             if t.gemm is None
             else {

@@ -25,6 +25,7 @@ __all__ = [
     "SERVING_ROUTERS",
     "TRAINING_ONLY",
     "YIELD_MODELS",
+    "AttentionKernelSpec",
     "ClusterSpec",
     "CostSpec",
     "DefectSpec",
@@ -134,6 +135,16 @@ class GemmSpec:
     launch_latency_s: float = _f("fixed time per GEMM kernel [s]")
 
 
+@dataclass(frozen=True, slots=True)
+class AttentionKernelSpec:
+    """Achieved rate of a fused (flash) attention kernel, as a fraction of the dense peak,
+    counting FLOP as FlashAttention's benchmarks do: forward ``4·s·s_k·d`` per head (half
+    for causal), backward 2.5 times the forward (:func:`palmsim.hardware.costs.op_pass_time_s`)."""
+
+    forward_efficiency: float = _f("fraction of peak reached by the forward kernel [ratio]")
+    backward_efficiency: float = _f("fraction of peak reached by the backward kernel [ratio]")
+
+
 #: Kinds of memory-bound kernel a ``memory_ops`` section may give its own bandwidth and
 #: latency: the op kinds of :data:`palmsim.workload.ops.OPS` other than ``matmul``, and the
 #: optimizer step.
@@ -199,6 +210,11 @@ class TileSpec:
         "achievable fraction of peak FLOP/s for matrix ops (1.0 = peak) [ratio]; "
         "unused when gemm is given",
         default=1.0,
+    )
+    attention: AttentionKernelSpec | None = _f(
+        "fused (flash) attention kernel rates; null (absent): such a kernel runs at "
+        "peak x compute_efficiency against its bytes (roofline)",
+        default=None,
     )
     gemm: GemmSpec | None = _f(
         "shape-dependent GEMM model; null (absent): peak x compute_efficiency for every GEMM",
@@ -564,6 +580,14 @@ class TrainingSpec:
         "concentration alpha of the 'dirichlet' expert load: small is skewed, large is "
         "near-uniform [ratio]",
         default=1.0,
+    )
+    attention: str = _f(
+        "the attention core's kernels: 'unfused' (QK^T, softmax, dropout and attention over V "
+        "as separate kernels, the s x s scores in memory: Megatron-LM 2021-22) or 'flash' "
+        "(one tiled kernel that never writes the scores and recomputes them in its backward: "
+        "FlashAttention, Dao et al. 2022; Transformer Engine's fused attention in "
+        "Megatron-Core)",
+        default="unfused",
     )
 
 

@@ -76,6 +76,37 @@ def gemm_operand_bandwidth_bytes_per_s(hw: HardwareSpec) -> float:
     return hw.dram.bandwidth_bytes_per_s
 
 
+#: FlashAttention's backward runs five products of the forward's two's size (it recomputes
+#: QKᵀ and P, then dV, dP, dQ and dK: Dao 2023, Algorithm 2), so it executes 2.5 forwards of
+#: FLOP, the count its benchmarks divide by (``benchmark_flash_attention.py``: ``flops(...,
+#: mode="bwd") = 2.5 * flops(..., mode="fwd")``); model FLOP count two.
+FLASH_BACKWARD_FLOP_PER_FORWARD = 2.5
+
+
+def _flash_attention_time_s(
+    op: Op,
+    phase: str,
+    flop: float,
+    all_bytes: float,
+    tile: TileSpec,
+    peak_flop_per_s: float,
+    operand_bandwidth_bytes_per_s: float,
+) -> tuple[float, float, float]:
+    """A fused attention kernel: its executed FLOP at the measured rate of its pass
+    (``tile.attention``), or its bytes at the operand bandwidth if that is longer, plus one
+    kernel's launch latency (the GEMM's, where the tile gives one)."""
+    assert tile.attention is not None
+    if phase == "B":
+        executed = flop / 2.0 * FLASH_BACKWARD_FLOP_PER_FORWARD  # flop counts two forwards
+        rate = tile.attention.backward_efficiency * peak_flop_per_s
+    else:
+        executed, rate = flop, tile.attention.forward_efficiency * peak_flop_per_s
+    flop_s = executed / rate
+    memory_s = all_bytes / operand_bandwidth_bytes_per_s if operand_bandwidth_bytes_per_s else 0.0
+    launch_s = tile.gemm.launch_latency_s if tile.gemm is not None else 0.0
+    return launch_s + max(flop_s, memory_s), launch_s, flop_s
+
+
 def op_pass_time_s(
     op: Op,
     phase: str,
@@ -132,6 +163,10 @@ def op_pass_time_s(
             return dgrad[0] + wgrad[0], dgrad[1] + wgrad[1], dgrad[2] + wgrad[2]
         time_s, launch_s, flop_s = gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
         return time_s, launch_s, flop_s
+    if op.kind == "flash_attention" and tile.attention is not None:
+        return _flash_attention_time_s(
+            op, phase, flop, all_bytes, tile, peak_flop_per_s, operand_bandwidth_bytes_per_s
+        )
     if flop == 0.0 and tile.memory_ops is not None:
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
         launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s

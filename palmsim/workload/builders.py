@@ -39,6 +39,7 @@ from palmsim.workload.ops import (
     dropout_cost,
     elementwise_cost,
     embedding_cost,
+    flash_attention_cost,
     loss_cost,
     make_op,
     matmul_cost,
@@ -414,7 +415,7 @@ def layer_blocks(
     # operator all-reduces the input gradient of the column-parallel projection in the
     # backward (Shoeybi et al. 2019, Fig. 3).
     allreduce = _allreduce(tp, shape.act_bytes)
-    attn_ops, attn_edges = _attention_ops(model, shape)
+    attn_ops, attn_edges = _attention_ops(model, shape, flash=training.attention == "flash")
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
     blocks = (
         Block("attn", attn_ops, allreduce, allreduce, attn_edges),
@@ -711,7 +712,7 @@ def moe_blocks(
 
 
 def _attention_ops(
-    model: ModelSpec, shape: _LayerShape
+    model: ModelSpec, shape: _LayerShape, *, flash: bool = False
 ) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
     """Ops and edges of the attention block.
 
@@ -719,6 +720,13 @@ def _attention_ops(
     ``2sbh``, QKV input ``2sbh``, Q and K ``4sbh/t``, softmax output ``2as²b/t``, its dropout
     mask ``as²b/t``, the dropout output ``2as²b/t`` and V ``2sbh/t``, the output-projection
     input ``2sbh/t``, the residual dropout mask ``sbh``.
+
+    ``flash``: the core (QKᵀ, softmax, its dropout, attention over V and the layout copy) is
+    one fused kernel (:func:`palmsim.workload.ops.flash_attention_cost`) that keeps Q, K, V
+    and one fp32 log-sum-exp per query row, ``4·b·a·s/t`` bytes, instead of the ``5as²b``
+    terms; its output O is the output projection's saved input. It writes O as
+    ``[s, b, a/t·d]`` (Transformer Engine's ``sbhd`` layout), so there is no layout copy, and
+    draws its dropout mask from the RNG state in the backward, so there is no mask.
     """
     e, s, h, d, n_tok = shape.e, shape.s, shape.h, shape.d, shape.n_tok
     act_bytes = shape.act_bytes
@@ -765,6 +773,8 @@ def _attention_ops(
         ops.append(make_op("rope", "elementwise", rope, dtype_bytes=e))
         edges.append(("qkv_split", "rope", qk_bytes))
         qk_source = "rope"
+    if flash:
+        return _flash_attention_ops(model, shape, ops, edges, qk_source, qk_bytes)
     # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
     # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
     # Context parallelism: the tile's s/cp queries against all s keys, whose chunks pass
@@ -862,6 +872,67 @@ def _attention_ops(
         ("context", "context_layout", e * n_tok * q_width),
         ("context_layout", "out_proj", e * n_tok * q_width),
         (out_source, "attn_residual", act_bytes),
+    ]
+    return tuple(ops), tuple(edges)
+
+
+def _flash_attention_ops(
+    model: ModelSpec,
+    shape: _LayerShape,
+    ops: list[Op],
+    edges: list[tuple[str, str, float]],
+    qk_source: str,
+    qk_bytes: float,
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """The rest of :func:`_attention_ops` (``ops`` and ``edges`` up to Q and K) with the
+    core as one fused kernel."""
+    e, n_tok, h = shape.e, shape.n_tok, shape.h
+    q_width, kv_width = shape.heads_t * shape.d, shape.kv_t * shape.d
+    v_bytes = e * n_tok * kv_width
+    lse_bytes = 4.0 * shape.batch_heads * shape.s  # one fp32 log-sum-exp per query row
+    core = flash_attention_cost(
+        shape.s,
+        shape.keys,
+        shape.d,
+        batch=shape.batch_heads,
+        q_heads_per_kv=shape.heads_t / shape.kv_t,
+        causal=model.causal,
+        dtype_bytes=e,
+    )
+    ops.append(
+        make_op(
+            "attention",
+            "flash_attention",
+            core,
+            dtype_bytes=e,
+            saved_bytes=qk_bytes + v_bytes + lse_bytes,
+            recompute_selective=True,
+        )
+    )
+    out_proj = matmul_cost(n_tok, q_width, h, dtype_bytes=e, has_weight=True)
+    bias = model.use_bias
+    ops.append(
+        make_op(
+            "out_proj",
+            "matmul",
+            out_proj,
+            params=q_width * h + (h if bias else 0),
+            param_tensors=2 if bias else 1,
+            dtype_bytes=e,
+            saved_bytes=e * n_tok * q_width,
+        )
+    )
+    out_source = _row_parallel_bias(model, shape, "out_proj", "out_bias", ops, edges)
+    out_source = _residual_dropout(model, shape, out_source, "out_dropout", ops, edges)
+    ops.append(_residual_add("attn_residual", shape, fused=out_source == "out_dropout"))
+    edges += [
+        (BLOCK_INPUT, "norm1", shape.act_bytes),
+        (BLOCK_INPUT, "attn_residual", shape.act_bytes),
+        ("norm1", "qkv", shape.act_bytes),
+        (qk_source, "attention", qk_bytes),
+        ("qkv_split", "attention", v_bytes),
+        ("attention", "out_proj", e * n_tok * q_width),
+        (out_source, "attn_residual", shape.act_bytes),
     ]
     return tuple(ops), tuple(edges)
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from palmsim.registry import Registry
 
 __all__ = [
+    "GEMM_KINDS",
     "LOSS_BYTES_PER_ELEMENT",
     "MASK_BYTES_PER_ELEMENT",
     "OPS",
@@ -47,6 +48,7 @@ __all__ = [
     "dropout_cost",
     "elementwise_cost",
     "embedding_cost",
+    "flash_attention_cost",
     "loss_cost",
     "make_op",
     "matmul_cost",
@@ -190,6 +192,42 @@ def matmul_cost(
         # bwd: dA = dC·Bᵀ reads dC, B, writes dA; dB = Aᵀ·dC reads A, dC, writes dB.
         bytes_bwd = dtype_bytes * batch * 2 * (m * k + k * n + m * n)
     return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n))
+
+
+@OPS.register("flash_attention")
+def flash_attention_cost(
+    queries: float,
+    keys: float,
+    head_dim: float,
+    *,
+    batch: float,
+    q_heads_per_kv: float = 1.0,
+    causal: bool,
+    dtype_bytes: float,
+) -> OpCost:
+    """The attention core as one tiled kernel (FlashAttention, Dao et al. NeurIPS 2022;
+    FlashAttention-2, Dao 2023): ``batch`` heads of ``queries`` queries against ``keys``
+    keys of width ``head_dim``; the ``queries × keys`` scores stay on chip.
+
+    FLOP as the FlashAttention benchmarks count them (``flops`` in
+    ``benchmarks/benchmark_flash_attention.py``): forward ``4·batch·queries·keys·d``, half of
+    it under a causal mask, whose fully masked key blocks the kernel skips. The backward is
+    counted as two forwards, as every other op's (model FLOP); the kernel itself runs five
+    products of that size (it recomputes QKᵀ and P), which its time accounts for
+    (:func:`palmsim.hardware.costs.op_pass_time_s`).
+
+    Bytes: the forward reads Q, K, V and writes O (and one fp32 log-sum-exp per query row);
+    the backward reads Q, K, V, O, dO and the log-sum-exp, and writes dQ, dK, dV. K and V
+    have ``batch / q_heads_per_kv`` heads (grouped-query attention).
+    """
+    fraction = 0.5 if causal else 1.0
+    flop_fwd = 4.0 * batch * queries * keys * head_dim * fraction
+    q = dtype_bytes * batch * queries * head_dim  # Q, O, dO, dQ: one each
+    kv = dtype_bytes * (batch / q_heads_per_kv) * keys * head_dim  # K or V: one each
+    lse = 4.0 * batch * queries
+    bytes_fwd = 2 * q + 2 * kv + lse
+    bytes_bwd = 4 * q + 4 * kv + lse
+    return OpCost(flop_fwd, 2.0 * flop_fwd, bytes_fwd, bytes_bwd)
 
 
 @OPS.register("norm")
@@ -355,6 +393,10 @@ def loss_cost(num_tokens: float, num_classes: float, *, dtype_bytes: float) -> O
     return OpCost(0.0, 0.0, per_element_fwd * elements, per_element_bwd * elements)
 
 
+#: Op kinds whose FLOP are matrix products, counted in model FLOP.
+GEMM_KINDS = ("matmul", "flash_attention")
+
+
 def make_op(
     name: str,
     kind: str,
@@ -373,7 +415,7 @@ def make_op(
     ``weight_bytes`` defaults to ``params · dtype_bytes`` (weights are held in the compute
     dtype; fp32 master copies are optimizer state). ``saved_bytes_selective`` defaults to
     ``saved_bytes``. ``param_tensors`` defaults to one tensor if the op owns parameters.
-    ``is_gemm`` is true for ``matmul`` ops.
+    ``is_gemm`` is true for the kinds of :data:`GEMM_KINDS`.
     """
     assert kind in OPS, f"op {name!r}: {OPS.unknown_message(kind)}"
     return Op(
@@ -390,7 +432,7 @@ def make_op(
         if saved_bytes_selective is None
         else saved_bytes_selective,
         recompute_selective=recompute_selective,
-        is_gemm=kind == "matmul",
+        is_gemm=kind in GEMM_KINDS,
         gemm_shape=cost.gemm_shape,
         kernels_fwd=cost.kernels_fwd,
         kernels_bwd=cost.kernels_bwd,

@@ -163,7 +163,9 @@ def test_moe_expert_and_context_parallel_cases_are_built() -> None:
 
 def test_token_drop_without_a_factor_is_an_assumption() -> None:
     case = _case(model={"arch": "Qwen3-MoE", "ffn": 4096, "num_experts": 8, "top_k": 2})
-    run = read_training_run({**case, "training": {**case["training"], "token_drop": "tokendrop"}}, "x")
+    run = read_training_run(
+        {**case, "training": {**case["training"], "token_drop": "tokendrop"}}, "x"
+    )
     assert run is not None and "training.moe_capacity_factor=1.0" in run.overrides
     assert "training.moe_capacity_factor" in [a.key for a in run.assumptions]
 
