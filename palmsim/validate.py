@@ -250,6 +250,7 @@ class CaseRun:
     assumptions: tuple[Assumption, ...] = ()
     hardware_why: str = ""
     recompute: tuple[str, ...] = ()
+    zero: tuple[int, ...] = ()  # ZeRO stages to try with each recompute mode, in order
     predict: Callable[[SimulationResult], dict[str, float]] | None = None
 
 
@@ -471,7 +472,8 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
     Megatron-Bridge's column: fully sharded data parallelism, which shards weights, gradients
     and optimizer state as ZeRO-3 does); else Megatron-LM's distributed
     optimizer (``training.distributed_optimizer``: optimizer state sharded over the DP
-    group, i.e. ZeRO-1); unstated, none (Megatron-LM's default), an assumption when dp > 1.
+    group, i.e. ZeRO-1); unstated, none (Megatron-LM's default), an assumption when dp > 1,
+    and the reader tries the distributed optimizer when nothing fits without it.
 
     Raises:
         NotRun: a stage other than 0-3.
@@ -487,9 +489,13 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
     for key in ("distributed_optimizer", "use_distributed_optimizer"):
         if key in training:
             return (1 if _flag(training, key) else 0), None
-    why = "not stated: no ZeRO, no distributed optimizer (Megatron-LM's default)"
-    assumed = Assumption("training.distributed_optimizer", False, why, ITERATION_FIGURES)
+    assumed = Assumption("training.distributed_optimizer", False, _ZERO_WHY, ITERATION_FIGURES)
     return 0, (assumed if dp > 1 else None)
+
+
+_ZERO_WHY = (
+    "not stated: none (Megatron-LM's default), or the distributed optimizer where only that fits"
+)
 
 
 def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe: bool) -> list[str]:
@@ -685,6 +691,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             f"system.num_gpus = {num_gpus} but tp·pp·cp·dp = {tp}·{pp}·{cp}·{dp} = "
             f"{model_parallel * dp}"
         )
+    if (dp * cp) % ep:
+        raise NotRun(
+            f"system.ep = {ep} does not divide dp·cp = {dp * cp}: expert parallelism over the "
+            "tensor-parallel ranks too (Megatron-Core's MoE parallel folding, "
+            "--expert-tensor-parallel-size) is not modelled"
+        )
     micro_batch = _int(model, "micro_batch", "model.micro_batch")
     if micro_batch is None:
         micro_batch = DEFAULT_MICRO_BATCH
@@ -747,12 +759,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     overrides.append(f"training.attention={_attention(training, hw_spec, assumptions)}")
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
-        sequence_parallel = False
-        if tp > 1:  # without tensor parallelism there is nothing to split
+        # Megatron-Core refuses MoE with tensor parallelism without sequence parallelism
+        # (megatron/training/arguments.py: "When using MoE and tensor parallelism, sequence
+        # parallelism must be used"), so there it is derived.
+        sequence_parallel = bool(shapes["num_experts"]) and tp > 1
+        if tp > 1 and not sequence_parallel:  # without TP there is nothing to split
             assumptions.append(Assumption("training.sequence_parallel", False, "not stated"))
     zero, zero_assumed = _zero(training, dp * cp)
-    if zero_assumed is not None:
-        assumptions.append(zero_assumed)
     recompute = _recompute(training)
     virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages") or 1
     flags: dict[str, Any] = {
@@ -783,6 +796,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         assumptions=tuple(assumptions),
         hardware_why=hardware_why,
         recompute=(recompute,) if recompute else RECOMPUTE_ORDER,
+        zero=(0, 1) if zero_assumed is not None else (),
     )
 
 
@@ -856,11 +870,15 @@ def _figure(value: Any) -> float | None:
 def _simulate_case(
     case_id: str, run: CaseRun, overrides: Sequence[str]
 ) -> tuple[list[Comparison], tuple[Assumption, ...]]:
-    """Simulate a case (the first recompute mode that fits) and compare its figures."""
+    """Simulate a case (the first recompute mode, and with each the first ZeRO stage, that
+    fits: the distributed optimizer costs almost no time, recompute a forward) and compare
+    its figures."""
     assumptions = run.assumptions
     modes = run.recompute or (str(run.flags.get("recompute", "none")),)
-    for i, mode in enumerate(modes):
-        flags = {**run.flags, "recompute": mode}
+    stages = run.zero or (int(run.flags.get("zero", 0)),)
+    tries = [(mode, stage) for mode in modes for stage in stages]
+    for i, (mode, stage) in enumerate(tries):
+        flags = {**run.flags, "recompute": mode, "zero": stage}
         experiment = load_experiment(
             run.hardware,
             run.workload,
@@ -870,12 +888,18 @@ def _simulate_case(
         try:
             result = simulate(experiment)
         except MappingError:
-            if i + 1 < len(modes):
+            if i + 1 < len(tries):
                 continue
             raise
         if len(modes) > 1:
             why = "not stated: the least recompute that fits (none, selective, full)"
             assumptions += (Assumption("training.activation_recompute", mode, why),)
+        if len(stages) > 1:
+            assumptions += (
+                Assumption(
+                    "training.distributed_optimizer", stage == 1, _ZERO_WHY, ITERATION_FIGURES
+                ),
+            )
         break
     predicted = (run.predict or _predictions)(result)
     comparisons = []

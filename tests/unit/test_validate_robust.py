@@ -83,8 +83,9 @@ def test_derived_facts() -> None:
     assert run.flags["dp"] == 4
     assert "hw.cluster.num_nodes=4" in run.overrides
     assert "model.intermediate_size=4096" in run.overrides
-    # derived, not assumed; only the optimizer sharding of dp = 4 is unstated
-    assert [a.key for a in run.assumptions] == ["training.distributed_optimizer"]
+    # derived, not assumed; only the optimizer sharding of dp = 4 is unstated: tried without
+    # ZeRO, then with the distributed optimizer (the assumption is recorded when one fits)
+    assert run.assumptions == () and run.zero == (0, 1)
     odd = read_training_run(_case(system={"num_gpus": 12, "tp": 4, "dp": 3}), "x.yaml")
     assert odd is not None and "hw.cluster.num_nodes=2" in odd.overrides  # 12 GPUs: 2 nodes
 
@@ -159,6 +160,16 @@ def test_moe_expert_and_context_parallel_cases_are_built() -> None:
     ):
         assert expected in run.overrides
     assert not any("capacity" in o for o in run.overrides)  # dropless: no capacity
+
+
+def test_expert_parallelism_beyond_dp_cp_is_named_and_moe_with_tp_is_sequence_parallel() -> None:
+    moe = {"arch": "Qwen3-MoE", "ffn": 4096, "num_experts": 8, "top_k": 2}
+    with pytest.raises(NotRun, match=r"system\.ep = 2 does not divide dp·cp = 1.*folding"):
+        read_training_run(_case(model=moe, system={"ep": 2}), "x.yaml")
+    unstated = _case(model=moe, training={"sequence_parallel": ...})  # tp = 8
+    run = read_training_run(unstated, "x.yaml")
+    assert run is not None and run.flags["sequence_parallel"] is True
+    assert "training.sequence_parallel" not in [a.key for a in run.assumptions]
 
 
 def test_token_drop_without_a_factor_is_an_assumption() -> None:
