@@ -785,6 +785,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "cp": cp,
         "ep": ep,
     }
+    if hw_spec.cluster is not None:
+        # Megatron's rank order (TP fastest, then CP, EP, DP, PP outermost:
+        # parallel_state.initialize_model_parallel, order "tp-cp-ep-dp-pp"), so an EP or CP
+        # group of consecutive replicas shares a node's NVLink.
+        flags["placement"] = "stage_major"
     if zero:
         flags["zero"] = zero
     return CaseRun(

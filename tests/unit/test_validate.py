@@ -70,6 +70,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "p2p_overlap": False,  # Megatron-LM's default: a stage waits for its sends
         "cp": 1,
         "ep": 1,
+        "placement": "stage_major",  # Megatron's rank order: pipeline stages outermost
     }
     for expected in (
         "model.hidden_size=6144",
