@@ -1099,6 +1099,19 @@ def test_an_option_outside_its_modes_is_an_error_naming_the_key() -> None:
     assert modes_of(MappingSpec, "virtual_stages") == ("training",)
 
 
+@pytest.mark.parametrize("key", ["ep", "cp"])
+def test_expert_and_context_parallelism_are_refused_in_inference(key: str) -> None:
+    """Issue 15: inference does not model ep or cp, so either (from a flag or a file) is a
+    one-line ConfigError naming the key, never silently ignored."""
+    from palmsim.config.loader import load_mapping
+
+    with pytest.raises(ConfigError) as info:
+        load_mapping([("command-line flags", {key: 2})], mode="inference")
+    text = str(info.value)
+    assert f"mapping.{key}: got 2; expected nothing in an inference run" in text
+    assert len(text.strip().splitlines()) == 1
+
+
 # =========================================================================== multi-chip keys
 
 
