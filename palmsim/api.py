@@ -455,12 +455,12 @@ def _check_serving_mapping(
                 "not modelled in serving",
             )
     for key in ("ep", "cp"):
-        value = mapping_section.get(key)
-        if value is not None and value != 1:
+        degree = mapping_section.get(key)
+        if degree is not None and degree != 1:
             raise ConfigError.single(
                 wl_path,
                 f"mapping.{key}",
-                value,
+                degree,
                 "1 (or absent) in palmsim serve: expert and context parallelism are not "
                 "modelled in serving",
             )
