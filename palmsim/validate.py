@@ -493,6 +493,14 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
     return 0, (assumed if dp > 1 else None)
 
 
+#: Why a fused-attention (Megatron-Core / Transformer Engine) case that leaves sequence
+#: parallelism, the distributed optimizer or the pipeline's send overlap unstated has them on:
+#: NeMo's and Megatron-Bridge's training recipes set ``sequence_parallel`` with TP > 1 and
+#: ``use_distributed_optimizer``, and their communication-overlap callback
+#: (``MegatronCommOverlapCallback`` / ``CommOverlapConfig``) sets ``overlap_p2p_comm`` for an
+#: interleaved pipeline (virtual stages > 1).
+_CORE_DEFAULT = "not stated: on, as the Megatron-Core (NeMo, Megatron-Bridge) recipes set it"
+
 _ZERO_WHY = (
     "not stated: none (Megatron-LM's default), or the distributed optimizer where only that fits"
 )
@@ -756,7 +764,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         f"training.dtype={dtype}",
     ]
     overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
-    overrides.append(f"training.attention={_attention(training, hw_spec, assumptions)}")
+    kernel = _attention(training, hw_spec, assumptions)
+    overrides.append(f"training.attention={kernel}")
+    # Fused attention is the Megatron-Core / Transformer Engine stack: its recipes' settings
+    # stand for what such a case leaves unstated (see _CORE_DEFAULT), each an assumption.
+    core = kernel == "flash"
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
         # Megatron-Core refuses MoE with tensor parallelism without sequence parallelism
@@ -764,10 +776,23 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         # parallelism must be used"), so there it is derived.
         sequence_parallel = bool(shapes["num_experts"]) and tp > 1
         if tp > 1 and not sequence_parallel:  # without TP there is nothing to split
-            assumptions.append(Assumption("training.sequence_parallel", False, "not stated"))
+            sequence_parallel = core
+            why = _CORE_DEFAULT if core else "not stated"
+            assumptions.append(Assumption("training.sequence_parallel", core, why))
     zero, zero_assumed = _zero(training, dp * cp)
+    if zero_assumed is not None and core:
+        zero, zero_assumed = 1, None
+        assumptions.append(
+            Assumption("training.distributed_optimizer", True, _CORE_DEFAULT, ITERATION_FIGURES)
+        )
     recompute = _recompute(training)
     virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages") or 1
+    p2p_overlap = _p2p_overlap(training)
+    if "overlap_p2p_comm" not in training and core and virtual > 1 and pp > 1:
+        p2p_overlap = True
+        assumptions.append(
+            Assumption("training.overlap_p2p_comm", True, _CORE_DEFAULT, ITERATION_FIGURES)
+        )
     flags: dict[str, Any] = {
         "pp": pp,
         "tp": tp,
@@ -781,7 +806,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "tp_overlap": _tp_overlap(case),
         "grad_accumulation": _grad_accumulation(training),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
-        "p2p_overlap": _p2p_overlap(training),
+        "p2p_overlap": p2p_overlap,
         "cp": cp,
         "ep": ep,
     }

@@ -172,6 +172,33 @@ def test_expert_parallelism_beyond_dp_cp_is_named_and_moe_with_tp_is_sequence_pa
     assert "training.sequence_parallel" not in [a.key for a in run.assumptions]
 
 
+def test_an_h100_case_takes_the_megatron_core_stack_for_what_it_leaves_unstated() -> None:
+    """The H100 config has fused-attention rates: an unstated attention is fused (TE), and
+    with it sequence parallelism (tp > 1), the distributed optimizer and the interleaved
+    pipeline's send overlap are on, as the NeMo / Megatron-Bridge recipes set them; each an
+    assumption. The A100 case keeps Megatron-LM 2021's defaults and unfused attention."""
+    case = _case(
+        system={"gpu": "H100-SXM5-80GB", "num_gpus": 32, "tp": 2, "pp": 2, "dp": ...,
+                "virtual_pipeline_stages": 2},
+        training={"sequence_parallel": ...},
+    )  # fmt: skip
+    run = read_training_run(case, "x.yaml")
+    assert run is not None
+    assert "training.attention=flash" in run.overrides
+    flags = run.flags
+    assert (flags["sequence_parallel"], flags["zero"], flags["p2p_overlap"]) == (True, 1, True)
+    keys = {a.key for a in run.assumptions}
+    assert {
+        "training.attention",
+        "training.sequence_parallel",
+        "training.distributed_optimizer",
+        "training.overlap_p2p_comm",
+    } <= keys
+    a100 = read_training_run(_case(training={"sequence_parallel": ...}), "x.yaml")
+    assert a100 is not None and "training.attention=unfused" in a100.overrides
+    assert a100.flags["sequence_parallel"] is False and a100.flags["p2p_overlap"] is False
+
+
 def test_token_drop_without_a_factor_is_an_assumption() -> None:
     case = _case(model={"arch": "Qwen3-MoE", "ffn": 4096, "num_experts": 8, "top_k": 2})
     run = read_training_run(
