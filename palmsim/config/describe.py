@@ -19,6 +19,7 @@ import yaml
 from palmsim.config.loader import spec_to_raw
 from palmsim.config.specs import (
     MODES,
+    AttentionKernelSpec,
     ClusterSpec,
     CostSpec,
     DefectSpec,
@@ -59,6 +60,7 @@ _SECTION_TYPES: dict[str, tuple[type, ...]] = {
     "hw": (HardwareSpec,),
     "hw.tile": (TileSpec,),
     "hw.tile.gemm": (GemmSpec,),
+    "hw.tile.attention": (AttentionKernelSpec,),
     "hw.tile.memory_ops": (MemoryOpsSpec,),
     "hw.dram": (DramSpec,),
     "hw.wafer": (WaferSpec,),
