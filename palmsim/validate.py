@@ -496,9 +496,8 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
 #: Why a fused-attention (Megatron-Core / Transformer Engine) case that leaves sequence
 #: parallelism, the distributed optimizer or the pipeline's send overlap unstated has them on:
 #: NeMo's and Megatron-Bridge's training recipes set ``sequence_parallel`` with TP > 1 and
-#: ``use_distributed_optimizer``, and their communication-overlap callback
-#: (``MegatronCommOverlapCallback`` / ``CommOverlapConfig``) sets ``overlap_p2p_comm`` for an
-#: interleaved pipeline (virtual stages > 1).
+#: ``use_distributed_optimizer``; Megatron-LM's training arguments overlap an interleaved
+#: pipeline's sends unless ``--no-overlap-p2p-communication`` is given.
 _CORE_DEFAULT = "not stated: on, as the Megatron-Core (NeMo, Megatron-Bridge) recipes set it"
 
 _ZERO_WHY = (
@@ -790,9 +789,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     p2p_overlap = _p2p_overlap(training)
     if "overlap_p2p_comm" not in training and core and virtual > 1 and pp > 1:
         p2p_overlap = True
-        assumptions.append(
-            Assumption("training.overlap_p2p_comm", True, _CORE_DEFAULT, ITERATION_FIGURES)
+        why = (
+            "not stated: on, Megatron-Core's default with an interleaved schedule "
+            "(megatron/training/arguments.py: --no-overlap-p2p-communication turns it off)"
         )
+        assumptions.append(Assumption("training.overlap_p2p_comm", True, why, ITERATION_FIGURES))
     flags: dict[str, Any] = {
         "pp": pp,
         "tp": tp,
