@@ -858,7 +858,11 @@ def validate(
         raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
     settings = Path(source).with_name(CASE_SETTINGS_FILE)
     if settings.is_file():
-        cases = with_case_settings(cases, read_config_file(str(settings)), str(settings))
+        raw_settings = read_config_file(str(settings))
+        # The settings name the measurements file they are for (the tiled cases beside it
+        # are another file, whose ids they do not hold).
+        if raw_settings.get("measurements", Path(source).name) == Path(source).name:
+            cases = with_case_settings(cases, raw_settings, str(settings))
     ids = _case_ids(cases)
     unknown = [name for name in only if name not in ids]
     if unknown:
