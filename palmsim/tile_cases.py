@@ -219,7 +219,8 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
         efficiency=hw.tile.efficiency_for(dtype),
         sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
     )
-    time_s = max(compute_s, dram_bytes / _dram_bandwidth(hw))
+    # one op: its fixed launch time, then its compute against its DRAM traffic
+    time_s = hw.tile.op_latency_s + max(compute_s, dram_bytes / _dram_bandwidth(hw))
     out = []
     if _number(measured.get("time_ns")):
         out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))
@@ -746,6 +747,21 @@ def _fit_inverse(scale: list[float], offset: list[float], measured: list[float])
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
 
 
+def _fit_affine(x: list[float], measured: list[float]) -> tuple[float, float]:
+    """``(a, b)`` minimising sum((a + b * x_i) / measured_i - 1)^2 (weighted least squares,
+    closed form)."""
+    w = [1 / m**2 for m in measured]
+    s1 = sum(w)
+    sx = sum(wi * xi for wi, xi in zip(w, x, strict=True))
+    sxx = sum(wi * xi * xi for wi, xi in zip(w, x, strict=True))
+    sy = sum(wi * m for wi, m in zip(w, measured, strict=True))
+    sxy = sum(wi * xi * m for wi, xi, m in zip(w, x, measured, strict=True))
+    det = s1 * sxx - sx * sx
+    b = (s1 * sxy - sx * sy) / det
+    a = (sy - b * sx) / s1
+    return a, b
+
+
 def calibrate_tiles(
     cases: list[Mapping[str, Any]], hw_path: str
 ) -> tuple[list[TileFit], list[tuple[str, str]]]:
@@ -804,12 +820,24 @@ def calibrate_tiles(
         except (CannotExpressError, KeyError, TypeError, ValueError, ArithmeticError) as error:
             unused.append((case_id, str(error)))
     fits: list[TileFit] = []
+    # The op latency: the intercept of time = a + t_peak / e over the GEMMs of one format
+    # that has at least two of different sizes (their efficiency shared), the format with
+    # most cases; the chip's other formats share it.
+    latency_s, latency_format = 0.0, ""
+    pairs = {d: r for d, r in gemm.items() if len({x[1] for x in r}) >= 2}
+    if pairs:
+        latency_format, rows_ = max(sorted(pairs.items()), key=lambda item: len(item[1]))
+        latency_s = max(_fit_affine([r[1] for r in rows_], [r[2] for r in rows_])[0], 0.0)
     for dtype, rows_ in sorted(gemm.items()):
         ids = tuple(r[0] for r in rows_)
         t_peak = [r[1] for r in rows_]
         measured = [r[2] for r in rows_]
-        x = _fit_inverse(t_peak, [0.0] * len(ids), measured)
-        errors = tuple(tp * x / m - 1 for tp, m in zip(t_peak, measured, strict=True))
+        x = _fit_inverse(t_peak, [latency_s] * len(ids), measured)
+        errors = tuple(
+            (latency_s + tp * x) / m - 1 for tp, m in zip(t_peak, measured, strict=True)
+        )
+        if dtype == latency_format:
+            fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
         fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / x, "ratio", ids, errors))
     if dram:
         rates = [r for _, r in dram]

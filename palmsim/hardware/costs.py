@@ -98,7 +98,8 @@ def op_pass_time_s(
       bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
       of its kind (a fused op's pass launches none and takes no time).
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
-      the step's DRAM flows, in parallel).
+      the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
+      pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
     """
     if op.gemm_shape is not None and tile.gemm is not None:
         g = tile.gemm
@@ -137,7 +138,8 @@ def op_pass_time_s(
         launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s
         return tile.memory_ops.time_s(op.kind, all_bytes, kernels), launch_s, 0.0
     time_s = _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
-    return time_s, 0.0, flop / (peak_flop_per_s * tile.compute_efficiency)
+    launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
+    return time_s + launch_s, launch_s, flop / (peak_flop_per_s * tile.compute_efficiency)
 
 
 def _roofline_s(flop: float, sram_bytes: float, tile: TileSpec, peak_flop_per_s: float) -> float:
