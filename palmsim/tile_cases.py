@@ -57,6 +57,7 @@ from palmsim.units import format_quantity
 __all__ = [
     "HARDWARE_OF_SPEC",
     "TENSTORRENT_FIDELITY",
+    "TT_TRANSFORMERS_OPS_PER_LAYER",
     "CannotExpressError",
     "TileFit",
     "allreduce_time_s",
@@ -65,6 +66,7 @@ __all__ = [
     "is_tile_case",
     "line_tree_allreduce_time_s",
     "predict",
+    "substitutions",
 ]
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -86,6 +88,17 @@ HARDWARE_OF_SPEC: dict[str, str] = {
 #: tt_transformers precision table (models/tt_transformers/PERF.md @040a27c1, quoted in the
 #: cases' ``scenario.math_fidelity``): LoFi for bfp4, HiFi2 for bfp8, HiFi4 for bf16.
 TENSTORRENT_FIDELITY: dict[str, str] = {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16": "HiFi4"}
+
+#: Device ops one decoder layer of tenstorrent/tt-metal's models/tt_transformers launches per
+#: pass on one chip, read from its code (decoder.py @01229001, attention.py @00b769dd, mlp.py
+#: @03f118e6, forward_decode): attention norm; QKV matmul, sharded_to_interleaved,
+#: nlp_create_qkv_heads_decode, rotary embedding of Q and of K, paged_update_cache of K and of
+#: V, SDPA decode, to_memory_config, nlp_concat_heads_decode, WO matmul, to_memory_config;
+#: to_memory_config and residual add (decoder); FF norm; W1 and W3 matmuls, mul (SiLU fused),
+#: to_memory_config, W2 matmul, to_memory_config; residual add. Its CCLs (TP > 1) are
+#: palmsim's collectives and not counted here. Read for decode; its prefill path launches as
+#: many (typecasts and paged_fill_cache in place of the layout moves).
+TT_TRANSFORMERS_OPS_PER_LAYER = 23
 
 #: Spellings of number formats in the cases.
 _FORMATS = {
@@ -470,6 +483,37 @@ def _weight_formats(scenario: Mapping[str, Any], wafer_fp16: bool) -> tuple[str,
     return attn, mlp or attn, kv
 
 
+def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """``(key, value, why)`` of each setting palmsim simulates in place of one the case ran
+    and palmsim cannot express; the case's figures rest on them (``validate`` marks them)."""
+    system = (case.get("hardware") or {}).get("system") or {}
+    text = str(system.get("parallelism", ""))
+    out = []
+    if re.search(r"2-?D", text, re.IGNORECASE):
+        tp = re.search(r"TP\s*=\s*(\d+)", text)
+        out.append(
+            (
+                "mapping.tp",
+                f"{tp.group(1) if tp else '?'} as one ring",
+                "the case's 2-D tensor parallelism over the mesh's rows and columns is not "
+                "expressible: palmsim's mapping has one TP group per stage replica, so "
+                "each KV head is replicated on tp / kv_heads chips (that many times the "
+                "cache reads) and every all-reduce runs over one ring of all tp chips",
+            )
+        )
+    scenario = case.get("scenario") or {}
+    demo = str(scenario.get("demo", ""))
+    if "hidden" in (case.get("model") or {}) and demo and "tt_transformers" not in demo:
+        out.append(
+            (
+                "inference.ops_per_layer",
+                "the op graph's",
+                f"the op count of {demo.split()[0]} was not read from its code",
+            )
+        )
+    return out
+
+
 def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
     """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2')."""
     system = case["hardware"]["system"]
@@ -529,6 +573,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     else:
         pp, tp, dp = _parallelism(case)
     attn, mlp, kv = _weight_formats(scenario, wafer)
+    # The serving code's own op count where the case names it (tt_transformers demos).
+    code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
+    ops_per_layer = TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in code else 0
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
     batch = _positive(scenario.get("batch", 1), "batch")
@@ -557,6 +604,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             kv_dtype=kv,
             mlp_weight_dtype=mlp,
             math_fidelity=fidelity,
+            ops_per_layer=ops_per_layer,
         )
 
     def mapping(requests: int) -> MappingSpec:
@@ -833,9 +881,7 @@ def calibrate_tiles(
         t_peak = [r[1] for r in rows_]
         measured = [r[2] for r in rows_]
         x = _fit_inverse(t_peak, [latency_s] * len(ids), measured)
-        errors = tuple(
-            (latency_s + tp * x) / m - 1 for tp, m in zip(t_peak, measured, strict=True)
-        )
+        errors = tuple((latency_s + tp * x) / m - 1 for tp, m in zip(t_peak, measured, strict=True))
         if dtype == latency_format:
             fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
         fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / x, "ratio", ids, errors))

@@ -1033,6 +1033,7 @@ def _inference_schema() -> Schema:
         "math_fidelity": _table_rule(
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
+        "ops_per_layer": _int_rule(minimum=0),
         "mapping": _mapping_rule(required=False),
     }
 

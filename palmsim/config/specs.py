@@ -598,6 +598,12 @@ class InferenceSpec:
         "fidelity of the activation dtype's entry, or the full peak without one",
         default=(),
     )
+    ops_per_layer: int = _f(
+        "device ops one layer launches per pass in the serving code (e.g. 23 in "
+        "tt_transformers' decoder on one chip); each beyond the layer's op-graph kernels "
+        "pays tile.op_latency; 0: the op graph's kernels [count]",
+        default=0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

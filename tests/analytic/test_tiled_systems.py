@@ -76,7 +76,9 @@ def _model() -> ModelSpec:
     )
 
 
-def _inference(hw, *, tp: int, prompt: int, output: int, weight_dtype: str = "bfp8") -> dict:
+def _inference(
+    hw, *, tp: int, prompt: int, output: int, weight_dtype: str = "bfp8", ops_per_layer: int = 0
+) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
         output_len=output,
@@ -84,6 +86,7 @@ def _inference(hw, *, tp: int, prompt: int, output: int, weight_dtype: str = "bf
         dtype="bf16",
         weight_dtype=weight_dtype,
         kv_dtype=weight_dtype,
+        ops_per_layer=ops_per_layer,
     )
     workload = WorkloadSpec(_model(), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
@@ -121,6 +124,19 @@ def test_dram_bound_decode_on_one_chip_is_weight_bytes_over_dram_bandwidth():
     # moves one token's activations and KV over DRAM too (SRAM is full of weights).
     assert tpot == pytest.approx(expected, rel=0.02)
     assert tpot > expected  # those extras only add
+
+
+def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
+    """inference.ops_per_layer = 23 (tt_transformers' decoder layer): each layer launches
+    23 - (its op-graph kernels) more ops, each 16.18 us, in series: the step grows by
+    LAYERS * (23 - graph kernels) * op_latency exactly."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16")
+    graph = sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
+    assert graph < 23
+    base = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
+    more = _inference(hw, tp=1, prompt=1, output=3, ops_per_layer=23)["tpot_s"]
+    assert more - base == pytest.approx(LAYERS * (23 - graph) * 16.18e-6, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- all-reduce
@@ -224,7 +240,8 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
     fits, unused = calibrate_tiles(cases, "hw_configs/wormhole-n150.yaml")
     by_key = {f.key: f for f in fits}
     peak = 64 * 1.024e12
-    (tp1, t1), (tp2, t2) = (2 * 16384**3 / peak, 161968553.07e-9), (2 * 2048**3 / peak, 332493.78e-9)
+    tp1, t1 = 2 * 16384**3 / peak, 161968553.07e-9
+    tp2, t2 = 2 * 2048**3 / peak, 332493.78e-9
     slope = (t1 - t2) / (tp1 - tp2)
     assert by_key["tile.format_efficiency.bf16"].value == pytest.approx(1 / slope, rel=1e-9)
     assert by_key["tile.op_latency"].value == pytest.approx(t1 - slope * tp1, rel=1e-6)
