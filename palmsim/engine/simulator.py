@@ -504,8 +504,8 @@ class Simulator:
             self._record_interval(step, tile, stage, mb, category, start)
             return
         moves = step.dram_read_bytes > 0 or step.dram_write_bytes > 0
-        # The kernels' fixed launch times run in series: their data moves only once they run.
-        serial_s = step.launch_latency_s if moves else 0.0
+        # The ops' fixed latency runs in series: their data moves only once they run.
+        serial_s = step.serial_latency_s if moves else 0.0
         if serial_s > 0:
             yield env.timeout(serial_s)
         events: list[simpy.Event] = [env.timeout(step.compute_time_s - serial_s)]
@@ -556,8 +556,8 @@ class Simulator:
             write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
         else:
             read_drain_s, write_drain_s = read / bandwidth, write / bandwidth
-        # The kernels' fixed launch times run in series with the data movement.
-        launch_s = step.launch_latency_s if read > 0 or write > 0 else 0.0
+        # The ops' fixed latency runs in series with the data movement.
+        launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
         delay_s = step.compute_time_s - launch_s
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:

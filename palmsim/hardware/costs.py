@@ -60,6 +60,16 @@ class PassCost:
     dram_write_bytes: float
     launch_latency_s: float = 0.0
     flop_time_s: float = 0.0
+    # The part of launch_latency_s that runs before the pass's DRAM traffic flows: the tile's
+    # op latency (tile.op_latency_s) of the ops costed by the roofline.
+    serial_latency_s: float = 0.0
+
+
+def _roofline_op(op: Op, flop: float, tile: TileSpec) -> bool:
+    """Whether ``op`` is costed by the roofline (no GEMM model for it, not a memory-bound op
+    of a tile with ``memory_ops``)."""
+    gemm = op.gemm_shape is not None and tile.gemm is not None
+    return not gemm and not (flop == 0.0 and tile.memory_ops is not None)
 
 
 def gemm_operand_bandwidth_bytes_per_s(hw: HardwareSpec) -> float:
@@ -101,7 +111,7 @@ def op_pass_time_s(
       the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
       pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
     """
-    if op.gemm_shape is not None and tile.gemm is not None:
+    if op.gemm_shape is not None and tile.gemm is not None:  # not _roofline_op
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
 
@@ -175,6 +185,7 @@ def pass_cost(
     left to :func:`accumulation_cost`.
     """
     compute_s = flop_total = sram_total = dram_read = dram_write = launch_s = flop_s = 0.0
+    serial_s = 0.0
     for op in ops:
         part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
         weights = op.weight_bytes
@@ -210,10 +221,14 @@ def pass_cost(
         )
         compute_s += time_s
         launch_s += op_launch_s
+        if _roofline_op(op, flop, tile):
+            serial_s += op_launch_s
         flop_s += op_flop_s
         flop_total += flop
         sram_total += sram
-    return PassCost(compute_s, flop_total, sram_total, dram_read, dram_write, launch_s, flop_s)
+    return PassCost(
+        compute_s, flop_total, sram_total, dram_read, dram_write, launch_s, flop_s, serial_s
+    )
 
 
 def accumulation_cost(

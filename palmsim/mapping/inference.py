@@ -438,6 +438,7 @@ class _Lowering:
                         step,
                         compute_time_s=step.compute_time_s + extra_s,
                         launch_latency_s=step.launch_latency_s + extra_s,
+                        serial_latency_s=step.serial_latency_s + extra_s,
                     )
                 steps.append(step)
                 if b.name == "attn" and ctx + new_tokens > 0:

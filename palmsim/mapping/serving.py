@@ -246,6 +246,7 @@ class ServingPlan:
                 c.dram_write_bytes,
                 launch_latency_s=c.launch_latency_s,
                 flop_time_s=c.flop_time_s,
+                serial_latency_s=c.serial_latency_s,
                 block=kind,
                 op=kind,
             )

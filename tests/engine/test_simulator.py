@@ -215,12 +215,14 @@ def test_a_private_hbm_port_shares_read_and_write_max_min(compute_s, read, write
 
 
 @pytest.mark.parametrize("launch_s", [10e-6, 0.9e-3])
-def test_a_steps_launch_latency_runs_before_its_dram_traffic(launch_s):
-    """A step of 1 ms (of which launch_s are its kernels' fixed launch times) reading 1 GB over
-    a private HBM port (2039 GB/s, 100 ns): the read starts after the launch, so the step
+def test_a_steps_serial_latency_runs_before_its_dram_traffic(launch_s):
+    """A step of 1 ms (of which launch_s are its ops' fixed latency, serial_latency_s) reading
+    1 GB over a private HBM port (2039 GB/s, 100 ns): the read starts after it, so the step
     lasts launch + max(1 ms - launch, 1 GB / B + 100 ns), not max(1 ms, ...)."""
     chip = Chip.from_spec(cluster_spec(nodes=1, gpus=2))
-    step = ComputeStep("f", 1e-3, 0.0, 0.0, 1e9, 0.0, launch_latency_s=launch_s)
+    step = ComputeStep(
+        "f", 1e-3, 0.0, 0.0, 1e9, 0.0, launch_latency_s=launch_s, serial_latency_s=launch_s
+    )
     program = _forward_only(step, steps=(("F", 0),))
     plan = dataclasses.replace(_plan([program], (((0,),),), 1), dram_port_of_tile=((0, 0),))
     trace = Simulator(chip, plan).run()
