@@ -13,7 +13,8 @@ Kinds of case and how each is predicted:
 - **GEMM** (``model`` has ``M``, ``K``, ``N``): one ``M x K x N`` matmul spread evenly over the
   case's core grid, :func:`palmsim.hardware.compute.op_time_s` with the cores' peak at the
   case's format and math fidelity and the config's GEMM efficiency for that format, against
-  its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth; ``time_ns``.
+  its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth, after the
+  chip's fixed op latency (``tile.op_latency``); ``time_ns``.
 - **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
 - **all-reduce** over ``n`` chips of ``S`` bytes, simulated alone by the engine on the first
   ``n`` chips in palmsim's TP ring order (its closed form is :func:`allreduce_time_s`);
@@ -819,7 +820,10 @@ def calibrate_tiles(
     used; end-to-end rows never are. Fits (each minimising the squared relative error of the
     model :func:`predict` uses):
 
-    - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = t_peak / e``;
+    - ``tile.op_latency`` and the efficiency of one format together: the GEMMs of the format
+      with most cases of at least two sizes, ``time = a + t_peak / e`` (the intercept a is
+      the chip's op latency, shared by its other formats);
+    - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = a + t_peak / e``;
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
     - ``noc.inter_die_bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``.
 
