@@ -281,6 +281,7 @@ class ServingPlan:
             sum(p.sram_bytes for p in parts),
             sum(p.dram_read_bytes for p in parts),
             sum(p.dram_write_bytes for p in parts),
+            serial_latency_s=sum(p.serial_latency_s for p in parts),
         )
         allreduce = self._linear(shape.num_tokens)[2]
 
