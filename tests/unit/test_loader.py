@@ -261,6 +261,7 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "moe_capacity_factor": None,
         "expert_load": "uniform",
         "expert_load_concentration": 1.0,
+        "attention": "unfused",
     }
     assert out["name"] == "stem"
     assert out["mode"] == "training"
@@ -962,6 +963,7 @@ def test_spec_to_raw_hardware_file_format(tmp_path: Path) -> None:
             "sram_capacity": "0 B",
             "sram_bandwidth": "0 B/s",
             "compute_efficiency": 1.0,
+            "attention": None,
             "gemm": None,
             "memory_ops": None,
         },
