@@ -35,6 +35,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from palmsim.config.specs import (
     DTYPE_BYTES,
@@ -96,16 +97,23 @@ class BatchShape:
     cached_pairs: int
 
 
-def batch_shape(entries: Sequence[tuple[int, int, bool]]) -> BatchShape:
-    """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request."""
-    return BatchShape(
-        num_tokens=sum(q for q, _, _ in entries),
-        num_sampled=sum(1 for _, _, s in entries if s),
-        chunks=tuple(sorted(q for q, _, _ in entries if q > 1)),
-        num_single=sum(1 for q, _, _ in entries if q == 1),
-        cached_tokens=sum(c for _, c, _ in entries),
-        cached_pairs=sum(q * c for q, c, _ in entries),
-    )
+def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
+    """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request (any
+    sequence whose items start with those three)."""
+    tokens = sampled = single = cached = pairs = 0
+    chunks = []
+    for e in entries:  # one pass: this runs once per iteration
+        q, c, s = e[0], e[1], e[2]
+        tokens += q
+        sampled += s
+        cached += c
+        pairs += q * c
+        if q == 1:
+            single += 1
+        elif q > 1:
+            chunks.append(q)
+    chunks.sort()
+    return BatchShape(tokens, sampled, tuple(chunks), single, cached, pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,18 +269,46 @@ class ServingPlan:
         on one stage a segment's duration does not depend on what ran before it. With one
         tile the attention's cache step is a segment of its own (``kv``).
         """
-        key = ("segments", shape, s)
+        before, attention, allreduce, after = self._fixed_segments(
+            shape.num_tokens, shape.chunks, shape.num_single, shape.num_sampled, s
+        )
+        tp = self.serving.tp
+        stage = self.stages[s]
+        num_layers = stage.layers[1] - stage.layers[0]
+        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
+        if tp == 1:
+            attn = ("attn", (attention,), num_layers)
+            if kv is None:
+                return (*before, attn, *after)
+            # One tile: every step ends with its own DRAM flows, a segment boundary too, so
+            # the cache step (new every iteration) is costed apart from the block's ops.
+            return (*before, attn, ("kv", (kv,), num_layers), *after)
+        steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
+        return (*before, ("attn", (*steps, allreduce), num_layers), *after)
+
+    def _fixed_segments(
+        self, tokens: int, chunks: tuple[int, ...], num_single: int, num_sampled: int, s: int
+    ) -> tuple[
+        tuple[tuple[str, tuple[Step, ...], int], ...],
+        ComputeStep,
+        CollectiveStep,
+        tuple[tuple[str, tuple[Step, ...], int], ...],
+    ]:
+        """The parts of stage ``s``'s segments that do not depend on the cached tokens
+        (cached, since batches of the same token counts recur): the segments before the
+        attention, its step without the cache step, its all-reduce, and those after it."""
+        key = ("fixed", tokens, chunks, num_single, num_sampled, s)
         hit = self._cache.get(key)
         if hit is not None:
             return hit  # type: ignore[return-value]
         tp, pp = self.serving.tp, self.serving.pp
-        stage = self.stages[s]
+        num_layers = self.stages[s].layers[1] - self.stages[s].layers[0]
         # pass_cost sums its ops' times, FLOP and bytes, so the attention block's step is the
         # sum of its per-token part and each request group's core.
-        parts = [self._step("attn", shape.num_tokens, 1, s)]
-        parts += [self._step("core", q, 1, s) for q in shape.chunks]
-        if shape.num_single:
-            parts.append(self._step("core", 1, shape.num_single, s))
+        parts = [self._step("attn", tokens, 1, s)]
+        parts += [self._step("core", q, 1, s) for q in chunks]
+        if num_single:
+            parts.append(self._step("core", 1, num_single, s))
         attention = ComputeStep(
             "attn",
             sum(p.compute_time_s for p in parts),
@@ -281,36 +317,31 @@ class ServingPlan:
             sum(p.dram_read_bytes for p in parts),
             sum(p.dram_write_bytes for p in parts),
         )
-        allreduce = self._linear(shape.num_tokens)[2]
+        allreduce_bytes = self._linear(tokens)[2]
 
         def reduced(kind: str, steps: list[Step]) -> tuple[Step, ...]:
             if tp > 1:  # Megatron's g operator (and the vocab-parallel embedding's sum)
-                steps.append(CollectiveStep(f"{kind}.ar", CollectiveKind.ALLREDUCE, allreduce))
+                steps.append(
+                    CollectiveStep(f"{kind}.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
+                )
             return tuple(steps)
 
-        out: list[tuple[str, tuple[Step, ...], int]] = []
+        before: list[tuple[str, tuple[Step, ...], int]] = []
         if s > 0 and tp > 1:
-            gather = self._p2p(shape.num_tokens)[1]
+            gather = self._p2p(tokens)[1]
             if gather > 0:
-                out.append(("recv", (CollectiveStep("recv", CollectiveKind.ALLGATHER, gather),), 1))
+                before.append(
+                    ("recv", (CollectiveStep("recv", CollectiveKind.ALLGATHER, gather),), 1)
+                )
         if s == 0:
-            out.append(
-                ("embed", reduced("embed", [self._step("embed", shape.num_tokens, 1, s)]), 1)
-            )
-        num_layers = stage.layers[1] - stage.layers[0]
-        attn: list[Step] = [attention]
-        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
-        if kv is not None and tp > 1:
-            attn.append(kv)
-        out.append(("attn", reduced("attn", attn), num_layers))
-        if kv is not None and tp == 1:
-            # One tile: every step ends with its own DRAM flows, a segment boundary too, so
-            # the cache step (new every iteration) is simulated apart from the block's ops.
-            out.append(("kv", (kv,), num_layers))
-        out.append(("mlp", reduced("mlp", [self._step("mlp", shape.num_tokens, 1, s)]), num_layers))
-        if s == pp - 1 and shape.num_sampled:
-            out.append(("head", (self._step("head", shape.num_sampled, 1, s),), 1))
-        result = tuple(out)
+            before.append(("embed", reduced("embed", [self._step("embed", tokens, 1, s)]), 1))
+        after: list[tuple[str, tuple[Step, ...], int]] = [
+            ("mlp", reduced("mlp", [self._step("mlp", tokens, 1, s)]), num_layers)
+        ]
+        if s == pp - 1 and num_sampled:
+            after.append(("head", (self._step("head", num_sampled, 1, s),), 1))
+        allreduce = CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
+        result = (tuple(before), attention, allreduce, tuple(after))
         self._cache[key] = result
         return result
 

@@ -150,6 +150,7 @@ def summarize_serving(trace: ServingTrace, slo: SloSpec) -> dict[str, Any]:
         "kv_cache_blocks": trace.num_kv_blocks,
         "num_iterations": len(trace.iterations),
         "num_shapes_simulated": trace.num_shapes_costed,
+        "num_iterations_closed_form": trace.num_closed_form,
         "replicas_share_channels": bool(trace.metadata.get("replicas_share_channels", False)),
         "wall_time_s": trace.wall_time_s,
     }
@@ -205,7 +206,7 @@ def format_serving_table(summary: dict[str, Any]) -> str:
         (
             "iterations",
             f"{summary['num_iterations']} ({summary['num_shapes_simulated']} distinct "
-            "segments simulated)",
+            f"segments simulated, {summary['num_iterations_closed_form']} in closed form)",
         ),
     ]
     width = max(len(k) for k, _ in rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from palmsim.config.specs import SchedulerSpec
 from palmsim.serving.kvcache import BlockPool
@@ -56,18 +57,21 @@ class RequestState:
         return self.request.prompt_tokens + self.num_generated
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One request's share of an iteration: ``new_tokens`` computed over ``cached_tokens``."""
+class Entry(NamedTuple):
+    """One request's share of an iteration: ``new_tokens`` computed over ``cached_tokens``;
+    ``samples``: whether the iteration samples a token of the request (it computes the last
+    of the request's known tokens)."""
 
-    state: RequestState
     new_tokens: int
     cached_tokens: int
+    samples: bool
+    state: RequestState
 
-    @property
-    def samples(self) -> bool:
-        """Whether this iteration samples a token of the request."""
-        return self.cached_tokens + self.new_tokens == self.state.known_tokens
+
+def _entry(state: RequestState, new_tokens: int) -> Entry:
+    cached = state.num_computed
+    known = state.request.prompt_tokens + state.num_generated
+    return Entry(new_tokens, cached, cached + new_tokens == known, state)
 
 
 class Scheduler:
@@ -140,16 +144,26 @@ class Scheduler:
         budget = spec.max_num_batched_tokens
         entries: list[Entry] = []
         preempted = False
+        chunked = spec.enable_chunked_prefill
+        block_size = pool.block_size
+        running = self.running
         i = 0
-        while i < len(self.running) and budget > 0:
-            state = self.running[i]
-            new = state.known_tokens - state.num_computed
-            if spec.enable_chunked_prefill:
+        while i < len(running) and budget > 0:
+            state = running[i]
+            computed = state.num_computed
+            new = state.request.prompt_tokens + state.num_generated - computed
+            if chunked:
                 new = min(new, budget)
             elif new > budget:
                 i += 1
                 continue
-            total = state.num_computed + new
+            total = computed + new
+            if total <= (state.num_blocks + state.shared_blocks) * block_size:
+                # fits in the blocks it holds (most decodes): nothing to allocate
+                entries.append(_entry(state, new))
+                budget -= new
+                i += 1
+                continue
             while not pool.can_hold(state.num_blocks + state.shared_blocks, total):
                 victim = self.running.pop()
                 self._preempt(victim)
@@ -159,7 +173,7 @@ class Scheduler:
             else:
                 held = state.num_blocks + state.shared_blocks
                 state.num_blocks = pool.grow(held, total) - state.shared_blocks
-                entries.append(Entry(state, new, state.num_computed))
+                entries.append(_entry(state, new))
                 budget -= new
                 i += 1
                 continue
@@ -191,7 +205,7 @@ class Scheduler:
                     self.prefix_users += 1
                 state.num_blocks = pool.grow(shared, state.num_computed + new) - shared
                 self.running.append(state)
-                entries.append(Entry(state, new, state.num_computed))
+                entries.append(_entry(state, new))
                 budget -= new
                 if state.first_scheduled_s is None:
                     state.first_scheduled_s = now_s

@@ -126,3 +126,28 @@ def test_least_loaded_router_picks_the_emptiest_replica_lowest_index_on_ties():
 def test_serving_overrides_are_refused_by_palmsim_run(capsys):
     assert main(["run", "--set", "serving.traffic.rate_per_s=3"]) == 2
     assert "serving.* is for palmsim serve" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entries", SHAPES, ids=["prefill", "decode", "mixed"])
+def test_one_gpu_iteration_in_closed_form_equals_simulating_each_segment(entries):
+    """A one-GPU replica (its HBM port its own) is costed with no Simulator: each segment's
+    one compute step is max(compute, DRAM drain + latency); simulating each segment alone
+    gives the same durations, bit for bit."""
+    hw = cluster_spec(nodes=1, gpus=4)
+    mdl = model(layers=3, hidden=256, heads=4)
+    spec = serving_spec(TrafficSpec("poisson"))
+    spec = type(spec)(
+        **{**{f: getattr(spec, f) for f in spec.__slots__}, "replicas": 2, "dtype": "fp16"}
+    )
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, mdl, chip)
+    shape = batch_shape(entries)
+    sim = ServingSimulator(chip, plan, ())
+    closed = sim.iteration_time_s(1, shape)
+    assert sim._num_closed_form == 1 and not sim._segment_costs  # no Simulator built
+    simulated = 0.0
+    for _, steps, repeats in plan.segments(shape, 0):
+        run = Simulator(chip, plan.segment_plan(1, steps)).run()
+        assert any(f.size_bytes > 0 for f in run.flows)  # the step moves DRAM bytes
+        simulated += repeats * run.end_time_s
+    assert closed == simulated
