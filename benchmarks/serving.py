@@ -4,8 +4,8 @@ node (Llama-3-8B, 8 one-GPU replicas, ShareGPT-like lengths), run on demand.
     python benchmarks/serving.py            # the issue's scenario
     python benchmarks/serving.py --quick    # 1,000 requests
 
-Prints the wall time of the serving simulation, its iterations and distinct segments
-simulated, and its time per iteration against bare SimPy's time per event measured in the
+Prints the wall time of the serving simulation, its iterations, the distinct segments
+simulated and the iterations timed in closed form, and its time per iteration against bare SimPy's time per event measured in the
 same run (one process yielding ``env.timeout(1.0)`` a million times).
 """
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  simulated time                              {result.trace.end_time_s:.1f} s")
     print(f"  iterations                                  {s['num_iterations']}")
     print(f"  distinct segments simulated                 {s['num_shapes_simulated']}")
+    print(f"  iterations timed in closed form             {s['num_iterations_closed_form']}")
     print(f"  time per iteration                          {per_iteration * 1e6:.1f} us")
     print(f"  bare SimPy time per event                   {bare * 1e6:.3f} us")
     print(f"  ratio (per iteration / bare SimPy event)    {per_iteration / bare:.0f}")
