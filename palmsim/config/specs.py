@@ -741,7 +741,7 @@ class ExperimentSpec:
 #: Request-length distributions the traffic generator knows (``TrafficSpec.lengths``).
 SERVING_LENGTHS = ("fixed", "sharegpt", "summarization", "code")
 #: Arrival processes (``TrafficSpec.arrival``).
-SERVING_ARRIVALS = ("poisson", "gamma", "trace")
+SERVING_ARRIVALS = ("poisson", "gamma", "trace", "closed")
 #: Routers between replicas (``ServingSpec.router``).
 SERVING_ROUTERS = ("round_robin", "least_loaded")
 
@@ -750,12 +750,20 @@ SERVING_ROUTERS = ("round_robin", "least_loaded")
 class TrafficSpec:
     """Which requests arrive when: an arrival process and a length distribution."""
 
-    arrival: str = _f("'poisson', 'gamma' (bursty, with cv) or 'trace' (a CSV file)")
+    arrival: str = _f(
+        "'poisson', 'gamma' (bursty, with cv), 'trace' (a CSV file) or 'closed' (a closed "
+        "loop of concurrency clients, each sending its next request when the last finished)"
+    )
     rate_per_s: float = _f("mean arrival rate [requests/s] (poisson, gamma)", default=1.0)
     cv: float = _f(
         "coefficient of variation of inter-arrival times (gamma; 1 = Poisson)", default=1.0
     )
-    num_requests: int = _f("requests to generate (poisson, gamma)", default=100)
+    num_requests: int = _f("requests to generate (poisson, gamma, closed)", default=100)
+    concurrency: int = _f(
+        "requests in flight at once (closed), as vLLM's benchmark --max-concurrency with "
+        "--request-rate inf",
+        default=1,
+    )
     lengths: str = _f(
         "length distribution: 'fixed', 'sharegpt', 'summarization' or 'code'", default="fixed"
     )

@@ -15,6 +15,7 @@ links between regions of a wafer) each replica is still costed alone; the summar
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,7 @@ class ServingSimulator:
         self._handoffs = 0
         self._wake: list[simpy.Event | None] = [None] * self.num_replicas
         self._arrivals_done = False
+        self._slot_free: simpy.Event | None = None  # closed loop: a request in flight finished
         self._costs: dict[tuple[int, BatchShape], float] = {}
         self._num_closed_form = 0
         # Per replica: (bandwidth, latency) of its DRAM port when it is one tile whose port no
@@ -274,10 +276,18 @@ class ServingSimulator:
         Yields timeouts; records the replica's queue after every admitted request."""
         env = self.env
         router = self.plan.serving.router
+        traffic = self.plan.serving.traffic
+        closed = traffic.arrival == "closed"
         for index, request in enumerate(self.requests):
-            delay = request.arrival_s - env.now
-            if delay > 0:
-                yield env.timeout(delay)
+            if closed:  # a client sends its next request when its last one has finished
+                while self._remaining >= traffic.concurrency:
+                    self._slot_free = env.event()
+                    yield self._slot_free
+                request = dataclasses.replace(request, arrival_s=env.now)
+            else:
+                delay = request.arrival_s - env.now
+                if delay > 0:
+                    yield env.timeout(delay)
             pool = self.schedulers[: self.num_prefill or self.num_replicas]
             replica = route(router, index, [s.num_outstanding for s in pool])
             state = RequestState(request, replica)
@@ -374,6 +384,9 @@ class ServingSimulator:
                     env.process(self._hand_off(state))
                 else:
                     self._remaining -= 1
+                    slot = self._slot_free
+                    if slot is not None and not slot.triggered:
+                        slot.succeed()
             if self._remaining == 0 and self._arrivals_done:
                 for r in range(self.num_replicas):
                     self._notify(r)

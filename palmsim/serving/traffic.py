@@ -6,7 +6,11 @@ Arrival processes:
 - ``gamma``: gamma inter-arrival times of mean ``1/rate`` and coefficient of variation ``cv``
   (shape ``k = 1/cv²``, scale ``1/(rate·k)``); ``cv > 1`` is bursty, ``cv = 1`` is Poisson. This
   is the bursty process of AlpaServe (Li et al., OSDI 2023, Sec. 6.1) and DistServe;
-- ``trace``: the rows of a CSV file, used as given.
+- ``trace``: the rows of a CSV file, used as given;
+- ``closed``: a closed loop of ``concurrency`` clients (vLLM's ``benchmark_serving``
+  ``--max-concurrency`` with ``--request-rate inf``): the first ``concurrency`` requests arrive
+  at 0 and each later one the instant a request in flight finishes. Their arrival times are
+  set by the simulation; here they are 0.
 
 Length distributions (``lengths``), each a log-normal with the median and 90th percentile of
 its data set (``mu = ln(median)``, ``sigma = ln(p90 / median) / z₀.₉`` with ``z₀.₉ = 1.2816``,
@@ -97,7 +101,9 @@ def generate_requests(
     else:
         n = traffic.num_requests
         mean_gap_s = 1.0 / traffic.rate_per_s
-        if traffic.arrival == "poisson":
+        if traffic.arrival == "closed":
+            gaps = np.zeros(n)
+        elif traffic.arrival == "poisson":
             gaps = rng.exponential(mean_gap_s, n)
         else:
             shape = 1.0 / traffic.cv**2
