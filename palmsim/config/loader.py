@@ -2148,6 +2148,8 @@ def _bounded_int_rule(minimum: int, maximum: int) -> Rule:
 
 def _serving_schema() -> Schema:
     dtypes = ("fp32", "fp16", "bf16")
+    stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
+    mlp = _choice_rule(stored)
     return {
         "name": _str_rule(required=False),
         "description": _str_rule(required=False),
@@ -2185,8 +2187,14 @@ def _serving_schema() -> Schema:
         "pp": _int_rule(),
         "placement": _str_rule(),
         "dtype": _choice_rule(dtypes),
-        "weight_dtype": _choice_rule((*dtypes, "int8")),
-        "kv_dtype": _choice_rule((*dtypes, "int8")),
+        "weight_dtype": _choice_rule(stored),
+        "kv_dtype": _choice_rule(stored),
+        "mlp_weight_dtype": Rule(
+            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
+        ),
+        "math_fidelity": _table_rule(
+            stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
+        ),
     }
 
 
@@ -2316,5 +2324,8 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
         slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
         **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
         placement=values["placement"],
-        **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype")},
+        **{
+            k: values[k]
+            for k in ("dtype", "weight_dtype", "kv_dtype", "mlp_weight_dtype", "math_fidelity")
+        },
     )

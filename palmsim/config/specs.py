@@ -831,5 +831,15 @@ class ServingSpec:
     pp: int = _f("pipeline stages of a replica", default=1)
     placement: str = _f("placement strategy of the replicas' tiles", default="snake")
     dtype: str = _f("activations and compute: fp32, fp16 or bf16", default="bf16")
-    weight_dtype: str = _f("weights: fp32, fp16, bf16 or int8", default="bf16")
-    kv_dtype: str = _f("KV cache: fp32, fp16, bf16 or int8", default="bf16")
+    weight_dtype: str = _f("weights: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")
+    kv_dtype: str = _f("KV cache: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")
+    mlp_weight_dtype: str | None = _f(
+        "MLP weights when they differ from weight_dtype (e.g. Tenstorrent's bfp4 MLP with "
+        "bfp8 attention); None: weight_dtype",
+        default=None,
+    )
+    math_fidelity: tuple[tuple[str, str], ...] = _f(
+        "math fidelity of the GEMMs by weight dtype, as (dtype, fidelity) pairs, on a chip "
+        "with tile.fidelity_passes (as the inference section's)",
+        default=(),
+    )

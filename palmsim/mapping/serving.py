@@ -153,8 +153,14 @@ class ServingPlan:
     def _training(self, seq_len: int) -> TrainingSpec:
         return TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=self.serving.dtype)
 
-    def _weights(self, ops: Sequence[Op]) -> list[Op]:
-        elem = DTYPE_BYTES[self.serving.weight_dtype]
+    def _block_dtype(self, kind: str) -> str:
+        """The format a block's weights are stored in: the MLP's may differ from the rest."""
+        if kind == "mlp" and self.serving.mlp_weight_dtype:
+            return self.serving.mlp_weight_dtype
+        return self.serving.weight_dtype
+
+    def _weights(self, ops: Sequence[Op], kind: str = "attn") -> list[Op]:
+        elem = DTYPE_BYTES[self._block_dtype(kind)]
         return [
             dataclasses.replace(op, weight_bytes=op.params * elem) if op.weight_bytes else op
             for op in ops
@@ -170,7 +176,7 @@ class ServingPlan:
             attn, mlp = layer_blocks(self.model, self._training(tokens), 1, tp)
             attn_ops = self._weights([op for op in attn.ops if op.name not in _CORE_OPS])
             embed = self._weights(embedding_block(self.model, self._training(tokens), 1, tp).ops)
-            hit = (attn_ops, self._weights(mlp.ops), attn.allreduce_fwd_bytes, embed)
+            hit = (attn_ops, self._weights(mlp.ops, "mlp"), attn.allreduce_fwd_bytes, embed)
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
 
@@ -236,11 +242,16 @@ class ServingPlan:
                 attn_ops, mlp_ops, _, embed = self._linear(size)
                 ops = {"attn": attn_ops, "mlp": mlp_ops, "embed": embed}[kind]
             hw = self.hardware
+            # As the inference mapping costs a block: the GEMM efficiency of its weights'
+            # format, the activation dtype's peak at the math fidelity of that format.
+            dtype = self._block_dtype(kind)
+            tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype))
+            peak = hw.tile.peak_for(self.serving.dtype, dict(self.serving.math_fidelity).get(dtype))
             c = pass_cost(
                 ops,
                 "F",
-                hw.tile,
-                self.peak_flop_per_s,
+                tile,
+                peak,
                 0,
                 self.stages[s].where,
                 gemm_operand_bandwidth_bytes_per_s(hw),
@@ -450,7 +461,8 @@ def map_serving(
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     try:
-        peak = hardware.tile.peak_for(serving.dtype)
+        # the attention over the cache runs at the activation dtype's fidelity
+        peak = hardware.tile.peak_for(serving.dtype, dict(serving.math_fidelity).get(serving.dtype))
     except KeyError:
         raise ConfigError.single(
             hardware.name,
@@ -468,6 +480,7 @@ def map_serving(
     attn_ops, mlp_ops, _, embed = probe._linear(sched.max_num_batched_tokens)
     head = probe._head(min(sched.max_num_seqs, sched.max_num_batched_tokens))
     w_elem = DTYPE_BYTES[serving.weight_dtype]
+    mlp_elem = DTYPE_BYTES[serving.mlp_weight_dtype or serving.weight_dtype]
     working = float(max(op.bytes_fwd for op in attn_ops + mlp_ops))
     port_of = [(t, chip.home_dram_port(t)) for rep in stage_tiles for st in rep for t in st]
     used_on_port: dict[int, int] = {}
@@ -479,10 +492,11 @@ def map_serving(
     demands: list[tuple[int, int, float, float]] = []  # first, last, weights, KV B/token
     blocks: int | None = None
     for s, (first, last) in enumerate(layer_ranges):
-        own = (attn_ops + mlp_ops) * (last - first)
+        own = attn_ops * (last - first)
         own += embed if s == 0 else []
         own += head if s == pp - 1 else []
         weights = float(sum(op.params for op in own)) * w_elem
+        weights += float(sum(op.params for op in mlp_ops)) * (last - first) * mlp_elem
         kv_per_token = kv_cache_bytes(last - first, kv_t, model.head_dim, 1, 1, kv_elem)
         demands.append((first, last, weights, kv_per_token))
         for rep in stage_tiles:

@@ -151,3 +151,22 @@ def test_one_gpu_iteration_in_closed_form_equals_simulating_each_segment(entries
         assert any(f.size_bytes > 0 for f in run.flows)  # the step moves DRAM bytes
         simulated += repeats * run.end_time_s
     assert closed == simulated
+
+
+@pytest.mark.parametrize(("mlp_dtype", "mlp_bytes"), [(None, 2.0), ("int8", 1.0), ("bfp4", 0.5625)])
+def test_mlp_weights_in_their_own_format(mlp_dtype, mlp_bytes):
+    """``mlp_weight_dtype`` stores the MLP's weights in its format, the rest in weight_dtype:
+    a GPT layer has 4h² + 4h attention weights and biases plus 2h of norm, and 8h² + 5h MLP
+    weights and biases plus 2h of norm; the embedding V·h + S·h, the final norm 2h (the head
+    is tied). bfp4 is half a byte per element plus one shared exponent byte per block of 16
+    (Tenstorrent's block floating point)."""
+    import dataclasses
+
+    layers, h, vocab, seq = 2, 256, 512, 4096
+    hw = cluster_spec(nodes=1, gpus=1)
+    mdl = model(layers=layers, hidden=h, heads=4, vocab=vocab, seq=seq)
+    spec = dataclasses.replace(serving_spec(TrafficSpec("poisson")), mlp_weight_dtype=mlp_dtype)
+    plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
+    rest = layers * (4 * h * h + 6 * h) + vocab * h + seq * h + 2 * h
+    mlp = layers * (8 * h * h + 7 * h)
+    assert plan.stages[0].breakdown.weights == 2.0 * rest + mlp_bytes * mlp
