@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from palmsim import tile_cases
+from palmsim import serving_cases, tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
 from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.engine.records import RunTrace
@@ -858,7 +858,10 @@ def validate(
         raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
     settings = Path(source).with_name(CASE_SETTINGS_FILE)
     if settings.is_file():
-        cases = with_case_settings(cases, read_config_file(str(settings)), str(settings))
+        extra = read_config_file(str(settings))
+        # the settings are for one measurements file (``for:``), not every file beside them
+        if extra.get("for", Path(DEFAULT_MEASUREMENTS).name) == Path(source).name:
+            cases = with_case_settings(cases, extra, str(settings))
     ids = _case_ids(cases)
     unknown = [name for name in only if name not in ids]
     if unknown:
@@ -905,6 +908,13 @@ def _run_one(
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
                 raise NotRun(f"got {case!r}; expected a mapping of case fields")
+            if serving_cases.is_serving_case(case):  # a published serving benchmark
+                try:
+                    figures = serving_cases.predict(case)
+                except tile_cases.CannotExpressError as why:
+                    raise NotRun(str(why)) from None
+                comparisons = [Comparison(case_id, m, v, p) for m, v, p in figures]
+                return replace(report, comparisons=(*report.comparisons, *comparisons))
             if tile_cases.is_tile_case(case):  # the tiled-accelerator format
                 try:
                     figures = tile_cases.predict(case)
