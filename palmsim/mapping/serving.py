@@ -160,9 +160,15 @@ class ServingPlan:
         return self.serving.weight_dtype
 
     def _weights(self, ops: Sequence[Op], kind: str = "attn") -> list[Op]:
+        """The ops with their weights read in the block's stored format. A tied LM head
+        owns no parameters (the embedding holds them) but reads the whole matrix: its
+        elements are its weight bytes over the activation dtype's size."""
         elem = DTYPE_BYTES[self._block_dtype(kind)]
+        act = DTYPE_BYTES[self.serving.dtype]
         return [
-            dataclasses.replace(op, weight_bytes=op.params * elem) if op.weight_bytes else op
+            dataclasses.replace(op, weight_bytes=(op.params or op.weight_bytes / act) * elem)
+            if op.weight_bytes
+            else op
             for op in ops
         ]
 

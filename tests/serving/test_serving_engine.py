@@ -170,3 +170,18 @@ def test_mlp_weights_in_their_own_format(mlp_dtype, mlp_bytes):
     rest = layers * (4 * h * h + 6 * h) + vocab * h + seq * h + 2 * h
     mlp = layers * (8 * h * h + 7 * h)
     assert plan.stages[0].breakdown.weights == 2.0 * rest + mlp_bytes * mlp
+
+
+def test_a_tied_lm_head_still_reads_its_matrix():
+    """With tied embeddings the head owns no parameters, but each step that samples reads the
+    whole V x h matrix, and the final LayerNorm its 2h weights and biases (in the weight
+    format: here int8, one byte per element)."""
+    import dataclasses
+
+    h, vocab = 256, 512
+    hw = cluster_spec(nodes=1, gpus=1)
+    mdl = model(layers=2, hidden=h, heads=4, vocab=vocab)
+    assert mdl.tie_word_embeddings
+    spec = dataclasses.replace(serving_spec(TrafficSpec("poisson")), weight_dtype="int8")
+    plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
+    assert sum(op.weight_bytes for op in plan._head(1)) == (vocab * h + 2 * h) * 1.0
