@@ -52,6 +52,7 @@ from palmsim.config.specs import (
     MEMORY_OP_KINDS,
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
+    SERVING_PREEMPTION_MODES,
     SERVING_ROUTERS,
     YIELD_MODELS,
     ClusterSpec,
@@ -61,6 +62,7 @@ from palmsim.config.specs import (
     EnergySpec,
     GemmSpec,
     HardwareSpec,
+    HostSpec,
     InferenceSpec,
     LinkSpec,
     MappingSpec,
@@ -912,6 +914,14 @@ def hardware_schema(kind: str) -> Schema:
     schema["energy"] = _energy_rule(kind)
     schema["cost"] = _cost_rule()
     schema["defects"] = _defects_rule()
+    schema["host"] = _section_rule(
+        {
+            "capacity": _quantity_rule("bytes", positive=True),
+            "bandwidth": _quantity_rule("bandwidth", positive=True),
+            "latency": _quantity_rule("time", positive=False),
+        },
+        lambda v: HostSpec(v["capacity"], v["bandwidth"], v["latency"]),
+    )
     return schema
 
 
@@ -1401,6 +1411,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         energy=values.get("energy"),
         cost=values.get("cost"),
         defects=values.get("defects"),
+        host=values.get("host"),
     )
     return coarsen(spec, granularity) if granularity != (1, 1) else spec
 
@@ -2035,6 +2046,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:
         raw["cost"] = _cost_to_raw(spec.cost)
+    if spec.host is not None:
+        raw["host"] = {
+            "capacity": format_exact(spec.host.capacity_bytes, "bytes"),
+            "bandwidth": format_exact(spec.host.bandwidth_bytes_per_s, "bandwidth"),
+            "latency": format_exact(spec.host.latency_s, "time"),
+        }
     if spec.defects is not None:
         f = spec.defects
         raw["defects"] = {
@@ -2174,6 +2191,8 @@ def _serving_schema() -> Schema:
             "gpu_memory_utilization": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "num_kv_blocks": _int_rule(minimum=0),
             "enable_prefix_caching": _bool_rule(),
+            "preemption_mode": _choice_rule(SERVING_PREEMPTION_MODES),
+            "swap_space": _quantity_rule("bytes", positive=False),
         },
         "slo": {
             "ttft": _quantity_rule("time", positive=True),
@@ -2201,6 +2220,7 @@ def _serving_schema() -> Schema:
 def _serving_defaults() -> dict[str, Any]:
     """Raw defaults of a serving file, from the spec dataclasses (times in the file's form)."""
     scheduler = _defaults(SchedulerSpec)
+    scheduler["swap_space"] = f"{scheduler.pop('swap_space_bytes'):.0f} B"
     slo: dict[str, Any] = {"ttft": f"{SloSpec().ttft_s} s", "tpot": f"{SloSpec().tpot_s} s"}
     slo["quantile"] = SloSpec().quantile
     traffic = _defaults(TrafficSpec)
@@ -2320,7 +2340,10 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             trace=rows,
             trace_path=trace_path,
         ),
-        scheduler=SchedulerSpec(**values["scheduler"]),
+        scheduler=SchedulerSpec(
+            **{k: v for k, v in values["scheduler"].items() if k != "swap_space"},
+            swap_space_bytes=values["scheduler"]["swap_space"],
+        ),
         slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
         **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
         placement=values["placement"],

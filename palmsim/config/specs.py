@@ -22,6 +22,7 @@ __all__ = [
     "MODES",
     "SERVING_ARRIVALS",
     "SERVING_LENGTHS",
+    "SERVING_PREEMPTION_MODES",
     "SERVING_ROUTERS",
     "TRAINING_ONLY",
     "YIELD_MODELS",
@@ -33,6 +34,7 @@ __all__ = [
     "ExperimentSpec",
     "GemmSpec",
     "HardwareSpec",
+    "HostSpec",
     "InferenceSpec",
     "LinkSpec",
     "MappingSpec",
@@ -384,6 +386,16 @@ class CostSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HostSpec:
+    """Memory beside each tile's own, reached over a link of its own: a GPU's share of its
+    node's host DRAM over PCIe. Serving swaps preempted requests' KV cache there."""
+
+    capacity_bytes: float = _f("host memory per tile [B]")
+    bandwidth_bytes_per_s: float = _f("the tile's link to it, per direction [B/s]")
+    latency_s: float = _f("the link's latency [s]")
+
+
+@dataclass(frozen=True, slots=True)
 class DefectSpec:
     """Defective parts of a machine (``defects:`` of a hardware file; optional).
 
@@ -436,6 +448,7 @@ class HardwareSpec:
     )
     cost: CostSpec | None = _f("area, yield and prices; None: not modelled", default=None)
     defects: DefectSpec | None = _f("defective tiles, links and ports; None: none", default=None)
+    host: HostSpec | None = _f("host memory per tile and its link; None: none", default=None)
 
     @property
     def num_tiles(self) -> int:
@@ -741,6 +754,7 @@ class ExperimentSpec:
 #: Request-length distributions the traffic generator knows (``TrafficSpec.lengths``).
 SERVING_LENGTHS = ("fixed", "sharegpt", "summarization", "code")
 #: Arrival processes (``TrafficSpec.arrival``).
+SERVING_PREEMPTION_MODES = ("recompute", "swap")
 SERVING_ARRIVALS = ("poisson", "gamma", "trace", "closed")
 #: Routers between replicas (``ServingSpec.router``).
 SERVING_ROUTERS = ("round_robin", "least_loaded")
@@ -801,6 +815,15 @@ class SchedulerSpec:
     enable_prefix_caching: bool = _f(
         "reuse the full KV blocks of the shared prompt prefix while a request holds them",
         default=False,
+    )
+    preemption_mode: str = _f(
+        "'recompute' (free a preempted request's KV and recompute it) or 'swap' (move its KV "
+        "blocks to the hardware's host memory and back, vLLM V0's swap path)",
+        default="recompute",
+    )
+    swap_space_bytes: float = _f(
+        "host memory per tile for swapped KV blocks [B] (vLLM's --swap-space, default 4 GiB)",
+        default=4 * 2**30,
     )
 
 

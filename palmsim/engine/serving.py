@@ -127,6 +127,7 @@ class ServingSimulator:
                 plan.num_kv_blocks,
                 prefill_only=r < self.num_prefill,
                 shared_prefix_tokens=spec.traffic.shared_prefix_tokens,
+                num_swap_blocks=plan.num_swap_blocks,
             )
             for r in range(self.num_replicas)
         ]
@@ -261,7 +262,11 @@ class ServingSimulator:
             else len(self._costs),
             num_closed_form=self._num_closed_form,
             wall_time_s=time.perf_counter() - wall_start,
-            metadata={"replicas_share_channels": self.plan.replicas_share_channels},
+            metadata={
+                "replicas_share_channels": self.plan.replicas_share_channels,
+                "num_swaps": sum(s.num_swaps for s in self.schedulers),
+                "num_swapped_blocks": sum(s.num_swapped_blocks for s in self.schedulers),
+            },
         )
 
     def _note_queue(self, replica: int) -> None:
@@ -356,7 +361,14 @@ class ServingSimulator:
         empty_in_a_row = 0
         while True:
             entries = sched.schedule(env.now)
+            # Swapping blocks out to and back in from host memory holds the iteration (vLLM
+            # copies them before the step runs), one way after the other.
+            swap_s = self.plan.swap_time_s(sched.swapped_out_blocks) + self.plan.swap_time_s(
+                sched.swapped_in_blocks
+            )
             if not entries:
+                if swap_s:
+                    yield env.timeout(swap_s)
                 if sched.num_outstanding:
                     # Only after a request preempted itself, which frees the whole cache.
                     empty_in_a_row += 1
@@ -377,7 +389,7 @@ class ServingSimulator:
             start = env.now
             in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
             kv_used, waiting = sched.pool.num_used, len(sched.waiting)
-            yield env.timeout(self.iteration_time_s(replica, shape))
+            yield env.timeout(self.iteration_time_s(replica, shape) + swap_s)
             finished = sched.complete(entries, env.now)
             for state in finished:
                 if state.finish_s is None:  # prefill done: its KV cache moves to a decoder

@@ -146,7 +146,19 @@ class ServingPlan:
     dram_port_of_tile: tuple[tuple[int, int], ...]
     replica_communicators: tuple[tuple[Communicator, ...], ...]
     replicas_share_channels: bool  # replicas' traffic could meet: each is costed alone
+    num_swap_blocks: int = 0  # per replica, preemption by swap: KV blocks host memory holds
+    swap_bytes_per_block: float = 0.0  # the most one tile moves per swapped block
     _cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def swap_time_s(self, blocks: int) -> float:
+        """Time to move ``blocks`` KV blocks between the replica and host memory, one way:
+        every tile moves its share (its stage's layers, its KV heads) over its own host link
+        at once, so the tile with the most bytes sets it: bytes / bandwidth + latency."""
+        host = self.hardware.host
+        if not blocks:
+            return 0.0
+        assert host is not None
+        return blocks * self.swap_bytes_per_block / host.bandwidth_bytes_per_s + host.latency_s
 
     # ----------------------------------------------------------------- op lists
 
@@ -577,6 +589,16 @@ def map_serving(
                 for c in f.channels:
                     channel_users.setdefault(c, set()).add(r)
     shared = any(len(users) > 1 for users in channel_users.values())
+    swap_blocks, swap_block_bytes = 0, 0.0
+    if sched.preemption_mode == "swap":
+        host = hardware.host
+        if host is None:
+            raise MappingError(
+                f"preemption_mode swap needs host memory to swap to, and hardware "
+                f"{hardware.name!r} has no host: section; use preemption_mode recompute"
+            )
+        swap_block_bytes = max(st.kv_bytes_per_token for st in stages) * sched.block_size
+        swap_blocks = int(min(sched.swap_space_bytes, host.capacity_bytes) // swap_block_bytes)
     return ServingPlan(
         serving=serving,
         hardware=hardware,
@@ -589,4 +611,6 @@ def map_serving(
         dram_port_of_tile=tuple(sorted(port_of)),
         replica_communicators=tuple(per_replica),
         replicas_share_channels=shared,
+        num_swap_blocks=swap_blocks,
+        swap_bytes_per_block=swap_block_bytes,
     )

@@ -1,5 +1,5 @@
 """A replica's scheduler as vLLM V1 has it: continuous batching, chunked prefill, a paged KV
-cache and preemption by recompute.
+cache and preemption by recompute, or by swap as vLLM V0 had it.
 
 Every iteration (``Scheduler.schedule``) spends a token budget of ``max_num_batched_tokens``
 (vllm/v1/core/sched/scheduler.py, ``Scheduler.schedule``):
@@ -10,6 +10,10 @@ Every iteration (``Scheduler.schedule``) spends a token budget of ``max_num_batc
    if the KV cache cannot hold them, the lowest-priority running request (the last admitted)
    is preempted: its blocks are freed and it returns to the head of the waiting queue, to
    recompute its prompt and the tokens it generated so far (vLLM's recompute preemption);
+   with ``preemption_mode: swap`` its blocks are copied to host memory instead, when the
+   swap space has room for them, and copied back when it is scheduled again (vLLM V0's
+   ``PreemptionMode.SWAP``, vllm/core/scheduler.py ``_preempt_by_swap``); the engine adds
+   each iteration's copy time to it;
 2. then, if nothing was preempted, waiting requests in arrival order while fewer than
    ``max_num_seqs`` run and budget and KV blocks remain.
 
@@ -50,6 +54,7 @@ class RequestState:
     decode_replica: int = -1  # disaggregated serving: the replica it decodes on
     kv_transfer_start_s: float | None = None
     kv_transfer_end_s: float | None = None
+    swapped_blocks: int = 0  # preempted by swap: KV blocks waiting in host memory
 
     @property
     def known_tokens(self) -> int:
@@ -84,8 +89,16 @@ class Scheduler:
         *,
         prefill_only: bool = False,
         shared_prefix_tokens: int = 0,
+        num_swap_blocks: int = 0,
     ) -> None:
         self.spec = spec
+        # Preemption by swap (vLLM V0's swap path): host memory for this many KV blocks; the
+        # blocks moved out and in during the last schedule(), for the engine to time.
+        self.swap_free = num_swap_blocks if spec.preemption_mode == "swap" else 0
+        self.swapped_out_blocks = 0
+        self.swapped_in_blocks = 0
+        self.num_swaps = 0
+        self.num_swapped_blocks = 0  # moved out and back in, over the run
         # Prefix caching (vLLM's automatic prefix caching, full blocks only): the shared
         # prompt prefix's full blocks, computed once, stay while some request uses them.
         self.prefix_blocks = (
@@ -132,8 +145,21 @@ class Scheduler:
                 self.prefix_resident = False
 
     def _preempt(self, victim: RequestState) -> None:
-        self._release(victim)
-        victim.num_computed = 0
+        """Free the victim's KV blocks and put it back at the head of the queue: its blocks
+        go to host memory when there is room for them (swap; not a request sharing prefix
+        blocks), else its KV is dropped, to be recomputed."""
+        blocks = victim.num_blocks
+        if not victim.shared_blocks and 0 < blocks <= self.swap_free:
+            self.pool.release(blocks)
+            victim.num_blocks = 0
+            victim.swapped_blocks = blocks
+            self.swap_free -= blocks
+            self.swapped_out_blocks += blocks
+            self.num_swapped_blocks += blocks
+            self.num_swaps += 1
+        else:
+            self._release(victim)
+            victim.num_computed = 0
         victim.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(victim)
@@ -142,6 +168,7 @@ class Scheduler:
         """The next iteration's batch (empty if nothing can run)."""
         spec, pool = self.spec, self.pool
         budget = spec.max_num_batched_tokens
+        self.swapped_out_blocks = self.swapped_in_blocks = 0
         entries: list[Entry] = []
         preempted = False
         chunked = spec.enable_chunked_prefill
@@ -182,6 +209,7 @@ class Scheduler:
             while self.waiting and len(self.running) < spec.max_num_seqs and budget > 0:
                 state = self.waiting[0]
                 # num_computed > 0 only for a request whose KV arrived from a prefill replica
+                # or waits in host memory (swapped out)
                 hit = (
                     self.prefix_resident
                     and state.num_computed == 0
@@ -204,6 +232,11 @@ class Scheduler:
                     state.shared_blocks = shared
                     self.prefix_users += 1
                 state.num_blocks = pool.grow(shared, state.num_computed + new) - shared
+                if state.swapped_blocks:  # its KV comes back from host memory
+                    self.swapped_in_blocks += state.swapped_blocks
+                    self.num_swapped_blocks += state.swapped_blocks
+                    self.swap_free += state.swapped_blocks
+                    state.swapped_blocks = 0
                 self.running.append(state)
                 entries.append(_entry(state, new))
                 budget -= new
