@@ -715,26 +715,30 @@ class Simulator:
         n = len(coll.tiles)
         steps = RING_STEPS[coll.kind](n)
         edge_bytes = steps / n * coll.size_bytes
-        end = start
         capacity = self.chip.channels
+        arrivals = []
         for f in comm.flows:
             size = f.share * edge_bytes
             drain_s = 0.0
             if f.channels and size > 0:
                 drain_s = size / min(capacity[c].bandwidth_bytes_per_s for c in f.channels)
-            arrival = start + drain_s + steps * f.latency_s
+            arrivals.append((f, size, start + drain_s + steps * f.latency_s))
+        end = max([start] + [arrival for _, _, arrival in arrivals])
+        # The event fires at now + (end - now), which rounding can put one ulp before ``end``:
+        # no flow is recorded as arriving after the collective has ended.
+        fire = now + (end - now)
+        for f, size, arrival in arrivals:
             self.network.record_closed_form(
                 f.channels,
                 size,
                 start,
-                arrival,
+                min(arrival, fire),
                 category=coll.category,
                 src=f.src,
                 dst=f.dst,
                 stage=coll.stage,
                 microbatch=coll.microbatch,
             )
-            end = max(end, arrival)
         self._group_end_s[coll.group_kind, coll.tiles] = end
         trigger_in(coll.done, end - now)
 

@@ -185,3 +185,23 @@ def test_a_tied_lm_head_still_reads_its_matrix():
     spec = dataclasses.replace(serving_spec(TrafficSpec("poisson")), weight_dtype="int8")
     plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
     assert sum(op.weight_bytes for op in plan._head(1)) == (vocab * h + 2 * h) * 1.0
+
+
+def test_an_exclusive_all_reduce_ends_no_earlier_than_its_flows():
+    """Regression: an exclusive TP all-reduce fires at now + (end - now), which rounding can
+    put one ulp before its flows' arrival; the engine's end-of-run check then failed (a
+    7,625-token embedding segment, tp 2 on H100s). The segment now runs, and its end is the
+    embedding step plus the all-reduce."""
+    from palmsim.config.loader import load_hardware, load_serving, load_workload
+
+    overrides = ["serving.tp=2", "serving.replicas=16"]
+    hw = load_hardware(str(REPO / "hw_configs/dgx-h100.yaml"), overrides)
+    wl, _ = load_workload(str(REPO / "workloads/llama3-8b.yaml"), overrides)
+    spec = load_serving(str(REPO / "serving/llama3-8b-h100-node.yaml"), overrides)
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, wl.model, chip)
+    shape = batch_shape([(7625, 0, True)])
+    kind, steps, _ = plan.segments(shape, 0)[0]
+    assert kind == "embed"
+    trace = Simulator(chip, plan.segment_plan(4, steps)).run()
+    assert trace.end_time_s == max(i.end_s for i in trace.intervals)
