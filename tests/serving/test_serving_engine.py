@@ -205,3 +205,15 @@ def test_an_exclusive_all_reduce_ends_no_earlier_than_its_flows():
     assert kind == "embed"
     trace = Simulator(chip, plan.segment_plan(4, steps)).run()
     assert trace.end_time_s == max(i.end_s for i in trace.intervals)
+
+
+def test_run_mode_serving_is_palmsim_serve(tmp_path, capsys):
+    """``palmsim run --mode serving`` writes what ``palmsim serve`` writes; a mapping flag
+    with it is refused (exit 2), not ignored."""
+    args = ["--set", "serving.traffic.num_requests=6", "--no-plots"]
+    assert main(["serve", *args, "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", "--mode", "serving", *args, "--out", str(tmp_path / "b")]) == 0
+    for name in ("requests.csv", "iterations.csv", "queue.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert main(["run", "--mode", "serving", "--tp", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "--tp" in capsys.readouterr().err
