@@ -41,7 +41,7 @@ from palmsim.config.specs import (
 )
 from palmsim.tile_cases import CannotExpressError, _model, _positive, _shipped
 
-__all__ = ["METRICS", "is_serving_case", "predict"]
+__all__ = ["METRICS", "assumptions", "is_serving_case", "predict", "serving_spec"]
 
 #: The figures a case may give, each a mean over the benchmark's requests.
 METRICS = ("ttft_ms", "tpot_ms", "e2el_ms", "request_throughput_per_s")
@@ -54,6 +54,16 @@ _FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 def is_serving_case(case: Mapping[str, Any]) -> bool:
     """Whether ``case`` is a published serving measurement (``kind: serving_run``)."""
     return case.get("kind") == "serving_run"
+
+
+def assumptions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The case's settings it does not state, as ``(key, value, why)``: its ``assumed:`` list
+    (``validate`` marks every figure of the case as resting on them)."""
+    out = []
+    for item in case.get("assumed") or ():
+        if isinstance(item, Mapping) and "key" in item:
+            out.append((str(item["key"]), str(item.get("value", "")), str(item.get("why", ""))))
+    return out
 
 
 def _format(serving: Mapping[str, Any], key: str, default: str | None) -> str | None:

@@ -155,18 +155,21 @@ def private_dram_drain_s(
 
 
 def private_dram_step_s(step: ComputeStep, bandwidth: float, latency_s: float) -> float:
-    """A compute step's duration on a tile with a private DRAM port (pure): the later of its
-    compute time and each of its DRAM flows' arrival, the port latency after it drains
+    """A compute step's duration on a tile with a private DRAM port (pure). A step that
+    moves data first runs its ops' fixed serial latency (``serial_latency_s``, a tiled
+    chip's op latency); then it lasts until the later of the rest of its compute time and
+    each of its DRAM flows' arrival, the port latency after it drains
     (:func:`private_dram_drain_s`). What the flow network computes for these two flows,
     without simulating them."""
     read, write = step.dram_read_bytes, step.dram_write_bytes
     read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
-    delay_s = step.compute_time_s
+    launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
+    delay_s = step.compute_time_s - launch_s
     if read > 0:
         delay_s = max(delay_s, read_drain_s + latency_s)
     if write > 0:
         delay_s = max(delay_s, write_drain_s + latency_s)
-    return delay_s
+    return launch_s + delay_s
 
 
 class Simulator:
@@ -542,8 +545,13 @@ class Simulator:
             yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
             self._record_interval(step, tile, stage, mb, category, start)
             return
-        events: list[simpy.Event] = [env.timeout(step.compute_time_s)]
-        if step.dram_read_bytes > 0 or step.dram_write_bytes > 0:
+        moves = step.dram_read_bytes > 0 or step.dram_write_bytes > 0
+        # The ops' fixed latency runs in series: their data moves only once they run.
+        serial_s = step.serial_latency_s if moves else 0.0
+        if serial_s > 0:
+            yield env.timeout(serial_s)
+        events: list[simpy.Event] = [env.timeout(step.compute_time_s - serial_s)]
+        if moves:
             port = self._port_of[tile]
             for nbytes, write in ((step.dram_read_bytes, False), (step.dram_write_bytes, True)):
                 if nbytes > 0:
@@ -579,14 +587,16 @@ class Simulator:
         start = self.env.now
         read, write = step.dram_read_bytes, step.dram_write_bytes
         read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
+        # The ops' fixed latency runs in series with the data movement.
+        launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:
             if nbytes > 0:
                 self.network.record_closed_form(
                     (channel,),
                     nbytes,
-                    start,
-                    start + (drain_s + latency_s),
+                    start + launch_s,
+                    start + (launch_s + (drain_s + latency_s)),
                     category="dram",
                     src=tile if is_write else -1,
                     dst=-1 if is_write else tile,
