@@ -48,6 +48,7 @@ from palmsim.config.specs import (
     EXPERT_LOADS,
     EXPERT_PLACEMENTS,
     GRAD_ACCUMULATION_MODES,
+    INFERENCE_TRACES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
     SERVING_ARRIVALS,
@@ -881,6 +882,11 @@ def hardware_schema(kind: str) -> Schema:
                 "a non-negative time with a unit, e.g. '16 us'",
                 required=False,
             ),
+            "host_dispatch": Rule(
+                _quantity_rule("time", positive=False).parse,
+                "a non-negative time with a unit, e.g. '30 us'",
+                required=False,
+            ),
         },
         "dram": {
             "placement": (
@@ -1034,6 +1040,7 @@ def _inference_schema() -> Schema:
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
         "ops_per_layer": _int_rule(minimum=0),
+        "trace": _choice_rule(INFERENCE_TRACES),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -1108,8 +1115,10 @@ def normalise_hardware(
     out = copy.deepcopy(dict(raw))
     out.setdefault("name", default_name)
     tile = out.get("tile")
-    # op_latency is a time with a unit in the file (absent: the field's 0 s), not the field.
-    _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k != "op_latency_s"})
+    # op_latency and host_dispatch are times with a unit in the file (absent: the fields'
+    # 0 s), not the fields.
+    times = ("op_latency_s", "host_dispatch_s")
+    _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k not in times})
     if out.get("kind") == "gpu_cluster":
         _fill(tile, _GPU_SRAM_DEFAULTS)
     return out, []
@@ -1364,6 +1373,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
         op_latency_s=tile_v.get("op_latency", 0.0),
+        host_dispatch_s=tile_v.get("host_dispatch", 0.0),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -2041,6 +2051,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
     if t.op_latency_s:
         raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
+    if t.host_dispatch_s:
+        raw["tile"]["host_dispatch"] = format_exact(t.host_dispatch_s, "time")
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:

@@ -17,6 +17,7 @@ __all__ = [
     "EXPERT_LOADS",
     "EXPERT_PLACEMENTS",
     "GRAD_ACCUMULATION_MODES",
+    "INFERENCE_TRACES",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
     "MODES",
@@ -75,6 +76,9 @@ DTYPE_BYTES: dict[str, float] = {
 #: pass at the LoFi rate (tt-metal tech_reports/GEMM_FLOPS: HiFi2 = 1/2, HiFi3 = 1/3,
 #: HiFi4 = 1/4 of LoFi).
 MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
+
+#: Values of ``InferenceSpec.trace``: the passes replayed from a captured trace.
+INFERENCE_TRACES = ("decode", "all", "none")
 
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
@@ -225,6 +229,12 @@ class TileSpec:
         "fixed time of every op the tile launches, in series with its compute and data "
         "movement (dispatch and op-to-op gap; tiled chips, fitted to GEMM microbenchmarks) "
         "[s]; 0: none (GPUs give it per kernel kind in gemm and memory_ops)",
+        default=0.0,
+    )
+    host_dispatch_s: float = _f(
+        "host time to dispatch one op of a pass not replayed from a trace "
+        "(inference.trace): the host issues the ops one after another while the device "
+        "runs them, so a block lasts at least its ops times this [s]; 0: none",
         default=0.0,
     )
 
@@ -603,6 +613,12 @@ class InferenceSpec:
         "tt_transformers' decoder on one chip); each beyond the layer's op-graph kernels "
         "pays tile.op_latency; 0: the op graph's kernels [count]",
         default=0,
+    )
+    trace: str = _f(
+        "passes replayed from a captured trace, free of host dispatch "
+        "(tile.host_dispatch): 'decode' (tt_transformers' demos, CUDA graphs of decode), "
+        "'all' or 'none'",
+        default="decode",
     )
 
 
