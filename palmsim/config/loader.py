@@ -2208,6 +2208,7 @@ def _serving_schema() -> Schema:
         "dtype": _choice_rule(dtypes),
         "weight_dtype": _choice_rule((*dtypes, "int8")),
         "kv_dtype": _choice_rule((*dtypes, "int8")),
+        "ops_per_layer": _int_rule(minimum=0),
     }
 
 
@@ -2336,5 +2337,5 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
         slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
         **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
         placement=values["placement"],
-        **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype")},
+        **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype", "ops_per_layer")},
     )

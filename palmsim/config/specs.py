@@ -853,3 +853,9 @@ class ServingSpec:
     dtype: str = _f("activations and compute: fp32, fp16 or bf16", default="bf16")
     weight_dtype: str = _f("weights: fp32, fp16, bf16 or int8", default="bf16")
     kv_dtype: str = _f("KV cache: fp32, fp16, bf16 or int8", default="bf16")
+    ops_per_layer: int = _f(
+        "device ops one layer launches per iteration in the serving code (as "
+        "inference.ops_per_layer); each beyond the layer's op-graph kernels pays "
+        "tile.op_latency; 0: the op graph's kernels [count]",
+        default=0,
+    )
