@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from palmsim import tile_cases
+from palmsim import serving_cases, tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
 from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.engine.records import RunTrace
@@ -909,6 +909,19 @@ def _run_one(
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
                 raise NotRun(f"got {case!r}; expected a mapping of case fields")
+            if serving_cases.is_serving_case(case):  # a published serving benchmark
+                try:
+                    figures = serving_cases.predict(case)
+                except tile_cases.CannotExpressError as why:
+                    raise NotRun(str(why)) from None
+                assumed = [Assumption(k, v, why) for k, v, why in serving_cases.assumptions(case)]
+                keys = tuple(a.key for a in assumed)
+                comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]
+                return replace(
+                    report,
+                    comparisons=(*report.comparisons, *comparisons),
+                    assumptions=(*report.assumptions, *((case_id, a) for a in assumed)),
+                )
             if tile_cases.is_tile_case(case):  # the tiled-accelerator format
                 try:
                     figures = tile_cases.predict(case)

@@ -53,6 +53,7 @@ from palmsim.config.specs import (
     MEMORY_OP_KINDS,
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
+    SERVING_PREEMPTION_MODES,
     SERVING_ROUTERS,
     YIELD_MODELS,
     ClusterSpec,
@@ -62,6 +63,7 @@ from palmsim.config.specs import (
     EnergySpec,
     GemmSpec,
     HardwareSpec,
+    HostSpec,
     InferenceSpec,
     LinkSpec,
     MappingSpec,
@@ -923,6 +925,14 @@ def hardware_schema(kind: str) -> Schema:
     schema["energy"] = _energy_rule(kind)
     schema["cost"] = _cost_rule()
     schema["defects"] = _defects_rule()
+    schema["host"] = _section_rule(
+        {
+            "capacity": _quantity_rule("bytes", positive=True),
+            "bandwidth": _quantity_rule("bandwidth", positive=True),
+            "latency": _quantity_rule("time", positive=False),
+        },
+        lambda v: HostSpec(v["capacity"], v["bandwidth"], v["latency"]),
+    )
     return schema
 
 
@@ -1419,6 +1429,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         energy=values.get("energy"),
         cost=values.get("cost"),
         defects=values.get("defects"),
+        host=values.get("host"),
     )
     return coarsen(spec, granularity) if granularity != (1, 1) else spec
 
@@ -2057,6 +2068,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:
         raw["cost"] = _cost_to_raw(spec.cost)
+    if spec.host is not None:
+        raw["host"] = {
+            "capacity": format_exact(spec.host.capacity_bytes, "bytes"),
+            "bandwidth": format_exact(spec.host.bandwidth_bytes_per_s, "bandwidth"),
+            "latency": format_exact(spec.host.latency_s, "time"),
+        }
     if spec.defects is not None:
         f = spec.defects
         raw["defects"] = {
@@ -2170,6 +2187,8 @@ def _bounded_int_rule(minimum: int, maximum: int) -> Rule:
 
 def _serving_schema() -> Schema:
     dtypes = ("fp32", "fp16", "bf16")
+    stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
+    mlp = _choice_rule(stored)
     return {
         "name": _str_rule(required=False),
         "description": _str_rule(required=False),
@@ -2179,6 +2198,7 @@ def _serving_schema() -> Schema:
             "rate_per_s": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
             "cv": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
             "num_requests": _bounded_int_rule(1, MAX_SERVING_REQUESTS),
+            "concurrency": _bounded_int_rule(1, MAX_SERVING_REQUESTS),
             "lengths": _choice_rule(SERVING_LENGTHS),
             "prompt_tokens": _int_rule(),
             "output_tokens": _int_rule(),
@@ -2193,6 +2213,8 @@ def _serving_schema() -> Schema:
             "gpu_memory_utilization": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "num_kv_blocks": _int_rule(minimum=0),
             "enable_prefix_caching": _bool_rule(),
+            "preemption_mode": _choice_rule(SERVING_PREEMPTION_MODES),
+            "swap_space": _quantity_rule("bytes", positive=False),
         },
         "slo": {
             "ttft": _quantity_rule("time", positive=True),
@@ -2206,8 +2228,14 @@ def _serving_schema() -> Schema:
         "pp": _int_rule(),
         "placement": _str_rule(),
         "dtype": _choice_rule(dtypes),
-        "weight_dtype": _choice_rule((*dtypes, "int8")),
-        "kv_dtype": _choice_rule((*dtypes, "int8")),
+        "weight_dtype": _choice_rule(stored),
+        "kv_dtype": _choice_rule(stored),
+        "mlp_weight_dtype": Rule(
+            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
+        ),
+        "math_fidelity": _table_rule(
+            stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
+        ),
         "ops_per_layer": _int_rule(minimum=0),
     }
 
@@ -2215,6 +2243,7 @@ def _serving_schema() -> Schema:
 def _serving_defaults() -> dict[str, Any]:
     """Raw defaults of a serving file, from the spec dataclasses (times in the file's form)."""
     scheduler = _defaults(SchedulerSpec)
+    scheduler["swap_space"] = f"{scheduler.pop('swap_space_bytes'):.0f} B"
     slo: dict[str, Any] = {"ttft": f"{SloSpec().ttft_s} s", "tpot": f"{SloSpec().tpot_s} s"}
     slo["quantile"] = SloSpec().quantile
     traffic = _defaults(TrafficSpec)
@@ -2326,6 +2355,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             rate_per_s=traffic["rate_per_s"],
             cv=traffic["cv"],
             num_requests=traffic["num_requests"],
+            concurrency=traffic["concurrency"],
             lengths=traffic["lengths"],
             prompt_tokens=traffic["prompt_tokens"],
             output_tokens=traffic["output_tokens"],
@@ -2333,9 +2363,22 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             trace=rows,
             trace_path=trace_path,
         ),
-        scheduler=SchedulerSpec(**values["scheduler"]),
+        scheduler=SchedulerSpec(
+            **{k: v for k, v in values["scheduler"].items() if k != "swap_space"},
+            swap_space_bytes=values["scheduler"]["swap_space"],
+        ),
         slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
         **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
         placement=values["placement"],
-        **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype", "ops_per_layer")},
+        **{
+            k: values[k]
+            for k in (
+                "dtype",
+                "weight_dtype",
+                "kv_dtype",
+                "mlp_weight_dtype",
+                "math_fidelity",
+                "ops_per_layer",
+            )
+        },
     )

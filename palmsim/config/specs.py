@@ -23,6 +23,7 @@ __all__ = [
     "MODES",
     "SERVING_ARRIVALS",
     "SERVING_LENGTHS",
+    "SERVING_PREEMPTION_MODES",
     "SERVING_ROUTERS",
     "TRAINING_ONLY",
     "YIELD_MODELS",
@@ -34,6 +35,7 @@ __all__ = [
     "ExperimentSpec",
     "GemmSpec",
     "HardwareSpec",
+    "HostSpec",
     "InferenceSpec",
     "LinkSpec",
     "MappingSpec",
@@ -400,6 +402,16 @@ class CostSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HostSpec:
+    """Memory beside each tile's own, reached over a link of its own: a GPU's share of its
+    node's host DRAM over PCIe. Serving swaps preempted requests' KV cache there."""
+
+    capacity_bytes: float = _f("host memory per tile [B]")
+    bandwidth_bytes_per_s: float = _f("the tile's link to it, per direction [B/s]")
+    latency_s: float = _f("the link's latency [s]")
+
+
+@dataclass(frozen=True, slots=True)
 class DefectSpec:
     """Defective parts of a machine (``defects:`` of a hardware file; optional).
 
@@ -452,6 +464,7 @@ class HardwareSpec:
     )
     cost: CostSpec | None = _f("area, yield and prices; None: not modelled", default=None)
     defects: DefectSpec | None = _f("defective tiles, links and ports; None: none", default=None)
+    host: HostSpec | None = _f("host memory per tile and its link; None: none", default=None)
 
     @property
     def num_tiles(self) -> int:
@@ -769,7 +782,8 @@ class ExperimentSpec:
 #: Request-length distributions the traffic generator knows (``TrafficSpec.lengths``).
 SERVING_LENGTHS = ("fixed", "sharegpt", "summarization", "code")
 #: Arrival processes (``TrafficSpec.arrival``).
-SERVING_ARRIVALS = ("poisson", "gamma", "trace")
+SERVING_PREEMPTION_MODES = ("recompute", "swap")
+SERVING_ARRIVALS = ("poisson", "gamma", "trace", "closed")
 #: Routers between replicas (``ServingSpec.router``).
 SERVING_ROUTERS = ("round_robin", "least_loaded")
 
@@ -778,12 +792,20 @@ SERVING_ROUTERS = ("round_robin", "least_loaded")
 class TrafficSpec:
     """Which requests arrive when: an arrival process and a length distribution."""
 
-    arrival: str = _f("'poisson', 'gamma' (bursty, with cv) or 'trace' (a CSV file)")
+    arrival: str = _f(
+        "'poisson', 'gamma' (bursty, with cv), 'trace' (a CSV file) or 'closed' (a closed "
+        "loop of concurrency clients, each sending its next request when the last finished)"
+    )
     rate_per_s: float = _f("mean arrival rate [requests/s] (poisson, gamma)", default=1.0)
     cv: float = _f(
         "coefficient of variation of inter-arrival times (gamma; 1 = Poisson)", default=1.0
     )
-    num_requests: int = _f("requests to generate (poisson, gamma)", default=100)
+    num_requests: int = _f("requests to generate (poisson, gamma, closed)", default=100)
+    concurrency: int = _f(
+        "requests in flight at once (closed), as vLLM's benchmark --max-concurrency with "
+        "--request-rate inf",
+        default=1,
+    )
     lengths: str = _f(
         "length distribution: 'fixed', 'sharegpt', 'summarization' or 'code'", default="fixed"
     )
@@ -822,6 +844,15 @@ class SchedulerSpec:
         "reuse the full KV blocks of the shared prompt prefix while a request holds them",
         default=False,
     )
+    preemption_mode: str = _f(
+        "'recompute' (free a preempted request's KV and recompute it) or 'swap' (move its KV "
+        "blocks to the hardware's host memory and back, vLLM V0's swap path)",
+        default="recompute",
+    )
+    swap_space_bytes: float = _f(
+        "host memory per tile for swapped KV blocks [B] (vLLM's --swap-space, default 4 GiB)",
+        default=4 * 2**30,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -851,8 +882,18 @@ class ServingSpec:
     pp: int = _f("pipeline stages of a replica", default=1)
     placement: str = _f("placement strategy of the replicas' tiles", default="snake")
     dtype: str = _f("activations and compute: fp32, fp16 or bf16", default="bf16")
-    weight_dtype: str = _f("weights: fp32, fp16, bf16 or int8", default="bf16")
-    kv_dtype: str = _f("KV cache: fp32, fp16, bf16 or int8", default="bf16")
+    weight_dtype: str = _f("weights: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")
+    kv_dtype: str = _f("KV cache: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")
+    mlp_weight_dtype: str | None = _f(
+        "MLP weights when they differ from weight_dtype (e.g. Tenstorrent's bfp4 MLP with "
+        "bfp8 attention); None: weight_dtype",
+        default=None,
+    )
+    math_fidelity: tuple[tuple[str, str], ...] = _f(
+        "math fidelity of the GEMMs by weight dtype, as (dtype, fidelity) pairs, on a chip "
+        "with tile.fidelity_passes (as the inference section's)",
+        default=(),
+    )
     ops_per_layer: int = _f(
         "device ops one layer launches per iteration in the serving code (as "
         "inference.ops_per_layer); each beyond the layer's op-graph kernels pays "
