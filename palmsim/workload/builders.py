@@ -28,8 +28,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES, ModelSpec, TrainingSpec
+from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
+from palmsim.workload.fp8 import fp8_block_ops
 from palmsim.workload.ops import (
     LOSS_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
@@ -180,9 +181,10 @@ class Block:
 
 
 def _dtype_bytes(training: TrainingSpec) -> int:
-    """Bytes per element of the training (or activation) dtype: fp32, fp16 or bf16."""
+    """Bytes per element of the training (or activation) dtype: fp32, fp16 or bf16 (fp8
+    training stores bf16: :data:`TRAINING_STORAGE_DTYPE`)."""
     try:
-        return int(DTYPE_BYTES[training.dtype])
+        return int(DTYPE_BYTES[TRAINING_STORAGE_DTYPE.get(training.dtype, training.dtype)])
     except KeyError:
         expected = ", ".join(sorted(DTYPE_BYTES))
         raise ConfigError.single("", "training.dtype", training.dtype, expected) from None
@@ -381,7 +383,7 @@ def layer_blocks(
                 "does not lower yet (its layers differ: each is built with its layer index)"
             )
         if model.is_moe_layer(layer):
-            return moe_blocks(
+            moe = moe_blocks(
                 model,
                 training,
                 micro_batch_size,
@@ -391,6 +393,7 @@ def layer_blocks(
                 sequence_parallel=sequence_parallel,
                 cp=cp,
             )
+            return _fp8_blocks(moe, training, tp if sequence_parallel else 1)
     _check_common(model, micro_batch_size, tp)
     seq = _local_seq_len(training, cp)
     _check_layer_tp(model, tp)
@@ -421,8 +424,30 @@ def layer_blocks(
         Block("mlp", mlp_ops, allreduce, allreduce, mlp_edges),
     )
     if sequence_parallel and tp > 1:
-        return _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
-    return blocks
+        blocks = _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
+    return _fp8_blocks(blocks, training, tp if sequence_parallel else 1)
+
+
+def _fp8_blocks(
+    blocks: tuple[Block, ...], training: TrainingSpec, sequence_parallel_tp: int
+) -> tuple[Block, ...]:
+    """``blocks`` with their Transformer Engine linears in fp8 when ``training.dtype`` is
+    fp8 (:func:`palmsim.workload.fp8.fp8_block_ops`), else unchanged."""
+    if training.dtype != "fp8":
+        return blocks
+    e = _dtype_bytes(training)
+    return tuple(
+        dataclasses.replace(
+            b,
+            ops=fp8_block_ops(
+                b.ops,
+                dtype_bytes=e,
+                recipe=training.fp8_recipe,
+                sequence_parallel_tp=sequence_parallel_tp,
+            ),
+        )
+        for b in blocks
+    )
 
 
 def _local_seq_len(training: TrainingSpec, cp: int) -> int:

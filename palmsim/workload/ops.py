@@ -43,6 +43,7 @@ __all__ = [
     "Op",
     "OpCost",
     "bias_cost",
+    "cast_cost",
     "copy_cost",
     "dropout_cost",
     "elementwise_cost",
@@ -127,6 +128,8 @@ class Op:
         param_tensors: parameter tensors among ``params`` (a linear layer's weight and bias
             are two), each one gradient-accumulation kernel when accumulation is not fused
             into the weight-gradient GEMM [count].
+        fp8: a GEMM Transformer Engine runs in fp8 (its fprop, dgrad and wgrad products at
+            the fp8 peak; :mod:`palmsim.workload.fp8`).
     """
 
     name: str
@@ -145,6 +148,7 @@ class Op:
     kernels_fwd: int = 1
     kernels_bwd: int = 1
     param_tensors: int = 0
+    fp8: bool = False
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -311,6 +315,45 @@ def elementwise_cost(
     bytes_fwd = 0.0 if fused_forward else dtype_bytes * num_elements * (num_inputs + 1)
     bytes_bwd = dtype_bytes * num_elements * (saved + 1 + num_inputs)
     return OpCost(0.0, 0.0, bytes_fwd, bytes_bwd, kernels_fwd=0 if fused_forward else 1)
+
+
+@OPS.register("cast")
+def cast_cost(
+    input_elements: float,
+    grad_elements: float,
+    *,
+    dtype_bytes: float,
+    fp8_bytes: float,
+    current_scaling: bool = False,
+) -> OpCost:
+    """Transformer Engine's fp8 casts around one linear GEMM; memory-bound, 0 FLOP.
+
+    - forward: the GEMM's ``input_elements`` input (``e`` bytes each) is cast to fp8 twice,
+      row-wise for the fprop GEMM and column-wise (the transposed copy) for the wgrad GEMM,
+      in one kernel: read ``e``, write ``2·fp8`` per element
+      (transformer_engine/pytorch/module/linear.py ``_linear_forward``: the input quantizer's
+      ``set_usage(rowwise=True, columnwise=backward_needs_input)``; the fused
+      ``cast_transpose`` kernel of transformer_engine/common/transpose/cast_transpose.cu);
+    - backward: the ``grad_elements`` output gradient likewise (row-wise for dgrad,
+      column-wise for wgrad; ``grad_output_preprocess`` in module/base.py), read ``e``,
+      write ``2·fp8``.
+
+    Delayed scaling takes each tensor's amax inside the cast kernel. Current scaling
+    (``current_scaling``) first runs an amax kernel over the tensor (read ``e``) and a
+    scale kernel (bytes negligible), 3 kernels per cast (transformer_engine/pytorch/csrc/
+    quantizer.cpp, ``Float8CurrentScalingQuantizer::quantize``: ``nvte_compute_amax``,
+    ``nvte_compute_scale_from_amax``, then the cast).
+    """
+    per_element = dtype_bytes + 2.0 * fp8_bytes + (dtype_bytes if current_scaling else 0.0)
+    kernels = 3 if current_scaling else 1
+    return OpCost(
+        0.0,
+        0.0,
+        per_element * input_elements,
+        per_element * grad_elements,
+        kernels_fwd=kernels if input_elements > 0 else 0,
+        kernels_bwd=kernels if grad_elements > 0 else 0,
+    )
 
 
 @OPS.register("embedding")
