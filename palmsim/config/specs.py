@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
     "EXPERT_LOADS",
@@ -95,6 +96,9 @@ EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 #: Scaling recipes of fp8 training (``training.fp8_recipe``): Transformer Engine's
 #: DelayedScaling and Float8CurrentScaling (transformer_engine/common/recipe/__init__.py).
 FP8_RECIPES = ("delayed", "current")
+
+#: Attention-core implementations (``training.attention_kernel``).
+ATTENTION_KERNELS = ("unfused", "fused")
 
 #: Values of ``MappingSpec.expert_placement`` (:func:`palmsim.workload.moe.place_experts`).
 EXPERT_PLACEMENTS = ("contiguous", "balanced")
@@ -575,6 +579,13 @@ class TrainingSpec:
         default="bf16",
     )
     optimizer: str = _f("'adam' (mixed-precision, 16 B/param of state) or 'sgd'", default="adam")
+    attention_kernel: str = _f(
+        "the attention core: 'unfused' (Megatron-LM's QKᵀ, softmax, dropout and attention "
+        "over V as separate kernels, keeping the a·s² scores) or 'fused' (FlashAttention-2's "
+        "algorithm, as Transformer Engine's DotProductAttention runs it: one kernel, no a·s² "
+        "tensor, causal blocks above the diagonal skipped)",
+        default="unfused",
+    )
     fp8_recipe: str = _f(
         "scaling of an fp8 run (dtype fp8 only): 'delayed' (Transformer Engine's "
         "DelayedScaling, Megatron-Core's default: scales from an amax history, updated per "

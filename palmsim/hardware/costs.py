@@ -118,6 +118,9 @@ def op_pass_time_s(
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel).
 
+    - A fused attention (kind ``attention``) on a tile with a GEMM model: its kernels'
+      launches plus the roofline of its FLOP at the GEMM model's rate and its bytes.
+
     An fp8 op (:attr:`Op.fp8`) runs at ``fp8_peak_flop_per_s`` and the tile's fp8 efficiency.
     """
     max_efficiency = tile.gemm.max_efficiency if tile.gemm is not None else 0.0
@@ -162,6 +165,16 @@ def op_pass_time_s(
             return dgrad[0] + wgrad[0], dgrad[1] + wgrad[1], dgrad[2] + wgrad[2]
         time_s, launch_s, flop_s = gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
         return time_s, launch_s, flop_s
+    if op.kind == "attention" and tile.gemm is not None:
+        # A fused attention core: its products run as GEMMs do, ASSUMPTION at the GEMM
+        # model's max_efficiency (the calibration set has no fused-attention measurement),
+        # without output-tile quantisation (b·a/t·s/128 query blocks fill the SMs), bounded
+        # by its bytes; one launch per kernel.
+        g = tile.gemm
+        kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
+        launch_s = kernels * g.launch_latency_s
+        flop_s = flop / (peak_flop_per_s * g.max_efficiency)
+        return launch_s + max(flop_s, all_bytes / operand_bandwidth_bytes_per_s), launch_s, flop_s
     if flop == 0.0 and tile.memory_ops is not None:
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
         launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s

@@ -40,6 +40,7 @@ from palmsim.workload.ops import (
     dropout_cost,
     elementwise_cost,
     embedding_cost,
+    fused_attention_cost,
     loss_cost,
     make_op,
     matmul_cost,
@@ -139,7 +140,13 @@ class Block:
     @property
     def gemm_flop_fwd(self) -> float:
         """Forward FLOP of the ops counted in model FLOPs (matrix multiplications) [FLOP]."""
-        return float(sum(op.flop_fwd for op in self.ops if op.is_gemm))
+        return float(
+            sum(
+                op.flop_fwd if op.model_flop_fwd is None else op.model_flop_fwd
+                for op in self.ops
+                if op.is_gemm
+            )
+        )
 
     @property
     def recompute_flop_selective(self) -> float:
@@ -418,6 +425,8 @@ def layer_blocks(
     # backward (Shoeybi et al. 2019, Fig. 3).
     allreduce = _allreduce(tp, shape.act_bytes)
     attn_ops, attn_edges = _attention_ops(model, shape)
+    if training.attention_kernel == "fused":
+        attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
     blocks = (
         Block("attn", attn_ops, allreduce, allreduce, attn_edges),
@@ -889,6 +898,57 @@ def _attention_ops(
         (out_source, "attn_residual", act_bytes),
     ]
     return tuple(ops), tuple(edges)
+
+
+#: The unfused attention core (:func:`_attention_ops`), which a fused kernel replaces.
+_ATTENTION_CORE = ("scores", "softmax", "attn_dropout", "context", "context_layout")
+
+
+def _fused_attention(
+    model: ModelSpec,
+    shape: _LayerShape,
+    ops: tuple[Op, ...],
+    edges: tuple[tuple[str, str, float], ...],
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """The attention block with its core as one fused kernel (``training.attention_kernel:
+    fused``; :func:`palmsim.workload.ops.fused_attention_cost`).
+
+    It writes its output straight in the ``[s, b, h]`` layout (no layout copy) and keeps what
+    the unfused core keeps under selective recompute, Q, K and V, plus its fp32 log-sum-exp,
+    ``4·b·(a/t)·s`` B; its output is the output projection's saved input. Model FLOPs still
+    count the full ``s x s`` products (Narayanan et al. SC21), as the unfused core does.
+    """
+    core = [op for op in ops if op.name in _ATTENTION_CORE]
+    first = ops.index(core[0])
+    cost = fused_attention_cost(
+        shape.batch_heads,
+        shape.s,
+        shape.keys,
+        shape.d,
+        kv_heads_ratio=shape.kv_t / shape.heads_t,
+        causal=model.causal,
+        dtype_bytes=shape.e,
+    )
+    kept = sum(op.saved_bytes_selective for op in core)  # Q, K and V
+    lse = 4.0 * shape.batch_heads * shape.s
+    fused = make_op(
+        "attention",
+        "attention",
+        cost,
+        dtype_bytes=shape.e,
+        saved_bytes=kept + lse,
+        saved_bytes_selective=kept,
+        recompute_selective=True,
+    )
+    fused = dataclasses.replace(fused, model_flop_fwd=sum(op.flop_fwd for op in core))
+    rest = [op for op in ops[first:] if op.name not in _ATTENTION_CORE]
+    renamed = {"scores": "attention", "context": "attention", "context_layout": "attention"}
+    new_edges = []
+    for src, dst, nbytes in edges:
+        if src in _ATTENTION_CORE and dst in _ATTENTION_CORE:
+            continue
+        new_edges.append((renamed.get(src, src), renamed.get(dst, dst), nbytes))
+    return (*ops[:first], fused, *rest), tuple(dict.fromkeys(new_edges))
 
 
 def _mlp_ops(

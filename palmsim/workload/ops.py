@@ -48,6 +48,7 @@ __all__ = [
     "dropout_cost",
     "elementwise_cost",
     "embedding_cost",
+    "fused_attention_cost",
     "loss_cost",
     "make_op",
     "matmul_cost",
@@ -130,6 +131,9 @@ class Op:
             into the weight-gradient GEMM [count].
         fp8: a GEMM Transformer Engine runs in fp8 (its fprop, dgrad and wgrad products at
             the fp8 peak; :mod:`palmsim.workload.fp8`).
+        model_flop_fwd: forward FLOP counted in model FLOPs when it differs from the executed
+            ``flop_fwd`` (a fused causal attention executes about half of the ``s x s``
+            products, model FLOPs count them all); None: ``flop_fwd`` [FLOP].
     """
 
     name: str
@@ -149,6 +153,7 @@ class Op:
     kernels_bwd: int = 1
     param_tensors: int = 0
     fp8: bool = False
+    model_flop_fwd: float | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -317,6 +322,54 @@ def elementwise_cost(
     return OpCost(0.0, 0.0, bytes_fwd, bytes_bwd, kernels_fwd=0 if fused_forward else 1)
 
 
+@OPS.register("attention")
+def fused_attention_cost(
+    batch_heads: float,
+    queries: float,
+    keys: float,
+    head_dim: float,
+    *,
+    kv_heads_ratio: float = 1.0,
+    causal: bool,
+    dtype_bytes: float,
+) -> OpCost:
+    """A fused attention core (FlashAttention-2's algorithm: Dao, "FlashAttention-2", 2023;
+    Transformer Engine's DotProductAttention runs it through cuDNN's fused attention or
+    flash-attn) of ``batch_heads`` heads, ``queries`` queries against ``keys`` keys.
+
+    - FLOP (Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py ``flops``):
+      forward ``4·B·q·k·d`` (QKᵀ and attention over V), halved when causal, since blocks above
+      the diagonal are skipped (exactly: the ``k(k+1)/2`` unmasked pairs of ``k²``, for the
+      queries' share of them); the backward is 2.5 x the forward (it recomputes QKᵀ: five
+      products of that size against the forward's two).
+    - Bytes: the forward reads Q, K and V and writes the output and its fp32 log-sum-exp per
+      row; the backward reads Q, K, V, the output, its gradient and the log-sum-exp and writes
+      dQ, dK and dV. No ``s x s`` tensor touches memory.
+    - Kernels: one forward; three backward (flash-attn's ``flash_bwd_dot_do_o_kernel``, the
+      ``dq_dk_dv`` kernel and ``flash_bwd_convert_dq_kernel``).
+
+    ``kv_heads_ratio`` is KV heads over query heads (grouped-query attention).
+    """
+    pairs = queries * keys
+    if causal:
+        pairs *= (keys + 1) / (2 * keys)
+    flop_fwd = 4.0 * batch_heads * pairs * head_dim
+    q = batch_heads * queries * head_dim  # elements of Q (and of the output)
+    kv = 2 * batch_heads * kv_heads_ratio * keys * head_dim  # K and V
+    lse = 4.0 * batch_heads * queries  # fp32 log-sum-exp per query row
+    bytes_fwd = dtype_bytes * (q + kv + q) + lse
+    bytes_bwd = dtype_bytes * (q + kv + 2 * q) + lse + dtype_bytes * (q + kv)
+    return OpCost(
+        flop_fwd,
+        2.5 * flop_fwd,
+        bytes_fwd,
+        bytes_bwd,
+        gemm_shape=None,
+        kernels_fwd=1,
+        kernels_bwd=3,
+    )
+
+
 @OPS.register("cast")
 def cast_cost(
     input_elements: float,
@@ -416,7 +469,7 @@ def make_op(
     ``weight_bytes`` defaults to ``params · dtype_bytes`` (weights are held in the compute
     dtype; fp32 master copies are optimizer state). ``saved_bytes_selective`` defaults to
     ``saved_bytes``. ``param_tensors`` defaults to one tensor if the op owns parameters.
-    ``is_gemm`` is true for ``matmul`` ops.
+    ``is_gemm`` (counted in model FLOPs) is true for ``matmul`` and ``attention`` ops.
     """
     assert kind in OPS, f"op {name!r}: {OPS.unknown_message(kind)}"
     return Op(
@@ -433,7 +486,7 @@ def make_op(
         if saved_bytes_selective is None
         else saved_bytes_selective,
         recompute_selective=recompute_selective,
-        is_gemm=kind == "matmul",
+        is_gemm=kind in ("matmul", "attention"),
         gemm_shape=cost.gemm_shape,
         kernels_fwd=cost.kernels_fwd,
         kernels_bwd=cost.kernels_bwd,
