@@ -115,11 +115,10 @@ def op_pass_time_s(
     - A memory-bound op on a tile with ``memory_ops``: its kernels of the pass moving all its
       bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
       of its kind (a fused op's pass launches none and takes no time).
-    - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
-      the step's DRAM flows, in parallel).
-
     - A fused attention (kind ``attention``) on a tile with a GEMM model: its kernels'
       launches plus the roofline of its FLOP at the GEMM model's rate and its bytes.
+    - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
+      the step's DRAM flows, in parallel).
 
     An fp8 op (:attr:`Op.fp8`) runs at ``fp8_peak_flop_per_s`` and the tile's fp8 efficiency.
     """
