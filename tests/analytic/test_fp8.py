@@ -257,3 +257,18 @@ def test_fused_attention_time_is_its_flop_at_the_gemm_rate() -> None:
         nbytes = op.bytes_fwd if phase == "F" else op.bytes_bwd
         assert compute_s > nbytes / bw  # compute-bound at s = 4096
         assert cost.time_s == pytest.approx(kernels * g.launch_latency_s + compute_s, rel=1e-12)
+
+
+def test_validate_builds_the_nemo_fp8_case_as_transformer_engine_runs_it() -> None:
+    from palmsim.validate import case_setup
+
+    cases = yaml.safe_load((ROOT / "validation" / "measurements.yaml").read_text())["cases"]
+    (case,) = [c for c in cases if c["id"] == "nemo2407_h100_llama2_7b_8gpu"]
+    hw, _, overrides, _ = case_setup(case)
+    assert hw.endswith("dgx-h100.yaml")
+    for expected in (
+        "training.dtype=fp8",
+        "training.fp8_recipe=delayed",
+        "training.attention_kernel=fused",
+    ):
+        assert expected in overrides
