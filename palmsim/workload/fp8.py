@@ -68,8 +68,9 @@ FP8_LINEARS: tuple[str, ...] = (
 )
 
 #: Linears whose input is the sequence-parallel all-gather of the norm's output: TE casts
-#: the tile's own ``s/t`` rows and gathers them in fp8 (linear.py ``_linear_forward``, the
-#: ``with_input_all_gather_nccl`` branch quantizes before ``gather_along_first_dim``).
+#: the tile's own ``s/t`` rows and gathers them in fp8 (layernorm_linear.py, the
+#: ``with_input_all_gather`` branch quantizes before ``gather_along_first_dim``). palmsim's
+#: all-gather still moves them in bf16 (not modelled: the fp8 gathers).
 SEQUENCE_GATHERED_INPUTS: tuple[str, ...] = ("qkv", "fc1")
 
 #: DelayedScaling's default ``amax_history_len`` (transformer_engine/common/recipe/
@@ -107,7 +108,8 @@ def fp8_block_ops(
     for the backward, and preceded by its cast op (``<name>_cast``).
 
     ``sequence_parallel_tp`` > 1: the inputs of :data:`SEQUENCE_GATHERED_INPUTS` are cast on
-    the tile's ``1/t`` share, before the all-gather.
+    the tile's ``1/t`` share, before the all-gather, and transposed after the backward's
+    all-gather (:func:`palmsim.workload.ops.cast_cost` with ``gathered_elements``).
     """
     fp8_bytes = DTYPE_BYTES["fp8"]
     out: list[Op] = []
@@ -116,15 +118,16 @@ def fp8_block_ops(
             out.append(op)
             continue
         batch, m, k, n = op.gemm_shape
-        inputs = batch * m * k
-        if op.name in SEQUENCE_GATHERED_INPUTS:
-            inputs /= sequence_parallel_tp
+        inputs, gathered = batch * m * k, 0.0
+        if op.name in SEQUENCE_GATHERED_INPUTS and sequence_parallel_tp > 1:
+            inputs, gathered = inputs / sequence_parallel_tp, inputs
         cost = cast_cost(
             inputs,
             batch * m * n,
             dtype_bytes=dtype_bytes,
             fp8_bytes=fp8_bytes,
             current_scaling=recipe == "current",
+            gathered_elements=gathered,
         )
         out.append(make_op(f"{op.name}_cast", "cast", cost, dtype_bytes=dtype_bytes))
         ratio = fp8_bytes / dtype_bytes

@@ -378,6 +378,7 @@ def cast_cost(
     dtype_bytes: float,
     fp8_bytes: float,
     current_scaling: bool = False,
+    gathered_elements: float = 0.0,
 ) -> OpCost:
     """Transformer Engine's fp8 casts around one linear GEMM; memory-bound, 0 FLOP.
 
@@ -391,21 +392,31 @@ def cast_cost(
       column-wise for wgrad; ``grad_output_preprocess`` in module/base.py), read ``e``,
       write ``2·fp8``.
 
+    ``gathered_elements`` > 0: the input is the sequence-parallel all-gather of the
+    ``input_elements`` local rows. Float8 quantizers gather row-wise data only
+    (``supports_only_rowwise_all_gather`` in transformer_engine/pytorch/tensor/
+    float8_tensor.py), so the forward casts the local rows row-wise alone (read ``e``,
+    write ``fp8``) and the backward, which gathers them again for wgrad
+    (layernorm_linear.py, ``gather_along_first_dim(ln_out, ..., quantizer=quantizer)``), makes
+    the column-wise copy of the ``gathered_elements`` (read and write ``fp8``, one kernel).
+
     Delayed scaling takes each tensor's amax inside the cast kernel. Current scaling
     (``current_scaling``) first runs an amax kernel over the tensor (read ``e``) and a
     scale kernel (bytes negligible), 3 kernels per cast (transformer_engine/pytorch/csrc/
     quantizer.cpp, ``Float8CurrentScalingQuantizer::quantize``: ``nvte_compute_amax``,
     ``nvte_compute_scale_from_amax``, then the cast).
     """
-    per_element = dtype_bytes + 2.0 * fp8_bytes + (dtype_bytes if current_scaling else 0.0)
+    amax = dtype_bytes if current_scaling else 0.0
     kernels = 3 if current_scaling else 1
+    copies_fwd = 1.0 if gathered_elements > 0 else 2.0
+    transpose_bwd = 2.0 * fp8_bytes * gathered_elements
     return OpCost(
         0.0,
         0.0,
-        per_element * input_elements,
-        per_element * grad_elements,
+        (dtype_bytes + copies_fwd * fp8_bytes + amax) * input_elements,
+        (dtype_bytes + 2.0 * fp8_bytes + amax) * grad_elements + transpose_bwd,
         kernels_fwd=kernels if input_elements > 0 else 0,
-        kernels_bwd=kernels if grad_elements > 0 else 0,
+        kernels_bwd=(kernels if grad_elements > 0 else 0) + (1 if gathered_elements > 0 else 0),
     )
 
 

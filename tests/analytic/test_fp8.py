@@ -124,10 +124,22 @@ def test_which_gemms_run_in_fp8() -> None:
     assert fp8 == {"qkv", "out_proj", "fc1", "fc2"}  # the TE linears
     gemms = {op.name for b in (attn, mlp) for op in b.ops if op.kind == "matmul"}
     assert gemms - fp8 == {"scores", "context"}  # the attention core stays bf16
-    # sequence parallelism: qkv and fc1 cast the tile's s/t rows before the all-gather
+    # sequence parallelism: qkv and fc1 cast the tile's s/t rows row-wise before the
+    # all-gather (read 2, write 1 per element); the backward casts the output gradient and
+    # transposes the re-gathered fp8 input (read 1, write 1 per element of all s rows)
     attn4, _ = layer_blocks(exp.workload.model, exp.workload.training, 1, 4, sequence_parallel=True)
     s, h = exp.workload.training.seq_len, exp.workload.model.hidden_size
-    assert attn4.op("qkv_cast").bytes_fwd == (2 + 2) * s * h / 4
+    qkv = attn4.op("qkv")
+    assert qkv.gemm_shape is not None
+    _, m, _, n = qkv.gemm_shape
+    cast = attn4.op("qkv_cast")
+    assert cast.bytes_fwd == (2 + 1) * s * h / 4
+    assert cast.bytes_bwd == (2 + 2) * m * n + 2 * s * h
+    assert (cast.kernels_fwd, cast.kernels_bwd) == (1, 2)
+    # out_proj's input is local: both copies in the forward
+    out = attn4.op("out_proj")
+    assert out.gemm_shape is not None
+    assert attn4.op("out_proj_cast").bytes_fwd == (2 + 2) * out.gemm_shape[1] * out.gemm_shape[2]
 
 
 def test_weight_cast_and_amax_update_bytes() -> None:
