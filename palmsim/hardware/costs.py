@@ -65,6 +65,9 @@ class PassCost:
     dram_write_bytes: float
     launch_latency_s: float = 0.0
     flop_time_s: float = 0.0
+    # The part of launch_latency_s that runs before the pass's DRAM traffic flows: the tile's
+    # op latency (tile.op_latency_s) of the ops costed by the roofline.
+    serial_latency_s: float = 0.0
 
     def __add__(self, other: PassCost) -> PassCost:
         """Two pieces of work run one after the other: every term adds."""
@@ -76,7 +79,15 @@ class PassCost:
             self.dram_write_bytes + other.dram_write_bytes,
             self.launch_latency_s + other.launch_latency_s,
             self.flop_time_s + other.flop_time_s,
+            self.serial_latency_s + other.serial_latency_s,
         )
+
+
+def _roofline_op(op: Op, flop: float, tile: TileSpec) -> bool:
+    """Whether ``op`` is costed by the roofline (no GEMM model for it or, a fused attention,
+    for its products, not a memory-bound op of a tile with ``memory_ops``)."""
+    gemm = (op.gemm_shape is not None or op.kind == "attention") and tile.gemm is not None
+    return not gemm and not (flop == 0.0 and tile.memory_ops is not None)
 
 
 def gemm_operand_bandwidth_bytes_per_s(hw: HardwareSpec) -> float:
@@ -118,7 +129,8 @@ def op_pass_time_s(
     - A fused attention (kind ``attention``) on a tile with a GEMM model: its kernels'
       launches plus the roofline of its FLOP at the GEMM model's rate and its bytes.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
-      the step's DRAM flows, in parallel).
+      the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
+      pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
 
     An fp8 op (:attr:`Op.fp8`) runs at ``fp8_peak_flop_per_s`` and the tile's fp8 efficiency.
     """
@@ -132,7 +144,7 @@ def op_pass_time_s(
             max_efficiency = tile.gemm_max_efficiency_for("fp8")
         else:
             tile = dataclasses.replace(tile, compute_efficiency=tile.efficiency_for("fp8"))
-    if op.gemm_shape is not None and tile.gemm is not None:
+    if op.gemm_shape is not None and tile.gemm is not None:  # not _roofline_op
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
 
@@ -179,7 +191,8 @@ def op_pass_time_s(
         launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s
         return tile.memory_ops.time_s(op.kind, all_bytes, kernels), launch_s, 0.0
     time_s = _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
-    return time_s, 0.0, flop / (peak_flop_per_s * tile.compute_efficiency)
+    launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
+    return time_s + launch_s, launch_s, flop / (peak_flop_per_s * tile.compute_efficiency)
 
 
 def _roofline_s(flop: float, sram_bytes: float, tile: TileSpec, peak_flop_per_s: float) -> float:
@@ -218,6 +231,7 @@ def pass_cost(
     ``fp8_peak_flop_per_s``: the peak of fp8 ops (fp8 training), 0 when there are none.
     """
     compute_s = flop_total = sram_total = dram_read = dram_write = launch_s = flop_s = 0.0
+    serial_s = 0.0
     for op in ops:
         part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
         weights = op.weight_bytes
@@ -254,10 +268,14 @@ def pass_cost(
         )
         compute_s += time_s
         launch_s += op_launch_s
+        if _roofline_op(op, flop, tile):
+            serial_s += op_launch_s
         flop_s += op_flop_s
         flop_total += flop
         sram_total += sram
-    return PassCost(compute_s, flop_total, sram_total, dram_read, dram_write, launch_s, flop_s)
+    return PassCost(
+        compute_s, flop_total, sram_total, dram_read, dram_write, launch_s, flop_s, serial_s
+    )
 
 
 def accumulation_cost(
