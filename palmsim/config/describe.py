@@ -164,6 +164,14 @@ def _leaves(section: str, raw: Mapping[str, Any]) -> Iterator[DescribedKey]:
                 for dtype, rate in value.items():
                     yield DescribedKey(f"{sub}.{dtype}", _text(rate), f"peak FLOP/s at {dtype}")
                 continue
+            if section == "hw.tile" and key == "format_efficiency":  # dtype -> ratio
+                for dtype, ratio in value.items():
+                    yield DescribedKey(
+                        f"{sub}.{dtype}",
+                        _text(ratio),
+                        f"achievable fraction of peak of a {dtype} GEMM",
+                    )
+                continue
             if section == "hw.energy" and key == "flop":  # dtype -> energy: one key per dtype
                 for dtype, energy in value.items():
                     yield DescribedKey(

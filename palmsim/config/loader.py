@@ -44,9 +44,11 @@ from palmsim.config.overrides import (
     split_overrides,
 )
 from palmsim.config.specs import (
+    ATTENTION_KERNELS,
     DTYPE_BYTES,
     EXPERT_LOADS,
     EXPERT_PLACEMENTS,
+    FP8_RECIPES,
     GRAD_ACCUMULATION_MODES,
     INFERENCE_TRACES,
     MATH_FIDELITIES,
@@ -1011,8 +1013,10 @@ def _training_schema(set_hint: bool) -> Schema:
     return {
         "seq_len": _int_rule(hint=hint("seq_len")),
         "global_batch_size": _int_rule(hint=hint("global_batch_size")),
-        "dtype": _choice_rule(("fp32", "fp16", "bf16")),
+        "dtype": _choice_rule(("fp32", "fp16", "bf16", "fp8")),
         "optimizer": _choice_rule(("adam", "sgd")),
+        "fp8_recipe": _choice_rule(FP8_RECIPES),
+        "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "moe_capacity_factor": _optional_positive_float_rule(),
         "expert_load": _choice_rule(EXPERT_LOADS),
         "expert_load_concentration": _float_rule(0.0, float("inf"), low_open=True, high_open=True),

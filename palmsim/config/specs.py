@@ -12,10 +12,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
     "EXPERT_LOADS",
     "EXPERT_PLACEMENTS",
+    "FP8_RECIPES",
     "GRAD_ACCUMULATION_MODES",
     "INFERENCE_TRACES",
     "MATH_FIDELITIES",
@@ -26,6 +28,7 @@ __all__ = [
     "SERVING_PREEMPTION_MODES",
     "SERVING_ROUTERS",
     "TRAINING_ONLY",
+    "TRAINING_STORAGE_DTYPE",
     "YIELD_MODELS",
     "ClusterSpec",
     "CostSpec",
@@ -74,6 +77,17 @@ DTYPE_BYTES: dict[str, float] = {
     "bfp4": 0.5 + 1 / BFP_BLOCK_ELEMENTS,
 }
 
+#: The dtype a training dtype stores its tensors in: fp8 training (Transformer Engine) keeps
+#: weights, activations and gradients in bf16 and casts a copy to fp8 at each linear GEMM
+#: (transformer_engine/pytorch/module/linear.py, ``_linear_forward``: the bf16 ``inp`` and
+#: ``weight`` go through their quantizers; the GEMM output is ``activation_dtype``).
+TRAINING_STORAGE_DTYPE: dict[str, str] = {
+    "fp32": "fp32",
+    "fp16": "fp16",
+    "bf16": "bf16",
+    "fp8": "bf16",
+}
+
 #: Tenstorrent math fidelities: passes of the matrix engine over the mantissa bits, each
 #: pass at the LoFi rate (tt-metal tech_reports/GEMM_FLOPS: HiFi2 = 1/2, HiFi3 = 1/3,
 #: HiFi4 = 1/4 of LoFi).
@@ -84,6 +98,13 @@ INFERENCE_TRACES = ("decode", "all", "none")
 
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
+
+#: Scaling recipes of fp8 training (``training.fp8_recipe``): Transformer Engine's
+#: DelayedScaling and Float8CurrentScaling (transformer_engine/common/recipe/__init__.py).
+FP8_RECIPES = ("delayed", "current")
+
+#: Attention-core implementations (``training.attention_kernel``).
+ATTENTION_KERNELS = ("unfused", "fused")
 
 #: Values of ``MappingSpec.expert_placement`` (:func:`palmsim.workload.moe.place_experts`).
 EXPERT_PLACEMENTS = ("contiguous", "balanced")
@@ -224,7 +245,7 @@ class TileSpec:
     format_efficiency: tuple[tuple[str, float], ...] = _f(
         "achievable fraction of peak of a GEMM whose weights are in this format, as "
         "(dtype, ratio) pairs, fitted to GEMM microbenchmarks; a format without an entry "
-        "uses compute_efficiency",
+        "uses compute_efficiency (gemm.max_efficiency under a GEMM model)",
         default=(),
     )
     op_latency_s: float = _f(
@@ -255,6 +276,12 @@ class TileSpec:
     def efficiency_for(self, dtype: str) -> float:
         """Achievable fraction of peak of a GEMM with weights in ``dtype``."""
         return dict(self.format_efficiency).get(dtype, self.compute_efficiency)
+
+    def gemm_max_efficiency_for(self, dtype: str) -> float:
+        """``gemm.max_efficiency`` of a GEMM in ``dtype``: its ``format_efficiency`` entry
+        (e.g. an fp8 GEMM's, fitted to an fp8 matmul measurement), else the GEMM model's."""
+        assert self.gemm is not None, "gemm_max_efficiency_for needs a GEMM model"
+        return dict(self.format_efficiency).get(dtype, self.gemm.max_efficiency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,8 +601,27 @@ class TrainingSpec:
 
     seq_len: int = _f("tokens per sample s")
     global_batch_size: int = _f("samples per iteration B (over all data-parallel replicas)")
-    dtype: str = _f("compute dtype of weights and activations: fp32, fp16 or bf16", default="bf16")
+    dtype: str = _f(
+        "compute dtype of weights and activations: fp32, fp16, bf16, or fp8 (Transformer "
+        "Engine: the layers' linear GEMMs in fp8, everything else and all stored tensors in "
+        "bf16; palmsim.workload.fp8)",
+        default="bf16",
+    )
     optimizer: str = _f("'adam' (mixed-precision, 16 B/param of state) or 'sgd'", default="adam")
+    attention_kernel: str = _f(
+        "the attention core: 'unfused' (Megatron-LM's QKᵀ, softmax, dropout and attention "
+        "over V as separate kernels, keeping the a·s² scores) or 'fused' (FlashAttention-2's "
+        "algorithm, as Transformer Engine's DotProductAttention runs it: one kernel, no a·s² "
+        "tensor, causal blocks above the diagonal skipped)",
+        default="unfused",
+    )
+    fp8_recipe: str = _f(
+        "scaling of an fp8 run (dtype fp8 only): 'delayed' (Transformer Engine's "
+        "DelayedScaling, Megatron-Core's default: scales from an amax history, updated per "
+        "pass) or 'current' (Float8CurrentScaling: each tensor's amax is taken just before "
+        "its cast)",
+        default="delayed",
+    )
     moe_capacity_factor: float | None = _f(
         "mixture-of-experts capacity factor: an expert takes at most ceil(factor x its "
         "uniform share) of each rank's routed tokens, the rest are dropped (Megatron-Core "
