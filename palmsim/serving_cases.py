@@ -39,7 +39,13 @@ from palmsim.config.specs import (
     SloSpec,
     TrafficSpec,
 )
-from palmsim.tile_cases import CannotExpressError, _model, _positive, _shipped
+from palmsim.tile_cases import (
+    TT_TRANSFORMERS_OPS_PER_LAYER,
+    CannotExpressError,
+    _model,
+    _positive,
+    _shipped,
+)
 
 __all__ = ["METRICS", "assumptions", "is_serving_case", "predict", "serving_spec"]
 
@@ -124,6 +130,11 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         kv_dtype=kv,
         mlp_weight_dtype=_format(serving, "mlp_weight_dtype", None),
         math_fidelity=_fidelity(serving),
+        # The serving code's own op count where the case names it (a tt_transformers model,
+        # as in palmsim/tile_cases.py).
+        ops_per_layer=(
+            TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in str(serving.get("engine")) else 0
+        ),
     )
 
 

@@ -433,21 +433,59 @@ def _p2p_overlap(training: Mapping[str, Any]) -> bool:
 
 def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
     """(palmsim dtype, stated): from ``training.precision`` (or ``dtype``): "mixed fp16",
-    "bf16", "FP8 (Transformer Engine)"...; fp16 when unstated.
+    "bf16", "FP8 (Transformer Engine)", "fp8-cs"...; fp16 when unstated.
 
     Raises:
-        NotRun: fp8, or a precision palmsim does not know.
+        NotRun: a precision palmsim does not know, or an fp8 recipe it does not model
+            (:func:`_fp8_recipe`).
     """
     given = training.get("precision", training.get("dtype"))
     if given is None:
         return DEFAULT_PRECISION, False
     text = str(given).lower()
     if "fp8" in text or "float8" in text:
-        raise NotRun("fp8 training is not modelled yet (training.precision: fp32, fp16 or bf16)")
+        _fp8_recipe(training)  # refuses the recipes palmsim does not model
+        return "fp8", True
     for dtype in ("bf16", "fp16", "fp32"):
         if dtype in text:
             return dtype, True
-    raise NotRun(f"training.precision: got {given!r}; expected fp32, fp16 or bf16 (mixed)")
+    raise NotRun(f"training.precision: got {given!r}; expected fp32, fp16, bf16 (mixed) or fp8")
+
+
+#: fp8 recipes as Megatron-Bridge's performance tables name them (``fp8-cs`` per-tensor current
+#: scaling, ``fp8-mx`` MXFP8, ``fp8-bs`` blockwise); the palmsim recipe or None (not modelled).
+_FP8_RECIPE_NAMES: dict[str, str | None] = {
+    "fp8-cs": "current",
+    "current": "current",
+    "delayed": "delayed",
+    "fp8-ds": "delayed",
+    "fp8-mx": None,
+    "mxfp8": None,
+    "fp8-bs": None,
+    "blockwise": None,
+}
+
+
+def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
+    """An fp8 case's scaling recipe (``training.fp8_recipe``) and the assumption it rests
+    on: read from ``training.precision`` ("fp8-cs": current scaling); unstated, delayed
+    scaling, Megatron-Core's and NeMo's default (``--fp8-recipe delayed``).
+
+    Raises:
+        NotRun: MXFP8 or blockwise scaling, which palmsim does not model.
+    """
+    text = str(training.get("precision", training.get("dtype", ""))).lower()
+    for name, recipe in _FP8_RECIPE_NAMES.items():
+        if name in text:
+            if recipe is None:
+                raise NotRun(
+                    f"training.precision: {text!r} is an fp8 recipe palmsim does not model "
+                    "(it models Transformer Engine's delayed and current per-tensor scaling)"
+                )
+            return recipe, None
+    return "delayed", Assumption(
+        "training.fp8_recipe", "delayed", "not stated: Megatron-Core's default"
+    )
 
 
 def _recompute(training: Mapping[str, Any]) -> str | None:
@@ -546,31 +584,37 @@ def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe:
     return out
 
 
-def _attention(training: Mapping[str, Any], hw: HardwareSpec, assumptions: list[Assumption]) -> str:
-    """The attention kernels (``training.attention``): ``flash`` (fused) or ``unfused``.
+def _attention(
+    training: Mapping[str, Any], hw: HardwareSpec, assumptions: list[Assumption], *, fp8: bool
+) -> str:
+    """The attention core (``training.attention_kernel``): ``fused`` or ``unfused``.
 
-    Unstated: ``flash`` where the hardware config gives fused-attention rates
-    (``tile.attention``: the H100 config, whose published runs are Megatron-Core / NeMo with
-    Transformer Engine's fused attention), an assumption marked on the figures; else
-    ``unfused``, the workload's default, the only kernel palmsim has rates for there (the A100
-    rows are Megatron-LM 2021-22, before FlashAttention).
+    fp8 runs in Transformer Engine's modules, whose DotProductAttention picks a fused kernel
+    (cuDNN FusedAttention or flash-attn) and falls back to the unfused one only where neither
+    supports the case (transformer_engine/pytorch/attention/dot_product_attention/utils.py,
+    ``get_attention_backend``): fused, derived. Otherwise ``training.attention`` (``flash``
+    or ``fused``; ``unfused``) when given; unstated, fused on a GPU with an fp8 peak (Hopper
+    on: its published runs are Megatron-Core / NeMo on Transformer Engine), an assumption
+    marked on the figures, else unfused (the A100 rows are Megatron-LM 2021-22).
 
     Raises:
         NotRun: another value.
     """
-    given = training.get("attention")
+    if fp8:
+        return "fused"
+    given = training.get("attention", training.get("attention_kernel"))
     if given is None:
-        if hw.tile.attention is None:
+        if "fp8" not in dict(hw.tile.peak_flop_per_s):
             return "unfused"
-        why = "not stated: fused, as Transformer Engine runs it (the config has its rates)"
-        assumptions.append(Assumption("training.attention", "flash", why))
-        return "flash"
+        why = "not stated: fused, as Transformer Engine runs it on a GPU with fp8 (Hopper on)"
+        assumptions.append(Assumption("training.attention", "fused", why))
+        return "fused"
     text = str(given).lower()
     if text in {"flash", "fused"}:
-        return "flash"
+        return "fused"
     if text == "unfused":
         return "unfused"
-    raise NotRun(f"training.attention: got {given!r}; expected flash or unfused")
+    raise NotRun(f"training.attention: got {given!r}; expected fused (flash) or unfused")
 
 
 def _workload(model: Mapping[str, Any], arch: str, source: str) -> str:
@@ -635,12 +679,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     micro-batch per replica, vocabulary the base workload's, precision fp16, sequence
     parallelism off, no distributed optimizer, and the least recompute that fits (none, then
     selective, then full). ``training.zero_stage`` (or ``training.fsdp`` > 0: 3) sets ZeRO.
-    ``system.cp`` and ``system.ep`` set context and expert parallelism (num_gpus =
-    tp·pp·cp·dp; ep divides dp·cp); ``system.virtual_pipeline_stages`` the model chunks per
-    stage. A mixture of experts: ``model.num_experts``, ``top_k``, ``moe_ffn``,
-    ``shared_experts``, ``first_dense_layers`` (``head_dim`` an explicit head width), over
-    ``model.hf_config`` (a Hugging Face ``config.json``) when given; routing by
-    :func:`_routing`.
+    fp8 runs as Transformer Engine does (``training.dtype: fp8``; the recipe from the
+    precision, delayed scaling when unstated; TE's fused attention). ``system.cp`` and
+    ``system.ep`` set context and expert parallelism (num_gpus = tp·pp·cp·dp; ep divides
+    dp·cp); ``system.virtual_pipeline_stages`` the model chunks per stage. A mixture of
+    experts: ``model.num_experts``, ``top_k``, ``moe_ffn``, ``shared_experts``,
+    ``first_dense_layers`` (``head_dim`` an explicit head width), over ``model.hf_config`` (a
+    Hugging Face ``config.json``) when given; routing by :func:`_routing`.
 
     Raises:
         NotRun: the case is a training run palmsim cannot express (message says why).
@@ -655,6 +700,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     dtype, stated = _precision(training)
     if not stated:
         assumptions.append(Assumption("training.precision", dtype, "not stated"))
+    fp8_recipe = _fp8_recipe(training) if dtype == "fp8" else None
+    if fp8_recipe is not None and fp8_recipe[1] is not None:
+        assumptions.append(fp8_recipe[1])
     arch = _architecture(model)
     hidden = _required(model, "hidden", "model.hidden")
     heads = _required(model, "heads", "model.heads")
@@ -763,11 +811,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         f"training.dtype={dtype}",
     ]
     overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
-    kernel = _attention(training, hw_spec, assumptions)
-    overrides.append(f"training.attention={kernel}")
+    if fp8_recipe is not None:
+        overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")
+    kernel = _attention(training, hw_spec, assumptions, fp8=fp8_recipe is not None)
+    overrides.append(f"training.attention_kernel={kernel}")
     # Fused attention is the Megatron-Core / Transformer Engine stack: its recipes' settings
     # stand for what such a case leaves unstated (see _CORE_DEFAULT), each an assumption.
-    core = kernel == "flash"
+    core = kernel == "fused"
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
         # Megatron-Core refuses MoE with tensor parallelism without sequence parallelism

@@ -19,7 +19,6 @@ import yaml
 from palmsim.config.loader import spec_to_raw
 from palmsim.config.specs import (
     MODES,
-    AttentionKernelSpec,
     ClusterSpec,
     CostSpec,
     DefectSpec,
@@ -61,7 +60,6 @@ _SECTION_TYPES: dict[str, tuple[type, ...]] = {
     "hw": (HardwareSpec,),
     "hw.tile": (TileSpec,),
     "hw.tile.gemm": (GemmSpec,),
-    "hw.tile.attention": (AttentionKernelSpec,),
     "hw.tile.memory_ops": (MemoryOpsSpec,),
     "hw.dram": (DramSpec,),
     "hw.wafer": (WaferSpec,),
@@ -165,6 +163,14 @@ def _leaves(section: str, raw: Mapping[str, Any]) -> Iterator[DescribedKey]:
             if section == "hw.tile" and key == "peak":  # dtype -> rate: one key per dtype
                 for dtype, rate in value.items():
                     yield DescribedKey(f"{sub}.{dtype}", _text(rate), f"peak FLOP/s at {dtype}")
+                continue
+            if section == "hw.tile" and key == "format_efficiency":  # dtype -> ratio
+                for dtype, ratio in value.items():
+                    yield DescribedKey(
+                        f"{sub}.{dtype}",
+                        _text(ratio),
+                        f"achievable fraction of peak of a {dtype} GEMM",
+                    )
                 continue
             if section == "hw.energy" and key == "flop":  # dtype -> energy: one key per dtype
                 for dtype, energy in value.items():

@@ -44,10 +44,13 @@ from palmsim.config.overrides import (
     split_overrides,
 )
 from palmsim.config.specs import (
+    ATTENTION_KERNELS,
     DTYPE_BYTES,
     EXPERT_LOADS,
     EXPERT_PLACEMENTS,
+    FP8_RECIPES,
     GRAD_ACCUMULATION_MODES,
+    INFERENCE_TRACES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
     SERVING_ARRIVALS,
@@ -55,7 +58,6 @@ from palmsim.config.specs import (
     SERVING_PREEMPTION_MODES,
     SERVING_ROUTERS,
     YIELD_MODELS,
-    AttentionKernelSpec,
     ClusterSpec,
     CostSpec,
     DefectSpec,
@@ -465,14 +467,6 @@ def _zero_rule() -> Rule:
     return Rule(parse, "a ZeRO stage: 0, 1, 2 or 3")
 
 
-def _attention_kernel_rule() -> Rule:
-    schema: Schema = {
-        "forward_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
-        "backward_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
-    }
-    return _section_rule(schema, lambda v: AttentionKernelSpec(**v))
-
-
 def _gemm_rule() -> Rule:
     schema: Schema = {
         "compute_units": _int_rule(),
@@ -880,7 +874,6 @@ def hardware_schema(kind: str) -> Schema:
             "sram_bandwidth": _quantity_rule("bandwidth", positive=is_wafer),
             "compute_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "gemm": _gemm_rule(),
-            "attention": _attention_kernel_rule(),
             "memory_ops": _memory_ops_rule(),
             "fidelity_passes": _table_rule(
                 MATH_FIDELITIES, _passes, "an int >= 1", "{LoFi: 1, HiFi2: 2, HiFi4: 4}"
@@ -891,6 +884,11 @@ def hardware_schema(kind: str) -> Schema:
             "op_latency": Rule(
                 _quantity_rule("time", positive=False).parse,
                 "a non-negative time with a unit, e.g. '16 us'",
+                required=False,
+            ),
+            "host_dispatch": Rule(
+                _quantity_rule("time", positive=False).parse,
+                "a non-negative time with a unit, e.g. '30 us'",
                 required=False,
             ),
         },
@@ -1015,12 +1013,13 @@ def _training_schema(set_hint: bool) -> Schema:
     return {
         "seq_len": _int_rule(hint=hint("seq_len")),
         "global_batch_size": _int_rule(hint=hint("global_batch_size")),
-        "dtype": _choice_rule(("fp32", "fp16", "bf16")),
+        "dtype": _choice_rule(("fp32", "fp16", "bf16", "fp8")),
         "optimizer": _choice_rule(("adam", "sgd")),
+        "fp8_recipe": _choice_rule(FP8_RECIPES),
+        "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "moe_capacity_factor": _optional_positive_float_rule(),
         "expert_load": _choice_rule(EXPERT_LOADS),
         "expert_load_concentration": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
-        "attention": _choice_rule(("unfused", "flash")),
     }
 
 
@@ -1055,6 +1054,7 @@ def _inference_schema() -> Schema:
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
         "ops_per_layer": _int_rule(minimum=0),
+        "trace": _choice_rule(INFERENCE_TRACES),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -1129,8 +1129,10 @@ def normalise_hardware(
     out = copy.deepcopy(dict(raw))
     out.setdefault("name", default_name)
     tile = out.get("tile")
-    # op_latency is a time with a unit in the file (absent: the field's 0 s), not the field.
-    _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k != "op_latency_s"})
+    # op_latency and host_dispatch are times with a unit in the file (absent: the fields'
+    # 0 s), not the fields.
+    times = ("op_latency_s", "host_dispatch_s")
+    _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k not in times})
     if out.get("kind") == "gpu_cluster":
         _fill(tile, _GPU_SRAM_DEFAULTS)
     return out, []
@@ -1381,11 +1383,11 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         sram_bandwidth_bytes_per_s=tile_v["sram_bandwidth"],
         compute_efficiency=tile_v["compute_efficiency"],
         gemm=tile_v.get("gemm"),
-        attention=tile_v.get("attention"),
         memory_ops=tile_v.get("memory_ops"),
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
         op_latency_s=tile_v.get("op_latency", 0.0),
+        host_dispatch_s=tile_v.get("host_dispatch", 0.0),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -2003,12 +2005,6 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             "sram_capacity": format_exact(t.sram_capacity_bytes, "bytes"),
             "sram_bandwidth": format_exact(t.sram_bandwidth_bytes_per_s, "bandwidth"),
             "compute_efficiency": t.compute_efficiency,
-            "attention": None
-            if t.attention is None
-            else {
-                "forward_efficiency": t.attention.forward_efficiency,
-                "backward_efficiency": t.attention.backward_efficiency,
-            },
             "gemm": None
             if t.gemm is None
             else {
@@ -2070,6 +2066,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
     if t.op_latency_s:
         raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
+    if t.host_dispatch_s:
+        raw["tile"]["host_dispatch"] = format_exact(t.host_dispatch_s, "time")
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:
@@ -2242,6 +2240,7 @@ def _serving_schema() -> Schema:
         "math_fidelity": _table_rule(
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
+        "ops_per_layer": _int_rule(minimum=0),
     }
 
 
@@ -2377,6 +2376,13 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
         placement=values["placement"],
         **{
             k: values[k]
-            for k in ("dtype", "weight_dtype", "kv_dtype", "mlp_weight_dtype", "math_fidelity")
+            for k in (
+                "dtype",
+                "weight_dtype",
+                "kv_dtype",
+                "mlp_weight_dtype",
+                "math_fidelity",
+                "ops_per_layer",
+            )
         },
     )

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
     "EXPERT_LOADS",
     "EXPERT_PLACEMENTS",
+    "FP8_RECIPES",
     "GRAD_ACCUMULATION_MODES",
+    "INFERENCE_TRACES",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
     "MODES",
@@ -25,8 +28,8 @@ __all__ = [
     "SERVING_PREEMPTION_MODES",
     "SERVING_ROUTERS",
     "TRAINING_ONLY",
+    "TRAINING_STORAGE_DTYPE",
     "YIELD_MODELS",
-    "AttentionKernelSpec",
     "ClusterSpec",
     "CostSpec",
     "DefectSpec",
@@ -74,13 +77,34 @@ DTYPE_BYTES: dict[str, float] = {
     "bfp4": 0.5 + 1 / BFP_BLOCK_ELEMENTS,
 }
 
+#: The dtype a training dtype stores its tensors in: fp8 training (Transformer Engine) keeps
+#: weights, activations and gradients in bf16 and casts a copy to fp8 at each linear GEMM
+#: (transformer_engine/pytorch/module/linear.py, ``_linear_forward``: the bf16 ``inp`` and
+#: ``weight`` go through their quantizers; the GEMM output is ``activation_dtype``).
+TRAINING_STORAGE_DTYPE: dict[str, str] = {
+    "fp32": "fp32",
+    "fp16": "fp16",
+    "bf16": "bf16",
+    "fp8": "bf16",
+}
+
 #: Tenstorrent math fidelities: passes of the matrix engine over the mantissa bits, each
 #: pass at the LoFi rate (tt-metal tech_reports/GEMM_FLOPS: HiFi2 = 1/2, HiFi3 = 1/3,
 #: HiFi4 = 1/4 of LoFi).
 MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
+#: Values of ``InferenceSpec.trace``: the passes replayed from a captured trace.
+INFERENCE_TRACES = ("decode", "all", "none")
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
+
+#: Scaling recipes of fp8 training (``training.fp8_recipe``): Transformer Engine's
+#: DelayedScaling and Float8CurrentScaling (transformer_engine/common/recipe/__init__.py).
+FP8_RECIPES = ("delayed", "current")
+
+#: Attention-core implementations (``training.attention_kernel``).
+ATTENTION_KERNELS = ("unfused", "fused")
 
 #: Values of ``MappingSpec.expert_placement`` (:func:`palmsim.workload.moe.place_experts`).
 EXPERT_PLACEMENTS = ("contiguous", "balanced")
@@ -135,16 +159,6 @@ class GemmSpec:
     tile_n: int = _f("columns of one output tile of the GEMM kernels [elements]")
     max_efficiency: float = _f("fraction of peak reached by a GEMM without quantisation [ratio]")
     launch_latency_s: float = _f("fixed time per GEMM kernel [s]")
-
-
-@dataclass(frozen=True, slots=True)
-class AttentionKernelSpec:
-    """Achieved rate of a fused (flash) attention kernel, as a fraction of the dense peak,
-    counting FLOP as FlashAttention's benchmarks do: forward ``4·s·s_k·d`` per head (half
-    for causal), backward 2.5 times the forward (:func:`palmsim.hardware.costs.op_pass_time_s`)."""
-
-    forward_efficiency: float = _f("fraction of peak reached by the forward kernel [ratio]")
-    backward_efficiency: float = _f("fraction of peak reached by the backward kernel [ratio]")
 
 
 #: Kinds of memory-bound kernel a ``memory_ops`` section may give its own bandwidth and
@@ -213,11 +227,6 @@ class TileSpec:
         "unused when gemm is given",
         default=1.0,
     )
-    attention: AttentionKernelSpec | None = _f(
-        "fused (flash) attention kernel rates; null (absent): such a kernel runs at "
-        "peak x compute_efficiency against its bytes (roofline)",
-        default=None,
-    )
     gemm: GemmSpec | None = _f(
         "shape-dependent GEMM model; null (absent): peak x compute_efficiency for every GEMM",
         default=None,
@@ -236,13 +245,19 @@ class TileSpec:
     format_efficiency: tuple[tuple[str, float], ...] = _f(
         "achievable fraction of peak of a GEMM whose weights are in this format, as "
         "(dtype, ratio) pairs, fitted to GEMM microbenchmarks; a format without an entry "
-        "uses compute_efficiency",
+        "uses compute_efficiency (gemm.max_efficiency under a GEMM model)",
         default=(),
     )
     op_latency_s: float = _f(
         "fixed time of every op the tile launches, in series with its compute and data "
         "movement (dispatch and op-to-op gap; tiled chips, fitted to GEMM microbenchmarks) "
         "[s]; 0: none (GPUs give it per kernel kind in gemm and memory_ops)",
+        default=0.0,
+    )
+    host_dispatch_s: float = _f(
+        "host time to dispatch one op of a pass not replayed from a trace "
+        "(inference.trace): the host issues the ops one after another while the device "
+        "runs them, so a block lasts at least its ops times this [s]; 0: none",
         default=0.0,
     )
 
@@ -261,6 +276,12 @@ class TileSpec:
     def efficiency_for(self, dtype: str) -> float:
         """Achievable fraction of peak of a GEMM with weights in ``dtype``."""
         return dict(self.format_efficiency).get(dtype, self.compute_efficiency)
+
+    def gemm_max_efficiency_for(self, dtype: str) -> float:
+        """``gemm.max_efficiency`` of a GEMM in ``dtype``: its ``format_efficiency`` entry
+        (e.g. an fp8 GEMM's, fitted to an fp8 matmul measurement), else the GEMM model's."""
+        assert self.gemm is not None, "gemm_max_efficiency_for needs a GEMM model"
+        return dict(self.format_efficiency).get(dtype, self.gemm.max_efficiency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,8 +601,27 @@ class TrainingSpec:
 
     seq_len: int = _f("tokens per sample s")
     global_batch_size: int = _f("samples per iteration B (over all data-parallel replicas)")
-    dtype: str = _f("compute dtype of weights and activations: fp32, fp16 or bf16", default="bf16")
+    dtype: str = _f(
+        "compute dtype of weights and activations: fp32, fp16, bf16, or fp8 (Transformer "
+        "Engine: the layers' linear GEMMs in fp8, everything else and all stored tensors in "
+        "bf16; palmsim.workload.fp8)",
+        default="bf16",
+    )
     optimizer: str = _f("'adam' (mixed-precision, 16 B/param of state) or 'sgd'", default="adam")
+    attention_kernel: str = _f(
+        "the attention core: 'unfused' (Megatron-LM's QKᵀ, softmax, dropout and attention "
+        "over V as separate kernels, keeping the a·s² scores) or 'fused' (FlashAttention-2's "
+        "algorithm, as Transformer Engine's DotProductAttention runs it: one kernel, no a·s² "
+        "tensor, causal blocks above the diagonal skipped)",
+        default="unfused",
+    )
+    fp8_recipe: str = _f(
+        "scaling of an fp8 run (dtype fp8 only): 'delayed' (Transformer Engine's "
+        "DelayedScaling, Megatron-Core's default: scales from an amax history, updated per "
+        "pass) or 'current' (Float8CurrentScaling: each tensor's amax is taken just before "
+        "its cast)",
+        default="delayed",
+    )
     moe_capacity_factor: float | None = _f(
         "mixture-of-experts capacity factor: an expert takes at most ceil(factor x its "
         "uniform share) of each rank's routed tokens, the rest are dropped (Megatron-Core "
@@ -599,14 +639,6 @@ class TrainingSpec:
         "concentration alpha of the 'dirichlet' expert load: small is skewed, large is "
         "near-uniform [ratio]",
         default=1.0,
-    )
-    attention: str = _f(
-        "the attention core's kernels: 'unfused' (QK^T, softmax, dropout and attention over V "
-        "as separate kernels, the s x s scores in memory: Megatron-LM 2021-22) or 'flash' "
-        "(one tiled kernel that never writes the scores and recomputes them in its backward: "
-        "FlashAttention, Dao et al. 2022; Transformer Engine's fused attention in "
-        "Megatron-Core)",
-        default="unfused",
     )
 
 
@@ -640,6 +672,12 @@ class InferenceSpec:
         "tt_transformers' decoder on one chip); each beyond the layer's op-graph kernels "
         "pays tile.op_latency; 0: the op graph's kernels [count]",
         default=0,
+    )
+    trace: str = _f(
+        "passes replayed from a captured trace, free of host dispatch "
+        "(tile.host_dispatch): 'decode' (tt_transformers' demos, CUDA graphs of decode), "
+        "'all' or 'none'",
+        default="decode",
     )
 
 
@@ -901,4 +939,10 @@ class ServingSpec:
         "math fidelity of the GEMMs by weight dtype, as (dtype, fidelity) pairs, on a chip "
         "with tile.fidelity_passes (as the inference section's)",
         default=(),
+    )
+    ops_per_layer: int = _f(
+        "device ops one layer launches per iteration in the serving code (as "
+        "inference.ops_per_layer); each beyond the layer's op-graph kernels pays "
+        "tile.op_latency; 0: the op graph's kernels [count]",
+        default=0,
     )

@@ -339,14 +339,20 @@ class ServingPlan:
         parts += [self._step("core", q, 1, s) for q in chunks]
         if num_single:
             parts.append(self._step("core", 1, num_single, s))
+        # The serving code's ops beyond the op graph's kernels (serving.ops_per_layer) each
+        # pay the tile's op latency, charged to the attention step as in palmsim run.
+        attn_ops, mlp_ops, _, _ = self._linear(tokens)
+        graph_ops = sum(op.kernels_fwd for op in (*attn_ops, *mlp_ops, *self._core(1, 1)))
+        extra_s = max(self.serving.ops_per_layer - graph_ops, 0) * self.hardware.tile.op_latency_s
         attention = ComputeStep(
             "attn",
-            sum(p.compute_time_s for p in parts),
+            sum(p.compute_time_s for p in parts) + extra_s,
             sum(p.flop for p in parts),
             sum(p.sram_bytes for p in parts),
             sum(p.dram_read_bytes for p in parts),
             sum(p.dram_write_bytes for p in parts),
-            serial_latency_s=sum(p.serial_latency_s for p in parts),
+            launch_latency_s=extra_s,
+            serial_latency_s=sum(p.serial_latency_s for p in parts) + extra_s,
         )
         allreduce_bytes = self._linear(tokens)[2]
 

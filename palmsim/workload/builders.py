@@ -28,8 +28,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES, ModelSpec, TrainingSpec
+from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
+from palmsim.workload.fp8 import fp8_block_ops
 from palmsim.workload.ops import (
     LOSS_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
@@ -39,7 +40,7 @@ from palmsim.workload.ops import (
     dropout_cost,
     elementwise_cost,
     embedding_cost,
-    flash_attention_cost,
+    fused_attention_cost,
     loss_cost,
     make_op,
     matmul_cost,
@@ -139,7 +140,13 @@ class Block:
     @property
     def gemm_flop_fwd(self) -> float:
         """Forward FLOP of the ops counted in model FLOPs (matrix multiplications) [FLOP]."""
-        return float(sum(op.flop_fwd for op in self.ops if op.is_gemm))
+        return float(
+            sum(
+                op.flop_fwd if op.model_flop_fwd is None else op.model_flop_fwd
+                for op in self.ops
+                if op.is_gemm
+            )
+        )
 
     @property
     def recompute_flop_selective(self) -> float:
@@ -181,9 +188,10 @@ class Block:
 
 
 def _dtype_bytes(training: TrainingSpec) -> int:
-    """Bytes per element of the training (or activation) dtype: fp32, fp16 or bf16."""
+    """Bytes per element of the training (or activation) dtype: fp32, fp16 or bf16 (fp8
+    training stores bf16: :data:`TRAINING_STORAGE_DTYPE`)."""
     try:
-        return int(DTYPE_BYTES[training.dtype])
+        return int(DTYPE_BYTES[TRAINING_STORAGE_DTYPE.get(training.dtype, training.dtype)])
     except KeyError:
         expected = ", ".join(sorted(DTYPE_BYTES))
         raise ConfigError.single("", "training.dtype", training.dtype, expected) from None
@@ -382,7 +390,7 @@ def layer_blocks(
                 "does not lower yet (its layers differ: each is built with its layer index)"
             )
         if model.is_moe_layer(layer):
-            return moe_blocks(
+            moe = moe_blocks(
                 model,
                 training,
                 micro_batch_size,
@@ -392,6 +400,7 @@ def layer_blocks(
                 sequence_parallel=sequence_parallel,
                 cp=cp,
             )
+            return _fp8_blocks(moe, training, tp if sequence_parallel else 1)
     _check_common(model, micro_batch_size, tp)
     seq = _local_seq_len(training, cp)
     _check_layer_tp(model, tp)
@@ -415,15 +424,39 @@ def layer_blocks(
     # operator all-reduces the input gradient of the column-parallel projection in the
     # backward (Shoeybi et al. 2019, Fig. 3).
     allreduce = _allreduce(tp, shape.act_bytes)
-    attn_ops, attn_edges = _attention_ops(model, shape, flash=training.attention == "flash")
+    attn_ops, attn_edges = _attention_ops(model, shape)
+    if training.attention_kernel == "fused":
+        attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
     blocks = (
         Block("attn", attn_ops, allreduce, allreduce, attn_edges),
         Block("mlp", mlp_ops, allreduce, allreduce, mlp_edges),
     )
     if sequence_parallel and tp > 1:
-        return _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
-    return blocks
+        blocks = _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
+    return _fp8_blocks(blocks, training, tp if sequence_parallel else 1)
+
+
+def _fp8_blocks(
+    blocks: tuple[Block, ...], training: TrainingSpec, sequence_parallel_tp: int
+) -> tuple[Block, ...]:
+    """``blocks`` with their Transformer Engine linears in fp8 when ``training.dtype`` is
+    fp8 (:func:`palmsim.workload.fp8.fp8_block_ops`), else unchanged."""
+    if training.dtype != "fp8":
+        return blocks
+    e = _dtype_bytes(training)
+    return tuple(
+        dataclasses.replace(
+            b,
+            ops=fp8_block_ops(
+                b.ops,
+                dtype_bytes=e,
+                recipe=training.fp8_recipe,
+                sequence_parallel_tp=sequence_parallel_tp,
+            ),
+        )
+        for b in blocks
+    )
 
 
 def _local_seq_len(training: TrainingSpec, cp: int) -> int:
@@ -712,7 +745,7 @@ def moe_blocks(
 
 
 def _attention_ops(
-    model: ModelSpec, shape: _LayerShape, *, flash: bool = False
+    model: ModelSpec, shape: _LayerShape
 ) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
     """Ops and edges of the attention block.
 
@@ -720,13 +753,6 @@ def _attention_ops(
     ``2sbh``, QKV input ``2sbh``, Q and K ``4sbh/t``, softmax output ``2as²b/t``, its dropout
     mask ``as²b/t``, the dropout output ``2as²b/t`` and V ``2sbh/t``, the output-projection
     input ``2sbh/t``, the residual dropout mask ``sbh``.
-
-    ``flash``: the core (QKᵀ, softmax, its dropout, attention over V and the layout copy) is
-    one fused kernel (:func:`palmsim.workload.ops.flash_attention_cost`) that keeps Q, K, V
-    and one fp32 log-sum-exp per query row, ``4·b·a·s/t`` bytes, instead of the ``5as²b``
-    terms; its output O is the output projection's saved input. It writes O as
-    ``[s, b, a/t·d]`` (Transformer Engine's ``sbhd`` layout), so there is no layout copy, and
-    draws its dropout mask from the RNG state in the backward, so there is no mask.
     """
     e, s, h, d, n_tok = shape.e, shape.s, shape.h, shape.d, shape.n_tok
     act_bytes = shape.act_bytes
@@ -773,8 +799,6 @@ def _attention_ops(
         ops.append(make_op("rope", "elementwise", rope, dtype_bytes=e))
         edges.append(("qkv_split", "rope", qk_bytes))
         qk_source = "rope"
-    if flash:
-        return _flash_attention_ops(model, shape, ops, edges, qk_source, qk_bytes)
     # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
     # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
     # Context parallelism: the tile's s/cp queries against all s keys, whose chunks pass
@@ -876,65 +900,55 @@ def _attention_ops(
     return tuple(ops), tuple(edges)
 
 
-def _flash_attention_ops(
+#: The unfused attention core (:func:`_attention_ops`), which a fused kernel replaces.
+_ATTENTION_CORE = ("scores", "softmax", "attn_dropout", "context", "context_layout")
+
+
+def _fused_attention(
     model: ModelSpec,
     shape: _LayerShape,
-    ops: list[Op],
-    edges: list[tuple[str, str, float]],
-    qk_source: str,
-    qk_bytes: float,
+    ops: tuple[Op, ...],
+    edges: tuple[tuple[str, str, float], ...],
 ) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
-    """The rest of :func:`_attention_ops` (``ops`` and ``edges`` up to Q and K) with the
-    core as one fused kernel."""
-    e, n_tok, h = shape.e, shape.n_tok, shape.h
-    q_width, kv_width = shape.heads_t * shape.d, shape.kv_t * shape.d
-    v_bytes = e * n_tok * kv_width
-    lse_bytes = 4.0 * shape.batch_heads * shape.s  # one fp32 log-sum-exp per query row
-    core = flash_attention_cost(
+    """The attention block with its core as one fused kernel (``training.attention_kernel:
+    fused``; :func:`palmsim.workload.ops.fused_attention_cost`).
+
+    It writes its output straight in the ``[s, b, h]`` layout (no layout copy) and keeps what
+    the unfused core keeps under selective recompute, Q, K and V, plus its fp32 log-sum-exp,
+    ``4·b·(a/t)·s`` B; its output is the output projection's saved input. Model FLOPs still
+    count the full ``s x s`` products (Narayanan et al. SC21), as the unfused core does.
+    """
+    core = [op for op in ops if op.name in _ATTENTION_CORE]
+    first = ops.index(core[0])
+    cost = fused_attention_cost(
+        shape.batch_heads,
         shape.s,
         shape.keys,
         shape.d,
-        batch=shape.batch_heads,
-        q_heads_per_kv=shape.heads_t / shape.kv_t,
+        kv_heads_ratio=shape.kv_t / shape.heads_t,
         causal=model.causal,
-        dtype_bytes=e,
+        dtype_bytes=shape.e,
     )
-    ops.append(
-        make_op(
-            "attention",
-            "flash_attention",
-            core,
-            dtype_bytes=e,
-            saved_bytes=qk_bytes + v_bytes + lse_bytes,
-            recompute_selective=True,
-        )
+    kept = sum(op.saved_bytes_selective for op in core)  # Q, K and V
+    lse = 4.0 * shape.batch_heads * shape.s
+    fused = make_op(
+        "attention",
+        "attention",
+        cost,
+        dtype_bytes=shape.e,
+        saved_bytes=kept + lse,
+        saved_bytes_selective=kept,
+        recompute_selective=True,
     )
-    out_proj = matmul_cost(n_tok, q_width, h, dtype_bytes=e, has_weight=True)
-    bias = model.use_bias
-    ops.append(
-        make_op(
-            "out_proj",
-            "matmul",
-            out_proj,
-            params=q_width * h + (h if bias else 0),
-            param_tensors=2 if bias else 1,
-            dtype_bytes=e,
-            saved_bytes=e * n_tok * q_width,
-        )
-    )
-    out_source = _row_parallel_bias(model, shape, "out_proj", "out_bias", ops, edges)
-    out_source = _residual_dropout(model, shape, out_source, "out_dropout", ops, edges)
-    ops.append(_residual_add("attn_residual", shape, fused=out_source == "out_dropout"))
-    edges += [
-        (BLOCK_INPUT, "norm1", shape.act_bytes),
-        (BLOCK_INPUT, "attn_residual", shape.act_bytes),
-        ("norm1", "qkv", shape.act_bytes),
-        (qk_source, "attention", qk_bytes),
-        ("qkv_split", "attention", v_bytes),
-        ("attention", "out_proj", e * n_tok * q_width),
-        (out_source, "attn_residual", shape.act_bytes),
-    ]
-    return tuple(ops), tuple(edges)
+    fused = dataclasses.replace(fused, model_flop_fwd=sum(op.flop_fwd for op in core))
+    rest = [op for op in ops[first:] if op.name not in _ATTENTION_CORE]
+    renamed = {"scores": "attention", "context": "attention", "context_layout": "attention"}
+    new_edges = []
+    for src, dst, nbytes in edges:
+        if src in _ATTENTION_CORE and dst in _ATTENTION_CORE:
+            continue
+        new_edges.append((renamed.get(src, src), renamed.get(dst, dst), nbytes))
+    return (*ops[:first], fused, *rest), tuple(dict.fromkeys(new_edges))
 
 
 def _mlp_ops(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
 import pytest
 
-from palmsim.config.specs import TrafficSpec
+from palmsim.config.specs import TrafficSpec, TrainingSpec
 from palmsim.report.serving import latencies, summarize_serving, time_average
 from palmsim.serving.traffic import Request
+from palmsim.workload.builders import layer_blocks
 from tests.serving.helpers import (
     PEAK_FLOP_PER_S,
     compute_bound_tile,
@@ -145,3 +147,26 @@ def test_closed_loop_keeps_exactly_concurrency_requests_in_flight():
     # every request after the first C arrives exactly when some request finished
     finishes = {r.finish_s for r in recs}
     assert all(r.arrival_s in finishes for r in recs[c:])
+
+
+def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
+    """serving.ops_per_layer (as inference.ops_per_layer): each layer launches that many
+    device ops, each beyond the op graph's kernels paying tile.op_latency in series. A lone
+    request's prefill and every decode step grow by layers x extra ops x op latency exactly
+    (all in SRAM: the steps move no DRAM, so nothing overlaps the latency)."""
+    layers, p, n, extra, latency = 2, 32, 5, 10, 1e-3
+    tile = compute_bound_tile()
+    hw = dataclasses.replace(tile, tile=dataclasses.replace(tile.tile, op_latency_s=latency))
+    mdl = model(layers=layers)
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="fp16")
+    graph = sum(op.kernels_fwd for b in layer_blocks(mdl, spec, 1, 1) for op in b.ops)
+    base = serving_spec(_fixed(p, n, num_requests=1))
+    more = dataclasses.replace(base, ops_per_layer=graph + extra)
+    request = (Request(0, 0.0, p, n),)
+    (a,) = run(hw, mdl, base, request)[1].requests
+    (b,) = run(hw, mdl, more, request)[1].requests
+    step_s = layers * extra * latency
+    assert b.first_token_s - a.first_token_s == pytest.approx(step_s, rel=1e-9)
+    tpot_a = (a.finish_s - a.first_token_s) / (n - 1)
+    tpot_b = (b.finish_s - b.first_token_s) / (n - 1)
+    assert tpot_b - tpot_a == pytest.approx(step_s, rel=1e-9)

@@ -36,6 +36,17 @@ def test_a_case_becomes_closed_loop_fixed_length_traffic():
     assert dict(spec.math_fidelity) == {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16": "HiFi4"}
 
 
+def test_a_tt_transformers_server_launches_its_23_ops_per_layer():
+    """The cases' servers run tt_transformers models: serving.ops_per_layer is its decoder's
+    23 device ops (as palmsim run's inference.ops_per_layer); another engine keeps the op
+    graph's kernels (0)."""
+    case = _cases()[0]
+    assert "tt_transformers" in case["serving"]["engine"]
+    assert serving_spec(case).ops_per_layer == 23
+    other = {**case, "serving": {**case["serving"], "engine": "vLLM on GPUs"}}
+    assert serving_spec(other).ops_per_layer == 0
+
+
 def test_one_client_serves_requests_back_to_back():
     """With one client the requests run one after another, so the run lasts n mean
     end-to-end latencies: request throughput x mean E2EL = 1, whatever the hardware."""

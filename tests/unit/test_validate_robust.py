@@ -112,7 +112,7 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"training": {"precision": "FP8 (Transformer Engine)"}}, "fp8 training is not modelled"),
+        ({"training": {"precision": "fp8-mx"}}, "an fp8 recipe palmsim does not model"),
         ({"system": {"cp": 2}}, r"num_gpus = 8 but tp·pp·cp·dp = 8·1·2·1 = 16"),
         ({"system": {"num_gpus": 16}}, r"num_gpus = 16 but tp·pp·cp·dp = 8·1·1·1 = 8"),
         ({"model": {"arch": "gpt-oss-120b"}}, "sliding-window attention"),
@@ -184,7 +184,7 @@ def test_an_h100_case_takes_the_megatron_core_stack_for_what_it_leaves_unstated(
     )  # fmt: skip
     run = read_training_run(case, "x.yaml")
     assert run is not None
-    assert "training.attention=flash" in run.overrides
+    assert "training.attention_kernel=fused" in run.overrides
     flags = run.flags
     assert (flags["sequence_parallel"], flags["zero"], flags["p2p_overlap"]) == (True, 1, True)
     keys = {a.key for a in run.assumptions}
@@ -195,7 +195,7 @@ def test_an_h100_case_takes_the_megatron_core_stack_for_what_it_leaves_unstated(
         "training.overlap_p2p_comm",
     } <= keys
     a100 = read_training_run(_case(training={"sequence_parallel": ...}), "x.yaml")
-    assert a100 is not None and "training.attention=unfused" in a100.overrides
+    assert a100 is not None and "training.attention_kernel=unfused" in a100.overrides
     assert a100.flags["sequence_parallel"] is False and a100.flags["p2p_overlap"] is False
 
 
