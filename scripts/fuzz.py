@@ -438,56 +438,77 @@ def _mutated_set(rng: random.Random) -> tuple[list[str], str]:
 # --------------------------------------------------------------------------- running
 
 
-def run_child(argv: list[str], timeout_s: float, memory_cap_bytes: int) -> tuple[Any, ...]:
-    """Run ``palmsim.cli.main(argv)`` in a forked child.
+def run_child(
+    argv: list[str],
+    timeout_s: float,
+    memory_cap_bytes: int,
+    entry: Callable[[list[str]], int] | None = None,
+) -> tuple[Any, ...]:
+    """Run ``palmsim.cli.main(argv)`` (or ``entry(argv)``) in a forked child that can never
+    block the harness.
 
-    Returns (exit code or None if killed at ``timeout_s``, seconds, peak RSS in bytes,
-    traceback text, the command's stderr). The child's address space is capped at
-    ``memory_cap_bytes`` so a runaway input cannot take the machine down.
+    The child starts a session of its own (so it and anything it starts form one process
+    group), writes its stdout, stderr and result to temporary files (no pipe a grandchild
+    could hold open), and has its address space capped at ``memory_cap_bytes`` so a runaway
+    input cannot take the machine down. At ``timeout_s`` the whole group is killed.
+
+    Returns (exit code or None if killed or dead, seconds, peak RSS in bytes, traceback text,
+    the command's stderr). The peak RSS is ``ru_maxrss`` from ``os.wait4``: on Linux the
+    largest of the child and the descendants it reaped.
     """
-    read_fd, write_fd = os.pipe()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # child
-        code, tb, err = 1, "", io.StringIO()
-        try:
-            os.close(read_fd)
-            resource.setrlimit(resource.RLIMIT_AS, (memory_cap_bytes, memory_cap_bytes))
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            from palmsim.cli import main
+    with tempfile.TemporaryDirectory(prefix="palmsim-fuzz-child-") as tmp:
+        out_path, err_path, result_path = (Path(tmp) / n for n in ("out", "err", "result"))
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # child
+            code, tb = 1, ""
+            try:
+                os.setsid()
+                for fd, path in ((1, out_path), (2, err_path)):
+                    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    os.dup2(target, fd)
+                    os.close(target)
+                resource.setrlimit(resource.RLIMIT_AS, (memory_cap_bytes, memory_cap_bytes))
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                if entry is None:
+                    from palmsim.cli import main as entry
 
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                code = main(argv)
-        except BaseException:
-            tb = traceback.format_exc()
-        try:
-            payload = json.dumps({"code": code, "tb": tb, "err": err.getvalue()[-2000:]})
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    killed = False
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() - start > timeout_s:
-            os.kill(pid, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-            killed = True
-            break
-        time.sleep(0.005)
-    seconds = time.monotonic() - start
-    with os.fdopen(read_fd) as pipe:
-        text = pipe.read()
-    data = json.loads(text) if text else {"code": None, "tb": "", "err": ""}
-    rss = int(usage.ru_maxrss) * 1024  # Linux: KiB
+                code = entry(argv)
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 1
+            except BaseException:
+                tb = traceback.format_exc()
+            try:
+                result_path.write_text(json.dumps({"code": code, "tb": tb}), encoding="utf-8")
+            finally:
+                os._exit(0)
+        killed = False
+        while True:
+            done, status, usage = os.wait4(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() - start > timeout_s:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                _, status, usage = os.wait4(pid, 0)
+                killed = True
+                break
+            time.sleep(0.005)
+        seconds = time.monotonic() - start
+        # a grandchild the command left behind dies with its group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        rss = int(usage.ru_maxrss) * 1024  # Linux: KiB
+        err = err_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+        text = result_path.read_text(encoding="utf-8") if result_path.exists() else ""
+    printed = err.find("Traceback (most recent call last)")
     if killed:
         return None, seconds, rss, "", "killed at the time limit"
     if not text:
-        return None, seconds, rss, f"child died (status {status})", ""
-    return data["code"], seconds, rss, data["tb"], data["err"]
+        return None, seconds, rss, f"child died (status {status})", err
+    data = json.loads(text)
+    # a traceback printed by anything the command ran counts as much as one it raised
+    return data["code"], seconds, rss, data["tb"] or (err[printed:] if printed >= 0 else ""), err
 
 
 def fuzz_kind(
