@@ -188,6 +188,44 @@ def _mutate_file(source: Path, target: Path, rng: random.Random) -> str:
     return what
 
 
+def _mutate_npz(path: Path, rng: random.Random) -> str:
+    """Mutate a record file: garble its bytes, or put an absurd value into one of its arrays
+    (a legal file whose records do not fit the run)."""
+    import numpy as np
+
+    data = path.read_bytes()
+    if rng.random() < 0.3:
+        i = rng.randrange(len(data))
+        if rng.random() < 0.5:
+            path.write_bytes(data[:i])
+            return f"truncated at {i}"
+        path.write_bytes(data[:i] + bytes([rng.randrange(256)]) + data[i + 1 :])
+        return f"changed byte {i}"
+    from palmsim.report.export import RECORD_ARRAYS, _unshuffle
+
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    for name, array in arrays.items():  # float columns stored byte-shuffled: store them plain
+        if RECORD_ARRAYS.get(name) == "f8" and array.dtype == np.uint8:
+            arrays[name] = _unshuffle(array)
+    name = rng.choice(sorted(n for n, a in arrays.items() if a.ndim == 1 and len(a)))
+    column = arrays[name].copy()
+    i = rng.randrange(len(column))
+    if column.dtype.kind == "U":
+        value: Any = rng.choice(("", "x", "compute", "\x00"))
+    elif column.dtype.kind == "f":
+        value = rng.choice((-1.0, 1e30, float("nan"), float("inf"), 0.0))
+    else:
+        value = rng.choice((-1, -(2**31), 2**31 - 1, len(column), 10**6))
+    try:
+        column[i] = value
+    except (OverflowError, ValueError):
+        column[i] = -1
+    arrays[name] = column
+    np.savez_compressed(path, **arrays)
+    return f"{name}[{i}] = {value!r}"
+
+
 # --------------------------------------------------------------------------- corpus
 
 
@@ -533,9 +571,12 @@ def fuzz_kind(
             base = rng.choice(kind.bases)
             target = scratch / "run"
             shutil.copytree(base, target)
-            files = sorted(p for p in target.rglob("*") if p.suffix in {".yaml", ".json", ".csv"})
+            suffixes = {".yaml", ".json", ".csv", ".npz"}
+            files = sorted(p for p in target.rglob("*") if p.suffix in suffixes)
             victim = rng.choice(files)
-            if victim.suffix == ".csv" or rng.random() < 0.2:
+            if victim.suffix == ".npz":
+                what = f"{victim.name}: " + _mutate_npz(victim, rng)
+            elif victim.suffix == ".csv" or rng.random() < 0.2:
                 if rng.random() < 0.2:
                     victim.unlink()
                     what = f"deleted {victim.name}"
