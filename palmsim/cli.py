@@ -10,7 +10,9 @@ Errors print as one message (all problems of a config file at once), never a tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -781,6 +783,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code of a command whose reader closed the pipe: what a shell reports for a Unix tool
+#: ended by SIGPIPE (128 + 13), e.g. ``head`` after its lines.
+EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_closed() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again (the
+    recipe of the Python ``signal`` docs, "Note on SIGPIPE"); the exit code of SIGPIPE."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no real stdout in tests
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``palmsim`` console script; returns the exit code."""
     parser = build_parser()
@@ -796,7 +812,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
     except PalmsimError as error:
         kind = type(error).__name__
         print(f"palmsim: {kind}: {error}", file=sys.stderr)
@@ -804,6 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("palmsim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `palmsim ... | head`: the reader left; stop quietly
+        return _stdout_closed()
     except Exception as bug:  # a bug in palmsim: one line; -v prints the traceback
         if args.verbose:
             traceback.print_exc()
