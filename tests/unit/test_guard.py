@@ -27,8 +27,8 @@ def test_global_batch_of_1e12_is_refused_before_mapping() -> None:
 def test_wafer_of_8_million_tiles_is_refused_before_any_graph(monkeypatch) -> None:
     """The issue's first hang: die_grid [5, 100000] of 4x4 tiles = 8e6 tiles. The loader
     refuses it (500000 dies: too many tiles even at one region per die); a spec built past
-    the loader is refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B = 2045222 tiles,
-    before any topology builder runs."""
+    the loader is refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B =
+    2045222 tiles, before any topology builder runs."""
     with pytest.raises(
         ConfigError, match=r"tx8-wafer\.yaml\): wafer\.die_grid: got \[5, 100000\]; .*500000"
     ):
