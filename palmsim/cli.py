@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import difflib
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -797,6 +798,25 @@ def _stdout_closed() -> int:
     return EXIT_BROKEN_PIPE
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), raised like Ctrl-C so a long command keeps what finished."""
+
+
+def _terminate_like_ctrl_c(main_pid: int) -> None:
+    """Make SIGTERM in this process raise :class:`_Terminated`; a worker process forked from
+    it (sweep, search) keeps the default (it dies, and its parent cleans up)."""
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise _Terminated
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``palmsim`` console script; returns the exit code."""
     parser = build_parser()
@@ -811,6 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _terminate_like_ctrl_c(os.getpid())
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
@@ -819,6 +840,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind = type(error).__name__
         print(f"palmsim: {kind}: {error}", file=sys.stderr)
         return error.exit_code
+    except _Terminated:
+        print("palmsim: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("palmsim: interrupted", file=sys.stderr)
         return 130
