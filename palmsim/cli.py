@@ -3,7 +3,7 @@
 
 Each command parses its arguments, calls the library and maps errors to exit codes:
 0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``, ``report``),
-6 a ``validate --max-error`` exceeded.
+6 a ``validate --max-error`` exceeded; 130 Ctrl-C, 143 SIGTERM, 141 a closed pipe (``| head``).
 Errors print as one message (all problems of a config file at once), never a traceback.
 """
 
