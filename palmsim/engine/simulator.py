@@ -503,8 +503,13 @@ class Simulator:
             yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
             self._record_interval(step, tile, stage, mb, category, start)
             return
-        events: list[simpy.Event] = [env.timeout(step.compute_time_s)]
-        if step.dram_read_bytes > 0 or step.dram_write_bytes > 0:
+        moves = step.dram_read_bytes > 0 or step.dram_write_bytes > 0
+        # The ops' fixed latency runs in series: their data moves only once they run.
+        serial_s = step.serial_latency_s if moves else 0.0
+        if serial_s > 0:
+            yield env.timeout(serial_s)
+        events: list[simpy.Event] = [env.timeout(step.compute_time_s - serial_s)]
+        if moves:
             port = self._port_of[tile]
             for nbytes, write in ((step.dram_read_bytes, False), (step.dram_write_bytes, True)):
                 if nbytes > 0:
@@ -551,15 +556,17 @@ class Simulator:
             write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
         else:
             read_drain_s, write_drain_s = read / bandwidth, write / bandwidth
-        delay_s = step.compute_time_s
+        # The ops' fixed latency runs in series with the data movement.
+        launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
+        delay_s = step.compute_time_s - launch_s
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:
             if nbytes > 0:
                 self.network.record_closed_form(
                     (channel,),
                     nbytes,
-                    start,
-                    start + (drain_s + latency_s),
+                    start + launch_s,
+                    start + (launch_s + (drain_s + latency_s)),
                     category="dram",
                     src=tile if is_write else -1,
                     dst=-1 if is_write else tile,
@@ -567,7 +574,7 @@ class Simulator:
                     microbatch=mb,
                 )
                 delay_s = max(delay_s, drain_s + latency_s)
-        return delay_s
+        return launch_s + delay_s
 
     def _record_interval(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float
