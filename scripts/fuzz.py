@@ -506,6 +506,9 @@ def run_child(
                     target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                     os.dup2(target, fd)
                     os.close(target)
+                # the Python streams too: a harness (pytest) may have pointed them elsewhere
+                sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
                 resource.setrlimit(resource.RLIMIT_AS, (memory_cap_bytes, memory_cap_bytes))
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 if entry is None:

@@ -592,6 +592,7 @@ def parse_records_npz(
             is wrong (foreign file, other version, missing or inconsistent arrays, damage).
     """
     import zipfile
+    import zlib
 
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -605,7 +606,7 @@ def parse_records_npz(
                 ):
                     array = _unshuffle(array)
                 arrays[name] = array
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as error:
         raise RunDirError(f"{where}: damaged or not a record file ({error})") from None
     _check_arrays(arrays, where)
     with _gc_paused():

@@ -123,3 +123,12 @@ def test_records_past_the_iteration_are_named(folder: Path, tmp_path: Path) -> N
     summary["iteration_time_s"] = summary["iteration_time_s"] / 2
     (copy / "summary.json").write_text(json.dumps(summary))
     _ends_in_one_line(copy, "records.npz", "expected a time in [0,")
+
+
+def test_a_damaged_record_file_is_named(folder: Path, tmp_path: Path) -> None:
+    """Fuzz (2026-12-04): one changed byte inside the compressed arrays was a zlib.error."""
+    copy = _edited(folder, tmp_path)
+    data = bytearray((copy / "records.npz").read_bytes())
+    data[616] ^= 0xFF
+    (copy / "records.npz").write_bytes(bytes(data))
+    _ends_in_one_line(copy, "records.npz", "damaged")
