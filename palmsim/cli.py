@@ -18,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from palmsim import __version__
 
@@ -802,9 +802,10 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (``kill PID``), raised like Ctrl-C so a long command keeps what finished."""
 
 
-def _terminate_like_ctrl_c(main_pid: int) -> None:
+def _terminate_like_ctrl_c(main_pid: int) -> Any:
     """Make SIGTERM in this process raise :class:`_Terminated`; a worker process forked from
-    it (sweep, search) keeps the default (it dies, and its parent cleans up)."""
+    it (sweep, search) keeps the default (it dies, and its parent cleans up). Returns the
+    previous handler, which :func:`main` puts back (None: signals were left alone)."""
 
     def handler(signum: int, frame: object) -> None:
         if os.getpid() != main_pid:
@@ -813,8 +814,10 @@ def _terminate_like_ctrl_c(main_pid: int) -> None:
             return
         raise _Terminated
 
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, handler)
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -823,15 +826,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import logging
 
-    from palmsim.errors import PalmsimError
-
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="palmsim: %(message)s"
     )
     if args.command is None:
         parser.print_help()
         return 2
-    _terminate_like_ctrl_c(os.getpid())
+    previous = _terminate_like_ctrl_c(os.getpid())
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; every error a one-line message and its exit code."""
+    from palmsim.errors import PalmsimError
+
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
