@@ -377,19 +377,23 @@ def sweep(
         tracker.update(str(status["status"]), bool(status.get("warnings")))
         write_csv(out / "results.csv", header, _results_rows(spec, out))
 
-    if executor == "local":
-        workers = jobs or os.cpu_count() or 1
-        if tasks:
-            with (
-                ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool,
-                cancel_on_interrupt(pool),
-            ):
-                for future in as_completed([pool.submit(run_point, t) for t in tasks]):
-                    finished(future.result())
-    elif executor == "dask":
-        _run_on_dask(tasks, scheduler, finished)
-    else:
-        raise ConfigError.single("--executor", "executor", executor, "local or dask")
+    try:
+        if executor == "local":
+            workers = jobs or os.cpu_count() or 1
+            if tasks:
+                with (
+                    ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool,
+                    cancel_on_interrupt(pool),
+                ):
+                    for future in as_completed([pool.submit(run_point, t) for t in tasks]):
+                        finished(future.result())
+        elif executor == "dask":
+            _run_on_dask(tasks, scheduler, finished)
+        else:
+            raise ConfigError.single("--executor", "executor", executor, "local or dask")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table lists every point on disk
+        write_csv(out / "results.csv", header, _results_rows(spec, out))
+        raise
     return write_csv(out / "results.csv", header, _results_rows(spec, out))
 
 
