@@ -750,6 +750,8 @@ _SUMMARY_SCHEMA: dict[str, tuple[type, ...]] = {
 }
 #: Sections of ``resolved_config.yaml`` that :func:`read_run` needs.
 _CONFIG_SECTIONS = ("hardware", "workload", "mapping")
+#: Sections of ``resolved_config.yaml`` that may be absent (an older folder) or null.
+_OPTIONAL_SECTIONS = ("run",)
 
 
 def _checked_summary(data: bytes, path: Path) -> dict[str, Any]:
@@ -914,6 +916,10 @@ def _checked_config(data: bytes, path: Path) -> dict[str, Any]:
     missing = [s for s in _CONFIG_SECTIONS if not isinstance(config.get(s), dict)]
     if missing:
         raise RunDirError(f"{path}: no section {', '.join(missing)}: not written by `palmsim run`")
+    for name in _OPTIONAL_SECTIONS:
+        value = config.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise RunDirError(f"{path}: {name}: got {repr(value)[:60]}; expected a mapping of keys")
     return config
 
 

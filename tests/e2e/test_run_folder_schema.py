@@ -132,3 +132,12 @@ def test_a_damaged_record_file_is_named(folder: Path, tmp_path: Path) -> None:
     data[616] ^= 0xFF
     (copy / "records.npz").write_bytes(bytes(data))
     _ends_in_one_line(copy, "records.npz", "damaged")
+
+
+def test_a_run_section_that_is_not_a_mapping_is_named(folder: Path, tmp_path: Path) -> None:
+    """Fuzz (2026-12-04): ``run:`` made a list was an AttributeError."""
+    copy = _edited(folder, tmp_path)
+    config = yaml.safe_load((copy / "resolved_config.yaml").read_text())
+    config["run"] = [config["run"]]
+    (copy / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+    _ends_in_one_line(copy, "resolved_config.yaml", "run: got [", "a mapping of keys")
