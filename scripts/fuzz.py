@@ -13,7 +13,7 @@ limit and stay under the memory limit (the child's peak RSS).
 The run budgets keep accepted inputs small (``--set run.max_events=... run.max_memory=...``
 on every command that takes ``--set``): what the guard lets through must finish in time.
 
-    python scripts/fuzz.py                     # 1000 mutations of each kind (about an hour)
+    python scripts/fuzz.py                     # 1000 mutations of each kind (16 min on 2 cores)
     python scripts/fuzz.py --per-kind 50 --kinds hardware,workload --seed 7
 
 tests/fuzz/test_fuzz.py runs a short form of the same in CI.
