@@ -352,6 +352,7 @@ class FlowNetwork:
             finished.sort(key=_completion_order)
         flows_on = self._flows_on
         for flow in finished:
+            flow.group = None  # the group lists its flows: no reference cycle outlives a flow
             flow_id = flow.flow_id
             for c in flow.channels:
                 del flows_on[c][flow_id]

@@ -178,3 +178,40 @@ def test_rates_of_an_instant_are_computed_once_per_component():
     env.run()
     assert calls == [8, 8]
     assert [t for _, t in log] == [pytest.approx(8.0, rel=1e-12)] * 16
+
+
+def test_finished_flows_leave_no_reference_cycle():
+    """The engine runs with the cyclic collector paused (records.gc_paused), so a finished
+    flow must be freed by reference counting alone. Two flows share link 0 (one component, one
+    group), a third runs alone: once all have finished and the network is dropped, the cyclic
+    collector finds no flow among the garbage."""
+    import gc
+
+    from palmsim.engine import flows
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        env, net, _ = _net([GBPS, GBPS])
+        log: list = []
+        _start(env, net, log, "a", 0.0, (0,), GB)
+        _start(env, net, log, "b", 0.0, (0,), 2 * GB)
+        _start(env, net, log, "c", 0.0, (1,), GB)
+        env.run()
+        # c alone: 1 s; a and b at 0.5 GB/s each until a ends at 2 s, then b alone: 3 s
+        assert log == [
+            ("c", pytest.approx(1.0, rel=1e-12)),
+            ("a", pytest.approx(2.0, rel=1e-12)),
+            ("b", pytest.approx(3.0, rel=1e-12)),
+        ]
+        del env, net
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, flows._Flow | flows._Group)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if was_enabled:
+            gc.enable()
+    assert leaked == []
