@@ -90,7 +90,8 @@ RECORD_COLUMNS: tuple[str, ...] = (
 #: Chrome-trace process ids: compute tiles, network links, DRAM ports.
 TRACE_PIDS: dict[str, int] = {"tiles": 1, "links": 2, "dram": 3}
 
-#: Timeline bins when no bin width is given: the run is cut into this many bins.
+#: Timeline bins when no bin width is given: the run is cut into this many bins. The same as
+#: ``plots.utilization``'s, so ``write_run`` hands its timeline to that figure.
 DEFAULT_TIMELINE_BINS = 200
 
 _US_PER_S = 1e6
@@ -1136,6 +1137,7 @@ def write_run(
         _write_text(out / "records.csv", records_csv(trace))
 
     step("timeline.csv")
+    default_bins = timeline_bin_s is None  # the bins of plots/utilization.png too
     if timeline_bin_s is None:
         end_s = float(trace.end_time_s)
         timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
@@ -1154,7 +1156,13 @@ def write_run(
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
-        run = SimpleNamespace(trace=trace, chip=chip, plan=plan, summary=summary)
+        run = SimpleNamespace(
+            trace=trace,
+            chip=chip,
+            plan=plan,
+            summary=summary,
+            timeline=timeline if default_bins else None,  # computed once for both
+        )
         for kind in kinds:
             step(f"plots/{kind}.png")
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})
