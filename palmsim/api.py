@@ -345,8 +345,7 @@ def run_experiment(
 def op_table_of(result: SimulationResult) -> list[dict[str, Any]]:
     """The per-op compute-versus-memory table of a run (``op_table.csv``)."""
     hw = result.experiment.hardware
-    workload = result.experiment.workload
-    dtype = workload.inference.dtype if workload.inference is not None else workload.training.dtype
+    dtype = _compute_dtype(result.experiment)
     return op_table_rows(
         result.trace,
         result.plan,

@@ -13,7 +13,8 @@ Kinds of case and how each is predicted:
 - **GEMM** (``model`` has ``M``, ``K``, ``N``): one ``M x K x N`` matmul spread evenly over the
   case's core grid, :func:`palmsim.hardware.compute.op_time_s` with the cores' peak at the
   case's format and math fidelity and the config's GEMM efficiency for that format, against
-  its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth; ``time_ns``.
+  its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth, after the
+  chip's fixed op latency (``tile.op_latency``); ``time_ns``.
 - **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
 - **all-reduce** over ``n`` chips of ``S`` bytes, simulated alone by the engine on the first
   ``n`` chips in palmsim's TP ring order (its closed form is :func:`allreduce_time_s`);
@@ -57,6 +58,7 @@ from palmsim.units import format_quantity
 __all__ = [
     "HARDWARE_OF_SPEC",
     "TENSTORRENT_FIDELITY",
+    "TT_TRANSFORMERS_OPS_PER_LAYER",
     "CannotExpressError",
     "TileFit",
     "allreduce_time_s",
@@ -65,6 +67,7 @@ __all__ = [
     "is_tile_case",
     "line_tree_allreduce_time_s",
     "predict",
+    "substitutions",
 ]
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -86,6 +89,17 @@ HARDWARE_OF_SPEC: dict[str, str] = {
 #: tt_transformers precision table (models/tt_transformers/PERF.md @040a27c1, quoted in the
 #: cases' ``scenario.math_fidelity``): LoFi for bfp4, HiFi2 for bfp8, HiFi4 for bf16.
 TENSTORRENT_FIDELITY: dict[str, str] = {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16": "HiFi4"}
+
+#: Device ops one decoder layer of tenstorrent/tt-metal's models/tt_transformers launches per
+#: pass on one chip, read from its code (decoder.py @01229001, attention.py @00b769dd, mlp.py
+#: @03f118e6, forward_decode): attention norm; QKV matmul, sharded_to_interleaved,
+#: nlp_create_qkv_heads_decode, rotary embedding of Q and of K, paged_update_cache of K and of
+#: V, SDPA decode, to_memory_config, nlp_concat_heads_decode, WO matmul, to_memory_config;
+#: to_memory_config and residual add (decoder); FF norm; W1 and W3 matmuls, mul (SiLU fused),
+#: to_memory_config, W2 matmul, to_memory_config; residual add. Its CCLs (TP > 1) are
+#: palmsim's collectives and not counted here. Read for decode; its prefill path launches as
+#: many (typecasts and paged_fill_cache in place of the layout moves).
+TT_TRANSFORMERS_OPS_PER_LAYER = 23
 
 #: Spellings of number formats in the cases.
 _FORMATS = {
@@ -219,7 +233,8 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
         efficiency=hw.tile.efficiency_for(dtype),
         sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
     )
-    time_s = max(compute_s, dram_bytes / _dram_bandwidth(hw))
+    # one op: its fixed launch time, then its compute against its DRAM traffic
+    time_s = hw.tile.op_latency_s + max(compute_s, dram_bytes / _dram_bandwidth(hw))
     out = []
     if _number(measured.get("time_ns")):
         out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))
@@ -469,6 +484,37 @@ def _weight_formats(scenario: Mapping[str, Any], wafer_fp16: bool) -> tuple[str,
     return attn, mlp or attn, kv
 
 
+def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """``(key, value, why)`` of each setting palmsim simulates in place of one the case ran
+    and palmsim cannot express; the case's figures rest on them (``validate`` marks them)."""
+    system = (case.get("hardware") or {}).get("system") or {}
+    text = str(system.get("parallelism", ""))
+    out = []
+    if re.search(r"2-?D", text, re.IGNORECASE):
+        tp = re.search(r"TP\s*=\s*(\d+)", text)
+        out.append(
+            (
+                "mapping.tp",
+                f"{tp.group(1) if tp else '?'} as one ring",
+                "the case's 2-D tensor parallelism over the mesh's rows and columns is not "
+                "expressible: palmsim's mapping has one TP group per stage replica, so "
+                "each KV head is replicated on tp / kv_heads chips (that many times the "
+                "cache reads) and every all-reduce runs over one ring of all tp chips",
+            )
+        )
+    scenario = case.get("scenario") or {}
+    demo = str(scenario.get("demo", ""))
+    if "hidden" in (case.get("model") or {}) and demo and "tt_transformers" not in demo:
+        out.append(
+            (
+                "inference.ops_per_layer",
+                "the op graph's",
+                f"the op count of {demo.split()[0]} was not read from its code",
+            )
+        )
+    return out
+
+
 def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
     """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2')."""
     system = case["hardware"]["system"]
@@ -528,6 +574,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     else:
         pp, tp, dp = _parallelism(case)
     attn, mlp, kv = _weight_formats(scenario, wafer)
+    # The serving code's own op count where the case names it (tt_transformers demos).
+    code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
+    ops_per_layer = TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in code else 0
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
     batch = _positive(scenario.get("batch", 1), "batch")
@@ -556,6 +605,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             kv_dtype=kv,
             mlp_weight_dtype=mlp,
             math_fidelity=fidelity,
+            ops_per_layer=ops_per_layer,
         )
 
     def mapping(requests: int) -> MappingSpec:
@@ -746,6 +796,21 @@ def _fit_inverse(scale: list[float], offset: list[float], measured: list[float])
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
 
 
+def _fit_affine(x: list[float], measured: list[float]) -> tuple[float, float]:
+    """``(a, b)`` minimising sum((a + b * x_i) / measured_i - 1)^2 (weighted least squares,
+    closed form)."""
+    w = [1 / m**2 for m in measured]
+    s1 = sum(w)
+    sx = sum(wi * xi for wi, xi in zip(w, x, strict=True))
+    sxx = sum(wi * xi * xi for wi, xi in zip(w, x, strict=True))
+    sy = sum(wi * m for wi, m in zip(w, measured, strict=True))
+    sxy = sum(wi * xi * m for wi, xi, m in zip(w, x, measured, strict=True))
+    det = s1 * sxx - sx * sx
+    b = (s1 * sxy - sx * sy) / det
+    a = (sy - b * sx) / s1
+    return a, b
+
+
 def calibrate_tiles(
     cases: list[Mapping[str, Any]], hw_path: str
 ) -> tuple[list[TileFit], list[tuple[str, str]]]:
@@ -755,7 +820,10 @@ def calibrate_tiles(
     used; end-to-end rows never are. Fits (each minimising the squared relative error of the
     model :func:`predict` uses):
 
-    - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = t_peak / e``;
+    - ``tile.op_latency`` and the efficiency of one format together: the GEMMs of the format
+      with most cases of at least two sizes, ``time = a + t_peak / e`` (the intercept a is
+      the chip's op latency, shared by its other formats);
+    - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = a + t_peak / e``;
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
     - ``noc.inter_die_bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``.
 
@@ -804,12 +872,22 @@ def calibrate_tiles(
         except (CannotExpressError, KeyError, TypeError, ValueError, ArithmeticError) as error:
             unused.append((case_id, str(error)))
     fits: list[TileFit] = []
+    # The op latency: the intercept of time = a + t_peak / e over the GEMMs of one format
+    # that has at least two of different sizes (their efficiency shared), the format with
+    # most cases; the chip's other formats share it.
+    latency_s, latency_format = 0.0, ""
+    pairs = {d: r for d, r in gemm.items() if len({x[1] for x in r}) >= 2}
+    if pairs:
+        latency_format, rows_ = max(sorted(pairs.items()), key=lambda item: len(item[1]))
+        latency_s = max(_fit_affine([r[1] for r in rows_], [r[2] for r in rows_])[0], 0.0)
     for dtype, rows_ in sorted(gemm.items()):
         ids = tuple(r[0] for r in rows_)
         t_peak = [r[1] for r in rows_]
         measured = [r[2] for r in rows_]
-        x = _fit_inverse(t_peak, [0.0] * len(ids), measured)
-        errors = tuple(tp * x / m - 1 for tp, m in zip(t_peak, measured, strict=True))
+        x = _fit_inverse(t_peak, [latency_s] * len(ids), measured)
+        errors = tuple((latency_s + tp * x) / m - 1 for tp, m in zip(t_peak, measured, strict=True))
+        if dtype == latency_format:
+            fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
         fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / x, "ratio", ids, errors))
     if dram:
         rates = [r for _, r in dram]

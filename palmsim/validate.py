@@ -858,7 +858,11 @@ def validate(
         raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
     settings = Path(source).with_name(CASE_SETTINGS_FILE)
     if settings.is_file():
-        cases = with_case_settings(cases, read_config_file(str(settings)), str(settings))
+        raw_settings = read_config_file(str(settings))
+        # The settings name the measurements file they are for (the tiled cases beside it
+        # are another file, whose ids they do not hold).
+        if raw_settings.get("measurements", Path(source).name) == Path(source).name:
+            cases = with_case_settings(cases, raw_settings, str(settings))
     ids = _case_ids(cases)
     unknown = [name for name in only if name not in ids]
     if unknown:
@@ -910,10 +914,16 @@ def _run_one(
                     figures = tile_cases.predict(case)
                 except tile_cases.CannotExpressError as why:
                     raise NotRun(str(why)) from None
-                comparisons = [Comparison(case_id, m, v, p) for m, v, p in figures]
+                assumed = [Assumption(k, v, why) for k, v, why in tile_cases.substitutions(case)]
+                keys = tuple(a.key for a in assumed)
+                comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]
                 if not comparisons:
                     raise NotRun("none of its measured figures is one palmsim predicts")
-                return replace(report, comparisons=(*report.comparisons, *comparisons))
+                return replace(
+                    report,
+                    comparisons=(*report.comparisons, *comparisons),
+                    assumptions=(*report.assumptions, *((case_id, a) for a in assumed)),
+                )
             run = _read_case(case, report.source)
             comparisons, assumptions = _simulate_case(case_id, run, overrides)
     except NotRun as why:
@@ -1034,7 +1044,11 @@ def format_report(report: ValidationReport) -> str:
         if case in marked:
             cases_of.setdefault((a.key, str(a.value), a.why), []).append(case)
     if cases_of:
-        lines += ["", "* rests on an assumption, for a setting the case does not state:"]
+        lines += [
+            "",
+            "* rests on an assumption, for a setting the case does not state or palmsim "
+            "cannot express:",
+        ]
         lines += [f"  {k} = {v} ({why}): {', '.join(c)}" for (k, v, why), c in cases_of.items()]
     configs: dict[tuple[str, str], list[str]] = {}
     for case, path, why in report.hardware:

@@ -876,6 +876,11 @@ def hardware_schema(kind: str) -> Schema:
             "format_efficiency": _table_rule(
                 tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.83, bfp8: 0.78}"
             ),
+            "op_latency": Rule(
+                _quantity_rule("time", positive=False).parse,
+                "a non-negative time with a unit, e.g. '16 us'",
+                required=False,
+            ),
         },
         "dram": {
             "placement": (
@@ -1028,6 +1033,7 @@ def _inference_schema() -> Schema:
         "math_fidelity": _table_rule(
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
+        "ops_per_layer": _int_rule(minimum=0),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -1102,7 +1108,8 @@ def normalise_hardware(
     out = copy.deepcopy(dict(raw))
     out.setdefault("name", default_name)
     tile = out.get("tile")
-    _fill(tile, _defaults(TileSpec))
+    # op_latency is a time with a unit in the file (absent: the field's 0 s), not the field.
+    _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k != "op_latency_s"})
     if out.get("kind") == "gpu_cluster":
         _fill(tile, _GPU_SRAM_DEFAULTS)
     return out, []
@@ -1356,6 +1363,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         memory_ops=tile_v.get("memory_ops"),
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
+        op_latency_s=tile_v.get("op_latency", 0.0),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -2031,6 +2039,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
     if t.format_efficiency:
         raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
+    if t.op_latency_s:
+        raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:

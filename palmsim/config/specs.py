@@ -221,6 +221,12 @@ class TileSpec:
         "uses compute_efficiency",
         default=(),
     )
+    op_latency_s: float = _f(
+        "fixed time of every op the tile launches, in series with its compute and data "
+        "movement (dispatch and op-to-op gap; tiled chips, fitted to GEMM microbenchmarks) "
+        "[s]; 0: none (GPUs give it per kernel kind in gemm and memory_ops)",
+        default=0.0,
+    )
 
     def peak_for(self, dtype: str, fidelity: str | None = None) -> float:
         """Peak FLOP/s for ``dtype`` (bf16 falls back to fp16 and vice versa), divided by the
@@ -591,6 +597,12 @@ class InferenceSpec:
         "with tile.fidelity_passes; GEMMs of other formats and the attention use the "
         "fidelity of the activation dtype's entry, or the full peak without one",
         default=(),
+    )
+    ops_per_layer: int = _f(
+        "device ops one layer launches per pass in the serving code (e.g. 23 in "
+        "tt_transformers' decoder on one chip); each beyond the layer's op-graph kernels "
+        "pays tile.op_latency; 0: the op graph's kernels [count]",
+        default=0,
     )
 
 

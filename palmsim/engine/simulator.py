@@ -521,16 +521,21 @@ class Simulator:
             yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
             self._record_interval(step, tile, stage, mb, category, start)
             return
-        timeout = env.timeout(step.compute_time_s)
         read_bytes, write_bytes = step.dram_read_bytes, step.dram_write_bytes
         if read_bytes <= 0 and write_bytes <= 0:
-            yield timeout
+            yield env.timeout(step.compute_time_s)
             self._record_interval(step, tile, stage, mb, category, start)
             return
-        read_route, write_route = self._dram_routes[tile]
+        # The ops' fixed latency runs in series: their data moves only once they run.
+        serial_s = step.serial_latency_s
+        if serial_s > 0:
+            yield env.timeout(serial_s)
+        compute_s = step.compute_time_s - serial_s
+        timeout = env.timeout(compute_s)
         # The tile waits for its DRAM flows only once the compute time is over (the time
         # SimPy gives the timeout), so an arrival before it needs no event of its own.
-        compute_end_s = start + step.compute_time_s
+        compute_end_s = env.now + compute_s
+        read_route, write_route = self._dram_routes[tile]
         transfer = self.network.transfer
         read = write = None
         if read_bytes > 0:
@@ -591,15 +596,17 @@ class Simulator:
             write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
         else:
             read_drain_s, write_drain_s = read / bandwidth, write / bandwidth
-        delay_s = step.compute_time_s
+        # The ops' fixed latency runs in series with the data movement.
+        launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
+        delay_s = step.compute_time_s - launch_s
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:
             if nbytes > 0:
                 self.network.record_closed_form(
                     (channel,),
                     nbytes,
-                    start,
-                    start + (drain_s + latency_s),
+                    start + launch_s,
+                    start + (launch_s + (drain_s + latency_s)),
                     category="dram",
                     src=tile if is_write else -1,
                     dst=-1 if is_write else tile,
@@ -607,7 +614,7 @@ class Simulator:
                     microbatch=mb,
                 )
                 delay_s = max(delay_s, drain_s + latency_s)
-        return delay_s
+        return launch_s + delay_s
 
     def _record_interval(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float

@@ -60,6 +60,16 @@ class PassCost:
     dram_write_bytes: float
     launch_latency_s: float = 0.0
     flop_time_s: float = 0.0
+    # The part of launch_latency_s that runs before the pass's DRAM traffic flows: the tile's
+    # op latency (tile.op_latency_s) of the ops costed by the roofline.
+    serial_latency_s: float = 0.0
+
+
+def _roofline_op(op: Op, flop: float, tile: TileSpec) -> bool:
+    """Whether ``op`` is costed by the roofline (no GEMM model for it, not a memory-bound op
+    of a tile with ``memory_ops``)."""
+    gemm = op.gemm_shape is not None and tile.gemm is not None
+    return not gemm and not (flop == 0.0 and tile.memory_ops is not None)
 
 
 def gemm_operand_bandwidth_bytes_per_s(hw: HardwareSpec) -> float:
@@ -98,9 +108,10 @@ def op_pass_time_s(
       bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
       of its kind (a fused op's pass launches none and takes no time).
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
-      the step's DRAM flows, in parallel).
+      the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
+      pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
     """
-    if op.gemm_shape is not None and tile.gemm is not None:
+    if op.gemm_shape is not None and tile.gemm is not None:  # not _roofline_op
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
 
@@ -137,7 +148,8 @@ def op_pass_time_s(
         launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s
         return tile.memory_ops.time_s(op.kind, all_bytes, kernels), launch_s, 0.0
     time_s = _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
-    return time_s, 0.0, flop / (peak_flop_per_s * tile.compute_efficiency)
+    launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
+    return time_s + launch_s, launch_s, flop / (peak_flop_per_s * tile.compute_efficiency)
 
 
 def _roofline_s(flop: float, sram_bytes: float, tile: TileSpec, peak_flop_per_s: float) -> float:
@@ -173,6 +185,7 @@ def pass_cost(
     left to :func:`accumulation_cost`.
     """
     compute_s = flop_total = sram_total = dram_read = dram_write = launch_s = flop_s = 0.0
+    serial_s = 0.0
     for op in ops:
         part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
         weights = op.weight_bytes
@@ -208,10 +221,14 @@ def pass_cost(
         )
         compute_s += time_s
         launch_s += op_launch_s
+        if _roofline_op(op, flop, tile):
+            serial_s += op_launch_s
         flop_s += op_flop_s
         flop_total += flop
         sram_total += sram
-    return PassCost(compute_s, flop_total, sram_total, dram_read, dram_write, launch_s, flop_s)
+    return PassCost(
+        compute_s, flop_total, sram_total, dram_read, dram_write, launch_s, flop_s, serial_s
+    )
 
 
 def accumulation_cost(

@@ -423,11 +423,24 @@ class _Lowering:
             steps.append(
                 compute_step(costing.cost(blocks.embed.ops, "F"), embed, block_name="embed")
             )
+        # The serving code's ops beyond the op graph's kernels (layout conversions, split
+        # projections): each pays the tile's fixed op latency, charged to the layer's first
+        # block (inference.ops_per_layer).
+        graph_ops = sum(op.kernels_fwd for b in blocks.layer for op in b.ops)
+        extra_s = max(inf.ops_per_layer - graph_ops, 0) * self.costing.tile.op_latency_s
         for i in range(*self.layers):
             unit = Unit(f"L{i}", i, blocks.layer, prefix, tag)
-            for b in blocks.layer:
+            for j, b in enumerate(blocks.layer):
                 block_costing = self.blocks[_block_dtype(inf, b.name)]
-                steps.append(block_costing.step(b.ops, "F", unit, b.name))
+                step = block_costing.step(b.ops, "F", unit, b.name)
+                if j == 0 and extra_s > 0:
+                    step = dataclasses.replace(
+                        step,
+                        compute_time_s=step.compute_time_s + extra_s,
+                        launch_latency_s=step.launch_latency_s + extra_s,
+                        serial_latency_s=step.serial_latency_s + extra_s,
+                    )
+                steps.append(step)
                 if b.name == "attn" and ctx + new_tokens > 0:
                     steps.append(self.kv_step(unit, ctx, new_tokens))
                 steps += tp_collective(

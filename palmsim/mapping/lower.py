@@ -140,6 +140,7 @@ def compute_step(
         from_microbatch,
         cost.launch_latency_s,
         cost.flop_time_s,
+        cost.serial_latency_s,
         layer=unit.layer,
         block=block_name,
         op=op,

@@ -101,6 +101,9 @@ class ComputeStep:
     from_microbatch: int = 0
     launch_latency_s: float = 0.0
     flop_time_s: float = 0.0
+    # The part of launch_latency_s the engine runs before the step's DRAM flows start (a tiled
+    # chip's op latency); the rest of the step's time overlaps them.
+    serial_latency_s: float = 0.0
     # Typed identity (labels are for people; nothing parses them): the transformer layer
     # (-1: none), the block (``attn``, ``mlp``, ``embed``, ``head``, ``kv``, ...; "" for
     # none) and the op key, the label without layer and decode-step indices (``L.attn``).

@@ -246,6 +246,7 @@ class ServingPlan:
                 c.dram_write_bytes,
                 launch_latency_s=c.launch_latency_s,
                 flop_time_s=c.flop_time_s,
+                serial_latency_s=c.serial_latency_s,
                 block=kind,
                 op=kind,
             )
@@ -280,6 +281,7 @@ class ServingPlan:
             sum(p.sram_bytes for p in parts),
             sum(p.dram_read_bytes for p in parts),
             sum(p.dram_write_bytes for p in parts),
+            serial_latency_s=sum(p.serial_latency_s for p in parts),
         )
         allreduce = self._linear(shape.num_tokens)[2]
 

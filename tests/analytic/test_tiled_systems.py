@@ -27,6 +27,7 @@ from palmsim.config.specs import (
 )
 from palmsim.hardware.chip import Chip
 from palmsim.tile_cases import allreduce_time_s
+from palmsim.workload.builders import embedding_block, head_block, layer_blocks
 from tests.analytic.test_collectives_on_chips import S_BYTES, _one_collective
 from tests.conftest import wafer_spec
 
@@ -75,7 +76,9 @@ def _model() -> ModelSpec:
     )
 
 
-def _inference(hw, *, tp: int, prompt: int, output: int, weight_dtype: str = "bfp8") -> dict:
+def _inference(
+    hw, *, tp: int, prompt: int, output: int, weight_dtype: str = "bfp8", ops_per_layer: int = 0
+) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
         output_len=output,
@@ -83,17 +86,28 @@ def _inference(hw, *, tp: int, prompt: int, output: int, weight_dtype: str = "bf
         dtype="bf16",
         weight_dtype=weight_dtype,
         kv_dtype=weight_dtype,
+        ops_per_layer=ops_per_layer,
     )
     workload = WorkloadSpec(_model(), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
     return summarize_result(simulate(exp))
 
 
+def _ops_per_decode_step() -> int:
+    """The kernels one decode step launches: every op of the layers, the embedding and the
+    head, one token per request (the workload's op graph, not the simulator)."""
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16")
+    layer = sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
+    ends = (embedding_block(_model(), spec, 1, 1), head_block(_model(), spec, 1, 1))
+    return LAYERS * layer + sum(op.kernels_fwd for b in ends for op in b.ops)
+
+
 def test_dram_bound_decode_on_one_chip_is_weight_bytes_over_dram_bandwidth():
     """n150 (one unit of 8x8 cores), batch 1: a decode step reads every weight it uses once.
     Weights fill SRAM first, the same fraction f = 1 - SRAM / W of every weight lives in DRAM,
     so the step moves f * (layer weights + LM head) bytes over the chip's 267 GB/s, in
-    parallel with the SRAM part and the (far shorter) compute."""
+    parallel with the SRAM part and the (far shorter) compute; and every op it launches pays
+    the chip's fixed op latency first, in series: f * W / B + ops * op_latency."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     e = DTYPE_BYTES["bfp8"]
     per_layer = 4 * H * H + 3 * H * FFN  # Q, K, V, O (MHA) and gate, up, down
@@ -103,12 +117,26 @@ def test_dram_bound_decode_on_one_chip_is_weight_bytes_over_dram_bandwidth():
     dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
     bandwidth = hw.dram.bandwidth_bytes_per_s  # one merged channel of 6 x 44.5 GB/s
     assert bandwidth == pytest.approx(267e9)
-    expected = dram_fraction * read / bandwidth
+    assert hw.tile.op_latency_s == pytest.approx(16.18e-6)
+    expected = dram_fraction * read / bandwidth + _ops_per_decode_step() * hw.tile.op_latency_s
     tpot = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
     # 2%: the step also pays the 500 ns DRAM latency of each of its ~14 op runs (7 us) and
     # moves one token's activations and KV over DRAM too (SRAM is full of weights).
     assert tpot == pytest.approx(expected, rel=0.02)
     assert tpot > expected  # those extras only add
+
+
+def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
+    """inference.ops_per_layer = 23 (tt_transformers' decoder layer): each layer launches
+    23 - (its op-graph kernels) more ops, each 16.18 us, in series: the step grows by
+    LAYERS * (23 - graph kernels) * op_latency exactly."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16")
+    graph = sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
+    assert graph < 23
+    base = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
+    more = _inference(hw, tp=1, prompt=1, output=3, ops_per_layer=23)["tpot_s"]
+    assert more - base == pytest.approx(LAYERS * (23 - graph) * 16.18e-6, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- all-reduce
@@ -201,9 +229,10 @@ def test_coarse_equals_fine_on_a_small_grid():
 
 
 def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
-    """bf16 HiFi4 on 8x8 cores: peak 64 x 1.024 TFLOP/s. Each case's efficiency is
-    u = 2MKN / (peak * t); one efficiency e minimising sum (u_i / e - 1)^2 is
-    sum u_i^2 / sum u_i. The DRAM channel rate is the measured 267 GB/s over 6 channels."""
+    """bf16 HiFi4 on 8x8 cores: peak 64 x 1.024 TFLOP/s. Two bf16 GEMMs of different sizes
+    give the op latency a and the efficiency e of t = a + 2MKN / (peak * e): the line
+    through both points (t_peak_i = 2MKN / peak, t_i measured), slope 1/e and intercept a.
+    The DRAM channel rate is the measured 267 GB/s over 6 channels."""
     from palmsim.config.loader import read_config_file
     from palmsim.tile_cases import calibrate_tiles
 
@@ -211,9 +240,12 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
     fits, unused = calibrate_tiles(cases, "hw_configs/wormhole-n150.yaml")
     by_key = {f.key: f for f in fits}
     peak = 64 * 1.024e12
-    u = [2 * 16384**3 / (peak * 161968553.07e-9), 2 * 2048**3 / (peak * 332493.78e-9)]
-    expected = sum(x * x for x in u) / sum(u)
-    assert by_key["tile.format_efficiency.bf16"].value == pytest.approx(expected, rel=1e-9)
+    tp1, t1 = 2 * 16384**3 / peak, 161968553.07e-9
+    tp2, t2 = 2 * 2048**3 / peak, 332493.78e-9
+    slope = (t1 - t2) / (tp1 - tp2)
+    assert by_key["tile.format_efficiency.bf16"].value == pytest.approx(1 / slope, rel=1e-9)
+    assert by_key["tile.op_latency"].value == pytest.approx(t1 - slope * tp1, rel=1e-6)
+    assert by_key["tile.op_latency"].value == pytest.approx(16.18e-6, rel=1e-3)  # the config's
     assert by_key["dram.bandwidth"].value == pytest.approx(267e9 / 6)
     # end-to-end rows are never fitted
     assert {c for c, _ in unused} == {"tt_readme_llama31_8b_n150", "tt_readme_llama32_1b_n150"}

@@ -91,3 +91,19 @@ def test_inference_outputs_are_byte_identical_across_runs(tmp_path):
         assert main(["run", "--hw", hw, *SMALL, "--out", out, "-q", "--trace", "--csv"]) == 0
     for file in ("records.npz", "records.csv", "trace.json.gz", "timeline.csv"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+
+
+def test_op_table_of_a_training_run_uses_the_training_dtype(tmp_path):
+    """A training run of a workload that also has an ``inference:`` section computes in the
+    training dtype: tx8-wafer's bf16 peak 16 TFLOP/s over a 256 GB/s DRAM port is a ridge of
+    62.5 FLOP/B, not the 8 TFLOP/s fp32 ridge of 31.25 the inference dtype would give."""
+    out = tmp_path / "run"
+    hw = str(REPO / "hw_configs" / "tx8-wafer.yaml")
+    args = ["run", "--hw", hw, "--workload", LLAMA7B, "--set", "model.num_hidden_layers=1"]
+    args += ["--set", "workload.inference.dtype=fp32", "--set", "training.global_batch_size=8"]
+    assert main([*args, "--no-plots", "-q", "--op-table", "--out", str(out)]) == 0
+    lines = (out / "op_table.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    dram_ridges = {float(r["ridge_flop_per_byte"]) for r in rows if r["memory"] == "dram"}
+    assert dram_ridges == {62.5}

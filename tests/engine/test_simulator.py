@@ -214,6 +214,26 @@ def test_a_private_hbm_port_shares_read_and_write_max_min(compute_s, read, write
     assert forward.end_s == pytest.approx(max(compute_s, (read + write) / bw + lat), rel=1e-12)
 
 
+@pytest.mark.parametrize("launch_s", [10e-6, 0.9e-3])
+def test_a_steps_serial_latency_runs_before_its_dram_traffic(launch_s):
+    """A step of 1 ms (of which launch_s are its ops' fixed latency, serial_latency_s) reading
+    1 GB over a private HBM port (2039 GB/s, 100 ns): the read starts after it, so the step
+    lasts launch + max(1 ms - launch, 1 GB / B + 100 ns), not max(1 ms, ...)."""
+    chip = Chip.from_spec(cluster_spec(nodes=1, gpus=2))
+    step = ComputeStep(
+        "f", 1e-3, 0.0, 0.0, 1e9, 0.0, launch_latency_s=launch_s, serial_latency_s=launch_s
+    )
+    program = _forward_only(step, steps=(("F", 0),))
+    plan = dataclasses.replace(_plan([program], (((0,),),), 1), dram_port_of_tile=((0, 0),))
+    trace = Simulator(chip, plan).run()
+    read_s = 1e9 / 2039e9 + 100e-9
+    (flow,) = trace.flows
+    assert flow.start_s == pytest.approx(launch_s, rel=1e-12)
+    assert flow.end_s == pytest.approx(launch_s + read_s, rel=1e-12)
+    (forward,) = [r for r in trace.intervals if r.category == "forward"]
+    assert forward.end_s == pytest.approx(launch_s + max(1e-3 - launch_s, read_s), rel=1e-12)
+
+
 @pytest.mark.parametrize("compute_s", [0.5e-3, 5e-3])
 def test_a_compute_step_overlapping_a_collective_hides_it(compute_s):
     """An all-reduce of 64 MB on a ring of 4 (100 GB/s, 1 µs hops) lasts
