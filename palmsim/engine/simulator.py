@@ -34,7 +34,7 @@ DRAM flow that arrives before the step's compute time is over fires no event of 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,7 +63,13 @@ from palmsim.mapping.plan import (
     Step,
 )
 
-__all__ = ["ChipLike", "Simulator"]
+__all__ = [
+    "ChipLike",
+    "Simulator",
+    "private_dram_drain_s",
+    "private_dram_ports",
+    "private_dram_step_s",
+]
 
 
 class _RouteLike(Protocol):
@@ -113,6 +119,67 @@ def _describe(activity: str | tuple[Any, ...]) -> str:
     return f"stage {stage} {category} {step.label} micro-batch {mb}"
 
 
+def private_dram_ports(
+    chip: ChipLike, dram_port_of_tile: Iterable[tuple[int, int]]
+) -> dict[int, tuple[int, float, float]]:
+    """Tiles whose DRAM traffic meets no other flow: ``tile -> (channel, B/s, latency)``.
+
+    A port is private to a tile when it is the home of no other used tile and both the
+    tile's read and write routes are just the port's channel (HBM behind a GPU, ``per_tile``
+    DRAM on a wafer). Only the tile's own compute steps, one at a time, then use the channel,
+    so their two flows are timed in closed form (:func:`private_dram_step_s`).
+    """
+    users: dict[int, list[int]] = {}
+    for tile, port in dram_port_of_tile:
+        users.setdefault(port, []).append(tile)
+    private: dict[int, tuple[int, float, float]] = {}
+    for port, tiles in users.items():
+        if len(tiles) > 1:
+            continue
+        (tile,) = tiles
+        read = chip.dram_route(tile, port, write=False)
+        write = chip.dram_route(tile, port, write=True)
+        if len(read.channels) == 1 and read.channels == write.channels:
+            (channel,) = read.channels
+            bandwidth = chip.channels[channel].bandwidth_bytes_per_s
+            assert read.latency_s == write.latency_s
+            private[tile] = (channel, bandwidth, read.latency_s)
+    return private
+
+
+def private_dram_drain_s(
+    read_bytes: float, write_bytes: float, bandwidth: float
+) -> tuple[float, float]:
+    """When a step's read and write flows drain, started together on a channel of
+    ``bandwidth`` B/s that nothing else uses: max-min sharing (Bertsekas & Gallager 6.5.2)
+    gives each B/2 until the smaller, ``lo`` bytes, drains at ``2·lo/B``; the other then has
+    B alone and drains at ``(lo + hi)/B``."""
+    read, write = read_bytes, write_bytes
+    if read > 0 and write > 0:
+        read_drain_s = 2 * read / bandwidth if read <= write else (read + write) / bandwidth
+        write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
+        return read_drain_s, write_drain_s
+    return read / bandwidth, write / bandwidth
+
+
+def private_dram_step_s(step: ComputeStep, bandwidth: float, latency_s: float) -> float:
+    """A compute step's duration on a tile with a private DRAM port (pure). A step that
+    moves data first runs its ops' fixed serial latency (``serial_latency_s``, a tiled
+    chip's op latency); then it lasts until the later of the rest of its compute time and
+    each of its DRAM flows' arrival, the port latency after it drains
+    (:func:`private_dram_drain_s`). What the flow network computes for these two flows,
+    without simulating them."""
+    read, write = step.dram_read_bytes, step.dram_write_bytes
+    read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
+    launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
+    delay_s = step.compute_time_s - launch_s
+    if read > 0:
+        delay_s = max(delay_s, read_drain_s + latency_s)
+    if write > 0:
+        delay_s = max(delay_s, write_drain_s + latency_s)
+    return launch_s + delay_s
+
+
 class Simulator:
     """Simulates one iteration of ``plan`` on ``chip``; :meth:`run` returns a :class:`RunTrace`."""
 
@@ -146,7 +213,7 @@ class Simulator:
         self._activity: dict[int, str | tuple[Any, ...]] = {}
         self._finished: set[int] = set()
         self._simulated = frozenset(plan.simulated_tiles)
-        self._private_dram = self._private_dram_ports()
+        self._private_dram = private_dram_ports(chip, plan.dram_port_of_tile)
         self._communicators: dict[tuple[str, tuple[int, ...]], Communicator] = {
             (str(c.group), c.members): c for c in plan.communicators
         }
@@ -485,31 +552,6 @@ class Simulator:
             step.group, groups[step.group], tile, step.kind, step.size_bytes, category, stage, mb
         )
 
-    def _private_dram_ports(self) -> dict[int, tuple[int, float, float]]:
-        """Tiles whose DRAM traffic meets no other flow: ``tile -> (channel, B/s, latency)``.
-
-        A port is private to a tile when it is the home of no other used tile and both the
-        tile's read and write routes are just the port's channel (HBM behind a GPU,
-        ``per_tile`` DRAM on a wafer). Only the tile's own compute steps, one at a time, then
-        use the channel, so :meth:`_compute` can time their two flows in closed form.
-        """
-        users: dict[int, list[int]] = {}
-        for tile, port in self.plan.dram_port_of_tile:
-            users.setdefault(port, []).append(tile)
-        private: dict[int, tuple[int, float, float]] = {}
-        for port, tiles in users.items():
-            if len(tiles) > 1:
-                continue
-            (tile,) = tiles
-            read = self.chip.dram_route(tile, port, write=False)
-            write = self.chip.dram_route(tile, port, write=True)
-            if len(read.channels) == 1 and read.channels == write.channels:
-                (channel,) = read.channels
-                bandwidth = self.chip.channels[channel].bandwidth_bytes_per_s
-                assert read.latency_s == write.latency_s
-                private[tile] = (channel, bandwidth, read.latency_s)
-        return private
-
     def _compute(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
     ) -> Generator[simpy.Event, Any, None]:
@@ -579,26 +621,14 @@ class Simulator:
         mb: int,
         private: tuple[int, float, float],
     ) -> float:
-        """The step's duration on a tile with a private DRAM port; records its DRAM flows.
-
-        The read and write flows start together on one channel of bandwidth B that nothing
-        else uses, so max-min sharing (Bertsekas & Gallager 6.5.2) gives each B/2 until the
-        smaller, ``lo`` bytes, drains at ``2·lo/B``; the other then has B alone and drains at
-        ``(lo + hi)/B``. Each arrives the port latency after it drains, and the step lasts
-        until the later arrival or the compute time, whichever is longer: what the flow
-        network computes for these two flows, without simulating them.
-        """
+        """The step's duration on a tile with a private DRAM port (:func:`private_dram_step_s`);
+        records its DRAM flows as the flow network would have timed them."""
         channel, bandwidth, latency_s = private
         start = self.env.now
         read, write = step.dram_read_bytes, step.dram_write_bytes
-        if read > 0 and write > 0:
-            read_drain_s = 2 * read / bandwidth if read <= write else (read + write) / bandwidth
-            write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
-        else:
-            read_drain_s, write_drain_s = read / bandwidth, write / bandwidth
+        read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
         # The ops' fixed latency runs in series with the data movement.
         launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
-        delay_s = step.compute_time_s - launch_s
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:
             if nbytes > 0:
@@ -613,8 +643,7 @@ class Simulator:
                     stage=stage,
                     microbatch=mb,
                 )
-                delay_s = max(delay_s, drain_s + latency_s)
-        return launch_s + delay_s
+        return private_dram_step_s(step, bandwidth, latency_s)
 
     def _record_interval(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float
@@ -736,26 +765,30 @@ class Simulator:
         n = len(coll.tiles)
         steps = RING_STEPS[coll.kind](n)
         edge_bytes = steps / n * coll.size_bytes
-        end = start
         capacity = self.chip.channels
+        arrivals = []
         for f in comm.flows:
             size = f.share * edge_bytes
             drain_s = 0.0
             if f.channels and size > 0:
                 drain_s = size / min(capacity[c].bandwidth_bytes_per_s for c in f.channels)
-            arrival = start + drain_s + steps * f.latency_s
+            arrivals.append((f, size, start + drain_s + steps * f.latency_s))
+        end = max([start] + [arrival for _, _, arrival in arrivals])
+        # The event fires at now + (end - now), which rounding can put one ulp before ``end``:
+        # no flow is recorded as arriving after the collective has ended.
+        fire = now + (end - now)
+        for f, size, arrival in arrivals:
             self.network.record_closed_form(
                 f.channels,
                 size,
                 start,
-                arrival,
+                min(arrival, fire),
                 category=coll.category,
                 src=f.src,
                 dst=f.dst,
                 stage=coll.stage,
                 microbatch=coll.microbatch,
             )
-            end = max(end, arrival)
         self._group_end_s[coll.group_kind, coll.tiles] = end
         trigger_in(coll.done, end - now)
 
