@@ -44,7 +44,9 @@ _MAPPING_FLAGS = (
 )
 
 
-def _add_inputs(parser: argparse.ArgumentParser) -> None:
+def _add_inputs(
+    parser: argparse.ArgumentParser, modes: tuple[str, ...] = ("training", "inference")
+) -> None:
     parser.add_argument("--hw", help="hardware YAML (default: hw_configs/tx8-wafer.yaml)")
     parser.add_argument(
         "--workload", help="workload YAML or HF config.json (default: workloads/t-18b.yaml)"
@@ -52,8 +54,14 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mapping", help="mapping YAML (overrides the workload's mapping:)")
     parser.add_argument(
         "--mode",
-        choices=("training", "inference"),
-        help="training, or inference (serving: the workload's inference: section and mapping)",
+        choices=modes,
+        help="training, or inference (one static batch: the workload's inference: section and "
+        "mapping)"
+        + (
+            "; serving: `palmsim serve` (request traffic, --serving FILE)"
+            if "serving" in modes
+            else ""
+        ),
     )
     for flag, dest, kind, text in _MAPPING_FLAGS:
         parser.add_argument(flag, dest=dest, type=kind, help=text)
@@ -130,6 +138,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from palmsim.report.export import run_id
     from palmsim.report.metrics import format_summary_table
 
+    if args.mode == "serving":  # an alias of palmsim serve
+        from palmsim.errors import ConfigError
+
+        dests = [(flag, dest) for flag, dest, _, _ in _MAPPING_FLAGS]
+        dests += [("--sequence-parallel", "sequence_parallel"), ("--mapping", "mapping")]
+        dests += [("--trace", "trace"), ("--csv", "csv"), ("--op-table", "op_table")]
+        for flag, dest in dests:
+            if getattr(args, dest) not in (None, False):
+                raise ConfigError.single(
+                    "command line",
+                    flag,
+                    getattr(args, dest),
+                    "nothing with --mode serving: the serving file sets the replicas' "
+                    "mapping (e.g. --set serving.tp=2)",
+                )
+        args.serving_workload, args.rates, args.label = args.workload, None, None
+        return _cmd_serve(args)
+    if args.serving is not None:
+        from palmsim.errors import ConfigError
+
+        raise ConfigError.single(
+            "command line", "--serving", args.serving, "--mode serving with it"
+        )
     experiment = _load(args)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
@@ -343,6 +374,64 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(","))
 
 
+def _search_goodput(args: argparse.Namespace) -> int:
+    """``palmsim search --objective goodput``: serving configurations ranked by goodput."""
+    from palmsim.explore.serving_search import (
+        GOODPUT_COLUMNS,
+        GoodputSpace,
+        goodput_rows,
+        search_goodput,
+    )
+    from palmsim.report.export import write_csv
+
+    space = GoodputSpace(
+        tp=args.tp,
+        pp=args.pp,
+        replicas=args.replicas,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+    )
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"palmsim search: {line}", file=sys.stderr)
+
+    found = search_goodput(
+        args.hw,
+        args.workload,
+        args.serving,
+        overrides=args.overrides,
+        space=space,
+        max_simulations=args.max_simulations or None,
+        progress=progress,
+    )
+    out = Path(args.out)
+    write_csv(out / "results.csv", GOODPUT_COLUMNS, goodput_rows(found))
+    simulated = [c for c in found if c.status == "simulated"]
+    infeasible = sum(c.status == "infeasible" for c in found)
+    print(
+        f"{len(found)} serving configurations: {infeasible} infeasible, {len(simulated)} "
+        f"simulated, {len(found) - infeasible - len(simulated)} unexplored (objective: goodput)"
+    )
+    print(
+        f"{'rank':>4}  {'configuration':<44} {'goodput/s':>10} {'SLO met':>8} "
+        f"{'TTFT p90':>10} {'TPOT p90':>10}"
+    )
+    for rank, c in enumerate(simulated[: args.top], 1):
+        s = c.summary
+        name = (
+            f"tp={c.tp} pp={c.pp} replicas={c.replicas} seqs={c.max_num_seqs} "
+            f"tokens={c.max_num_batched_tokens}"
+        )
+        print(
+            f"{rank:>4}  {name:<44} {s['goodput_requests_per_s']:>10.4g} "
+            f"{100 * s['slo_attainment']:>7.1f}% {s['ttft_p90_s'] * 1e3:>8.4g}ms "
+            f"{s['tpot_p90_s'] * 1e3:>8.4g}ms"
+        )
+    print(f"wrote {out / 'results.csv'}")
+    return 0
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from palmsim.api import load_experiment
     from palmsim.explore.search import (
@@ -355,6 +444,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from palmsim.report import plots
     from palmsim.report.export import write_csv
 
+    if args.objective == "goodput":
+        return _search_goodput(args)
     experiment = load_experiment(args.hw, args.workload, overrides=args.overrides)
     space = SearchSpace(
         pp=args.pp,
@@ -539,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="simulate one training iteration and write its results")
-    _add_inputs(run)
+    _add_inputs(run, ("training", "inference", "serving"))
+    run.add_argument("--serving", help="--mode serving: the serving YAML (as palmsim serve's)")
     run.add_argument(
         "--out",
         help="write the results into this folder "
@@ -604,10 +696,14 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument(
         "--objective",
         default="throughput",
-        choices=("throughput", "mfu", "memory", "energy", "cost"),
+        choices=("throughput", "mfu", "memory", "energy", "cost", "goodput"),
         help="what to rank by: iteration time (throughput, mfu), peak memory per tile, energy "
-        "per token or dollars per token (the last two need energy:/cost: in the hardware file)",
+        "per token or dollars per token (the last two need energy:/cost: in the hardware file); "
+        "goodput: serving configurations (tp, pp, replicas, scheduler limits) by the request "
+        "rate meeting the serving file's SLO (defaults: dgx-h100, llama3-8b, "
+        "serving/llama3-8b-h100.yaml)",
     )
+    se.add_argument("--serving", help="--objective goodput: the serving YAML")
     se.add_argument("--top", type=int, default=5, help="how many best mappings to report")
     se.add_argument(
         "--out",
@@ -631,6 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--schedule", "schedule", _str_list),
         ("--recompute", "recompute", _str_list),
         ("--placement", "placement", _str_list),
+        ("--replicas", "replicas", _int_list),
+        ("--max-num-seqs", "max_num_seqs", _int_list),
+        ("--max-num-batched-tokens", "max_num_batched_tokens", _int_list),
     ):
         se.add_argument(flag, dest=dest, type=kind, help="restrict to these values (a,b,...)")
     se.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

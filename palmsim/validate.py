@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from palmsim import tile_cases
+from palmsim import serving_cases, tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
 from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.engine.records import RunTrace
@@ -399,21 +399,59 @@ def _p2p_overlap(training: Mapping[str, Any]) -> bool:
 
 def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
     """(palmsim dtype, stated): from ``training.precision`` (or ``dtype``): "mixed fp16",
-    "bf16", "FP8 (Transformer Engine)"...; fp16 when unstated.
+    "bf16", "FP8 (Transformer Engine)", "fp8-cs"...; fp16 when unstated.
 
     Raises:
-        NotRun: fp8, or a precision palmsim does not know.
+        NotRun: a precision palmsim does not know, or an fp8 recipe it does not model
+            (:func:`_fp8_recipe`).
     """
     given = training.get("precision", training.get("dtype"))
     if given is None:
         return DEFAULT_PRECISION, False
     text = str(given).lower()
     if "fp8" in text or "float8" in text:
-        raise NotRun("fp8 training is not modelled yet (training.precision: fp32, fp16 or bf16)")
+        _fp8_recipe(training)  # refuses the recipes palmsim does not model
+        return "fp8", True
     for dtype in ("bf16", "fp16", "fp32"):
         if dtype in text:
             return dtype, True
-    raise NotRun(f"training.precision: got {given!r}; expected fp32, fp16 or bf16 (mixed)")
+    raise NotRun(f"training.precision: got {given!r}; expected fp32, fp16, bf16 (mixed) or fp8")
+
+
+#: fp8 recipes as Megatron-Bridge's performance tables name them (``fp8-cs`` per-tensor current
+#: scaling, ``fp8-mx`` MXFP8, ``fp8-bs`` blockwise); the palmsim recipe or None (not modelled).
+_FP8_RECIPE_NAMES: dict[str, str | None] = {
+    "fp8-cs": "current",
+    "current": "current",
+    "delayed": "delayed",
+    "fp8-ds": "delayed",
+    "fp8-mx": None,
+    "mxfp8": None,
+    "fp8-bs": None,
+    "blockwise": None,
+}
+
+
+def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
+    """An fp8 case's scaling recipe (``training.fp8_recipe``) and the assumption it rests
+    on: read from ``training.precision`` ("fp8-cs": current scaling); unstated, delayed
+    scaling, Megatron-Core's and NeMo's default (``--fp8-recipe delayed``).
+
+    Raises:
+        NotRun: MXFP8 or blockwise scaling, which palmsim does not model.
+    """
+    text = str(training.get("precision", training.get("dtype", ""))).lower()
+    for name, recipe in _FP8_RECIPE_NAMES.items():
+        if name in text:
+            if recipe is None:
+                raise NotRun(
+                    f"training.precision: {text!r} is an fp8 recipe palmsim does not model "
+                    "(it models Transformer Engine's delayed and current per-tensor scaling)"
+                )
+            return recipe, None
+    return "delayed", Assumption(
+        "training.fp8_recipe", "delayed", "not stated: Megatron-Core's default"
+    )
 
 
 def _recompute(training: Mapping[str, Any]) -> str | None:
@@ -504,9 +542,10 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     recorded as an :class:`Assumption`: tp and pp 1, micro-batch 1, global batch one
     micro-batch per replica, vocabulary the base workload's, precision fp16, sequence
     parallelism off, no distributed optimizer, and the least recompute that fits (none, then
-    selective, then full). ``training.zero_stage`` sets ZeRO. fp8 is not modelled yet;
-    ``system.cp`` > 1, ``system.ep`` > 1 and MoE models are (``mapping.cp``, ``mapping.ep``),
-    but this reader does not yet build such cases.
+    selective, then full). ``training.zero_stage`` sets ZeRO. fp8 runs as Transformer
+    Engine does (``training.dtype: fp8``; the recipe from the precision, delayed scaling
+    when unstated; TE's fused attention); ``system.cp`` > 1, ``system.ep`` > 1 and MoE models
+    are (``mapping.cp``, ``mapping.ep``), but this reader does not yet build such cases.
 
     Raises:
         NotRun: the case is a training run palmsim cannot express (message says why).
@@ -534,6 +573,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     dtype, stated = _precision(training)
     if not stated:
         assumptions.append(Assumption("training.precision", dtype, "not stated"))
+    fp8_recipe = _fp8_recipe(training) if dtype == "fp8" else None
+    if fp8_recipe is not None and fp8_recipe[1] is not None:
+        assumptions.append(fp8_recipe[1])
     arch = _architecture(model)
     hidden = _required(model, "hidden", "model.hidden")
     heads = _required(model, "heads", "model.heads")
@@ -622,6 +664,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         f"training.global_batch_size={global_batch}",
         f"training.dtype={dtype}",
     ]
+    if fp8_recipe is not None:
+        # fp8 runs in Transformer Engine's modules, whose DotProductAttention picks a fused
+        # kernel (cuDNN FusedAttention or flash-attn) and falls back to the unfused one only
+        # where neither supports the case (transformer_engine/pytorch/attention/
+        # dot_product_attention/utils.py, get_attention_backend)
+        overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")
+        overrides.append("training.attention_kernel=fused")
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
         sequence_parallel = False
@@ -909,6 +958,19 @@ def _run_one(
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
                 raise NotRun(f"got {case!r}; expected a mapping of case fields")
+            if serving_cases.is_serving_case(case):  # a published serving benchmark
+                try:
+                    figures = serving_cases.predict(case)
+                except tile_cases.CannotExpressError as why:
+                    raise NotRun(str(why)) from None
+                assumed = [Assumption(k, v, why) for k, v, why in serving_cases.assumptions(case)]
+                keys = tuple(a.key for a in assumed)
+                comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]
+                return replace(
+                    report,
+                    comparisons=(*report.comparisons, *comparisons),
+                    assumptions=(*report.assumptions, *((case_id, a) for a in assumed)),
+                )
             if tile_cases.is_tile_case(case):  # the tiled-accelerator format
                 try:
                     figures = tile_cases.predict(case)

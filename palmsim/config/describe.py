@@ -27,6 +27,7 @@ from palmsim.config.specs import (
     ExperimentSpec,
     GemmSpec,
     HardwareSpec,
+    HostSpec,
     InferenceSpec,
     LinkSpec,
     MappingSpec,
@@ -68,6 +69,7 @@ _SECTION_TYPES: dict[str, tuple[type, ...]] = {
     "hw.energy": (EnergySpec,),
     "hw.cost": (CostSpec,),
     "hw.defects": (DefectSpec,),
+    "hw.host": (HostSpec,),
     "workload": (WorkloadSpec, ModelSpec),
     "model": (ModelSpec,),
     "training": (TrainingSpec,),
@@ -161,6 +163,14 @@ def _leaves(section: str, raw: Mapping[str, Any]) -> Iterator[DescribedKey]:
             if section == "hw.tile" and key == "peak":  # dtype -> rate: one key per dtype
                 for dtype, rate in value.items():
                     yield DescribedKey(f"{sub}.{dtype}", _text(rate), f"peak FLOP/s at {dtype}")
+                continue
+            if section == "hw.tile" and key == "format_efficiency":  # dtype -> ratio
+                for dtype, ratio in value.items():
+                    yield DescribedKey(
+                        f"{sub}.{dtype}",
+                        _text(ratio),
+                        f"achievable fraction of peak of a {dtype} GEMM",
+                    )
                 continue
             if section == "hw.energy" and key == "flop":  # dtype -> energy: one key per dtype
                 for dtype, energy in value.items():

@@ -44,14 +44,18 @@ from palmsim.config.overrides import (
     split_overrides,
 )
 from palmsim.config.specs import (
+    ATTENTION_KERNELS,
     DTYPE_BYTES,
     EXPERT_LOADS,
     EXPERT_PLACEMENTS,
+    FP8_RECIPES,
     GRAD_ACCUMULATION_MODES,
+    INFERENCE_TRACES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
+    SERVING_PREEMPTION_MODES,
     SERVING_ROUTERS,
     YIELD_MODELS,
     ClusterSpec,
@@ -61,6 +65,7 @@ from palmsim.config.specs import (
     EnergySpec,
     GemmSpec,
     HardwareSpec,
+    HostSpec,
     InferenceSpec,
     LinkSpec,
     MappingSpec,
@@ -881,6 +886,11 @@ def hardware_schema(kind: str) -> Schema:
                 "a non-negative time with a unit, e.g. '16 us'",
                 required=False,
             ),
+            "host_dispatch": Rule(
+                _quantity_rule("time", positive=False).parse,
+                "a non-negative time with a unit, e.g. '30 us'",
+                required=False,
+            ),
         },
         "dram": {
             "placement": (
@@ -917,6 +927,14 @@ def hardware_schema(kind: str) -> Schema:
     schema["energy"] = _energy_rule(kind)
     schema["cost"] = _cost_rule()
     schema["defects"] = _defects_rule()
+    schema["host"] = _section_rule(
+        {
+            "capacity": _quantity_rule("bytes", positive=True),
+            "bandwidth": _quantity_rule("bandwidth", positive=True),
+            "latency": _quantity_rule("time", positive=False),
+        },
+        lambda v: HostSpec(v["capacity"], v["bandwidth"], v["latency"]),
+    )
     return schema
 
 
@@ -995,8 +1013,10 @@ def _training_schema(set_hint: bool) -> Schema:
     return {
         "seq_len": _int_rule(hint=hint("seq_len")),
         "global_batch_size": _int_rule(hint=hint("global_batch_size")),
-        "dtype": _choice_rule(("fp32", "fp16", "bf16")),
+        "dtype": _choice_rule(("fp32", "fp16", "bf16", "fp8")),
         "optimizer": _choice_rule(("adam", "sgd")),
+        "fp8_recipe": _choice_rule(FP8_RECIPES),
+        "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "moe_capacity_factor": _optional_positive_float_rule(),
         "expert_load": _choice_rule(EXPERT_LOADS),
         "expert_load_concentration": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
@@ -1034,6 +1054,7 @@ def _inference_schema() -> Schema:
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
         "ops_per_layer": _int_rule(minimum=0),
+        "trace": _choice_rule(INFERENCE_TRACES),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -1108,8 +1129,10 @@ def normalise_hardware(
     out = copy.deepcopy(dict(raw))
     out.setdefault("name", default_name)
     tile = out.get("tile")
-    # op_latency is a time with a unit in the file (absent: the field's 0 s), not the field.
-    _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k != "op_latency_s"})
+    # op_latency and host_dispatch are times with a unit in the file (absent: the fields'
+    # 0 s), not the fields.
+    times = ("op_latency_s", "host_dispatch_s")
+    _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k not in times})
     if out.get("kind") == "gpu_cluster":
         _fill(tile, _GPU_SRAM_DEFAULTS)
     return out, []
@@ -1364,6 +1387,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
         op_latency_s=tile_v.get("op_latency", 0.0),
+        host_dispatch_s=tile_v.get("host_dispatch", 0.0),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -1409,6 +1433,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         energy=values.get("energy"),
         cost=values.get("cost"),
         defects=values.get("defects"),
+        host=values.get("host"),
     )
     return coarsen(spec, granularity) if granularity != (1, 1) else spec
 
@@ -2051,10 +2076,18 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
     if t.op_latency_s:
         raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
+    if t.host_dispatch_s:
+        raw["tile"]["host_dispatch"] = format_exact(t.host_dispatch_s, "time")
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:
         raw["cost"] = _cost_to_raw(spec.cost)
+    if spec.host is not None:
+        raw["host"] = {
+            "capacity": format_exact(spec.host.capacity_bytes, "bytes"),
+            "bandwidth": format_exact(spec.host.bandwidth_bytes_per_s, "bandwidth"),
+            "latency": format_exact(spec.host.latency_s, "time"),
+        }
     if spec.defects is not None:
         f = spec.defects
         raw["defects"] = {
@@ -2168,6 +2201,8 @@ def _bounded_int_rule(minimum: int, maximum: int) -> Rule:
 
 def _serving_schema() -> Schema:
     dtypes = ("fp32", "fp16", "bf16")
+    stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
+    mlp = _choice_rule(stored)
     return {
         "name": _str_rule(required=False),
         "description": _str_rule(required=False),
@@ -2177,6 +2212,7 @@ def _serving_schema() -> Schema:
             "rate_per_s": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
             "cv": _float_rule(0.0, float("inf"), low_open=True, high_open=True),
             "num_requests": _bounded_int_rule(1, MAX_SERVING_REQUESTS),
+            "concurrency": _bounded_int_rule(1, MAX_SERVING_REQUESTS),
             "lengths": _choice_rule(SERVING_LENGTHS),
             "prompt_tokens": _int_rule(),
             "output_tokens": _int_rule(),
@@ -2191,6 +2227,8 @@ def _serving_schema() -> Schema:
             "gpu_memory_utilization": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "num_kv_blocks": _int_rule(minimum=0),
             "enable_prefix_caching": _bool_rule(),
+            "preemption_mode": _choice_rule(SERVING_PREEMPTION_MODES),
+            "swap_space": _quantity_rule("bytes", positive=False),
         },
         "slo": {
             "ttft": _quantity_rule("time", positive=True),
@@ -2204,14 +2242,22 @@ def _serving_schema() -> Schema:
         "pp": _int_rule(),
         "placement": _str_rule(),
         "dtype": _choice_rule(dtypes),
-        "weight_dtype": _choice_rule((*dtypes, "int8")),
-        "kv_dtype": _choice_rule((*dtypes, "int8")),
+        "weight_dtype": _choice_rule(stored),
+        "kv_dtype": _choice_rule(stored),
+        "mlp_weight_dtype": Rule(
+            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
+        ),
+        "math_fidelity": _table_rule(
+            stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
+        ),
+        "ops_per_layer": _int_rule(minimum=0),
     }
 
 
 def _serving_defaults() -> dict[str, Any]:
     """Raw defaults of a serving file, from the spec dataclasses (times in the file's form)."""
     scheduler = _defaults(SchedulerSpec)
+    scheduler["swap_space"] = f"{scheduler.pop('swap_space_bytes'):.0f} B"
     slo: dict[str, Any] = {"ttft": f"{SloSpec().ttft_s} s", "tpot": f"{SloSpec().tpot_s} s"}
     slo["quantile"] = SloSpec().quantile
     traffic = _defaults(TrafficSpec)
@@ -2323,6 +2369,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             rate_per_s=traffic["rate_per_s"],
             cv=traffic["cv"],
             num_requests=traffic["num_requests"],
+            concurrency=traffic["concurrency"],
             lengths=traffic["lengths"],
             prompt_tokens=traffic["prompt_tokens"],
             output_tokens=traffic["output_tokens"],
@@ -2330,9 +2377,22 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             trace=rows,
             trace_path=trace_path,
         ),
-        scheduler=SchedulerSpec(**values["scheduler"]),
+        scheduler=SchedulerSpec(
+            **{k: v for k, v in values["scheduler"].items() if k != "swap_space"},
+            swap_space_bytes=values["scheduler"]["swap_space"],
+        ),
         slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
         **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
         placement=values["placement"],
-        **{k: values[k] for k in ("dtype", "weight_dtype", "kv_dtype")},
+        **{
+            k: values[k]
+            for k in (
+                "dtype",
+                "weight_dtype",
+                "kv_dtype",
+                "mlp_weight_dtype",
+                "math_fidelity",
+                "ops_per_layer",
+            )
+        },
     )

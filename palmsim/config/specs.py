@@ -12,18 +12,23 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "ATTENTION_KERNELS",
     "BFP_BLOCK_ELEMENTS",
     "DTYPE_BYTES",
     "EXPERT_LOADS",
     "EXPERT_PLACEMENTS",
+    "FP8_RECIPES",
     "GRAD_ACCUMULATION_MODES",
+    "INFERENCE_TRACES",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
     "MODES",
     "SERVING_ARRIVALS",
     "SERVING_LENGTHS",
+    "SERVING_PREEMPTION_MODES",
     "SERVING_ROUTERS",
     "TRAINING_ONLY",
+    "TRAINING_STORAGE_DTYPE",
     "YIELD_MODELS",
     "ClusterSpec",
     "CostSpec",
@@ -33,6 +38,7 @@ __all__ = [
     "ExperimentSpec",
     "GemmSpec",
     "HardwareSpec",
+    "HostSpec",
     "InferenceSpec",
     "LinkSpec",
     "MappingSpec",
@@ -71,13 +77,34 @@ DTYPE_BYTES: dict[str, float] = {
     "bfp4": 0.5 + 1 / BFP_BLOCK_ELEMENTS,
 }
 
+#: The dtype a training dtype stores its tensors in: fp8 training (Transformer Engine) keeps
+#: weights, activations and gradients in bf16 and casts a copy to fp8 at each linear GEMM
+#: (transformer_engine/pytorch/module/linear.py, ``_linear_forward``: the bf16 ``inp`` and
+#: ``weight`` go through their quantizers; the GEMM output is ``activation_dtype``).
+TRAINING_STORAGE_DTYPE: dict[str, str] = {
+    "fp32": "fp32",
+    "fp16": "fp16",
+    "bf16": "bf16",
+    "fp8": "bf16",
+}
+
 #: Tenstorrent math fidelities: passes of the matrix engine over the mantissa bits, each
 #: pass at the LoFi rate (tt-metal tech_reports/GEMM_FLOPS: HiFi2 = 1/2, HiFi3 = 1/3,
 #: HiFi4 = 1/4 of LoFi).
 MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
+#: Values of ``InferenceSpec.trace``: the passes replayed from a captured trace.
+INFERENCE_TRACES = ("decode", "all", "none")
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
+
+#: Scaling recipes of fp8 training (``training.fp8_recipe``): Transformer Engine's
+#: DelayedScaling and Float8CurrentScaling (transformer_engine/common/recipe/__init__.py).
+FP8_RECIPES = ("delayed", "current")
+
+#: Attention-core implementations (``training.attention_kernel``).
+ATTENTION_KERNELS = ("unfused", "fused")
 
 #: Values of ``MappingSpec.expert_placement`` (:func:`palmsim.workload.moe.place_experts`).
 EXPERT_PLACEMENTS = ("contiguous", "balanced")
@@ -218,13 +245,19 @@ class TileSpec:
     format_efficiency: tuple[tuple[str, float], ...] = _f(
         "achievable fraction of peak of a GEMM whose weights are in this format, as "
         "(dtype, ratio) pairs, fitted to GEMM microbenchmarks; a format without an entry "
-        "uses compute_efficiency",
+        "uses compute_efficiency (gemm.max_efficiency under a GEMM model)",
         default=(),
     )
     op_latency_s: float = _f(
         "fixed time of every op the tile launches, in series with its compute and data "
         "movement (dispatch and op-to-op gap; tiled chips, fitted to GEMM microbenchmarks) "
         "[s]; 0: none (GPUs give it per kernel kind in gemm and memory_ops)",
+        default=0.0,
+    )
+    host_dispatch_s: float = _f(
+        "host time to dispatch one op of a pass not replayed from a trace "
+        "(inference.trace): the host issues the ops one after another while the device "
+        "runs them, so a block lasts at least its ops times this [s]; 0: none",
         default=0.0,
     )
 
@@ -243,6 +276,12 @@ class TileSpec:
     def efficiency_for(self, dtype: str) -> float:
         """Achievable fraction of peak of a GEMM with weights in ``dtype``."""
         return dict(self.format_efficiency).get(dtype, self.compute_efficiency)
+
+    def gemm_max_efficiency_for(self, dtype: str) -> float:
+        """``gemm.max_efficiency`` of a GEMM in ``dtype``: its ``format_efficiency`` entry
+        (e.g. an fp8 GEMM's, fitted to an fp8 matmul measurement), else the GEMM model's."""
+        assert self.gemm is not None, "gemm_max_efficiency_for needs a GEMM model"
+        return dict(self.format_efficiency).get(dtype, self.gemm.max_efficiency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +429,16 @@ class CostSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HostSpec:
+    """Memory beside each tile's own, reached over a link of its own: a GPU's share of its
+    node's host DRAM over PCIe. Serving swaps preempted requests' KV cache there."""
+
+    capacity_bytes: float = _f("host memory per tile [B]")
+    bandwidth_bytes_per_s: float = _f("the tile's link to it, per direction [B/s]")
+    latency_s: float = _f("the link's latency [s]")
+
+
+@dataclass(frozen=True, slots=True)
 class DefectSpec:
     """Defective parts of a machine (``defects:`` of a hardware file; optional).
 
@@ -442,6 +491,7 @@ class HardwareSpec:
     )
     cost: CostSpec | None = _f("area, yield and prices; None: not modelled", default=None)
     defects: DefectSpec | None = _f("defective tiles, links and ports; None: none", default=None)
+    host: HostSpec | None = _f("host memory per tile and its link; None: none", default=None)
 
     @property
     def num_tiles(self) -> int:
@@ -551,8 +601,27 @@ class TrainingSpec:
 
     seq_len: int = _f("tokens per sample s")
     global_batch_size: int = _f("samples per iteration B (over all data-parallel replicas)")
-    dtype: str = _f("compute dtype of weights and activations: fp32, fp16 or bf16", default="bf16")
+    dtype: str = _f(
+        "compute dtype of weights and activations: fp32, fp16, bf16, or fp8 (Transformer "
+        "Engine: the layers' linear GEMMs in fp8, everything else and all stored tensors in "
+        "bf16; palmsim.workload.fp8)",
+        default="bf16",
+    )
     optimizer: str = _f("'adam' (mixed-precision, 16 B/param of state) or 'sgd'", default="adam")
+    attention_kernel: str = _f(
+        "the attention core: 'unfused' (Megatron-LM's QKᵀ, softmax, dropout and attention "
+        "over V as separate kernels, keeping the a·s² scores) or 'fused' (FlashAttention-2's "
+        "algorithm, as Transformer Engine's DotProductAttention runs it: one kernel, no a·s² "
+        "tensor, causal blocks above the diagonal skipped)",
+        default="unfused",
+    )
+    fp8_recipe: str = _f(
+        "scaling of an fp8 run (dtype fp8 only): 'delayed' (Transformer Engine's "
+        "DelayedScaling, Megatron-Core's default: scales from an amax history, updated per "
+        "pass) or 'current' (Float8CurrentScaling: each tensor's amax is taken just before "
+        "its cast)",
+        default="delayed",
+    )
     moe_capacity_factor: float | None = _f(
         "mixture-of-experts capacity factor: an expert takes at most ceil(factor x its "
         "uniform share) of each rank's routed tokens, the rest are dropped (Megatron-Core "
@@ -603,6 +672,12 @@ class InferenceSpec:
         "tt_transformers' decoder on one chip); each beyond the layer's op-graph kernels "
         "pays tile.op_latency; 0: the op graph's kernels [count]",
         default=0,
+    )
+    trace: str = _f(
+        "passes replayed from a captured trace, free of host dispatch "
+        "(tile.host_dispatch): 'decode' (tt_transformers' demos, CUDA graphs of decode), "
+        "'all' or 'none'",
+        default="decode",
     )
 
 
@@ -753,7 +828,8 @@ class ExperimentSpec:
 #: Request-length distributions the traffic generator knows (``TrafficSpec.lengths``).
 SERVING_LENGTHS = ("fixed", "sharegpt", "summarization", "code")
 #: Arrival processes (``TrafficSpec.arrival``).
-SERVING_ARRIVALS = ("poisson", "gamma", "trace")
+SERVING_PREEMPTION_MODES = ("recompute", "swap")
+SERVING_ARRIVALS = ("poisson", "gamma", "trace", "closed")
 #: Routers between replicas (``ServingSpec.router``).
 SERVING_ROUTERS = ("round_robin", "least_loaded")
 
@@ -762,12 +838,20 @@ SERVING_ROUTERS = ("round_robin", "least_loaded")
 class TrafficSpec:
     """Which requests arrive when: an arrival process and a length distribution."""
 
-    arrival: str = _f("'poisson', 'gamma' (bursty, with cv) or 'trace' (a CSV file)")
+    arrival: str = _f(
+        "'poisson', 'gamma' (bursty, with cv), 'trace' (a CSV file) or 'closed' (a closed "
+        "loop of concurrency clients, each sending its next request when the last finished)"
+    )
     rate_per_s: float = _f("mean arrival rate [requests/s] (poisson, gamma)", default=1.0)
     cv: float = _f(
         "coefficient of variation of inter-arrival times (gamma; 1 = Poisson)", default=1.0
     )
-    num_requests: int = _f("requests to generate (poisson, gamma)", default=100)
+    num_requests: int = _f("requests to generate (poisson, gamma, closed)", default=100)
+    concurrency: int = _f(
+        "requests in flight at once (closed), as vLLM's benchmark --max-concurrency with "
+        "--request-rate inf",
+        default=1,
+    )
     lengths: str = _f(
         "length distribution: 'fixed', 'sharegpt', 'summarization' or 'code'", default="fixed"
     )
@@ -806,6 +890,15 @@ class SchedulerSpec:
         "reuse the full KV blocks of the shared prompt prefix while a request holds them",
         default=False,
     )
+    preemption_mode: str = _f(
+        "'recompute' (free a preempted request's KV and recompute it) or 'swap' (move its KV "
+        "blocks to the hardware's host memory and back, vLLM V0's swap path)",
+        default="recompute",
+    )
+    swap_space_bytes: float = _f(
+        "host memory per tile for swapped KV blocks [B] (vLLM's --swap-space, default 4 GiB)",
+        default=4 * 2**30,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -835,5 +928,21 @@ class ServingSpec:
     pp: int = _f("pipeline stages of a replica", default=1)
     placement: str = _f("placement strategy of the replicas' tiles", default="snake")
     dtype: str = _f("activations and compute: fp32, fp16 or bf16", default="bf16")
-    weight_dtype: str = _f("weights: fp32, fp16, bf16 or int8", default="bf16")
-    kv_dtype: str = _f("KV cache: fp32, fp16, bf16 or int8", default="bf16")
+    weight_dtype: str = _f("weights: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")
+    kv_dtype: str = _f("KV cache: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")
+    mlp_weight_dtype: str | None = _f(
+        "MLP weights when they differ from weight_dtype (e.g. Tenstorrent's bfp4 MLP with "
+        "bfp8 attention); None: weight_dtype",
+        default=None,
+    )
+    math_fidelity: tuple[tuple[str, str], ...] = _f(
+        "math fidelity of the GEMMs by weight dtype, as (dtype, fidelity) pairs, on a chip "
+        "with tile.fidelity_passes (as the inference section's)",
+        default=(),
+    )
+    ops_per_layer: int = _f(
+        "device ops one layer launches per iteration in the serving code (as "
+        "inference.ops_per_layer); each beyond the layer's op-graph kernels pays "
+        "tile.op_latency; 0: the op graph's kernels [count]",
+        default=0,
+    )

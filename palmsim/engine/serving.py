@@ -15,6 +15,7 @@ links between regions of a wafer) each replica is still costed alone; the summar
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ import simpy
 
 from palmsim.config.specs import RunSpec
 from palmsim.engine.flows import FlowNetwork
-from palmsim.engine.simulator import ChipLike, Simulator
+from palmsim.engine.simulator import ChipLike, Simulator, private_dram_ports, private_dram_step_s
 from palmsim.errors import SimulationError
+from palmsim.mapping.plan import ComputeStep
 from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape
 from palmsim.serving.router import route
 from palmsim.serving.scheduler import RequestState, Scheduler
@@ -95,7 +97,8 @@ class ServingTrace:
     end_time_s: float
     num_kv_blocks: int  # per replica
     num_replicas: int
-    num_shapes_costed: int
+    num_shapes_costed: int  # distinct segments (pp > 1: batch shapes) run through a Simulator
+    num_closed_form: int  # iterations costed in closed form, with no Simulator
     wall_time_s: float
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +127,7 @@ class ServingSimulator:
                 plan.num_kv_blocks,
                 prefill_only=r < self.num_prefill,
                 shared_prefix_tokens=spec.traffic.shared_prefix_tokens,
+                num_swap_blocks=plan.num_swap_blocks,
             )
             for r in range(self.num_replicas)
         ]
@@ -135,7 +139,22 @@ class ServingSimulator:
         self._handoffs = 0
         self._wake: list[simpy.Event | None] = [None] * self.num_replicas
         self._arrivals_done = False
+        self._slot_free: simpy.Event | None = None  # closed loop: a request in flight finished
         self._costs: dict[tuple[int, BatchShape], float] = {}
+        self._num_closed_form = 0
+        # Per replica: (bandwidth, latency) of its DRAM port when it is one tile whose port no
+        # other tile of the replica uses (what the engine times in closed form); else None.
+        self._private: list[tuple[float, float] | None] = []
+        for tiles in plan.replica_tiles:
+            used = {t for stage in tiles for t in stage}
+            ports = [tp for tp in plan.dram_port_of_tile if tp[0] in used]
+            private = private_dram_ports(chip, ports)
+            only = tiles[0][0]
+            one_tile = len(tiles) == 1 and len(tiles[0]) == 1
+            if one_tile and plan.is_segmented and only in private:
+                self._private.append(private[only][1:])
+            else:
+                self._private.append(None)
         self._segment_costs: dict[tuple[int, tuple[Any, ...]], float] = {}
         self._states: list[RequestState] = []
         self._iterations: list[IterationRecord] = []
@@ -147,15 +166,27 @@ class ServingSimulator:
         """Simulated duration of one iteration of ``shape`` on ``replica``.
 
         On one pipeline stage, the iteration is a sequence of segments, each ending in a
-        barrier (:meth:`ServingPlan.segments`), so its duration is the sum of theirs; each
-        distinct segment is simulated once on the replica's tiles and looked up after. With
-        several stages the whole iteration is simulated, once per shape.
+        barrier (:meth:`ServingPlan.segments`), so its duration is the sum of theirs. On a
+        one-tile replica whose DRAM port is its own (a GPU and its HBM) every segment is one
+        compute step, timed in closed form as the engine times it
+        (:func:`~palmsim.engine.simulator.private_dram_step_s`), with no Simulator. Otherwise
+        each distinct segment is simulated once on the replica's tiles and looked up after.
+        With several stages the whole iteration is simulated, once per shape.
         """
-        key = (replica, shape)
-        cost = self._costs.get(key)
-        if cost is not None:
-            return cost
         plan = self.plan
+        private = self._private[replica]
+        if private is not None:
+            self._num_closed_form += 1
+            cost = 0.0
+            for _, steps, repeats in plan.segments(shape, 0):
+                (step,) = steps
+                assert isinstance(step, ComputeStep)
+                cost += repeats * private_dram_step_s(step, *private)
+            return cost
+        key = (replica, shape)
+        cached = self._costs.get(key)
+        if cached is not None:
+            return cached
         if plan.is_segmented:
             cost = 0.0
             for _, steps, repeats in plan.segments(shape, 0):
@@ -229,8 +260,13 @@ class ServingSimulator:
             num_shapes_costed=len(self._segment_costs)
             if self.plan.is_segmented
             else len(self._costs),
+            num_closed_form=self._num_closed_form,
             wall_time_s=time.perf_counter() - wall_start,
-            metadata={"replicas_share_channels": self.plan.replicas_share_channels},
+            metadata={
+                "replicas_share_channels": self.plan.replicas_share_channels,
+                "num_swaps": sum(s.num_swaps for s in self.schedulers),
+                "num_swapped_blocks": sum(s.num_swapped_blocks for s in self.schedulers),
+            },
         )
 
     def _note_queue(self, replica: int) -> None:
@@ -245,10 +281,18 @@ class ServingSimulator:
         Yields timeouts; records the replica's queue after every admitted request."""
         env = self.env
         router = self.plan.serving.router
+        traffic = self.plan.serving.traffic
+        closed = traffic.arrival == "closed"
         for index, request in enumerate(self.requests):
-            delay = request.arrival_s - env.now
-            if delay > 0:
-                yield env.timeout(delay)
+            if closed:  # a client sends its next request when its last one has finished
+                while self._remaining >= traffic.concurrency:
+                    self._slot_free = env.event()
+                    yield self._slot_free
+                request = dataclasses.replace(request, arrival_s=env.now)
+            else:
+                delay = request.arrival_s - env.now
+                if delay > 0:
+                    yield env.timeout(delay)
             pool = self.schedulers[: self.num_prefill or self.num_replicas]
             replica = route(router, index, [s.num_outstanding for s in pool])
             state = RequestState(request, replica)
@@ -317,7 +361,14 @@ class ServingSimulator:
         empty_in_a_row = 0
         while True:
             entries = sched.schedule(env.now)
+            # Swapping blocks out to and back in from host memory holds the iteration (vLLM
+            # copies them before the step runs), one way after the other.
+            swap_s = self.plan.swap_time_s(sched.swapped_out_blocks) + self.plan.swap_time_s(
+                sched.swapped_in_blocks
+            )
             if not entries:
+                if swap_s:
+                    yield env.timeout(swap_s)
                 if sched.num_outstanding:
                     # Only after a request preempted itself, which frees the whole cache.
                     empty_in_a_row += 1
@@ -334,17 +385,20 @@ class ServingSimulator:
                 continue
             empty_in_a_row = 0
             self._note_queue(replica)
-            shape = batch_shape([(e.new_tokens, e.cached_tokens, e.samples) for e in entries])
+            shape = batch_shape(entries)
             start = env.now
             in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
             kv_used, waiting = sched.pool.num_used, len(sched.waiting)
-            yield env.timeout(self.iteration_time_s(replica, shape))
+            yield env.timeout(self.iteration_time_s(replica, shape) + swap_s)
             finished = sched.complete(entries, env.now)
             for state in finished:
                 if state.finish_s is None:  # prefill done: its KV cache moves to a decoder
                     env.process(self._hand_off(state))
                 else:
                     self._remaining -= 1
+                    slot = self._slot_free
+                    if slot is not None and not slot.triggered:
+                        slot.succeed()
             if self._remaining == 0 and self._arrivals_done:
                 for r in range(self.num_replicas):
                     self._notify(r)

@@ -26,13 +26,15 @@ Two kinds of traffic provably meet no other flow, and are timed in closed form i
 being simulated (same results, far fewer events): a compute step's DRAM reads and writes on a
 port private to its tile (a GPU's HBM), and the collectives of a communicator the plan marks
 ``exclusive`` (e.g. a TP group on a node's NVLinks). On a GPU cluster with symmetric
-data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``).
+data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``). A compute step's
+DRAM flow that arrives before the step's compute time is over fires no event of its own
+(``FlowNetwork.transfer``'s ``awaited_from_s``): the tile only looks at it after that time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,7 +42,13 @@ import simpy
 
 from palmsim.config.specs import RunSpec
 from palmsim.engine.flows import FlowNetwork, trigger_in
-from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.engine.records import (
+    FlowRecord,
+    IntervalRecord,
+    MemoryRecord,
+    RunTrace,
+    gc_paused,
+)
 from palmsim.errors import SimulationError
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.mapping.plan import (
@@ -55,7 +63,13 @@ from palmsim.mapping.plan import (
     Step,
 )
 
-__all__ = ["ChipLike", "Simulator"]
+__all__ = [
+    "ChipLike",
+    "Simulator",
+    "private_dram_drain_s",
+    "private_dram_ports",
+    "private_dram_step_s",
+]
 
 
 class _RouteLike(Protocol):
@@ -105,6 +119,67 @@ def _describe(activity: str | tuple[Any, ...]) -> str:
     return f"stage {stage} {category} {step.label} micro-batch {mb}"
 
 
+def private_dram_ports(
+    chip: ChipLike, dram_port_of_tile: Iterable[tuple[int, int]]
+) -> dict[int, tuple[int, float, float]]:
+    """Tiles whose DRAM traffic meets no other flow: ``tile -> (channel, B/s, latency)``.
+
+    A port is private to a tile when it is the home of no other used tile and both the
+    tile's read and write routes are just the port's channel (HBM behind a GPU, ``per_tile``
+    DRAM on a wafer). Only the tile's own compute steps, one at a time, then use the channel,
+    so their two flows are timed in closed form (:func:`private_dram_step_s`).
+    """
+    users: dict[int, list[int]] = {}
+    for tile, port in dram_port_of_tile:
+        users.setdefault(port, []).append(tile)
+    private: dict[int, tuple[int, float, float]] = {}
+    for port, tiles in users.items():
+        if len(tiles) > 1:
+            continue
+        (tile,) = tiles
+        read = chip.dram_route(tile, port, write=False)
+        write = chip.dram_route(tile, port, write=True)
+        if len(read.channels) == 1 and read.channels == write.channels:
+            (channel,) = read.channels
+            bandwidth = chip.channels[channel].bandwidth_bytes_per_s
+            assert read.latency_s == write.latency_s
+            private[tile] = (channel, bandwidth, read.latency_s)
+    return private
+
+
+def private_dram_drain_s(
+    read_bytes: float, write_bytes: float, bandwidth: float
+) -> tuple[float, float]:
+    """When a step's read and write flows drain, started together on a channel of
+    ``bandwidth`` B/s that nothing else uses: max-min sharing (Bertsekas & Gallager 6.5.2)
+    gives each B/2 until the smaller, ``lo`` bytes, drains at ``2·lo/B``; the other then has
+    B alone and drains at ``(lo + hi)/B``."""
+    read, write = read_bytes, write_bytes
+    if read > 0 and write > 0:
+        read_drain_s = 2 * read / bandwidth if read <= write else (read + write) / bandwidth
+        write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
+        return read_drain_s, write_drain_s
+    return read / bandwidth, write / bandwidth
+
+
+def private_dram_step_s(step: ComputeStep, bandwidth: float, latency_s: float) -> float:
+    """A compute step's duration on a tile with a private DRAM port (pure). A step that
+    moves data first runs its ops' fixed serial latency (``serial_latency_s``, a tiled
+    chip's op latency); then it lasts until the later of the rest of its compute time and
+    each of its DRAM flows' arrival, the port latency after it drains
+    (:func:`private_dram_drain_s`). What the flow network computes for these two flows,
+    without simulating them."""
+    read, write = step.dram_read_bytes, step.dram_write_bytes
+    read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
+    launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
+    delay_s = step.compute_time_s - launch_s
+    if read > 0:
+        delay_s = max(delay_s, read_drain_s + latency_s)
+    if write > 0:
+        delay_s = max(delay_s, write_drain_s + latency_s)
+    return launch_s + delay_s
+
+
 class Simulator:
     """Simulates one iteration of ``plan`` on ``chip``; :meth:`run` returns a :class:`RunTrace`."""
 
@@ -119,7 +194,14 @@ class Simulator:
         self.network = FlowNetwork(
             self.env, [c.bandwidth_bytes_per_s for c in chip.channels], self._flows.append
         )
-        self._port_of = dict(plan.dram_port_of_tile)
+        # each simulated tile's (read, write) route to its home DRAM port
+        self._dram_routes = {
+            tile: (
+                chip.dram_route(tile, port, write=False),
+                chip.dram_route(tile, port, write=True),
+            )
+            for tile, port in plan.dram_port_of_tile
+        }
         self._mail: dict[tuple[Any, ...], simpy.Event] = {}
         self._collectives: dict[tuple[Any, ...], _Collective] = {}
         self._group_seq: dict[tuple[str, tuple[int, ...], int], int] = {}
@@ -131,7 +213,7 @@ class Simulator:
         self._activity: dict[int, str | tuple[Any, ...]] = {}
         self._finished: set[int] = set()
         self._simulated = frozenset(plan.simulated_tiles)
-        self._private_dram = self._private_dram_ports()
+        self._private_dram = private_dram_ports(chip, plan.dram_port_of_tile)
         self._communicators: dict[tuple[str, tuple[int, ...]], Communicator] = {
             (str(c.group), c.members): c for c in plan.communicators
         }
@@ -158,13 +240,16 @@ class Simulator:
         num_events = 0
         num_tiles = len(self._simulated)
         # Stop when the last tile finishes: the flow network may still hold superseded
-        # completion timers, which must not advance the clock past the iteration.
-        while len(self._finished) < num_tiles:
-            next_time = env.peek()
-            if next_time == float("inf") or (until is not None and next_time > until):
-                break
-            env.step()
-            num_events += 1
+        # completion timers, which must not advance the clock past the iteration. The engine
+        # makes no reference cycles per event, so the loop runs with the cyclic collector
+        # paused (gc_paused: 40 % of W1's time otherwise).
+        with gc_paused():
+            while len(self._finished) < num_tiles:
+                next_time = env.peek()
+                if next_time == float("inf") or (until is not None and next_time > until):
+                    break
+                env.step()
+                num_events += 1
         stuck = sorted(self._simulated - self._finished)
         if stuck:
             shown = "; ".join(
@@ -467,31 +552,6 @@ class Simulator:
             step.group, groups[step.group], tile, step.kind, step.size_bytes, category, stage, mb
         )
 
-    def _private_dram_ports(self) -> dict[int, tuple[int, float, float]]:
-        """Tiles whose DRAM traffic meets no other flow: ``tile -> (channel, B/s, latency)``.
-
-        A port is private to a tile when it is the home of no other used tile and both the
-        tile's read and write routes are just the port's channel (HBM behind a GPU,
-        ``per_tile`` DRAM on a wafer). Only the tile's own compute steps, one at a time, then
-        use the channel, so :meth:`_compute` can time their two flows in closed form.
-        """
-        users: dict[int, list[int]] = {}
-        for tile, port in self.plan.dram_port_of_tile:
-            users.setdefault(port, []).append(tile)
-        private: dict[int, tuple[int, float, float]] = {}
-        for port, tiles in users.items():
-            if len(tiles) > 1:
-                continue
-            (tile,) = tiles
-            read = self.chip.dram_route(tile, port, write=False)
-            write = self.chip.dram_route(tile, port, write=True)
-            if len(read.channels) == 1 and read.channels == write.channels:
-                (channel,) = read.channels
-                bandwidth = self.chip.channels[channel].bandwidth_bytes_per_s
-                assert read.latency_s == write.latency_s
-                private[tile] = (channel, bandwidth, read.latency_s)
-        return private
-
     def _compute(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
     ) -> Generator[simpy.Event, Any, None]:
@@ -503,32 +563,54 @@ class Simulator:
             yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
             self._record_interval(step, tile, stage, mb, category, start)
             return
-        moves = step.dram_read_bytes > 0 or step.dram_write_bytes > 0
+        read_bytes, write_bytes = step.dram_read_bytes, step.dram_write_bytes
+        if read_bytes <= 0 and write_bytes <= 0:
+            yield env.timeout(step.compute_time_s)
+            self._record_interval(step, tile, stage, mb, category, start)
+            return
         # The ops' fixed latency runs in series: their data moves only once they run.
-        serial_s = step.serial_latency_s if moves else 0.0
+        serial_s = step.serial_latency_s
         if serial_s > 0:
             yield env.timeout(serial_s)
-        events: list[simpy.Event] = [env.timeout(step.compute_time_s - serial_s)]
-        if moves:
-            port = self._port_of[tile]
-            for nbytes, write in ((step.dram_read_bytes, False), (step.dram_write_bytes, True)):
-                if nbytes > 0:
-                    route = self.chip.dram_route(tile, port, write=write)
-                    events.append(
-                        self.network.transfer(
-                            route.channels,
-                            nbytes,
-                            route.latency_s,
-                            category="dram",
-                            src=tile if write else -1,
-                            dst=-1 if write else tile,
-                            stage=stage,
-                            microbatch=mb,
-                        )
-                    )
-        # Wait for all of them one by one instead of through an AllOf condition (one event less
-        # per step): SimPy resumes a process at once on an event already processed.
-        yield from events
+        compute_s = step.compute_time_s - serial_s
+        timeout = env.timeout(compute_s)
+        # The tile waits for its DRAM flows only once the compute time is over (the time
+        # SimPy gives the timeout), so an arrival before it needs no event of its own.
+        compute_end_s = env.now + compute_s
+        read_route, write_route = self._dram_routes[tile]
+        transfer = self.network.transfer
+        read = write = None
+        if read_bytes > 0:
+            read = transfer(
+                read_route.channels,
+                read_bytes,
+                read_route.latency_s,
+                category="dram",
+                src=-1,
+                dst=tile,
+                stage=stage,
+                microbatch=mb,
+                awaited_from_s=compute_end_s,
+            )
+        if write_bytes > 0:
+            write = transfer(
+                write_route.channels,
+                write_bytes,
+                write_route.latency_s,
+                category="dram",
+                src=tile,
+                dst=-1,
+                stage=stage,
+                microbatch=mb,
+                awaited_from_s=compute_end_s,
+            )
+        # Wait for each in turn instead of through an AllOf condition (one event less per
+        # step): SimPy resumes a process at once on an event already processed.
+        yield timeout
+        if read is not None:
+            yield read
+        if write is not None:
+            yield write
         self._record_interval(step, tile, stage, mb, category, start)
 
     def _private_dram_step_s(
@@ -539,26 +621,14 @@ class Simulator:
         mb: int,
         private: tuple[int, float, float],
     ) -> float:
-        """The step's duration on a tile with a private DRAM port; records its DRAM flows.
-
-        The read and write flows start together on one channel of bandwidth B that nothing
-        else uses, so max-min sharing (Bertsekas & Gallager 6.5.2) gives each B/2 until the
-        smaller, ``lo`` bytes, drains at ``2·lo/B``; the other then has B alone and drains at
-        ``(lo + hi)/B``. Each arrives the port latency after it drains, and the step lasts
-        until the later arrival or the compute time, whichever is longer: what the flow
-        network computes for these two flows, without simulating them.
-        """
+        """The step's duration on a tile with a private DRAM port (:func:`private_dram_step_s`);
+        records its DRAM flows as the flow network would have timed them."""
         channel, bandwidth, latency_s = private
         start = self.env.now
         read, write = step.dram_read_bytes, step.dram_write_bytes
-        if read > 0 and write > 0:
-            read_drain_s = 2 * read / bandwidth if read <= write else (read + write) / bandwidth
-            write_drain_s = 2 * write / bandwidth if write < read else (read + write) / bandwidth
-        else:
-            read_drain_s, write_drain_s = read / bandwidth, write / bandwidth
+        read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
         # The ops' fixed latency runs in series with the data movement.
         launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
-        delay_s = step.compute_time_s - launch_s
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:
             if nbytes > 0:
@@ -573,8 +643,7 @@ class Simulator:
                     stage=stage,
                     microbatch=mb,
                 )
-                delay_s = max(delay_s, drain_s + latency_s)
-        return launch_s + delay_s
+        return private_dram_step_s(step, bandwidth, latency_s)
 
     def _record_interval(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float
@@ -696,26 +765,30 @@ class Simulator:
         n = len(coll.tiles)
         steps = RING_STEPS[coll.kind](n)
         edge_bytes = steps / n * coll.size_bytes
-        end = start
         capacity = self.chip.channels
+        arrivals = []
         for f in comm.flows:
             size = f.share * edge_bytes
             drain_s = 0.0
             if f.channels and size > 0:
                 drain_s = size / min(capacity[c].bandwidth_bytes_per_s for c in f.channels)
-            arrival = start + drain_s + steps * f.latency_s
+            arrivals.append((f, size, start + drain_s + steps * f.latency_s))
+        end = max([start] + [arrival for _, _, arrival in arrivals])
+        # The event fires at now + (end - now), which rounding can put one ulp before ``end``:
+        # no flow is recorded as arriving after the collective has ended.
+        fire = now + (end - now)
+        for f, size, arrival in arrivals:
             self.network.record_closed_form(
                 f.channels,
                 size,
                 start,
-                arrival,
+                min(arrival, fire),
                 category=coll.category,
                 src=f.src,
                 dst=f.dst,
                 stage=coll.stage,
                 microbatch=coll.microbatch,
             )
-            end = max(end, arrival)
         self._group_end_s[coll.group_kind, coll.tiles] = end
         trigger_in(coll.done, end - now)
 

@@ -12,11 +12,14 @@ between reads and writes (an op reads its input and writes its output).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from palmsim.config.specs import DTYPE_BYTES
 from palmsim.hardware.compute import gemm_terms_s, op_time_s
+from palmsim.workload.fp8 import amax_update_bytes
 
 if TYPE_CHECKING:
     from palmsim.config.specs import HardwareSpec, TileSpec
@@ -26,6 +29,8 @@ __all__ = [
     "OperandPlacement",
     "PassCost",
     "accumulation_cost",
+    "amax_update_cost",
+    "fp8_weight_cast_cost",
     "gemm_operand_bandwidth_bytes_per_s",
     "kv_attention_cost",
     "op_pass_time_s",
@@ -64,11 +69,24 @@ class PassCost:
     # op latency (tile.op_latency_s) of the ops costed by the roofline.
     serial_latency_s: float = 0.0
 
+    def __add__(self, other: PassCost) -> PassCost:
+        """Two pieces of work run one after the other: every term adds."""
+        return PassCost(
+            self.time_s + other.time_s,
+            self.flop + other.flop,
+            self.sram_bytes + other.sram_bytes,
+            self.dram_read_bytes + other.dram_read_bytes,
+            self.dram_write_bytes + other.dram_write_bytes,
+            self.launch_latency_s + other.launch_latency_s,
+            self.flop_time_s + other.flop_time_s,
+            self.serial_latency_s + other.serial_latency_s,
+        )
+
 
 def _roofline_op(op: Op, flop: float, tile: TileSpec) -> bool:
-    """Whether ``op`` is costed by the roofline (no GEMM model for it, not a memory-bound op
-    of a tile with ``memory_ops``)."""
-    gemm = op.gemm_shape is not None and tile.gemm is not None
+    """Whether ``op`` is costed by the roofline (no GEMM model for it or, a fused attention,
+    for its products, not a memory-bound op of a tile with ``memory_ops``)."""
+    gemm = (op.gemm_shape is not None or op.kind == "attention") and tile.gemm is not None
     return not gemm and not (flop == 0.0 and tile.memory_ops is not None)
 
 
@@ -96,6 +114,7 @@ def op_pass_time_s(
     peak_flop_per_s: float,
     operand_bandwidth_bytes_per_s: float,
     part: str = "both",
+    fp8_peak_flop_per_s: float = 0.0,
 ) -> tuple[float, float, float]:
     """One op's time on a tile for one pass (``F`` or ``B``), with two of its terms:
     ``(time_s, launch_s, flop_s)``, ``launch_s`` its fixed per-kernel time and ``flop_s`` its
@@ -107,10 +126,24 @@ def op_pass_time_s(
     - A memory-bound op on a tile with ``memory_ops``: its kernels of the pass moving all its
       bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
       of its kind (a fused op's pass launches none and takes no time).
+    - A fused attention (kind ``attention``) on a tile with a GEMM model: its kernels'
+      launches plus the roofline of its FLOP at the GEMM model's rate and its bytes.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
       pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
+
+    An fp8 op (:attr:`Op.fp8`) runs at ``fp8_peak_flop_per_s`` and the tile's fp8 efficiency.
     """
+    max_efficiency = tile.gemm.max_efficiency if tile.gemm is not None else 0.0
+    if op.fp8:
+        # A Transformer Engine fp8 GEMM (palmsim.workload.fp8): fprop, dgrad and wgrad at
+        # the fp8 peak and the fp8 efficiency (tile.format_efficiency.fp8).
+        assert fp8_peak_flop_per_s > 0, f"fp8 op {op.name!r} costed without an fp8 peak"
+        peak_flop_per_s = fp8_peak_flop_per_s
+        if tile.gemm is not None:
+            max_efficiency = tile.gemm_max_efficiency_for("fp8")
+        else:
+            tile = dataclasses.replace(tile, compute_efficiency=tile.efficiency_for("fp8"))
     if op.gemm_shape is not None and tile.gemm is not None:  # not _roofline_op
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
@@ -123,7 +156,7 @@ def op_pass_time_s(
                 batch=batch,
                 operand_bytes=nbytes,
                 peak_flop_per_s=peak_flop_per_s,
-                max_efficiency=g.max_efficiency,
+                max_efficiency=max_efficiency,
                 compute_units=g.compute_units,
                 tile_m=g.tile_m,
                 tile_n=g.tile_n,
@@ -143,6 +176,16 @@ def op_pass_time_s(
             return dgrad[0] + wgrad[0], dgrad[1] + wgrad[1], dgrad[2] + wgrad[2]
         time_s, launch_s, flop_s = gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
         return time_s, launch_s, flop_s
+    if op.kind == "attention" and tile.gemm is not None:
+        # A fused attention core: its products run as GEMMs do, ASSUMPTION at the GEMM
+        # model's max_efficiency (the calibration set has no fused-attention measurement),
+        # without output-tile quantisation (b·a/t·s/128 query blocks fill the SMs), bounded
+        # by its bytes; one launch per kernel.
+        g = tile.gemm
+        kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
+        launch_s = kernels * g.launch_latency_s
+        flop_s = flop / (peak_flop_per_s * g.max_efficiency)
+        return launch_s + max(flop_s, all_bytes / operand_bandwidth_bytes_per_s), launch_s, flop_s
     if flop == 0.0 and tile.memory_ops is not None:
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
         launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s
@@ -172,6 +215,7 @@ def pass_cost(
     operand_bandwidth_bytes_per_s: float,
     parts: Mapping[str, str] | None = None,
     fused_accumulation: bool = True,
+    fp8_peak_flop_per_s: float = 0.0,
 ) -> PassCost:
     """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic.
 
@@ -183,6 +227,8 @@ def pass_cost(
     op's own traffic (fused into the weight-gradient GEMM, as Megatron-LM's
     ``--gradient-accumulation-fusion`` does, or into a norm's kernel); otherwise they are
     left to :func:`accumulation_cost`.
+
+    ``fp8_peak_flop_per_s``: the peak of fp8 ops (fp8 training), 0 when there are none.
     """
     compute_s = flop_total = sram_total = dram_read = dram_write = launch_s = flop_s = 0.0
     serial_s = 0.0
@@ -218,6 +264,7 @@ def pass_cost(
             peak_flop_per_s,
             operand_bandwidth_bytes_per_s,
             part,
+            fp8_peak_flop_per_s,
         )
         compute_s += time_s
         launch_s += op_launch_s
@@ -261,6 +308,41 @@ def accumulation_cost(
     read = 2.0 / 3.0 * nbytes * where.gradients
     write = 1.0 / 3.0 * nbytes * where.gradients
     return PassCost(time_s, 0.0, sram, read, write, launch_s)
+
+
+def _memory_kernels_cost(
+    read_bytes: float, write_bytes: float, kernels: int, placement: float, tile: TileSpec
+) -> PassCost:
+    """Memory-bound elementwise kernels moving ``read_bytes`` and ``write_bytes`` of a
+    category whose DRAM fraction is ``placement``: on a tile with ``memory_ops``, kernels
+    one after the other at its elementwise rate; otherwise the SRAM roofline."""
+    nbytes = read_bytes + write_bytes
+    sram = nbytes * (1 - placement)
+    if tile.memory_ops is not None:
+        time_s = tile.memory_ops.time_s("elementwise", nbytes, kernels)
+        launch_s = kernels * tile.memory_ops.for_kind("elementwise").launch_latency_s
+    else:
+        time_s = _roofline_s(0.0, sram, tile, 1.0)
+        launch_s = 0.0
+    return PassCost(time_s, 0.0, sram, read_bytes * placement, write_bytes * placement, launch_s)
+
+
+def fp8_weight_cast_cost(
+    params: float, tensors: int, elem_bytes: int, tile: TileSpec, where: OperandPlacement
+) -> PassCost:
+    """Transformer Engine's cast of ``params`` weights in ``tensors`` tensors to fp8, once per
+    iteration (palmsim.workload.fp8): one kernel per tensor reading the ``elem_bytes`` weight
+    and writing its row-wise and transposed fp8 copies, ``elem + 2`` B per parameter."""
+    fp8 = DTYPE_BYTES["fp8"]
+    return _memory_kernels_cost(params * elem_bytes, params * 2 * fp8, tensors, where.weights, tile)
+
+
+def amax_update_cost(linears: int, phase: str, tile: TileSpec, where: OperandPlacement) -> PassCost:
+    """Delayed scaling's fused amax-and-scale update after one pass over ``linears`` fp8
+    GEMMs (:func:`palmsim.workload.fp8.amax_update_bytes`): one kernel, its bytes split
+    evenly between reads and writes; the state lives with the optimizer state."""
+    nbytes = amax_update_bytes(linears, phase)
+    return _memory_kernels_cost(nbytes / 2, nbytes / 2, 1, where.optimizer, tile)
 
 
 def optimizer_step_cost(

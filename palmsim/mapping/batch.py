@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec
+from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ExperimentSpec
 from palmsim.errors import ConfigError, MappingError
 
 __all__ = ["Batch", "inference_batch", "training_batch"]
@@ -17,9 +17,10 @@ class Batch:
     num_microbatches: int  # per data-parallel replica
     samples_per_iteration: int
     tokens_per_iteration: int
-    peak_flop_per_s: float  # per tile, at ``dtype``
+    peak_flop_per_s: float  # per tile, at ``dtype`` (fp8 training: at bf16, its storage dtype)
     dtype: str
-    elem_bytes: float  # bytes of one activation element in ``dtype``
+    elem_bytes: float  # bytes of one activation element in ``dtype`` (fp8 training: bf16's)
+    fp8_peak_flop_per_s: float = 0.0  # per tile: fp8 training's linear GEMMs; else 0
 
     @property
     def training_elem_bytes(self) -> int:
@@ -61,13 +62,17 @@ def training_batch(experiment: ExperimentSpec) -> Batch:
     num_microbatches = _microbatches(
         "global batch", training.global_batch_size, mapping.dp, mapping.micro_batch_size, "sample"
     )
+    storage = TRAINING_STORAGE_DTYPE[training.dtype]
+    fp8 = training.dtype == "fp8"
     return Batch(
         num_microbatches=num_microbatches,
         samples_per_iteration=training.global_batch_size,
         tokens_per_iteration=training.global_batch_size * training.seq_len,
-        peak_flop_per_s=_peak(experiment, training.dtype, "workload's"),
+        peak_flop_per_s=_peak(experiment, storage, "workload's"),
         dtype=training.dtype,
-        elem_bytes=DTYPE_BYTES[training.dtype],
+        elem_bytes=DTYPE_BYTES[storage],
+        # a chip without an fp8 peak refuses the run, naming tile.peak.fp8
+        fp8_peak_flop_per_s=_peak(experiment, "fp8", "workload's") if fp8 else 0.0,
     )
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES, ModelSpec, TrainingSpec
+from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
 from palmsim.errors import MappingError
 from palmsim.mapping.lower import Costing, Unit
 from palmsim.mapping.plan import CollectiveKind, CollectiveStep, ComputeStep, GroupKind, Step
@@ -90,7 +90,7 @@ def kv_chunk_bytes(
     heads on a TP rank (``kv/t``, or 1 replicated head when ``kv < t``) [B]."""
     kv = model.num_key_value_heads
     kv_t = kv // tp if kv >= tp else 1
-    e = DTYPE_BYTES[training.dtype]
+    e = DTYPE_BYTES[TRAINING_STORAGE_DTYPE[training.dtype]]  # fp8 training keeps K, V in bf16
     return 2.0 * e * micro_batch_size * (training.seq_len // cp) * kv_t * model.head_dim
 
 

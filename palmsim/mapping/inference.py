@@ -415,19 +415,32 @@ class _Lowering:
         assert inf is not None
         costing = self.blocks[inf.weight_dtype]  # the embedding's and the head's
         steps: list[Step] = []
+        # A pass not replayed from a trace (inference.trace) is dispatched by the host, one
+        # op after another while the device runs them: a block cannot end before the host
+        # has issued its ops, so it lasts at least ops x tile.host_dispatch (a two-stage
+        # pipeline per block; the host's slack in one block is not carried to the next).
+        traced = inf.trace == "all" or (inf.trace == "decode" and tag == "D")
+        dispatch_s = 0.0 if traced else self.costing.tile.host_dispatch_s
+
+        def dispatched(step: ComputeStep, ops: int) -> ComputeStep:
+            floor_s = ops * dispatch_s
+            if floor_s <= step.compute_time_s:
+                return step
+            return dataclasses.replace(step, compute_time_s=floor_s)
+
         if s > 0:
             gather = _p2p(self.experiment, self.batch, new_tokens)[1]
             steps += receive_gather(gather, tp=tp, label="recv")
         if s == 0:
             embed = Unit("embed", -1, (blocks.embed,), prefix, tag)
-            steps.append(
-                compute_step(costing.cost(blocks.embed.ops, "F"), embed, block_name="embed")
-            )
+            step = compute_step(costing.cost(blocks.embed.ops, "F"), embed, block_name="embed")
+            steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.embed.ops)))
         # The serving code's ops beyond the op graph's kernels (layout conversions, split
         # projections): each pays the tile's fixed op latency, charged to the layer's first
         # block (inference.ops_per_layer).
         graph_ops = sum(op.kernels_fwd for b in blocks.layer for op in b.ops)
-        extra_s = max(inf.ops_per_layer - graph_ops, 0) * self.costing.tile.op_latency_s
+        extra_ops = max(inf.ops_per_layer - graph_ops, 0)
+        extra_s = extra_ops * self.costing.tile.op_latency_s
         for i in range(*self.layers):
             unit = Unit(f"L{i}", i, blocks.layer, prefix, tag)
             for j, b in enumerate(blocks.layer):
@@ -440,7 +453,8 @@ class _Lowering:
                         launch_latency_s=step.launch_latency_s + extra_s,
                         serial_latency_s=step.serial_latency_s + extra_s,
                     )
-                steps.append(step)
+                ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
+                steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
                     steps.append(self.kv_step(unit, ctx, new_tokens))
                 steps += tp_collective(
@@ -449,5 +463,6 @@ class _Lowering:
                 )  # fmt: skip
         if s == self.serving.pp - 1:
             head = Unit("head", -1, (blocks.head,), prefix, tag)
-            steps.append(compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head"))
+            step = compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head")
+            steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.head.ops)))
         return tuple(steps)

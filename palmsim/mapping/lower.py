@@ -21,6 +21,8 @@ from palmsim.hardware.costs import (
     OperandPlacement,
     PassCost,
     accumulation_cost,
+    amax_update_cost,
+    fp8_weight_cast_cost,
     optimizer_step_cost,
     pass_cost,
 )
@@ -41,6 +43,7 @@ __all__ = [
     "Unit",
     "compute_step",
     "engine_policy",
+    "fp8_amax_update",
     "grad_accumulation",
     "grad_bucket",
     "optimizer_step",
@@ -92,6 +95,7 @@ class Costing:
     where: OperandPlacement
     operand_bandwidth_bytes_per_s: float
     fused_accumulation: bool = True
+    fp8_peak_flop_per_s: float = 0.0  # fp8 training's linear GEMMs; 0 without fp8
 
     def cost(
         self, ops: Iterable[Op], phase: str, parts: Mapping[str, str] | None = None
@@ -107,6 +111,7 @@ class Costing:
             self.operand_bandwidth_bytes_per_s,
             parts,
             fused_accumulation=self.fused_accumulation,
+            fp8_peak_flop_per_s=self.fp8_peak_flop_per_s,
         )
 
     def step(
@@ -297,18 +302,40 @@ def grad_bucket(
 
 
 def optimizer_step(
-    costing: Costing, shard_params: float, elem: int, state_bytes_per_param: int
+    costing: Costing,
+    shard_params: float,
+    elem: int,
+    state_bytes_per_param: int,
+    fp8_weights: tuple[float, int] = (0.0, 0),
 ) -> ComputeStep:
     """The optimizer step of the tile's parameter shard
-    (:func:`palmsim.hardware.costs.optimizer_step_cost`)."""
+    (:func:`palmsim.hardware.costs.optimizer_step_cost`), plus, in fp8 training, the cast of
+    the updated weights to fp8, ``fp8_weights = (parameters, tensors)`` of the tile's fp8
+    GEMMs (:func:`palmsim.hardware.costs.fp8_weight_cast_cost`)."""
     cost = optimizer_step_cost(
         shard_params, elem, state_bytes_per_param, costing.tile, costing.peak_flop_per_s,
         costing.where,
     )  # fmt: skip
+    params, tensors = fp8_weights
+    if params > 0:
+        cost = cost + fp8_weight_cast_cost(params, tensors, elem, costing.tile, costing.where)
     return ComputeStep(
         "optimizer", cost.time_s, 0.0, cost.sram_bytes, cost.dram_read_bytes,
         cost.dram_write_bytes, launch_latency_s=cost.launch_latency_s, op="optimizer",
     )  # fmt: skip
+
+
+def fp8_amax_update(costing: Costing, unit: Unit, linears: int, phase: str) -> tuple[Step, ...]:
+    """Delayed scaling's amax and scale update after a pass (``F`` or ``B``) of a model chunk
+    holding ``linears`` fp8 GEMMs: one fused kernel
+    (:func:`palmsim.hardware.costs.amax_update_cost`), labelled ``<unit>.fp8_amax``.
+
+    The MAX all-reduce of the amaxes over the TP x DP x CP group that precedes it is not
+    modelled (a few kB per pass: latency only)."""
+    if linears == 0:
+        return ()
+    cost = amax_update_cost(linears, phase, costing.tile, costing.where)
+    return (compute_step(cost, unit, "fp8_amax", block_name="fp8_amax"),)
 
 
 def engine_policy(mapping: MappingSpec, *, zero: int) -> tuple[bool, GradReduce]:

@@ -40,6 +40,7 @@ from palmsim.mapping.lower import (
     Costing,
     Unit,
     engine_policy,
+    fp8_amax_update,
     grad_accumulation,
     grad_bucket,
     optimizer_step,
@@ -76,6 +77,7 @@ from palmsim.workload.builders import (
     layer_input_bytes,
     model_flop_per_iteration,
 )
+from palmsim.workload.fp8 import fp8_params, fp8_weight_cache_bytes
 
 __all__ = ["StageLayout", "map_workload", "stage_layout"]
 
@@ -211,6 +213,14 @@ def _params(unit: Unit) -> float:
     return sum(op.params for b in unit.blocks for op in b.ops)
 
 
+def _fp8_params(unit: Unit) -> float:
+    return fp8_params([op for b in unit.blocks for op in b.ops])
+
+
+def _fp8_linears(units: Sequence[Unit]) -> int:
+    return sum(op.fp8 for u in units for b in u.blocks for op in b.ops)
+
+
 def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     """Turn a training experiment into a :class:`MappingPlan` for ``chip``.
 
@@ -224,7 +234,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     # partition: cost balances compute alone: everything in SRAM, accumulation in the GEMM
     everything_in_sram = Costing(
         hw.tile, batch.peak_flop_per_s, batch.training_elem_bytes, OperandPlacement(),
-        gemm_operand_bandwidth_bytes_per_s(hw),
+        gemm_operand_bandwidth_bytes_per_s(hw), fp8_peak_flop_per_s=batch.fp8_peak_flop_per_s,
     )  # fmt: skip
     # Place first: its tile-count check bounds pp before the layout builds pp schedules.
     # Context-parallel ranks are replicas too, cp-rank fastest (Megatron's tp-cp-dp order).
@@ -285,6 +295,7 @@ def _costing(
         where,
         gemm_operand_bandwidth_bytes_per_s(hw),
         fused_accumulation=mapping.grad_accumulation == "fused",
+        fp8_peak_flop_per_s=batch.fp8_peak_flop_per_s,
     )
 
 
@@ -335,6 +346,11 @@ def _stage_memory(
     weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
     if mapping.zero >= 3 and replicas > 1:
         weights += max(_params(u) for u in units) * batch.training_elem_bytes  # one gathered unit
+        # fp8 training: TE's fp8 copies of the gathered unit's weights
+        weights += fp8_weight_cache_bytes(max(_fp8_params(u) for u in units))
+    else:
+        # fp8 training: TE's cached fp8 weights and their transposes (palmsim.workload.fp8)
+        weights += fp8_weight_cache_bytes(sum(_fp8_params(u) for u in units))
     activations = peak_held_bytes(steps, chunks, per_microbatch) + working
     tile_memory = training_tile_memory(
         weights, gradients, optimizer, activations, hw.tile.sram_capacity_bytes
@@ -359,7 +375,13 @@ def _stage(
     params = dense + expert
     state = optimizer_state_bytes_per_param(workload.training.optimizer, batch.dtype)
     shard = dense / dp + expert / (dp // ep) if zero >= 1 else params
-    optimizer = optimizer_step(costing, shard, batch.training_elem_bytes, state)
+    # fp8 training: every replica casts all its fp8 weights once per iteration
+    all_units = [u for c in chunk_ids for u in _units(model, layout.layer_ranges, c)]
+    fp8_weights = (
+        sum(_fp8_params(u) for u in all_units),
+        sum(op.param_tensors for u in all_units for b in u.blocks for op in b.ops if op.fp8),
+    )
+    optimizer = optimizer_step(costing, shard, batch.training_elem_bytes, state, fp8_weights)
     send_blocks, grad_reduce = engine_policy(mapping, zero=zero)
     steps, chunks = layout.orders[s]
     programs = {}
@@ -448,4 +470,12 @@ def _lower_chunk(
         dense, expert = split_params(unit.blocks)
         backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
         backward.extend(expert_grad_bucket(unit, expert, elem, ep=ep, replicas=dp, zero=zero))
+    training = experiment.workload.training
+    if training.dtype == "fp8" and training.fp8_recipe == "delayed":
+        # delayed scaling: the amax update when the chunk's fp8 autocast region exits
+        # (Megatron-Core wraps a chunk's TransformerBlock in one region) and after its
+        # backward
+        linears = _fp8_linears(units)
+        forward.extend(fp8_amax_update(costing, units[-1], linears, "F"))
+        backward.extend(fp8_amax_update(costing, units[0], linears, "B"))
     return tuple(forward), tuple(recompute), tuple(backward)

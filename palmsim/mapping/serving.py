@@ -35,6 +35,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from palmsim.config.specs import (
     DTYPE_BYTES,
@@ -96,16 +97,23 @@ class BatchShape:
     cached_pairs: int
 
 
-def batch_shape(entries: Sequence[tuple[int, int, bool]]) -> BatchShape:
-    """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request."""
-    return BatchShape(
-        num_tokens=sum(q for q, _, _ in entries),
-        num_sampled=sum(1 for _, _, s in entries if s),
-        chunks=tuple(sorted(q for q, _, _ in entries if q > 1)),
-        num_single=sum(1 for q, _, _ in entries if q == 1),
-        cached_tokens=sum(c for _, c, _ in entries),
-        cached_pairs=sum(q * c for q, c, _ in entries),
-    )
+def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
+    """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request (any
+    sequence whose items start with those three)."""
+    tokens = sampled = single = cached = pairs = 0
+    chunks = []
+    for e in entries:  # one pass: this runs once per iteration
+        q, c, s = e[0], e[1], e[2]
+        tokens += q
+        sampled += s
+        cached += c
+        pairs += q * c
+        if q == 1:
+            single += 1
+        elif q > 1:
+            chunks.append(q)
+    chunks.sort()
+    return BatchShape(tokens, sampled, tuple(chunks), single, cached, pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +146,41 @@ class ServingPlan:
     dram_port_of_tile: tuple[tuple[int, int], ...]
     replica_communicators: tuple[tuple[Communicator, ...], ...]
     replicas_share_channels: bool  # replicas' traffic could meet: each is costed alone
+    num_swap_blocks: int = 0  # per replica, preemption by swap: KV blocks host memory holds
+    swap_bytes_per_block: float = 0.0  # the most one tile moves per swapped block
     _cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def swap_time_s(self, blocks: int) -> float:
+        """Time to move ``blocks`` KV blocks between the replica and host memory, one way:
+        every tile moves its share (its stage's layers, its KV heads) over its own host link
+        at once, so the tile with the most bytes sets it: bytes / bandwidth + latency."""
+        host = self.hardware.host
+        if not blocks:
+            return 0.0
+        assert host is not None
+        return blocks * self.swap_bytes_per_block / host.bandwidth_bytes_per_s + host.latency_s
 
     # ----------------------------------------------------------------- op lists
 
     def _training(self, seq_len: int) -> TrainingSpec:
         return TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=self.serving.dtype)
 
-    def _weights(self, ops: Sequence[Op]) -> list[Op]:
-        elem = DTYPE_BYTES[self.serving.weight_dtype]
+    def _block_dtype(self, kind: str) -> str:
+        """The format a block's weights are stored in: the MLP's may differ from the rest."""
+        if kind == "mlp" and self.serving.mlp_weight_dtype:
+            return self.serving.mlp_weight_dtype
+        return self.serving.weight_dtype
+
+    def _weights(self, ops: Sequence[Op], kind: str = "attn") -> list[Op]:
+        """The ops with their weights read in the block's stored format. A tied LM head
+        owns no parameters (the embedding holds them) but reads the whole matrix: its
+        elements are its weight bytes over the activation dtype's size."""
+        elem = DTYPE_BYTES[self._block_dtype(kind)]
+        act = DTYPE_BYTES[self.serving.dtype]
         return [
-            dataclasses.replace(op, weight_bytes=op.params * elem) if op.weight_bytes else op
+            dataclasses.replace(op, weight_bytes=(op.params or op.weight_bytes / act) * elem)
+            if op.weight_bytes
+            else op
             for op in ops
         ]
 
@@ -162,7 +194,7 @@ class ServingPlan:
             attn, mlp = layer_blocks(self.model, self._training(tokens), 1, tp)
             attn_ops = self._weights([op for op in attn.ops if op.name not in _CORE_OPS])
             embed = self._weights(embedding_block(self.model, self._training(tokens), 1, tp).ops)
-            hit = (attn_ops, self._weights(mlp.ops), attn.allreduce_fwd_bytes, embed)
+            hit = (attn_ops, self._weights(mlp.ops, "mlp"), attn.allreduce_fwd_bytes, embed)
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
 
@@ -228,11 +260,16 @@ class ServingPlan:
                 attn_ops, mlp_ops, _, embed = self._linear(size)
                 ops = {"attn": attn_ops, "mlp": mlp_ops, "embed": embed}[kind]
             hw = self.hardware
+            # As the inference mapping costs a block: the GEMM efficiency of its weights'
+            # format, the activation dtype's peak at the math fidelity of that format.
+            dtype = self._block_dtype(kind)
+            tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype))
+            peak = hw.tile.peak_for(self.serving.dtype, dict(self.serving.math_fidelity).get(dtype))
             c = pass_cost(
                 ops,
                 "F",
-                hw.tile,
-                self.peak_flop_per_s,
+                tile,
+                peak,
                 0,
                 self.stages[s].where,
                 gemm_operand_bandwidth_bytes_per_s(hw),
@@ -262,57 +299,86 @@ class ServingPlan:
         on one stage a segment's duration does not depend on what ran before it. With one
         tile the attention's cache step is a segment of its own (``kv``).
         """
-        key = ("segments", shape, s)
+        before, attention, allreduce, after = self._fixed_segments(
+            shape.num_tokens, shape.chunks, shape.num_single, shape.num_sampled, s
+        )
+        tp = self.serving.tp
+        stage = self.stages[s]
+        num_layers = stage.layers[1] - stage.layers[0]
+        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
+        if tp == 1:
+            attn = ("attn", (attention,), num_layers)
+            if kv is None:
+                return (*before, attn, *after)
+            # One tile: every step ends with its own DRAM flows, a segment boundary too, so
+            # the cache step (new every iteration) is costed apart from the block's ops.
+            return (*before, attn, ("kv", (kv,), num_layers), *after)
+        steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
+        return (*before, ("attn", (*steps, allreduce), num_layers), *after)
+
+    def _fixed_segments(
+        self, tokens: int, chunks: tuple[int, ...], num_single: int, num_sampled: int, s: int
+    ) -> tuple[
+        tuple[tuple[str, tuple[Step, ...], int], ...],
+        ComputeStep,
+        CollectiveStep,
+        tuple[tuple[str, tuple[Step, ...], int], ...],
+    ]:
+        """The parts of stage ``s``'s segments that do not depend on the cached tokens
+        (cached, since batches of the same token counts recur): the segments before the
+        attention, its step without the cache step, its all-reduce, and those after it."""
+        key = ("fixed", tokens, chunks, num_single, num_sampled, s)
         hit = self._cache.get(key)
         if hit is not None:
             return hit  # type: ignore[return-value]
         tp, pp = self.serving.tp, self.serving.pp
-        stage = self.stages[s]
+        num_layers = self.stages[s].layers[1] - self.stages[s].layers[0]
         # pass_cost sums its ops' times, FLOP and bytes, so the attention block's step is the
         # sum of its per-token part and each request group's core.
-        parts = [self._step("attn", shape.num_tokens, 1, s)]
-        parts += [self._step("core", q, 1, s) for q in shape.chunks]
-        if shape.num_single:
-            parts.append(self._step("core", 1, shape.num_single, s))
+        parts = [self._step("attn", tokens, 1, s)]
+        parts += [self._step("core", q, 1, s) for q in chunks]
+        if num_single:
+            parts.append(self._step("core", 1, num_single, s))
+        # The serving code's ops beyond the op graph's kernels (serving.ops_per_layer) each
+        # pay the tile's op latency, charged to the attention step as in palmsim run.
+        attn_ops, mlp_ops, _, _ = self._linear(tokens)
+        graph_ops = sum(op.kernels_fwd for op in (*attn_ops, *mlp_ops, *self._core(1, 1)))
+        extra_s = max(self.serving.ops_per_layer - graph_ops, 0) * self.hardware.tile.op_latency_s
         attention = ComputeStep(
             "attn",
-            sum(p.compute_time_s for p in parts),
+            sum(p.compute_time_s for p in parts) + extra_s,
             sum(p.flop for p in parts),
             sum(p.sram_bytes for p in parts),
             sum(p.dram_read_bytes for p in parts),
             sum(p.dram_write_bytes for p in parts),
-            serial_latency_s=sum(p.serial_latency_s for p in parts),
+            launch_latency_s=extra_s,
+            serial_latency_s=sum(p.serial_latency_s for p in parts) + extra_s,
         )
-        allreduce = self._linear(shape.num_tokens)[2]
+        allreduce_bytes = self._linear(tokens)[2]
 
         def reduced(kind: str, steps: list[Step]) -> tuple[Step, ...]:
             if tp > 1:  # Megatron's g operator (and the vocab-parallel embedding's sum)
-                steps.append(CollectiveStep(f"{kind}.ar", CollectiveKind.ALLREDUCE, allreduce))
+                steps.append(
+                    CollectiveStep(f"{kind}.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
+                )
             return tuple(steps)
 
-        out: list[tuple[str, tuple[Step, ...], int]] = []
+        before: list[tuple[str, tuple[Step, ...], int]] = []
         if s > 0 and tp > 1:
-            gather = self._p2p(shape.num_tokens)[1]
+            gather = self._p2p(tokens)[1]
             if gather > 0:
-                out.append(("recv", (CollectiveStep("recv", CollectiveKind.ALLGATHER, gather),), 1))
+                before.append(
+                    ("recv", (CollectiveStep("recv", CollectiveKind.ALLGATHER, gather),), 1)
+                )
         if s == 0:
-            out.append(
-                ("embed", reduced("embed", [self._step("embed", shape.num_tokens, 1, s)]), 1)
-            )
-        num_layers = stage.layers[1] - stage.layers[0]
-        attn: list[Step] = [attention]
-        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
-        if kv is not None and tp > 1:
-            attn.append(kv)
-        out.append(("attn", reduced("attn", attn), num_layers))
-        if kv is not None and tp == 1:
-            # One tile: every step ends with its own DRAM flows, a segment boundary too, so
-            # the cache step (new every iteration) is simulated apart from the block's ops.
-            out.append(("kv", (kv,), num_layers))
-        out.append(("mlp", reduced("mlp", [self._step("mlp", shape.num_tokens, 1, s)]), num_layers))
-        if s == pp - 1 and shape.num_sampled:
-            out.append(("head", (self._step("head", shape.num_sampled, 1, s),), 1))
-        result = tuple(out)
+            before.append(("embed", reduced("embed", [self._step("embed", tokens, 1, s)]), 1))
+        after: list[tuple[str, tuple[Step, ...], int]] = [
+            ("mlp", reduced("mlp", [self._step("mlp", tokens, 1, s)]), num_layers)
+        ]
+        if s == pp - 1 and num_sampled:
+            after.append(("head", (self._step("head", num_sampled, 1, s),), 1))
+        allreduce = CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
+        result = (tuple(before), attention, allreduce, tuple(after))
         self._cache[key] = result
         return result
 
@@ -421,7 +487,8 @@ def map_serving(
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     try:
-        peak = hardware.tile.peak_for(serving.dtype)
+        # the attention over the cache runs at the activation dtype's fidelity
+        peak = hardware.tile.peak_for(serving.dtype, dict(serving.math_fidelity).get(serving.dtype))
     except KeyError:
         raise ConfigError.single(
             hardware.name,
@@ -439,6 +506,7 @@ def map_serving(
     attn_ops, mlp_ops, _, embed = probe._linear(sched.max_num_batched_tokens)
     head = probe._head(min(sched.max_num_seqs, sched.max_num_batched_tokens))
     w_elem = DTYPE_BYTES[serving.weight_dtype]
+    mlp_elem = DTYPE_BYTES[serving.mlp_weight_dtype or serving.weight_dtype]
     working = float(max(op.bytes_fwd for op in attn_ops + mlp_ops))
     port_of = [(t, chip.home_dram_port(t)) for rep in stage_tiles for st in rep for t in st]
     used_on_port: dict[int, int] = {}
@@ -450,10 +518,11 @@ def map_serving(
     demands: list[tuple[int, int, float, float]] = []  # first, last, weights, KV B/token
     blocks: int | None = None
     for s, (first, last) in enumerate(layer_ranges):
-        own = (attn_ops + mlp_ops) * (last - first)
+        own = attn_ops * (last - first)
         own += embed if s == 0 else []
         own += head if s == pp - 1 else []
         weights = float(sum(op.params for op in own)) * w_elem
+        weights += float(sum(op.params for op in mlp_ops)) * (last - first) * mlp_elem
         kv_per_token = kv_cache_bytes(last - first, kv_t, model.head_dim, 1, 1, kv_elem)
         demands.append((first, last, weights, kv_per_token))
         for rep in stage_tiles:
@@ -528,6 +597,16 @@ def map_serving(
                 for c in f.channels:
                     channel_users.setdefault(c, set()).add(r)
     shared = any(len(users) > 1 for users in channel_users.values())
+    swap_blocks, swap_block_bytes = 0, 0.0
+    if sched.preemption_mode == "swap":
+        host = hardware.host
+        if host is None:
+            raise MappingError(
+                f"preemption_mode swap needs host memory to swap to, and hardware "
+                f"{hardware.name!r} has no host: section; use preemption_mode recompute"
+            )
+        swap_block_bytes = max(st.kv_bytes_per_token for st in stages) * sched.block_size
+        swap_blocks = int(min(sched.swap_space_bytes, host.capacity_bytes) // swap_block_bytes)
     return ServingPlan(
         serving=serving,
         hardware=hardware,
@@ -540,4 +619,6 @@ def map_serving(
         dram_port_of_tile=tuple(sorted(port_of)),
         replica_communicators=tuple(per_replica),
         replicas_share_channels=shared,
+        num_swap_blocks=swap_blocks,
+        swap_bytes_per_block=swap_block_bytes,
     )

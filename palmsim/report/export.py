@@ -12,7 +12,6 @@ hash of the resolved config, so reruns and sweep points land deterministically.
 from __future__ import annotations
 
 import csv
-import gc
 import hashlib
 import io
 import itertools
@@ -20,8 +19,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +27,13 @@ from typing import IO, Any
 import numpy as np
 import yaml
 
-from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.engine.records import (
+    FlowRecord,
+    IntervalRecord,
+    MemoryRecord,
+    RunTrace,
+    gc_paused,
+)
 from palmsim.errors import RunDirError
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import DRAM_KIND, ChipLike
@@ -88,7 +92,8 @@ RECORD_COLUMNS: tuple[str, ...] = (
 #: Chrome-trace process ids: compute tiles, network links, DRAM ports.
 TRACE_PIDS: dict[str, int] = {"tiles": 1, "links": 2, "dram": 3}
 
-#: Timeline bins when no bin width is given: the run is cut into this many bins.
+#: Timeline bins when no bin width is given: the run is cut into this many bins. The same as
+#: ``plots.utilization``'s, so ``write_run`` hands its timeline to that figure.
 DEFAULT_TIMELINE_BINS = 200
 
 _US_PER_S = 1e6
@@ -382,23 +387,6 @@ _TABLES = {
 }
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building or reading many record tuples.
-
-    Tuples of numbers form no reference cycles, but each allocation counts towards a
-    collection, and collections scan every live container: building W1's 700 thousand records
-    ran 2-3x slower with the collector on. The previous state is restored on exit.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     """Each value's index into the sorted distinct values, and those values."""
     vocabulary = sorted(set(values))
@@ -415,7 +403,7 @@ def _column(records: Sequence[tuple[Any, ...]], field: int, dtype: str) -> np.nd
 
 def record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
     """The records as the columns of ``records.npz`` (see :data:`RECORD_ARRAYS`)."""
-    with _gc_paused():
+    with gc_paused():
         return _record_arrays(trace)
 
 
@@ -609,7 +597,7 @@ def parse_records_npz(
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as error:
         raise RunDirError(f"{where}: damaged or not a record file ({error})") from None
     _check_arrays(arrays, where)
-    with _gc_paused():
+    with gc_paused():
         return _trace_of_arrays(arrays, end_time_s=end_time_s, num_events=num_events)
 
 
@@ -1296,6 +1284,7 @@ def write_run(
         _write_text(out / "records.csv", records_csv(trace))
 
     step("timeline.csv")
+    default_bins = timeline_bin_s is None  # the bins of plots/utilization.png too
     if timeline_bin_s is None:
         end_s = float(trace.end_time_s)
         timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
@@ -1314,7 +1303,13 @@ def write_run(
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
-        run = SimpleNamespace(trace=trace, chip=chip, plan=plan, summary=summary)
+        run = SimpleNamespace(
+            trace=trace,
+            chip=chip,
+            plan=plan,
+            summary=summary,
+            timeline=timeline if default_bins else None,  # computed once for both
+        )
         for kind in kinds:
             step(f"plots/{kind}.png")
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})

@@ -147,9 +147,11 @@ def summarize_serving(trace: ServingTrace, slo: SloSpec) -> dict[str, Any]:
         "requests_in_system_mean": system_mean,
         "requests_in_system_max": system_max,
         "num_preemptions": sum(r.num_preemptions for r in trace.requests),
+        "num_swaps": int(trace.metadata.get("num_swaps", 0)),
         "kv_cache_blocks": trace.num_kv_blocks,
         "num_iterations": len(trace.iterations),
         "num_shapes_simulated": trace.num_shapes_costed,
+        "num_iterations_closed_form": trace.num_closed_form,
         "replicas_share_channels": bool(trace.metadata.get("replicas_share_channels", False)),
         "wall_time_s": trace.wall_time_s,
     }
@@ -201,11 +203,11 @@ def format_serving_table(summary: dict[str, Any]) -> str:
             f"{summary['batch_tokens_mean']:.4g} tokens per iteration",
         ),
         ("queue", f"mean {summary['queue_length_mean']:.3g}, max {summary['queue_length_max']}"),
-        ("preemptions", str(summary["num_preemptions"])),
+        ("preemptions", f"{summary['num_preemptions']} ({summary['num_swaps']} by swap)"),
         (
             "iterations",
             f"{summary['num_iterations']} ({summary['num_shapes_simulated']} distinct "
-            "segments simulated)",
+            f"segments simulated, {summary['num_iterations_closed_form']} in closed form)",
         ),
     ]
     width = max(len(k) for k, _ in rows)

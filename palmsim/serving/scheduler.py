@@ -1,5 +1,5 @@
 """A replica's scheduler as vLLM V1 has it: continuous batching, chunked prefill, a paged KV
-cache and preemption by recompute.
+cache and preemption by recompute, or by swap as vLLM V0 had it.
 
 Every iteration (``Scheduler.schedule``) spends a token budget of ``max_num_batched_tokens``
 (vllm/v1/core/sched/scheduler.py, ``Scheduler.schedule``):
@@ -10,6 +10,10 @@ Every iteration (``Scheduler.schedule``) spends a token budget of ``max_num_batc
    if the KV cache cannot hold them, the lowest-priority running request (the last admitted)
    is preempted: its blocks are freed and it returns to the head of the waiting queue, to
    recompute its prompt and the tokens it generated so far (vLLM's recompute preemption);
+   with ``preemption_mode: swap`` its blocks are copied to host memory instead, when the
+   swap space has room for them, and copied back when it is scheduled again (vLLM V0's
+   ``PreemptionMode.SWAP``, vllm/core/scheduler.py ``_preempt_by_swap``); the engine adds
+   each iteration's copy time to it;
 2. then, if nothing was preempted, waiting requests in arrival order while fewer than
    ``max_num_seqs`` run and budget and KV blocks remain.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from palmsim.config.specs import SchedulerSpec
 from palmsim.serving.kvcache import BlockPool
@@ -49,6 +54,7 @@ class RequestState:
     decode_replica: int = -1  # disaggregated serving: the replica it decodes on
     kv_transfer_start_s: float | None = None
     kv_transfer_end_s: float | None = None
+    swapped_blocks: int = 0  # preempted by swap: KV blocks waiting in host memory
 
     @property
     def known_tokens(self) -> int:
@@ -56,18 +62,21 @@ class RequestState:
         return self.request.prompt_tokens + self.num_generated
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One request's share of an iteration: ``new_tokens`` computed over ``cached_tokens``."""
+class Entry(NamedTuple):
+    """One request's share of an iteration: ``new_tokens`` computed over ``cached_tokens``;
+    ``samples``: whether the iteration samples a token of the request (it computes the last
+    of the request's known tokens)."""
 
-    state: RequestState
     new_tokens: int
     cached_tokens: int
+    samples: bool
+    state: RequestState
 
-    @property
-    def samples(self) -> bool:
-        """Whether this iteration samples a token of the request."""
-        return self.cached_tokens + self.new_tokens == self.state.known_tokens
+
+def _entry(state: RequestState, new_tokens: int) -> Entry:
+    cached = state.num_computed
+    known = state.request.prompt_tokens + state.num_generated
+    return Entry(new_tokens, cached, cached + new_tokens == known, state)
 
 
 class Scheduler:
@@ -80,8 +89,16 @@ class Scheduler:
         *,
         prefill_only: bool = False,
         shared_prefix_tokens: int = 0,
+        num_swap_blocks: int = 0,
     ) -> None:
         self.spec = spec
+        # Preemption by swap (vLLM V0's swap path): host memory for this many KV blocks; the
+        # blocks moved out and in during the last schedule(), for the engine to time.
+        self.swap_free = num_swap_blocks if spec.preemption_mode == "swap" else 0
+        self.swapped_out_blocks = 0
+        self.swapped_in_blocks = 0
+        self.num_swaps = 0
+        self.num_swapped_blocks = 0  # moved out and back in, over the run
         # Prefix caching (vLLM's automatic prefix caching, full blocks only): the shared
         # prompt prefix's full blocks, computed once, stay while some request uses them.
         self.prefix_blocks = (
@@ -128,8 +145,21 @@ class Scheduler:
                 self.prefix_resident = False
 
     def _preempt(self, victim: RequestState) -> None:
-        self._release(victim)
-        victim.num_computed = 0
+        """Free the victim's KV blocks and put it back at the head of the queue: its blocks
+        go to host memory when there is room for them (swap; not a request sharing prefix
+        blocks), else its KV is dropped, to be recomputed."""
+        blocks = victim.num_blocks
+        if not victim.shared_blocks and 0 < blocks <= self.swap_free:
+            self.pool.release(blocks)
+            victim.num_blocks = 0
+            victim.swapped_blocks = blocks
+            self.swap_free -= blocks
+            self.swapped_out_blocks += blocks
+            self.num_swapped_blocks += blocks
+            self.num_swaps += 1
+        else:
+            self._release(victim)
+            victim.num_computed = 0
         victim.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(victim)
@@ -138,18 +168,29 @@ class Scheduler:
         """The next iteration's batch (empty if nothing can run)."""
         spec, pool = self.spec, self.pool
         budget = spec.max_num_batched_tokens
+        self.swapped_out_blocks = self.swapped_in_blocks = 0
         entries: list[Entry] = []
         preempted = False
+        chunked = spec.enable_chunked_prefill
+        block_size = pool.block_size
+        running = self.running
         i = 0
-        while i < len(self.running) and budget > 0:
-            state = self.running[i]
-            new = state.known_tokens - state.num_computed
-            if spec.enable_chunked_prefill:
+        while i < len(running) and budget > 0:
+            state = running[i]
+            computed = state.num_computed
+            new = state.request.prompt_tokens + state.num_generated - computed
+            if chunked:
                 new = min(new, budget)
             elif new > budget:
                 i += 1
                 continue
-            total = state.num_computed + new
+            total = computed + new
+            if total <= (state.num_blocks + state.shared_blocks) * block_size:
+                # fits in the blocks it holds (most decodes): nothing to allocate
+                entries.append(_entry(state, new))
+                budget -= new
+                i += 1
+                continue
             while not pool.can_hold(state.num_blocks + state.shared_blocks, total):
                 victim = self.running.pop()
                 self._preempt(victim)
@@ -159,7 +200,7 @@ class Scheduler:
             else:
                 held = state.num_blocks + state.shared_blocks
                 state.num_blocks = pool.grow(held, total) - state.shared_blocks
-                entries.append(Entry(state, new, state.num_computed))
+                entries.append(_entry(state, new))
                 budget -= new
                 i += 1
                 continue
@@ -168,6 +209,7 @@ class Scheduler:
             while self.waiting and len(self.running) < spec.max_num_seqs and budget > 0:
                 state = self.waiting[0]
                 # num_computed > 0 only for a request whose KV arrived from a prefill replica
+                # or waits in host memory (swapped out)
                 hit = (
                     self.prefix_resident
                     and state.num_computed == 0
@@ -190,8 +232,13 @@ class Scheduler:
                     state.shared_blocks = shared
                     self.prefix_users += 1
                 state.num_blocks = pool.grow(shared, state.num_computed + new) - shared
+                if state.swapped_blocks:  # its KV comes back from host memory
+                    self.swapped_in_blocks += state.swapped_blocks
+                    self.num_swapped_blocks += state.swapped_blocks
+                    self.swap_free += state.swapped_blocks
+                    state.swapped_blocks = 0
                 self.running.append(state)
-                entries.append(Entry(state, new, state.num_computed))
+                entries.append(_entry(state, new))
                 budget -= new
                 if state.first_scheduled_s is None:
                     state.first_scheduled_s = now_s

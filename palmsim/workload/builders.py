@@ -28,8 +28,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES, ModelSpec, TrainingSpec
+from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
+from palmsim.workload.fp8 import fp8_block_ops
 from palmsim.workload.ops import (
     LOSS_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
@@ -39,6 +40,7 @@ from palmsim.workload.ops import (
     dropout_cost,
     elementwise_cost,
     embedding_cost,
+    fused_attention_cost,
     loss_cost,
     make_op,
     matmul_cost,
@@ -138,7 +140,13 @@ class Block:
     @property
     def gemm_flop_fwd(self) -> float:
         """Forward FLOP of the ops counted in model FLOPs (matrix multiplications) [FLOP]."""
-        return float(sum(op.flop_fwd for op in self.ops if op.is_gemm))
+        return float(
+            sum(
+                op.flop_fwd if op.model_flop_fwd is None else op.model_flop_fwd
+                for op in self.ops
+                if op.is_gemm
+            )
+        )
 
     @property
     def recompute_flop_selective(self) -> float:
@@ -180,9 +188,10 @@ class Block:
 
 
 def _dtype_bytes(training: TrainingSpec) -> int:
-    """Bytes per element of the training (or activation) dtype: fp32, fp16 or bf16."""
+    """Bytes per element of the training (or activation) dtype: fp32, fp16 or bf16 (fp8
+    training stores bf16: :data:`TRAINING_STORAGE_DTYPE`)."""
     try:
-        return int(DTYPE_BYTES[training.dtype])
+        return int(DTYPE_BYTES[TRAINING_STORAGE_DTYPE.get(training.dtype, training.dtype)])
     except KeyError:
         expected = ", ".join(sorted(DTYPE_BYTES))
         raise ConfigError.single("", "training.dtype", training.dtype, expected) from None
@@ -381,7 +390,7 @@ def layer_blocks(
                 "does not lower yet (its layers differ: each is built with its layer index)"
             )
         if model.is_moe_layer(layer):
-            return moe_blocks(
+            moe = moe_blocks(
                 model,
                 training,
                 micro_batch_size,
@@ -391,6 +400,7 @@ def layer_blocks(
                 sequence_parallel=sequence_parallel,
                 cp=cp,
             )
+            return _fp8_blocks(moe, training, tp if sequence_parallel else 1)
     _check_common(model, micro_batch_size, tp)
     seq = _local_seq_len(training, cp)
     _check_layer_tp(model, tp)
@@ -415,14 +425,38 @@ def layer_blocks(
     # backward (Shoeybi et al. 2019, Fig. 3).
     allreduce = _allreduce(tp, shape.act_bytes)
     attn_ops, attn_edges = _attention_ops(model, shape)
+    if training.attention_kernel == "fused":
+        attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
     blocks = (
         Block("attn", attn_ops, allreduce, allreduce, attn_edges),
         Block("mlp", mlp_ops, allreduce, allreduce, mlp_edges),
     )
     if sequence_parallel and tp > 1:
-        return _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
-    return blocks
+        blocks = _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
+    return _fp8_blocks(blocks, training, tp if sequence_parallel else 1)
+
+
+def _fp8_blocks(
+    blocks: tuple[Block, ...], training: TrainingSpec, sequence_parallel_tp: int
+) -> tuple[Block, ...]:
+    """``blocks`` with their Transformer Engine linears in fp8 when ``training.dtype`` is
+    fp8 (:func:`palmsim.workload.fp8.fp8_block_ops`), else unchanged."""
+    if training.dtype != "fp8":
+        return blocks
+    e = _dtype_bytes(training)
+    return tuple(
+        dataclasses.replace(
+            b,
+            ops=fp8_block_ops(
+                b.ops,
+                dtype_bytes=e,
+                recipe=training.fp8_recipe,
+                sequence_parallel_tp=sequence_parallel_tp,
+            ),
+        )
+        for b in blocks
+    )
 
 
 def _local_seq_len(training: TrainingSpec, cp: int) -> int:
@@ -864,6 +898,57 @@ def _attention_ops(
         (out_source, "attn_residual", act_bytes),
     ]
     return tuple(ops), tuple(edges)
+
+
+#: The unfused attention core (:func:`_attention_ops`), which a fused kernel replaces.
+_ATTENTION_CORE = ("scores", "softmax", "attn_dropout", "context", "context_layout")
+
+
+def _fused_attention(
+    model: ModelSpec,
+    shape: _LayerShape,
+    ops: tuple[Op, ...],
+    edges: tuple[tuple[str, str, float], ...],
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """The attention block with its core as one fused kernel (``training.attention_kernel:
+    fused``; :func:`palmsim.workload.ops.fused_attention_cost`).
+
+    It writes its output straight in the ``[s, b, h]`` layout (no layout copy) and keeps what
+    the unfused core keeps under selective recompute, Q, K and V, plus its fp32 log-sum-exp,
+    ``4·b·(a/t)·s`` B; its output is the output projection's saved input. Model FLOPs still
+    count the full ``s x s`` products (Narayanan et al. SC21), as the unfused core does.
+    """
+    core = [op for op in ops if op.name in _ATTENTION_CORE]
+    first = ops.index(core[0])
+    cost = fused_attention_cost(
+        shape.batch_heads,
+        shape.s,
+        shape.keys,
+        shape.d,
+        kv_heads_ratio=shape.kv_t / shape.heads_t,
+        causal=model.causal,
+        dtype_bytes=shape.e,
+    )
+    kept = sum(op.saved_bytes_selective for op in core)  # Q, K and V
+    lse = 4.0 * shape.batch_heads * shape.s
+    fused = make_op(
+        "attention",
+        "attention",
+        cost,
+        dtype_bytes=shape.e,
+        saved_bytes=kept + lse,
+        saved_bytes_selective=kept,
+        recompute_selective=True,
+    )
+    fused = dataclasses.replace(fused, model_flop_fwd=sum(op.flop_fwd for op in core))
+    rest = [op for op in ops[first:] if op.name not in _ATTENTION_CORE]
+    renamed = {"scores": "attention", "context": "attention", "context_layout": "attention"}
+    new_edges = []
+    for src, dst, nbytes in edges:
+        if src in _ATTENTION_CORE and dst in _ATTENTION_CORE:
+            continue
+        new_edges.append((renamed.get(src, src), renamed.get(dst, dst), nbytes))
+    return (*ops[:first], fused, *rest), tuple(dict.fromkeys(new_edges))
 
 
 def _mlp_ops(

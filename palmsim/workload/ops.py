@@ -43,10 +43,12 @@ __all__ = [
     "Op",
     "OpCost",
     "bias_cost",
+    "cast_cost",
     "copy_cost",
     "dropout_cost",
     "elementwise_cost",
     "embedding_cost",
+    "fused_attention_cost",
     "loss_cost",
     "make_op",
     "matmul_cost",
@@ -127,6 +129,11 @@ class Op:
         param_tensors: parameter tensors among ``params`` (a linear layer's weight and bias
             are two), each one gradient-accumulation kernel when accumulation is not fused
             into the weight-gradient GEMM [count].
+        fp8: a GEMM Transformer Engine runs in fp8 (its fprop, dgrad and wgrad products at
+            the fp8 peak; :mod:`palmsim.workload.fp8`).
+        model_flop_fwd: forward FLOP counted in model FLOPs when it differs from the executed
+            ``flop_fwd`` (a fused causal attention executes about half of the ``s x s``
+            products, model FLOPs count them all); None: ``flop_fwd`` [FLOP].
     """
 
     name: str
@@ -145,6 +152,8 @@ class Op:
     kernels_fwd: int = 1
     kernels_bwd: int = 1
     param_tensors: int = 0
+    fp8: bool = False
+    model_flop_fwd: float | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -313,6 +322,104 @@ def elementwise_cost(
     return OpCost(0.0, 0.0, bytes_fwd, bytes_bwd, kernels_fwd=0 if fused_forward else 1)
 
 
+@OPS.register("attention")
+def fused_attention_cost(
+    batch_heads: float,
+    queries: float,
+    keys: float,
+    head_dim: float,
+    *,
+    kv_heads_ratio: float = 1.0,
+    causal: bool,
+    dtype_bytes: float,
+) -> OpCost:
+    """A fused attention core (FlashAttention-2's algorithm: Dao, "FlashAttention-2", 2023;
+    Transformer Engine's DotProductAttention runs it through cuDNN's fused attention or
+    flash-attn) of ``batch_heads`` heads, ``queries`` queries against ``keys`` keys.
+
+    - FLOP (Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py ``flops``):
+      forward ``4·B·q·k·d`` (QKᵀ and attention over V), halved when causal, since blocks above
+      the diagonal are skipped (exactly: the ``k(k+1)/2`` unmasked pairs of ``k²``, for the
+      queries' share of them); the backward is 2.5 x the forward (it recomputes QKᵀ: five
+      products of that size against the forward's two).
+    - Bytes: the forward reads Q, K and V and writes the output and its fp32 log-sum-exp per
+      row; the backward reads Q, K, V, the output, its gradient and the log-sum-exp and writes
+      dQ, dK and dV. No ``s x s`` tensor touches memory.
+    - Kernels: one forward; three backward (flash-attn's ``flash_bwd_dot_do_o_kernel``, the
+      ``dq_dk_dv`` kernel and ``flash_bwd_convert_dq_kernel``).
+
+    ``kv_heads_ratio`` is KV heads over query heads (grouped-query attention).
+    """
+    pairs = queries * keys
+    if causal:
+        pairs *= (keys + 1) / (2 * keys)
+    flop_fwd = 4.0 * batch_heads * pairs * head_dim
+    q = batch_heads * queries * head_dim  # elements of Q (and of the output)
+    kv = 2 * batch_heads * kv_heads_ratio * keys * head_dim  # K and V
+    lse = 4.0 * batch_heads * queries  # fp32 log-sum-exp per query row
+    bytes_fwd = dtype_bytes * (q + kv + q) + lse
+    bytes_bwd = dtype_bytes * (q + kv + 2 * q) + lse + dtype_bytes * (q + kv)
+    return OpCost(
+        flop_fwd,
+        2.5 * flop_fwd,
+        bytes_fwd,
+        bytes_bwd,
+        gemm_shape=None,
+        kernels_fwd=1,
+        kernels_bwd=3,
+    )
+
+
+@OPS.register("cast")
+def cast_cost(
+    input_elements: float,
+    grad_elements: float,
+    *,
+    dtype_bytes: float,
+    fp8_bytes: float,
+    current_scaling: bool = False,
+    gathered_elements: float = 0.0,
+) -> OpCost:
+    """Transformer Engine's fp8 casts around one linear GEMM; memory-bound, 0 FLOP.
+
+    - forward: the GEMM's ``input_elements`` input (``e`` bytes each) is cast to fp8 twice,
+      row-wise for the fprop GEMM and column-wise (the transposed copy) for the wgrad GEMM,
+      in one kernel: read ``e``, write ``2·fp8`` per element
+      (transformer_engine/pytorch/module/linear.py ``_linear_forward``: the input quantizer's
+      ``set_usage(rowwise=True, columnwise=backward_needs_input)``; the fused
+      ``cast_transpose`` kernel of transformer_engine/common/transpose/cast_transpose.cu);
+    - backward: the ``grad_elements`` output gradient likewise (row-wise for dgrad,
+      column-wise for wgrad; ``grad_output_preprocess`` in module/base.py), read ``e``,
+      write ``2·fp8``.
+
+    ``gathered_elements`` > 0: the input is the sequence-parallel all-gather of the
+    ``input_elements`` local rows. Float8 quantizers gather row-wise data only
+    (``supports_only_rowwise_all_gather`` in transformer_engine/pytorch/tensor/
+    float8_tensor.py), so the forward casts the local rows row-wise alone (read ``e``,
+    write ``fp8``) and the backward, which gathers them again for wgrad
+    (layernorm_linear.py, ``gather_along_first_dim(ln_out, ..., quantizer=quantizer)``), makes
+    the column-wise copy of the ``gathered_elements`` (read and write ``fp8``, one kernel).
+
+    Delayed scaling takes each tensor's amax inside the cast kernel. Current scaling
+    (``current_scaling``) first runs an amax kernel over the tensor (read ``e``) and a
+    scale kernel (bytes negligible), 3 kernels per cast (transformer_engine/pytorch/csrc/
+    quantizer.cpp, ``Float8CurrentScalingQuantizer::quantize``: ``nvte_compute_amax``,
+    ``nvte_compute_scale_from_amax``, then the cast).
+    """
+    amax = dtype_bytes if current_scaling else 0.0
+    kernels = 3 if current_scaling else 1
+    copies_fwd = 1.0 if gathered_elements > 0 else 2.0
+    transpose_bwd = 2.0 * fp8_bytes * gathered_elements
+    return OpCost(
+        0.0,
+        0.0,
+        (dtype_bytes + copies_fwd * fp8_bytes + amax) * input_elements,
+        (dtype_bytes + 2.0 * fp8_bytes + amax) * grad_elements + transpose_bwd,
+        kernels_fwd=kernels if input_elements > 0 else 0,
+        kernels_bwd=(kernels if grad_elements > 0 else 0) + (1 if gathered_elements > 0 else 0),
+    )
+
+
 @OPS.register("embedding")
 def embedding_cost(num_tokens: float, hidden: float, *, dtype_bytes: float) -> OpCost:
     """A table lookup of ``num_tokens`` rows of width ``hidden``; memory-bound, 0 FLOP.
@@ -373,7 +480,7 @@ def make_op(
     ``weight_bytes`` defaults to ``params · dtype_bytes`` (weights are held in the compute
     dtype; fp32 master copies are optimizer state). ``saved_bytes_selective`` defaults to
     ``saved_bytes``. ``param_tensors`` defaults to one tensor if the op owns parameters.
-    ``is_gemm`` is true for ``matmul`` ops.
+    ``is_gemm`` (counted in model FLOPs) is true for ``matmul`` and ``attention`` ops.
     """
     assert kind in OPS, f"op {name!r}: {OPS.unknown_message(kind)}"
     return Op(
@@ -390,7 +497,7 @@ def make_op(
         if saved_bytes_selective is None
         else saved_bytes_selective,
         recompute_selective=recompute_selective,
-        is_gemm=kind == "matmul",
+        is_gemm=kind in ("matmul", "attention"),
         gemm_shape=cost.gemm_shape,
         kernels_fwd=cost.kernels_fwd,
         kernels_bwd=cost.kernels_bwd,

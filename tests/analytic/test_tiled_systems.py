@@ -77,7 +77,14 @@ def _model() -> ModelSpec:
 
 
 def _inference(
-    hw, *, tp: int, prompt: int, output: int, weight_dtype: str = "bfp8", ops_per_layer: int = 0
+    hw,
+    *,
+    tp: int,
+    prompt: int,
+    output: int,
+    weight_dtype: str = "bfp8",
+    ops_per_layer: int = 0,
+    trace: str = "decode",
 ) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
@@ -87,6 +94,7 @@ def _inference(
         weight_dtype=weight_dtype,
         kv_dtype=weight_dtype,
         ops_per_layer=ops_per_layer,
+        trace=trace,
     )
     workload = WorkloadSpec(_model(), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
@@ -137,6 +145,27 @@ def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
     base = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
     more = _inference(hw, tp=1, prompt=1, output=3, ops_per_layer=23)["tpot_s"]
     assert more - base == pytest.approx(LAYERS * (23 - graph) * 16.18e-6, rel=1e-6)
+
+
+def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
+    """A prefill not replayed from a trace is dispatched by the host op by op while the
+    device runs them. With a host dispatch of 10 ms per op, far above any op's device time
+    here (the tiny model's whole layer streams its weights in ~1 ms), every block lasts its
+    ops x 10 ms: TTFT = (embedding + LAYERS x 23 + head ops) x 10 ms, plus the cache steps'
+    few microseconds. Traced (trace: all), the host dispatch costs nothing."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    assert hw.tile.host_dispatch_s == pytest.approx(30.3e-6)
+    slow = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, host_dispatch_s=10e-3))
+    spec = TrainingSpec(seq_len=8, global_batch_size=1, dtype="bf16")
+    ends = (embedding_block(_model(), spec, 1, 1), head_block(_model(), spec, 1, 1))
+    ops = LAYERS * 23 + sum(op.kernels_fwd for b in ends for op in b.ops)
+    ttft = _inference(slow, tp=1, prompt=8, output=2, ops_per_layer=23)["ttft_s"]
+    assert ttft == pytest.approx(ops * 10e-3, rel=1e-3)
+    assert ttft > ops * 10e-3
+    traced = _inference(slow, tp=1, prompt=8, output=2, ops_per_layer=23, trace="all")
+    free = _inference(hw, tp=1, prompt=8, output=2, ops_per_layer=23, trace="all")
+    assert traced["ttft_s"] == pytest.approx(free["ttft_s"], rel=1e-9)
+    assert traced["ttft_s"] < 0.01 * ttft
 
 
 # --------------------------------------------------------------------------- all-reduce

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import numpy as np
 import pytest
 
-from palmsim.config.specs import TrafficSpec
+from palmsim.config.specs import TrafficSpec, TrainingSpec
 from palmsim.report.serving import latencies, summarize_serving, time_average
 from palmsim.serving.traffic import Request
+from palmsim.workload.builders import layer_blocks
 from tests.serving.helpers import (
     PEAK_FLOP_PER_S,
     compute_bound_tile,
@@ -99,3 +103,70 @@ def test_littles_law_holds_for_the_queue_and_the_system():
     assert in_system == pytest.approx(rate * lat["e2e_s"].mean(), rel=1e-9)
     summary = summarize_serving(trace, spec.slo)
     assert summary["requests_in_system_mean"] == pytest.approx(in_system, rel=1e-12)
+
+
+def test_closed_loop_of_one_client_runs_requests_back_to_back_each_alone():
+    """``arrival: closed`` with one client: each request arrives the instant the previous one
+    finishes, so every request runs alone and its TTFT is the lone prefill's FLOP at peak
+    (as in the lone-request test), and n requests take n times one request's latency."""
+    layers, h, vocab, p, n, count = 2, 256, 512, 96, 9, 5
+    mdl = model(layers=layers, hidden=h, vocab=vocab)
+    traffic = TrafficSpec(
+        "closed", num_requests=count, concurrency=1, prompt_tokens=p, output_tokens=n
+    )
+    _, trace = run(compute_bound_tile(), mdl, serving_spec(traffic))
+    recs = trace.requests
+    assert recs[0].arrival_s == 0.0
+    for before, after in itertools.pairwise(recs):
+        assert after.arrival_s == before.finish_s
+    prefill_flop = layers * (24 * p * h**2 + 4 * p**2 * h) + 2 * h * vocab
+    for rec in recs:
+        assert rec.first_token_s - rec.arrival_s == pytest.approx(
+            prefill_flop / PEAK_FLOP_PER_S, rel=1e-9
+        )
+    one = recs[0].finish_s - recs[0].arrival_s
+    assert trace.end_time_s == pytest.approx(count * one, rel=1e-12)
+
+
+def test_closed_loop_keeps_exactly_concurrency_requests_in_flight():
+    """With C clients and more requests than C, the number in flight is C from time 0 until
+    the last C are sent, and never more."""
+    c, count = 3, 12
+    traffic = TrafficSpec("closed", num_requests=count, concurrency=c, prompt_tokens=40,
+                          output_tokens=6)  # fmt: skip
+    _, trace = run(compute_bound_tile(), model(), serving_spec(traffic))
+    recs = trace.requests
+    assert [r.arrival_s for r in recs[:c]] == [0.0] * c
+    events = sorted([(r.arrival_s, 1) for r in recs] + [(r.finish_s, -1) for r in recs],
+                    key=lambda e: (e[0], e[1]))  # fmt: skip
+    in_flight, peak = 0, 0
+    for _, step in events:
+        in_flight += step
+        peak = max(peak, in_flight)
+    assert peak == c
+    # every request after the first C arrives exactly when some request finished
+    finishes = {r.finish_s for r in recs}
+    assert all(r.arrival_s in finishes for r in recs[c:])
+
+
+def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
+    """serving.ops_per_layer (as inference.ops_per_layer): each layer launches that many
+    device ops, each beyond the op graph's kernels paying tile.op_latency in series. A lone
+    request's prefill and every decode step grow by layers x extra ops x op latency exactly
+    (all in SRAM: the steps move no DRAM, so nothing overlaps the latency)."""
+    layers, p, n, extra, latency = 2, 32, 5, 10, 1e-3
+    tile = compute_bound_tile()
+    hw = dataclasses.replace(tile, tile=dataclasses.replace(tile.tile, op_latency_s=latency))
+    mdl = model(layers=layers)
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="fp16")
+    graph = sum(op.kernels_fwd for b in layer_blocks(mdl, spec, 1, 1) for op in b.ops)
+    base = serving_spec(_fixed(p, n, num_requests=1))
+    more = dataclasses.replace(base, ops_per_layer=graph + extra)
+    request = (Request(0, 0.0, p, n),)
+    (a,) = run(hw, mdl, base, request)[1].requests
+    (b,) = run(hw, mdl, more, request)[1].requests
+    step_s = layers * extra * latency
+    assert b.first_token_s - a.first_token_s == pytest.approx(step_s, rel=1e-9)
+    tpot_a = (a.finish_s - a.first_token_s) / (n - 1)
+    tpot_b = (b.finish_s - b.first_token_s) / (n - 1)
+    assert tpot_b - tpot_a == pytest.approx(step_s, rel=1e-9)

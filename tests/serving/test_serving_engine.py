@@ -126,3 +126,94 @@ def test_least_loaded_router_picks_the_emptiest_replica_lowest_index_on_ties():
 def test_serving_overrides_are_refused_by_palmsim_run(capsys):
     assert main(["run", "--set", "serving.traffic.rate_per_s=3"]) == 2
     assert "serving.* is for palmsim serve" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entries", SHAPES, ids=["prefill", "decode", "mixed"])
+def test_one_gpu_iteration_in_closed_form_equals_simulating_each_segment(entries):
+    """A one-GPU replica (its HBM port its own) is costed with no Simulator: each segment's
+    one compute step is max(compute, DRAM drain + latency); simulating each segment alone
+    gives the same durations, bit for bit."""
+    hw = cluster_spec(nodes=1, gpus=4)
+    mdl = model(layers=3, hidden=256, heads=4)
+    spec = serving_spec(TrafficSpec("poisson"))
+    spec = type(spec)(
+        **{**{f: getattr(spec, f) for f in spec.__slots__}, "replicas": 2, "dtype": "fp16"}
+    )
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, mdl, chip)
+    shape = batch_shape(entries)
+    sim = ServingSimulator(chip, plan, ())
+    closed = sim.iteration_time_s(1, shape)
+    assert sim._num_closed_form == 1 and not sim._segment_costs  # no Simulator built
+    simulated = 0.0
+    for _, steps, repeats in plan.segments(shape, 0):
+        run = Simulator(chip, plan.segment_plan(1, steps)).run()
+        assert any(f.size_bytes > 0 for f in run.flows)  # the step moves DRAM bytes
+        simulated += repeats * run.end_time_s
+    assert closed == simulated
+
+
+@pytest.mark.parametrize(("mlp_dtype", "mlp_bytes"), [(None, 2.0), ("int8", 1.0), ("bfp4", 0.5625)])
+def test_mlp_weights_in_their_own_format(mlp_dtype, mlp_bytes):
+    """``mlp_weight_dtype`` stores the MLP's weights in its format, the rest in weight_dtype:
+    a GPT layer has 4h² + 4h attention weights and biases plus 2h of norm, and 8h² + 5h MLP
+    weights and biases plus 2h of norm; the embedding V·h + S·h, the final norm 2h (the head
+    is tied). bfp4 is half a byte per element plus one shared exponent byte per block of 16
+    (Tenstorrent's block floating point)."""
+    import dataclasses
+
+    layers, h, vocab, seq = 2, 256, 512, 4096
+    hw = cluster_spec(nodes=1, gpus=1)
+    mdl = model(layers=layers, hidden=h, heads=4, vocab=vocab, seq=seq)
+    spec = dataclasses.replace(serving_spec(TrafficSpec("poisson")), mlp_weight_dtype=mlp_dtype)
+    plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
+    rest = layers * (4 * h * h + 6 * h) + vocab * h + seq * h + 2 * h
+    mlp = layers * (8 * h * h + 7 * h)
+    assert plan.stages[0].breakdown.weights == 2.0 * rest + mlp_bytes * mlp
+
+
+def test_a_tied_lm_head_still_reads_its_matrix():
+    """With tied embeddings the head owns no parameters, but each step that samples reads the
+    whole V x h matrix, and the final LayerNorm its 2h weights and biases (in the weight
+    format: here int8, one byte per element)."""
+    import dataclasses
+
+    h, vocab = 256, 512
+    hw = cluster_spec(nodes=1, gpus=1)
+    mdl = model(layers=2, hidden=h, heads=4, vocab=vocab)
+    assert mdl.tie_word_embeddings
+    spec = dataclasses.replace(serving_spec(TrafficSpec("poisson")), weight_dtype="int8")
+    plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
+    assert sum(op.weight_bytes for op in plan._head(1)) == (vocab * h + 2 * h) * 1.0
+
+
+def test_an_exclusive_all_reduce_ends_no_earlier_than_its_flows():
+    """Regression: an exclusive TP all-reduce fires at now + (end - now), which rounding can
+    put one ulp before its flows' arrival; the engine's end-of-run check then failed (a
+    7,625-token embedding segment, tp 2 on H100s). The segment now runs, and its end is the
+    embedding step plus the all-reduce."""
+    from palmsim.config.loader import load_hardware, load_serving, load_workload
+
+    overrides = ["serving.tp=2", "serving.replicas=16"]
+    hw = load_hardware(str(REPO / "hw_configs/dgx-h100.yaml"), overrides)
+    wl, _ = load_workload(str(REPO / "workloads/llama3-8b.yaml"), overrides)
+    spec = load_serving(str(REPO / "serving/llama3-8b-h100-node.yaml"), overrides)
+    chip = Chip.from_spec(hw)
+    plan = map_serving(spec, hw, wl.model, chip)
+    shape = batch_shape([(7625, 0, True)])
+    kind, steps, _ = plan.segments(shape, 0)[0]
+    assert kind == "embed"
+    trace = Simulator(chip, plan.segment_plan(4, steps)).run()
+    assert trace.end_time_s == max(i.end_s for i in trace.intervals)
+
+
+def test_run_mode_serving_is_palmsim_serve(tmp_path, capsys):
+    """``palmsim run --mode serving`` writes what ``palmsim serve`` writes; a mapping flag
+    with it is refused (exit 2), not ignored."""
+    args = ["--set", "serving.traffic.num_requests=6", "--no-plots"]
+    assert main(["serve", *args, "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", "--mode", "serving", *args, "--out", str(tmp_path / "b")]) == 0
+    for name in ("requests.csv", "iterations.csv", "queue.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert main(["run", "--mode", "serving", "--tp", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "--tp" in capsys.readouterr().err

@@ -120,10 +120,11 @@ def test_gamma_arrivals_have_the_requested_rate_and_cv():
     assert gaps.std() / gaps.mean() == pytest.approx(3.0, rel=0.03)
 
 
-@pytest.mark.parametrize("lengths", ["sharegpt", "summarization"])
+@pytest.mark.parametrize("lengths", ["sharegpt", "summarization", "code"])
 def test_length_distributions_have_the_published_median_and_p90(lengths):
-    """Sarathi-Serve (OSDI 2024) Table 2 medians and 90th percentiles, within sampling error
-    over 100,000 requests (context large enough not to truncate)."""
+    """The published medians and 90th percentiles (Sarathi-Serve Table 2; the Azure 2023 code
+    trace), within sampling error over 100,000 requests (context large enough not to
+    truncate)."""
     from palmsim.serving.traffic import LENGTH_QUANTILES, generate_requests
 
     traffic = TrafficSpec("poisson", num_requests=100_000, lengths=lengths)

@@ -261,6 +261,8 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "moe_capacity_factor": None,
         "expert_load": "uniform",
         "expert_load_concentration": 1.0,
+        "attention_kernel": "unfused",
+        "fp8_recipe": "delayed",
     }
     assert out["name"] == "stem"
     assert out["mode"] == "training"
@@ -691,8 +693,8 @@ def test_unknown_key_in_our_yaml_is_an_error(tmp_path: Path) -> None:
         (
             "training",
             "dtype",
-            "fp8",
-            r"training\.dtype: got 'fp8'; expected one of 'fp32', 'fp16', 'bf16'",
+            "int8",
+            r"training\.dtype: got 'int8'; expected one of 'fp32', 'fp16', 'bf16', 'fp8'",
         ),
         ("training", "optimizer", "adamw", r"one of 'adam', 'sgd' \(did you mean 'adam'\?\)"),
         ("model", "hidden_act", "relu", r"model\.hidden_act: got 'relu'; expected one of 'gelu'"),

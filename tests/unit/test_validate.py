@@ -85,7 +85,6 @@ def test_megatron_case_becomes_its_experiment() -> None:
 @pytest.mark.parametrize(
     ("case_id", "reason"),
     [
-        ("nemo2407_h100_llama2_7b_8gpu", "fp8"),
         ("llmcompass_a100_gemm_fp16", "not a training run"),
     ],
 )

@@ -111,7 +111,7 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"training": {"precision": "FP8 (Transformer Engine)"}}, "fp8 training is not modelled"),
+        ({"training": {"precision": "fp8-mx"}}, "an fp8 recipe palmsim does not model"),
         ({"system": {"cp": 2}}, r"context parallelism \(system\.cp = 2\): validate does not build"),
         ({"system": {"ep": 8}}, r"expert parallelism \(system\.ep = 8\): validate does not build"),
         ({"model": {"num_experts": 8}}, "mixture of experts"),

@@ -22,9 +22,11 @@ from palmsim.workload.ops import (
 
 
 def test_every_kind_is_registered() -> None:
-    """The nine op kinds of a transformer each have one cost function."""
+    """The eleven op kinds of a transformer each have one cost function."""
     assert OPS.names() == [
+        "attention",
         "bias",
+        "cast",
         "copy",
         "dropout",
         "elementwise",

@@ -1,0 +1,191 @@
+"""``palmsim search --objective goodput``: the serving configuration with the most goodput.
+
+Goodput is the request rate that meets the serving file's SLO (``goodput_requests_per_s`` of
+:func:`palmsim.report.serving.summarize_serving`). The search enumerates every combination of
+the candidate values of a replica's tensor and pipeline parallelism, the number of replicas
+and the scheduler's ``max_num_seqs`` and ``max_num_batched_tokens``, maps each (a
+:class:`MappingError` makes it infeasible: too few tiles, a TP degree that does not divide the
+heads, weights that leave no room for the KV cache) and serves the serving file's traffic on
+it with the serving simulator. There is no bound to prune with (goodput depends on the whole
+queueing behaviour), so every feasible candidate is simulated, up to ``max_simulations``, in
+enumeration order; candidates are ranked by goodput, then by p90 TTFT.
+
+Defaults: ``tp`` every power of two up to the tiles the serving file uses
+(``replicas·tp·pp``), ``pp`` 1, ``replicas`` as many as those tiles hold at that ``tp·pp``
+(so every candidate serves on the same tiles), the scheduler limits of the serving file.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from palmsim.errors import MappingError
+
+__all__ = [
+    "GOODPUT_COLUMNS",
+    "GoodputCandidate",
+    "GoodputSpace",
+    "goodput_rows",
+    "search_goodput",
+]
+
+#: results.csv columns of a goodput search.
+GOODPUT_COLUMNS = (
+    "rank",
+    "tp",
+    "pp",
+    "replicas",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "status",
+    "goodput_requests_per_s",
+    "slo_attainment",
+    "throughput_requests_per_s",
+    "ttft_p90_s",
+    "tpot_p90_s",
+    "reason",
+)
+
+
+@dataclass(frozen=True)
+class GoodputSpace:
+    """Candidate values; ``None``: the default documented in the module."""
+
+    tp: tuple[int, ...] | None = None
+    pp: tuple[int, ...] | None = None
+    replicas: tuple[int, ...] | None = None
+    max_num_seqs: tuple[int, ...] | None = None
+    max_num_batched_tokens: tuple[int, ...] | None = None
+
+
+@dataclass
+class GoodputCandidate:
+    """One serving configuration and, once served, its summary."""
+
+    tp: int
+    pp: int
+    replicas: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    status: str = "unexplored"  # simulated | infeasible | unexplored
+    reason: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``--set`` strings that select this configuration."""
+        return [
+            f"serving.tp={self.tp}",
+            f"serving.pp={self.pp}",
+            f"serving.replicas={self.replicas}",
+            f"serving.scheduler.max_num_seqs={self.max_num_seqs}",
+            f"serving.scheduler.max_num_batched_tokens={self.max_num_batched_tokens}",
+        ]
+
+    def sort_key(self) -> tuple[float, float]:
+        s = self.summary
+        return (-s["goodput_requests_per_s"], s["ttft_p90_s"])
+
+
+def _powers_of_two(limit: int) -> tuple[int, ...]:
+    return tuple(2**k for k in range(limit.bit_length()) if 2**k <= limit)
+
+
+def candidates(
+    num_tiles: int, space: GoodputSpace, max_num_seqs: int, max_num_batched_tokens: int
+) -> list[GoodputCandidate]:
+    """Every combination of ``space`` that fits ``num_tiles`` tiles (``tp·pp·replicas``);
+    without candidate replicas, as many replicas as fit."""
+    out = []
+    for tp, pp in itertools.product(space.tp or _powers_of_two(num_tiles), space.pp or (1,)):
+        fit = num_tiles // (tp * pp)
+        for replicas in space.replicas or ((fit,) if fit else ()):
+            if not 1 <= replicas <= fit:
+                continue
+            for seqs, tokens in itertools.product(
+                space.max_num_seqs or (max_num_seqs,),
+                space.max_num_batched_tokens or (max_num_batched_tokens,),
+            ):
+                out.append(GoodputCandidate(tp, pp, replicas, seqs, tokens))
+    return out
+
+
+def search_goodput(
+    hardware: str | None,
+    workload: str | None,
+    serving: str | None,
+    *,
+    overrides: Sequence[str] = (),
+    space: GoodputSpace = GoodputSpace(),
+    max_simulations: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[GoodputCandidate]:
+    """Serve the serving file's traffic on every candidate configuration; the candidates,
+    simulated ones first, best goodput first.
+
+    Raises:
+        ConfigError: the input files or ``overrides`` are invalid.
+    """
+    from palmsim.api import (
+        DEFAULT_SERVING,
+        DEFAULT_SERVING_HARDWARE,
+        _shipped,
+        resolve_config_path,
+        serve,
+    )
+    from palmsim.config.loader import load_hardware, load_serving
+
+    hw_path = resolve_config_path(hardware, "hardware") if hardware else None
+    spec = load_serving(serving or _shipped(DEFAULT_SERVING), overrides)
+    hw = load_hardware(hw_path or _shipped(DEFAULT_SERVING_HARDWARE), overrides)
+    sched = spec.scheduler
+    budget = min(hw.num_tiles, spec.replicas * spec.tp * spec.pp)
+    if space.replicas is not None:  # explicit replica counts may use the whole chip
+        budget = hw.num_tiles
+    found = candidates(budget, space, sched.max_num_seqs, sched.max_num_batched_tokens)
+    simulated = 0
+    for i, cand in enumerate(found):
+        if max_simulations is not None and simulated >= max_simulations:
+            break
+        if progress is not None:
+            progress(f"[{i + 1}/{len(found)}] {' '.join(cand.overrides)}")
+        try:
+            result = serve(hardware, workload, serving, overrides=[*overrides, *cand.overrides])
+        except MappingError as why:
+            cand.status, cand.reason = "infeasible", str(why).splitlines()[0]
+            continue
+        cand.status, cand.summary = "simulated", result.summary
+        simulated += 1
+    done = sorted((c for c in found if c.status == "simulated"), key=GoodputCandidate.sort_key)
+    return done + [c for c in found if c.status != "simulated"]
+
+
+def goodput_rows(found: Sequence[GoodputCandidate]) -> list[list[Any]]:
+    """Rows of results.csv (:data:`GOODPUT_COLUMNS`), ranked candidates first."""
+    rows = []
+    rank = 0
+    for c in found:
+        s = c.summary
+        if c.status == "simulated":
+            rank += 1
+        rows.append(
+            [
+                rank if c.status == "simulated" else "",
+                c.tp,
+                c.pp,
+                c.replicas,
+                c.max_num_seqs,
+                c.max_num_batched_tokens,
+                c.status,
+                s.get("goodput_requests_per_s", ""),
+                s.get("slo_attainment", ""),
+                s.get("throughput_requests_per_s", ""),
+                s.get("ttft_p90_s", ""),
+                s.get("tpot_p90_s", ""),
+                c.reason,
+            ]
+        )
+    return rows

@@ -1,0 +1,286 @@
+"""fp8 training as Transformer Engine runs it (palmsim.workload.fp8) against closed forms.
+
+- An fp8 GEMM takes ``launch + 2·m·k·n / (fp8 peak · efficiency)`` when its shape fills the
+  SMs (132 x 132 output tiles of 128 x 128 on an H100: whole waves, no quantisation loss).
+- The fp8 efficiency of dgx-h100.yaml is the MAMF fp8 matmul over the datasheet peak.
+- TE's casts move ``e + 2`` bytes per element (read the bf16 tensor, write its fp8 row-wise
+  and column-wise copies), current scaling ``2e + 2`` in 3 kernels.
+- Memory: bf16 weights and gradients, 12 B/param of mixed-precision Adam state (fp32 master
+  weights, momentum, variance), plus 2 B per fp8 GEMM parameter of TE's cached fp8 copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from palmsim.api import load_experiment
+from palmsim.config.specs import DTYPE_BYTES
+from palmsim.errors import ConfigError
+from palmsim.hardware.chip import Chip
+from palmsim.hardware.costs import (
+    amax_update_cost,
+    fp8_weight_cast_cost,
+    gemm_operand_bandwidth_bytes_per_s,
+    op_pass_time_s,
+)
+from palmsim.mapping.mapper import map_workload
+from palmsim.validate import NotRun, _fp8_recipe, _precision
+from palmsim.workload.builders import layer_blocks
+from palmsim.workload.fp8 import amax_update_bytes, fp8_block_ops
+from palmsim.workload.ops import make_op, matmul_cost
+
+ROOT = Path(__file__).resolve().parents[2]
+H100_FP8_PEAK = 1979e12  # NVIDIA H100 SXM datasheet, fp8 dense (validation/hw_specs.yaml)
+H100_BF16_PEAK = 989e12
+
+
+def _h100(*overrides: str):
+    return load_experiment("dgx-h100", "llama2-7b", overrides=overrides)
+
+
+def _linear(m: float, k: float, n: float, *, fp8: bool):
+    op = make_op(
+        "fc1", "matmul", matmul_cost(m, k, n, dtype_bytes=2, has_weight=True), params=k * n,
+        dtype_bytes=2,
+    )  # fmt: skip
+    return dataclasses.replace(op, fp8=fp8)
+
+
+def _mamf(dtype: str) -> tuple[float, float]:
+    cases = yaml.safe_load((ROOT / "validation" / "measurements.yaml").read_text())["cases"]
+    (case,) = [c for c in cases if c["id"] == "mamf_gemm_peak"]
+    (row,) = [r for r in case["rows"] if r[0] == "H100-SXM" and r[1] == dtype]
+    return float(row[2]), float(row[3])
+
+
+def test_fp8_efficiency_is_the_mamf_fp8_matmul_over_the_fp8_peak() -> None:
+    hw = _h100().hardware
+    mamf, theory = _mamf("fp8_e4m3")
+    assert theory * 1e12 == H100_FP8_PEAK == hw.tile.peak_for("fp8")
+    assert hw.tile.gemm_max_efficiency_for("fp8") == pytest.approx(mamf / theory, abs=5e-4)
+    # bf16 keeps its own fit
+    mamf16, theory16 = _mamf("bf16")
+    assert hw.tile.gemm_max_efficiency_for("bf16") == pytest.approx(mamf16 / theory16, abs=5e-4)
+
+
+@pytest.mark.parametrize("efficiency", [1.0, None])  # at the peak, and at the fitted rate
+def test_fp8_gemm_time_is_flop_over_the_fp8_rate(efficiency: float | None) -> None:
+    hw = _h100().hardware
+    tile = hw.tile
+    if efficiency is not None:
+        tile = dataclasses.replace(tile, format_efficiency=(("fp8", efficiency),))
+    assert tile.gemm is not None and (tile.gemm.tile_m, tile.gemm.tile_n) == (128, 128)
+    assert tile.gemm.compute_units == 132
+    m = n = 128 * 132  # 132 x 132 output tiles: exactly 132 waves over 132 SMs
+    k = 16384
+    flop = 2.0 * m * k * n
+    bandwidth = gemm_operand_bandwidth_bytes_per_s(hw)
+    rate = H100_FP8_PEAK * (efficiency if efficiency is not None else 1402.6 / 1979)
+    op = _linear(m, k, n, fp8=True)
+    time_s, launch_s, flop_s = op_pass_time_s(
+        op, "F", flop, 0.0, 0.0, tile, H100_BF16_PEAK, bandwidth, fp8_peak_flop_per_s=H100_FP8_PEAK
+    )
+    assert launch_s == pytest.approx(28.9e-6)
+    assert flop_s == pytest.approx(flop / rate, rel=2e-3)  # 0.709 is 1402.6/1979 to 3 digits
+    assert time_s == pytest.approx(28.9e-6 + flop / rate, rel=2e-3)
+    # the backward's dgrad and wgrad are fp8 too: twice the FLOP at the same rate
+    time_b, _, _ = op_pass_time_s(
+        op, "B", 2 * flop, 0.0, 0.0, tile, H100_BF16_PEAK, bandwidth,
+        fp8_peak_flop_per_s=H100_FP8_PEAK,
+    )  # fmt: skip
+    assert time_b == pytest.approx(2 * (28.9e-6 + flop / rate), rel=2e-3)
+    # the same GEMM not in fp8 runs at the bf16 peak and the bf16 fit, 0.803
+    bf16_s, _, _ = op_pass_time_s(
+        _linear(m, k, n, fp8=False), "F", flop, 0.0, 0.0, tile, H100_BF16_PEAK, bandwidth
+    )
+    assert bf16_s == pytest.approx(28.9e-6 + flop / (H100_BF16_PEAK * 0.803), rel=1e-9)
+
+
+def test_cast_ops_move_e_plus_two_bytes_per_element() -> None:
+    m, k, n, e = 4096.0, 4096.0, 11008.0, 2
+    (cast, gemm) = fp8_block_ops([_linear(m, k, n, fp8=False)], dtype_bytes=e, recipe="delayed")
+    assert (cast.name, cast.kind, gemm.fp8) == ("fc1_cast", "cast", True)
+    # forward: read the bf16 input (e), write its fp8 copy and its fp8 transpose (1 + 1)
+    assert cast.bytes_fwd == (e + 2) * m * k
+    # backward: the output gradient, likewise
+    assert cast.bytes_bwd == (e + 2) * m * n
+    assert (cast.kernels_fwd, cast.kernels_bwd, cast.flop_fwd, cast.flop_bwd) == (1, 1, 0, 0)
+    # TE keeps the fp8 input for the wgrad GEMM: 1 B per element instead of e
+    assert gemm.saved_bytes == _linear(m, k, n, fp8=False).saved_bytes / e
+    # current scaling reads the tensor once more for its amax: 3 kernels
+    (cur, _) = fp8_block_ops([_linear(m, k, n, fp8=False)], dtype_bytes=e, recipe="current")
+    assert cur.bytes_fwd == (2 * e + 2) * m * k and cur.bytes_bwd == (2 * e + 2) * m * n
+    assert (cur.kernels_fwd, cur.kernels_bwd) == (3, 3)
+
+
+def test_which_gemms_run_in_fp8() -> None:
+    exp = _h100("training.dtype=fp8")
+    attn, mlp = layer_blocks(exp.workload.model, exp.workload.training, 1, 1)
+    fp8 = {op.name for b in (attn, mlp) for op in b.ops if op.fp8}
+    assert fp8 == {"qkv", "out_proj", "fc1", "fc2"}  # the TE linears
+    gemms = {op.name for b in (attn, mlp) for op in b.ops if op.kind == "matmul"}
+    assert gemms - fp8 == {"scores", "context"}  # the attention core stays bf16
+    # sequence parallelism: qkv and fc1 cast the tile's s/t rows row-wise before the
+    # all-gather (read 2, write 1 per element); the backward casts the output gradient and
+    # transposes the re-gathered fp8 input (read 1, write 1 per element of all s rows)
+    attn4, _ = layer_blocks(exp.workload.model, exp.workload.training, 1, 4, sequence_parallel=True)
+    s, h = exp.workload.training.seq_len, exp.workload.model.hidden_size
+    qkv = attn4.op("qkv")
+    assert qkv.gemm_shape is not None
+    _, m, _, n = qkv.gemm_shape
+    cast = attn4.op("qkv_cast")
+    assert cast.bytes_fwd == (2 + 1) * s * h / 4
+    assert cast.bytes_bwd == (2 + 2) * m * n + 2 * s * h
+    assert (cast.kernels_fwd, cast.kernels_bwd) == (1, 2)
+    # out_proj's input is local: both copies in the forward
+    out = attn4.op("out_proj")
+    assert out.gemm_shape is not None
+    assert attn4.op("out_proj_cast").bytes_fwd == (2 + 2) * out.gemm_shape[1] * out.gemm_shape[2]
+
+
+def test_weight_cast_and_amax_update_bytes() -> None:
+    tile = _h100().hardware.tile
+    from palmsim.hardware.costs import OperandPlacement
+
+    where = OperandPlacement(weights=1.0, optimizer=1.0)
+    params, tensors = 1e9, 128
+    cast = fp8_weight_cast_cost(params, tensors, 2, tile, where)
+    assert cast.dram_read_bytes == 2 * params and cast.dram_write_bytes == 2 * params
+    assert tile.memory_ops is not None
+    bw, lat = tile.memory_ops.bandwidth_bytes_per_s, tile.memory_ops.launch_latency_s
+    assert cast.time_s == pytest.approx(tensors * lat + 4 * params / bw, rel=1e-12)
+    # 128 linears: 3 fp8 tensors each in the forward, 2 in the backward, each an fp32 amax
+    # read, a 1024-entry fp32 history read and written, a scale and inverse scale written
+    assert amax_update_bytes(128, "F") == 128 * 3 * 4 * (1 + 2 * 1024 + 2)
+    assert amax_update_bytes(128, "B") == 128 * 2 * 4 * (1 + 2 * 1024 + 2)
+    upd = amax_update_cost(128, "F", tile, where)
+    assert upd.time_s == pytest.approx(lat + amax_update_bytes(128, "F") / bw, rel=1e-12)
+
+
+def _tile0_memory(*overrides: str):
+    exp = load_experiment(
+        "dgx-h100", "llama2-7b",
+        overrides=("hw.cluster.num_nodes=1", "training.global_batch_size=8", *overrides),
+        mapping_flags={"pp": 4, "tp": 2, "dp": 1, "micro_batch_size": 1, "recompute": "full"},
+    )  # fmt: skip
+    plan = map_workload(exp, Chip.from_spec(exp.hardware))
+    return exp, dict(plan.memory)[0]
+
+
+def test_fp8_memory_closed_form() -> None:
+    """Stage 0 of 4 (8 of Llama 2 7B's 32 layers and the embedding), TP 2, no ZeRO."""
+    exp, bf16 = _tile0_memory()
+    _, fp8 = _tile0_memory("training.dtype=fp8")
+    m = exp.workload.model
+    h, f, v, t = m.hidden_size, m.intermediate_size, m.vocab_size, 2
+    linears = (4 * h * h + 3 * h * f) / t  # qkv, out_proj, gate+up, down on one TP rank
+    norms = 2 * h  # two RMSNorm gains, replicated
+    params = 8 * (linears + norms) + v * h / t  # the embedding: its vocabulary share
+    e = DTYPE_BYTES["bf16"]
+    for mem in (bf16, fp8):
+        assert mem.gradients == pytest.approx(e * params, rel=1e-12)  # bf16 gradients
+        # mixed-precision Adam: fp32 master weights, momentum and variance
+        assert mem.optimizer == pytest.approx(12 * params, rel=1e-12)
+    assert bf16.weights == pytest.approx(e * params, rel=1e-12)
+    # plus TE's cached fp8 weight and its transpose, 1 B each per fp8 GEMM parameter
+    assert fp8.weights == pytest.approx(e * params + 2 * 8 * linears, rel=1e-12)
+
+
+def test_a_chip_without_an_fp8_peak_refuses_fp8() -> None:
+    exp = load_experiment(
+        "dgx-a100-superpod", "llama2-7b", overrides=("training.dtype=fp8",),
+        mapping_flags={"pp": 4, "tp": 8, "dp": 1},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"tile\.peak\.fp8"):
+        map_workload(exp, Chip.from_spec(exp.hardware))
+
+
+@pytest.mark.parametrize(
+    ("precision", "recipe", "assumed"),
+    [
+        ("FP8 (Transformer Engine)", "delayed", True),
+        ("fp8", "delayed", True),
+        ("fp8-cs", "current", False),
+    ],
+)
+def test_validate_reads_the_fp8_recipe(precision: str, recipe: str, assumed: bool) -> None:
+    assert _precision({"precision": precision}) == ("fp8", True)
+    got, assumption = _fp8_recipe({"precision": precision})
+    assert got == recipe and (assumption is not None) == assumed
+
+
+def test_validate_refuses_mxfp8() -> None:
+    with pytest.raises(NotRun, match="fp8-mx"):
+        _precision({"precision": "fp8-mx"})
+
+
+# ----------------------------------------------------------------- fused attention (TE's)
+
+
+def _attn(kernel: str, *, tp: int = 1, cp: int = 1):
+    exp = _h100(f"training.attention_kernel={kernel}")
+    blocks = layer_blocks(exp.workload.model, exp.workload.training, 1, tp, cp=cp)
+    return exp, blocks
+
+
+@pytest.mark.parametrize(("tp", "cp"), [(1, 1), (4, 1), (1, 2)])
+def test_fused_attention_flop_and_bytes(tp: int, cp: int) -> None:
+    exp, (attn, _) = _attn("fused", tp=tp, cp=cp)
+    _, (unfused, _) = _attn("unfused", tp=tp, cp=cp)
+    m = exp.workload.model
+    s, d, a, b = exp.workload.training.seq_len, m.head_dim, m.num_attention_heads // tp, 1
+    q = s // cp  # this rank's queries, against all s keys
+    op = attn.op("attention")
+    names = [o.name for o in attn.ops]
+    assert not {"scores", "softmax", "context", "context_layout"} & set(names)
+    # flash-attn's count: 4·b·a·q·k·d, only the unmasked causal pairs, s(s+1)/2 of s², a
+    # 1/cp share each under CP's load balancing; the backward 2.5 x
+    pairs = s * (s + 1) / 2 / cp
+    assert op.flop_fwd == pytest.approx(4 * b * a * pairs * d, rel=1e-12)
+    assert op.flop_bwd == pytest.approx(2.5 * op.flop_fwd, rel=1e-12)
+    # model FLOPs keep the full s x s products: those of the unfused QKᵀ and attention over V
+    assert op.model_flop_fwd == pytest.approx(4 * b * a * q * s * d, rel=1e-12)
+    assert attn.gemm_flop_fwd == pytest.approx(unfused.gemm_flop_fwd, rel=1e-12)
+    # bytes: Q, K, V in and O out (MHA: 4 tensors of q or s rows), plus the fp32 log-sum-exp
+    e, lse = 2, 4 * b * a * q
+    assert op.bytes_fwd == pytest.approx(e * b * a * d * (2 * q + 2 * s) + lse, rel=1e-12)
+    # it keeps Q, K and V (what selective recompute keeps of the unfused core) and its LSE
+    kept = sum(o.saved_bytes_selective for o in unfused.ops if o.recompute_selective)
+    assert op.saved_bytes == pytest.approx(kept + lse, rel=1e-12)
+    assert (op.kernels_fwd, op.kernels_bwd) == (1, 3)
+
+
+def test_fused_attention_time_is_its_flop_at_the_gemm_rate() -> None:
+    from palmsim.hardware.costs import OperandPlacement, pass_cost
+
+    exp, (attn, _) = _attn("fused")
+    hw = exp.hardware
+    op = attn.op("attention")
+    g = hw.tile.gemm
+    assert g is not None
+    bw = gemm_operand_bandwidth_bytes_per_s(hw)
+    for phase, flop, kernels in (("F", op.flop_fwd, 1), ("B", op.flop_bwd, 3)):
+        cost = pass_cost([op], phase, hw.tile, H100_BF16_PEAK, 2, OperandPlacement(), bw)
+        compute_s = flop / (H100_BF16_PEAK * 0.803)
+        nbytes = op.bytes_fwd if phase == "F" else op.bytes_bwd
+        assert compute_s > nbytes / bw  # compute-bound at s = 4096
+        assert cost.time_s == pytest.approx(kernels * g.launch_latency_s + compute_s, rel=1e-12)
+
+
+def test_validate_builds_the_nemo_fp8_case_as_transformer_engine_runs_it() -> None:
+    from palmsim.validate import case_setup
+
+    cases = yaml.safe_load((ROOT / "validation" / "measurements.yaml").read_text())["cases"]
+    (case,) = [c for c in cases if c["id"] == "nemo2407_h100_llama2_7b_8gpu"]
+    hw, _, overrides, _ = case_setup(case)
+    assert hw.endswith("dgx-h100.yaml")
+    for expected in (
+        "training.dtype=fp8",
+        "training.fp8_recipe=delayed",
+        "training.attention_kernel=fused",
+    ):
+        assert expected in overrides

@@ -1,0 +1,76 @@
+"""The serving case reader of ``palmsim validate`` (validation/serving_runs.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from palmsim.serving_cases import is_serving_case, predict, serving_spec
+from palmsim.tile_cases import CannotExpressError
+from palmsim.validate import validate
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = REPO / "validation" / "serving_runs.yaml"
+
+
+def _cases() -> list[dict]:
+    return yaml.safe_load(RUNS.read_text())["cases"]
+
+
+def test_every_shipped_case_is_a_serving_run_with_its_source():
+    for case in _cases():
+        assert is_serving_case(case)
+        assert case["source"]["url"].startswith("https://github.com/")
+        assert case["measured"]
+
+
+def test_a_case_becomes_closed_loop_fixed_length_traffic():
+    case = _cases()[1]  # ISL 128, OSL 1024, 4 requests, concurrency 1
+    spec = serving_spec(case)
+    t = spec.traffic
+    assert (t.arrival, t.concurrency, t.num_requests) == ("closed", 1, 4)
+    assert (t.lengths, t.prompt_tokens, t.output_tokens) == ("fixed", 128, 1024)
+    assert (spec.weight_dtype, spec.mlp_weight_dtype, spec.kv_dtype) == ("bfp8", "bfp4", "bfp8")
+    assert dict(spec.math_fidelity) == {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16": "HiFi4"}
+
+
+def test_a_tt_transformers_server_launches_its_23_ops_per_layer():
+    """The cases' servers run tt_transformers models: serving.ops_per_layer is its decoder's
+    23 device ops (as palmsim run's inference.ops_per_layer); another engine keeps the op
+    graph's kernels (0)."""
+    case = _cases()[0]
+    assert "tt_transformers" in case["serving"]["engine"]
+    assert serving_spec(case).ops_per_layer == 23
+    other = {**case, "serving": {**case["serving"], "engine": "vLLM on GPUs"}}
+    assert serving_spec(other).ops_per_layer == 0
+
+
+def test_one_client_serves_requests_back_to_back():
+    """With one client the requests run one after another, so the run lasts n mean
+    end-to-end latencies: request throughput x mean E2EL = 1, whatever the hardware."""
+    case = dict(_cases()[0])
+    figures = {m: p for m, _, p in predict(case)}
+    assert figures["request_throughput_per_s"] * figures["e2el_ms"] / 1e3 == pytest.approx(
+        1.0, rel=1e-12
+    )
+
+
+def test_a_case_without_a_config_or_with_an_unknown_format_is_not_run():
+    case = dict(_cases()[0])
+    case["hardware"] = {**case["hardware"], "config": None}
+    with pytest.raises(CannotExpressError, match=r"hardware\.config"):
+        predict(case)
+    case = dict(_cases()[0])
+    case["serving"] = {**case["serving"], "weight_dtype": "fp4"}
+    with pytest.raises(CannotExpressError, match="weight_dtype"):
+        serving_spec(case)
+
+
+def test_validate_reads_the_serving_runs_and_lists_the_one_without_a_config():
+    report = validate(str(RUNS), only=["tt_server_llama31_8b_n300_isl128_osl128_c1",
+                                       "tt_server_llama31_8b_p100_isl128_osl128_c1"])  # fmt: skip
+    metrics = {c.metric for c in report.comparisons}
+    assert metrics == {"ttft_ms", "tpot_ms", "e2el_ms", "request_throughput_per_s"}
+    assert [s.case for s in report.skipped] == ["tt_server_llama31_8b_p100_isl128_osl128_c1"]
