@@ -25,7 +25,7 @@ from palmsim.config.loader import (
     spec_to_raw,
 )
 from palmsim.config.overrides import OVERRIDE_WHERE
-from palmsim.config.specs import ExperimentSpec
+from palmsim.config.specs import ExperimentSpec, MappingSpec
 from palmsim.engine.records import RunTrace
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError
@@ -39,7 +39,7 @@ from palmsim.mapping.schedule import SCHEDULES
 from palmsim.mapping.suspect import mapping_warnings
 from palmsim.report.defects import defect_summary
 from palmsim.report.energy import cost_summary, energy_summary
-from palmsim.report.export import read_run
+from palmsim.report.export import RECORDS_FILE, check_records, checked_summary, read_run
 from palmsim.report.metrics import op_table_rows, summarize
 
 __all__ = [
@@ -179,6 +179,20 @@ def load_experiment(
             "one tile (the defaults)",
             wl_path,
         )
+    _check_names(mapping_spec, sections, overrides)
+    sources = [("hardware", hw_path), ("workload", wl_path)]
+    if mapping:
+        sources.append(("mapping", mapping))
+    return ExperimentSpec(hw_spec, wl_spec, mapping_spec, load_run(overrides), tuple(sources))
+
+
+def _check_names(
+    mapping_spec: MappingSpec,
+    sections: Sequence[tuple[str, Mapping[str, Any]]],
+    overrides: Sequence[str],
+) -> None:
+    """Raise :class:`ConfigError` for a schedule, placement or partition no registry knows,
+    naming where the value came from, with "did you mean"."""
     problems = []
     for key, names in (
         ("schedule", SCHEDULES.names()),
@@ -199,10 +213,6 @@ def load_experiment(
             )
     if problems:
         raise ConfigError(problems)
-    sources = [("hardware", hw_path), ("workload", wl_path)]
-    if mapping:
-        sources.append(("mapping", mapping))
-    return ExperimentSpec(hw_spec, wl_spec, mapping_spec, load_run(overrides), tuple(sources))
 
 
 def _source_of(
@@ -389,7 +399,9 @@ def load_result(run_dir: str | Path) -> LoadedRun:
     try:
         hw_spec = load_hardware(f"{where}:hardware", data=config["hardware"])
         wl_spec, _ = load_workload(f"{where}:workload", data=config["workload"])
-        mapping_spec = load_mapping([(f"{where}:mapping", config["mapping"])])
+        mapping_sections = [(f"{where}:mapping", config["mapping"])]
+        mapping_spec = load_mapping(mapping_sections)
+        _check_names(mapping_spec, mapping_sections, ())
         run_raw = config.get("run") or {}
         run_spec = load_run([f"run.{k}={v}" for k, v in run_raw.items() if v is not None])
     except (KeyError, TypeError, ConfigError) as error:
@@ -407,6 +419,18 @@ def load_result(run_dir: str | Path) -> LoadedRun:
             plan = map_workload(experiment, chip)
     except (ConfigError, MappingError) as error:
         raise RunDirError(f"{where}: cannot rebuild the run ({error})") from None
+    check_records(
+        trace,
+        num_tiles=chip.num_tiles,
+        num_channels=len(chip.channels),
+        num_stages=plan.num_stages,
+        where=str(
+            Path(run_dir)
+            / (RECORDS_FILE if (Path(run_dir) / RECORDS_FILE).exists() else "records.csv")
+        ),
+    )
+    derived = summarize_result(SimulationResult(experiment, chip, plan, trace))
+    summary = checked_summary(summary, derived, Path(run_dir) / "summary.json")
     return LoadedRun(experiment, chip, plan, trace, summary, config)
 
 

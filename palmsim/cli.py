@@ -3,19 +3,22 @@
 
 Each command parses its arguments, calls the library and maps errors to exit codes:
 0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``, ``report``),
-6 a ``validate --max-error`` exceeded.
+6 a ``validate --max-error`` exceeded; 130 Ctrl-C, 143 SIGTERM, 141 a closed pipe (``| head``).
 Errors print as one message (all problems of a config file at once), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from palmsim import __version__
 
@@ -880,13 +883,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code of a command whose reader closed the pipe: what a shell reports for a Unix tool
+#: ended by SIGPIPE (128 + 13), e.g. ``head`` after its lines.
+EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_closed() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again (the
+    recipe of the Python ``signal`` docs, "Note on SIGPIPE"); the exit code of SIGPIPE."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no real stdout in tests
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), raised like Ctrl-C so a long command keeps what finished."""
+
+
+def _terminate_like_ctrl_c(main_pid: int) -> Any:
+    """Make SIGTERM in this process raise :class:`_Terminated`; a worker process forked from
+    it (sweep, search) keeps the default (it dies, and its parent cleans up). Returns the
+    previous handler, which :func:`main` puts back (None: signals were left alone)."""
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise _Terminated
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``palmsim`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     import logging
-
-    from palmsim.errors import PalmsimError
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="palmsim: %(message)s"
@@ -894,15 +931,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    previous = _terminate_like_ctrl_c(os.getpid())
     try:
-        return int(args.func(args))
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command; every error a one-line message and its exit code."""
+    from palmsim.errors import PalmsimError
+
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
     except PalmsimError as error:
         kind = type(error).__name__
         print(f"palmsim: {kind}: {error}", file=sys.stderr)
         return error.exit_code
+    except _Terminated:
+        print("palmsim: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("palmsim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `palmsim ... | head`: the reader left; stop quietly
+        return _stdout_closed()
     except Exception as bug:  # a bug in palmsim: one line; -v prints the traceback
         if args.verbose:
             traceback.print_exc()

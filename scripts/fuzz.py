@@ -13,7 +13,7 @@ limit and stay under the memory limit (the child's peak RSS).
 The run budgets keep accepted inputs small (``--set run.max_events=... run.max_memory=...``
 on every command that takes ``--set``): what the guard lets through must finish in time.
 
-    python scripts/fuzz.py                     # 1000 mutations of each kind (about an hour)
+    python scripts/fuzz.py                     # 1000 mutations of each kind (16 min on 2 cores)
     python scripts/fuzz.py --per-kind 50 --kinds hardware,workload --seed 7
 
 tests/fuzz/test_fuzz.py runs a short form of the same in CI.
@@ -186,6 +186,44 @@ def _mutate_file(source: Path, target: Path, rng: random.Random) -> str:
     else:
         target.write_text(yaml.safe_dump(mutated, allow_unicode=True), encoding="utf-8")
     return what
+
+
+def _mutate_npz(path: Path, rng: random.Random) -> str:
+    """Mutate a record file: garble its bytes, or put an absurd value into one of its arrays
+    (a legal file whose records do not fit the run)."""
+    import numpy as np
+
+    data = path.read_bytes()
+    if rng.random() < 0.3:
+        i = rng.randrange(len(data))
+        if rng.random() < 0.5:
+            path.write_bytes(data[:i])
+            return f"truncated at {i}"
+        path.write_bytes(data[:i] + bytes([rng.randrange(256)]) + data[i + 1 :])
+        return f"changed byte {i}"
+    from palmsim.report.export import RECORD_ARRAYS, _unshuffle
+
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    for name, array in arrays.items():  # float columns stored byte-shuffled: store them plain
+        if RECORD_ARRAYS.get(name) == "f8" and array.dtype == np.uint8:
+            arrays[name] = _unshuffle(array)
+    name = rng.choice(sorted(n for n, a in arrays.items() if a.ndim == 1 and len(a)))
+    column = arrays[name].copy()
+    i = rng.randrange(len(column))
+    if column.dtype.kind == "U":
+        value: Any = rng.choice(("", "x", "compute", "\x00"))
+    elif column.dtype.kind == "f":
+        value = rng.choice((-1.0, 1e30, float("nan"), float("inf"), 0.0))
+    else:
+        value = rng.choice((-1, -(2**31), 2**31 - 1, len(column), 10**6))
+    try:
+        column[i] = value
+    except (OverflowError, ValueError):
+        column[i] = -1
+    arrays[name] = column
+    np.savez_compressed(path, **arrays)
+    return f"{name}[{i}] = {value!r}"
 
 
 # --------------------------------------------------------------------------- corpus
@@ -438,56 +476,80 @@ def _mutated_set(rng: random.Random) -> tuple[list[str], str]:
 # --------------------------------------------------------------------------- running
 
 
-def run_child(argv: list[str], timeout_s: float, memory_cap_bytes: int) -> tuple[Any, ...]:
-    """Run ``palmsim.cli.main(argv)`` in a forked child.
+def run_child(
+    argv: list[str],
+    timeout_s: float,
+    memory_cap_bytes: int,
+    entry: Callable[[list[str]], int] | None = None,
+) -> tuple[Any, ...]:
+    """Run ``palmsim.cli.main(argv)`` (or ``entry(argv)``) in a forked child that can never
+    block the harness.
 
-    Returns (exit code or None if killed at ``timeout_s``, seconds, peak RSS in bytes,
-    traceback text, the command's stderr). The child's address space is capped at
-    ``memory_cap_bytes`` so a runaway input cannot take the machine down.
+    The child starts a session of its own (so it and anything it starts form one process
+    group), writes its stdout, stderr and result to temporary files (no pipe a grandchild
+    could hold open), and has its address space capped at ``memory_cap_bytes`` so a runaway
+    input cannot take the machine down. At ``timeout_s`` the whole group is killed.
+
+    Returns (exit code or None if killed or dead, seconds, peak RSS in bytes, traceback text,
+    the command's stderr). The peak RSS is ``ru_maxrss`` from ``os.wait4``: on Linux the
+    largest of the child and the descendants it reaped.
     """
-    read_fd, write_fd = os.pipe()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # child
-        code, tb, err = 1, "", io.StringIO()
-        try:
-            os.close(read_fd)
-            resource.setrlimit(resource.RLIMIT_AS, (memory_cap_bytes, memory_cap_bytes))
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            from palmsim.cli import main
+    with tempfile.TemporaryDirectory(prefix="palmsim-fuzz-child-") as tmp:
+        out_path, err_path, result_path = (Path(tmp) / n for n in ("out", "err", "result"))
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # child
+            code, tb = 1, ""
+            try:
+                os.setsid()
+                for fd, path in ((1, out_path), (2, err_path)):
+                    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    os.dup2(target, fd)
+                    os.close(target)
+                # the Python streams too: a harness (pytest) may have pointed them elsewhere
+                sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
+                resource.setrlimit(resource.RLIMIT_AS, (memory_cap_bytes, memory_cap_bytes))
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                if entry is None:
+                    from palmsim.cli import main as entry
 
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                code = main(argv)
-        except BaseException:
-            tb = traceback.format_exc()
-        try:
-            payload = json.dumps({"code": code, "tb": tb, "err": err.getvalue()[-2000:]})
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    killed = False
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() - start > timeout_s:
-            os.kill(pid, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-            killed = True
-            break
-        time.sleep(0.005)
-    seconds = time.monotonic() - start
-    with os.fdopen(read_fd) as pipe:
-        text = pipe.read()
-    data = json.loads(text) if text else {"code": None, "tb": "", "err": ""}
-    rss = int(usage.ru_maxrss) * 1024  # Linux: KiB
+                code = entry(argv)
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 1
+            except BaseException:
+                tb = traceback.format_exc()
+            try:
+                result_path.write_text(json.dumps({"code": code, "tb": tb}), encoding="utf-8")
+            finally:
+                os._exit(0)
+        killed = False
+        while True:
+            done, status, usage = os.wait4(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() - start > timeout_s:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                _, status, usage = os.wait4(pid, 0)
+                killed = True
+                break
+            time.sleep(0.005)
+        seconds = time.monotonic() - start
+        # a grandchild the command left behind dies with its group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        rss = int(usage.ru_maxrss) * 1024  # Linux: KiB
+        err = err_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+        text = result_path.read_text(encoding="utf-8") if result_path.exists() else ""
+    printed = err.find("Traceback (most recent call last)")
     if killed:
         return None, seconds, rss, "", "killed at the time limit"
     if not text:
-        return None, seconds, rss, f"child died (status {status})", ""
-    return data["code"], seconds, rss, data["tb"], data["err"]
+        return None, seconds, rss, f"child died (status {status})", err
+    data = json.loads(text)
+    # a traceback printed by anything the command ran counts as much as one it raised
+    return data["code"], seconds, rss, data["tb"] or (err[printed:] if printed >= 0 else ""), err
 
 
 def fuzz_kind(
@@ -512,9 +574,12 @@ def fuzz_kind(
             base = rng.choice(kind.bases)
             target = scratch / "run"
             shutil.copytree(base, target)
-            files = sorted(p for p in target.rglob("*") if p.suffix in {".yaml", ".json", ".csv"})
+            suffixes = {".yaml", ".json", ".csv", ".npz"}
+            files = sorted(p for p in target.rglob("*") if p.suffix in suffixes)
             victim = rng.choice(files)
-            if victim.suffix == ".csv" or rng.random() < 0.2:
+            if victim.suffix == ".npz":
+                what = f"{victim.name}: " + _mutate_npz(victim, rng)
+            elif victim.suffix == ".csv" or rng.random() < 0.2:
                 if rng.random() < 0.2:
                     victim.unlink()
                     what = f"deleted {victim.name}"

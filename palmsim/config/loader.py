@@ -1555,7 +1555,17 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
     dies = grid.get("die_grid")
     if tiles is not None and dies is not None and not (tiles[0] % kr or tiles[1] % kc):
         simulated = dies[0] * dies[1] * (tiles[0] // kr) * (tiles[1] // kc)
-        if simulated > MAX_SIMULATED_TILES:
+        if dies[0] * dies[1] > MAX_SIMULATED_TILES:  # even one region per die is too many
+            problems.append(
+                ConfigProblem(
+                    where,
+                    "wafer.die_grid",
+                    list(dies),
+                    f"at most {MAX_SIMULATED_TILES} dies (each is simulated as one tile at "
+                    f"least; this grid has {dies[0] * dies[1]})",
+                )
+            )
+        elif simulated > MAX_SIMULATED_TILES:
             problems.append(
                 ConfigProblem(
                     where,

@@ -75,6 +75,7 @@ class _Flow:
     start_s: float
     done: _Arrival
     meta: tuple[str, int, int, int, int]  # category, src, dst, stage, microbatch
+    awaited_from_s: float  # an arrival before this time is not scheduled (see ``transfer``)
     remaining_bytes: float = 0.0
     rate_bytes_per_s: float = 0.0
     updated_s: float = 0.0
@@ -139,10 +140,20 @@ class FlowNetwork:
         dst: int,
         stage: int = -1,
         microbatch: int = -1,
+        awaited_from_s: float = -_INF,
     ) -> simpy.Event:
         """Start a flow now; return an event that fires when its last byte has arrived.
 
         A flow with no channels (same tile) or no bytes only pays ``latency_s``.
+
+        ``awaited_from_s`` is for a caller that yields the event only from that time on,
+        after a timeout it started before this flow (a compute step waits for its compute
+        time, then for its DRAM flows), and sets no callbacks on it. An arrival strictly
+        before that time is then not scheduled as a SimPy event: the event is marked
+        processed when the flow drains, which the caller cannot tell apart from its firing,
+        since it yields the event only later (and resumes on a processed event at once), and
+        every other event keeps its order. An arrival at or after it is scheduled as usual,
+        so the caller resumes at the very same place in the event order.
         """
         env = self.env
         now = env.now
@@ -155,6 +166,7 @@ class FlowNetwork:
             now,
             done,
             (category, src, dst, stage, microbatch),
+            awaited_from_s,
             size_bytes,
             0.0,
             now,
@@ -352,6 +364,7 @@ class FlowNetwork:
             finished.sort(key=_completion_order)
         flows_on = self._flows_on
         for flow in finished:
+            flow.group = None  # the group lists its flows: no reference cycle outlives a flow
             flow_id = flow.flow_id
             for c in flow.channels:
                 del flows_on[c][flow_id]
@@ -388,4 +401,14 @@ class FlowNetwork:
                 microbatch,
             )
         )
-        trigger_in(flow.done, flow.latency_s)
+        done = flow.done
+        if arrival_s < flow.awaited_from_s:
+            # No one waits for it yet (see ``transfer``): processed now, with no event.
+            assert not done.callbacks, "a flow awaited only later has a callback"
+            done._ok = True
+            done._value = None
+            done.callbacks = None  # type: ignore[assignment]
+        else:  # trigger_in, inlined: one call less per flow
+            done._ok = True
+            done._value = None
+            self.env.schedule(done, delay=flow.latency_s)

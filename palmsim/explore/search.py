@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from palmsim.api import resolved_config, simulate, summarize_result
 from palmsim.config.specs import ExperimentSpec, MappingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.explore.bound import iteration_lower_bound_s
+from palmsim.explore.sweep import cancel_on_interrupt
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.placement import PLACERS
@@ -201,16 +201,6 @@ def _map_chunk(
     return out
 
 
-@contextmanager
-def _cancel_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
-    """On Ctrl-C, drop the queued simulations so leaving the pool does not wait for them."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-
-
 def _wait_reporting(
     futures: Sequence[Future[Any]], interval_s: float, line: Callable[[], None] | None
 ) -> None:
@@ -342,7 +332,7 @@ def search(
 
     experiments: dict[int, ExperimentSpec] = {}
     bounds: dict[int, float] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool, _cancel_on_interrupt(pool):
+    with ProcessPoolExecutor(max_workers=workers) as pool, cancel_on_interrupt(pool):
         chunks = [
             list(range(i, min(i + _MAP_CHUNK, len(candidates))))
             for i in range(0, len(candidates), _MAP_CHUNK)

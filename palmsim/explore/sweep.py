@@ -22,9 +22,11 @@ import hashlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,6 +311,20 @@ def _results_rows(spec: SweepSpec, out: Path) -> list[list[Any]]:
     return rows
 
 
+@contextmanager
+def cancel_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, drop the queued simulations and end the running ones (each
+    point is written atomically, so a killed one is simply not there) so leaving the pool
+    does not wait for them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        raise
+
+
 def sweep(
     spec_path: str | Path,
     out_dir: str | Path,
@@ -361,16 +377,23 @@ def sweep(
         tracker.update(str(status["status"]), bool(status.get("warnings")))
         write_csv(out / "results.csv", header, _results_rows(spec, out))
 
-    if executor == "local":
-        workers = jobs or os.cpu_count() or 1
-        if tasks:
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-                for future in as_completed([pool.submit(run_point, t) for t in tasks]):
-                    finished(future.result())
-    elif executor == "dask":
-        _run_on_dask(tasks, scheduler, finished)
-    else:
-        raise ConfigError.single("--executor", "executor", executor, "local or dask")
+    try:
+        if executor == "local":
+            workers = jobs or os.cpu_count() or 1
+            if tasks:
+                with (
+                    ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool,
+                    cancel_on_interrupt(pool),
+                ):
+                    for future in as_completed([pool.submit(run_point, t) for t in tasks]):
+                        finished(future.result())
+        elif executor == "dask":
+            _run_on_dask(tasks, scheduler, finished)
+        else:
+            raise ConfigError.single("--executor", "executor", executor, "local or dask")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table lists every point on disk
+        write_csv(out / "results.csv", header, _results_rows(spec, out))
+        raise
     return write_csv(out / "results.csv", header, _results_rows(spec, out))
 
 

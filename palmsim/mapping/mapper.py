@@ -99,6 +99,11 @@ def stage_layout(
     """The schedule of every stage (``SCHEDULES``; interleaved 1F1B is ``1f1b`` with
     ``virtual_stages`` > 1) and the layers of every virtual stage (``PARTITIONERS``)."""
     pp, v = mapping.pp, mapping.virtual_stages
+    if v > 1 and pp * v > num_layers:  # before any schedule of m·v steps is built
+        raise MappingError(
+            f"mapping.virtual_stages={v}: pp={pp} x {v} = {pp * v} model chunks but the model "
+            f"has only {num_layers} layers (each chunk holds at least one)"
+        )
     order = SCHEDULES.get(mapping.schedule)
     orders = tuple(order(pp, num_microbatches, s, v) for s in range(pp))
     ranges = PARTITIONERS.get(mapping.partition)(num_layers, pp * v, costs)

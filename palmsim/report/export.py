@@ -12,7 +12,6 @@ hash of the resolved config, so reruns and sweep points land deterministically.
 from __future__ import annotations
 
 import csv
-import gc
 import hashlib
 import io
 import itertools
@@ -20,8 +19,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +27,13 @@ from typing import IO, Any
 import numpy as np
 import yaml
 
-from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
+from palmsim.engine.records import (
+    FlowRecord,
+    IntervalRecord,
+    MemoryRecord,
+    RunTrace,
+    gc_paused,
+)
 from palmsim.errors import RunDirError
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import DRAM_KIND, ChipLike
@@ -39,6 +43,8 @@ __all__ = [
     "OP_TABLE_COLUMNS",
     "RECORD_COLUMNS",
     "TRACE_PIDS",
+    "check_records",
+    "checked_summary",
     "chrome_trace",
     "compact_trace",
     "parse_records_csv",
@@ -86,7 +92,8 @@ RECORD_COLUMNS: tuple[str, ...] = (
 #: Chrome-trace process ids: compute tiles, network links, DRAM ports.
 TRACE_PIDS: dict[str, int] = {"tiles": 1, "links": 2, "dram": 3}
 
-#: Timeline bins when no bin width is given: the run is cut into this many bins.
+#: Timeline bins when no bin width is given: the run is cut into this many bins. The same as
+#: ``plots.utilization``'s, so ``write_run`` hands its timeline to that figure.
 DEFAULT_TIMELINE_BINS = 200
 
 _US_PER_S = 1e6
@@ -241,6 +248,12 @@ def parse_records_csv(text: str, *, end_time_s: float, num_events: int) -> RunTr
     memory: list[MemoryRecord] = []
     reader = csv.DictReader(io.StringIO(text))
     for row in reader:
+        missing = [name for name, value in row.items() if value is None]
+        if missing or None in row:
+            raise ValueError(
+                f"line {reader.line_num}: "
+                + (f"no {', '.join(missing)} (a truncated row)" if missing else "extra fields")
+            )
         kind = row["record"]
         if kind == "interval":
             intervals.append(
@@ -374,23 +387,6 @@ _TABLES = {
 }
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building or reading many record tuples.
-
-    Tuples of numbers form no reference cycles, but each allocation counts towards a
-    collection, and collections scan every live container: building W1's 700 thousand records
-    ran 2-3x slower with the collector on. The previous state is restored on exit.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     """Each value's index into the sorted distinct values, and those values."""
     vocabulary = sorted(set(values))
@@ -407,7 +403,7 @@ def _column(records: Sequence[tuple[Any, ...]], field: int, dtype: str) -> np.nd
 
 def record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
     """The records as the columns of ``records.npz`` (see :data:`RECORD_ARRAYS`)."""
-    with _gc_paused():
+    with gc_paused():
         return _record_arrays(trace)
 
 
@@ -584,6 +580,7 @@ def parse_records_npz(
             is wrong (foreign file, other version, missing or inconsistent arrays, damage).
     """
     import zipfile
+    import zlib
 
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -597,10 +594,10 @@ def parse_records_npz(
                 ):
                     array = _unshuffle(array)
                 arrays[name] = array
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as error:
         raise RunDirError(f"{where}: damaged or not a record file ({error})") from None
     _check_arrays(arrays, where)
-    with _gc_paused():
+    with gc_paused():
         return _trace_of_arrays(arrays, end_time_s=end_time_s, num_events=num_events)
 
 
@@ -727,7 +724,7 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], RunTr
             trace = parse_records_csv(
                 raw[records_name].decode("utf-8"), end_time_s=end_time_s, num_events=num_events
             )
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as error:
             raise RunDirError(f"{where}: damaged ({type(error).__name__}: {error})") from None
     return summary, config, trace
 
@@ -741,6 +738,8 @@ _SUMMARY_SCHEMA: dict[str, tuple[type, ...]] = {
 }
 #: Sections of ``resolved_config.yaml`` that :func:`read_run` needs.
 _CONFIG_SECTIONS = ("hardware", "workload", "mapping")
+#: Sections of ``resolved_config.yaml`` that may be absent (an older folder) or null.
+_OPTIONAL_SECTIONS = ("run",)
 
 
 def _checked_summary(data: bytes, path: Path) -> dict[str, Any]:
@@ -762,6 +761,138 @@ def _checked_summary(data: bytes, path: Path) -> dict[str, Any]:
     return summary
 
 
+def check_records(
+    trace: RunTrace, *, num_tiles: int, num_channels: int, num_stages: int, where: str
+) -> None:
+    """Check a run folder's records against the chip and plan rebuilt from its config: tiles
+    and channels that exist, stages of the plan (or -1), finite non-negative quantities, and
+    times inside ``[0, iteration_time_s]`` (no record ends after the iteration).
+
+    Raises:
+        RunDirError: naming ``where``, the record, the field and its value.
+    """
+    end_s = trace.end_time_s
+    if not (math.isfinite(end_s) and end_s >= 0):
+        raise RunDirError(f"{where}: iteration_time_s: got {end_s!r}; expected a time >= 0")
+    limit_s = end_s * (1 + 1e-9)
+
+    def bad(kind: str, index: int, field: str, value: Any, expected: str) -> RunDirError:
+        return RunDirError(
+            f"{where}: {kind} record {index}: {field}: got {value!r}; expected {expected}"
+        )
+
+    def time_ok(value: float) -> bool:
+        return 0.0 <= value <= limit_s  # False for nan
+
+    def amount_ok(value: float) -> bool:
+        return 0.0 <= value < math.inf
+
+    tiles = f"a tile 0..{num_tiles - 1}"
+    stages = f"a stage -1..{num_stages - 1}"
+    times = f"a time in [0, {end_s!r}] s (the iteration)"
+    for i, r in enumerate(trace.intervals):
+        if not 0 <= r.tile < num_tiles:
+            raise bad("interval", i, "tile", r.tile, tiles)
+        if not -1 <= r.stage < num_stages:
+            raise bad("interval", i, "stage", r.stage, stages)
+        for field in ("start_s", "end_s"):
+            if not time_ok(getattr(r, field)):
+                raise bad("interval", i, field, getattr(r, field), times)
+        if r.end_s < r.start_s:
+            raise bad("interval", i, "end_s", r.end_s, f"at least start_s {r.start_s!r}")
+        for field in ("flop", "bytes"):
+            if not amount_ok(getattr(r, field)):
+                raise bad("interval", i, field, getattr(r, field), "a finite amount >= 0")
+    for i, f in enumerate(trace.flows):
+        for channel in f.channels:
+            if not 0 <= channel < num_channels:
+                raise bad("flow", i, "channels", channel, f"a channel 0..{num_channels - 1}")
+        if not -1 <= f.stage < num_stages:
+            raise bad("flow", i, "stage", f.stage, stages)
+        for field in ("start_s", "end_s"):
+            if not time_ok(getattr(f, field)):
+                raise bad("flow", i, field, getattr(f, field), times)
+        if f.end_s < f.start_s:
+            raise bad("flow", i, "end_s", f.end_s, f"at least start_s {f.start_s!r}")
+        if not amount_ok(f.size_bytes):
+            raise bad("flow", i, "size_bytes", f.size_bytes, "a finite amount >= 0")
+    for i, m in enumerate(trace.memory):
+        if not 0 <= m.tile < num_tiles:
+            raise bad("memory", i, "tile", m.tile, tiles)
+        if not time_ok(m.time_s):
+            raise bad("memory", i, "time_s", m.time_s, times)
+        if not amount_ok(m.activation_bytes):
+            raise bad("memory", i, "activation_bytes", m.activation_bytes, "a finite amount >= 0")
+
+
+#: The one ``summary.json`` figure the records cannot give back: the simulation's wall time.
+_WALL_TIME_KEY = "simulation_wall_time_s"
+
+
+def checked_summary(
+    stored: Mapping[str, Any], derived: Mapping[str, Any], path: str | Path
+) -> dict[str, Any]:
+    """The summary a report of a run folder shows: ``derived`` (recomputed from the folder's
+    records, chip and plan) with the stored wall time, once ``stored`` (its ``summary.json``)
+    is found to agree with it.
+
+    The summary is a pure function of the records, so ``derived`` is its schema: every key of
+    ``derived`` must be in ``stored`` with a value of the same JSON type and, when the folder
+    was written by this palmsim version, the same value (numbers to 1e-9 relative); keys
+    ``stored`` has beyond it are ignored.
+
+    Raises:
+        RunDirError: naming the file, the key, the stored value and what the records give.
+    """
+    same_version = stored.get("palmsim_version") == derived.get("palmsim_version")
+
+    def bad(key: str, value: Any, expected: str) -> RunDirError:
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return RunDirError(
+            f"{path}: {key}: got {shown}; expected {expected}: edited, or not this run's summary"
+        )
+
+    def check(old: Any, new: Any, key: str) -> None:
+        if isinstance(new, dict):
+            if not isinstance(old, dict):
+                raise bad(key, old, "a JSON object")
+            for name, value in new.items():
+                if name in old:
+                    check(old[name], value, f"{key}.{name}")
+                elif same_version:
+                    raise bad(f"{key}.{name}", None, f"{json.dumps(value)[:40]} from the records")
+            return
+        is_number = isinstance(new, (int, float)) and not isinstance(new, bool)
+        if is_number:
+            if not isinstance(old, (int, float)) or isinstance(old, bool):
+                raise bad(key, old, "a number")
+            if same_version and not (
+                math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-300)
+                or (math.isnan(old) and math.isnan(new))
+            ):
+                raise bad(key, old, f"{new!r} from the records")
+            return
+        if new is None and old is not None:
+            raise bad(key, old, "null")
+        if new is not None and not isinstance(old, type(new)):
+            raise bad(key, old, f"a {type(new).__name__}")
+        if same_version and old != new:
+            raise bad(key, old, f"{json.dumps(new)[:40]} from the records")
+
+    for name, value in derived.items():
+        if name == _WALL_TIME_KEY:
+            continue
+        if name in stored:
+            check(stored[name], value, name)
+        elif same_version:
+            raise bad(name, None, f"{json.dumps(value)[:40]} from the records")
+    wall = stored.get(_WALL_TIME_KEY, 0.0)
+    if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not wall >= 0:
+        raise bad(_WALL_TIME_KEY, wall, "a number of seconds >= 0")
+    return {**derived, _WALL_TIME_KEY: wall}
+
+
 def _checked_config(data: bytes, path: Path) -> dict[str, Any]:
     """``resolved_config.yaml`` parsed, with its hardware, workload and mapping sections."""
     try:
@@ -773,6 +904,10 @@ def _checked_config(data: bytes, path: Path) -> dict[str, Any]:
     missing = [s for s in _CONFIG_SECTIONS if not isinstance(config.get(s), dict)]
     if missing:
         raise RunDirError(f"{path}: no section {', '.join(missing)}: not written by `palmsim run`")
+    for name in _OPTIONAL_SECTIONS:
+        value = config.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise RunDirError(f"{path}: {name}: got {repr(value)[:60]}; expected a mapping of keys")
     return config
 
 
@@ -1149,6 +1284,7 @@ def write_run(
         _write_text(out / "records.csv", records_csv(trace))
 
     step("timeline.csv")
+    default_bins = timeline_bin_s is None  # the bins of plots/utilization.png too
     if timeline_bin_s is None:
         end_s = float(trace.end_time_s)
         timeline_bin_s = end_s / DEFAULT_TIMELINE_BINS if end_s > 0 else 1.0
@@ -1167,7 +1303,13 @@ def write_run(
 
         folder = out / "plots"
         folder.mkdir(exist_ok=True)
-        run = SimpleNamespace(trace=trace, chip=chip, plan=plan, summary=summary)
+        run = SimpleNamespace(
+            trace=trace,
+            chip=chip,
+            plan=plan,
+            summary=summary,
+            timeline=timeline if default_bins else None,  # computed once for both
+        )
         for kind in kinds:
             step(f"plots/{kind}.png")
             plots.PLOT_KINDS.get(kind)(run, folder / f"{kind}.png", {})

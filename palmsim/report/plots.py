@@ -788,16 +788,29 @@ def _fmt_binary(value_bytes: float) -> str:
 
 
 def utilization(
-    trace: RunTrace, chip: Chip, plan: MappingPlan, path: str | Path, *, dpi: int = 110
+    trace: RunTrace,
+    chip: Chip,
+    plan: MappingPlan,
+    path: str | Path,
+    *,
+    dpi: int = 110,
+    timeline: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Binned timeline of mean tile compute, max/mean NoC link and max DRAM port utilisation."""
+    """Binned timeline of mean tile compute, max/mean NoC link and max DRAM port utilisation.
+
+    ``timeline``: the run's :func:`~palmsim.report.timeline.utilization_timeline` in 200 bins
+    if the caller has it already (``palmsim run`` writes it to ``timeline.csv``), else it is
+    computed here.
+    """
     from palmsim.report.timeline import utilization_timeline
 
     end_s = float(trace.end_time_s)
     bin_s = end_s / 200 if end_s > 0 else 1.0
-    tl = utilization_timeline(
-        trace, chip, bin_s, tiles=plan.simulated_tiles, replication=plan.replication
-    )
+    tl = timeline
+    if tl is None:
+        tl = utilization_timeline(
+            trace, chip, bin_s, tiles=plan.simulated_tiles, replication=plan.replication
+        )
     unit, scale = _time_unit(end_s)
     mid = (tl["time_start_s"] + tl["time_end_s"]) / 2 * scale
     fig, ax = _new_figure(10.0, 3.5)
@@ -858,7 +871,7 @@ def _noc_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
 
 @PLOT_KINDS.register("utilization")
 def _utilization_kind(run: Any, path: Path, options: Mapping[str, Any]) -> Path:
-    return utilization(run.trace, run.chip, run.plan, path)
+    return utilization(run.trace, run.chip, run.plan, path, timeline=getattr(run, "timeline", None))
 
 
 @PLOT_KINDS.register("memory")

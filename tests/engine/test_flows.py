@@ -178,3 +178,78 @@ def test_rates_of_an_instant_are_computed_once_per_component():
     env.run()
     assert calls == [8, 8]
     assert [t for _, t in log] == [pytest.approx(8.0, rel=1e-12)] * 16
+
+
+def test_finished_flows_leave_no_reference_cycle():
+    """The engine runs with the cyclic collector paused (records.gc_paused), so a finished
+    flow must be freed by reference counting alone. Two flows share link 0 (one component, one
+    group), a third runs alone: once all have finished and the network is dropped, the cyclic
+    collector finds no flow among the garbage."""
+    import gc
+
+    from palmsim.engine import flows
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        env, net, _ = _net([GBPS, GBPS])
+        log: list = []
+        _start(env, net, log, "a", 0.0, (0,), GB)
+        _start(env, net, log, "b", 0.0, (0,), 2 * GB)
+        _start(env, net, log, "c", 0.0, (1,), GB)
+        env.run()
+        # c alone: 1 s; a and b at 0.5 GB/s each until a ends at 2 s, then b alone: 3 s
+        assert log == [
+            ("c", pytest.approx(1.0, rel=1e-12)),
+            ("a", pytest.approx(2.0, rel=1e-12)),
+            ("b", pytest.approx(3.0, rel=1e-12)),
+        ]
+        del env, net
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, flows._Flow | flows._Group)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if was_enabled:
+            gc.enable()
+    assert leaked == []
+
+
+@pytest.mark.parametrize(
+    ("size_gb", "resume_s", "events_saved"), [(1, 2.0, 1), (2, 2.0, 0), (3, 3.0, 0)]
+)
+def test_an_arrival_awaited_only_later_needs_no_event(size_gb, resume_s, events_saved):
+    """A compute step of 2 s with one DRAM flow of ``size_gb`` GB at 1 GB/s: the step waits
+    for its compute time, then for the flow. A 1 GB flow arrives at 1 s, before the step
+    waits for it, so (with ``awaited_from_s=2``) its arrival is no SimPy event, and the step
+    still resumes at 2 s; a 2 GB flow arrives at 2 s exactly and a 3 GB flow at 3 s, so their
+    arrivals stay events and the step resumes at 2 s and 3 s."""
+
+    def run(awaited_from_s):
+        env, net, records = _net([GBPS])
+        log: list = []
+
+        def step():
+            compute = env.timeout(2.0)
+            done = net.transfer(
+                (0,), size_gb * GB, 0.0, category="dram", src=-1, dst=0,
+                awaited_from_s=awaited_from_s,
+            )  # fmt: skip
+            yield compute
+            yield done
+            log.append(env.now)
+
+        env.process(step())
+        events = 0
+        while env.peek() < float("inf"):
+            env.step()
+            events += 1
+        assert records[0].end_s == pytest.approx(size_gb, rel=1e-12)
+        return log, events
+
+    log, events = run(2.0)
+    plain_log, plain_events = run(-float("inf"))
+    assert log == plain_log == [pytest.approx(resume_s, rel=1e-12)]
+    assert plain_events - events == events_saved

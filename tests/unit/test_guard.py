@@ -26,10 +26,12 @@ def test_global_batch_of_1e12_is_refused_before_mapping() -> None:
 
 def test_wafer_of_8_million_tiles_is_refused_before_any_graph(monkeypatch) -> None:
     """The issue's first hang: die_grid [5, 100000] of 4x4 tiles = 8e6 tiles. The loader
-    refuses it (too many tiles to simulate one by one); a spec built past the loader is
-    refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B = 2045222 tiles,
-    before any topology builder runs."""
-    with pytest.raises(ConfigError, match=r"tx8-wafer\.yaml: wafer\."):
+    refuses it (500000 dies: too many tiles even at one region per die); a spec built past
+    the loader is refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B =
+    2045222 tiles, before any topology builder runs."""
+    with pytest.raises(
+        ConfigError, match=r"tx8-wafer\.yaml\): wafer\.die_grid: got \[5, 100000\]; .*500000"
+    ):
         load_experiment(overrides=["hw.wafer.die_grid=[5, 100000]"])
     spec = load_experiment().hardware
     assert spec.wafer is not None
@@ -120,3 +122,17 @@ def test_a_tampered_run_folder_is_rebuilt_under_its_own_budgets(tmp_path) -> Non
     config_path.write_text(yaml.safe_dump(config))
     with pytest.raises(RunDirError, match=r"wafer\.die_grid: got \[5, 4\]; expected a chip of"):
         load_result(tmp_path)
+
+
+def test_absurd_virtual_stages_are_refused_before_any_schedule(monkeypatch) -> None:
+    """Fuzz (mapping.virtual_stages = 1e9, 2026-12-04): interleaved 1F1B over 1e9 chunks
+    built m·v-step schedules until memory ran out. 2 stages x 1e9 chunks need 2e9 layers;
+    the 4-layer model has 4, so it is refused before any schedule is built."""
+    from palmsim.mapping import mapper
+
+    monkeypatch.setattr(mapper, "SCHEDULES", None)  # building a schedule would fail
+    exp = experiment(wafer_spec(), pp=2, tp=1, dp=1, micro_batch_size=1, virtual_stages=10**9)
+    with pytest.raises(
+        MappingError, match=r"virtual_stages=1000000000: .*2000000000 model chunks.* 4 layers"
+    ):
+        simulate(exp)
