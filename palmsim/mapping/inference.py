@@ -33,6 +33,7 @@ chosen for the activation dtype.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, InferenceSpec, TrainingSpec
@@ -87,10 +88,17 @@ def kv_cache_bytes(
     return float(2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes)
 
 
-def _with_weight_dtype(ops: tuple[Op, ...], weight_elem: float) -> tuple[Op, ...]:
-    """The ops with weights read in the storage dtype (weight-only quantisation)."""
+def with_weight_dtype(ops: Iterable[Op], weight_elem: float, act_elem: float) -> tuple[Op, ...]:
+    """The ops with their weights read in the storage format of ``weight_elem`` bytes per
+    element (weight-only quantisation). An op's elements are its parameters, except a tied
+    LM head's, which owns none (the embedding holds them) yet reads the whole matrix: its
+    elements are its weight bytes over the activation dtype's ``act_elem``."""
     return tuple(
-        dataclasses.replace(op, weight_bytes=op.params * weight_elem) if op.weight_bytes else op
+        dataclasses.replace(
+            op, weight_bytes=(op.params or op.weight_bytes / act_elem) * weight_elem
+        )
+        if op.weight_bytes
+        else op
         for op in ops
     )
 
@@ -147,7 +155,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     tied = mapping.pp > 1 or not model.tie_word_embeddings
 
     def storage(b: Block, elem: float) -> Block:
-        return dataclasses.replace(b, ops=_with_weight_dtype(b.ops, elem))
+        return dataclasses.replace(b, ops=with_weight_dtype(b.ops, elem, DTYPE_BYTES[batch.dtype]))
 
     return _Pass(
         tuple(

@@ -55,7 +55,7 @@ from palmsim.hardware.costs import (
 )
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
-from palmsim.mapping.inference import kv_cache_bytes
+from palmsim.mapping.inference import kv_cache_bytes, with_weight_dtype
 from palmsim.mapping.lower import pipeline_p2p_bytes
 from palmsim.mapping.partition import partition_by_layers
 from palmsim.mapping.placement import place
@@ -172,17 +172,9 @@ class ServingPlan:
         return self.serving.weight_dtype
 
     def _weights(self, ops: Sequence[Op], kind: str = "attn") -> list[Op]:
-        """The ops with their weights read in the block's stored format. A tied LM head
-        owns no parameters (the embedding holds them) but reads the whole matrix: its
-        elements are its weight bytes over the activation dtype's size."""
+        """The ops with their weights read in the block's stored format."""
         elem = DTYPE_BYTES[self._block_dtype(kind)]
-        act = DTYPE_BYTES[self.serving.dtype]
-        return [
-            dataclasses.replace(op, weight_bytes=(op.params or op.weight_bytes / act) * elem)
-            if op.weight_bytes
-            else op
-            for op in ops
-        ]
+        return list(with_weight_dtype(ops, elem, DTYPE_BYTES[self.serving.dtype]))
 
     def _linear(self, tokens: int) -> tuple[list[Op], list[Op], float, list[Op]]:
         """Per-token ops of a layer over ``tokens``: attention block without its core, the MLP,

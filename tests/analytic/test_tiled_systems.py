@@ -58,7 +58,7 @@ def test_wormhole_peak_by_format_and_fidelity():
 H, FFN, LAYERS, VOCAB = 2048, 8192, 4, 32000
 
 
-def _model() -> ModelSpec:
+def _model(tied: bool = False) -> ModelSpec:
     return ModelSpec(
         name="tiny-llama",
         hidden_size=H,
@@ -72,7 +72,7 @@ def _model() -> ModelSpec:
         norm="rmsnorm",
         position_embedding="rope",
         use_bias=False,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
 
 
@@ -85,6 +85,7 @@ def _inference(
     weight_dtype: str = "bfp8",
     ops_per_layer: int = 0,
     trace: str = "decode",
+    tied: bool = False,
 ) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
@@ -96,7 +97,7 @@ def _inference(
         ops_per_layer=ops_per_layer,
         trace=trace,
     )
-    workload = WorkloadSpec(_model(), TrainingSpec(prompt, 1), "inference", inference)
+    workload = WorkloadSpec(_model(tied), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
     return summarize_result(simulate(exp))
 
@@ -110,24 +111,28 @@ def _ops_per_decode_step() -> int:
     return LAYERS * layer + sum(op.kernels_fwd for b in ends for op in b.ops)
 
 
-def test_dram_bound_decode_on_one_chip_is_weight_bytes_over_dram_bandwidth():
+@pytest.mark.parametrize("tied", [False, True])
+def test_dram_bound_decode_on_one_chip_is_weight_bytes_over_dram_bandwidth(tied):
     """n150 (one unit of 8x8 cores), batch 1: a decode step reads every weight it uses once.
     Weights fill SRAM first, the same fraction f = 1 - SRAM / W of every weight lives in DRAM,
     so the step moves f * (layer weights + LM head) bytes over the chip's 267 GB/s, in
     parallel with the SRAM part and the (far shorter) compute; and every op it launches pays
-    the chip's fixed op latency first, in series: f * W / B + ops * op_latency."""
+    the chip's fixed op latency first, in series: f * W / B + ops * op_latency. With tied
+    embeddings (Llama 3.2 1B/3B) the head reads the embedding's matrix, stored once: the
+    head's read is the same, the stored total one vocab x hidden matrix less."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     e = DTYPE_BYTES["bfp8"]
     per_layer = 4 * H * H + 3 * H * FFN  # Q, K, V, O (MHA) and gate, up, down
     norms = 2 * H * LAYERS + H  # RMSNorm weights: two per layer and the final one
     read = (LAYERS * per_layer + VOCAB * H + norms) * e  # layers + head (+ norms)
-    stored = read + VOCAB * H * e  # + the embedding table, stored but gathered by row
+    # + the embedding table, stored but gathered by row (tied: the head's matrix itself)
+    stored = read if tied else read + VOCAB * H * e
     dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
     bandwidth = hw.dram.bandwidth_bytes_per_s  # one merged channel of 6 x 44.5 GB/s
     assert bandwidth == pytest.approx(267e9)
     assert hw.tile.op_latency_s == pytest.approx(16.18e-6)
     expected = dram_fraction * read / bandwidth + _ops_per_decode_step() * hw.tile.op_latency_s
-    tpot = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
+    tpot = _inference(hw, tp=1, prompt=1, output=3, tied=tied)["tpot_s"]
     # 2%: the step also pays the 500 ns DRAM latency of each of its ~14 op runs (7 us) and
     # moves one token's activations and KV over DRAM too (SRAM is full of weights).
     assert tpot == pytest.approx(expected, rel=0.02)
