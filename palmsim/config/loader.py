@@ -1036,14 +1036,14 @@ def _workload_schema(set_hint: bool) -> Schema:
     }
 
 
-def _inference_schema() -> Schema:
+def _number_format_rules() -> Schema:
+    """The keys an inference and a serving section share: the activation dtype, each kind
+    of weight's and the KV cache's storage format, the math fidelity per format and the
+    kernels per layer."""
     dtypes = ("fp32", "fp16", "bf16")
     stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
     mlp = _choice_rule(stored)
     return {
-        "prompt_len": _int_rule(),
-        "output_len": _int_rule(),
-        "batch": _int_rule(),
         "dtype": _choice_rule(dtypes),
         "weight_dtype": _choice_rule(stored),
         "kv_dtype": _choice_rule(stored),
@@ -1054,6 +1054,15 @@ def _inference_schema() -> Schema:
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
         "ops_per_layer": _int_rule(minimum=0),
+    }
+
+
+def _inference_schema() -> Schema:
+    return {
+        "prompt_len": _int_rule(),
+        "output_len": _int_rule(),
+        "batch": _int_rule(),
+        **_number_format_rules(),
         "trace": _choice_rule(INFERENCE_TRACES),
         "mapping": _mapping_rule(required=False),
     }
@@ -2200,9 +2209,6 @@ def _bounded_int_rule(minimum: int, maximum: int) -> Rule:
 
 
 def _serving_schema() -> Schema:
-    dtypes = ("fp32", "fp16", "bf16")
-    stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
-    mlp = _choice_rule(stored)
     return {
         "name": _str_rule(required=False),
         "description": _str_rule(required=False),
@@ -2241,16 +2247,7 @@ def _serving_schema() -> Schema:
         "tp": _int_rule(),
         "pp": _int_rule(),
         "placement": _str_rule(),
-        "dtype": _choice_rule(dtypes),
-        "weight_dtype": _choice_rule(stored),
-        "kv_dtype": _choice_rule(stored),
-        "mlp_weight_dtype": Rule(
-            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
-        ),
-        "math_fidelity": _table_rule(
-            stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
-        ),
-        "ops_per_layer": _int_rule(minimum=0),
+        **_number_format_rules(),
     }
 
 
