@@ -58,6 +58,7 @@ __all__ = [
     "run_experiment",
     "serve",
     "shipped_names",
+    "shipped_path",
     "simulate",
     "summarize_result",
 ]
@@ -70,7 +71,7 @@ DEFAULT_HARDWARE = "hw_configs/tx8-wafer.yaml"
 DEFAULT_WORKLOAD = "workloads/t-18b.yaml"
 
 
-def _shipped(relative: str) -> str:
+def shipped_path(relative: str) -> str:
     """A shipped config: relative to the working directory if present, else to the checkout."""
     here = Path(relative)
     if here.exists():
@@ -87,7 +88,7 @@ def shipped_names(part: str) -> list[str]:
     """The bare names of the shipped configs of ``part`` (``hardware`` or ``workload``)."""
     names = set()
     for folder in _SHIPPED_FOLDERS[part]:
-        base = Path(_shipped(folder))
+        base = Path(shipped_path(folder))
         if base.is_dir():
             for path in base.iterdir():
                 ending = next((e for e in _CONFIG_ENDINGS if path.name.endswith(e)), None)
@@ -108,7 +109,7 @@ def resolve_config_path(value: str, part: str) -> str:
     if "/" not in value and "\\" not in value:
         for folder in _SHIPPED_FOLDERS[part]:
             for ending in ("", *_CONFIG_ENDINGS):
-                candidate = Path(_shipped(folder)) / f"{value}{ending}"
+                candidate = Path(shipped_path(folder)) / f"{value}{ending}"
                 if candidate.is_file():
                     return str(candidate)
     names = shipped_names(part)
@@ -146,8 +147,12 @@ def load_experiment(
     Raises:
         ConfigError: anything wrong in the inputs, with file, key path, value and expectation.
     """
-    hw_path = resolve_config_path(hardware, "hardware") if hardware else _shipped(DEFAULT_HARDWARE)
-    wl_path = resolve_config_path(workload, "workload") if workload else _shipped(DEFAULT_WORKLOAD)
+    hw_path = (
+        resolve_config_path(hardware, "hardware") if hardware else shipped_path(DEFAULT_HARDWARE)
+    )
+    wl_path = (
+        resolve_config_path(workload, "workload") if workload else shipped_path(DEFAULT_WORKLOAD)
+    )
     serving_only = [o for o in overrides if o.strip().startswith("serving.")]
     if serving_only:  # never silently ignored
         raise ConfigError(
@@ -516,14 +521,14 @@ def serve(
     hw_path = (
         resolve_config_path(hardware, "hardware")
         if hardware
-        else _shipped(DEFAULT_SERVING_HARDWARE)
+        else shipped_path(DEFAULT_SERVING_HARDWARE)
     )
     wl_path = (
         resolve_config_path(workload, "workload")
         if workload
-        else _shipped(DEFAULT_SERVING_WORKLOAD)
+        else shipped_path(DEFAULT_SERVING_WORKLOAD)
     )
-    sv_path = serving or _shipped(DEFAULT_SERVING)
+    sv_path = serving or shipped_path(DEFAULT_SERVING)
     hw = load_hardware(hw_path, overrides)
     wl, mapping_section = load_workload(wl_path, overrides)
     _check_serving_mapping(wl_path, mapping_section, overrides)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from palmsim.api import shipped_path
 from palmsim.config.loader import load_hardware
 from palmsim.config.specs import (
     DTYPE_BYTES,
@@ -42,9 +43,8 @@ from palmsim.config.specs import (
 from palmsim.tile_cases import (
     TT_TRANSFORMERS_OPS_PER_LAYER,
     CannotExpressError,
-    _model,
-    _positive,
-    _shipped,
+    case_model,
+    positive_count,
 )
 
 __all__ = ["METRICS", "assumptions", "is_serving_case", "predict", "serving_spec"]
@@ -101,19 +101,19 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
     hardware = case.get("hardware")
     if not isinstance(serving, Mapping) or not isinstance(hardware, Mapping):
         raise CannotExpressError("needs 'serving' and 'hardware' mappings")
-    requests = _positive(serving.get("num_requests"), "serving.num_requests")
+    requests = positive_count(serving.get("num_requests"), "serving.num_requests")
     if requests > MAX_REQUESTS:
         raise CannotExpressError(f"num_requests {requests}: more than {MAX_REQUESTS}")
     traffic = TrafficSpec(
         "closed",
         num_requests=requests,
-        concurrency=_positive(serving.get("concurrency"), "serving.concurrency"),
+        concurrency=positive_count(serving.get("concurrency"), "serving.concurrency"),
         lengths="fixed",
-        prompt_tokens=_positive(serving.get("input_tokens"), "serving.input_tokens"),
-        output_tokens=_positive(serving.get("output_tokens"), "serving.output_tokens"),
+        prompt_tokens=positive_count(serving.get("input_tokens"), "serving.input_tokens"),
+        output_tokens=positive_count(serving.get("output_tokens"), "serving.output_tokens"),
     )
     limits: dict[str, Any] = {
-        key: _positive(serving[key], f"serving.{key}")
+        key: positive_count(serving[key], f"serving.{key}")
         for key in ("max_num_seqs", "max_num_batched_tokens", "block_size")
         if key in serving
     }
@@ -124,7 +124,7 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         traffic=traffic,
         scheduler=SchedulerSpec(**limits),  # vLLM V1's defaults for the rest
         slo=SloSpec(),
-        tp=_positive(hardware.get("tp", 1), "hardware.tp"),
+        tp=positive_count(hardware.get("tp", 1), "hardware.tp"),
         dtype="bf16",
         weight_dtype=weight,
         kv_dtype=kv,
@@ -160,9 +160,9 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     config = case["hardware"].get("config")
     if not config:
         raise CannotExpressError("hardware.config (a shipped hardware config) missing")
-    hw = load_hardware(_shipped(str(config)))
+    hw = load_hardware(shipped_path(str(config)))
     traffic = spec.traffic
-    model = _model(case, traffic.prompt_tokens + traffic.output_tokens + 1)
+    model = case_model(case, traffic.prompt_tokens + traffic.output_tokens + 1)
     chip = Chip.from_spec(hw)
     plan = map_serving(spec, hw, model, chip)
     requests = generate_requests(traffic, np.random.default_rng(0), model.max_position_embeddings)

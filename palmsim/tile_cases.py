@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from palmsim.api import shipped_path
 from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.config.specs import (
     DTYPE_BYTES,
@@ -63,14 +64,15 @@ __all__ = [
     "TileFit",
     "allreduce_time_s",
     "calibrate_tiles",
+    "case_model",
     "format_tile_calibration",
     "is_tile_case",
     "line_tree_allreduce_time_s",
+    "positive_count",
     "predict",
     "substitutions",
 ]
 
-_REPO = Path(__file__).resolve().parent.parent
 
 #: Shipped config of each ``hw_spec_ref`` (longest matching prefix wins).
 HARDWARE_OF_SPEC: dict[str, str] = {
@@ -128,17 +130,13 @@ def is_tile_case(case: Mapping[str, Any]) -> bool:
     return isinstance(hardware, Mapping) and "hw_spec_ref" in hardware
 
 
-def _shipped(relative: str) -> str:
-    return relative if Path(relative).exists() else str(_REPO / relative)
-
-
 def _hardware_path(case: Mapping[str, Any]) -> str:
     ref = str(case["hardware"]["hw_spec_ref"])
     matches = [key for key in HARDWARE_OF_SPEC if ref == key or ref.startswith(key + ".")]
     if not matches:
         known = ", ".join(HARDWARE_OF_SPEC)
         raise CannotExpressError(f"no shipped config for hw_spec_ref {ref!r} (known: {known})")
-    return _shipped(HARDWARE_OF_SPEC[max(matches, key=len)])
+    return shipped_path(HARDWARE_OF_SPEC[max(matches, key=len)])
 
 
 def _number(value: Any) -> float | None:
@@ -148,7 +146,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _positive(value: Any, what: str) -> int:
+def positive_count(value: Any, what: str) -> int:
     """``value`` as an int >= 1, or CannotExpressError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise CannotExpressError(f"{what} {value!r} is not a positive number")
@@ -174,7 +172,9 @@ def _grid(text: Any) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", str(text))
     if not match:
         raise CannotExpressError(f"core grid {text!r} is not 'ROWSxCOLS'")
-    return _positive(match.group(1), "core grid rows"), _positive(match.group(2), "core grid cols")
+    return positive_count(match.group(1), "core grid rows"), positive_count(
+        match.group(2), "core grid cols"
+    )
 
 
 def _size(text: str) -> int:
@@ -214,7 +214,7 @@ def _dram_bandwidth(hw: HardwareSpec) -> float:
 
 def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     model, scenario, measured = case["model"], case["scenario"], case["measured"]
-    m, k, n = (_positive(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
+    m, k, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
     dtype = _format(scenario.get("dtype"))
     fidelity = scenario.get("math_fidelity")
     rows, cols = _grid(scenario.get("core_grid") or case["hardware"]["system"]["parallelism"])
@@ -295,7 +295,7 @@ def line_tree_allreduce_time_s(
 
 def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     assert hw.wafer is not None
-    n = _positive(case["hardware"]["system"]["chips"], "chips")
+    n = positive_count(case["hardware"]["system"]["chips"], "chips")
     topology = str(case["hardware"]["system"].get("topology", ""))
     if n < 2:
         raise CannotExpressError("a collective needs at least 2 chips")
@@ -322,7 +322,7 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         dataclasses.replace(hw, wafer=w),
         kind,
         n,
-        float(_positive(case["scenario"]["size_bytes"], "size_bytes")),
+        float(positive_count(case["scenario"]["size_bytes"], "size_bytes")),
     )
     return [("time_us", float(case["measured"]["time_us"]), time_s * 1e6)]
 
@@ -425,19 +425,19 @@ def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
 # ----------------------------------------------------------------------------- inference
 
 
-def _model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
+def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
     m = case["model"]
     try:
-        hidden, heads = _positive(m["hidden"], "hidden"), _positive(m["heads"], "heads")
+        hidden, heads = positive_count(m["hidden"], "hidden"), positive_count(m["heads"], "heads")
         act = str(m.get("act", "SwiGLU")).lower()
         return ModelSpec(
             name=str(m.get("name", case.get("id", "model"))),
             hidden_size=hidden,
             num_attention_heads=heads,
-            num_key_value_heads=_positive(m.get("kv_heads", heads), "kv_heads"),
-            intermediate_size=_positive(m["ffn"], "ffn"),
-            num_hidden_layers=_positive(m["layers"], "layers"),
-            vocab_size=_positive(m["vocab"], "vocab"),
+            num_key_value_heads=positive_count(m.get("kv_heads", heads), "kv_heads"),
+            intermediate_size=positive_count(m["ffn"], "ffn"),
+            num_hidden_layers=positive_count(m["layers"], "layers"),
+            vocab_size=positive_count(m["vocab"], "vocab"),
             max_position_embeddings=max_tokens,
             hidden_act="silu" if act in ("swiglu", "silu") else "gelu",
             norm="rmsnorm" if "rms" in str(m.get("norm", "")).lower() else "layernorm",
@@ -579,8 +579,8 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     ops_per_layer = TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in code else 0
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
-    batch = _positive(scenario.get("batch", 1), "batch")
-    prompt = _positive(
+    batch = positive_count(scenario.get("batch", 1), "batch")
+    prompt = positive_count(
         scenario.get("prefill_len") or str(scenario.get("context_len", "0")).split()[0],
         "prefill_len",
     )
@@ -590,10 +590,10 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     if "e2e_tpr_tokens_per_s" in measured:
         text = str(scenario.get("output_len", ""))
         first = re.search(r"\d+", text)
-        output = max(_positive(first.group(0) if first else text, "output_len"), 2)
+        output = max(positive_count(first.group(0) if first else text, "output_len"), 2)
     if output > MAX_STEPS:
         raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
-    model = _model(case, prompt + output + 1)
+    model = case_model(case, prompt + output + 1)
 
     def inference(requests: int, output_len: int) -> InferenceSpec:
         return InferenceSpec(
@@ -684,18 +684,20 @@ def _training(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, f
 
     scenario, measured = case["scenario"], case["measured"]
     pp, tp, dp = _parallelism(case)
-    seq = _positive(
+    seq = positive_count(
         _first(scenario, ("seq_len", "sequence_length", "seq_length", "prefill_len")), "seq_len"
     )
-    batch = _positive(_first(scenario, ("global_batch_size", "global_batch", "batch")), "batch")
-    mbs = _positive(_first(scenario, ("micro_batch_size", "micro_batch"), 1), "micro_batch")
+    batch = positive_count(
+        _first(scenario, ("global_batch_size", "global_batch", "batch")), "batch"
+    )
+    mbs = positive_count(_first(scenario, ("micro_batch_size", "micro_batch"), 1), "micro_batch")
     if batch > MAX_STEPS * mbs * dp:
         raise CannotExpressError(f"batch {batch}: more than {MAX_STEPS} micro-batches per replica")
     words = re.findall(r"(fp32|fp16|bf16|bfloat16|float16)", str(scenario).lower())
     dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(words[0], words[0]) if words else "bf16"
     recompute = str(scenario.get("activation_recompute", "none")).lower()
     workload = WorkloadSpec(
-        model=_model(case, seq),
+        model=case_model(case, seq),
         training=TrainingSpec(seq_len=seq, global_batch_size=batch, dtype=dtype),
         mode="training",
     )
@@ -855,7 +857,7 @@ def calibrate_tiles(
                 for metric, _, _ in _dram_read(case, hw):
                     dram.append((case_id, float(case["measured"][metric]) * 1e9))
             elif "collective" in phase:
-                n = _positive(case["hardware"]["system"]["chips"], "chips")
+                n = positive_count(case["hardware"]["system"]["chips"], "chips")
                 ring = "ring" in str(case["hardware"]["system"].get("topology", "")) and n > 2
                 size = float(scenario["size_bytes"])
                 name = str(model.get("name", "")).lower().replace("_", "")

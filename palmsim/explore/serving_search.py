@@ -132,15 +132,15 @@ def search_goodput(
     from palmsim.api import (
         DEFAULT_SERVING,
         DEFAULT_SERVING_HARDWARE,
-        _shipped,
         resolve_config_path,
         serve,
+        shipped_path,
     )
     from palmsim.config.loader import load_hardware, load_serving
 
     hw_path = resolve_config_path(hardware, "hardware") if hardware else None
-    spec = load_serving(serving or _shipped(DEFAULT_SERVING), overrides)
-    hw = load_hardware(hw_path or _shipped(DEFAULT_SERVING_HARDWARE), overrides)
+    spec = load_serving(serving or shipped_path(DEFAULT_SERVING), overrides)
+    hw = load_hardware(hw_path or shipped_path(DEFAULT_SERVING_HARDWARE), overrides)
     sched = spec.scheduler
     budget = min(hw.num_tiles, spec.replicas * spec.tp * spec.pp)
     if space.replicas is not None:  # explicit replica counts may use the whole chip
