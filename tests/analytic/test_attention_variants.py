@@ -228,3 +228,17 @@ def test_a_switched_off_window_is_no_window():
     """Qwen3's config gives ``use_sliding_window: false``: every layer attends fully."""
     m = _model("qwen3-30b-a3b")
     assert m.sliding_window is None and not m.has_mixed_attention
+
+
+def test_mla_projections_run_in_fp8_as_te_linears():
+    """fp8 training: MLA's q/kv down and up projections are TE linears, cast and run in fp8;
+    under sequence parallelism q_up and kv_up cast the tile's s/t rows before the gather."""
+    m = _model("deepseek-v3")
+    s, t = 4096, 2
+    training = TrainingSpec(seq_len=s, global_batch_size=1, dtype="fp8", attention_kernel="fused")
+    attn = layer_blocks(m, training, 1, t, layer=0, sequence_parallel=True)[0]
+    for name in ("q_down", "q_up", "kv_down", "kv_up", "out_proj"):
+        assert attn.op(name).fp8, name
+    # forward cast: read bf16 (2 B), write fp8 row-wise only (1 B) for a gathered input
+    assert attn.op("q_up_cast").bytes_fwd == pytest.approx((2 + 1) * (s // t) * R_Q)
+    assert not attn.op("attention").fp8  # the core stays bf16
