@@ -389,6 +389,11 @@ def layer_blocks(
     ``cp``, and the attention core computes its ``s/cp`` queries against all ``s`` keys, whose
     K and V chunks arrive around the CP ring (:mod:`palmsim.mapping.context`).
 
+    The attention block is multi-/grouped-query attention, or multi-head latent attention
+    when ``model.kv_lora_rank`` is set (:func:`_mla_projections`); layer ``layer`` attends
+    through ``model.attention_window(layer)`` keys when it is a sliding-window layer (a
+    model that mixes both needs ``layer``).
+
     A dense layer is ``(attn, mlp)``. A mixture-of-experts layer (``model.is_moe_layer``) is
     ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep`` and
     ``expert_slots`` passed on; ``layer`` (0-based) must then be given, since a model's first
@@ -412,7 +417,8 @@ def layer_blocks(
 
     Raises:
         MappingError: ``tp`` does not divide the heads, the KV heads or the MLP width; a
-            mixture-of-experts model without ``layer``.
+            mixture-of-experts model, or one mixing sliding-window and full layers, without
+            ``layer``; ``cp`` > 1 on a sliding-window layer.
         ConfigError: an unknown activation, norm, position embedding or dtype.
     """
     if layer is None and model.has_mixed_attention:
