@@ -93,6 +93,21 @@ def test_mla_flop_per_token_per_layer(kernel):
         )
 
 
+def test_mla_saved_activations():
+    """What the MLA block keeps for its backward (t = 1, bf16, fused core), by op: the input
+    norm's and q_down's input (h each; kv_down shares q_down's), q_norm's and q_up's input
+    (r_q each), kv_norm's and kv_up's input (r_kv each), the core's Q and K (a·192 each) and
+    V (a·128) plus its fp32 log-sum-exp (4·a per token), the output projection's input
+    (a·128). Selective recompute drops only the log-sum-exp."""
+    m = _model("deepseek-v3")
+    s, e = 4096, 2
+    training = TrainingSpec(seq_len=s, global_batch_size=1, attention_kernel="fused")
+    attn = layer_blocks(m, training, 1, 1, layer=0)[0]
+    per_token = e * (2 * H + 2 * R_Q + 2 * R_KV + A * (2 * D_QK + D_V + D_V))
+    assert attn.saved_bytes == pytest.approx(s * (per_token + 4 * A), rel=1e-12)
+    assert attn.saved_bytes_selective == pytest.approx(s * per_token, rel=1e-12)
+
+
 def test_mla_tensor_parallel_split_as_megatron_core():
     """tp = 2: the down projections are "duplicated" (whole on each rank); q_up, kv_up and
     the output projection split the heads. With sequence parallelism the duplicated down
