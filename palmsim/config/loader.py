@@ -1218,7 +1218,9 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
     Keeps the keys :class:`ModelSpec` knows, renames GPT-2/BERT aliases (``n_embd``, ``n_head``,
     ``n_layer``, ``n_positions``, ``n_inner``, ``activation_function``, ``resid_pdrop``,
     ``attn_pdrop``, ...), derives ``norm``/``position_embedding``/``use_bias``/``causal`` from
-    ``model_type``, ``rms_norm_eps``/``layer_norm_eps`` and ``attention_bias``, and drops every
+    ``model_type``, ``rms_norm_eps``/``layer_norm_eps`` and ``attention_bias``, sets
+    ``attention_sinks`` for gpt-oss (its config has no key for them), drops a
+    ``sliding_window`` that ``use_sliding_window: false`` switches off (Qwen2/3), and drops every
     other key (``torch_dtype``, ``architectures``, token ids, ...): it is not our format.
     Values the file states explicitly win over derived ones.
     """
