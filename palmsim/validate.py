@@ -95,9 +95,9 @@ _BASE_WORKLOAD = {
 #: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
 #: Qwen2/Qwen3(-MoE) copies), checked in this order; a mixture of experts is given by the
 #: case's MoE keys (:data:`_MOE_KEYS`) on top of it. gpt-oss (its alternating sliding-window
-#: and full attention with sinks, biases) and DeepSeek (multi-head latent attention) take
-#: their attention from their base workload (or ``model.hf_config``), whose keys a case does
-#: not restate; gpt-oss is matched before GPT.
+#: and full attention with sinks, biases) and DeepSeek-V2/V3 (multi-head latent attention;
+#: DeepSeek's dense LLM 7B/67B are not these) take their attention from their base workload
+#: (or ``model.hf_config``), whose keys a case does not restate; gpt-oss is matched before GPT.
 _FAMILY_OF_NAME = (
     ("llama", "llama"),
     ("mixtral", "llama"),
@@ -105,9 +105,16 @@ _FAMILY_OF_NAME = (
     ("qwen", "llama"),
     ("gpt-oss", "gpt-oss"),
     ("gpt_oss", "gpt-oss"),
-    ("deepseek", "deepseek"),
+    ("deepseek-v3", "deepseek"),
+    ("deepseek_v3", "deepseek"),
+    ("deepseek-v2", "deepseek"),
+    ("deepseek_v2", "deepseek"),
     ("gpt", "gpt"),
 )
+#: gpt-oss alternates a sliding-window and a full-attention layer, the sliding one first
+#: (Hugging Face openai/gpt-oss-120b and -20b config.json ``layer_types``): a case's layer
+#: count gives its pattern.
+_GPT_OSS_LAYER_TYPES = ("sliding_attention", "full_attention")
 #: Families whose attention is multi-head latent attention: every head has its own key and
 #: value (expanded from the latent), so their KV heads are the heads, derived.
 _LATENT_ATTENTION = ("deepseek",)
@@ -808,6 +815,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     for key, name in _MOE_KEYS.items():
         shapes[name] = _int(model, key, f"model.{key}", minimum=0)
     overrides += [f"model.{k}={v}" for k, v in shapes.items() if v is not None]
+    if arch == "gpt-oss" and model.get("hf_config") is None:
+        pattern = ", ".join(_GPT_OSS_LAYER_TYPES[i % 2] for i in range(layers))
+        overrides.append(f"model.layer_types=[{pattern}]")
     overrides += [
         f"training.seq_len={seq_len}",
         f"training.global_batch_size={global_batch}",

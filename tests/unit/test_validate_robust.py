@@ -146,6 +146,20 @@ def test_gpt_oss_and_deepseek_cases_take_their_attention_from_their_workloads() 
     assert "model.kv_heads" not in {a.key for a in deepseek.assumptions}
     plain = read_training_run(_case(model={"arch": "DeepSeek-V3", "ffn": 18432}), "x.yaml")
     assert plain is not None and plain.workload.endswith("workloads/deepseek-v3.yaml")
+    # DeepSeek's dense LLM is a Llama-style model, not MLA: not run rather than run as V3
+    with pytest.raises(NotRun, match="unknown architecture"):
+        read_training_run(_case(model={"arch": "DeepSeek LLM 67B", "ffn": 22016}), "x.yaml")
+
+
+def test_gpt_oss_layer_pattern_follows_the_case_layers() -> None:
+    """gpt-oss-20b has 24 layers: its sliding/full alternation is derived for them."""
+    run = read_training_run(
+        _case(model={"arch": "gpt-oss-20b", "ffn": 2880, "layers": 24, "head_dim": 64}), "x.yaml"
+    )
+    assert run is not None
+    (types,) = [o for o in run.overrides if o.startswith("model.layer_types=")]
+    assert types.count("sliding_attention") == types.count("full_attention") == 12
+    assert types.startswith("model.layer_types=[sliding_attention, full_attention,")
 
 
 def test_moe_expert_and_context_parallel_cases_are_built() -> None:
