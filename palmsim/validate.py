@@ -85,26 +85,39 @@ HARDWARE_OF_GPU: dict[str, str] = {
     "H100": "hw_configs/dgx-h100.yaml",
 }
 #: Base workload of each architecture family; the case's model fields override its shapes.
-_BASE_WORKLOAD = {"gpt": "workloads/t-18b.yaml", "llama": "workloads/llama2-7b.yaml"}
+_BASE_WORKLOAD = {
+    "gpt": "workloads/t-18b.yaml",
+    "llama": "workloads/llama2-7b.yaml",
+    "gpt-oss": "workloads/gpt-oss-120b.yaml",
+    "deepseek": "workloads/deepseek-v3.yaml",
+}
 #: Names in ``model.arch`` / ``model.name`` of the Llama family's layer (pre-RMSNorm, RoPE,
 #: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
 #: Qwen2/Qwen3(-MoE) copies), checked in this order; a mixture of experts is given by the
-#: case's MoE keys (:data:`_MOE_KEYS`) on top of it.
+#: case's MoE keys (:data:`_MOE_KEYS`) on top of it. gpt-oss (its alternating sliding-window
+#: and full attention with sinks, biases) and DeepSeek-V2/V3 (multi-head latent attention;
+#: DeepSeek's dense LLM 7B/67B are not these) take their attention from their base workload
+#: (or ``model.hf_config``), whose keys a case does not restate; gpt-oss is matched before GPT.
 _FAMILY_OF_NAME = (
     ("llama", "llama"),
     ("mixtral", "llama"),
     ("mistral", "llama"),
     ("qwen", "llama"),
+    ("gpt-oss", "gpt-oss"),
+    ("gpt_oss", "gpt-oss"),
+    ("deepseek-v3", "deepseek"),
+    ("deepseek_v3", "deepseek"),
+    ("deepseek-v2", "deepseek"),
+    ("deepseek_v2", "deepseek"),
     ("gpt", "gpt"),
 )
-#: Architectures whose attention palmsim does not model, checked before the families above:
-#: a case of one is not run rather than run as something else.
-_UNMODELLED_ARCH = {
-    "gpt-oss": "gpt-oss's sliding-window attention on alternate layers and its attention "
-    "sinks are not modelled",
-    "deepseek": "DeepSeek's multi-head latent attention (MLA: low-rank compressed KV, 192-wide "
-    "query-key heads) is not modelled",
-}
+#: gpt-oss alternates a sliding-window and a full-attention layer, the sliding one first
+#: (Hugging Face openai/gpt-oss-120b and -20b config.json ``layer_types``): a case's layer
+#: count gives its pattern.
+_GPT_OSS_LAYER_TYPES = ("sliding_attention", "full_attention")
+#: Families whose attention is multi-head latent attention: every head has its own key and
+#: value (expanded from the latent), so their KV heads are the heads, derived.
+_LATENT_ATTENTION = ("deepseek",)
 #: A case's mixture-of-experts keys (``model.``) and the workload keys they set.
 _MOE_KEYS = {
     "num_experts": "num_experts",
@@ -345,9 +358,6 @@ def _architecture(model: Mapping[str, Any]) -> str:
     if not model.get("arch") and not model.get("name"):
         return "gpt"
     text = f"{model.get('arch') or ''} {model.get('name') or ''}".lower()
-    for name, why in _UNMODELLED_ARCH.items():
-        if name in text:
-            raise NotRun(why)
     for name, family in _FAMILY_OF_NAME:
         if name in text:
             return family
@@ -791,7 +801,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         base = _BASE_WORKLOAD[arch]
         assumptions.append(Assumption("model.vocab", f"{base}'s", "not stated", ITERATION_FIGURES))
     kv_heads = _int(model, "kv_heads", "model.kv_heads")
-    if kv_heads is None and arch != "gpt":
+    if kv_heads is None and arch not in ("gpt", *_LATENT_ATTENTION):
         assumptions.append(Assumption("model.kv_heads", heads, "not stated: multi-head attention"))
     shapes = {
         "hidden_size": hidden,
@@ -805,6 +815,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     for key, name in _MOE_KEYS.items():
         shapes[name] = _int(model, key, f"model.{key}", minimum=0)
     overrides += [f"model.{k}={v}" for k, v in shapes.items() if v is not None]
+    if arch == "gpt-oss" and model.get("hf_config") is None:
+        pattern = ", ".join(_GPT_OSS_LAYER_TYPES[i % 2] for i in range(layers))
+        overrides.append(f"model.layer_types=[{pattern}]")
     overrides += [
         f"training.seq_len={seq_len}",
         f"training.global_batch_size={global_batch}",

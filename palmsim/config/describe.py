@@ -216,9 +216,16 @@ def described_keys(experiment: ExperimentSpec) -> list[DescribedKey]:
     return keys
 
 
+#: Longest ``KEY: VALUE`` that sets the comments' column [characters].
+_ALIGN_MAX_CHARS = 72
+
+
 def format_described(keys: list[DescribedKey]) -> str:
     """``KEY: VALUE  # meaning`` lines, values aligned, a blank line between sections."""
-    width = max((len(k.key) + len(k.value) for k in keys), default=0) + 2
+    # a long value (a per-layer list such as model.layer_types) overflows its own line rather
+    # than pushing every comment to its width
+    lengths = [len(k.key) + len(k.value) for k in keys]
+    width = max((n for n in lengths if n <= _ALIGN_MAX_CHARS), default=0) + 2
     lines: list[str] = []
     previous = ""
     for k in keys:

@@ -378,6 +378,24 @@ def _str_list_rule(required: bool = True) -> Rule:
     return Rule(parse, "a list of strings", required)
 
 
+#: Attention kinds of ``model.layer_types`` (Hugging Face names).
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _layer_types_rule() -> Rule:
+    """A list of :data:`LAYER_TYPES`, one per layer, or null."""
+    expected = "a list of " + " or ".join(map(repr, LAYER_TYPES)) + " (one per layer), or null"
+
+    def parse(value: Any, where: str, key: str) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(v in LAYER_TYPES for v in value):
+            raise _InvalidValueError(expected)
+        return tuple(value)
+
+    return Rule(parse, expected)
+
+
 def _mapping_rule(required: bool = True) -> Rule:
     """A free-form mapping (or nothing), validated elsewhere; returned as a copy."""
 
@@ -969,10 +987,33 @@ _HF_ALIASES = {
 #: Fields whose default is derived from another field (filled by :func:`normalise_workload`).
 _DERIVED = {"num_key_value_heads": "num_attention_heads", "intermediate_size": "hidden_size"}
 #: Fields Hugging Face may write as null meaning "none" (the spec's default then holds).
-_NULLABLE = (*_DERIVED, "attention_head_dim", "moe_intermediate_size", "num_shared_experts")
+_NULLABLE = (
+    *_DERIVED,
+    "attention_head_dim",
+    "moe_intermediate_size",
+    "num_shared_experts",
+    "q_lora_rank",
+    "sliding_window",
+    "layer_types",
+)
+#: The multi-head latent attention keys, all needed once ``kv_lora_rank`` is set.
+_MLA_WIDTHS = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+#: Hugging Face model types whose attention has a learned sink logit per head (OpenAI
+#: gpt-oss: "attention sinks", a per-head logit in the softmax denominator; HF
+#: ``GptOssAttention.sinks``). Their config.json has no key for it.
+_SINK_FAMILY = ("gpt_oss",)
 
 #: Hugging Face model types of the Llama family: RMSNorm, RoPE, no biases.
-_LLAMA_FAMILY = ("llama", "mistral", "qwen2", "mixtral", "qwen3", "qwen3_moe", "deepseek_v3")
+_LLAMA_FAMILY = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "mixtral",
+    "qwen3",
+    "qwen3_moe",
+    "deepseek_v3",
+    "gpt_oss",
+)
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
@@ -1003,6 +1044,14 @@ def _model_schema() -> Schema:
         "moe_intermediate_size": _nullable_int_rule(hint=" (null: intermediate_size)"),
         "num_shared_experts": _int_rule(minimum=0),
         "first_k_dense_replace": _int_rule(minimum=0),
+        "q_lora_rank": _nullable_int_rule(hint=" (null: queries projected straight from h)"),
+        "kv_lora_rank": _nullable_int_rule(hint=" (null: no multi-head latent attention)"),
+        "qk_nope_head_dim": _nullable_int_rule(),
+        "qk_rope_head_dim": _nullable_int_rule(),
+        "v_head_dim": _nullable_int_rule(),
+        "sliding_window": _nullable_int_rule(hint=" (null: no sliding-window attention)"),
+        "layer_types": _layer_types_rule(),
+        "attention_sinks": _bool_rule(),
     }
 
 
@@ -1178,7 +1227,9 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
     Keeps the keys :class:`ModelSpec` knows, renames GPT-2/BERT aliases (``n_embd``, ``n_head``,
     ``n_layer``, ``n_positions``, ``n_inner``, ``activation_function``, ``resid_pdrop``,
     ``attn_pdrop``, ...), derives ``norm``/``position_embedding``/``use_bias``/``causal`` from
-    ``model_type``, ``rms_norm_eps``/``layer_norm_eps`` and ``attention_bias``, and drops every
+    ``model_type``, ``rms_norm_eps``/``layer_norm_eps`` and ``attention_bias``, sets
+    ``attention_sinks`` for gpt-oss (its config has no key for them), drops a
+    ``sliding_window`` that ``use_sliding_window: false`` switches off (Qwen2/3), and drops every
     other key (``torch_dtype``, ``architectures``, token ids, ...): it is not our format.
     Values the file states explicitly win over derived ones.
     """
@@ -1198,16 +1249,12 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.setdefault("use_bias", False)
     if model_type in _ENCODER_FAMILY:
         model.setdefault("causal", False)
+    if model_type in _SINK_FAMILY:
+        model.setdefault("attention_sinks", True)
+    if hf.get("use_sliding_window") is False:  # Qwen2/3: a window given but switched off
+        model.pop("sliding_window", None)
+        model.pop("layer_types", None)
     problems += _unmodelled_moe_layouts(hf, where)
-    if "kv_lora_rank" in hf:
-        _LOG.warning(
-            "%s: multi-head latent attention (kv_lora_rank=%s) is not modelled; attention is "
-            "costed as attention of %s heads of width %s",
-            where,
-            hf.get("kv_lora_rank"),
-            model.get("num_attention_heads"),
-            model.get("attention_head_dim", "hidden_size / num_attention_heads"),
-        )
     return model, problems
 
 
@@ -1707,6 +1754,7 @@ def check_workload(
             )
         )
     problems += _check_moe(model, mw)
+    problems += _check_attention(model, mw)
     seq_len = values.get("training", {}).get("seq_len")
     max_pos = model.get("max_position_embeddings")
     if seq_len is not None and max_pos is not None and seq_len > max_pos:
@@ -1716,6 +1764,40 @@ def check_workload(
                 "training.seq_len",
                 seq_len,
                 f"at most model.max_position_embeddings = {max_pos}",
+            )
+        )
+    return problems
+
+
+def _check_attention(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """Multi-head latent attention needs its three head widths; ``layer_types`` has one entry
+    per layer and a sliding-window layer needs ``sliding_window``."""
+    problems: list[ConfigProblem] = []
+    if model.get("kv_lora_rank") is not None:
+        for key in _MLA_WIDTHS:
+            if model.get(key) is None:
+                problems.append(
+                    ConfigProblem(
+                        where, f"model.{key}", MISSING, "an int >= 1 (kv_lora_rank is set: MLA)"
+                    )
+                )
+    types, layers = model.get("layer_types"), model.get("num_hidden_layers")
+    if types is not None and layers is not None and len(types) != layers:
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.layer_types",
+                f"{len(types)} entries",
+                f"one per layer: num_hidden_layers = {layers}",
+            )
+        )
+    if types and "sliding_attention" in types and model.get("sliding_window") is None:
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.sliding_window",
+                None,
+                "an int >= 1: layer_types has sliding_attention layers",
             )
         )
     return problems

@@ -564,12 +564,84 @@ class ModelSpec:
         default=0,
     )
 
+    q_lora_rank: int | None = _f(
+        "multi-head latent attention (MLA, DeepSeek-V2/V3): rank of the compressed query "
+        "(q_down_proj h -> q_lora_rank, RMSNorm, q_up_proj to the heads); None: queries "
+        "projected straight from h (only read when kv_lora_rank is set)",
+        default=None,
+    )
+    kv_lora_rank: int | None = _f(
+        "MLA: rank of the compressed key/value latent (kv_down_proj h -> kv_lora_rank + "
+        "qk_rope_head_dim, RMSNorm, kv_up_proj to the heads' keys and values); None: "
+        "ordinary multi-/grouped-query attention",
+        default=None,
+    )
+    qk_nope_head_dim: int | None = _f(
+        "MLA: per-head query/key width without rotary embedding (DeepSeek-V3: 128)", default=None
+    )
+    qk_rope_head_dim: int | None = _f(
+        "MLA: per-head query width with rotary embedding, and the width of the one rotary key "
+        "shared by all heads (DeepSeek-V3: 64)",
+        default=None,
+    )
+    v_head_dim: int | None = _f("MLA: per-head value width (DeepSeek-V3: 128)", default=None)
+    sliding_window: int | None = _f(
+        "keys a query of a sliding-window layer attends to, itself included (Hugging Face "
+        "'sliding_window': key j is seen by query i iff i - window < j <= i); None: none",
+        default=None,
+    )
+    layer_types: tuple[str, ...] | None = _f(
+        "attention of each layer, 'full_attention' or 'sliding_attention' (Hugging Face "
+        "'layer_types', gpt-oss); None: every layer sliding when sliding_window is set, else "
+        "every layer full",
+        default=None,
+    )
+    attention_sinks: bool = _f(
+        "each head has a learned sink logit in its softmax denominator (gpt-oss; Transformer "
+        "Engine softmax_type 'learnable'): one parameter per head",
+        default=False,
+    )
+
     @property
     def head_dim(self) -> int:
         """Width of one attention head: ``attention_head_dim``, or h / a."""
         if self.attention_head_dim is not None:
             return self.attention_head_dim
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_mla(self) -> bool:
+        """The attention is multi-head latent attention (``kv_lora_rank`` is set)."""
+        return self.kv_lora_rank is not None
+
+    @property
+    def key_head_dim(self) -> int:
+        """Width of one query/key head: MLA's ``qk_nope_head_dim + qk_rope_head_dim``, else
+        :attr:`head_dim`."""
+        if self.is_mla:
+            return int(self.qk_nope_head_dim or 0) + int(self.qk_rope_head_dim or 0)
+        return self.head_dim
+
+    @property
+    def value_head_dim(self) -> int:
+        """Width of one value head: MLA's ``v_head_dim``, else :attr:`head_dim`."""
+        if self.is_mla:
+            return int(self.v_head_dim or 0)
+        return self.head_dim
+
+    def attention_window(self, layer: int) -> int | None:
+        """Keys each query of layer ``layer`` (0-based) attends to at most: the
+        ``sliding_window`` on a sliding-window layer, None on a full-attention one."""
+        if self.sliding_window is None:
+            return None
+        if self.layer_types is None:
+            return self.sliding_window
+        return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
+
+    @property
+    def has_mixed_attention(self) -> bool:
+        """Some layers attend through a sliding window and others fully."""
+        return len({self.attention_window(i) for i in range(self.num_hidden_layers)}) > 1
 
     @property
     def is_moe(self) -> bool:

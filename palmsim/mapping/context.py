@@ -87,11 +87,18 @@ def kv_chunk_bytes(
     model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int, cp: int
 ) -> float:
     """Bytes of one rank's K and V of one layer: ``2·e·b·(s/cp)·kv_t·d``, with ``kv_t`` the KV
-    heads on a TP rank (``kv/t``, or 1 replicated head when ``kv < t``) [B]."""
+    heads on a TP rank (``kv/t``, or 1 replicated head when ``kv < t``) [B].
+
+    Multi-head latent attention passes the heads' expanded keys and values around the ring
+    (Megatron-Core runs MLA's core through the same TE attention as any other):
+    ``e·b·(s/cp)·(a/t)·(d_qk + d_v)``."""
     kv = model.num_key_value_heads
     kv_t = kv // tp if kv >= tp else 1
+    if model.is_mla:
+        kv_t = model.num_attention_heads // tp
     e = DTYPE_BYTES[TRAINING_STORAGE_DTYPE[training.dtype]]  # fp8 training keeps K, V in bf16
-    return 2.0 * e * micro_batch_size * (training.seq_len // cp) * kv_t * model.head_dim
+    widths = model.key_head_dim + model.value_head_dim
+    return e * micro_batch_size * (training.seq_len // cp) * kv_t * widths
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,13 @@ from palmsim.mapping.plan import (
     StageProgram,
     Step,
 )
-from palmsim.workload.builders import Block, embedding_block, head_block, layer_blocks
+from palmsim.workload.builders import (
+    Block,
+    check_cached_attention,
+    embedding_block,
+    head_block,
+    layer_blocks,
+)
 from palmsim.workload.ops import Op
 
 __all__ = ["TOKEN_ID_BYTES", "kv_cache_bytes", "map_inference"]
@@ -205,12 +211,14 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     """Turn an inference experiment into a :class:`MappingPlan` with an :class:`InferencePlan`.
 
     Raises:
-        MappingError: indivisible batch, too few tiles, or weights + full KV cache do not fit.
+        MappingError: indivisible batch, too few tiles, weights + full KV cache do not fit,
+            or an attention whose cache is not modelled (:func:`check_cached_attention`).
         ConfigError: the hardware has no peak for the inference dtype.
     """
     hw, mapping = experiment.hardware, experiment.mapping
     inf = experiment.workload.inference
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
+    check_cached_attention(experiment.workload.model)
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.

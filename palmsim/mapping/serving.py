@@ -70,7 +70,12 @@ from palmsim.mapping.plan import (
     Step,
 )
 from palmsim.units import GB
-from palmsim.workload.builders import embedding_block, head_block, layer_blocks
+from palmsim.workload.builders import (
+    check_cached_attention,
+    embedding_block,
+    head_block,
+    layer_blocks,
+)
 from palmsim.workload.ops import Op
 
 __all__ = ["BatchShape", "ServingPlan", "batch_shape", "map_serving"]
@@ -473,11 +478,13 @@ def map_serving(
     """Place the replicas, size their KV caches and return the :class:`ServingPlan`.
 
     Raises:
-        MappingError: too few tiles, an indivisible TP degree, or weights and working set that
-            leave no room for one KV block.
+        MappingError: too few tiles, an indivisible TP degree, weights and working set that
+            leave no room for one KV block, or an attention whose cache is not modelled
+            (:func:`palmsim.workload.builders.check_cached_attention`).
         ConfigError: the hardware has no peak for the serving dtype.
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
+    check_cached_attention(model)
     try:
         # the attention over the cache runs at the activation dtype's fidelity
         peak = hardware.tile.peak_for(serving.dtype, dict(serving.math_fidelity).get(serving.dtype))

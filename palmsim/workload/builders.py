@@ -35,6 +35,7 @@ from palmsim.workload.ops import (
     LOSS_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
     Op,
+    attended_pairs,
     bias_cost,
     copy_cost,
     dropout_cost,
@@ -53,6 +54,7 @@ __all__ = [
     "RECOMPUTE_MODES",
     "Block",
     "activation_bytes_per_layer",
+    "check_cached_attention",
     "embedding_block",
     "hardware_flop_per_iteration",
     "head_block",
@@ -234,6 +236,28 @@ def _check_layer_tp(model: ModelSpec, tp: int) -> None:
         )
 
 
+def check_cached_attention(model: ModelSpec) -> None:
+    """Inference and serving cost the KV cache as ``2·kv·d`` elements per token and layer
+    and its attention as multi-/grouped-query attention over every cached token.
+
+    Raises:
+        MappingError: multi-head latent attention (its cache holds the compressed latent
+            and the rotary key, ``kv_lora_rank + qk_rope_head_dim`` per token, attended with
+            the up projections absorbed) or sliding-window layers (a window-bounded cache):
+            neither is modelled for inference.
+    """
+    if model.is_mla:
+        raise MappingError(
+            f"model {model.name!r}: multi-head latent attention is modelled for training only "
+            "(its latent KV cache and absorbed decode attention are not modelled)"
+        )
+    if model.sliding_window is not None:
+        raise MappingError(
+            f"model {model.name!r}: sliding-window attention is modelled for training only "
+            "(a window-bounded KV cache is not modelled)"
+        )
+
+
 def _check_recompute(recompute: str) -> None:
     """Reject an unknown recompute mode."""
     if recompute not in RECOMPUTE_MODES:
@@ -287,11 +311,19 @@ class _LayerShape:
     inner_t: int  # MLP columns on the tile, f/t
     batch_heads: int  # attention matrices on the tile, b·a/t
     s_kv: int = 0  # keys each query chunk attends to: the whole sequence; 0 means s
+    d_v: int = 0  # value head width; 0 means d (MLA: v_head_dim, d = qk width)
+    window: int | None = None  # sliding window of keys per query; None: full attention
+    down_tokens: int = 0  # tokens the MLA down projections see on the tile; 0 means n_tok
 
     @property
     def keys(self) -> int:
         """Keys the tile's queries attend to: the full sequence (``s·cp``)."""
         return self.s_kv or self.s
+
+    @property
+    def value_dim(self) -> int:
+        """Width of one value head (``d`` unless MLA)."""
+        return self.d_v or self.d
 
     @property
     def act_bytes(self) -> int:
@@ -357,6 +389,11 @@ def layer_blocks(
     ``cp``, and the attention core computes its ``s/cp`` queries against all ``s`` keys, whose
     K and V chunks arrive around the CP ring (:mod:`palmsim.mapping.context`).
 
+    The attention block is multi-/grouped-query attention, or multi-head latent attention
+    when ``model.kv_lora_rank`` is set (:func:`_mla_projections`); layer ``layer`` attends
+    through ``model.attention_window(layer)`` keys when it is a sliding-window layer (a
+    model that mixes both needs ``layer``).
+
     A dense layer is ``(attn, mlp)``. A mixture-of-experts layer (``model.is_moe_layer``) is
     ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep`` and
     ``expert_slots`` passed on; ``layer`` (0-based) must then be given, since a model's first
@@ -380,9 +417,15 @@ def layer_blocks(
 
     Raises:
         MappingError: ``tp`` does not divide the heads, the KV heads or the MLP width; a
-            mixture-of-experts model without ``layer``.
+            mixture-of-experts model, or one mixing sliding-window and full layers, without
+            ``layer``; ``cp`` > 1 on a sliding-window layer.
         ConfigError: an unknown activation, norm, position embedding or dtype.
     """
+    if layer is None and model.has_mixed_attention:
+        raise MappingError(
+            f"model {model.name!r} mixes sliding-window and full-attention layers, which this "
+            "mapping does not lower yet (its layers differ: each is built with its layer index)"
+        )
     if model.is_moe:
         if layer is None:
             raise MappingError(
@@ -399,6 +442,7 @@ def layer_blocks(
                 expert_slots=expert_slots,
                 sequence_parallel=sequence_parallel,
                 cp=cp,
+                layer=layer,
             )
             return _fp8_blocks(moe, training, tp if sequence_parallel else 1)
     _check_common(model, micro_batch_size, tp)
@@ -407,17 +451,30 @@ def layer_blocks(
     _check_activation(model)
     kv_heads = model.num_key_value_heads
     heads_t = model.num_attention_heads // tp
+    n_tok = micro_batch_size * seq
+    sharded = sequence_parallel and tp > 1
+    if cp > 1 and model.attention_window(layer or 0) is not None:
+        raise MappingError(
+            f"model {model.name!r}: context parallelism over a sliding-window layer is not "
+            "modelled (the ring's per-step work assumes full causal attention)"
+        )
     shape = _LayerShape(
         e=_dtype_bytes(training),
         s=seq,
         h=model.hidden_size,
-        d=model.head_dim,
-        n_tok=micro_batch_size * seq,
+        d=model.key_head_dim,
+        n_tok=n_tok,
         heads_t=heads_t,
-        kv_t=kv_heads // tp if kv_heads >= tp else 1,
+        # MLA: every head has its own key and value once kv_up_proj has expanded the latent
+        kv_t=heads_t if model.is_mla else (kv_heads // tp if kv_heads >= tp else 1),
         inner_t=model.intermediate_size // tp,
         batch_heads=micro_batch_size * heads_t,
         s_kv=training.seq_len,
+        d_v=model.value_head_dim,
+        window=model.attention_window(layer or 0),
+        # MLA's replicated down projections ("duplicated" TELinear) run on the rank's s/t
+        # tokens under sequence parallelism, on all of them otherwise
+        down_tokens=n_tok // tp if sharded else n_tok,
     )
     # Megatron's g operator all-reduces the b·s·h partial sums of the row-parallel projection
     # in the forward (before the bias-dropout-add, which is modelled ahead of it here); its f
@@ -492,6 +549,7 @@ def moe_blocks(
     expert_slots: float | None = None,
     sequence_parallel: bool = False,
     cp: int = 1,
+    layer: int | None = None,
 ) -> tuple[Block, Block, Block, Block]:
     """The blocks of one mixture-of-experts layer on one tile: ``attn``, ``moe_route``,
     ``moe_experts``, ``moe_combine``.
@@ -527,7 +585,8 @@ def moe_blocks(
     FLOP per tile and micro-batch (forward): router ``2·N·h·E``; experts ``2·T·h·f_e·m/t``
     with ``m = 3`` matrices gated, 2 plain; shared experts ``2·N·h·n_s·f_e·m/t``. Parameters
     per tile: router ``h·E``, experts ``(E/ep)·m·h·f_e/t``, shared ``m·h·n_s·f_e/t``, norm.
-    Experts have no biases (Mixtral, DeepSeek-V3 and Qwen3-MoE have none).
+    With ``use_bias`` (gpt-oss) the router has ``E`` bias terms and each expert ``2·f_e/t``
+    (gated; ``f_e/t`` plain) plus ``h``; Mixtral, DeepSeek-V3 and Qwen3-MoE have none.
 
     Saved activations: the norm's input and the router's input (``e·N·h`` each), the router
     probabilities (``e·N·E``); per expert GEMM its input (``e·T·h`` and ``e·T·f_e/t``) and the
@@ -559,6 +618,7 @@ def moe_blocks(
         micro_batch_size,
         tp,
         sequence_parallel=sequence_parallel,
+        layer=layer,
         cp=cp,
     )[0]
     e = _dtype_bytes(training)
@@ -570,6 +630,9 @@ def moe_blocks(
     received = slots if expert_slots is None else float(expert_slots)
     local = experts // ep
     gated = model.hidden_act in _GATED_ACTIVATIONS
+    # Biases (gpt-oss's router and experts have them): added in the grouped GEMMs' epilogue,
+    # so parameters only; a row-parallel fc2 bias is replicated on each TP rank.
+    bias = model.use_bias
     width_t = f_e // tp
     fc1_width = 2 * width_t if gated else width_t
     alltoall = e * h * max(received, slots) if ep > 1 else 0.0
@@ -585,7 +648,8 @@ def moe_blocks(
             "router",
             "matmul",
             matmul_cost(n_tok, h, experts, dtype_bytes=e, has_weight=True),
-            params=h * experts,
+            params=h * experts + (experts if bias else 0),
+            param_tensors=2 if bias else 1,
             dtype_bytes=e,
             saved_bytes=act_bytes,
         ),
@@ -617,8 +681,8 @@ def moe_blocks(
             "experts_fc1",
             "matmul",
             matmul_cost(rows, h, fc1_width, batch=local, dtype_bytes=e, has_weight=True),
-            params=local * h * fc1_width,
-            param_tensors=local,
+            params=local * (h * fc1_width + (fc1_width if bias else 0)),
+            param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,
             saved_bytes=e * received * h,
         ),
@@ -633,8 +697,8 @@ def moe_blocks(
             "experts_fc2",
             "matmul",
             matmul_cost(rows, width_t, h, batch=local, dtype_bytes=e, has_weight=True),
-            params=local * width_t * h,
-            param_tensors=local,
+            params=local * (width_t * h + (h if bias else 0)),
+            param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,
             saved_bytes=e * received * width_t,
         ),
@@ -744,25 +808,28 @@ def moe_blocks(
     )
 
 
-def _attention_ops(
-    model: ModelSpec, shape: _LayerShape
-) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
-    """Ops and edges of the attention block.
+@dataclass(frozen=True, slots=True)
+class _Projections:
+    """The attention block's ops up to the core: what the core reads and from which op."""
 
-    Saved bytes (Korthikanti Sec 4.1, at t = 1 and e = 2: ``11sbh + 5as²b``): norm input
-    ``2sbh``, QKV input ``2sbh``, Q and K ``4sbh/t``, softmax output ``2as²b/t``, its dropout
-    mask ``as²b/t``, the dropout output ``2as²b/t`` and V ``2sbh/t``, the output-projection
-    input ``2sbh/t``, the residual dropout mask ``sbh``.
-    """
-    e, s, h, d, n_tok = shape.e, shape.s, shape.h, shape.d, shape.n_tok
+    ops: tuple[Op, ...]
+    edges: tuple[tuple[str, str, float], ...]
+    input_edges: tuple[tuple[str, str, float], ...]  # from norm1 to the projections
+    qk_source: str  # the op whose output holds Q and K
+    v_source: str  # the op whose output holds V
+    qk_bytes: float  # bytes of Q and K on the tile [B]
+    v_bytes: float  # bytes of V on the tile [B]
+
+
+def _qkv_projections(model: ModelSpec, shape: _LayerShape) -> _Projections:
+    """norm1, the fused column-parallel QKV projection (its bias), the split, RoPE."""
+    e, h, d, n_tok = shape.e, shape.h, shape.d, shape.n_tok
     act_bytes = shape.act_bytes
     q_width = shape.heads_t * d
     kv_width = shape.kv_t * d
     bias = model.use_bias
-    ops: list[Op] = []
+    ops: list[Op] = [_norm_op(model, "norm1", n_tok, e)]
     edges: list[tuple[str, str, float]] = []
-
-    ops.append(_norm_op(model, "norm1", n_tok, e))
     # Column-parallel QKV: h → (a/t + 2·kv/t)·d, bias split with the columns; keeps its
     # input, 2sbh, replicated.
     qkv_width = q_width + 2 * kv_width
@@ -799,6 +866,196 @@ def _attention_ops(
         ops.append(make_op("rope", "elementwise", rope, dtype_bytes=e))
         edges.append(("qkv_split", "rope", qk_bytes))
         qk_source = "rope"
+    return _Projections(
+        tuple(ops),
+        tuple(edges),
+        (("norm1", "qkv", act_bytes),),
+        qk_source,
+        "qkv_split",
+        qk_bytes,
+        e * n_tok * kv_width,
+    )
+
+
+def _mla_projections(model: ModelSpec, shape: _LayerShape) -> _Projections:
+    """Multi-head latent attention's projections as Megatron-Core trains them
+    (``megatron/core/transformer/multi_latent_attention.py``, ``MLASelfAttention`` with the
+    Transformer Engine layer spec; DeepSeek-AI, DeepSeek-V2 report arXiv:2405.04434, Sec 2.1).
+
+    Notation: ``r_q`` = ``q_lora_rank``, ``r_kv`` = ``kv_lora_rank``, ``d_n`` / ``d_r`` /
+    ``d_v`` the per-head no-rope, rope and value widths, ``d = d_n + d_r`` the query-key
+    width, ``a_t = a/t`` heads on the tile, ``N`` the micro-batch's tokens, ``N_d`` the tokens
+    the down projections see: ``N/t`` under sequence parallelism, else ``N``.
+
+    - ``norm1``: the input RMSNorm.
+    - ``q_down``: ``h → r_q``, a "duplicated" linear (TELinear ``parallel_mode='duplicated'``:
+      the whole weight on every TP rank, nothing split), on ``N_d`` tokens; keeps its input.
+    - ``q_norm``: RMSNorm over ``r_q`` (the layer-norm half of TE's LayerNormColumnParallel
+      linear), ``r_q`` parameters; keeps its input.
+    - ``q_up``: column-parallel ``r_q → a_t·d`` on all ``N`` tokens (the gathered sequence);
+      keeps its input (sequence-sharded, ``N_d`` rows, as TE keeps a gathered input).
+    - ``kv_down``: duplicated ``h → r_kv + d_r``, the compressed KV and the one rotary key
+      all heads share, on ``N_d`` tokens; its input is ``q_down``'s (kept once).
+    - ``kv_norm``: RMSNorm over ``r_kv``; keeps its input.
+    - ``kv_up``: column-parallel ``r_kv → a_t·(d_n + d_v)``, the heads' no-rope keys and
+      values; keeps its input (``N_d`` rows).
+    - ``rope``: rotary embedding of the queries' ``d_r`` part and the shared key, and the
+      assembly of the contiguous Q, K (the shared rope key broadcast to every head) and V that
+      Transformer Engine's attention takes: one pass writing ``a_t·(2d + d_v)`` per token,
+      counted as a copy of those elements (its backward writes their gradients); keeps
+      nothing.
+
+    The core then attends ``a_t`` heads of query-key width ``d`` and value width ``d_v``, and
+    the row-parallel output projection maps ``a_t·d_v → h``.
+    """
+    e, h, n_tok = shape.e, shape.h, shape.n_tok
+    down = shape.down_tokens or n_tok
+    a_t = shape.heads_t
+    d_nope, d_rope = int(model.qk_nope_head_dim or 0), int(model.qk_rope_head_dim or 0)
+    d, d_v = shape.d, shape.value_dim
+    r_kv = int(model.kv_lora_rank or 0)
+    act_bytes = shape.act_bytes
+    ops: list[Op] = [_norm_op(model, "norm1", n_tok, e)]
+    edges: list[tuple[str, str, float]] = []
+    q_source = "norm1"
+    if model.q_lora_rank is not None:
+        r_q = model.q_lora_rank
+        ops += [
+            make_op(
+                "q_down",
+                "matmul",
+                matmul_cost(down, h, r_q, dtype_bytes=e, has_weight=True),
+                params=h * r_q,
+                dtype_bytes=e,
+                saved_bytes=e * down * h,
+            ),
+            make_op(
+                "q_norm",
+                "norm",
+                norm_cost(down, r_q, dtype_bytes=e),
+                params=r_q,
+                dtype_bytes=e,
+                saved_bytes=e * down * r_q,
+            ),
+            make_op(
+                "q_up",
+                "matmul",
+                matmul_cost(n_tok, r_q, a_t * d, dtype_bytes=e, has_weight=True),
+                params=r_q * a_t * d,
+                dtype_bytes=e,
+                saved_bytes=e * down * r_q,
+            ),
+        ]
+        edges += [
+            ("q_down", "q_norm", e * down * r_q),
+            ("q_norm", "q_up", e * n_tok * r_q),
+        ]
+        q_source = "q_up"
+    else:
+        # No query compression (DeepSeek-V2-Lite): a column-parallel h → a_t·d projection.
+        ops.append(
+            make_op(
+                "q_proj",
+                "matmul",
+                matmul_cost(n_tok, h, a_t * d, dtype_bytes=e, has_weight=True),
+                params=h * a_t * d,
+                dtype_bytes=e,
+                saved_bytes=act_bytes,
+            )
+        )
+        q_source = "q_proj"
+    kv_up_width = a_t * (d_nope + d_v)
+    ops += [
+        make_op(
+            "kv_down",
+            "matmul",
+            matmul_cost(down, h, r_kv + d_rope, dtype_bytes=e, has_weight=True),
+            params=h * (r_kv + d_rope),
+            dtype_bytes=e,
+            # its input is q_down's (the normed layer input), kept once
+            saved_bytes=0.0 if model.q_lora_rank is not None else e * down * h,
+        ),
+        make_op(
+            "kv_norm",
+            "norm",
+            norm_cost(down, r_kv, dtype_bytes=e),
+            params=r_kv,
+            dtype_bytes=e,
+            saved_bytes=e * down * r_kv,
+        ),
+        make_op(
+            "kv_up",
+            "matmul",
+            matmul_cost(n_tok, r_kv, kv_up_width, dtype_bytes=e, has_weight=True),
+            params=r_kv * kv_up_width,
+            dtype_bytes=e,
+            saved_bytes=e * down * r_kv,
+        ),
+    ]
+    qkv_elements = n_tok * a_t * (2 * d + d_v)
+    ops.append(
+        make_op(
+            "rope",
+            "copy",
+            copy_cost(qkv_elements, dtype_bytes=e, forward=True, backward=True),
+            dtype_bytes=e,
+        )
+    )
+    edges += [
+        ("kv_down", "kv_norm", e * down * r_kv),
+        ("kv_norm", "kv_up", e * n_tok * r_kv),
+        (q_source, "rope", e * n_tok * a_t * d),
+        ("kv_up", "rope", e * n_tok * kv_up_width),
+        ("kv_down", "rope", e * n_tok * d_rope),
+    ]
+    return _Projections(
+        tuple(ops),
+        tuple(edges),
+        (
+            ("norm1", q_source if q_source == "q_proj" else "q_down", act_bytes),
+            ("norm1", "kv_down", act_bytes),
+        ),
+        "rope",
+        "rope",
+        e * n_tok * a_t * 2 * d,
+        e * n_tok * a_t * d_v,
+    )
+
+
+def _attention_ops(
+    model: ModelSpec, shape: _LayerShape
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """Ops and edges of the attention block: the projections (:func:`_qkv_projections`, or
+    :func:`_mla_projections` for multi-head latent attention), the core, the output projection.
+
+    Saved bytes (Korthikanti Sec 4.1, at t = 1 and e = 2: ``11sbh + 5as²b``): norm input
+    ``2sbh``, QKV input ``2sbh``, Q and K ``4sbh/t``, softmax output ``2as²b/t``, its dropout
+    mask ``as²b/t``, the dropout output ``2as²b/t`` and V ``2sbh/t``, the output-projection
+    input ``2sbh/t``, the residual dropout mask ``sbh``.
+
+    The unfused core computes and keeps the whole ``s x s`` scores also for a sliding-window
+    layer (its mask hides the keys outside the window), but such a layer's model FLOPs count
+    only the band it attends, ``2·b·(a/t)·P·(d + d_v)`` with ``P`` its pairs
+    (:func:`palmsim.workload.ops.attended_pairs`), as NeMo's gpt-oss FLOP formula does
+    (Megatron-Bridge ``flop_utils``: the window's non-zero mask elements). With attention
+    sinks the softmax owns the ``a/t`` learned sink logits.
+    """
+    e, s, h, d, n_tok = shape.e, shape.s, shape.h, shape.d, shape.n_tok
+    d_v = shape.value_dim
+    act_bytes = shape.act_bytes
+    bias = model.use_bias
+    front = _mla_projections(model, shape) if model.is_mla else _qkv_projections(model, shape)
+    ops: list[Op] = list(front.ops)
+    edges: list[tuple[str, str, float]] = list(front.edges)
+    qk_source, qk_bytes, v_bytes = front.qk_source, front.qk_bytes, front.v_bytes
+    out_width = shape.heads_t * d_v
+    banded_model_flop = (
+        None
+        if shape.window is None
+        else 2.0
+        * shape.batch_heads
+        * attended_pairs(s, shape.keys, causal=model.causal, window=shape.window)
+    )
     # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
     # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
     # Context parallelism: the tile's s/cp queries against all s keys, whose chunks pass
@@ -806,13 +1063,16 @@ def _attention_ops(
     keys = shape.keys
     scores = matmul_cost(s, d, keys, batch=shape.batch_heads, dtype_bytes=e)
     ops.append(
-        make_op(
-            "scores",
-            "matmul",
-            scores,
-            dtype_bytes=e,
-            saved_bytes=qk_bytes,
-            recompute_selective=True,
+        dataclasses.replace(
+            make_op(
+                "scores",
+                "matmul",
+                scores,
+                dtype_bytes=e,
+                saved_bytes=qk_bytes,
+                recompute_selective=True,
+            ),
+            model_flop_fwd=None if banded_model_flop is None else banded_model_flop * d,
         )
     )
     # Softmax (with scale and mask) keeps its output, 2as²b/t; dropped under selective.
@@ -824,6 +1084,7 @@ def _attention_ops(
             "softmax",
             "softmax",
             softmax,
+            params=shape.heads_t if model.attention_sinks else 0,
             dtype_bytes=e,
             saved_bytes=att_bytes,
             saved_bytes_selective=0.0,
@@ -848,38 +1109,41 @@ def _attention_ops(
         )
         edges.append(("softmax", "attn_dropout", att_bytes))
         probs_source = "attn_dropout"
-    # Attention over V: b·a/t products (s × s)·(s × d), 2bs²h/t FLOP. Keeps V (2sbh/t for
-    # MHA) and the dropout output (2as²b/t); without attention dropout its probabilities are
-    # the softmax output, already kept by the softmax. Selective recompute keeps only V.
-    v_bytes = e * n_tok * kv_width
-    context = matmul_cost(s, keys, d, batch=shape.batch_heads, dtype_bytes=e)
+    # Attention over V: b·a/t products (s × s)·(s × d_v), 2bs²h/t FLOP for d_v = d. Keeps V
+    # (2sbh/t for MHA) and the dropout output (2as²b/t); without attention dropout its
+    # probabilities are the softmax output, already kept by the softmax. Selective recompute
+    # keeps only V.
+    context = matmul_cost(s, keys, d_v, batch=shape.batch_heads, dtype_bytes=e)
     ops.append(
-        make_op(
-            "context",
-            "matmul",
-            context,
-            dtype_bytes=e,
-            saved_bytes=v_bytes + (att_bytes if has_attn_dropout else 0.0),
-            saved_bytes_selective=v_bytes,
-            recompute_selective=True,
+        dataclasses.replace(
+            make_op(
+                "context",
+                "matmul",
+                context,
+                dtype_bytes=e,
+                saved_bytes=v_bytes + (att_bytes if has_attn_dropout else 0.0),
+                saved_bytes_selective=v_bytes,
+                recompute_selective=True,
+            ),
+            model_flop_fwd=None if banded_model_flop is None else banded_model_flop * d_v,
         )
     )
     # The context [b·a/t, s, d] is permuted to [s, b, a/t·d] by a .contiguous() copy, recomputed
     # with the attention core; its backward is a view.
-    layout = copy_cost(n_tok * q_width, dtype_bytes=e)
+    layout = copy_cost(n_tok * out_width, dtype_bytes=e)
     ops.append(make_op("context_layout", "copy", layout, dtype_bytes=e, recompute_selective=True))
-    # Row-parallel output projection: (a/t)·d → h; keeps its input, 2sbh/t. Its bias is added
-    # after the all-reduce, so it is replicated.
-    out_proj = matmul_cost(n_tok, q_width, h, dtype_bytes=e, has_weight=True)
+    # Row-parallel output projection: (a/t)·d_v → h; keeps its input, 2sbh/t. Its bias is
+    # added after the all-reduce, so it is replicated.
+    out_proj = matmul_cost(n_tok, out_width, h, dtype_bytes=e, has_weight=True)
     ops.append(
         make_op(
             "out_proj",
             "matmul",
             out_proj,
-            params=q_width * h + (h if bias else 0),
+            params=out_width * h + (h if bias else 0),
             param_tensors=2 if bias else 1,
             dtype_bytes=e,
-            saved_bytes=e * n_tok * q_width,
+            saved_bytes=e * n_tok * out_width,
         )
     )
     out_source = _row_parallel_bias(model, shape, "out_proj", "out_bias", ops, edges)
@@ -888,13 +1152,13 @@ def _attention_ops(
     edges += [
         (BLOCK_INPUT, "norm1", act_bytes),
         (BLOCK_INPUT, "attn_residual", act_bytes),
-        ("norm1", "qkv", act_bytes),
+        *front.input_edges,
         (qk_source, "scores", qk_bytes),
-        ("qkv_split", "context", v_bytes),
+        (front.v_source, "context", v_bytes),
         ("scores", "softmax", att_bytes),
         (probs_source, "context", att_bytes),
-        ("context", "context_layout", e * n_tok * q_width),
-        ("context_layout", "out_proj", e * n_tok * q_width),
+        ("context", "context_layout", e * n_tok * out_width),
+        ("context_layout", "out_proj", e * n_tok * out_width),
         (out_source, "attn_residual", act_bytes),
     ]
     return tuple(ops), tuple(edges)
@@ -915,8 +1179,9 @@ def _fused_attention(
 
     It writes its output straight in the ``[s, b, h]`` layout (no layout copy) and keeps what
     the unfused core keeps under selective recompute, Q, K and V, plus its fp32 log-sum-exp,
-    ``4·b·(a/t)·s`` B; its output is the output projection's saved input. Model FLOPs still
-    count the full ``s x s`` products (Narayanan et al. SC21), as the unfused core does.
+    ``4·b·(a/t)·s`` B; its output is the output projection's saved input. Model FLOPs are
+    the unfused core's: the full ``s x s`` products (Narayanan et al. SC21), or a
+    sliding-window layer's band. A sliding-window layer's kernel executes only its band.
     """
     core = [op for op in ops if op.name in _ATTENTION_CORE]
     first = ops.index(core[0])
@@ -925,8 +1190,10 @@ def _fused_attention(
         shape.s,
         shape.keys,
         shape.d,
+        value_dim=shape.value_dim,
         kv_heads_ratio=shape.kv_t / shape.heads_t,
         causal=model.causal,
+        window=shape.window,
         dtype_bytes=shape.e,
     )
     kept = sum(op.saved_bytes_selective for op in core)  # Q, K and V
@@ -935,12 +1202,14 @@ def _fused_attention(
         "attention",
         "attention",
         cost,
+        params=sum(op.params for op in core),  # attention sinks, if any
         dtype_bytes=shape.e,
         saved_bytes=kept + lse,
         saved_bytes_selective=kept,
         recompute_selective=True,
     )
-    fused = dataclasses.replace(fused, model_flop_fwd=sum(op.flop_fwd for op in core))
+    model_flop = sum(op.flop_fwd if op.model_flop_fwd is None else op.model_flop_fwd for op in core)
+    fused = dataclasses.replace(fused, model_flop_fwd=model_flop)
     rest = [op for op in ops[first:] if op.name not in _ATTENTION_CORE]
     renamed = {"scores": "attention", "context": "attention", "context_layout": "attention"}
     new_edges = []
@@ -1229,17 +1498,16 @@ def layer_kinds(
     model: ModelSpec, training: TrainingSpec, micro_batch_size: int, tp: int
 ) -> tuple[tuple[int, tuple[Block, ...]], ...]:
     """Each kind of layer of the model with how many layers have it: ``((count, blocks),
-    ...)``, the dense layers first; mixture-of-experts layers with uniform dropless routing
-    and every expert on the tile (``ep = 1``)."""
-    num_moe = model.num_moe_layers
-    num_dense = model.num_hidden_layers - num_moe
-    out = []
-    if num_dense:
-        out.append((num_dense, layer_blocks(model, training, micro_batch_size, tp, layer=0)))
-    if num_moe:
-        first_moe = model.num_hidden_layers - num_moe
-        out.append((num_moe, layer_blocks(model, training, micro_batch_size, tp, layer=first_moe)))
-    return tuple(out)
+    ...)``, in the order of their first layer; a kind is a dense or mixture-of-experts MLP
+    with full or sliding-window attention; mixture-of-experts layers with uniform dropless
+    routing and every expert on the tile (``ep = 1``)."""
+    counts: dict[tuple[bool, int | None], list[int]] = {}
+    for i in range(model.num_hidden_layers):
+        counts.setdefault((model.is_moe_layer(i), model.attention_window(i)), []).append(i)
+    return tuple(
+        (len(layers), layer_blocks(model, training, micro_batch_size, tp, layer=layers[0]))
+        for layers in counts.values()
+    )
 
 
 def num_parameters(model: ModelSpec) -> int:
@@ -1265,7 +1533,8 @@ def num_active_parameters(model: ModelSpec) -> int:
     total = num_parameters(model)
     if not model.is_moe:
         return total
-    _, blocks = layer_kinds(model, _ANY_TRAINING, 1, 1)[-1]
+    first_moe = model.num_hidden_layers - model.num_moe_layers
+    blocks = layer_blocks(model, _ANY_TRAINING, 1, 1, layer=first_moe)
     experts = sum(op.params for b in blocks for op in b.ops if op.name.startswith("experts_"))
     unused = experts * (model.num_experts - model.num_experts_per_tok) / model.num_experts
     return round(total - model.num_moe_layers * unused)

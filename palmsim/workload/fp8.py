@@ -3,13 +3,14 @@
 ``training.dtype: fp8`` is TE's fp8 autocast over the transformer layers (Megatron-Core
 ``--fp8-format hybrid``; megatron/core/fp8_utils.py ``get_fp8_context``):
 
-- **Which GEMMs run in fp8.** The layers' TE linear modules: the QKV and attention-output
-  projections, the MLP's fc1 and fc2, the routed experts' grouped GEMMs and the shared
-  experts. All three products of each, fprop, dgrad and wgrad, run in fp8 (the recipe's
-  ``override_linear_precision`` is ``(False, False, False)``; Megatron-Core sets wgrad to
-  bf16 only with ``--no-fp8-wgrad``). The HYBRID format uses E4M3 for the forward tensors
-  (inputs, weights) and E5M2 for the gradients (transformer_engine/common/recipe/__init__.py,
-  ``Format.HYBRID``); both run at the same tensor-core rate, the chip's ``tile.peak.fp8``.
+- **Which GEMMs run in fp8.** The layers' TE linear modules: the QKV (or MLA's q/kv down and
+  up) and attention-output projections, the MLP's fc1 and fc2, the routed experts' grouped
+  GEMMs and the shared experts. All three products of each, fprop, dgrad and wgrad, run in fp8
+  (the recipe's ``override_linear_precision`` is ``(False, False, False)``; Megatron-Core sets
+  wgrad to bf16 only with ``--no-fp8-wgrad``). The HYBRID format uses E4M3 for the forward
+  tensors (inputs, weights) and E5M2 for the gradients
+  (transformer_engine/common/recipe/__init__.py, ``Format.HYBRID``); both run at the same
+  tensor-core rate, the chip's ``tile.peak.fp8``.
 - **What stays bf16.** The attention core (QKᵀ, softmax, attention over V: TE's
   DotProductAttention is bf16 unless the recipe's ``fp8_dpa``, off by default), norms,
   activations, dropout and residuals, the MoE router (a plain ``torch`` linear in
@@ -58,6 +59,13 @@ __all__ = [
 #: The GEMMs of TE linear modules (op names of :mod:`palmsim.workload.builders`).
 FP8_LINEARS: tuple[str, ...] = (
     "qkv",
+    # multi-head latent attention's projections: TELinear (duplicated) and TE's
+    # LayerNormColumnParallelLinear modules in Megatron-Core's MLA layer spec
+    "q_proj",
+    "q_down",
+    "q_up",
+    "kv_down",
+    "kv_up",
     "out_proj",
     "fc1",
     "fc2",
@@ -71,7 +79,7 @@ FP8_LINEARS: tuple[str, ...] = (
 #: the tile's own ``s/t`` rows and gathers them in fp8 (layernorm_linear.py, the
 #: ``with_input_all_gather`` branch quantizes before ``gather_along_first_dim``). palmsim's
 #: all-gather still moves them in bf16 (not modelled: the fp8 gathers).
-SEQUENCE_GATHERED_INPUTS: tuple[str, ...] = ("qkv", "fc1")
+SEQUENCE_GATHERED_INPUTS: tuple[str, ...] = ("qkv", "fc1", "q_up", "kv_up")
 
 #: DelayedScaling's default ``amax_history_len`` (transformer_engine/common/recipe/
 #: __init__.py); NeMo's GPT configs keep it (``fp8_amax_history_len: 1024``).

@@ -42,6 +42,7 @@ __all__ = [
     "OPS",
     "Op",
     "OpCost",
+    "attended_pairs",
     "bias_cost",
     "cast_cost",
     "copy_cost",
@@ -322,6 +323,33 @@ def elementwise_cost(
     return OpCost(0.0, 0.0, bytes_fwd, bytes_bwd, kernels_fwd=0 if fused_forward else 1)
 
 
+def attended_pairs(
+    queries: float, keys: float, *, causal: bool, window: int | None = None
+) -> float:
+    """Query-key pairs an attention core of ``queries`` queries over ``keys`` keys computes.
+
+    - not causal, no window: ``q·k``;
+    - causal: the ``k(k+1)/2`` pairs on and below the diagonal of the ``k x k`` matrix, the
+      queries' share ``q/k`` of them;
+    - causal with a sliding window of ``w`` keys (query ``i`` sees keys ``i-w < j <= i``): the
+      band, ``sum_i min(i+1, w) = w(w+1)/2 + (k-w)·w`` for ``k >= w`` (else the causal
+      triangle), the queries' share ``q/k`` of it.
+
+    Args:
+        queries: queries (the tile's share of the sequence under context parallelism).
+        keys: keys of the whole sequence.
+        causal: decoder attention.
+        window: the sliding window ``w``; None: none.
+    """
+    if not causal:
+        return queries * keys
+    if window is None or window >= keys:
+        band = keys * (keys + 1) / 2
+    else:
+        band = window * (window + 1) / 2 + (keys - window) * window
+    return queries / keys * band
+
+
 @OPS.register("attention")
 def fused_attention_cost(
     batch_heads: float,
@@ -329,8 +357,10 @@ def fused_attention_cost(
     keys: float,
     head_dim: float,
     *,
+    value_dim: float | None = None,
     kv_heads_ratio: float = 1.0,
     causal: bool,
+    window: int | None = None,
     dtype_bytes: float,
 ) -> OpCost:
     """A fused attention core (FlashAttention-2's algorithm: Dao, "FlashAttention-2", 2023;
@@ -338,30 +368,37 @@ def fused_attention_cost(
     flash-attn) of ``batch_heads`` heads, ``queries`` queries against ``keys`` keys.
 
     - FLOP (Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py ``flops``):
-      forward ``4·B·q·k·d`` (QKᵀ and attention over V), halved when causal, since blocks above
-      the diagonal are skipped (exactly: the ``k(k+1)/2`` unmasked pairs of ``k²``, for the
-      queries' share of them); the backward is 2.5 x the forward (it recomputes QKᵀ: five
-      products of that size against the forward's two).
+      forward ``2·B·P·(d + d_v)`` over the ``P`` attended pairs (:func:`attended_pairs`:
+      ``q·k``, halved when causal since blocks above the diagonal are skipped, the band of a
+      sliding window), QKᵀ over ``d`` and attention over V over ``d_v``; ``4·B·P·d`` when
+      the widths are equal. The backward is 2.5 x the forward (it recomputes QKᵀ: five
+      products against the forward's two; exact for ``d = d_v``, and the QKᵀ-width products
+      (QKᵀ, dQ, dK) and V-width ones (dP = dO·Vᵀ, dV) split 3:2 as in the forward otherwise:
+      ``2·B·P·(3d + 2d_v)``).
     - Bytes: the forward reads Q, K and V and writes the output and its fp32 log-sum-exp per
       row; the backward reads Q, K, V, the output, its gradient and the log-sum-exp and writes
       dQ, dK and dV. No ``s x s`` tensor touches memory.
     - Kernels: one forward; three backward (flash-attn's ``flash_bwd_dot_do_o_kernel``, the
       ``dq_dk_dv`` kernel and ``flash_bwd_convert_dq_kernel``).
 
-    ``kv_heads_ratio`` is KV heads over query heads (grouped-query attention).
+    ``head_dim`` is the query-key width ``d``, ``value_dim`` the value (and output) width
+    ``d_v`` (None: ``d``; multi-head latent attention: 192 and 128). ``kv_heads_ratio`` is KV
+    heads over query heads (grouped-query attention). A learned softmax sink per head (gpt-oss)
+    adds one logit to each row's denominator: ``O(B·q)``, not counted.
     """
-    pairs = queries * keys
-    if causal:
-        pairs *= (keys + 1) / (2 * keys)
-    flop_fwd = 4.0 * batch_heads * pairs * head_dim
-    q = batch_heads * queries * head_dim  # elements of Q (and of the output)
-    kv = 2 * batch_heads * kv_heads_ratio * keys * head_dim  # K and V
+    d_v = head_dim if value_dim is None else value_dim
+    pairs = attended_pairs(queries, keys, causal=causal, window=window)
+    flop_fwd = 2.0 * batch_heads * pairs * (head_dim + d_v)
+    flop_bwd = 2.0 * batch_heads * pairs * (3 * head_dim + 2 * d_v)
+    q = batch_heads * queries * head_dim  # elements of Q
+    o = batch_heads * queries * d_v  # elements of the output
+    kv = batch_heads * kv_heads_ratio * keys * (head_dim + d_v)  # K and V
     lse = 4.0 * batch_heads * queries  # fp32 log-sum-exp per query row
-    bytes_fwd = dtype_bytes * (q + kv + q) + lse
-    bytes_bwd = dtype_bytes * (q + kv + 2 * q) + lse + dtype_bytes * (q + kv)
+    bytes_fwd = dtype_bytes * (q + kv + o) + lse
+    bytes_bwd = dtype_bytes * (q + kv + 2 * o) + lse + dtype_bytes * (q + kv)
     return OpCost(
         flop_fwd,
-        2.5 * flop_fwd,
+        flop_bwd,
         bytes_fwd,
         bytes_bwd,
         gemm_shape=None,

@@ -45,15 +45,25 @@ def test_mixtral_parameters_match_the_hand_formula_and_the_published_46_7b():
     assert active == pytest.approx(12.9e9, rel=2e-3)
 
 
-def test_deepseek_layout_parameters_match_the_hand_formula():
-    """3 dense layers of width 18432, then 58 layers of 256 routed + 1 shared expert of 2048.
+def _mla_params(h, a, r_q, r_kv, d_nope, d_rope, d_v):
+    """Multi-head latent attention's linears (q_down, q_up, kv_down, kv_up, out)."""
+    return (
+        h * r_q
+        + r_q * a * (d_nope + d_rope)
+        + h * (r_kv + d_rope)
+        + r_kv * a * (d_nope + d_v)
+        + a * d_v * h
+    )
 
-    Attention is palmsim's multi-head stand-in for MLA (see workloads/deepseek-v3.yaml)."""
+
+def test_deepseek_layout_parameters_match_the_hand_formula():
+    """3 dense layers of width 18432, then 58 layers of 256 routed + 1 shared expert of 2048;
+    multi-head latent attention with its q and kv norms (tests/analytic/
+    test_attention_variants.py checks the 671 B against the report)."""
     m = _model("deepseek-v3")
     h, a, n_layers, vocab = 7168, 128, 61, 129280
-    d = h // a
     n_experts, k, fe, ns, f, dense = 256, 8, 2048, 1, 18432, 3
-    attn = _attention_params(h, a, a, d) + 2 * h
+    attn = _mla_params(h, a, 1536, 512, 128, 64, 128) + 1536 + 512 + 2 * h
     dense_layer = attn + 3 * h * f
     moe_layer = attn + h * n_experts + n_experts * 3 * h * fe + ns * 3 * h * fe
     total = dense * dense_layer + (n_layers - dense) * moe_layer + 2 * vocab * h + h
@@ -66,8 +76,8 @@ def test_deepseek_layout_parameters_match_the_hand_formula():
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
 def test_model_flop_per_iteration_counts_the_routed_and_shared_experts(name):
     """3 x forward GEMM FLOP: every linear 2 FLOP per weight per token, the attention core
-    4·s·a·d per token (QKᵀ and AV over the full s x s matrix), the router 2·h·n_experts, k
-    routed and all shared experts."""
+    4·s·a·d per token (QKᵀ and AV over the full s x s matrix; 2·s·a·(192 + 128) for MLA), the
+    router 2·h·n_experts, k routed and all shared experts."""
     m = _model(name)
     s, batch = 2048, 8
     training = TrainingSpec(seq_len=s, global_batch_size=batch)
@@ -80,7 +90,10 @@ def test_model_flop_per_iteration_counts_the_routed_and_shared_experts(name):
     )
     n_experts, k, fe = m.num_experts, m.num_experts_per_tok, m.expert_intermediate_size
     ns = m.num_shared_experts
-    attn = 2 * _attention_params(h, a, g, d) + 4 * s * a * d
+    if m.is_mla:  # DeepSeek: QKᵀ over the 192-wide query-key heads, attention over V of 128
+        attn = 2 * _mla_params(h, a, 1536, 512, 128, 64, 128) + 2 * s * a * (192 + 128)
+    else:
+        attn = 2 * _attention_params(h, a, g, d) + 4 * s * a * d
     dense = m.first_k_dense_replace
     per_token = (
         dense * (attn + 2 * 3 * h * m.intermediate_size)

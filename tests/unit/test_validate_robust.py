@@ -115,8 +115,6 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
         ({"training": {"precision": "fp8-mx"}}, "an fp8 recipe palmsim does not model"),
         ({"system": {"cp": 2}}, r"num_gpus = 8 but tp·pp·cp·dp = 8·1·2·1 = 16"),
         ({"system": {"num_gpus": 16}}, r"num_gpus = 16 but tp·pp·cp·dp = 8·1·1·1 = 8"),
-        ({"model": {"arch": "gpt-oss-120b"}}, "sliding-window attention"),
-        ({"model": {"arch": "DeepSeek-V3"}}, "multi-head latent attention"),
         ({"training": {"expert_load": "zipf"}, "model": {"num_experts": 8}}, "expert_load"),
         ({"training": {"zero_stage": 4}}, "zero_stage: got 4"),
     ],
@@ -124,6 +122,44 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
 def test_features_not_modelled_are_listed(changes: dict, reason: str) -> None:
     with pytest.raises(NotRun, match=reason):
         read_training_run(_case(**changes), "x.yaml")
+
+
+def test_gpt_oss_and_deepseek_cases_take_their_attention_from_their_workloads() -> None:
+    """Issue 15: gpt-oss (matched before GPT) runs over workloads/gpt-oss-120b.yaml, whose
+    banded layers and sinks the case does not restate; DeepSeek over its model.hf_config (MLA),
+    its KV heads derived (every MLA head has its own key and value), not assumed."""
+    oss = read_training_run(
+        _case(model={"arch": "gpt-oss-120b (alternating banded/dense)", "ffn": 2880}), "x.yaml"
+    )
+    assert oss is not None and oss.workload.endswith("workloads/gpt-oss-120b.yaml")
+    deepseek = read_training_run(
+        _case(
+            model={
+                "arch": "DeepSeek-V3 (MLA)",
+                "ffn": 18432,
+                "hf_config": "workloads/hf/deepseek-v3.config.json",
+            }
+        ),
+        "x.yaml",
+    )
+    assert deepseek is not None and deepseek.workload.endswith("hf/deepseek-v3.config.json")
+    assert "model.kv_heads" not in {a.key for a in deepseek.assumptions}
+    plain = read_training_run(_case(model={"arch": "DeepSeek-V3", "ffn": 18432}), "x.yaml")
+    assert plain is not None and plain.workload.endswith("workloads/deepseek-v3.yaml")
+    # DeepSeek's dense LLM is a Llama-style model, not MLA: not run rather than run as V3
+    with pytest.raises(NotRun, match="unknown architecture"):
+        read_training_run(_case(model={"arch": "DeepSeek LLM 67B", "ffn": 22016}), "x.yaml")
+
+
+def test_gpt_oss_layer_pattern_follows_the_case_layers() -> None:
+    """gpt-oss-20b has 24 layers: its sliding/full alternation is derived for them."""
+    run = read_training_run(
+        _case(model={"arch": "gpt-oss-20b", "ffn": 2880, "layers": 24, "head_dim": 64}), "x.yaml"
+    )
+    assert run is not None
+    (types,) = [o for o in run.overrides if o.startswith("model.layer_types=")]
+    assert types.count("sliding_attention") == types.count("full_attention") == 12
+    assert types.startswith("model.layer_types=[sliding_attention, full_attention,")
 
 
 def test_moe_expert_and_context_parallel_cases_are_built() -> None:
