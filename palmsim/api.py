@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -26,7 +27,7 @@ from palmsim.config.loader import (
 )
 from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import ExperimentSpec, MappingSpec
-from palmsim.engine.records import RunTrace
+from palmsim.engine.records import RunTrace, gc_frozen, gc_paused
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError
 from palmsim.hardware.chip import Chip, max_tiles
@@ -326,29 +327,34 @@ def run_experiment(
     """
     from palmsim.report.export import write_op_table, write_run
 
-    result = simulate(experiment)
-    summary = summarize_result(result)
-    hw = experiment.hardware
-    if hw.defects is not None:
-        # The slowdown against the same mapping on the defect-free chip: a second simulation.
-        clean = dataclasses.replace(experiment, hardware=dataclasses.replace(hw, defects=None))
-        clean_s = float(simulate(clean).trace.end_time_s)
-        summary["defects"]["defect_free_iteration_time_s"] = clean_s
-        summary["defects"]["slowdown"] = float(result.trace.end_time_s) / clean_s
-    write_run(
-        out_dir,
-        summary=summary,
-        resolved_config=resolved_config(experiment),
-        trace=result.trace,
-        chip=result.chip,
-        plan=result.plan,
-        make_plots=make_plots,
-        csv_records=csv_records,
-        trace_kind=trace_kind,
-        progress=progress,
-    )
-    if op_table:
-        write_op_table(out_dir, op_table_of(result))
+    with contextlib.ExitStack() as frozen:
+        # The records are made with the collector paused (Simulator.run); frozen before it
+        # resumes, it never scans them while they are summarised and written.
+        with gc_paused():
+            result = simulate(experiment)
+            frozen.enter_context(gc_frozen())
+        summary = summarize_result(result)
+        hw = experiment.hardware
+        if hw.defects is not None:
+            # The slowdown against the same mapping on the defect-free chip: a second run.
+            clean = dataclasses.replace(experiment, hardware=dataclasses.replace(hw, defects=None))
+            clean_s = float(simulate(clean).trace.end_time_s)
+            summary["defects"]["defect_free_iteration_time_s"] = clean_s
+            summary["defects"]["slowdown"] = float(result.trace.end_time_s) / clean_s
+        write_run(
+            out_dir,
+            summary=summary,
+            resolved_config=resolved_config(experiment),
+            trace=result.trace,
+            chip=result.chip,
+            plan=result.plan,
+            make_plots=make_plots,
+            csv_records=csv_records,
+            trace_kind=trace_kind,
+            progress=progress,
+        )
+        if op_table:
+            write_op_table(out_dir, op_table_of(result))
     return summary
 
 
