@@ -400,7 +400,19 @@ def load_result(run_dir: str | Path) -> LoadedRun:
     Raises:
         RunDirError: the folder is missing or was not written by ``palmsim run``.
     """
-    summary, config, trace = read_run(run_dir)
+    with contextlib.ExitStack() as frozen:
+        # as in run_experiment: the records read with the collector paused are frozen before
+        # it resumes, so it does not scan them while chip, plan and summary are rebuilt
+        with gc_paused():
+            summary, config, trace = read_run(run_dir)
+            frozen.enter_context(gc_frozen())
+        return _rebuild_run(run_dir, summary, config, trace)
+
+
+def _rebuild_run(
+    run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any], trace: RunTrace
+) -> LoadedRun:
+    """:func:`load_result` once the folder is read: chip, plan and the checked summary."""
     where = str(Path(run_dir) / "resolved_config.yaml")
     try:
         hw_spec = load_hardware(f"{where}:hardware", data=config["hardware"])
