@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -26,7 +27,7 @@ from palmsim.config.loader import (
 )
 from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import ExperimentSpec, MappingSpec
-from palmsim.engine.records import RunTrace
+from palmsim.engine.records import RunTrace, gc_frozen, gc_paused
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError
 from palmsim.hardware.chip import Chip, max_tiles
@@ -331,29 +332,34 @@ def run_experiment(
     """
     from palmsim.report.export import write_op_table, write_run
 
-    result = simulate(experiment)
-    summary = summarize_result(result)
-    hw = experiment.hardware
-    if hw.defects is not None:
-        # The slowdown against the same mapping on the defect-free chip: a second simulation.
-        clean = dataclasses.replace(experiment, hardware=dataclasses.replace(hw, defects=None))
-        clean_s = float(simulate(clean).trace.end_time_s)
-        summary["defects"]["defect_free_iteration_time_s"] = clean_s
-        summary["defects"]["slowdown"] = float(result.trace.end_time_s) / clean_s
-    write_run(
-        out_dir,
-        summary=summary,
-        resolved_config=resolved_config(experiment),
-        trace=result.trace,
-        chip=result.chip,
-        plan=result.plan,
-        make_plots=make_plots,
-        csv_records=csv_records,
-        trace_kind=trace_kind,
-        progress=progress,
-    )
-    if op_table:
-        write_op_table(out_dir, op_table_of(result))
+    with contextlib.ExitStack() as frozen:
+        # The records are made with the collector paused (Simulator.run); frozen before it
+        # resumes, it never scans them while they are summarised and written.
+        with gc_paused():
+            result = simulate(experiment)
+            frozen.enter_context(gc_frozen())
+        summary = summarize_result(result)
+        hw = experiment.hardware
+        if hw.defects is not None:
+            # The slowdown against the same mapping on the defect-free chip: a second run.
+            clean = dataclasses.replace(experiment, hardware=dataclasses.replace(hw, defects=None))
+            clean_s = float(simulate(clean).trace.end_time_s)
+            summary["defects"]["defect_free_iteration_time_s"] = clean_s
+            summary["defects"]["slowdown"] = float(result.trace.end_time_s) / clean_s
+        write_run(
+            out_dir,
+            summary=summary,
+            resolved_config=resolved_config(experiment),
+            trace=result.trace,
+            chip=result.chip,
+            plan=result.plan,
+            make_plots=make_plots,
+            csv_records=csv_records,
+            trace_kind=trace_kind,
+            progress=progress,
+        )
+        if op_table:
+            write_op_table(out_dir, op_table_of(result))
     return summary
 
 
@@ -399,7 +405,19 @@ def load_result(run_dir: str | Path) -> LoadedRun:
     Raises:
         RunDirError: the folder is missing or was not written by ``palmsim run``.
     """
-    summary, config, trace = read_run(run_dir)
+    with contextlib.ExitStack() as frozen:
+        # as in run_experiment: the records read with the collector paused are frozen before
+        # it resumes, so it does not scan them while chip, plan and summary are rebuilt
+        with gc_paused():
+            summary, config, trace = read_run(run_dir)
+            frozen.enter_context(gc_frozen())
+        return _rebuild_run(run_dir, summary, config, trace)
+
+
+def _rebuild_run(
+    run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any], trace: RunTrace
+) -> LoadedRun:
+    """:func:`load_result` once the folder is read: chip, plan and the checked summary."""
     where = str(Path(run_dir) / "resolved_config.yaml")
     try:
         hw_spec = load_hardware(f"{where}:hardware", data=config["hardware"])

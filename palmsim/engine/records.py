@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["FlowRecord", "IntervalRecord", "MemoryRecord", "RunTrace", "gc_paused"]
+__all__ = ["FlowRecord", "IntervalRecord", "MemoryRecord", "RunTrace", "gc_frozen", "gc_paused"]
 
 
 @contextmanager
@@ -35,6 +35,29 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def gc_frozen() -> Iterator[None]:
+    """Keep the cyclic collector off every object alive at entry, for the block's duration.
+
+    Enter it while the collector is paused, right after many objects were made (a run's
+    records): they go to the permanent generation without being scanned. Resuming the
+    collector instead makes it scan every one of them in each generation in turn, although
+    records form no cycles (W1, 1.2 million objects: about 0.3 s for generation 0, 0.4 s for
+    1 and 0.6 s for the full collection due soon after, on a loaded machine). What the block
+    makes is collected as usual (a figure's reference cycles). On exit the frozen objects go
+    back to the oldest generation. If objects are frozen already (the caller's
+    ``gc.freeze()``), it does nothing, leaving theirs alone.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class IntervalRecord(NamedTuple):

@@ -21,13 +21,22 @@ sums to the total by construction.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
+
+import numpy as np
 
 from palmsim.config.specs import CostSpec, EnergySpec, HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.hardware.cost import die_yield, gross_dies_per_wafer
 from palmsim.mapping.plan import MappingPlan
-from palmsim.report.metrics import COMPUTE_CATEGORIES, DRAM_KIND, ChipLike
+from palmsim.report.metrics import (
+    COMPUTE_CATEGORIES,
+    DRAM_KIND,
+    ChipLike,
+    flow_channel_columns,
+    sum_in_order,
+)
 
 __all__ = [
     "ENERGY_COMPONENTS",
@@ -102,19 +111,33 @@ def energy_summary(
     replication = plan.replication
     energy_j_per_flop = energy.flop_for(dtype)
     parts = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
-    operand_bytes = 0.0
-    for r in trace.intervals:
-        if r.category in COMPUTE_CATEGORIES:
-            parts["compute"] += r.flop * energy_j_per_flop
-            operand_bytes += r.bytes
+    # Every sum adds its terms in record order (flows: each flow's channels in route order),
+    # as a loop over the records would, so the figures do not depend on how they are summed.
+    compute = [r for r in trace.intervals if r.category in COMPUTE_CATEGORIES]
+    flop = np.fromiter(map(attrgetter("flop"), compute), dtype=np.float64, count=len(compute))
+    parts["compute"] = sum_in_order(flop * energy_j_per_flop)
+    operand_bytes = sum_in_order(
+        np.fromiter(map(attrgetter("bytes"), compute), dtype=np.float64, count=len(compute))
+    )
+    flows = trace.flows
+    dram_bytes = sum_in_order(
+        np.fromiter((f.size_bytes for f in flows if f.category == DRAM_KIND), dtype=np.float64)
+    )
     kinds = [c.kind for c in chip.channels]
-    dram_bytes = 0.0
-    for flow in trace.flows:
-        if flow.category == DRAM_KIND:
-            dram_bytes += flow.size_bytes
-        for channel in flow.channels:
-            kind = kinds[channel]
-            parts[_CHANNEL_COMPONENT[kind]] += flow.size_bytes * energy.channel_j_per_byte(kind)
+    components = list(dict.fromkeys(_CHANNEL_COMPONENT.values()))
+    component_of = np.array(
+        [components.index(_CHANNEL_COMPONENT[k]) for k in kinds], dtype=np.int64
+    )
+    j_per_byte = np.array([energy.channel_j_per_byte(k) for k in kinds], dtype=np.float64)
+    channel_of, sizes = flow_channel_columns(flows)
+    # bincount adds each weight to its bin in input order
+    by_component = np.bincount(
+        component_of[channel_of].reshape(len(channel_of)),
+        weights=sizes * j_per_byte[channel_of],
+        minlength=len(components),
+    )
+    for i, component in enumerate(components):
+        parts[component] = float(by_component[i])
     # Rounding may leave -1 ulp where a run has no SRAM bytes at all.
     parts["sram"] = max(0.0, operand_bytes - dram_bytes) * energy.sram_j_per_byte
     for key in parts:

@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -404,25 +404,25 @@ def _column(records: Sequence[tuple[Any, ...]], field: int, dtype: str) -> np.nd
 def record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
     """The records as the columns of ``records.npz`` (see :data:`RECORD_ARRAYS`)."""
     with gc_paused():
-        return _record_arrays(trace)
+        return dict(_record_columns(trace))
 
 
-def _record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
-    """The body of :func:`record_arrays` (which runs it with the collector paused).
+def _record_columns(trace: RunTrace) -> Iterator[tuple[str, np.ndarray]]:
+    """The columns of :func:`record_arrays`, one at a time in :data:`RECORD_ARRAYS` order.
 
     Rows are sorted as in :func:`records_csv` (intervals by start, tile, end, category, label;
     flows by start and id; memory by time, tile, bytes), so the file does not depend on the
     engine's append order. Every float is the float64 the engine computed (exact round trip).
+    Only the codes and the sort orders are held throughout; each other column is built from
+    the records when it is asked for, so a writer holds one column at a time (W1: tens of MB
+    less at the peak of ``palmsim run`` than building every column first).
     """
-    arrays: dict[str, np.ndarray] = {
-        "format": np.array(RECORDS_FORMAT),
-        "version": np.array(RECORDS_VERSION, dtype=np.int64),
-    }
     intervals, flows, memory = trace.intervals, trace.flows, trace.memory
     # one vocabulary for both category columns, sorted, so codes order like the strings
     category_codes, categories = _codes(
         [*map(itemgetter(1), intervals), *map(itemgetter(1), flows)]
     )
+    num_intervals = len(intervals)
     label_codes, labels = _codes(list(map(itemgetter(6), intervals)))
     fields = IntervalRecord._fields
     identity = {
@@ -430,49 +430,62 @@ def _record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
         for name in ("phase", "block", "op")
     }
     route_codes, routes = _codes(list(map(itemgetter(4), flows)))
-    num_intervals = len(intervals)
-
-    columns: dict[str, np.ndarray] = {}
+    coded = {
+        "interval_category": category_codes[:num_intervals],
+        "interval_label": label_codes,
+        **{f"interval_{name}": codes for name, (codes, _) in identity.items()},
+        "flow_category": category_codes[num_intervals:],
+        "flow_route": route_codes,
+    }
+    del category_codes, label_codes
+    # each table's columns: field -> (record index, dtype), built on demand
+    sources: dict[str, tuple[Sequence[tuple[Any, ...]], int]] = {}
     for i, name in enumerate(IntervalRecord._fields):
         if name not in _INTERVAL_VOCABULARIES:
-            key = f"interval_{name}"
-            columns[key] = _column(intervals, i, RECORD_ARRAYS[key])
-    columns["interval_category"] = category_codes[:num_intervals]
-    columns["interval_label"] = label_codes
-    for name, (codes, _) in identity.items():
-        columns[f"interval_{name}"] = codes
+            sources[f"interval_{name}"] = (intervals, i)
     for i, name in enumerate(FlowRecord._fields):
-        key = name if name == "flow_id" else f"flow_{name}"
         if name not in ("category", "channels"):
-            columns[key] = _column(flows, i, RECORD_ARRAYS[key])
-    columns["flow_category"] = category_codes[num_intervals:]
-    columns["flow_route"] = route_codes
+            sources[name if name == "flow_id" else f"flow_{name}"] = (flows, i)
     for i, name in enumerate(MemoryRecord._fields):
-        key = f"memory_{name}"
-        columns[key] = _column(memory, i, RECORD_ARRAYS[key])
+        sources[f"memory_{name}"] = (memory, i)
+
+    def unsorted(name: str) -> np.ndarray:
+        if name in coded:
+            return coded[name]
+        records, field = sources[name]
+        return _column(records, field, RECORD_ARRAYS[name])
 
     # np.lexsort sorts by its last key first and is stable, like sorted() with a tuple key
     orders = {
         "interval": np.lexsort(
-            [columns[f"interval_{k}"] for k in ("label", "category", "end_s", "tile", "start_s")]
+            [unsorted(f"interval_{k}") for k in ("label", "category", "end_s", "tile", "start_s")]
         ),
-        "flow": np.lexsort([columns["flow_id"], columns["flow_start_s"]]),
+        "flow": np.lexsort([unsorted("flow_id"), unsorted("flow_start_s")]),
         "memory": np.lexsort(
-            [columns[f"memory_{k}"] for k in ("activation_bytes", "tile", "time_s")]
+            [unsorted(f"memory_{k}") for k in ("activation_bytes", "tile", "time_s")]
         ),
     }
-    for table, names in _TABLES.items():
-        for name in names:
-            arrays[name] = columns.pop(name)[orders[table]]
-    flat = [c for route in routes for c in route]
-    arrays["route_channels"] = np.array(flat, dtype=np.int32).reshape(len(flat))
-    arrays["route_offsets"] = np.cumsum([0, *map(len, routes)], dtype=np.int64)
-    arrays["categories"] = np.array(categories, dtype=str).reshape(len(categories))
-    arrays["labels"] = np.array(labels, dtype=str).reshape(len(labels))
-    for name, (_, vocabulary) in identity.items():
-        vocabulary_name = _INTERVAL_VOCABULARIES[name]
-        arrays[vocabulary_name] = np.array(vocabulary, dtype=str).reshape(len(vocabulary))
-    return {name: arrays[name] for name in RECORD_ARRAYS}
+    table_of = {name: table for table, names in _TABLES.items() for name in names}
+    vocabularies = {
+        "categories": categories,
+        "labels": labels,
+        **{_INTERVAL_VOCABULARIES[name]: vocabulary for name, (_, vocabulary) in identity.items()},
+    }
+    for name in RECORD_ARRAYS:
+        if name == "format":
+            yield name, np.array(RECORDS_FORMAT)
+        elif name == "version":
+            yield name, np.array(RECORDS_VERSION, dtype=np.int64)
+        elif name == "route_channels":
+            flat = [c for route in routes for c in route]
+            yield name, np.array(flat, dtype=np.int32).reshape(len(flat))
+        elif name == "route_offsets":
+            yield name, np.cumsum([0, *map(len, routes)], dtype=np.int64)
+        elif name in vocabularies:
+            vocabulary = vocabularies[name]
+            yield name, np.array(vocabulary, dtype=str).reshape(len(vocabulary))
+        else:
+            yield name, unsorted(name)[orders[table_of[name]]]
 
 
 def records_npz(trace: RunTrace) -> bytes:
@@ -482,25 +495,32 @@ def records_npz(trace: RunTrace) -> bytes:
     return buffer.getvalue()
 
 
+#: zlib level of ``records.npz``'s members. W1's 42 MB of shuffled columns: level 6 (zlib's
+#: default) 1.99 MB in 1.0 s, level 3 2.32 MB in 0.30 s, level 1 3.39 MB in 0.31 s (measured
+#: 2026-12-04, load about 3).
+NPZ_DEFLATE_LEVEL = 3
+
+
 def _write_records_npz(handle: IO[bytes], trace: RunTrace) -> None:
     """Write ``records.npz``: the :func:`record_arrays` as ``.npy`` members of a deflated zip.
 
     Each float64 column is stored byte-shuffled (its 8 byte planes one after another, as
-    HDF5's and Blosc's shuffle filters do) so deflate finds the repeated exponent bytes; the
-    reader unshuffles, so values are bit-identical. Members have a fixed timestamp, so equal
-    records give equal bytes (``numpy.savez_compressed`` stamps the clock). Columns are
-    compressed straight into ``handle`` one at a time, so only one transient copy exists.
+    HDF5's and Blosc's shuffle filters do) so deflate (at :data:`NPZ_DEFLATE_LEVEL`) finds
+    the repeated exponent bytes; the reader unshuffles, so values are bit-identical. Members
+    have a fixed timestamp, so equal records give equal bytes (``numpy.savez_compressed``
+    stamps the clock). Columns are built and compressed straight into ``handle`` one at a
+    time, so only one exists at once.
     """
     import zipfile
 
-    arrays = record_arrays(trace)
-    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in list(arrays):
-            array = arrays.pop(name)
+    with gc_paused(), zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, array in _record_columns(trace):
             if array.dtype == np.float64:
                 array = _shuffle(array)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
+            # what ZipFile(compresslevel=...) sets on the members it names itself
+            info._compresslevel = NPZ_DEFLATE_LEVEL  # type: ignore[attr-defined]
             with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
 

@@ -106,7 +106,7 @@ def link_loads(trace: RunTrace, chip: Chip, category: str | None = None) -> list
     sizes of the flows routed over it; utilisation divides that by bandwidth × iteration time.
     ``category`` counts only the flows of that category (e.g. ``ep_alltoall``).
     """
-    flows = [f for f in trace.flows if category is None or f.category == category]
+    flows = trace.flows if category is None else [f for f in trace.flows if f.category == category]
     carried = channel_bytes(flows, len(chip.channels))
     end_s = float(trace.end_time_s)
     loads = []

@@ -13,9 +13,12 @@ port; every other kind (``intra_die``, ``inter_die``, ``nvlink``, ``nic``) is a 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,10 +34,12 @@ __all__ = [
     "PIPELINE_CATEGORIES",
     "ChannelLike",
     "ChipLike",
+    "IntervalColumns",
     "busy_intervals_by_channel",
     "channel_bytes",
     "compute_busy_s",
     "exposed_communication_s",
+    "flow_channel_columns",
     "format_summary_table",
     "inference_metrics",
     "intersection_length_s",
@@ -44,6 +49,7 @@ __all__ = [
     "pipeline_bubble_fraction",
     "step_bound",
     "steps_by_label",
+    "sum_in_order",
     "summarize",
     "tile_busy_intervals",
     "tile_utilization",
@@ -150,12 +156,125 @@ def tile_busy_intervals(
     Returns:
         ``{tile: [(start_s, end_s), ...]}`` for every tile with at least one record, merged.
     """
-    keep = None if categories is None else frozenset(categories)
-    raw: dict[int, list[Interval]] = defaultdict(list)
-    for rec in intervals:
-        if keep is None or rec.category in keep:
-            raw[rec.tile].append((rec.start_s, rec.end_s))
-    return {tile: merge_intervals(raw[tile]) for tile in sorted(raw)}
+    columns = IntervalColumns.of(intervals)
+    busy = columns.busy(None if categories is None else frozenset(categories))
+    return {tile: list(zip(s.tolist(), e.tolist(), strict=True)) for tile, (s, e) in busy.items()}
+
+
+Spans = tuple[np.ndarray, np.ndarray]  # merged intervals as (starts [s], ends [s]) arrays
+
+
+def _merged_spans(starts_s: np.ndarray, ends_s: np.ndarray) -> Spans:
+    """:func:`merge_intervals` on arrays, with the very same result: no arithmetic is done,
+    each merged span is one record's start and the largest end of the records it joins.
+
+    Sorted by (start, end) as ``sorted`` sorts the tuples, a record opens a new span when it
+    starts after the running maximum of the ends before it (the current span's end: the spans
+    before it all ended earlier still).
+    """
+    keep = ends_s > starts_s
+    starts_s, ends_s = starts_s[keep], ends_s[keep]
+    if len(starts_s) == 0:
+        return starts_s, ends_s
+    order = np.lexsort((ends_s, starts_s))
+    starts_s, ends_s = starts_s[order], ends_s[order]
+    reach_s = np.maximum.accumulate(ends_s)
+    opens = np.empty(len(starts_s), dtype=bool)
+    opens[0] = True
+    np.greater(starts_s[1:], reach_s[:-1], out=opens[1:])
+    firsts = np.flatnonzero(opens)
+    lasts = np.append(firsts[1:] - 1, len(starts_s) - 1)
+    return starts_s[firsts], reach_s[lasts]
+
+
+def _spans_length_s(spans: Spans) -> float:
+    """:func:`total_length_s` of merged spans, summed in the same order by ``sum``."""
+    return float(sum((spans[1] - spans[0]).tolist()))
+
+
+def sum_in_order(values: np.ndarray) -> float:
+    """``total = 0.0; for v in values: total += v``, at numpy speed: ``add.accumulate`` is
+    a running sum, each prefix the previous one plus the next value (unlike ``np.sum``,
+    which adds pairwise and so may round differently)."""
+    return float(np.add.accumulate(np.concatenate(([0.0], values)))[-1])
+
+
+def _overlap_length_s(a: Spans, b: Spans) -> float:
+    """:func:`intersection_length_s` of two merged span arrays, with the same result.
+
+    The overlaps of disjoint sorted spans are disjoint and come in time order by (index in
+    ``a``, index in ``b``); they are added in that order, as the two-pointer walk adds them.
+    For each span of ``a``, the spans of ``b`` that may meet it are those ending after it
+    starts and starting before it ends.
+    """
+    (a_start, a_end), (b_start, b_end) = a, b
+    first = np.searchsorted(b_end, a_start, side="right")
+    count = np.maximum(np.searchsorted(b_start, a_end, side="left") - first, 0)
+    total = int(count.sum())
+    if total == 0:
+        return 0.0
+    i = np.repeat(np.arange(len(a_start)), count)
+    j = np.arange(total) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+    overlap_s = np.minimum(a_end[i], b_end[j]) - np.maximum(a_start[i], b_start[j])
+    return sum_in_order(overlap_s[overlap_s > 0])
+
+
+@dataclass(frozen=True)
+class IntervalColumns:
+    """The tile, category, start and end of every interval record, as columns."""
+
+    tile: np.ndarray
+    category: list[str]
+    start_s: np.ndarray
+    end_s: np.ndarray
+
+    @classmethod
+    def of(cls, intervals: Iterable[IntervalRecord]) -> IntervalColumns:
+        records = intervals if isinstance(intervals, Sequence) else list(intervals)
+        n = len(records)
+
+        def column(field: str, dtype: type) -> np.ndarray:
+            get = operator.attrgetter(field)
+            return np.fromiter(map(get, records), dtype=dtype, count=n)
+
+        return cls(
+            column("tile", np.int64),
+            list(map(operator.attrgetter("category"), records)),
+            column("start_s", np.float64),
+            column("end_s", np.float64),
+        )
+
+    def mask(
+        self, categories: frozenset[str] | None, tiles: Iterable[int] | None = None
+    ) -> np.ndarray:
+        """Records of these categories (``None``: all) on these tiles (``None``: all)."""
+        n = len(self.category)
+        keep = (
+            np.ones(n, dtype=bool)
+            if categories is None
+            else np.fromiter(map(categories.__contains__, self.category), dtype=bool, count=n)
+        )
+        if tiles is not None:
+            keep &= np.isin(self.tile, np.fromiter(set(tiles), dtype=np.int64))
+        return keep
+
+    def busy(
+        self, categories: frozenset[str] | None, tiles: Iterable[int] | None = None
+    ) -> dict[int, Spans]:
+        """Per tile with a record of these categories (on these tiles), its merged spans;
+        tiles in increasing order (:func:`tile_busy_intervals` as arrays)."""
+        keep = self.mask(categories, tiles)
+        tile, start_s, end_s = self.tile[keep], self.start_s[keep], self.end_s[keep]
+        order = np.argsort(tile, kind="stable")
+        tile, start_s, end_s = tile[order], start_s[order], end_s[order]
+        bounds = np.flatnonzero(np.diff(tile)) + 1
+        firsts = [0, *bounds.tolist()]
+        lasts = [*bounds.tolist(), len(tile)]
+        return {
+            int(tile[a]): _merged_spans(start_s[a:b], end_s[a:b])
+            for a, b in zip(firsts, lasts, strict=True)
+            if b > a
+        }
 
 
 def compute_busy_s(
@@ -184,9 +303,18 @@ def tile_utilization(
 
     A tile without records has utilisation 0. A zero makespan gives 0 for every tile.
     """
-    busy = tile_busy_intervals(intervals, categories=COMPUTE_CATEGORIES)
+    tiles = list(tiles)
+    busy = IntervalColumns.of(intervals).busy(COMPUTE_CATEGORIES, tiles)
+    return _utilization(busy, tiles, makespan_s)
+
+
+def _utilization(
+    busy: Mapping[int, Spans], tiles: Iterable[int], makespan_s: float
+) -> dict[int, float]:
+    """:func:`tile_utilization` from the tiles' merged compute spans."""
+    none: Spans = (np.zeros(0), np.zeros(0))
     return {
-        tile: (total_length_s(busy.get(tile, [])) / makespan_s if makespan_s > 0 else 0.0)
+        tile: (_spans_length_s(busy.get(tile, none)) / makespan_s if makespan_s > 0 else 0.0)
         for tile in tiles
     }
 
@@ -217,11 +345,30 @@ def channel_bytes(flows: Iterable[FlowRecord], num_channels: int) -> np.ndarray:
     Returns:
         ``float64`` array of length ``num_channels`` [B].
     """
-    carried = np.zeros(num_channels, dtype=np.float64)
-    for flow in flows:
-        for channel in flow.channels:
-            carried[channel] += flow.size_bytes
-    return carried
+    flows = flows if isinstance(flows, Sequence) else list(flows)
+    channel_of, sizes = flow_channel_columns(flows)
+    # bincount adds each weight to its bin in input order: each channel's flows in order,
+    # as ``carried[channel] += size`` flow by flow would
+    return np.bincount(channel_of, weights=sizes, minlength=num_channels)[:num_channels]
+
+
+def flow_channel_columns(flows: Sequence[FlowRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """One entry per (flow, channel of its route), flows in order: the channel and the
+    flow's size [B]."""
+    hops = np.fromiter(map(len, map(_channels_of, flows)), dtype=np.int64, count=len(flows))
+    channel_of = np.fromiter(
+        itertools.chain.from_iterable(map(_channels_of, flows)),
+        dtype=np.int64,
+        count=int(hops.sum()),
+    )
+    sizes = np.fromiter(map(_size_of, flows), dtype=np.float64, count=len(flows))
+    return channel_of, np.repeat(sizes, hops)
+
+
+_channels_of = operator.attrgetter("channels")
+_category_of = operator.attrgetter("category")
+_label_of = operator.attrgetter("label")
+_size_of = operator.attrgetter("size_bytes")
 
 
 def _max_channel_utilization(
@@ -247,7 +394,9 @@ def _max_channel_utilization(
 # --------------------------------------------------------------------------- pipeline
 
 
-def pipeline_bubble_fraction(trace: RunTrace, plan: MappingPlan) -> float:
+def pipeline_bubble_fraction(
+    trace: RunTrace, plan: MappingPlan, columns: IntervalColumns | None = None
+) -> float:
     """Fraction of the pipeline window the stages of replica 0 sit idle [ratio].
 
     ``busy_s(stage)`` is, for each tile of the stage in replica 0, the length of the union of
@@ -259,24 +408,26 @@ def pipeline_bubble_fraction(trace: RunTrace, plan: MappingPlan) -> float:
         bubble = 1 - mean over stages of busy_s(stage) / window_s
 
     For uniform stages without communication this is (p-1)/(m+p-1) for GPipe and 1F1B.
-    Returns 0.0 when replica 0 has no pipeline work.
+    Returns 0.0 when replica 0 has no pipeline work. ``columns`` are the trace's intervals as
+    columns, if the caller has them.
     """
     if not plan.stage_tiles:
         return 0.0
     replica0 = plan.stage_tiles[0]
     tiles = {t for stage in replica0 for t in stage}
-    busy = tile_busy_intervals(
-        (r for r in trace.intervals if r.tile in tiles), categories=PIPELINE_CATEGORIES
-    )
+    if columns is None:
+        columns = IntervalColumns.of(trace.intervals)
+    busy = columns.busy(PIPELINE_CATEGORIES, tiles)
     if not busy:
         return 0.0
-    window_start_s = min(iv[0][0] for iv in busy.values())
-    window_end_s = max(iv[-1][1] for iv in busy.values())
+    window_start_s = min(float(starts[0]) for starts, _ in busy.values())
+    window_end_s = max(float(ends[-1]) for _, ends in busy.values())
     window_s = window_end_s - window_start_s
     if window_s <= 0:
         return 0.0
+    none: Spans = (np.zeros(0), np.zeros(0))
     stage_busy_s = [
-        sum(total_length_s(busy.get(t, [])) for t in stage) / len(stage) if stage else 0.0
+        sum(_spans_length_s(busy.get(t, none)) for t in stage) / len(stage) if stage else 0.0
         for stage in replica0
     ]
     # Every stage's busy time lies inside the window, so the bubble is >= 0 but for rounding
@@ -284,28 +435,34 @@ def pipeline_bubble_fraction(trace: RunTrace, plan: MappingPlan) -> float:
     return max(0.0, float(1.0 - sum(stage_busy_s) / len(stage_busy_s) / window_s))
 
 
-def exposed_communication_s(trace: RunTrace, tiles: Iterable[int]) -> float:
+def exposed_communication_s(
+    trace: RunTrace, tiles: Iterable[int], busy: Mapping[int, Spans] | None = None
+) -> float:
     """Largest per-tile time with network traffic in flight but no compute running [s].
 
     For a tile, communication time is the union of the intervals of non-DRAM flows it sends or
     receives; the exposed part is what of it does not overlap the tile's compute intervals.
-    Returns the maximum over ``tiles`` (0.0 for no tiles).
+    Returns the maximum over ``tiles`` (0.0 for no tiles). ``busy`` is the tiles' merged
+    compute spans, if the caller has them.
     """
     tile_set = set(tiles)
-    comm: dict[int, list[Interval]] = defaultdict(list)
-    for flow in trace.flows:
-        if flow.category == DRAM_KIND:
-            continue
-        for end in {flow.src, flow.dst}:
-            if end in tile_set:
-                comm[end].append((flow.start_s, flow.end_s))
-    busy = tile_busy_intervals(
-        (r for r in trace.intervals if r.tile in tile_set), categories=COMPUTE_CATEGORIES
-    )
+    flows = [f for f in trace.flows if f.category != DRAM_KIND]
+    n = len(flows)
+    src = np.fromiter(map(operator.attrgetter("src"), flows), dtype=np.int64, count=n)
+    dst = np.fromiter(map(operator.attrgetter("dst"), flows), dtype=np.int64, count=n)
+    start_s = np.fromiter(map(operator.attrgetter("start_s"), flows), dtype=np.float64, count=n)
+    end_s = np.fromiter(map(operator.attrgetter("end_s"), flows), dtype=np.float64, count=n)
+    # each flow once per tile at either end (once for a flow from a tile to itself)
+    tile = np.concatenate((src, dst[dst != src]))
+    start_s = np.concatenate((start_s, start_s[dst != src]))
+    end_s = np.concatenate((end_s, end_s[dst != src]))
+    comm = IntervalColumns(tile, [""] * len(tile), start_s, end_s).busy(None, tile_set)
+    if busy is None:
+        busy = IntervalColumns.of(trace.intervals).busy(COMPUTE_CATEGORIES, tile_set)
+    none: Spans = (np.zeros(0), np.zeros(0))
     worst_s = 0.0
-    for tile in sorted(comm):
-        merged = merge_intervals(comm[tile])
-        exposed = total_length_s(merged) - intersection_length_s(merged, busy.get(tile, []))
+    for t, merged in comm.items():
+        exposed = _spans_length_s(merged) - _overlap_length_s(merged, busy.get(t, none))
         worst_s = max(worst_s, exposed)
     return float(worst_s)
 
@@ -372,11 +529,48 @@ def time_by_bound_s(trace: RunTrace, plan: MappingPlan) -> dict[str, float]:
     """
     steps = steps_by_label(plan)
     tiles = set(plan.simulated_tiles)
-    total = dict.fromkeys(BOUNDS, 0.0)
-    for r in trace.intervals:
-        if r.category in COMPUTE_CATEGORIES and r.tile in tiles:
-            total[_bound_of(r, steps)] += r.end_s - r.start_s
-    return {bound: total[bound] / len(tiles) if tiles else 0.0 for bound in BOUNDS}
+    records = [r for r in trace.intervals if r.category in COMPUTE_CATEGORIES and r.tile in tiles]
+    n = len(records)
+    # per record: its step's launch latency and FLOP time, NaN for a record of no step
+    keys = list(steps)
+    index = {key: i for i, key in enumerate(keys)}
+    code = np.fromiter(
+        map(
+            index.get,
+            zip(map(_category_of, records), map(_label_of, records), strict=True),
+            itertools.repeat(len(keys)),
+        ),
+        dtype=np.int64,
+        count=n,
+    )
+    launch_s = np.array([steps[k].launch_latency_s for k in keys] + [math.nan], dtype=np.float64)
+    flop_s = np.array([steps[k].flop_time_s for k in keys] + [math.nan], dtype=np.float64)
+    launch_s, flop_s = launch_s[code], flop_s[code]
+    start_s = np.fromiter(map(operator.attrgetter("start_s"), records), np.float64, count=n)
+    end_s = np.fromiter(map(operator.attrgetter("end_s"), records), np.float64, count=n)
+    flop = np.fromiter(map(operator.attrgetter("flop"), records), np.float64, count=n)
+    bound = _bounds(end_s - start_s, launch_s, flop_s, flop)
+    # bincount adds in record order, as ``total[bound] += duration`` record by record
+    total = np.bincount(bound, weights=end_s - start_s, minlength=len(BOUNDS))
+    return {name: float(total[i]) / len(tiles) if tiles else 0.0 for i, name in enumerate(BOUNDS)}
+
+
+def _bounds(
+    duration_s: np.ndarray, launch_s: np.ndarray, flop_time_s: np.ndarray, flop: np.ndarray
+) -> np.ndarray:
+    """:func:`step_bound` of many intervals at once, as indices into :data:`BOUNDS`; where
+    the step is unknown (NaN launch), :func:`_bound_of`'s rule: memory if the interval did
+    no FLOP and lasted, else compute."""
+    memory_s = np.maximum(0.0, duration_s - launch_s - flop_time_s)
+    # the largest term, ties to the earlier of compute, memory, latency
+    bound = np.where(
+        (flop_time_s >= memory_s) & (flop_time_s >= launch_s),
+        0,
+        np.where(memory_s >= launch_s, 1, 2),
+    )
+    unknown = np.isnan(launch_s)
+    bound[unknown] = np.where((flop[unknown] == 0) & (duration_s[unknown] > 0), 1, 0)
+    return bound
 
 
 # --------------------------------------------------------------------------- memory
@@ -453,7 +647,10 @@ def summarize(
     hardware_flop = float(sum(r.flop for r in trace.intervals)) * replication
     capacity_flop = iteration_time_s * peak_total_flop_per_s
 
-    utilization = tile_utilization(trace.intervals, simulated, iteration_time_s)
+    # the interval columns and the simulated tiles' compute spans, built once for every metric
+    columns = IntervalColumns.of(trace.intervals)
+    compute_busy = columns.busy(COMPUTE_CATEGORIES, simulated)
+    utilization = _utilization(compute_busy, simulated, iteration_time_s)
     util_values = list(utilization.values()) or [0.0]
 
     channels = tuple(chip.channels)
@@ -484,7 +681,7 @@ def summarize(
         "mfu": model_flop / capacity_flop if capacity_flop > 0 else 0.0,
         "hfu": hardware_flop / capacity_flop if capacity_flop > 0 else 0.0,
         "peak_flop_per_s_per_tile": float(plan.peak_flop_per_s),
-        "pipeline_bubble_fraction": pipeline_bubble_fraction(trace, plan),
+        "pipeline_bubble_fraction": pipeline_bubble_fraction(trace, plan, columns),
         "tile_compute_utilization": {
             "mean": float(sum(util_values) / len(util_values)),
             "min": float(min(util_values)),
@@ -495,7 +692,7 @@ def summarize(
         "dram_bandwidth_utilization_max": dram_max,
         "dram_bandwidth_utilization_max_channel": dram_name,
         "communication_bytes_by_category": {k: comm_bytes[k] for k in sorted(comm_bytes)},
-        "exposed_communication_s": exposed_communication_s(trace, simulated),
+        "exposed_communication_s": exposed_communication_s(trace, simulated, compute_busy),
         "tile_time_by_bound_s": time_by_bound_s(trace, plan),
         "memory_peak_bytes_per_tile_max": float(sum(memory_parts.values())),
         "memory_peak_tile": int(memory_tile),

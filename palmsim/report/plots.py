@@ -400,20 +400,24 @@ def _floorplan(
     """Tiles as squares (coloured by stage, or by DP replica with ``by_replica``, if
     ``colored``), dies outlined, DRAM ports marked."""
     from matplotlib import colormaps
+    from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
     cmap = colormaps[_STAGE_CMAP]
+    squares = []
     for cell in cells:
         color: Any
         if colored and cell.stage >= 0:
             color = cmap((cell.replica if by_replica else cell.stage) % cmap.N)
         else:
             color = _UNUSED_COLOR if cell.stage < 0 else "#dfe6ee"
-        ax.add_patch(
+        squares.append(
             Rectangle(
                 (cell.col - 0.45, cell.row - 0.45), 0.9, 0.9, facecolor=color, edgecolor="none"
             )
         )
+    # one collection, not a patch per tile: add_patch costs about 1 ms each (W1: 320 tiles)
+    ax.add_collection(PatchCollection(squares, match_original=True))
     dies: dict[int, list[Cell]] = {}
     for cell in cells:
         dies.setdefault(cell.die, []).append(cell)

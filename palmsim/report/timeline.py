@@ -10,11 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
+from operator import attrgetter
 
 import numpy as np
 
 from palmsim.engine.records import RunTrace
-from palmsim.report.metrics import COMPUTE_CATEGORIES, DRAM_KIND, ChipLike, tile_busy_intervals
+from palmsim.report.metrics import COMPUTE_CATEGORIES, DRAM_KIND, ChipLike, IntervalColumns
+
+_channels_of = attrgetter("channels")
 
 __all__ = ["TIMELINE_COLUMNS", "binned_amount", "utilization_timeline"]
 
@@ -127,28 +130,29 @@ def utilization_timeline(
     width_s = np.diff(edges)
 
     # Compute: per-tile unions, then all tiles together.
-    busy = tile_busy_intervals(trace.intervals, categories=COMPUTE_CATEGORIES)
+    columns = IntervalColumns.of(trace.intervals)
+    busy = columns.busy(COMPUTE_CATEGORIES, None if tiles is None else set(tiles))
     tile_list = sorted(busy) if tiles is None else sorted(set(tiles))
-    spans = [iv for t in tile_list for iv in busy.get(t, [])]
-    starts = np.array([s for s, _ in spans], dtype=np.float64)
-    ends = np.array([e for _, e in spans], dtype=np.float64)
+    spans = [busy[t] for t in tile_list if t in busy]
+    starts = np.concatenate([np.zeros(0), *(s for s, _ in spans)])
+    ends = np.concatenate([np.zeros(0), *(e for _, e in spans)])
     busy_tile_s = binned_amount(edges, starts, ends, ends - starts)
     compute_mean = busy_tile_s / (width_s * len(tile_list)) if tile_list else np.zeros(num_bins)
 
     # Channels: bytes per bin of each channel that carried anything. Each channel's flows in
     # trace order, as columns (one entry per flow and channel it crosses).
     flows = trace.flows
-    hops = np.fromiter((len(f.channels) for f in flows), dtype=np.int32, count=len(flows))
+    hops = np.fromiter(map(len, map(_channels_of, flows)), dtype=np.int32, count=len(flows))
     channel_of = np.fromiter(
-        itertools.chain.from_iterable(f.channels for f in flows), dtype=np.int32
+        itertools.chain.from_iterable(map(_channels_of, flows)), dtype=np.int32
     )
     by_channel = np.argsort(channel_of, kind="stable")
     channel_sorted = channel_of[by_channel]
     del channel_of  # int32, and no unsorted copy kept: W1 has 720 thousand (flow, channel) pairs
     flow_sorted = np.repeat(np.arange(len(flows), dtype=np.int32), hops)[by_channel]
     del by_channel
-    columns = [
-        np.fromiter((getattr(f, name) for f in flows), dtype=np.float64, count=len(flows))
+    columns_of_flows = [
+        np.fromiter(map(attrgetter(name), flows), dtype=np.float64, count=len(flows))
         for name in ("start_s", "end_s", "size_bytes")
     ]
     noc_sum = np.zeros(num_bins)
@@ -156,18 +160,21 @@ def utilization_timeline(
     dram_sum = np.zeros(num_bins)
     dram_max = np.zeros(num_bins)
     num_noc = num_dram = 0
-    for channel in chip.channels:
+    # where each channel's entries begin and end (one search for all: a search per channel
+    # with a Python int copies the int32 column each time)
+    indices = np.array([channel.index for channel in chip.channels], dtype=np.int32)
+    firsts = np.searchsorted(channel_sorted, indices, side="left").tolist()
+    lasts = np.searchsorted(channel_sorted, indices, side="right").tolist()
+    for channel, first, last in zip(chip.channels, firsts, lasts, strict=True):
         is_dram = channel.kind == DRAM_KIND
         if is_dram:
             num_dram += 1
         else:
             num_noc += 1
-        first = np.searchsorted(channel_sorted, channel.index, side="left")
-        last = np.searchsorted(channel_sorted, channel.index, side="right")
         if first == last or channel.bandwidth_bytes_per_s <= 0:
             continue
         own = flow_sorted[first:last]
-        starts_s, ends_s, sizes = (column[own] for column in columns)
+        starts_s, ends_s, sizes = (column[own] for column in columns_of_flows)
         util = binned_amount(edges, starts_s, ends_s, sizes) / (
             channel.bandwidth_bytes_per_s * width_s
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -12,6 +13,10 @@ from palmsim.config.specs import MappingSpec
 from palmsim.engine.records import FlowRecord, IntervalRecord, MemoryRecord, RunTrace
 from palmsim.mapping.plan import ComputeStep, MappingPlan, MemoryBreakdown, StageProgram
 from palmsim.report.metrics import (
+    BOUNDS,
+    _bounds,
+    _merged_spans,
+    _overlap_length_s,
     channel_bytes,
     compute_busy_s,
     exposed_communication_s,
@@ -20,6 +25,8 @@ from palmsim.report.metrics import (
     link_busy_intervals,
     merge_intervals,
     pipeline_bubble_fraction,
+    step_bound,
+    sum_in_order,
     summarize,
     tile_utilization,
 )
@@ -181,6 +188,66 @@ def test_merge_intervals_unions_overlapping_and_touching():
 def test_intersection_length():
     assert intersection_length_s([(0, 2), (3, 5)], [(1, 4)]) == pytest.approx(2.0)
     assert intersection_length_s([(0, 1)], [(1, 2)]) == 0.0
+
+
+def _walk_intersection(a, b):
+    """The two-pointer walk over two merged lists, written out as the definition."""
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi > lo:
+            total += hi - lo
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def test_array_interval_algebra_is_the_list_algebra_bit_for_bit():
+    """The numpy merge and overlap (the report's fast path) give exactly the floats of the
+    list definitions, ties, nesting, touching and empty intervals included."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n = int(rng.integers(0, 40))
+        starts = np.round(rng.uniform(0, 10, n), 1)  # coarse: many ties and touches
+        ends = starts + np.round(rng.uniform(-1, 2, n), 1)
+        spans = _merged_spans(starts, ends)
+        as_list = merge_intervals(zip(starts.tolist(), ends.tolist(), strict=True))
+        assert list(zip(spans[0].tolist(), spans[1].tolist(), strict=True)) == as_list
+        other = rng.uniform(0, 10, 30)
+        b_ends = other[:15] + other[15:] / 5
+        b = merge_intervals(zip(other[:15].tolist(), b_ends.tolist(), strict=True))
+        b_spans = (np.array([x for x, _ in b]), np.array([y for _, y in b]))
+        assert _overlap_length_s(spans, b_spans) == _walk_intersection(as_list, b)
+        assert _overlap_length_s(spans, b_spans) == intersection_length_s(as_list, b)
+
+
+def test_overlap_of_arrays_by_hand():
+    a = (np.array([0.0, 3.0, 10.0]), np.array([2.0, 5.0, 11.0]))
+    b = (np.array([1.0, 4.5]), np.array([4.0, 12.0]))
+    # [1, 2] + [3, 4] + [4.5, 5] + [10, 11]
+    assert _overlap_length_s(a, b) == 1.0 + 1.0 + 0.5 + 1.0
+    assert _overlap_length_s(a, (np.zeros(0), np.zeros(0))) == 0.0
+
+
+def test_sum_in_order_adds_left_to_right():
+    # left to right: 1 + 1e16 rounds to 1e16, minus 1e16 is 0, plus 1 is 1; a pairwise sum
+    # ((1 + 1e16) + (-1e16 + 1)) would give 0
+    assert sum_in_order(np.array([1.0, 1e16, -1e16, 1.0])) == 1.0
+    assert sum_in_order(np.zeros(0)) == 0.0
+
+
+def test_step_bounds_of_arrays_break_ties_as_step_bound():
+    # (duration, launch, flop time, flop): compute = memory, memory = latency, all equal,
+    # latency alone, and an interval of no plan step that moved data but did no FLOP
+    cases = [(2.0, 0.0, 1.0, 1.0), (2.0, 1.0, 0.0, 0.0), (3.0, 1.0, 1.0, 1.0)]
+    cases += [(1.0, 1.0, 0.0, 0.0), (2.0, math.nan, math.nan, 0.0)]
+    duration, launch, flop_time, flop = (np.array(c) for c in zip(*cases, strict=True))
+    got = [BOUNDS[i] for i in _bounds(duration, launch, flop_time, flop)]
+    expected = [step_bound(d, lat, c) for d, lat, c, _ in cases[:4]] + ["memory"]
+    assert got == expected == ["compute", "memory", "compute", "latency", "memory"]
 
 
 def test_link_busy_intervals_is_the_union_of_flows_on_that_channel():

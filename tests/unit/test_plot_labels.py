@@ -90,11 +90,10 @@ def test_placement_with_one_stage_colours_dp_replicas(gpu_run: Any) -> None:
     texts = _texts(fig)
     assert [t for t in texts if t.startswith("DP replica")] == [f"DP replica {r}" for r in range(4)]
     assert any("colour: DP replica" in t and "outlines: nodes" in t for t in texts)
-    colours = {
-        tuple(p.get_facecolor())
-        for p in fig.axes[0].patches
-        if p.get_fill() and tuple(p.get_facecolor()) != (0.933, 0.933, 0.933, 1.0)
-    }
+    # the tile squares are one collection (one face colour per tile)
+    faces = [tuple(c) for coll in fig.axes[0].collections for c in coll.get_facecolor()]
+    faces += [tuple(p.get_facecolor()) for p in fig.axes[0].patches if p.get_fill()]
+    colours = {c for c in faces if c[3] > 0 and c != (0.933, 0.933, 0.933, 1.0)}
     assert len(colours) >= 4
 
 
