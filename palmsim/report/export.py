@@ -519,8 +519,10 @@ def _write_records_npz(handle: IO[bytes], trace: RunTrace) -> None:
                 array = _shuffle(array)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            # what ZipFile(compresslevel=...) sets on the members it names itself
-            info._compresslevel = NPZ_DEFLATE_LEVEL  # type: ignore[attr-defined]
+            # what ZipFile(compresslevel=...) sets on the members it names itself: the field
+            # is ``compress_level`` from Python 3.13, ``_compresslevel`` before
+            level_field = "compress_level" if hasattr(info, "compress_level") else "_compresslevel"
+            setattr(info, level_field, NPZ_DEFLATE_LEVEL)
             with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
 
