@@ -68,9 +68,7 @@ def test_per_gpu_expert_parameters_under_folding():
     """A tile holds E/ep experts at f_e/etp width: ETP 1, EP 4 -> 2 experts of 3·h·f_e;
     ETP = tp = 2 (unfolded) -> 2 experts of 3·h·f_e/2. The dense part is the same."""
     training = _folded(tp=2, dp=4, ep=4).workload.training
-    folded = layer_blocks(
-        TINY_MOE, training, 1, 2, sequence_parallel=True, layer=0, ep=4, etp=1
-    )
+    folded = layer_blocks(TINY_MOE, training, 1, 2, sequence_parallel=True, layer=0, ep=4, etp=1)
     unfolded = layer_blocks(TINY_MOE, training, 1, 2, sequence_parallel=True, layer=0, ep=4)
     dense_f, expert_f = split_params(folded)
     dense_u, expert_u = split_params(unfolded)

@@ -162,7 +162,7 @@ def test_moe_expert_and_context_parallel_cases_are_built() -> None:
     assert not any("capacity" in o for o in run.overrides)  # dropless: no capacity
 
 
-def test_expert_parallelism_beyond_the_ranks_is_named_and_moe_with_tp_is_sequence_parallel() -> None:
+def test_ep_beyond_the_ranks_is_named_and_moe_with_tp_is_sequence_parallel() -> None:
     """tp 8, dp 1: ETP defaults to tp (Megatron-Core), so ep 2 needs 16 ranks of 8; with
     system.etp = 1 the EP group folds over the TP ranks (MoE parallel folding)."""
     moe = {"arch": "Qwen3-MoE", "ffn": 4096, "num_experts": 8, "top_k": 2}
