@@ -71,7 +71,8 @@ def communicators(
         pipeline_wraps: the last stage also sends to the first (interleaved 1F1B; the token
             ids of inference).
         symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``); never with
-            ``ep`` or ``cp`` > 1, whose all-to-alls and KV rings couple the replicas.
+            ``ep`` or ``cp`` > 1 or folded experts, whose all-to-alls, KV rings and EDP groups
+            couple the replicas.
         ep: ranks per expert-parallel group: adds each EP group's all-to-all communicator
             and each EDP group's ring, folded over a stage's ranks with ``etp``
             (:mod:`palmsim.mapping.folding`, :meth:`MappingPlan.groups`).
@@ -98,7 +99,8 @@ def communicators(
     )
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
     is_reduced = False
-    coupled = ep > 1 or cp > 1
+    # EP all-to-alls, KV rings and folded experts' EDP groups tie replicas together
+    coupled = ep > 1 or cp > 1 or any(c.group is GroupKind.EDP for c in extra)
     if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster" and not coupled:
         reduced = _reduce(chip, stage_tiles, pairs, tp, dp)
         if reduced is not None:
@@ -129,7 +131,9 @@ def _replica_group_communicators(
     stage_ranks = [len(tiles) for tiles in stage_tiles[0]] if stage_tiles else []
     kinds: list[GroupKind] = []
     if ep > 1:
-        kinds += [GroupKind.EP, GroupKind.EDP]
+        kinds.append(GroupKind.EP)
+    if ep > 1 or any(etp is not None and etp != tp for tp in stage_ranks):
+        kinds.append(GroupKind.EDP)  # the experts' gradients: no longer the DP group's
     if any(etp is not None and 1 < etp < tp for tp in stage_ranks):
         kinds.append(GroupKind.ETP)
     for kind in kinds:

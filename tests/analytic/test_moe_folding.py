@@ -268,3 +268,19 @@ def test_the_guard_counts_an_alltoalls_flows():
         ep_degree=8,
     )
     assert plan_estimate(plan, chip).records == 8 * 14
+
+
+def test_etp_below_tp_without_ep_reduces_expert_gradients_over_the_whole_stage():
+    """ep 1, ETP 1, tp 2, dp 2: every tile holds all E experts at full width and routes
+    N/2 tokens; EDP = 2·2/(1·1) = 4 ranks reduce the experts' gradients; the run finishes."""
+    exp = _folded(tp=2, dp=2, ep=1, expert_tp=1, sequence_parallel=True)
+    chip = Chip.from_spec(exp.hardware)
+    plan = map_workload(exp, chip)
+    assert len(plan.groups(0, 0, 0)[GroupKind.EDP]) == 4
+    edp = [
+        b
+        for b in plan.programs[0].backward
+        if isinstance(b, GradBucketReady) and b.group == GroupKind.EDP
+    ]
+    assert [b.size_bytes for b in edp] == [2 * E * 3 * H * F_E] * 2
+    assert Simulator(chip, plan, exp.run).run().end_time_s > 0
