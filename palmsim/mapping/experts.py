@@ -60,8 +60,6 @@ __all__ = [
     "stage_state_bytes",
 ]
 
-StageTiles = tuple[tuple[tuple[int, ...], ...], ...]
-
 #: Op names of the routed experts' weights (reduced over the expert-data-parallel group).
 EXPERT_OPS = ("experts_fc1", "experts_fc2")
 

@@ -162,10 +162,11 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         model, mapping.dp * cp, ep, mapping.expert_placement, tp=tp, etp=etp,
         sequence_parallel=sp,
     )  # fmt: skip
-    if ep > 1 and mapping.zero >= 3:
+    if (ep > 1 or (etp is not None and etp != tp)) and mapping.zero >= 3:
         raise MappingError(
-            f"zero={mapping.zero} with ep={ep}: ZeRO-3's weight gathers of routed experts "
-            "over their expert-data-parallel group are not modelled (use zero <= 2)"
+            f"zero={mapping.zero} with ep={ep}, expert_tp={etp or tp}: ZeRO-3's weight "
+            "gathers of routed experts over their expert-data-parallel group are not "
+            "modelled (use zero <= 2)"
         )
     routings = layer_routings(
         model, training, mbs, ep, mapping.expert_placement,

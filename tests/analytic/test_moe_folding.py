@@ -177,6 +177,10 @@ def test_an_etp_group_inside_the_tp_group_reduces_the_experts_and_runs():
         ({"tp": 2, "dp": 2, "ep": 8, "expert_tp": 1, "sequence_parallel": True}, "8 does not"),
         ({"tp": 2, "dp": 4, "ep": 4, "expert_tp": 1}, "needs sequence_parallel"),
         ({"tp": 4, "dp": 2, "ep": 2, "expert_tp": 3, "sequence_parallel": True}, "expert_tp"),
+        (
+            {"tp": 2, "dp": 2, "expert_tp": 1, "sequence_parallel": True, "zero": 3},
+            "ZeRO-3's weight gathers of routed experts",
+        ),
     ],
 )
 def test_a_bad_expert_tp_is_a_mapping_error(mapping, message):
