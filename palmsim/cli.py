@@ -39,7 +39,8 @@ _MAPPING_FLAGS = (
     ("--partition", "partition", str, "layers to stages: layers (equal counts) or cost"),
     ("--zero", "zero", int, "ZeRO stage over the DP group: 0, 1, 2 or 3"),
     ("--virtual-stages", "virtual_stages", int, "model chunks per stage: > 1 = interleaved 1F1B"),
-    ("--ep", "ep", int, "expert-parallel degree (MoE models): divides dp*cp and the experts"),
+    ("--ep", "ep", int, "expert-parallel degree (MoE models): divides the experts"),
+    ("--expert-tp", "expert_tp", int, "expert tensor-parallel degree (default tp): divides tp"),
     ("--cp", "cp", int, "context-parallel degree: the sequence split over cp tiles"),
 )
 

@@ -27,8 +27,9 @@ behind the estimate when it passes the run's budgets, ``run.max_events`` and
 2. :func:`check_plan`, on the :class:`MappingPlan` before simulating, with the step counts
    the engine will execute (:func:`plan_estimate`): per simulated tile, for each scheduled
    pass, one event per compute step plus one per DRAM flow it starts (a port shared with
-   other tiles; a private port is timed in closed form), one per collective it joins, and
-   two per pipeline send (the flow and the receiver's mailbox). Records are one interval per
+   other tiles; a private port is timed in closed form), one per collective it joins (and
+   one per flow it sends in an expert-parallel all-to-all: ``ep - 1``), and two per
+   pipeline send (the flow and the receiver's mailbox). Records are one interval per
    compute step and collective wait, one flow record per DRAM flow and send, and one memory
    record per pass.
 
@@ -51,7 +52,7 @@ from palmsim.hardware.chip import (
     check_tile_count,
     max_tiles,
 )
-from palmsim.mapping.plan import CollectiveStep, ComputeStep, MappingPlan, Step
+from palmsim.mapping.plan import CollectiveStep, ComputeStep, GroupKind, MappingPlan, Step
 
 __all__ = [
     "BYTES_PER_RECORD",
@@ -117,8 +118,11 @@ def spec_estimate(experiment: ExperimentSpec) -> Estimate:
     )
 
 
-def _pass_cost(steps: tuple[Step, ...], mb: int, shared_dram: bool) -> tuple[int, int]:
-    """(events, records) of one pass of ``steps`` for micro-batch ``mb`` on one tile."""
+def _pass_cost(
+    steps: tuple[Step, ...], mb: int, shared_dram: bool, flows_per_member: dict[str, float]
+) -> tuple[int, int]:
+    """(events, records) of one pass of ``steps`` for micro-batch ``mb`` on one tile;
+    ``flows_per_member``: a collective's flows per member, by group kind."""
     events = records = 0
     for step in steps:
         if isinstance(step, ComputeStep):
@@ -128,8 +132,9 @@ def _pass_cost(steps: tuple[Step, ...], mb: int, shared_dram: bool) -> tuple[int
             events += 1 + flows
             records += 1 + flows
         elif isinstance(step, CollectiveStep):
-            events += 1
-            records += 1
+            flows = round(flows_per_member.get(str(step.group), 0.0))
+            events += 1 + flows
+            records += 1 + flows
     return events, records
 
 
@@ -139,11 +144,22 @@ def plan_estimate(plan: MappingPlan, chip: Chip) -> Estimate:
     every = [s for prog in plan.programs for s in (*prog.forward, *prog.backward)]
     settled = max((s.from_microbatch for s in every if isinstance(s, ComputeStep)), default=0)
     cache: dict[tuple[int, int, bool], tuple[int, int]] = {}
+    # Every flow of a collective is a flow record (and a flow in the network). An
+    # all-to-all of n members has n - 1 per member (pairwise exchange), which dominates the
+    # records of a large EP group: counted, per member the most of any EP communicator. The
+    # rings' flows (about one per member) are not: the budgets were fitted without them.
+    flows_per_member: dict[str, float] = {}
+    for comm in plan.communicators:
+        if comm.group != GroupKind.EP:
+            continue
+        per_member = len(comm.flows) / max(1, comm.num_arriving)
+        kind = str(comm.group)
+        flows_per_member[kind] = max(flows_per_member.get(kind, 0.0), per_member)
 
     def cost(steps: tuple[Step, ...], mb: int, shared: bool) -> tuple[int, int]:
         key = (id(steps), min(mb, settled), shared)
         if key not in cache:
-            cache[key] = _pass_cost(steps, mb, shared)
+            cache[key] = _pass_cost(steps, mb, shared, flows_per_member)
         return cache[key]
 
     users: dict[int, int] = {}

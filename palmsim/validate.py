@@ -367,6 +367,25 @@ def _architecture(model: Mapping[str, Any]) -> str:
     )
 
 
+def _expert_tp(system: Mapping[str, Any]) -> int | None:
+    """The expert tensor-parallel degree: ``system.etp`` or ``system.expert_tensor_parallel``;
+    None when neither is given, which is Megatron-Core's default, ``tp``
+    (megatron/training/arguments.py sets ``expert_tensor_parallel_size`` to
+    ``tensor_model_parallel_size`` when unset), so no assumption is recorded.
+
+    Raises:
+        NotRun: both keys, disagreeing, or a value that is not a whole number >= 1.
+    """
+    values = {
+        key: _int(system, key, f"system.{key}")
+        for key in ("etp", "expert_tensor_parallel")
+        if key in system
+    }
+    if len(set(values.values())) > 1:
+        raise NotRun(f"system.etp and system.expert_tensor_parallel disagree: {values}")
+    return next(iter(values.values()), None)
+
+
 def _sequence_parallel(training: Mapping[str, Any]) -> bool | None:
     """Megatron sequence parallelism: ``training.sequence_parallel`` or the variant's name;
     None when the case does not say."""
@@ -691,11 +710,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     selective, then full). ``training.zero_stage`` (or ``training.fsdp`` > 0: 3) sets ZeRO.
     fp8 runs as Transformer Engine does (``training.dtype: fp8``; the recipe from the
     precision, delayed scaling when unstated; TE's fused attention). ``system.cp`` and
-    ``system.ep`` set context and expert parallelism (num_gpus = tp·pp·cp·dp; ep divides
-    dp·cp); ``system.virtual_pipeline_stages`` the model chunks per stage. A mixture of
-    experts: ``model.num_experts``, ``top_k``, ``moe_ffn``, ``shared_experts``,
-    ``first_dense_layers`` (``head_dim`` an explicit head width), over ``model.hf_config`` (a
-    Hugging Face ``config.json``) when given; routing by :func:`_routing`.
+    ``system.ep`` set context and expert parallelism (num_gpus = tp·pp·cp·dp), ``system.etp``
+    (or ``expert_tensor_parallel``) the experts' tensor parallelism, tp when unstated as in
+    Megatron-Core (etp·ep divides tp·dp·cp: MoE parallel folding);
+    ``system.virtual_pipeline_stages`` the model chunks per stage. A mixture of experts:
+    ``model.num_experts``, ``top_k``, ``moe_ffn``, ``shared_experts``, ``first_dense_layers``
+    (``head_dim`` an explicit head width), over ``model.hf_config`` (a Hugging Face
+    ``config.json``) when given; routing by :func:`_routing`.
 
     Raises:
         NotRun: the case is a training run palmsim cannot express (message says why).
@@ -731,11 +752,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         if value is None:
             assumptions.append(Assumption(f"system.{key}", 1, "not stated"))
     tp, pp = tp or 1, pp or 1
-    # Megatron-Core's grid: tp·cp·pp·dp GPUs; the expert-parallel group is carved out of the
-    # dp·cp ranks (``parallel_state.initialize_model_parallel``: expert-data-parallel size
-    # = dp·cp/ep), so ep adds no GPUs.
+    # Megatron-Core's grid: tp·cp·pp·dp GPUs; the experts' ETP x EP x EDP groups fold over
+    # the tp·cp·dp ranks of a stage (``parallel_state.initialize_model_parallel``: EDP =
+    # tp·cp·dp/(etp·ep)), so ep adds no GPUs.
     cp = _int(system, "cp", "system.cp") or 1
     ep = _int(system, "ep", "system.ep") or 1
+    etp = _expert_tp(system)
     model_parallel = tp * pp * cp
     dp = _int(system, "dp", "system.dp")
     num_gpus = _int(system, "num_gpus", "system.num_gpus")
@@ -756,11 +778,14 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             f"system.num_gpus = {num_gpus} but tp·pp·cp·dp = {tp}·{pp}·{cp}·{dp} = "
             f"{model_parallel * dp}"
         )
-    if (dp * cp) % ep:
+    if (tp * dp * cp) % ((etp or tp) * ep):
         raise NotRun(
-            f"system.ep = {ep} does not divide dp·cp = {dp * cp}: expert parallelism over the "
-            "tensor-parallel ranks too (Megatron-Core's MoE parallel folding, "
-            "--expert-tensor-parallel-size) is not modelled"
+            f"expert_tp·ep = {etp or tp}·{ep} does not divide tp·dp·cp = {tp * dp * cp}"
+            + (
+                " (expert_tp not stated: tp, Megatron-Core's default; give system.etp)"
+                if etp is None
+                else ""
+            )
         )
     micro_batch = _int(model, "micro_batch", "model.micro_batch")
     if micro_batch is None:
@@ -874,6 +899,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "cp": cp,
         "ep": ep,
     }
+    if etp is not None:
+        flags["expert_tp"] = etp
     if hw_spec.cluster is not None:
         # Megatron's rank order (TP fastest, then CP, EP, DP, PP outermost:
         # parallel_state.initialize_model_parallel, order "tp-cp-ep-dp-pp"), so an EP or CP

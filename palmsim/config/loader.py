@@ -1125,6 +1125,7 @@ def _mapping_schema() -> Schema:
         "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
         "zero": _zero_rule(),
         "expert_placement": _choice_rule(EXPERT_PLACEMENTS),
+        "expert_tp": _nullable_int_rule(hint=" (null: tp, Megatron-Core's default)"),
     }
     by_type = {"int": _int_rule, "bool": _bool_rule, "str": _str_rule}
     schema: Schema = {

@@ -835,11 +835,19 @@ class MappingSpec:
         default=False,
     )
     ep: int = _f(
-        "expert-parallel degree: groups of ep consecutive data-parallel replicas split each "
-        "MoE layer's experts (E/ep per tile) and exchange tokens by all-to-all "
-        "(Megatron-Core --expert-model-parallel-size); divides dp*cp and num_experts",
+        "expert-parallel degree: groups of ep ranks of a stage split each MoE layer's experts "
+        "(E/ep per tile) and exchange tokens by all-to-all (Megatron-Core "
+        "--expert-model-parallel-size); expert_tp*ep divides tp*cp*dp, ep divides num_experts",
         modes=TRAINING_ONLY,
         default=1,
+    )
+    expert_tp: int | None = _f(
+        "expert tensor-parallel degree ETP: each local expert's GEMMs split over etp ranks; "
+        "the MoE layers fold ETP x EP x EDP over the stage's tp*cp*dp ranks (MoE parallel "
+        "folding, Megatron-Core --expert-tensor-parallel-size); null: tp (Megatron-Core's "
+        "default); divides tp, < tp needs sequence_parallel",
+        modes=TRAINING_ONLY,
+        default=None,
     )
     expert_placement: str = _f(
         "which experts each EP rank holds: 'contiguous' (Megatron-Core) or 'balanced' (the "

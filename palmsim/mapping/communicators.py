@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 from palmsim.hardware.chip import Chip, Route
 from palmsim.hardware.collectives import alltoall_shares, ring_shares
+from palmsim.mapping.folding import expert_groups
 from palmsim.mapping.plan import CollectiveFlow, Communicator, GroupKind
 
 __all__ = ["communicators", "pipeline_pairs", "ring_communicators"]
@@ -54,6 +55,7 @@ def communicators(
     symmetric_replicas: bool,
     ep: int = 1,
     cp: int = 1,
+    etp: int | None = None,
 ) -> tuple[tuple[Communicator, ...], bool]:
     """Every TP and DP communicator of ``stage_tiles``, and whether replica 0 stands for all.
 
@@ -69,10 +71,14 @@ def communicators(
         pipeline_wraps: the last stage also sends to the first (interleaved 1F1B; the token
             ids of inference).
         symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``); never with
-            ``ep`` or ``cp`` > 1, whose all-to-alls and KV rings couple the replicas.
-        ep: replicas per expert-parallel group: adds each EP group's all-to-all communicator
-            and each EDP group's ring (:meth:`MappingPlan.groups`).
+            ``ep`` or ``cp`` > 1 or folded experts, whose all-to-alls, KV rings and EDP groups
+            couple the replicas.
+        ep: ranks per expert-parallel group: adds each EP group's all-to-all communicator
+            and each EDP group's ring, folded over a stage's ranks with ``etp``
+            (:mod:`palmsim.mapping.folding`, :meth:`MappingPlan.groups`).
         cp: replicas per context-parallel group: adds each CP group's ring.
+        etp: expert tensor-parallel degree (None: the stage's tp); with ``1 < etp < tp``
+            adds each ETP group's ring (with ``etp = tp`` the ETP group is the TP group).
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
@@ -88,11 +94,13 @@ def communicators(
         node_of,
         ep=ep,
         cp=cp,
+        etp=etp,
         bidirectional=wafer is not None and wafer.bidirectional_rings,
     )
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
     is_reduced = False
-    coupled = ep > 1 or cp > 1
+    # EP all-to-alls, KV rings and folded experts' EDP groups tie replicas together
+    coupled = ep > 1 or cp > 1 or any(c.group is GroupKind.EDP for c in extra)
     if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster" and not coupled:
         reduced = _reduce(chip, stage_tiles, pairs, tp, dp)
         if reduced is not None:
@@ -110,38 +118,60 @@ def _replica_group_communicators(
     *,
     ep: int,
     cp: int,
+    etp: int | None = None,
     bidirectional: bool = False,
 ) -> list[Communicator]:
-    """The EP (all-to-all), EDP and CP (ring) communicators of groups of replicas, as
+    """The EP (all-to-all), EDP, ETP and CP (ring) communicators, as
     :meth:`palmsim.mapping.plan.MappingPlan.groups` cuts them, each of two or more tiles;
     ``bidirectional`` rings as :func:`ring_communicators`'."""
     num_replicas = len(stage_tiles)
     out: list[Communicator] = []
-    cuts: list[tuple[GroupKind, list[list[int]]]] = []
+    # Each cut: the kind and, per stage, its groups as (replica, rank) members.
+    cuts: list[tuple[GroupKind, list[list[tuple[tuple[int, int], ...]]]]] = []
+    stage_ranks = [len(tiles) for tiles in stage_tiles[0]] if stage_tiles else []
+    kinds: list[GroupKind] = []
     if ep > 1:
-        cuts.append((GroupKind.EP, [list(range(g, g + ep)) for g in range(0, num_replicas, ep)]))
-        edp = [list(range(i, num_replicas, ep)) for i in range(ep)]
-        cuts.append((GroupKind.EDP, [r for r in edp if len(r) > 1]))
+        kinds.append(GroupKind.EP)
+    if ep > 1 or any(etp is not None and etp != tp for tp in stage_ranks):
+        kinds.append(GroupKind.EDP)  # the experts' gradients: no longer the DP group's
+    if any(etp is not None and 1 < etp < tp for tp in stage_ranks):
+        kinds.append(GroupKind.ETP)
+    for kind in kinds:
+        per_stage = []
+        for tp in stage_ranks:
+            degree = tp if etp is None else etp
+            folded = expert_groups(str(kind), tp * num_replicas, degree, ep)
+            per_stage.append([tuple((j // tp, j % tp) for j in g) for g in folded])
+        cuts.append((kind, per_stage))
     if cp > 1:
-        cuts.append((GroupKind.CP, [list(range(g, g + cp)) for g in range(0, num_replicas, cp)]))
-    for kind, replica_sets in cuts:
-        for replicas in replica_sets:
-            for s, tiles in enumerate(stage_tiles[replicas[0]]):
-                for k in range(len(tiles)):
-                    members = tuple(stage_tiles[r][s][k] for r in replicas)
-                    shares = (
-                        alltoall_shares(members)
-                        if kind is GroupKind.EP
-                        else ring_shares(members, node_of, bidirectional=bidirectional)
+        per_stage = []
+        for tp in stage_ranks:
+            per_stage.append(
+                [
+                    tuple((r, k) for r in range(g, g + cp))
+                    for g in range(0, num_replicas, cp)
+                    for k in range(tp)
+                ]
+            )
+        cuts.append((GroupKind.CP, per_stage))
+    for kind, per_stage in cuts:
+        for s, stage_groups in enumerate(per_stage):
+            for group in stage_groups:
+                if len(group) < 2:
+                    continue
+                members = tuple(stage_tiles[r][s][k] for r, k in group)
+                shares = (
+                    alltoall_shares(members)
+                    if kind is GroupKind.EP
+                    else ring_shares(members, node_of, bidirectional=bidirectional)
+                )
+                flows = []
+                for share in shares:
+                    r = route(share.src, share.dst)
+                    flows.append(
+                        CollectiveFlow(share.src, share.dst, share.share, r.channels, r.latency_s)
                     )
-                    flows = []
-                    for share in shares:
-                        r = route(share.src, share.dst)
-                        flows.append(
-                            CollectiveFlow(share.src, share.dst, share.share, r.channels,
-                                           r.latency_s)
-                        )  # fmt: skip
-                    out.append(Communicator(members, tuple(flows), len(members), group=kind))
+                out.append(Communicator(members, tuple(flows), len(members), group=kind))
     return out
 
 

@@ -1,22 +1,29 @@
 """Expert parallelism (EP) composed with TP, PP and DP: the lowering as pure functions.
 
-Megatron-Core's layout (``--expert-model-parallel-size``; Megatron-Core MoE docs, "Expert
-Parallelism"): the ``dp`` data-parallel replicas of a stage are cut into groups of ``ep``
-consecutive replicas; the tiles of one EP group that hold the same stage and TP rank share
-that rank's slice of the ``E`` experts, ``E/ep`` each, and exchange tokens by all-to-all. So:
+Megatron-Core's layout (``--expert-model-parallel-size``, ``--expert-tensor-parallel-size``;
+Megatron-Core MoE docs, "Expert Parallelism" and "MoE Parallel Folding"): the ``tp·cp·dp``
+ranks of a stage run the routed experts as ETP x EP x EDP (:mod:`palmsim.mapping.folding`).
+The ranks of one EP group share the ``E`` experts, ``E/ep`` each, and exchange tokens by
+all-to-all; the ``etp`` ranks of an ETP group split each local expert's GEMMs. ETP defaults
+to tp (Megatron-Core's default), and EP then groups ``ep`` data-parallel replicas. So:
 
-- **Groups** (:func:`ep_groups`): for stage ``s``, TP rank ``k`` and EP group ``g``, the
-  tiles ``stage_tiles[g·ep + i][s][k]``, ``i = 0..ep-1``, in rank order. ``ep`` divides
-  ``dp`` and ``E``; EP reuses the DP replicas' tiles, it needs no tiles of its own.
-- **Gradients** (:func:`expert_data_parallel_groups`): dense weights (attention, norms,
-  router, shared experts, embedding, head) are replicated over all ``dp`` replicas and
-  reduced over the DP group; an expert's weights are replicated over the ``dp/ep`` replicas
-  that hold the same expert (same position ``i`` in their EP group) and reduced over that
-  *expert-data-parallel* group.
+- **Groups** (:func:`palmsim.mapping.folding.expert_group`): EP, ETP and EDP groups of the
+  stage-local ranks ``j = k + tp·r`` in Megatron's rank order. ``etp·ep`` divides
+  ``tp·dp·cp``, ``ep`` divides ``E``; EP reuses the stage's tiles, it needs none of its own.
+- **Tokens**: the ``tp/etp`` ETP groups of a TP group route disjoint shares of the
+  replica's ``N = b·s/cp`` tokens, ``N·etp/tp`` each (with ``etp < tp`` these are
+  sequence-parallel shards); the ranks of an ETP group route the same tokens and each
+  computes ``1/etp`` of every expert GEMM on them, reducing the partial sums over the ETP
+  group. At ``etp = tp`` this is palmsim's unfolded layout: every TP rank routes all ``N``.
+- **Gradients**: dense weights (attention, norms, router, shared experts, embedding, head)
+  are replicated over all ``dp·cp`` replicas and reduced over the DP group; an expert's
+  weight shard is replicated over the ``EDP = tp·dp·cp/(etp·ep)`` ranks of its EDP group and
+  reduced there (:func:`expert_grad_bucket`).
 - **Memory** (:func:`stage_state_bytes`): per tile, the dense parameters plus ``E/ep`` of the
-  experts (:func:`palmsim.workload.builders.layer_blocks` with ``ep``); ZeRO shards the dense
-  state over ``dp`` and the expert state over ``dp/ep``.
-- **Steps** (:func:`ep_alltoall`): after each MoE block's compute and TP all-reduce, the
+  experts at ``1/etp`` of their width (:func:`palmsim.workload.builders.layer_blocks` with
+  ``ep`` and ``etp``); ZeRO shards the dense state over ``dp·cp`` and the expert state over
+  EDP.
+- **Steps** (:func:`ep_alltoall`): after each MoE block's compute and its ETP all-reduce, the
   all-to-all over the EP group after the forward (dispatch after ``moe_route``, combine after
   ``moe_experts``) and after the backward (their reverses), on the EP group's flows
   (:func:`palmsim.hardware.collectives.collective_transfers` with ``alltoall``); the routed
@@ -37,6 +44,7 @@ import numpy as np
 
 from palmsim.config.specs import ModelSpec, TrainingSpec
 from palmsim.errors import MappingError
+from palmsim.mapping.folding import check_folding, expert_data_parallel_size
 from palmsim.mapping.lower import Unit
 from palmsim.mapping.plan import CollectiveKind, CollectiveStep, GradBucketReady, GroupKind, Step
 from palmsim.workload.builders import Block
@@ -46,61 +54,45 @@ __all__ = [
     "StateBytes",
     "check_ep",
     "ep_alltoall",
-    "ep_groups",
-    "expert_data_parallel_groups",
     "expert_grad_bucket",
     "layer_routings",
     "split_params",
     "stage_state_bytes",
 ]
 
-StageTiles = tuple[tuple[tuple[int, ...], ...], ...]
-
 #: Op names of the routed experts' weights (reduced over the expert-data-parallel group).
 EXPERT_OPS = ("experts_fc1", "experts_fc2")
 
 
-def check_ep(model: ModelSpec, dp: int, ep: int, placement: str) -> None:
-    """Raise MappingError unless ``ep`` can split the model's experts over the DP replicas."""
-    if ep == 1:
+def check_ep(
+    model: ModelSpec,
+    dp: int,
+    ep: int,
+    placement: str,
+    *,
+    tp: int = 1,
+    etp: int | None = None,
+    sequence_parallel: bool = False,
+) -> None:
+    """Raise MappingError unless ETP x EP can split the model's experts over a stage's
+    ``tp·dp`` ranks (``dp`` counts the context-parallel ranks too; ``etp`` None: ``tp``)."""
+    etp = tp if etp is None else etp
+    if ep == 1 and etp == tp:
         return
     if not model.is_moe:
-        raise MappingError(f"ep={ep}: model {model.name!r} has no experts (num_experts = 0)")
+        raise MappingError(
+            f"ep={ep}, expert_tp={etp}: model {model.name!r} has no experts (num_experts = 0)"
+        )
     if model.num_experts % ep:
         raise MappingError(f"ep={ep} does not divide num_experts={model.num_experts}")
-    if dp % ep:
+    if etp == tp and dp % ep:
         raise MappingError(
-            f"ep={ep} does not divide dp={dp}: expert parallelism groups data-parallel replicas"
+            f"ep={ep} does not divide dp={dp}: with expert_tp = tp = {tp} expert parallelism "
+            "groups data-parallel replicas (a smaller expert_tp folds it over the TP ranks too)"
         )
+    check_folding(tp, dp, etp, ep, sequence_parallel=sequence_parallel)
     if placement not in EXPERT_PLACEMENTS:
         raise MappingError(f"expert placement {placement!r}: one of {EXPERT_PLACEMENTS}")
-
-
-def ep_groups(stage_tiles: StageTiles, ep: int) -> tuple[tuple[int, ...], ...]:
-    """Every EP group's tiles, in rank order (module docstring, "Groups")."""
-    dp = len(stage_tiles)
-    assert dp % ep == 0, (dp, ep)
-    groups = []
-    for g in range(dp // ep):
-        members = stage_tiles[g * ep : (g + 1) * ep]
-        for s, tiles in enumerate(members[0]):
-            for k in range(len(tiles)):
-                groups.append(tuple(replica[s][k] for replica in members))
-    return tuple(groups)
-
-
-def expert_data_parallel_groups(stage_tiles: StageTiles, ep: int) -> tuple[tuple[int, ...], ...]:
-    """The groups that reduce an expert's gradients: for each stage, TP rank and position
-    ``i`` in the EP group, the tiles of replicas ``i, i + ep, i + 2·ep, ...``."""
-    dp = len(stage_tiles)
-    assert dp % ep == 0, (dp, ep)
-    groups = []
-    for i in range(ep):
-        replicas = stage_tiles[i::ep]
-        for s, tiles in enumerate(replicas[0]):
-            for k in range(len(tiles)):
-                groups.append(tuple(replica[s][k] for replica in replicas))
-    return tuple(groups)
 
 
 def split_params(blocks: Sequence[Block]) -> tuple[float, float]:
@@ -128,15 +120,17 @@ def stage_state_bytes(
     dp: int,
     ep: int,
     zero: int,
+    tp: int = 1,
+    etp: int | None = None,
 ) -> StateBytes:
     """A tile's model state under EP and ZeRO (module docstring, "Memory").
 
     ZeRO stage 1 shards the optimizer state, 2 also the gradients, 3 also the weights
     (Rajbhandari et al. SC20): the dense part over the ``dp`` replicas, the expert part over
-    the ``dp/ep`` replicas that hold the same experts. (ZeRO-3's gathered working copy of one
-    unit is the caller's, as for a dense model.)
+    its EDP group of ``tp·dp/(etp·ep)`` ranks (``dp/ep`` when ``etp = tp``). (ZeRO-3's
+    gathered working copy of one unit is the caller's, as for a dense model.)
     """
-    expert_dp = dp // ep
+    expert_dp = expert_data_parallel_size(tp, dp, tp if etp is None else etp, ep)
 
     def sharded(stage: int) -> float:
         if zero < stage:
@@ -159,12 +153,17 @@ def layer_routings(
     rng: np.random.Generator,
     *,
     cp: int = 1,
+    tp: int = 1,
+    etp: int | None = None,
 ) -> tuple[Routing | None, ...]:
     """The routing of each layer (None for a dense layer), drawn in layer order from ``rng``.
 
-    A rank routes its ``N = b·s/cp`` tokens (module docstring, "Routing").
+    A rank routes ``N·etp/tp`` of the ``N = b·s/cp`` tokens of its replica (module
+    docstring, "Tokens" and "Routing"; ``etp`` None: ``tp``, all ``N``).
     """
     num_tokens = micro_batch_size * training.seq_len // cp
+    if etp is not None:
+        num_tokens = num_tokens * etp // tp
     out: list[Routing | None] = []
     for layer in range(model.num_hidden_layers):
         if not model.is_moe_layer(layer):
@@ -207,11 +206,11 @@ def ep_alltoall(nbytes: float, unit: Unit, block: str, *, ep: int) -> tuple[Step
 
 
 def expert_grad_bucket(
-    unit: Unit, expert_params: float, elem: int, *, ep: int, replicas: int, zero: int
+    unit: Unit, expert_params: float, elem: int, *, edp: int, zero: int
 ) -> tuple[Step, ...]:
-    """The gradient bucket of a unit's routed experts, reduced over its EDP group (the
-    ``replicas/ep`` replicas holding the same experts); none when that group is one replica."""
-    if replicas // ep == 1 or expert_params == 0:
+    """The gradient bucket of a unit's routed experts, reduced over its EDP group of ``edp``
+    ranks (those holding the same experts' shard); none when that group is one rank."""
+    if edp == 1 or expert_params == 0:
         return ()
     kind = CollectiveKind.REDUCESCATTER if zero >= 1 else CollectiveKind.ALLREDUCE
     label, _ = unit.ident("expert_grads")

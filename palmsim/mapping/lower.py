@@ -161,12 +161,14 @@ def tp_collective(
     tp: int,
     sequence_parallel: bool,
     suffix: str = "ar",
+    group: GroupKind = GroupKind.TP,
 ) -> tuple[Step, ...]:
     """A TP collective of ``nbytes`` after ``unit``'s ``block``; none with one rank or no bytes.
 
     Sequence parallelism replaces an all-reduce by a reduce-scatter to the sequence shards,
     then (after the sharded norm/dropout) an all-gather; together the all-reduce's bytes
-    (Korthikanti et al. 2023, Sec. 4.2.2).
+    (Korthikanti et al. 2023, Sec. 4.2.2). ``group`` ETP: the routed experts' reduction over
+    their expert tensor-parallel group of ``tp`` ranks (:mod:`palmsim.mapping.folding`).
     """
     if tp == 1 or nbytes <= 0:
         return ()
@@ -180,7 +182,7 @@ def tp_collective(
     for piece_kind, piece in pieces:
         label, op = unit.ident(*parts, piece)
         steps.append(
-            CollectiveStep(label, piece_kind, nbytes, layer=unit.layer, block=block, op=op)
+            CollectiveStep(label, piece_kind, nbytes, group, layer=unit.layer, block=block, op=op)
         )
     return tuple(steps)
 

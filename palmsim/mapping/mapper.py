@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from palmsim.mapping.experts import (
     split_params,
     stage_state_bytes,
 )
+from palmsim.mapping.folding import expert_data_parallel_size
 from palmsim.mapping.lower import (
     Costing,
     Unit,
@@ -63,6 +65,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveKind,
+    GroupKind,
     MappingPlan,
     MemoryBreakdown,
     StageProgram,
@@ -153,16 +156,21 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         experiment.workload.model, experiment.workload.training, experiment.mapping,
     )  # fmt: skip
     tp, mbs, ep, cp = mapping.tp, mapping.micro_batch_size, mapping.ep, mapping.cp
+    etp = mapping.expert_tp  # None: tp
     sp = mapping.sequence_parallel and tp > 1
-    check_ep(model, mapping.dp * cp, ep, mapping.expert_placement)
-    if ep > 1 and mapping.zero >= 3:
+    check_ep(
+        model, mapping.dp * cp, ep, mapping.expert_placement, tp=tp, etp=etp,
+        sequence_parallel=sp,
+    )  # fmt: skip
+    if (ep > 1 or (etp is not None and etp != tp)) and mapping.zero >= 3:
         raise MappingError(
-            f"zero={mapping.zero} with ep={ep}: ZeRO-3's weight gathers of routed experts "
-            "over their expert-data-parallel group are not modelled (use zero <= 2)"
+            f"zero={mapping.zero} with ep={ep}, expert_tp={etp or tp}: ZeRO-3's weight "
+            "gathers of routed experts over their expert-data-parallel group are not "
+            "modelled (use zero <= 2)"
         )
     routings = layer_routings(
         model, training, mbs, ep, mapping.expert_placement,
-        np.random.default_rng(experiment.run.seed), cp=cp,
+        np.random.default_rng(experiment.run.seed), cp=cp, tp=tp, etp=etp,
     )  # fmt: skip
     built: dict[tuple[bool, float | None, int | None], tuple[Block, ...]] = {}
     layers = []
@@ -174,7 +182,7 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
             built[key] = tuple(
                 layer_blocks(
                     model, training, mbs, tp, sequence_parallel=sp, layer=i, ep=ep,
-                    expert_slots=slots, cp=cp,
+                    expert_slots=slots, cp=cp, etp=etp,
                 )
             )  # fmt: skip
         layers.append(built[key])
@@ -185,7 +193,9 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         scatter_gather=mapping.p2p_scatter_gather,
         sequence_parallel=sp,
     )
-    groups = mapping.dp * cp // ep
+    # The EP groups that route distinct tokens (of the etp EP groups an ETP group's ranks
+    # sit in, which route the same tokens, one): tp·dp·cp/(etp·ep).
+    groups = expert_data_parallel_size(tp, mapping.dp * cp, tp if etp is None else etp, ep)
     return _Model(
         tuple(layers),
         embedding_block(model, local, mbs, tp),
@@ -264,6 +274,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         symmetric_replicas=experiment.run.symmetric_replicas,
         ep=mapping.ep,
         cp=mapping.cp,
+        etp=mapping.expert_tp,
     )
     return MappingPlan(
         mapping=mapping,
@@ -281,9 +292,24 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         replicas_reduced=replicas_reduced,
         ep_degree=mapping.ep,
         cp_degree=mapping.cp,
+        etp_degree=mapping.expert_tp,
         dropped_token_slots=model.dropped_slots_per_microbatch * batch.num_microbatches,
         routed_slots_per_token=workload.model.num_experts_per_tok * workload.model.num_moe_layers,
     )
+
+
+def _edp(mapping: MappingSpec) -> int:
+    """The expert-data-parallel size ``tp·dp·cp/(etp·ep)`` (:mod:`palmsim.mapping.folding`)."""
+    etp = mapping.tp if mapping.expert_tp is None else mapping.expert_tp
+    return expert_data_parallel_size(mapping.tp, mapping.dp * mapping.cp, etp, mapping.ep)
+
+
+def _reduce_group(block: str, tp: int, etp: int) -> dict[str, Any]:
+    """The group of a block's tensor-parallel reduction: the routed experts' over their ETP
+    group when it differs from the TP group (MoE parallel folding), else the TP group."""
+    if block == "moe_experts" and etp != tp:
+        return {"tp": etp, "group": GroupKind.ETP}
+    return {"tp": tp}
 
 
 def _costing(
@@ -343,6 +369,8 @@ def _stage_memory(
         dp=replicas,
         ep=mapping.ep,
         zero=mapping.zero if replicas > 1 else 0,
+        tp=tp,
+        etp=mapping.expert_tp,
     )
     weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
     if mapping.zero >= 3 and replicas > 1:
@@ -364,7 +392,7 @@ def _stage(
 ) -> tuple[TileMemory, dict[int, StageProgram]]:
     """Memory and the programs of every model chunk of physical stage ``s``."""
     mapping, workload = experiment.mapping, experiment.workload
-    pp, ep = mapping.pp, mapping.ep
+    pp = mapping.pp
     dp = mapping.dp * mapping.cp  # the replicas holding the same weights
     zero = mapping.zero if dp > 1 else 0
     tile_memory, per_microbatch = _stage_memory(experiment, batch, model, layout, s)
@@ -375,7 +403,8 @@ def _stage(
     )
     params = dense + expert
     state = optimizer_state_bytes_per_param(workload.training.optimizer, batch.dtype)
-    shard = dense / dp + expert / (dp // ep) if zero >= 1 else params
+    edp = _edp(mapping)
+    shard = dense / dp + expert / edp if zero >= 1 else params
     # fp8 training: every replica casts all its fp8 weights once per iteration
     all_units = [u for c in chunk_ids for u in _units(model, layout.layer_ranges, c)]
     fp8_weights = (
@@ -421,6 +450,7 @@ def _lower_chunk(
     """The lowering passes over one virtual stage: its forward, recompute and backward."""
     mapping = experiment.mapping
     tp, elem, ep, cp = mapping.tp, costing.grad_bytes_per_param, mapping.ep, mapping.cp
+    etp = tp if mapping.expert_tp is None else mapping.expert_tp
     dp = mapping.dp * cp  # gradients are reduced over the DP ranks with context parallelism
     zero = mapping.zero if dp > 1 else 0
     sp = mapping.sequence_parallel and tp > 1
@@ -435,8 +465,8 @@ def _lower_chunk(
             recompute.extend(gather)
         for b in unit.blocks:
             ar = tp_collective(
-                CollectiveKind.ALLREDUCE, b.allreduce_fwd_bytes, unit, b.name, tp=tp,
-                sequence_parallel=sp,
+                CollectiveKind.ALLREDUCE, b.allreduce_fwd_bytes, unit, b.name,
+                **_reduce_group(b.name, tp, etp), sequence_parallel=sp,
             )  # fmt: skip
             a2a = ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=ep)
             if cp > 1 and b.name == "attn":
@@ -456,8 +486,8 @@ def _lower_chunk(
         backward.extend(zero_gather(unit, _params(unit), elem, zero=zero))
         for b in reversed(unit.blocks):
             reduce = tp_collective(
-                CollectiveKind.ALLREDUCE, b.allreduce_bwd_bytes, unit, b.name, tp=tp,
-                sequence_parallel=sp,
+                CollectiveKind.ALLREDUCE, b.allreduce_bwd_bytes, unit, b.name,
+                **_reduce_group(b.name, tp, etp), sequence_parallel=sp,
             )  # fmt: skip
             if cp > 1 and b.name == "attn":
                 backward.extend(cp_attention(costing, unit, b, "B", model.kv_chunk_bytes, cp))
@@ -470,7 +500,7 @@ def _lower_chunk(
             backward.extend(grad_accumulation(costing, unit, b, mapping.grad_accumulation))
         dense, expert = split_params(unit.blocks)
         backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
-        backward.extend(expert_grad_bucket(unit, expert, elem, ep=ep, replicas=dp, zero=zero))
+        backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=zero))
     training = experiment.workload.training
     if training.dtype == "fp8" and training.fp8_recipe == "delayed":
         # delayed scaling: the amax update when the chunk's fp8 autocast region exits

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from palmsim.config.specs import InferenceSpec, MappingSpec
+from palmsim.mapping.folding import expert_group
 
 __all__ = [
     "CollectiveFlow",
@@ -49,12 +50,14 @@ class Phase(StrEnum):
 class GroupKind(StrEnum):
     """The group a collective runs over: the stage replica's TP ranks, or the DP group (the
     same stage and rank in every replica), or one of the groups of consecutive replicas that
-    expert and context parallelism cut the DP group into (:meth:`MappingPlan.group_of`)."""
+    expert and context parallelism cut the DP group into (:meth:`MappingPlan.groups`); the
+    expert groups fold over a stage's TP and DP ranks (:mod:`palmsim.mapping.folding`)."""
 
     TP = "tp"
     DP = "dp"
-    EP = "ep"  # ep consecutive replicas: the token dispatch and combine all-to-alls
-    EDP = "edp"  # replicas r, r + ep, r + 2·ep, ...: the gradients of the same experts
+    EP = "ep"  # the token dispatch and combine all-to-alls (ep ranks of a stage)
+    EDP = "edp"  # the ranks holding the same experts' shard: their gradients
+    ETP = "etp"  # the ranks splitting each local expert's GEMMs (expert tensor parallelism)
     CP = "cp"  # cp consecutive replicas: one sample's sequence, the KV ring
 
 
@@ -297,6 +300,9 @@ class MappingPlan:
     # layout of groups(); the replicas of stage_tiles are ordered cp-rank fastest.
     ep_degree: int = 1
     cp_degree: int = 1
+    # Expert tensor-parallel degree (ETP) of the folded expert groups; None: the stage's tp
+    # (Megatron-Core's default). :mod:`palmsim.mapping.folding`.
+    etp_degree: int | None = None
     # Routed token slots the capacity factor drops in one iteration, over all MoE layers,
     # micro-batches and replicas (0 when dropless).
     dropped_token_slots: float = 0.0
@@ -337,19 +343,28 @@ class MappingPlan:
 
     def groups(self, replica: int, stage: int, rank: int) -> dict[str, tuple[int, ...]]:
         """The tile's group of each :class:`GroupKind`: its TP group, its DP group (every
-        replica), its EP and CP groups (``ep_degree``/``cp_degree`` consecutive replicas) and
-        its EDP group (the replicas at the same position of every EP group)."""
+        replica), its CP group (``cp_degree`` consecutive replicas) and its EP, EDP and ETP
+        groups, folded over the stage's ranks ``j = rank + tp·replica``
+        (:func:`palmsim.mapping.folding.expert_group`)."""
         reps = self.stage_tiles
         ep, cp = self.ep_degree, self.cp_degree
+        tp = len(reps[replica][stage])
+        etp = tp if self.etp_degree is None else self.etp_degree
+        num_ranks = tp * len(reps)
 
         def of(replicas: Sequence[int]) -> tuple[int, ...]:
             return tuple(reps[r][stage][rank] for r in replicas)
 
+        def folded(kind: str) -> tuple[int, ...]:
+            ranks = expert_group(kind, rank + tp * replica, num_ranks, etp, ep)
+            return tuple(reps[j // tp][stage][j % tp] for j in ranks)
+
         return {
             GroupKind.TP: reps[replica][stage],
             GroupKind.DP: of(range(len(reps))),
-            GroupKind.EP: of(range(replica - replica % ep, replica - replica % ep + ep)),
-            GroupKind.EDP: of(range(replica % ep, len(reps), ep)),
+            GroupKind.EP: folded("ep"),
+            GroupKind.EDP: folded("edp"),
+            GroupKind.ETP: folded("etp"),
             GroupKind.CP: of(range(replica - replica % cp, replica - replica % cp + cp)),
         }
 

@@ -381,6 +381,7 @@ def layer_blocks(
     ep: int = 1,
     expert_slots: float | None = None,
     cp: int = 1,
+    etp: int | None = None,
 ) -> tuple[Block, ...]:
     """The blocks of one transformer layer on one of ``tp`` tiles.
 
@@ -395,9 +396,9 @@ def layer_blocks(
     model that mixes both needs ``layer``).
 
     A dense layer is ``(attn, mlp)``. A mixture-of-experts layer (``model.is_moe_layer``) is
-    ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep`` and
-    ``expert_slots`` passed on; ``layer`` (0-based) must then be given, since a model's first
-    ``first_k_dense_replace`` layers are dense.
+    ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep``,
+    ``etp`` and ``expert_slots`` passed on; ``layer`` (0-based) must then be given, since a
+    model's first ``first_k_dense_replace`` layers are dense.
 
     Args:
         model: the architecture.
@@ -443,6 +444,7 @@ def layer_blocks(
                 sequence_parallel=sequence_parallel,
                 cp=cp,
                 layer=layer,
+                etp=etp,
             )
             return _fp8_blocks(moe, training, tp if sequence_parallel else 1)
     _check_common(model, micro_batch_size, tp)
@@ -550,6 +552,7 @@ def moe_blocks(
     sequence_parallel: bool = False,
     cp: int = 1,
     layer: int | None = None,
+    etp: int | None = None,
 ) -> tuple[Block, Block, Block, Block]:
     """The blocks of one mixture-of-experts layer on one tile: ``attn``, ``moe_route``,
     ``moe_experts``, ``moe_combine``.
@@ -577,6 +580,16 @@ def moe_blocks(
     token of the micro-batch on each TP rank. With ``cp`` > 1 a tile routes its ``s/cp``
     tokens (``N = b·s/cp``).
 
+    ``etp`` (expert tensor parallelism; None: ``t``) folds the experts over the stage's ranks
+    (MoE parallel folding, :mod:`palmsim.mapping.folding`): the routed experts' width splits
+    over ``etp`` tiles in place of ``t``, and a tile routes ``N·etp/t`` of the tokens (its
+    ETP group's share; the ``t/etp`` ETP groups of a TP group route disjoint shares), so the
+    router, permutations and weighted sum run on ``N_r = N·etp/t`` tokens and ``N_r·k``
+    slots. The partial sums are reduced over the ETP group (``e·T·h``, none with
+    ``etp = 1``); the shared experts, the residual and its dropout stay on the TP group's
+    ``N`` tokens. Below, ``N`` of the routed parts reads ``N_r`` and ``t`` of the routed
+    experts ``etp``.
+
     ``T`` defaults to ``N·k`` (``N = b·s``): uniform, dropless routing, which gives every EP
     rank exactly the slots it sends. Every all-to-all has the per-tile buffer
     ``e·h·max(T, N·k)`` bytes (each tile sends ``1/ep`` of it to each EP peer) and exists when
@@ -594,8 +607,8 @@ def moe_blocks(
     inputs (``e·N·k·h``); the shared experts as a dense MLP; the residual dropout mask.
 
     Raises:
-        MappingError: ``ep`` does not divide ``E``, or ``tp`` does not divide the heads or the
-            expert width.
+        MappingError: ``ep`` does not divide ``E``, ``tp`` does not divide the heads, ``etp``
+            does not divide the expert width or ``tp``, or ``tp/etp`` the tokens ``N``.
     """
     _check_common(model, micro_batch_size, tp)
     _check_activation(model)
@@ -606,9 +619,17 @@ def moe_blocks(
             f"model {model.name!r}: expert-parallel degree ep={ep} does not divide "
             f"num_experts={experts}"
         )
-    if f_e % tp:
+    etp = tp if etp is None else etp
+    if etp < 1 or tp % etp:
+        raise MappingError(f"model {model.name!r}: expert_tp={etp} does not divide tp={tp}")
+    if f_e % etp:
         raise MappingError(
-            f"model {model.name!r}: tp={tp} does not divide the expert width "
+            f"model {model.name!r}: expert tensor-parallel degree {etp} does not divide the "
+            f"expert width moe_intermediate_size={f_e}"
+        )
+    if model.num_shared_experts and f_e % tp:
+        raise MappingError(
+            f"model {model.name!r}: tp={tp} does not divide the shared experts' width "
             f"moe_intermediate_size={f_e}"
         )
     # The attention block is the dense layer's (its MLP width plays no part in it).
@@ -625,15 +646,23 @@ def moe_blocks(
     h = model.hidden_size
     seq = _local_seq_len(training, cp)
     n_tok = micro_batch_size * seq
+    if (n_tok * etp) % tp:
+        raise MappingError(
+            f"model {model.name!r}: tp/expert_tp = {tp // etp} ETP groups do not split the "
+            f"{n_tok} tokens of a micro-batch evenly"
+        )
+    n_route = n_tok * etp // tp  # the tokens this tile's ETP group routes
     act_bytes = e * n_tok * h
-    slots = float(n_tok * top_k)
+    route_bytes = e * n_route * h
+    slots = float(n_route * top_k)
     received = slots if expert_slots is None else float(expert_slots)
     local = experts // ep
     gated = model.hidden_act in _GATED_ACTIVATIONS
     # Biases (gpt-oss's router and experts have them): added in the grouped GEMMs' epilogue,
     # so parameters only; a row-parallel fc2 bias is replicated on each TP rank.
     bias = model.use_bias
-    width_t = f_e // tp
+    width_t = f_e // etp
+    shared_width_t = f_e // tp
     fc1_width = 2 * width_t if gated else width_t
     alltoall = e * h * max(received, slots) if ep > 1 else 0.0
     shape = _LayerShape(
@@ -647,18 +676,18 @@ def moe_blocks(
         make_op(
             "router",
             "matmul",
-            matmul_cost(n_tok, h, experts, dtype_bytes=e, has_weight=True),
+            matmul_cost(n_route, h, experts, dtype_bytes=e, has_weight=True),
             params=h * experts + (experts if bias else 0),
             param_tensors=2 if bias else 1,
             dtype_bytes=e,
-            saved_bytes=act_bytes,
+            saved_bytes=route_bytes,
         ),
         make_op(
             "router_softmax",
             "softmax",
-            softmax_cost(n_tok * experts, dtype_bytes=e),
+            softmax_cost(n_route * experts, dtype_bytes=e),
             dtype_bytes=e,
-            saved_bytes=e * n_tok * experts,
+            saved_bytes=e * n_route * experts,
         ),
         make_op(
             "permute",
@@ -669,10 +698,10 @@ def moe_blocks(
     ]
     route_edges = (
         (BLOCK_INPUT, "norm2", act_bytes),
-        ("norm2", "router", act_bytes),
-        ("router", "router_softmax", e * n_tok * experts),
-        ("norm2", "permute", act_bytes),
-        ("router_softmax", "permute", e * n_tok * top_k),
+        ("norm2", "router", route_bytes),
+        ("router", "router_softmax", e * n_route * experts),
+        ("norm2", "permute", route_bytes),
+        ("router_softmax", "permute", e * n_route * top_k),
     )
     # ---- moe_experts: grouped GEMMs, `local` experts of received/local rows on average
     rows = received / local
@@ -708,7 +737,7 @@ def moe_blocks(
         ("experts_fc1", "experts_act", e * received * fc1_width),
         ("experts_act", "experts_fc2", e * received * width_t),
     )
-    expert_reduce = _allreduce(tp, e * received * h)
+    expert_reduce = _allreduce(etp, e * received * h)  # over the ETP group
     # ---- moe_combine
     combine_ops = [
         make_op(
@@ -720,7 +749,7 @@ def moe_blocks(
         make_op(
             "weighted_sum",
             "elementwise",
-            elementwise_cost(n_tok * h, dtype_bytes=e, num_inputs=top_k),
+            elementwise_cost(n_route * h, dtype_bytes=e, num_inputs=top_k),
             dtype_bytes=e,
             saved_bytes=e * slots * h,
         ),
@@ -732,7 +761,7 @@ def moe_blocks(
     source = "weighted_sum"
     shared_reduce = 0.0
     if model.num_shared_experts:
-        shared_t = model.num_shared_experts * width_t
+        shared_t = model.num_shared_experts * shared_width_t
         shared_fc1_width = 2 * shared_t if gated else shared_t
         combine_ops += [
             make_op(
@@ -770,7 +799,7 @@ def moe_blocks(
             ("shared_fc1", "shared_act", e * n_tok * shared_fc1_width),
             ("shared_act", "shared_fc2", e * n_tok * shared_t),
             ("shared_fc2", "shared_add", act_bytes),
-            ("weighted_sum", "shared_add", act_bytes),
+            ("weighted_sum", "shared_add", route_bytes),
         ]
         source = "shared_add"
         shared_reduce = _allreduce(tp, act_bytes)

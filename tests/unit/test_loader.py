@@ -320,6 +320,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "zero": 0,
         "sequence_parallel": False,
         "ep": 1,
+        "expert_tp": None,
         "expert_placement": "contiguous",
         "cp": 1,
     }

@@ -198,10 +198,14 @@ def test_moe_expert_and_context_parallel_cases_are_built() -> None:
     assert not any("capacity" in o for o in run.overrides)  # dropless: no capacity
 
 
-def test_expert_parallelism_beyond_dp_cp_is_named_and_moe_with_tp_is_sequence_parallel() -> None:
+def test_ep_beyond_the_ranks_is_named_and_moe_with_tp_is_sequence_parallel() -> None:
+    """tp 8, dp 1: ETP defaults to tp (Megatron-Core), so ep 2 needs 16 ranks of 8; with
+    system.etp = 1 the EP group folds over the TP ranks (MoE parallel folding)."""
     moe = {"arch": "Qwen3-MoE", "ffn": 4096, "num_experts": 8, "top_k": 2}
-    with pytest.raises(NotRun, match=r"system\.ep = 2 does not divide dp·cp = 1.*folding"):
+    with pytest.raises(NotRun, match=r"expert_tp·ep = 8·2 does not divide tp·dp·cp = 8 .*etp"):
         read_training_run(_case(model=moe, system={"ep": 2}), "x.yaml")
+    folded = read_training_run(_case(model=moe, system={"ep": 2, "etp": 1}), "x.yaml")
+    assert folded is not None and (folded.flags["ep"], folded.flags["expert_tp"]) == (2, 1)
     unstated = _case(model=moe, training={"sequence_parallel": ...})  # tp = 8
     run = read_training_run(unstated, "x.yaml")
     assert run is not None and run.flags["sequence_parallel"] is True
