@@ -1069,6 +1069,38 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+#: Case formats with a module of their own: (is one, its figures, its assumptions).
+_OWN_FORMATS = (
+    (serving_cases.is_serving_case, serving_cases.predict, serving_cases.assumptions),
+    (tile_cases.is_tile_case, tile_cases.predict, tile_cases.substitutions),
+)
+
+
+def _predict_own_format(
+    case_id: str, case: Mapping[str, Any]
+) -> tuple[list[Comparison], list[Assumption]] | None:
+    """The comparisons and assumptions of a case in a format with a module of its own
+    (:data:`_OWN_FORMATS`), or None for a training run in the measurements format.
+
+    Raises:
+        NotRun: the module cannot express the case, or it predicts none of its figures.
+    """
+    for is_case, predict, assumptions in _OWN_FORMATS:
+        if not is_case(case):
+            continue
+        try:
+            figures = predict(case)
+        except tile_cases.CannotExpressError as why:
+            raise NotRun(str(why)) from None
+        assumed = [Assumption(k, v, why) for k, v, why in assumptions(case)]
+        keys = tuple(a.key for a in assumed)
+        comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]
+        if not comparisons:
+            raise NotRun("none of its measured figures is one palmsim predicts")
+        return comparisons, assumed
+    return None
+
+
 def _read_case(case: Mapping[str, Any], source: str) -> CaseRun:
     """The first registered reader's :class:`CaseRun` for ``case``.
 
@@ -1179,29 +1211,9 @@ def _run_one(
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
                 raise NotRun(f"got {case!r}; expected a mapping of case fields")
-            if serving_cases.is_serving_case(case):  # a published serving benchmark
-                try:
-                    figures = serving_cases.predict(case)
-                except tile_cases.CannotExpressError as why:
-                    raise NotRun(str(why)) from None
-                assumed = [Assumption(k, v, why) for k, v, why in serving_cases.assumptions(case)]
-                keys = tuple(a.key for a in assumed)
-                comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]
-                return replace(
-                    report,
-                    comparisons=(*report.comparisons, *comparisons),
-                    assumptions=(*report.assumptions, *((case_id, a) for a in assumed)),
-                )
-            if tile_cases.is_tile_case(case):  # the tiled-accelerator format
-                try:
-                    figures = tile_cases.predict(case)
-                except tile_cases.CannotExpressError as why:
-                    raise NotRun(str(why)) from None
-                assumed = [Assumption(k, v, why) for k, v, why in tile_cases.substitutions(case)]
-                keys = tuple(a.key for a in assumed)
-                comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]
-                if not comparisons:
-                    raise NotRun("none of its measured figures is one palmsim predicts")
+            other = _predict_own_format(case_id, case)
+            if other is not None:  # a published serving benchmark or a tiled-system case
+                comparisons, assumed = other
                 return replace(
                     report,
                     comparisons=(*report.comparisons, *comparisons),
