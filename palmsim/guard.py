@@ -52,7 +52,7 @@ from palmsim.hardware.chip import (
     check_tile_count,
     max_tiles,
 )
-from palmsim.mapping.plan import CollectiveStep, ComputeStep, GroupKind, MappingPlan, Step
+from palmsim.mapping.plan import CollectiveStep, ComputeStep, MappingPlan, Step
 
 __all__ = [
     "BYTES_PER_RECORD",
@@ -144,14 +144,12 @@ def plan_estimate(plan: MappingPlan, chip: Chip) -> Estimate:
     every = [s for prog in plan.programs for s in (*prog.forward, *prog.backward)]
     settled = max((s.from_microbatch for s in every if isinstance(s, ComputeStep)), default=0)
     cache: dict[tuple[int, int, bool], tuple[int, int]] = {}
-    # Every flow of a collective is a flow record (and a flow in the network). An
-    # all-to-all of n members has n - 1 per member (pairwise exchange), which dominates the
-    # records of a large EP group: counted, per member the most of any EP communicator. The
-    # rings' flows (about one per member) are not: the budgets were fitted without them.
+    # Every flow of a collective is a flow record (and a flow in the network): a ring has
+    # about one per member and ring (NCCL's rings over several nodes: one per local GPU,
+    # both directions on a bidirectional ring), an all-to-all of n members n - 1 per member
+    # (pairwise exchange). Counted per member, the most of any communicator of the kind.
     flows_per_member: dict[str, float] = {}
     for comm in plan.communicators:
-        if comm.group != GroupKind.EP:
-            continue
         per_member = len(comm.flows) / max(1, comm.num_arriving)
         kind = str(comm.group)
         flows_per_member[kind] = max(flows_per_member.get(kind, 0.0), per_member)
