@@ -27,11 +27,11 @@ behind the estimate when it passes the run's budgets, ``run.max_events`` and
 2. :func:`check_plan`, on the :class:`MappingPlan` before simulating, with the step counts
    the engine will execute (:func:`plan_estimate`): per simulated tile, for each scheduled
    pass, one event per compute step plus one per DRAM flow it starts (a port shared with
-   other tiles; a private port is timed in closed form), one per collective it joins (and
-   one per flow it sends in an expert-parallel all-to-all: ``ep - 1``), and two per
-   pipeline send (the flow and the receiver's mailbox). Records are one interval per
-   compute step and collective wait, one flow record per DRAM flow and send, and one memory
-   record per pass.
+   other tiles; a private port is timed in closed form), one per collective it joins and
+   one per flow of it the tile sends (about one per ring of a ring collective; ``ep - 1`` in
+   an expert-parallel all-to-all), and two per pipeline send (the flow and the receiver's
+   mailbox). Records are one interval per compute step and collective wait, one flow
+   record per DRAM flow, collective flow and send, and one memory record per pass.
 
 Memory is the records' bytes (:data:`BYTES_PER_RECORD`) plus the chip's. Both are estimates
 of the dominant terms, not the interpreter's whole footprint.
