@@ -31,7 +31,8 @@ behind the estimate when it passes the run's budgets, ``run.max_events`` and
    one per flow of it the tile sends (about one per ring of a ring collective; ``ep - 1`` in
    an expert-parallel all-to-all), and two per pipeline send (the flow and the receiver's
    mailbox). Records are one interval per compute step and collective wait, one flow
-   record per DRAM flow, collective flow and send, and one memory record per pass.
+   record per DRAM read or write (on a private port too), collective flow and send, and one
+   memory record per pass.
 
 Memory is the records' bytes (:data:`BYTES_PER_RECORD`) plus the chip's. Both are estimates
 of the dominant terms, not the interpreter's whole footprint.
@@ -128,9 +129,11 @@ def _pass_cost(
         if isinstance(step, ComputeStep):
             if mb < step.from_microbatch:
                 continue
-            flows = (step.dram_read_bytes > 0) + (step.dram_write_bytes > 0) if shared_dram else 0
-            events += 1 + flows
-            records += 1 + flows
+            # A DRAM read or write is a flow record either way; on a private port it is timed
+            # in closed form, so only a shared port's flows are events.
+            dram = (step.dram_read_bytes > 0) + (step.dram_write_bytes > 0)
+            events += 1 + (dram if shared_dram else 0)
+            records += 1 + dram
         elif isinstance(step, CollectiveStep):
             flows = round(flows_per_member.get(str(step.group), 0.0))
             events += 1 + flows
