@@ -13,28 +13,21 @@ import dataclasses
 import pytest
 
 from palmsim.config.loader import load_mapping
-from palmsim.config.specs import MappingSpec
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, MappingError
 from palmsim.guard import plan_estimate
 from palmsim.hardware.chip import Chip
-from palmsim.mapping.communicators import communicators
 from palmsim.mapping.experts import split_params, stage_state_bytes
 from palmsim.mapping.folding import expert_data_parallel_size, expert_group, expert_groups
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.plan import (
-    CollectiveKind,
     CollectiveStep,
-    ComputeStep,
     GradBucketReady,
     GroupKind,
-    MappingPlan,
-    MemoryBreakdown,
-    StageProgram,
 )
 from palmsim.validate import NotRun, read_training_run
 from palmsim.workload.builders import layer_blocks
-from tests.analytic.test_moe_mapping import TINY_MOE
+from tests.analytic.test_moe_mapping import TINY_MOE, one_alltoall_plan
 from tests.conftest import cluster_spec, experiment
 
 # TINY_MOE: h = 256, E = 8 experts of f_e = 128 (SwiGLU: 3 matrices), top-2, 2 layers.
@@ -239,38 +232,7 @@ def test_the_guard_counts_an_alltoalls_flows():
     """An all-to-all of n = 8 members records n - 1 = 7 flows per member (pairwise
     exchange): a plan of one a2a step per forward on 8 one-tile replicas costs per tile
     (1 + 7) + 2 (the forward pass) + 2 + 2 (recompute and backward, empty) = 14 records."""
-    hw = cluster_spec(nodes=1, gpus=8)
-    chip = Chip.from_spec(hw)
-    stage_tiles = tuple(((t,),) for t in range(8))
-    idle = ComputeStep("idle", 0.0, 0.0, 0.0, 0.0, 0.0)
-    program = StageProgram(
-        stage=0,
-        layers=(0, 1),
-        forward=(CollectiveStep("a2a", CollectiveKind.ALLTOALL, 1e6, GroupKind.EP),),
-        backward=(),
-        recompute=(),
-        activation_bytes_per_microbatch=0.0,
-        send_bytes=0.0,
-        optimizer=idle,
-        steps=(("F", 0), ("B", 0)),
-    )
-    comms, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=True, ep=8)
-    memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
-    plan = MappingPlan(
-        mapping=MappingSpec(dp=8, ep=8),
-        num_microbatches=1,
-        stage_tiles=stage_tiles,
-        programs=(program,),
-        dram_port_of_tile=(),
-        memory=tuple((t, memory) for t in range(8)),
-        placement="test",
-        model_flop_per_iteration=0.0,
-        peak_flop_per_s=1.0,
-        samples_per_iteration=1,
-        tokens_per_iteration=1,
-        communicators=comms,
-        ep_degree=8,
-    )
+    _, chip, plan = one_alltoall_plan(1e6)
     assert plan_estimate(plan, chip).records == 8 * 14
 
 

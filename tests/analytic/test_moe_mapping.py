@@ -15,7 +15,7 @@ import dataclasses
 
 import pytest
 
-from palmsim.config.specs import MappingSpec, ModelSpec, RunSpec
+from palmsim.config.specs import HardwareSpec, MappingSpec, ModelSpec, RunSpec
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import MappingError
 from palmsim.explore.bound import iteration_lower_bound_s
@@ -45,9 +45,9 @@ TINY_MOE = ModelSpec(
 TINY_DENSE = dataclasses.replace(TINY_MOE, name="tiny", num_experts=0, num_experts_per_tok=0)
 
 
-def test_an_ep_alltoall_step_takes_the_pairwise_exchange_time_behind_a_switch():
-    """8 replicas of one one-tile stage on one node, ep = 8: the step's all-to-all is
-    (n-1)/n·S/B + (n-1)·alpha_route (Thakur et al. 2005)."""
+def one_alltoall_plan(size_bytes: float) -> tuple[HardwareSpec, Chip, MappingPlan]:
+    """8 replicas of one one-tile stage on one node, ep = 8, whose forward is one EP
+    all-to-all of ``size_bytes`` (no compute): the hardware, the chip and the plan."""
     hw = cluster_spec(nodes=1, gpus=8)
     chip = Chip.from_spec(hw)
     stage_tiles = tuple(((t,),) for t in range(8))
@@ -55,7 +55,7 @@ def test_an_ep_alltoall_step_takes_the_pairwise_exchange_time_behind_a_switch():
     program = StageProgram(
         stage=0,
         layers=(0, 1),
-        forward=(CollectiveStep("a2a", CollectiveKind.ALLTOALL, S_BYTES, GroupKind.EP),),
+        forward=(CollectiveStep("a2a", CollectiveKind.ALLTOALL, size_bytes, GroupKind.EP),),
         backward=(),
         recompute=(),
         activation_bytes_per_microbatch=0.0,
@@ -81,6 +81,13 @@ def test_an_ep_alltoall_step_takes_the_pairwise_exchange_time_behind_a_switch():
         communicators=comms,
         ep_degree=8,
     )
+    return hw, chip, plan
+
+
+def test_an_ep_alltoall_step_takes_the_pairwise_exchange_time_behind_a_switch():
+    """8 replicas of one one-tile stage on one node, ep = 8: the step's all-to-all is
+    (n-1)/n·S/B + (n-1)·alpha_route (Thakur et al. 2005)."""
+    hw, chip, plan = one_alltoall_plan(S_BYTES)
     n, bw = 8, hw.cluster.intra_node.bandwidth_bytes_per_s
     expected = (n - 1) / n * S_BYTES / bw + (n - 1) * chip.route(0, 1).latency_s
     assert Simulator(chip, plan).run().end_time_s == pytest.approx(expected, rel=1e-9)
