@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -375,6 +375,16 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(","))
 
 
+def _search_progress(quiet: bool) -> Callable[[str], None]:
+    """A search's progress lines on stderr, or nothing with ``--quiet``."""
+
+    def progress(line: str) -> None:
+        if not quiet:
+            print(f"palmsim search: {line}", file=sys.stderr)
+
+    return progress
+
+
 def _search_goodput(args: argparse.Namespace) -> int:
     """``palmsim search --objective goodput``: serving configurations ranked by goodput."""
     from palmsim.explore.serving_search import (
@@ -393,10 +403,6 @@ def _search_goodput(args: argparse.Namespace) -> int:
         max_num_batched_tokens=args.max_num_batched_tokens,
     )
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(f"palmsim search: {line}", file=sys.stderr)
-
     found = search_goodput(
         args.hw,
         args.workload,
@@ -404,7 +410,7 @@ def _search_goodput(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         space=space,
         max_simulations=args.max_simulations or None,
-        progress=progress,
+        progress=_search_progress(args.quiet),
     )
     out = Path(args.out)
     write_csv(out / "results.csv", GOODPUT_COLUMNS, goodput_rows(found))
@@ -458,10 +464,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
         placement=args.placement,
     )
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(f"palmsim search: {line}", file=sys.stderr)
-
     result = search(
         experiment,
         objective=args.objective,
@@ -469,7 +471,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         space=space,
         jobs=args.jobs,
         max_simulations=args.max_simulations or None,
-        progress=progress,
+        progress=_search_progress(args.quiet),
         out_dir=args.out,
     )
     out = Path(args.out)
