@@ -27,6 +27,17 @@ where the full run delivers an identical flow to it. Every channel replica 0 use
 the same flows as in the full run, and the iteration time, replica 0's records and the
 per-channel loads are the full run's.
 
+**Blocks of replicas.** With context parallelism the replicas are coupled in groups: each CP
+group of ``cp`` consecutive replicas passes KV chunks around its ring. The same argument then
+holds for blocks: map replica ``r`` to replica ``r mod cp`` of block 0 (the same stage, TP
+and CP rank), so that condition 2 covers the transfers inside a block (the CP rings too), and
+state condition 3 per channel: every channel a DP flow crosses carries the images of exactly
+the flows its image channel carries once only block 0's members send (their flows re-routed
+onto images). For one replica per block this is condition 3 as stated (a member's out-channel
+carries what it sends, its in-channel what it receives, and each must equal what replica 0's
+member sends). Block 0 then reproduces the full run as replica 0 does. EP all-to-alls and
+folded experts' groups are not reduced.
+
 A wafer is never reduced: its NoC links and DRAM ports are shared between tiles of different
 replicas, so there is no such channel image.
 """
@@ -34,7 +45,7 @@ replicas, so there is no such channel image.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from palmsim.hardware.chip import Chip, Route
@@ -56,23 +67,24 @@ def communicators(
     ep: int = 1,
     cp: int = 1,
     etp: int | None = None,
-) -> tuple[tuple[Communicator, ...], bool]:
-    """Every TP and DP communicator of ``stage_tiles``, and whether replica 0 stands for all.
+) -> tuple[tuple[Communicator, ...], int]:
+    """Every TP and DP communicator of ``stage_tiles``, and how many replicas are simulated.
 
-    With ``symmetric_replicas`` and conditions 1-3 of the module docstring met, only replica
-    0's communicators are kept, its DP ones with only its flows, re-routed onto its own
-    channels, and expecting only its members to arrive; the second value is then True. A
-    communicator is marked ``exclusive`` when no other traffic of the run can share a channel
-    with its flows (then the engine times its collectives in closed form).
+    With ``symmetric_replicas`` and conditions 1-3 of the module docstring met for blocks of
+    ``cp`` replicas, only block 0's communicators are kept, its DP ones with only its
+    members' flows, re-routed onto images, and expecting only its members to arrive; the
+    second value is then ``cp``, else every replica. A communicator is marked ``exclusive``
+    when no other traffic of the run can share a channel with its flows (then the engine
+    times its collectives in closed form).
 
     Args:
         chip: the machine.
         stage_tiles: ``stage_tiles[replica][stage]`` = the stage replica's tiles in TP order.
         pipeline_wraps: the last stage also sends to the first (interleaved 1F1B; the token
             ids of inference).
-        symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``); never with
-            ``ep`` or ``cp`` > 1 or folded experts, whose all-to-alls, KV rings and EDP groups
-            couple the replicas.
+        symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``), in blocks
+            of one CP group; never with ``ep`` > 1 or folded experts, whose all-to-alls and
+            EDP groups couple the replicas.
         ep: ranks per expert-parallel group: adds each EP group's all-to-all communicator
             and each EDP group's ring, folded over a stage's ranks with ``etp``
             (:mod:`palmsim.mapping.folding`, :meth:`MappingPlan.groups`).
@@ -98,17 +110,26 @@ def communicators(
         bidirectional=wafer is not None and wafer.bidirectional_rings,
     )
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
-    is_reduced = False
-    # EP all-to-alls, KV rings and folded experts' EDP groups tie replicas together
-    coupled = ep > 1 or cp > 1 or any(c.group is GroupKind.EDP for c in extra)
-    if symmetric_replicas and dp and chip.spec.kind == "gpu_cluster" and not coupled:
-        reduced = _reduce(chip, stage_tiles, pairs, tp, dp)
+    simulated = stage_tiles
+    # EP all-to-alls and folded experts' EDP and ETP groups tie replicas together
+    coupled = ep > 1 or any(c.group in (GroupKind.EDP, GroupKind.ETP) for c in extra)
+    block = cp  # KV rings tie each CP group's replicas: the unit of symmetry
+    if (
+        symmetric_replicas
+        and dp
+        and chip.spec.kind == "gpu_cluster"
+        and not coupled
+        and len(stage_tiles) > block
+    ):
+        reduced = _reduce(chip, stage_tiles, pairs, tp, dp, extra, block)
         if reduced is not None:
-            tp = [c for c in tp if c.members in stage_tiles[0]]  # replica 0's groups
-            dp, is_reduced = reduced, True
-    simulated = stage_tiles[:1] if is_reduced else stage_tiles
+            simulated = stage_tiles[:block]
+            inside = {t for replica in simulated for tiles in replica for t in tiles}
+            tp = [c for c in tp if c.members[0] in inside]  # block 0's groups
+            extra = [c for c in extra if c.members[0] in inside]
+            dp = reduced
     exclusive = _mark_exclusive(chip, [*tp, *dp, *extra], simulated, pipeline_wraps)
-    return exclusive, is_reduced
+    return exclusive, len(simulated)
 
 
 def _replica_group_communicators(
@@ -252,8 +273,11 @@ def _reduce(
     pairs: list[tuple[int, int]],
     tp: list[Communicator],
     dp: list[Communicator],
+    inner: list[Communicator],
+    block: int,
 ) -> list[Communicator] | None:
-    """Replica 0's DP communicators if conditions 1-3 hold, else None."""
+    """Block 0's DP communicators if conditions 1-3 hold for blocks of ``block`` replicas
+    (``inner``: the communicators inside a block, the CP rings), else None."""
     channels = chip.channels
     # 1. uniform links: one bandwidth and latency per channel kind
     per_kind: dict[str, tuple[float, float]] = {}
@@ -269,13 +293,13 @@ def _reduce(
         gpu = int((ch.src if out else ch.dst).split(":", 1)[1])
         owner.append((gpu, out))
         channel_of[gpu, ch.kind, out] = ch.index
-    replica0 = stage_tiles[0]
     representative = {
-        t: replica0[s][k]
-        for replica in stage_tiles
+        t: stage_tiles[r % block][s][k]
+        for r, replica in enumerate(stage_tiles)
         for s, tiles in enumerate(replica)
         for k, t in enumerate(tiles)
     }
+    block0 = {t for replica in stage_tiles[:block] for tiles in replica for t in tiles}
 
     def image(route_channels: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(
@@ -287,8 +311,8 @@ def _reduce(
         theirs = chip.route(representative[a], representative[b]).channels
         return image(chip.route(a, b).channels) == theirs
 
-    # 2. transfers inside a replica: TP flows, pipeline sends and HBM traffic
-    if not all(same_route(f.src, f.dst) for comm in tp for f in comm.flows):
+    # 2. transfers inside a block: TP and CP ring flows, pipeline sends and HBM traffic
+    if not all(same_route(f.src, f.dst) for comm in (*tp, *inner) for f in comm.flows):
         return None
     if not all(same_route(a, b) for a, b in pairs):
         return None
@@ -301,32 +325,25 @@ def _reduce(
                     theirs = chip.dram_route(rep, chip.home_dram_port(rep), write=write).channels
                     if image(own) != theirs:
                         return None
-    # 3. every member of a DP communicator sends and receives the same imaged flows
+    # 3. every channel of a DP flow carries the images of what its image carries when only
+    # block 0's members send, their flows re-routed onto the images
     reduced = []
     for comm in dp:
-        sent: dict[int, Counter[tuple[tuple[int, ...], float]]] = {}
-        received: dict[int, Counter[tuple[tuple[int, ...], float]]] = {}
-        for t in comm.members:
-            sent[t], received[t] = Counter(), Counter()
+        full: defaultdict[int, Counter[tuple[tuple[int, ...], float]]] = defaultdict(Counter)
+        kept: defaultdict[int, Counter[tuple[tuple[int, ...], float]]] = defaultdict(Counter)
+        flows = []
         for f in comm.flows:
-            sent[f.src][image(f.channels), f.share] += 1
-            received[f.dst][image(f.channels), f.share] += 1
-        # every member's image is replica 0's member's: the images compare directly
-        first = comm.members[0]
-        assert all(representative[t] == first for t in comm.members)
-        reference = sent[first]
-        if any(sent[t] != reference or received[t] != reference for t in comm.members):
+            imaged = image(f.channels)
+            for c in f.channels:
+                full[c][imaged, f.share] += 1
+            if f.src in block0:
+                flows.append(CollectiveFlow(f.src, f.dst, f.share, imaged, f.latency_s))
+                for c in imaged:
+                    kept[c][imaged, f.share] += 1
+        if any(load != kept[image((c,))[0]] for c, load in full.items()):
             return None
-        reduced.append(
-            Communicator(
-                comm.members,
-                tuple(
-                    CollectiveFlow(f.src, f.dst, f.share, image(f.channels), f.latency_s)
-                    for f in comm.flows
-                    if f.src == first
-                ),
-                1,
-                group=GroupKind.DP,
-            )
-        )
+        if any(full.get(c) != load for c, load in kept.items()):
+            return None
+        arriving = sum(t in block0 for t in comm.members)
+        reduced.append(Communicator(comm.members, tuple(flows), arriving, group=GroupKind.DP))
     return reduced

@@ -267,7 +267,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 memory.append((tile, stage_memory.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
     check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False)
-    comms, replicas_reduced = communicators(
+    comms, num_simulated_replicas = communicators(
         chip,
         stage_tiles,
         pipeline_wraps=mapping.virtual_stages > 1,
@@ -289,7 +289,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         samples_per_iteration=batch.samples_per_iteration,
         tokens_per_iteration=batch.tokens_per_iteration,
         communicators=comms,
-        replicas_reduced=replicas_reduced,
+        num_simulated_replicas=num_simulated_replicas,
         ep_degree=mapping.ep,
         cp_degree=mapping.cp,
         etp_degree=mapping.expert_tp,

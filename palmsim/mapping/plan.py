@@ -293,9 +293,11 @@ class MappingPlan:
     inference: InferencePlan | None = None  # set for mode 'inference' (forward-only serving)
     # Every TP and DP group of two or more tiles, with the flows of its collectives.
     communicators: tuple[Communicator, ...] = ()
-    # The data-parallel replicas are provably symmetric and only replica 0 is simulated
-    # (palmsim.mapping.communicators); its DP communicators hold only its flows.
-    replicas_reduced: bool = False
+    # The data-parallel replicas the engine simulates: the first ones of stage_tiles. Fewer
+    # than all (one, or one context-parallel group) when the replicas are provably symmetric
+    # (palmsim.mapping.communicators); the DP communicators then hold only their flows.
+    # 0: every replica.
+    num_simulated_replicas: int = 0
     # Replicas per expert-parallel group and per context-parallel group: the compiled
     # layout of groups(); the replicas of stage_tiles are ordered cp-rank fastest.
     ep_degree: int = 1
@@ -326,8 +328,14 @@ class MappingPlan:
 
     @property
     def simulated_replicas(self) -> int:
-        """Data-parallel replicas the engine simulates: all, or 1 when they are symmetric."""
-        return 1 if self.replicas_reduced else len(self.stage_tiles)
+        """Data-parallel replicas the engine simulates: all, or the first block (one replica,
+        or one context-parallel group) when they are symmetric."""
+        return self.num_simulated_replicas or len(self.stage_tiles)
+
+    @property
+    def replicas_reduced(self) -> bool:
+        """Whether the simulated replicas stand for more than themselves."""
+        return self.simulated_replicas < len(self.stage_tiles)
 
     @property
     def replication(self) -> float:
@@ -336,10 +344,9 @@ class MappingPlan:
 
     @property
     def simulated_tiles(self) -> tuple[int, ...]:
-        """The tiles the engine simulates, sorted: all used tiles, or replica 0's."""
-        if not self.replicas_reduced:
-            return self.used_tiles
-        return tuple(sorted(t for st in self.stage_tiles[0] for t in st))
+        """The tiles the engine simulates, sorted: those of the simulated replicas."""
+        simulated = self.stage_tiles[: self.simulated_replicas]
+        return tuple(sorted(t for rep in simulated for st in rep for t in st))
 
     def groups(self, replica: int, stage: int, rank: int) -> dict[str, tuple[int, ...]]:
         """The tile's group of each :class:`GroupKind`: its TP group, its DP group (every

@@ -851,13 +851,15 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
             )
         )
     add("tiles used", "num_tiles_used", str)
-    replicas = summary.get("mapping", {}).get("dp", 1)
+    m = summary.get("mapping", {})
+    replicas = m.get("dp", 1) * m.get("cp", 1)
     if summary.get("simulated_replicas", replicas) < replicas:
+        unit = "replica 0" if m.get("cp", 1) == 1 else "the first context-parallel group"
         rows.append(
             (
                 "replicas simulated",
-                f"{summary['simulated_replicas']} of {replicas} (symmetric: replica 0 "
-                "stands for every data-parallel replica)",
+                f"{summary['simulated_replicas']} of {replicas} (symmetric: {unit} "
+                "stands for the others)",
             )
         )
     add("micro-batches", "num_microbatches", str)

@@ -1,8 +1,9 @@
 """One symmetric data-parallel replica reproduces the full run exactly.
 
 The reduced run (``run.symmetric_replicas``, the default) and the full run of the same
-experiment must give the same iteration time, replica 0's records unchanged, and the same
-totals once replica 0's are multiplied by the replicas. This holds only if the DP ring flows
+experiment must give the same iteration time, replica 0's records unchanged (with context
+parallelism: the first CP group's), and the same totals once those are multiplied by the
+replicas they stand for. This holds only if the DP ring flows
 keep their contention (palmsim.mapping.symmetry), e.g. with DP overlap on, where gradient
 buckets share the NICs with the pipeline sends.
 """
@@ -48,6 +49,20 @@ CASES = {
         ["model.num_hidden_layers=4", "training.global_batch_size=16"],
     ),
 }
+# Context parallelism: blocks of cp replicas (one CP group) stand for the rest; the KV ring
+# inside a node, then across two nodes (tp 8 x cp 2, as Llama 3.1 405B runs).
+CP_CASES = {
+    "pp2-tp4-cp2-dp2-h100": (
+        "hw_configs/dgx-h100.yaml",
+        {"pp": 2, "tp": 4, "cp": 2, "dp": 2, "micro_batch_size": 1},
+        ["model.num_hidden_layers=4", "training.global_batch_size=16"],
+    ),
+    "pp1-tp8-cp2-dp2-two-node-ring": (
+        "hw_configs/dgx-h100.yaml",
+        {"pp": 1, "tp": 8, "cp": 2, "dp": 2, "micro_batch_size": 1, "dp_overlap": False},
+        ["model.num_hidden_layers=2", "training.global_batch_size=8"],
+    ),
+}
 
 
 def _run(hw: str, mapping: dict, overrides: list[str], symmetric: bool):
@@ -64,13 +79,14 @@ def _run(hw: str, mapping: dict, overrides: list[str], symmetric: bool):
     return result, summary
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(CP_CASES))
 def test_reduced_run_equals_full_run(name: str) -> None:
-    hw, mapping, overrides = CASES[name]
+    hw, mapping, overrides = {**CASES, **CP_CASES}[name]
     reduced, reduced_summary = _run(hw, mapping, overrides, symmetric=True)
     full, full_summary = _run(hw, mapping, overrides, symmetric=False)
-    assert reduced.plan.simulated_replicas == 1
-    assert full.plan.simulated_replicas == mapping["dp"]
+    cp = mapping.get("cp", 1)
+    assert reduced.plan.simulated_replicas == cp
+    assert full.plan.simulated_replicas == mapping["dp"] * cp
     assert reduced.trace.end_time_s == full.trace.end_time_s
     replica0 = set(reduced.plan.simulated_tiles)
 

@@ -113,6 +113,23 @@ def test_pipeline_sends_of_different_kinds_break_symmetry() -> None:
     assert all(c.num_arriving == len(c.members) for c in plan.communicators)
 
 
+def test_one_context_parallel_group_stands_for_the_others_when_the_blocks_are_alike() -> None:
+    """TP 4 x CP 2 x DP 2 on 8-GPU nodes: each CP group (two replicas) fills one node, so
+    block 0 (GPUs 0-7) stands for block 1; its CP rings are kept, and each DP communicator
+    waits for block 0's two members. With TP 3 the blocks of 6 GPUs straddle nodes
+    differently (block 0 in node 0, block 1's KV ring crossing into node 1): all run."""
+    _, plan = _plan(H100, pp=1, tp=4, cp=2, dp=2, micro_batch_size=1)
+    assert plan.simulated_replicas == 2 and plan.replication == 2.0
+    assert plan.simulated_tiles == tuple(range(8))
+    cp_groups = [c.members for c in plan.communicators if c.group == "cp"]
+    assert sorted(cp_groups) == [(k, k + 4) for k in range(4)]
+    dp = [c for c in plan.communicators if c.group == "dp"]
+    assert sorted(c.members for c in dp) == [(k, k + 4, k + 8, k + 12) for k in range(4)]
+    assert all(c.num_arriving == 2 and {f.src for f in c.flows} <= set(range(8)) for c in dp)
+    _, straddling = _plan(H100, pp=1, tp=3, cp=2, dp=2, micro_batch_size=1)
+    assert straddling.simulated_replicas == 4
+
+
 def test_wafer_and_single_replica_and_opt_out_simulate_everything() -> None:
     _, wafer = _plan(WAFER, pp=2, tp=4, dp=2, micro_batch_size=1)
     assert wafer.simulated_replicas == 2
