@@ -27,16 +27,18 @@ where the full run delivers an identical flow to it. Every channel replica 0 use
 the same flows as in the full run, and the iteration time, replica 0's records and the
 per-channel loads are the full run's.
 
-**Blocks of replicas.** With context parallelism the replicas are coupled in groups: each CP
-group of ``cp`` consecutive replicas passes KV chunks around its ring. The same argument then
-holds for blocks: map replica ``r`` to replica ``r mod cp`` of block 0 (the same stage, TP
-and CP rank), so that condition 2 covers the transfers inside a block (the CP rings too), and
-state condition 3 per channel: every channel a DP flow crosses carries the images of exactly
-the flows its image channel carries once only block 0's members send (their flows re-routed
-onto images). For one replica per block this is condition 3 as stated (a member's out-channel
-carries what it sends, its in-channel what it receives, and each must equal what replica 0's
-member sends). Block 0 then reproduces the full run as replica 0 does. EP all-to-alls and
-folded experts' groups are not reduced.
+**Blocks of replicas.** The same argument holds for blocks of ``b`` consecutive replicas
+(``b`` a multiple of ``cp``, so that a block holds whole context-parallel groups): map
+replica ``r`` to replica ``r mod b`` of block 0, with condition 2 for the transfers inside a
+block, its groups' collectives (a CP group's KV ring; an EP group's all-to-all when the
+block holds it) included, each block's groups the images of block 0's, and condition 3 for
+every group that spans blocks (DP, and EP, EDP, ETP groups wider than a block), stated per
+channel: the images of the group's members are its members in block 0, and every channel
+its flows cross carries the images of exactly the flows its image channel carries once only
+those members send, re-routed onto images. For a DP group and ``b = 1`` this is condition 3
+as stated above (a member's out-channel carries what it sends, its in-channel what it
+receives, each the image of what replica 0's member sends). The smallest such block is
+simulated; the others are its images, as replica 0's are above.
 
 A wafer is never reduced: its NoC links and DRAM ports are shared between tiles of different
 replicas, so there is no such channel image.
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from palmsim.hardware.chip import Chip, Route
 from palmsim.hardware.collectives import alltoall_shares, ring_shares
@@ -54,6 +56,9 @@ from palmsim.mapping.folding import expert_groups
 from palmsim.mapping.plan import CollectiveFlow, Communicator, GroupKind
 
 __all__ = ["communicators", "pipeline_pairs", "ring_communicators"]
+
+# per channel, the (imaged route, share) of each flow crossing it, counted
+_Load = defaultdict[int, Counter[tuple[tuple[int, ...], float]]]
 
 StageTiles = tuple[tuple[tuple[int, ...], ...], ...]
 
@@ -71,20 +76,19 @@ def communicators(
     """Every TP and DP communicator of ``stage_tiles``, and how many replicas are simulated.
 
     With ``symmetric_replicas`` and conditions 1-3 of the module docstring met for blocks of
-    ``cp`` replicas, only block 0's communicators are kept, its DP ones with only its
-    members' flows, re-routed onto images, and expecting only its members to arrive; the
-    second value is then ``cp``, else every replica. A communicator is marked ``exclusive``
-    when no other traffic of the run can share a channel with its flows (then the engine
-    times its collectives in closed form).
+    ``b`` replicas, only block 0's communicators are kept, those across blocks with only
+    block 0's members' flows, re-routed onto images, and expecting only those members to
+    arrive; the second value is then ``b``, else every replica. A communicator is marked
+    ``exclusive`` when no other traffic of the run can share a channel with its flows (then
+    the engine times its collectives in closed form).
 
     Args:
         chip: the machine.
         stage_tiles: ``stage_tiles[replica][stage]`` = the stage replica's tiles in TP order.
         pipeline_wraps: the last stage also sends to the first (interleaved 1F1B; the token
             ids of inference).
-        symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``), in blocks
-            of one CP group; never with ``ep`` > 1 or folded experts, whose all-to-alls and
-            EDP groups couple the replicas.
+        symmetric_replicas: reduce symmetric replicas (``run.symmetric_replicas``) to the
+            smallest block of whole CP groups that stands for the others.
         ep: ranks per expert-parallel group: adds each EP group's all-to-all communicator
             and each EDP group's ring, folded over a stage's ranks with ``etp``
             (:mod:`palmsim.mapping.folding`, :meth:`MappingPlan.groups`).
@@ -110,26 +114,17 @@ def communicators(
         bidirectional=wafer is not None and wafer.bidirectional_rings,
     )
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
-    simulated = stage_tiles
-    # EP all-to-alls and folded experts' EDP and ETP groups tie replicas together
-    coupled = ep > 1 or any(c.group in (GroupKind.EDP, GroupKind.ETP) for c in extra)
-    block = cp  # KV rings tie each CP group's replicas: the unit of symmetry
-    if (
-        symmetric_replicas
-        and dp
-        and chip.spec.kind == "gpu_cluster"
-        and not coupled
-        and len(stage_tiles) > block
-    ):
-        reduced = _reduce(chip, stage_tiles, pairs, tp, dp, extra, block)
-        if reduced is not None:
-            simulated = stage_tiles[:block]
-            inside = {t for replica in simulated for tiles in replica for t in tiles}
-            tp = [c for c in tp if c.members[0] in inside]  # block 0's groups
-            extra = [c for c in extra if c.members[0] in inside]
-            dp = reduced
-    exclusive = _mark_exclusive(chip, [*tp, *dp, *extra], simulated, pipeline_wraps)
-    return exclusive, len(simulated)
+    simulated, comms = stage_tiles, [*tp, *dp, *extra]
+    if symmetric_replicas and chip.spec.kind == "gpu_cluster":
+        # the smallest block of whole CP groups that stands for the others
+        num_replicas = len(stage_tiles)
+        for block in range(cp, num_replicas, cp):
+            if num_replicas % block == 0:
+                reduced = _reduce(chip, stage_tiles, pairs, comms, block)
+                if reduced is not None:
+                    simulated, comms = stage_tiles[:block], reduced
+                    break
+    return _mark_exclusive(chip, comms, simulated, pipeline_wraps), len(simulated)
 
 
 def _replica_group_communicators(
@@ -271,13 +266,13 @@ def _reduce(
     chip: Chip,
     stage_tiles: StageTiles,
     pairs: list[tuple[int, int]],
-    tp: list[Communicator],
-    dp: list[Communicator],
-    inner: list[Communicator],
+    comms: list[Communicator],
     block: int,
 ) -> list[Communicator] | None:
-    """Block 0's DP communicators if conditions 1-3 hold for blocks of ``block`` replicas
-    (``inner``: the communicators inside a block, the CP rings), else None."""
+    """``comms`` as the first ``block`` replicas simulate them, if conditions 1-3 hold for
+    blocks of ``block`` replicas (module docstring), else None: a communicator inside one
+    block is kept if it is block 0's, one that spans blocks keeps its block-0 members'
+    flows, re-routed onto images, and waits for those members only."""
     channels = chip.channels
     # 1. uniform links: one bandwidth and latency per channel kind
     per_kind: dict[str, tuple[float, float]] = {}
@@ -293,13 +288,11 @@ def _reduce(
         gpu = int((ch.src if out else ch.dst).split(":", 1)[1])
         owner.append((gpu, out))
         channel_of[gpu, ch.kind, out] = ch.index
-    representative = {
-        t: stage_tiles[r % block][s][k]
-        for r, replica in enumerate(stage_tiles)
-        for s, tiles in enumerate(replica)
-        for k, t in enumerate(tiles)
-    }
-    block0 = {t for replica in stage_tiles[:block] for tiles in replica for t in tiles}
+    representative, block_of = {}, {}
+    for r, replica in enumerate(stage_tiles):
+        for s, tiles in enumerate(replica):
+            for k, t in enumerate(tiles):
+                representative[t], block_of[t] = stage_tiles[r % block][s][k], r // block
 
     def image(route_channels: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(
@@ -311,39 +304,67 @@ def _reduce(
         theirs = chip.route(representative[a], representative[b]).channels
         return image(chip.route(a, b).channels) == theirs
 
-    # 2. transfers inside a block: TP and CP ring flows, pipeline sends and HBM traffic
-    if not all(same_route(f.src, f.dst) for comm in (*tp, *inner) for f in comm.flows):
-        return None
+    # 2. transfers inside a block: pipeline sends, HBM traffic and the collectives of the
+    # groups inside one block, each block's groups the images of block 0's
     if not all(same_route(a, b) for a, b in pairs):
         return None
-    for replica in stage_tiles:
-        for tiles in replica:
-            for t in tiles:
-                rep = representative[t]
-                for write in (False, True):
-                    own = chip.dram_route(t, chip.home_dram_port(t), write=write).channels
-                    theirs = chip.dram_route(rep, chip.home_dram_port(rep), write=write).channels
-                    if image(own) != theirs:
-                        return None
-    # 3. every channel of a DP flow carries the images of what its image carries when only
-    # block 0's members send, their flows re-routed onto the images
+    for t, rep in representative.items():
+        for write in (False, True):
+            own = chip.dram_route(t, chip.home_dram_port(t), write=write).channels
+            theirs = chip.dram_route(rep, chip.home_dram_port(rep), write=write).channels
+            if image(own) != theirs:
+                return None
+
+    def loads(flows: Iterable[tuple[tuple[int, ...], float]]) -> _Load:
+        """Per channel, the (imaged route, share) of each flow (route, share) crossing it."""
+        out: _Load = defaultdict(Counter)
+        for route, share in flows:
+            imaged = image(route)
+            for c in route:
+                out[c][imaged, share] += 1
+        return out
+
+    inner: defaultdict[int, Counter[tuple[GroupKind, tuple[int, ...]]]] = defaultdict(Counter)
+    # the groups across blocks by kind and their members' images, their flows' loads
+    # summed: all of them run each collective together, as the images of one
+    across: defaultdict[tuple[GroupKind, frozenset[int]], _Load] = defaultdict(
+        lambda: defaultdict(Counter)
+    )
+    kept: dict[tuple[GroupKind, frozenset[int]], _Load] = {}
     reduced = []
-    for comm in dp:
-        full: defaultdict[int, Counter[tuple[tuple[int, ...], float]]] = defaultdict(Counter)
-        kept: defaultdict[int, Counter[tuple[tuple[int, ...], float]]] = defaultdict(Counter)
-        flows = []
-        for f in comm.flows:
-            imaged = image(f.channels)
-            for c in f.channels:
-                full[c][imaged, f.share] += 1
-            if f.src in block0:
-                flows.append(CollectiveFlow(f.src, f.dst, f.share, imaged, f.latency_s))
-                for c in imaged:
-                    kept[c][imaged, f.share] += 1
-        if any(load != kept[image((c,))[0]] for c, load in full.items()):
+    for comm in comms:
+        blocks = {block_of[t] for t in comm.members}
+        if len(blocks) == 1:
+            if not all(same_route(f.src, f.dst) for f in comm.flows):
+                return None
+            inner[min(blocks)][comm.group, tuple(representative[t] for t in comm.members)] += 1
+            if blocks == {0}:
+                reduced.append(comm)
+            continue
+        cls = (comm.group, frozenset(representative[t] for t in comm.members))
+        for c, load in loads((f.channels, f.share) for f in comm.flows).items():
+            across[cls][c] += load
+        if 0 in blocks:
+            # 3. its members' images are its block-0 members, who alone send
+            first = frozenset(t for t in comm.members if block_of[t] == 0)
+            if cls[1] != first:
+                return None
+            flows = tuple(
+                CollectiveFlow(f.src, f.dst, f.share, image(f.channels), f.latency_s)
+                for f in comm.flows
+                if f.src in first
+            )
+            kept[cls] = loads((f.channels, f.share) for f in flows)
+            reduced.append(dataclasses.replace(comm, flows=flows, num_arriving=len(first)))
+    # each block's groups are the images of block 0's
+    if any(groups != inner[0] for groups in inner.values()):
+        return None
+    # 3. every channel carries, in the groups across blocks, the images of the flows its
+    # image carries when only block 0's members send
+    for cls, full in across.items():
+        mine = kept.get(cls)
+        if mine is None or any(load != mine.get(image((c,))[0]) for c, load in full.items()):
             return None
-        if any(full.get(c) != load for c, load in kept.items()):
+        if any(full.get(c) != load for c, load in mine.items()):
             return None
-        arriving = sum(t in block0 for t in comm.members)
-        reduced.append(Communicator(comm.members, tuple(flows), arriving, group=GroupKind.DP))
     return reduced

@@ -64,11 +64,42 @@ CP_CASES = {
     ),
 }
 
+# Expert parallelism: one replica stands for all. The EP all-to-all of 8 GPUs in one node:
+# each GPU's NVLinks alike, every GPU sends to and receives from 7 others, so one GPU's own
+# NVLinks carry the images of all. Folded experts (EP 16 over TP 2 x DP 16, expert_tp 1) on
+# 4 nodes: each GPU of TP rank k sends over its NVLink to 7 GPUs of its node and over its
+# NIC to 24 of other nodes, half of either of TP rank 0, and receives the same, so the two
+# GPUs of replica 0 carry the images of every flow.
+EP_CASES = {
+    "mixtral-tp1-ep8-dp8-one-node": (
+        "hw_configs/dgx-h100.yaml",
+        {"pp": 1, "tp": 1, "dp": 8, "ep": 8, "micro_batch_size": 1},
+        ["model.num_hidden_layers=2", "training.global_batch_size=16"],
+    ),
+    "qwen3-tp2-ep16-etp1-dp16-four-nodes": (
+        "hw_configs/dgx-h100.yaml",
+        {
+            "pp": 1,
+            "tp": 2,
+            "dp": 16,
+            "ep": 16,
+            "expert_tp": 1,
+            "micro_batch_size": 1,
+            "sequence_parallel": True,
+        },
+        ["model.num_hidden_layers=2", "training.global_batch_size=32"],
+    ),
+}
+WORKLOAD = {
+    "mixtral-tp1-ep8-dp8-one-node": "workloads/mixtral-8x7b.yaml",
+    "qwen3-tp2-ep16-etp1-dp16-four-nodes": "workloads/qwen3-30b-a3b.yaml",
+}
 
-def _run(hw: str, mapping: dict, overrides: list[str], symmetric: bool):
+
+def _run(hw: str, mapping: dict, overrides: list[str], symmetric: bool, workload: str = T18B):
     exp = load_experiment(
         hw,
-        T18B,
+        workload,
         overrides=[*overrides, f"run.symmetric_replicas={str(symmetric).lower()}"],
         mapping_flags=mapping,
     )
@@ -79,14 +110,18 @@ def _run(hw: str, mapping: dict, overrides: list[str], symmetric: bool):
     return result, summary
 
 
-@pytest.mark.parametrize("name", sorted(CASES) + sorted(CP_CASES))
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(CP_CASES) + sorted(EP_CASES))
 def test_reduced_run_equals_full_run(name: str) -> None:
-    hw, mapping, overrides = {**CASES, **CP_CASES}[name]
-    reduced, reduced_summary = _run(hw, mapping, overrides, symmetric=True)
-    full, full_summary = _run(hw, mapping, overrides, symmetric=False)
+    hw, mapping, overrides = {**CASES, **CP_CASES, **EP_CASES}[name]
+    workload = WORKLOAD.get(name, T18B)
+    reduced, reduced_summary = _run(hw, mapping, overrides, symmetric=True, workload=workload)
+    full, full_summary = _run(hw, mapping, overrides, symmetric=False, workload=workload)
     cp = mapping.get("cp", 1)
-    assert reduced.plan.simulated_replicas == cp
     assert full.plan.simulated_replicas == mapping["dp"] * cp
+    if name in EP_CASES:
+        assert reduced.plan.simulated_replicas == 1
+    else:
+        assert reduced.plan.simulated_replicas == cp
     assert reduced.trace.end_time_s == full.trace.end_time_s
     replica0 = set(reduced.plan.simulated_tiles)
 
