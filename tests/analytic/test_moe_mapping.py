@@ -45,9 +45,12 @@ TINY_MOE = ModelSpec(
 TINY_DENSE = dataclasses.replace(TINY_MOE, name="tiny", num_experts=0, num_experts_per_tok=0)
 
 
-def one_alltoall_plan(size_bytes: float) -> tuple[HardwareSpec, Chip, MappingPlan]:
+def one_alltoall_plan(
+    size_bytes: float, symmetric: bool = True
+) -> tuple[HardwareSpec, Chip, MappingPlan]:
     """8 replicas of one one-tile stage on one node, ep = 8, whose forward is one EP
-    all-to-all of ``size_bytes`` (no compute): the hardware, the chip and the plan."""
+    all-to-all of ``size_bytes`` (no compute): the hardware, the chip and the plan (with
+    ``symmetric``, one replica stands for the 8)."""
     hw = cluster_spec(nodes=1, gpus=8)
     chip = Chip.from_spec(hw)
     stage_tiles = tuple(((t,),) for t in range(8))
@@ -63,7 +66,9 @@ def one_alltoall_plan(size_bytes: float) -> tuple[HardwareSpec, Chip, MappingPla
         optimizer=idle,
         steps=(("F", 0), ("B", 0)),
     )
-    comms, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=True, ep=8)
+    comms, simulated = communicators(
+        chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=symmetric, ep=8
+    )
     assert {c.group for c in comms} == {GroupKind.DP, GroupKind.EP}
     memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
     plan = MappingPlan(
@@ -79,15 +84,19 @@ def one_alltoall_plan(size_bytes: float) -> tuple[HardwareSpec, Chip, MappingPla
         samples_per_iteration=1,
         tokens_per_iteration=1,
         communicators=comms,
+        num_simulated_replicas=simulated,
         ep_degree=8,
     )
     return hw, chip, plan
 
 
-def test_an_ep_alltoall_step_takes_the_pairwise_exchange_time_behind_a_switch():
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_an_ep_alltoall_step_takes_the_pairwise_exchange_time_behind_a_switch(symmetric):
     """8 replicas of one one-tile stage on one node, ep = 8: the step's all-to-all is
-    (n-1)/n·S/B + (n-1)·alpha_route (Thakur et al. 2005)."""
-    hw, chip, plan = one_alltoall_plan(S_BYTES)
+    (n-1)/n·S/B + (n-1)·alpha_route (Thakur et al. 2005), whether one replica stands for
+    the 8 (its flows imaged onto its own NVLinks) or all 8 run."""
+    hw, chip, plan = one_alltoall_plan(S_BYTES, symmetric)
+    assert plan.simulated_replicas == (1 if symmetric else 8)
     n, bw = 8, hw.cluster.intra_node.bandwidth_bytes_per_s
     expected = (n - 1) / n * S_BYTES / bw + (n - 1) * chip.route(0, 1).latency_s
     assert Simulator(chip, plan).run().end_time_s == pytest.approx(expected, rel=1e-9)
