@@ -981,6 +981,24 @@ def _predictions(result: SimulationResult) -> dict[str, float]:
     return out
 
 
+def _publisher_flop_per_token(
+    measured: Mapping[str, Any], predicted: Mapping[str, float]
+) -> float | None:
+    """The model FLOP per token as the case's publisher counts them, where the case gives
+    both its model TFLOP/s and its tokens/s (their ratio), else None.
+
+    Publishers count model FLOP differently (Megatron-Bridge counts causal attention at half
+    the square, palmsim's :func:`model_flop_per_iteration` the full square, as Narayanan et
+    al. 2021 Eq. 3; Megatron-Bridge's gpt-oss count omits terms palmsim counts), so a model
+    TFLOP/s figure compares only under the publisher's count: palmsim's tokens/s times it.
+    """
+    tflops = _figure(measured.get("model_tflops_per_gpu"))
+    tokens = _figure(measured.get("tokens_per_s_per_gpu"))
+    if tflops is None or tokens is None or "tokens_per_s_per_gpu" not in predicted:
+        return None
+    return tflops * 1e12 / tokens
+
+
 def _figure(value: Any) -> float | None:
     """A measured figure palmsim can compare against: a finite, non-zero number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -1023,6 +1041,20 @@ def _simulate_case(
             )
         break
     predicted = (run.predict or _predictions)(result)
+    counted = _publisher_flop_per_token(run.measured, predicted)
+    if counted is not None:
+        predicted["model_tflops_per_gpu"] = predicted["tokens_per_s_per_gpu"] * counted / 1e12
+        own = model_flop_per_iteration(
+            result.experiment.workload.model, result.experiment.workload.training
+        )
+        why = (
+            f"counted as the row counts model FLOP: its model TFLOP/s over its tokens/s, "
+            f"{counted:.4g} FLOP per token (palmsim's count: "
+            f"{own / result.plan.tokens_per_iteration:.4g})"
+        )
+        assumptions += (
+            Assumption("model_flop_per_token", f"{counted:.4g}", why, ("model_tflops_per_gpu",)),
+        )
     comparisons = []
     for metric, value in predicted.items():
         measured = _figure(run.measured.get(metric))

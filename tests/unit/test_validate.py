@@ -221,3 +221,19 @@ def test_pipeline_p2p_flags_come_from_the_case() -> None:
     own = {**case, "training": {**bare, "scatter_gather_opt": False, "overlap_p2p_comm": True}}
     flags = case_setup(own)[3]
     assert (flags["p2p_scatter_gather"], flags["p2p_overlap"]) == (False, True)
+
+
+def test_model_tflops_are_counted_as_the_row_counts_them_where_it_gives_tokens_too() -> None:
+    """NeMo's Llama 2 7B row gives model TFLOP/s and tokens/s: its FLOP per token is their
+    ratio, and palmsim's model TFLOP/s is its tokens/s times that (the same error)."""
+    case = _case("nemo2407_h100_llama2_7b_8gpu")
+    tflops, tokens = (case["measured"][k] for k in ("model_tflops_per_gpu", "tokens_per_s_per_gpu"))
+    report = validate(only=["nemo2407_h100_llama2_7b_8gpu"])
+    by_metric = {c.metric: c for c in report.comparisons}
+    predicted_tokens = by_metric["tokens_per_s_per_gpu"].predicted
+    model = by_metric["model_tflops_per_gpu"]
+    assert model.predicted == pytest.approx(predicted_tokens * tflops / tokens, rel=1e-12)
+    assert model.relative_error == pytest.approx(
+        by_metric["tokens_per_s_per_gpu"].relative_error, rel=1e-9
+    )
+    assert "model_flop_per_token" in model.assumed
