@@ -1048,9 +1048,8 @@ def _simulate_case(
             result.experiment.workload.model, result.experiment.workload.training
         )
         why = (
-            f"counted as the row counts model FLOP: its model TFLOP/s over its tokens/s, "
-            f"{counted:.4g} FLOP per token (palmsim's count: "
-            f"{own / result.plan.tokens_per_iteration:.4g})"
+            "counted as the row counts model FLOP: its model TFLOP/s over its tokens/s; "
+            f"palmsim's own count: {own / result.plan.tokens_per_iteration:.4g}"
         )
         assumptions += (
             Assumption("model_flop_per_token", f"{counted:.4g}", why, ("model_tflops_per_gpu",)),
