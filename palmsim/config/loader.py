@@ -491,6 +491,13 @@ def _gemm_rule() -> Rule:
         "tile": Rule(_parse_grid, "[rows, columns] of a GEMM kernel's output tile"),
         "max_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
         "launch_latency": _quantity_rule("time", positive=False),
+        "attention_efficiency": _section_rule(
+            {
+                "forward": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+                "backward": _float_rule(0.0, 1.0, low_open=True, high_open=False),
+            },
+            lambda v: (v["forward"], v["backward"]),
+        ),
     }
     return _section_rule(
         schema,
@@ -500,6 +507,7 @@ def _gemm_rule() -> Rule:
             tile_n=v["tile"][1],
             max_efficiency=v["max_efficiency"],
             launch_latency_s=v["launch_latency"],
+            attention_efficiency=v.get("attention_efficiency"),
         ),
     )
 
@@ -2114,6 +2122,9 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
                 "tile": [t.gemm.tile_m, t.gemm.tile_n],
                 "max_efficiency": t.gemm.max_efficiency,
                 "launch_latency": format_exact(t.gemm.launch_latency_s, "time"),
+                "attention_efficiency": None
+                if t.gemm.attention_efficiency is None
+                else dict(zip(("forward", "backward"), t.gemm.attention_efficiency, strict=True)),
             },
             "memory_ops": None
             if t.memory_ops is None

@@ -127,7 +127,8 @@ def op_pass_time_s(
       bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
       of its kind (a fused op's pass launches none and takes no time).
     - A fused attention (kind ``attention``) on a tile with a GEMM model: its kernels'
-      launches plus the roofline of its FLOP at the GEMM model's rate and its bytes.
+      launches plus the roofline of its FLOP at the kernel's measured rate in the pass
+      (``gemm.attention_efficiency``, else the GEMM model's) and its bytes.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
       pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
@@ -177,14 +178,14 @@ def op_pass_time_s(
         time_s, launch_s, flop_s = gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
         return time_s, launch_s, flop_s
     if op.kind == "attention" and tile.gemm is not None:
-        # A fused attention core: its products run as GEMMs do, ASSUMPTION at the GEMM
-        # model's max_efficiency (the calibration set has no fused-attention measurement),
-        # without output-tile quantisation (b·a/t·s/128 query blocks fill the SMs), bounded
-        # by its bytes; one launch per kernel.
+        # A fused attention core at the kernel's measured fraction of peak in this pass
+        # (gemm.attention_efficiency; without one, ASSUMPTION: the GEMM model's
+        # max_efficiency), without output-tile quantisation (b·a/t·s/128 query blocks fill
+        # the SMs), bounded by its bytes; one launch per kernel.
         g = tile.gemm
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
         launch_s = kernels * g.launch_latency_s
-        flop_s = flop / (peak_flop_per_s * g.max_efficiency)
+        flop_s = flop / (peak_flop_per_s * g.attention_efficiency_for(phase))
         return launch_s + max(flop_s, all_bytes / operand_bandwidth_bytes_per_s), launch_s, flop_s
     if flop == 0.0 and tile.memory_ops is not None:
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
