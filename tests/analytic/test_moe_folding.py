@@ -228,12 +228,14 @@ def test_unfolded_default_is_unchanged():
     assert a.communicators == b.communicators
 
 
-def test_the_guard_counts_an_alltoalls_flows():
+@pytest.mark.parametrize(("symmetric", "tiles"), [(False, 8), (True, 1)])
+def test_the_guard_counts_an_alltoalls_flows(symmetric: bool, tiles: int):
     """An all-to-all of n = 8 members records n - 1 = 7 flows per member (pairwise
-    exchange): a plan of one a2a step per forward on 8 one-tile replicas costs per tile
-    (1 + 7) + 2 (the forward pass) + 2 + 2 (recompute and backward, empty) = 14 records."""
-    _, chip, plan = one_alltoall_plan(1e6)
-    assert plan_estimate(plan, chip).records == 8 * 14
+    exchange): a plan of one a2a step per forward on 8 one-tile replicas costs per simulated
+    tile (1 + 7) + 2 (the forward pass) + 2 + 2 (recompute and backward, empty) = 14 records;
+    8 tiles, or 1 when one replica stands for the 8."""
+    _, chip, plan = one_alltoall_plan(1e6, symmetric)
+    assert plan_estimate(plan, chip).records == tiles * 14
 
 
 def test_etp_below_tp_without_ep_reduces_expert_gradients_over_the_whole_stage():
