@@ -231,8 +231,15 @@ def test_calibrate_rejects_an_unknown_memory_kind() -> None:
 
 def test_calibrate_cli_rejects_a_max_efficiency_outside_0_1(capsys) -> None:
     code = main(
-        ["calibrate", "--hw", A100, "--gemm", "llmcompass_a100_gemm_fp16",
-         "--gemm-max-efficiency", "87"]
+        [
+            "calibrate",
+            "--hw",
+            A100,
+            "--gemm",
+            "llmcompass_a100_gemm_fp16",
+            "--gemm-max-efficiency",
+            "87",
+        ]
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
