@@ -322,6 +322,16 @@ def _optional_positive_float_rule() -> Rule:
     return Rule(parse, expected)
 
 
+def _optional_ratio_rule() -> Rule:
+    """A number in (0, 1], optional (absent or null: None)."""
+    ratio = _float_rule(0.0, 1.0, low_open=True, high_open=False)
+
+    def parse(value: Any, where: str, key: str) -> float | None:
+        return None if value is None else ratio.parse(value, where, key)
+
+    return Rule(parse, f"{ratio.expected} or null", required=False)
+
+
 def _float_rule(low: float, high: float, *, low_open: bool, high_open: bool) -> Rule:
     expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
@@ -491,13 +501,8 @@ def _gemm_rule() -> Rule:
         "tile": Rule(_parse_grid, "[rows, columns] of a GEMM kernel's output tile"),
         "max_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
         "launch_latency": _quantity_rule("time", positive=False),
-        "attention_efficiency": _section_rule(
-            {
-                "forward": _float_rule(0.0, 1.0, low_open=True, high_open=False),
-                "backward": _float_rule(0.0, 1.0, low_open=True, high_open=False),
-            },
-            lambda v: (v["forward"], v["backward"]),
-        ),
+        "attention_forward_efficiency": _optional_ratio_rule(),
+        "attention_backward_efficiency": _optional_ratio_rule(),
     }
     return _section_rule(
         schema,
@@ -507,7 +512,8 @@ def _gemm_rule() -> Rule:
             tile_n=v["tile"][1],
             max_efficiency=v["max_efficiency"],
             launch_latency_s=v["launch_latency"],
-            attention_efficiency=v.get("attention_efficiency"),
+            attention_forward_efficiency=v.get("attention_forward_efficiency"),
+            attention_backward_efficiency=v.get("attention_backward_efficiency"),
         ),
     )
 
@@ -2122,9 +2128,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
                 "tile": [t.gemm.tile_m, t.gemm.tile_n],
                 "max_efficiency": t.gemm.max_efficiency,
                 "launch_latency": format_exact(t.gemm.launch_latency_s, "time"),
-                "attention_efficiency": None
-                if t.gemm.attention_efficiency is None
-                else dict(zip(("forward", "backward"), t.gemm.attention_efficiency, strict=True)),
+                "attention_forward_efficiency": t.gemm.attention_forward_efficiency,
+                "attention_backward_efficiency": t.gemm.attention_backward_efficiency,
             },
             "memory_ops": None
             if t.memory_ops is None

@@ -159,18 +159,25 @@ class GemmSpec:
     tile_n: int = _f("columns of one output tile of the GEMM kernels [elements]")
     max_efficiency: float = _f("fraction of peak reached by a GEMM without quantisation [ratio]")
     launch_latency_s: float = _f("fixed time per GEMM kernel [s]")
-    attention_efficiency: tuple[float, float] | None = _f(
-        "fraction of peak a fused attention kernel reaches, (forward, backward), from a "
-        "measurement of the kernel; null: max_efficiency (an assumption) [ratio]",
+    attention_forward_efficiency: float | None = _f(
+        "fraction of peak a fused attention kernel reaches in the forward, measured; null: "
+        "max_efficiency (an assumption) [ratio]",
+        default=None,
+    )
+    attention_backward_efficiency: float | None = _f(
+        "fraction of peak a fused attention kernel reaches in the backward, measured; null: "
+        "max_efficiency (an assumption) [ratio]",
         default=None,
     )
 
     def attention_efficiency_for(self, phase: str) -> float:
         """The fused attention kernel's fraction of peak in ``phase`` ("F" or "B")."""
-        if self.attention_efficiency is None:
-            return self.max_efficiency
-        forward, backward = self.attention_efficiency
-        return backward if phase == "B" else forward
+        measured = (
+            self.attention_backward_efficiency
+            if phase == "B"
+            else self.attention_forward_efficiency
+        )
+        return self.max_efficiency if measured is None else measured
 
 
 #: Kinds of memory-bound kernel a ``memory_ops`` section may give its own bandwidth and

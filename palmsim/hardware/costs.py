@@ -128,7 +128,8 @@ def op_pass_time_s(
       of its kind (a fused op's pass launches none and takes no time).
     - A fused attention (kind ``attention``) on a tile with a GEMM model: its kernels'
       launches plus the roofline of its FLOP at the kernel's measured rate in the pass
-      (``gemm.attention_efficiency``, else the GEMM model's) and its bytes.
+      (``gemm.attention_forward_efficiency``, ``..._backward_...``, else the GEMM model's)
+      and its bytes.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
       pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
@@ -179,7 +180,7 @@ def op_pass_time_s(
         return time_s, launch_s, flop_s
     if op.kind == "attention" and tile.gemm is not None:
         # A fused attention core at the kernel's measured fraction of peak in this pass
-        # (gemm.attention_efficiency; without one, ASSUMPTION: the GEMM model's
+        # (gemm.attention_*_efficiency; without one, ASSUMPTION: the GEMM model's
         # max_efficiency), without output-tile quantisation (b·a/t·s/128 query blocks fill
         # the SMs), bounded by its bytes; one launch per kernel.
         g = tile.gemm
