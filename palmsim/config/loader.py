@@ -2013,11 +2013,12 @@ def load_mapping(
 def check_mapping_modes(
     merged: Mapping[str, Any], mode: str, origin: Mapping[str, str]
 ) -> list[ConfigProblem]:
-    """A problem for every given mapping key whose option does not apply to ``mode``."""
+    """A problem for every given mapping key whose option does not apply to ``mode``; null
+    (an option off, as a resolved config writes it) applies to every mode."""
     names = {f.name for f in fields(MappingSpec)}
     problems = []
     for key in sorted(merged):
-        if key not in names:
+        if key not in names or merged[key] is None:
             continue
         modes = modes_of(MappingSpec, key)
         if mode not in modes:

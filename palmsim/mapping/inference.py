@@ -185,7 +185,7 @@ class _Serving:
     grid: tuple[int, int]  # (a, b) of 2-D tensor parallelism; (tp, 1) for 1-D
 
 
-def tp_grid(experiment: ExperimentSpec) -> tuple[int, int]:
+def _tp_grid(experiment: ExperimentSpec) -> tuple[int, int]:
     """``(a, b)``: ranks splitting the heads and MLP columns, ranks splitting the hidden
     dimension and the users (``mapping.tp_2d``; ``(tp, 1)`` without it: 1-D)."""
     mapping = experiment.mapping
@@ -230,7 +230,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     w_elem, mbs, tp = DTYPE_BYTES[inf.weight_dtype], mapping.micro_batch_size, mapping.tp
     spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=batch.dtype)
     tied = mapping.pp > 1 or not model.tie_word_embeddings
-    a, ways = tp_grid(experiment)
+    a, ways = _tp_grid(experiment)
 
     def storage(b: Block, elem: float) -> Block:
         return dataclasses.replace(b, ops=with_weight_dtype(b.ops, elem, DTYPE_BYTES[batch.dtype]))
@@ -250,7 +250,7 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     inf = experiment.workload.inference
     assert inf is not None
     tp, mbs = mapping.tp, mapping.micro_batch_size
-    a, b = tp_grid(experiment)
+    a, b = _tp_grid(experiment)
     kv_t = model.num_key_value_heads // a if model.num_key_value_heads >= a else 1
     heads_t = model.num_attention_heads // a
     users = math.ceil(mbs / b)  # the users whose cache a tile holds (all of them in 1-D)
@@ -288,7 +288,7 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
         raise MappingError(f"mapping.tp_2d = [{a}, {b}]: {why}")
 
 
-def grid_order(chip: Chip, tiles: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
+def _grid_order(chip: Chip, tiles: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
     """``tiles`` in 2-D TP rank order: rank ``k`` at ``(k mod a, k div a)``, each TPA group
     (``a`` consecutive ranks) a row of the ``b x a`` rectangle the tiles fill, or a column of
     an ``a x b`` one.
@@ -341,7 +341,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     if mapping.tp_2d is not None:
         stage_tiles = tuple(
-            tuple(grid_order(chip, tiles, *mapping.tp_2d) for tiles in replica)
+            tuple(_grid_order(chip, tiles, *mapping.tp_2d) for tiles in replica)
             for replica in stage_tiles
         )
     layer_ranges = PARTITIONERS.get("layers")(

@@ -227,3 +227,5 @@ def test_a_2d_grid_that_does_not_fit_is_refused():
     with pytest.raises(ConfigError, match=r"\[a, b\] with a\*b = tp"):
         load_mapping([("m", {"tp": 32, "tp_2d": [8]})], mode="inference")
     assert load_mapping([("m", {"tp": 32, "tp_2d": [8, 4]})], mode="inference").tp_2d == (8, 4)
+    # null is the option off, as a training run's resolved config writes it
+    assert load_mapping([("m", {"tp_2d": None})], mode="training").tp_2d is None
