@@ -558,23 +558,24 @@ class _Lowering:
         rs, ag = CollectiveKind.REDUCESCATTER, CollectiveKind.ALLGATHER
         ar = CollectiveKind.ALLREDUCE
         tpa, tpb = GroupKind.TPA, GroupKind.TPB
-        pieces: list[tuple[CollectiveKind, GroupKind, float, str]] = [(ag, tpb, b, "norm.ag")]
+        pieces: list[tuple[CollectiveKind, GroupKind, float, str]] = [(ag, tpb, b * row, "norm.ag")]
         if block.name == "attn":
-            heads_dim = model.num_attention_heads // a * model.head_dim
-            qkv = heads_dim + 2 * self.serving.kv_heads_per_tile * model.head_dim
+            heads = model.num_attention_heads // a * model.head_dim * row
+            qkv = heads + 2 * self.serving.kv_heads_per_tile * model.head_dim * row
             pieces += [
                 (rs, tpb, qkv, "qkv.rs") if tag == "D" else (ar, tpb, qkv, "qkv.ar"),
-                (ag, tpb, heads_dim, "ctx.ag"),
+                (ag, tpb, heads, "ctx.ag"),
             ]
         else:
-            cols = model.intermediate_size // a
+            cols = model.intermediate_size // a * row
             gates = ("fc1", "fc3") if model.hidden_act == "silu" else ("fc1",)
             pieces += [(rs, tpb, cols, f"{g}.rs") for g in gates] + [(ag, tpb, cols, "fc2.ag")]
-        pieces.append((ar, tpa, model.hidden_size // b, "ar"))
+        # the 1-D all-reduce's e*b*s*h of the layer built for a ranks, split b ways: h/b
+        pieces.append((ar, tpa, block.allreduce_fwd_bytes, "ar"))
         steps: list[Step] = []
-        for kind, group, elements, suffix in pieces:
+        for kind, group, nbytes, suffix in pieces:
             steps += tp_collective(
-                kind, elements * row, unit, block.name, tp=a if group is tpa else b,
+                kind, nbytes, unit, block.name, tp=a if group is tpa else b,
                 sequence_parallel=False, suffix=suffix, group=group,
             )  # fmt: skip
         return tuple(steps)
