@@ -5,7 +5,8 @@ bandwidth B per neighbour, one hop of latency alpha; rings run in both direction
 the buffer each (``bidirectional_rings``). ``tp_2d = [8, 4]`` puts each group of 8 (TPA) on
 a row of the torus and each group of 4 (TPB) on a column, so every collective is a ring
 whose edges are one hop: ``steps/n * (S/2) / (4 B) + steps * alpha`` with ``steps`` 2(n-1)
-for an all-reduce and n-1 for a reduce-scatter or an all-gather.
+for an all-reduce and n-1 for a reduce-scatter or an all-gather. On a T3000 (2x4 mesh, no
+wrap-around) the rows are lines and the columns pairs of chips.
 """
 
 from __future__ import annotations
@@ -93,22 +94,27 @@ def _ring_s(kind: str, n: int, size_bytes: float, bandwidth: float, alpha: float
     return steps / n * (size_bytes / 2) / (4 * bandwidth) + steps * alpha
 
 
-def _decode_layer_collectives_s(bandwidth: float, alpha: float, users: int = USERS) -> float:
+def _decode_layer_pieces(a: int, b: int, users: int) -> list[tuple[str, int, float]]:
     """A decode layer's collectives over one token per user, as the Galaxy demo runs them
-    (palmsim.mapping.inference): sizes S in bytes, groups of 4 (TPB) or 8 (TPA)."""
+    (palmsim.mapping.inference): (kind, group size: b for TPB, a for TPA, S in bytes)."""
     row = users * E  # one element per token
-    qkv = (HEADS // A + 2 * (KV // A)) * HD  # 4 query heads + 1 K + 1 V per tile
-    pieces = [
-        ("allgather", B, B * row),  # the attention norm's sums of squares
-        ("reducescatter", B, qkv * row),  # QKV partial sums, to 8 users per tile
-        ("allgather", B, HEADS // A * HD * row),  # the attention outputs of all users
-        ("allreduce", A, H // B * row),  # WO's partial sums
-        ("allgather", B, B * row),  # the MLP norm's
-        ("reducescatter", B, FFN // A * row),  # W1's partial sums
-        ("reducescatter", B, FFN // A * row),  # W3's
-        ("allgather", B, FFN // A * row),  # the activation, before W2
-        ("allreduce", A, H // B * row),  # W2's partial sums
+    qkv = (HEADS // a + 2 * (KV // a)) * HD  # query heads + one K and one V head per tile
+    return [
+        ("allgather", b, b * row),  # the attention norm's sums of squares
+        ("reducescatter", b, qkv * row),  # QKV partial sums, to users/b users per tile
+        ("allgather", b, HEADS // a * HD * row),  # the attention outputs of all users
+        ("allreduce", a, H // b * row),  # WO's partial sums
+        ("allgather", b, b * row),  # the MLP norm's
+        ("reducescatter", b, FFN // a * row),  # W1's partial sums
+        ("reducescatter", b, FFN // a * row),  # W3's
+        ("allgather", b, FFN // a * row),  # the activation, before W2
+        ("allreduce", a, H // b * row),  # W2's partial sums
     ]
+
+
+def _decode_layer_collectives_s(bandwidth: float, alpha: float, users: int = USERS) -> float:
+    """The Galaxy's: every group a one-hop ring (:func:`_ring_s`)."""
+    pieces = _decode_layer_pieces(A, B, users)
     return sum(_ring_s(kind, n, size, bandwidth, alpha) for kind, n, size in pieces)
 
 
@@ -155,6 +161,41 @@ def test_decode_collectives_cost_the_textbook_rings():
     free = _tpot_s(_galaxy(bandwidth=1e18, latency=0.0))
     expected = LAYERS * _decode_layer_collectives_s(bandwidth, alpha)
     assert real - free == pytest.approx(expected, rel=1e-6)
+
+
+def test_decode_collectives_on_a_2x4_mesh_are_a_line_per_row_and_a_ring_per_column():
+    """A T3000 (2x4 mesh of chips, one link per neighbour, no wrap-around) with tp_2d
+    [4, 2]: each TPA group is a row, a line of 4 whose ring closes back over the line, so
+    each link direction carries one ring edge's bytes, steps/n * S / B, and every step waits
+    for the closing edge's n - 1 = 3 hops; each TPB group is a column of 2, whose two edges
+    are the two directions of one link: steps/2 * S / B + steps * alpha. The step on the
+    real links minus the step on free ones is LAYERS x their sum."""
+
+    def t3000(bandwidth: float | None = None, latency: float | None = None) -> HardwareSpec:
+        hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+        link = hw.wafer.inter_die
+        link = dataclasses.replace(
+            link,
+            bandwidth_bytes_per_s=link.bandwidth_bytes_per_s if bandwidth is None else bandwidth,
+            latency_s=link.latency_s if latency is None else latency,
+        )
+        return dataclasses.replace(hw, wafer=dataclasses.replace(hw.wafer, inter_die=link))
+
+    def tpot(hw: HardwareSpec) -> float:
+        exp = _experiment(hw, tp_2d=(4, 2))
+        exp = dataclasses.replace(exp, mapping=dataclasses.replace(exp.mapping, tp=8))
+        return float(summarize_result(simulate(exp))["tpot_s"])
+
+    hw = t3000()
+    assert hw.wafer.inter_die_links == 1
+    bandwidth, alpha = hw.wafer.inter_die.bandwidth_bytes_per_s, hw.wafer.inter_die.latency_s
+    expected = 0.0
+    for kind, n, size in _decode_layer_pieces(4, 2, USERS):
+        steps = 2 * (n - 1) if kind == "allreduce" else n - 1
+        hops = n - 1 if n == 4 else 1  # a row's closing edge, a column's either edge
+        expected += steps / n * size / bandwidth + steps * hops * alpha
+    real, free = tpot(hw), tpot(t3000(bandwidth=1e18, latency=0.0))
+    assert real - free == pytest.approx(LAYERS * expected, rel=1e-6)
 
 
 def test_per_chip_weights_and_cache_follow_the_2d_sharding():
