@@ -103,6 +103,25 @@ TENSTORRENT_FIDELITY: dict[str, str] = {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16":
 #: many (typecasts and paged_fill_cache in place of the layout moves).
 TT_TRANSFORMERS_OPS_PER_LAYER = 23
 
+#: Device ops one decoder layer of tenstorrent/tt-metal's models/demos/llama3_70b_galaxy
+#: launches per decode pass on each of its 32 chips, read from its code (tt/llama_decoder.py
+#: @05a9b478 TtTransformerBlock.forward; tt/distributed_norm.py @0b50bdd8 and
+#: tt/llama_ccl.py @00ab7c95 tt_distributed_rmsnorm; tt/llama_attention.py @00d4c974
+#: forward_decode; tt/llama_mlp.py @0457767c forward, the prefetcher path): residual add;
+#: attention norm as rms_norm_pre_all_gather and rms_norm_post_all_gather; to_memory_config;
+#: QKV matmul, rotary_embedding_llama_fused_qk, paged_fused_update_cache, paged SDPA decode,
+#: WO matmul; residual add; FF norm (pre and post); llama_rs_matmul (the W1 and W3 matmuls
+#: in one op), mul (SiLU fused), W2 matmul. As for tt_transformers its CCLs are palmsim's
+#: collectives (mapping.tp_2d) and not counted: the two norms' statistics all-gathers,
+#: llama_rs_create_heads (the QKV reduce-scatter with the head split fused), all_gather_concat
+#: (the attention outputs' all-gather with the head concat fused), W1's reduce-scatter (fused
+#: into llama_rs_matmul), W3's, the all-gather before W2 and the two all_reduce_async.
+GALAXY_LLAMA_OPS_PER_LAYER = 15
+
+#: Passes the Galaxy demo replays from a trace: demo/text_demo.py @0009006b sets
+#: ``enable_trace = True`` and ``prefill_enable_trace = True`` (inference.trace 'all').
+GALAXY_LLAMA_TRACE = "all"
+
 #: Spellings of number formats in the cases.
 _FORMATS = {
     "bfloat16": "bf16",
@@ -490,7 +509,7 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     system = (case.get("hardware") or {}).get("system") or {}
     text = str(system.get("parallelism", ""))
     out = []
-    if re.search(r"2-?D", text, re.IGNORECASE):
+    if re.search(r"2-?D", text, re.IGNORECASE) and _tp_2d(case) is None:
         tp = re.search(r"TP\s*=\s*(\d+)", text)
         out.append(
             (
@@ -504,7 +523,7 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
     scenario = case.get("scenario") or {}
     demo = str(scenario.get("demo", ""))
-    if "hidden" in (case.get("model") or {}) and demo and "tt_transformers" not in demo:
+    if "hidden" in (case.get("model") or {}) and demo and _demo_ops_per_layer(demo) == 0:
         out.append(
             (
                 "inference.ops_per_layer",
@@ -512,7 +531,37 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 f"the op count of {demo.split()[0]} was not read from its code",
             )
         )
+    if "llama3_70b_galaxy" in demo and "not verified" in str(scenario.get("tracing", "")):
+        out.append(
+            (
+                "inference.trace",
+                GALAXY_LLAMA_TRACE,
+                "prefill and decode traced as in the demo's text_demo.py @0009006b; the case's "
+                "own tt-metal release was not read",
+            )
+        )
     return out
+
+
+def _demo_ops_per_layer(code: str) -> int:
+    """The device ops per layer of the serving code ``code`` names (a case's demo and
+    source path), read from that code; 0: not read (palmsim's op graph)."""
+    if "tt_transformers" in code:
+        return TT_TRANSFORMERS_OPS_PER_LAYER
+    if "llama3_70b_galaxy" in code:
+        return GALAXY_LLAMA_OPS_PER_LAYER
+    return 0
+
+
+def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh': tt-metal's
+    mesh shape (A, B) lists its cluster axis 0 first, the axis the Galaxy demo splits the heads
+    and MLP columns over (llama_attention.py @00d4c974: ``ShardTensor2dMesh(dims=(3, 2))`` of
+    WQKV, axis 0 over its output columns, axis 1 over the hidden input; llama_mlp.py
+    @0457767c: W1/W3 ``dims=(-1, -2)``, W2 ``dims=(-2, -1)``), so ``[A, B]``; None otherwise."""
+    text = str(((case.get("hardware") or {}).get("system") or {}).get("parallelism", ""))
+    m = re.search(r"2-?D\b.*?(\d+)\s*x\s*(\d+)\s*mesh", text, re.IGNORECASE)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -576,7 +625,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     attn, mlp, kv = _weight_formats(scenario, wafer)
     # The serving code's own op count where the case names it (tt_transformers demos).
     code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
-    ops_per_layer = TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in code else 0
+    ops_per_layer = _demo_ops_per_layer(code)
+    trace = GALAXY_LLAMA_TRACE if "llama3_70b_galaxy" in code else "decode"
+    tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
     batch = positive_count(scenario.get("batch", 1), "batch")
@@ -606,6 +657,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             mlp_weight_dtype=mlp,
             math_fidelity=fidelity,
             ops_per_layer=ops_per_layer,
+            trace=trace,
         )
 
     def mapping(requests: int) -> MappingSpec:
@@ -614,7 +666,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
         replicas = dp if requests > 1 else 1
         if requests % replicas:
             raise CannotExpressError(f"batch {requests} does not split over DP={dp}")
-        return MappingSpec(pp=pp, tp=tp, dp=replicas, micro_batch_size=requests // replicas)
+        return MappingSpec(
+            pp=pp, tp=tp, dp=replicas, micro_batch_size=requests // replicas, tp_2d=tp_2d
+        )
 
     out: list[tuple[str, float, float]] = []
     wants_prefill = {"ttft_ms", "ttft_ms_per_user", "prefill_tpr_tokens_per_s"} & set(measured)

@@ -463,6 +463,21 @@ def _parse_grid(value: Any, where: str, key: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _tp_2d_rule() -> Rule:
+    """``mapping.tp_2d``: null (1-D tensor parallelism) or ``[a, b]``, two ints >= 1."""
+    expected = "a list of 2 ints >= 1, [a, b] with a*b = tp, or null (1-D)"
+
+    def parse(value: Any, where: str, key: str) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        try:
+            return _parse_grid(value, where, key)
+        except _InvalidValueError:
+            raise _InvalidValueError(expected) from None
+
+    return Rule(parse, expected)
+
+
 def _section_rule(schema: Schema, build: Callable[[dict[str, Any]], Any]) -> Rule:
     """An optional nested section: checked key by key like the file, then built.
 
@@ -1140,6 +1155,7 @@ def _mapping_schema() -> Schema:
         "zero": _zero_rule(),
         "expert_placement": _choice_rule(EXPERT_PLACEMENTS),
         "expert_tp": _nullable_int_rule(hint=" (null: tp, Megatron-Core's default)"),
+        "tp_2d": _tp_2d_rule(),
     }
     by_type = {"int": _int_rule, "bool": _bool_rule, "str": _str_rule}
     schema: Schema = {
@@ -2011,11 +2027,12 @@ def load_mapping(
 def check_mapping_modes(
     merged: Mapping[str, Any], mode: str, origin: Mapping[str, str]
 ) -> list[ConfigProblem]:
-    """A problem for every given mapping key whose option does not apply to ``mode``."""
+    """A problem for every given mapping key whose option does not apply to ``mode``; null
+    (an option off, as a resolved config writes it) applies to every mode."""
     names = {f.name for f in fields(MappingSpec)}
     problems = []
     for key in sorted(merged):
-        if key not in names:
+        if key not in names or merged[key] is None:
             continue
         modes = modes_of(MappingSpec, key)
         if mode not in modes:

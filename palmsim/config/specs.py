@@ -116,6 +116,7 @@ GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch"
 #: The run modes (``workload.mode``) an option can apply to.
 MODES: tuple[str, ...] = ("training", "inference")
 TRAINING_ONLY: tuple[str, ...] = ("training",)
+INFERENCE_ONLY: tuple[str, ...] = ("inference",)
 
 
 def _f(help_text: str, *, modes: tuple[str, ...] = MODES, **kwargs: Any) -> Any:
@@ -873,6 +874,17 @@ class MappingSpec:
         "most loaded experts spread first, by the drawn expert load)",
         modes=TRAINING_ONLY,
         default="contiguous",
+    )
+    tp_2d: tuple[int, int] | None = _f(
+        "2-D tensor parallelism [a, b] of a stage replica's a*b = tp ranks (tt-metal's "
+        "Galaxy demos): a ranks split the attention heads (and their KV cache) and the MLP's "
+        "columns, b ranks split the hidden dimension and the decode batch's users; the "
+        "all-reduces after the output projections run over groups of a ranks, reduce-scatters "
+        "and all-gathers over groups of b ranks (palmsim.mapping.inference); each group on a "
+        "row or column of the b x a rectangle of tiles it is placed on; null: 1-D (one group "
+        "of tp ranks)",
+        modes=INFERENCE_ONLY,
+        default=None,
     )
     cp: int = _f(
         "context-parallel degree: each sample's sequence is split over cp tiles with "

@@ -72,6 +72,7 @@ def communicators(
     ep: int = 1,
     cp: int = 1,
     etp: int | None = None,
+    tp_2d: tuple[int, int] | None = None,
 ) -> tuple[tuple[Communicator, ...], int]:
     """Every TP and DP communicator of ``stage_tiles``, and how many replicas are simulated.
 
@@ -95,6 +96,8 @@ def communicators(
         cp: replicas per context-parallel group: adds each CP group's ring.
         etp: expert tensor-parallel degree (None: the stage's tp); with ``1 < etp < tp``
             adds each ETP group's ring (with ``etp = tp`` the ETP group is the TP group).
+        tp_2d: ``[a, b]`` of 2-D tensor parallelism: each stage replica's TPA and TPB
+            rings (:meth:`MappingPlan.groups`) in place of its TP ring.
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
@@ -111,8 +114,11 @@ def communicators(
         ep=ep,
         cp=cp,
         etp=etp,
+        tp_2d=tp_2d,
         bidirectional=wafer is not None and wafer.bidirectional_rings,
     )
+    if tp_2d is not None:
+        tp = []  # its collectives run on the TPA and TPB groups
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
     simulated, comms = stage_tiles, [*tp, *dp, *extra]
     if symmetric_replicas and chip.spec.kind == "gpu_cluster":
@@ -135,9 +141,10 @@ def _replica_group_communicators(
     ep: int,
     cp: int,
     etp: int | None = None,
+    tp_2d: tuple[int, int] | None = None,
     bidirectional: bool = False,
 ) -> list[Communicator]:
-    """The EP (all-to-all), EDP, ETP and CP (ring) communicators, as
+    """The EP (all-to-all), EDP, ETP, CP and TPA/TPB (ring) communicators, as
     :meth:`palmsim.mapping.plan.MappingPlan.groups` cuts them, each of two or more tiles;
     ``bidirectional`` rings as :func:`ring_communicators`'."""
     num_replicas = len(stage_tiles)
@@ -170,6 +177,14 @@ def _replica_group_communicators(
                 ]
             )
         cuts.append((GroupKind.CP, per_stage))
+    if tp_2d is not None:
+        a, b = tp_2d
+        for kind, ranks in (
+            (GroupKind.TPA, [tuple(q * a + i for i in range(a)) for q in range(b)]),
+            (GroupKind.TPB, [tuple(i + a * j for j in range(b)) for i in range(a)]),
+        ):
+            groups = [tuple((r, k) for k in g) for r in range(num_replicas) for g in ranks]
+            cuts.append((kind, [groups for _ in stage_ranks]))
     for kind, per_stage in cuts:
         for s, stage_groups in enumerate(per_stage):
             for group in stage_groups:

@@ -28,15 +28,48 @@ are stored and read in their format, the arithmetic runs at the peak of the acti
 GEMMs run at the efficiency of its weight format and the activation dtype's peak at the math
 fidelity chosen for that format (``math_fidelity``), the KV-cache attention at the fidelity
 chosen for the activation dtype.
+
+**2-D tensor parallelism** (``mapping.tp_2d = [a, b]``, ``a·b = tp``), as tenstorrent/tt-metal's
+Llama-3 70B Galaxy demo runs it on its 8x4 mesh (models/demos/llama3_70b_galaxy/tt:
+``ttnn.ShardTensor2dMesh`` of every weight in llama_attention.py and llama_mlp.py, the CCLs in
+llama_ccl.py). TP rank ``k`` sits at ``(k mod a, k div a)``; its TPA group is the ``a`` ranks
+of its ``k div a`` (one hidden slice), its TPB group the ``b`` ranks of its ``k mod a`` (one
+head shard), each a row or a column of the ``b x a`` rectangle of tiles the replica is placed
+on. The QKV and the MLP's first GEMMs split their output (heads, MLP columns) over the ``a``
+ranks and their input (hidden) over the ``b`` ranks; WO and the MLP's second GEMM the
+reverse. So each tile holds ``1/(a·b)`` of every weight, ``heads/a`` query and ``kv/a`` KV
+heads (one replicated KV head when ``kv < a``) and the cache of ``ceil(users/b)`` users: the
+decode batch's users split over the ``b`` ranks, 8 per column on the Galaxy. Every op of the
+layer does ``1/(a·b)`` of the layer's work (the layer built for ``a`` ranks, split ``b``
+ways: tt-metal's prefill also splits the attention's queries over the ``b`` ranks, its
+ring-distributed SDPA). A layer over ``n`` tokens per micro-batch then runs these
+collectives, their sizes in elements per token of the activation dtype:
+
+- before each norm, an all-gather over TPB of one partial sum of squares per token and rank
+  (``tt_distributed_rmsnorm``: the residual stream is split over the hidden dimension);
+- attention: the QKV partial sums reduced over TPB, ``(heads/a + 2·kv/a)·head_dim`` per
+  token: a reduce-scatter over the users in decode (``llama_rs_create_heads``), an
+  all-reduce in prefill; the attention outputs, ``heads/a·head_dim`` per token, all-gathered
+  over TPB (``all_gather_concat``; prefill: the ring SDPA's chunks); WO's partial sums,
+  ``h/b`` per token, all-reduced over TPA;
+- MLP: each first GEMM's partial sums (``f/a`` per token; two with a gated MLP)
+  reduce-scattered over TPB, the activation all-gathered back (``f/a``), the second GEMM's
+  partial sums (``h/b``) all-reduced over TPA.
+
+Not modelled with it: pipeline stages (sends between 2-D groups), mixture-of-experts layers,
+the redundant work of tt-metal's prefill after its QKV all-reduce (rotary embedding and head
+split on every rank of a TPB group: small element-wise ops).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, InferenceSpec, TrainingSpec
+from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import (
     OperandPlacement,
@@ -60,6 +93,7 @@ from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveKind,
     ComputeStep,
+    GroupKind,
     InferencePlan,
     InferenceStage,
     MappingPlan,
@@ -148,6 +182,43 @@ class _Serving:
     mbs: int
     tp: int
     pp: int
+    grid: tuple[int, int]  # (a, b) of 2-D tensor parallelism; (tp, 1) for 1-D
+
+
+def _tp_grid(experiment: ExperimentSpec) -> tuple[int, int]:
+    """``(a, b)``: ranks splitting the heads and MLP columns, ranks splitting the hidden
+    dimension and the users (``mapping.tp_2d``; ``(tp, 1)`` without it: 1-D)."""
+    mapping = experiment.mapping
+    return mapping.tp_2d or (mapping.tp, 1)
+
+
+def _split(block: Block, ways: int) -> Block:
+    """``block`` with every op's work, bytes and parameters split ``ways`` ways (the
+    ``b`` ranks of 2-D tensor parallelism; module docstring); its GEMM shapes split in
+    their batch dimension, which keeps their FLOP."""
+
+    def op(o: Op) -> Op:
+        shape = o.gemm_shape
+        return dataclasses.replace(
+            o,
+            flop_fwd=o.flop_fwd / ways,
+            flop_bwd=o.flop_bwd / ways,
+            bytes_fwd=o.bytes_fwd / ways,
+            bytes_bwd=o.bytes_bwd / ways,
+            weight_bytes=o.weight_bytes / ways,
+            params=o.params / ways,
+            saved_bytes=o.saved_bytes / ways,
+            saved_bytes_selective=o.saved_bytes_selective / ways,
+            gemm_shape=None if shape is None else (shape[0] / ways, *shape[1:]),
+        )
+
+    return dataclasses.replace(
+        block,
+        ops=tuple(op(o) for o in block.ops),
+        allreduce_fwd_bytes=block.allreduce_fwd_bytes / ways,
+        allreduce_bwd_bytes=block.allreduce_bwd_bytes / ways,
+        edges=tuple((src, dst, nbytes / ways) for src, dst, nbytes in block.edges),
+    )
 
 
 def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
@@ -159,14 +230,15 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     w_elem, mbs, tp = DTYPE_BYTES[inf.weight_dtype], mapping.micro_batch_size, mapping.tp
     spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=batch.dtype)
     tied = mapping.pp > 1 or not model.tie_word_embeddings
+    a, ways = _tp_grid(experiment)
 
     def storage(b: Block, elem: float) -> Block:
         return dataclasses.replace(b, ops=with_weight_dtype(b.ops, elem, DTYPE_BYTES[batch.dtype]))
 
     return _Pass(
         tuple(
-            storage(b, DTYPE_BYTES[_block_dtype(inf, b.name)])
-            for b in layer_blocks(model, spec, mbs, tp)
+            storage(_split(b, ways) if ways > 1 else b, DTYPE_BYTES[_block_dtype(inf, b.name)])
+            for b in layer_blocks(model, spec, mbs, a)
         ),
         storage(embedding_block(model, spec, mbs, tp), w_elem),
         storage(head_block(model, spec, mbs, tp, count_tied_weights=tied), w_elem),
@@ -178,19 +250,62 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     inf = experiment.workload.inference
     assert inf is not None
     tp, mbs = mapping.tp, mapping.micro_batch_size
-    kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
-    heads_t = model.num_attention_heads // tp
+    a, b = _tp_grid(experiment)
+    kv_t = model.num_key_value_heads // a if model.num_key_value_heads >= a else 1
+    heads_t = model.num_attention_heads // a
+    users = math.ceil(mbs / b)  # the users whose cache a tile holds (all of them in 1-D)
     return _Serving(
         prefill=_pass(experiment, inf.prompt_len, batch),
         decode=_pass(experiment, 1, batch),
         kv_heads_per_tile=kv_t,
-        flop_per_cached_token=4.0 * mbs * heads_t * model.head_dim,  # 2 FLOP per MAC, x2
+        flop_per_cached_token=4.0 * users * heads_t * model.head_dim,  # 2 FLOP per MAC, x2
         kv_bytes_per_token_mb=kv_cache_bytes(
-            1, kv_t, model.head_dim, 1, mbs, DTYPE_BYTES[inf.kv_dtype]
+            1, kv_t, model.head_dim, 1, users, DTYPE_BYTES[inf.kv_dtype]
         ),
         mbs=mbs,
         tp=tp,
         pp=mapping.pp,
+        grid=(a, b),
+    )
+
+
+def _check_tp_2d(experiment: ExperimentSpec) -> None:
+    """Raise MappingError unless ``mapping.tp_2d`` (if set) can be lowered."""
+    mapping, model = experiment.mapping, experiment.workload.model
+    if mapping.tp_2d is None:
+        return
+    a, b = mapping.tp_2d
+    why = ""
+    if a * b != mapping.tp:
+        why = f"a*b = {a * b} is not tp = {mapping.tp}"
+    elif model.hidden_size % b:
+        why = f"b = {b} does not divide the hidden size {model.hidden_size}"
+    elif mapping.pp > 1:
+        why = "pipeline stages with it are not modelled (sends between 2-D groups)"
+    elif model.is_moe:
+        why = "mixture-of-experts layers with it are not modelled"
+    if why:
+        raise MappingError(f"mapping.tp_2d = [{a}, {b}]: {why}")
+
+
+def _grid_order(chip: Chip, tiles: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
+    """``tiles`` in 2-D TP rank order: rank ``k`` at ``(k mod a, k div a)``, each TPA group
+    (``a`` consecutive ranks) a row of the ``b x a`` rectangle the tiles fill, or a column of
+    an ``a x b`` one.
+
+    Raises:
+        MappingError: the tiles do not fill such a rectangle.
+    """
+    pos = {chip.tile_position(t): t for t in tiles}
+    rows = sorted({r for r, _ in pos})
+    cols = sorted({c for _, c in pos})
+    if len(pos) == len(rows) * len(cols) and (len(rows), len(cols)) == (b, a):
+        return tuple(pos[(r, c)] for r in rows for c in cols)
+    if len(pos) == len(rows) * len(cols) and (len(rows), len(cols)) == (a, b):
+        return tuple(pos[(r, c)] for c in cols for r in rows)
+    raise MappingError(
+        f"mapping.tp_2d = [{a}, {b}]: a stage replica's tiles {sorted(tiles)} do not fill a "
+        f"{b} x {a} (or {a} x {b}) rectangle, whose rows (columns) its TPA groups run along"
     )
 
 
@@ -219,10 +334,16 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     inf = experiment.workload.inference
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
     check_cached_attention(experiment.workload.model)
+    _check_tp_2d(experiment)
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
     stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
+    if mapping.tp_2d is not None:
+        stage_tiles = tuple(
+            tuple(_grid_order(chip, tiles, *mapping.tp_2d) for tiles in replica)
+            for replica in stage_tiles
+        )
     layer_ranges = PARTITIONERS.get("layers")(
         experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs
     )
@@ -252,7 +373,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         samples_per_iteration=batch.samples_per_iteration,
         tokens_per_iteration=batch.tokens_per_iteration,
         communicators=communicators(
-            chip, stage_tiles, pipeline_wraps=True, symmetric_replicas=False
+            chip, stage_tiles, pipeline_wraps=True, symmetric_replicas=False, tp_2d=mapping.tp_2d
         )[0],
         inference=InferencePlan(
             spec=inf,
@@ -293,7 +414,8 @@ def _stage_memory(
     mapping, inf = experiment.mapping, experiment.workload.inference
     assert inf is not None
     first, last = layers
-    requests = inf.batch // mapping.dp  # requests whose cache one tile of a replica holds
+    # requests whose cache one tile of a replica holds: its replica's, split over b ranks
+    requests = math.ceil(inf.batch // mapping.dp / serving.grid[1])
     total_tokens = inf.prompt_len + inf.output_len
     prefill = serving.prefill
     # Weight storage by parameters, each block in its own format (MLP and attention may
@@ -422,6 +544,42 @@ class _Lowering:
         )
         return compute_step(cost, unit, "kv", block_name="kv")
 
+    def collectives(self, block: Block, unit: Unit, new_tokens: int, tag: str) -> tuple[Step, ...]:
+        """The TP collectives after ``block`` of a pass over ``new_tokens`` per request: the
+        all-reduce of 1-D tensor parallelism, or those of 2-D (module docstring)."""
+        a, b = self.serving.grid
+        if b == 1:
+            return tp_collective(
+                CollectiveKind.ALLREDUCE, block.allreduce_fwd_bytes, unit, block.name, tp=a,
+                sequence_parallel=False,
+            )  # fmt: skip
+        model = self.experiment.workload.model
+        row = self.serving.mbs * new_tokens * self.batch.elem_bytes  # one element per token
+        rs, ag = CollectiveKind.REDUCESCATTER, CollectiveKind.ALLGATHER
+        ar = CollectiveKind.ALLREDUCE
+        tpa, tpb = GroupKind.TPA, GroupKind.TPB
+        pieces: list[tuple[CollectiveKind, GroupKind, float, str]] = [(ag, tpb, b * row, "norm.ag")]
+        if block.name == "attn":
+            heads = model.num_attention_heads // a * model.head_dim * row
+            qkv = heads + 2 * self.serving.kv_heads_per_tile * model.head_dim * row
+            pieces += [
+                (rs, tpb, qkv, "qkv.rs") if tag == "D" else (ar, tpb, qkv, "qkv.ar"),
+                (ag, tpb, heads, "ctx.ag"),
+            ]
+        else:
+            cols = model.intermediate_size // a * row
+            gates = ("fc1", "fc3") if model.hidden_act == "silu" else ("fc1",)
+            pieces += [(rs, tpb, cols, f"{g}.rs") for g in gates] + [(ag, tpb, cols, "fc2.ag")]
+        # the 1-D all-reduce's e*b*s*h of the layer built for a ranks, split b ways: h/b
+        pieces.append((ar, tpa, block.allreduce_fwd_bytes, "ar"))
+        steps: list[Step] = []
+        for kind, group, nbytes, suffix in pieces:
+            steps += tp_collective(
+                kind, nbytes, unit, block.name, tp=a if group is tpa else b,
+                sequence_parallel=False, suffix=suffix, group=group,
+            )  # fmt: skip
+        return tuple(steps)
+
     def program(
         self, blocks: _Pass, ctx: int, new_tokens: int, prefix: str, tag: str
     ) -> tuple[Step, ...]:
@@ -473,10 +631,7 @@ class _Lowering:
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
                     steps.append(self.kv_step(unit, ctx, new_tokens))
-                steps += tp_collective(
-                    CollectiveKind.ALLREDUCE, b.allreduce_fwd_bytes, unit, b.name, tp=tp,
-                    sequence_parallel=False,
-                )  # fmt: skip
+                steps += self.collectives(b, unit, new_tokens, tag)
         if s == self.serving.pp - 1:
             head = Unit("head", -1, (blocks.head,), prefix, tag)
             step = compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head")

@@ -59,6 +59,9 @@ class GroupKind(StrEnum):
     EDP = "edp"  # the ranks holding the same experts' shard: their gradients
     ETP = "etp"  # the ranks splitting each local expert's GEMMs (expert tensor parallelism)
     CP = "cp"  # cp consecutive replicas: one sample's sequence, the KV ring
+    # 2-D tensor parallelism (mapping.tp_2d = [a, b]): TP rank k sits at (k mod a, k div a)
+    TPA = "tpa"  # the a ranks k div a alike: one hidden slice, every head shard
+    TPB = "tpb"  # the b ranks k mod a alike: one head shard, every hidden slice
 
 
 class CollectiveKind(StrEnum):
@@ -350,12 +353,14 @@ class MappingPlan:
 
     def groups(self, replica: int, stage: int, rank: int) -> dict[str, tuple[int, ...]]:
         """The tile's group of each :class:`GroupKind`: its TP group, its DP group (every
-        replica), its CP group (``cp_degree`` consecutive replicas) and its EP, EDP and ETP
+        replica), its CP group (``cp_degree`` consecutive replicas), its EP, EDP and ETP
         groups, folded over the stage's ranks ``j = rank + tp·replica``
-        (:func:`palmsim.mapping.folding.expert_group`)."""
+        (:func:`palmsim.mapping.folding.expert_group`), and its TPA and TPB groups of
+        ``mapping.tp_2d`` (without it, TPA is the TP group and TPB the tile alone)."""
         reps = self.stage_tiles
         ep, cp = self.ep_degree, self.cp_degree
         tp = len(reps[replica][stage])
+        a, _ = self.mapping.tp_2d or (tp, 1)
         etp = tp if self.etp_degree is None else self.etp_degree
         num_ranks = tp * len(reps)
 
@@ -373,6 +378,8 @@ class MappingPlan:
             GroupKind.EDP: folded("edp"),
             GroupKind.ETP: folded("etp"),
             GroupKind.CP: of(range(replica - replica % cp, replica - replica % cp + cp)),
+            GroupKind.TPA: reps[replica][stage][rank - rank % a : rank - rank % a + a],
+            GroupKind.TPB: reps[replica][stage][rank % a :: a],
         }
 
     def stage_of_tile(self) -> dict[int, int]:

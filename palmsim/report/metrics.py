@@ -847,7 +847,8 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
                 f"mbs={m.get('micro_batch_size')} {m.get('schedule')} "
                 f"recompute={m.get('recompute')} placement={m.get('placement')}"
                 + (f" ep={m['ep']}" if m.get("ep", 1) > 1 else "")
-                + (f" cp={m['cp']}" if m.get("cp", 1) > 1 else ""),
+                + (f" cp={m['cp']}" if m.get("cp", 1) > 1 else "")
+                + (f" tp_2d={m['tp_2d'][0]}x{m['tp_2d'][1]}" if m.get("tp_2d") else ""),
             )
         )
     add("tiles used", "num_tiles_used", str)

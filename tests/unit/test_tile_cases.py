@@ -73,13 +73,26 @@ def test_every_shipped_microbenchmark_and_a_model_row_is_predicted(case_id):
 
 
 def test_the_galaxy_rows_name_what_palmsim_cannot_express():
-    """The Galaxy demo's 2-D tensor parallelism is simulated as one TP ring, and its
-    figures say so (an assumption in validate's table); a tt_transformers row carries none,
+    """The Galaxy demo's 2-D tensor parallelism over its 8x4 mesh is expressed
+    (mapping.tp_2d [8, 4]) and its op count read from its code, so neither is an assumption
+    any more; its tracing, which the case does not state, is. A case naming 2-D TP without
+    the mesh's shape still runs one ring and says so; a tt_transformers row carries no mark,
     and its layers launch the 23 ops of tt_transformers' decoder code."""
-    from palmsim.tile_cases import TT_TRANSFORMERS_OPS_PER_LAYER, substitutions
+    from palmsim.tile_cases import (
+        GALAXY_LLAMA_OPS_PER_LAYER,
+        TT_TRANSFORMERS_OPS_PER_LAYER,
+        _tp_2d,
+        substitutions,
+    )
 
-    galaxy = {k: v for k, v, _ in substitutions(CASES["tt_galaxy_llama33_70b_isl4k_b32"])}
-    assert galaxy["mapping.tp"] == "32 as one ring"
-    assert "inference.ops_per_layer" in galaxy  # its demo's own code was not read
+    case = CASES["tt_galaxy_llama33_70b_isl4k_b32"]
+    assert _tp_2d(case) == (8, 4)
+    galaxy = {k: v for k, v, _ in substitutions(case)}
+    assert galaxy == {"inference.trace": "all"}
+    shapeless = copy.deepcopy(case)
+    shapeless["hardware"]["system"]["parallelism"] = "TP=32 (2-D tensor parallel)"
+    assert _tp_2d(shapeless) is None
+    assert {k: v for k, v, _ in substitutions(shapeless)}["mapping.tp"] == "32 as one ring"
     assert substitutions(CASES["tt_readme_llama31_8b_n150"]) == []
     assert TT_TRANSFORMERS_OPS_PER_LAYER == 23
+    assert GALAXY_LLAMA_OPS_PER_LAYER == 15

@@ -1,0 +1,272 @@
+"""2-D tensor parallelism (``mapping.tp_2d``) on a Galaxy mesh against closed forms by hand.
+
+The Galaxy: 32 Wormhole chips in a 4x8 torus, each chip one unit, 4 Ethernet links of
+bandwidth B per neighbour, one hop of latency alpha; rings run in both directions on half
+the buffer each (``bidirectional_rings``). ``tp_2d = [8, 4]`` puts each group of 8 (TPA) on
+a row of the torus and each group of 4 (TPB) on a column, so every collective is a ring
+whose edges are one hop: ``steps/n * (S/2) / (4 B) + steps * alpha`` with ``steps`` 2(n-1)
+for an all-reduce and n-1 for a reduce-scatter or an all-gather. On a T3000 (2x4 mesh, no
+wrap-around) the rows are lines and the columns pairs of chips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from palmsim.api import simulate, summarize_result
+from palmsim.config.loader import load_hardware, load_mapping
+from palmsim.config.specs import (
+    DTYPE_BYTES,
+    ExperimentSpec,
+    HardwareSpec,
+    InferenceSpec,
+    MappingSpec,
+    ModelSpec,
+    RunSpec,
+    TrainingSpec,
+    WorkloadSpec,
+)
+from palmsim.errors import ConfigError, MappingError
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.inference import map_inference
+from palmsim.mapping.plan import GroupKind
+from palmsim.workload.builders import embedding_block, head_block, layer_blocks
+
+H, HEADS, KV, HD, FFN, LAYERS, VOCAB = 4096, 32, 8, 128, 8192, 2, 32000
+A, B = 8, 4  # tt-metal's Galaxy mesh (8, 4): heads and MLP columns over 8, hidden over 4
+USERS, PROMPT = 32, 16
+E = DTYPE_BYTES["bf16"]  # activations
+W = DTYPE_BYTES["bfp8"]  # weights and KV cache
+
+
+def _model() -> ModelSpec:
+    return ModelSpec(
+        name="tiny-gqa",
+        hidden_size=H,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        vocab_size=VOCAB,
+        max_position_embeddings=64,
+        hidden_act="silu",
+        norm="rmsnorm",
+        position_embedding="rope",
+        use_bias=False,
+        tie_word_embeddings=False,  # as Llama-3 70B
+    )
+
+
+def _experiment(
+    hw: HardwareSpec, tp_2d: tuple[int, int] | None = (A, B), users: int = USERS
+) -> ExperimentSpec:
+    inference = InferenceSpec(
+        prompt_len=PROMPT,
+        output_len=2,
+        batch=users,
+        dtype="bf16",
+        weight_dtype="bfp8",
+        kv_dtype="bfp8",
+        trace="all",
+    )
+    workload = WorkloadSpec(_model(), TrainingSpec(PROMPT, 1), "inference", inference)
+    mapping = MappingSpec(tp=A * B, micro_batch_size=users, tp_2d=tp_2d)
+    return ExperimentSpec(hw, workload, mapping, RunSpec())
+
+
+def _galaxy(*, bandwidth: float | None = None, latency: float | None = None) -> HardwareSpec:
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    link = hw.wafer.inter_die
+    link = dataclasses.replace(
+        link,
+        bandwidth_bytes_per_s=link.bandwidth_bytes_per_s if bandwidth is None else bandwidth,
+        latency_s=link.latency_s if latency is None else latency,
+    )
+    return dataclasses.replace(hw, wafer=dataclasses.replace(hw.wafer, inter_die=link))
+
+
+def _ring_s(kind: str, n: int, size_bytes: float, bandwidth: float, alpha: float) -> float:
+    """One ring collective on one-hop edges, two directions on half the buffer each, 4
+    links per neighbour."""
+    steps = 2 * (n - 1) if kind == "allreduce" else n - 1
+    return steps / n * (size_bytes / 2) / (4 * bandwidth) + steps * alpha
+
+
+def _decode_layer_pieces(a: int, b: int, users: int) -> list[tuple[str, int, float]]:
+    """A decode layer's collectives over one token per user, as the Galaxy demo runs them
+    (palmsim.mapping.inference): (kind, group size: b for TPB, a for TPA, S in bytes)."""
+    row = users * E  # one element per token
+    qkv = (HEADS // a + 2 * (KV // a)) * HD  # query heads + one K and one V head per tile
+    return [
+        ("allgather", b, b * row),  # the attention norm's sums of squares
+        ("reducescatter", b, qkv * row),  # QKV partial sums, to users/b users per tile
+        ("allgather", b, HEADS // a * HD * row),  # the attention outputs of all users
+        ("allreduce", a, H // b * row),  # WO's partial sums
+        ("allgather", b, b * row),  # the MLP norm's
+        ("reducescatter", b, FFN // a * row),  # W1's partial sums
+        ("reducescatter", b, FFN // a * row),  # W3's
+        ("allgather", b, FFN // a * row),  # the activation, before W2
+        ("allreduce", a, H // b * row),  # W2's partial sums
+    ]
+
+
+def _decode_layer_collectives_s(bandwidth: float, alpha: float, users: int = USERS) -> float:
+    """The Galaxy's: every group a one-hop ring (:func:`_ring_s`)."""
+    pieces = _decode_layer_pieces(A, B, users)
+    return sum(_ring_s(kind, n, size, bandwidth, alpha) for kind, n, size in pieces)
+
+
+def _ops_per_decode_step() -> int:
+    """The kernels one decode step launches: every op of the layers, the embedding and the
+    head (the workload's op graph, not the simulator)."""
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16")
+    layer = sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
+    ends = (embedding_block(_model(), spec, 1, 1), head_block(_model(), spec, 1, 1))
+    return LAYERS * layer + sum(op.kernels_fwd for b in ends for op in b.ops)
+
+
+def _tpot_s(hw: HardwareSpec, users: int = USERS) -> float:
+    return float(summarize_result(simulate(_experiment(hw, users=users)))["tpot_s"])
+
+
+def test_the_groups_are_the_rows_and_columns_of_the_torus():
+    """Rank k's TPA group is the 8 chips of its mesh row, its TPB group the 4 of its column."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    chip = Chip.from_spec(hw)
+    plan = map_inference(_experiment(hw), chip)
+    tiles = plan.stage_tiles[0][0]
+    for rank in range(A * B):
+        groups = plan.groups(0, 0, rank)
+        row, col = chip.tile_position(tiles[rank])
+        assert sorted(chip.tile_position(t) for t in groups[GroupKind.TPA]) == [
+            (row, c) for c in range(A)
+        ]
+        assert sorted(chip.tile_position(t) for t in groups[GroupKind.TPB]) == [
+            (r, col) for r in range(B)
+        ]
+    kinds = {str(c.group) for c in plan.communicators}
+    assert kinds == {"tpa", "tpb"}  # no 32-chip TP ring
+
+
+def test_decode_collectives_cost_the_textbook_rings():
+    """A decode step's collectives, layer by layer, on the rows and columns: the step on the
+    real links minus the same step on links of 1e18 B/s and no latency (where they cost
+    nothing) is LAYERS x the sum of the nine ring collectives' closed forms."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    bandwidth = hw.wafer.inter_die.bandwidth_bytes_per_s
+    alpha = hw.wafer.inter_die.latency_s
+    real = _tpot_s(hw)
+    free = _tpot_s(_galaxy(bandwidth=1e18, latency=0.0))
+    expected = LAYERS * _decode_layer_collectives_s(bandwidth, alpha)
+    assert real - free == pytest.approx(expected, rel=1e-6)
+
+
+def test_decode_collectives_on_a_2x4_mesh_are_a_line_per_row_and_a_ring_per_column():
+    """A T3000 (2x4 mesh of chips, one link per neighbour, no wrap-around) with tp_2d
+    [4, 2]: each TPA group is a row, a line of 4 whose ring closes back over the line, so
+    each link direction carries one ring edge's bytes, steps/n * S / B, and every step waits
+    for the closing edge's n - 1 = 3 hops; each TPB group is a column of 2, whose two edges
+    are the two directions of one link: steps/2 * S / B + steps * alpha. The step on the
+    real links minus the step on free ones is LAYERS x their sum."""
+
+    def t3000(bandwidth: float | None = None, latency: float | None = None) -> HardwareSpec:
+        hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+        link = hw.wafer.inter_die
+        link = dataclasses.replace(
+            link,
+            bandwidth_bytes_per_s=link.bandwidth_bytes_per_s if bandwidth is None else bandwidth,
+            latency_s=link.latency_s if latency is None else latency,
+        )
+        return dataclasses.replace(hw, wafer=dataclasses.replace(hw.wafer, inter_die=link))
+
+    def tpot(hw: HardwareSpec) -> float:
+        exp = _experiment(hw, tp_2d=(4, 2))
+        exp = dataclasses.replace(exp, mapping=dataclasses.replace(exp.mapping, tp=8))
+        return float(summarize_result(simulate(exp))["tpot_s"])
+
+    hw = t3000()
+    assert hw.wafer.inter_die_links == 1
+    bandwidth, alpha = hw.wafer.inter_die.bandwidth_bytes_per_s, hw.wafer.inter_die.latency_s
+    expected = 0.0
+    for kind, n, size in _decode_layer_pieces(4, 2, USERS):
+        steps = 2 * (n - 1) if kind == "allreduce" else n - 1
+        hops = n - 1 if n == 4 else 1  # a row's closing edge, a column's either edge
+        expected += steps / n * size / bandwidth + steps * hops * alpha
+    real, free = tpot(hw), tpot(t3000(bandwidth=1e18, latency=0.0))
+    assert real - free == pytest.approx(LAYERS * expected, rel=1e-6)
+
+
+def test_per_chip_weights_and_cache_follow_the_2d_sharding():
+    """Each chip holds 1/(a*b) = 1/32 of Q, K, V, O and the three MLP matrices, 1/b of each
+    norm's weight (the residual stream is split over the hidden dimension), 1/32 of the
+    embedding and the LM head (vocabulary-parallel) and the final norm; its KV cache is its
+    one KV head (8 over 8 ranks) for its 8 users (32 over 4 ranks): 2 x LAYERS x 1 x HD x 8
+    x bytes per token. The 1-D mapping (tp 32, one ring) replicates each KV head on 4 chips
+    and keeps every user on each: 4x the cache."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    chip = Chip.from_spec(hw)
+    plan = map_inference(_experiment(hw), chip)
+    gemms = H * (HEADS + 2 * KV) * HD + HEADS * HD * H + 3 * H * FFN
+    params = LAYERS * (gemms / (A * B) + 2 * H / B) + 2 * VOCAB * H / (A * B) + H
+    weights = [breakdown.weights for _, breakdown in plan.memory]
+    assert weights == [pytest.approx(params * W, rel=1e-12)] * A * B
+    assert plan.inference is not None
+    per_token = plan.inference.stages[0].kv_bytes_per_token
+    assert per_token == pytest.approx(2 * LAYERS * (KV // A) * HD * (USERS // B) * W)
+    one_ring = map_inference(_experiment(hw, tp_2d=None), chip)
+    assert one_ring.inference is not None
+    assert one_ring.inference.stages[0].kv_bytes_per_token == pytest.approx(4 * per_token)
+
+
+def test_dram_bound_decode_on_the_mesh_is_weight_bytes_over_bandwidth_plus_collectives():
+    """With 1 MiB of SRAM per chip and one user per column (batch 4) the step is
+    DRAM-bound: the same fraction f = 1 - SRAM / stored of every weight lives in DRAM, and
+    the step reads f x (layer weights + LM head) per chip plus the whole KV cache of its
+    user and KV head (SRAM is full of weights) over the chip's 267 GB/s, each of its ops
+    pays the 16.18 us op latency, and the collectives add their ring costs in series (they
+    use the Ethernet links, not DRAM): f x read / BW + KV / BW + ops x op_latency +
+    collectives."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    sram = 2**20
+    hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, sram_capacity_bytes=sram))
+    gemms = H * (HEADS + 2 * KV) * HD + HEADS * HD * H + 3 * H * FFN
+    layer_params = gemms / (A * B) + 2 * H / B
+    read = (LAYERS * layer_params + VOCAB * H / (A * B) + H) * W  # layers + head
+    stored = read + VOCAB * H / (A * B) * W  # + the embedding table
+    dram_fraction = 1 - sram / stored
+    bandwidth = hw.dram.bandwidth_bytes_per_s
+    assert bandwidth == pytest.approx(267e9)
+    kv = 2 * LAYERS * (KV // A) * HD * 1 * W * PROMPT  # the cached prompt of one user
+    link = hw.wafer.inter_die
+    expected = (
+        (dram_fraction * read + kv) / bandwidth
+        + _ops_per_decode_step() * hw.tile.op_latency_s
+        + LAYERS * _decode_layer_collectives_s(link.bandwidth_bytes_per_s, link.latency_s, B)
+    )
+    tpot = _tpot_s(hw, users=B)
+    # 2%: the step also pays the 500 ns DRAM latency of each of its op runs and moves its
+    # activations over DRAM too (SRAM is full of weights).
+    assert tpot == pytest.approx(expected, rel=0.02)
+    assert tpot > expected  # those extras only add
+
+
+def test_a_2d_grid_that_does_not_fit_is_refused():
+    """a*b must be tp, and each replica's tiles must fill a b x a rectangle; tp_2d is an
+    inference option."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    chip = Chip.from_spec(hw)
+    with pytest.raises(MappingError, match=r"a\*b = 16 is not tp = 32"):
+        map_inference(_experiment(hw, tp_2d=(4, 4)), chip)
+    eight = dataclasses.replace(_experiment(hw, tp_2d=(4, 2)))
+    eight = dataclasses.replace(eight, mapping=dataclasses.replace(eight.mapping, tp=8))
+    with pytest.raises(MappingError, match="do not fill a 2 x 4"):
+        map_inference(eight, chip)  # the snake puts the 8 chips on one row
+    with pytest.raises(ConfigError, match="applies to inference only"):
+        load_mapping([("m", {"tp": 32, "tp_2d": [8, 4]})], mode="training")
+    with pytest.raises(ConfigError, match=r"\[a, b\] with a\*b = tp"):
+        load_mapping([("m", {"tp": 32, "tp_2d": [8]})], mode="inference")
+    assert load_mapping([("m", {"tp": 32, "tp_2d": [8, 4]})], mode="inference").tp_2d == (8, 4)
+    # null is the option off, as a training run's resolved config writes it
+    assert load_mapping([("m", {"tp_2d": None})], mode="training").tp_2d is None
