@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from palmsim import serving_cases, tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
-from palmsim.config.loader import load_hardware, read_config_file
+from palmsim.config.loader import hardware_assumptions, load_hardware, read_config_file
 from palmsim.config.specs import HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
@@ -83,6 +83,7 @@ CASE_SETTINGS_FILE = "case_settings.yaml"
 HARDWARE_OF_GPU: dict[str, str] = {
     "A100": "hw_configs/dgx-a100-superpod.yaml",
     "H100": "hw_configs/dgx-h100.yaml",
+    "B200": "hw_configs/dgx-b200.yaml",
 }
 #: Base workload of each architecture family; the case's model fields override its shapes.
 _BASE_WORKLOAD = {
@@ -488,8 +489,8 @@ _FP8_RECIPE_NAMES: dict[str, str | None] = {
     "current": "current",
     "delayed": "delayed",
     "fp8-ds": "delayed",
-    "fp8-mx": None,
-    "mxfp8": None,
+    "fp8-mx": "mxfp8",
+    "mxfp8": "mxfp8",
     "fp8-bs": None,
     "blockwise": None,
 }
@@ -497,11 +498,11 @@ _FP8_RECIPE_NAMES: dict[str, str | None] = {
 
 def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
     """An fp8 case's scaling recipe (``training.fp8_recipe``) and the assumption it rests
-    on: read from ``training.precision`` ("fp8-cs": current scaling); unstated, delayed
-    scaling, Megatron-Core's and NeMo's default (``--fp8-recipe delayed``).
+    on: read from ``training.precision`` ("fp8-cs": current scaling, "fp8-mx": MXFP8);
+    unstated, delayed scaling, Megatron-Core's and NeMo's default (``--fp8-recipe delayed``).
 
     Raises:
-        NotRun: MXFP8 or blockwise scaling, which palmsim does not model.
+        NotRun: blockwise scaling, which palmsim does not model.
     """
     text = str(training.get("precision", training.get("dtype", ""))).lower()
     for name, recipe in _FP8_RECIPE_NAMES.items():
@@ -509,7 +510,8 @@ def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
             if recipe is None:
                 raise NotRun(
                     f"training.precision: {text!r} is an fp8 recipe palmsim does not model "
-                    "(it models Transformer Engine's delayed and current per-tensor scaling)"
+                    "(it models Transformer Engine's delayed and current per-tensor scaling "
+                    "and MXFP8)"
                 )
             return recipe, None
     return "delayed", Assumption(
@@ -807,6 +809,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         hw_spec = load_hardware(hardware)
     except ConfigError as error:
         raise NotRun(f"its hardware config: {_one_line(error)}") from None
+    # the config's own assumptions (parameters no measurement of that hardware gives)
+    assumptions += [
+        Assumption(f"hw.{key}", value if isinstance(value, str | int | float) else str(value), why)
+        for key, value, why in hardware_assumptions(hardware)
+    ]
     overrides: list[str] = []
     if hw_spec.cluster is not None:
         per_node = hw_spec.cluster.devices_per_node
