@@ -681,7 +681,9 @@ def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
         )
     for family, path in HARDWARE_OF_GPU.items():
         if re.search(rf"(?<![a-z0-9]){family}(?![0-9])", gpu, flags=re.IGNORECASE):
-            return shipped(path), f"system.gpu {gpu!r} is an {family}"
+            # "an A100", "an H100", "a B200": the article of the letter's spoken name
+            article = "an" if family[0] in "AEFHILMNORSX" else "a"
+            return shipped(path), f"system.gpu {gpu!r} is {article} {family}"
     raise NotRun(
         f"system.gpu: got {gpu!r}; no shipped config for it (known families: "
         f"{', '.join(HARDWARE_OF_GPU)}); give one as system.hw_config"
