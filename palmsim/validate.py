@@ -466,15 +466,13 @@ def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
     "bf16", "FP8 (Transformer Engine)", "fp8-cs"...; fp16 when unstated.
 
     Raises:
-        NotRun: a precision palmsim does not know, or an fp8 recipe it does not model
-            (:func:`_fp8_recipe`).
+        NotRun: a precision palmsim does not know.
     """
     given = training.get("precision", training.get("dtype"))
     if given is None:
         return DEFAULT_PRECISION, False
     text = str(given).lower()
     if "fp8" in text or "float8" in text:
-        _fp8_recipe(training)  # refuses the recipes palmsim does not model
         return "fp8", True
     for dtype in ("bf16", "fp16", "fp32"):
         if dtype in text:
@@ -483,36 +481,27 @@ def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 #: fp8 recipes as Megatron-Bridge's performance tables name them (``fp8-cs`` per-tensor current
-#: scaling, ``fp8-mx`` MXFP8, ``fp8-bs`` blockwise); the palmsim recipe or None (not modelled).
-_FP8_RECIPE_NAMES: dict[str, str | None] = {
+#: scaling, ``fp8-mx`` MXFP8, ``fp8-bs`` blockwise) and their palmsim recipes.
+_FP8_RECIPE_NAMES: dict[str, str] = {
     "fp8-cs": "current",
     "current": "current",
     "delayed": "delayed",
     "fp8-ds": "delayed",
     "fp8-mx": "mxfp8",
     "mxfp8": "mxfp8",
-    "fp8-bs": None,
-    "blockwise": None,
+    "fp8-bs": "blockwise",
+    "blockwise": "blockwise",
 }
 
 
 def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
     """An fp8 case's scaling recipe (``training.fp8_recipe``) and the assumption it rests
-    on: read from ``training.precision`` ("fp8-cs": current scaling, "fp8-mx": MXFP8);
-    unstated, delayed scaling, Megatron-Core's and NeMo's default (``--fp8-recipe delayed``).
-
-    Raises:
-        NotRun: blockwise scaling, which palmsim does not model.
-    """
+    on: read from ``training.precision`` ("fp8-cs": current scaling, "fp8-mx": MXFP8,
+    "fp8-bs": blockwise); unstated, delayed scaling, Megatron-Core's and NeMo's default
+    (``--fp8-recipe delayed``)."""
     text = str(training.get("precision", training.get("dtype", ""))).lower()
     for name, recipe in _FP8_RECIPE_NAMES.items():
         if name in text:
-            if recipe is None:
-                raise NotRun(
-                    f"training.precision: {text!r} is an fp8 recipe palmsim does not model "
-                    "(it models Transformer Engine's delayed and current per-tensor scaling "
-                    "and MXFP8)"
-                )
             return recipe, None
     return "delayed", Assumption(
         "training.fp8_recipe", "delayed", "not stated: Megatron-Core's default"

@@ -50,6 +50,15 @@
   tensor gathers its column-wise copy too (distributed.py ``_all_gather_mxfp8``), so under
   sequence parallelism the local rows are cast both ways before the gather and nothing is
   transposed after it. The scale tensors' padding (to multiples of 128 x 4) is not counted.
+- **Blockwise** (``fp8_recipe: blockwise``, TE's ``Float8BlockScaling``, DeepSeek-V3's
+  scheme; Hopper and Blackwell, quantization.py ``_compute_fp8_block_scaling_support``):
+  activations and gradients in 1x128 blocks, weights in 128x128 blocks
+  (``x_block_scaling_dim = 1``, ``w_block_scaling_dim = 2``), each block with an fp32 scale
+  (``Float8BlockQuantizer``, ``block_len = 128``, float32 scale-inverse tensors in
+  transformer_engine/pytorch/tensor/float8_blockwise_tensor.py): ``4/128`` B per element of
+  an activation copy, ``4/128²`` of a weight copy. Both copies come from the bf16 data in one
+  kernel, the block amaxes inside it: no amax history. Its all-gather gathers the column-wise
+  copy too but leaves it interleaved by rank, so the backward reorders it (one more pass).
 
 :data:`FP8_SCALING` holds what each recipe moves and keeps.
 """
@@ -65,6 +74,7 @@ from palmsim.workload.ops import Op, cast_cost, make_op
 
 __all__ = [
     "AMAX_HISTORY_LEN",
+    "FP8_BLOCK_LEN",
     "FP8_LINEARS",
     "FP8_SCALING",
     "MXFP8_BLOCK_ELEMENTS",
@@ -114,6 +124,8 @@ _FP32_BYTES = 4
 MXFP8_BLOCK_ELEMENTS = 32
 #: Bytes of one MXFP8 scale: E8M0, 8 exponent bits (``MXFP8Quantizer``'s uint8 scales).
 _E8M0_BYTES = 1
+#: Side of a blockwise-scaling block (``Float8BlockQuantizer.block_len``): 1x128, 128x128.
+FP8_BLOCK_LEN = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,8 @@ class Fp8Scaling:
     amax_pass: bool
     #: the quantized tensor all-gathers its column-wise copy (no transpose after a gather)
     columnwise_gather: bool
+    #: that gathered column-wise copy arrives interleaved by rank and is reordered (one pass)
+    reorder_gathered: bool
     #: an amax history per tensor, updated after each pass (delayed scaling)
     amax_history: bool
 
@@ -137,13 +151,22 @@ class Fp8Scaling:
 #: current scaling keep one fp32 scale per tensor; MXFP8 one E8M0 byte per 32 elements of
 #: each copy, weights included (see the module docstring for the sources).
 FP8_SCALING: dict[str, Fp8Scaling] = {
-    "delayed": Fp8Scaling(0.0, 0.0, amax_pass=False, columnwise_gather=False, amax_history=True),
-    "current": Fp8Scaling(0.0, 0.0, amax_pass=True, columnwise_gather=False, amax_history=False),
+    "delayed": Fp8Scaling(0.0, 0.0, False, False, False, amax_history=True),
+    "current": Fp8Scaling(0.0, 0.0, True, False, False, amax_history=False),
     "mxfp8": Fp8Scaling(
         _E8M0_BYTES / MXFP8_BLOCK_ELEMENTS,
         _E8M0_BYTES / MXFP8_BLOCK_ELEMENTS,
         amax_pass=False,
         columnwise_gather=True,
+        reorder_gathered=False,
+        amax_history=False,
+    ),
+    "blockwise": Fp8Scaling(
+        _FP32_BYTES / FP8_BLOCK_LEN,
+        _FP32_BYTES / FP8_BLOCK_LEN**2,
+        amax_pass=False,
+        columnwise_gather=True,
+        reorder_gathered=True,
         amax_history=False,
     ),
 }
@@ -198,6 +221,7 @@ def fp8_block_ops(
             scale_bytes=scaling.scale_bytes,
             amax_pass=scaling.amax_pass,
             columnwise_gather=scaling.columnwise_gather,
+            reorder_gathered=scaling.reorder_gathered,
             gathered_elements=gathered,
         )
         out.append(make_op(f"{op.name}_cast", "cast", cost, dtype_bytes=dtype_bytes))

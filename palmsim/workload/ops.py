@@ -417,13 +417,14 @@ def cast_cost(
     scale_bytes: float = 0.0,
     amax_pass: bool = False,
     columnwise_gather: bool = False,
+    reorder_gathered: bool = False,
     gathered_elements: float = 0.0,
 ) -> OpCost:
     """Transformer Engine's fp8 casts around one linear GEMM; memory-bound, 0 FLOP.
 
     Each fp8 copy of an element takes ``c = fp8 + scale_bytes`` bytes: the fp8 value and its
     share of the scales (0 for a per-tensor scale, 1/32 B for MXFP8's E8M0 scale per 32
-    elements; :data:`palmsim.workload.fp8.FP8_SCALING`).
+    elements or blockwise scaling's fp32 scale per 128; :data:`palmsim.workload.fp8.FP8_SCALING`).
 
     - forward: the GEMM's ``input_elements`` input (``e`` bytes each) is cast to fp8 twice,
       row-wise for the fprop GEMM and column-wise (the transposed copy) for the wgrad GEMM,
@@ -444,9 +445,13 @@ def cast_cost(
     write ``c``) and the backward, which gathers them again for wgrad
     (layernorm_linear.py, ``gather_along_first_dim(ln_out, ..., quantizer=quantizer)``), makes
     the column-wise copy of the ``gathered_elements`` (read and write ``c``, one kernel).
-    A quantizer that gathers its column-wise data (``columnwise_gather``: MXFP8,
-    ``_all_gather_mxfp8`` in transformer_engine/pytorch/distributed.py) casts both copies of
-    the local rows in the forward and needs no transpose after the backward's gather.
+    A quantizer that gathers its column-wise data (``columnwise_gather``: MXFP8 and blockwise,
+    ``_all_gather_mxfp8`` and ``_start_all_gather_fp8_blockwise`` in
+    transformer_engine/pytorch/distributed.py) casts both copies of the local rows in the
+    forward and needs no transpose after the backward's gather; blockwise scaling
+    (``reorder_gathered``) still reorders the gathered column-wise data, which arrives
+    interleaved by rank (``_finish_all_gather_fp8_blockwise``: ``tex.swap_first_dims``; read
+    and write ``fp8`` per gathered element, one kernel).
 
     Delayed scaling takes each tensor's amax inside the cast kernel, MXFP8 each block's.
     Current scaling (``amax_pass``) first runs an amax kernel over the tensor (read ``e``)
@@ -457,15 +462,17 @@ def cast_cost(
     copy = fp8_bytes + scale_bytes
     amax = dtype_bytes if amax_pass else 0.0
     kernels = 3 if amax_pass else 1
-    transposed = gathered_elements if not columnwise_gather else 0.0
-    copies_fwd = 1.0 if transposed > 0 else 2.0
+    copies_fwd = 1.0 if gathered_elements > 0 and not columnwise_gather else 2.0
+    # a pass over the gathered fp8 data after the backward's gather: the transpose of a
+    # row-wise gather, or blockwise scaling's reorder (per-tensor scales are one scalar)
+    passed = gathered_elements if not columnwise_gather or reorder_gathered else 0.0
     return OpCost(
         0.0,
         0.0,
         (dtype_bytes + copies_fwd * copy + amax) * input_elements,
-        (dtype_bytes + 2.0 * copy + amax) * grad_elements + 2.0 * copy * transposed,
+        (dtype_bytes + 2.0 * copy + amax) * grad_elements + 2.0 * fp8_bytes * passed,
         kernels_fwd=kernels if input_elements > 0 else 0,
-        kernels_bwd=(kernels if grad_elements > 0 else 0) + (1 if transposed > 0 else 0),
+        kernels_bwd=(kernels if grad_elements > 0 else 0) + (1 if passed > 0 else 0),
     )
 
 

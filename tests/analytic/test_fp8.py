@@ -206,6 +206,7 @@ def test_a_chip_without_an_fp8_peak_refuses_fp8() -> None:
         ("fp8", "delayed", True),
         ("fp8-cs", "current", False),
         ("fp8-mx", "mxfp8", False),
+        ("fp8-bs", "blockwise", False),
     ],
 )
 def test_validate_reads_the_fp8_recipe(precision: str, recipe: str, assumed: bool) -> None:

@@ -1,4 +1,5 @@
-"""The DGX B200 config and MXFP8 training (palmsim.workload.fp8) against closed forms.
+"""The DGX B200 config, MXFP8 and blockwise fp8 training (palmsim.workload.fp8) against
+closed forms.
 
 - MXFP8 (Transformer Engine's ``MXFP8BlockScaling``): every 32 elements of an fp8 copy
   share one E8M0 byte, so a copy costs ``1 + 1/32`` B per element; a cast reads the bf16
@@ -30,7 +31,7 @@ from palmsim.hardware.costs import (
     op_pass_time_s,
 )
 from palmsim.mapping.mapper import map_workload
-from palmsim.validate import NotRun, _fp8_recipe, _hardware, _precision, read_training_run
+from palmsim.validate import NotRun, _hardware, read_training_run
 from palmsim.workload.builders import layer_blocks
 from palmsim.workload.fp8 import fp8_block_ops, fp8_weight_copy_bytes
 from palmsim.workload.ops import make_op, matmul_cost
@@ -152,11 +153,36 @@ def test_a_chip_without_an_fp8_peak_refuses_mxfp8() -> None:
         map_workload(exp, Chip.from_spec(exp.hardware))
 
 
-def test_validate_reads_mxfp8_and_refuses_blockwise() -> None:
-    assert _precision({"precision": "fp8-mx"}) == ("fp8", True)
-    assert _fp8_recipe({"precision": "fp8-mx"}) == ("mxfp8", None)
-    with pytest.raises(NotRun, match="fp8-bs"):
-        _precision({"precision": "fp8-bs"})
+# ------------------------------------------------------------------ blockwise (DeepSeek's)
+
+BS_COPY = 1 + 4 / 128  # an fp32 scale per 1x128 block of an activation or gradient copy
+
+
+def test_blockwise_cast_bytes_and_weight_copies() -> None:
+    m, k, n, e = 4096.0, 4096.0, 14336.0, 2
+    (cast, gemm) = fp8_block_ops([_linear(m, k, n)], dtype_bytes=e, recipe="blockwise")
+    assert cast.bytes_fwd == pytest.approx((2 + 2 * BS_COPY) * m * k, rel=1e-12)
+    assert cast.bytes_bwd == pytest.approx((2 + 2 * BS_COPY) * m * n, rel=1e-12)
+    assert (cast.kernels_fwd, cast.kernels_bwd) == (1, 1)
+    assert gemm.saved_bytes == pytest.approx(_linear(m, k, n).saved_bytes * BS_COPY / e)
+    # weights: 128x128 blocks, one fp32 scale per 16384 elements of each copy
+    assert fp8_weight_copy_bytes("blockwise") == pytest.approx(2 * (1 + 4 / 128**2), rel=1e-15)
+
+
+def test_blockwise_under_sequence_parallelism_reorders_the_gathered_copy() -> None:
+    """Both copies of the tile's s/t rows before the gather (as MXFP8), then one pass
+    reading and writing the gathered column-wise fp8 data, interleaved by rank."""
+    exp = load_experiment("dgx-b200", "llama2-7b", overrides=("training.dtype=fp8",))
+    training = dataclasses.replace(exp.workload.training, fp8_recipe="blockwise")
+    attn, _ = layer_blocks(exp.workload.model, training, 1, 4, sequence_parallel=True)
+    s, h = training.seq_len, exp.workload.model.hidden_size
+    qkv = attn.op("qkv")
+    assert qkv.gemm_shape is not None
+    _, m, _, n = qkv.gemm_shape
+    cast = attn.op("qkv_cast")
+    assert cast.bytes_fwd == pytest.approx((2 + 2 * BS_COPY) * s * h / 4, rel=1e-12)
+    assert cast.bytes_bwd == pytest.approx((2 + 2 * BS_COPY) * m * n + 2 * s * h, rel=1e-12)
+    assert (cast.kernels_fwd, cast.kernels_bwd) == (1, 2)
 
 
 # ------------------------------------------------------------------------------ the B200
