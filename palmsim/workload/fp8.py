@@ -149,7 +149,8 @@ class Fp8Scaling:
 
 #: Each ``training.fp8_recipe`` (:data:`palmsim.config.specs.FP8_RECIPES`): delayed and
 #: current scaling keep one fp32 scale per tensor; MXFP8 one E8M0 byte per 32 elements of
-#: each copy, weights included (see the module docstring for the sources).
+#: each copy, weights included; blockwise an fp32 scale per 1x128 block of an activation or
+#: gradient copy and per 128x128 block of a weight copy (the module docstring cites them).
 FP8_SCALING: dict[str, Fp8Scaling] = {
     "delayed": Fp8Scaling(0.0, 0.0, False, False, False, amax_history=True),
     "current": Fp8Scaling(0.0, 0.0, True, False, False, amax_history=False),
@@ -247,7 +248,7 @@ def fp8_weight_copy_bytes(recipe: str) -> float:
     """Bytes per parameter of TE's fp8 copies of a weight under ``recipe``: the row-wise copy
     for fprop and the column-wise (transposed) one for dgrad, each one fp8 byte plus its
     share of the scales (2 B per parameter with per-tensor scales, 2·(1 + 1/32) with
-    MXFP8's)."""
+    MXFP8's, 2·(1 + 4/128²) with blockwise scaling's)."""
     return 2.0 * (DTYPE_BYTES["fp8"] + FP8_SCALING[recipe].weight_scale_bytes)
 
 
