@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from palmsim import serving_cases, tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
-from palmsim.config.loader import load_hardware, read_config_file
+from palmsim.config.loader import hardware_assumptions, load_hardware, read_config_file
 from palmsim.config.specs import HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
@@ -83,6 +83,7 @@ CASE_SETTINGS_FILE = "case_settings.yaml"
 HARDWARE_OF_GPU: dict[str, str] = {
     "A100": "hw_configs/dgx-a100-superpod.yaml",
     "H100": "hw_configs/dgx-h100.yaml",
+    "B200": "hw_configs/dgx-b200.yaml",
 }
 #: Base workload of each architecture family; the case's model fields override its shapes.
 _BASE_WORKLOAD = {
@@ -465,15 +466,13 @@ def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
     "bf16", "FP8 (Transformer Engine)", "fp8-cs"...; fp16 when unstated.
 
     Raises:
-        NotRun: a precision palmsim does not know, or an fp8 recipe it does not model
-            (:func:`_fp8_recipe`).
+        NotRun: a precision palmsim does not know.
     """
     given = training.get("precision", training.get("dtype"))
     if given is None:
         return DEFAULT_PRECISION, False
     text = str(given).lower()
     if "fp8" in text or "float8" in text:
-        _fp8_recipe(training)  # refuses the recipes palmsim does not model
         return "fp8", True
     for dtype in ("bf16", "fp16", "fp32"):
         if dtype in text:
@@ -482,35 +481,27 @@ def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 #: fp8 recipes as Megatron-Bridge's performance tables name them (``fp8-cs`` per-tensor current
-#: scaling, ``fp8-mx`` MXFP8, ``fp8-bs`` blockwise); the palmsim recipe or None (not modelled).
-_FP8_RECIPE_NAMES: dict[str, str | None] = {
+#: scaling, ``fp8-mx`` MXFP8, ``fp8-bs`` blockwise) and their palmsim recipes.
+_FP8_RECIPE_NAMES: dict[str, str] = {
     "fp8-cs": "current",
     "current": "current",
     "delayed": "delayed",
     "fp8-ds": "delayed",
-    "fp8-mx": None,
-    "mxfp8": None,
-    "fp8-bs": None,
-    "blockwise": None,
+    "fp8-mx": "mxfp8",
+    "mxfp8": "mxfp8",
+    "fp8-bs": "blockwise",
+    "blockwise": "blockwise",
 }
 
 
 def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
     """An fp8 case's scaling recipe (``training.fp8_recipe``) and the assumption it rests
-    on: read from ``training.precision`` ("fp8-cs": current scaling); unstated, delayed
-    scaling, Megatron-Core's and NeMo's default (``--fp8-recipe delayed``).
-
-    Raises:
-        NotRun: MXFP8 or blockwise scaling, which palmsim does not model.
-    """
+    on: read from ``training.precision`` ("fp8-cs": current scaling, "fp8-mx": MXFP8,
+    "fp8-bs": blockwise); unstated, delayed scaling, Megatron-Core's and NeMo's default
+    (``--fp8-recipe delayed``)."""
     text = str(training.get("precision", training.get("dtype", ""))).lower()
     for name, recipe in _FP8_RECIPE_NAMES.items():
         if name in text:
-            if recipe is None:
-                raise NotRun(
-                    f"training.precision: {text!r} is an fp8 recipe palmsim does not model "
-                    "(it models Transformer Engine's delayed and current per-tensor scaling)"
-                )
             return recipe, None
     return "delayed", Assumption(
         "training.fp8_recipe", "delayed", "not stated: Megatron-Core's default"
@@ -679,7 +670,9 @@ def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
         )
     for family, path in HARDWARE_OF_GPU.items():
         if re.search(rf"(?<![a-z0-9]){family}(?![0-9])", gpu, flags=re.IGNORECASE):
-            return shipped(path), f"system.gpu {gpu!r} is an {family}"
+            # "an A100", "an H100", "a B200": the article of the letter's spoken name
+            article = "an" if family[0] in "AEFHILMNORSX" else "a"
+            return shipped(path), f"system.gpu {gpu!r} is {article} {family}"
     raise NotRun(
         f"system.gpu: got {gpu!r}; no shipped config for it (known families: "
         f"{', '.join(HARDWARE_OF_GPU)}); give one as system.hw_config"
@@ -807,6 +800,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         hw_spec = load_hardware(hardware)
     except ConfigError as error:
         raise NotRun(f"its hardware config: {_one_line(error)}") from None
+    # the config's own assumptions (parameters no measurement of that hardware gives)
+    assumptions += [
+        Assumption(f"hw.{key}", value if isinstance(value, str | int | float) else str(value), why)
+        for key, value, why in hardware_assumptions(hardware)
+    ]
     overrides: list[str] = []
     if hw_spec.cluster is not None:
         per_node = hw_spec.cluster.devices_per_node

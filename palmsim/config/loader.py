@@ -98,6 +98,7 @@ __all__ = [
     "check_keys",
     "check_workload",
     "format_exact",
+    "hardware_assumptions",
     "hardware_kind",
     "hardware_schema",
     "hf_to_model",
@@ -893,6 +894,54 @@ def _defects_rule() -> Rule:
     )
 
 
+def _assumptions_rule() -> Rule:
+    """A hardware file's ``assumptions``: a mapping from the dotted keys of its values that
+    rest on no measurement of this hardware to why (a string); documentation the spec does
+    not hold, read by ``palmsim validate`` (:func:`hardware_assumptions`), which marks every
+    figure run on the config with them. Each key must name a value of the file
+    (:func:`_check_assumed_keys`)."""
+    expected = "a mapping of dotted keys of this file (e.g. tile.gemm.launch_latency) to why"
+
+    def parse(value: Any, where: str, key: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise _InvalidValueError(expected)
+        return tuple(value.items())
+
+    return Rule(parse, expected, required=False)
+
+
+def _assumed_value(raw: Mapping[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` in a raw hardware file, or None when there is none."""
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, Mapping) else node
+
+
+def _check_assumed_keys(raw: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """Problems of ``assumptions`` keys that name no value of the file."""
+    assumed = raw.get("assumptions")
+    if not isinstance(assumed, Mapping):
+        return []  # no section, or a malformed one the rule reports
+    return [
+        ConfigProblem(where, f"assumptions.{key}", why, "a dotted key of a value in this file")
+        for key, why in assumed.items()
+        if _assumed_value(raw, str(key)) is None
+    ]
+
+
+def hardware_assumptions(path: str | Path) -> tuple[tuple[str, Any, str], ...]:
+    """``(dotted key, value as written, why)`` of each entry of a hardware file's
+    ``assumptions`` section (:func:`_assumptions_rule`); () when it has none."""
+    raw = read_config_file(path)
+    assumed = raw.get("assumptions") or {}
+    return tuple((key, _assumed_value(raw, key), why) for key, why in assumed.items())
+
+
 _HW_KINDS = ("wafer", "gpu_cluster")
 #: Sections that belong to one kind only, for a helpful unknown-key message.
 _KIND_SECTIONS = {
@@ -914,6 +963,7 @@ def hardware_schema(kind: str) -> Schema:
         "kind": _choice_rule(_HW_KINDS),
         "description": _str_rule(required=False),
         "sources": _str_list_rule(required=False),
+        "assumptions": _assumptions_rule(),
         "tile": {
             "peak": Rule(_parse_peak, _PEAK_EXPECTED),
             # A wafer tile computes out of its SRAM, so it must have some; a GPU may leave it 0.
@@ -1733,6 +1783,7 @@ def load_hardware(
     problems += check_keys(raw, schema, where, notes=notes)
     values, parse_problems = parse_values(raw, schema, where)
     problems += parse_problems
+    problems += _check_assumed_keys(raw, where)
     problems += check_hardware(values, where)
     if problems:
         raise ConfigError(blame_overrides(problems, overrides, "hw", where))

@@ -100,8 +100,10 @@ INFERENCE_TRACES = ("decode", "all", "none")
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
 #: Scaling recipes of fp8 training (``training.fp8_recipe``): Transformer Engine's
-#: DelayedScaling and Float8CurrentScaling (transformer_engine/common/recipe/__init__.py).
-FP8_RECIPES = ("delayed", "current")
+#: DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling and Float8BlockScaling
+#: (transformer_engine/common/recipe/__init__.py); what each moves and keeps:
+#: :data:`palmsim.workload.fp8.FP8_SCALING`.
+FP8_RECIPES = ("delayed", "current", "mxfp8", "blockwise")
 
 #: Attention-core implementations (``training.attention_kernel``).
 ATTENTION_KERNELS = ("unfused", "fused")
@@ -710,8 +712,10 @@ class TrainingSpec:
     fp8_recipe: str = _f(
         "scaling of an fp8 run (dtype fp8 only): 'delayed' (Transformer Engine's "
         "DelayedScaling, Megatron-Core's default: scales from an amax history, updated per "
-        "pass) or 'current' (Float8CurrentScaling: each tensor's amax is taken just before "
-        "its cast)",
+        "pass), 'current' (Float8CurrentScaling: each tensor's amax is taken just before "
+        "its cast), 'mxfp8' (MXFP8BlockScaling, Blackwell: every 32 elements share an E8M0 "
+        "scale, row-wise and column-wise copies, no amax history) or 'blockwise' "
+        "(Float8BlockScaling: an fp32 scale per 1x128 block, per 128x128 block of a weight)",
         default="delayed",
     )
     moe_capacity_factor: float | None = _f(

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from palmsim.config.specs import DTYPE_BYTES
 from palmsim.hardware.compute import gemm_terms_s, op_time_s
 from palmsim.workload.fp8 import amax_update_bytes
 
@@ -330,13 +329,20 @@ def _memory_kernels_cost(
 
 
 def fp8_weight_cast_cost(
-    params: float, tensors: int, elem_bytes: int, tile: TileSpec, where: OperandPlacement
+    params: float,
+    tensors: int,
+    elem_bytes: int,
+    copy_bytes_per_param: float,
+    tile: TileSpec,
+    where: OperandPlacement,
 ) -> PassCost:
     """Transformer Engine's cast of ``params`` weights in ``tensors`` tensors to fp8, once per
     iteration (palmsim.workload.fp8): one kernel per tensor reading the ``elem_bytes`` weight
-    and writing its row-wise and transposed fp8 copies, ``elem + 2`` B per parameter."""
-    fp8 = DTYPE_BYTES["fp8"]
-    return _memory_kernels_cost(params * elem_bytes, params * 2 * fp8, tensors, where.weights, tile)
+    and writing its row-wise and transposed fp8 copies with their scales,
+    ``copy_bytes_per_param`` (:func:`palmsim.workload.fp8.fp8_weight_copy_bytes`)."""
+    return _memory_kernels_cost(
+        params * elem_bytes, params * copy_bytes_per_param, tensors, where.weights, tile
+    )
 
 
 def amax_update_cost(linears: int, phase: str, tile: TileSpec, where: OperandPlacement) -> PassCost:

@@ -80,7 +80,12 @@ from palmsim.workload.builders import (
     layer_input_bytes,
     model_flop_per_iteration,
 )
-from palmsim.workload.fp8 import fp8_params, fp8_weight_cache_bytes
+from palmsim.workload.fp8 import (
+    FP8_SCALING,
+    fp8_params,
+    fp8_weight_cache_bytes,
+    fp8_weight_copy_bytes,
+)
 
 __all__ = ["StageLayout", "map_workload", "stage_layout"]
 
@@ -373,13 +378,14 @@ def _stage_memory(
         etp=mapping.expert_tp,
     )
     weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
+    recipe = workload.training.fp8_recipe
     if mapping.zero >= 3 and replicas > 1:
         weights += max(_params(u) for u in units) * batch.training_elem_bytes  # one gathered unit
         # fp8 training: TE's fp8 copies of the gathered unit's weights
-        weights += fp8_weight_cache_bytes(max(_fp8_params(u) for u in units))
+        weights += fp8_weight_cache_bytes(max(_fp8_params(u) for u in units), recipe)
     else:
         # fp8 training: TE's cached fp8 weights and their transposes (palmsim.workload.fp8)
-        weights += fp8_weight_cache_bytes(sum(_fp8_params(u) for u in units))
+        weights += fp8_weight_cache_bytes(sum(_fp8_params(u) for u in units), recipe)
     activations = peak_held_bytes(steps, chunks, per_microbatch) + working
     tile_memory = training_tile_memory(
         weights, gradients, optimizer, activations, hw.tile.sram_capacity_bytes
@@ -410,6 +416,7 @@ def _stage(
     fp8_weights = (
         sum(_fp8_params(u) for u in all_units),
         sum(op.param_tensors for u in all_units for b in u.blocks for op in b.ops if op.fp8),
+        fp8_weight_copy_bytes(workload.training.fp8_recipe),
     )
     optimizer = optimizer_step(costing, shard, batch.training_elem_bytes, state, fp8_weights)
     send_blocks, grad_reduce = engine_policy(mapping, zero=zero)
@@ -502,7 +509,7 @@ def _lower_chunk(
         backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
         backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=zero))
     training = experiment.workload.training
-    if training.dtype == "fp8" and training.fp8_recipe == "delayed":
+    if training.dtype == "fp8" and FP8_SCALING[training.fp8_recipe].amax_history:
         # delayed scaling: the amax update when the chunk's fp8 autocast region exits
         # (Megatron-Core wraps a chunk's TransformerBlock in one region) and after its
         # backward

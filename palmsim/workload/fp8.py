@@ -35,25 +35,57 @@
   ``tex.fused_amax_and_scale_update_after_reduction``). Megatron-Core's group is TP x DP x CP
   (``parallel_state.get_amax_reduction_group(with_context_parallel=True)``).
   :func:`amax_update_bytes` is the kernel's traffic.
+- **MXFP8** (``fp8_recipe: mxfp8``, TE's ``MXFP8BlockScaling``, Blackwell's block-scaled
+  tensor cores): every 32 consecutive elements share one E8M0 scale (a power of two, one
+  byte: ``MXFP8_BLOCK_SCALING_SIZE = 32`` in transformer_engine/pytorch/constants.py, the
+  ``torch.uint8`` scale-inverse tensors of ``MXFP8Quantizer`` in
+  transformer_engine/pytorch/tensor/mxfp8_tensor.py). A row-wise block runs along a row, a
+  column-wise one down a column, so a tensor and its transpose are quantized separately
+  from the bf16 data ("both versions are computed from the high precision input",
+  ``MXFP8BlockScaling``'s docstring) and each fp8 copy carries ``1/32`` B of scales per
+  element; weights are scaled 1x32 as well (``enable_2d_quantization`` off by default).
+  The block amaxes are taken inside the cast kernel (transformer_engine/common/cast/mxfp8/
+  quantize_mxfp8.cuh): no amax history, no amax all-reduce, no update kernel. The GEMMs run
+  at the chip's fp8 rate (the block-scaled MMA has the fp8 peak). The all-gather of an MXFP8
+  tensor gathers its column-wise copy too (distributed.py ``_all_gather_mxfp8``), so under
+  sequence parallelism the local rows are cast both ways before the gather and nothing is
+  transposed after it. The scale tensors' padding (to multiples of 128 x 4) is not counted.
+- **Blockwise** (``fp8_recipe: blockwise``, TE's ``Float8BlockScaling``, DeepSeek-V3's
+  scheme; Hopper and Blackwell, quantization.py ``_compute_fp8_block_scaling_support``):
+  activations and gradients in 1x128 blocks, weights in 128x128 blocks
+  (``x_block_scaling_dim = 1``, ``w_block_scaling_dim = 2``), each block with an fp32 scale
+  (``Float8BlockQuantizer``, ``block_len = 128``, float32 scale-inverse tensors in
+  transformer_engine/pytorch/tensor/float8_blockwise_tensor.py): ``4/128`` B per element of
+  an activation copy, ``4/128²`` of a weight copy. Both copies come from the bf16 data in one
+  kernel, the block amaxes inside it: no amax history. Its all-gather gathers the column-wise
+  copy too but leaves it interleaved by rank, so the backward reorders it (one more pass).
+
+:data:`FP8_SCALING` holds what each recipe moves and keeps.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES
 from palmsim.workload.ops import Op, cast_cost, make_op
 
 __all__ = [
     "AMAX_HISTORY_LEN",
+    "FP8_BLOCK_LEN",
     "FP8_LINEARS",
+    "FP8_SCALING",
+    "MXFP8_BLOCK_ELEMENTS",
     "SEQUENCE_GATHERED_INPUTS",
+    "Fp8Scaling",
     "amax_update_bytes",
     "fp8_block_ops",
     "fp8_params",
     "fp8_tensors_per_linear",
     "fp8_weight_cache_bytes",
+    "fp8_weight_copy_bytes",
 ]
 
 #: The GEMMs of TE linear modules (op names of :mod:`palmsim.workload.builders`).
@@ -88,6 +120,58 @@ AMAX_HISTORY_LEN = 1024
 #: Bytes of one fp32 amax, scale or inverse scale.
 _FP32_BYTES = 4
 
+#: Elements sharing one MXFP8 scale (TE's ``MXFP8_BLOCK_SCALING_SIZE``, the OCP MX block).
+MXFP8_BLOCK_ELEMENTS = 32
+#: Bytes of one MXFP8 scale: E8M0, 8 exponent bits (``MXFP8Quantizer``'s uint8 scales).
+_E8M0_BYTES = 1
+#: Side of a blockwise-scaling block (``Float8BlockQuantizer.block_len``): 1x128, 128x128.
+FP8_BLOCK_LEN = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Fp8Scaling:
+    """What one Transformer Engine fp8 recipe moves and keeps besides the fp8 values."""
+
+    #: scale bytes per element of one fp8 copy of an activation or a gradient (0: one
+    #: per-tensor fp32 scale, negligible)
+    scale_bytes: float
+    #: scale bytes per element of one fp8 copy of a weight
+    weight_scale_bytes: float
+    #: an amax kernel over the bf16 tensor before each cast (current scaling)
+    amax_pass: bool
+    #: the quantized tensor all-gathers its column-wise copy (no transpose after a gather)
+    columnwise_gather: bool
+    #: that gathered column-wise copy arrives interleaved by rank and is reordered (one pass)
+    reorder_gathered: bool
+    #: an amax history per tensor, updated after each pass (delayed scaling)
+    amax_history: bool
+
+
+#: Each ``training.fp8_recipe`` (:data:`palmsim.config.specs.FP8_RECIPES`): delayed and
+#: current scaling keep one fp32 scale per tensor; MXFP8 one E8M0 byte per 32 elements of
+#: each copy, weights included; blockwise an fp32 scale per 1x128 block of an activation or
+#: gradient copy and per 128x128 block of a weight copy (the module docstring cites them).
+FP8_SCALING: dict[str, Fp8Scaling] = {
+    "delayed": Fp8Scaling(0.0, 0.0, False, False, False, amax_history=True),
+    "current": Fp8Scaling(0.0, 0.0, True, False, False, amax_history=False),
+    "mxfp8": Fp8Scaling(
+        _E8M0_BYTES / MXFP8_BLOCK_ELEMENTS,
+        _E8M0_BYTES / MXFP8_BLOCK_ELEMENTS,
+        amax_pass=False,
+        columnwise_gather=True,
+        reorder_gathered=False,
+        amax_history=False,
+    ),
+    "blockwise": Fp8Scaling(
+        _FP32_BYTES / FP8_BLOCK_LEN,
+        _FP32_BYTES / FP8_BLOCK_LEN**2,
+        amax_pass=False,
+        columnwise_gather=True,
+        reorder_gathered=True,
+        amax_history=False,
+    ),
+}
+
 
 def fp8_tensors_per_linear(phase: str) -> int:
     """fp8 tensors of one TE linear (one GEMM) with delayed-scaling state in a pass: the
@@ -120,6 +204,7 @@ def fp8_block_ops(
     all-gather (:func:`palmsim.workload.ops.cast_cost` with ``gathered_elements``).
     """
     fp8_bytes = DTYPE_BYTES["fp8"]
+    scaling = FP8_SCALING[recipe]
     out: list[Op] = []
     for op in ops:
         if op.name not in FP8_LINEARS or op.gemm_shape is None:
@@ -134,11 +219,15 @@ def fp8_block_ops(
             batch * m * n,
             dtype_bytes=dtype_bytes,
             fp8_bytes=fp8_bytes,
-            current_scaling=recipe == "current",
+            scale_bytes=scaling.scale_bytes,
+            amax_pass=scaling.amax_pass,
+            columnwise_gather=scaling.columnwise_gather,
+            reorder_gathered=scaling.reorder_gathered,
             gathered_elements=gathered,
         )
         out.append(make_op(f"{op.name}_cast", "cast", cost, dtype_bytes=dtype_bytes))
-        ratio = fp8_bytes / dtype_bytes
+        # the fp8 copy kept for wgrad, with its scales
+        ratio = (fp8_bytes + scaling.scale_bytes) / dtype_bytes
         out.append(
             dataclasses.replace(
                 op,
@@ -155,7 +244,15 @@ def fp8_params(ops: Sequence[Op]) -> float:
     return float(sum(op.params for op in ops if op.fp8))
 
 
-def fp8_weight_cache_bytes(params: float) -> float:
-    """Bytes of TE's cached fp8 copies of ``params`` weights: the row-wise copy for fprop
-    and the column-wise (transposed) one for dgrad, one fp8 byte each per parameter."""
-    return 2.0 * DTYPE_BYTES["fp8"] * params
+def fp8_weight_copy_bytes(recipe: str) -> float:
+    """Bytes per parameter of TE's fp8 copies of a weight under ``recipe``: the row-wise copy
+    for fprop and the column-wise (transposed) one for dgrad, each one fp8 byte plus its
+    share of the scales (2 B per parameter with per-tensor scales, 2·(1 + 1/32) with
+    MXFP8's, 2·(1 + 4/128²) with blockwise scaling's)."""
+    return 2.0 * (DTYPE_BYTES["fp8"] + FP8_SCALING[recipe].weight_scale_bytes)
+
+
+def fp8_weight_cache_bytes(params: float, recipe: str) -> float:
+    """Bytes of TE's cached fp8 copies of ``params`` weights (:func:`fp8_weight_copy_bytes`),
+    kept from the iteration's first micro-batch to its last."""
+    return fp8_weight_copy_bytes(recipe) * params

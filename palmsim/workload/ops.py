@@ -414,46 +414,65 @@ def cast_cost(
     *,
     dtype_bytes: float,
     fp8_bytes: float,
-    current_scaling: bool = False,
+    scale_bytes: float = 0.0,
+    amax_pass: bool = False,
+    columnwise_gather: bool = False,
+    reorder_gathered: bool = False,
     gathered_elements: float = 0.0,
 ) -> OpCost:
     """Transformer Engine's fp8 casts around one linear GEMM; memory-bound, 0 FLOP.
 
+    Each fp8 copy of an element takes ``c = fp8 + scale_bytes`` bytes: the fp8 value and its
+    share of the scales (0 for a per-tensor scale, 1/32 B for MXFP8's E8M0 scale per 32
+    elements or blockwise scaling's fp32 scale per 128; :data:`palmsim.workload.fp8.FP8_SCALING`).
+
     - forward: the GEMM's ``input_elements`` input (``e`` bytes each) is cast to fp8 twice,
       row-wise for the fprop GEMM and column-wise (the transposed copy) for the wgrad GEMM,
-      in one kernel: read ``e``, write ``2·fp8`` per element
+      in one kernel: read ``e``, write ``2·c`` per element
       (transformer_engine/pytorch/module/linear.py ``_linear_forward``: the input quantizer's
       ``set_usage(rowwise=True, columnwise=backward_needs_input)``; the fused
-      ``cast_transpose`` kernel of transformer_engine/common/transpose/cast_transpose.cu);
+      ``cast_transpose`` kernel of transformer_engine/common/transpose/cast_transpose.cu, and
+      for MXFP8 the one kernel writing both of transformer_engine/common/cast/mxfp8/
+      quantize_mxfp8.cuh);
     - backward: the ``grad_elements`` output gradient likewise (row-wise for dgrad,
       column-wise for wgrad; ``grad_output_preprocess`` in module/base.py), read ``e``,
-      write ``2·fp8``.
+      write ``2·c``.
 
     ``gathered_elements`` > 0: the input is the sequence-parallel all-gather of the
-    ``input_elements`` local rows. Float8 quantizers gather row-wise data only
+    ``input_elements`` local rows. Per-tensor fp8 quantizers gather row-wise data only
     (``supports_only_rowwise_all_gather`` in transformer_engine/pytorch/tensor/
     float8_tensor.py), so the forward casts the local rows row-wise alone (read ``e``,
-    write ``fp8``) and the backward, which gathers them again for wgrad
+    write ``c``) and the backward, which gathers them again for wgrad
     (layernorm_linear.py, ``gather_along_first_dim(ln_out, ..., quantizer=quantizer)``), makes
-    the column-wise copy of the ``gathered_elements`` (read and write ``fp8``, one kernel).
+    the column-wise copy of the ``gathered_elements`` (read and write ``c``, one kernel).
+    A quantizer that gathers its column-wise data (``columnwise_gather``: MXFP8 and blockwise,
+    ``_all_gather_mxfp8`` and ``_start_all_gather_fp8_blockwise`` in
+    transformer_engine/pytorch/distributed.py) casts both copies of the local rows in the
+    forward and needs no transpose after the backward's gather; blockwise scaling
+    (``reorder_gathered``) still reorders the gathered column-wise data, which arrives
+    interleaved by rank (``_finish_all_gather_fp8_blockwise``: ``tex.swap_first_dims``; read
+    and write ``fp8`` per gathered element, one kernel).
 
-    Delayed scaling takes each tensor's amax inside the cast kernel. Current scaling
-    (``current_scaling``) first runs an amax kernel over the tensor (read ``e``) and a
-    scale kernel (bytes negligible), 3 kernels per cast (transformer_engine/pytorch/csrc/
-    quantizer.cpp, ``Float8CurrentScalingQuantizer::quantize``: ``nvte_compute_amax``,
+    Delayed scaling takes each tensor's amax inside the cast kernel, MXFP8 each block's.
+    Current scaling (``amax_pass``) first runs an amax kernel over the tensor (read ``e``)
+    and a scale kernel (bytes negligible), 3 kernels per cast (transformer_engine/pytorch/
+    csrc/quantizer.cpp, ``Float8CurrentScalingQuantizer::quantize``: ``nvte_compute_amax``,
     ``nvte_compute_scale_from_amax``, then the cast).
     """
-    amax = dtype_bytes if current_scaling else 0.0
-    kernels = 3 if current_scaling else 1
-    copies_fwd = 1.0 if gathered_elements > 0 else 2.0
-    transpose_bwd = 2.0 * fp8_bytes * gathered_elements
+    copy = fp8_bytes + scale_bytes
+    amax = dtype_bytes if amax_pass else 0.0
+    kernels = 3 if amax_pass else 1
+    copies_fwd = 1.0 if gathered_elements > 0 and not columnwise_gather else 2.0
+    # a pass over the gathered fp8 data after the backward's gather: the transpose of a
+    # row-wise gather, or blockwise scaling's reorder (per-tensor scales are one scalar)
+    passed = gathered_elements if not columnwise_gather or reorder_gathered else 0.0
     return OpCost(
         0.0,
         0.0,
-        (dtype_bytes + copies_fwd * fp8_bytes + amax) * input_elements,
-        (dtype_bytes + 2.0 * fp8_bytes + amax) * grad_elements + transpose_bwd,
+        (dtype_bytes + copies_fwd * copy + amax) * input_elements,
+        (dtype_bytes + 2.0 * copy + amax) * grad_elements + 2.0 * fp8_bytes * passed,
         kernels_fwd=kernels if input_elements > 0 else 0,
-        kernels_bwd=(kernels if grad_elements > 0 else 0) + (1 if gathered_elements > 0 else 0),
+        kernels_bwd=(kernels if grad_elements > 0 else 0) + (1 if passed > 0 else 0),
     )
 
 

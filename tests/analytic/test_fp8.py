@@ -28,7 +28,7 @@ from palmsim.hardware.costs import (
     op_pass_time_s,
 )
 from palmsim.mapping.mapper import map_workload
-from palmsim.validate import NotRun, _fp8_recipe, _precision
+from palmsim.validate import _fp8_recipe, _precision
 from palmsim.workload.builders import layer_blocks
 from palmsim.workload.fp8 import amax_update_bytes, fp8_block_ops
 from palmsim.workload.ops import make_op, matmul_cost
@@ -148,7 +148,7 @@ def test_weight_cast_and_amax_update_bytes() -> None:
 
     where = OperandPlacement(weights=1.0, optimizer=1.0)
     params, tensors = 1e9, 128
-    cast = fp8_weight_cast_cost(params, tensors, 2, tile, where)
+    cast = fp8_weight_cast_cost(params, tensors, 2, 2.0, tile, where)
     assert cast.dram_read_bytes == 2 * params and cast.dram_write_bytes == 2 * params
     assert tile.memory_ops is not None
     bw, lat = tile.memory_ops.bandwidth_bytes_per_s, tile.memory_ops.launch_latency_s
@@ -205,17 +205,14 @@ def test_a_chip_without_an_fp8_peak_refuses_fp8() -> None:
         ("FP8 (Transformer Engine)", "delayed", True),
         ("fp8", "delayed", True),
         ("fp8-cs", "current", False),
+        ("fp8-mx", "mxfp8", False),
+        ("fp8-bs", "blockwise", False),
     ],
 )
 def test_validate_reads_the_fp8_recipe(precision: str, recipe: str, assumed: bool) -> None:
     assert _precision({"precision": precision}) == ("fp8", True)
     got, assumption = _fp8_recipe({"precision": precision})
     assert got == recipe and (assumption is not None) == assumed
-
-
-def test_validate_refuses_mxfp8() -> None:
-    with pytest.raises(NotRun, match="fp8-mx"):
-        _precision({"precision": "fp8-mx"})
 
 
 # ----------------------------------------------------------------- fused attention (TE's)

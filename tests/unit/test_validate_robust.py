@@ -112,7 +112,6 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"training": {"precision": "fp8-mx"}}, "an fp8 recipe palmsim does not model"),
         ({"system": {"cp": 2}}, r"num_gpus = 8 but tp·pp·cp·dp = 8·1·2·1 = 16"),
         ({"system": {"num_gpus": 16}}, r"num_gpus = 16 but tp·pp·cp·dp = 8·1·1·1 = 8"),
         ({"training": {"expert_load": "zipf"}, "model": {"num_experts": 8}}, "expert_load"),
