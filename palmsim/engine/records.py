@@ -1,19 +1,40 @@
 """Record types the engine emits. Append-only; reports are pure functions of these.
 
-All times in seconds, sizes in bytes, work in FLOP. The three record types are named tuples,
-immutable like frozen dataclasses but about eight times cheaper to build positionally; a run
-builds one per compute step, flow and memory change, so that cost is on the engine's hot path.
+All times in seconds, sizes in bytes, work in FLOP. A record is a named tuple
+(:class:`IntervalRecord`, :class:`FlowRecord`, :class:`MemoryRecord`), but a run keeps its
+records as typed columns (:class:`Records`): one numpy array per field, text and routes as
+codes into a table of the distinct values. A named tuple with its boxed floats costs about 270
+bytes and a column row 20-68 (:data:`ROW_BYTES`), and a large run keeps tens of millions of
+records (issue 17: W3 4.6 GiB). The engine appends plain tuples, the cheapest thing to build
+on its hot path, and :class:`RecordBuilder` packs them into the columns every few thousand
+events.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import itertools
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
-__all__ = ["FlowRecord", "IntervalRecord", "MemoryRecord", "RunTrace", "gc_frozen", "gc_paused"]
+import numpy as np
+
+__all__ = [
+    "COLUMN_DTYPES",
+    "COLUMN_KINDS",
+    "ROW_BYTES",
+    "FlowRecord",
+    "IntervalRecord",
+    "MemoryRecord",
+    "RecordBuilder",
+    "Records",
+    "RunTrace",
+    "gc_frozen",
+    "gc_paused",
+]
 
 
 @contextmanager
@@ -116,14 +137,223 @@ class MemoryRecord(NamedTuple):
     activation_bytes: float
 
 
+R = TypeVar("R", IntervalRecord, FlowRecord, MemoryRecord)
+
+#: The column kind of each field, in field order: ``f`` float64, ``i`` int32, ``q`` int64,
+#: ``c`` an int32 code into the field's table of distinct values (text; a flow's route).
+#: Floats stay the engine's float64 (bit-identical); an int FLOP or byte count (some are)
+#: becomes its float, exact below 2**53, as any record file already stored it.
+COLUMN_KINDS: dict[type, str] = {
+    IntervalRecord: "icffiicffcicc",
+    FlowRecord: "qciicfffii",
+    MemoryRecord: "iff",
+}
+COLUMN_DTYPES = {"f": np.float64, "i": np.int32, "q": np.int64, "c": np.int32}
+_TYPECODES = {"f": "d", "i": "i", "q": "q", "c": "i"}
+
+#: Bytes of one row of each record type's columns [B]: the sum of its fields' widths (a
+#: code is 4 bytes; its table holds each distinct value once, a few hundred per run).
+ROW_BYTES: dict[type, int] = {
+    kind: sum(np.dtype(COLUMN_DTYPES[c]).itemsize for c in codes)
+    for kind, codes in COLUMN_KINDS.items()
+}
+
+#: Rows decoded at once while iterating over records (bounds the lists held meanwhile).
+_ITER_CHUNK = 1 << 16
+
+
+class Records(Sequence[R], Generic[R]):
+    """A run's records of one type as read-only typed columns (:data:`COLUMN_KINDS`).
+
+    A sequence of records like the tuple it replaces: ``len``, indexing and iteration give
+    the named tuples (the same values: every float the engine's, every text the same
+    string), and it equals a tuple or list of the same records. Reports read columns
+    instead: :meth:`column` (numbers, or a coded field's codes) and :meth:`table` (a coded
+    field's distinct values, indexed by its codes).
+    """
+
+    __slots__ = ("_columns", "_length", "_tables", "record_type")
+
+    def __init__(
+        self,
+        record_type: type[R],
+        columns: Mapping[str, np.ndarray],
+        tables: Mapping[str, Sequence[Any]],
+    ) -> None:
+        kinds = COLUMN_KINDS[record_type]
+        fields = record_type._fields
+        lengths = {len(columns[name]) for name in fields}
+        assert len(lengths) == 1, f"{record_type.__name__} columns differ in length"
+        self.record_type: type[R] = record_type
+        self._columns: dict[str, np.ndarray] = {}
+        for name, kind in zip(fields, kinds, strict=True):
+            column = np.asarray(columns[name])
+            assert column.dtype == COLUMN_DTYPES[kind], (name, column.dtype)
+            column.flags.writeable = False
+            self._columns[name] = column
+        self._tables = {
+            name: tuple(tables[name])
+            for name, kind in zip(fields, kinds, strict=True)
+            if kind == "c"
+        }
+        self._length = lengths.pop()
+
+    @classmethod
+    def of(cls, record_type: type[R], records: Iterable[Any]) -> Records[R]:
+        """The records (named or plain tuples in field order) as columns; a
+        :class:`Records` of this type is returned as it is."""
+        if isinstance(records, Records) and records.record_type is record_type:
+            return records
+        builder = RecordBuilder(record_type)
+        builder.rows.extend(records)
+        return builder.build()
+
+    def column(self, name: str) -> np.ndarray:
+        """Field ``name`` as a read-only numpy column (a coded field: its codes)."""
+        return self._columns[name]
+
+    def table(self, name: str) -> tuple[Any, ...]:
+        """The distinct values of coded field ``name``, indexed by its codes."""
+        return self._tables[name]
+
+    def values(self, name: str) -> list[Any]:
+        """Field ``name`` of every record, as the records hold it."""
+        column = self._columns[name].tolist()
+        table = self._tables.get(name)
+        return column if table is None else [table[c] for c in column]
+
+    def select(self, keep: np.ndarray) -> Records[R]:
+        """The records where ``keep`` (a boolean mask, or indices in the order wanted)."""
+        return Records(
+            self.record_type,
+            {name: column[keep] for name, column in self._columns.items()},
+            self._tables,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the columns hold [B] (not the tables)."""
+        return sum(column.nbytes for column in self._columns.values())
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _rows(self, start: int, stop: int) -> Iterator[R]:
+        """Records ``start`` to ``stop``, decoded column by column."""
+        fields = self.record_type._fields
+        return map(
+            self.record_type._make,
+            zip(*[self._decoded(name, start, stop) for name in fields], strict=True),
+        )
+
+    def _decoded(self, name: str, start: int, stop: int) -> list[Any]:
+        column = self._columns[name][start:stop].tolist()
+        table = self._tables.get(name)
+        return column if table is None else [table[c] for c in column]
+
+    @overload
+    def __getitem__(self, index: int) -> R: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[R, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> R | tuple[R, ...]:
+        if isinstance(index, slice):
+            positions = range(*index.indices(self._length))
+            if positions.step == 1:
+                return tuple(self._rows(positions.start, max(positions.start, positions.stop)))
+            return tuple(self[i] for i in positions)
+        position = index + self._length if index < 0 else index
+        if not 0 <= position < self._length:
+            raise IndexError(f"record index {index} out of range ({self._length} records)")
+        return next(self._rows(position, position + 1))
+
+    def __iter__(self) -> Iterator[R]:
+        return itertools.chain.from_iterable(
+            self._rows(start, min(start + _ITER_CHUNK, self._length))
+            for start in range(0, self._length, _ITER_CHUNK)
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Records, tuple, list)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Records[{self.record_type.__name__}]({self._length} records)"
+
+
+class RecordBuilder(Generic[R]):
+    """Growable typed columns of one record type; the engine's side of :class:`Records`.
+
+    The engine appends each record as a plain tuple in field order to :attr:`rows` (one
+    tuple and one list append: cheaper on the hot path than a named tuple or a call per
+    field) and calls :meth:`pack` now and then, which moves the rows into ``array.array``
+    columns, each text or route replaced by its code in a table of first-seen values. So
+    only the rows since the last pack exist as tuples. :meth:`build` packs the rest and
+    returns the columns as numpy arrays over the same memory (no copy).
+    """
+
+    def __init__(self, record_type: type[R]) -> None:
+        self.record_type: type[R] = record_type
+        self.rows: list[tuple[Any, ...]] = []
+        self._kinds = COLUMN_KINDS[record_type]
+        self._arrays = [array(_TYPECODES[k]) for k in self._kinds]
+        self._codes: list[dict[Any, int] | None] = [{} if k == "c" else None for k in self._kinds]
+
+    def pack(self) -> None:
+        """Move the appended rows into the columns (an int out of its column's range raises
+        ``OverflowError``, a value of the wrong type ``TypeError``)."""
+        rows = self.rows
+        if not rows:
+            return
+        for column, codes, values in zip(
+            self._arrays, self._codes, zip(*rows, strict=True), strict=True
+        ):
+            if codes is None:
+                column.extend(values)
+            else:
+                column.extend([codes.setdefault(v, len(codes)) for v in values])
+        rows.clear()
+
+    def build(self) -> Records[R]:
+        """Pack the last rows and return the columns; the builder takes no more rows."""
+        self.pack()
+        fields = self.record_type._fields
+        columns = {
+            name: np.frombuffer(column, dtype=COLUMN_DTYPES[kind])
+            for name, kind, column in zip(fields, self._kinds, self._arrays, strict=True)
+        }
+        tables = {
+            name: list(codes)
+            for name, codes in zip(fields, self._codes, strict=True)
+            if codes is not None
+        }
+        return Records(self.record_type, columns, tables)
+
+
 @dataclass(frozen=True, slots=True)
 class RunTrace:
-    """Everything one simulation run produced."""
+    """Everything one simulation run produced.
 
-    intervals: tuple[IntervalRecord, ...]
-    flows: tuple[FlowRecord, ...]
-    memory: tuple[MemoryRecord, ...]
+    ``intervals``, ``flows`` and ``memory`` may be given as any sequence of records (tests
+    write tuples); they are kept as :class:`Records`.
+    """
+
+    intervals: Records[IntervalRecord]
+    flows: Records[FlowRecord]
+    memory: Records[MemoryRecord]
     end_time_s: float
     num_events: int
     wall_time_s: float
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, kind in (
+            ("intervals", IntervalRecord),
+            ("flows", FlowRecord),
+            ("memory", MemoryRecord),
+        ):
+            object.__setattr__(self, name, Records.of(kind, getattr(self, name)))
