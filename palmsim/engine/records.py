@@ -223,6 +223,14 @@ class Records(Sequence[R], Generic[R]):
         table = self._tables.get(name)
         return column if table is None else [table[c] for c in column]
 
+    def isin(self, name: str, values: Iterable[Any]) -> np.ndarray:
+        """Boolean mask of the records whose field ``name`` is one of ``values``."""
+        wanted = set(values)
+        table = self._tables.get(name)
+        if table is not None:
+            wanted = {code for code, value in enumerate(table) if value in wanted}
+        return np.isin(self._columns[name], np.array(sorted(wanted), dtype=np.int64))
+
     def select(self, keep: np.ndarray) -> Records[R]:
         """The records where ``keep`` (a boolean mask, or indices in the order wanted)."""
         return Records(
@@ -322,16 +330,18 @@ class RecordBuilder(Generic[R]):
         ):
             if codes is None:
                 packed = np.fromiter(map(itemgetter(i), rows), COLUMN_DTYPES[kind], n)
-                column.frombytes(memoryview(packed).cast("B"))
+                column.frombytes(packed.tobytes())
                 continue
             values = list(map(itemgetter(i), rows))
-            found = list(map(codes.get, values))
-            if None in found:
+            start = len(column)
+            try:
+                column.extend(map(codes.__getitem__, values))
+            except KeyError:  # values not seen before: code them, then pack again
+                del column[start:]
                 for value in values:
                     if value not in codes:
                         codes[value] = len(codes)
-                found = list(map(codes.__getitem__, values))
-            column.extend(found)
+                column.extend(map(codes.__getitem__, values))
         rows.clear()
 
     def build(self) -> Records[R]:

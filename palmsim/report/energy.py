@@ -113,18 +113,11 @@ def energy_summary(
     # Every sum adds its terms in record order (flows: each flow's channels in route order),
     # as a loop over the records would, so the figures do not depend on how they are summed.
     intervals = trace.intervals
-    compute = np.isin(
-        intervals.column("category"),
-        [i for i, c in enumerate(intervals.table("category")) if c in COMPUTE_CATEGORIES],
-    )
+    compute = intervals.isin("category", COMPUTE_CATEGORIES)
     parts["compute"] = sum_in_order(intervals.column("flop")[compute] * energy_j_per_flop)
     operand_bytes = sum_in_order(intervals.column("bytes")[compute])
     flows = trace.flows
-    flow_categories = flows.table("category")
-    dram = flows.column("category") == (
-        flow_categories.index(DRAM_KIND) if DRAM_KIND in flow_categories else -1
-    )
-    dram_bytes = sum_in_order(flows.column("size_bytes")[dram])
+    dram_bytes = sum_in_order(flows.column("size_bytes")[flows.isin("category", (DRAM_KIND,))])
     kinds = [c.kind for c in chip.channels]
     components = list(dict.fromkeys(_CHANNEL_COMPONENT.values()))
     component_of = np.array(

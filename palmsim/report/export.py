@@ -1314,12 +1314,11 @@ def compact_trace(trace: RunTrace, plan: MappingPlan) -> RunTrace:
     fraction of the size; every other tile ran too and is in ``records.npz``.
     """
     shown = {stages[0] for stages in plan.stage_tiles[0]} if plan.stage_tiles else set()
-    on = np.fromiter(shown, dtype=np.int64, count=len(shown))
     flows = trace.flows
     return RunTrace(
-        intervals=trace.intervals.select(np.isin(trace.intervals.column("tile"), on)),
-        flows=flows.select(np.isin(flows.column("src"), on) | np.isin(flows.column("dst"), on)),
-        memory=trace.memory.select(np.isin(trace.memory.column("tile"), on)),
+        intervals=trace.intervals.select(trace.intervals.isin("tile", shown)),
+        flows=flows.select(flows.isin("src", shown) | flows.isin("dst", shown)),
+        memory=trace.memory.select(trace.memory.isin("tile", shown)),
         end_time_s=trace.end_time_s,
         num_events=trace.num_events,
         wall_time_s=trace.wall_time_s,

@@ -248,7 +248,9 @@ class IntervalColumns:
         keep = (
             np.ones(len(self.category), dtype=bool)
             if categories is None
-            else _coded_in(self.category, self.categories, categories)
+            else np.isin(
+                self.category, [i for i, c in enumerate(self.categories) if c in categories]
+            )
         )
         if tiles is not None:
             keep &= np.isin(self.tile, np.fromiter(set(tiles), dtype=np.int64))
@@ -271,12 +273,6 @@ class IntervalColumns:
             for a, b in zip(firsts, lasts, strict=True)
             if b > a
         }
-
-
-def _coded_in(codes: np.ndarray, table: Sequence[Any], wanted: Iterable[Any]) -> np.ndarray:
-    """Which of ``codes`` (indices into ``table``) stand for a value in ``wanted``."""
-    wanted = frozenset(wanted)
-    return np.isin(codes, [i for i, value in enumerate(table) if value in wanted])
 
 
 def compute_busy_s(
@@ -454,7 +450,7 @@ def exposed_communication_s(
     """
     tile_set = set(tiles)
     flows = trace.flows
-    network = ~_coded_in(flows.column("category"), flows.table("category"), (DRAM_KIND,))
+    network = ~flows.isin("category", (DRAM_KIND,))
     src, dst = flows.column("src")[network], flows.column("dst")[network]
     start_s, end_s = flows.column("start_s")[network], flows.column("end_s")[network]
     # each flow once per tile at either end (once for a flow from a tile to itself)
@@ -537,8 +533,7 @@ def time_by_bound_s(trace: RunTrace, plan: MappingPlan) -> dict[str, float]:
     tiles = set(plan.simulated_tiles)
     intervals = trace.intervals
     categories, labels = intervals.table("category"), intervals.table("label")
-    keep = _coded_in(intervals.column("category"), categories, COMPUTE_CATEGORIES)
-    keep &= np.isin(intervals.column("tile"), np.fromiter(tiles, dtype=np.int64))
+    keep = intervals.isin("category", COMPUTE_CATEGORIES) & intervals.isin("tile", tiles)
     # per record: its step's launch latency and FLOP time, NaN for a record of no step; a
     # (category, label) pair is coded as category code x labels + label code
     pair = intervals.column("category")[keep] * np.int64(len(labels))
