@@ -65,11 +65,11 @@ __all__ = [
 
 #: Bytes one record holds [B]: a run keeps its records as typed columns
 #: (:class:`palmsim.engine.records.Records`), so a record is one row of its type's columns,
-#: the sum of the fields' widths (:data:`~palmsim.engine.records.ROW_BYTES`): an interval
-#: 4 float64 + 4 int32 + 5 int32 codes = 68 B, a flow 3 float64 + 1 int64 + 6 int32 (two of
-#: them codes) = 56 B, a memory sample 20 B. The estimate counts the widest, an interval's.
-#: The tables the codes index hold each distinct text and route once (a few hundred per
-#: run), so they are not counted per record.
+#: the sum of its numeric fields' widths plus one int32 code for the fields that take few
+#: values together (:data:`~palmsim.engine.records.ROW_BYTES`): an interval 4 float64 + 3
+#: int32 + the code = 48 B, a flow 3 float64 + 1 int64 + 1 int32 + the code = 40 B, a memory
+#: sample 20 B. The estimate counts the widest, an interval's. The table the codes index
+#: holds each distinct combination once (thousands per run), so it is not counted per record.
 BYTES_PER_RECORD = max(ROW_BYTES.values())
 
 

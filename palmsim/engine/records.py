@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import itertools
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -141,26 +141,44 @@ class MemoryRecord(NamedTuple):
 R = TypeVar("R", IntervalRecord, FlowRecord, MemoryRecord)
 
 #: The column kind of each field, in field order: ``f`` float64, ``i`` int32, ``q`` int64,
-#: ``c`` an int32 code into the field's table of distinct values (text; a flow's route).
-#: Floats stay the engine's float64 (bit-identical); an int FLOP or byte count (some are)
-#: becomes its float, exact below 2**53, as any record file already stored it.
+#: ``c`` coded (text, a route), ``k`` coded int32. A record's coded fields are those that
+#: take few distinct values together (an interval's category, label, phase, layer, block and
+#: op: what ran; a flow's category, ends, route and stage: which transfer; a memory sample's
+#: tile): they are stored as one int32 code per record into a table of the distinct
+#: combinations, a few thousand per run. Floats stay the engine's float64 (bit-identical);
+#: an int FLOP or byte count (some are) becomes its float, exact below 2**53, as any record
+#: file already stored it.
 COLUMN_KINDS: dict[type, str] = {
-    IntervalRecord: "icffiicffcicc",
-    FlowRecord: "qciicfffii",
-    MemoryRecord: "iff",
+    IntervalRecord: "icffiicffckcc",
+    FlowRecord: "qckkcfffki",
+    MemoryRecord: "kff",
 }
-COLUMN_DTYPES = {"f": np.float64, "i": np.int32, "q": np.int64, "c": np.int32}
-_TYPECODES = {"f": "d", "i": "i", "q": "q", "c": "i"}
+#: The numpy dtype of each numeric column kind, and of a coded field's codes.
+COLUMN_DTYPES = {"f": np.float64, "i": np.int32, "q": np.int64, "c": np.int32, "k": np.int32}
+_TYPECODES = {"f": "d", "i": "i", "q": "q"}
+_CODED = "ck"
 
-#: Bytes of one row of each record type's columns [B]: the sum of its fields' widths (a
-#: code is 4 bytes; its table holds each distinct value once, a few hundred per run).
+#: Bytes of one row of each record type's columns [B]: the sum of its numeric fields'
+#: widths plus one int32 code for its coded fields together (the table of combinations is
+#: not counted per record): an interval 4 float64 + 3 int32 + the code = 48 B, a flow one
+#: int64 + 3 float64 + one int32 + the code = 40 B, a memory sample 2 float64 + the code =
+#: 20 B.
 ROW_BYTES: dict[type, int] = {
-    kind: sum(np.dtype(COLUMN_DTYPES[c]).itemsize for c in codes)
-    for kind, codes in COLUMN_KINDS.items()
+    kind: sum(np.dtype(COLUMN_DTYPES[c]).itemsize for c in kinds if c not in _CODED) + 4
+    for kind, kinds in COLUMN_KINDS.items()
 }
 
 #: Rows decoded at once while iterating over records (bounds the lists held meanwhile).
 _ITER_CHUNK = 1 << 16
+
+
+def _coded_fields(record_type: Any) -> tuple[str, ...]:
+    """The names of ``record_type``'s coded fields, in field order."""
+    return tuple(
+        name
+        for name, kind in zip(record_type._fields, COLUMN_KINDS[record_type], strict=True)
+        if kind in _CODED
+    )
 
 
 class Records(Sequence[R], Generic[R]):
@@ -169,35 +187,46 @@ class Records(Sequence[R], Generic[R]):
     A sequence of records like the tuple it replaces: ``len``, indexing and iteration give
     the named tuples (the same values: every float the engine's, every text the same
     string), and it equals a tuple or list of the same records. Reports read columns
-    instead: :meth:`column` (numbers, or a coded field's codes) and :meth:`table` (a coded
-    field's distinct values, indexed by its codes).
+    instead: :meth:`column` (numbers, or a coded field's codes), :meth:`table` (a coded
+    field's distinct values, indexed by its codes), :meth:`isin` and :meth:`select`.
+
+    Built from ``columns`` (each numeric field's array), ``key`` (each record's code) and
+    ``keys`` (the combinations of coded-field values that codes index, in field order).
     """
 
-    __slots__ = ("_columns", "_length", "_tables", "record_type")
+    __slots__ = ("_columns", "_key", "_keys", "_length", "_parts", "_tables", "record_type")
 
     def __init__(
         self,
         record_type: type[R],
         columns: Mapping[str, np.ndarray],
-        tables: Mapping[str, Sequence[Any]],
+        key: np.ndarray,
+        keys: Sequence[tuple[Any, ...]],
     ) -> None:
         kinds = COLUMN_KINDS[record_type]
-        fields = record_type._fields
-        lengths = {len(columns[name]) for name in fields}
-        assert len(lengths) == 1, f"{record_type.__name__} columns differ in length"
         self.record_type: type[R] = record_type
         self._columns: dict[str, np.ndarray] = {}
-        for name, kind in zip(fields, kinds, strict=True):
-            column = np.asarray(columns[name])
-            assert column.dtype == COLUMN_DTYPES[kind], (name, column.dtype)
-            column.flags.writeable = False
-            self._columns[name] = column
-        self._tables = {
-            name: tuple(tables[name])
-            for name, kind in zip(fields, kinds, strict=True)
-            if kind == "c"
-        }
+        for name, kind in zip(record_type._fields, kinds, strict=True):
+            if kind not in _CODED:
+                column = np.asarray(columns[name])
+                assert column.dtype == COLUMN_DTYPES[kind], (name, column.dtype)
+                column.flags.writeable = False
+                self._columns[name] = column
+        key = np.asarray(key, dtype=np.int32)
+        key.flags.writeable = False
+        self._key = key
+        self._keys = tuple(keys)
+        lengths = {len(column) for column in self._columns.values()} | {len(key)}
+        assert len(lengths) == 1, f"{record_type.__name__} columns differ in length"
         self._length = lengths.pop()
+        # per coded field: its distinct values (first seen first) and each key's code of it
+        self._tables: dict[str, tuple[Any, ...]] = {}
+        self._parts: dict[str, np.ndarray] = {}
+        for j, name in enumerate(_coded_fields(record_type)):
+            index: dict[Any, int] = {}
+            codes = [index.setdefault(k[j], len(index)) for k in self._keys]
+            self._tables[name] = tuple(index)
+            self._parts[name] = np.array(codes, dtype=np.int32).reshape(len(codes))
 
     @classmethod
     def of(cls, record_type: type[R], records: Iterable[Any]) -> Records[R]:
@@ -209,9 +238,41 @@ class Records(Sequence[R], Generic[R]):
         builder.rows.extend(records)
         return builder.build()
 
+    @classmethod
+    def from_codes(
+        cls,
+        record_type: type[R],
+        columns: Mapping[str, np.ndarray],
+        tables: Mapping[str, Sequence[Any]],
+    ) -> Records[R]:
+        """Records whose fields are given each as its own column, as a record file stores
+        them: a text or route field (``c``) as codes into its table in ``tables``, every
+        other field as its values."""
+        coded = _coded_fields(record_type)
+        n = len(columns[record_type._fields[0]])
+        stacked = np.stack([np.asarray(columns[name], dtype=np.int64) for name in coded], axis=1)
+        combos, key = np.unique(stacked.reshape(n, len(coded)), axis=0, return_inverse=True)
+        lookups = [tables[name].__getitem__ if name in tables else int for name in coded]
+        keys = [
+            tuple(lookup(c) for lookup, c in zip(lookups, row, strict=True))
+            for row in combos.tolist()
+        ]
+        return cls(record_type, columns, key.reshape(n).astype(np.int32), keys)
+
     def column(self, name: str) -> np.ndarray:
-        """Field ``name`` as a read-only numpy column (a coded field: its codes)."""
-        return self._columns[name]
+        """Numeric field ``name`` as a numpy column (read-only; a coded int field's is made
+        on each call). Text and routes have :meth:`codes` instead."""
+        if name in self._columns:
+            return self._columns[name]
+        kind = COLUMN_KINDS[self.record_type][self.record_type._fields.index(name)]
+        if kind != "k":
+            raise ValueError(f"{name} is not numeric: use codes({name!r}) and table({name!r})")
+        values = np.array(self._tables[name], dtype=COLUMN_DTYPES[kind])
+        return values.reshape(len(self._tables[name]))[self.codes(name)]
+
+    def codes(self, name: str) -> np.ndarray:
+        """Coded field ``name``'s column of codes into :meth:`table` (made on each call)."""
+        return self._parts[name][self._key]
 
     def table(self, name: str) -> tuple[Any, ...]:
         """The distinct values of coded field ``name``, indexed by its codes."""
@@ -219,16 +280,16 @@ class Records(Sequence[R], Generic[R]):
 
     def values(self, name: str) -> list[Any]:
         """Field ``name`` of every record, as the records hold it."""
-        column = self._columns[name].tolist()
-        table = self._tables.get(name)
-        return column if table is None else [table[c] for c in column]
+        return self._decoded(name, 0, self._length)
 
     def isin(self, name: str, values: Iterable[Any]) -> np.ndarray:
         """Boolean mask of the records whose field ``name`` is one of ``values``."""
         wanted = set(values)
-        table = self._tables.get(name)
-        if table is not None:
-            wanted = {code for code, value in enumerate(table) if value in wanted}
+        if name in self._tables:
+            j = _coded_fields(self.record_type).index(name)
+            keys = self._keys
+            hit = np.fromiter((k[j] in wanted for k in keys), dtype=bool, count=len(keys))
+            return hit[self._key]
         return np.isin(self._columns[name], np.array(sorted(wanted), dtype=np.int64))
 
     def select(self, keep: np.ndarray) -> Records[R]:
@@ -236,13 +297,14 @@ class Records(Sequence[R], Generic[R]):
         return Records(
             self.record_type,
             {name: column[keep] for name, column in self._columns.items()},
-            self._tables,
+            self._key[keep],
+            self._keys,
         )
 
     @property
     def nbytes(self) -> int:
-        """Bytes the columns hold [B] (not the tables)."""
-        return sum(column.nbytes for column in self._columns.values())
+        """Bytes the columns hold [B] (not the table of combinations)."""
+        return self._key.nbytes + sum(column.nbytes for column in self._columns.values())
 
     def __len__(self) -> int:
         return self._length
@@ -256,9 +318,11 @@ class Records(Sequence[R], Generic[R]):
         )
 
     def _decoded(self, name: str, start: int, stop: int) -> list[Any]:
-        column = self._columns[name][start:stop].tolist()
-        table = self._tables.get(name)
-        return column if table is None else [table[c] for c in column]
+        if name in self._tables:
+            j = _coded_fields(self.record_type).index(name)
+            keys = self._keys
+            return [keys[c][j] for c in self._key[start:stop].tolist()]
+        return self._columns[name][start:stop].tolist()  # type: ignore[no-any-return]
 
     @overload
     def __getitem__(self, index: int) -> R: ...
@@ -300,64 +364,66 @@ class RecordBuilder(Generic[R]):
     The engine appends each record as a plain tuple in field order to :attr:`rows` (one
     tuple and one list append: cheaper on the hot path than a named tuple or a call per
     field) and calls :meth:`pack` now and then, which moves the rows into ``array.array``
-    columns, each text or route replaced by its code in a table of first-seen values. So
-    only the rows since the last pack exist as tuples. :meth:`build` packs the rest and
-    returns the columns as numpy arrays over the same memory (no copy).
+    columns, the coded fields as one code per record into a table of the combinations seen
+    first. So only the rows since the last pack exist as tuples. :meth:`build` packs the
+    rest and returns the columns as numpy arrays over the same memory (no copy).
     """
 
     def __init__(self, record_type: type[R]) -> None:
         self.record_type: type[R] = record_type
         self.rows: list[tuple[Any, ...]] = []
-        self._kinds = COLUMN_KINDS[record_type]
-        self._arrays = [array(_TYPECODES[k]) for k in self._kinds]
-        self._codes: list[dict[Any, int] | None] = [{} if k == "c" else None for k in self._kinds]
+        kinds = COLUMN_KINDS[record_type]
+        self._numeric = [
+            (name, i, kind, array(_TYPECODES[kind]))
+            for i, (name, kind) in enumerate(zip(record_type._fields, kinds, strict=True))
+            if kind not in _CODED
+        ]
+        coded = [i for i, kind in enumerate(kinds) if kind in _CODED]
+        # the coded fields' values, as a tuple if there are several
+        self._key_of: Callable[[tuple[Any, ...]], Any] = itemgetter(*coded)
+        self._single = len(coded) == 1
+        self._key = array("i")
+        self._keys: dict[Any, int] = {}
 
     def pack(self) -> None:
         """Move the appended rows into the columns (an int out of its column's range raises
         ``OverflowError``).
 
-        Column by column, each at numpy's speed where it can: a numeric field goes through
+        Column by column, at numpy's speed where it can: a numeric field goes through
         ``np.fromiter`` (about 30 ns a value, against about 500 ns for building the named
-        tuple the engine no longer builds), a coded field through one dictionary lookup a
-        value; a value not seen before gets the next code.
+        tuple the engine no longer builds), the coded fields through one dictionary lookup
+        of their values together; a combination not seen before gets the next code.
         """
         rows = self.rows
         n = len(rows)
         if not n:
             return
-        for i, (kind, column, codes) in enumerate(
-            zip(self._kinds, self._arrays, self._codes, strict=True)
-        ):
-            if codes is None:
-                packed = np.fromiter(map(itemgetter(i), rows), COLUMN_DTYPES[kind], n)
-                column.frombytes(packed.tobytes())
-                continue
-            values = list(map(itemgetter(i), rows))
-            start = len(column)
-            try:
-                column.extend(map(codes.__getitem__, values))
-            except KeyError:  # values not seen before: code them, then pack again
-                del column[start:]
-                for value in values:
-                    if value not in codes:
-                        codes[value] = len(codes)
-                column.extend(map(codes.__getitem__, values))
+        for _, i, kind, column in self._numeric:
+            packed = np.fromiter(map(itemgetter(i), rows), COLUMN_DTYPES[kind], n)
+            column.frombytes(packed.tobytes())
+        keys, key = self._keys, self._key
+        combos = list(map(self._key_of, rows))
+        start = len(key)
+        try:
+            key.extend(map(keys.__getitem__, combos))
+        except KeyError:  # combinations not seen before: code them, then pack again
+            del key[start:]
+            for combo in combos:
+                if combo not in keys:
+                    keys[combo] = len(keys)
+            key.extend(map(keys.__getitem__, combos))
         rows.clear()
 
     def build(self) -> Records[R]:
         """Pack the last rows and return the columns; the builder takes no more rows."""
         self.pack()
-        fields = self.record_type._fields
         columns = {
             name: np.frombuffer(column, dtype=COLUMN_DTYPES[kind])
-            for name, kind, column in zip(fields, self._kinds, self._arrays, strict=True)
+            for name, _, kind, column in self._numeric
         }
-        tables = {
-            name: list(codes)
-            for name, codes in zip(fields, self._codes, strict=True)
-            if codes is not None
-        }
-        return Records(self.record_type, columns, tables)
+        # itemgetter of one field gives its value, not a 1-tuple
+        keys = [(k,) for k in self._keys] if self._single else list(self._keys)
+        return Records(self.record_type, columns, np.frombuffer(self._key, dtype=np.int32), keys)
 
 
 @dataclass(frozen=True, slots=True)

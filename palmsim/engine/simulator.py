@@ -301,17 +301,17 @@ class Simulator:
         assert self.network.num_active == 0, "flows still active after every tile finished"
         assert not np.any(intervals.column("end_s") > self.env.now)
         assert not np.any(flows.column("end_s") > self.env.now)
-        categories = intervals.table("category")
-        if "forward" in categories:
-            forward = (intervals.column("category") == categories.index("forward")) & (
-                intervals.column("microbatch") >= 0
-            )
-            keys = np.stack(
-                [intervals.column(name)[forward] for name in ("tile", "label", "microbatch")]
-            )
-            assert np.unique(keys, axis=1).shape[1] == keys.shape[1], (
-                "an op ran more than once per micro-batch"
-            )
+        forward = intervals.isin("category", ("forward",)) & (intervals.column("microbatch") >= 0)
+        keys = np.stack(
+            [
+                intervals.column("tile")[forward],
+                intervals.codes("label")[forward],
+                intervals.column("microbatch")[forward],
+            ]
+        )
+        assert np.unique(keys, axis=1).shape[1] == keys.shape[1], (
+            "an op ran more than once per micro-batch"
+        )
 
     # ------------------------------------------------------------------ processes
 

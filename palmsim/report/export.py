@@ -397,14 +397,14 @@ def _sorted_codes(
     used: set[Any] = set()
     for records in columns:
         table = records.table(field)
-        used.update(table[c] for c in np.unique(records.column(field)).tolist())
+        used.update(table[c] for c in np.unique(records.codes(field)).tolist())
     vocabulary = sorted(used)
     index = {v: i for i, v in enumerate(vocabulary)}
     recoded = []
     for records in columns:
         table = records.table(field)
         remap = np.fromiter((index.get(v, -1) for v in table), dtype=np.int32, count=len(table))
-        recoded.append(remap[records.column(field)])
+        recoded.append(remap[records.codes(field)])
     return recoded, vocabulary
 
 
@@ -622,9 +622,9 @@ _FLOW_ARRAY = {"flow_id": "flow_id", "channels": "flow_route"}
 def _columns_of(
     record_type: type[Any], columns: Mapping[str, np.ndarray], tables: Mapping[str, list[Any]]
 ) -> Records[Any]:
-    """:class:`Records` of checked file columns, each cast to its in-memory width."""
+    """:class:`Records` of checked file columns (coded fields: codes into ``tables``)."""
     kinds = COLUMN_KINDS[record_type]
-    return Records(
+    return Records.from_codes(
         record_type,
         {
             name: columns[name].astype(COLUMN_DTYPES[kind], copy=False)

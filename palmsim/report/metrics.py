@@ -235,7 +235,7 @@ class IntervalColumns:
         records = Records.of(IntervalRecord, intervals)
         return cls(
             records.column("tile"),
-            records.column("category"),
+            records.codes("category"),
             records.table("category"),
             records.column("start_s"),
             records.column("end_s"),
@@ -366,7 +366,7 @@ def flow_channel_entries(flows: Records[FlowRecord]) -> tuple[np.ndarray, np.nda
     flat = np.fromiter(
         itertools.chain.from_iterable(routes), dtype=np.int64, count=int(route_hops.sum())
     )
-    route = flows.column("channels")
+    route = flows.codes("channels")
     hops = route_hops[route]
     flow_of = np.repeat(np.arange(len(route)), hops)
     # entry k of flow f is flat[route_first[route[f]] + k]
@@ -536,8 +536,8 @@ def time_by_bound_s(trace: RunTrace, plan: MappingPlan) -> dict[str, float]:
     keep = intervals.isin("category", COMPUTE_CATEGORIES) & intervals.isin("tile", tiles)
     # per record: its step's launch latency and FLOP time, NaN for a record of no step; a
     # (category, label) pair is coded as category code x labels + label code
-    pair = intervals.column("category")[keep] * np.int64(len(labels))
-    pair += intervals.column("label")[keep]
+    pair = intervals.codes("category")[keep] * np.int64(len(labels))
+    pair += intervals.codes("label")[keep]
     pairs, pair_index = np.unique(pair, return_inverse=True)
     found = [
         steps.get((categories[p // len(labels)], labels[p % len(labels)])) for p in pairs.tolist()
@@ -663,7 +663,7 @@ def summarize(
 
     # per category, each flow's bytes x replicas added in flow order (bincount adds its
     # weights in input order, from 0.0, as ``comm_bytes[category] += ...`` did)
-    flow_category = trace.flows.column("category")
+    flow_category = trace.flows.codes("category")
     flow_categories = trace.flows.table("category")
     sent = np.bincount(
         flow_category,

@@ -62,14 +62,17 @@ def test_records_equal_a_tuple_of_the_same_records_only() -> None:
 
 def test_coded_columns_index_a_table_of_distinct_values() -> None:
     """Text and routes are codes into a table holding each distinct value once; numbers are
-    typed columns."""
+    typed columns (a coded int field's made from its codes)."""
     flows = Records.of(FlowRecord, FLOWS)
     assert flows.table("channels") == ((0, 5, 9), (12,))
-    assert flows.column("channels").tolist() == [0, 1, 0]
+    assert flows.codes("channels").tolist() == [0, 1, 0]
     assert flows.column("start_s").dtype == np.float64
     assert flows.column("flow_id").dtype == np.int64
     assert flows.column("src").tolist() == [3, -1, 3]
     assert flows.values("category") == ["p2p", "dram", "p2p"]
+    assert flows.column("stage").dtype == np.int32  # coded, given as its values
+    with pytest.raises(ValueError, match="not numeric"):
+        flows.column("category")
     with pytest.raises(ValueError, match="read-only"):
         flows.column("size_bytes")[0] = 0.0
 
@@ -95,19 +98,19 @@ def test_a_builder_packed_in_chunks_holds_what_one_pack_holds() -> None:
 
 
 def test_an_int_out_of_its_column_range_is_refused() -> None:
-    builder = RecordBuilder(MemoryRecord)
-    builder.rows.append((2**31, 0.0, 1.0))  # tiles are int32
+    builder = RecordBuilder(IntervalRecord)
+    builder.rows.append((2**31, *INTERVALS[0][1:]))  # tiles are int32
     with pytest.raises(OverflowError):
         builder.pack()
 
 
 def test_row_bytes_are_the_sum_of_the_field_widths() -> None:
-    """An interval: start, end, FLOP, bytes as float64 (4 x 8), tile, stage, micro-batch,
-    layer as int32 and five int32 codes (9 x 4): 68 B. A flow: id int64, start, end, size
-    float64 (4 x 8), category, src, dst, route, stage, micro-batch int32 (6 x 4): 56 B. A
-    memory sample: tile int32, time and bytes float64: 20 B."""
-    assert {IntervalRecord: 68, FlowRecord: 56, MemoryRecord: 20} == ROW_BYTES
-    assert Records.of(IntervalRecord, INTERVALS).nbytes == 3 * 68
+    """An interval: start, end, FLOP, bytes as float64 (4 x 8), tile, stage, micro-batch as
+    int32 and one int32 code for what ran (4 x 4): 48 B. A flow: id int64, start, end, size
+    float64 (4 x 8), micro-batch and the transfer's code int32 (2 x 4): 40 B. A memory
+    sample: time and bytes float64, the tile's code: 20 B."""
+    assert {IntervalRecord: 48, FlowRecord: 40, MemoryRecord: 20} == ROW_BYTES
+    assert Records.of(IntervalRecord, INTERVALS).nbytes == 3 * 48
 
 
 def test_a_trace_keeps_tuples_of_records_as_columns() -> None:
