@@ -777,7 +777,8 @@ def check_records(
     tiles = f"a tile 0..{num_tiles - 1}"
     stages = f"a stage -1..{num_stages - 1}"
     times = f"a time in [0, {end_s!r}] s (the iteration)"
-    for i, r in enumerate(trace.intervals):
+
+    def check_interval(i: int, r: IntervalRecord) -> None:
         if not 0 <= r.tile < num_tiles:
             raise bad("interval", i, "tile", r.tile, tiles)
         if not -1 <= r.stage < num_stages:
@@ -790,7 +791,8 @@ def check_records(
         for field in ("flop", "bytes"):
             if not amount_ok(getattr(r, field)):
                 raise bad("interval", i, field, getattr(r, field), "a finite amount >= 0")
-    for i, f in enumerate(trace.flows):
+
+    def check_flow(i: int, f: FlowRecord) -> None:
         for channel in f.channels:
             if not 0 <= channel < num_channels:
                 raise bad("flow", i, "channels", channel, f"a channel 0..{num_channels - 1}")
@@ -803,13 +805,49 @@ def check_records(
             raise bad("flow", i, "end_s", f.end_s, f"at least start_s {f.start_s!r}")
         if not amount_ok(f.size_bytes):
             raise bad("flow", i, "size_bytes", f.size_bytes, "a finite amount >= 0")
-    for i, m in enumerate(trace.memory):
+
+    def check_memory(i: int, m: MemoryRecord) -> None:
         if not 0 <= m.tile < num_tiles:
             raise bad("memory", i, "tile", m.tile, tiles)
         if not time_ok(m.time_s):
             raise bad("memory", i, "time_s", m.time_s, times)
         if not amount_ok(m.activation_bytes):
             raise bad("memory", i, "activation_bytes", m.activation_bytes, "a finite amount >= 0")
+
+    # The same conditions on the columns find the records to check one by one (a NaN fails
+    # every comparison, as above), so the first bad record of each kind is reported.
+    def inside(values: np.ndarray, low: float, high: float) -> np.ndarray:
+        return (values >= low) & (values < high)
+
+    def timed(records: Records[Any], start: str, end: str) -> np.ndarray:
+        start_s, end_s = records.column(start), records.column(end)
+        return ((start_s >= 0.0) & (start_s <= limit_s) & (end_s >= 0.0) & (end_s <= limit_s)) & ~(
+            end_s < start_s
+        )
+
+    intervals, flows, memory = trace.intervals, trace.flows, trace.memory
+    interval_ok = inside(intervals.column("tile"), 0, num_tiles)
+    interval_ok &= inside(intervals.column("stage"), -1, num_stages)
+    interval_ok &= timed(intervals, "start_s", "end_s")
+    for field in ("flop", "bytes"):
+        interval_ok &= inside(intervals.column(field), 0.0, math.inf)
+    route_ok = np.array(
+        [all(0 <= c < num_channels for c in route) for route in flows.table("channels")], bool
+    )
+    flow_ok = route_ok.reshape(-1)[flows.codes("channels")]
+    flow_ok &= inside(flows.column("stage"), -1, num_stages)
+    flow_ok &= timed(flows, "start_s", "end_s")
+    flow_ok &= inside(flows.column("size_bytes"), 0.0, math.inf)
+    memory_ok = inside(memory.column("tile"), 0, num_tiles)
+    time_s = memory.column("time_s")
+    memory_ok &= (time_s >= 0.0) & (time_s <= limit_s)
+    memory_ok &= inside(memory.column("activation_bytes"), 0.0, math.inf)
+    for i in np.flatnonzero(~interval_ok).tolist():
+        check_interval(i, intervals[i])
+    for i in np.flatnonzero(~flow_ok).tolist():
+        check_flow(i, flows[i])
+    for i in np.flatnonzero(~memory_ok).tolist():
+        check_memory(i, memory[i])
 
 
 #: The one ``summary.json`` figure the records cannot give back: the simulation's wall time.
