@@ -359,19 +359,23 @@ def flow_channel_columns(flows: Iterable[FlowRecord]) -> tuple[np.ndarray, np.nd
 
 def flow_channel_entries(flows: Records[FlowRecord]) -> tuple[np.ndarray, np.ndarray]:
     """One entry per (flow, channel of its route), flows in order and each route in its
-    order: the flow's index and the channel."""
+    order: the flow's index and the channel (int32 both: a wafer flow crosses up to tens of
+    channels, so these are the largest arrays a summary makes)."""
     routes = flows.table("channels")
     route_hops = np.fromiter(map(len, routes), dtype=np.int64, count=len(routes))
-    route_first = np.cumsum(route_hops) - route_hops
     flat = np.fromiter(
-        itertools.chain.from_iterable(routes), dtype=np.int64, count=int(route_hops.sum())
+        itertools.chain.from_iterable(routes), dtype=np.int32, count=int(route_hops.sum())
     )
     route = flows.codes("channels")
     hops = route_hops[route]
-    flow_of = np.repeat(np.arange(len(route)), hops)
-    # entry k of flow f is flat[route_first[route[f]] + k]
-    within = np.arange(len(flow_of)) - (np.cumsum(hops) - hops)[flow_of]
-    return flow_of, flat[route_first[route][flow_of] + within]
+    # entry e of flow f (its k-th channel) is flat[route_first[route[f]] + k], and
+    # k = e - first_entry[f]: one shift per flow, repeated, plus the entry's index
+    shift = (np.cumsum(route_hops) - route_hops)[route] - (np.cumsum(hops) - hops)
+    index = np.repeat(shift, hops)
+    index += np.arange(len(index))
+    channel_of = flat[index]
+    del index
+    return np.repeat(np.arange(len(route), dtype=np.int32), hops), channel_of
 
 
 def _max_channel_utilization(
