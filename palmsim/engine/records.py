@@ -188,8 +188,8 @@ class Records(Sequence[R], Generic[R]):
     A sequence of records like the tuple it replaces: ``len``, indexing and iteration give
     the named tuples (the same values: every float the engine's, every text the same
     string), and it equals a tuple or list of the same records. Reports read columns
-    instead: :meth:`column` (numbers, or a coded field's codes), :meth:`table` (a coded
-    field's distinct values, indexed by its codes), :meth:`isin` and :meth:`select`.
+    instead: :meth:`column` (numbers), :meth:`codes` and :meth:`table` (a coded field's
+    codes, and its distinct values that they index), :meth:`isin` and :meth:`select`.
 
     Built from ``columns`` (each numeric field's array), ``key`` (each record's code) and
     ``keys`` (the combinations of coded-field values that codes index, in field order).

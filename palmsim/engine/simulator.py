@@ -301,17 +301,16 @@ class Simulator:
         assert self.network.num_active == 0, "flows still active after every tile finished"
         assert not np.any(intervals.column("end_s") > self.env.now)
         assert not np.any(flows.column("end_s") > self.env.now)
+        # each forward record's (tile, label, micro-batch) as one int64, sorted: no two equal
         forward = intervals.isin("category", ("forward",)) & (intervals.column("microbatch") >= 0)
-        keys = np.stack(
-            [
-                intervals.column("tile")[forward],
-                intervals.codes("label")[forward],
-                intervals.column("microbatch")[forward],
-            ]
-        )
-        assert np.unique(keys, axis=1).shape[1] == keys.shape[1], (
-            "an op ran more than once per micro-batch"
-        )
+        microbatch = intervals.column("microbatch")[forward].astype(np.int64)
+        key = intervals.column("tile")[forward].astype(np.int64)
+        key *= len(intervals.table("label"))
+        key += intervals.codes("label")[forward]
+        key *= int(microbatch.max(initial=0)) + 1
+        key += microbatch
+        key.sort()
+        assert not np.any(key[1:] == key[:-1]), "an op ran more than once per micro-batch"
 
     # ------------------------------------------------------------------ processes
 
