@@ -699,8 +699,14 @@ class Simulator:
     # ------------------------------------------------------------------ communication
 
     def _mailbox(self, key: tuple[Any, ...]) -> simpy.Event:
-        """The event signalling that the message ``key`` has arrived (created on first use)."""
-        event = self._mail.get(key)
+        """The event signalling that the message ``key`` has arrived.
+
+        A message has one sender and one receiver, each asking for its event once: the
+        first creates it, the second takes it out of the table, so the table holds only
+        messages in flight (it kept every message of the run: G1, 512 micro-batches, about
+        200 MiB of events and keys).
+        """
+        event = self._mail.pop(key, None)
         if event is None:
             event = self._mail[key] = self.env.event()
         return event
