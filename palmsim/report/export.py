@@ -420,9 +420,9 @@ def _record_columns(trace: RunTrace) -> Iterator[tuple[str, np.ndarray]]:
     Rows are sorted as in :func:`records_csv` (intervals by start, tile, end, category, label;
     flows by start and id; memory by time, tile, bytes), so the file does not depend on the
     engine's append order. Every float is the float64 the engine computed (exact round trip).
-    Only the codes and the sort orders are held throughout; each other column is built from
-    the records when it is asked for, so a writer holds one column at a time (W1: tens of MB
-    less at the peak of ``palmsim run`` than building every column first).
+    The file's codes (into sorted vocabularies) and the sort orders are held throughout;
+    each other column is the records' own, sorted when it is asked for, so a writer holds
+    one sorted copy at a time.
     """
     intervals, flows, memory = trace.intervals, trace.flows, trace.memory
     # one vocabulary for both category columns, sorted, so codes order like the strings
