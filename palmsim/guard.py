@@ -40,11 +40,10 @@ of the dominant terms, not the interpreter's whole footprint.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from palmsim.config.specs import ExperimentSpec, RunSpec
-from palmsim.engine.records import FlowRecord, IntervalRecord
+from palmsim.engine.records import ROW_BYTES
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import (
     CHIP_BYTES_PER_TILE,
@@ -64,16 +63,14 @@ __all__ = [
     "spec_estimate",
 ]
 
-#: Bytes one record holds [B]: the larger of an interval and a flow record (a named tuple),
-#: its four boxed floats, and its slot in the engine's list and in the trace's tuple.
-BYTES_PER_RECORD = (
-    max(
-        sys.getsizeof(IntervalRecord(0, "", 0.0, 0.0, 0, 0, "", 0.0, 0.0)),
-        sys.getsizeof(FlowRecord(0, "", 0, 0, (), 0.0, 0.0, 0.0, 0, 0)),
-    )
-    + 4 * sys.getsizeof(1.0)
-    + 2 * 8
-)
+#: Bytes one record holds [B]: a run keeps its records as typed columns
+#: (:class:`palmsim.engine.records.Records`), so a record is one row of its type's columns,
+#: the sum of its numeric fields' widths plus one int32 code for the fields that take few
+#: values together (:data:`~palmsim.engine.records.ROW_BYTES`): an interval 4 float64 + 3
+#: int32 + the code = 48 B, a flow 3 float64 + 1 int64 + 1 int32 + the code = 40 B, a memory
+#: sample 20 B. The estimate counts the widest, an interval's. The table the codes index
+#: holds each distinct combination once (thousands per run), so it is not counted per record.
+BYTES_PER_RECORD = max(ROW_BYTES.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,9 @@ import heapq
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import simpy
-
-from palmsim.engine.records import FlowRecord
 
 __all__ = ["FlowNetwork", "trigger_in"]
 
@@ -110,8 +109,10 @@ class FlowNetwork:
         self,
         env: simpy.Environment,
         capacities_bytes_per_s: Sequence[float],
-        emit: Callable[[FlowRecord], None],
+        emit: Callable[[tuple[Any, ...]], None],
     ) -> None:
+        """``emit`` takes each flow's record as a plain tuple of
+        :class:`~palmsim.engine.records.FlowRecord`'s fields, when the flow drains."""
         self.env = env
         self._capacity = list(capacities_bytes_per_s)
         self._emit = emit
@@ -204,7 +205,7 @@ class FlowNetwork:
         tile's private DRAM port; it takes the next flow id like any flow.
         """
         self._emit(
-            FlowRecord(
+            (  # FlowRecord's fields
                 self._next_id,
                 category,
                 src,
@@ -388,7 +389,7 @@ class FlowNetwork:
         arrival_s = self.env.now + flow.latency_s  # the time SimPy schedules the event for
         category, src, dst, stage, microbatch = flow.meta
         self._emit(
-            FlowRecord(
+            (  # FlowRecord's fields
                 flow.flow_id,
                 category,
                 src,

@@ -1,19 +1,42 @@
 """Record types the engine emits. Append-only; reports are pure functions of these.
 
-All times in seconds, sizes in bytes, work in FLOP. The three record types are named tuples,
-immutable like frozen dataclasses but about eight times cheaper to build positionally; a run
-builds one per compute step, flow and memory change, so that cost is on the engine's hot path.
+All times in seconds, sizes in bytes, work in FLOP. A record is a named tuple
+(:class:`IntervalRecord`, :class:`FlowRecord`, :class:`MemoryRecord`), but a run keeps its
+records as typed columns (:class:`Records`): one numpy array per field, text and routes as
+codes into a table of the distinct values. A named tuple with its boxed floats costs about 270
+bytes and a column row 20-68 (:data:`ROW_BYTES`), and a large run keeps tens of millions of
+records (issue 17: W3 4.6 GiB). The engine appends plain tuples, the cheapest thing to build
+on its hot path, and :class:`RecordBuilder` packs them into the columns every few thousand
+events.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import itertools
+import math
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
-__all__ = ["FlowRecord", "IntervalRecord", "MemoryRecord", "RunTrace", "gc_frozen", "gc_paused"]
+import numpy as np
+
+__all__ = [
+    "COLUMN_DTYPES",
+    "COLUMN_KINDS",
+    "ROW_BYTES",
+    "FlowRecord",
+    "IntervalRecord",
+    "MemoryRecord",
+    "RecordBuilder",
+    "Records",
+    "RunTrace",
+    "gc_frozen",
+    "gc_paused",
+]
 
 
 @contextmanager
@@ -116,14 +139,333 @@ class MemoryRecord(NamedTuple):
     activation_bytes: float
 
 
+R = TypeVar("R", IntervalRecord, FlowRecord, MemoryRecord)
+
+#: The column kind of each field, in field order: ``f`` float64, ``i`` int32, ``q`` int64,
+#: ``c`` coded (text, a route), ``k`` coded int32. A record's coded fields are those that
+#: take few distinct values together (an interval's category, label, phase, layer, block and
+#: op: what ran; a flow's category, ends, route and stage: which transfer; a memory sample's
+#: tile): they are stored as one int32 code per record into a table of the distinct
+#: combinations, a few thousand per run. Floats stay the engine's float64 (bit-identical);
+#: an int FLOP or byte count (some are) becomes its float, exact below 2**53, as any record
+#: file already stored it.
+COLUMN_KINDS: dict[type, str] = {
+    IntervalRecord: "icffiicffckcc",
+    FlowRecord: "qckkcfffki",
+    MemoryRecord: "kff",
+}
+#: The numpy dtype of each numeric column kind, and of a coded field's codes.
+COLUMN_DTYPES = {"f": np.float64, "i": np.int32, "q": np.int64, "c": np.int32, "k": np.int32}
+_TYPECODES = {"f": "d", "i": "i", "q": "q"}
+_CODED = "ck"
+
+#: Bytes of one row of each record type's columns [B]: the sum of its numeric fields'
+#: widths plus one int32 code for its coded fields together (the table of combinations is
+#: not counted per record): an interval 4 float64 + 3 int32 + the code = 48 B, a flow one
+#: int64 + 3 float64 + one int32 + the code = 40 B, a memory sample 2 float64 + the code =
+#: 20 B.
+ROW_BYTES: dict[type, int] = {
+    kind: sum(np.dtype(COLUMN_DTYPES[c]).itemsize for c in kinds if c not in _CODED) + 4
+    for kind, kinds in COLUMN_KINDS.items()
+}
+
+#: Rows decoded at once while iterating over records (bounds the lists held meanwhile).
+_ITER_CHUNK = 1 << 16
+
+
+def _coded_fields(record_type: Any) -> tuple[str, ...]:
+    """The names of ``record_type``'s coded fields, in field order."""
+    return tuple(
+        name
+        for name, kind in zip(record_type._fields, COLUMN_KINDS[record_type], strict=True)
+        if kind in _CODED
+    )
+
+
+class Records(Sequence[R], Generic[R]):
+    """A run's records of one type as read-only typed columns (:data:`COLUMN_KINDS`).
+
+    A sequence of records like the tuple it replaces: ``len``, indexing and iteration give
+    the named tuples (the same values: every float the engine's, every text the same
+    string), and it equals a tuple or list of the same records. Reports read columns
+    instead: :meth:`column` (numbers), :meth:`codes` and :meth:`table` (a coded field's
+    codes, and its distinct values that they index), :meth:`isin` and :meth:`select`.
+
+    Built from ``columns`` (each numeric field's array), ``key`` (each record's code) and
+    ``keys`` (the combinations of coded-field values that codes index, in field order).
+    """
+
+    __slots__ = ("_columns", "_key", "_keys", "_length", "_parts", "_tables", "record_type")
+
+    def __init__(
+        self,
+        record_type: type[R],
+        columns: Mapping[str, np.ndarray],
+        key: np.ndarray,
+        keys: Sequence[tuple[Any, ...]],
+    ) -> None:
+        kinds = COLUMN_KINDS[record_type]
+        self.record_type: type[R] = record_type
+        self._columns: dict[str, np.ndarray] = {}
+        for name, kind in zip(record_type._fields, kinds, strict=True):
+            if kind not in _CODED:
+                column = np.asarray(columns[name])
+                assert column.dtype == COLUMN_DTYPES[kind], (name, column.dtype)
+                column.flags.writeable = False
+                self._columns[name] = column
+        key = np.asarray(key, dtype=np.int32)
+        key.flags.writeable = False
+        self._key = key
+        self._keys = tuple(keys)
+        lengths = {len(column) for column in self._columns.values()} | {len(key)}
+        assert len(lengths) == 1, f"{record_type.__name__} columns differ in length"
+        self._length = lengths.pop()
+        # per coded field: its distinct values (first seen first) and each key's code of it
+        self._tables: dict[str, tuple[Any, ...]] = {}
+        self._parts: dict[str, np.ndarray] = {}
+        for j, name in enumerate(_coded_fields(record_type)):
+            index: dict[Any, int] = {}
+            codes = [index.setdefault(k[j], len(index)) for k in self._keys]
+            self._tables[name] = tuple(index)
+            self._parts[name] = np.array(codes, dtype=np.int32).reshape(len(codes))
+
+    @classmethod
+    def of(cls, record_type: type[R], records: Iterable[Any]) -> Records[R]:
+        """The records (named or plain tuples in field order) as columns; a
+        :class:`Records` of this type is returned as it is."""
+        if isinstance(records, Records) and records.record_type is record_type:
+            return records
+        builder = RecordBuilder(record_type)
+        builder.rows.extend(records)
+        return builder.build()
+
+    @classmethod
+    def from_codes(
+        cls,
+        record_type: type[R],
+        columns: Mapping[str, np.ndarray],
+        tables: Mapping[str, Sequence[Any]],
+    ) -> Records[R]:
+        """Records whose fields are given each as its own column, as a record file stores
+        them: a text or route field (``c``) as codes into its table in ``tables``, every
+        other field as its values."""
+        coded = _coded_fields(record_type)
+        n = len(columns[record_type._fields[0]])
+        # each field's distinct values and dense codes, then each record's combination as
+        # one mixed-radix number (a 1-d sort; np.unique over rows is several times slower)
+        values, dense = zip(
+            *(np.unique(np.asarray(columns[name]), return_inverse=True) for name in coded),
+            strict=True,
+        )
+        sizes = [max(1, len(v)) for v in values]
+        assert math.prod(sizes) < 2**63, "too many combinations for one int64 key"
+        combined = np.zeros(n, dtype=np.int64)
+        for size, codes in zip(sizes, dense, strict=True):
+            combined *= size
+            combined += codes.reshape(n)
+        combos, key = np.unique(combined, return_inverse=True)
+        digits = []
+        for size in reversed(sizes):
+            digits.append(combos % size)
+            combos = combos // size
+        # each field's distinct values as the records hold them (a code's table entry)
+        held = [
+            [tables[name][c] for c in v.tolist()] if name in tables else v.tolist()
+            for name, v in zip(coded, values, strict=True)
+        ]
+        keys = [
+            tuple(field[c] for field, c in zip(held, row, strict=True))
+            for row in zip(*(d.tolist() for d in reversed(digits)), strict=True)
+        ]
+        return cls(record_type, columns, key.reshape(n).astype(np.int32), keys)
+
+    def column(self, name: str) -> np.ndarray:
+        """Numeric field ``name`` as a numpy column (read-only; a coded int field's is made
+        on each call). Text and routes have :meth:`codes` instead."""
+        if name in self._columns:
+            return self._columns[name]
+        kind = COLUMN_KINDS[self.record_type][self.record_type._fields.index(name)]
+        if kind != "k":
+            raise ValueError(f"{name} is not numeric: use codes({name!r}) and table({name!r})")
+        values = np.array(self._tables[name], dtype=COLUMN_DTYPES[kind])
+        return values.reshape(len(self._tables[name]))[self.codes(name)]
+
+    def codes(self, name: str) -> np.ndarray:
+        """Coded field ``name``'s column of codes into :meth:`table` (made on each call)."""
+        return self._parts[name][self._key]
+
+    def table(self, name: str) -> tuple[Any, ...]:
+        """The distinct values of coded field ``name``, indexed by its codes."""
+        return self._tables[name]
+
+    def values(self, name: str) -> list[Any]:
+        """Field ``name`` of every record, as the records hold it."""
+        return self._decoded(name, 0, self._length)
+
+    def isin(self, name: str, values: Iterable[Any]) -> np.ndarray:
+        """Boolean mask of the records whose field ``name`` is one of ``values``."""
+        wanted = set(values)
+        if name in self._tables:
+            j = _coded_fields(self.record_type).index(name)
+            keys = self._keys
+            hit = np.fromiter((k[j] in wanted for k in keys), dtype=bool, count=len(keys))
+            return hit[self._key]
+        return np.isin(self._columns[name], np.array(sorted(wanted), dtype=np.int64))
+
+    def select(self, keep: np.ndarray) -> Records[R]:
+        """The records where ``keep`` (a boolean mask, or indices in the order wanted)."""
+        return Records(
+            self.record_type,
+            {name: column[keep] for name, column in self._columns.items()},
+            self._key[keep],
+            self._keys,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the columns hold [B] (not the table of combinations)."""
+        return self._key.nbytes + sum(column.nbytes for column in self._columns.values())
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _rows(self, start: int, stop: int) -> Iterator[R]:
+        """Records ``start`` to ``stop``, decoded column by column."""
+        fields = self.record_type._fields
+        return map(
+            self.record_type._make,
+            zip(*[self._decoded(name, start, stop) for name in fields], strict=True),
+        )
+
+    def _decoded(self, name: str, start: int, stop: int) -> list[Any]:
+        if name in self._tables:
+            j = _coded_fields(self.record_type).index(name)
+            keys = self._keys
+            return [keys[c][j] for c in self._key[start:stop].tolist()]
+        return self._columns[name][start:stop].tolist()  # type: ignore[no-any-return]
+
+    @overload
+    def __getitem__(self, index: int) -> R: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[R, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> R | tuple[R, ...]:
+        if isinstance(index, slice):
+            positions = range(*index.indices(self._length))
+            if positions.step == 1:
+                return tuple(self._rows(positions.start, max(positions.start, positions.stop)))
+            return tuple(self[i] for i in positions)
+        position = index + self._length if index < 0 else index
+        if not 0 <= position < self._length:
+            raise IndexError(f"record index {index} out of range ({self._length} records)")
+        return next(self._rows(position, position + 1))
+
+    def __iter__(self) -> Iterator[R]:
+        return itertools.chain.from_iterable(
+            self._rows(start, min(start + _ITER_CHUNK, self._length))
+            for start in range(0, self._length, _ITER_CHUNK)
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Records, tuple, list)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Records[{self.record_type.__name__}]({self._length} records)"
+
+
+class RecordBuilder(Generic[R]):
+    """Growable typed columns of one record type; the engine's side of :class:`Records`.
+
+    The engine appends each record as a plain tuple in field order to :attr:`rows` (one
+    tuple and one list append: cheaper on the hot path than a named tuple or a call per
+    field) and calls :meth:`pack` now and then, which moves the rows into ``array.array``
+    columns, the coded fields as one code per record into a table of the combinations seen
+    first. So only the rows since the last pack exist as tuples. :meth:`build` packs the
+    rest and returns the columns as numpy arrays over the same memory (no copy).
+    """
+
+    def __init__(self, record_type: type[R]) -> None:
+        self.record_type: type[R] = record_type
+        self.rows: list[tuple[Any, ...]] = []
+        kinds = COLUMN_KINDS[record_type]
+        self._numeric = [
+            (name, i, kind, array(_TYPECODES[kind]))
+            for i, (name, kind) in enumerate(zip(record_type._fields, kinds, strict=True))
+            if kind not in _CODED
+        ]
+        coded = [i for i, kind in enumerate(kinds) if kind in _CODED]
+        # the coded fields' values, as a tuple if there are several
+        self._key_of: Callable[[tuple[Any, ...]], Any] = itemgetter(*coded)
+        self._single = len(coded) == 1
+        self._key = array("i")
+        self._keys: dict[Any, int] = {}
+
+    def pack(self) -> None:
+        """Move the appended rows into the columns (an int out of its column's range raises
+        ``OverflowError``).
+
+        Column by column, at numpy's speed where it can: a numeric field goes through
+        ``np.fromiter`` (about 30 ns a value, against about 500 ns for building the named
+        tuple the engine no longer builds), the coded fields through one dictionary lookup
+        of their values together; a combination not seen before gets the next code.
+        """
+        rows = self.rows
+        n = len(rows)
+        if not n:
+            return
+        for _, i, kind, column in self._numeric:
+            packed = np.fromiter(map(itemgetter(i), rows), COLUMN_DTYPES[kind], n)
+            column.frombytes(packed.tobytes())
+        keys, key = self._keys, self._key
+        combos = list(map(self._key_of, rows))
+        start = len(key)
+        try:
+            key.extend(map(keys.__getitem__, combos))
+        except KeyError:  # combinations not seen before: code them, then pack again
+            del key[start:]
+            for combo in combos:
+                if combo not in keys:
+                    keys[combo] = len(keys)
+            key.extend(map(keys.__getitem__, combos))
+        rows.clear()
+
+    def build(self) -> Records[R]:
+        """Pack the last rows and return the columns; the builder takes no more rows."""
+        self.pack()
+        columns = {
+            name: np.frombuffer(column, dtype=COLUMN_DTYPES[kind])
+            for name, _, kind, column in self._numeric
+        }
+        # itemgetter of one field gives its value, not a 1-tuple
+        keys = [(k,) for k in self._keys] if self._single else list(self._keys)
+        return Records(self.record_type, columns, np.frombuffer(self._key, dtype=np.int32), keys)
+
+
 @dataclass(frozen=True, slots=True)
 class RunTrace:
-    """Everything one simulation run produced."""
+    """Everything one simulation run produced.
 
-    intervals: tuple[IntervalRecord, ...]
-    flows: tuple[FlowRecord, ...]
-    memory: tuple[MemoryRecord, ...]
+    ``intervals``, ``flows`` and ``memory`` may be given as any sequence of records (tests
+    write tuples); they are kept as :class:`Records`.
+    """
+
+    intervals: Records[IntervalRecord]
+    flows: Records[FlowRecord]
+    memory: Records[MemoryRecord]
     end_time_s: float
     num_events: int
     wall_time_s: float
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, kind in (
+            ("intervals", IntervalRecord),
+            ("flows", FlowRecord),
+            ("memory", MemoryRecord),
+        ):
+            object.__setattr__(self, name, Records.of(kind, getattr(self, name)))

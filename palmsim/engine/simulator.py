@@ -38,6 +38,7 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import simpy
 
 from palmsim.config.specs import RunSpec
@@ -46,6 +47,8 @@ from palmsim.engine.records import (
     FlowRecord,
     IntervalRecord,
     MemoryRecord,
+    RecordBuilder,
+    Records,
     RunTrace,
     gc_paused,
 )
@@ -70,6 +73,12 @@ __all__ = [
     "private_dram_ports",
     "private_dram_step_s",
 ]
+
+
+#: Events between two packs of the records appended as tuples into their columns: each
+#: event appends a few records (a collective's drain some tens), so the tuples alive at once
+#: stay in the tens of thousands, a few MB, whatever the run's length.
+PACK_EVENTS = 4096
 
 
 class _RouteLike(Protocol):
@@ -188,11 +197,17 @@ class Simulator:
         self.plan = plan
         self.run_spec = run_spec or RunSpec()
         self.env = simpy.Environment()
-        self._intervals: list[IntervalRecord] = []
-        self._flows: list[FlowRecord] = []
-        self._memory: list[MemoryRecord] = []
+        # Records go to typed columns; the hot paths append plain tuples in field order to
+        # these builders' rows (IntervalRecord, FlowRecord, MemoryRecord fields).
+        self._interval_records = RecordBuilder(IntervalRecord)
+        self._flow_records = RecordBuilder(FlowRecord)
+        self._memory_records = RecordBuilder(MemoryRecord)
+        self._intervals = self._interval_records.rows
+        self._memory = self._memory_records.rows
         self.network = FlowNetwork(
-            self.env, [c.bandwidth_bytes_per_s for c in chip.channels], self._flows.append
+            self.env,
+            [c.bandwidth_bytes_per_s for c in chip.channels],
+            self._flow_records.rows.append,
         )
         # each simulated tile's (read, write) route to its home DRAM port
         self._dram_routes = {
@@ -243,6 +258,8 @@ class Simulator:
         # completion timers, which must not advance the clock past the iteration. The engine
         # makes no reference cycles per event, so the loop runs with the cyclic collector
         # paused (gc_paused: 40 % of W1's time otherwise).
+        # The rows appended since the last pack go to the columns every PACK_EVENTS events.
+        builders = (self._interval_records, self._flow_records, self._memory_records)
         with gc_paused():
             while len(self._finished) < num_tiles:
                 next_time = env.peek()
@@ -250,6 +267,9 @@ class Simulator:
                     break
                 env.step()
                 num_events += 1
+                if not num_events % PACK_EVENTS:
+                    for builder in builders:
+                        builder.pack()
         stuck = sorted(self._simulated - self._finished)
         if stuck:
             shown = "; ".join(
@@ -260,28 +280,37 @@ class Simulator:
             raise SimulationError(
                 f"{reason} at t={env.now:.9g} s with {len(stuck)} tiles unfinished: {shown}{more}"
             )
-        self._check_invariants()
+        intervals = self._interval_records.build()
+        flows = self._flow_records.build()
+        memory = self._memory_records.build()
+        self._check_invariants(intervals, flows)
         return RunTrace(
-            intervals=tuple(self._intervals),
-            flows=tuple(self._flows),
-            memory=tuple(self._memory),
+            intervals=intervals,
+            flows=flows,
+            memory=memory,
             end_time_s=env.now,
             num_events=num_events,
             wall_time_s=time.perf_counter() - wall_start,
             metadata={"placement": plan.placement},
         )
 
-    def _check_invariants(self) -> None:
+    def _check_invariants(
+        self, intervals: Records[IntervalRecord], flows: Records[FlowRecord]
+    ) -> None:
         """Programmer-error checks at the end of a run (Ciw's wrap-up invariants)."""
         assert self.network.num_active == 0, "flows still active after every tile finished"
-        assert all(i.end_s <= self.env.now for i in self._intervals)
-        assert all(f.end_s <= self.env.now for f in self._flows)
-        runs: dict[tuple[int, str, int], int] = {}
-        for rec in self._intervals:
-            if rec.category == "forward" and rec.microbatch >= 0:
-                key = (rec.tile, rec.label, rec.microbatch)
-                runs[key] = runs.get(key, 0) + 1
-        assert all(n == 1 for n in runs.values()), "an op ran more than once per micro-batch"
+        assert not np.any(intervals.column("end_s") > self.env.now)
+        assert not np.any(flows.column("end_s") > self.env.now)
+        # each forward record's (tile, label, micro-batch) as one int64, sorted: no two equal
+        forward = intervals.isin("category", ("forward",)) & (intervals.column("microbatch") >= 0)
+        microbatch = intervals.column("microbatch")[forward].astype(np.int64)
+        key = intervals.column("tile")[forward].astype(np.int64)
+        key *= len(intervals.table("label"))
+        key += intervals.codes("label")[forward]
+        key *= int(microbatch.max(initial=0)) + 1
+        key += microbatch
+        key.sort()
+        assert not np.any(key[1:] == key[:-1]), "an op ran more than once per micro-batch"
 
     # ------------------------------------------------------------------ processes
 
@@ -325,7 +354,7 @@ class Simulator:
                     yield self._mailbox(("F", replica, c, rank, mb))
                 yield from self._run_steps(work.forward, tile, groups, stage, mb, "forward", None)
                 held_bytes += work.activation_bytes_per_microbatch
-                self._memory.append(MemoryRecord(tile, self.env.now, held_bytes))
+                self._memory.append((tile, self.env.now, held_bytes))
                 if c < last_virtual:
                     peer = plan.stage_tiles[replica][(c + 1) % p][rank]
                     key = ("F", replica, c + 1, rank, mb)
@@ -353,7 +382,7 @@ class Simulator:
                     work.backward, tile, groups, stage, mb, "backward", buckets
                 )
                 held_bytes -= work.activation_bytes_per_microbatch
-                self._memory.append(MemoryRecord(tile, self.env.now, max(0.0, held_bytes)))
+                self._memory.append((tile, self.env.now, max(0.0, held_bytes)))
                 if c > 0:
                     peer = plan.stage_tiles[replica][(c - 1) % p][rank]
                     prev_send = plan.programs[c - 1].send_bytes
@@ -442,7 +471,7 @@ class Simulator:
                 held = per_mb_token * (plan.num_microbatches * (tokens - 1) + mb + 1)
                 if k == 0:
                     held = per_mb_token * prompt_len * (mb + 1)
-                self._memory.append(MemoryRecord(tile, self.env.now, held))
+                self._memory.append((tile, self.env.now, held))
                 if stage < num_stages - 1:
                     peer, size = plan.stage_tiles[replica][stage + 1][rank], send_bytes
                     key = ("I", replica, stage + 1, rank, mb, k)
@@ -523,15 +552,15 @@ class Simulator:
         ``label``, with the step's typed identity."""
         start = self.env.now
         yield done
-        # IntervalRecord(tile, category, start_s, end_s, stage, microbatch, label, flop,
-        # bytes, phase, layer, block, op), positional: the engine's hot path
+        # IntervalRecord's fields (tile, category, start_s, end_s, stage, microbatch, label,
+        # flop, bytes, phase, layer, block, op) as a plain tuple: the engine's hot path
         if step is None:
-            record = IntervalRecord(
+            record = (
                 tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes, phase,
                 -1, "", label,
             )  # fmt: skip
         else:
-            record = IntervalRecord(
+            record = (
                 tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes, phase,
                 step.layer, step.block, f"{phase}.{step.op}",
             )  # fmt: skip
@@ -650,7 +679,7 @@ class Simulator:
     ) -> None:
         """Record the compute interval of ``step`` on ``tile`` from ``start`` to now."""
         self._intervals.append(
-            IntervalRecord(
+            (  # IntervalRecord's fields
                 tile,
                 category,
                 start,
@@ -670,8 +699,14 @@ class Simulator:
     # ------------------------------------------------------------------ communication
 
     def _mailbox(self, key: tuple[Any, ...]) -> simpy.Event:
-        """The event signalling that the message ``key`` has arrived (created on first use)."""
-        event = self._mail.get(key)
+        """The event signalling that the message ``key`` has arrived.
+
+        A message has one sender and one receiver, each asking for its event once: the
+        first creates it, the second takes it out of the table, so the table holds only
+        messages in flight (it kept every message of the run: G1, 512 micro-batches, about
+        200 MiB of events and keys).
+        """
+        event = self._mail.pop(key, None)
         if event is None:
             event = self._mail[key] = self.env.event()
         return event

@@ -21,7 +21,6 @@ sums to the total by construction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -113,16 +112,12 @@ def energy_summary(
     parts = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
     # Every sum adds its terms in record order (flows: each flow's channels in route order),
     # as a loop over the records would, so the figures do not depend on how they are summed.
-    compute = [r for r in trace.intervals if r.category in COMPUTE_CATEGORIES]
-    flop = np.fromiter(map(attrgetter("flop"), compute), dtype=np.float64, count=len(compute))
-    parts["compute"] = sum_in_order(flop * energy_j_per_flop)
-    operand_bytes = sum_in_order(
-        np.fromiter(map(attrgetter("bytes"), compute), dtype=np.float64, count=len(compute))
-    )
+    intervals = trace.intervals
+    compute = intervals.isin("category", COMPUTE_CATEGORIES)
+    parts["compute"] = sum_in_order(intervals.column("flop")[compute] * energy_j_per_flop)
+    operand_bytes = sum_in_order(intervals.column("bytes")[compute])
     flows = trace.flows
-    dram_bytes = sum_in_order(
-        np.fromiter((f.size_bytes for f in flows if f.category == DRAM_KIND), dtype=np.float64)
-    )
+    dram_bytes = sum_in_order(flows.column("size_bytes")[flows.isin("category", (DRAM_KIND,))])
     kinds = [c.kind for c in chip.channels]
     components = list(dict.fromkeys(_CHANNEL_COMPONENT.values()))
     component_of = np.array(

@@ -20,7 +20,6 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,9 +27,12 @@ import numpy as np
 import yaml
 
 from palmsim.engine.records import (
+    COLUMN_DTYPES,
+    COLUMN_KINDS,
     FlowRecord,
     IntervalRecord,
     MemoryRecord,
+    Records,
     RunTrace,
     gc_paused,
 )
@@ -299,9 +301,9 @@ def parse_records_csv(text: str, *, end_time_s: float, num_events: int) -> RunTr
         else:
             raise ValueError(f"records.csv: unknown record kind {kind!r}")
     return RunTrace(
-        intervals=tuple(intervals),
-        flows=tuple(flows),
-        memory=tuple(memory),
+        intervals=Records.of(IntervalRecord, intervals),
+        flows=Records.of(FlowRecord, flows),
+        memory=Records.of(MemoryRecord, memory),
         end_time_s=end_time_s,
         num_events=num_events,
         wall_time_s=0.0,
@@ -387,18 +389,23 @@ _TABLES = {
 }
 
 
-def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Each value's index into the sorted distinct values, and those values."""
-    vocabulary = sorted(set(values))
+def _sorted_codes(
+    columns: Sequence[Records[Any]], field: str
+) -> tuple[list[np.ndarray], list[Any]]:
+    """Field ``field`` of each of ``columns`` recoded into one vocabulary: the sorted distinct
+    values the records hold (a value only in a table, not in a record, is left out)."""
+    used: set[Any] = set()
+    for records in columns:
+        table = records.table(field)
+        used.update(table[c] for c in np.unique(records.codes(field)).tolist())
+    vocabulary = sorted(used)
     index = {v: i for i, v in enumerate(vocabulary)}
-    return np.fromiter(
-        map(index.__getitem__, values), dtype=np.int32, count=len(values)
-    ), vocabulary
-
-
-def _column(records: Sequence[tuple[Any, ...]], field: int, dtype: str) -> np.ndarray:
-    """Field ``field`` of every record as a numpy column (no intermediate list)."""
-    return np.fromiter(map(itemgetter(field), records), dtype=dtype, count=len(records))
+    recoded = []
+    for records in columns:
+        table = records.table(field)
+        remap = np.fromiter((index.get(v, -1) for v in table), dtype=np.int32, count=len(table))
+        recoded.append(remap[records.codes(field)])
+    return recoded, vocabulary
 
 
 def record_arrays(trace: RunTrace) -> dict[str, np.ndarray]:
@@ -413,47 +420,37 @@ def _record_columns(trace: RunTrace) -> Iterator[tuple[str, np.ndarray]]:
     Rows are sorted as in :func:`records_csv` (intervals by start, tile, end, category, label;
     flows by start and id; memory by time, tile, bytes), so the file does not depend on the
     engine's append order. Every float is the float64 the engine computed (exact round trip).
-    Only the codes and the sort orders are held throughout; each other column is built from
-    the records when it is asked for, so a writer holds one column at a time (W1: tens of MB
-    less at the peak of ``palmsim run`` than building every column first).
+    The file's codes (into sorted vocabularies) and the sort orders are held throughout;
+    each other column is the records' own, sorted when it is asked for, so a writer holds
+    one sorted copy at a time.
     """
     intervals, flows, memory = trace.intervals, trace.flows, trace.memory
     # one vocabulary for both category columns, sorted, so codes order like the strings
-    category_codes, categories = _codes(
-        [*map(itemgetter(1), intervals), *map(itemgetter(1), flows)]
-    )
-    num_intervals = len(intervals)
-    label_codes, labels = _codes(list(map(itemgetter(6), intervals)))
-    fields = IntervalRecord._fields
-    identity = {
-        name: _codes(list(map(itemgetter(fields.index(name)), intervals)))
-        for name in ("phase", "block", "op")
-    }
-    route_codes, routes = _codes(list(map(itemgetter(4), flows)))
-    coded = {
-        "interval_category": category_codes[:num_intervals],
-        "interval_label": label_codes,
-        **{f"interval_{name}": codes for name, (codes, _) in identity.items()},
-        "flow_category": category_codes[num_intervals:],
-        "flow_route": route_codes,
-    }
-    del category_codes, label_codes
-    # each table's columns: field -> (record index, dtype), built on demand
-    sources: dict[str, tuple[Sequence[tuple[Any, ...]], int]] = {}
-    for i, name in enumerate(IntervalRecord._fields):
+    (interval_category, flow_category), categories = _sorted_codes((intervals, flows), "category")
+    coded = {"interval_category": interval_category, "flow_category": flow_category}
+    vocabularies = {"categories": categories}
+    for name, vocabulary_name in _INTERVAL_VOCABULARIES.items():
+        if name != "category":
+            (coded[f"interval_{name}"],), vocabularies[vocabulary_name] = _sorted_codes(
+                (intervals,), name
+            )
+    (coded["flow_route"],), routes = _sorted_codes((flows,), "channels")
+    # each table's other columns: array name -> (records, field)
+    sources: dict[str, tuple[Records[Any], str]] = {}
+    for name in IntervalRecord._fields:
         if name not in _INTERVAL_VOCABULARIES:
-            sources[f"interval_{name}"] = (intervals, i)
-    for i, name in enumerate(FlowRecord._fields):
+            sources[f"interval_{name}"] = (intervals, name)
+    for name in FlowRecord._fields:
         if name not in ("category", "channels"):
-            sources[name if name == "flow_id" else f"flow_{name}"] = (flows, i)
-    for i, name in enumerate(MemoryRecord._fields):
-        sources[f"memory_{name}"] = (memory, i)
+            sources[_FLOW_ARRAY.get(name, f"flow_{name}")] = (flows, name)
+    for name in MemoryRecord._fields:
+        sources[f"memory_{name}"] = (memory, name)
 
     def unsorted(name: str) -> np.ndarray:
         if name in coded:
             return coded[name]
         records, field = sources[name]
-        return _column(records, field, RECORD_ARRAYS[name])
+        return records.column(field).astype(RECORD_ARRAYS[name], copy=False)
 
     # np.lexsort sorts by its last key first and is stable, like sorted() with a tuple key
     orders = {
@@ -466,11 +463,6 @@ def _record_columns(trace: RunTrace) -> Iterator[tuple[str, np.ndarray]]:
         ),
     }
     table_of = {name: table for table, names in _TABLES.items() for name in names}
-    vocabularies = {
-        "categories": categories,
-        "labels": labels,
-        **{_INTERVAL_VOCABULARIES[name]: vocabulary for name, (_, vocabulary) in identity.items()},
-    }
     for name in RECORD_ARRAYS:
         if name == "format":
             yield name, np.array(RECORDS_FORMAT)
@@ -623,80 +615,53 @@ def parse_records_npz(
         return _trace_of_arrays(arrays, end_time_s=end_time_s, num_events=num_events)
 
 
+#: The arrays of the flow fields not named ``flow_<field>``.
+_FLOW_ARRAY = {"flow_id": "flow_id", "channels": "flow_route"}
+
+
+def _columns_of(
+    record_type: type[Any], columns: Mapping[str, np.ndarray], tables: Mapping[str, list[Any]]
+) -> Records[Any]:
+    """:class:`Records` of checked file columns (coded fields: codes into ``tables``)."""
+    kinds = COLUMN_KINDS[record_type]
+    return Records.from_codes(
+        record_type,
+        {
+            name: columns[name].astype(COLUMN_DTYPES[kind], copy=False)
+            for name, kind in zip(record_type._fields, kinds, strict=True)
+        },
+        tables,
+    )
+
+
 def _trace_of_arrays(
     arrays: Mapping[str, np.ndarray], *, end_time_s: float, num_events: int
 ) -> RunTrace:
     """The :class:`RunTrace` of checked :data:`RECORD_ARRAYS` columns."""
     categories = arrays["categories"].tolist()
-    labels = arrays["labels"].tolist()
     offsets = arrays["route_offsets"].tolist()
     flat = arrays["route_channels"].tolist()
     routes = [tuple(flat[a:b]) for a, b in itertools.pairwise(offsets)]
-
-    def col(name: str) -> list[Any]:
-        return arrays[name].tolist()  # type: ignore[no-any-return]
-
     num_intervals = len(arrays["interval_tile"])
-
-    def identity(name: str, none: Any) -> list[Any]:
-        """An identity column, or ``none`` for each interval of a version-1 file."""
+    interval_columns = {}
+    interval_tables: dict[str, list[Any]] = {"category": categories}
+    for name in IntervalRecord._fields:
         key = f"interval_{name}"
-        if key not in arrays:
-            return [none] * num_intervals
-        if name == "layer":
-            return col(key)
-        vocabulary = arrays[_INTERVAL_VOCABULARIES[name]].tolist()
-        return [vocabulary[c] for c in col(key)]
-
-    intervals = tuple(
-        map(
-            IntervalRecord._make,
-            zip(
-                col("interval_tile"),
-                [categories[c] for c in col("interval_category")],
-                col("interval_start_s"),
-                col("interval_end_s"),
-                col("interval_stage"),
-                col("interval_microbatch"),
-                [labels[c] for c in col("interval_label")],
-                col("interval_flop"),
-                col("interval_bytes"),
-                identity("phase", ""),
-                identity("layer", -1),
-                identity("block", ""),
-                identity("op", ""),
-                strict=True,
-            ),
-        )
+        if key in arrays:
+            interval_columns[name] = arrays[key]
+        else:  # a version-1 file's identity: none (code 0 of an empty name, layer -1)
+            interval_columns[name] = np.full(num_intervals, -1 if name == "layer" else 0)
+        if name in _INTERVAL_VOCABULARIES and name != "category":
+            vocabulary = _INTERVAL_VOCABULARIES[name]
+            interval_tables[name] = arrays[vocabulary].tolist() if key in arrays else [""]
+    intervals = _columns_of(IntervalRecord, interval_columns, interval_tables)
+    flows = _columns_of(
+        FlowRecord,
+        {name: arrays[_FLOW_ARRAY.get(name, f"flow_{name}")] for name in FlowRecord._fields},
+        {"category": categories, "channels": routes},
     )
-    flows = tuple(
-        map(
-            FlowRecord._make,
-            zip(
-                col("flow_id"),
-                [categories[c] for c in col("flow_category")],
-                col("flow_src"),
-                col("flow_dst"),
-                [routes[r] for r in col("flow_route")],
-                col("flow_start_s"),
-                col("flow_end_s"),
-                col("flow_size_bytes"),
-                col("flow_stage"),
-                col("flow_microbatch"),
-                strict=True,
-            ),
-        )
-    )
-    memory = tuple(
-        map(
-            MemoryRecord._make,
-            zip(
-                col("memory_tile"),
-                col("memory_time_s"),
-                col("memory_activation_bytes"),
-                strict=True,
-            ),
-        )
+    memory = _columns_of(
+        MemoryRecord, {name: arrays[f"memory_{name}"] for name in MemoryRecord._fields}, {}
     )
     return RunTrace(
         intervals=intervals,
@@ -812,7 +777,8 @@ def check_records(
     tiles = f"a tile 0..{num_tiles - 1}"
     stages = f"a stage -1..{num_stages - 1}"
     times = f"a time in [0, {end_s!r}] s (the iteration)"
-    for i, r in enumerate(trace.intervals):
+
+    def check_interval(i: int, r: IntervalRecord) -> None:
         if not 0 <= r.tile < num_tiles:
             raise bad("interval", i, "tile", r.tile, tiles)
         if not -1 <= r.stage < num_stages:
@@ -825,7 +791,8 @@ def check_records(
         for field in ("flop", "bytes"):
             if not amount_ok(getattr(r, field)):
                 raise bad("interval", i, field, getattr(r, field), "a finite amount >= 0")
-    for i, f in enumerate(trace.flows):
+
+    def check_flow(i: int, f: FlowRecord) -> None:
         for channel in f.channels:
             if not 0 <= channel < num_channels:
                 raise bad("flow", i, "channels", channel, f"a channel 0..{num_channels - 1}")
@@ -838,13 +805,49 @@ def check_records(
             raise bad("flow", i, "end_s", f.end_s, f"at least start_s {f.start_s!r}")
         if not amount_ok(f.size_bytes):
             raise bad("flow", i, "size_bytes", f.size_bytes, "a finite amount >= 0")
-    for i, m in enumerate(trace.memory):
+
+    def check_memory(i: int, m: MemoryRecord) -> None:
         if not 0 <= m.tile < num_tiles:
             raise bad("memory", i, "tile", m.tile, tiles)
         if not time_ok(m.time_s):
             raise bad("memory", i, "time_s", m.time_s, times)
         if not amount_ok(m.activation_bytes):
             raise bad("memory", i, "activation_bytes", m.activation_bytes, "a finite amount >= 0")
+
+    # The same conditions on the columns find the records to check one by one (a NaN fails
+    # every comparison, as above), so the first bad record of each kind is reported.
+    def inside(values: np.ndarray, low: float, high: float) -> np.ndarray:
+        return (values >= low) & (values < high)
+
+    def timed(records: Records[Any], start: str, end: str) -> np.ndarray:
+        start_s, end_s = records.column(start), records.column(end)
+        return ((start_s >= 0.0) & (start_s <= limit_s) & (end_s >= 0.0) & (end_s <= limit_s)) & ~(
+            end_s < start_s
+        )
+
+    intervals, flows, memory = trace.intervals, trace.flows, trace.memory
+    interval_ok = inside(intervals.column("tile"), 0, num_tiles)
+    interval_ok &= inside(intervals.column("stage"), -1, num_stages)
+    interval_ok &= timed(intervals, "start_s", "end_s")
+    for field in ("flop", "bytes"):
+        interval_ok &= inside(intervals.column(field), 0.0, math.inf)
+    route_ok = np.array(
+        [all(0 <= c < num_channels for c in route) for route in flows.table("channels")], bool
+    )
+    flow_ok = route_ok.reshape(-1)[flows.codes("channels")]
+    flow_ok &= inside(flows.column("stage"), -1, num_stages)
+    flow_ok &= timed(flows, "start_s", "end_s")
+    flow_ok &= inside(flows.column("size_bytes"), 0.0, math.inf)
+    memory_ok = inside(memory.column("tile"), 0, num_tiles)
+    time_s = memory.column("time_s")
+    memory_ok &= (time_s >= 0.0) & (time_s <= limit_s)
+    memory_ok &= inside(memory.column("activation_bytes"), 0.0, math.inf)
+    for i in np.flatnonzero(~interval_ok).tolist():
+        check_interval(i, intervals[i])
+    for i in np.flatnonzero(~flow_ok).tolist():
+        check_flow(i, flows[i])
+    for i in np.flatnonzero(~memory_ok).tolist():
+        check_memory(i, memory[i])
 
 
 #: The one ``summary.json`` figure the records cannot give back: the simulation's wall time.
@@ -1349,10 +1352,11 @@ def compact_trace(trace: RunTrace, plan: MappingPlan) -> RunTrace:
     fraction of the size; every other tile ran too and is in ``records.npz``.
     """
     shown = {stages[0] for stages in plan.stage_tiles[0]} if plan.stage_tiles else set()
+    flows = trace.flows
     return RunTrace(
-        intervals=tuple(r for r in trace.intervals if r.tile in shown),
-        flows=tuple(f for f in trace.flows if f.src in shown or f.dst in shown),
-        memory=tuple(m for m in trace.memory if m.tile in shown),
+        intervals=trace.intervals.select(trace.intervals.isin("tile", shown)),
+        flows=flows.select(flows.isin("src", shown) | flows.isin("dst", shown)),
+        memory=trace.memory.select(trace.memory.isin("tile", shown)),
         end_time_s=trace.end_time_s,
         num_events=trace.num_events,
         wall_time_s=trace.wall_time_s,

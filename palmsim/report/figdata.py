@@ -106,7 +106,9 @@ def link_loads(trace: RunTrace, chip: Chip, category: str | None = None) -> list
     sizes of the flows routed over it; utilisation divides that by bandwidth × iteration time.
     ``category`` counts only the flows of that category (e.g. ``ep_alltoall``).
     """
-    flows = trace.flows if category is None else [f for f in trace.flows if f.category == category]
+    flows = trace.flows
+    if category is not None:
+        flows = flows.select(flows.isin("category", (category,)))
     carried = channel_bytes(flows, len(chip.channels))
     end_s = float(trace.end_time_s)
     loads = []
@@ -138,8 +140,14 @@ def memory_bars(chip: Chip, plan: MappingPlan, trace: RunTrace | None = None) ->
     with the tile's SRAM capacity, its share of its DRAM port and, given the run's records,
     its simulated peak."""
     peak_activation: dict[int, float] = {}
-    for rec in trace.memory if trace is not None else ():
-        peak_activation[rec.tile] = max(peak_activation.get(rec.tile, 0.0), rec.activation_bytes)
+    if trace is not None:
+        memory = trace.memory
+        for tile, held in zip(
+            memory.column("tile").tolist(),
+            memory.column("activation_bytes").tolist(),
+            strict=True,
+        ):
+            peak_activation[tile] = max(peak_activation.get(tile, 0.0), held)
     breakdown = dict(plan.memory)
     port_of = dict(plan.dram_port_of_tile)
     tiles_on_port: dict[int, int] = {}

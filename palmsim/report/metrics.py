@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from palmsim.engine.records import FlowRecord, IntervalRecord, RunTrace
+from palmsim.engine.records import FlowRecord, IntervalRecord, Records, RunTrace
 from palmsim.mapping.plan import ComputeStep, MappingPlan
 from palmsim.report.verdict import verdict
 
@@ -40,6 +39,7 @@ __all__ = [
     "compute_busy_s",
     "exposed_communication_s",
     "flow_channel_columns",
+    "flow_channel_entries",
     "format_summary_table",
     "inference_metrics",
     "intersection_length_s",
@@ -221,38 +221,36 @@ def _overlap_length_s(a: Spans, b: Spans) -> float:
 
 @dataclass(frozen=True)
 class IntervalColumns:
-    """The tile, category, start and end of every interval record, as columns."""
+    """The tile, category (codes into ``categories``), start and end of every interval
+    record, as columns."""
 
     tile: np.ndarray
-    category: list[str]
+    category: np.ndarray
+    categories: tuple[str, ...]
     start_s: np.ndarray
     end_s: np.ndarray
 
     @classmethod
     def of(cls, intervals: Iterable[IntervalRecord]) -> IntervalColumns:
-        records = intervals if isinstance(intervals, Sequence) else list(intervals)
-        n = len(records)
-
-        def column(field: str, dtype: type) -> np.ndarray:
-            get = operator.attrgetter(field)
-            return np.fromiter(map(get, records), dtype=dtype, count=n)
-
+        records = Records.of(IntervalRecord, intervals)
         return cls(
-            column("tile", np.int64),
-            list(map(operator.attrgetter("category"), records)),
-            column("start_s", np.float64),
-            column("end_s", np.float64),
+            records.column("tile"),
+            records.codes("category"),
+            records.table("category"),
+            records.column("start_s"),
+            records.column("end_s"),
         )
 
     def mask(
         self, categories: frozenset[str] | None, tiles: Iterable[int] | None = None
     ) -> np.ndarray:
         """Records of these categories (``None``: all) on these tiles (``None``: all)."""
-        n = len(self.category)
         keep = (
-            np.ones(n, dtype=bool)
+            np.ones(len(self.category), dtype=bool)
             if categories is None
-            else np.fromiter(map(categories.__contains__, self.category), dtype=bool, count=n)
+            else np.isin(
+                self.category, [i for i, c in enumerate(self.categories) if c in categories]
+            )
         )
         if tiles is not None:
             keep &= np.isin(self.tile, np.fromiter(set(tiles), dtype=np.int64))
@@ -345,30 +343,39 @@ def channel_bytes(flows: Iterable[FlowRecord], num_channels: int) -> np.ndarray:
     Returns:
         ``float64`` array of length ``num_channels`` [B].
     """
-    flows = flows if isinstance(flows, Sequence) else list(flows)
     channel_of, sizes = flow_channel_columns(flows)
     # bincount adds each weight to its bin in input order: each channel's flows in order,
     # as ``carried[channel] += size`` flow by flow would
     return np.bincount(channel_of, weights=sizes, minlength=num_channels)[:num_channels]
 
 
-def flow_channel_columns(flows: Sequence[FlowRecord]) -> tuple[np.ndarray, np.ndarray]:
+def flow_channel_columns(flows: Iterable[FlowRecord]) -> tuple[np.ndarray, np.ndarray]:
     """One entry per (flow, channel of its route), flows in order: the channel and the
     flow's size [B]."""
-    hops = np.fromiter(map(len, map(_channels_of, flows)), dtype=np.int64, count=len(flows))
-    channel_of = np.fromiter(
-        itertools.chain.from_iterable(map(_channels_of, flows)),
-        dtype=np.int64,
-        count=int(hops.sum()),
+    records = Records.of(FlowRecord, flows)
+    flow_of, channel_of = flow_channel_entries(records)
+    return channel_of, records.column("size_bytes")[flow_of]
+
+
+def flow_channel_entries(flows: Records[FlowRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """One entry per (flow, channel of its route), flows in order and each route in its
+    order: the flow's index and the channel (int32 both: a wafer flow crosses up to tens of
+    channels, so these are the largest arrays a summary makes)."""
+    routes = flows.table("channels")
+    route_hops = np.fromiter(map(len, routes), dtype=np.int64, count=len(routes))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(routes), dtype=np.int32, count=int(route_hops.sum())
     )
-    sizes = np.fromiter(map(_size_of, flows), dtype=np.float64, count=len(flows))
-    return channel_of, np.repeat(sizes, hops)
-
-
-_channels_of = operator.attrgetter("channels")
-_category_of = operator.attrgetter("category")
-_label_of = operator.attrgetter("label")
-_size_of = operator.attrgetter("size_bytes")
+    route = flows.codes("channels")
+    hops = route_hops[route]
+    # entry e of flow f (its k-th channel) is flat[route_first[route[f]] + k], and
+    # k = e - first_entry[f]: one shift per flow, repeated, plus the entry's index
+    shift = (np.cumsum(route_hops) - route_hops)[route] - (np.cumsum(hops) - hops)
+    index = np.repeat(shift, hops)
+    index += np.arange(len(index))
+    channel_of = flat[index]
+    del index
+    return np.repeat(np.arange(len(route), dtype=np.int32), hops), channel_of
 
 
 def _max_channel_utilization(
@@ -446,17 +453,16 @@ def exposed_communication_s(
     compute spans, if the caller has them.
     """
     tile_set = set(tiles)
-    flows = [f for f in trace.flows if f.category != DRAM_KIND]
-    n = len(flows)
-    src = np.fromiter(map(operator.attrgetter("src"), flows), dtype=np.int64, count=n)
-    dst = np.fromiter(map(operator.attrgetter("dst"), flows), dtype=np.int64, count=n)
-    start_s = np.fromiter(map(operator.attrgetter("start_s"), flows), dtype=np.float64, count=n)
-    end_s = np.fromiter(map(operator.attrgetter("end_s"), flows), dtype=np.float64, count=n)
+    flows = trace.flows
+    network = ~flows.isin("category", (DRAM_KIND,))
+    src, dst = flows.column("src")[network], flows.column("dst")[network]
+    start_s, end_s = flows.column("start_s")[network], flows.column("end_s")[network]
     # each flow once per tile at either end (once for a flow from a tile to itself)
     tile = np.concatenate((src, dst[dst != src]))
     start_s = np.concatenate((start_s, start_s[dst != src]))
     end_s = np.concatenate((end_s, end_s[dst != src]))
-    comm = IntervalColumns(tile, [""] * len(tile), start_s, end_s).busy(None, tile_set)
+    no_category = np.zeros(len(tile), dtype=np.int32)
+    comm = IntervalColumns(tile, no_category, ("",), start_s, end_s).busy(None, tile_set)
     if busy is None:
         busy = IntervalColumns.of(trace.intervals).busy(COMPUTE_CATEGORIES, tile_set)
     none: Spans = (np.zeros(0), np.zeros(0))
@@ -529,26 +535,23 @@ def time_by_bound_s(trace: RunTrace, plan: MappingPlan) -> dict[str, float]:
     """
     steps = steps_by_label(plan)
     tiles = set(plan.simulated_tiles)
-    records = [r for r in trace.intervals if r.category in COMPUTE_CATEGORIES and r.tile in tiles]
-    n = len(records)
-    # per record: its step's launch latency and FLOP time, NaN for a record of no step
-    keys = list(steps)
-    index = {key: i for i, key in enumerate(keys)}
-    code = np.fromiter(
-        map(
-            index.get,
-            zip(map(_category_of, records), map(_label_of, records), strict=True),
-            itertools.repeat(len(keys)),
-        ),
-        dtype=np.int64,
-        count=n,
-    )
-    launch_s = np.array([steps[k].launch_latency_s for k in keys] + [math.nan], dtype=np.float64)
-    flop_s = np.array([steps[k].flop_time_s for k in keys] + [math.nan], dtype=np.float64)
-    launch_s, flop_s = launch_s[code], flop_s[code]
-    start_s = np.fromiter(map(operator.attrgetter("start_s"), records), np.float64, count=n)
-    end_s = np.fromiter(map(operator.attrgetter("end_s"), records), np.float64, count=n)
-    flop = np.fromiter(map(operator.attrgetter("flop"), records), np.float64, count=n)
+    intervals = trace.intervals
+    categories, labels = intervals.table("category"), intervals.table("label")
+    keep = intervals.isin("category", COMPUTE_CATEGORIES) & intervals.isin("tile", tiles)
+    # per record: its step's launch latency and FLOP time, NaN for a record of no step; a
+    # (category, label) pair is coded as category code x labels + label code
+    pair = intervals.codes("category")[keep] * np.int64(len(labels))
+    pair += intervals.codes("label")[keep]
+    pairs, pair_index = np.unique(pair, return_inverse=True)
+    found = [
+        steps.get((categories[p // len(labels)], labels[p % len(labels)])) for p in pairs.tolist()
+    ]
+    launch_s = np.array([math.nan if s is None else s.launch_latency_s for s in found])
+    flop_s = np.array([math.nan if s is None else s.flop_time_s for s in found])
+    launch_s = launch_s[pair_index]
+    flop_s = flop_s[pair_index]
+    start_s, end_s = intervals.column("start_s")[keep], intervals.column("end_s")[keep]
+    flop = intervals.column("flop")[keep]
     bound = _bounds(end_s - start_s, launch_s, flop_s, flop)
     # bincount adds in record order, as ``total[bound] += duration`` record by record
     total = np.bincount(bound, weights=end_s - start_s, minlength=len(BOUNDS))
@@ -579,9 +582,12 @@ def _bounds(
 def _memory_peaks(trace: RunTrace, plan: MappingPlan) -> tuple[int, dict[str, float]] | None:
     """The simulated tile with the largest static + peak-activation bytes, and its breakdown."""
     peak_activation: dict[int, float] = {}
-    for rec in trace.memory:
-        if rec.activation_bytes > peak_activation.get(rec.tile, -math.inf):
-            peak_activation[rec.tile] = rec.activation_bytes
+    memory = trace.memory
+    for tile, held in zip(
+        memory.column("tile").tolist(), memory.column("activation_bytes").tolist(), strict=True
+    ):
+        if held > peak_activation.get(tile, -math.inf):
+            peak_activation[tile] = held
     best: tuple[int, dict[str, float]] | None = None
     best_total = -math.inf
     simulated = set(plan.simulated_tiles)
@@ -644,7 +650,8 @@ def summarize(
 
     peak_total_flop_per_s = num_used * plan.peak_flop_per_s
     model_flop = float(plan.model_flop_per_iteration)
-    hardware_flop = float(sum(r.flop for r in trace.intervals)) * replication
+    # summed by ``sum`` over the column's floats, in record order as before
+    hardware_flop = float(sum(trace.intervals.column("flop").tolist())) * replication
     capacity_flop = iteration_time_s * peak_total_flop_per_s
 
     # the interval columns and the simulated tiles' compute spans, built once for every metric
@@ -658,9 +665,17 @@ def summarize(
     noc_max, noc_name = _max_channel_utilization(carried, channels, iteration_time_s, dram=False)
     dram_max, dram_name = _max_channel_utilization(carried, channels, iteration_time_s, dram=True)
 
-    comm_bytes: dict[str, float] = defaultdict(float)
-    for flow in trace.flows:
-        comm_bytes[flow.category] += float(flow.size_bytes) * replication
+    # per category, each flow's bytes x replicas added in flow order (bincount adds its
+    # weights in input order, from 0.0, as ``comm_bytes[category] += ...`` did)
+    flow_category = trace.flows.codes("category")
+    flow_categories = trace.flows.table("category")
+    sent = np.bincount(
+        flow_category,
+        weights=trace.flows.column("size_bytes") * replication,
+        minlength=len(flow_categories),
+    )
+    count = np.bincount(flow_category, minlength=len(flow_categories))
+    comm_bytes = {name: float(sent[i]) for i, name in enumerate(flow_categories) if count[i] > 0}
 
     memory = _memory_peaks(trace, plan)
     if memory is None:

@@ -204,9 +204,8 @@ def gantt_figure(
     seen: set[str] = set()
     row_tiles = set(tiles)
     per_tile: dict[int, list[IntervalRecord]] = {tile: [] for tile in row_tiles}
-    for rec in trace.intervals:
-        if rec.tile in row_tiles:
-            per_tile[rec.tile].append(rec)
+    for rec in trace.intervals.select(trace.intervals.isin("tile", row_tiles)):
+        per_tile[rec.tile].append(rec)
     for stage, tile in enumerate(tiles):
         boxes = gantt_boxes(per_tile[tile], tile)
         by_category: dict[str, list[tuple[float, float]]] = {}

@@ -7,7 +7,6 @@ Bins are ``[k·bin_s, (k+1)·bin_s)`` from 0 up to the end of the run; the last 
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable
 from operator import attrgetter
@@ -15,7 +14,13 @@ from operator import attrgetter
 import numpy as np
 
 from palmsim.engine.records import RunTrace
-from palmsim.report.metrics import COMPUTE_CATEGORIES, DRAM_KIND, ChipLike, IntervalColumns
+from palmsim.report.metrics import (
+    COMPUTE_CATEGORIES,
+    DRAM_KIND,
+    ChipLike,
+    IntervalColumns,
+    flow_channel_entries,
+)
 
 _channels_of = attrgetter("channels")
 
@@ -142,19 +147,13 @@ def utilization_timeline(
     # Channels: bytes per bin of each channel that carried anything. Each channel's flows in
     # trace order, as columns (one entry per flow and channel it crosses).
     flows = trace.flows
-    hops = np.fromiter(map(len, map(_channels_of, flows)), dtype=np.int32, count=len(flows))
-    channel_of = np.fromiter(
-        itertools.chain.from_iterable(map(_channels_of, flows)), dtype=np.int32
-    )
+    flow_of, channel_of = flow_channel_entries(flows)
     by_channel = np.argsort(channel_of, kind="stable")
     channel_sorted = channel_of[by_channel]
-    del channel_of  # int32, and no unsorted copy kept: W1 has 720 thousand (flow, channel) pairs
-    flow_sorted = np.repeat(np.arange(len(flows), dtype=np.int32), hops)[by_channel]
-    del by_channel
-    columns_of_flows = [
-        np.fromiter(map(attrgetter(name), flows), dtype=np.float64, count=len(flows))
-        for name in ("start_s", "end_s", "size_bytes")
-    ]
+    del channel_of  # no unsorted copy kept: W1 has 720 thousand (flow, channel) pairs
+    flow_sorted = flow_of[by_channel]
+    del by_channel, flow_of
+    columns_of_flows = [flows.column(name) for name in ("start_s", "end_s", "size_bytes")]
     noc_sum = np.zeros(num_bins)
     noc_max = np.zeros(num_bins)
     dram_sum = np.zeros(num_bins)
@@ -162,7 +161,7 @@ def utilization_timeline(
     num_noc = num_dram = 0
     # where each channel's entries begin and end (one search for all: a search per channel
     # with a Python int copies the int32 column each time)
-    indices = np.array([channel.index for channel in chip.channels], dtype=np.int32)
+    indices = np.array([channel.index for channel in chip.channels], dtype=channel_sorted.dtype)
     firsts = np.searchsorted(channel_sorted, indices, side="left").tolist()
     lasts = np.searchsorted(channel_sorted, indices, side="right").tolist()
     for channel, first, last in zip(chip.channels, firsts, lasts, strict=True):

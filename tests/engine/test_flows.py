@@ -18,7 +18,7 @@ GB = 1e9
 def _net(capacities: list[float]) -> tuple[simpy.Environment, FlowNetwork, list[FlowRecord]]:
     env = simpy.Environment()
     records: list[FlowRecord] = []
-    return env, FlowNetwork(env, capacities, records.append), records
+    return env, FlowNetwork(env, capacities, lambda row: records.append(FlowRecord(*row))), records
 
 
 def _start(env, net, log, name, at_s, channels, size_bytes, latency_s=0.0):

@@ -126,6 +126,16 @@ def test_uniform_pipeline_without_communication_takes_m_plus_p_minus_1_slots(sch
     assert len([r for r in trace.intervals if r.category == "backward"]) == p * m
 
 
+def test_no_message_is_kept_after_it_was_sent_and_received():
+    """Each pipeline message (a forward activation, a backward gradient: 2 (p - 1) m of
+    them) has one sender and one receiver; once both took its event, the engine keeps
+    nothing of it, so a run's mailboxes end empty."""
+    sim = Simulator(RingChip(4, 1e9, 0.0), _pipeline(4, 8, 1.0, 2.0, "1f1b"))
+    trace = sim.run()
+    assert len([f for f in trace.flows if f.category == "p2p"]) == 2 * 3 * 8
+    assert sim._mail == {}
+
+
 def test_1f1b_holds_at_most_p_minus_s_microbatches_and_gpipe_holds_m():
     p, m, act = 4, 8, 10.0
     chip = RingChip(p, 1e9, 0.0)

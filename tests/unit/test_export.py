@@ -17,6 +17,7 @@ from palmsim.errors import RunDirError
 from palmsim.mapping.plan import ComputeStep, MappingPlan, MemoryBreakdown, StageProgram
 from palmsim.report.export import (
     RECORD_COLUMNS,
+    check_records,
     chrome_trace,
     compact_trace,
     parse_records_csv,
@@ -419,3 +420,21 @@ def test_write_run_reports_progress_file_by_file(tmp_path, run):
         (3, 4, "plots/gantt.png"),
         (4, 4, ""),
     ]
+
+
+def test_check_records_names_the_first_bad_record_of_each_kind() -> None:
+    """The checks run on the columns and name the first failing record, as a walk over the
+    records would: a NaN FLOP count in interval 2 (after two good ones), then, with that
+    fixed, a flow over channel 99 of a 16-channel chip."""
+    good = IntervalRecord(0, "forward", 0.0, 1.0, 0, 0, "L0", 1.0, 1.0)
+    flow = FlowRecord(0, "p2p", 0, 1, (3, 99), 0.0, 1.0, 8.0, 0, 0)
+    memory = (MemoryRecord(0, 0.5, 4.0),)
+    limits = {"num_tiles": 8, "num_channels": 16, "num_stages": 2, "where": "run"}
+    nan_flop = good._replace(flop=float("nan"))
+    trace = RunTrace((good, good, nan_flop), (flow,), memory, 1.0, 0, 0.0)
+    with pytest.raises(RunDirError, match=r"run: interval record 2: flop: got nan"):
+        check_records(trace, **limits)
+    trace = RunTrace((good,), (flow,), memory, 1.0, 0, 0.0)
+    with pytest.raises(RunDirError, match=r"run: flow record 0: channels: got 99"):
+        check_records(trace, **limits)
+    check_records(RunTrace((good,), (), memory, 1.0, 0, 0.0), **limits)
