@@ -48,6 +48,7 @@ __all__ = [
     "grad_bucket",
     "optimizer_step",
     "pipeline_p2p_bytes",
+    "prefetch_gathers",
     "receive_gather",
     "recompute_block",
     "tp_collective",
@@ -232,6 +233,33 @@ def zero_gather(unit: Unit, unit_params: float, elem: int, *, zero: int) -> tupl
             layer=unit.layer, op=op,
         ),
     )  # fmt: skip
+
+
+def prefetch_gathers(steps: Iterable[Step]) -> tuple[Step, ...]:
+    """ZeRO-3 prefetch: each weight all-gather of a pass starts the next one as it completes.
+
+    Fully sharded data parallelism gathers the next unit's weights while the current unit
+    computes: PyTorch FSDP's forward and backward prefetching, at most two units gathered at
+    a time (Zhao et al., "PyTorch FSDP", VLDB 2023, Sec. 3.3.2 and 4.3, the rate limiter);
+    Megatron-FSDP's ``all_gather_params(prefetch=True)``, which adds the next buckets in
+    forward or backward order and keeps at most two units in its double buffer
+    (``megatron/core/distributed/fsdp/src/megatron_fsdp/param_and_grad_buffer.py``);
+    DeepSpeed ZeRO-3's parameter prefetch. So the first gather of a pass is exposed and each
+    later one is in flight, on the same DP communicator, while the unit before it runs; the
+    tile waits only for what is left of it.
+    """
+    out = list(steps)
+    gathers = [
+        i
+        for i, step in enumerate(out)
+        if isinstance(step, CollectiveStep)
+        and step.group is GroupKind.DP
+        and step.kind is CollectiveKind.ALLGATHER
+    ]
+    for current, following in zip(gathers, gathers[1:], strict=False):
+        out[current] = dataclasses.replace(out[current], prefetch=out[following])
+        out[following] = dataclasses.replace(out[following], prefetched=True)
+    return tuple(out)
 
 
 def recompute_block(costing: Costing, unit: Unit, block: Block, mapping: MappingSpec,

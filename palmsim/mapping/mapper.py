@@ -51,6 +51,7 @@ from palmsim.mapping.lower import (
     recompute_block,
     tp_collective,
     tp_overlap_backward,
+    prefetch_gathers,
     zero_gather,
 )
 from palmsim.mapping.memory import (
@@ -380,9 +381,11 @@ def _stage_memory(
     weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
     recipe = workload.training.fp8_recipe
     if mapping.zero >= 3 and replicas > 1:
-        weights += max(_params(u) for u in units) * batch.training_elem_bytes  # one gathered unit
-        # fp8 training: TE's fp8 copies of the gathered unit's weights
-        weights += fp8_weight_cache_bytes(max(_fp8_params(u) for u in units), recipe)
+        # a unit's gathered weights and the next one's, prefetched (lower.prefetch_gathers)
+        chunks_units = [_units(model, layout.layer_ranges, c) for c in chunk_ids]
+        weights += _gathered_pair(chunks_units, _params) * batch.training_elem_bytes
+        # fp8 training: TE's fp8 copies of the gathered units' weights
+        weights += fp8_weight_cache_bytes(_gathered_pair(chunks_units, _fp8_params), recipe)
     else:
         # fp8 training: TE's cached fp8 weights and their transposes (palmsim.workload.fp8)
         weights += fp8_weight_cache_bytes(sum(_fp8_params(u) for u in units), recipe)
@@ -391,6 +394,18 @@ def _stage_memory(
         weights, gradients, optimizer, activations, hw.tile.sram_capacity_bytes
     )
     return tile_memory, per_microbatch
+
+
+def _gathered_pair(chunks: Sequence[Sequence[Unit]], size: Callable[[Unit], float]) -> float:
+    """The most of ``size`` that ZeRO-3 holds gathered at once: two consecutive gathered
+    units of a chunk, the one running and the next, prefetched (:func:`lower.prefetch_gathers`;
+    ``zero_gather`` skips units without parameters)."""
+    most = 0.0
+    for units in chunks:
+        gathered = [u for u in units if _params(u) > 0]
+        for i in range(len(gathered)):
+            most = max(most, sum(size(u) for u in gathered[i : i + 2]))
+    return most
 
 
 def _stage(
@@ -516,4 +531,4 @@ def _lower_chunk(
         linears = _fp8_linears(units)
         forward.extend(fp8_amax_update(costing, units[-1], linears, "F"))
         backward.extend(fp8_amax_update(costing, units[0], linears, "B"))
-    return tuple(forward), tuple(recompute), tuple(backward)
+    return prefetch_gathers(forward), prefetch_gathers(recompute), prefetch_gathers(backward)
