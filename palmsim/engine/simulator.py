@@ -527,9 +527,7 @@ class Simulator:
                 yield from self._wait(done, tile, stage, mb, label, step.size_bytes, category, step)
                 if step.prefetch is not None:  # in flight while the tile runs on
                     ahead = step.prefetch
-                    self._prefetched[tile, ahead.label] = self._start(
-                        ahead, group, tile, stage, mb
-                    )
+                    self._prefetched[tile, ahead.label] = self._start(ahead, group, tile, stage, mb)
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:
                     every = self.plan.programs[stage].grad_reduce is GradReduce.EVERY_BACKWARD

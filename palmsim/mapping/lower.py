@@ -250,15 +250,15 @@ def prefetch_gathers(steps: Iterable[Step]) -> tuple[Step, ...]:
     """
     out = list(steps)
     gathers = [
-        i
+        (i, step)
         for i, step in enumerate(out)
         if isinstance(step, CollectiveStep)
         and step.group is GroupKind.DP
         and step.kind is CollectiveKind.ALLGATHER
     ]
-    for current, following in zip(gathers, gathers[1:], strict=False):
-        out[current] = dataclasses.replace(out[current], prefetch=out[following])
-        out[following] = dataclasses.replace(out[following], prefetched=True)
+    for k, (i, step) in enumerate(gathers):
+        following = gathers[k + 1][1] if k + 1 < len(gathers) else None
+        out[i] = dataclasses.replace(step, prefetch=following, prefetched=k > 0)
     return tuple(out)
 
 

@@ -47,11 +47,11 @@ from palmsim.mapping.lower import (
     grad_bucket,
     optimizer_step,
     pipeline_p2p_bytes,
+    prefetch_gathers,
     receive_gather,
     recompute_block,
     tp_collective,
     tp_overlap_backward,
-    prefetch_gathers,
     zero_gather,
 )
 from palmsim.mapping.memory import (
