@@ -819,6 +819,17 @@ class MappingSpec:
         modes=TRAINING_ONLY,
         default=False,
     )
+    tp_comm_overlap: bool = _f(
+        "overlap the sequence-parallel TP all-gathers and reduce-scatters with the GEMMs next "
+        "to them, as Transformer Engine's userbuffers do (Megatron-Core's --tp-comm-overlap; "
+        "NeMo and Megatron-Bridge recipes' tp_comm_overlap): the gather ahead of QKV, fc1 "
+        "and the LM head with that GEMM, the scatter after the attention projection and "
+        "fc2 with it; backward, the output gradient's gather with the row-parallel dgrad "
+        "and the input gradient's scatter with the column-parallel wgrad. Needs "
+        "sequence_parallel",
+        modes=TRAINING_ONLY,
+        default=False,
+    )
     grad_accumulation: str = _f(
         "how each backward's weight gradients reach the gradient buffer: 'fused' into the "
         "weight-gradient GEMM (Megatron-LM's --gradient-accumulation-fusion); "

@@ -51,6 +51,7 @@ from palmsim.mapping.lower import (
     receive_gather,
     recompute_block,
     tp_collective,
+    tp_comm_overlap_pass,
     tp_overlap_backward,
     zero_gather,
 )
@@ -66,6 +67,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveKind,
+    CollectiveStep,
     GroupKind,
     MappingPlan,
     MemoryBreakdown,
@@ -168,6 +170,12 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         model, mapping.dp * cp, ep, mapping.expert_placement, tp=tp, etp=etp,
         sequence_parallel=sp,
     )  # fmt: skip
+    if mapping.tp_comm_overlap and tp > 1 and not sp:
+        raise MappingError(
+            f"tp_comm_overlap with tp={tp} needs sequence_parallel: Transformer Engine's "
+            "userbuffers overlap the all-gathers and reduce-scatters that sequence "
+            "parallelism puts in place of the TP all-reduces"
+        )
     if (ep > 1 or (etp is not None and etp != tp)) and mapping.zero >= 3:
         raise MappingError(
             f"zero={mapping.zero} with ep={ep}, expert_tp={etp or tp}: ZeRO-3's weight "
@@ -308,6 +316,11 @@ def _edp(mapping: MappingSpec) -> int:
     """The expert-data-parallel size ``tp·dp·cp/(etp·ep)`` (:mod:`palmsim.mapping.folding`)."""
     etp = mapping.tp if mapping.expert_tp is None else mapping.expert_tp
     return expert_data_parallel_size(mapping.tp, mapping.dp * mapping.cp, etp, mapping.ep)
+
+
+# The blocks whose TP collectives mapping.tp_comm_overlap overlaps with their GEMMs: Transformer
+# Engine's linears (the MoE blocks' router and token dispatch are not userbuffers GEMMs)
+_DENSE_BLOCKS = frozenset({"embed", "attn", "mlp", "head"})
 
 
 def _reduce_group(block: str, tp: int, etp: int) -> dict[str, Any]:
@@ -480,6 +493,20 @@ def _lower_chunk(
     forward: list[Step] = list(receive_gather(model.gather_bytes if c > 0 else 0, tp=tp))
     backward: list[Step] = list(receive_gather(model.gather_bytes if c < last else 0, tp=tp))
     recompute: list[Step] = []
+    # mapping.tp_comm_overlap: the dense blocks' TP collectives overlap their GEMMs; an
+    # all-gather waits (in `pending`) for the GEMM of the next block that consumes it
+    ub = mapping.tp_comm_overlap and sp
+    pending: CollectiveStep | None = None
+
+    def overlapped(b: Block) -> bool:
+        return ub and b.name in _DENSE_BLOCKS and not (cp > 1 and b.name == "attn")
+
+    def flush(steps: list[Step]) -> None:
+        nonlocal pending
+        if pending is not None:
+            steps.append(pending)
+            pending = None
+
     for unit in units:
         gather = zero_gather(unit, _params(unit), elem, zero=zero)
         forward.extend(gather)
@@ -491,6 +518,12 @@ def _lower_chunk(
                 **_reduce_group(b.name, tp, etp), sequence_parallel=sp,
             )  # fmt: skip
             a2a = ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=ep)
+            if overlapped(b):
+                steps, pending = tp_comm_overlap_pass(costing, unit, b, "F", ar, pending, tp=tp)
+                forward.extend(steps)
+                recompute.extend(recompute_block(costing, unit, b, mapping, ar))
+                continue
+            flush(forward)
             if cp > 1 and b.name == "attn":
                 forward.extend(cp_attention(costing, unit, b, "F", model.kv_chunk_bytes, cp))
                 forward.extend(ar)
@@ -504,6 +537,7 @@ def _lower_chunk(
             recompute.extend(recompute_block(costing, unit, b, mapping, ar))
             if unit.is_layer and mapping.recompute == "full":
                 recompute.extend(a2a)
+    flush(forward)
     for unit in reversed(units):
         backward.extend(zero_gather(unit, _params(unit), elem, zero=zero))
         for b in reversed(unit.blocks):
@@ -511,6 +545,12 @@ def _lower_chunk(
                 CollectiveKind.ALLREDUCE, b.allreduce_bwd_bytes, unit, b.name,
                 **_reduce_group(b.name, tp, etp), sequence_parallel=sp,
             )  # fmt: skip
+            if overlapped(b):
+                steps, pending = tp_comm_overlap_pass(costing, unit, b, "B", reduce, pending, tp=tp)
+                backward.extend(steps)
+                backward.extend(grad_accumulation(costing, unit, b, mapping.grad_accumulation))
+                continue
+            flush(backward)
             if cp > 1 and b.name == "attn":
                 backward.extend(cp_attention(costing, unit, b, "B", model.kv_chunk_bytes, cp))
                 backward.extend(reduce)
@@ -523,6 +563,7 @@ def _lower_chunk(
         dense, expert = split_params(unit.blocks)
         backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
         backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=zero))
+    flush(backward)
     training = experiment.workload.training
     if training.dtype == "fp8" and FP8_SCALING[training.fp8_recipe].amax_history:
         # delayed scaling: the amax update when the chunk's fp8 autocast region exits
