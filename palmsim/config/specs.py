@@ -172,6 +172,11 @@ class GemmSpec:
         "max_efficiency (an assumption) [ratio]",
         default=None,
     )
+    grouped_streams: int = _f(
+        "streams a grouped GEMM's products run on, each its own GEMM kernel, round-robin "
+        "(Transformer Engine's grouped GEMM: 4 compute streams); 0: one batched kernel [count]",
+        default=0,
+    )
 
     def attention_efficiency_for(self, phase: str) -> float:
         """The fused attention kernel's fraction of peak in ``phase`` ("F" or "B")."""
