@@ -187,8 +187,8 @@ def matmul_cost(
             reported as :attr:`Op.weight_bytes`; otherwise ``B`` is an activation (QKᵀ,
             attention over V) and counts in the activation bytes.
         grouped: the products are a grouped GEMM, each its own kernel (the routed experts'
-            GEMMs): ``kernels_fwd`` is ``batch``, the kernels of each product (forward,
-            dgrad, wgrad); else one batched kernel.
+            GEMMs): ``batch`` kernels forward and ``2·batch`` backward (dgrad and wgrad);
+            else one batched kernel a pass.
 
     Returns:
         Forward ``2·batch·m·k·n`` FLOP and backward twice that (Narayanan et al. SC21,
@@ -209,10 +209,11 @@ def matmul_cost(
         bytes_fwd = dtype_bytes * batch * (m * k + k * n + m * n)
         # bwd: dA = dC·Bᵀ reads dC, B, writes dA; dB = Aᵀ·dC reads A, dC, writes dB.
         bytes_bwd = dtype_bytes * batch * 2 * (m * k + k * n + m * n)
-    kernels = int(batch) if grouped else 1
+    if not grouped:
+        return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n))
     return OpCost(
         flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n),
-        kernels_fwd=kernels, kernels_bwd=2 * kernels,
+        kernels_fwd=int(batch), kernels_bwd=2 * int(batch),
     )  # fmt: skip
 
 
