@@ -495,17 +495,27 @@ def _lower_chunk(
     recompute: list[Step] = []
     # mapping.tp_comm_overlap: the dense blocks' TP collectives overlap their GEMMs; an
     # all-gather waits (in `pending`) for the GEMM of the next block that consumes it
+    # (each pass its own: the forward, the full recompute's forward, the backward)
     ub = mapping.tp_comm_overlap and sp
-    pending: CollectiveStep | None = None
+    pending: dict[str, CollectiveStep | None] = {}  # by pass: "F", "R", "B"
+    passes = {"F": forward, "R": recompute, "B": backward}
 
     def overlapped(b: Block) -> bool:
         return ub and b.name in _DENSE_BLOCKS and not (cp > 1 and b.name == "attn")
 
-    def flush(steps: list[Step]) -> None:
-        nonlocal pending
-        if pending is not None:
-            steps.append(pending)
-            pending = None
+    def overlap(key: str, unit: Unit, b: Block, coll: tuple[Step, ...]) -> None:
+        phase = "B" if key == "B" else "F"
+        steps, pending[key] = tp_comm_overlap_pass(
+            costing, unit, b, phase, coll, pending.get(key), tp=tp
+        )
+        passes[key].extend(steps)
+
+    def flush(key: str) -> None:
+        gather = pending.pop(key, None)
+        if gather is not None:
+            passes[key].append(gather)
+
+    redo_all = mapping.recompute == "full"
 
     for unit in units:
         gather = zero_gather(unit, _params(unit), elem, zero=zero)
@@ -519,11 +529,14 @@ def _lower_chunk(
             )  # fmt: skip
             a2a = ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=ep)
             if overlapped(b):
-                steps, pending = tp_comm_overlap_pass(costing, unit, b, "F", ar, pending, tp=tp)
-                forward.extend(steps)
-                recompute.extend(recompute_block(costing, unit, b, mapping, ar))
+                overlap("F", unit, b, ar)
+                if unit.is_layer and redo_all:
+                    overlap("R", unit, b, ar)
+                else:
+                    recompute.extend(recompute_block(costing, unit, b, mapping, ar))
                 continue
-            flush(forward)
+            flush("F")
+            flush("R")
             if cp > 1 and b.name == "attn":
                 forward.extend(cp_attention(costing, unit, b, "F", model.kv_chunk_bytes, cp))
                 forward.extend(ar)
@@ -537,7 +550,8 @@ def _lower_chunk(
             recompute.extend(recompute_block(costing, unit, b, mapping, ar))
             if unit.is_layer and mapping.recompute == "full":
                 recompute.extend(a2a)
-    flush(forward)
+    flush("F")
+    flush("R")
     for unit in reversed(units):
         backward.extend(zero_gather(unit, _params(unit), elem, zero=zero))
         for b in reversed(unit.blocks):
@@ -546,11 +560,10 @@ def _lower_chunk(
                 **_reduce_group(b.name, tp, etp), sequence_parallel=sp,
             )  # fmt: skip
             if overlapped(b):
-                steps, pending = tp_comm_overlap_pass(costing, unit, b, "B", reduce, pending, tp=tp)
-                backward.extend(steps)
+                overlap("B", unit, b, reduce)
                 backward.extend(grad_accumulation(costing, unit, b, mapping.grad_accumulation))
                 continue
-            flush(backward)
+            flush("B")
             if cp > 1 and b.name == "attn":
                 backward.extend(cp_attention(costing, unit, b, "B", model.kv_chunk_bytes, cp))
                 backward.extend(reduce)
@@ -563,7 +576,7 @@ def _lower_chunk(
         dense, expert = split_params(unit.blocks)
         backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
         backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=zero))
-    flush(backward)
+    flush("B")
     training = experiment.workload.training
     if training.dtype == "fp8" and FP8_SCALING[training.fp8_recipe].amax_history:
         # delayed scaling: the amax update when the chunk's fp8 autocast region exits

@@ -103,3 +103,17 @@ def test_tp_comm_overlap_needs_sequence_parallelism() -> None:
     )
     with pytest.raises(MappingError, match="sequence_parallel"):
         simulate(exp)
+
+
+def test_the_full_recompute_overlaps_its_collectives_as_the_forward_does() -> None:
+    exp = _experiment(True)
+    exp = dataclasses.replace(exp, mapping=dataclasses.replace(exp.mapping, recompute="full"))
+    program = simulate(exp).plan.programs[0]
+    layers = [s for s in program.forward if s.label.startswith("L")]
+    redo = list(program.recompute)
+    # the same steps from the first layer's MLP on (the forward's first QKV also takes the
+    # embedding's gather; the recompute starts at the first layer, with nothing pending)
+    start = [s.label for s in layers].index("L0.mlp.pre")
+    # (the last layer's gather: the head takes it in the forward, the recompute's end flushes it)
+    assert redo[[s.label for s in redo].index("L0.mlp.pre") :] == layers[start:]
+    assert any(s.label == "L1.attn.qkv.last" for s in redo)
