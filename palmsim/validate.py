@@ -441,6 +441,33 @@ def _tp_overlap(case: Mapping[str, Any]) -> bool:
     return _flag(training, "tp_overlap") if "tp_overlap" in training else False
 
 
+def _tp_comm_overlap(
+    training: Mapping[str, Any],
+    assumptions: list[Assumption],
+    *,
+    core: bool,
+    sequence_parallel: bool,
+    tp: int,
+) -> bool:
+    """Whether the run overlapped its sequence-parallel TP collectives with its GEMMs
+    (Transformer Engine's userbuffers, ``mapping.tp_comm_overlap``): ``training.tp_comm_overlap``
+    when given; unstated, on for a Megatron-Core / Transformer Engine run with TP and sequence
+    parallelism, an assumption marked on the figures: Megatron-Bridge's performance configs set
+    it whenever TP > 1 for Llama 3, Llama 3.1 and Qwen3 (``scripts/performance/configs/*/
+    *_llm_pretrain.py``, r0.2.0: ``CommOverlapConfig(tp_comm_overlap=...)``), as its GPT-3 175B
+    recipe does; its DeepSeek-V3 and Llama 2 recipes do not (their rows say so)."""
+    if "tp_comm_overlap" in training:
+        return _flag(training, "tp_comm_overlap")
+    if not (core and sequence_parallel and tp > 1):
+        return False
+    why = (
+        "not stated: on, as Megatron-Bridge's performance configs set it with TP and sequence "
+        "parallelism (Transformer Engine's userbuffers)"
+    )
+    assumptions.append(Assumption("training.tp_comm_overlap", True, why, ITERATION_FIGURES))
+    return True
+
+
 def _p2p_scatter_gather(training: Mapping[str, Any]) -> bool:
     """Whether the run's pipeline sends scatter-gathered over the TP group:
     ``training.scatter_gather_opt`` (Megatron-LM's ``--no-scatter-gather-tensors-in-pipeline``
@@ -891,6 +918,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "virtual_stages": virtual,
         "dp_overlap": _dp_overlap(training),
         "tp_overlap": _tp_overlap(case),
+        "tp_comm_overlap": _tp_comm_overlap(
+            training, assumptions, core=core, sequence_parallel=sequence_parallel, tp=tp
+        ),
         "grad_accumulation": _grad_accumulation(training),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
         "p2p_overlap": p2p_overlap,

@@ -172,6 +172,11 @@ class GemmSpec:
         "max_efficiency (an assumption) [ratio]",
         default=None,
     )
+    grouped_streams: int = _f(
+        "streams a grouped GEMM's products run on, each its own GEMM kernel, round-robin "
+        "(Transformer Engine's grouped GEMM: 4 compute streams); 0: one batched kernel [count]",
+        default=0,
+    )
 
     def attention_efficiency_for(self, phase: str) -> float:
         """The fused attention kernel's fraction of peak in ``phase`` ("F" or "B")."""
@@ -816,6 +821,17 @@ class MappingSpec:
     tp_overlap: bool = _f(
         "overlap each column-parallel linear's backward TP all-reduce (or reduce-scatter) "
         "with its weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce)",
+        modes=TRAINING_ONLY,
+        default=False,
+    )
+    tp_comm_overlap: bool = _f(
+        "overlap the sequence-parallel TP all-gathers and reduce-scatters with the GEMMs next "
+        "to them, as Transformer Engine's userbuffers do (Megatron-Core's --tp-comm-overlap; "
+        "NeMo and Megatron-Bridge recipes' tp_comm_overlap): the gather ahead of QKV, fc1 "
+        "and the LM head with that GEMM, the scatter after the attention projection and "
+        "fc2 with it; backward, the output gradient's gather with the row-parallel dgrad "
+        "and the input gradient's scatter with the column-parallel wgrad. Needs "
+        "sequence_parallel",
         modes=TRAINING_ONLY,
         default=False,
     )

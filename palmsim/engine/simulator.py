@@ -221,6 +221,8 @@ class Simulator:
         self._collectives: dict[tuple[Any, ...], _Collective] = {}
         self._group_seq: dict[tuple[str, tuple[int, ...], int], int] = {}
         self._group_tail: dict[tuple[str, tuple[int, ...]], simpy.Event] = {}
+        # collectives a tile started ahead (CollectiveStep.prefetch), by (tile, step label)
+        self._prefetched: dict[tuple[int, str], simpy.Event] = {}
         # exclusive groups' last end
         self._group_end_s: dict[tuple[str, tuple[int, ...]], float] = {}
         # What each tile is doing, for the deadlock message: a text, or on the hot paths the
@@ -299,6 +301,7 @@ class Simulator:
     ) -> None:
         """Programmer-error checks at the end of a run (Ciw's wrap-up invariants)."""
         assert self.network.num_active == 0, "flows still active after every tile finished"
+        assert not self._prefetched, "a prefetched collective was never waited for"
         assert not np.any(intervals.column("end_s") > self.env.now)
         assert not np.any(flows.column("end_s") > self.env.now)
         # each forward record's (tile, label, micro-batch) as one int64, sorted: no two equal
@@ -511,16 +514,10 @@ class Simulator:
                     if step.overlap is not None:
                         yield from self._compute(step.overlap, tile, stage, mb, category)
                     continue
-                done = self._join(
-                    step.group,
-                    group,
-                    tile,
-                    step.kind,
-                    step.size_bytes,
-                    f"{step.group}_{step.kind}",
-                    stage,
-                    mb,
-                )
+                if step.prefetched:  # started by an earlier step of the pass
+                    done = self._prefetched.pop((tile, step.label))
+                else:
+                    done = self._start(step, group, tile, stage, mb)
                 if step.overlap is not None:  # runs while the collective is in flight
                     self._activity[tile] = (stage, category, step.overlap, mb, ())
                     yield from self._compute(step.overlap, tile, stage, mb, category)
@@ -528,6 +525,9 @@ class Simulator:
                 # the tile's wait, after any overlapped compute
                 label = f"{category}.{step.label}"
                 yield from self._wait(done, tile, stage, mb, label, step.size_bytes, category, step)
+                if step.prefetch is not None:  # in flight while the tile runs on
+                    ahead = step.prefetch
+                    self._prefetched[tile, ahead.label] = self._start(ahead, group, tile, stage, mb)
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:
                     every = self.plan.programs[stage].grad_reduce is GradReduce.EVERY_BACKWARD
@@ -535,6 +535,13 @@ class Simulator:
                     dp_buckets.append(self._reduce_bucket(step, groups, tile, stage, bucket_mb))
             else:  # pragma: no cover - exhaustive over Step
                 raise AssertionError(step)
+
+    def _start(
+        self, step: CollectiveStep, group: tuple[int, ...], tile: int, stage: int, mb: int
+    ) -> simpy.Event:
+        """Arrive at ``step``'s collective on ``group``; return its completion event."""
+        category = f"{step.group}_{step.kind}"
+        return self._join(step.group, group, tile, step.kind, step.size_bytes, category, stage, mb)
 
     def _wait(
         self,

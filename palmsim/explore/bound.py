@@ -83,6 +83,8 @@ def _steps_lower_bound_s(
     for step in steps:
         if isinstance(step, ComputeStep):
             total += compute_s(step) if step.from_microbatch == 0 else 0.0
+        elif isinstance(step, CollectiveStep) and step.prefetched:
+            continue  # in flight while earlier steps ran: it may cost the tile nothing
         elif isinstance(step, CollectiveStep):  # blocking: the tile waits for the ring
             ring_s = _ring_lower_bound_s(chip, groups[step.group], step.kind, step.size_bytes)
             # a compute step overlapping the collective runs alongside it (tp_overlap)

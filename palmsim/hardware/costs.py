@@ -148,13 +148,23 @@ def op_pass_time_s(
     if op.gemm_shape is not None and tile.gemm is not None:  # not _roofline_op
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
+        rounds = _grouped_rounds(op.kernels_fwd, g.grouped_streams)
 
         def gemm(rows: float, inner: float, cols: float, nbytes: float) -> tuple[float, ...]:
+            if len(rounds) == 1:
+                return _gemm(rows, inner, cols, batch, nbytes)
+            # a grouped GEMM: each round's products run together, one round after another
+            parts = [_gemm(rows, inner, cols, r, nbytes * r / batch) for r in rounds]
+            return tuple(sum(terms) for terms in zip(*parts, strict=True))
+
+        def _gemm(
+            rows: float, inner: float, cols: float, count: float, nbytes: float
+        ) -> tuple[float, ...]:
             launch_s, compute_s, memory_s = gemm_terms_s(
                 rows,
                 inner,
                 cols,
-                batch=batch,
+                batch=count,
                 operand_bytes=nbytes,
                 peak_flop_per_s=peak_flop_per_s,
                 max_efficiency=max_efficiency,
@@ -194,6 +204,20 @@ def op_pass_time_s(
     time_s = _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
     launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
     return time_s + launch_s, launch_s, flop / (peak_flop_per_s * tile.compute_efficiency)
+
+
+def _grouped_rounds(kernels: int, streams: int) -> tuple[int, ...]:
+    """A grouped GEMM of ``kernels`` products on ``streams`` streams, as Transformer Engine
+    runs it without CUTLASS (``transformer_engine/common/gemm/cublaslt_gemm.cu``,
+    ``multi_stream_cublas_gemm``: product ``i`` a cuBLAS GEMM on compute stream ``i mod
+    streams``; ``common/util/multi_stream.cpp``: 4 streams): the products in rounds of
+    ``streams`` kernels that run together, so each round's output tiles are quantised over the
+    SMs together and pay one launch; the products per round. ``streams`` 0: one batched
+    kernel, a single round."""
+    if streams <= 0 or kernels <= streams:
+        return (kernels,)
+    full, rest = divmod(kernels, streams)
+    return (streams,) * full + ((rest,) if rest else ())
 
 
 def _roofline_s(flop: float, sram_bytes: float, tile: TileSpec, peak_flop_per_s: float) -> float:

@@ -48,9 +48,11 @@ __all__ = [
     "grad_bucket",
     "optimizer_step",
     "pipeline_p2p_bytes",
+    "prefetch_gathers",
     "receive_gather",
     "recompute_block",
     "tp_collective",
+    "tp_comm_overlap_pass",
     "tp_overlap_backward",
     "zero_gather",
 ]
@@ -234,6 +236,33 @@ def zero_gather(unit: Unit, unit_params: float, elem: int, *, zero: int) -> tupl
     )  # fmt: skip
 
 
+def prefetch_gathers(steps: Iterable[Step]) -> tuple[Step, ...]:
+    """ZeRO-3 prefetch: each weight all-gather of a pass starts the next one as it completes.
+
+    Fully sharded data parallelism gathers the next unit's weights while the current unit
+    computes: PyTorch FSDP's forward and backward prefetching, at most two units gathered at
+    a time (Zhao et al., "PyTorch FSDP", VLDB 2023, Sec. 3.3.2 and 4.3, the rate limiter);
+    Megatron-FSDP's ``all_gather_params(prefetch=True)``, which adds the next buckets in
+    forward or backward order and keeps at most two units in its double buffer
+    (``megatron/core/distributed/fsdp/src/megatron_fsdp/param_and_grad_buffer.py``);
+    DeepSpeed ZeRO-3's parameter prefetch. So the first gather of a pass is exposed and each
+    later one is in flight, on the same DP communicator, while the unit before it runs; the
+    tile waits only for what is left of it.
+    """
+    out = list(steps)
+    gathers = [
+        (i, step)
+        for i, step in enumerate(out)
+        if isinstance(step, CollectiveStep)
+        and step.group is GroupKind.DP
+        and step.kind is CollectiveKind.ALLGATHER
+    ]
+    for k, (i, step) in enumerate(gathers):
+        following = gathers[k + 1][1] if k + 1 < len(gathers) else None
+        out[i] = dataclasses.replace(step, prefetch=following, prefetched=k > 0)
+    return tuple(out)
+
+
 def recompute_block(costing: Costing, unit: Unit, block: Block, mapping: MappingSpec,
                     tp_steps: tuple[Step, ...]) -> tuple[Step, ...]:  # fmt: skip
     """What the backward of a layer's ``block`` first re-runs of its forward: everything, with
@@ -265,6 +294,135 @@ def tp_overlap_backward(
     first = reduce[0]
     assert isinstance(first, CollectiveStep)
     return (dgrad, dataclasses.replace(first, overlap=wgrad), *reduce[1:])
+
+
+# Transformer Engine's userbuffers GEMM + reduce-scatter overlap ("pipeline" method) splits
+# the GEMM into this many chunks and reduce-scatters each as it is done: Megatron-Bridge's
+# userbuffers configurations for the H100 (src/megatron/bridge/training/comm_overlap.py:
+# proj_fprop and fc2_fprop, PipelineOverlapCfg(num_splits=4)).
+USERBUFFERS_RS_SPLITS = 4
+
+
+def _share(step: ComputeStep, fraction: float, *suffix: str) -> ComputeStep:
+    """``fraction`` of ``step``'s work (one chunk of a GEMM split in equal chunks)."""
+    return dataclasses.replace(
+        step,
+        label=".".join((step.label, *suffix)),
+        op=".".join((step.op, *suffix)),
+        compute_time_s=step.compute_time_s * fraction,
+        flop=step.flop * fraction,
+        sram_bytes=step.sram_bytes * fraction,
+        dram_read_bytes=step.dram_read_bytes * fraction,
+        dram_write_bytes=step.dram_write_bytes * fraction,
+        launch_latency_s=step.launch_latency_s * fraction,
+        flop_time_s=step.flop_time_s * fraction,
+        serial_latency_s=step.serial_latency_s * fraction,
+    )
+
+
+def _weight_gemms(block: Block) -> tuple[int, int] | None:
+    """Indices of ``block``'s first (column-parallel) and last (row-parallel) weight GEMM."""
+    gemms = [i for i, op in enumerate(block.ops) if op.kind == "matmul" and op.params > 0]
+    return (gemms[0], gemms[-1]) if gemms else None
+
+
+def _gathered_gemm(gather: CollectiveStep, gemm: ComputeStep, tp: int) -> tuple[Step, ...]:
+    """An all-gather overlapped with the GEMM that consumes it, as Transformer Engine's
+    userbuffers "ring exchange" runs it: the GEMM in ``tp`` chunks, the local one first, each
+    next chunk arriving while the one before is multiplied. With the gather taking ``A`` and
+    the GEMM ``G``: ``g + (tp - 1)·max(g, a)``, ``g = G/tp``, ``a = A/(tp - 1)``, which is
+    ``max(G, A + G/tp)``, the time of the gather overlapping ``(tp - 1)/tp`` of the GEMM and
+    then the last chunk."""
+    return (
+        dataclasses.replace(gather, overlap=_share(gemm, (tp - 1) / tp)),
+        _share(gemm, 1 / tp, "last"),
+    )
+
+
+def _scattered_gemm(gemm: ComputeStep, scatter: CollectiveStep) -> tuple[Step, ...]:
+    """A GEMM whose output is reduce-scattered, overlapped as userbuffers' "pipeline" method
+    runs it: the GEMM in ``k`` = ``USERBUFFERS_RS_SPLITS`` chunks, each reduce-scattered once
+    done. The first chunk runs alone, then the scatter overlaps the other ``k - 1``:
+    ``max(G, G/k + R)`` for a GEMM of ``G`` and a scatter of ``R``. (The exact pipeline adds
+    the last chunk's scatter, ``R/k``, when the GEMM is the longer; the SMs the scatter's
+    kernels take from the GEMM are not modelled either.)"""
+    k = USERBUFFERS_RS_SPLITS
+    return (
+        _share(gemm, 1 / k, "first"),
+        dataclasses.replace(scatter, overlap=_share(gemm, 1 - 1 / k)),
+    )
+
+
+def tp_comm_overlap_pass(
+    costing: Costing,
+    unit: Unit,
+    block: Block,
+    phase: str,
+    collectives: tuple[Step, ...],
+    pending: CollectiveStep | None,
+    *,
+    tp: int,
+) -> tuple[tuple[Step, ...], CollectiveStep | None]:
+    """One pass of ``block`` with its sequence-parallel TP collectives overlapped with its
+    GEMMs (``mapping.tp_comm_overlap``: Transformer Engine's userbuffers, Megatron-Core's
+    ``--tp-comm-overlap``; ``transformer_engine/pytorch/module/linear.py`` and
+    ``layernorm_linear.py``, ``ub_overlap_ag``/``ub_overlap_rs``/``ub_bulk_wgrad``).
+
+    ``collectives`` is the block's (reduce-scatter, all-gather) pair, ``pending`` the
+    all-gather of the block before, which this block's first GEMM consumes. Forward: the
+    pending all-gather overlaps the column-parallel GEMM (QKV, fc1; ring exchange), the
+    reduce-scatter the row-parallel GEMM that produces its input (attention projection, fc2;
+    pipeline). Backward (blocks in reverse): the pending all-gather of the output gradient
+    overlaps the row-parallel GEMM's input-gradient (dgrad) GEMM; the reduce-scatter of the
+    column-parallel GEMM's input gradient overlaps its weight-gradient GEMM (bulk overlap).
+    Returns the pass's steps and the all-gather the next block takes over.
+    """
+    scatter = next(
+        (c for c in collectives if isinstance(c, CollectiveStep)
+         and c.kind is CollectiveKind.REDUCESCATTER), None,
+    )  # fmt: skip
+    gather = next(
+        (c for c in collectives if isinstance(c, CollectiveStep)
+         and c.kind is CollectiveKind.ALLGATHER), None,
+    )  # fmt: skip
+    gemms = _weight_gemms(block)
+    if gemms is None:  # no GEMM to hide them behind (the embedding)
+        head = (pending,) if pending else ()
+        rest = tuple(c for c in collectives if c is not gather)
+        return (*head, costing.step(block.ops, phase, unit, block.name), *rest), gather
+    col, row = gemms
+    ops = block.ops
+    steps: list[Step] = []
+    if phase == "F":
+        if ops[:col]:
+            steps.append(costing.step(ops[:col], "F", unit, block.name, "pre"))
+        column = costing.step([ops[col]], "F", unit, block.name, ops[col].name)
+        steps.extend(_gathered_gemm(pending, column, tp) if pending else (column,))
+        if row > col:
+            if ops[col + 1 : row]:
+                steps.append(costing.step(ops[col + 1 : row], "F", unit, block.name, "mid"))
+            last = costing.step([ops[row]], "F", unit, block.name, ops[row].name)
+            steps.extend(_scattered_gemm(last, scatter) if scatter else (last,))
+        elif scatter:
+            steps.append(scatter)
+        if ops[row + 1 :]:
+            steps.append(costing.step(ops[row + 1 :], "F", unit, block.name, "post"))
+        return tuple(steps), gather
+    # backward: the row-parallel dgrad first (its output gradient gathered), the rest, then
+    # the column-parallel wgrad under the scatter of the block's input gradient
+    row_op, col_op = ops[row], ops[col]
+    dgrad = costing.step([row_op], "B", unit, block.name, row_op.name, "dgrad",
+                         parts={row_op.name: "dgrad"})  # fmt: skip
+    steps.extend(_gathered_gemm(pending, dgrad, tp) if pending else (dgrad,))
+    if row > col:
+        parts = {row_op.name: "wgrad", col_op.name: "dgrad"}
+        steps.append(costing.step(ops, "B", unit, block.name, parts=parts))
+    elif len(ops) > 1:  # one GEMM: its dgrad above, its wgrad below
+        steps.append(costing.step(ops[:col] + ops[col + 1 :], "B", unit, block.name))
+    wgrad = costing.step([col_op], "B", unit, block.name, col_op.name, "wgrad",
+                         parts={col_op.name: "wgrad"})  # fmt: skip
+    steps.extend((dataclasses.replace(scatter, overlap=wgrad),) if scatter else (wgrad,))
+    return tuple(steps), gather
 
 
 def grad_accumulation(costing: Costing, unit: Unit, block: Block, mode: str) -> tuple[Step, ...]:

@@ -47,9 +47,11 @@ from palmsim.mapping.lower import (
     grad_bucket,
     optimizer_step,
     pipeline_p2p_bytes,
+    prefetch_gathers,
     receive_gather,
     recompute_block,
     tp_collective,
+    tp_comm_overlap_pass,
     tp_overlap_backward,
     zero_gather,
 )
@@ -65,6 +67,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveKind,
+    CollectiveStep,
     GroupKind,
     MappingPlan,
     MemoryBreakdown,
@@ -167,6 +170,12 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         model, mapping.dp * cp, ep, mapping.expert_placement, tp=tp, etp=etp,
         sequence_parallel=sp,
     )  # fmt: skip
+    if mapping.tp_comm_overlap and tp > 1 and not sp:
+        raise MappingError(
+            f"tp_comm_overlap with tp={tp} needs sequence_parallel: Transformer Engine's "
+            "userbuffers overlap the all-gathers and reduce-scatters that sequence "
+            "parallelism puts in place of the TP all-reduces"
+        )
     if (ep > 1 or (etp is not None and etp != tp)) and mapping.zero >= 3:
         raise MappingError(
             f"zero={mapping.zero} with ep={ep}, expert_tp={etp or tp}: ZeRO-3's weight "
@@ -309,6 +318,11 @@ def _edp(mapping: MappingSpec) -> int:
     return expert_data_parallel_size(mapping.tp, mapping.dp * mapping.cp, etp, mapping.ep)
 
 
+# The blocks whose TP collectives mapping.tp_comm_overlap overlaps with their GEMMs: Transformer
+# Engine's linears (the MoE blocks' router and token dispatch are not userbuffers GEMMs)
+_DENSE_BLOCKS = frozenset({"embed", "attn", "mlp", "head"})
+
+
 def _reduce_group(block: str, tp: int, etp: int) -> dict[str, Any]:
     """The group of a block's tensor-parallel reduction: the routed experts' over their ETP
     group when it differs from the TP group (MoE parallel folding), else the TP group."""
@@ -380,9 +394,11 @@ def _stage_memory(
     weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
     recipe = workload.training.fp8_recipe
     if mapping.zero >= 3 and replicas > 1:
-        weights += max(_params(u) for u in units) * batch.training_elem_bytes  # one gathered unit
-        # fp8 training: TE's fp8 copies of the gathered unit's weights
-        weights += fp8_weight_cache_bytes(max(_fp8_params(u) for u in units), recipe)
+        # a unit's gathered weights and the next one's, prefetched (lower.prefetch_gathers)
+        chunks_units = [_units(model, layout.layer_ranges, c) for c in chunk_ids]
+        weights += _gathered_pair(chunks_units, _params) * batch.training_elem_bytes
+        # fp8 training: TE's fp8 copies of the gathered units' weights
+        weights += fp8_weight_cache_bytes(_gathered_pair(chunks_units, _fp8_params), recipe)
     else:
         # fp8 training: TE's cached fp8 weights and their transposes (palmsim.workload.fp8)
         weights += fp8_weight_cache_bytes(sum(_fp8_params(u) for u in units), recipe)
@@ -391,6 +407,18 @@ def _stage_memory(
         weights, gradients, optimizer, activations, hw.tile.sram_capacity_bytes
     )
     return tile_memory, per_microbatch
+
+
+def _gathered_pair(chunks: Sequence[Sequence[Unit]], size: Callable[[Unit], float]) -> float:
+    """The most of ``size`` that ZeRO-3 holds gathered at once: two consecutive gathered
+    units of a chunk, the one running and the next, prefetched (:func:`lower.prefetch_gathers`;
+    ``zero_gather`` skips units without parameters)."""
+    most = 0.0
+    for units in chunks:
+        gathered = [u for u in units if _params(u) > 0]
+        for i in range(len(gathered)):
+            most = max(most, sum(size(u) for u in gathered[i : i + 2]))
+    return most
 
 
 def _stage(
@@ -465,6 +493,30 @@ def _lower_chunk(
     forward: list[Step] = list(receive_gather(model.gather_bytes if c > 0 else 0, tp=tp))
     backward: list[Step] = list(receive_gather(model.gather_bytes if c < last else 0, tp=tp))
     recompute: list[Step] = []
+    # mapping.tp_comm_overlap: the dense blocks' TP collectives overlap their GEMMs; an
+    # all-gather waits (in `pending`) for the GEMM of the next block that consumes it
+    # (each pass its own: the forward, the full recompute's forward, the backward)
+    ub = mapping.tp_comm_overlap and sp
+    pending: dict[str, CollectiveStep | None] = {}  # by pass: "F", "R", "B"
+    passes = {"F": forward, "R": recompute, "B": backward}
+
+    def overlapped(b: Block) -> bool:
+        return ub and b.name in _DENSE_BLOCKS and not (cp > 1 and b.name == "attn")
+
+    def overlap(key: str, unit: Unit, b: Block, coll: tuple[Step, ...]) -> None:
+        phase = "B" if key == "B" else "F"
+        steps, pending[key] = tp_comm_overlap_pass(
+            costing, unit, b, phase, coll, pending.get(key), tp=tp
+        )
+        passes[key].extend(steps)
+
+    def flush(key: str) -> None:
+        gather = pending.pop(key, None)
+        if gather is not None:
+            passes[key].append(gather)
+
+    redo_all = mapping.recompute == "full"
+
     for unit in units:
         gather = zero_gather(unit, _params(unit), elem, zero=zero)
         forward.extend(gather)
@@ -476,6 +528,15 @@ def _lower_chunk(
                 **_reduce_group(b.name, tp, etp), sequence_parallel=sp,
             )  # fmt: skip
             a2a = ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=ep)
+            if overlapped(b):
+                overlap("F", unit, b, ar)
+                if unit.is_layer and redo_all:
+                    overlap("R", unit, b, ar)
+                else:
+                    recompute.extend(recompute_block(costing, unit, b, mapping, ar))
+                continue
+            flush("F")
+            flush("R")
             if cp > 1 and b.name == "attn":
                 forward.extend(cp_attention(costing, unit, b, "F", model.kv_chunk_bytes, cp))
                 forward.extend(ar)
@@ -489,6 +550,8 @@ def _lower_chunk(
             recompute.extend(recompute_block(costing, unit, b, mapping, ar))
             if unit.is_layer and mapping.recompute == "full":
                 recompute.extend(a2a)
+    flush("F")
+    flush("R")
     for unit in reversed(units):
         backward.extend(zero_gather(unit, _params(unit), elem, zero=zero))
         for b in reversed(unit.blocks):
@@ -496,6 +559,11 @@ def _lower_chunk(
                 CollectiveKind.ALLREDUCE, b.allreduce_bwd_bytes, unit, b.name,
                 **_reduce_group(b.name, tp, etp), sequence_parallel=sp,
             )  # fmt: skip
+            if overlapped(b):
+                overlap("B", unit, b, reduce)
+                backward.extend(grad_accumulation(costing, unit, b, mapping.grad_accumulation))
+                continue
+            flush("B")
             if cp > 1 and b.name == "attn":
                 backward.extend(cp_attention(costing, unit, b, "B", model.kv_chunk_bytes, cp))
                 backward.extend(reduce)
@@ -508,6 +576,7 @@ def _lower_chunk(
         dense, expert = split_params(unit.blocks)
         backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
         backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=zero))
+    flush("B")
     training = experiment.workload.training
     if training.dtype == "fp8" and FP8_SCALING[training.fp8_recipe].amax_history:
         # delayed scaling: the amax update when the chunk's fp8 autocast region exits
@@ -516,4 +585,4 @@ def _lower_chunk(
         linears = _fp8_linears(units)
         forward.extend(fp8_amax_update(costing, units[-1], linears, "F"))
         backward.extend(fp8_amax_update(costing, units[0], linears, "B"))
-    return tuple(forward), tuple(recompute), tuple(backward)
+    return prefetch_gathers(forward), prefetch_gathers(recompute), prefetch_gathers(backward)

@@ -138,6 +138,12 @@ class CollectiveStep:
     layer: int = -1  # typed identity, as in ComputeStep
     block: str = ""
     op: str = ""
+    # Prefetch (ZeRO-3's weight all-gathers, :func:`palmsim.mapping.lower.prefetch_gathers`):
+    # ``prefetch`` is the collective the tile starts as soon as this one has completed, and
+    # runs on without waiting for; the step that ``prefetched`` marks was so started by an
+    # earlier step of the pass, and the tile only waits for it.
+    prefetch: CollectiveStep | None = None
+    prefetched: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -709,7 +709,9 @@ def moe_blocks(
         make_op(
             "experts_fc1",
             "matmul",
-            matmul_cost(rows, h, fc1_width, batch=local, dtype_bytes=e, has_weight=True),
+            matmul_cost(
+                rows, h, fc1_width, batch=local, dtype_bytes=e, has_weight=True, grouped=True
+            ),
             params=local * (h * fc1_width + (fc1_width if bias else 0)),
             param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,
@@ -725,7 +727,9 @@ def moe_blocks(
         make_op(
             "experts_fc2",
             "matmul",
-            matmul_cost(rows, width_t, h, batch=local, dtype_bytes=e, has_weight=True),
+            matmul_cost(
+                rows, width_t, h, batch=local, dtype_bytes=e, has_weight=True, grouped=True
+            ),
             params=local * (width_t * h + (h if bias else 0)),
             param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,

@@ -168,7 +168,14 @@ OPS: Registry[Callable[..., OpCost]] = Registry("op kind")
 
 @OPS.register("matmul")
 def matmul_cost(
-    m: float, k: float, n: float, *, batch: float = 1, dtype_bytes: float, has_weight: bool = False
+    m: float,
+    k: float,
+    n: float,
+    *,
+    batch: float = 1,
+    dtype_bytes: float,
+    has_weight: bool = False,
+    grouped: bool = False,
 ) -> OpCost:
     """A (batched) matrix multiplication ``C[m, n] = A[m, k] @ B[k, n]``, ``batch`` times.
 
@@ -179,6 +186,9 @@ def matmul_cost(
         has_weight: ``B`` is a weight (a linear layer). Its bytes are then excluded here and
             reported as :attr:`Op.weight_bytes`; otherwise ``B`` is an activation (QKᵀ,
             attention over V) and counts in the activation bytes.
+        grouped: the products are a grouped GEMM, each its own kernel (the routed experts'
+            GEMMs): ``batch`` kernels forward and ``2·batch`` backward (dgrad and wgrad);
+            else one batched kernel a pass.
 
     Returns:
         Forward ``2·batch·m·k·n`` FLOP and backward twice that (Narayanan et al. SC21,
@@ -199,7 +209,12 @@ def matmul_cost(
         bytes_fwd = dtype_bytes * batch * (m * k + k * n + m * n)
         # bwd: dA = dC·Bᵀ reads dC, B, writes dA; dB = Aᵀ·dC reads A, dC, writes dB.
         bytes_bwd = dtype_bytes * batch * 2 * (m * k + k * n + m * n)
-    return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n))
+    if not grouped:
+        return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n))
+    return OpCost(
+        flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n),
+        kernels_fwd=int(batch), kernels_bwd=2 * int(batch),
+    )  # fmt: skip
 
 
 @OPS.register("norm")

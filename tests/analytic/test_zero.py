@@ -66,13 +66,62 @@ def test_memory_per_zero_stage(zero: int) -> None:
     assert breakdown["gradients"] == pytest.approx(params * e / (N if zero >= 2 else 1), rel=1e-12)
     if zero < 3:
         assert breakdown["weights"] == pytest.approx(params * e, rel=1e-12)
-    else:  # the shard plus one gathered layer, 12h² + 13h parameters (Megatron Eq. 2)
+    else:
+        # the shard plus two gathered layers, the running one and the next, prefetched, of
+        # 12h² + 13h parameters each (Megatron Eq. 2); the embedding, (V + s)·h, is smaller
         h = result.experiment.workload.model.hidden_size
         layer = 12 * h * h + 13 * h
-        assert breakdown["weights"] == pytest.approx(params * e / N + layer * e, rel=1e-12)
+        assert breakdown["weights"] == pytest.approx(params * e / N + 2 * layer * e, rel=1e-12)
 
 
 def test_zero_without_data_parallelism_changes_nothing() -> None:
     base = experiment(cluster_spec(nodes=1), pp=2, tp=2, dp=1, micro_batch_size=2, batch=4)
     zero3 = dataclasses.replace(base, mapping=dataclasses.replace(base.mapping, zero=3))
     assert simulate(zero3).trace.end_time_s == simulate(base).trace.end_time_s
+
+
+def _forward_of_microbatch_0(nvlink_bytes_per_s: float):
+    """Tile 0's forward of micro-batch 0 under ZeRO-3: its compute intervals and the
+    (start, end) of each weight all-gather it takes part in, in order."""
+    hw = cluster_spec(nodes=1)
+    cluster = dataclasses.replace(
+        hw.cluster, intra_node=dataclasses.replace(hw.cluster.intra_node,
+                                                   bandwidth_bytes_per_s=nvlink_bytes_per_s)
+    )  # fmt: skip
+    hw = dataclasses.replace(hw, cluster=cluster)
+    exp = experiment(hw, pp=1, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M, zero=3)
+    trace = simulate(exp).trace
+    computes = [
+        r for r in trace.intervals
+        if r.tile == 0 and r.microbatch == 0 and r.category == "forward"
+    ]  # fmt: skip
+    units = 1 + exp.workload.model.num_hidden_layers + 1  # embedding, layers, head
+    gathers: dict[float, float] = {}  # one all-gather's flows share their start
+    for f in trace.flows:
+        if f.category == "dp_allgather" and f.microbatch == 0 and f.src == 0:
+            gathers[f.start_s] = max(gathers.get(f.start_s, 0.0), f.end_s)
+    return computes, sorted(gathers.items())[:units]
+
+
+@pytest.mark.parametrize("nvlink_bytes_per_s", [3e9, 300e9])
+def test_zero3_gathers_the_next_unit_while_the_current_one_runs(
+    nvlink_bytes_per_s: float,
+) -> None:
+    # Prefetch: a unit runs as soon as both its weights have arrived and the unit before it
+    # has finished, and the next unit's gather starts as it starts (not after it has run).
+    computes, gathers = _forward_of_microbatch_0(nvlink_bytes_per_s)
+    units: dict[str, list] = {}
+    for r in computes:
+        units.setdefault(r.label.split(".")[0], []).append(r)
+    ready = 0.0  # when the unit before has finished
+    for k, records in enumerate(units.values()):
+        assert records[0].start_s == max(gathers[k][1], ready)
+        if k + 1 < len(gathers):
+            assert gathers[k + 1][0] == records[0].start_s
+        ready = records[-1].end_s
+    if nvlink_bytes_per_s == 3e9:
+        # 100x slower than the cluster's NVLink: a layer's gather outlasts a layer's
+        # compute, so the layers wait for their weights
+        assert units["L1"][0].start_s == gathers[2][1] > units["L0"][-1].end_s
+    else:  # the cluster's: the gather was over while the layer before ran
+        assert units["L1"][0].start_s == units["L0"][-1].end_s > gathers[2][1]

@@ -91,3 +91,37 @@ def test_split_sram_dram_without_sram_puts_everything_in_dram() -> None:
 
 def test_split_sram_dram_with_room_to_spare() -> None:
     assert split_sram_dram([("a", 1.0), ("b", 2.0)], 10.0) == [("a", 1.0, 0.0), ("b", 2.0, 0.0)]
+
+
+def test_a_grouped_gemm_runs_in_rounds_of_its_streams() -> None:
+    # 16 expert GEMMs of 512 x 2048 x 1536 on 4 streams: 4 rounds, each a batch of 4 products
+    # whose 4·(512/128)·(1536/128) = 192 output tiles share 132 SMs (2 waves, q = 192/264),
+    # one launch per round; without streams, one kernel of 16 (768 tiles, 6 waves, 768/792).
+    import dataclasses
+
+    from palmsim.config.specs import GemmSpec, TileSpec
+    from palmsim.hardware.costs import op_pass_time_s
+    from palmsim.workload.ops import make_op, matmul_cost
+
+    e, peak, eff, launch, bw = 2, 989e12, 0.8, 20e-6, 3e12
+    gemm = GemmSpec(132, 128, 128, eff, launch, grouped_streams=4)
+    tile = TileSpec((("bf16", peak),), 0.0, 0.0, gemm=gemm)
+    m, k, n, experts = 512, 2048, 1536, 16
+    op = make_op(
+        "experts_fc1", "matmul",
+        matmul_cost(m, k, n, batch=experts, dtype_bytes=e, has_weight=True, grouped=True),
+        params=experts * k * n, dtype_bytes=e,
+    )  # fmt: skip
+    flop = 2 * experts * m * k * n
+
+    def time_s(t: TileSpec) -> float:
+        return op_pass_time_s(op, "F", flop, 0.0, 0.0, t, peak, bw)[0]
+
+    round_flop = flop / 4  # compute-bound: 4·m·k·n·2 FLOP per round at q = 192/264
+    round_bytes = e * 4 * (m * k + m * n + k * n)
+    assert round_flop / (peak * eff * 192 / 264) > round_bytes / bw
+    expected = 4 * (launch + round_flop / (peak * eff * 192 / 264))
+    assert time_s(tile) == pytest.approx(expected, rel=1e-12)
+    one_kernel = launch + flop / (peak * eff * 768 / 792)
+    no_streams = dataclasses.replace(tile, gemm=dataclasses.replace(gemm, grouped_streams=0))
+    assert time_s(no_streams) == pytest.approx(one_kernel, rel=1e-12)

@@ -313,6 +313,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "partition": "layers",
         "dp_overlap": True,
         "tp_overlap": False,
+        "tp_comm_overlap": False,
         "grad_accumulation": "fused",
         "p2p_scatter_gather": True,
         "p2p_overlap": True,

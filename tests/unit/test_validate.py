@@ -65,6 +65,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "virtual_stages": 1,
         "dp_overlap": True,  # ddp_impl: torch reduces buckets during the backward
         "tp_overlap": False,  # SC21's Megatron-LM had no asynchronous TP all-reduce
+        "tp_comm_overlap": False,  # nor Transformer Engine's userbuffers
         "grad_accumulation": "after_first_microbatch",  # PyTorch DDP: autograd accumulates
         "p2p_scatter_gather": False,  # scatter_gather_opt: false
         "p2p_overlap": False,  # Megatron-LM's default: a stage waits for its sends

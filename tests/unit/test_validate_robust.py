@@ -226,16 +226,27 @@ def test_an_h100_case_takes_the_megatron_core_stack_for_what_it_leaves_unstated(
     assert "training.attention_kernel=fused" in run.overrides
     flags = run.flags
     assert (flags["sequence_parallel"], flags["zero"], flags["p2p_overlap"]) == (True, 1, True)
+    assert flags["tp_comm_overlap"] is True
     keys = {a.key for a in run.assumptions}
     assert {
         "training.attention",
         "training.sequence_parallel",
         "training.distributed_optimizer",
         "training.overlap_p2p_comm",
+        "training.tp_comm_overlap",
     } <= keys
+    stated = _case(
+        system={"gpu": "H100-SXM5-80GB", "num_gpus": 32, "tp": 2, "pp": 2, "dp": ...,
+                "virtual_pipeline_stages": 2},
+        training={"sequence_parallel": ..., "tp_comm_overlap": False},
+    )  # fmt: skip
+    run = read_training_run(stated, "x.yaml")
+    assert run is not None and run.flags["tp_comm_overlap"] is False
+    assert "training.tp_comm_overlap" not in {a.key for a in run.assumptions}
     a100 = read_training_run(_case(training={"sequence_parallel": ...}), "x.yaml")
     assert a100 is not None and "training.attention_kernel=unfused" in a100.overrides
     assert a100.flags["sequence_parallel"] is False and a100.flags["p2p_overlap"] is False
+    assert a100.flags["tp_comm_overlap"] is False
 
 
 def test_token_drop_without_a_factor_is_an_assumption() -> None:

@@ -1,0 +1,119 @@
+"""mapping.tp_comm_overlap: the sequence-parallel TP collectives under the GEMMs next to them,
+as Transformer Engine's userbuffers run them (palmsim.mapping.lower.tp_comm_overlap_pass).
+
+A tiny GPT (h = 512, MLP 4h, GeLU) on one 8-GPU node with TP 4 and sequence parallelism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from palmsim.api import simulate, summarize_result
+from palmsim.mapping.lower import USERBUFFERS_RS_SPLITS
+from palmsim.mapping.plan import CollectiveKind, CollectiveStep, ComputeStep
+from tests.conftest import cluster_spec, experiment
+
+TP, MBS, SEQ, H = 4, 2, 256, 512
+
+
+def _experiment(overlap: bool, nvlink: tuple[float, float] | None = None):
+    """The experiment; ``nvlink``: the NVLink's (bandwidth [B/s], latency [s]) instead."""
+    hw = cluster_spec(nodes=1)
+    link = hw.cluster.intra_node
+    if nvlink is not None:
+        link = dataclasses.replace(link, bandwidth_bytes_per_s=nvlink[0], latency_s=nvlink[1])
+    cluster = dataclasses.replace(hw.cluster, intra_node=link)
+    return experiment(
+        dataclasses.replace(hw, cluster=cluster), pp=1, tp=TP, dp=1, micro_batch_size=MBS,
+        batch=2 * MBS, sequence_parallel=True, tp_comm_overlap=overlap,
+    )  # fmt: skip
+
+
+def _forward_steps(overlap: bool) -> list:
+    return list(simulate(_experiment(overlap)).plan.programs[0].forward)
+
+
+def test_the_gemms_split_as_ring_exchange_and_pipeline_do() -> None:
+    steps = _forward_steps(True)
+    labels = [s.label for s in steps]
+    # fc1 (2·N·h·4h/t FLOP) in t chunks: t - 1 of them under the all-gather of its input
+    gather = steps[labels.index("L0.mlp.fc1.last") - 1]
+    assert isinstance(gather, CollectiveStep) and gather.kind is CollectiveKind.ALLGATHER
+    last = steps[labels.index("L0.mlp.fc1.last")]
+    fc1_flop = 2 * MBS * SEQ * H * 4 * H / TP
+    assert gather.overlap.flop == pytest.approx(fc1_flop * (TP - 1) / TP, rel=1e-12)
+    assert last.flop == pytest.approx(fc1_flop / TP, rel=1e-12)
+    # fc2 in k chunks: the first alone, the other k - 1 under the reduce-scatter of its output
+    k = USERBUFFERS_RS_SPLITS
+    first = steps[labels.index("L0.mlp.fc2.first")]
+    scatter = steps[labels.index("L0.mlp.fc2.first") + 1]
+    assert isinstance(scatter, CollectiveStep) and scatter.kind is CollectiveKind.REDUCESCATTER
+    assert first.flop == pytest.approx(fc1_flop / k, rel=1e-12)
+    assert scatter.overlap.flop == pytest.approx(fc1_flop * (k - 1) / k, rel=1e-12)
+
+
+def test_the_overlap_moves_the_same_bytes_and_computes_the_same_flop() -> None:
+    plain, overlapped = (summarize_result(simulate(_experiment(o))) for o in (False, True))
+    assert overlapped["communication_bytes_by_category"] == pytest.approx(
+        plain["communication_bytes_by_category"], rel=1e-12
+    )
+    flop = [sum(s.flop for s in _forward_steps(o) if isinstance(s, ComputeStep)) +
+            sum(s.overlap.flop for s in _forward_steps(o)
+                if isinstance(s, CollectiveStep) and s.overlap) for o in (False, True)]  # fmt: skip
+    assert flop[1] == pytest.approx(flop[0], rel=1e-12)
+    assert overlapped["iteration_time_s"] < plain["iteration_time_s"]
+
+
+SLOW, FAST = (3e9, 1e-6), (300e12, 1e-12)  # NVLink (bandwidth, latency)
+
+
+@pytest.mark.parametrize("nvlink", [SLOW, FAST])
+def test_an_all_gather_and_its_gemm_take_max_of_gather_and_chunks_then_the_last_chunk(
+    nvlink: tuple[float, float],
+) -> None:
+    # max(A, (t-1)/t·G) + G/t = max(G, A + G/t): the gather A (its flows' time) against the
+    # GEMM's chunks, on a slow network (gather-bound) and a fast one (GEMM-bound)
+    trace = simulate(_experiment(True, nvlink)).trace
+    rows = {
+        r.label: r for r in trace.intervals
+        if r.tile == 0 and r.microbatch == 0 and r.phase == "forward" and r.layer == 0
+    }  # fmt: skip
+    chunks, last = rows["L0.mlp.fc1"], rows["L0.mlp.fc1.last"]
+    start = chunks.start_s  # the gather starts with the chunks
+    gather_s = max(
+        f.end_s for f in trace.flows
+        if f.category == "tp_allgather" and f.src == 0 and f.start_s == start
+    ) - start  # fmt: skip
+    expected = max(gather_s, chunks.end_s - chunks.start_s) + (last.end_s - last.start_s)
+    assert last.end_s - start == pytest.approx(expected, rel=1e-12)
+    if nvlink == SLOW:
+        assert gather_s > chunks.end_s - chunks.start_s  # the gather paces
+    else:
+        assert last.start_s == chunks.end_s  # the GEMM paces: no wait for the gather
+
+
+def test_tp_comm_overlap_needs_sequence_parallelism() -> None:
+    from palmsim.errors import MappingError
+
+    exp = _experiment(True)
+    exp = dataclasses.replace(
+        exp, mapping=dataclasses.replace(exp.mapping, sequence_parallel=False)
+    )
+    with pytest.raises(MappingError, match="sequence_parallel"):
+        simulate(exp)
+
+
+def test_the_full_recompute_overlaps_its_collectives_as_the_forward_does() -> None:
+    exp = _experiment(True)
+    exp = dataclasses.replace(exp, mapping=dataclasses.replace(exp.mapping, recompute="full"))
+    program = simulate(exp).plan.programs[0]
+    layers = [s for s in program.forward if s.label.startswith("L")]
+    redo = list(program.recompute)
+    # the same steps from the first layer's MLP on (the forward's first QKV also takes the
+    # embedding's gather; the recompute starts at the first layer, with nothing pending)
+    start = [s.label for s in layers].index("L0.mlp.pre")
+    # (the last layer's gather: the head takes it in the forward, the recompute's end flushes it)
+    assert redo[[s.label for s in redo].index("L0.mlp.pre") :] == layers[start:]
+    assert any(s.label == "L1.attn.qkv.last" for s in redo)
