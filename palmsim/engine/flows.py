@@ -19,7 +19,9 @@ lower priority than any other at the instant, and a completion timer flushes bef
 which flows are complete, so no rate is ever read stale.
 
 A flow's bytes arrive ``latency_s`` after it drains (the path's per-hop latencies), so a lone
-flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
+flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``. A waiter that needs
+only the last of several arrivals (a compute step's DRAM flows, a collective's flows) joins
+them in a :class:`LastOf`: one SimPy event, where the last arrival's would be processed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import simpy
 
-__all__ = ["FlowNetwork", "trigger_in"]
+__all__ = ["FlowNetwork", "LastOf", "trigger_in"]
 
 # Flows whose computed completion lies within this many seconds of "now" are complete:
 # absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
@@ -46,6 +48,7 @@ _completion_order = operator.attrgetter("finish_s", "flow_id")
 # SimPy processes same-time events by (priority, insertion order), URGENT = 0 and NORMAL = 1;
 # the flush runs after every one of them at its instant, however late it was scheduled.
 _FLUSH_PRIORITY = simpy.events.EventPriority(2)
+_NORMAL = simpy.events.NORMAL
 
 
 def trigger_in(event: simpy.Event, delay_s: float) -> None:
@@ -54,6 +57,49 @@ def trigger_in(event: simpy.Event, delay_s: float) -> None:
     event._ok = True
     event._value = None
     event.env.schedule(event, delay=delay_s)
+
+
+class LastOf:
+    """One event processed exactly where the last of ``count`` events would be, for a waiter
+    that needs only the last of them: none of the others has to exist.
+
+    SimPy processes events in the order of their key (time, priority, insertion number); an
+    event scheduled ``delay_s`` from now gets the key (now + delay_s, NORMAL, the next number
+    of the environment's counter) (``Environment.schedule``). :meth:`add` takes that key as
+    scheduling the event would, without making it; when the ``count``-th key is in,
+    :attr:`event` is pushed onto the queue under the greatest. A waiter that yielded the
+    events one after the other (each resumes it at once when already processed) resumed
+    where the greatest key was processed; it resumes there now, and every other event keeps
+    its key, so the order of everything is unchanged. The greatest key always lies ahead:
+    each key is at or after the time it is taken, with a fresh insertion number.
+
+    Uses SimPy's ``Environment._queue`` and ``_eid`` (what ``schedule`` does, simpy 4).
+    """
+
+    __slots__ = ("_eid", "_pending", "_time_s", "env", "event")
+
+    def __init__(self, env: simpy.Environment, count: int) -> None:
+        assert count > 0, "nothing to wait for"
+        self.env = env
+        self.event = simpy.Event(env)
+        self._pending = count
+        self._time_s = -_INF
+        self._eid = -1
+
+    def add(self, delay_s: float) -> None:
+        """One of the events, as if scheduled now ``delay_s`` ahead with NORMAL priority."""
+        env = self.env
+        time_s = env._now + delay_s
+        eid = next(env._eid)  # type: ignore[attr-defined]
+        if time_s >= self._time_s:  # at the same time, the later insertion is later
+            self._time_s = time_s
+            self._eid = eid
+        self._pending -= 1
+        if not self._pending:
+            event = self.event
+            event._ok = True
+            event._value = None
+            heapq.heappush(env._queue, (self._time_s, _NORMAL, self._eid, event))  # type: ignore[attr-defined]
 
 
 class _Arrival(simpy.Event):
@@ -72,9 +118,8 @@ class _Flow:
     size_bytes: float
     latency_s: float
     start_s: float
-    done: _Arrival
+    done: simpy.Event | LastOf  # its own event, or the join it arrives in
     meta: tuple[str, int, int, int, int]  # category, src, dst, stage, microbatch
-    awaited_from_s: float  # an arrival before this time is not scheduled (see ``transfer``)
     remaining_bytes: float = 0.0
     rate_bytes_per_s: float = 0.0
     updated_s: float = 0.0
@@ -141,33 +186,25 @@ class FlowNetwork:
         dst: int,
         stage: int = -1,
         microbatch: int = -1,
-        awaited_from_s: float = -_INF,
+        join: LastOf | None = None,
     ) -> simpy.Event:
         """Start a flow now; return an event that fires when its last byte has arrived.
 
-        A flow with no channels (same tile) or no bytes only pays ``latency_s``.
-
-        ``awaited_from_s`` is for a caller that yields the event only from that time on,
-        after a timeout it started before this flow (a compute step waits for its compute
-        time, then for its DRAM flows), and sets no callbacks on it. An arrival strictly
-        before that time is then not scheduled as a SimPy event: the event is marked
-        processed when the flow drains, which the caller cannot tell apart from its firing,
-        since it yields the event only later (and resumes on a processed event at once), and
-        every other event keeps its order. An arrival at or after it is scheduled as usual,
-        so the caller resumes at the very same place in the event order.
+        A flow with no channels (same tile) or no bytes only pays ``latency_s``. With
+        ``join``, the flow has no event of its own: its arrival is one of the join's, and the
+        join's event is returned.
         """
         env = self.env
         now = env.now
-        done = _Arrival(env)
+        event = _Arrival(env) if join is None else join.event
         flow = _Flow(
             self._next_id,
             channels,
             size_bytes,
             latency_s,
             now,
-            done,
+            event if join is None else join,
             (category, src, dst, stage, microbatch),
-            awaited_from_s,
             size_bytes,
             0.0,
             now,
@@ -175,16 +212,16 @@ class FlowNetwork:
         self._next_id += 1
         if not channels or size_bytes <= 0.0:
             self._drained(flow)
-            return done
-        flows_on = self._flows_on
-        flow_id = flow.flow_id
-        for c in channels:
-            flows_on[c][flow_id] = flow
-        self.num_active += 1
-        self._touched.append(flow)
-        if not self._flush_pending:
-            self._schedule_flush()
-        return done
+        else:
+            flows_on = self._flows_on
+            flow_id = flow.flow_id
+            for c in channels:
+                flows_on[c][flow_id] = flow
+            self.num_active += 1
+            self._touched.append(flow)
+            if not self._flush_pending:
+                self._schedule_flush()
+        return event
 
     def record_closed_form(
         self,
@@ -403,12 +440,8 @@ class FlowNetwork:
             )
         )
         done = flow.done
-        if arrival_s < flow.awaited_from_s:
-            # No one waits for it yet (see ``transfer``): processed now, with no event.
-            assert not done.callbacks, "a flow awaited only later has a callback"
-            done._ok = True
-            done._value = None
-            done.callbacks = None  # type: ignore[assignment]
+        if isinstance(done, LastOf):
+            done.add(flow.latency_s)
         else:  # trigger_in, inlined: one call less per flow
             done._ok = True
             done._value = None

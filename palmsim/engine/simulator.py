@@ -26,9 +26,9 @@ Two kinds of traffic provably meet no other flow, and are timed in closed form i
 being simulated (same results, far fewer events): a compute step's DRAM reads and writes on a
 port private to its tile (a GPU's HBM), and the collectives of a communicator the plan marks
 ``exclusive`` (e.g. a TP group on a node's NVLinks). On a GPU cluster with symmetric
-data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``). A compute step's
-DRAM flow that arrives before the step's compute time is over fires no event of its own
-(``FlowNetwork.transfer``'s ``awaited_from_s``): the tile only looks at it after that time.
+data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``). A compute step
+waits for its compute time and its DRAM flows through one event (``LastOf``), and a ring
+collective for its flows through one, each processed where the last of their events would be.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import numpy as np
 import simpy
 
 from palmsim.config.specs import RunSpec
-from palmsim.engine.flows import FlowNetwork, trigger_in
+from palmsim.engine.flows import FlowNetwork, LastOf, trigger_in
 from palmsim.engine.records import (
     FlowRecord,
     IntervalRecord,
@@ -601,16 +601,15 @@ class Simulator:
         serial_s = step.serial_latency_s
         if serial_s > 0:
             yield env.timeout(serial_s)
-        compute_s = step.compute_time_s - serial_s
-        timeout = env.timeout(compute_s)
-        # The tile waits for its DRAM flows only once the compute time is over (the time
-        # SimPy gives the timeout), so an arrival before it needs no event of its own.
-        compute_end_s = env.now + compute_s
+        # The step ends with the last of its compute time and its DRAM flows' arrivals: one
+        # event where the last of them would be processed (LastOf), first the compute time's,
+        # taken as env.timeout(compute_s) would be scheduled, then each flow's at its drain.
+        last = LastOf(env, 1 + (read_bytes > 0) + (write_bytes > 0))
+        last.add(step.compute_time_s - serial_s)
         read_route, write_route = self._dram_routes[tile]
         transfer = self.network.transfer
-        read = write = None
         if read_bytes > 0:
-            read = transfer(
+            transfer(
                 read_route.channels,
                 read_bytes,
                 read_route.latency_s,
@@ -619,10 +618,10 @@ class Simulator:
                 dst=tile,
                 stage=stage,
                 microbatch=mb,
-                awaited_from_s=compute_end_s,
+                join=last,
             )
         if write_bytes > 0:
-            write = transfer(
+            transfer(
                 write_route.channels,
                 write_bytes,
                 write_route.latency_s,
@@ -631,15 +630,9 @@ class Simulator:
                 dst=-1,
                 stage=stage,
                 microbatch=mb,
-                awaited_from_s=compute_end_s,
+                join=last,
             )
-        # Wait for each in turn instead of through an AllOf condition (one event less per
-        # step): SimPy resumes a process at once on an event already processed.
-        yield timeout
-        if read is not None:
-            yield read
-        if write is not None:
-            yield write
+        yield last.event
         self._record_interval(step, tile, stage, mb, category, start)
 
     def _private_dram_step_s(
@@ -783,7 +776,7 @@ class Simulator:
             else:
                 previous = self._group_tail.get((group_kind, group))
                 self._group_tail[group_kind, group] = coll.done
-                self.env.process(self._ring(coll, previous))
+                self._ring(coll, previous)
         return coll.done
 
     def _closed_form_ring(self, coll: _Collective, comm: Communicator) -> None:
@@ -827,27 +820,56 @@ class Simulator:
         self._group_end_s[coll.group_kind, coll.tiles] = end
         trigger_in(coll.done, end - now)
 
-    def _ring(
-        self, coll: _Collective, previous: simpy.Event | None
-    ) -> Generator[simpy.Event, Any, None]:
-        """SimPy process: a ring collective as its communicator's flows (module docstring)."""
-        if previous is not None and not previous.processed:
-            yield previous
-        n = len(coll.tiles)
-        steps = RING_STEPS[coll.kind](n)
-        edge_bytes = steps / n * coll.size_bytes
-        flows = [
-            self.network.transfer(
-                f.channels,
-                f.share * edge_bytes,
-                steps * f.latency_s,
-                category=coll.category,
-                src=f.src,
-                dst=f.dst,
-                stage=coll.stage,
-                microbatch=coll.microbatch,
-            )
-            for f in self._communicators[coll.group_kind, coll.tiles].flows
-        ]
-        yield self.env.all_of(flows)
-        coll.done.succeed()
+    def _ring(self, coll: _Collective, previous: simpy.Event | None) -> None:
+        """Run a ring collective as its communicator's flows (module docstring), after the
+        group's ``previous`` collective; ``coll.done`` fires when every flow has arrived.
+
+        Callbacks in place of a SimPy process, with its events where they order anything: the
+        flows start when an urgent event of this instant is processed (a process's first
+        step) or when ``previous`` is (a process waiting for it); the last arrival, one
+        event (:class:`LastOf`), triggers an event (an ``AllOf`` of the arrivals) whose
+        processing triggers ``coll.done`` (the process's last step). One event per flow, the
+        process's start and its end are saved.
+        """
+        env = self.env
+
+        def start_flows(_event: simpy.Event | None) -> None:
+            n = len(coll.tiles)
+            steps = RING_STEPS[coll.kind](n)
+            edge_bytes = steps / n * coll.size_bytes
+            flows = self._communicators[coll.group_kind, coll.tiles].flows
+            arrived = env.event()  # the AllOf of the flows' arrivals
+
+            def on_last_arrival(_event: simpy.Event) -> None:
+                arrived.succeed()
+
+            def on_arrived(_event: simpy.Event) -> None:
+                coll.done.succeed()
+
+            arrived.callbacks.append(on_arrived)
+            last = LastOf(env, len(flows))
+            last.event.callbacks.append(on_last_arrival)
+            for f in flows:
+                self.network.transfer(
+                    f.channels,
+                    f.share * edge_bytes,
+                    steps * f.latency_s,
+                    category=coll.category,
+                    src=f.src,
+                    dst=f.dst,
+                    stage=coll.stage,
+                    microbatch=coll.microbatch,
+                    join=last,
+                )
+
+        def start(_event: simpy.Event) -> None:
+            if previous is not None and not previous.processed:
+                previous.callbacks.append(start_flows)
+            else:
+                start_flows(None)
+
+        initialize = env.event()
+        initialize._ok = True
+        initialize._value = None
+        initialize.callbacks.append(start)
+        env.schedule(initialize, simpy.events.URGENT)
