@@ -347,26 +347,32 @@ class FlowNetwork:
     def _progressive_filling(self, flows: list[_Flow]) -> None:
         """Set each flow's max-min fair rate (water-filling over the channels they use)."""
         capacity = self._capacity
-        residual: dict[int, float] = {}
         unfrozen_on: dict[int, int] = {}
         for f in flows:
             for c in f.channels:
-                residual[c] = capacity[c]
                 unfrozen_on[c] = unfrozen_on.get(c, 0) + 1
+        residual: dict[int, float] | None = None  # every channel's capacity until a flow freezes
         unfrozen = flows
-        while unfrozen:
+        while True:
             # The tightest channel fixes the rate of every unfrozen flow through it. Channels
             # within a relative 1e-12 of it (floating-point rounding of equal shares) are
             # tight too, so equal shares freeze together and the order stays deterministic.
-            share = min([residual[c] / n for c, n in unfrozen_on.items() if n > 0])
+            if residual is None:
+                fair = {c: capacity[c] / n for c, n in unfrozen_on.items()}
+            else:
+                fair = {c: residual[c] / n for c, n in unfrozen_on.items() if n > 0}
+            share = min(fair.values())
             tight = share * (1 + 1e-12)
-            bottlenecks = {c for c, n in unfrozen_on.items() if n > 0 and residual[c] / n <= tight}
-            still: list[_Flow] = []
+            bottlenecks = {c for c, rate in fair.items() if rate <= tight}
+            still = [f for f in unfrozen if bottlenecks.isdisjoint(f.channels)]
+            for f in unfrozen:  # the flows still unfrozen get their rate in a later round
+                f.rate_bytes_per_s = share
+            if not still:  # most components: every flow freezes in the first round
+                return
+            if residual is None:
+                residual = {c: capacity[c] for c in unfrozen_on}
             for f in unfrozen:
-                if bottlenecks.isdisjoint(f.channels):
-                    still.append(f)
-                else:
-                    f.rate_bytes_per_s = share
+                if not bottlenecks.isdisjoint(f.channels):
                     for c in f.channels:
                         residual[c] -= share
                         unfrozen_on[c] -= 1
@@ -389,12 +395,20 @@ class FlowNetwork:
             self._timer_at = float("inf")
         limit_s = now + _TIME_EPS_S
         finished: list[_Flow] = []
+        # The other flows of a finished flow's component: its group, current since the flush
+        # above. They are what the finished flows' channels connect (the group is connected),
+        # so recomputing them recomputes every piece the component falls into.
+        others: list[_Flow] = []
         heap = self._heap
         while heap and heap[0][0] <= limit_s:
             group = heapq.heappop(heap)[2]
             if group.is_current:
                 group.is_current = False
-                finished.extend([f for f in group.flows if f.finish_s <= limit_s])
+                for f in group.flows:
+                    if f.finish_s <= limit_s:
+                        finished.append(f)
+                    else:
+                        others.append(f)
         if not finished:
             self._arm()
             return
@@ -406,16 +420,10 @@ class FlowNetwork:
             flow_id = flow.flow_id
             for c in flow.channels:
                 del flows_on[c][flow_id]
-        self.num_active -= len(finished)
-        touched = self._touched
-        num_touched = len(touched)
-        for flow in finished:
-            for c in flow.channels:
-                on = flows_on[c]
-                if on:
-                    touched.extend(on.values())
             self._drained(flow)
-        if len(touched) > num_touched:
+        self.num_active -= len(finished)
+        if others:
+            self._touched.extend(others)
             if not self._flush_pending:
                 self._schedule_flush()
         else:
