@@ -211,7 +211,7 @@ class FlowNetwork:
         )
         self._next_id += 1
         if not channels or size_bytes <= 0.0:
-            self._drained(flow)
+            self._drained(flow, now)
         else:
             flows_on = self._flows_on
             flow_id = flow.flow_id
@@ -289,6 +289,7 @@ class FlowNetwork:
         channel_stamp = self._channel_stamp
         capacity = self._capacity
         heap = self._heap
+        num_groups = self._num_groups
         for seed in touched:
             if seed.stamp == stamp:
                 continue  # already in a component recomputed by this flush
@@ -304,6 +305,25 @@ class FlowNetwork:
                         if other.stamp != stamp:
                             other.stamp = stamp
                             component.append(other)
+            if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
+                if seed.updated_s != now:  # no bytes moved if it was updated at this instant
+                    seed.remaining_bytes = max(
+                        0.0, seed.remaining_bytes - seed.rate_bytes_per_s * (now - seed.updated_s)
+                    )
+                    seed.updated_s = now
+                if seed.group is not None:
+                    seed.group.is_current = False
+                channels = seed.channels
+                seed.rate_bytes_per_s = rate = (
+                    capacity[channels[0]]
+                    if len(channels) == 1
+                    else min([capacity[c] for c in channels])
+                )
+                seed.finish_s = first_s = now + seed.remaining_bytes / rate
+                seed.group = group = _Group(component)
+                num_groups += 1
+                heapq.heappush(heap, (first_s, num_groups, group))
+                continue
             i = 1
             while i < len(component):
                 for c in component[i].channels:
@@ -317,22 +337,14 @@ class FlowNetwork:
                                     component.append(other)
                 i += 1
             for f in component:
-                if f.updated_s != now:  # no bytes moved if it was updated at this instant
+                if f.updated_s != now:
                     f.remaining_bytes = max(
                         0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
                     )
                     f.updated_s = now
                 if f.group is not None:
                     f.group.is_current = False
-            if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
-                channels = seed.channels
-                seed.rate_bytes_per_s = (
-                    capacity[channels[0]]
-                    if len(channels) == 1
-                    else min([capacity[c] for c in channels])
-                )
-            else:
-                self._progressive_filling(component)
+            self._progressive_filling(component)
             group = _Group(component)
             first_s = _INF
             for f in component:
@@ -340,8 +352,9 @@ class FlowNetwork:
                 f.group = group
                 if finish_s < first_s:
                     first_s = finish_s
-            self._num_groups += 1
-            heapq.heappush(heap, (first_s, self._num_groups, group))
+            num_groups += 1
+            heapq.heappush(heap, (first_s, num_groups, group))
+        self._num_groups = num_groups
         self._arm()
 
     def _progressive_filling(self, flows: list[_Flow]) -> None:
@@ -420,7 +433,7 @@ class FlowNetwork:
             flow_id = flow.flow_id
             for c in flow.channels:
                 del flows_on[c][flow_id]
-            self._drained(flow)
+            self._drained(flow, now)
         self.num_active -= len(finished)
         if others:
             self._touched.extend(others)
@@ -429,9 +442,10 @@ class FlowNetwork:
         else:
             self._arm()
 
-    def _drained(self, flow: _Flow) -> None:
-        """The flow's last byte left: record it and fire its event when that byte arrives."""
-        arrival_s = self.env.now + flow.latency_s  # the time SimPy schedules the event for
+    def _drained(self, flow: _Flow, now: float) -> None:
+        """The flow's last byte left ``now``: record it and fire its event when that byte
+        arrives."""
+        arrival_s = now + flow.latency_s  # the time SimPy schedules the event for
         category, src, dst, stage, microbatch = flow.meta
         self._emit(
             (  # FlowRecord's fields

@@ -260,12 +260,13 @@ class Simulator:
         # paused (gc_paused: 40 % of W1's time otherwise).
         # The rows appended since the last pack go to the columns every PACK_EVENTS events.
         builders = (self._interval_records, self._flow_records, self._memory_records)
+        finished, peek, step, inf = self._finished, env.peek, env.step, float("inf")
         with gc_paused():
-            while len(self._finished) < num_tiles:
-                next_time = env.peek()
-                if next_time == float("inf") or (until is not None and next_time > until):
+            while len(finished) < num_tiles:
+                next_time = peek()
+                if next_time == inf or (until is not None and next_time > until):
                     break
-                env.step()
+                step()
                 num_events += 1
                 if not num_events % PACK_EVENTS:
                     for builder in builders:
