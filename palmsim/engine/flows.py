@@ -50,6 +50,10 @@ _completion_order = operator.attrgetter("finish_s", "flow_id")
 _FLUSH_PRIORITY = simpy.events.EventPriority(2)
 _NORMAL = simpy.events.NORMAL
 
+# Component structures whose max-min rates are kept (W1 has 694 distinct ones in 68,168
+# recomputations); the table starts over when full, so it stays a few MB in any run.
+_MAX_CACHED_RATES = 4096
+
 
 def trigger_in(event: simpy.Event, delay_s: float) -> None:
     """Trigger ``event`` (successfully, value None) ``delay_s`` from now, as
@@ -171,6 +175,8 @@ class FlowNetwork:
         self._flush_pending = False
         self._num_flushes = 0
         self._channel_stamp = [0] * len(self._capacity)  # the flush that last visited it
+        # each component's flows' channels -> their max-min rates (see _flush)
+        self._fair_rates: dict[tuple[tuple[int, ...], ...], list[float]] = {}
         self.num_active = 0
 
     # ------------------------------------------------------------------ public
@@ -290,6 +296,7 @@ class FlowNetwork:
         capacity = self._capacity
         heap = self._heap
         num_groups = self._num_groups
+        fair_rates = self._fair_rates
         for seed in touched:
             if seed.stamp == stamp:
                 continue  # already in a component recomputed by this flush
@@ -344,7 +351,18 @@ class FlowNetwork:
                     f.updated_s = now
                 if f.group is not None:
                     f.group.is_current = False
-            self._progressive_filling(component)
+            # Rates depend only on the flows' channels, in this order: a structure seen
+            # before gets the rates its filling gave (a run repeats a few hundred of them).
+            key = tuple([f.channels for f in component])
+            rates = fair_rates.get(key)
+            if rates is None:
+                self._progressive_filling(component)
+                if len(fair_rates) >= _MAX_CACHED_RATES:
+                    fair_rates.clear()
+                fair_rates[key] = [f.rate_bytes_per_s for f in component]
+            else:
+                for f, rate in zip(component, rates, strict=True):
+                    f.rate_bytes_per_s = rate
             group = _Group(component)
             first_s = _INF
             for f in component:

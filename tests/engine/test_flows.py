@@ -180,6 +180,32 @@ def test_rates_of_an_instant_are_computed_once_per_component():
     assert [t for _, t in log] == [pytest.approx(8.0, rel=1e-12)] * 16
 
 
+def test_a_component_seen_before_reuses_its_rates():
+    """Two 1 GB flows share link 0 from 0 s (0.5 GB/s each, both end at 2 s), and again from
+    3 s (both end at 5 s): the second pair is the same structure, so its rates come from the
+    first filling, and the times are the same as computing them again."""
+    env, net, _ = _net([GBPS])
+    log: list = []
+    calls: list[int] = []
+    filling = net._progressive_filling
+
+    def counting(flows):
+        calls.append(len(flows))
+        filling(flows)
+
+    net._progressive_filling = counting
+    for name, at_s in (("a", 0.0), ("b", 0.0), ("c", 3.0), ("d", 3.0)):
+        _start(env, net, log, name, at_s, (0,), GB)
+    env.run()
+    assert calls == [2]
+    assert log == [
+        ("a", pytest.approx(2.0, rel=1e-12)),
+        ("b", pytest.approx(2.0, rel=1e-12)),
+        ("c", pytest.approx(5.0, rel=1e-12)),
+        ("d", pytest.approx(5.0, rel=1e-12)),
+    ]
+
+
 def test_finished_flows_leave_no_reference_cycle():
     """The engine runs with the cyclic collector paused (records.gc_paused), so a finished
     flow must be freed by reference counting alone. Two flows share link 0 (one component, one
