@@ -63,29 +63,28 @@ def trigger_in(event: simpy.Event, delay_s: float) -> None:
     event.env.schedule(event, delay=delay_s)
 
 
-class LastOf:
-    """One event processed exactly where the last of ``count`` events would be, for a waiter
+class LastOf(simpy.Event):
+    """An event processed exactly where the last of ``count`` events would be, for a waiter
     that needs only the last of them: none of the others has to exist.
 
     SimPy processes events in the order of their key (time, priority, insertion number); an
     event scheduled ``delay_s`` from now gets the key (now + delay_s, NORMAL, the next number
     of the environment's counter) (``Environment.schedule``). :meth:`add` takes that key as
-    scheduling the event would, without making it; when the ``count``-th key is in,
-    :attr:`event` is pushed onto the queue under the greatest. A waiter that yielded the
-    events one after the other (each resumes it at once when already processed) resumed
-    where the greatest key was processed; it resumes there now, and every other event keeps
-    its key, so the order of everything is unchanged. The greatest key always lies ahead:
-    each key is at or after the time it is taken, with a fresh insertion number.
+    scheduling the event would, without making it; when the ``count``-th key is in, this
+    event is pushed onto the queue under the greatest. A waiter that yielded the events one
+    after the other (each resumes it at once when already processed) resumed where the
+    greatest key was processed; it resumes there now, and every other event keeps its key,
+    so the order of everything is unchanged. The greatest key always lies ahead: each key is
+    at or after the time it is taken, with a fresh insertion number.
 
     Uses SimPy's ``Environment._queue`` and ``_eid`` (what ``schedule`` does, simpy 4).
     """
 
-    __slots__ = ("_eid", "_pending", "_time_s", "env", "event")
+    __slots__ = ("_eid", "_pending", "_time_s")
 
     def __init__(self, env: simpy.Environment, count: int) -> None:
         assert count > 0, "nothing to wait for"
-        self.env = env
-        self.event = simpy.Event(env)
+        super().__init__(env)
         self._pending = count
         self._time_s = -_INF
         self._eid = -1
@@ -100,10 +99,9 @@ class LastOf:
             self._eid = eid
         self._pending -= 1
         if not self._pending:
-            event = self.event
-            event._ok = True
-            event._value = None
-            heapq.heappush(env._queue, (self._time_s, _NORMAL, self._eid, event))  # type: ignore[attr-defined]
+            self._ok = True
+            self._value = None
+            heapq.heappush(env._queue, (self._time_s, _NORMAL, self._eid, self))  # type: ignore[attr-defined]
 
 
 class _Arrival(simpy.Event):
@@ -122,7 +120,7 @@ class _Flow:
     size_bytes: float
     latency_s: float
     start_s: float
-    done: simpy.Event | LastOf  # its own event, or the join it arrives in
+    done: simpy.Event  # its own event (an _Arrival), or the join it arrives in (a LastOf)
     meta: tuple[str, int, int, int, int]  # category, src, dst, stage, microbatch
     remaining_bytes: float = 0.0
     rate_bytes_per_s: float = 0.0
@@ -198,18 +196,18 @@ class FlowNetwork:
 
         A flow with no channels (same tile) or no bytes only pays ``latency_s``. With
         ``join``, the flow has no event of its own: its arrival is one of the join's, and the
-        join's event is returned.
+        join is returned.
         """
         env = self.env
         now = env.now
-        event = _Arrival(env) if join is None else join.event
+        event = _Arrival(env) if join is None else join
         flow = _Flow(
             self._next_id,
             channels,
             size_bytes,
             latency_s,
             now,
-            event if join is None else join,
+            event,
             (category, src, dst, stage, microbatch),
             size_bytes,
             0.0,
@@ -357,16 +355,15 @@ class FlowNetwork:
             rates = fair_rates.get(key)
             if rates is None:
                 self._progressive_filling(component)
+                rates = [f.rate_bytes_per_s for f in component]
                 if len(fair_rates) >= _MAX_CACHED_RATES:
                     fair_rates.clear()
-                fair_rates[key] = [f.rate_bytes_per_s for f in component]
-            else:
-                for f, rate in zip(component, rates, strict=True):
-                    f.rate_bytes_per_s = rate
+                fair_rates[key] = rates
             group = _Group(component)
             first_s = _INF
-            for f in component:
-                f.finish_s = finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
+            for f, rate in zip(component, rates, strict=True):
+                f.rate_bytes_per_s = rate
+                f.finish_s = finish_s = now + f.remaining_bytes / rate
                 f.group = group
                 if finish_s < first_s:
                     first_s = finish_s

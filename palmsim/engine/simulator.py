@@ -633,7 +633,7 @@ class Simulator:
                 microbatch=mb,
                 join=last,
             )
-        yield last.event
+        yield last
         self._record_interval(step, tile, stage, mb, category, start)
 
     def _private_dram_step_s(
@@ -849,7 +849,7 @@ class Simulator:
 
             arrived.callbacks.append(on_arrived)
             last = LastOf(env, len(flows))
-            last.event.callbacks.append(on_last_arrival)
+            last.callbacks.append(on_last_arrival)
             for f in flows:
                 self.network.transfer(
                     f.channels,

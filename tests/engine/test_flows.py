@@ -293,7 +293,7 @@ def test_last_of_is_processed_where_its_last_event_would_be():
         for name, delay_s in (("a", 1.0), ("last", None), ("b", 1.0), ("second", None)):
             if name == "last":
                 last = LastOf(env, 2)
-                last.event.callbacks.append(lambda _e: log.append(("last", env.now)))
+                last.callbacks.append(lambda _e: log.append(("last", env.now)))
                 last.add(1.0)
             elif name == "second":
                 last.add(second_delay_s)
