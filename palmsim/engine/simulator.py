@@ -80,6 +80,8 @@ __all__ = [
 #: stay in the tens of thousands, a few MB, whatever the run's length.
 PACK_EVENTS = 4096
 
+_INF = float("inf")
+
 
 class _RouteLike(Protocol):
     @property
@@ -229,8 +231,20 @@ class Simulator:
         self._finished: set[int] = set()
         self._simulated = frozenset(plan.simulated_tiles)
         self._private_dram = private_dram_ports(chip, plan.dram_port_of_tile)
+        # (id(step), port bandwidth, latency) -> (launch, read drain, write drain, duration)
+        self._private_timing: dict[tuple[int, float, float], tuple[float, ...]] = {}
         self._communicators: dict[tuple[str, tuple[int, ...]], Communicator] = {
             (str(c.group), c.members): c for c in plan.communicators
+        }
+        # each exclusive communicator's flows' narrowest channel bandwidth [B/s], by its id
+        # (the plan keeps it for the run)
+        self._narrowest: dict[int, list[float]] = {
+            id(c): [
+                min([chip.channels[ch].bandwidth_bytes_per_s for ch in f.channels], default=_INF)
+                for f in c.flows
+            ]
+            for c in plan.communicators
+            if c.exclusive
         }
 
     # ------------------------------------------------------------------ run
@@ -649,9 +663,18 @@ class Simulator:
         channel, bandwidth, latency_s = private
         start = self.env.now
         read, write = step.dram_read_bytes, step.dram_write_bytes
-        read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
-        # The ops' fixed latency runs in series with the data movement.
-        launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
+        # The same for every micro-batch: timed once per step and port (the plan keeps its
+        # steps for the whole run, so their ids stay theirs).
+        key = (id(step), bandwidth, latency_s)
+        timing = self._private_timing.get(key)
+        if timing is None:
+            # The ops' fixed latency runs in series with the data movement.
+            timing = self._private_timing[key] = (
+                step.serial_latency_s if read > 0 or write > 0 else 0.0,
+                *private_dram_drain_s(read, write, bandwidth),
+                private_dram_step_s(step, bandwidth, latency_s),
+            )
+        launch_s, read_drain_s, write_drain_s, step_s = timing
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:
             if nbytes > 0:
@@ -666,7 +689,7 @@ class Simulator:
                     stage=stage,
                     microbatch=mb,
                 )
-        return private_dram_step_s(step, bandwidth, latency_s)
+        return step_s
 
     def _record_interval(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float
@@ -794,13 +817,12 @@ class Simulator:
         n = len(coll.tiles)
         steps = RING_STEPS[coll.kind](n)
         edge_bytes = steps / n * coll.size_bytes
-        capacity = self.chip.channels
         arrivals = []
-        for f in comm.flows:
+        for f, narrowest in zip(comm.flows, self._narrowest[id(comm)], strict=True):
             size = f.share * edge_bytes
             drain_s = 0.0
             if f.channels and size > 0:
-                drain_s = size / min(capacity[c].bandwidth_bytes_per_s for c in f.channels)
+                drain_s = size / narrowest
             arrivals.append((f, size, start + drain_s + steps * f.latency_s))
         end = max([start] + [arrival for _, _, arrival in arrivals])
         # The event fires at now + (end - now), which rounding can put one ulp before ``end``:
