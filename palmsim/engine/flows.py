@@ -19,7 +19,9 @@ lower priority than any other at the instant, and a completion timer flushes bef
 which flows are complete, so no rate is ever read stale.
 
 A flow's bytes arrive ``latency_s`` after it drains (the path's per-hop latencies), so a lone
-flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``.
+flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``. A waiter that needs
+only the last of several arrivals (a compute step's DRAM flows, a collective's flows) joins
+them in a :class:`LastOf`: one SimPy event, where the last arrival's would be processed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import simpy
 
-__all__ = ["FlowNetwork", "trigger_in"]
+__all__ = ["FlowNetwork", "LastOf", "trigger_in"]
 
 # Flows whose computed completion lies within this many seconds of "now" are complete:
 # absorbs floating-point rounding of remaining/rate (1e-15 s is far below any modelled latency).
@@ -46,6 +48,11 @@ _completion_order = operator.attrgetter("finish_s", "flow_id")
 # SimPy processes same-time events by (priority, insertion order), URGENT = 0 and NORMAL = 1;
 # the flush runs after every one of them at its instant, however late it was scheduled.
 _FLUSH_PRIORITY = simpy.events.EventPriority(2)
+_NORMAL = simpy.events.NORMAL
+
+# Component structures whose max-min rates are kept (W1 has 694 distinct ones in 68,168
+# recomputations); the table starts over when full, so it stays a few MB in any run.
+_MAX_CACHED_RATES = 4096
 
 
 def trigger_in(event: simpy.Event, delay_s: float) -> None:
@@ -54,6 +61,47 @@ def trigger_in(event: simpy.Event, delay_s: float) -> None:
     event._ok = True
     event._value = None
     event.env.schedule(event, delay=delay_s)
+
+
+class LastOf(simpy.Event):
+    """An event processed exactly where the last of ``count`` events would be, for a waiter
+    that needs only the last of them: none of the others has to exist.
+
+    SimPy processes events in the order of their key (time, priority, insertion number); an
+    event scheduled ``delay_s`` from now gets the key (now + delay_s, NORMAL, the next number
+    of the environment's counter) (``Environment.schedule``). :meth:`add` takes that key as
+    scheduling the event would, without making it; when the ``count``-th key is in, this
+    event is pushed onto the queue under the greatest. A waiter that yielded the events one
+    after the other (each resumes it at once when already processed) resumed where the
+    greatest key was processed; it resumes there now, and every other event keeps its key,
+    so the order of everything is unchanged. The greatest key always lies ahead: each key is
+    at or after the time it is taken, with a fresh insertion number.
+
+    Uses SimPy's ``Environment._queue`` and ``_eid`` (what ``schedule`` does, simpy 4).
+    """
+
+    __slots__ = ("_eid", "_pending", "_time_s")
+
+    def __init__(self, env: simpy.Environment, count: int) -> None:
+        assert count > 0, "nothing to wait for"
+        super().__init__(env)
+        self._pending = count
+        self._time_s = -_INF
+        self._eid = -1
+
+    def add(self, delay_s: float) -> None:
+        """One of the events, as if scheduled now ``delay_s`` ahead with NORMAL priority."""
+        env = self.env
+        time_s = env._now + delay_s
+        eid = next(env._eid)  # type: ignore[attr-defined]
+        if time_s >= self._time_s:  # at the same time, the later insertion is later
+            self._time_s = time_s
+            self._eid = eid
+        self._pending -= 1
+        if not self._pending:
+            self._ok = True
+            self._value = None
+            heapq.heappush(env._queue, (self._time_s, _NORMAL, self._eid, self))  # type: ignore[attr-defined]
 
 
 class _Arrival(simpy.Event):
@@ -72,9 +120,8 @@ class _Flow:
     size_bytes: float
     latency_s: float
     start_s: float
-    done: _Arrival
+    done: simpy.Event  # its own event (an _Arrival), or the join it arrives in (a LastOf)
     meta: tuple[str, int, int, int, int]  # category, src, dst, stage, microbatch
-    awaited_from_s: float  # an arrival before this time is not scheduled (see ``transfer``)
     remaining_bytes: float = 0.0
     rate_bytes_per_s: float = 0.0
     updated_s: float = 0.0
@@ -126,6 +173,8 @@ class FlowNetwork:
         self._flush_pending = False
         self._num_flushes = 0
         self._channel_stamp = [0] * len(self._capacity)  # the flush that last visited it
+        # each component's flows' channels -> their max-min rates (see _flush)
+        self._fair_rates: dict[tuple[tuple[int, ...], ...], list[float]] = {}
         self.num_active = 0
 
     # ------------------------------------------------------------------ public
@@ -141,50 +190,42 @@ class FlowNetwork:
         dst: int,
         stage: int = -1,
         microbatch: int = -1,
-        awaited_from_s: float = -_INF,
+        join: LastOf | None = None,
     ) -> simpy.Event:
         """Start a flow now; return an event that fires when its last byte has arrived.
 
-        A flow with no channels (same tile) or no bytes only pays ``latency_s``.
-
-        ``awaited_from_s`` is for a caller that yields the event only from that time on,
-        after a timeout it started before this flow (a compute step waits for its compute
-        time, then for its DRAM flows), and sets no callbacks on it. An arrival strictly
-        before that time is then not scheduled as a SimPy event: the event is marked
-        processed when the flow drains, which the caller cannot tell apart from its firing,
-        since it yields the event only later (and resumes on a processed event at once), and
-        every other event keeps its order. An arrival at or after it is scheduled as usual,
-        so the caller resumes at the very same place in the event order.
+        A flow with no channels (same tile) or no bytes only pays ``latency_s``. With
+        ``join``, the flow has no event of its own: its arrival is one of the join's, and the
+        join is returned.
         """
         env = self.env
         now = env.now
-        done = _Arrival(env)
+        event = _Arrival(env) if join is None else join
         flow = _Flow(
             self._next_id,
             channels,
             size_bytes,
             latency_s,
             now,
-            done,
+            event,
             (category, src, dst, stage, microbatch),
-            awaited_from_s,
             size_bytes,
             0.0,
             now,
         )
         self._next_id += 1
         if not channels or size_bytes <= 0.0:
-            self._drained(flow)
-            return done
-        flows_on = self._flows_on
-        flow_id = flow.flow_id
-        for c in channels:
-            flows_on[c][flow_id] = flow
-        self.num_active += 1
-        self._touched.append(flow)
-        if not self._flush_pending:
-            self._schedule_flush()
-        return done
+            self._drained(flow, now)
+        else:
+            flows_on = self._flows_on
+            flow_id = flow.flow_id
+            for c in channels:
+                flows_on[c][flow_id] = flow
+            self.num_active += 1
+            self._touched.append(flow)
+            if not self._flush_pending:
+                self._schedule_flush()
+        return event
 
     def record_closed_form(
         self,
@@ -252,6 +293,8 @@ class FlowNetwork:
         channel_stamp = self._channel_stamp
         capacity = self._capacity
         heap = self._heap
+        num_groups = self._num_groups
+        fair_rates = self._fair_rates
         for seed in touched:
             if seed.stamp == stamp:
                 continue  # already in a component recomputed by this flush
@@ -267,6 +310,25 @@ class FlowNetwork:
                         if other.stamp != stamp:
                             other.stamp = stamp
                             component.append(other)
+            if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
+                if seed.updated_s != now:  # no bytes moved if it was updated at this instant
+                    seed.remaining_bytes = max(
+                        0.0, seed.remaining_bytes - seed.rate_bytes_per_s * (now - seed.updated_s)
+                    )
+                    seed.updated_s = now
+                if seed.group is not None:
+                    seed.group.is_current = False
+                channels = seed.channels
+                seed.rate_bytes_per_s = rate = (
+                    capacity[channels[0]]
+                    if len(channels) == 1
+                    else min([capacity[c] for c in channels])
+                )
+                seed.finish_s = first_s = now + seed.remaining_bytes / rate
+                seed.group = group = _Group(component)
+                num_groups += 1
+                heapq.heappush(heap, (first_s, num_groups, group))
+                continue
             i = 1
             while i < len(component):
                 for c in component[i].channels:
@@ -280,56 +342,65 @@ class FlowNetwork:
                                     component.append(other)
                 i += 1
             for f in component:
-                if f.updated_s != now:  # no bytes moved if it was updated at this instant
+                if f.updated_s != now:
                     f.remaining_bytes = max(
                         0.0, f.remaining_bytes - f.rate_bytes_per_s * (now - f.updated_s)
                     )
                     f.updated_s = now
                 if f.group is not None:
                     f.group.is_current = False
-            if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
-                channels = seed.channels
-                seed.rate_bytes_per_s = (
-                    capacity[channels[0]]
-                    if len(channels) == 1
-                    else min([capacity[c] for c in channels])
-                )
-            else:
+            # Rates depend only on the flows' channels, in this order: a structure seen
+            # before gets the rates its filling gave (a run repeats a few hundred of them).
+            key = tuple([f.channels for f in component])
+            rates = fair_rates.get(key)
+            if rates is None:
                 self._progressive_filling(component)
+                rates = [f.rate_bytes_per_s for f in component]
+                if len(fair_rates) >= _MAX_CACHED_RATES:
+                    fair_rates.clear()
+                fair_rates[key] = rates
             group = _Group(component)
             first_s = _INF
-            for f in component:
-                f.finish_s = finish_s = now + f.remaining_bytes / f.rate_bytes_per_s
+            for f, rate in zip(component, rates, strict=True):
+                f.rate_bytes_per_s = rate
+                f.finish_s = finish_s = now + f.remaining_bytes / rate
                 f.group = group
                 if finish_s < first_s:
                     first_s = finish_s
-            self._num_groups += 1
-            heapq.heappush(heap, (first_s, self._num_groups, group))
+            num_groups += 1
+            heapq.heappush(heap, (first_s, num_groups, group))
+        self._num_groups = num_groups
         self._arm()
 
     def _progressive_filling(self, flows: list[_Flow]) -> None:
         """Set each flow's max-min fair rate (water-filling over the channels they use)."""
         capacity = self._capacity
-        residual: dict[int, float] = {}
         unfrozen_on: dict[int, int] = {}
         for f in flows:
             for c in f.channels:
-                residual[c] = capacity[c]
                 unfrozen_on[c] = unfrozen_on.get(c, 0) + 1
+        residual: dict[int, float] | None = None  # every channel's capacity until a flow freezes
         unfrozen = flows
-        while unfrozen:
+        while True:
             # The tightest channel fixes the rate of every unfrozen flow through it. Channels
             # within a relative 1e-12 of it (floating-point rounding of equal shares) are
             # tight too, so equal shares freeze together and the order stays deterministic.
-            share = min([residual[c] / n for c, n in unfrozen_on.items() if n > 0])
+            if residual is None:
+                fair = {c: capacity[c] / n for c, n in unfrozen_on.items()}
+            else:
+                fair = {c: residual[c] / n for c, n in unfrozen_on.items() if n > 0}
+            share = min(fair.values())
             tight = share * (1 + 1e-12)
-            bottlenecks = {c for c, n in unfrozen_on.items() if n > 0 and residual[c] / n <= tight}
-            still: list[_Flow] = []
+            bottlenecks = {c for c, rate in fair.items() if rate <= tight}
+            still = [f for f in unfrozen if bottlenecks.isdisjoint(f.channels)]
+            for f in unfrozen:  # the flows still unfrozen get their rate in a later round
+                f.rate_bytes_per_s = share
+            if not still:  # most components: every flow freezes in the first round
+                return
+            if residual is None:
+                residual = {c: capacity[c] for c in unfrozen_on}
             for f in unfrozen:
-                if bottlenecks.isdisjoint(f.channels):
-                    still.append(f)
-                else:
-                    f.rate_bytes_per_s = share
+                if not bottlenecks.isdisjoint(f.channels):
                     for c in f.channels:
                         residual[c] -= share
                         unfrozen_on[c] -= 1
@@ -352,12 +423,20 @@ class FlowNetwork:
             self._timer_at = float("inf")
         limit_s = now + _TIME_EPS_S
         finished: list[_Flow] = []
+        # The other flows of a finished flow's component: its group, current since the flush
+        # above. They are what the finished flows' channels connect (the group is connected),
+        # so recomputing them recomputes every piece the component falls into.
+        others: list[_Flow] = []
         heap = self._heap
         while heap and heap[0][0] <= limit_s:
             group = heapq.heappop(heap)[2]
             if group.is_current:
                 group.is_current = False
-                finished.extend([f for f in group.flows if f.finish_s <= limit_s])
+                for f in group.flows:
+                    if f.finish_s <= limit_s:
+                        finished.append(f)
+                    else:
+                        others.append(f)
         if not finished:
             self._arm()
             return
@@ -369,24 +448,19 @@ class FlowNetwork:
             flow_id = flow.flow_id
             for c in flow.channels:
                 del flows_on[c][flow_id]
+            self._drained(flow, now)
         self.num_active -= len(finished)
-        touched = self._touched
-        num_touched = len(touched)
-        for flow in finished:
-            for c in flow.channels:
-                on = flows_on[c]
-                if on:
-                    touched.extend(on.values())
-            self._drained(flow)
-        if len(touched) > num_touched:
+        if others:
+            self._touched.extend(others)
             if not self._flush_pending:
                 self._schedule_flush()
         else:
             self._arm()
 
-    def _drained(self, flow: _Flow) -> None:
-        """The flow's last byte left: record it and fire its event when that byte arrives."""
-        arrival_s = self.env.now + flow.latency_s  # the time SimPy schedules the event for
+    def _drained(self, flow: _Flow, now: float) -> None:
+        """The flow's last byte left ``now``: record it and fire its event when that byte
+        arrives."""
+        arrival_s = now + flow.latency_s  # the time SimPy schedules the event for
         category, src, dst, stage, microbatch = flow.meta
         self._emit(
             (  # FlowRecord's fields
@@ -403,12 +477,8 @@ class FlowNetwork:
             )
         )
         done = flow.done
-        if arrival_s < flow.awaited_from_s:
-            # No one waits for it yet (see ``transfer``): processed now, with no event.
-            assert not done.callbacks, "a flow awaited only later has a callback"
-            done._ok = True
-            done._value = None
-            done.callbacks = None  # type: ignore[assignment]
+        if isinstance(done, LastOf):
+            done.add(flow.latency_s)
         else:  # trigger_in, inlined: one call less per flow
             done._ok = True
             done._value = None

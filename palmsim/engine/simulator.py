@@ -26,9 +26,9 @@ Two kinds of traffic provably meet no other flow, and are timed in closed form i
 being simulated (same results, far fewer events): a compute step's DRAM reads and writes on a
 port private to its tile (a GPU's HBM), and the collectives of a communicator the plan marks
 ``exclusive`` (e.g. a TP group on a node's NVLinks). On a GPU cluster with symmetric
-data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``). A compute step's
-DRAM flow that arrives before the step's compute time is over fires no event of its own
-(``FlowNetwork.transfer``'s ``awaited_from_s``): the tile only looks at it after that time.
+data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``). A compute step
+waits for its compute time and its DRAM flows through one event (``LastOf``), and a ring
+collective for its flows through one, each processed where the last of their events would be.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import numpy as np
 import simpy
 
 from palmsim.config.specs import RunSpec
-from palmsim.engine.flows import FlowNetwork, trigger_in
+from palmsim.engine.flows import FlowNetwork, LastOf, trigger_in
 from palmsim.engine.records import (
     FlowRecord,
     IntervalRecord,
@@ -79,6 +79,8 @@ __all__ = [
 #: event appends a few records (a collective's drain some tens), so the tuples alive at once
 #: stay in the tens of thousands, a few MB, whatever the run's length.
 PACK_EVENTS = 4096
+
+_INF = float("inf")
 
 
 class _RouteLike(Protocol):
@@ -231,8 +233,20 @@ class Simulator:
         self._finished: set[int] = set()
         self._simulated = frozenset(plan.simulated_tiles)
         self._private_dram = private_dram_ports(chip, plan.dram_port_of_tile)
+        # (id(step), port bandwidth, latency) -> (launch, read drain, write drain, duration)
+        self._private_timing: dict[tuple[int, float, float], tuple[float, ...]] = {}
         self._communicators: dict[tuple[str, tuple[int, ...]], Communicator] = {
             (str(c.group), c.members): c for c in plan.communicators
+        }
+        # each exclusive communicator's flows' narrowest channel bandwidth [B/s], by its id
+        # (the plan keeps it for the run)
+        self._narrowest: dict[int, list[float]] = {
+            id(c): [
+                min([chip.channels[ch].bandwidth_bytes_per_s for ch in f.channels], default=_INF)
+                for f in c.flows
+            ]
+            for c in plan.communicators
+            if c.exclusive
         }
 
     # ------------------------------------------------------------------ run
@@ -262,12 +276,13 @@ class Simulator:
         # paused (gc_paused: 40 % of W1's time otherwise).
         # The rows appended since the last pack go to the columns every PACK_EVENTS events.
         builders = (self._interval_records, self._flow_records, self._memory_records)
+        finished, peek, step, inf = self._finished, env.peek, env.step, float("inf")
         with gc_paused():
-            while len(self._finished) < num_tiles:
-                next_time = env.peek()
-                if next_time == float("inf") or (until is not None and next_time > until):
+            while len(finished) < num_tiles:
+                next_time = peek()
+                if next_time == inf or (until is not None and next_time > until):
                     break
-                env.step()
+                step()
                 num_events += 1
                 if not num_events % PACK_EVENTS:
                     for builder in builders:
@@ -608,16 +623,15 @@ class Simulator:
         serial_s = step.serial_latency_s
         if serial_s > 0:
             yield env.timeout(serial_s)
-        compute_s = step.compute_time_s - serial_s
-        timeout = env.timeout(compute_s)
-        # The tile waits for its DRAM flows only once the compute time is over (the time
-        # SimPy gives the timeout), so an arrival before it needs no event of its own.
-        compute_end_s = env.now + compute_s
+        # The step ends with the last of its compute time and its DRAM flows' arrivals: one
+        # event where the last of them would be processed (LastOf), first the compute time's,
+        # taken as env.timeout(compute_s) would be scheduled, then each flow's at its drain.
+        last = LastOf(env, 1 + (read_bytes > 0) + (write_bytes > 0))
+        last.add(step.compute_time_s - serial_s)
         read_route, write_route = self._dram_routes[tile]
         transfer = self.network.transfer
-        read = write = None
         if read_bytes > 0:
-            read = transfer(
+            transfer(
                 read_route.channels,
                 read_bytes,
                 read_route.latency_s,
@@ -626,10 +640,10 @@ class Simulator:
                 dst=tile,
                 stage=stage,
                 microbatch=mb,
-                awaited_from_s=compute_end_s,
+                join=last,
             )
         if write_bytes > 0:
-            write = transfer(
+            transfer(
                 write_route.channels,
                 write_bytes,
                 write_route.latency_s,
@@ -638,15 +652,9 @@ class Simulator:
                 dst=-1,
                 stage=stage,
                 microbatch=mb,
-                awaited_from_s=compute_end_s,
+                join=last,
             )
-        # Wait for each in turn instead of through an AllOf condition (one event less per
-        # step): SimPy resumes a process at once on an event already processed.
-        yield timeout
-        if read is not None:
-            yield read
-        if write is not None:
-            yield write
+        yield last
         self._record_interval(step, tile, stage, mb, category, start)
 
     def _private_dram_step_s(
@@ -662,9 +670,18 @@ class Simulator:
         channel, bandwidth, latency_s = private
         start = self.env.now
         read, write = step.dram_read_bytes, step.dram_write_bytes
-        read_drain_s, write_drain_s = private_dram_drain_s(read, write, bandwidth)
-        # The ops' fixed latency runs in series with the data movement.
-        launch_s = step.serial_latency_s if read > 0 or write > 0 else 0.0
+        # The same for every micro-batch: timed once per step and port (the plan keeps its
+        # steps for the whole run, so their ids stay theirs).
+        key = (id(step), bandwidth, latency_s)
+        timing = self._private_timing.get(key)
+        if timing is None:
+            # The ops' fixed latency runs in series with the data movement.
+            timing = self._private_timing[key] = (
+                step.serial_latency_s if read > 0 or write > 0 else 0.0,
+                *private_dram_drain_s(read, write, bandwidth),
+                private_dram_step_s(step, bandwidth, latency_s),
+            )
+        launch_s, read_drain_s, write_drain_s, step_s = timing
         flows = ((read, read_drain_s, False), (write, write_drain_s, True))
         for nbytes, drain_s, is_write in flows:
             if nbytes > 0:
@@ -679,7 +696,7 @@ class Simulator:
                     stage=stage,
                     microbatch=mb,
                 )
-        return private_dram_step_s(step, bandwidth, latency_s)
+        return step_s
 
     def _record_interval(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float
@@ -790,7 +807,7 @@ class Simulator:
             else:
                 previous = self._group_tail.get((group_kind, group))
                 self._group_tail[group_kind, group] = coll.done
-                self.env.process(self._ring(coll, previous))
+                self._ring(coll, previous)
         return coll.done
 
     def _closed_form_ring(self, coll: _Collective, comm: Communicator) -> None:
@@ -807,13 +824,12 @@ class Simulator:
         n = len(coll.tiles)
         steps = RING_STEPS[coll.kind](n)
         edge_bytes = steps / n * coll.size_bytes
-        capacity = self.chip.channels
         arrivals = []
-        for f in comm.flows:
+        for f, narrowest in zip(comm.flows, self._narrowest[id(comm)], strict=True):
             size = f.share * edge_bytes
             drain_s = 0.0
             if f.channels and size > 0:
-                drain_s = size / min(capacity[c].bandwidth_bytes_per_s for c in f.channels)
+                drain_s = size / narrowest
             arrivals.append((f, size, start + drain_s + steps * f.latency_s))
         end = max([start] + [arrival for _, _, arrival in arrivals])
         # The event fires at now + (end - now), which rounding can put one ulp before ``end``:
@@ -834,27 +850,56 @@ class Simulator:
         self._group_end_s[coll.group_kind, coll.tiles] = end
         trigger_in(coll.done, end - now)
 
-    def _ring(
-        self, coll: _Collective, previous: simpy.Event | None
-    ) -> Generator[simpy.Event, Any, None]:
-        """SimPy process: a ring collective as its communicator's flows (module docstring)."""
-        if previous is not None and not previous.processed:
-            yield previous
-        n = len(coll.tiles)
-        steps = RING_STEPS[coll.kind](n)
-        edge_bytes = steps / n * coll.size_bytes
-        flows = [
-            self.network.transfer(
-                f.channels,
-                f.share * edge_bytes,
-                steps * f.latency_s,
-                category=coll.category,
-                src=f.src,
-                dst=f.dst,
-                stage=coll.stage,
-                microbatch=coll.microbatch,
-            )
-            for f in self._communicators[coll.group_kind, coll.tiles].flows
-        ]
-        yield self.env.all_of(flows)
-        coll.done.succeed()
+    def _ring(self, coll: _Collective, previous: simpy.Event | None) -> None:
+        """Run a ring collective as its communicator's flows (module docstring), after the
+        group's ``previous`` collective; ``coll.done`` fires when every flow has arrived.
+
+        Callbacks in place of a SimPy process, with its events where they order anything: the
+        flows start when an urgent event of this instant is processed (a process's first
+        step) or when ``previous`` is (a process waiting for it); the last arrival, one
+        event (:class:`LastOf`), triggers an event (an ``AllOf`` of the arrivals) whose
+        processing triggers ``coll.done`` (the process's last step). One event per flow, the
+        process's start and its end are saved.
+        """
+        env = self.env
+
+        def start_flows(_event: simpy.Event | None) -> None:
+            n = len(coll.tiles)
+            steps = RING_STEPS[coll.kind](n)
+            edge_bytes = steps / n * coll.size_bytes
+            flows = self._communicators[coll.group_kind, coll.tiles].flows
+            arrived = env.event()  # the AllOf of the flows' arrivals
+
+            def on_last_arrival(_event: simpy.Event) -> None:
+                arrived.succeed()
+
+            def on_arrived(_event: simpy.Event) -> None:
+                coll.done.succeed()
+
+            arrived.callbacks.append(on_arrived)
+            last = LastOf(env, len(flows))
+            last.callbacks.append(on_last_arrival)
+            for f in flows:
+                self.network.transfer(
+                    f.channels,
+                    f.share * edge_bytes,
+                    steps * f.latency_s,
+                    category=coll.category,
+                    src=f.src,
+                    dst=f.dst,
+                    stage=coll.stage,
+                    microbatch=coll.microbatch,
+                    join=last,
+                )
+
+        def start(_event: simpy.Event) -> None:
+            if previous is not None and not previous.processed:
+                previous.callbacks.append(start_flows)
+            else:
+                start_flows(None)
+
+        initialize = env.event()
+        initialize._ok = True
+        initialize._value = None
+        initialize.callbacks.append(start)
+        env.schedule(initialize, simpy.events.URGENT)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.flows import FlowNetwork, LastOf
 from palmsim.engine.records import FlowRecord
 
 GBPS = 1e9
@@ -180,6 +180,32 @@ def test_rates_of_an_instant_are_computed_once_per_component():
     assert [t for _, t in log] == [pytest.approx(8.0, rel=1e-12)] * 16
 
 
+def test_a_component_seen_before_reuses_its_rates():
+    """Two 1 GB flows share link 0 from 0 s (0.5 GB/s each, both end at 2 s), and again from
+    3 s (both end at 5 s): the second pair is the same structure, so its rates come from the
+    first filling, and the times are the same as computing them again."""
+    env, net, _ = _net([GBPS])
+    log: list = []
+    calls: list[int] = []
+    filling = net._progressive_filling
+
+    def counting(flows):
+        calls.append(len(flows))
+        filling(flows)
+
+    net._progressive_filling = counting
+    for name, at_s in (("a", 0.0), ("b", 0.0), ("c", 3.0), ("d", 3.0)):
+        _start(env, net, log, name, at_s, (0,), GB)
+    env.run()
+    assert calls == [2]
+    assert log == [
+        ("a", pytest.approx(2.0, rel=1e-12)),
+        ("b", pytest.approx(2.0, rel=1e-12)),
+        ("c", pytest.approx(5.0, rel=1e-12)),
+        ("d", pytest.approx(5.0, rel=1e-12)),
+    ]
+
+
 def test_finished_flows_leave_no_reference_cycle():
     """The engine runs with the cyclic collector paused (records.gc_paused), so a finished
     flow must be freed by reference counting alone. Two flows share link 0 (one component, one
@@ -217,28 +243,28 @@ def test_finished_flows_leave_no_reference_cycle():
     assert leaked == []
 
 
-@pytest.mark.parametrize(
-    ("size_gb", "resume_s", "events_saved"), [(1, 2.0, 1), (2, 2.0, 0), (3, 3.0, 0)]
-)
-def test_an_arrival_awaited_only_later_needs_no_event(size_gb, resume_s, events_saved):
-    """A compute step of 2 s with one DRAM flow of ``size_gb`` GB at 1 GB/s: the step waits
-    for its compute time, then for the flow. A 1 GB flow arrives at 1 s, before the step
-    waits for it, so (with ``awaited_from_s=2``) its arrival is no SimPy event, and the step
-    still resumes at 2 s; a 2 GB flow arrives at 2 s exactly and a 3 GB flow at 3 s, so their
-    arrivals stay events and the step resumes at 2 s and 3 s."""
+@pytest.mark.parametrize(("size_gb", "resume_s"), [(1, 2.0), (2, 2.0), (3, 3.0)])
+def test_a_step_waits_for_its_compute_time_and_its_flow_through_one_event(size_gb, resume_s):
+    """A compute step of 2 s with one DRAM flow of ``size_gb`` GB at 1 GB/s, joined in a
+    LastOf: a 1 GB flow arrives at 1 s, a 2 GB flow at 2 s and a 3 GB one at 3 s, so the step
+    resumes at 2, 2 and 3 s, as when it yields a timeout and then the flow's own event, with
+    one SimPy event less (the join's replaces both)."""
 
-    def run(awaited_from_s):
+    def run(joined):
         env, net, records = _net([GBPS])
         log: list = []
 
         def step():
-            compute = env.timeout(2.0)
-            done = net.transfer(
-                (0,), size_gb * GB, 0.0, category="dram", src=-1, dst=0,
-                awaited_from_s=awaited_from_s,
-            )  # fmt: skip
-            yield compute
-            yield done
+            if joined:
+                last = LastOf(env, 2)
+                last.add(2.0)
+                yield net.transfer((0,), size_gb * GB, 0.0, category="dram", src=-1, dst=0,
+                                   join=last)  # fmt: skip
+            else:
+                compute = env.timeout(2.0)
+                done = net.transfer((0,), size_gb * GB, 0.0, category="dram", src=-1, dst=0)
+                yield compute
+                yield done
             log.append(env.now)
 
         env.process(step())
@@ -249,10 +275,37 @@ def test_an_arrival_awaited_only_later_needs_no_event(size_gb, resume_s, events_
         assert records[0].end_s == pytest.approx(size_gb, rel=1e-12)
         return log, events
 
-    log, events = run(2.0)
-    plain_log, plain_events = run(-float("inf"))
+    log, events = run(joined=True)
+    plain_log, plain_events = run(joined=False)
     assert log == plain_log == [pytest.approx(resume_s, rel=1e-12)]
-    assert plain_events - events == events_saved
+    assert plain_events - events == 1
+
+
+def test_last_of_is_processed_where_its_last_event_would_be():
+    """Events at one instant are processed in the order they were scheduled. A LastOf of a
+    key taken at 1 s after ``a`` and one at 0.5 s after ``b`` is processed where the 1 s
+    event would be, between ``a`` and ``b``; with a second key at 1 s taken after ``b``, it
+    comes after ``b`` and before ``c``."""
+
+    def order(second_delay_s):
+        env = simpy.Environment()
+        log: list = []
+        for name, delay_s in (("a", 1.0), ("last", None), ("b", 1.0), ("second", None)):
+            if name == "last":
+                last = LastOf(env, 2)
+                last.callbacks.append(lambda _e: log.append(("last", env.now)))
+                last.add(1.0)
+            elif name == "second":
+                last.add(second_delay_s)
+            else:
+                event = env.timeout(delay_s)
+                event.callbacks.append(lambda _e, name=name: log.append((name, env.now)))
+        env.timeout(1.0).callbacks.append(lambda _e: log.append(("c", env.now)))
+        env.run()
+        return log
+
+    assert order(0.5) == [("a", 1.0), ("last", 1.0), ("b", 1.0), ("c", 1.0)]
+    assert order(1.0) == [("a", 1.0), ("b", 1.0), ("last", 1.0), ("c", 1.0)]
 
 
 def test_gc_frozen_hides_what_exists_and_collects_what_the_block_makes():
