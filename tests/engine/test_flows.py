@@ -160,11 +160,8 @@ def test_flow_starting_at_the_instant_another_ends(start_before_timer):
     assert log == [("a", pytest.approx(1.0, rel=1e-12)), ("b", pytest.approx(2.0, rel=1e-12))]
 
 
-def test_rates_of_an_instant_are_computed_once_per_component():
-    """Sixteen flows start at one instant in two components (eight on link 0, eight on link
-    1): one flush recomputes each component once, however many flows started."""
-    env, net, _ = _net([GBPS, GBPS])
-    log: list = []
+def _count_fillings(net) -> list[int]:
+    """The sizes of the flow sets ``net`` recomputes by progressive filling, as it runs."""
     calls: list[int] = []
     filling = net._progressive_filling
 
@@ -173,6 +170,15 @@ def test_rates_of_an_instant_are_computed_once_per_component():
         filling(flows)
 
     net._progressive_filling = counting
+    return calls
+
+
+def test_rates_of_an_instant_are_computed_once_per_component():
+    """Sixteen flows start at one instant in two components (eight on link 0, eight on link
+    1): one flush recomputes each component once, however many flows started."""
+    env, net, _ = _net([GBPS, GBPS])
+    log: list = []
+    calls = _count_fillings(net)
     for i in range(16):
         _start(env, net, log, f"f{i}", 0.0, (i % 2,), GB)
     env.run()
@@ -186,14 +192,7 @@ def test_a_component_seen_before_reuses_its_rates():
     first filling, and the times are the same as computing them again."""
     env, net, _ = _net([GBPS])
     log: list = []
-    calls: list[int] = []
-    filling = net._progressive_filling
-
-    def counting(flows):
-        calls.append(len(flows))
-        filling(flows)
-
-    net._progressive_filling = counting
+    calls = _count_fillings(net)
     for name, at_s in (("a", 0.0), ("b", 0.0), ("c", 3.0), ("d", 3.0)):
         _start(env, net, log, name, at_s, (0,), GB)
     env.run()
