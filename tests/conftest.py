@@ -52,15 +52,16 @@ def wafer_spec(
     )
 
 
-def cluster_spec(nodes=2, gpus=8) -> HardwareSpec:
-    """A small DGX-A100-like cluster."""
+def cluster_spec(nodes=2, gpus=8, nvlink_bytes_per_s=300e9, nvlink_latency_s=1e-6) -> HardwareSpec:
+    """A small DGX-A100-like cluster (NVLink 300 GB/s and 1 us unless given)."""
     tile = TileSpec((("fp16", 312e12), ("bf16", 312e12), ("fp32", 19.5e12)), 0.0, 0.0)
+    nvlink = LinkSpec(nvlink_bytes_per_s, nvlink_latency_s)
     return HardwareSpec(
         "test-cluster",
         "gpu_cluster",
         tile,
         DramSpec("per_tile", 80e9, 2039e9, 100e-9),
-        cluster=ClusterSpec(nodes, gpus, LinkSpec(300e9, 1e-6), LinkSpec(25e9, 2e-6)),
+        cluster=ClusterSpec(nodes, gpus, nvlink, LinkSpec(25e9, 2e-6)),
     )
 
 

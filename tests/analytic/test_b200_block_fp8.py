@@ -73,18 +73,23 @@ def test_mxfp8_cast_bytes_per_element() -> None:
     assert gemm.saved_bytes == pytest.approx(_linear(m, k, n).saved_bytes * MX_COPY / e)
 
 
+def _qkv_cast_under_sequence_parallelism(recipe: str):
+    """Llama-2 7B on the B200 with ``recipe``, TP 4 with sequence parallelism: QKV's cast op,
+    the sequence and hidden sizes and QKV's GEMM rows and columns."""
+    exp = load_experiment("dgx-b200", "llama2-7b", overrides=("training.dtype=fp8",))
+    training = dataclasses.replace(exp.workload.training, fp8_recipe=recipe)
+    attn, _ = layer_blocks(exp.workload.model, training, 1, 4, sequence_parallel=True)
+    qkv = attn.op("qkv")
+    assert qkv.gemm_shape is not None
+    _, m, _, n = qkv.gemm_shape
+    return attn.op("qkv_cast"), training.seq_len, exp.workload.model.hidden_size, m, n
+
+
 def test_mxfp8_under_sequence_parallelism_gathers_both_copies() -> None:
     """MXFP8 all-gathers its column-wise data, so QKV casts both copies of the tile's s/t
     rows before the gather and transposes nothing after the backward's gather (delayed
     scaling: row-wise only before, a transpose of the s gathered rows after)."""
-    exp = load_experiment("dgx-b200", "llama2-7b", overrides=("training.dtype=fp8",))
-    training = dataclasses.replace(exp.workload.training, fp8_recipe="mxfp8")
-    attn, _ = layer_blocks(exp.workload.model, training, 1, 4, sequence_parallel=True)
-    s, h = training.seq_len, exp.workload.model.hidden_size
-    qkv = attn.op("qkv")
-    assert qkv.gemm_shape is not None
-    _, m, _, n = qkv.gemm_shape
-    cast = attn.op("qkv_cast")
+    cast, s, h, m, n = _qkv_cast_under_sequence_parallelism("mxfp8")
     assert cast.bytes_fwd == pytest.approx((2 + 2 * MX_COPY) * s * h / 4, rel=1e-12)
     assert cast.bytes_bwd == pytest.approx((2 + 2 * MX_COPY) * m * n, rel=1e-12)
     assert (cast.kernels_fwd, cast.kernels_bwd) == (1, 1)
@@ -172,14 +177,7 @@ def test_blockwise_cast_bytes_and_weight_copies() -> None:
 def test_blockwise_under_sequence_parallelism_reorders_the_gathered_copy() -> None:
     """Both copies of the tile's s/t rows before the gather (as MXFP8), then one pass
     reading and writing the gathered column-wise fp8 data, interleaved by rank."""
-    exp = load_experiment("dgx-b200", "llama2-7b", overrides=("training.dtype=fp8",))
-    training = dataclasses.replace(exp.workload.training, fp8_recipe="blockwise")
-    attn, _ = layer_blocks(exp.workload.model, training, 1, 4, sequence_parallel=True)
-    s, h = training.seq_len, exp.workload.model.hidden_size
-    qkv = attn.op("qkv")
-    assert qkv.gemm_shape is not None
-    _, m, _, n = qkv.gemm_shape
-    cast = attn.op("qkv_cast")
+    cast, s, h, m, n = _qkv_cast_under_sequence_parallelism("blockwise")
     assert cast.bytes_fwd == pytest.approx((2 + 2 * BS_COPY) * s * h / 4, rel=1e-12)
     assert cast.bytes_bwd == pytest.approx((2 + 2 * BS_COPY) * m * n + 2 * s * h, rel=1e-12)
     assert (cast.kernels_fwd, cast.kernels_bwd) == (1, 2)

@@ -77,7 +77,14 @@ def _experiment(
 
 
 def _galaxy(*, bandwidth: float | None = None, latency: float | None = None) -> HardwareSpec:
-    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    return _with_chip_links("wormhole-galaxy", bandwidth=bandwidth, latency=latency)
+
+
+def _with_chip_links(
+    name: str, *, bandwidth: float | None = None, latency: float | None = None
+) -> HardwareSpec:
+    """Shipped config ``name`` with its chip-to-chip links' bandwidth or latency replaced."""
+    hw = load_hardware(f"hw_configs/{name}.yaml")
     link = hw.wafer.inter_die
     link = dataclasses.replace(
         link,
@@ -172,14 +179,7 @@ def test_decode_collectives_on_a_2x4_mesh_are_a_line_per_row_and_a_ring_per_colu
     real links minus the step on free ones is LAYERS x their sum."""
 
     def t3000(bandwidth: float | None = None, latency: float | None = None) -> HardwareSpec:
-        hw = load_hardware("hw_configs/wormhole-t3000.yaml")
-        link = hw.wafer.inter_die
-        link = dataclasses.replace(
-            link,
-            bandwidth_bytes_per_s=link.bandwidth_bytes_per_s if bandwidth is None else bandwidth,
-            latency_s=link.latency_s if latency is None else latency,
-        )
-        return dataclasses.replace(hw, wafer=dataclasses.replace(hw.wafer, inter_die=link))
+        return _with_chip_links("wormhole-t3000", bandwidth=bandwidth, latency=latency)
 
     def tpot(hw: HardwareSpec) -> float:
         exp = _experiment(hw, tp_2d=(4, 2))

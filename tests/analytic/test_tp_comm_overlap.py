@@ -18,16 +18,12 @@ from tests.conftest import cluster_spec, experiment
 TP, MBS, SEQ, H = 4, 2, 256, 512
 
 
-def _experiment(overlap: bool, nvlink: tuple[float, float] | None = None):
-    """The experiment; ``nvlink``: the NVLink's (bandwidth [B/s], latency [s]) instead."""
-    hw = cluster_spec(nodes=1)
-    link = hw.cluster.intra_node
-    if nvlink is not None:
-        link = dataclasses.replace(link, bandwidth_bytes_per_s=nvlink[0], latency_s=nvlink[1])
-    cluster = dataclasses.replace(hw.cluster, intra_node=link)
+def _experiment(overlap: bool, nvlink: tuple[float, float] = (300e9, 1e-6)):
+    """The experiment on one node whose NVLink has ``nvlink``'s (bandwidth [B/s], latency [s])."""
     return experiment(
-        dataclasses.replace(hw, cluster=cluster), pp=1, tp=TP, dp=1, micro_batch_size=MBS,
-        batch=2 * MBS, sequence_parallel=True, tp_comm_overlap=overlap,
+        cluster_spec(nodes=1, nvlink_bytes_per_s=nvlink[0], nvlink_latency_s=nvlink[1]),
+        pp=1, tp=TP, dp=1, micro_batch_size=MBS, batch=2 * MBS, sequence_parallel=True,
+        tp_comm_overlap=overlap,
     )  # fmt: skip
 
 

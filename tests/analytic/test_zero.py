@@ -83,12 +83,7 @@ def test_zero_without_data_parallelism_changes_nothing() -> None:
 def _forward_of_microbatch_0(nvlink_bytes_per_s: float):
     """Tile 0's forward of micro-batch 0 under ZeRO-3: its compute intervals and the
     (start, end) of each weight all-gather it takes part in, in order."""
-    hw = cluster_spec(nodes=1)
-    cluster = dataclasses.replace(
-        hw.cluster, intra_node=dataclasses.replace(hw.cluster.intra_node,
-                                                   bandwidth_bytes_per_s=nvlink_bytes_per_s)
-    )  # fmt: skip
-    hw = dataclasses.replace(hw, cluster=cluster)
+    hw = cluster_spec(nodes=1, nvlink_bytes_per_s=nvlink_bytes_per_s)
     exp = experiment(hw, pp=1, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M, zero=3)
     trace = simulate(exp).trace
     computes = [
