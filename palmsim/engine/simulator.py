@@ -223,8 +223,9 @@ class Simulator:
         self._collectives: dict[tuple[Any, ...], _Collective] = {}
         self._group_seq: dict[tuple[str, tuple[int, ...], int], int] = {}
         self._group_tail: dict[tuple[str, tuple[int, ...]], simpy.Event] = {}
-        # collectives a tile started ahead (CollectiveStep.prefetch), by (tile, step label)
-        self._prefetched: dict[tuple[int, str], simpy.Event] = {}
+        # collectives a tile started ahead (CollectiveStep.prefetch), by tile and the step's
+        # typed identity (layer, op)
+        self._prefetched: dict[tuple[int, int, str], simpy.Event] = {}
         # exclusive groups' last end
         self._group_end_s: dict[tuple[str, tuple[int, ...]], float] = {}
         # What each tile is doing, for the deadlock message: a text, or on the hot paths the
@@ -530,7 +531,7 @@ class Simulator:
                         yield from self._compute(step.overlap, tile, stage, mb, category)
                     continue
                 if step.prefetched:  # started by an earlier step of the pass
-                    done = self._prefetched.pop((tile, step.label))
+                    done = self._prefetched.pop((tile, step.layer, step.op))
                 else:
                     done = self._start(step, group, tile, stage, mb)
                 if step.overlap is not None:  # runs while the collective is in flight
@@ -542,7 +543,8 @@ class Simulator:
                 yield from self._wait(done, tile, stage, mb, label, step.size_bytes, category, step)
                 if step.prefetch is not None:  # in flight while the tile runs on
                     ahead = step.prefetch
-                    self._prefetched[tile, ahead.label] = self._start(ahead, group, tile, stage, mb)
+                    key = (tile, ahead.layer, ahead.op)
+                    self._prefetched[key] = self._start(ahead, group, tile, stage, mb)
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:
                     every = self.plan.programs[stage].grad_reduce is GradReduce.EVERY_BACKWARD

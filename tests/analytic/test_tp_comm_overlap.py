@@ -33,18 +33,18 @@ def _forward_steps(overlap: bool) -> list:
 
 def test_the_gemms_split_as_ring_exchange_and_pipeline_do() -> None:
     steps = _forward_steps(True)
-    labels = [s.label for s in steps]
+    keys = [(s.layer, s.op) for s in steps]  # the steps' typed identity
     # fc1 (2·N·h·4h/t FLOP) in t chunks: t - 1 of them under the all-gather of its input
-    gather = steps[labels.index("L0.mlp.fc1.last") - 1]
+    gather = steps[keys.index((0, "L.mlp.fc1.last")) - 1]
     assert isinstance(gather, CollectiveStep) and gather.kind is CollectiveKind.ALLGATHER
-    last = steps[labels.index("L0.mlp.fc1.last")]
+    last = steps[keys.index((0, "L.mlp.fc1.last"))]
     fc1_flop = 2 * MBS * SEQ * H * 4 * H / TP
     assert gather.overlap.flop == pytest.approx(fc1_flop * (TP - 1) / TP, rel=1e-12)
     assert last.flop == pytest.approx(fc1_flop / TP, rel=1e-12)
     # fc2 in k chunks: the first alone, the other k - 1 under the reduce-scatter of its output
     k = USERBUFFERS_RS_SPLITS
-    first = steps[labels.index("L0.mlp.fc2.first")]
-    scatter = steps[labels.index("L0.mlp.fc2.first") + 1]
+    first = steps[keys.index((0, "L.mlp.fc2.first"))]
+    scatter = steps[keys.index((0, "L.mlp.fc2.first")) + 1]
     assert isinstance(scatter, CollectiveStep) and scatter.kind is CollectiveKind.REDUCESCATTER
     assert first.flop == pytest.approx(fc1_flop / k, rel=1e-12)
     assert scatter.overlap.flop == pytest.approx(fc1_flop * (k - 1) / k, rel=1e-12)
@@ -73,10 +73,10 @@ def test_an_all_gather_and_its_gemm_take_max_of_gather_and_chunks_then_the_last_
     # GEMM's chunks, on a slow network (gather-bound) and a fast one (GEMM-bound)
     trace = simulate(_experiment(True, nvlink)).trace
     rows = {
-        r.label: r for r in trace.intervals
+        r.op: r for r in trace.intervals
         if r.tile == 0 and r.microbatch == 0 and r.phase == "forward" and r.layer == 0
     }  # fmt: skip
-    chunks, last = rows["L0.mlp.fc1"], rows["L0.mlp.fc1.last"]
+    chunks, last = rows["L.mlp.fc1"], rows["L.mlp.fc1.last"]
     start = chunks.start_s  # the gather starts with the chunks
     gather_s = max(
         f.end_s for f in trace.flows
@@ -105,11 +105,12 @@ def test_the_full_recompute_overlaps_its_collectives_as_the_forward_does() -> No
     exp = _experiment(True)
     exp = dataclasses.replace(exp, mapping=dataclasses.replace(exp.mapping, recompute="full"))
     program = simulate(exp).plan.programs[0]
-    layers = [s for s in program.forward if s.label.startswith("L")]
+    layers = [s for s in program.forward if s.layer >= 0]
     redo = list(program.recompute)
     # the same steps from the first layer's MLP on (the forward's first QKV also takes the
     # embedding's gather; the recompute starts at the first layer, with nothing pending)
-    start = [s.label for s in layers].index("L0.mlp.pre")
+    start = [(s.layer, s.op) for s in layers].index((0, "L.mlp.pre"))
     # (the last layer's gather: the head takes it in the forward, the recompute's end flushes it)
-    assert redo[[s.label for s in redo].index("L0.mlp.pre") :] == layers[start:]
-    assert any(s.label == "L1.attn.qkv.last" for s in redo)
+    redo_start = [(s.layer, s.op) for s in redo].index((0, "L.mlp.pre"))
+    assert redo[redo_start:] == layers[start:]
+    assert any((s.layer, s.op) == (1, "L.attn.qkv.last") for s in redo)

@@ -107,7 +107,8 @@ def test_zero3_gathers_the_next_unit_while_the_current_one_runs(
     computes, gathers = _forward_of_microbatch_0(nvlink_bytes_per_s)
     units: dict[str, list] = {}
     for r in computes:
-        units.setdefault(r.label.split(".")[0], []).append(r)
+        # a unit: a layer, or the embedding or the head (layer -1, told apart by block)
+        units.setdefault((r.layer, r.block if r.layer < 0 else ""), []).append(r)
     ready = 0.0  # when the unit before has finished
     for k, records in enumerate(units.values()):
         assert records[0].start_s == max(gathers[k][1], ready)
@@ -117,6 +118,6 @@ def test_zero3_gathers_the_next_unit_while_the_current_one_runs(
     if nvlink_bytes_per_s == 3e9:
         # 100x slower than the cluster's NVLink: a layer's gather outlasts a layer's
         # compute, so the layers wait for their weights
-        assert units["L1"][0].start_s == gathers[2][1] > units["L0"][-1].end_s
+        assert units[(1, "")][0].start_s == gathers[2][1] > units[(0, "")][-1].end_s
     else:  # the cluster's: the gather was over while the layer before ran
-        assert units["L1"][0].start_s == units["L0"][-1].end_s > gathers[2][1]
+        assert units[(1, "")][0].start_s == units[(0, "")][-1].end_s > gathers[2][1]
