@@ -15,12 +15,13 @@ behind the estimate when it passes the run's budgets, ``run.max_events`` and
      ``T x CHIP_BYTES_PER_TILE`` bytes (:mod:`palmsim.hardware.chip`; ``Chip.from_spec``
      checks the same tile limit before it builds a graph);
    - training: ``E >= 2 * m * L * t * r`` events, with ``m`` micro-batches per pipeline
-     (``global_batch_size // (micro_batch_size * dp)``), ``L`` layers, ``t`` the TP degree
-     and ``r`` the data-parallel replicas simulated (1 on a GPU cluster that may reduce
-     symmetric replicas, else ``dp``): in replica 0 every tile of a stage runs a forward and
-     a backward of every micro-batch through every layer it holds, at least one compute step
-     each (the mapper never fuses two layers into one step), and each compute step is at
-     least one SimPy event;
+     (``global_batch_size // (micro_batch_size * dp)``), ``L`` layers, ``t`` the TP ranks
+     of a stage simulated (1 on a GPU cluster that may let rank 0 stand for a dense model's
+     symmetric ranks, else the TP degree) and ``r`` the data-parallel replicas simulated (1
+     on a GPU cluster that may reduce symmetric replicas, else ``dp``): in replica 0 every
+     simulated tile of a stage runs a forward and a backward of every micro-batch through
+     every layer it holds, at least one compute step each (the mapper never fuses two
+     layers into one step), and each compute step is at least one SimPy event;
    - inference: ``E >= m * n_out * L * t * r`` (a prefill and ``n_out - 1`` decode passes
      of each micro-batch through every layer).
 
@@ -88,7 +89,9 @@ def spec_estimate(experiment: ExperimentSpec) -> Estimate:
     """A lower bound on the cost of ``experiment`` from its specs alone (module docstring)."""
     hw, workload, mapping = experiment.hardware, experiment.workload, experiment.mapping
     tiles = hw.num_tiles
-    replicas = 1 if hw.kind == "gpu_cluster" and experiment.run.symmetric_replicas else mapping.dp
+    symmetric = hw.kind == "gpu_cluster" and experiment.run.symmetric_replicas
+    replicas = 1 if symmetric else mapping.dp
+    ranks = 1 if symmetric and not workload.model.is_moe else mapping.tp
     layers = workload.model.num_hidden_layers
     inference = workload.inference if workload.mode == "inference" else None
     if inference is not None:
@@ -107,7 +110,7 @@ def spec_estimate(experiment: ExperimentSpec) -> Estimate:
             f"training.global_batch_size={batch} ({micro} micro-batches of "
             f"{mapping.micro_batch_size} per replica) over model.num_hidden_layers={layers}"
         )
-    steps = float(passes) * layers * mapping.tp * replicas
+    steps = float(passes) * layers * ranks * replicas
     return Estimate(
         events=steps + tiles * TILE_EVENTS,
         records=steps,
@@ -186,8 +189,9 @@ def plan_estimate(plan: MappingPlan, chip: Chip) -> Estimate:
                     for steps in passes:
                         e, r = cost(steps, mb, shared)
                         tile_events, tile_records = tile_events + e + 2, tile_records + r + 2
-            events += tile_events * len(tiles)
-            records += tile_records * len(tiles)
+            simulated = min(len(tiles), plan.simulated_ranks)
+            events += tile_events * simulated
+            records += tile_records * simulated
     tiles_total = chip.num_tiles
     return Estimate(
         events=float(events + tiles_total * TILE_EVENTS),

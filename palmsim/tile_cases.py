@@ -378,7 +378,7 @@ def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float)
         steps=(("F", 0),),
     )
     memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
-    comms, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=False)
+    comms, _, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=False)
     plan = MappingPlan(
         mapping=MappingSpec(tp=n),
         num_microbatches=1,

@@ -924,8 +924,9 @@ class RunSpec:
         "stop simulated time here; unfinished work is an error [s]", default=None
     )
     symmetric_replicas: bool = _f(
-        "simulate one data-parallel replica when the replicas are provably symmetric (GPU "
-        "clusters only; the result is the full run's); false simulates every GPU",
+        "simulate one data-parallel replica when the replicas are provably symmetric, and of "
+        "a dense model's stages TP rank 0 when the ranks are too (GPU clusters only; the "
+        "result is the full run's); false simulates every GPU",
         default=True,
     )
     # Budgets of palmsim.guard, fitted to the 2-core, 24 GiB machine palmsim is developed on:

@@ -26,7 +26,8 @@ Two kinds of traffic provably meet no other flow, and are timed in closed form i
 being simulated (same results, far fewer events): a compute step's DRAM reads and writes on a
 port private to its tile (a GPU's HBM), and the collectives of a communicator the plan marks
 ``exclusive`` (e.g. a TP group on a node's NVLinks). On a GPU cluster with symmetric
-data-parallel replicas only replica 0's tiles run (``plan.simulated_tiles``). A compute step
+data-parallel replicas only replica 0's tiles run, and of a dense model's stages only TP
+rank 0 when the ranks are symmetric too (``plan.simulated_tiles``). A compute step
 waits for its compute time and its DRAM flows through one event (``LastOf``), and a ring
 collective for its flows through one, each processed where the last of their events would be.
 """
@@ -262,7 +263,7 @@ class Simulator:
         plan = self.plan
         for replica, stages in enumerate(plan.stage_tiles[: plan.simulated_replicas]):
             for stage, tiles in enumerate(stages):
-                for rank, tile in enumerate(tiles):
+                for rank, tile in enumerate(tiles[: plan.simulated_ranks]):
                     if plan.inference is not None:
                         self.env.process(self._inference_process(replica, stage, rank, tile))
                     else:

@@ -40,6 +40,17 @@ as stated above (a member's out-channel carries what it sends, its in-channel wh
 receives, each the image of what replica 0's member sends). The smallest such block is
 simulated; the others are its images, as replica 0's are above.
 
+**TP ranks.** The same argument holds for the TP ranks of a stage when they run the same
+program on the same amounts of data (a dense model; the experts of an MoE layer may receive
+different token counts per rank): map every GPU to TP rank 0 of its stage in its block's image
+replica, and its channels to that GPU's. A block is then one TP rank of ``b`` replicas, and a
+TP group spans blocks: condition 3 asks that rank 0's own channels carry the images of every
+ring edge, which a ring on one node's NVLinks does (edge ``k -> k+1`` leaves over ``k``'s
+out-link and enters over ``k+1``'s in-link, the images of rank 0's), and rank 0 keeps its one
+edge, re-routed onto its own in-link. Its collective then waits for rank 0 alone and, its
+flows meeting what they met in the full run, ends when the full run's does. Megatron 1T on
+3,072 GPUs (TP 8, DP 6) simulates 64 GPUs for 3,072.
+
 A wafer is never reduced: its NoC links and DRAM ports are shared between tiles of different
 replicas, so there is no such channel image.
 """
@@ -73,15 +84,20 @@ def communicators(
     cp: int = 1,
     etp: int | None = None,
     tp_2d: tuple[int, int] | None = None,
-) -> tuple[tuple[Communicator, ...], int]:
-    """Every TP and DP communicator of ``stage_tiles``, and how many replicas are simulated.
+    symmetric_ranks: bool = False,
+) -> tuple[tuple[Communicator, ...], int, int]:
+    """Every TP and DP communicator of ``stage_tiles``, and how many replicas and how many TP
+    ranks of each stage are simulated.
 
     With ``symmetric_replicas`` and conditions 1-3 of the module docstring met for blocks of
-    ``b`` replicas, only block 0's communicators are kept, those across blocks with only
+    ``b`` replicas (and, with ``symmetric_ranks``, for TP rank 0 standing for its stage's
+    other ranks), only block 0's communicators are kept, those across blocks with only
     block 0's members' flows, re-routed onto images, and expecting only those members to
-    arrive; the second value is then ``b``, else every replica. A communicator is marked
-    ``exclusive`` when no other traffic of the run can share a channel with its flows (then
-    the engine times its collectives in closed form).
+    arrive; the second value is then ``b`` (else every replica), the third 1 when rank 0
+    stands for the others (else every rank). Of the candidates that hold, the one simulating
+    the fewest tiles is taken. A communicator is marked ``exclusive`` when no other traffic
+    of the run can share a channel with its flows (then the engine times its collectives in
+    closed form).
 
     Args:
         chip: the machine.
@@ -98,6 +114,9 @@ def communicators(
             adds each ETP group's ring (with ``etp = tp`` the ETP group is the TP group).
         tp_2d: ``[a, b]`` of 2-D tensor parallelism: each stage replica's TPA and TPB
             rings (:meth:`MappingPlan.groups`) in place of its TP ring.
+        symmetric_ranks: the TP ranks of a stage run the same program on the same amounts
+            of data (a dense model: the caller knows), so rank 0 may stand for the others
+            where the channels allow it (module docstring, "TP ranks").
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
@@ -121,16 +140,30 @@ def communicators(
         tp = []  # its collectives run on the TPA and TPB groups
     pairs = pipeline_pairs(stage_tiles, wraps=pipeline_wraps)
     simulated, comms = stage_tiles, [*tp, *dp, *extra]
+    num_replicas = len(stage_tiles)
+    num_ranks = len(stage_tiles[0][0]) if stage_tiles and stage_tiles[0] else 1
+    ranks = num_ranks
     if symmetric_replicas and chip.spec.kind == "gpu_cluster":
-        # the smallest block of whole CP groups that stands for the others
-        num_replicas = len(stage_tiles)
-        for block in range(cp, num_replicas, cp):
-            if num_replicas % block == 0:
-                reduced = _reduce(chip, stage_tiles, pairs, comms, block)
-                if reduced is not None:
-                    simulated, comms = stage_tiles[:block], reduced
-                    break
-    return _mark_exclusive(chip, comms, simulated, pipeline_wraps), len(simulated)
+        # blocks of whole CP groups, with or without rank 0 standing for its stage's ranks;
+        # the first that holds of those simulating the fewest tiles (replicas first on a tie)
+        blocks = [b for b in range(cp, num_replicas + 1, cp) if num_replicas % b == 0]
+        rank_options = (False, True) if symmetric_ranks and num_ranks > 1 else (False,)
+        candidates = sorted(
+            (b * (1 if one_rank else num_ranks), one_rank, b)
+            for b in blocks
+            for one_rank in rank_options
+            if b < num_replicas or one_rank
+        )
+        for _, one_rank, block in candidates:
+            reduced = _reduce(chip, stage_tiles, pairs, comms, block, one_rank=one_rank)
+            if reduced is not None:
+                ranks = 1 if one_rank else num_ranks
+                simulated = tuple(
+                    tuple(tiles[:ranks] for tiles in replica) for replica in stage_tiles[:block]
+                )
+                comms = reduced
+                break
+    return _mark_exclusive(chip, comms, simulated, pipeline_wraps), len(simulated), ranks
 
 
 def _replica_group_communicators(
@@ -283,11 +316,15 @@ def _reduce(
     pairs: list[tuple[int, int]],
     comms: list[Communicator],
     block: int,
+    *,
+    one_rank: bool = False,
 ) -> list[Communicator] | None:
-    """``comms`` as the first ``block`` replicas simulate them, if conditions 1-3 hold for
-    blocks of ``block`` replicas (module docstring), else None: a communicator inside one
-    block is kept if it is block 0's, one that spans blocks keeps its block-0 members'
-    flows, re-routed onto images, and waits for those members only."""
+    """``comms`` as the first ``block`` replicas simulate them (with ``one_rank``, only TP
+    rank 0 of each of their stages), if conditions 1-3 hold for blocks of ``block`` replicas
+    (module docstring; with ``one_rank`` a block is one TP rank of ``block`` replicas), else
+    None: a communicator inside one block is kept if it is block 0's, one that spans blocks
+    keeps its block-0 members' flows, re-routed onto images, and waits for those members
+    only."""
     channels = chip.channels
     # 1. uniform links: one bandwidth and latency per channel kind
     per_kind: dict[str, tuple[float, float]] = {}
@@ -303,11 +340,15 @@ def _reduce(
         gpu = int((ch.src if out else ch.dst).split(":", 1)[1])
         owner.append((gpu, out))
         channel_of[gpu, ch.kind, out] = ch.index
-    representative, block_of = {}, {}
+    # each tile's image in block 0, and its block: (replica block, TP rank if one_rank)
+    representative: dict[int, int] = {}
+    block_of: dict[int, tuple[int, int]] = {}
+    home = (0, 0)
     for r, replica in enumerate(stage_tiles):
         for s, tiles in enumerate(replica):
             for k, t in enumerate(tiles):
-                representative[t], block_of[t] = stage_tiles[r % block][s][k], r // block
+                representative[t] = stage_tiles[r % block][s][0 if one_rank else k]
+                block_of[t] = (r // block, k if one_rank else 0)
 
     def image(route_channels: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(
@@ -339,7 +380,9 @@ def _reduce(
                 out[c][imaged, share] += 1
         return out
 
-    inner: defaultdict[int, Counter[tuple[GroupKind, tuple[int, ...]]]] = defaultdict(Counter)
+    inner: defaultdict[tuple[int, int], Counter[tuple[GroupKind, tuple[int, ...]]]] = defaultdict(
+        Counter
+    )
     # the groups across blocks by kind and their members' images, their flows' loads
     # summed: all of them run each collective together, as the images of one
     across: defaultdict[tuple[GroupKind, frozenset[int]], _Load] = defaultdict(
@@ -353,15 +396,15 @@ def _reduce(
             if not all(same_route(f.src, f.dst) for f in comm.flows):
                 return None
             inner[min(blocks)][comm.group, tuple(representative[t] for t in comm.members)] += 1
-            if blocks == {0}:
+            if blocks == {home}:
                 reduced.append(comm)
             continue
         cls = (comm.group, frozenset(representative[t] for t in comm.members))
         for c, load in loads((f.channels, f.share) for f in comm.flows).items():
             across[cls][c] += load
-        if 0 in blocks:
+        if home in blocks:
             # 3. its members' images are its block-0 members, who alone send
-            first = frozenset(t for t in comm.members if block_of[t] == 0)
+            first = frozenset(t for t in comm.members if block_of[t] == home)
             if cls[1] != first:
                 return None
             flows = tuple(
@@ -372,7 +415,8 @@ def _reduce(
             kept[cls] = loads((f.channels, f.share) for f in flows)
             reduced.append(dataclasses.replace(comm, flows=flows, num_arriving=len(first)))
     # each block's groups are the images of block 0's
-    if any(groups != inner[0] for groups in inner.values()):
+    mine_inside = inner.get(home, Counter())
+    if any(groups != mine_inside for groups in inner.values()):
         return None
     # 3. every channel carries, in the groups across blocks, the images of the flows its
     # image carries when only block 0's members send

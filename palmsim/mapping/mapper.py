@@ -281,7 +281,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 memory.append((tile, stage_memory.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
     check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False)
-    comms, num_simulated_replicas = communicators(
+    comms, num_simulated_replicas, num_simulated_ranks = communicators(
         chip,
         stage_tiles,
         pipeline_wraps=mapping.virtual_stages > 1,
@@ -289,6 +289,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         ep=mapping.ep,
         cp=mapping.cp,
         etp=mapping.expert_tp,
+        # a dense model's TP ranks do alike (an MoE layer's experts may not)
+        symmetric_ranks=not workload.model.is_moe,
     )
     return MappingPlan(
         mapping=mapping,
@@ -304,6 +306,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         tokens_per_iteration=batch.tokens_per_iteration,
         communicators=comms,
         num_simulated_replicas=num_simulated_replicas,
+        num_simulated_ranks=num_simulated_ranks,
         ep_degree=mapping.ep,
         cp_degree=mapping.cp,
         etp_degree=mapping.expert_tp,

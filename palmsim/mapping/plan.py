@@ -307,6 +307,9 @@ class MappingPlan:
     # (palmsim.mapping.communicators); the DP communicators then hold only their flows.
     # 0: every replica.
     num_simulated_replicas: int = 0
+    # The TP ranks of each of their stages it simulates: the first ones; 1 when rank 0
+    # provably stands for the others (dense models), 0: every rank.
+    num_simulated_ranks: int = 0
     # Replicas per expert-parallel group and per context-parallel group: the compiled
     # layout of groups(); the replicas of stage_tiles are ordered cp-rank fastest.
     ep_degree: int = 1
@@ -342,20 +345,31 @@ class MappingPlan:
         return self.num_simulated_replicas or len(self.stage_tiles)
 
     @property
-    def replicas_reduced(self) -> bool:
-        """Whether the simulated replicas stand for more than themselves."""
-        return self.simulated_replicas < len(self.stage_tiles)
+    def simulated_ranks(self) -> int:
+        """TP ranks of each stage the engine simulates: all, or rank 0 alone when the ranks
+        are symmetric."""
+        tp = len(self.stage_tiles[0][0]) if self.stage_tiles and self.stage_tiles[0] else 1
+        return self.num_simulated_ranks or tp
+
+    @property
+    def reduced(self) -> bool:
+        """Whether the simulated tiles stand for more than themselves."""
+        return len(self.simulated_tiles) < len(self.used_tiles)
 
     @property
     def replication(self) -> float:
-        """How many data-parallel replicas each simulated one stands for (1 unless reduced)."""
-        return len(self.stage_tiles) / self.simulated_replicas if self.stage_tiles else 1.0
+        """How many tiles each simulated one stands for (1 unless replicas or TP ranks are
+        reduced): every stage has the same TP degree, so this is replicas over simulated
+        replicas times ranks over simulated ranks, as one exact quotient."""
+        simulated = len(self.simulated_tiles)
+        return len(self.used_tiles) / simulated if simulated else 1.0
 
     @property
     def simulated_tiles(self) -> tuple[int, ...]:
-        """The tiles the engine simulates, sorted: those of the simulated replicas."""
-        simulated = self.stage_tiles[: self.simulated_replicas]
-        return tuple(sorted(t for rep in simulated for st in rep for t in st))
+        """The tiles the engine simulates, sorted: the simulated ranks of every stage of the
+        simulated replicas."""
+        simulated, ranks = self.stage_tiles[: self.simulated_replicas], self.simulated_ranks
+        return tuple(sorted(t for rep in simulated for st in rep for t in st[:ranks]))
 
     def groups(self, replica: int, stage: int, rank: int) -> dict[str, tuple[int, ...]]:
         """The tile's group of each :class:`GroupKind`: its TP group, its DP group (every

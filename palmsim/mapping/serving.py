@@ -579,7 +579,7 @@ def map_serving(
     per_replica = []
     channel_users: dict[int, set[int]] = {}
     for r, rep in enumerate(stage_tiles):
-        comms, _ = communicators(chip, (rep,), pipeline_wraps=False, symmetric_replicas=False)
+        comms, _, _ = communicators(chip, (rep,), pipeline_wraps=False, symmetric_replicas=False)
         per_replica.append(comms)
         for st in rep:
             for t in st:

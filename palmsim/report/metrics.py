@@ -406,11 +406,12 @@ def pipeline_bubble_fraction(
 ) -> float:
     """Fraction of the pipeline window the stages of replica 0 sit idle [ratio].
 
-    ``busy_s(stage)`` is, for each tile of the stage in replica 0, the length of the union of
-    its forward/backward/recompute intervals and its waits in tensor-parallel collectives
+    ``busy_s(stage)`` is, for each simulated tile of the stage in replica 0 (every TP rank,
+    or rank 0 standing for its symmetric ranks), the length of the union of its
+    forward/backward/recompute intervals and its waits in tensor-parallel collectives
     (``comm``), averaged over those tiles: time the stage is held by its own work, not by the
-    pipeline. ``window_s`` runs from
-    the first start to the last end of any such interval on replica 0's tiles. Then::
+    pipeline. ``window_s`` runs from the first start to the last end of any such interval on
+    those tiles. Then::
 
         bubble = 1 - mean over stages of busy_s(stage) / window_s
 
@@ -420,7 +421,8 @@ def pipeline_bubble_fraction(
     """
     if not plan.stage_tiles:
         return 0.0
-    replica0 = plan.stage_tiles[0]
+    # the stages' simulated ranks (all, or rank 0 standing for the others)
+    replica0 = [stage[: plan.simulated_ranks] for stage in plan.stage_tiles[0]]
     tiles = {t for stage in replica0 for t in stage}
     if columns is None:
         columns = IntervalColumns.of(trace.intervals)
@@ -717,6 +719,7 @@ def summarize(
         # cores per simulated tile, [rows, cols] (wafer.granularity; [1, 1] on a GPU cluster)
         "granularity_cores_per_tile": _granularity(chip),
         "simulated_replicas": int(plan.simulated_replicas),
+        "simulated_tp_ranks": int(plan.simulated_ranks),
         "num_stages": plan.num_stages,
         "num_microbatches": int(plan.num_microbatches),
         "simulated_events": int(trace.num_events),
@@ -875,6 +878,15 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
             (
                 "replicas simulated",
                 f"{summary['simulated_replicas']} of {replicas} (symmetric: {unit} "
+                "stands for the others)",
+            )
+        )
+    ranks = m.get("tp", 1)
+    if summary.get("simulated_tp_ranks", ranks) < ranks:
+        rows.append(
+            (
+                "TP ranks simulated",
+                f"{summary['simulated_tp_ranks']} of {ranks} per stage (symmetric: rank 0 "
                 "stands for the others)",
             )
         )

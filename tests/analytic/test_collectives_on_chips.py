@@ -37,7 +37,7 @@ def _one_collective(chip: Chip, tiles: tuple[int, ...], kind: str) -> float:
         steps=(("F", 0), ("B", 0)),
     )
     memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
-    (tp,), _ = communicators(chip, ((tiles,),), pipeline_wraps=False, symmetric_replicas=False)
+    (tp,), _, _ = communicators(chip, ((tiles,),), pipeline_wraps=False, symmetric_replicas=False)
     plan = MappingPlan(
         mapping=MappingSpec(tp=len(tiles)),
         num_microbatches=1,

@@ -66,7 +66,7 @@ def one_alltoall_plan(
         optimizer=idle,
         steps=(("F", 0), ("B", 0)),
     )
-    comms, simulated = communicators(
+    comms, simulated, _ = communicators(
         chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=symmetric, ep=8
     )
     assert {c.group for c in comms} == {GroupKind.DP, GroupKind.EP}

@@ -14,6 +14,8 @@ latency of two 1 µs links, alpha = 2 µs.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from palmsim.api import simulate
@@ -21,6 +23,7 @@ from palmsim.config.specs import (
     ExperimentSpec,
     InferenceSpec,
     MappingSpec,
+    RunSpec,
     TrainingSpec,
     WorkloadSpec,
 )
@@ -113,8 +116,9 @@ def test_blocking_sends_add_the_send_on_the_critical_path() -> None:
 
 def _pp2_tp2(**mapping):
     """Two stages of two GPUs on one node, one micro-batch: nothing else is in flight while
-    a stage receives, so every flow runs at the full link rate."""
-    return experiment(
+    a stage receives, so every flow runs at the full link rate. Every GPU is simulated (the
+    tests count each rank's flows; by default rank 0 would stand for its stage)."""
+    exp = experiment(
         cluster_spec(nodes=1, gpus=4),
         MODEL,
         seq=128,
@@ -124,6 +128,7 @@ def _pp2_tp2(**mapping):
         micro_batch_size=1,
         **mapping,
     )
+    return dataclasses.replace(exp, run=RunSpec(symmetric_replicas=False))
 
 
 def _collectives(plan: MappingPlan) -> list[CollectiveStep]:

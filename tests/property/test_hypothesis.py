@@ -99,7 +99,8 @@ def _expected_bytes(plan: MappingPlan) -> tuple[float, float]:
     dram = sends = 0.0
     last = plan.num_virtual_stages - 1
     for stages in plan.stage_tiles[: plan.simulated_replicas]:
-        for stage, tiles in enumerate(stages):
+        for stage, all_ranks in enumerate(stages):
+            tiles = all_ranks[: plan.simulated_ranks]
             program = plan.programs[stage]
             chunks = program.step_chunks or (0,) * len(program.steps)
             per_tile = 0.0

@@ -61,22 +61,50 @@ def test_one_ring_per_local_member_across_nodes() -> None:
 def test_replicas_across_nodes_are_symmetric_and_dp_flows_use_the_own_nic() -> None:
     """TP=8 fills a node; the DP ring of each (stage, rank) crosses the fabric on every edge,
     so replica 0's GPU g sends out of its NIC and its flow comes in through its own NIC (the
-    image of the receiver's), as the flow from its predecessor does in the full run."""
+    image of the receiver's), as the flow from its predecessor does in the full run. The
+    model is dense, so each stage's TP rank 0 (GPUs 0 and 8) also stands for its node."""
     chip, plan = _plan(H100, pp=2, tp=8, dp=2, micro_batch_size=1)
-    assert plan.simulated_replicas == 1
-    assert plan.simulated_tiles == tuple(t for st in plan.stage_tiles[0] for t in st)
-    assert len(plan.simulated_tiles) == 16 and len(plan.used_tiles) == 32
-    dp = [c for c in plan.communicators if c.num_arriving == 1]
-    assert len(dp) == 16
+    assert plan.simulated_replicas == 1 and plan.simulated_ranks == 1
+    assert plan.simulated_tiles == (0, 8)
+    assert len(plan.used_tiles) == 32 and plan.replication == 16.0
+    dp = [c for c in plan.communicators if c.group == "dp"]
+    assert sorted(c.members for c in dp) == [(0, 16), (8, 24)]
     for comm in dp:
         (flow,) = comm.flows
         gpu = flow.src
+        assert comm.num_arriving == 1
         assert gpu == comm.members[0] and gpu in plan.simulated_tiles
         assert flow.channels == (
             _channel(chip, f"tile:{gpu}", "fabric"),
             _channel(chip, "fabric", f"tile:{gpu}"),
         )
         assert flow.share == 1.0
+
+
+def test_tp_rank_zero_keeps_its_ring_edge_on_its_own_nvlinks() -> None:
+    """TP=8 on one node: edge k -> k+1 of the ring leaves over GPU k's NVLink to the switch
+    and enters over k+1's, the images of GPU 0's two. Rank 0 keeps its edge 0 -> 1 re-routed
+    onto its own in-link, whole (share 1), and its collectives wait for it alone. With an
+    MoE model (an MoE layer's ranks may get different token counts) every rank runs."""
+    chip, plan = _plan(H100, pp=2, tp=8, dp=2, micro_batch_size=1)
+    tp = [c for c in plan.communicators if c.group == "tp"]
+    assert [c.members for c in tp] == [tuple(range(8)), tuple(range(8, 16))]
+    for comm, node in zip(tp, (0, 1), strict=True):
+        gpu = comm.members[0]
+        (flow,) = comm.flows
+        assert comm.num_arriving == 1 and (flow.src, flow.dst, flow.share) == (gpu, gpu + 1, 1.0)
+        assert flow.channels == (
+            _channel(chip, f"tile:{gpu}", f"switch:{node}"),
+            _channel(chip, f"switch:{node}", f"tile:{gpu}"),
+        )
+    exp = load_experiment(
+        H100,
+        "workloads/mixtral-8x7b.yaml",
+        overrides=["model.num_hidden_layers=2", "training.global_batch_size=16"],
+        mapping_flags={"pp": 1, "tp": 8, "dp": 2, "micro_batch_size": 1},
+    )
+    moe = map_workload(exp, Chip.from_spec(exp.hardware))
+    assert moe.simulated_replicas == 1 and moe.simulated_ranks == 8
 
 
 def test_dp_ring_over_nodes_with_several_gpus_each_is_symmetric() -> None:
@@ -110,7 +138,11 @@ def test_pipeline_sends_of_different_kinds_break_symmetry() -> None:
     same_node = [[a == b for a, b in pairwise(rep)] for rep in nodes]
     assert same_node[0] != same_node[1]  # the premise: the replicas' sends differ in kind
     assert plan.simulated_replicas == 2
-    assert all(c.num_arriving == len(c.members) for c in plan.communicators)
+    # within each replica the ranks of a stage send alike: rank 0 stands for them
+    assert plan.simulated_ranks == 1
+    assert all(
+        c.num_arriving == (1 if c.group == "tp" else len(c.members)) for c in plan.communicators
+    )
 
 
 def test_one_context_parallel_group_stands_for_the_others_when_the_blocks_are_alike() -> None:
@@ -119,24 +151,27 @@ def test_one_context_parallel_group_stands_for_the_others_when_the_blocks_are_al
     waits for block 0's two members. With TP 3 the blocks of 6 GPUs straddle nodes
     differently (block 0 in node 0, block 1's KV ring crossing into node 1): all run."""
     _, plan = _plan(H100, pp=1, tp=4, cp=2, dp=2, micro_batch_size=1)
-    assert plan.simulated_replicas == 2 and plan.replication == 2.0
-    assert plan.simulated_tiles == tuple(range(8))
+    # TP rank 0 of the two replicas of block 0 (GPUs 0 and 4) stands for all 16
+    assert plan.simulated_replicas == 2 and plan.simulated_ranks == 1
+    assert plan.replication == 8.0 and plan.simulated_tiles == (0, 4)
     cp_groups = [c.members for c in plan.communicators if c.group == "cp"]
-    assert sorted(cp_groups) == [(k, k + 4) for k in range(4)]
+    assert cp_groups == [(0, 4)]
     dp = [c for c in plan.communicators if c.group == "dp"]
-    assert sorted(c.members for c in dp) == [(k, k + 4, k + 8, k + 12) for k in range(4)]
-    assert all(c.num_arriving == 2 and {f.src for f in c.flows} <= set(range(8)) for c in dp)
+    assert [c.members for c in dp] == [(0, 4, 8, 12)]
+    assert all(c.num_arriving == 2 and {f.src for f in c.flows} <= {0, 4} for c in dp)
     _, straddling = _plan(H100, pp=1, tp=3, cp=2, dp=2, micro_batch_size=1)
-    assert straddling.simulated_replicas == 4
+    assert straddling.simulated_replicas == 4 and straddling.simulated_ranks == 3
 
 
-def test_wafer_and_single_replica_and_opt_out_simulate_everything() -> None:
+def test_wafer_and_opt_out_simulate_everything_and_one_replica_still_reduces_ranks() -> None:
     _, wafer = _plan(WAFER, pp=2, tp=4, dp=2, micro_batch_size=1)
     assert wafer.simulated_replicas == 2
-    _, single = _plan(H100, pp=2, tp=8, dp=1, micro_batch_size=1)
-    assert single.simulated_replicas == 1 and not single.replicas_reduced
+    assert wafer.simulated_ranks == 4 and not wafer.reduced
     _, full = _plan(H100, ("run.symmetric_replicas=false",), pp=2, tp=8, dp=2, micro_batch_size=1)
-    assert full.simulated_replicas == 2
+    assert full.simulated_replicas == 2 and full.simulated_ranks == 8 and not full.reduced
+    _, single = _plan(H100, pp=2, tp=8, dp=1, micro_batch_size=1)
+    assert single.simulated_replicas == 1 and single.simulated_ranks == 1 and single.reduced
+    assert single.simulated_tiles == (0, 8) and single.replication == 8.0
 
 
 def test_exclusive_communicators_are_those_no_other_traffic_can_touch() -> None:
@@ -146,7 +181,7 @@ def test_exclusive_communicators_are_those_no_other_traffic_can_touch() -> None:
     _, plan = _plan(H100, pp=2, tp=8, dp=2, micro_batch_size=1)
     tp = [c for c in plan.communicators if len(c.members) == 8]
     dp = [c for c in plan.communicators if len(c.members) == 2]
-    assert len(tp) == 2 and len(dp) == 16  # replica 0's TP groups; its DP groups, reduced
+    assert len(tp) == 2 and len(dp) == 2  # replica 0's TP groups; rank 0's DP groups
     assert all(c.exclusive for c in tp) and not any(c.exclusive for c in dp)
     _, flat = _plan(H100, pp=1, tp=8, dp=4, micro_batch_size=1)
     assert all(c.exclusive for c in flat.communicators)  # no pipeline: the NICs are DP's own

@@ -307,7 +307,8 @@ def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
 def test_a_case_past_its_time_limit_is_listed_and_the_next_runs(tmp_path: Path) -> None:
     if not hasattr(signal, "setitimer"):
         pytest.skip("no SIGALRM on this platform")
-    big = _case(model={"global_batch": 50_000})  # 5e4 micro-batches: minutes, not 5 s
+    # 4e5 micro-batches: minutes, not 5 s (TP rank 0 alone stands for its 8 GPUs)
+    big = _case(model={"global_batch": 400_000})
     path = _write(tmp_path, [{"id": "slow", **big}, {"id": "fine", **_case()}])
     report = validate(path, case_timeout_s=20.0)  # generous: the fine case on a loaded machine
     assert report.skipped[0].case == "slow"
