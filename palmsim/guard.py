@@ -16,9 +16,9 @@ behind the estimate when it passes the run's budgets, ``run.max_events`` and
      checks the same tile limit before it builds a graph);
    - training: ``E >= 2 * m * L * t * r`` events, with ``m`` micro-batches per pipeline
      (``global_batch_size // (micro_batch_size * dp)``), ``L`` layers, ``t`` the TP ranks
-     of a stage simulated (1 on a GPU cluster that may let rank 0 stand for a dense model's
-     symmetric ranks, else the TP degree) and ``r`` the data-parallel replicas simulated (1
-     on a GPU cluster that may reduce symmetric replicas, else ``dp``): in replica 0 every
+     of a stage simulated and ``r`` the data-parallel replicas simulated (1 and 1 on a GPU
+     cluster that may reduce symmetric ranks and replicas, else ``tp`` and ``dp``): in
+     replica 0 every
      simulated tile of a stage runs a forward and a backward of every micro-batch through
      every layer it holds, at least one compute step each (the mapper never fuses two
      layers into one step), and each compute step is at least one SimPy event;
@@ -90,8 +90,7 @@ def spec_estimate(experiment: ExperimentSpec) -> Estimate:
     hw, workload, mapping = experiment.hardware, experiment.workload, experiment.mapping
     tiles = hw.num_tiles
     symmetric = hw.kind == "gpu_cluster" and experiment.run.symmetric_replicas
-    replicas = 1 if symmetric else mapping.dp
-    ranks = 1 if symmetric and not workload.model.is_moe else mapping.tp
+    replicas, ranks = (1, 1) if symmetric else (mapping.dp, mapping.tp)
     layers = workload.model.num_hidden_layers
     inference = workload.inference if workload.mode == "inference" else None
     if inference is not None:

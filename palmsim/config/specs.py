@@ -925,8 +925,8 @@ class RunSpec:
     )
     symmetric_replicas: bool = _f(
         "simulate one data-parallel replica when the replicas are provably symmetric, and of "
-        "a dense model's stages TP rank 0 when the ranks are too (GPU clusters only; the "
-        "result is the full run's); false simulates every GPU",
+        "each stage TP rank 0 when the ranks are too (GPU clusters only; the result is the "
+        "full run's); false simulates every GPU",
         default=True,
     )
     # Budgets of palmsim.guard, fitted to the 2-core, 24 GiB machine palmsim is developed on:

@@ -26,8 +26,8 @@ Two kinds of traffic provably meet no other flow, and are timed in closed form i
 being simulated (same results, far fewer events): a compute step's DRAM reads and writes on a
 port private to its tile (a GPU's HBM), and the collectives of a communicator the plan marks
 ``exclusive`` (e.g. a TP group on a node's NVLinks). On a GPU cluster with symmetric
-data-parallel replicas only replica 0's tiles run, and of a dense model's stages only TP
-rank 0 when the ranks are symmetric too (``plan.simulated_tiles``). A compute step
+data-parallel replicas only replica 0's tiles run, and of its stages only TP rank 0 when
+the ranks are symmetric too (``plan.simulated_tiles``). A compute step
 waits for its compute time and its DRAM flows through one event (``LastOf``), and a ring
 collective for its flows through one, each processed where the last of their events would be.
 """

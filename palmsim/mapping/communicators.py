@@ -40,16 +40,16 @@ as stated above (a member's out-channel carries what it sends, its in-channel wh
 receives, each the image of what replica 0's member sends). The smallest such block is
 simulated; the others are its images, as replica 0's are above.
 
-**TP ranks.** The same argument holds for the TP ranks of a stage when they run the same
-program on the same amounts of data (a dense model; the experts of an MoE layer may receive
-different token counts per rank): map every GPU to TP rank 0 of its stage in its block's image
-replica, and its channels to that GPU's. A block is then one TP rank of ``b`` replicas, and a
-TP group spans blocks: condition 3 asks that rank 0's own channels carry the images of every
-ring edge, which a ring on one node's NVLinks does (edge ``k -> k+1`` leaves over ``k``'s
-out-link and enters over ``k+1``'s in-link, the images of rank 0's), and rank 0 keeps its one
-edge, re-routed onto its own in-link. Its collective then waits for rank 0 alone and, its
-flows meeting what they met in the full run, ends when the full run's does. Megatron 1T on
-3,072 GPUs (TP 8, DP 6) simulates 64 GPUs for 3,072.
+**TP ranks.** The same argument holds for the TP ranks of a stage, which run the stage's one
+program (:class:`~palmsim.mapping.plan.StageProgram`; an MoE layer's experts at the busiest EP
+rank's load, :class:`palmsim.workload.moe.Routing`): map every GPU to TP rank 0 of its stage
+in its block's image replica, and its channels to that GPU's. A block is then one TP rank of
+``b`` replicas, and a TP group spans blocks: condition 3 asks that rank 0's own channels
+carry the images of every ring edge, which a ring on one node's NVLinks does (edge
+``k -> k+1`` leaves over ``k``'s out-link and enters over ``k+1``'s in-link, the images of
+rank 0's), and rank 0 keeps its one edge, re-routed onto its own in-link. Its collective
+then waits for rank 0 alone and, its flows meeting what they met in the full run, ends when
+the full run's does. Megatron 1T on 3,072 GPUs (TP 8, DP 6) simulates 64 GPUs for 3,072.
 
 A wafer is never reduced: its NoC links and DRAM ports are shared between tiles of different
 replicas, so there is no such channel image.
@@ -84,13 +84,12 @@ def communicators(
     cp: int = 1,
     etp: int | None = None,
     tp_2d: tuple[int, int] | None = None,
-    symmetric_ranks: bool = False,
 ) -> tuple[tuple[Communicator, ...], int, int]:
     """Every TP and DP communicator of ``stage_tiles``, and how many replicas and how many TP
     ranks of each stage are simulated.
 
     With ``symmetric_replicas`` and conditions 1-3 of the module docstring met for blocks of
-    ``b`` replicas (and, with ``symmetric_ranks``, for TP rank 0 standing for its stage's
+    ``b`` replicas (or for one TP rank of ``b`` replicas, rank 0 standing for its stage's
     other ranks), only block 0's communicators are kept, those across blocks with only
     block 0's members' flows, re-routed onto images, and expecting only those members to
     arrive; the second value is then ``b`` (else every replica), the third 1 when rank 0
@@ -114,9 +113,6 @@ def communicators(
             adds each ETP group's ring (with ``etp = tp`` the ETP group is the TP group).
         tp_2d: ``[a, b]`` of 2-D tensor parallelism: each stage replica's TPA and TPB
             rings (:meth:`MappingPlan.groups`) in place of its TP ring.
-        symmetric_ranks: the TP ranks of a stage run the same program on the same amounts
-            of data (a dense model: the caller knows), so rank 0 may stand for the others
-            where the channels allow it (module docstring, "TP ranks").
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
@@ -147,7 +143,7 @@ def communicators(
         # blocks of whole CP groups, with or without rank 0 standing for its stage's ranks;
         # the first that holds of those simulating the fewest tiles (replicas first on a tie)
         blocks = [b for b in range(cp, num_replicas + 1, cp) if num_replicas % b == 0]
-        rank_options = (False, True) if symmetric_ranks and num_ranks > 1 else (False,)
+        rank_options = (False, True) if num_ranks > 1 else (False,)
         candidates = sorted(
             (b * (1 if one_rank else num_ranks), one_rank, b)
             for b in blocks

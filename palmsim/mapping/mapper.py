@@ -289,8 +289,6 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         ep=mapping.ep,
         cp=mapping.cp,
         etp=mapping.expert_tp,
-        # a dense model's TP ranks do alike (an MoE layer's experts may not)
-        symmetric_ranks=not workload.model.is_moe,
     )
     return MappingPlan(
         mapping=mapping,

@@ -308,7 +308,7 @@ class MappingPlan:
     # 0: every replica.
     num_simulated_replicas: int = 0
     # The TP ranks of each of their stages it simulates: the first ones; 1 when rank 0
-    # provably stands for the others (dense models), 0: every rank.
+    # provably stands for the others (same module), 0: every rank.
     num_simulated_ranks: int = 0
     # Replicas per expert-parallel group and per context-parallel group: the compiled
     # layout of groups(); the replicas of stage_tiles are ordered cp-rank fastest.

@@ -1,10 +1,10 @@
-"""One symmetric data-parallel replica, and of a dense model's stages TP rank 0, reproduce
-the full run exactly.
+"""One symmetric data-parallel replica, and of its stages TP rank 0, reproduce the full run
+exactly.
 
 The reduced run (``run.symmetric_replicas``, the default) and the full run of the same
 experiment must give the same iteration time, the simulated tiles' records unchanged
-(replica 0's, with context parallelism the first CP group's; of a dense model only each
-stage's TP rank 0), and the same totals once those are multiplied by the tiles they stand
+(replica 0's, with context parallelism the first CP group's; of each stage only TP rank
+0), and the same totals once those are multiplied by the tiles they stand
 for. This holds only if the DP ring flows
 keep their contention (palmsim.mapping.symmetry), e.g. with DP overlap on, where gradient
 buckets share the NICs with the pipeline sends.
@@ -120,15 +120,11 @@ def test_reduced_run_equals_full_run(name: str) -> None:
     full, full_summary = _run(hw, mapping, overrides, symmetric=False, workload=workload)
     cp = mapping.get("cp", 1)
     assert full.plan.simulated_replicas == mapping["dp"] * cp
-    if name in EP_CASES:
-        # an MoE layer's ranks are not taken as alike: every rank of replica 0 runs
-        assert reduced.plan.simulated_replicas == 1
-        assert reduced.plan.simulated_ranks == mapping["tp"]
-    else:
-        # a dense model: TP rank 0 of each stage of the first CP group
-        assert reduced.plan.simulated_replicas == cp
-        assert reduced.plan.simulated_ranks == 1
-        assert len(reduced.plan.simulated_tiles) == cp * mapping["pp"]
+    # TP rank 0 of each stage of the first CP group (of replica 0 with experts)
+    assert reduced.plan.simulated_replicas == (1 if name in EP_CASES else cp)
+    assert reduced.plan.simulated_ranks == 1
+    simulated = reduced.plan.simulated_replicas * mapping.get("pp", 1)
+    assert len(reduced.plan.simulated_tiles) == simulated
     assert full.plan.simulated_ranks == mapping["tp"]
     assert reduced.trace.end_time_s == full.trace.end_time_s
     replica0 = set(reduced.plan.simulated_tiles)
