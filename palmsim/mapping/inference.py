@@ -360,6 +360,13 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 memory.append((tile, breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
     check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=True)
+    comms, num_simulated_replicas, num_simulated_ranks = communicators(
+        chip,
+        stage_tiles,
+        pipeline_wraps=True,
+        symmetric_replicas=experiment.run.symmetric_replicas,
+        tp_2d=mapping.tp_2d,
+    )
     return MappingPlan(
         mapping=mapping,
         num_microbatches=batch.num_microbatches,
@@ -372,9 +379,9 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         peak_flop_per_s=batch.peak_flop_per_s,
         samples_per_iteration=batch.samples_per_iteration,
         tokens_per_iteration=batch.tokens_per_iteration,
-        communicators=communicators(
-            chip, stage_tiles, pipeline_wraps=True, symmetric_replicas=False, tp_2d=mapping.tp_2d
-        )[0],
+        communicators=comms,
+        num_simulated_replicas=num_simulated_replicas,
+        num_simulated_ranks=num_simulated_ranks,
         inference=InferencePlan(
             spec=inf,
             stages=tuple(stages),

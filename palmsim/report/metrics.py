@@ -800,7 +800,8 @@ def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
         "throughput_tokens_per_s": spec.batch * spec.output_len / end_s if end_s > 0 else 0.0,
         "kv_cache_bytes_peak": {
             "per_tile_max": float(max(kv_peak.values(), default=0.0)),
-            "total": float(sum(kv_peak.values())),
+            # the simulated tiles' peaks, each standing for plan.replication tiles
+            "total": float(sum(kv_peak.values())) * plan.replication,
         },
         "kv_cache_placement": placement,
         **{

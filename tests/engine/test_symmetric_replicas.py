@@ -184,3 +184,37 @@ def test_closed_form_collectives_equal_simulated_flows(name: str) -> None:
     ):
         assert key(a)[:1] + key(a)[2:] == key(b)[:1] + key(b)[2:]
         assert a.end_s == pytest.approx(b.end_s, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("mapping", "simulated"),
+    [({"pp": 2, "tp": 4, "dp": 2, "micro_batch_size": 2}, 2), ({"pp": 1, "tp": 8, "dp": 1}, 1)],
+)
+def test_reduced_inference_equals_full_inference(mapping: dict, simulated: int) -> None:
+    """Serving on an H100 node: TP rank 0 of each stage of replica 0 stands for the rest.
+    TTFT, TPOT, the iteration and the KV cache's total equal the full run's."""
+    overrides = [
+        "workload.mode=inference",
+        "model.num_hidden_layers=4",
+        "inference.prompt_len=256",
+        "inference.output_len=4",
+        "inference.batch=4",
+    ]
+    runs = [
+        _run("hw_configs/dgx-h100.yaml", mapping, overrides, symmetric, "workloads/llama2-7b.yaml")
+        for symmetric in (True, False)
+    ]
+    (reduced, reduced_summary), (full, full_summary) = runs
+    assert len(reduced.plan.simulated_tiles) == simulated
+    assert len(full.plan.simulated_tiles) == mapping["pp"] * mapping["tp"] * mapping["dp"]
+    assert reduced.trace.end_time_s == full.trace.end_time_s
+    for key in ("ttft_s", "tpot_s", "throughput_tokens_per_s", "kv_cache_bytes_peak"):
+        assert reduced_summary[key] == pytest.approx(full_summary[key], rel=1e-12), key
+    tiles = set(reduced.plan.simulated_tiles)
+
+    def key(r):
+        return (r.tile, r.start_s, r.category, r.label, r.microbatch)
+
+    assert sorted(reduced.trace.intervals, key=key) == sorted(
+        (r for r in full.trace.intervals if r.tile in tiles), key=key
+    )
