@@ -18,10 +18,10 @@ behind the estimate when it passes the run's budgets, ``run.max_events`` and
      (``global_batch_size // (micro_batch_size * dp)``), ``L`` layers, ``t`` the TP ranks
      of a stage simulated and ``r`` the data-parallel replicas simulated (1 and 1 on a GPU
      cluster that may reduce symmetric ranks and replicas, else ``tp`` and ``dp``): in
-     replica 0 every
-     simulated tile of a stage runs a forward and a backward of every micro-batch through
-     every layer it holds, at least one compute step each (the mapper never fuses two
-     layers into one step), and each compute step is at least one SimPy event;
+     replica 0 every simulated tile of a stage runs a forward and a backward of every
+     micro-batch through every layer it holds, at least one compute step each (the mapper
+     never fuses two layers into one step), and each compute step is at least one SimPy
+     event;
    - inference: ``E >= m * n_out * L * t * r`` (a prefill and ``n_out - 1`` decode passes
      of each micro-batch through every layer).
 

@@ -352,11 +352,6 @@ class MappingPlan:
         return self.num_simulated_ranks or tp
 
     @property
-    def reduced(self) -> bool:
-        """Whether the simulated tiles stand for more than themselves."""
-        return len(self.simulated_tiles) < len(self.used_tiles)
-
-    @property
     def replication(self) -> float:
         """How many tiles each simulated one stands for (1 unless replicas or TP ranks are
         reduced): every stage has the same TP degree, so this is replicas over simulated

@@ -157,11 +157,12 @@ def test_one_context_parallel_group_stands_for_the_others_when_the_blocks_are_al
 def test_wafer_and_opt_out_simulate_everything_and_one_replica_still_reduces_ranks() -> None:
     _, wafer = _plan(WAFER, pp=2, tp=4, dp=2, micro_batch_size=1)
     assert wafer.simulated_replicas == 2
-    assert wafer.simulated_ranks == 4 and not wafer.reduced
+    assert wafer.simulated_ranks == 4 and wafer.replication == 1.0
     _, full = _plan(H100, ("run.symmetric_replicas=false",), pp=2, tp=8, dp=2, micro_batch_size=1)
-    assert full.simulated_replicas == 2 and full.simulated_ranks == 8 and not full.reduced
+    assert full.simulated_replicas == 2 and full.simulated_ranks == 8
+    assert full.replication == 1.0
     _, single = _plan(H100, pp=2, tp=8, dp=1, micro_batch_size=1)
-    assert single.simulated_replicas == 1 and single.simulated_ranks == 1 and single.reduced
+    assert single.simulated_replicas == 1 and single.simulated_ranks == 1
     assert single.simulated_tiles == (0, 8) and single.replication == 8.0
 
 
