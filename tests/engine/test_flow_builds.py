@@ -72,3 +72,14 @@ def test_version_says_which_build_runs(pure, shown):
     not 0)."""
     out = _child(["-m", "palmsim.cli", "--version"], pure)
     assert out.strip().endswith(f"(flow network: {shown})")
+
+
+def test_without_the_build_the_python_flow_network_runs():
+    """A machine that installed without a C compiler has no palmsim.engine.flownet_c: the
+    import fails (here: made to fail) and flownet.py runs, without an error."""
+    code = (
+        "import sys; sys.modules['palmsim.engine.flownet_c'] = None\n"
+        "from palmsim.engine import flownet, flows\n"
+        "print(flows.IMPLEMENTATION, flows.FlowNetwork is flownet.FlowNetwork)"
+    )
+    assert _child(["-c", code], None).split() == ["python", "True"]
