@@ -1,6 +1,7 @@
-# Declarations with which Cython compiles flows.py (pyproject.toml, setup.py): the flow network's
-# classes become extension types with C fields. flows.py stays the one source of the logic and
-# runs unchanged as plain Python; this file only gives the compiler the types.
+# Declarations with which Cython compiles flownet.py into palmsim.engine.flownet_c (setup.py;
+# Cython finds this file by the module's name): the flow network's classes become extension
+# types with C fields. flownet.py stays the one source of the logic and runs unchanged as
+# plain Python; this file only gives the compiler the types.
 
 cdef class _Flow:
     cdef public long long flow_id
