@@ -622,13 +622,29 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0 if text else 2
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version, and whether the flow network runs compiled or as Python
+    (``palmsim.engine.flows``; imported only here, so ``--help`` stays argparse alone)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from palmsim.engine.flows import IMPLEMENTATION
+
+        print(f"palmsim {__version__} (flow network: {IMPLEMENTATION})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``palmsim`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="palmsim",
         description="Simulate LLM training on wafer-scale chips and GPU clusters.",
     )
-    parser.add_argument("--version", action="version", version=f"palmsim {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        nargs=0,
+        help="show the version and which build of the flow network runs, and exit",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command")
 

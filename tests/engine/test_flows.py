@@ -1,18 +1,33 @@
 """Flow-level max-min fair sharing: micro-scenarios with hand-computed timelines.
 
 Bandwidths are 1 GB/s and sizes 1 GB so the expected times are small integers of seconds.
+Every test runs twice: on palmsim/engine/flownet.py as plain Python and on its compiled build
+(palmsim.engine.flownet_c, which the install builds; without it this module fails to import).
 """
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
+
 import pytest
 import simpy
 
+from palmsim.engine import flownet, flownet_c
 from palmsim.engine.flows import FlowNetwork, LastOf
 from palmsim.engine.records import FlowRecord
 
 GBPS = 1e9
 GB = 1e9
+
+
+@pytest.fixture(autouse=True, params=[flownet, flownet_c], ids=["python", "compiled"])
+def implementation(request, monkeypatch) -> ModuleType:
+    """The build of the flow network this test runs on, as FlowNetwork and LastOf here."""
+    module = request.param
+    monkeypatch.setattr(sys.modules[__name__], "FlowNetwork", module.FlowNetwork)
+    monkeypatch.setattr(sys.modules[__name__], "LastOf", module.LastOf)
+    return module
 
 
 def _net(capacities: list[float]) -> tuple[simpy.Environment, FlowNetwork, list[FlowRecord]]:
@@ -160,25 +175,26 @@ def test_flow_starting_at_the_instant_another_ends(start_before_timer):
     assert log == [("a", pytest.approx(1.0, rel=1e-12)), ("b", pytest.approx(2.0, rel=1e-12))]
 
 
-def _count_fillings(net) -> list[int]:
-    """The sizes of the flow sets ``net`` recomputes by progressive filling, as it runs."""
+def _count_fillings(implementation, monkeypatch) -> list[int]:
+    """The sizes of the flow sets the flow network recomputes by progressive filling, as it
+    runs."""
     calls: list[int] = []
-    filling = net._progressive_filling
+    filling = implementation._progressive_filling
 
-    def counting(flows):
+    def counting(flows, capacity):
         calls.append(len(flows))
-        filling(flows)
+        filling(flows, capacity)
 
-    net._progressive_filling = counting
+    monkeypatch.setattr(implementation, "_progressive_filling", counting)
     return calls
 
 
-def test_rates_of_an_instant_are_computed_once_per_component():
+def test_rates_of_an_instant_are_computed_once_per_component(implementation, monkeypatch):
     """Sixteen flows start at one instant in two components (eight on link 0, eight on link
     1): one flush recomputes each component once, however many flows started."""
     env, net, _ = _net([GBPS, GBPS])
     log: list = []
-    calls = _count_fillings(net)
+    calls = _count_fillings(implementation, monkeypatch)
     for i in range(16):
         _start(env, net, log, f"f{i}", 0.0, (i % 2,), GB)
     env.run()
@@ -186,13 +202,13 @@ def test_rates_of_an_instant_are_computed_once_per_component():
     assert [t for _, t in log] == [pytest.approx(8.0, rel=1e-12)] * 16
 
 
-def test_a_component_seen_before_reuses_its_rates():
+def test_a_component_seen_before_reuses_its_rates(implementation, monkeypatch):
     """Two 1 GB flows share link 0 from 0 s (0.5 GB/s each, both end at 2 s), and again from
     3 s (both end at 5 s): the second pair is the same structure, so its rates come from the
     first filling, and the times are the same as computing them again."""
     env, net, _ = _net([GBPS])
     log: list = []
-    calls = _count_fillings(net)
+    calls = _count_fillings(implementation, monkeypatch)
     for name, at_s in (("a", 0.0), ("b", 0.0), ("c", 3.0), ("d", 3.0)):
         _start(env, net, log, name, at_s, (0,), GB)
     env.run()
@@ -205,14 +221,12 @@ def test_a_component_seen_before_reuses_its_rates():
     ]
 
 
-def test_finished_flows_leave_no_reference_cycle():
+def test_finished_flows_leave_no_reference_cycle(implementation):
     """The engine runs with the cyclic collector paused (records.gc_paused), so a finished
     flow must be freed by reference counting alone. Two flows share link 0 (one component, one
     group), a third runs alone: once all have finished and the network is dropped, the cyclic
     collector finds no flow among the garbage."""
     import gc
-
-    from palmsim.engine import flows
 
     gc.collect()
     was_enabled = gc.isenabled()
@@ -233,7 +247,9 @@ def test_finished_flows_leave_no_reference_cycle():
         ]
         del env, net
         gc.collect()
-        leaked = [o for o in gc.garbage if isinstance(o, flows._Flow | flows._Group)]
+        leaked = [
+            o for o in gc.garbage if isinstance(o, implementation._Flow | implementation._Group)
+        ]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
