@@ -484,8 +484,12 @@ def test_format_summary_table_uses_human_units():
     column = len(lines[0]) - len(lines[0].split()[-1])
     assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines)
     assert "replicas simulated" not in table  # every replica ran
+    assert "TP ranks simulated" not in table  # every rank ran
     s["mapping"]["dp"], s["simulated_replicas"] = 24, 1
-    assert re.search(r"\nreplicas simulated +1 of 24 \(symmetric", format_summary_table(s))
+    s["mapping"]["tp"], s["simulated_tp_ranks"] = 8, 1
+    reduced = format_summary_table(s)
+    assert re.search(r"\nreplicas simulated +1 of 24 \(symmetric", reduced)
+    assert re.search(r"\nTP ranks simulated +1 of 8 per stage \(symmetric", reduced)
 
 
 # --------------------------------------------------------------------------- timeline
