@@ -112,6 +112,19 @@ def _run(hw: str, mapping: dict, overrides: list[str], symmetric: bool, workload
     return result, summary
 
 
+def _key(r):
+    """An interval record's place in a run, for comparing two runs' records as sets."""
+    return (r.tile, r.start_s, r.category, r.label, r.microbatch)
+
+
+def _assert_simulated_records_equal(reduced, full) -> None:
+    """The reduced run's intervals are the full run's on the tiles the reduced run simulates."""
+    tiles = set(reduced.plan.simulated_tiles)
+    assert sorted(reduced.trace.intervals, key=_key) == sorted(
+        (r for r in full.trace.intervals if r.tile in tiles), key=_key
+    )
+
+
 @pytest.mark.parametrize("name", sorted(CASES) + sorted(CP_CASES) + sorted(EP_CASES))
 def test_reduced_run_equals_full_run(name: str) -> None:
     hw, mapping, overrides = {**CASES, **CP_CASES, **EP_CASES}[name]
@@ -127,14 +140,8 @@ def test_reduced_run_equals_full_run(name: str) -> None:
     assert len(reduced.plan.simulated_tiles) == simulated
     assert full.plan.simulated_ranks == mapping["tp"]
     assert reduced.trace.end_time_s == full.trace.end_time_s
+    _assert_simulated_records_equal(reduced, full)
     replica0 = set(reduced.plan.simulated_tiles)
-
-    def key(r):
-        return (r.tile, r.start_s, r.category, r.label, r.microbatch)
-
-    assert sorted(reduced.trace.intervals, key=key) == sorted(
-        (r for r in full.trace.intervals if r.tile in replica0), key=key
-    )
     assert [r for r in full.trace.memory if r.tile in replica0] == list(reduced.trace.memory)
     for k in ("hardware_flop_per_iteration", "communication_bytes_by_category"):
         assert reduced_summary[k] == pytest.approx(full_summary[k], rel=1e-12)
@@ -176,13 +183,10 @@ def test_closed_form_collectives_equal_simulated_flows(name: str) -> None:
     flows = Simulator(closed.chip, plan).run()
     assert flows.end_time_s == pytest.approx(closed.trace.end_time_s, rel=1e-12)
 
-    def key(r):
-        return (r.tile, r.start_s, r.category, r.label, r.microbatch)
-
     for a, b in zip(
-        sorted(flows.intervals, key=key), sorted(closed.trace.intervals, key=key), strict=True
+        sorted(flows.intervals, key=_key), sorted(closed.trace.intervals, key=_key), strict=True
     ):
-        assert key(a)[:1] + key(a)[2:] == key(b)[:1] + key(b)[2:]
+        assert _key(a)[:1] + _key(a)[2:] == _key(b)[:1] + _key(b)[2:]
         assert a.end_s == pytest.approx(b.end_s, rel=1e-12)
 
 
@@ -210,11 +214,4 @@ def test_reduced_inference_equals_full_inference(mapping: dict, simulated: int) 
     assert reduced.trace.end_time_s == full.trace.end_time_s
     for key in ("ttft_s", "tpot_s", "throughput_tokens_per_s", "kv_cache_bytes_peak"):
         assert reduced_summary[key] == pytest.approx(full_summary[key], rel=1e-12), key
-    tiles = set(reduced.plan.simulated_tiles)
-
-    def key(r):
-        return (r.tile, r.start_s, r.category, r.label, r.microbatch)
-
-    assert sorted(reduced.trace.intervals, key=key) == sorted(
-        (r for r in full.trace.intervals if r.tile in tiles), key=key
-    )
+    _assert_simulated_records_equal(reduced, full)
