@@ -16,6 +16,7 @@ from palmsim.explore.bound import iteration_lower_bound_s
 from palmsim.explore.search import SearchSpace, enumerate_mappings, pareto_front, search
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
+from palmsim.mapping.plan import CollectiveStep, ComputeStep
 from tests.conftest import cluster_spec, experiment, gpt_model, wafer_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,3 +205,43 @@ def test_search_reports_progress_with_mappings_left_best_and_gap() -> None:
     best = [line for line in lines if "best" in line]
     assert best and all("mappings left" in line for line in best)
     assert any("gap" in line for line in best)
+
+
+def test_bound_counts_the_tensor_parallel_ranks_that_share_a_dram_port() -> None:
+    """Between two of its TP all-reduces every rank runs the same steps, from the moment the
+    first all-reduce releases them all: the ranks on one DRAM port move their bytes together,
+    so such a run of steps lasts at least ``n·bytes/B`` for ``n`` ranks on a port of bandwidth
+    ``B``, beside each step's own ``max(compute, bytes/B)`` (the port is each route's
+    narrowest channel here). Two of the four ranks share each port; attention is port-bound
+    that way, the MLP compute-bound."""
+    dram_bw = 256e9
+    hw = wafer_spec(dies=(1, 1), tiles=(4, 4), dram_bw=dram_bw)
+    model = gpt_model(layers=4, hidden=1024, heads=8, vocab=512, seq=128)
+    m, mbs = 4, 32
+    exp = experiment(
+        hw, model, seq=128, batch=m * mbs, pp=1, tp=4, dp=1, micro_batch_size=mbs,
+        recompute="none", placement="row_major",
+    )  # fmt: skip
+    chip = Chip.from_spec(hw)
+    plan = map_workload(exp, chip)
+    ports = [dict(plan.dram_port_of_tile)[t] for t in plan.stage_tiles[0][0]]
+    assert sorted(ports.count(p) for p in set(ports)) == [2, 2]
+    # each run of compute steps between two TP collectives, in both passes
+    runs_s = runs_alone_s = 0.0
+    program = plan.programs[0]
+    for steps in (program.forward, program.recompute + program.backward):
+        alone_s = together_s = 0.0
+        for step in steps:
+            if isinstance(step, ComputeStep):
+                nbytes = step.dram_read_bytes + step.dram_write_bytes
+                alone_s += max(step.compute_time_s, nbytes / dram_bw)
+                together_s += 2 * nbytes / dram_bw
+            elif isinstance(step, CollectiveStep):
+                if step is not steps[0] and together_s > 0:  # not the run before the first
+                    runs_s += max(alone_s, together_s)
+                    runs_alone_s += alone_s
+                alone_s = together_s = 0.0
+    assert runs_s > 1.05 * runs_alone_s  # the shared port binds
+    bound = iteration_lower_bound_s(plan, chip)
+    assert bound >= m * runs_s
+    assert bound <= simulate(exp).trace.end_time_s * (1 + 1e-12)
