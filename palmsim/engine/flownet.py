@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import heapq
 import operator
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import simpy
+
+if TYPE_CHECKING:
+    from palmsim.engine.records import FlowRecord, RecordBuilder
 
 __all__ = ["FlowNetwork", "LastOf", "trigger_in"]
 
@@ -225,13 +228,14 @@ class FlowNetwork:
         self,
         env: simpy.Environment,
         capacities_bytes_per_s: Sequence[float],
-        emit: Callable[[tuple[Any, ...]], None],
+        records: RecordBuilder[FlowRecord],
     ) -> None:
-        """``emit`` takes each flow's record as a plain tuple of
-        :class:`~palmsim.engine.records.FlowRecord`'s fields, when the flow drains."""
+        """Each flow's :class:`~palmsim.engine.records.FlowRecord` goes to ``records`` when
+        the flow drains."""
         self.env = env
         self._capacity = list(capacities_bytes_per_s)
-        self._emit = emit
+        self._append = records.append
+        self._code = records.code
         self._flows_on: list[dict[int, _Flow]] = [{} for _ in self._capacity]
         # (earliest finish of the group's flows, unique sequence number, group)
         self._heap: list[tuple[float, int, _Group]] = []
@@ -311,20 +315,8 @@ class FlowNetwork:
         Only for channels no other flow can touch meanwhile (the caller's proof), e.g. a
         tile's private DRAM port; it takes the next flow id like any flow.
         """
-        self._emit(
-            (  # FlowRecord's fields
-                self._next_id,
-                category,
-                src,
-                dst,
-                channels,
-                start_s,
-                end_s,
-                size_bytes,
-                stage,
-                microbatch,
-            )
-        )
+        self._record(self._next_id, (category, src, dst, channels, stage), start_s, end_s,
+                     size_bytes, microbatch)  # fmt: skip
         self._next_id += 1
 
     # ------------------------------------------------------------------ internals
@@ -500,25 +492,33 @@ class FlowNetwork:
         else:
             self._arm()
 
+    def _record(
+        self,
+        flow_id: Any,
+        transfer: tuple,  # type: ignore[type-arg]
+        start_s: float,
+        end_s: float,
+        size_bytes: float,
+        microbatch: Any,
+    ) -> None:
+        """Append a FlowRecord; ``transfer`` is its coded fields' values (category, src, dst,
+        channels, stage). (``Any`` and a bare ``tuple``: Cython would read ``int`` and
+        ``tuple[...]`` as types other than the declaration's in flownet_c.pxd.)"""
+        add_id, add_start, add_end, add_size, add_microbatch, add_code = self._append
+        add_id(flow_id)
+        add_start(start_s)
+        add_end(end_s)
+        add_size(size_bytes)
+        add_microbatch(microbatch)
+        add_code(self._code(transfer))
+
     def _drained(self, flow: _Flow, now: float) -> None:
         """The flow's last byte left ``now``: record it and fire its event when that byte
         arrives."""
         arrival_s: float = now + flow.latency_s  # the time SimPy schedules the event for
         category, src, dst, stage, microbatch = flow.meta
-        self._emit(
-            (  # FlowRecord's fields
-                flow.flow_id,
-                category,
-                src,
-                dst,
-                flow.channels,
-                flow.start_s,
-                arrival_s,
-                flow.size_bytes,
-                stage,
-                microbatch,
-            )
-        )
+        self._record(flow.flow_id, (category, src, dst, flow.channels, stage), flow.start_s,
+                     arrival_s, flow.size_bytes, microbatch)  # fmt: skip
         done = flow.done
         if isinstance(done, LastOf):
             done.add(flow.latency_s)

@@ -27,7 +27,8 @@ cdef class _Group:
 cdef class FlowNetwork:
     cdef public object env
     cdef list _capacity
-    cdef object _emit
+    cdef tuple _append
+    cdef object _code
     cdef list _flows_on
     cdef list _heap
     cdef long long _next_id
@@ -43,4 +44,6 @@ cdef class FlowNetwork:
     cdef _schedule_flush(self)
     cdef _flush(self)
     cdef _arm(self)
+    cdef _record(self, flow_id, tuple transfer, double start_s, double end_s,
+                 double size_bytes, microbatch)
     cdef _drained(self, _Flow flow, double now)

@@ -236,7 +236,8 @@ class Records(Sequence[R], Generic[R]):
         if isinstance(records, Records) and records.record_type is record_type:
             return records
         builder = RecordBuilder(record_type)
-        builder.rows.extend(records)
+        for record in records:
+            builder.add(tuple(record))
         return builder.build()
 
     @classmethod
@@ -381,65 +382,58 @@ class Records(Sequence[R], Generic[R]):
 class RecordBuilder(Generic[R]):
     """Growable typed columns of one record type; the engine's side of :class:`Records`.
 
-    The engine appends each record as a plain tuple in field order to :attr:`rows` (one
-    tuple and one list append: cheaper on the hot path than a named tuple or a call per
-    field) and calls :meth:`pack` now and then, which moves the rows into ``array.array``
-    columns, the coded fields as one code per record into a table of the combinations seen
-    first. So only the rows since the last pack exist as tuples. :meth:`build` packs the
-    rest and returns the columns as numpy arrays over the same memory (no copy).
+    The engine appends a record field by field, straight into the columns: :attr:`append`
+    holds one bound ``array.append`` per numeric field, in field order, then one for the
+    record's code, the code of its coded fields' values together (:meth:`code`, the next
+    code for a combination not seen before, so codes number the combinations in the order
+    the records bring them). No row exists as a Python object (a tuple of boxed numbers kept
+    until a batch is packed cost W1 a fifth of its simulation), and an int out of its
+    column's range raises ``OverflowError`` where it is appended. :meth:`add` appends a
+    whole record (a tuple in field order), for what is not a hot path. :meth:`build`
+    returns the columns as numpy arrays over the same memory (no copy).
     """
 
     def __init__(self, record_type: type[R]) -> None:
         self.record_type: type[R] = record_type
-        self.rows: list[tuple[Any, ...]] = []
         kinds = COLUMN_KINDS[record_type]
         self._numeric = [
-            (name, i, kind, array(_TYPECODES[kind]))
-            for i, (name, kind) in enumerate(zip(record_type._fields, kinds, strict=True))
+            (name, kind, array(_TYPECODES[kind]))
+            for name, kind in zip(record_type._fields, kinds, strict=True)
             if kind not in _CODED
         ]
+        self._numeric_of: Callable[[tuple[Any, ...]], tuple[Any, ...]] = itemgetter(
+            *(i for i, kind in enumerate(kinds) if kind not in _CODED)
+        )
         coded = [i for i, kind in enumerate(kinds) if kind in _CODED]
         # the coded fields' values, as a tuple if there are several
         self._key_of: Callable[[tuple[Any, ...]], Any] = itemgetter(*coded)
         self._single = len(coded) == 1
         self._key = array("i")
         self._keys: dict[Any, int] = {}
+        self.append: tuple[Callable[[Any], None], ...] = (
+            *(column.append for _, _, column in self._numeric),
+            self._key.append,
+        )
 
-    def pack(self) -> None:
-        """Move the appended rows into the columns (an int out of its column's range raises
-        ``OverflowError``).
+    def code(self, values: Any) -> int:
+        """The code of the coded fields' ``values`` (a tuple in field order; the value alone
+        for a type with one coded field)."""
+        code = self._keys.get(values)
+        if code is None:
+            code = self._keys[values] = len(self._keys)
+        return code
 
-        Column by column, at numpy's speed where it can: a numeric field goes through
-        ``np.fromiter`` (about 30 ns a value, against about 500 ns for building the named
-        tuple the engine no longer builds), the coded fields through one dictionary lookup
-        of their values together; a combination not seen before gets the next code.
-        """
-        rows = self.rows
-        n = len(rows)
-        if not n:
-            return
-        for _, i, kind, column in self._numeric:
-            packed = np.fromiter(map(itemgetter(i), rows), COLUMN_DTYPES[kind], n)
-            column.frombytes(packed.tobytes())
-        keys, key = self._keys, self._key
-        combos = list(map(self._key_of, rows))
-        start = len(key)
-        try:
-            key.extend(map(keys.__getitem__, combos))
-        except KeyError:  # combinations not seen before: code them, then pack again
-            del key[start:]
-            for combo in combos:
-                if combo not in keys:
-                    keys[combo] = len(keys)
-            key.extend(map(keys.__getitem__, combos))
-        rows.clear()
+    def add(self, record: tuple[Any, ...]) -> None:
+        """Append one record given as a tuple in field order."""
+        for append, value in zip(self.append, self._numeric_of(record), strict=False):
+            append(value)
+        self.append[-1](self.code(self._key_of(record)))
 
     def build(self) -> Records[R]:
-        """Pack the last rows and return the columns; the builder takes no more rows."""
-        self.pack()
+        """Return the columns; the builder takes no more records."""
         columns = {
             name: np.frombuffer(column, dtype=COLUMN_DTYPES[kind])
-            for name, _, kind, column in self._numeric
+            for name, kind, column in self._numeric
         }
         # itemgetter of one field gives its value, not a 1-tuple
         keys = [(k,) for k in self._keys] if self._single else list(self._keys)

@@ -25,6 +25,7 @@ import simpy
 
 from palmsim.config.specs import RunSpec
 from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.records import FlowRecord, RecordBuilder
 from palmsim.engine.simulator import ChipLike, Simulator, private_dram_ports, private_dram_step_s
 from palmsim.errors import SimulationError
 from palmsim.mapping.plan import ComputeStep
@@ -131,9 +132,9 @@ class ServingSimulator:
             )
             for r in range(self.num_replicas)
         ]
-        self._flows: list[Any] = []
+        # the serving report reads no flow records: the network's go to a builder never built
         self.network = FlowNetwork(
-            self.env, [c.bandwidth_bytes_per_s for c in chip.channels], self._flows.append
+            self.env, [c.bandwidth_bytes_per_s for c in chip.channels], RecordBuilder(FlowRecord)
         )
         self._remaining = 0  # admitted requests not finished yet
         self._handoffs = 0

@@ -37,6 +37,7 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
+from heapq import heappop
 from typing import Any, Protocol
 
 import numpy as np
@@ -74,12 +75,6 @@ __all__ = [
     "private_dram_ports",
     "private_dram_step_s",
 ]
-
-
-#: Events between two packs of the records appended as tuples into their columns: each
-#: event appends a few records (a collective's drain some tens), so the tuples alive at once
-#: stay in the tens of thousands, a few MB, whatever the run's length.
-PACK_EVENTS = 4096
 
 _INF = float("inf")
 
@@ -200,18 +195,17 @@ class Simulator:
         self.plan = plan
         self.run_spec = run_spec or RunSpec()
         self.env = simpy.Environment()
-        # Records go to typed columns; the hot paths append plain tuples in field order to
-        # these builders' rows (IntervalRecord, FlowRecord, MemoryRecord fields).
+        # Records go field by field into typed columns (RecordBuilder.append)
         self._interval_records = RecordBuilder(IntervalRecord)
         self._flow_records = RecordBuilder(FlowRecord)
         self._memory_records = RecordBuilder(MemoryRecord)
-        self._intervals = self._interval_records.rows
-        self._memory = self._memory_records.rows
         self.network = FlowNetwork(
-            self.env,
-            [c.bandwidth_bytes_per_s for c in chip.channels],
-            self._flow_records.rows.append,
+            self.env, [c.bandwidth_bytes_per_s for c in chip.channels], self._flow_records
         )
+        # (id(step), pass) -> an interval's FLOP, bytes and code of what ran (the plan keeps
+        # its steps for the run, so their ids stay theirs); the code is taken when the first
+        # such interval is recorded, in the order the records bring them
+        self._interval_templates: dict[tuple[int, str], tuple[float, float, int]] = {}
         # each simulated tile's (read, write) route to its home DRAM port
         self._dram_routes = {
             tile: (
@@ -276,19 +270,22 @@ class Simulator:
         # completion timers, which must not advance the clock past the iteration. The engine
         # makes no reference cycles per event, so the loop runs with the cyclic collector
         # paused (gc_paused: 40 % of W1's time otherwise).
-        # The rows appended since the last pack go to the columns every PACK_EVENTS events.
-        builders = (self._interval_records, self._flow_records, self._memory_records)
-        finished, peek, step, inf = self._finished, env.peek, env.step, float("inf")
+        # The loop is SimPy's Environment.step (simpy 4) written out, without its two calls
+        # per event (peek and step): the same events in the same order, an event that
+        # failed (a process that raised) raising as it does there.
+        finished, queue = self._finished, env._queue  # type: ignore[attr-defined]
         with gc_paused():
-            while len(finished) < num_tiles:
-                next_time = peek()
-                if next_time == inf or (until is not None and next_time > until):
+            while len(finished) < num_tiles and queue:
+                if until is not None and queue[0][0] > until:
                     break
-                step()
+                env._now, _, _, event = heappop(queue)  # type: ignore[attr-defined]
+                callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+                for callback in callbacks:
+                    callback(event)
+                if not event._ok and not hasattr(event, "_defused"):
+                    failure = event._value
+                    raise type(failure)(*failure.args) from failure
                 num_events += 1
-                if not num_events % PACK_EVENTS:
-                    for builder in builders:
-                        builder.pack()
         stuck = sorted(self._simulated - self._finished)
         if stuck:
             shown = "; ".join(
@@ -374,7 +371,7 @@ class Simulator:
                     yield self._mailbox(("F", replica, c, rank, mb))
                 yield from self._run_steps(work.forward, tile, groups, stage, mb, "forward", None)
                 held_bytes += work.activation_bytes_per_microbatch
-                self._memory.append((tile, self.env.now, held_bytes))
+                self._record_memory(tile, held_bytes)
                 if c < last_virtual:
                     peer = plan.stage_tiles[replica][(c + 1) % p][rank]
                     key = ("F", replica, c + 1, rank, mb)
@@ -402,7 +399,7 @@ class Simulator:
                     work.backward, tile, groups, stage, mb, "backward", buckets
                 )
                 held_bytes -= work.activation_bytes_per_microbatch
-                self._memory.append((tile, self.env.now, max(0.0, held_bytes)))
+                self._record_memory(tile, max(0.0, held_bytes))
                 if c > 0:
                     peer = plan.stage_tiles[replica][(c - 1) % p][rank]
                     prev_send = plan.programs[c - 1].send_bytes
@@ -491,7 +488,7 @@ class Simulator:
                 held = per_mb_token * (plan.num_microbatches * (tokens - 1) + mb + 1)
                 if k == 0:
                     held = per_mb_token * prompt_len * (mb + 1)
-                self._memory.append((tile, self.env.now, held))
+                self._record_memory(tile, held)
                 if stage < num_stages - 1:
                     peer, size = plan.stage_tiles[replica][stage + 1][rank], send_bytes
                     key = ("I", replica, stage + 1, rank, mb, k)
@@ -577,19 +574,17 @@ class Simulator:
         ``label``, with the step's typed identity."""
         start = self.env.now
         yield done
-        # IntervalRecord's fields (tile, category, start_s, end_s, stage, microbatch, label,
-        # flop, bytes, phase, layer, block, op) as a plain tuple: the engine's hot path
         if step is None:
-            record = (
-                tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes, phase,
-                -1, "", label,
-            )  # fmt: skip
+            code = self._interval_records.code(("comm", label, phase, -1, "", label))
         else:
-            record = (
-                tile, "comm", start, self.env.now, stage, mb, label, 0.0, size_bytes, phase,
-                step.layer, step.block, f"{phase}.{step.op}",
-            )  # fmt: skip
-        self._intervals.append(record)
+            template = self._interval_templates.get((id(step), phase))
+            if template is None:
+                # IntervalRecord's coded fields: category, label, phase, layer, block, op
+                what = ("comm", label, phase, step.layer, step.block, f"{phase}.{step.op}")
+                template = (0.0, size_bytes, self._interval_records.code(what))
+                self._interval_templates[id(step), phase] = template
+            code = template[2]
+        self._append_interval(tile, start, stage, mb, 0.0, size_bytes, code)
 
     def _reduce_bucket(
         self,
@@ -705,23 +700,50 @@ class Simulator:
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str, start: float
     ) -> None:
         """Record the compute interval of ``step`` on ``tile`` from ``start`` to now."""
-        self._intervals.append(
-            (  # IntervalRecord's fields
-                tile,
-                category,
-                start,
-                self.env.now,
-                stage,
-                mb,
-                step.label,
+        template = self._interval_templates.get((id(step), category))
+        if template is None:
+            # IntervalRecord's coded fields: category, label, phase, layer, block, op
+            what = (category, step.label, category, step.layer, step.block, step.op)
+            template = (
                 step.flop,
                 step.sram_bytes + step.dram_read_bytes + step.dram_write_bytes,
-                category,
-                step.layer,
-                step.block,
-                step.op,
+                self._interval_records.code(what),
             )
+            self._interval_templates[id(step), category] = template
+        flop, nbytes, code = template
+        self._append_interval(tile, start, stage, mb, flop, nbytes, code)
+
+    def _append_interval(
+        self,
+        tile: int,
+        start: float,
+        stage: int,
+        mb: int,
+        flop: float,
+        nbytes: float,
+        code: int,
+    ) -> None:
+        """Append an IntervalRecord that ends now; ``code`` is what ran
+        (``RecordBuilder.code`` of its coded fields)."""
+        add_tile, add_start, add_end, add_stage, add_mb, add_flop, add_bytes, add_code = (
+            self._interval_records.append
         )
+        add_tile(tile)
+        add_start(start)
+        add_end(self.env.now)
+        add_stage(stage)
+        add_mb(mb)
+        add_flop(flop)
+        add_bytes(nbytes)
+        add_code(code)
+
+    def _record_memory(self, tile: int, activation_bytes: float) -> None:
+        """Append a MemoryRecord: ``tile`` holds ``activation_bytes`` from now."""
+        records = self._memory_records
+        add_time, add_bytes, add_code = records.append
+        add_time(self.env.now)
+        add_bytes(activation_bytes)
+        add_code(records.code(tile))
 
     # ------------------------------------------------------------------ communication
 

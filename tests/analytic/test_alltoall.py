@@ -23,6 +23,7 @@ import pytest
 import simpy
 
 from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.records import FlowRecord, RecordBuilder
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.collectives import alltoall_shares, collective_transfers
 from tests.conftest import cluster_spec, wafer_spec
@@ -34,7 +35,9 @@ ALPHA_S = 5e-9
 
 def _alltoall_time_s(chip: Chip, members: tuple[int, ...], node_of=None) -> float:
     env = simpy.Environment()
-    net = FlowNetwork(env, [c.bandwidth_bytes_per_s for c in chip.channels], lambda _r: None)
+    net = FlowNetwork(
+        env, [c.bandwidth_bytes_per_s for c in chip.channels], RecordBuilder(FlowRecord)
+    )
     transfers = collective_transfers("alltoall", members, S_BYTES, chip.route, node_of)
     ends: list[float] = []
 

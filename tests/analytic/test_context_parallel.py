@@ -8,6 +8,7 @@ import simpy
 
 from palmsim.config.specs import ModelSpec, TrainingSpec
 from palmsim.engine.flows import FlowNetwork
+from palmsim.engine.records import FlowRecord, RecordBuilder
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.collectives import collective_transfers
@@ -73,7 +74,9 @@ def test_the_kv_ring_on_a_ring_of_tiles_takes_cp_minus_1_chunk_transfers():
                    dram_placement="per_tile")
     )  # fmt: skip
     env = simpy.Environment()
-    net = FlowNetwork(env, [c.bandwidth_bytes_per_s for c in chip.channels], lambda _r: None)
+    net = FlowNetwork(
+        env, [c.bandwidth_bytes_per_s for c in chip.channels], RecordBuilder(FlowRecord)
+    )
     ends = []
 
     def flow(t):

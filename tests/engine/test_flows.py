@@ -8,6 +8,7 @@ Every test runs twice: on palmsim/engine/flownet.py as plain Python and on its c
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from types import ModuleType
 
 import pytest
@@ -15,7 +16,7 @@ import simpy
 
 from palmsim.engine import flownet, flownet_c
 from palmsim.engine.flows import FlowNetwork, LastOf
-from palmsim.engine.records import FlowRecord
+from palmsim.engine.records import FlowRecord, RecordBuilder
 
 GBPS = 1e9
 GB = 1e9
@@ -30,10 +31,27 @@ def implementation(request, monkeypatch) -> ModuleType:
     return module
 
 
-def _net(capacities: list[float]) -> tuple[simpy.Environment, FlowNetwork, list[FlowRecord]]:
+class _Recorded(Sequence[FlowRecord]):
+    """The flow records the network has appended so far, read as FlowRecords."""
+
+    def __init__(self) -> None:
+        self.builder = RecordBuilder(FlowRecord)
+
+    def _now(self) -> list[FlowRecord]:
+        # a list, so no view of the columns outlives the call (the columns grow on)
+        return list(self.builder.build())
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self._now()[index]
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+
+def _net(capacities: list[float]) -> tuple[simpy.Environment, FlowNetwork, _Recorded]:
     env = simpy.Environment()
-    records: list[FlowRecord] = []
-    return env, FlowNetwork(env, capacities, lambda row: records.append(FlowRecord(*row))), records
+    records = _Recorded()
+    return env, FlowNetwork(env, capacities, records.builder), records
 
 
 def _start(env, net, log, name, at_s, channels, size_bytes, latency_s=0.0):

@@ -16,7 +16,7 @@ from palmsim.api import run_experiment, simulate
 from palmsim.config.loader import load_hardware
 from palmsim.config.specs import DefectSpec
 from palmsim.engine.flows import FlowNetwork
-from palmsim.engine.records import FlowRecord
+from palmsim.engine.records import FlowRecord, RecordBuilder
 from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.defects import draw_dead_tiles
@@ -60,8 +60,9 @@ def test_a_degraded_link_gives_a_flow_bytes_over_the_reduced_bandwidth() -> None
     assert [chip.channels[c].bandwidth_bytes_per_s for c in route.channels] == [0.25e12]
     assert chip.channels[chip.route(1, 0).channels[0]].bandwidth_bytes_per_s == 0.25e12
     env = simpy.Environment()
-    records: list[FlowRecord] = []
-    net = FlowNetwork(env, [c.bandwidth_bytes_per_s for c in chip.channels], records.append)
+    net = FlowNetwork(
+        env, [c.bandwidth_bytes_per_s for c in chip.channels], RecordBuilder(FlowRecord)
+    )
     done: list[float] = []
 
     def proc():

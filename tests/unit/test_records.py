@@ -87,21 +87,25 @@ def test_isin_and_select_keep_the_records_asked_for() -> None:
     assert intervals.select(np.array([2, 0])) == (INTERVALS[2], INTERVALS[0])
 
 
-def test_a_builder_packed_in_chunks_holds_what_one_pack_holds() -> None:
-    """Rows packed a few at a time, new text arriving in a later chunk, give the same records
-    as the rows packed at once."""
+def test_a_builder_appended_field_by_field_holds_the_records() -> None:
+    """The engine's way: each numeric field appended to its column in field order, then the
+    code of the coded fields together; codes number the combinations in the order the
+    records bring them, text arriving late included."""
     builder = RecordBuilder(IntervalRecord)
-    for record in INTERVALS:
-        builder.rows.append(tuple(record))
-        builder.pack()
-    assert builder.build() == INTERVALS == Records.of(IntervalRecord, INTERVALS)
+    for r in INTERVALS:
+        code = builder.code((r.category, r.label, r.phase, r.layer, r.block, r.op))
+        values = (r.tile, r.start_s, r.end_s, r.stage, r.microbatch, r.flop, r.bytes, code)
+        for append, value in zip(builder.append, values, strict=True):
+            append(value)
+    records = builder.build()
+    assert records == INTERVALS == Records.of(IntervalRecord, INTERVALS)
+    assert list(records.table("category")) == ["forward", "comm", "backward"]
 
 
 def test_an_int_out_of_its_column_range_is_refused() -> None:
     builder = RecordBuilder(IntervalRecord)
-    builder.rows.append((2**31, *INTERVALS[0][1:]))  # tiles are int32
     with pytest.raises(OverflowError):
-        builder.pack()
+        builder.add((2**31, *INTERVALS[0][1:]))  # tiles are int32
 
 
 def test_row_bytes_are_the_sum_of_the_field_widths() -> None:
