@@ -5,9 +5,8 @@ All times in seconds, sizes in bytes, work in FLOP. A record is a named tuple
 records as typed columns (:class:`Records`): one numpy array per field, text and routes as
 codes into a table of the distinct values. A named tuple with its boxed floats costs about 270
 bytes and a column row 20-68 (:data:`ROW_BYTES`), and a large run keeps tens of millions of
-records (issue 17: W3 4.6 GiB). The engine appends plain tuples, the cheapest thing to build
-on its hot path, and :class:`RecordBuilder` packs them into the columns every few thousand
-events.
+records (issue 17: W3 4.6 GiB). The engine appends each record field by field into the
+columns of a :class:`RecordBuilder`.
 """
 
 from __future__ import annotations
