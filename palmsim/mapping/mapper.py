@@ -273,14 +273,17 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     programs: dict[int, StageProgram] = {}
     memory: list[tuple[int, MemoryBreakdown]] = []
     port_of: list[tuple[int, int]] = []
-    for s in range(mapping.pp):
-        stage_memory, stage_programs = _stage(experiment, batch, model, layout, s)
-        programs.update(stage_programs)
+    # The memory of every stage first: most mappings a search tries do not fit, and the
+    # check needs no program (nothing below raises before it).
+    stage_memories = [_stage_memory(experiment, batch, model, layout, s) for s in range(mapping.pp)]
+    for s, (stage_memory, _) in enumerate(stage_memories):
         for replica in stage_tiles:
             for tile in replica[s]:
                 memory.append((tile, stage_memory.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
     check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False)
+    for s, (stage_memory, per_microbatch) in enumerate(stage_memories):
+        programs.update(_stage(experiment, batch, model, layout, s, stage_memory, per_microbatch))
     comms, num_simulated_replicas, num_simulated_ranks = communicators(
         chip,
         stage_tiles,
@@ -423,14 +426,20 @@ def _gathered_pair(chunks: Sequence[Sequence[Unit]], size: Callable[[Unit], floa
 
 
 def _stage(
-    experiment: ExperimentSpec, batch: Batch, model: _Model, layout: StageLayout, s: int
-) -> tuple[TileMemory, dict[int, StageProgram]]:
-    """Memory and the programs of every model chunk of physical stage ``s``."""
+    experiment: ExperimentSpec,
+    batch: Batch,
+    model: _Model,
+    layout: StageLayout,
+    s: int,
+    tile_memory: TileMemory,
+    per_microbatch: list[float],
+) -> dict[int, StageProgram]:
+    """The programs of every model chunk of physical stage ``s``, whose memory pass
+    (:func:`_stage_memory`) gave ``tile_memory`` and ``per_microbatch``."""
     mapping, workload = experiment.mapping, experiment.workload
     pp = mapping.pp
     dp = mapping.dp * mapping.cp  # the replicas holding the same weights
     zero = mapping.zero if dp > 1 else 0
-    tile_memory, per_microbatch = _stage_memory(experiment, batch, model, layout, s)
     costing = _costing(experiment.hardware, mapping, batch, tile_memory.where)
     chunk_ids = [j * pp + s for j in range(mapping.virtual_stages)]
     dense, expert = split_params(
@@ -472,7 +481,7 @@ def _stage(
             send_blocks=send_blocks,
             grad_reduce=grad_reduce,
         )
-    return tile_memory, programs
+    return programs
 
 
 def _lower_chunk(
