@@ -10,7 +10,9 @@
    (:func:`palmsim.explore.bound.iteration_lower_bound_s`).
 4. **Simulate** in increasing order of the bound and stop as soon as the next bound is no
    better than the K-th best simulated time: no mapping left can enter the top K, so the
-   top K are exact. (``memory`` ranks by peak memory per tile instead, which needs no bound;
+   top K are exact. ``jobs`` simulations run at once, the next starting as soon as the
+   oldest in flight has finished; whether it starts is decided on the results up to that
+   one, so the decisions do not depend on how long each simulation took. (``memory`` ranks by peak memory per tile instead, which needs no bound;
    its top K are simulated for their figures.) ``energy`` ranks by energy per token and
    ``cost`` by dollars per token; their bounds come from the same time bound, since an
    iteration costs at least the machine's static power (and its written-off price) for its
@@ -390,47 +392,74 @@ def search(
                     text += f" (gap {100 * (best_s - bound_s) / best_s:.1f}%)"
             say(text)
 
-        while position < len(order):
-            if max_simulations is not None and len(simulated) >= max_simulations:
-                break
-            if objective == "memory":
-                if len(simulated) >= top:
-                    break
-            elif len(simulated) >= top:
-                values = sorted(
-                    objective_value(objective, candidates[i].summary) for i in simulated
-                )
-                if bounds[order[position]] >= values[top - 1]:
-                    break  # no remaining mapping can beat the K-th best
-            room = len(order) if max_simulations is None else max_simulations - len(simulated)
-            batch = order[position : position + min(workers, room)]
-            position += len(batch)
-            kept = {i: _read_point(out, experiments[i]) for i in batch} if out else {}
-            found = sum(v is not None for v in kept.values())
-            if found and out is not None:
-                say(f"read back {found} finished simulations from {out / 'points'}")
-            futures = {
-                i: pool.submit(_simulate, experiments[i]) for i in batch if kept.get(i) is None
-            }
-            _wait_reporting(
-                list(futures.values()), progress_interval_s, best_line if progress else None
-            )
-            for index in batch:
-                summary = kept.get(index) or futures[index].result()
+        # A sliding window of `workers` simulations in bound order: the next one starts as
+        # soon as the oldest in flight has finished (a batch would wait for its slowest).
+        # Whether it starts is decided on the results of the candidates up to the oldest
+        # in flight only, whichever others have finished: the same decisions, so the same
+        # simulated set and result, however long each simulation takes.
+        in_order: list[int] = []  # started, by position
+        futures: dict[int, Future[dict[str, Any]]] = {}
+        kept: dict[int, dict[str, Any] | None] = {}
+
+        def keep_finished() -> None:
+            """Keep the point of every simulation that has finished, in order or not, so an
+            interrupted search loses none."""
+            for index, future in list(futures.items()):
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    if out is not None:
+                        write_json(
+                            out / "points" / f"{_point_id(experiments[index])}.json",
+                            {"mapping": dataclasses.asdict(candidates[index].mapping),
+                             "summary": future.result()},
+                        )  # fmt: skip
+                    kept[index] = future.result()
+                    del futures[index]
+
+        def collect(count: int) -> None:
+            """Record the results of the first ``count`` started, in order."""
+            while len(simulated) < count:
+                index = in_order[len(simulated)]
+                if index in futures:
+                    _wait_reporting(
+                        [futures[index]], progress_interval_s, best_line if progress else None
+                    )
+                    futures[index].result()  # a failed simulation raises here
+                    keep_finished()
+                summary = kept[index]
+                assert summary is not None  # read back, or kept once finished
                 candidates[index].summary = summary
                 candidates[index].status = "simulated"
                 simulated.append(index)
-                if out is not None and index in futures:
-                    write_json(
-                        out / "points" / f"{_point_id(experiments[index])}.json",
-                        {
-                            "mapping": dataclasses.asdict(candidates[index].mapping),
-                            "summary": summary,
-                        },
-                    )
-            if out is not None:
-                write_csv(out / "results.csv", RESULT_COLUMNS, result_rows(candidates))
-            best_line()
+                if out is not None:
+                    write_csv(out / "results.csv", RESULT_COLUMNS, result_rows(candidates))
+                best_line()
+
+        try:
+            while position < len(order):
+                if max_simulations is not None and position >= max_simulations:
+                    break
+                if objective == "memory":
+                    if position >= top:  # ranked by the plan's memory: the first K are best
+                        break
+                else:
+                    collect(max(0, position - workers + 1))
+                    if len(simulated) >= top:
+                        values = sorted(
+                            objective_value(objective, candidates[i].summary) for i in simulated
+                        )
+                        if bounds[order[position]] >= values[top - 1]:
+                            break  # no remaining mapping can beat the K-th best
+                index = order[position]
+                position += 1
+                in_order.append(index)
+                kept[index] = _read_point(out, experiments[index]) if out else None
+                if out is not None and kept[index] is not None:
+                    say(f"read back a finished simulation from {out / 'points'}")
+                else:
+                    futures[index] = pool.submit(_simulate, experiments[index])
+            collect(len(in_order))
+        finally:
+            keep_finished()
     # Proven when nothing is left, or the next bound cannot beat the K-th best simulated.
     proven = position >= len(order)
     if not proven and objective != "memory" and len(simulated) >= top:
