@@ -12,8 +12,9 @@
    better than the K-th best simulated time: no mapping left can enter the top K, so the
    top K are exact. ``jobs`` simulations run at once, the next starting as soon as the
    oldest in flight has finished; whether it starts is decided on the results up to that
-   one, so the decisions do not depend on how long each simulation took. (``memory`` ranks by peak memory per tile instead, which needs no bound;
-   its top K are simulated for their figures.) ``energy`` ranks by energy per token and
+   one, so the decisions do not depend on how long each simulation took. (``memory`` ranks
+   by peak memory per tile instead, which needs no bound; its top K are simulated for their
+   figures.) ``energy`` ranks by energy per token and
    ``cost`` by dollars per token; their bounds come from the same time bound, since an
    iteration costs at least the machine's static power (and its written-off price) for its
    time (:func:`objective_bound`).
