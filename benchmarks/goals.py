@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -79,9 +80,19 @@ def _search(code: Path, scratch: Path, timeout_s: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        argv, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv,
+        cwd=code,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the limit stops its workers too
     )
-    watchdog = threading.Timer(timeout_s, proc.kill)  # also while it prints nothing
+
+    def stop() -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(timeout_s, stop)  # also while it prints nothing
     watchdog.start()
     last, longest_gap, lines = t0, 0.0, []
     assert proc.stdout is not None

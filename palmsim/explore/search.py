@@ -291,7 +291,7 @@ def search(
     max_simulations: int | None = None,
     progress: Callable[[str], None] | None = None,
     out_dir: str | Path | None = None,
-    progress_interval_s: float = 5.0,
+    progress_interval_s: float = 4.5,
 ) -> SearchResult:
     """Find the ``top`` best mappings of ``experiment``'s workload onto its hardware.
 
@@ -304,7 +304,8 @@ def search(
     from there instead of simulating them again: it makes the same decisions and ends with
     the same result as an uninterrupted search.
 
-    ``progress`` receives a line at least every ``progress_interval_s`` seconds: mappings
+    ``progress`` receives a line at once, then after each ``progress_interval_s`` seconds
+    of waiting (4.5 s: a line at least every 5 s, the line's own work included): mappings
     left to map or to consider, the best so far and the gap between it and the lowest bound
     not yet simulated.
 
@@ -349,6 +350,8 @@ def search(
             done = sum(len(c) for c, f in zip(chunks, map_futures, strict=True) if f.done())
             say(f"mapping: {len(candidates) - done} of {len(candidates)} mappings left to map")
 
+        if progress:
+            mapping_line()  # at once: the first line comes with the work, not a period later
         _wait_reporting(map_futures, progress_interval_s, mapping_line if progress else None)
         for chunk, future in zip(chunks, map_futures, strict=True):
             for index, (feasible, reason, bound_s, memory_bytes, bound) in zip(
