@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process import _CHILD_LOAD, folder_bytes, timed  # noqa: E402
-from run import _CHILD_SIM, _CHILD_SIMPY, BARE_SIMPY_EVENTS, scenarios  # noqa: E402
+from run import _CHILD_SIM, bare_simpy_ns_per_event, run_child, scenarios  # noqa: E402
 
 MIB = 2**20
 PARTS = ("W1", "run", "help", "W3", "G1", "search")
@@ -51,24 +51,7 @@ def _sim_child(code: Path, scenario_id: str, timeout_s: float) -> dict:
     """run.py's child for one of its full-size scenarios, in checkout ``code``."""
     (sc,) = [s for s in scenarios(quick=False) if s.sid == scenario_id]
     cfg = {"hw": sc.hw, "workload": sc.workload, "overrides": sc.overrides, "flags": sc.flags}
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHILD_SIM, json.dumps(cfg)],
-            cwd=code,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout (> {timeout_s:.0f} s)"}
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-    except (IndexError, json.JSONDecodeError):
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"status": f"child failed (rc {proc.returncode}): {tail[0]}"}
+    return run_child(_CHILD_SIM, json.dumps(cfg), timeout_s, checkout=code)
 
 
 def _search(code: Path, scratch: Path, timeout_s: float) -> dict:
@@ -227,13 +210,7 @@ def main() -> int:
     parts = set(PARTS) - set(filter(None, args.skip.split(",")))
     codes = [(n, Path(d).resolve()) for n, _, d in (c.partition("=") for c in args.code)]
     codes.append(("after", REPO))
-    bare = subprocess.run(
-        [sys.executable, "-c", _CHILD_SIMPY, str(BARE_SIMPY_EVENTS)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    bare_ns = json.loads(bare.stdout.strip().splitlines()[-1])["wall_s"] / BARE_SIMPY_EVENTS * 1e9
+    bare_ns = bare_simpy_ns_per_event()
     when, version = time.strftime("%Y-%m-%d %H:%M:%S"), sys.version.split()[0]
     print(f"palmsim goals of issue 17, {when}; python {version}")
     print(f"bare SimPy: {bare_ns:.0f} ns/event")

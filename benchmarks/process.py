@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import _CHILD_SIMPY, BARE_SIMPY_EVENTS  # noqa: E402
+from run import bare_simpy_ns_per_event  # noqa: E402
 
 _CHILD_LOAD = r"""
 import json, sys, time
@@ -126,13 +126,7 @@ def main() -> int:
     args = ap.parse_args()
     codes = [(n, Path(d).resolve()) for n, _, d in (c.partition("=") for c in args.code)]
     codes.append(("after", REPO))
-    bare = subprocess.run(
-        [sys.executable, "-c", _CHILD_SIMPY, str(BARE_SIMPY_EVENTS)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    bare_ns = json.loads(bare.stdout.strip().splitlines()[-1])["wall_s"] / BARE_SIMPY_EVENTS * 1e9
+    bare_ns = bare_simpy_ns_per_event()
     print(f"palmsim process benchmarks {time.strftime('%Y-%m-%d %H:%M:%S')}")
     print(f"bare SimPy: {bare_ns:.0f} ns/event")
     results = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -251,12 +252,14 @@ def scenarios(quick: bool) -> list[Scenario]:
     return rows
 
 
-def run_child(code: str, arg: str, timeout: float) -> dict:
-    """Run ``code`` in a fresh interpreter; its last stdout line is the JSON result."""
+def run_child(code: str, arg: str, timeout: float, checkout: Path = REPO) -> dict:
+    """Run ``code`` in a fresh interpreter, in ``checkout`` with its palmsim first on the
+    path; its last stdout line is the JSON result."""
     try:
         proc = subprocess.run(
             [sys.executable, "-c", code, arg],
-            cwd=REPO,
+            cwd=checkout,
+            env={**os.environ, "PYTHONPATH": str(checkout)},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -270,6 +273,15 @@ def run_child(code: str, arg: str, timeout: float) -> dict:
     except (IndexError, json.JSONDecodeError):
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"status": f"child failed (rc {proc.returncode}): {tail[0]}"}
+
+
+def bare_simpy_ns_per_event(timeout: float = 300) -> float:
+    """Bare SimPy's time per event on this machine now [ns] (one process yielding
+    ``BARE_SIMPY_EVENTS`` timeouts, in a child)."""
+    bare = run_child(_CHILD_SIMPY, str(BARE_SIMPY_EVENTS), timeout)
+    if bare.get("status") != "ok":
+        raise RuntimeError(f"bare SimPy: {bare.get('status')}")
+    return float(bare["wall_s"]) / BARE_SIMPY_EVENTS * 1e9
 
 
 def growth_exponent(points: list[tuple[int, float]]) -> float | None:
