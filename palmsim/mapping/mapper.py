@@ -274,7 +274,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     memory: list[tuple[int, MemoryBreakdown]] = []
     port_of: list[tuple[int, int]] = []
     # The memory of every stage first: most mappings a search tries do not fit, and the
-    # check needs no program (nothing below raises before it).
+    # check needs no program (lowering raises no MappingError, so a mapping fails with the
+    # error it always did).
     stage_memories = [_stage_memory(experiment, batch, model, layout, s) for s in range(mapping.pp)]
     for s, (stage_memory, _) in enumerate(stage_memories):
         for replica in stage_tiles:
