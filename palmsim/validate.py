@@ -201,10 +201,11 @@ class ValidationReport:
     interrupted: bool = False
 
     @property
-    def mean_absolute_percentage_error(self) -> float:
-        """Mean of |relative error| over all comparisons, in percent (NaN if there are none)."""
+    def mean_absolute_percentage_error(self) -> float | None:
+        """Mean of |relative error| over all comparisons, in percent; None if there are none
+        (``--json`` writes null: NaN is not JSON)."""
         if not self.comparisons:
-            return math.nan
+            return None
         return 100.0 * sum(abs(c.relative_error) for c in self.comparisons) / len(self.comparisons)
 
     def as_dict(self) -> dict[str, Any]:
@@ -1388,9 +1389,11 @@ def format_report(report: ValidationReport) -> str:
             f"{c.case:<{width}}  {c.metric:<22} {c.measured:>10.4g} {c.predicted:>10.4g} "
             f"{100 * c.relative_error:>+7.1f}%" + (" *" if c.assumed else "")
         )
+    mape = report.mean_absolute_percentage_error
     lines.append(
-        f"mean absolute percentage error: {report.mean_absolute_percentage_error:.1f}% "
-        f"over {len(report.comparisons)} figures"
+        "mean absolute percentage error: no figure predicted"
+        if mape is None
+        else f"mean absolute percentage error: {mape:.1f}% over {len(report.comparisons)} figures"
     )
     marked = {c.case for c in report.comparisons if c.assumed}
     cases_of: dict[tuple[str, str, str], list[str]] = {}

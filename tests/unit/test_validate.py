@@ -150,6 +150,19 @@ def test_mean_absolute_percentage_error() -> None:
     assert report.mean_absolute_percentage_error == pytest.approx(15.0)
 
 
+def test_a_file_with_no_predicted_figure_says_so_in_the_table_and_writes_valid_json(
+    tmp_path: Path, capsys
+) -> None:
+    """Only a single-operator case: nothing is predicted, so there is no mean to print (it
+    was 'nan%'), and ``--json`` writes null (NaN is not JSON)."""
+    out = tmp_path / "v.json"
+    single_op = REPO / "validation" / "blackwell_measurements.yaml"
+    assert main(["validate", str(single_op), "--json", str(out)]) == 0
+    assert "mean absolute percentage error: no figure predicted" in capsys.readouterr().out
+    data = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert data["comparisons"] == [] and data["mean_absolute_percentage_error"] is None
+
+
 def test_cli_writes_json_and_fails_over_max_error(tmp_path: Path, capsys) -> None:
     out = tmp_path / "v.json"
     case = ["--case", "narayanan21_t1_1.7B", "-q"]
