@@ -229,6 +229,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     assert inf is not None
     w_elem, mbs, tp = DTYPE_BYTES[inf.weight_dtype], mapping.micro_batch_size, mapping.tp
     spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=batch.dtype)
+    last_token = dataclasses.replace(spec, seq_len=1)
     tied = mapping.pp > 1 or not model.tie_word_embeddings
     a, ways = _tp_grid(experiment)
 
@@ -241,7 +242,12 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
             for b in layer_blocks(model, spec, mbs, a)
         ),
         storage(embedding_block(model, spec, mbs, tp), w_elem),
-        storage(head_block(model, spec, mbs, tp, count_tied_weights=tied), w_elem),
+        # The final norm and the LM head run on each request's last token only, in prefill
+        # as in decode: no other prompt position is sampled. vLLM's model runner gathers
+        # ``logits_indices`` (the last position of each sequence) before ``compute_logits``;
+        # tt_transformers' ``Transformer.forward`` slices the 32-row tile holding
+        # ``get_last_token`` before its norm and LM head (models/tt_transformers/tt/model.py).
+        storage(head_block(model, last_token, mbs, tp, count_tied_weights=tied), w_elem),
     )
 
 
