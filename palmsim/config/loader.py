@@ -658,7 +658,7 @@ def _fidelity(value: Any) -> str | None:
 
 
 def _parse_positions(value: Any, where: str, key: str) -> tuple[tuple[int, int], ...]:
-    expected = "a list of [row, col] die-local core positions, e.g. [[0, 0], [4, 0]]"
+    expected = "a list of [row, col] chip-local core positions, e.g. [[0, 0], [4, 0]]"
     if value is None or value == ():
         return ()
     if not isinstance(value, list):
@@ -697,11 +697,31 @@ def _optional_int_rule(minimum: int) -> Rule:
     return Rule(rule.parse, rule.expected, required=False)
 
 
-def _link_schema(prefix: str) -> Schema:
-    return {
-        f"{prefix}_bandwidth": _quantity_rule("bandwidth", positive=True),
-        f"{prefix}_latency": _quantity_rule("time", positive=False),
+def _link_schema(*, count: bool = False) -> Schema:
+    """A link: its ``bandwidth`` (one direction) and ``latency``; ``count`` parallel links
+    between two neighbouring chips where the topology has them."""
+    schema: Schema = {
+        "bandwidth": _quantity_rule("bandwidth", positive=True),
+        "latency": _quantity_rule("time", positive=False),
     }
+    if count:
+        schema["count"] = _optional_int_rule(0)
+    return schema
+
+
+def _single_core_rule() -> Rule:
+    expected = (
+        "[1, 1]: a chip reached through switches is one tile (a GPU); a grid of cores needs "
+        "system.topology mesh or torus"
+    )
+
+    def parse(value: Any, where: str, key: str) -> tuple[int, int]:
+        grid = _parse_grid(value, where, key)
+        if grid != (1, 1):
+            raise _InvalidValueError(expected)
+        return grid
+
+    return Rule(parse, expected, required=False)
 
 
 _ENERGY_PER_FLOP_EXPECTED = (
@@ -945,24 +965,41 @@ def hardware_assumptions(path: str | Path) -> tuple[tuple[str, Any, str], ...]:
 
 
 _HW_KINDS = ("wafer", "gpu_cluster")
-#: Sections that belong to one kind only, for a helpful unknown-key message.
-_KIND_SECTIONS = {
-    "wafer": "wafer",
-    "noc": "wafer",
-    "cluster": "gpu_cluster",
-    "network": "gpu_cluster",
+#: ``system.topology``: ``mesh`` and ``torus`` make every core of every chip one 2-D grid (kind
+#: ``wafer``); ``switch`` joins one-tile chips through switches (kind ``gpu_cluster``).
+_TOPOLOGIES = ("mesh", "torus", "switch")
+#: The keys of the former hardware format (a ``kind`` with ``wafer``/``noc`` or
+#: ``cluster``/``network`` sections) -> where the one chip-grid description has them.
+_FORMER_KEYS = {
+    "wafer.die_grid": "system.chips",
+    "wafer.tile_grid": "chip.cores",
+    "wafer.granularity": "chip.granularity",
+    "wafer.unit_grid": "chip.unit_grid",
+    "noc.topology": "system.topology",
+    "noc.intra_die_bandwidth": "chip.noc.bandwidth",
+    "noc.intra_die_latency": "chip.noc.latency",
+    "noc.inter_die_bandwidth": "system.link.bandwidth",
+    "noc.inter_die_latency": "system.link.latency",
+    "noc.inter_die_links": "system.link.count",
+    "noc.bidirectional_rings": "system.bidirectional_rings",
+    "cluster.num_nodes": "system.chips [nodes, GPUs per node]",
+    "cluster.gpus_per_node": "system.chips [nodes, GPUs per node]",
+    "network.intra_node_bandwidth": "system.link.bandwidth",
+    "network.intra_node_latency": "system.link.latency",
+    "network.inter_node_bandwidth": "system.node_link.bandwidth",
+    "network.inter_node_latency": "system.node_link.latency",
 }
 #: Kind-specific defaults (architecture.md): a GPU has no software-managed SRAM.
 _GPU_SRAM_DEFAULTS = {"sram_capacity": "0 B", "sram_bandwidth": "0 B/s"}
 
 
 def hardware_schema(kind: str) -> Schema:
-    """The key schema of a hardware file of ``kind`` (``wafer`` or ``gpu_cluster``)."""
+    """The key schema of a hardware file of ``kind`` (``wafer``: ``system.topology`` mesh or
+    torus; ``gpu_cluster``: switch)."""
     assert kind in _HW_KINDS, kind
     is_wafer = kind == "wafer"
     schema: Schema = {
         "name": _str_rule(),
-        "kind": _choice_rule(_HW_KINDS),
         "description": _str_rule(required=False),
         "sources": _str_list_rule(required=False),
         "assumptions": _assumptions_rule(),
@@ -1005,24 +1042,29 @@ def hardware_schema(kind: str) -> Schema:
     }
     if is_wafer:
         schema["dram"]["positions"] = Rule(
-            _parse_positions, "a list of [row, col] die-local core positions", required=False
+            _parse_positions, "a list of [row, col] chip-local core positions", required=False
         )
-        schema["wafer"] = {
-            "die_grid": Rule(_parse_grid, _GRID_EXPECTED),
-            "tile_grid": Rule(_parse_grid, _GRID_EXPECTED),
+        schema["chip"] = {
+            "cores": Rule(_parse_grid, _GRID_EXPECTED),
             "granularity": Rule(_parse_granularity, _GRANULARITY_EXPECTED, required=False),
             "unit_grid": Rule(_parse_grid, _GRID_EXPECTED, required=False),
+            "noc": _link_schema(),
         }
-        schema["noc"] = {
-            "topology": _choice_rule(("mesh", "torus")),
-            **_link_schema("intra_die"),
-            **_link_schema("inter_die"),
-            "inter_die_links": _optional_int_rule(0),
+        schema["system"] = {
+            "topology": _choice_rule(_TOPOLOGIES),
+            "chips": Rule(_parse_grid, _GRID_EXPECTED),
+            # Required with more than one chip (check_hardware); a single chip has none.
+            "link": _section_rule(_link_schema(count=True), dict),
             "bidirectional_rings": Rule(_bool_rule().parse, "true or false", required=False),
         }
     else:
-        schema["cluster"] = {"num_nodes": _int_rule(), "gpus_per_node": _int_rule()}
-        schema["network"] = {**_link_schema("intra_node"), **_link_schema("inter_node")}
+        schema["chip"] = _section_rule({"cores": _single_core_rule()}, dict)
+        schema["system"] = {
+            "topology": _choice_rule(_TOPOLOGIES),
+            "chips": Rule(_parse_grid, "[nodes, GPUs per node], each an int >= 1"),
+            "link": _link_schema(),
+            "node_link": _link_schema(),
+        }
     schema["energy"] = _energy_rule(kind)
     schema["cost"] = _cost_rule()
     schema["defects"] = _defects_rule()
@@ -1244,18 +1286,54 @@ def _fill(section: Any, defaults: Mapping[str, Any]) -> None:
 
 
 def hardware_kind(raw: Mapping[str, Any], where: str) -> str:
-    """The ``kind`` of a raw hardware dict, which selects its schema.
+    """The kind of a raw hardware dict, which selects its schema: ``wafer`` for a
+    ``system.topology`` of mesh or torus, ``gpu_cluster`` for switch.
 
     Raises:
-        ConfigError: ``kind`` is missing or unknown (the other keys cannot be checked then).
+        ConfigError: ``system.topology`` is missing or unknown (the other keys cannot be
+            checked then).
     """
-    kind = raw.get("kind", MISSING)
-    if kind not in _HW_KINDS:
+    system = raw.get("system", MISSING)
+    topology = system.get("topology", MISSING) if isinstance(system, dict) else MISSING
+    if topology not in _TOPOLOGIES:
         expected = (
-            "one of " + ", ".join(repr(k) for k in _HW_KINDS) + _did_you_mean(kind, _HW_KINDS)
+            "one of "
+            + ", ".join(repr(k) for k in _TOPOLOGIES)
+            + _did_you_mean(topology, _TOPOLOGIES)
         )
-        raise ConfigError.single(where, "kind", kind, expected)
-    return str(kind)
+        raise ConfigError.single(where, "system.topology", topology, expected)
+    return "gpu_cluster" if topology == "switch" else "wafer"
+
+
+def former_format_problems(raw: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """One problem per key of the former hardware format in ``raw`` (``kind``, and the
+    ``wafer``/``noc``/``cluster``/``network`` sections), each naming where the chip-grid
+    description keeps it (:data:`_FORMER_KEYS`)."""
+    problems: list[ConfigProblem] = []
+    if "kind" in raw:
+        problems.append(
+            ConfigProblem(
+                where,
+                "kind",
+                raw["kind"],
+                "nothing: the former format's kind follows from system.topology now (mesh or "
+                "torus: a grid of cores; switch: one-tile chips behind switches)",
+            )
+        )
+    for section in ("wafer", "noc", "cluster", "network"):
+        body = raw.get(section, MISSING)
+        if body is MISSING:
+            continue
+        for name, value in body.items() if isinstance(body, dict) else [("", body)]:
+            key = _join(section, str(name)) if name != "" else section
+            new = _FORMER_KEYS.get(key)
+            expected = (
+                f"nothing here: the chip-grid format names it {new}"
+                if new is not None
+                else "nothing here: the former format's sections are chip: and system: now"
+            )
+            problems.append(ConfigProblem(where, key, value, expected))
+    return problems
 
 
 def normalise_hardware(
@@ -1274,7 +1352,8 @@ def normalise_hardware(
     # 0 s), not the fields.
     times = ("op_latency_s", "host_dispatch_s")
     _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k not in times})
-    if out.get("kind") == "gpu_cluster":
+    system = out.get("system")
+    if isinstance(system, dict) and system.get("topology") == "switch":
         _fill(tile, _GPU_SRAM_DEFAULTS)
     return out, []
 
@@ -1511,7 +1590,7 @@ def _section_expected(schema: Schema) -> str:
 def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
     """Phase 6: the frozen :class:`HardwareSpec` from parsed values (no problems left).
 
-    A wafer with ``wafer.granularity: k > 1`` comes back coarsened (:func:`coarsen`): each
+    A grid of cores with ``chip.granularity: k > 1`` comes back coarsened (:func:`coarsen`): each
     tile of the spec is a k x k region of the file's cores.
     """
     tile_v = values["tile"]
@@ -1537,34 +1616,39 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
     )
     wafer = cluster = None
     granularity = (1, 1)
-    if values["kind"] == "wafer":
-        grid, noc = values["wafer"], values["noc"]
-        granularity = grid.get("granularity", (1, 1))
-        unit = grid.get("unit_grid", (1, 1))
+    system = values["system"]
+    kind = "gpu_cluster" if system["topology"] == "switch" else "wafer"
+    if kind == "wafer":
+        chip = values["chip"]
+        granularity = chip.get("granularity", (1, 1))
+        unit = chip.get("unit_grid", (1, 1))
+        noc = LinkSpec(chip["noc"]["bandwidth"], chip["noc"]["latency"])
+        link = system.get("link")
         wafer = WaferSpec(
-            die_rows=grid["die_grid"][0],
-            die_cols=grid["die_grid"][1],
-            tile_rows=grid["tile_grid"][0],
-            tile_cols=grid["tile_grid"][1],
-            topology=noc["topology"],
-            intra_die=LinkSpec(noc["intra_die_bandwidth"], noc["intra_die_latency"]),
-            inter_die=LinkSpec(noc["inter_die_bandwidth"], noc["inter_die_latency"]),
-            inter_die_links=noc.get("inter_die_links", 0),
-            bidirectional_rings=noc.get("bidirectional_rings", False),
+            die_rows=system["chips"][0],
+            die_cols=system["chips"][1],
+            tile_rows=chip["cores"][0],
+            tile_cols=chip["cores"][1],
+            topology=system["topology"],
+            intra_die=noc,
+            # A single chip has no chip-to-chip link; the spec's is then never used.
+            inter_die=LinkSpec(link["bandwidth"], link["latency"]) if link else noc,
+            inter_die_links=link.get("count", 0) if link else 0,
+            bidirectional_rings=system.get("bidirectional_rings", False),
             unit_rows=unit[0],
             unit_cols=unit[1],
         )
     else:
-        c, net = values["cluster"], values["network"]
+        link, node_link = system["link"], system["node_link"]
         cluster = ClusterSpec(
-            num_nodes=c["num_nodes"],
-            devices_per_node=c["gpus_per_node"],
-            intra_node=LinkSpec(net["intra_node_bandwidth"], net["intra_node_latency"]),
-            inter_node=LinkSpec(net["inter_node_bandwidth"], net["inter_node_latency"]),
+            num_nodes=system["chips"][0],
+            devices_per_node=system["chips"][1],
+            intra_node=LinkSpec(link["bandwidth"], link["latency"]),
+            inter_node=LinkSpec(node_link["bandwidth"], node_link["latency"]),
         )
     spec = HardwareSpec(
         name=values["name"],
-        kind=values["kind"],
+        kind=kind,
         tile=tile,
         dram=dram,
         wafer=wafer,
@@ -1667,7 +1751,7 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
 _TRAINING_DTYPES = ("fp32", "fp16", "bf16")
 
 #: Most tiles a wafer may simulate: a chip graph of 2^16 tiles builds in seconds and a few
-#: hundred MB; beyond it, ``wafer.granularity`` must merge cores into regions.
+#: hundred MB; beyond it, ``chip.granularity`` must merge cores into regions.
 MAX_SIMULATED_TILES = 65536
 
 
@@ -1676,31 +1760,44 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
 
     - ``tile.peak`` names at least one training dtype (fp32, fp16 or bf16): palmsim simulates
       training, and every workload dtype is one of these.
+    - A grid of cores on more than one chip gives ``system.link``.
     """
     problems: list[ConfigProblem] = []
-    grid = values.get("wafer", {})
-    tiles = grid.get("tile_grid")
+    system = values.get("system", {})
+    grid = values.get("chip") or {}
+    is_grid = system.get("topology") in ("mesh", "torus")  # a grid of cores, not GPUs
+    tiles = grid.get("cores") if is_grid else None
     kr, kc = grid.get("granularity", (1, 1))
     if tiles is not None and (tiles[0] % kr or tiles[1] % kc):
         problems.append(
             ConfigProblem(
                 where,
-                "wafer.granularity",
+                "chip.granularity",
                 [kr, kc],
-                f"divisors of wafer.tile_grid {list(tiles)}: regions of kr x kc cores are "
+                f"divisors of chip.cores {list(tiles)}: regions of kr x kc cores are "
                 "simulated as one tile",
             )
         )
-    dies = grid.get("die_grid")
+    dies = system.get("chips")
+    if tiles is not None and dies is not None and dies != (1, 1) and system.get("link") is None:
+        problems.append(
+            ConfigProblem(
+                where,
+                "system.link",
+                ConfigError.MISSING,
+                f"the link between neighbouring chips of the {dies[0]} x {dies[1]} grid, "
+                "{bandwidth, latency} and optionally count",
+            )
+        )
     if tiles is not None and dies is not None and not (tiles[0] % kr or tiles[1] % kc):
         simulated = dies[0] * dies[1] * (tiles[0] // kr) * (tiles[1] // kc)
         if dies[0] * dies[1] > MAX_SIMULATED_TILES:  # even one region per die is too many
             problems.append(
                 ConfigProblem(
                     where,
-                    "wafer.die_grid",
+                    "system.chips",
                     list(dies),
-                    f"at most {MAX_SIMULATED_TILES} dies (each is simulated as one tile at "
+                    f"at most {MAX_SIMULATED_TILES} chips (each is simulated as one tile at "
                     f"least; this grid has {dies[0] * dies[1]})",
                 )
             )
@@ -1708,10 +1805,10 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
             problems.append(
                 ConfigProblem(
                     where,
-                    "wafer.granularity",
+                    "chip.granularity",
                     [kr, kc],
                     f"regions large enough that at most {MAX_SIMULATED_TILES} tiles are "
-                    f"simulated (this grid gives {simulated}); e.g. wafer.granularity: "
+                    f"simulated (this grid gives {simulated}); e.g. chip.granularity: "
                     f"{math.ceil(math.sqrt(simulated * kr * kc / MAX_SIMULATED_TILES))} or "
                     "a divisor of the tile grid near it",
                 )
@@ -1724,7 +1821,7 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
                 where,
                 "dram.positions",
                 ConfigError.MISSING,
-                "die-local [row, col] of each DRAM channel for placement 'positions'",
+                "chip-local [row, col] of each DRAM channel for placement 'positions'",
             )
         )
     if dram.get("placement") not in (None, "positions") and positions:
@@ -1741,7 +1838,7 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
                         where,
                         f"dram.positions[{i}]",
                         [r, c],
-                        f"a core of the die's {tiles[0]} x {tiles[1]} tile_grid",
+                        f"a core of the chip's {tiles[0]} x {tiles[1]} chip.cores",
                     )
                 )
     peak = values.get("tile", {}).get("peak")
@@ -1760,7 +1857,7 @@ def check_hardware(values: Mapping[str, Any], where: str) -> list[ConfigProblem]
 def load_hardware(
     path: str | Path, overrides: Sequence[str] = (), *, data: Mapping[str, Any] | None = None
 ) -> HardwareSpec:
-    """Load a hardware file (kind ``wafer`` or ``gpu_cluster``) with ``hw.`` overrides applied.
+    """Load a hardware file (a grid of chips, each a grid of cores) with ``hw.`` overrides.
 
     Args:
         path: the YAML file (with ``raw``: only names the source in messages).
@@ -1774,15 +1871,13 @@ def load_hardware(
     where = str(path)
     content = copy.deepcopy(dict(data)) if data is not None else read_config_file(path)
     raw = apply_overrides(content, overrides, "hw", where)
+    former = former_format_problems(raw, where)
+    if former:
+        raise ConfigError(blame_overrides(former, overrides, "hw", where))
     kind = hardware_kind(raw, where)
     raw, problems = normalise_hardware(raw, where, _default_name(path))
     schema = hardware_schema(kind)
-    notes = {
-        section: f"no {section!r} section in a {kind!r} file (it belongs to kind {owner!r})"
-        for section, owner in _KIND_SECTIONS.items()
-        if owner != kind
-    }
-    problems += check_keys(raw, schema, where, notes=notes)
+    problems += check_keys(raw, schema, where)
     values, parse_problems = parse_values(raw, schema, where)
     problems += parse_problems
     problems += _check_assumed_keys(raw, where)
@@ -2174,10 +2269,10 @@ def format_exact(value: float, dimension: str) -> str:
     return best if best is not None else f"{float(value)!r} {unit}"
 
 
-def _link_to_raw(prefix: str, link: LinkSpec) -> dict[str, str]:
+def _link_to_raw(link: LinkSpec) -> dict[str, Any]:
     return {
-        f"{prefix}_bandwidth": format_exact(link.bandwidth_bytes_per_s, "bandwidth"),
-        f"{prefix}_latency": format_exact(link.latency_s, "time"),
+        "bandwidth": format_exact(link.bandwidth_bytes_per_s, "bandwidth"),
+        "latency": format_exact(link.latency_s, "time"),
     }
 
 
@@ -2185,7 +2280,6 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
     t, d = spec.tile, spec.dram
     raw: dict[str, Any] = {
         "name": spec.name,
-        "kind": spec.kind,
         "tile": {
             "peak": {dtype: format_exact(rate, "flop_rate") for dtype, rate in t.peak_flop_per_s},
             "sram_capacity": format_exact(t.sram_capacity_bytes, "bytes"),
@@ -2219,27 +2313,23 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
     }
     if spec.wafer is not None:
         w = spec.wafer
-        raw["wafer"] = {
-            "die_grid": [w.die_rows, w.die_cols],
-            "tile_grid": [w.tile_rows, w.tile_cols],
-        }
-        raw["noc"] = {
-            "topology": w.topology,
-            **_link_to_raw("intra_die", w.intra_die),
-            **_link_to_raw("inter_die", w.inter_die),
-        }
+        raw["chip"] = {"cores": [w.tile_rows, w.tile_cols], "noc": _link_to_raw(w.intra_die)}
         if (w.unit_rows, w.unit_cols) != (1, 1):  # only when set: other configs as before
-            raw["wafer"]["unit_grid"] = [w.unit_rows, w.unit_cols]
-        if w.inter_die_links:
-            raw["noc"]["inter_die_links"] = w.inter_die_links
+            raw["chip"]["unit_grid"] = [w.unit_rows, w.unit_cols]
+        raw["system"] = {"topology": w.topology, "chips": [w.die_rows, w.die_cols]}
+        if (w.die_rows, w.die_cols) != (1, 1):  # one chip has no chip-to-chip link
+            raw["system"]["link"] = _link_to_raw(w.inter_die)
+            if w.inter_die_links:
+                raw["system"]["link"]["count"] = w.inter_die_links
         if w.bidirectional_rings:
-            raw["noc"]["bidirectional_rings"] = True
+            raw["system"]["bidirectional_rings"] = True
     if spec.cluster is not None:
         c = spec.cluster
-        raw["cluster"] = {"num_nodes": c.num_nodes, "gpus_per_node": c.devices_per_node}
-        raw["network"] = {
-            **_link_to_raw("intra_node", c.intra_node),
-            **_link_to_raw("inter_node", c.inter_node),
+        raw["system"] = {
+            "topology": "switch",
+            "chips": [c.num_nodes, c.devices_per_node],
+            "link": _link_to_raw(c.intra_node),
+            "node_link": _link_to_raw(c.inter_node),
         }
     raw["dram"] = {
         "placement": d.placement,
