@@ -429,10 +429,11 @@ def format_calibration(result: Calibration) -> str:
     if result.allreduce:
         case_id, a = result.allreduce
         lines += [
-            "network:",
-            f"  # ring all-reduce over {a.num_ranks} GPUs fitted to {case_id} "
+            "system:",
+            "  link:",
+            f"    # ring all-reduce over {a.num_ranks} GPUs fitted to {case_id} "
             f"({_error_note(a.relative_errors)})",
-            f"  intra_node_bandwidth: {format_quantity(a.bus_bandwidth_bytes_per_s, 'bandwidth')}",
-            f"  intra_node_latency: {format_quantity(a.step_latency_s, 'time')}",
+            f"    bandwidth: {format_quantity(a.bus_bandwidth_bytes_per_s, 'bandwidth')}",
+            f"    latency: {format_quantity(a.step_latency_s, 'time')}",
         ]
     return "\n".join(lines)

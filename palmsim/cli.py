@@ -80,7 +80,7 @@ def _add_inputs(
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, e.g. --set hw.noc.inter_die_bandwidth="
+        help="override any config key, e.g. --set hw.system.link.bandwidth="
         "'512 GB/s' (prefixes: hw, workload, model, training, inference, mapping, run)",
     )
 

@@ -617,7 +617,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
         # with a TP dividing the heads.
         if r % 4 or c % 4:
             raise CannotExpressError(f"cores {r}x{c} do not split into 4x4 regions")
-        overrides = [f"hw.wafer.tile_grid=[{r}, {c}]", f"hw.wafer.granularity=[{r // 4}, {c // 4}]"]
+        overrides = [f"hw.chip.cores=[{r}, {c}]", f"hw.chip.granularity=[{r // 4}, {c // 4}]"]
         tp = 16
         pp, dp = 1, 1
     else:
@@ -834,7 +834,7 @@ class TileFit:
     """One fitted number of a tiled chip's config, with the cases it came from.
 
     ``key`` is the config key (``tile.format_efficiency.bf16``, ``dram.bandwidth``,
-    ``noc.inter_die_bandwidth``), ``value`` in SI units, ``errors`` the relative error of the
+    ``system.link.bandwidth``), ``value`` in SI units, ``errors`` the relative error of the
     fitted model on each case.
     """
 
@@ -881,7 +881,7 @@ def calibrate_tiles(
       the chip's op latency, shared by its other formats);
     - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = a + t_peak / e``;
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
-    - ``noc.inter_die_bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``.
+    - ``system.link.bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``.
 
     Returns the fits and the ``(case, reason)`` of every case of this hardware not used.
     """
@@ -970,7 +970,7 @@ def calibrate_tiles(
             (lat + d * x) / m - 1 for d, lat, m in zip(per_dir, latency, measured, strict=True)
         )
         fits.append(
-            TileFit("noc.inter_die_bandwidth", 1 / x, "bandwidth", tuple(c[0] for c in ccl), errors)
+            TileFit("system.link.bandwidth", 1 / x, "bandwidth", tuple(c[0] for c in ccl), errors)
         )
     return fits, unused
 

@@ -844,7 +844,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
                 f"system.nodes = {nodes} hold {nodes * per_node} GPUs of {per_node} per node "
                 f"({hardware}), fewer than num_gpus = {num_gpus}"
             )
-        overrides.append(f"hw.cluster.num_nodes={nodes}")
+        overrides.append(f"hw.system.chips=[{nodes}, {per_node}]")
     elif hw_spec.num_tiles < num_gpus:
         raise NotRun(f"{hardware} has {hw_spec.num_tiles} tiles, fewer than num_gpus = {num_gpus}")
     vocab = _int(model, "vocab", "model.vocab")

@@ -19,7 +19,6 @@ import yaml
 from palmsim.config.loader import spec_to_raw
 from palmsim.config.specs import (
     MODES,
-    ClusterSpec,
     CostSpec,
     DefectSpec,
     DramSpec,
@@ -49,23 +48,19 @@ __all__ = ["DescribedKey", "described_keys", "format_described"]
 class DescribedKey:
     """One leaf key of the resolved experiment."""
 
-    key: str  # as --set takes it, e.g. "hw.noc.inter_die_bandwidth"
+    key: str  # as --set takes it, e.g. "hw.system.link.bandwidth"
     value: str  # as a file and --set take it, e.g. "256 GB/s"
     help: str  # what it means
 
 
-#: Raw section name -> the spec type(s) whose fields it holds (the file groups some keys
-#: differently from the specs: ``noc`` fills WaferSpec, ``network`` ClusterSpec).
+#: Raw section name -> the spec type(s) whose fields it holds (``chip:`` and ``system:``, which
+#: fill WaferSpec or ClusterSpec, are described key by key in _KEY_HELP).
 _SECTION_TYPES: dict[str, tuple[type, ...]] = {
     "hw": (HardwareSpec,),
     "hw.tile": (TileSpec,),
     "hw.tile.gemm": (GemmSpec,),
     "hw.tile.memory_ops": (MemoryOpsSpec,),
     "hw.dram": (DramSpec,),
-    "hw.wafer": (WaferSpec,),
-    "hw.noc": (WaferSpec,),
-    "hw.cluster": (ClusterSpec,),
-    "hw.network": (ClusterSpec,),
     "hw.energy": (EnergySpec,),
     "hw.cost": (CostSpec,),
     "hw.defects": (DefectSpec,),
@@ -82,7 +77,6 @@ _SECTION_TYPES: dict[str, tuple[type, ...]] = {
 #: split in two); every other key is its field's name without the unit suffix.
 _ALIASES: dict[str, tuple[str, ...]] = {
     "peak": ("peak_flop_per_s",),
-    "gpus_per_node": ("devices_per_node",),
     "static_per_chip": ("static_per_chip_w",),
     "static_per_node": ("static_per_chip_w",),
 }
@@ -100,7 +94,6 @@ _UNIT_SUFFIXES = (
     "_usd",
     "_usd_per_j",
 )
-_LINK_KEY = re.compile(r"^(?P<link>[a-z_]+?)_(?P<part>bandwidth|latency)$")
 #: A help text's trailing SI unit, redundant beside a value written with its unit.
 _SI_UNIT = re.compile(r"\s*\[(B|B/s|s|FLOP/s|Hz|J/B|J/FLOP|W|m2|1/m2|m|USD|USD/J)\]$")
 
@@ -116,18 +109,45 @@ def _field_help(spec_type: type, name: str) -> str | None:
     return None
 
 
-#: Keys that hold two fields as ``[rows, columns]``.
-_GRID_HELP = {
-    "hw.wafer.die_grid": "dies of the wafer, [rows, columns]",
-    "hw.wafer.tile_grid": "tiles of one die, [rows, columns]",
+_LINK_BANDWIDTH = str(LinkSpec.__dataclass_fields__["bandwidth_bytes_per_s"].metadata["help"])
+_LINK_LATENCY = str(LinkSpec.__dataclass_fields__["latency_s"].metadata["help"])
+
+#: Keys whose meaning is not one spec field's: pairs ``[rows, columns]`` and the chip-grid
+#: description (``chip:``, ``system:``), which fills WaferSpec or ClusterSpec.
+_KEY_HELP = {
     "hw.tile.gemm.tile": "output tile of the GEMM kernels, [rows, columns] in elements",
+    "hw.chip.cores": "cores of one chip, [rows, columns], each a tile ([1, 1]: a GPU)",
+    "hw.chip.granularity": "cores simulated as one tile: k (k x k) or [rows, columns]",
+    "hw.chip.unit_grid": "cores in one simulated tile, [rows, columns] (granularity applied)",
+    "hw.chip.noc.bandwidth": "link between neighbouring cores: " + _LINK_BANDWIDTH,
+    "hw.chip.noc.latency": "link between neighbouring cores: " + _LINK_LATENCY,
+    "hw.system.topology": (
+        "mesh or torus: the cores of all chips form one 2-D grid (a torus wraps at its "
+        "edges); switch: one-tile chips (GPUs) behind switches"
+    ),
+    "hw.system.chips": "chips of the system, [rows, columns]; switch: [nodes, GPUs per node]",
+    "hw.system.link.bandwidth": (
+        "link between neighbouring chips (switch: one GPU's link to its node's switch): "
+        + _LINK_BANDWIDTH
+    ),
+    "hw.system.link.latency": (
+        "link between neighbouring chips (switch: one GPU's link to its node's switch): "
+        + _LINK_LATENCY
+    ),
+    "hw.system.link.count": str(WaferSpec.__dataclass_fields__["inter_die_links"].metadata["help"]),
+    "hw.system.node_link.bandwidth": "one GPU's link to the fabric between nodes: "
+    + _LINK_BANDWIDTH,
+    "hw.system.node_link.latency": "one GPU's link to the fabric between nodes: " + _LINK_LATENCY,
+    "hw.system.bidirectional_rings": str(
+        WaferSpec.__dataclass_fields__["bidirectional_rings"].metadata["help"]
+    ),
 }
 
 
 def _help(section: str, key: str) -> str:
     """The meaning of file key ``key`` inside raw section ``section``."""
-    if f"{section}.{key}" in _GRID_HELP:
-        return _GRID_HELP[f"{section}.{key}"]
+    if f"{section}.{key}" in _KEY_HELP:
+        return _KEY_HELP[f"{section}.{key}"]
     if section.startswith("hw.tile.memory_ops.") and section.count(".") == 3:
         types: tuple[type, ...] = (MemoryKernelSpec,)
         kind = section.rsplit(".", 1)[1]
@@ -138,10 +158,6 @@ def _help(section: str, key: str) -> str:
         found = next((h for h in (_field_help(spec_type, n) for n in names) if h), None)
         if found:
             return f"{kind} kernels: {found}" if kind else found
-        link = _LINK_KEY.match(key)
-        if link and any(f.name == link["link"] for f in fields(spec_type)):
-            part = "bandwidth_bytes_per_s" if link["part"] == "bandwidth" else "latency_s"
-            return f"{_field_help(spec_type, link['link'])}: {_field_help(LinkSpec, part)}"
     return ""
 
 

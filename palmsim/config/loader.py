@@ -264,14 +264,14 @@ class Rule:
 
 #: Internal spec field names a user may copy from the code or an old ``describe``, and the
 #: file keys they correspond to (fields with a unit suffix are handled generically).
-_FIELD_KEYS = {"devices_per_node": "gpus_per_node", "peak_flop_per_s": "peak"}
+_FIELD_KEYS = {"peak_flop_per_s": "peak"}
 _FIELD_SUFFIXES = ("_bytes_per_s", "_flop_per_s", "_bytes", "_hz", "_s")
 
 
 def _did_you_mean(word: object, options: Sequence[str]) -> str:
     if not isinstance(word, str):
         return ""
-    # A spec field name (sram_capacity_bytes, devices_per_node) names its file key exactly.
+    # A spec field name (sram_capacity_bytes, peak_flop_per_s) names its file key exactly.
     stem = next((word[: -len(x)] for x in _FIELD_SUFFIXES if word.endswith(x)), word)
     for candidate in (_FIELD_KEYS.get(word), stem):
         if candidate in options and candidate != word:

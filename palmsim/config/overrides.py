@@ -95,7 +95,7 @@ def parse_override(text: str) -> Override:
             key.strip(),
             text,
             f"a dotted key of identifiers, but {bad[0]!r} is not one (list items are set "
-            "whole, e.g. 'hw.wafer.die_grid=[10, 8]')",
+            "whole, e.g. 'hw.system.chips=[10, 8]')",
         )
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else None
@@ -141,8 +141,8 @@ def apply_overrides(
         prefix: ``"hw"``, ``"workload"``, ``"mapping"`` or ``"run"`` (a trailing dot is allowed).
         where: the file ``raw`` came from, for messages.
 
-    Missing intermediate mappings are created, so ``hw.noc.topology=torus`` works even if the
-    file has no ``noc:`` section.
+    Missing intermediate mappings are created, so ``hw.tile.gemm.tile=[64,64]`` works even if the
+    file has no ``gemm:`` section.
 
     Raises:
         ConfigError: a malformed override (any section), or an override that descends into a
@@ -191,8 +191,8 @@ def blame_overrides(
 ) -> list[ConfigProblem]:
     """``problems`` with those of file ``where`` at a key an override set blamed on it.
 
-    A problem at ``noc.link_bandwith`` of the hardware file, when ``--set
-    hw.noc.link_bandwith=1`` put it there, names ``--set hw.noc.link_bandwith=1 (applied to
+    A problem at ``system.link.bandwith`` of the hardware file, when ``--set
+    hw.system.link.bandwith=1`` put it there, names ``--set hw.system.link.bandwith=1 (applied to
     FILE)``: the user typed the mistake on the command line, not in the file. The last
     override of a key wins, as in :func:`apply_overrides`. ``shown``, parallel to
     ``overrides``, is how each was typed (e.g. before a model alias was made canonical).

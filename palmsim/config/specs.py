@@ -323,30 +323,32 @@ class DramSpec:
     bandwidth_bytes_per_s: float = _f("bandwidth of one DRAM channel, reads+writes shared [B/s]")
     latency_s: float = _f("access latency of one DRAM channel [s]")
     positions: tuple[tuple[int, int], ...] = _f(
-        "placement 'positions': die-local (row, col) of the tile each channel attaches to, "
-        "the same on every die",
+        "placement 'positions': chip-local (row, col) of the core each channel attaches to, "
+        "the same on every chip",
         default=(),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class WaferSpec:
-    """A two-level wafer: a grid of dies, each die a grid of tiles, joined by a NoC."""
+    """A grid of chips (the dies of a wafer, or chips joined by links), each a grid of tiles,
+    all of them one 2-D mesh or torus (the file's ``chip:`` and ``system:`` with topology mesh
+    or torus)."""
 
-    die_rows: int = _f("dies along the wafer's rows")
-    die_cols: int = _f("dies along the wafer's columns")
-    tile_rows: int = _f("tiles per die along the rows")
-    tile_cols: int = _f("tiles per die along the columns")
-    topology: str = _f("NoC topology over the global tile grid: 'mesh' or 'torus'")
-    intra_die: LinkSpec = _f("links between neighbouring tiles of one die")
+    die_rows: int = _f("chips along the system's rows")
+    die_cols: int = _f("chips along the system's columns")
+    tile_rows: int = _f("tiles per chip along the rows")
+    tile_cols: int = _f("tiles per chip along the columns")
+    topology: str = _f("topology over the global tile grid: 'mesh' or 'torus'")
+    intra_die: LinkSpec = _f("links between neighbouring tiles of one chip")
     inter_die: LinkSpec = _f(
-        "links between neighbouring tiles across a die boundary; with inter_die_links, one "
+        "links between neighbouring tiles across a chip boundary; with inter_die_links, one "
         "chip-to-chip link"
     )
     inter_die_links: int = _f(
-        "chip-to-chip links between two neighbouring dies, per direction; their bandwidth is "
-        "shared evenly by the tile pairs along the boundary. 0: one inter_die link per "
-        "boundary tile pair (a wafer's dies)",
+        "chip-to-chip links between two neighbouring chips, per direction; their bandwidth is "
+        "shared evenly by the tile pairs along the boundary. 0: one link per boundary tile "
+        "pair (the dies of a wafer)",
         default=0,
     )
     bidirectional_rings: bool = _f(
@@ -364,7 +366,8 @@ class WaferSpec:
 
 @dataclass(frozen=True, slots=True)
 class ClusterSpec:
-    """A GPU cluster: nodes of devices behind a switch, joined by per-device NICs."""
+    """A GPU cluster: nodes of devices behind a switch, joined by per-device NICs (the file's
+    ``system:`` with topology switch, ``chips: [nodes, GPUs per node]``)."""
 
     num_nodes: int = _f("number of nodes")
     devices_per_node: int = _f("GPUs per node")

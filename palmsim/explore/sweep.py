@@ -4,7 +4,7 @@ A sweep spec (YAML) names the base files and the values to vary::
 
     base: {hw: ../hw_configs/tx8-wafer.yaml, workload: ../workloads/t-18b.yaml}
     set: ["training.global_batch_size=256"]          # optional: fixed overrides
-    grid: {mapping.pp: [10, 20, 40], hw.noc.inter_die_bandwidth: [128 GB/s, 256 GB/s]}
+    grid: {mapping.pp: [10, 20, 40], hw.system.link.bandwidth: [128 GB/s, 256 GB/s]}
     zip: {mapping.pp: [10, 20], mapping.tp: [32, 16]}  # optional: lists walked together
 
 Paths are relative to the spec file. Keys are ``--set`` keys. Points are the cross product

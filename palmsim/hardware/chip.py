@@ -67,15 +67,15 @@ def check_tile_count(spec: HardwareSpec, limit: int, where: str | None = None) -
     """Refuse a machine of more than ``limit`` tiles, before anything is allocated for it.
 
     Raises:
-        ConfigError: naming the layout key (``wafer.die_grid`` or ``cluster.num_nodes``).
+        ConfigError: naming the layout key (``system.chips``).
     """
     if spec.num_tiles > limit:
         value: object
         if spec.wafer is not None:
-            key, value = "wafer.die_grid", [spec.wafer.die_rows, spec.wafer.die_cols]
+            key, value = "system.chips", [spec.wafer.die_rows, spec.wafer.die_cols]
         else:
             assert spec.cluster is not None
-            key, value = "cluster.num_nodes", spec.cluster.num_nodes
+            key, value = "system.chips", [spec.cluster.num_nodes, spec.cluster.devices_per_node]
         raise ConfigError.single(
             where or spec.name,
             key,
@@ -307,16 +307,18 @@ class Chip:
         check_tile_count(spec, default_max_tiles() if max_tiles is None else max_tiles)
         if spec.kind == "wafer":
             if spec.wafer is None:
-                raise ConfigError.single(spec.name, "wafer", ConfigError.MISSING, "a wafer layout")
-            name, key = spec.wafer.topology, "noc.topology"
+                raise ConfigError.single(spec.name, "chip", ConfigError.MISSING, "a grid of cores")
+            name, key = spec.wafer.topology, "system.topology"
         elif spec.kind == "gpu_cluster":
             if spec.cluster is None:
                 raise ConfigError.single(
-                    spec.name, "cluster", ConfigError.MISSING, "a cluster layout"
+                    spec.name, "system", ConfigError.MISSING, "a grid of GPU nodes"
                 )
-            name, key = "gpu_cluster", "kind"
+            name, key = "gpu_cluster", "system.topology"
         else:
-            raise ConfigError.single(spec.name, "kind", spec.kind, "'wafer' or 'gpu_cluster'")
+            raise ConfigError.single(
+                spec.name, "system.topology", spec.kind, "'mesh', 'torus' or 'switch'"
+            )
         if name not in TOPOLOGIES:
             raise ConfigError.single(spec.name, key, name, TOPOLOGIES.unknown_message(name))
         builder = TOPOLOGIES.get(name)

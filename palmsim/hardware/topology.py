@@ -259,9 +259,9 @@ class _WaferTopology:
         if not tiles:
             raise ConfigError.single(
                 self.spec.name,
-                "wafer.tile_grid",
+                "chip.cores",
                 [w.tile_rows, w.tile_cols],
-                "at least 3 tile rows per die for die_edge DRAM",
+                "at least 3 rows of simulated tiles per chip for die_edge DRAM",
             )
         return tiles
 

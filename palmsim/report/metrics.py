@@ -612,7 +612,7 @@ def _memory_peaks(trace: RunTrace, plan: MappingPlan) -> tuple[int, dict[str, fl
 
 
 def _granularity(chip: Any) -> list[int]:
-    """Cores per simulated tile, ``[rows, cols]`` (``wafer.granularity``; ``[1, 1]`` for a GPU
+    """Cores per simulated tile, ``[rows, cols]`` (``chip.granularity``; ``[1, 1]`` for a GPU
     cluster or a chip without a spec)."""
     wafer = getattr(getattr(chip, "spec", None), "wafer", None)
     return [wafer.unit_rows, wafer.unit_cols] if wafer is not None else [1, 1]
@@ -716,7 +716,7 @@ def summarize(
         "memory_breakdown_bytes": memory_parts,
         "num_tiles_used": num_used,
         "num_tiles_total": int(chip.num_tiles),
-        # cores per simulated tile, [rows, cols] (wafer.granularity; [1, 1] on a GPU cluster)
+        # cores per simulated tile, [rows, cols] (chip.granularity; [1, 1] on a GPU cluster)
         "granularity_cores_per_tile": _granularity(chip),
         "simulated_replicas": int(plan.simulated_replicas),
         "simulated_tp_ranks": int(plan.simulated_ranks),
