@@ -1881,7 +1881,14 @@ def load_hardware(
     values, parse_problems = parse_values(raw, schema, where)
     problems += parse_problems
     problems += _check_assumed_keys(raw, where)
-    problems += check_hardware(values, where)
+    # A value that failed to parse is absent from ``values``: check_hardware would call it
+    # missing (system.link, dram.positions) on top of the problem already reported for it.
+    reported = {p.key for p in problems}
+    problems += [
+        p
+        for p in check_hardware(values, where)
+        if not any(k == p.key or k.startswith((f"{p.key}.", f"{p.key}[")) for k in reported)
+    ]
     if problems:
         raise ConfigError(blame_overrides(problems, overrides, "hw", where))
     return build_hardware(values)
