@@ -136,7 +136,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             ),
         ]
         tiles = [
-            (2, "hw.wafer.die_grid=[10, 4]", WAFER, {"pp": 8, "tp": 16}),
+            (2, "hw.system.chips=[10, 4]", WAFER, {"pp": 8, "tp": 16}),
             (4, None, WAFER_10X8, {"pp": 8, "tp": 32}),
             (3, None, WAFER_10X8, {"pp": 8, "tp": 24}),
         ]
@@ -179,7 +179,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             ),
         ]
         tiles = [
-            (2, "hw.wafer.die_grid=[10, 4]", WAFER, {"pp": 40, "tp": 16}),
+            (2, "hw.system.chips=[10, 4]", WAFER, {"pp": 40, "tp": 16}),
             (4, None, WAFER_10X8, {"pp": 40, "tp": 32}),
             (3, None, WAFER_10X8, {"pp": 40, "tp": 24}),
         ]

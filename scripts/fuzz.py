@@ -267,7 +267,7 @@ def _small_sweep(work: Path, workload: Path) -> Path:
     spec = {
         "base": {"hw": str(REPO / "hw_configs" / "tx8-wafer.yaml"), "workload": str(workload)},
         "set": ["mapping.tp=2"],
-        "grid": {"mapping.pp": [1, 2], "hw.noc.inter_die_bandwidth": ["128 GB/s"]},
+        "grid": {"mapping.pp": [1, 2], "hw.system.link.bandwidth": ["128 GB/s"]},
     }
     path = work / "small-sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -452,12 +452,12 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
 
 
 _SET_KEYS = (
-    "hw.noc.intra_die_bandwidth", "hw.wafer.die_grid", "hw.tile.sram_capacity", "hw.dram.capacity",
-    "hw.noc.topology", "model.num_hidden_layers", "model.hidden_size", "model.vocab_size",
+    "hw.chip.noc.bandwidth", "hw.system.chips", "hw.tile.sram_capacity", "hw.dram.capacity",
+    "hw.system.topology", "model.num_hidden_layers", "model.hidden_size", "model.vocab_size",
     "training.global_batch_size", "training.seq_len", "training.dtype", "mapping.pp",
     "mapping.tp", "mapping.micro_batch_size", "mapping.schedule", "mapping.virtual_stages",
     "mapping.zero", "run.seed", "run.max_events", "run.max_memory", "inference.batch",
-    "workload.mode", "hw.kind", "mapping.recompute",
+    "workload.mode", "hw.chip.cores", "mapping.recompute",
 )  # fmt: skip
 
 

@@ -1623,7 +1623,10 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         granularity = chip.get("granularity", (1, 1))
         unit = chip.get("unit_grid", (1, 1))
         noc = LinkSpec(chip["noc"]["bandwidth"], chip["noc"]["latency"])
-        link = system.get("link")
+        # A single chip has no chip-to-chip link: one given anyway (e.g. a multi-chip file
+        # run with --set hw.system.chips=[1, 1]) is never used, and the spec (which
+        # spec_to_raw writes without it) holds the core link in its place.
+        link = system.get("link") if system["chips"] != (1, 1) else None
         wafer = WaferSpec(
             die_rows=system["chips"][0],
             die_cols=system["chips"][1],
@@ -1631,7 +1634,6 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             tile_cols=chip["cores"][1],
             topology=system["topology"],
             intra_die=noc,
-            # A single chip has no chip-to-chip link; the spec's is then never used.
             inter_die=LinkSpec(link["bandwidth"], link["latency"]) if link else noc,
             inter_die_links=link.get("count", 0) if link else 0,
             bidirectional_rings=system.get("bidirectional_rings", False),
@@ -1881,7 +1883,14 @@ def load_hardware(
     values, parse_problems = parse_values(raw, schema, where)
     problems += parse_problems
     problems += _check_assumed_keys(raw, where)
-    problems += check_hardware(values, where)
+    # A value that failed to parse is absent from ``values``: check_hardware would call it
+    # missing (system.link, dram.positions) on top of the problem already reported for it.
+    reported = {p.key for p in problems}
+    problems += [
+        p
+        for p in check_hardware(values, where)
+        if not any(k == p.key or k.startswith((f"{p.key}.", f"{p.key}[")) for k in reported)
+    ]
     if problems:
         raise ConfigError(blame_overrides(problems, overrides, "hw", where))
     return build_hardware(values)

@@ -113,7 +113,7 @@ def test_mxfp8_weight_cast_writes_both_copies_with_scales() -> None:
 def _b200_plan(*overrides: str):
     exp = load_experiment(
         "dgx-b200", "llama2-7b",
-        overrides=("hw.cluster.num_nodes=1", "training.global_batch_size=8", *overrides),
+        overrides=("hw.system.chips=[1, 8]", "training.global_batch_size=8", *overrides),
         mapping_flags={"pp": 4, "tp": 2, "dp": 1, "micro_batch_size": 1, "recompute": "full"},
     )  # fmt: skip
     return exp, map_workload(exp, Chip.from_spec(exp.hardware))
@@ -230,7 +230,7 @@ def test_validate_matches_the_b200_family_and_marks_its_assumptions() -> None:
     assert run is not None
     assert "training.fp8_recipe=mxfp8" in run.overrides
     assumed = {a.key: a.value for a in run.assumptions}
-    assert assumed["hw.network.intra_node_bandwidth"] == "721.8 GB/s"
+    assert assumed["hw.system.link.bandwidth"] == "721.8 GB/s"
     assert assumed["hw.tile.gemm.launch_latency"] == "28.9 us"
     # the GEMM efficiencies are fitted to B200 measurements: not assumptions
     assert not any("efficiency" in key for key in assumed)

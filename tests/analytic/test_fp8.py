@@ -164,7 +164,7 @@ def test_weight_cast_and_amax_update_bytes() -> None:
 def _tile0_memory(*overrides: str):
     exp = load_experiment(
         "dgx-h100", "llama2-7b",
-        overrides=("hw.cluster.num_nodes=1", "training.global_batch_size=8", *overrides),
+        overrides=("hw.system.chips=[1, 8]", "training.global_batch_size=8", *overrides),
         mapping_flags={"pp": 4, "tp": 2, "dp": 1, "micro_batch_size": 1, "recompute": "full"},
     )  # fmt: skip
     plan = map_workload(exp, Chip.from_spec(exp.hardware))

@@ -201,7 +201,7 @@ def test_allreduce_over_a_line_of_chips_is_the_textbook_ring():
 
 def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
     """A row of 8 Galaxy chips, closed into a ring by the torus: 4 links per neighbour, every
-    ring edge one hop. Two rings in opposite directions (noc.bidirectional_rings) each carry
+    ring edge one hop. Two rings in opposite directions (system.bidirectional_rings) each carry
     half the buffer: 2(n-1)/n * (S/2) / (4 B) + 2(n-1) * alpha; one ring: twice the
     bandwidth term."""
     hw = load_hardware("hw_configs/wormhole-galaxy.yaml")

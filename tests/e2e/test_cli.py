@@ -142,12 +142,15 @@ def _one_line_error(capsys) -> str:
 
 def test_config_error_exits_2_with_file_key_and_suggestion(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
-    text = Path(HW).read_text().replace("inter_die_bandwidth:", "inter_die_bandwith:")
+    text = Path(HW).read_text()
+    link = "  link:  # between neighbouring chips\n    bandwidth:"
+    assert text.count(link) == 1
+    text = text.replace(link, link.replace("bandwidth:", "bandwith:"))
     bad.write_text(text.replace("sram_bandwidth: 2 TB/s", "sram_bandwidth: 2000"))
     assert main(["run", "--hw", str(bad), "--workload", T18B, "-q"]) == 2
     err = _one_line_error(capsys)
     assert "bad.yaml" in err
-    assert "noc.inter_die_bandwith" in err and "did you mean 'inter_die_bandwidth'" in err
+    assert "system.link.bandwith" in err and "did you mean 'bandwidth'" in err
     assert "tile.sram_bandwidth" in err and "2000" in err  # both problems, reported together
 
 

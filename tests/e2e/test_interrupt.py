@@ -134,7 +134,7 @@ def test_sweep_keeps_finished_points_and_resumes(tmp_path: Path, signum: int) ->
         "base": {"hw": str(REPO / "hw_configs" / "tx8-wafer.yaml"), "workload": str(workload)},
         "grid": {
             "mapping.micro_batch_size": [1, 2],
-            "hw.noc.inter_die_bandwidth": ["64 GB/s", "128 GB/s", "256 GB/s", "512 GB/s"],
+            "hw.system.link.bandwidth": ["64 GB/s", "128 GB/s", "256 GB/s", "512 GB/s"],
         },
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))

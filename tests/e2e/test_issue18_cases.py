@@ -34,14 +34,14 @@ def _one_line(text: str) -> str:
     [
         # the first hang, as it wrote it (YAML reads 1e30 as text) and as an int
         (
-            "hw.wafer.die_grid=[5, 1e30]",
+            "hw.system.chips=[5, 1e30]",
             2,
-            ("--set hw.wafer.die_grid=[5, 1e30]", "wafer.die_grid[1]", "'1e30'", "an int"),
+            ("--set hw.system.chips=[5, 1e30]", "system.chips[1]", "'1e30'", "an int"),
         ),
         (
-            f"hw.wafer.die_grid=[5, {10**30}]",
+            f"hw.system.chips=[5, {10**30}]",
             2,
-            ("--set hw.wafer.die_grid", "wafer.die_grid", f"[5, {10**30}]", "at most 65536 dies"),
+            ("--set hw.system.chips", "system.chips", f"[5, {10**30}]", "at most 65536 chips"),
         ),
         # the second (14 GB before it was killed)
         (
@@ -56,12 +56,22 @@ def _one_line(text: str) -> str:
         ),
         # the --set typo: blamed on the argument, not on hw_configs/tx8-wafer.yaml
         (
-            "hw.noc.intra_die_bandwith=1",
+            "hw.chip.noc.bandwith=1",
             2,
             (
-                "--set hw.noc.intra_die_bandwith=1 (applied to",
-                "noc.intra_die_bandwith: got 1",
-                "did you mean 'intra_die_bandwidth'",
+                "--set hw.chip.noc.bandwith=1 (applied to",
+                "chip.noc.bandwith: got 1",
+                "did you mean 'bandwidth'",
+            ),
+        ),
+        # a key of the former hardware format: refused, naming where it lives now
+        (
+            "hw.wafer.die_grid=[10, 4]",
+            2,
+            (
+                "--set hw.wafer.die_grid=[10, 4] (applied to",
+                "wafer.die_grid: got [10, 4]",
+                "the chip-grid format names it system.chips",
             ),
         ),
     ],

@@ -121,7 +121,7 @@ def test_search_cli_writes_results_and_pareto(tmp_path, capsys) -> None:
         "--set",
         "training.global_batch_size=32",
         "--set",
-        "hw.cluster.num_nodes=1",
+        "hw.system.chips=[1, 8]",
         "--schedule",
         "1f1b",
         "--recompute",

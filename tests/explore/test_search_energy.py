@@ -106,7 +106,7 @@ def test_search_cli_energy_objective_writes_the_energy_pareto(tmp_path, capsys) 
         "--set",
         "training.global_batch_size=32",
         "--set",
-        "hw.cluster.num_nodes=1",
+        "hw.system.chips=[1, 8]",
         "--schedule",
         "1f1b",
         "--placement",

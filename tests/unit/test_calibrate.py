@@ -18,7 +18,7 @@ from palmsim.calibrate import (
     rows_of,
 )
 from palmsim.cli import main
-from palmsim.config.loader import read_config_file
+from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.errors import ConfigError
 from palmsim.hardware.compute import gemm_efficiency, gemm_time_s
 
@@ -250,7 +250,15 @@ def test_calibrate_cli_prints_config_yaml(capsys) -> None:
     args = ["calibrate", MEASUREMENTS, "--hw", A100, "--allreduce", "llmcompass_a100x4_allreduce"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "intra_node_bandwidth: 203." in out and "intra_node_latency: 2.5" in out
+    assert "bandwidth: 203." in out and "latency: 2.5" in out
+    # a block to paste into the hardware file: one GPU's link into its node's switch
+    block = yaml.safe_load(out)
+    assert list(block) == ["system"] and list(block["system"]) == ["link"]
+    raw = read_config_file(A100)
+    raw["system"]["link"] = block["system"]["link"]
+    fitted = load_hardware(A100, data=raw).cluster
+    assert fitted is not None
+    assert 203e9 <= fitted.intra_node.bandwidth_bytes_per_s < 204e9
 
 
 def test_calibrate_names_a_missing_case_with_did_you_mean() -> None:

@@ -42,11 +42,13 @@ def test_describe_prints_file_keys_in_file_units(capsys: pytest.CaptureFixture[s
     the file's own units, not as internal field names or Python reprs."""
     printed = dict(_printed(capsys, "--hw", "tx8-wafer"))
     assert printed["hw.tile.sram_capacity"] == "3 MiB"
-    assert printed["hw.noc.inter_die_bandwidth"] == "256 GB/s"
+    assert printed["hw.system.link.bandwidth"] == "256 GB/s"
     assert printed["hw.dram.bandwidth"] == "256 GB/s"
-    assert printed["hw.noc.intra_die_latency"] == "1 ns"
+    assert printed["hw.chip.noc.latency"] == "1 ns"
     assert printed["hw.tile.peak.fp16"] == "16 TFLOP/s"
-    assert printed["hw.wafer.die_grid"] == "[5, 4]"
+    assert printed["hw.system.topology"] == "mesh"
+    assert printed["hw.system.chips"] == "[5, 4]"
+    assert printed["hw.chip.cores"] == "[4, 4]"
     assert printed["run.until"] == "null"
     assert printed["mapping.pp"] == "20"
     text = " ".join(f"{k} {v}" for k, v in printed.items())
@@ -56,10 +58,12 @@ def test_describe_prints_file_keys_in_file_units(capsys: pytest.CaptureFixture[s
 
 def test_describe_gpu_cluster_uses_the_file_names(capsys: pytest.CaptureFixture[str]) -> None:
     printed = dict(_printed(capsys, "--hw", "dgx-h100", "--workload", "llama2-7b"))
-    assert printed["hw.cluster.gpus_per_node"] == "8"
-    assert printed["hw.network.intra_node_bandwidth"] == "370 GB/s"
+    assert printed["hw.system.topology"] == "switch"
+    assert printed["hw.system.chips"] == "[4, 8]"  # [nodes, GPUs per node]
+    assert printed["hw.system.link.bandwidth"] == "370 GB/s"
+    assert printed["hw.system.node_link.bandwidth"] == "47.5 GB/s"
     assert printed["hw.tile.gemm.launch_latency"] == "28.9 us"
-    assert "hw.cluster.devices_per_node" not in printed
+    assert not [k for k in printed if k.startswith(("hw.cluster.", "hw.network.", "hw.chip."))]
 
 
 def test_every_described_key_has_a_meaning() -> None:
@@ -88,9 +92,10 @@ def test_every_printed_key_round_trips_through_set(
 def test_a_described_key_changes_what_it_names(capsys: pytest.CaptureFixture[str]) -> None:
     """The round trip is not vacuous: the printed key reaches the field it describes."""
     printed = dict(_printed(capsys, "--hw", "dgx-h100"))
-    assert "hw.cluster.gpus_per_node" in printed
-    changed = load_experiment("dgx-h100", overrides=["hw.cluster.gpus_per_node=4"])
+    assert printed["hw.system.chips"] == "[4, 8]"
+    changed = load_experiment("dgx-h100", overrides=["hw.system.chips=[2, 4]"])
     assert changed.hardware.cluster is not None
+    assert changed.hardware.cluster.num_nodes == 2
     assert changed.hardware.cluster.devices_per_node == 4
 
 
@@ -105,16 +110,17 @@ def test_describe_reports_config_errors_in_one_line(
 
 
 @pytest.mark.parametrize(
-    ("override", "suggestion"),
+    ("override", "match"),
     [
-        ("hw.cluster.devices_per_node=4", "gpus_per_node"),
-        ("hw.tile.peak_flop_per_s=1", "peak"),
-        ("hw.dram.bandwidth_bytes_per_s=1", "bandwidth"),
+        ("hw.cluster.devices_per_node=4", r"former format's sections are chip: and system:"),
+        ("hw.system.node_link.bandwidth_bytes_per_s=1", r"did you mean 'bandwidth'\?"),
+        ("hw.tile.peak_flop_per_s=1", r"did you mean 'peak'\?"),
+        ("hw.dram.bandwidth_bytes_per_s=1", r"did you mean 'bandwidth'\?"),
     ],
 )
-def test_an_internal_field_name_suggests_its_file_key(override: str, suggestion: str) -> None:
+def test_an_internal_field_name_suggests_its_file_key(override: str, match: str) -> None:
     """The spec's own names (what describe used to print) point at the key --set takes."""
     from palmsim.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=rf"did you mean '{suggestion}'\?"):
+    with pytest.raises(ConfigError, match=match):
         load_experiment("dgx-h100", overrides=[override])

@@ -91,7 +91,7 @@ def run():
     trace = RunTrace(intervals, flows, memory, 9.0, 42, 0.0)
     summary = summarize(trace, chip, plan, workload_name="w", hardware_name="h", version="0.0")
     config = {
-        "hardware": {"name": "h", "noc": {"bandwidth": "100 B/s"}},
+        "hardware": {"name": "h", "chip": {"noc": {"bandwidth": "100 B/s"}}},
         "workload": {"name": "w"},
         "mapping": {"pp": 2, "schedule": "gpipe"},
     }

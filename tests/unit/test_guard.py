@@ -25,14 +25,14 @@ def test_global_batch_of_1e12_is_refused_before_mapping() -> None:
 
 
 def test_wafer_of_8_million_tiles_is_refused_before_any_graph(monkeypatch) -> None:
-    """The issue's first hang: die_grid [5, 100000] of 4x4 tiles = 8e6 tiles. The loader
-    refuses it (500000 dies: too many tiles even at one region per die); a spec built past
+    """The issue's first hang: system.chips [5, 100000] of 4x4 cores = 8e6 tiles. The loader
+    refuses it (500000 chips: too many tiles even at one region per chip); a spec built past
     the loader is refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B =
     2045222 tiles, before any topology builder runs."""
     with pytest.raises(
-        ConfigError, match=r"tx8-wafer\.yaml\): wafer\.die_grid: got \[5, 100000\]; .*500000"
+        ConfigError, match=r"tx8-wafer\.yaml\): system\.chips: got \[5, 100000\]; .*500000"
     ):
-        load_experiment(overrides=["hw.wafer.die_grid=[5, 100000]"])
+        load_experiment(overrides=["hw.system.chips=[5, 100000]"])
     spec = load_experiment().hardware
     assert spec.wafer is not None
     huge = dataclasses.replace(spec, wafer=dataclasses.replace(spec.wafer, die_cols=100000))
@@ -120,7 +120,7 @@ def test_a_tampered_run_folder_is_rebuilt_under_its_own_budgets(tmp_path) -> Non
     config = yaml.safe_load(config_path.read_text())
     config["run"]["max_events"] = 1000  # 1000 / 20 = 50 tiles, fewer than the 320
     config_path.write_text(yaml.safe_dump(config))
-    with pytest.raises(RunDirError, match=r"wafer\.die_grid: got \[5, 4\]; expected a chip of"):
+    with pytest.raises(RunDirError, match=r"system\.chips: got \[5, 4\]; expected a chip of"):
         load_result(tmp_path)
 
 

@@ -44,6 +44,7 @@ from palmsim.config.specs import (
     RunSpec,
 )
 from palmsim.errors import ConfigError
+from palmsim.units import parse_quantity
 
 MISSING = ConfigError.MISSING
 
@@ -51,19 +52,16 @@ MISSING = ConfigError.MISSING
 
 WAFER: dict[str, Any] = {
     "name": "w",
-    "kind": "wafer",
     "tile": {
         "peak": {"fp16": "16 TFLOP/s", "fp32": "8 TFLOP/s", "int8": "32 TOP/s"},
         "sram_capacity": "3 MiB",
         "sram_bandwidth": "2 TB/s",
     },
-    "wafer": {"die_grid": [5, 4], "tile_grid": [4, 4]},
-    "noc": {
+    "chip": {"cores": [4, 4], "noc": {"bandwidth": "1024 GB/s", "latency": "1 ns"}},
+    "system": {
         "topology": "mesh",
-        "intra_die_bandwidth": "1024 GB/s",
-        "intra_die_latency": "1 ns",
-        "inter_die_bandwidth": "256 GB/s",
-        "inter_die_latency": "1 ns",
+        "chips": [5, 4],
+        "link": {"bandwidth": "256 GB/s", "latency": "1 ns"},
     },
     "dram": {
         "placement": "die_edge",
@@ -75,14 +73,12 @@ WAFER: dict[str, Any] = {
 
 CLUSTER: dict[str, Any] = {
     "name": "c",
-    "kind": "gpu_cluster",
     "tile": {"peak": {"fp16": "312 TFLOP/s", "bf16": "312 TFLOP/s"}},
-    "cluster": {"num_nodes": 2, "gpus_per_node": 8},
-    "network": {
-        "intra_node_bandwidth": "300 GB/s",
-        "intra_node_latency": "1 us",
-        "inter_node_bandwidth": "200 Gb/s",
-        "inter_node_latency": "2 us",
+    "system": {
+        "topology": "switch",
+        "chips": [2, 8],
+        "link": {"bandwidth": "300 GB/s", "latency": "1 us"},
+        "node_link": {"bandwidth": "200 Gb/s", "latency": "2 us"},
     },
     "dram": {
         "placement": "per_tile",
@@ -159,7 +155,7 @@ def test_read_missing_file(tmp_path: Path) -> None:
 
 def test_read_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("name: x\nnoc:\n  topology: [mesh\n  other: 1\n")
+    path.write_text("name: x\nsystem:\n  topology: [mesh\n  other: 1\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: line 4: .*valid YAML"):
         read_config_file(path)
 
@@ -173,8 +169,8 @@ def test_read_json_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 def test_read_duplicate_key_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "dup.yaml"
-    path.write_text("kind: wafer\nname: a\nkind: gpu_cluster\n")
-    with pytest.raises(ConfigError, match=r"line 3.*duplicate key 'kind'"):
+    path.write_text("name: a\nsystem: {topology: mesh}\nname: b\n")
+    with pytest.raises(ConfigError, match=r"line 3.*duplicate key 'name'"):
         read_config_file(path)
 
 
@@ -229,11 +225,30 @@ def test_normalise_hardware_wafer_gets_no_sram_default() -> None:
     assert "sram_capacity" not in out["tile"]
 
 
-@pytest.mark.parametrize(("kind", "match"), [(None, "missing"), ("wafr", "did you mean 'wafer'")])
-def test_hardware_kind_missing_or_unknown(kind: str | None, match: str) -> None:
-    raw = {} if kind is None else {"kind": kind}
-    with pytest.raises(ConfigError, match=rf"h\.yaml: kind: .*{match}"):
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ({}, "missing; expected one of 'mesh', 'torus', 'switch'$"),
+        ({"system": {"chips": [1, 1]}}, "missing"),
+        ({"system": "mesh"}, "missing"),
+        ({"system": {"topology": "swich"}}, "got 'swich'; .*did you mean 'switch'"),
+        (
+            {"system": {"topology": "ring"}},
+            "got 'ring'; expected one of 'mesh', 'torus', 'switch'$",
+        ),
+    ],
+)
+def test_hardware_kind_needs_a_known_system_topology(raw: dict[str, Any], match: str) -> None:
+    """The topology selects the schema: without a known one no other key can be checked."""
+    with pytest.raises(ConfigError, match=rf"h\.yaml: system\.topology: {match}"):
         hardware_kind(raw, "h.yaml")
+
+
+@pytest.mark.parametrize(
+    ("topology", "kind"), [("mesh", "wafer"), ("torus", "wafer"), ("switch", "gpu_cluster")]
+)
+def test_hardware_kind_follows_from_the_topology(topology: str, kind: str) -> None:
+    assert hardware_kind({"system": {"topology": topology}}, "h.yaml") == kind
 
 
 def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
@@ -383,12 +398,12 @@ def test_hf_to_model_bert_is_not_causal_and_explicit_values_win() -> None:
 
 def test_check_keys_unknown_nested_key_with_did_you_mean() -> None:
     raw = copy.deepcopy(WAFER)
-    raw["noc"]["inter_die_bandwith"] = raw["noc"].pop("inter_die_bandwidth")
+    raw["chip"]["noc"]["bandwith"] = raw["chip"]["noc"].pop("bandwidth")
     problems = check_keys(raw, hardware_schema("wafer"), "w.yaml")
     assert len(problems) == 1
     p = problems[0]
-    assert (p.file, p.key, p.value) == ("w.yaml", "noc.inter_die_bandwith", "256 GB/s")
-    assert "did you mean 'inter_die_bandwidth'" in p.expected
+    assert (p.file, p.key, p.value) == ("w.yaml", "chip.noc.bandwith", "1024 GB/s")
+    assert "did you mean 'bandwidth'" in p.expected
 
 
 def test_check_keys_without_close_match_lists_known_keys() -> None:
@@ -404,8 +419,10 @@ def test_parse_values_converts_wafer_to_si() -> None:
     assert values["tile"]["peak"] == (("fp16", 16e12), ("fp32", 8e12), ("int8", 32e12))
     assert values["tile"]["sram_capacity"] == 3 * 1_048_576
     assert values["tile"]["sram_bandwidth"] == 2e12
-    assert values["wafer"]["die_grid"] == (5, 4)
-    assert values["noc"]["intra_die_latency"] == pytest.approx(1e-9)
+    assert values["system"]["chips"] == (5, 4)
+    assert values["chip"]["cores"] == (4, 4)
+    assert values["chip"]["noc"]["latency"] == pytest.approx(1e-9)
+    assert values["system"]["link"]["bandwidth"] == 256e9
     assert values["dram"]["latency"] == pytest.approx(100e-9)
 
 
@@ -420,11 +437,13 @@ def test_parse_values_peak_is_sorted_by_dtype_name() -> None:
 @pytest.mark.parametrize(
     ("section", "key", "value", "match"),
     [
-        ("noc", "inter_die_bandwidth", 256, r"noc\.inter_die_bandwidth: got 256; .*bare number"),
-        ("noc", "inter_die_bandwidth", "256 GB", r"noc\.inter_die_bandwidth: got '256 GB'"),
-        ("noc", "inter_die_bandwidth", "0 GB/s", r"positive bandwidth"),
-        ("noc", "intra_die_latency", "-1 ns", r"noc\.intra_die_latency.*non-negative"),
-        ("noc", "topology", "ring", r"one of 'mesh', 'torus'"),
+        ("system.link", "bandwidth", 256, r"system\.link\.bandwidth: got 256; .*bare number"),
+        ("system.link", "bandwidth", "256 GB", r"system\.link\.bandwidth: got '256 GB'"),
+        ("system.link", "bandwidth", "0 GB/s", r"positive bandwidth"),
+        ("system.link", "count", -1, r"system\.link\.count: got -1; expected an int >= 0"),
+        ("chip.noc", "latency", "-1 ns", r"chip\.noc\.latency.*non-negative"),
+        ("system", "topology", "ring", r"one of 'mesh', 'torus', 'switch'"),
+        ("system", "bidirectional_rings", "yes", r"system\.bidirectional_rings: got 'yes'"),
         ("tile", "compute_efficiency", 1.5, r"tile\.compute_efficiency: got 1\.5; .*\(0, 1\]"),
         ("tile", "compute_efficiency", 0, r"\(0, 1\]"),
         ("tile", "compute_efficiency", True, r"\(0, 1\]"),
@@ -432,12 +451,12 @@ def test_parse_values_peak_is_sorted_by_dtype_name() -> None:
         ("tile", "peak", {"fp64": "1 TFLOP/s"}, r"tile\.peak\.fp64.*dtype key"),
         ("tile", "peak", {"fp16": "16 TB/s"}, r"tile\.peak\.fp16.*FLOP rate.*bandwidth"),
         ("tile", "peak", {}, r"tile\.peak: got \{\}"),
-        ("wafer", "die_grid", [0, 4], r"wafer\.die_grid\[0\]: got 0; expected an int >= 1"),
-        ("wafer", "die_grid", [5, -4], r"wafer\.die_grid\[1\]: got -4"),
-        ("wafer", "die_grid", [5, 4.0], r"wafer\.die_grid\[1\]: got 4\.0"),
-        ("wafer", "die_grid", [5, True], r"wafer\.die_grid\[1\]: got True"),
-        ("wafer", "tile_grid", [4], r"wafer\.tile_grid: got \[4\]; expected a list of 2 ints"),
-        ("wafer", "tile_grid", "4x4", r"wafer\.tile_grid"),
+        ("system", "chips", [0, 4], r"system\.chips\[0\]: got 0; expected an int >= 1"),
+        ("system", "chips", [5, -4], r"system\.chips\[1\]: got -4"),
+        ("system", "chips", [5, 4.0], r"system\.chips\[1\]: got 4\.0"),
+        ("system", "chips", [5, True], r"system\.chips\[1\]: got True"),
+        ("chip", "cores", [4], r"chip\.cores: got \[4\]; expected a list of 2 ints"),
+        ("chip", "cores", "4x4", r"chip\.cores"),
         ("dram", "placement", "everywhere", r"one of 'die_edge', 'per_tile'"),
     ],
 )
@@ -445,7 +464,10 @@ def test_load_hardware_rejects_bad_value(
     tmp_path: Path, section: str, key: str, value: object, match: str
 ) -> None:
     raw = copy.deepcopy(WAFER)
-    raw[section][key] = value
+    parent = raw
+    for name in section.split("."):
+        parent = parent[name]
+    parent[key] = value
     with pytest.raises(ConfigError, match=match) as info:
         load_hardware(_write(tmp_path, "w.yaml", raw))
     assert len(info.value.problems) == 1
@@ -453,15 +475,16 @@ def test_load_hardware_rejects_bad_value(
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
-    [("num_nodes", 0), ("num_nodes", -2), ("gpus_per_node", 8.0), ("gpus_per_node", True)],
-)
+    ("index", "value"), [(0, 0), (0, -2), (1, 8.0), (1, True)]
+)  # system.chips of a switch: [nodes, GPUs per node]
 def test_load_cluster_rejects_non_positive_or_non_int_counts(
-    tmp_path: Path, key: str, value: object
+    tmp_path: Path, index: int, value: object
 ) -> None:
     raw = copy.deepcopy(CLUSTER)
-    raw["cluster"][key] = value
-    with pytest.raises(ConfigError, match=rf"cluster\.{key}: got {value!r}; expected an int >= 1"):
+    raw["system"]["chips"][index] = value
+    with pytest.raises(
+        ConfigError, match=rf"system\.chips\[{index}\]: got {value!r}; expected an int >= 1"
+    ):
         load_hardware(_write(tmp_path, "c.yaml", raw))
 
 
@@ -523,9 +546,10 @@ def test_load_hardware_with_overrides(tmp_path: Path) -> None:
     hw = load_hardware(
         path,
         [
-            "hw.noc.inter_die_bandwidth=512 GB/s",
-            "hw.wafer.die_grid=[10, 8]",
-            "hw.noc.topology=torus",
+            "hw.system.link.bandwidth=512 GB/s",
+            "hw.system.chips=[10, 8]",
+            "hw.system.topology=torus",
+            "hw.chip.noc.latency=2 ns",
             "mapping.pp=3",  # another section: ignored here
         ],
     )
@@ -533,57 +557,63 @@ def test_load_hardware_with_overrides(tmp_path: Path) -> None:
     assert hw.wafer.inter_die.bandwidth_bytes_per_s == 512e9
     assert (hw.wafer.die_rows, hw.wafer.die_cols) == (10, 8)
     assert hw.wafer.topology == "torus"
+    assert hw.wafer.intra_die.latency_s == pytest.approx(2e-9)
     assert load_hardware(path).wafer.topology == "mesh"  # the file is untouched
 
 
 def test_load_hardware_bad_override_value_is_reported_like_a_file_value(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"noc\.inter_die_bandwidth: got 512"):
-        load_hardware(_write(tmp_path, "w.yaml", WAFER), ["hw.noc.inter_die_bandwidth=512"])
+    with pytest.raises(ConfigError, match=r"system\.link\.bandwidth: got 512; .*bare number"):
+        load_hardware(_write(tmp_path, "w.yaml", WAFER), ["hw.system.link.bandwidth=512"])
 
 
 def test_load_hardware_malformed_override(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"noc\.topology"):
-        load_hardware(_write(tmp_path, "w.yaml", WAFER), ["noc.topology=torus"])
+    with pytest.raises(ConfigError, match=r"system\.topology"):
+        load_hardware(_write(tmp_path, "w.yaml", WAFER), ["system.topology=torus"])
 
 
 def test_misspelt_key_message(tmp_path: Path) -> None:
     raw = copy.deepcopy(WAFER)
-    raw["noc"]["inter_die_bandwith"] = raw["noc"].pop("inter_die_bandwidth")
+    raw["system"]["link"]["bandwith"] = raw["system"]["link"].pop("bandwidth")
     with pytest.raises(
-        ConfigError, match=r"noc\.inter_die_bandwith.*did you mean 'inter_die_bandwidth'"
+        ConfigError, match=r"system\.link\.bandwith.*did you mean 'bandwidth'"
     ) as info:
         load_hardware(_write(tmp_path, "w.yaml", raw))
-    # ... and the key it should have been is reported missing
+    # ... and the key it should have been is reported missing, not the whole link
     assert _problems(info) == {
-        "noc.inter_die_bandwith": "256 GB/s",
-        "noc.inter_die_bandwidth": MISSING,
+        "system.link.bandwith": "256 GB/s",
+        "system.link.bandwidth": MISSING,
     }
 
 
-def test_section_of_the_other_kind_is_explained(tmp_path: Path) -> None:
+def test_a_section_of_the_former_format_names_its_new_place(tmp_path: Path) -> None:
     raw = copy.deepcopy(WAFER)
     raw["cluster"] = {"num_nodes": 2}
-    with pytest.raises(ConfigError, match=r"cluster: .*belongs to kind 'gpu_cluster'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cluster\.num_nodes: got 2; expected nothing here: the chip-grid format names "
+        r"it system\.chips \[nodes, GPUs per node\]",
+    ):
         load_hardware(_write(tmp_path, "w.yaml", raw))
 
 
 def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
     raw = copy.deepcopy(WAFER)
-    raw["noc"]["inter_die_bandwith"] = raw["noc"].pop("inter_die_bandwidth")  # 1 unknown, 2 missing
+    link = raw["system"]["link"]
+    link["bandwith"] = link.pop("bandwidth")  # 1 unknown, 2 missing
     raw["tile"]["sram_bandwidth"] = "256 GB"  # 3 wrong dimension
-    raw["noc"]["intra_die_bandwidth"] = 1024  # 4 bare number
-    raw["wafer"]["tile_grid"] = [0, 4]  # 5 impossible count
+    raw["chip"]["noc"]["bandwidth"] = 1024  # 4 bare number
+    raw["chip"]["cores"] = [0, 4]  # 5 impossible count
     raw["tile"]["compute_efficiency"] = 1.5  # 6 out of range
     raw["dram"]["latency"] = "-5 ns"  # 7 negative
     del raw["dram"]["capacity"]  # 8 missing
     with pytest.raises(ConfigError) as info:
         load_hardware(_write(tmp_path, "w.yaml", raw))
     assert set(_problems(info)) == {
-        "noc.inter_die_bandwith",
-        "noc.inter_die_bandwidth",
+        "system.link.bandwith",
+        "system.link.bandwidth",
         "tile.sram_bandwidth",
-        "noc.intra_die_bandwidth",
-        "wafer.tile_grid[0]",
+        "chip.noc.bandwidth",
+        "chip.cores[0]",
         "tile.compute_efficiency",
         "dram.latency",
         "dram.capacity",
@@ -597,8 +627,8 @@ def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
 
 def test_missing_section(tmp_path: Path) -> None:
     raw = copy.deepcopy(WAFER)
-    del raw["noc"]
-    with pytest.raises(ConfigError, match=r"noc: missing; expected a mapping with keys topology"):
+    del raw["chip"]
+    with pytest.raises(ConfigError, match=r"chip: missing; expected a mapping with keys cores"):
         load_hardware(_write(tmp_path, "w.yaml", raw))
 
 
@@ -949,8 +979,6 @@ def test_format_exact(value: float, dimension: str, expected: str) -> None:
 
 
 def test_format_exact_falls_back_to_full_precision() -> None:
-    from palmsim.units import parse_quantity
-
     value = 1e9 / 3
     text = format_exact(value, "bandwidth")
     assert parse_quantity(text, "bandwidth") == value
@@ -961,7 +989,6 @@ def test_spec_to_raw_hardware_file_format(tmp_path: Path) -> None:
     raw = spec_to_raw(hw)
     assert raw == {
         "name": "c",
-        "kind": "gpu_cluster",
         "tile": {
             "peak": {"bf16": "312 TFLOP/s", "fp16": "312 TFLOP/s"},
             "sram_capacity": "0 B",
@@ -970,12 +997,11 @@ def test_spec_to_raw_hardware_file_format(tmp_path: Path) -> None:
             "gemm": None,
             "memory_ops": None,
         },
-        "cluster": {"num_nodes": 2, "gpus_per_node": 8},
-        "network": {
-            "intra_node_bandwidth": "300 GB/s",
-            "intra_node_latency": "1 us",
-            "inter_node_bandwidth": "25 GB/s",
-            "inter_node_latency": "2 us",
+        "system": {
+            "topology": "switch",
+            "chips": [2, 8],
+            "link": {"bandwidth": "300 GB/s", "latency": "1 us"},
+            "node_link": {"bandwidth": "25 GB/s", "latency": "2 us"},  # 200 Gb/s
         },
         "dram": {
             "placement": "per_tile",
@@ -991,7 +1017,13 @@ def test_spec_to_raw_wafer_round_trip(tmp_path: Path) -> None:
     hw = load_hardware(_write(tmp_path, "w.yaml", WAFER))
     raw = spec_to_raw(hw)
     assert raw["tile"]["sram_capacity"] == "3 MiB"
-    assert raw["wafer"] == {"die_grid": [5, 4], "tile_grid": [4, 4]}
+    assert raw["chip"]["cores"] == [4, 4]
+    assert parse_quantity(raw["chip"]["noc"]["bandwidth"], "bandwidth") == 1024e9
+    assert raw["system"] == {
+        "topology": "mesh",
+        "chips": [5, 4],
+        "link": {"bandwidth": "256 GB/s", "latency": "1 ns"},
+    }
     assert load_hardware(_write(tmp_path, "again.yaml", raw)) == hw
 
 
@@ -1124,17 +1156,17 @@ def test_multichip_keys_are_checked(tmp_path: Path) -> None:
     """A granularity that does not divide the core grid, DRAM positions outside the die or
     missing for placement 'positions', and an unknown fidelity are each named."""
     raw = copy.deepcopy(WAFER)
-    raw["wafer"]["granularity"] = 3  # 4x4 tiles per die
+    raw["chip"]["granularity"] = 3  # 4x4 cores per chip
     raw["dram"]["placement"] = "positions"
     raw["tile"]["fidelity_passes"] = {"LoFi": 1, "HiFi5": 5}
     with pytest.raises(ConfigError) as info:
         load_hardware(_write(tmp_path, "w.yaml", raw))
     assert set(_problems(info)) == {
-        "wafer.granularity",
+        "chip.granularity",
         "dram.positions",
         "tile.fidelity_passes.HiFi5",
     }
-    raw["wafer"]["granularity"] = 2
+    raw["chip"]["granularity"] = 2
     raw["dram"]["positions"] = [[0, 0], [4, 1]]
     del raw["tile"]["fidelity_passes"]
     with pytest.raises(ConfigError) as info:
@@ -1145,8 +1177,8 @@ def test_multichip_keys_are_checked(tmp_path: Path) -> None:
 def test_a_coarsened_spec_round_trips(tmp_path: Path) -> None:
     """The resolved config of a coarse run re-loads to the same (already aggregated) spec."""
     raw = copy.deepcopy(WAFER)
-    raw["wafer"]["granularity"] = [2, 4]
-    raw["noc"]["inter_die_links"] = 2
+    raw["chip"]["granularity"] = [2, 4]
+    raw["system"]["link"]["count"] = 2
     raw["dram"]["placement"] = "positions"
     raw["dram"]["positions"] = [[0, 0], [3, 3]]
     hw = load_hardware(_write(tmp_path, "w.yaml", raw))
@@ -1158,6 +1190,6 @@ def test_a_coarsened_spec_round_trips(tmp_path: Path) -> None:
 def test_a_wafer_simulating_too_many_tiles_asks_for_a_granularity() -> None:
     """WSE-2's 750x750 cores one by one would build a 562,500-tile chip graph."""
     with pytest.raises(ConfigError) as info:
-        load_hardware("hw_configs/cerebras-wse2.yaml", ["hw.wafer.granularity=1"])
-    assert set(_problems(info)) == {"wafer.granularity"}
+        load_hardware("hw_configs/cerebras-wse2.yaml", ["hw.chip.granularity=1"])
+    assert set(_problems(info)) == {"chip.granularity"}
     assert "562500" in str(info.value)

@@ -13,7 +13,7 @@ from palmsim.errors import ConfigError
 @pytest.mark.parametrize(
     ("text", "section", "path"),
     [
-        ("hw.noc.inter_die_bandwidth=512 GB/s", "hw", ("noc", "inter_die_bandwidth")),
+        ("hw.system.link.bandwidth=512 GB/s", "hw", ("system", "link", "bandwidth")),
         ("workload.training.seq_len=1024", "workload", ("training", "seq_len")),
         ("model.num_hidden_layers=2", "workload", ("model", "num_hidden_layers")),
         ("training.dtype=bf16", "workload", ("training", "dtype")),
@@ -50,10 +50,10 @@ def test_values_are_parsed_as_yaml(value_text: str, expected: object) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "hw.noc.topology",  # no '='
-        "noc.topology=torus",  # unknown prefix
+        "hw.system.topology",  # no '='
+        "system.topology=torus",  # unknown prefix
         "hw=3",  # prefix without a key
-        "hw.wafer.die_grid[0]=10",  # not an identifier
+        "hw.system.chips[0]=10",  # not an identifier
         "hw..x=1",  # empty component
     ],
 )
@@ -80,22 +80,22 @@ def test_split_overrides_groups_in_order_and_reports_all_malformed_at_once() -> 
 
 
 def test_apply_only_matching_section_and_never_mutate_input() -> None:
-    raw = {"noc": {"topology": "mesh", "inter_die_bandwidth": "256 GB/s"}, "name": "x"}
+    raw = {"system": {"topology": "mesh", "link": {"bandwidth": "256 GB/s"}}, "name": "x"}
     before = copy.deepcopy(raw)
     out = apply_overrides(
         raw,
-        ["hw.noc.inter_die_bandwidth=512 GB/s", "mapping.pp=3", "hw.wafer.die_grid=[10, 8]"],
+        ["hw.system.link.bandwidth=512 GB/s", "mapping.pp=3", "hw.chip.noc.latency=1 ns"],
         "hw",
         "hw.yaml",
     )
     assert raw == before
     assert out == {
-        "noc": {"topology": "mesh", "inter_die_bandwidth": "512 GB/s"},
+        "system": {"topology": "mesh", "link": {"bandwidth": "512 GB/s"}},
         "name": "x",
-        "wafer": {"die_grid": [10, 8]},  # intermediate mapping created
+        "chip": {"noc": {"latency": "1 ns"}},  # intermediate mappings created
     }
-    out["noc"]["topology"] = "torus"  # the result is a deep copy
-    assert raw["noc"]["topology"] == "mesh"
+    out["system"]["link"]["bandwidth"] = "1 GB/s"  # the result is a deep copy
+    assert raw["system"]["link"]["bandwidth"] == "256 GB/s"
 
 
 def test_prefix_with_trailing_dot_and_later_override_wins() -> None:
@@ -117,8 +117,8 @@ def test_malformed_override_of_another_section_is_still_reported() -> None:
 
 
 def test_override_into_a_non_mapping_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"hw\.yaml: noc: got 5; expected a mapping"):
-        apply_overrides({"noc": 5}, ["hw.noc.topology=torus"], "hw", "hw.yaml")
+    with pytest.raises(ConfigError, match=r"hw\.yaml: system: got 5; expected a mapping"):
+        apply_overrides({"system": 5}, ["hw.system.topology=torus"], "hw", "hw.yaml")
 
 
 def test_unknown_section_is_a_programming_error() -> None:
@@ -127,15 +127,15 @@ def test_unknown_section_is_a_programming_error() -> None:
 
 
 def test_a_set_typo_names_the_set_argument_not_the_file() -> None:
-    """Issue 18: a typo in --set hw.noc... was blamed on hw_configs/tx8-wafer.yaml."""
+    """Issue 18: a typo in --set hw.chip.noc... was blamed on hw_configs/tx8-wafer.yaml."""
     from palmsim.api import load_experiment
 
     with pytest.raises(ConfigError) as info:
-        load_experiment(overrides=["hw.noc.intra_die_bandwith=1"])
+        load_experiment(overrides=["hw.chip.noc.bandwith=1"])
     (problem,) = info.value.problems
-    assert problem.file.startswith("--set hw.noc.intra_die_bandwith=1")
-    assert problem.key == "noc.intra_die_bandwith"
-    assert "did you mean 'intra_die_bandwidth'" in str(info.value)
+    assert problem.file.startswith("--set hw.chip.noc.bandwith=1")
+    assert problem.key == "chip.noc.bandwith"
+    assert "did you mean 'bandwidth'" in str(info.value)
     with pytest.raises(ConfigError, match=r"^--set training\.global_batch_size=0 \(applied to"):
         load_experiment(overrides=["training.global_batch_size=0"])
     # a mapping or run override names itself too

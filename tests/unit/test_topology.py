@@ -146,7 +146,7 @@ def test_die_edge_ports_per_die_and_positions() -> None:
 
 
 def test_die_edge_needs_three_tile_rows() -> None:
-    with pytest.raises(ConfigError, match=r"wafer\.tile_grid"):
+    with pytest.raises(ConfigError, match=r"chip\.cores: got \[2, 2\]"):
         TOPOLOGIES.get("mesh")(wafer_spec(placement="die_edge"))
 
 

@@ -81,7 +81,7 @@ def test_megatron_case_becomes_its_experiment() -> None:
         "training.seq_len=2048",
         "training.global_batch_size=1024",
         "training.dtype=fp16",
-        "hw.cluster.num_nodes=32",
+        "hw.system.chips=[32, 8]",  # 256 GPUs, 8 per DGX node
     ):
         assert expected in overrides
 
@@ -201,7 +201,7 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     """SC21 145.6B: PP=8 with 2 virtual stages per GPU, TP=8, DP=24 on 192 nodes."""
     _, _, overrides, flags = case_setup(_case("narayanan21_t1_145.6B"))
     assert (flags["pp"], flags["tp"], flags["dp"], flags["virtual_stages"]) == (8, 8, 24, 2)
-    assert "hw.cluster.num_nodes=192" in overrides
+    assert "hw.system.chips=[192, 8]" in overrides
     # ddp_impl: local all-reduces the gradients after the whole backward pass, and adds each
     # fresh gradient into its main_grad buffer in a kernel of its own
     assert flags["dp_overlap"] is False

@@ -81,13 +81,13 @@ def test_derived_facts() -> None:
     run = read_training_run(case, "x.yaml")
     assert run is not None
     assert run.flags["dp"] == 4
-    assert "hw.cluster.num_nodes=4" in run.overrides
+    assert "hw.system.chips=[4, 8]" in run.overrides
     assert "model.intermediate_size=4096" in run.overrides
     # derived, not assumed; only the optimizer sharding of dp = 4 is unstated: tried without
     # ZeRO, then with the distributed optimizer (the assumption is recorded when one fits)
     assert run.assumptions == () and run.zero == (0, 1)
     odd = read_training_run(_case(system={"num_gpus": 12, "tp": 4, "dp": 3}), "x.yaml")
-    assert odd is not None and "hw.cluster.num_nodes=2" in odd.overrides  # 12 GPUs: 2 nodes
+    assert odd is not None and "hw.system.chips=[2, 8]" in odd.overrides  # 12 GPUs: 2 nodes
 
 
 def test_gpu_matched_by_family_and_named() -> None:
@@ -191,7 +191,7 @@ def test_moe_expert_and_context_parallel_cases_are_built() -> None:
         "model.first_k_dense_replace=1",
         "model.attention_head_dim=128",
         "training.expert_load=uniform",
-        "hw.cluster.num_nodes=4",
+        "hw.system.chips=[4, 8]",
     ):
         assert expected in run.overrides
     assert not any("capacity" in o for o in run.overrides)  # dropless: no capacity
