@@ -14,7 +14,7 @@ Each file goes through the same phases, each a separate function (STYLE 3, step 
 7. **cross-check** (:func:`check_hardware`, :func:`check_workload`): relations between values.
 
 Every problem of one file is collected and raised as one :class:`~palmsim.errors.ConfigError`,
-each with the file, the dotted key path (list items as ``die_grid[1]``), the value and what was
+each with the file, the dotted key path (list items as ``chips[1]``), the value and what was
 expected. :func:`spec_to_raw` is the inverse: a spec back to the file format, re-loadable to an
 equal spec.
 

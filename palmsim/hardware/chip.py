@@ -2,7 +2,7 @@
 
 ``Chip.from_spec(spec)`` elaborates a :class:`HardwareSpec` into a frozen ``networkx.DiGraph``
 through the topology registered for it (:data:`palmsim.hardware.topology.TOPOLOGIES`: a wafer's
-``wafer.topology``, or ``gpu_cluster``). Tiles are ints ``0 .. num_tiles-1`` (wafer: row-major
+``wafer.topology``, or ``switch``). Tiles are ints ``0 .. num_tiles-1`` (wafer: row-major
 over the global tile grid; cluster: ``node * gpus_per_node + local``). Every direction of every
 link is its own :class:`Channel`; a DRAM port is one channel shared by its reads and writes.
 
@@ -314,7 +314,7 @@ class Chip:
                 raise ConfigError.single(
                     spec.name, "system", ConfigError.MISSING, "a grid of GPU nodes"
                 )
-            name, key = "gpu_cluster", "system.topology"
+            name, key = "switch", "system.topology"
         else:
             raise ConfigError.single(
                 spec.name, "system.topology", spec.kind, "'mesh', 'torus' or 'switch'"

@@ -3,7 +3,7 @@
 A topology object is built from one spec and holds the machine's ``networkx.DiGraph``, its
 geometry (tile positions, dies) and its routing policy. :class:`palmsim.hardware.chip.Chip`
 dispatches through :data:`TOPOLOGIES`: a wafer uses ``spec.wafer.topology`` (``mesh`` or
-``torus``), a GPU cluster uses ``gpu_cluster``.
+``torus``), a GPU cluster uses ``switch`` (the file's ``system.topology`` names them all).
 
 The graph:
 
@@ -350,7 +350,7 @@ class TorusTopology(_WaferTopology):
         return [tile_node(self.tile_at(r, c)) for r, c in path]
 
 
-@TOPOLOGIES.register("gpu_cluster")
+@TOPOLOGIES.register("switch")
 class GpuClusterTopology:
     """GPU nodes behind an NVSwitch each, joined by per-GPU NICs to a non-blocking fabric.
 

@@ -276,8 +276,8 @@ def test_unknown_topology_is_a_config_error() -> None:
 
 
 def test_cluster_topology_cannot_serve_a_wafer() -> None:
-    with pytest.raises(ConfigError, match=r"system\.topology: got .gpu_cluster."):
-        Chip.from_spec(wafer_spec(topology="gpu_cluster"))
+    with pytest.raises(ConfigError, match=r"system\.topology: got .switch."):
+        Chip.from_spec(wafer_spec(topology="switch"))
 
 
 def test_die_edge_dram_on_two_row_dies_is_a_config_error() -> None:

@@ -59,7 +59,7 @@ def kinds(graph: nx.DiGraph) -> Counter[str]:
 
 
 def test_registry_knows_the_builders() -> None:
-    assert TOPOLOGIES.names() == ["gpu_cluster", "mesh", "torus"]
+    assert TOPOLOGIES.names() == ["mesh", "switch", "torus"]
 
 
 def test_mesh_channel_counts_on_2x2_dies_of_2x2_tiles() -> None:
@@ -164,7 +164,7 @@ def test_per_tile_ports_attach_to_their_own_tile() -> None:
 
 def test_gpu_cluster_graph() -> None:
     """2 nodes x 4 GPUs: per GPU 2 nvlink + 2 nic channels, plus one HBM port each."""
-    topology = TOPOLOGIES.get("gpu_cluster")(cluster_spec())
+    topology = TOPOLOGIES.get("switch")(cluster_spec())
     graph = topology.graph
     assert kinds(graph) == {"nvlink": 16, "nic": 16, "dram": 8}
     assert graph.nodes["switch:1"]["kind"] == "switch"
@@ -183,4 +183,4 @@ def test_gpu_cluster_requires_per_tile_dram() -> None:
         spec.name, spec.kind, spec.tile, DramSpec("die_edge", 1.0, 1.0, 0.0), cluster=spec.cluster
     )
     with pytest.raises(ConfigError, match=r"dram\.placement"):
-        TOPOLOGIES.get("gpu_cluster")(bad)
+        TOPOLOGIES.get("switch")(bad)
