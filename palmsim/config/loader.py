@@ -968,6 +968,12 @@ _HW_KINDS = ("wafer", "gpu_cluster")
 #: ``system.topology``: ``mesh`` and ``torus`` make every core of every chip one 2-D grid (kind
 #: ``wafer``); ``switch`` joins one-tile chips through switches (kind ``gpu_cluster``).
 _TOPOLOGIES = ("mesh", "torus", "switch")
+
+
+def _kind_of(topology: str) -> str:
+    return "gpu_cluster" if topology == "switch" else "wafer"
+
+
 #: The keys of the former hardware format (a ``kind`` with ``wafer``/``noc`` or
 #: ``cluster``/``network`` sections) -> where the one chip-grid description has them.
 _FORMER_KEYS = {
@@ -1302,7 +1308,7 @@ def hardware_kind(raw: Mapping[str, Any], where: str) -> str:
             + _did_you_mean(topology, _TOPOLOGIES)
         )
         raise ConfigError.single(where, "system.topology", topology, expected)
-    return "gpu_cluster" if topology == "switch" else "wafer"
+    return _kind_of(topology)
 
 
 def former_format_problems(raw: Mapping[str, Any], where: str) -> list[ConfigProblem]:
@@ -1617,7 +1623,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
     wafer = cluster = None
     granularity = (1, 1)
     system = values["system"]
-    kind = "gpu_cluster" if system["topology"] == "switch" else "wafer"
+    kind = _kind_of(system["topology"])
     if kind == "wafer":
         chip = values["chip"]
         granularity = chip.get("granularity", (1, 1))
