@@ -122,6 +122,13 @@ GALAXY_LLAMA_OPS_PER_LAYER = 15
 #: ``enable_trace = True`` and ``prefill_enable_trace = True`` (inference.trace 'all').
 GALAXY_LLAMA_TRACE = "all"
 
+#: Passes whose layer weights the Galaxy demo streams with its DRAM prefetcher (the ops count
+#: above is its prefetcher path): decode. tt/llama_model.py @00ab7c95: setup_decode builds
+#: TtLlamaPrefetcherSetup with n_tensors=5 (a layer's QKV, WO, W1, W3 and W2 weights, read
+#: by prefetcher cores into a global circular buffer the matmuls consume), setup_prefill
+#: with n_tensors=0 (inference.weight_prefetch 'decode').
+GALAXY_LLAMA_WEIGHT_PREFETCH = "decode"
+
 #: Spellings of number formats in the cases.
 _FORMATS = {
     "bfloat16": "bf16",
@@ -626,7 +633,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     # The serving code's own op count where the case names it (tt_transformers demos).
     code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
     ops_per_layer = _demo_ops_per_layer(code)
-    trace = GALAXY_LLAMA_TRACE if "llama3_70b_galaxy" in code else "decode"
+    galaxy = "llama3_70b_galaxy" in code
+    trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
+    weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
@@ -658,6 +667,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             math_fidelity=fidelity,
             ops_per_layer=ops_per_layer,
             trace=trace,
+            weight_prefetch=weight_prefetch,
         )
 
     def mapping(requests: int) -> MappingSpec:

@@ -1242,6 +1242,7 @@ def _inference_schema() -> Schema:
         "batch": _int_rule(),
         **_number_format_rules(),
         "trace": _choice_rule(INFERENCE_TRACES),
+        "weight_prefetch": _choice_rule(INFERENCE_TRACES),
         "mapping": _mapping_rule(required=False),
     }
 

@@ -93,7 +93,8 @@ TRAINING_STORAGE_DTYPE: dict[str, str] = {
 #: HiFi4 = 1/4 of LoFi).
 MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
-#: Values of ``InferenceSpec.trace``: the passes replayed from a captured trace.
+#: Values of ``InferenceSpec.trace`` and ``InferenceSpec.weight_prefetch``: the passes an
+#: option applies to.
 INFERENCE_TRACES = ("decode", "all", "none")
 
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
@@ -782,6 +783,13 @@ class InferenceSpec:
         "(tile.host_dispatch): 'decode' (tt_transformers' demos, CUDA graphs of decode), "
         "'all' or 'none'",
         default="decode",
+    )
+    weight_prefetch: str = _f(
+        "passes whose layer weights a DRAM prefetcher on cores of their own streams ahead of "
+        "the ops (tt-metal's dram_prefetcher into a global circular buffer, as the Galaxy "
+        "Llama demo's decode does): a block's weight reads then overlap its ops' fixed "
+        "latency (tile.op_latency) instead of following it; 'decode', 'all' or 'none'",
+        default="none",
     )
 
 

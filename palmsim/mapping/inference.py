@@ -608,6 +608,17 @@ class _Lowering:
         # pipeline per block; the host's slack in one block is not carried to the next).
         traced = inf.trace == "all" or (inf.trace == "decode" and tag == "D")
         dispatch_s = 0.0 if traced else self.costing.tile.host_dispatch_s
+        # Weights streamed by a DRAM prefetcher (inference.weight_prefetch) are read by cores
+        # of their own into a circular buffer in the matmul cores' L1, in the order the ops
+        # consume them (tt-metal's dram_prefetcher and global circular buffer; the Galaxy
+        # Llama demo's decode: models/demos/llama3_70b_galaxy/tt/llama_model.py @00ab7c95,
+        # setup_decode with n_tensors=5, its prefill with none): a layer block's weight reads
+        # do not wait for its ops' fixed latency, so the block lasts the later of the two. The
+        # prefetcher's lead into the next block (its buffer double-buffers a block's weights,
+        # prefetcher_common.py @0e0ae177) is not modelled: a block's reads start with it.
+        prefetched = inf.weight_prefetch == "all" or (
+            inf.weight_prefetch == "decode" and tag == "D"
+        )
 
         def dispatched(step: ComputeStep, ops: int) -> ComputeStep:
             floor_s = ops * dispatch_s
@@ -640,6 +651,8 @@ class _Lowering:
                         launch_latency_s=step.launch_latency_s + extra_s,
                         serial_latency_s=step.serial_latency_s + extra_s,
                     )
+                if prefetched:
+                    step = dataclasses.replace(step, serial_latency_s=0.0)
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
