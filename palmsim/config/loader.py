@@ -50,7 +50,7 @@ from palmsim.config.specs import (
     EXPERT_PLACEMENTS,
     FP8_RECIPES,
     GRAD_ACCUMULATION_MODES,
-    INFERENCE_TRACES,
+    INFERENCE_PASSES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
     SERVING_ARRIVALS,
@@ -1241,8 +1241,8 @@ def _inference_schema() -> Schema:
         "output_len": _int_rule(),
         "batch": _int_rule(),
         **_number_format_rules(),
-        "trace": _choice_rule(INFERENCE_TRACES),
-        "weight_prefetch": _choice_rule(INFERENCE_TRACES),
+        "trace": _choice_rule(INFERENCE_PASSES),
+        "weight_prefetch": _choice_rule(INFERENCE_PASSES),
         "mapping": _mapping_rule(required=False),
     }
 

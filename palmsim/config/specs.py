@@ -19,7 +19,7 @@ __all__ = [
     "EXPERT_PLACEMENTS",
     "FP8_RECIPES",
     "GRAD_ACCUMULATION_MODES",
-    "INFERENCE_TRACES",
+    "INFERENCE_PASSES",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
     "MODES",
@@ -95,7 +95,7 @@ MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
 #: Values of ``InferenceSpec.trace`` and ``InferenceSpec.weight_prefetch``: the passes an
 #: option applies to.
-INFERENCE_TRACES = ("decode", "all", "none")
+INFERENCE_PASSES = ("decode", "all", "none")
 
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
