@@ -12,9 +12,14 @@ simulates it and compares every measured figure it can predict:
 - ``tflops_per_gpu``: FLOP/s per GPU as Megatron-LM SC21 counts them (Eq. 3, recompute
   included: :func:`hardware_flop_per_iteration` with ``as_published``), over the iteration;
 - ``model_tflops_per_gpu``: model FLOP (no recompute) per second per GPU;
-- ``tokens_per_s_per_gpu``: tokens of the global batch per second per GPU;
-- ``forward_ms`` / ``backward_ms``: one transformer layer's forward and backward (recompute
-  included) on one GPU, from the first to the last interval of layer 0, TP waits included.
+- ``aggregate_pflops``, ``pct_of_<peak>tflops_peak``: the first over all GPUs, or as a share
+  of a stated peak;
+- ``mfu_pct`` / ``hfu_pct`` (``mfu`` / ``hfu`` in the measured figure's unit): model or
+  executed FLOP/s per GPU over its dense 16-bit peak;
+- ``tokens_per_s_per_gpu``, ``tokens_per_s``, ``samples_per_s``, ``iteration_time_s``;
+- ``forward_ms`` / ``backward_ms`` / ``combined_ms``: one transformer layer's forward and
+  backward (recompute included), and their sum, on one GPU, from the first to the last
+  interval of layer 0, TP waits included.
 
 Every case is isolated: whatever goes wrong in one (a missing or null field, a feature not
 modelled, an infeasible mapping, its time limit, even a bug) puts it in the "not run" list
@@ -64,7 +69,6 @@ __all__ = [
     "read_training_run",
     "shipped",
     "validate",
-    "with_case_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,10 +76,6 @@ log = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parent.parent
 #: The calibration set's measurements, shipped in the repository (see validation/README.md).
 DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
-#: Settings the measurements file gives only in prose, as typed keys per case id, in a file
-#: of this name beside it (the shipped measurements are an unedited copy); its
-#: ``measurements:`` key names the file of the folder it is for (default: any).
-CASE_SETTINGS_FILE = "case_settings.yaml"
 
 #: Shipped hardware config of each GPU family; a case's ``system.gpu`` names its family
 #: anywhere in its text ("A100-SXM4-80GB", "NVIDIA Ampere (A100-class)"). A case can name its
@@ -85,6 +85,10 @@ HARDWARE_OF_GPU: dict[str, str] = {
     "H100": "hw_configs/dgx-h100.yaml",
     "B200": "hw_configs/dgx-b200.yaml",
 }
+#: The GPU a case means when ``system.gpu`` names only NVIDIA's architecture ("NVIDIA Ampere
+#: GPUs", as MegaScale describes its cluster): the architecture's data-centre training GPU of
+#: the families above (the H200 is also Hopper: a case that means it must say so).
+GPU_OF_ARCHITECTURE: dict[str, str] = {"Ampere": "A100", "Hopper": "H100", "Blackwell": "B200"}
 #: Base workload of each architecture family; the case's model fields override its shapes.
 _BASE_WORKLOAD = {
     "gpt": "workloads/t-18b.yaml",
@@ -140,7 +144,14 @@ DEFAULT_PRECISION = "fp16"
 ITERATION_FIGURES = (
     "tflops_per_gpu",
     "model_tflops_per_gpu",
+    "aggregate_pflops",
+    "mfu_pct",
+    "hfu_pct",
+    "mfu",
+    "hfu",
     "tokens_per_s_per_gpu",
+    "tokens_per_s",
+    "samples_per_s",
     "iteration_time_s",
 )
 #: Tried in this order when a case does not state its recompute: the least that fits.
@@ -158,7 +169,9 @@ class Assumption:
 
     def moves(self, metric: str) -> bool:
         """Whether figure ``metric`` rests on this assumption."""
-        return not self.figures or metric in self.figures
+        # a share of a stated peak moves with the TFLOP/s it is a share of
+        base = "tflops_per_gpu" if _PCT_OF_PEAK.match(metric) else metric
+        return not self.figures or base in self.figures
 
 
 @dataclass(frozen=True)
@@ -431,15 +444,80 @@ def _grad_accumulation(training: Mapping[str, Any]) -> str:
     return "after_first_microbatch"
 
 
-def _tp_overlap(case: Mapping[str, Any]) -> bool:
-    """Whether the measured run overlapped the backward TP all-reduce with the
-    weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce): ``training.tp_overlap``
-    (the calibration set's Korthikanti et al. per-layer rows say so in their notes, which are
-    never read: ``validation/case_settings.yaml`` sets it for them); absent, not: Megatron-LM
-    SC21 had no such overlap.
+#: Megatron-LM overlaps a column-parallel linear's backward TP all-reduce with its
+#: weight-gradient GEMM by default from this (year, month) on: merge b462d2545d
+#: ("slym/allreduce-overlap", 2021-09-07) made ``--no-async-tensor-model-parallel-allreduce``
+#: the switch (commit 3f65246911, megatron/mpu/layers.py). Megatron-Core's linear layers
+#: (``LinearWithGradAccumulationAndAsyncCommunication``, ``async_op=True`` on the input
+#: gradient's all-reduce or reduce-scatter) and Transformer Engine's keep doing so.
+ASYNC_TP_ALLREDUCE_SINCE = (2021, 9)
+#: Dates a case's ``source`` gives: an arXiv identifier (yymm.nnnnn), a year, or a venue with
+#: a two-digit year ("SC21").
+_ARXIV_DATE = re.compile(r"(?<![\d.])(\d{2})(0[1-9]|1[0-2])\.\d{4,5}(?!\d)")
+_YEAR = re.compile(r"(?<!\d)(20[0-4]\d)(?!\d)")
+_VENUE_YEAR = re.compile(
+    r"\b(?:SC|ISCA|MLSys|OSDI|NSDI|SOSP|ASPLOS|ATC|EuroSys|PPoPP|HPCA|MICRO|NeurIPS|ICML|ICLR)"
+    r"\s?'?(\d{2})\b"
+)
+
+
+def _source_date(case: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The earliest (year, month) the case's ``source`` section gives: of its arXiv
+    identifiers, else January of the earliest year it names (the earliest the run can date
+    from); None when it gives none."""
+    texts: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+        elif isinstance(value, (str, int)) and not isinstance(value, bool):
+            texts.append(str(value))
+
+    collect(case.get("source"))
+    months = [(2000 + int(y), int(m)) for t in texts for y, m in _ARXIV_DATE.findall(t)]
+    years = [int(y) for t in texts for y in _YEAR.findall(t)]
+    years += [2000 + int(y) for t in texts for y in _VENUE_YEAR.findall(t)]
+    if months:
+        return min(months)
+    return (min(years), 1) if years else None
+
+
+def _tp_overlap(case: Mapping[str, Any], assumptions: list[Assumption], *, tp: int) -> bool:
+    """Whether the measured run overlapped the backward TP all-reduce (or reduce-scatter) of
+    a column-parallel linear with its weight-gradient GEMM (Megatron-LM's asynchronous TP
+    all-reduce): ``training.tp_overlap`` when given. Unstated, by the run's date
+    (:func:`_source_date`): off for a run from before Megatron-LM turned it on by default
+    (:data:`ASYNC_TP_ALLREDUCE_SINCE`: Narayanan et al.'s SC21 runs), on otherwise, as every
+    later Megatron-LM, Megatron-Core and Transformer Engine run has it; an assumption marked
+    on the figures.
     """
     training = _section(case, "training")
-    return _flag(training, "tp_overlap") if "tp_overlap" in training else False
+    if "tp_overlap" in training:
+        return _flag(training, "tp_overlap")
+    if tp == 1:
+        return False
+    date = _source_date(case)
+    year, month = ASYNC_TP_ALLREDUCE_SINCE
+    since = f"{year}-{month:02d}"
+    if date is not None and date < ASYNC_TP_ALLREDUCE_SINCE:
+        why = (
+            f"not stated: off, the run's source dates from {date[0]}-{date[1]:02d}, before "
+            f"Megatron-LM overlapped it by default ({since})"
+        )
+        assumptions.append(Assumption("training.tp_overlap", False, why))
+        return False
+    dated = "undated" if date is None else f"dated {date[0]}"
+    why = (
+        f"not stated: on ({dated}), Megatron-LM's default since {since} "
+        "(--no-async-tensor-model-parallel-allreduce turns it off), as in Megatron-Core and "
+        "Transformer Engine"
+    )
+    assumptions.append(Assumption("training.tp_overlap", True, why))
+    return True
 
 
 def _tp_comm_overlap(
@@ -701,6 +779,13 @@ def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
             # "an A100", "an H100", "a B200": the article of the letter's spoken name
             article = "an" if family[0] in "AEFHILMNORSX" else "a"
             return shipped(path), f"system.gpu {gpu!r} is {article} {family}"
+    for architecture, family in GPU_OF_ARCHITECTURE.items():
+        if re.search(rf"\b{architecture}\b", gpu, flags=re.IGNORECASE):
+            why = (
+                f"system.gpu {gpu!r} names the {architecture} architecture, taken as its "
+                f"data-centre training GPU, the {family}"
+            )
+            return shipped(HARDWARE_OF_GPU[family]), why
     raise NotRun(
         f"system.gpu: got {gpu!r}; no shipped config for it (known families: "
         f"{', '.join(HARDWARE_OF_GPU)}); give one as system.hw_config"
@@ -908,6 +993,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             "(megatron/training/arguments.py: --no-overlap-p2p-communication turns it off)"
         )
         assumptions.append(Assumption("training.overlap_p2p_comm", True, why, ITERATION_FIGURES))
+    tp_comm_overlap = _tp_comm_overlap(
+        training, assumptions, core=core, sequence_parallel=sequence_parallel, tp=tp
+    )
+    # userbuffers overlap the backward's input-gradient collective themselves
+    tp_overlap = not tp_comm_overlap and _tp_overlap(case, assumptions, tp=tp)
     flags: dict[str, Any] = {
         "pp": pp,
         "tp": tp,
@@ -918,10 +1008,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "sequence_parallel": sequence_parallel,
         "virtual_stages": virtual,
         "dp_overlap": _dp_overlap(training),
-        "tp_overlap": _tp_overlap(case),
-        "tp_comm_overlap": _tp_comm_overlap(
-            training, assumptions, core=core, sequence_parallel=sequence_parallel, tp=tp
-        ),
+        "tp_overlap": tp_overlap,
+        "tp_comm_overlap": tp_comm_overlap,
         "grad_accumulation": _grad_accumulation(training),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
         "p2p_overlap": p2p_overlap,
@@ -998,16 +1086,49 @@ def _predictions(result: SimulationResult) -> dict[str, float]:
     published = hardware_flop_per_iteration(
         model, training, exp.mapping.recompute, as_published=True
     )
+    model_flop = model_flop_per_iteration(model, training)
+    executed = hardware_flop_per_iteration(model, training, exp.mapping.recompute)
+    # MFU and HFU as Chowdhery et al. (PaLM, 2022, App. B) and Korthikanti et al. (2023,
+    # Sec. 6.3) define them: model (executed) FLOP/s over the GPU's dense 16-bit peak.
+    peak = exp.hardware.tile.peak_for("bf16")
     out = {
         "tflops_per_gpu": published / per_gpu_s / 1e12,
-        "model_tflops_per_gpu": model_flop_per_iteration(model, training) / per_gpu_s / 1e12,
+        "model_tflops_per_gpu": model_flop / per_gpu_s / 1e12,
+        "aggregate_pflops": published / iteration_s / 1e15,
+        "mfu_pct": 100 * model_flop / per_gpu_s / peak,
+        "hfu_pct": 100 * executed / per_gpu_s / peak,
         "tokens_per_s_per_gpu": plan.tokens_per_iteration / per_gpu_s,
+        "tokens_per_s": plan.tokens_per_iteration / iteration_s,
+        "samples_per_s": training.global_batch_size / iteration_s,
         "iteration_time_s": iteration_s,
     }
     first_tile = plan.stage_tiles[0][0][0]
-    for phase, seconds in _layer_times_s(trace, first_tile).items():
+    layer = _layer_times_s(trace, first_tile)
+    for phase, seconds in layer.items():
         out[f"{phase}_ms"] = seconds * 1e3
+    if len(layer) == 2:
+        out["combined_ms"] = sum(layer.values()) * 1e3
     return out
+
+
+#: A measured share of a stated peak, ``pct_of_<peak>tflops_peak`` (Narayanan et al. SC21,
+#: Table 1: "percentage of theoretical peak FLOP/s", 312 TFLOP/s on the A100).
+_PCT_OF_PEAK = re.compile(r"^pct_of_(\d+(?:\.\d+)?)tflops_peak$")
+
+
+def _peak_shares(measured: Mapping[str, Any], predicted: dict[str, float]) -> None:
+    """Add to ``predicted`` the shares of peak ``measured`` names: each
+    ``pct_of_<peak>tflops_peak`` (the predicted TFLOP/s per GPU, as the row's publisher counts
+    them, over that peak), and ``mfu`` / ``hfu`` in the measured figure's own unit (a
+    fraction where it is at most 1, else a percentage: a utilisation is at most 100%)."""
+    for key in measured:
+        match = _PCT_OF_PEAK.match(str(key))
+        if match and "tflops_per_gpu" in predicted:
+            predicted[key] = 100 * predicted["tflops_per_gpu"] / float(match.group(1))
+    for key in ("mfu", "hfu"):
+        value = _figure(measured.get(key))
+        if value is not None and f"{key}_pct" in predicted:
+            predicted[key] = predicted[f"{key}_pct"] / (100 if value <= 1 else 1)
 
 
 def _publisher_flop_per_token(
@@ -1070,6 +1191,7 @@ def _simulate_case(
             )
         break
     predicted = (run.predict or _predictions)(result)
+    _peak_shares(run.measured, predicted)
     counted = _publisher_flop_per_token(run.measured, predicted)
     if counted is not None:
         predicted["model_tflops_per_gpu"] = predicted["tokens_per_s_per_gpu"] * counted / 1e12
@@ -1218,13 +1340,6 @@ def validate(
     cases = raw.get("cases")
     if not isinstance(cases, list):
         raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
-    settings = Path(source).with_name(CASE_SETTINGS_FILE)
-    if settings.is_file():
-        raw_settings = read_config_file(str(settings))
-        # The settings name the measurements file they are for (the tiled cases beside it
-        # are another file, whose ids they do not hold).
-        if raw_settings.get("measurements", Path(source).name) == Path(source).name:
-            cases = with_case_settings(cases, raw_settings, str(settings))
     ids = _case_ids(cases)
     unknown = [name for name in only if name not in ids]
     if unknown:
@@ -1348,34 +1463,6 @@ def report_from_dict(data: Any, where: str) -> ValidationReport:
         tuple(assumptions),
         tuple(hardware),
     )
-
-
-def with_case_settings(cases: Sequence[Any], settings: Mapping[str, Any], source: str) -> list[Any]:
-    """``cases`` with each section of ``settings["cases"][id]`` merged into the same section
-    of the case of that id (the settings' keys win).
-
-    Raises:
-        ConfigError: the settings are not a mapping of case ids to sections, or name a case
-            the measurements do not have.
-    """
-    by_id = settings.get("cases")
-    if not isinstance(by_id, Mapping):
-        raise ConfigError.single(source, "cases", by_id, "a mapping of case ids to settings")
-    ids = [c.get("id") for c in cases if isinstance(c, Mapping)]
-    unknown = [k for k in by_id if k not in ids]
-    if unknown:
-        raise ConfigError.single(source, "cases", unknown[0], "a case id of the measurements")
-    merged = []
-    for case in cases:
-        extra = by_id.get(case.get("id")) if isinstance(case, Mapping) else None
-        if isinstance(extra, Mapping):
-            case = dict(case)
-            for section, keys in extra.items():
-                own = case.get(section)
-                if own is None or isinstance(own, Mapping):  # else the case check names it
-                    case[section] = {**(own or {}), **keys}
-        merged.append(case)
-    return merged
 
 
 def format_report(report: ValidationReport) -> str:

@@ -83,9 +83,10 @@ def test_derived_facts() -> None:
     assert run.flags["dp"] == 4
     assert "hw.system.chips=[4, 8]" in run.overrides
     assert "model.intermediate_size=4096" in run.overrides
-    # derived, not assumed; only the optimizer sharding of dp = 4 is unstated: tried without
-    # ZeRO, then with the distributed optimizer (the assumption is recorded when one fits)
-    assert run.assumptions == () and run.zero == (0, 1)
+    # derived, not assumed; unstated are the TP overlap (an undated run: on) and the
+    # optimizer sharding of dp = 4: tried without ZeRO, then with the distributed optimizer
+    # (the assumption is recorded when one fits)
+    assert [a.key for a in run.assumptions] == ["training.tp_overlap"] and run.zero == (0, 1)
     odd = read_training_run(_case(system={"num_gpus": 12, "tp": 4, "dp": 3}), "x.yaml")
     assert odd is not None and "hw.system.chips=[2, 8]" in odd.overrides  # 12 GPUs: 2 nodes
 
@@ -95,10 +96,16 @@ def test_gpu_matched_by_family_and_named() -> None:
         ("NVIDIA Ampere (A100-class)", "dgx-a100-superpod.yaml"),
         ("H100 SXM5", "dgx-h100.yaml"),
         ("nvidia a100 40gb", "dgx-a100-superpod.yaml"),
+        # only the architecture: its data-centre training GPU, and the output says so
+        ("NVIDIA Ampere GPUs", "dgx-a100-superpod.yaml"),
+        ("Hopper", "dgx-h100.yaml"),
+        ("NVIDIA Blackwell", "dgx-b200.yaml"),
     ):
         run = read_training_run(_case(system={"gpu": gpu}), "x.yaml")
         assert run is not None and run.hardware.endswith(config)
         assert gpu in run.hardware_why
+    run = read_training_run(_case(system={"gpu": "NVIDIA Ampere GPUs"}), "x.yaml")
+    assert run is not None and "architecture" in run.hardware_why and "A100" in run.hardware_why
     with pytest.raises(NotRun, match=r"system\.gpu: got 'MI300X'.*system\.hw_config"):
         read_training_run(_case(system={"gpu": "MI300X"}), "x.yaml")
 
@@ -268,17 +275,6 @@ def test_hf_config_is_the_workload_and_fsdp_is_zero3(tmp_path: Path) -> None:
     assert run.flags["zero"] == 3
 
 
-def test_settings_file_applies_only_to_the_file_it_names(tmp_path: Path) -> None:
-    """validation/case_settings.yaml names measurements.yaml: another file in the folder
-    (moe_runs.yaml) runs without its ids being required."""
-    (tmp_path / "case_settings.yaml").write_text(
-        yaml.safe_dump({"measurements": "other.yaml", "cases": {"not_here": {"training": {}}}})
-    )
-    path = _write(tmp_path, [{"id": "a", **_case(measured={"tflops_per_gpu": None})}])
-    report = validate(path)
-    assert [s.case for s in report.skipped] == ["a"]
-
-
 def test_zero3_with_tp_pp_1_runs_with_zero_on() -> None:
     """A DeepSpeed ZeRO-3 run (tp = pp = 1) must be simulated with ZeRO-3, not without."""
     case = _case(system={"tp": 1, "dp": 8}, training={"zero_stage": 3})
@@ -289,7 +285,8 @@ def test_zero3_with_tp_pp_1_runs_with_zero_on() -> None:
 
 
 def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
-    """Micro-batch 1, precision fp16 and the least recompute that fits (none here)."""
+    """Micro-batch 1, precision fp16, the least recompute that fits (none here) and, for an
+    undated run with TP, the asynchronous TP all-reduce."""
     case = _case(
         model={"micro_batch": ...}, training={"precision": ..., "activation_recompute": ...}
     )
@@ -300,6 +297,7 @@ def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
         "model.micro_batch": 1,
         "training.precision": "fp16",
         "training.activation_recompute": "none",
+        "training.tp_overlap": True,
     }
     assert set(comparison.assumed) == set(assumed)
 
@@ -349,3 +347,40 @@ def test_unreadable_resume_file_is_a_config_error(tmp_path: Path, capsys) -> Non
     path = _write(tmp_path, [{"id": "fine", **_case()}])
     assert main(["validate", path, "--json", str(bad), "--resume", "-q"]) == 2
     assert "comparisons[0]" in capsys.readouterr().err
+
+
+def test_every_spelling_of_throughput_is_one_prediction_in_its_unit(tmp_path: Path) -> None:
+    """A row's throughput may come as TFLOP/s per GPU, aggregate PFLOP/s, a share of a stated
+    peak, MFU or HFU (fraction or percent), tokens or samples per second, or the per-layer
+    forward + backward sum: each is the same simulated iteration in the row's unit. 8 A100s
+    (312 TFLOP/s dense bf16, tile.peak of dgx-a100-superpod.yaml) on 8 samples of 1024."""
+    spellings = {
+        "tflops_per_gpu": 100.0,
+        "model_tflops_per_gpu": 100.0,
+        "aggregate_pflops": 1.0,
+        "pct_of_312tflops_peak": 40.0,
+        "pct_of_100tflops_peak": 40.0,
+        "mfu": 0.4,
+        "hfu": 40.0,
+        "mfu_pct": 40.0,
+        "tokens_per_s": 1e5,
+        "samples_per_s": 100.0,
+        "iteration_time_s": 0.1,
+        "forward_ms": 1.0,
+        "backward_ms": 2.0,
+        "combined_ms": 3.0,
+    }
+    report = validate(_write(tmp_path, [{"id": "c", **_case(measured=spellings)}]))
+    got = {c.metric: c.predicted for c in report.comparisons}
+    assert set(got) == set(spellings)
+    gpus, tokens, samples = 8, 8 * 1024, 8
+    seconds = got["iteration_time_s"]
+    assert got["aggregate_pflops"] == pytest.approx(got["tflops_per_gpu"] * gpus / 1e3)
+    assert got["pct_of_312tflops_peak"] == pytest.approx(100 * got["tflops_per_gpu"] / 312)
+    assert got["pct_of_100tflops_peak"] == pytest.approx(got["tflops_per_gpu"])
+    assert got["mfu_pct"] == pytest.approx(100 * got["model_tflops_per_gpu"] / 312)
+    assert got["mfu"] == pytest.approx(got["mfu_pct"] / 100)  # measured as a fraction
+    assert got["hfu"] == pytest.approx(got["mfu_pct"])  # no recompute: HFU = MFU, in percent
+    assert got["tokens_per_s"] == pytest.approx(tokens / seconds)
+    assert got["samples_per_s"] == pytest.approx(samples / seconds)
+    assert got["combined_ms"] == pytest.approx(got["forward_ms"] + got["backward_ms"])
