@@ -15,7 +15,7 @@ simulates it and compares every measured figure it can predict:
 - ``aggregate_pflops``, ``pct_of_<peak>tflops_peak``: the first over all GPUs, or as a share
   of a stated peak;
 - ``mfu_pct`` / ``hfu_pct`` (``mfu`` / ``hfu`` in the measured figure's unit): model or
-  executed FLOP/s per GPU over its dense 16-bit peak;
+  executed FLOP/s per GPU over its dense peak in the run's precision;
 - ``tokens_per_s_per_gpu``, ``tokens_per_s``, ``samples_per_s``, ``iteration_time_s``;
 - ``forward_ms`` / ``backward_ms`` / ``combined_ms``: one transformer layer's forward and
   backward (recompute included), and their sum, on one GPU, from the first to the last
@@ -95,6 +95,7 @@ _BASE_WORKLOAD = {
     "llama": "workloads/llama2-7b.yaml",
     "gpt-oss": "workloads/gpt-oss-120b.yaml",
     "deepseek": "workloads/deepseek-v3.yaml",
+    "nemotron": "workloads/nemotron4-15b.yaml",
 }
 #: Names in ``model.arch`` / ``model.name`` of the Llama family's layer (pre-RMSNorm, RoPE,
 #: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
@@ -103,6 +104,8 @@ _BASE_WORKLOAD = {
 #: and full attention with sinks, biases) and DeepSeek-V2/V3 (multi-head latent attention;
 #: DeepSeek's dense LLM 7B/67B are not these) take their attention from their base workload
 #: (or ``model.hf_config``), whose keys a case does not restate; gpt-oss is matched before GPT.
+#: Nemotron-4 (LayerNorm, RoPE, squared-ReLU MLP of two matrices, no biases) has its own base;
+#: Llama-based Nemotrons ("Llama-3.1-Nemotron") are matched as Llama first.
 _FAMILY_OF_NAME = (
     ("llama", "llama"),
     ("mixtral", "llama"),
@@ -114,7 +117,16 @@ _FAMILY_OF_NAME = (
     ("deepseek_v3", "deepseek"),
     ("deepseek-v2", "deepseek"),
     ("deepseek_v2", "deepseek"),
+    ("nemotron", "nemotron"),
     ("gpt", "gpt"),
+)
+#: Names of architectures palmsim does not build, and why, checked before the families:
+#: Nemotron-H interleaves Mamba-2 (state-space) layers with attention (Nemotron-H
+#: report, arXiv:2504.03624).
+_UNMODELLED_ARCHITECTURES = (
+    ("nemotron-h", "a hybrid of Mamba-2 and attention layers; palmsim builds no Mamba layer"),
+    ("nemotron_h", "a hybrid of Mamba-2 and attention layers; palmsim builds no Mamba layer"),
+    ("mamba", "Mamba (state-space) layers; palmsim builds none"),
 )
 #: gpt-oss alternates a sliding-window and a full-attention layer, the sliding one first
 #: (Hugging Face openai/gpt-oss-120b and -20b config.json ``layer_types``): a case's layer
@@ -133,8 +145,9 @@ _MOE_KEYS = {
     "head_dim": "attention_head_dim",
 }
 #: Architectures whose FFN size has a default: GPT's 4·hidden (Radford et al. 2019; Megatron-LM
-#: ``--ffn-hidden-size`` defaults to 4 * hidden_size). A gated (SwiGLU) MLP has none.
-_FFN_PER_HIDDEN = {"gpt": 4}
+#: ``--ffn-hidden-size`` defaults to 4 * hidden_size) and Nemotron-4's (15B: 24576 = 4·6144,
+#: arXiv:2402.16819; 340B: 73728 = 4·18432, arXiv:2406.11704). A gated (SwiGLU) MLP has none.
+_FFN_PER_HIDDEN = {"gpt": 4, "nemotron": 4}
 
 #: Documented defaults of settings a case may leave unstated (README, "Validation").
 DEFAULT_MICRO_BATCH = 1
@@ -373,6 +386,9 @@ def _architecture(model: Mapping[str, Any]) -> str:
     if not model.get("arch") and not model.get("name"):
         return "gpt"
     text = f"{model.get('arch') or ''} {model.get('name') or ''}".lower()
+    for name, why in _UNMODELLED_ARCHITECTURES:
+        if name in text:
+            raise NotRun(f"architecture {model.get('arch') or model.get('name')!r}: {why}")
     for name, family in _FAMILY_OF_NAME:
         if name in text:
             return family
@@ -1089,8 +1105,10 @@ def _predictions(result: SimulationResult) -> dict[str, float]:
     model_flop = model_flop_per_iteration(model, training)
     executed = hardware_flop_per_iteration(model, training, exp.mapping.recompute)
     # MFU and HFU as Chowdhery et al. (PaLM, 2022, App. B) and Korthikanti et al. (2023,
-    # Sec. 6.3) define them: model (executed) FLOP/s over the GPU's dense 16-bit peak.
-    peak = exp.hardware.tile.peak_for("bf16")
+    # Sec. 6.3) define them: model (executed) FLOP/s over the GPU's dense peak in the run's
+    # precision (an fp8 run's over the fp8 peak, as NVIDIA's DGX Cloud benchmarking recipes
+    # compute it: "H100 FP8 is 1979 TFLOPS and for H100 BF16 is 989 TFLOPS").
+    peak = exp.hardware.tile.peak_for(training.dtype)
     out = {
         "tflops_per_gpu": published / per_gpu_s / 1e12,
         "model_tflops_per_gpu": model_flop / per_gpu_s / 1e12,

@@ -1085,12 +1085,18 @@ def hardware_schema(kind: str) -> Schema:
     return schema
 
 
-#: Spellings of ``hidden_act`` -> the MLP kind palmsim models.
+#: Spellings of ``hidden_act`` -> the MLP kind palmsim models: ``gelu``, two matrices with one
+#: elementwise activation between them, whichever it is (GeLU; ReLU; squared ReLU, Nemotron-4's
+#: and Hugging Face's ``relu2``: one pass over the activation each way, costed alike), or
+#: ``silu``, the gated SwiGLU MLP of three matrices.
 _ACT_ALIASES = {
     "gelu": "gelu",
     "gelu_new": "gelu",
     "gelu_pytorch_tanh": "gelu",
     "gelu_fast": "gelu",
+    "relu": "gelu",
+    "relu2": "gelu",
+    "squared_relu": "gelu",
     "silu": "silu",
     "swiglu": "silu",
 }
@@ -1131,6 +1137,12 @@ _MLA_WIDTHS = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 #: gpt-oss: "attention sinks", a per-head logit in the softmax denominator; HF
 #: ``GptOssAttention.sinks``). Their config.json has no key for it.
 _SINK_FAMILY = ("gpt_oss",)
+
+#: Hugging Face model types of NVIDIA's Nemotron (Nemotron-4, Minitron): LayerNorm (its
+#: ``layernorm1p`` scales by 1 + gamma: the same kernel), RoPE, no biases (HF
+#: ``NemotronConfig``; Parmar et al. 2024, arXiv:2402.16819, Sec. 2). Its partial rotary
+#: factor (RoPE on half of each head) is not modelled: the rotation is a small elementwise op.
+_NEMOTRON_FAMILY = ("nemotron",)
 
 #: Hugging Face model types of the Llama family: RMSNorm, RoPE, no biases.
 _LLAMA_FAMILY = (
@@ -1416,6 +1428,10 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.setdefault("norm", "rmsnorm")
         model.setdefault("position_embedding", "rope")
         model.setdefault("use_bias", False)
+    if model_type in _NEMOTRON_FAMILY:
+        model.setdefault("norm", "layernorm")
+        model.setdefault("position_embedding", "rope")
+        model.setdefault("use_bias", False)
     if model_type in _ENCODER_FAMILY:
         model.setdefault("causal", False)
     if model_type in _SINK_FAMILY:
@@ -1453,7 +1469,8 @@ def normalise_workload(
 
     - ``name`` = ``default_name`` if absent;
     - in ``model``: Hugging Face aliases renamed; ``hidden_act`` spellings mapped (``gelu_new``,
-      ``gelu_pytorch_tanh``, ``gelu_fast`` -> ``gelu``; ``swiglu`` -> ``silu``);
+      ``gelu_pytorch_tanh``, ``gelu_fast``, ``relu``, ``relu2`` -> ``gelu``; ``swiglu`` ->
+      ``silu``);
       ``num_key_value_heads`` = ``num_attention_heads`` and ``intermediate_size`` =
       4 * ``hidden_size`` if absent (only when the source is a valid int: otherwise the
       source's own problem is reported); other defaults from :class:`ModelSpec`;

@@ -557,7 +557,10 @@ class ModelSpec:
     num_hidden_layers: int = _f("transformer layers L")
     vocab_size: int = _f("vocabulary size V")
     max_position_embeddings: int = _f("longest sequence the model supports")
-    hidden_act: str = _f("'gelu' (2-matrix MLP) or 'silu' (SwiGLU, 3-matrix gated MLP)")
+    hidden_act: str = _f(
+        "'gelu' (2-matrix MLP; ReLU and squared ReLU, 'relu2', are costed as it) or 'silu' "
+        "(SwiGLU, 3-matrix gated MLP)"
+    )
     norm: str = _f("'layernorm' or 'rmsnorm'", default="layernorm")
     position_embedding: str = _f("'learned' or 'rope'", default="learned")
     use_bias: bool = _f("linear layers and norms carry bias terms", default=True)

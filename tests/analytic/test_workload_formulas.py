@@ -160,3 +160,22 @@ def test_gqa_activation_bytes() -> None:
     expected = 13 * sbh + 5 * as2b / t - (1 - 8 / 48) * 4 * sbh / t
     got = activation_bytes_per_layer(model, training(1024), 1, t, "none")
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_nemotron4_15b_parameters_are_the_reports_3_2b_embedding_and_12_5b_layers() -> None:
+    """Nemotron-4 15B (Parmar et al. 2024, arXiv:2402.16819, Sec. 2): 32 layers, h = 6144, 48
+    heads of 128 with 8 KV heads, a squared-ReLU MLP of two 6144 x 24576 matrices, "no bias
+    terms" (so a LayerNorm has its weight, h, alone), untied 256,000-token embedding and head.
+    The report gives
+    "3.2 billion embedding parameters and 12.5 billion non-embedding parameters"."""
+    from palmsim.config.loader import load_workload
+
+    model = load_workload("workloads/nemotron4-15b.yaml")[0].model
+    assert model.hidden_act == "gelu"  # relu2: palmsim's two-matrix MLP
+    h, d, g, f, layers, vocab = 6144, 128, 8, 24576, 32, 256000
+    attention = h * (h + 2 * g * d) + h * h  # QKV, then the output projection
+    per_layer = attention + 2 * h * f + 2 * h  # MLP, two LayerNorms
+    embedding = 2 * vocab * h  # input embedding and an untied head
+    assert num_parameters(model) == layers * per_layer + embedding + h  # + final norm
+    assert embedding == pytest.approx(3.2e9, rel=0.02)
+    assert layers * per_layer == pytest.approx(12.5e9, rel=0.01)

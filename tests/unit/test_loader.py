@@ -293,7 +293,11 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         ("gelu_fast", "gelu"),
         ("silu", "silu"),
         ("swiglu", "silu"),
-        ("relu", "relu"),  # left alone: the parse phase rejects it
+        # a two-matrix MLP with one elementwise activation: costed as palmsim's gelu kind
+        ("relu", "gelu"),
+        ("relu2", "gelu"),  # squared ReLU (Nemotron-4, Hugging Face's NemotronConfig)
+        ("squared_relu", "gelu"),
+        ("tanh", "tanh"),  # left alone: the parse phase rejects it
     ],
 )
 def test_normalise_hidden_act(act: str, expected: str) -> None:
@@ -383,6 +387,19 @@ def test_hf_to_model_llama_family() -> None:
     assert model["use_bias"] is True
     model, _ = hf_to_model({"model_type": "qwen2", "tie_word_embeddings": True}, "x.json")
     assert (model["use_bias"], model["tie_word_embeddings"]) == (False, True)
+
+
+def test_hf_to_model_nemotron_is_layernorm_rope_without_biases() -> None:
+    """Hugging Face's NemotronConfig states none of the three: its model type says them."""
+    hf = {"model_type": "nemotron", "hidden_act": "relu2", "norm_eps": 1e-5, "hidden_size": 64}
+    model, _ = hf_to_model(hf, "x.json")
+    assert model == {
+        "hidden_size": 64,
+        "hidden_act": "relu2",
+        "norm": "layernorm",
+        "position_embedding": "rope",
+        "use_bias": False,
+    }
 
 
 def test_hf_to_model_bert_is_not_causal_and_explicit_values_win() -> None:
@@ -730,7 +747,7 @@ def test_unknown_key_in_our_yaml_is_an_error(tmp_path: Path) -> None:
             r"training\.dtype: got 'int8'; expected one of 'fp32', 'fp16', 'bf16', 'fp8'",
         ),
         ("training", "optimizer", "adamw", r"one of 'adam', 'sgd' \(did you mean 'adam'\?\)"),
-        ("model", "hidden_act", "relu", r"model\.hidden_act: got 'relu'; expected one of 'gelu'"),
+        ("model", "hidden_act", "tanh", r"model\.hidden_act: got 'tanh'; expected one of 'gelu'"),
         ("model", "norm", "batchnorm", r"one of 'layernorm', 'rmsnorm'"),
         ("model", "position_embedding", "alibi", r"one of 'learned', 'rope'"),
         (

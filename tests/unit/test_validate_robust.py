@@ -116,6 +116,21 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
     assert read_training_run(_case(model={"arch": "Llama-2", "ffn": 2816}), "x.yaml")
 
 
+def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_is_named_not_run() -> None:
+    """Nemotron-4 (NeMo's and DGX Cloud's Nemotron rows): LayerNorm, RoPE, squared ReLU of 4h,
+    no biases, over workloads/nemotron4-15b.yaml; Llama-based Nemotrons are Llamas; the hybrid
+    Mamba Nemotron-H is listed as not run with why."""
+    run = read_training_run(_case(model={"name": "Nemotron4-340B", "kv_heads": 8}), "x.yaml")
+    assert run is not None and run.workload.endswith("nemotron4-15b.yaml")
+    assert "model.intermediate_size=4096" in run.overrides  # 4 x hidden 1024, derived
+    llama = read_training_run(
+        _case(model={"name": "Llama-3.1-Nemotron-70B", "ffn": 2816}), "x.yaml"
+    )
+    assert llama is not None and llama.workload.endswith("llama2-7b.yaml")
+    with pytest.raises(NotRun, match=r"Nemotron-H 56B.*Mamba"):
+        read_training_run(_case(model={"name": "Nemotron-H 56B"}), "x.yaml")
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
