@@ -119,6 +119,9 @@ _FAMILY_OF_NAME = (
     ("deepseek_v2", "deepseek"),
     ("nemotron", "nemotron"),
     ("gpt", "gpt"),
+    # Megatron-Turing NLG 530B (Smith et al. 2022, arXiv:2201.11990): Megatron's GPT layer
+    ("mt-nlg", "gpt"),
+    ("megatron-turing", "gpt"),
 )
 #: Names of architectures palmsim does not build, and why, checked before the families:
 #: Nemotron-H interleaves Mamba-2 (state-space) layers with attention (Nemotron-H
@@ -813,8 +816,21 @@ def _is_training_run(case: Mapping[str, Any]) -> bool:
     return (
         isinstance(case.get("model"), Mapping)
         and isinstance(system, Mapping)
-        and any(system.get(k) is not None for k in ("tp", "pp", "dp"))
+        and any(system.get(k) is not None for k in ("tp", "pp", "dp", "num_gpus"))
     )
+
+
+#: Low-rank adaptation (LoRA, QLoRA): frozen weights with small trained adapters, named in a
+#: case's id, model or training text (MLPerf's and Megatron-Bridge's "LoRA" fine-tuning rows).
+_LORA = re.compile(r"(?<![a-z])q?lora(?![a-z])", re.IGNORECASE)
+
+
+def _lora(case: Mapping[str, Any]) -> str | None:
+    """The text that names LoRA fine-tuning in the case's id, ``model`` or ``training``."""
+    texts = [str(case.get("id", ""))]
+    for section in ("model", "training"):
+        texts += [f"{k}: {v}" for k, v in _section(case, section).items()]
+    return next((t for t in texts if _LORA.search(t)), None)
 
 
 @CASE_READERS.register("training_run")
@@ -856,6 +872,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     fp8_recipe = _fp8_recipe(training) if dtype == "fp8" else None
     if fp8_recipe is not None and fp8_recipe[1] is not None:
         assumptions.append(fp8_recipe[1])
+    named = _lora(case)
+    if named is not None:
+        raise NotRun(
+            f"LoRA fine-tuning ({named!r}): palmsim trains every weight; frozen weights with "
+            "low-rank adapters are not modelled"
+        )
     arch = _architecture(model)
     hidden = _required(model, "hidden", "model.hidden")
     heads = _required(model, "heads", "model.heads")
@@ -1067,7 +1089,7 @@ def case_setup(case: Mapping[str, Any]) -> tuple[str, str, list[str], dict[str, 
 
 
 _NOT_A_RUN = (
-    "not a training run (no model, system with tp/pp/dp, and measured): a "
+    "not a training run (no model, system with tp/pp/dp or num_gpus, and measured): a "
     "single-operator, collective or memory measurement"
 )
 

@@ -399,3 +399,25 @@ def test_every_spelling_of_throughput_is_one_prediction_in_its_unit(tmp_path: Pa
     assert got["tokens_per_s"] == pytest.approx(tokens / seconds)
     assert got["samples_per_s"] == pytest.approx(samples / seconds)
     assert got["combined_ms"] == pytest.approx(got["forward_ms"] + got["backward_ms"])
+
+
+def test_lora_fine_tuning_is_not_run_rather_than_run_as_full_training() -> None:
+    """A LoRA row (MLPerf's Llama 2 70B LoRA, Megatron-Bridge's LoRA tables) trains adapters
+    over frozen weights: run as full training it would be silently wrong."""
+    for case in (
+        {"id": "mlperf_llama2_70b_lora", **_case()},
+        _case(training={"method": "LoRA (rank 16)"}),
+        _case(model={"name": "GPT QLoRA"}),
+    ):
+        with pytest.raises(NotRun, match=r"LoRA fine-tuning .*not modelled"):
+            read_training_run(case, "x.yaml")
+    assert read_training_run({"id": "gpt_floral", **_case()}, "x.yaml") is not None
+
+
+def test_megatron_turing_nlg_is_a_gpt_and_num_gpus_alone_makes_a_run() -> None:
+    run = read_training_run(_case(model={"name": "MT-NLG 530B"}), "x.yaml")
+    assert run is not None and run.workload.endswith("t-18b.yaml")
+    only_gpus = _case(system={"tp": ..., "pp": ..., "dp": ..., "num_gpus": 8})
+    run = read_training_run(only_gpus, "x.yaml")
+    assert run is not None and run.flags["dp"] == 8  # tp and pp 1, assumed and marked
+    assert {"system.tp", "system.pp"} <= {a.key for a in run.assumptions}
