@@ -50,10 +50,10 @@ def _linear(m: float, k: float, n: float):
     return op
 
 
-def _mamf(dtype: str) -> tuple[float, float]:
+def _mamf(dtype: str, gpu: str = "B200-SXM") -> tuple[float, float]:
     path = ROOT / "validation" / "blackwell_measurements.yaml"
-    (case,) = [c for c in yaml.safe_load(path.read_text())["cases"] if c["id"].startswith("mamf")]
-    (row,) = [r for r in case["rows"] if r[0] == "B200-SXM" and r[1] == dtype]
+    cases = [c for c in yaml.safe_load(path.read_text())["cases"] if c["id"].startswith("mamf")]
+    (row,) = [r for c in cases for r in c["rows"] if r[0] == gpu and r[1] == dtype]
     return float(row[2]), float(row[3])
 
 
@@ -196,6 +196,20 @@ def test_b200_peaks_and_efficiencies_are_the_datasheet_and_mamf() -> None:
     assert tile.gemm_max_efficiency_for("bf16") == pytest.approx(mamf16 / theory16, abs=5e-4)
 
 
+def test_gb200_peaks_and_efficiencies_are_its_specifications_and_mamf() -> None:
+    """A GB200's GPU runs faster than a B200 (2500 and 5000 TFLOP/s dense, not 2250 and 4500),
+    with MAMF's GB200 matmuls as its efficiencies, 186 GB of HBM3e and 72 GPUs per NVLink
+    domain (DGX GB200 user guide)."""
+    hw = load_hardware(ROOT / "hw_configs" / "dgx-gb200.yaml")
+    tile = hw.tile
+    for dtype, peak in (("fp8", 5000e12), ("bf16", 2500e12)):
+        mamf, theory = _mamf("fp8_e4m3" if dtype == "fp8" else dtype, "GB200-SXM")
+        assert theory * 1e12 == peak == tile.peak_for(dtype)
+        assert tile.gemm_max_efficiency_for(dtype) == pytest.approx(mamf / theory, abs=5e-4)
+    assert hw.dram.capacity_bytes == 186e9
+    assert hw.cluster is not None and hw.cluster.devices_per_node == 72
+
+
 def test_b200_fp8_gemm_time_at_its_fp8_peak_times_efficiency() -> None:
     hw = load_hardware(ROOT / "hw_configs" / "dgx-b200.yaml")
     tile = hw.tile
@@ -222,8 +236,10 @@ def test_b200_fp8_gemm_time_at_its_fp8_peak_times_efficiency() -> None:
 def test_validate_matches_the_b200_family_and_marks_its_assumptions() -> None:
     path, why = _hardware({"gpu": "B200"}, "validation/moe_runs.yaml")
     assert path.endswith("dgx-b200.yaml") and "B200" in why
+    gb200, _ = _hardware({"gpu": "GB200"}, "validation/moe_runs.yaml")  # another system (NVL72)
+    assert gb200.endswith("dgx-gb200.yaml")
     with pytest.raises(NotRun, match="no shipped config"):
-        _hardware({"gpu": "GB200"}, "validation/moe_runs.yaml")  # another system (NVL72)
+        _hardware({"gpu": "GB300"}, "validation/moe_runs.yaml")  # Blackwell Ultra: none
     cases = yaml.safe_load((ROOT / "validation" / "moe_runs.yaml").read_text())["cases"]
     (case,) = [c for c in cases if c["id"] == "mbridge_2511_b200_qwen3_30b_a3b_8gpu"]
     run = read_training_run(case, str(ROOT / "validation" / "moe_runs.yaml"))

@@ -100,12 +100,16 @@ def test_gpu_matched_by_family_and_named() -> None:
         ("NVIDIA Ampere GPUs", "dgx-a100-superpod.yaml"),
         ("Hopper", "dgx-h100.yaml"),
         ("NVIDIA Blackwell", "dgx-b200.yaml"),
+        ("GB200 NVL72", "dgx-gb200.yaml"),  # a GB200's GPU, not a B200's
     ):
         run = read_training_run(_case(system={"gpu": gpu}), "x.yaml")
         assert run is not None and run.hardware.endswith(config)
         assert gpu in run.hardware_why
     run = read_training_run(_case(system={"gpu": "NVIDIA Ampere GPUs"}), "x.yaml")
     assert run is not None and "architecture" in run.hardware_why and "A100" in run.hardware_why
+    # an NVL72 rack is one 72-GPU NVLink domain: 64 GPUs take one
+    rack = read_training_run(_case(system={"gpu": "GB200", "num_gpus": 64, "dp": 8}), "x.yaml")
+    assert rack is not None and "hw.system.chips=[1, 72]" in rack.overrides
     with pytest.raises(NotRun, match=r"system\.gpu: got 'MI300X'.*system\.hw_config"):
         read_training_run(_case(system={"gpu": "MI300X"}), "x.yaml")
 
