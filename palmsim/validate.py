@@ -432,15 +432,34 @@ def _sequence_parallel(training: Mapping[str, Any]) -> bool | None:
     return False if variant else None
 
 
-def _dp_overlap(training: Mapping[str, Any]) -> bool:
-    """Whether the DP gradient all-reduce overlaps the backward pass.
+def _dp_overlap(
+    training: Mapping[str, Any], assumptions: list[Assumption], *, megatron_lm: bool
+) -> bool:
+    """Whether the DP gradient all-reduce (or reduce-scatter) overlaps the backward pass.
 
-    Megatron-LM's ``--DDP-impl local`` all-reduces the gradients in ``train_step`` after
-    ``forward_backward_func`` returns (``model.allreduce_gradients()``, megatron/training.py),
-    i.e. after the whole backward pass; ``torch`` DDP reduces buckets from autograd hooks
-    while the backward runs. Cases that do not say are taken to overlap.
+    ``training.ddp_impl``: Megatron-LM's ``local`` all-reduces the gradients in ``train_step``
+    after ``forward_backward_func`` returns (``model.allreduce_gradients()``,
+    megatron/training.py), after the whole backward pass; ``torch`` DDP reduces buckets from
+    autograd hooks while the backward runs. ``training.overlap_grad_reduce`` says it directly.
+    Unstated, a Megatron-LM run (``megatron_lm``: not the Megatron-Core / Transformer Engine
+    stack, no framework named, no ZeRO-2/3 or FSDP) takes Megatron-LM's default, ``local``:
+    ``--DDP-impl`` defaulted to it from 2019 until torch DDP was dropped (commit 3fb3e95ec6,
+    2023-08-31), and the overlap that came then (``--overlap-grad-reduce``, 2d5220a424) is
+    opt-in; marked. Any other run overlaps, as Megatron-Core's recipes (NeMo, Megatron-Bridge:
+    ``overlap_grad_reduce=True``), DeepSpeed and FSDP do.
     """
-    return str(training.get("ddp_impl") or "torch").lower() != "local"
+    if "ddp_impl" in training:
+        return str(training.get("ddp_impl") or "torch").lower() != "local"
+    if "overlap_grad_reduce" in training:
+        return _flag(training, "overlap_grad_reduce")
+    if not megatron_lm:
+        return True
+    why = (
+        "not stated: Megatron-LM's default --DDP-impl local, which reduces the gradients after "
+        "the backward (its later --overlap-grad-reduce is opt-in)"
+    )
+    assumptions.append(Assumption("training.overlap_grad_reduce", False, why, ITERATION_FIGURES))
+    return False
 
 
 def _grad_accumulation(training: Mapping[str, Any]) -> str:
@@ -684,6 +703,65 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
 #: pipeline's sends unless ``--no-overlap-p2p-communication`` is given.
 _CORE_DEFAULT = "not stated: on, as the Megatron-Core (NeMo, Megatron-Bridge) recipes set it"
 
+#: Training systems a case may name (any text of its ``training`` or ``system``), with the
+#: settings they run and the case does not restate. MegaScale (Jiang et al., NSDI 2024,
+#: arXiv:2402.15627): Sec. 3.2 overlaps the TP/SP all-gathers and reduce-scatters with the
+#: GEMMs next to them, the pipeline's sends and receives with compute (decoupled), the DP
+#: reduce-scatter with the backward; Sec. 3.3 runs FlashAttention-2; Sec. 6 trains with
+#: sequence parallelism in its comparison with Megatron-LM. Its parallel transformer block
+#: and sliding-window attention (Sec. 3.1) are not modelled.
+_FRAMEWORK_SETTINGS: dict[str, dict[str, Any]] = {
+    "megascale": {
+        "sequence_parallel": True,
+        "tp_comm_overlap": True,
+        "overlap_p2p_comm": True,
+        "overlap_grad_reduce": True,
+        "attention": "flash",
+    },
+}
+_FRAMEWORK_WHY = {
+    "megascale": (
+        "not stated: MegaScale's (NSDI 2024, Sec. 3.2-3.3: TP, pipeline and DP communication "
+        "overlapped, FlashAttention-2; its parallel block and sliding-window attention not "
+        "modelled)"
+    ),
+}
+
+
+def _framework(case: Mapping[str, Any]) -> str | None:
+    """The training system of :data:`_FRAMEWORK_SETTINGS` the case names in any text of its
+    ``training`` or ``system`` section, or None."""
+    texts = [
+        str(v).lower()
+        for section in ("training", "system")
+        for v in _section(case, section).values()
+        if isinstance(v, str)
+    ]
+    return next((f for f in _FRAMEWORK_SETTINGS if any(f in t for t in texts)), None)
+
+
+def _with_framework(
+    case: Mapping[str, Any], training: dict[str, Any], assumptions: list[Assumption]
+) -> tuple[dict[str, Any], str | None]:
+    """``training`` with the settings of the framework the case names where it does not state
+    them, each recorded as an assumption; and the framework."""
+    framework = _framework(case)
+    if framework is None:
+        return training, None
+    out = dict(training)
+    for key, value in _FRAMEWORK_SETTINGS[framework].items():
+        # the userbuffers overlap works on sequence-parallel collectives: not without them
+        without_sp = (
+            key == "tp_comm_overlap"
+            and out.get("sequence_parallel") is not None
+            and not _flag(out, "sequence_parallel")
+        )
+        if key not in out and not without_sp:
+            out[key] = value
+            assumptions.append(Assumption(f"training.{key}", value, _FRAMEWORK_WHY[framework]))
+    return out, framework
+
+
 _ZERO_WHY = (
     "not stated: none (Megatron-LM's default), or the distributed optimizer where only that fits"
 )
@@ -865,6 +943,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     model, system = _section(case, "model"), _section(case, "system")
     training, measured = _section(case, "training"), _section(case, "measured")
     assumptions: list[Assumption] = []
+    training, framework = _with_framework(case, training, assumptions)
     if not measured:
         raise NotRun("measured: missing or empty; nothing to compare")
     dtype, stated = _precision(training)
@@ -1046,7 +1125,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "schedule": "1f1b",
         "sequence_parallel": sequence_parallel,
         "virtual_stages": virtual,
-        "dp_overlap": _dp_overlap(training),
+        "dp_overlap": _dp_overlap(
+            training,
+            assumptions,
+            megatron_lm=not core and framework is None and zero < 2 and dp * cp > 1,
+        ),
         "tp_overlap": tp_overlap,
         "tp_comm_overlap": tp_comm_overlap,
         "grad_accumulation": _grad_accumulation(training),

@@ -270,3 +270,19 @@ def test_model_tflops_are_counted_as_the_row_counts_them_where_it_gives_tokens_t
         by_metric["tokens_per_s_per_gpu"].relative_error, rel=1e-9
     )
     assert "model_flop_per_token" in model.assumed
+
+
+def test_megascale_runs_are_within_12_percent_of_their_published_mfu() -> None:
+    """MegaScale's Table 2 (NSDI 2024): the 256- and 1024-GPU runs of its 175B GPT at batch
+    768, for Megatron-LM and for MegaScale, against the published MFU, throughput and
+    iteration time (validation/megascale_runs.yaml; checking only, nothing is fitted)."""
+    path = REPO / "validation" / "megascale_runs.yaml"
+    ids = [
+        f"megascale_t2_175b_{method}_{gpus}gpu"
+        for method in ("megatronlm", "megascale")
+        for gpus in (256, 1024)
+    ]
+    report = validate(path, only=ids)
+    assert {c.case for c in report.comparisons} == set(ids)
+    worst = max(report.comparisons, key=lambda c: abs(c.relative_error))
+    assert abs(worst.relative_error) <= 0.12, worst

@@ -83,10 +83,13 @@ def test_derived_facts() -> None:
     assert run.flags["dp"] == 4
     assert "hw.system.chips=[4, 8]" in run.overrides
     assert "model.intermediate_size=4096" in run.overrides
-    # derived, not assumed; unstated are the TP overlap (an undated run: on) and the
-    # optimizer sharding of dp = 4: tried without ZeRO, then with the distributed optimizer
-    # (the assumption is recorded when one fits)
-    assert [a.key for a in run.assumptions] == ["training.tp_overlap"] and run.zero == (0, 1)
+    # derived, not assumed; unstated are the TP overlap (an undated run: on), Megatron-LM's
+    # DP reduction after the backward (an A100 run with dp = 4 and no framework named), and
+    # the optimizer sharding: tried without ZeRO, then with the distributed optimizer (the
+    # assumption is recorded when one fits)
+    keys = [a.key for a in run.assumptions]
+    assert keys == ["training.tp_overlap", "training.overlap_grad_reduce"]
+    assert run.flags["dp_overlap"] is False and run.zero == (0, 1)
     odd = read_training_run(_case(system={"num_gpus": 12, "tp": 4, "dp": 3}), "x.yaml")
     assert odd is not None and "hw.system.chips=[2, 8]" in odd.overrides  # 12 GPUs: 2 nodes
 
@@ -425,3 +428,31 @@ def test_megatron_turing_nlg_is_a_gpt_and_num_gpus_alone_makes_a_run() -> None:
     run = read_training_run(only_gpus, "x.yaml")
     assert run is not None and run.flags["dp"] == 8  # tp and pp 1, assumed and marked
     assert {"system.tp", "system.pp"} <= {a.key for a in run.assumptions}
+
+
+def test_a_named_framework_brings_its_settings_and_megatron_lm_reduces_after_the_backward() -> None:
+    """MegaScale (NSDI 2024, Sec. 3.2-3.3) overlaps TP, pipeline and DP communication and runs
+    FlashAttention-2: a case naming it takes those where it does not state them, marked. A
+    Megatron-LM run (no framework named, an A100, dp > 1) reduces its gradients after the
+    backward (--DDP-impl local, Megatron-LM's default); a stated setting always wins."""
+    system = {"num_gpus": 32, "dp": ...}
+    named = {"framework": "MegaScale", "sequence_parallel": ...}
+    mega = read_training_run(_case(system=system, training=named), "x.yaml")
+    assert mega is not None
+    flags = mega.flags
+    assert flags["sequence_parallel"] and flags["tp_comm_overlap"] and flags["p2p_overlap"]
+    assert flags["dp_overlap"] is True
+    assert "training.attention_kernel=fused" in mega.overrides
+    assumed = {a.key for a in mega.assumptions}
+    assert {"training.tp_comm_overlap", "training.overlap_grad_reduce"} <= assumed
+    lm = read_training_run(_case(system=system), "x.yaml")
+    assert lm is not None and lm.flags["dp_overlap"] is False
+    stated = read_training_run(
+        _case(system=system, training={**named, "tp_comm_overlap": False}), "x.yaml"
+    )
+    assert stated is not None and stated.flags["tp_comm_overlap"] is False
+    # sequence parallelism stated off: no userbuffers overlap, which needs it
+    no_sp = read_training_run(_case(system=system, training={"framework": "MegaScale"}), "x.yaml")
+    assert no_sp is not None and no_sp.flags["tp_comm_overlap"] is False
+    torch_ddp = read_training_run(_case(system=system, training={"ddp_impl": "torch"}), "x.yaml")
+    assert torch_ddp is not None and torch_ddp.flags["dp_overlap"] is True
