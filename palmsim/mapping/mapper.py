@@ -63,7 +63,7 @@ from palmsim.mapping.memory import (
     peak_held_bytes,
     training_tile_memory,
 )
-from palmsim.mapping.partition import PARTITIONERS
+from palmsim.mapping.partition import PARTITIONERS, partition_with_ends
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveKind,
@@ -110,14 +110,20 @@ def stage_layout(
     """The schedule of every stage (``SCHEDULES``; interleaved 1F1B is ``1f1b`` with
     ``virtual_stages`` > 1) and the layers of every virtual stage (``PARTITIONERS``)."""
     pp, v = mapping.pp, mapping.virtual_stages
-    if v > 1 and pp * v > num_layers:  # before any schedule of m·v steps is built
+    # More chunks than layers: Megatron-Core runs it only with the embedding and the loss
+    # counted as layers of the split (account_for_*_in_pipeline_split), up to two more.
+    ends = v > 1 and pp * v > num_layers
+    if ends and pp * v > num_layers + 2:  # before any schedule of m·v steps is built
         raise MappingError(
             f"mapping.virtual_stages={v}: pp={pp} x {v} = {pp * v} model chunks but the model "
-            f"has only {num_layers} layers (each chunk holds at least one)"
+            f"has only {num_layers} layers and its embedding and loss (each chunk holds one)"
         )
     order = SCHEDULES.get(mapping.schedule)
     orders = tuple(order(pp, num_microbatches, s, v) for s in range(pp))
-    ranges = PARTITIONERS.get(mapping.partition)(num_layers, pp * v, costs)
+    if ends:
+        ranges = partition_with_ends(num_layers, pp * v)
+    else:
+        ranges = PARTITIONERS.get(mapping.partition)(num_layers, pp * v, costs)
     return StageLayout(tuple(ranges), orders)
 
 

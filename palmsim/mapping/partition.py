@@ -7,7 +7,13 @@ from collections.abc import Callable, Sequence
 from palmsim.errors import MappingError
 from palmsim.registry import Registry
 
-__all__ = ["PARTITIONERS", "PartitionFn", "partition_by_cost", "partition_by_layers"]
+__all__ = [
+    "PARTITIONERS",
+    "PartitionFn",
+    "partition_by_cost",
+    "partition_by_layers",
+    "partition_with_ends",
+]
 
 #: ``(num_layers, num_stages, costs) -> [first, last) per stage``; ``costs()`` gives the cost of
 #: one layer and the fixed costs of the first and last stage (embedding, LM head), computed
@@ -30,6 +36,24 @@ def partition_by_layers(num_layers: int, num_stages: int) -> list[tuple[int, int
         ranges.append((first, first + n))
         first += n
     return ranges
+
+
+def partition_with_ends(num_layers: int, num_chunks: int) -> list[tuple[int, int]]:
+    """Equal counts of ``num_layers + 2`` units, the embedding and the loss (LM head) each
+    counted as one layer, as Megatron-Core splits a pipeline with
+    ``account_for_embedding_in_pipeline_split`` and ``account_for_loss_in_pipeline_split``
+    (transformer_config.py; Megatron-Bridge's Llama 3.1 405B on 16 stages of 8 chunks, 128
+    chunks for 126 layers): the first chunk's embedding and the last chunk's loss take a
+    layer's place, so a chunk may hold none. Leftover units go to the first chunks.
+
+    Returns ``[first, last)`` layer ranges, one per chunk.
+
+    Raises:
+        MappingError: more chunks than ``num_layers + 2``.
+    """
+    units = partition_by_layers(num_layers + 2, num_chunks)
+    # unit 0 is the embedding, units 1..L the layers, unit L + 1 the loss
+    return [(max(a, 1) - 1, min(b, num_layers + 1) - 1) for a, b in units]
 
 
 def partition_by_cost(

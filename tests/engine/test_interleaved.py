@@ -79,6 +79,20 @@ def test_mapper_splits_layers_over_p_times_v_virtual_stages() -> None:
     assert plan.programs[0].step_chunks == plan.programs[2].step_chunks
 
 
+def test_more_chunks_than_layers_count_the_embedding_and_loss_as_layers() -> None:
+    """4 layers on 2 stages x 3 chunks = 6 chunks: the embedding's chunk and the loss's hold
+    no layer (Megatron-Core's account_for_*_in_pipeline_split); 8 chunks cannot be filled."""
+    exp = _mapping(virtual_stages=3)
+    plan = map_workload(exp, Chip.from_spec(exp.hardware))
+    assert [prog.layers for prog in plan.programs] == [
+        (0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (4, 4)
+    ]  # fmt: skip
+    exp = _mapping(virtual_stages=4)
+    chip = Chip.from_spec(exp.hardware)
+    with pytest.raises(MappingError, match=r"8 model chunks .* 4 layers and its embedding"):
+        map_workload(exp, chip)
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [

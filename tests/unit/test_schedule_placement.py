@@ -8,7 +8,7 @@ import pytest
 
 from palmsim.errors import MappingError
 from palmsim.mapping.memory import peak_held_bytes
-from palmsim.mapping.partition import partition_by_cost, partition_by_layers
+from palmsim.mapping.partition import partition_by_cost, partition_by_layers, partition_with_ends
 from palmsim.mapping.placement import ring_order
 from palmsim.mapping.schedule import gpipe, one_f_one_b
 
@@ -52,6 +52,20 @@ def test_partition_by_layers_gives_leftovers_to_first_stages():
     assert partition_by_layers(10, 4) == [(0, 3), (3, 6), (6, 8), (8, 10)]
     with pytest.raises(MappingError, match=r"pp = 5.*only 4 layers"):
         partition_by_layers(4, 5)
+
+
+def test_partition_with_ends_counts_the_embedding_and_the_loss_as_layers():
+    """Megatron-Core's account_for_{embedding,loss}_in_pipeline_split: L + 2 units split by
+    count, the first unit the embedding and the last the loss. 126 layers on 16 x 8 = 128
+    chunks (Megatron-Bridge's Llama 3.1 405B): the first chunk holds the embedding alone, the
+    last the loss alone, every other one layer."""
+    ranges = partition_with_ends(126, 128)
+    assert ranges[0] == (0, 0) and ranges[-1] == (126, 126)
+    assert ranges[1:-1] == [(i, i + 1) for i in range(126)]
+    # 4 layers + 2 ends over 3 chunks: 2 units each: [emb, l0], [l1, l2], [l3, loss]
+    assert partition_with_ends(4, 3) == [(0, 1), (1, 3), (3, 4)]
+    with pytest.raises(MappingError, match=r"pp = 7"):  # 6 units cannot fill 7 chunks
+        partition_with_ends(4, 7)
 
 
 def test_partition_by_cost_moves_layers_off_a_heavy_last_stage():
