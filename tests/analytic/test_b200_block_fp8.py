@@ -239,7 +239,7 @@ def test_validate_matches_the_b200_family_and_marks_its_assumptions() -> None:
     gb200, _ = _hardware({"gpu": "GB200"}, "validation/moe_runs.yaml")  # another system (NVL72)
     assert gb200.endswith("dgx-gb200.yaml")
     with pytest.raises(NotRun, match="no shipped config"):
-        _hardware({"gpu": "GB300"}, "validation/moe_runs.yaml")  # Blackwell Ultra: none
+        _hardware({"gpu": "GB400"}, "validation/moe_runs.yaml")  # no such system
     cases = yaml.safe_load((ROOT / "validation" / "moe_runs.yaml").read_text())["cases"]
     (case,) = [c for c in cases if c["id"] == "mbridge_2511_b200_qwen3_30b_a3b_8gpu"]
     run = read_training_run(case, str(ROOT / "validation" / "moe_runs.yaml"))

@@ -104,6 +104,7 @@ def test_gpu_matched_by_family_and_named() -> None:
         ("Hopper", "dgx-h100.yaml"),
         ("NVIDIA Blackwell", "dgx-b200.yaml"),
         ("GB200 NVL72", "dgx-gb200.yaml"),  # a GB200's GPU, not a B200's
+        ("DGX-GB300", "dgx-gb300.yaml"),
     ):
         run = read_training_run(_case(system={"gpu": gpu}), "x.yaml")
         assert run is not None and run.hardware.endswith(config)
