@@ -1446,9 +1446,16 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
 def _unmodelled_moe_layouts(hf: Mapping[str, Any], where: str) -> list[ConfigProblem]:
     """Problems for mixture-of-experts layouts palmsim cannot express: MoE layers other than
     "every layer after the first ``first_k_dense_replace``" (DeepSeek ``moe_layer_freq``,
-    Qwen ``decoder_sparse_step`` and ``mlp_only_layers``)."""
+    Qwen ``decoder_sparse_step`` and ``mlp_only_layers``, Llama 4
+    ``interleave_moe_layer_step``)."""
     problems = []
-    for key, fine in (("moe_layer_freq", 1), ("decoder_sparse_step", 1), ("mlp_only_layers", [])):
+    layouts = (
+        ("moe_layer_freq", 1),
+        ("decoder_sparse_step", 1),
+        ("mlp_only_layers", []),
+        ("interleave_moe_layer_step", 1),  # Llama 4: MoE every that many layers
+    )
+    for key, fine in layouts:
         if key in hf and hf[key] not in (fine, None):
             problems.append(
                 ConfigProblem(

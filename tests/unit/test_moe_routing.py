@@ -105,10 +105,13 @@ def test_top_k_beyond_the_experts_is_refused(tmp_path):
         )
 
 
-def test_moe_every_other_layer_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="decoder_sparse_step"):
+@pytest.mark.parametrize("key", ["decoder_sparse_step", "interleave_moe_layer_step"])
+def test_moe_every_other_layer_is_refused(tmp_path, key):
+    """Qwen's decoder_sparse_step and Llama 4's interleave_moe_layer_step of 2 put MoE on
+    every other layer, which palmsim's layout (MoE after the first dense layers) cannot say."""
+    with pytest.raises(ConfigError, match=key):
         load_workload(
-            _hf(tmp_path, decoder_sparse_step=2),
+            _hf(tmp_path, **{key: 2}),
             ["training.seq_len=1024", "training.global_batch_size=8"],
         )
 

@@ -135,8 +135,15 @@ def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_is_named_not_run() -> 
         _case(model={"name": "Llama-3.1-Nemotron-70B", "ffn": 2816}), "x.yaml"
     )
     assert llama is not None and llama.workload.endswith("llama2-7b.yaml")
-    with pytest.raises(NotRun, match=r"Nemotron-H 56B.*Mamba"):
-        read_training_run(_case(model={"name": "Nemotron-H 56B"}), "x.yaml")
+    for hybrid in ("Nemotron-H 56B", "NEMOTRONH_56B", "Nemotron_3_Nano", "Nemotron 3 Super"):
+        with pytest.raises(NotRun, match=r"Mamba"):
+            read_training_run(_case(model={"name": hybrid}), "x.yaml")
+    big = read_training_run(_case(model={"name": "Nemotron-4-340B", "kv_heads": 8}), "x.yaml")
+    assert big is not None and big.workload.endswith("nemotron4-15b.yaml")  # not Nemotron 3
+    with pytest.raises(NotRun, match=r"MoE layers alternating"):
+        read_training_run(_case(model={"name": "Llama 4 Maverick", "ffn": 8192}), "x.yaml")
+    kimi = read_training_run(_case(model={"name": "Kimi_K2", "ffn": 18432}), "x.yaml")
+    assert kimi is not None and kimi.workload.endswith("deepseek-v3.yaml")
 
 
 @pytest.mark.parametrize(
