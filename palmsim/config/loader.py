@@ -1449,7 +1449,7 @@ def _unmodelled_moe_layouts(hf: Mapping[str, Any], where: str) -> list[ConfigPro
     Qwen ``decoder_sparse_step`` and ``mlp_only_layers``, Llama 4
     ``interleave_moe_layer_step``)."""
     problems = []
-    layouts = (
+    layouts: tuple[tuple[str, Any], ...] = (
         ("moe_layer_freq", 1),
         ("decoder_sparse_step", 1),
         ("mlp_only_layers", []),
