@@ -329,9 +329,14 @@ def shipped(relative: str) -> str:
 # --------------------------------------------------------------------------- field access
 
 
+#: Texts that say a value does not apply, as published tables write a parallelism a run does
+#: not use (Megatron-Bridge's "n/a" for VP and EP): an unstated value, like a null.
+_NOT_APPLICABLE = frozenset({"n/a", "na", "-", "\u2013", "\u2014", ""})
+
+
 def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """A case's sub-mapping with null values dropped (a null is an unstated value); ``{}``
-    when absent or null.
+    """A case's sub-mapping with null and not-applicable values ("n/a") dropped: an unstated
+    value; ``{}`` when absent or null.
 
     Raises:
         NotRun: the key holds something other than a mapping.
@@ -341,7 +346,11 @@ def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise NotRun(f"{key}: got {value!r}; expected a mapping of fields")
-    return {str(k): v for k, v in value.items() if v is not None}
+    return {
+        str(k): v
+        for k, v in value.items()
+        if v is not None and not (isinstance(v, str) and v.strip().lower() in _NOT_APPLICABLE)
+    }
 
 
 def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -> int | None:

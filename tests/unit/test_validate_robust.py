@@ -464,3 +464,14 @@ def test_a_named_framework_brings_its_settings_and_megatron_lm_reduces_after_the
     assert no_sp is not None and no_sp.flags["tp_comm_overlap"] is False
     torch_ddp = read_training_run(_case(system=system, training={"ddp_impl": "torch"}), "x.yaml")
     assert torch_ddp is not None and torch_ddp.flags["dp_overlap"] is True
+
+
+def test_not_applicable_is_an_unstated_value() -> None:
+    """Megatron-Bridge's tables write "n/a" for the VP or EP a run does not use: no such
+    parallelism (1), as a null would be, not a case refused for a non-number."""
+    system = {"virtual_pipeline_stages": "n/a", "ep": "N/A", "cp": " - "}
+    run = read_training_run(_case(system=system), "x.yaml")
+    assert run is not None
+    assert (run.flags["virtual_stages"], run.flags["ep"], run.flags["cp"]) == (1, 1, 1)
+    with pytest.raises(NotRun, match=r"system\.tp: got 'eight'"):
+        read_training_run(_case(system={"tp": "eight"}), "x.yaml")
