@@ -1291,8 +1291,19 @@ def _publisher_flop_per_token(
     return tflops * 1e12 / tokens
 
 
+#: A figure written with its variant in parentheses, as Megatron-Bridge's tables give a second
+#: precision's ("31508 (29789)" for "FP8-CS (FP8-MX)"): the first is the row's own.
+_FIGURE_WITH_VARIANT = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?:\(.*\))?\s*$"
+)
+
+
 def _figure(value: Any) -> float | None:
-    """A measured figure palmsim can compare against: a finite, non-zero number."""
+    """A measured figure palmsim can compare against: a finite, non-zero number, or the first
+    number of a text that gives a variant in parentheses (:data:`_FIGURE_WITH_VARIANT`)."""
+    if isinstance(value, str):
+        match = _FIGURE_WITH_VARIANT.match(value)
+        value = float(match.group(1)) if match else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) and value != 0 else None

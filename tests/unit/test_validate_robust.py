@@ -475,3 +475,16 @@ def test_not_applicable_is_an_unstated_value() -> None:
     assert (run.flags["virtual_stages"], run.flags["ep"], run.flags["cp"]) == (1, 1, 1)
     with pytest.raises(NotRun, match=r"system\.tp: got 'eight'"):
         read_training_run(_case(system={"tp": "eight"}), "x.yaml")
+
+
+def test_a_figure_with_its_variant_in_parentheses_compares_its_first_number(tmp_path: Path) -> None:
+    """Megatron-Bridge writes "31508 (29789)" for a row run in "FP8-CS (FP8-MX)": the first
+    figure is the row's own precision's; text that is not a number is still no figure."""
+    cases = [
+        {"id": "variant", **_case(measured={"tflops_per_gpu": "100 (90)"})},
+        {"id": "words", **_case(measured={"tflops_per_gpu": "about 100"})},
+    ]
+    report = validate(_write(tmp_path, cases))
+    (comparison,) = report.comparisons
+    assert (comparison.case, comparison.measured) == ("variant", 100.0)
+    assert [s.case for s in report.skipped] == ["words"]
