@@ -114,11 +114,8 @@ _FAMILY_OF_NAME = (
     ("mistral", "llama"),
     ("qwen", "llama"),
     ("gpt-oss", "gpt-oss"),
-    ("gpt_oss", "gpt-oss"),
     ("deepseek-v3", "deepseek"),
-    ("deepseek_v3", "deepseek"),
     ("deepseek-v2", "deepseek"),
-    ("deepseek_v2", "deepseek"),
     # Kimi K2 (Moonshot AI, arXiv:2507.20534): DeepSeek-V3's layer (MLA, fine-grained routed
     # experts with a shared one) at other counts, which the case gives
     ("kimi", "deepseek"),
@@ -133,13 +130,19 @@ _FAMILY_OF_NAME = (
 #: Nemotron 3 models built on it (Nano, Super: Megatron-Bridge's NEMOTRON_3_* rows)
 #: interleave Mamba-2 (state-space) layers with attention; Llama 4 Maverick alternates MoE and
 #: dense layers (HF ``interleave_moe_layer_step: 2``), which palmsim's MoE layout (every layer
-#: after the first few) cannot say.
+#: after the first few) cannot say; Qwen3-Next mixes Gated DeltaNet (linear attention) layers
+#: with attention.
 _HYBRID_MAMBA = "a hybrid of Mamba-2 and attention layers; palmsim builds no Mamba layer"
 _UNMODELLED_ARCHITECTURES = (
     (r"nemotron[-_ ]?h\b|nemotronh", _HYBRID_MAMBA),
     (r"nemotron[-_ ]?3(?!\d)", _HYBRID_MAMBA),
     (r"mamba", "Mamba (state-space) layers; palmsim builds none"),
     (r"maverick", "MoE layers alternating with dense ones; palmsim's MoE layers follow the dense"),
+    (
+        r"qwen3[-_ ]?next",
+        "a hybrid of Gated DeltaNet (linear attention) and attention layers; palmsim builds no "
+        "linear attention",
+    ),
 )
 #: gpt-oss alternates a sliding-window and a full-attention layer, the sliding one first
 #: (Hugging Face openai/gpt-oss-120b and -20b config.json ``layer_types``): a case's layer
@@ -399,6 +402,11 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _squash(text: str) -> str:
+    """``text`` lower-cased without spaces, dashes, underscores and dots."""
+    return re.sub(r"[\s_.\-]", "", text.lower())
+
+
 def _architecture(model: Mapping[str, Any]) -> str:
     """The model family: from ``arch`` or ``name``; GPT when the case gives neither.
 
@@ -411,8 +419,11 @@ def _architecture(model: Mapping[str, Any]) -> str:
     for pattern, why in _UNMODELLED_ARCHITECTURES:
         if re.search(pattern, text):
             raise NotRun(f"architecture {model.get('arch') or model.get('name')!r}: {why}")
+    # names are matched with spaces, dashes, underscores and dots dropped: "GPT OSS 120B",
+    # "gpt_oss", "DeepSeekV3" and "LLAMA3.1_405B" as their tables write them
+    squashed = _squash(text)
     for name, family in _FAMILY_OF_NAME:
-        if name in text:
+        if _squash(name) in squashed:
             return family
     raise NotRun(
         f"unknown architecture {model.get('arch') or model.get('name')!r} "

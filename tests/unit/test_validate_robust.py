@@ -488,3 +488,24 @@ def test_a_figure_with_its_variant_in_parentheses_compares_its_first_number(tmp_
     (comparison,) = report.comparisons
     assert (comparison.case, comparison.measured) == ("variant", 100.0)
     assert [s.case for s in report.skipped] == ["words"]
+
+
+@pytest.mark.parametrize(
+    ("name", "workload"),
+    [
+        ("GPT OSS 120B", "gpt-oss-120b.yaml"),  # not a GPT: Megatron-Bridge's spelling
+        ("gpt_oss_120b", "gpt-oss-120b.yaml"),
+        ("DeepSeekV3 (w/o MTP)", "deepseek-v3.yaml"),
+        ("LLAMA3.1_405B", "llama2-7b.yaml"),
+        ("Qwen3_30B_a3B", "llama2-7b.yaml"),
+    ],
+)
+def test_model_names_as_tables_write_them(name: str, workload: str) -> None:
+    case = _case(model={"name": name, "ffn": 2816, "kv_heads": 8})
+    run = read_training_run(case, "x.yaml")
+    assert run is not None and run.workload.endswith(workload)
+
+
+def test_qwen3_next_is_named_not_run() -> None:
+    with pytest.raises(NotRun, match=r"Gated DeltaNet"):
+        read_training_run(_case(model={"name": "Qwen3-Next-80B-A3B", "ffn": 512}), "x.yaml")
