@@ -758,15 +758,18 @@ _FRAMEWORK_WHY = {
 
 
 def _framework(case: Mapping[str, Any]) -> str | None:
-    """The training system of :data:`_FRAMEWORK_SETTINGS` the case names in any text of its
-    ``training`` or ``system`` section, or None."""
-    texts = [
-        str(v).lower()
-        for section in ("training", "system")
-        for v in _section(case, section).values()
-        if isinstance(v, str)
-    ]
-    return next((f for f in _FRAMEWORK_SETTINGS if any(f in t for t in texts)), None)
+    """The training system of :data:`_FRAMEWORK_SETTINGS` the case names, or None: the texts
+    of its ``training`` section decide, else those of its ``system``; a section that also
+    names Megatron-LM (a baseline run beside such a system, as in MegaScale's Table 2) names
+    none of them."""
+    for section in ("training", "system"):
+        texts = [str(v).lower() for v in _section(case, section).values() if isinstance(v, str)]
+        if any(re.search(r"megatron[-_ ]?lm", t) for t in texts):
+            return None
+        named = next((f for f in _FRAMEWORK_SETTINGS if any(f in t for t in texts)), None)
+        if named is not None:
+            return named
+    return None
 
 
 def _with_framework(

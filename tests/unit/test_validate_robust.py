@@ -509,3 +509,19 @@ def test_model_names_as_tables_write_them(name: str, workload: str) -> None:
 def test_qwen3_next_is_named_not_run() -> None:
     with pytest.raises(NotRun, match=r"Gated DeltaNet"):
         read_training_run(_case(model={"name": "Qwen3-Next-80B-A3B", "ffn": 512}), "x.yaml")
+
+
+def test_a_megatron_lm_baseline_beside_megascale_is_not_megascale() -> None:
+    """MegaScale's Table 2 pairs each run with a Megatron-LM baseline: a row whose training
+    names Megatron-LM is the baseline even where its system text mentions MegaScale's cluster;
+    the training section decides before the system's."""
+    baseline = _case(
+        system={"cluster": "MegaScale production cluster"},
+        training={"method": "Megatron-LM (baseline)"},
+    )
+    run = read_training_run(baseline, "x.yaml")
+    assert run is not None and run.flags["tp_comm_overlap"] is False
+    by_system = read_training_run(
+        _case(system={"software": "MegaScale"}, training={"sequence_parallel": True}), "x.yaml"
+    )
+    assert by_system is not None and by_system.flags["tp_comm_overlap"] is True
