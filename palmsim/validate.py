@@ -519,10 +519,11 @@ def _grad_accumulation(training: Mapping[str, Any]) -> str:
 #: (``LinearWithGradAccumulationAndAsyncCommunication``, ``async_op=True`` on the input
 #: gradient's all-reduce or reduce-scatter) and Transformer Engine's keep doing so.
 ASYNC_TP_ALLREDUCE_SINCE = (2021, 9)
-#: Dates a case's ``source`` gives: an arXiv identifier (yymm.nnnnn), a year, or a venue with
-#: a two-digit year ("SC21").
+#: Dates a case's ``source`` gives: an arXiv identifier (yymm.nnnnn), a year of the era of
+#: these runs (2017-2029, so that a "2048" of a sequence length is none), or a venue with a
+#: two-digit year ("SC21").
 _ARXIV_DATE = re.compile(r"(?<![\d.])(\d{2})(0[1-9]|1[0-2])\.\d{4,5}(?!\d)")
-_YEAR = re.compile(r"(?<!\d)(20[0-4]\d)(?!\d)")
+_YEAR = re.compile(r"(?<!\d)(201[7-9]|202\d)(?!\d)")
 _VENUE_YEAR = re.compile(
     r"\b(?:SC|ISCA|MLSys|OSDI|NSDI|SOSP|ASPLOS|ATC|EuroSys|PPoPP|HPCA|MICRO|NeurIPS|ICML|ICLR)"
     r"\s?'?(\d{2})\b"

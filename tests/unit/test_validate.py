@@ -227,6 +227,7 @@ def test_tp_overlap_is_stated_or_follows_the_megatron_release_of_the_runs_date()
         "SC20": False,
         "NSDI 2024": True,
         "NeMo container": True,  # undated
+        "Table 1, sequence 2048, batch 2000": True,  # no year among those numbers
     }
     for paper, expected in cases.items():
         case = {**layer, "source": {"paper": paper}}
