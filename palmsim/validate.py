@@ -461,6 +461,21 @@ def _sequence_parallel(training: Mapping[str, Any]) -> bool | None:
     return False if variant else None
 
 
+def _flag_or_assumed(
+    training: Mapping[str, Any],
+    key: str,
+    value: bool,
+    why: str,
+    assumptions: list[Assumption],
+) -> bool:
+    """``training.<key>`` when the case states it, else ``value``, recorded as an assumption
+    on the iteration's figures."""
+    if key in training:
+        return _flag(training, key)
+    assumptions.append(Assumption(f"training.{key}", value, why, ITERATION_FIGURES))
+    return value
+
+
 def _dp_overlap(
     training: Mapping[str, Any], assumptions: list[Assumption], *, megatron_lm: bool
 ) -> bool:
@@ -479,16 +494,13 @@ def _dp_overlap(
     """
     if "ddp_impl" in training:
         return str(training.get("ddp_impl") or "torch").lower() != "local"
-    if "overlap_grad_reduce" in training:
-        return _flag(training, "overlap_grad_reduce")
-    if not megatron_lm:
+    if not megatron_lm and "overlap_grad_reduce" not in training:
         return True
     why = (
         "not stated: Megatron-LM's default --DDP-impl local, which reduces the gradients after "
         "the backward (its later --overlap-grad-reduce is opt-in)"
     )
-    assumptions.append(Assumption("training.overlap_grad_reduce", False, why, ITERATION_FIGURES))
-    return False
+    return _flag_or_assumed(training, "overlap_grad_reduce", False, why, assumptions)
 
 
 def _grad_accumulation(training: Mapping[str, Any]) -> str:
@@ -604,16 +616,13 @@ def _tp_comm_overlap(
     it whenever TP > 1 for Llama 3, Llama 3.1 and Qwen3 (``scripts/performance/configs/*/
     *_llm_pretrain.py``, r0.2.0: ``CommOverlapConfig(tp_comm_overlap=...)``), as its GPT-3 175B
     recipe does; its DeepSeek-V3 and Llama 2 recipes do not (their rows say so)."""
-    if "tp_comm_overlap" in training:
-        return _flag(training, "tp_comm_overlap")
-    if not (core and sequence_parallel and tp > 1):
+    if "tp_comm_overlap" not in training and not (core and sequence_parallel and tp > 1):
         return False
     why = (
         "not stated: on, as Megatron-Bridge's performance configs set it with TP and sequence "
         "parallelism (Transformer Engine's userbuffers)"
     )
-    assumptions.append(Assumption("training.tp_comm_overlap", True, why, ITERATION_FIGURES))
-    return True
+    return _flag_or_assumed(training, "tp_comm_overlap", True, why, assumptions)
 
 
 def _p2p_scatter_gather(training: Mapping[str, Any]) -> bool:
