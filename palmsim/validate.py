@@ -941,6 +941,10 @@ def _is_training_run(case: Mapping[str, Any]) -> bool:
     )
 
 
+#: A model named with its multi-token-prediction module ("DeepSeekV3 (w/ MTP)", as
+#: Megatron-Bridge's tables write it), not without it ("w/o MTP").
+_MTP = re.compile(r"(?<![a-z/])(?:w/\s*|with\s+)mtp\b", re.IGNORECASE)
+
 #: Low-rank adaptation (LoRA, QLoRA): frozen weights with small trained adapters, named in a
 #: case's id, model or training text (MLPerf's and Megatron-Bridge's "LoRA" fine-tuning rows).
 _LORA = re.compile(r"(?<![a-z])q?lora(?![a-z])", re.IGNORECASE)
@@ -1001,6 +1005,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             "low-rank adapters are not modelled"
         )
     arch = _architecture(model)
+    if _MTP.search(f"{model.get('arch') or ''} {model.get('name') or ''}"):
+        why = (
+            "named by the case: DeepSeek-V3's multi-token-prediction module (Sec. 2.2: one more "
+            "layer and output head on the last stage) is not modelled, so palmsim is fast"
+        )
+        assumptions.append(Assumption("model.mtp", "not modelled", why))
     hidden = _required(model, "hidden", "model.hidden")
     heads = _required(model, "heads", "model.heads")
     layers = _required(model, "layers", "model.layers")

@@ -525,3 +525,16 @@ def test_a_megatron_lm_baseline_beside_megascale_is_not_megascale() -> None:
         _case(system={"software": "MegaScale"}, training={"sequence_parallel": True}), "x.yaml"
     )
     assert by_system is not None and by_system.flags["tp_comm_overlap"] is True
+
+
+def test_a_model_run_with_its_mtp_module_is_marked() -> None:
+    """Megatron-Bridge writes "DeepSeekV3 (w/ MTP)" or "(w/o MTP)": the multi-token-prediction
+    module palmsim does not build is an assumption marked on the figures, its absence none."""
+    with_mtp = read_training_run(
+        _case(model={"name": "DeepSeekV3 (w/ MTP)", "ffn": 2816}), "x.yaml"
+    )
+    assert with_mtp is not None and "model.mtp" in {a.key for a in with_mtp.assumptions}
+    without = read_training_run(
+        _case(model={"name": "DeepSeekV3 (w/o MTP)", "ffn": 2816}), "x.yaml"
+    )
+    assert without is not None and "model.mtp" not in {a.key for a in without.assumptions}
