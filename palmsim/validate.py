@@ -1325,19 +1325,22 @@ def _publisher_flop_per_token(
     return tflops * 1e12 / tokens
 
 
-#: A figure written with its variant in parentheses, as Megatron-Bridge's tables give a second
-#: precision's ("31508 (29789)" for "FP8-CS (FP8-MX)"): the first is the row's own.
-_FIGURE_WITH_VARIANT = re.compile(
-    r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?:\(.*\))?\s*$"
+#: A figure written as a published table prints it: a number with thousands separators, a
+#: "k" or "M" multiplier ("39.3k" tokens/s in MegaScale's Table 2), a "%" and a variant in
+#: parentheses, as Megatron-Bridge's tables give a second precision's ("31508 (29789)" for
+#: "FP8-CS (FP8-MX)"): the first number is the row's own.
+_FIGURE_TEXT = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([kM])?\s*%?\s*(?:\(.*\))?\s*$"
 )
+_MULTIPLIER = {None: 1.0, "k": 1e3, "M": 1e6}
 
 
 def _figure(value: Any) -> float | None:
-    """A measured figure palmsim can compare against: a finite, non-zero number, or the first
-    number of a text that gives a variant in parentheses (:data:`_FIGURE_WITH_VARIANT`)."""
+    """A measured figure palmsim can compare against: a finite, non-zero number, or one
+    written as a table prints it (:data:`_FIGURE_TEXT`)."""
     if isinstance(value, str):
-        match = _FIGURE_WITH_VARIANT.match(value)
-        value = float(match.group(1)) if match else None
+        match = _FIGURE_TEXT.match(value.replace(",", ""))
+        value = float(match.group(1)) * _MULTIPLIER[match.group(2)] if match else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) and value != 0 else None

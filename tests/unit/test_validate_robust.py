@@ -477,16 +477,23 @@ def test_not_applicable_is_an_unstated_value() -> None:
         read_training_run(_case(system={"tp": "eight"}), "x.yaml")
 
 
-def test_a_figure_with_its_variant_in_parentheses_compares_its_first_number(tmp_path: Path) -> None:
+def test_a_figure_as_a_table_prints_it_is_a_figure(tmp_path: Path) -> None:
     """Megatron-Bridge writes "31508 (29789)" for a row run in "FP8-CS (FP8-MX)": the first
-    figure is the row's own precision's; text that is not a number is still no figure."""
+    figure is the row's own precision's; MegaScale prints "1466.8k" and "41.2%"; text that is
+    not a number is still no figure."""
     cases = [
         {"id": "variant", **_case(measured={"tflops_per_gpu": "100 (90)"})},
         {"id": "words", **_case(measured={"tflops_per_gpu": "about 100"})},
+        {"id": "table", **_case(measured={"tokens_per_s": "1,466.8k", "mfu_pct": "41.2%"})},
     ]
     report = validate(_write(tmp_path, cases))
-    (comparison,) = report.comparisons
-    assert (comparison.case, comparison.measured) == ("variant", 100.0)
+    got = {(c.case, c.metric): c.measured for c in report.comparisons}
+    assert got == {
+        ("variant", "tflops_per_gpu"): 100.0,
+        ("table", "tokens_per_s"): 1466.8e3,  # MegaScale's Table 2 prints thousands as "k"
+        ("table", "mfu_pct"): 41.2,
+        ("table", "tflops_per_gpu"): 100.0,  # the small case's own
+    }
     assert [s.case for s in report.skipped] == ["words"]
 
 
