@@ -987,7 +987,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     if not _is_training_run(case):
         return None
     model, system = _section(case, "model"), _section(case, "system")
-    training, measured = _section(case, "training"), _section(case, "measured")
+    training, measured = _section(case, "training"), _canonical_figures(_section(case, "measured"))
     assumptions: list[Assumption] = []
     training, framework = _with_framework(case, training, assumptions)
     if not measured:
@@ -1323,6 +1323,42 @@ def _publisher_flop_per_token(
     if tflops is None or tokens is None or "tokens_per_s_per_gpu" not in predicted:
         return None
     return tflops * 1e12 / tokens
+
+
+#: Other names of the figures palmsim predicts, as publishers and transcribers write them, and
+#: the factor to its unit: ``measured`` keys are read under their canonical name.
+_FIGURE_ALIASES: dict[str, tuple[str, float]] = {
+    "tokens_per_sec_per_gpu": ("tokens_per_s_per_gpu", 1.0),
+    "tokens_per_second_per_gpu": ("tokens_per_s_per_gpu", 1.0),
+    "throughput_tokens_per_s_per_gpu": ("tokens_per_s_per_gpu", 1.0),
+    "tokens_per_sec": ("tokens_per_s", 1.0),
+    "tokens_per_second": ("tokens_per_s", 1.0),
+    "throughput_tokens_per_s": ("tokens_per_s", 1.0),
+    "samples_per_sec": ("samples_per_s", 1.0),
+    "sequences_per_s": ("samples_per_s", 1.0),
+    "model_tflops_per_sec_per_gpu": ("model_tflops_per_gpu", 1.0),
+    "tflops_per_sec_per_gpu": ("tflops_per_gpu", 1.0),
+    "aggregate_pflops_per_s": ("aggregate_pflops", 1.0),
+    "mfu_percent": ("mfu_pct", 1.0),
+    "hfu_percent": ("hfu_pct", 1.0),
+    "step_time_s": ("iteration_time_s", 1.0),
+    "time_per_iteration_s": ("iteration_time_s", 1.0),
+    "iteration_time_ms": ("iteration_time_s", 1e-3),
+    "step_time_ms": ("iteration_time_s", 1e-3),
+}
+
+
+def _canonical_figures(measured: Mapping[str, Any]) -> dict[str, Any]:
+    """``measured`` with every alias of :data:`_FIGURE_ALIASES` under its canonical name and
+    in its unit (a figure the case also gives under the canonical name is kept)."""
+    out = dict(measured)
+    for alias, (name, factor) in _FIGURE_ALIASES.items():
+        if alias in out:
+            value = out.pop(alias)
+            figure = _figure(value)
+            if name not in out and figure is not None:
+                out[name] = figure * factor
+    return out
 
 
 #: A figure written as a published table prints it: a number with thousands separators, a

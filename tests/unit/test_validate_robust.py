@@ -545,3 +545,17 @@ def test_a_model_run_with_its_mtp_module_is_marked() -> None:
         _case(model={"name": "DeepSeekV3 (w/o MTP)", "ffn": 2816}), "x.yaml"
     )
     assert without is not None and "model.mtp" not in {a.key for a in without.assumptions}
+
+
+def test_figures_under_other_names_are_read_in_their_unit(tmp_path: Path) -> None:
+    """tokens_per_sec_per_gpu is tokens_per_s_per_gpu; iteration_time_ms is the iteration time
+    in seconds times 1000; a figure also given under its own name keeps that one."""
+    measured = {"tokens_per_sec_per_gpu": 1000.0, "iteration_time_ms": 500.0}
+    case = {"id": "a", **_case(measured={"tflops_per_gpu": ..., **measured})}
+    report = validate(_write(tmp_path, [case]))
+    got = {c.metric: c for c in report.comparisons}
+    assert set(got) == {"tokens_per_s_per_gpu", "iteration_time_s"}
+    assert got["iteration_time_s"].measured == pytest.approx(0.5)
+    assert got["tokens_per_s_per_gpu"].predicted == pytest.approx(
+        8 * 1024 / got["iteration_time_s"].predicted / 8  # 8 samples of 1024 over 8 GPUs
+    )
