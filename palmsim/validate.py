@@ -979,7 +979,10 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     ``system.virtual_pipeline_stages`` the model chunks per stage. A mixture of experts:
     ``model.num_experts``, ``top_k``, ``moe_ffn``, ``shared_experts``, ``first_dense_layers``
     (``head_dim`` an explicit head width), over ``model.hf_config`` (a Hugging Face
-    ``config.json``) when given; routing by :func:`_routing`.
+    ``config.json``) when given; routing by :func:`_routing`. The TP and DP overlaps follow
+    the run's software (:func:`_tp_overlap`, :func:`_dp_overlap`); a training system named in
+    ``training`` or ``system`` brings its settings (:data:`_FRAMEWORK_SETTINGS`). LoRA rows
+    and the architectures of :data:`_UNMODELLED_ARCHITECTURES` are not run, saying why.
 
     Raises:
         NotRun: the case is a training run palmsim cannot express (message says why).
