@@ -1206,6 +1206,7 @@ def _training_schema(set_hint: bool) -> Schema:
         "dtype": _choice_rule(("fp32", "fp16", "bf16", "fp8")),
         "optimizer": _choice_rule(("adam", "sgd")),
         "fp8_recipe": _choice_rule(FP8_RECIPES),
+        "fp8_param_gather": _bool_rule(),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "moe_capacity_factor": _optional_positive_float_rule(),
         "expert_load": _choice_rule(EXPERT_LOADS),

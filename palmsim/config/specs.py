@@ -730,6 +730,15 @@ class TrainingSpec:
         "(Float8BlockScaling: an fp32 scale per 1x128 block, per 128x128 block of a weight)",
         default="delayed",
     )
+    fp8_param_gather: bool = _f(
+        "fp8 training (dtype fp8 only): keep the fp8 GEMMs' weights as fp8 tensors with no "
+        "16-bit copy and all-gather them in fp8 after a distributed-optimizer step "
+        "(Megatron-Core --fp8-param-gather; NeMo's and Megatron-Bridge's fp8 recipes set "
+        "it): the weights' memory is their fp8 copies alone; with per-tensor or blockwise "
+        "scaling the all-gather moves 1 B per such weight and each replica then transposes "
+        "the gathered weights, with MXFP8 it still gathers 16-bit values and re-casts them",
+        default=False,
+    )
     moe_capacity_factor: float | None = _f(
         "mixture-of-experts capacity factor: an expert takes at most ceil(factor x its "
         "uniform share) of each rank's routed tokens, the rest are dropped (Megatron-Core "

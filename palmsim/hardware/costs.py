@@ -355,7 +355,7 @@ def _memory_kernels_cost(
 def fp8_weight_cast_cost(
     params: float,
     tensors: int,
-    elem_bytes: int,
+    elem_bytes: float,
     copy_bytes_per_param: float,
     tile: TileSpec,
     where: OperandPlacement,
@@ -363,7 +363,8 @@ def fp8_weight_cast_cost(
     """Transformer Engine's cast of ``params`` weights in ``tensors`` tensors to fp8, once per
     iteration (palmsim.workload.fp8): one kernel per tensor reading the ``elem_bytes`` weight
     and writing its row-wise and transposed fp8 copies with their scales,
-    ``copy_bytes_per_param`` (:func:`palmsim.workload.fp8.fp8_weight_copy_bytes`)."""
+    ``copy_bytes_per_param`` (:func:`palmsim.workload.fp8.fp8_weight_copy_bytes`); with
+    fp8 parameters, reading the gathered fp8 weight and writing its transpose."""
     return _memory_kernels_cost(
         params * elem_bytes, params * copy_bytes_per_param, tensors, where.weights, tile
     )

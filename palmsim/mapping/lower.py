@@ -466,20 +466,21 @@ def optimizer_step(
     shard_params: float,
     elem: int,
     state_bytes_per_param: int,
-    fp8_weights: tuple[float, int, float] = (0.0, 0, 0.0),
+    fp8_weights: tuple[float, int, float, float] = (0.0, 0, 0.0, 0.0),
 ) -> ComputeStep:
     """The optimizer step of the tile's parameter shard
     (:func:`palmsim.hardware.costs.optimizer_step_cost`), plus, in fp8 training, the cast of
-    the updated weights to fp8, ``fp8_weights = (parameters, tensors, bytes written per
-    parameter)`` of the tile's fp8 GEMMs (:func:`palmsim.hardware.costs.fp8_weight_cast_cost`)."""
+    the updated weights to fp8, ``fp8_weights = (parameters, tensors, bytes read and bytes
+    written per parameter)`` of the tile's fp8 GEMMs
+    (:func:`palmsim.hardware.costs.fp8_weight_cast_cost`)."""
     cost = optimizer_step_cost(
         shard_params, elem, state_bytes_per_param, costing.tile, costing.peak_flop_per_s,
         costing.where,
     )  # fmt: skip
-    params, tensors, copy_bytes = fp8_weights
+    params, tensors, read_bytes, copy_bytes = fp8_weights
     if params > 0:
         cost = cost + fp8_weight_cast_cost(
-            params, tensors, elem, copy_bytes, costing.tile, costing.where
+            params, tensors, read_bytes, copy_bytes, costing.tile, costing.where
         )
     return ComputeStep(
         "optimizer", cost.time_s, 0.0, cost.sram_bytes, cost.dram_read_bytes,

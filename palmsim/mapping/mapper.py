@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from palmsim.config.specs import ExperimentSpec, HardwareSpec, MappingSpec
+from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, HardwareSpec, MappingSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement, gemm_operand_bandwidth_bytes_per_s
@@ -181,6 +181,16 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
             f"tp_comm_overlap with tp={tp} needs sequence_parallel: Transformer Engine's "
             "userbuffers overlap the all-gathers and reduce-scatters that sequence "
             "parallelism puts in place of the TP all-reduces"
+        )
+    if training.fp8_param_gather and training.dtype != "fp8":
+        raise MappingError(
+            f"training.fp8_param_gather with dtype {training.dtype}: it keeps fp8 GEMM "
+            "weights in fp8, so it needs dtype fp8"
+        )
+    if training.fp8_param_gather and mapping.zero >= 3:
+        raise MappingError(
+            "training.fp8_param_gather with zero=3: fp8 weights sharded and gathered per "
+            "unit are not modelled (use zero <= 2)"
         )
     if (ep > 1 or (etp is not None and etp != tp)) and mapping.zero >= 3:
         raise MappingError(
@@ -411,8 +421,12 @@ def _stage_memory(
         # fp8 training: TE's fp8 copies of the gathered units' weights
         weights += fp8_weight_cache_bytes(_gathered_pair(chunks_units, _fp8_params), recipe)
     else:
-        # fp8 training: TE's cached fp8 weights and their transposes (palmsim.workload.fp8)
-        weights += fp8_weight_cache_bytes(sum(_fp8_params(u) for u in units), recipe)
+        # fp8 training: TE's cached fp8 weights and their transposes (palmsim.workload.fp8);
+        # with fp8_param_gather they are the weights, and no 16-bit copy is kept
+        fp8_weights = sum(_fp8_params(u) for u in units)
+        weights += fp8_weight_cache_bytes(fp8_weights, recipe)
+        if workload.training.fp8_param_gather:
+            weights -= fp8_weights * batch.training_elem_bytes
     activations = peak_held_bytes(steps, chunks, per_microbatch) + working
     tile_memory = training_tile_memory(
         weights, gradients, optimizer, activations, hw.tile.sram_capacity_bytes
@@ -458,11 +472,32 @@ def _stage(
     shard = dense / dp + expert / edp if zero >= 1 else params
     # fp8 training: every replica casts all its fp8 weights once per iteration
     all_units = [u for c in chunk_ids for u in _units(model, layout.layer_ranges, c)]
-    fp8_weights = (
-        sum(_fp8_params(u) for u in all_units),
+    fp8_dense, fp8_expert = split_params(
+        [
+            dataclasses.replace(b, ops=tuple(op for op in b.ops if op.fp8))
+            for u in all_units
+            for b in u.blocks
+        ]
+    )
+    fp8_weights: tuple[float, int, float, float] = (
+        fp8_dense + fp8_expert,
         sum(op.param_tensors for u in all_units for b in u.blocks for op in b.ops if op.fp8),
+        batch.training_elem_bytes,
         fp8_weight_copy_bytes(workload.training.fp8_recipe),
     )
+    gathered = {"dense": dense * batch.elem_bytes, "expert": expert * batch.elem_bytes}
+    if workload.training.fp8_param_gather and workload.training.fp8_recipe != "mxfp8":
+        # Megatron-Core --fp8-param-gather: the distributed optimizer casts its shard of the
+        # fp8 weights and the replicas all-gather their fp8 data, 1 B per weight
+        # (megatron/core/fp8_utils.py quantize_param_shard; the param all-gather of
+        # distributed/param_and_grad_buffer.py gathers the Float8Tensors' data); each then
+        # transposes the gathered weights for dgrad (post_all_gather_processing): read 1 B,
+        # write the column-wise copy. MXFP8 weights are gathered in 16 bits through the
+        # gradient buffer (reuse_grad_buf_for_mxfp8_param_ag) and re-cast as without it.
+        fp8 = DTYPE_BYTES["fp8"]
+        gathered["dense"] -= fp8_dense * (batch.elem_bytes - fp8)
+        gathered["expert"] -= fp8_expert * (batch.elem_bytes - fp8)
+        fp8_weights = (*fp8_weights[:2], fp8, fp8_weights[3] / 2)
     optimizer = optimizer_step(costing, shard, batch.training_elem_bytes, state, fp8_weights)
     send_blocks, grad_reduce = engine_policy(mapping, zero=zero)
     steps, chunks = layout.orders[s]
@@ -482,8 +517,8 @@ def _stage(
             steps=steps,
             # ZeRO-1/2: every replica gets the updated weights of the others' shards: the
             # dense ones over the DP group, the experts over the EDP group.
-            param_allgather_bytes=dense * batch.elem_bytes if zero in (1, 2) else 0.0,
-            expert_param_allgather_bytes=expert * batch.elem_bytes if zero in (1, 2) else 0.0,
+            param_allgather_bytes=gathered["dense"] if zero in (1, 2) else 0.0,
+            expert_param_allgather_bytes=gathered["expert"] if zero in (1, 2) else 0.0,
             step_chunks=chunks,
             send_blocks=send_blocks,
             grad_reduce=grad_reduce,

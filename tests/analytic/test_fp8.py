@@ -19,7 +19,7 @@ import yaml
 
 from palmsim.api import load_experiment
 from palmsim.config.specs import DTYPE_BYTES
-from palmsim.errors import ConfigError
+from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import (
     amax_update_cost,
@@ -190,6 +190,87 @@ def test_fp8_memory_closed_form() -> None:
     assert fp8.weights == pytest.approx(e * params + 2 * 8 * linears, rel=1e-12)
 
 
+def test_fp8_param_gather_memory_closed_form() -> None:
+    """Megatron-Core --fp8-param-gather: the fp8 GEMMs' weights are their fp8 copies (the
+    weight and its transpose, 1 B each) with no bf16 copy; the rest stays bf16."""
+    exp, mem = _tile0_memory("training.dtype=fp8", "training.fp8_param_gather=true")
+    m = exp.workload.model
+    h, f, v, t = m.hidden_size, m.intermediate_size, m.vocab_size, 2
+    linears = (4 * h * h + 3 * h * f) / t
+    others = 8 * 2 * h + v * h / t  # the norms' gains and the embedding's share, bf16
+    assert mem.weights == pytest.approx(2 * others + 2 * 8 * linears, rel=1e-12)
+    assert mem.gradients == pytest.approx(2 * (others + 8 * linears), rel=1e-12)
+
+
+def _stage0(*overrides: str):
+    exp = load_experiment(
+        "dgx-h100", "llama2-7b",
+        overrides=("hw.system.chips=[1, 8]", "training.global_batch_size=8", *overrides),
+        mapping_flags={"pp": 4, "tp": 1, "dp": 2, "micro_batch_size": 1, "zero": 1},
+    )  # fmt: skip
+    return exp, map_workload(exp, Chip.from_spec(exp.hardware)).programs[0]
+
+
+@pytest.mark.parametrize("recipe", ["delayed", "current"])
+def test_fp8_param_gather_halves_the_fp8_weights_all_gather(recipe: str) -> None:
+    """After the distributed optimizer's step the replicas all-gather the fp8 weights' fp8
+    data, 1 B each, the other weights at 2 B; each replica then reads the gathered fp8
+    weight and writes its transpose (1 B in, 1 B out per fp8 parameter)."""
+    exp, plain = _stage0("training.dtype=fp8", f"training.fp8_recipe={recipe}")
+    _, fp8 = _stage0(
+        "training.dtype=fp8", f"training.fp8_recipe={recipe}", "training.fp8_param_gather=true"
+    )
+    m = exp.workload.model
+    h, f, v = m.hidden_size, m.intermediate_size, m.vocab_size
+    linears = 8 * (4 * h * h + 3 * h * f)  # stage 0: 8 of the 32 layers
+    params = linears + 8 * 2 * h + v * h
+    assert plain.param_allgather_bytes == pytest.approx(2 * params, rel=1e-12)
+    assert fp8.param_allgather_bytes == pytest.approx(2 * params - linears, rel=1e-12)
+    # the optimizer step's fp8 weight work: bf16 read + 2 B of copies written, against the
+    # gathered 1 B read + its 1 B transpose written
+    assert plain.optimizer.dram_read_bytes - fp8.optimizer.dram_read_bytes == pytest.approx(
+        (2 - 1) * linears, rel=1e-9
+    )
+    assert plain.optimizer.dram_write_bytes - fp8.optimizer.dram_write_bytes == pytest.approx(
+        (2 - 1) * linears, rel=1e-9
+    )
+
+
+def test_mxfp8_param_gather_gathers_bf16() -> None:
+    """MXFP8 parameters are all-gathered in bf16 through the gradient buffer and re-cast
+    (megatron/core/distributed/param_and_grad_buffer.py, reuse_grad_buf_for_mxfp8_param_ag)."""
+    exp = load_experiment(
+        "dgx-b200", "llama2-7b",
+        overrides=(
+            "hw.system.chips=[1, 8]", "training.global_batch_size=8", "training.dtype=fp8",
+            "training.fp8_recipe=mxfp8", "training.fp8_param_gather=true",
+        ),
+        mapping_flags={"pp": 4, "tp": 1, "dp": 2, "micro_batch_size": 1, "zero": 1},
+    )  # fmt: skip
+    program = map_workload(exp, Chip.from_spec(exp.hardware)).programs[0]
+    m = exp.workload.model
+    h, f, v = m.hidden_size, m.intermediate_size, m.vocab_size
+    params = 8 * (4 * h * h + 3 * h * f) + 8 * 2 * h + v * h
+    assert program.param_allgather_bytes == pytest.approx(2 * params, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "zero", "match"),
+    [("bf16", 1, "needs dtype fp8"), ("fp8", 3, "zero=3")],
+)
+def test_fp8_param_gather_refusals(dtype: str, zero: int, match: str) -> None:
+    exp = load_experiment(
+        "dgx-h100", "llama2-7b",
+        overrides=(
+            "hw.system.chips=[1, 8]", "training.global_batch_size=8",
+            f"training.dtype={dtype}", "training.fp8_param_gather=true",
+        ),
+        mapping_flags={"pp": 1, "tp": 1, "dp": 8, "micro_batch_size": 1, "zero": zero},
+    )  # fmt: skip
+    with pytest.raises(MappingError, match=match):
+        map_workload(exp, Chip.from_spec(exp.hardware))
+
+
 def test_a_chip_without_an_fp8_peak_refuses_fp8() -> None:
     exp = load_experiment(
         "dgx-a100-superpod", "llama2-7b", overrides=("training.dtype=fp8",),
@@ -295,3 +376,30 @@ def test_validate_builds_the_nemo_fp8_case_as_transformer_engine_runs_it() -> No
         "training.attention_kernel=fused",
     ):
         assert expected in overrides
+
+
+@pytest.mark.parametrize(
+    ("precision", "stated", "expected", "assumed"),
+    [
+        ("fp8-cs", None, True, True),  # Megatron-Bridge's current-scaling recipe sets it
+        ("fp8-mx", None, True, True),
+        ("fp8-bs", None, False, False),  # its blockwise recipe does not
+        ("fp8-cs", False, False, False),  # stated wins
+        ("bf16", True, False, False),  # not an fp8 run: nothing to keep in fp8
+    ],
+)
+def test_validate_keeps_fp8_weights_in_fp8_as_the_recipes_do(
+    precision: str, stated: bool | None, expected: bool, assumed: bool
+) -> None:
+    from palmsim.validate import read_training_run
+
+    cases = yaml.safe_load((ROOT / "validation" / "moe_runs.yaml").read_text())["cases"]
+    (case,) = [c for c in cases if c["id"] == "mbridge_2511_h100_llama3_70b_64gpu"]
+    case = {**case, "training": {**case["training"], "precision": precision}}
+    if stated is not None:
+        case["training"]["fp8_param_gather"] = stated
+    run = read_training_run(case, str(ROOT / "validation" / "moe_runs.yaml"))
+    assert run is not None
+    assert ("training.fp8_param_gather=true" in run.overrides) == expected
+    keys = {a.key for a in run.assumptions}
+    assert ("training.fp8_param_gather" in keys) == assumed

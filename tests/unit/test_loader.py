@@ -278,6 +278,7 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "expert_load_concentration": 1.0,
         "attention_kernel": "unfused",
         "fp8_recipe": "delayed",
+        "fp8_param_gather": False,
     }
     assert out["name"] == "stem"
     assert out["mode"] == "training"
