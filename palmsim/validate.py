@@ -742,6 +742,18 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
 #: pipeline's sends unless ``--no-overlap-p2p-communication`` is given.
 _CORE_DEFAULT = "not stated: on, as the Megatron-Core (NeMo, Megatron-Bridge) recipes set it"
 
+#: Why a Megatron-Core fp8 case with the distributed optimizer that leaves
+#: ``fp8_param_gather`` unstated keeps its fp8 weights in fp8: NeMo's fp8 precision recipes
+#: (nemo/collections/llm/recipes/precision/mixed_precision.py, ``fp8_params=True``) and
+#: Megatron-Bridge's delayed, current-scaling and MXFP8 ones
+#: (src/megatron/bridge/training/mixed_precision.py, ``fp8_param_gather = True``; its
+#: blockwise recipe sets False) turn it on; Megatron-Core allows it only with the
+#: distributed optimizer or FSDP.
+_FP8_PARAMS_WHY = (
+    "not stated: on with the distributed optimizer, as NeMo's and Megatron-Bridge's fp8 "
+    "recipes set it (fp8_params / fp8_param_gather; off for blockwise scaling)"
+)
+
 #: Training systems a case may name (any text of its ``training`` or ``system``), with the
 #: settings they run and the case does not restate. MegaScale (Jiang et al., NSDI 2024,
 #: arXiv:2402.15627): Sec. 3.2 overlaps the TP/SP all-gathers and reduce-scatters with the
@@ -1156,6 +1168,14 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         assumptions.append(
             Assumption("training.distributed_optimizer", True, _CORE_DEFAULT, ITERATION_FIGURES)
         )
+    if fp8_recipe is not None:
+        fp8_params = core and zero in (1, 2) and fp8_recipe[0] != "blockwise"
+        if "fp8_param_gather" in training or fp8_params:
+            fp8_params = _flag_or_assumed(
+                training, "fp8_param_gather", fp8_params, _FP8_PARAMS_WHY, assumptions
+            )
+        if fp8_params:
+            overrides.append("training.fp8_param_gather=true")
     recompute = _recompute(training)
     virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages") or 1
     p2p_overlap = _p2p_overlap(training)
