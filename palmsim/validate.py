@@ -984,7 +984,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     parallelism off, no distributed optimizer, and the least recompute that fits (none, then
     selective, then full). ``training.zero_stage`` (or ``training.fsdp`` > 0: 3) sets ZeRO.
     fp8 runs as Transformer Engine does (``training.dtype: fp8``; the recipe from the
-    precision, delayed scaling when unstated; TE's fused attention). ``system.cp`` and
+    precision, delayed scaling when unstated; TE's fused attention; with the distributed
+    optimizer its fp8 weights kept in fp8, ``training.fp8_param_gather``, unless stated off
+    or blockwise: :data:`_FP8_PARAMS_WHY`). ``system.cp`` and
     ``system.ep`` set context and expert parallelism (num_gpus = tp·pp·cp·dp), ``system.etp``
     (or ``expert_tensor_parallel``) the experts' tensor parallelism, tp when unstated as in
     Megatron-Core (etp·ep divides tp·dp·cp: MoE parallel folding);
