@@ -320,6 +320,61 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
     assert {c for c, _ in unused} == {"tt_readme_llama31_8b_n150", "tt_readme_llama32_1b_n150"}
 
 
+def test_calibrate_tiles_fits_the_p150_op_latency_by_hand():
+    """As on the n150: bf16 HiFi4 on 13x10 cores, peak 130 x 5.5296 / 4 TFLOP/s; an untraced
+    2560x4992x4992 and a traced 640x832x832 GEMM give the line t = a + t_peak / e."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-p150.yaml")
+    by_key = {f.key: f for f in fits}
+    peak = 130 * 5.5296e12 / 4
+    tp1, t1 = 2 * 2560 * 4992 * 4992 / peak, 758373.74e-9
+    tp2, t2 = 2 * 640 * 832 * 832 / peak, 13475.42e-9
+    slope = (t1 - t2) / (tp1 - tp2)
+    assert by_key["tile.format_efficiency.bf16"].value == pytest.approx(1 / slope, rel=1e-6)
+    assert by_key["tile.op_latency"].value == pytest.approx(t1 - slope * tp1, rel=1e-6)
+    hw = load_hardware("hw_configs/blackhole-p150.yaml")
+    assert hw.tile.op_latency_s == pytest.approx(t1 - slope * tp1, rel=1e-3)  # the config's
+
+
+@pytest.mark.parametrize(
+    ("config", "chips", "cores", "banks"),
+    [
+        ("blackhole-p100a", 1, 110, 7),  # p100: 120 Tensix, one column for dispatch; 28 GiB
+        ("blackhole-p300", 2, 130, 8),
+        ("blackhole-quietbox", 4, 130, 8),
+        ("blackhole-galaxy", 32, 130, 8),
+    ],
+)
+def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
+    """Each Blackhole system is its chips' grid, each chip one unit of its compute cores (peak
+    cores x 5.5296 TFLOP/s at LoFi) whose DRAM banks of 4 GiB merge into one channel at the
+    p150's fitted 62.5 GB/s per bank; the chip keeps the p150's fitted rates and op latency."""
+    hw = load_hardware(f"hw_configs/{config}.yaml")
+    p150 = load_hardware("hw_configs/blackhole-p150.yaml")
+    assert hw.num_tiles == chips
+    assert dict(hw.tile.peak_flop_per_s)["bf16"] == pytest.approx(cores * 5.5296e12)
+    assert hw.dram.capacity_bytes == pytest.approx(banks * 4 * 2**30)
+    assert hw.dram.bandwidth_bytes_per_s == pytest.approx(banks * 62.5e9)
+    assert hw.tile.op_latency_s == p150.tile.op_latency_s
+    assert hw.tile.format_efficiency == p150.tile.format_efficiency
+
+
+def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
+    """The QuietBox's four p150 cards in a line, two 25 GB/s Ethernet links between
+    neighbours: 2(n-1)/n * S / (2 B), the closing edge back over the line as on the T3000."""
+    hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
+    link = hw.wafer.inter_die
+    assert link.bandwidth_bytes_per_s == pytest.approx(25e9)
+    n = 4
+    expected = 2 * (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
+    expected += 2 * (n - 1) * (n - 1) * link.latency_s
+    chip = Chip.from_spec(hw)
+    assert _one_collective(chip, (0, 1, 2, 3), "allreduce") == pytest.approx(expected, rel=1e-6)
+
+
 def test_an_inference_run_folder_is_rebuilt_with_its_inference_plan(tmp_path):
     """load_result (palmsim plot/report) maps an inference run as an inference run: a model
     whose training state would not fit still redraws."""
