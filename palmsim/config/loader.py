@@ -1033,6 +1033,16 @@ def hardware_schema(kind: str) -> Schema:
                 "a non-negative time with a unit, e.g. '30 us'",
                 required=False,
             ),
+            "dram_reader_bandwidth": Rule(
+                _quantity_rule("bandwidth", positive=False).parse,
+                "a non-negative bandwidth with a unit, e.g. '22 GB/s'",
+                required=False,
+            ),
+            "multicast_bandwidth": Rule(
+                _quantity_rule("bandwidth", positive=False).parse,
+                "a non-negative bandwidth with a unit, e.g. '15 GB/s'",
+                required=False,
+            ),
         },
         "dram": {
             "placement": (
@@ -1256,6 +1266,7 @@ def _inference_schema() -> Schema:
         **_number_format_rules(),
         "trace": _choice_rule(INFERENCE_PASSES),
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
+        "prefill_weight_readers": _int_rule(minimum=0),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -1370,7 +1381,12 @@ def normalise_hardware(
     tile = out.get("tile")
     # op_latency and host_dispatch are times with a unit in the file (absent: the fields'
     # 0 s), not the fields.
-    times = ("op_latency_s", "host_dispatch_s")
+    times = (
+        "op_latency_s",
+        "host_dispatch_s",
+        "dram_reader_bandwidth_bytes_per_s",
+        "multicast_bandwidth_bytes_per_s",
+    )
     _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k not in times})
     system = out.get("system")
     if isinstance(system, dict) and system.get("topology") == "switch":
@@ -1638,6 +1654,8 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         format_efficiency=tile_v.get("format_efficiency", ()),
         op_latency_s=tile_v.get("op_latency", 0.0),
         host_dispatch_s=tile_v.get("host_dispatch", 0.0),
+        dram_reader_bandwidth_bytes_per_s=tile_v.get("dram_reader_bandwidth", 0.0),
+        multicast_bandwidth_bytes_per_s=tile_v.get("multicast_bandwidth", 0.0),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -2388,6 +2406,14 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
     if t.host_dispatch_s:
         raw["tile"]["host_dispatch"] = format_exact(t.host_dispatch_s, "time")
+    if t.dram_reader_bandwidth_bytes_per_s:
+        raw["tile"]["dram_reader_bandwidth"] = format_exact(
+            t.dram_reader_bandwidth_bytes_per_s, "bandwidth"
+        )
+    if t.multicast_bandwidth_bytes_per_s:
+        raw["tile"]["multicast_bandwidth"] = format_exact(
+            t.multicast_bandwidth_bytes_per_s, "bandwidth"
+        )
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:

@@ -288,6 +288,18 @@ class TileSpec:
         "runs them, so a block lasts at least its ops times this [s]; 0: none",
         default=0.0,
     )
+    dram_reader_bandwidth_bytes_per_s: float = _f(
+        "one core's rate reading DRAM through its NoC interface, per core and never scaled "
+        "by chip.granularity (a tiled chip's data-movement kernel; Tenstorrent's directed "
+        "'DRAM Read' test) [B/s]; 0: not given",
+        default=0.0,
+    )
+    multicast_bandwidth_bytes_per_s: float = _f(
+        "one core's rate multicasting to a group of cores, per core and never scaled by "
+        "chip.granularity (Tenstorrent's directed 'One To All (Multicast)' test) [B/s]; 0: "
+        "not given",
+        default=0.0,
+    )
 
     def peak_for(self, dtype: str, fidelity: str | None = None) -> float:
         """Peak FLOP/s for ``dtype`` (bf16 falls back to fp16 and vice versa), divided by the
@@ -802,6 +814,15 @@ class InferenceSpec:
         "Llama demo's decode does): a block's weight reads then overlap its ops' fixed "
         "latency (tile.op_latency) instead of following it; 'decode', 'all' or 'none'",
         default="none",
+    )
+    prefill_weight_readers: int = _f(
+        "cores that read a prefill GEMM's weights from DRAM, one per column of its core grid, "
+        "each reading a block and then multicasting it down its column (tt-metal's 2-D "
+        "multicast matmul, as tt_transformers runs prefill: 8 columns); a layer block's "
+        "weights then arrive at readers x 1/(1/tile.dram_reader_bandwidth + "
+        "1/tile.multicast_bandwidth), not at the DRAM bandwidth; 0: at the DRAM bandwidth "
+        "[count]",
+        default=0,
     )
 
 

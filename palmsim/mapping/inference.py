@@ -341,6 +341,14 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
     check_cached_attention(experiment.workload.model)
     _check_tp_2d(experiment)
+    rates = (hw.tile.dram_reader_bandwidth_bytes_per_s, hw.tile.multicast_bandwidth_bytes_per_s)
+    if inf.prefill_weight_readers > 0 and min(rates) <= 0:
+        raise MappingError(
+            f"inference.prefill_weight_readers = {inf.prefill_weight_readers} needs the "
+            "hardware's per-core rates tile.dram_reader_bandwidth and tile.multicast_bandwidth, "
+            "which it does not give (--set inference.prefill_weight_readers=0 streams the "
+            "weights at the DRAM rate)"
+        )
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
@@ -620,6 +628,36 @@ class _Lowering:
             inf.weight_prefetch == "decode" and tag == "D"
         )
 
+        # A prefill GEMM's weights reach its cores through inference.prefill_weight_readers
+        # cores, one per column of tt-metal's 2-D multicast matmul grid: each reads a block
+        # of its column's weights from DRAM, waits for it, then multicasts it down the column
+        # (the in1 sender kernel, reader_bmm_tile_layout_in1_sender_writer_padding.cpp: read,
+        # barrier, multicast, one after the other), so a column streams at
+        # 1/(1/dram_reader + 1/multicast). tt_transformers runs every prefill weight GEMM so
+        # (models/tt_transformers/tt/model_config.py: XQKV_PREFILL_PROGCFG, WO_PREFILL_PROGCFG
+        # and the MLP's PREFILL_*_PRG_CONFIG, MatmulMultiCoreReuseMultiCastProgramConfig with
+        # per_core_N over dram_shard_grid_width = 8 columns), its decode as DRAM-sharded
+        # matmuls whose cores each read their own bank and multicast nothing.
+        readers_bps = 0.0
+        tile = self.costing.tile
+        if tag == "P" and inf.prefill_weight_readers > 0:
+            column_bps = 1.0 / (
+                1.0 / tile.dram_reader_bandwidth_bytes_per_s
+                + 1.0 / tile.multicast_bandwidth_bytes_per_s
+            )
+            readers_bps = inf.prefill_weight_readers * column_bps
+
+        def streamed(step: ComputeStep, block: Block, where: OperandPlacement) -> ComputeStep:
+            """``step`` lasting at least its DRAM-resident weights over the readers' rate,
+            after its ops' serial latency."""
+            weights = where.weights * sum(op.weight_bytes for op in block.ops)
+            if readers_bps <= 0 or weights <= 0:
+                return step
+            floor_s = step.serial_latency_s + weights / readers_bps
+            if floor_s <= step.compute_time_s:
+                return step
+            return dataclasses.replace(step, compute_time_s=floor_s)
+
         def dispatched(step: ComputeStep, ops: int) -> ComputeStep:
             floor_s = ops * dispatch_s
             if floor_s <= step.compute_time_s:
@@ -653,6 +691,7 @@ class _Lowering:
                     )
                 if prefetched:
                     step = dataclasses.replace(step, serial_latency_s=0.0)
+                step = streamed(step, b, block_costing.where)
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:

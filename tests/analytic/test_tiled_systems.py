@@ -25,6 +25,7 @@ from palmsim.config.specs import (
     TrainingSpec,
     WorkloadSpec,
 )
+from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.tile_cases import allreduce_time_s
 from palmsim.workload.builders import embedding_block, head_block, layer_blocks
@@ -87,6 +88,7 @@ def _inference(
     trace: str = "decode",
     tied: bool = False,
     weight_prefetch: str = "none",
+    prefill_weight_readers: int = 0,
 ) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
@@ -98,6 +100,7 @@ def _inference(
         ops_per_layer=ops_per_layer,
         trace=trace,
         weight_prefetch=weight_prefetch,
+        prefill_weight_readers=prefill_weight_readers,
     )
     workload = WorkloadSpec(_model(tied), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
@@ -206,6 +209,51 @@ def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
     free = _inference(hw, tp=1, prompt=8, output=2, ops_per_layer=23, trace="all")
     assert traced["ttft_s"] == pytest.approx(free["ttft_s"], rel=1e-9)
     assert traced["ttft_s"] < 0.01 * ttft
+
+
+def test_prefill_weights_stream_through_the_column_readers():
+    """inference.prefill_weight_readers: a prefill block's DRAM-resident weights arrive
+    through R reader cores, each reading a block (dram_reader_bandwidth r) and then
+    multicasting it (multicast_bandwidth m): R / (1/r + 1/m). With r = m = 0.1 GB/s and 8
+    readers (0.4 GB/s), the layers' weights dominate a traced prefill: TTFT = f x (layer
+    weights) / 0.4 GB/s, f the DRAM fraction of every weight (SRAM fills first, as in the
+    decode test above), plus the embedding, head, cache steps and op latencies (ms). The
+    head reads its weights as a decode-style matmul and keeps the DRAM rate; decode is
+    unchanged. On the n150 the rates are 22 and 15 GB/s: 8 readers stream 71.4 GB/s."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    column = 1 / (
+        1 / hw.tile.dram_reader_bandwidth_bytes_per_s + 1 / hw.tile.multicast_bandwidth_bytes_per_s
+    )
+    assert 8 * column == pytest.approx(8 / (1 / 22e9 + 1 / 15e9))
+    slow = dataclasses.replace(
+        hw,
+        tile=dataclasses.replace(
+            hw.tile, dram_reader_bandwidth_bytes_per_s=0.1e9, multicast_bandwidth_bytes_per_s=0.1e9
+        ),
+    )
+    e = DTYPE_BYTES["bfp8"]
+    per_layer = (4 * H * H + 3 * H * FFN) * e
+    norms = (2 * H * LAYERS + H) * e
+    stored = LAYERS * per_layer + norms + 2 * VOCAB * H * e  # + head and embedding
+    dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
+    expected = (
+        dram_fraction * (LAYERS * per_layer + 2 * H * LAYERS * e) / (8 / (1 / 0.1e9 + 1 / 0.1e9))
+    )
+    on = _inference(slow, tp=1, prompt=8, output=2, trace="all", prefill_weight_readers=8)
+    off = _inference(slow, tp=1, prompt=8, output=2, trace="all")
+    assert on["ttft_s"] == pytest.approx(expected, rel=0.02)
+    assert on["ttft_s"] > expected
+    assert off["ttft_s"] < 0.05 * on["ttft_s"]  # at the DRAM rate the same prefill is fast
+    assert on["tpot_s"] == pytest.approx(off["tpot_s"], rel=1e-12)
+
+
+def test_prefill_weight_readers_need_the_per_core_rates():
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    bare = dataclasses.replace(
+        hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.0)
+    )
+    with pytest.raises(MappingError, match="dram_reader_bandwidth"):
+        _inference(bare, tp=1, prompt=8, output=2, prefill_weight_readers=8)
 
 
 # --------------------------------------------------------------------------- all-reduce
