@@ -122,6 +122,11 @@ TT_TRANSFORMERS_OPS_PER_LAYER = 23
 #: into llama_rs_matmul), W3's, the all-gather before W2 and the two all_reduce_async.
 GALAXY_LLAMA_OPS_PER_LAYER = 15
 
+#: Columns of the 2-D multicast matmul grid tt_transformers runs its prefill weight GEMMs on,
+#: on Wormhole: ``dram_shard_grid_width = 8 if is_wormhole_b0() else self.dram_grid_size.x``
+#: (models/tt_transformers/tt/model_config.py; each column's in1 sender reads one DRAM shard).
+TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS = 8
+
 #: Passes the Galaxy demo replays from a trace: demo/text_demo.py @0009006b sets
 #: ``enable_trace = True`` and ``prefill_enable_trace = True`` (inference.trace 'all').
 GALAXY_LLAMA_TRACE = "all"
@@ -564,6 +569,20 @@ def _demo_ops_per_layer(code: str) -> int:
     return 0
 
 
+def _prefill_weight_readers(code: str, hw_path: str) -> int:
+    """``inference.prefill_weight_readers`` of the serving code ``code`` names: tt_transformers
+    runs its prefill weight GEMMs as 2-D multicast matmuls over ``dram_shard_grid_width``
+    columns, 8 on Wormhole and the chip's DRAM banks on Blackhole ("7 for P100, 8 for P150";
+    models/tt_transformers/tt/model_config.py, PREFILL_MLP_W1_W3_PRG_CONFIG, WO_PREFILL_PROGCFG
+    and XQKV_PREFILL_PROGCFG); 0 for other code (its weights stream at the DRAM rate)."""
+    if "tt_transformers" not in code:
+        return 0
+    raw = read_config_file(hw_path)
+    if "wormhole" in str(raw.get("name", "")):
+        return TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS
+    return len((raw.get("dram") or {}).get("positions") or ()) or 0
+
+
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh': tt-metal's
     mesh shape (A, B) lists its cluster axis 0 first, the axis the Galaxy demo splits the heads
@@ -640,6 +659,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     galaxy = "llama3_70b_galaxy" in code
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
+    readers = _prefill_weight_readers(code, hw_path)
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
@@ -672,6 +692,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             ops_per_layer=ops_per_layer,
             trace=trace,
             weight_prefetch=weight_prefetch,
+            prefill_weight_readers=readers,
         )
 
     def mapping(requests: int) -> MappingSpec:
