@@ -493,16 +493,40 @@ def _format_word(word: str) -> str:
     )
 
 
-def _weight_formats(scenario: Mapping[str, Any], wafer_fp16: bool) -> tuple[str, str, str]:
+def _squash(name: str) -> str:
+    """A model name for matching: lower case, without spaces, dashes, underscores or dots."""
+    return re.sub(r"[\s._-]", "", name.lower())
+
+
+def _precision_exception(scenario: Mapping[str, Any], model_name: str) -> str | None:
+    """The entry of ``scenario.weight_precision_exceptions`` ('Name: text; Name: text') that
+    names the case's model (its squashed name starts with the entry's), or None. An entry
+    for some layers only ('bfp8 MLP in layer 32, bfp4 elsewhere') gives None: one format
+    per weight kind holds for every layer, and the rule's is the rest's."""
+    text = str(scenario.get("weight_precision_exceptions") or "")
+    model = _squash(model_name)
+    for entry in text.split(";"):
+        name, sep, formats = entry.partition(":")
+        if sep and model and _squash(name) and model.startswith(_squash(name)):
+            return None if re.search(r"\blayers?\b", formats, re.IGNORECASE) else formats
+    return None
+
+
+def _weight_formats(
+    scenario: Mapping[str, Any], wafer_fp16: bool, model_name: str = ""
+) -> tuple[str, str, str]:
     """(attention weights, MLP weights, KV cache) formats from the scenario's text.
 
     ``<fmt> MLP`` names the MLP's format, ``<fmt> attention`` or ``others <fmt>`` the rest; a
-    text naming one format gives it to every weight. The KV cache takes
+    text naming one format gives it to every weight. ``weight_precision_exceptions`` may
+    name the case's model with its own text (tt_transformers' PERF.md: "Qwen2.5-7B: bfp8 MLP
+    + bf16 attention"), which then replaces ``weight_precision``. The KV cache takes
     ``kv_cache_precision`` or the attention's format.
     """
     if wafer_fp16:
         return "fp16", "fp16", "fp16"
-    text = str(scenario.get("weight_precision", "")).lower()
+    exception = _precision_exception(scenario, model_name)
+    text = str(exception or scenario.get("weight_precision", "")).lower()
     words = [_format_word(w) for w in re.findall(_FORMAT_WORD, text)]
     if not words:
         raise CannotExpressError(f"weight precision {text!r} not understood")
@@ -652,7 +676,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
         pp, dp = 1, 1
     else:
         pp, tp, dp = _parallelism(case)
-    attn, mlp, kv = _weight_formats(scenario, wafer)
+    attn, mlp, kv = _weight_formats(scenario, wafer, str((case.get("model") or {}).get("name", "")))
     # The serving code's own op count where the case names it (tt_transformers demos).
     code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
     ops_per_layer = _demo_ops_per_layer(code)

@@ -96,3 +96,21 @@ def test_the_galaxy_rows_name_what_palmsim_cannot_express():
     assert substitutions(CASES["tt_readme_llama31_8b_n150"]) == []
     assert TT_TRANSFORMERS_OPS_PER_LAYER == 23
     assert GALAXY_LLAMA_OPS_PER_LAYER == 15
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("Qwen2.5-7B-Instruct", ("bf16", "bfp8", "bfp8")),  # its own entry
+        ("Llama-3.1-8B-Instruct", ("bfp8", "bfp4", "bfp8")),  # one layer differs: the rule
+        ("Qwen2.5-72B-Instruct", ("bfp8", "bfp4", "bfp8")),  # no entry ("Qwen2.5-7B" is not it)
+    ],
+)
+def test_a_models_precision_exception_replaces_the_rule(model, expected):
+    """tt_transformers' PERF.md: bfp4 MLP and bfp8 attention "for all models except" those
+    its exceptions name, read per model from the case's weight_precision_exceptions."""
+    from palmsim.tile_cases import _weight_formats
+
+    scenario = CASES["tt_readme_llama31_8b_n150"]["scenario"]
+    assert "Qwen2.5-7B" in scenario["weight_precision_exceptions"]
+    assert _weight_formats(scenario, False, model) == expected
