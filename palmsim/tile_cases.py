@@ -55,6 +55,7 @@ from palmsim.errors import PalmsimError
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
+from palmsim.workload.builders import num_parameters
 
 __all__ = [
     "HARDWARE_OF_SPEC",
@@ -460,12 +461,27 @@ def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
 # ----------------------------------------------------------------------------- inference
 
 
+#: How far a case's stated ``params_b`` may exceed the dense transformer its shapes describe
+#: before the case is refused: its parameter count is what the shapes leave out (the
+#: experts of a mixture, a vision encoder, a state-space block), not rounding.
+PARAMS_TOLERANCE = 0.15
+
+
 def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
+    """The dense decoder the case's ``model`` fields describe (``head_dim`` where it differs
+    from hidden / heads, as Qwen3's 128 on a 5120 hidden).
+
+    Raises:
+        CannotExpressError: a field is missing, or ``params_b`` exceeds that decoder's
+            parameters by more than :data:`PARAMS_TOLERANCE` (the fields leave part of the
+            model out: a mixture of experts, say, whose experts they do not give).
+    """
     m = case["model"]
     try:
         hidden, heads = positive_count(m["hidden"], "hidden"), positive_count(m["heads"], "heads")
         act = str(m.get("act", "SwiGLU")).lower()
-        return ModelSpec(
+        head_dim = m.get("head_dim")
+        model = ModelSpec(
             name=str(m.get("name", case.get("id", "model"))),
             hidden_size=hidden,
             num_attention_heads=heads,
@@ -479,9 +495,24 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             position_embedding="rope",
             use_bias=False,
             tie_word_embeddings=bool(m.get("tied_embeddings", False)),
+            attention_head_dim=(
+                positive_count(head_dim, "head_dim")
+                if head_dim is not None and int(head_dim) * heads != hidden
+                else None
+            ),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CannotExpressError(f"model fields incomplete: {error}") from None
+    stated = _number(m.get("params_b"))
+    if stated is not None:
+        dense = num_parameters(model) / 1e9
+        if stated > dense * (1 + PARAMS_TOLERANCE):
+            raise CannotExpressError(
+                f"model.params_b {stated:g} is more than the {dense:.3g}B parameters of the "
+                "dense decoder its fields describe (a mixture of experts or another part the "
+                "fields leave out is not expressible here)"
+            )
+    return model
 
 
 _FORMAT_WORD = r"(bfloat8_b|bfloat4_b|bfloat16|bfloat8|bfp8|bfp4|bf16|fp16|fp8|int8)"

@@ -114,3 +114,43 @@ def test_a_models_precision_exception_replaces_the_rule(model, expected):
     scenario = CASES["tt_readme_llama31_8b_n150"]["scenario"]
     assert "Qwen2.5-7B" in scenario["weight_precision_exceptions"]
     assert _weight_formats(scenario, False, model) == expected
+
+
+def test_a_model_its_fields_do_not_describe_is_refused_and_head_dim_is_read():
+    """A Mixtral row gives the shapes of one expert's dense decoder (4096 hidden, 14336 ffn,
+    32 layers, GQA 32/8: about 7.2B with the embeddings) but 46.7B parameters: refused, not
+    run as that dense decoder. Qwen3-32B's head_dim 128 on a 5120 hidden (64 heads) widens
+    the attention beyond hidden / heads = 80."""
+    from palmsim.tile_cases import CannotExpressError, case_model
+
+    base = CASES["tt_readme_llama31_8b_n150"]
+    mixtral = {
+        **base,
+        "model": {**base["model"], "name": "Mixtral-8x7B", "vocab": 32000, "params_b": 46.7},
+    }
+    with pytest.raises(CannotExpressError, match=r"params_b 46\.7"):
+        case_model(mixtral, 256)
+    qwen = {
+        **base,
+        "model": {
+            **base["model"],
+            "name": "Qwen3-32B",
+            "hidden": 5120,
+            "layers": 64,
+            "heads": 64,
+            "kv_heads": 8,
+            "head_dim": 128,
+            "ffn": 25600,
+            "vocab": 151936,
+            "params_b": 32.8,
+        },
+    }
+    model = case_model(qwen, 256)
+    assert model.head_dim == 128
+    # per layer: q and o 5120 x 8192 each, k and v 5120 x 1024 each, gated MLP 3 x 5120 x 25600
+    per_layer = 2 * 5120 * 8192 + 2 * 5120 * 1024 + 3 * 5120 * 25600
+    from palmsim.workload.builders import num_parameters
+
+    # norms (2 per layer + final) and untied embedding and head on top of the layers' matrices
+    expected = 64 * per_layer + 2 * 151936 * 5120 + (2 * 64 + 1) * 5120
+    assert num_parameters(model) == pytest.approx(expected, rel=1e-3)
