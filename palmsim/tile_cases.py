@@ -139,6 +139,12 @@ GALAXY_LLAMA_TRACE = "all"
 #: with n_tensors=0 (inference.weight_prefetch 'decode').
 GALAXY_LLAMA_WEIGHT_PREFETCH = "decode"
 
+#: The mesh the Galaxy demo shards every weight over, (cluster axis 0, axis 1): its code
+#: builds the model on the Galaxy's 8x4 mesh with ``ShardTensor2dMesh`` of WQKV, WO and
+#: W1-W3 (llama_attention.py @00d4c974, llama_mlp.py @0457767c), so a row of that demo on 32
+#: chips runs 2-D tensor parallelism whether or not its text says so.
+GALAXY_LLAMA_TP_2D = (8, 4)
+
 #: Spellings of number formats in the cases.
 _FORMATS = {
     "bfloat16": "bf16",
@@ -639,14 +645,24 @@ def _prefill_weight_readers(code: str, hw_path: str) -> int:
 
 
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
-    """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh': tt-metal's
+    """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh' (or of
+    a TP = 32 row of the Galaxy demo, which always runs its 8x4 mesh): tt-metal's
     mesh shape (A, B) lists its cluster axis 0 first, the axis the Galaxy demo splits the heads
     and MLP columns over (llama_attention.py @00d4c974: ``ShardTensor2dMesh(dims=(3, 2))`` of
     WQKV, axis 0 over its output columns, axis 1 over the hidden input; llama_mlp.py
     @0457767c: W1/W3 ``dims=(-1, -2)``, W2 ``dims=(-2, -1)``), so ``[A, B]``; None otherwise."""
     text = str(((case.get("hardware") or {}).get("system") or {}).get("parallelism", ""))
     m = re.search(r"2-?D\b.*?(\d+)\s*x\s*(\d+)\s*mesh", text, re.IGNORECASE)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    # A row of the Galaxy demo over its 32 chips runs the demo's mesh (GALAXY_LLAMA_TP_2D).
+    scenario = case.get("scenario") or {}
+    code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
+    tp = re.search(r"TP\s*=\s*(\d+)", text)
+    a, b = GALAXY_LLAMA_TP_2D
+    if "llama3_70b_galaxy" in code and tp and int(tp.group(1)) == a * b:
+        return GALAXY_LLAMA_TP_2D
+    return None
 
 
 def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:

@@ -75,9 +75,10 @@ def test_every_shipped_microbenchmark_and_a_model_row_is_predicted(case_id):
 def test_the_galaxy_rows_name_what_palmsim_cannot_express():
     """The Galaxy demo's 2-D tensor parallelism over its 8x4 mesh is expressed
     (mapping.tp_2d [8, 4]) and its op count read from its code, so neither is an assumption
-    any more; its tracing, which the case does not state, is. A case naming 2-D TP without
-    the mesh's shape still runs one ring and says so; a tt_transformers row carries no mark,
-    and its layers launch the 23 ops of tt_transformers' decoder code."""
+    any more; its tracing, which the case does not state, is. A case of other code naming
+    2-D TP without the mesh's shape still runs one ring and says so (the Galaxy demo's own
+    rows take its 8x4 mesh); a tt_transformers row carries no mark, and its layers launch the
+    23 ops of tt_transformers' decoder code."""
     from palmsim.tile_cases import (
         GALAXY_LLAMA_OPS_PER_LAYER,
         TT_TRANSFORMERS_OPS_PER_LAYER,
@@ -91,6 +92,9 @@ def test_the_galaxy_rows_name_what_palmsim_cannot_express():
     assert galaxy == {"inference.trace": "all"}
     shapeless = copy.deepcopy(case)
     shapeless["hardware"]["system"]["parallelism"] = "TP=32 (2-D tensor parallel)"
+    assert _tp_2d(shapeless) == (8, 4)  # the Galaxy demo's mesh
+    shapeless["scenario"]["demo"] = "another demo"
+    shapeless["source"]["path"] = "models/README.md"
     assert _tp_2d(shapeless) is None
     assert {k: v for k, v, _ in substitutions(shapeless)}["mapping.tp"] == "32 as one ring"
     assert substitutions(CASES["tt_readme_llama31_8b_n150"]) == []
@@ -154,3 +158,20 @@ def test_a_model_its_fields_do_not_describe_is_refused_and_head_dim_is_read():
     # norms (2 per layer + final) and untied embedding and head on top of the layers' matrices
     expected = 64 * per_layer + 2 * 151936 * 5120 + (2 * 64 + 1) * 5120
     assert num_parameters(model) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("text", ["TP=32 (2-D tensor parallel over the 8x4 mesh)", "TP=32"])
+def test_a_galaxy_demo_row_runs_its_2d_mesh_however_it_is_written(text):
+    """The Galaxy Llama demo shards every weight over its 8x4 mesh (ShardTensor2dMesh in its
+    attention and MLP): a TP = 32 row of it is 2-D tensor parallel whether or not its text
+    says so; a row of other code stays 1-D."""
+    import copy
+
+    from palmsim.tile_cases import _tp_2d
+
+    case = copy.deepcopy(CASES["tt_galaxy_llama33_70b_isl4k_b32"])
+    case["hardware"]["system"]["parallelism"] = text
+    assert _tp_2d(case) == (8, 4)
+    case["scenario"]["demo"] = "models/tt_transformers/demo/simple_text_demo.py"
+    case["source"]["path"] = "models/README.md"
+    assert _tp_2d(case) == ((8, 4) if "8x4" in text else None)
