@@ -630,18 +630,18 @@ def _demo_ops_per_layer(code: str) -> int:
     return 0
 
 
-def _prefill_weight_readers(code: str, hw_path: str) -> int:
+def _prefill_weight_readers(code: str, case: Mapping[str, Any], hw_path: str) -> int:
     """``inference.prefill_weight_readers`` of the serving code ``code`` names: tt_transformers
     runs its prefill weight GEMMs as 2-D multicast matmuls over ``dram_shard_grid_width``
-    columns, 8 on Wormhole and the chip's DRAM banks on Blackhole ("7 for P100, 8 for P150";
-    models/tt_transformers/tt/model_config.py, PREFILL_MLP_W1_W3_PRG_CONFIG, WO_PREFILL_PROGCFG
-    and XQKV_PREFILL_PROGCFG); 0 for other code (its weights stream at the DRAM rate)."""
+    columns, 8 on a Wormhole (the case's ``hw_spec_ref``) and the chip's DRAM banks otherwise
+    ("7 for P100, 8 for P150"; models/tt_transformers/tt/model_config.py,
+    PREFILL_MLP_W1_W3_PRG_CONFIG, WO_PREFILL_PROGCFG and XQKV_PREFILL_PROGCFG); 0 for other
+    code (its weights stream at the DRAM rate)."""
     if "tt_transformers" not in code:
         return 0
-    raw = read_config_file(hw_path)
-    if "wormhole" in str(raw.get("name", "")):
+    if str(case["hardware"]["hw_spec_ref"]).startswith("tenstorrent_wormhole"):
         return TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS
-    return len((raw.get("dram") or {}).get("positions") or ()) or 0
+    return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
 
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -730,7 +730,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     galaxy = "llama3_70b_galaxy" in code
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
-    readers = _prefill_weight_readers(code, hw_path)
+    readers = _prefill_weight_readers(code, case, hw_path)
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
