@@ -540,11 +540,14 @@ def _precision_exception(scenario: Mapping[str, Any], model_name: str) -> str | 
     names the case's model (its squashed name starts with the entry's), or None. An entry
     for some layers only ('bfp8 MLP in layer 32, bfp4 elsewhere') gives None: one format
     per weight kind holds for every layer, and the rule's is the rest's."""
-    text = str(scenario.get("weight_precision_exceptions") or "")
+    given = scenario.get("weight_precision_exceptions") or ""
+    if isinstance(given, Mapping):  # {name: text}, as a transcriber may write it
+        entries = [(str(k), str(v)) for k, v in given.items()]
+    else:
+        entries = [(n, f) for n, sep, f in (e.partition(":") for e in str(given).split(";")) if sep]
     model = _squash(model_name)
-    for entry in text.split(";"):
-        name, sep, formats = entry.partition(":")
-        if sep and model and _squash(name) and model.startswith(_squash(name)):
+    for name, formats in entries:
+        if model and _squash(name) and model.startswith(_squash(name)):
             return None if re.search(r"\blayers?\b", formats, re.IGNORECASE) else formats
     return None
 

@@ -118,6 +118,14 @@ def test_a_models_precision_exception_replaces_the_rule(model, expected):
     scenario = CASES["tt_readme_llama31_8b_n150"]["scenario"]
     assert "Qwen2.5-7B" in scenario["weight_precision_exceptions"]
     assert _weight_formats(scenario, False, model) == expected
+    as_mapping = {
+        **scenario,
+        "weight_precision_exceptions": {
+            "Qwen2.5-7B": "bfp8 MLP + bf16 attention",
+            "Llama-3.1-8B": "bfp8 MLP in layer 32, bfp4 elsewhere",
+        },
+    }
+    assert _weight_formats(as_mapping, False, model) == expected
 
 
 def test_a_model_its_fields_do_not_describe_is_refused_and_head_dim_is_read():
