@@ -999,6 +999,15 @@ _FORMER_KEYS = {
 _GPU_SRAM_DEFAULTS = {"sram_capacity": "0 B", "sram_bandwidth": "0 B/s"}
 
 
+def _nonnegative_quantity_rule(kind: str, example: str) -> Rule:
+    """An optional non-negative quantity of ``kind`` with its unit (absent: the field's 0)."""
+    return Rule(
+        _quantity_rule(kind, positive=False).parse,
+        f"a non-negative {kind} with a unit, e.g. '{example}'",
+        required=False,
+    )
+
+
 def hardware_schema(kind: str) -> Schema:
     """The key schema of a hardware file of ``kind`` (``wafer``: ``system.topology`` mesh or
     torus; ``gpu_cluster``: switch)."""
@@ -1023,26 +1032,10 @@ def hardware_schema(kind: str) -> Schema:
             "format_efficiency": _table_rule(
                 tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.83, bfp8: 0.78}"
             ),
-            "op_latency": Rule(
-                _quantity_rule("time", positive=False).parse,
-                "a non-negative time with a unit, e.g. '16 us'",
-                required=False,
-            ),
-            "host_dispatch": Rule(
-                _quantity_rule("time", positive=False).parse,
-                "a non-negative time with a unit, e.g. '30 us'",
-                required=False,
-            ),
-            "dram_reader_bandwidth": Rule(
-                _quantity_rule("bandwidth", positive=False).parse,
-                "a non-negative bandwidth with a unit, e.g. '22 GB/s'",
-                required=False,
-            ),
-            "multicast_bandwidth": Rule(
-                _quantity_rule("bandwidth", positive=False).parse,
-                "a non-negative bandwidth with a unit, e.g. '15 GB/s'",
-                required=False,
-            ),
+            "op_latency": _nonnegative_quantity_rule("time", "16 us"),
+            "host_dispatch": _nonnegative_quantity_rule("time", "30 us"),
+            "dram_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
+            "multicast_bandwidth": _nonnegative_quantity_rule("bandwidth", "15 GB/s"),
         },
         "dram": {
             "placement": (
