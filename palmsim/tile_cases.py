@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from palmsim.api import shipped_path
-from palmsim.config.loader import load_hardware, read_config_file
+from palmsim.config.loader import hardware_assumptions, load_hardware, read_config_file
 from palmsim.config.specs import (
     DTYPE_BYTES,
     ExperimentSpec,
@@ -603,6 +603,15 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
     scenario = case.get("scenario") or {}
     demo = str(scenario.get("demo", ""))
+    if "hidden" in (case.get("model") or {}):
+        # a model row runs on the whole config: its assumptions (what no measurement of
+        # that hardware gives) carry over; a microbenchmark uses only its fitted rates
+        try:
+            path = _hardware_path(case)
+        except CannotExpressError:
+            path = None
+        if path is not None:
+            out += [(f"hw.{key}", value, why) for key, value, why in hardware_assumptions(path)]
     if "hidden" in (case.get("model") or {}) and demo and _demo_ops_per_layer(demo) == 0:
         out.append(
             (

@@ -183,3 +183,18 @@ def test_a_galaxy_demo_row_runs_its_2d_mesh_however_it_is_written(text):
     case["scenario"]["demo"] = "models/tt_transformers/demo/simple_text_demo.py"
     case["source"]["path"] = "models/README.md"
     assert _tp_2d(case) == ((8, 4) if "8x4" in text else None)
+
+
+def test_a_model_row_carries_its_configs_assumptions_and_a_microbenchmark_does_not():
+    """The Blackhole configs list what no Blackhole measurement gives (their assumptions:
+    sections); a model row run on one is marked with them, a GEMM row (its fitted rates
+    only) is not."""
+    import copy
+
+    from palmsim.tile_cases import substitutions
+
+    row = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
+    row["hardware"]["hw_spec_ref"] = "tenstorrent_blackhole.systems.p150"
+    assert {k for k, _, _ in substitutions(row)} == {"hw.tile.host_dispatch"}
+    assert substitutions(CASES["tt_gemm_p150_bf16_hifi4_2560x4992x4992"]) == []
+    assert substitutions(CASES["tt_readme_llama31_8b_n150"]) == []  # Wormhole: measured
