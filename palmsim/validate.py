@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from palmsim import serving_cases, tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
 from palmsim.config.loader import hardware_assumptions, load_hardware, read_config_file
-from palmsim.config.specs import HardwareSpec
+from palmsim.config.specs import RECOMPUTE_MODULES, HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
 from palmsim.registry import Registry
@@ -709,6 +709,26 @@ def _recompute(training: Mapping[str, Any]) -> str | None:
     return "none"
 
 
+def _recompute_modules(training: Mapping[str, Any]) -> tuple[str, ...]:
+    """``training.recompute_modules``: Megatron-Core's ``--recompute-modules`` (a list, or
+    names separated by commas or spaces); () when the case does not say.
+
+    Raises:
+        NotRun: a name Megatron-Core does not have.
+    """
+    given = training.get("recompute_modules")
+    if given is None or given == "":
+        return ()
+    items = re.split(r"[,\s]+", given) if isinstance(given, str) else list(given)
+    names = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
+    unknown = [n for n in names if n not in RECOMPUTE_MODULES]
+    if unknown:
+        raise NotRun(
+            f"training.recompute_modules: {unknown} not one of {', '.join(RECOMPUTE_MODULES)}"
+        )
+    return names
+
+
 def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]:
     """The ZeRO stage: ``training.zero_stage`` (DeepSpeed); ``training.fsdp`` > 0 (NeMo
     Megatron-Bridge's column: fully sharded data parallelism, which shards weights, gradients
@@ -1179,6 +1199,14 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         if fp8_params:
             overrides.append("training.fp8_param_gather=true")
     recompute = _recompute(training)
+    modules = _recompute_modules(training)
+    if modules:
+        if recompute not in (None, "selective"):
+            raise NotRun(
+                f"training.recompute_modules {list(modules)} with activation_recompute "
+                f"{recompute}: the modules are what selective recompute re-runs"
+            )
+        recompute = "selective"
     virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages") or 1
     p2p_overlap = _p2p_overlap(training)
     if "overlap_p2p_comm" not in training and core and virtual > 1 and pp > 1:
@@ -1217,6 +1245,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     }
     if etp is not None:
         flags["expert_tp"] = etp
+    if modules:
+        flags["recompute_modules"] = modules
     if hw_spec.cluster is not None:
         # Megatron's rank order (TP fastest, then CP, EP, DP, PP outermost:
         # parallel_state.initialize_model_parallel, order "tp-cp-ep-dp-pp"), so an EP or CP
@@ -1286,7 +1316,9 @@ def _predictions(result: SimulationResult) -> dict[str, float]:
         model, training, exp.mapping.recompute, as_published=True
     )
     model_flop = model_flop_per_iteration(model, training)
-    executed = hardware_flop_per_iteration(model, training, exp.mapping.recompute)
+    executed = hardware_flop_per_iteration(
+        model, training, exp.mapping.recompute, modules=exp.mapping.recompute_modules
+    )
     # MFU and HFU as Chowdhery et al. (PaLM, 2022, App. B) and Korthikanti et al. (2023,
     # Sec. 6.3) define them: model (executed) FLOP/s over the GPU's dense peak in the run's
     # precision (an fp8 run's over the fp8 peak, as NVIDIA's DGX Cloud benchmarking recipes

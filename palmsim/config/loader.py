@@ -53,6 +53,7 @@ from palmsim.config.specs import (
     INFERENCE_PASSES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
+    RECOMPUTE_MODULES,
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
     SERVING_PREEMPTION_MODES,
@@ -378,6 +379,25 @@ def _str_rule(required: bool = True) -> Rule:
         return value
 
     return Rule(parse, "a non-empty string", required)
+
+
+def _choice_list_rule(choices: Sequence[str]) -> Rule:
+    """A list of distinct members of ``choices`` (a comma-separated string from ``--set``)."""
+    expected = "a list of " + ", ".join(repr(c) for c in choices)
+
+    def parse(value: Any, where: str, key: str) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+            raise _InvalidValueError(expected)
+        out = tuple(v.strip() for v in items if v.strip())
+        for v in out:
+            if v not in choices:
+                raise _InvalidValueError(expected + _did_you_mean(v, list(choices)))
+        if len(set(out)) != len(out):
+            raise _InvalidValueError(f"{expected}, each once")
+        return out
+
+    return Rule(parse, expected, required=False)
 
 
 def _str_list_rule(required: bool = True) -> Rule:
@@ -1269,6 +1289,7 @@ def _mapping_schema() -> Schema:
     ``bool``, ``str``), so a plain new option needs no line here."""
     special: Schema = {
         "recompute": _choice_rule(("none", "selective", "full")),
+        "recompute_modules": _choice_list_rule(RECOMPUTE_MODULES),
         "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
         "zero": _zero_rule(),
         "expert_placement": _choice_rule(EXPERT_PLACEMENTS),

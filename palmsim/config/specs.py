@@ -100,6 +100,19 @@ INFERENCE_PASSES = ("decode", "all", "none")
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
+#: Megatron-Core's ``--recompute-modules`` names (``mapping.recompute_modules``), in its
+#: documentation's order, and its default (megatron/core/transformer/transformer_config.py).
+RECOMPUTE_MODULES = (
+    "core_attn",
+    "moe_act",
+    "layernorm",
+    "mla_up_proj",
+    "mlp",
+    "moe",
+    "shared_experts",
+)
+DEFAULT_RECOMPUTE_MODULES = ("core_attn",)
+
 #: Scaling recipes of fp8 training (``training.fp8_recipe``): Transformer Engine's
 #: DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling and Float8BlockScaling
 #: (transformer_engine/common/recipe/__init__.py); what each moves and keeps:
@@ -850,6 +863,14 @@ class MappingSpec:
     schedule: str = _f("pipeline schedule: 'gpipe' or '1f1b'", modes=TRAINING_ONLY, default="1f1b")
     recompute: str = _f(
         "activation recompute: 'none', 'selective' or 'full'", modes=TRAINING_ONLY, default="none"
+    )
+    recompute_modules: tuple[str, ...] = _f(
+        "with recompute 'selective', the modules re-run before the backward, as Megatron-Core's "
+        "--recompute-modules names them: core_attn, moe_act, layernorm, mla_up_proj, mlp (a "
+        "dense MLP), moe (the whole MoE layer, its all-to-alls too), shared_experts "
+        "(palmsim.workload.recompute); empty: core_attn, Megatron-Core's default",
+        modes=TRAINING_ONLY,
+        default=(),
     )
     placement: str = _f("placement strategy onto the tile grid, e.g. 'snake'", default="snake")
     partition: str = _f(

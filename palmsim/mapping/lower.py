@@ -37,6 +37,7 @@ from palmsim.mapping.plan import (
 )
 from palmsim.workload.builders import Block
 from palmsim.workload.ops import Op
+from palmsim.workload.recompute import DEFAULT_RECOMPUTE_MODULES, MOE_BLOCKS, recomputed_ops
 
 __all__ = [
     "Costing",
@@ -266,14 +267,25 @@ def prefetch_gathers(steps: Iterable[Step]) -> tuple[Step, ...]:
 def recompute_block(costing: Costing, unit: Unit, block: Block, mapping: MappingSpec,
                     tp_steps: tuple[Step, ...]) -> tuple[Step, ...]:  # fmt: skip
     """What the backward of a layer's ``block`` first re-runs of its forward: everything, with
-    its TP collectives (full), the attention core (selective, Korthikanti et al. 2023), or
-    nothing."""
+    its TP collectives (full); under selective the ops of ``mapping.recompute_modules``
+    (:mod:`palmsim.workload.recompute`; the attention core by default, Korthikanti et al.
+    2023), a recomputed MLP or MoE block with its TP collectives; or nothing."""
     if not unit.is_layer or mapping.recompute == "none":
         return ()
     if mapping.recompute == "full":
         return (costing.step(block.ops, "F", unit, block.name), *tp_steps)
-    redo = [op for op in block.ops if op.recompute_selective]
-    return (costing.step(redo, "F", unit, block.name, "core"),) if redo else ()
+    modules = mapping.recompute_modules or DEFAULT_RECOMPUTE_MODULES
+    redo = recomputed_ops(block, modules)
+    if not redo:
+        return ()
+    # a recomputed MLP or MoE layer re-runs its forward's TP collectives with it (Megatron-
+    # Core checkpoints the whole module's forward, its row-parallel reductions included)
+    whole = (block.name == "mlp" and "mlp" in modules) or (
+        block.name in MOE_BLOCKS and "moe" in modules
+    )
+    label = "core" if all(op.recompute_selective for op in redo) else "recompute"
+    step = costing.step(redo, "F", unit, block.name, label)
+    return (step, *tp_steps) if whole else (step,)
 
 
 def tp_overlap_backward(

@@ -89,6 +89,7 @@ from palmsim.workload.fp8 import (
     fp8_weight_cache_bytes,
     fp8_weight_copy_bytes,
 )
+from palmsim.workload.recompute import kept_bytes, module_ops, recomputed_ops
 
 __all__ = ["StageLayout", "map_workload", "stage_layout"]
 
@@ -182,6 +183,12 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
             "userbuffers overlap the all-gathers and reduce-scatters that sequence "
             "parallelism puts in place of the TP all-reduces"
         )
+    if mapping.recompute_modules and mapping.recompute != "selective":
+        raise MappingError(
+            f"mapping.recompute_modules {list(mapping.recompute_modules)} with recompute="
+            f"{mapping.recompute}: the modules are what selective recompute re-runs (set "
+            "mapping.recompute=selective)"
+        )
     if training.fp8_param_gather and training.dtype != "fp8":
         raise MappingError(
             f"training.fp8_param_gather with dtype {training.dtype}: it keeps fp8 GEMM "
@@ -216,6 +223,14 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
                 )
             )  # fmt: skip
         layers.append(built[key])
+    every_block = [b for blocks in built.values() for b in blocks]
+    missing = [m for m in mapping.recompute_modules if module_ops(every_block, m) == 0]
+    if missing:
+        raise MappingError(
+            f"mapping.recompute_modules {missing}: no op of {model.name!r} belongs to it (mlp "
+            "is a dense MLP, moe, moe_act and shared_experts an MoE layer's, mla_up_proj "
+            "multi-latent attention's)"
+        )
     local = dataclasses.replace(training, seq_len=training.seq_len // cp)  # s/cp tokens
     send, gather = pipeline_p2p_bytes(
         mbs * local.seq_len * model.hidden_size * batch.elem_bytes,  # one stage boundary
@@ -238,6 +253,15 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         kv_chunk_bytes(model, training, mbs, tp, cp) if cp > 1 else 0.0,
         groups * sum(r.dropped_slots for r in routings if r is not None),
     )  # fmt: skip
+
+
+def cp_recompute_mode(mapping: MappingSpec) -> str:
+    """The recompute of a context-parallel attention core: ``mapping.recompute``, but none
+    under selective recompute whose modules leave the core attention out."""
+    modules = mapping.recompute_modules
+    if mapping.recompute == "selective" and modules and "core_attn" not in modules:
+        return "none"
+    return mapping.recompute
 
 
 def _units(m: _Model, ranges: Sequence[tuple[int, int]], c: int) -> tuple[Unit, ...]:
@@ -380,9 +404,14 @@ def _stage_memory(
     # context parallelism its s/cp.
     input_bytes = layer_input_bytes(workload.model, workload.training, mapping.micro_batch_size)
     input_bytes /= (tp if sp else 1) * mapping.cp
+    modules = mapping.recompute_modules
     sizes = {
-        id(blocks): activation_sizes(
-            mapping.recompute, [op for b in blocks for op in b.ops], input_bytes
+        id(blocks): (
+            (kept_bytes(blocks, modules), 0.0)
+            if mapping.recompute == "selective" and modules
+            else activation_sizes(
+                mapping.recompute, [op for b in blocks for op in b.ops], input_bytes
+            )
         )
         for blocks in model.layers
     }
@@ -593,14 +622,25 @@ def _lower_chunk(
                 forward.extend(cp_attention(costing, unit, b, "F", model.kv_chunk_bytes, cp))
                 forward.extend(ar)
                 recompute.extend(
-                    cp_recompute(costing, unit, b, mapping.recompute, model.kv_chunk_bytes, cp, ar)
+                    cp_recompute(
+                        costing, unit, b, cp_recompute_mode(mapping), model.kv_chunk_bytes, cp, ar
+                    )
                 )
+                # selective modules outside the core (its norm, MLA's up-projections)
+                others = [
+                    op for op in recomputed_ops(b, mapping.recompute_modules)
+                    if not op.recompute_selective
+                ] if mapping.recompute == "selective" else []  # fmt: skip
+                if unit.is_layer and others:
+                    recompute.append(costing.step(others, "F", unit, b.name, "recompute"))
                 continue
             forward.append(costing.step(b.ops, "F", unit, b.name))
             forward.extend(ar)
             forward.extend(a2a)
             recompute.extend(recompute_block(costing, unit, b, mapping, ar))
-            if unit.is_layer and mapping.recompute == "full":
+            # a recomputed MoE layer re-runs its dispatch and combine all-to-alls
+            moe_redo = mapping.recompute == "selective" and "moe" in mapping.recompute_modules
+            if unit.is_layer and (mapping.recompute == "full" or moe_redo):
                 recompute.extend(a2a)
     flush("F")
     flush("R")

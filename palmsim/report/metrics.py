@@ -725,7 +725,11 @@ def summarize(
         "simulated_events": int(trace.num_events),
         "simulation_wall_time_s": float(trace.wall_time_s),
         "palmsim_version": str(version),
-        "mapping": dataclasses.asdict(plan.mapping),
+        # JSON has no tuples: a tuple field (tp_2d, recompute_modules) is stored as a list
+        "mapping": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(plan.mapping).items()
+        },
         "hardware": str(hardware_name),
         "workload": str(workload_name),
     }
@@ -864,7 +868,9 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
                 "mapping",
                 f"pp={m.get('pp')} tp={m.get('tp')} dp={m.get('dp')} "
                 f"mbs={m.get('micro_batch_size')} {m.get('schedule')} "
-                f"recompute={m.get('recompute')} placement={m.get('placement')}"
+                f"recompute={m.get('recompute')}"
+                + (f"({','.join(m['recompute_modules'])})" if m.get("recompute_modules") else "")
+                + f" placement={m.get('placement')}"
                 + (f" ep={m['ep']}" if m.get("ep", 1) > 1 else "")
                 + (f" cp={m['cp']}" if m.get("cp", 1) > 1 else "")
                 + (f" tp_2d={m['tp_2d'][0]}x{m['tp_2d'][1]}" if m.get("tp_2d") else ""),

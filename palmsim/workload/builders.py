@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
@@ -48,6 +49,7 @@ from palmsim.workload.ops import (
     norm_cost,
     softmax_cost,
 )
+from palmsim.workload.recompute import recomputed_ops
 
 __all__ = [
     "BLOCK_INPUT",
@@ -1598,7 +1600,12 @@ def model_flop_per_iteration(model: ModelSpec, training: TrainingSpec) -> float:
 
 
 def hardware_flop_per_iteration(
-    model: ModelSpec, training: TrainingSpec, recompute: str, *, as_published: bool = False
+    model: ModelSpec,
+    training: TrainingSpec,
+    recompute: str,
+    *,
+    as_published: bool = False,
+    modules: Sequence[str] = (),
 ) -> float:
     """FLOP executed in one iteration, forward, backward and recompute, for the global batch.
 
@@ -1609,6 +1616,9 @@ def hardware_flop_per_iteration(
 
     Args:
         recompute: ``none``, ``selective`` or ``full``.
+        modules: under ``selective``, Megatron-Core's recompute modules
+            (:mod:`palmsim.workload.recompute`): the forward of their ops is added instead of
+            the attention core's; empty: the attention core.
         as_published: count selective recompute as Korthikanti Eq.8 does,
             ``72·B·L·s·h²·(1 + s/(3h) + V/(12·h·L))``: that equation adds ``12·B·s²·h`` per
             layer, three times the attention core's forward, as if its forward and backward
@@ -1626,6 +1636,10 @@ def hardware_flop_per_iteration(
         per_layer = sum(block.flop_fwd + block.flop_bwd for block in blocks)
         if recompute == "full":
             per_layer += sum(block.flop_fwd for block in blocks)
+        elif recompute == "selective" and modules:
+            per_layer += sum(
+                op.flop_fwd for block in blocks for op in recomputed_ops(block, modules)
+            )
         elif recompute == "selective":
             factor = 3.0 if as_published else 1.0
             per_layer += factor * sum(block.recompute_flop_selective for block in blocks)

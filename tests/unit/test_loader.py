@@ -329,6 +329,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "micro_batch_size": 1,
         "schedule": "1f1b",
         "recompute": "none",
+        "recompute_modules": (),
         "placement": "snake",
         "partition": "layers",
         "dp_overlap": True,
