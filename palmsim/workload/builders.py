@@ -33,6 +33,7 @@ from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec,
 from palmsim.errors import ConfigError, MappingError
 from palmsim.workload.fp8 import fp8_block_ops
 from palmsim.workload.ops import (
+    BLOCK_INPUT,
     LOSS_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
     Op,
@@ -72,9 +73,6 @@ __all__ = [
 #: Activation recompute modes (``MappingSpec.recompute``).
 RECOMPUTE_MODES = ("none", "selective", "full")
 
-#: Source name in :attr:`Block.edges` standing for the block's input tensor (the output of the
-#: previous block's last op).
-BLOCK_INPUT = "<input>"
 
 _PLAIN_ACTIVATIONS = ("gelu", "gelu_new")
 _GATED_ACTIVATIONS = ("silu",)

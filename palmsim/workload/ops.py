@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from palmsim.registry import Registry
 
 __all__ = [
+    "BLOCK_INPUT",
     "LOSS_BYTES_PER_ELEMENT",
     "MASK_BYTES_PER_ELEMENT",
     "OPS",
@@ -56,6 +57,10 @@ __all__ = [
     "norm_cost",
     "softmax_cost",
 ]
+
+#: Source name in a block's dataflow edges (:attr:`palmsim.workload.builders.Block.edges`)
+#: standing for the block's input tensor (the output of the previous block's last op).
+BLOCK_INPUT = "<input>"
 
 #: A dropout mask stores one byte per element (Korthikanti et al. 2022, Sec 4.1).
 MASK_BYTES_PER_ELEMENT = 1

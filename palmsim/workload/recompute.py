@@ -8,9 +8,12 @@ and transformer/multi_latent_attention.py). Two kinds of checkpoint:
 
 - **normal** (``core_attn``, ``mlp``, ``moe``, ``shared_experts``;
   ``tensor_parallel.checkpoint``): the module keeps only its input and re-runs its forward
-  before its backward. Here: its first op keeps what it saved (that op's input is the
-  module's), its other ops keep nothing. ``core_attn`` keeps what Korthikanti et al. (2023)
-  count for selective recompute (:attr:`Op.saved_bytes_selective`), as palmsim always has.
+  before its backward. Here: its ops keep nothing, and the module keeps the tensors that
+  enter it from outside (the block's dataflow edges), once per producer, at the width the
+  producer wrote them: in fp8 that is the bf16 input, not its GEMM's fp8 copy
+  (``te_checkpoint`` saves the checkpointed function's argument). ``core_attn`` keeps what
+  Korthikanti et al. (2023) count for selective recompute
+  (:attr:`Op.saved_bytes_selective`), as palmsim always has.
   ``mlp`` names a dense MLP only ("mlp" is skipped for an MoE layer); ``moe`` re-runs the
   whole MoE layer, its dispatch and combine all-to-alls too.
 - **output-discarding** (``layernorm``, ``moe_act``, ``mla_up_proj``;
@@ -33,6 +36,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from palmsim.config.specs import DEFAULT_RECOMPUTE_MODULES, RECOMPUTE_MODULES
+from palmsim.workload.ops import BLOCK_INPUT
 
 if TYPE_CHECKING:
     from palmsim.workload.builders import Block
@@ -90,25 +94,33 @@ def kept_bytes(blocks: Sequence[Block], modules: Sequence[str]) -> float:
     are recomputed (module docstring)."""
     chosen = set(modules)
     kept: dict[tuple[int, str], float] = {}
-    normal_seen: set[str] = set()  # a module's first op keeps the module's input
+    inputs: dict[tuple[str, int, str], float] = {}  # (module, block, producer) -> bytes
     for i, b in enumerate(blocks):
         for op in b.ops:
             kept[(i, op.name)] = op.saved_bytes
+        mods_of = {op.name: op_modules(b, op) & chosen for op in b.ops}
         for op in b.ops:
-            mods = op_modules(b, op) & chosen
-            if "core_attn" in mods:
+            if "core_attn" in mods_of[op.name]:
                 kept[(i, op.name)] = op.saved_bytes_selective
-                continue
-            normal = sorted(mods - _OUTPUT_DISCARDING - {"core_attn"})
-            for module in normal:
-                if module in normal_seen:
-                    kept[(i, op.name)] = 0.0
-                normal_seen.add(module)
+            elif mods_of[op.name] - _OUTPUT_DISCARDING:
+                kept[(i, op.name)] = 0.0
+        # a normal module keeps its input: the tensors entering it from outside, once each
+        previous: frozenset[str] = frozenset()  # the modules of the op that made BLOCK_INPUT
+        if i and blocks[i - 1].ops:
+            previous = op_modules(blocks[i - 1], blocks[i - 1].ops[-1])
+        discarding = {name for name, mods in mods_of.items() if mods & _OUTPUT_DISCARDING}
+        for producer, consumer, nbytes in b.edges:
+            if producer in discarding:
+                continue  # freed with the output-discarding op's output, rebuilt before backward
+            for module in mods_of.get(consumer, frozenset()) - _OUTPUT_DISCARDING - {"core_attn"}:
+                inside = previous if producer == BLOCK_INPUT else mods_of.get(producer, frozenset())
+                if module not in inside:
+                    entry = (module, i, producer)
+                    inputs[entry] = max(inputs.get(entry, 0.0), nbytes)
         # an output-discarding op's output: the copies its consumers saved are freed
-        discarding = {op.name for op in b.ops if op_modules(b, op) & chosen & _OUTPUT_DISCARDING}
         for producer, consumer, nbytes in b.edges:
             if producer in discarding and consumer not in discarding:
                 key = (i, consumer)
                 if key in kept:
                     kept[key] = max(kept[key] - nbytes, 0.0)
-    return float(sum(kept.values()))
+    return float(sum(kept.values()) + sum(inputs.values()))

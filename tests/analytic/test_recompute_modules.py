@@ -3,7 +3,9 @@ forms derived by hand.
 
 - ``layernorm`` frees the two norms' outputs, ``e·N·h`` each, saved by the GEMMs after them;
 - ``mlp`` keeps the dense MLP's input only: SwiGLU's ``2f``-wide input and fc2's ``f``-wide
-  input go, ``e·N·3f``;
+  input go, ``e·N·3f``; in fp8 the MLP keeps its bf16 input ``e·N·h`` (Megatron-Core's
+  ``te_checkpoint`` saves the checkpointed function's argument) and its GEMMs' fp8 copies go;
+- ``moe`` keeps the MoE layer's input, the normed ``e·N·h``, and nothing of its ops;
 - ``mla_up_proj`` frees the up-projected queries, keys and values the attention core saved,
   ``e·N·a·(2·(d_nope + d_rope) + d_v)``;
 - ``moe_act`` frees the experts' fc2 input, ``e·T·f_e`` for ``T`` routed slots;
@@ -43,6 +45,25 @@ def test_llama_layernorm_and_mlp_recompute_keep_what_megatron_keeps() -> None:
     assert [op.name for b in blocks for op in recomputed_ops(b, ("mlp",))] == [
         "fc1", "swiglu", "fc2",
     ]  # fmt: skip
+
+
+def test_an_fp8_mlp_keeps_its_bf16_input() -> None:
+    exp, blocks = _layer("llama2-7b", "training.dtype=fp8")
+    m, s = exp.workload.model, exp.workload.training.seq_len
+    e, n, h = 2, s, m.hidden_size
+    everything = sum(op.saved_bytes for b in blocks for op in b.ops)
+    mlp_saved = sum(op.saved_bytes for op in recomputed_ops(blocks[-1], ("mlp",)))
+    assert blocks[-1].name == "mlp" and mlp_saved > 0
+    assert kept_bytes(blocks, ("mlp",)) == pytest.approx(everything - mlp_saved + e * n * h)
+
+
+def test_a_recomputed_moe_layer_keeps_its_normed_input() -> None:
+    exp, blocks = _layer("deepseek-v3")
+    m, s = exp.workload.model, exp.workload.training.seq_len
+    e, n, h = 2, s, m.hidden_size
+    rerun = {(b.name, op.name) for b in blocks for op in recomputed_ops(b, ("moe",))}
+    outside = sum(op.saved_bytes for b in blocks for op in b.ops if (b.name, op.name) not in rerun)
+    assert kept_bytes(blocks, ("moe",)) == pytest.approx(outside + e * n * h)
 
 
 def test_deepseek_mla_up_proj_and_moe_act_free_their_outputs() -> None:
