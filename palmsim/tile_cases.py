@@ -26,6 +26,8 @@ Kinds of case and how each is predicted:
   ``prefill_tpr_tokens_per_s``), a batch's decode step at the case's KV length
   (``tokens_per_s_per_user``, ``tokens_per_s``, ``decode_ms_per_token``, WaferLLM's
   ``decode_tpr_tokens_per_s``) and a whole request (WaferLLM's ``e2e_tpr_tokens_per_s``).
+  A WaferLLM row runs each phase on the fewest pipeline stages of its stated cores that hold
+  the model (:func:`_wafer_simulate`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from palmsim.config.specs import (
     TrainingSpec,
     WorkloadSpec,
 )
-from palmsim.errors import PalmsimError
+from palmsim.errors import MappingError, PalmsimError
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
@@ -714,25 +716,76 @@ def _simulate(
     return summarize_result(simulate(experiment))
 
 
+#: Tensor parallelism of a WaferLLM stage: its cores as 4 x 4 regions, tensor-parallel over all
+#: 16 (every layer of the stage on every core, as WaferLLM's fine-grained partition), the
+#: only TP that uses every core of a square grid and divides the heads.
+WAFER_TP = 16
+
+
+def _wafer_grids(scenario: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """The cores of a WaferLLM case's prefill and of its decode (``cores: 720x720``, or
+    ``cores: prefill 660x660, decode 360x360`` when the phases differ)."""
+    text = str(scenario.get("cores"))
+    grids: dict[str, tuple[int, int]] = {}
+    for phase in ("prefill", "decode"):
+        m = re.search(phase + r"\s+(\d+)\s*x\s*(\d+)", text) or re.match(
+            r"\s*(\d+)\s*x\s*(\d+)\s*$", text
+        )
+        if not m:
+            raise CannotExpressError(f"cores {text!r} not understood")
+        r, c = int(m.group(1)), int(m.group(2))
+        if r % 4 or c % 4:
+            raise CannotExpressError(f"cores {r}x{c} do not split into 4x4 regions")
+        grids[phase] = (r, c)
+    return grids
+
+
+def _wafer_simulate(
+    hw: HardwareSpec,
+    hw_path: str,
+    grid: tuple[int, int],
+    model: ModelSpec,
+    inference: InferenceSpec,
+) -> dict[str, Any]:
+    """A WaferLLM run on pipeline stages of ``grid`` cores each, as few as hold the model.
+
+    WaferLLM's cores per phase are a stage's: "limited local SRAM (48KB) on WSE-2 cores ...
+    necessitates pipeline parallelism" (He et al., OSDI'25, Sec. 7.5), and its decode of
+    LLaMA3-8B runs on 420x420 cores (Table 4), whose 8.5 GB cannot hold the 16 GB of fp16
+    weights. So the stages are the fewest of ``grid`` cores (:data:`WAFER_TP` regions each)
+    that hold the weights, the KV cache at full length and the activations, up to as many
+    as the wafer's cores make; they are stacked along the rows, one request passing through
+    them in turn.
+    """
+    assert hw.wafer is not None
+    r, c = grid
+    wafer_cores = hw.wafer.tile_rows * hw.wafer.unit_rows * hw.wafer.tile_cols * hw.wafer.unit_cols
+    most = min(wafer_cores // (r * c), model.num_hidden_layers)
+    if most < 1:
+        raise CannotExpressError(f"cores {r}x{c}: more than the wafer's {wafer_cores}")
+    misfit = ""
+    for pp in range(1, most + 1):
+        overrides = [f"hw.chip.cores=[{r * pp}, {c}]", f"hw.chip.granularity=[{r // 4}, {c // 4}]"]
+        mapping = MappingSpec(pp=pp, tp=WAFER_TP, dp=1, micro_batch_size=inference.batch)
+        try:
+            return _simulate(hw_path, overrides, model, inference, mapping)
+        except MappingError as error:
+            if "does not fit" not in str(error):
+                raise
+            misfit = str(error)
+    raise CannotExpressError(
+        f"does not fit in {most} stage(s) of {r}x{c} cores (the wafer's {wafer_cores}): {misfit}"
+    )
+
+
 def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
     scenario, measured = case["scenario"], case["measured"]
     hw = load_hardware(hw_path)
     wafer = hw.dram.capacity_bytes == 0  # WaferLLM: everything in SRAM
-    overrides: list[str] = []
+    grids: dict[str, tuple[int, int]] = {}
     if wafer:
-        cores = scenario.get("cores")
-        side = re.match(r"\s*(?:prefill\s+)?(\d+)\s*x\s*(\d+)", str(cores))
-        if not side:
-            raise CannotExpressError(f"cores {cores!r} not understood")
-        r, c = int(side.group(1)), int(side.group(2))
-        # 4 x 4 regions of the case's cores, tensor-parallel over all 16 (every layer on every
-        # core, as WaferLLM's fine-grained partition): the only PP x TP that uses every core
-        # with a TP dividing the heads.
-        if r % 4 or c % 4:
-            raise CannotExpressError(f"cores {r}x{c} do not split into 4x4 regions")
-        overrides = [f"hw.chip.cores=[{r}, {c}]", f"hw.chip.granularity=[{r // 4}, {c // 4}]"]
-        tp = 16
-        pp, dp = 1, 1
+        grids = _wafer_grids(scenario)
+        pp, tp, dp = 1, WAFER_TP, 1
     else:
         pp, tp, dp = _parallelism(case)
     attn, mlp, kv = _weight_formats(scenario, wafer, str((case.get("model") or {}).get("name", "")))
@@ -778,6 +831,13 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             prefill_weight_readers=readers,
         )
 
+    def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:
+        if wafer:
+            return _wafer_simulate(
+                hw, hw_path, grids[phase], model, inference(requests, output_len)
+            )
+        return _simulate(hw_path, [], model, inference(requests, output_len), mapping(requests))
+
     def mapping(requests: int) -> MappingSpec:
         """All of a replica's requests in one micro-batch (a decode step of the whole batch);
         one request runs on one replica."""
@@ -798,7 +858,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     } & set(measured)
     if wants_prefill:
         # TTFT: one user's prefill (tt-metal's TTFT is per user; WaferLLM's batch is 1).
-        s = _simulate(hw_path, overrides, model, inference(1, 1), mapping(1))
+        s = simulate(1, 1, "prefill")
         ttft_ms = s["ttft_s"] * 1e3
         for metric in ("ttft_ms", "ttft_ms_per_user"):
             if _number(measured.get(metric)):
@@ -813,7 +873,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             )
     if wants_decode:
         # The first decode step of the batch at KV length prompt (t/s/u = 1 / its latency).
-        s = _simulate(hw_path, overrides, model, inference(batch, 2), mapping(batch))
+        s = simulate(batch, 2, "decode")
         tpot = s["tpot_s"]
         figures = {
             "tokens_per_s_per_user": 1.0 / tpot,
@@ -827,9 +887,12 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             if _number(measured.get(metric))
         ]
     if _number(measured.get("e2e_tpr_tokens_per_s")):
-        # WaferLLM Table 2: decode tokens generated / (prefill + decode time), one request.
-        s = _simulate(hw_path, overrides, model, inference(1, output), mapping(1))
-        total_s = s["ttft_s"] + (output - 1) * s["tpot_s"]
+        # WaferLLM Table 2: decode tokens generated / (prefill + decode time), one request,
+        # each phase on its own cores (WaferLLM Sec. 4.4: the KV cache and weights are
+        # reshuffled between them over the NoC, "completing instantly").
+        ttft_s = simulate(1, 1, "prefill")["ttft_s"]
+        tpot_s = simulate(1, output, "decode")["tpot_s"]
+        total_s = ttft_s + (output - 1) * tpot_s
         out.append(
             ("e2e_tpr_tokens_per_s", float(measured["e2e_tpr_tokens_per_s"]), output / total_s)
         )

@@ -198,3 +198,46 @@ def test_a_model_row_carries_its_configs_assumptions_and_a_microbenchmark_does_n
     assert {k for k, _, _ in substitutions(row)} == {"hw.tile.host_dispatch"}
     assert substitutions(CASES["tt_gemm_p150_bf16_hifi4_2560x4992x4992"]) == []
     assert substitutions(CASES["tt_readme_llama31_8b_n150"]) == []  # Wormhole: measured
+
+
+def test_waferllm_phases_run_on_the_fewest_stages_of_their_cores_that_hold_the_model(
+    monkeypatch,
+):
+    """WaferLLM's cores are a pipeline stage's (its Sec. 7.5). LLaMA3-8B's 8.03e9 fp16
+    parameters are 16.06 GB; a core holds 48 KB. The e2e row's prefill on 660x660 cores
+    (20.9 GB) fits on one stage; its decode on 360x360 (6.22 GB a stage, 12.4 GB for two)
+    needs at least three. A 4k prefill on 480x480 (11.06 GB) needs two. Each phase runs on
+    the first stage count that fits, after every smaller one was refused as not fitting."""
+    import palmsim.tile_cases as tc
+    from palmsim.errors import MappingError
+
+    runs: list[tuple[str, int, bool]] = []  # (cores, stages, fitted)
+    original = tc._simulate
+
+    def spy(hw_path, overrides, model, inference, mapping):
+        try:
+            summary = original(hw_path, overrides, model, inference, mapping)
+        except MappingError:
+            runs.append((overrides[0], mapping.pp, False))
+            raise
+        runs.append((overrides[0], mapping.pp, True))
+        return summary
+
+    def stages(side: int) -> list[tuple[int, bool]]:
+        tried = [(pp, fitted) for cores, pp, fitted in runs if cores.endswith(f", {side}]")]
+        assert tried[0][0] == 1 and [pp for pp, _ in tried] == list(range(1, len(tried) + 1))
+        assert [fitted for _, fitted in tried] == [False] * (len(tried) - 1) + [True]
+        return tried
+
+    monkeypatch.setattr(tc, "_simulate", spy)
+    predict(CASES["waferllm_e2e_llama3_8b_2048_128"])
+    assert runs[0] == ("hw.chip.cores=[660, 660]", 1, True)
+    decode = stages(360)
+    assert len(decode) >= 3
+    assert (f"hw.chip.cores=[{360 * len(decode)}, 360]", len(decode), True) in runs
+
+    runs.clear()
+    case = copy.deepcopy(CASES["waferllm_prefill_llama3_8b_4k_720"])
+    case["scenario"]["cores"] = "480x480"
+    predict(case)
+    assert len(stages(480)) == 2
