@@ -26,8 +26,8 @@ Kinds of case and how each is predicted:
   ``prefill_tpr_tokens_per_s``), a batch's decode step at the case's KV length
   (``tokens_per_s_per_user``, ``tokens_per_s``, ``decode_ms_per_token``, WaferLLM's
   ``decode_tpr_tokens_per_s``) and a whole request (WaferLLM's ``e2e_tpr_tokens_per_s``).
-  A WaferLLM row runs each phase on the fewest pipeline stages of its stated cores that hold
-  the model (:func:`_wafer_simulate`).
+  A WaferLLM row runs each phase as WaferLLM's programs do, one layer on its stated cores
+  scaled by the layers (:func:`_wafer_simulate`, :func:`waferllm_model`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from palmsim.config.specs import (
     TrainingSpec,
     WorkloadSpec,
 )
-from palmsim.errors import MappingError, PalmsimError
+from palmsim.errors import PalmsimError
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
@@ -716,9 +716,9 @@ def _simulate(
     return summarize_result(simulate(experiment))
 
 
-#: Tensor parallelism of a WaferLLM stage: its cores as 4 x 4 regions, tensor-parallel over all
-#: 16 (every layer of the stage on every core, as WaferLLM's fine-grained partition), the
-#: only TP that uses every core of a square grid and divides the heads.
+#: Tensor parallelism of a WaferLLM layer: its cores as 4 x 4 regions, tensor-parallel over
+#: all 16 (every layer on every core, as WaferLLM's fine-grained partition), the only TP that
+#: uses every core of a square grid and divides the heads.
 WAFER_TP = 16
 
 
@@ -740,42 +740,47 @@ def _wafer_grids(scenario: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     return grids
 
 
+def waferllm_model(model: ModelSpec) -> ModelSpec:
+    """The layer WaferLLM's released programs run for ``model``: one attention head of the
+    model's width (``n_heads = n_kv_heads = 1``, ``head_dim = dim``; MeshInfra/WaferLLM
+    Decode/WSE-2/launch_sim.py and Prefill/WSE-2/launch_sim.py @63c40e9 load Q, K and V
+    weights of ``dim x dim`` each and a KV cache of ``dim`` per token; Decode/WSE-3/
+    model_config/llama8B_*.json @6bd086a). Its K and V are as wide as Q, so for their weights,
+    FLOP and cache it is the model with as many KV heads as query heads, which is how it is
+    built here (TP needs heads to split). Not modelled: the programs also pad every dimension
+    to a multiple of the core grid's side (4096 -> 4320 on 720x720), up to 5.5% per dimension.
+    """
+    return dataclasses.replace(model, num_key_value_heads=model.num_attention_heads)
+
+
 def _wafer_simulate(
-    hw: HardwareSpec,
     hw_path: str,
     grid: tuple[int, int],
     model: ModelSpec,
     inference: InferenceSpec,
-) -> dict[str, Any]:
-    """A WaferLLM run on pipeline stages of ``grid`` cores each, as few as hold the model.
+) -> dict[str, float]:
+    """A WaferLLM phase as WaferLLM measures it: one layer on ``grid`` cores, scaled by the
+    model's layers.
 
-    WaferLLM's cores per phase are a stage's: "limited local SRAM (48KB) on WSE-2 cores ...
-    necessitates pipeline parallelism" (He et al., OSDI'25, Sec. 7.5), and its decode of
-    LLaMA3-8B runs on 420x420 cores (Table 4), whose 8.5 GB cannot hold the 16 GB of fp16
-    weights. So the stages are the fewest of ``grid`` cores (:data:`WAFER_TP` regions each)
-    that hold the weights, the KV cache at full length and the activations, up to as many
-    as the wafer's cores make; they are stacked along the rows, one request passing through
-    them in turn.
+    Its released benchmark programs hold one layer's weights on the P x P cores and time
+    its steps (Decode/WSE-2/launch_sim.py, Prefill/WSE-2/launch_sim.py @63c40e9: one set of
+    Q/K/V/O/up/gate/down weights, 'Mean cycle count' of the repeats), and the paper scales
+    layer subsets for its larger models (He et al., OSDI'25, Sec. 7.1: "we evaluate a subset
+    of layers and scale the results"). So a layer's time here is the difference of a
+    two-layer and a one-layer run (no embedding, LM head or fixed cost), times the layers;
+    the whole model need not fit in the cores' SRAM at once.
     """
-    assert hw.wafer is not None
     r, c = grid
-    wafer_cores = hw.wafer.tile_rows * hw.wafer.unit_rows * hw.wafer.tile_cols * hw.wafer.unit_cols
-    most = min(wafer_cores // (r * c), model.num_hidden_layers)
-    if most < 1:
-        raise CannotExpressError(f"cores {r}x{c}: more than the wafer's {wafer_cores}")
-    misfit = ""
-    for pp in range(1, most + 1):
-        overrides = [f"hw.chip.cores=[{r * pp}, {c}]", f"hw.chip.granularity=[{r // 4}, {c // 4}]"]
-        mapping = MappingSpec(pp=pp, tp=WAFER_TP, dp=1, micro_batch_size=inference.batch)
-        try:
-            return _simulate(hw_path, overrides, model, inference, mapping)
-        except MappingError as error:
-            if "does not fit" not in str(error):
-                raise
-            misfit = str(error)
-    raise CannotExpressError(
-        f"does not fit in {most} stage(s) of {r}x{c} cores (the wafer's {wafer_cores}): {misfit}"
+    overrides = [f"hw.chip.cores=[{r}, {c}]", f"hw.chip.granularity=[{r // 4}, {c // 4}]"]
+    mapping = MappingSpec(pp=1, tp=WAFER_TP, dp=1, micro_batch_size=inference.batch)
+    one, two = (
+        _simulate(
+            hw_path, overrides, dataclasses.replace(model, num_hidden_layers=n), inference, mapping
+        )
+        for n in (1, 2)
     )
+    layers = model.num_hidden_layers
+    return {key: layers * (two[key] - one[key]) for key in ("ttft_s", "tpot_s")}
 
 
 def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
@@ -833,9 +838,8 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:
         if wafer:
-            return _wafer_simulate(
-                hw, hw_path, grids[phase], model, inference(requests, output_len)
-            )
+            layer = waferllm_model(model)
+            return _wafer_simulate(hw_path, grids[phase], layer, inference(requests, output_len))
         return _simulate(hw_path, [], model, inference(requests, output_len), mapping(requests))
 
     def mapping(requests: int) -> MappingSpec:

@@ -200,44 +200,46 @@ def test_a_model_row_carries_its_configs_assumptions_and_a_microbenchmark_does_n
     assert substitutions(CASES["tt_readme_llama31_8b_n150"]) == []  # Wormhole: measured
 
 
-def test_waferllm_phases_run_on_the_fewest_stages_of_their_cores_that_hold_the_model(
-    monkeypatch,
-):
-    """WaferLLM's cores are a pipeline stage's (its Sec. 7.5). LLaMA3-8B's 8.03e9 fp16
-    parameters are 16.06 GB; a core holds 48 KB. The e2e row's prefill on 660x660 cores
-    (20.9 GB) fits on one stage; its decode on 360x360 (6.22 GB a stage, 12.4 GB for two)
-    needs at least three. A 4k prefill on 480x480 (11.06 GB) needs two. Each phase runs on
-    the first stage count that fits, after every smaller one was refused as not fitting."""
+def test_a_waferllm_phase_is_one_layer_on_its_cores_times_the_layers(monkeypatch):
+    """WaferLLM's programs time one layer on the P x P cores (one head as wide as the model:
+    K and V as wide as Q) and the paper scales by the layers. Each phase runs on its own
+    cores (the e2e row: prefill 660x660, decode 360x360), as a one- and a two-layer model
+    whose difference, times LLaMA3-8B's 32 layers, is the phase's time; the 420x420 decode,
+    whose 16 GB of fp16 weights could not all fit its 8.5 GB of SRAM, runs."""
     import palmsim.tile_cases as tc
-    from palmsim.errors import MappingError
 
-    runs: list[tuple[str, int, bool]] = []  # (cores, stages, fitted)
+    runs: list[tuple[str, int, int, int, float, float]] = []
     original = tc._simulate
 
     def spy(hw_path, overrides, model, inference, mapping):
-        try:
-            summary = original(hw_path, overrides, model, inference, mapping)
-        except MappingError:
-            runs.append((overrides[0], mapping.pp, False))
-            raise
-        runs.append((overrides[0], mapping.pp, True))
+        summary = original(hw_path, overrides, model, inference, mapping)
+        runs.append(
+            (
+                overrides[0],
+                model.num_hidden_layers,
+                model.num_key_value_heads,
+                inference.output_len,
+                summary["ttft_s"],
+                summary["tpot_s"],
+            )
+        )
         return summary
 
-    def stages(side: int) -> list[tuple[int, bool]]:
-        tried = [(pp, fitted) for cores, pp, fitted in runs if cores.endswith(f", {side}]")]
-        assert tried[0][0] == 1 and [pp for pp, _ in tried] == list(range(1, len(tried) + 1))
-        assert [fitted for _, fitted in tried] == [False] * (len(tried) - 1) + [True]
-        return tried
-
     monkeypatch.setattr(tc, "_simulate", spy)
-    predict(CASES["waferllm_e2e_llama3_8b_2048_128"])
-    assert runs[0] == ("hw.chip.cores=[660, 660]", 1, True)
-    decode = stages(360)
-    assert len(decode) >= 3
-    assert (f"hw.chip.cores=[{360 * len(decode)}, 360]", len(decode), True) in runs
+    ((metric, _, tpr),) = predict(CASES["waferllm_e2e_llama3_8b_2048_128"])
+    assert metric == "e2e_tpr_tokens_per_s"
+    assert [(cores, n, kv) for cores, n, kv, *_ in runs] == [
+        ("hw.chip.cores=[660, 660]", 1, 32),
+        ("hw.chip.cores=[660, 660]", 2, 32),
+        ("hw.chip.cores=[360, 360]", 1, 32),
+        ("hw.chip.cores=[360, 360]", 2, 32),
+    ]
+    ttft_s = 32 * (runs[1][4] - runs[0][4])
+    tpot_s = 32 * (runs[3][5] - runs[2][5])
+    assert runs[2][3] == 128 and ttft_s > 0 and tpot_s > 0
+    assert tpr == pytest.approx(128 / (ttft_s + 127 * tpot_s), rel=1e-12)
 
-    runs.clear()
-    case = copy.deepcopy(CASES["waferllm_prefill_llama3_8b_4k_720"])
-    case["scenario"]["cores"] = "480x480"
-    predict(case)
-    assert len(stages(480)) == 2
+    ((metric, measured, tpr),) = predict(CASES["waferllm_decode_llama3_8b_4k_420"])
+    assert metric == "decode_tpr_tokens_per_s" and measured == 2699.9
+    assert runs[-1][0] == "hw.chip.cores=[420, 420]"
+    assert tpr == pytest.approx(1 / (32 * (runs[-1][5] - runs[-2][5])), rel=1e-12)
