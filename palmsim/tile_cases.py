@@ -722,14 +722,33 @@ def _simulate(
 WAFER_TP = 16
 
 
-def _wafer_grids(scenario: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
-    """The cores of a WaferLLM case's prefill and of its decode (``cores: 720x720``, or
-    ``cores: prefill 660x660, decode 360x360`` when the phases differ)."""
-    text = str(scenario.get("cores"))
+def _wafer_grids(
+    case: Mapping[str, Any], hw: HardwareSpec, layers: int
+) -> dict[str, tuple[int, int]]:
+    """The cores one layer runs on in a wafer case's prefill and decode.
+
+    - The case's ``cores`` (WaferLLM's rows: ``720x720``, or ``prefill 660x660, decode
+      360x360`` when the phases differ): its programs run each layer on all of them.
+    - No ``cores`` (Cerebras's own inference service): a layer pipeline, every layer on its
+      own region of the wafers (Llama-3.1-70B "spread over 4 CS-3 systems (layer pipeline)",
+      tiles_hw_specs.yaml ``cerebras_wse3.multi_system_inference``), so a layer has the
+      wafers' cores over the layers, as the largest square of 4 x 4 regions that fits.
+    """
+    scenario = case["scenario"]
+    text = scenario.get("cores")
+    if text is None:
+        assert hw.wafer is not None
+        w = hw.wafer
+        wafers = positive_count(case["hardware"]["system"].get("chips", 1), "system.chips")
+        per_layer = w.tile_rows * w.unit_rows * w.tile_cols * w.unit_cols * wafers // layers
+        side = math.isqrt(per_layer) // 4 * 4
+        if side < 4:
+            raise CannotExpressError(f"{layers} layers leave fewer than 4x4 cores a layer")
+        return {"prefill": (side, side), "decode": (side, side)}
     grids: dict[str, tuple[int, int]] = {}
     for phase in ("prefill", "decode"):
-        m = re.search(phase + r"\s+(\d+)\s*x\s*(\d+)", text) or re.match(
-            r"\s*(\d+)\s*x\s*(\d+)\s*$", text
+        m = re.search(phase + r"\s+(\d+)\s*x\s*(\d+)", str(text)) or re.match(
+            r"\s*(\d+)\s*x\s*(\d+)\s*$", str(text)
         )
         if not m:
             raise CannotExpressError(f"cores {text!r} not understood")
@@ -758,27 +777,37 @@ def _wafer_simulate(
     grid: tuple[int, int],
     model: ModelSpec,
     inference: InferenceSpec,
+    *,
+    pipeline: bool,
 ) -> dict[str, float]:
-    """A WaferLLM phase as WaferLLM measures it: one layer on ``grid`` cores, scaled by the
-    model's layers.
+    """A wafer phase, one layer on ``grid`` cores, times the model's layers: a layer's time is
+    the difference of a two-layer and a one-layer run (no embedding, LM head or fixed cost).
 
-    Its released benchmark programs hold one layer's weights on the P x P cores and time
-    its steps (Decode/WSE-2/launch_sim.py, Prefill/WSE-2/launch_sim.py @63c40e9: one set of
-    Q/K/V/O/up/gate/down weights, 'Mean cycle count' of the repeats), and the paper scales
-    layer subsets for its larger models (He et al., OSDI'25, Sec. 7.1: "we evaluate a subset
-    of layers and scale the results"). So a layer's time here is the difference of a
-    two-layer and a one-layer run (no embedding, LM head or fixed cost), times the layers;
-    the whole model need not fit in the cores' SRAM at once.
+    - ``pipeline`` False, WaferLLM: its released benchmark programs hold one layer's weights
+      on the P x P cores and time its steps (Decode/WSE-2/launch_sim.py, Prefill/WSE-2/
+      launch_sim.py @63c40e9: one set of Q/K/V/O/up/gate/down weights, 'Mean cycle count' of
+      the repeats), and the paper scales layer subsets for its larger models (He et al.,
+      OSDI'25, Sec. 7.1: "we evaluate a subset of layers and scale the results"): both runs
+      on the same cores, and the whole model need not fit in them at once.
+    - ``pipeline`` True, a layer pipeline (every layer on its own ``grid``): the two layers
+      run as two stages on two such grids, so a layer's time includes its hand-over to the
+      next.
     """
     r, c = grid
-    overrides = [f"hw.chip.cores=[{r}, {c}]", f"hw.chip.granularity=[{r // 4}, {c // 4}]"]
-    mapping = MappingSpec(pp=1, tp=WAFER_TP, dp=1, micro_batch_size=inference.batch)
-    one, two = (
-        _simulate(
-            hw_path, overrides, dataclasses.replace(model, num_hidden_layers=n), inference, mapping
-        )
-        for n in (1, 2)
-    )
+
+    def run(layers: int) -> dict[str, Any]:
+        stages = layers if pipeline else 1
+        overrides = [
+            f"hw.chip.cores=[{r * stages}, {c}]",
+            f"hw.chip.granularity=[{r // 4}, {c // 4}]",
+        ]
+        mapping = MappingSpec(pp=stages, tp=WAFER_TP, dp=1, micro_batch_size=inference.batch)
+        # the embedding and the LM head cancel in the difference: a vocabulary of one entry
+        # per rank keeps them from crowding a layer's cores
+        layer_model = dataclasses.replace(model, num_hidden_layers=layers, vocab_size=WAFER_TP)
+        return _simulate(hw_path, overrides, layer_model, inference, mapping)
+
+    one, two = run(1), run(2)
     layers = model.num_hidden_layers
     return {key: layers * (two[key] - one[key]) for key in ("ttft_s", "tpot_s")}
 
@@ -789,7 +818,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     wafer = hw.dram.capacity_bytes == 0  # WaferLLM: everything in SRAM
     grids: dict[str, tuple[int, int]] = {}
     if wafer:
-        grids = _wafer_grids(scenario)
+        grids = _wafer_grids(case, hw, positive_count(case["model"]["layers"], "layers"))
         pp, tp, dp = 1, WAFER_TP, 1
     else:
         pp, tp, dp = _parallelism(case)
@@ -838,8 +867,16 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:
         if wafer:
-            layer = waferllm_model(model)
-            return _wafer_simulate(hw_path, grids[phase], layer, inference(requests, output_len))
+            # WaferLLM's rows state their cores; a case without runs a layer pipeline
+            waferllm = scenario.get("cores") is not None
+            layer = waferllm_model(model) if waferllm else model
+            return _wafer_simulate(
+                hw_path,
+                grids[phase],
+                layer,
+                inference(requests, output_len),
+                pipeline=not waferllm,
+            )
         return _simulate(hw_path, [], model, inference(requests, output_len), mapping(requests))
 
     def mapping(requests: int) -> MappingSpec:

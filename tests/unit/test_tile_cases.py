@@ -243,3 +243,39 @@ def test_a_waferllm_phase_is_one_layer_on_its_cores_times_the_layers(monkeypatch
     assert metric == "decode_tpr_tokens_per_s" and measured == 2699.9
     assert runs[-1][0] == "hw.chip.cores=[420, 420]"
     assert tpr == pytest.approx(1 / (32 * (runs[-1][5] - runs[-2][5])), rel=1e-12)
+
+
+def test_a_wafer_case_without_cores_runs_a_layer_pipeline(monkeypatch):
+    """Cerebras's own inference (no ``cores`` in the case) pipelines the layers, each on its
+    own region: a CS-3's 750 x 1200 = 900,000 cores over Llama-3.1-8B's 32 layers are 28,125
+    cores a layer, whose largest square of 4 x 4 regions is 164 x 164 (isqrt 167, down to a
+    multiple of 4). A layer's step is a two-stage run on two such regions less a one-stage
+    run on one, and the model keeps its 8 KV heads (WaferLLM's widening is its programs')."""
+    import palmsim.tile_cases as tc
+
+    runs: list[tuple[str, int, int, float]] = []
+    original = tc._simulate
+
+    def spy(hw_path, overrides, model, inference, mapping):
+        summary = original(hw_path, overrides, model, inference, mapping)
+        runs.append((overrides[0], mapping.pp, model.num_key_value_heads, summary["tpot_s"]))
+        return summary
+
+    monkeypatch.setattr(tc, "_simulate", spy)
+    case = {
+        "id": "cs3_llama31_8b",
+        "hardware": {"hw_spec_ref": "cerebras_wse3", "system": {"chips": 1}},
+        "model": {
+            "name": "Llama-3.1-8B", "hidden": 4096, "layers": 32, "heads": 32, "kv_heads": 8,
+            "ffn": 14336, "vocab": 128256, "act": "SwiGLU", "norm": "RMSNorm",
+        },
+        "scenario": {"batch": 1, "phase": "decode", "context_len": 1024},
+        "measured": {"tokens_per_s_per_user": 1800},
+    }  # fmt: skip
+    ((metric, _, tps),) = predict(case)
+    assert metric == "tokens_per_s_per_user"
+    assert [r[:3] for r in runs] == [
+        ("hw.chip.cores=[164, 164]", 1, 8),
+        ("hw.chip.cores=[328, 164]", 2, 8),
+    ]
+    assert tps == pytest.approx(1 / (32 * (runs[1][3] - runs[0][3])), rel=1e-12)
