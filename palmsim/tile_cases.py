@@ -778,17 +778,38 @@ def _wafer_grids(
     return grids
 
 
-def waferllm_model(model: ModelSpec) -> ModelSpec:
-    """The layer WaferLLM's released programs run for ``model``: one attention head of the
-    model's width (``n_heads = n_kv_heads = 1``, ``head_dim = dim``; MeshInfra/WaferLLM
-    Decode/WSE-2/launch_sim.py and Prefill/WSE-2/launch_sim.py @63c40e9 load Q, K and V
-    weights of ``dim x dim`` each and a KV cache of ``dim`` per token; Decode/WSE-3/
-    model_config/llama8B_*.json @6bd086a). Its K and V are as wide as Q, so for their weights,
-    FLOP and cache it is the model with as many KV heads as query heads, which is how it is
-    built here (TP needs heads to split). Not modelled: the programs also pad every dimension
-    to a multiple of the core grid's side (4096 -> 4320 on 720x720), up to 5.5% per dimension.
+def waferllm_model(model: ModelSpec, side: int) -> ModelSpec:
+    """The layer WaferLLM's released programs run for ``model`` on ``side x side`` cores.
+
+    - One attention head of the model's width (``n_heads = n_kv_heads = 1``, ``head_dim =
+      dim``; MeshInfra/WaferLLM Decode/WSE-2/launch_sim.py and Prefill/WSE-2/launch_sim.py
+      @63c40e9 load Q, K and V weights of ``dim x dim`` each and a KV cache of ``dim`` per
+      token). Its K and V are as wide as Q, so for their weights, FLOP and cache it is the
+      model with as many KV heads as query heads, which is how it is built here (TP needs
+      heads to split; the attention's FLOP, ``2 s^2 dim``, do not depend on the head count).
+    - Every dimension padded to a multiple of the grid's side: each core holds ``dim / P``
+      of a row (``dim_p_pe = dim // P`` in both programs), and the configs pad to it
+      (Decode/WSE-3/model_config/llama8B_4k_controlled_16_360.json @6bd086a: ``dim`` 4320,
+      ``ffn_dim`` 14400, ``seq_len`` 4320 for LLaMA3-8B's 4096, 14336 and 4k on 360x360).
+      The head width is the padded ``dim`` over the heads, rounded up to a whole number,
+      and the MLP width is rounded up to a multiple of :data:`WAFER_TP` as TP splits it.
     """
-    return dataclasses.replace(model, num_key_value_heads=model.num_attention_heads)
+    dim = _padded(model.hidden_size, side)
+    # then to a multiple of the 16 TP ranks that split it (at most 15 columns more)
+    ffn = _padded(_padded(model.intermediate_size, side), WAFER_TP)
+    heads = model.num_attention_heads
+    return dataclasses.replace(
+        model,
+        hidden_size=dim,
+        intermediate_size=ffn,
+        num_key_value_heads=heads,
+        attention_head_dim=-(-dim // heads) if dim % heads else None,
+    )
+
+
+def _padded(size: int, side: int) -> int:
+    """``size`` rounded up to a multiple of ``side``."""
+    return -(-size // side) * side
 
 
 def _wafer_simulate(
@@ -889,15 +910,19 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:
         if wafer:
             # WaferLLM's rows state their cores; a case without runs a layer pipeline
-            waferllm = scenario.get("cores") is not None
-            layer = waferllm_model(model) if waferllm else model
-            return _wafer_simulate(
-                hw_path,
-                grids[phase],
-                layer,
-                inference(requests, output_len),
-                pipeline=not waferllm,
+            grid, spec = grids[phase], inference(requests, output_len)
+            if scenario.get("cores") is None:
+                return _wafer_simulate(hw_path, grid, model, spec, pipeline=True)
+            side = grid[0]
+            if grid[1] != side:
+                raise CannotExpressError(f"WaferLLM's programs run on P x P cores, not {grid}")
+            # its sequence is padded as its dimensions are (waferllm_model)
+            spec = dataclasses.replace(spec, prompt_len=_padded(spec.prompt_len, side))
+            layer = dataclasses.replace(
+                waferllm_model(model, side),
+                max_position_embeddings=spec.prompt_len + spec.output_len + 1,
             )
+            return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False)
         return _simulate(hw_path, [], model, inference(requests, output_len), mapping(requests))
 
     def mapping(requests: int) -> MappingSpec:

@@ -279,3 +279,19 @@ def test_a_wafer_case_without_cores_runs_a_layer_pipeline(monkeypatch):
         ("hw.chip.cores=[328, 164]", 2, 8),
     ]
     assert tps == pytest.approx(1 / (32 * (runs[1][3] - runs[0][3])), rel=1e-12)
+
+
+def test_waferllm_pads_every_dimension_to_the_grid_side():
+    """WaferLLM's programs give each of P cores dim / P of a row, and its configs pad to it
+    (LLaMA3-8B on 360x360: dim 4320, ffn_dim 14400, seq_len 4320). On 720x720: 4096 -> 4320,
+    14336 -> 14400; on 420x420: 4096 -> 4200, 14336 -> 14700, then 14704 for 16 TP ranks,
+    and a head 4200 / 32 = 131.25 -> 132 wide. K and V are as wide as Q (32 KV heads)."""
+    from palmsim.tile_cases import case_model, waferllm_model
+
+    llama = case_model(CASES["waferllm_prefill_llama3_8b_4k_720"], 4100)
+    at_720 = waferllm_model(llama, 720)
+    assert (at_720.hidden_size, at_720.intermediate_size) == (4320, 14400)
+    assert at_720.num_key_value_heads == at_720.num_attention_heads == 32
+    assert at_720.head_dim == 135
+    at_420 = waferllm_model(llama, 420)
+    assert (at_420.hidden_size, at_420.intermediate_size, at_420.head_dim) == (4200, 14704, 132)
