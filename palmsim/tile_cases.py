@@ -785,8 +785,10 @@ def waferllm_model(model: ModelSpec, side: int) -> ModelSpec:
       dim``; MeshInfra/WaferLLM Decode/WSE-2/launch_sim.py and Prefill/WSE-2/launch_sim.py
       @63c40e9 load Q, K and V weights of ``dim x dim`` each and a KV cache of ``dim`` per
       token). Its K and V are as wide as Q, so for their weights, FLOP and cache it is the
-      model with as many KV heads as query heads, which is how it is built here (TP needs
-      heads to split; the attention's FLOP, ``2 s^2 dim``, do not depend on the head count).
+      model with as many KV heads as query heads. TP needs heads to split, so the one head
+      is built as :data:`WAFER_TP` heads, one per rank, the fewest TP allows (the
+      attention's FLOP, ``2 s^2 dim``, do not depend on the head count; its softmax has
+      16 score matrices where the programs have one).
     - Every dimension padded to a multiple of the grid's side: each core holds ``dim / P``
       of a row (``dim_p_pe = dim // P`` in both programs), and the configs pad to it
       (Decode/WSE-3/model_config/llama8B_4k_controlled_16_360.json @6bd086a: ``dim`` 4320,
@@ -797,11 +799,12 @@ def waferllm_model(model: ModelSpec, side: int) -> ModelSpec:
     dim = _padded(model.hidden_size, side)
     # then to a multiple of the 16 TP ranks that split it (at most 15 columns more)
     ffn = _padded(_padded(model.intermediate_size, side), WAFER_TP)
-    heads = model.num_attention_heads
+    heads = WAFER_TP
     return dataclasses.replace(
         model,
         hidden_size=dim,
         intermediate_size=ffn,
+        num_attention_heads=heads,
         num_key_value_heads=heads,
         attention_head_dim=-(-dim // heads) if dim % heads else None,
     )

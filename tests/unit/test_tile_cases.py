@@ -229,10 +229,10 @@ def test_a_waferllm_phase_is_one_layer_on_its_cores_times_the_layers(monkeypatch
     ((metric, _, tpr),) = predict(CASES["waferllm_e2e_llama3_8b_2048_128"])
     assert metric == "e2e_tpr_tokens_per_s"
     assert [(cores, n, kv) for cores, n, kv, *_ in runs] == [
-        ("hw.chip.cores=[660, 660]", 1, 32),
-        ("hw.chip.cores=[660, 660]", 2, 32),
-        ("hw.chip.cores=[360, 360]", 1, 32),
-        ("hw.chip.cores=[360, 360]", 2, 32),
+        ("hw.chip.cores=[660, 660]", 1, 16),
+        ("hw.chip.cores=[660, 660]", 2, 16),
+        ("hw.chip.cores=[360, 360]", 1, 16),
+        ("hw.chip.cores=[360, 360]", 2, 16),
     ]
     ttft_s = 32 * (runs[1][4] - runs[0][4])
     tpot_s = 32 * (runs[3][5] - runs[2][5])
@@ -284,14 +284,23 @@ def test_a_wafer_case_without_cores_runs_a_layer_pipeline(monkeypatch):
 def test_waferllm_pads_every_dimension_to_the_grid_side():
     """WaferLLM's programs give each of P cores dim / P of a row, and its configs pad to it
     (LLaMA3-8B on 360x360: dim 4320, ffn_dim 14400, seq_len 4320). On 720x720: 4096 -> 4320,
-    14336 -> 14400; on 420x420: 4096 -> 4200, 14336 -> 14700, then 14704 for 16 TP ranks,
-    and a head 4200 / 32 = 131.25 -> 132 wide. K and V are as wide as Q (32 KV heads)."""
+    14336 -> 14400; on 420x420: 4096 -> 4200, 14336 -> 14700, then 14704 for 16 TP ranks.
+    Their one head of the model's width is 16 heads, one per TP rank: 4320 / 16 = 270 wide,
+    4200 / 16 = 262.5 -> 263; K and V as wide as Q (16 KV heads). LLaMA2-13B's 40 heads,
+    which 16 ranks do not divide, run so too."""
     from palmsim.tile_cases import case_model, waferllm_model
 
     llama = case_model(CASES["waferllm_prefill_llama3_8b_4k_720"], 4100)
     at_720 = waferllm_model(llama, 720)
     assert (at_720.hidden_size, at_720.intermediate_size) == (4320, 14400)
-    assert at_720.num_key_value_heads == at_720.num_attention_heads == 32
-    assert at_720.head_dim == 135
+    assert at_720.num_key_value_heads == at_720.num_attention_heads == 16
+    assert at_720.head_dim == 270
     at_420 = waferllm_model(llama, 420)
-    assert (at_420.hidden_size, at_420.intermediate_size, at_420.head_dim) == (4200, 14704, 132)
+    assert (at_420.hidden_size, at_420.intermediate_size, at_420.head_dim) == (4200, 14704, 263)
+    case = copy.deepcopy(CASES["waferllm_decode_llama3_8b_4k_420"])
+    case["model"] = {
+        "name": "Llama-2-13b", "hidden": 5120, "layers": 40, "heads": 40, "kv_heads": 40,
+        "ffn": 13824, "vocab": 32000, "act": "SwiGLU", "norm": "RMSNorm",
+    }  # fmt: skip
+    ((metric, _, tpr),) = predict(case)
+    assert metric == "decode_tpr_tokens_per_s" and tpr > 0
