@@ -130,12 +130,6 @@ GALAXY_LLAMA_OPS_PER_LAYER = 15
 #: (models/tt_transformers/tt/model_config.py; each column's in1 sender reads one DRAM shard).
 TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS = 8
 
-#: DRAM banks of a Wormhole chip, one DRAM-sharded matmul reader each: 12 banks in 6
-#: controllers of 2 channels (tiles_hw_specs.yaml ``tenstorrent_wormhole_b0.chip``
-#: dram_capacity; tt-metal's ``dram_grid_size()`` is 12 x 1 on Wormhole). The configs place
-#: the 6 controllers; a Blackhole config places each of its banks.
-WORMHOLE_DRAM_BANKS = 12
-
 #: Passes the Galaxy demo replays from a trace: demo/text_demo.py @0009006b sets
 #: ``enable_trace = True`` and ``prefill_enable_trace = True`` (inference.trace 'all').
 GALAXY_LLAMA_TRACE = "all"
@@ -664,19 +658,6 @@ def _prefill_weight_readers(code: str, case: Mapping[str, Any], hw_path: str) ->
     return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
 
-def _decode_weight_readers(code: str, case: Mapping[str, Any], hw_path: str) -> int:
-    """``inference.decode_weight_readers`` of the serving code ``code`` names: tt_transformers
-    runs its decode weight GEMMs as DRAM-sharded matmuls, one reader core per DRAM bank
-    (models/tt_transformers/tt/model_config.py: create_dram_sharded_mem_config over
-    ``dram_grid_size``; :data:`WORMHOLE_DRAM_BANKS` on a Wormhole, the config's banks on a
-    Blackhole); 0 for other code (its weights stream at the DRAM rate)."""
-    if "tt_transformers" not in code:
-        return 0
-    if str(case["hardware"]["hw_spec_ref"]).startswith("tenstorrent_wormhole"):
-        return WORMHOLE_DRAM_BANKS
-    return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
-
-
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh' (or of
     a TP = 32 row of the Galaxy demo, which always runs its 8x4 mesh): tt-metal's
@@ -873,7 +854,6 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
     readers = _prefill_weight_readers(code, case, hw_path)
-    decode_readers = _decode_weight_readers(code, case, hw_path)
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
@@ -907,7 +887,6 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             trace=trace,
             weight_prefetch=weight_prefetch,
             prefill_weight_readers=readers,
-            decode_weight_readers=decode_readers,
         )
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:

@@ -837,13 +837,6 @@ class InferenceSpec:
         "[count]",
         default=0,
     )
-    decode_weight_readers: int = _f(
-        "cores that read a decode GEMM's weights from DRAM, each from its own bank "
-        "(tt-metal's DRAM-sharded matmul, as tt_transformers runs decode: one core per "
-        "bank); a layer block's weights then arrive at no more than readers x "
-        "tile.dram_reader_bandwidth; 0: at the DRAM bandwidth [count]",
-        default=0,
-    )
 
 
 @dataclass(frozen=True, slots=True)

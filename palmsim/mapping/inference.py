@@ -349,12 +349,6 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             "which it does not give (--set inference.prefill_weight_readers=0 streams the "
             "weights at the DRAM rate)"
         )
-    if inf.decode_weight_readers > 0 and rates[0] <= 0:
-        raise MappingError(
-            f"inference.decode_weight_readers = {inf.decode_weight_readers} needs the "
-            "hardware's per-core rate tile.dram_reader_bandwidth, which it does not give "
-            "(--set inference.decode_weight_readers=0 streams the weights at the DRAM rate)"
-        )
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
@@ -644,11 +638,6 @@ class _Lowering:
         # and the MLP's PREFILL_*_PRG_CONFIG, MatmulMultiCoreReuseMultiCastProgramConfig with
         # per_core_N over dram_shard_grid_width = 8 columns), its decode as DRAM-sharded
         # matmuls whose cores each read their own bank and multicast nothing.
-        # A decode GEMM's weights are read by inference.decode_weight_readers cores, each from
-        # its own DRAM bank (tt-metal's DRAM-sharded matmul: one worker beside each bank,
-        # ttnn's matmul_multi_core_reuse_dram_sharded; tt_transformers' decode matmuls,
-        # model_config.py create_dram_sharded_mem_config over the device's DRAM grid), so a
-        # block's weights arrive at no more than readers x tile.dram_reader_bandwidth.
         readers_bps = 0.0
         tile = self.costing.tile
         if tag == "P" and inf.prefill_weight_readers > 0:
@@ -657,8 +646,6 @@ class _Lowering:
                 + 1.0 / tile.multicast_bandwidth_bytes_per_s
             )
             readers_bps = inf.prefill_weight_readers * column_bps
-        if tag == "D" and inf.decode_weight_readers > 0:
-            readers_bps = inf.decode_weight_readers * tile.dram_reader_bandwidth_bytes_per_s
 
         def streamed(step: ComputeStep, block: Block, where: OperandPlacement) -> ComputeStep:
             """``step`` lasting at least its DRAM-resident weights over the readers' rate,

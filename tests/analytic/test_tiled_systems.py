@@ -89,7 +89,6 @@ def _inference(
     tied: bool = False,
     weight_prefetch: str = "none",
     prefill_weight_readers: int = 0,
-    decode_weight_readers: int = 0,
 ) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
@@ -102,7 +101,6 @@ def _inference(
         trace=trace,
         weight_prefetch=weight_prefetch,
         prefill_weight_readers=prefill_weight_readers,
-        decode_weight_readers=decode_weight_readers,
     )
     workload = WorkloadSpec(_model(tied), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
@@ -247,38 +245,6 @@ def test_prefill_weights_stream_through_the_column_readers():
     assert on["ttft_s"] > expected
     assert off["ttft_s"] < 0.05 * on["ttft_s"]  # at the DRAM rate the same prefill is fast
     assert on["tpot_s"] == pytest.approx(off["tpot_s"], rel=1e-12)
-
-
-def test_decode_weights_stream_through_one_reader_per_bank():
-    """inference.decode_weight_readers: a decode block's DRAM-resident weights are read by R
-    cores, each from its own bank at dram_reader_bandwidth r (a DRAM-sharded matmul), so
-    they arrive at no more than R x r. With r = 0.1 GB/s and 12 readers (1.2 GB/s), the
-    layers' weights dominate a decode step: TPOT = f x (layer weights) / 1.2 GB/s, f the
-    DRAM fraction of every weight, plus the head, cache steps and op latencies (ms); the
-    prefill is unchanged. On the n150 12 readers at 22 GB/s are 264 GB/s, against the 267 GB/s
-    its DRAM reaches."""
-    hw = load_hardware("hw_configs/wormhole-n150.yaml")
-    assert 12 * hw.tile.dram_reader_bandwidth_bytes_per_s == pytest.approx(264e9)
-    slow = dataclasses.replace(
-        hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.1e9)
-    )
-    e = DTYPE_BYTES["bfp8"]
-    per_layer = (4 * H * H + 3 * H * FFN) * e
-    norms = (2 * H * LAYERS + H) * e
-    stored = LAYERS * per_layer + norms + 2 * VOCAB * H * e  # + head and embedding
-    dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
-    expected = dram_fraction * (LAYERS * per_layer + 2 * H * LAYERS * e) / (12 * 0.1e9)
-    on = _inference(slow, tp=1, prompt=8, output=2, decode_weight_readers=12)
-    off = _inference(slow, tp=1, prompt=8, output=2)
-    assert on["tpot_s"] == pytest.approx(expected, rel=0.02)
-    assert on["tpot_s"] > expected
-    assert off["tpot_s"] < 0.05 * on["tpot_s"]  # at the DRAM rate the same step is fast
-    assert on["ttft_s"] == pytest.approx(off["ttft_s"], rel=1e-12)
-    bare = dataclasses.replace(
-        hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.0)
-    )
-    with pytest.raises(MappingError, match="decode_weight_readers"):
-        _inference(bare, tp=1, prompt=8, output=2, decode_weight_readers=12)
 
 
 def test_prefill_weight_readers_need_the_per_core_rates():
