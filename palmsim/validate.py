@@ -990,6 +990,46 @@ def _lora(case: Mapping[str, Any]) -> str | None:
     return next((t for t in texts if _LORA.search(t)), None)
 
 
+#: An NVL72 rack (GB200, GB300): one NVLink domain of 72 GPUs in 18 compute trays of 4
+#: (validation/blackwell_hw_specs.yaml nvidia_gb200_nvl72.rack: gpus_per_nvlink_domain,
+#: compute_trays, gpus_per_compute_tray; the DGX GB200 user guide).
+NVL72_GPUS, NVL72_TRAYS, NVL72_TRAY_GPUS = 72, 18, 4
+
+
+def _nvl72_segments(system: Mapping[str, Any], num_gpus: int, assumptions: list[Assumption]) -> str:
+    """``hw.system.chips`` of a run on NVL72 racks: ``[domains, GPUs per domain]``.
+
+    A job of at most 18 trays (72 GPUs) runs in one rack. A larger one is placed as
+    Megatron-Bridge's launcher places it: in equal segments of the largest whole number of
+    trays up to 18 that divides its trays, each segment in one NVLink domain
+    (scripts/performance/utils/executors.py, r0.2.0: sbatch ``--segment`` when 4 GPUs per
+    node and more than 18 nodes), so 256 GPUs are 4 racks of 64. ``system.nodes`` counts
+    trays when it times 4 is ``num_gpus``, racks when it times 72 covers it.
+    """
+    trays = -(-num_gpus // NVL72_TRAY_GPUS)
+    nodes = _int(system, "nodes", "system.nodes")
+    if nodes is not None and nodes * NVL72_TRAY_GPUS != num_gpus:
+        if nodes * NVL72_GPUS < num_gpus:
+            raise NotRun(
+                f"system.nodes = {nodes} is neither {num_gpus} GPUs' trays of "
+                f"{NVL72_TRAY_GPUS} nor racks of {NVL72_GPUS} holding them"
+            )
+        return f"hw.system.chips=[{nodes}, {NVL72_GPUS}]"  # racks, as stated
+    if trays <= NVL72_TRAYS:
+        return f"hw.system.chips=[1, {NVL72_GPUS}]"
+    segment = next(d for d in range(NVL72_TRAYS, 0, -1) if trays % d == 0)
+    domains, per_domain = trays // segment, segment * NVL72_TRAY_GPUS
+    assumptions.append(
+        Assumption(
+            "hw.system.chips",
+            f"[{domains}, {per_domain}]",
+            f"{trays} trays of {NVL72_TRAY_GPUS} GPUs in segments of {segment} per NVLink "
+            "domain, as Megatron-Bridge's launcher places a job beyond one rack",
+        )
+    )
+    return f"hw.system.chips=[{domains}, {per_domain}]"
+
+
 @CASE_READERS.register("training_run")
 def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     """A training-run case (``model``, ``system``, ``training``, ``measured``) as a
@@ -1126,7 +1166,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         for key, value, why in hardware_assumptions(hardware)
     ]
     overrides: list[str] = []
-    if hw_spec.cluster is not None:
+    if hw_spec.cluster is not None and hw_spec.cluster.devices_per_node == NVL72_GPUS:
+        overrides.append(_nvl72_segments(system, num_gpus, assumptions))
+    elif hw_spec.cluster is not None:
         per_node = hw_spec.cluster.devices_per_node
         nodes = _int(system, "nodes", "system.nodes")
         if nodes is None:

@@ -287,3 +287,37 @@ def test_megascale_runs_are_within_12_percent_of_their_published_mfu() -> None:
     assert {c.case for c in report.comparisons} == set(ids)
     worst = max(report.comparisons, key=lambda c: abs(c.relative_error))
     assert abs(worst.relative_error) <= 0.12, worst
+
+
+@pytest.mark.parametrize(
+    ("num_gpus", "nodes", "chips", "marked"),
+    [
+        (64, None, "[1, 72]", False),  # 16 trays: one rack
+        (72, None, "[1, 72]", False),  # 18 trays: one rack
+        (256, None, "[4, 64]", True),  # 64 trays: segments of 16 trays (64 GPUs)
+        (144, None, "[2, 72]", True),  # 36 trays: segments of 18
+        (96, None, "[2, 48]", True),  # 24 trays: segments of 12
+        (256, 64, "[4, 64]", True),  # nodes as trays: 64 x 4 = 256
+        (256, 4, "[4, 72]", False),  # nodes as racks: 4 x 72 >= 256
+    ],
+)
+def test_an_nvl72_run_fills_its_racks_as_megatron_bridge_segments_it(
+    num_gpus, nodes, chips, marked
+) -> None:
+    """On NVL72 racks (18 trays of 4 GPUs per NVLink domain) a job beyond one rack runs in
+    equal segments of the largest tray count up to 18 that divides its trays, one segment per
+    rack (Megatron-Bridge's launcher, sbatch --segment)."""
+    case = {
+        "id": "gb200_case",
+        "model": {"layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 8, "ffn": 14336,
+                  "vocab": 128256, "name": "Llama 3 8B", "seq_len": 8192,
+                  "global_batch": num_gpus, "micro_batch": 1},
+        "system": {"gpu": "GB200", "num_gpus": num_gpus, "tp": 1, "pp": 1, "dp": num_gpus,
+                   **({"nodes": nodes} if nodes else {})},
+        "training": {"precision": "bf16"},
+        "measured": {"tokens_per_s_per_gpu": 30000},
+    }  # fmt: skip
+    run = read_training_run(case, "cases.yaml")
+    assert run is not None
+    assert f"hw.system.chips={chips}" in run.overrides
+    assert any(a.key == "hw.system.chips" for a in run.assumptions) is marked
