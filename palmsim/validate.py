@@ -982,6 +982,20 @@ _MTP = re.compile(r"(?<![a-z/])(?:w/\s*|with\s+)mtp\b", re.IGNORECASE)
 _LORA = re.compile(r"(?<![a-z])q?lora(?![a-z])", re.IGNORECASE)
 
 
+def _offloading(case: Mapping[str, Any]) -> str | None:
+    """The ``training``/``system`` key that turns CPU offloading on (a key naming
+    "offload" with a value other than 0, false, none or off; Megatron-Core's
+    ``--cpu-offloading-num-layers``, Megatron-Bridge's ``cpu_offloading_num_layers``)."""
+    for section in ("training", "system"):
+        for key, value in _section(case, section).items():
+            if "offload" in str(key).lower() and str(value).strip().lower() not in _OFF_VALUES:
+                return f"{section}.{key}: {value}"
+    return None
+
+
+_OFF_VALUES = frozenset({"0", "false", "none", "null", "off", "no", ""})
+
+
 def _lora(case: Mapping[str, Any]) -> str | None:
     """The text that names LoRA fine-tuning in the case's id, ``model`` or ``training``."""
     texts = [str(case.get("id", ""))]
@@ -1080,6 +1094,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         raise NotRun(
             f"LoRA fine-tuning ({named!r}): palmsim trains every weight; frozen weights with "
             "low-rank adapters are not modelled"
+        )
+    offload = _offloading(case)
+    if offload is not None:
+        raise NotRun(
+            f"CPU offloading ({offload}): moving weights or activations to host memory over "
+            "PCIe/C2C is not modelled"
         )
     arch = _architecture(model)
     if _MTP.search(f"{model.get('arch') or ''} {model.get('name') or ''}"):

@@ -429,6 +429,17 @@ def test_lora_fine_tuning_is_not_run_rather_than_run_as_full_training() -> None:
     assert read_training_run({"id": "gpt_floral", **_case()}, "x.yaml") is not None
 
 
+def test_cpu_offloading_is_not_run_rather_than_run_without_it() -> None:
+    """Megatron-Bridge's Llama 3.1 405B GB200 fp8 preset offloads 92 layers to the CPU
+    (cpu_offloading_num_layers): without the host transfers the row would be silently fast.
+    A key naming offloading that is off runs."""
+    for training in ({"cpu_offloading_num_layers": 92}, {"cpu_offload": True}):
+        with pytest.raises(NotRun, match=r"CPU offloading .*not modelled"):
+            read_training_run(_case(training=training), "x.yaml")
+    for training in ({"cpu_offloading_num_layers": 0}, {"cpu_offload": False}):
+        assert read_training_run(_case(training=training), "x.yaml") is not None
+
+
 def test_megatron_turing_nlg_is_a_gpt_and_num_gpus_alone_makes_a_run() -> None:
     run = read_training_run(_case(model={"name": "MT-NLG 530B"}), "x.yaml")
     assert run is not None and run.workload.endswith("t-18b.yaml")
