@@ -656,6 +656,11 @@ def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
     if given is None:
         return DEFAULT_PRECISION, False
     text = str(given).lower()
+    if "fp4" in text or "float4" in text:
+        raise NotRun(
+            f"training.precision {given!r}: 4-bit training (NVFP4/MXFP4 GEMMs, Transformer "
+            "Engine's NVFP4BlockScaling) is not modelled"
+        )
     if "fp8" in text or "float8" in text:
         return "fp8", True
     for dtype in ("bf16", "fp16", "fp32"):
