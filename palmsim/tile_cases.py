@@ -716,9 +716,8 @@ def _simulate(
     return summarize_result(simulate(experiment))
 
 
-#: Tensor parallelism of a WaferLLM layer: its cores as 4 x 4 regions, tensor-parallel over
-#: all 16 (every layer on every core, as WaferLLM's fine-grained partition), the only TP that
-#: uses every core of a square grid and divides the heads.
+#: Tensor parallelism of a layer on a wafer: its cores as 4 x 4 regions, tensor-parallel over
+#: all 16 (the layer on every one of its cores, as WaferLLM's fine-grained partition).
 WAFER_TP = 16
 
 
@@ -737,8 +736,9 @@ def _wafer_grids(
     scenario = case["scenario"]
     text = scenario.get("cores")
     if text is None:
-        assert hw.wafer is not None
         w = hw.wafer
+        if w is None:
+            raise CannotExpressError(f"{hw.name} is not a grid of cores to split over layers")
         wafers = positive_count(case["hardware"]["system"].get("chips", 1), "system.chips")
         per_layer = w.tile_rows * w.unit_rows * w.tile_cols * w.unit_cols * wafers // layers
         side = math.isqrt(per_layer) // 4 * 4
