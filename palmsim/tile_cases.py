@@ -14,7 +14,8 @@ Kinds of case and how each is predicted:
   case's core grid, :func:`palmsim.hardware.compute.op_time_s` with the cores' peak at the
   case's format and math fidelity and the config's GEMM efficiency for that format, against
   its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth, after the
-  chip's fixed op latency (``tile.op_latency``); ``time_ns``.
+  chip's fixed op latency (``tile.op_latency``), and untraced (``trace: false``) no less
+  than the host's dispatch of one op (``tile.host_dispatch``); ``time_ns``.
 - **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
 - **all-reduce** over ``n`` chips of ``S`` bytes, simulated alone by the engine on the first
   ``n`` chips in palmsim's TP ring order (its closed form is :func:`allreduce_time_s`);
@@ -279,6 +280,11 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     )
     # one op: its fixed launch time, then its compute against its DRAM traffic
     time_s = hw.tile.op_latency_s + max(compute_s, dram_bytes / _dram_bandwidth(hw))
+    # Run untraced (``trace: false``), back to back, each op is also dispatched by the host
+    # while the device runs the one before: it lasts at least tile.host_dispatch, as a
+    # pass that is not traced does in inference (inference.trace).
+    if str(scenario.get("trace", "")).strip().lower() in ("false", "no", "off"):
+        time_s = max(time_s, hw.tile.host_dispatch_s)
     out = []
     if _number(measured.get("time_ns")):
         out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))

@@ -61,6 +61,22 @@ def test_gemm_prediction_is_the_fitted_roofline_by_hand():
     assert predicted == pytest.approx(expected_s * 1e9, rel=1e-9)
 
 
+def test_a_small_untraced_gemm_lasts_at_least_the_host_dispatch():
+    """Untraced, a GEMM whose device time (op latency 16.18 us + compute) is below the host's
+    30.3 us dispatch of one op takes the dispatch: 512^3 bf16 HiFi4 on 8x8 n150 cores is
+    16.18 us + 2 * 512^3 / (64 * 1.024 TFLOP/s * 0.8287) = 19.2 us device time, 30.3 us
+    untraced; traced it is the device time."""
+    case = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
+    case["model"].update(M=512, K=512, N=512)
+    case["scenario"].update(in0_storage="L1", in1_storage="L1", out_storage="L1")
+    ((_, _, untraced_ns),) = predict(case)
+    case["scenario"]["trace"] = True
+    ((_, _, traced_ns),) = predict(case)
+    device_s = 16.18e-6 + 2 * 512**3 / (64 * 1.024e12 * 0.8287)
+    assert traced_ns == pytest.approx(device_s * 1e9, rel=1e-3)
+    assert untraced_ns == pytest.approx(30.3e3, rel=1e-9)
+
+
 @pytest.mark.parametrize(
     "case_id",
     [c for c in CASES if "hidden" not in CASES[c]["model"]] + ["tt_readme_llama32_1b_n150"],
