@@ -131,7 +131,8 @@ _FAMILY_OF_NAME = (
 #: interleave Mamba-2 (state-space) layers with attention; Llama 4 Maverick alternates MoE and
 #: dense layers (HF ``interleave_moe_layer_step: 2``), which palmsim's MoE layout (every layer
 #: after the first few) cannot say; Qwen3-Next mixes Gated DeltaNet (linear attention) layers
-#: with attention.
+#: with attention; a vision-language model (Qwen2.5-VL, Qwen3-VL, Llama 3.2 Vision, LLaVA)
+#: adds a vision encoder whose work a text-only model would leave out.
 _HYBRID_MAMBA = "a hybrid of Mamba-2 and attention layers; palmsim builds no Mamba layer"
 _UNMODELLED_ARCHITECTURES = (
     (r"nemotron[-_ ]?h\b|nemotronh", _HYBRID_MAMBA),
@@ -142,6 +143,11 @@ _UNMODELLED_ARCHITECTURES = (
         r"qwen3[-_ ]?next",
         "a hybrid of Gated DeltaNet (linear attention) and attention layers; palmsim builds no "
         "linear attention",
+    ),
+    (
+        r"(?<![a-z])vl(?![a-z])|vision|llava",
+        "a vision-language model; palmsim builds no vision encoder, and its image tokens would "
+        "go uncounted",
     ),
 )
 #: gpt-oss alternates a sliding-window and a full-attention layer, the sliding one first

@@ -448,6 +448,16 @@ def test_four_bit_training_is_not_run_with_its_reason() -> None:
             read_training_run(_case(training={"precision": precision}), "x.yaml")
 
 
+def test_a_vision_language_model_is_not_run_as_its_text_model() -> None:
+    """Qwen3-VL or Llama 3.2 Vision rows train a vision encoder beside the language model:
+    run as the text model alone they would be silently fast. A name merely containing the
+    letters ('GPT-EVLM') is not one."""
+    for name in ("Qwen3-VL-30B-A3B", "Qwen2.5 VL 72B", "Llama-3.2-11B-Vision", "LLaVA 1.5"):
+        with pytest.raises(NotRun, match=r"vision-language model"):
+            read_training_run(_case(model={"name": name, "arch": None}), "x.yaml")
+    assert read_training_run(_case(model={"name": "GPT-EVLM"}), "x.yaml") is not None
+
+
 def test_megatron_turing_nlg_is_a_gpt_and_num_gpus_alone_makes_a_run() -> None:
     run = read_training_run(_case(model={"name": "MT-NLG 530B"}), "x.yaml")
     assert run is not None and run.workload.endswith("t-18b.yaml")
