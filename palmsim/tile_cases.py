@@ -628,6 +628,20 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 f"the op count of {demo.split()[0]} was not read from its code",
             )
         )
+    cores = scenario.get("cores")
+    if cores is not None:
+        sides = {int(a) for a in re.findall(r"(\d+)\s*x\s*\d+", str(cores))}
+        for side in sorted(x for x in sides if x % WAFER_REGIONS):
+            kept = side // WAFER_REGIONS * WAFER_REGIONS
+            out.append(
+                (
+                    "hw.chip.cores",
+                    f"{kept}x{kept} for {side}x{side}",
+                    f"{WAFER_REGIONS}x{WAFER_REGIONS} regions of whole cores: "
+                    f"{100 * (1 - (kept / side) ** 2):.1f}% of the cores left out (the "
+                    f"layer's shape keeps the padding of {side})",
+                )
+            )
     if "llama3_70b_galaxy" in demo and "not verified" in str(scenario.get("tracing", "")):
         out.append(
             (
@@ -723,8 +737,11 @@ def _simulate(
 
 
 #: Tensor parallelism of a layer on a wafer: its cores as 4 x 4 regions, tensor-parallel over
-#: all 16 (the layer on every one of its cores, as WaferLLM's fine-grained partition).
-WAFER_TP = 16
+#: all 16 (the layer on every one of its cores, as WaferLLM's fine-grained partition). A side
+#: that 4 does not divide (WaferLLM's 375 and 750) is simulated rounded down to a multiple of
+#: 4, at most 3 rows and columns of cores left out (:func:`substitutions` marks it).
+WAFER_REGIONS = 4
+WAFER_TP = WAFER_REGIONS**2
 
 
 def _wafer_grids(
@@ -747,8 +764,8 @@ def _wafer_grids(
             raise CannotExpressError(f"{hw.name} is not a grid of cores to split over layers")
         wafers = positive_count(case["hardware"]["system"].get("chips", 1), "system.chips")
         per_layer = w.tile_rows * w.unit_rows * w.tile_cols * w.unit_cols * wafers // layers
-        side = math.isqrt(per_layer) // 4 * 4
-        if side < 4:
+        side = math.isqrt(per_layer) // WAFER_REGIONS * WAFER_REGIONS
+        if side < WAFER_REGIONS:
             raise CannotExpressError(f"{layers} layers leave fewer than 4x4 cores a layer")
         return {"prefill": (side, side), "decode": (side, side)}
     grids: dict[str, tuple[int, int]] = {}
@@ -759,8 +776,8 @@ def _wafer_grids(
         if not m:
             raise CannotExpressError(f"cores {text!r} not understood")
         r, c = int(m.group(1)), int(m.group(2))
-        if r % 4 or c % 4:
-            raise CannotExpressError(f"cores {r}x{c} do not split into 4x4 regions")
+        if r != c or r < WAFER_REGIONS:
+            raise CannotExpressError(f"WaferLLM's programs run on P x P cores, not {r}x{c}")
         grids[phase] = (r, c)
     return grids
 
@@ -823,13 +840,14 @@ def _wafer_simulate(
       run as two stages on two such grids, so a layer's time includes its hand-over to the
       next.
     """
-    r, c = grid
+    # whole 4 x 4 regions: a side 4 does not divide loses at most 3 rows or columns of cores
+    r, c = (side // WAFER_REGIONS * WAFER_REGIONS for side in grid)
 
     def run(layers: int) -> dict[str, Any]:
         stages = layers if pipeline else 1
         overrides = [
             f"hw.chip.cores=[{r * stages}, {c}]",
-            f"hw.chip.granularity=[{r // 4}, {c // 4}]",
+            f"hw.chip.granularity=[{r // WAFER_REGIONS}, {c // WAFER_REGIONS}]",
         ]
         mapping = MappingSpec(pp=stages, tp=WAFER_TP, dp=1, micro_batch_size=inference.batch)
         # the embedding and the LM head cancel in the difference: a vocabulary of one entry
