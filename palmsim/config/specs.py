@@ -943,7 +943,7 @@ class MappingSpec:
         "expert-parallel degree: groups of ep ranks of a stage split each MoE layer's experts "
         "(E/ep per tile) and exchange tokens by all-to-all (Megatron-Core "
         "--expert-model-parallel-size); expert_tp*ep divides tp*cp*dp, ep divides num_experts",
-        modes=TRAINING_ONLY,
+        modes=("training", "inference"),
         default=1,
     )
     expert_tp: int | None = _f(
@@ -957,7 +957,7 @@ class MappingSpec:
     expert_placement: str = _f(
         "which experts each EP rank holds: 'contiguous' (Megatron-Core) or 'balanced' (the "
         "most loaded experts spread first, by the drawn expert load)",
-        modes=TRAINING_ONLY,
+        modes=("training", "inference"),
         default="contiguous",
     )
     tp_2d: tuple[int, int] | None = _f(

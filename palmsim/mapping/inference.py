@@ -68,6 +68,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, InferenceSpec, TrainingSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
@@ -78,6 +80,7 @@ from palmsim.hardware.costs import (
 )
 from palmsim.mapping.batch import Batch, inference_batch
 from palmsim.mapping.communicators import communicators
+from palmsim.mapping.experts import EXPERT_OPS, check_ep, ep_alltoall, layer_routings
 from palmsim.mapping.lower import (
     Costing,
     Unit,
@@ -134,18 +137,30 @@ def with_weight_dtype(ops: Iterable[Op], weight_elem: float, act_elem: float) ->
     LM head's, which owns none (the embedding holds them) yet reads the whole matrix: its
     elements are its weight bytes over the activation dtype's ``act_elem``."""
     return tuple(
-        dataclasses.replace(
-            op, weight_bytes=(op.params or op.weight_bytes / act_elem) * weight_elem
-        )
+        dataclasses.replace(op, weight_bytes=_read_elements(op, act_elem) * weight_elem)
         if op.weight_bytes
         else op
         for op in ops
     )
 
 
+def _read_elements(op: Op, act_elem: float) -> float:
+    """Weight elements ``op`` reads: its parameters, those of the experts that received a
+    slot for a routed expert GEMM (its ``weight_bytes`` in the activation dtype), a tied
+    head's matrix for an op that owns none."""
+    if op.name in EXPERT_OPS or not op.params:
+        return op.weight_bytes / act_elem
+    return op.params
+
+
+#: The blocks whose weights are the MLP's (``inference.mlp_weight_dtype``): the dense MLP, a
+#: mixture's routed experts and its shared experts (in ``moe_combine``).
+MLP_BLOCKS = frozenset({"mlp", "moe_experts", "moe_combine"})
+
+
 def _block_dtype(inf: InferenceSpec, block: str) -> str:
     """The format a block's weights are stored in: the MLP's may differ from the rest."""
-    if block == "mlp" and inf.mlp_weight_dtype:
+    if block in MLP_BLOCKS and inf.mlp_weight_dtype:
         return inf.mlp_weight_dtype
     return inf.weight_dtype
 
@@ -163,9 +178,11 @@ def _costing(experiment: ExperimentSpec, weight_dtype: str, where: OperandPlacem
 
 @dataclass(frozen=True, slots=True)
 class _Pass:
-    """The blocks of one serving pass over ``seq_len`` new tokens per request."""
+    """The blocks of one serving pass over ``seq_len`` new tokens per request: ``layers[i]``
+    are layer ``i``'s (a mixture-of-experts layer's differ from a dense one's, and by the
+    slots its experts receive)."""
 
-    layer: tuple[Block, ...]
+    layers: tuple[tuple[Block, ...], ...]
     embed: Block
     head: Block
 
@@ -223,24 +240,53 @@ def _split(block: Block, ways: int) -> Block:
 
 def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     """The layer, embedding and head blocks with ``seq_len`` tokens per request, weights in
-    the storage dtype."""
+    the storage dtype.
+
+    A mixture-of-experts layer routes the pass's tokens as training does
+    (:func:`palmsim.mapping.experts.layer_routings`, the workload's ``training.expert_load``
+    drawn from ``run.seed``, each pass from a fresh generator) but dropless, as serving
+    engines run (vLLM's and tt-metal's MoE layers drop no token): its experts process the
+    busiest EP rank's slots and read the weights of the most experts any rank's slots reach
+    (:func:`palmsim.workload.moe.touched_experts`)."""
     model, mapping = experiment.workload.model, experiment.mapping
     inf = experiment.workload.inference
     assert inf is not None
     w_elem, mbs, tp = DTYPE_BYTES[inf.weight_dtype], mapping.micro_batch_size, mapping.tp
-    spec = TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=batch.dtype)
+    training = experiment.workload.training
+    spec = TrainingSpec(
+        seq_len=seq_len,
+        global_batch_size=1,
+        dtype=batch.dtype,
+        expert_load=training.expert_load,
+        expert_load_concentration=training.expert_load_concentration,
+    )
     last_token = dataclasses.replace(spec, seq_len=1)
     tied = mapping.pp > 1 or not model.tie_word_embeddings
     a, ways = _tp_grid(experiment)
+    ep = mapping.ep
+    rng = np.random.default_rng(experiment.run.seed)
+    routings = layer_routings(model, spec, mbs, ep, mapping.expert_placement, rng, tp=a)
 
     def storage(b: Block, elem: float) -> Block:
         return dataclasses.replace(b, ops=with_weight_dtype(b.ops, elem, DTYPE_BYTES[batch.dtype]))
 
+    built: dict[tuple[float, float] | None, tuple[Block, ...]] = {}
+    layers = []
+    for i, routing in enumerate(routings):
+        key = None if routing is None else (routing.max_received_slots, routing.max_touched_experts)
+        if key not in built:
+            blocks = layer_blocks(
+                model, spec, mbs, a, layer=i if model.is_moe else None, ep=ep,
+                expert_slots=None if key is None else key[0],
+                touched_experts=None if key is None else key[1],
+            )  # fmt: skip
+            built[key] = tuple(
+                storage(_split(b, ways) if ways > 1 else b, DTYPE_BYTES[_block_dtype(inf, b.name)])
+                for b in blocks
+            )
+        layers.append(built[key])
     return _Pass(
-        tuple(
-            storage(_split(b, ways) if ways > 1 else b, DTYPE_BYTES[_block_dtype(inf, b.name)])
-            for b in layer_blocks(model, spec, mbs, a)
-        ),
+        tuple(layers),
         storage(embedding_block(model, spec, mbs, tp), w_elem),
         # The final norm and the LM head run on each request's last token only, in prefill
         # as in decode: no other prompt position is sampled. vLLM's model runner gathers
@@ -339,8 +385,14 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     hw, mapping = experiment.hardware, experiment.mapping
     inf = experiment.workload.inference
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
-    check_cached_attention(experiment.workload.model)
+    model = experiment.workload.model
+    check_cached_attention(model)
     _check_tp_2d(experiment)
+    # Experts over EP groups of data-parallel replicas (the attention data-parallel, the
+    # experts expert-parallel: DeepSeek-V3's serving layout, its report Sec. 3.4), each
+    # expert's GEMMs split over the replica's TP ranks; or, with ep = 1, every expert split
+    # over the TP ranks (vLLM's default for a mixture under tensor parallelism).
+    check_ep(model, mapping.dp, mapping.ep, mapping.expert_placement, tp=mapping.tp)
     rates = (hw.tile.dram_reader_bandwidth_bytes_per_s, hw.tile.multicast_bandwidth_bytes_per_s)
     if inf.prefill_weight_readers > 0 and min(rates) <= 0:
         raise MappingError(
@@ -379,6 +431,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         stage_tiles,
         pipeline_wraps=True,
         symmetric_replicas=experiment.run.symmetric_replicas,
+        ep=mapping.ep,
         tp_2d=mapping.tp_2d,
     )
     return MappingPlan(
@@ -396,6 +449,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         communicators=comms,
         num_simulated_replicas=num_simulated_replicas,
         num_simulated_ranks=num_simulated_ranks,
+        ep_degree=mapping.ep,
         inference=InferencePlan(
             spec=inf,
             stages=tuple(stages),
@@ -442,9 +496,12 @@ def _stage_memory(
     # Weight storage by parameters, each block in its own format (MLP and attention may
     # differ), embedding and head in weight_dtype.
     w_elem = DTYPE_BYTES[inf.weight_dtype]
-    own = [(op, DTYPE_BYTES[_block_dtype(inf, b.name)]) for b in prefill.layer for op in b.ops] * (
-        last - first
-    )
+    own = [
+        (op, DTYPE_BYTES[_block_dtype(inf, b.name)])
+        for i in range(first, last)
+        for b in prefill.layers[i]
+        for op in b.ops
+    ]
     if s == 0:
         own += [(op, w_elem) for op in prefill.embed.ops]
     if s == serving.pp - 1:
@@ -459,7 +516,9 @@ def _stage_memory(
         DTYPE_BYTES[inf.kv_dtype],
     )
     kv_full = kv_per_token * total_tokens
-    working = float(max(op.bytes_fwd for b in prefill.layer for op in b.ops))
+    working = float(
+        max(op.bytes_fwd for i in range(first, last) for b in prefill.layers[i] for op in b.ops)
+    )
     split = place_demands(
         [("weights", weights), ("kv", kv_full), ("activations", working)],
         experiment.hardware.tile.sram_capacity_bytes,
@@ -500,7 +559,10 @@ def _stage(
     costing = Costing(hw.tile, attention_peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
     blocks = {
         d: _costing(experiment, d, where)
-        for d in {inf.weight_dtype, *(_block_dtype(inf, b.name) for b in serving.decode.layer)}
+        for d in {
+            inf.weight_dtype,
+            *(_block_dtype(inf, b.name) for layer in serving.decode.layers for b in layer),
+        }
     }
     lower = _Lowering(experiment, batch, serving, costing, blocks, s, layers, spill_token)
     prefill_steps = lower.program(serving.prefill, 0, inf.prompt_len, "P", "P")
@@ -606,6 +668,7 @@ class _Lowering:
     ) -> tuple[Step, ...]:
         """One pass over ``new_tokens`` per request with ``ctx`` tokens cached."""
         s, tp = self.stage, self.serving.tp
+        mapping = self.experiment.mapping
         inf = self.experiment.workload.inference
         assert inf is not None
         costing = self.blocks[inf.weight_dtype]  # the embedding's and the head's
@@ -674,12 +737,13 @@ class _Lowering:
         # The serving code's ops beyond the op graph's kernels (layout conversions, split
         # projections): each pays the tile's fixed op latency, charged to the layer's first
         # block (inference.ops_per_layer).
-        graph_ops = sum(op.kernels_fwd for b in blocks.layer for op in b.ops)
-        extra_ops = max(inf.ops_per_layer - graph_ops, 0)
-        extra_s = extra_ops * self.costing.tile.op_latency_s
         for i in range(*self.layers):
-            unit = Unit(f"L{i}", i, blocks.layer, prefix, tag)
-            for j, b in enumerate(blocks.layer):
+            layer = blocks.layers[i]
+            graph_ops = sum(op.kernels_fwd for b in layer for op in b.ops)
+            extra_ops = max(inf.ops_per_layer - graph_ops, 0)
+            extra_s = extra_ops * self.costing.tile.op_latency_s
+            unit = Unit(f"L{i}", i, layer, prefix, tag)
+            for j, b in enumerate(layer):
                 block_costing = self.blocks[_block_dtype(inf, b.name)]
                 step = block_costing.step(b.ops, "F", unit, b.name)
                 if j == 0 and extra_s > 0:
@@ -697,6 +761,7 @@ class _Lowering:
                 if b.name == "attn" and ctx + new_tokens > 0:
                     steps.append(self.kv_step(unit, ctx, new_tokens))
                 steps += self.collectives(b, unit, new_tokens, tag)
+                steps += ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=mapping.ep)
         if s == self.serving.pp - 1:
             head = Unit("head", -1, (blocks.head,), prefix, tag)
             step = compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head")

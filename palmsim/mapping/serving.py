@@ -478,13 +478,19 @@ def map_serving(
     """Place the replicas, size their KV caches and return the :class:`ServingPlan`.
 
     Raises:
-        MappingError: too few tiles, an indivisible TP degree, weights and working set that
-            leave no room for one KV block, or an attention whose cache is not modelled
+        MappingError: a mixture of experts, too few tiles, an indivisible TP degree, weights
+            and working set that leave no room for one KV block, or an attention whose cache
+            is not modelled
             (:func:`palmsim.workload.builders.check_cached_attention`).
         ConfigError: the hardware has no peak for the serving dtype.
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
+    if model.is_moe:
+        raise MappingError(
+            f"model {model.name!r}: palmsim serve does not model mixture-of-experts layers yet "
+            "(palmsim run --mode inference does, for one static batch)"
+        )
     try:
         # the attention over the cache runs at the activation dtype's fidelity
         peak = hardware.tile.peak_for(serving.dtype, dict(serving.math_fidelity).get(serving.dtype))

@@ -382,6 +382,7 @@ def layer_blocks(
     expert_slots: float | None = None,
     cp: int = 1,
     etp: int | None = None,
+    touched_experts: float | None = None,
 ) -> tuple[Block, ...]:
     """The blocks of one transformer layer on one of ``tp`` tiles.
 
@@ -397,8 +398,8 @@ def layer_blocks(
 
     A dense layer is ``(attn, mlp)``. A mixture-of-experts layer (``model.is_moe_layer``) is
     ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep``,
-    ``etp`` and ``expert_slots`` passed on; ``layer`` (0-based) must then be given, since a
-    model's first ``first_k_dense_replace`` layers are dense.
+    ``etp``, ``expert_slots`` and ``touched_experts`` passed on; ``layer`` (0-based) must
+    then be given, since a model's first ``first_k_dense_replace`` layers are dense.
 
     Args:
         model: the architecture.
@@ -445,6 +446,7 @@ def layer_blocks(
                 cp=cp,
                 layer=layer,
                 etp=etp,
+                touched_experts=touched_experts,
             )
             return _fp8_blocks(moe, training, tp if sequence_parallel else 1)
     _check_common(model, micro_batch_size, tp)
@@ -553,6 +555,7 @@ def moe_blocks(
     cp: int = 1,
     layer: int | None = None,
     etp: int | None = None,
+    touched_experts: float | None = None,
 ) -> tuple[Block, Block, Block, Block]:
     """The blocks of one mixture-of-experts layer on one tile: ``attn``, ``moe_route``,
     ``moe_experts``, ``moe_combine``.
@@ -591,9 +594,13 @@ def moe_blocks(
     experts ``etp``.
 
     ``T`` defaults to ``N·k`` (``N = b·s``): uniform, dropless routing, which gives every EP
-    rank exactly the slots it sends. Every all-to-all has the per-tile buffer
-    ``e·h·max(T, N·k)`` bytes (each tile sends ``1/ep`` of it to each EP peer) and exists when
-    ``ep > 1``; the backward runs the reverse all-to-all of each, on the gradients.
+    rank exactly the slots it sends. The grouped GEMMs read the weights of the
+    ``touched_experts`` of the ``E/ep`` local experts that received a slot (default all of
+    them; :func:`palmsim.workload.moe.touched_experts`: a decode step of a few tokens reads
+    few), ``T/touched`` rows each; the tile holds all ``E/ep``. Every all-to-all has the
+    per-tile buffer ``e·h·max(T, N·k)`` bytes (each tile sends ``1/ep`` of it to each EP
+    peer) and exists when ``ep > 1``; the backward runs the reverse all-to-all of each, on
+    the gradients.
 
     FLOP per tile and micro-batch (forward): router ``2·N·h·E``; experts ``2·T·h·f_e·m/t``
     with ``m = 3`` matrices gated, 2 plain; shared experts ``2·N·h·n_s·f_e·m/t``. Parameters
@@ -703,18 +710,21 @@ def moe_blocks(
         ("norm2", "permute", route_bytes),
         ("router_softmax", "permute", e * n_route * top_k),
     )
-    # ---- moe_experts: grouped GEMMs, `local` experts of received/local rows on average
-    rows = received / local
+    # ---- moe_experts: grouped GEMMs over the `read` local experts that received a slot,
+    # received/read rows each on average (the weights of the others are not read)
+    read = float(local) if touched_experts is None else min(float(touched_experts), local)
+    rows = received / read if read > 0 else 0.0
     expert_ops = [
         make_op(
             "experts_fc1",
             "matmul",
             matmul_cost(
-                rows, h, fc1_width, batch=local, dtype_bytes=e, has_weight=True, grouped=True
+                rows, h, fc1_width, batch=read, dtype_bytes=e, has_weight=True, grouped=True
             ),
             params=local * (h * fc1_width + (fc1_width if bias else 0)),
             param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,
+            weight_bytes=e * read * (h * fc1_width + (fc1_width if bias else 0)),
             saved_bytes=e * received * h,
         ),
         make_op(
@@ -727,12 +737,11 @@ def moe_blocks(
         make_op(
             "experts_fc2",
             "matmul",
-            matmul_cost(
-                rows, width_t, h, batch=local, dtype_bytes=e, has_weight=True, grouped=True
-            ),
+            matmul_cost(rows, width_t, h, batch=read, dtype_bytes=e, has_weight=True, grouped=True),
             params=local * (width_t * h + (h if bias else 0)),
             param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,
+            weight_bytes=e * read * (width_t * h + (h if bias else 0)),
             saved_bytes=e * received * width_t,
         ),
     ]

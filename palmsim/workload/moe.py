@@ -25,6 +25,14 @@ Conventions:
   ``E/ep``: ``contiguous`` (Megatron-Core: rank ``r`` holds experts ``r·E/ep .. (r+1)·E/ep-1``)
   or ``balanced`` (experts sorted by total load, each given to the least loaded rank that has
   room: longest-processing-time first, Graham 1969).
+- Experts read (:func:`touched_experts`): a grouped GEMM reads the weights of the experts that
+  received a slot. A draw counts them; a ``uniform`` load, whose slots are fractional, uses
+  the expectation when each token picks its ``k`` experts uniformly without repeats: an expert
+  misses a token with probability ``1 - k/E``, so ``E·(1 - (1 - k/E)^T)`` of ``E`` experts are
+  read for ``T`` tokens (the classic occupancy expectation; Feller, *An Introduction to
+  Probability Theory*, Vol. 1, Ch. IV). Training's thousands of tokens read every expert;
+  a decode step of a few requests reads few (one token of DeepSeek-V3, ``k = 8`` of
+  ``E = 256``, reads 8).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ __all__ = [
     "expert_loads",
     "place_experts",
     "route",
+    "touched_experts",
 ]
 
 
@@ -115,6 +124,14 @@ def place_experts(loads: np.ndarray, num_ranks: int, placement: str) -> tuple[tu
     return tuple(tuple(sorted(h)) for h in held)
 
 
+def touched_experts(num_tokens: int, top_k: int, num_experts: int) -> float:
+    """Expected experts of ``num_experts`` that receive at least one of ``num_tokens`` tokens,
+    each sent to ``top_k`` distinct experts drawn uniformly: ``E·(1 - (1 - k/E)^T)``
+    (module docstring, "Experts read")."""
+    assert 0 < top_k <= num_experts and num_tokens >= 0, (top_k, num_experts, num_tokens)
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** num_tokens)
+
+
 @dataclass(frozen=True, slots=True)
 class Routing:
     """Where one micro-batch's routed slots of one MoE layer go, over an EP group.
@@ -125,6 +142,8 @@ class Routing:
         dropped_slots: slots dropped by the capacity, over the whole EP group [count].
         capacity: slots an expert takes per source rank; None if dropless [count].
         experts_of_rank: the experts each EP rank holds.
+        touched_experts: experts of each EP rank that receive a slot, whose weights its
+            grouped GEMMs read [count] (module docstring, "Experts read").
     """
 
     received_slots: tuple[float, ...]
@@ -132,6 +151,7 @@ class Routing:
     dropped_slots: float
     capacity: float | None
     experts_of_rank: tuple[tuple[int, ...], ...]
+    touched_experts: tuple[float, ...]
 
     @property
     def max_received_slots(self) -> float:
@@ -142,6 +162,11 @@ class Routing:
     def alltoall_slots(self) -> float:
         """Slots of the per-rank all-to-all buffer: the most any rank sends or receives."""
         return max(max(self.received_slots), max(self.sent_slots))
+
+    @property
+    def max_touched_experts(self) -> float:
+        """The most experts any EP rank reads the weights of."""
+        return max(self.touched_experts)
 
 
 def route(
@@ -172,10 +197,18 @@ def route(
     kept = loads if capacity is None else np.minimum(loads, capacity)
     experts_of_rank = place_experts(kept.sum(axis=0), ep, placement)
     received = tuple(float(kept[:, list(experts)].sum()) for experts in experts_of_rank)
+    if kind == "uniform":
+        # every expert is equally likely: the expectation over the group's ep·N tokens
+        share = touched_experts(num_tokens * ep, top_k, num_experts) / num_experts
+        touched = tuple(len(experts) * share for experts in experts_of_rank)
+    else:
+        hit = kept.sum(axis=0) > 0
+        touched = tuple(float(sum(bool(hit[x]) for x in experts)) for experts in experts_of_rank)
     return Routing(
         received_slots=received,
         sent_slots=tuple(float(row.sum()) for row in kept),
         dropped_slots=float((loads - kept).sum()),
         capacity=capacity,
         experts_of_rank=experts_of_rank,
+        touched_experts=touched,
     )

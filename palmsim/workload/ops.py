@@ -31,6 +31,7 @@ Recomputation in Large Transformer Models", MLSys 2023, Sec 4 and Table 2 (store
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -218,7 +219,7 @@ def matmul_cost(
         return OpCost(flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n))
     return OpCost(
         flop_fwd, flop_bwd, bytes_fwd, bytes_bwd, gemm_shape=(batch, m, k, n),
-        kernels_fwd=int(batch), kernels_bwd=2 * int(batch),
+        kernels_fwd=math.ceil(batch), kernels_bwd=2 * math.ceil(batch),
     )  # fmt: skip
 
 

@@ -1155,17 +1155,20 @@ def test_an_option_outside_its_modes_is_an_error_naming_the_key() -> None:
     assert modes_of(MappingSpec, "virtual_stages") == ("training",)
 
 
-@pytest.mark.parametrize("key", ["ep", "cp"])
-def test_expert_and_context_parallelism_are_refused_in_inference(key: str) -> None:
-    """Issue 15: inference does not model ep or cp, so either (from a flag or a file) is a
-    one-line ConfigError naming the key, never silently ignored."""
+@pytest.mark.parametrize(("key", "mode"), [("cp", "inference"), ("ep", "serving")])
+def test_parallelisms_a_mode_does_not_model_are_refused(key: str, mode: str) -> None:
+    """Issue 15: inference does not model cp, nor serving ep, so either (from a flag or a
+    file) is a one-line ConfigError naming the key, never silently ignored; inference takes
+    ep (its mixture-of-experts layers)."""
     from palmsim.config.loader import load_mapping
 
     with pytest.raises(ConfigError) as info:
-        load_mapping([("command-line flags", {key: 2})], mode="inference")
+        load_mapping([("command-line flags", {key: 2})], mode=mode)
     text = str(info.value)
-    assert f"mapping.{key}: got 2; expected nothing in an inference run" in text
+    article = "an" if mode == "inference" else "a"
+    assert f"mapping.{key}: got 2; expected nothing in {article} {mode} run" in text
     assert len(text.strip().splitlines()) == 1
+    assert load_mapping([("flags", {"ep": 2})], mode="inference").ep == 2
 
 
 # =========================================================================== multi-chip keys
