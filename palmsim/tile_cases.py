@@ -481,9 +481,37 @@ def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
 PARAMS_TOLERANCE = 0.15
 
 
+#: A case's mixture-of-experts keys (``model.``, as in the training measurement files; then
+#: Hugging Face's names) and the :class:`ModelSpec` fields they set.
+_MOE_KEYS = (
+    (("num_experts", "num_local_experts", "n_routed_experts", "experts"), "num_experts"),
+    (("top_k", "num_experts_per_tok", "experts_per_token"), "num_experts_per_tok"),
+    (("moe_ffn", "moe_intermediate_size"), "moe_intermediate_size"),
+    (("shared_experts", "n_shared_experts"), "num_shared_experts"),
+    (("first_dense_layers", "first_k_dense_replace"), "first_k_dense_replace"),
+)
+
+
+def _moe_fields(m: Mapping[str, Any]) -> dict[str, int]:
+    """The mixture-of-experts fields a case's ``model`` gives (none for a dense model); both
+    the experts and the top-k are needed, the experts' width defaults to ``ffn`` (Mixtral's)."""
+    out: dict[str, int] = {}
+    for keys, field in _MOE_KEYS:
+        value = next((m[k] for k in keys if m.get(k) is not None), None)
+        if value is not None:
+            out[field] = int(value) if field != "num_experts" else positive_count(value, field)
+    if out and not {"num_experts", "num_experts_per_tok"} <= set(out):
+        raise CannotExpressError(
+            "a mixture of experts needs model.num_experts and model.top_k (got "
+            f"{', '.join(sorted(out))})"
+        )
+    return out
+
+
 def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
-    """The dense decoder the case's ``model`` fields describe (``head_dim`` where it differs
-    from hidden / heads, as Qwen3's 128 on a 5120 hidden).
+    """The decoder the case's ``model`` fields describe (``head_dim`` where it differs from
+    hidden / heads, as Qwen3's 128 on a 5120 hidden): dense, or a mixture of experts when it
+    gives ``num_experts`` and ``top_k`` (:data:`_MOE_KEYS`).
 
     Raises:
         CannotExpressError: a field is missing, or ``params_b`` exceeds that decoder's
@@ -492,6 +520,7 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
     """
     m = case["model"]
     try:
+        moe = _moe_fields(m)
         hidden, heads = positive_count(m["hidden"], "hidden"), positive_count(m["heads"], "heads")
         act = str(m.get("act", "SwiGLU")).lower()
         head_dim = m.get("head_dim")
@@ -514,17 +543,23 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
                 if head_dim is not None and int(head_dim) * heads != hidden
                 else None
             ),
+            num_experts=moe.get("num_experts", 0),
+            num_experts_per_tok=moe.get("num_experts_per_tok", 0),
+            moe_intermediate_size=moe.get("moe_intermediate_size"),
+            num_shared_experts=moe.get("num_shared_experts", 0),
+            first_k_dense_replace=moe.get("first_k_dense_replace", 0),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CannotExpressError(f"model fields incomplete: {error}") from None
     stated = _number(m.get("params_b"))
     if stated is not None:
-        dense = num_parameters(model) / 1e9
-        if stated > dense * (1 + PARAMS_TOLERANCE):
+        counted = num_parameters(model) / 1e9
+        if stated > counted * (1 + PARAMS_TOLERANCE):
+            kind = "mixture of experts" if model.is_moe else "dense decoder"
             raise CannotExpressError(
-                f"model.params_b {stated:g} is more than the {dense:.3g}B parameters of the "
-                "dense decoder its fields describe (a mixture of experts or another part the "
-                "fields leave out is not expressible here)"
+                f"model.params_b {stated:g} is more than the {counted:.3g}B parameters of the "
+                f"{kind} its fields describe (experts the fields do not give, or another part "
+                "they leave out, is not expressible here)"
             )
     return model
 
@@ -626,6 +661,23 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 "inference.ops_per_layer",
                 "the op graph's",
                 f"the op count of {demo.split()[0]} was not read from its code",
+            )
+        )
+    model = case.get("model") or {}
+    hardware = str((case.get("hardware") or {}).get("hw_spec_ref", ""))
+    try:
+        moe = bool(_moe_fields(model)) if isinstance(model, Mapping) else False
+    except (CannotExpressError, TypeError, ValueError):
+        moe = False
+    if moe and hardware.startswith("tenstorrent"):
+        out.append(
+            (
+                "mapping.ep",
+                "1 (every expert split over the TP chips)",
+                "tt_transformers' Mixtral holds one whole expert per chip and runs it on every "
+                "token, weighted by its gate (models/tt_transformers/tt/mixtral_moe.py: "
+                "ttnn.mul by the top-k weights, then an all-reduce): the same weights per chip, "
+                "E/k times the expert FLOP palmsim counts",
             )
         )
     cores = scenario.get("cores")
@@ -896,6 +948,10 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     if output > MAX_STEPS:
         raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
     model = case_model(case, prompt + output + 1)
+    if model.is_moe and scenario.get("cores") is not None:
+        raise CannotExpressError(
+            "a mixture of experts in WaferLLM's set-up: its programs run dense layers only"
+        )
 
     def inference(requests: int, output_len: int) -> InferenceSpec:
         return InferenceSpec(

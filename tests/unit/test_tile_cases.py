@@ -184,6 +184,35 @@ def test_a_model_its_fields_do_not_describe_is_refused_and_head_dim_is_read():
     assert num_parameters(model) == pytest.approx(expected, rel=1e-3)
 
 
+def test_a_mixture_that_gives_its_experts_is_built_and_run_on_tenstorrent():
+    """A Mixtral row that gives num_experts 8 and top_k 2 is the mixture: per layer
+    attention 2 x 4096^2 + 2 x 4096 x 1024, router 4096 x 8, 8 experts of 3 x 4096 x 14336,
+    two norms; plus the untied embedding and head (32000 x 4096 each) and the final norm:
+    46.70B, Mistral's published 46.7B. Without top_k it is refused. On the QuietBox (TP=8)
+    both figures are predicted, marked with the experts' substitution."""
+    from palmsim.tile_cases import case_model, substitutions
+    from palmsim.workload.builders import num_parameters
+
+    base = CASES["tt_readme_llama31_8b_n150"]
+    fields = {"name": "Mixtral-8x7B", "vocab": 32000, "params_b": 46.7, "num_experts": 8}
+    with pytest.raises(CannotExpressError, match=r"model\.top_k"):
+        case_model({**base, "model": {**base["model"], **fields}}, 256)
+    mixtral = {**base, "model": {**base["model"], **fields, "top_k": 2}}
+    model = case_model(mixtral, 256)
+    per_layer = 2 * 4096**2 + 2 * 4096 * 1024 + 4096 * 8 + 8 * 3 * 4096 * 14336 + 2 * 4096
+    assert model.is_moe and model.num_experts_per_tok == 2
+    assert num_parameters(model) == 32 * per_layer + 2 * 32000 * 4096 + 4096
+    assert num_parameters(model) / 1e9 == pytest.approx(46.7, abs=0.01)
+    on_t3k = copy.deepcopy(mixtral)
+    on_t3k["hardware"] = {
+        "hw_spec_ref": "tenstorrent_wormhole_b0.systems.quietbox_t3000",
+        "system": {"chips": 8, "parallelism": "TP=8"},
+    }
+    figures = {metric for metric, _, _ in predict(on_t3k)}
+    assert figures == {"ttft_ms", "tokens_per_s_per_user", "tokens_per_s"}
+    assert "mapping.ep" in {key for key, _, _ in substitutions(on_t3k)}
+
+
 @pytest.mark.parametrize("text", ["TP=32 (2-D tensor parallel over the 8x4 mesh)", "TP=32"])
 def test_a_galaxy_demo_row_runs_its_2d_mesh_however_it_is_written(text):
     """The Galaxy Llama demo shards every weight over its 8x4 mesh (ShardTensor2dMesh in its
