@@ -365,7 +365,12 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
     assert by_key["tile.op_latency"].value == pytest.approx(16.18e-6, rel=1e-3)  # the config's
     assert by_key["dram.bandwidth"].value == pytest.approx(267e9 / 6)
     # end-to-end rows are never fitted
-    assert {c for c, _ in unused} == {"tt_readme_llama31_8b_n150", "tt_readme_llama32_1b_n150"}
+    assert {c for c, _ in unused} == {
+        "tt_readme_llama31_8b_n150",
+        "tt_readme_llama32_1b_n150",
+        "tt_readme_llama32_3b_n150",
+        "tt_readme_mistral_7b_n150",
+    }
 
 
 def test_calibrate_tiles_fits_the_p150_op_latency_by_hand():
