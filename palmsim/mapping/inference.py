@@ -238,11 +238,26 @@ def _split(block: Block, ways: int) -> Block:
     )
 
 
+def _fused_experts(block: Block) -> Block:
+    """``block`` with each routed-expert GEMM one kernel over all its experts, as serving
+    engines run them (vLLM's ``fused_experts``, vllm/model_executor/layers/fused_moe/
+    fused_moe.py: one ``invoke_fused_moe_kernel`` for the gate/up and one for the down
+    projection, each block of tokens looking up its expert; tt-metal's Mixtral one matmul per
+    chip), where training's Transformer Engine launches one GEMM per expert."""
+    if not any(op.name in EXPERT_OPS for op in block.ops):
+        return block
+    ops = tuple(
+        dataclasses.replace(op, kernels_fwd=1) if op.name in EXPERT_OPS else op for op in block.ops
+    )
+    return dataclasses.replace(block, ops=ops)
+
+
 def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     """The layer, embedding and head blocks with ``seq_len`` tokens per request, weights in
     the storage dtype.
 
-    A mixture-of-experts layer routes the pass's tokens as training does
+    A mixture-of-experts layer (its routed experts' GEMMs each one fused kernel,
+    :func:`_fused_experts`) routes the pass's tokens as training does
     (:func:`palmsim.mapping.experts.layer_routings`, the workload's ``training.expert_load``
     drawn from ``run.seed``, each pass from a fresh generator) but dropless, as serving
     engines run (vLLM's and tt-metal's MoE layers drop no token): its experts process the
@@ -281,7 +296,10 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
                 touched_experts=None if key is None else key[1],
             )  # fmt: skip
             built[key] = tuple(
-                storage(_split(b, ways) if ways > 1 else b, DTYPE_BYTES[_block_dtype(inf, b.name)])
+                storage(
+                    _fused_experts(_split(b, ways) if ways > 1 else b),
+                    DTYPE_BYTES[_block_dtype(inf, b.name)],
+                )
                 for b in blocks
             )
         layers.append(built[key])

@@ -126,3 +126,24 @@ def test_ep_that_does_not_divide_the_replicas_is_a_mapping_error():
     hw = cluster_spec(nodes=1, gpus=2)
     with pytest.raises(MappingError, match="ep=2 does not divide dp=1"):
         _run(hw, MOE, batch=1, tp=2, ep=2)
+
+
+def test_a_steps_routed_experts_are_one_fused_kernel_each_gemm():
+    """With a fixed latency of 10 us per kernel and memory and compute so fast they do not
+    count, a decode step lasts its kernels x 10 us. Serving engines run each routed-expert
+    GEMM as one kernel over all experts (vLLM's fused_experts), so a top-2 mixture of 16
+    experts (one request reaches 2) and one of 64 (8 requests reach 64·(1 - (31/32)^8) = 14.3)
+    take the same time: their kernel counts do not depend on the experts reached, where one
+    kernel per expert would add 12.3 x 2 launches."""
+    hw = wafer_spec(
+        dies=(1, 1), tiles=(1, 1), dram_placement="per_tile", sram_bytes=1e15, sram_bw=1e30
+    )
+    tile = replace(hw.tile, op_latency_s=10e-6, peak_flop_per_s=(("fp16", 1e30),))
+    hw = replace(hw, tile=tile)
+    few = replace(MOE, num_experts=16)
+    many = replace(MOE, num_experts=64)
+    _, m_few = _run(hw, few, batch=1)
+    _, m_many = _run(hw, many, batch=8)
+    assert touched_experts(8, K, 64) == pytest.approx(64 * (1 - (31 / 32) ** 8))
+    assert m_many["tpot_s"] == pytest.approx(m_few["tpot_s"], rel=1e-9)
+    assert m_few["tpot_s"] == pytest.approx(round(m_few["tpot_s"] / 10e-6) * 10e-6, rel=1e-6)
