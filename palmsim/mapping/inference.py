@@ -113,7 +113,7 @@ from palmsim.workload.builders import (
 )
 from palmsim.workload.ops import Op
 
-__all__ = ["TOKEN_ID_BYTES", "kv_cache_bytes", "map_inference"]
+__all__ = ["TOKEN_ID_BYTES", "fused_experts", "kv_cache_bytes", "map_inference"]
 
 #: Bytes of one sampled token id sent from the last stage back to the first (int64, the
 #: dtype of token ids in PyTorch/Hugging Face ``generate``).
@@ -238,7 +238,7 @@ def _split(block: Block, ways: int) -> Block:
     )
 
 
-def _fused_experts(block: Block) -> Block:
+def fused_experts(block: Block) -> Block:
     """``block`` with each routed-expert GEMM one kernel over all its experts, as serving
     engines run them (vLLM's ``fused_experts``, vllm/model_executor/layers/fused_moe/
     fused_moe.py: one ``invoke_fused_moe_kernel`` for the gate/up and one for the down
@@ -257,7 +257,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     the storage dtype.
 
     A mixture-of-experts layer (its routed experts' GEMMs each one fused kernel,
-    :func:`_fused_experts`) routes the pass's tokens as training does
+    :func:`fused_experts`) routes the pass's tokens as training does
     (:func:`palmsim.mapping.experts.layer_routings`, the workload's ``training.expert_load``
     drawn from ``run.seed``, each pass from a fresh generator) but dropless, as serving
     engines run (vLLM's and tt-metal's MoE layers drop no token): its experts process the
@@ -297,7 +297,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
             )  # fmt: skip
             built[key] = tuple(
                 storage(
-                    _fused_experts(_split(b, ways) if ways > 1 else b),
+                    fused_experts(_split(b, ways) if ways > 1 else b),
                     DTYPE_BYTES[_block_dtype(inf, b.name)],
                 )
                 for b in blocks

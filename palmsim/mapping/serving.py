@@ -55,7 +55,7 @@ from palmsim.hardware.costs import (
 )
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
-from palmsim.mapping.inference import kv_cache_bytes, with_weight_dtype
+from palmsim.mapping.inference import fused_experts, kv_cache_bytes, with_weight_dtype
 from palmsim.mapping.lower import pipeline_p2p_bytes
 from palmsim.mapping.partition import partition_by_layers
 from palmsim.mapping.placement import place
@@ -71,11 +71,13 @@ from palmsim.mapping.plan import (
 )
 from palmsim.units import GB
 from palmsim.workload.builders import (
+    Block,
     check_cached_attention,
     embedding_block,
     head_block,
     layer_blocks,
 )
+from palmsim.workload.moe import touched_experts
 from palmsim.workload.ops import Op
 
 __all__ = ["BatchShape", "ServingPlan", "batch_shape", "map_serving"]
@@ -181,17 +183,34 @@ class ServingPlan:
         elem = DTYPE_BYTES[self._block_dtype(kind)]
         return list(with_weight_dtype(ops, elem, DTYPE_BYTES[self.serving.dtype]))
 
+    def _layer(self, tokens: int, requests: int = 1) -> tuple[Block, ...]:
+        """One layer's blocks over ``requests`` sequences of ``tokens`` new tokens each.
+
+        A mixture-of-experts layer (``model.first_k_dense_replace`` is 0: every layer alike)
+        runs its experts split over the TP ranks, its tokens routed uniformly and dropless:
+        its expert GEMMs, one fused kernel each (:func:`fused_experts`), read the weights of
+        the ``E·(1 - (1 - k/E)^T)`` experts its ``T`` tokens reach
+        (:func:`palmsim.workload.moe.touched_experts`)."""
+        model, tp = self.model, self.serving.tp
+        training = self._training(tokens)
+        if not model.is_moe:
+            return layer_blocks(model, training, requests, tp)
+        reached = touched_experts(tokens * requests, model.num_experts_per_tok, model.num_experts)
+        blocks = layer_blocks(model, training, requests, tp, layer=0, touched_experts=reached)
+        return tuple(fused_experts(b) for b in blocks)
+
     def _linear(self, tokens: int) -> tuple[list[Op], list[Op], float, list[Op]]:
-        """Per-token ops of a layer over ``tokens``: attention block without its core, the MLP,
-        the all-reduce size, and the embedding."""
+        """Per-token ops of a layer over ``tokens``: attention block without its core, the MLP
+        (a mixture's router, experts and combine), the all-reduce size, and the embedding."""
         key = ("linear", tokens)
         hit = self._cache.get(key)
         if hit is None:
             tp = self.serving.tp
-            attn, mlp = layer_blocks(self.model, self._training(tokens), 1, tp)
+            attn, *mlp = self._layer(tokens)
             attn_ops = self._weights([op for op in attn.ops if op.name not in _CORE_OPS])
             embed = self._weights(embedding_block(self.model, self._training(tokens), 1, tp).ops)
-            hit = (attn_ops, self._weights(mlp.ops, "mlp"), attn.allreduce_fwd_bytes, embed)
+            mlp_ops = self._weights([op for b in mlp for op in b.ops], "mlp")
+            hit = (attn_ops, mlp_ops, attn.allreduce_fwd_bytes, embed)
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
 
@@ -200,7 +219,7 @@ class ServingPlan:
         key = ("core", seq_len, requests)
         hit = self._cache.get(key)
         if hit is None:
-            attn, _ = layer_blocks(self.model, self._training(seq_len), requests, self.serving.tp)
+            attn = self._layer(seq_len, requests)[0]
             hit = [op for op in attn.ops if op.name in _CORE_OPS]
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
@@ -478,18 +497,19 @@ def map_serving(
     """Place the replicas, size their KV caches and return the :class:`ServingPlan`.
 
     Raises:
-        MappingError: a mixture of experts, too few tiles, an indivisible TP degree, weights
-            and working set that leave no room for one KV block, or an attention whose cache
-            is not modelled
+        MappingError: a mixture of experts with dense first layers, too few tiles, an
+            indivisible TP degree, weights and working set that leave no room for one KV
+            block, or an attention whose cache is not modelled
             (:func:`palmsim.workload.builders.check_cached_attention`).
         ConfigError: the hardware has no peak for the serving dtype.
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
-    if model.is_moe:
+    if model.is_moe and model.first_k_dense_replace:
         raise MappingError(
-            f"model {model.name!r}: palmsim serve does not model mixture-of-experts layers yet "
-            "(palmsim run --mode inference does, for one static batch)"
+            f"model {model.name!r}: its first {model.first_k_dense_replace} layers are dense and "
+            "the rest mixtures of experts; palmsim serve costs every layer alike (palmsim run "
+            "--mode inference runs such a model, for one static batch)"
         )
     try:
         # the attention over the cache runs at the activation dtype's fidelity

@@ -236,3 +236,36 @@ def test_run_mode_serving_is_palmsim_serve(tmp_path, capsys):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert main(["run", "--mode", "serving", "--tp", "2", "--out", str(tmp_path / "c")]) == 2
     assert "--tp" in capsys.readouterr().err
+
+
+def test_a_mixture_of_experts_holds_every_expert_and_a_step_reads_those_it_reaches():
+    """A top-2 mixture of 8 SwiGLU experts of width 128 (h = 256, one layer, no bias, RMSNorm)
+    served on one GPU: the tile holds all 8 experts, 8 x 3·h·128, with the router h·8 and the
+    norm h; an iteration of one token reads 2 experts' weights and one of 4 tokens
+    8·(1 - (3/4)^4) on average (a uniform router), each GEMM one fused kernel. A mixture whose
+    first layers are dense is refused: serving costs every layer alike."""
+    import dataclasses
+
+    from palmsim.config.specs import ModelSpec
+    from palmsim.errors import MappingError
+    from palmsim.mapping.experts import EXPERT_OPS
+    from palmsim.workload.moe import touched_experts
+
+    h, f_e, e, k = 256, 128, 8, 2
+    moe = ModelSpec(
+        "moe", h, 4, 4, 4 * h, 1, 512, 4096, "silu", norm="rmsnorm", position_embedding="rope",
+        use_bias=False, tie_word_embeddings=False, num_experts=e, num_experts_per_tok=k,
+        moe_intermediate_size=f_e,
+    )  # fmt: skip
+    hw = cluster_spec(nodes=1, gpus=1)
+    plan = map_serving(serving_spec(TrafficSpec("poisson")), hw, moe, Chip.from_spec(hw))
+    held = sum(op.params for op in plan._linear(1)[1])
+    assert held == e * 3 * h * f_e + h * e + h
+    for tokens, reached in ((1, 2.0), (4, touched_experts(4, k, e))):
+        experts = [op for op in plan._linear(tokens)[1] if op.name in EXPERT_OPS]
+        assert sum(op.weight_bytes for op in experts) == pytest.approx(2 * reached * 3 * h * f_e)
+        assert [op.kernels_fwd for op in experts] == [1, 1]
+    assert touched_experts(4, k, e) == pytest.approx(8 * (1 - 0.75**4))
+    dense_first = dataclasses.replace(moe, num_hidden_layers=2, first_k_dense_replace=1)
+    with pytest.raises(MappingError, match="first 1 layers are dense"):
+        map_serving(serving_spec(TrafficSpec("poisson")), hw, dense_first, Chip.from_spec(hw))
