@@ -1316,6 +1316,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "cp": cp,
         "ep": ep,
     }
+    # Megatron-Bridge's moe_a2a_overlap, Megatron-Core's --overlap-moe-expert-parallel-comm
+    if any(
+        _flag(training, key)
+        for key in ("moe_a2a_overlap", "overlap_moe_expert_parallel_comm")
+        if key in training
+    ):
+        flags["moe_a2a_overlap"] = True
     if etp is not None:
         flags["expert_tp"] = etp
     if modules:
@@ -1335,7 +1342,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         measured=measured,
         assumptions=tuple(assumptions),
         hardware_why=hardware_why,
-        recompute=(recompute,) if recompute else RECOMPUTE_ORDER,
+        # merged 1F1B rules out full recompute (Megatron-Core's checks): the least of the rest
+        recompute=(recompute,)
+        if recompute
+        else tuple(
+            m for m in RECOMPUTE_ORDER if not (flags.get("moe_a2a_overlap") and m == "full")
+        ),
         zero=(0, 1) if zero_assumed is not None else (),
     )
 
@@ -1521,9 +1533,14 @@ def _simulate_case(
     assumptions = run.assumptions
     modes = run.recompute or (str(run.flags.get("recompute", "none")),)
     stages = run.zero or (int(run.flags.get("zero", 0)),)
-    tries = [(mode, stage) for mode in modes for stage in stages]
-    for i, (mode, stage) in enumerate(tries):
-        flags = {**run.flags, "recompute": mode, "zero": stage}
+    overlap = bool(run.flags.get("moe_a2a_overlap"))
+    tries = [(mode, stage, overlap) for mode in modes for stage in stages]
+    if overlap and len(modes) > 1:
+        # merged 1F1B excludes full recompute; if nothing else fits, full recompute without
+        # it, marked
+        tries += [("full", stage, False) for stage in stages]
+    for i, (mode, stage, merged) in enumerate(tries):
+        flags = {**run.flags, "recompute": mode, "zero": stage, "moe_a2a_overlap": merged}
         experiment = load_experiment(
             run.hardware,
             run.workload,
@@ -1539,6 +1556,12 @@ def _simulate_case(
         if len(modes) > 1:
             why = "not stated: the least recompute that fits (none, selective, full)"
             assumptions += (Assumption("training.activation_recompute", mode, why),)
+        if overlap and not merged:
+            why = (
+                "the run's merged 1F1B taken out: palmsim's memory model fits the run only "
+                "with full recompute, which Megatron-Core does not allow with it"
+            )
+            assumptions += (Assumption("training.moe_a2a_overlap", False, why),)
         if len(stages) > 1:
             assumptions += (
                 Assumption(

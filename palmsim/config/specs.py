@@ -900,6 +900,16 @@ class MappingSpec:
         modes=TRAINING_ONLY,
         default=False,
     )
+    moe_a2a_overlap: bool = _f(
+        "merged 1F1B (Megatron-Core's --overlap-moe-expert-parallel-comm, Megatron-Bridge's "
+        "moe_a2a_overlap): each steady-state backward runs together with the forward after "
+        "it, of a later micro-batch, taking turns on the tile's compute, so the "
+        "communication of one, the EP all-to-alls among it, overlaps the compute of the "
+        "other. Needs ep > 1, interleaved "
+        "stages when pp > 1 and no full recompute (Megatron-Core's TransformerConfig checks)",
+        modes=TRAINING_ONLY,
+        default=False,
+    )
     grad_accumulation: str = _f(
         "how each backward's weight gradients reach the gradient buffer: 'fused' into the "
         "weight-gradient GEMM (Megatron-LM's --gradient-accumulation-fusion); "

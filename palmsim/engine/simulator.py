@@ -227,6 +227,10 @@ class Simulator:
         # parts of one (formatted by _describe only when a run gets stuck).
         self._activity: dict[int, str | tuple[Any, ...]] = {}
         self._finished: set[int] = set()
+        # activation bytes each tile holds, and the compute of a tile that runs a forward and
+        # a backward together (StageProgram.merge_forward_backward): one op at a time
+        self._held: dict[int, float] = {}
+        self._compute_locks: dict[int, simpy.Resource] = {}
         self._simulated = frozenset(plan.simulated_tiles)
         self._private_dram = private_dram_ports(chip, plan.dram_port_of_tile)
         # (id(step), port bandwidth, latency) -> (launch, read drain, write drain, duration)
@@ -342,7 +346,6 @@ class Simulator:
         """
         plan = self.plan
         p = plan.num_stages
-        last_virtual = plan.num_virtual_stages - 1
         program = plan.programs[stage]  # chunk 0; holds the stage's schedule and optimizer
         chunks = program.step_chunks or (0,) * len(program.steps)
         groups = plan.groups(replica, stage, rank)
@@ -353,63 +356,39 @@ class Simulator:
             for i, ((phase, _), chunk) in enumerate(zip(program.steps, chunks, strict=True))
             if phase == "B"
         }
-        # ZeRO-2/3 keep a gradient shard only, so every backward reduces its buckets.
-        reduce_every_pass = program.grad_reduce is GradReduce.EVERY_BACKWARD
-        overlap_last = program.grad_reduce is GradReduce.OVERLAP_BACKWARD
-        held_bytes = 0.0
         pending: list[simpy.Event] = []
-        blocking = program.send_blocks  # a send holds the tile until it has arrived
-        for index, ((phase, mb), chunk) in enumerate(zip(program.steps, chunks, strict=True)):
-            c = chunk * p + stage  # the virtual stage this step runs
-            work = plan.programs[c]
-            if phase == "F":
-                if c > 0:
-                    self._activity[tile] = (
-                        f"stage {stage} waits for activations of micro-batch {mb}"
-                        + (f" (virtual stage {c})" if last_virtual >= p else "")
+        self._held[tile] = 0.0
+        entries = list(enumerate(zip(program.steps, chunks, strict=True)))
+        merge = program.merge_forward_backward
+        if merge:  # one forward's and one backward's compute take turns on the tile
+            self._compute_locks[tile] = simpy.Resource(self.env, capacity=1)
+        i = 0
+        while i < len(entries):
+            index, ((phase, mb), chunk) = entries[i]
+            if merge and phase == "B" and i + 1 < len(entries) and entries[i + 1][1][0][0] == "F":
+                # a steady-state pair: the backward of an earlier micro-batch, whose forward
+                # has run, and the forward after it (Megatron-Core's combined 1F1B)
+                _, ((_, f_mb), f_chunk) = entries[i + 1]
+                backward = self.env.process(
+                    self._backward_pass(
+                        replica, stage, rank, tile, mb, chunk, groups, pending,
+                        last=index == last_backward[chunk],
                     )
-                    yield self._mailbox(("F", replica, c, rank, mb))
-                yield from self._run_steps(work.forward, tile, groups, stage, mb, "forward", None)
-                held_bytes += work.activation_bytes_per_microbatch
-                self._record_memory(tile, held_bytes)
-                if c < last_virtual:
-                    peer = plan.stage_tiles[replica][(c + 1) % p][rank]
-                    key = ("F", replica, c + 1, rank, mb)
-                    size = work.send_bytes
-                    sent = self._send(tile, peer, size, key, stage, mb)
-                    if blocking:
-                        self._activity[tile] = f"stage {stage} sends activations of mb {mb}"
-                        yield from self._wait(
-                            sent, tile, stage, mb, "forward.send", size, Phase.FORWARD
-                        )
-            else:
-                if c < last_virtual:
-                    self._activity[tile] = (
-                        f"stage {stage} waits for gradients of micro-batch {mb}"
-                        + (f" (virtual stage {c})" if last_virtual >= p else "")
-                    )
-                    yield self._mailbox(("B", replica, c, rank, mb))
-                if work.recompute:
-                    yield from self._run_steps(
-                        work.recompute, tile, groups, stage, mb, "recompute", None
-                    )
-                overlap = index == last_backward[chunk] and len(dp_group) > 1 and overlap_last
-                buckets = pending if overlap or (len(dp_group) > 1 and reduce_every_pass) else None
-                yield from self._run_steps(
-                    work.backward, tile, groups, stage, mb, "backward", buckets
+                )  # fmt: skip
+                forward = self.env.process(
+                    self._forward_pass(replica, stage, rank, tile, f_mb, f_chunk, groups)
                 )
-                held_bytes -= work.activation_bytes_per_microbatch
-                self._record_memory(tile, max(0.0, held_bytes))
-                if c > 0:
-                    peer = plan.stage_tiles[replica][(c - 1) % p][rank]
-                    prev_send = plan.programs[c - 1].send_bytes
-                    key = ("B", replica, c - 1, rank, mb)
-                    sent = self._send(tile, peer, prev_send, key, stage, mb)
-                    if blocking:
-                        self._activity[tile] = f"stage {stage} sends gradients of mb {mb}"
-                        yield from self._wait(
-                            sent, tile, stage, mb, "backward.send", prev_send, Phase.BACKWARD
-                        )
+                yield self.env.all_of([backward, forward])
+                i += 2
+                continue
+            if phase == "F":
+                yield from self._forward_pass(replica, stage, rank, tile, mb, chunk, groups)
+            else:
+                yield from self._backward_pass(
+                    replica, stage, rank, tile, mb, chunk, groups, pending,
+                    last=index == last_backward[chunk],
+                )  # fmt: skip
+            i += 1
         if len(dp_group) > 1 and program.grad_reduce is GradReduce.AFTER_BACKWARD:
             # No overlap: every bucket is reduced after the whole backward pass.
             for chunk in sorted(set(chunks), reverse=True):
@@ -448,6 +427,87 @@ class Simulator:
             )
         self._activity[tile] = "finished"
         self._finished.add(tile)
+
+    def _forward_pass(
+        self,
+        replica: int,
+        stage: int,
+        rank: int,
+        tile: int,
+        mb: int,
+        chunk: int,
+        groups: dict[str, tuple[int, ...]],
+    ) -> Generator[simpy.Event, Any, None]:
+        """SimPy process step: the forward of micro-batch ``mb`` on model ``chunk``: wait for its
+        activations, run it, hold its activations, send them on."""
+        plan = self.plan
+        p, last_virtual = plan.num_stages, plan.num_virtual_stages - 1
+        c = chunk * p + stage  # the virtual stage this step runs
+        work = plan.programs[c]
+        if c > 0:
+            self._activity[tile] = f"stage {stage} waits for activations of micro-batch {mb}" + (
+                f" (virtual stage {c})" if last_virtual >= p else ""
+            )
+            yield self._mailbox(("F", replica, c, rank, mb))
+        yield from self._run_steps(work.forward, tile, groups, stage, mb, "forward", None)
+        self._held[tile] += work.activation_bytes_per_microbatch
+        self._record_memory(tile, self._held[tile])
+        if c < last_virtual:
+            peer = plan.stage_tiles[replica][(c + 1) % p][rank]
+            key = ("F", replica, c + 1, rank, mb)
+            size = work.send_bytes
+            sent = self._send(tile, peer, size, key, stage, mb)
+            if plan.programs[stage].send_blocks:  # a send holds the tile until it has arrived
+                self._activity[tile] = f"stage {stage} sends activations of mb {mb}"
+                yield from self._wait(sent, tile, stage, mb, "forward.send", size, Phase.FORWARD)
+
+    def _backward_pass(
+        self,
+        replica: int,
+        stage: int,
+        rank: int,
+        tile: int,
+        mb: int,
+        chunk: int,
+        groups: dict[str, tuple[int, ...]],
+        pending: list[simpy.Event],
+        *,
+        last: bool,
+    ) -> Generator[simpy.Event, Any, None]:
+        """SimPy process step: the backward of micro-batch ``mb`` on model ``chunk`` (``last``:
+        the chunk's last of the iteration): wait for its gradients, recompute, run it
+        (starting DP reductions into ``pending`` as the program's policy says), free its
+        activations, send its input gradients back."""
+        plan = self.plan
+        p, last_virtual = plan.num_stages, plan.num_virtual_stages - 1
+        program = plan.programs[stage]
+        c = chunk * p + stage
+        work = plan.programs[c]
+        if c < last_virtual:
+            self._activity[tile] = f"stage {stage} waits for gradients of micro-batch {mb}" + (
+                f" (virtual stage {c})" if last_virtual >= p else ""
+            )
+            yield self._mailbox(("B", replica, c, rank, mb))
+        if work.recompute:
+            yield from self._run_steps(work.recompute, tile, groups, stage, mb, "recompute", None)
+        # ZeRO-2/3 keep a gradient shard only, so every backward reduces its buckets.
+        data_parallel = len(groups[GroupKind.DP]) > 1
+        overlap = last and data_parallel and program.grad_reduce is GradReduce.OVERLAP_BACKWARD
+        every = data_parallel and program.grad_reduce is GradReduce.EVERY_BACKWARD
+        buckets = pending if overlap or every else None
+        yield from self._run_steps(work.backward, tile, groups, stage, mb, "backward", buckets)
+        self._held[tile] -= work.activation_bytes_per_microbatch
+        self._record_memory(tile, max(0.0, self._held[tile]))
+        if c > 0:
+            peer = plan.stage_tiles[replica][(c - 1) % p][rank]
+            prev_send = plan.programs[c - 1].send_bytes
+            key = ("B", replica, c - 1, rank, mb)
+            sent = self._send(tile, peer, prev_send, key, stage, mb)
+            if program.send_blocks:
+                self._activity[tile] = f"stage {stage} sends gradients of mb {mb}"
+                yield from self._wait(
+                    sent, tile, stage, mb, "backward.send", prev_send, Phase.BACKWARD
+                )
 
     def _inference_process(
         self, replica: int, stage: int, rank: int, tile: int
@@ -602,6 +662,19 @@ class Simulator:
         )
 
     def _compute(
+        self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
+    ) -> Generator[simpy.Event, Any, None]:
+        """Hold the tile for the step's roofline time while its DRAM traffic flows; on a tile
+        that runs a forward and a backward together, once the other's op has finished."""
+        lock = self._compute_locks.get(tile)
+        if lock is None:
+            yield from self._compute_now(step, tile, stage, mb, category)
+            return
+        with lock.request() as turn:
+            yield turn
+            yield from self._compute_now(step, tile, stage, mb, category)
+
+    def _compute_now(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
     ) -> Generator[simpy.Event, Any, None]:
         """Hold the tile for the step's roofline time while its DRAM traffic flows."""

@@ -183,6 +183,21 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
             "userbuffers overlap the all-gathers and reduce-scatters that sequence "
             "parallelism puts in place of the TP all-reduces"
         )
+    if mapping.moe_a2a_overlap:
+        why = ""
+        if ep < 2:
+            why = "it overlaps the expert-parallel all-to-alls, so it needs ep > 1"
+        elif mapping.pp > 1 and mapping.virtual_stages < 2:
+            why = "with pp > 1 it needs interleaved stages (virtual_stages > 1)"
+        elif mapping.recompute == "full":
+            why = "full recompute is not allowed with it"
+        elif mapping.schedule != "1f1b":
+            why = "it merges the 1F1B schedule's forwards and backwards (schedule 1f1b)"
+        if why:
+            raise MappingError(
+                f"mapping.moe_a2a_overlap: {why} (Megatron-Core's TransformerConfig checks for "
+                "--overlap-moe-expert-parallel-comm)"
+            )
     if mapping.recompute_modules and mapping.recompute != "selective":
         raise MappingError(
             f"mapping.recompute_modules {list(mapping.recompute_modules)} with recompute="
@@ -551,6 +566,7 @@ def _stage(
             step_chunks=chunks,
             send_blocks=send_blocks,
             grad_reduce=grad_reduce,
+            merge_forward_backward=mapping.moe_a2a_overlap,
         )
     return programs
 

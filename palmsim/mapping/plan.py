@@ -229,6 +229,10 @@ class StageProgram:
     # default without --overlap-p2p-communication), and when the DP gradient buckets reduce.
     send_blocks: bool = False
     grad_reduce: GradReduce = GradReduce.OVERLAP_BACKWARD
+    # Merged 1F1B (Megatron-Core --overlap-moe-expert-parallel-comm): each steady-state
+    # backward and the forward after it (of a later micro-batch) run together, taking turns
+    # on the tile's compute, so the communication of one overlaps the compute of the other.
+    merge_forward_backward: bool = False
 
 
 @dataclass(frozen=True, slots=True)

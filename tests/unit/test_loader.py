@@ -335,6 +335,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "dp_overlap": True,
         "tp_overlap": False,
         "tp_comm_overlap": False,
+        "moe_a2a_overlap": False,
         "grad_accumulation": "fused",
         "p2p_scatter_gather": True,
         "p2p_overlap": True,

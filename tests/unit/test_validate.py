@@ -321,3 +321,25 @@ def test_an_nvl72_run_fills_its_racks_as_megatron_bridge_segments_it(
     assert run is not None
     assert f"hw.system.chips={chips}" in run.overrides
     assert any(a.key == "hw.system.chips" for a in run.assumptions) is marked
+
+
+def test_a_stated_moe_a2a_overlap_merges_1f1b_and_rules_out_full_recompute() -> None:
+    """A MoE row stating its preset's moe_a2a_overlap (or Megatron-Core's name for it) runs
+    merged 1F1B; its unstated recompute is searched among none and selective only (Megatron-
+    Core refuses full recompute with it), then full recompute without the overlap as a last,
+    marked resort."""
+    rows = yaml.safe_load((REPO / "validation" / "moe_runs.yaml").read_text())["cases"]
+    row = next(c for c in rows if c["id"] == "mbridge_2511_h100_qwen3_235b_a22b_256gpu")
+    assert row["training"]["moe_a2a_overlap"] is True
+    for key in ("moe_a2a_overlap", "overlap_moe_expert_parallel_comm"):
+        training = {k: v for k, v in row["training"].items() if k != "moe_a2a_overlap"}
+        run = read_training_run({**row, "training": {**training, key: "true"}}, "x.yaml")
+        assert run is not None and run.flags["moe_a2a_overlap"] is True
+        assert run.recompute == ("none", "selective")
+    plain = {
+        **row,
+        "training": {k: v for k, v in row["training"].items() if k != "moe_a2a_overlap"},
+    }
+    run = read_training_run(plain, "x.yaml")
+    assert run is not None and "moe_a2a_overlap" not in run.flags
+    assert run.recompute == ("none", "selective", "full")
