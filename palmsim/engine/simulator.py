@@ -216,7 +216,7 @@ class Simulator:
         }
         self._mail: dict[tuple[Any, ...], simpy.Event] = {}
         self._collectives: dict[tuple[Any, ...], _Collective] = {}
-        self._group_seq: dict[tuple[str, tuple[int, ...], int], int] = {}
+        self._group_seq: dict[tuple[str, tuple[int, ...], int, str], int] = {}
         self._group_tail: dict[tuple[str, tuple[int, ...]], simpy.Event] = {}
         # collectives a tile started ahead (CollectiveStep.prefetch), by tile and the step's
         # typed identity (layer, op)
@@ -575,7 +575,14 @@ class Simulator:
         dp_buckets: list[simpy.Event] | None,
     ) -> Generator[simpy.Event, Any, None]:
         """Run a pass's steps on ``tile``, whose group of each kind is ``groups``
-        (:meth:`MappingPlan.groups`); with ``dp_buckets`` start DP reductions on markers."""
+        (:meth:`MappingPlan.groups`); with ``dp_buckets`` start DP reductions on markers.
+
+        A stage that runs a forward and a backward together (merged 1F1B) counts each pass
+        kind's collectives apart (``stream``), so that every member's n-th forward
+        collective on a group is the same one whatever the two passes' interleaving."""
+        stream = ""
+        if self.plan.programs[stage].merge_forward_backward:
+            stream = "F" if category == "forward" else "B"
         for step in steps:
             if isinstance(step, ComputeStep):
                 if mb < step.from_microbatch:
@@ -591,7 +598,7 @@ class Simulator:
                 if step.prefetched:  # started by an earlier step of the pass
                     done = self._prefetched.pop((tile, step.layer, step.op))
                 else:
-                    done = self._start(step, group, tile, stage, mb)
+                    done = self._start(step, group, tile, stage, mb, stream)
                 if step.overlap is not None:  # runs while the collective is in flight
                     self._activity[tile] = (stage, category, step.overlap, mb, ())
                     yield from self._compute(step.overlap, tile, stage, mb, category)
@@ -602,21 +609,31 @@ class Simulator:
                 if step.prefetch is not None:  # in flight while the tile runs on
                     ahead = step.prefetch
                     key = (tile, ahead.layer, ahead.op)
-                    self._prefetched[key] = self._start(ahead, group, tile, stage, mb)
+                    self._prefetched[key] = self._start(ahead, group, tile, stage, mb, stream)
             elif isinstance(step, GradBucketReady):
                 if dp_buckets is not None:
                     every = self.plan.programs[stage].grad_reduce is GradReduce.EVERY_BACKWARD
                     bucket_mb = mb if every else -1
-                    dp_buckets.append(self._reduce_bucket(step, groups, tile, stage, bucket_mb))
+                    dp_buckets.append(
+                        self._reduce_bucket(step, groups, tile, stage, bucket_mb, stream)
+                    )
             else:  # pragma: no cover - exhaustive over Step
                 raise AssertionError(step)
 
     def _start(
-        self, step: CollectiveStep, group: tuple[int, ...], tile: int, stage: int, mb: int
+        self,
+        step: CollectiveStep,
+        group: tuple[int, ...],
+        tile: int,
+        stage: int,
+        mb: int,
+        stream: str = "",
     ) -> simpy.Event:
         """Arrive at ``step``'s collective on ``group``; return its completion event."""
         category = f"{step.group}_{step.kind}"
-        return self._join(step.group, group, tile, step.kind, step.size_bytes, category, stage, mb)
+        return self._join(
+            step.group, group, tile, step.kind, step.size_bytes, category, stage, mb, stream
+        )
 
     def _wait(
         self,
@@ -653,12 +670,21 @@ class Simulator:
         tile: int,
         stage: int,
         mb: int,
+        stream: str = "",
     ) -> simpy.Event:
         """Start the data-parallel reduction of a gradient bucket (all-reduce, or ZeRO's
         reduce-scatter) over its group: DP, or EDP for routed experts' gradients."""
         category = f"{step.group}_{step.kind}"
         return self._join(
-            step.group, groups[step.group], tile, step.kind, step.size_bytes, category, stage, mb
+            step.group,
+            groups[step.group],
+            tile,
+            step.kind,
+            step.size_bytes,
+            category,
+            stage,
+            mb,
+            stream,
         )
 
     def _compute(
@@ -872,12 +898,14 @@ class Simulator:
         category: str,
         stage: int,
         mb: int,
+        stream: str = "",
     ) -> simpy.Event:
         """Arrive at the next collective of ``group``; return its completion event.
 
-        Each member counts its own collectives on the group, so the n-th arrival of every
-        member is the same collective. A collective starts once all members have arrived and
-        the group's previous collective has finished (one communicator, one stream). Members
+        Each member counts its own collectives on the group (of each ``stream``: the pass
+        kind under merged 1F1B), so the n-th arrival of every member is the same collective.
+        A collective starts once all members have arrived and the group's previous collective
+        has finished (one communicator, one stream). Members
         that are not simulated (symmetric replicas) do not arrive; their arrival is implied.
         Groups of different kinds (``group_kind``) are different communicators even with the
         same members.
@@ -886,10 +914,10 @@ class Simulator:
             done = self.env.event()
             done.succeed()
             return done
-        seq_key = (group_kind, group, tile)
+        seq_key = (group_kind, group, tile, stream)
         seq = self._group_seq.get(seq_key, 0)
         self._group_seq[seq_key] = seq + 1
-        key = (group_kind, group, seq)
+        key = (group_kind, group, stream, seq)
         coll = self._collectives.get(key)
         if coll is None:
             coll = self._collectives[key] = _Collective(
