@@ -1316,6 +1316,16 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "cp": cp,
         "ep": ep,
     }
+    # DeepEP's (or HybridEP's) node-deduplicated dispatch: Megatron-Core's flex dispatcher
+    dispatcher = str(
+        training.get("moe_flex_dispatcher_backend") or training.get("moe_dispatcher") or ""
+    ).lower()
+    if dispatcher in ("deepep", "hybridep"):
+        flags["moe_dispatcher"] = "deepep"
+    elif dispatcher not in ("", "alltoall", "none"):
+        raise NotRun(
+            f"training.moe_dispatcher: got {dispatcher!r}; expected alltoall, deepep or hybridep"
+        )
     # Megatron-Bridge's moe_a2a_overlap, Megatron-Core's --overlap-moe-expert-parallel-comm
     if any(
         _flag(training, key)

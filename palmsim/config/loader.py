@@ -53,6 +53,7 @@ from palmsim.config.specs import (
     INFERENCE_PASSES,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
+    MOE_DISPATCHERS,
     RECOMPUTE_MODULES,
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
@@ -1293,6 +1294,7 @@ def _mapping_schema() -> Schema:
         "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
         "zero": _zero_rule(),
         "expert_placement": _choice_rule(EXPERT_PLACEMENTS),
+        "moe_dispatcher": _choice_rule(MOE_DISPATCHERS),
         "expert_tp": _nullable_int_rule(hint=" (null: tp, Megatron-Core's default)"),
         "tp_2d": _tp_2d_rule(),
     }

@@ -23,6 +23,7 @@ __all__ = [
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
     "MODES",
+    "MOE_DISPATCHERS",
     "SERVING_ARRIVALS",
     "SERVING_LENGTHS",
     "SERVING_PREEMPTION_MODES",
@@ -124,6 +125,10 @@ ATTENTION_KERNELS = ("unfused", "fused")
 
 #: Values of ``MappingSpec.expert_placement`` (:func:`palmsim.workload.moe.place_experts`).
 EXPERT_PLACEMENTS = ("contiguous", "balanced")
+
+#: Values of ``MappingSpec.moe_dispatcher``: the all-to-all, or DeepEP's node-deduplicated
+#: dispatch (:func:`palmsim.hardware.collectives.deduplicated_alltoall_shares`).
+MOE_DISPATCHERS = ("alltoall", "deepep")
 
 #: Values of ``MappingSpec.grad_accumulation``.
 GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
@@ -969,6 +974,14 @@ class MappingSpec:
         "most loaded experts spread first, by the drawn expert load)",
         modes=("training", "inference"),
         default="contiguous",
+    )
+    moe_dispatcher: str = _f(
+        "how tokens reach their experts on other GPUs: 'alltoall' (Megatron-Core's alltoall "
+        "dispatcher, one copy per expert) or 'deepep' (DeepEP's, Megatron-Core's flex "
+        "dispatcher: a token crosses to another node once, to the GPU of the sender's local "
+        "rank, which forwards it over NVLink; needs a GPU cluster's nodes)",
+        modes=("training", "inference"),
+        default="alltoall",
     )
     tp_2d: tuple[int, int] | None = _f(
         "2-D tensor parallelism [a, b] of a stage replica's a*b = tp ranks (tt-metal's "

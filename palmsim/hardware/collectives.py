@@ -35,6 +35,7 @@ closed forms).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,8 @@ __all__ = [
     "RingShare",
     "alltoall_shares",
     "collective_transfers",
+    "deduplicated_alltoall_shares",
+    "node_reach",
     "ring_shares",
 ]
 
@@ -121,6 +124,55 @@ def alltoall_shares(members: Sequence[int]) -> tuple[RingShare, ...]:
     assert n >= 2, f"an all-to-all needs two members, got {list(members)}"
     share = 1.0 / (n - 1)
     return tuple(RingShare(a, b, share) for a in members for b in members if a != b)
+
+
+def node_reach(num_experts: int, top_k: int, node_experts: int) -> float:
+    """Probability that a token's ``top_k`` distinct experts, drawn uniformly from
+    ``num_experts``, include at least one of a node's ``node_experts``:
+    ``1 - C(E - E_u, k) / C(E, k)`` (the hypergeometric chance of none)."""
+    assert 0 <= node_experts <= num_experts and 0 < top_k <= num_experts
+    return 1.0 - math.comb(num_experts - node_experts, top_k) / math.comb(num_experts, top_k)
+
+
+def deduplicated_alltoall_shares(
+    members: Sequence[int],
+    node_of: Callable[[int], int],
+    *,
+    num_experts: int,
+    top_k: int,
+) -> tuple[RingShare, ...]:
+    """The flows of one token dispatch over ``members`` that crosses to each other node once
+    per token, as DeepEP's internode kernels do (deepseek-ai/DeepEP, README "normal kernels":
+    a token goes over RDMA once to each node holding one of its experts, to the GPU of the
+    sender's own local rank, which forwards it over NVLink to the experts' GPUs).
+
+    With ``S`` the per-member buffer (``N·k`` slots of ``N`` tokens) and ``n`` members, a
+    member sends to a member on its own node its ``S/n``, as the all-to-all; to another node
+    ``u`` it sends ``S/k · reach(u)`` once, to the member of ``u`` at its own position among
+    its node's members (the relay), where ``reach(u)`` is :func:`node_reach` of the ``E/n``
+    experts of each of ``u``'s members; the relay forwards ``S/n`` to each other member of
+    ``u``. Shares are of the all-to-all's step bytes ``(n-1)/n · S``, as
+    :func:`alltoall_shares`'.
+    """
+    n = len(members)
+    assert n >= 2 and num_experts % n == 0, (n, num_experts)
+    nodes: dict[int, list[int]] = {}
+    for m in members:
+        nodes.setdefault(node_of(m), []).append(m)
+    per_pair = 1.0 / (n - 1)
+    out: list[RingShare] = []
+    for a in members:
+        home = node_of(a)
+        position = nodes[home].index(a)
+        for u, peers in nodes.items():
+            if u == home:
+                out += [RingShare(a, b, per_pair) for b in peers if b != a]
+                continue
+            reach = node_reach(num_experts, top_k, num_experts // n * len(peers))
+            relay = peers[position % len(peers)]
+            out.append(RingShare(a, relay, reach * n / (top_k * (n - 1))))
+            out += [RingShare(relay, b, per_pair) for b in peers if b != relay]
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
 from palmsim.hardware.chip import Chip, Route
-from palmsim.hardware.collectives import alltoall_shares, ring_shares
+from palmsim.hardware.collectives import (
+    alltoall_shares,
+    deduplicated_alltoall_shares,
+    ring_shares,
+)
 from palmsim.mapping.folding import expert_groups
 from palmsim.mapping.plan import CollectiveFlow, Communicator, GroupKind
 
@@ -84,6 +88,7 @@ def communicators(
     cp: int = 1,
     etp: int | None = None,
     tp_2d: tuple[int, int] | None = None,
+    dedup: tuple[int, int] | None = None,
 ) -> tuple[tuple[Communicator, ...], int, int]:
     """Every TP and DP communicator of ``stage_tiles``, and how many replicas and how many TP
     ranks of each stage are simulated.
@@ -113,6 +118,9 @@ def communicators(
             adds each ETP group's ring (with ``etp = tp`` the ETP group is the TP group).
         tp_2d: ``[a, b]`` of 2-D tensor parallelism: each stage replica's TPA and TPB
             rings (:meth:`MappingPlan.groups`) in place of its TP ring.
+        dedup: ``(E, k)`` of a node-deduplicated token dispatch (DeepEP's; a GPU cluster's
+            nodes): each EP group's flows cross to another node once per token
+            (:func:`palmsim.hardware.collectives.deduplicated_alltoall_shares`).
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
@@ -131,6 +139,7 @@ def communicators(
         etp=etp,
         tp_2d=tp_2d,
         bidirectional=wafer is not None and wafer.bidirectional_rings,
+        dedup=dedup,
     )
     if tp_2d is not None:
         tp = []  # its collectives run on the TPA and TPB groups
@@ -172,6 +181,7 @@ def _replica_group_communicators(
     etp: int | None = None,
     tp_2d: tuple[int, int] | None = None,
     bidirectional: bool = False,
+    dedup: tuple[int, int] | None = None,
 ) -> list[Communicator]:
     """The EP (all-to-all), EDP, ETP, CP and TPA/TPB (ring) communicators, as
     :meth:`palmsim.mapping.plan.MappingPlan.groups` cuts them, each of two or more tiles;
@@ -220,11 +230,14 @@ def _replica_group_communicators(
                 if len(group) < 2:
                     continue
                 members = tuple(stage_tiles[r][s][k] for r, k in group)
-                shares = (
-                    alltoall_shares(members)
-                    if kind is GroupKind.EP
-                    else ring_shares(members, node_of, bidirectional=bidirectional)
-                )
+                if kind is GroupKind.EP and dedup is not None and node_of is not None:
+                    shares = deduplicated_alltoall_shares(
+                        members, node_of, num_experts=dedup[0], top_k=dedup[1]
+                    )
+                elif kind is GroupKind.EP:
+                    shares = alltoall_shares(members)
+                else:
+                    shares = ring_shares(members, node_of, bidirectional=bidirectional)
                 flows = []
                 for share in shares:
                     r = route(share.src, share.dst)

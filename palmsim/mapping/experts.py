@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from palmsim.config.specs import ModelSpec, TrainingSpec
+from palmsim.config.specs import MappingSpec, ModelSpec, TrainingSpec
 from palmsim.errors import MappingError
 from palmsim.mapping.folding import check_folding, expert_data_parallel_size
 from palmsim.mapping.lower import Unit
@@ -53,6 +53,7 @@ from palmsim.workload.moe import EXPERT_PLACEMENTS, Routing, route
 __all__ = [
     "StateBytes",
     "check_ep",
+    "dispatch_dedup",
     "ep_alltoall",
     "expert_grad_bucket",
     "layer_routings",
@@ -93,6 +94,25 @@ def check_ep(
     check_folding(tp, dp, etp, ep, sequence_parallel=sequence_parallel)
     if placement not in EXPERT_PLACEMENTS:
         raise MappingError(f"expert placement {placement!r}: one of {EXPERT_PLACEMENTS}")
+
+
+def dispatch_dedup(
+    mapping: MappingSpec, model: ModelSpec, chip_kind: str
+) -> tuple[int, int] | None:
+    """``(E, k)`` of a node-deduplicated dispatch (``mapping.moe_dispatcher`` 'deepep') for
+    :func:`palmsim.mapping.communicators.communicators`, None for the all-to-all.
+
+    Raises:
+        MappingError: 'deepep' off a GPU cluster (its nodes are what a token crosses once).
+    """
+    if mapping.moe_dispatcher != "deepep" or mapping.ep < 2:
+        return None
+    if chip_kind != "gpu_cluster":
+        raise MappingError(
+            "mapping.moe_dispatcher deepep: its dispatch crosses to each other node once per "
+            "token, so it needs a GPU cluster's nodes (the hardware is not one)"
+        )
+    return model.num_experts, model.num_experts_per_tok
 
 
 def split_params(blocks: Sequence[Block]) -> tuple[float, float]:

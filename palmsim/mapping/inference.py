@@ -80,7 +80,13 @@ from palmsim.hardware.costs import (
 )
 from palmsim.mapping.batch import Batch, inference_batch
 from palmsim.mapping.communicators import communicators
-from palmsim.mapping.experts import EXPERT_OPS, check_ep, ep_alltoall, layer_routings
+from palmsim.mapping.experts import (
+    EXPERT_OPS,
+    check_ep,
+    dispatch_dedup,
+    ep_alltoall,
+    layer_routings,
+)
 from palmsim.mapping.lower import (
     Costing,
     Unit,
@@ -451,6 +457,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         symmetric_replicas=experiment.run.symmetric_replicas,
         ep=mapping.ep,
         tp_2d=mapping.tp_2d,
+        dedup=dispatch_dedup(mapping, model, chip.spec.kind),
     )
     return MappingPlan(
         mapping=mapping,

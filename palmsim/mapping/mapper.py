@@ -31,6 +31,7 @@ from palmsim.mapping.communicators import communicators
 from palmsim.mapping.context import cp_attention, cp_recompute, kv_chunk_bytes
 from palmsim.mapping.experts import (
     check_ep,
+    dispatch_dedup,
     ep_alltoall,
     expert_grad_bucket,
     layer_routings,
@@ -348,6 +349,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         ep=mapping.ep,
         cp=mapping.cp,
         etp=mapping.expert_tp,
+        dedup=dispatch_dedup(mapping, workload.model, chip.spec.kind),
     )
     return MappingPlan(
         mapping=mapping,

@@ -127,3 +127,57 @@ def test_alltoall_across_two_nodes_is_nic_bound():
     inter_latency_s = chip.route(0, 8).latency_s
     expected = 8 * (S_BYTES / n) / nic_bw + (n - 1) * inter_latency_s
     assert _alltoall_time_s(chip, tuple(range(n))) == pytest.approx(expected, rel=1e-9)
+
+
+def test_node_reach_is_the_hypergeometric_chance_of_a_hit():
+    """A token's top-k distinct experts of E miss a node's E_u with probability
+    C(E - E_u, k) / C(E, k): 28/120 for top-2 of 16 and a node of 8; about 0.3375 for
+    DeepSeek-V3's top-8 of 256 and 32 experts a node (8 GPUs of an EP-64 group)."""
+    from palmsim.hardware.collectives import node_reach
+
+    assert node_reach(16, 2, 8) == pytest.approx(1 - 28 / 120)
+    miss = 1.0
+    for i in range(8):
+        miss *= (224 - i) / (256 - i)
+    assert node_reach(256, 8, 32) == pytest.approx(1 - miss)
+    assert node_reach(8, 2, 0) == 0.0 and node_reach(8, 2, 8) == 1.0
+
+
+def test_deepep_dispatch_crosses_the_nic_once_per_token_and_node():
+    """2 nodes x 8 GPUs, NIC 25 GB/s, top-2 of 16 experts (one a GPU): DeepEP's dispatch sends
+    a GPU's tokens that reach the other node once over its NIC, S/k · (1 - 28/120) bytes, to
+    the GPU of its own local rank there, which forwards S/16 to each of its 7 peers over
+    NVLink; the all-to-all sends 8·S/16 over the NIC. NIC-bound, the dispatch takes
+    S/k·reach/B_nic + (n - 1)·alpha, (1 - 28/120)·16/(2·8) = 0.767 of the all-to-all's bytes."""
+    from palmsim.hardware.collectives import deduplicated_alltoall_shares
+
+    hw = cluster_spec(nodes=2, gpus=8)
+    chip = Chip.from_spec(hw)
+    nic_bw = hw.cluster.inter_node.bandwidth_bytes_per_s
+    n, k = 16, 2
+    members = tuple(range(n))
+    shares = deduplicated_alltoall_shares(members, chip.die_of, num_experts=16, top_k=k)
+    step_bytes = (n - 1) / n * S_BYTES
+    crossing = [s for s in shares if chip.die_of(s.src) != chip.die_of(s.dst)]
+    assert len(crossing) == n  # one flow a GPU, to its own local rank's GPU
+    assert {(s.src % 8, s.dst % 8) for s in crossing} == {(i, i) for i in range(8)}
+    reach = 1 - 28 / 120
+    assert [s.share * step_bytes for s in crossing] == pytest.approx(
+        [S_BYTES / k * reach] * n, rel=1e-12
+    )
+    env = simpy.Environment()
+    net = FlowNetwork(
+        env, [c.bandwidth_bytes_per_s for c in chip.channels], RecordBuilder(FlowRecord)
+    )
+    ends: list[float] = []
+
+    def flow(src, dst, size):
+        r = chip.route(src, dst)
+        yield net.transfer(r.channels, size, r.latency_s * (n - 1), category="ep", src=src, dst=dst)
+        ends.append(env.now)
+
+    for s in shares:
+        env.process(flow(s.src, s.dst, s.share * step_bytes))
+    env.run()
+    expected = S_BYTES / k * reach / nic_bw + (n - 1) * chip.route(0, 8).latency_s
+    assert max(ends) == pytest.approx(expected, rel=1e-9)

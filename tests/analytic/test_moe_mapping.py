@@ -33,7 +33,7 @@ from palmsim.mapping.plan import (
     StageProgram,
 )
 from palmsim.report.metrics import summarize
-from tests.conftest import cluster_spec, experiment
+from tests.conftest import cluster_spec, experiment, wafer_spec
 
 S_BYTES = 64e6
 
@@ -297,3 +297,36 @@ def test_merged_1f1b_needs_expert_parallelism_and_interleaving():
         Chip.from_spec(cluster_spec(nodes=1, gpus=8)),
     )
     assert plan.programs[0].merge_forward_backward
+
+
+def test_deepep_dispatch_lowers_on_a_cluster_and_is_refused_elsewhere():
+    """moe_dispatcher deepep: each EP group's communicator crosses to another node once per
+    token and member (16 GPUs over 2 nodes, ep 16: 16 NIC flows, not 16 x 8), and a
+    hardware without nodes (a wafer) refuses it."""
+    from palmsim.hardware.collectives import node_reach
+
+    hw = cluster_spec(nodes=2, gpus=8)
+    exp = experiment(hw, TINY_MOE, seq=256, batch=16, dp=16, ep=8, micro_batch_size=1)
+    exp16 = dataclasses.replace(
+        exp,
+        workload=dataclasses.replace(
+            exp.workload, model=dataclasses.replace(TINY_MOE, num_experts=16)
+        ),
+        mapping=dataclasses.replace(exp.mapping, ep=16, moe_dispatcher="deepep"),
+        run=RunSpec(symmetric_replicas=False),  # every member's flows, not one's images
+    )
+    chip = Chip.from_spec(hw)
+    plan = map_workload(exp16, chip)
+    (ep_comm,) = [c for c in plan.communicators if c.group == GroupKind.EP]
+    crossing = [f for f in ep_comm.flows if chip.die_of(f.src) != chip.die_of(f.dst)]
+    assert len(crossing) == 16
+    # S/k·reach of the step's (n-1)/n·S: share reach·n/(k·(n-1))
+    assert {round(f.share, 12) for f in crossing} == {
+        round(node_reach(16, 2, 8) * 16 / (2 * 15), 12)
+    }
+    wafer = experiment(
+        wafer_spec(), TINY_MOE, seq=256, batch=16, dp=8, ep=8, micro_batch_size=1,
+        moe_dispatcher="deepep",
+    )  # fmt: skip
+    with pytest.raises(MappingError, match="needs a GPU cluster's nodes"):
+        map_workload(wafer, Chip.from_spec(wafer.hardware))

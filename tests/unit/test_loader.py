@@ -345,6 +345,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "ep": 1,
         "expert_tp": None,
         "expert_placement": "contiguous",
+        "moe_dispatcher": "alltoall",
         "tp_2d": None,
         "cp": 1,
     }
