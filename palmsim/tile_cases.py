@@ -794,6 +794,12 @@ def _simulate(
 #: 4, at most 3 rows and columns of cores left out (:func:`substitutions` marks it).
 WAFER_REGIONS = 4
 WAFER_TP = WAFER_REGIONS**2
+#: WaferLLM's layer is tensor-parallel over both axes of its grid: MeshGEMM and MeshGEMV tile
+#: every weight over the P x P cores and reduce partial sums along a row or a column (He et
+#: al., OSDI'25, Secs. 5.3 and 6.2; Decode/WSE-2/src/decode.csl: each core holds dim/P x dim/P
+#: of Q, K, V and O and dim/P x ffn/P of the MLP, and every GEMV ends in an all-reduce along
+#: x or y), so its 4 x 4 regions run 2-D tensor parallelism (``mapping.tp_2d``).
+WAFER_TP_2D = (WAFER_REGIONS, WAFER_REGIONS)
 
 
 def _wafer_grids(
@@ -850,9 +856,11 @@ def waferllm_model(model: ModelSpec, side: int) -> ModelSpec:
       (Decode/WSE-3/model_config/llama8B_4k_controlled_16_360.json @6bd086a: ``dim`` 4320,
       ``ffn_dim`` 14400, ``seq_len`` 4320 for LLaMA3-8B's 4096, 14336 and 4k on 360x360).
       The head width is the padded ``dim`` over the heads, rounded up to a whole number,
-      and the MLP width is rounded up to a multiple of :data:`WAFER_TP` as TP splits it.
+      the MLP width is rounded up to a multiple of :data:`WAFER_TP` as TP splits it, and
+      ``dim`` to a multiple of the 4 region columns that split it (2-D TP; only a side 4
+      does not divide, as 375 and 750, needs it: 5250 becomes 5252).
     """
-    dim = _padded(model.hidden_size, side)
+    dim = _padded(_padded(model.hidden_size, side), WAFER_REGIONS)
     # then to a multiple of the 16 TP ranks that split it (at most 15 columns more)
     ffn = _padded(_padded(model.intermediate_size, side), WAFER_TP)
     heads = WAFER_TP
@@ -887,7 +895,8 @@ def _wafer_simulate(
       launch_sim.py @63c40e9: one set of Q/K/V/O/up/gate/down weights, 'Mean cycle count' of
       the repeats), and the paper scales layer subsets for its larger models (He et al.,
       OSDI'25, Sec. 7.1: "we evaluate a subset of layers and scale the results"): both runs
-      on the same cores, and the whole model need not fit in them at once.
+      on the same cores, and the whole model need not fit in them at once; the layer is 2-D
+      tensor parallel over the 4 x 4 regions (:data:`WAFER_TP_2D`).
     - ``pipeline`` True, a layer pipeline (every layer on its own ``grid``): the two layers
       run as two stages on two such grids, so a layer's time includes its hand-over to the
       next.
@@ -901,7 +910,14 @@ def _wafer_simulate(
             f"hw.chip.cores=[{r * stages}, {c}]",
             f"hw.chip.granularity=[{r // WAFER_REGIONS}, {c // WAFER_REGIONS}]",
         ]
-        mapping = MappingSpec(pp=stages, tp=WAFER_TP, dp=1, micro_batch_size=inference.batch)
+        mapping = MappingSpec(
+            pp=stages,
+            tp=WAFER_TP,
+            dp=1,
+            micro_batch_size=inference.batch,
+            # a layer pipeline (Cerebras's own service) has no published partition: 1-D
+            tp_2d=None if pipeline else WAFER_TP_2D,
+        )
         # the embedding and the LM head cancel in the difference: a vocabulary of one entry
         # per rank keeps them from crowding a layer's cores
         layer_model = dataclasses.replace(model, num_hidden_layers=layers, vocab_size=WAFER_TP)

@@ -354,7 +354,9 @@ def test_waferllm_pads_every_dimension_to_the_grid_side():
 def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monkeypatch):
     """LLaMA2-13B's end-to-end rows run prefill on 750x750 cores and decode on 375x375:
     simulated on 748x748 and 372x372 (4x4 regions of whole cores), the layer keeping the
-    padding of 750 and 375 (its 5120 wide rows become 5250 on both), and marked."""
+    padding of 750 and 375 (its 5120 wide rows become 5250 on both, then 5252 for the 4
+    region columns of 2-D TP that split them), and marked; the layer runs 2-D TP over its
+    4 x 4 regions."""
     import palmsim.tile_cases as tc
     from palmsim.tile_cases import substitutions
 
@@ -363,6 +365,7 @@ def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monk
 
     def spy(hw_path, overrides, model, inference, mapping):
         seen.append((overrides[0], model.hidden_size))
+        assert mapping.tp_2d == (4, 4)
         return original(hw_path, overrides, model, inference, mapping)
 
     monkeypatch.setattr(tc, "_simulate", spy)
@@ -370,8 +373,8 @@ def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monk
     ((metric, _, tpr),) = predict(case)
     assert metric == "e2e_tpr_tokens_per_s" and tpr > 0
     assert set(seen) == {
-        ("hw.chip.cores=[748, 748]", 5250),
-        ("hw.chip.cores=[372, 372]", 5250),
+        ("hw.chip.cores=[748, 748]", 5252),
+        ("hw.chip.cores=[372, 372]", 5252),
     }
     marks = [value for key, value, _ in substitutions(case) if key == "hw.chip.cores"]
     assert marks == ["372x372 for 375x375", "748x748 for 750x750"]
