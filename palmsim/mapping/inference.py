@@ -127,7 +127,7 @@ TOKEN_ID_BYTES = 8
 
 
 def kv_cache_bytes(
-    layers: int, kv_heads: int, head_dim: int, tokens: int, batch: int, elem_bytes: float
+    layers: int, kv_heads: int, head_dim: int, tokens: int, batch: float, elem_bytes: float
 ) -> float:
     """KV-cache bytes: ``2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes``.
 
@@ -329,7 +329,7 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     a, b = _tp_grid(experiment)
     kv_t = model.num_key_value_heads // a if model.num_key_value_heads >= a else 1
     heads_t = model.num_attention_heads // a
-    users = math.ceil(mbs / b)  # the users whose cache a tile holds (all of them in 1-D)
+    users = _cache_users(mbs, b)
     return _Serving(
         prefill=_pass(experiment, inf.prompt_len, batch),
         decode=_pass(experiment, 1, batch),
@@ -343,6 +343,15 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
         pp=mapping.pp,
         grid=(a, b),
     )
+
+
+def _cache_users(requests: int, b: int) -> float:
+    """The requests whose KV cache a tile holds, of ``requests`` over the ``b`` ranks that
+    split the users (all of them in 1-D): ``ceil(requests / b)`` (tt-metal's Galaxy: 8 users
+    a column), or with fewer requests than ranks each request's cache split by sequence over
+    ``b / requests`` of them (WaferLLM's decode holds ``dim/P x seq/P`` of K and of V on each
+    core, Decode/WSE-2/src/decode.csl), ``requests / b``."""
+    return math.ceil(requests / b) if requests >= b else requests / b
 
 
 def _check_tp_2d(experiment: ExperimentSpec) -> None:
@@ -515,7 +524,7 @@ def _stage_memory(
     assert inf is not None
     first, last = layers
     # requests whose cache one tile of a replica holds: its replica's, split over b ranks
-    requests = math.ceil(inf.batch // mapping.dp / serving.grid[1])
+    requests = _cache_users(inf.batch // mapping.dp, serving.grid[1])
     total_tokens = inf.prompt_len + inf.output_len
     prefill = serving.prefill
     # Weight storage by parameters, each block in its own format (MLP and attention may
