@@ -38,7 +38,7 @@ import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from heapq import heappop
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import simpy
@@ -185,6 +185,16 @@ def private_dram_step_s(step: ComputeStep, bandwidth: float, latency_s: float) -
     if write > 0:
         delay_s = max(delay_s, write_drain_s + latency_s)
     return launch_s + delay_s
+
+
+class _Seat(NamedTuple):
+    """Where a tile process runs: its replica, stage, TP rank, tile and groups."""
+
+    replica: int
+    stage: int
+    rank: int
+    tile: int
+    groups: dict[str, tuple[int, ...]]
 
 
 class Simulator:
@@ -357,6 +367,7 @@ class Simulator:
             if phase == "B"
         }
         pending: list[simpy.Event] = []
+        seat = _Seat(replica, stage, rank, tile, groups)
         self._held[tile] = 0.0
         entries = list(enumerate(zip(program.steps, chunks, strict=True)))
         merge = program.merge_forward_backward
@@ -371,23 +382,19 @@ class Simulator:
                 _, ((_, f_mb), f_chunk) = entries[i + 1]
                 backward = self.env.process(
                     self._backward_pass(
-                        replica, stage, rank, tile, mb, chunk, groups, pending,
-                        last=index == last_backward[chunk],
+                        seat, mb, chunk, pending, last=index == last_backward[chunk]
                     )
-                )  # fmt: skip
-                forward = self.env.process(
-                    self._forward_pass(replica, stage, rank, tile, f_mb, f_chunk, groups)
                 )
+                forward = self.env.process(self._forward_pass(seat, f_mb, f_chunk))
                 yield self.env.all_of([backward, forward])
                 i += 2
                 continue
             if phase == "F":
-                yield from self._forward_pass(replica, stage, rank, tile, mb, chunk, groups)
+                yield from self._forward_pass(seat, mb, chunk)
             else:
                 yield from self._backward_pass(
-                    replica, stage, rank, tile, mb, chunk, groups, pending,
-                    last=index == last_backward[chunk],
-                )  # fmt: skip
+                    seat, mb, chunk, pending, last=index == last_backward[chunk]
+                )
             i += 1
         if len(dp_group) > 1 and program.grad_reduce is GradReduce.AFTER_BACKWARD:
             # No overlap: every bucket is reduced after the whole backward pass.
@@ -428,18 +435,10 @@ class Simulator:
         self._activity[tile] = "finished"
         self._finished.add(tile)
 
-    def _forward_pass(
-        self,
-        replica: int,
-        stage: int,
-        rank: int,
-        tile: int,
-        mb: int,
-        chunk: int,
-        groups: dict[str, tuple[int, ...]],
-    ) -> Generator[simpy.Event, Any, None]:
+    def _forward_pass(self, seat: _Seat, mb: int, chunk: int) -> Generator[simpy.Event, Any, None]:
         """SimPy process step: the forward of micro-batch ``mb`` on model ``chunk``: wait for its
         activations, run it, hold its activations, send them on."""
+        replica, stage, rank, tile, groups = seat
         plan = self.plan
         p, last_virtual = plan.num_stages, plan.num_virtual_stages - 1
         c = chunk * p + stage  # the virtual stage this step runs
@@ -462,22 +461,13 @@ class Simulator:
                 yield from self._wait(sent, tile, stage, mb, "forward.send", size, Phase.FORWARD)
 
     def _backward_pass(
-        self,
-        replica: int,
-        stage: int,
-        rank: int,
-        tile: int,
-        mb: int,
-        chunk: int,
-        groups: dict[str, tuple[int, ...]],
-        pending: list[simpy.Event],
-        *,
-        last: bool,
+        self, seat: _Seat, mb: int, chunk: int, pending: list[simpy.Event], *, last: bool
     ) -> Generator[simpy.Event, Any, None]:
         """SimPy process step: the backward of micro-batch ``mb`` on model ``chunk`` (``last``:
         the chunk's last of the iteration): wait for its gradients, recompute, run it
         (starting DP reductions into ``pending`` as the program's policy says), free its
         activations, send its input gradients back."""
+        replica, stage, rank, tile, groups = seat
         plan = self.plan
         p, last_virtual = plan.num_stages, plan.num_virtual_stages - 1
         program = plan.programs[stage]
