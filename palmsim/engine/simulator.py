@@ -570,20 +570,21 @@ class Simulator:
         A stage that runs a forward and a backward together (merged 1F1B) counts each pass
         kind's collectives apart (``stream``), so that every member's n-th forward
         collective on a group is the same one whatever the two passes' interleaving."""
-        stream = ""
+        stream, compute = "", self._compute
         if self.plan.programs[stage].merge_forward_backward:
             stream = "F" if category == "forward" else "B"
+            compute = self._compute_in_turn
         for step in steps:
             if isinstance(step, ComputeStep):
                 if mb < step.from_microbatch:
                     continue
                 self._activity[tile] = (stage, category, step, mb, ())
-                yield from self._compute(step, tile, stage, mb, category)
+                yield from compute(step, tile, stage, mb, category)
             elif isinstance(step, CollectiveStep):
                 group = groups[step.group]
                 if len(group) < 2:
                     if step.overlap is not None:
-                        yield from self._compute(step.overlap, tile, stage, mb, category)
+                        yield from compute(step.overlap, tile, stage, mb, category)
                     continue
                 if step.prefetched:  # started by an earlier step of the pass
                     done = self._prefetched.pop((tile, step.layer, step.op))
@@ -591,7 +592,7 @@ class Simulator:
                     done = self._start(step, group, tile, stage, mb, stream)
                 if step.overlap is not None:  # runs while the collective is in flight
                     self._activity[tile] = (stage, category, step.overlap, mb, ())
-                    yield from self._compute(step.overlap, tile, stage, mb, category)
+                    yield from compute(step.overlap, tile, stage, mb, category)
                 self._activity[tile] = (stage, category, step, mb, group)
                 # the tile's wait, after any overlapped compute
                 label = f"{category}.{step.label}"
@@ -677,20 +678,16 @@ class Simulator:
             stream,
         )
 
-    def _compute(
+    def _compute_in_turn(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
     ) -> Generator[simpy.Event, Any, None]:
-        """Hold the tile for the step's roofline time while its DRAM traffic flows; on a tile
-        that runs a forward and a backward together, once the other's op has finished."""
-        lock = self._compute_locks.get(tile)
-        if lock is None:
-            yield from self._compute_now(step, tile, stage, mb, category)
-            return
-        with lock.request() as turn:
+        """:meth:`_compute` on a tile that runs a forward and a backward together (merged
+        1F1B): once the other pass's op has finished."""
+        with self._compute_locks[tile].request() as turn:
             yield turn
-            yield from self._compute_now(step, tile, stage, mb, category)
+            yield from self._compute(step, tile, stage, mb, category)
 
-    def _compute_now(
+    def _compute(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
     ) -> Generator[simpy.Event, Any, None]:
         """Hold the tile for the step's roofline time while its DRAM traffic flows."""
