@@ -1317,15 +1317,15 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "ep": ep,
     }
     # DeepEP's (or HybridEP's) node-deduplicated dispatch: Megatron-Core's flex dispatcher
-    dispatcher = str(
-        training.get("moe_flex_dispatcher_backend") or training.get("moe_dispatcher") or ""
-    ).lower()
-    if dispatcher in ("deepep", "hybridep"):
-        flags["moe_dispatcher"] = "deepep"
-    elif dispatcher not in ("", "alltoall", "none"):
-        raise NotRun(
-            f"training.moe_dispatcher: got {dispatcher!r}; expected alltoall, deepep or hybridep"
-        )
+    for key in ("moe_flex_dispatcher_backend", "moe_dispatcher"):
+        value = training.get(key)
+        if not value:
+            continue
+        if str(value).lower() in ("deepep", "hybridep"):
+            flags["moe_dispatcher"] = "deepep"
+        elif str(value).lower() not in ("alltoall", "none"):
+            raise NotRun(f"training.{key}: got {value!r}; expected alltoall, deepep or hybridep")
+        break
     # Megatron-Bridge's moe_a2a_overlap, Megatron-Core's --overlap-moe-expert-parallel-comm
     if any(
         _flag(training, key)

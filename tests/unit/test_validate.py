@@ -343,3 +343,18 @@ def test_a_stated_moe_a2a_overlap_merges_1f1b_and_rules_out_full_recompute() -> 
     run = read_training_run(plain, "x.yaml")
     assert run is not None and "moe_a2a_overlap" not in run.flags
     assert run.recompute == ("none", "selective", "full")
+
+
+def test_a_dispatcher_it_does_not_know_is_named_with_its_key() -> None:
+    """DeepEP or HybridEP read as DeepEP's dispatch; anything else is a one-line reason naming
+    the key the case used and its value."""
+    from palmsim.validate import NotRun
+
+    rows = yaml.safe_load((REPO / "validation" / "moe_runs.yaml").read_text())["cases"]
+    row = next(c for c in rows if c["id"] == "mbridge_2509_h100_deepseek_v3_1024gpu")
+    run = read_training_run(row, "x.yaml")
+    assert run is not None and run.flags["moe_dispatcher"] == "deepep"
+    for key in ("moe_flex_dispatcher_backend", "moe_dispatcher"):
+        training = {k: v for k, v in row["training"].items() if k != "moe_flex_dispatcher_backend"}
+        with pytest.raises(NotRun, match=f"training.{key}: got 'nccl'"):
+            read_training_run({**row, "training": {**training, key: "nccl"}}, "x.yaml")
