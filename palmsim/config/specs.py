@@ -842,6 +842,15 @@ class InferenceSpec:
         "[count]",
         default=0,
     )
+    decode_weight_readers: int = _f(
+        "cores of a simulated tile that run a decode GEMM whose weights stay in DRAM, one per "
+        "DRAM bank (tt-metal's DRAM-sharded matmul, as tt_transformers runs decode and its LM "
+        "head: 12 on a Wormhole, 8 on a p150): each reads its bank's shard at "
+        "tile.dram_reader_bandwidth and computes that slice of the output itself, so the GEMM "
+        "streams at readers x tile.dram_reader_bandwidth and computes at readers / (the "
+        "tile's cores) of its peak; 0: on every core at the DRAM bandwidth [count]",
+        default=0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

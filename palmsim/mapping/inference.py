@@ -434,6 +434,16 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             "which it does not give (--set inference.prefill_weight_readers=0 streams the "
             "weights at the DRAM rate)"
         )
+    if inf.decode_weight_readers > 0:
+        cores = hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
+        if hw.tile.dram_reader_bandwidth_bytes_per_s <= 0 or inf.decode_weight_readers > cores:
+            raise MappingError(
+                f"inference.decode_weight_readers = {inf.decode_weight_readers} needs the "
+                "hardware's per-core rate tile.dram_reader_bandwidth and at most the "
+                f"{cores} cores of a simulated tile (chip.granularity); this hardware gives "
+                f"{hw.tile.dram_reader_bandwidth_bytes_per_s:g} B/s (--set "
+                "inference.decode_weight_readers=0 runs decode GEMMs on every core)"
+            )
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
@@ -755,6 +765,36 @@ class _Lowering:
                 return step
             return dataclasses.replace(step, compute_time_s=floor_s)
 
+        # A decode GEMM whose weights stay in DRAM runs as tt-metal's DRAM-sharded matmul
+        # with inference.decode_weight_readers R: one worker core per DRAM bank reads that
+        # bank's shard of the weights and computes its slice of the output columns itself,
+        # the activations multicast to it (ttnn's MatmulMultiCoreReuseMultiCastDRAMSharded-
+        # ProgramConfig, one worker per bank: "DRAM-sharded weights need one reader core per
+        # DRAM bank"; tt_transformers builds every decode weight GEMM and its LM head so,
+        # model_config.py dram_matmul_config, lm_head.py). Its reads and math overlap, so
+        # each GEMM lasts at least the longer of its DRAM-resident weights over R readers'
+        # rate and its FLOP time on R of the simulated tile's cores.
+        shard_readers = inf.decode_weight_readers if tag == "D" else 0
+        hw = self.experiment.hardware
+        tile_cores = hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
+
+        def sharded(step: ComputeStep, ops: tuple[Op, ...], block_costing: Costing) -> ComputeStep:
+            """``step`` lasting at least its ops' serial latency plus, per weight GEMM, the
+            longer of its weight stream and its math on the DRAM-bank cores."""
+            if shard_readers <= 0 or block_costing.where.weights <= 0:
+                return step
+            reader_bps = shard_readers * tile.dram_reader_bandwidth_bytes_per_s
+            floor_s = step.serial_latency_s
+            for op in ops:
+                if op.weight_bytes <= 0:
+                    continue
+                weights = block_costing.where.weights * op.weight_bytes
+                math_s = block_costing.cost((op,), "F").flop_time_s * tile_cores / shard_readers
+                floor_s += max(weights / reader_bps, math_s)
+            if floor_s <= step.compute_time_s:
+                return step
+            return dataclasses.replace(step, compute_time_s=floor_s)
+
         def dispatched(step: ComputeStep, ops: int) -> ComputeStep:
             floor_s = ops * dispatch_s
             if floor_s <= step.compute_time_s:
@@ -790,6 +830,7 @@ class _Lowering:
                 if prefetched:
                     step = dataclasses.replace(step, serial_latency_s=0.0)
                 step = streamed(step, b, block_costing.where)
+                step = sharded(step, b.ops, block_costing)
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
@@ -799,5 +840,6 @@ class _Lowering:
         if s == self.serving.pp - 1:
             head = Unit("head", -1, (blocks.head,), prefix, tag)
             step = compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head")
+            step = sharded(step, blocks.head.ops, costing)
             steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.head.ops)))
         return tuple(steps)

@@ -89,6 +89,7 @@ def _inference(
     tied: bool = False,
     weight_prefetch: str = "none",
     prefill_weight_readers: int = 0,
+    decode_weight_readers: int = 0,
 ) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
@@ -101,6 +102,7 @@ def _inference(
         trace=trace,
         weight_prefetch=weight_prefetch,
         prefill_weight_readers=prefill_weight_readers,
+        decode_weight_readers=decode_weight_readers,
     )
     workload = WorkloadSpec(_model(tied), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
@@ -254,6 +256,75 @@ def test_prefill_weight_readers_need_the_per_core_rates():
     )
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
         _inference(bare, tp=1, prompt=8, output=2, prefill_weight_readers=8)
+
+
+def test_decode_weights_stream_through_one_reader_per_dram_bank():
+    """inference.decode_weight_readers: a decode GEMM runs as a DRAM-sharded matmul, one
+    worker core per DRAM bank reading its shard at dram_reader_bandwidth r. With r = 0.1
+    GB/s and 12 readers (1.2 GB/s), the weights dominate a decode step: TPOT = f x (layer
+    and head weights) / 1.2 GB/s, f the DRAM fraction of every weight (as in the decode
+    test above), plus the op latencies and the few small reads beside the GEMMs (ms).
+    The prefill is unchanged. At the n150's 22 GB/s, 12 readers stream 264 GB/s, the
+    fitted 267 GB/s of its DRAM to 1%: the decode step barely moves."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    assert 12 * hw.tile.dram_reader_bandwidth_bytes_per_s == pytest.approx(
+        hw.dram.bandwidth_bytes_per_s, rel=0.012
+    )
+    slow = dataclasses.replace(
+        hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.1e9)
+    )
+    e = DTYPE_BYTES["bfp8"]
+    per_layer = 4 * H * H + 3 * H * FFN
+    norms = 2 * H * LAYERS + H
+    stored = (LAYERS * per_layer + VOCAB * H + norms) * e + VOCAB * H * e
+    dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
+    gemm_weights = (LAYERS * per_layer + VOCAB * H) * e
+    expected = dram_fraction * gemm_weights / (12 * 0.1e9)
+    on = _inference(slow, tp=1, prompt=1, output=3, decode_weight_readers=12)
+    off = _inference(slow, tp=1, prompt=1, output=3)
+    assert on["tpot_s"] == pytest.approx(expected, rel=0.02)
+    assert on["tpot_s"] > expected
+    assert off["tpot_s"] < 0.05 * on["tpot_s"]  # at the DRAM rate the same step is fast
+    assert on["ttft_s"] == pytest.approx(off["ttft_s"], rel=1e-12)
+    real = _inference(hw, tp=1, prompt=1, output=3, decode_weight_readers=12)["tpot_s"]
+    base = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
+    assert real == pytest.approx(base, rel=0.012)
+
+
+def test_decode_gemm_math_runs_on_the_dram_bank_cores_only():
+    """The DRAM-sharded matmul computes on its R reader cores, not on the chip's 64. With a
+    core slowed to 10 GFLOP/s (LoFi, every format) the math dominates a decode step, and with
+    one reader each weight GEMM runs on one core: 2 x its weights FLOP (batch 1) at 10
+    GFLOP/s x the bfp8 efficiency. TPOT = 2 x (layer and head weights) / (10 GFLOP/s x e)
+    plus the DRAM reads, op latencies and non-GEMM ops of a few ms, under 3% of it. Without
+    the readers the same GEMMs run on all 64 cores, 64 times faster."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    core_peak = 10e9
+    slow = dataclasses.replace(
+        hw,
+        tile=dataclasses.replace(
+            hw.tile,
+            peak_flop_per_s=tuple((dtype, 64 * core_peak) for dtype, _ in hw.tile.peak_flop_per_s),
+        ),
+    )
+    params = LAYERS * (4 * H * H + 3 * H * FFN) + VOCAB * H
+    expected = 2 * params / (core_peak * slow.tile.efficiency_for("bfp8"))
+    tpot = _inference(slow, tp=1, prompt=1, output=3, decode_weight_readers=1)["tpot_s"]
+    assert tpot == pytest.approx(expected, rel=0.03)
+    assert tpot > expected
+    off = _inference(slow, tp=1, prompt=1, output=3)["tpot_s"]
+    assert off < expected / 64 + 5e-3
+
+
+def test_decode_weight_readers_need_the_rate_and_enough_cores():
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    bare = dataclasses.replace(
+        hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.0)
+    )
+    with pytest.raises(MappingError, match="dram_reader_bandwidth"):
+        _inference(bare, tp=1, prompt=8, output=2, decode_weight_readers=12)
+    with pytest.raises(MappingError, match="64 cores"):
+        _inference(hw, tp=1, prompt=8, output=2, decode_weight_readers=65)
 
 
 # --------------------------------------------------------------------------- all-reduce
