@@ -131,12 +131,6 @@ GALAXY_LLAMA_OPS_PER_LAYER = 15
 #: (models/tt_transformers/tt/model_config.py; each column's in1 sender reads one DRAM shard).
 TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS = 8
 
-#: DRAM banks of a Wormhole B0, each with the one worker core of a DRAM-sharded matmul
-#: (tiles_hw_specs.yaml tenstorrent_wormhole_b0 chip.dram_capacity: 12 banks in 6 controllers;
-#: "DRAM-sharded weights need one reader core per DRAM bank (12 on WH ...)", tt-metal
-#: models/tt_transformers/tt/model_config.py). The Wormhole configs place the 6 controllers.
-TT_WORMHOLE_DRAM_BANKS = 12
-
 #: Passes the Galaxy demo replays from a trace: demo/text_demo.py @0009006b sets
 #: ``enable_trace = True`` and ``prefill_enable_trace = True`` (inference.trace 'all').
 GALAXY_LLAMA_TRACE = "all"
@@ -736,17 +730,14 @@ def _prefill_weight_readers(code: str, case: Mapping[str, Any], hw_path: str) ->
     return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
 
-def _decode_weight_readers(code: str, case: Mapping[str, Any], hw_path: str) -> int:
+def decode_weight_readers(code: str, hw_path: str) -> int:
     """``inference.decode_weight_readers`` of the serving code ``code`` names: tt_transformers
     runs its decode weight GEMMs and LM head as DRAM-sharded matmuls, one worker core per DRAM
-    bank (model_config.py ``dram_matmul_config``, lm_head.py): 12 on a Wormhole
-    (TT_WORMHOLE_DRAM_BANKS), the config's banks otherwise (a p150's 8, a p100's 7); 0 for
-    other code."""
+    bank (model_config.py ``dram_matmul_config``, lm_head.py), so the chip's ``dram.banks`` (12
+    on a Wormhole, 8 on a p150, 7 on a p100); 0 for other code."""
     if "tt_transformers" not in code:
         return 0
-    if str(case["hardware"]["hw_spec_ref"]).startswith("tenstorrent_wormhole"):
-        return TT_WORMHOLE_DRAM_BANKS
-    return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
+    return load_hardware(hw_path).dram.banks
 
 
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -965,7 +956,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
     readers = _prefill_weight_readers(code, case, hw_path)
-    bank_readers = _decode_weight_readers(code, case, hw_path)
+    bank_readers = decode_weight_readers(code, hw_path)
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))

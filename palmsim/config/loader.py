@@ -1074,6 +1074,7 @@ def hardware_schema(kind: str) -> Schema:
         schema["dram"]["positions"] = Rule(
             _parse_positions, "a list of [row, col] chip-local core positions", required=False
         )
+        schema["dram"]["banks"] = _int_rule(minimum=1, required=False)
         schema["chip"] = {
             "cores": Rule(_parse_grid, _GRID_EXPECTED),
             "granularity": Rule(_parse_granularity, _GRANULARITY_EXPECTED, required=False),
@@ -1253,8 +1254,8 @@ def _workload_schema(set_hint: bool) -> Schema:
 
 def _number_format_rules() -> Schema:
     """The keys an inference and a serving section share: the activation dtype, each kind
-    of weight's and the KV cache's storage format, the math fidelity per format and the
-    kernels per layer."""
+    of weight's and the KV cache's storage format, the math fidelity per format, the
+    kernels per layer and the decode GEMMs' DRAM-bank readers."""
     dtypes = ("fp32", "fp16", "bf16")
     stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
     mlp = _choice_rule(stored)
@@ -1269,6 +1270,7 @@ def _number_format_rules() -> Schema:
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
         "ops_per_layer": _int_rule(minimum=0),
+        "decode_weight_readers": _int_rule(minimum=0),
     }
 
 
@@ -1281,7 +1283,6 @@ def _inference_schema() -> Schema:
         "trace": _choice_rule(INFERENCE_PASSES),
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
         "prefill_weight_readers": _int_rule(minimum=0),
-        "decode_weight_readers": _int_rule(minimum=0),
         "mapping": _mapping_rule(required=False),
     }
 
@@ -1680,6 +1681,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         bandwidth_bytes_per_s=dram_v["bandwidth"],
         latency_s=dram_v["latency"],
         positions=dram_v.get("positions", ()),
+        banks=dram_v.get("banks", len(dram_v.get("positions", ()))),
     )
     wafer = cluster = None
     granularity = (1, 1)
@@ -1790,6 +1792,9 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
         bandwidth_bytes_per_s=d.bandwidth_bytes_per_s * per_unit,
         latency_s=d.latency_s,
         positions=tuple(units),
+        # per chip: the banks of placed channels do not merge (the cores reading them stay
+        # apart); other placements count the merged channels, as a reloaded spec does
+        banks=d.banks if d.placement == "positions" else len(units),
     )
     wafer = dataclasses.replace(
         w,
@@ -2415,6 +2420,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
     }
     if d.positions:
         raw["dram"]["positions"] = [list(p) for p in d.positions]
+    if d.banks and d.banks != len(d.positions):
+        raw["dram"]["banks"] = d.banks
     if t.fidelity_passes:
         raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
     if t.format_efficiency:
@@ -2734,6 +2741,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
                 "mlp_weight_dtype",
                 "math_fidelity",
                 "ops_per_layer",
+                "decode_weight_readers",
             )
         },
     )

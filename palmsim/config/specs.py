@@ -358,6 +358,12 @@ class DramSpec:
         "the same on every chip",
         default=(),
     )
+    banks: int = _f(
+        "DRAM banks per chip, each read by its own worker core in a DRAM-sharded matmul "
+        "(tt-metal's dram_grid_size; inference.decode_weight_readers): the config's "
+        "dram.banks, else one per channel position; 0 for other placements [count]",
+        default=0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1173,5 +1179,11 @@ class ServingSpec:
         "device ops one layer launches per iteration in the serving code (as "
         "inference.ops_per_layer); each beyond the layer's op-graph kernels pays "
         "tile.op_latency; 0: the op graph's kernels [count]",
+        default=0,
+    )
+    decode_weight_readers: int = _f(
+        "cores of a simulated tile that run an iteration's weight GEMMs when it holds no "
+        "prefill, one per DRAM bank (as inference.decode_weight_readers: tt-metal's "
+        "DRAM-sharded matmul); 0: on every core at the DRAM bandwidth [count]",
         default=0,
     )

@@ -65,12 +65,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, InferenceSpec, TrainingSpec
+from palmsim.config.specs import (
+    DTYPE_BYTES,
+    ExperimentSpec,
+    HardwareSpec,
+    InferenceSpec,
+    TrainingSpec,
+)
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import (
@@ -135,6 +141,54 @@ def kv_cache_bytes(
     Scaling Transformer Inference", MLSys 2023, Sec. 2).
     """
     return float(2 * layers * kv_heads * head_dim * tokens * batch * elem_bytes)
+
+
+def simulated_tile_cores(hw: HardwareSpec) -> int:
+    """Cores one simulated tile holds (``chip.granularity``); 1 where the grid is not coarsened."""
+    return hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
+
+
+def check_decode_weight_readers(hw: HardwareSpec, readers: int, section: str) -> None:
+    """Raise a MappingError when ``section.decode_weight_readers`` cannot run on ``hw``: it
+    needs the per-core rate ``tile.dram_reader_bandwidth`` and at most the cores of a
+    simulated tile."""
+    cores = simulated_tile_cores(hw)
+    if readers > 0 and (hw.tile.dram_reader_bandwidth_bytes_per_s <= 0 or readers > cores):
+        raise MappingError(
+            f"{section}.decode_weight_readers = {readers} needs the hardware's per-core rate "
+            f"tile.dram_reader_bandwidth and at most the {cores} cores of a simulated tile "
+            f"(chip.granularity); this hardware gives "
+            f"{hw.tile.dram_reader_bandwidth_bytes_per_s:g} B/s (--set "
+            f"{section}.decode_weight_readers=0 runs decode GEMMs on every core)"
+        )
+
+
+def dram_sharded_time_s(
+    ops: Iterable[Op],
+    flop_time_s: Callable[[Op], float],
+    dram_weight_fraction: float,
+    readers: int,
+    hw: HardwareSpec,
+) -> float:
+    """The time of ``ops``' weight GEMMs run as tt-metal's DRAM-sharded matmul on ``readers``
+    cores of a simulated tile, beyond their fixed latency.
+
+    One worker core per DRAM bank reads that bank's shard of the weights and computes its
+    slice of the output columns itself, the activations multicast to it (ttnn's
+    MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig, one worker per bank: "DRAM-sharded
+    weights need one reader core per DRAM bank"; tt_transformers builds every decode weight
+    GEMM and its LM head so: model_config.py ``dram_matmul_config``, lm_head.py). Its reads
+    and math overlap, so each GEMM lasts the longer of its DRAM-resident weights
+    (``dram_weight_fraction`` of them) over ``readers`` x ``tile.dram_reader_bandwidth`` and
+    its FLOP time on the whole tile (``flop_time_s``) times (the tile's cores) / ``readers``.
+    Pure."""
+    reader_bps = readers * hw.tile.dram_reader_bandwidth_bytes_per_s
+    share = simulated_tile_cores(hw) / readers
+    return sum(
+        max(dram_weight_fraction * op.weight_bytes / reader_bps, flop_time_s(op) * share)
+        for op in ops
+        if op.weight_bytes > 0
+    )
 
 
 def with_weight_dtype(ops: Iterable[Op], weight_elem: float, act_elem: float) -> tuple[Op, ...]:
@@ -434,16 +488,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             "which it does not give (--set inference.prefill_weight_readers=0 streams the "
             "weights at the DRAM rate)"
         )
-    if inf.decode_weight_readers > 0:
-        cores = hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
-        if hw.tile.dram_reader_bandwidth_bytes_per_s <= 0 or inf.decode_weight_readers > cores:
-            raise MappingError(
-                f"inference.decode_weight_readers = {inf.decode_weight_readers} needs the "
-                "hardware's per-core rate tile.dram_reader_bandwidth and at most the "
-                f"{cores} cores of a simulated tile (chip.granularity); this hardware gives "
-                f"{hw.tile.dram_reader_bandwidth_bytes_per_s:g} B/s (--set "
-                "inference.decode_weight_readers=0 runs decode GEMMs on every core)"
-            )
+    check_decode_weight_readers(hw, inf.decode_weight_readers, "inference")
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
@@ -765,32 +810,20 @@ class _Lowering:
                 return step
             return dataclasses.replace(step, compute_time_s=floor_s)
 
-        # A decode GEMM whose weights stay in DRAM runs as tt-metal's DRAM-sharded matmul
-        # with inference.decode_weight_readers R: one worker core per DRAM bank reads that
-        # bank's shard of the weights and computes its slice of the output columns itself,
-        # the activations multicast to it (ttnn's MatmulMultiCoreReuseMultiCastDRAMSharded-
-        # ProgramConfig, one worker per bank: "DRAM-sharded weights need one reader core per
-        # DRAM bank"; tt_transformers builds every decode weight GEMM and its LM head so,
-        # model_config.py dram_matmul_config, lm_head.py). Its reads and math overlap, so
-        # each GEMM lasts at least the longer of its DRAM-resident weights over R readers'
-        # rate and its FLOP time on R of the simulated tile's cores.
         shard_readers = inf.decode_weight_readers if tag == "D" else 0
-        hw = self.experiment.hardware
-        tile_cores = hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
 
         def sharded(step: ComputeStep, ops: tuple[Op, ...], block_costing: Costing) -> ComputeStep:
-            """``step`` lasting at least its ops' serial latency plus, per weight GEMM, the
-            longer of its weight stream and its math on the DRAM-bank cores."""
+            """``step`` lasting at least its ops' serial latency plus their DRAM-sharded
+            matmuls' time (:func:`dram_sharded_time_s`)."""
             if shard_readers <= 0 or block_costing.where.weights <= 0:
                 return step
-            reader_bps = shard_readers * tile.dram_reader_bandwidth_bytes_per_s
-            floor_s = step.serial_latency_s
-            for op in ops:
-                if op.weight_bytes <= 0:
-                    continue
-                weights = block_costing.where.weights * op.weight_bytes
-                math_s = block_costing.cost((op,), "F").flop_time_s * tile_cores / shard_readers
-                floor_s += max(weights / reader_bps, math_s)
+            floor_s = step.serial_latency_s + dram_sharded_time_s(
+                ops,
+                lambda op: block_costing.cost((op,), "F").flop_time_s,
+                block_costing.where.weights,
+                shard_readers,
+                self.experiment.hardware,
+            )
             if floor_s <= step.compute_time_s:
                 return step
             return dataclasses.replace(step, compute_time_s=floor_s)

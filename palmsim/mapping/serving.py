@@ -55,7 +55,13 @@ from palmsim.hardware.costs import (
 )
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
-from palmsim.mapping.inference import fused_experts, kv_cache_bytes, with_weight_dtype
+from palmsim.mapping.inference import (
+    check_decode_weight_readers,
+    dram_sharded_time_s,
+    fused_experts,
+    kv_cache_bytes,
+    with_weight_dtype,
+)
 from palmsim.mapping.lower import pipeline_p2p_bytes
 from palmsim.mapping.partition import partition_by_layers
 from palmsim.mapping.placement import place
@@ -261,11 +267,15 @@ class ServingPlan:
         )
         return ComputeStep(label, t, flop, sram, read, dram - read)
 
-    def _step(self, kind: str, size: int, count: int, s: int) -> ComputeStep:
+    def _step(
+        self, kind: str, size: int, count: int, s: int, decode_only: bool = False
+    ) -> ComputeStep:
         """The cost of one piece of a layer on a stage-``s`` tile, cached: ``attn`` (the
         attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
-        ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens)."""
-        key = ("step", kind, size, count, s)
+        ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens). In an
+        iteration without a prefill (``decode_only``) the weight GEMMs run on
+        ``serving.decode_weight_readers`` cores, as ``palmsim run`` decodes."""
+        key = ("step", kind, size, count, s, decode_only)
         hit = self._cache.get(key)
         if hit is None:
             if kind == "core":
@@ -281,18 +291,35 @@ class ServingPlan:
             dtype = self._block_dtype(kind)
             tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype))
             peak = hw.tile.peak_for(self.serving.dtype, dict(self.serving.math_fidelity).get(dtype))
-            c = pass_cost(
-                ops,
-                "F",
-                tile,
-                peak,
-                0,
-                self.stages[s].where,
-                gemm_operand_bandwidth_bytes_per_s(hw),
-            )
+            where = self.stages[s].where
+            c = pass_cost(ops, "F", tile, peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
+            time_s = c.time_s
+            readers = self.serving.decode_weight_readers if decode_only else 0
+            if readers > 0 and where.weights > 0:
+                time_s = max(
+                    time_s,
+                    c.serial_latency_s
+                    + dram_sharded_time_s(
+                        ops,
+                        lambda op: (
+                            pass_cost(
+                                (op,),
+                                "F",
+                                tile,
+                                peak,
+                                0,
+                                where,
+                                gemm_operand_bandwidth_bytes_per_s(hw),
+                            ).flop_time_s
+                        ),
+                        where.weights,
+                        readers,
+                        hw,
+                    ),
+                )
             hit = ComputeStep(
                 kind,
-                c.time_s,
+                time_s,
                 c.flop,
                 c.sram_bytes,
                 c.dram_read_bytes,
@@ -351,7 +378,8 @@ class ServingPlan:
         num_layers = self.stages[s].layers[1] - self.stages[s].layers[0]
         # pass_cost sums its ops' times, FLOP and bytes, so the attention block's step is the
         # sum of its per-token part and each request group's core.
-        parts = [self._step("attn", tokens, 1, s)]
+        decode_only = not chunks
+        parts = [self._step("attn", tokens, 1, s, decode_only)]
         parts += [self._step("core", q, 1, s) for q in chunks]
         if num_single:
             parts.append(self._step("core", 1, num_single, s))
@@ -389,10 +417,10 @@ class ServingPlan:
         if s == 0:
             before.append(("embed", reduced("embed", [self._step("embed", tokens, 1, s)]), 1))
         after: list[tuple[str, tuple[Step, ...], int]] = [
-            ("mlp", reduced("mlp", [self._step("mlp", tokens, 1, s)]), num_layers)
+            ("mlp", reduced("mlp", [self._step("mlp", tokens, 1, s, decode_only)]), num_layers)
         ]
         if s == pp - 1 and num_sampled:
-            after.append(("head", (self._step("head", num_sampled, 1, s),), 1))
+            after.append(("head", (self._step("head", num_sampled, 1, s, decode_only),), 1))
         allreduce = CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
         result = (tuple(before), attention, allreduce, tuple(after))
         self._cache[key] = result
@@ -523,6 +551,7 @@ def map_serving(
         ) from None
     if pp > model.num_hidden_layers:
         raise MappingError(f"pp {pp} exceeds the model's {model.num_hidden_layers} layers")
+    check_decode_weight_readers(hardware, serving.decode_weight_readers, "serving")
     stage_tiles = place(chip, serving.placement, pp, tp, replicas)
     sched = serving.scheduler
     kv_elem = DTYPE_BYTES[serving.kv_dtype]
