@@ -26,7 +26,6 @@ only inputs. :func:`predict` returns ``(metric, measured, predicted)`` triples o
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +44,7 @@ from palmsim.tile_cases import (
     TT_TRANSFORMERS_OPS_PER_LAYER,
     CannotExpressError,
     case_model,
-    decode_weight_readers,
+    decode_readers_per_bank,
     positive_count,
 )
 
@@ -137,6 +136,8 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         ops_per_layer=(
             TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in str(serving.get("engine")) else 0
         ),
+        # and decodes with DRAM-sharded matmuls, one core per DRAM bank (as the demo rows)
+        decode_readers_per_bank=decode_readers_per_bank(str(serving.get("engine"))),
     )
 
 
@@ -162,12 +163,7 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     config = case["hardware"].get("config")
     if not config:
         raise CannotExpressError("hardware.config (a shipped hardware config) missing")
-    hw_path = shipped_path(str(config))
-    hw = load_hardware(hw_path)
-    # A tt_transformers server decodes with DRAM-sharded matmuls, one core per DRAM bank
-    # (as palmsim/tile_cases.py runs the demo rows).
-    engine = str((case.get("serving") or {}).get("engine"))
-    spec = dataclasses.replace(spec, decode_weight_readers=decode_weight_readers(engine, hw_path))
+    hw = load_hardware(shipped_path(str(config)))
     traffic = spec.traffic
     model = case_model(case, traffic.prompt_tokens + traffic.output_tokens + 1)
     chip = Chip.from_spec(hw)

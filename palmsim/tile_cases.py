@@ -730,14 +730,12 @@ def _prefill_weight_readers(code: str, case: Mapping[str, Any], hw_path: str) ->
     return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
 
-def decode_weight_readers(code: str, hw_path: str) -> int:
-    """``inference.decode_weight_readers`` of the serving code ``code`` names: tt_transformers
-    runs its decode weight GEMMs and LM head as DRAM-sharded matmuls, one worker core per DRAM
-    bank (model_config.py ``dram_matmul_config``, lm_head.py), so the chip's ``dram.banks`` (12
-    on a Wormhole, 8 on a p150, 7 on a p100); 0 for other code."""
-    if "tt_transformers" not in code:
-        return 0
-    return load_hardware(hw_path).dram.banks
+def decode_readers_per_bank(code: str) -> int:
+    """``inference.decode_readers_per_bank`` of the serving code ``code`` names: tt_transformers
+    runs its decode weight GEMMs and LM head as DRAM-sharded matmuls with one worker core per
+    DRAM bank (model_config.py ``dram_matmul_config``, lm_head.py; the chip's ``dram.banks``:
+    12 on a Wormhole, 8 on a p150, 7 on a p100), so 1; 0 for other code."""
+    return 1 if "tt_transformers" in code else 0
 
 
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -956,7 +954,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
     readers = _prefill_weight_readers(code, case, hw_path)
-    bank_readers = decode_weight_readers(code, hw_path)
+    per_bank = decode_readers_per_bank(code)
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
@@ -994,7 +992,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             trace=trace,
             weight_prefetch=weight_prefetch,
             prefill_weight_readers=readers,
-            decode_weight_readers=bank_readers,
+            decode_readers_per_bank=per_bank,
         )
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:

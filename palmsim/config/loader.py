@@ -1270,7 +1270,7 @@ def _number_format_rules() -> Schema:
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
         "ops_per_layer": _int_rule(minimum=0),
-        "decode_weight_readers": _int_rule(minimum=0),
+        "decode_readers_per_bank": _int_rule(minimum=0),
     }
 
 
@@ -2741,7 +2741,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
                 "mlp_weight_dtype",
                 "math_fidelity",
                 "ops_per_layer",
-                "decode_weight_readers",
+                "decode_readers_per_bank",
             )
         },
     )

@@ -360,7 +360,7 @@ class DramSpec:
     )
     banks: int = _f(
         "DRAM banks per chip, each read by its own worker core in a DRAM-sharded matmul "
-        "(tt-metal's dram_grid_size; inference.decode_weight_readers): the config's "
+        "(tt-metal's dram_grid_size; inference.decode_readers_per_bank): the config's "
         "dram.banks, else one per channel position; 0 for other placements [count]",
         default=0,
     )
@@ -848,13 +848,13 @@ class InferenceSpec:
         "[count]",
         default=0,
     )
-    decode_weight_readers: int = _f(
-        "cores of a simulated tile that run a decode GEMM whose weights stay in DRAM, one per "
-        "DRAM bank (tt-metal's DRAM-sharded matmul, as tt_transformers runs decode and its LM "
-        "head: 12 on a Wormhole, 8 on a p150): each reads its bank's shard at "
-        "tile.dram_reader_bandwidth and computes that slice of the output itself, so the GEMM "
-        "streams at readers x tile.dram_reader_bandwidth and computes at readers / (the "
-        "tile's cores) of its peak; 0: on every core at the DRAM bandwidth [count]",
+    decode_readers_per_bank: int = _f(
+        "worker cores per DRAM bank that run a decode GEMM whose weights stay in DRAM "
+        "(tt-metal's DRAM-sharded matmul, num_workers_per_dram_bank: 1 as tt_transformers "
+        "runs its decode GEMMs and LM head): each reads its share of its bank's weights at "
+        "tile.dram_reader_bandwidth and computes that slice of the output itself, so the "
+        "GEMM streams at dram.banks x this x tile.dram_reader_bandwidth and computes on that "
+        "many of the simulated tile's cores; 0: on every core at the DRAM bandwidth [count]",
         default=0,
     )
 
@@ -1181,9 +1181,9 @@ class ServingSpec:
         "tile.op_latency; 0: the op graph's kernels [count]",
         default=0,
     )
-    decode_weight_readers: int = _f(
-        "cores of a simulated tile that run an iteration's weight GEMMs when it holds no "
-        "prefill, one per DRAM bank (as inference.decode_weight_readers: tt-metal's "
-        "DRAM-sharded matmul); 0: on every core at the DRAM bandwidth [count]",
+    decode_readers_per_bank: int = _f(
+        "worker cores per DRAM bank that run an iteration's weight GEMMs when it holds no "
+        "prefill (as inference.decode_readers_per_bank: tt-metal's DRAM-sharded matmul); "
+        "0: on every core at the DRAM bandwidth [count]",
         default=0,
     )

@@ -148,18 +148,26 @@ def simulated_tile_cores(hw: HardwareSpec) -> int:
     return hw.wafer.unit_rows * hw.wafer.unit_cols if hw.wafer is not None else 1
 
 
-def check_decode_weight_readers(hw: HardwareSpec, readers: int, section: str) -> None:
-    """Raise a MappingError when ``section.decode_weight_readers`` cannot run on ``hw``: it
-    needs the per-core rate ``tile.dram_reader_bandwidth`` and at most the cores of a
-    simulated tile."""
-    cores = simulated_tile_cores(hw)
-    if readers > 0 and (hw.tile.dram_reader_bandwidth_bytes_per_s <= 0 or readers > cores):
+def decode_readers(hw: HardwareSpec, per_bank: int) -> int:
+    """The cores of a simulated tile running a DRAM-sharded decode GEMM: ``per_bank`` worker
+    cores for each of the chip's ``dram.banks``."""
+    return hw.dram.banks * per_bank
+
+
+def check_decode_readers_per_bank(hw: HardwareSpec, per_bank: int, section: str) -> None:
+    """Raise a MappingError when ``section.decode_readers_per_bank`` cannot run on ``hw``: it
+    needs the chip's DRAM banks, the per-core rate ``tile.dram_reader_bandwidth`` and at most
+    the cores of a simulated tile."""
+    if per_bank <= 0:
+        return
+    cores, readers = simulated_tile_cores(hw), decode_readers(hw, per_bank)
+    if hw.dram.banks <= 0 or hw.tile.dram_reader_bandwidth_bytes_per_s <= 0 or readers > cores:
         raise MappingError(
-            f"{section}.decode_weight_readers = {readers} needs the hardware's per-core rate "
-            f"tile.dram_reader_bandwidth and at most the {cores} cores of a simulated tile "
-            f"(chip.granularity); this hardware gives "
-            f"{hw.tile.dram_reader_bandwidth_bytes_per_s:g} B/s (--set "
-            f"{section}.decode_weight_readers=0 runs decode GEMMs on every core)"
+            f"{section}.decode_readers_per_bank = {per_bank} needs the hardware's DRAM banks "
+            f"(dram.banks: {hw.dram.banks}), its per-core rate tile.dram_reader_bandwidth "
+            f"({hw.tile.dram_reader_bandwidth_bytes_per_s:g} B/s) and at most the {cores} "
+            f"cores of a simulated tile (chip.granularity) for its {readers} readers (--set "
+            f"{section}.decode_readers_per_bank=0 runs decode GEMMs on every core)"
         )
 
 
@@ -167,21 +175,22 @@ def dram_sharded_time_s(
     ops: Iterable[Op],
     flop_time_s: Callable[[Op], float],
     dram_weight_fraction: float,
-    readers: int,
+    per_bank: int,
     hw: HardwareSpec,
 ) -> float:
-    """The time of ``ops``' weight GEMMs run as tt-metal's DRAM-sharded matmul on ``readers``
-    cores of a simulated tile, beyond their fixed latency.
+    """The time of ``ops``' weight GEMMs run as tt-metal's DRAM-sharded matmul with
+    ``per_bank`` worker cores per DRAM bank, beyond their fixed latency.
 
-    One worker core per DRAM bank reads that bank's shard of the weights and computes its
-    slice of the output columns itself, the activations multicast to it (ttnn's
-    MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig, one worker per bank: "DRAM-sharded
-    weights need one reader core per DRAM bank"; tt_transformers builds every decode weight
-    GEMM and its LM head so: model_config.py ``dram_matmul_config``, lm_head.py). Its reads
-    and math overlap, so each GEMM lasts the longer of its DRAM-resident weights
-    (``dram_weight_fraction`` of them) over ``readers`` x ``tile.dram_reader_bandwidth`` and
-    its FLOP time on the whole tile (``flop_time_s``) times (the tile's cores) / ``readers``.
-    Pure."""
+    The workers of a DRAM bank read that bank's shard of the weights and compute their slice
+    of the output columns themselves, the activations multicast to them (ttnn's
+    MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig, ``num_workers_per_dram_bank``
+    1 by default: "DRAM-sharded weights need one reader core per DRAM bank"; tt_transformers
+    builds every decode weight GEMM and its LM head so: model_config.py
+    ``dram_matmul_config``, lm_head.py). Reads and math overlap, so each GEMM lasts the
+    longer of its DRAM-resident weights (``dram_weight_fraction`` of them) over R readers x
+    ``tile.dram_reader_bandwidth`` and its FLOP time on the whole tile (``flop_time_s``)
+    times (the tile's cores) / R, R = ``dram.banks`` x ``per_bank``. Pure."""
+    readers = decode_readers(hw, per_bank)
     reader_bps = readers * hw.tile.dram_reader_bandwidth_bytes_per_s
     share = simulated_tile_cores(hw) / readers
     return sum(
@@ -488,7 +497,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             "which it does not give (--set inference.prefill_weight_readers=0 streams the "
             "weights at the DRAM rate)"
         )
-    check_decode_weight_readers(hw, inf.decode_weight_readers, "inference")
+    check_decode_readers_per_bank(hw, inf.decode_readers_per_bank, "inference")
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
@@ -810,18 +819,18 @@ class _Lowering:
                 return step
             return dataclasses.replace(step, compute_time_s=floor_s)
 
-        shard_readers = inf.decode_weight_readers if tag == "D" else 0
+        per_bank = inf.decode_readers_per_bank if tag == "D" else 0
 
         def sharded(step: ComputeStep, ops: tuple[Op, ...], block_costing: Costing) -> ComputeStep:
             """``step`` lasting at least its ops' serial latency plus their DRAM-sharded
             matmuls' time (:func:`dram_sharded_time_s`)."""
-            if shard_readers <= 0 or block_costing.where.weights <= 0:
+            if per_bank <= 0 or block_costing.where.weights <= 0:
                 return step
             floor_s = step.serial_latency_s + dram_sharded_time_s(
                 ops,
                 lambda op: block_costing.cost((op,), "F").flop_time_s,
                 block_costing.where.weights,
-                shard_readers,
+                per_bank,
                 self.experiment.hardware,
             )
             if floor_s <= step.compute_time_s:

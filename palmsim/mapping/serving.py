@@ -56,7 +56,7 @@ from palmsim.hardware.costs import (
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
 from palmsim.mapping.inference import (
-    check_decode_weight_readers,
+    check_decode_readers_per_bank,
     dram_sharded_time_s,
     fused_experts,
     kv_cache_bytes,
@@ -274,7 +274,7 @@ class ServingPlan:
         attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
         ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens). In an
         iteration without a prefill (``decode_only``) the weight GEMMs run on
-        ``serving.decode_weight_readers`` cores, as ``palmsim run`` decodes."""
+        ``serving.decode_readers_per_bank`` cores per DRAM bank, as ``palmsim run`` decodes."""
         key = ("step", kind, size, count, s, decode_only)
         hit = self._cache.get(key)
         if hit is None:
@@ -294,8 +294,8 @@ class ServingPlan:
             where = self.stages[s].where
             c = pass_cost(ops, "F", tile, peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
             time_s = c.time_s
-            readers = self.serving.decode_weight_readers if decode_only else 0
-            if readers > 0 and where.weights > 0:
+            per_bank = self.serving.decode_readers_per_bank if decode_only else 0
+            if per_bank > 0 and where.weights > 0:
                 time_s = max(
                     time_s,
                     c.serial_latency_s
@@ -313,7 +313,7 @@ class ServingPlan:
                             ).flop_time_s
                         ),
                         where.weights,
-                        readers,
+                        per_bank,
                         hw,
                     ),
                 )
@@ -551,7 +551,7 @@ def map_serving(
         ) from None
     if pp > model.num_hidden_layers:
         raise MappingError(f"pp {pp} exceeds the model's {model.num_hidden_layers} layers")
-    check_decode_weight_readers(hardware, serving.decode_weight_readers, "serving")
+    check_decode_readers_per_bank(hardware, serving.decode_readers_per_bank, "serving")
     stage_tiles = place(chip, serving.placement, pp, tp, replicas)
     sched = serving.scheduler
     kv_elem = DTYPE_BYTES[serving.kv_dtype]

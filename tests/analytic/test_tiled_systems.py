@@ -89,7 +89,7 @@ def _inference(
     tied: bool = False,
     weight_prefetch: str = "none",
     prefill_weight_readers: int = 0,
-    decode_weight_readers: int = 0,
+    decode_readers_per_bank: int = 0,
 ) -> dict:
     inference = InferenceSpec(
         prompt_len=prompt,
@@ -102,7 +102,7 @@ def _inference(
         trace=trace,
         weight_prefetch=weight_prefetch,
         prefill_weight_readers=prefill_weight_readers,
-        decode_weight_readers=decode_weight_readers,
+        decode_readers_per_bank=decode_readers_per_bank,
     )
     workload = WorkloadSpec(_model(tied), TrainingSpec(prompt, 1), "inference", inference)
     exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
@@ -259,11 +259,11 @@ def test_prefill_weight_readers_need_the_per_core_rates():
 
 
 def test_decode_weights_stream_through_one_reader_per_dram_bank():
-    """inference.decode_weight_readers: a decode GEMM runs as a DRAM-sharded matmul, one
-    worker core per DRAM bank reading its shard at dram_reader_bandwidth r. With r = 0.1
-    GB/s and 12 readers (1.2 GB/s), the weights dominate a decode step: TPOT = f x (layer
-    and head weights) / 1.2 GB/s, f the DRAM fraction of every weight (as in the decode
-    test above), plus the op latencies and the few small reads beside the GEMMs (ms).
+    """inference.decode_readers_per_bank: 1: a decode GEMM runs as a DRAM-sharded matmul, one
+    worker core per DRAM bank (the n150's 12) reading its shard at dram_reader_bandwidth r.
+    With r = 0.1 GB/s and 12 readers (1.2 GB/s), the weights dominate a decode step:
+    TPOT = f x (layer and head weights) / 1.2 GB/s, f the DRAM fraction of every weight (as
+    in the decode test above), plus the op latencies and the small reads beside the GEMMs.
     The prefill is unchanged. At the n150's 22 GB/s, 12 readers stream 264 GB/s, the
     fitted 267 GB/s of its DRAM to 1%: the decode step barely moves."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
@@ -280,24 +280,26 @@ def test_decode_weights_stream_through_one_reader_per_dram_bank():
     dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
     gemm_weights = (LAYERS * per_layer + VOCAB * H) * e
     expected = dram_fraction * gemm_weights / (12 * 0.1e9)
-    on = _inference(slow, tp=1, prompt=1, output=3, decode_weight_readers=12)
+    assert hw.dram.banks == 12
+    on = _inference(slow, tp=1, prompt=1, output=3, decode_readers_per_bank=1)
     off = _inference(slow, tp=1, prompt=1, output=3)
     assert on["tpot_s"] == pytest.approx(expected, rel=0.02)
     assert on["tpot_s"] > expected
     assert off["tpot_s"] < 0.05 * on["tpot_s"]  # at the DRAM rate the same step is fast
     assert on["ttft_s"] == pytest.approx(off["ttft_s"], rel=1e-12)
-    real = _inference(hw, tp=1, prompt=1, output=3, decode_weight_readers=12)["tpot_s"]
+    real = _inference(hw, tp=1, prompt=1, output=3, decode_readers_per_bank=1)["tpot_s"]
     base = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
     assert real == pytest.approx(base, rel=0.012)
 
 
 def test_decode_gemm_math_runs_on_the_dram_bank_cores_only():
     """The DRAM-sharded matmul computes on its R reader cores, not on the chip's 64. With a
-    core slowed to 10 GFLOP/s (LoFi, every format) the math dominates a decode step, and with
-    one reader each weight GEMM runs on one core: 2 x its weights FLOP (batch 1) at 10
-    GFLOP/s x the bfp8 efficiency. TPOT = 2 x (layer and head weights) / (10 GFLOP/s x e)
-    plus the DRAM reads, op latencies and non-GEMM ops of a few ms, under 3% of it. Without
-    the readers the same GEMMs run on all 64 cores, 64 times faster."""
+    core slowed to 10 GFLOP/s (LoFi, every format) the math dominates a decode step. On a
+    chip of one DRAM bank with one reader per bank (R = 1) each weight GEMM runs on one
+    core: 2 x its weights FLOP (batch 1) at 10 GFLOP/s x the bfp8 efficiency. TPOT = 2 x
+    (layer and head weights) / (10 GFLOP/s x e) plus the DRAM reads, op latencies and
+    non-GEMM ops of a few ms, under 3% of it. Two readers per bank halve it. Without the
+    readers the same GEMMs run on all 64 cores, 64 times faster."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     core_peak = 10e9
     slow = dataclasses.replace(
@@ -306,25 +308,32 @@ def test_decode_gemm_math_runs_on_the_dram_bank_cores_only():
             hw.tile,
             peak_flop_per_s=tuple((dtype, 64 * core_peak) for dtype, _ in hw.tile.peak_flop_per_s),
         ),
+        dram=dataclasses.replace(hw.dram, banks=1),
     )
     params = LAYERS * (4 * H * H + 3 * H * FFN) + VOCAB * H
     expected = 2 * params / (core_peak * slow.tile.efficiency_for("bfp8"))
-    tpot = _inference(slow, tp=1, prompt=1, output=3, decode_weight_readers=1)["tpot_s"]
+    tpot = _inference(slow, tp=1, prompt=1, output=3, decode_readers_per_bank=1)["tpot_s"]
     assert tpot == pytest.approx(expected, rel=0.03)
     assert tpot > expected
+    two = _inference(slow, tp=1, prompt=1, output=3, decode_readers_per_bank=2)["tpot_s"]
+    assert two == pytest.approx(expected / 2, rel=0.05)
     off = _inference(slow, tp=1, prompt=1, output=3)["tpot_s"]
     assert off < expected / 64 + 5e-3
 
 
-def test_decode_weight_readers_need_the_rate_and_enough_cores():
+def test_decode_readers_per_bank_need_banks_the_rate_and_enough_cores():
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     bare = dataclasses.replace(
         hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.0)
     )
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
-        _inference(bare, tp=1, prompt=8, output=2, decode_weight_readers=12)
+        _inference(bare, tp=1, prompt=8, output=2, decode_readers_per_bank=1)
+    no_banks = dataclasses.replace(hw, dram=dataclasses.replace(hw.dram, banks=0))
+    with pytest.raises(MappingError, match=r"dram\.banks: 0"):
+        _inference(no_banks, tp=1, prompt=8, output=2, decode_readers_per_bank=1)
+    # 12 banks x 6 = 72 readers on a tile of 64 cores
     with pytest.raises(MappingError, match="64 cores"):
-        _inference(hw, tp=1, prompt=8, output=2, decode_weight_readers=65)
+        _inference(hw, tp=1, prompt=8, output=2, decode_readers_per_bank=6)
 
 
 # --------------------------------------------------------------------------- all-reduce

@@ -173,13 +173,12 @@ def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
 
 
 def test_decode_iterations_stream_weights_through_one_reader_per_dram_bank():
-    """serving.decode_weight_readers (as inference.decode_weight_readers): an iteration with
-    no prefill runs its weight GEMMs as DRAM-sharded matmuls, one core per DRAM bank reading
-    its shard. On the n150 with 1 KiB of SRAM (every weight in DRAM) and readers slowed to
-    0.1 GB/s, 12 readers stream 1.2 GB/s and a decode step is its GEMM weights over that:
-    layers x 12 h^2 (attention 4 h^2, GeLU MLP 8 h^2) plus the head's V h, fp16, with their
-    biases; the op latencies and the cache reads add well under 1%. The prefill iteration
-    is unchanged."""
+    """serving.decode_readers_per_bank: 1 (as inference's): an iteration with no prefill runs
+    its weight GEMMs as DRAM-sharded matmuls, one core per DRAM bank reading its shard. On
+    the n150 with 1 KiB of SRAM (every weight in DRAM) and readers slowed to 0.1 GB/s, its 12
+    readers stream 1.2 GB/s and a decode step is its GEMM weights over that: layers x 12 h^2
+    (attention 4 h^2, GeLU MLP 8 h^2) plus the head's V h, fp16, with their biases; the op
+    latencies and the cache reads add well under 1%. The prefill iteration is unchanged."""
     from palmsim.config.loader import load_hardware
 
     n150 = load_hardware("hw_configs/wormhole-n150.yaml")
@@ -193,7 +192,7 @@ def test_decode_iterations_stream_weights_through_one_reader_per_dram_bank():
     layers, h, vocab, p, n = 2, 1024, 32000, 16, 4
     mdl = model(layers=layers, hidden=h, heads=8, vocab=vocab)
     base = serving_spec(_fixed(p, n, num_requests=1))
-    sharded = dataclasses.replace(base, decode_weight_readers=12)
+    sharded = dataclasses.replace(base, decode_readers_per_bank=1)
     request = (Request(0, 0.0, p, n),)
     (a,) = run(hw, mdl, base, request)[1].requests
     (b,) = run(hw, mdl, sharded, request)[1].requests

@@ -38,13 +38,15 @@ def test_a_case_becomes_closed_loop_fixed_length_traffic():
 
 def test_a_tt_transformers_server_launches_its_23_ops_per_layer():
     """The cases' servers run tt_transformers models: serving.ops_per_layer is its decoder's
-    23 device ops (as palmsim run's inference.ops_per_layer); another engine keeps the op
-    graph's kernels (0)."""
+    23 device ops (as palmsim run's inference.ops_per_layer) and its decode GEMMs run on one
+    core per DRAM bank; another engine keeps the op graph's kernels (0) on every core."""
     case = _cases()[0]
     assert "tt_transformers" in case["serving"]["engine"]
     assert serving_spec(case).ops_per_layer == 23
+    assert serving_spec(case).decode_readers_per_bank == 1
     other = {**case, "serving": {**case["serving"], "engine": "vLLM on GPUs"}}
     assert serving_spec(other).ops_per_layer == 0
+    assert serving_spec(other).decode_readers_per_bank == 0
 
 
 def test_one_client_serves_requests_back_to_back():
