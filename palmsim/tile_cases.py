@@ -111,6 +111,15 @@ TENSTORRENT_FIDELITY: dict[str, str] = {"bfp4": "LoFi", "bfp8": "HiFi2", "bf16":
 #: many (typecasts and paged_fill_cache in place of the layout moves).
 TT_TRANSFORMERS_OPS_PER_LAYER = 23
 
+#: The same decoder layer with a mixture of experts in place of its MLP (Mixtral): the MLP's 6
+#: ops (W1, W3, mul, to_memory_config, W2, to_memory_config) give way to TtMoeLayer's 11 per
+#: decode pass (models/tt_transformers/tt/mixtral_moe.py @07fed00b forward: gate matmul,
+#: add of the top-8 mask, ttnn.moe (the top-2 weights), the chip's expert, the mul by its
+#: weight, then after its all-reduce two to_memory_config; the expert, mixtral_mlp.py
+#: @00b0fa3f: W1 (SiLU fused), W3, mul, W2, to_memory_config). Its reshapes of a 32-row
+#: batch change no data and launch nothing.
+TT_TRANSFORMERS_MOE_OPS_PER_LAYER = TT_TRANSFORMERS_OPS_PER_LAYER - 6 + 11
+
 #: Device ops one decoder layer of tenstorrent/tt-metal's models/demos/llama3_70b_galaxy
 #: launches per decode pass on each of its 32 chips, read from its code (tt/llama_decoder.py
 #: @05a9b478 TtTransformerBlock.forward; tt/distributed_norm.py @0b50bdd8 and
@@ -706,11 +715,12 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _demo_ops_per_layer(code: str) -> int:
+def _demo_ops_per_layer(code: str, moe: bool = False) -> int:
     """The device ops per layer of the serving code ``code`` names (a case's demo and
-    source path), read from that code; 0: not read (palmsim's op graph)."""
+    source path) for a dense model or a mixture of experts (``moe``), read from that code;
+    0: not read (palmsim's op graph)."""
     if "tt_transformers" in code:
-        return TT_TRANSFORMERS_OPS_PER_LAYER
+        return TT_TRANSFORMERS_MOE_OPS_PER_LAYER if moe else TT_TRANSFORMERS_OPS_PER_LAYER
     if "llama3_70b_galaxy" in code:
         return GALAXY_LLAMA_OPS_PER_LAYER
     return 0
@@ -949,7 +959,6 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     attn, mlp, kv = _weight_formats(scenario, wafer, str((case.get("model") or {}).get("name", "")))
     # The serving code's own op count where the case names it (tt_transformers demos).
     code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
-    ops_per_layer = _demo_ops_per_layer(code)
     galaxy = "llama3_70b_galaxy" in code
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
@@ -973,6 +982,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     if output > MAX_STEPS:
         raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
     model = case_model(case, prompt + output + 1)
+    ops_per_layer = _demo_ops_per_layer(code, model.is_moe)
     if model.is_moe and scenario.get("cores") is not None:
         raise CannotExpressError(
             "a mixture of experts in WaferLLM's set-up: its programs run dense layers only"

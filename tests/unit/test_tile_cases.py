@@ -118,6 +118,18 @@ def test_the_galaxy_rows_name_what_palmsim_cannot_express():
     assert GALAXY_LLAMA_OPS_PER_LAYER == 15
 
 
+def test_a_tt_transformers_mixture_launches_its_moe_layers_ops():
+    """tt_transformers' Mixtral decoder runs TtMoeLayer in place of the MLP: its 6 ops (W1,
+    W3, mul, two layout moves, W2) become the gate matmul, the mask add, ttnn.moe, the
+    expert's 5 (W1, W3, mul, W2, a layout move), the weighting mul and two layout moves: 11,
+    so 23 - 6 + 11 = 28 a layer; the dense rows keep 23."""
+    from palmsim.tile_cases import _demo_ops_per_layer
+
+    assert _demo_ops_per_layer("models/tt_transformers", moe=True) == 23 - 6 + 11
+    assert _demo_ops_per_layer("models/tt_transformers") == 23
+    assert _demo_ops_per_layer("models/demos/llama3_70b_galaxy", moe=True) == 15
+
+
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
