@@ -236,6 +236,7 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
                 layer_blocks(
                     model, training, mbs, tp, sequence_parallel=sp, layer=i, ep=ep,
                     expert_slots=slots, cp=cp, etp=etp,
+                    sort_by_local_expert=mapping.moe_dispatcher == "alltoall",
                 )
             )  # fmt: skip
         layers.append(built[key])

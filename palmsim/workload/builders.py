@@ -383,6 +383,7 @@ def layer_blocks(
     cp: int = 1,
     etp: int | None = None,
     touched_experts: float | None = None,
+    sort_by_local_expert: bool = False,
 ) -> tuple[Block, ...]:
     """The blocks of one transformer layer on one of ``tp`` tiles.
 
@@ -398,7 +399,8 @@ def layer_blocks(
 
     A dense layer is ``(attn, mlp)``. A mixture-of-experts layer (``model.is_moe_layer``) is
     ``(attn, moe_route, moe_experts, moe_combine)`` (:func:`moe_blocks`), with ``ep``,
-    ``etp``, ``expert_slots`` and ``touched_experts`` passed on; ``layer`` (0-based) must
+    ``etp``, ``expert_slots``, ``touched_experts`` and ``sort_by_local_expert`` passed on;
+    ``layer`` (0-based) must
     then be given, since a model's first ``first_k_dense_replace`` layers are dense.
 
     Args:
@@ -447,6 +449,7 @@ def layer_blocks(
                 layer=layer,
                 etp=etp,
                 touched_experts=touched_experts,
+                sort_by_local_expert=sort_by_local_expert,
             )
             return _fp8_blocks(moe, training, tp if sequence_parallel else 1)
     _check_common(model, micro_batch_size, tp)
@@ -556,6 +559,7 @@ def moe_blocks(
     layer: int | None = None,
     etp: int | None = None,
     touched_experts: float | None = None,
+    sort_by_local_expert: bool = False,
 ) -> tuple[Block, Block, Block, Block]:
     """The blocks of one mixture-of-experts layer on one tile: ``attn``, ``moe_route``,
     ``moe_experts``, ``moe_combine``.
@@ -578,6 +582,14 @@ def moe_blocks(
       outputs (by its router probabilities), the shared experts (one MLP of width
       ``n_s·f_e``, TP-split, every token; DeepSeek's shared experts), the residual dropout and
       add.
+
+    ``sort_by_local_expert``: Megatron-Core's all-to-all dispatcher with more than one local
+    expert sorts the received slots by local expert after the dispatch and back before the
+    combine ("Permutation 2", token_dispatcher.py ``dispatch_postprocess``:
+    ``sort_chunks_by_idxs`` when ``num_local_experts > 1``; ``combine_preprocess`` the
+    inverse): a copy of the ``T·h`` received elements at each end of ``moe_experts``, each
+    with its inverse in the backward. DeepEP's dispatch hands the slots over grouped by
+    expert, and a serving engine's fused MoE kernel permutes once: no sort.
 
     ``sequence_parallel`` applies to the attention block only; the MoE blocks run on every
     token of the micro-batch on each TP rank. With ``cp`` > 1 a tile routes its ``s/cp``
@@ -745,11 +757,24 @@ def moe_blocks(
             saved_bytes=e * received * width_t,
         ),
     ]
-    expert_edges = (
+    expert_edges: tuple[tuple[str, str, float], ...] = (
         (BLOCK_INPUT, "experts_fc1", e * received * h),
         ("experts_fc1", "experts_act", e * received * fc1_width),
         ("experts_act", "experts_fc2", e * received * width_t),
     )
+    if sort_by_local_expert and local > 1:
+        sort = copy_cost(received * h, dtype_bytes=e, forward=True, backward=True)
+        expert_ops = [
+            make_op("sort_chunks", "copy", sort, dtype_bytes=e),
+            *expert_ops,
+            make_op("unsort_chunks", "copy", sort, dtype_bytes=e),
+        ]
+        expert_edges = (
+            (BLOCK_INPUT, "sort_chunks", e * received * h),
+            ("sort_chunks", "experts_fc1", e * received * h),
+            *expert_edges[1:],
+            ("experts_fc2", "unsort_chunks", e * received * h),
+        )
     expert_reduce = _allreduce(etp, e * received * h)  # over the ETP group
     # ---- moe_combine
     combine_ops = [

@@ -128,6 +128,26 @@ def test_moe_blocks_on_a_tile_under_ep_and_tp():
     assert route1.alltoall_fwd_bytes == 0 and experts1.params == 8 * 3 * h * f
 
 
+def test_the_alltoall_dispatcher_sorts_the_received_slots_by_local_expert():
+    """Megatron-Core's all-to-all dispatcher with more than one local expert sorts the T
+    received slots by local expert after the dispatch and back before the combine
+    ("Permutation 2", sort_chunks_by_idxs): two copies of T·h elements, each reading and
+    writing 2·e·T·h bytes in the forward and its inverse in the backward. Mixtral at ep = 4
+    holds 2 experts a tile (T = N·k slots); at ep = 8 one, and nothing is sorted."""
+    m = _model("mixtral-8x7b")
+    training = TrainingSpec(seq_len=4096, global_batch_size=8, dtype="bf16")
+    h, e, n, k = 4096, 2, 4096, 2
+    _, _, plain, _ = layer_blocks(m, training, 1, 1, layer=5, ep=4)
+    _, _, sorted_, _ = layer_blocks(m, training, 1, 1, layer=5, ep=4, sort_by_local_expert=True)
+    assert sorted_.op_names == ("sort_chunks", *plain.op_names, "unsort_chunks")
+    copy_bytes = 2 * e * n * k * h
+    assert sorted_.total("bytes_fwd") - plain.total("bytes_fwd") == 2 * copy_bytes
+    assert sorted_.total("bytes_bwd") - plain.total("bytes_bwd") == 2 * copy_bytes
+    assert sorted_.flop_fwd == plain.flop_fwd
+    _, _, one_local, _ = layer_blocks(m, training, 1, 1, layer=5, ep=8, sort_by_local_expert=True)
+    assert "sort_chunks" not in one_local.op_names
+
+
 def test_expert_slots_set_the_expert_work():
     """An imbalanced rank processes T slots: its expert FLOP scale with T, not with N·k."""
     m = _model("mixtral-8x7b")
