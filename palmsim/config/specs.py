@@ -361,7 +361,8 @@ class DramSpec:
     banks: int = _f(
         "DRAM banks per chip, each read by its own worker core in a DRAM-sharded matmul "
         "(tt-metal's dram_grid_size; inference.decode_readers_per_bank): the config's "
-        "dram.banks, else one per channel position; 0 for other placements [count]",
+        "dram.banks, else one per placed channel (placement 'positions', or the channels "
+        "chip.granularity merged); 0: not given [count]",
         default=0,
     )
 

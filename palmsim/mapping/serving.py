@@ -291,32 +291,19 @@ class ServingPlan:
             dtype = self._block_dtype(kind)
             tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype))
             peak = hw.tile.peak_for(self.serving.dtype, dict(self.serving.math_fidelity).get(dtype))
-            where = self.stages[s].where
-            c = pass_cost(ops, "F", tile, peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
+            where, operand_bps = self.stages[s].where, gemm_operand_bandwidth_bytes_per_s(hw)
+            c = pass_cost(ops, "F", tile, peak, 0, where, operand_bps)
             time_s = c.time_s
             per_bank = self.serving.decode_readers_per_bank if decode_only else 0
             if per_bank > 0 and where.weights > 0:
-                time_s = max(
-                    time_s,
-                    c.serial_latency_s
-                    + dram_sharded_time_s(
-                        ops,
-                        lambda op: (
-                            pass_cost(
-                                (op,),
-                                "F",
-                                tile,
-                                peak,
-                                0,
-                                where,
-                                gemm_operand_bandwidth_bytes_per_s(hw),
-                            ).flop_time_s
-                        ),
-                        where.weights,
-                        per_bank,
-                        hw,
-                    ),
+                sharded_s = dram_sharded_time_s(
+                    ops,
+                    lambda op: pass_cost((op,), "F", tile, peak, 0, where, operand_bps).flop_time_s,
+                    where.weights,
+                    per_bank,
+                    hw,
                 )
+                time_s = max(time_s, c.serial_latency_s + sharded_s)
             hit = ComputeStep(
                 kind,
                 time_s,

@@ -588,8 +588,8 @@ def moe_blocks(
     combine ("Permutation 2", token_dispatcher.py ``dispatch_postprocess``:
     ``sort_chunks_by_idxs`` when ``num_local_experts > 1``; ``combine_preprocess`` the
     inverse): a copy of the ``T·h`` received elements at each end of ``moe_experts``, each
-    with its inverse in the backward. DeepEP's dispatch hands the slots over grouped by
-    expert, and a serving engine's fused MoE kernel permutes once: no sort.
+    with its inverse in the backward. Megatron-Core's flex dispatcher (DeepEP) permutes once,
+    after its dispatch, and a serving engine's fused MoE kernel once: no sort.
 
     ``sequence_parallel`` applies to the attention block only; the MoE blocks run on every
     token of the micro-batch on each TP rank. With ``cp`` > 1 a tile routes its ``s/cp``
