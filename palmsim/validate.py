@@ -46,7 +46,12 @@ from typing import Any, Protocol
 
 from palmsim import serving_cases, tile_cases
 from palmsim.api import SimulationResult, load_experiment, simulate
-from palmsim.config.loader import hardware_assumptions, load_hardware, read_config_file
+from palmsim.config.loader import (
+    hardware_assumptions,
+    hf_to_model,
+    load_hardware,
+    read_config_file,
+)
 from palmsim.config.specs import RECOMPUTE_MODULES, HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
@@ -343,23 +348,63 @@ def shipped(relative: str) -> str:
 _NOT_APPLICABLE = frozenset({"n/a", "na", "-", "\u2013", "\u2014", ""})
 
 
+#: Megatron-LM's argument names (megatron/training/arguments.py: ``--seq-length``,
+#: ``--tensor-model-parallel-size``, ...) a published run's configuration may use for a case's
+#: keys, per section: each is read as the case key it names.
+_KEY_ALIASES: dict[str, dict[str, str]] = {
+    "model": {
+        "seq_length": "seq_len",
+        "global_batch_size": "global_batch",
+        "micro_batch_size": "micro_batch",
+        "hidden_size": "hidden",
+        "num_layers": "layers",
+        "num_attention_heads": "heads",
+        "num_query_groups": "kv_heads",
+        "ffn_hidden_size": "ffn",
+        "moe_router_topk": "top_k",
+        "moe_ffn_hidden_size": "moe_ffn",
+    },
+    "system": {
+        "tensor_model_parallel_size": "tp",
+        "pipeline_model_parallel_size": "pp",
+        "data_parallel_size": "dp",
+        "context_parallel_size": "cp",
+        "expert_model_parallel_size": "ep",
+        "expert_tensor_parallel_size": "etp",
+        "virtual_pipeline_model_parallel_size": "virtual_pipeline_stages",
+    },
+}
+
+
 def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
     """A case's sub-mapping with null and not-applicable values ("n/a") dropped: an unstated
-    value; ``{}`` when absent or null.
+    value; ``{}`` when absent or null. Megatron-LM's names of its keys (:data:`_KEY_ALIASES`)
+    are read as those keys.
 
     Raises:
-        NotRun: the key holds something other than a mapping.
+        NotRun: the key holds something other than a mapping, or a key and its Megatron-LM
+            name give different values.
     """
     value = case.get(key)
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise NotRun(f"{key}: got {value!r}; expected a mapping of fields")
-    return {
+    section = {
         str(k): v
         for k, v in value.items()
         if v is not None and not (isinstance(v, str) and v.strip().lower() in _NOT_APPLICABLE)
     }
+    for alias, name in _KEY_ALIASES.get(key, {}).items():
+        if alias not in section:
+            continue
+        given = section.pop(alias)
+        if section.setdefault(name, given) != given:
+            raise NotRun(
+                f"{key}.{name} = {section[name]!r} and {key}.{alias} = {given!r} (Megatron-LM's "
+                f"name for it) disagree"
+            )
+    return section
 
 
 def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -> int | None:
@@ -926,15 +971,52 @@ def _attention(
     raise NotRun(f"training.attention: got {given!r}; expected fused (flash) or unfused")
 
 
-def _workload(model: Mapping[str, Any], arch: str, source: str) -> str:
-    """The workload a case's model overrides: its ``model.hf_config`` (a Hugging Face
-    ``config.json``, relative to the measurements file or the checkout) if given, else the
-    base workload of its architecture family."""
+def _hf_config_path(model: Mapping[str, Any], source: str) -> str | None:
+    """A case's ``model.hf_config`` (a Hugging Face ``config.json``, relative to the
+    measurements file or the checkout), or None."""
     given = model.get("hf_config")
     if given is None:
-        return shipped(_BASE_WORKLOAD[arch])
+        return None
     beside = Path(source).parent / str(given)
     return str(beside) if beside.exists() else shipped(str(given))
+
+
+def _workload(model: Mapping[str, Any], arch: str, source: str) -> str:
+    """The workload a case's model overrides: its ``model.hf_config`` if given, else the
+    base workload of its architecture family."""
+    return _hf_config_path(model, source) or shipped(_BASE_WORKLOAD[arch])
+
+
+#: A case's model keys (``model.``) and the Hugging Face ``config.json`` key (as palmsim's
+#: :class:`ModelSpec` names it) each takes when the case gives its ``hf_config`` only.
+_HF_CASE_KEYS = {
+    "hidden": "hidden_size",
+    "heads": "num_attention_heads",
+    "kv_heads": "num_key_value_heads",
+    "layers": "num_hidden_layers",
+    "ffn": "intermediate_size",
+    "vocab": "vocab_size",
+    **_MOE_KEYS,
+}
+
+
+def _with_hf_config(model: dict[str, Any], source: str) -> dict[str, Any]:
+    """``model`` with each shape key it leaves out (:data:`_HF_CASE_KEYS`) taken from its
+    ``hf_config``, the model the case names: the case's own keys win. The sequence length is
+    the run's, never the config's ``max_position_embeddings``.
+
+    Raises:
+        NotRun: the config cannot be read.
+    """
+    path = _hf_config_path(model, source)
+    if path is None:
+        return model
+    try:
+        raw, _ = hf_to_model(read_config_file(path), path)
+    except (OSError, ValueError, PalmsimError) as error:
+        raise NotRun(f"model.hf_config: {path} cannot be read ({_one_line(error)})") from None
+    given = {key: raw[name] for key, name in _HF_CASE_KEYS.items() if raw.get(name) is not None}
+    return {**given, **{k: v for k, v in model.items() if v is not None}}
 
 
 def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
@@ -1112,6 +1194,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             f"CPU offloading ({offload}): moving weights or activations to host memory over "
             "PCIe/C2C is not modelled"
         )
+    model = _with_hf_config(model, source)
     arch = _architecture(model)
     if _MTP.search(f"{model.get('arch') or ''} {model.get('name') or ''}"):
         why = (

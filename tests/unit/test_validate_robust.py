@@ -305,6 +305,54 @@ def test_hf_config_is_the_workload_and_fsdp_is_zero3(tmp_path: Path) -> None:
     assert run.flags["zero"] == 3
 
 
+def test_a_model_given_by_its_hf_config_takes_its_shape_from_it() -> None:
+    """A case whose model is its Hugging Face config.json alone (Qwen3-30B-A3B: hidden 2048,
+    32 heads over 4 KV heads, 48 layers, 128 experts of 768, top-8, vocab 151936, from the
+    shipped workloads/hf copy) takes every shape key it leaves out from it; a key it states
+    wins; the sequence length is the run's, not the config's 40960 positions."""
+    model = {"hf_config": "workloads/hf/qwen3-30b-a3b.config.json", "seq_len": 4096}
+    unstated = dict.fromkeys(("layers", "hidden", "heads", "vocab"), ...)
+    system = {"gpu": "H100", "num_gpus": 8, "tp": 1, "dp": 8, "ep": 8}
+    case = _case(model={**model, "global_batch": 64, **unstated}, system=system)
+    run = read_training_run(case, "x.yaml")
+    assert run is not None
+    for key, value in (
+        ("hidden_size", 2048),
+        ("num_attention_heads", 32),
+        ("num_key_value_heads", 4),
+        ("num_hidden_layers", 48),
+        ("vocab_size", 151936),
+        ("num_experts", 128),
+        ("num_experts_per_tok", 8),
+        ("moe_intermediate_size", 768),
+        ("max_position_embeddings", 4096),
+    ):
+        assert f"model.{key}={value}" in run.overrides
+    stated = read_training_run(
+        _case(model={**case["model"], "layers": 4}, system=case["system"]), "x.yaml"
+    )
+    assert stated is not None and "model.num_hidden_layers=4" in stated.overrides
+    with pytest.raises(NotRun, match=r"model\.hf_config: .*cannot be read"):
+        read_training_run(_case(model={**case["model"], "hf_config": "nowhere.json"}), "x.yaml")
+
+
+def test_megatron_lm_argument_names_are_read_as_the_case_keys() -> None:
+    """A run's configuration in Megatron-LM's argument names (--tensor-model-parallel-size,
+    --seq-length, ...) is the same run; a key given both ways must agree."""
+    plain = read_training_run(_case(system={"num_gpus": 8, "tp": 2, "dp": ...}), "x.yaml")
+    megatron = _case(system={"num_gpus": 8, "tp": ..., "pp": ..., "dp": ...},
+                     model={"seq_len": ..., "global_batch": ..., "micro_batch": ...})  # fmt: skip
+    megatron["system"].update(tensor_model_parallel_size=2, pipeline_model_parallel_size=1)
+    megatron["model"].update(seq_length=1024, global_batch_size=8, micro_batch_size=1)
+    named = read_training_run(megatron, "x.yaml")
+    assert plain is not None and named is not None
+    assert named.overrides == plain.overrides and named.flags == plain.flags
+    clash = _case()
+    clash["system"]["tensor_model_parallel_size"] = 4
+    with pytest.raises(NotRun, match=r"system\.tp = 8 and system\.tensor_model_parallel_size = 4"):
+        read_training_run(clash, "x.yaml")
+
+
 def test_zero3_with_tp_pp_1_runs_with_zero_on() -> None:
     """A DeepSpeed ZeRO-3 run (tp = pp = 1) must be simulated with ZeRO-3, not without."""
     case = _case(system={"tp": 1, "dp": 8}, training={"zero_stage": 3})
