@@ -1580,13 +1580,33 @@ _FIGURE_ALIASES: dict[str, tuple[str, float]] = {
     "time_per_iteration_s": ("iteration_time_s", 1.0),
     "iteration_time_ms": ("iteration_time_s", 1e-3),
     "step_time_ms": ("iteration_time_s", 1e-3),
+    # Megatron-LM's training log: "elapsed time per iteration (ms)", "throughput per GPU
+    # (TFLOP/s/GPU)" (megatron/training/training.py training_log)
+    "elapsed_time_per_iteration_ms": ("iteration_time_s", 1e-3),
+    "throughput_per_gpu_tflop_s_gpu": ("tflops_per_gpu", 1.0),
+    "tflop_s_gpu": ("tflops_per_gpu", 1.0),
+    "tflops_gpu": ("tflops_per_gpu", 1.0),
+    "model_tflop_s_gpu": ("model_tflops_per_gpu", 1.0),
+    "model_tflops_gpu": ("model_tflops_per_gpu", 1.0),
+    "tokens_s_gpu": ("tokens_per_s_per_gpu", 1.0),
+    "tokens_per_s_gpu": ("tokens_per_s_per_gpu", 1.0),
 }
 
 
+def _figure_key(key: object) -> str:
+    """A measured figure's name as :data:`_FIGURE_ALIASES` and the predicted figures spell
+    it: lower case, each run of other characters one underscore ("TFLOP/s/GPU" ->
+    ``tflop_s_gpu``, "MFU" -> ``mfu``)."""
+    return re.sub(r"[^0-9a-z.]+", "_", str(key).lower()).strip("_")
+
+
 def _canonical_figures(measured: Mapping[str, Any]) -> dict[str, Any]:
-    """``measured`` with every alias of :data:`_FIGURE_ALIASES` under its canonical name and
-    in its unit (a figure the case also gives under the canonical name is kept)."""
-    out = dict(measured)
+    """``measured`` with its names spelled as :func:`_figure_key` does and every alias of
+    :data:`_FIGURE_ALIASES` under its canonical name and in its unit (a figure the case also
+    gives under the canonical name is kept)."""
+    out: dict[str, Any] = {}
+    for key, value in measured.items():
+        out.setdefault(_figure_key(key), value)
     for alias, (name, factor) in _FIGURE_ALIASES.items():
         if alias in out:
             value = out.pop(alias)
@@ -1685,7 +1705,11 @@ def _simulate_case(
             comparisons.append(Comparison(case_id, metric, measured, value, keys))
     if not comparisons:
         names = ", ".join(map(str, run.measured)) or "none"
-        raise NotRun(f"none of its measured figures ({names}) is one palmsim predicts")
+        known = ", ".join((*ITERATION_FIGURES, "pct_of_<peak>tflops_peak"))
+        raise NotRun(
+            f"none of its measured figures ({names}) is one palmsim predicts (a number under "
+            f"one of: {known})"
+        )
     return comparisons, assumptions
 
 

@@ -636,3 +636,26 @@ def test_figures_under_other_names_are_read_in_their_unit(tmp_path: Path) -> Non
     assert got["tokens_per_s_per_gpu"].predicted == pytest.approx(
         8 * 1024 / got["iteration_time_s"].predicted / 8  # 8 samples of 1024 over 8 GPUs
     )
+
+
+def test_figures_as_logs_and_tables_spell_them_are_read(tmp_path: Path) -> None:
+    """Megatron-LM's log labels ("elapsed time per iteration (ms)", "throughput per GPU
+    (TFLOP/s/GPU)") and a table's capitals ("MFU") name the same figures; a name palmsim
+    does not predict is listed with the names it does."""
+    measured = {
+        "elapsed time per iteration (ms)": 500.0,
+        "throughput per GPU (TFLOP/s/GPU)": 100.0,
+        "MFU": 30.0,
+    }
+    case = {"id": "a", **_case(measured={"tflops_per_gpu": ..., **measured})}
+    unknown = {"id": "b", **_case(measured={"tflops_per_gpu": ..., "throughput": 7.0})}
+    report = validate(_write(tmp_path, [case, unknown]))
+    got = {c.metric: c for c in report.comparisons if c.case == "a"}
+    assert set(got) == {"iteration_time_s", "tflops_per_gpu", "mfu"}
+    assert got["iteration_time_s"].measured == pytest.approx(0.5)
+    assert got["tflops_per_gpu"].measured == 100.0
+    assert got["mfu"].predicted == pytest.approx(
+        100 * got["tflops_per_gpu"].predicted / 312, rel=0.02
+    )  # a percentage, as measured; model FLOP = the published count without recompute here
+    (skipped,) = report.skipped
+    assert "(throughput)" in skipped.reason and "tflops_per_gpu" in skipped.reason
