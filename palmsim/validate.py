@@ -88,13 +88,14 @@ DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
 HARDWARE_OF_GPU: dict[str, str] = {
     "A100": "hw_configs/dgx-a100-superpod.yaml",
     "H100": "hw_configs/dgx-h100.yaml",
+    "H200": "hw_configs/dgx-h200.yaml",
     "GB300": "hw_configs/dgx-gb300.yaml",
     "GB200": "hw_configs/dgx-gb200.yaml",  # before B200; "GB200" is not matched as a B200
     "B200": "hw_configs/dgx-b200.yaml",
 }
 #: The GPU a case means when ``system.gpu`` names only NVIDIA's architecture ("NVIDIA Ampere
 #: GPUs", as MegaScale describes its cluster): the architecture's data-centre training GPU of
-#: the families above (the H200 is also Hopper: a case that means it must say so).
+#: the families above (the H200 is also Hopper: a case that means it names it).
 GPU_OF_ARCHITECTURE: dict[str, str] = {"Ampere": "A100", "Hopper": "H100", "Blackwell": "B200"}
 #: Base workload of each architecture family; the case's model fields override its shapes.
 _BASE_WORKLOAD = {

@@ -403,3 +403,22 @@ def test_validate_keeps_fp8_weights_in_fp8_as_the_recipes_do(
     assert ("training.fp8_param_gather=true" in run.overrides) == expected
     keys = {a.key for a in run.assumptions}
     assert ("training.fp8_param_gather" in keys) == assumed
+
+
+def test_the_h200_is_the_h100_die_with_faster_hbm() -> None:
+    """dgx-h200.yaml: the GH100's peaks (989 bf16, 1979 fp8 dense) and bf16 GEMM efficiency
+    (MAMF: "H200 is the same" as the H100's 794.5 of 989), MAMF's H200 fp8 matmul 1453.4 of
+    1979, 141 GB of HBM3e at 4.8 TB/s, and the memory kernels at the H100's measured share of
+    its HBM peak (2903 of 3350 GB/s) of the H200's 4800."""
+    from palmsim.config.loader import load_hardware
+
+    h100 = load_hardware("hw_configs/dgx-h100.yaml")
+    h200 = load_hardware("hw_configs/dgx-h200.yaml")
+    assert h200.tile.peak_flop_per_s == h100.tile.peak_flop_per_s
+    assert h200.tile.peak_for("bf16") == pytest.approx(989e12)
+    assert h200.tile.gemm.max_efficiency == pytest.approx(794.5 / 989, abs=5e-4)
+    assert h200.tile.efficiency_for("fp8") == pytest.approx(1453.4 / 1979, abs=5e-4)
+    assert h200.dram.capacity_bytes == 141e9 and h200.dram.bandwidth_bytes_per_s == 4800e9
+    assert h200.tile.memory_ops.bandwidth_bytes_per_s == pytest.approx(
+        4800e9 * 2903 / 3350, rel=1e-4
+    )
