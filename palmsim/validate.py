@@ -194,6 +194,7 @@ ITERATION_FIGURES = (
     "tokens_per_s",
     "samples_per_s",
     "iteration_time_s",
+    "time_to_train_s",
 )
 #: Tried in this order when a case does not state its recompute: the least that fits.
 RECOMPUTE_ORDER = ("none", "selective", "full")
@@ -321,6 +322,7 @@ class CaseRun:
     recompute: tuple[str, ...] = ()
     zero: tuple[int, ...] = ()  # ZeRO stages to try with each recompute mode, in order
     predict: Callable[[SimulationResult], dict[str, float]] | None = None
+    train_iterations: float | None = None  # the run's iterations (its time to train)
 
 
 class CaseReader(Protocol):
@@ -429,6 +431,24 @@ def _required(section: Mapping[str, Any], name: str, key: str, why: str = "") ->
     if value is None:
         raise NotRun(f"{key}: missing or null; expected a whole number >= 1{why}")
     return value
+
+
+def _train_iterations(training: Mapping[str, Any], global_batch: int, seq_len: int) -> float | None:
+    """The run's iterations from its length, as Megatron-LM states it (``--train-iters``,
+    ``--train-samples``) or in tokens: ``train_iters`` (or ``train_steps``), else
+    ``train_samples`` / the global batch, else ``train_tokens`` / (global batch x sequence);
+    None when the case gives none."""
+    for key in ("train_iters", "train_steps"):
+        steps = _int(training, key, f"training.{key}")
+        if steps is not None:
+            return float(steps)
+    samples = _figure(training.get("train_samples"))
+    if samples is not None:
+        return samples / global_batch
+    tokens = _figure(training.get("train_tokens"))
+    if tokens is not None:
+        return tokens / (global_batch * seq_len)
+    return None
 
 
 def _flag(section: Mapping[str, Any], name: str) -> bool:
@@ -1270,6 +1290,15 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
                 ITERATION_FIGURES,
             )
         )
+    iterations = _train_iterations(training, global_batch, seq_len)
+    if iterations is not None and "time_to_train_s" in measured:
+        why = (
+            "its iterations times the iteration time: evaluation, checkpoints and start-up "
+            "are not simulated"
+        )
+        assumptions.append(
+            Assumption("time_to_train", "iterations x iteration time", why, ("time_to_train_s",))
+        )
     hardware, hardware_why = _hardware(system, source)
     try:
         hw_spec = load_hardware(hardware)
@@ -1443,6 +1472,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             m for m in RECOMPUTE_ORDER if not (flags.get("moe_a2a_overlap") and m == "full")
         ),
         zero=(0, 1) if zero_assumed is not None else (),
+        train_iterations=iterations,
     )
 
 
@@ -1591,6 +1621,11 @@ _FIGURE_ALIASES: dict[str, tuple[str, float]] = {
     "model_tflops_gpu": ("model_tflops_per_gpu", 1.0),
     "tokens_s_gpu": ("tokens_per_s_per_gpu", 1.0),
     "tokens_per_s_gpu": ("tokens_per_s_per_gpu", 1.0),
+    # MLPerf Training's result: the time to train, in minutes
+    "time_to_train_min": ("time_to_train_s", 60.0),
+    "time_to_train_minutes": ("time_to_train_s", 60.0),
+    "time_to_train_h": ("time_to_train_s", 3600.0),
+    "time_to_train_hours": ("time_to_train_s", 3600.0),
 }
 
 
@@ -1684,6 +1719,8 @@ def _simulate_case(
             )
         break
     predicted = (run.predict or _predictions)(result)
+    if run.train_iterations is not None and "iteration_time_s" in predicted:
+        predicted["time_to_train_s"] = run.train_iterations * predicted["iteration_time_s"]
     _peak_shares(run.measured, predicted)
     counted = _publisher_flop_per_token(run.measured, predicted)
     if counted is not None:
@@ -1706,6 +1743,11 @@ def _simulate_case(
             comparisons.append(Comparison(case_id, metric, measured, value, keys))
     if not comparisons:
         names = ", ".join(map(str, run.measured)) or "none"
+        if "time_to_train_s" in run.measured and run.train_iterations is None:
+            raise NotRun(
+                "its time to train needs the run's length: training.train_iters, "
+                "train_samples or train_tokens"
+            )
         known = ", ".join((*ITERATION_FIGURES, "pct_of_<peak>tflops_peak"))
         raise NotRun(
             f"none of its measured figures ({names}) is one palmsim predicts (a number under "

@@ -660,3 +660,26 @@ def test_figures_as_logs_and_tables_spell_them_are_read(tmp_path: Path) -> None:
     )  # a percentage, as measured; model FLOP = the published count without recompute here
     (skipped,) = report.skipped
     assert "(throughput)" in skipped.reason and "tflops_per_gpu" in skipped.reason
+
+
+def test_time_to_train_is_the_runs_iterations_times_the_iteration_time(tmp_path: Path) -> None:
+    """MLPerf Training's result, the time to train (minutes), is predicted from the run's
+    length: train_samples / global batch iterations (or train_iters, or train_tokens / the
+    batch's tokens) times the simulated iteration time, marked (no evaluation or start-up);
+    without a length it is not run, saying what it needs."""
+    measured = {"tflops_per_gpu": ..., "time_to_train_min": 2.0, "iteration_time_s": 1.0}
+    by_samples = {"id": "a", **_case(measured=measured, training={"train_samples": 800})}
+    by_tokens = {"id": "b", **_case(measured=measured, training={"train_tokens": 800 * 1024})}
+    no_length = {"id": "c", **_case(measured={"tflops_per_gpu": ..., "time_to_train_min": 2.0})}
+    report = validate(_write(tmp_path, [by_samples, by_tokens, no_length]))
+    for case in ("a", "b"):
+        got = {c.metric: c for c in report.comparisons if c.case == case}
+        assert got["time_to_train_s"].measured == 120.0
+        # 800 samples at a global batch of 8: 100 iterations
+        assert got["time_to_train_s"].predicted == pytest.approx(
+            100 * got["iteration_time_s"].predicted
+        )
+        assert "time_to_train" in got["time_to_train_s"].assumed
+        assert "time_to_train" not in got["iteration_time_s"].assumed
+    (skipped,) = report.skipped
+    assert skipped.case == "c" and "train_samples" in skipped.reason
