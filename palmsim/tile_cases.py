@@ -58,7 +58,7 @@ from palmsim.errors import PalmsimError
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
-from palmsim.workload.builders import num_parameters
+from palmsim.workload.builders import num_parameters, unmodelled_architecture
 
 __all__ = [
     "HARDWARE_OF_SPEC",
@@ -528,6 +528,9 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             model out: a mixture of experts, say, whose experts they do not give).
     """
     m = case["model"]
+    why = unmodelled_architecture(f"{m.get('arch') or ''} {m.get('name') or ''}")
+    if why is not None:
+        raise CannotExpressError(f"model {m.get('name') or m.get('arch')!r}: {why}")
     try:
         moe = _moe_fields(m)
         hidden, heads = positive_count(m["hidden"], "hidden"), positive_count(m["heads"], "heads")

@@ -56,7 +56,11 @@ from palmsim.config.specs import RECOMPUTE_MODULES, HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
 from palmsim.registry import Registry
-from palmsim.workload.builders import hardware_flop_per_iteration, model_flop_per_iteration
+from palmsim.workload.builders import (
+    hardware_flop_per_iteration,
+    model_flop_per_iteration,
+    unmodelled_architecture,
+)
 
 __all__ = [
     "CASE_READERS",
@@ -130,31 +134,6 @@ _FAMILY_OF_NAME = (
     # Megatron-Turing NLG 530B (Smith et al. 2022, arXiv:2201.11990): Megatron's GPT layer
     ("mt-nlg", "gpt"),
     ("megatron-turing", "gpt"),
-)
-#: Names of architectures palmsim does not build (patterns over the lower-cased ``arch`` and
-#: ``name``), and why, checked before the families: Nemotron-H (arXiv:2504.03624) and the
-#: Nemotron 3 models built on it (Nano, Super: Megatron-Bridge's NEMOTRON_3_* rows)
-#: interleave Mamba-2 (state-space) layers with attention; Llama 4 Maverick alternates MoE and
-#: dense layers (HF ``interleave_moe_layer_step: 2``), which palmsim's MoE layout (every layer
-#: after the first few) cannot say; Qwen3-Next mixes Gated DeltaNet (linear attention) layers
-#: with attention; a vision-language model (Qwen2.5-VL, Qwen3-VL, Llama 3.2 Vision, LLaVA)
-#: adds a vision encoder whose work a text-only model would leave out.
-_HYBRID_MAMBA = "a hybrid of Mamba-2 and attention layers; palmsim builds no Mamba layer"
-_UNMODELLED_ARCHITECTURES = (
-    (r"nemotron[-_ ]?h\b|nemotronh", _HYBRID_MAMBA),
-    (r"nemotron[-_ ]?3(?!\d)", _HYBRID_MAMBA),
-    (r"mamba", "Mamba (state-space) layers; palmsim builds none"),
-    (r"maverick", "MoE layers alternating with dense ones; palmsim's MoE layers follow the dense"),
-    (
-        r"qwen3[-_ ]?next",
-        "a hybrid of Gated DeltaNet (linear attention) and attention layers; palmsim builds no "
-        "linear attention",
-    ),
-    (
-        r"(?<![a-z])vl(?![a-z])|vision|llava",
-        "a vision-language model; palmsim builds no vision encoder, and its image tokens would "
-        "go uncounted",
-    ),
 )
 #: gpt-oss alternates a sliding-window and a full-attention layer, the sliding one first
 #: (Hugging Face openai/gpt-oss-120b and -20b config.json ``layer_types``): a case's layer
@@ -488,9 +467,9 @@ def _architecture(model: Mapping[str, Any]) -> str:
     if not model.get("arch") and not model.get("name"):
         return "gpt"
     text = f"{model.get('arch') or ''} {model.get('name') or ''}".lower()
-    for pattern, why in _UNMODELLED_ARCHITECTURES:
-        if re.search(pattern, text):
-            raise NotRun(f"architecture {model.get('arch') or model.get('name')!r}: {why}")
+    why = unmodelled_architecture(text)
+    if why is not None:
+        raise NotRun(f"architecture {model.get('arch') or model.get('name')!r}: {why}")
     # names are matched with spaces, dashes, underscores and dots dropped: "GPT OSS 120B",
     # "gpt_oss", "DeepSeekV3" and "LLAMA3.1_405B" as their tables write them
     squashed = _squash(text)
@@ -1184,7 +1163,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     ``config.json``) when given; routing by :func:`_routing`. The TP and DP overlaps follow
     the run's software (:func:`_tp_overlap`, :func:`_dp_overlap`); a training system named in
     ``training`` or ``system`` brings its settings (:data:`_FRAMEWORK_SETTINGS`). LoRA rows
-    and the architectures of :data:`_UNMODELLED_ARCHITECTURES` are not run, saying why.
+    and the architectures :func:`unmodelled_architecture` names are not run, saying why.
 
     Raises:
         NotRun: the case is a training run palmsim cannot express (message says why).

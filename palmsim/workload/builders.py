@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ from palmsim.workload.recompute import recomputed_ops
 __all__ = [
     "BLOCK_INPUT",
     "RECOMPUTE_MODES",
+    "UNMODELLED_ARCHITECTURES",
     "Block",
     "activation_bytes_per_layer",
     "check_cached_attention",
@@ -68,6 +70,7 @@ __all__ = [
     "moe_blocks",
     "num_active_parameters",
     "num_parameters",
+    "unmodelled_architecture",
 ]
 
 #: Activation recompute modes (``MappingSpec.recompute``).
@@ -1729,3 +1732,40 @@ def activation_bytes_per_layer(
     if recompute == "selective":
         return sum(b.saved_bytes_selective for b in blocks)
     return layer_input_bytes(model, training, micro_batch_size) / cp
+
+
+#: Names of architectures palmsim does not build (patterns over a lower-cased model name), and
+#: why, which the case readers check before building a model: Nemotron-H (arXiv:2504.03624) and the
+#: Nemotron 3 models built on it (Nano, Super: Megatron-Bridge's NEMOTRON_3_* rows)
+#: interleave Mamba-2 (state-space) layers with attention; Llama 4 Maverick alternates MoE and
+#: dense layers (HF ``interleave_moe_layer_step: 2``), which palmsim's MoE layout (every layer
+#: after the first few) cannot say; Qwen3-Next mixes Gated DeltaNet (linear attention) layers
+#: with attention; a vision-language model (Qwen2.5-VL, Qwen3-VL, Llama 3.2 Vision, LLaVA)
+#: adds a vision encoder whose work a text-only model would leave out.
+_HYBRID_MAMBA = "a hybrid of Mamba-2 and attention layers; palmsim builds no Mamba layer"
+UNMODELLED_ARCHITECTURES = (
+    (r"nemotron[-_ ]?h\b|nemotronh", _HYBRID_MAMBA),
+    (r"nemotron[-_ ]?3(?!\d)", _HYBRID_MAMBA),
+    (r"mamba", "Mamba (state-space) layers; palmsim builds none"),
+    (r"maverick", "MoE layers alternating with dense ones; palmsim's MoE layers follow the dense"),
+    (
+        r"qwen3[-_ ]?next",
+        "a hybrid of Gated DeltaNet (linear attention) and attention layers; palmsim builds no "
+        "linear attention",
+    ),
+    (
+        r"(?<![a-z])vl(?![a-z])|vision|llava",
+        "a vision-language model; palmsim builds no vision encoder, and its image tokens would "
+        "go uncounted",
+    ),
+)
+
+
+def unmodelled_architecture(name: str) -> str | None:
+    """Why palmsim does not build the model ``name`` names (:data:`UNMODELLED_ARCHITECTURES`),
+    or None. Pure."""
+    text = name.lower()
+    for pattern, why in UNMODELLED_ARCHITECTURES:
+        if re.search(pattern, text):
+            return why
+    return None

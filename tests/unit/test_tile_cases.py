@@ -390,3 +390,21 @@ def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monk
     }
     marks = [value for key, value, _ in substitutions(case) if key == "hw.chip.cores"]
     assert marks == ["372x372 for 375x375", "748x748 for 750x750"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("Llama-3.2-11B-Vision-Instruct", "vision-language"),
+        ("Qwen2.5-VL-7B", "vision-language"),
+        ("Mamba-2.8B", "Mamba"),
+    ],
+)
+def test_a_model_palmsim_does_not_build_is_named_not_run_as_a_decoder(name, reason):
+    """As the training cases: a vision-language model (whose cross-attention layers and
+    encoder would go missing) and a state-space model are not run as the decoder their
+    fields would otherwise describe."""
+    case = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
+    case["model"]["name"] = name
+    with pytest.raises(CannotExpressError, match=reason):
+        predict(case)
