@@ -852,7 +852,8 @@ class InferenceSpec:
     decode_readers_per_bank: int = _f(
         "worker cores per DRAM bank that run a decode GEMM whose weights stay in DRAM "
         "(tt-metal's DRAM-sharded matmul, num_workers_per_dram_bank: 1 as tt_transformers "
-        "runs its decode GEMMs and LM head): each reads its share of its bank's weights at "
+        "runs its decode GEMMs and, in every pass, its LM head): each reads its share of its "
+        "bank's weights at "
         "tile.dram_reader_bandwidth and computes that slice of the output itself, so the "
         "GEMM streams at dram.banks x this x tile.dram_reader_bandwidth and computes on that "
         "many of the simulated tile's cores; 0: on every core at the DRAM bandwidth [count]",

@@ -819,9 +819,14 @@ class _Lowering:
                 return step
             return dataclasses.replace(step, compute_time_s=floor_s)
 
-        per_bank = inf.decode_readers_per_bank if tag == "D" else 0
+        # The layers' weight GEMMs run DRAM-sharded in decode; the LM head in every pass, as
+        # tt_transformers runs it on the tile of rows holding each request's last token with
+        # the decode's program configs (lm_head.py: one set of dram_matmul_config for both).
+        layer_per_bank = inf.decode_readers_per_bank if tag == "D" else 0
 
-        def sharded(step: ComputeStep, ops: tuple[Op, ...], block_costing: Costing) -> ComputeStep:
+        def sharded(
+            step: ComputeStep, ops: tuple[Op, ...], block_costing: Costing, per_bank: int
+        ) -> ComputeStep:
             """``step`` lasting at least its ops' serial latency plus their DRAM-sharded
             matmuls' time (:func:`dram_sharded_time_s`)."""
             if per_bank <= 0 or block_costing.where.weights <= 0:
@@ -872,7 +877,7 @@ class _Lowering:
                 if prefetched:
                     step = dataclasses.replace(step, serial_latency_s=0.0)
                 step = streamed(step, b, block_costing.where)
-                step = sharded(step, b.ops, block_costing)
+                step = sharded(step, b.ops, block_costing, layer_per_bank)
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
@@ -882,6 +887,6 @@ class _Lowering:
         if s == self.serving.pp - 1:
             head = Unit("head", -1, (blocks.head,), prefix, tag)
             step = compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head")
-            step = sharded(step, blocks.head.ops, costing)
+            step = sharded(step, blocks.head.ops, costing, inf.decode_readers_per_bank)
             steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.head.ops)))
         return tuple(steps)

@@ -264,8 +264,10 @@ def test_decode_weights_stream_through_one_reader_per_dram_bank():
     With r = 0.1 GB/s and 12 readers (1.2 GB/s), the weights dominate a decode step:
     TPOT = f x (layer and head weights) / 1.2 GB/s, f the DRAM fraction of every weight (as
     in the decode test above), plus the op latencies and the small reads beside the GEMMs.
-    The prefill is unchanged. At the n150's 22 GB/s, 12 readers stream 264 GB/s, the
-    fitted 267 GB/s of its DRAM to 1%: the decode step barely moves."""
+    In the prefill only the LM head runs so (tt_transformers' lm_head.py has one set of
+    program configs): TTFT grows by its weights over 1.2 GB/s, less the same bytes at the
+    DRAM rate. At the n150's 22 GB/s, 12 readers stream 264 GB/s, the fitted 267 GB/s of its
+    DRAM to 1%: the decode step barely moves."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     assert 12 * hw.tile.dram_reader_bandwidth_bytes_per_s == pytest.approx(
         hw.dram.bandwidth_bytes_per_s, rel=0.012
@@ -286,7 +288,9 @@ def test_decode_weights_stream_through_one_reader_per_dram_bank():
     assert on["tpot_s"] == pytest.approx(expected, rel=0.02)
     assert on["tpot_s"] > expected
     assert off["tpot_s"] < 0.05 * on["tpot_s"]  # at the DRAM rate the same step is fast
-    assert on["ttft_s"] == pytest.approx(off["ttft_s"], rel=1e-12)
+    head = dram_fraction * VOCAB * H * e
+    head_extra = head / (12 * 0.1e9) - head / hw.dram.bandwidth_bytes_per_s
+    assert on["ttft_s"] - off["ttft_s"] == pytest.approx(head_extra, rel=0.01)
     real = _inference(hw, tp=1, prompt=1, output=3, decode_readers_per_bank=1)["tpot_s"]
     base = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]
     assert real == pytest.approx(base, rel=0.012)
