@@ -268,14 +268,15 @@ class ServingPlan:
         return ComputeStep(label, t, flop, sram, read, dram - read)
 
     def _step(
-        self, kind: str, size: int, count: int, s: int, decode_only: bool = False
+        self, kind: str, size: int, count: int, s: int, dram_sharded: bool = False
     ) -> ComputeStep:
         """The cost of one piece of a layer on a stage-``s`` tile, cached: ``attn`` (the
         attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
-        ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens). In an
-        iteration without a prefill (``decode_only``) the weight GEMMs run on
-        ``serving.decode_readers_per_bank`` cores per DRAM bank, as ``palmsim run`` decodes."""
-        key = ("step", kind, size, count, s, decode_only)
+        ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens). With
+        ``dram_sharded`` the weight GEMMs run on ``serving.decode_readers_per_bank`` cores per
+        DRAM bank, as ``palmsim run`` decodes (the layers in an iteration without a prefill,
+        the LM head in every iteration)."""
+        key = ("step", kind, size, count, s, dram_sharded)
         hit = self._cache.get(key)
         if hit is None:
             if kind == "core":
@@ -294,7 +295,7 @@ class ServingPlan:
             where, operand_bps = self.stages[s].where, gemm_operand_bandwidth_bytes_per_s(hw)
             c = pass_cost(ops, "F", tile, peak, 0, where, operand_bps)
             time_s = c.time_s
-            per_bank = self.serving.decode_readers_per_bank if decode_only else 0
+            per_bank = self.serving.decode_readers_per_bank if dram_sharded else 0
             if per_bank > 0 and where.weights > 0:
                 sharded_s = dram_sharded_time_s(
                     ops,
@@ -407,7 +408,7 @@ class ServingPlan:
             ("mlp", reduced("mlp", [self._step("mlp", tokens, 1, s, decode_only)]), num_layers)
         ]
         if s == pp - 1 and num_sampled:
-            after.append(("head", (self._step("head", num_sampled, 1, s, decode_only),), 1))
+            after.append(("head", (self._step("head", num_sampled, 1, s, dram_sharded=True),), 1))
         allreduce = CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
         result = (tuple(before), attention, allreduce, tuple(after))
         self._cache[key] = result
