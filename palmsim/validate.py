@@ -93,6 +93,7 @@ HARDWARE_OF_GPU: dict[str, str] = {
     "A100": "hw_configs/dgx-a100-superpod.yaml",
     "H100": "hw_configs/dgx-h100.yaml",
     "H200": "hw_configs/dgx-h200.yaml",
+    "H800": "hw_configs/dgx-h800.yaml",
     "GB300": "hw_configs/dgx-gb300.yaml",
     "GB200": "hw_configs/dgx-gb200.yaml",  # before B200; "GB200" is not matched as a B200
     "B200": "hw_configs/dgx-b200.yaml",

@@ -422,3 +422,18 @@ def test_the_h200_is_the_h100_die_with_faster_hbm() -> None:
     assert h200.tile.memory_ops.bandwidth_bytes_per_s == pytest.approx(
         4800e9 * 2903 / 3350, rel=1e-4
     )
+
+
+def test_the_h800_is_the_h100_node_with_its_nvlink_cut() -> None:
+    """dgx-h800.yaml: the H100 node's GPU and NIC with the H800's NVLink, 400 GB/s both ways,
+    of which DeepSeek-V3's report gives 160 GB/s as achieved (Sec. 3.2.2); an all-reduce over
+    its 8 GPUs in one node takes 370 / 160 times the H100's bandwidth term."""
+    from palmsim.config.loader import load_hardware
+
+    h100 = load_hardware("hw_configs/dgx-h100.yaml")
+    h800 = load_hardware("hw_configs/dgx-h800.yaml")
+    assert h800.tile.peak_flop_per_s == h100.tile.peak_flop_per_s
+    assert h800.dram == h100.dram
+    assert h800.cluster.intra_node.bandwidth_bytes_per_s == 160e9
+    assert h100.cluster.intra_node.bandwidth_bytes_per_s == 370e9
+    assert h800.cluster.inter_node == h100.cluster.inter_node

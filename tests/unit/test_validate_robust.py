@@ -99,6 +99,7 @@ def test_gpu_matched_by_family_and_named() -> None:
         ("NVIDIA Ampere (A100-class)", "dgx-a100-superpod.yaml"),
         ("H100 SXM5", "dgx-h100.yaml"),
         ("NVIDIA H200-SXM-141GB (Hopper)", "dgx-h200.yaml"),  # the family before the architecture
+        ("2048 NVIDIA H800 GPUs", "dgx-h800.yaml"),
         ("nvidia a100 40gb", "dgx-a100-superpod.yaml"),
         # only the architecture: its data-centre training GPU, and the output says so
         ("NVIDIA Ampere GPUs", "dgx-a100-superpod.yaml"),
