@@ -98,6 +98,9 @@ HARDWARE_OF_GPU: dict[str, str] = {
     "GB200": "hw_configs/dgx-gb200.yaml",  # before B200; "GB200" is not matched as a B200
     "B200": "hw_configs/dgx-b200.yaml",
 }
+#: A PCIe card or an H100 NVL (two PCIe cards bridged), not the SXM module a shipped config
+#: describes: lower clocks and power, no NVSwitch (a GB200 "NVL72" rack is an SXM system).
+_PCIE_CARD = re.compile(r"pcie|(?<![a-z0-9])nvl(?![a-z0-9])", re.IGNORECASE)
 #: The GPU a case means when ``system.gpu`` names only NVIDIA's architecture ("NVIDIA Ampere
 #: GPUs", as MegaScale describes its cluster): the architecture's data-centre training GPU of
 #: the families above (the H200 is also Hopper: a case that means it names it).
@@ -1039,6 +1042,11 @@ def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
             "system.gpu: missing or null; expected a GPU family ("
             + ", ".join(HARDWARE_OF_GPU)
             + ") or a config in system.hw_config"
+        )
+    if _PCIE_CARD.search(gpu):
+        raise NotRun(
+            f"system.gpu: got {gpu!r}, a PCIe card (its own clocks and power, no NVSwitch); "
+            "the shipped GPU configs are SXM modules: give one as system.hw_config"
         )
     for family, path in HARDWARE_OF_GPU.items():
         if re.search(rf"(?<![a-z0-9]){family}(?![0-9])", gpu, flags=re.IGNORECASE):

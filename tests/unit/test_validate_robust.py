@@ -684,3 +684,12 @@ def test_time_to_train_is_the_runs_iterations_times_the_iteration_time(tmp_path:
         assert "time_to_train" not in got["iteration_time_s"].assumed
     (skipped,) = report.skipped
     assert skipped.case == "c" and "train_samples" in skipped.reason
+
+
+@pytest.mark.parametrize("gpu", ["H100 PCIe", "NVIDIA A100-PCIE-40GB", "H100 NVL"])
+def test_a_pcie_card_is_not_run_on_an_sxm_config(gpu: str) -> None:
+    """A PCIe card (or an H100 NVL, two bridged PCIe cards) has its own clocks and power and no
+    NVSwitch: not run on the shipped SXM configs, saying so; a GB200 NVL72 rack is SXM."""
+    with pytest.raises(NotRun, match="PCIe card"):
+        read_training_run(_case(system={"gpu": gpu}), "x.yaml")
+    assert read_training_run(_case(system={"gpu": "GB200 NVL72"}), "x.yaml") is not None
