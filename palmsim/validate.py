@@ -1066,6 +1066,34 @@ def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
     )
 
 
+#: A GPU's memory as a case names it: "A100-SXM4-40GB", "A100 40 GB", "H100 94GB".
+_GPU_MEMORY = re.compile(r"(\d+)\s*GB", re.IGNORECASE)
+
+
+def _gpu_memory(
+    system: Mapping[str, Any], hw_spec: HardwareSpec, assumptions: list[Assumption]
+) -> list[str]:
+    """The override giving each GPU the memory ``system.gpu`` names where it differs from the
+    config's (an A100-SXM4-40GB run on the 80 GB part's config): what fits, and so the
+    recompute and sharding a case runs with, follows the case's GPU. Its bandwidths and
+    kernel rates stay the config's, an assumption on every iteration figure."""
+    if hw_spec.cluster is None or system.get("hw_config") is not None:
+        return []
+    match = _GPU_MEMORY.search(str(system.get("gpu") or ""))
+    if match is None:
+        return []
+    stated_bytes = int(match.group(1)) * 1e9
+    if abs(stated_bytes - hw_spec.dram.capacity_bytes) <= 1e9:
+        return []
+    why = (
+        f"the case's GPU memory; its HBM bandwidth and kernel rates are the config's "
+        f"{hw_spec.dram.capacity_bytes / 1e9:g} GB part's"
+    )
+    value = f"{match.group(1)} GB"
+    assumptions.append(Assumption("hw.dram.capacity", value, why, ITERATION_FIGURES))
+    return [f"hw.dram.capacity={value}"]
+
+
 def _is_training_run(case: Mapping[str, Any]) -> bool:
     system = case.get("system")
     return (
@@ -1313,6 +1341,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         overrides.append(f"hw.system.chips=[{nodes}, {per_node}]")
     elif hw_spec.num_tiles < num_gpus:
         raise NotRun(f"{hardware} has {hw_spec.num_tiles} tiles, fewer than num_gpus = {num_gpus}")
+    overrides += _gpu_memory(system, hw_spec, assumptions)
     vocab = _int(model, "vocab", "model.vocab")
     if vocab is None:
         base = _BASE_WORKLOAD[arch]

@@ -693,3 +693,17 @@ def test_a_pcie_card_is_not_run_on_an_sxm_config(gpu: str) -> None:
     with pytest.raises(NotRun, match="PCIe card"):
         read_training_run(_case(system={"gpu": gpu}), "x.yaml")
     assert read_training_run(_case(system={"gpu": "GB200 NVL72"}), "x.yaml") is not None
+
+
+def test_a_gpu_of_other_memory_runs_with_its_memory(tmp_path: Path) -> None:
+    """An A100-SXM4-40GB case runs on the A100 config with 40 GB per GPU (what fits follows
+    the case's GPU), marked: the HBM bandwidth and kernel rates are the 80 GB part's. The
+    same GPU at the config's size changes nothing."""
+    run = read_training_run(_case(system={"gpu": "A100-SXM4-40GB"}), "x.yaml")
+    assert run is not None and "hw.dram.capacity=40 GB" in run.overrides
+    assert "hw.dram.capacity" in [a.key for a in run.assumptions]
+    same = read_training_run(_case(system={"gpu": "A100-SXM4-80GB"}), "x.yaml")
+    assert same is not None and not any("dram" in o for o in same.overrides)
+    report = validate(_write(tmp_path, [{"id": "a", **_case(system={"gpu": "A100 40GB"})}]))
+    assert [c.case for c in report.comparisons] == ["a"]
+    assert "hw.dram.capacity" in report.comparisons[0].assumed
