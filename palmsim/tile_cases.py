@@ -140,6 +140,14 @@ GALAXY_LLAMA_OPS_PER_LAYER = 15
 #: (models/tt_transformers/tt/model_config.py; each column's in1 sender reads one DRAM shard).
 TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS = 8
 
+#: The attention core of tt-metal's model demos (tt_transformers and the Galaxy Llama demo):
+#: ttnn.transformer.scaled_dot_product_attention, a flash-attention kernel over chunks of the
+#: queries and keys (SDPAProgramConfig's q_chunk_size and k_chunk_size, tt_transformers
+#: model_config.py SDPA_PROGCFG) with an online softmax: no s x s score tensor
+#: (training.attention_kernel 'fused'). WaferLLM's programs multiply QK^T and the scores by V
+#: as two MeshGEMMs, its scores spread over the cores: 'unfused'.
+TT_METAL_ATTENTION = "fused"
+
 #: Passes the Galaxy demo replays from a trace: demo/text_demo.py @0009006b sets
 #: ``enable_trace = True`` and ``prefill_enable_trace = True`` (inference.trace 'all').
 GALAXY_LLAMA_TRACE = "all"
@@ -793,13 +801,16 @@ def _simulate(
     model: ModelSpec,
     inference: InferenceSpec,
     mapping: MappingSpec,
+    attention_kernel: str = "unfused",
 ) -> dict[str, Any]:
     from palmsim.api import simulate, summarize_result
 
     hardware = load_hardware(hw_path, overrides)
     workload = WorkloadSpec(
         model=model,
-        training=TrainingSpec(seq_len=inference.prompt_len, global_batch_size=1),
+        training=TrainingSpec(
+            seq_len=inference.prompt_len, global_batch_size=1, attention_kernel=attention_kernel
+        ),
         mode="inference",
         inference=inference,
     )
@@ -967,6 +978,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
     readers = _prefill_weight_readers(code, case, hw_path)
     per_bank = decode_readers_per_bank(code)
+    kernel = TT_METAL_ATTENTION if _demo_ops_per_layer(code) else "unfused"
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
@@ -1024,7 +1036,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
                 max_position_embeddings=spec.prompt_len + spec.output_len + 1,
             )
             return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False)
-        return _simulate(hw_path, [], model, inference(requests, output_len), mapping(requests))
+        return _simulate(
+            hw_path, [], model, inference(requests, output_len), mapping(requests), kernel
+        )
 
     def mapping(requests: int) -> MappingSpec:
         """All of a replica's requests in one micro-batch (a decode step of the whole batch);

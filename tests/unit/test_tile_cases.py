@@ -408,3 +408,20 @@ def test_a_model_palmsim_does_not_build_is_named_not_run_as_a_decoder(name, reas
     case["model"]["name"] = name
     with pytest.raises(CannotExpressError, match=reason):
         predict(case)
+
+
+def test_a_long_tt_prefill_runs_flash_attention_and_fits(monkeypatch):
+    """tt-metal's demos run ttnn's scaled_dot_product_attention, a flash-attention kernel
+    over query and key chunks (TT_METAL_ATTENTION 'fused'): a 32k-token prefill of Llama 3.2
+    1B on an n150 never holds its 32 heads x 32768^2 scores (32 x 2^30 x 2 B = 68.7 GB
+    against 12 GB of DRAM), so it runs; with materialised scores it cannot fit."""
+    import palmsim.tile_cases as tile_cases
+
+    case = copy.deepcopy(CASES["tt_readme_llama32_1b_n150"])
+    case["scenario"].update(prefill_len=32768, kv_len_at_measurement=32768)
+    case["measured"] = {"ttft_ms": 1000.0}
+    ((metric, _, ttft_ms),) = predict(case)
+    assert metric == "ttft_ms" and ttft_ms > 0
+    monkeypatch.setattr(tile_cases, "TT_METAL_ATTENTION", "unfused")
+    with pytest.raises(tile_cases.CannotExpressError, match="does not fit"):
+        predict(case)
