@@ -34,6 +34,7 @@ Kinds of case and how each is predicted:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -230,6 +231,17 @@ def _format(text: Any) -> str:
     return _FORMATS[key]
 
 
+def _untraced(scenario: Mapping[str, Any]) -> bool:
+    """Whether a microbenchmark ran without trace (``scenario.trace: false``)."""
+    return str(scenario.get("trace", "")).strip().lower() in ("false", "no", "off")
+
+
+def _auto_config(scenario: Mapping[str, Any]) -> bool:
+    """Whether a GEMM ran tt-metal's auto-selected program config (``matmul_config: auto``,
+    the GEMM report's out-of-box tables), not a tuned one."""
+    return str(scenario.get("matmul_config", "")).strip().lower() == "auto"
+
+
 def _grid(text: Any) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", str(text))
     if not match:
@@ -300,7 +312,7 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     # Run untraced (``trace: false``), back to back, each op is also dispatched by the host
     # while the device runs the one before: it lasts at least tile.host_dispatch, as a
     # pass that is not traced does in inference (inference.trace).
-    if str(scenario.get("trace", "")).strip().lower() in ("false", "no", "off"):
+    if _untraced(scenario):
         time_s = max(time_s, hw.tile.host_dispatch_s)
     out = []
     if _number(measured.get("time_ns")):
@@ -1235,6 +1247,30 @@ def _fit_inverse(scale: list[float], offset: list[float], measured: list[float])
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
 
 
+def _fit_host_dispatch(untraced_s: list[float], traced_s: list[float]) -> float:
+    """The host's dispatch time ``h`` of one untraced op, from GEMMs timed without and with
+    trace: untraced back to back, the host issues each op while the device runs the one
+    before, so an op takes the later of the two, ``untraced = max(h, traced)`` (the traced
+    time is the device's alone). ``h`` minimises sum(max(h, t_i) / u_i - 1)^2: on each
+    interval between sorted traced times the ops slower than ``h`` on the device drop out
+    and the rest give the closed form sum(1/u) / sum(1/u^2), clipped to the interval."""
+    bounds = sorted({0.0, *traced_s, max(untraced_s)})
+
+    def cost(h: float) -> float:
+        return sum((max(h, t) / u - 1) ** 2 for u, t in zip(untraced_s, traced_s, strict=True))
+
+    best = bounds[0]
+    for lo, hi in itertools.pairwise(bounds):
+        host_bound = [u for u, t in zip(untraced_s, traced_s, strict=True) if t <= lo]
+        if not host_bound:
+            continue
+        h = sum(1 / u for u in host_bound) / sum(1 / u**2 for u in host_bound)
+        h = min(max(h, lo), hi)
+        if cost(h) < cost(best):
+            best = h
+    return best
+
+
 def _fit_affine(x: list[float], measured: list[float]) -> tuple[float, float]:
     """``(a, b)`` minimising sum((a + b * x_i) / measured_i - 1)^2 (weighted least squares,
     closed form)."""
@@ -1264,13 +1300,20 @@ def calibrate_tiles(
       the chip's op latency, shared by its other formats);
     - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = a + t_peak / e``;
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
-    - ``system.link.bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``.
+    - ``system.link.bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``;
+    - ``tile.host_dispatch``: out-of-box GEMMs (``scenario.matmul_config: auto``) timed
+      without trace (``time_ns``) and with it (``traced_time_ns``), ``untraced = max(h,
+      traced)`` (:func:`_fit_host_dispatch`).
+
+    Out-of-box GEMMs run auto-selected program configs, not the tuned kernels whose efficiency
+    the other GEMMs give, so they enter only the host-dispatch fit.
 
     Returns the fits and the ``(case, reason)`` of every case of this hardware not used.
     """
     hw = load_hardware(hw_path)
     target = Path(hw_path).resolve()
     gemm: dict[str, list[tuple[str, float, float]]] = {}
+    host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
     dram: list[tuple[str, float]] = []
     ccl: list[tuple[str, float, float, float]] = []
     unused: list[tuple[str, str]] = []
@@ -1283,7 +1326,21 @@ def calibrate_tiles(
                 continue
             model, scenario = case.get("model") or {}, case.get("scenario") or {}
             phase = str(scenario.get("phase", "")).lower()
-            if all(d in model for d in ("M", "K", "N")):
+            if all(d in model for d in ("M", "K", "N")) and _auto_config(scenario):
+                measured = case["measured"]
+                if not (_untraced(scenario) and _number(measured.get("traced_time_ns"))):
+                    raise CannotExpressError(
+                        "an out-of-box GEMM is fitted as an untraced time_ns with the same "
+                        "op's traced_time_ns"
+                    )
+                host.append(
+                    (
+                        case_id,
+                        float(measured["time_ns"]) * 1e-9,
+                        float(measured["traced_time_ns"]) * 1e-9,
+                    )
+                )
+            elif all(d in model for d in ("M", "K", "N")):
                 dtype = _format(scenario.get("dtype"))
                 rows, cols = _grid(scenario.get("core_grid"))
                 flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
@@ -1328,6 +1385,12 @@ def calibrate_tiles(
         if dtype == latency_format:
             fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
         fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / x, "ratio", ids, errors))
+    if host:
+        untraced = [u for _, u, _ in host]
+        traced = [t for _, _, t in host]
+        h = _fit_host_dispatch(untraced, traced)
+        errors = tuple(max(h, t) / u - 1 for u, t in zip(untraced, traced, strict=True))
+        fits.append(TileFit("tile.host_dispatch", h, "time", tuple(c for c, _, _ in host), errors))
     if dram:
         rates = [r for _, r in dram]
         # The rate R minimising sum (R / r_i - 1)^2 over the measured read rates r_i.

@@ -199,7 +199,6 @@ def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
     ops x 10 ms: TTFT = (embedding + LAYERS x 23 + head ops) x 10 ms, plus the cache steps'
     few microseconds. Traced (trace: all), the host dispatch costs nothing."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
-    assert hw.tile.host_dispatch_s == pytest.approx(30.3e-6)
     slow = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, host_dispatch_s=10e-3))
     spec = TrainingSpec(seq_len=8, global_batch_size=1, dtype="bf16")
     ends = (embedding_block(_model(), spec, 1, 1), head_block(_model(), spec, 1, 1))
@@ -476,6 +475,42 @@ def test_calibrate_tiles_fits_the_p150_op_latency_by_hand():
     assert hw.tile.op_latency_s == pytest.approx(t1 - slope * tp1, rel=1e-3)  # the config's
 
 
+def test_calibrate_tiles_fits_the_n150_host_dispatch_by_hand():
+    """The GEMM report's smallest out-of-box n150 GEMMs take 49.05, 48.46 and 50.13 us a
+    call untraced and 19.97, 14.21 and 12.26 us traced: every traced time is below the
+    untraced ones, so each untraced call is the host's, untraced = max(h, traced) = h, and
+    the h minimising sum(h / u_i - 1)^2 is sum(1/u_i) / sum(1/u_i^2). Every Wormhole config
+    carries it."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, _ = calibrate_tiles(cases, "hw_configs/wormhole-n150.yaml")
+    fit = {f.key: f for f in fits}["tile.host_dispatch"]
+    untraced = (49049.85e-9, 48458.58e-9, 50134.66e-9)
+    h = sum(1 / u for u in untraced) / sum(1 / u**2 for u in untraced)
+    assert fit.value == pytest.approx(h, rel=1e-9)
+    assert len(fit.cases) == 3
+    for config in ("n150", "n300", "t3000", "galaxy"):
+        hw = load_hardware(f"hw_configs/wormhole-{config}.yaml")
+        assert hw.tile.host_dispatch_s == pytest.approx(h, rel=1e-3)
+
+
+def test_host_dispatch_fit_leaves_out_ops_the_device_is_slower_on():
+    """With untraced = max(h, traced), a pair whose traced time exceeds h pins nothing:
+    pairs (u, t) = (10, 2), (12, 3) and (20, 19) us. The first two give sum(1/u)/sum(1/u^2)
+    = 10.8 us; the third stays at max(h, 19)/20 - 1 = -5% whatever h below 19 us, so the fit
+    is 10.8 us, not pulled up towards 20."""
+    from palmsim.tile_cases import _fit_host_dispatch
+
+    untraced, traced = [10e-6, 12e-6, 20e-6], [2e-6, 3e-6, 19e-6]
+    expected = (1 / 10 + 1 / 12) / (1 / 100 + 1 / 144) * 1e-6
+    assert _fit_host_dispatch(untraced, traced) == pytest.approx(expected, rel=1e-9)
+    # every pair host-bound: the closed form over all three
+    everything = (1 / 10 + 1 / 12 + 1 / 20) / (1 / 100 + 1 / 144 + 1 / 400) * 1e-6
+    assert _fit_host_dispatch(untraced, [2e-6, 3e-6, 4e-6]) == pytest.approx(everything)
+
+
 @pytest.mark.parametrize(
     ("config", "chips", "cores", "banks"),
     [
@@ -496,6 +531,7 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
     assert hw.dram.capacity_bytes == pytest.approx(banks * 4 * 2**30)
     assert hw.dram.bandwidth_bytes_per_s == pytest.approx(banks * 62.5e9)
     assert hw.tile.op_latency_s == p150.tile.op_latency_s
+    assert hw.tile.host_dispatch_s == p150.tile.host_dispatch_s
     assert hw.tile.format_efficiency == p150.tile.format_efficiency
 
 
