@@ -26,8 +26,9 @@ Weights in ``int8`` (or a block format, ``bfp8``/``bfp4``) are weight-only quant
 are stored and read in their format, the arithmetic runs at the peak of the activation
 ``dtype``. The MLP's weights may have their own format (``mlp_weight_dtype``); each block's
 GEMMs run at the efficiency of its weight format and the activation dtype's peak at the math
-fidelity chosen for that format (``math_fidelity``), the KV-cache attention at the fidelity
-chosen for the activation dtype.
+fidelity chosen for that format (``math_fidelity``); the attention core (QK^T and scores x V,
+or the fused kernel), whose operands are both activations, at the activation dtype's fidelity
+and efficiency, and the KV-cache attention at that fidelity.
 
 **2-D tensor parallelism** (``mapping.tp_2d = [a, b]``, ``a·b = tp``), as tenstorrent/tt-metal's
 Llama-3 70B Galaxy demo runs it on its 8x4 mesh (models/demos/llama3_70b_galaxy/tt:
@@ -117,6 +118,7 @@ from palmsim.mapping.plan import (
     Step,
 )
 from palmsim.workload.builders import (
+    ACTIVATION_MATMULS,
     Block,
     check_cached_attention,
     embedding_block,
@@ -660,6 +662,7 @@ def _stage(
         d: _costing(experiment, d, where)
         for d in {
             inf.weight_dtype,
+            inf.dtype,  # the attention core's operands (_Lowering.block_step)
             *(_block_dtype(inf, b.name) for layer in serving.decode.layers for b in layer),
         }
     }
@@ -709,6 +712,22 @@ class _Lowering:
     stage: int
     layers: tuple[int, int]
     spill_token: int
+
+    def block_step(self, block_costing: Costing, block: Block, unit: Unit) -> ComputeStep:
+        """``block``'s ops: those on its weights at their format's fidelity and efficiency,
+        its attention core (both operands activations: QK^T and scores x V, or the fused
+        kernel) as a GEMM on weights of the activation dtype would run: that dtype's fidelity
+        and efficiency (tt_transformers runs its prefill SDPA at HiFi4 on bf16 whatever its
+        weights' format: PERF.md's precision table)."""
+        inf = self.experiment.workload.inference
+        assert inf is not None
+        activations = self.blocks[inf.dtype]
+        core = tuple(op for op in block.ops if op.name in ACTIVATION_MATMULS)
+        if not core or block_costing is activations:
+            return block_costing.step(block.ops, "F", unit, block.name)
+        rest = tuple(op for op in block.ops if op.name not in ACTIVATION_MATMULS)
+        cost = block_costing.cost(rest, "F") + activations.cost(core, "F")
+        return compute_step(cost, unit, block.name, block_name=block.name)
 
     def kv_step(self, unit: Unit, ctx: int, new_tokens: int) -> ComputeStep:
         """Attention over cached tokens [0, ctx) and the write of the new tokens' K and V,
@@ -867,7 +886,7 @@ class _Lowering:
             unit = Unit(f"L{i}", i, layer, prefix, tag)
             for j, b in enumerate(layer):
                 block_costing = self.blocks[_block_dtype(inf, b.name)]
-                step = block_costing.step(b.ops, "F", unit, b.name)
+                step = self.block_step(block_costing, b, unit)
                 if j == 0 and extra_s > 0:
                     step = dataclasses.replace(
                         step,

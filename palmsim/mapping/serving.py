@@ -288,8 +288,9 @@ class ServingPlan:
                 ops = {"attn": attn_ops, "mlp": mlp_ops, "embed": embed}[kind]
             hw = self.hardware
             # As the inference mapping costs a block: the GEMM efficiency of its weights'
-            # format, the activation dtype's peak at the math fidelity of that format.
-            dtype = self._block_dtype(kind)
+            # format, the activation dtype's peak at the math fidelity of that format; the
+            # attention core, two activations multiplied, as weights of the activation dtype.
+            dtype = self.serving.dtype if kind == "core" else self._block_dtype(kind)
             tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype))
             peak = hw.tile.peak_for(self.serving.dtype, dict(self.serving.math_fidelity).get(dtype))
             where, operand_bps = self.stages[s].where, gemm_operand_bandwidth_bytes_per_s(hw)

@@ -54,6 +54,7 @@ from palmsim.workload.ops import (
 from palmsim.workload.recompute import recomputed_ops
 
 __all__ = [
+    "ACTIVATION_MATMULS",
     "BLOCK_INPUT",
     "RECOMPUTE_MODES",
     "UNMODELLED_ARCHITECTURES",
@@ -1236,6 +1237,10 @@ def _attention_ops(
 
 #: The unfused attention core (:func:`_attention_ops`), which a fused kernel replaces.
 _ATTENTION_CORE = ("scores", "softmax", "attn_dropout", "context", "context_layout")
+
+#: The attention ops that multiply two activations, no weight: the unfused core's QK^T and
+#: scores x V, or the fused kernel that runs both (:func:`_fused_attention`).
+ACTIVATION_MATMULS = frozenset({"scores", "context", "attention"})
 
 
 def _fused_attention(

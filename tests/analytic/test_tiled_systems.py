@@ -559,3 +559,39 @@ def test_an_inference_run_folder_is_rebuilt_with_its_inference_plan(tmp_path):
     exp = ExperimentSpec(hw, workload, MappingSpec(), RunSpec())
     run_experiment(exp, tmp_path, make_plots=False)
     assert load_result(tmp_path).plan.inference is not None
+
+
+def test_the_attention_core_runs_at_the_activation_dtypes_fidelity():
+    """A prefill's attention core multiplies two bf16 activations (QK^T, scores x V): it
+    runs at the bf16 fidelity whatever the weights' format, as tt_transformers runs its SDPA
+    at HiFi4 (PERF.md's precision table). With bfp8 weights at HiFi2, moving bf16 from HiFi2
+    to HiFi4 slows the fused core alone, by its FLOP / (bf16 efficiency) x (4 - 2) / P a
+    layer (P: the n150's LoFi peak, its 8x8 compute cores x 4.096 TFLOP/s); the weight
+    GEMMs stay put."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    s = 1024
+    model = dataclasses.replace(_model(), max_position_embeddings=s + 8)
+    training = TrainingSpec(s, 1, attention_kernel="fused")
+
+    def ttft(bf16_fidelity: str) -> float:
+        inference = InferenceSpec(
+            prompt_len=s,
+            output_len=1,
+            batch=1,
+            dtype="bf16",
+            weight_dtype="bfp8",
+            kv_dtype="bfp8",
+            math_fidelity=(("bf16", bf16_fidelity), ("bfp8", "HiFi2")),
+        )
+        workload = WorkloadSpec(model, training, "inference", inference)
+        exp = ExperimentSpec(hw, workload, MappingSpec(micro_batch_size=1), RunSpec())
+        return summarize_result(simulate(exp))["ttft_s"]
+
+    spec = TrainingSpec(seq_len=s, global_batch_size=1, dtype="bf16", attention_kernel="fused")
+    (core,) = [
+        op for b in layer_blocks(model, spec, 1, 1) for op in b.ops if op.name == "attention"
+    ]
+    peak = 64 * 4.096e12
+    efficiency = hw.tile.efficiency_for("bf16")
+    slower = LAYERS * core.flop_fwd / efficiency * (4 - 2) / peak
+    assert ttft("HiFi4") - ttft("HiFi2") == pytest.approx(slower, rel=1e-3)
