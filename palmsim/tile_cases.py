@@ -65,6 +65,7 @@ __all__ = [
     "HARDWARE_OF_SPEC",
     "TENSTORRENT_FIDELITY",
     "TT_TRANSFORMERS_OPS_PER_LAYER",
+    "TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS",
     "CannotExpressError",
     "TileFit",
     "allreduce_time_s",
@@ -140,6 +141,17 @@ GALAXY_LLAMA_OPS_PER_LAYER = 15
 #: on Wormhole: ``dram_shard_grid_width = 8 if is_wormhole_b0() else self.dram_grid_size.x``
 #: (models/tt_transformers/tt/model_config.py; each column's in1 sender reads one DRAM shard).
 TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS = 8
+
+#: Tokens per prefill pass of tt_transformers (``inference.prefill_chunk_tokens``): a longer
+#: prompt is prefilled in chunks, each attending to the cached chunks before it (generator.py,
+#: chunked SDPA over the paged cache). models/tt_transformers/tt/model_config.py sets the
+#: chunk per model and device (MAX_PREFILL_CHUNK_SIZES_DIV1024, in units of 1024 tokens) and
+#: falls back to 4 for a pair it does not list ("setting MAX_PREFILL_CHUNK_SIZE to 4 for
+#: compatibility"); 4 is also the smallest it gives any listed model (Llama 3.1 8B and
+#: Qwen 2.5 7B on an n150). palmsim runs every tt_transformers row at that fallback: the chunk
+#: changes how often a long prompt's weights are re-read and how much activation memory a
+#: pass holds, not its attention FLOP.
+TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS = 4 * 1024
 
 #: The attention core of tt-metal's model demos (tt_transformers and the Galaxy Llama demo):
 #: ttnn.transformer.scaled_dot_product_attention, a flash-attention kernel over chunks of the
@@ -1010,6 +1022,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
         raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
     model = case_model(case, prompt + output + 1)
     ops_per_layer = _demo_ops_per_layer(code, model.is_moe)
+    chunk = TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS if "tt_transformers" in code else 0
     if model.is_moe and scenario.get("cores") is not None:
         raise CannotExpressError(
             "a mixture of experts in WaferLLM's set-up: its programs run dense layers only"
@@ -1030,6 +1043,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             weight_prefetch=weight_prefetch,
             prefill_weight_readers=readers,
             decode_readers_per_bank=per_bank,
+            prefill_chunk_tokens=chunk,
         )
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:

@@ -1283,6 +1283,7 @@ def _inference_schema() -> Schema:
         "trace": _choice_rule(INFERENCE_PASSES),
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
         "prefill_weight_readers": _int_rule(minimum=0),
+        "prefill_chunk_tokens": _int_rule(minimum=0),
         "mapping": _mapping_rule(required=False),
     }
 

@@ -849,6 +849,13 @@ class InferenceSpec:
         "[count]",
         default=0,
     )
+    prefill_chunk_tokens: int = _f(
+        "tokens of a prompt prefilled per pass: a longer prompt runs in chunks of this many, "
+        "each attending to the chunks before it through the KV cache (tt_transformers' "
+        "max_prefill_chunk_size, chunked SDPA over the paged cache; vLLM's chunked prefill), "
+        "so a pass holds one chunk's activations; 0: the whole prompt in one pass [tokens]",
+        default=0,
+    )
     decode_readers_per_bank: int = _f(
         "worker cores per DRAM bank that run a decode GEMM whose weights stay in DRAM "
         "(tt-metal's DRAM-sharded matmul, num_workers_per_dram_bank: 1 as tt_transformers "

@@ -262,7 +262,8 @@ class _Pass:
 class _Serving:
     """What every stage's lowering shares: sizes, the two passes and the p2p send sizes."""
 
-    prefill: _Pass
+    prefill: _Pass  # one chunk of the prompt (inference.prefill_chunk_tokens), or all of it
+    prefill_last: _Pass | None  # the shorter last chunk, if the chunks do not divide it
     decode: _Pass
     kv_heads_per_tile: int
     flop_per_cached_token: float  # QK^T and AV of one layer, per micro-batch
@@ -396,8 +397,10 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     kv_t = model.num_key_value_heads // a if model.num_key_value_heads >= a else 1
     heads_t = model.num_attention_heads // a
     users = _cache_users(mbs, b)
+    chunks = prefill_chunks(inf)
     return _Serving(
-        prefill=_pass(experiment, inf.prompt_len, batch),
+        prefill=_pass(experiment, chunks[0], batch),
+        prefill_last=_pass(experiment, chunks[-1], batch) if chunks[-1] != chunks[0] else None,
         decode=_pass(experiment, 1, batch),
         kv_heads_per_tile=kv_t,
         flop_per_cached_token=4.0 * users * heads_t * model.head_dim,  # 2 FLOP per MAC, x2
@@ -409,6 +412,14 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
         pp=mapping.pp,
         grid=(a, b),
     )
+
+
+def prefill_chunks(inf: InferenceSpec) -> tuple[int, ...]:
+    """The new tokens of each prefill pass: the prompt in chunks of
+    ``inference.prefill_chunk_tokens`` (the last one what is left), or whole."""
+    chunk = inf.prefill_chunk_tokens or inf.prompt_len
+    full, rest = divmod(inf.prompt_len, chunk)
+    return (chunk,) * full + ((rest,) if rest else ())
 
 
 def _cache_users(requests: int, b: int) -> float:
@@ -667,7 +678,16 @@ def _stage(
         }
     }
     lower = _Lowering(experiment, batch, serving, costing, blocks, s, layers, spill_token)
-    prefill_steps = lower.program(serving.prefill, 0, inf.prompt_len, "P", "P")
+    # A chunked prompt (inference.prefill_chunk_tokens): each chunk a pass over its tokens
+    # with the chunks before it cached, as the pass's attention reads them.
+    chunks = prefill_chunks(inf)
+    prefill_steps: tuple[Step, ...] = ()
+    for k, tokens in enumerate(chunks):
+        blocks_k = serving.prefill_last if tokens != chunks[0] else serving.prefill
+        assert blocks_k is not None
+        prefix = "P" if k == 0 else f"P{k + 1}"
+        last = k == len(chunks) - 1
+        prefill_steps += lower.program(blocks_k, k * chunks[0], tokens, prefix, "P", head=last)
     decode = tuple(
         lower.program(serving.decode, inf.prompt_len + k - 1, 1, f"D{k}", "D")
         for k in range(1, inf.output_len)
@@ -730,11 +750,12 @@ class _Lowering:
         return compute_step(cost, unit, block.name, block_name=block.name)
 
     def kv_step(self, unit: Unit, ctx: int, new_tokens: int) -> ComputeStep:
-        """Attention over cached tokens [0, ctx) and the write of the new tokens' K and V,
-        for one layer of one micro-batch."""
+        """Attention of ``new_tokens`` new tokens over cached tokens [0, ctx) and the write of
+        their K and V, for one layer of one micro-batch."""
         cost = kv_attention_cost(
             bytes_per_token=self.serving.kv_bytes_per_token_mb,
-            flop_per_token=self.serving.flop_per_cached_token,
+            # each new token's queries against every cached token (a prefill chunk's many)
+            flop_per_token=self.serving.flop_per_cached_token * new_tokens,
             ctx_from=0,
             ctx_to=ctx,
             new_tokens=new_tokens,
@@ -782,9 +803,11 @@ class _Lowering:
         return tuple(steps)
 
     def program(
-        self, blocks: _Pass, ctx: int, new_tokens: int, prefix: str, tag: str
+        self, blocks: _Pass, ctx: int, new_tokens: int, prefix: str, tag: str, head: bool = True
     ) -> tuple[Step, ...]:
-        """One pass over ``new_tokens`` per request with ``ctx`` tokens cached."""
+        """One pass over ``new_tokens`` per request with ``ctx`` tokens cached; without the
+        LM head (``head`` False) for a prefill chunk before the last, whose tokens sample
+        nothing."""
         s, tp = self.stage, self.serving.tp
         mapping = self.experiment.mapping
         inf = self.experiment.workload.inference
@@ -904,9 +927,9 @@ class _Lowering:
                     steps.append(self.kv_step(unit, ctx, new_tokens))
                 steps += self.collectives(b, unit, new_tokens, tag)
                 steps += ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=mapping.ep)
-        if s == self.serving.pp - 1:
-            head = Unit("head", -1, (blocks.head,), prefix, tag)
-            step = compute_step(costing.cost(blocks.head.ops, "F"), head, block_name="head")
+        if s == self.serving.pp - 1 and head:
+            head_unit = Unit("head", -1, (blocks.head,), prefix, tag)
+            step = compute_step(costing.cost(blocks.head.ops, "F"), head_unit, block_name="head")
             step = sharded(step, blocks.head.ops, costing, inf.decode_readers_per_bank)
             steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.head.ops)))
         return tuple(steps)

@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-from palmsim.api import simulate, summarize_result
+from palmsim.api import op_table_of, simulate, summarize_result
 from palmsim.config.loader import coarsen, load_hardware
 from palmsim.config.specs import (
     DTYPE_BYTES,
@@ -595,3 +595,42 @@ def test_the_attention_core_runs_at_the_activation_dtypes_fidelity():
     efficiency = hw.tile.efficiency_for("bf16")
     slower = LAYERS * core.flop_fwd / efficiency * (4 - 2) / peak
     assert ttft("HiFi4") - ttft("HiFi2") == pytest.approx(slower, rel=1e-3)
+
+
+def _chunked_prefill(hw, prompt: int, chunk: int):
+    model = dataclasses.replace(_model(), max_position_embeddings=prompt + 8)
+    inference = InferenceSpec(
+        prompt_len=prompt,
+        output_len=1,
+        batch=1,
+        dtype="bf16",
+        weight_dtype="bfp8",
+        kv_dtype="bfp8",
+        prefill_chunk_tokens=chunk,
+    )
+    training = TrainingSpec(prompt, 1, attention_kernel="fused")
+    workload = WorkloadSpec(model, training, "inference", inference)
+    result = simulate(ExperimentSpec(hw, workload, MappingSpec(micro_batch_size=1), RunSpec()))
+    return {row["op"]: row for row in op_table_of(result)}
+
+
+@pytest.mark.parametrize("chunk", [256, 300])
+def test_a_chunked_prefill_does_the_same_math_in_passes_over_the_cache(chunk):
+    """A 1024-token prompt in chunks of C (inference.prefill_chunk_tokens; 300 leaves a
+    124-token last chunk): chunk k's queries attend to its own tokens causally in the pass
+    and to the k*C cached ones through the KV step, 4 x heads x head_dim FLOP per query and
+    cached token (QK^T and AV, 2 FLOP per MAC). Over the chunks that is the whole prompt's
+    causal attention, so the pass FLOP sum to the unchunked prefill's; the KV steps carry
+    4 x 16 x 128 x sum_k n_k x (tokens before chunk k) per layer, and the LM head runs once,
+    on the last chunk."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    whole = _chunked_prefill(hw, 1024, 0)
+    chunked = _chunked_prefill(hw, 1024, chunk)
+    total = sum(r["flop"] for r in chunked.values())
+    assert total == pytest.approx(sum(r["flop"] for r in whole.values()), rel=1e-12)
+    sizes = [chunk] * (1024 // chunk) + ([1024 % chunk] if 1024 % chunk else [])
+    cached = sum(n * sum(sizes[:k]) for k, n in enumerate(sizes))
+    assert chunked["P.L.kv"]["flop"] == pytest.approx(LAYERS * 4 * 16 * 128 * cached)
+    assert whole["P.L.kv"]["flop"] == 0
+    assert chunked["P.head"]["count"] == whole["P.head"]["count"] == 1
+    assert chunked["P.L.mlp"]["count"] == LAYERS * len(sizes)

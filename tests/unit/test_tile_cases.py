@@ -420,14 +420,33 @@ def test_a_long_tt_prefill_runs_flash_attention_and_fits(monkeypatch):
     """tt-metal's demos run ttnn's scaled_dot_product_attention, a flash-attention kernel
     over query and key chunks (TT_METAL_ATTENTION 'fused'): a 32k-token prefill of Llama 3.2
     1B on an n150 never holds its 32 heads x 32768^2 scores (32 x 2^30 x 2 B = 68.7 GB
-    against 12 GB of DRAM), so it runs; with materialised scores it cannot fit."""
+    against 12 GB of DRAM), so it runs; with materialised scores it cannot fit. (In one
+    pass: tt_transformers' chunks would hold one chunk's scores only.)"""
     import palmsim.tile_cases as tile_cases
 
+    monkeypatch.setattr(tile_cases, "TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS", 0)
     case = copy.deepcopy(CASES["tt_readme_llama32_1b_n150"])
     case["scenario"].update(prefill_len=32768, kv_len_at_measurement=32768)
     case["measured"] = {"ttft_ms": 1000.0}
     ((metric, _, ttft_ms),) = predict(case)
     assert metric == "ttft_ms" and ttft_ms > 0
     monkeypatch.setattr(tile_cases, "TT_METAL_ATTENTION", "unfused")
+    with pytest.raises(tile_cases.CannotExpressError, match="does not fit"):
+        predict(case)
+
+
+def test_a_64k_prefill_of_llama_8b_fits_an_n150_in_tt_transformers_chunks(monkeypatch):
+    """tt_transformers prefills a long prompt in chunks (TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS,
+    4096: Llama 3.1 8B's on an n150 in its model_config.py), each pass holding one chunk's
+    activations: a 64k-token prompt of Llama 3.1 8B runs on the n150's 12 GB. Prefilled in
+    one pass, its activations alone would take the memory the weights and cache leave."""
+    import palmsim.tile_cases as tile_cases
+
+    case = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
+    case["scenario"].update(prefill_len=65536, kv_len_at_measurement=65536, batch=1)
+    case["measured"] = {"ttft_ms": 1000.0}
+    ((metric, _, ttft_ms),) = predict(case)
+    assert metric == "ttft_ms" and ttft_ms > 0
+    monkeypatch.setattr(tile_cases, "TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS", 0)
     with pytest.raises(tile_cases.CannotExpressError, match="does not fit"):
         predict(case)
