@@ -46,6 +46,7 @@ from palmsim.tile_cases import (
     case_model,
     decode_readers_per_bank,
     positive_count,
+    prefill_weight_readers,
 )
 
 __all__ = ["METRICS", "assumptions", "is_serving_case", "predict", "serving_spec"]
@@ -138,6 +139,16 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         ),
         # and decodes with DRAM-sharded matmuls, one core per DRAM bank (as the demo rows)
         decode_readers_per_bank=decode_readers_per_bank(str(serving.get("engine"))),
+        # and prefills with 2-D multicast matmuls whose column readers bring the weights
+        prefill_weight_readers=(
+            prefill_weight_readers(
+                str(serving.get("engine")),
+                "wormhole" in str(hardware["config"]).lower(),
+                shipped_path(str(hardware["config"])),
+            )
+            if hardware.get("config")
+            else 0  # predict names the missing config
+        ),
     )
 
 

@@ -76,6 +76,7 @@ __all__ = [
     "line_tree_allreduce_time_s",
     "positive_count",
     "predict",
+    "prefill_weight_readers",
     "substitutions",
 ]
 
@@ -761,16 +762,16 @@ def _demo_ops_per_layer(code: str, moe: bool = False) -> int:
     return 0
 
 
-def _prefill_weight_readers(code: str, case: Mapping[str, Any], hw_path: str) -> int:
+def prefill_weight_readers(code: str, wormhole: bool, hw_path: str) -> int:
     """``inference.prefill_weight_readers`` of the serving code ``code`` names: tt_transformers
     runs its prefill weight GEMMs as 2-D multicast matmuls over ``dram_shard_grid_width``
-    columns, 8 on a Wormhole (the case's ``hw_spec_ref``) and the chip's DRAM banks otherwise
-    ("7 for P100, 8 for P150"; models/tt_transformers/tt/model_config.py,
-    PREFILL_MLP_W1_W3_PRG_CONFIG, WO_PREFILL_PROGCFG and XQKV_PREFILL_PROGCFG); 0 for other
-    code (its weights stream at the DRAM rate)."""
+    columns, 8 on a Wormhole and the chip's DRAM banks otherwise ("7 for P100, 8 for P150";
+    models/tt_transformers/tt/model_config.py, PREFILL_MLP_W1_W3_PRG_CONFIG,
+    WO_PREFILL_PROGCFG and XQKV_PREFILL_PROGCFG); 0 for other code (its weights stream at
+    the DRAM rate)."""
     if "tt_transformers" not in code:
         return 0
-    if str(case["hardware"]["hw_spec_ref"]).startswith("tenstorrent_wormhole"):
+    if wormhole:
         return TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS
     return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
@@ -1000,7 +1001,8 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     galaxy = "llama3_70b_galaxy" in code
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
-    readers = _prefill_weight_readers(code, case, hw_path)
+    wormhole = str(case["hardware"]["hw_spec_ref"]).startswith("tenstorrent_wormhole")
+    readers = prefill_weight_readers(code, wormhole, hw_path)
     per_bank = decode_readers_per_bank(code)
     kernel = TT_METAL_ATTENTION if _demo_ops_per_layer(code) else "unfused"
     tp_2d = None if wafer else _tp_2d(case)

@@ -1255,7 +1255,8 @@ def _workload_schema(set_hint: bool) -> Schema:
 def _number_format_rules() -> Schema:
     """The keys an inference and a serving section share: the activation dtype, each kind
     of weight's and the KV cache's storage format, the math fidelity per format, the
-    kernels per layer and the decode GEMMs' DRAM-bank readers."""
+    kernels per layer, the decode GEMMs' DRAM-bank readers, the prefill GEMMs' weight
+    readers and the passes replayed from a trace."""
     dtypes = ("fp32", "fp16", "bf16")
     stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
     mlp = _choice_rule(stored)
@@ -1271,6 +1272,8 @@ def _number_format_rules() -> Schema:
         ),
         "ops_per_layer": _int_rule(minimum=0),
         "decode_readers_per_bank": _int_rule(minimum=0),
+        "prefill_weight_readers": _int_rule(minimum=0),
+        "trace": _choice_rule(INFERENCE_PASSES),
     }
 
 
@@ -1280,9 +1283,7 @@ def _inference_schema() -> Schema:
         "output_len": _int_rule(),
         "batch": _int_rule(),
         **_number_format_rules(),
-        "trace": _choice_rule(INFERENCE_PASSES),
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
-        "prefill_weight_readers": _int_rule(minimum=0),
         "prefill_chunk_tokens": _int_rule(minimum=0),
         "mapping": _mapping_rule(required=False),
     }
@@ -2743,6 +2744,8 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
                 "math_fidelity",
                 "ops_per_layer",
                 "decode_readers_per_bank",
+                "prefill_weight_readers",
+                "trace",
             )
         },
     )

@@ -1196,3 +1196,15 @@ class ServingSpec:
         "0: on every core at the DRAM bandwidth [count]",
         default=0,
     )
+    prefill_weight_readers: int = _f(
+        "cores that read the weights of an iteration's GEMMs when it holds a prefill, one per "
+        "column of the matmul's core grid (as inference.prefill_weight_readers: tt-metal's "
+        "2-D multicast matmul); 0: at the DRAM bandwidth [count]",
+        default=0,
+    )
+    trace: str = _f(
+        "iterations replayed from a captured trace, free of host dispatch "
+        "(tile.host_dispatch, as inference.trace): 'decode' (an iteration without a "
+        "prefill), 'all' or 'none'",
+        default="decode",
+    )

@@ -414,6 +414,19 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     )
 
 
+def check_prefill_weight_readers(hw: HardwareSpec, readers: int, section: str) -> None:
+    """Raise MappingError when ``<section>.prefill_weight_readers`` is set on hardware that
+    does not give the per-core rates its readers stream at."""
+    rates = (hw.tile.dram_reader_bandwidth_bytes_per_s, hw.tile.multicast_bandwidth_bytes_per_s)
+    if readers > 0 and min(rates) <= 0:
+        raise MappingError(
+            f"{section}.prefill_weight_readers = {readers} needs the hardware's per-core "
+            "rates tile.dram_reader_bandwidth and tile.multicast_bandwidth, which it does not "
+            f"give (--set {section}.prefill_weight_readers=0 streams the weights at the DRAM "
+            "rate)"
+        )
+
+
 def prefill_chunks(inf: InferenceSpec) -> tuple[int, ...]:
     """The new tokens of each prefill pass: the prompt in chunks of
     ``inference.prefill_chunk_tokens`` (the last one what is left), or whole."""
@@ -503,14 +516,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     # expert's GEMMs split over the replica's TP ranks; or, with ep = 1, every expert split
     # over the TP ranks (vLLM's default for a mixture under tensor parallelism).
     check_ep(model, mapping.dp, mapping.ep, mapping.expert_placement, tp=mapping.tp)
-    rates = (hw.tile.dram_reader_bandwidth_bytes_per_s, hw.tile.multicast_bandwidth_bytes_per_s)
-    if inf.prefill_weight_readers > 0 and min(rates) <= 0:
-        raise MappingError(
-            f"inference.prefill_weight_readers = {inf.prefill_weight_readers} needs the "
-            "hardware's per-core rates tile.dram_reader_bandwidth and tile.multicast_bandwidth, "
-            "which it does not give (--set inference.prefill_weight_readers=0 streams the "
-            "weights at the DRAM rate)"
-        )
+    check_prefill_weight_readers(hw, inf.prefill_weight_readers, "inference")
     check_decode_readers_per_bank(hw, inf.decode_readers_per_bank, "inference")
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)

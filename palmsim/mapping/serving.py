@@ -57,6 +57,7 @@ from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
 from palmsim.mapping.inference import (
     check_decode_readers_per_bank,
+    check_prefill_weight_readers,
     dram_sharded_time_s,
     fused_experts,
     kv_cache_bytes,
@@ -268,15 +269,23 @@ class ServingPlan:
         return ComputeStep(label, t, flop, sram, read, dram - read)
 
     def _step(
-        self, kind: str, size: int, count: int, s: int, dram_sharded: bool = False
+        self,
+        kind: str,
+        size: int,
+        count: int,
+        s: int,
+        dram_sharded: bool = False,
+        streamed: bool = False,
     ) -> ComputeStep:
         """The cost of one piece of a layer on a stage-``s`` tile, cached: ``attn`` (the
         attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
         ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens). With
         ``dram_sharded`` the weight GEMMs run on ``serving.decode_readers_per_bank`` cores per
         DRAM bank, as ``palmsim run`` decodes (the layers in an iteration without a prefill,
-        the LM head in every iteration)."""
-        key = ("step", kind, size, count, s, dram_sharded)
+        the LM head in every iteration); with ``streamed`` their DRAM weights reach the cores
+        through ``serving.prefill_weight_readers`` column readers, as ``palmsim run``
+        prefills (an iteration holding a prefill)."""
+        key = ("step", kind, size, count, s, dram_sharded, streamed)
         hit = self._cache.get(key)
         if hit is None:
             if kind == "core":
@@ -306,6 +315,15 @@ class ServingPlan:
                     hw,
                 )
                 time_s = max(time_s, c.serial_latency_s + sharded_s)
+            readers = self.serving.prefill_weight_readers if streamed else 0
+            if readers > 0 and where.weights > 0:
+                # as palmsim run's prefill: each column reader reads, then multicasts
+                column_bps = 1.0 / (
+                    1.0 / hw.tile.dram_reader_bandwidth_bytes_per_s
+                    + 1.0 / hw.tile.multicast_bandwidth_bytes_per_s
+                )
+                weights = where.weights * sum(op.weight_bytes for op in ops)
+                time_s = max(time_s, c.serial_latency_s + weights / (readers * column_bps))
             hit = ComputeStep(
                 kind,
                 time_s,
@@ -368,7 +386,19 @@ class ServingPlan:
         # pass_cost sums its ops' times, FLOP and bytes, so the attention block's step is the
         # sum of its per-token part and each request group's core.
         decode_only = not chunks
-        parts = [self._step("attn", tokens, 1, s, decode_only)]
+        # An iteration not replayed from a trace (serving.trace) is dispatched by the host op
+        # by op: each segment lasts at least its ops x tile.host_dispatch, as palmsim run's
+        # blocks do.
+        traced = self.serving.trace == "all" or (self.serving.trace == "decode" and decode_only)
+        dispatch_s = 0.0 if traced else self.hardware.tile.host_dispatch_s
+
+        def dispatched(step: ComputeStep, ops: Sequence[Op], extra: int = 0) -> ComputeStep:
+            floor_s = (sum(op.kernels_fwd for op in ops) + extra) * dispatch_s
+            if floor_s <= step.compute_time_s:
+                return step
+            return dataclasses.replace(step, compute_time_s=floor_s)
+
+        parts = [self._step("attn", tokens, 1, s, decode_only, streamed=not decode_only)]
         parts += [self._step("core", q, 1, s) for q in chunks]
         if num_single:
             parts.append(self._step("core", 1, num_single, s))
@@ -387,6 +417,14 @@ class ServingPlan:
             launch_latency_s=extra_s,
             serial_latency_s=sum(p.serial_latency_s for p in parts) + extra_s,
         )
+        groups = len(chunks) + (1 if num_single else 0)
+        core_ops = self._core(1, 1)
+        attention = dispatched(
+            attention,
+            attn_ops,
+            groups * sum(op.kernels_fwd for op in core_ops)
+            + max(self.serving.ops_per_layer - graph_ops, 0),
+        )
         allreduce_bytes = self._linear(tokens)[2]
 
         def reduced(kind: str, steps: list[Step]) -> tuple[Step, ...]:
@@ -403,13 +441,17 @@ class ServingPlan:
                 before.append(
                     ("recv", (CollectiveStep("recv", CollectiveKind.ALLGATHER, gather),), 1)
                 )
+        _, _, _, embed_ops = self._linear(tokens)
         if s == 0:
-            before.append(("embed", reduced("embed", [self._step("embed", tokens, 1, s)]), 1))
+            embed = dispatched(self._step("embed", tokens, 1, s), embed_ops)
+            before.append(("embed", reduced("embed", [embed]), 1))
+        mlp = self._step("mlp", tokens, 1, s, decode_only, streamed=not decode_only)
         after: list[tuple[str, tuple[Step, ...], int]] = [
-            ("mlp", reduced("mlp", [self._step("mlp", tokens, 1, s, decode_only)]), num_layers)
+            ("mlp", reduced("mlp", [dispatched(mlp, mlp_ops)]), num_layers)
         ]
         if s == pp - 1 and num_sampled:
-            after.append(("head", (self._step("head", num_sampled, 1, s, dram_sharded=True),), 1))
+            head = self._step("head", num_sampled, 1, s, dram_sharded=True)
+            after.append(("head", (dispatched(head, self._head(num_sampled)),), 1))
         allreduce = CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
         result = (tuple(before), attention, allreduce, tuple(after))
         self._cache[key] = result
@@ -541,6 +583,7 @@ def map_serving(
     if pp > model.num_hidden_layers:
         raise MappingError(f"pp {pp} exceeds the model's {model.num_hidden_layers} layers")
     check_decode_readers_per_bank(hardware, serving.decode_readers_per_bank, "serving")
+    check_prefill_weight_readers(hardware, serving.prefill_weight_readers, "serving")
     stage_tiles = place(chip, serving.placement, pp, tp, replicas)
     sched = serving.scheduler
     kv_elem = DTYPE_BYTES[serving.kv_dtype]

@@ -207,3 +207,58 @@ def test_decode_iterations_stream_weights_through_one_reader_per_dram_bank():
     head_bytes = 2 * vocab * h
     head_extra = head_bytes / (12 * 0.1e9) - head_bytes / hw.dram.bandwidth_bytes_per_s
     assert b.first_token_s - a.first_token_s == pytest.approx(head_extra, rel=0.01)
+
+
+def _n150_weights_in_dram(**tile):
+    from palmsim.config.loader import load_hardware
+
+    n150 = load_hardware("hw_configs/wormhole-n150.yaml")
+    return dataclasses.replace(
+        n150, tile=dataclasses.replace(n150.tile, sram_capacity_bytes=1024, **tile)
+    )
+
+
+def test_prefill_iterations_stream_weights_through_the_column_readers():
+    """serving.prefill_weight_readers: 8 (as inference's): an iteration holding a prefill
+    brings its layers' DRAM weights to the cores through 8 column readers, each reading a
+    block and then multicasting it, 1/(1/r + 1/m) each. On the n150 with every weight in
+    DRAM and both per-core rates at 0.1 GB/s, 8 readers stream 0.4 GB/s: the first token
+    comes later by the layers' 12 h^2 + 9 h fp16 weights over 0.4 GB/s, less the same bytes
+    at the DRAM rate (the LM head and decode keep their paths); traced, so no host dispatch."""
+    hw = _n150_weights_in_dram(
+        dram_reader_bandwidth_bytes_per_s=0.1e9, multicast_bandwidth_bytes_per_s=0.1e9
+    )
+    layers, h, p, n = 2, 1024, 16, 2
+    mdl = model(layers=layers, hidden=h, heads=8, vocab=32000)
+    base = dataclasses.replace(serving_spec(_fixed(p, n, num_requests=1)), trace="all")
+    readers = dataclasses.replace(base, prefill_weight_readers=8)
+    request = (Request(0, 0.0, p, n),)
+    (a,) = run(hw, mdl, base, request)[1].requests
+    (b,) = run(hw, mdl, readers, request)[1].requests
+    layer_bytes = 2 * layers * (12 * h * h + 9 * h)
+    extra_s = layer_bytes / (8 * 0.05e9) - layer_bytes / hw.dram.bandwidth_bytes_per_s
+    assert b.first_token_s - a.first_token_s == pytest.approx(extra_s, rel=0.01)
+    assert b.finish_s - b.first_token_s == pytest.approx(a.finish_s - a.first_token_s)
+
+
+def test_an_untraced_prefill_iteration_is_host_bound_at_ops_times_host_dispatch():
+    """serving.trace: decode (as inference's): an iteration holding a prefill is not
+    replayed from a trace, so the host dispatches its ops one by one. With a host dispatch
+    of 10 ms, far above any op's device time, the prefill iteration lasts its ops x 10 ms:
+    the embedding's and the head's kernels and serving.ops_per_layer = 23 a layer. The
+    decode iterations, traced, pay none of it; trace 'all' frees the prefill too."""
+    from palmsim.workload.builders import embedding_block, head_block
+
+    hw = _n150_weights_in_dram(host_dispatch_s=10e-3)
+    layers, p, n = 2, 16, 3
+    mdl = model(layers=layers, hidden=256, heads=4, vocab=512)
+    base = dataclasses.replace(serving_spec(_fixed(p, n, num_requests=1)), ops_per_layer=23)
+    request = (Request(0, 0.0, p, n),)
+    (a,) = run(hw, mdl, base, request)[1].requests
+    (b,) = run(hw, mdl, dataclasses.replace(base, trace="all"), request)[1].requests
+    spec = TrainingSpec(seq_len=p, global_batch_size=1, dtype="fp16")
+    ends = (embedding_block(mdl, spec, 1, 1), head_block(mdl, spec, 1, 1))
+    ops = layers * 23 + sum(op.kernels_fwd for blk in ends for op in blk.ops)
+    assert a.first_token_s == pytest.approx(ops * 10e-3, rel=1e-3)
+    assert b.first_token_s < 0.01 * a.first_token_s
+    assert a.finish_s - a.first_token_s == pytest.approx(b.finish_s - b.first_token_s)

@@ -38,15 +38,23 @@ def test_a_case_becomes_closed_loop_fixed_length_traffic():
 
 def test_a_tt_transformers_server_launches_its_23_ops_per_layer():
     """The cases' servers run tt_transformers models: serving.ops_per_layer is its decoder's
-    23 device ops (as palmsim run's inference.ops_per_layer) and its decode GEMMs run on one
-    core per DRAM bank; another engine keeps the op graph's kernels (0) on every core."""
-    case = _cases()[0]
+    23 device ops (as palmsim run's inference.ops_per_layer), its decode GEMMs run on one
+    core per DRAM bank and its prefill weights reach the cores through the 8 column readers
+    of a Wormhole's 2-D multicast matmuls (the chip's 7 DRAM banks on a p100); another
+    engine keeps the op graph's kernels (0) on every core at the DRAM rate."""
+    cases = _cases()
+    case = cases[0]
     assert "tt_transformers" in case["serving"]["engine"]
+    assert "wormhole" in case["hardware"]["config"]
     assert serving_spec(case).ops_per_layer == 23
     assert serving_spec(case).decode_readers_per_bank == 1
+    assert serving_spec(case).prefill_weight_readers == 8
+    (p100,) = {c["id"]: c for c in cases if "p100" in c["hardware"]["config"]}.values()
+    assert serving_spec(p100).prefill_weight_readers == 7
     other = {**case, "serving": {**case["serving"], "engine": "vLLM on GPUs"}}
     assert serving_spec(other).ops_per_layer == 0
     assert serving_spec(other).decode_readers_per_bank == 0
+    assert serving_spec(other).prefill_weight_readers == 0
 
 
 def test_one_client_serves_requests_back_to_back():
