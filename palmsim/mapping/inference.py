@@ -76,6 +76,7 @@ from palmsim.config.specs import (
     ExperimentSpec,
     HardwareSpec,
     InferenceSpec,
+    TileSpec,
     TrainingSpec,
 )
 from palmsim.errors import MappingError
@@ -425,6 +426,18 @@ def check_prefill_weight_readers(hw: HardwareSpec, readers: int, section: str) -
             f"give (--set {section}.prefill_weight_readers=0 streams the weights at the DRAM "
             "rate)"
         )
+
+
+def prefill_readers_bandwidth(tile: TileSpec, readers: int) -> float:
+    """The rate [B/s] at which ``readers`` column readers bring a prefill GEMM's DRAM weights
+    to its cores: each reads a block from DRAM, waits for it, then multicasts it down its
+    column (tt-metal's 2-D multicast matmul), ``1/(1/tile.dram_reader_bandwidth +
+    1/tile.multicast_bandwidth)`` apiece; 0 without readers (the DRAM rate applies)."""
+    if readers <= 0:
+        return 0.0
+    return readers / (
+        1.0 / tile.dram_reader_bandwidth_bytes_per_s + 1.0 / tile.multicast_bandwidth_bytes_per_s
+    )
 
 
 def prefill_chunks(inf: InferenceSpec) -> tuple[int, ...]:
@@ -848,14 +861,8 @@ class _Lowering:
         # and the MLP's PREFILL_*_PRG_CONFIG, MatmulMultiCoreReuseMultiCastProgramConfig with
         # per_core_N over dram_shard_grid_width = 8 columns), its decode as DRAM-sharded
         # matmuls whose cores each read their own bank and multicast nothing.
-        readers_bps = 0.0
-        tile = self.costing.tile
-        if tag == "P" and inf.prefill_weight_readers > 0:
-            column_bps = 1.0 / (
-                1.0 / tile.dram_reader_bandwidth_bytes_per_s
-                + 1.0 / tile.multicast_bandwidth_bytes_per_s
-            )
-            readers_bps = inf.prefill_weight_readers * column_bps
+        readers = inf.prefill_weight_readers if tag == "P" else 0
+        readers_bps = prefill_readers_bandwidth(self.costing.tile, readers)
 
         def streamed(step: ComputeStep, block: Block, where: OperandPlacement) -> ComputeStep:
             """``step`` lasting at least its DRAM-resident weights over the readers' rate,

@@ -61,6 +61,7 @@ from palmsim.mapping.inference import (
     dram_sharded_time_s,
     fused_experts,
     kv_cache_bytes,
+    prefill_readers_bandwidth,
     with_weight_dtype,
 )
 from palmsim.mapping.lower import pipeline_p2p_bytes
@@ -316,14 +317,10 @@ class ServingPlan:
                 )
                 time_s = max(time_s, c.serial_latency_s + sharded_s)
             readers = self.serving.prefill_weight_readers if streamed else 0
-            if readers > 0 and where.weights > 0:
-                # as palmsim run's prefill: each column reader reads, then multicasts
-                column_bps = 1.0 / (
-                    1.0 / hw.tile.dram_reader_bandwidth_bytes_per_s
-                    + 1.0 / hw.tile.multicast_bandwidth_bytes_per_s
-                )
+            readers_bps = prefill_readers_bandwidth(hw.tile, readers)
+            if readers_bps > 0 and where.weights > 0:
                 weights = where.weights * sum(op.weight_bytes for op in ops)
-                time_s = max(time_s, c.serial_latency_s + weights / (readers * column_bps))
+                time_s = max(time_s, c.serial_latency_s + weights / readers_bps)
             hit = ComputeStep(
                 kind,
                 time_s,
