@@ -91,7 +91,7 @@ from palmsim.workload.ops import Op
 __all__ = ["BatchShape", "ServingPlan", "batch_shape", "map_serving"]
 
 #: The attention-core ops of an ``attn`` block, computed per request (the rest is per token).
-_CORE_OPS = frozenset({"scores", "softmax", "attn_dropout", "context"})
+_CORE_OPS = frozenset({"scores", "softmax", "attn_dropout", "context", "attention"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +178,11 @@ class ServingPlan:
     # ----------------------------------------------------------------- op lists
 
     def _training(self, seq_len: int) -> TrainingSpec:
-        return TrainingSpec(seq_len=seq_len, global_batch_size=1, dtype=self.serving.dtype)
+        # Serving engines run a fused attention kernel (vLLM's FlashAttention and FlashInfer
+        # backends, tt-metal's ttnn SDPA): no s x s scores, the causal triangle only.
+        return TrainingSpec(
+            seq_len=seq_len, global_batch_size=1, dtype=self.serving.dtype, attention_kernel="fused"
+        )
 
     def _block_dtype(self, kind: str) -> str:
         """The format a block's weights are stored in: the MLP's may differ from the rest."""

@@ -29,11 +29,13 @@ def test_lone_request_ttft_is_prefill_flop_and_tpot_one_decode_step():
     """One request on a compute-bound tile: TTFT is the prefill's FLOP at peak, TPOT the mean
     decode step's.
 
-    Forward FLOP of a GPT layer over s tokens: 24 s h² + 4 s² h (Narayanan et al. SC21,
-    appendix; attention over the full s × s); the LM head only for the sampled last token,
-    2 h V. A decode step with c cached tokens: 24 h² + 4 h (the new token's own attention)
-    + 4 h c (QKᵀ and AV over the cache) per layer, plus 2 h V. Step k of n - 1 has
-    c = p + k - 1, so the mean step has c = p + (n - 2) / 2.
+    Forward FLOP of a GPT layer over s tokens: 24 s h² for its GEMMs (Narayanan et al.
+    SC21, appendix) and 2 h s (s + 1) for a fused causal attention core (QKᵀ and AV, 4 d
+    FLOP over each of the s (s + 1) / 2 query-key pairs on and below the diagonal, per
+    head: FlashAttention's count, as serving engines run it); the LM head only for the
+    sampled last token, 2 h V. A decode step with c cached tokens: 24 h² + 4 h (the new
+    token's own attention) + 4 h c (QKᵀ and AV over the cache) per layer, plus 2 h V. Step
+    k of n - 1 has c = p + k - 1, so the mean step has c = p + (n - 2) / 2.
     """
     layers, h, vocab, p, n = 2, 256, 512, 96, 9
     mdl = model(layers=layers, hidden=h, vocab=vocab)
@@ -41,7 +43,7 @@ def test_lone_request_ttft_is_prefill_flop_and_tpot_one_decode_step():
     request = (Request(0, 0.25, p, n),)
     _, trace = run(compute_bound_tile(), mdl, spec, request)
     (rec,) = trace.requests
-    prefill_flop = layers * (24 * p * h**2 + 4 * p**2 * h) + 2 * h * vocab
+    prefill_flop = layers * (24 * p * h**2 + 2 * h * p * (p + 1)) + 2 * h * vocab
     mean_ctx = p + (n - 2) / 2
     decode_flop = layers * (24 * h**2 + 4 * h + 4 * h * mean_ctx) + 2 * h * vocab
     assert rec.first_scheduled_s == 0.25
@@ -119,7 +121,7 @@ def test_closed_loop_of_one_client_runs_requests_back_to_back_each_alone():
     assert recs[0].arrival_s == 0.0
     for before, after in itertools.pairwise(recs):
         assert after.arrival_s == before.finish_s
-    prefill_flop = layers * (24 * p * h**2 + 4 * p**2 * h) + 2 * h * vocab
+    prefill_flop = layers * (24 * p * h**2 + 2 * h * p * (p + 1)) + 2 * h * vocab
     for rec in recs:
         assert rec.first_token_s - rec.arrival_s == pytest.approx(
             prefill_flop / PEAK_FLOP_PER_S, rel=1e-9
@@ -158,7 +160,8 @@ def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
     tile = compute_bound_tile()
     hw = dataclasses.replace(tile, tile=dataclasses.replace(tile.tile, op_latency_s=latency))
     mdl = model(layers=layers)
-    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="fp16")
+    # the layer's kernels as a serving engine runs it: one fused attention kernel
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="fp16", attention_kernel="fused")
     graph = sum(op.kernels_fwd for b in layer_blocks(mdl, spec, 1, 1) for op in b.ops)
     base = serving_spec(_fixed(p, n, num_requests=1))
     more = dataclasses.replace(base, ops_per_layer=graph + extra)
