@@ -99,10 +99,15 @@ def spec_estimate(experiment: ExperimentSpec) -> Estimate:
     inference = workload.inference if workload.mode == "inference" else None
     if inference is not None:
         micro = max(1, inference.batch // max(1, mapping.dp * mapping.micro_batch_size))
-        passes = micro * inference.output_len
+        # a prefill pass per chunk of the prompt (inference.prefill_chunk_tokens), then a
+        # decode pass per further token
+        chunk = inference.prefill_chunk_tokens or inference.prompt_len
+        chunks = -(-inference.prompt_len // chunk)
+        passes = micro * (chunks + inference.output_len - 1)
         driver = (
-            f"inference.batch={inference.batch} x inference.output_len="
-            f"{inference.output_len} ({passes} passes per stage) over "
+            f"inference.batch={inference.batch} x (inference.output_len="
+            f"{inference.output_len} + {chunks - 1} further prefill chunks of "
+            f"inference.prefill_chunk_tokens={chunk}) ({passes} passes per stage) over "
             f"model.num_hidden_layers={layers}"
         )
     else:

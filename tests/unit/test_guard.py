@@ -157,3 +157,23 @@ def test_plan_estimate_counts_the_records_of_a_gpu_run_with_collectives() -> Non
     assert any(f.category == "dram" for f in trace.flows)  # private ports leave records too
     estimate = guard.plan_estimate(result.plan, result.chip)
     assert estimate.records == pytest.approx(kept, rel=0.2)
+
+
+def test_a_prompt_in_ten_million_chunks_is_refused_before_mapping() -> None:
+    """inference.prefill_chunk_tokens = 1 on a 10,000,000-token prompt: one prefill pass per
+    token, so with output_len 2 a stage runs 10,000,001 passes over the model's 32 layers;
+    the lower bound (an event per layer and pass) passes the default run.max_events, 1.44e8,
+    so the run is refused before any pass is lowered, naming the chunks."""
+    overrides = [
+        "inference.prompt_len=10000000",
+        "inference.output_len=2",
+        "inference.prefill_chunk_tokens=1",
+        "inference.batch=1",
+        "model.max_position_embeddings=10000008",
+    ]
+    exp = load_experiment(workload="workloads/llama2-7b.yaml", overrides=overrides)
+    exp = dataclasses.replace(exp, workload=dataclasses.replace(exp.workload, mode="inference"))
+    assert exp.workload.model.num_hidden_layers == 32
+    assert guard.spec_estimate(exp).events >= 10_000_001 * 32
+    with pytest.raises(MappingError, match=r"9999999 further prefill chunks"):
+        simulate(exp)
