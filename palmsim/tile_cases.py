@@ -158,8 +158,8 @@ TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS = 4 * 1024
 #: ttnn.transformer.scaled_dot_product_attention, a flash-attention kernel over chunks of the
 #: queries and keys (SDPAProgramConfig's q_chunk_size and k_chunk_size, tt_transformers
 #: model_config.py SDPA_PROGCFG) with an online softmax: no s x s score tensor
-#: (training.attention_kernel 'fused'). WaferLLM's programs multiply QK^T and the scores by V
-#: as two MeshGEMMs, its scores spread over the cores: 'unfused'.
+#: (inference.attention_kernel 'fused'). WaferLLM's programs multiply QK^T and the scores by
+#: V as two MeshGEMMs, its scores spread over the cores: 'unfused'.
 TT_METAL_ATTENTION = "fused"
 
 #: Passes the Galaxy demo replays from a trace: demo/text_demo.py @0009006b sets
@@ -826,16 +826,13 @@ def _simulate(
     model: ModelSpec,
     inference: InferenceSpec,
     mapping: MappingSpec,
-    attention_kernel: str = "unfused",
 ) -> dict[str, Any]:
     from palmsim.api import simulate, summarize_result
 
     hardware = load_hardware(hw_path, overrides)
     workload = WorkloadSpec(
         model=model,
-        training=TrainingSpec(
-            seq_len=inference.prompt_len, global_batch_size=1, attention_kernel=attention_kernel
-        ),
+        training=TrainingSpec(seq_len=inference.prompt_len, global_batch_size=1),
         mode="inference",
         inference=inference,
     )
@@ -1046,6 +1043,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             prefill_weight_readers=readers,
             decode_readers_per_bank=per_bank,
             prefill_chunk_tokens=chunk,
+            attention_kernel=kernel,
         )
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:
@@ -1064,9 +1062,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
                 max_position_embeddings=spec.prompt_len + spec.output_len + 1,
             )
             return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False)
-        return _simulate(
-            hw_path, [], model, inference(requests, output_len), mapping(requests), kernel
-        )
+        return _simulate(hw_path, [], model, inference(requests, output_len), mapping(requests))
 
     def mapping(requests: int) -> MappingSpec:
         """All of a replica's requests in one micro-batch (a decode step of the whole batch);

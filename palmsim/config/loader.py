@@ -1285,6 +1285,7 @@ def _inference_schema() -> Schema:
         **_number_format_rules(),
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
         "prefill_chunk_tokens": _int_rule(minimum=0),
+        "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "mapping": _mapping_rule(required=False),
     }
 

@@ -849,6 +849,13 @@ class InferenceSpec:
         "[count]",
         default=0,
     )
+    attention_kernel: str = _f(
+        "the attention core of every pass, as training.attention_kernel: 'fused' (a "
+        "FlashAttention-style kernel, as serving engines run it: vLLM's FlashAttention and "
+        "FlashInfer backends, tt-metal's SDPA) or 'unfused' (QK^T, softmax and the product "
+        "with V as separate kernels keeping the scores, as WaferLLM's MeshGEMMs do)",
+        default="fused",
+    )
     prefill_chunk_tokens: int = _f(
         "tokens of a prompt prefilled per pass: a longer prompt runs in chunks of this many, "
         "each attending to the chunks before it through the KV cache (tt_transformers' "

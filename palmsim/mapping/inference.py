@@ -347,7 +347,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
         dtype=batch.dtype,
         expert_load=training.expert_load,
         expert_load_concentration=training.expert_load_concentration,
-        attention_kernel=training.attention_kernel,
+        attention_kernel=inf.attention_kernel,
     )
     last_token = dataclasses.replace(spec, seq_len=1)
     tied = mapping.pp > 1 or not model.tie_word_embeddings

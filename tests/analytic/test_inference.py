@@ -49,14 +49,17 @@ def _params(layers, h, vocab, seq):
 
 def test_prefill_on_one_tile_is_its_forward_flop_at_peak():
     """Everything in SRAM with unbounded SRAM bandwidth: TTFT = forward FLOP / peak, with the
-    layers' forward FLOP of Korthikanti et al. 2023 Eq. 7 divided by 3, 24 b L s h^2 (1 + s / 6h),
-    and the LM head on each request's last token only, 2 b h V (its other positions are never
-    sampled)."""
+    layers' GEMMs 24 b L s h^2 (Korthikanti et al. 2023 Eq. 7 divided by 3, less its
+    attention), the fused attention kernel inference runs by default over the causal
+    triangle, 4 d FLOP per head over each of the s (s + 1) / 2 query-key pairs, 2 b L h s (s + 1)
+    (FlashAttention's count), and the LM head on each request's last token only, 2 b h V (its
+    other positions are never sampled)."""
     hw = _one_tile(sram_bytes=1e15, sram_bw=1e30)
     b, s, h, layers, vocab = 2, 128, 256, 2, 512
     model = gpt_model(layers=layers, hidden=h, heads=4, vocab=vocab, seq=256)
     _, trace, m = _run(_exp(hw, model, prompt=s, output=1, batch=b))
-    forward_flop = 24 * b * layers * s * h**2 * (1 + s / (6 * h)) + 2 * b * h * vocab
+    attention_flop = 2 * b * layers * h * s * (s + 1)
+    forward_flop = 24 * b * layers * s * h**2 + attention_flop + 2 * b * h * vocab
     assert m["ttft_s"] == pytest.approx(forward_flop / 16e12, rel=1e-9)
     assert not trace.flows
 

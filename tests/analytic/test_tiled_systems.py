@@ -112,7 +112,8 @@ def _inference(
 def _ops_per_decode_step() -> int:
     """The kernels one decode step launches: every op of the layers, the embedding and the
     head, one token per request (the workload's op graph, not the simulator)."""
-    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16")
+    # the fused attention kernel inference runs by default (inference.attention_kernel)
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16", attention_kernel="fused")
     layer = sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
     ends = (embedding_block(_model(), spec, 1, 1), head_block(_model(), spec, 1, 1))
     return LAYERS * layer + sum(op.kernels_fwd for b in ends for op in b.ops)
@@ -184,7 +185,8 @@ def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
     23 - (its op-graph kernels) more ops, each 16.18 us, in series: the step grows by
     LAYERS * (23 - graph kernels) * op_latency exactly."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
-    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16")
+    # the fused attention kernel inference runs by default (inference.attention_kernel)
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16", attention_kernel="fused")
     graph = sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
     assert graph < 23
     base = _inference(hw, tp=1, prompt=1, output=3)["tpot_s"]

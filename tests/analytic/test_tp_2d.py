@@ -128,7 +128,8 @@ def _decode_layer_collectives_s(bandwidth: float, alpha: float, users: int = USE
 def _ops_per_decode_step() -> int:
     """The kernels one decode step launches: every op of the layers, the embedding and the
     head (the workload's op graph, not the simulator)."""
-    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16")
+    # the fused attention kernel inference runs by default (inference.attention_kernel)
+    spec = TrainingSpec(seq_len=1, global_batch_size=1, dtype="bf16", attention_kernel="fused")
     layer = sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
     ends = (embedding_block(_model(), spec, 1, 1), head_block(_model(), spec, 1, 1))
     return LAYERS * layer + sum(op.kernels_fwd for b in ends for op in b.ops)
