@@ -101,8 +101,7 @@ def spec_estimate(experiment: ExperimentSpec) -> Estimate:
         micro = max(1, inference.batch // max(1, mapping.dp * mapping.micro_batch_size))
         # a prefill pass per chunk of the prompt (inference.prefill_chunk_tokens), then a
         # decode pass per further token
-        chunk = inference.prefill_chunk_tokens or inference.prompt_len
-        chunks = -(-inference.prompt_len // chunk)
+        chunk, chunks = inference.prefill_passes()
         passes = micro * (chunks + inference.output_len - 1)
         driver = (
             f"inference.batch={inference.batch} x (inference.output_len="

@@ -142,9 +142,7 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         # and prefills with 2-D multicast matmuls whose column readers bring the weights
         prefill_weight_readers=(
             prefill_weight_readers(
-                str(serving.get("engine")),
-                "wormhole" in str(hardware["config"]).lower(),
-                shipped_path(str(hardware["config"])),
+                str(serving.get("engine")), shipped_path(str(hardware["config"]))
             )
             if hardware.get("config")
             else 0  # predict names the missing config

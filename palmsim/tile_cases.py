@@ -762,7 +762,17 @@ def _demo_ops_per_layer(code: str, moe: bool = False) -> int:
     return 0
 
 
-def prefill_weight_readers(code: str, wormhole: bool, hw_path: str) -> int:
+def _wormhole(hw_path: str) -> bool:
+    """Whether ``hw_path`` is the shipped config of a Tenstorrent Wormhole system (a
+    ``tenstorrent_wormhole`` entry of :data:`HARDWARE_OF_SPEC`)."""
+    target = Path(hw_path).resolve()
+    return any(
+        ref.startswith("tenstorrent_wormhole") and Path(shipped_path(path)).resolve() == target
+        for ref, path in HARDWARE_OF_SPEC.items()
+    )
+
+
+def prefill_weight_readers(code: str, hw_path: str) -> int:
     """``inference.prefill_weight_readers`` of the serving code ``code`` names: tt_transformers
     runs its prefill weight GEMMs as 2-D multicast matmuls over ``dram_shard_grid_width``
     columns, 8 on a Wormhole and the chip's DRAM banks otherwise ("7 for P100, 8 for P150";
@@ -771,7 +781,7 @@ def prefill_weight_readers(code: str, wormhole: bool, hw_path: str) -> int:
     the DRAM rate)."""
     if "tt_transformers" not in code:
         return 0
-    if wormhole:
+    if _wormhole(hw_path):
         return TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS
     return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
@@ -998,8 +1008,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     galaxy = "llama3_70b_galaxy" in code
     trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
-    wormhole = str(case["hardware"]["hw_spec_ref"]).startswith("tenstorrent_wormhole")
-    readers = prefill_weight_readers(code, wormhole, hw_path)
+    readers = prefill_weight_readers(code, hw_path)
     per_bank = decode_readers_per_bank(code)
     kernel = TT_METAL_ATTENTION if _demo_ops_per_layer(code) else "unfused"
     tp_2d = None if wafer else _tp_2d(case)

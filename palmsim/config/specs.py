@@ -874,6 +874,13 @@ class InferenceSpec:
         default=0,
     )
 
+    def prefill_passes(self) -> tuple[int, int]:
+        """``(tokens, passes)``: the prompt prefilled in ``passes`` passes of ``tokens`` new
+        tokens each (``prefill_chunk_tokens``, or the whole prompt), the last taking what is
+        left."""
+        tokens = min(self.prefill_chunk_tokens or self.prompt_len, self.prompt_len)
+        return tokens, -(-self.prompt_len // tokens)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSpec:

@@ -398,10 +398,11 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     kv_t = model.num_key_value_heads // a if model.num_key_value_heads >= a else 1
     heads_t = model.num_attention_heads // a
     users = _cache_users(mbs, b)
-    chunks = prefill_chunks(inf)
+    chunk, chunks = inf.prefill_passes()
+    last = inf.prompt_len - (chunks - 1) * chunk
     return _Serving(
-        prefill=_pass(experiment, chunks[0], batch),
-        prefill_last=_pass(experiment, chunks[-1], batch) if chunks[-1] != chunks[0] else None,
+        prefill=_pass(experiment, chunk, batch),
+        prefill_last=_pass(experiment, last, batch) if last != chunk else None,
         decode=_pass(experiment, 1, batch),
         kv_heads_per_tile=kv_t,
         flop_per_cached_token=4.0 * users * heads_t * model.head_dim,  # 2 FLOP per MAC, x2
@@ -438,14 +439,6 @@ def prefill_readers_bandwidth(tile: TileSpec, readers: int) -> float:
     return readers / (
         1.0 / tile.dram_reader_bandwidth_bytes_per_s + 1.0 / tile.multicast_bandwidth_bytes_per_s
     )
-
-
-def prefill_chunks(inf: InferenceSpec) -> tuple[int, ...]:
-    """The new tokens of each prefill pass: the prompt in chunks of
-    ``inference.prefill_chunk_tokens`` (the last one what is left), or whole."""
-    chunk = inf.prefill_chunk_tokens or inf.prompt_len
-    full, rest = divmod(inf.prompt_len, chunk)
-    return (chunk,) * full + ((rest,) if rest else ())
 
 
 def _cache_users(requests: int, b: int) -> float:
@@ -699,14 +692,14 @@ def _stage(
     lower = _Lowering(experiment, batch, serving, costing, blocks, s, layers, spill_token)
     # A chunked prompt (inference.prefill_chunk_tokens): each chunk a pass over its tokens
     # with the chunks before it cached, as the pass's attention reads them.
-    chunks = prefill_chunks(inf)
+    chunk, chunks = inf.prefill_passes()
     prefill_steps: tuple[Step, ...] = ()
-    for k, tokens in enumerate(chunks):
-        blocks_k = serving.prefill_last if tokens != chunks[0] else serving.prefill
-        assert blocks_k is not None
+    for k in range(chunks):
+        last = k == chunks - 1
+        blocks_k = serving.prefill_last if last and serving.prefill_last else serving.prefill
+        tokens = min(chunk, inf.prompt_len - k * chunk)
         prefix = "P" if k == 0 else f"P{k + 1}"
-        last = k == len(chunks) - 1
-        prefill_steps += lower.program(blocks_k, k * chunks[0], tokens, prefix, "P", head=last)
+        prefill_steps += lower.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
     decode = tuple(
         lower.program(serving.decode, inf.prompt_len + k - 1, 1, f"D{k}", "D")
         for k in range(1, inf.output_len)

@@ -77,36 +77,19 @@ def _model(tied: bool = False) -> ModelSpec:
     )
 
 
-def _inference(
-    hw,
-    *,
-    tp: int,
-    prompt: int,
-    output: int,
-    weight_dtype: str = "bfp8",
-    ops_per_layer: int = 0,
-    trace: str = "decode",
-    tied: bool = False,
-    weight_prefetch: str = "none",
-    prefill_weight_readers: int = 0,
-    decode_readers_per_bank: int = 0,
-) -> dict:
-    inference = InferenceSpec(
-        prompt_len=prompt,
-        output_len=output,
-        batch=1,
-        dtype="bf16",
-        weight_dtype=weight_dtype,
-        kv_dtype=weight_dtype,
-        ops_per_layer=ops_per_layer,
-        trace=trace,
-        weight_prefetch=weight_prefetch,
-        prefill_weight_readers=prefill_weight_readers,
-        decode_readers_per_bank=decode_readers_per_bank,
-    )
-    workload = WorkloadSpec(_model(tied), TrainingSpec(prompt, 1), "inference", inference)
-    exp = ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
-    return summarize_result(simulate(exp))
+def _experiment(hw, *, tp: int, prompt: int, output: int, tied: bool = False, **fields):
+    """One batch-1 inference of the tiny model on ``hw``: bf16 activations, bfp8 weights
+    and KV cache unless ``fields`` (any InferenceSpec field) say otherwise."""
+    fields.setdefault("weight_dtype", "bfp8")
+    fields.setdefault("kv_dtype", fields["weight_dtype"])
+    inference = InferenceSpec(prompt_len=prompt, output_len=output, batch=1, dtype="bf16", **fields)
+    model = dataclasses.replace(_model(tied), max_position_embeddings=max(64, prompt + output))
+    workload = WorkloadSpec(model, TrainingSpec(prompt, 1), "inference", inference)
+    return ExperimentSpec(hw, workload, MappingSpec(tp=tp, micro_batch_size=1), RunSpec())
+
+
+def _inference(hw, **kw) -> dict:
+    return summarize_result(simulate(_experiment(hw, **kw)))
 
 
 def _ops_per_decode_step() -> int:
@@ -573,21 +556,10 @@ def test_the_attention_core_runs_at_the_activation_dtypes_fidelity():
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     s = 1024
     model = dataclasses.replace(_model(), max_position_embeddings=s + 8)
-    training = TrainingSpec(s, 1, attention_kernel="fused")
 
     def ttft(bf16_fidelity: str) -> float:
-        inference = InferenceSpec(
-            prompt_len=s,
-            output_len=1,
-            batch=1,
-            dtype="bf16",
-            weight_dtype="bfp8",
-            kv_dtype="bfp8",
-            math_fidelity=(("bf16", bf16_fidelity), ("bfp8", "HiFi2")),
-        )
-        workload = WorkloadSpec(model, training, "inference", inference)
-        exp = ExperimentSpec(hw, workload, MappingSpec(micro_batch_size=1), RunSpec())
-        return summarize_result(simulate(exp))["ttft_s"]
+        fidelity = (("bf16", bf16_fidelity), ("bfp8", "HiFi2"))
+        return _inference(hw, tp=1, prompt=s, output=1, math_fidelity=fidelity)["ttft_s"]
 
     spec = TrainingSpec(seq_len=s, global_batch_size=1, dtype="bf16", attention_kernel="fused")
     (core,) = [
@@ -600,20 +572,8 @@ def test_the_attention_core_runs_at_the_activation_dtypes_fidelity():
 
 
 def _chunked_prefill(hw, prompt: int, chunk: int):
-    model = dataclasses.replace(_model(), max_position_embeddings=prompt + 8)
-    inference = InferenceSpec(
-        prompt_len=prompt,
-        output_len=1,
-        batch=1,
-        dtype="bf16",
-        weight_dtype="bfp8",
-        kv_dtype="bfp8",
-        prefill_chunk_tokens=chunk,
-    )
-    training = TrainingSpec(prompt, 1, attention_kernel="fused")
-    workload = WorkloadSpec(model, training, "inference", inference)
-    result = simulate(ExperimentSpec(hw, workload, MappingSpec(micro_batch_size=1), RunSpec()))
-    return {row["op"]: row for row in op_table_of(result)}
+    exp = _experiment(hw, tp=1, prompt=prompt, output=1, prefill_chunk_tokens=chunk)
+    return {row["op"]: row for row in op_table_of(simulate(exp))}
 
 
 @pytest.mark.parametrize("chunk", [256, 300])
