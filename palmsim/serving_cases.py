@@ -47,6 +47,7 @@ from palmsim.tile_cases import (
     decode_readers_per_bank,
     positive_count,
     prefill_weight_readers,
+    tt_metal_mlp_formats,
 )
 
 __all__ = ["METRICS", "assumptions", "is_serving_case", "predict", "serving_spec"]
@@ -122,6 +123,14 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
     weight = _format(serving, "weight_dtype", "bf16")
     kv = _format(serving, "kv_dtype", weight)
     assert weight is not None and kv is not None
+    # the MLP's formats as its engine runs them (tt-metal's bfp8 down projection beside bfp4
+    # FF1/FF3, tt_transformers' bfp8 experts) where the case does not give the down one
+    engine = str(serving.get("engine"))
+    mlp = _format(serving, "mlp_weight_dtype", None)
+    down = _format(serving, "mlp_down_weight_dtype", None)
+    if mlp is not None and down is None:
+        moe = case_model(case, traffic.prompt_tokens + traffic.output_tokens + 1).is_moe
+        mlp, down = tt_metal_mlp_formats(engine, mlp, moe)
     return ServingSpec(
         traffic=traffic,
         scheduler=SchedulerSpec(**limits),  # vLLM V1's defaults for the rest
@@ -130,20 +139,17 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         dtype="bf16",
         weight_dtype=weight,
         kv_dtype=kv,
-        mlp_weight_dtype=_format(serving, "mlp_weight_dtype", None),
+        mlp_weight_dtype=mlp,
+        mlp_down_weight_dtype=down,
         math_fidelity=_fidelity(serving),
         # The serving code's own op count where the case names it (a tt_transformers model,
         # as in palmsim/tile_cases.py).
-        ops_per_layer=(
-            TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in str(serving.get("engine")) else 0
-        ),
+        ops_per_layer=(TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in engine else 0),
         # and decodes with DRAM-sharded matmuls, one core per DRAM bank (as the demo rows)
-        decode_readers_per_bank=decode_readers_per_bank(str(serving.get("engine"))),
+        decode_readers_per_bank=decode_readers_per_bank(engine),
         # and prefills with 2-D multicast matmuls whose column readers bring the weights
         prefill_weight_readers=(
-            prefill_weight_readers(
-                str(serving.get("engine")), shipped_path(str(hardware["config"]))
-            )
+            prefill_weight_readers(engine, shipped_path(str(hardware["config"])))
             if hardware.get("config")
             else 0  # predict names the missing config
         ),

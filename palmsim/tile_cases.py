@@ -64,6 +64,8 @@ from palmsim.workload.builders import num_parameters, unmodelled_architecture
 __all__ = [
     "HARDWARE_OF_SPEC",
     "TENSTORRENT_FIDELITY",
+    "TT_METAL_MLP_DOWN_FORMAT",
+    "TT_TRANSFORMERS_EXPERT_FORMAT",
     "TT_TRANSFORMERS_OPS_PER_LAYER",
     "TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS",
     "CannotExpressError",
@@ -78,6 +80,7 @@ __all__ = [
     "predict",
     "prefill_weight_readers",
     "substitutions",
+    "tt_metal_mlp_formats",
 ]
 
 
@@ -671,6 +674,34 @@ def _weight_formats(
     return attn, mlp or attn, kv
 
 
+#: The format tt-metal's model demos store an MLP's down projection (FF2, W2) in beside
+#: bfp4 gate and up projections: bfp8, at its HiFi2 fidelity. tt_transformers' performance
+#: configuration sets only FF1/FF3 to bfp4 (models/tt_transformers/tt/model_config.py
+#: @0039cbf0, ``ModelOptimizations.performance``: ``{TensorGroup.FF1_FF3: BFP4}``; FF2 keeps
+#: ``_default_settings``' BFP8 at HIFI2_FP16; PERF.md @040a27c1: "bfp4 MLP FF1+FF3"); the
+#: Galaxy Llama demo loads ``w2`` as ``ttnn.bfloat8_b`` whatever its ``bfp4_mlp``
+#: (models/demos/llama3_70b_galaxy/tt/llama_mlp.py @0457767c).
+TT_METAL_MLP_DOWN_FORMAT = "bfp8"
+
+#: The format tt_transformers stores a mixture's experts in, all three projections: the
+#: decoder's ``dtype`` (models/tt_transformers/tt/decoder.py: ``TtMixtralMLP(...,
+#: dtypes={"w1": dtype, "w2": dtype, "w3": dtype})``), bfp8 in its demo
+#: (demo/simple_text_demo.py ``dtype=ttnn.bfloat8_b``); its precision table's FF1/FF3 do not
+#: reach them.
+TT_TRANSFORMERS_EXPERT_FORMAT = "bfp8"
+
+
+def tt_metal_mlp_formats(code: str, mlp: str, moe: bool) -> tuple[str, str | None]:
+    """(MLP, down projection) weight formats the tt-metal demo ``code`` names runs for an MLP
+    its precision table gives as ``mlp``: :data:`TT_TRANSFORMERS_EXPERT_FORMAT` for a
+    tt_transformers mixture of experts, :data:`TT_METAL_MLP_DOWN_FORMAT` for a bfp4 MLP's down
+    projection; None (the MLP's) otherwise and for other code."""
+    if "tt_transformers" in code and moe:
+        return TT_TRANSFORMERS_EXPERT_FORMAT, None
+    demo = "tt_transformers" in code or "llama3_70b_galaxy" in code
+    return mlp, TT_METAL_MLP_DOWN_FORMAT if demo and mlp == "bfp4" else None
+
+
 def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """``(key, value, why)`` of each setting palmsim simulates in place of one the case ran
     and palmsim cannot express; the case's figures rest on them (``validate`` marks them)."""
@@ -1029,6 +1060,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     if output > MAX_STEPS:
         raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
     model = case_model(case, prompt + output + 1)
+    mlp, down = tt_metal_mlp_formats(code, mlp, model.is_moe)
     ops_per_layer = _demo_ops_per_layer(code, model.is_moe)
     chunk = TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS if "tt_transformers" in code else 0
     if model.is_moe and scenario.get("cores") is not None:
@@ -1045,6 +1077,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             weight_dtype=attn,
             kv_dtype=kv,
             mlp_weight_dtype=mlp,
+            mlp_down_weight_dtype=down,
             math_fidelity=fidelity,
             ops_per_layer=ops_per_layer,
             trace=trace,

@@ -1267,6 +1267,9 @@ def _number_format_rules() -> Schema:
         "mlp_weight_dtype": Rule(
             lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
         ),
+        "mlp_down_weight_dtype": Rule(
+            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
+        ),
         "math_fidelity": _table_rule(
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
@@ -2742,6 +2745,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
                 "weight_dtype",
                 "kv_dtype",
                 "mlp_weight_dtype",
+                "mlp_down_weight_dtype",
                 "math_fidelity",
                 "ops_per_layer",
                 "decode_readers_per_bank",

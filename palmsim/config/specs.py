@@ -815,6 +815,11 @@ class InferenceSpec:
         "MLP with bfp8 attention); None: weight_dtype",
         default=None,
     )
+    mlp_down_weight_dtype: str | None = _f(
+        "dtype of the MLP's down projection (fc2, the experts' fc2) when it differs from the "
+        "MLP's (e.g. tt-metal's bfp8 FF2 beside bfp4 FF1/FF3); None: the MLP's",
+        default=None,
+    )
     math_fidelity: tuple[tuple[str, str], ...] = _f(
         "math fidelity of the GEMMs by weight dtype, as (dtype, fidelity) pairs, on a chip "
         "with tile.fidelity_passes; GEMMs of other formats and the attention use the "
@@ -1191,6 +1196,11 @@ class ServingSpec:
     mlp_weight_dtype: str | None = _f(
         "MLP weights when they differ from weight_dtype (e.g. Tenstorrent's bfp4 MLP with "
         "bfp8 attention); None: weight_dtype",
+        default=None,
+    )
+    mlp_down_weight_dtype: str | None = _f(
+        "the MLP's down projection when it differs from the MLP's (as the inference "
+        "section's); None: the MLP's",
         default=None,
     )
     math_fidelity: tuple[tuple[str, str], ...] = _f(

@@ -24,11 +24,12 @@ over the NoC to the port, as in training.
 
 Weights in ``int8`` (or a block format, ``bfp8``/``bfp4``) are weight-only quantisation: they
 are stored and read in their format, the arithmetic runs at the peak of the activation
-``dtype``. The MLP's weights may have their own format (``mlp_weight_dtype``); each block's
-GEMMs run at the efficiency of its weight format and the activation dtype's peak at the math
-fidelity chosen for that format (``math_fidelity``); the attention core (QK^T and scores x V,
-or the fused kernel), whose operands are both activations, at the activation dtype's fidelity
-and efficiency, and the KV-cache attention at that fidelity.
+``dtype``. The MLP's weights may have their own format (``mlp_weight_dtype``), and its down
+projection another (``mlp_down_weight_dtype``); each GEMM runs at the efficiency of its weight
+format and the activation dtype's peak at the math fidelity chosen for that format
+(``math_fidelity``); the attention core (QK^T and scores x V, or the fused kernel), whose
+operands are both activations, at the activation dtype's fidelity and efficiency, and the
+KV-cache attention at that fidelity.
 
 **2-D tensor parallelism** (``mapping.tp_2d = [a, b]``, ``a·b = tp``), as tenstorrent/tt-metal's
 Llama-3 70B Galaxy demo runs it on its 8x4 mesh (models/demos/llama3_70b_galaxy/tt:
@@ -76,6 +77,7 @@ from palmsim.config.specs import (
     ExperimentSpec,
     HardwareSpec,
     InferenceSpec,
+    ServingSpec,
     TileSpec,
     TrainingSpec,
 )
@@ -230,11 +232,25 @@ def _read_elements(op: Op, act_elem: float) -> float:
 MLP_BLOCKS = frozenset({"mlp", "moe_experts", "moe_combine"})
 
 
-def _block_dtype(inf: InferenceSpec, block: str) -> str:
-    """The format a block's weights are stored in: the MLP's may differ from the rest."""
-    if block in MLP_BLOCKS and inf.mlp_weight_dtype:
-        return inf.mlp_weight_dtype
-    return inf.weight_dtype
+#: The MLP's down projections (``inference.mlp_down_weight_dtype``): the dense MLP's fc2, the
+#: routed experts' and the shared experts'.
+MLP_DOWN_OPS = frozenset({"fc2", "experts_fc2", "shared_fc2"})
+
+
+def weight_format(spec: InferenceSpec | ServingSpec, block: str, op: str) -> str:
+    """The format op ``op`` of block ``block`` stores its weights in, by an inference or a
+    serving section: the MLP's may differ from the rest, and its down projection from the
+    MLP's (tt-metal's FF2 in bfp8 beside bfp4 FF1/FF3)."""
+    if block not in MLP_BLOCKS:
+        return spec.weight_dtype
+    if op in MLP_DOWN_OPS and spec.mlp_down_weight_dtype:
+        return spec.mlp_down_weight_dtype
+    return spec.mlp_weight_dtype or spec.weight_dtype
+
+
+def _formats(inf: InferenceSpec, block: Block) -> set[str]:
+    """The formats ``block``'s ops store their weights in."""
+    return {weight_format(inf, block.name, op.name) for op in block.ops}
 
 
 def _costing(experiment: ExperimentSpec, weight_dtype: str, where: OperandPlacement) -> Costing:
@@ -356,8 +372,20 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     rng = np.random.default_rng(experiment.run.seed)
     routings = layer_routings(model, spec, mbs, ep, mapping.expert_placement, rng, tp=a)
 
-    def storage(b: Block, elem: float) -> Block:
-        return dataclasses.replace(b, ops=with_weight_dtype(b.ops, elem, DTYPE_BYTES[batch.dtype]))
+    act_elem = DTYPE_BYTES[batch.dtype]
+
+    def storage(b: Block, elem: float | None = None) -> Block:
+        """``b`` with each op's weights in its format (:func:`weight_format`), or all in
+        ``elem`` bytes per element."""
+        ops = tuple(
+            with_weight_dtype(
+                (op,),
+                DTYPE_BYTES[weight_format(inf, b.name, op.name)] if elem is None else elem,
+                act_elem,
+            )[0]
+            for op in b.ops
+        )
+        return dataclasses.replace(b, ops=ops)
 
     built: dict[tuple[float, float] | None, tuple[Block, ...]] = {}
     layers = []
@@ -370,11 +398,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
                 touched_experts=None if key is None else key[1],
             )  # fmt: skip
             built[key] = tuple(
-                storage(
-                    fused_experts(_split(b, ways) if ways > 1 else b),
-                    DTYPE_BYTES[_block_dtype(inf, b.name)],
-                )
-                for b in blocks
+                storage(fused_experts(_split(b, ways) if ways > 1 else b)) for b in blocks
             )
         layers.append(built[key])
     return _Pass(
@@ -621,7 +645,7 @@ def _stage_memory(
     # differ), embedding and head in weight_dtype.
     w_elem = DTYPE_BYTES[inf.weight_dtype]
     own = [
-        (op, DTYPE_BYTES[_block_dtype(inf, b.name)])
+        (op, DTYPE_BYTES[weight_format(inf, b.name, op.name)])
         for i in range(first, last)
         for b in prefill.layers[i]
         for op in b.ops
@@ -686,7 +710,7 @@ def _stage(
         for d in {
             inf.weight_dtype,
             inf.dtype,  # the attention core's operands (_Lowering.block_step)
-            *(_block_dtype(inf, b.name) for layer in serving.decode.layers for b in layer),
+            *(f for layer in serving.decode.layers for b in layer for f in _formats(inf, b)),
         }
     }
     lower = _Lowering(experiment, batch, serving, costing, blocks, s, layers, spill_token)
@@ -745,21 +769,30 @@ class _Lowering:
     layers: tuple[int, int]
     spill_token: int
 
-    def block_step(self, block_costing: Costing, block: Block, unit: Unit) -> ComputeStep:
-        """``block``'s ops: those on its weights at their format's fidelity and efficiency,
-        its attention core (both operands activations: QK^T and scores x V, or the fused
-        kernel) as a GEMM on weights of the activation dtype would run: that dtype's fidelity
-        and efficiency (tt_transformers runs its prefill SDPA at HiFi4 on bf16 whatever its
-        weights' format: PERF.md's precision table)."""
+    def op_costing(self, block: Block, op: Op) -> Costing:
+        """How ``op`` of ``block`` is costed: an op on weights at its format's fidelity and
+        efficiency (:func:`weight_format`); the attention core (both operands activations:
+        QK^T and scores x V, or the fused kernel) as a GEMM on weights of the activation
+        dtype would run: that dtype's fidelity and efficiency (tt_transformers runs its
+        prefill SDPA at HiFi4 on bf16 whatever its weights' format: PERF.md's precision
+        table)."""
         inf = self.experiment.workload.inference
         assert inf is not None
-        activations = self.blocks[inf.dtype]
-        core = tuple(op for op in block.ops if op.name in ACTIVATION_MATMULS)
-        if not core or block_costing is activations:
-            return block_costing.step(block.ops, "F", unit, block.name)
-        rest = tuple(op for op in block.ops if op.name not in ACTIVATION_MATMULS)
-        cost = block_costing.cost(rest, "F") + activations.cost(core, "F")
-        return compute_step(cost, unit, block.name, block_name=block.name)
+        if op.name in ACTIVATION_MATMULS:
+            return self.blocks[inf.dtype]
+        return self.blocks[weight_format(inf, block.name, op.name)]
+
+    def block_step(self, block: Block, unit: Unit) -> ComputeStep:
+        """``block``'s ops, each costed as :meth:`op_costing` says."""
+        groups: dict[int, tuple[Costing, list[Op]]] = {}
+        for op in block.ops:
+            costing = self.op_costing(block, op)
+            groups.setdefault(id(costing), (costing, []))[1].append(op)
+        if len(groups) <= 1:
+            costing = next(iter(groups.values()))[0] if groups else self.costing
+            return costing.step(block.ops, "F", unit, block.name)
+        first, *rest = (costing.cost(ops, "F") for costing, ops in groups.values())
+        return compute_step(sum(rest, first), unit, block.name, block_name=block.name)
 
     def kv_step(self, unit: Unit, ctx: int, new_tokens: int) -> ComputeStep:
         """Attention of ``new_tokens`` new tokens over cached tokens [0, ctx) and the write of
@@ -873,17 +906,16 @@ class _Lowering:
         # the decode's program configs (lm_head.py: one set of dram_matmul_config for both).
         layer_per_bank = inf.decode_readers_per_bank if tag == "D" else 0
 
-        def sharded(
-            step: ComputeStep, ops: tuple[Op, ...], block_costing: Costing, per_bank: int
-        ) -> ComputeStep:
+        def sharded(step: ComputeStep, block: Block, per_bank: int) -> ComputeStep:
             """``step`` lasting at least its ops' serial latency plus their DRAM-sharded
             matmuls' time (:func:`dram_sharded_time_s`)."""
-            if per_bank <= 0 or block_costing.where.weights <= 0:
+            where = self.costing.where
+            if per_bank <= 0 or where.weights <= 0:
                 return step
             floor_s = step.serial_latency_s + dram_sharded_time_s(
-                ops,
-                lambda op: block_costing.cost((op,), "F").flop_time_s,
-                block_costing.where.weights,
+                block.ops,
+                lambda op: self.op_costing(block, op).cost((op,), "F").flop_time_s,
+                where.weights,
                 per_bank,
                 self.experiment.hardware,
             )
@@ -914,8 +946,7 @@ class _Lowering:
             extra_s = extra_ops * self.costing.tile.op_latency_s
             unit = Unit(f"L{i}", i, layer, prefix, tag)
             for j, b in enumerate(layer):
-                block_costing = self.blocks[_block_dtype(inf, b.name)]
-                step = self.block_step(block_costing, b, unit)
+                step = self.block_step(b, unit)
                 if j == 0 and extra_s > 0:
                     step = dataclasses.replace(
                         step,
@@ -925,8 +956,8 @@ class _Lowering:
                     )
                 if prefetched:
                     step = dataclasses.replace(step, serial_latency_s=0.0)
-                step = streamed(step, b, block_costing.where)
-                step = sharded(step, b.ops, block_costing, layer_per_bank)
+                step = streamed(step, b, self.costing.where)
+                step = sharded(step, b, layer_per_bank)
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
@@ -936,6 +967,6 @@ class _Lowering:
         if s == self.serving.pp - 1 and head:
             head_unit = Unit("head", -1, (blocks.head,), prefix, tag)
             step = compute_step(costing.cost(blocks.head.ops, "F"), head_unit, block_name="head")
-            step = sharded(step, blocks.head.ops, costing, inf.decode_readers_per_bank)
+            step = sharded(step, blocks.head, inf.decode_readers_per_bank)
             steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.head.ops)))
         return tuple(steps)

@@ -50,6 +50,7 @@ from palmsim.hardware.chip import Chip
 from palmsim.hardware.compute import op_time_s
 from palmsim.hardware.costs import (
     OperandPlacement,
+    PassCost,
     gemm_operand_bandwidth_bytes_per_s,
     pass_cost,
 )
@@ -62,6 +63,7 @@ from palmsim.mapping.inference import (
     fused_experts,
     kv_cache_bytes,
     prefill_readers_bandwidth,
+    weight_format,
     with_weight_dtype,
 )
 from palmsim.mapping.lower import pipeline_p2p_bytes
@@ -184,16 +186,19 @@ class ServingPlan:
             seq_len=seq_len, global_batch_size=1, dtype=self.serving.dtype, attention_kernel="fused"
         )
 
-    def _block_dtype(self, kind: str) -> str:
-        """The format a block's weights are stored in: the MLP's may differ from the rest."""
-        if kind == "mlp" and self.serving.mlp_weight_dtype:
-            return self.serving.mlp_weight_dtype
-        return self.serving.weight_dtype
+    def _format(self, kind: str, op: Op) -> str:
+        """The format ``op`` of a block of ``kind`` runs at: the attention core's operands are
+        activations; an op on weights, its weights' stored format (:func:`weight_format`)."""
+        if kind == "core":
+            return self.serving.dtype
+        return weight_format(self.serving, kind, op.name)
 
     def _weights(self, ops: Sequence[Op], kind: str = "attn") -> list[Op]:
-        """The ops with their weights read in the block's stored format."""
-        elem = DTYPE_BYTES[self._block_dtype(kind)]
-        return list(with_weight_dtype(ops, elem, DTYPE_BYTES[self.serving.dtype]))
+        """The ops with their weights read in their stored format."""
+        act_elem = DTYPE_BYTES[self.serving.dtype]
+        return [
+            with_weight_dtype((op,), DTYPE_BYTES[self._format(kind, op)], act_elem)[0] for op in ops
+        ]
 
     def _layer(self, tokens: int, requests: int = 1) -> tuple[Block, ...]:
         """One layer's blocks over ``requests`` sequences of ``tokens`` new tokens each.
@@ -301,20 +306,31 @@ class ServingPlan:
                 attn_ops, mlp_ops, _, embed = self._linear(size)
                 ops = {"attn": attn_ops, "mlp": mlp_ops, "embed": embed}[kind]
             hw = self.hardware
-            # As the inference mapping costs a block: the GEMM efficiency of its weights'
-            # format, the activation dtype's peak at the math fidelity of that format; the
-            # attention core, two activations multiplied, as weights of the activation dtype.
-            dtype = self.serving.dtype if kind == "core" else self._block_dtype(kind)
-            tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype))
-            peak = hw.tile.peak_for(self.serving.dtype, dict(self.serving.math_fidelity).get(dtype))
+            # As the inference mapping costs a block: each GEMM at the efficiency of its
+            # weights' format, the activation dtype's peak at the math fidelity of that
+            # format; the attention core, two activations multiplied, as weights of the
+            # activation dtype.
             where, operand_bps = self.stages[s].where, gemm_operand_bandwidth_bytes_per_s(hw)
-            c = pass_cost(ops, "F", tile, peak, 0, where, operand_bps)
+            fidelity = dict(self.serving.math_fidelity)
+
+            def cost(group: Sequence[Op], dtype: str) -> PassCost:
+                tile = dataclasses.replace(
+                    hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype)
+                )
+                peak = hw.tile.peak_for(self.serving.dtype, fidelity.get(dtype))
+                return pass_cost(group, "F", tile, peak, 0, where, operand_bps)
+
+            groups: dict[str, list[Op]] = {}
+            for op in ops:
+                groups.setdefault(self._format(kind, op), []).append(op)
+            parts = [cost(group, dtype) for dtype, group in groups.items()]
+            c = sum(parts[1:], parts[0]) if parts else cost(ops, self.serving.dtype)
             time_s = c.time_s
             per_bank = self.serving.decode_readers_per_bank if dram_sharded else 0
             if per_bank > 0 and where.weights > 0:
                 sharded_s = dram_sharded_time_s(
                     ops,
-                    lambda op: pass_cost((op,), "F", tile, peak, 0, where, operand_bps).flop_time_s,
+                    lambda op: cost((op,), self._format(kind, op)).flop_time_s,
                     where.weights,
                     per_bank,
                     hw,
@@ -551,6 +567,11 @@ class ServingPlan:
         )
 
 
+def _elem(serving: ServingSpec, kind: str, op: Op) -> float:
+    """Bytes per element of ``op``'s weights in a block of ``kind`` (:func:`weight_format`)."""
+    return DTYPE_BYTES[weight_format(serving, kind, op.name)]
+
+
 def map_serving(
     serving: ServingSpec, hardware: HardwareSpec, model: ModelSpec, chip: Chip
 ) -> ServingPlan:
@@ -592,8 +613,6 @@ def map_serving(
     probe = ServingPlan(serving, hardware, model, stage_tiles, 0, 0.0, peak, (), (), (), False)
     attn_ops, mlp_ops, _, embed = probe._linear(sched.max_num_batched_tokens)
     head = probe._head(min(sched.max_num_seqs, sched.max_num_batched_tokens))
-    w_elem = DTYPE_BYTES[serving.weight_dtype]
-    mlp_elem = DTYPE_BYTES[serving.mlp_weight_dtype or serving.weight_dtype]
     working = float(max(op.bytes_fwd for op in attn_ops + mlp_ops))
     port_of = [(t, chip.home_dram_port(t)) for rep in stage_tiles for st in rep for t in st]
     used_on_port: dict[int, int] = {}
@@ -608,8 +627,11 @@ def map_serving(
         own = attn_ops * (last - first)
         own += embed if s == 0 else []
         own += head if s == pp - 1 else []
-        weights = float(sum(op.params for op in own)) * w_elem
-        weights += float(sum(op.params for op in mlp_ops)) * (last - first) * mlp_elem
+        # each op's parameters in its stored format (weight_format)
+        weights = float(sum(op.params * _elem(serving, "attn", op) for op in own))
+        weights += float(sum(op.params * _elem(serving, "mlp", op) for op in mlp_ops)) * (
+            last - first
+        )
         kv_per_token = kv_cache_bytes(last - first, kv_t, model.head_dim, 1, 1, kv_elem)
         demands.append((first, last, weights, kv_per_token))
         for rep in stage_tiles:

@@ -130,6 +130,32 @@ def test_dram_bound_decode_on_one_chip_is_weight_bytes_over_dram_bandwidth(tied)
     assert tpot > expected  # those extras only add
 
 
+def test_a_bfp8_down_projection_beside_a_bfp4_mlp_is_read_in_its_own_format():
+    """tt-metal's performance MLP: gate and up in bfp4, the down projection in bfp8
+    (inference.mlp_down_weight_dtype), attention and head in bfp8. The DRAM-bound step of
+    the test above reads each matrix in its format: attention 4H^2 x 1.0625 B, gate and up
+    2 H F x 0.5625 B, down H F x 1.0625 B per layer, the head and norms in bfp8."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    e8, e4 = DTYPE_BYTES["bfp8"], DTYPE_BYTES["bfp4"]
+    assert (e8, e4) == (1.0625, 0.5625)
+    per_layer = 4 * H * H * e8 + 2 * H * FFN * e4 + H * FFN * e8
+    norms = 2 * H * LAYERS + H
+    read = LAYERS * per_layer + (VOCAB * H + norms) * e8
+    stored = read + VOCAB * H * e8  # + the untied embedding table
+    dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
+    expected = (
+        dram_fraction * read / hw.dram.bandwidth_bytes_per_s
+        + _ops_per_decode_step() * hw.tile.op_latency_s
+    )
+    fields = {"mlp_weight_dtype": "bfp4", "mlp_down_weight_dtype": "bfp8"}
+    tpot = _inference(hw, tp=1, prompt=1, output=3, **fields)["tpot_s"]
+    assert tpot == pytest.approx(expected, rel=0.02)  # the extras of the test above
+    assert tpot > expected
+    # all three MLP matrices in bfp4 read H x F x 0.5 B less a layer: a shorter step
+    all_bfp4 = _inference(hw, tp=1, prompt=1, output=3, mlp_weight_dtype="bfp4")["tpot_s"]
+    assert all_bfp4 < tpot
+
+
 def test_prefetched_weights_hide_the_layers_dram_time_under_a_long_op_latency():
     """inference.weight_prefetch: decode. With an op latency of 1 ms per op (far above any
     block's DRAM time here: a whole layer's weights stream in ~0.2 ms), a decode step without

@@ -191,6 +191,25 @@ def test_mlp_weights_in_their_own_format(mlp_dtype, mlp_bytes):
     assert plan.stages[0].breakdown.weights == 2.0 * rest + mlp_bytes * mlp
 
 
+def test_the_down_projection_in_its_own_format():
+    """``mlp_down_weight_dtype`` stores fc2 (4h x h weights and h biases of a GPT MLP) in its
+    format, fc1 (h x 4h and 4h) in ``mlp_weight_dtype``; the MLP's two norm vectors (2h)
+    too; the rest in weight_dtype (bf16, 2 B)."""
+    import dataclasses
+
+    layers, h, vocab, seq = 2, 256, 512, 4096
+    hw = cluster_spec(nodes=1, gpus=1)
+    mdl = model(layers=layers, hidden=h, heads=4, vocab=vocab, seq=seq)
+    spec = dataclasses.replace(
+        serving_spec(TrafficSpec("poisson")), mlp_weight_dtype="bfp4", mlp_down_weight_dtype="int8"
+    )
+    plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
+    rest = layers * (4 * h * h + 6 * h) + vocab * h + seq * h + 2 * h
+    fc2 = layers * (4 * h * h + h)
+    others = layers * (4 * h * h + 4 * h + 2 * h)
+    assert plan.stages[0].breakdown.weights == 2.0 * rest + 1.0 * fc2 + 0.5625 * others
+
+
 def test_a_tied_lm_head_still_reads_its_matrix():
     """With tied embeddings the head owns no parameters, but each step that samples reads the
     whole V x h matrix, and the final LayerNorm its 2h weights and biases (in the weight

@@ -800,6 +800,22 @@ def test_inference_section_gives_its_spec_and_mapping(tmp_path: Path) -> None:
     assert mapping == {"pp": 2}
 
 
+def test_the_down_projection_format_is_read_and_checked(tmp_path: Path) -> None:
+    raw = copy.deepcopy(WORKLOAD)
+    raw["mode"] = "inference"
+    raw["inference"] = {"prompt_len": 8, "output_len": 2, "batch": 4, "mlp_weight_dtype": "bfp4"}
+    path = _write(tmp_path, "w.yaml", raw)
+    spec, _ = load_workload(path, ["inference.mlp_down_weight_dtype=bfp8"])
+    assert spec.inference is not None
+    assert (spec.inference.mlp_weight_dtype, spec.inference.mlp_down_weight_dtype) == (
+        "bfp4",
+        "bfp8",
+    )
+    assert load_workload(path)[0].inference.mlp_down_weight_dtype is None  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"mlp_down_weight_dtype: got 'bfp9'.*did you mean"):
+        load_workload(path, ["inference.mlp_down_weight_dtype=bfp9"])
+
+
 def test_invalid_source_of_derived_default_is_reported_once(tmp_path: Path) -> None:
     raw = copy.deepcopy(WORKLOAD)
     raw["model"]["hidden_size"] = "512"

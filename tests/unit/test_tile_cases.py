@@ -160,6 +160,25 @@ def test_a_models_precision_exception_replaces_the_rule(model, expected):
     assert _weight_formats(as_mapping, False, model) == expected
 
 
+@pytest.mark.parametrize(
+    ("code", "mlp", "moe", "expected"),
+    [
+        ("models/tt_transformers", "bfp4", False, ("bfp4", "bfp8")),  # FF1/FF3 only
+        ("models/tt_transformers", "bfp8", False, ("bfp8", None)),  # Qwen2.5-7B's bfp8 MLP
+        ("models/tt_transformers", "bfp4", True, ("bfp8", None)),  # Mixtral's experts
+        ("models/demos/llama3_70b_galaxy", "bfp4", False, ("bfp4", "bfp8")),  # its bfp8 w2
+        ("WaferLLM", "bfp4", False, ("bfp4", None)),  # other code: the table's format
+    ],
+)
+def test_tt_metal_demos_keep_their_down_projection_in_bfp8(code, mlp, moe, expected):
+    """tt_transformers' performance configuration sets FF1/FF3 to bfp4 and leaves FF2 at its
+    bfp8 default (model_config.py), the Galaxy demo loads w2 in bfp8 (llama_mlp.py), and
+    tt_transformers' Mixtral keeps all its experts' matrices in the decoder's bfp8."""
+    from palmsim.tile_cases import tt_metal_mlp_formats
+
+    assert tt_metal_mlp_formats(code, mlp, moe) == expected
+
+
 def test_a_model_its_fields_do_not_describe_is_refused_and_head_dim_is_read():
     """A Mixtral row gives the shapes of one expert's dense decoder (4096 hidden, 14336 ffn,
     32 layers, GQA 32/8: about 7.2B with the embeddings) but 46.7B parameters: refused, not
