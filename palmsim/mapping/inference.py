@@ -355,7 +355,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     model, mapping = experiment.workload.model, experiment.mapping
     inf = experiment.workload.inference
     assert inf is not None
-    w_elem, mbs, tp = DTYPE_BYTES[inf.weight_dtype], mapping.micro_batch_size, mapping.tp
+    mbs, tp = mapping.micro_batch_size, mapping.tp
     training = experiment.workload.training
     spec = TrainingSpec(
         seq_len=seq_len,
@@ -374,15 +374,10 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
 
     act_elem = DTYPE_BYTES[batch.dtype]
 
-    def storage(b: Block, elem: float | None = None) -> Block:
-        """``b`` with each op's weights in its format (:func:`weight_format`), or all in
-        ``elem`` bytes per element."""
+    def storage(b: Block) -> Block:
+        """``b`` with each op's weights in its format (:func:`weight_format`)."""
         ops = tuple(
-            with_weight_dtype(
-                (op,),
-                DTYPE_BYTES[weight_format(inf, b.name, op.name)] if elem is None else elem,
-                act_elem,
-            )[0]
+            with_weight_dtype((op,), DTYPE_BYTES[weight_format(inf, b.name, op.name)], act_elem)[0]
             for op in b.ops
         )
         return dataclasses.replace(b, ops=ops)
@@ -403,13 +398,13 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
         layers.append(built[key])
     return _Pass(
         tuple(layers),
-        storage(embedding_block(model, spec, mbs, tp), w_elem),
+        storage(embedding_block(model, spec, mbs, tp)),
         # The final norm and the LM head run on each request's last token only, in prefill
         # as in decode: no other prompt position is sampled. vLLM's model runner gathers
         # ``logits_indices`` (the last position of each sequence) before ``compute_logits``;
         # tt_transformers' ``Transformer.forward`` slices the 32-row tile holding
         # ``get_last_token`` before its norm and LM head (models/tt_transformers/tt/model.py).
-        storage(head_block(model, last_token, mbs, tp, count_tied_weights=tied), w_elem),
+        storage(head_block(model, last_token, mbs, tp, count_tied_weights=tied)),
     )
 
 
