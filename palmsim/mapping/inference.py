@@ -253,14 +253,17 @@ def _formats(inf: InferenceSpec, block: Block) -> set[str]:
     return {weight_format(inf, block.name, op.name) for op in block.ops}
 
 
-def _costing(experiment: ExperimentSpec, weight_dtype: str, where: OperandPlacement) -> Costing:
-    """How a block of GEMMs on weights in ``weight_dtype`` is costed: the tile at the GEMM
-    efficiency of that format, the activation dtype's peak at the math fidelity chosen for
-    the format (``inference.math_fidelity``)."""
-    hw, inf = experiment.hardware, experiment.workload.inference
-    assert inf is not None
+def format_costing(
+    hw: HardwareSpec,
+    spec: InferenceSpec | ServingSpec,
+    weight_dtype: str,
+    where: OperandPlacement,
+) -> Costing:
+    """How GEMMs on weights in ``weight_dtype`` are costed, by an inference or a serving
+    section: the tile at the GEMM efficiency of that format, the activation dtype's peak at
+    the math fidelity the section chooses for the format (``math_fidelity``)."""
     tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(weight_dtype))
-    peak = hw.tile.peak_for(inf.dtype, dict(inf.math_fidelity).get(weight_dtype))
+    peak = hw.tile.peak_for(spec.dtype, dict(spec.math_fidelity).get(weight_dtype))
     return Costing(tile, peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
 
 
@@ -701,7 +704,7 @@ def _stage(
     attention_peak = hw.tile.peak_for(inf.dtype, dict(inf.math_fidelity).get(inf.dtype))
     costing = Costing(hw.tile, attention_peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
     blocks = {
-        d: _costing(experiment, d, where)
+        d: format_costing(hw, inf, d, where)
         for d in {
             inf.weight_dtype,
             inf.dtype,  # the attention core's operands (_Lowering.block_step)

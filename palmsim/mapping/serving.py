@@ -51,8 +51,6 @@ from palmsim.hardware.compute import op_time_s
 from palmsim.hardware.costs import (
     OperandPlacement,
     PassCost,
-    gemm_operand_bandwidth_bytes_per_s,
-    pass_cost,
 )
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
@@ -60,6 +58,7 @@ from palmsim.mapping.inference import (
     check_decode_readers_per_bank,
     check_prefill_weight_readers,
     dram_sharded_time_s,
+    format_costing,
     fused_experts,
     kv_cache_bytes,
     prefill_readers_bandwidth,
@@ -310,15 +309,10 @@ class ServingPlan:
             # weights' format, the activation dtype's peak at the math fidelity of that
             # format; the attention core, two activations multiplied, as weights of the
             # activation dtype.
-            where, operand_bps = self.stages[s].where, gemm_operand_bandwidth_bytes_per_s(hw)
-            fidelity = dict(self.serving.math_fidelity)
+            where = self.stages[s].where
 
             def cost(group: Sequence[Op], dtype: str) -> PassCost:
-                tile = dataclasses.replace(
-                    hw.tile, compute_efficiency=hw.tile.efficiency_for(dtype)
-                )
-                peak = hw.tile.peak_for(self.serving.dtype, fidelity.get(dtype))
-                return pass_cost(group, "F", tile, peak, 0, where, operand_bps)
+                return format_costing(hw, self.serving, dtype, where).cost(group, "F")
 
             groups: dict[str, list[Op]] = {}
             for op in ops:

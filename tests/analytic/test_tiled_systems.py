@@ -259,11 +259,15 @@ def test_prefill_weights_stream_through_the_column_readers():
     assert on["tpot_s"] == pytest.approx(off["tpot_s"], rel=1e-12)
 
 
-def test_prefill_weight_readers_need_the_per_core_rates():
-    hw = load_hardware("hw_configs/wormhole-n150.yaml")
-    bare = dataclasses.replace(
+def _without_reader_rate(hw):
+    """``hw`` with no per-core DRAM read rate (``tile.dram_reader_bandwidth``)."""
+    return dataclasses.replace(
         hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.0)
     )
+
+
+def test_prefill_weight_readers_need_the_per_core_rates():
+    bare = _without_reader_rate(load_hardware("hw_configs/wormhole-n150.yaml"))
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
         _inference(bare, tp=1, prompt=8, output=2, prefill_weight_readers=8)
 
@@ -337,11 +341,8 @@ def test_decode_gemm_math_runs_on_the_dram_bank_cores_only():
 
 def test_decode_readers_per_bank_need_banks_the_rate_and_enough_cores():
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
-    bare = dataclasses.replace(
-        hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=0.0)
-    )
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
-        _inference(bare, tp=1, prompt=8, output=2, decode_readers_per_bank=1)
+        _inference(_without_reader_rate(hw), tp=1, prompt=8, output=2, decode_readers_per_bank=1)
     no_banks = dataclasses.replace(hw, dram=dataclasses.replace(hw.dram, banks=0))
     with pytest.raises(MappingError, match=r"dram\.banks: 0"):
         _inference(no_banks, tp=1, prompt=8, output=2, decode_readers_per_bank=1)
