@@ -1104,17 +1104,22 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
                 max_position_embeddings=spec.prompt_len + spec.output_len + 1,
             )
             return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False)
-        return _simulate(hw_path, [], model, inference(requests, output_len), mapping(requests))
+        share = replica_share(requests)
+        return _simulate(hw_path, [], model, inference(share, output_len), mapping(share))
 
-    def mapping(requests: int) -> MappingSpec:
-        """All of a replica's requests in one micro-batch (a decode step of the whole batch);
-        one request runs on one replica."""
+    def replica_share(requests: int) -> int:
+        """The requests one data-parallel replica serves; one request runs on one replica.
+        Inference replicas share nothing (each holds the whole model and its own users' KV
+        cache), so palmsim simulates one of them on its pp x tp chips: the case may spread
+        them over separate systems (two p150 cards, 'DP=2') that no config joins."""
         replicas = dp if requests > 1 else 1
         if requests % replicas:
             raise CannotExpressError(f"batch {requests} does not split over DP={dp}")
-        return MappingSpec(
-            pp=pp, tp=tp, dp=replicas, micro_batch_size=requests // replicas, tp_2d=tp_2d
-        )
+        return requests // replicas
+
+    def mapping(requests: int) -> MappingSpec:
+        """A replica's requests in one micro-batch (a decode step of its share of the batch)."""
+        return MappingSpec(pp=pp, tp=tp, dp=1, micro_batch_size=requests, tp_2d=tp_2d)
 
     out: list[tuple[str, float, float]] = []
     wants_prefill = {"ttft_ms", "ttft_ms_per_user", "prefill_tpr_tokens_per_s"} & set(measured)

@@ -265,6 +265,21 @@ def test_a_galaxy_demo_row_runs_its_2d_mesh_however_it_is_written(text):
     assert _tp_2d(case) == ((8, 4) if "8x4" in text else None)
 
 
+def test_data_parallel_replicas_on_separate_cards_each_serve_their_share():
+    """Llama 3.1 8B, DP=2 on two p150 cards (models/README.md's 2 x p150 row): the replicas
+    share nothing, so each serves half the batch at the t/s/u of one p150 with 32 users, and
+    t/s = 64 x t/s/u. The p150 config is one chip: the pair is no system palmsim could map."""
+    one = copy.deepcopy(CASES["tt_readme_llama31_8b_p150"])
+    one["measured"] = {"tokens_per_s_per_user": 1.0, "tokens_per_s": 1.0}
+    pair = copy.deepcopy(one)
+    pair["hardware"]["system"].update(chips=2, parallelism="DP=2")
+    pair["scenario"]["batch"] = 64
+    single = {m: p for m, _, p in predict(one)}
+    both = {m: p for m, _, p in predict(pair)}
+    assert both["tokens_per_s_per_user"] == pytest.approx(single["tokens_per_s_per_user"])
+    assert both["tokens_per_s"] == pytest.approx(64 * single["tokens_per_s_per_user"])
+
+
 def test_a_model_row_carries_its_configs_assumptions_and_a_microbenchmark_does_not():
     """The Blackhole configs list what no Blackhole measurement gives (their assumptions:
     sections); a model row run on one is marked with them, a GEMM row (its fitted rates
