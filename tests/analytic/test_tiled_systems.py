@@ -465,6 +465,12 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
         "tt_readme_llama32_1b_n150",
         "tt_readme_llama32_3b_n150",
         "tt_readme_mistral_7b_n150",
+        "tt_readme_falcon7b_n150",
+        "tt_readme_mamba_2p8b_n150",
+        "tt_perf_llama32_1b_n150_b32_isl128",
+        "tt_perf_llama32_3b_n150_b32_isl128",
+        "tt_perf_llama31_8b_n150_b32_isl128",
+        "tt_perf_phi3_mini_128k_n150_b32_isl128",
     }
 
 
