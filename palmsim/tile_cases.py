@@ -141,6 +141,35 @@ TT_TRANSFORMERS_MOE_OPS_PER_LAYER = TT_TRANSFORMERS_OPS_PER_LAYER - 6 + 11
 #: into llama_rs_matmul), W3's, the all-gather before W2 and the two all_reduce_async.
 GALAXY_LLAMA_OPS_PER_LAYER = 15
 
+#: Device ops one decoder layer of tt-metal's Falcon 7B demos launches per decode step on one
+#: chip (models/demos/wormhole/falcon7b, t3000/falcon7b and tg/falcon7b, all data-parallel
+#: copies of models/demos/falcon7b_common), read from its code in the demos' decode
+#: configuration 'BFLOAT16-L1_SHARDED' (falcon_decoder.py @755ebbd1, falcon_attention.py
+#: @a4114eee, falcon_mlp.py @10fee464): interleaved_to_sharded, layer_norm,
+#: sharded_to_interleaved; the fused QKV matmul, nlp_create_qkv_heads_falcon7b, rotary
+#: embedding of Q and of K, update_cache of K, slice, interleaved_to_sharded, pad of Q (71 to 96
+#: heads), transpose, reshape_on_device, interleaved_to_sharded, transpose of K, the Q.K^T
+#: matmul, scale_mask_softmax_in_place, update_cache of V, slice, interleaved_to_sharded, the
+#: scores.V matmul, sharded_to_interleaved, reshape_on_device, transpose, slice,
+#: nlp_concat_heads, the dense matmul; the h-to-4h (GELU fused) and 4h-to-h matmuls; two adds.
+#: Its attention is unfused (two matmuls and a softmax). Its prefill of 128 tokens launches 21.
+FALCON7B_OPS_PER_LAYER = 31
+
+#: The same for tt-metal's Falcon 40B demo (models/demos/t3000/falcon40b, tensor parallel over
+#: 8 chips; decode configuration 'BFLOAT8_B-SHARDED'; falcon_decoder.py @7d67fadd,
+#: falcon_attention.py and falcon_mlp.py @1a481dbe): 32 device ops a layer around its three
+#: collectives (two all-gathers and a reduce-scatter, palmsim's TP collectives): the layer
+#: norms of both branches, a sharded/interleaved move before and after each collective and
+#: around QKV, the QKV matmul, create heads, rotary of Q and K, update_cache, slice and
+#: interleaved_to_sharded of K and of V, a transpose, group_attn_matmul (Q.K^T), softmax,
+#: group_attn_matmul (scores.V), concat heads, the dense, h-to-4h and 4h-to-h matmuls, two adds.
+FALCON40B_OPS_PER_LAYER = 32
+
+#: Passes tt-metal's Falcon demos replay from a trace: none. Their demo.py
+#: (models/demos/falcon7b_common/demo/demo.py, models/demos/t3000/falcon40b/demo/demo.py
+#: @006efec6) and perf tests run prefill and decode op by op, each op dispatched by the host.
+FALCON_TRACE = "none"
+
 #: Columns of the 2-D multicast matmul grid tt_transformers runs its prefill weight GEMMs on,
 #: on Wormhole: ``dram_shard_grid_width = 8 if is_wormhole_b0() else self.dram_grid_size.x``
 #: (models/tt_transformers/tt/model_config.py; each column's in1 sender reads one DRAM shard).
@@ -790,7 +819,19 @@ def _demo_ops_per_layer(code: str, moe: bool = False) -> int:
         return TT_TRANSFORMERS_MOE_OPS_PER_LAYER if moe else TT_TRANSFORMERS_OPS_PER_LAYER
     if "llama3_70b_galaxy" in code:
         return GALAXY_LLAMA_OPS_PER_LAYER
+    if "falcon40b" in code:
+        return FALCON40B_OPS_PER_LAYER
+    if "falcon7b" in code:
+        return FALCON7B_OPS_PER_LAYER
     return 0
+
+
+def _demo_trace(code: str) -> str:
+    """``inference.trace`` of the serving code ``code`` names: the Galaxy Llama demo traces
+    both passes, the Falcon demos neither, tt_transformers (and palmsim's default) decode."""
+    if "llama3_70b_galaxy" in code:
+        return GALAXY_LLAMA_TRACE
+    return FALCON_TRACE if "falcon" in code else "decode"
 
 
 def _wormhole(hw_path: str) -> bool:
@@ -1037,11 +1078,13 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     # The serving code's own op count where the case names it (tt_transformers demos).
     code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
     galaxy = "llama3_70b_galaxy" in code
-    trace = GALAXY_LLAMA_TRACE if galaxy else "decode"
+    trace = _demo_trace(code)
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
     readers = prefill_weight_readers(code, hw_path)
     per_bank = decode_readers_per_bank(code)
-    kernel = TT_METAL_ATTENTION if _demo_ops_per_layer(code) else "unfused"
+    # tt-metal's SDPA in its Llama-family demos; the Falcon demos and WaferLLM multiply
+    # QK^T and the scores by V as separate ops
+    kernel = TT_METAL_ATTENTION if "tt_transformers" in code or galaxy else "unfused"
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))

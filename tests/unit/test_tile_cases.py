@@ -280,6 +280,29 @@ def test_data_parallel_replicas_on_separate_cards_each_serve_their_share():
     assert both["tokens_per_s"] == pytest.approx(64 * single["tokens_per_s_per_user"])
 
 
+@pytest.mark.parametrize(
+    ("code", "ops"),
+    [
+        ("models/demos/wormhole/falcon7b", 31),
+        ("models/demos/tg/falcon7b", 31),
+        ("models/demos/t3000/falcon40b", 32),
+    ],
+)
+def test_a_falcon_demo_row_is_dispatched_op_by_op_and_bound_by_the_host(code, ops):
+    """tt-metal's Falcon demos trace neither pass, so each of a layer's ops (31 in Falcon
+    7B's decode, 32 in Falcon 40B's, read from their code) waits for the host's dispatch: a
+    decode step of Falcon 7B on an n150 lasts at least 32 layers x ops x 49.19 us."""
+    from palmsim.tile_cases import _demo_ops_per_layer, _demo_trace, substitutions
+
+    assert _demo_ops_per_layer(code) == ops
+    assert _demo_trace(code) == "none"
+    case = copy.deepcopy(CASES["tt_readme_falcon7b_n150"])
+    case["scenario"]["demo"] = code
+    assert not any(key == "inference.ops_per_layer" for key, _, _ in substitutions(case))
+    figures = {m: p for m, _, p in predict(case)}
+    assert 1 / figures["tokens_per_s_per_user"] >= 32 * ops * 49.19e-6
+
+
 def test_a_model_row_carries_its_configs_assumptions_and_a_microbenchmark_does_not():
     """The Blackhole configs list what no Blackhole measurement gives (their assumptions:
     sections); a model row run on one is marked with them, a GEMM row (its fitted rates
