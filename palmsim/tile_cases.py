@@ -831,7 +831,8 @@ def _demo_trace(code: str) -> str:
     both passes, the Falcon demos neither, tt_transformers (and palmsim's default) decode."""
     if "llama3_70b_galaxy" in code:
         return GALAXY_LLAMA_TRACE
-    return FALCON_TRACE if "falcon" in code else "decode"
+    falcon = "tt_transformers" not in code and ("falcon7b" in code or "falcon40b" in code)
+    return FALCON_TRACE if falcon else "decode"
 
 
 def _wormhole(hw_path: str) -> bool:
