@@ -96,6 +96,7 @@ HARDWARE_OF_GPU: dict[str, str] = {
     "H800": "hw_configs/dgx-h800.yaml",
     "GB300": "hw_configs/dgx-gb300.yaml",
     "GB200": "hw_configs/dgx-gb200.yaml",  # before B200; "GB200" is not matched as a B200
+    "B300": "hw_configs/dgx-b300.yaml",
     "B200": "hw_configs/dgx-b200.yaml",
 }
 #: A PCIe card or an H100 NVL (two PCIe cards bridged), not the SXM module a shipped config

@@ -210,6 +210,25 @@ def test_gb200_peaks_and_efficiencies_are_its_specifications_and_mamf() -> None:
     assert hw.cluster is not None and hw.cluster.devices_per_node == 72
 
 
+def test_b300_peaks_and_efficiencies_are_its_datasheet_and_mamf() -> None:
+    """A DGX B300's Blackwell Ultra GPU has the B200's dense peaks (2250 and 4500 TFLOP/s, the
+    DGX B300 datasheet via stas00's table) with MAMF's B300 matmuls as its efficiencies
+    (1769.0 / 2250 and 3353.3 / 4500), 288 GB of HBM3e at 8 TB/s, 8 GPUs a node; what no B300
+    source gives is listed as an assumption."""
+    hw = load_hardware(ROOT / "hw_configs" / "dgx-b300.yaml")
+    tile = hw.tile
+    for dtype, peak in (("fp8", 4500e12), ("bf16", 2250e12)):
+        mamf, theory = _mamf("fp8_e4m3" if dtype == "fp8" else dtype, "B300-SXM")
+        assert theory * 1e12 == peak == tile.peak_for(dtype)
+        assert tile.gemm_max_efficiency_for(dtype) == pytest.approx(mamf / theory, abs=5e-4)
+    assert (hw.dram.capacity_bytes, hw.dram.bandwidth_bytes_per_s) == (288e9, 8000e9)
+    assert hw.cluster is not None and hw.cluster.devices_per_node == 8
+    from palmsim.config.loader import hardware_assumptions
+
+    assumed = {key for key, _, _ in hardware_assumptions(ROOT / "hw_configs" / "dgx-b300.yaml")}
+    assert {"tile.gemm.compute_units", "system.node_link.bandwidth"} <= assumed
+
+
 def test_b200_fp8_gemm_time_at_its_fp8_peak_times_efficiency() -> None:
     hw = load_hardware(ROOT / "hw_configs" / "dgx-b200.yaml")
     tile = hw.tile

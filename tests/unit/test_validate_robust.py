@@ -107,6 +107,7 @@ def test_gpu_matched_by_family_and_named() -> None:
         ("NVIDIA Blackwell", "dgx-b200.yaml"),
         ("GB200 NVL72", "dgx-gb200.yaml"),  # a GB200's GPU, not a B200's
         ("DGX-GB300", "dgx-gb300.yaml"),
+        ("DGX-B300", "dgx-b300.yaml"),  # a B300, not a GB300's GPU nor a B200
     ):
         run = read_training_run(_case(system={"gpu": gpu}), "x.yaml")
         assert run is not None and run.hardware.endswith(config)
