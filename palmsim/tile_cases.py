@@ -205,6 +205,13 @@ GALAXY_LLAMA_TRACE = "all"
 #: with n_tensors=0 (inference.weight_prefetch 'decode').
 GALAXY_LLAMA_WEIGHT_PREFETCH = "decode"
 
+#: Where the Galaxy demo keeps a user's KV cache (``inference.kv_placement``): whole on the 8
+#: chips of the user's device group, one of the mesh's 4 (tt/llama_attention.py @00d4c974:
+#: ``batch_size_per_device_group = max_batch_size // num_device_groups`` users a group, and
+#: prefill_prepare_tensor_for_kv_cache fills the cache on "every 4th tensor starting from
+#: user_id // 8" only), so with fewer users than groups the others hold none: 'request'.
+GALAXY_LLAMA_KV_PLACEMENT = "request"
+
 #: The mesh the Galaxy demo shards every weight over, (cluster axis 0, axis 1): its code
 #: builds the model on the Galaxy's 8x4 mesh with ``ShardTensor2dMesh`` of WQKV, WO and
 #: W1-W3 (llama_attention.py @00d4c974, llama_mlp.py @0457767c), so a row of that demo on 32
@@ -1081,6 +1088,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     galaxy = "llama3_70b_galaxy" in code
     trace = _demo_trace(code)
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
+    kv_placement = GALAXY_LLAMA_KV_PLACEMENT if galaxy else "sequence"
     readers = prefill_weight_readers(code, hw_path)
     per_bank = decode_readers_per_bank(code)
     # tt-metal's SDPA in its Llama-family demos; the Falcon demos and WaferLLM multiply
@@ -1126,6 +1134,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             ops_per_layer=ops_per_layer,
             trace=trace,
             weight_prefetch=weight_prefetch,
+            kv_placement=kv_placement,
             prefill_weight_readers=readers,
             decode_readers_per_bank=per_bank,
             prefill_chunk_tokens=chunk,

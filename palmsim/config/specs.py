@@ -98,6 +98,11 @@ MATH_FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 #: option applies to.
 INFERENCE_PASSES = ("decode", "all", "none")
 
+#: Values of ``InferenceSpec.kv_placement``: where a request's KV cache lives when a 2-D tensor
+#: parallel layout has more request columns than requests (:func:`palmsim.mapping.inference.
+#: _cache_users`).
+KV_PLACEMENTS = ("sequence", "request")
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
@@ -844,6 +849,14 @@ class InferenceSpec:
         "Llama demo's decode does): a block's weight reads then overlap its ops' fixed "
         "latency (tile.op_latency) instead of following it; 'decode', 'all' or 'none'",
         default="none",
+    )
+    kv_placement: str = _f(
+        "where a request's KV cache lives under 2-D tensor parallelism (mapping.tp_2d), whose "
+        "second axis splits the requests: 'sequence' (with fewer requests than its ranks, "
+        "each request's cache split by sequence over them, as WaferLLM's decode spreads it "
+        "over its grid) or 'request' (each request's cache whole on one rank of that axis, "
+        "the others idle, as tt-metal's Galaxy Llama demo keeps a user on its device group)",
+        default="sequence",
     )
     prefill_weight_readers: int = _f(
         "cores that read a prefill GEMM's weights from DRAM, one per column of its core grid, "

@@ -419,7 +419,7 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     a, b = _tp_grid(experiment)
     kv_t = model.num_key_value_heads // a if model.num_key_value_heads >= a else 1
     heads_t = model.num_attention_heads // a
-    users = _cache_users(mbs, b)
+    users = _cache_users(mbs, b, inf.kv_placement)
     chunk, chunks = inf.prefill_passes()
     last = inf.prompt_len - (chunks - 1) * chunk
     return _Serving(
@@ -463,13 +463,17 @@ def prefill_readers_bandwidth(tile: TileSpec, readers: int) -> float:
     )
 
 
-def _cache_users(requests: int, b: int) -> float:
+def _cache_users(requests: int, b: int, placement: str) -> float:
     """The requests whose KV cache a tile holds, of ``requests`` over the ``b`` ranks that
     split the users (all of them in 1-D): ``ceil(requests / b)`` (tt-metal's Galaxy: 8 users
-    a column), or with fewer requests than ranks each request's cache split by sequence over
-    ``b / requests`` of them (WaferLLM's decode holds ``dim/P x seq/P`` of K and of V on each
-    core, Decode/WSE-2/src/decode.csl), ``requests / b``."""
-    return math.ceil(requests / b) if requests >= b else requests / b
+    a column), or with fewer requests than ranks and ``placement`` 'sequence' each request's
+    cache split by sequence over ``b / requests`` of them (WaferLLM's decode holds
+    ``dim/P x seq/P`` of K and of V on each core, Decode/WSE-2/src/decode.csl),
+    ``requests / b``; 'request' keeps each request whole on one rank
+    (``inference.kv_placement``)."""
+    if requests >= b or placement == "request":
+        return math.ceil(requests / b)
+    return requests / b
 
 
 def _check_tp_2d(experiment: ExperimentSpec) -> None:
@@ -636,7 +640,7 @@ def _stage_memory(
     assert inf is not None
     first, last = layers
     # requests whose cache one tile of a replica holds: its replica's, split over b ranks
-    requests = _cache_users(inf.batch // mapping.dp, serving.grid[1])
+    requests = _cache_users(inf.batch // mapping.dp, serving.grid[1], inf.kv_placement)
     total_tokens = inf.prompt_len + inf.output_len
     prefill = serving.prefill
     # Weight storage by parameters, each block in its own format (MLP and attention may

@@ -221,6 +221,22 @@ def test_per_chip_weights_and_cache_follow_the_2d_sharding():
     assert one_ring.inference.stages[0].kv_bytes_per_token == pytest.approx(4 * per_token)
 
 
+@pytest.mark.parametrize(("placement", "share"), [("sequence", 1 / B), ("request", 1.0)])
+def test_one_users_cache_split_by_sequence_or_kept_whole_on_its_group(placement, share):
+    """One user on the 8 x 4 layout, whose 4 ranks of the second axis split the users:
+    'sequence' spreads its cache over the 4 (each chip 1/4 of its tokens, WaferLLM's way),
+    'request' keeps it whole on one (tt-metal's Galaxy demo, a user on its device group):
+    per chip 2 x LAYERS x 1 KV head x HD x share x bytes per token."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    exp = _experiment(hw, users=1)
+    inference = dataclasses.replace(exp.workload.inference, kv_placement=placement)
+    exp = dataclasses.replace(exp, workload=dataclasses.replace(exp.workload, inference=inference))
+    plan = map_inference(exp, Chip.from_spec(hw))
+    assert plan.inference is not None
+    per_token = plan.inference.stages[0].kv_bytes_per_token
+    assert per_token == pytest.approx(2 * LAYERS * (KV // A) * HD * share * W)
+
+
 def test_dram_bound_decode_on_the_mesh_is_weight_bytes_over_bandwidth_plus_collectives():
     """With 1 MiB of SRAM per chip and one user per column (batch 4) the step is
     DRAM-bound: the same fraction f = 1 - SRAM / stored of every weight lives in DRAM, and

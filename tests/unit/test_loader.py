@@ -816,6 +816,18 @@ def test_the_down_projection_format_is_read_and_checked(tmp_path: Path) -> None:
         load_workload(path, ["inference.mlp_down_weight_dtype=bfp9"])
 
 
+def test_the_kv_placement_is_read_defaulted_and_checked(tmp_path: Path) -> None:
+    raw = copy.deepcopy(WORKLOAD)
+    raw["mode"] = "inference"
+    raw["inference"] = {"prompt_len": 8, "output_len": 2, "batch": 4}
+    path = _write(tmp_path, "w.yaml", raw)
+    assert load_workload(path)[0].inference.kv_placement == "sequence"  # type: ignore[union-attr]
+    spec, _ = load_workload(path, ["inference.kv_placement=request"])
+    assert spec.inference is not None and spec.inference.kv_placement == "request"
+    with pytest.raises(ConfigError, match=r"kv_placement: got 'requests'.*did you mean"):
+        load_workload(path, ["inference.kv_placement=requests"])
+
+
 def test_invalid_source_of_derived_default_is_reported_once(tmp_path: Path) -> None:
     raw = copy.deepcopy(WORKLOAD)
     raw["model"]["hidden_size"] = "512"

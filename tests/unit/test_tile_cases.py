@@ -303,6 +303,22 @@ def test_a_falcon_demo_row_is_dispatched_op_by_op_and_bound_by_the_host(code, op
     assert 1 / figures["tokens_per_s_per_user"] >= 32 * ops * 49.19e-6
 
 
+def test_a_galaxy_user_reads_its_whole_cache_on_its_device_group():
+    """The Galaxy demo keeps one user's cache on the 8 chips of its device group (its one KV
+    head each), so a step at 64K tokens of context reads, per chip, at least
+    80 layers x 2 x 128 x (65536 - 1024) more bfp8 bytes (1.0625 B) than at 1K, over the
+    chip's 267 GB/s: 5.26 ms more, where a cache split over the 4 groups added a quarter."""
+    steps = {}
+    for tokens in (1024, 65536):
+        case = copy.deepcopy(CASES["tt_galaxy_llama33_70b_isl64k_b1"])
+        case["scenario"]["prefill_len"] = tokens
+        case["measured"] = {"decode_ms_per_token": 1.0}
+        ((_, _, ms),) = predict(case)
+        steps[tokens] = ms * 1e-3
+    grown = 80 * 2 * 128 * (65536 - 1024) * 1.0625 / 267e9
+    assert steps[65536] - steps[1024] >= 0.99 * grown
+
+
 def test_a_model_row_carries_its_configs_assumptions_and_a_microbenchmark_does_not():
     """The Blackhole configs list what no Blackhole measurement gives (their assumptions:
     sections); a model row run on one is marked with them, a GEMM row (its fitted rates
