@@ -61,6 +61,7 @@ from palmsim.workload.builders import (
     model_flop_per_iteration,
     unmodelled_architecture,
 )
+from palmsim.workload.fp8 import FP8_SCALING
 
 __all__ = [
     "CASE_READERS",
@@ -712,10 +713,14 @@ def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
     if given is None:
         return DEFAULT_PRECISION, False
     text = str(given).lower()
+    if "nvfp4" in text:
+        # Transformer Engine's NVFP4BlockScaling, run under its quantized autocast as the
+        # fp8 recipes are (training.fp8_recipe: nvfp4, read by _fp8_recipe)
+        return "fp8", True
     if "fp4" in text or "float4" in text:
         raise NotRun(
-            f"training.precision {given!r}: 4-bit training (NVFP4/MXFP4 GEMMs, Transformer "
-            "Engine's NVFP4BlockScaling) is not modelled"
+            f"training.precision {given!r}: 4-bit training other than NVFP4 (MXFP4 GEMMs) is "
+            "not modelled"
         )
     if "fp8" in text or "float8" in text:
         return "fp8", True
@@ -724,6 +729,10 @@ def _precision(training: Mapping[str, Any]) -> tuple[str, bool]:
             return dtype, True
     raise NotRun(f"training.precision: got {given!r}; expected fp32, fp16, bf16 (mixed) or fp8")
 
+
+#: Config keys whose last part is a number format: an assumption on one is marked only on
+#: runs that compute in that format.
+_FORMAT_KEYS = ("tile.peak.", "tile.format_efficiency.")
 
 #: fp8 recipes as Megatron-Bridge's performance tables name them (``fp8-cs`` per-tensor current
 #: scaling, ``fp8-mx`` MXFP8, ``fp8-bs`` blockwise) and their palmsim recipes.
@@ -736,6 +745,7 @@ _FP8_RECIPE_NAMES: dict[str, str] = {
     "mxfp8": "mxfp8",
     "fp8-bs": "blockwise",
     "blockwise": "blockwise",
+    "nvfp4": "nvfp4",
 }
 
 
@@ -828,11 +838,13 @@ _CORE_DEFAULT = "not stated: on, as the Megatron-Core (NeMo, Megatron-Bridge) re
 #: (nemo/collections/llm/recipes/precision/mixed_precision.py, ``fp8_params=True``) and
 #: Megatron-Bridge's delayed, current-scaling and MXFP8 ones
 #: (src/megatron/bridge/training/mixed_precision.py, ``fp8_param_gather = True``; its
-#: blockwise recipe sets False) turn it on; Megatron-Core allows it only with the
+#: blockwise recipe sets False; its NVFP4 one, ``bf16_with_nvfp4_mixed``, sets
+#: ``fp4_param_gather = True``) turn it on; Megatron-Core allows it only with the
 #: distributed optimizer or FSDP.
 _FP8_PARAMS_WHY = (
     "not stated: on with the distributed optimizer, as NeMo's and Megatron-Bridge's fp8 "
-    "recipes set it (fp8_params / fp8_param_gather; off for blockwise scaling)"
+    "recipes set it (fp8_params / fp8_param_gather, fp4_param_gather for NVFP4; off for "
+    "blockwise scaling)"
 )
 
 #: Training systems a case may name (any text of its ``training`` or ``system``), with the
@@ -1321,10 +1333,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         hw_spec = load_hardware(hardware)
     except ConfigError as error:
         raise NotRun(f"its hardware config: {_one_line(error)}") from None
-    # the config's own assumptions (parameters no measurement of that hardware gives)
+    # the config's own assumptions (parameters no measurement of that hardware gives); one
+    # on a number format's peak or efficiency only where the run computes in that format
+    formats = {dtype, "bf16"} | ({FP8_SCALING[fp8_recipe[0]].gemm_dtype} if fp8_recipe else set())
     assumptions += [
         Assumption(f"hw.{key}", value if isinstance(value, str | int | float) else str(value), why)
         for key, value, why in hardware_assumptions(hardware)
+        if not key.startswith(_FORMAT_KEYS) or key.rsplit(".", 1)[1] in formats
     ]
     overrides: list[str] = []
     if hw_spec.cluster is not None and hw_spec.cluster.devices_per_node == NVL72_GPUS:

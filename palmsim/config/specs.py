@@ -24,6 +24,7 @@ __all__ = [
     "MEMORY_OP_KINDS",
     "MODES",
     "MOE_DISPATCHERS",
+    "NVFP4_BLOCK_ELEMENTS",
     "SERVING_ARRIVALS",
     "SERVING_LENGTHS",
     "SERVING_PREEMPTION_MODES",
@@ -65,9 +66,15 @@ __all__ = [
 #: bfloat4_b tile 512 + 64 = 576 B).
 BFP_BLOCK_ELEMENTS = 16
 
+#: Elements sharing one E4M3 scale in NVIDIA's NVFP4 (Transformer Engine's NVFP4 recipe:
+#: "each block of 16 consecutive elements shares a scaling factor", docs/features/
+#: low_precision_training/nvfp4/nvfp4.rst).
+NVFP4_BLOCK_ELEMENTS = 16
+
 #: Bytes per element of each numeric format palmsim knows. Block floating point counts the
 #: shared exponents: bfp8 = 1 B of sign+mantissa + 1/16 B of exponent = 1.0625 B; bfp4 =
-#: 0.5 + 1/16 = 0.5625 B.
+#: 0.5 + 1/16 = 0.5625 B; NVFP4 = a 4-bit E2M1 value + a 1-byte E4M3 scale per 16 elements =
+#: 0.5625 B (its per-tensor fp32 scale is not counted).
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4,
     "fp16": 2,
@@ -76,6 +83,7 @@ DTYPE_BYTES: dict[str, float] = {
     "int8": 1,
     "bfp8": 1 + 1 / BFP_BLOCK_ELEMENTS,
     "bfp4": 0.5 + 1 / BFP_BLOCK_ELEMENTS,
+    "nvfp4": 0.5 + 1 / NVFP4_BLOCK_ELEMENTS,
 }
 
 #: The dtype a training dtype stores its tensors in: fp8 training (Transformer Engine) keeps
@@ -120,10 +128,11 @@ RECOMPUTE_MODULES = (
 DEFAULT_RECOMPUTE_MODULES = ("core_attn",)
 
 #: Scaling recipes of fp8 training (``training.fp8_recipe``): Transformer Engine's
-#: DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling and Float8BlockScaling
-#: (transformer_engine/common/recipe/__init__.py); what each moves and keeps:
+#: DelayedScaling, Float8CurrentScaling, MXFP8BlockScaling, Float8BlockScaling and
+#: NVFP4BlockScaling (transformer_engine/common/recipe/__init__.py; TE runs all of them under
+#: the same quantized autocast, its 4-bit recipe too); what each moves and keeps:
 #: :data:`palmsim.workload.fp8.FP8_SCALING`.
-FP8_RECIPES = ("delayed", "current", "mxfp8", "blockwise")
+FP8_RECIPES = ("delayed", "current", "mxfp8", "blockwise", "nvfp4")
 
 #: Attention-core implementations (``training.attention_kernel``).
 ATTENTION_KERNELS = ("unfused", "fused")
@@ -768,8 +777,11 @@ class TrainingSpec:
         "DelayedScaling, Megatron-Core's default: scales from an amax history, updated per "
         "pass), 'current' (Float8CurrentScaling: each tensor's amax is taken just before "
         "its cast), 'mxfp8' (MXFP8BlockScaling, Blackwell: every 32 elements share an E8M0 "
-        "scale, row-wise and column-wise copies, no amax history) or 'blockwise' "
-        "(Float8BlockScaling: an fp32 scale per 1x128 block, per 128x128 block of a weight)",
+        "scale, row-wise and column-wise copies, no amax history), 'blockwise' "
+        "(Float8BlockScaling: an fp32 scale per 1x128 block, per 128x128 block of a weight) "
+        "or 'nvfp4' (NVFP4BlockScaling, Blackwell: 4-bit E2M1 GEMM operands, an E4M3 scale "
+        "per 16 elements, per 16x16 block of a weight, and a per-tensor fp32 scale from each "
+        "tensor's amax; its GEMMs run at the chip's tile.peak.nvfp4)",
         default="delayed",
     )
     fp8_param_gather: bool = _f(

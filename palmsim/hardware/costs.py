@@ -114,6 +114,7 @@ def op_pass_time_s(
     operand_bandwidth_bytes_per_s: float,
     part: str = "both",
     fp8_peak_flop_per_s: float = 0.0,
+    fp8_dtype: str = "fp8",
 ) -> tuple[float, float, float]:
     """One op's time on a tile for one pass (``F`` or ``B``), with two of its terms:
     ``(time_s, launch_s, flop_s)``, ``launch_s`` its fixed per-kernel time and ``flop_s`` its
@@ -133,18 +134,19 @@ def op_pass_time_s(
       the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
       pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it).
 
-    An fp8 op (:attr:`Op.fp8`) runs at ``fp8_peak_flop_per_s`` and the tile's fp8 efficiency.
+    An fp8 op (:attr:`Op.fp8`) runs at ``fp8_peak_flop_per_s`` and the tile's efficiency in
+    ``fp8_dtype``, the format its recipe's GEMMs take (fp8, or nvfp4 under NVFP4).
     """
     max_efficiency = tile.gemm.max_efficiency if tile.gemm is not None else 0.0
     if op.fp8:
         # A Transformer Engine fp8 GEMM (palmsim.workload.fp8): fprop, dgrad and wgrad at
-        # the fp8 peak and the fp8 efficiency (tile.format_efficiency.fp8).
+        # the recipe's peak and efficiency (tile.format_efficiency.fp8, .nvfp4).
         assert fp8_peak_flop_per_s > 0, f"fp8 op {op.name!r} costed without an fp8 peak"
         peak_flop_per_s = fp8_peak_flop_per_s
         if tile.gemm is not None:
-            max_efficiency = tile.gemm_max_efficiency_for("fp8")
+            max_efficiency = tile.gemm_max_efficiency_for(fp8_dtype)
         else:
-            tile = dataclasses.replace(tile, compute_efficiency=tile.efficiency_for("fp8"))
+            tile = dataclasses.replace(tile, compute_efficiency=tile.efficiency_for(fp8_dtype))
     if op.gemm_shape is not None and tile.gemm is not None:  # not _roofline_op
         g = tile.gemm
         batch, m, k, n = op.gemm_shape
@@ -241,6 +243,7 @@ def pass_cost(
     parts: Mapping[str, str] | None = None,
     fused_accumulation: bool = True,
     fp8_peak_flop_per_s: float = 0.0,
+    fp8_dtype: str = "fp8",
 ) -> PassCost:
     """Cost one pass of a run of ops on one tile: its ops' times plus its DRAM traffic.
 
@@ -253,7 +256,8 @@ def pass_cost(
     ``--gradient-accumulation-fusion`` does, or into a norm's kernel); otherwise they are
     left to :func:`accumulation_cost`.
 
-    ``fp8_peak_flop_per_s``: the peak of fp8 ops (fp8 training), 0 when there are none.
+    ``fp8_peak_flop_per_s``: the peak of fp8 ops (fp8 training), 0 when there are none;
+    ``fp8_dtype`` the format they run in.
     """
     compute_s = flop_total = sram_total = dram_read = dram_write = launch_s = flop_s = 0.0
     serial_s = 0.0
@@ -290,6 +294,7 @@ def pass_cost(
             operand_bandwidth_bytes_per_s,
             part,
             fp8_peak_flop_per_s,
+            fp8_dtype,
         )
         compute_s += time_s
         launch_s += op_launch_s

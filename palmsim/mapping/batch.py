@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ExperimentSpec
 from palmsim.errors import ConfigError, MappingError
+from palmsim.workload.fp8 import FP8_SCALING
 
 __all__ = ["Batch", "inference_batch", "training_batch"]
 
@@ -21,6 +22,7 @@ class Batch:
     dtype: str
     elem_bytes: float  # bytes of one activation element in ``dtype`` (fp8 training: bf16's)
     fp8_peak_flop_per_s: float = 0.0  # per tile: fp8 training's linear GEMMs; else 0
+    fp8_dtype: str = "fp8"  # the format those GEMMs run in (its recipe's; nvfp4 or fp8)
 
     @property
     def training_elem_bytes(self) -> int:
@@ -64,6 +66,7 @@ def training_batch(experiment: ExperimentSpec) -> Batch:
     )
     storage = TRAINING_STORAGE_DTYPE[training.dtype]
     fp8 = training.dtype == "fp8"
+    gemm_dtype = FP8_SCALING[training.fp8_recipe].gemm_dtype
     return Batch(
         num_microbatches=num_microbatches,
         samples_per_iteration=training.global_batch_size,
@@ -71,8 +74,9 @@ def training_batch(experiment: ExperimentSpec) -> Batch:
         peak_flop_per_s=_peak(experiment, storage, "workload's"),
         dtype=training.dtype,
         elem_bytes=DTYPE_BYTES[storage],
-        # a chip without an fp8 peak refuses the run, naming tile.peak.fp8
-        fp8_peak_flop_per_s=_peak(experiment, "fp8", "workload's") if fp8 else 0.0,
+        # a chip without the recipe's peak refuses the run, naming tile.peak.fp8 (or .nvfp4)
+        fp8_peak_flop_per_s=_peak(experiment, gemm_dtype, "workload's") if fp8 else 0.0,
+        fp8_dtype=gemm_dtype,
     )
 
 

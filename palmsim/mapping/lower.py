@@ -99,6 +99,7 @@ class Costing:
     operand_bandwidth_bytes_per_s: float
     fused_accumulation: bool = True
     fp8_peak_flop_per_s: float = 0.0  # fp8 training's linear GEMMs; 0 without fp8
+    fp8_dtype: str = "fp8"  # the format those GEMMs run in
 
     def cost(
         self, ops: Iterable[Op], phase: str, parts: Mapping[str, str] | None = None
@@ -115,6 +116,7 @@ class Costing:
             parts,
             fused_accumulation=self.fused_accumulation,
             fp8_peak_flop_per_s=self.fp8_peak_flop_per_s,
+            fp8_dtype=self.fp8_dtype,
         )
 
     def step(

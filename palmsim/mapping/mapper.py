@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, HardwareSpec, MappingSpec
+from palmsim.config.specs import ExperimentSpec, HardwareSpec, MappingSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement, gemm_operand_bandwidth_bytes_per_s
@@ -317,6 +317,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     everything_in_sram = Costing(
         hw.tile, batch.peak_flop_per_s, batch.training_elem_bytes, OperandPlacement(),
         gemm_operand_bandwidth_bytes_per_s(hw), fp8_peak_flop_per_s=batch.fp8_peak_flop_per_s,
+        fp8_dtype=batch.fp8_dtype,
     )  # fmt: skip
     # Place first: its tile-count check bounds pp before the layout builds pp schedules.
     # Context-parallel ranks are replicas too, cp-rank fastest (Megatron's tp-cp-dp order).
@@ -405,6 +406,7 @@ def _costing(
         gemm_operand_bandwidth_bytes_per_s(hw),
         fused_accumulation=mapping.grad_accumulation == "fused",
         fp8_peak_flop_per_s=batch.fp8_peak_flop_per_s,
+        fp8_dtype=batch.fp8_dtype,
     )
 
 
@@ -541,7 +543,11 @@ def _stage(
         # transposes the gathered weights for dgrad (post_all_gather_processing): read 1 B,
         # write the column-wise copy. MXFP8 weights are gathered in 16 bits through the
         # gradient buffer (reuse_grad_buf_for_mxfp8_param_ag) and re-cast as without it.
-        fp8 = DTYPE_BYTES["fp8"]
+        # NVFP4 weights (Megatron-Bridge's --fp4-param-gather) move their half-byte values
+        # and 16x16-block scales, and their 2-D scaling makes the transpose the column-wise
+        # copy as well.
+        scaling = FP8_SCALING[workload.training.fp8_recipe]
+        fp8 = scaling.element_bytes + scaling.weight_scale_bytes
         gathered["dense"] -= fp8_dense * (batch.elem_bytes - fp8)
         gathered["expert"] -= fp8_expert * (batch.elem_bytes - fp8)
         fp8_weights = (*fp8_weights[:2], fp8, fp8_weights[3] / 2)

@@ -60,6 +60,18 @@
   kernel, the block amaxes inside it: no amax history. Its all-gather gathers the column-wise
   copy too but leaves it interleaved by rank, so the backward reorders it (one more pass).
 
+- **NVFP4** (``fp8_recipe: nvfp4``, TE's ``NVFP4BlockScaling``, Blackwell; TE's
+  docs/features/low_precision_training/nvfp4/nvfp4.rst): the same linears' three GEMMs take
+  4-bit E2M1 operands (``x = x_e2m1 * s_block * s_global``) and run at the chip's NVFP4
+  tensor-core rate (``tile.peak.nvfp4``, :attr:`Fp8Scaling.gemm_dtype`). Activations and
+  gradients are scaled in 1x16 blocks, each with an E4M3 scale (1 B per 16 elements), row-wise
+  and column-wise copies cast separately; weights in 16x16 blocks ("2D scaling for weights",
+  so their two copies agree and one is the other's transpose). The per-tensor fp32 scale
+  comes from the tensor's global amax, an amax pass before each cast as current scaling's. The
+  wgrad GEMM's operands go through a 16-point random Hadamard transform and the gradients are
+  rounded stochastically; palmsim takes both inside the cast kernel (TE fuses them with the
+  column-wise quantization), so they cost no pass of their own.
+
 :data:`FP8_SCALING` holds what each recipe moves and keeps.
 """
 
@@ -69,7 +81,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES
+from palmsim.config.specs import DTYPE_BYTES, NVFP4_BLOCK_ELEMENTS
 from palmsim.workload.ops import Op, cast_cost, make_op
 
 __all__ = [
@@ -126,6 +138,10 @@ MXFP8_BLOCK_ELEMENTS = 32
 _E8M0_BYTES = 1
 #: Side of a blockwise-scaling block (``Float8BlockQuantizer.block_len``): 1x128, 128x128.
 FP8_BLOCK_LEN = 128
+#: Bytes of one NVFP4 block scale: E4M3, one byte.
+_E4M3_BYTES = 1
+#: Bytes of one E2M1 value: 4 bits.
+_E2M1_BYTES = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +161,19 @@ class Fp8Scaling:
     reorder_gathered: bool
     #: an amax history per tensor, updated after each pass (delayed scaling)
     amax_history: bool
+    #: bytes of one quantized value (1 for fp8, 0.5 for a 4-bit E2M1 one)
+    element_bytes: float = DTYPE_BYTES["fp8"]
+    #: the tensor-core format its GEMMs run in: the ``tile.peak`` and
+    #: ``tile.format_efficiency`` entry they take
+    gemm_dtype: str = "fp8"
 
 
 #: Each ``training.fp8_recipe`` (:data:`palmsim.config.specs.FP8_RECIPES`): delayed and
 #: current scaling keep one fp32 scale per tensor; MXFP8 one E8M0 byte per 32 elements of
 #: each copy, weights included; blockwise an fp32 scale per 1x128 block of an activation or
-#: gradient copy and per 128x128 block of a weight copy (the module docstring cites them).
+#: gradient copy and per 128x128 block of a weight copy; NVFP4 half-byte values with an E4M3
+#: byte per 1x16 block of an activation or gradient copy and per 16x16 block of a weight copy
+#: (the module docstring cites them).
 FP8_SCALING: dict[str, Fp8Scaling] = {
     "delayed": Fp8Scaling(0.0, 0.0, False, False, False, amax_history=True),
     "current": Fp8Scaling(0.0, 0.0, True, False, False, amax_history=False),
@@ -169,6 +192,16 @@ FP8_SCALING: dict[str, Fp8Scaling] = {
         columnwise_gather=True,
         reorder_gathered=True,
         amax_history=False,
+    ),
+    "nvfp4": Fp8Scaling(
+        _E4M3_BYTES / NVFP4_BLOCK_ELEMENTS,
+        _E4M3_BYTES / NVFP4_BLOCK_ELEMENTS**2,
+        amax_pass=True,
+        columnwise_gather=True,
+        reorder_gathered=False,
+        amax_history=False,
+        element_bytes=_E2M1_BYTES,
+        gemm_dtype="nvfp4",
     ),
 }
 
@@ -203,8 +236,8 @@ def fp8_block_ops(
     the tile's ``1/t`` share, before the all-gather, and transposed after the backward's
     all-gather (:func:`palmsim.workload.ops.cast_cost` with ``gathered_elements``).
     """
-    fp8_bytes = DTYPE_BYTES["fp8"]
     scaling = FP8_SCALING[recipe]
+    fp8_bytes = scaling.element_bytes
     out: list[Op] = []
     for op in ops:
         if op.name not in FP8_LINEARS or op.gemm_shape is None:
@@ -246,10 +279,11 @@ def fp8_params(ops: Sequence[Op]) -> float:
 
 def fp8_weight_copy_bytes(recipe: str) -> float:
     """Bytes per parameter of TE's fp8 copies of a weight under ``recipe``: the row-wise copy
-    for fprop and the column-wise (transposed) one for dgrad, each one fp8 byte plus its
-    share of the scales (2 B per parameter with per-tensor scales, 2·(1 + 1/32) with
-    MXFP8's, 2·(1 + 4/128²) with blockwise scaling's)."""
-    return 2.0 * (DTYPE_BYTES["fp8"] + FP8_SCALING[recipe].weight_scale_bytes)
+    for fprop and the column-wise (transposed) one for dgrad, each one quantized value plus
+    its share of the scales (2 B per parameter with per-tensor scales, 2·(1 + 1/32) with
+    MXFP8's, 2·(1 + 4/128²) with blockwise scaling's, 2·(0.5 + 1/16²) with NVFP4's)."""
+    scaling = FP8_SCALING[recipe]
+    return 2.0 * (scaling.element_bytes + scaling.weight_scale_bytes)
 
 
 def fp8_weight_cache_bytes(params: float, recipe: str) -> float:

@@ -183,6 +183,51 @@ def test_blockwise_under_sequence_parallelism_reorders_the_gathered_copy() -> No
     assert (cast.kernels_fwd, cast.kernels_bwd) == (1, 2)
 
 
+# ------------------------------------------------------------------------------ NVFP4
+
+NV_COPY = 0.5 + 1 / 16  # one E2M1 value (4 bits) plus an E4M3 scale byte per 16 elements
+
+
+def test_nvfp4_cast_bytes_per_element() -> None:
+    """NVFP4 (TE's NVFP4BlockScaling): each copy of an element is a half-byte value plus its
+    share of a 1-byte scale per 16; the global amax is taken first, as current scaling's:
+    read 2 B for the amax, 2 B for the cast, write the row-wise and column-wise copies, in 3
+    kernels; the linear keeps its column-wise NVFP4 input for wgrad."""
+    m, k, n, e = 4096.0, 4096.0, 14336.0, 2
+    (cast, gemm) = fp8_block_ops([_linear(m, k, n)], dtype_bytes=e, recipe="nvfp4")
+    assert cast.bytes_fwd == pytest.approx((2 + 2 + 2 * NV_COPY) * m * k, rel=1e-12)
+    assert cast.bytes_bwd == pytest.approx((2 + 2 + 2 * NV_COPY) * m * n, rel=1e-12)
+    assert (cast.kernels_fwd, cast.kernels_bwd) == (3, 3)
+    assert gemm.fp8
+    assert gemm.saved_bytes == pytest.approx(_linear(m, k, n).saved_bytes * NV_COPY / e)
+
+
+def test_nvfp4_weight_copies_are_half_bytes_with_a_scale_per_16x16_block() -> None:
+    """A weight's two NVFP4 copies (row-wise, column-wise), each 0.5 B a value plus one E4M3
+    byte per 16x16 block: 2 x (0.5 + 1/256) B per parameter."""
+    assert fp8_weight_copy_bytes("nvfp4") == pytest.approx(2 * (0.5 + 1 / 256))
+
+
+def test_b200_nvfp4_gemm_time_at_its_nvfp4_peak_times_efficiency() -> None:
+    """An NVFP4 GEMM on the B200 runs at the table's nvfp4 peak, 10000 TFLOP/s, times the fp8
+    matmuls' fraction of peak (3432.5 / 4500, the config's marked assumption): on 148 whole
+    waves of 128 x 128 tiles, the launch latency plus FLOP / that rate."""
+    hw = load_hardware(ROOT / "hw_configs" / "dgx-b200.yaml")
+    tile = hw.tile
+    m = n = 128 * 148
+    k = 16384
+    flop = 2.0 * m * k * n
+    nvfp4_peak = 10000e12
+    assert tile.peak_for("nvfp4") == nvfp4_peak
+    op = dataclasses.replace(_linear(m, k, n), fp8=True)
+    _, launch_s, flop_s = op_pass_time_s(
+        op, "F", flop, 0.0, 0.0, tile, B200_BF16_PEAK, gemm_operand_bandwidth_bytes_per_s(hw),
+        fp8_peak_flop_per_s=nvfp4_peak, fp8_dtype="nvfp4",
+    )  # fmt: skip
+    assert launch_s == pytest.approx(28.9e-6)
+    assert flop_s == pytest.approx(flop / (nvfp4_peak * 3432.5 / 4500), rel=1e-3)
+
+
 # ------------------------------------------------------------------------------ the B200
 
 

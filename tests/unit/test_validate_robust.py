@@ -491,12 +491,22 @@ def test_cpu_offloading_is_not_run_rather_than_run_without_it() -> None:
         assert read_training_run(_case(training=training), "x.yaml") is not None
 
 
-def test_four_bit_training_is_not_run_with_its_reason() -> None:
-    """Megatron-Bridge's NVFP4 presets (GB300, GB200, B200) train with 4-bit GEMMs, which
-    palmsim does not model: the row is listed as not run, saying so."""
-    for precision in ("nvfp4", "NVFP4", "mxfp4"):
-        with pytest.raises(NotRun, match=r"4-bit training .*not modelled"):
-            read_training_run(_case(training={"precision": precision}), "x.yaml")
+def test_nvfp4_training_runs_its_recipe_and_other_four_bit_training_is_named() -> None:
+    """Megatron-Bridge's NVFP4 presets (GB300, GB200, B200) run Transformer Engine's
+    NVFP4BlockScaling: the row runs with training.fp8_recipe nvfp4 and is marked with its
+    config's NVFP4 assumptions, which a bf16 row on the same config is not; MXFP4 (4-bit
+    GEMMs of another recipe) is listed as not run, saying so."""
+    for precision in ("nvfp4", "NVFP4"):
+        run = read_training_run(
+            _case(system={"gpu": "GB300"}, training={"precision": precision}), "x.yaml"
+        )
+        assert run is not None and "training.fp8_recipe=nvfp4" in run.overrides
+        assert "hw.tile.format_efficiency.nvfp4" in {a.key for a in run.assumptions}
+    bf16 = read_training_run(_case(system={"gpu": "GB300"}, training={"precision": "bf16"}), "x")
+    assert bf16 is not None
+    assert not any("nvfp4" in a.key for a in bf16.assumptions)
+    with pytest.raises(NotRun, match=r"4-bit training other than NVFP4 .*not modelled"):
+        read_training_run(_case(training={"precision": "mxfp4"}), "x.yaml")
 
 
 def test_a_vision_language_model_is_not_run_as_its_text_model() -> None:
