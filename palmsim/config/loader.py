@@ -1179,6 +1179,7 @@ _LLAMA_FAMILY = (
     "qwen3",
     "qwen3_moe",
     "deepseek_v3",
+    "kimi_k2",  # Moonshot's Kimi K2: the DeepSeek-V3 architecture (DeepseekV3ForCausalLM)
     "gpt_oss",
 )
 #: Hugging Face model types that are encoders (bidirectional attention).

@@ -72,6 +72,27 @@ def test_deepseek_v3_parameters_671b_total_37b_active():
     assert active == pytest.approx(37e9, rel=0.02)  # 37.55 B: the report rounds to 37 B
 
 
+def test_kimi_k2_parameters_by_hand():
+    """Kimi K2 (moonshotai/Kimi-K2-Instruct config.json): DeepSeek-V3's layout with 64 heads,
+    384 routed experts, 1 dense layer and a 163840-token vocabulary. By hand: 1026.4 B total
+    and 32.9 B active; the report gives 1.04 T and 32.6 B (Kimi Team 2025, arXiv:2507.20534,
+    Table 2), counted with conventions it does not state, so its figures are met to 2%."""
+    m = _model("kimi-k2")
+    heads, vocab, layers, dense, experts, k, fe, f = 64, 163840, 61, 1, 384, 8, 2048, 18432
+    mla = (
+        H * R_Q + R_Q * heads * D_QK + H * (R_KV + D_ROPE) + R_KV * heads * (D_NOPE + D_V)
+    ) + heads * D_V * H
+    attn = mla + R_Q + R_KV + H  # + q_norm, kv_norm, the input RMSNorm
+    dense_layer = attn + H + 3 * H * f
+    moe_layer = attn + H + H * experts + experts * 3 * H * fe + 3 * H * fe  # router, 1 shared
+    total = dense * dense_layer + (layers - dense) * moe_layer + 2 * vocab * H + H
+    assert num_parameters(m) == total
+    assert total == pytest.approx(1.04e12, rel=0.02)
+    active = total - (layers - dense) * (experts - k) * 3 * H * fe
+    assert num_active_parameters(m) == active
+    assert active == pytest.approx(32.6e9, rel=0.02)
+
+
 @pytest.mark.parametrize("kernel", ["unfused", "fused"])
 def test_mla_flop_per_token_per_layer(kernel):
     """Forward model FLOP of one MLA layer's attention block, per token at sequence s:
