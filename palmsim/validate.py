@@ -826,6 +826,43 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
     return 0, (assumed if dp > 1 else None)
 
 
+#: Spellings of ``training.optimizer``: palmsim's optimizer, and whether it is Megatron-Core's
+#: layer-wise distributed optimizer (Megatron-Bridge's ``dist_muon``: Muon on whole matrices,
+#: each data-parallel rank updating its share, megatron/core/optimizer/layer_wise_optimizer.py),
+#: which palmsim runs as ZeRO-1 with all-reduced gradients (palmsim.workload.muon).
+_OPTIMIZERS = {
+    "adam": ("adam", False),
+    "adamw": ("adam", False),
+    "fused_adam": ("adam", False),
+    "distributed_fused_adam": ("adam", False),
+    "sgd": ("sgd", False),
+    "muon": ("muon", False),
+    "dist_muon": ("muon", True),
+}
+
+
+def _optimizer(training: Mapping[str, Any]) -> tuple[str, bool]:
+    """``training.optimizer``, the first optimizer its text names (unstated: Adam, what the
+    runs of this format train with): ``(palmsim's optimizer, layer-wise distributed)``.
+
+    Raises:
+        NotRun: an optimizer palmsim does not model.
+    """
+    given = training.get("optimizer")
+    if given is None:
+        return "adam", False
+    # the optimizer the text names first ("Adam (mixed precision)", "dist_muon")
+    words = re.findall(r"[a-z0-9_]+", str(given).lower())
+    name = next((w for w in words if w in _OPTIMIZERS), words[0] if words else "")
+    if name not in _OPTIMIZERS:
+        close = difflib.get_close_matches(name, list(_OPTIMIZERS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise NotRun(
+            f"training.optimizer: got {given!r}; expected one of {', '.join(_OPTIMIZERS)}{hint}"
+        )
+    return _OPTIMIZERS[name]
+
+
 #: Why a fused-attention (Megatron-Core / Transformer Engine) case that leaves sequence
 #: parallelism, the distributed optimizer or the pipeline's send overlap unstated has them on:
 #: NeMo's and Megatron-Bridge's training recipes set ``sequence_parallel`` with TP > 1 and
@@ -1403,7 +1440,10 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             sequence_parallel = core
             why = _CORE_DEFAULT if core else "not stated"
             assumptions.append(Assumption("training.sequence_parallel", core, why))
-    zero, zero_assumed = _zero(training, dp * cp)
+    optimizer, layer_wise = _optimizer(training)
+    if optimizer != "adam":
+        overrides.append(f"training.optimizer={optimizer}")
+    zero, zero_assumed = (1, None) if layer_wise else _zero(training, dp * cp)
     if zero_assumed is not None and core:
         zero, zero_assumed = 1, None
         assumptions.append(

@@ -1231,7 +1231,7 @@ def _training_schema(set_hint: bool) -> Schema:
         "seq_len": _int_rule(hint=hint("seq_len")),
         "global_batch_size": _int_rule(hint=hint("global_batch_size")),
         "dtype": _choice_rule(("fp32", "fp16", "bf16", "fp8")),
-        "optimizer": _choice_rule(("adam", "sgd")),
+        "optimizer": _choice_rule(("adam", "sgd", "muon")),
         "fp8_recipe": _choice_rule(FP8_RECIPES),
         "fp8_param_gather": _bool_rule(),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),

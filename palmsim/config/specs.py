@@ -764,7 +764,13 @@ class TrainingSpec:
         "bf16; palmsim.workload.fp8)",
         default="bf16",
     )
-    optimizer: str = _f("'adam' (mixed-precision, 16 B/param of state) or 'sgd'", default="adam")
+    optimizer: str = _f(
+        "'adam' (mixed-precision, 16 B/param of state), 'sgd', or 'muon' (one momentum buffer, "
+        "each linear weight's update orthogonalised by 5 Newton-Schulz steps of GEMMs, "
+        "palmsim.workload.muon; with ZeRO-1 Megatron-Core's layer-wise distributed optimizer: "
+        "gradients all-reduced, each replica updating its share of whole matrices)",
+        default="adam",
+    )
     attention_kernel: str = _f(
         "the attention core: 'unfused' (Megatron-LM's QKᵀ, softmax, dropout and attention "
         "over V as separate kernels, keeping the a·s² scores) or 'fused' (FlashAttention-2's "

@@ -481,24 +481,30 @@ def optimizer_step(
     elem: int,
     state_bytes_per_param: int,
     fp8_weights: tuple[float, int, float, float] = (0.0, 0, 0.0, 0.0),
+    orthogonalize: tuple[Op, ...] = (),
 ) -> ComputeStep:
     """The optimizer step of the tile's parameter shard
     (:func:`palmsim.hardware.costs.optimizer_step_cost`), plus, in fp8 training, the cast of
     the updated weights to fp8, ``fp8_weights = (parameters, tensors, bytes read and bytes
     written per parameter)`` of the tile's fp8 GEMMs
-    (:func:`palmsim.hardware.costs.fp8_weight_cast_cost`)."""
+    (:func:`palmsim.hardware.costs.fp8_weight_cast_cost`), plus Muon's Newton-Schulz
+    products ``orthogonalize`` (:func:`palmsim.workload.muon.newton_schulz_ops`), GEMMs at
+    the tile's 16-bit rate."""
     cost = optimizer_step_cost(
         shard_params, elem, state_bytes_per_param, costing.tile, costing.peak_flop_per_s,
         costing.where,
     )  # fmt: skip
+    if orthogonalize:
+        cost = cost + costing.cost(orthogonalize, "F")
     params, tensors, read_bytes, copy_bytes = fp8_weights
     if params > 0:
         cost = cost + fp8_weight_cast_cost(
             params, tensors, read_bytes, copy_bytes, costing.tile, costing.where
         )
     return ComputeStep(
-        "optimizer", cost.time_s, 0.0, cost.sram_bytes, cost.dram_read_bytes,
-        cost.dram_write_bytes, launch_latency_s=cost.launch_latency_s, op="optimizer",
+        "optimizer", cost.time_s, cost.flop, cost.sram_bytes, cost.dram_read_bytes,
+        cost.dram_write_bytes, launch_latency_s=cost.launch_latency_s,
+        flop_time_s=cost.flop_time_s, serial_latency_s=cost.serial_latency_s, op="optimizer",
     )  # fmt: skip
 
 

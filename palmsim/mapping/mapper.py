@@ -30,6 +30,7 @@ from palmsim.mapping.batch import Batch, training_batch
 from palmsim.mapping.communicators import communicators
 from palmsim.mapping.context import cp_attention, cp_recompute, kv_chunk_bytes
 from palmsim.mapping.experts import (
+    EXPERT_OPS,
     check_ep,
     dispatch_dedup,
     ep_alltoall,
@@ -90,6 +91,8 @@ from palmsim.workload.fp8 import (
     fp8_weight_cache_bytes,
     fp8_weight_copy_bytes,
 )
+from palmsim.workload.muon import muon_matrices, newton_schulz_ops
+from palmsim.workload.ops import Op
 from palmsim.workload.recompute import kept_bytes, module_ops, recomputed_ops
 
 __all__ = ["StageLayout", "map_workload", "stage_layout"]
@@ -551,7 +554,28 @@ def _stage(
         gathered["dense"] -= fp8_dense * (batch.elem_bytes - fp8)
         gathered["expert"] -= fp8_expert * (batch.elem_bytes - fp8)
         fp8_weights = (*fp8_weights[:2], fp8, fp8_weights[3] / 2)
-    optimizer = optimizer_step(costing, shard, batch.training_elem_bytes, state, fp8_weights)
+    orthogonalize: tuple[Op, ...] = ()
+    if workload.training.optimizer == "muon":
+        if zero >= 2:
+            raise MappingError(
+                f"training.optimizer=muon with mapping.zero={zero}: Muon orthogonalises whole "
+                "matrices, and ZeRO-2/3 shard gradients element by element; use zero 1 "
+                "(Megatron-Core's layer-wise distributed optimizer) or 0"
+            )
+        # every replica orthogonalises its matrices; with ZeRO-1, Megatron-Core's layer-wise
+        # distributed optimizer (megatron/core/optimizer/layer_wise_optimizer.py) gives each
+        # its share of whole matrices, the dense over the DP group, the experts over the EDP
+        layers = [b for u in all_units if u.is_layer for b in u.blocks]
+        share = {True: 1 / edp, False: 1 / dp} if zero >= 1 else {True: 1.0, False: 1.0}
+        orthogonalize = newton_schulz_ops(
+            (rows, cols, count * share[op.name in EXPERT_OPS])
+            for b in layers
+            for op in b.ops
+            for rows, cols, count in muon_matrices((op,))
+        )
+    optimizer = optimizer_step(
+        costing, shard, batch.training_elem_bytes, state, fp8_weights, orthogonalize
+    )
     send_blocks, grad_reduce = engine_policy(mapping, zero=zero)
     steps, chunks = layout.orders[s]
     programs = {}
@@ -691,8 +715,12 @@ def _lower_chunk(
             backward.extend(ep_alltoall(b.alltoall_bwd_bytes, unit, b.name, ep=ep))
             backward.extend(grad_accumulation(costing, unit, b, mapping.grad_accumulation))
         dense, expert = split_params(unit.blocks)
-        backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=zero))
-        backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=zero))
+        # Muon's layer-wise distributed optimizer all-reduces the gradients: each replica
+        # needs whole matrices, not an element-wise shard (palmsim.workload.muon)
+        muon = experiment.workload.training.optimizer == "muon"
+        reduce_zero = 0 if muon and zero == 1 else zero
+        backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=reduce_zero))
+        backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=reduce_zero))
     flush("B")
     training = experiment.workload.training
     if training.dtype == "fp8" and FP8_SCALING[training.fp8_recipe].amax_history:

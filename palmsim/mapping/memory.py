@@ -58,10 +58,13 @@ class TileMemory:
 def optimizer_state_bytes_per_param(optimizer: str, dtype: str) -> int:
     """Optimizer state per parameter (ZeRO, Rajbhandari et al. SC20, Sec. 3.1).
 
-    Mixed precision (16-bit dtype) keeps an fp32 master copy (4 B) beside the state.
+    Mixed precision (16-bit dtype) keeps an fp32 master copy (4 B) beside the state. Muon
+    keeps one fp32 momentum buffer (:mod:`palmsim.workload.muon`); the embedding, head and
+    norms it leaves to Adam, whose second moment (4 B of theirs) is not counted.
     """
     mixed = DTYPE_BYTES[dtype] < 4
-    moments = {"adam": 8, "sgd": 4}[optimizer]  # Adam: momentum + variance; SGD: momentum
+    # Adam: momentum + variance; SGD and Muon: momentum
+    moments = {"adam": 8, "sgd": 4, "muon": 4}[optimizer]
     return moments + (4 if mixed else 0)
 
 

@@ -750,7 +750,12 @@ def test_unknown_key_in_our_yaml_is_an_error(tmp_path: Path) -> None:
             "int8",
             r"training\.dtype: got 'int8'; expected one of 'fp32', 'fp16', 'bf16', 'fp8'",
         ),
-        ("training", "optimizer", "adamw", r"one of 'adam', 'sgd' \(did you mean 'adam'\?\)"),
+        (
+            "training",
+            "optimizer",
+            "adamw",
+            r"one of 'adam', 'sgd', 'muon' \(did you mean 'adam'\?\)",
+        ),
         ("model", "hidden_act", "tanh", r"model\.hidden_act: got 'tanh'; expected one of 'gelu'"),
         ("model", "norm", "batchnorm", r"one of 'layernorm', 'rmsnorm'"),
         ("model", "position_embedding", "alibi", r"one of 'learned', 'rope'"),
