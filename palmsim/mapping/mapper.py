@@ -379,6 +379,12 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     )
 
 
+def _experts_on_dp(mapping: MappingSpec) -> bool:
+    """The routed experts' EDP group is the DP group itself (no expert parallelism, expert
+    TP = TP), so their gradients and gathers share the dense parameters' collectives."""
+    return mapping.ep == 1 and mapping.expert_tp in (None, mapping.tp)
+
+
 def _edp(mapping: MappingSpec) -> int:
     """The expert-data-parallel size ``tp·dp·cp/(etp·ep)`` (:mod:`palmsim.mapping.folding`)."""
     etp = mapping.tp if mapping.expert_tp is None else mapping.expert_tp
@@ -538,6 +544,8 @@ def _stage(
         fp8_weight_copy_bytes(workload.training.fp8_recipe),
     )
     gathered = {"dense": dense * batch.elem_bytes, "expert": expert * batch.elem_bytes}
+    if _experts_on_dp(mapping):  # the experts' EDP group is the DP group: one all-gather
+        gathered = {"dense": gathered["dense"] + gathered["expert"], "expert": 0.0}
     if workload.training.fp8_param_gather and workload.training.fp8_recipe != "mxfp8":
         # Megatron-Core --fp8-param-gather: the distributed optimizer casts its shard of the
         # fp8 weights and the replicas all-gather their fp8 data, 1 B per weight
@@ -719,6 +727,8 @@ def _lower_chunk(
         # needs whole matrices, not an element-wise shard (palmsim.workload.muon)
         muon = experiment.workload.training.optimizer == "muon"
         reduce_zero = 0 if muon and zero == 1 else zero
+        if _experts_on_dp(mapping):  # their EDP group is the DP group: one bucket
+            dense, expert = dense + expert, 0.0
         backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=reduce_zero))
         backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=reduce_zero))
     flush("B")

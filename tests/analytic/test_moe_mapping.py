@@ -147,6 +147,21 @@ def test_expert_gradients_reduce_over_the_edp_group():
     assert plan.groups(5, 0, 0)[GroupKind.EP] == (4, 5, 6, 7)
 
 
+def test_without_expert_parallelism_the_experts_reduce_with_the_dense_bucket():
+    """ep = 1 with expert TP = TP: the experts' EDP group is the DP group, so their gradients
+    ride each layer's DP bucket (one per layer, all its parameters) and the run simulates;
+    palmsim used to emit an EDP bucket with no EDP communicator and fail."""
+    exp = _moe_experiment(tp=2, dp=4, micro_batch_size=1)
+    chip = Chip.from_spec(exp.hardware)
+    plan = map_workload(exp, chip)
+    (program,) = plan.programs
+    buckets = [s for s in program.backward if isinstance(s, GradBucketReady) and s.layer == 0]
+    assert [b.group for b in buckets] == [GroupKind.DP]
+    layer0 = [u for u in program.forward if u.layer == 0]
+    assert layer0  # the layer is lowered
+    assert Simulator(chip, plan).run().end_time_s > 0
+
+
 def test_same_seed_same_run_different_seed_different_routing():
     def run(seed):
         exp = dataclasses.replace(
