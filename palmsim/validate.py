@@ -114,6 +114,7 @@ _BASE_WORKLOAD = {
     "gpt-oss": "workloads/gpt-oss-120b.yaml",
     "deepseek": "workloads/deepseek-v3.yaml",
     "nemotron": "workloads/nemotron4-15b.yaml",
+    "nemotron-h": "workloads/nemotron-3-nano.yaml",
 }
 #: Names in ``model.arch`` / ``model.name`` of the Llama family's layer (pre-RMSNorm, RoPE,
 #: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
@@ -135,6 +136,11 @@ _FAMILY_OF_NAME = (
     # Kimi K2 (Moonshot AI, arXiv:2507.20534): DeepSeek-V3's layer (MLA, fine-grained routed
     # experts with a shared one) at other counts, which the case gives
     ("kimi", "deepseek"),
+    # NVIDIA's hybrid Nemotron-H layout (Mamba-2, attention and MLP or MoE layers in the
+    # order of its hybrid_override_pattern): Nemotron 3 Nano's config.json is the base, a
+    # case's model.hf_config another model's
+    ("nemotron 3 nano", "nemotron-h"),
+    ("nemotron-h", "nemotron-h"),
     ("nemotron", "nemotron"),
     ("gpt", "gpt"),
     # Megatron-Turing NLG 530B (Smith et al. 2022, arXiv:2201.11990): Megatron's GPT layer
@@ -161,6 +167,8 @@ _MOE_KEYS = {
 #: ``--ffn-hidden-size`` defaults to 4 * hidden_size) and Nemotron-4's (15B: 24576 = 4·6144,
 #: arXiv:2402.16819; 340B: 73728 = 4·18432, arXiv:2406.11704). A gated (SwiGLU) MLP has none.
 _FFN_PER_HIDDEN = {"gpt": 4, "nemotron": 4}
+#: Families whose MLP width, unstated, is their base workload's (a hybrid's few MLP layers).
+_FFN_FROM_BASE = ("nemotron-h",)
 
 #: Documented defaults of settings a case may leave unstated (README, "Validation").
 DEFAULT_MICRO_BATCH = 1
@@ -1294,7 +1302,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     layers = _required(model, "layers", "model.layers")
     seq_len = _required(model, "seq_len", "model.seq_len")
     ffn = _int(model, "ffn", "model.ffn")
-    if ffn is None:
+    if ffn is None and arch not in _FFN_FROM_BASE:
         if arch not in _FFN_PER_HIDDEN:
             raise NotRun(
                 f"model.ffn: missing or null; a {arch} model has no default FFN size (its "

@@ -429,6 +429,25 @@ def _layer_types_rule() -> Rule:
     return Rule(parse, expected)
 
 
+#: Layer kinds of ``model.hybrid_override_pattern`` (Megatron-Core's hybrid layer symbols):
+#: Mamba-2, attention, MLP, mixture of experts.
+HYBRID_LAYER_KINDS = "M*-E"
+
+
+def _hybrid_pattern_rule() -> Rule:
+    """A string of :data:`HYBRID_LAYER_KINDS`, one per layer, or null."""
+    expected = "a string of 'M', '*', '-' and 'E', one per layer, or null"
+
+    def parse(value: Any, where: str, key: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or set(value) - set(HYBRID_LAYER_KINDS):
+            raise _InvalidValueError(expected)
+        return value
+
+    return Rule(parse, expected)
+
+
 def _mapping_rule(required: bool = True) -> Rule:
     """A free-form mapping (or nothing), validated elsewhere; returned as a copy."""
 
@@ -1143,6 +1162,12 @@ _HF_ALIASES = {
     "num_local_experts": "num_experts",  # Mixtral
     "n_routed_experts": "num_experts",  # DeepSeek-V2/V3
     "n_shared_experts": "num_shared_experts",  # DeepSeek-V2/V3
+    # Nemotron-H's Mamba-2 mixer (HF NemotronHConfig)
+    "ssm_state_size": "mamba_state_size",
+    "n_groups": "mamba_num_groups",
+    "conv_kernel": "mamba_conv_kernel",
+    "chunk_size": "mamba_chunk_size",
+    "mlp_hidden_act": "hidden_act",
 }
 
 #: Fields whose default is derived from another field (filled by :func:`normalise_workload`).
@@ -1169,6 +1194,12 @@ _SINK_FAMILY = ("gpt_oss",)
 #: ``NemotronConfig``; Parmar et al. 2024, arXiv:2402.16819, Sec. 2). Its partial rotary
 #: factor (RoPE on half of each head) is not modelled: the rotation is a small elementwise op.
 _NEMOTRON_FAMILY = ("nemotron",)
+
+#: Hugging Face model types of NVIDIA's hybrid Nemotron-H (Nemotron-H, Nemotron 3 Nano):
+#: Mamba-2, attention and MLP or MoE layers in the order of ``hybrid_override_pattern``;
+#: RMSNorm; no position embedding, the Mamba layers carrying position (Nemotron-H report,
+#: arXiv:2504.03624, Sec. 2.1); no biases.
+_NEMOTRON_H_FAMILY = ("nemotron_h",)
 
 #: Hugging Face model types of the Llama family: RMSNorm, RoPE, no biases.
 _LLAMA_FAMILY = (
@@ -1200,7 +1231,7 @@ def _model_schema() -> Schema:
         "max_position_embeddings": _int_rule(),
         "hidden_act": _choice_rule(("gelu", "silu"), accepted=tuple(_ACT_ALIASES)),
         "norm": _choice_rule(("layernorm", "rmsnorm")),
-        "position_embedding": _choice_rule(("learned", "rope")),
+        "position_embedding": _choice_rule(("learned", "rope", "none")),
         "use_bias": _bool_rule(),
         "tie_word_embeddings": _bool_rule(),
         "attention_dropout": dropout,
@@ -1220,6 +1251,13 @@ def _model_schema() -> Schema:
         "sliding_window": _nullable_int_rule(hint=" (null: no sliding-window attention)"),
         "layer_types": _layer_types_rule(),
         "attention_sinks": _bool_rule(),
+        "hybrid_override_pattern": _hybrid_pattern_rule(),
+        "mamba_num_heads": _int_rule(minimum=0),
+        "mamba_head_dim": _int_rule(minimum=0),
+        "mamba_state_size": _int_rule(minimum=0),
+        "mamba_num_groups": _int_rule(),
+        "mamba_conv_kernel": _int_rule(),
+        "mamba_chunk_size": _int_rule(),
     }
 
 
@@ -1476,6 +1514,13 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.setdefault("norm", "layernorm")
         model.setdefault("position_embedding", "rope")
         model.setdefault("use_bias", False)
+    if model_type in _NEMOTRON_H_FAMILY:
+        # RMSNorm, whose eps its config names layer_norm_epsilon
+        if "norm" not in hf:
+            model["norm"] = "rmsnorm"
+        model.setdefault("position_embedding", "none")
+        model.setdefault("use_bias", False)
+        problems += _nemotron_h_shared_expert(hf, model, where)
     if model_type in _ENCODER_FAMILY:
         model.setdefault("causal", False)
     if model_type in _SINK_FAMILY:
@@ -1485,6 +1530,29 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.pop("layer_types", None)
     problems += _unmodelled_moe_layouts(hf, where)
     return model, problems
+
+
+def _nemotron_h_shared_expert(
+    hf: Mapping[str, Any], model: dict[str, Any], where: str
+) -> list[ConfigProblem]:
+    """Nemotron-H's shared expert, ``moe_shared_expert_intermediate_size`` wide, as
+    ``num_shared_experts`` experts of the routed width (the same FLOP, parameters and
+    bytes: a non-gated expert's fc1 and fc2 split along the inner width)."""
+    shared, routed = hf.get("moe_shared_expert_intermediate_size"), hf.get("moe_intermediate_size")
+    if not shared or not isinstance(shared, int) or not isinstance(routed, int) or routed < 1:
+        return []
+    if shared % routed:
+        return [
+            ConfigProblem(
+                where,
+                "moe_shared_expert_intermediate_size",
+                shared,
+                f"a multiple of moe_intermediate_size = {routed} (palmsim's shared experts "
+                "have the routed width)",
+            )
+        ]
+    model["num_shared_experts"] = (hf.get("n_shared_experts") or 1) * shared // routed
+    return []
 
 
 def _unmodelled_moe_layouts(hf: Mapping[str, Any], where: str) -> list[ConfigProblem]:
@@ -2024,6 +2092,7 @@ def check_workload(
         )
     problems += _check_moe(model, mw)
     problems += _check_attention(model, mw)
+    problems += _check_hybrid(model, mw)
     seq_len = values.get("training", {}).get("seq_len")
     max_pos = model.get("max_position_embeddings")
     if seq_len is not None and max_pos is not None and seq_len > max_pos:
@@ -2067,6 +2136,61 @@ def _check_attention(model: Mapping[str, Any], where: str) -> list[ConfigProblem
                 "model.sliding_window",
                 None,
                 "an int >= 1: layer_types has sliding_attention layers",
+            )
+        )
+    return problems
+
+
+def _check_hybrid(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """A hybrid pattern names every layer; its Mamba layers need their mixer's sizes, its
+    'E' layers experts, and experts need 'E' layers; the MoE layers are where it says, so
+    ``first_k_dense_replace`` stays 0."""
+    pattern = model.get("hybrid_override_pattern")
+    if pattern is None:
+        return []
+    problems: list[ConfigProblem] = []
+    layers = model.get("num_hidden_layers")
+    if layers is not None and len(pattern) != layers:
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.hybrid_override_pattern",
+                f"{len(pattern)} layers",
+                f"one character per layer: num_hidden_layers = {layers}",
+            )
+        )
+    if "M" in pattern:
+        for key in ("mamba_num_heads", "mamba_head_dim", "mamba_state_size"):
+            if not model.get(key):
+                problems.append(
+                    ConfigProblem(
+                        where, f"model.{key}", model.get(key, MISSING), "an int >= 1 ('M' layers)"
+                    )
+                )
+        heads, groups = model.get("mamba_num_heads"), model.get("mamba_num_groups")
+        if heads and groups and heads % groups:
+            problems.append(
+                ConfigProblem(
+                    where, "model.mamba_num_groups", groups, f"a divisor of mamba_num_heads {heads}"
+                )
+            )
+    experts = model.get("num_experts") or 0
+    if ("E" in pattern) != (experts > 0):
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.num_experts",
+                experts,
+                "> 0 exactly when hybrid_override_pattern has 'E' (mixture-of-experts) layers",
+            )
+        )
+    if model.get("first_k_dense_replace"):
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.first_k_dense_replace",
+                model.get("first_k_dense_replace"),
+                "0: hybrid_override_pattern places the mixture-of-experts layers",
             )
         )
     return problems

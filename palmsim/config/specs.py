@@ -686,6 +686,28 @@ class ModelSpec:
         "Engine softmax_type 'learnable'): one parameter per head",
         default=False,
     )
+    hybrid_override_pattern: str | None = _f(
+        "a hybrid model's layers, one character each (NVIDIA Nemotron-H's Hugging Face "
+        "'hybrid_override_pattern', Megatron-Core's hybrid_override_pattern): 'M' a Mamba-2 "
+        "mixer, '*' self-attention, '-' an MLP, 'E' a mixture of experts, each layer that one "
+        "block with its own pre-norm and residual (palmsim.workload.mamba); None: every layer "
+        "attention then MLP",
+        default=None,
+    )
+    mamba_num_heads: int = _f("Mamba-2 heads H of an 'M' layer (HF 'mamba_num_heads')", default=0)
+    mamba_head_dim: int = _f(
+        "width P of one Mamba-2 head (HF 'mamba_head_dim'); the mixer's inner width is H·P",
+        default=0,
+    )
+    mamba_state_size: int = _f("Mamba-2 state size N (HF 'ssm_state_size')", default=0)
+    mamba_num_groups: int = _f(
+        "Mamba-2 groups G whose heads share B and C, as KV heads in GQA (HF 'n_groups')",
+        default=1,
+    )
+    mamba_conv_kernel: int = _f(
+        "width of the Mamba-2 causal depthwise convolution (HF 'conv_kernel')", default=4
+    )
+    mamba_chunk_size: int = _f("tokens per chunk of the SSD scan (HF 'chunk_size')", default=128)
 
     @property
     def head_dim(self) -> int:
@@ -742,14 +764,30 @@ class ModelSpec:
 
     def is_moe_layer(self, layer: int) -> bool:
         """Layer ``layer`` (0-based) has a mixture-of-experts MLP."""
+        if self.hybrid_override_pattern is not None:
+            return self.hybrid_override_pattern[layer] == "E"
         return self.is_moe and layer >= self.first_k_dense_replace
 
     @property
     def num_moe_layers(self) -> int:
         """Layers with a mixture-of-experts MLP."""
+        if self.hybrid_override_pattern is not None:
+            return self.hybrid_override_pattern.count("E")
         if not self.is_moe:
             return 0
         return max(0, self.num_hidden_layers - self.first_k_dense_replace)
+
+    def layer_kind(self, layer: int) -> str:
+        """The block of layer ``layer`` of a hybrid model (``hybrid_override_pattern``: 'M',
+        '*', '-' or 'E'); '' for an ordinary layer of attention then MLP."""
+        if self.hybrid_override_pattern is None:
+            return ""
+        return self.hybrid_override_pattern[layer]
+
+    @property
+    def mamba_inner_size(self) -> int:
+        """Inner width of a Mamba-2 mixer, ``H·P`` [elements]."""
+        return self.mamba_num_heads * self.mamba_head_dim
 
 
 @dataclass(frozen=True, slots=True)

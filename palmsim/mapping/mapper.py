@@ -228,12 +228,12 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         model, training, mbs, ep, mapping.expert_placement,
         np.random.default_rng(experiment.run.seed), cp=cp, tp=tp, etp=etp,
     )  # fmt: skip
-    built: dict[tuple[bool, float | None, int | None], tuple[Block, ...]] = {}
+    built: dict[tuple[str, bool, float | None, int | None], tuple[Block, ...]] = {}
     layers = []
     for i, routing in enumerate(routings):
         slots = None if routing is None else routing.max_received_slots
-        # layers differ by their MLP, their routed slots and their attention window
-        key = (routing is not None, slots, model.attention_window(i))
+        # layers differ by their kind (a hybrid's), MLP, routed slots and attention window
+        key = (model.layer_kind(i), routing is not None, slots, model.attention_window(i))
         if key not in built:
             built[key] = tuple(
                 layer_blocks(

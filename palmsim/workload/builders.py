@@ -29,10 +29,12 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.workload.fp8 import fp8_block_ops
+from palmsim.workload.mamba import mamba_mixer_ops
 from palmsim.workload.ops import (
     BLOCK_INPUT,
     LOSS_BYTES_PER_ELEMENT,
@@ -81,7 +83,7 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 _PLAIN_ACTIVATIONS = ("gelu", "gelu_new")
 _GATED_ACTIVATIONS = ("silu",)
 _NORMS = ("layernorm", "rmsnorm")
-_POSITION_EMBEDDINGS = ("learned", "rope")
+_POSITION_EMBEDDINGS = ("learned", "rope", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +247,17 @@ def check_cached_attention(model: ModelSpec) -> None:
     and its attention as multi-/grouped-query attention over every cached token.
 
     Raises:
-        MappingError: multi-head latent attention (its cache holds the compressed latent
-            and the rotary key, ``kv_lora_rank + qk_rope_head_dim`` per token, attended with
-            the up projections absorbed) or sliding-window layers (a window-bounded cache):
-            neither is modelled for inference.
+        MappingError: a hybrid Mamba model (its layers' recurrent state), multi-head latent
+            attention (its cache holds the compressed latent and the rotary key,
+            ``kv_lora_rank + qk_rope_head_dim`` per token, attended with the up projections
+            absorbed) or sliding-window layers (a window-bounded cache): none is modelled
+            for inference.
     """
+    if model.hybrid_override_pattern is not None:
+        raise MappingError(
+            f"model {model.name!r}: hybrid Mamba models are modelled for training only (the "
+            "Mamba layers' recurrent state in place of a KV cache is not modelled)"
+        )
     if model.is_mla:
         raise MappingError(
             f"model {model.name!r}: multi-head latent attention is modelled for training only "
@@ -340,6 +348,8 @@ class _LayerShape:
 #: splits exactly these along the sequence (Korthikanti et al. 2022, Sec 4.2.2): their
 #: ``10·s·b·h`` of Table 2's ``10 + 24/t`` becomes ``10·s·b·h / t``.
 _REPLICATED_OPS = (
+    "norm_mamba",
+    "mamba_residual",
     "norm1",
     "norm2",
     "out_bias",
@@ -349,7 +359,7 @@ _REPLICATED_OPS = (
     "attn_residual",
     "mlp_residual",
 )
-_REPLICATED_INPUTS = ("qkv", "fc1")
+_REPLICATED_INPUTS = ("qkv", "fc1", "mamba_in")
 
 
 def _sequence_sharded(block: Block, tp: int) -> Block:
@@ -434,6 +444,21 @@ def layer_blocks(
             f"model {model.name!r} mixes sliding-window and full-attention layers, which this "
             "mapping does not lower yet (its layers differ: each is built with its layer index)"
         )
+    if model.hybrid_override_pattern is not None:
+        return _hybrid_layer_blocks(
+            model,
+            training,
+            micro_batch_size,
+            tp,
+            sequence_parallel=sequence_parallel,
+            layer=layer,
+            ep=ep,
+            expert_slots=expert_slots,
+            cp=cp,
+            etp=etp,
+            touched_experts=touched_experts,
+            sort_by_local_expert=sort_by_local_expert,
+        )
     if model.is_moe:
         if layer is None:
             raise MappingError(
@@ -503,6 +528,88 @@ def layer_blocks(
     if sequence_parallel and tp > 1:
         blocks = _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
     return _fp8_blocks(blocks, training, tp if sequence_parallel else 1)
+
+
+def _hybrid_layer_blocks(
+    model: ModelSpec,
+    training: TrainingSpec,
+    micro_batch_size: int,
+    tp: int,
+    *,
+    sequence_parallel: bool,
+    layer: int | None,
+    cp: int,
+    **moe: Any,
+) -> tuple[Block, ...]:
+    """Layer ``layer`` of a hybrid model (``model.hybrid_override_pattern``, Megatron-Core's
+    hybrid stack, megatron/core/ssm/mamba_block.py): one block with its own pre-norm and
+    residual. 'M' a Mamba-2 mixer (``mamba``, :mod:`palmsim.workload.mamba`), '*' the
+    attention block, '-' the MLP block, 'E' the mixture-of-experts blocks (:func:`moe_blocks`
+    without its attention).
+
+    Raises:
+        MappingError: no ``layer``; context parallelism over a Mamba layer (its scan runs
+            along the whole sequence).
+    """
+    if layer is None:
+        raise MappingError(
+            f"model {model.name!r} is a hybrid of Mamba, attention and MLP layers, which this "
+            "mapping does not lower yet (its layers differ: each is built with its layer index)"
+        )
+    kind = model.layer_kind(layer)
+    plain = dataclasses.replace(
+        model,
+        hybrid_override_pattern=None,
+        num_experts=0,
+        num_experts_per_tok=0,
+        num_shared_experts=0,
+    )
+    if kind == "E":
+        routed = dataclasses.replace(model, hybrid_override_pattern=None, first_k_dense_replace=0)
+        blocks = moe_blocks(
+            routed, training, micro_batch_size, tp,
+            sequence_parallel=sequence_parallel, cp=cp, layer=layer, **moe,
+        )[1:]  # fmt: skip
+        return _fp8_blocks(blocks, training, tp if sequence_parallel else 1)
+    if kind in "*-":
+        attn, mlp = layer_blocks(
+            plain, training, micro_batch_size, tp,
+            sequence_parallel=sequence_parallel, layer=layer, cp=cp,
+        )  # fmt: skip
+        return (attn,) if kind == "*" else (mlp,)
+    if cp > 1:
+        raise MappingError(
+            f"model {model.name!r}: context parallelism over a Mamba layer is not modelled "
+            "(its scan carries a state along the whole sequence)"
+        )
+    _check_common(model, micro_batch_size, tp)
+    e = _dtype_bytes(training)
+    n_tok = micro_batch_size * training.seq_len
+    shape = _LayerShape(
+        e=e, s=training.seq_len, h=model.hidden_size, d=1, n_tok=n_tok, heads_t=1, kv_t=1,
+        inner_t=1, batch_heads=1,
+    )  # fmt: skip
+    mixer, mixer_edges = mamba_mixer_ops(
+        model, tp=tp, micro_batch_size=micro_batch_size, seq_len=training.seq_len, dtype_bytes=e
+    )
+    act_bytes = shape.act_bytes
+    ops = (
+        _norm_op(model, "norm_mamba", n_tok, e),
+        *mixer,
+        _residual_add("mamba_residual", shape, fused=False),
+    )
+    edges = (
+        (BLOCK_INPUT, "norm_mamba", act_bytes),
+        ("norm_mamba", "mamba_in", act_bytes),
+        *mixer_edges,
+        ("mamba_out", "mamba_residual", act_bytes),
+        (BLOCK_INPUT, "mamba_residual", act_bytes),
+    )
+    allreduce = _allreduce(tp, act_bytes)
+    block = Block("mamba", ops, allreduce, allreduce, edges)
+    if sequence_parallel and tp > 1:
+        block = _sequence_sharded(block, tp)
+    return _fp8_blocks((block,), training, tp if sequence_parallel else 1)
 
 
 def _fp8_blocks(
@@ -657,7 +764,13 @@ def moe_blocks(
         )
     # The attention block is the dense layer's (its MLP width plays no part in it).
     attn = layer_blocks(
-        dataclasses.replace(model, num_experts=0, num_experts_per_tok=0, num_shared_experts=0),
+        dataclasses.replace(
+            model,
+            num_experts=0,
+            num_experts_per_tok=0,
+            num_shared_experts=0,
+            hybrid_override_pattern=None,
+        ),
         training,
         micro_batch_size,
         tp,
@@ -1576,9 +1689,10 @@ def layer_kinds(
     ...)``, in the order of their first layer; a kind is a dense or mixture-of-experts MLP
     with full or sliding-window attention; mixture-of-experts layers with uniform dropless
     routing and every expert on the tile (``ep = 1``)."""
-    counts: dict[tuple[bool, int | None], list[int]] = {}
+    counts: dict[tuple[str, bool, int | None], list[int]] = {}
     for i in range(model.num_hidden_layers):
-        counts.setdefault((model.is_moe_layer(i), model.attention_window(i)), []).append(i)
+        key = (model.layer_kind(i), model.is_moe_layer(i), model.attention_window(i))
+        counts.setdefault(key, []).append(i)
     return tuple(
         (len(layers), layer_blocks(model, training, micro_batch_size, tp, layer=layers[0]))
         for layers in counts.values()
@@ -1747,11 +1861,17 @@ def activation_bytes_per_layer(
 #: after the first few) cannot say; Qwen3-Next mixes Gated DeltaNet (linear attention) layers
 #: with attention; a vision-language model (Qwen2.5-VL, Qwen3-VL, Llama 3.2 Vision, LLaVA)
 #: adds a vision encoder whose work a text-only model would leave out.
-_HYBRID_MAMBA = "a hybrid of Mamba-2 and attention layers; palmsim builds no Mamba layer"
 UNMODELLED_ARCHITECTURES = (
-    (r"nemotron[-_ ]?h\b|nemotronh", _HYBRID_MAMBA),
-    (r"nemotron[-_ ]?3(?!\d)", _HYBRID_MAMBA),
-    (r"mamba", "Mamba (state-space) layers; palmsim builds none"),
+    (
+        r"nemotron[-_ ]?3[-_ ]?super",
+        "Nemotron 3 Super's LatentMoE (routed experts in a compressed latent space) and "
+        "multi-token prediction; palmsim builds neither (its Mamba-2 layers it does)",
+    ),
+    (
+        r"^(?!.*nemotron).*mamba",
+        "Mamba state-space layers without Nemotron-H's hybrid pattern; palmsim builds "
+        "Mamba-2 layers only in a hybrid model's hybrid_override_pattern",
+    ),
     (r"maverick", "MoE layers alternating with dense ones; palmsim's MoE layers follow the dense"),
     (
         r"qwen3[-_ ]?next",

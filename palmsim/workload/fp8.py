@@ -113,6 +113,10 @@ FP8_LINEARS: tuple[str, ...] = (
     "out_proj",
     "fc1",
     "fc2",
+    # the Mamba-2 mixer's in_proj (TE's LayerNormColumnParallelLinear) and out_proj
+    # (TERowParallelLinear) in Megatron-Core's Mamba layer spec
+    "mamba_in",
+    "mamba_out",
     "experts_fc1",
     "experts_fc2",
     "shared_fc1",
@@ -123,7 +127,7 @@ FP8_LINEARS: tuple[str, ...] = (
 #: the tile's own ``s/t`` rows and gathers them in fp8 (layernorm_linear.py, the
 #: ``with_input_all_gather`` branch quantizes before ``gather_along_first_dim``). palmsim's
 #: all-gather still moves them in bf16 (not modelled: the fp8 gathers).
-SEQUENCE_GATHERED_INPUTS: tuple[str, ...] = ("qkv", "fc1", "q_up", "kv_up")
+SEQUENCE_GATHERED_INPUTS: tuple[str, ...] = ("qkv", "fc1", "q_up", "kv_up", "mamba_in")
 
 #: DelayedScaling's default ``amax_history_len`` (transformer_engine/common/recipe/
 #: __init__.py); NeMo's GPT configs keep it (``fp8_amax_history_len: 1024``).

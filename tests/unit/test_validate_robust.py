@@ -127,10 +127,11 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
     assert read_training_run(_case(model={"arch": "Llama-2", "ffn": 2816}), "x.yaml")
 
 
-def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_is_named_not_run() -> None:
+def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_over_nemotron_3_nano() -> None:
     """Nemotron-4 (NeMo's and DGX Cloud's Nemotron rows): LayerNorm, RoPE, squared ReLU of 4h,
     no biases, over workloads/nemotron4-15b.yaml; Llama-based Nemotrons are Llamas; the hybrid
-    Mamba Nemotron-H is listed as not run with why."""
+    Mamba Nemotron-H over Nemotron 3 Nano's config (or the case's hf_config); Nemotron 3
+    Super (LatentMoE) and plain Mamba models are listed as not run with why."""
     run = read_training_run(_case(model={"name": "Nemotron4-340B", "kv_heads": 8}), "x.yaml")
     assert run is not None and run.workload.endswith("nemotron4-15b.yaml")
     assert "model.intermediate_size=4096" in run.overrides  # 4 x hidden 1024, derived
@@ -138,9 +139,13 @@ def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_is_named_not_run() -> 
         _case(model={"name": "Llama-3.1-Nemotron-70B", "ffn": 2816}), "x.yaml"
     )
     assert llama is not None and llama.workload.endswith("llama2-7b.yaml")
-    for hybrid in ("Nemotron-H 56B", "NEMOTRONH_56B", "Nemotron_3_Nano", "Nemotron 3 Super"):
-        with pytest.raises(NotRun, match=r"Mamba"):
-            read_training_run(_case(model={"name": hybrid}), "x.yaml")
+    for hybrid in ("Nemotron-H 56B", "Nemotron_3_Nano", "NVIDIA Nemotron 3 Nano 30B-A3B"):
+        run = read_training_run(_case(model={"name": hybrid}), "x.yaml")
+        assert run is not None and run.workload.endswith("nemotron-3-nano.yaml")
+    with pytest.raises(NotRun, match=r"LatentMoE"):
+        read_training_run(_case(model={"name": "Nemotron 3 Super"}), "x.yaml")
+    with pytest.raises(NotRun, match=r"Mamba state-space layers"):
+        read_training_run(_case(model={"name": "Mamba-2 2.7B"}), "x.yaml")
     big = read_training_run(_case(model={"name": "Nemotron-4-340B", "kv_heads": 8}), "x.yaml")
     assert big is not None and big.workload.endswith("nemotron4-15b.yaml")  # not Nemotron 3
     with pytest.raises(NotRun, match=r"MoE layers alternating"):
