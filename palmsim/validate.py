@@ -115,6 +115,7 @@ _BASE_WORKLOAD = {
     "deepseek": "workloads/deepseek-v3.yaml",
     "nemotron": "workloads/nemotron4-15b.yaml",
     "nemotron-h": "workloads/nemotron-3-nano.yaml",
+    "nemotron-3-super": "workloads/nemotron-3-super.yaml",
 }
 #: Names in ``model.arch`` / ``model.name`` of the Llama family's layer (pre-RMSNorm, RoPE,
 #: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
@@ -139,6 +140,7 @@ _FAMILY_OF_NAME = (
     # NVIDIA's hybrid Nemotron-H layout (Mamba-2, attention and MLP or MoE layers in the
     # order of its hybrid_override_pattern): Nemotron 3 Nano's config.json is the base, a
     # case's model.hf_config another model's
+    ("nemotron 3 super", "nemotron-3-super"),
     ("nemotron 3 nano", "nemotron-h"),
     ("nemotron-h", "nemotron-h"),
     ("nemotron", "nemotron"),
@@ -168,7 +170,7 @@ _MOE_KEYS = {
 #: arXiv:2402.16819; 340B: 73728 = 4·18432, arXiv:2406.11704). A gated (SwiGLU) MLP has none.
 _FFN_PER_HIDDEN = {"gpt": 4, "nemotron": 4}
 #: Families whose MLP width, unstated, is their base workload's (a hybrid's few MLP layers).
-_FFN_FROM_BASE = ("nemotron-h",)
+_FFN_FROM_BASE = ("nemotron-h", "nemotron-3-super")
 
 #: Documented defaults of settings a case may leave unstated (README, "Validation").
 DEFAULT_MICRO_BATCH = 1
@@ -1293,8 +1295,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     arch = _architecture(model)
     if _MTP.search(f"{model.get('arch') or ''} {model.get('name') or ''}"):
         why = (
-            "named by the case: DeepSeek-V3's multi-token-prediction module (Sec. 2.2: one more "
-            "layer and output head on the last stage) is not modelled, so palmsim is fast"
+            "named by the case: a multi-token-prediction module (DeepSeek-V3 Sec. 2.2, Nemotron "
+            "3 Super's MTP block: more layers and output heads on the last stage) is not "
+            "modelled, so palmsim is fast"
         )
         assumptions.append(Assumption("model.mtp", "not modelled", why))
     hidden = _required(model, "hidden", "model.hidden")

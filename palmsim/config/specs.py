@@ -686,6 +686,12 @@ class ModelSpec:
         "Engine softmax_type 'learnable'): one parameter per head",
         default=False,
     )
+    moe_latent_size: int | None = _f(
+        "LatentMoE (Nemotron 3 Super; Megatron-Core moe_latent_size): the routed tokens are "
+        "projected from h down to this width after the router and back up after the "
+        "combine, so the all-to-alls and the experts work at it; None: at h",
+        default=None,
+    )
     hybrid_override_pattern: str | None = _f(
         "a hybrid model's layers, one character each (NVIDIA Nemotron-H's Hugging Face "
         "'hybrid_override_pattern', Megatron-Core's hybrid_override_pattern): 'M' a Mamba-2 "

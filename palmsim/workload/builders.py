@@ -800,7 +800,11 @@ def moe_blocks(
     width_t = f_e // etp
     shared_width_t = f_e // tp
     fc1_width = 2 * width_t if gated else width_t
-    alltoall = e * h * max(received, slots) if ep > 1 else 0.0
+    # LatentMoE (model.moe_latent_size): the routed tokens travel and meet their experts at
+    # the latent width d, projected down after the router and back up after the combine
+    latent = model.moe_latent_size
+    d = h if latent is None else latent
+    alltoall = e * d * max(received, slots) if ep > 1 else 0.0
     shape = _LayerShape(
         e=e, s=seq, h=h, d=model.head_dim, n_tok=n_tok, heads_t=1, kv_t=1,
         inner_t=width_t, batch_heads=1,
@@ -828,17 +832,38 @@ def moe_blocks(
         make_op(
             "permute",
             "copy",
-            copy_cost(slots * h, dtype_bytes=e, forward=True, backward=True),
+            copy_cost(slots * d, dtype_bytes=e, forward=True, backward=True),
             dtype_bytes=e,
         ),
     ]
-    route_edges = (
+    route_edges: tuple[tuple[str, str, float], ...] = (
         (BLOCK_INPUT, "norm2", act_bytes),
         ("norm2", "router", route_bytes),
         ("router", "router_softmax", e * n_route * experts),
         ("norm2", "permute", route_bytes),
         ("router_softmax", "permute", e * n_route * top_k),
     )
+    if latent is not None:
+        # fc1_latent_proj, h -> d, a TELinear replicated on every TP rank
+        # (parallel_mode="duplicated"), on the routed tokens before the dispatch
+        # (megatron/core/transformer/moe/moe_layer.py, preprocess)
+        route_ops.insert(
+            3,
+            make_op(
+                "latent_down",
+                "matmul",
+                matmul_cost(n_route, h, d, dtype_bytes=e, has_weight=True),
+                params=h * d,
+                dtype_bytes=e,
+                saved_bytes=route_bytes,
+            ),
+        )
+        route_edges = (
+            *route_edges[:3],
+            ("norm2", "latent_down", route_bytes),
+            ("latent_down", "permute", e * n_route * d),
+            route_edges[4],
+        )
     # ---- moe_experts: grouped GEMMs over the `read` local experts that received a slot,
     # received/read rows each on average (the weights of the others are not read)
     read = float(local) if touched_experts is None else min(float(touched_experts), local)
@@ -848,13 +873,13 @@ def moe_blocks(
             "experts_fc1",
             "matmul",
             matmul_cost(
-                rows, h, fc1_width, batch=read, dtype_bytes=e, has_weight=True, grouped=True
+                rows, d, fc1_width, batch=read, dtype_bytes=e, has_weight=True, grouped=True
             ),
-            params=local * (h * fc1_width + (fc1_width if bias else 0)),
+            params=local * (d * fc1_width + (fc1_width if bias else 0)),
             param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,
-            weight_bytes=e * read * (h * fc1_width + (fc1_width if bias else 0)),
-            saved_bytes=e * received * h,
+            weight_bytes=e * read * (d * fc1_width + (fc1_width if bias else 0)),
+            saved_bytes=e * received * d,
         ),
         make_op(
             "experts_act",
@@ -866,54 +891,69 @@ def moe_blocks(
         make_op(
             "experts_fc2",
             "matmul",
-            matmul_cost(rows, width_t, h, batch=read, dtype_bytes=e, has_weight=True, grouped=True),
-            params=local * (width_t * h + (h if bias else 0)),
+            matmul_cost(rows, width_t, d, batch=read, dtype_bytes=e, has_weight=True, grouped=True),
+            params=local * (width_t * d + (d if bias else 0)),
             param_tensors=local * (2 if bias else 1),
             dtype_bytes=e,
-            weight_bytes=e * read * (width_t * h + (h if bias else 0)),
+            weight_bytes=e * read * (width_t * d + (d if bias else 0)),
             saved_bytes=e * received * width_t,
         ),
     ]
     expert_edges: tuple[tuple[str, str, float], ...] = (
-        (BLOCK_INPUT, "experts_fc1", e * received * h),
+        (BLOCK_INPUT, "experts_fc1", e * received * d),
         ("experts_fc1", "experts_act", e * received * fc1_width),
         ("experts_act", "experts_fc2", e * received * width_t),
     )
     if sort_by_local_expert and local > 1:
-        sort = copy_cost(received * h, dtype_bytes=e, forward=True, backward=True)
+        sort = copy_cost(received * d, dtype_bytes=e, forward=True, backward=True)
         expert_ops = [
             make_op("sort_chunks", "copy", sort, dtype_bytes=e),
             *expert_ops,
             make_op("unsort_chunks", "copy", sort, dtype_bytes=e),
         ]
         expert_edges = (
-            (BLOCK_INPUT, "sort_chunks", e * received * h),
-            ("sort_chunks", "experts_fc1", e * received * h),
+            (BLOCK_INPUT, "sort_chunks", e * received * d),
+            ("sort_chunks", "experts_fc1", e * received * d),
             *expert_edges[1:],
-            ("experts_fc2", "unsort_chunks", e * received * h),
+            ("experts_fc2", "unsort_chunks", e * received * d),
         )
-    expert_reduce = _allreduce(etp, e * received * h)  # over the ETP group
+    expert_reduce = _allreduce(etp, e * received * d)  # over the ETP group
     # ---- moe_combine
     combine_ops = [
         make_op(
             "unpermute",
             "copy",
-            copy_cost(slots * h, dtype_bytes=e, forward=True, backward=True),
+            copy_cost(slots * d, dtype_bytes=e, forward=True, backward=True),
             dtype_bytes=e,
         ),
         make_op(
             "weighted_sum",
             "elementwise",
-            elementwise_cost(n_route * h, dtype_bytes=e, num_inputs=top_k),
+            elementwise_cost(n_route * d, dtype_bytes=e, num_inputs=top_k),
             dtype_bytes=e,
-            saved_bytes=e * slots * h,
+            saved_bytes=e * slots * d,
         ),
     ]
     combine_edges: list[tuple[str, str, float]] = [
-        (BLOCK_INPUT, "unpermute", e * slots * h),
-        ("unpermute", "weighted_sum", e * slots * h),
+        (BLOCK_INPUT, "unpermute", e * slots * d),
+        ("unpermute", "weighted_sum", e * slots * d),
     ]
     source = "weighted_sum"
+    if latent is not None:
+        # fc2_latent_proj, d -> h, replicated like fc1_latent_proj, after the combine
+        # (moe_layer.py, postprocess)
+        combine_ops.append(
+            make_op(
+                "latent_up",
+                "matmul",
+                matmul_cost(n_route, d, h, dtype_bytes=e, has_weight=True),
+                params=d * h,
+                dtype_bytes=e,
+                saved_bytes=e * n_route * d,
+            )
+        )
+        combine_edges.append(("weighted_sum", "latent_up", e * n_route * d))
+        source = "latent_up"
     shared_reduce = 0.0
     if model.num_shared_experts:
         shared_t = model.num_shared_experts * shared_width_t
@@ -954,7 +994,7 @@ def moe_blocks(
             ("shared_fc1", "shared_act", e * n_tok * shared_fc1_width),
             ("shared_act", "shared_fc2", e * n_tok * shared_t),
             ("shared_fc2", "shared_add", act_bytes),
-            ("weighted_sum", "shared_add", route_bytes),
+            (source, "shared_add", route_bytes),
         ]
         source = "shared_add"
         shared_reduce = _allreduce(tp, act_bytes)
@@ -1862,11 +1902,6 @@ def activation_bytes_per_layer(
 #: with attention; a vision-language model (Qwen2.5-VL, Qwen3-VL, Llama 3.2 Vision, LLaVA)
 #: adds a vision encoder whose work a text-only model would leave out.
 UNMODELLED_ARCHITECTURES = (
-    (
-        r"nemotron[-_ ]?3[-_ ]?super",
-        "Nemotron 3 Super's LatentMoE (routed experts in a compressed latent space) and "
-        "multi-token prediction; palmsim builds neither (its Mamba-2 layers it does)",
-    ),
     (
         r"^(?!.*nemotron).*mamba",
         "Mamba state-space layers without Nemotron-H's hybrid pattern; palmsim builds "

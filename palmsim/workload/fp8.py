@@ -119,6 +119,9 @@ FP8_LINEARS: tuple[str, ...] = (
     "mamba_out",
     "experts_fc1",
     "experts_fc2",
+    # LatentMoE's projections (TELinear, duplicated over TP)
+    "latent_down",
+    "latent_up",
     "shared_fc1",
     "shared_fc2",
 )

@@ -185,3 +185,39 @@ def test_a_hybrid_config_is_checked(override: str, key: str, expected: str) -> N
         overrides += ["model.num_experts_per_tok=0", "model.num_shared_experts=0"]
     with pytest.raises(ConfigError, match=rf"{key}(.|\n)*{expected}"):
         load_workload("workloads/nemotron-3-nano.yaml", overrides)
+
+
+# --------------------------------------------------------------------------- LatentMoE
+
+SUPER = "workloads/nemotron-3-super.yaml"
+
+
+def test_latent_moe_layer_by_hand() -> None:
+    """Nemotron 3 Super's LatentMoE layer (Megatron-Core moe_layer.py, moe_latent_size): the
+    router on h (4096 -> 512), fc1_latent_proj h -> L (1024) after it, 512 squared-ReLU
+    experts L -> 2688 -> L, fc2_latent_proj L -> h after the combine, a shared expert of
+    5376 on h. The all-to-alls move the top-22 copies at L."""
+    m = load_workload(SUPER)[0].model
+    h, experts, k, lat, f, shared = 4096, 512, 22, 1024, 2688, 5376
+    training = TrainingSpec(seq_len=8192, global_batch_size=8, attention_kernel="fused")
+    layer = m.hybrid_override_pattern.index("E")
+    blocks = layer_blocks(m, training, 1, 1, layer=layer, ep=8)
+    per_gpu_experts = experts // 8
+    params = h + h * experts + 2 * h * lat + per_gpu_experts * 2 * lat * f + 2 * h * shared
+    assert sum(b.params for b in blocks) == params
+    tokens = 8192
+    flop = 2 * h * experts + 2 * 2 * h * lat + k * 2 * 2 * lat * f + 2 * 2 * h * shared
+    assert sum(b.gemm_flop_fwd for b in blocks) == pytest.approx(tokens * flop, rel=1e-12)
+    route, experts_block, _ = blocks
+    assert route.alltoall_fwd_bytes == 2 * tokens * k * lat  # bf16 copies at L, not h
+    assert experts_block.alltoall_bwd_bytes == 2 * tokens * k * lat
+
+
+def test_nemotron_3_super_parameters_by_hand() -> None:
+    """123,611,033,088 tensor elements in the checkpoint (Megatron-Bridge's verification
+    card, nemotron-3-super-120b-a12b) less what palmsim does not build: the MTP block
+    (2,942,325,248) and the routers' fp32 expert-bias buffers (512 in each of 40 layers),
+    which no optimizer trains. The model card says 120 B total, 12 B active."""
+    m = load_workload(SUPER)[0].model
+    assert num_parameters(m) == 123_611_033_088 - 2_942_325_248 - 40 * 512
+    assert num_active_parameters(m) == pytest.approx(12.77e9, rel=1e-3)

@@ -130,8 +130,8 @@ def test_llama_needs_ffn_gpt_does_not() -> None:
 def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_over_nemotron_3_nano() -> None:
     """Nemotron-4 (NeMo's and DGX Cloud's Nemotron rows): LayerNorm, RoPE, squared ReLU of 4h,
     no biases, over workloads/nemotron4-15b.yaml; Llama-based Nemotrons are Llamas; the hybrid
-    Mamba Nemotron-H over Nemotron 3 Nano's config (or the case's hf_config); Nemotron 3
-    Super (LatentMoE) and plain Mamba models are listed as not run with why."""
+    Mamba Nemotron-H over Nemotron 3 Nano's config (or the case's hf_config), Nemotron 3
+    Super over its own; plain Mamba models are listed as not run with why."""
     run = read_training_run(_case(model={"name": "Nemotron4-340B", "kv_heads": 8}), "x.yaml")
     assert run is not None and run.workload.endswith("nemotron4-15b.yaml")
     assert "model.intermediate_size=4096" in run.overrides  # 4 x hidden 1024, derived
@@ -142,8 +142,8 @@ def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_over_nemotron_3_nano()
     for hybrid in ("Nemotron-H 56B", "Nemotron_3_Nano", "NVIDIA Nemotron 3 Nano 30B-A3B"):
         run = read_training_run(_case(model={"name": hybrid}), "x.yaml")
         assert run is not None and run.workload.endswith("nemotron-3-nano.yaml")
-    with pytest.raises(NotRun, match=r"LatentMoE"):
-        read_training_run(_case(model={"name": "Nemotron 3 Super"}), "x.yaml")
+    super_ = read_training_run(_case(model={"name": "Nemotron 3 Super"}), "x.yaml")
+    assert super_ is not None and super_.workload.endswith("nemotron-3-super.yaml")
     with pytest.raises(NotRun, match=r"Mamba state-space layers"):
         read_training_run(_case(model={"name": "Mamba-2 2.7B"}), "x.yaml")
     big = read_training_run(_case(model={"name": "Nemotron-4-340B", "kv_heads": 8}), "x.yaml")
