@@ -1293,13 +1293,15 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         )
     model = _with_hf_config(model, source)
     arch = _architecture(model)
-    if _MTP.search(f"{model.get('arch') or ''} {model.get('name') or ''}"):
+    mtp_depths = _int(training, "mtp_num_layers", "training.mtp_num_layers", minimum=0)
+    if mtp_depths is None and _MTP.search(f"{model.get('arch') or ''} {model.get('name') or ''}"):
+        # named by the case ("w/ MTP") without its depths: the model's MTP blocks, each once
+        mtp_depths = 1
         why = (
-            "named by the case: a multi-token-prediction module (DeepSeek-V3 Sec. 2.2, Nemotron "
-            "3 Super's MTP block: more layers and output heads on the last stage) is not "
-            "modelled, so palmsim is fast"
+            "named by the case without its depths: one, the model's MTP block once "
+            "(Megatron-Core --mtp-num-layers; DeepSeek-V3 Sec. 2.2 trains one depth)"
         )
-        assumptions.append(Assumption("model.mtp", "not modelled", why))
+        assumptions.append(Assumption("training.mtp_num_layers", 1, why))
     hidden = _required(model, "hidden", "model.hidden")
     heads = _required(model, "heads", "model.heads")
     layers = _required(model, "layers", "model.layers")
@@ -1433,6 +1435,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         f"training.global_batch_size={global_batch}",
         f"training.dtype={dtype}",
     ]
+    if mtp_depths:
+        overrides.append(f"training.mtp_depths={mtp_depths}")
     overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
     if fp8_recipe is not None:
         overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")
@@ -1513,6 +1517,14 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "cp": cp,
         "ep": ep,
     }
+    layout = system.get("pipeline_layout")
+    if layout is not None:
+        if not isinstance(layout, list) or not all(isinstance(n, int) and n >= 0 for n in layout):
+            raise NotRun(
+                f"system.pipeline_layout: got {layout!r}; expected a list of ints >= 0, the "
+                "layers of each model chunk"
+            )
+        flags["pipeline_layout"] = list(layout)
     # DeepEP's (or HybridEP's) node-deduplicated dispatch: Megatron-Core's flex dispatcher
     for key in ("moe_flex_dispatcher_backend", "moe_dispatcher"):
         value = training.get(key)

@@ -907,6 +907,16 @@ def _int_list_rule(width: int, expected: str) -> Rule:
     return Rule(parse, expected, required=False)
 
 
+def _nullable_int_list_rule(expected: str) -> Rule:
+    """A list of ints >= 0, or null."""
+    inner = _int_list_rule(1, expected)
+
+    def parse(value: Any, where: str, key: str) -> tuple[int, ...] | None:
+        return None if value is None else inner.parse(value, where, key)
+
+    return Rule(parse, expected, required=False)
+
+
 def _degraded_links_rule() -> Rule:
     expected = "a list of [tile, tile, fraction] with 0 < fraction <= 1"
 
@@ -1178,6 +1188,7 @@ _NULLABLE = (
     "attention_head_dim",
     "moe_intermediate_size",
     "moe_latent_size",
+    "mtp_hybrid_override_pattern",
     "num_shared_experts",
     "q_lora_rank",
     "sliding_window",
@@ -1253,6 +1264,8 @@ def _model_schema() -> Schema:
         "layer_types": _layer_types_rule(),
         "attention_sinks": _bool_rule(),
         "moe_latent_size": _nullable_int_rule(hint=" (null: the experts work at hidden_size)"),
+        "num_nextn_predict_layers": _int_rule(minimum=0),
+        "mtp_hybrid_override_pattern": _hybrid_pattern_rule(),
         "hybrid_override_pattern": _hybrid_pattern_rule(),
         "mamba_num_heads": _int_rule(minimum=0),
         "mamba_head_dim": _int_rule(minimum=0),
@@ -1272,6 +1285,7 @@ def _training_schema(set_hint: bool) -> Schema:
         "global_batch_size": _int_rule(hint=hint("global_batch_size")),
         "dtype": _choice_rule(("fp32", "fp16", "bf16", "fp8")),
         "optimizer": _choice_rule(("adam", "sgd", "muon")),
+        "mtp_depths": _int_rule(minimum=0),
         "fp8_recipe": _choice_rule(FP8_RECIPES),
         "fp8_param_gather": _bool_rule(),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
@@ -1348,6 +1362,9 @@ def _mapping_schema() -> Schema:
         "moe_dispatcher": _choice_rule(MOE_DISPATCHERS),
         "expert_tp": _nullable_int_rule(hint=" (null: tp, Megatron-Core's default)"),
         "tp_2d": _tp_2d_rule(),
+        "pipeline_layout": _nullable_int_list_rule(
+            "a list of ints >= 0, the layers of each model chunk, or null"
+        ),
     }
     by_type = {"int": _int_rule, "bool": _bool_rule, "str": _str_rule}
     schema: Schema = {
@@ -2095,6 +2112,7 @@ def check_workload(
     problems += _check_moe(model, mw)
     problems += _check_attention(model, mw)
     problems += _check_hybrid(model, mw)
+    problems += _check_mtp(model, values.get("training", {}), where, mw)
     seq_len = values.get("training", {}).get("seq_len")
     max_pos = model.get("max_position_embeddings")
     if seq_len is not None and max_pos is not None and seq_len > max_pos:
@@ -2141,6 +2159,27 @@ def _check_attention(model: Mapping[str, Any], where: str) -> list[ConfigProblem
             )
         )
     return problems
+
+
+def _check_mtp(
+    model: Mapping[str, Any], training: Mapping[str, Any], where: str, model_where: str
+) -> list[ConfigProblem]:
+    """Multi-token prediction trains the model's MTP blocks: at least one, and as many as
+    the depths unless a single block is repeated (Megatron-Core mtp_use_repeated_layer)."""
+    depths, blocks = training.get("mtp_depths"), model.get("num_nextn_predict_layers")
+    if not depths or blocks is None:
+        return []
+    if blocks == 0 or (blocks != 1 and blocks != depths):
+        return [
+            ConfigProblem(
+                where,
+                "training.mtp_depths",
+                depths,
+                f"0, or with the model's num_nextn_predict_layers = {blocks} MTP blocks "
+                "(in " + model_where + ") their number or any number of one repeated block",
+            )
+        ]
+    return []
 
 
 def _check_hybrid(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:

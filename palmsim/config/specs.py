@@ -692,6 +692,16 @@ class ModelSpec:
         "combine, so the all-to-alls and the experts work at it; None: at h",
         default=None,
     )
+    num_nextn_predict_layers: int = _f(
+        "multi-token-prediction blocks of the checkpoint (HF 'num_nextn_predict_layers'; "
+        "DeepSeek-V3, Nemotron 3 Super), trained when training.mtp_depths > 0",
+        default=0,
+    )
+    mtp_hybrid_override_pattern: str | None = _f(
+        "a hybrid model's multi-token-prediction block, as hybrid_override_pattern (Nemotron 3 "
+        "Super: '*E'); None: one layer like the model's last",
+        default=None,
+    )
     hybrid_override_pattern: str | None = _f(
         "a hybrid model's layers, one character each (NVIDIA Nemotron-H's Hugging Face "
         "'hybrid_override_pattern', Megatron-Core's hybrid_override_pattern): 'M' a Mamba-2 "
@@ -814,6 +824,15 @@ class TrainingSpec:
         "palmsim.workload.muon; with ZeRO-1 Megatron-Core's layer-wise distributed optimizer: "
         "gradients all-reduced, each replica updating its share of whole matrices)",
         default="adam",
+    )
+    mtp_depths: int = _f(
+        "multi-token-prediction depths trained on the last pipeline stage (Megatron-Core "
+        "--mtp-num-layers; palmsim.workload.builders.mtp_units): each re-embeds the shifted "
+        "tokens, norms them and the previous depth's hidden state, projects the pair 2h -> h "
+        "(eh_proj), runs the model's MTP block and its own logits and loss through the shared "
+        "head; more depths than the model's one block repeat it (mtp_use_repeated_layer). "
+        "0: none",
+        default=0,
     )
     attention_kernel: str = _f(
         "the attention core: 'unfused' (Megatron-LM's QKᵀ, softmax, dropout and attention "
@@ -1000,6 +1019,14 @@ class MappingSpec:
         "how layers are split into stages: 'layers' or 'cost'",
         modes=TRAINING_ONLY,
         default="layers",
+    )
+    pipeline_layout: tuple[int, ...] | None = _f(
+        "the model's layers on each model chunk, in chunk order (chunk j·pp + s of stage s), "
+        "as Megatron-Core's --pipeline-model-parallel-layout places its decoder layers (the "
+        "embedding, the loss and any MTP stay on the first and last chunks); None: split by "
+        "mapping.partition",
+        modes=TRAINING_ONLY,
+        default=None,
     )
     dp_overlap: bool = _f(
         "overlap the DP gradient all-reduce with the backward pass",

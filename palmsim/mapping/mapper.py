@@ -84,6 +84,7 @@ from palmsim.workload.builders import (
     layer_blocks,
     layer_input_bytes,
     model_flop_per_iteration,
+    mtp_units,
 )
 from palmsim.workload.fp8 import (
     FP8_SCALING,
@@ -113,8 +114,19 @@ def stage_layout(
     costs: Callable[[], tuple[float, float, float]],
 ) -> StageLayout:
     """The schedule of every stage (``SCHEDULES``; interleaved 1F1B is ``1f1b`` with
-    ``virtual_stages`` > 1) and the layers of every virtual stage (``PARTITIONERS``)."""
+    ``virtual_stages`` > 1) and the layers of every virtual stage (``PARTITIONERS``, or
+    ``mapping.pipeline_layout``).
+
+    Raises:
+        MappingError: a layout without one entry per chunk, or not summing to the layers.
+    """
     pp, v = mapping.pp, mapping.virtual_stages
+    layout = mapping.pipeline_layout
+    if layout is not None and (len(layout) != pp * v or sum(layout) != num_layers):
+        raise MappingError(
+            f"mapping.pipeline_layout {list(layout)}: expected pp x virtual_stages = {pp * v} "
+            f"entries summing to the model's {num_layers} layers"
+        )
     # More chunks than layers: Megatron-Core runs it only with the embedding and the loss
     # counted as layers of the split (account_for_*_in_pipeline_split), up to two more.
     ends = v > 1 and pp * v > num_layers
@@ -125,7 +137,10 @@ def stage_layout(
         )
     order = SCHEDULES.get(mapping.schedule)
     orders = tuple(order(pp, num_microbatches, s, v) for s in range(pp))
-    if ends:
+    if layout is not None:
+        starts = [sum(layout[:c]) for c in range(len(layout))]
+        ranges = [(a, a + n) for a, n in zip(starts, layout, strict=True)]
+    elif ends:
         ranges = partition_with_ends(num_layers, pp * v)
     else:
         ranges = PARTITIONERS.get(mapping.partition)(num_layers, pp * v, costs)
@@ -143,6 +158,9 @@ class _Model:
     gather_bytes: float  # the receiving TP group's all-gather, 0 for none
     kv_chunk_bytes: float = 0.0  # context parallelism: one rank's K and V of a layer
     dropped_slots_per_microbatch: float = 0.0  # over all MoE layers and EP groups
+    # multi-token prediction: (name, layer, blocks) of the units after the head
+    # (palmsim.workload.builders.mtp_units), on the last model chunk
+    mtp: tuple[tuple[str, int, tuple[Block, ...]], ...] = ()
 
     @property
     def layer(self) -> tuple[Block, ...]:
@@ -261,17 +279,25 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
     # The EP groups that route distinct tokens (of the etp EP groups an ETP group's ranks
     # sit in, which route the same tokens, one): tp·dp·cp/(etp·ep).
     groups = expert_data_parallel_size(tp, mapping.dp * cp, tp if etp is None else etp, ep)
+    head = head_block(
+        model, local, mbs, tp, count_tied_weights=mapping.pp > 1 or not model.tie_word_embeddings
+    )
+    # the MTP block's MoE layers route as the model's (the first MoE layer's slots)
+    routed = next((r for r in routings if r is not None), None)
+    mtp = mtp_units(
+        model, training, mbs, tp, head, sequence_parallel=sp, cp=cp, ep=ep,
+        expert_slots=None if routed is None else routed.max_received_slots, etp=etp,
+        sort_by_local_expert=mapping.moe_dispatcher == "alltoall",
+    )  # fmt: skip
     return _Model(
         tuple(layers),
         embedding_block(model, local, mbs, tp),
-        head_block(
-            model, local, mbs, tp,
-            count_tied_weights=mapping.pp > 1 or not model.tie_word_embeddings,
-        ),
+        head,
         send,
         gather,
         kv_chunk_bytes(model, training, mbs, tp, cp) if cp > 1 else 0.0,
         groups * sum(r.dropped_slots for r in routings if r is not None),
+        mtp,
     )  # fmt: skip
 
 
@@ -291,6 +317,7 @@ def _units(m: _Model, ranges: Sequence[tuple[int, int]], c: int) -> tuple[Unit, 
     units.extend(Unit(f"L{i}", i, m.layers[i]) for i in range(first, last))
     if c == len(ranges) - 1:
         units.append(Unit("head", -1, (m.head,)))
+        units.extend(Unit(name, layer, blocks) for name, layer, blocks in m.mtp)
     return tuple(units)
 
 
@@ -442,17 +469,23 @@ def _stage_memory(
                 mapping.recompute, [op for b in blocks for op in b.ops], input_bytes
             )
         )
-        for blocks in model.layers
+        for blocks in (*model.layers, *(b for _, layer, b in model.mtp if layer >= 0))
     }
     working = 0.0
     per_microbatch = []
     for c in chunk_ids:
         first, last = layout.layer_ranges[c]
         fixed = sum(op.saved_bytes for op in model.embed.ops) if c == 0 else 0.0
+        chunk_layers = [model.layers[i] for i in range(first, last)]
         if c == len(layout.layer_ranges) - 1:
             fixed += sum(op.saved_bytes for op in model.head.ops)
-        held = sum(sizes[id(model.layers[i])][0] for i in range(first, last))
-        working = max([working, *(sizes[id(model.layers[i])][1] for i in range(first, last))])
+            # multi-token prediction: its layers as layers, its entry and head as the head
+            chunk_layers += [b for _, layer, b in model.mtp if layer >= 0]
+            fixed += sum(
+                op.saved_bytes for _, layer, b in model.mtp if layer < 0 for x in b for op in x.ops
+            )
+        held = sum(sizes[id(blocks)][0] for blocks in chunk_layers)
+        working = max([working, *(sizes[id(blocks)][1] for blocks in chunk_layers)])
         per_microbatch.append(held + fixed)
     steps, chunks = layout.orders[s]
     dense, expert = split_params([b for u in units for b in u.blocks])

@@ -30,7 +30,8 @@ def mapping_warnings(
         )
     chunks = mapping.pp * mapping.virtual_stages
     layers = experiment.workload.model.num_hidden_layers
-    if mapping.partition == "layers" and chunks <= layers and layers % chunks:
+    even_split = mapping.partition == "layers" and mapping.pipeline_layout is None
+    if even_split and chunks <= layers and layers % chunks:
         depths = [last - first for first, last in partition_by_layers(layers, chunks)]
         what = "stages" if mapping.virtual_stages == 1 else "model chunks"
         warnings.append(

@@ -71,6 +71,7 @@ __all__ = [
     "layer_kinds",
     "model_flop_per_iteration",
     "moe_blocks",
+    "mtp_units",
     "num_active_parameters",
     "num_parameters",
     "unmodelled_architecture",
@@ -610,6 +611,110 @@ def _hybrid_layer_blocks(
     if sequence_parallel and tp > 1:
         block = _sequence_sharded(block, tp)
     return _fp8_blocks((block,), training, tp if sequence_parallel else 1)
+
+
+def _without_params(block: Block) -> Block:
+    """``block`` running weights another block owns (a repeated MTP block, the shared head):
+    it reads them, and owns, accumulates and updates none."""
+    ops = tuple(dataclasses.replace(op, params=0.0, param_tensors=0) for op in block.ops)
+    return dataclasses.replace(block, ops=ops)
+
+
+def mtp_units(
+    model: ModelSpec,
+    training: TrainingSpec,
+    micro_batch_size: int,
+    tp: int,
+    head: Block,
+    *,
+    sequence_parallel: bool = False,
+    cp: int = 1,
+    **moe: Any,
+) -> tuple[tuple[str, int, tuple[Block, ...]], ...]:
+    """Multi-token prediction as Megatron-Core trains it (``training.mtp_depths`` depths;
+    megatron/core/transformer/multi_token_prediction.py, MultiTokenPredictionLayer; DeepSeek-V3
+    report Sec. 2.2): ``(name, layer, blocks)`` of each unit the last pipeline stage runs after
+    its head, in order. Per depth:
+
+    - ``mtp<d>_in``: the shifted tokens' embedding (the shared table: a gather, no weights of
+      its own), the RMSNorms of that embedding and of the previous depth's hidden state (h
+      each), and ``eh_proj``, the linear of their concatenation ``2h -> h``, column-parallel,
+      its output gathered over TP (costed as an all-reduce of ``e·b·s·h``, an upper bound);
+    - the MTP block's layers (a hybrid model's ``mtp_hybrid_override_pattern``, else one
+      layer like the model's last), numbered after the model's layers;
+    - ``mtp<d>_head``: the logits and loss through the shared head (its final norm's gain,
+      ``h``, is not counted).
+
+    Depths past the model's ``num_nextn_predict_layers`` blocks repeat the one block
+    (``mtp_use_repeated_layer``): they read its weights and own none. The layers run in the
+    run's precision (Megatron-Bridge's Nemotron 3 Super recipe keeps them in BF16, which is
+    not modelled).
+
+    Raises:
+        MappingError: a hybrid model without its MTP pattern.
+    """
+    depths = training.mtp_depths
+    if depths == 0:
+        return ()
+    pattern = model.mtp_hybrid_override_pattern
+    if model.hybrid_override_pattern is not None:
+        if pattern is None:
+            raise MappingError(
+                f"training.mtp_depths={depths}: hybrid model {model.name!r} gives no "
+                "mtp_hybrid_override_pattern (its MTP block's layers)"
+            )
+        block_model = dataclasses.replace(
+            model, hybrid_override_pattern=pattern, num_hidden_layers=len(pattern)
+        )
+        layer_ids: tuple[int, ...] = tuple(range(len(pattern)))
+    else:
+        block_model, layer_ids = model, (model.num_hidden_layers - 1,)
+    e, h = _dtype_bytes(training), model.hidden_size
+    n_tok = micro_batch_size * _local_seq_len(training, cp)
+    act_bytes = e * n_tok * h
+    entry_ops = (
+        make_op("mtp_embed", "embedding", embedding_cost(n_tok, h, dtype_bytes=e), dtype_bytes=e),
+        _norm_op(model, "mtp_enorm", n_tok, e),
+        _norm_op(model, "mtp_hnorm", n_tok, e),
+        make_op(
+            "eh_proj",
+            "matmul",
+            matmul_cost(n_tok, 2 * h, h // tp, dtype_bytes=e, has_weight=True),
+            params=2 * h * (h // tp),
+            dtype_bytes=e,
+            saved_bytes=2 * act_bytes,
+        ),
+    )
+    entry_edges = (
+        ("mtp_embed", "mtp_enorm", act_bytes),
+        (BLOCK_INPUT, "mtp_hnorm", act_bytes),
+        ("mtp_enorm", "eh_proj", act_bytes),
+        ("mtp_hnorm", "eh_proj", act_bytes),
+    )
+    gather = _allreduce(tp, act_bytes)
+    entry = Block("mtp_in", entry_ops, gather, gather, entry_edges)
+    layers = [
+        layer_blocks(
+            block_model, training, micro_batch_size, tp,
+            sequence_parallel=sequence_parallel, layer=j, cp=cp, **moe,
+        )
+        for j in layer_ids
+    ]  # fmt: skip
+    shared_head = _without_params(head)
+    units: list[tuple[str, int, tuple[Block, ...]]] = []
+    next_layer = model.num_hidden_layers
+    for d in range(depths):
+        repeated = d >= model.num_nextn_predict_layers
+
+        def own(block: Block, repeated: bool = repeated) -> Block:
+            return _without_params(block) if repeated else block
+
+        units.append((f"mtp{d}_in", -1, (own(entry),)))
+        for j, blocks in zip(layer_ids, layers, strict=True):
+            units.append((f"MTP{d}.{j}", next_layer, tuple(own(b) for b in blocks)))
+            next_layer += 1
+        units.append((f"mtp{d}_head", -1, (shared_head,)))
+    return tuple(units)
 
 
 def _fp8_blocks(

@@ -18,12 +18,17 @@ import dataclasses
 
 import pytest
 
+from palmsim.api import load_experiment
 from palmsim.config.loader import load_workload
 from palmsim.config.specs import ModelSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
+from palmsim.hardware.chip import Chip
+from palmsim.mapping.mapper import map_workload
 from palmsim.workload.builders import (
     check_cached_attention,
+    head_block,
     layer_blocks,
+    mtp_units,
     num_active_parameters,
     num_parameters,
 )
@@ -221,3 +226,72 @@ def test_nemotron_3_super_parameters_by_hand() -> None:
     m = load_workload(SUPER)[0].model
     assert num_parameters(m) == 123_611_033_088 - 2_942_325_248 - 40 * 512
     assert num_active_parameters(m) == pytest.approx(12.77e9, rel=1e-3)
+
+
+# --------------------------------------------------------------------------- multi-token prediction
+
+
+def test_mtp_units_of_nemotron_3_super_by_hand() -> None:
+    """Megatron-Bridge's Super recipe: one MTP block ('*E') run at two depths
+    (mtp_use_repeated_layer). Its weights, once: enorm and hnorm (h each), eh_proj (2h x h),
+    an attention and a LatentMoE layer; the checkpoint's block is 2,942,325,248 elements
+    with its final norm's gain (h) and the router's bias buffer (512), which palmsim does not
+    count. The second depth and both heads own nothing."""
+    m = load_workload(SUPER)[0].model
+    training = TrainingSpec(seq_len=8192, global_batch_size=8, mtp_depths=2)
+    head = head_block(m, training, 1, 1)
+    units = mtp_units(m, training, 1, 1, head, ep=64)
+    assert [name for name, _, _ in units] == [
+        "mtp0_in", "MTP0.0", "MTP0.1", "mtp0_head", "mtp1_in", "MTP1.0", "MTP1.1", "mtp1_head",
+    ]  # fmt: skip
+    assert [layer for _, layer, _ in units] == [-1, 88, 89, -1, -1, 90, 91, -1]
+    kinds = [tuple(b.name for b in blocks) for _, _, blocks in units[1:3]]
+    assert kinds == [("attn",), ("moe_route", "moe_experts", "moe_combine")]
+
+    def params(unit):
+        return sum(b.params for b in unit[2])
+
+    experts_elsewhere = 512 * 2 * 1024 * 2688 * (63 / 64)  # EP 64: this GPU holds 8 of 512
+    block = 2_942_325_248 - 4096 - 512 - experts_elsewhere
+    assert sum(params(u) for u in units[:4]) == pytest.approx(block, rel=1e-12)
+    assert sum(params(u) for u in units[4:]) == 0
+    h = 4096
+    assert units[0][2][0].op("eh_proj").flop_fwd == 2 * 8192 * 2 * h * h
+
+
+def test_mtp_runs_on_the_last_stage_with_its_weights_once() -> None:
+    """The tiny hybrid with a '*E' MTP block trained at two depths over two stages: the last
+    stage's forward runs both depths after its head; its weights and optimizer state grow by
+    the block's parameters once; the first stage does not change."""
+    model = dataclasses.replace(MODEL, num_nextn_predict_layers=1, mtp_hybrid_override_pattern="*E")
+
+    def plan(depths):
+        exp = load_experiment(
+            "dgx-h100", "llama2-7b",
+            overrides=("hw.system.chips=[1, 8]", "training.global_batch_size=8",
+                       "training.seq_len=4096"),
+            mapping_flags={"pp": 2, "tp": 1, "dp": 1, "micro_batch_size": 1},
+        )  # fmt: skip
+        training = dataclasses.replace(exp.workload.training, mtp_depths=depths)
+        workload = dataclasses.replace(exp.workload, model=model, training=training)
+        exp = dataclasses.replace(exp, workload=workload)
+        return map_workload(exp, Chip.from_spec(exp.hardware))
+
+    plain, mtp = plan(0), plan(2)
+    labels = [s.label for s in mtp.programs[1].forward]
+    assert labels[-13:] == [
+        "head.head", "mtp0_in.mtp_in", "MTP0.0.attn", "MTP0.1.moe_route", "MTP0.1.moe_experts",
+        "MTP0.1.moe_combine", "mtp0_head.head", "mtp1_in.mtp_in", "MTP1.0.attn",
+        "MTP1.1.moe_route", "MTP1.1.moe_experts", "MTP1.1.moe_combine", "mtp1_head.head",
+    ]  # fmt: skip
+    assert [s.label for s in mtp.programs[0].forward] == [
+        s.label for s in plain.programs[0].forward
+    ]
+    training = TrainingSpec(seq_len=4096, global_batch_size=8, attention_kernel="fused")
+    units = mtp_units(
+        model, dataclasses.replace(training, mtp_depths=2), 1, 1, head_block(model, training, 1, 1)
+    )
+    block = sum(b.params for _, _, blocks in units for b in blocks)
+    grow = dict(mtp.memory)[max(dict(mtp.memory))].gradients
+    grow -= dict(plain.memory)[max(dict(plain.memory))].gradients
+    assert grow == pytest.approx(2 * block, rel=1e-12)  # bf16 gradients, the block once

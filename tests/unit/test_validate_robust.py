@@ -629,17 +629,29 @@ def test_a_megatron_lm_baseline_beside_megascale_is_not_megascale() -> None:
     assert by_system is not None and by_system.flags["tp_comm_overlap"] is True
 
 
-def test_a_model_run_with_its_mtp_module_is_marked() -> None:
-    """Megatron-Bridge writes "DeepSeekV3 (w/ MTP)" or "(w/o MTP)": the multi-token-prediction
-    module palmsim does not build is an assumption marked on the figures, its absence none."""
+def test_a_model_run_with_its_mtp_module_trains_it() -> None:
+    """Megatron-Bridge writes "DeepSeekV3 (w/ MTP)" or "(w/o MTP)": a run named with MTP
+    trains its multi-token prediction, one depth where the case states none (marked), the
+    case's training.mtp_num_layers where it does; without it, none."""
     with_mtp = read_training_run(
         _case(model={"name": "DeepSeekV3 (w/ MTP)", "ffn": 2816}), "x.yaml"
     )
-    assert with_mtp is not None and "model.mtp" in {a.key for a in with_mtp.assumptions}
+    assert with_mtp is not None and "training.mtp_depths=1" in with_mtp.overrides
+    assert "training.mtp_num_layers" in {a.key for a in with_mtp.assumptions}
+    stated = read_training_run(
+        _case(
+            model={"name": "DeepSeekV3 (w/ MTP)", "ffn": 2816},
+            training={"mtp_num_layers": 2},
+        ),
+        "x.yaml",
+    )
+    assert stated is not None and "training.mtp_depths=2" in stated.overrides
+    assert "training.mtp_num_layers" not in {a.key for a in stated.assumptions}
     without = read_training_run(
         _case(model={"name": "DeepSeekV3 (w/o MTP)", "ffn": 2816}), "x.yaml"
     )
-    assert without is not None and "model.mtp" not in {a.key for a in without.assumptions}
+    assert without is not None
+    assert not any(o.startswith("training.mtp_depths") for o in without.overrides)
 
 
 def test_figures_under_other_names_are_read_in_their_unit(tmp_path: Path) -> None:
