@@ -851,6 +851,30 @@ _OPTIMIZERS = {
 }
 
 
+def _bf16_parts(training: Mapping[str, Any]) -> list[str]:
+    """The parts of an fp8 (or NVFP4) run kept in bf16, as Megatron-Core names them:
+    ``first_last_layers_bf16`` with ``num_layers_at_start_in_bf16`` and
+    ``num_layers_at_end_in_bf16`` (each 1 unstated, Megatron-Core's defaults),
+    ``keep_mtp_spec_in_bf16``, and ``bf16_linears`` (a TE quantization recipe's bf16
+    modules, by palmsim's op names)."""
+    out = []
+    if "first_last_layers_bf16" in training and _flag(training, "first_last_layers_bf16"):
+        for key, name in (
+            ("num_layers_at_start_in_bf16", "bf16_layers_at_start"),
+            ("num_layers_at_end_in_bf16", "bf16_layers_at_end"),
+        ):
+            count = _int(training, key, f"training.{key}", minimum=0)
+            out.append(f"training.{name}={1 if count is None else count}")
+    if "keep_mtp_spec_in_bf16" in training and _flag(training, "keep_mtp_spec_in_bf16"):
+        out.append("training.mtp_in_bf16=true")
+    linears = training.get("bf16_linears")
+    if linears:
+        if not isinstance(linears, list) or not all(isinstance(x, str) for x in linears):
+            raise NotRun(f"training.bf16_linears: got {linears!r}; expected a list of op names")
+        out.append("training.bf16_linears=" + ",".join(linears))
+    return out
+
+
 def _optimizer(training: Mapping[str, Any]) -> tuple[str, bool]:
     """``training.optimizer``, the first optimizer its text names (unstated: Adam, what the
     runs of this format train with): ``(palmsim's optimizer, layer-wise distributed)``.
@@ -1437,6 +1461,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     ]
     if mtp_depths:
         overrides.append(f"training.mtp_depths={mtp_depths}")
+    overrides += _bf16_parts(training)
     overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
     if fp8_recipe is not None:
         overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")

@@ -17,6 +17,7 @@ __all__ = [
     "DTYPE_BYTES",
     "EXPERT_LOADS",
     "EXPERT_PLACEMENTS",
+    "FP8_LINEAR_OPS",
     "FP8_RECIPES",
     "GRAD_ACCUMULATION_MODES",
     "INFERENCE_PASSES",
@@ -113,6 +114,33 @@ KV_PLACEMENTS = ("sequence", "request")
 
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
+
+#: The GEMMs of Transformer Engine linear modules, by op name (palmsim.workload.builders):
+#: what fp8 training runs in fp8 (palmsim.workload.fp8.FP8_LINEARS).
+FP8_LINEAR_OPS: tuple[str, ...] = (
+    "qkv",
+    # multi-head latent attention's projections: TELinear (duplicated) and TE's
+    # LayerNormColumnParallelLinear modules in Megatron-Core's MLA layer spec
+    "q_proj",
+    "q_down",
+    "q_up",
+    "kv_down",
+    "kv_up",
+    "out_proj",
+    "fc1",
+    "fc2",
+    # the Mamba-2 mixer's in_proj (TE's LayerNormColumnParallelLinear) and out_proj
+    # (TERowParallelLinear) in Megatron-Core's Mamba layer spec
+    "mamba_in",
+    "mamba_out",
+    "experts_fc1",
+    "experts_fc2",
+    # LatentMoE's projections (TELinear, duplicated over TP)
+    "latent_down",
+    "latent_up",
+    "shared_fc1",
+    "shared_fc2",
+)
 
 #: Megatron-Core's ``--recompute-modules`` names (``mapping.recompute_modules``), in its
 #: documentation's order, and its default (megatron/core/transformer/transformer_config.py).
@@ -824,6 +852,27 @@ class TrainingSpec:
         "palmsim.workload.muon; with ZeRO-1 Megatron-Core's layer-wise distributed optimizer: "
         "gradients all-reduced, each replica updating its share of whole matrices)",
         default="adam",
+    )
+    bf16_layers_at_start: int = _f(
+        "fp8 (or NVFP4) training: the first this many layers run every GEMM in bf16 "
+        "(Megatron-Core --first-last-layers-bf16 with --num-layers-at-start-in-bf16)",
+        default=0,
+    )
+    bf16_layers_at_end: int = _f(
+        "the same for the last layers (--num-layers-at-end-in-bf16)",
+        default=0,
+    )
+    bf16_linears: tuple[str, ...] = _f(
+        "fp8 (or NVFP4) training: the Transformer Engine linears kept in bf16 in every layer, "
+        "by op name (palmsim.workload.fp8.FP8_LINEARS; a TE quantization recipe per module, "
+        "as Megatron-Bridge's Nemotron 3 Super te_quant.cfg keeps attention and the latent "
+        "projections)",
+        default=(),
+    )
+    mtp_in_bf16: bool = _f(
+        "fp8 (or NVFP4) training: the multi-token-prediction layers run in bf16 "
+        "(Megatron-Core keep_mtp_spec_in_bf16)",
+        default=False,
     )
     mtp_depths: int = _f(
         "multi-token-prediction depths trained on the last pipeline stage (Megatron-Core "

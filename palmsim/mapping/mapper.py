@@ -246,16 +246,22 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         model, training, mbs, ep, mapping.expert_placement,
         np.random.default_rng(experiment.run.seed), cp=cp, tp=tp, etp=etp,
     )  # fmt: skip
-    built: dict[tuple[str, bool, float | None, int | None], tuple[Block, ...]] = {}
+    built: dict[tuple[str, bool, float | None, int | None, bool], tuple[Block, ...]] = {}
     layers = []
+    num_layers = model.num_hidden_layers
+    in_bf16 = dataclasses.replace(training, dtype="bf16")
     for i, routing in enumerate(routings):
         slots = None if routing is None else routing.max_received_slots
-        # layers differ by their kind (a hybrid's), MLP, routed slots and attention window
-        key = (model.layer_kind(i), routing is not None, slots, model.attention_window(i))
+        # --first-last-layers-bf16: these layers' GEMMs in bf16 under fp8 training
+        bf16 = i < training.bf16_layers_at_start or i >= num_layers - training.bf16_layers_at_end
+        # layers differ by their kind (a hybrid's), MLP, routed slots, attention window and
+        # precision
+        key = (model.layer_kind(i), routing is not None, slots, model.attention_window(i), bf16)
         if key not in built:
             built[key] = tuple(
                 layer_blocks(
-                    model, training, mbs, tp, sequence_parallel=sp, layer=i, ep=ep,
+                    model, in_bf16 if bf16 else training, mbs, tp, sequence_parallel=sp,
+                    layer=i, ep=ep,
                     expert_slots=slots, cp=cp, etp=etp,
                     sort_by_local_expert=mapping.moe_dispatcher == "alltoall",
                 )

@@ -647,8 +647,8 @@ def mtp_units(
 
     Depths past the model's ``num_nextn_predict_layers`` blocks repeat the one block
     (``mtp_use_repeated_layer``): they read its weights and own none. The layers run in the
-    run's precision (Megatron-Bridge's Nemotron 3 Super recipe keeps them in BF16, which is
-    not modelled).
+    run's precision, or in bf16 with ``training.mtp_in_bf16`` (``keep_mtp_spec_in_bf16``, as
+    Megatron-Bridge's Nemotron 3 Super recipe sets it).
 
     Raises:
         MappingError: a hybrid model without its MTP pattern.
@@ -693,9 +693,13 @@ def mtp_units(
     )
     gather = _allreduce(tp, act_bytes)
     entry = Block("mtp_in", entry_ops, gather, gather, entry_edges)
+    # keep_mtp_spec_in_bf16: the block's GEMMs in bf16 under fp8 training
+    block_training = (
+        dataclasses.replace(training, dtype="bf16") if training.mtp_in_bf16 else training
+    )
     layers = [
         layer_blocks(
-            block_model, training, micro_batch_size, tp,
+            block_model, block_training, micro_batch_size, tp,
             sequence_parallel=sequence_parallel, layer=j, cp=cp, **moe,
         )
         for j in layer_ids
@@ -733,6 +737,7 @@ def _fp8_blocks(
                 dtype_bytes=e,
                 recipe=training.fp8_recipe,
                 sequence_parallel_tp=sequence_parallel_tp,
+                keep_bf16=training.bf16_linears,
             ),
         )
         for b in blocks

@@ -78,10 +78,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from palmsim.config.specs import DTYPE_BYTES, NVFP4_BLOCK_ELEMENTS
+from palmsim.config.specs import DTYPE_BYTES, FP8_LINEAR_OPS, NVFP4_BLOCK_ELEMENTS
 from palmsim.workload.ops import Op, cast_cost, make_op
 
 __all__ = [
@@ -100,31 +100,9 @@ __all__ = [
     "fp8_weight_copy_bytes",
 ]
 
-#: The GEMMs of TE linear modules (op names of :mod:`palmsim.workload.builders`).
-FP8_LINEARS: tuple[str, ...] = (
-    "qkv",
-    # multi-head latent attention's projections: TELinear (duplicated) and TE's
-    # LayerNormColumnParallelLinear modules in Megatron-Core's MLA layer spec
-    "q_proj",
-    "q_down",
-    "q_up",
-    "kv_down",
-    "kv_up",
-    "out_proj",
-    "fc1",
-    "fc2",
-    # the Mamba-2 mixer's in_proj (TE's LayerNormColumnParallelLinear) and out_proj
-    # (TERowParallelLinear) in Megatron-Core's Mamba layer spec
-    "mamba_in",
-    "mamba_out",
-    "experts_fc1",
-    "experts_fc2",
-    # LatentMoE's projections (TELinear, duplicated over TP)
-    "latent_down",
-    "latent_up",
-    "shared_fc1",
-    "shared_fc2",
-)
+#: The GEMMs of TE linear modules (op names of :mod:`palmsim.workload.builders`; listed in
+#: :data:`palmsim.config.specs.FP8_LINEAR_OPS`, which ``training.bf16_linears`` names).
+FP8_LINEARS: tuple[str, ...] = FP8_LINEAR_OPS
 
 #: Linears whose input is the sequence-parallel all-gather of the norm's output: TE casts
 #: the tile's own ``s/t`` rows and gathers them in fp8 (layernorm_linear.py, the
@@ -235,9 +213,11 @@ def fp8_block_ops(
     dtype_bytes: float,
     recipe: str,
     sequence_parallel_tp: int = 1,
+    keep_bf16: Collection[str] = (),
 ) -> tuple[Op, ...]:
     """``ops`` with each TE linear run in fp8: marked :attr:`Op.fp8`, keeping its fp8 input
-    for the backward, and preceded by its cast op (``<name>_cast``).
+    for the backward, and preceded by its cast op (``<name>_cast``); the linears named in
+    ``keep_bf16`` (``training.bf16_linears``) stay as they are.
 
     ``sequence_parallel_tp`` > 1: the inputs of :data:`SEQUENCE_GATHERED_INPUTS` are cast on
     the tile's ``1/t`` share, before the all-gather, and transposed after the backward's
@@ -247,7 +227,7 @@ def fp8_block_ops(
     fp8_bytes = scaling.element_bytes
     out: list[Op] = []
     for op in ops:
-        if op.name not in FP8_LINEARS or op.gemm_shape is None:
+        if op.name not in FP8_LINEARS or op.name in keep_bf16 or op.gemm_shape is None:
             out.append(op)
             continue
         batch, m, k, n = op.gemm_shape
