@@ -1210,6 +1210,41 @@ def _offloading(case: Mapping[str, Any]) -> str | None:
 _OFF_VALUES = frozenset({"0", "false", "none", "null", "off", "no", ""})
 
 
+#: The LoRA rank where a LoRA case states none: Megatron-Bridge's ``LoRA.dim`` default
+#: (src/megatron/bridge/peft/lora.py).
+DEFAULT_LORA_RANK = 32
+
+
+def _lora_overrides(
+    case: Mapping[str, Any], training: Mapping[str, Any], assumptions: list[Assumption]
+) -> list[str]:
+    """A LoRA fine-tuning case (:func:`_lora`): ``training.lora_rank`` (or ``lora_dim``;
+    unstated, Megatron-Bridge's default, marked) and ``lora_targets`` (palmsim's op names;
+    unstated, Megatron-Bridge's default target modules). Not LoRA: nothing."""
+    named = _lora(case)
+    if named is None:
+        return []
+    if re.search(r"qlora", named, re.IGNORECASE):
+        raise NotRun(
+            f"QLoRA fine-tuning ({named!r}): frozen weights held in 4-bit and dequantized for "
+            "each GEMM are not modelled"
+        )
+    rank = _int(training, "lora_rank", "training.lora_rank") or _int(
+        training, "lora_dim", "training.lora_dim"
+    )
+    if rank is None:
+        rank = DEFAULT_LORA_RANK
+        why = "not stated: Megatron-Bridge's LoRA default dim (peft/lora.py)"
+        assumptions.append(Assumption("training.lora_rank", rank, why))
+    out = [f"training.lora_rank={rank}"]
+    targets = training.get("lora_targets")
+    if targets:
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise NotRun(f"training.lora_targets: got {targets!r}; expected a list of op names")
+        out.append("training.lora_targets=" + ",".join(targets))
+    return out
+
+
 def _lora(case: Mapping[str, Any]) -> str | None:
     """The text that names LoRA fine-tuning in the case's id, ``model`` or ``training``."""
     texts = [str(case.get("id", ""))]
@@ -1303,12 +1338,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     fp8_recipe = _fp8_recipe(training) if dtype == "fp8" else None
     if fp8_recipe is not None and fp8_recipe[1] is not None:
         assumptions.append(fp8_recipe[1])
-    named = _lora(case)
-    if named is not None:
-        raise NotRun(
-            f"LoRA fine-tuning ({named!r}): palmsim trains every weight; frozen weights with "
-            "low-rank adapters are not modelled"
-        )
+    lora = _lora_overrides(case, training, assumptions)
     offload = _offloading(case)
     if offload is not None:
         raise NotRun(
@@ -1462,6 +1492,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     if mtp_depths:
         overrides.append(f"training.mtp_depths={mtp_depths}")
     overrides += _bf16_parts(training)
+    overrides += lora
     overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
     if fp8_recipe is not None:
         overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")

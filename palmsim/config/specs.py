@@ -21,6 +21,7 @@ __all__ = [
     "FP8_RECIPES",
     "GRAD_ACCUMULATION_MODES",
     "INFERENCE_PASSES",
+    "LORA_TARGET_OPS",
     "MATH_FIDELITIES",
     "MEMORY_OP_KINDS",
     "MODES",
@@ -140,6 +141,12 @@ FP8_LINEAR_OPS: tuple[str, ...] = (
     "latent_up",
     "shared_fc1",
     "shared_fc2",
+)
+
+#: Linears a LoRA adapter may sit beside (``training.lora_targets``): the dense TE linears
+#: (a grouped GEMM's experts are not adapted; palmsim.workload.lora).
+LORA_TARGET_OPS: tuple[str, ...] = tuple(
+    name for name in FP8_LINEAR_OPS if not name.startswith("experts_") and "latent" not in name
 )
 
 #: Megatron-Core's ``--recompute-modules`` names (``mapping.recompute_modules``), in its
@@ -852,6 +859,16 @@ class TrainingSpec:
         "palmsim.workload.muon; with ZeRO-1 Megatron-Core's layer-wise distributed optimizer: "
         "gradients all-reduced, each replica updating its share of whole matrices)",
         default="adam",
+    )
+    lora_rank: int = _f(
+        "LoRA fine-tuning (palmsim.workload.lora): every weight frozen, a rank-r adapter "
+        "beside each of training.lora_targets, trained; 0: every weight trained",
+        default=0,
+    )
+    lora_targets: tuple[str, ...] = _f(
+        "the linears LoRA adapts, by op name; the default is Megatron-Bridge's LoRA "
+        "target_modules (linear_qkv, linear_proj, linear_fc1, linear_fc2)",
+        default=("qkv", "out_proj", "fc1", "fc2"),
     )
     bf16_layers_at_start: int = _f(
         "fp8 (or NVFP4) training: the first this many layers run every GEMM in bf16 "

@@ -263,11 +263,17 @@ def pass_cost(
     serial_s = 0.0
     for op in ops:
         part = (parts or {}).get(op.name, "both") if phase == "B" else "both"
+        if phase == "B" and op.frozen and op.gemm_shape is not None:
+            # a frozen weight takes no weight gradient: its backward is the dgrad alone
+            if part == "wgrad":
+                continue
+            part = "dgrad"
         weights = op.weight_bytes
         if phase == "B":
             flop, act = op.flop_bwd, op.bytes_bwd
             # Weight-gradient accumulation reads and writes the gradient.
-            grad = 2.0 * op.params * grad_bytes_per_param if fused_accumulation else 0.0
+            trained = 0.0 if op.frozen else op.params
+            grad = 2.0 * trained * grad_bytes_per_param if fused_accumulation else 0.0
             if part == "dgrad":
                 flop, act, grad = flop / 2, act / 2, 0.0
             elif part == "wgrad":
@@ -320,9 +326,9 @@ def accumulation_cost(
     One kernel per parameter tensor, reading both gradients and writing the sum, ``3·g``
     bytes per parameter: Megatron-LM's local DDP hook ``param.main_grad.add_(param.grad)``
     (``megatron/model/distributed.py``), or PyTorch's AccumulateGrad (``grad += new``).
-    None when the ops own no parameters.
+    None when the ops own no parameters they train (a frozen op's take no gradient).
     """
-    ops = list(ops)
+    ops = [op for op in ops if not op.frozen]
     params = sum(op.params for op in ops)
     if params == 0:
         return None

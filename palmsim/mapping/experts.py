@@ -56,6 +56,7 @@ __all__ = [
     "dispatch_dedup",
     "ep_alltoall",
     "expert_grad_bucket",
+    "frozen_params",
     "layer_routings",
     "split_params",
     "stage_state_bytes",
@@ -116,10 +117,17 @@ def dispatch_dedup(
 
 
 def split_params(blocks: Sequence[Block]) -> tuple[float, float]:
-    """``(dense, expert)`` parameters of ``blocks`` on one tile [count]."""
+    """``(dense, expert)`` trained parameters of ``blocks`` on one tile [count]: what takes
+    gradients, optimizer state and updates (a frozen op's, :attr:`Op.frozen`, none)."""
     expert = sum(op.params for b in blocks for op in b.ops if op.name in EXPERT_OPS)
-    total = sum(b.params for b in blocks)
+    expert -= sum(op.params for b in blocks for op in b.ops if op.name in EXPERT_OPS and op.frozen)
+    total = sum(op.params for b in blocks for op in b.ops if not op.frozen)
     return total - expert, expert
+
+
+def frozen_params(blocks: Sequence[Block]) -> float:
+    """Parameters of ``blocks`` on one tile that the run does not train [count]."""
+    return float(sum(op.params for b in blocks for op in b.ops if op.frozen))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +150,10 @@ def stage_state_bytes(
     zero: int,
     tp: int = 1,
     etp: int | None = None,
+    frozen: float = 0.0,
 ) -> StateBytes:
-    """A tile's model state under EP and ZeRO (module docstring, "Memory").
+    """A tile's model state under EP and ZeRO (module docstring, "Memory"); ``frozen``
+    parameters (LoRA's base weights) are weights alone, replicated like the dense ones.
 
     ZeRO stage 1 shards the optimizer state, 2 also the gradients, 3 also the weights
     (Rajbhandari et al. SC20): the dense part over the ``dp`` replicas, the expert part over
@@ -158,7 +168,7 @@ def stage_state_bytes(
         return dense_params / dp + expert_params / expert_dp
 
     return StateBytes(
-        weights=sharded(3) * dtype_bytes,
+        weights=(sharded(3) + frozen) * dtype_bytes,
         gradients=sharded(2) * dtype_bytes,
         optimizer=sharded(1) * optimizer_bytes_per_param,
     )

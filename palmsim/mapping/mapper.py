@@ -16,6 +16,7 @@ tiles, indivisible batch, memory):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from palmsim.mapping.experts import (
     dispatch_dedup,
     ep_alltoall,
     expert_grad_bucket,
+    frozen_params,
     layer_routings,
     split_params,
     stage_state_bytes,
@@ -92,6 +94,7 @@ from palmsim.workload.fp8 import (
     fp8_weight_cache_bytes,
     fp8_weight_copy_bytes,
 )
+from palmsim.workload.lora import lora_blocks
 from palmsim.workload.muon import muon_matrices, newton_schulz_ops
 from palmsim.workload.ops import Op
 from palmsim.workload.recompute import kept_bytes, module_ops, recomputed_ops
@@ -288,6 +291,16 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
     head = head_block(
         model, local, mbs, tp, count_tied_weights=mapping.pp > 1 or not model.tie_word_embeddings
     )
+    embed = embedding_block(model, local, mbs, tp)
+    if training.lora_rank:  # LoRA: every weight frozen, adapters beside the targets
+        adapt = functools.partial(
+            lora_blocks,
+            rank=training.lora_rank,
+            targets=training.lora_targets,
+            dtype_bytes=batch.elem_bytes,
+        )
+        layers = [adapt(blocks) for blocks in layers]
+        (embed,), (head,) = adapt((embed,)), adapt((head,))
     # the MTP block's MoE layers route as the model's (the first MoE layer's slots)
     routed = next((r for r in routings if r is not None), None)
     mtp = mtp_units(
@@ -295,9 +308,11 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         expert_slots=None if routed is None else routed.max_received_slots, etp=etp,
         sort_by_local_expert=mapping.moe_dispatcher == "alltoall",
     )  # fmt: skip
+    if training.lora_rank:
+        mtp = tuple((name, layer, adapt(blocks)) for name, layer, blocks in mtp)
     return _Model(
         tuple(layers),
-        embedding_block(model, local, mbs, tp),
+        embed,
         head,
         send,
         gather,
@@ -508,6 +523,7 @@ def _stage_memory(
         zero=mapping.zero if replicas > 1 else 0,
         tp=tp,
         etp=mapping.expert_tp,
+        frozen=frozen_params([b for u in units for b in u.blocks]),
     )
     weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
     recipe = workload.training.fp8_recipe

@@ -48,7 +48,7 @@ def muon_matrices(ops: Iterable[Op]) -> list[tuple[float, float, float]]:
     GEMM's experts); a bias is not a matrix and is left out."""
     matrices = []
     for op in ops:
-        if op.kind != "matmul" or op.params <= 0 or op.gemm_shape is None:
+        if op.kind != "matmul" or op.params <= 0 or op.frozen or op.gemm_shape is None:
             continue
         _, _, k, n = op.gemm_shape
         count = float(op.params // (k * n))

@@ -138,6 +138,9 @@ class Op:
             into the weight-gradient GEMM [count].
         fp8: a GEMM Transformer Engine runs in fp8 (its fprop, dgrad and wgrad products at
             the fp8 peak; :mod:`palmsim.workload.fp8`).
+        frozen: its parameters are not trained (LoRA's base weights, :func:`palmsim.workload.
+            lora.lora_blocks`): its backward computes the input's gradient only, and it takes
+            no weight gradient, optimizer state, gradient reduction or update.
         model_flop_fwd: forward FLOP counted in model FLOPs when it differs from the executed
             ``flop_fwd`` (a fused causal attention executes about half of the ``s x s``
             products, model FLOPs count them all); None: ``flop_fwd`` [FLOP].
@@ -161,6 +164,7 @@ class Op:
     param_tensors: int = 0
     fp8: bool = False
     model_flop_fwd: float | None = None
+    frozen: bool = False
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -274,6 +274,8 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "dtype": "bf16",
         "optimizer": "adam",
         "mtp_depths": 0,
+        "lora_rank": 0,
+        "lora_targets": ("qkv", "out_proj", "fc1", "fc2"),
         "bf16_layers_at_start": 0,
         "bf16_layers_at_end": 0,
         "bf16_linears": (),

@@ -472,17 +472,23 @@ def test_every_spelling_of_throughput_is_one_prediction_in_its_unit(tmp_path: Pa
     assert got["combined_ms"] == pytest.approx(got["forward_ms"] + got["backward_ms"])
 
 
-def test_lora_fine_tuning_is_not_run_rather_than_run_as_full_training() -> None:
+def test_lora_fine_tuning_runs_as_lora() -> None:
     """A LoRA row (MLPerf's Llama 2 70B LoRA, Megatron-Bridge's LoRA tables) trains adapters
-    over frozen weights: run as full training it would be silently wrong."""
-    for case in (
-        {"id": "mlperf_llama2_70b_lora", **_case()},
-        _case(training={"method": "LoRA (rank 16)"}),
-        _case(model={"name": "GPT QLoRA"}),
-    ):
-        with pytest.raises(NotRun, match=r"LoRA fine-tuning .*not modelled"):
-            read_training_run(case, "x.yaml")
-    assert read_training_run({"id": "gpt_floral", **_case()}, "x.yaml") is not None
+    over frozen weights: it runs as LoRA, its rank the case's or Megatron-Bridge's default
+    (marked); QLoRA's 4-bit base weights are not modelled."""
+    named = read_training_run({"id": "mlperf_llama2_70b_lora", **_case()}, "x.yaml")
+    assert named is not None and "training.lora_rank=32" in named.overrides
+    assert "training.lora_rank" in {a.key for a in named.assumptions}
+    stated = read_training_run(
+        _case(training={"method": "LoRA", "lora_rank": 16, "lora_targets": ["qkv", "out_proj"]}),
+        "x.yaml",
+    )
+    assert stated is not None
+    assert {"training.lora_rank=16", "training.lora_targets=qkv,out_proj"} <= set(stated.overrides)
+    with pytest.raises(NotRun, match=r"QLoRA fine-tuning"):
+        read_training_run(_case(model={"name": "GPT QLoRA"}), "x.yaml")
+    plain = read_training_run({"id": "gpt_floral", **_case()}, "x.yaml")
+    assert plain is not None and not any("lora" in o for o in plain.overrides)
 
 
 def test_cpu_offloading_is_not_run_rather_than_run_without_it() -> None:

@@ -1,0 +1,67 @@
+"""LoRA fine-tuning (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models",
+arXiv:2106.09685) as Megatron-Bridge runs it (pure).
+
+Every weight of the model is frozen (:attr:`palmsim.workload.ops.Op.frozen`): its backward
+computes the input's gradient only (no weight-gradient GEMM), and it takes no gradient,
+optimizer state, gradient reduction or update. Each target linear ``y = x W`` (``k x n`` on
+the tile) gains an adapter beside it, ``y += (x A) B`` with ``A`` of ``k x r`` and ``B`` of
+``r x n``: two small GEMMs, trained, in the compute dtype (Megatron-Bridge's
+``LinearAdapter``/``ParallelLinearAdapter``: ``linear_in`` then ``linear_out``). ``A`` reads
+the base linear's input, which the base keeps for the backward already; ``B`` keeps its
+``r``-wide input. The adapters' TP split follows the base's shapes on the tile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from palmsim.config.specs import LORA_TARGET_OPS
+from palmsim.workload.builders import Block
+from palmsim.workload.ops import Op, make_op, matmul_cost
+
+__all__ = ["LORA_TARGETS", "lora_blocks"]
+
+#: Linears an adapter may sit beside (:data:`palmsim.config.specs.LORA_TARGET_OPS`).
+LORA_TARGETS = LORA_TARGET_OPS
+
+
+def _adapter(op: Op, rank: int, dtype_bytes: float) -> tuple[Op, Op]:
+    batch, m, k, n = op.gemm_shape or (1, 0, 0, 0)
+    a = make_op(
+        f"{op.name}_lora_a",
+        "matmul",
+        matmul_cost(m, k, rank, batch=batch, dtype_bytes=dtype_bytes, has_weight=True),
+        params=batch * k * rank,
+        dtype_bytes=dtype_bytes,
+    )
+    b = make_op(
+        f"{op.name}_lora_b",
+        "matmul",
+        matmul_cost(m, rank, n, batch=batch, dtype_bytes=dtype_bytes, has_weight=True),
+        params=batch * rank * n,
+        dtype_bytes=dtype_bytes,
+        saved_bytes=dtype_bytes * batch * m * rank,
+    )
+    return a, b
+
+
+def lora_blocks(
+    blocks: Sequence[Block], *, rank: int, targets: Sequence[str], dtype_bytes: float
+) -> tuple[Block, ...]:
+    """``blocks`` with every weight frozen and a rank-``rank`` adapter beside each linear
+    named in ``targets`` (module docstring)."""
+    out = []
+    for block in blocks:
+        ops: list[Op] = []
+        edges = list(block.edges)
+        for op in block.ops:
+            ops.append(dataclasses.replace(op, frozen=True) if op.params > 0 else op)
+            if op.name in targets and op.gemm_shape is not None:
+                a, b = _adapter(op, rank, dtype_bytes)
+                ops += [a, b]
+                batch, m, _, _ = op.gemm_shape
+                edges += [(src, a.name, size) for src, dst, size in block.edges if dst == op.name]
+                edges.append((a.name, b.name, dtype_bytes * batch * m * rank))
+        out.append(dataclasses.replace(block, ops=tuple(ops), edges=tuple(edges)))
+    return tuple(out)
