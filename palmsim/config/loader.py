@@ -2177,6 +2177,16 @@ def _check_mtp(
     depths, blocks = training.get("mtp_depths"), model.get("num_nextn_predict_layers")
     if not depths or blocks is None:
         return []
+    layers = model.get("num_hidden_layers")
+    if isinstance(layers, int) and depths > layers:  # also bounds what the mapper builds
+        return [
+            ConfigProblem(
+                where,
+                "training.mtp_depths",
+                depths,
+                f"at most the model's num_hidden_layers = {layers} (in {model_where})",
+            )
+        ]
     if blocks == 0 or (blocks != 1 and blocks != depths):
         return [
             ConfigProblem(

@@ -295,3 +295,10 @@ def test_mtp_runs_on_the_last_stage_with_its_weights_once() -> None:
     grow = dict(mtp.memory)[max(dict(mtp.memory))].gradients
     grow -= dict(plain.memory)[max(dict(plain.memory))].gradients
     assert grow == pytest.approx(2 * block, rel=1e-12)  # bf16 gradients, the block once
+
+
+def test_mtp_depths_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"training\.mtp_depths(.|\n)*at most"):
+        load_workload(SUPER, ["training.mtp_depths=1000"])
+    with pytest.raises(ConfigError, match=r"training\.mtp_depths(.|\n)*num_nextn_predict_layers"):
+        load_workload("workloads/nemotron-3-nano.yaml", ["training.mtp_depths=1"])
