@@ -867,12 +867,22 @@ def _bf16_parts(training: Mapping[str, Any]) -> list[str]:
             out.append(f"training.{name}={1 if count is None else count}")
     if "keep_mtp_spec_in_bf16" in training and _flag(training, "keep_mtp_spec_in_bf16"):
         out.append("training.mtp_in_bf16=true")
-    linears = training.get("bf16_linears")
+    linears = _op_names(training, "bf16_linears")
     if linears:
-        if not isinstance(linears, list) or not all(isinstance(x, str) for x in linears):
-            raise NotRun(f"training.bf16_linears: got {linears!r}; expected a list of op names")
         out.append("training.bf16_linears=" + ",".join(linears))
     return out
+
+
+def _op_names(training: Mapping[str, Any], key: str) -> list[str]:
+    """``training.<key>``, a list of palmsim op names (empty when absent).
+
+    Raises:
+        NotRun: anything but a list of strings.
+    """
+    names = training.get(key) or []
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise NotRun(f"training.{key}: got {names!r}; expected a list of op names")
+    return names
 
 
 def _optimizer(training: Mapping[str, Any]) -> tuple[str, bool]:
@@ -1237,10 +1247,8 @@ def _lora_overrides(
         why = "not stated: Megatron-Bridge's LoRA default dim (peft/lora.py)"
         assumptions.append(Assumption("training.lora_rank", rank, why))
     out = [f"training.lora_rank={rank}"]
-    targets = training.get("lora_targets")
+    targets = _op_names(training, "lora_targets")
     if targets:
-        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-            raise NotRun(f"training.lora_targets: got {targets!r}; expected a list of op names")
         out.append("training.lora_targets=" + ",".join(targets))
     return out
 

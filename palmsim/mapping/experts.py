@@ -119,10 +119,9 @@ def dispatch_dedup(
 def split_params(blocks: Sequence[Block]) -> tuple[float, float]:
     """``(dense, expert)`` trained parameters of ``blocks`` on one tile [count]: what takes
     gradients, optimizer state and updates (a frozen op's, :attr:`Op.frozen`, none)."""
-    expert = sum(op.params for b in blocks for op in b.ops if op.name in EXPERT_OPS)
-    expert -= sum(op.params for b in blocks for op in b.ops if op.name in EXPERT_OPS and op.frozen)
-    total = sum(op.params for b in blocks for op in b.ops if not op.frozen)
-    return total - expert, expert
+    trained = [op for b in blocks for op in b.ops if not op.frozen]
+    expert = sum(op.params for op in trained if op.name in EXPERT_OPS)
+    return sum(op.params for op in trained) - expert, expert
 
 
 def frozen_params(blocks: Sequence[Block]) -> float:

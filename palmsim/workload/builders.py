@@ -47,6 +47,7 @@ from palmsim.workload.ops import (
     elementwise_cost,
     embedding_cost,
     fused_attention_cost,
+    linear_op,
     loss_cost,
     make_op,
     matmul_cost,
@@ -676,14 +677,7 @@ def mtp_units(
         make_op("mtp_embed", "embedding", embedding_cost(n_tok, h, dtype_bytes=e), dtype_bytes=e),
         _norm_op(model, "mtp_enorm", n_tok, e),
         _norm_op(model, "mtp_hnorm", n_tok, e),
-        make_op(
-            "eh_proj",
-            "matmul",
-            matmul_cost(n_tok, 2 * h, h // tp, dtype_bytes=e, has_weight=True),
-            params=2 * h * (h // tp),
-            dtype_bytes=e,
-            saved_bytes=2 * act_bytes,
-        ),
+        linear_op("eh_proj", n_tok, 2 * h, h // tp, dtype_bytes=e, saved_bytes=2 * act_bytes),
     )
     entry_edges = (
         ("mtp_embed", "mtp_enorm", act_bytes),
@@ -958,15 +952,7 @@ def moe_blocks(
         # (parallel_mode="duplicated"), on the routed tokens before the dispatch
         # (megatron/core/transformer/moe/moe_layer.py, preprocess)
         route_ops.insert(
-            3,
-            make_op(
-                "latent_down",
-                "matmul",
-                matmul_cost(n_route, h, d, dtype_bytes=e, has_weight=True),
-                params=h * d,
-                dtype_bytes=e,
-                saved_bytes=route_bytes,
-            ),
+            3, linear_op("latent_down", n_route, h, d, dtype_bytes=e, saved_bytes=route_bytes)
         )
         route_edges = (
             *route_edges[:3],
@@ -1053,14 +1039,7 @@ def moe_blocks(
         # fc2_latent_proj, d -> h, replicated like fc1_latent_proj, after the combine
         # (moe_layer.py, postprocess)
         combine_ops.append(
-            make_op(
-                "latent_up",
-                "matmul",
-                matmul_cost(n_route, d, h, dtype_bytes=e, has_weight=True),
-                params=d * h,
-                dtype_bytes=e,
-                saved_bytes=e * n_route * d,
-            )
+            linear_op("latent_up", n_route, d, h, dtype_bytes=e, saved_bytes=e * n_route * d)
         )
         combine_edges.append(("weighted_sum", "latent_up", e * n_route * d))
         source = "latent_up"

@@ -8,7 +8,8 @@ the tile) gains an adapter beside it, ``y += (x A) B`` with ``A`` of ``k x r`` a
 ``r x n``: two small GEMMs, trained, in the compute dtype (Megatron-Bridge's
 ``LinearAdapter``/``ParallelLinearAdapter``: ``linear_in`` then ``linear_out``). ``A`` reads
 the base linear's input, which the base keeps for the backward already; ``B`` keeps its
-``r``-wide input. The adapters' TP split follows the base's shapes on the tile.
+``r``-wide input. The adapters' TP split follows the base's shapes on the tile. The linears
+an adapter may sit beside are :data:`palmsim.config.specs.LORA_TARGET_OPS`.
 """
 
 from __future__ import annotations
@@ -16,33 +17,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from palmsim.config.specs import LORA_TARGET_OPS
 from palmsim.workload.builders import Block
-from palmsim.workload.ops import Op, make_op, matmul_cost
+from palmsim.workload.ops import Op, linear_op
 
-__all__ = ["LORA_TARGETS", "lora_blocks"]
-
-#: Linears an adapter may sit beside (:data:`palmsim.config.specs.LORA_TARGET_OPS`).
-LORA_TARGETS = LORA_TARGET_OPS
+__all__ = ["lora_blocks"]
 
 
 def _adapter(op: Op, rank: int, dtype_bytes: float) -> tuple[Op, Op]:
     batch, m, k, n = op.gemm_shape or (1, 0, 0, 0)
-    a = make_op(
-        f"{op.name}_lora_a",
-        "matmul",
-        matmul_cost(m, k, rank, batch=batch, dtype_bytes=dtype_bytes, has_weight=True),
-        params=batch * k * rank,
-        dtype_bytes=dtype_bytes,
-    )
-    b = make_op(
-        f"{op.name}_lora_b",
-        "matmul",
-        matmul_cost(m, rank, n, batch=batch, dtype_bytes=dtype_bytes, has_weight=True),
-        params=batch * rank * n,
-        dtype_bytes=dtype_bytes,
+    a = linear_op(f"{op.name}_lora_a", m, k, rank, batch=batch, dtype_bytes=dtype_bytes)
+    b = linear_op(
+        f"{op.name}_lora_b", m, rank, n, batch=batch, dtype_bytes=dtype_bytes,
         saved_bytes=dtype_bytes * batch * m * rank,
-    )
+    )  # fmt: skip
     return a, b
 
 

@@ -34,7 +34,15 @@ from __future__ import annotations
 
 from palmsim.config.specs import ModelSpec
 from palmsim.errors import MappingError
-from palmsim.workload.ops import Op, OpCost, elementwise_cost, make_op, matmul_cost, norm_cost
+from palmsim.workload.ops import (
+    Op,
+    OpCost,
+    elementwise_cost,
+    linear_op,
+    make_op,
+    matmul_cost,
+    norm_cost,
+)
 
 __all__ = ["mamba_mixer_ops"]
 
@@ -79,14 +87,7 @@ def mamba_mixer_ops(
         return make_op(name, "matmul", cost, dtype_bytes=e, **kw)
 
     ops = (
-        make_op(
-            "mamba_in",
-            "matmul",
-            matmul_cost(tokens, h, in_t, dtype_bytes=e, has_weight=True),
-            params=h * in_t,
-            dtype_bytes=e,
-            saved_bytes=e * tokens * h,
-        ),
+        linear_op("mamba_in", tokens, h, in_t, dtype_bytes=e, saved_bytes=e * tokens * h),
         # the causal convolution and its SiLU, the first kernel of the fused function, which
         # keeps the whole in_proj output for its backward (and recomputes the convolution)
         make_op(
@@ -129,14 +130,7 @@ def mamba_mixer_ops(
             dtype_bytes=e,
             saved_bytes=e * tokens * d_t,
         ),
-        make_op(
-            "mamba_out",
-            "matmul",
-            matmul_cost(tokens, d_t, h, dtype_bytes=e, has_weight=True),
-            params=d_t * h,
-            dtype_bytes=e,
-            saved_bytes=e * tokens * d_t,
-        ),
+        linear_op("mamba_out", tokens, d_t, h, dtype_bytes=e, saved_bytes=e * tokens * d_t),
     )  # fmt: skip
     edges = (
         ("mamba_in", "mamba_conv", e * tokens * conv_t),

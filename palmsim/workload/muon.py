@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 from palmsim.workload.ops import OPS, Op, make_op
 
-__all__ = ["MUON_NS_STEPS", "muon_matrices", "newton_schulz_flop", "newton_schulz_ops"]
+__all__ = ["MUON_NS_STEPS", "muon_matrices", "newton_schulz_ops"]
 
 #: Newton-Schulz steps per update: Megatron-Bridge's ``muon_num_ns_steps`` default and Jordan
 #: et al.'s.
@@ -33,13 +33,6 @@ MUON_NS_STEPS = 5
 
 #: Bytes per element of the iteration: it runs in bf16 (Jordan et al.'s ``X = G.bfloat16()``).
 _NS_ELEMENT_BYTES = 2
-
-
-def newton_schulz_flop(rows: float, cols: float, steps: int = MUON_NS_STEPS) -> float:
-    """FLOP of orthogonalising one ``rows x cols`` matrix: ``steps·(4·a²·b + 2·a³)`` with
-    ``a = min(rows, cols)`` and ``b = max(rows, cols)`` (module docstring)."""
-    a, b = sorted((rows, cols))
-    return steps * (4 * a * a * b + 2 * a**3)
 
 
 def muon_matrices(ops: Iterable[Op]) -> list[tuple[float, float, float]]:

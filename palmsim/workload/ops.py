@@ -52,6 +52,7 @@ __all__ = [
     "elementwise_cost",
     "embedding_cost",
     "fused_attention_cost",
+    "linear_op",
     "loss_cost",
     "make_op",
     "matmul_cost",
@@ -583,4 +584,27 @@ def make_op(
         kernels_fwd=cost.kernels_fwd,
         kernels_bwd=cost.kernels_bwd,
         param_tensors=(1 if params > 0 else 0) if param_tensors is None else param_tensors,
+    )
+
+
+def linear_op(
+    name: str,
+    m: float,
+    k: float,
+    n: float,
+    *,
+    dtype_bytes: float,
+    batch: float = 1,
+    saved_bytes: float = 0.0,
+) -> Op:
+    """A bias-free linear layer ``x[m, k] @ W[k, n]`` (``batch`` of them, each its own
+    weight): :func:`matmul_cost` with the weight as :attr:`Op.weight_bytes`, owning
+    ``batch·k·n`` parameters and keeping ``saved_bytes`` for its backward."""
+    return make_op(
+        name,
+        "matmul",
+        matmul_cost(m, k, n, batch=batch, dtype_bytes=dtype_bytes, has_weight=True),
+        params=batch * k * n,
+        dtype_bytes=dtype_bytes,
+        saved_bytes=saved_bytes,
     )

@@ -20,7 +20,7 @@ from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.memory import optimizer_state_bytes_per_param
 from palmsim.mapping.plan import CollectiveKind, GradBucketReady
 from palmsim.validate import NotRun, _optimizer
-from palmsim.workload.muon import newton_schulz_flop, newton_schulz_ops
+from palmsim.workload.muon import newton_schulz_ops
 
 
 def _ns(a: float, b: float) -> float:
@@ -29,9 +29,12 @@ def _ns(a: float, b: float) -> float:
 
 
 def test_newton_schulz_flop_closed_form() -> None:
-    assert newton_schulz_flop(1024, 4096) == _ns(1024, 4096)
-    assert newton_schulz_flop(4096, 1024) == _ns(1024, 4096)  # the wider side transposed
-    assert newton_schulz_flop(64, 64, steps=1) == 4 * 64**3 + 2 * 64**3
+    ops = newton_schulz_ops([(1024, 4096, 1.0)])
+    assert sum(op.flop_fwd for op in ops) == _ns(1024, 4096)
+    ops = newton_schulz_ops([(4096, 1024, 1.0)])  # the wider side transposed
+    assert sum(op.flop_fwd for op in ops) == _ns(1024, 4096)
+    ops = newton_schulz_ops([(64, 64, 1.0)], steps=1)
+    assert sum(op.flop_fwd for op in ops) == 4 * 64**3 + 2 * 64**3
     ops = newton_schulz_ops([(7168, 2048, 3.0)])
     assert sum(op.flop_fwd for op in ops) == pytest.approx(3 * _ns(2048, 7168), rel=1e-12)
 
