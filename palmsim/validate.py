@@ -1036,37 +1036,83 @@ def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe:
     return out
 
 
-def _attention(
-    training: Mapping[str, Any], hw: HardwareSpec, assumptions: list[Assumption], *, fp8: bool
-) -> str:
-    """The attention core (``training.attention_kernel``): ``fused`` or ``unfused``.
+#: NeMo container releases whose launcher runs every job with ``NVTE_FUSED_ATTN=0`` ("Disable
+#: cudnn FA until we've tested it more": NVIDIA/NeMo-Framework-Launcher
+#: launcher_scripts/conf/config.yaml ``env_vars``, added in 562dcb45 of 2024-02-13, in its tags
+#: 24.01 to 24.07, removed in 04b8d098 of 2024-08-29 before 24.09), as (year, month) of the
+#: first and last: Transformer Engine then runs flash-attn's FlashAttention-2 kernel, not
+#: cuDNN's.
+NEMO_FLASH_ATTN_RELEASES = ((24, 1), (24, 7))
+#: A NeMo container release in a case's source ("NeMo 24.07", "NeMo24.03.01.framework").
+_NEMO_RELEASE = re.compile(r"\bnemo\s?(\d{2})\.(\d{2})\b", re.IGNORECASE)
 
-    fp8 runs in Transformer Engine's modules, whose DotProductAttention picks a fused kernel
-    (cuDNN FusedAttention or flash-attn) and falls back to the unfused one only where neither
-    supports the case (transformer_engine/pytorch/attention/dot_product_attention/utils.py,
-    ``get_attention_backend``): fused, derived. Otherwise ``training.attention`` (``flash``
-    or ``fused``; ``unfused``) when given; unstated, fused on a GPU with an fp8 peak (Hopper
-    on: its published runs are Megatron-Core / NeMo on Transformer Engine), an assumption
-    marked on the figures, else unfused (the A100 rows are Megatron-LM 2021-22).
+
+def _nemo_release(case: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The NeMo container release (year, month) a case's ``source`` names, or None."""
+    texts = [str(v) for v in _section(case, "source").values() if isinstance(v, str)]
+    found = [(int(y), int(m)) for t in texts for y, m in _NEMO_RELEASE.findall(t)]
+    return found[0] if found else None
+
+
+def _attention(
+    case: Mapping[str, Any],
+    training: Mapping[str, Any],
+    hw: HardwareSpec,
+    assumptions: list[Assumption],
+    *,
+    fp8: bool,
+) -> str:
+    """The attention core (``training.attention_kernel``): ``fused``, ``flash2`` or
+    ``unfused``.
+
+    ``training.attention`` when given: ``flash`` (flash-attn's FlashAttention-2, e.g.
+    MegaScale's), ``fused`` (``cudnn``, Transformer Engine's fused attention) or ``unfused``;
+    an fp8 run is never unfused, since it runs in Transformer Engine's modules, whose
+    DotProductAttention picks a fused kernel and falls back to the unfused one only where
+    none supports the case (transformer_engine/pytorch/attention/dot_product_attention/
+    utils.py, ``get_attention_backend``). Unstated:
+
+    - a run of a NeMo release whose launcher turned cuDNN's kernel off
+      (:data:`NEMO_FLASH_ATTN_RELEASES`) on a GPU with fp8 (Hopper on): ``flash2``;
+    - an fp8 run: ``fused``, derived (cuDNN's kernel, which Transformer Engine prefers on
+      Hopper and later);
+    - fused on a GPU with an fp8 peak (its published runs are Megatron-Core / NeMo on
+      Transformer Engine), else unfused (the A100 rows are Megatron-LM 2021-22);
+
+    each but the derived one an assumption marked on the figures.
 
     Raises:
         NotRun: another value.
     """
+    given = training.get("attention", training.get("attention_kernel"))
+    if given is not None:
+        text = str(given).lower()
+        kernels = {"flash": "flash2", "flash2": "flash2", "fused": "fused", "cudnn": "fused"}
+        if text in kernels:
+            return kernels[text]
+        if text == "unfused":
+            return "fused" if fp8 else "unfused"
+        raise NotRun(
+            f"training.attention: got {given!r}; expected flash (flash2), fused (cudnn) or unfused"
+        )
+    hopper_on = "fp8" in dict(hw.tile.peak_flop_per_s)
+    release = _nemo_release(case)
+    first, last = NEMO_FLASH_ATTN_RELEASES
+    if hopper_on and release is not None and first <= release <= last:
+        why = (
+            f"not stated: flash-attn's FlashAttention-2, as NeMo {release[0]}.{release[1]:02d}'s "
+            "launcher runs every job with NVTE_FUSED_ATTN=0 (NeMo-Framework-Launcher "
+            "conf/config.yaml, releases 24.01-24.07)"
+        )
+        assumptions.append(Assumption("training.attention", "flash2", why))
+        return "flash2"
     if fp8:
         return "fused"
-    given = training.get("attention", training.get("attention_kernel"))
-    if given is None:
-        if "fp8" not in dict(hw.tile.peak_flop_per_s):
-            return "unfused"
-        why = "not stated: fused, as Transformer Engine runs it on a GPU with fp8 (Hopper on)"
-        assumptions.append(Assumption("training.attention", "fused", why))
-        return "fused"
-    text = str(given).lower()
-    if text in {"flash", "fused"}:
-        return "fused"
-    if text == "unfused":
+    if not hopper_on:
         return "unfused"
-    raise NotRun(f"training.attention: got {given!r}; expected fused (flash) or unfused")
+    why = "not stated: fused, as Transformer Engine runs it on a GPU with fp8 (Hopper on)"
+    assumptions.append(Assumption("training.attention", "fused", why))
+    return "fused"
 
 
 def _hf_config_path(model: Mapping[str, Any], source: str) -> str | None:
@@ -1504,11 +1550,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     overrides += _routing(training, assumptions, moe=bool(shapes["num_experts"]))
     if fp8_recipe is not None:
         overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")
-    kernel = _attention(training, hw_spec, assumptions, fp8=fp8_recipe is not None)
+    kernel = _attention(case, training, hw_spec, assumptions, fp8=fp8_recipe is not None)
     overrides.append(f"training.attention_kernel={kernel}")
     # Fused attention is the Megatron-Core / Transformer Engine stack: its recipes' settings
     # stand for what such a case leaves unstated (see _CORE_DEFAULT), each an assumption.
-    core = kernel == "fused"
+    core = kernel != "unfused"
     sequence_parallel = _sequence_parallel(training)
     if sequence_parallel is None:
         # Megatron-Core refuses MoE with tensor parallelism without sequence parallelism

@@ -562,6 +562,8 @@ def _gemm_rule() -> Rule:
         "launch_latency": _quantity_rule("time", positive=False),
         "attention_forward_efficiency": _optional_ratio_rule(),
         "attention_backward_efficiency": _optional_ratio_rule(),
+        "flash2_forward_efficiency": _optional_ratio_rule(),
+        "flash2_backward_efficiency": _optional_ratio_rule(),
         "grouped_streams": _optional_int_rule(0),
     }
     return _section_rule(
@@ -574,6 +576,8 @@ def _gemm_rule() -> Rule:
             launch_latency_s=v["launch_latency"],
             attention_forward_efficiency=v.get("attention_forward_efficiency"),
             attention_backward_efficiency=v.get("attention_backward_efficiency"),
+            flash2_forward_efficiency=v.get("flash2_forward_efficiency"),
+            flash2_backward_efficiency=v.get("flash2_backward_efficiency"),
             grouped_streams=v.get("grouped_streams", 0),
         ),
     )
@@ -2567,6 +2571,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
                 "launch_latency": format_exact(t.gemm.launch_latency_s, "time"),
                 "attention_forward_efficiency": t.gemm.attention_forward_efficiency,
                 "attention_backward_efficiency": t.gemm.attention_backward_efficiency,
+                "flash2_forward_efficiency": t.gemm.flash2_forward_efficiency,
+                "flash2_backward_efficiency": t.gemm.flash2_backward_efficiency,
                 "grouped_streams": t.gemm.grouped_streams,
             },
             "memory_ops": None

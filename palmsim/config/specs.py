@@ -8,6 +8,7 @@ the loader uses in error messages. Defaults live here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -169,8 +170,12 @@ DEFAULT_RECOMPUTE_MODULES = ("core_attn",)
 #: :data:`palmsim.workload.fp8.FP8_SCALING`.
 FP8_RECIPES = ("delayed", "current", "mxfp8", "blockwise", "nvfp4")
 
-#: Attention-core implementations (``training.attention_kernel``).
-ATTENTION_KERNELS = ("unfused", "fused")
+#: Attention-core implementations (``training.attention_kernel``): separate kernels keeping
+#: the scores; Transformer Engine's fused attention (cuDNN's kernel, which its
+#: DotProductAttention picks on Hopper and later); the flash-attn package's FlashAttention-2
+#: kernel (Dao 2023), which Transformer Engine runs instead where cuDNN's is off
+#: (``NVTE_FUSED_ATTN=0``). The last two do the same work; each has its own rate.
+ATTENTION_KERNELS = ("unfused", "fused", "flash2")
 
 #: Values of ``MappingSpec.expert_placement`` (:func:`palmsim.workload.moe.place_experts`).
 EXPERT_PLACEMENTS = ("contiguous", "balanced")
@@ -240,6 +245,18 @@ class GemmSpec:
         "max_efficiency (an assumption) [ratio]",
         default=None,
     )
+    flash2_forward_efficiency: float | None = _f(
+        "fraction of peak the flash-attn package's FlashAttention-2 kernel reaches in the "
+        "forward (attention_kernel 'flash2'), measured; null: the fused kernel's (an "
+        "assumption) [ratio]",
+        default=None,
+    )
+    flash2_backward_efficiency: float | None = _f(
+        "fraction of peak the flash-attn package's FlashAttention-2 kernel reaches in the "
+        "backward (attention_kernel 'flash2'), measured; null: the fused kernel's (an "
+        "assumption) [ratio]",
+        default=None,
+    )
     grouped_streams: int = _f(
         "streams a grouped GEMM's products run on, each its own GEMM kernel, round-robin "
         "(Transformer Engine's grouped GEMM: 4 compute streams); 0: one batched kernel [count]",
@@ -254,6 +271,27 @@ class GemmSpec:
             else self.attention_forward_efficiency
         )
         return self.max_efficiency if measured is None else measured
+
+    def for_attention_kernel(self, kernel: str) -> GemmSpec:
+        """This GEMM model with ``kernel``'s rates as its fused attention's: the
+        FlashAttention-2 kernel's (``flash2_*_efficiency``, each unset one the fused
+        kernel's) for ``flash2``, itself for the others."""
+        if kernel != "flash2":
+            return self
+        return dataclasses.replace(
+            self,
+            attention_forward_efficiency=_first_set(
+                self.flash2_forward_efficiency, self.attention_forward_efficiency
+            ),
+            attention_backward_efficiency=_first_set(
+                self.flash2_backward_efficiency, self.attention_backward_efficiency
+            ),
+        )
+
+
+def _first_set(*values: float | None) -> float | None:
+    """The first of ``values`` that is not None (None if all are)."""
+    return next((v for v in values if v is not None), None)
 
 
 #: Kinds of memory-bound kernel a ``memory_ops`` section may give its own bandwidth and
@@ -379,6 +417,13 @@ class TileSpec:
         if alias in table:
             return table[alias] / passes
         raise KeyError(dtype)
+
+    def for_attention_kernel(self, kernel: str) -> TileSpec:
+        """The tile as a run with attention core ``kernel`` costs it
+        (:meth:`GemmSpec.for_attention_kernel`)."""
+        if self.gemm is None:
+            return self
+        return dataclasses.replace(self, gemm=self.gemm.for_attention_kernel(kernel))
 
     def efficiency_for(self, dtype: str) -> float:
         """Achievable fraction of peak of a GEMM with weights in ``dtype``."""
@@ -902,9 +947,12 @@ class TrainingSpec:
     )
     attention_kernel: str = _f(
         "the attention core: 'unfused' (Megatron-LM's QKᵀ, softmax, dropout and attention "
-        "over V as separate kernels, keeping the a·s² scores) or 'fused' (FlashAttention-2's "
+        "over V as separate kernels, keeping the a·s² scores), 'fused' (FlashAttention-2's "
         "algorithm, as Transformer Engine's DotProductAttention runs it: one kernel, no a·s² "
-        "tensor, causal blocks above the diagonal skipped)",
+        "tensor, causal blocks above the diagonal skipped; cuDNN's kernel on Hopper and later, "
+        "at tile.gemm.attention_*_efficiency) or 'flash2' (the same work in the flash-attn "
+        "package's FlashAttention-2 kernel, which Transformer Engine runs where cuDNN's is off, "
+        "NVTE_FUSED_ATTN=0; at tile.gemm.flash2_*_efficiency)",
         default="unfused",
     )
     fp8_recipe: str = _f(
@@ -1017,7 +1065,8 @@ class InferenceSpec:
     attention_kernel: str = _f(
         "the attention core of every pass, as training.attention_kernel: 'fused' (a "
         "FlashAttention-style kernel, as serving engines run it: vLLM's FlashAttention and "
-        "FlashInfer backends, tt-metal's SDPA) or 'unfused' (QK^T, softmax and the product "
+        "FlashInfer backends, tt-metal's SDPA), 'flash2' (the flash-attn package's "
+        "FlashAttention-2 kernel, at its own rate) or 'unfused' (QK^T, softmax and the product "
         "with V as separate kernels keeping the scores, as WaferLLM's MeshGEMMs do)",
         default="fused",
     )

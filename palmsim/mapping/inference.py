@@ -262,7 +262,12 @@ def format_costing(
     """How GEMMs on weights in ``weight_dtype`` are costed, by an inference or a serving
     section: the tile at the GEMM efficiency of that format, the activation dtype's peak at
     the math fidelity the section chooses for the format (``math_fidelity``)."""
-    tile = dataclasses.replace(hw.tile, compute_efficiency=hw.tile.efficiency_for(weight_dtype))
+    # a serving section's attention is always the fused kernel (its engines' FlashAttention)
+    kernel = spec.attention_kernel if isinstance(spec, InferenceSpec) else "fused"
+    tile = dataclasses.replace(
+        hw.tile.for_attention_kernel(kernel),
+        compute_efficiency=hw.tile.efficiency_for(weight_dtype),
+    )
     peak = hw.tile.peak_for(spec.dtype, dict(spec.math_fidelity).get(weight_dtype))
     return Costing(tile, peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
 
@@ -706,7 +711,13 @@ def _stage(
     memory = _stage_memory(experiment, serving, s, layers)
     where, spill_token = memory.where, memory.spill_token
     attention_peak = hw.tile.peak_for(inf.dtype, dict(inf.math_fidelity).get(inf.dtype))
-    costing = Costing(hw.tile, attention_peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
+    costing = Costing(
+        hw.tile.for_attention_kernel(inf.attention_kernel),
+        attention_peak,
+        0,
+        where,
+        gemm_operand_bandwidth_bytes_per_s(hw),
+    )
     blocks = {
         d: format_costing(hw, inf, d, where)
         for d in {

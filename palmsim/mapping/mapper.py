@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from palmsim.config.specs import ExperimentSpec, HardwareSpec, MappingSpec
+from palmsim.config.specs import ExperimentSpec, MappingSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement, gemm_operand_bandwidth_bytes_per_s
@@ -366,7 +366,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     model = _model(experiment, batch)
     # partition: cost balances compute alone: everything in SRAM, accumulation in the GEMM
     everything_in_sram = Costing(
-        hw.tile, batch.peak_flop_per_s, batch.training_elem_bytes, OperandPlacement(),
+        hw.tile.for_attention_kernel(workload.training.attention_kernel),
+        batch.peak_flop_per_s, batch.training_elem_bytes, OperandPlacement(),
         gemm_operand_bandwidth_bytes_per_s(hw), fp8_peak_flop_per_s=batch.fp8_peak_flop_per_s,
         fp8_dtype=batch.fp8_dtype,
     )  # fmt: skip
@@ -452,11 +453,11 @@ def _reduce_group(block: str, tp: int, etp: int) -> dict[str, Any]:
     return {"tp": tp}
 
 
-def _costing(
-    hw: HardwareSpec, mapping: MappingSpec, batch: Batch, where: OperandPlacement
-) -> Costing:
+def _costing(experiment: ExperimentSpec, batch: Batch, where: OperandPlacement) -> Costing:
+    hw, mapping = experiment.hardware, experiment.mapping
     return Costing(
-        hw.tile,
+        # the tile as this run's attention kernel sees it (flash2: its own rate)
+        hw.tile.for_attention_kernel(experiment.workload.training.attention_kernel),
         batch.peak_flop_per_s,
         batch.training_elem_bytes,
         where,
@@ -574,7 +575,7 @@ def _stage(
     pp = mapping.pp
     dp = mapping.dp * mapping.cp  # the replicas holding the same weights
     zero = mapping.zero if dp > 1 else 0
-    costing = _costing(experiment.hardware, mapping, batch, tile_memory.where)
+    costing = _costing(experiment, batch, tile_memory.where)
     chunk_ids = [j * pp + s for j in range(mapping.virtual_stages)]
     dense, expert = split_params(
         [b for c in chunk_ids for u in _units(model, layout.layer_ranges, c) for b in u.blocks]

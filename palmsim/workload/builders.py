@@ -520,7 +520,7 @@ def layer_blocks(
     # backward (Shoeybi et al. 2019, Fig. 3).
     allreduce = _allreduce(tp, shape.act_bytes)
     attn_ops, attn_edges = _attention_ops(model, shape)
-    if training.attention_kernel == "fused":
+    if training.attention_kernel != "unfused":  # fused or flash2: the same work
         attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
     blocks = (

@@ -363,7 +363,61 @@ def test_fused_attention_time_is_its_flop_at_the_kernels_measured_rate(measured:
         assert cost.time_s == pytest.approx(kernels * g.launch_latency_s + compute_s, rel=1e-12)
 
 
+def test_flash2_attention_runs_the_same_work_at_flash_attn_s_measured_rate() -> None:
+    """The flash-attn package's FlashAttention-2 kernel on an H100 (FlashAttention-3 paper,
+    Figs. 5-6, its FlashAttention-2 bars at seq 8k): 333 TFLOP/s forward, 318 backward, of
+    the 989 TFLOP/s bf16 peak (the config's 0.337 and 0.322), on the fused kernel's op: the
+    same FLOP, bytes and kernels. Without a FlashAttention-2 rate, the fused kernel's."""
+    from palmsim.hardware.costs import OperandPlacement, pass_cost
+
+    exp, (fused, _) = _attn("fused")
+    _, (flash2, _) = _attn("flash2")
+    op = fused.op("attention")
+    assert flash2.op("attention") == op
+    hw = exp.hardware
+    assert abs(333 / 989 - 0.337) < 5e-4 and abs(318 / 989 - 0.322) < 5e-4
+    tile = hw.tile.for_attention_kernel("flash2")
+    g = tile.gemm
+    assert g is not None
+    bw = gemm_operand_bandwidth_bytes_per_s(hw)
+    for phase, flop, kernels, rate in (
+        ("F", op.flop_fwd, 1, 0.337),
+        ("B", op.flop_bwd, 3, 0.322),
+    ):
+        cost = pass_cost([op], phase, tile, H100_BF16_PEAK, 2, OperandPlacement(), bw)
+        compute_s = flop / (H100_BF16_PEAK * rate)
+        assert cost.time_s == pytest.approx(kernels * g.launch_latency_s + compute_s, rel=1e-12)
+    unset = dataclasses.replace(
+        hw.tile.gemm, flash2_forward_efficiency=None, flash2_backward_efficiency=None
+    )
+    assert unset.for_attention_kernel("flash2") == unset  # the fused kernel's rates
+    assert hw.tile.for_attention_kernel("fused") == hw.tile
+
+
+def test_flash2_slows_an_iteration_by_its_attention_alone() -> None:
+    """The same run with flash-attn's kernel: the iteration grows by at least the attention
+    core's forward and backward at FlashAttention-2's rate less at cuDNN's (one GPU, no
+    overlap to hide it), and every GEMM's time is unchanged."""
+    from palmsim.api import simulate
+
+    small = (
+        "model.num_hidden_layers=2", "training.global_batch_size=2", "mapping.pp=1",
+        "mapping.tp=1", "mapping.dp=1", "mapping.micro_batch_size=1", "mapping.recompute=none",
+    )  # fmt: skip
+    times = {}
+    for kernel in ("fused", "flash2"):
+        exp = _h100(f"training.attention_kernel={kernel}", *small)
+        times[kernel] = simulate(exp).trace.end_time_s
+    _, (attn, _) = _attn("fused")
+    op = attn.op("attention")  # one layer of one sample
+    per_sample = op.flop_fwd * (1 / 0.337 - 1 / 0.535) + op.flop_bwd * (1 / 0.322 - 1 / 0.524)
+    extra_s = 2 * 2 * per_sample / H100_BF16_PEAK  # 2 layers, 2 micro-batches of 1
+    assert times["flash2"] - times["fused"] == pytest.approx(extra_s, rel=0.02)
+
+
 def test_validate_builds_the_nemo_fp8_case_as_transformer_engine_runs_it() -> None:
+    """NeMo 24.07's launcher runs every job with NVTE_FUSED_ATTN=0 (NeMo-Framework-Launcher
+    conf/config.yaml): Transformer Engine then runs flash-attn's kernel."""
     from palmsim.validate import case_setup
 
     cases = yaml.safe_load((ROOT / "validation" / "measurements.yaml").read_text())["cases"]
@@ -373,7 +427,7 @@ def test_validate_builds_the_nemo_fp8_case_as_transformer_engine_runs_it() -> No
     for expected in (
         "training.dtype=fp8",
         "training.fp8_recipe=delayed",
-        "training.attention_kernel=fused",
+        "training.attention_kernel=flash2",
     ):
         assert expected in overrides
 

@@ -551,7 +551,7 @@ def test_a_named_framework_brings_its_settings_and_megatron_lm_reduces_after_the
     flags = mega.flags
     assert flags["sequence_parallel"] and flags["tp_comm_overlap"] and flags["p2p_overlap"]
     assert flags["dp_overlap"] is True
-    assert "training.attention_kernel=fused" in mega.overrides
+    assert "training.attention_kernel=flash2" in mega.overrides  # FlashAttention-2
     assumed = {a.key for a in mega.assumptions}
     assert {"training.tp_comm_overlap", "training.overlap_grad_reduce"} <= assumed
     lm = read_training_run(_case(system=system), "x.yaml")
@@ -741,3 +741,42 @@ def test_a_gpu_of_other_memory_runs_with_its_memory(tmp_path: Path) -> None:
     report = validate(_write(tmp_path, [{"id": "a", **_case(system={"gpu": "A100 40GB"})}]))
     assert [c.case for c in report.comparisons] == ["a"]
     assert "hw.dram.capacity" in report.comparisons[0].assumed
+
+
+@pytest.mark.parametrize(
+    ("source", "training", "kernel"),
+    [
+        ({"container": "NeMo 24.07"}, {}, "flash2"),
+        ({"container": "NeMo24.03.01.framework"}, {}, "flash2"),
+        ({"container": "NeMo 24.09"}, {}, "fused"),
+        ({"container": "NeMo 23.11"}, {}, "fused"),
+        ({"container": "NeMo 2.0"}, {}, "fused"),
+        ({"container": "NeMo 24.07"}, {"attention": "cudnn"}, "fused"),
+        ({}, {"attention": "flash"}, "flash2"),
+        ({}, {"attention": "unfused"}, "fused"),  # fp8 runs in Transformer Engine
+    ],
+)
+def test_the_attention_kernel_of_an_h100_fp8_case(
+    source: dict, training: dict, kernel: str
+) -> None:
+    """NeMo's launcher set NVTE_FUSED_ATTN=0 for every job in its releases 24.01-24.07
+    (flash-attn's FlashAttention-2 then runs, an assumption marked on the figures); other
+    fp8 runs take cuDNN's fused kernel, derived; a stated kernel wins."""
+    h100 = {"gpu": "H100-SXM5-80GB", "num_gpus": 8, "tp": 8, "pp": 1, "dp": 1}
+    case = _case(system=h100, training={"precision": "fp8", **training})
+    case["source"] = source
+    run = read_training_run(case, "x.yaml")
+    assert run is not None
+    assert f"training.attention_kernel={kernel}" in run.overrides
+    marked = [a for a in run.assumptions if a.key == "training.attention"]
+    assert bool(marked) == (kernel == "flash2" and not training)
+
+
+def test_the_nemo_launcher_rule_needs_a_gpu_with_fp8() -> None:
+    """On an A100 (no fp8) a NeMo 24.07 bf16 run is not switched to flash-attn's kernel by
+    the release alone: the A100's default (unfused, Megatron-LM's) stands."""
+    case = _case()
+    case["source"] = {"container": "NeMo 24.07"}
+    run = read_training_run(case, "x.yaml")
+    assert run is not None and "training.attention_kernel=unfused" in run.overrides
+
