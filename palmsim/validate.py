@@ -1591,7 +1591,14 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
                 f"{recompute}: the modules are what selective recompute re-runs"
             )
         recompute = "selective"
-    virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages") or 1
+    virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages")
+    if virtual is None:
+        virtual = 1
+        if pp > 1:  # the bubble rests on it
+            why = "not stated: no interleaving (Megatron's default schedule)"
+            assumptions.append(
+                Assumption("system.virtual_pipeline_stages", 1, why, ITERATION_FIGURES)
+            )
     p2p_overlap = _p2p_overlap(training)
     if "overlap_p2p_comm" not in training and core and virtual > 1 and pp > 1:
         p2p_overlap = True

@@ -780,3 +780,15 @@ def test_the_nemo_launcher_rule_needs_a_gpu_with_fp8() -> None:
     run = read_training_run(case, "x.yaml")
     assert run is not None and "training.attention_kernel=unfused" in run.overrides
 
+
+def test_an_unstated_virtual_pipeline_is_marked_where_there_is_a_pipeline() -> None:
+    """Without ``system.virtual_pipeline_stages`` a pipelined run takes Megatron's plain
+    schedule, whose bubble the figures rest on: marked; a stated one or no pipeline is not."""
+    piped = {"num_gpus": 8, "tp": 4, "pp": 2, "dp": 1}
+    keys = {a.key for a in read_training_run(_case(system=piped), "x.yaml").assumptions}
+    assert "system.virtual_pipeline_stages" in keys
+    stated = _case(system={**piped, "virtual_pipeline_stages": 1})
+    keys = {a.key for a in read_training_run(stated, "x.yaml").assumptions}
+    assert "system.virtual_pipeline_stages" not in keys
+    keys = {a.key for a in read_training_run(_case(), "x.yaml").assumptions}
+    assert "system.virtual_pipeline_stages" not in keys
