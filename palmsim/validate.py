@@ -1043,8 +1043,11 @@ def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe:
 #: first and last: Transformer Engine then runs flash-attn's FlashAttention-2 kernel, not
 #: cuDNN's.
 NEMO_FLASH_ATTN_RELEASES = ((24, 1), (24, 7))
-#: A NeMo container release in a case's source ("NeMo 24.07", "NeMo24.03.01.framework").
-_NEMO_RELEASE = re.compile(r"\bnemo\s?(\d{2})\.(\d{2})\b", re.IGNORECASE)
+#: A NeMo container release in a case's source ("NeMo 24.07", "NeMo24.03.01.framework",
+#: "nvcr.io/nvidia/nemo:24.07", "NeMo Framework v24.05").
+_NEMO_RELEASE = re.compile(
+    r"\bnemo[\s:_-]*(?:framework|container)?[\s:_-]*v?(\d{2})\.(\d{2})(?!\d)", re.IGNORECASE
+)
 
 
 def _nemo_release(case: Mapping[str, Any]) -> tuple[int, int] | None:

@@ -748,6 +748,8 @@ def test_a_gpu_of_other_memory_runs_with_its_memory(tmp_path: Path) -> None:
     [
         ({"container": "NeMo 24.07"}, {}, "flash2"),
         ({"container": "NeMo24.03.01.framework"}, {}, "flash2"),
+        ({"container": "nvcr.io/nvidia/nemo:24.05"}, {}, "flash2"),
+        ({"container": "NeMo Framework v24.01"}, {}, "flash2"),
         ({"container": "NeMo 24.09"}, {}, "fused"),
         ({"container": "NeMo 23.11"}, {}, "fused"),
         ({"container": "NeMo 2.0"}, {}, "fused"),
