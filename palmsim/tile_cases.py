@@ -212,6 +212,36 @@ GALAXY_LLAMA_WEIGHT_PREFETCH = "decode"
 #: user_id // 8" only), so with fewer users than groups the others hold none: 'request'.
 GALAXY_LLAMA_KV_PLACEMENT = "request"
 
+#: When the Galaxy demo began splitting a prefill's attention over the 4 ranks that hold the
+#: same heads (``inference.prefill_attention_2d: split``): tenstorrent/tt-metal PR #28992
+#: "Llama TG: integrate ring distributed SDPA", merged 2025-09-21, runs
+#: ring_distributed_scaled_dot_product_attention for prompts over 1024 tokens at batch 1
+#: (tt/llama_attention.py ``ring_distributed_sdpa = seq_len > 1024 and batch_size == 1``);
+#: before it every rank computed its 8 heads' whole attention ('replicated').
+GALAXY_RING_SDPA_SINCE = (2025, 9, 21)
+#: A day-month-year date in a case's source ("section '25 July 2025'").
+_DAY_MONTH_YEAR = re.compile(
+    r"\b(\d{1,2})\s+(January|February|March|April|May|June|July|August|September|October"
+    r"|November|December)\s+(20\d{2})\b"
+)
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+
+
+def galaxy_prefill_attention(case: Mapping[str, Any], prompt_len: int, batch: int) -> str:
+    """``inference.prefill_attention_2d`` of a Galaxy Llama demo row: 'split' where the demo's
+    code ran its ring-distributed SDPA (:data:`GALAXY_RING_SDPA_SINCE`, a prompt over 1024
+    tokens prefilled one user at a time: its README's batched prefill takes 32 users together
+    up to 2048 tokens), 'replicated' otherwise or for a row dated before it (the date in the
+    case's ``source``, e.g. PERF.md's section title; an undated row runs the later code)."""
+    texts = " ".join(str(v) for v in (case.get("source") or {}).values())
+    dates = [(int(y), _MONTHS.index(m) + 1, int(d)) for d, m, y in _DAY_MONTH_YEAR.findall(texts)]
+    if dates and max(dates) < GALAXY_RING_SDPA_SINCE:
+        return "replicated"
+    one_at_a_time = batch == 1 or prompt_len > 2048
+    return "split" if prompt_len > 1024 and one_at_a_time else "replicated"
+
+
 #: The mesh the Galaxy demo shards every weight over, (cluster axis 0, axis 1): its code
 #: builds the model on the Galaxy's 8x4 mesh with ``ShardTensor2dMesh`` of WQKV, WO and
 #: W1-W3 (llama_attention.py @00d4c974, llama_mlp.py @0457767c), so a row of that demo on 32
@@ -1139,6 +1169,9 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             decode_readers_per_bank=per_bank,
             prefill_chunk_tokens=chunk,
             attention_kernel=kernel,
+            prefill_attention_2d=galaxy_prefill_attention(case, prompt, batch)
+            if galaxy
+            else "split",
         )
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:

@@ -114,6 +114,10 @@ INFERENCE_PASSES = ("decode", "all", "none")
 #: _cache_users`).
 KV_PLACEMENTS = ("sequence", "request")
 
+#: Values of ``InferenceSpec.prefill_attention_2d``: how a prefill pass's attention core runs
+#: over the second axis of 2-D tensor parallelism.
+PREFILL_ATTENTION_2D = ("split", "replicated")
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
@@ -1052,6 +1056,15 @@ class InferenceSpec:
         "over its grid) or 'request' (each request's cache whole on one rank of that axis, "
         "the others idle, as tt-metal's Galaxy Llama demo keeps a user on its device group)",
         default="sequence",
+    )
+    prefill_attention_2d: str = _f(
+        "how a prefill pass's attention core runs under 2-D tensor parallelism "
+        "(mapping.tp_2d), whose second axis holds the same heads: 'split' (each of its b ranks "
+        "takes 1/b of the queries, balanced over the causal mask, as tt-metal's "
+        "ring-distributed SDPA does, Llama TG since PR #28992 of 2025-09-21 for prompts over "
+        "1024 tokens at batch 1) or 'replicated' (each rank computes its heads' whole "
+        "attention, as before it)",
+        default="split",
     )
     prefill_weight_readers: int = _f(
         "cores that read a prefill GEMM's weights from DRAM, one per column of its core grid, "

@@ -122,6 +122,7 @@ from palmsim.mapping.plan import (
 )
 from palmsim.workload.builders import (
     ACTIVATION_MATMULS,
+    ATTENTION_CORE_OPS,
     Block,
     check_cached_attention,
     embedding_block,
@@ -306,12 +307,15 @@ def _tp_grid(experiment: ExperimentSpec) -> tuple[int, int]:
     return mapping.tp_2d or (mapping.tp, 1)
 
 
-def _split(block: Block, ways: int) -> Block:
+def _split(block: Block, ways: int, whole: frozenset[str] = frozenset()) -> Block:
     """``block`` with every op's work, bytes and parameters split ``ways`` ways (the
     ``b`` ranks of 2-D tensor parallelism; module docstring); its GEMM shapes split in
-    their batch dimension, which keeps their FLOP."""
+    their batch dimension, which keeps their FLOP. The ops named in ``whole`` stay whole:
+    each rank runs all of them (``inference.prefill_attention_2d: replicated``)."""
 
     def op(o: Op) -> Op:
+        if o.name in whole:
+            return o
         shape = o.gemm_shape
         return dataclasses.replace(
             o,
@@ -376,6 +380,10 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     last_token = dataclasses.replace(spec, seq_len=1)
     tied = mapping.pp > 1 or not model.tie_word_embeddings
     a, ways = _tp_grid(experiment)
+    # a prefill pass's attention core on every rank of the second axis, whole, where the
+    # serving code does not split its queries (inference.prefill_attention_2d)
+    replicated = seq_len > 1 and inf.prefill_attention_2d == "replicated"
+    whole = ATTENTION_CORE_OPS if replicated else frozenset()
     ep = mapping.ep
     rng = np.random.default_rng(experiment.run.seed)
     routings = layer_routings(model, spec, mbs, ep, mapping.expert_placement, rng, tp=a)
@@ -401,7 +409,7 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
                 touched_experts=None if key is None else key[1],
             )  # fmt: skip
             built[key] = tuple(
-                storage(fused_experts(_split(b, ways) if ways > 1 else b)) for b in blocks
+                storage(fused_experts(_split(b, ways, whole) if ways > 1 else b)) for b in blocks
             )
         layers.append(built[key])
     return _Pass(

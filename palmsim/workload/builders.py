@@ -58,6 +58,7 @@ from palmsim.workload.recompute import recomputed_ops
 
 __all__ = [
     "ACTIVATION_MATMULS",
+    "ATTENTION_CORE_OPS",
     "BLOCK_INPUT",
     "RECOMPUTE_MODES",
     "UNMODELLED_ARCHITECTURES",
@@ -1483,6 +1484,9 @@ _ATTENTION_CORE = ("scores", "softmax", "attn_dropout", "context", "context_layo
 #: The attention ops that multiply two activations, no weight: the unfused core's QK^T and
 #: scores x V, or the fused kernel that runs both (:func:`_fused_attention`).
 ACTIVATION_MATMULS = frozenset({"scores", "context", "attention"})
+
+#: The attention core's ops, unfused (:func:`_attention_ops`) or the fused kernel.
+ATTENTION_CORE_OPS = frozenset({*_ATTENTION_CORE, "attention"})
 
 
 def _fused_attention(

@@ -629,3 +629,27 @@ def test_a_chunked_prefill_does_the_same_math_in_passes_over_the_cache(chunk):
     assert whole["P.L.kv"]["flop"] == 0
     assert chunked["P.head"]["count"] == whole["P.head"]["count"] == 1
     assert chunked["P.L.mlp"]["count"] == LAYERS * len(sizes)
+
+
+@pytest.mark.parametrize(
+    ("location", "prompt", "batch", "mode"),
+    [
+        ("section '25 July 2025', TT-Metal runs table", 131072, 1, "replicated"),
+        ("section '2 October 2025', TT-Metal runs table", 131072, 1, "split"),
+        ("section '2 October 2025', TT-Metal runs table", 1024, 1, "replicated"),
+        ("section '2 October 2025', TT-Metal runs table", 2048, 32, "replicated"),
+        ("section '2 October 2025', TT-Metal runs table", 4096, 32, "split"),
+        ("TT-Metal runs table", 8192, 1, "split"),
+    ],
+)
+def test_the_galaxy_demo_splits_a_prefills_attention_only_where_its_code_did(
+    location: str, prompt: int, batch: int, mode: str
+) -> None:
+    """tt-metal PR #28992 (merged 2025-09-21) runs the Galaxy Llama demo's prefill attention
+    as a ring-distributed SDPA over the 4 ranks holding the same heads, for prompts over 1024
+    tokens prefilled one user at a time (its batched prefill takes 32 users up to 2048
+    tokens); a row measured before it ran every rank's attention whole."""
+    from palmsim.tile_cases import galaxy_prefill_attention
+
+    case = {"source": {"path": "models/demos/llama3_70b_galaxy/PERF.md", "location": location}}
+    assert galaxy_prefill_attention(case, prompt, batch) == mode

@@ -287,3 +287,32 @@ def test_a_2d_grid_that_does_not_fit_is_refused():
     assert load_mapping([("m", {"tp": 32, "tp_2d": [8, 4]})], mode="inference").tp_2d == (8, 4)
     # null is the option off, as a training run's resolved config writes it
     assert load_mapping([("m", {"tp_2d": None})], mode="training").tp_2d is None
+
+
+@pytest.mark.parametrize(("mode", "ranks_sharing"), [("split", B), ("replicated", 1)])
+def test_a_prefill_attention_is_split_over_the_second_axis_or_run_whole_on_each_rank(
+    mode, ranks_sharing
+):
+    """The fused attention core of a prefill over PROMPT tokens, causal, for the users on a
+    chip's head shard: 4 x users x HEADS/A x HD x PROMPT(PROMPT+1)/2 FLOP per layer (QK^T
+    and the product with V over the unmasked query-key pairs, the diagonal included).
+    tt-metal's ring-distributed SDPA ('split') gives each of the B ranks of the second axis
+    1/B of it; before it ('replicated') each computed all of it. Nothing else in the
+    prefill changes."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    chip = Chip.from_spec(hw)
+
+    def prefill_flop(prefill_attention_2d: str) -> float:
+        exp = _experiment(hw)
+        inference = dataclasses.replace(
+            exp.workload.inference, prefill_attention_2d=prefill_attention_2d
+        )
+        workload = dataclasses.replace(exp.workload, inference=inference)
+        plan = map_inference(dataclasses.replace(exp, workload=workload), chip)
+        assert plan.inference is not None
+        return sum(getattr(step, "flop", 0.0) for step in plan.inference.stages[0].prefill)
+
+    core = 4 * USERS * (HEADS // A) * HD * PROMPT * (PROMPT + 1) / 2
+    whole_minus_split = LAYERS * core * (1 - 1 / B)
+    extra = prefill_flop(mode) - prefill_flop("split")
+    assert extra == pytest.approx(whole_minus_split if ranks_sharing == 1 else 0.0, abs=1e-6)
