@@ -1051,8 +1051,12 @@ _NEMO_RELEASE = re.compile(
 
 
 def _nemo_release(case: Mapping[str, Any]) -> tuple[int, int] | None:
-    """The NeMo container release (year, month) a case's ``source`` names, or None."""
+    """The NeMo container release (year, month) a case's ``source`` names, or None; None
+    for an MLPerf submission too, which sets its own environment (the launcher's own MLPerf
+    GPT-3 config, conf/training/gpt3/175b_mlperf.yaml, runs NVTE_FUSED_ATTN: 1)."""
     texts = [str(v) for v in _section(case, "source").values() if isinstance(v, str)]
+    if any("mlperf" in t.lower() for t in texts):
+        return None
     found = [(int(y), int(m)) for t in texts for y, m in _NEMO_RELEASE.findall(t)]
     return found[0] if found else None
 

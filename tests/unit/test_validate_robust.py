@@ -752,6 +752,7 @@ def test_a_gpu_of_other_memory_runs_with_its_memory(tmp_path: Path) -> None:
         ({"container": "NeMo Framework v24.01"}, {}, "flash2"),
         ({"container": "NeMo 24.09"}, {}, "fused"),
         ({"container": "NeMo 23.11"}, {}, "fused"),
+        ({"container": "NeMo 24.05", "benchmark": "MLPerf Training v4.0"}, {}, "fused"),
         ({"container": "NeMo 2.0"}, {}, "fused"),
         ({"container": "NeMo 24.07"}, {"attention": "cudnn"}, "fused"),
         ({}, {"attention": "flash"}, "flash2"),
