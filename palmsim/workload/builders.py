@@ -52,6 +52,7 @@ from palmsim.workload.ops import (
     make_op,
     matmul_cost,
     norm_cost,
+    rms_norm_op,
     softmax_cost,
 )
 from palmsim.workload.recompute import recomputed_ops
@@ -1243,14 +1244,7 @@ def _mla_projections(model: ModelSpec, shape: _LayerShape) -> _Projections:
                 dtype_bytes=e,
                 saved_bytes=e * down * h,
             ),
-            make_op(
-                "q_norm",
-                "norm",
-                norm_cost(down, r_q, dtype_bytes=e),
-                params=r_q,
-                dtype_bytes=e,
-                saved_bytes=e * down * r_q,
-            ),
+            rms_norm_op("q_norm", down, r_q, dtype_bytes=e),
             make_op(
                 "q_up",
                 "matmul",
@@ -1289,14 +1283,7 @@ def _mla_projections(model: ModelSpec, shape: _LayerShape) -> _Projections:
             # its input is q_down's (the normed layer input), kept once
             saved_bytes=0.0 if model.q_lora_rank is not None else e * down * h,
         ),
-        make_op(
-            "kv_norm",
-            "norm",
-            norm_cost(down, r_kv, dtype_bytes=e),
-            params=r_kv,
-            dtype_bytes=e,
-            saved_bytes=e * down * r_kv,
-        ),
+        rms_norm_op("kv_norm", down, r_kv, dtype_bytes=e),
         make_op(
             "kv_up",
             "matmul",

@@ -41,7 +41,7 @@ from palmsim.workload.ops import (
     linear_op,
     make_op,
     matmul_cost,
-    norm_cost,
+    rms_norm_op,
 )
 
 __all__ = ["mamba_mixer_ops"]
@@ -122,14 +122,7 @@ def mamba_mixer_ops(
         scan("ssd_out", chunks * h_t, q, n, p, e * tokens * g_t * n + states_bytes),
         # RMSNorm of the gated output (mamba_ssm's RMSNormGated, applied after the gate);
         # keeps its input
-        make_op(
-            "mamba_norm",
-            "norm",
-            norm_cost(tokens, d_t, dtype_bytes=e),
-            params=d_t,
-            dtype_bytes=e,
-            saved_bytes=e * tokens * d_t,
-        ),
+        rms_norm_op("mamba_norm", tokens, d_t, dtype_bytes=e),
         linear_op("mamba_out", tokens, d_t, h, dtype_bytes=e, saved_bytes=e * tokens * d_t),
     )  # fmt: skip
     edges = (

@@ -57,6 +57,7 @@ __all__ = [
     "make_op",
     "matmul_cost",
     "norm_cost",
+    "rms_norm_op",
     "softmax_cost",
 ]
 
@@ -584,6 +585,19 @@ def make_op(
         kernels_fwd=cost.kernels_fwd,
         kernels_bwd=cost.kernels_bwd,
         param_tensors=(1 if params > 0 else 0) if param_tensors is None else param_tensors,
+    )
+
+
+def rms_norm_op(name: str, num_tokens: float, width: float, *, dtype_bytes: float) -> Op:
+    """An RMSNorm over ``num_tokens`` vectors of ``width``: :func:`norm_cost`, one gain of
+    ``width`` parameters, keeping its input for its backward."""
+    return make_op(
+        name,
+        "norm",
+        norm_cost(num_tokens, width, dtype_bytes=dtype_bytes),
+        params=width,
+        dtype_bytes=dtype_bytes,
+        saved_bytes=dtype_bytes * num_tokens * width,
     )
 
 
