@@ -1559,6 +1559,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")
     kernel = _attention(case, training, hw_spec, assumptions, fp8=fp8_recipe is not None)
     overrides.append(f"training.attention_kernel={kernel}")
+    document = _int(training, "packed_document_tokens", "training.packed_document_tokens")
+    if document is not None:
+        overrides.append(f"training.packed_document_tokens={document}")
     # Fused attention is the Megatron-Core / Transformer Engine stack: its recipes' settings
     # stand for what such a case leaves unstated (see _CORE_DEFAULT), each an assumption.
     core = kernel != "unfused"
@@ -1575,6 +1578,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     optimizer, layer_wise = _optimizer(training)
     if optimizer != "adam":
         overrides.append(f"training.optimizer={optimizer}")
+    for key in ("optimizer_state_dtype", "master_weights_dtype"):
+        if key in training:
+            overrides.append(f"training.{key}={training[key]}")
     zero, zero_assumed = (1, None) if layer_wise else _zero(training, dp * cp)
     if zero_assumed is not None and core:
         zero, zero_assumed = 1, None

@@ -909,6 +909,19 @@ class TrainingSpec:
         "gradients all-reduced, each replica updating its share of whole matrices)",
         default="adam",
     )
+    optimizer_state_dtype: str = _f(
+        "dtype of the optimizer's moments (Adam's two, the momentum of SGD and Muon): fp32, "
+        "bf16 or fp16 (Megatron-Core --use-precision-aware-optimizer with --exp-avg-dtype and "
+        "--exp-avg-sq-dtype; Apex DistributedFusedAdam's dtype, NeMo's optim.dtype)",
+        default="fp32",
+    )
+    master_weights_dtype: str = _f(
+        "dtype of the optimizer's copy of the weights in mixed precision: fp32, bf16, fp16, "
+        "or none (the optimizer updates the model's own weights: NeMo's distributed Adam "
+        "when optim.dtype is the model's dtype and the weights are not fp8); "
+        "Megatron-Core --main-params-dtype",
+        default="fp32",
+    )
     lora_rank: int = _f(
         "LoRA fine-tuning (palmsim.workload.lora): every weight frozen, a rank-r adapter "
         "beside each of training.lora_targets, trained; 0: every weight trained",
@@ -958,6 +971,14 @@ class TrainingSpec:
         "package's FlashAttention-2 kernel, which Transformer Engine runs where cuDNN's is off, "
         "NVTE_FUSED_ATTN=0; at tile.gemm.flash2_*_efficiency)",
         default="unfused",
+    )
+    packed_document_tokens: int | None = _f(
+        "sequence packing (fine-tuning): documents of this many tokens concatenated into each "
+        "seq_len sequence, each attending only within itself (the THD layout with cu_seqlens "
+        "that Transformer Engine's fused attention takes; NeMo's and Megatron-Bridge's packed "
+        "SFT/PEFT datasets): the attention core computes seq_len/L documents' pairs, not the "
+        "whole sequence's; needs a fused attention kernel; None: one document per sequence",
+        default=None,
     )
     fp8_recipe: str = _f(
         "scaling of an fp8 run (dtype fp8 only): 'delayed' (Transformer Engine's "

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from palmsim.config.specs import ExperimentSpec, MappingSpec
+from palmsim.config.specs import ExperimentSpec, MappingSpec, TrainingSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement, gemm_operand_bandwidth_bytes_per_s
@@ -453,6 +453,14 @@ def _reduce_group(block: str, tp: int, etp: int) -> dict[str, Any]:
     return {"tp": tp}
 
 
+def _state_bytes(training: TrainingSpec, dtype: str) -> int:
+    """Optimizer state per parameter of ``training``'s optimizer and state dtypes
+    (:func:`palmsim.mapping.memory.optimizer_state_bytes_per_param`)."""
+    return optimizer_state_bytes_per_param(
+        training.optimizer, dtype, training.optimizer_state_dtype, training.master_weights_dtype
+    )
+
+
 def _costing(experiment: ExperimentSpec, batch: Batch, where: OperandPlacement) -> Costing:
     hw, mapping = experiment.hardware, experiment.mapping
     return Costing(
@@ -516,9 +524,7 @@ def _stage_memory(
         dense,
         expert,
         dtype_bytes=batch.training_elem_bytes,
-        optimizer_bytes_per_param=optimizer_state_bytes_per_param(
-            workload.training.optimizer, batch.dtype
-        ),
+        optimizer_bytes_per_param=_state_bytes(workload.training, batch.dtype),
         dp=replicas,
         ep=mapping.ep,
         zero=mapping.zero if replicas > 1 else 0,
@@ -581,7 +587,7 @@ def _stage(
         [b for c in chunk_ids for u in _units(model, layout.layer_ranges, c) for b in u.blocks]
     )
     params = dense + expert
-    state = optimizer_state_bytes_per_param(workload.training.optimizer, batch.dtype)
+    state = _state_bytes(workload.training, batch.dtype)
     edp = _edp(mapping)
     shard = dense / dp + expert / edp if zero >= 1 else params
     # fp8 training: every replica casts all its fp8 weights once per iteration

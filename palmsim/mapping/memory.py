@@ -55,17 +55,24 @@ class TileMemory:
     where: OperandPlacement
 
 
-def optimizer_state_bytes_per_param(optimizer: str, dtype: str) -> int:
+def optimizer_state_bytes_per_param(
+    optimizer: str, dtype: str, moments_dtype: str = "fp32", master_dtype: str = "fp32"
+) -> int:
     """Optimizer state per parameter (ZeRO, Rajbhandari et al. SC20, Sec. 3.1).
 
-    Mixed precision (16-bit dtype) keeps an fp32 master copy (4 B) beside the state. Muon
-    keeps one fp32 momentum buffer (:mod:`palmsim.workload.muon`); the embedding, head and
-    norms it leaves to Adam, whose second moment (4 B of theirs) is not counted.
+    Adam keeps two moments, SGD and Muon one (:mod:`palmsim.workload.muon`; the embedding,
+    head and norms it leaves to Adam, whose second moment is not counted), each of
+    ``moments_dtype``. Mixed precision (a dtype under 4 B) adds the master copy of the
+    weights in ``master_dtype`` (none: the optimizer updates the model's weights in place).
+    The defaults are 4 B each: 12 B per parameter for mixed-precision Adam; NeMo's distributed
+    Adam with ``optim.dtype: bf16`` and fp8 weights keeps bf16 moments and a bf16 master copy,
+    6 B (nemo/collections/nlp/models/language_modeling/megatron_base_model.py,
+    ``store_params``).
     """
     mixed = DTYPE_BYTES[dtype] < 4
-    # Adam: momentum + variance; SGD and Muon: momentum
-    moments = {"adam": 8, "sgd": 4, "muon": 4}[optimizer]
-    return moments + (4 if mixed else 0)
+    moments = {"adam": 2, "sgd": 1, "muon": 1}[optimizer] * DTYPE_BYTES[moments_dtype]
+    master = DTYPE_BYTES[master_dtype] if mixed and master_dtype != "none" else 0
+    return int(moments + master)
 
 
 def activation_sizes(

@@ -329,6 +329,7 @@ class _LayerShape:
     s_kv: int = 0  # keys each query chunk attends to: the whole sequence; 0 means s
     d_v: int = 0  # value head width; 0 means d (MLA: v_head_dim, d = qk width)
     window: int | None = None  # sliding window of keys per query; None: full attention
+    document: int | None = None  # packed documents' length; None: one per sequence
     down_tokens: int = 0  # tokens the MLA down projections see on the tile; 0 means n_tok
 
     @property
@@ -498,6 +499,7 @@ def layer_blocks(
             f"model {model.name!r}: context parallelism over a sliding-window layer is not "
             "modelled (the ring's per-step work assumes full causal attention)"
         )
+    _check_packing(training, cp)
     shape = _LayerShape(
         e=_dtype_bytes(training),
         s=seq,
@@ -512,6 +514,7 @@ def layer_blocks(
         s_kv=training.seq_len,
         d_v=model.value_head_dim,
         window=model.attention_window(layer or 0),
+        document=training.packed_document_tokens,
         # MLA's replicated down projections ("duplicated" TELinear) run on the rank's s/t
         # tokens under sequence parallelism, on all of them otherwise
         down_tokens=n_tok // tp if sharded else n_tok,
@@ -755,6 +758,26 @@ def _local_seq_len(training: TrainingSpec, cp: int) -> int:
             "(the causal load balancing cuts the sequence into 2*cp chunks)"
         )
     return training.seq_len // cp
+
+
+def _check_packing(training: TrainingSpec, cp: int) -> None:
+    """Packed documents (``training.packed_document_tokens``) need a fused attention kernel:
+    Megatron-Core's unfused DotProductAttention takes no packed sequences (it asserts
+    ``packed_seq_params is None``; Transformer Engine's fused attention takes the THD layout).
+    Under context parallelism the ring's per-step work assumes one causal sequence."""
+    if training.packed_document_tokens is None:
+        return
+    if training.attention_kernel == "unfused":
+        raise MappingError(
+            "training.packed_document_tokens needs a fused attention kernel "
+            "(training.attention_kernel: fused or flash2): the unfused core takes no packed "
+            "sequences"
+        )
+    if cp > 1:
+        raise MappingError(
+            "training.packed_document_tokens with context parallelism is not modelled (the "
+            "ring's per-step work assumes one causal sequence)"
+        )
 
 
 def _check_activation(model: ModelSpec) -> None:
@@ -1352,10 +1375,12 @@ def _attention_ops(
     out_width = shape.heads_t * d_v
     banded_model_flop = (
         None
-        if shape.window is None
+        if shape.window is None and shape.document is None
         else 2.0
         * shape.batch_heads
-        * attended_pairs(s, shape.keys, causal=model.causal, window=shape.window)
+        * attended_pairs(
+            s, shape.keys, causal=model.causal, window=shape.window, document=shape.document
+        )
     )
     # QKᵀ: b·a/t products (s × d)·(d × s), 2bs²h/t FLOP. Keeps Q and K, 4sbh/t for MHA (K
     # shrinks by a/kv under GQA), under selective recompute too: the core is rebuilt from them.
@@ -1502,6 +1527,7 @@ def _fused_attention(
         kv_heads_ratio=shape.kv_t / shape.heads_t,
         causal=model.causal,
         window=shape.window,
+        document=shape.document,
         dtype_bytes=shape.e,
     )
     kept = sum(op.saved_bytes_selective for op in core)  # Q, K and V

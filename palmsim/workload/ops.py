@@ -351,7 +351,12 @@ def elementwise_cost(
 
 
 def attended_pairs(
-    queries: float, keys: float, *, causal: bool, window: int | None = None
+    queries: float,
+    keys: float,
+    *,
+    causal: bool,
+    window: int | None = None,
+    document: int | None = None,
 ) -> float:
     """Query-key pairs an attention core of ``queries`` queries over ``keys`` keys computes.
 
@@ -360,14 +365,21 @@ def attended_pairs(
       queries' share ``q/k`` of them;
     - causal with a sliding window of ``w`` keys (query ``i`` sees keys ``i-w < j <= i``): the
       band, ``sum_i min(i+1, w) = w(w+1)/2 + (k-w)·w`` for ``k >= w`` (else the causal
-      triangle), the queries' share ``q/k`` of it.
+      triangle), the queries' share ``q/k`` of it;
+    - documents of ``L`` tokens packed into the sequence, each attending only within itself
+      (the THD layout with ``cu_seqlens``: Transformer Engine's fused attention over packed
+      sequences): ``k/L`` documents of the pairs above at ``k = L``, the queries' share
+      ``q/k`` of them, i.e. ``q/L`` times one document's pairs.
 
     Args:
         queries: queries (the tile's share of the sequence under context parallelism).
         keys: keys of the whole sequence.
         causal: decoder attention.
         window: the sliding window ``w``; None: none.
+        document: the packed documents' length ``L``; None (or ``L >= k``): one sequence.
     """
+    if document is not None and document < keys:
+        return queries / document * attended_pairs(document, document, causal=causal, window=window)
     if not causal:
         return queries * keys
     if window is None or window >= keys:
@@ -388,6 +400,7 @@ def fused_attention_cost(
     kv_heads_ratio: float = 1.0,
     causal: bool,
     window: int | None = None,
+    document: int | None = None,
     dtype_bytes: float,
 ) -> OpCost:
     """A fused attention core (FlashAttention-2's algorithm: Dao, "FlashAttention-2", 2023;
@@ -397,7 +410,8 @@ def fused_attention_cost(
     - FLOP (Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py ``flops``):
       forward ``2·B·P·(d + d_v)`` over the ``P`` attended pairs (:func:`attended_pairs`:
       ``q·k``, halved when causal since blocks above the diagonal are skipped, the band of a
-      sliding window), QKᵀ over ``d`` and attention over V over ``d_v``; ``4·B·P·d`` when
+      sliding window, packed documents of ``document`` tokens each attended on its own), QKᵀ
+      over ``d`` and attention over V over ``d_v``; ``4·B·P·d`` when
       the widths are equal. The backward is 2.5 x the forward (it recomputes QKᵀ: five
       products against the forward's two; exact for ``d = d_v``, and the QKᵀ-width products
       (QKᵀ, dQ, dK) and V-width ones (dP = dO·Vᵀ, dV) split 3:2 as in the forward otherwise:
@@ -414,7 +428,7 @@ def fused_attention_cost(
     adds one logit to each row's denominator: ``O(B·q)``, not counted.
     """
     d_v = head_dim if value_dim is None else value_dim
-    pairs = attended_pairs(queries, keys, causal=causal, window=window)
+    pairs = attended_pairs(queries, keys, causal=causal, window=window, document=document)
     flop_fwd = 2.0 * batch_heads * pairs * (head_dim + d_v)
     flop_bwd = 2.0 * batch_heads * pairs * (3 * head_dim + 2 * d_v)
     q = batch_heads * queries * head_dim  # elements of Q

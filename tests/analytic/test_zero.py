@@ -121,3 +121,22 @@ def test_zero3_gathers_the_next_unit_while_the_current_one_runs(
         assert units[(1, "")][0].start_s == gathers[2][1] > units[(0, "")][-1].end_s
     else:  # the cluster's: the gather was over while the layer before ran
         assert units[(1, "")][0].start_s == units[(0, "")][-1].end_s > gathers[2][1]
+
+
+def test_bf16_optimizer_state_memory() -> None:
+    """bf16 moments and a bf16 master copy (NeMo's distributed Adam at ``optim.dtype: bf16``):
+    ``2·2 + 2`` B per parameter, sharded over the N ranks by ZeRO-1."""
+    exp = experiment(cluster_spec(nodes=1), pp=1, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M)
+    training = dataclasses.replace(
+        exp.workload.training, optimizer_state_dtype="bf16", master_weights_dtype="bf16"
+    )
+    exp = dataclasses.replace(
+        exp,
+        workload=dataclasses.replace(exp.workload, training=training),
+        mapping=dataclasses.replace(exp.mapping, zero=1),
+    )
+    summary = summarize_result(simulate(exp))
+    params = num_parameters(exp.workload.model)
+    assert summary["memory_breakdown_bytes"]["optimizer"] == pytest.approx(
+        params * (2 * 2 + 2) / N, rel=1e-12
+    )

@@ -273,6 +273,8 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "seq_len": 8,
         "dtype": "bf16",
         "optimizer": "adam",
+        "optimizer_state_dtype": "fp32",
+        "master_weights_dtype": "fp32",
         "mtp_depths": 0,
         "lora_rank": 0,
         "lora_targets": ("qkv", "out_proj", "fc1", "fc2"),
@@ -284,6 +286,7 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "expert_load": "uniform",
         "expert_load_concentration": 1.0,
         "attention_kernel": "unfused",
+        "packed_document_tokens": None,
         "fp8_recipe": "delayed",
         "fp8_param_gather": False,
     }
