@@ -17,7 +17,7 @@ from palmsim.config.loader import load_workload
 from palmsim.config.specs import TrainingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.mapping.memory import optimizer_state_bytes_per_param
-from palmsim.workload.builders import layer_blocks
+from palmsim.workload.builders import layer_blocks, model_flop_per_iteration
 from palmsim.workload.ops import attended_pairs, fused_attention_cost
 
 
@@ -62,12 +62,19 @@ def test_a_packed_layer_attends_per_document():
     m = _model("llama2-7b")
     s, doc = 4096, 120
     training = TrainingSpec(
-        seq_len=s, global_batch_size=1, attention_kernel="flash2", packed_document_tokens=doc
+        seq_len=s, global_batch_size=4, attention_kernel="flash2", packed_document_tokens=doc
     )
     core = layer_blocks(m, training, 1, 1)[0].op("attention")
     pairs = s * (doc + 1) / 2
     assert core.flop_fwd == pytest.approx(4 * 32 * 128 * pairs, rel=1e-12)
     assert core.model_flop_fwd == pytest.approx(4 * 32 * 128 * pairs, rel=1e-12)
+    # the model FLOP of an iteration: 3 x the forward, the core's full s x s products
+    # (Narayanan et al. SC21's convention) replaced by the documents' pairs, in 32 layers
+    batch = 4
+    whole = TrainingSpec(seq_len=s, global_batch_size=batch, attention_kernel="flash2")
+    saved = model_flop_per_iteration(m, whole) - model_flop_per_iteration(m, training)
+    expected = 3 * batch * 32 * 4 * 32 * 128 * (s * s - pairs)
+    assert saved == pytest.approx(expected, rel=1e-9)
 
 
 def test_packing_needs_a_fused_kernel_and_no_context_parallelism():
