@@ -851,6 +851,47 @@ _OPTIMIZERS = {
 }
 
 
+#: Spellings of a dtype in the optimizer's keys: palmsim's, PyTorch's (``torch.bfloat16``)
+#: and Megatron-Core's argument values (``bf16``, ``fp32``).
+_DTYPE_NAMES = {
+    "fp32": "fp32", "float32": "fp32", "float": "fp32",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "fp16": "fp16", "float16": "fp16", "half": "fp16",
+    "none": "none",
+}  # fmt: skip
+
+#: The optimizer-state keys, with Megatron-Core's names for them (``--exp-avg-dtype``,
+#: ``--main-params-dtype``; NeMo's ``optim.dtype`` is the moments').
+_OPTIMIZER_DTYPE_KEYS = {
+    "optimizer_state_dtype": ("optimizer_state_dtype", "exp_avg_dtype"),
+    "master_weights_dtype": ("master_weights_dtype", "main_params_dtype"),
+}
+
+
+def _optimizer_dtypes(training: Mapping[str, Any]) -> list[str]:
+    """``training.optimizer_state_dtype`` (or ``exp_avg_dtype``) and
+    ``training.master_weights_dtype`` (or ``main_params_dtype``) as overrides, a dtype
+    written as palmsim, PyTorch or Megatron-Core write it.
+
+    Raises:
+        NotRun: a dtype none of them names.
+    """
+    out = []
+    for key, names in _OPTIMIZER_DTYPE_KEYS.items():
+        name = next((n for n in names if training.get(n) is not None), None)
+        if name is None:
+            continue
+        given = str(training[name]).strip().lower().removeprefix("torch.")
+        dtype = _DTYPE_NAMES.get(given)
+        if dtype is None or (dtype == "none" and key == "optimizer_state_dtype"):
+            raise NotRun(
+                f"training.{name}: got {training[name]!r}; expected fp32, bf16 or fp16"
+                + (" or none" if key == "master_weights_dtype" else "")
+            )
+        out.append(f"training.{key}={dtype}")
+    return out
+
+
 def _bf16_parts(training: Mapping[str, Any]) -> list[str]:
     """The parts of an fp8 (or NVFP4) run kept in bf16, as Megatron-Core names them:
     ``first_last_layers_bf16`` with ``num_layers_at_start_in_bf16`` and
@@ -1578,9 +1619,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     optimizer, layer_wise = _optimizer(training)
     if optimizer != "adam":
         overrides.append(f"training.optimizer={optimizer}")
-    for key in ("optimizer_state_dtype", "master_weights_dtype"):
-        if key in training:
-            overrides.append(f"training.{key}={training[key]}")
+    overrides += _optimizer_dtypes(training)
     zero, zero_assumed = (1, None) if layer_wise else _zero(training, dp * cp)
     if zero_assumed is not None and core:
         zero, zero_assumed = 1, None

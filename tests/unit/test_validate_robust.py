@@ -795,3 +795,26 @@ def test_an_unstated_virtual_pipeline_is_marked_where_there_is_a_pipeline() -> N
     assert "system.virtual_pipeline_stages" not in keys
     keys = {a.key for a in read_training_run(_case(), "x.yaml").assumptions}
     assert "system.virtual_pipeline_stages" not in keys
+
+
+def test_optimizer_dtypes_and_packing_are_read_in_any_spelling() -> None:
+    """Megatron-Core's and PyTorch's names for the optimizer state's dtypes, and the packed
+    documents' length, reach the run; an unknown dtype is a one-line reason."""
+    run = read_training_run(
+        _case(
+            training={
+                "exp_avg_dtype": "torch.bfloat16",
+                "main_params_dtype": "fp32",
+                "attention": "flash",
+                "packed_document_tokens": 128,
+            }
+        ),
+        "x.yaml",
+    )
+    assert "training.optimizer_state_dtype=bf16" in run.overrides
+    assert "training.master_weights_dtype=fp32" in run.overrides
+    assert "training.packed_document_tokens=128" in run.overrides
+    with pytest.raises(NotRun, match=r"training\.optimizer_state_dtype: got 'fp4'"):
+        read_training_run(_case(training={"optimizer_state_dtype": "fp4"}), "x.yaml")
+    with pytest.raises(NotRun, match=r"training\.optimizer_state_dtype: got 'none'"):
+        read_training_run(_case(training={"optimizer_state_dtype": "none"}), "x.yaml")
