@@ -1347,6 +1347,102 @@ def _lora_overrides(
     return out
 
 
+#: The NeMo releases whose launcher fine-tunes (SFT and PEFT) with conf/peft/llama/sft.yaml
+#: (NeMo-Framework-Launcher, from 2d77a1b6 of 2024-01-18, tags 24.01 to 24.09): Apex's
+#: distributed Adam at ``optim.dtype: bf16`` (``distributed_fused_adam``; 24.12 moved to
+#: ``mcore_distributed_optim``), ``sequence_parallel: False``.
+NEMO_LAUNCHER_FINETUNE_RELEASES = ((24, 1), (24, 9))
+_PEFT_CONF = "NeMo-Framework-Launcher conf/peft/llama/sft.yaml"
+
+#: Supervised fine-tuning named in a case's id or training text.
+_SFT = re.compile(r"(?<![a-z])sft(?![a-z])", re.IGNORECASE)
+
+
+def _nemo_launcher_finetune(case: Mapping[str, Any]) -> str | None:
+    """The release ("24.07") of a fine-tuning row (SFT or LoRA in its id or training text)
+    whose source names a NeMo release of :data:`NEMO_LAUNCHER_FINETUNE_RELEASES`; None
+    otherwise."""
+    release = _nemo_release(case)
+    first, last = NEMO_LAUNCHER_FINETUNE_RELEASES
+    if release is None or not first <= release <= last:
+        return None
+    texts = [str(case.get("id", ""))] + [f"{k}: {v}" for k, v in _section(case, "training").items()]
+    if not (_lora(case) or any(_SFT.search(t) for t in texts)):
+        return None
+    return f"{release[0]}.{release[1]:02d}"
+
+
+def _nemo_sft_optimizer(
+    case: Mapping[str, Any],
+    training: Mapping[str, Any],
+    fp8_params: bool,
+    assumptions: list[Assumption],
+) -> list[str]:
+    """The optimizer state of a NeMo launcher-era SFT row (:func:`_nemo_launcher_finetune`,
+    not LoRA, whose adapters' state is negligible) that states none: Adam's moments in bf16
+    and, with fp8 weights, a bf16 master copy (NeMo's ``store_params``), else none
+    (megatron_base_model.py: no copy when the optimizer's dtype is the model's); marked."""
+    if any(k in training for names in _OPTIMIZER_DTYPE_KEYS.values() for k in names):
+        return []
+    release = _nemo_launcher_finetune(case)
+    if release is None or _lora(case):
+        return []
+    master = "bf16" if fp8_params else "none"
+    why = (
+        f"not stated: NeMo {release}'s launcher fine-tunes with Apex's distributed Adam at "
+        f"optim.dtype bf16 ({_PEFT_CONF})"
+    )
+    assumptions.append(Assumption("training.optimizer_state_dtype", "bf16", why))
+    assumptions.append(Assumption("training.master_weights_dtype", master, why))
+    return ["training.optimizer_state_dtype=bf16", f"training.master_weights_dtype={master}"]
+
+
+#: Packed fine-tuning data, as a case's id, ``model`` or ``training`` text names it ("inputs
+#: packed to 4096 tokens", "Packed Sequence Length", "squad_packed").
+_PACKED = re.compile(r"(?<![a-z])(?:packed|packing)(?![a-z])", re.IGNORECASE)
+_SQUAD = re.compile(r"(?<![a-z])squad", re.IGNORECASE)
+
+#: SQuAD v1.1 examples' attention-weighted length ``E[L²]/E[L]`` [tokens], as NeMo's
+#: fine-tuning table counts their attention: its model TFLOP/s over its tokens/s leave
+#: 1.94e8 FLOP per token beyond the dense layers' 6N for Llama 2 7B and 2.94e8 for 13B, which
+#: NeMo's formula counts as ``12·L·h·l`` (the full-square convention of its pre-training rows),
+#: L = 123 and 120 (NVIDIA/NeMo docs/source/performance/performance_summary.md @4c73f77670;
+#: validation/nemo_runs.yaml).
+SQUAD_DOCUMENT_TOKENS = 120
+
+
+def _packed_documents(
+    case: Mapping[str, Any],
+    training: Mapping[str, Any],
+    kernel: str,
+    assumptions: list[Assumption],
+) -> int | None:
+    """``training.packed_document_tokens`` of a case: as stated; unstated, for packed data
+    (:data:`_PACKED` in its id, ``model`` or ``training`` text) of SQuAD examples,
+    :data:`SQUAD_DOCUMENT_TOKENS`, marked; packed data of another or no named dataset, or
+    on the unfused core (which takes no packed sequences), attended over the whole row,
+    marked as such. None: one document per sequence."""
+    stated = _int(training, "packed_document_tokens", "training.packed_document_tokens")
+    if stated is not None:
+        return stated
+    texts = [str(case.get("id", ""))]
+    for section in ("model", "training"):
+        texts += [f"{k}: {v}" for k, v in _section(case, section).items()]
+    if not any(_PACKED.search(t) for t in texts):
+        return None
+    key = "training.packed_document_tokens"
+    if kernel != "unfused" and any(_SQUAD.search(t) for t in texts):
+        why = (
+            "not stated: packed SQuAD examples, their attention-weighted length as NeMo's "
+            "fine-tuning table counts it"
+        )
+        assumptions.append(Assumption(key, SQUAD_DOCUMENT_TOKENS, why, ITERATION_FIGURES))
+        return SQUAD_DOCUMENT_TOKENS
+    why = "packed data of unstated length: attended over the whole row, an upper bound"
+    assumptions.append(Assumption(key, "the sequence", why, ITERATION_FIGURES))
+    return None
+
+
 def _lora(case: Mapping[str, Any]) -> str | None:
     """The text that names LoRA fine-tuning in the case's id, ``model`` or ``training``."""
     texts = [str(case.get("id", ""))]
@@ -1600,7 +1696,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         overrides.append(f"training.fp8_recipe={fp8_recipe[0]}")
     kernel = _attention(case, training, hw_spec, assumptions, fp8=fp8_recipe is not None)
     overrides.append(f"training.attention_kernel={kernel}")
-    document = _int(training, "packed_document_tokens", "training.packed_document_tokens")
+    document = _packed_documents(case, training, kernel, assumptions)
     if document is not None:
         overrides.append(f"training.packed_document_tokens={document}")
     # Fused attention is the Megatron-Core / Transformer Engine stack: its recipes' settings
@@ -1613,9 +1709,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         # parallelism must be used"), so there it is derived.
         sequence_parallel = bool(shapes["num_experts"]) and tp > 1
         if tp > 1 and not sequence_parallel:  # without TP there is nothing to split
-            sequence_parallel = core
+            launcher = _nemo_launcher_finetune(case)
+            sequence_parallel = core and launcher is None
             why = _CORE_DEFAULT if core else "not stated"
-            assumptions.append(Assumption("training.sequence_parallel", core, why))
+            if launcher is not None:
+                why = f"not stated: off, NeMo {launcher}'s fine-tuning default ({_PEFT_CONF})"
+            assumptions.append(Assumption("training.sequence_parallel", sequence_parallel, why))
     optimizer, layer_wise = _optimizer(training)
     if optimizer != "adam":
         overrides.append(f"training.optimizer={optimizer}")
@@ -1626,6 +1725,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         assumptions.append(
             Assumption("training.distributed_optimizer", True, _CORE_DEFAULT, ITERATION_FIGURES)
         )
+    fp8_params = False
     if fp8_recipe is not None:
         fp8_params = core and zero in (1, 2) and fp8_recipe[0] != "blockwise"
         if "fp8_param_gather" in training or fp8_params:
@@ -1634,6 +1734,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             )
         if fp8_params:
             overrides.append("training.fp8_param_gather=true")
+    overrides += _nemo_sft_optimizer(case, training, fp8_params, assumptions)
     recompute = _recompute(training)
     modules = _recompute_modules(training)
     if modules:

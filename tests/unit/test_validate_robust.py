@@ -818,3 +818,41 @@ def test_optimizer_dtypes_and_packing_are_read_in_any_spelling() -> None:
         read_training_run(_case(training={"optimizer_state_dtype": "fp4"}), "x.yaml")
     with pytest.raises(NotRun, match=r"training\.optimizer_state_dtype: got 'none'"):
         read_training_run(_case(training={"optimizer_state_dtype": "none"}), "x.yaml")
+
+
+def test_nemo_launcher_fine_tuning_rows_take_the_launcher_defaults() -> None:
+    """A NeMo 24.07 SFT row of packed SQuAD data that states nothing more: its examples
+    attend each within itself (SQuAD's attention-weighted length), the launcher's
+    distributed Adam keeps bf16 moments (and with fp8 weights a bf16 master copy), and
+    sequence parallelism is off (conf/peft/llama/sft.yaml); each marked. A LoRA row keeps
+    its optimizer's default; a 2023 row takes none of it."""
+    from palmsim.validate import SQUAD_DOCUMENT_TOKENS
+
+    sft = _case(
+        training={
+            "method": "SFT",
+            "precision": "FP8",
+            "other": "SQuAD, inputs packed to 4096",
+            "sequence_parallel": ...,
+        },
+        system={"tp": 2, "dp": 4},
+    )
+    sft["source"] = {"container": "NeMo 24.07"}
+    run = read_training_run(sft, "x.yaml")
+    assert f"training.packed_document_tokens={SQUAD_DOCUMENT_TOKENS}" in run.overrides
+    assert "training.optimizer_state_dtype=bf16" in run.overrides
+    assert "training.master_weights_dtype=bf16" in run.overrides  # fp8 weights
+    assert run.flags["sequence_parallel"] is False
+    marked = {a.key for a in run.assumptions}
+    assert {
+        "training.packed_document_tokens",
+        "training.optimizer_state_dtype",
+        "training.sequence_parallel",
+    } <= marked
+    lora = {**sft, "training": {**sft["training"], "method": "LoRA"}}
+    lora_run = read_training_run(lora, "x.yaml")
+    assert not any("optimizer_state_dtype" in o for o in lora_run.overrides)
+    older = {**sft, "source": {"container": "NeMo 23.11"}}
+    run = read_training_run(older, "x.yaml")
+    assert not any("optimizer_state_dtype" in o for o in run.overrides)
+    assert run.flags["sequence_parallel"] is True
