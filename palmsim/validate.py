@@ -1382,7 +1382,7 @@ def _nemo_sft_optimizer(
     not LoRA, whose adapters' state is negligible) that states none: Adam's moments in bf16
     and, with fp8 weights, a bf16 master copy (NeMo's ``store_params``), else none
     (megatron_base_model.py: no copy when the optimizer's dtype is the model's); marked."""
-    if any(k in training for names in _OPTIMIZER_DTYPE_KEYS.values() for k in names):
+    if any(training.get(k) is not None for ks in _OPTIMIZER_DTYPE_KEYS.values() for k in ks):
         return []
     release = _nemo_launcher_finetune(case)
     if release is None or _lora(case):
