@@ -780,6 +780,9 @@ def test_unknown_key_in_our_yaml_is_an_error(tmp_path: Path) -> None:
         ("model", "hidden_size", 0, r"model\.hidden_size: got 0; expected an int >= 1"),
         ("model", "vocab_size", 1000.0, r"model\.vocab_size: got 1000\.0"),
         ("training", "global_batch_size", False, r"training\.global_batch_size: got False"),
+        ("training", "packed_document_tokens", 0, r"training\.packed_document_tokens: got 0"),
+        ("training", "optimizer_state_dtype", "fp8", r"training\.optimizer_state_dtype: got"),
+        ("training", "master_weights_dtype", "bf8", r"master_weights_dtype: got 'bf8'; .*'none'"),
     ],
 )
 def test_load_workload_rejects(
