@@ -165,6 +165,16 @@ _MOE_KEYS = {
     "first_dense_layers": "first_k_dense_replace",
     "head_dim": "attention_head_dim",
 }
+#: Families whose base workload is a dense model: a case of one is a mixture of experts only
+#: by its MoE keys (:data:`_MOE_KEYS`).
+_DENSE_FAMILIES = frozenset({"gpt", "llama", "nemotron"})
+#: A model name that says it is a mixture of experts: Mixtral, "MoE", Qwen's active-parameter
+#: suffix ("Qwen3-30B-A3B") and the experts-times-size form ("8x7B", "8x22B").
+_MOE_NAME = re.compile(
+    r"mixtral|(?<![a-z])moe(?![a-z])|(?<![a-z0-9])a\d+(?:\.\d+)?b(?![a-z0-9])"
+    r"|(?<![a-z0-9])\d+x\d+(?:\.\d+)?b(?![a-z0-9])",
+    re.IGNORECASE,
+)
 #: Architectures whose FFN size has a default: GPT's 4·hidden (Radford et al. 2019; Megatron-LM
 #: ``--ffn-hidden-size`` defaults to 4 * hidden_size) and Nemotron-4's (15B: 24576 = 4·6144,
 #: arXiv:2402.16819; 340B: 73728 = 4·18432, arXiv:2406.11704). A gated (SwiGLU) MLP has none.
@@ -346,67 +356,110 @@ def shipped(relative: str) -> str:
 _NOT_APPLICABLE = frozenset({"n/a", "na", "-", "\u2013", "\u2014", ""})
 
 
-#: Megatron-LM's argument names (megatron/training/arguments.py: ``--seq-length``,
-#: ``--tensor-model-parallel-size``, ...) a published run's configuration may use for a case's
-#: keys, per section: each is read as the case key it names.
+#: Other names a published run's configuration may use for a case's keys, per section, each
+#: read as the case key it names: Megatron-LM's argument names (megatron/training/arguments.py:
+#: ``--seq-length``, ``--tensor-model-parallel-size``, ...), Hugging Face ``config.json`` names
+#: (``num_hidden_layers``, ``num_local_experts`` (Mixtral), ``n_routed_experts`` (DeepSeek),
+#: ``num_experts_per_tok``, ...) and the plain words tables use (``tensor_parallel``,
+#: ``experts``, ``vp``). Keys are read in lower case ("TP" is ``tp``).
 _KEY_ALIASES: dict[str, dict[str, str]] = {
     "model": {
         "seq_length": "seq_len",
+        "sequence_length": "seq_len",
         "global_batch_size": "global_batch",
         "micro_batch_size": "micro_batch",
         "hidden_size": "hidden",
         "num_layers": "layers",
+        "num_hidden_layers": "layers",
         "num_attention_heads": "heads",
         "num_query_groups": "kv_heads",
+        "num_key_value_heads": "kv_heads",
+        "num_kv_heads": "kv_heads",
         "ffn_hidden_size": "ffn",
+        "intermediate_size": "ffn",
+        "vocab_size": "vocab",
+        "padded_vocab_size": "vocab",
+        "experts": "num_experts",
+        "num_moe_experts": "num_experts",
+        "moe_num_experts": "num_experts",
+        "num_local_experts": "num_experts",
+        "n_routed_experts": "num_experts",
         "moe_router_topk": "top_k",
+        "num_experts_per_tok": "top_k",
+        "topk": "top_k",
+        "moe_top_k": "top_k",
         "moe_ffn_hidden_size": "moe_ffn",
+        "moe_intermediate_size": "moe_ffn",
+        "n_shared_experts": "shared_experts",
+        "num_shared_experts": "shared_experts",
+        "first_k_dense_replace": "first_dense_layers",
     },
     "system": {
         "tensor_model_parallel_size": "tp",
+        "tensor_parallel": "tp",
+        "tensor_parallel_size": "tp",
         "pipeline_model_parallel_size": "pp",
+        "pipeline_parallel": "pp",
+        "pipeline_parallel_size": "pp",
         "data_parallel_size": "dp",
+        "data_parallel": "dp",
         "context_parallel_size": "cp",
+        "context_parallel": "cp",
         "expert_model_parallel_size": "ep",
+        "expert_parallel": "ep",
+        "expert_parallel_size": "ep",
         "expert_tensor_parallel_size": "etp",
         "virtual_pipeline_model_parallel_size": "virtual_pipeline_stages",
+        "vp": "virtual_pipeline_stages",
+        "vpp": "virtual_pipeline_stages",
+        "gpus": "num_gpus",
+        "world_size": "num_gpus",
+        "num_nodes": "nodes",
     },
 }
+
+#: The keys of a ``model.moe`` mapping (``moe: {num_experts: 8, top_k: 2, ffn: 14336}``) that
+#: name a model key of their own: its FFN is the experts'.
+_MOE_BLOCK_KEYS = {"ffn": "moe_ffn", "ffn_hidden_size": "moe_ffn", "intermediate_size": "moe_ffn"}
 
 
 def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
     """A case's sub-mapping with null and not-applicable values ("n/a") dropped: an unstated
-    value; ``{}`` when absent or null. Megatron-LM's names of its keys (:data:`_KEY_ALIASES`)
-    are read as those keys.
+    value; ``{}`` when absent or null. Keys are read in lower case, other names of a key
+    (:data:`_KEY_ALIASES`) as that key, and a model's ``moe`` mapping as its MoE keys.
 
     Raises:
-        NotRun: the key holds something other than a mapping, or a key and its Megatron-LM
-            name give different values.
+        NotRun: the key holds something other than a mapping, or two names of one key give
+            different values.
     """
     value = case.get(key)
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise NotRun(f"{key}: got {value!r}; expected a mapping of fields")
-    section = {
-        str(k): v
-        for k, v in value.items()
-        if v is not None and not (isinstance(v, str) and v.strip().lower() in _NOT_APPLICABLE)
-    }
-    for alias, name in _KEY_ALIASES.get(key, {}).items():
-        if alias not in section:
+    items = list(value.items())
+    block = value.get("moe")
+    if key == "model" and isinstance(block, Mapping):
+        items = [(k, v) for k, v in items if k != "moe"]
+        items += [(_MOE_BLOCK_KEYS.get(str(k).lower(), k), v) for k, v in block.items()]
+    section: dict[str, Any] = {}
+    given_as: dict[str, str] = {}  # each key's name in the case
+    for k, v in items:
+        if v is None or (isinstance(v, str) and v.strip().lower() in _NOT_APPLICABLE):
             continue
-        given = section.pop(alias)
-        if section.setdefault(name, given) != given:
+        name = _KEY_ALIASES.get(key, {}).get(str(k).lower(), str(k).lower())
+        if section.setdefault(name, v) != v:
             raise NotRun(
-                f"{key}.{name} = {section[name]!r} and {key}.{alias} = {given!r} (Megatron-LM's "
-                f"name for it) disagree"
+                f"{key}.{given_as[name]} = {section[name]!r} and {key}.{k} = {v!r} disagree "
+                f"(both are {key}.{name})"
             )
+        given_as.setdefault(name, str(k))
     return section
 
 
 def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -> int | None:
-    """An integer field (``2`` or ``2.0``), None when absent.
+    """An integer field (``2``, ``2.0``, or written as text: ``"4096"``, ``"4,096"``), None
+    when absent.
 
     Raises:
         NotRun: a value that is not a whole number >= ``minimum``.
@@ -414,6 +467,8 @@ def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -
     if name not in section:
         return None
     value = section[name]
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,3}(?:[,_]\d{3})+\s*|\s*\d+\s*", value):
+        value = int(re.sub(r"[\s,_]", "", value))  # "4096", "4,096" as a table writes it
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise NotRun(f"{key}: got {value!r}; expected a whole number >= {minimum}")
     if not math.isfinite(value) or value != int(value) or value < minimum:
@@ -1283,12 +1338,13 @@ def _gpu_memory(
 
 
 def _is_training_run(case: Mapping[str, Any]) -> bool:
-    system = case.get("system")
-    return (
-        isinstance(case.get("model"), Mapping)
-        and isinstance(system, Mapping)
-        and any(system.get(k) is not None for k in ("tp", "pp", "dp", "num_gpus"))
-    )
+    if not isinstance(case.get("model"), Mapping) or not isinstance(case.get("system"), Mapping):
+        return False
+    try:
+        system = _section(case, "system")  # under any of its keys' names
+    except NotRun:
+        return True  # a training run whose system its reader refuses, saying why
+    return any(k in system for k in ("tp", "pp", "dp", "num_gpus"))
 
 
 #: A model named with its multi-token-prediction module ("DeepSeekV3 (w/ MTP)", as
@@ -1678,6 +1734,13 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     }
     for key, name in _MOE_KEYS.items():
         shapes[name] = _int(model, key, f"model.{key}", minimum=0)
+    if not shapes["num_experts"] and arch in _DENSE_FAMILIES:
+        named = f"{model.get('arch') or ''} {model.get('name') or ''}"
+        give = "give model.num_experts and model.top_k (or model.hf_config)"
+        if ep > 1:
+            raise NotRun(f"system.ep = {ep} but the model has no experts: {give}")
+        if _MOE_NAME.search(named):
+            raise NotRun(f"{named.strip()!r} names a mixture of experts: {give}")
     overrides += [f"model.{k}={v}" for k, v in shapes.items() if v is not None]
     if arch == "gpt-oss" and model.get("hf_config") is None:
         pattern = ", ".join(_GPT_OSS_LAYER_TYPES[i % 2] for i in range(layers))

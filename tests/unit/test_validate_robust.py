@@ -361,6 +361,42 @@ def test_megatron_lm_argument_names_are_read_as_the_case_keys() -> None:
         read_training_run(clash, "x.yaml")
 
 
+def test_other_names_of_the_keys_are_the_same_run() -> None:
+    """A configuration written in Hugging Face's names (num_hidden_layers, num_local_experts,
+    num_experts_per_tok), a table's upper-case columns ("TP", "EP"), plain words
+    (tensor_parallel, experts), a nested ``moe`` mapping or numbers as text is the run its
+    plain keys give."""
+    moe = {"num_experts": 8, "top_k": 2, "moe_ffn": 512}
+    plain = read_training_run(_case(model=moe, system={"ep": 2, "tp": 2, "dp": ...}), "x.yaml")
+    spellings = [
+        ({"num_local_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 512},
+         {"EP": 2, "TP": 2}),
+        ({"experts": 8, "topk": 2, "moe_ffn_hidden_size": 512},
+         {"expert_parallel": 2, "tensor_parallel": "2"}),
+        ({"moe": {"num_experts": 8, "top_k": 2, "ffn": 512}}, {"ep": 2, "tensor_parallel_size": 2}),
+    ]  # fmt: skip
+    for model, system in spellings:
+        case = _case(model=model, system={"tp": ..., "dp": ..., **system})
+        run = read_training_run(case, "x.yaml")
+        assert plain is not None and run is not None
+        assert (run.overrides, run.flags) == (plain.overrides, plain.flags), (model, system)
+    assert "model.num_experts=8" in plain.overrides
+    text = read_training_run(_case(model={"seq_len": "1,024"}), "x.yaml")
+    assert text is not None and "training.seq_len=1024" in text.overrides
+
+
+def test_a_mixture_of_experts_without_its_experts_is_not_run_as_a_dense_model() -> None:
+    """Expert parallelism or a MoE name on a model whose case gives no experts would run a
+    dense model silently: the case is not run, saying what to give."""
+    with pytest.raises(NotRun, match=r"system\.ep = 4 but the model has no experts"):
+        read_training_run(_case(system={"ep": 4, "tp": 1, "dp": 8}), "x.yaml")
+    for name in ("Mixtral-8x7B", "Qwen3-30B-A3B", "Llama-4 MoE"):
+        with pytest.raises(NotRun, match="names a mixture of experts"):
+            read_training_run(_case(model={"name": name, "ffn": 512}), "x.yaml")
+    for name in ("Llama-3-8B", "Mistral-7B", "Llama-3.1-405B"):  # dense: runs
+        assert read_training_run(_case(model={"name": name, "ffn": 512}), "x.yaml") is not None
+
+
 def test_zero3_with_tp_pp_1_runs_with_zero_on() -> None:
     """A DeepSpeed ZeRO-3 run (tp = pp = 1) must be simulated with ZeRO-3, not without."""
     case = _case(system={"tp": 1, "dp": 8}, training={"zero_stage": 3})
@@ -605,11 +641,11 @@ def test_a_figure_as_a_table_prints_it_is_a_figure(tmp_path: Path) -> None:
         ("gpt_oss_120b", "gpt-oss-120b.yaml"),
         ("DeepSeekV3 (w/o MTP)", "deepseek-v3.yaml"),
         ("LLAMA3.1_405B", "llama2-7b.yaml"),
-        ("Qwen3_30B_a3B", "llama2-7b.yaml"),
+        ("Qwen3_30B_a3B", "llama2-7b.yaml"),  # a Llama-family layer with its experts
     ],
 )
 def test_model_names_as_tables_write_them(name: str, workload: str) -> None:
-    case = _case(model={"name": name, "ffn": 2816, "kv_heads": 8})
+    case = _case(model={"name": name, "ffn": 2816, "kv_heads": 8, "num_experts": 128, "top_k": 8})
     run = read_training_run(case, "x.yaml")
     assert run is not None and run.workload.endswith(workload)
 
