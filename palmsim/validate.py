@@ -1291,8 +1291,10 @@ def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
             f"system.gpu: got {gpu!r}, a PCIe card (its own clocks and power, no NVSwitch); "
             "the shipped GPU configs are SXM modules: give one as system.hw_config"
         )
+    # a system's or a count's prefix run into the name: "DGXH100", "8xH100-SXM5-80GB"
+    named = re.sub(r"(?i)(?<![a-z0-9])(dgx|hgx|\d+\s*x)(?=[a-z]+\d)", r"\1 ", gpu)
     for family, path in HARDWARE_OF_GPU.items():
-        if re.search(rf"(?<![a-z0-9]){family}(?![0-9])", gpu, flags=re.IGNORECASE):
+        if re.search(rf"(?<![a-z0-9]){family}(?![0-9])", named, flags=re.IGNORECASE):
             # "an A100", "an H100", "a B200": the article of the letter's spoken name
             article = "an" if family[0] in "AEFHILMNORSX" else "a"
             return shipped(path), f"system.gpu {gpu!r} is {article} {family}"

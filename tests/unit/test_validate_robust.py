@@ -108,6 +108,8 @@ def test_gpu_matched_by_family_and_named() -> None:
         ("GB200 NVL72", "dgx-gb200.yaml"),  # a GB200's GPU, not a B200's
         ("DGX-GB300", "dgx-gb300.yaml"),
         ("DGX-B300", "dgx-b300.yaml"),  # a B300, not a GB300's GPU nor a B200
+        ("DGXH100", "dgx-h100.yaml"),  # MLPerf's system names run the prefix in
+        ("8xH100-SXM5-80GB", "dgx-h100.yaml"),
     ):
         run = read_training_run(_case(system={"gpu": gpu}), "x.yaml")
         assert run is not None and run.hardware.endswith(config)
