@@ -865,28 +865,79 @@ def _recompute_modules(training: Mapping[str, Any]) -> tuple[str, ...]:
     return names
 
 
+#: A ZeRO stage as a run's text names it: "ZeRO-3", "ZeRO stage 2", "zero_stage_1",
+#: "DeepSpeed ZeRO-3 Offload" (stage 3).
+_ZERO_TEXT = re.compile(r"(?<![a-z])zero[\s_-]*(?:stage[\s_-]*)?([0-3])(?![0-9])", re.IGNORECASE)
+
+#: PyTorch FSDP's sharding strategies (torch.distributed.fsdp.ShardingStrategy) as ZeRO
+#: stages: FULL_SHARD shards weights, gradients and optimizer state (ZeRO-3), SHARD_GRAD_OP
+#: gradients and optimizer state (ZeRO-2), NO_SHARD nothing; HYBRID_SHARD fully shards within
+#: a node and replicates across nodes, run as ZeRO-3 over the whole data-parallel group.
+_FSDP_STRATEGIES = {"full_shard": 3, "hybrid_shard": 3, "shard_grad_op": 2, "no_shard": 0}
+
+
+def _stage_given(training: Mapping[str, Any], key: str) -> int | None:
+    """A ZeRO stage in ``training.<key>``: a number 0-3 or a text naming one ("ZeRO-3",
+    "stage 2"); None when absent.
+
+    Raises:
+        NotRun: anything else.
+    """
+    if key not in training:
+        return None
+    value = training[key]
+    if isinstance(value, str) and not value.strip().isdigit():
+        match = _ZERO_TEXT.search(value) or re.search(r"stage[\s_-]*([0-3])\b", value, re.I)
+        if match is None:
+            raise NotRun(f"training.{key}: got {value!r}; expected a ZeRO stage 0, 1, 2 or 3")
+        return int(match.group(1))
+    stage = _int(training, key, f"training.{key}", minimum=0)
+    if stage is not None and stage > 3:
+        raise NotRun(f"training.{key}: got {stage}; expected 0, 1, 2 or 3")
+    return stage
+
+
+def _fsdp(training: Mapping[str, Any]) -> int | None:
+    """The ZeRO stage of ``training.fsdp``: > 0 or true (NeMo Megatron-Bridge's FSDP column,
+    PyTorch FSDP's default FULL_SHARD) is 3, a sharding strategy its stage
+    (:data:`_FSDP_STRATEGIES`), 0 or false none; None when absent."""
+    if "fsdp" not in training:
+        return None
+    value = training["fsdp"]
+    if isinstance(value, str) and value.strip().lower() in _FSDP_STRATEGIES:
+        return _FSDP_STRATEGIES[value.strip().lower()]
+    if isinstance(value, bool) or (isinstance(value, str) and not value.strip().isdigit()):
+        return 3 if _flag(training, "fsdp") else 0
+    return 3 if _int(training, "fsdp", "training.fsdp", minimum=0) else 0
+
+
 def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]:
-    """The ZeRO stage: ``training.zero_stage`` (DeepSpeed); ``training.fsdp`` > 0 (NeMo
-    Megatron-Bridge's column: fully sharded data parallelism, which shards weights, gradients
-    and optimizer state as ZeRO-3 does); else Megatron-LM's distributed
-    optimizer (``training.distributed_optimizer``: optimizer state sharded over the DP
-    group, i.e. ZeRO-1); unstated, none (Megatron-LM's default), an assumption when dp > 1,
-    and the reader tries the distributed optimizer when nothing fits without it.
+    """The ZeRO stage: ``training.zero_stage`` or ``training.zero`` (DeepSpeed: a number or a
+    text naming it); ``training.fsdp`` (:func:`_fsdp`: fully sharded data parallelism shards
+    weights, gradients and optimizer state as ZeRO-3 does); Megatron-LM's distributed
+    optimizer (``training.distributed_optimizer``: optimizer state sharded over the DP group,
+    i.e. ZeRO-1); a stage the run's training text names ("DeepSpeed ZeRO-3" in its optimizer
+    or notes); unstated, none (Megatron-LM's default), an assumption when dp > 1, and the
+    reader tries the distributed optimizer when nothing fits without it.
 
     Raises:
         NotRun: a stage other than 0-3.
     """
-    stage = _int(training, "zero_stage", "training.zero_stage", minimum=0)
-    if stage is not None:
-        if stage > 3:
-            raise NotRun(f"training.zero_stage: got {stage}; expected 0, 1, 2 or 3")
+    for key in ("zero_stage", "zero"):
+        stage = _stage_given(training, key)
+        if stage is not None:
+            return stage, None
+    stage = _fsdp(training)
+    if stage:
         return stage, None
-    fsdp = _int(training, "fsdp", "training.fsdp", minimum=0)
-    if fsdp:  # Megatron-FSDP / PyTorch FSDP full sharding: weights, gradients, optimizer
-        return 3, None
     for key in ("distributed_optimizer", "use_distributed_optimizer"):
         if key in training:
             return (1 if _flag(training, key) else 0), None
+    named = {int(m) for v in training.values() if isinstance(v, str) for m in _ZERO_TEXT.findall(v)}
+    if len(named) == 1:
+        return named.pop(), None
+    if len(named) > 1:
+        raise NotRun(f"training names ZeRO stages {sorted(named)}: give training.zero_stage")
     assumed = Assumption("training.distributed_optimizer", False, _ZERO_WHY, ITERATION_FIGURES)
     return 0, (assumed if dp > 1 else None)
 
@@ -898,6 +949,10 @@ def _zero(training: Mapping[str, Any], dp: int) -> tuple[int, Assumption | None]
 _OPTIMIZERS = {
     "adam": ("adam", False),
     "adamw": ("adam", False),
+    # LAMB keeps Adam's two moments per weight and adds a per-layer trust ratio (You et al.,
+    # ICLR 2020, Algorithm 2): Adam's state; its step is costed as Adam's (the trust ratio's
+    # two norms per layer not counted)
+    "lamb": ("adam", False),
     "fused_adam": ("adam", False),
     "distributed_fused_adam": ("adam", False),
     "sgd": ("sgd", False),
@@ -994,6 +1049,8 @@ def _optimizer(training: Mapping[str, Any]) -> tuple[str, bool]:
     # the optimizer the text names first ("Adam (mixed precision)", "dist_muon")
     words = re.findall(r"[a-z0-9_]+", str(given).lower())
     name = next((w for w in words if w in _OPTIMIZERS), words[0] if words else "")
+    if name not in _OPTIMIZERS and _ZERO_TEXT.search(str(given)):
+        return "adam", False  # "DeepSpeed ZeRO-3": the sharding (read by _zero), no optimizer
     if name not in _OPTIMIZERS:
         close = difflib.get_close_matches(name, list(_OPTIMIZERS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -1361,12 +1418,20 @@ _LORA = re.compile(r"(?<![a-z])q?lora(?![a-z])", re.IGNORECASE)
 def _offloading(case: Mapping[str, Any]) -> str | None:
     """The ``training``/``system`` key that turns CPU offloading on (a key naming
     "offload" with a value other than 0, false, none or off; Megatron-Core's
-    ``--cpu-offloading-num-layers``, Megatron-Bridge's ``cpu_offloading_num_layers``)."""
+    ``--cpu-offloading-num-layers``, Megatron-Bridge's ``cpu_offloading_num_layers``), or a
+    text of theirs naming DeepSpeed's offloading ZeRO (ZeRO-Offload, ZeRO-Infinity)."""
     for section in ("training", "system"):
         for key, value in _section(case, section).items():
             if "offload" in str(key).lower() and str(value).strip().lower() not in _OFF_VALUES:
                 return f"{section}.{key}: {value}"
+            if isinstance(value, str) and _OFFLOADING_ZERO.search(value):
+                return f"{section}.{key}: {value}"
     return None
+
+
+#: DeepSpeed's ZeRO variants that keep state in CPU or NVMe memory (Ren et al., ZeRO-Offload,
+#: USENIX ATC 2021; Rajbhandari et al., ZeRO-Infinity, SC21).
+_OFFLOADING_ZERO = re.compile(r"zero[\s_-]*(?:offload|infinity)", re.IGNORECASE)
 
 
 _OFF_VALUES = frozenset({"0", "false", "none", "null", "off", "no", ""})

@@ -408,6 +408,37 @@ def test_zero3_with_tp_pp_1_runs_with_zero_on() -> None:
     assert dist is not None and dist.flags["zero"] == 1
 
 
+@pytest.mark.parametrize(
+    ("training", "stage"),
+    [
+        ({"zero": "ZeRO-3"}, 3),
+        ({"zero": 2}, 2),
+        ({"zero_stage": "stage 1"}, 1),
+        ({"optimizer": "DeepSpeed ZeRO stage 3"}, 3),  # the sharding, named where the optimizer is
+        ({"optimizer": "AdamW", "other": "DeepSpeed ZeRO-2, fp16"}, 2),
+        ({"fsdp": True}, 3),
+        ({"fsdp": "FULL_SHARD"}, 3),  # PyTorch FSDP's sharding strategies
+        ({"fsdp": "SHARD_GRAD_OP"}, 2),
+        ({"optimizer": "LAMB", "zero_stage": 0}, 0),
+    ],
+)
+def test_a_zero_stage_is_read_wherever_the_run_names_it(training: dict, stage: int) -> None:
+    """A ZeRO stage given as a number, as text, as an FSDP strategy or only in the run's text
+    must be the stage simulated, not silently none."""
+    run = read_training_run(_case(system={"tp": 1, "dp": 8}, training=training), "x.yaml")
+    assert run is not None and run.flags.get("zero", 0) == stage
+    assert not any(a.key == "training.distributed_optimizer" for a in run.assumptions)
+
+
+def test_a_zero_stage_named_two_ways_or_out_of_range_is_not_run() -> None:
+    with pytest.raises(NotRun, match=r"names ZeRO stages \[1, 3\]"):
+        read_training_run(_case(training={"other": "ZeRO-1 then ZeRO-3"}), "x.yaml")
+    with pytest.raises(NotRun, match=r"training\.zero: got 'stage three'"):
+        read_training_run(_case(training={"zero": "stage three"}), "x.yaml")
+    with pytest.raises(NotRun, match=r"CPU offloading \(training\.zero: ZeRO-Infinity\)"):
+        read_training_run(_case(training={"zero": "ZeRO-Infinity"}), "x.yaml")
+
+
 def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
     """Micro-batch 1, precision fp16, the least recompute that fits (none here) and, for an
     undated run with TP, the asynchronous TP all-reduce."""
