@@ -149,6 +149,12 @@ _FAMILY_OF_NAME = (
     ("mt-nlg", "gpt"),
     ("megatron-turing", "gpt"),
 )
+#: Models whose layer is GPT's (pre-LayerNorm, multi-head attention, an MLP of two 4h
+#: matrices with biases), named as words: OPT (Zhang et al. 2022, arXiv:2205.01068, Sec. 2.1:
+#: learned positions, ReLU), BLOOM (BigScience 2022, arXiv:2211.05100, Sec. 3.2: ALiBi, an
+#: embedding LayerNorm, GeLU) and MPT (MosaicML llm-foundry ``MPTBlock``: ALiBi, GeLU, no
+#: biases). ALiBi's bias on the scores and the embedding LayerNorm are not counted.
+_GPT_LAYER_MODELS = re.compile(r"(?<![a-z])(?:opt|bloom|mpt)(?![a-z])")
 #: gpt-oss alternates a sliding-window and a full-attention layer, the sliding one first
 #: (Hugging Face openai/gpt-oss-120b and -20b config.json ``layer_types``): a case's layer
 #: count gives its pattern.
@@ -541,6 +547,8 @@ def _architecture(model: Mapping[str, Any]) -> str:
     why = unmodelled_architecture(text)
     if why is not None:
         raise NotRun(f"architecture {model.get('arch') or model.get('name')!r}: {why}")
+    if _GPT_LAYER_MODELS.search(text):
+        return "gpt"
     # names are matched with spaces, dashes, underscores and dots dropped: "GPT OSS 120B",
     # "gpt_oss", "DeepSeekV3" and "LLAMA3.1_405B" as their tables write them
     squashed = _squash(text)

@@ -675,6 +675,9 @@ def test_a_figure_as_a_table_prints_it_is_a_figure(tmp_path: Path) -> None:
         ("DeepSeekV3 (w/o MTP)", "deepseek-v3.yaml"),
         ("LLAMA3.1_405B", "llama2-7b.yaml"),
         ("Qwen3_30B_a3B", "llama2-7b.yaml"),  # a Llama-family layer with its experts
+        ("OPT-175B", "t-18b.yaml"),  # GPT's layer (learned positions, ReLU)
+        ("BLOOM-176B", "t-18b.yaml"),  # GPT's layer with ALiBi
+        ("MPT-7B", "t-18b.yaml"),
     ],
 )
 def test_model_names_as_tables_write_them(name: str, workload: str) -> None:
