@@ -823,10 +823,26 @@ _FP8_RECIPE_NAMES: dict[str, str] = {
 
 
 def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
-    """An fp8 case's scaling recipe (``training.fp8_recipe``) and the assumption it rests
-    on: read from ``training.precision`` ("fp8-cs": current scaling, "fp8-mx": MXFP8,
-    "fp8-bs": blockwise); unstated, delayed scaling, Megatron-Core's and NeMo's default
-    (``--fp8-recipe delayed``)."""
+    """An fp8 case's scaling recipe and the assumption it rests on: ``training.fp8_recipe``
+    (Megatron-Core's ``--fp8-recipe``: delayed, tensorwise (current), mxfp8, blockwise), else
+    read from ``training.precision`` ("fp8-cs": current scaling, "fp8-mx": MXFP8, "fp8-bs":
+    blockwise); unstated, delayed scaling, Megatron-Core's and NeMo's default
+    (``--fp8-recipe delayed``).
+
+    Raises:
+        NotRun: a ``training.fp8_recipe`` that names no recipe.
+    """
+    given = training.get("fp8_recipe")
+    if given is not None:
+        text = str(given).strip().lower()
+        recipe = _FP8_RECIPE_NAMES.get(text) or {"tensorwise": "current"}.get(text)
+        if recipe is None and text in FP8_SCALING:
+            recipe = text
+        if recipe is None:
+            raise NotRun(
+                f"training.fp8_recipe: got {given!r}; expected one of {', '.join(FP8_SCALING)}"
+            )
+        return recipe, None
     text = str(training.get("precision", training.get("dtype", ""))).lower()
     for name, recipe in _FP8_RECIPE_NAMES.items():
         if name in text:

@@ -977,7 +977,8 @@ class TrainingSpec:
         "seq_len sequence, each attending only within itself (the THD layout with cu_seqlens "
         "that Transformer Engine's fused attention takes; NeMo's and Megatron-Bridge's packed "
         "SFT/PEFT datasets): the attention core computes seq_len/L documents' pairs, not the "
-        "whole sequence's; needs a fused attention kernel; None: one document per sequence",
+        "whole sequence's; needs a fused attention kernel; None (or L >= seq_len): one "
+        "document per sequence",
         default=None,
     )
     fp8_recipe: str = _f(

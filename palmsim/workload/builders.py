@@ -514,7 +514,7 @@ def layer_blocks(
         s_kv=training.seq_len,
         d_v=model.value_head_dim,
         window=model.attention_window(layer or 0),
-        document=training.packed_document_tokens,
+        document=_document(training),
         # MLA's replicated down projections ("duplicated" TELinear) run on the rank's s/t
         # tokens under sequence parallelism, on all of them otherwise
         down_tokens=n_tok // tp if sharded else n_tok,
@@ -760,12 +760,19 @@ def _local_seq_len(training: TrainingSpec, cp: int) -> int:
     return training.seq_len // cp
 
 
+def _document(training: TrainingSpec) -> int | None:
+    """The tokens of one packed document (``training.packed_document_tokens``), None for one
+    document per sequence: a document as long as the sequence or longer is the whole row."""
+    document = training.packed_document_tokens
+    return document if document is not None and document < training.seq_len else None
+
+
 def _check_packing(training: TrainingSpec, cp: int) -> None:
     """Packed documents (``training.packed_document_tokens``) need a fused attention kernel:
     Megatron-Core's unfused DotProductAttention takes no packed sequences (it asserts
     ``packed_seq_params is None``; Transformer Engine's fused attention takes the THD layout).
     Under context parallelism the ring's per-step work assumes one causal sequence."""
-    if training.packed_document_tokens is None:
+    if _document(training) is None:
         return
     if training.attention_kernel == "unfused":
         raise MappingError(

@@ -89,6 +89,19 @@ def test_packing_needs_a_fused_kernel_and_no_context_parallelism():
         layer_blocks(m, fused, 1, 1, cp=2)
 
 
+def test_a_document_as_long_as_the_sequence_is_the_whole_row():
+    """One document per row (L = s, as MLPerf's packed GovReport rows) is ordinary causal
+    attention: the same core as without packing, and context parallelism runs."""
+    m = _model("llama2-7b")
+    plain = TrainingSpec(seq_len=4096, global_batch_size=1, attention_kernel="fused")
+    for doc in (4096, 8192):
+        whole = TrainingSpec(
+            seq_len=4096, global_batch_size=1, attention_kernel="fused", packed_document_tokens=doc
+        )
+        core = layer_blocks(m, whole, 1, 1, cp=2)[0].op("attention")
+        assert core.flop_fwd == layer_blocks(m, plain, 1, 1, cp=2)[0].op("attention").flop_fwd
+
+
 def test_optimizer_state_bytes_by_dtype():
     assert optimizer_state_bytes_per_param("adam", "bf16") == 2 * 4 + 4
     assert optimizer_state_bytes_per_param("adam", "fp8", "bf16", "bf16") == 2 * 2 + 2

@@ -439,6 +439,20 @@ def test_a_zero_stage_named_two_ways_or_out_of_range_is_not_run() -> None:
         read_training_run(_case(training={"zero": "ZeRO-Infinity"}), "x.yaml")
 
 
+def test_an_fp8_recipe_key_is_read_and_a_bad_one_is_named() -> None:
+    """``training.fp8_recipe`` (Megatron-Core's --fp8-recipe) sets the recipe, unmarked, where
+    the precision text names none; a value that is no recipe is not run."""
+    fp8 = {"precision": "fp8", "fp8_recipe": "tensorwise"}
+    run = read_training_run(_case(system={"gpu": "H100"}, training=fp8), "x.yaml")
+    assert run is not None and "training.fp8_recipe=current" in run.overrides
+    assert not any(a.key == "training.fp8_recipe" for a in run.assumptions)
+    with pytest.raises(NotRun, match=r"training\.fp8_recipe: got 'fast'"):
+        read_training_run(
+            _case(system={"gpu": "H100"}, training={"precision": "fp8", "fp8_recipe": "fast"}),
+            "x.yaml",
+        )
+
+
 def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
     """Micro-batch 1, precision fp16, the least recompute that fits (none here) and, for an
     undated run with TP, the asynchronous TP all-reduce."""
