@@ -109,5 +109,7 @@ def test_muon_refuses_element_wise_gradient_shards() -> None:
 
 def test_validate_reads_the_optimizer_a_text_names() -> None:
     assert _optimizer({"optimizer": "Adam (mixed precision)"}) == ("adam", False)
-    with pytest.raises(NotRun, match="got 'LAMB'"):
-        _optimizer({"optimizer": "LAMB"})
+    # LAMB keeps Adam's two moments (You et al. 2020, Algorithm 2)
+    assert _optimizer({"optimizer": "LAMB"}) == ("adam", False)
+    with pytest.raises(NotRun, match="got 'Adafactor'"):
+        _optimizer({"optimizer": "Adafactor"})
