@@ -2116,10 +2116,8 @@ def _publisher_flop_per_token(
 _FIGURE_ALIASES: dict[str, tuple[str, float]] = {
     "tokens_per_sec_per_gpu": ("tokens_per_s_per_gpu", 1.0),
     "tokens_per_second_per_gpu": ("tokens_per_s_per_gpu", 1.0),
-    "throughput_tokens_per_s_per_gpu": ("tokens_per_s_per_gpu", 1.0),
     "tokens_per_sec": ("tokens_per_s", 1.0),
     "tokens_per_second": ("tokens_per_s", 1.0),
-    "throughput_tokens_per_s": ("tokens_per_s", 1.0),
     "samples_per_sec": ("samples_per_s", 1.0),
     "sequences_per_s": ("samples_per_s", 1.0),
     "model_tflops_per_sec_per_gpu": ("model_tflops_per_gpu", 1.0),
@@ -2134,13 +2132,17 @@ _FIGURE_ALIASES: dict[str, tuple[str, float]] = {
     # Megatron-LM's training log: "elapsed time per iteration (ms)", "throughput per GPU
     # (TFLOP/s/GPU)" (megatron/training/training.py training_log)
     "elapsed_time_per_iteration_ms": ("iteration_time_s", 1e-3),
-    "throughput_per_gpu_tflop_s_gpu": ("tflops_per_gpu", 1.0),
+    "per_gpu_tflop_s_gpu": ("tflops_per_gpu", 1.0),
     "tflop_s_gpu": ("tflops_per_gpu", 1.0),
     "tflops_gpu": ("tflops_per_gpu", 1.0),
     "model_tflop_s_gpu": ("model_tflops_per_gpu", 1.0),
     "model_tflops_gpu": ("model_tflops_per_gpu", 1.0),
     "tokens_s_gpu": ("tokens_per_s_per_gpu", 1.0),
     "tokens_per_s_gpu": ("tokens_per_s_per_gpu", 1.0),
+    "tokens_s": ("tokens_per_s", 1.0),
+    "samples_s": ("samples_per_s", 1.0),
+    "samples_per_second": ("samples_per_s", 1.0),
+    "pflops_aggregate": ("aggregate_pflops", 1.0),
     # MLPerf Training's result: the time to train, in minutes
     "time_to_train_min": ("time_to_train_s", 60.0),
     "time_to_train_minutes": ("time_to_train_s", 60.0),
@@ -2149,11 +2151,24 @@ _FIGURE_ALIASES: dict[str, tuple[str, float]] = {
 }
 
 
+#: Words of a figure's name read as another (:func:`_figure_key`): "sec" and "second" are
+#: "s", a sequence is a sample; words that only qualify the figure ("throughput (tokens/s)",
+#: "achieved TFLOP/s", "avg step time") are dropped.
+_FIGURE_WORDS = {
+    "sec": "s", "second": "s", "seconds": "s",
+    "seq": "samples", "seqs": "samples", "sequences": "samples", "sample": "samples",
+    "throughput": "", "achieved": "", "avg": "", "average": "", "mean": "", "measured": "",
+}  # fmt: skip
+
+
 def _figure_key(key: object) -> str:
     """A measured figure's name as :data:`_FIGURE_ALIASES` and the predicted figures spell
     it: lower case, each run of other characters one underscore ("TFLOP/s/GPU" ->
-    ``tflop_s_gpu``, "MFU" -> ``mfu``)."""
-    return re.sub(r"[^0-9a-z.]+", "_", str(key).lower()).strip("_")
+    ``tflop_s_gpu``, "MFU" -> ``mfu``), its words as :data:`_FIGURE_WORDS` reads them
+    ("tokens/sec/GPU" -> ``tokens_s_gpu``)."""
+    plain = re.sub(r"[^0-9a-z.]+", "_", str(key).lower()).strip("_")
+    read = "_".join(w for w in (_FIGURE_WORDS.get(w, w) for w in plain.split("_")) if w)
+    return read or plain  # a name of qualifiers only ("throughput") stays as written
 
 
 def _canonical_figures(measured: Mapping[str, Any]) -> dict[str, Any]:

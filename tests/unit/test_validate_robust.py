@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from palmsim.cli import main
-from palmsim.validate import NotRun, read_training_run, validate
+from palmsim.validate import NotRun, _canonical_figures, read_training_run, validate
 
 # A small GPT that simulates in well under a second: 2 layers, hidden 1024, 8 A100s.
 SMALL = {
@@ -758,6 +758,23 @@ def test_figures_under_other_names_are_read_in_their_unit(tmp_path: Path) -> Non
     assert got["tokens_per_s_per_gpu"].predicted == pytest.approx(
         8 * 1024 / got["iteration_time_s"].predicted / 8  # 8 samples of 1024 over 8 GPUs
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "figure", "factor"),
+    [
+        ("tokens/sec/GPU", "tokens_per_s_per_gpu", 1.0),
+        ("throughput (tokens/s)", "tokens_per_s", 1.0),
+        ("samples/sec", "samples_per_s", 1.0),
+        ("seq/s", "samples_per_s", 1.0),  # a sequence is a sample
+        ("sequences per second", "samples_per_s", 1.0),
+        ("achieved TFLOPS/GPU", "tflops_per_gpu", 1.0),
+        ("PFLOPS aggregate", "aggregate_pflops", 1.0),
+        ("avg step time (ms)", "iteration_time_s", 1e-3),
+    ],
+)
+def test_a_figure_named_in_other_words_is_the_figure(name: str, figure: str, factor: float) -> None:
+    assert _canonical_figures({name: 250.0}) == {figure: pytest.approx(250.0 * factor)}
 
 
 def test_figures_as_logs_and_tables_spell_them_are_read(tmp_path: Path) -> None:
