@@ -334,6 +334,8 @@ class CaseRun:
     zero: tuple[int, ...] = ()  # ZeRO stages to try with each recompute mode, in order
     predict: Callable[[SimulationResult], dict[str, float]] | None = None
     train_iterations: float | None = None  # the run's iterations (its time to train)
+    # the run's evaluations and the samples each runs forward (its time to train)
+    evaluation: tuple[float, int] | None = None
 
 
 class CaseReader(Protocol):
@@ -505,6 +507,23 @@ def _train_iterations(training: Mapping[str, Any], global_batch: int, seq_len: i
     if tokens is not None:
         return tokens / (global_batch * seq_len)
     return None
+
+
+def _evaluation(training: Mapping[str, Any]) -> tuple[float, int] | None:
+    """The run's evaluations (``training.evaluations``, how many it ran, a mean over runs
+    allowed) and the samples each runs forward (``training.eval_samples``), as MLPerf's logs
+    give them (``eval_start`` events; the benchmark's validation set); None when unstated.
+
+    Raises:
+        NotRun: one without the other, or a value that is not a count.
+    """
+    count = _figure(training.get("evaluations"))
+    if "evaluations" in training and (count is None or count < 0):
+        raise NotRun(f"training.evaluations: got {training['evaluations']!r}; expected a count")
+    samples = _int(training, "eval_samples", "training.eval_samples")
+    if (count is None) != (samples is None):
+        raise NotRun("training.evaluations and training.eval_samples go together")
+    return None if count is None or samples is None else (count, samples)
 
 
 def _flag(section: Mapping[str, Any], name: str) -> bool:
@@ -1769,14 +1788,21 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             )
         )
     iterations = _train_iterations(training, global_batch, seq_len)
+    evaluation = _evaluation(training)
     if iterations is not None and "time_to_train_s" in measured:
+        rule = "iterations x iteration time"
         why = (
             "its iterations times the iteration time: evaluation, checkpoints and start-up "
             "are not simulated"
         )
-        assumptions.append(
-            Assumption("time_to_train", "iterations x iteration time", why, ("time_to_train_s",))
-        )
+        if evaluation is not None:
+            rule += " + evaluations x forward pass"
+            why = (
+                "its iterations times the iteration time, and its evaluations, each a "
+                "forward-only pass over training.eval_samples: checkpoints and start-up are "
+                "not simulated"
+            )
+        assumptions.append(Assumption("time_to_train", rule, why, ("time_to_train_s",)))
     hardware, hardware_why = _hardware(system, source)
     try:
         hw_spec = load_hardware(hardware)
@@ -1993,6 +2019,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         ),
         zero=(0, 1) if zero_assumed is not None else (),
         train_iterations=iterations,
+        evaluation=evaluation,
     )
 
 
@@ -2032,6 +2059,24 @@ def _layer_times_s(trace: RunTrace, tile: int) -> dict[str, float]:
         phase = "forward" if category == "forward" else "backward"
         times[phase] = times.get(phase, 0.0) + (rec.end_s - rec.start_s)
     return times
+
+
+def forward_pass_s(result: SimulationResult, microbatches: int) -> float:
+    """A forward-only pass of ``microbatches`` micro-batches through the run's pipeline, as
+    an evaluation runs (Megatron-Core's forward-only schedule, which NeMo's validation uses):
+    the first micro-batch crosses every stage, each further one leaves the slowest stage a
+    stage time later (the pipeline arithmetic of Narayanan et al., SC21, Sec. 2.2), so
+    ``sum(t_s) + (m - 1) * max(t_s)``. A stage's ``t_s`` is its micro-batch 0's forward in the
+    simulated iteration: its forward intervals and TP waits on the stage's first tile (all its
+    model chunks where the pipeline is interleaved). Pure."""
+    assert microbatches >= 1
+    per_stage = dict.fromkeys((tiles[0] for tiles in result.plan.stage_tiles[0]), 0.0)
+    for rec in result.trace.intervals:
+        forward = rec.category == "forward" or (rec.category, rec.phase) == ("comm", "forward")
+        if forward and rec.tile in per_stage and rec.microbatch == 0:
+            per_stage[rec.tile] += rec.end_s - rec.start_s
+    times = list(per_stage.values())
+    return sum(times) + (microbatches - 1) * max(times)
 
 
 def _predictions(result: SimulationResult) -> dict[str, float]:
@@ -2256,6 +2301,10 @@ def _simulate_case(
     predicted = (run.predict or _predictions)(result)
     if run.train_iterations is not None and "iteration_time_s" in predicted:
         predicted["time_to_train_s"] = run.train_iterations * predicted["iteration_time_s"]
+        if run.evaluation is not None:
+            count, samples = run.evaluation
+            micro = math.ceil(samples / (run.flags["dp"] * run.flags["micro_batch_size"]))
+            predicted["time_to_train_s"] += count * forward_pass_s(result, micro)
     _peak_shares(run.measured, predicted)
     counted = _publisher_flop_per_token(run.measured, predicted)
     if counted is not None:

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from palmsim.api import load_experiment, simulate
 from palmsim.cli import main
-from palmsim.validate import NotRun, _canonical_figures, read_training_run, validate
+from palmsim.validate import (
+    NotRun,
+    _canonical_figures,
+    forward_pass_s,
+    read_training_run,
+    validate,
+)
 
 # A small GPT that simulates in well under a second: 2 layers, hidden 1024, 8 A100s.
 SMALL = {
@@ -821,6 +828,61 @@ def test_time_to_train_is_the_runs_iterations_times_the_iteration_time(tmp_path:
         assert "time_to_train" not in got["iteration_time_s"].assumed
     (skipped,) = report.skipped
     assert skipped.case == "c" and "train_samples" in skipped.reason
+
+
+def _simulated(run):
+    """The simulation of a read case, without recompute (the small case fits)."""
+    flags = {**run.flags, "recompute": "none"}
+    experiment = load_experiment(
+        run.hardware, run.workload, overrides=list(run.overrides), mapping_flags=flags
+    )
+    return simulate(experiment)
+
+
+def test_a_forward_pass_is_the_pipelines_fill_then_a_stage_time_per_micro_batch() -> None:
+    """An evaluation's forward-only pass (Narayanan et al. SC21, Sec. 2.2): without a
+    pipeline m micro-batches take m times one; over two stages the first crosses both and
+    each further one adds the slower stage's time, less than the fill."""
+    for pp, expect_fill in ((1, False), (2, True)):
+        case = _case(system={"tp": 4, "pp": pp, "dp": 2 // pp})
+        run = read_training_run(case, "x.yaml")
+        assert run is not None
+        result = _simulated(run)
+        one, two, three = (forward_pass_s(result, m) for m in (1, 2, 3))
+        assert three - two == pytest.approx(two - one, rel=1e-12)  # a stage time each
+        if expect_fill:
+            assert 0 < two - one < one  # the slower stage's time is less than the fill
+        else:
+            assert two == pytest.approx(2 * one, rel=1e-12)
+        # a forward of the batch's micro-batches is less than the iteration (forward and
+        # backward, the backward about twice the forward) and more than a quarter of it
+        micro = run.flags["dp"] * run.flags["micro_batch_size"]
+        forward = forward_pass_s(result, 8 // micro)
+        assert result.trace.end_time_s / 4 < forward < result.trace.end_time_s
+
+
+def test_time_to_train_adds_the_runs_evaluations(tmp_path: Path) -> None:
+    """With its evaluations stated (MLPerf's logs: eval_start events and the benchmark's
+    validation set), the time to train adds each as a forward pass over its samples; one of
+    the two keys alone is not run."""
+    measured = {"tflops_per_gpu": ..., "time_to_train_min": 2.0, "iteration_time_s": 1.0}
+    plain = {"train_samples": 800}
+    evaluated = {**plain, "evaluations": 3, "eval_samples": 64}
+    cases = [
+        {"id": "a", **_case(measured=measured, training=plain)},
+        {"id": "b", **_case(measured=measured, training=evaluated)},
+        {"id": "c", **_case(measured=measured, training={**plain, "evaluations": 3})},
+    ]
+    report = validate(_write(tmp_path, cases))
+    got = {(c.case, c.metric): c.predicted for c in report.comparisons}
+    run = read_training_run(_case(training=evaluated), "x.yaml")
+    assert run is not None and run.evaluation == (3.0, 64)
+    result = _simulated(run)
+    # 64 samples over dp 1 at micro-batch 1: 64 micro-batches per evaluation
+    extra = 3 * forward_pass_s(result, 64)
+    assert got[("b", "time_to_train_s")] == pytest.approx(got[("a", "time_to_train_s")] + extra)
+    (skipped,) = report.skipped
+    assert skipped.case == "c" and "go together" in skipped.reason
 
 
 @pytest.mark.parametrize("gpu", ["H100 PCIe", "NVIDIA A100-PCIE-40GB", "H100 NVL"])
