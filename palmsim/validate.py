@@ -1090,10 +1090,12 @@ def _optimizer(training: Mapping[str, Any]) -> tuple[str, bool]:
     if given is None:
         return "adam", False
     # the optimizer the text names first ("Adam (mixed precision)", "dist_muon")
-    words = re.findall(r"[a-z0-9_]+", str(given).lower())
-    name = next((w for w in words if w in _OPTIMIZERS), words[0] if words else "")
-    if name not in _OPTIMIZERS and _ZERO_TEXT.search(str(given)):
-        return "adam", False  # "DeepSpeed ZeRO-3": the sharding (read by _zero), no optimizer
+    # the words that name its ZeRO sharding ("DeepSpeed ZeRO-3", read by _zero) name none
+    text = _ZERO_TEXT.sub(" ", str(given).lower()).replace("deepspeed", " ")
+    words = re.findall(r"[a-z0-9_]+", text)
+    if not words:
+        return "adam", False
+    name = next((w for w in words if w in _OPTIMIZERS), words[0])
     if name not in _OPTIMIZERS:
         close = difflib.get_close_matches(name, list(_OPTIMIZERS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -438,6 +438,8 @@ def test_a_zero_stage_is_read_wherever_the_run_names_it(training: dict, stage: i
 
 
 def test_a_zero_stage_named_two_ways_or_out_of_range_is_not_run() -> None:
+    with pytest.raises(NotRun, match=r"training\.optimizer: got 'Adafactor with ZeRO-3'"):
+        read_training_run(_case(training={"optimizer": "Adafactor with ZeRO-3"}), "x.yaml")
     with pytest.raises(NotRun, match=r"names ZeRO stages \[1, 3\]"):
         read_training_run(_case(training={"other": "ZeRO-1 then ZeRO-3"}), "x.yaml")
     with pytest.raises(NotRun, match=r"training\.zero: got 'stage three'"):
