@@ -1045,6 +1045,41 @@ def _optimizer_dtypes(training: Mapping[str, Any]) -> list[str]:
     return out
 
 
+#: Composer's FSDP ``mixed_precision`` modes and the dtype each reduces gradients in
+#: (composer/distributed/mosaic_parallelism.py ``get_mixed_precision``: DEFAULT keeps the
+#: weights in the autocast precision and reduces in fp32, PURE reduces in it, FULL keeps and
+#: reduces everything in fp32).
+_FSDP_MIXED_PRECISION = {"default": "fp32", "pure": "weights", "full": "fp32"}
+
+
+def _grad_reduce_dtype(training: Mapping[str, Any]) -> list[str]:
+    """``training.grad_reduce_dtype`` as an override: given as a dtype
+    (``grad_reduce_dtype``, PyTorch FSDP's ``reduce_dtype``), as Megatron's flags
+    (``grad_reduce_in_fp32`` / ``accumulate_allreduce_grads_in_fp32`` true: fp32, false: the
+    weights'; ``grad_reduce_in_bf16`` true: bf16) or as Composer's FSDP
+    ``mixed_precision`` mode (:data:`_FSDP_MIXED_PRECISION`); unstated, the weights' dtype.
+
+    Raises:
+        NotRun: a value none of them names.
+    """
+    for key in ("grad_reduce_dtype", "reduce_dtype"):
+        if key in training:
+            given = str(training[key]).strip().lower().removeprefix("torch.")
+            dtype = "weights" if given == "weights" else _DTYPE_NAMES.get(given)
+            if dtype is None or dtype == "none":
+                raise NotRun(f"training.{key}: got {training[key]!r}; expected fp32, bf16 or fp16")
+            return [f"training.grad_reduce_dtype={dtype}"]
+    for key in ("grad_reduce_in_fp32", "accumulate_allreduce_grads_in_fp32"):
+        if key in training:
+            return [f"training.grad_reduce_dtype={'fp32' if _flag(training, key) else 'weights'}"]
+    if "grad_reduce_in_bf16" in training and _flag(training, "grad_reduce_in_bf16"):
+        return ["training.grad_reduce_dtype=bf16"]
+    mode = str(training.get("mixed_precision", "")).strip().lower()
+    if mode in _FSDP_MIXED_PRECISION:
+        return [f"training.grad_reduce_dtype={_FSDP_MIXED_PRECISION[mode]}"]
+    return []
+
+
 def _bf16_parts(training: Mapping[str, Any]) -> list[str]:
     """The parts of an fp8 (or NVFP4) run kept in bf16, as Megatron-Core names them:
     ``first_last_layers_bf16`` with ``num_layers_at_start_in_bf16`` and
@@ -1901,6 +1936,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     if optimizer != "adam":
         overrides.append(f"training.optimizer={optimizer}")
     overrides += _optimizer_dtypes(training)
+    overrides += _grad_reduce_dtype(training)
     zero, zero_assumed = (1, None) if layer_wise else _zero(training, dp * cp)
     if zero_assumed is not None and core:
         zero, zero_assumed = 1, None

@@ -1294,6 +1294,7 @@ def _training_schema(set_hint: bool) -> Schema:
         "optimizer": _choice_rule(("adam", "sgd", "muon")),
         "optimizer_state_dtype": _choice_rule(("fp32", "bf16", "fp16")),
         "master_weights_dtype": _choice_rule(("fp32", "bf16", "fp16", "none")),
+        "grad_reduce_dtype": _choice_rule(("weights", "fp32", "bf16", "fp16")),
         "mtp_depths": _int_rule(minimum=0),
         "lora_rank": _int_rule(minimum=0),
         "lora_targets": _choice_list_rule(LORA_TARGET_OPS),

@@ -922,6 +922,13 @@ class TrainingSpec:
         "Megatron-Core --main-params-dtype",
         default="fp32",
     )
+    grad_reduce_dtype: str = _f(
+        "dtype the data-parallel ranks reduce the gradients in and hold them in: 'weights' "
+        "(the weights' dtype), fp32, bf16 or fp16 (Megatron's main_grad buffer: "
+        "--accumulate-allreduce-grads-in-fp32, on for bf16 unless --grad-reduce-in-bf16; "
+        "PyTorch FSDP's MixedPrecision.reduce_dtype)",
+        default="weights",
+    )
     lora_rank: int = _f(
         "LoRA fine-tuning (palmsim.workload.lora): every weight frozen, a rank-r adapter "
         "beside each of training.lora_targets, trained; 0: every weight trained",

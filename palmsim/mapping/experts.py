@@ -150,9 +150,11 @@ def stage_state_bytes(
     tp: int = 1,
     etp: int | None = None,
     frozen: float = 0.0,
+    grad_bytes: int | None = None,
 ) -> StateBytes:
     """A tile's model state under EP and ZeRO (module docstring, "Memory"); ``frozen``
-    parameters (LoRA's base weights) are weights alone, replicated like the dense ones.
+    parameters (LoRA's base weights) are weights alone, replicated like the dense ones;
+    gradients of ``grad_bytes`` each (the weights' ``dtype_bytes`` when None).
 
     ZeRO stage 1 shards the optimizer state, 2 also the gradients, 3 also the weights
     (Rajbhandari et al. SC20): the dense part over the ``dp`` replicas, the expert part over
@@ -168,7 +170,7 @@ def stage_state_bytes(
 
     return StateBytes(
         weights=(sharded(3) + frozen) * dtype_bytes,
-        gradients=sharded(2) * dtype_bytes,
+        gradients=sharded(2) * (dtype_bytes if grad_bytes is None else grad_bytes),
         optimizer=sharded(1) * optimizer_bytes_per_param,
     )
 

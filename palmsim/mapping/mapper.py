@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from palmsim.config.specs import ExperimentSpec, MappingSpec, TrainingSpec
+from palmsim.config.specs import DTYPE_BYTES, ExperimentSpec, MappingSpec, TrainingSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement, gemm_operand_bandwidth_bytes_per_s
@@ -461,6 +461,13 @@ def _state_bytes(training: TrainingSpec, dtype: str) -> int:
     )
 
 
+def _grad_bytes(training: TrainingSpec, weight_bytes: int) -> int:
+    """Bytes of one gradient as the data-parallel ranks hold and reduce it
+    (``training.grad_reduce_dtype``; 'weights': ``weight_bytes``, the weights' own)."""
+    dtype = training.grad_reduce_dtype
+    return weight_bytes if dtype == "weights" else int(DTYPE_BYTES[dtype])
+
+
 def _costing(experiment: ExperimentSpec, batch: Batch, where: OperandPlacement) -> Costing:
     hw, mapping = experiment.hardware, experiment.mapping
     return Costing(
@@ -524,6 +531,7 @@ def _stage_memory(
         dense,
         expert,
         dtype_bytes=batch.training_elem_bytes,
+        grad_bytes=_grad_bytes(workload.training, batch.training_elem_bytes),
         optimizer_bytes_per_param=_state_bytes(workload.training, batch.dtype),
         dp=replicas,
         ep=mapping.ep,
@@ -685,6 +693,7 @@ def _lower_chunk(
     """The lowering passes over one virtual stage: its forward, recompute and backward."""
     mapping = experiment.mapping
     tp, elem, ep, cp = mapping.tp, costing.grad_bytes_per_param, mapping.ep, mapping.cp
+    grad_elem = _grad_bytes(experiment.workload.training, elem)
     etp = tp if mapping.expert_tp is None else mapping.expert_tp
     dp = mapping.dp * cp  # gradients are reduced over the DP ranks with context parallelism
     zero = mapping.zero if dp > 1 else 0
@@ -791,8 +800,10 @@ def _lower_chunk(
         reduce_zero = 0 if muon and zero == 1 else zero
         if _experts_on_dp(mapping):  # their EDP group is the DP group: one bucket
             dense, expert = dense + expert, 0.0
-        backward.extend(grad_bucket(unit, dense, elem, dp=dp, zero=reduce_zero))
-        backward.extend(expert_grad_bucket(unit, expert, elem, edp=_edp(mapping), zero=reduce_zero))
+        backward.extend(grad_bucket(unit, dense, grad_elem, dp=dp, zero=reduce_zero))
+        backward.extend(
+            expert_grad_bucket(unit, expert, grad_elem, edp=_edp(mapping), zero=reduce_zero)
+        )
     flush("B")
     training = experiment.workload.training
     if training.dtype == "fp8" and FP8_SCALING[training.fp8_recipe].amax_history:

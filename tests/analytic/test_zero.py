@@ -140,3 +140,29 @@ def test_bf16_optimizer_state_memory() -> None:
     assert summary["memory_breakdown_bytes"]["optimizer"] == pytest.approx(
         params * (2 * 2 + 2) / N, rel=1e-12
     )
+
+
+@pytest.mark.parametrize("zero", [0, 2])
+def test_gradients_reduced_in_fp32_move_and_hold_four_bytes(zero: int) -> None:
+    """``training.grad_reduce_dtype: fp32`` (Megatron's fp32 main_grad, FSDP's reduce_dtype):
+    the same collectives as above with 4 B per gradient in place of the weights' 2, and the
+    gradient memory likewise; the weights and their gathers stay fp16."""
+    exp = experiment(cluster_spec(nodes=1), pp=1, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M)
+    training = dataclasses.replace(exp.workload.training, grad_reduce_dtype="fp32")
+    exp = dataclasses.replace(
+        exp,
+        workload=dataclasses.replace(exp.workload, training=training),
+        mapping=dataclasses.replace(exp.mapping, zero=zero),
+    )
+    summary = summarize_result(simulate(exp))
+    params = num_parameters(exp.workload.model)
+    grads = params * DTYPE_BYTES["fp32"]
+    moved = summary["communication_bytes_by_category"]
+    if zero == 0:
+        assert moved["dp_allreduce"] == pytest.approx(2 * (N - 1) * grads, rel=1e-12)
+    else:
+        assert moved["dp_reducescatter"] == pytest.approx(M * (N - 1) * grads, rel=1e-12)
+        weights = params * DTYPE_BYTES["fp16"]
+        assert moved["dp_allgather"] == pytest.approx((N - 1) * weights, rel=1e-12)
+    held = summary["memory_breakdown_bytes"]["gradients"]
+    assert held == pytest.approx(grads / (N if zero >= 2 else 1), rel=1e-12)

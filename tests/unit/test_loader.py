@@ -275,6 +275,7 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "optimizer": "adam",
         "optimizer_state_dtype": "fp32",
         "master_weights_dtype": "fp32",
+        "grad_reduce_dtype": "weights",
         "mtp_depths": 0,
         "lora_rank": 0,
         "lora_targets": ("qkv", "out_proj", "fc1", "fc2"),
@@ -783,6 +784,7 @@ def test_unknown_key_in_our_yaml_is_an_error(tmp_path: Path) -> None:
         ("training", "packed_document_tokens", 0, r"training\.packed_document_tokens: got 0"),
         ("training", "optimizer_state_dtype", "fp8", r"training\.optimizer_state_dtype: got"),
         ("training", "master_weights_dtype", "bf8", r"master_weights_dtype: got 'bf8'; .*'none'"),
+        ("training", "grad_reduce_dtype", "fp64", r"grad_reduce_dtype: got 'fp64'; .*'weights'"),
     ],
 )
 def test_load_workload_rejects(

@@ -448,6 +448,23 @@ def test_a_zero_stage_named_two_ways_or_out_of_range_is_not_run() -> None:
         read_training_run(_case(training={"zero": "ZeRO-Infinity"}), "x.yaml")
 
 
+@pytest.mark.parametrize(
+    ("training", "dtype"),
+    [
+        ({"grad_reduce_dtype": "torch.float32"}, "fp32"),
+        ({"reduce_dtype": "bf16"}, "bf16"),
+        ({"grad_reduce_in_fp32": True}, "fp32"),
+        ({"accumulate_allreduce_grads_in_fp32": False}, "weights"),
+        ({"grad_reduce_in_bf16": True}, "bf16"),
+        ({"mixed_precision": "DEFAULT"}, "fp32"),  # Composer's FSDP modes
+        ({"mixed_precision": "PURE"}, "weights"),
+    ],
+)
+def test_the_gradient_reduce_dtype_is_read_in_each_spelling(training: dict, dtype: str) -> None:
+    run = read_training_run(_case(training=training), "x.yaml")
+    assert run is not None and f"training.grad_reduce_dtype={dtype}" in run.overrides
+
+
 def test_an_fp8_recipe_key_is_read_and_a_bad_one_is_named() -> None:
     """``training.fp8_recipe`` (Megatron-Core's --fp8-recipe) sets the recipe, unmarked, where
     the precision text names none; a value that is no recipe is not run."""
