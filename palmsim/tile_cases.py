@@ -205,6 +205,20 @@ GALAXY_LLAMA_TRACE = "all"
 #: with n_tensors=0 (inference.weight_prefetch 'decode').
 GALAXY_LLAMA_WEIGHT_PREFETCH = "decode"
 
+#: Cores of the SDPA decode program grid the Galaxy demo builds, and the users it builds it
+#: for on each chip: tt/model_config.py @c7dc9592 ``PAGED_SDPA_DECODE_PROGCFG`` (and the
+#: non-paged one), ``compute_with_storage_grid_size=(8, 4)`` over 32 cores of its sub-core
+#: grids; its 32 users split over the 4 row groups, ``batch_size_per_device_group`` 8
+#: (tt/llama_attention.py), live or not. sdpa_decode_program_factory.cpp gives each user
+#: ``num_cores_per_batch`` = cores / users of them: 4 (inference.decode_attention_cores).
+GALAXY_LLAMA_SDPA_DECODE_CORES = 32
+GALAXY_LLAMA_USERS_PER_CHIP = 8
+
+#: Cores of tt_transformers' SDPA decode program grid: model_config.py
+#: ``SDPA_DECODE_PROGCFG`` ``compute_with_storage_grid_size=(8, 8)``, built for the demo's
+#: batch on every chip (its users are not split over TP ranks).
+TT_TRANSFORMERS_SDPA_DECODE_CORES = 64
+
 #: Where the Galaxy demo keeps a user's KV cache (``inference.kv_placement``): whole on the 8
 #: chips of the user's device group, one of the mesh's 4 (tt/llama_attention.py @00d4c974:
 #: ``batch_size_per_device_group = max_batch_size // num_device_groups`` users a group, and
@@ -904,6 +918,20 @@ def decode_readers_per_bank(code: str) -> int:
     return 1 if "tt_transformers" in code else 0
 
 
+def decode_attention_cores(code: str, users: int) -> int:
+    """``inference.decode_attention_cores`` of the serving code ``code`` names serving
+    ``users`` requests per replica: its SDPA decode grid's cores over the users that grid is
+    built for (the Galaxy demo: :data:`GALAXY_LLAMA_SDPA_DECODE_CORES` over
+    :data:`GALAXY_LLAMA_USERS_PER_CHIP`; tt_transformers:
+    :data:`TT_TRANSFORMERS_SDPA_DECODE_CORES` over ``users``), at least one; 0 for other
+    code."""
+    if "llama3_70b_galaxy" in code:
+        return GALAXY_LLAMA_SDPA_DECODE_CORES // GALAXY_LLAMA_USERS_PER_CHIP
+    if "tt_transformers" in code:
+        return max(TT_TRANSFORMERS_SDPA_DECODE_CORES // max(users, 1), 1)
+    return 0
+
+
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh' (or of
     a TP = 32 row of the Galaxy demo, which always runs its 8x4 mesh): tt-metal's
@@ -1118,6 +1146,8 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     galaxy = "llama3_70b_galaxy" in code
     trace = _demo_trace(code)
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
+    batch = positive_count(scenario.get("batch", 1), "batch")
+    attention_cores = decode_attention_cores(code, batch // dp)
     kv_placement = GALAXY_LLAMA_KV_PLACEMENT if galaxy else "sequence"
     readers = prefill_weight_readers(code, hw_path)
     per_bank = decode_readers_per_bank(code)
@@ -1127,7 +1157,6 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
-    batch = positive_count(scenario.get("batch", 1), "batch")
     prompt = positive_count(
         scenario.get("prefill_len") or str(scenario.get("context_len", "0")).split()[0],
         "prefill_len",
@@ -1167,6 +1196,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             kv_placement=kv_placement,
             prefill_weight_readers=readers,
             decode_readers_per_bank=per_bank,
+            decode_attention_cores=attention_cores,
             prefill_chunk_tokens=chunk,
             attention_kernel=kernel,
             prefill_attention_2d=galaxy_prefill_attention(case, prompt, batch)

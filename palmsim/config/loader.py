@@ -1363,6 +1363,7 @@ def _inference_schema() -> Schema:
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
         "prefill_chunk_tokens": _int_rule(minimum=0),
+        "decode_attention_cores": _int_rule(minimum=0),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "mapping": _mapping_rule(required=False),
     }

@@ -1119,6 +1119,15 @@ class InferenceSpec:
         "so a pass holds one chunk's activations; 0: the whole prompt in one pass [tokens]",
         default=0,
     )
+    decode_attention_cores: int = _f(
+        "cores that run one request's decode attention over its cached tokens (tt-metal's "
+        "SDPA decode splits its program grid evenly over the batch it is built for, "
+        "num_cores_per_batch, whether or not each request is live): the request's cache "
+        "streams in at this x tile.dram_reader_bandwidth and its QK^T and AV run on this "
+        "many of the simulated tile's cores, their rows padded to whole 32-row tiles per KV "
+        "head; 0: every core at the DRAM bandwidth [count]",
+        default=0,
+    )
     decode_readers_per_bank: int = _f(
         "worker cores per DRAM bank that run a decode GEMM whose weights stay in DRAM "
         "(tt-metal's DRAM-sharded matmul, num_workers_per_dram_bank: 1 as tt_transformers "

@@ -160,6 +160,58 @@ def decode_readers(hw: HardwareSpec, per_bank: int) -> int:
     return hw.dram.banks * per_bank
 
 
+#: Rows of the matrix engine's tile on a Tenstorrent core: tt-metal computes on 32x32 tiles
+#: (``tt::constants::TILE_HEIGHT`` = 32), so SDPA decode holds a KV head's group of query
+#: heads as one tile of 32 rows, padded (sdpa_decode_program_factory.cpp: ``PNHt``, the
+#: padded heads in tiles).
+TT_TILE_ROWS = 32
+
+
+def decode_attention_flop_per_token(heads: int, kv_heads: int, head_dim: int) -> float:
+    """FLOP of one request's decode attention per cached token on a tile with ``heads``
+    query and ``kv_heads`` KV heads, as tt-metal's SDPA decode runs it: QK^T and the scores
+    times V (2 FLOP per multiply-add, ``head_dim`` each) for each KV head's query group
+    padded to whole :data:`TT_TILE_ROWS`-row tiles."""
+    group = max(heads // max(kv_heads, 1), 1)
+    padded = -(-group // TT_TILE_ROWS) * TT_TILE_ROWS
+    return 2.0 * 2.0 * max(kv_heads, 1) * padded * head_dim
+
+
+def decode_attention_floor_s(
+    hw: HardwareSpec, *, cores: int, read_bytes: float, flop: float, peak_flop_per_s: float
+) -> float:
+    """The least time of one request's decode attention run on ``cores`` of a simulated
+    tile (``inference.decode_attention_cores``): tt-metal's SDPA decode gives each request
+    ``num_cores_per_batch`` cores of its grid, which read its cached K and V from DRAM
+    (``read_bytes``) at ``tile.dram_reader_bandwidth`` each while computing its ``flop`` at
+    their share of the tile's ``peak_flop_per_s`` and ``tile.compute_efficiency``; reads and
+    math overlap (the reader and compute kernels pass chunks through circular buffers), so
+    the longer of the two (sdpa_decode_program_factory.cpp, reader_decode_all.cpp). Pure."""
+    share = min(cores, simulated_tile_cores(hw)) / simulated_tile_cores(hw)
+    read_s = read_bytes / (cores * hw.tile.dram_reader_bandwidth_bytes_per_s)
+    math_s = flop / (share * peak_flop_per_s * hw.tile.compute_efficiency)
+    return max(read_s, math_s)
+
+
+def check_decode_attention_cores(hw: HardwareSpec, cores: int) -> None:
+    """Raise a MappingError when ``inference.decode_attention_cores`` cannot run on ``hw``:
+    it needs the per-core rate ``tile.dram_reader_bandwidth`` and at most the cores of a
+    simulated tile."""
+    if cores <= 0:
+        return
+    why = ""
+    if hw.tile.dram_reader_bandwidth_bytes_per_s <= 0:
+        why = "the hardware gives no per-core rate tile.dram_reader_bandwidth"
+    elif cores > simulated_tile_cores(hw):
+        why = f"a simulated tile holds {simulated_tile_cores(hw)} cores (chip.granularity)"
+    if why:
+        raise MappingError(
+            f"inference.decode_attention_cores = {cores}: {why} (--set "
+            "inference.decode_attention_cores=0 runs decode attention on every core at the "
+            "DRAM bandwidth)"
+        )
+
+
 def check_decode_readers_per_bank(hw: HardwareSpec, per_bank: int, section: str) -> None:
     """Raise a MappingError when ``section.decode_readers_per_bank`` cannot run on ``hw``: it
     needs the chip's DRAM banks, the per-core rate ``tile.dram_reader_bandwidth`` and at most
@@ -294,6 +346,7 @@ class _Serving:
     kv_heads_per_tile: int
     flop_per_cached_token: float  # QK^T and AV of one layer, per micro-batch
     kv_bytes_per_token_mb: float  # one layer, one micro-batch
+    users: float  # the requests whose cache a tile holds (_cache_users)
     mbs: int
     tp: int
     pp: int
@@ -444,6 +497,7 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
         kv_bytes_per_token_mb=kv_cache_bytes(
             1, kv_t, model.head_dim, 1, users, DTYPE_BYTES[inf.kv_dtype]
         ),
+        users=users,
         mbs=mbs,
         tp=tp,
         pp=mapping.pp,
@@ -563,6 +617,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     check_ep(model, mapping.dp, mapping.ep, mapping.expert_placement, tp=mapping.tp)
     check_prefill_weight_readers(hw, inf.prefill_weight_readers, "inference")
     check_decode_readers_per_bank(hw, inf.decode_readers_per_bank, "inference")
+    check_decode_attention_cores(hw, inf.decode_attention_cores)
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
@@ -815,9 +870,11 @@ class _Lowering:
         first, *rest = (costing.cost(ops, "F") for costing, ops in groups.values())
         return compute_step(sum(rest, first), unit, block.name, block_name=block.name)
 
-    def kv_step(self, unit: Unit, ctx: int, new_tokens: int) -> ComputeStep:
+    def kv_step(self, unit: Unit, ctx: int, new_tokens: int, tag: str) -> ComputeStep:
         """Attention of ``new_tokens`` new tokens over cached tokens [0, ctx) and the write of
-        their K and V, for one layer of one micro-batch."""
+        their K and V, for one layer of one micro-batch. A decode step with
+        ``inference.decode_attention_cores`` lasts at least one request's share
+        (:func:`decode_attention_floor_s`)."""
         cost = kv_attention_cost(
             bytes_per_token=self.serving.kv_bytes_per_token_mb,
             # each new token's queries against every cached token (a prefill chunk's many)
@@ -830,7 +887,27 @@ class _Lowering:
             peak_flop_per_s=self.costing.peak_flop_per_s,
             roof_peak_flop_per_s=self.batch.peak_flop_per_s,
         )
-        return compute_step(cost, unit, "kv", block_name="kv")
+        step = compute_step(cost, unit, "kv", block_name="kv")
+        inf = self.experiment.workload.inference
+        assert inf is not None
+        if tag != "D" or inf.decode_attention_cores <= 0:
+            return step
+        model = self.experiment.workload.model
+        floor_s = decode_attention_floor_s(
+            self.experiment.hardware,
+            cores=inf.decode_attention_cores,
+            read_bytes=cost.dram_read_bytes / self.serving.users,
+            flop=ctx
+            * decode_attention_flop_per_token(
+                model.num_attention_heads // self.serving.grid[0],
+                self.serving.kv_heads_per_tile,
+                model.head_dim,
+            ),
+            peak_flop_per_s=self.costing.peak_flop_per_s,
+        )
+        if floor_s <= step.compute_time_s:
+            return step
+        return dataclasses.replace(step, compute_time_s=floor_s)
 
     def collectives(self, block: Block, unit: Unit, new_tokens: int, tag: str) -> tuple[Step, ...]:
         """The TP collectives after ``block`` of a pass over ``new_tokens`` per request: the
@@ -982,7 +1059,7 @@ class _Lowering:
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
-                    steps.append(self.kv_step(unit, ctx, new_tokens))
+                    steps.append(self.kv_step(unit, ctx, new_tokens, tag))
                 steps += self.collectives(b, unit, new_tokens, tag)
                 steps += ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=mapping.ep)
         if s == self.serving.pp - 1 and head:

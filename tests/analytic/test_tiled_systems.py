@@ -339,6 +339,71 @@ def test_decode_gemm_math_runs_on_the_dram_bank_cores_only():
     assert off < expected / 64 + 5e-3
 
 
+def _kv_tokens_per_decode_step(prompt: int) -> int:
+    """The cached tokens the first decode step reads: the prompt's (the token the prefill
+    sampled is the step's input; its K and V are written, not read)."""
+    return prompt
+
+
+def test_decode_attention_streams_through_its_cores():
+    """inference.decode_attention_cores: c: one request's decode attention runs on c cores
+    of the tile (tt-metal's SDPA decode: num_cores_per_batch), which read its cached K and V
+    at dram_reader_bandwidth r each. With r = 10 MB/s the reads dominate a decode step at a
+    long context: per layer ctx x (2 x kv heads x head dim x 1.0625 B of bfp8) / (c x r),
+    so TPOT = layers x that, plus the rest of the step: the same step with c = 0 less its
+    cache reads at the DRAM rate (about 1e-4 of the floor). Two cores halve the floor, and
+    the rest cancels in the difference."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    r = 10e6
+    slow = dataclasses.replace(
+        hw, tile=dataclasses.replace(hw.tile, dram_reader_bandwidth_bytes_per_s=r)
+    )
+    prompt = 1000
+    ctx = _kv_tokens_per_decode_step(prompt)
+    heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
+    per_layer = ctx * 2 * heads * d * DTYPE_BYTES["bfp8"]
+    off = _inference(slow, tp=1, prompt=prompt, output=2)["tpot_s"]
+    one = _inference(slow, tp=1, prompt=prompt, output=2, decode_attention_cores=1)["tpot_s"]
+    two = _inference(slow, tp=1, prompt=prompt, output=2, decode_attention_cores=2)["tpot_s"]
+    assert one - off == pytest.approx(LAYERS * per_layer / r, rel=2e-4)
+    assert one - off < LAYERS * per_layer / r
+    assert one - two == pytest.approx(LAYERS * per_layer / (2 * r), rel=1e-9)
+
+
+def test_decode_attention_math_pads_each_query_group_to_a_tile():
+    """The c cores' math: QK^T and scores x V, 2 x 2 x head dim FLOP per cached token for
+    each of a KV head's query heads, the group padded to 32 rows (tt-metal's tile): for the
+    tiny model's MHA, 1 head padded to 32. With a core slowed to 10 GFLOP/s and c = 4 of
+    the 64, one layer's step lasts ctx x kv heads x 4 x 32 x d / (4 x 10 GFLOP/s x e), e the
+    tile's compute efficiency; the reads (4 x 22 GB/s) are far below it."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    core_peak = 10e9
+    slow = dataclasses.replace(
+        hw,
+        tile=dataclasses.replace(
+            hw.tile,
+            peak_flop_per_s=tuple((dtype, 64 * core_peak) for dtype, _ in hw.tile.peak_flop_per_s),
+        ),
+    )
+    prompt = 256
+    ctx = _kv_tokens_per_decode_step(prompt)
+    heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
+    per_layer = ctx * heads * 2 * 2 * 32 * d / (4 * core_peak * hw.tile.compute_efficiency)
+    off = _inference(slow, tp=1, prompt=prompt, output=2)["tpot_s"]
+    on = _inference(slow, tp=1, prompt=prompt, output=2, decode_attention_cores=4)["tpot_s"]
+    # c = 0 runs the unpadded FLOP on all 64 cores: 1/32 x 4/64 of the padded time on 4
+    unpadded_on_all = per_layer * 4 / 64 / 32
+    assert on - off == pytest.approx(LAYERS * (per_layer - unpadded_on_all), rel=0.01)
+
+
+def test_decode_attention_cores_need_the_rate_and_enough_cores():
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    with pytest.raises(MappingError, match="dram_reader_bandwidth"):
+        _inference(_without_reader_rate(hw), tp=1, prompt=8, output=2, decode_attention_cores=1)
+    with pytest.raises(MappingError, match="64 cores"):
+        _inference(hw, tp=1, prompt=8, output=2, decode_attention_cores=65)
+
+
 def test_decode_readers_per_bank_need_banks_the_rate_and_enough_cores():
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
