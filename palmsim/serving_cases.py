@@ -44,6 +44,7 @@ from palmsim.tile_cases import (
     TT_TRANSFORMERS_OPS_PER_LAYER,
     CannotExpressError,
     case_model,
+    decode_attention_cores,
     decode_readers_per_bank,
     positive_count,
     prefill_weight_readers,
@@ -147,6 +148,11 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         ops_per_layer=(TT_TRANSFORMERS_OPS_PER_LAYER if "tt_transformers" in engine else 0),
         # and decodes with DRAM-sharded matmuls, one core per DRAM bank (as the demo rows)
         decode_readers_per_bank=decode_readers_per_bank(engine),
+        # and gives each request the SDPA decode cores its grid has for the batch it is
+        # built for, the engine's max_num_seqs (as the demo rows)
+        decode_attention_cores=decode_attention_cores(
+            engine, limits.get("max_num_seqs", SchedulerSpec().max_num_seqs)
+        ),
         # and prefills with 2-D multicast matmuls whose column readers bring the weights
         prefill_weight_readers=(
             prefill_weight_readers(engine, shipped_path(str(hardware["config"])))

@@ -1348,6 +1348,7 @@ def _number_format_rules() -> Schema:
         ),
         "ops_per_layer": _int_rule(minimum=0),
         "decode_readers_per_bank": _int_rule(minimum=0),
+        "decode_attention_cores": _int_rule(minimum=0),
         "prefill_weight_readers": _int_rule(minimum=0),
         "trace": _choice_rule(INFERENCE_PASSES),
     }
@@ -1363,7 +1364,6 @@ def _inference_schema() -> Schema:
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
         "prefill_chunk_tokens": _int_rule(minimum=0),
-        "decode_attention_cores": _int_rule(minimum=0),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "mapping": _mapping_rule(required=False),
     }
@@ -2948,6 +2948,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
                 "math_fidelity",
                 "ops_per_layer",
                 "decode_readers_per_bank",
+                "decode_attention_cores",
                 "prefill_weight_readers",
                 "trace",
             )

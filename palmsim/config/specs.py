@@ -1482,6 +1482,12 @@ class ServingSpec:
         "tile.op_latency; 0: the op graph's kernels [count]",
         default=0,
     )
+    decode_attention_cores: int = _f(
+        "cores that run one request's attention over its cache in an iteration without a "
+        "prefill (as inference.decode_attention_cores: tt-metal's SDPA decode, its grid's "
+        "cores over the batch it is built for); 0: every core at the DRAM bandwidth [count]",
+        default=0,
+    )
     decode_readers_per_bank: int = _f(
         "worker cores per DRAM bank that run an iteration's weight GEMMs when it holds no "
         "prefill (as inference.decode_readers_per_bank: tt-metal's DRAM-sharded matmul); "

@@ -193,8 +193,8 @@ def decode_attention_floor_s(
     return max(read_s, math_s)
 
 
-def check_decode_attention_cores(hw: HardwareSpec, cores: int) -> None:
-    """Raise a MappingError when ``inference.decode_attention_cores`` cannot run on ``hw``:
+def check_decode_attention_cores(hw: HardwareSpec, cores: int, section: str) -> None:
+    """Raise a MappingError when ``<section>.decode_attention_cores`` cannot run on ``hw``:
     it needs the per-core rate ``tile.dram_reader_bandwidth`` and at most the cores of a
     simulated tile."""
     if cores <= 0:
@@ -206,8 +206,8 @@ def check_decode_attention_cores(hw: HardwareSpec, cores: int) -> None:
         why = f"a simulated tile holds {simulated_tile_cores(hw)} cores (chip.granularity)"
     if why:
         raise MappingError(
-            f"inference.decode_attention_cores = {cores}: {why} (--set "
-            "inference.decode_attention_cores=0 runs decode attention on every core at the "
+            f"{section}.decode_attention_cores = {cores}: {why} (--set "
+            f"{section}.decode_attention_cores=0 runs decode attention on every core at the "
             "DRAM bandwidth)"
         )
 
@@ -617,7 +617,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     check_ep(model, mapping.dp, mapping.ep, mapping.expert_placement, tp=mapping.tp)
     check_prefill_weight_readers(hw, inf.prefill_weight_readers, "inference")
     check_decode_readers_per_bank(hw, inf.decode_readers_per_bank, "inference")
-    check_decode_attention_cores(hw, inf.decode_attention_cores)
+    check_decode_attention_cores(hw, inf.decode_attention_cores, "inference")
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.

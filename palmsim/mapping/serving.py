@@ -55,8 +55,11 @@ from palmsim.hardware.costs import (
 from palmsim.hardware.memory import split_sram_dram
 from palmsim.mapping.communicators import communicators
 from palmsim.mapping.inference import (
+    check_decode_attention_cores,
     check_decode_readers_per_bank,
     check_prefill_weight_readers,
+    decode_attention_floor_s,
+    decode_attention_flop_per_token,
     dram_sharded_time_s,
     format_costing,
     fused_experts,
@@ -102,7 +105,7 @@ class BatchShape:
     ``chunks`` are the new-token counts of the requests with more than one new token
     (prefill chunks), sorted; ``num_single`` requests have one (decodes, or a last prompt
     token). ``cached_tokens`` is ``Σ c_i`` and ``cached_pairs`` ``Σ q_i·c_i`` over requests
-    with ``q_i`` new and ``c_i`` cached tokens.
+    with ``q_i`` new and ``c_i`` cached tokens, ``max_cached`` the largest ``c_i``.
     """
 
     num_tokens: int
@@ -111,12 +114,13 @@ class BatchShape:
     num_single: int
     cached_tokens: int
     cached_pairs: int
+    max_cached: int = 0
 
 
 def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
     """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request (any
     sequence whose items start with those three)."""
-    tokens = sampled = single = cached = pairs = 0
+    tokens = sampled = single = cached = pairs = longest = 0
     chunks = []
     for e in entries:  # one pass: this runs once per iteration
         q, c, s = e[0], e[1], e[2]
@@ -124,12 +128,13 @@ def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
         sampled += s
         cached += c
         pairs += q * c
+        longest = max(longest, c)
         if q == 1:
             single += 1
         elif q > 1:
             chunks.append(q)
     chunks.sort()
-    return BatchShape(tokens, sampled, tuple(chunks), single, cached, pairs)
+    return BatchShape(tokens, sampled, tuple(chunks), single, cached, pairs, longest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +280,22 @@ class ServingPlan:
             efficiency=tile.compute_efficiency,
             sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
         )
+        cores = self.serving.decode_attention_cores
+        if cores > 0 and not shape.chunks:
+            # each request's attention on its own cores (inference.decode_attention_cores):
+            # the iteration waits for the one with the longest cache
+            longest = shape.max_cached * (1 - stage.kv_sram_fraction)
+            t = max(
+                t,
+                decode_attention_floor_s(
+                    self.hardware,
+                    cores=cores,
+                    read_bytes=per_token * longest,
+                    flop=shape.max_cached
+                    * decode_attention_flop_per_token(heads_t, kv_t, model.head_dim),
+                    peak_flop_per_s=self.peak_flop_per_s,
+                ),
+            )
         return ComputeStep(label, t, flop, sram, read, dram - read)
 
     def _step(
@@ -599,6 +620,7 @@ def map_serving(
     if pp > model.num_hidden_layers:
         raise MappingError(f"pp {pp} exceeds the model's {model.num_hidden_layers} layers")
     check_decode_readers_per_bank(hardware, serving.decode_readers_per_bank, "serving")
+    check_decode_attention_cores(hardware, serving.decode_attention_cores, "serving")
     check_prefill_weight_readers(hardware, serving.prefill_weight_readers, "serving")
     stage_tiles = place(chip, serving.placement, pp, tp, replicas)
     sched = serving.scheduler

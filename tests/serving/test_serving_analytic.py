@@ -212,6 +212,31 @@ def test_decode_iterations_stream_weights_through_one_reader_per_dram_bank():
     assert b.first_token_s - a.first_token_s == pytest.approx(head_extra, rel=0.01)
 
 
+def test_decode_iterations_read_each_cache_through_its_attention_cores():
+    """serving.decode_attention_cores: c (as inference's): in an iteration without a prefill
+    each request's attention runs on c cores reading its cache at dram_reader_bandwidth r
+    each, and the iteration waits for the request with the longest cache. One request of a
+    p-token prompt decodes n - 1 steps over p, p + 1, ..., p + n - 2 cached tokens, each
+    layer's K and V 2 x h fp16 a token (MHA), all in DRAM. With r = 1 MB/s that floor rules
+    every step, so one core against two adds layers x 4h B x (mean cache) / (2r) to the TPOT
+    exactly; the prefill iteration keeps its path."""
+    hw = _n150_weights_in_dram(dram_reader_bandwidth_bytes_per_s=1e6)
+    layers, h, p, n = 2, 1024, 1000, 4
+    mdl = model(layers=layers, hidden=h, heads=8, vocab=32000)
+    base = serving_spec(_fixed(p, n, num_requests=1))
+    one = dataclasses.replace(base, decode_attention_cores=1)
+    two = dataclasses.replace(base, decode_attention_cores=2)
+    request = (Request(0, 0.0, p, n),)
+    (a,) = run(hw, mdl, one, request)[1].requests
+    (b,) = run(hw, mdl, two, request)[1].requests
+    mean_cache = p + (n - 2) / 2
+    per_token = 2 * h * 2  # K and V of every head, fp16
+    tpot_a = (a.finish_s - a.first_token_s) / (n - 1)
+    tpot_b = (b.finish_s - b.first_token_s) / (n - 1)
+    assert tpot_a - tpot_b == pytest.approx(layers * per_token * mean_cache / 2e6, rel=1e-6)
+    assert a.first_token_s == b.first_token_s
+
+
 def _n150_weights_in_dram(**tile):
     from palmsim.config.loader import load_hardware
 

@@ -92,6 +92,7 @@ def test_scheduler_chunks_prefill_within_the_budget_and_runs_decodes_first():
         num_single=1,
         cached_tokens=10,
         cached_pairs=10,
+        max_cached=10,
     )
     sched.complete(batch, 2.0)
     batch = sched.schedule(2.0)  # request 2 waits: max_num_seqs 2
