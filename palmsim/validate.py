@@ -424,6 +424,13 @@ _KEY_ALIASES: dict[str, dict[str, str]] = {
         "world_size": "num_gpus",
         "num_nodes": "nodes",
     },
+    "training": {
+        # Megatron-LM's --recompute-granularity (full | selective), llm-foundry's
+        # activation_checkpointing and Hugging Face's gradient_checkpointing (true: every layer)
+        "recompute_granularity": "activation_recompute",
+        "activation_checkpointing": "activation_recompute",
+        "gradient_checkpointing": "activation_recompute",
+    },
 }
 
 #: The keys of a ``model.moe`` mapping (``moe: {num_experts: 8, top_k: 2, ffn: 14336}``) that
@@ -431,10 +438,19 @@ _KEY_ALIASES: dict[str, dict[str, str]] = {
 _MOE_BLOCK_KEYS = {"ffn": "moe_ffn", "ffn_hidden_size": "moe_ffn", "intermediate_size": "moe_ffn"}
 
 
+def _plain_key(key: Any) -> str:
+    """A case key as palmsim reads it: lower case, a command-line flag's spelling as the
+    argument's name (``--tensor-model-parallel-size`` as ``tensor_model_parallel_size``,
+    Megatron-LM's and DeepSpeed's flags as their arguments are named), spaces as
+    underscores."""
+    return re.sub(r"[\s-]+", "_", str(key).strip().lstrip("-").lower())
+
+
 def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
     """A case's sub-mapping with null and not-applicable values ("n/a") dropped: an unstated
-    value; ``{}`` when absent or null. Keys are read in lower case, other names of a key
-    (:data:`_KEY_ALIASES`) as that key, and a model's ``moe`` mapping as its MoE keys.
+    value; ``{}`` when absent or null. Keys are read in lower case and as named without a
+    flag's dashes (:func:`_plain_key`), other names of a key (:data:`_KEY_ALIASES`) as that
+    key, and a model's ``moe`` mapping as its MoE keys.
 
     Raises:
         NotRun: the key holds something other than a mapping, or two names of one key give
@@ -449,13 +465,14 @@ def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
     block = value.get("moe")
     if key == "model" and isinstance(block, Mapping):
         items = [(k, v) for k, v in items if k != "moe"]
-        items += [(_MOE_BLOCK_KEYS.get(str(k).lower(), k), v) for k, v in block.items()]
+        items += [(_MOE_BLOCK_KEYS.get(_plain_key(k), k), v) for k, v in block.items()]
     section: dict[str, Any] = {}
     given_as: dict[str, str] = {}  # each key's name in the case
     for k, v in items:
         if v is None or (isinstance(v, str) and v.strip().lower() in _NOT_APPLICABLE):
             continue
-        name = _KEY_ALIASES.get(key, {}).get(str(k).lower(), str(k).lower())
+        plain = _plain_key(k)
+        name = _KEY_ALIASES.get(key, {}).get(plain, plain)
         if section.setdefault(name, v) != v:
             raise NotRun(
                 f"{key}.{given_as[name]} = {section[name]!r} and {key}.{k} = {v!r} disagree "

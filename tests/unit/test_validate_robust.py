@@ -374,7 +374,8 @@ def test_other_names_of_the_keys_are_the_same_run() -> None:
     """A configuration written in Hugging Face's names (num_hidden_layers, num_local_experts,
     num_experts_per_tok), a table's upper-case columns ("TP", "EP"), plain words
     (tensor_parallel, experts), a nested ``moe`` mapping or numbers as text is the run its
-    plain keys give."""
+    plain keys give; so is a flag's spelling ("--tensor-model-parallel-size") or a column's
+    with spaces ("Num Experts")."""
     moe = {"num_experts": 8, "top_k": 2, "moe_ffn": 512}
     plain = read_training_run(_case(model=moe, system={"ep": 2, "tp": 2, "dp": ...}), "x.yaml")
     spellings = [
@@ -383,6 +384,10 @@ def test_other_names_of_the_keys_are_the_same_run() -> None:
         ({"experts": 8, "topk": 2, "moe_ffn_hidden_size": 512},
          {"expert_parallel": 2, "tensor_parallel": "2"}),
         ({"moe": {"num_experts": 8, "top_k": 2, "ffn": 512}}, {"ep": 2, "tensor_parallel_size": 2}),
+        # Megatron-LM's flags as a launch script writes them
+        ({"--num-experts": 8, "--moe-router-topk": 2, "--moe-ffn-hidden-size": 512},
+         {"--expert-model-parallel-size": 2, "--tensor-model-parallel-size": 2}),
+        ({"Num Experts": 8, "Top K": 2, "MoE FFN": 512}, {"EP": 2, "Tensor Parallel": 2}),
     ]  # fmt: skip
     for model, system in spellings:
         case = _case(model=model, system={"tp": ..., "dp": ..., **system})
@@ -392,6 +397,15 @@ def test_other_names_of_the_keys_are_the_same_run() -> None:
     assert "model.num_experts=8" in plain.overrides
     text = read_training_run(_case(model={"seq_len": "1,024"}), "x.yaml")
     assert text is not None and "training.seq_len=1024" in text.overrides
+    full = read_training_run(_case(training={"activation_recompute": "full"}), "x.yaml")
+    for training in ({"--recompute-granularity": "full"}, {"gradient_checkpointing": True}):
+        run = read_training_run(_case(training={"activation_recompute": ..., **training}), "x.yaml")
+        assert full is not None and run is not None
+        assert (run.overrides, run.flags, run.recompute) == (
+            full.overrides,
+            full.flags,
+            full.recompute,
+        ), training
 
 
 def test_a_mixture_of_experts_without_its_experts_is_not_run_as_a_dense_model() -> None:
