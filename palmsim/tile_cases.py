@@ -33,6 +33,7 @@ Kinds of case and how each is predicted:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -790,6 +791,8 @@ def tt_metal_mlp_formats(code: str, mlp: str, moe: bool) -> tuple[str, str | Non
 def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """``(key, value, why)`` of each setting palmsim simulates in place of one the case ran
     and palmsim cannot express; the case's figures rest on them (``validate`` marks them)."""
+    with contextlib.suppress(CannotExpressError):  # predict names a field given twice
+        case = _normalized(case)
     system = (case.get("hardware") or {}).get("system") or {}
     text = str(system.get("parallelism", ""))
     out = []
@@ -1358,14 +1361,72 @@ def _training(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, f
 # ----------------------------------------------------------------------------- dispatch
 
 
+#: Other names of a case's ``model`` fields: Hugging Face's config.json names and Megatron's,
+#: read as the case format's own (:func:`_normalized`).
+_MODEL_KEY_ALIASES = {
+    "hidden_size": "hidden",
+    "num_hidden_layers": "layers",
+    "num_layers": "layers",
+    "n_layers": "layers",
+    "num_attention_heads": "heads",
+    "n_heads": "heads",
+    "num_key_value_heads": "kv_heads",
+    "num_kv_heads": "kv_heads",
+    "n_kv_heads": "kv_heads",
+    "num_query_groups": "kv_heads",
+    "intermediate_size": "ffn",
+    "ffn_hidden_size": "ffn",
+    "vocab_size": "vocab",
+    "tie_word_embeddings": "tied_embeddings",
+    "hidden_act": "act",
+}
+
+
+def _measured_number(value: Any) -> Any:
+    """A measured figure written as text ("26.0", "1,234") as its number; anything else
+    (a number, a range such as '239-260', a note) as it is."""
+    if isinstance(value, str):
+        text = re.sub(r"[\s,]", "", value)
+        if re.fullmatch(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+            return float(text)
+    return value
+
+
+def _normalized(case: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``case`` with its ``model`` fields under the case format's names
+    (:data:`_MODEL_KEY_ALIASES`) and its ``measured`` figures written as text read as numbers.
+
+    Raises:
+        CannotExpressError: a field given under two names with different values.
+    """
+    out = dict(case)
+    model = case.get("model")
+    if isinstance(model, Mapping):
+        fields: dict[str, Any] = {}
+        for key, value in model.items():
+            name = _MODEL_KEY_ALIASES.get(str(key).lower(), str(key))
+            if name in fields and fields[name] != value:
+                raise CannotExpressError(
+                    f"model.{name} is given twice, as {fields[name]!r} and {value!r}"
+                )
+            fields[name] = value
+        out["model"] = fields
+    measured = case.get("measured")
+    if isinstance(measured, Mapping):
+        out["measured"] = {k: _measured_number(v) for k, v in measured.items()}
+    return out
+
+
 def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-    """``(metric, measured, predicted)`` for each figure of ``case`` palmsim predicts.
+    """``(metric, measured, predicted)`` for each figure of ``case`` palmsim predicts
+    (its fields read as :func:`_normalized` says).
 
     Raises:
         CannotExpressError: the case needs something palmsim does not model, or its fields are
             malformed; the message says which. Never any other exception for a bad case.
     """
     try:
+        case = _normalized(case)
         figures = _predict(case)
     except CannotExpressError:
         raise

@@ -36,6 +36,37 @@ def test_a_bad_case_is_named_not_raised(change, reason):
         predict(case)
 
 
+def test_model_fields_under_hugging_face_names_and_figures_as_text_are_the_same_case():
+    """A case whose model gives Hugging Face's config.json names (hidden_size,
+    num_hidden_layers, num_key_value_heads, intermediate_size, vocab_size, ...) and whose
+    measured figures are written as text ("80.5", "2,576") predicts what the case format's
+    own names give; a ratio such as '239-260' is still no figure, and a field given twice
+    with two values is named."""
+    plain = CASES["tt_readme_llama32_1b_n150"]
+    case = copy.deepcopy(plain)
+    names = {
+        "hidden": "hidden_size",
+        "layers": "num_hidden_layers",
+        "heads": "num_attention_heads",
+        "kv_heads": "num_key_value_heads",
+        "ffn": "intermediate_size",
+        "vocab": "vocab_size",
+        "tied_embeddings": "tie_word_embeddings",
+    }
+    case["model"] = {names.get(k, k): v for k, v in plain["model"].items()}
+    case["measured"] = {
+        "tokens_per_s_per_user": "80.5",
+        "tokens_per_s": "2,576",
+        "ttft_ms": "20-25",
+    }
+    got = predict(case)
+    want = [f for f in predict(plain) if f[0] != "ttft_ms"]
+    assert got == want
+    case["model"]["hidden"] = 4096
+    with pytest.raises(CannotExpressError, match=r"model\.hidden is given twice"):
+        predict(case)
+
+
 def test_one_bad_case_never_stops_the_others(tmp_path):
     """validate runs the good cases of a file beside a broken one and lists the broken one."""
     import yaml
