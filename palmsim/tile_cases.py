@@ -312,11 +312,20 @@ def _number(value: Any) -> float | None:
 
 
 def positive_count(value: Any, what: str) -> int:
-    """``value`` as an int >= 1, or CannotExpressError naming ``what``."""
+    """``value`` as an int >= 1, or CannotExpressError naming ``what``. Text may give the
+    number with its unit word after it, as a table writes it ("32 users", "1,024 tokens")."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise CannotExpressError(f"{what} {value!r} is not a positive number")
+    text = value
+    if isinstance(value, str):
+        worded = re.fullmatch(
+            r"\s*(\d[\d,]*(?:\.\d+)?)(?:\s+(?!(?:[kmg]|thousand|million)\b)[a-z(].*)?\s*",
+            value,
+            re.IGNORECASE,
+        )
+        text = worded.group(1).replace(",", "") if worded else value
     try:
-        number = float(value)
+        number = float(text)
     except ValueError:
         raise CannotExpressError(f"{what} {value!r} is not a positive number") from None
     if not (number >= 1 and math.isfinite(number)):

@@ -39,9 +39,9 @@ def test_a_bad_case_is_named_not_raised(change, reason):
 def test_model_fields_under_hugging_face_names_and_figures_as_text_are_the_same_case():
     """A case whose model gives Hugging Face's config.json names (hidden_size,
     num_hidden_layers, num_key_value_heads, intermediate_size, vocab_size, ...) and whose
-    measured figures are written as text ("80.5", "2,576") predicts what the case format's
-    own names give; a ratio such as '239-260' is still no figure, and a field given twice
-    with two values is named."""
+    measured figures and scenario counts are written as text ("80.5", "2,576", "32 users")
+    predicts what the case format's own names give; a range such as '239-260' is still no
+    figure, and a field given twice with two values is named."""
     plain = CASES["tt_readme_llama32_1b_n150"]
     case = copy.deepcopy(plain)
     names = {
@@ -54,6 +54,7 @@ def test_model_fields_under_hugging_face_names_and_figures_as_text_are_the_same_
         "tied_embeddings": "tie_word_embeddings",
     }
     case["model"] = {names.get(k, k): v for k, v in plain["model"].items()}
+    case["scenario"].update(batch="32 users", prefill_len="128 tokens")
     case["measured"] = {
         "tokens_per_s_per_user": "80.5",
         "tokens_per_s": "2,576",
@@ -64,6 +65,10 @@ def test_model_fields_under_hugging_face_names_and_figures_as_text_are_the_same_
     assert got == want
     case["model"]["hidden"] = 4096
     with pytest.raises(CannotExpressError, match=r"model\.hidden is given twice"):
+        predict(case)
+    case = copy.deepcopy(plain)
+    case["scenario"]["prefill_len"] = "4 K tokens"  # a multiplier, not a count: named
+    with pytest.raises(CannotExpressError, match="prefill_len '4 K tokens'"):
         predict(case)
 
 
