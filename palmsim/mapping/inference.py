@@ -893,11 +893,15 @@ class _Lowering:
         if tag != "D" or inf.decode_attention_cores <= 0:
             return step
         model = self.experiment.workload.model
+        # one request's share of the tile's cache: the tile's cache over its requests, or,
+        # split by sequence over ranks (kv_placement), the part of one request it holds
+        users = self.serving.users
         floor_s = decode_attention_floor_s(
             self.experiment.hardware,
             cores=inf.decode_attention_cores,
-            read_bytes=cost.dram_read_bytes / self.serving.users,
+            read_bytes=cost.dram_read_bytes / max(users, 1.0),
             flop=ctx
+            * min(users, 1.0)
             * decode_attention_flop_per_token(
                 model.num_attention_heads // self.serving.grid[0],
                 self.serving.kv_heads_per_tile,
