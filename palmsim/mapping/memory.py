@@ -195,9 +195,14 @@ def check_fit(
         return
     port, need, tiles, b, worst = overflow
     capacity = chip.dram_ports[port].capacity_bytes
-    head = f"DRAM port {port} ({capacity / GB:.4g} GB) would need {need / GB:.4g} GB for "
-    head += f"tiles {tiles}; tile {worst} needs weights {b.weights / GB:.4g} GB + "
-    sram = f"{sram_capacity_bytes / MiB:.4g} MiB SRAM + its share of DRAM"
+    if capacity > 0:
+        head = f"DRAM port {port} ({capacity / GB:.4g} GB) would need {need / GB:.4g} GB for "
+        head += f"tiles {tiles}; tile {worst} needs weights {b.weights / GB:.4g} GB + "
+        sram = f"{sram_capacity_bytes / MiB:.4g} MiB SRAM + its share of DRAM"
+    else:  # a wafer without off-chip memory: what SRAM cannot hold has nowhere to go
+        head = f"the hardware has no DRAM and tiles {tiles} overflow their SRAM by "
+        head += f"{need / GB:.4g} GB; tile {worst} needs weights {b.weights / GB:.4g} GB + "
+        sram = f"{sram_capacity_bytes / MiB:.4g} MiB of SRAM"
     if inference:
         raise MappingError(
             f"inference does not fit: {head}KV cache at full length and activations "

@@ -544,6 +544,37 @@ def test_a_long_tt_prefill_runs_flash_attention_and_fits(monkeypatch):
         predict(case)
 
 
+def test_a_model_too_large_for_a_wafer_without_dram_says_so():
+    """Llama-3.1-70B's 141 GB of fp16 weights on one CS-3 (44 GB of SRAM, no off-wafer
+    memory in the config) is listed as not run, and the reason says the wafer has no DRAM
+    rather than naming a DRAM port of 0 GB."""
+    case = {
+        "id": "cs3_70b_one_wafer",
+        "hardware": {
+            "hw_spec_ref": "cerebras_wse3",
+            "system": {"chips": 1, "parallelism": "none"},
+        },
+        "model": {
+            "name": "Llama-3.1-70B",
+            "hidden": 8192,
+            "layers": 80,
+            "heads": 64,
+            "kv_heads": 8,
+            "ffn": 28672,
+            "vocab": 128256,
+        },
+        "scenario": {
+            "phase": "decode",
+            "batch": 1,
+            "prefill_len": 128,
+            "weight_precision": "fp16",
+        },
+        "measured": {"tokens_per_s_per_user": 450},
+    }
+    with pytest.raises(CannotExpressError, match="the hardware has no DRAM"):
+        predict(case)
+
+
 def test_a_64k_prefill_of_llama_8b_fits_an_n150_in_tt_transformers_chunks(monkeypatch):
     """tt_transformers prefills a long prompt in chunks (TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS,
     4096: Llama 3.1 8B's on an n150 in its model_config.py), each pass holding one chunk's
