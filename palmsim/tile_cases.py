@@ -220,10 +220,11 @@ GALAXY_LLAMA_USERS_PER_CHIP = 8
 #: batch on every chip (its users are not split over TP ranks).
 TT_TRANSFORMERS_SDPA_DECODE_CORES = 64
 
-#: The most users tt_transformers decodes on a chip at once: its decode activations are one
-#: tile of 32 rows (model_config.py ``tile_padded_batch_rows``), so a serving engine's larger
-#: max_num_seqs still builds the SDPA decode for 32.
-TT_TRANSFORMERS_MAX_DECODE_USERS = 32
+#: The batch tt-inference-server serves tt_transformers models with, its vLLM's
+#: ``max_num_seqs``: every tt_transformers entry of its model specs sets ``max_num_seqs`` 32
+#: (``max_concurrency`` 32; tenstorrent/tt-inference-server model_specs_output.json
+#: @12bc2e0d), so the SDPA decode of a served case that states no max_num_seqs is built for 32.
+TT_INFERENCE_SERVER_MAX_NUM_SEQS = 32
 
 #: Where the Galaxy demo keeps a user's KV cache (``inference.kv_placement``): whole on the 8
 #: chips of the user's device group, one of the mesh's 4 (tt/llama_attention.py @00d4c974:
@@ -940,13 +941,12 @@ def decode_attention_cores(code: str, users: int) -> int:
     ``users`` requests per replica: its SDPA decode grid's cores over the users that grid is
     built for (the Galaxy demo: :data:`GALAXY_LLAMA_SDPA_DECODE_CORES` over
     :data:`GALAXY_LLAMA_USERS_PER_CHIP`; tt_transformers:
-    :data:`TT_TRANSFORMERS_SDPA_DECODE_CORES` over ``users``, at most
-    :data:`TT_TRANSFORMERS_MAX_DECODE_USERS` of them); 0 for other code."""
+    :data:`TT_TRANSFORMERS_SDPA_DECODE_CORES` over ``users``, at least one); 0 for other
+    code."""
     if "llama3_70b_galaxy" in code:
         return GALAXY_LLAMA_SDPA_DECODE_CORES // GALAXY_LLAMA_USERS_PER_CHIP
     if "tt_transformers" in code:
-        built_for = min(max(users, 1), TT_TRANSFORMERS_MAX_DECODE_USERS)
-        return TT_TRANSFORMERS_SDPA_DECODE_CORES // built_for
+        return max(TT_TRANSFORMERS_SDPA_DECODE_CORES // max(users, 1), 1)
     return 0
 
 

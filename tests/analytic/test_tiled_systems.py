@@ -399,13 +399,14 @@ def test_decode_attention_math_pads_each_query_group_to_a_tile():
 def test_decode_attention_cores_follow_the_demos_sdpa_grids():
     """tt-metal's SDPA decode gives each user its grid's cores over the users it is built
     for: the Galaxy demo's 32 over its 8 users a device group (4, live or not);
-    tt_transformers' 64 over its batch, at most 32 users a chip (2 at 32 or more, 64 at 1)."""
+    tt_transformers' 64 over its batch (2 at 32, 64 at 1, at least one core)."""
     from palmsim.tile_cases import decode_attention_cores
 
     assert decode_attention_cores("models/demos/llama3_70b_galaxy", 1) == 32 // 8
     assert decode_attention_cores("models/demos/llama3_70b_galaxy", 32) == 32 // 8
     assert decode_attention_cores("models/tt_transformers", 32) == 64 // 32
-    assert decode_attention_cores("models/tt_transformers", 256) == 64 // 32
+    assert decode_attention_cores("models/tt_transformers", 64) == 1
+    assert decode_attention_cores("models/tt_transformers", 256) == 1
     assert decode_attention_cores("models/tt_transformers", 1) == 64
     assert decode_attention_cores("models/demos/falcon7b_common", 32) == 0
 
