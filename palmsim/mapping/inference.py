@@ -187,7 +187,7 @@ def decode_attention_floor_s(
     their share of the tile's ``peak_flop_per_s`` and ``tile.compute_efficiency``; reads and
     math overlap (the reader and compute kernels pass chunks through circular buffers), so
     the longer of the two (sdpa_decode_program_factory.cpp, reader_decode_all.cpp). Pure."""
-    share = min(cores, simulated_tile_cores(hw)) / simulated_tile_cores(hw)
+    share = cores / simulated_tile_cores(hw)  # at most 1: check_decode_attention_cores
     read_s = read_bytes / (cores * hw.tile.dram_reader_bandwidth_bytes_per_s)
     math_s = flop / (share * peak_flop_per_s * hw.tile.compute_efficiency)
     return max(read_s, math_s)

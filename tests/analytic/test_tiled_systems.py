@@ -266,6 +266,12 @@ def _without_reader_rate(hw):
     )
 
 
+def _with_core_peak(hw, core_peak_flop_per_s: float):
+    """The n150 ``hw`` with each of its 64 cores at ``core_peak_flop_per_s`` in every format."""
+    peak = tuple((dtype, 64 * core_peak_flop_per_s) for dtype, _ in hw.tile.peak_flop_per_s)
+    return dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, peak_flop_per_s=peak))
+
+
 def test_prefill_weight_readers_need_the_per_core_rates():
     bare = _without_reader_rate(load_hardware("hw_configs/wormhole-n150.yaml"))
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
@@ -321,12 +327,7 @@ def test_decode_gemm_math_runs_on_the_dram_bank_cores_only():
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     core_peak = 10e9
     slow = dataclasses.replace(
-        hw,
-        tile=dataclasses.replace(
-            hw.tile,
-            peak_flop_per_s=tuple((dtype, 64 * core_peak) for dtype, _ in hw.tile.peak_flop_per_s),
-        ),
-        dram=dataclasses.replace(hw.dram, banks=1),
+        _with_core_peak(hw, core_peak), dram=dataclasses.replace(hw.dram, banks=1)
     )
     params = LAYERS * (4 * H * H + 3 * H * FFN) + VOCAB * H
     expected = 2 * params / (core_peak * slow.tile.efficiency_for("bfp8"))
@@ -378,13 +379,7 @@ def test_decode_attention_math_pads_each_query_group_to_a_tile():
     tile's compute efficiency; the reads (4 x 22 GB/s) are far below it."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     core_peak = 10e9
-    slow = dataclasses.replace(
-        hw,
-        tile=dataclasses.replace(
-            hw.tile,
-            peak_flop_per_s=tuple((dtype, 64 * core_peak) for dtype, _ in hw.tile.peak_flop_per_s),
-        ),
-    )
+    slow = _with_core_peak(hw, core_peak)
     prompt = 256
     ctx = _kv_tokens_per_decode_step(prompt)
     heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
