@@ -63,6 +63,7 @@ __all__ = [
     "BYTES_PER_RECORD",
     "Estimate",
     "check_experiment",
+    "check_layers",
     "check_plan",
     "plan_estimate",
     "spec_estimate",
@@ -239,6 +240,20 @@ def check_experiment(experiment: ExperimentSpec) -> None:
     where = dict(experiment.sources).get("hardware")
     check_tile_count(experiment.hardware, max_tiles(run.max_memory_bytes, run.max_events), where)
     _refuse(spec_estimate(experiment), experiment.run, "needs at least")
+
+
+def check_layers(layers: int, run: RunSpec | None = None) -> None:
+    """Refuse a model too deep to simulate before anything is built for it (a case reader
+    counts a model's parameters layer by layer): one pass through it is at least one event
+    per layer, the lower bound of :func:`spec_estimate` for a single micro-batch, step and
+    tile.
+
+    Raises:
+        MappingError: ``layers`` passes ``run.max_events`` (default :class:`RunSpec`'s).
+    """
+    run = run or RunSpec()
+    driver = f"model.num_hidden_layers={layers}"
+    _refuse(Estimate(float(layers), float(layers), 0.0, driver), run, "needs at least")
 
 
 def check_plan(plan: MappingPlan, chip: Chip, run: RunSpec) -> Estimate:

@@ -71,14 +71,17 @@ def assumptions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """The case's settings it does not state, as ``(key, value, why)``: its ``assumed:`` list
     (``validate`` marks every figure of the case as resting on them)."""
     out = []
-    for item in case.get("assumed") or ():
+    given = case.get("assumed")
+    for item in given if isinstance(given, list) else ():  # predict names any other value
         if isinstance(item, Mapping) and "key" in item:
             out.append((str(item["key"]), str(item.get("value", "")), str(item.get("why", ""))))
     return out
 
 
 def _format(serving: Mapping[str, Any], key: str, default: str | None) -> str | None:
-    value = serving.get(key, default)
+    value = serving.get(key)
+    if value is None:  # unstated, or stated as null
+        value = default
     if value is None:
         return None
     if value not in _FORMATS:
@@ -167,9 +170,29 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     """``(metric, measured, predicted)`` for each figure of :data:`METRICS` the case gives.
 
     Raises:
-        CannotExpressError: the case lacks a field palmsim needs, or gives none of the metrics.
+        CannotExpressError: the case lacks a field palmsim needs, a field is malformed, or it
+            gives none of the metrics; the message says which.
         PalmsimError: the configuration does not fit (a MappingError) or cannot run.
     """
+    for name in ("hardware", "model", "serving", "measured"):
+        if not isinstance(case.get(name), Mapping):
+            got = case.get(name)
+            raise CannotExpressError(f"{name}: got {got!r}; expected a mapping of fields")
+    assumed = case.get("assumed")
+    if assumed is not None and not (
+        isinstance(assumed, list) and all(isinstance(a, Mapping) for a in assumed)
+    ):
+        raise CannotExpressError(
+            f"assumed: got {assumed!r}; expected a list of mappings with key, value and why"
+        )
+    try:
+        return _predict(case)
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
+        raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
+
+
+def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """:func:`predict` of a case whose sections are mappings."""
     from palmsim.engine.serving import ServingSimulator
     from palmsim.hardware.chip import Chip
     from palmsim.mapping.serving import map_serving

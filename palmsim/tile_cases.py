@@ -57,6 +57,7 @@ from palmsim.config.specs import (
     WorkloadSpec,
 )
 from palmsim.errors import PalmsimError
+from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
@@ -255,7 +256,8 @@ def galaxy_prefill_attention(case: Mapping[str, Any], prompt_len: int, batch: in
     tokens prefilled one user at a time: its README's batched prefill takes 32 users together
     up to 2048 tokens), 'replicated' otherwise or for a row dated before it (the date in the
     case's ``source``, e.g. PERF.md's section title; an undated row runs the later code)."""
-    texts = " ".join(str(v) for v in (case.get("source") or {}).values())
+    source = case.get("source") or {}
+    texts = " ".join(map(str, source.values())) if isinstance(source, Mapping) else str(source)
     dates = [(int(y), _MONTHS.index(m) + 1, int(d)) for d, m, y in _DAY_MONTH_YEAR.findall(texts)]
     if dates and max(dates) < GALAXY_RING_SDPA_SINCE:
         return "replicated"
@@ -305,6 +307,23 @@ def _hardware_path(case: Mapping[str, Any]) -> str:
     return shipped_path(HARDWARE_OF_SPEC[max(matches, key=len)])
 
 
+def _system(case: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The case's ``hardware.system`` mapping; ``{}`` when absent (a field it needs is then
+    named as missing)."""
+    hardware = case.get("hardware")
+    system = hardware.get("system") if isinstance(hardware, Mapping) else None
+    return system if isinstance(system, Mapping) else {}
+
+
+def _source_path(case: Mapping[str, Any]) -> str:
+    """The path of the code or document a case cites: ``source.path``, or ``source`` itself
+    when it is one line of text."""
+    source = case.get("source")
+    if isinstance(source, Mapping):
+        return str(source.get("path", ""))
+    return "" if source is None else str(source)
+
+
 def _number(value: Any) -> float | None:
     """A measured number, or None for ranges and text (e.g. '239-260')."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -331,6 +350,10 @@ def positive_count(value: Any, what: str) -> int:
         raise CannotExpressError(f"{what} {value!r} is not a positive number") from None
     if not (number >= 1 and math.isfinite(number)):
         raise CannotExpressError(f"{what} {value!r} is not a positive number")
+    if number != int(number):
+        raise CannotExpressError(f"{what} {value!r} is not a whole number")
+    if number > 2**53:  # a float counts exactly up to 2^53
+        raise CannotExpressError(f"{what} {value!r} is too large to count")
     return int(number)
 
 
@@ -403,7 +426,7 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     m, k, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
     dtype = _format(scenario.get("dtype"))
     fidelity = scenario.get("math_fidelity")
-    rows, cols = _grid(scenario.get("core_grid") or case["hardware"]["system"]["parallelism"])
+    rows, cols = _grid(scenario.get("core_grid") or _system(case).get("parallelism"))
     cores = rows * cols
     flop = 2.0 * m * k * n
     elem = DTYPE_BYTES[dtype]
@@ -486,8 +509,8 @@ def line_tree_allreduce_time_s(
 
 def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     assert hw.wafer is not None
-    n = positive_count(case["hardware"]["system"]["chips"], "chips")
-    topology = str(case["hardware"]["system"].get("topology", ""))
+    n = positive_count(_system(case).get("chips"), "hardware.system.chips")
+    topology = str(_system(case).get("topology", ""))
     if n < 2:
         raise CannotExpressError("a collective needs at least 2 chips")
     ring = "ring" in topology
@@ -515,7 +538,8 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         n,
         float(positive_count(case["scenario"]["size_bytes"], "size_bytes")),
     )
-    return [("time_us", float(case["measured"]["time_us"]), time_s * 1e6)]
+    measured = _number(case["measured"].get("time_us"))
+    return [("time_us", measured, time_s * 1e6)] if measured else []
 
 
 def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float) -> float:
@@ -610,7 +634,8 @@ def _gemv(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
             link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
             hop_latency_s=link.latency_s,
         )
-    return [("time_ms", float(case["measured"]["time_ms"]), (compute_s + reduce_s) * 1e3)]
+    measured = _number(case["measured"].get("time_ms"))
+    return [("time_ms", measured, (compute_s + reduce_s) * 1e3)] if measured else []
 
 
 # ----------------------------------------------------------------------------- inference
@@ -666,6 +691,8 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
     try:
         moe = _moe_fields(m)
         hidden, heads = positive_count(m["hidden"], "hidden"), positive_count(m["heads"], "heads")
+        layers = positive_count(m["layers"], "layers")
+        check_layers(layers)
         act = str(m.get("act", "SwiGLU")).lower()
         head_dim = m.get("head_dim")
         model = ModelSpec(
@@ -674,7 +701,7 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             num_attention_heads=heads,
             num_key_value_heads=positive_count(m.get("kv_heads", heads), "kv_heads"),
             intermediate_size=positive_count(m["ffn"], "ffn"),
-            num_hidden_layers=positive_count(m["layers"], "layers"),
+            num_hidden_layers=layers,
             vocab_size=positive_count(m["vocab"], "vocab"),
             max_position_embeddings=max_tokens,
             hidden_act="silu" if act in ("swiglu", "silu") else "gelu",
@@ -803,7 +830,7 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     and palmsim cannot express; the case's figures rest on them (``validate`` marks them)."""
     with contextlib.suppress(CannotExpressError):  # predict names a field given twice
         case = _normalized(case)
-    system = (case.get("hardware") or {}).get("system") or {}
+    system = _system(case)
     text = str(system.get("parallelism", ""))
     out = []
     if re.search(r"2-?D", text, re.IGNORECASE) and _tp_2d(case) is None:
@@ -957,13 +984,13 @@ def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     and MLP columns over (llama_attention.py @00d4c974: ``ShardTensor2dMesh(dims=(3, 2))`` of
     WQKV, axis 0 over its output columns, axis 1 over the hidden input; llama_mlp.py
     @0457767c: W1/W3 ``dims=(-1, -2)``, W2 ``dims=(-2, -1)``), so ``[A, B]``; None otherwise."""
-    text = str(((case.get("hardware") or {}).get("system") or {}).get("parallelism", ""))
+    text = str(_system(case).get("parallelism", ""))
     m = re.search(r"2-?D\b.*?(\d+)\s*x\s*(\d+)\s*mesh", text, re.IGNORECASE)
     if m:
         return int(m.group(1)), int(m.group(2))
     # A row of the Galaxy demo over its 32 chips runs the demo's mesh (GALAXY_LLAMA_TP_2D).
     scenario = case.get("scenario") or {}
-    code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
+    code = f"{scenario.get('demo', '')} {_source_path(case)}"
     tp = re.search(r"TP\s*=\s*(\d+)", text)
     a, b = GALAXY_LLAMA_TP_2D
     if "llama3_70b_galaxy" in code and tp and int(tp.group(1)) == a * b:
@@ -973,14 +1000,14 @@ def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
 
 def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
     """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2')."""
-    system = case["hardware"]["system"]
+    system = _system(case)
     text = str(system.get("parallelism", "none"))
     degrees = {
         kind: int(m.group(1)) if (m := re.search(kind + r"\s*=\s*(\d+)", text)) else 1
         for kind in ("PP", "TP", "DP")
     }
     if degrees == {"PP": 1, "TP": 1, "DP": 1}:
-        chips = int(system.get("chips", 1))
+        chips = positive_count(system.get("chips", 1), "hardware.system.chips")
         if chips > 1 and "none" not in text.lower():
             raise CannotExpressError(f"parallelism {text!r} not understood")
     return degrees["PP"], degrees["TP"], degrees["DP"]
@@ -1040,7 +1067,7 @@ def _wafer_grids(
         w = hw.wafer
         if w is None:
             raise CannotExpressError(f"{hw.name} is not a grid of cores to split over layers")
-        wafers = positive_count(case["hardware"]["system"].get("chips", 1), "system.chips")
+        wafers = positive_count(_system(case).get("chips", 1), "hardware.system.chips")
         per_layer = w.tile_rows * w.unit_rows * w.tile_cols * w.unit_cols * wafers // layers
         side = math.isqrt(per_layer) // WAFER_REGIONS * WAFER_REGIONS
         if side < WAFER_REGIONS:
@@ -1160,7 +1187,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
         pp, tp, dp = _parallelism(case)
     attn, mlp, kv = _weight_formats(scenario, wafer, str((case.get("model") or {}).get("name", "")))
     # The serving code's own op count where the case names it (tt_transformers demos).
-    code = f"{scenario.get('demo', '')} {(case.get('source') or {}).get('path', '')}"
+    code = f"{scenario.get('demo', '')} {_source_path(case)}"
     galaxy = "llama3_70b_galaxy" in code
     trace = _demo_trace(code)
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
@@ -1406,9 +1433,18 @@ def _normalized(case: Mapping[str, Any]) -> Mapping[str, Any]:
     (:data:`_MODEL_KEY_ALIASES`) and its ``measured`` figures written as text read as numbers.
 
     Raises:
-        CannotExpressError: a field given under two names with different values.
+        CannotExpressError: a section that is not a mapping of fields, or a field given under
+            two names with different values.
     """
-    out = dict(case)
+    hardware = case.get("hardware")
+    sections = [(name, case.get(name)) for name in ("hardware", "model", "scenario", "measured")]
+    if isinstance(hardware, Mapping):
+        sections.append(("hardware.system", hardware.get("system")))
+    for name, value in sections:
+        if value is not None and not isinstance(value, Mapping):
+            raise CannotExpressError(f"{name}: got {value!r}; expected a mapping of fields")
+    # a section left empty (null) is one with no fields
+    out = {k: {} if v is None and k in ("model", "scenario") else v for k, v in case.items()}
     model = case.get("model")
     if isinstance(model, Mapping):
         fields: dict[str, Any] = {}
@@ -1602,8 +1638,8 @@ def calibrate_tiles(
                 for metric, _, _ in _dram_read(case, hw):
                     dram.append((case_id, float(case["measured"][metric]) * 1e9))
             elif "collective" in phase:
-                n = positive_count(case["hardware"]["system"]["chips"], "chips")
-                ring = "ring" in str(case["hardware"]["system"].get("topology", "")) and n > 2
+                n = positive_count(_system(case).get("chips"), "hardware.system.chips")
+                ring = "ring" in str(_system(case).get("topology", "")) and n > 2
                 size = float(scenario["size_bytes"])
                 name = str(model.get("name", "")).lower().replace("_", "")
                 kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")

@@ -473,11 +473,12 @@ def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
             continue
         plain = _plain_key(k)
         name = _KEY_ALIASES.get(key, {}).get(plain, plain)
-        if section.setdefault(name, v) != v:
+        if name in section and section[name] != v:
             raise NotRun(
                 f"{key}.{given_as[name]} = {section[name]!r} and {key}.{k} = {v!r} disagree "
                 f"(both are {key}.{name})"
             )
+        section.setdefault(name, v)
         given_as.setdefault(name, str(k))
     return section
 
@@ -915,6 +916,8 @@ def _recompute_modules(training: Mapping[str, Any]) -> tuple[str, ...]:
     given = training.get("recompute_modules")
     if given is None or given == "":
         return ()
+    if not isinstance(given, str | list | tuple):
+        raise NotRun(f"training.recompute_modules: got {given!r}; expected a list of module names")
     items = re.split(r"[,\s]+", given) if isinstance(given, str) else list(given)
     names = tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
     unknown = [n for n in names if n not in RECOMPUTE_MODULES]
@@ -2308,12 +2311,31 @@ def _figure(value: Any) -> float | None:
     return float(value) if math.isfinite(value) and value != 0 else None
 
 
+def _check_figures(measured: Mapping[str, Any], *, every: bool = False) -> None:
+    """Refuse a measured figure palmsim predicts that no run can have measured: a number that
+    is not finite or not above zero (a throughput, a share of peak, a latency and a time all
+    are). A figure written as text that is not a number (a range, "~150") is no figure and is
+    left out. ``every``: all of ``measured`` are figures palmsim predicts (a format module's
+    comparisons), not only the training figures.
+
+    Raises:
+        NotRun: naming the figure and its value.
+    """
+    for key, value in measured.items():
+        predicted = every or key in ITERATION_FIGURES or _PCT_OF_PEAK.match(str(key))
+        if not predicted or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not (math.isfinite(value) and value > 0):
+            raise NotRun(f"measured.{key}: got {value!r}; expected a number above zero")
+
+
 def _simulate_case(
     case_id: str, run: CaseRun, overrides: Sequence[str]
 ) -> tuple[list[Comparison], tuple[Assumption, ...]]:
     """Simulate a case (the first recompute mode, and with each the first ZeRO stage, that
     fits: the distributed optimizer costs almost no time, recompute a forward) and compare
     its figures."""
+    _check_figures(run.measured)
     assumptions = run.assumptions
     modes = run.recompute or (str(run.flags.get("recompute", "none")),)
     stages = run.zero or (int(run.flags.get("zero", 0)),)
@@ -2452,6 +2474,7 @@ def _predict_own_format(
             figures = predict(case)
         except tile_cases.CannotExpressError as why:
             raise NotRun(str(why)) from None
+        _check_figures({m: v for m, v, _ in figures}, every=True)
         assumed = [Assumption(k, v, why) for k, v, why in assumptions(case)]
         keys = tuple(a.key for a in assumed)
         comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from palmsim.errors import MappingError
 from palmsim.serving_cases import is_serving_case, predict, serving_spec
 from palmsim.tile_cases import CannotExpressError
 from palmsim.validate import validate
@@ -87,3 +88,33 @@ def test_validate_reads_the_serving_runs_on_wormhole_and_blackhole():
         for metric in ("ttft_ms", "tpot_ms", "e2el_ms", "request_throughput_per_s"):
             assert (case, metric) in metrics
     assert not report.skipped
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda c: c.update(model=[1, 2]), r"model: got \[1, 2\]; expected a mapping"),
+        (lambda c: c.update(serving=None), "serving: got None; expected a mapping"),
+        (lambda c: c.update(assumed=True), "assumed: got True; expected a list of mappings"),
+        (lambda c: c["serving"].update(input_tokens=1e30), "too large to count"),
+        (lambda c: c["serving"].update(concurrency=2.5), "not a whole number"),
+        (lambda c: c["model"].update(layers=10**12), "too large to simulate"),
+    ],
+)
+def test_a_malformed_case_is_named_not_an_internal_error(change, reason):
+    """Fields fuzzed to the wrong type or size once raised AttributeError, TypeError or
+    OverflowError from deep inside (listed as "internal error, please report it")."""
+    case = yaml.safe_load(yaml.safe_dump(_cases()[0]))
+    change(case)
+    with pytest.raises((CannotExpressError, MappingError), match=reason):
+        predict(case)
+
+
+def test_a_format_stated_as_null_is_unstated():
+    """``kv_dtype: null`` is the KV cache in the weights' format, as when the key is absent
+    (it once failed an assertion)."""
+    case = yaml.safe_load(yaml.safe_dump(_cases()[0]))
+    case["serving"]["kv_dtype"] = None
+    absent = yaml.safe_load(yaml.safe_dump(_cases()[0]))
+    absent["serving"].pop("kv_dtype", None)
+    assert serving_spec(case) == serving_spec(absent)

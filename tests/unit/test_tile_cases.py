@@ -10,6 +10,7 @@ from palmsim.config.loader import read_config_file
 from palmsim.tile_cases import CannotExpressError, is_tile_case, predict
 from palmsim.validate import validate
 
+NAN = float("nan")
 CASES = {c["id"]: c for c in read_config_file("validation/tiles_measurements.yaml")["cases"]}
 
 
@@ -23,8 +24,11 @@ CASES = {c["id"]: c for c in read_config_file("validation/tiles_measurements.yam
         (lambda c: c["model"].update(K=-5), "GEMM K -5 is not a positive number"),
         (lambda c: c["scenario"].update(core_grid="0x8"), "core grid rows"),
         (lambda c: c["measured"].update(time_ns="fast"), "none of its measured figures"),
-        (lambda c: c.update(model=["M"]), "without a model palmsim knows"),
-        (lambda c: c.update(model="M K N"), "malformed case"),
+        (lambda c: c.update(model=["M"]), r"model: got \['M'\]; expected a mapping"),
+        (lambda c: c.update(model="M K N"), "model: got 'M K N'; expected a mapping"),
+        (lambda c: c["hardware"].update(system="one chip"), "hardware.system: got 'one chip'"),
+        (lambda c: c["model"].update(M=4096.5), r"GEMM M 4096\.5 is not a whole number"),
+        (lambda c: c["model"].update(M=1e30), "GEMM M 1e\\+30 is too large to count"),
         (lambda c: c.pop("measured"), "no 'measured'"),
     ],
 )
@@ -590,3 +594,47 @@ def test_a_64k_prefill_of_llama_8b_fits_an_n150_in_tt_transformers_chunks(monkey
     monkeypatch.setattr(tile_cases, "TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS", 0)
     with pytest.raises(tile_cases.CannotExpressError, match="does not fit"):
         predict(case)
+
+
+def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_the_table(
+    tmp_path,
+):
+    """Fuzzed tile cases (validate over fields set to null, text, NaN and huge numbers) once
+    crashed the whole command or fell through as "internal error": a measured figure of 0
+    divided the error by zero when the table was printed, a text ``hardware.system`` or a null
+    ``scenario`` raised AttributeError, a model of 10^30 layers counted its parameters layer by
+    layer for ever. Each is now one case's one-line reason, and the table is written."""
+    import yaml
+
+    from palmsim.validate import format_report
+
+    def variant(case_id, name, change):
+        case = copy.deepcopy(CASES[case_id])
+        case["id"] = name
+        change(case)
+        return case
+
+    measured, model = "measured", "model"
+    cases = [
+        variant("tt_ccl_allreduce_wh_line2_1GiB", "zero", lambda c: c[measured].update(time_us=0)),
+        variant("tt_gemm_n150_bf16_hifi4_16k", "nan", lambda c: c[measured].update(time_ns=NAN)),
+        variant(
+            "tt_gemm_n150_bf16_hifi4_16k", "negative", lambda c: c[measured].update(time_ns=-3)
+        ),
+        variant("tt_readme_llama32_1b_n150", "deep", lambda c: c[model].update(layers=10**12)),
+        variant("tt_readme_llama32_1b_n150", "no_scenario", lambda c: c.update(scenario=None)),
+        variant("tt_dram_read_wh_n150", "text_source", lambda c: c.update(source="a README")),
+        copy.deepcopy(CASES["tt_dram_read_wh_n150"]),
+    ]
+    path = tmp_path / "cases.yaml"
+    path.write_text(yaml.safe_dump({"cases": cases}))
+    report = validate(str(path))
+    format_report(report)  # no ZeroDivisionError
+    reasons = {s.case: s.reason for s in report.skipped}
+    assert reasons["zero"].startswith("none of its measured figures (")
+    assert reasons["nan"] == "measured.time_ns: got nan; expected a number above zero"
+    assert reasons["negative"] == "measured.time_ns: got -3.0; expected a number above zero"
+    assert "too large to simulate: model.num_hidden_layers=1000000000000" in reasons["deep"]
+    assert "malformed" not in reasons["no_scenario"] and "internal" not in reasons["no_scenario"]
+    # a source given as one line of text is read as the document it cites
+    assert {c.case for c in report.comparisons} == {"text_source", "tt_dram_read_wh_n150"}

@@ -1054,3 +1054,27 @@ def test_nemo_launcher_fine_tuning_rows_take_the_launcher_defaults() -> None:
     run = read_training_run(older, "x.yaml")
     assert not any("optimizer_state_dtype" in o for o in run.overrides)
     assert run.flags["sequence_parallel"] is True
+
+
+def test_a_figure_no_run_can_have_and_malformed_fields_are_named(tmp_path: Path) -> None:
+    """A measured figure that is not a finite number above zero is named, not dropped (NaN,
+    inf) or compared (a negative throughput's error of -5000%); a NaN field and a
+    recompute-module list given as a number are one-line reasons, not internal errors (a
+    fuzz of the check files found both)."""
+    cases = [
+        {"id": "nan", **_case(measured={"tflops_per_gpu": float("nan")})},
+        {"id": "inf", **_case(measured={"tflops_per_gpu": float("inf")})},
+        {"id": "negative", **_case(measured={"tflops_per_gpu": -3})},
+        {"id": "nan_layers", **_case(model={"layers": float("nan")})},
+        {"id": "modules", **_case(training={"recompute_modules": 3})},
+    ]
+    report = validate(_write(tmp_path, cases))
+    reasons = {s.case: s.reason for s in report.skipped}
+    assert reasons == {
+        "nan": "measured.tflops_per_gpu: got nan; expected a number above zero",
+        "inf": "measured.tflops_per_gpu: got inf; expected a number above zero",
+        "negative": "measured.tflops_per_gpu: got -3; expected a number above zero",
+        "nan_layers": "model.layers: got nan; expected a whole number >= 1",
+        "modules": "training.recompute_modules: got 3; expected a list of module names",
+    }
+    assert not report.comparisons
