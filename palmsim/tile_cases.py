@@ -143,6 +143,19 @@ TT_TRANSFORMERS_MOE_OPS_PER_LAYER = TT_TRANSFORMERS_OPS_PER_LAYER - 6 + 11
 #: into llama_rs_matmul), W3's, the all-gather before W2 and the two all_reduce_async.
 GALAXY_LLAMA_OPS_PER_LAYER = 15
 
+#: The same decoder layer's device ops per prefill pass (inference.prefill_ops_per_layer), read
+#: from the same files' prefill paths (llama_decoder.py forward with mode "prefill";
+#: llama_attention.py forward_prefill, a prompt of at most 1024 tokens or a batch, paged;
+#: llama_mlp.py forward_prefill): the attention norm twice (the prefill branch calls it twice),
+#: each rms_norm_pre_all_gather and rms_norm_post_all_gather; to_memory_config; the QKV
+#: matmul, nlp_create_qkv_heads, typecast of Q to bf16, its rotary_embedding_llama, typecast
+#: of K to bf16, its rotary embedding, typecasts of K and V to bfp8, paged_fill_cache of K and
+#: of V, typecast of Q to bfp8, SDPA, nlp_concat_heads, WO matmul; residual add; FF norm (pre
+#: and post); W1 matmul, W3 matmul, mul (SiLU fused), W2 matmul; residual add. Its CCLs (the
+#: QKV and WO all-reduces, the norms' all-gathers, W1's and W3's reduce-scatters, the
+#: all-gather before W2 and W2's all-reduce) are palmsim's collectives, as in decode.
+GALAXY_LLAMA_PREFILL_OPS_PER_LAYER = 27
+
 #: Device ops one decoder layer of tt-metal's Falcon 7B demos launches per decode step on one
 #: chip (models/demos/wormhole/falcon7b, t3000/falcon7b and tg/falcon7b, all data-parallel
 #: copies of models/demos/falcon7b_common), read from its code in the demos' decode
@@ -922,6 +935,12 @@ def _demo_ops_per_layer(code: str, moe: bool = False) -> int:
     return 0
 
 
+def _demo_prefill_ops_per_layer(code: str) -> int:
+    """``inference.prefill_ops_per_layer`` of the serving code ``code`` names where its prefill
+    path was read and launches another number of ops than its decode; 0: as decode."""
+    return GALAXY_LLAMA_PREFILL_OPS_PER_LAYER if "llama3_70b_galaxy" in code else 0
+
+
 def _demo_trace(code: str) -> str:
     """``inference.trace`` of the serving code ``code`` names: the Galaxy Llama demo traces
     both passes, the Falcon demos neither, tt_transformers (and palmsim's default) decode."""
@@ -1236,6 +1255,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             mlp_down_weight_dtype=down,
             math_fidelity=fidelity,
             ops_per_layer=ops_per_layer,
+            prefill_ops_per_layer=_demo_prefill_ops_per_layer(code),
             trace=trace,
             weight_prefetch=weight_prefetch,
             kv_placement=kv_placement,

@@ -1364,6 +1364,7 @@ def _inference_schema() -> Schema:
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
         "prefill_chunk_tokens": _int_rule(minimum=0),
+        "prefill_ops_per_layer": _int_rule(minimum=0),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "mapping": _mapping_rule(required=False),
     }

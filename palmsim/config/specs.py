@@ -1065,6 +1065,12 @@ class InferenceSpec:
         "pays tile.op_latency; 0: the op graph's kernels [count]",
         default=0,
     )
+    prefill_ops_per_layer: int = _f(
+        "device ops one layer launches per prefill pass where the code's prefill path "
+        "launches another number than its decode (27 in the Galaxy Llama demo against 15); "
+        "0: ops_per_layer [count]",
+        default=0,
+    )
     trace: str = _f(
         "passes replayed from a captured trace, free of host dispatch "
         "(tile.host_dispatch): 'decode' (tt_transformers' demos, CUDA graphs of decode), "

@@ -1040,11 +1040,12 @@ class _Lowering:
             steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.embed.ops)))
         # The serving code's ops beyond the op graph's kernels (layout conversions, split
         # projections): each pays the tile's fixed op latency, charged to the layer's first
-        # block (inference.ops_per_layer).
+        # block (inference.ops_per_layer, and inference.prefill_ops_per_layer for a prefill).
+        code_ops = (inf.prefill_ops_per_layer if tag == "P" else 0) or inf.ops_per_layer
         for i in range(*self.layers):
             layer = blocks.layers[i]
             graph_ops = sum(op.kernels_fwd for b in layer for op in b.ops)
-            extra_ops = max(inf.ops_per_layer - graph_ops, 0)
+            extra_ops = max(code_ops - graph_ops, 0)
             extra_s = extra_ops * self.costing.tile.op_latency_s
             unit = Unit(f"L{i}", i, layer, prefix, tag)
             for j, b in enumerate(layer):

@@ -203,6 +203,24 @@ def test_ops_per_layer_beyond_the_graph_each_pay_the_op_latency():
     assert more - base == pytest.approx(LAYERS * (23 - graph) * 16.18e-6, rel=1e-6)
 
 
+def test_a_prefill_path_with_its_own_op_count_pays_it_in_prefill_alone():
+    """inference.prefill_ops_per_layer = 27 (the Galaxy Llama demo's prefill layer) beside
+    ops_per_layer = 15 (its decode layer): the prefill grows by LAYERS x (27 - 15) x
+    op_latency exactly over one with 15 ops in both passes, and the decode step does not
+    move."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    spec = TrainingSpec(seq_len=8, global_batch_size=1, dtype="bf16", attention_kernel="fused")
+    assert sum(op.kernels_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops) < 15
+    both = _inference(hw, tp=1, prompt=8, output=3, ops_per_layer=15, trace="all")
+    own = _inference(
+        hw, tp=1, prompt=8, output=3, ops_per_layer=15, prefill_ops_per_layer=27, trace="all"
+    )
+    assert own["ttft_s"] - both["ttft_s"] == pytest.approx(
+        LAYERS * (27 - 15) * hw.tile.op_latency_s, rel=1e-6
+    )
+    assert own["tpot_s"] == pytest.approx(both["tpot_s"], rel=1e-12)
+
+
 def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
     """A prefill not replayed from a trace is dispatched by the host op by op while the
     device runs them. With a host dispatch of 10 ms per op, far above any op's device time

@@ -172,6 +172,12 @@ def test_a_tt_transformers_mixture_launches_its_moe_layers_ops():
     assert _demo_ops_per_layer("models/tt_transformers", moe=True) == 23 - 6 + 11
     assert _demo_ops_per_layer("models/tt_transformers") == 23
     assert _demo_ops_per_layer("models/demos/llama3_70b_galaxy", moe=True) == 15
+    from palmsim.tile_cases import _demo_prefill_ops_per_layer
+
+    # the Galaxy demo's prefill layer: 4 norm ops (its attention norm runs twice), a layout
+    # move, 14 attention ops, 2 residual adds, 2 FF norm ops and 4 MLP ops; others as decode
+    assert _demo_prefill_ops_per_layer("models/demos/llama3_70b_galaxy") == 4 + 1 + 14 + 2 + 2 + 4
+    assert _demo_prefill_ops_per_layer("models/tt_transformers") == 0
 
 
 @pytest.mark.parametrize(
