@@ -191,6 +191,9 @@ MOE_DISPATCHERS = ("alltoall", "deepep")
 #: Values of ``MappingSpec.grad_accumulation``.
 GRAD_ACCUMULATION_MODES = ("fused", "every_microbatch", "after_first_microbatch")
 
+#: Values of ``MappingSpec.zero_collectives``.
+ZERO_COLLECTIVES = ("unit", "tensor")
+
 
 #: The run modes (``workload.mode``) an option can apply to.
 MODES: tuple[str, ...] = ("training", "inference")
@@ -1264,6 +1267,18 @@ class MappingSpec:
         "sharded (Rajbhandari et al. SC20)",
         modes=TRAINING_ONLY,
         default=0,
+    )
+    zero_collectives: str = _f(
+        "ZeRO-3's data-parallel collectives: 'unit', one weight all-gather per unit (a layer's "
+        "block) of each pass, the next prefetched while a unit runs, and one gradient bucket per "
+        "unit reduce-scattered during the backward (PyTorch FSDP, Megatron-FSDP, DeepSpeed from "
+        "v0.5.5 on); 'tensor', one all-gather and one gradient reduce-scatter per parameter "
+        "tensor, each run alone while the tile waits, as DeepSpeed ZeRO-3 ran them from v0.3.12 "
+        "to v0.5.4 (partition_parameters.py: _allgather_param calls torch.cuda.synchronize() "
+        "before every gather, which made its prefetch 'not async at all', PR #1188; "
+        "_reduce_scatter_gradient per tensor until v0.6.0)",
+        modes=TRAINING_ONLY,
+        default="unit",
     )
     sequence_parallel: bool = _f(
         "Megatron sequence parallelism: norms and dropouts on s/t tokens, reduce-scatter + "

@@ -52,6 +52,7 @@ __all__ = [
     "prefetch_gathers",
     "receive_gather",
     "recompute_block",
+    "tensor_reduce_scatters",
     "tp_collective",
     "tp_comm_overlap_pass",
     "tp_overlap_backward",
@@ -226,16 +227,45 @@ def pipeline_p2p_bytes(
     return boundary_bytes / tp, 0.0 if sequence_parallel else boundary_bytes
 
 
-def zero_gather(unit: Unit, unit_params: float, elem: int, *, zero: int) -> tuple[Step, ...]:
-    """ZeRO-3: all-gather a unit's weights over the DP group before it runs."""
+def zero_gather(
+    unit: Unit, unit_params: float, elem: int, *, zero: int, tensors: int = 0
+) -> tuple[Step, ...]:
+    """ZeRO-3: all-gather a unit's weights over the DP group before it runs, in one
+    collective, or with ``tensors`` > 0 (``mapping.zero_collectives`` 'tensor') in one per
+    parameter tensor (:func:`_per_tensor`)."""
     if zero < 3 or unit_params == 0:
         return ()
     label, op = unit.ident("params", "ag")
-    return (
+    return _per_tensor(label, op, CollectiveKind.ALLGATHER, unit_params * elem, unit, tensors)
+
+
+def tensor_reduce_scatters(
+    unit: Unit, unit_params: float, elem: int, tensors: int
+) -> tuple[Step, ...]:
+    """ZeRO-3 with ``mapping.zero_collectives`` 'tensor': after a unit's backward, one blocking
+    reduce-scatter of each of its gradient tensors over the DP group (DeepSpeed's
+    ``_reduce_scatter_gradients``, one ``reduce_scatter`` per parameter, before v0.6.0), in
+    place of the unit's gradient bucket."""
+    if unit_params == 0:
+        return ()
+    label, op = unit.ident("grads", "rs")
+    return _per_tensor(label, op, CollectiveKind.REDUCESCATTER, unit_params * elem, unit, tensors)
+
+
+def _per_tensor(
+    label: str, op: str, kind: CollectiveKind, size_bytes: float, unit: Unit, tensors: int
+) -> tuple[Step, ...]:
+    """``size_bytes`` of a unit's parameters moved by one DP collective, or by ``tensors`` of
+    them, each a ``1/tensors`` share: an uncontended ring's time is linear in its bytes, so
+    splitting evenly changes only how many times the ring's ``n-1`` (or ``2(n-1)``) step
+    latencies are paid, which is what one collective per tensor costs."""
+    count = max(tensors, 1)
+    return tuple(
         CollectiveStep(
-            label, CollectiveKind.ALLGATHER, unit_params * elem, GroupKind.DP,
+            label if count == 1 else f"{label}{i}", kind, size_bytes / count, GroupKind.DP,
             layer=unit.layer, op=op,
-        ),
+        )
+        for i in range(count)
     )  # fmt: skip
 
 

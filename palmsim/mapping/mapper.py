@@ -54,6 +54,7 @@ from palmsim.mapping.lower import (
     prefetch_gathers,
     receive_gather,
     recompute_block,
+    tensor_reduce_scatters,
     tp_collective,
     tp_comm_overlap_pass,
     tp_overlap_backward,
@@ -238,6 +239,11 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         raise MappingError(
             "training.fp8_param_gather with zero=3: fp8 weights sharded and gathered per "
             "unit are not modelled (use zero <= 2)"
+        )
+    if mapping.zero_collectives == "tensor" and mapping.zero < 3:
+        raise MappingError(
+            f"mapping.zero_collectives=tensor with zero={mapping.zero}: it is how ZeRO-3 "
+            "gathers weights and reduces gradients (set zero=3, or zero_collectives=unit)"
         )
     if (ep > 1 or (etp is not None and etp != tp)) and mapping.zero >= 3:
         raise MappingError(
@@ -542,7 +548,14 @@ def _stage_memory(
     )
     weights, gradients, optimizer = state.weights, state.gradients, state.optimizer
     recipe = workload.training.fp8_recipe
-    if mapping.zero >= 3 and replicas > 1:
+    if mapping.zero >= 3 and replicas > 1 and mapping.zero_collectives == "tensor":
+        # gathered one op's parameters at a time, each released after its op (DeepSpeed's
+        # fetch_sub_module and release_sub_module per module): the largest op's
+        weights += (
+            max((op.params for u in units for b in u.blocks for op in b.ops), default=0.0)
+            * batch.training_elem_bytes
+        )
+    elif mapping.zero >= 3 and replicas > 1:
         # a unit's gathered weights and the next one's, prefetched (lower.prefetch_gathers)
         chunks_units = [_units(model, layout.layer_ranges, c) for c in chunk_ids]
         weights += _gathered_pair(chunks_units, _params) * batch.training_elem_bytes
@@ -726,8 +739,14 @@ def _lower_chunk(
 
     redo_all = mapping.recompute == "full"
 
+    # mapping.zero_collectives 'tensor': one collective per parameter tensor, none overlapped
+    per_tensor = zero >= 3 and mapping.zero_collectives == "tensor"
+
+    def tensors(unit: Unit) -> int:
+        return sum(op.param_tensors for b in unit.blocks for op in b.ops) if per_tensor else 0
+
     for unit in units:
-        gather = zero_gather(unit, _params(unit), elem, zero=zero)
+        gather = zero_gather(unit, _params(unit), elem, zero=zero, tensors=tensors(unit))
         forward.extend(gather)
         if unit.is_layer and mapping.recompute == "full":
             recompute.extend(gather)
@@ -773,7 +792,7 @@ def _lower_chunk(
     flush("F")
     flush("R")
     for unit in reversed(units):
-        backward.extend(zero_gather(unit, _params(unit), elem, zero=zero))
+        backward.extend(zero_gather(unit, _params(unit), elem, zero=zero, tensors=tensors(unit)))
         for b in reversed(unit.blocks):
             reduce = tp_collective(
                 CollectiveKind.ALLREDUCE, b.allreduce_bwd_bytes, unit, b.name,
@@ -800,7 +819,10 @@ def _lower_chunk(
         reduce_zero = 0 if muon and zero == 1 else zero
         if _experts_on_dp(mapping):  # their EDP group is the DP group: one bucket
             dense, expert = dense + expert, 0.0
-        backward.extend(grad_bucket(unit, dense, grad_elem, dp=dp, zero=reduce_zero))
+        if per_tensor:
+            backward.extend(tensor_reduce_scatters(unit, dense, grad_elem, tensors(unit)))
+        else:
+            backward.extend(grad_bucket(unit, dense, grad_elem, dp=dp, zero=reduce_zero))
         backward.extend(
             expert_grad_bucket(unit, expert, grad_elem, edp=_edp(mapping), zero=reduce_zero)
         )
@@ -813,4 +835,6 @@ def _lower_chunk(
         linears = _fp8_linears(units)
         forward.extend(fp8_amax_update(costing, units[-1], linears, "F"))
         backward.extend(fp8_amax_update(costing, units[0], linears, "B"))
+    if per_tensor:  # each gather runs after a device synchronize: nothing prefetched
+        return tuple(forward), tuple(recompute), tuple(backward)
     return prefetch_gathers(forward), prefetch_gathers(recompute), prefetch_gathers(backward)

@@ -8,11 +8,13 @@ or a reduce-scatter, and 2(n-1)·S for an all-reduce.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
 from palmsim.api import simulate, summarize_result
 from palmsim.config.specs import DTYPE_BYTES
+from palmsim.errors import MappingError
 from palmsim.mapping.memory import optimizer_state_bytes_per_param
 from palmsim.workload.builders import num_parameters
 from tests.conftest import cluster_spec, experiment
@@ -166,3 +168,73 @@ def test_gradients_reduced_in_fp32_move_and_hold_four_bytes(zero: int) -> None:
         assert moved["dp_allgather"] == pytest.approx((N - 1) * weights, rel=1e-12)
     held = summary["memory_breakdown_bytes"]["gradients"]
     assert held == pytest.approx(grads / (N if zero >= 2 else 1), rel=1e-12)
+
+
+def _per_tensor(**mapping) -> tuple[object, object]:
+    """ZeRO-3 with ``zero_collectives='tensor'`` on the runs above (N GPUs of one node)."""
+    exp = experiment(
+        cluster_spec(nodes=1), pp=1, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M, zero=3,
+        zero_collectives="tensor", **mapping,
+    )  # fmt: skip
+    return exp, simulate(exp)
+
+
+def test_zero3_per_tensor_moves_what_per_unit_moves() -> None:
+    """One collective per tensor splits the same bytes: per micro-batch two all-gathers of
+    the weights and one reduce-scatter of the gradients, as per unit."""
+    exp, result = _per_tensor()
+    psi = num_parameters(exp.workload.model) * DTYPE_BYTES["fp16"]
+    moved = summarize_result(result)["communication_bytes_by_category"]
+    assert moved["dp_allgather"] == pytest.approx(2 * M * (N - 1) * psi, rel=1e-12)
+    assert moved["dp_reducescatter"] == pytest.approx(M * (N - 1) * psi, rel=1e-12)
+
+
+def test_zero3_per_tensor_gathers_a_layer_tensor_by_tensor_before_it_runs() -> None:
+    """DeepSpeed ZeRO-3 before v0.5.5: between layer 0's forward and layer 1's, tile 0 only
+    gathers layer 1's 12 tensors (two LayerNorms, QKV, the projection, fc1 and fc2, each a
+    weight and a bias), one after the other. Each is a ring over the node's N GPUs, whose
+    route has two NVLink channels of 1 µs (tests/analytic/test_collectives_on_chips.py), so
+    the 12 take (N-1)/N · layer bytes / B + 12 · (N-1) · 2 µs, the layer's
+    12h² + 13h parameters in fp16 (Megatron Eq. 2)."""
+    exp, result = _per_tensor()
+    trace = result.trace
+    forward = [
+        r for r in trace.intervals
+        if r.tile == 0 and r.microbatch == 0 and r.category == "forward" and r.layer in (0, 1)
+    ]  # fmt: skip
+    layer0_end = max(r.end_s for r in forward if r.layer == 0)
+    layer1_start = min(r.start_s for r in forward if r.layer == 1)
+    gathers: dict[float, float] = {}  # one all-gather's flows share their start
+    for f in trace.flows:
+        if f.category == "dp_allgather" and f.src == 0 and layer0_end <= f.start_s < layer1_start:
+            gathers[f.start_s] = max(gathers.get(f.start_s, 0.0), f.end_s)
+    spans = sorted(gathers.items())
+    assert len(spans) == 12
+    assert spans[0][0] == pytest.approx(layer0_end, abs=1e-15)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start == pytest.approx(end, abs=1e-15)  # back to back: none prefetched
+    assert layer1_start == pytest.approx(spans[-1][1], abs=1e-15)
+    h = exp.workload.model.hidden_size
+    layer_bytes = (12 * h * h + 13 * h) * DTYPE_BYTES["fp16"]
+    expected = (N - 1) / N * layer_bytes / 300e9 + 12 * (N - 1) * 2e-6
+    assert spans[-1][1] - spans[0][0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_zero3_per_tensor_holds_one_op_gathered() -> None:
+    """Gathered one module at a time: the weights held are the shard plus the largest op's,
+    fc1's h x 4h weight and 4h bias."""
+    exp, result = _per_tensor()
+    params = num_parameters(exp.workload.model)
+    h = exp.workload.model.hidden_size
+    e = DTYPE_BYTES["fp16"]
+    weights = summarize_result(result)["memory_breakdown_bytes"]["weights"]
+    assert weights == pytest.approx(params * e / N + (4 * h * h + 4 * h) * e, rel=1e-12)
+
+
+def test_zero_collectives_per_tensor_needs_zero3() -> None:
+    exp = experiment(
+        cluster_spec(nodes=1), pp=1, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M, zero=2,
+        zero_collectives="tensor",
+    )  # fmt: skip
+    with pytest.raises(MappingError, match="zero_collectives=tensor with zero=2"):
+        simulate(exp)

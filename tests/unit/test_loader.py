@@ -353,6 +353,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "p2p_overlap": True,
         "virtual_stages": 1,
         "zero": 0,
+        "zero_collectives": "unit",
         "sequence_parallel": False,
         "ep": 1,
         "expert_tp": None,
