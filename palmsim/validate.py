@@ -52,7 +52,7 @@ from palmsim.config.loader import (
     load_hardware,
     read_config_file,
 )
-from palmsim.config.specs import RECOMPUTE_MODULES, HardwareSpec
+from palmsim.config.specs import RECOMPUTE_MODULES, ZERO_COLLECTIVES, HardwareSpec
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
 from palmsim.registry import Registry
@@ -766,6 +766,59 @@ def _tp_overlap(case: Mapping[str, Any], assumptions: list[Assumption], *, tp: i
     )
     assumptions.append(Assumption("training.tp_overlap", True, why))
     return True
+
+
+#: DeepSpeed ZeRO-3 gathered every parameter tensor by an all-gather of its own, each after a
+#: device synchronize, and reduce-scattered every gradient tensor alone, from its release
+#: (v0.3.12, 2021-03) until PR #1188 (c0eeb69df, merged 2021-10-31, first released in v0.5.5
+#: of 2021-11-02) made the gathers one per module: palmsim's ``mapping.zero_collectives``
+#: 'tensor' for a DeepSpeed run from before this (year, month).
+DEEPSPEED_COALESCED_GATHER_SINCE = (2021, 11)
+
+
+def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) -> str:
+    """How a ZeRO-3 run gathered its weights and reduced its gradients
+    (``mapping.zero_collectives``): ``training.zero_collectives`` when given. Unstated, for a
+    run whose ``training`` or ``system`` texts name DeepSpeed, by its date
+    (:func:`_source_date`): 'tensor' before :data:`DEEPSPEED_COALESCED_GATHER_SINCE`, else
+    'unit', either an assumption marked on its figures; 'unit' for any other run (PyTorch FSDP
+    and Megatron-FSDP gather per unit).
+
+    Raises:
+        NotRun: a stated mode palmsim does not know.
+    """
+    training = _section(case, "training")
+    if "zero_collectives" in training:
+        mode = str(training["zero_collectives"])
+        if mode not in ZERO_COLLECTIVES:
+            raise NotRun(
+                f"training.zero_collectives: got {mode!r}; expected one of "
+                f"{', '.join(ZERO_COLLECTIVES)}"
+            )
+        return mode
+    texts = [
+        str(v).lower()
+        for section in ("training", "system")
+        for v in _section(case, section).values()
+        if isinstance(v, str)
+    ]
+    if not any("deepspeed" in t for t in texts):
+        return "unit"
+    date = _source_date(case)
+    year, month = DEEPSPEED_COALESCED_GATHER_SINCE
+    since = f"{year}-{month:02d}"
+    if date is not None and date < DEEPSPEED_COALESCED_GATHER_SINCE:
+        why = (
+            f"not stated: one collective per parameter tensor, none overlapped, as DeepSpeed "
+            f"ZeRO-3 ran them before {since} (the run's source dates from "
+            f"{date[0]}-{date[1]:02d})"
+        )
+        assumptions.append(Assumption("training.zero_collectives", "tensor", why))
+        return "tensor"
+    dated = "undated" if date is None else f"dated {date[0]}"
+    why = f"not stated: one per unit, prefetched ({dated}), as DeepSpeed ZeRO-3 since {since}"
+    assumptions.append(Assumption("training.zero_collectives", "unit", why))
+    return "unit"
 
 
 def _tp_comm_overlap(
@@ -2061,6 +2114,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         flags["placement"] = "stage_major"
     if zero:
         flags["zero"] = zero
+    if zero >= 3:
+        flags["zero_collectives"] = _zero_collectives(case, assumptions)
     return CaseRun(
         hardware=hardware,
         workload=_workload(model, arch, source),

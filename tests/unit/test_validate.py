@@ -12,6 +12,7 @@ from palmsim.cli import EXIT_VALIDATION_FAILED, main
 from palmsim.engine.records import IntervalRecord, RunTrace
 from palmsim.validate import (
     Comparison,
+    NotRunError,
     ValidationReport,
     _layer_times_s,
     case_setup,
@@ -358,3 +359,38 @@ def test_a_dispatcher_it_does_not_know_is_named_with_its_key() -> None:
         training = {k: v for k, v in row["training"].items() if k != "moe_flex_dispatcher_backend"}
         with pytest.raises(NotRun, match=f"training.{key}: got 'nccl'"):
             read_training_run({**row, "training": {**training, key: "nccl"}}, "x.yaml")
+
+
+def test_zero_collectives_follow_the_deepspeed_release_of_the_runs_date() -> None:
+    """A ZeRO-3 run naming DeepSpeed: per tensor, none overlapped, when its source dates from
+    before DeepSpeed v0.5.5 (PR #1188, 2021-11), per unit from then on or undated, marked
+    either way; stated, as stated; a ZeRO-3 run not naming DeepSpeed (FSDP) per unit,
+    unmarked; below ZeRO-3 no setting at all."""
+    sc21 = yaml.safe_load((REPO / "validation" / "megatron_sc21_runs.yaml").read_text())["cases"]
+    (zero3,) = [c for c in sc21 if c["id"] == "narayanan21_t2_zero3_175b_384gpu"]
+    assert "DeepSpeed" in zero3["training"]["framework"]
+    cases = {
+        "SC21 (arXiv:2104.04473)": "tensor",
+        "arXiv:2110.00001": "tensor",  # 2021-10: the month before v0.5.5
+        "arXiv:2111.00001": "unit",
+        "a blog post": "unit",  # undated
+    }
+    for paper, expected in cases.items():
+        run = read_training_run({**zero3, "source": {"paper": paper}}, "x.yaml")
+        assert run is not None and run.flags["zero_collectives"] == expected, paper
+        (assumed,) = [a for a in run.assumptions if a.key == "training.zero_collectives"]
+        assert assumed.value == expected
+    stated = {**zero3, "training": {**zero3["training"], "zero_collectives": "unit"}}
+    run = read_training_run(stated, "x.yaml")
+    assert run is not None and run.flags["zero_collectives"] == "unit"
+    assert all(a.key != "training.zero_collectives" for a in run.assumptions)
+    fsdp = {**zero3, "training": {"precision": "bf16", "fsdp": "full_shard"}}
+    run = read_training_run(fsdp, "x.yaml")
+    assert run is not None and run.flags["zero_collectives"] == "unit"
+    assert all(a.key != "training.zero_collectives" for a in run.assumptions)
+    zero1 = {**zero3, "training": {**zero3["training"], "zero_stage": 1}}
+    run = read_training_run(zero1, "x.yaml")
+    assert run is not None and "zero_collectives" not in run.flags
+    bad = {**zero3, "training": {**zero3["training"], "zero_collectives": "layer"}}
+    with pytest.raises(NotRunError, match="zero_collectives: got 'layer'"):
+        read_training_run(bad, "x.yaml")
