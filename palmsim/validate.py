@@ -774,15 +774,22 @@ def _tp_overlap(case: Mapping[str, Any], assumptions: list[Assumption], *, tp: i
 #: of 2021-11-02) made the gathers one per module: palmsim's ``mapping.zero_collectives``
 #: 'tensor' for a DeepSpeed run from before this (year, month).
 DEEPSPEED_COALESCED_GATHER_SINCE = (2021, 11)
+#: Keys of a case whose texts no reader takes a setting from: the figures, what was derived
+#: from them, and notes for people.
+_UNREAD_KEYS = frozenset({"measured", "derived", "notes", "note"})
 
 
 def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) -> str:
     """How a ZeRO-3 run gathered its weights and reduced its gradients
-    (``mapping.zero_collectives``): ``training.zero_collectives`` when given. Unstated, for a
-    run whose ``training`` or ``system`` texts name DeepSpeed, by its date
-    (:func:`_source_date`): 'tensor' before :data:`DEEPSPEED_COALESCED_GATHER_SINCE`, else
-    'unit', either an assumption marked on its figures; 'unit' for any other run (PyTorch FSDP
-    and Megatron-FSDP gather per unit).
+    (``mapping.zero_collectives``): ``training.zero_collectives`` when given. Unstated:
+
+    - 'unit' for a run naming fully sharded data parallelism (``training.fsdp``, or "FSDP",
+      "FairScale" or "fully sharded" in any text of the case but its figures and notes,
+      :data:`_UNREAD_KEYS`): PyTorch FSDP, FairScale's and Megatron-FSDP gather per unit;
+    - by the run's date (:func:`_source_date`) otherwise, as DeepSpeed ran ZeRO-3, whose name
+      it is and the only one of its time that does not call itself FSDP: 'tensor' before
+      :data:`DEEPSPEED_COALESCED_GATHER_SINCE`, 'unit' from then on or undated, an
+      assumption marked on the figures when the case names DeepSpeed or is dated before.
 
     Raises:
         NotRun: a stated mode palmsim does not know.
@@ -796,13 +803,22 @@ def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) ->
                 f"{', '.join(ZERO_COLLECTIVES)}"
             )
         return mode
-    texts = [
-        str(v).lower()
-        for section in ("training", "system")
-        for v in _section(case, section).values()
-        if isinstance(v, str)
-    ]
-    if not any("deepspeed" in t for t in texts):
+    texts: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if key not in _UNREAD_KEYS:
+                    texts.append(str(key).lower())
+                    collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+        elif isinstance(value, str):
+            texts.append(value.lower())
+
+    collect(case)
+    if any(word in t for t in texts for word in ("fsdp", "fairscale", "fully sharded")):
         return "unit"
     date = _source_date(case)
     year, month = DEEPSPEED_COALESCED_GATHER_SINCE
@@ -815,9 +831,10 @@ def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) ->
         )
         assumptions.append(Assumption("training.zero_collectives", "tensor", why))
         return "tensor"
-    dated = "undated" if date is None else f"dated {date[0]}"
-    why = f"not stated: one per unit, prefetched ({dated}), as DeepSpeed ZeRO-3 since {since}"
-    assumptions.append(Assumption("training.zero_collectives", "unit", why))
+    if any("deepspeed" in t for t in texts):
+        dated = "undated" if date is None else f"dated {date[0]}"
+        why = f"not stated: one per unit, prefetched ({dated}), as DeepSpeed ZeRO-3 since {since}"
+        assumptions.append(Assumption("training.zero_collectives", "unit", why))
     return "unit"
 
 

@@ -362,10 +362,10 @@ def test_a_dispatcher_it_does_not_know_is_named_with_its_key() -> None:
 
 
 def test_zero_collectives_follow_the_deepspeed_release_of_the_runs_date() -> None:
-    """A ZeRO-3 run naming DeepSpeed: per tensor, none overlapped, when its source dates from
-    before DeepSpeed v0.5.5 (PR #1188, 2021-11), per unit from then on or undated, marked
-    either way; stated, as stated; a ZeRO-3 run not naming DeepSpeed (FSDP) per unit,
-    unmarked; below ZeRO-3 no setting at all."""
+    """A ZeRO-3 run: per tensor, none overlapped, when its source dates from before DeepSpeed
+    v0.5.5 (PR #1188, 2021-11), per unit from then on or undated, marked when it names
+    DeepSpeed or is that early; stated, as stated; a run naming FSDP per unit, unmarked;
+    below ZeRO-3 no setting at all."""
     sc21 = yaml.safe_load((REPO / "validation" / "megatron_sc21_runs.yaml").read_text())["cases"]
     (zero3,) = [c for c in sc21 if c["id"] == "narayanan21_t2_zero3_175b_384gpu"]
     assert "DeepSpeed" in zero3["training"]["framework"]
@@ -384,10 +384,23 @@ def test_zero_collectives_follow_the_deepspeed_release_of_the_runs_date() -> Non
     run = read_training_run(stated, "x.yaml")
     assert run is not None and run.flags["zero_collectives"] == "unit"
     assert all(a.key != "training.zero_collectives" for a in run.assumptions)
-    fsdp = {**zero3, "training": {"precision": "bf16", "fsdp": "full_shard"}}
-    run = read_training_run(fsdp, "x.yaml")
+    # not naming DeepSpeed (its notes, which name it, are never read): ZeRO-3 of 2021 was
+    # DeepSpeed's, unless the case names FSDP
+    unnamed = {**zero3, "training": {"precision": "fp16", "zero_stage": 3}}
+    assert "DeepSpeed" in unnamed["notes"]
+    run = read_training_run(unnamed, "x.yaml")
+    assert run is not None and run.flags["zero_collectives"] == "tensor"
+    later = {**unnamed, "source": {"paper": "arXiv:2304.00001"}}
+    run = read_training_run(later, "x.yaml")
     assert run is not None and run.flags["zero_collectives"] == "unit"
     assert all(a.key != "training.zero_collectives" for a in run.assumptions)
+    for fsdp in (
+        {**zero3, "training": {"precision": "bf16", "fsdp": "full_shard"}},
+        {**unnamed, "system": {**zero3["system"], "software": "FairScale 0.3"}},
+    ):
+        run = read_training_run(fsdp, "x.yaml")
+        assert run is not None and run.flags["zero_collectives"] == "unit"
+        assert all(a.key != "training.zero_collectives" for a in run.assumptions)
     zero1 = {**zero3, "training": {**zero3["training"], "zero_stage": 1}}
     run = read_training_run(zero1, "x.yaml")
     assert run is not None and "zero_collectives" not in run.flags
