@@ -698,6 +698,9 @@ def _grad_accumulation(training: Mapping[str, Any]) -> str:
 #: (``LinearWithGradAccumulationAndAsyncCommunication``, ``async_op=True`` on the input
 #: gradient's all-reduce or reduce-scatter) and Transformer Engine's keep doing so.
 ASYNC_TP_ALLREDUCE_SINCE = (2021, 9)
+#: Keys of a case whose texts no reader takes a setting from: the figures, what was derived
+#: from them, and notes for people.
+_UNREAD_KEYS = frozenset({"measured", "derived", "notes", "note"})
 #: Dates a case's ``source`` gives: an arXiv identifier (yymm.nnnnn), a year of the era of
 #: these runs (2017-2029, so that a "2048" of a sequence length is none), or a venue with a
 #: two-digit year ("SC21").
@@ -709,23 +712,36 @@ _VENUE_YEAR = re.compile(
 )
 
 
+def _texts(value: Any, *, keys: bool = False) -> list[str]:
+    """Every text and whole number in ``value``, nested mappings and lists included, with the
+    mappings' keys when ``keys``; none under :data:`_UNREAD_KEYS`."""
+    if isinstance(value, Mapping):
+        return [
+            text
+            for key, item in value.items()
+            if key not in _UNREAD_KEYS
+            for text in ([str(key)] if keys else []) + _texts(item, keys=keys)
+        ]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _texts(item, keys=keys)]
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return [str(value)]
+    return []
+
+
+def _dated_before(case: Mapping[str, Any], since: tuple[int, int]) -> tuple[str, str | None]:
+    """``since`` as text, and the case's source date (:func:`_source_date`) as text when it
+    is earlier than ``since``, else None."""
+    date = _source_date(case)
+    before = f"{date[0]}-{date[1]:02d}" if date is not None and date < since else None
+    return f"{since[0]}-{since[1]:02d}", before
+
+
 def _source_date(case: Mapping[str, Any]) -> tuple[int, int] | None:
     """The earliest (year, month) the case's ``source`` section gives: of its arXiv
     identifiers, else January of the earliest year it names (the earliest the run can date
     from); None when it gives none."""
-    texts: list[str] = []
-
-    def collect(value: Any) -> None:
-        if isinstance(value, Mapping):
-            for item in value.values():
-                collect(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                collect(item)
-        elif isinstance(value, (str, int)) and not isinstance(value, bool):
-            texts.append(str(value))
-
-    collect(case.get("source"))
+    texts = _texts(case.get("source"))
     months = [(2000 + int(y), int(m)) for t in texts for y, m in _ARXIV_DATE.findall(t)]
     years = [int(y) for t in texts for y in _YEAR.findall(t)]
     years += [2000 + int(y) for t in texts for y in _VENUE_YEAR.findall(t)]
@@ -748,16 +764,15 @@ def _tp_overlap(case: Mapping[str, Any], assumptions: list[Assumption], *, tp: i
         return _flag(training, "tp_overlap")
     if tp == 1:
         return False
-    date = _source_date(case)
-    year, month = ASYNC_TP_ALLREDUCE_SINCE
-    since = f"{year}-{month:02d}"
-    if date is not None and date < ASYNC_TP_ALLREDUCE_SINCE:
+    since, before = _dated_before(case, ASYNC_TP_ALLREDUCE_SINCE)
+    if before is not None:
         why = (
-            f"not stated: off, the run's source dates from {date[0]}-{date[1]:02d}, before "
+            f"not stated: off, the run's source dates from {before}, before "
             f"Megatron-LM overlapped it by default ({since})"
         )
         assumptions.append(Assumption("training.tp_overlap", False, why))
         return False
+    date = _source_date(case)
     dated = "undated" if date is None else f"dated {date[0]}"
     why = (
         f"not stated: on ({dated}), Megatron-LM's default since {since} "
@@ -774,9 +789,6 @@ def _tp_overlap(case: Mapping[str, Any], assumptions: list[Assumption], *, tp: i
 #: of 2021-11-02) made the gathers one per module: palmsim's ``mapping.zero_collectives``
 #: 'tensor' for a DeepSpeed run from before this (year, month).
 DEEPSPEED_COALESCED_GATHER_SINCE = (2021, 11)
-#: Keys of a case whose texts no reader takes a setting from: the figures, what was derived
-#: from them, and notes for people.
-_UNREAD_KEYS = frozenset({"measured", "derived", "notes", "note"})
 
 
 def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) -> str:
@@ -803,35 +815,19 @@ def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) ->
                 f"{', '.join(ZERO_COLLECTIVES)}"
             )
         return mode
-    texts: list[str] = []
-
-    def collect(value: Any) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if key not in _UNREAD_KEYS:
-                    texts.append(str(key).lower())
-                    collect(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                collect(item)
-        elif isinstance(value, str):
-            texts.append(value.lower())
-
-    collect(case)
+    texts = [text.lower() for text in _texts(case, keys=True)]
     if any(word in t for t in texts for word in ("fsdp", "fairscale", "fully sharded")):
         return "unit"
-    date = _source_date(case)
-    year, month = DEEPSPEED_COALESCED_GATHER_SINCE
-    since = f"{year}-{month:02d}"
-    if date is not None and date < DEEPSPEED_COALESCED_GATHER_SINCE:
+    since, before = _dated_before(case, DEEPSPEED_COALESCED_GATHER_SINCE)
+    if before is not None:
         why = (
             f"not stated: one collective per parameter tensor, none overlapped, as DeepSpeed "
-            f"ZeRO-3 ran them before {since} (the run's source dates from "
-            f"{date[0]}-{date[1]:02d})"
+            f"ZeRO-3 ran them before {since} (the run's source dates from {before})"
         )
         assumptions.append(Assumption("training.zero_collectives", "tensor", why))
         return "tensor"
     if any("deepspeed" in t for t in texts):
+        date = _source_date(case)
         dated = "undated" if date is None else f"dated {date[0]}"
         why = f"not stated: one per unit, prefetched ({dated}), as DeepSpeed ZeRO-3 since {since}"
         assumptions.append(Assumption("training.zero_collectives", "unit", why))
