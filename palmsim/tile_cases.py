@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from palmsim.api import shipped_path
 from palmsim.config.loader import hardware_assumptions, load_hardware, read_config_file
 from palmsim.config.specs import (
@@ -492,12 +494,13 @@ def allreduce_time_s(
 ) -> float:
     """All-reduce of ``size_bytes`` over ``n`` chips in a line or a ring [s].
 
-    Reduce-scatter then all-gather over a ring of the chips, ``2(n-1)`` steps each paying one
-    hop latency (Patarasuk & Yuan, JPDC 2009). On a **line** the ring's closing edge runs back
-    over the line in the other direction, so every link direction carries one ring edge's
-    ``2(n-1)/n * S`` bytes. On a physical **ring** two rings run in opposite directions, each on
-    half the buffer: ``2(n-1)/n * S/2`` per link direction (tt-metal's FABRIC_1D_RING uses both
-    directions: tech_reports/CCLs, busbw = 2 x link bandwidth on a ring).
+    Reduce-scatter then all-gather, ``2(n-1)`` steps each paying one hop latency (Patarasuk &
+    Yuan, JPDC 2009). On a **line** by the line algorithm, each chip's piece passed hop by hop
+    towards both ends (:func:`palmsim.hardware.collectives.line_shares`): the end links carry
+    a ring edge's ``2(n-1)/n * S`` bytes each way. On a physical **ring** two rings run in
+    opposite directions, each on half the buffer: ``2(n-1)/n * S/2`` per link direction
+    (tt-metal's FABRIC_1D_RING uses both directions: tech_reports/CCLs, busbw = 2 x link
+    bandwidth on a ring). No collective startup (``system.collective_latency``) is counted.
     """
     assert n >= 2 and size_bytes >= 0
     per_direction = 2 * (n - 1) / n * size_bytes / (2 if ring else 1)
@@ -1554,6 +1557,30 @@ def _fit_inverse(scale: list[float], offset: list[float], measured: list[float])
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
 
 
+def _fit_collective(
+    steps: list[int], per_direction: list[float], measured: list[float]
+) -> tuple[float, float, float] | None:
+    """``(startup, step latency, 1 / bandwidth)`` minimising sum((a + steps_i * l + d_i * x)
+    / measured_i - 1)^2 with a, l >= 0 and x > 0 (weighted least squares; the best of the
+    fits with a bound parameter at 0 where the free one goes negative), or None where the
+    cases cannot separate the three (fewer than three, or all alike in steps or in bytes)."""
+    m = np.asarray(measured, dtype=float)
+    columns = np.stack([np.ones_like(m), np.asarray(steps, dtype=float), np.asarray(per_direction)])
+    weighted = (columns / m).T
+    if len(m) < 3 or np.linalg.matrix_rank(weighted) < 3:
+        return None
+    best: tuple[float, tuple[float, float, float]] | None = None
+    for free in ((0, 1, 2), (1, 2), (0, 2), (2,)):  # x always free
+        solution = np.zeros(3)
+        solution[list(free)] = np.linalg.lstsq(weighted[:, free], np.ones_like(m), rcond=None)[0]
+        if solution.min() < 0 or solution[2] <= 0:
+            continue
+        residual = float(np.sum((weighted @ solution - 1.0) ** 2))
+        if best is None or residual < best[0]:
+            best = (residual, (float(solution[0]), float(solution[1]), float(solution[2])))
+    return best[1] if best else None
+
+
 def _fit_host_dispatch(untraced_s: list[float], traced_s: list[float]) -> float:
     """The host's dispatch time ``h`` of one untraced op, from GEMMs timed without and with
     trace: untraced back to back, the host issues each op while the device runs the one
@@ -1607,7 +1634,10 @@ def calibrate_tiles(
       the chip's op latency, shared by its other formats);
     - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = a + t_peak / e``;
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
-    - ``system.link.bandwidth``: all-reduces, ``time = latency + bytes_per_direction / B``;
+    - ``system.link.bandwidth``, with ``system.link.latency`` (a ring or line step) and
+      ``system.collective_latency`` (the startup) where the cases span sizes and chip counts
+      enough to separate them: collectives, ``time = startup + steps * latency +
+      bytes_per_direction / B`` (the latencies of the config where they do not);
     - ``tile.host_dispatch``: out-of-box GEMMs (``scenario.matmul_config: auto``) timed
       without trace (``time_ns``) and with it (``traced_time_ns``), ``untraced = max(h,
       traced)`` (:func:`_fit_host_dispatch`).
@@ -1622,7 +1652,7 @@ def calibrate_tiles(
     gemm: dict[str, list[tuple[str, float, float]]] = {}
     host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
     dram: list[tuple[str, float]] = []
-    ccl: list[tuple[str, float, float, float]] = []
+    ccl: list[tuple[str, int, float, float]] = []  # (case, steps, bytes a direction, time)
     unused: list[tuple[str, str]] = []
     for case in cases:
         case_id = str(case.get("id", "?"))
@@ -1665,9 +1695,8 @@ def calibrate_tiles(
                 kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
                 steps = RING_STEPS[kind](n)
                 per_direction = steps / n * size / (2 if ring else 1)
-                hop_s = hw.wafer.inter_die.latency_s if hw.wafer else 0.0
                 t_us = float(case["measured"]["time_us"])
-                ccl.append((case_id, per_direction, steps * hop_s, t_us * 1e-6))
+                ccl.append((case_id, steps, per_direction, t_us * 1e-6))
             elif "gemv" in phase:
                 unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
             else:
@@ -1715,16 +1744,25 @@ def calibrate_tiles(
             )
         )
     if ccl:
-        per_dir = [c[1] for c in ccl]
-        latency = [c[2] for c in ccl]
+        ids = tuple(c[0] for c in ccl)
+        ccl_steps = [c[1] for c in ccl]
+        per_dir = [c[2] for c in ccl]
         measured = [c[3] for c in ccl]
-        x = _fit_inverse(per_dir, latency, measured)
+        fitted = _fit_collective(ccl_steps, per_dir, measured)
+        if fitted is None:  # the bandwidth alone, with the config's latencies
+            assert hw.wafer is not None
+            startup_s, step_s = hw.wafer.collective_latency_s, hw.wafer.inter_die.latency_s
+            x = _fit_inverse(per_dir, [startup_s + k * step_s for k in ccl_steps], measured)
+        else:
+            startup_s, step_s, x = fitted
         errors = tuple(
-            (lat + d * x) / m - 1 for d, lat, m in zip(per_dir, latency, measured, strict=True)
+            (startup_s + k * step_s + d * x) / m - 1
+            for k, d, m in zip(ccl_steps, per_dir, measured, strict=True)
         )
-        fits.append(
-            TileFit("system.link.bandwidth", 1 / x, "bandwidth", tuple(c[0] for c in ccl), errors)
-        )
+        if fitted is not None:
+            fits.append(TileFit("system.collective_latency", startup_s, "time", ids, errors))
+            fits.append(TileFit("system.link.latency", step_s, "time", ids, errors))
+        fits.append(TileFit("system.link.bandwidth", 1 / x, "bandwidth", ids, errors))
     return fits, unused
 
 

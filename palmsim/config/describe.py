@@ -141,6 +141,9 @@ _KEY_HELP = {
     "hw.system.bidirectional_rings": str(
         WaferSpec.__dataclass_fields__["bidirectional_rings"].metadata["help"]
     ),
+    "hw.system.collective_latency": str(
+        WaferSpec.__dataclass_fields__["collective_latency_s"].metadata["help"]
+    ),
 }
 
 

@@ -1125,6 +1125,7 @@ def hardware_schema(kind: str) -> Schema:
             # Required with more than one chip (check_hardware); a single chip has none.
             "link": _section_rule(_link_schema(count=True), dict),
             "bidirectional_rings": Rule(_bool_rule().parse, "true or false", required=False),
+            "collective_latency": _nonnegative_quantity_rule("time", "5 us"),
         }
     else:
         schema["chip"] = _section_rule({"cores": _single_core_rule()}, dict)
@@ -1824,6 +1825,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             inter_die=LinkSpec(link["bandwidth"], link["latency"]) if link else noc,
             inter_die_links=link.get("count", 0) if link else 0,
             bidirectional_rings=system.get("bidirectional_rings", False),
+            collective_latency_s=system.get("collective_latency", 0.0),
             unit_rows=unit[0],
             unit_cols=unit[1],
         )
@@ -2612,6 +2614,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
                 raw["system"]["link"]["count"] = w.inter_die_links
         if w.bidirectional_rings:
             raw["system"]["bidirectional_rings"] = True
+        if w.collective_latency_s:
+            raw["system"]["collective_latency"] = format_exact(w.collective_latency_s, "time")
     if spec.cluster is not None:
         c = spec.cluster
         raw["system"] = {

@@ -495,6 +495,12 @@ class WaferSpec:
         "(tt-metal's ring fabric); false: one ring",
         default=False,
     )
+    collective_latency_s: float = _f(
+        "fixed time of every collective before its first step, in series with its steps' "
+        "link latencies and its bytes (the startup of a collective op: NCCL's base latency, "
+        "tt-metal's CCL kernel startup) [s]",
+        default=0.0,
+    )
     unit_rows: int = _f(
         "core rows in one simulated tile (granularity; 1 = every core itself)", default=1
     )

@@ -17,10 +17,12 @@ Collectives are ring algorithms at flow level: for a ring of ``n`` tiles each ri
 ``2(n-1)/n * S`` bytes (all-reduce) or ``(n-1)/n * S`` (reduce-scatter, all-gather), which is
 what the ``2(n-1)`` (or ``n-1``) pipelined ring steps move over it (Patarasuk & Yuan 2009;
 NCCL's ring, nccl-tests PERFORMANCE.md); each flow also pays its route latency once per ring
-step. The plan's communicators say which flows a group's collective starts
-(:mod:`palmsim.hardware.collectives`): one per ring edge for a flat ring, whose uncontended
-time is the textbook ``2(n-1)/n * S/B + 2(n-1) * alpha``, or, for a GPU-cluster group spanning
-nodes, a share over NVLink and a share over the NICs per member (one ring per local member).
+step and its communicator's startup (``system.collective_latency``) once. The plan's
+communicators say which flows a group's collective starts (:mod:`palmsim.hardware.collectives`):
+one per ring edge for a flat ring, whose uncontended time is the textbook
+``startup + 2(n-1)/n * S/B + 2(n-1) * alpha``, two per link for a line of chips (the
+line algorithm), or, for a GPU-cluster group spanning nodes, a share over NVLink and a share
+over the NICs per member (one ring per local member).
 
 Two kinds of traffic provably meet no other flow, and are timed in closed form instead of
 being simulated (same results, far fewer events): a compute step's DRAM reads and writes on a
@@ -927,9 +929,10 @@ class Simulator:
         """Time a collective of an exclusive communicator without simulating its flows.
 
         Its flows meet no other flow (``Communicator.exclusive``), so each runs alone at its
-        narrowest channel's bandwidth and arrives ``steps`` route latencies after it drains,
-        exactly what the flow network would give; the collective starts when the group's
-        previous one has ended and ends with its last flow. Records its flows; one event.
+        narrowest channel's bandwidth and arrives the communicator's startup plus ``steps``
+        route latencies after it drains, exactly what the flow network would give; the
+        collective starts when the group's previous one has ended and ends with its last
+        flow. Records its flows; one event.
         """
         env = self.env
         now = env.now
@@ -943,7 +946,7 @@ class Simulator:
             drain_s = 0.0
             if f.channels and size > 0:
                 drain_s = size / narrowest
-            arrivals.append((f, size, start + drain_s + steps * f.latency_s))
+            arrivals.append((f, size, start + drain_s + (comm.startup_s + steps * f.latency_s)))
         end = max([start] + [arrival for _, _, arrival in arrivals])
         # The event fires at now + (end - now), which rounding can put one ulp before ``end``:
         # no flow is recorded as arriving after the collective has ended.
@@ -980,7 +983,7 @@ class Simulator:
             n = len(coll.tiles)
             steps = RING_STEPS[coll.kind](n)
             edge_bytes = steps / n * coll.size_bytes
-            flows = self._communicators[coll.group_kind, coll.tiles].flows
+            comm = self._communicators[coll.group_kind, coll.tiles]
             arrived = env.event()  # the AllOf of the flows' arrivals
 
             def on_last_arrival(_event: simpy.Event) -> None:
@@ -990,13 +993,13 @@ class Simulator:
                 coll.done.succeed()
 
             arrived.callbacks.append(on_arrived)
-            last = LastOf(env, len(flows))
+            last = LastOf(env, len(comm.flows))
             last.callbacks.append(on_last_arrival)
-            for f in flows:
+            for f in comm.flows:
                 self.network.transfer(
                     f.channels,
                     f.share * edge_bytes,
-                    steps * f.latency_s,
+                    comm.startup_s + steps * f.latency_s,
                     category=coll.category,
                     src=f.src,
                     dst=f.dst,

@@ -6,9 +6,17 @@ carries ``steps/n · S`` bytes in all (Patarasuk & Yuan, "Bandwidth optimal all-
 algorithms for clusters of workstations", JPDC 2009; nccl-tests doc/PERFORMANCE.md). palmsim
 moves that as one flow per edge, paying the edge's route latency once per step.
 
-Two layouts:
+Three layouts:
 
-- **flat ring** (one node, one member per node, unequal members per node, or any wafer
+- **line** (a group of chips joined by links whose last member is no neighbour of its
+  first, e.g. four chips of a T3000's mesh row): the line algorithm of a linear array, each
+  member's piece passed hop by hop towards both ends (the bucket algorithm run both ways,
+  Chan et al., "Collective communication: theory, practice, and experience", CCPE 19(13),
+  2007; tt-metal's 1-D fabric line collectives forward every device's piece both ways). Every
+  flow is one hop, so a step pays one hop's latency, and the link ``i -> i+1`` carries the
+  pieces of members ``0..i``: ``(i+1)/(n-1)`` of a ring edge's bytes, the end links a whole
+  edge as a ring's links do (:func:`line_shares`).
+- **flat ring** (one node, one member per node, unequal members per node, or any other wafer
   group): member ``i`` sends everything to member ``i+1``.
 - **one ring per local member** (a GPU cluster group of ``N > 1`` nodes with ``G > 1``
   members each): NCCL builds several rings ("channels") and splits the buffer among them;
@@ -48,6 +56,7 @@ __all__ = [
     "alltoall_shares",
     "collective_transfers",
     "deduplicated_alltoall_shares",
+    "line_shares",
     "node_reach",
     "ring_shares",
 ]
@@ -86,7 +95,7 @@ def ring_shares(
         bidirectional: (a wafer) two flat rings in opposite directions, each on half the
             buffer: ``i`` sends half an edge's bytes to ``i+1`` and half to ``i-1``
             (tt-metal's ring fabric). On a ring of physical links this halves each link
-            direction's bytes; on a line the two closing edges load it as one ring does.
+            direction's bytes (a line runs :func:`line_shares` instead).
     """
     n = len(members)
     assert n >= 2, f"a ring needs two members, got {list(members)}"
@@ -110,6 +119,21 @@ def ring_shares(
         for i, t in enumerate(local):
             out.append(RingShare(t, local[(i + 1) % g], (g - 1) / g))
             out.append(RingShare(t, following[i], 1 / g))
+    return tuple(out)
+
+
+def line_shares(members: Sequence[int]) -> tuple[RingShare, ...]:
+    """The flows of one ring-kind collective (all-reduce, reduce-scatter, all-gather) over
+    ``members`` in line order by the line algorithm (module docstring): ``i`` sends
+    ``(i+1)/(n-1)`` of a ring edge's bytes (``steps/n · S``) to ``i+1`` (the pieces of members
+    ``0..i`` travelling right) and ``i+1`` sends ``(n-1-i)/(n-1)`` to ``i`` (those of members
+    ``i+1..n-1`` travelling left). Two members: the flat ring's two flows."""
+    n = len(members)
+    assert n >= 2, f"a line needs two members, got {list(members)}"
+    out: list[RingShare] = []
+    for i in range(n - 1):
+        out.append(RingShare(members[i], members[i + 1], (i + 1) / (n - 1)))
+        out.append(RingShare(members[i + 1], members[i], (n - 1 - i) / (n - 1)))
     return tuple(out)
 
 

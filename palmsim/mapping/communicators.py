@@ -60,11 +60,14 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from itertools import pairwise
 
 from palmsim.hardware.chip import Chip, Route
 from palmsim.hardware.collectives import (
+    RingShare,
     alltoall_shares,
     deduplicated_alltoall_shares,
+    line_shares,
     ring_shares,
 )
 from palmsim.mapping.folding import expert_groups
@@ -124,11 +127,13 @@ def communicators(
     """
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
+    chip_of = chip.die_of if wafer is not None and wafer.inter_die_links > 0 else None
     tp, dp = ring_communicators(
         chip.route,
         stage_tiles,
         node_of,
         bidirectional=wafer is not None and wafer.bidirectional_rings,
+        chip_of=chip_of,
     )
     extra = _replica_group_communicators(
         chip.route,
@@ -139,6 +144,7 @@ def communicators(
         etp=etp,
         tp_2d=tp_2d,
         bidirectional=wafer is not None and wafer.bidirectional_rings,
+        chip_of=chip_of,
         dedup=dedup,
     )
     if tp_2d is not None:
@@ -181,11 +187,12 @@ def _replica_group_communicators(
     etp: int | None = None,
     tp_2d: tuple[int, int] | None = None,
     bidirectional: bool = False,
+    chip_of: Callable[[int], int] | None = None,
     dedup: tuple[int, int] | None = None,
 ) -> list[Communicator]:
     """The EP (all-to-all), EDP, ETP, CP and TPA/TPB (ring) communicators, as
     :meth:`palmsim.mapping.plan.MappingPlan.groups` cuts them, each of two or more tiles;
-    ``bidirectional`` rings as :func:`ring_communicators`'."""
+    ``bidirectional`` rings and ``chip_of`` lines as :func:`ring_communicators`'."""
     num_replicas = len(stage_tiles)
     out: list[Communicator] = []
     # Each cut: the kind and, per stage, its groups as (replica, rank) members.
@@ -237,7 +244,7 @@ def _replica_group_communicators(
                 elif kind is GroupKind.EP:
                     shares = alltoall_shares(members)
                 else:
-                    shares = ring_shares(members, node_of, bidirectional=bidirectional)
+                    shares = _ring_kind_shares(route, members, node_of, bidirectional, chip_of)
                 flows = []
                 for share in shares:
                     r = route(share.src, share.dst)
@@ -246,6 +253,28 @@ def _replica_group_communicators(
                     )
                 out.append(Communicator(members, tuple(flows), len(members), group=kind))
     return out
+
+
+def _ring_kind_shares(
+    route: Callable[[int, int], Route],
+    members: tuple[int, ...],
+    node_of: Callable[[int], int] | None,
+    bidirectional: bool,
+    chip_of: Callable[[int], int] | None = None,
+) -> tuple[RingShare, ...]:
+    """The flows of the all-reduces, reduce-scatters and all-gathers of a group. A group of
+    chips joined by links (``chip_of``: a system whose ``system.link.count`` is set), one
+    member per chip, whose closing edge, last member to first, takes more hops than every
+    other edge of the ring, is a line and runs the line algorithm of tt-metal's 1-D fabric
+    (:func:`~palmsim.hardware.collectives.line_shares`); any other group the ring
+    (:func:`~palmsim.hardware.collectives.ring_shares`): the cores of a wafer, whose
+    collectives palmsim does not take from a multi-chip fabric, and GPUs."""
+    n = len(members)
+    if chip_of is not None and n > 2 and len({chip_of(m) for m in members}) == n:
+        hops = [len(route(a, b).channels) for a, b in pairwise(members)]
+        if len(route(members[-1], members[0]).channels) > max(hops):
+            return line_shares(members)
+    return ring_shares(members, node_of, bidirectional=bidirectional)
 
 
 def pipeline_pairs(stage_tiles: StageTiles, *, wraps: bool) -> list[tuple[int, int]]:
@@ -267,7 +296,10 @@ def _mark_exclusive(
 ) -> tuple[Communicator, ...]:
     """``comms`` with ``exclusive`` set where a communicator's flows are pairwise
     channel-disjoint and no other traffic of the run can cross their channels: no other
-    communicator's flow, no pipeline send and no DRAM traffic of the ``simulated`` tiles."""
+    communicator's flow, no pipeline send and no DRAM traffic of the ``simulated`` tiles;
+    and with the chip's collective startup (``system.collective_latency``)."""
+    wafer = chip.spec.wafer
+    startup_s = wafer.collective_latency_s if wafer is not None else 0.0
     owners: dict[int, set[int]] = {}  # channel -> the communicators using it (by position)
     for i, comm in enumerate(comms):
         for f in comm.flows:
@@ -286,7 +318,7 @@ def _mark_exclusive(
         exclusive = len(used) == len(set(used)) and all(
             owners[c] == {i} and c not in foreign for c in used
         )
-        out.append(dataclasses.replace(comm, exclusive=exclusive))
+        out.append(dataclasses.replace(comm, exclusive=exclusive, startup_s=startup_s))
     return tuple(out)
 
 
@@ -296,14 +328,17 @@ def ring_communicators(
     node_of: Callable[[int], int] | None = None,
     *,
     bidirectional: bool = False,
+    chip_of: Callable[[int], int] | None = None,
 ) -> tuple[list[Communicator], list[Communicator]]:
     """The TP and the DP communicators of ``stage_tiles`` (groups of two or more), every
     member arriving, with their flows routed by ``route``; ``node_of`` as for
-    :func:`~palmsim.hardware.collectives.ring_shares` (None: flat rings)."""
+    :func:`~palmsim.hardware.collectives.ring_shares` (None: flat rings); with ``chip_of``
+    (a system of chips joined by links) a group of chips in a line runs the line algorithm
+    (:func:`_ring_kind_shares`)."""
 
     def build(members: tuple[int, ...], group: GroupKind) -> Communicator:
         flows = []
-        for s in ring_shares(members, node_of, bidirectional=bidirectional):
+        for s in _ring_kind_shares(route, members, node_of, bidirectional, chip_of):
             r = route(s.src, s.dst)
             flows.append(CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s))
         return Communicator(members, tuple(flows), len(members), group=group)

@@ -5,7 +5,8 @@ at offset ``(d * pp + s) * tp`` of that order, so consecutive pipeline stages si
 other. Within a stage, tiles are then put in *ring order* for the tensor-parallel collectives:
 when they fill a rectangle with an even side, a Hamiltonian cycle of the mesh, so every ring
 edge is one hop (the mesh-aware ring); otherwise the placement order, whose closing edge is
-multi-hop.
+multi-hop (on chips joined by links its collectives then run as a line,
+:mod:`palmsim.mapping.communicators`).
 """
 
 from __future__ import annotations

@@ -197,6 +197,9 @@ class Communicator:
     # Which group it is: groups of different kinds may have the same members (e.g. an EP
     # group of all DP replicas), each with its own collectives and flows.
     group: GroupKind = GroupKind.TP
+    # Fixed time of each of its collectives before the first step (the hardware's
+    # system.collective_latency).
+    startup_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

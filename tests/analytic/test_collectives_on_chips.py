@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from palmsim.config.specs import MappingSpec
@@ -23,7 +25,9 @@ BW = 100e9
 ALPHA_S = 5e-9
 
 
-def _one_collective(chip: Chip, tiles: tuple[int, ...], kind: str) -> float:
+def _one_collective(
+    chip: Chip, tiles: tuple[int, ...], kind: str, *, exclusive: bool | None = None
+) -> float:
     idle = ComputeStep("idle", 0.0, 0.0, 0.0, 0.0, 0.0)
     program = StageProgram(
         stage=0,
@@ -38,6 +42,8 @@ def _one_collective(chip: Chip, tiles: tuple[int, ...], kind: str) -> float:
     )
     memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
     (tp,), _, _ = communicators(chip, ((tiles,),), pipeline_wraps=False, symmetric_replicas=False)
+    if exclusive is not None:  # force the closed form or the flow network
+        tp = dataclasses.replace(tp, exclusive=exclusive)
     plan = MappingPlan(
         mapping=MappingSpec(tp=len(tiles)),
         num_microbatches=1,
@@ -70,6 +76,27 @@ def test_allreduce_on_a_torus_row_matches_textbook():
     assert _one_collective(Chip.from_spec(hw), tuple(range(n)), "allreduce") == pytest.approx(
         expected, rel=1e-9
     )
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_collective_pays_its_startup_once(exclusive):
+    """With system.collective_latency a, the torus row's all-reduce takes a + the textbook
+    ring, in closed form and through the flow network alike: every flow of the collective
+    waits a once, in parallel, not once a step or a flow."""
+    hw = wafer_spec(
+        dies=(1, 1),
+        tiles=(1, 8),
+        intra_bw=BW,
+        latency_s=ALPHA_S,
+        topology="torus",
+        dram_placement="per_tile",
+    )
+    startup = 3e-6
+    hw = dataclasses.replace(hw, wafer=dataclasses.replace(hw.wafer, collective_latency_s=startup))
+    n = 8
+    expected = startup + 2 * (n - 1) / n * S_BYTES / BW + 2 * (n - 1) * ALPHA_S
+    got = _one_collective(Chip.from_spec(hw), tuple(range(n)), "allreduce", exclusive=exclusive)
+    assert got == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize(

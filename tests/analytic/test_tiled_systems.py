@@ -447,19 +447,22 @@ def test_decode_readers_per_bank_need_banks_the_rate_and_enough_cores():
 # --------------------------------------------------------------------------- all-reduce
 
 
-def test_allreduce_over_a_line_of_chips_is_the_textbook_ring():
-    """Four chips of a T3000 mesh row (one link per neighbour): a ring 0-1-2-3 whose closing
-    edge 3->0 runs back over the line, so each link direction carries one ring edge:
-    2(n-1)/n * S / B, plus 2(n-1) steps of the closing edge's n-1 hops of latency. Two rings
-    in opposite directions (the config's bidirectional_rings) load each direction the same."""
+def test_allreduce_over_a_line_of_chips_is_the_textbook_line():
+    """Four chips of a T3000 mesh row (one link per neighbour, no link from 3 back to 0): the
+    line algorithm passes each chip's piece hop by hop towards both ends, so the end links
+    carry one ring edge each way, 2(n-1)/n * S / B, and each of the 2(n-1) steps is one hop
+    (two rings in opposite directions, the config's bidirectional_rings, would load them the
+    same), after the collective's startup (system.collective_latency): the closed form
+    validate uses for a line, plus the startup."""
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
     chip = Chip.from_spec(hw)
     n = 4
     link = hw.wafer.inter_die
+    startup = hw.wafer.collective_latency_s
     expected = 2 * (n - 1) / n * S_BYTES / link.bandwidth_bytes_per_s
-    expected += 2 * (n - 1) * (n - 1) * link.latency_s
-    assert _one_collective(chip, (0, 1, 2, 3), "allreduce") == pytest.approx(expected, rel=1e-6)
-    # the closed form validate uses for a line (one hop per step) differs by latency only
+    expected += 2 * (n - 1) * link.latency_s
+    got = _one_collective(chip, (0, 1, 2, 3), "allreduce")
+    assert got == pytest.approx(startup + expected, rel=1e-6)
     line = allreduce_time_s(
         S_BYTES,
         n,
@@ -467,7 +470,7 @@ def test_allreduce_over_a_line_of_chips_is_the_textbook_ring():
         link_bandwidth_bytes_per_s=link.bandwidth_bytes_per_s,
         hop_latency_s=link.latency_s,
     )
-    assert line == pytest.approx(expected - 2 * (n - 1) * (n - 2) * link.latency_s)
+    assert line == pytest.approx(expected)
 
 
 def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
@@ -591,6 +594,47 @@ def test_calibrate_tiles_fits_the_p150_op_latency_by_hand():
     assert hw.tile.op_latency_s == pytest.approx(t1 - slope * tp1, rel=1e-3)  # the config's
 
 
+def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
+    """Collectives timed as t = a + steps * l + d / B at three sizes and two chip counts (an
+    all-gather over a line of 2 and an all-reduce over a ring of 8, hand-computed from a =
+    5 us, l = 2 us, B = 10 GB/s: steps 1 and 14, bytes per link direction (n-1)/n * S and
+    2(n-1)/n * S / 2) give back a, l and B; with the two large sizes alone (no latency in
+    sight) only B is fitted, at the config's latencies."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    a, step, bw = 5e-6, 2e-6, 10e9
+
+    def case(i: int, kind: str, n: int, topology: str, size: int) -> dict:
+        steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
+        per_direction = steps / n * size / (2 if topology == "ring" else 1)
+        return {
+            "id": f"c{i}",
+            "hardware": {
+                "hw_spec_ref": "tenstorrent_wormhole_b0.systems.quietbox_t3000",
+                "system": {"chips": n, "topology": topology},
+            },
+            "model": {"name": f"ttnn.{kind}"},
+            "scenario": {"phase": "collective microbenchmark", "size_bytes": size},
+            "measured": {"time_us": (a + steps * step + per_direction / bw) * 1e6},
+        }
+
+    shapes = [("all_gather", 2, "line"), ("all_reduce", 8, "ring")]
+    cases = [
+        case(i, kind, n, topo, size)
+        for i, ((kind, n, topo), size) in enumerate(
+            (shape, size) for shape in shapes for size in (4096, 2**20, 2**30)
+        )
+    ]
+    fits, _ = calibrate_tiles(cases, "hw_configs/wormhole-t3000.yaml")
+    by_key = {f.key: f.value for f in fits}
+    assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
+    assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
+    assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
+    large = [c for c in cases if c["scenario"]["size_bytes"] == 2**30]
+    fits, _ = calibrate_tiles(large, "hw_configs/wormhole-t3000.yaml")
+    assert {f.key for f in fits} == {"system.link.bandwidth"}
+
+
 def test_calibrate_tiles_fits_the_n150_host_dispatch_by_hand():
     """The GEMM report's smallest out-of-box n150 GEMMs take 49.05, 48.46 and 50.13 us a
     call untraced and 19.97, 14.21 and 12.26 us traced: every traced time is below the
@@ -653,13 +697,14 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
 
 def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
     """The QuietBox's four p150 cards in a line, two 25 GB/s Ethernet links between
-    neighbours: 2(n-1)/n * S / (2 B), the closing edge back over the line as on the T3000."""
+    neighbours: 2(n-1)/n * S / (2 B) over the end links and one hop a step, the line
+    algorithm as on the T3000."""
     hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
     link = hw.wafer.inter_die
     assert link.bandwidth_bytes_per_s == pytest.approx(25e9)
     n = 4
     expected = 2 * (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
-    expected += 2 * (n - 1) * (n - 1) * link.latency_s
+    expected += 2 * (n - 1) * link.latency_s
     chip = Chip.from_spec(hw)
     assert _one_collective(chip, (0, 1, 2, 3), "allreduce") == pytest.approx(expected, rel=1e-6)
 

@@ -173,11 +173,11 @@ def test_decode_collectives_cost_the_textbook_rings():
 
 def test_decode_collectives_on_a_2x4_mesh_are_a_line_per_row_and_a_ring_per_column():
     """A T3000 (2x4 mesh of chips, one link per neighbour, no wrap-around) with tp_2d
-    [4, 2]: each TPA group is a row, a line of 4 whose ring closes back over the line, so
-    each link direction carries one ring edge's bytes, steps/n * S / B, and every step waits
-    for the closing edge's n - 1 = 3 hops; each TPB group is a column of 2, whose two edges
-    are the two directions of one link: steps/2 * S / B + steps * alpha. The step on the
-    real links minus the step on free ones is LAYERS x their sum."""
+    [4, 2]: each TPA group is a row, a line of 4 that runs the line algorithm (each chip's
+    piece passed hop by hop towards both ends), so its end links carry one ring edge's bytes,
+    steps/n * S / B, and every step is one hop; each TPB group is a column of 2, whose two
+    edges are the two directions of one link: steps/2 * S / B + steps * alpha. The step on
+    the real links minus the step on free ones is LAYERS x their sum."""
 
     def t3000(bandwidth: float | None = None, latency: float | None = None) -> HardwareSpec:
         return _with_chip_links("wormhole-t3000", bandwidth=bandwidth, latency=latency)
@@ -193,8 +193,7 @@ def test_decode_collectives_on_a_2x4_mesh_are_a_line_per_row_and_a_ring_per_colu
     expected = 0.0
     for kind, n, size in _decode_layer_pieces(4, 2, USERS):
         steps = 2 * (n - 1) if kind == "allreduce" else n - 1
-        hops = n - 1 if n == 4 else 1  # a row's closing edge, a column's either edge
-        expected += steps / n * size / bandwidth + steps * hops * alpha
+        expected += steps / n * size / bandwidth + steps * alpha
     real, free = tpot(hw), tpot(t3000(bandwidth=1e18, latency=0.0))
     assert real - free == pytest.approx(LAYERS * expected, rel=1e-6)
 

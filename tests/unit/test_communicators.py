@@ -9,7 +9,7 @@ import pytest
 
 from palmsim.api import load_experiment
 from palmsim.hardware.chip import Chip
-from palmsim.hardware.collectives import ring_shares
+from palmsim.hardware.collectives import line_shares, ring_shares
 from palmsim.mapping.mapper import map_workload
 
 A100 = "hw_configs/dgx-a100-superpod.yaml"
@@ -42,6 +42,19 @@ def test_flat_ring_in_one_node_on_a_wafer_or_one_member_per_node() -> None:
     assert [(s.src, s.dst, s.share) for s in across] == [(0, 4, 1.0), (4, 8, 1.0), (8, 0, 1.0)]
     # unequal members per node: the flat ring
     assert all(s.share == 1.0 for s in ring_shares((0, 1, 4), _node))
+
+
+def test_a_line_passes_every_piece_towards_both_ends() -> None:
+    """The line algorithm over 0-1-2-3: the link i -> i+1 carries the pieces of members
+    0..i, (i+1)/(n-1) of a ring edge, and i+1 -> i those of i+1..n-1; the end links a whole
+    edge, the middle one 2/3 each way (hand-derived: a piece crosses every link between its
+    owner and each other member once)."""
+    shares = {(s.src, s.dst): s.share for s in line_shares((0, 1, 2, 3))}
+    assert shares == pytest.approx(
+        {(0, 1): 1 / 3, (1, 0): 1.0, (1, 2): 2 / 3, (2, 1): 2 / 3, (2, 3): 1.0, (3, 2): 1 / 3}
+    )
+    # two members: the flat ring's two flows
+    assert [(s.src, s.dst, s.share) for s in line_shares((5, 6))] == [(5, 6, 1.0), (6, 5, 1.0)]
 
 
 def test_one_ring_per_local_member_across_nodes() -> None:
