@@ -635,6 +635,27 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert {f.key for f in fits} == {"system.link.bandwidth"}
 
 
+def test_the_loudbox_collectives_are_the_configs():
+    """The T3000 and n300 configs carry the startup, step latency and link rate palmsim
+    calibrate --tiles fits to the LoudBox's 54 collective measurements."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, _ = calibrate_tiles(cases, "hw_configs/wormhole-t3000.yaml")
+    by_key = {f.key: f for f in fits}
+    assert len(by_key["system.link.bandwidth"].cases) == 54
+    for name in ("wormhole-t3000", "wormhole-n300"):
+        w = load_hardware(f"hw_configs/{name}.yaml").wafer
+        assert w.collective_latency_s == pytest.approx(
+            by_key["system.collective_latency"].value, rel=1e-3
+        )
+        assert w.inter_die.latency_s == pytest.approx(by_key["system.link.latency"].value, rel=1e-3)
+        assert w.inter_die.bandwidth_bytes_per_s == pytest.approx(
+            by_key["system.link.bandwidth"].value, rel=1e-3
+        )
+
+
 def test_calibrate_tiles_fits_the_n150_host_dispatch_by_hand():
     """The GEMM report's smallest out-of-box n150 GEMMs take 49.05, 48.46 and 50.13 us a
     call untraced and 19.97, 14.21 and 12.26 us traced: every traced time is below the
