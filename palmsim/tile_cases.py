@@ -131,19 +131,23 @@ TT_TRANSFORMERS_OPS_PER_LAYER = 23
 TT_TRANSFORMERS_MOE_OPS_PER_LAYER = TT_TRANSFORMERS_OPS_PER_LAYER - 6 + 11
 
 #: Device ops one decoder layer of tenstorrent/tt-metal's models/demos/llama3_70b_galaxy
-#: launches per decode pass on each of its 32 chips, read from its code (tt/llama_decoder.py
-#: @05a9b478 TtTransformerBlock.forward; tt/distributed_norm.py @0b50bdd8 and
-#: tt/llama_ccl.py @00ab7c95 tt_distributed_rmsnorm; tt/llama_attention.py @00d4c974
-#: forward_decode; tt/llama_mlp.py @0457767c forward, the prefetcher path): residual add;
-#: attention norm as rms_norm_pre_all_gather and rms_norm_post_all_gather; to_memory_config;
-#: QKV matmul, rotary_embedding_llama_fused_qk, paged_fused_update_cache, paged SDPA decode,
-#: WO matmul; residual add; FF norm (pre and post); llama_rs_matmul (the W1 and W3 matmuls
-#: in one op), mul (SiLU fused), W2 matmul. As for tt_transformers its CCLs are palmsim's
-#: collectives (mapping.tp_2d) and not counted: the two norms' statistics all-gathers,
-#: llama_rs_create_heads (the QKV reduce-scatter with the head split fused), all_gather_concat
-#: (the attention outputs' all-gather with the head concat fused), W1's reduce-scatter (fused
-#: into llama_rs_matmul), W3's, the all-gather before W2 and the two all_reduce_async.
-GALAXY_LLAMA_OPS_PER_LAYER = 15
+#: launches per decode pass on each of its 32 chips, as the demo's decoder device-perf test
+#: measures them (tests/decoder_perf_targets_6u.json and _4u.json, one entry per op, kept
+#: since PR #22615 of 2025-05-27 "based on average of 3 runs"): 16 ops a layer, of which 6
+#: are CCLs alone, palmsim's collectives (mapping.tp_2d) and not counted here: AllGatherConcat
+#: (the attention outputs' all-gather with the head concat fused, PR #19788),
+#: LlamaReduceScatterCreateHeads (the QKV reduce-scatter with the head split), the all-gather
+#: before W2, W3's reduce-scatter and the two AllReduceAsync. The other 10: two RMSAllGather
+#: (each norm with its statistics all-gather and the residual add fused in one op: PR #19816
+#: of 2025-03-27 joined the pre-norm and the all-gather, PR #21698 of 2025-05-06 the pre-
+#: and post-norm and the residual add, "from 160 [adds] to 1"), the QKV matmul,
+#: RotaryEmbeddingLlamaFusedQK, PagedUpdateCache, the SDPA decode, the WO matmul, Matmul_RS
+#: (the W1 and W3 matmuls with W1's reduce-scatter fused), the mul (SiLU fused) and the W2
+#: matmul. A later snapshot of the code (tt/llama_decoder.py @05a9b478, tt/distributed_norm.py
+#: @0b50bdd8) calls the unfused norm (pre, all-gather, post), two residual adds and a
+#: to_memory_config, its fused calls commented out: 15 ops; the Galaxy rows date from 25 July
+#: 2025 (PERF.md), after the fusions.
+GALAXY_LLAMA_OPS_PER_LAYER = 10
 
 #: The same decoder layer's device ops per prefill pass (inference.prefill_ops_per_layer), read
 #: from the same files' prefill paths (llama_decoder.py forward with mode "prefill";
