@@ -61,8 +61,12 @@ def _one_collective(
     return Simulator(chip, plan).run().end_time_s
 
 
-def test_allreduce_on_a_torus_row_matches_textbook():
-    """8 tiles on a 1x8 torus: the wrap-around closes the ring with one hop."""
+@pytest.mark.parametrize(("startup", "exclusive"), [(0.0, None), (3e-6, True), (3e-6, False)])
+def test_allreduce_on_a_torus_row_matches_textbook(startup, exclusive):
+    """8 tiles on a 1x8 torus: the wrap-around closes the ring with one hop. With
+    system.collective_latency a, the all-reduce takes a + the textbook ring, in closed form
+    and through the flow network alike: every flow waits a once, in parallel, not once a
+    step or a flow."""
     hw = wafer_spec(
         dies=(1, 1),
         tiles=(1, 8),
@@ -71,27 +75,6 @@ def test_allreduce_on_a_torus_row_matches_textbook():
         topology="torus",
         dram_placement="per_tile",
     )
-    n = 8
-    expected = 2 * (n - 1) / n * S_BYTES / BW + 2 * (n - 1) * ALPHA_S
-    assert _one_collective(Chip.from_spec(hw), tuple(range(n)), "allreduce") == pytest.approx(
-        expected, rel=1e-9
-    )
-
-
-@pytest.mark.parametrize("exclusive", [True, False])
-def test_a_collective_pays_its_startup_once(exclusive):
-    """With system.collective_latency a, the torus row's all-reduce takes a + the textbook
-    ring, in closed form and through the flow network alike: every flow of the collective
-    waits a once, in parallel, not once a step or a flow."""
-    hw = wafer_spec(
-        dies=(1, 1),
-        tiles=(1, 8),
-        intra_bw=BW,
-        latency_s=ALPHA_S,
-        topology="torus",
-        dram_placement="per_tile",
-    )
-    startup = 3e-6
     hw = dataclasses.replace(hw, wafer=dataclasses.replace(hw.wafer, collective_latency_s=startup))
     n = 8
     expected = startup + 2 * (n - 1) / n * S_BYTES / BW + 2 * (n - 1) * ALPHA_S
