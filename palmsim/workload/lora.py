@@ -10,6 +10,14 @@ the tile) gains an adapter beside it, ``y += (x A) B`` with ``A`` of ``k x r`` a
 the base linear's input, which the base keeps for the backward already; ``B`` keeps its
 ``r``-wide input. The adapters' TP split follows the base's shapes on the tile. The linears
 an adapter may sit beside are :data:`palmsim.config.specs.LORA_TARGET_OPS`.
+
+A frozen linear keeps no input for its backward: the input serves only the weight gradient,
+and the input gradient needs the weight alone. Transformer Engine's ``Linear`` and
+``LayerNormLinear`` save their input only ``if weight.requires_grad`` (transformer_engine/
+pytorch/module/linear.py, v1.5 to 2.x: ``backward_needs_input = is_grad_enabled and
+weight.requires_grad``), and Megatron-Core's own linears run ``linear_with_frozen_weight``,
+which saves the weight alone (megatron/core/tensor_parallel/layers.py). A target linear's
+input stays kept: its adapter's ``A`` takes the same tensor for its own weight gradient.
 """
 
 from __future__ import annotations
@@ -43,7 +51,11 @@ def lora_blocks(
         ops: list[Op] = []
         edges = list(block.edges)
         for op in block.ops:
-            ops.append(dataclasses.replace(op, frozen=True) if op.params > 0 else op)
+            if op.params > 0:
+                op = dataclasses.replace(op, frozen=True)
+            if op.kind == "matmul" and op.params > 0 and op.name not in targets:
+                op = dataclasses.replace(op, saved_bytes=0.0, saved_bytes_selective=0.0)
+            ops.append(op)
             if op.name in targets and op.gemm_shape is not None:
                 a, b = _adapter(op, rank, dtype_bytes)
                 ops += [a, b]

@@ -99,3 +99,26 @@ def test_a_frozen_linear_has_no_weight_gradient_step_or_accumulation() -> None:
     )
     assert wgrad.flop == 0.0 and wgrad.time_s == 0.0
     assert accumulation_cost([qkv], tile, batch.peak_flop_per_s, 2, OperandPlacement()) is None
+
+
+def test_a_frozen_linear_keeps_no_input_unless_an_adapter_reads_it() -> None:
+    """Transformer Engine saves a linear's input only for its weight gradient (``if
+    weight.requires_grad``): with adapters on the attention's linears alone, fc1 and fc2 keep
+    nothing, while qkv and out_proj keep their inputs (s·h elements each), which their
+    adapters' ``A`` read; the SwiGLU keeps its two inputs (2·s·f) as before."""
+    exp = load_experiment(
+        "dgx-h100", "llama2-7b",
+        overrides=(f"training.lora_rank={R}", "training.lora_targets=[qkv, out_proj]",
+                   "training.global_batch_size=16", "training.attention_kernel=fused"),
+        mapping_flags={"pp": 1, "tp": 1, "dp": 8, "micro_batch_size": 1, "zero": 1},
+    )  # fmt: skip
+    m = exp.workload.model
+    h, f, s = m.hidden_size, m.intermediate_size, exp.workload.training.seq_len
+    ops = {op.name: op for b in _model(exp, training_batch(exp)).layers[0] for op in b.ops}
+    e = 2  # bf16
+    assert ops["fc1"].saved_bytes == ops["fc2"].saved_bytes == 0.0
+    assert ops["fc1"].saved_bytes_selective == ops["fc2"].saved_bytes_selective == 0.0
+    assert ops["qkv"].saved_bytes == e * s * h
+    assert ops["out_proj"].saved_bytes == e * s * h  # 32 heads of 128 = h
+    assert ops["swiglu"].saved_bytes == 2 * e * s * f
+    assert "fc1_lora_a" not in ops and "qkv_lora_a" in ops
