@@ -368,7 +368,7 @@ class Chip:
         assert path[0] == tile_node(src_tile), path
         assert path[-1] == tile_node(dst_tile), path
         if self._dead_edges and not self._is_live(path):
-            path = self._reroute(src_tile, dst_tile, path)
+            path = self._reroute(src_tile, dst_tile)
         channels = tuple(self._channel_of_edge[edge] for edge in pairwise(path))
         route = Route(channels, sum(self.channels[c].latency_s for c in channels))
         self._routes[key] = route
@@ -380,7 +380,7 @@ class Chip:
             node in self._dead_nodes for node in path[1:-1]
         )
 
-    def _reroute(self, src_tile: int, dst_tile: int, blocked: list[str]) -> list[str]:
+    def _reroute(self, src_tile: int, dst_tile: int) -> list[str]:
         """A live path around the faults: the other dimension order (the reverse of the
         policy's route back, e.g. YX for XY routing) if it is live, else a shortest live path
         (fewest channels; networkx breadth-first search, deterministic).

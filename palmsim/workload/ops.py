@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from palmsim.registry import Registry
 
@@ -167,11 +167,6 @@ class Op:
     fp8: bool = False
     model_flop_fwd: float | None = None
     frozen: bool = False
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """Names of the fields, in declaration order."""
-        return tuple(f.name for f in fields(cls))
 
 
 #: Cost function of each op kind: ``OPS.get(kind)(sizes..., dtype_bytes=e) -> OpCost``.
