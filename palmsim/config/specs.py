@@ -1282,7 +1282,9 @@ class MappingSpec:
         "tensor, each run alone while the tile waits, as DeepSpeed ZeRO-3 ran them from v0.3.12 "
         "to v0.5.4 (partition_parameters.py: _allgather_param calls torch.cuda.synchronize() "
         "before every gather, which made its prefetch 'not async at all', PR #1188; "
-        "_reduce_scatter_gradient per tensor until v0.6.0)",
+        "_reduce_scatter_gradient per tensor until v0.6.0); every tensor is gathered in every "
+        "pass: DeepSpeed's persistence threshold and reuse distance, which gather fewer, are not "
+        "modelled (README, SC21 ZeRO-3 rows)",
         modes=TRAINING_ONLY,
         default="unit",
     )
