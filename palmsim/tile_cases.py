@@ -12,7 +12,8 @@ Kinds of case and how each is predicted:
 
 - **GEMM** (``model`` has ``M``, ``K``, ``N``): one ``M x K x N`` matmul spread evenly over the
   case's core grid, :func:`palmsim.hardware.compute.op_time_s` with the cores' peak at the
-  case's format and math fidelity and the config's GEMM efficiency for that format, against
+  case's format and math fidelity and the config's GEMM efficiency for that format at that
+  fidelity (:meth:`~palmsim.config.specs.TileSpec.efficiency_for`), against
   its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth, after the
   chip's fixed op latency (``tile.op_latency``), and untraced (``trace: false``) no less
   than the host's dispatch of one op (``tile.host_dispatch``); ``time_ns``.
@@ -458,7 +459,7 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
         flop / cores,
         0.0,
         peak_flop_per_s=_core_peak(hw, dtype, fidelity),
-        efficiency=hw.tile.efficiency_for(dtype),
+        efficiency=hw.tile.efficiency_for(dtype, fidelity),
         sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
     )
     # one op: its fixed launch time, then its compute against its DRAM traffic
@@ -1609,19 +1610,13 @@ def _fit_host_dispatch(untraced_s: list[float], traced_s: list[float]) -> float:
     return best
 
 
-def _fit_affine(x: list[float], measured: list[float]) -> tuple[float, float]:
-    """``(a, b)`` minimising sum((a + b * x_i) / measured_i - 1)^2 (weighted least squares,
-    closed form)."""
-    w = [1 / m**2 for m in measured]
-    s1 = sum(w)
-    sx = sum(wi * xi for wi, xi in zip(w, x, strict=True))
-    sxx = sum(wi * xi * xi for wi, xi in zip(w, x, strict=True))
-    sy = sum(wi * m for wi, m in zip(w, measured, strict=True))
-    sxy = sum(wi * xi * m for wi, xi, m in zip(w, x, measured, strict=True))
-    det = s1 * sxx - sx * sx
-    b = (s1 * sxy - sx * sy) / det
-    a = (sy - b * sx) / s1
-    return a, b
+def _fit_latency(t_peak: list[float], t_one: list[float], measured: list[float]) -> float:
+    """The ``a`` of the ``(a, q)`` minimising sum((a + t_peak_i + t_one_i * q) / measured_i -
+    1)^2 (weighted least squares)."""
+    m = np.asarray(measured, dtype=float)
+    columns = np.stack([np.ones_like(m), np.asarray(t_one, dtype=float)]) / m
+    target = 1.0 - np.asarray(t_peak, dtype=float) / m
+    return float(np.linalg.lstsq(columns.T, target, rcond=None)[0][0])
 
 
 def calibrate_tiles(
@@ -1634,9 +1629,11 @@ def calibrate_tiles(
     model :func:`predict` uses):
 
     - ``tile.op_latency`` and the efficiency of one format together: the GEMMs of the format
-      with most cases of at least two sizes, ``time = a + t_peak / e`` (the intercept a is
+      with most cases of at least two sizes, ``time = a + t_peak + t_1 (1 - e) / e`` with
+      ``t_peak`` the math at the case's fidelity and ``t_1`` at one pass (the intercept a is
       the chip's op latency, shared by its other formats);
-    - ``tile.format_efficiency.<format>``: GEMMs of that format, ``time = a + t_peak / e``;
+    - ``tile.format_efficiency.<format>`` (at one pass, :meth:`TileSpec.efficiency_for`):
+      GEMMs of that format, the same model;
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
     - ``system.link.bandwidth``, with ``system.link.latency`` (a ring or line step) and
       ``system.collective_latency`` (the startup) where the cases span sizes and chip counts
@@ -1653,7 +1650,7 @@ def calibrate_tiles(
     """
     hw = load_hardware(hw_path)
     target = Path(hw_path).resolve()
-    gemm: dict[str, list[tuple[str, float, float]]] = {}
+    gemm: dict[str, list[tuple[str, float, float, float]]] = {}  # (case, t_peak, t_1, time)
     host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
     dram: list[tuple[str, float]] = []
     ccl: list[tuple[str, int, float, float]] = []  # (case, steps, bytes a direction, time)
@@ -1686,8 +1683,11 @@ def calibrate_tiles(
                 rows, cols = _grid(scenario.get("core_grid"))
                 flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
                 peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
+                one_pass = rows * cols * _core_peak(hw, dtype, None)
                 t_ns = float(case["measured"]["time_ns"])
-                gemm.setdefault(dtype, []).append((case_id, flop / peak, t_ns * 1e-9))
+                gemm.setdefault(dtype, []).append(
+                    (case_id, flop / peak, flop / one_pass, t_ns * 1e-9)
+                )
             elif "memory microbenchmark" in phase:
                 for metric, _, _ in _dram_read(case, hw):
                     dram.append((case_id, float(case["measured"][metric]) * 1e9))
@@ -1708,23 +1708,32 @@ def calibrate_tiles(
         except (CannotExpressError, KeyError, TypeError, ValueError, ArithmeticError) as error:
             unused.append((case_id, str(error)))
     fits: list[TileFit] = []
-    # The op latency: the intercept of time = a + t_peak / e over the GEMMs of one format
-    # that has at least two of different sizes (their efficiency shared), the format with
-    # most cases; the chip's other formats share it.
+    # A GEMM takes time = a + t_peak + t_1 * q: its math at the case's fidelity (t_peak),
+    # then per tile product the time of unpacking and packing, the same at every fidelity:
+    # q = (1 - e) / e times its math at one pass (t_1), e the format's efficiency at one
+    # pass (TileSpec.efficiency_for). The op latency a: fitted with q over the GEMMs of one
+    # format that has at least two of different sizes, the format with most cases; the
+    # chip's other formats share it.
     latency_s, latency_format = 0.0, ""
     pairs = {d: r for d, r in gemm.items() if len({x[1] for x in r}) >= 2}
     if pairs:
         latency_format, rows_ = max(sorted(pairs.items()), key=lambda item: len(item[1]))
-        latency_s = max(_fit_affine([r[1] for r in rows_], [r[2] for r in rows_])[0], 0.0)
+        latency_s = max(
+            _fit_latency([r[1] for r in rows_], [r[2] for r in rows_], [r[3] for r in rows_]), 0.0
+        )
     for dtype, rows_ in sorted(gemm.items()):
         ids = tuple(r[0] for r in rows_)
         t_peak = [r[1] for r in rows_]
-        measured = [r[2] for r in rows_]
-        x = _fit_inverse(t_peak, [latency_s] * len(ids), measured)
-        errors = tuple((latency_s + tp * x) / m - 1 for tp, m in zip(t_peak, measured, strict=True))
+        t_one = [r[2] for r in rows_]
+        measured = [r[3] for r in rows_]
+        q = _fit_inverse(t_one, [latency_s + tp for tp in t_peak], measured)
+        errors = tuple(
+            (latency_s + tp + t1 * q) / m - 1
+            for tp, t1, m in zip(t_peak, t_one, measured, strict=True)
+        )
         if dtype == latency_format:
             fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
-        fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / x, "ratio", ids, errors))
+        fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / (1 + q), "ratio", ids, errors))
     if host:
         untraced = [u for _, u, _ in host]
         traced = [t for _, _, t in host]

@@ -385,7 +385,8 @@ class TileSpec:
     format_efficiency: tuple[tuple[str, float], ...] = _f(
         "achievable fraction of peak of a GEMM whose weights are in this format, as "
         "(dtype, ratio) pairs, fitted to GEMM microbenchmarks; a format without an entry "
-        "uses compute_efficiency (gemm.max_efficiency under a GEMM model)",
+        "uses compute_efficiency (gemm.max_efficiency under a GEMM model). On a tile with "
+        "fidelity_passes, the fraction at one pass: see efficiency_for",
         default=(),
     )
     op_latency_s: float = _f(
@@ -432,9 +433,29 @@ class TileSpec:
             return self
         return dataclasses.replace(self, gemm=self.gemm.for_attention_kernel(kernel))
 
-    def efficiency_for(self, dtype: str) -> float:
-        """Achievable fraction of peak of a GEMM with weights in ``dtype``."""
-        return dict(self.format_efficiency).get(dtype, self.compute_efficiency)
+    def efficiency_for(self, dtype: str, fidelity: str | None = None) -> float:
+        """Achievable fraction of ``peak_for(dtype, fidelity)`` of a GEMM with weights in
+        ``dtype``.
+
+        ``format_efficiency`` (else ``compute_efficiency``) is ``e``, the fraction at one
+        pass of the matrix engine. At ``p`` passes (``fidelity_passes``) a tile product's
+        math takes ``p`` times as long while the rest of its time, the unpacking of its
+        operand tiles and the packing of results, stays what the format's bytes make it
+        (tt-metal tech_reports/matrix_engine/matrix_engine.md, "Math Fidelity": the
+        operation is run once per phase on other bits of the same SrcA and SrcB registers,
+        which the unpacker fills once), so a tile product takes ``p/e_p = p + (1-e)/e``
+        pass times: ``e_p = p e / (p e + 1 - e)``. Without fidelity settings ``p`` = 1.
+        """
+        return self.at_fidelity(
+            dict(self.format_efficiency).get(dtype, self.compute_efficiency), fidelity
+        )
+
+    def at_fidelity(self, efficiency: float, fidelity: str | None) -> float:
+        """``efficiency`` (at one pass) at math ``fidelity`` (:meth:`efficiency_for`)."""
+        passes = dict(self.fidelity_passes).get(fidelity, 1) if fidelity else 1
+        if passes == 1:
+            return efficiency
+        return passes * efficiency / (passes * efficiency + 1 - efficiency)
 
     def gemm_max_efficiency_for(self, dtype: str) -> float:
         """``gemm.max_efficiency`` of a GEMM in ``dtype``: its ``format_efficiency`` entry

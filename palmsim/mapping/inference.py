@@ -178,18 +178,24 @@ def decode_attention_flop_per_token(heads: int, kv_heads: int, head_dim: int) ->
 
 
 def decode_attention_floor_s(
-    hw: HardwareSpec, *, cores: int, read_bytes: float, flop: float, peak_flop_per_s: float
+    hw: HardwareSpec,
+    *,
+    cores: int,
+    read_bytes: float,
+    flop: float,
+    peak_flop_per_s: float,
+    efficiency: float,
 ) -> float:
     """The least time of one request's decode attention run on ``cores`` of a simulated
     tile (``inference.decode_attention_cores``): tt-metal's SDPA decode gives each request
     ``num_cores_per_batch`` cores of its grid, which read its cached K and V from DRAM
     (``read_bytes``) at ``tile.dram_reader_bandwidth`` each while computing its ``flop`` at
-    their share of the tile's ``peak_flop_per_s`` and ``tile.compute_efficiency``; reads and
+    their share of the tile's ``peak_flop_per_s`` at ``efficiency``; reads and
     math overlap (the reader and compute kernels pass chunks through circular buffers), so
     the longer of the two (sdpa_decode_program_factory.cpp, reader_decode_all.cpp). Pure."""
     share = cores / simulated_tile_cores(hw)  # at most 1: check_decode_attention_cores
     read_s = read_bytes / (cores * hw.tile.dram_reader_bandwidth_bytes_per_s)
-    math_s = flop / (share * peak_flop_per_s * hw.tile.compute_efficiency)
+    math_s = flop / (share * peak_flop_per_s * efficiency)
     return max(read_s, math_s)
 
 
@@ -317,11 +323,12 @@ def format_costing(
     the math fidelity the section chooses for the format (``math_fidelity``)."""
     # a serving section's attention is always the fused kernel (its engines' FlashAttention)
     kernel = spec.attention_kernel if isinstance(spec, InferenceSpec) else "fused"
+    fidelity = dict(spec.math_fidelity).get(weight_dtype)
     tile = dataclasses.replace(
         hw.tile.for_attention_kernel(kernel),
-        compute_efficiency=hw.tile.efficiency_for(weight_dtype),
+        compute_efficiency=hw.tile.efficiency_for(weight_dtype, fidelity),
     )
-    peak = hw.tile.peak_for(spec.dtype, dict(spec.math_fidelity).get(weight_dtype))
+    peak = hw.tile.peak_for(spec.dtype, fidelity)
     return Costing(tile, peak, 0, where, gemm_operand_bandwidth_bytes_per_s(hw))
 
 
@@ -773,9 +780,14 @@ def _stage(
     assert inf is not None
     memory = _stage_memory(experiment, serving, s, layers)
     where, spill_token = memory.where, memory.spill_token
-    attention_peak = hw.tile.peak_for(inf.dtype, dict(inf.math_fidelity).get(inf.dtype))
+    # the attention core's operands are activations, at their dtype's fidelity
+    fidelity = dict(inf.math_fidelity).get(inf.dtype)
+    attention_peak = hw.tile.peak_for(inf.dtype, fidelity)
     costing = Costing(
-        hw.tile.for_attention_kernel(inf.attention_kernel),
+        dataclasses.replace(
+            hw.tile.for_attention_kernel(inf.attention_kernel),
+            compute_efficiency=hw.tile.at_fidelity(hw.tile.compute_efficiency, fidelity),
+        ),
         attention_peak,
         0,
         where,
@@ -908,6 +920,7 @@ class _Lowering:
                 model.head_dim,
             ),
             peak_flop_per_s=self.costing.peak_flop_per_s,
+            efficiency=self.costing.tile.compute_efficiency,
         )
         if floor_s <= step.compute_time_s:
             return step

@@ -273,11 +273,14 @@ class ServingPlan:
         sram = moved * stage.kv_sram_fraction
         dram = moved - sram
         read = dram * shape.cached_tokens / (shape.cached_tokens + shape.num_tokens)
+        # at the activation dtype's fidelity, as peak_flop_per_s
+        fidelity = dict(self.serving.math_fidelity).get(self.serving.dtype)
+        efficiency = tile.at_fidelity(tile.compute_efficiency, fidelity)
         t = op_time_s(
             flop,
             sram,
             peak_flop_per_s=self.peak_flop_per_s,
-            efficiency=tile.compute_efficiency,
+            efficiency=efficiency,
             sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
         )
         cores = self.serving.decode_attention_cores
@@ -294,6 +297,7 @@ class ServingPlan:
                     flop=shape.max_cached
                     * decode_attention_flop_per_token(heads_t, kv_t, model.head_dim),
                     peak_flop_per_s=self.peak_flop_per_s,
+                    efficiency=efficiency,
                 ),
             )
         return ComputeStep(label, t, flop, sram, read, dram - read)
