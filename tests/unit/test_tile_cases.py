@@ -645,3 +645,19 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
     assert "malformed" not in reasons["no_scenario"] and "internal" not in reasons["no_scenario"]
     # a source given as one line of text is read as the document it cites
     assert {c.case for c in report.comparisons} == {"text_source", "tt_dram_read_wh_n150"}
+
+
+def test_the_gemm_report_runs_every_row_and_each_agrees_with_its_own_tflops():
+    """validation/tiles_gemm_report.yaml transcribes the GEMM report's six tables: each row's
+    published TFLOPs is 2MKN over its published time (to the table's two decimals), which
+    catches a slip in either figure, and palmsim predicts every row."""
+    cases = read_config_file("validation/tiles_gemm_report.yaml")["cases"]
+    assert len(cases) == 702
+    assert len({c["id"] for c in cases}) == len(cases)
+    for case in cases:
+        m = case["model"]
+        tflops = 2 * m["M"] * m["K"] * m["N"] / case["measured"]["time_ns"] / 1e3
+        assert tflops == pytest.approx(case["measured"]["tflops"], abs=0.006), case["id"]
+        ((metric, measured, predicted),) = predict(case)
+        assert (metric, measured) == ("time_ns", case["measured"]["time_ns"])
+        assert predicted > 0
