@@ -364,7 +364,7 @@ class TileSpec:
     sram_bandwidth_bytes_per_s: float = _f("SRAM read+write bandwidth seen by the compute [B/s]")
     compute_efficiency: float = _f(
         "achievable fraction of peak FLOP/s for matrix ops (1.0 = peak) [ratio]; "
-        "unused when gemm is given",
+        "unused when gemm is given; on a tile with fidelity_passes, at one pass (at_fidelity)",
         default=1.0,
     )
     gemm: GemmSpec | None = _f(
