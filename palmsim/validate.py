@@ -955,21 +955,37 @@ def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
     )
 
 
+#: Text of ``training.activation_recompute`` that names full recompute: Megatron-LM's
+#: ``--recompute-granularity full`` and its ``--recompute-method`` (uniform, block), which
+#: only full granularity takes; "true", "yes", "on" as a switch (Hugging Face's
+#: gradient_checkpointing, llm-foundry's activation_checkpointing: every layer).
+_FULL_RECOMPUTE = re.compile(r"full|\b(?:uniform|block|true|yes|on|enabled?)\b")
+#: Text that names no recompute ("none", "no", "off", "disabled", "false", "without", "0").
+_NO_RECOMPUTE = re.compile(r"\b(?:none|no|off|disabled?|false|without|0)\b")
+
+
 def _recompute(training: Mapping[str, Any]) -> str | None:
     """``training.activation_recompute`` (or the variant's name): full, selective or none;
-    None when the case does not say."""
+    None when the case does not say.
+
+    Raises:
+        NotRun: stated text that names none of the three.
+    """
     stated = training.get("activation_recompute", training.get("recompute"))
     variant = training.get("variant")
     if stated is None and variant is None:
         return None
     if isinstance(stated, bool):
         stated = "full" if stated else "none"
-    text = f"{stated or ''} {variant or ''}".lower()
-    if "full" in text:
-        return "full"
+    text = f"{stated if stated is not None else ''} {variant or ''}".lower().replace("_", " ")
     if "selective" in text:
         return "selective"
-    return "none"
+    if _FULL_RECOMPUTE.search(text):
+        return "full"
+    # a variant's name (e.g. "sequence_parallel") describes a set-up without recompute
+    if stated is None or _NO_RECOMPUTE.search(text):
+        return "none"
+    raise NotRun(f"training.activation_recompute: got {stated!r}; expected full, selective or none")
 
 
 def _recompute_modules(training: Mapping[str, Any]) -> tuple[str, ...]:

@@ -408,6 +408,33 @@ def test_other_names_of_the_keys_are_the_same_run() -> None:
         ), training
 
 
+@pytest.mark.parametrize(
+    ("stated", "mode"),
+    [
+        ("full (uniform, every layer)", "full"),
+        ("uniform, 1 layer", "full"),  # Megatron-LM's --recompute-method: full granularity
+        ("block", "full"),
+        ("yes", "full"),
+        ("selective", "selective"),
+        ("no", "none"),
+        ("disabled", "none"),
+        (0, "none"),
+    ],
+)
+def test_recompute_is_read_from_the_words_that_name_it(stated: object, mode: str) -> None:
+    """``training.activation_recompute`` as runs write it: Megatron-LM's recompute methods
+    (uniform, block) take full granularity; a switch's words and "no" name none."""
+    run = read_training_run(_case(training={"activation_recompute": stated}), "x.yaml")
+    assert run is not None and run.recompute == (mode,), stated
+
+
+def test_recompute_text_that_names_no_mode_is_not_run_as_none() -> None:
+    """Text that names neither full, selective nor none (a unit slipped into the field) is not
+    read as no recompute: the case is not run, naming the key and the value."""
+    with pytest.raises(NotRun, match=r"training\.activation_recompute: got '12 GB/s'; expected"):
+        read_training_run(_case(training={"activation_recompute": "12 GB/s"}), "x.yaml")
+
+
 def test_a_mixture_of_experts_without_its_experts_is_not_run_as_a_dense_model() -> None:
     """Expert parallelism or a MoE name on a model whose case gives no experts would run a
     dense model silently: the case is not run, saying what to give."""
