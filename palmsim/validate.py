@@ -360,8 +360,11 @@ def shipped(relative: str) -> str:
 
 
 #: Texts that say a value does not apply, as published tables write a parallelism a run does
-#: not use (Megatron-Bridge's "n/a" for VP and EP): an unstated value, like a null.
-_NOT_APPLICABLE = frozenset({"n/a", "na", "-", "\u2013", "\u2014", ""})
+#: not use (Megatron-Bridge's "n/a" for VP and EP), or that it is not known: an unstated
+#: value, like a null.
+_NOT_APPLICABLE = frozenset(
+    {"n/a", "na", "-", "\u2013", "\u2014", "", "?", "unknown", "not stated", "unstated"}
+)
 
 
 #: Other names a published run's configuration may use for a case's keys, per section, each

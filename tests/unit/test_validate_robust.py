@@ -719,11 +719,15 @@ def test_a_named_framework_brings_its_settings_and_megatron_lm_reduces_after_the
 
 def test_not_applicable_is_an_unstated_value() -> None:
     """Megatron-Bridge's tables write "n/a" for the VP or EP a run does not use: no such
-    parallelism (1), as a null would be, not a case refused for a non-number."""
+    parallelism (1), as a null would be, not a case refused for a non-number; "unknown" or
+    "?" is unstated too (a recompute left to the least that fits)."""
     system = {"virtual_pipeline_stages": "n/a", "ep": "N/A", "cp": " - "}
     run = read_training_run(_case(system=system), "x.yaml")
     assert run is not None
     assert (run.flags["virtual_stages"], run.flags["ep"], run.flags["cp"]) == (1, 1, 1)
+    for text in ("unknown", "?", "Not stated"):
+        run = read_training_run(_case(training={"activation_recompute": text}), "x.yaml")
+        assert run is not None and run.recompute == ("none", "selective", "full"), text
     with pytest.raises(NotRun, match=r"system\.tp: got 'eight'"):
         read_training_run(_case(system={"tp": "eight"}), "x.yaml")
 
