@@ -960,11 +960,14 @@ def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
 
 #: Text of ``training.activation_recompute`` that names full recompute: Megatron-LM's
 #: ``--recompute-granularity full`` and its ``--recompute-method`` (uniform, block), which
-#: only full granularity takes; "true", "yes", "on" as a switch (Hugging Face's
-#: gradient_checkpointing, llm-foundry's activation_checkpointing: every layer).
-_FULL_RECOMPUTE = re.compile(r"full|\b(?:uniform|block|true|yes|on|enabled?)\b")
+#: only full granularity takes.
+_FULL_RECOMPUTE = re.compile(r"full|\b(?:uniform|block)\b")
 #: Text that names no recompute ("none", "no", "off", "disabled", "false", "without", "0").
 _NO_RECOMPUTE = re.compile(r"\b(?:none|no|off|disabled?|false|without|0)\b")
+#: A switch turned on ("true", "yes", "on", "enabled"): every layer recomputed, as Hugging
+#: Face's gradient_checkpointing and llm-foundry's activation_checkpointing mean it. Read
+#: after the words for none, so "no recompute on H100" is none.
+_RECOMPUTE_ON = re.compile(r"\b(?:true|yes|on|enabled?)\b")
 
 
 def _recompute(training: Mapping[str, Any]) -> str | None:
@@ -974,7 +977,8 @@ def _recompute(training: Mapping[str, Any]) -> str | None:
     Raises:
         NotRun: stated text that names none of the three.
     """
-    stated = training.get("activation_recompute", training.get("recompute"))
+    key = "activation_recompute" if "activation_recompute" in training else "recompute"
+    stated = training.get(key)
     variant = training.get("variant")
     if stated is None and variant is None:
         return None
@@ -988,7 +992,9 @@ def _recompute(training: Mapping[str, Any]) -> str | None:
     # a variant's name (e.g. "sequence_parallel") describes a set-up without recompute
     if stated is None or _NO_RECOMPUTE.search(text):
         return "none"
-    raise NotRun(f"training.activation_recompute: got {stated!r}; expected full, selective or none")
+    if _RECOMPUTE_ON.search(text):
+        return "full"
+    raise NotRun(f"training.{key}: got {stated!r}; expected full, selective or none")
 
 
 def _recompute_modules(training: Mapping[str, Any]) -> tuple[str, ...]:

@@ -417,6 +417,7 @@ def test_other_names_of_the_keys_are_the_same_run() -> None:
         ("yes", "full"),
         ("selective", "selective"),
         ("no", "none"),
+        ("no recompute on H100", "none"),  # "on" is a switch only where nothing says none
         ("disabled", "none"),
         (0, "none"),
     ],
