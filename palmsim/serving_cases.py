@@ -48,6 +48,7 @@ from palmsim.tile_cases import (
     decode_attention_cores,
     decode_readers_per_bank,
     positive_count,
+    prefill_compute_cores,
     prefill_weight_readers,
     tt_metal_mlp_formats,
 )
@@ -163,6 +164,8 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
             if hardware.get("config")
             else 0  # predict names the missing config
         ),
+        # on its 8 x 8 prefill grid (as the demo rows)
+        prefill_compute_cores=prefill_compute_cores(engine),
     )
 
 

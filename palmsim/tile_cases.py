@@ -83,6 +83,7 @@ __all__ = [
     "line_tree_allreduce_time_s",
     "positive_count",
     "predict",
+    "prefill_compute_cores",
     "prefill_weight_readers",
     "substitutions",
     "tt_metal_mlp_formats",
@@ -196,6 +197,15 @@ FALCON_TRACE = "none"
 #: on Wormhole: ``dram_shard_grid_width = 8 if is_wormhole_b0() else self.dram_grid_size.x``
 #: (models/tt_transformers/tt/model_config.py; each column's in1 sender reads one DRAM shard).
 TT_TRANSFORMERS_WORMHOLE_PREFILL_COLUMNS = 8
+
+#: Cores tt_transformers runs its prefill GEMMs and SDPA on, on any chip
+#: (``inference.prefill_compute_cores``): models/tt_transformers/tt/model_config.py builds every
+#: prefill matmul on ``find_prefill_grid(row_tiles, col_tiles)``, ``max_rows, max_cols = 8, 8``
+#: ("TODO Improve configuration for BH (higher core grid than WH)"; ``prefill_rows = 8`` "TODO
+#: if BH = 10"), 8 x 8 for every Llama width (a multiple of 8 tiles), and its prefill SDPA on
+#: ``compute_with_storage_grid_size=(8, 8)`` (SDPA_PROGCFG). A Wormhole's compute grid is 8 x 8,
+#: a Blackhole's 13 x 10 (p150) or 11 x 10 (p100a), of which the prefill uses 64.
+TT_TRANSFORMERS_PREFILL_GRID_CORES = 8 * 8
 
 #: Tokens per prefill pass of tt_transformers (``inference.prefill_chunk_tokens``): a longer
 #: prompt is prefilled in chunks, each attending to the cached chunks before it (generator.py,
@@ -982,6 +992,13 @@ def prefill_weight_readers(code: str, hw_path: str) -> int:
     return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
 
+def prefill_compute_cores(code: str) -> int:
+    """``inference.prefill_compute_cores`` of the serving code ``code`` names:
+    :data:`TT_TRANSFORMERS_PREFILL_GRID_CORES` for tt_transformers, 0 (every core) for other
+    code."""
+    return TT_TRANSFORMERS_PREFILL_GRID_CORES if "tt_transformers" in code else 0
+
+
 def decode_readers_per_bank(code: str) -> int:
     """``inference.decode_readers_per_bank`` of the serving code ``code`` names: tt_transformers
     runs its decode weight GEMMs and LM head as DRAM-sharded matmuls with one worker core per
@@ -1268,6 +1285,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             weight_prefetch=weight_prefetch,
             kv_placement=kv_placement,
             prefill_weight_readers=readers,
+            prefill_compute_cores=prefill_compute_cores(code),
             decode_readers_per_bank=per_bank,
             decode_attention_cores=attention_cores,
             prefill_chunk_tokens=chunk,

@@ -1352,6 +1352,7 @@ def _number_format_rules() -> Schema:
         "decode_readers_per_bank": _int_rule(minimum=0),
         "decode_attention_cores": _int_rule(minimum=0),
         "prefill_weight_readers": _int_rule(minimum=0),
+        "prefill_compute_cores": _int_rule(minimum=0),
         "trace": _choice_rule(INFERENCE_PASSES),
     }
 
@@ -2957,6 +2958,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
                 "decode_readers_per_bank",
                 "decode_attention_cores",
                 "prefill_weight_readers",
+                "prefill_compute_cores",
                 "trace",
             )
         },

@@ -1140,6 +1140,14 @@ class InferenceSpec:
         "[count]",
         default=0,
     )
+    prefill_compute_cores: int = _f(
+        "cores of a simulated tile that run a prefill pass's layer GEMMs and attention core "
+        "where the serving code builds them on a smaller grid than the chip's "
+        "(tt_transformers: at most 8x8 = 64 cores on any chip); they run at this share of "
+        "the tile's peak and SRAM bandwidth; the embedding and the LM head keep the whole "
+        "tile; 0: every core [count]",
+        default=0,
+    )
     attention_kernel: str = _f(
         "the attention core of every pass, as training.attention_kernel: 'fused' (a "
         "FlashAttention-style kernel, as serving engines run it: vLLM's FlashAttention and "
@@ -1548,6 +1556,12 @@ class ServingSpec:
         "cores that read the weights of an iteration's GEMMs when it holds a prefill, one per "
         "column of the matmul's core grid (as inference.prefill_weight_readers: tt-metal's "
         "2-D multicast matmul); 0: at the DRAM bandwidth [count]",
+        default=0,
+    )
+    prefill_compute_cores: int = _f(
+        "cores of a simulated tile that run the layers' GEMMs and attention cores of an "
+        "iteration holding a prefill (as inference.prefill_compute_cores: tt_transformers' "
+        "8x8 prefill grid); 0: every core [count]",
         default=0,
     )
     trace: str = _f(

@@ -69,6 +69,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -216,6 +217,25 @@ def check_decode_attention_cores(hw: HardwareSpec, cores: int, section: str) -> 
             f"{section}.decode_attention_cores=0 runs decode attention on every core at the "
             "DRAM bandwidth)"
         )
+
+
+def prefill_cores_share(hw: HardwareSpec, cores: int, section: str) -> float:
+    """The share of a simulated tile's cores that run a prefill's layer GEMMs and attention
+    (``<section>.prefill_compute_cores``; 0: all of them, 1.0).
+
+    Raises:
+        MappingError: more cores than a simulated tile holds.
+    """
+    if cores <= 0:
+        return 1.0
+    tile_cores = simulated_tile_cores(hw)
+    if cores > tile_cores:
+        raise MappingError(
+            f"{section}.prefill_compute_cores = {cores}: a simulated tile holds {tile_cores} "
+            f"cores (chip.granularity; at granularity 1 each core is a tile of its own) (--set "
+            f"{section}.prefill_compute_cores=0 runs the prefill on every core of a tile)"
+        )
+    return cores / tile_cores
 
 
 def check_decode_readers_per_bank(hw: HardwareSpec, per_bank: int, section: str) -> None:
@@ -625,6 +645,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     check_prefill_weight_readers(hw, inf.prefill_weight_readers, "inference")
     check_decode_readers_per_bank(hw, inf.decode_readers_per_bank, "inference")
     check_decode_attention_cores(hw, inf.decode_attention_cores, "inference")
+    prefill_cores_share(hw, inf.prefill_compute_cores, "inference")  # raises where it cannot
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
@@ -801,7 +822,23 @@ def _stage(
             *(f for layer in serving.decode.layers for b in layer for f in _formats(inf, b)),
         }
     }
-    lower = _Lowering(experiment, batch, serving, costing, blocks, s, layers, spill_token)
+    lower = _Lowering(
+        experiment, batch, serving, costing, blocks, blocks[inf.weight_dtype], s, layers,
+        spill_token,
+    )  # fmt: skip
+    # A prefill's layer GEMMs and attention on inference.prefill_compute_cores of the tile's
+    # cores: tt_transformers builds every prefill matmul on at most 8 x 8 cores on any chip
+    # (models/tt_transformers/tt/model_config.py: find_prefill_grid with max_rows, max_cols =
+    # 8, 8, "TODO Improve configuration for BH (higher core grid than WH)") and its prefill
+    # SDPA on compute_with_storage_grid_size (8, 8). Its LM head runs DRAM-sharded with the
+    # decode's program configs, and its embedding is no GEMM: both keep the whole tile.
+    share = prefill_cores_share(hw, inf.prefill_compute_cores, "inference")
+    prefill = dataclasses.replace(
+        lower,
+        batch=dataclasses.replace(batch, peak_flop_per_s=batch.peak_flop_per_s * share),
+        costing=costing.on_cores(share),
+        blocks={d: c.on_cores(share) for d, c in blocks.items()},
+    )
     # A chunked prompt (inference.prefill_chunk_tokens): each chunk a pass over its tokens
     # with the chunks before it cached, as the pass's attention reads them.
     chunk, chunks = inf.prefill_passes()
@@ -811,7 +848,7 @@ def _stage(
         blocks_k = serving.prefill_last if last and serving.prefill_last else serving.prefill
         tokens = min(chunk, inf.prompt_len - k * chunk)
         prefix = "P" if k == 0 else f"P{k + 1}"
-        prefill_steps += lower.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
+        prefill_steps += prefill.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
     decode = tuple(
         lower.program(serving.decode, inf.prompt_len + k - 1, 1, f"D{k}", "D")
         for k in range(1, inf.output_len)
@@ -852,7 +889,8 @@ class _Lowering:
     batch: Batch
     serving: _Serving
     costing: Costing  # the KV-cache attention's: the tile, the attention's peak
-    blocks: dict[str, Costing]  # a block's, by the format of its weights
+    blocks: dict[str, Costing]  # a layer block's, by the format of its weights
+    edge: Costing  # the embedding's and the LM head's, on the whole tile
     stage: int
     layers: tuple[int, int]
     spill_token: int
@@ -972,7 +1010,7 @@ class _Lowering:
         mapping = self.experiment.mapping
         inf = self.experiment.workload.inference
         assert inf is not None
-        costing = self.blocks[inf.weight_dtype]  # the embedding's and the head's
+        costing = self.edge
         steps: list[Step] = []
         # A pass not replayed from a trace (inference.trace) is dispatched by the host, one
         # op after another while the device runs them: a block cannot end before the host
@@ -1021,15 +1059,17 @@ class _Lowering:
         # the decode's program configs (lm_head.py: one set of dram_matmul_config for both).
         layer_per_bank = inf.decode_readers_per_bank if tag == "D" else 0
 
-        def sharded(step: ComputeStep, block: Block, per_bank: int) -> ComputeStep:
+        def sharded(
+            step: ComputeStep, block: Block, per_bank: int, costing: Callable[[Op], Costing]
+        ) -> ComputeStep:
             """``step`` lasting at least its ops' serial latency plus their DRAM-sharded
-            matmuls' time (:func:`dram_sharded_time_s`)."""
+            matmuls' time (:func:`dram_sharded_time_s`), each op costed by ``costing``."""
             where = self.costing.where
             if per_bank <= 0 or where.weights <= 0:
                 return step
             floor_s = step.serial_latency_s + dram_sharded_time_s(
                 block.ops,
-                lambda op: self.op_costing(block, op).cost((op,), "F").flop_time_s,
+                lambda op: costing(op).cost((op,), "F").flop_time_s,
                 where.weights,
                 per_bank,
                 self.experiment.hardware,
@@ -1073,7 +1113,7 @@ class _Lowering:
                 if prefetched:
                     step = dataclasses.replace(step, serial_latency_s=0.0)
                 step = streamed(step, b, self.costing.where)
-                step = sharded(step, b, layer_per_bank)
+                step = sharded(step, b, layer_per_bank, partial(self.op_costing, b))
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
@@ -1083,6 +1123,6 @@ class _Lowering:
         if s == self.serving.pp - 1 and head:
             head_unit = Unit("head", -1, (blocks.head,), prefix, tag)
             step = compute_step(costing.cost(blocks.head.ops, "F"), head_unit, block_name="head")
-            step = sharded(step, blocks.head, inf.decode_readers_per_bank)
+            step = sharded(step, blocks.head, inf.decode_readers_per_bank, lambda op: costing)
             steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.head.ops)))
         return tuple(steps)

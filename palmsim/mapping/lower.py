@@ -120,6 +120,28 @@ class Costing:
             fp8_dtype=self.fp8_dtype,
         )
 
+    def on_cores(self, share: float) -> Costing:
+        """This costing for ops that run on ``share`` of the tile's cores (a serving code's
+        smaller core grid: inference.prefill_compute_cores). A simulated tile's peak, SRAM
+        bandwidth and GEMM compute units are the sums of its cores' (docs/architecture.md,
+        "Granularity"), so those of the cores in use are that share of them."""
+        if share == 1.0:
+            return self
+        tile, gemm = self.tile, self.tile.gemm
+        if gemm is not None:
+            gemm = dataclasses.replace(
+                gemm, compute_units=max(1, round(gemm.compute_units * share))
+            )
+        return dataclasses.replace(
+            self,
+            tile=dataclasses.replace(
+                tile, sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s * share, gemm=gemm
+            ),
+            peak_flop_per_s=self.peak_flop_per_s * share,
+            operand_bandwidth_bytes_per_s=self.operand_bandwidth_bytes_per_s * share,
+            fp8_peak_flop_per_s=self.fp8_peak_flop_per_s * share,
+        )
+
     def step(
         self,
         ops: Iterable[Op],

@@ -64,6 +64,7 @@ from palmsim.mapping.inference import (
     format_costing,
     fused_experts,
     kv_cache_bytes,
+    prefill_cores_share,
     prefill_readers_bandwidth,
     weight_format,
     with_weight_dtype,
@@ -273,15 +274,17 @@ class ServingPlan:
         sram = moved * stage.kv_sram_fraction
         dram = moved - sram
         read = dram * shape.cached_tokens / (shape.cached_tokens + shape.num_tokens)
-        # at the activation dtype's fidelity, as peak_flop_per_s
+        # at the activation dtype's fidelity, as peak_flop_per_s; in an iteration holding a
+        # prefill on serving.prefill_compute_cores of the tile's cores (Costing.on_cores)
         fidelity = dict(self.serving.math_fidelity).get(self.serving.dtype)
         efficiency = tile.at_fidelity(tile.compute_efficiency, fidelity)
+        share = self._share(prefill=bool(shape.chunks))
         t = op_time_s(
             flop,
             sram,
-            peak_flop_per_s=self.peak_flop_per_s,
+            peak_flop_per_s=self.peak_flop_per_s * share,
             efficiency=efficiency,
-            sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s,
+            sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s * share,
         )
         cores = self.serving.decode_attention_cores
         if cores > 0 and not shape.chunks:
@@ -302,6 +305,13 @@ class ServingPlan:
             )
         return ComputeStep(label, t, flop, sram, read, dram - read)
 
+    def _share(self, prefill: bool) -> float:
+        """The share of a tile's cores an iteration's layers run on: with a prefill in it,
+        ``serving.prefill_compute_cores`` of them (as palmsim run prefills), else all."""
+        if not prefill:
+            return 1.0
+        return prefill_cores_share(self.hardware, self.serving.prefill_compute_cores, "serving")
+
     def _step(
         self,
         kind: str,
@@ -309,17 +319,18 @@ class ServingPlan:
         count: int,
         s: int,
         dram_sharded: bool = False,
-        streamed: bool = False,
+        prefill: bool = False,
     ) -> ComputeStep:
         """The cost of one piece of a layer on a stage-``s`` tile, cached: ``attn`` (the
         attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
         ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens). With
         ``dram_sharded`` the weight GEMMs run on ``serving.decode_readers_per_bank`` cores per
         DRAM bank, as ``palmsim run`` decodes (the layers in an iteration without a prefill,
-        the LM head in every iteration); with ``streamed`` their DRAM weights reach the cores
-        through ``serving.prefill_weight_readers`` column readers, as ``palmsim run``
-        prefills (an iteration holding a prefill)."""
-        key = ("step", kind, size, count, s, dram_sharded, streamed)
+        the LM head in every iteration); with ``prefill`` (a layer's piece in an iteration
+        holding a prefill) their DRAM weights reach the cores through
+        ``serving.prefill_weight_readers`` column readers and they run on
+        ``serving.prefill_compute_cores`` of the tile's cores, as ``palmsim run`` prefills."""
+        key = ("step", kind, size, count, s, dram_sharded, prefill)
         hit = self._cache.get(key)
         if hit is None:
             if kind == "core":
@@ -335,9 +346,11 @@ class ServingPlan:
             # format; the attention core, two activations multiplied, as weights of the
             # activation dtype.
             where = self.stages[s].where
+            share = self._share(prefill)
 
             def cost(group: Sequence[Op], dtype: str) -> PassCost:
-                return format_costing(hw, self.serving, dtype, where).cost(group, "F")
+                costing = format_costing(hw, self.serving, dtype, where).on_cores(share)
+                return costing.cost(group, "F")
 
             groups: dict[str, list[Op]] = {}
             for op in ops:
@@ -355,7 +368,7 @@ class ServingPlan:
                     hw,
                 )
                 time_s = max(time_s, c.serial_latency_s + sharded_s)
-            readers = self.serving.prefill_weight_readers if streamed else 0
+            readers = self.serving.prefill_weight_readers if prefill else 0
             readers_bps = prefill_readers_bandwidth(hw.tile, readers)
             if readers_bps > 0 and where.weights > 0:
                 weights = where.weights * sum(op.weight_bytes for op in ops)
@@ -434,8 +447,8 @@ class ServingPlan:
                 return step
             return dataclasses.replace(step, compute_time_s=floor_s)
 
-        parts = [self._step("attn", tokens, 1, s, decode_only, streamed=not decode_only)]
-        parts += [self._step("core", q, 1, s) for q in chunks]
+        parts = [self._step("attn", tokens, 1, s, decode_only, prefill=not decode_only)]
+        parts += [self._step("core", q, 1, s, prefill=True) for q in chunks]
         if num_single:
             parts.append(self._step("core", 1, num_single, s))
         # The serving code's ops beyond the op graph's kernels (serving.ops_per_layer) each
@@ -481,7 +494,7 @@ class ServingPlan:
         if s == 0:
             embed = dispatched(self._step("embed", tokens, 1, s), embed_ops)
             before.append(("embed", reduced("embed", [embed]), 1))
-        mlp = self._step("mlp", tokens, 1, s, decode_only, streamed=not decode_only)
+        mlp = self._step("mlp", tokens, 1, s, decode_only, prefill=not decode_only)
         after: list[tuple[str, tuple[Step, ...], int]] = [
             ("mlp", reduced("mlp", [dispatched(mlp, mlp_ops)]), num_layers)
         ]
@@ -626,6 +639,7 @@ def map_serving(
     check_decode_readers_per_bank(hardware, serving.decode_readers_per_bank, "serving")
     check_decode_attention_cores(hardware, serving.decode_attention_cores, "serving")
     check_prefill_weight_readers(hardware, serving.prefill_weight_readers, "serving")
+    prefill_cores_share(hardware, serving.prefill_compute_cores, "serving")  # raises
     stage_tiles = place(chip, serving.placement, pp, tp, replicas)
     sched = serving.scheduler
     kv_elem = DTYPE_BYTES[serving.kv_dtype]

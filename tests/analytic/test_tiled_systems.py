@@ -337,6 +337,46 @@ def test_prefill_weight_readers_need_the_per_core_rates():
         _inference(bare, tp=1, prompt=8, output=2, prefill_weight_readers=8)
 
 
+def test_a_prefill_on_fewer_cores_runs_its_layers_at_their_share_of_the_peak():
+    """inference.prefill_compute_cores: c of a tile's cores run a prefill's layer ops (as
+    tt_transformers' 8x8 prefill grid on a 13x10 Blackhole). With each core slowed to
+    0.1 GFLOP/s the prefill is compute-bound and its layers take F / (c p e): F their FLOP
+    in the op graph, p a core's peak, e the bf16 efficiency. The embedding and the LM head
+    keep all 64 cores of the n150's tile, so TTFT(c) = 64/c x L + R with L = F / (64 p e):
+    32 cores add L, 16 add 3 L, and 0 means all 64."""
+    core_peak = 1e8
+    hw = _with_core_peak(load_hardware("hw_configs/wormhole-n150.yaml"), core_peak)
+    prompt = 32
+    ttft = {
+        c: _inference(
+            hw, tp=1, prompt=prompt, output=2, trace="all", weight_dtype="bf16",
+            prefill_compute_cores=c,
+        )["ttft_s"]
+        for c in (0, 64, 32, 16)
+    }  # fmt: skip
+    spec = TrainingSpec(seq_len=prompt, global_batch_size=1, dtype="bf16", attention_kernel="fused")
+    flop = LAYERS * sum(op.flop_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
+    layers_s = flop / (64 * core_peak * hw.tile.efficiency_for("bf16"))
+    assert ttft[64] == ttft[0]
+    assert ttft[32] - ttft[0] == pytest.approx(layers_s, rel=0.01)
+    assert ttft[16] - ttft[0] == pytest.approx(3 * layers_s, rel=0.01)
+
+
+def test_prefill_compute_cores_are_cores_of_one_simulated_tile():
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    with pytest.raises(MappingError, match="prefill_compute_cores = 65: a simulated tile holds 64"):
+        _inference(hw, tp=1, prompt=8, output=2, prefill_compute_cores=65)
+
+
+def test_tt_transformers_prefills_on_an_8x8_grid():
+    """tt_transformers' find_prefill_grid caps every prefill matmul at 8 x 8 cores, and its
+    prefill SDPA runs on (8, 8): 64 cores of a Blackhole's 130; other code uses all."""
+    from palmsim.tile_cases import prefill_compute_cores
+
+    assert prefill_compute_cores("models/tt_transformers/demo/simple_text_demo.py") == 8 * 8
+    assert prefill_compute_cores("models/demos/llama3_70b_galaxy") == 0
+
+
 def test_decode_weights_stream_through_one_reader_per_dram_bank():
     """inference.decode_readers_per_bank: 1: a decode GEMM runs as a DRAM-sharded matmul, one
     worker core per DRAM bank (the n150's 12) reading its shard at dram_reader_bandwidth r.

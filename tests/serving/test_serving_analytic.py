@@ -269,6 +269,30 @@ def test_prefill_iterations_stream_weights_through_the_column_readers():
     assert b.finish_s - b.first_token_s == pytest.approx(a.finish_s - a.first_token_s)
 
 
+def test_prefill_iterations_run_their_layers_on_the_prefill_cores():
+    """serving.prefill_compute_cores: 32 (as inference's): an iteration holding a prefill
+    runs its layers on 32 of the n150 tile's 64 cores. With each core slowed to
+    0.1 GFLOP/s the prefill is compute-bound, so the first token comes later by the layers'
+    FLOP in the op graph over the 64 cores' rate, F / (64 p e), their time doubled; the LM
+    head and the decode iterations keep every core."""
+    hw = _n150_weights_in_dram()
+    core_peak = 1e8
+    peak = tuple((dtype, 64 * core_peak) for dtype, _ in hw.tile.peak_flop_per_s)
+    hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, peak_flop_per_s=peak))
+    layers, h, p, n = 2, 256, 32, 3
+    mdl = model(layers=layers, hidden=h, heads=4, vocab=512)
+    base = dataclasses.replace(serving_spec(_fixed(p, n, num_requests=1)), trace="all")
+    half = dataclasses.replace(base, prefill_compute_cores=32)
+    request = (Request(0, 0.0, p, n),)
+    (a,) = run(hw, mdl, base, request)[1].requests
+    (b,) = run(hw, mdl, half, request)[1].requests
+    spec = TrainingSpec(seq_len=p, global_batch_size=1, dtype="fp16", attention_kernel="fused")
+    flop = layers * sum(op.flop_fwd for blk in layer_blocks(mdl, spec, 1, 1) for op in blk.ops)
+    layers_s = flop / (64 * core_peak * hw.tile.compute_efficiency)
+    assert b.first_token_s - a.first_token_s == pytest.approx(layers_s, rel=0.01)
+    assert b.finish_s - b.first_token_s == pytest.approx(a.finish_s - a.first_token_s)
+
+
 def test_an_untraced_prefill_iteration_is_host_bound_at_ops_times_host_dispatch():
     """serving.trace: decode (as inference's): an iteration holding a prefill is not
     replayed from a trace, so the host dispatches its ops one by one. With a host dispatch
