@@ -1095,6 +1095,8 @@ def hardware_schema(kind: str) -> Schema:
             "host_dispatch": _nonnegative_quantity_rule("time", "30 us"),
             "dram_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
             "multicast_bandwidth": _nonnegative_quantity_rule("bandwidth", "15 GB/s"),
+            "dram_tile_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
+            "dram_read_issue": _nonnegative_quantity_rule("time", "21 ns"),
         },
         "dram": {
             "placement": (
@@ -1494,6 +1496,8 @@ def normalise_hardware(
         "host_dispatch_s",
         "dram_reader_bandwidth_bytes_per_s",
         "multicast_bandwidth_bytes_per_s",
+        "dram_tile_reader_bandwidth_bytes_per_s",
+        "dram_read_issue_s",
     )
     _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k not in times})
     system = out.get("system")
@@ -1794,6 +1798,8 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         host_dispatch_s=tile_v.get("host_dispatch", 0.0),
         dram_reader_bandwidth_bytes_per_s=tile_v.get("dram_reader_bandwidth", 0.0),
         multicast_bandwidth_bytes_per_s=tile_v.get("multicast_bandwidth", 0.0),
+        dram_tile_reader_bandwidth_bytes_per_s=tile_v.get("dram_tile_reader_bandwidth", 0.0),
+        dram_read_issue_s=tile_v.get("dram_read_issue", 0.0),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -2651,6 +2657,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["multicast_bandwidth"] = format_exact(
             t.multicast_bandwidth_bytes_per_s, "bandwidth"
         )
+    if t.dram_tile_reader_bandwidth_bytes_per_s:
+        raw["tile"]["dram_tile_reader_bandwidth"] = format_exact(
+            t.dram_tile_reader_bandwidth_bytes_per_s, "bandwidth"
+        )
+    if t.dram_read_issue_s:
+        raw["tile"]["dram_read_issue"] = format_exact(t.dram_read_issue_s, "time")
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:

@@ -407,6 +407,20 @@ class TileSpec:
         "'DRAM Read' test) [B/s]; 0: not given",
         default=0.0,
     )
+    dram_tile_reader_bandwidth_bytes_per_s: float = _f(
+        "one core's rate reading DRAM one tile per transaction, many in flight and a barrier "
+        "per block (a tt-metal matmul's in1 reader; Tenstorrent's directed 'DRAM Interleaved' "
+        "test at tile-sized transactions), per core, never scaled by chip.granularity [B/s]; "
+        "0: dram_reader_bandwidth",
+        default=0.0,
+    )
+    dram_read_issue_s: float = _f(
+        "one core's time to issue one DRAM read transaction, the floor of a tile read's "
+        "time: a tile of b bytes reads in max(this, b / dram_tile_reader_bandwidth) "
+        "(Tenstorrent's directed 'DRAM Interleaved' test at its smallest transactions) [s]; "
+        "0: none",
+        default=0.0,
+    )
     multicast_bandwidth_bytes_per_s: float = _f(
         "one core's rate multicasting to a group of cores, per core and never scaled by "
         "chip.granularity (Tenstorrent's directed 'One To All (Multicast)' test) [B/s]; 0: "
@@ -1133,10 +1147,11 @@ class InferenceSpec:
     )
     prefill_weight_readers: int = _f(
         "cores that read a prefill GEMM's weights from DRAM, one per column of its core grid, "
-        "each reading a block and then multicasting it down its column (tt-metal's 2-D "
-        "multicast matmul, as tt_transformers runs prefill: 8 columns); a layer block's "
-        "weights then arrive at readers x 1/(1/tile.dram_reader_bandwidth + "
-        "1/tile.multicast_bandwidth), not at the DRAM bandwidth; 0: at the DRAM bandwidth "
+        "each reading a block a tile per transaction and then multicasting it down its "
+        "column (tt-metal's 2-D multicast matmul, as tt_transformers runs prefill: 8 "
+        "columns); a layer block's weights then arrive at readers x 1/(1/read + "
+        "1/tile.multicast_bandwidth), read at tile.dram_tile_reader_bandwidth with "
+        "tile.dram_read_issue a tile, not at the DRAM bandwidth; 0: at the DRAM bandwidth "
         "[count]",
         default=0,
     )

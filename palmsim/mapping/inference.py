@@ -545,16 +545,36 @@ def check_prefill_weight_readers(hw: HardwareSpec, readers: int, section: str) -
         )
 
 
-def prefill_readers_bandwidth(tile: TileSpec, readers: int) -> float:
-    """The rate [B/s] at which ``readers`` column readers bring a prefill GEMM's DRAM weights
-    to its cores: each reads a block from DRAM, waits for it, then multicasts it down its
-    column (tt-metal's 2-D multicast matmul), ``1/(1/tile.dram_reader_bandwidth +
-    1/tile.multicast_bandwidth)`` apiece; 0 without readers (the DRAM rate applies)."""
-    if readers <= 0:
+def prefill_stream_time_s(
+    ops: Iterable[Op],
+    weight_dtype: Callable[[Op], str],
+    tile: TileSpec,
+    readers: int,
+    dram_fraction: float,
+) -> float:
+    """Time [s] for ``readers`` column readers to bring the DRAM-resident weights of ``ops``
+    (``dram_fraction`` of each) to a prefill GEMM's cores; 0 without readers (the DRAM rate
+    applies).
+
+    tt-metal's 2-D multicast matmul: each column's in1 sender reads its block of weights
+    one tile per transaction, waits for the block, then multicasts it down its column
+    (reader_bmm_tile_layout_in1_sender_writer_padding.cpp: a read of
+    ``in1_single_tile_size_bytes`` per tile, a barrier, a block multicast), so a column
+    streams at ``1/(1/read + 1/tile.multicast_bandwidth)``. A core reads tiles of ``b``
+    bytes (a 32x32 tile of the op's weight format, ``weight_dtype(op)``, with its shared
+    exponents) at ``read = b / max(tile.dram_read_issue, b / tile.dram_tile_reader_bandwidth)``
+    (the read rate of tile-sized transactions; without it, ``tile.dram_reader_bandwidth``).
+    """
+    if readers <= 0 or dram_fraction <= 0:
         return 0.0
-    return readers / (
-        1.0 / tile.dram_reader_bandwidth_bytes_per_s + 1.0 / tile.multicast_bandwidth_bytes_per_s
-    )
+    plateau = tile.dram_tile_reader_bandwidth_bytes_per_s or tile.dram_reader_bandwidth_bytes_per_s
+    total_s = 0.0
+    for op in ops:
+        tile_bytes = TT_TILE_ROWS * TT_TILE_ROWS * DTYPE_BYTES[weight_dtype(op)]
+        read_s_per_byte = max(tile.dram_read_issue_s / tile_bytes, 1.0 / plateau)
+        per_byte_s = read_s_per_byte + 1.0 / tile.multicast_bandwidth_bytes_per_s
+        total_s += dram_fraction * op.weight_bytes * per_byte_s / readers
+    return total_s
 
 
 def _cache_users(requests: int, b: int, placement: str) -> float:
@@ -1041,16 +1061,19 @@ class _Lowering:
         # per_core_N over dram_shard_grid_width = 8 columns), its decode as DRAM-sharded
         # matmuls whose cores each read their own bank and multicast nothing.
         readers = inf.prefill_weight_readers if tag == "P" else 0
-        readers_bps = prefill_readers_bandwidth(self.costing.tile, readers)
 
         def streamed(step: ComputeStep, block: Block, where: OperandPlacement) -> ComputeStep:
-            """``step`` lasting at least its DRAM-resident weights over the readers' rate,
-            after its ops' serial latency."""
-            weights = where.weights * sum(op.weight_bytes for op in block.ops)
-            if readers_bps <= 0 or weights <= 0:
-                return step
-            floor_s = step.serial_latency_s + weights / readers_bps
-            if floor_s <= step.compute_time_s:
+            """``step`` lasting at least its DRAM-resident weights' stream through the
+            readers (:func:`prefill_stream_time_s`), after its ops' serial latency."""
+            stream_s = prefill_stream_time_s(
+                block.ops,
+                lambda op: weight_format(inf, block.name, op.name),
+                self.costing.tile,
+                readers,
+                where.weights,
+            )
+            floor_s = step.serial_latency_s + stream_s
+            if stream_s <= 0 or floor_s <= step.compute_time_s:
                 return step
             return dataclasses.replace(step, compute_time_s=floor_s)
 

@@ -35,6 +35,7 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from palmsim.config.specs import (
@@ -65,7 +66,7 @@ from palmsim.mapping.inference import (
     fused_experts,
     kv_cache_bytes,
     prefill_cores_share,
-    prefill_readers_bandwidth,
+    prefill_stream_time_s,
     weight_format,
     with_weight_dtype,
 )
@@ -369,10 +370,11 @@ class ServingPlan:
                 )
                 time_s = max(time_s, c.serial_latency_s + sharded_s)
             readers = self.serving.prefill_weight_readers if prefill else 0
-            readers_bps = prefill_readers_bandwidth(hw.tile, readers)
-            if readers_bps > 0 and where.weights > 0:
-                weights = where.weights * sum(op.weight_bytes for op in ops)
-                time_s = max(time_s, c.serial_latency_s + weights / readers_bps)
+            stream_s = prefill_stream_time_s(
+                ops, partial(self._format, kind), hw.tile, readers, where.weights
+            )
+            if stream_s > 0:
+                time_s = max(time_s, c.serial_latency_s + stream_s)
             hit = ComputeStep(
                 kind,
                 time_s,

@@ -282,40 +282,63 @@ def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
     assert traced["ttft_s"] < 0.01 * ttft
 
 
-def test_prefill_weights_stream_through_the_column_readers():
+@pytest.mark.parametrize(
+    ("dtype", "issue_s"), [("bfp8", 0.0), ("bfp4", 0.0), ("bfp4", 10.88e-6), ("bfp8", 10.88e-6)]
+)
+def test_prefill_weights_stream_through_the_column_readers(dtype, issue_s):
     """inference.prefill_weight_readers: a prefill block's DRAM-resident weights arrive
-    through R reader cores, each reading a block (dram_reader_bandwidth r) and then
-    multicasting it (multicast_bandwidth m): R / (1/r + 1/m). With r = m = 0.1 GB/s and 8
-    readers (0.4 GB/s), the layers' weights dominate a traced prefill: TTFT = f x (layer
-    weights) / 0.4 GB/s, f the DRAM fraction of every weight (SRAM fills first, as in the
-    decode test above), plus the embedding, head, cache steps and op latencies (ms). The
-    head reads its weights as a decode-style matmul and keeps the DRAM rate; decode is
-    unchanged. On the n150 the rates are 22 and 15 GB/s: 8 readers stream 71.4 GB/s."""
+    through R reader cores, each reading its column's block one 32x32 tile per transaction
+    (a tile of b bytes in max(i, b/r): dram_read_issue i, dram_tile_reader_bandwidth r) and
+    then multicasting it (multicast_bandwidth m), so a byte costs (max(i/b, 1/r) + 1/m) / R.
+    With r = m = 0.1 GB/s and 8 readers the layers' weights dominate a traced prefill: TTFT =
+    f x (layer weights) x that, f the DRAM fraction of every weight (SRAM fills first, as in
+    the decode test above), plus the embedding, head, cache steps and op latencies (ms). An
+    issue time of 10.88 us is a bfp8 tile's 1088 B at r: it leaves bfp8 at r and holds a
+    bfp4 tile's 576 B to 576 B / 10.88 us. The head reads its weights as a decode-style
+    matmul and keeps the DRAM rate; decode is unchanged."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
-    column = 1 / (
-        1 / hw.tile.dram_reader_bandwidth_bytes_per_s + 1 / hw.tile.multicast_bandwidth_bytes_per_s
-    )
-    assert 8 * column == pytest.approx(8 / (1 / 22e9 + 1 / 15e9))
     slow = dataclasses.replace(
         hw,
         tile=dataclasses.replace(
-            hw.tile, dram_reader_bandwidth_bytes_per_s=0.1e9, multicast_bandwidth_bytes_per_s=0.1e9
+            hw.tile,
+            dram_tile_reader_bandwidth_bytes_per_s=0.1e9,
+            multicast_bandwidth_bytes_per_s=0.1e9,
+            dram_read_issue_s=issue_s,
         ),
     )
-    e = DTYPE_BYTES["bfp8"]
+    e = DTYPE_BYTES[dtype]
     per_layer = (4 * H * H + 3 * H * FFN) * e
     norms = (2 * H * LAYERS + H) * e
     stored = LAYERS * per_layer + norms + 2 * VOCAB * H * e  # + head and embedding
     dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
-    expected = (
-        dram_fraction * (LAYERS * per_layer + 2 * H * LAYERS * e) / (8 / (1 / 0.1e9 + 1 / 0.1e9))
-    )
-    on = _inference(slow, tp=1, prompt=8, output=2, trace="all", prefill_weight_readers=8)
-    off = _inference(slow, tp=1, prompt=8, output=2, trace="all")
+    per_byte_s = (max(issue_s / (1024 * e), 1 / 0.1e9) + 1 / 0.1e9) / 8
+    expected = dram_fraction * (LAYERS * per_layer + 2 * H * LAYERS * e) * per_byte_s
+    kw = {"tp": 1, "prompt": 8, "output": 2, "trace": "all", "weight_dtype": dtype}
+    on = _inference(slow, prefill_weight_readers=8, **kw)
+    off = _inference(slow, **kw)
     assert on["ttft_s"] == pytest.approx(expected, rel=0.02)
     assert on["ttft_s"] > expected
     assert off["ttft_s"] < 0.05 * on["ttft_s"]  # at the DRAM rate the same prefill is fast
     assert on["tpot_s"] == pytest.approx(off["tpot_s"], rel=1e-12)
+
+
+def test_the_tile_reads_of_the_shipped_chips():
+    """The n150's and p150's tile reads (tt-metal's 'DRAM Interleaved' packet-size tests):
+    a Wormhole core reads a bfp8 tile (1088 B) at its 21.91 GB/s, above its 21.36 ns issue
+    floor; a Blackhole core's 27.09 ns floor holds a bfp4 tile (576 B) to 576 B / 27.09 ns =
+    21.3 GB/s, below its 28.77 GB/s for larger tiles."""
+    from palmsim.mapping.inference import prefill_stream_time_s
+
+    def rate(config: str, dtype: str) -> float:
+        tile = load_hardware(config).tile
+        no_multicast = dataclasses.replace(tile, multicast_bandwidth_bytes_per_s=float("inf"))
+        op = layer_blocks(_model(), TrainingSpec(8, 1), 1, 1)[0].ops[0]
+        s = prefill_stream_time_s((op,), lambda _: dtype, no_multicast, 1, 1.0)
+        return op.weight_bytes / s
+
+    assert rate("hw_configs/wormhole-n150.yaml", "bfp8") == pytest.approx(21.91e9)
+    assert rate("hw_configs/blackhole-p150.yaml", "bfp8") == pytest.approx(28.77e9)
+    assert rate("hw_configs/blackhole-p150.yaml", "bfp4") == pytest.approx(576 / 27.09e-9)
 
 
 def _without_reader_rate(hw):

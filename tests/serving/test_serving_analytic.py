@@ -249,12 +249,13 @@ def _n150_weights_in_dram(**tile):
 def test_prefill_iterations_stream_weights_through_the_column_readers():
     """serving.prefill_weight_readers: 8 (as inference's): an iteration holding a prefill
     brings its layers' DRAM weights to the cores through 8 column readers, each reading a
-    block and then multicasting it, 1/(1/r + 1/m) each. On the n150 with every weight in
-    DRAM and both per-core rates at 0.1 GB/s, 8 readers stream 0.4 GB/s: the first token
+    block a tile at a time and then multicasting it, 1/(1/r + 1/m) each. On the n150 with
+    every weight in DRAM and both per-core rates (its fp16 tiles' read r, the multicast m)
+    at 0.1 GB/s, 8 readers stream 0.4 GB/s: the first token
     comes later by the layers' 12 h^2 + 9 h fp16 weights over 0.4 GB/s, less the same bytes
     at the DRAM rate (the LM head and decode keep their paths); traced, so no host dispatch."""
     hw = _n150_weights_in_dram(
-        dram_reader_bandwidth_bytes_per_s=0.1e9, multicast_bandwidth_bytes_per_s=0.1e9
+        dram_tile_reader_bandwidth_bytes_per_s=0.1e9, multicast_bandwidth_bytes_per_s=0.1e9
     )
     layers, h, p, n = 2, 1024, 16, 2
     mdl = model(layers=layers, hidden=h, heads=8, vocab=32000)
