@@ -452,7 +452,7 @@ class ServingPlan:
         parts = [self._step("attn", tokens, 1, s, decode_only, prefill=not decode_only)]
         parts += [self._step("core", q, 1, s, prefill=True) for q in chunks]
         if num_single:
-            parts.append(self._step("core", 1, num_single, s))
+            parts.append(self._step("core", 1, num_single, s, prefill=not decode_only))
         # The serving code's ops beyond the op graph's kernels (serving.ops_per_layer) each
         # pay the tile's op latency, charged to the attention step as in palmsim run.
         attn_ops, mlp_ops, _, _ = self._linear(tokens)
