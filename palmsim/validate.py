@@ -997,6 +997,22 @@ def _recompute(training: Mapping[str, Any]) -> str | None:
     raise NotRun(f"training.{key}: got {stated!r}; expected full, selective or none")
 
 
+#: Keys under which a case states Megatron-LM's --distribute-checkpointed-activations:
+#: Megatron-Core's name, the flag's (Megatron-LM, metaseq) and DeepSpeed's activation
+#: checkpointing option, which partitions the checkpoints over the model-parallel group alike.
+_DISTRIBUTE_KEYS = (
+    "distribute_saved_activations",
+    "distribute_checkpointed_activations",
+    "partition_activations",
+)
+
+
+def _distribute_checkpoints(training: Mapping[str, Any]) -> bool:
+    """Whether the run distributes its full-recompute checkpoints over the TP group
+    (``mapping.distribute_saved_activations``): any of :data:`_DISTRIBUTE_KEYS` true."""
+    return any(_flag(training, key) for key in _DISTRIBUTE_KEYS if training.get(key) is not None)
+
+
 def _recompute_modules(training: Mapping[str, Any]) -> tuple[str, ...]:
     """``training.recompute_modules``: Megatron-Core's ``--recompute-modules`` (a list, or
     names separated by commas or spaces); () when the case does not say.
@@ -2073,6 +2089,15 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
                 f"{recompute}: the modules are what selective recompute re-runs"
             )
         recompute = "selective"
+    distribute = _distribute_checkpoints(training)
+    if distribute:
+        if recompute not in (None, "full"):
+            raise NotRun(
+                f"training.distribute_checkpointed_activations with activation_recompute "
+                f"{recompute}: it distributes full recompute's checkpoints (Megatron-LM "
+                "asserts recompute granularity 'full')"
+            )
+        recompute = "full"
     virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages")
     if virtual is None:
         virtual = 1
@@ -2116,6 +2141,10 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "cp": cp,
         "ep": ep,
     }
+    # with one TP rank there is nothing to distribute: metaseq and DeepSpeed then keep the
+    # checkpoints whole (metaseq's `and ctx.is_model_parallel`)
+    if distribute and tp > 1:
+        flags["distribute_saved_activations"] = True
     layout = system.get("pipeline_layout")
     if layout is not None:
         if not isinstance(layout, list) or not all(isinstance(n, int) and n >= 0 for n in layout):

@@ -1239,6 +1239,14 @@ class MappingSpec:
         modes=TRAINING_ONLY,
         default=(),
     )
+    distribute_saved_activations: bool = _f(
+        "with recompute 'full' and tensor parallelism (no sequence parallelism): each TP "
+        "rank keeps 1/tp of every layer's checkpointed input and all-gathers it over the TP "
+        "group before the layer's recompute (Megatron-LM's "
+        "--distribute-checkpointed-activations, metaseq's, DeepSpeed's partition_activations)",
+        modes=TRAINING_ONLY,
+        default=False,
+    )
     placement: str = _f("placement strategy onto the tile grid, e.g. 'snake'", default="snake")
     partition: str = _f(
         "how layers are split into stages: 'layers' or 'cost'",

@@ -224,6 +224,20 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
                 f"mapping.moe_a2a_overlap: {why} (Megatron-Core's TransformerConfig checks for "
                 "--overlap-moe-expert-parallel-comm)"
             )
+    if mapping.distribute_saved_activations:
+        why = ""
+        if tp < 2:
+            why = f"it distributes over the TP group, and tp={tp}"
+        elif mapping.recompute != "full":
+            why = f"it distributes full recompute's checkpoints, and recompute={mapping.recompute}"
+        elif sp:
+            why = "sequence parallelism already splits the checkpointed input over the TP group"
+        if why:
+            raise MappingError(
+                f"mapping.distribute_saved_activations: {why} (Megatron-LM's checks for "
+                "--distribute-checkpointed-activations, megatron/training/arguments.py and "
+                "TransformerConfig)"
+            )
     if mapping.recompute_modules and mapping.recompute != "selective":
         raise MappingError(
             f"mapping.recompute_modules {list(mapping.recompute_modules)} with recompute="
@@ -500,9 +514,9 @@ def _stage_memory(
     units = [u for c in chunk_ids for u in _units(model, layout.layer_ranges, c)]
     sp = mapping.sequence_parallel and tp > 1
     # The layer's input under full recompute; sequence parallelism keeps only this tile's s/t,
-    # context parallelism its s/cp.
+    # as does mapping.distribute_saved_activations (1/t of it), context parallelism its s/cp.
     input_bytes = layer_input_bytes(workload.model, workload.training, mapping.micro_batch_size)
-    input_bytes /= (tp if sp else 1) * mapping.cp
+    input_bytes /= (tp if sp or mapping.distribute_saved_activations else 1) * mapping.cp
     modules = mapping.recompute_modules
     sizes = {
         id(blocks): (
@@ -745,11 +759,27 @@ def _lower_chunk(
     def tensors(unit: Unit) -> int:
         return sum(op.param_tensors for b in unit.blocks for op in b.ops) if per_tensor else 0
 
+    # mapping.distribute_saved_activations: each TP rank keeps 1/t of a layer's checkpointed
+    # input and all-gathers it before the layer's recompute (Megatron-LM's CheckpointFunction:
+    # split_tensor_into_1d_equal_chunks in its forward, gather_split_1d_tensor in its backward,
+    # megatron/core/tensor_parallel/random.py)
+    checkpoint_bytes = (
+        layer_input_bytes(experiment.workload.model, experiment.workload.training,
+                          mapping.micro_batch_size) / cp
+        if mapping.distribute_saved_activations else 0.0
+    )  # fmt: skip
+
     for unit in units:
         gather = zero_gather(unit, _params(unit), elem, zero=zero, tensors=tensors(unit))
         forward.extend(gather)
         if unit.is_layer and mapping.recompute == "full":
             recompute.extend(gather)
+            recompute.extend(
+                tp_collective(
+                    CollectiveKind.ALLGATHER, checkpoint_bytes, unit, unit.blocks[0].name,
+                    tp=tp, sequence_parallel=False, suffix="checkpoint.ag",
+                )
+            )  # fmt: skip
         for b in unit.blocks:
             ar = tp_collective(
                 CollectiveKind.ALLREDUCE, b.allreduce_fwd_bytes, unit, b.name,

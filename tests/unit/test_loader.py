@@ -341,6 +341,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "schedule": "1f1b",
         "recompute": "none",
         "recompute_modules": (),
+        "distribute_saved_activations": False,
         "placement": "snake",
         "partition": "layers",
         "pipeline_layout": None,
