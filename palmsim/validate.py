@@ -1007,10 +1007,13 @@ _DISTRIBUTE_KEYS = (
 )
 
 
-def _distribute_checkpoints(training: Mapping[str, Any]) -> bool:
-    """Whether the run distributes its full-recompute checkpoints over the TP group
-    (``mapping.distribute_saved_activations``): any of :data:`_DISTRIBUTE_KEYS` true."""
-    return any(_flag(training, key) for key in _DISTRIBUTE_KEYS if training.get(key) is not None)
+def _distribute_checkpoints(training: Mapping[str, Any]) -> str | None:
+    """The key under which the run distributes its full-recompute checkpoints over the TP
+    group (``mapping.distribute_saved_activations``): the first of :data:`_DISTRIBUTE_KEYS`
+    that is true, or None."""
+    return next(
+        (k for k in _DISTRIBUTE_KEYS if training.get(k) is not None and _flag(training, k)), None
+    )
 
 
 def _recompute_modules(training: Mapping[str, Any]) -> tuple[str, ...]:
@@ -2047,6 +2050,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     # stand for what such a case leaves unstated (see _CORE_DEFAULT), each an assumption.
     core = kernel != "unfused"
     sequence_parallel = _sequence_parallel(training)
+    if sequence_parallel is None and _distribute_checkpoints(training):
+        # derived: Megatron-LM refuses distributed checkpoints with sequence parallelism
+        # (TransformerConfig: "distribute_saved_activations ... must be false when sequence
+        # parallel is enabled"), as metaseq does
+        sequence_parallel = False
     if sequence_parallel is None:
         # Megatron-Core refuses MoE with tensor parallelism without sequence parallelism
         # (megatron/training/arguments.py: "When using MoE and tensor parallelism, sequence
@@ -2093,9 +2101,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     if distribute:
         if recompute not in (None, "full"):
             raise NotRun(
-                f"training.distribute_checkpointed_activations with activation_recompute "
-                f"{recompute}: it distributes full recompute's checkpoints (Megatron-LM "
-                "asserts recompute granularity 'full')"
+                f"training.{distribute} with activation_recompute {recompute}: it distributes "
+                "full recompute's checkpoints (Megatron-LM asserts recompute granularity 'full')"
             )
         recompute = "full"
     virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages")

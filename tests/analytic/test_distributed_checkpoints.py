@@ -18,7 +18,7 @@ from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.plan import CollectiveKind, CollectiveStep
-from palmsim.validate import read_training_run
+from palmsim.validate import NotRun, read_training_run
 
 LAYERS, TP = 4, 4
 
@@ -111,3 +111,14 @@ def test_validate_reads_the_flag_under_any_of_its_names() -> None:
         assert run.recompute == ("full",)
     run = read_training_run(_case(1, distribute_checkpointed_activations=True), "file.yaml")
     assert run is not None and "distribute_saved_activations" not in run.flags
+
+
+def test_validate_runs_it_without_sequence_parallelism_and_with_full_recompute() -> None:
+    """Unstated sequence parallelism is off beside it (Megatron-LM refuses the pair); a
+    recompute other than full is not run, naming the key."""
+    run = read_training_run(_case(2, partition_activations=True), "file.yaml")
+    assert run is not None and run.flags["sequence_parallel"] is False
+    with pytest.raises(NotRun, match=r"training\.partition_activations with activation_recompute"):
+        read_training_run(
+            _case(2, partition_activations=True, activation_recompute="selective"), "file.yaml"
+        )
