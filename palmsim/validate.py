@@ -2087,6 +2087,12 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
             )
         if fp8_params:
             overrides.append("training.fp8_param_gather=true")
+        # Megatron-Core's disable_parameter_transpose_cache: TE re-casts the fp8 weights
+        # every micro-batch and keeps no copies (training.fp8_transpose_cache)
+        if training.get("disable_parameter_transpose_cache") is not None and _flag(
+            training, "disable_parameter_transpose_cache"
+        ):
+            overrides.append("training.fp8_transpose_cache=false")
     overrides += _nemo_sft_optimizer(case, training, fp8_params, assumptions)
     recompute = _recompute(training)
     modules = _recompute_modules(training)

@@ -1308,6 +1308,7 @@ def _training_schema(set_hint: bool) -> Schema:
         "mtp_in_bf16": _bool_rule(),
         "fp8_recipe": _choice_rule(FP8_RECIPES),
         "fp8_param_gather": _bool_rule(),
+        "fp8_transpose_cache": _bool_rule(),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
         "packed_document_tokens": _nullable_int_rule(hint=" (null: one document per sequence)"),
         "moe_capacity_factor": _optional_positive_float_rule(),

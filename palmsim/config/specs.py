@@ -1053,6 +1053,14 @@ class TrainingSpec:
         "the gathered weights, with MXFP8 it still gathers 16-bit values and re-casts them",
         default=False,
     )
+    fp8_transpose_cache: bool = _f(
+        "fp8 training: keep the fp8 copies of the weights (with fp8 parameters, their "
+        "transposes) from an iteration's first micro-batch to its last, cast once per "
+        "iteration (Transformer Engine's cached weight workspace); false: Megatron-Core's "
+        "disable_parameter_transpose_cache, under which every micro-batch casts them again "
+        "and frees them after each layer",
+        default=True,
+    )
     moe_capacity_factor: float | None = _f(
         "mixture-of-experts capacity factor: an expert takes at most ceil(factor x its "
         "uniform share) of each rank's routed tokens, the rest are dropped (Megatron-Core "

@@ -579,7 +579,16 @@ def _stage_memory(
         # fp8 training: TE's cached fp8 weights and their transposes (palmsim.workload.fp8);
         # with fp8_param_gather they are the weights, and no 16-bit copy is kept
         fp8_weights = sum(_fp8_params(u) for u in units)
-        weights += fp8_weight_cache_bytes(fp8_weights, recipe)
+        copies = fp8_weights
+        if not workload.training.fp8_transpose_cache:
+            # Megatron-Core's disable_parameter_transpose_cache passes TE is_first_microbatch
+            # None (transformer_engine.py TELinear), so TE casts with no cache name and frees
+            # the copies after the GEMMs: only the unit in hand holds them; fp8 parameters
+            # keep their row-wise data, the weights themselves
+            largest = max((_fp8_params(u) for u in units), default=0.0)
+            fp8_params = workload.training.fp8_param_gather
+            copies = (fp8_weights + largest) / 2 if fp8_params else largest
+        weights += fp8_weight_cache_bytes(copies, recipe)
         if workload.training.fp8_param_gather:
             weights -= fp8_weights * batch.training_elem_bytes
     activations = peak_held_bytes(steps, chunks, per_microbatch) + working
@@ -634,9 +643,14 @@ def _stage(
             for b in u.blocks
         ]
     )
+    # (training.fp8_transpose_cache false: every micro-batch casts them again; the casts are
+    # costed with the optimizer step, their sum in the iteration)
+    casts = 1 if workload.training.fp8_transpose_cache else batch.num_microbatches
+    fp8_ops = [op for u in all_units for b in u.blocks for op in b.ops if op.fp8]
+    fp8_tensors = sum(op.param_tensors for op in fp8_ops)
     fp8_weights: tuple[float, int, float, float] = (
-        fp8_dense + fp8_expert,
-        sum(op.param_tensors for u in all_units for b in u.blocks for op in b.ops if op.fp8),
+        (fp8_dense + fp8_expert) * casts,
+        fp8_tensors * casts,
         batch.training_elem_bytes,
         fp8_weight_copy_bytes(workload.training.fp8_recipe),
     )

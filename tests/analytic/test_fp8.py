@@ -202,6 +202,24 @@ def test_fp8_param_gather_memory_closed_form() -> None:
     assert mem.gradients == pytest.approx(2 * (others + 8 * linears), rel=1e-12)
 
 
+def test_without_the_transpose_cache_only_the_layer_in_hand_holds_fp8_copies() -> None:
+    """training.fp8_transpose_cache false (Megatron-Core's disable_parameter_transpose_cache):
+    TE casts every micro-batch and frees the copies after the GEMMs, so of the 8 layers'
+    cached copies (2 B per fp8 GEMM parameter) one layer's remain; with fp8 parameters each
+    weight keeps its fp8 data (1 B) and only the layer in hand its transpose (1 B)."""
+    exp, cached = _tile0_memory("training.dtype=fp8")
+    _, fresh = _tile0_memory("training.dtype=fp8", "training.fp8_transpose_cache=false")
+    m = exp.workload.model
+    h, f, t = m.hidden_size, m.intermediate_size, 2
+    linears = (4 * h * h + 3 * h * f) / t
+    assert cached.weights - fresh.weights == pytest.approx(2 * 7 * linears, rel=1e-12)
+    _, kept = _tile0_memory("training.dtype=fp8", "training.fp8_param_gather=true")
+    _, params = _tile0_memory(
+        "training.dtype=fp8", "training.fp8_param_gather=true", "training.fp8_transpose_cache=false"
+    )
+    assert kept.weights - params.weights == pytest.approx(7 * linears, rel=1e-12)
+
+
 def _stage0(*overrides: str):
     exp = load_experiment(
         "dgx-h100", "llama2-7b",
@@ -209,6 +227,19 @@ def _stage0(*overrides: str):
         mapping_flags={"pp": 4, "tp": 1, "dp": 2, "micro_batch_size": 1, "zero": 1},
     )  # fmt: skip
     return exp, map_workload(exp, Chip.from_spec(exp.hardware)).programs[0]
+
+
+def test_without_the_transpose_cache_every_micro_batch_casts_the_weights() -> None:
+    """Stage 0 runs 4 micro-batches an iteration (8 samples over dp 2): the weights' fp8 cast,
+    once per iteration with the cache (what the fp8 optimizer step adds to the bf16 one),
+    runs 4 times without it: 3 more casts, each the same kernel work."""
+    _, bf16 = _stage0()
+    _, cached = _stage0("training.dtype=fp8")
+    _, fresh = _stage0("training.dtype=fp8", "training.fp8_transpose_cache=false")
+    cast_s = cached.optimizer.compute_time_s - bf16.optimizer.compute_time_s
+    assert cast_s > 0
+    extra_s = fresh.optimizer.compute_time_s - cached.optimizer.compute_time_s
+    assert extra_s == pytest.approx(3 * cast_s, rel=1e-9)
 
 
 @pytest.mark.parametrize("recipe", ["delayed", "current"])
@@ -430,6 +461,20 @@ def test_validate_builds_the_nemo_fp8_case_as_transformer_engine_runs_it() -> No
         "training.attention_kernel=flash2",
     ):
         assert expected in overrides
+
+
+def test_validate_reads_megatron_cores_disable_parameter_transpose_cache() -> None:
+    """MLPerf v4.1's Llama 2 70B LoRA on 8 H200s at TP 1 sets it (its
+    megatron_gpt_peft_tuning_config.yaml): without the fp8 transposes of all 69 B frozen
+    weights it fits the 141 GB the run had."""
+    from palmsim.validate import case_setup
+
+    cases = yaml.safe_load((ROOT / "validation" / "mlperf_runs.yaml").read_text())["cases"]
+    (case,) = [c for c in cases if c["id"] == "mlperf_v41_nvidia_llama2_70b_lora_h200_8gpu"]
+    _, _, overrides, _ = case_setup(case)
+    assert "training.fp8_transpose_cache=false" in overrides
+    del case["training"]["disable_parameter_transpose_cache"]
+    assert "training.fp8_transpose_cache=false" not in case_setup(case)[2]
 
 
 @pytest.mark.parametrize(

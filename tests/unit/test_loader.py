@@ -290,6 +290,7 @@ def test_normalise_workload_derives_defaults_and_renames_aliases() -> None:
         "packed_document_tokens": None,
         "fp8_recipe": "delayed",
         "fp8_param_gather": False,
+        "fp8_transpose_cache": True,
     }
     assert out["name"] == "stem"
     assert out["mode"] == "training"
