@@ -246,6 +246,16 @@ def _n150_weights_in_dram(**tile):
     )
 
 
+def _one_request_twice(hw, mdl, p: int, n: int, **variant):
+    """One request of ``p`` prompt and ``n`` output tokens served traced (no host dispatch)
+    as the fixed-traffic default, then with ``variant`` (serving fields): both records."""
+    base = dataclasses.replace(serving_spec(_fixed(p, n, num_requests=1)), trace="all")
+    request = (Request(0, 0.0, p, n),)
+    (a,) = run(hw, mdl, base, request)[1].requests
+    (b,) = run(hw, mdl, dataclasses.replace(base, **variant), request)[1].requests
+    return a, b
+
+
 def test_prefill_iterations_stream_weights_through_the_column_readers():
     """serving.prefill_weight_readers: 8 (as inference's): an iteration holding a prefill
     brings its layers' DRAM weights to the cores through 8 column readers, each reading a
@@ -259,11 +269,7 @@ def test_prefill_iterations_stream_weights_through_the_column_readers():
     )
     layers, h, p, n = 2, 1024, 16, 2
     mdl = model(layers=layers, hidden=h, heads=8, vocab=32000)
-    base = dataclasses.replace(serving_spec(_fixed(p, n, num_requests=1)), trace="all")
-    readers = dataclasses.replace(base, prefill_weight_readers=8)
-    request = (Request(0, 0.0, p, n),)
-    (a,) = run(hw, mdl, base, request)[1].requests
-    (b,) = run(hw, mdl, readers, request)[1].requests
+    a, b = _one_request_twice(hw, mdl, p, n, prefill_weight_readers=8)
     layer_bytes = 2 * layers * (12 * h * h + 9 * h)
     extra_s = layer_bytes / (8 * 0.05e9) - layer_bytes / hw.dram.bandwidth_bytes_per_s
     assert b.first_token_s - a.first_token_s == pytest.approx(extra_s, rel=0.01)
@@ -282,11 +288,7 @@ def test_prefill_iterations_run_their_layers_on_the_prefill_cores():
     hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, peak_flop_per_s=peak))
     layers, h, p, n = 2, 256, 32, 3
     mdl = model(layers=layers, hidden=h, heads=4, vocab=512)
-    base = dataclasses.replace(serving_spec(_fixed(p, n, num_requests=1)), trace="all")
-    half = dataclasses.replace(base, prefill_compute_cores=32)
-    request = (Request(0, 0.0, p, n),)
-    (a,) = run(hw, mdl, base, request)[1].requests
-    (b,) = run(hw, mdl, half, request)[1].requests
+    a, b = _one_request_twice(hw, mdl, p, n, prefill_compute_cores=32)
     spec = TrainingSpec(seq_len=p, global_batch_size=1, dtype="fp16", attention_kernel="fused")
     flop = layers * sum(op.flop_fwd for blk in layer_blocks(mdl, spec, 1, 1) for op in blk.ops)
     layers_s = flop / (64 * core_peak * hw.tile.compute_efficiency)
