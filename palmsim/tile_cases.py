@@ -485,6 +485,44 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     return out
 
 
+def attention_pairs(q_len: int, cached_len: int, causal: bool) -> float:
+    """(query, key) pairs of an attention of ``q_len`` new tokens over ``cached_len`` cached
+    ones and themselves: every cached key, and of the new ones all (``causal`` False) or
+    those at or before the query (half the square, the FLOP convention of tt-metal's
+    tech_reports/FlashAttention/FlashAttention.md: 2 b s^2 h d for a causal s)."""
+    return q_len * cached_len + (q_len * q_len / 2 if causal else q_len * q_len)
+
+
+def _attention_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, float, str | None]:
+    """(FLOP, peak FLOP/s of its cores at its fidelity, fidelity) of an attention
+    microbenchmark: 4 FLOP per (query, key) pair per head dimension (QK^T and scores x V)."""
+    model, scenario = case["model"], case["scenario"]
+    heads = positive_count(model.get("heads"), "model.heads")
+    head_dim = positive_count(model.get("head_dim"), "model.head_dim")
+    q_len = positive_count(scenario.get("q_len"), "scenario.q_len")
+    cached_raw = scenario.get("cached_len", 0)
+    cached = positive_count(cached_raw, "scenario.cached_len") if cached_raw else 0
+    causal = str(scenario.get("causal", "true")).strip().lower() in ("true", "yes", "1")
+    batch = positive_count(scenario.get("batch", 1), "scenario.batch")
+    flop = 4.0 * batch * heads * head_dim * attention_pairs(q_len, cached, causal)
+    rows, cols = _grid(scenario.get("core_grid"))
+    dtype = _format(scenario.get("dtype"))
+    fidelity = scenario.get("math_fidelity")
+    return flop, rows * cols * _core_peak(hw, dtype, fidelity), fidelity
+
+
+def _attention(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    """A fused attention kernel alone (tt-metal's SDPA): the op latency, then its FLOP at
+    ``tile.attention_efficiency`` of its cores' peak at its fidelity (else the GEMM
+    efficiency of its format)."""
+    flop, peak, fidelity = _attention_terms(case, hw)
+    dtype = _format(case["scenario"].get("dtype"))
+    efficiency = hw.tile.attention_efficiency or hw.tile.efficiency_for(dtype, fidelity)
+    time_s = hw.tile.op_latency_s + flop / (peak * efficiency)
+    measured = _number(case["measured"].get("time_ms"))
+    return [("time_ms", measured, time_s * 1e3)] if measured else []
+
+
 def _dram_read(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     predicted = _dram_bandwidth(hw) / 1e9
     # The microbenchmark's own figure (the configs' DRAM bandwidth is fitted to it); the spec,
@@ -1543,6 +1581,8 @@ def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
         return _gemm(case, load_hardware(hw_path))
     if "memory microbenchmark" in phase:
         return _dram_read(case, load_hardware(hw_path))
+    if "attention microbenchmark" in phase:
+        return _attention(case, load_hardware(hw_path))
     if "collective" in phase:
         return _allreduce(case, load_hardware(hw_path))
     if "gemv" in phase:
@@ -1652,6 +1692,9 @@ def calibrate_tiles(
       the chip's op latency, shared by its other formats);
     - ``tile.format_efficiency.<format>`` (at one pass, :meth:`TileSpec.efficiency_for`):
       GEMMs of that format, the same model;
+    - ``tile.attention_efficiency``: fused attention microbenchmarks (``phase: attention
+      microbenchmark``), ``time = a + t_peak / e`` with ``t_peak`` their FLOP at the peak of
+      their cores at their fidelity;
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
     - ``system.link.bandwidth``, with ``system.link.latency`` (a ring or line step) and
       ``system.collective_latency`` (the startup) where the cases span sizes and chip counts
@@ -1672,6 +1715,7 @@ def calibrate_tiles(
     host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
     dram: list[tuple[str, float]] = []
     ccl: list[tuple[str, int, float, float]] = []  # (case, steps, bytes a direction, time)
+    attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
     for case in cases:
         case_id = str(case.get("id", "?"))
@@ -1706,6 +1750,12 @@ def calibrate_tiles(
                 gemm.setdefault(dtype, []).append(
                     (case_id, flop / peak, flop / one_pass, t_ns * 1e-9)
                 )
+            elif "attention microbenchmark" in phase:
+                flop, peak, _ = _attention_terms(case, hw)
+                t_ms = _number(case["measured"].get("time_ms"))
+                if not t_ms:
+                    raise CannotExpressError("an attention microbenchmark is fitted as time_ms")
+                attention.append((case_id, flop / peak, t_ms * 1e-3))
             elif "memory microbenchmark" in phase:
                 for metric, _, _ in _dram_read(case, hw):
                     dram.append((case_id, float(case["measured"][metric]) * 1e9))
@@ -1752,6 +1802,15 @@ def calibrate_tiles(
         if dtype == latency_format:
             fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
         fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / (1 + q), "ratio", ids, errors))
+    if attention:
+        # time = a + t_peak / e, a the op latency (fitted above, else the config's)
+        a = latency_s if latency_format else hw.tile.op_latency_s
+        t_peak = [t for _, t, _ in attention]
+        measured = [m for _, _, m in attention]
+        q = _fit_inverse(t_peak, [a] * len(attention), measured)
+        errors = tuple((a + tp * q) / m - 1 for tp, m in zip(t_peak, measured, strict=True))
+        ids = tuple(c for c, _, _ in attention)
+        fits.append(TileFit("tile.attention_efficiency", 1 / q, "ratio", ids, errors))
     if host:
         untraced = [u for _, u, _ in host]
         traced = [t for _, _, t in host]

@@ -1091,6 +1091,7 @@ def hardware_schema(kind: str) -> Schema:
             "format_efficiency": _table_rule(
                 tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.83, bfp8: 0.78}"
             ),
+            "attention_efficiency": _float_rule(0.0, 1.0, low_open=False, high_open=False),
             "op_latency": _nonnegative_quantity_rule("time", "16 us"),
             "host_dispatch": _nonnegative_quantity_rule("time", "30 us"),
             "dram_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
@@ -1795,6 +1796,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         memory_ops=tile_v.get("memory_ops"),
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
+        attention_efficiency=tile_v["attention_efficiency"],
         op_latency_s=tile_v.get("op_latency", 0.0),
         host_dispatch_s=tile_v.get("host_dispatch", 0.0),
         dram_reader_bandwidth_bytes_per_s=tile_v.get("dram_reader_bandwidth", 0.0),
@@ -2646,6 +2648,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
     if t.format_efficiency:
         raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
+    if t.attention_efficiency:
+        raw["tile"]["attention_efficiency"] = t.attention_efficiency
     if t.op_latency_s:
         raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
     if t.host_dispatch_s:

@@ -389,6 +389,14 @@ class TileSpec:
         "fidelity_passes, the fraction at one pass: see efficiency_for",
         default=(),
     )
+    attention_efficiency: float = _f(
+        "achievable fraction of the attention's peak (its dtype at its math fidelity) of a "
+        "prefill's fused attention kernel (a tiled chip's flash attention: the attention "
+        "core of its new tokens and their attention over cached tokens), fitted to "
+        "single-op measurements of that kernel [ratio]; 0: the GEMM efficiency of its "
+        "operands' format",
+        default=0.0,
+    )
     op_latency_s: float = _f(
         "fixed time of every op the tile launches, in series with its compute and data "
         "movement (dispatch and op-to-op gap; tiled chips, fitted to GEMM microbenchmarks) "

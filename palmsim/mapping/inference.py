@@ -853,6 +853,13 @@ def _stage(
     # SDPA on compute_with_storage_grid_size (8, 8). Its LM head runs DRAM-sharded with the
     # decode's program configs, and its embedding is no GEMM: both keep the whole tile.
     share = prefill_cores_share(hw, inf.prefill_compute_cores, "inference")
+    # A prefill's attention over its cached chunks is the fused attention kernel its core
+    # runs (tt-metal's chunked SDPA): at tile.attention_efficiency where the tile gives one.
+    if hw.tile.attention_efficiency > 0:
+        costing = dataclasses.replace(
+            costing,
+            tile=dataclasses.replace(costing.tile, compute_efficiency=hw.tile.attention_efficiency),
+        )
     prefill = dataclasses.replace(
         lower,
         batch=dataclasses.replace(batch, peak_flop_per_s=batch.peak_flop_per_s * share),

@@ -107,7 +107,8 @@ class BatchShape:
     ``chunks`` are the new-token counts of the requests with more than one new token
     (prefill chunks), sorted; ``num_single`` requests have one (decodes, or a last prompt
     token). ``cached_tokens`` is ``Σ c_i`` and ``cached_pairs`` ``Σ q_i·c_i`` over requests
-    with ``q_i`` new and ``c_i`` cached tokens, ``max_cached`` the largest ``c_i``.
+    with ``q_i`` new and ``c_i`` cached tokens, ``max_cached`` the largest ``c_i``, and
+    ``chunk_pairs`` the part of ``cached_pairs`` over the prefill chunks.
     """
 
     num_tokens: int
@@ -117,12 +118,13 @@ class BatchShape:
     cached_tokens: int
     cached_pairs: int
     max_cached: int = 0
+    chunk_pairs: int = 0
 
 
 def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
     """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request (any
     sequence whose items start with those three)."""
-    tokens = sampled = single = cached = pairs = longest = 0
+    tokens = sampled = single = cached = pairs = longest = chunk_pairs = 0
     chunks = []
     for e in entries:  # one pass: this runs once per iteration
         q, c, s = e[0], e[1], e[2]
@@ -135,8 +137,9 @@ def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
             single += 1
         elif q > 1:
             chunks.append(q)
+            chunk_pairs += q * c
     chunks.sort()
-    return BatchShape(tokens, sampled, tuple(chunks), single, cached, pairs, longest)
+    return BatchShape(tokens, sampled, tuple(chunks), single, cached, pairs, longest, chunk_pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,11 +283,19 @@ class ServingPlan:
         fidelity = dict(self.serving.math_fidelity).get(self.serving.dtype)
         efficiency = tile.at_fidelity(tile.compute_efficiency, fidelity)
         share = self._share(prefill=bool(shape.chunks))
+        # the prefill chunks' part in the fused attention kernel, at tile.attention_efficiency
+        # where the tile gives one (palmsim run's prefill): the rate of the whole FLOP
+        rate = efficiency
+        if tile.attention_efficiency > 0 and shape.chunk_pairs > 0:
+            rest = shape.cached_pairs - shape.chunk_pairs
+            rate = shape.cached_pairs / (
+                shape.chunk_pairs / tile.attention_efficiency + rest / efficiency
+            )
         t = op_time_s(
             flop,
             sram,
             peak_flop_per_s=self.peak_flop_per_s * share,
-            efficiency=efficiency,
+            efficiency=rate,
             sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s * share,
         )
         cores = self.serving.decode_attention_cores

@@ -29,6 +29,7 @@ from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.tile_cases import allreduce_time_s
 from palmsim.workload.builders import embedding_block, head_block, layer_blocks
+from palmsim.workload.ops import Op
 from tests.analytic.test_collectives_on_chips import S_BYTES, _one_collective
 from tests.conftest import wafer_spec
 
@@ -706,6 +707,59 @@ def test_calibrate_tiles_fits_the_p150_op_latency_by_hand():
     assert hw.tile.op_latency_s == pytest.approx(t1 - slope * tp1, rel=1e-3)  # the config's
 
 
+def _sdpa_case(i: int, q_len: int, cached_len: int, time_ms: float) -> dict:
+    """A causal SDPA of 32 heads of 128 on the p150's 8x8 cores at HiFi4."""
+    return {
+        "id": f"sdpa{i}",
+        "hardware": {"hw_spec_ref": "tenstorrent_blackhole.systems.p150"},
+        "model": {"name": "ttnn.transformer.scaled_dot_product_attention", "heads": 32,
+                  "head_dim": 128},
+        "scenario": {"phase": "attention microbenchmark", "causal": True, "q_len": q_len,
+                     "cached_len": cached_len, "dtype": "BFP8", "math_fidelity": "HiFi4",
+                     "core_grid": "8x8"},
+        "measured": {"time_ms": time_ms},
+    }  # fmt: skip
+
+
+def test_calibrate_tiles_fits_the_attention_efficiency_by_hand():
+    """A causal attention of q new tokens over c cached ones has q c + q^2/2 (query, key)
+    pairs, 4 x 32 heads x 128 FLOP each (QK^T and scores x V; tt-metal's FlashAttention
+    report counts a causal s as 2 s^2 h d). Timed as t = a + F / (P e) on the p150's 8x8
+    cores at HiFi4 (P = 64 x 5.5296 / 4 TFLOP/s, a its op latency), hand-computed with
+    e = 0.25, the fit gives e back; the shipped p150 SDPA times give the config's 0.2097,
+    with which a case is predicted."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles, predict
+
+    hw = load_hardware("hw_configs/blackhole-p150.yaml")
+    peak = 64 * 5.5296e12 / 4
+    e = 0.25
+
+    def time_ms(q: int, c: int) -> float:
+        flop = 4 * 32 * 128 * (q * c + q * q / 2)
+        return (hw.tile.op_latency_s + flop / (peak * e)) * 1e3
+
+    cases = [
+        _sdpa_case(0, 4096, 0, time_ms(4096, 0)),
+        _sdpa_case(1, 2048, 6144, time_ms(2048, 6144)),
+    ]
+    fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-p150.yaml")
+    by_key = {f.key: f for f in fits}
+    assert by_key["tile.attention_efficiency"].value == pytest.approx(e, rel=1e-9)
+    assert max(abs(x) for x in by_key["tile.attention_efficiency"].errors) < 1e-9
+
+    shipped = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, _ = calibrate_tiles(shipped, "hw_configs/blackhole-p150.yaml")
+    fit = {f.key: f for f in fits}["tile.attention_efficiency"]
+    assert len(fit.cases) == 3
+    assert hw.tile.attention_efficiency == pytest.approx(fit.value, abs=5e-5)
+    # predicted with the config's efficiency
+    ((metric, _, predicted),) = predict(cases[0])
+    flop = 4 * 32 * 128 * 4096**2 / 2
+    expected_ms = (hw.tile.op_latency_s + flop / (peak * hw.tile.attention_efficiency)) * 1e3
+    assert (metric, predicted) == ("time_ms", pytest.approx(expected_ms, rel=1e-12))
+
+
 def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     """Collectives timed as t = a + steps * l + d / B at three sizes and two chip counts (an
     all-gather over a line of 2 and an all-reduce over a ring of 8, hand-computed from a =
@@ -862,8 +916,10 @@ def test_the_attention_core_runs_at_the_activation_dtypes_fidelity():
     to HiFi4 slows the fused core alone, by two more passes of its math, FLOP x (4 - 2) / P
     a layer (P: the n150's LoFi peak, its 8x8 compute cores x 4.096 TFLOP/s; its unpacking
     and packing take as long at every fidelity, TileSpec.efficiency_for); the weight GEMMs
-    stay put."""
+    stay put. Here the tile has no measured rate of its fused attention kernel
+    (tile.attention_efficiency 0), so the core runs as a GEMM would."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, attention_efficiency=0.0))
     s = 1024
     model = dataclasses.replace(_model(), max_position_embeddings=s + 8)
 
@@ -871,13 +927,39 @@ def test_the_attention_core_runs_at_the_activation_dtypes_fidelity():
         fidelity = (("bf16", bf16_fidelity), ("bfp8", "HiFi2"))
         return _inference(hw, tp=1, prompt=s, output=1, math_fidelity=fidelity)["ttft_s"]
 
+    peak = 64 * 4.096e12
+    slower = LAYERS * _fused_core(model, s).flop_fwd * (4 - 2) / peak
+    assert ttft("HiFi4") - ttft("HiFi2") == pytest.approx(slower, rel=1e-3)
+
+
+def _fused_core(model: ModelSpec, s: int) -> Op:
+    """The fused attention core of one layer of ``model`` over ``s`` tokens."""
     spec = TrainingSpec(seq_len=s, global_batch_size=1, dtype="bf16", attention_kernel="fused")
     (core,) = [
         op for b in layer_blocks(model, spec, 1, 1) for op in b.ops if op.name == "attention"
     ]
+    return core
+
+
+def test_a_prefill_attention_core_runs_at_the_tiles_attention_efficiency():
+    """tile.attention_efficiency e: a prefill's fused attention core (tt-metal's SDPA) runs
+    at e of its cores' peak at its fidelity, F / (P/4 e) at HiFi4 (P the n150's LoFi peak,
+    8x8 cores x 4.096 TFLOP/s): between e = 0.2 and e = 0.4 the first token moves by
+    F x 4 / P x (1/0.2 - 1/0.4) a layer; the weight GEMMs stay put."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    s = 1024
+    model = dataclasses.replace(_model(), max_position_embeddings=s + 8)
+
+    def ttft(efficiency: float) -> float:
+        tile = dataclasses.replace(hw.tile, attention_efficiency=efficiency)
+        fidelity = (("bf16", "HiFi4"), ("bfp8", "HiFi2"))
+        return _inference(
+            dataclasses.replace(hw, tile=tile), tp=1, prompt=s, output=1, math_fidelity=fidelity
+        )["ttft_s"]
+
     peak = 64 * 4.096e12
-    slower = LAYERS * core.flop_fwd * (4 - 2) / peak
-    assert ttft("HiFi4") - ttft("HiFi2") == pytest.approx(slower, rel=1e-3)
+    slower = LAYERS * _fused_core(model, s).flop_fwd * 4 / peak * (1 / 0.2 - 1 / 0.4)
+    assert ttft(0.2) - ttft(0.4) == pytest.approx(slower, rel=1e-3)
 
 
 def _chunked_prefill(hw, prompt: int, chunk: int):

@@ -483,6 +483,8 @@ def test_parse_values_peak_is_sorted_by_dtype_name() -> None:
         ("tile", "compute_efficiency", 1.5, r"tile\.compute_efficiency: got 1\.5; .*\(0, 1\]"),
         ("tile", "compute_efficiency", 0, r"\(0, 1\]"),
         ("tile", "compute_efficiency", True, r"\(0, 1\]"),
+        ("tile", "attention_efficiency", 1.2, r"tile\.attention_efficiency: got 1\.2; .*\[0, 1\]"),
+        ("tile", "attention_efficiency", "high", r"tile\.attention_efficiency.*\[0, 1\]"),
         ("tile", "sram_capacity", "0 B", r"tile\.sram_capacity.*positive bytes"),
         ("tile", "peak", {"fp64": "1 TFLOP/s"}, r"tile\.peak\.fp64.*dtype key"),
         ("tile", "peak", {"fp16": "16 TB/s"}, r"tile\.peak\.fp16.*FLOP rate.*bandwidth"),
