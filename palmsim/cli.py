@@ -831,8 +831,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--tiles",
         action="store_true",
-        help="fit a tiled chip (per-format GEMM efficiency, DRAM read bandwidth, chip-to-chip "
-        "link bandwidth) to the microbenchmarks of FILE (default: "
+        help="fit a tiled chip (per-format GEMM efficiency, op latency, host dispatch, fused "
+        "attention efficiency, DRAM read bandwidth, chip-to-chip links) to the "
+        "microbenchmarks of FILE (default: "
         "validation/tiles_measurements.yaml) whose hw_spec_ref maps to --hw",
     )
     cal.set_defaults(func=_cmd_calibrate)
