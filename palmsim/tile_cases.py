@@ -431,10 +431,25 @@ def _cores_of(hw: HardwareSpec) -> int:
 
 
 def _core_peak(hw: HardwareSpec, dtype: str, fidelity: str | None) -> float:
+    passes = dict(hw.tile.fidelity_passes)
+    if fidelity and passes and fidelity not in passes:
+        raise CannotExpressError(
+            f"math fidelity {fidelity!r} is not one of {hw.name}'s ({', '.join(passes)})"
+        )
     try:
         return hw.tile.peak_for(dtype, fidelity) / _cores_of(hw)
     except KeyError:
         raise CannotExpressError(f"{hw.name} has no peak for {dtype}") from None
+
+
+def _chip_grid(text: Any, hw: HardwareSpec) -> tuple[int, int]:
+    """A microbenchmark's core grid (``'ROWSxCOLS'``), at most the cores of one chip."""
+    rows, cols = _grid(text)
+    assert hw.wafer is not None
+    chip = hw.wafer.tile_rows * hw.wafer.unit_rows * hw.wafer.tile_cols * hw.wafer.unit_cols
+    if rows * cols > chip:
+        raise CannotExpressError(f"core grid {text!r}: {hw.name}'s chip has {chip} cores")
+    return rows, cols
 
 
 def _dram_bandwidth(hw: HardwareSpec) -> float:
@@ -456,7 +471,7 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     m, k, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
     dtype = _format(scenario.get("dtype"))
     fidelity = scenario.get("math_fidelity")
-    rows, cols = _grid(scenario.get("core_grid") or _system(case).get("parallelism"))
+    rows, cols = _chip_grid(scenario.get("core_grid") or _system(case).get("parallelism"), hw)
     cores = rows * cols
     flop = 2.0 * m * k * n
     elem = DTYPE_BYTES[dtype]
@@ -502,10 +517,13 @@ def _attention_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, 
     q_len = positive_count(scenario.get("q_len"), "scenario.q_len")
     cached_raw = scenario.get("cached_len", 0)
     cached = positive_count(cached_raw, "scenario.cached_len") if cached_raw else 0
-    causal = str(scenario.get("causal", "true")).strip().lower() in ("true", "yes", "1")
+    causal_text = str(scenario.get("causal", True)).strip().lower()
+    if causal_text not in ("true", "false"):
+        raise CannotExpressError(f"scenario.causal {scenario.get('causal')!r} is not true or false")
+    causal = causal_text == "true"
     batch = positive_count(scenario.get("batch", 1), "scenario.batch")
     flop = 4.0 * batch * heads * head_dim * attention_pairs(q_len, cached, causal)
-    rows, cols = _grid(scenario.get("core_grid"))
+    rows, cols = _chip_grid(scenario.get("core_grid"), hw)
     dtype = _format(scenario.get("dtype"))
     fidelity = scenario.get("math_fidelity")
     return flop, rows * cols * _core_peak(hw, dtype, fidelity), fidelity
@@ -1742,7 +1760,7 @@ def calibrate_tiles(
                 )
             elif all(d in model for d in ("M", "K", "N")):
                 dtype = _format(scenario.get("dtype"))
-                rows, cols = _grid(scenario.get("core_grid"))
+                rows, cols = _chip_grid(scenario.get("core_grid"), hw)
                 flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
                 peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
                 one_pass = rows * cols * _core_peak(hw, dtype, None)

@@ -30,12 +30,32 @@ CASES = {c["id"]: c for c in read_config_file("validation/tiles_measurements.yam
         (lambda c: c["model"].update(M=4096.5), r"GEMM M 4096\.5 is not a whole number"),
         (lambda c: c["model"].update(M=1e30), "GEMM M 1e\\+30 is too large to count"),
         (lambda c: c.pop("measured"), "no 'measured'"),
+        (lambda c: c["scenario"].update(core_grid="9x9"), "core grid '9x9': .* 64 cores"),
+        (lambda c: c["scenario"].update(math_fidelity="HiFi9"), "math fidelity 'HiFi9'"),
     ],
 )
 def test_a_bad_case_is_named_not_raised(change, reason):
     case = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
     change(case)
     assert is_tile_case(case)
+    with pytest.raises(CannotExpressError, match=reason):
+        predict(case)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda c: c["scenario"].update(causal="maybe"), "scenario.causal 'maybe'"),
+        (lambda c: c["scenario"].update(q_len="4 K"), "scenario.q_len '4 K'"),
+        (lambda c: c["scenario"].update(cached_len=-5), "scenario.cached_len -5"),
+        (lambda c: c["model"].pop("heads"), "model.heads None"),
+        (lambda c: c["scenario"].update(core_grid="12x12"), "core grid '12x12': .* 130 cores"),
+        (lambda c: c["measured"].update(time_ms="fast"), "none of its measured figures"),
+    ],
+)
+def test_a_bad_attention_microbenchmark_is_named_not_raised(change, reason):
+    case = copy.deepcopy(CASES["tt_sdpa_p150_causal_s4096"])
+    change(case)
     with pytest.raises(CannotExpressError, match=reason):
         predict(case)
 
