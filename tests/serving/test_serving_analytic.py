@@ -323,3 +323,28 @@ def test_an_untraced_prefill_iteration_is_host_bound_at_ops_times_host_dispatch(
     assert a.first_token_s == pytest.approx(ops * 10e-3, rel=1e-3)
     assert b.first_token_s < 0.01 * a.first_token_s
     assert a.finish_s - a.first_token_s == pytest.approx(b.finish_s - b.first_token_s)
+
+
+def test_a_prefill_chunks_attention_over_its_cache_runs_at_the_attention_efficiency():
+    """An iteration holding a prefill chunk of 64 tokens over 128 cached and a decode over
+    256: the chunk's (query, key) pairs, 64 x 128 (BatchShape.chunk_pairs), run at
+    tile.attention_efficiency e_a (the prefill's fused attention kernel), the decode's 256 at
+    the GEMM efficiency e, so on a compute-bound n150 (each core at 0.1 GFLOP/s) the cached
+    attention lasts 4 h d (64 x 128 / e_a + 256 / e) / P, P the 64 cores' peak."""
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.serving import batch_shape, map_serving
+
+    hw = _n150_weights_in_dram()
+    core_peak = 1e8
+    peak = tuple((dtype, 64 * core_peak) for dtype, _ in hw.tile.peak_flop_per_s)
+    hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, peak_flop_per_s=peak))
+    mdl = model(layers=2, hidden=256, heads=4, vocab=512)
+    spec = dataclasses.replace(serving_spec(_fixed(64, 2, num_requests=1)), trace="all")
+    plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
+    shape = batch_shape([(64, 128, 1), (1, 256, 1)])
+    assert (shape.chunk_pairs, shape.cached_pairs) == (64 * 128, 64 * 128 + 256)
+    step = plan._kv_step(shape, plan.stages[0], "kv")
+    tile = hw.tile
+    per_pair = 4 * 4 * 64  # 4 FLOP a pair per head dimension, 4 heads of 64
+    expected_s = per_pair * (64 * 128 / tile.attention_efficiency + 256 / tile.compute_efficiency)
+    assert step.compute_time_s == pytest.approx(expected_s / (64 * core_peak), rel=1e-9)
