@@ -391,10 +391,10 @@ class TileSpec:
     )
     attention_efficiency: float = _f(
         "achievable fraction of the attention's peak (its dtype at its math fidelity) of a "
-        "prefill's fused attention kernel (a tiled chip's flash attention: the attention "
-        "core of its new tokens and their attention over cached tokens), fitted to "
-        "single-op measurements of that kernel [ratio]; 0: the GEMM efficiency of its "
-        "operands' format",
+        "fused attention kernel's forward (a tiled chip's flash attention: a pass's "
+        "attention core and a prefill's attention over cached tokens), fitted to single-op "
+        "measurements of that kernel [ratio]; 0: the GEMM efficiency of its operands' "
+        "format, as for the backward",
         default=0.0,
     )
     op_latency_s: float = _f(

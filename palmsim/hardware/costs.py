@@ -133,7 +133,7 @@ def op_pass_time_s(
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
       pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it); a fused
-      attention at ``tile.attention_efficiency`` where the tile gives one.
+      attention's forward at ``tile.attention_efficiency`` where the tile gives one.
 
     An fp8 op (:attr:`Op.fp8`) runs at ``fp8_peak_flop_per_s`` and the tile's efficiency in
     ``fp8_dtype``, the format its recipe's GEMMs take (fp8, or nvfp4 under NVFP4).
@@ -204,8 +204,9 @@ def op_pass_time_s(
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
         launch_s = kernels * tile.memory_ops.for_kind(op.kind).launch_latency_s
         return tile.memory_ops.time_s(op.kind, all_bytes, kernels), launch_s, 0.0
-    if op.kind == "attention" and tile.attention_efficiency > 0:
-        # a tiled chip's fused attention kernel at its measured fraction of peak
+    if op.kind == "attention" and phase == "F" and tile.attention_efficiency > 0:
+        # a tiled chip's fused attention kernel at its measured fraction of peak (a forward
+        # kernel's: its backward, never measured, stays at the GEMM efficiency)
         tile = dataclasses.replace(tile, compute_efficiency=tile.attention_efficiency)
     time_s = _roofline_s(flop, sram_bytes, tile, peak_flop_per_s)
     launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
