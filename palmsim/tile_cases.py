@@ -500,7 +500,7 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     return out
 
 
-def attention_pairs(q_len: int, cached_len: int, causal: bool) -> float:
+def _attention_pairs(q_len: int, cached_len: int, causal: bool) -> float:
     """(query, key) pairs of an attention of ``q_len`` new tokens over ``cached_len`` cached
     ones and themselves: every cached key, and of the new ones all (``causal`` False) or
     those at or before the query (half the square, the FLOP convention of tt-metal's
@@ -522,7 +522,7 @@ def _attention_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, 
         raise CannotExpressError(f"scenario.causal {scenario.get('causal')!r} is not true or false")
     causal = causal_text == "true"
     batch = positive_count(scenario.get("batch", 1), "scenario.batch")
-    flop = 4.0 * batch * heads * head_dim * attention_pairs(q_len, cached, causal)
+    flop = 4.0 * batch * heads * head_dim * _attention_pairs(q_len, cached, causal)
     rows, cols = _chip_grid(scenario.get("core_grid"), hw)
     dtype = _format(scenario.get("dtype"))
     fidelity = scenario.get("math_fidelity")
