@@ -608,7 +608,7 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         raise CannotExpressError(f"{hw.name} is not simulated one tile per chip")
     if n > hw.num_tiles:
         raise CannotExpressError(f"{n} chips: {hw.name} has {hw.num_tiles}")
-    per_direction = int(str(case["scenario"].get("links_per_direction", "1")).split()[0])
+    per_direction = _links_per_direction(case)
     name = str(case["model"].get("name", "")).lower().replace("_", "").replace("-", "")
     kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
     # Simulated: the collective alone on the first n chips in TP ring order (a physical ring
@@ -627,6 +627,14 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     )
     measured = _number(case["measured"].get("time_us"))
     return [("time_us", measured, time_s * 1e6)] if measured else []
+
+
+def _links_per_direction(case: Mapping[str, Any]) -> int:
+    """Links a direction between neighbouring chips the case's collective ran on
+    (``scenario.links_per_direction``, a count and an optional note; 1 without it)."""
+    return positive_count(
+        case["scenario"].get("links_per_direction", 1), "scenario.links_per_direction"
+    )
 
 
 def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float) -> float:
@@ -1784,7 +1792,8 @@ def calibrate_tiles(
                 name = str(model.get("name", "")).lower().replace("_", "")
                 kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
                 steps = RING_STEPS[kind](n)
-                per_direction = steps / n * size / (2 if ring else 1)
+                # bytes through one link a direction: the fitted bandwidth is a link's
+                per_direction = steps / n * size / (2 if ring else 1) / _links_per_direction(case)
                 t_us = float(case["measured"]["time_us"])
                 ccl.append((case_id, steps, per_direction, t_us * 1e-6))
             elif "gemv" in phase:

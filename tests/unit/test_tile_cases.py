@@ -60,6 +60,14 @@ def test_a_bad_attention_microbenchmark_is_named_not_raised(change, reason):
         predict(case)
 
 
+@pytest.mark.parametrize("links", ["two", 0, "1.5 links", None])
+def test_a_collectives_bad_link_count_is_named_not_raised(links):
+    case = copy.deepcopy(CASES["tt_ccl_allreduce_wh_line2_1MiB"])
+    case["scenario"]["links_per_direction"] = links
+    with pytest.raises(CannotExpressError, match=r"scenario\.links_per_direction"):
+        predict(case)
+
+
 def test_model_fields_under_hugging_face_names_and_figures_as_text_are_the_same_case():
     """A case whose model gives Hugging Face's config.json names (hidden_size,
     num_hidden_layers, num_key_value_heads, intermediate_size, vocab_size, ...) and whose
