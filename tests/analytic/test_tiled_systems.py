@@ -804,6 +804,67 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert {f.key for f in fits} == {"system.link.bandwidth"}
 
 
+def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
+    """A collective that ran on 2 links a direction between neighbours
+    (``scenario.links_per_direction``) puts half its bytes a direction on each: timed as t =
+    a + steps * l + d / (2 B) (hand-computed from a = 4 us, l = 1.5 us, B = 20 GB/s), the fit
+    gives back B, one link's rate, which the config's link carries."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    a, step, bw = 4e-6, 1.5e-6, 20e9
+    cases = []
+    for i, (kind, n, topology, size) in enumerate(
+        (k, n, t, s)
+        for k, n, t in (("all_gather", 2, "line"), ("all_reduce", 8, "ring"))
+        for s in (8192, 2**20, 2**30)
+    ):
+        steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
+        per_link = steps / n * size / (2 if topology == "ring" else 1) / 2
+        cases.append(
+            {
+                "id": f"c{i}",
+                "hardware": {
+                    "hw_spec_ref": "tenstorrent_blackhole.systems.galaxy_bh",
+                    "system": {"chips": n, "topology": topology},
+                },
+                "model": {"name": f"ttnn.{kind}"},
+                "scenario": {
+                    "phase": "collective microbenchmark",
+                    "size_bytes": size,
+                    "links_per_direction": "2 (the table's linkbw = busbw / 2)",
+                },
+                "measured": {"time_us": (a + steps * step + per_link / bw) * 1e6},
+            }
+        )
+    fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-galaxy.yaml")
+    by_key = {f.key: f.value for f in fits}
+    assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
+    assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
+    assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
+
+
+def test_the_blackhole_galaxy_collectives_are_the_configs():
+    """The Blackhole Galaxy config carries the startup, step latency and link rate palmsim
+    calibrate --tiles fits to its 54 collective measurements (2 links a direction, its ring
+    closing the 8-chip axis); the QuietBox and p300, with no collective measured, take them."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-galaxy.yaml")
+    by_key = {f.key: f for f in fits}
+    assert len(by_key["system.link.bandwidth"].cases) == 54
+    for name in ("blackhole-galaxy", "blackhole-quietbox", "blackhole-p300"):
+        w = load_hardware(f"hw_configs/{name}.yaml").wafer
+        assert w.collective_latency_s == pytest.approx(
+            by_key["system.collective_latency"].value, rel=1e-3
+        )
+        assert w.inter_die.latency_s == pytest.approx(by_key["system.link.latency"].value, rel=1e-3)
+        assert w.inter_die.bandwidth_bytes_per_s == pytest.approx(
+            by_key["system.link.bandwidth"].value, rel=1e-3
+        )
+
+
 def test_the_loudbox_collectives_are_the_configs():
     """The T3000 and n300 configs carry the startup, step latency and link rate palmsim
     calibrate --tiles fits to the LoudBox's 54 collective measurements."""
@@ -886,15 +947,15 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
 
 
 def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
-    """The QuietBox's four p150 cards in a line, two 25 GB/s Ethernet links between
-    neighbours: 2(n-1)/n * S / (2 B) over the end links and one hop a step, the line
-    algorithm as on the T3000."""
+    """The QuietBox's four p150 cards in a line, two Ethernet links between neighbours at the
+    Blackhole Galaxy's fitted 20.24 GB/s: the startup, then 2(n-1)/n * S / (2 B) over the end
+    links and one hop a step, the line algorithm as on the T3000."""
     hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
     link = hw.wafer.inter_die
-    assert link.bandwidth_bytes_per_s == pytest.approx(25e9)
+    assert link.bandwidth_bytes_per_s == pytest.approx(20.24e9)
     n = 4
     expected = 2 * (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
-    expected += 2 * (n - 1) * link.latency_s
+    expected += 2 * (n - 1) * link.latency_s + hw.wafer.collective_latency_s
     chip = Chip.from_spec(hw)
     assert _one_collective(chip, (0, 1, 2, 3), "allreduce") == pytest.approx(expected, rel=1e-6)
 
