@@ -541,14 +541,23 @@ def _attention(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     return [("time_ms", measured, time_s * 1e3)] if measured else []
 
 
+#: A DRAM read microbenchmark's figures palmsim predicts: the bank-adjacent readers' (the
+#: configs' DRAM bandwidth is fitted to them) and the same readers at arbitrary places
+#: (``dram.interleaved_read_efficiency`` of that); the spec, 14 GT/s, in-model and per-tile
+#: read figures are other set-ups.
+_DRAM_READ_ADJACENT = ("ubench_GBps_at_12GTps", "GBps_bank_adjacent_noc0")
+_DRAM_READ_INTERLEAVED = ("GBps_16KB_packets_arbitrary_cores",)
+
+
 def _dram_read(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
-    predicted = _dram_bandwidth(hw) / 1e9
-    # The microbenchmark's own figure (the configs' DRAM bandwidth is fitted to it); the spec,
-    # 14 GT/s, in-model and unoptimised-placement figures are other set-ups.
+    adjacent = _dram_bandwidth(hw) / 1e9
+    rates = dict.fromkeys(_DRAM_READ_ADJACENT, adjacent) | dict.fromkeys(
+        _DRAM_READ_INTERLEAVED, adjacent * hw.dram.interleaved_read_efficiency
+    )
     out = [
-        (metric, float(value), predicted)
+        (metric, float(value), rates[metric])
         for metric, value in case["measured"].items()
-        if metric in ("ubench_GBps_at_12GTps", "GBps_bank_adjacent_noc0") and _number(value)
+        if metric in rates and _number(value)
     ]
     if not out:
         raise CannotExpressError("no DRAM read figure palmsim predicts in 'measured'")
@@ -1721,7 +1730,9 @@ def calibrate_tiles(
     - ``tile.attention_efficiency``: fused attention microbenchmarks (``phase: attention
       microbenchmark``), ``time = a + t_peak / e`` with ``t_peak`` their FLOP at the peak of
       their cores at their fidelity;
-    - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks;
+    - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks, their bank-adjacent
+      readers' rate; ``dram.interleaved_read_efficiency``: the same readers' rate at arbitrary
+      places over it;
     - ``system.link.bandwidth``, with ``system.link.latency`` (a ring or line step) and
       ``system.collective_latency`` (the startup) where the cases span sizes and chip counts
       enough to separate them: collectives, ``time = startup + steps * latency +
@@ -1739,7 +1750,8 @@ def calibrate_tiles(
     target = Path(hw_path).resolve()
     gemm: dict[str, list[tuple[str, float, float, float]]] = {}  # (case, t_peak, t_1, time)
     host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
-    dram: list[tuple[str, float]] = []
+    dram: list[tuple[str, float]] = []  # (case, bank-adjacent read rate)
+    interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
     ccl: list[tuple[str, int, float, float]] = []  # (case, steps, bytes a direction, time)
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
@@ -1784,7 +1796,11 @@ def calibrate_tiles(
                 attention.append((case_id, flop / peak, t_ms * 1e-3))
             elif "memory microbenchmark" in phase:
                 for metric, _, _ in _dram_read(case, hw):
-                    dram.append((case_id, float(case["measured"][metric]) * 1e9))
+                    rate = float(case["measured"][metric]) * 1e9
+                    if metric in _DRAM_READ_INTERLEAVED:
+                        interleaved.append((case_id, rate))
+                    else:
+                        dram.append((case_id, rate))
             elif "collective" in phase:
                 n = positive_count(_system(case).get("chips"), "hardware.system.chips")
                 ring = "ring" in str(_system(case).get("topology", "")) and n > 2
@@ -1858,6 +1874,21 @@ def calibrate_tiles(
                 "bandwidth",
                 tuple(c for c, _ in dram),
                 tuple(rate / r - 1 for r in rates),
+            )
+        )
+    if interleaved:
+        # The share e of the bank-adjacent rate (fitted above, else the config's) minimising
+        # sum (e R / r_i - 1)^2 over the rates r_i read at arbitrary places.
+        adjacent = rate if dram else _dram_bandwidth(hw)
+        measured_rates = [r for _, r in interleaved]
+        e = sum(1 / r for r in measured_rates) / (adjacent * sum(1 / r**2 for r in measured_rates))
+        fits.append(
+            TileFit(
+                "dram.interleaved_read_efficiency",
+                e,
+                "ratio",
+                tuple(c for c, _ in interleaved),
+                tuple(e * adjacent / r - 1 for r in measured_rates),
             )
         )
     if ccl:

@@ -1116,6 +1116,9 @@ def hardware_schema(kind: str) -> Schema:
             _parse_positions, "a list of [row, col] chip-local core positions", required=False
         )
         schema["dram"]["banks"] = _int_rule(minimum=1, required=False)
+        schema["dram"]["interleaved_read_efficiency"] = dataclasses.replace(
+            _float_rule(0.0, 1.0, low_open=True, high_open=False), required=False
+        )
         schema["chip"] = {
             "cores": Rule(_parse_grid, _GRID_EXPECTED),
             "granularity": Rule(_parse_granularity, _GRANULARITY_EXPECTED, required=False),
@@ -1811,6 +1814,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         latency_s=dram_v["latency"],
         positions=dram_v.get("positions", ()),
         banks=dram_v.get("banks", len(dram_v.get("positions", ()))),
+        interleaved_read_efficiency=dram_v.get("interleaved_read_efficiency", 1.0),
     )
     wafer = cluster = None
     granularity = (1, 1)
@@ -1925,6 +1929,7 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
         # per chip: the banks of placed channels do not merge (the cores reading them stay
         # apart); other placements count the merged channels, as a reloaded spec does
         banks=d.banks if d.placement == "positions" else len(units),
+        interleaved_read_efficiency=d.interleaved_read_efficiency,
     )
     wafer = dataclasses.replace(
         w,
@@ -2644,6 +2649,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["dram"]["positions"] = [list(p) for p in d.positions]
     if d.banks and d.banks != len(d.positions):
         raw["dram"]["banks"] = d.banks
+    if d.interleaved_read_efficiency != 1.0:
+        raw["dram"]["interleaved_read_efficiency"] = d.interleaved_read_efficiency
     if t.fidelity_passes:
         raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
     if t.format_efficiency:

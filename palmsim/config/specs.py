@@ -509,6 +509,16 @@ class DramSpec:
         "chip.granularity merged); 0: not given [count]",
         default=0,
     )
+    interleaved_read_efficiency: float = _f(
+        "the fraction of a DRAM channel's bandwidth reached by reads of an interleaved tensor "
+        "(its pages spread over every bank) by cores not placed by the banks they read, whose "
+        "NoC routes overlap (tt-metal tech_reports/Saturating_DRAM_bandwidth_Blackhole.md: "
+        "eight cores at arbitrary places read 344 GB/s where eight bank-adjacent ones read "
+        "500); tt-metal's SDPA reads the paged KV cache so, and a tile's reads of its KV "
+        "cache last at least their bytes over this share of its channel; 1: at the full rate "
+        "[ratio]",
+        default=1.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,6 +200,20 @@ def decode_attention_floor_s(
     return max(read_s, math_s)
 
 
+def interleaved_read_floor_s(hw: HardwareSpec, read_bytes: float) -> float:
+    """The least time a tile's reads of ``read_bytes`` of an interleaved tensor take: its
+    DRAM channel's bandwidth times ``dram.interleaved_read_efficiency``, the share that cores
+    not placed by the banks they read reach (their NoC routes overlap;
+    tech_reports/Saturating_DRAM_bandwidth_Blackhole.md). tt-metal's SDPA reads the paged
+    KV cache so: its pages are interleaved over the banks and its cores sit where the
+    program grid puts them (sdpa_decode_program_factory.cpp, reader_decode_all.cpp); 0 where
+    the hardware reads at the full rate. Pure."""
+    efficiency = hw.dram.interleaved_read_efficiency
+    if efficiency >= 1.0 or read_bytes <= 0:
+        return 0.0
+    return read_bytes / (efficiency * hw.dram.bandwidth_bytes_per_s)
+
+
 def check_decode_attention_cores(hw: HardwareSpec, cores: int, section: str) -> None:
     """Raise a MappingError when ``<section>.decode_attention_cores`` cannot run on ``hw``:
     it needs the per-core rate ``tile.dram_reader_bandwidth`` and at most the cores of a
@@ -951,7 +965,8 @@ class _Lowering:
         """Attention of ``new_tokens`` new tokens over cached tokens [0, ctx) and the write of
         their K and V, for one layer of one micro-batch. A decode step with
         ``inference.decode_attention_cores`` lasts at least one request's share
-        (:func:`decode_attention_floor_s`)."""
+        (:func:`decode_attention_floor_s`); every step, at least its cache reads at the
+        interleaved rate (:func:`interleaved_read_floor_s`)."""
         cost = kv_attention_cost(
             bytes_per_token=self.serving.kv_bytes_per_token_mb,
             # each new token's queries against every cached token (a prefill chunk's many)
@@ -965,28 +980,33 @@ class _Lowering:
             roof_peak_flop_per_s=self.batch.peak_flop_per_s,
         )
         step = compute_step(cost, unit, "kv", block_name="kv")
+        hw = self.experiment.hardware
+        # the cache's pages are interleaved over the DRAM banks (tt-metal's paged cache)
+        floor_s = interleaved_read_floor_s(hw, cost.dram_read_bytes)
         inf = self.experiment.workload.inference
         assert inf is not None
-        if tag != "D" or inf.decode_attention_cores <= 0:
-            return step
-        model = self.experiment.workload.model
-        # one request's share of the tile's cache: the tile's cache over its requests, or,
-        # split by sequence over ranks (kv_placement), the part of one request it holds
-        users = self.serving.users
-        floor_s = decode_attention_floor_s(
-            self.experiment.hardware,
-            cores=inf.decode_attention_cores,
-            read_bytes=cost.dram_read_bytes / max(users, 1.0),
-            flop=ctx
-            * min(users, 1.0)
-            * decode_attention_flop_per_token(
-                model.num_attention_heads // self.serving.grid[0],
-                self.serving.kv_heads_per_tile,
-                model.head_dim,
-            ),
-            peak_flop_per_s=self.costing.peak_flop_per_s,
-            efficiency=self.costing.tile.compute_efficiency,
-        )
+        if tag == "D" and inf.decode_attention_cores > 0:
+            model = self.experiment.workload.model
+            # one request's share of the tile's cache: the tile's cache over its requests,
+            # or, split by sequence over ranks (kv_placement), the part of one request it holds
+            users = self.serving.users
+            floor_s = max(
+                floor_s,
+                decode_attention_floor_s(
+                    hw,
+                    cores=inf.decode_attention_cores,
+                    read_bytes=cost.dram_read_bytes / max(users, 1.0),
+                    flop=ctx
+                    * min(users, 1.0)
+                    * decode_attention_flop_per_token(
+                        model.num_attention_heads // self.serving.grid[0],
+                        self.serving.kv_heads_per_tile,
+                        model.head_dim,
+                    ),
+                    peak_flop_per_s=self.costing.peak_flop_per_s,
+                    efficiency=self.costing.tile.compute_efficiency,
+                ),
+            )
         if floor_s <= step.compute_time_s:
             return step
         return dataclasses.replace(step, compute_time_s=floor_s)

@@ -64,6 +64,7 @@ from palmsim.mapping.inference import (
     dram_sharded_time_s,
     format_costing,
     fused_experts,
+    interleaved_read_floor_s,
     kv_cache_bytes,
     prefill_cores_share,
     prefill_stream_time_s,
@@ -315,6 +316,8 @@ class ServingPlan:
                     efficiency=efficiency,
                 ),
             )
+        # the cache's pages are interleaved over the DRAM banks (tt-metal's paged cache)
+        t = max(t, interleaved_read_floor_s(self.hardware, read))
         return ComputeStep(label, t, flop, sram, read, dram - read)
 
     def _share(self, prefill: bool) -> float:

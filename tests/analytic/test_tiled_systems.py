@@ -494,6 +494,32 @@ def test_decode_attention_streams_through_its_cores():
     assert one - two == pytest.approx(LAYERS * per_layer / (2 * r), rel=1e-9)
 
 
+def test_kv_cache_reads_at_arbitrary_places_run_at_the_interleaved_share():
+    """dram.interleaved_read_efficiency e: a tile's reads of its paged KV cache (interleaved
+    over the banks, read by cores not placed by them) last at least their bytes over e x its
+    channel's bandwidth B (267 GB/s on an n150). At a 20000-token context they bound the
+    step's attention (per layer ctx x 2 x kv heads x head dim x 1.0625 B of bfp8 = 87 MB,
+    326 us at B, against the op latency's 16 us), so halving e from 0.5 to 0.25 adds
+    layers x that / (0.25 B) - layers x that / (0.5 B) to TPOT, the rest of the step alike;
+    at e = 1 the step is shorter than at 0.5."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+
+    def tpot(e: float) -> float:
+        dram = dataclasses.replace(hw.dram, interleaved_read_efficiency=e)
+        return _inference(dataclasses.replace(hw, dram=dram), tp=1, prompt=20000, output=2)[
+            "tpot_s"
+        ]
+
+    ctx = _kv_tokens_per_decode_step(20000)
+    heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
+    per_layer = ctx * 2 * heads * d * DTYPE_BYTES["bfp8"]
+    b = hw.dram.bandwidth_bytes_per_s
+    assert b == pytest.approx(267e9)
+    half, quarter = tpot(0.5), tpot(0.25)
+    assert quarter - half == pytest.approx(LAYERS * per_layer * (1 / 0.25 - 1 / 0.5) / b, rel=1e-9)
+    assert tpot(1.0) < half
+
+
 def test_decode_attention_math_pads_each_query_group_to_a_tile():
     """The c cores' math: QK^T and scores x V, 2 x 2 x head dim FLOP per cached token for
     each of a KV head's query heads, the group padded to 32 rows (tt-metal's tile): for the
@@ -863,6 +889,31 @@ def test_the_blackhole_galaxy_collectives_are_the_configs():
         assert w.inter_die.bandwidth_bytes_per_s == pytest.approx(
             by_key["system.link.bandwidth"].value, rel=1e-3
         )
+
+
+def test_the_arbitrary_place_dram_read_fits_the_interleaved_share():
+    """tech_reports/Saturating_DRAM_bandwidth_Blackhole.md: eight p150 cores read 500 GB/s
+    from the banks beside them and 344 GB/s at arbitrary places. palmsim calibrate --tiles
+    fits dram.bandwidth to the first and dram.interleaved_read_efficiency to the second over
+    it, 344 / 500, which every Blackhole config carries (the Wormhole ones take it, marked)."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles, predict
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-p150.yaml")
+    by_key = {f.key: f for f in fits}
+    fit = by_key["dram.interleaved_read_efficiency"]
+    assert fit.value == pytest.approx(344 / 500, rel=1e-9)
+    assert fit.cases == ("tt_dram_read_bh_p150",)
+    for name in ("blackhole-p150", "blackhole-p100a", "blackhole-p300", "wormhole-n150"):
+        dram = load_hardware(f"hw_configs/{name}.yaml").dram
+        assert dram.interleaved_read_efficiency == pytest.approx(344 / 500, abs=5e-4)
+    ((_, measured, predicted),) = [
+        f
+        for f in predict(next(c for c in cases if c["id"] == "tt_dram_read_bh_p150"))
+        if f[0] == "GBps_16KB_packets_arbitrary_cores"
+    ]
+    assert (measured, predicted) == (344, pytest.approx(500 * 0.688))
 
 
 def test_the_loudbox_collectives_are_the_configs():
