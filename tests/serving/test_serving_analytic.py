@@ -237,6 +237,35 @@ def test_decode_iterations_read_each_cache_through_its_attention_cores():
     assert a.first_token_s == b.first_token_s
 
 
+def test_cache_reads_run_at_the_interleaved_share_of_the_dram_rate():
+    """dram.interleaved_read_efficiency e (as palmsim run's): an iteration's reads of its
+    caches, interleaved over the banks, last at least their bytes over e x the channel's
+    rate B. One request of a 20000-token prompt decodes n - 1 steps over p, ..., p + n - 2
+    cached tokens, each layer's K and V 2 x h fp16 a token, all in DRAM; the floor rules each
+    step at e = 0.5 and 0.25, so the quarter adds layers x 4h B x (mean cache) x (1/0.25 -
+    1/0.5) / B to the TPOT exactly; the prefill iteration holds no cached tokens."""
+    hw = _n150_weights_in_dram()
+    layers, h, p, n = 2, 1024, 20000, 4
+    mdl = model(layers=layers, hidden=h, heads=8, vocab=32000, seq=p + n)
+    spec = serving_spec(_fixed(p, n, num_requests=1))
+    request = (Request(0, 0.0, p, n),)
+
+    def served(e: float):
+        dram = dataclasses.replace(hw.dram, interleaved_read_efficiency=e)
+        ((r,),) = [run(dataclasses.replace(hw, dram=dram), mdl, spec, request)[1].requests]
+        return r
+
+    a, b = served(0.5), served(0.25)
+    mean_cache = p + (n - 2) / 2
+    per_token = 2 * h * 2  # K and V of every head, fp16
+    tpot_a = (a.finish_s - a.first_token_s) / (n - 1)
+    tpot_b = (b.finish_s - b.first_token_s) / (n - 1)
+    b_bps = hw.dram.bandwidth_bytes_per_s
+    expected = layers * per_token * mean_cache * (1 / 0.25 - 1 / 0.5) / b_bps
+    assert tpot_b - tpot_a == pytest.approx(expected, rel=1e-6)
+    assert a.first_token_s == b.first_token_s
+
+
 def _n150_weights_in_dram(**tile):
     from palmsim.config.loader import load_hardware
 
