@@ -564,6 +564,15 @@ def _dram_read(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     return out
 
 
+def _host_read(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
+    """The host's rate reading a device tensor back (``tile.host_read_bandwidth``): the case's
+    ``GBps``."""
+    if hw.tile.host_read_bandwidth_bytes_per_s <= 0:
+        raise CannotExpressError(f"{hw.name} gives no tile.host_read_bandwidth")
+    measured = _number(case["measured"].get("GBps"))
+    return [("GBps", measured, hw.tile.host_read_bandwidth_bytes_per_s / 1e9)] if measured else []
+
+
 def allreduce_time_s(
     size_bytes: float,
     n: int,
@@ -1041,6 +1050,24 @@ def _demo_trace(code: str) -> str:
     return FALCON_TRACE if falcon else "decode"
 
 
+#: The source of tt_transformers' PERF.md tables (deprecated at @040a27c1): their rows ran
+#: models/tt_transformers/demo/simple_text_demo.py before its on-device sampling (tt-metal
+#: PR #31046 of 2025-11-05).
+TT_TRANSFORMERS_PERF_MD = "models/tt_transformers/PERF.md"
+
+
+def _demo_logits_to_host(code: str) -> str:
+    """``inference.logits_to_host`` of the serving code ``code`` names. tt_transformers'
+    simple_text_demo.py of the PERF.md tables samples on the host: each user's prefill
+    returns its logits tile (generator.prefill_forward_text, model.process_output_prefill)
+    and the first token is the host's argmax; decode samples on device only for one user a
+    data-parallel group (``argmax_on_device = False if global_batch_size // data_parallel >
+    1``; else sample_host on the logits decode_forward_text reads back). Other code,
+    including the models README's rows of later releases, samples on device as far as
+    palmsim knows ('none')."""
+    return "prefill_and_batch_decode" if TT_TRANSFORMERS_PERF_MD in code else "none"
+
+
 def _wormhole(hw_path: str) -> bool:
     """Whether ``hw_path`` is the shipped config of a Tenstorrent Wormhole system (a
     ``tenstorrent_wormhole`` entry of :data:`HARDWARE_OF_SPEC`)."""
@@ -1366,6 +1393,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             prefill_attention_2d=galaxy_prefill_attention(case, prompt, batch)
             if galaxy
             else "split",
+            logits_to_host=_demo_logits_to_host(code),
         )
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:
@@ -1616,6 +1644,8 @@ def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
         return _gemm(case, load_hardware(hw_path))
     if "memory microbenchmark" in phase:
         return _dram_read(case, load_hardware(hw_path))
+    if "host read microbenchmark" in phase:
+        return _host_read(case, load_hardware(hw_path))
     if "attention microbenchmark" in phase:
         return _attention(case, load_hardware(hw_path))
     if "collective" in phase:
@@ -1730,6 +1760,8 @@ def calibrate_tiles(
     - ``tile.attention_efficiency``: fused attention microbenchmarks (``phase: attention
       microbenchmark``), ``time = a + t_peak / e`` with ``t_peak`` their FLOP at the peak of
       their cores at their fidelity;
+    - ``tile.host_read_bandwidth``: the host's reads of a device tensor (``phase: host read
+      microbenchmark``, ``GBps``);
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks, their bank-adjacent
       readers' rate; ``dram.interleaved_read_efficiency``: the same readers' rate at arbitrary
       places over it;
@@ -1752,6 +1784,7 @@ def calibrate_tiles(
     host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
     dram: list[tuple[str, float]] = []  # (case, bank-adjacent read rate)
     interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
+    host_read: list[tuple[str, float]] = []  # (case, the host's read rate of a device tensor)
     ccl: list[tuple[str, int, float, float]] = []  # (case, steps, bytes a direction, time)
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
@@ -1794,6 +1827,11 @@ def calibrate_tiles(
                 if not t_ms:
                     raise CannotExpressError("an attention microbenchmark is fitted as time_ms")
                 attention.append((case_id, flop / peak, t_ms * 1e-3))
+            elif "host read microbenchmark" in phase:
+                gbps = _number(case["measured"].get("GBps"))
+                if not gbps:
+                    raise CannotExpressError("a host read microbenchmark is fitted as GBps")
+                host_read.append((case_id, gbps * 1e9))
             elif "memory microbenchmark" in phase:
                 for metric, _, _ in _dram_read(case, hw):
                     rate = float(case["measured"][metric]) * 1e9
@@ -1889,6 +1927,19 @@ def calibrate_tiles(
                 "ratio",
                 tuple(c for c, _ in interleaved),
                 tuple(e * adjacent / r - 1 for r in measured_rates),
+            )
+        )
+    if host_read:
+        rates = [r for _, r in host_read]
+        # the rate R minimising sum (R / r_i - 1)^2, as the DRAM bandwidth's
+        h_rate = sum(1 / r for r in rates) / sum(1 / r**2 for r in rates)
+        fits.append(
+            TileFit(
+                "tile.host_read_bandwidth",
+                h_rate,
+                "bandwidth",
+                tuple(c for c, _ in host_read),
+                tuple(h_rate / r - 1 for r in rates),
             )
         )
     if ccl:

@@ -53,6 +53,7 @@ from palmsim.config.specs import (
     GRAD_ACCUMULATION_MODES,
     INFERENCE_PASSES,
     KV_PLACEMENTS,
+    LOGITS_TO_HOST,
     LORA_TARGET_OPS,
     MATH_FIDELITIES,
     MEMORY_OP_KINDS,
@@ -1098,6 +1099,7 @@ def hardware_schema(kind: str) -> Schema:
             "multicast_bandwidth": _nonnegative_quantity_rule("bandwidth", "15 GB/s"),
             "dram_tile_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
             "dram_read_issue": _nonnegative_quantity_rule("time", "21 ns"),
+            "host_read_bandwidth": _nonnegative_quantity_rule("bandwidth", "1.68 GB/s"),
         },
         "dram": {
             "placement": (
@@ -1373,6 +1375,7 @@ def _inference_schema() -> Schema:
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
+        "logits_to_host": _choice_rule(LOGITS_TO_HOST),
         "prefill_chunk_tokens": _int_rule(minimum=0),
         "prefill_ops_per_layer": _int_rule(minimum=0),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
@@ -1503,6 +1506,7 @@ def normalise_hardware(
         "multicast_bandwidth_bytes_per_s",
         "dram_tile_reader_bandwidth_bytes_per_s",
         "dram_read_issue_s",
+        "host_read_bandwidth_bytes_per_s",
     )
     _fill(tile, {k: v for k, v in _defaults(TileSpec).items() if k not in times})
     system = out.get("system")
@@ -1806,6 +1810,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         multicast_bandwidth_bytes_per_s=tile_v.get("multicast_bandwidth", 0.0),
         dram_tile_reader_bandwidth_bytes_per_s=tile_v.get("dram_tile_reader_bandwidth", 0.0),
         dram_read_issue_s=tile_v.get("dram_read_issue", 0.0),
+        host_read_bandwidth_bytes_per_s=tile_v.get("host_read_bandwidth", 0.0),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -2675,6 +2680,10 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         )
     if t.dram_read_issue_s:
         raw["tile"]["dram_read_issue"] = format_exact(t.dram_read_issue_s, "time")
+    if t.host_read_bandwidth_bytes_per_s:
+        raw["tile"]["host_read_bandwidth"] = format_exact(
+            t.host_read_bandwidth_bytes_per_s, "bandwidth"
+        )
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:

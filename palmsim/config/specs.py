@@ -118,6 +118,10 @@ KV_PLACEMENTS = ("sequence", "request")
 #: over the second axis of 2-D tensor parallelism.
 PREFILL_ATTENTION_2D = ("split", "replicated")
 
+#: Values of ``InferenceSpec.logits_to_host``: the passes whose logits the serving code reads
+#: back to the host to sample there.
+LOGITS_TO_HOST = ("none", "prefill", "prefill_and_batch_decode")
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
@@ -420,6 +424,12 @@ class TileSpec:
         "per block (a tt-metal matmul's in1 reader; Tenstorrent's directed 'DRAM Interleaved' "
         "test at tile-sized transactions), per core, never scaled by chip.granularity [B/s]; "
         "0: dram_reader_bandwidth",
+        default=0.0,
+    )
+    host_read_bandwidth_bytes_per_s: float = _f(
+        "the host's rate reading a tensor back from the chip's DRAM (tt-metal: Tensor.cpu() "
+        "and ttnn.to_torch of a device tensor), per chip and never scaled by "
+        "chip.granularity; inference.logits_to_host reads logits at it [B/s]; 0: not given",
         default=0.0,
     )
     dram_read_issue_s: float = _f(
@@ -1222,6 +1232,18 @@ class InferenceSpec:
         "GEMM streams at dram.banks x this x tile.dram_reader_bandwidth and computes on that "
         "many of the simulated tile's cores; 0: on every core at the DRAM bandwidth [count]",
         default=0,
+    )
+    logits_to_host: str = _f(
+        "the passes whose logits the serving code reads back to the host to sample the next "
+        "token there, at tile.host_read_bandwidth: each request's 32-row tile of the "
+        "vocabulary (tt-metal computes on 32x32 tiles) in the activation dtype. 'none' "
+        "(sampled on device: only token ids return), 'prefill' (each request's prefill "
+        "returns the tile holding its last token: tt_transformers' "
+        "generator.prefill_forward_text, model.process_output_prefill) or "
+        "'prefill_and_batch_decode' (also every decode step of a replica serving more than "
+        "one request: tt_transformers' simple_text_demo before on-device sampling, whose "
+        "device argmax served one request a data-parallel group)",
+        default="none",
     )
 
     def prefill_passes(self) -> tuple[int, int]:

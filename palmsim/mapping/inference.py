@@ -252,6 +252,34 @@ def prefill_cores_share(hw: HardwareSpec, cores: int, section: str) -> float:
     return cores / tile_cores
 
 
+def logits_readback_s(
+    hw: HardwareSpec, inf: InferenceSpec, vocab: int, requests: int, tag: str
+) -> float:
+    """The host's read of a pass's logits to sample from them (``inference.logits_to_host``),
+    after the LM head: each prefilled request's 32-row tile of the vocabulary (the tile
+    holding its last token: tt_transformers' ``get_last_token``, then
+    ``process_output_prefill`` reads the tile of every device's vocabulary shard), or a
+    decode step's ``requests`` rows padded to whole tiles (its all-gathered, untilized logits,
+    ``process_output_decode``), ``inf.dtype`` elements at ``tile.host_read_bandwidth``; 0 for
+    a pass that samples on device. Pure."""
+    mode = inf.logits_to_host
+    if mode == "none" or (tag != "P" and (mode != "prefill_and_batch_decode" or requests < 2)):
+        return 0.0
+    rows = TT_TILE_ROWS * (requests if tag == "P" else -(-requests // TT_TILE_ROWS))
+    return rows * vocab * DTYPE_BYTES[inf.dtype] / hw.tile.host_read_bandwidth_bytes_per_s
+
+
+def check_logits_to_host(hw: HardwareSpec, mode: str) -> None:
+    """Raise a MappingError when ``inference.logits_to_host`` reads logits on hardware that
+    gives no host read rate."""
+    if mode != "none" and hw.tile.host_read_bandwidth_bytes_per_s <= 0:
+        raise MappingError(
+            f"inference.logits_to_host = {mode!r} needs the hardware's tile.host_read_bandwidth "
+            "(the host's rate reading a tensor back from the chip), which it does not give "
+            "(--set inference.logits_to_host=none samples on device)"
+        )
+
+
 def check_decode_readers_per_bank(hw: HardwareSpec, per_bank: int, section: str) -> None:
     """Raise a MappingError when ``section.decode_readers_per_bank`` cannot run on ``hw``: it
     needs the chip's DRAM banks, the per-core rate ``tile.dram_reader_bandwidth`` and at most
@@ -679,6 +707,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     check_prefill_weight_readers(hw, inf.prefill_weight_readers, "inference")
     check_decode_readers_per_bank(hw, inf.decode_readers_per_bank, "inference")
     check_decode_attention_cores(hw, inf.decode_attention_cores, "inference")
+    check_logits_to_host(hw, inf.logits_to_host)
     prefill_cores_share(hw, inf.prefill_compute_cores, "inference")  # raises where it cannot
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
@@ -1175,4 +1204,12 @@ class _Lowering:
             step = compute_step(costing.cost(blocks.head.ops, "F"), head_unit, block_name="head")
             step = sharded(step, blocks.head, inf.decode_readers_per_bank, lambda op: costing)
             steps.append(dispatched(step, sum(op.kernels_fwd for op in blocks.head.ops)))
+            # the host reads the logits back to sample the next token (inference.logits_to_host)
+            model = self.experiment.workload.model
+            read_s = logits_readback_s(
+                self.experiment.hardware, inf, model.vocab_size, self.serving.mbs, tag
+            )
+            if read_s > 0:
+                label, op = head_unit.ident("logits_to_host")
+                steps.append(ComputeStep(label, read_s, 0.0, 0.0, 0.0, 0.0, block="host", op=op))
         return tuple(steps)

@@ -520,6 +520,45 @@ def test_kv_cache_reads_at_arbitrary_places_run_at_the_interleaved_share():
     assert tpot(1.0) < half
 
 
+def test_logits_read_back_to_the_host_cost_a_tile_of_the_vocabulary_a_request():
+    """inference.logits_to_host 'prefill_and_batch_decode' (tt_transformers' host sampling):
+    after the LM head the host reads each prefilled request's 32-row tile of the vocabulary,
+    32 x V bf16 elements at tile.host_read_bandwidth (1.68 GB/s on an n150), so one user's
+    TTFT grows by 32 x 32000 x 2 B / 1.68 GB/s = 1.219 ms; a decode step of 32 requests
+    reads their 32 rows as well, and a step of one request samples on device."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    assert hw.tile.host_read_bandwidth_bytes_per_s == pytest.approx(1.68e9)
+    read_s = 32 * VOCAB * 2 / 1.68e9
+
+    def run(batch: int, mode: str) -> dict:
+        inference = InferenceSpec(
+            prompt_len=64, output_len=3, batch=batch, dtype="bf16", weight_dtype="bfp8",
+            kv_dtype="bfp8", logits_to_host=mode,
+        )  # fmt: skip
+        model = dataclasses.replace(_model(), max_position_embeddings=128)
+        workload = WorkloadSpec(model, TrainingSpec(64, 1), "inference", inference)
+        mapping = MappingSpec(tp=1, micro_batch_size=batch)
+        return summarize_result(simulate(ExperimentSpec(hw, workload, mapping, RunSpec())))
+
+    host, device = run(32, "prefill_and_batch_decode"), run(32, "none")
+    assert host["tpot_s"] - device["tpot_s"] == pytest.approx(read_s, rel=1e-9)
+    one_host, one_device = run(1, "prefill_and_batch_decode"), run(1, "none")
+    assert one_host["ttft_s"] - one_device["ttft_s"] == pytest.approx(read_s, rel=1e-9)
+    assert one_host["tpot_s"] == pytest.approx(one_device["tpot_s"], rel=1e-12)
+
+
+def test_logits_to_host_without_a_host_read_rate_is_named():
+    """A serving code that samples on the host needs the rate the host reads logits at."""
+    from palmsim.errors import MappingError
+
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    hw = dataclasses.replace(
+        hw, tile=dataclasses.replace(hw.tile, host_read_bandwidth_bytes_per_s=0)
+    )
+    with pytest.raises(MappingError, match=r"tile\.host_read_bandwidth"):
+        _inference(hw, tp=1, prompt=8, output=2, logits_to_host="prefill")
+
+
 def test_decode_attention_math_pads_each_query_group_to_a_tile():
     """The c cores' math: QK^T and scores x V, 2 x 2 x head dim FLOP per cached token for
     each of a KV head's query heads, the group padded to 32 rows (tt-metal's tile): for the
@@ -692,6 +731,9 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     assert hw.tile.efficiency_for("bf16", "HiFi4") == pytest.approx(1 / slope, rel=1e-3)
     assert by_key["dram.bandwidth"].value == pytest.approx(267e9 / 6)
+    # the host's read of a device tensor: the one case, 1.68 GB/s, as every Wormhole config has
+    assert by_key["tile.host_read_bandwidth"].value == pytest.approx(1.68e9)
+    assert hw.tile.host_read_bandwidth_bytes_per_s == pytest.approx(1.68e9)
     # end-to-end rows are never fitted
     assert {c for c, _ in unused} == {
         "tt_readme_llama31_8b_n150",
