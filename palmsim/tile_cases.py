@@ -164,6 +164,16 @@ GALAXY_LLAMA_OPS_PER_LAYER = 10
 #: all-gather before W2 and W2's all-reduce) are palmsim's collectives, as in decode.
 GALAXY_LLAMA_PREFILL_OPS_PER_LAYER = 27
 
+#: Links a direction between neighbouring chips the same demo's prefill collectives run on, on a
+#: Wormhole Galaxy: 3 of its 4 (``hw.system.link.count``). Every prefill CCL call passes
+#: ``num_links=3``: the QKV and WO all-reduces (llama_attention.py forward_prefill, in
+#: models/demos/llama3_subdevices @0187679c before the rows' July 2025 runs and in
+#: llama3_70b_galaxy @00d4c974 after them), W1's and W3's reduce-scatters, the all-gather before
+#: W2 and W2's all-reduce (llama3_subdevices/tt/llama_mlp.py forward_prefill @008b6a3b;
+#: llama3_70b_galaxy/tt/llama_mlp.py @0457767c: "Wormhole keeps main's fixed prefill link count
+#: (3)"). Its decode keeps the configuration's links.
+GALAXY_LLAMA_PREFILL_LINKS = 3
+
 #: Device ops one decoder layer of tt-metal's Falcon 7B demos launches per decode step on one
 #: chip (models/demos/wormhole/falcon7b, t3000/falcon7b and tg/falcon7b, all data-parallel
 #: copies of models/demos/falcon7b_common), read from its code in the demos' decode
@@ -1041,6 +1051,15 @@ def _demo_prefill_ops_per_layer(code: str) -> int:
     return GALAXY_LLAMA_PREFILL_OPS_PER_LAYER if "llama3_70b_galaxy" in code else 0
 
 
+def _demo_prefill_overrides(code: str, hw_path: str) -> list[str]:
+    """Hardware settings (``--set`` items) the serving code ``code`` names runs its prefill
+    with on ``hw_path``, where they differ from its decode's: the Galaxy Llama demo's prefill
+    collectives on :data:`GALAXY_LLAMA_PREFILL_LINKS` links a direction on a Wormhole."""
+    if "llama3_70b_galaxy" in code and _wormhole(hw_path):
+        return [f"hw.system.link.count={GALAXY_LLAMA_PREFILL_LINKS}"]
+    return []
+
+
 def _demo_trace(code: str) -> str:
     """``inference.trace`` of the serving code ``code`` names: the Galaxy Llama demo traces
     both passes, the Falcon demos neither, tt_transformers (and palmsim's default) decode."""
@@ -1339,6 +1358,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
     attention_cores = decode_attention_cores(code, batch // dp)
     kv_placement = GALAXY_LLAMA_KV_PLACEMENT if galaxy else "sequence"
     readers = prefill_weight_readers(code, hw_path)
+    prefill_overrides = _demo_prefill_overrides(code, hw_path)
     per_bank = decode_readers_per_bank(code)
     # tt-metal's SDPA in its Llama-family demos; the Falcon demos and WaferLLM multiply
     # QK^T and the scores by V as separate ops
@@ -1413,7 +1433,10 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             )
             return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False)
         share = replica_share(requests)
-        return _simulate(hw_path, [], model, inference(share, output_len), mapping(share))
+        # a prefill run (its TTFT) takes the prefill's own hardware settings; a decode run's
+        # step is the decode's
+        overrides = prefill_overrides if phase == "prefill" else []
+        return _simulate(hw_path, overrides, model, inference(share, output_len), mapping(share))
 
     def replica_share(requests: int) -> int:
         """The requests one data-parallel replica serves; one request runs on one replica.

@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from palmsim.config.loader import read_config_file
+from palmsim.api import shipped_path
+from palmsim.config.loader import load_hardware, read_config_file
 from palmsim.tile_cases import CannotExpressError, is_tile_case, predict
 from palmsim.validate import validate
 
@@ -207,6 +208,27 @@ def test_a_tt_transformers_mixture_launches_its_moe_layers_ops():
     # move, 14 attention ops, 2 residual adds, 2 FF norm ops and 4 MLP ops; others as decode
     assert _demo_prefill_ops_per_layer("models/demos/llama3_70b_galaxy") == 4 + 1 + 14 + 2 + 2 + 4
     assert _demo_prefill_ops_per_layer("models/tt_transformers") == 0
+
+
+def test_the_galaxy_demos_prefill_collectives_run_on_three_links():
+    """Its prefill CCL calls pass num_links=3 on a Wormhole Galaxy (4 links a neighbour), its
+    decode's keep the configuration's: a bandwidth-bound all-reduce of the prefill takes 4/3
+    of its time on all 4 links. Other code, and a Blackhole Galaxy, take no override."""
+    from palmsim.tile_cases import _demo_prefill_overrides, _simulate_collective
+
+    galaxy = "models/demos/llama3_70b_galaxy"
+    wh = shipped_path("hw_configs/wormhole-galaxy.yaml")
+    overrides = _demo_prefill_overrides(galaxy, wh)
+    assert overrides == ["hw.system.link.count=3"]
+    assert _demo_prefill_overrides("models/tt_transformers", wh) == []
+    assert _demo_prefill_overrides(galaxy, shipped_path("hw_configs/blackhole-galaxy.yaml")) == []
+    decode, prefill = load_hardware(wh), load_hardware(wh, overrides)
+    assert decode.wafer.inter_die_links == 4 and prefill.wafer.inter_die_links == 3
+    size = float(2**30)  # 1 GiB: the links' rate, not their latency, sets the time
+    ratio = _simulate_collective(prefill, "allreduce", 8, size) / _simulate_collective(
+        decode, "allreduce", 8, size
+    )
+    assert ratio == pytest.approx(4 / 3, rel=0.01)
 
 
 @pytest.mark.parametrize(
