@@ -912,18 +912,27 @@ def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
 
 
-def test_the_blackhole_galaxy_collectives_are_the_configs():
-    """The Blackhole Galaxy config carries the startup, step latency and link rate palmsim
-    calibrate --tiles fits to its 54 collective measurements (2 links a direction, its ring
-    closing the 8-chip axis); the QuietBox and p300, with no collective measured, take them."""
+@pytest.mark.parametrize(
+    ("fitted", "carriers"),
+    [
+        # the Blackhole Galaxy's 54 (2 links a direction, its ring closing the 8-chip axis);
+        # the QuietBox and p300, with no collective measured, take them
+        ("blackhole-galaxy", ("blackhole-galaxy", "blackhole-quietbox", "blackhole-p300")),
+        # the LoudBox's 54
+        ("wormhole-t3000", ("wormhole-t3000", "wormhole-n300")),
+    ],
+)
+def test_the_measured_collectives_are_the_configs(fitted, carriers):
+    """Each config carries the startup, step latency and link rate palmsim calibrate --tiles
+    fits to its system's 54 collective measurements."""
     from palmsim.config.loader import read_config_file
     from palmsim.tile_cases import calibrate_tiles
 
     cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
-    fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-galaxy.yaml")
+    fits, _ = calibrate_tiles(cases, f"hw_configs/{fitted}.yaml")
     by_key = {f.key: f for f in fits}
     assert len(by_key["system.link.bandwidth"].cases) == 54
-    for name in ("blackhole-galaxy", "blackhole-quietbox", "blackhole-p300"):
+    for name in carriers:
         w = load_hardware(f"hw_configs/{name}.yaml").wafer
         assert w.collective_latency_s == pytest.approx(
             by_key["system.collective_latency"].value, rel=1e-3
@@ -957,27 +966,6 @@ def test_the_arbitrary_place_dram_read_fits_the_interleaved_share():
         if f[0] == "GBps_16KB_packets_arbitrary_cores"
     ]
     assert (measured, predicted) == (344, pytest.approx(500 * 0.688))
-
-
-def test_the_loudbox_collectives_are_the_configs():
-    """The T3000 and n300 configs carry the startup, step latency and link rate palmsim
-    calibrate --tiles fits to the LoudBox's 54 collective measurements."""
-    from palmsim.config.loader import read_config_file
-    from palmsim.tile_cases import calibrate_tiles
-
-    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
-    fits, _ = calibrate_tiles(cases, "hw_configs/wormhole-t3000.yaml")
-    by_key = {f.key: f for f in fits}
-    assert len(by_key["system.link.bandwidth"].cases) == 54
-    for name in ("wormhole-t3000", "wormhole-n300"):
-        w = load_hardware(f"hw_configs/{name}.yaml").wafer
-        assert w.collective_latency_s == pytest.approx(
-            by_key["system.collective_latency"].value, rel=1e-3
-        )
-        assert w.inter_die.latency_s == pytest.approx(by_key["system.link.latency"].value, rel=1e-3)
-        assert w.inter_die.bandwidth_bytes_per_s == pytest.approx(
-            by_key["system.link.bandwidth"].value, rel=1e-3
-        )
 
 
 def test_calibrate_tiles_fits_the_n150_host_dispatch_by_hand():
