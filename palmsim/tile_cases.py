@@ -61,7 +61,7 @@ from palmsim.config.specs import (
 )
 from palmsim.errors import PalmsimError
 from palmsim.guard import check_layers
-from palmsim.hardware.collectives import RING_STEPS
+from palmsim.hardware.collectives import RING_STEPS, alltoall_shares
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
 from palmsim.workload.builders import num_parameters, unmodelled_architecture
@@ -637,8 +637,7 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     if n > hw.num_tiles:
         raise CannotExpressError(f"{n} chips: {hw.name} has {hw.num_tiles}")
     per_direction = _links_per_direction(case)
-    name = str(case["model"].get("name", "")).lower().replace("_", "").replace("-", "")
-    kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
+    kind = _collective_kind(case)
     # Simulated: the collective alone on the first n chips in TP ring order (a physical ring
     # when the chips close one, as the T3000's 2x4 mesh does for all 8; a line of 2 else), on
     # as many links per neighbour as the case used.
@@ -657,6 +656,28 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     return [("time_us", measured, time_s * 1e6)] if measured else []
 
 
+#: The collectives a microbenchmark may name (``model.name``, as tt-metal's ops are named:
+#: ``ttnn.all_gather``, ``ttnn.experimental.all_to_all_async_generic``), by palmsim's kind.
+_COLLECTIVE_NAMES = {
+    "allgather": "allgather",
+    "reducescatter": "reducescatter",
+    "alltoall": "alltoall",
+    "allreduce": "allreduce",
+}
+
+
+def _collective_kind(case: Mapping[str, Any]) -> str:
+    """The collective a microbenchmark times, read from its ``model.name``."""
+    name = re.sub(r"[^a-z]", "", str(case.get("model", {}).get("name", "")).lower())
+    for word, kind in _COLLECTIVE_NAMES.items():
+        if word in name:
+            return kind
+    raise CannotExpressError(
+        f"model.name {case.get('model', {}).get('name')!r} names no collective palmsim "
+        f"simulates ({', '.join(_COLLECTIVE_NAMES)})"
+    )
+
+
 def _links_per_direction(case: Mapping[str, Any]) -> int:
     """Links a direction between neighbouring chips the case's collective ran on
     (``scenario.links_per_direction``, a count and an optional note; 1 without it)."""
@@ -673,6 +694,7 @@ def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float)
     from palmsim.mapping.communicators import communicators
     from palmsim.mapping.placement import place
     from palmsim.mapping.plan import (
+        CollectiveFlow,
         CollectiveKind,
         CollectiveStep,
         ComputeStep,
@@ -698,6 +720,12 @@ def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float)
     )
     memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
     comms, _, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=False)
+    if kind == "alltoall":  # every member sends S/n to every other, routed (no ring)
+        routed = [(s, chip.route(s.src, s.dst)) for s in alltoall_shares(tiles)]
+        flows = tuple(
+            CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s) for s, r in routed
+        )
+        comms = tuple(dataclasses.replace(c, flows=flows, exclusive=False) for c in comms)
     plan = MappingPlan(
         mapping=MappingSpec(tp=n),
         num_microbatches=1,
@@ -1708,27 +1736,30 @@ def _fit_inverse(scale: list[float], offset: list[float], measured: list[float])
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
 
 
-def _fit_collective(
-    steps: list[int], per_direction: list[float], measured: list[float]
-) -> tuple[float, float, float] | None:
-    """``(startup, step latency, 1 / bandwidth)`` minimising sum((a + steps_i * l + d_i * x)
-    / measured_i - 1)^2 with a, l >= 0 and x > 0 (weighted least squares; the best of the
-    fits with a bound parameter at 0 where the free one goes negative), or None where the
-    cases cannot separate the three (fewer than three, or all alike in steps or in bytes)."""
+def _fit_collective(columns: list[list[float]], measured: list[float]) -> list[float] | None:
+    """The coefficients ``c`` minimising sum((sum_j c_j columns[j][i]) / measured_i - 1)^2
+    with every ``c_j >= 0`` and ``c_2 > 0`` (the inverse bandwidth: always free), by weighted
+    least squares: the best of the fits with the other coefficients free or bound at 0; or
+    None where the cases cannot separate them (fewer cases than coefficients, or columns
+    alike). Collectives: the columns are a case's calls (startups), steps, bytes a link
+    direction and bytes it reduce-scatters (:func:`calibrate_tiles`)."""
     m = np.asarray(measured, dtype=float)
-    columns = np.stack([np.ones_like(m), np.asarray(steps, dtype=float), np.asarray(per_direction)])
-    weighted = (columns / m).T
-    if len(m) < 3 or np.linalg.matrix_rank(weighted) < 3:
+    weighted = (np.asarray(columns, dtype=float) / m).T
+    k = weighted.shape[1]
+    if len(m) < k or np.linalg.matrix_rank(weighted) < k:
         return None
-    best: tuple[float, tuple[float, float, float]] | None = None
-    for free in ((0, 1, 2), (1, 2), (0, 2), (2,)):  # x always free
-        solution = np.zeros(3)
-        solution[list(free)] = np.linalg.lstsq(weighted[:, free], np.ones_like(m), rcond=None)[0]
-        if solution.min() < 0 or solution[2] <= 0:
-            continue
-        residual = float(np.sum((weighted @ solution - 1.0) ** 2))
-        if best is None or residual < best[0]:
-            best = (residual, (float(solution[0]), float(solution[1]), float(solution[2])))
+    others = [j for j in range(k) if j != 2]
+    best: tuple[float, list[float]] | None = None
+    for size in range(len(others), -1, -1):
+        for bound in itertools.combinations(others, len(others) - size):
+            free = [j for j in range(k) if j not in bound]
+            solution = np.zeros(k)
+            solution[free] = np.linalg.lstsq(weighted[:, free], np.ones_like(m), rcond=None)[0]
+            if solution.min() < 0 or solution[2] <= 0:
+                continue
+            residual = float(np.sum((weighted @ solution - 1.0) ** 2))
+            if best is None or residual < best[0]:
+                best = (residual, [float(v) for v in solution])
     return best[1] if best else None
 
 
@@ -1808,7 +1839,8 @@ def calibrate_tiles(
     dram: list[tuple[str, float]] = []  # (case, bank-adjacent read rate)
     interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
     host_read: list[tuple[str, float]] = []  # (case, the host's read rate of a device tensor)
-    ccl: list[tuple[str, int, float, float]] = []  # (case, steps, bytes a direction, time)
+    # (case, calls, steps, bytes a link direction, of them reduce-scattered, time)
+    ccl: list[tuple[str, int, int, float, float, float]] = []
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
     for case in cases:
@@ -1866,13 +1898,20 @@ def calibrate_tiles(
                 n = positive_count(_system(case).get("chips"), "hardware.system.chips")
                 ring = "ring" in str(_system(case).get("topology", "")) and n > 2
                 size = float(scenario["size_bytes"])
-                name = str(model.get("name", "")).lower().replace("_", "")
-                kind = next((k for k in ("allgather", "reducescatter") if k in name), "allreduce")
+                kind = _collective_kind(case)
+                if kind == "alltoall":
+                    raise CannotExpressError(
+                        "an all-to-all is checked, not fitted: its busiest link's bytes depend "
+                        "on the routes, and tt-metal's all-to-all keeps its own share of it"
+                    )
                 steps = RING_STEPS[kind](n)
                 # bytes through one link a direction: the fitted bandwidth is a link's
                 per_direction = steps / n * size / (2 if ring else 1) / _links_per_direction(case)
+                reduced = {"reducescatter": 1.0, "allreduce": 0.5}.get(kind, 0.0) * per_direction
+                assert hw.wafer is not None
+                calls = 2 if kind == "allreduce" and hw.wafer.composite_all_reduce else 1
                 t_us = float(case["measured"]["time_us"])
-                ccl.append((case_id, steps, per_direction, t_us * 1e-6))
+                ccl.append((case_id, calls, steps, per_direction, reduced, t_us * 1e-6))
             elif "gemv" in phase:
                 unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
             else:
@@ -1966,25 +2005,43 @@ def calibrate_tiles(
             )
         )
     if ccl:
+        # time = startup x calls + latency x steps + (bytes + stalls) / B: a reduce-scatter's
+        # bytes, and the first half of a composite all-reduce's, keep e of B (its stalls,
+        # bytes x (1/e - 1) / B: Communicator.fixed_time_s), so the coefficient of the bytes
+        # it reduce-scatters is y = (1/e - 1) / B
+        assert hw.wafer is not None
         ids = tuple(c[0] for c in ccl)
-        ccl_steps = [c[1] for c in ccl]
-        per_dir = [c[2] for c in ccl]
-        measured = [c[3] for c in ccl]
-        fitted = _fit_collective(ccl_steps, per_dir, measured)
-        if fitted is None:  # the bandwidth alone, with the config's latencies
-            assert hw.wafer is not None
+        measured = [c[5] for c in ccl]
+        columns = [[float(c[j]) for c in ccl] for j in range(1, 5)]
+        stall = 1 / hw.wafer.reduce_scatter_efficiency - 1  # the config's y B
+        fitted = _fit_collective(columns, measured)
+        fits_efficiency = fitted is not None
+        if fitted is None:  # the cases cannot tell a reduce-scatter's rate: the config's
+            merged = [d + r * stall for d, r in zip(columns[2], columns[3], strict=True)]
+            three = _fit_collective([columns[0], columns[1], merged], measured)
+            fitted = None if three is None else [*three, three[2] * stall]
+        fitted_latencies = fitted is not None
+        if fitted is None:  # the bandwidth alone, with the config's latencies and stalls
             startup_s, step_s = hw.wafer.collective_latency_s, hw.wafer.inter_die.latency_s
-            x = _fit_inverse(per_dir, [startup_s + k * step_s for k in ccl_steps], measured)
-        else:
-            startup_s, step_s, x = fitted
+            x = _fit_inverse(
+                [d + r * stall for d, r in zip(columns[2], columns[3], strict=True)],
+                [startup_s * a + k * step_s for a, k in zip(columns[0], columns[1], strict=True)],
+                measured,
+            )
+            fitted = [startup_s, step_s, x, x * stall]
+        startup_s, step_s, x, y = fitted
         errors = tuple(
-            (startup_s + k * step_s + d * x) / m - 1
-            for k, d, m in zip(ccl_steps, per_dir, measured, strict=True)
+            (startup_s * a + k * step_s + d * x + r * y) / m - 1
+            for a, k, d, r, m in zip(*columns, measured, strict=True)
         )
-        if fitted is not None:
+        if fitted_latencies:
             fits.append(TileFit("system.collective_latency", startup_s, "time", ids, errors))
             fits.append(TileFit("system.link.latency", step_s, "time", ids, errors))
         fits.append(TileFit("system.link.bandwidth", 1 / x, "bandwidth", ids, errors))
+        if fits_efficiency:
+            fits.append(
+                TileFit("system.reduce_scatter_efficiency", x / (x + y), "ratio", ids, errors)
+            )
     return fits, unused
 
 

@@ -144,6 +144,15 @@ _KEY_HELP = {
     "hw.system.collective_latency": str(
         WaferSpec.__dataclass_fields__["collective_latency_s"].metadata["help"]
     ),
+    "hw.system.composite_all_reduce": str(
+        WaferSpec.__dataclass_fields__["composite_all_reduce"].metadata["help"]
+    ),
+    "hw.system.direct_all_to_all": str(
+        WaferSpec.__dataclass_fields__["direct_all_to_all"].metadata["help"]
+    ),
+    "hw.system.reduce_scatter_efficiency": str(
+        WaferSpec.__dataclass_fields__["reduce_scatter_efficiency"].metadata["help"]
+    ),
 }
 
 

@@ -1134,6 +1134,11 @@ def hardware_schema(kind: str) -> Schema:
             "link": _section_rule(_link_schema(count=True), dict),
             "bidirectional_rings": Rule(_bool_rule().parse, "true or false", required=False),
             "collective_latency": _nonnegative_quantity_rule("time", "5 us"),
+            "composite_all_reduce": Rule(_bool_rule().parse, "true or false", required=False),
+            "direct_all_to_all": Rule(_bool_rule().parse, "true or false", required=False),
+            "reduce_scatter_efficiency": dataclasses.replace(
+                _float_rule(0.0, 1.0, low_open=True, high_open=False), required=False
+            ),
         }
     else:
         schema["chip"] = _section_rule({"cores": _single_core_rule()}, dict)
@@ -1845,6 +1850,9 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             inter_die_links=link.get("count", 0) if link else 0,
             bidirectional_rings=system.get("bidirectional_rings", False),
             collective_latency_s=system.get("collective_latency", 0.0),
+            composite_all_reduce=system.get("composite_all_reduce", False),
+            direct_all_to_all=system.get("direct_all_to_all", False),
+            reduce_scatter_efficiency=system.get("reduce_scatter_efficiency", 1.0),
             unit_rows=unit[0],
             unit_cols=unit[1],
         )
@@ -2636,6 +2644,12 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             raw["system"]["bidirectional_rings"] = True
         if w.collective_latency_s:
             raw["system"]["collective_latency"] = format_exact(w.collective_latency_s, "time")
+        if w.composite_all_reduce:
+            raw["system"]["composite_all_reduce"] = True
+        if w.direct_all_to_all:
+            raw["system"]["direct_all_to_all"] = True
+        if w.reduce_scatter_efficiency != 1.0:
+            raw["system"]["reduce_scatter_efficiency"] = w.reduce_scatter_efficiency
     if spec.cluster is not None:
         c = spec.cluster
         raw["system"] = {

@@ -564,6 +564,27 @@ class WaferSpec:
         "tt-metal's CCL kernel startup) [s]",
         default=0.0,
     )
+    composite_all_reduce: bool = _f(
+        "an all-reduce runs as two collective calls, a reduce-scatter then an all-gather, "
+        "each paying collective_latency (tt-metal's ttnn.all_reduce: tech_reports/CCLs/"
+        "CCL_bandwidth.md); false: one call (NCCL's ring all-reduce, one kernel)",
+        default=False,
+    )
+    direct_all_to_all: bool = _f(
+        "an all-to-all sends every chunk at once, routed to its destination, so each pays its "
+        "route's latency once (tt-metal's all_to_all_async_generic on its fabric: tech_reports/"
+        "CCLs/CCL_bandwidth.md); false: n-1 rounds of pairwise exchange, each paying it (the "
+        "textbook all-to-all; NCCL's grouped sends and receives)",
+        default=False,
+    )
+    reduce_scatter_efficiency: float = _f(
+        "the share of its links' rate a reduce-scatter's bytes keep where an all-gather's "
+        "keep all of it; the rest is time its ring stalls with the links free (tt-metal's "
+        "reduce_scatter synchronises with its neighbour every few chunks: tech_reports/CCLs/"
+        "CCL_bandwidth.md); an all-reduce's reduce-scatter half stalls alike; 1: none "
+        "[ratio]",
+        default=1.0,
+    )
     unit_rows: int = _f(
         "core rows in one simulated tile (granularity; 1 = every core itself)", default=1
     )

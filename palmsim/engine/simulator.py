@@ -17,7 +17,8 @@ Collectives are ring algorithms at flow level: for a ring of ``n`` tiles each ri
 ``2(n-1)/n * S`` bytes (all-reduce) or ``(n-1)/n * S`` (reduce-scatter, all-gather), which is
 what the ``2(n-1)`` (or ``n-1``) pipelined ring steps move over it (Patarasuk & Yuan 2009;
 NCCL's ring, nccl-tests PERFORMANCE.md); each flow also pays its route latency once per ring
-step and its communicator's startup (``system.collective_latency``) once. The plan's
+step and its communicator's startup (``system.collective_latency``) once per call, with any
+reduce-scatter stalls (:meth:`~palmsim.mapping.plan.Communicator.fixed_time_s`). The plan's
 communicators say which flows a group's collective starts (:mod:`palmsim.hardware.collectives`):
 one per ring edge for a flat ring, whose uncontended time is the textbook
 ``startup + 2(n-1)/n * S/B + 2(n-1) * alpha``, two per link for a line of chips (the
@@ -250,15 +251,14 @@ class Simulator:
         self._communicators: dict[tuple[str, tuple[int, ...]], Communicator] = {
             (str(c.group), c.members): c for c in plan.communicators
         }
-        # each exclusive communicator's flows' narrowest channel bandwidth [B/s], by its id
-        # (the plan keeps it for the run)
+        # each communicator's flows' narrowest channel bandwidth [B/s], by its id (the plan
+        # keeps it for the run)
         self._narrowest: dict[int, list[float]] = {
             id(c): [
                 min([chip.channels[ch].bandwidth_bytes_per_s for ch in f.channels], default=_INF)
                 for f in c.flows
             ]
             for c in plan.communicators
-            if c.exclusive
         }
 
     # ------------------------------------------------------------------ run
@@ -946,7 +946,8 @@ class Simulator:
             drain_s = 0.0
             if f.channels and size > 0:
                 drain_s = size / narrowest
-            arrivals.append((f, size, start + drain_s + (comm.startup_s + steps * f.latency_s)))
+            fixed_s = comm.fixed_time_s(coll.kind, steps, f, size, narrowest)
+            arrivals.append((f, size, start + drain_s + fixed_s))
         end = max([start] + [arrival for _, _, arrival in arrivals])
         # The event fires at now + (end - now), which rounding can put one ulp before ``end``:
         # no flow is recorded as arriving after the collective has ended.
@@ -995,11 +996,11 @@ class Simulator:
             arrived.callbacks.append(on_arrived)
             last = LastOf(env, len(comm.flows))
             last.callbacks.append(on_last_arrival)
-            for f in comm.flows:
+            for f, narrowest in zip(comm.flows, self._narrowest[id(comm)], strict=True):
                 self.network.transfer(
                     f.channels,
                     f.share * edge_bytes,
-                    comm.startup_s + steps * f.latency_s,
+                    comm.fixed_time_s(coll.kind, steps, f, f.share * edge_bytes, narrowest),
                     category=coll.category,
                     src=f.src,
                     dst=f.dst,

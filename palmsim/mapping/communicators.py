@@ -61,6 +61,7 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from itertools import pairwise
+from typing import Any
 
 from palmsim.hardware.chip import Chip, Route
 from palmsim.hardware.collectives import (
@@ -297,9 +298,17 @@ def _mark_exclusive(
     """``comms`` with ``exclusive`` set where a communicator's flows are pairwise
     channel-disjoint and no other traffic of the run can cross their channels: no other
     communicator's flow, no pipeline send and no DRAM traffic of the ``simulated`` tiles;
-    and with the chip's collective startup (``system.collective_latency``)."""
+    and with the chip's collective startup (``system.collective_latency``), all-reduce calls
+    (``system.composite_all_reduce``), all-to-all rounds and reduce-scatter efficiency."""
     wafer = chip.spec.wafer
-    startup_s = wafer.collective_latency_s if wafer is not None else 0.0
+    timing: dict[str, Any] = {}
+    if wafer is not None:
+        timing = {
+            "startup_s": wafer.collective_latency_s,
+            "composite_all_reduce": wafer.composite_all_reduce,
+            "direct_all_to_all": wafer.direct_all_to_all,
+            "reduce_scatter_efficiency": wafer.reduce_scatter_efficiency,
+        }
     owners: dict[int, set[int]] = {}  # channel -> the communicators using it (by position)
     for i, comm in enumerate(comms):
         for f in comm.flows:
@@ -318,7 +327,7 @@ def _mark_exclusive(
         exclusive = len(used) == len(set(used)) and all(
             owners[c] == {i} and c not in foreign for c in used
         )
-        out.append(dataclasses.replace(comm, exclusive=exclusive, startup_s=startup_s))
+        out.append(dataclasses.replace(comm, exclusive=exclusive, **timing))
     return tuple(out)
 
 

@@ -200,6 +200,32 @@ class Communicator:
     # Fixed time of each of its collectives before the first step (the hardware's
     # system.collective_latency).
     startup_s: float = 0.0
+    # An all-reduce as two calls, each paying the startup (system.composite_all_reduce).
+    composite_all_reduce: bool = False
+    # An all-to-all's flows each pay their route's latency once, not once a round
+    # (system.direct_all_to_all).
+    direct_all_to_all: bool = False
+    # The share of its channels' rate a reduce-scatter's bytes keep, the rest stalls with the
+    # channels free (system.reduce_scatter_efficiency).
+    reduce_scatter_efficiency: float = 1.0
+
+    def fixed_time_s(
+        self, kind: str, steps: int, flow: CollectiveFlow, flow_bytes: float, rate: float
+    ) -> float:
+        """What a ``flow`` of one collective of ``kind`` (``steps`` ring steps, ``flow_bytes``
+        over channels whose narrowest carries ``rate`` B/s) takes besides draining its bytes
+        [s]: the startup of each call, its route's latency once a step (once, for a direct
+        all-to-all), and the stalls of the bytes it reduce-scatters (all of a
+        reduce-scatter's, half an all-reduce's: the reduce-scatter before its all-gather),
+        ``bytes / rate * (1/e - 1)`` at efficiency ``e``, which keeps the uncontended flow at
+        ``e`` times the rate."""
+        calls = 2 if kind == "allreduce" and self.composite_all_reduce else 1
+        reduced = {"reducescatter": flow_bytes, "allreduce": flow_bytes / 2}.get(kind, 0.0)
+        stall_s = 0.0
+        if reduced > 0 and self.reduce_scatter_efficiency < 1 and rate < float("inf"):
+            stall_s = reduced / rate * (1 / self.reduce_scatter_efficiency - 1)
+        hops = 1 if kind == "alltoall" and self.direct_all_to_all else steps
+        return calls * self.startup_s + hops * flow.latency_s + stall_s
 
 
 @dataclass(frozen=True, slots=True)

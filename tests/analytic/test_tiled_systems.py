@@ -622,17 +622,22 @@ def test_allreduce_over_a_line_of_chips_is_the_textbook_line():
     line algorithm passes each chip's piece hop by hop towards both ends, so the end links
     carry one ring edge each way, 2(n-1)/n * S / B, and each of the 2(n-1) steps is one hop
     (two rings in opposite directions, the config's bidirectional_rings, would load them the
-    same), after the collective's startup (system.collective_latency): the closed form
-    validate uses for a line, plus the startup."""
+    same): the closed form validate uses for a line. tt-metal's all-reduce is two calls, a
+    reduce-scatter then an all-gather (system.composite_all_reduce), each after the startup
+    (system.collective_latency), and the reduce-scatter's (n-1)/n * S keep e of B
+    (system.reduce_scatter_efficiency): (n-1)/n * S / B * (1/e - 1) more."""
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    assert hw.wafer.composite_all_reduce
     chip = Chip.from_spec(hw)
     n = 4
     link = hw.wafer.inter_die
-    startup = hw.wafer.collective_latency_s
+    startups = 2 * hw.wafer.collective_latency_s
     expected = 2 * (n - 1) / n * S_BYTES / link.bandwidth_bytes_per_s
     expected += 2 * (n - 1) * link.latency_s
+    stalls = (n - 1) / n * S_BYTES / link.bandwidth_bytes_per_s
+    stalls *= 1 / hw.wafer.reduce_scatter_efficiency - 1
     got = _one_collective(chip, (0, 1, 2, 3), "allreduce")
-    assert got == pytest.approx(startup + expected, rel=1e-6)
+    assert got == pytest.approx(startups + expected + stalls, rel=1e-6)
     line = allreduce_time_s(
         S_BYTES,
         n,
@@ -833,18 +838,23 @@ def test_calibrate_tiles_fits_the_attention_efficiency_by_hand():
 
 
 def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
-    """Collectives timed as t = a + steps * l + d / B at three sizes and two chip counts (an
-    all-gather over a line of 2 and an all-reduce over a ring of 8, hand-computed from a =
-    5 us, l = 2 us, B = 10 GB/s: steps 1 and 14, bytes per link direction (n-1)/n * S and
-    2(n-1)/n * S / 2) give back a, l and B; with the two large sizes alone (no latency in
-    sight) only B is fitted, at the config's latencies."""
+    """Collectives timed as t = a * calls + steps * l + d / B + r * (1/e - 1) / B at three
+    sizes and three chip counts (an all-gather over a line of 2, a reduce-scatter over a line
+    of 4 and an all-reduce over a ring of 8, two calls on the T3000, hand-computed from a =
+    5 us, l = 2 us, B = 10 GB/s, e = 0.8: steps 1, 3 and 14, bytes per link direction d =
+    steps/n * S, halved on the ring, of which r reduce-scattered: none, all, half) give back
+    a, l, B and e; with the large sizes of the all-gather and the all-reduce alone (no
+    latency in sight) only B is fitted, at the config's latencies."""
     from palmsim.tile_cases import calibrate_tiles
 
-    a, step, bw = 5e-6, 2e-6, 10e9
+    a, step, bw, e = 5e-6, 2e-6, 10e9, 0.8
 
     def case(i: int, kind: str, n: int, topology: str, size: int) -> dict:
         steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
         per_direction = steps / n * size / (2 if topology == "ring" else 1)
+        calls = 2 if kind == "all_reduce" else 1
+        reduced = {"all_reduce": 0.5, "reduce_scatter": 1.0}.get(kind, 0.0) * per_direction
+        time_s = a * calls + steps * step + per_direction / bw + reduced * (1 / e - 1) / bw
         return {
             "id": f"c{i}",
             "hardware": {
@@ -853,10 +863,10 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
             },
             "model": {"name": f"ttnn.{kind}"},
             "scenario": {"phase": "collective microbenchmark", "size_bytes": size},
-            "measured": {"time_us": (a + steps * step + per_direction / bw) * 1e6},
+            "measured": {"time_us": time_s * 1e6},
         }
 
-    shapes = [("all_gather", 2, "line"), ("all_reduce", 8, "ring")]
+    shapes = [("all_gather", 2, "line"), ("reduce_scatter", 4, "line"), ("all_reduce", 8, "ring")]
     cases = [
         case(i, kind, n, topo, size)
         for i, ((kind, n, topo), size) in enumerate(
@@ -868,16 +878,71 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
     assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
-    large = [c for c in cases if c["scenario"]["size_bytes"] == 2**30]
+    assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
+    large = [
+        c
+        for c in cases
+        if c["scenario"]["size_bytes"] == 2**30 and "reduce_scatter" not in c["model"]["name"]
+    ]
     fits, _ = calibrate_tiles(large, "hw_configs/wormhole-t3000.yaml")
     assert {f.key for f in fits} == {"system.link.bandwidth"}
+
+
+def _collective_case(name: str, chips: int, topology: str, size: int) -> dict:
+    return {
+        "id": "c",
+        "hardware": {
+            "hw_spec_ref": "tenstorrent_wormhole_b0.systems.quietbox_t3000",
+            "system": {"chips": chips, "topology": topology},
+        },
+        "model": {"name": name},
+        "scenario": {"phase": "collective microbenchmark", "size_bytes": size},
+        "measured": {"time_us": 1.0},
+    }
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_an_all_to_all_microbenchmark_runs_as_an_all_to_all(direct, monkeypatch):
+    """tt-metal's all_to_all_async_generic over a line of 4 T3000 chips: each chip sends S/4
+    to each other; the middle link carries the 4 chunks from one half to the other, S, each
+    way (the busiest, floor(n/2) ceil(n/2) / n * S: tech_reports/CCLs/CCL_bandwidth.md), so
+    the crossing chunks share it at B/4 and drain at S/B; the last, 0 -> 3, arrives its 3
+    hops later: startup + S/B + 3 alpha. Sent directly (system.direct_all_to_all, the
+    config's) each chunk pays its route once; as n - 1 rounds of pairwise exchange, once a
+    round: startup + S/B + 3 * 3 alpha."""
+    from palmsim.tile_cases import predict
+
+    hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    assert hw.wafer.direct_all_to_all
+    link, startup = hw.wafer.inter_die, hw.wafer.collective_latency_s
+    size = 2**26
+    hops = 3 if direct else 3 * 3
+    expected = startup + size / link.bandwidth_bytes_per_s + hops * link.latency_s
+    case = _collective_case("ttnn.experimental.all_to_all_async_generic", 4, "line", size)
+    if not direct:
+        rounds = dataclasses.replace(
+            hw, wafer=dataclasses.replace(hw.wafer, direct_all_to_all=False)
+        )
+        monkeypatch.setattr("palmsim.tile_cases.load_hardware", lambda _path: rounds)
+    [(_, _, predicted_us)] = predict(case)
+    assert predicted_us * 1e-6 == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_collective_palmsim_does_not_know_is_named_not_run_as_an_all_reduce():
+    """A microbenchmark names its collective in model.name; one palmsim does not simulate (a
+    broadcast) is listed as not expressible, where it was once timed as an all-reduce."""
+    from palmsim.tile_cases import CannotExpressError, predict
+
+    with pytest.raises(CannotExpressError, match="names no collective"):
+        predict(_collective_case("ttnn.broadcast", 4, "line", 2**20))
 
 
 def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
     """A collective that ran on 2 links a direction between neighbours
     (``scenario.links_per_direction``) puts half its bytes a direction on each: timed as t =
-    a + steps * l + d / (2 B) (hand-computed from a = 4 us, l = 1.5 us, B = 20 GB/s), the fit
-    gives back B, one link's rate, which the config's link carries."""
+    a * calls + steps * l + d / (2 B) (an all-reduce two calls; hand-computed from a = 4 us,
+    l = 1.5 us, B = 20 GB/s), the fit gives back B, one link's rate, which the config's link
+    carries."""
     from palmsim.tile_cases import calibrate_tiles
 
     a, step, bw = 4e-6, 1.5e-6, 20e9
@@ -902,7 +967,11 @@ def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
                     "size_bytes": size,
                     "links_per_direction": "2 (the table's linkbw = busbw / 2)",
                 },
-                "measured": {"time_us": (a + steps * step + per_link / bw) * 1e6},
+                # an all-reduce: two calls (the config's composite_all_reduce)
+                "measured": {
+                    "time_us": (a * (1 + (kind == "all_reduce")) + steps * step + per_link / bw)
+                    * 1e6
+                },
             }
         )
     fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-galaxy.yaml")
@@ -1030,14 +1099,16 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
 
 def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
     """The QuietBox's four p150 cards in a line, two Ethernet links between neighbours at the
-    Blackhole Galaxy's fitted 20.24 GB/s: the startup, then 2(n-1)/n * S / (2 B) over the end
-    links and one hop a step, the line algorithm as on the T3000."""
+    Blackhole Galaxy's fitted 22.47 GB/s: two startups (a reduce-scatter call, then an
+    all-gather call), then 2(n-1)/n * S / (2 B) over the end links, the reduce-scatter's half
+    at e of B, and one hop a step, the line algorithm as on the T3000."""
     hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
     link = hw.wafer.inter_die
-    assert link.bandwidth_bytes_per_s == pytest.approx(20.24e9)
+    assert link.bandwidth_bytes_per_s == pytest.approx(22.47e9)
     n = 4
-    expected = 2 * (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
-    expected += 2 * (n - 1) * link.latency_s + hw.wafer.collective_latency_s
+    half = (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
+    expected = half + half / hw.wafer.reduce_scatter_efficiency
+    expected += 2 * (n - 1) * link.latency_s + 2 * hw.wafer.collective_latency_s
     chip = Chip.from_spec(hw)
     assert _one_collective(chip, (0, 1, 2, 3), "allreduce") == pytest.approx(expected, rel=1e-6)
 
