@@ -220,12 +220,17 @@ class Communicator:
         ``bytes / rate * (1/e - 1)`` at efficiency ``e``, which keeps the uncontended flow at
         ``e`` times the rate."""
         calls = 2 if kind == "allreduce" and self.composite_all_reduce else 1
-        reduced = {"reducescatter": flow_bytes, "allreduce": flow_bytes / 2}.get(kind, 0.0)
-        stall_s = 0.0
-        if reduced > 0 and self.reduce_scatter_efficiency < 1 and rate < float("inf"):
-            stall_s = reduced / rate * (1 / self.reduce_scatter_efficiency - 1)
         hops = 1 if kind == "alltoall" and self.direct_all_to_all else steps
-        return calls * self.startup_s + hops * flow.latency_s + stall_s
+        fixed_s = calls * self.startup_s + hops * flow.latency_s
+        if kind == "reducescatter":
+            reduced = flow_bytes
+        elif kind == "allreduce":
+            reduced = flow_bytes / 2
+        else:
+            return fixed_s
+        if self.reduce_scatter_efficiency < 1 and rate < float("inf"):
+            fixed_s += reduced / rate * (1 / self.reduce_scatter_efficiency - 1)
+        return fixed_s
 
 
 @dataclass(frozen=True, slots=True)
