@@ -656,25 +656,17 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     return [("time_us", measured, time_s * 1e6)] if measured else []
 
 
-#: The collectives a microbenchmark may name (``model.name``, as tt-metal's ops are named:
-#: ``ttnn.all_gather``, ``ttnn.experimental.all_to_all_async_generic``), by palmsim's kind.
-_COLLECTIVE_NAMES = {
-    "allgather": "allgather",
-    "reducescatter": "reducescatter",
-    "alltoall": "alltoall",
-    "allreduce": "allreduce",
-}
-
-
 def _collective_kind(case: Mapping[str, Any]) -> str:
-    """The collective a microbenchmark times, read from its ``model.name``."""
+    """The collective a microbenchmark times (a key of :data:`RING_STEPS`), read from its
+    ``model.name`` as tt-metal's ops are named (``ttnn.all_gather``,
+    ``ttnn.experimental.all_to_all_async_generic``: letters only, lower case)."""
     name = re.sub(r"[^a-z]", "", str(case.get("model", {}).get("name", "")).lower())
-    for word, kind in _COLLECTIVE_NAMES.items():
-        if word in name:
+    for kind in RING_STEPS:
+        if kind in name:
             return kind
     raise CannotExpressError(
         f"model.name {case.get('model', {}).get('name')!r} names no collective palmsim "
-        f"simulates ({', '.join(_COLLECTIVE_NAMES)})"
+        f"simulates ({', '.join(RING_STEPS)})"
     )
 
 
