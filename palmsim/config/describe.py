@@ -19,6 +19,7 @@ import yaml
 from palmsim.config.loader import spec_to_raw
 from palmsim.config.specs import (
     MODES,
+    ClusterSpec,
     CostSpec,
     DefectSpec,
     DramSpec,
@@ -138,6 +139,9 @@ _KEY_HELP = {
     "hw.system.node_link.bandwidth": "one GPU's link to the fabric between nodes: "
     + _LINK_BANDWIDTH,
     "hw.system.node_link.latency": "one GPU's link to the fabric between nodes: " + _LINK_LATENCY,
+    "hw.system.node_link.efficiency": str(
+        ClusterSpec.__dataclass_fields__["inter_node_efficiency"].metadata["help"]
+    ),
     "hw.system.bidirectional_rings": str(
         WaferSpec.__dataclass_fields__["bidirectional_rings"].metadata["help"]
     ),

@@ -1146,7 +1146,12 @@ def hardware_schema(kind: str) -> Schema:
             "topology": _choice_rule(_TOPOLOGIES),
             "chips": Rule(_parse_grid, "[nodes, GPUs per node], each an int >= 1"),
             "link": _link_schema(),
-            "node_link": _link_schema(),
+            "node_link": {
+                **_link_schema(),
+                "efficiency": dataclasses.replace(
+                    _float_rule(0.0, 1.0, low_open=True, high_open=False), required=False
+                ),
+            },
         }
     schema["energy"] = _energy_rule(kind)
     schema["cost"] = _cost_rule()
@@ -1863,6 +1868,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             devices_per_node=system["chips"][1],
             intra_node=LinkSpec(link["bandwidth"], link["latency"]),
             inter_node=LinkSpec(node_link["bandwidth"], node_link["latency"]),
+            inter_node_efficiency=node_link.get("efficiency", 1.0),
         )
     spec = HardwareSpec(
         name=values["name"],
@@ -2658,6 +2664,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             "link": _link_to_raw(c.intra_node),
             "node_link": _link_to_raw(c.inter_node),
         }
+        if c.inter_node_efficiency != 1.0:
+            raw["system"]["node_link"]["efficiency"] = c.inter_node_efficiency
     raw["dram"] = {
         "placement": d.placement,
         "capacity": format_exact(d.capacity_bytes, "bytes"),

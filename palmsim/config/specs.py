@@ -603,7 +603,14 @@ class ClusterSpec:
     intra_node: LinkSpec = _f(
         "one device's link to the node switch (NVLink/NVSwitch), per direction"
     )
-    inter_node: LinkSpec = _f("one device's NIC to the inter-node fabric, per direction")
+    inter_node: LinkSpec = _f(
+        "one device's NIC to the inter-node fabric, per direction, at its line rate"
+    )
+    inter_node_efficiency: float = _f(
+        "the share of the NIC's line rate the fabric delivers to the run's traffic, measured "
+        "(system.node_link.efficiency) [ratio]",
+        default=1.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ satisfies :class:`Topology`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import ClassVar, Protocol
 
@@ -356,11 +357,13 @@ class GpuClusterTopology:
 
     Tiles are GPUs, numbered ``node * gpus_per_node + local``. Per GPU, in GPU order: an
     ``nvlink`` channel GPU -> ``switch:n`` and ``switch:n`` -> GPU (``cluster.intra_node``),
-    then a ``nic`` channel GPU -> ``fabric`` and ``fabric`` -> GPU (``cluster.inter_node``).
+    then a ``nic`` channel GPU -> ``fabric`` and ``fabric`` -> GPU (``cluster.inter_node`` at
+    ``cluster.inter_node_efficiency`` of its line rate).
     The NVSwitch is modelled as non-blocking, so a GPU's NVLink bandwidth is its only limit
     inside a node. The single ``fabric`` node models a non-blocking fat tree with full
     bisection bandwidth, like the three-level InfiniBand fat tree of NVIDIA's Selene
-    (DGX SuperPOD): only the NICs at either end can be contended. DRAM is each GPU's HBM, one
+    (DGX SuperPOD): only the NICs at either end can be contended, and what the fabric
+    delivers of their line rate under load is their measured efficiency. DRAM is each GPU's HBM, one
     port per GPU (``per_tile``).
     """
 
@@ -385,10 +388,16 @@ class GpuClusterTopology:
         for node in range(cluster.num_nodes):
             graph.add_node(switch_node(node), kind="switch", node=node)
         graph.add_node(FABRIC_NODE, kind="fabric")
+        # what the fabric delivers of the NIC's line rate (system.node_link.efficiency)
+        nic = dataclasses.replace(
+            cluster.inter_node,
+            bandwidth_bytes_per_s=cluster.inter_node.bandwidth_bytes_per_s
+            * cluster.inter_node_efficiency,
+        )
         for gpu in range(self.num_tiles):
             switch = switch_node(self.die_of(gpu))
             _add_link(graph, tile_node(gpu), switch, kind="nvlink", link=cluster.intra_node)
-            _add_link(graph, tile_node(gpu), FABRIC_NODE, kind="nic", link=cluster.inter_node)
+            _add_link(graph, tile_node(gpu), FABRIC_NODE, kind="nic", link=nic)
         for gpu in range(self.num_tiles):
             _add_dram_port(graph, gpu, gpu, spec)
         self.graph = graph

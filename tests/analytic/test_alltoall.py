@@ -19,6 +19,8 @@ The last flow to arrive is one of the longest routes, paying ``(n-1)`` times its
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import simpy
 
@@ -126,6 +128,20 @@ def test_alltoall_across_two_nodes_is_nic_bound():
     n = 16
     inter_latency_s = chip.route(0, 8).latency_s
     expected = 8 * (S_BYTES / n) / nic_bw + (n - 1) * inter_latency_s
+    assert _alltoall_time_s(chip, tuple(range(n))) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_nic_runs_at_its_efficiency_of_line_rate():
+    """system.node_link.efficiency e: each NIC channel carries e x its line rate, so the
+    NIC-bound all-to-all above takes 8·S/16 / (e·B) + (n - 1)·alpha (Selene's 0.28)."""
+    base = cluster_spec(nodes=2, gpus=8)
+    assert base.cluster is not None
+    hw = dataclasses.replace(
+        base, cluster=dataclasses.replace(base.cluster, inter_node_efficiency=0.28)
+    )
+    chip = Chip.from_spec(hw)
+    n = 16
+    expected = 8 * (S_BYTES / n) / (0.28 * 25e9) + (n - 1) * chip.route(0, 8).latency_s
     assert _alltoall_time_s(chip, tuple(range(n))) == pytest.approx(expected, rel=1e-9)
 
 

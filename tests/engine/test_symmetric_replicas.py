@@ -163,7 +163,8 @@ def test_reduced_run_equals_full_run(name: str) -> None:
         for r in (reduced, full)
     ]
     for column, values in timelines[1].items():
-        assert timelines[0][column] == pytest.approx(values, rel=1e-9, abs=1e-12), column
+        # utilisations in [0, 1]: a bin summed in another order differs by rounding only
+        assert timelines[0][column] == pytest.approx(values, rel=1e-9, abs=1e-9), column
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -61,7 +61,8 @@ def test_describe_gpu_cluster_uses_the_file_names(capsys: pytest.CaptureFixture[
     assert printed["hw.system.topology"] == "switch"
     assert printed["hw.system.chips"] == "[4, 8]"  # [nodes, GPUs per node]
     assert printed["hw.system.link.bandwidth"] == "370 GB/s"
-    assert printed["hw.system.node_link.bandwidth"] == "47.5 GB/s"
+    assert printed["hw.system.node_link.bandwidth"] == "50 GB/s"  # the file's 400 Gb/s
+    assert printed["hw.system.node_link.efficiency"] == "0.95"
     assert printed["hw.tile.gemm.launch_latency"] == "28.9 us"
     assert not [k for k in printed if k.startswith(("hw.cluster.", "hw.network.", "hw.chip."))]
 

@@ -171,6 +171,7 @@ def test_hardware_headline_numbers() -> None:
     h100 = load_hardware(ROOT / "hw_configs" / "dgx-h100.yaml")
     assert h100.num_tiles == 32
     assert h100.cluster is not None
-    assert h100.cluster.inter_node.bandwidth_bytes_per_s == 47.5e9  # NDR measured 46-49 GB/s
+    assert h100.cluster.inter_node.bandwidth_bytes_per_s == 50e9  # NDR 400 Gb/s
+    assert h100.cluster.inter_node_efficiency == 47.5 / 50  # measured 46-49 GB/s, the middle
     assert h100.cluster.intra_node.bandwidth_bytes_per_s == 370e9  # NCCL ring, measured
     assert h100.dram.bandwidth_bytes_per_s == 3.35e12
