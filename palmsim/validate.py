@@ -91,7 +91,7 @@ DEFAULT_MEASUREMENTS = "validation/measurements.yaml"
 #: anywhere in its text ("A100-SXM4-80GB", "NVIDIA Ampere (A100-class)"). A case can name its
 #: own config instead with ``system.hw_config``.
 HARDWARE_OF_GPU: dict[str, str] = {
-    "A100": "hw_configs/dgx-a100-superpod.yaml",
+    "A100": "hw_configs/dgx-a100.yaml",
     "H100": "hw_configs/dgx-h100.yaml",
     "H200": "hw_configs/dgx-h200.yaml",
     "H800": "hw_configs/dgx-h800.yaml",
@@ -99,6 +99,11 @@ HARDWARE_OF_GPU: dict[str, str] = {
     "GB200": "hw_configs/dgx-gb200.yaml",  # before B200; "GB200" is not matched as a B200
     "B300": "hw_configs/dgx-b300.yaml",
     "B200": "hw_configs/dgx-b200.yaml",
+}
+#: Shipped config of a named cluster of a GPU family, for a case whose ``system.interconnect``
+#: names it: its measured fabric (Selene's share of line rate at scale, SC21 Sec. 5.9).
+HARDWARE_OF_CLUSTER: dict[str, tuple[str, str]] = {
+    "Selene": ("A100", "hw_configs/dgx-a100-superpod.yaml"),
 }
 #: A PCIe card or an H100 NVL (two PCIe cards bridged), not the SXM module a shipped config
 #: describes: lower clocks and power, no NVSwitch (a GB200 "NVL72" rack is an SXM system).
@@ -1564,18 +1569,28 @@ def _hardware(system: Mapping[str, Any], source: str) -> tuple[str, str]:
         if re.search(rf"(?<![a-z0-9]){family}(?![0-9])", named, flags=re.IGNORECASE):
             # "an A100", "an H100", "a B200": the article of the letter's spoken name
             article = "an" if family[0] in "AEFHILMNORSX" else "a"
-            return shipped(path), f"system.gpu {gpu!r} is {article} {family}"
+            return _on_cluster(system, family, path, f"system.gpu {gpu!r} is {article} {family}")
     for architecture, family in GPU_OF_ARCHITECTURE.items():
         if re.search(rf"\b{architecture}\b", gpu, flags=re.IGNORECASE):
             why = (
                 f"system.gpu {gpu!r} names the {architecture} architecture, taken as its "
                 f"data-centre training GPU, the {family}"
             )
-            return shipped(HARDWARE_OF_GPU[family]), why
+            return _on_cluster(system, family, HARDWARE_OF_GPU[family], why)
     raise NotRun(
         f"system.gpu: got {gpu!r}; no shipped config for it (known families: "
         f"{', '.join(HARDWARE_OF_GPU)}); give one as system.hw_config"
     )
+
+
+def _on_cluster(system: Mapping[str, Any], family: str, path: str, why: str) -> tuple[str, str]:
+    """The config of the named cluster of ``family`` that ``system.interconnect`` names
+    (:data:`HARDWARE_OF_CLUSTER`), else ``path``, the family's."""
+    text = str(system.get("interconnect") or "")
+    for cluster, (of, cluster_path) in HARDWARE_OF_CLUSTER.items():
+        if of == family and re.search(rf"\b{cluster}\b", text, flags=re.IGNORECASE):
+            return shipped(cluster_path), f"{why}, on {cluster} (system.interconnect)"
+    return shipped(path), why
 
 
 #: A GPU's memory as a case names it: "A100-SXM4-40GB", "A100 40 GB", "H100 94GB".

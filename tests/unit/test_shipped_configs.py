@@ -48,6 +48,17 @@ def test_there_are_configs_to_check() -> None:
     assert HF_FILES
 
 
+def test_the_a100_nodes_differ_from_selene_only_in_the_fabric_measured() -> None:
+    """dgx-a100.yaml is Selene's nodes (dgx-a100-superpod.yaml) with the fabric at the NICs'
+    line rate: no other value may drift apart."""
+    selene = load_hardware(ROOT / "hw_configs" / "dgx-a100-superpod.yaml")
+    nodes = load_hardware(ROOT / "hw_configs" / "dgx-a100.yaml")
+    assert selene.cluster is not None and nodes.cluster is not None
+    assert selene.cluster.inter_node_efficiency < nodes.cluster.inter_node_efficiency == 1.0
+    fabric = replace(nodes.cluster, inter_node_efficiency=selene.cluster.inter_node_efficiency)
+    assert replace(nodes, name=selene.name, cluster=fabric) == selene
+
+
 @pytest.mark.parametrize("path", HW_FILES, ids=lambda p: p.name)
 def test_hardware_config_loads_and_round_trips(path: Path, tmp_path: Path) -> None:
     spec = load_hardware(path)
@@ -167,6 +178,10 @@ def test_hardware_headline_numbers() -> None:
     assert a100.num_tiles == 3072
     assert a100.cluster is not None
     assert a100.cluster.inter_node.bandwidth_bytes_per_s == 25e9  # HDR 200 Gb/s
+    # SC21 Sec. 5.9: 12.9 TB/s of all-reduce bandwidth over 3072 GPUs, S/t a GPU, in rings of
+    # the DP degree 6, each moving 2(6-1)/6 S through a GPU's NIC: 0.280 of 25 GB/s
+    busbw_bytes_per_s = 12.9e12 / 3072 * 2 * (6 - 1) / 6
+    assert a100.cluster.inter_node_efficiency == pytest.approx(busbw_bytes_per_s / 25e9, abs=5e-4)
     assert a100.tile.peak_for("bf16") == 312e12
     h100 = load_hardware(ROOT / "hw_configs" / "dgx-h100.yaml")
     assert h100.num_tiles == 32

@@ -103,13 +103,13 @@ def test_derived_facts() -> None:
 
 def test_gpu_matched_by_family_and_named() -> None:
     for gpu, config in (
-        ("NVIDIA Ampere (A100-class)", "dgx-a100-superpod.yaml"),
+        ("NVIDIA Ampere (A100-class)", "dgx-a100.yaml"),
         ("H100 SXM5", "dgx-h100.yaml"),
         ("NVIDIA H200-SXM-141GB (Hopper)", "dgx-h200.yaml"),  # the family before the architecture
         ("2048 NVIDIA H800 GPUs", "dgx-h800.yaml"),
-        ("nvidia a100 40gb", "dgx-a100-superpod.yaml"),
+        ("nvidia a100 40gb", "dgx-a100.yaml"),
         # only the architecture: its data-centre training GPU, and the output says so
-        ("NVIDIA Ampere GPUs", "dgx-a100-superpod.yaml"),
+        ("NVIDIA Ampere GPUs", "dgx-a100.yaml"),
         ("Hopper", "dgx-h100.yaml"),
         ("NVIDIA Blackwell", "dgx-b200.yaml"),
         ("GB200 NVL72", "dgx-gb200.yaml"),  # a GB200's GPU, not a B200's
@@ -121,6 +121,13 @@ def test_gpu_matched_by_family_and_named() -> None:
         run = read_training_run(_case(system={"gpu": gpu}), "x.yaml")
         assert run is not None and run.hardware.endswith(config)
         assert gpu in run.hardware_why
+    # a named cluster of the family: its own config (Selene's measured fabric); not another's
+    selene = {"gpu": "A100-SXM4-80GB", "interconnect": "Selene (DGX A100 SuperPOD): 8x HDR"}
+    run = read_training_run(_case(system=selene), "x.yaml")
+    assert run is not None and run.hardware.endswith("dgx-a100-superpod.yaml")
+    assert "on Selene" in run.hardware_why
+    run = read_training_run(_case(system={**selene, "gpu": "H100"}), "x.yaml")
+    assert run is not None and run.hardware.endswith("dgx-h100.yaml")
     run = read_training_run(_case(system={"gpu": "NVIDIA Ampere GPUs"}), "x.yaml")
     assert run is not None and "architecture" in run.hardware_why and "A100" in run.hardware_why
     # an NVL72 rack is one 72-GPU NVLink domain: 64 GPUs take one
