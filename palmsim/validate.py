@@ -1621,6 +1621,53 @@ def _gpu_memory(
     return [f"hw.dram.capacity={value}"]
 
 
+#: A NIC rate as ``system.interconnect`` states it, in bits (Gb/s: never the bytes, GB/s, of
+#: NVLink figures), with the count of NICs before it where given: "8x HDR 200 Gb/s InfiniBand
+#: per node", "InfiniBand 8x400 Gbit/s", "4 Omni-Path 100 Gbps links per node", "RoCE, 400
+#: Gbps per GPU".
+_NIC_RATE = re.compile(
+    r"(?:(?P<count>\d+)(?:\s*[x\u00d7]\s*|\s+)(?:[A-Za-z][\w-]*\s+){0,3})?"
+    r"(?<![\d.])(?P<rate>\d+(?:\.\d+)?)\s*(?:Gb/s|Gbps|Gbit/s)(?P<rest>[^,;(]*)"
+)
+
+
+def _nic_rate(
+    system: Mapping[str, Any], hw_spec: HardwareSpec, assumptions: list[Assumption]
+) -> list[str]:
+    """The override giving each GPU the NIC rate ``system.interconnect`` states where it
+    differs from the config's line rate (MegaScale's 400 Gb/s a GPU, Jean Zay's four 100 Gb/s
+    links a node, on the A100 config of Selene's 200 Gb/s): its rate "per GPU", or the
+    NICs of a node ("per node", or as many as the node's GPUs) shared by its GPUs. The
+    fabric's share of it stays the config's measured ``system.node_link.efficiency``, an
+    assumption on every iteration figure; a rate stated otherwise leaves the config's."""
+    cluster = hw_spec.cluster
+    if cluster is None or system.get("hw_config") is not None:
+        return []
+    match = _NIC_RATE.search(str(system.get("interconnect") or ""))
+    if match is None:
+        return []
+    rate, rest = float(match.group("rate")), match.group("rest").lower()
+    count = int(match.group("count") or 0)
+    if "per gpu" in rest:
+        per_gpu, how = rate, f"{rate:g} Gb/s a GPU"
+    elif count and ("per node" in rest or count == cluster.devices_per_node):
+        per_gpu = count * rate / cluster.devices_per_node
+        how = f"{count} x {rate:g} Gb/s a node over its {cluster.devices_per_node} GPUs"
+    else:
+        return []
+    line_gbps = cluster.inter_node.bandwidth_bytes_per_s * 8 / 1e9
+    if abs(per_gpu - line_gbps) <= 0.01 * line_gbps:
+        return []
+    value = f"{per_gpu:g} Gb/s"
+    why = (
+        f"the case's NICs ({how}) in place of the config's {line_gbps:g} Gb/s, at the "
+        f"config's measured share of line rate ({cluster.inter_node_efficiency:g}, "
+        "system.node_link.efficiency)"
+    )
+    assumptions.append(Assumption("hw.system.node_link.bandwidth", value, why, ITERATION_FIGURES))
+    return [f"hw.system.node_link.bandwidth={value}"]
+
+
 def _is_training_run(case: Mapping[str, Any]) -> bool:
     if not isinstance(case.get("model"), Mapping) or not isinstance(case.get("system"), Mapping):
         return False
@@ -2015,6 +2062,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     elif hw_spec.num_tiles < num_gpus:
         raise NotRun(f"{hardware} has {hw_spec.num_tiles} tiles, fewer than num_gpus = {num_gpus}")
     overrides += _gpu_memory(system, hw_spec, assumptions)
+    overrides += _nic_rate(system, hw_spec, assumptions)
     vocab = _int(model, "vocab", "model.vocab")
     if vocab is None:
         base = _BASE_WORKLOAD[arch]

@@ -137,6 +137,35 @@ def test_gpu_matched_by_family_and_named() -> None:
         read_training_run(_case(system={"gpu": "MI300X"}), "x.yaml")
 
 
+@pytest.mark.parametrize(
+    ("gpu", "interconnect", "gbps"),
+    [
+        # a rate per GPU (Llama 3's RoCE); Jean Zay's four links a node shared by its 8 GPUs
+        ("A100", "RoCE, 400 Gbps per GPU, 3-layer Clos (pods of 3,072 GPUs)", 400),
+        ("A100", "Jean Zay: 8 A100 80GB per node, 4 Omni-Path 100 Gbps links per node", 50),
+        ("A100", "NVSwitch, InfiniBand 8x400 Gbit/s", 400),  # as many NICs as GPUs: one each
+        ("H100", "8x 200 Gb/s HDR per node", 200),
+        # the config's own line rate, NVLink bytes (GB/s), a rate with no scope: no override
+        ("A100", "Selene: 8x Mellanox HDR 200 Gb/s InfiniBand HCAs per node", None),
+        ("H100", "DGX H100: 8x ConnectX-7 400 Gb/s NDR InfiniBand per node", None),
+        ("A100", "NVLink3 12 links (300 GB/s/dir), NVSwitch gen2", None),
+        ("A100", "HDR 100 Gb/s", None),
+    ],
+)
+def test_the_nic_rate_a_case_states_is_its_line_rate(gpu: str, interconnect: str, gbps) -> None:
+    """The stated NIC rate replaces the config's line rate; the fabric's measured share of it
+    (system.node_link.efficiency) stays the config's, an assumption on the figures."""
+    run = read_training_run(_case(system={"gpu": gpu, "interconnect": interconnect}), "x.yaml")
+    assert run is not None
+    nic = [o for o in run.overrides if o.startswith("hw.system.node_link.")]
+    assumed = [a for a in run.assumptions if a.key == "hw.system.node_link.bandwidth"]
+    if gbps is None:
+        assert nic == [] and assumed == []
+    else:
+        assert nic == [f"hw.system.node_link.bandwidth={gbps} Gb/s"]
+        assert len(assumed) == 1 and "efficiency" in assumed[0].why
+
+
 def test_llama_needs_ffn_gpt_does_not() -> None:
     with pytest.raises(NotRun, match=r"model\.ffn: missing or null; a llama model has no default"):
         read_training_run(_case(model={"arch": "Llama-2"}), "x.yaml")
