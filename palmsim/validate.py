@@ -1635,8 +1635,8 @@ def _nic_rate(
     system: Mapping[str, Any], hw_spec: HardwareSpec, assumptions: list[Assumption]
 ) -> list[str]:
     """The override giving each GPU the NIC rate ``system.interconnect`` states where it
-    differs from the config's line rate (MegaScale's 400 Gb/s a GPU, Jean Zay's four 100 Gb/s
-    links a node, on the A100 config of Selene's 200 Gb/s): its rate "per GPU", or the
+    differs from the config's line rate (Llama 3's RoCE at 400 Gb/s a GPU, Jean Zay's four
+    100 Gb/s links a node, on the A100 config's 200 Gb/s): its rate "per GPU", or the
     NICs of a node ("per node", or as many as the node's GPUs) shared by its GPUs. The
     fabric's share of it stays the config's measured ``system.node_link.efficiency``, an
     assumption on every iteration figure; a rate stated otherwise leaves the config's."""
@@ -1656,7 +1656,7 @@ def _nic_rate(
     else:
         return []
     line_gbps = cluster.inter_node.bandwidth_bytes_per_s * 8 / 1e9
-    if abs(per_gpu - line_gbps) <= 0.01 * line_gbps:
+    if per_gpu <= 0 or abs(per_gpu - line_gbps) <= 0.01 * line_gbps:
         return []
     value = f"{per_gpu:g} Gb/s"
     why = (

@@ -150,6 +150,7 @@ def test_gpu_matched_by_family_and_named() -> None:
         ("H100", "DGX H100: 8x ConnectX-7 400 Gb/s NDR InfiniBand per node", None),
         ("A100", "NVLink3 12 links (300 GB/s/dir), NVSwitch gen2", None),
         ("A100", "HDR 100 Gb/s", None),
+        ("A100", "0 Gbps per GPU", None),
     ],
 )
 def test_the_nic_rate_a_case_states_is_its_line_rate(gpu: str, interconnect: str, gbps) -> None:
