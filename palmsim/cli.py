@@ -534,10 +534,13 @@ EXIT_VALIDATION_FAILED = 6
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from palmsim.config.overrides import split_overrides
     from palmsim.errors import ConfigError
     from palmsim.report.export import read_json, write_json
     from palmsim.validate import ValidationReport, format_report, report_from_dict, validate
 
+    # Every case takes the same overrides: a malformed one is the command's error, not each case's
+    split_overrides(args.overrides or ())
     previous = None
     if args.resume:
         if not args.json:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,23 @@ SECTIONS: tuple[str, ...] = ("hw", "workload", "mapping", "run", "serving")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORM = "KEY=VALUE with KEY starting with " + ", ".join(f"'{p}.'" for p in _PREFIXES)
 
+#: The sections of a hardware file (:func:`palmsim.config.loader.hardware_schema`), which a
+#: key copied from one (``system.node_link.latency``) starts with: its override is ``hw.``
+#: and the key.
+HARDWARE_SECTIONS = ("tile", "chip", "system", "dram", "energy", "cost")
+
+
+def _prefix_hint(key: str) -> str:
+    """A "did you mean" for an override key with no section prefix: ``hw.`` before a key that
+    starts with a hardware file's section, else the closest prefix."""
+    first, _, rest = key.partition(".")
+    if first in HARDWARE_SECTIONS:
+        return f"; did you mean 'hw.{key}'?"
+    close = (
+        ["hw"] if first == "hardware" else difflib.get_close_matches(first, list(_PREFIXES), n=1)
+    )
+    return f"; did you mean '{close[0]}.{rest}'?" if close and rest else ""
+
 
 @dataclass(frozen=True, slots=True)
 class Override:
@@ -87,7 +105,9 @@ def parse_override(text: str) -> Override:
     key, _, value_text = text.partition("=")
     parts = key.strip().split(".")
     if parts[0] not in _PREFIXES or len(parts) < 2:
-        raise ConfigError.single(OVERRIDE_WHERE, key.strip(), text, _FORM)
+        raise ConfigError.single(
+            OVERRIDE_WHERE, key.strip(), text, _FORM + _prefix_hint(key.strip())
+        )
     bad = [p for p in parts[1:] if not _IDENTIFIER.match(p)]
     if bad:
         raise ConfigError.single(

@@ -119,3 +119,16 @@ def test_validate_missing_key_and_null_end_in_one_line_each(tmp_path: Path) -> N
     assert heads and "model.heads: missing or null" in heads[0], text
     assert hidden and "model.hidden: missing or null" in hidden[0], text
     assert any(line.startswith("fine ") for line in lines), text
+
+
+def test_a_malformed_set_stops_validate_once_before_any_case() -> None:
+    """Every case takes the same ``--set``: a key without its section prefix is the
+    command's error, one line with its "did you mean", and no case runs (it was reported
+    once per case before)."""
+    code, text = _cli(
+        ["validate", str(REPO / "validation" / "measurements.yaml"), "-q",
+         "--set", "system.node_link.latency=9.6 us"]
+    )  # fmt: skip
+    line = _one_line(text)
+    assert code == 2, text
+    assert "did you mean 'hw.system.node_link.latency'?" in line, line

@@ -6,7 +6,13 @@ import copy
 
 import pytest
 
-from palmsim.config.overrides import apply_overrides, parse_override, split_overrides
+from palmsim.config.loader import hardware_schema
+from palmsim.config.overrides import (
+    HARDWARE_SECTIONS,
+    apply_overrides,
+    parse_override,
+    split_overrides,
+)
 from palmsim.errors import ConfigError
 
 
@@ -141,3 +147,25 @@ def test_a_set_typo_names_the_set_argument_not_the_file() -> None:
     # a mapping or run override names itself too
     with pytest.raises(ConfigError, match=r"^--set mapping\.pp=x: mapping\.pp"):
         load_experiment(overrides=["mapping.pp=x"])
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        # a key copied from a hardware file, without its section prefix
+        ("system.node_link.latency=9.6 us", "did you mean 'hw.system.node_link.latency'?"),
+        ("tile.sram_capacity=3 MiB", "did you mean 'hw.tile.sram_capacity'?"),
+        ("hardware.system.chips=[2, 8]", "did you mean 'hw.system.chips'?"),
+        ("maping.pp=2", "did you mean 'mapping.pp'?"),
+    ],
+)
+def test_a_key_without_its_prefix_gets_a_did_you_mean(text: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_override(text)
+    assert hint in str(info.value)
+
+
+def test_the_hint_knows_every_section_of_a_hardware_file() -> None:
+    for kind in ("wafer", "gpu_cluster"):
+        sections = {key for key, rule in hardware_schema(kind).items() if isinstance(rule, dict)}
+        assert sections <= set(HARDWARE_SECTIONS), kind
