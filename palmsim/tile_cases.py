@@ -228,6 +228,21 @@ TT_TRANSFORMERS_PREFILL_GRID_CORES = 8 * 8
 #: pass holds, not its attention FLOP.
 TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS = 4 * 1024
 
+#: The format tt_transformers' prefill reduce-scatters a layer block's output in on a 1-D
+#: mesh (``inference.prefill_reduce_dtypes``). Its attention's WO writes bfp8
+#: (models/tt_transformers/tt/attention.py @00b769dd, forward_prefill: ``dtype=
+#: self.activation_dtype or ttnn.bfloat8_b``, no activation dtype in the performance
+#: configs; older versions ``dtype=ttnn.bfloat8_b``), and tt_all_reduce on an N300 or a T3000
+#: is a reduce_scatter_minimal_async of what it is given (ccl.py @013eaee3), the next norm
+#: all-gathering the bf16 residual (distributed_norm.py @01229001). On a ring the attention
+#: all-gathers its bfp8 heads before a column-split WO instead (use_fused_all_gather_matmul):
+#: the same bytes, taken as the reduce-scatter. The MLP's W2 writes bf16 off a Galaxy in the
+#: versions of mlp.py read that run it as ttnn.linear (``dtype=self.args.ccl_dtype if TG else
+#: activation_dtype or ttnn.bfloat16``), so it keeps one bf16 all-reduce; the version that
+#: runs it as minimal_matmul over 128 tokens (@03f118e6) keeps its bfp8 input's format, but
+#: its date against the rows' releases is not established, so it is not taken.
+TT_TRANSFORMERS_PREFILL_REDUCE_DTYPES = (("attn", "bfp8"),)
+
 #: The attention core of tt-metal's model demos (tt_transformers and the Galaxy Llama demo):
 #: ttnn.transformer.scaled_dot_product_attention, a flash-attention kernel over chunks of the
 #: queries and keys (SDPAProgramConfig's q_chunk_size and k_chunk_size, tt_transformers
@@ -1131,6 +1146,12 @@ def prefill_weight_readers(code: str, hw_path: str) -> int:
     return len((read_config_file(hw_path).get("dram") or {}).get("positions") or ())
 
 
+def prefill_reduce_dtypes(code: str) -> tuple[tuple[str, str], ...]:
+    """``inference.prefill_reduce_dtypes`` of the serving code ``code`` names:
+    :data:`TT_TRANSFORMERS_PREFILL_REDUCE_DTYPES` for tt_transformers, none for other code."""
+    return TT_TRANSFORMERS_PREFILL_REDUCE_DTYPES if "tt_transformers" in code else ()
+
+
 def prefill_compute_cores(code: str) -> int:
     """``inference.prefill_compute_cores`` of the serving code ``code`` names:
     :data:`TT_TRANSFORMERS_PREFILL_GRID_CORES` for tt_transformers, 0 (every core) for other
@@ -1434,6 +1455,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             if galaxy
             else "split",
             logits_to_host=_demo_logits_to_host(code),
+            prefill_reduce_dtypes=prefill_reduce_dtypes(code),
         )
 
     def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from palmsim.config.specs import (
     MOE_DISPATCHERS,
     PREFILL_ATTENTION_2D,
     RECOMPUTE_MODULES,
+    REDUCED_BLOCKS,
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
     SERVING_PREEMPTION_MODES,
@@ -1346,24 +1347,29 @@ def _workload_schema(set_hint: bool) -> Schema:
     }
 
 
+#: The formats a tensor may be stored or moved in: the activation dtypes and the narrower ones.
+_STORED_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8", "bfp8", "bfp4")
+
+
+def _nullable_choice_rule(choices: Sequence[str]) -> Rule:
+    """One of ``choices``, or null (the field's None)."""
+    rule = _choice_rule(choices)
+    return Rule(lambda v, w, k: None if v is None else rule.parse(v, w, k), rule.expected)
+
+
 def _number_format_rules() -> Schema:
     """The keys an inference and a serving section share: the activation dtype, each kind
     of weight's and the KV cache's storage format, the math fidelity per format, the
     kernels per layer, the decode GEMMs' DRAM-bank readers, the prefill GEMMs' weight
     readers and the passes replayed from a trace."""
     dtypes = ("fp32", "fp16", "bf16")
-    stored = (*dtypes, "fp8", "int8", "bfp8", "bfp4")
-    mlp = _choice_rule(stored)
+    stored = _STORED_DTYPES
     return {
         "dtype": _choice_rule(dtypes),
         "weight_dtype": _choice_rule(stored),
         "kv_dtype": _choice_rule(stored),
-        "mlp_weight_dtype": Rule(
-            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
-        ),
-        "mlp_down_weight_dtype": Rule(
-            lambda v, w, k: None if v is None else mlp.parse(v, w, k), mlp.expected
-        ),
+        "mlp_weight_dtype": _nullable_choice_rule(stored),
+        "mlp_down_weight_dtype": _nullable_choice_rule(stored),
         "math_fidelity": _table_rule(
             stored, _fidelity, "one of " + ", ".join(MATH_FIDELITIES), "{bfp4: LoFi, bf16: HiFi4}"
         ),
@@ -1386,6 +1392,12 @@ def _inference_schema() -> Schema:
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
         "logits_to_host": _choice_rule(LOGITS_TO_HOST),
+        "prefill_reduce_dtypes": _table_rule(
+            REDUCED_BLOCKS,
+            lambda v: v if v in _STORED_DTYPES else None,
+            "a number format: one of " + ", ".join(_STORED_DTYPES),
+            "{attn: bfp8}",
+        ),
         "prefill_chunk_tokens": _int_rule(minimum=0),
         "prefill_ops_per_layer": _int_rule(minimum=0),
         "attention_kernel": _choice_rule(ATTENTION_KERNELS),
@@ -2791,6 +2803,7 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
                 f.name: getattr(inf, f.name) for f in fields(InferenceSpec)
             }
             inference["math_fidelity"] = dict(inf.math_fidelity)
+            inference["prefill_reduce_dtypes"] = dict(inf.prefill_reduce_dtypes)
             out["inference"] = inference
         return out
     if isinstance(spec, MappingSpec):

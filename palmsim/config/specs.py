@@ -122,6 +122,10 @@ PREFILL_ATTENTION_2D = ("split", "replicated")
 #: back to the host to sample there.
 LOGITS_TO_HOST = ("none", "prefill", "prefill_and_batch_decode")
 
+#: Keys of ``InferenceSpec.prefill_reduce_dtypes``: the layer blocks a tensor-parallel
+#: all-reduce follows (:class:`palmsim.workload.builders.Block` names).
+REDUCED_BLOCKS = ("attn", "mlp", "mamba")
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
@@ -1260,6 +1264,15 @@ class InferenceSpec:
         "GEMM streams at dram.banks x this x tile.dram_reader_bandwidth and computes on that "
         "many of the simulated tile's cores; 0: on every core at the DRAM bandwidth [count]",
         default=0,
+    )
+    prefill_reduce_dtypes: tuple[tuple[str, str], ...] = _f(
+        "the format a prefill's 1-D tensor-parallel reduction after a block (attn, mlp, mamba) "
+        "moves its partial sums in, as (block, format) pairs, where the serving code "
+        "reduce-scatters the block's output in its own format and all-gathers the sums apart: "
+        "a reduce-scatter in that format, then an all-gather in dtype (tt_transformers on an "
+        "N300 or a T3000: {attn: bfp8}, its WO's output); a block without an entry: one "
+        "all-reduce in dtype",
+        default=(),
     )
     logits_to_host: str = _f(
         "the passes whose logits the serving code reads back to the host to sample the next "

@@ -1045,10 +1045,28 @@ class _Lowering:
         all-reduce of 1-D tensor parallelism, or those of 2-D (module docstring)."""
         a, b = self.serving.grid
         if b == 1:
-            return tp_collective(
-                CollectiveKind.ALLREDUCE, block.allreduce_fwd_bytes, unit, block.name, tp=a,
-                sequence_parallel=False,
-            )  # fmt: skip
+            inf = self.experiment.workload.inference
+            assert inf is not None
+            reduce_dtype = dict(inf.prefill_reduce_dtypes).get(block.name) if tag == "P" else None
+            if reduce_dtype is None or reduce_dtype == inf.dtype:
+                return tp_collective(
+                    CollectiveKind.ALLREDUCE, block.allreduce_fwd_bytes, unit, block.name, tp=a,
+                    sequence_parallel=False,
+                )  # fmt: skip
+            # the partial sums reduce-scattered in their own format, the sums all-gathered in
+            # the activations' (inference.prefill_reduce_dtypes): the all-reduce's two halves
+            narrow = DTYPE_BYTES[reduce_dtype] / DTYPE_BYTES[inf.dtype]
+            halves = (
+                (CollectiveKind.REDUCESCATTER, block.allreduce_fwd_bytes * narrow, "rs"),
+                (CollectiveKind.ALLGATHER, block.allreduce_fwd_bytes, "ag"),
+            )
+            return tuple(
+                step
+                for kind, nbytes, suffix in halves
+                for step in tp_collective(
+                    kind, nbytes, unit, block.name, tp=a, sequence_parallel=False, suffix=suffix
+                )
+            )
         model = self.experiment.workload.model
         row = self.serving.mbs * new_tokens * self.batch.elem_bytes  # one element per token
         rs, ag = CollectiveKind.REDUCESCATTER, CollectiveKind.ALLGATHER

@@ -1228,3 +1228,36 @@ def test_the_galaxy_demo_splits_a_prefills_attention_only_where_its_code_did(
 
     case = {"source": {"path": "models/demos/llama3_70b_galaxy/PERF.md", "location": location}}
     assert galaxy_prefill_attention(case, prompt, batch) == mode
+
+
+# --------------------------------------------------------------------------- prefill reductions
+
+
+def _prefill_collectives(reduce_dtypes) -> list:
+    from palmsim.mapping.inference import map_inference
+    from palmsim.mapping.plan import CollectiveStep
+
+    hw = load_hardware("hw_configs/wormhole-n300.yaml")
+    exp = _experiment(hw, tp=2, prompt=256, output=1, prefill_reduce_dtypes=reduce_dtypes)
+    plan = map_inference(exp, Chip.from_spec(hw))
+    assert plan.inference is not None
+    steps = plan.inference.stages[0].prefill
+    return [(s.block, s.kind.value, s.size_bytes) for s in steps if isinstance(s, CollectiveStep)]
+
+
+def test_a_prefill_reduction_in_its_own_format_is_a_reduce_scatter_then_an_all_gather():
+    """tt_transformers on an N300 reduce-scatters WO's bfp8 output and all-gathers the bf16
+    residual at the next norm (inference.prefill_reduce_dtypes {attn: bfp8}): the attention's
+    all-reduce of S = prompt x hidden x 2 B becomes a reduce-scatter of S x 1088/2048 (a
+    32x32 bfp8 tile is 1088 B, a bf16 one 2048 B) and an all-gather of S; the MLP's stays one
+    all-reduce of S, and without the option both are."""
+    s_bytes = 256 * H * 2
+    plain = _prefill_collectives(())
+    assert plain == [(b, "allreduce", s_bytes) for _ in range(LAYERS) for b in ("attn", "mlp")]
+    split = _prefill_collectives((("attn", "bfp8"),))
+    layer = [
+        ("attn", "reducescatter", pytest.approx(s_bytes * 1088 / 2048)),
+        ("attn", "allgather", s_bytes),
+        ("mlp", "allreduce", s_bytes),
+    ]
+    assert split == layer * LAYERS
