@@ -788,7 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key of every case, e.g. --set run.max_events=1000000",
+        help="override a config key of every case, e.g. --set run.max_events=1000000 (a "
+        "tiled-system case sets its own model and set-up and takes hw.* and run.*, a serving "
+        "case hw.*; either names any other key as why it did not run)",
     )
     validate.add_argument(
         "--resume",

@@ -26,13 +26,14 @@ only inputs. :func:`predict` returns ``(metric, measured, predicted)`` triples o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from palmsim.api import shipped_path
 from palmsim.config.loader import load_hardware
+from palmsim.config.overrides import split_overrides
 from palmsim.config.specs import (
     DTYPE_BYTES,
     SchedulerSpec,
@@ -169,14 +170,26 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
     )
 
 
-def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-    """``(metric, measured, predicted)`` for each figure of :data:`METRICS` the case gives.
+def predict(
+    case: Mapping[str, Any], overrides: Sequence[str] = ()
+) -> list[tuple[str, float, float]]:
+    """``(metric, measured, predicted)`` for each figure of :data:`METRICS` the case gives,
+    with ``overrides`` (``--set`` strings, ``hw.`` only: the case gives its own serving set-up
+    and model) applied to its hardware.
 
     Raises:
-        CannotExpressError: the case lacks a field palmsim needs, a field is malformed, or it
-            gives none of the metrics; the message says which.
+        CannotExpressError: the case lacks a field palmsim needs, a field is malformed, it
+            gives none of the metrics or an override is of another section; the message says
+            which.
         PalmsimError: the configuration does not fit (a MappingError) or cannot run.
     """
+    sections = split_overrides(overrides)  # a malformed one is the caller's ConfigError
+    other = [o.text for k, group in sections.items() if k != "hw" for o in group]
+    if other:
+        raise CannotExpressError(
+            f"--set {other[0]}: a serving case takes its model and serving set-up from its own "
+            "fields; only hw.* applies"
+        )
     for name in ("hardware", "model", "serving", "measured"):
         if not isinstance(case.get(name), Mapping):
             got = case.get(name)
@@ -189,13 +202,14 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
             f"assumed: got {assumed!r}; expected a list of mappings with key, value and why"
         )
     try:
-        return _predict(case)
+        return _predict(case, tuple(overrides))
     except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
         raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
 
 
-def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-    """:func:`predict` of a case whose sections are mappings."""
+def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, float, float]]:
+    """:func:`predict` of a case whose sections are mappings, ``user`` the ``--set``
+    overrides."""
     from palmsim.engine.serving import ServingSimulator
     from palmsim.hardware.chip import Chip
     from palmsim.mapping.serving import map_serving
@@ -211,7 +225,7 @@ def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     config = case["hardware"].get("config")
     if not config:
         raise CannotExpressError("hardware.config (a shipped hardware config) missing")
-    hw = load_hardware(shipped_path(str(config)))
+    hw = load_hardware(shipped_path(str(config)), user)
     traffic = spec.traffic
     model = case_model(case, traffic.prompt_tokens + traffic.output_tokens + 1)
     chip = Chip.from_spec(hw)

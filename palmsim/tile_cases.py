@@ -39,7 +39,7 @@ import dataclasses
 import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from palmsim.api import shipped_path
-from palmsim.config.loader import hardware_assumptions, load_hardware, read_config_file
+from palmsim.config.loader import hardware_assumptions, load_hardware, load_run, read_config_file
+from palmsim.config.overrides import split_overrides
 from palmsim.config.specs import (
     DTYPE_BYTES,
     ExperimentSpec,
@@ -55,7 +56,6 @@ from palmsim.config.specs import (
     InferenceSpec,
     MappingSpec,
     ModelSpec,
-    RunSpec,
     TrainingSpec,
     WorkloadSpec,
 )
@@ -1234,7 +1234,11 @@ def _simulate(
         inference=inference,
     )
     experiment = ExperimentSpec(
-        hardware, workload, mapping, RunSpec(), (("hardware", hw_path), ("workload", "case"))
+        hardware,
+        workload,
+        mapping,
+        load_run(overrides),
+        (("hardware", hw_path), ("workload", "case")),
     )
     return summarize_result(simulate(experiment))
 
@@ -1337,6 +1341,7 @@ def _wafer_simulate(
     inference: InferenceSpec,
     *,
     pipeline: bool,
+    user: Sequence[str] = (),
 ) -> dict[str, float]:
     """A wafer phase, one layer on ``grid`` cores, times the model's layers: a layer's time is
     the difference of a two-layer and a one-layer run (no embedding, LM head or fixed cost).
@@ -1360,6 +1365,7 @@ def _wafer_simulate(
         overrides = [
             f"hw.chip.cores=[{r * stages}, {c}]",
             f"hw.chip.granularity=[{r // WAFER_REGIONS}, {c // WAFER_REGIONS}]",
+            *user,
         ]
         mapping = MappingSpec(
             pp=stages,
@@ -1379,9 +1385,11 @@ def _wafer_simulate(
     return {key: layers * (two[key] - one[key]) for key in ("ttft_s", "tpot_s")}
 
 
-def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
+def _inference(
+    case: Mapping[str, Any], hw_path: str, user: Sequence[str]
+) -> list[tuple[str, float, float]]:
     scenario, measured = case["scenario"], case["measured"]
-    hw = load_hardware(hw_path)
+    hw = load_hardware(hw_path, user)
     wafer = hw.dram.capacity_bytes == 0  # WaferLLM: everything in SRAM
     grids: dict[str, tuple[int, int]] = {}
     if wafer:
@@ -1463,7 +1471,7 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
             # WaferLLM's rows state their cores; a case without runs a layer pipeline
             grid, spec = grids[phase], inference(requests, output_len)
             if scenario.get("cores") is None:
-                return _wafer_simulate(hw_path, grid, model, spec, pipeline=True)
+                return _wafer_simulate(hw_path, grid, model, spec, pipeline=True, user=user)
             side = grid[0]
             if grid[1] != side:
                 raise CannotExpressError(f"WaferLLM's programs run on P x P cores, not {grid}")
@@ -1473,11 +1481,11 @@ def _inference(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, 
                 waferllm_model(model, side),
                 max_position_embeddings=spec.prompt_len + spec.output_len + 1,
             )
-            return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False)
+            return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False, user=user)
         share = replica_share(requests)
         # a prefill run (its TTFT) takes the prefill's own hardware settings; a decode run's
         # step is the decode's
-        overrides = prefill_overrides if phase == "prefill" else []
+        overrides = [*(prefill_overrides if phase == "prefill" else []), *user]
         return _simulate(hw_path, overrides, model, inference(share, output_len), mapping(share))
 
     def replica_share(requests: int) -> int:
@@ -1558,7 +1566,9 @@ def _first(scenario: Mapping[str, Any], keys: tuple[str, ...], default: Any = No
     return default
 
 
-def _training(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, float]]:
+def _training(
+    case: Mapping[str, Any], hw_path: str, user: Sequence[str]
+) -> list[tuple[str, float, float]]:
     """A training row: one iteration simulated with the case's model, batch, sequence length
     and parallelism; ``samples_per_s`` and ``tokens_per_s`` are its throughput."""
     from palmsim.api import simulate, summarize_result
@@ -1589,9 +1599,9 @@ def _training(case: Mapping[str, Any], hw_path: str) -> list[tuple[str, float, f
         micro_batch_size=mbs,
         recompute=recompute if recompute in ("none", "selective", "full") else "none",
     )
-    hardware = load_hardware(hw_path)
+    hardware = load_hardware(hw_path, user)
     experiment = ExperimentSpec(
-        hardware, workload, mapping, RunSpec(), (("hardware", hw_path), ("workload", "case"))
+        hardware, workload, mapping, load_run(user), (("hardware", hw_path), ("workload", "case"))
     )
     summary = summarize_result(simulate(experiment))
     figures = {
@@ -1674,17 +1684,35 @@ def _normalized(case: Mapping[str, Any]) -> Mapping[str, Any]:
     return out
 
 
-def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+#: The ``--set`` sections a tiled-system case takes: its model, inference and mapping come
+#: from its own fields, so only the hardware and the run settings can be changed.
+CASE_OVERRIDE_SECTIONS = ("hw", "run")
+
+
+def predict(
+    case: Mapping[str, Any], overrides: Sequence[str] = ()
+) -> list[tuple[str, float, float]]:
     """``(metric, measured, predicted)`` for each figure of ``case`` palmsim predicts
-    (its fields read as :func:`_normalized` says).
+    (its fields read as :func:`_normalized` says), with ``overrides`` (``--set`` strings of
+    :data:`CASE_OVERRIDE_SECTIONS`) applied after the case's own settings.
 
     Raises:
-        CannotExpressError: the case needs something palmsim does not model, or its fields are
-            malformed; the message says which. Never any other exception for a bad case.
+        CannotExpressError: the case needs something palmsim does not model, its fields are
+            malformed or an override is of another section; the message says which. Never any
+            other exception for a bad case.
     """
+    sections = split_overrides(overrides)  # a malformed one is the caller's ConfigError
+    other = [
+        o.text for k, group in sections.items() if k not in CASE_OVERRIDE_SECTIONS for o in group
+    ]
+    if other:
+        raise CannotExpressError(
+            f"--set {other[0]}: a tiled-system case takes its model, inference and mapping "
+            "from its own fields; only hw.* and run.* apply"
+        )
     try:
         case = _normalized(case)
-        figures = _predict(case)
+        figures = _predict(case, tuple(overrides))
     except CannotExpressError:
         raise
     except PalmsimError as error:  # e.g. MappingError: weights do not fit
@@ -1697,8 +1725,9 @@ def predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     return figures
 
 
-def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-    """The figures of ``case`` by its kind (see the module docstring)."""
+def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, float, float]]:
+    """The figures of ``case`` by its kind (see the module docstring), with the ``--set``
+    overrides ``user`` applied last."""
     hw_path = _hardware_path(case)
     model = case.get("model") or {}
     scenario = case.get("scenario") or {}
@@ -1706,21 +1735,21 @@ def _predict(case: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     if not isinstance(case.get("measured"), Mapping):
         raise CannotExpressError("no 'measured' figures")
     if all(d in model for d in ("M", "K", "N")):
-        return _gemm(case, load_hardware(hw_path))
+        return _gemm(case, load_hardware(hw_path, user))
     if "memory microbenchmark" in phase:
-        return _dram_read(case, load_hardware(hw_path))
+        return _dram_read(case, load_hardware(hw_path, user))
     if "host read microbenchmark" in phase:
-        return _host_read(case, load_hardware(hw_path))
+        return _host_read(case, load_hardware(hw_path, user))
     if "attention microbenchmark" in phase:
-        return _attention(case, load_hardware(hw_path))
+        return _attention(case, load_hardware(hw_path, user))
     if "collective" in phase:
-        return _allreduce(case, load_hardware(hw_path))
+        return _allreduce(case, load_hardware(hw_path, user))
     if "gemv" in phase:
-        return _gemv(case, load_hardware(hw_path))
+        return _gemv(case, load_hardware(hw_path, user))
     if "hidden" in model and "layers" in model:
         if "train" in phase or "samples_per_s" in case["measured"]:
-            return _training(case, hw_path)
-        return _inference(case, hw_path)
+            return _training(case, hw_path, user)
+        return _inference(case, hw_path, user)
     raise CannotExpressError(f"a case of phase {phase!r} without a model palmsim knows")
 
 

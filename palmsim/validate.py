@@ -2657,10 +2657,11 @@ _OWN_FORMATS = (
 
 
 def _predict_own_format(
-    case_id: str, case: Mapping[str, Any]
+    case_id: str, case: Mapping[str, Any], overrides: Sequence[str] = ()
 ) -> tuple[list[Comparison], list[Assumption]] | None:
     """The comparisons and assumptions of a case in a format with a module of its own
-    (:data:`_OWN_FORMATS`), or None for a training run in the measurements format.
+    (:data:`_OWN_FORMATS`), with the ``--set`` ``overrides`` the module takes, or None for a
+    training run in the measurements format.
 
     Raises:
         NotRun: the module cannot express the case, or it predicts none of its figures.
@@ -2669,7 +2670,7 @@ def _predict_own_format(
         if not is_case(case):
             continue
         try:
-            figures = predict(case)
+            figures = predict(case, overrides)
         except tile_cases.CannotExpressError as why:
             raise NotRun(str(why)) from None
         _check_figures({m: v for m, v, _ in figures}, every=True)
@@ -2785,7 +2786,7 @@ def _run_one(
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
                 raise NotRun(f"got {case!r}; expected a mapping of case fields")
-            other = _predict_own_format(case_id, case)
+            other = _predict_own_format(case_id, case, overrides)
             if other is not None:  # a published serving benchmark or a tiled-system case
                 comparisons, assumed = other
                 return replace(

@@ -923,7 +923,7 @@ def test_an_all_to_all_microbenchmark_runs_as_an_all_to_all(direct, monkeypatch)
         rounds = dataclasses.replace(
             hw, wafer=dataclasses.replace(hw.wafer, direct_all_to_all=False)
         )
-        monkeypatch.setattr("palmsim.tile_cases.load_hardware", lambda _path: rounds)
+        monkeypatch.setattr("palmsim.tile_cases.load_hardware", lambda _path, _overrides=(): rounds)
     [(_, _, predicted_us)] = predict(case)
     assert predicted_us * 1e-6 == pytest.approx(expected, rel=1e-6)
 

@@ -90,6 +90,21 @@ def test_validate_reads_the_serving_runs_on_wormhole_and_blackhole():
     assert not report.skipped
 
 
+def test_validate_set_reaches_a_serving_case_and_other_sections_are_named():
+    """``validate --set hw.*`` changes a serving case's hardware (a 10x longer op latency
+    slows its decode), and a section the case sets itself is named, not dropped."""
+    only = ["tt_server_llama31_8b_n300_isl128_osl128_c1"]
+    tpot = {
+        s: next(c.predicted for c in validate(str(RUNS), only=only, overrides=o).comparisons
+                if c.metric == "tpot_ms")
+        for s, o in (("base", ()), ("slow", ("hw.tile.op_latency=161.8 us",)))
+    }  # fmt: skip
+    assert tpot["slow"] > tpot["base"]
+    report = validate(str(RUNS), only=only, overrides=["serving.tp=1"])
+    assert not report.comparisons
+    assert "--set serving.tp=1: a serving case takes" in report.skipped[0].reason
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [

@@ -130,6 +130,24 @@ def test_gemm_prediction_is_the_fitted_roofline_by_hand():
     assert predicted == pytest.approx(expected_s * 1e9, rel=1e-9)
 
 
+def test_validate_set_reaches_a_tiled_case_and_other_sections_are_named(tmp_path):
+    """``validate --set`` applies to every case: a tiled-system case takes ``hw.*`` (the
+    GEMM above with a 1 ms op latency lasts 1 ms - 16.18 us longer, by the roofline by hand)
+    and names any other section it cannot take, where it had dropped them silently."""
+    import yaml
+
+    case = CASES["tt_gemm_n150_bfp4_lofi_16k"]
+    ((_, _, base_ns),) = predict(case)
+    ((_, _, slow_ns),) = predict(case, ["hw.tile.op_latency=1 ms"])
+    assert slow_ns - base_ns == pytest.approx((1e-3 - 16.18e-6) * 1e9, rel=1e-9)
+    with pytest.raises(CannotExpressError, match=r"--set inference\.trace=none: .* hw\.\* and run"):
+        predict(case, ["inference.trace=none"])
+    path = tmp_path / "cases.yaml"
+    path.write_text(yaml.safe_dump({"cases": [case]}))
+    report = validate(str(path), overrides=["hw.tile.op_latency=1 ms"])
+    assert report.comparisons[0].predicted == pytest.approx(slow_ns)
+
+
 def test_a_small_untraced_gemm_lasts_at_least_the_host_dispatch():
     """Untraced, a GEMM whose device time (op latency 16.18 us + compute) is below the host's
     dispatch of one op (tile.host_dispatch, 49.19 us on the n150) takes the dispatch: 512^3
