@@ -207,6 +207,19 @@ def predict(
         raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
 
 
+def hardware_config(case: Mapping[str, Any]) -> tuple[str, str]:
+    """The shipped config a case runs on, its ``hardware.config``, and why, for the report.
+
+    Raises:
+        CannotExpressError: the case names none.
+    """
+    hardware = case.get("hardware")
+    config = hardware.get("config") if isinstance(hardware, Mapping) else None
+    if not config:
+        raise CannotExpressError("hardware.config (a shipped hardware config) missing")
+    return str(config), "hardware.config"
+
+
 def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, float, float]]:
     """:func:`predict` of a case whose sections are mappings, ``user`` the ``--set``
     overrides."""
@@ -222,10 +235,7 @@ def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, fl
     if not wanted:
         raise CannotExpressError(f"none of {', '.join(METRICS)} in 'measured'")
     spec = serving_spec(case)
-    config = case["hardware"].get("config")
-    if not config:
-        raise CannotExpressError("hardware.config (a shipped hardware config) missing")
-    hw = load_hardware(shipped_path(str(config)), user)
+    hw = load_hardware(shipped_path(hardware_config(case)[0]), user)
     traffic = spec.traffic
     model = case_model(case, traffic.prompt_tokens + traffic.output_tokens + 1)
     chip = Chip.from_spec(hw)

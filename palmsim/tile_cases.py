@@ -353,13 +353,24 @@ def is_tile_case(case: Mapping[str, Any]) -> bool:
     return isinstance(hardware, Mapping) and "hw_spec_ref" in hardware
 
 
-def _hardware_path(case: Mapping[str, Any]) -> str:
+def hardware_config(case: Mapping[str, Any]) -> tuple[str, str]:
+    """The shipped config a case runs on (:data:`HARDWARE_OF_SPEC`, the longest key its
+    ``hardware.hw_spec_ref`` starts with) and why, for the report.
+
+    Raises:
+        CannotExpressError: no shipped config matches the reference.
+    """
     ref = str(case["hardware"]["hw_spec_ref"])
     matches = [key for key in HARDWARE_OF_SPEC if ref == key or ref.startswith(key + ".")]
     if not matches:
         known = ", ".join(HARDWARE_OF_SPEC)
         raise CannotExpressError(f"no shipped config for hw_spec_ref {ref!r} (known: {known})")
-    return shipped_path(HARDWARE_OF_SPEC[max(matches, key=len)])
+    key = max(matches, key=len)
+    return HARDWARE_OF_SPEC[key], f"hardware.hw_spec_ref {key}"
+
+
+def _hardware_path(case: Mapping[str, Any]) -> str:
+    return shipped_path(hardware_config(case)[0])
 
 
 def _system(case: Mapping[str, Any]) -> Mapping[str, Any]:

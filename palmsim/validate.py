@@ -2651,22 +2651,32 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
 
 #: Case formats with a module of their own: (is one, its figures, its assumptions).
 _OWN_FORMATS = (
-    (serving_cases.is_serving_case, serving_cases.predict, serving_cases.assumptions),
-    (tile_cases.is_tile_case, tile_cases.predict, tile_cases.substitutions),
+    (
+        serving_cases.is_serving_case,
+        serving_cases.predict,
+        serving_cases.assumptions,
+        serving_cases.hardware_config,
+    ),
+    (
+        tile_cases.is_tile_case,
+        tile_cases.predict,
+        tile_cases.substitutions,
+        tile_cases.hardware_config,
+    ),
 )
 
 
 def _predict_own_format(
     case_id: str, case: Mapping[str, Any], overrides: Sequence[str] = ()
-) -> tuple[list[Comparison], list[Assumption]] | None:
-    """The comparisons and assumptions of a case in a format with a module of its own
-    (:data:`_OWN_FORMATS`), with the ``--set`` ``overrides`` the module takes, or None for a
-    training run in the measurements format.
+) -> tuple[list[Comparison], list[Assumption], tuple[str, str]] | None:
+    """The comparisons, assumptions and shipped config (path, why) of a case in a format with
+    a module of its own (:data:`_OWN_FORMATS`), with the ``--set`` ``overrides`` the module
+    takes, or None for a training run in the measurements format.
 
     Raises:
         NotRun: the module cannot express the case, or it predicts none of its figures.
     """
-    for is_case, predict, assumptions in _OWN_FORMATS:
+    for is_case, predict, assumptions, hardware_config in _OWN_FORMATS:
         if not is_case(case):
             continue
         try:
@@ -2679,7 +2689,7 @@ def _predict_own_format(
         comparisons = [Comparison(case_id, m, v, p, keys) for m, v, p in figures]
         if not comparisons:
             raise NotRun("none of its measured figures is one palmsim predicts")
-        return comparisons, assumed
+        return comparisons, assumed, hardware_config(case)
     return None
 
 
@@ -2788,11 +2798,12 @@ def _run_one(
                 raise NotRun(f"got {case!r}; expected a mapping of case fields")
             other = _predict_own_format(case_id, case, overrides)
             if other is not None:  # a published serving benchmark or a tiled-system case
-                comparisons, assumed = other
+                comparisons, assumed, (path, why) = other
                 return replace(
                     report,
                     comparisons=(*report.comparisons, *comparisons),
                     assumptions=(*report.assumptions, *((case_id, a) for a in assumed)),
+                    hardware=(*report.hardware, (case_id, path, why)),
                 )
             run = _read_case(case, report.source)
             comparisons, assumptions = _simulate_case(case_id, run, overrides)

@@ -88,6 +88,11 @@ def test_validate_reads_the_serving_runs_on_wormhole_and_blackhole():
         for metric in ("ttft_ms", "tpot_ms", "e2el_ms", "request_throughput_per_s"):
             assert (case, metric) in metrics
     assert not report.skipped
+    # the report names the shipped config each ran on, its hardware.config
+    assert {(case, path) for case, path, _ in report.hardware} == {
+        ("tt_server_llama31_8b_n300_isl128_osl128_c1", "hw_configs/wormhole-n300.yaml"),
+        ("tt_server_llama31_8b_p100_isl128_osl128_c1", "hw_configs/blackhole-p100a.yaml"),
+    }
 
 
 def test_validate_set_reaches_a_serving_case_and_other_sections_are_named():

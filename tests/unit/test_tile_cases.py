@@ -148,6 +148,22 @@ def test_validate_set_reaches_a_tiled_case_and_other_sections_are_named(tmp_path
     assert report.comparisons[0].predicted == pytest.approx(slow_ns)
 
 
+def test_the_report_names_the_shipped_config_a_tiled_case_ran_on(tmp_path):
+    """``hardware.hw_spec_ref`` maps to a shipped config (the longest key it starts with), and
+    the report names it beside the case, as it names a training run's."""
+    import yaml
+
+    from palmsim.validate import format_report
+
+    case = CASES["tt_gemm_n150_bfp4_lofi_16k"]
+    path = tmp_path / "cases.yaml"
+    path.write_text(yaml.safe_dump({"cases": [case]}))
+    report = validate(str(path))
+    why = "hardware.hw_spec_ref tenstorrent_wormhole_b0.systems.n150"
+    assert report.hardware == ((case["id"], "hw_configs/wormhole-n150.yaml", why),)
+    assert f"hw_configs/wormhole-n150.yaml ({why}): 1 case" in format_report(report)
+
+
 def test_a_small_untraced_gemm_lasts_at_least_the_host_dispatch():
     """Untraced, a GEMM whose device time (op latency 16.18 us + compute) is below the host's
     dispatch of one op (tile.host_dispatch, 49.19 us on the n150) takes the dispatch: 512^3
