@@ -33,7 +33,7 @@ import numpy as np
 
 from palmsim.api import shipped_path
 from palmsim.config.loader import load_hardware
-from palmsim.config.overrides import split_overrides
+from palmsim.config.overrides import outside_sections
 from palmsim.config.specs import (
     DTYPE_BYTES,
     SchedulerSpec,
@@ -183,8 +183,7 @@ def predict(
             which.
         PalmsimError: the configuration does not fit (a MappingError) or cannot run.
     """
-    sections = split_overrides(overrides)  # a malformed one is the caller's ConfigError
-    other = [o.text for k, group in sections.items() if k != "hw" for o in group]
+    other = outside_sections(overrides, ("hw",))
     if other:
         raise CannotExpressError(
             f"--set {other[0]}: a serving case takes its model and serving set-up from its own "

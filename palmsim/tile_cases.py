@@ -48,7 +48,7 @@ import numpy as np
 
 from palmsim.api import shipped_path
 from palmsim.config.loader import hardware_assumptions, load_hardware, load_run, read_config_file
-from palmsim.config.overrides import split_overrides
+from palmsim.config.overrides import outside_sections
 from palmsim.config.specs import (
     DTYPE_BYTES,
     ExperimentSpec,
@@ -1712,10 +1712,7 @@ def predict(
             malformed or an override is of another section; the message says which. Never any
             other exception for a bad case.
     """
-    sections = split_overrides(overrides)  # a malformed one is the caller's ConfigError
-    other = [
-        o.text for k, group in sections.items() if k not in CASE_OVERRIDE_SECTIONS for o in group
-    ]
+    other = outside_sections(overrides, CASE_OVERRIDE_SECTIONS)
     if other:
         raise CannotExpressError(
             f"--set {other[0]}: a tiled-system case takes its model, inference and mapping "

@@ -40,6 +40,7 @@ __all__ = [
     "Override",
     "apply_overrides",
     "blame_overrides",
+    "outside_sections",
     "parse_override",
     "split_overrides",
 ]
@@ -147,6 +148,17 @@ def split_overrides(overrides: Sequence[str]) -> dict[str, list[Override]]:
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def outside_sections(overrides: Sequence[str], sections: Sequence[str]) -> list[str]:
+    """The overrides (as given) of a section not in ``sections``: those a caller that takes
+    only ``sections`` must name rather than drop.
+
+    Raises:
+        ConfigError: listing every malformed override at once.
+    """
+    groups = split_overrides(overrides)
+    return [ov.text for section, group in groups.items() if section not in sections for ov in group]
 
 
 def apply_overrides(

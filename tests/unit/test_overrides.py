@@ -10,6 +10,7 @@ from palmsim.config.loader import hardware_schema
 from palmsim.config.overrides import (
     HARDWARE_SECTIONS,
     apply_overrides,
+    outside_sections,
     parse_override,
     split_overrides,
 )
@@ -169,3 +170,12 @@ def test_the_hint_knows_every_section_of_a_hardware_file() -> None:
     for kind in ("wafer", "gpu_cluster"):
         sections = {key for key, rule in hardware_schema(kind).items() if isinstance(rule, dict)}
         assert sections <= set(HARDWARE_SECTIONS), kind
+
+
+def test_outside_sections_names_what_a_caller_cannot_take():
+    """A caller taking only hw.* and run.* is given the rest to name, each as written."""
+    given = ["hw.tile.op_latency=3 us", "inference.trace=none", "run.seed=2", "mapping.tp=2"]
+    assert outside_sections(given, ("hw", "run")) == ["inference.trace=none", "mapping.tp=2"]
+    assert outside_sections(given[::2], ("hw", "run")) == []
+    with pytest.raises(ConfigError, match=r"did you mean 'hw\.system\.chips'"):
+        outside_sections(["system.chips=[2, 8]"], ("hw",))
