@@ -110,8 +110,13 @@ def _field_help(spec_type: type, name: str) -> str | None:
     return None
 
 
-_LINK_BANDWIDTH = str(LinkSpec.__dataclass_fields__["bandwidth_bytes_per_s"].metadata["help"])
-_LINK_LATENCY = str(LinkSpec.__dataclass_fields__["latency_s"].metadata["help"])
+def _spec_help(spec_type: type, name: str) -> str:
+    """A spec field's help text as written (units kept, no mode note)."""
+    return str(next(f for f in fields(spec_type) if f.name == name).metadata["help"])
+
+
+_LINK_BANDWIDTH = _spec_help(LinkSpec, "bandwidth_bytes_per_s")
+_LINK_LATENCY = _spec_help(LinkSpec, "latency_s")
 
 #: Keys whose meaning is not one spec field's: pairs ``[rows, columns]`` and the chip-grid
 #: description (``chip:``, ``system:``), which fills WaferSpec or ClusterSpec.
@@ -135,28 +140,16 @@ _KEY_HELP = {
         "link between neighbouring chips (switch: one GPU's link to its node's switch): "
         + _LINK_LATENCY
     ),
-    "hw.system.link.count": str(WaferSpec.__dataclass_fields__["inter_die_links"].metadata["help"]),
+    "hw.system.link.count": _spec_help(WaferSpec, "inter_die_links"),
     "hw.system.node_link.bandwidth": "one GPU's link to the fabric between nodes: "
     + _LINK_BANDWIDTH,
     "hw.system.node_link.latency": "one GPU's link to the fabric between nodes: " + _LINK_LATENCY,
-    "hw.system.node_link.efficiency": str(
-        ClusterSpec.__dataclass_fields__["inter_node_efficiency"].metadata["help"]
-    ),
-    "hw.system.bidirectional_rings": str(
-        WaferSpec.__dataclass_fields__["bidirectional_rings"].metadata["help"]
-    ),
-    "hw.system.collective_latency": str(
-        WaferSpec.__dataclass_fields__["collective_latency_s"].metadata["help"]
-    ),
-    "hw.system.composite_all_reduce": str(
-        WaferSpec.__dataclass_fields__["composite_all_reduce"].metadata["help"]
-    ),
-    "hw.system.direct_all_to_all": str(
-        WaferSpec.__dataclass_fields__["direct_all_to_all"].metadata["help"]
-    ),
-    "hw.system.reduce_scatter_efficiency": str(
-        WaferSpec.__dataclass_fields__["reduce_scatter_efficiency"].metadata["help"]
-    ),
+    "hw.system.node_link.efficiency": _spec_help(ClusterSpec, "inter_node_efficiency"),
+    "hw.system.bidirectional_rings": _spec_help(WaferSpec, "bidirectional_rings"),
+    "hw.system.collective_latency": _spec_help(WaferSpec, "collective_latency_s"),
+    "hw.system.composite_all_reduce": _spec_help(WaferSpec, "composite_all_reduce"),
+    "hw.system.direct_all_to_all": _spec_help(WaferSpec, "direct_all_to_all"),
+    "hw.system.reduce_scatter_efficiency": _spec_help(WaferSpec, "reduce_scatter_efficiency"),
 }
 
 
