@@ -18,8 +18,11 @@ after the flush are those of recomputing it after every change. The flush is a S
 lower priority than any other at the instant, and a completion timer flushes before judging
 which flows are complete, so no rate is ever read stale.
 
-A flow's bytes arrive ``latency_s`` after it drains (the path's per-hop latencies), so a lone
-flow of S bytes over channels of bandwidth B takes ``latency_s + S / B``. A waiter that needs
+A flow may also have a rate of its own it never exceeds (``cap_bytes_per_s``: what its
+sender can put onto the network), a channel of that capacity only it uses: it freezes at
+that rate when the filling reaches it. A flow's bytes arrive ``latency_s`` after it drains
+(the path's per-hop latencies), so a lone flow of S bytes over channels of bandwidth B takes
+``latency_s + S / min(B, cap)``. A waiter that needs
 only the last of several arrivals (a compute step's DRAM flows, a collective's flows) joins
 them in a :class:`LastOf`: one SimPy event, where the last arrival's would be processed.
 
@@ -125,11 +128,13 @@ class _Flow:
     """One flow: its path and size, and its progress since its rate was last set."""
 
     __slots__ = (
+        "cap_bytes_per_s",
         "channels",
         "done",
         "finish_s",
         "flow_id",
         "group",
+        "key",
         "latency_s",
         "meta",
         "rate_bytes_per_s",
@@ -149,9 +154,13 @@ class _Flow:
         start_s: float,
         done: simpy.Event,
         meta: tuple[str, int, int, int, int],
+        cap_bytes_per_s: float,
     ) -> None:
         self.flow_id = flow_id
         self.channels = channels
+        self.cap_bytes_per_s = cap_bytes_per_s
+        # what its max-min rate depends on (FlowNetwork._flush's cache key)
+        self.key = channels if cap_bytes_per_s == _INF else (channels, cap_bytes_per_s)
         self.size_bytes = size_bytes
         self.latency_s = latency_s
         self.start_s = start_s
@@ -183,7 +192,7 @@ class _Group:
 
 def _progressive_filling(flows: list[_Flow], capacity: list[float]) -> None:
     """Set each flow's max-min fair rate (water-filling over the channels they use, of
-    ``capacity`` bytes/s each)."""
+    ``capacity`` bytes/s each, and each flow's own cap)."""
     f: _Flow
     share: float
     unfrozen_on: dict[int, int] = {}
@@ -193,17 +202,22 @@ def _progressive_filling(flows: list[_Flow], capacity: list[float]) -> None:
     residual: dict[int, float] | None = None  # every channel's capacity until a flow freezes
     unfrozen = flows
     while True:
-        # The tightest channel fixes the rate of every unfrozen flow through it. Channels
-        # within a relative 1e-12 of it (floating-point rounding of equal shares) are
-        # tight too, so equal shares freeze together and the order stays deterministic.
+        # The tightest channel, or flow cap, fixes the rate of every unfrozen flow through
+        # it. Those within a relative 1e-12 of it (floating-point rounding of equal shares)
+        # are tight too, so equal shares freeze together and the order stays deterministic.
         if residual is None:
             fair = {c: capacity[c] / n for c, n in unfrozen_on.items()}
         else:
             fair = {c: residual[c] / n for c, n in unfrozen_on.items() if n > 0}
         share = min(fair.values())
+        for f in unfrozen:
+            if f.cap_bytes_per_s < share:
+                share = f.cap_bytes_per_s
         tight = share * (1 + 1e-12)
         bottlenecks = {c for c, rate in fair.items() if rate <= tight}
-        still = [f for f in unfrozen if bottlenecks.isdisjoint(f.channels)]
+        still = [
+            f for f in unfrozen if bottlenecks.isdisjoint(f.channels) and f.cap_bytes_per_s > tight
+        ]
         for f in unfrozen:  # the flows still unfrozen get their rate in a later round
             f.rate_bytes_per_s = share
         if not still:  # most components: every flow freezes in the first round
@@ -211,7 +225,7 @@ def _progressive_filling(flows: list[_Flow], capacity: list[float]) -> None:
         if residual is None:
             residual = {c: capacity[c] for c in unfrozen_on}
         for f in unfrozen:
-            if not bottlenecks.isdisjoint(f.channels):
+            if not bottlenecks.isdisjoint(f.channels) or f.cap_bytes_per_s <= tight:
                 for c in f.channels:
                     residual[c] -= share
                     unfrozen_on[c] -= 1
@@ -247,7 +261,7 @@ class FlowNetwork:
         self._num_flushes = 0
         self._channel_stamp = [0] * len(self._capacity)  # the flush that last visited it
         # each component's flows' channels -> their max-min rates (see _flush)
-        self._fair_rates: dict[tuple[tuple[int, ...], ...], list[float]] = {}
+        self._fair_rates: dict[tuple[object, ...], list[float]] = {}
         self.num_active = 0
 
     # ------------------------------------------------------------------ public
@@ -264,12 +278,13 @@ class FlowNetwork:
         stage: int = -1,
         microbatch: int = -1,
         join: LastOf | None = None,
+        cap_bytes_per_s: float = _INF,
     ) -> simpy.Event:
         """Start a flow now; return an event that fires when its last byte has arrived.
 
         A flow with no channels (same tile) or no bytes only pays ``latency_s``. With
         ``join``, the flow has no event of its own: its arrival is one of the join's, and the
-        join is returned.
+        join is returned. It never moves faster than ``cap_bytes_per_s``.
         """
         env = self.env
         now: float = env.now
@@ -282,6 +297,7 @@ class FlowNetwork:
             now,
             event,
             (category, src, dst, stage, microbatch),
+            cap_bytes_per_s,
         )
         self._next_id += 1
         if not channels or size_bytes <= 0.0:
@@ -375,7 +391,7 @@ class FlowNetwork:
                         if other.stamp != stamp:
                             other.stamp = stamp
                             component.append(other)
-            if len(component) == 1:  # a lone flow runs at its narrowest channel's capacity
+            if len(component) == 1:  # a lone flow: its narrowest channel's capacity, or cap
                 if seed.updated_s != now:  # no bytes moved if it was updated at this instant
                     seed.remaining_bytes = max(
                         0.0, seed.remaining_bytes - seed.rate_bytes_per_s * (now - seed.updated_s)
@@ -384,11 +400,14 @@ class FlowNetwork:
                 if seed.group is not None:
                     seed.group.is_current = False
                 channels = seed.channels
-                seed.rate_bytes_per_s = rate = (
+                rate = (
                     capacity[channels[0]]
                     if len(channels) == 1
                     else min([capacity[c] for c in channels])
                 )
+                if seed.cap_bytes_per_s < rate:
+                    rate = seed.cap_bytes_per_s
+                seed.rate_bytes_per_s = rate
                 seed.finish_s = first_s = now + seed.remaining_bytes / rate
                 seed.group = group = _Group(component)
                 num_groups += 1
@@ -414,9 +433,9 @@ class FlowNetwork:
                     f.updated_s = now
                 if f.group is not None:
                     f.group.is_current = False
-            # Rates depend only on the flows' channels, in this order: a structure seen
+            # Rates depend only on the flows' channels and caps, in this order: a structure seen
             # before gets the rates its filling gave (a run repeats a few hundred of them).
-            key = tuple([f.channels for f in component])
+            key = tuple([f.key for f in component])
             rates = fair_rates.get(key)
             if rates is None:
                 _progressive_filling(component, capacity)

@@ -6,6 +6,8 @@
 cdef class _Flow:
     cdef public long long flow_id
     cdef public tuple channels
+    cdef public double cap_bytes_per_s
+    cdef public object key
     cdef public double size_bytes
     cdef public double latency_s
     cdef public double start_s

@@ -54,10 +54,12 @@ def _net(capacities: list[float]) -> tuple[simpy.Environment, FlowNetwork, _Reco
     return env, FlowNetwork(env, capacities, records.builder), records
 
 
-def _start(env, net, log, name, at_s, channels, size_bytes, latency_s=0.0):
+def _start(env, net, log, name, at_s, channels, size_bytes, latency_s=0.0, cap=float("inf")):
     def proc():
         yield env.timeout(at_s)
-        yield net.transfer(channels, size_bytes, latency_s, category="p2p", src=0, dst=1)
+        yield net.transfer(
+            channels, size_bytes, latency_s, category="p2p", src=0, dst=1, cap_bytes_per_s=cap
+        )
         log.append((name, env.now))
 
     env.process(proc())
@@ -118,6 +120,34 @@ def test_max_min_fairness_gives_unused_share_to_others():
     assert times["a"] == pytest.approx(1.0, rel=1e-12)
     assert times["c"] == pytest.approx(1.0, rel=1e-12)
     assert times["b"] == pytest.approx(1.5, rel=1e-12)
+
+
+def test_a_capped_flow_alone_runs_at_its_cap():
+    """1 GB capped at 0.4 GB/s over a 1 GB/s link: 2.5 s; a cap above the link's rate: 1 s."""
+    env, net, _ = _net([GBPS, GBPS])
+    log: list = []
+    _start(env, net, log, "a", 0.0, (0,), GB, cap=0.4 * GBPS)
+    _start(env, net, log, "b", 0.0, (1,), GB, cap=3 * GBPS)
+    env.run()
+    assert dict(log) == {"a": pytest.approx(2.5, rel=1e-12), "b": pytest.approx(1.0, rel=1e-12)}
+
+
+def test_a_capped_flow_leaves_the_rest_of_its_link_to_the_others():
+    """a capped at 0.2 GB/s and b uncapped share a 1 GB/s link: the filling freezes a at its
+    cap (below the fair 0.5) and gives b the other 0.8 GB/s. a 0.4 GB -> 2 s; b 1.6 GB ->
+    2 s. A cap above the fair share changes nothing: two flows at 0.5 GB/s, 1 GB each, 2 s."""
+    env, net, _ = _net([GBPS])
+    log: list = []
+    _start(env, net, log, "a", 0.0, (0,), 0.4 * GB, cap=0.2 * GBPS)
+    _start(env, net, log, "b", 0.0, (0,), 1.6 * GB)
+    env.run()
+    assert dict(log) == {"a": pytest.approx(2.0, rel=1e-12), "b": pytest.approx(2.0, rel=1e-12)}
+    env, net, _ = _net([GBPS])
+    log = []
+    _start(env, net, log, "a", 0.0, (0,), GB, cap=0.7 * GBPS)
+    _start(env, net, log, "b", 0.0, (0,), GB)
+    env.run()
+    assert [t for _, t in log] == [pytest.approx(2.0, rel=1e-12)] * 2
 
 
 def test_empty_route_and_zero_bytes_cost_only_latency():
