@@ -57,6 +57,7 @@ from palmsim.config.specs import (
     MappingSpec,
     ModelSpec,
     TrainingSpec,
+    WaferSpec,
     WorkloadSpec,
 )
 from palmsim.errors import PalmsimError
@@ -741,7 +742,8 @@ def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float)
     if kind == "alltoall":  # every member sends S/n to every other, routed (no ring)
         routed = [(s, chip.route(s.src, s.dst)) for s in alltoall_shares(tiles)]
         flows = tuple(
-            CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s) for s, r in routed
+            CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s, s.sources)
+            for s, r in routed
         )
         comms = tuple(dataclasses.replace(c, flows=flows, exclusive=False) for c in comms)
     plan = MappingPlan(
@@ -1890,8 +1892,8 @@ def calibrate_tiles(
     dram: list[tuple[str, float]] = []  # (case, bank-adjacent read rate)
     interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
     host_read: list[tuple[str, float]] = []  # (case, the host's read rate of a device tensor)
-    # (case, calls, steps, bytes a link direction, of them reduce-scattered, time)
-    ccl: list[tuple[str, int, int, float, float, float]] = []
+    # (case, calls, steps, bytes a link direction, of them reduce-scattered, sources, time)
+    ccl: list[tuple[str, int, int, float, float, int, float]] = []
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
     for case in cases:
@@ -1962,7 +1964,9 @@ def calibrate_tiles(
                 assert hw.wafer is not None
                 calls = 2 if kind == "allreduce" and hw.wafer.composite_all_reduce else 1
                 t_us = float(case["measured"]["time_us"])
-                ccl.append((case_id, calls, steps, per_direction, reduced, t_us * 1e-6))
+                # the pieces of n - 1 chips on its busiest flow: a line's end link, a ring's
+                # every edge, either flow of two chips (RingShare.sources)
+                ccl.append((case_id, calls, steps, per_direction, reduced, n - 1, t_us * 1e-6))
             elif "gemv" in phase:
                 unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
             else:
@@ -2056,44 +2060,87 @@ def calibrate_tiles(
             )
         )
     if ccl:
-        # time = startup x calls + latency x steps + (bytes + stalls) / B: a reduce-scatter's
-        # bytes, and the first half of a composite all-reduce's, keep e of B (its stalls,
-        # bytes x (1/e - 1) / B: Communicator.fixed_time_s), so the coefficient of the bytes
-        # it reduce-scatters is y = (1/e - 1) / B
         assert hw.wafer is not None
-        ids = tuple(c[0] for c in ccl)
-        measured = [c[5] for c in ccl]
-        columns = [[float(c[j]) for c in ccl] for j in range(1, 5)]
-        stall = 1 / hw.wafer.reduce_scatter_efficiency - 1  # the config's y B
-        fitted = _fit_collective(columns, measured)
-        fits_efficiency = fitted is not None
-        if fitted is None:  # the cases cannot tell a reduce-scatter's rate: the config's
-            merged = [d + r * stall for d, r in zip(columns[2], columns[3], strict=True)]
-            three = _fit_collective([columns[0], columns[1], merged], measured)
-            fitted = None if three is None else [*three, three[2] * stall]
-        fitted_latencies = fitted is not None
-        if fitted is None:  # the bandwidth alone, with the config's latencies and stalls
-            startup_s, step_s = hw.wafer.collective_latency_s, hw.wafer.inter_die.latency_s
-            x = _fit_inverse(
-                [d + r * stall for d, r in zip(columns[2], columns[3], strict=True)],
-                [startup_s * a + k * step_s for a, k in zip(columns[0], columns[1], strict=True)],
-                measured,
-            )
-            fitted = [startup_s, step_s, x, x * stall]
-        startup_s, step_s, x, y = fitted
-        errors = tuple(
-            (startup_s * a + k * step_s + d * x + r * y) / m - 1
-            for a, k, d, r, m in zip(*columns, measured, strict=True)
-        )
-        if fitted_latencies:
-            fits.append(TileFit("system.collective_latency", startup_s, "time", ids, errors))
-            fits.append(TileFit("system.link.latency", step_s, "time", ids, errors))
-        fits.append(TileFit("system.link.bandwidth", 1 / x, "bandwidth", ids, errors))
-        if fits_efficiency:
-            fits.append(
-                TileFit("system.reduce_scatter_efficiency", x / (x + y), "ratio", ids, errors)
-            )
+        fits += _fit_ccl(ccl, hw.wafer)
     return fits, unused
+
+
+def _fit_ccl(
+    ccl: list[tuple[str, int, int, float, float, int, float]], wafer: WaferSpec
+) -> list[TileFit]:
+    """The chip-to-chip link's fits from collectives ``(case, calls, steps, bytes a link
+    direction, of them reduce-scattered, sources, time)`` (:func:`calibrate_tiles`).
+
+    time = startup x calls + latency x steps + (bytes + stalls) / B, the stalls those of
+    :meth:`~palmsim.mapping.plan.Communicator.fixed_time_s`: a reduce-scatter's bytes (the
+    first half of a composite all-reduce's) keep e of B, so the coefficient of the bytes it
+    reduce-scatters is y = (1/e - 1) / B; the bytes it gathers, sent by ``sources`` chips
+    each at i of B, take max(1, 1/(sources i)) / B, so for each injection efficiency i on a
+    grid of 0.001 the rest is linear; the best i is kept (1, none, unless a lower one fits
+    better), where the cases tell the other four apart; else the config's."""
+    ids = tuple(c[0] for c in ccl)
+    measured = [c[6] for c in ccl]
+    calls = [float(c[1]) for c in ccl]
+    steps = [float(c[2]) for c in ccl]
+    reduced = [c[4] for c in ccl]
+    stall = 1 / wafer.reduce_scatter_efficiency - 1  # the config's y B
+
+    def link_bytes(i: float) -> list[float]:
+        """Each case's bytes a link direction, its gathered ones stretched at injection i."""
+        return [r + (d - r) * max(1.0, 1 / (n * i)) for _, _, _, d, r, n, _ in ccl]
+
+    def fit(i: float) -> tuple[list[float], bool, bool]:
+        """(startup, step latency, 1/B, y), whether e and the latencies were fitted."""
+        columns = [calls, steps, link_bytes(i), reduced]
+        fitted = _fit_collective(columns, measured)
+        if fitted is not None:
+            return fitted, True, True
+        merged = [d + r * stall for d, r in zip(columns[2], reduced, strict=True)]
+        # the cases cannot tell a reduce-scatter's rate: the config's
+        three = _fit_collective([calls, steps, merged], measured)
+        if three is not None:
+            return [*three, three[2] * stall], False, True
+        # the bandwidth alone, with the config's latencies and stalls
+        startup_s, step_s = wafer.collective_latency_s, wafer.inter_die.latency_s
+        offsets = [startup_s * a + k * step_s for a, k in zip(calls, steps, strict=True)]
+        x = _fit_inverse(merged, offsets, measured)
+        return [startup_s, step_s, x, x * stall], False, False
+
+    def errors_at(i: float, coefficients: list[float]) -> tuple[float, ...]:
+        startup_s, latency_s, x, y = coefficients
+        return tuple(
+            (startup_s * a + k * latency_s + d * x + r * y) / m - 1
+            for a, k, d, r, m in zip(calls, steps, link_bytes(i), reduced, measured, strict=True)
+        )
+
+    # the injection efficiency is fitted with the rest, where the cases tell all four apart,
+    # else it is the config's
+    injection = wafer.injection_efficiency
+    result = fit(injection)
+    if result[1]:
+        best = (sum(e * e for e in errors_at(1.0, fit(1.0)[0])), 1.0)
+        for step in range(999, 49, -1):  # i = 0.999, 0.998, ..., 0.050
+            i = step / 1000
+            residual = sum(e * e for e in errors_at(i, fit(i)[0]))
+            # a lower cap must fit better by more than rounding: 1e-9 in the sum of squared
+            # relative errors, an rms of 3e-5 over a case (measurements agree far less)
+            if residual < best[0] - 1e-9:
+                best = (residual, i)
+        injection = best[1]
+        result = fit(injection)
+    coefficients, fits_efficiency, fitted_latencies = result
+    startup_s, latency_s, x, y = coefficients
+    errors = errors_at(injection, coefficients)
+    fits = []
+    if fitted_latencies:
+        fits.append(TileFit("system.collective_latency", startup_s, "time", ids, errors))
+        fits.append(TileFit("system.link.latency", latency_s, "time", ids, errors))
+    fits.append(TileFit("system.link.bandwidth", 1 / x, "bandwidth", ids, errors))
+    if fits_efficiency:
+        fits.append(TileFit("system.reduce_scatter_efficiency", x / (x + y), "ratio", ids, errors))
+    if fits_efficiency and injection < 1:
+        fits.append(TileFit("system.injection_efficiency", injection, "ratio", ids, errors))
+    return fits
 
 
 def format_tile_calibration(fits: list[TileFit], unused: list[tuple[str, str]]) -> str:

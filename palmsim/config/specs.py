@@ -589,6 +589,15 @@ class WaferSpec:
         "[ratio]",
         default=1.0,
     )
+    injection_efficiency: float = _f(
+        "the share of a link's rate at which a chip sends the data of its own that an "
+        "all-gather's or all-to-all's flow carries, where the data it forwards for other "
+        "chips passes at the full rate (tt-metal's CCL workers feed each direction of a link "
+        "through one fabric mux core; its routers forward); a flow carrying the pieces of k "
+        "chips keeps up to k times it; an all-reduce's all-gather half alike; 1: none "
+        "[ratio]",
+        default=1.0,
+    )
     unit_rows: int = _f(
         "core rows in one simulated tile (granularity; 1 = every core itself)", default=1
     )

@@ -18,7 +18,9 @@ Collectives are ring algorithms at flow level: for a ring of ``n`` tiles each ri
 what the ``2(n-1)`` (or ``n-1``) pipelined ring steps move over it (Patarasuk & Yuan 2009;
 NCCL's ring, nccl-tests PERFORMANCE.md); each flow also pays its route latency once per ring
 step and its communicator's startup (``system.collective_latency``) once per call, with any
-reduce-scatter stalls (:meth:`~palmsim.mapping.plan.Communicator.fixed_time_s`). The plan's
+reduce-scatter stalls (:meth:`~palmsim.mapping.plan.Communicator.fixed_time_s`), and never
+runs faster than its senders put their own pieces onto the fabric
+(:meth:`~palmsim.mapping.plan.Communicator.cap_bytes_per_s`). The plan's
 communicators say which flows a group's collective starts (:mod:`palmsim.hardware.collectives`):
 one per ring edge for a flat ring, whose uncontended time is the textbook
 ``startup + 2(n-1)/n * S/B + 2(n-1) * alpha``, two per link for a line of chips (the
@@ -929,8 +931,9 @@ class Simulator:
         """Time a collective of an exclusive communicator without simulating its flows.
 
         Its flows meet no other flow (``Communicator.exclusive``), so each runs alone at its
-        narrowest channel's bandwidth and arrives the communicator's startup plus ``steps``
-        route latencies after it drains, exactly what the flow network would give; the
+        narrowest channel's bandwidth (or its cap, if less) and arrives the communicator's
+        startup plus ``steps`` route latencies after it drains, exactly what the flow network
+        would give; the
         collective starts when the group's previous one has ended and ends with its last
         flow. Records its flows; one event.
         """
@@ -945,7 +948,7 @@ class Simulator:
             size = f.share * edge_bytes
             drain_s = 0.0
             if f.channels and size > 0:
-                drain_s = size / narrowest
+                drain_s = size / min(narrowest, comm.cap_bytes_per_s(coll.kind, f, narrowest))
             fixed_s = comm.fixed_time_s(coll.kind, steps, f, size, narrowest)
             arrivals.append((f, size, start + drain_s + fixed_s))
         end = max([start] + [arrival for _, _, arrival in arrivals])
@@ -1007,6 +1010,7 @@ class Simulator:
                     stage=coll.stage,
                     microbatch=coll.microbatch,
                     join=last,
+                    cap_bytes_per_s=comm.cap_bytes_per_s(coll.kind, f, narrowest),
                 )
 
         def start(_event: simpy.Event) -> None:

@@ -74,11 +74,15 @@ RING_STEPS: dict[str, Callable[[int], int]] = {
 
 @dataclass(frozen=True, slots=True)
 class RingShare:
-    """``src`` sends ``share`` of a ring edge's bytes (``steps/n · S``) to ``dst``."""
+    """``src`` sends ``share`` of a ring edge's bytes (``steps/n · S``) to ``dst``; they are
+    the pieces of ``sources`` members (the all-gather's view: a ring edge passes on the
+    pieces of every member but its receiver, a line's link those of every member behind it,
+    an all-to-all's flow its sender's own)."""
 
     src: int
     dst: int
     share: float
+    sources: int = 1
 
 
 def ring_shares(
@@ -99,11 +103,11 @@ def ring_shares(
     """
     n = len(members)
     assert n >= 2, f"a ring needs two members, got {list(members)}"
-    flat = tuple(RingShare(members[i], members[(i + 1) % n], 1.0) for i in range(n))
+    flat = tuple(RingShare(members[i], members[(i + 1) % n], 1.0, n - 1) for i in range(n))
     if node_of is None:
         if bidirectional and n > 2:
-            return tuple(RingShare(s.src, s.dst, 0.5) for s in flat) + tuple(
-                RingShare(members[i], members[i - 1], 0.5) for i in range(n)
+            return tuple(RingShare(s.src, s.dst, 0.5, n - 1) for s in flat) + tuple(
+                RingShare(members[i], members[i - 1], 0.5, n - 1) for i in range(n)
             )
         return flat
     by_node: dict[int, list[int]] = {}
@@ -117,8 +121,8 @@ def ring_shares(
     for a, local in enumerate(nodes):
         following = nodes[(a + 1) % len(nodes)]
         for i, t in enumerate(local):
-            out.append(RingShare(t, local[(i + 1) % g], (g - 1) / g))
-            out.append(RingShare(t, following[i], 1 / g))
+            out.append(RingShare(t, local[(i + 1) % g], (g - 1) / g, n - 1))
+            out.append(RingShare(t, following[i], 1 / g, n - 1))
     return tuple(out)
 
 
@@ -132,8 +136,8 @@ def line_shares(members: Sequence[int]) -> tuple[RingShare, ...]:
     assert n >= 2, f"a line needs two members, got {list(members)}"
     out: list[RingShare] = []
     for i in range(n - 1):
-        out.append(RingShare(members[i], members[i + 1], (i + 1) / (n - 1)))
-        out.append(RingShare(members[i + 1], members[i], (n - 1 - i) / (n - 1)))
+        out.append(RingShare(members[i], members[i + 1], (i + 1) / (n - 1), i + 1))
+        out.append(RingShare(members[i + 1], members[i], (n - 1 - i) / (n - 1), n - 1 - i))
     return tuple(out)
 
 

@@ -250,7 +250,14 @@ def _replica_group_communicators(
                 for share in shares:
                     r = route(share.src, share.dst)
                     flows.append(
-                        CollectiveFlow(share.src, share.dst, share.share, r.channels, r.latency_s)
+                        CollectiveFlow(
+                            share.src,
+                            share.dst,
+                            share.share,
+                            r.channels,
+                            r.latency_s,
+                            share.sources,
+                        )
                     )
                 out.append(Communicator(members, tuple(flows), len(members), group=kind))
     return out
@@ -308,6 +315,7 @@ def _mark_exclusive(
             "composite_all_reduce": wafer.composite_all_reduce,
             "direct_all_to_all": wafer.direct_all_to_all,
             "reduce_scatter_efficiency": wafer.reduce_scatter_efficiency,
+            "injection_efficiency": wafer.injection_efficiency,
         }
     owners: dict[int, set[int]] = {}  # channel -> the communicators using it (by position)
     for i, comm in enumerate(comms):
@@ -349,7 +357,7 @@ def ring_communicators(
         flows = []
         for s in _ring_kind_shares(route, members, node_of, bidirectional, chip_of):
             r = route(s.src, s.dst)
-            flows.append(CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s))
+            flows.append(CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s, s.sources))
         return Communicator(members, tuple(flows), len(members), group=group)
 
     tp = [
@@ -461,7 +469,7 @@ def _reduce(
             if cls[1] != first:
                 return None
             flows = tuple(
-                CollectiveFlow(f.src, f.dst, f.share, image(f.channels), f.latency_s)
+                dataclasses.replace(f, channels=image(f.channels))
                 for f in comm.flows
                 if f.src in first
             )

@@ -173,13 +173,16 @@ Step = ComputeStep | CollectiveStep | GradBucketReady
 @dataclass(frozen=True, slots=True)
 class CollectiveFlow:
     """One flow of each ring collective of a communicator: ``src`` sends ``share`` of a ring
-    edge's bytes to ``dst`` over ``channels``, paying ``latency_s`` once per ring step."""
+    edge's bytes to ``dst`` over ``channels``, paying ``latency_s`` once per ring step; an
+    all-gather's bytes on it are the pieces of ``sources`` members
+    (:class:`~palmsim.hardware.collectives.RingShare`)."""
 
     src: int
     dst: int
     share: float
     channels: tuple[int, ...]
     latency_s: float
+    sources: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,9 @@ class Communicator:
     # The share of its channels' rate a reduce-scatter's bytes keep, the rest stalls with the
     # channels free (system.reduce_scatter_efficiency).
     reduce_scatter_efficiency: float = 1.0
+    # The share of its channels' rate at which a member sends the pieces of its own an
+    # all-gather or all-to-all flow carries (system.injection_efficiency).
+    injection_efficiency: float = 1.0
 
     def fixed_time_s(
         self, kind: str, steps: int, flow: CollectiveFlow, flow_bytes: float, rate: float
@@ -231,6 +237,21 @@ class Communicator:
         if self.reduce_scatter_efficiency < 1 and rate < float("inf"):
             fixed_s += reduced / rate * (1 / self.reduce_scatter_efficiency - 1)
         return fixed_s
+
+    def cap_bytes_per_s(self, kind: str, flow: CollectiveFlow, rate: float) -> float:
+        """The rate a ``flow`` of one collective of ``kind`` never exceeds, over channels whose
+        narrowest carries ``rate`` B/s: its ``sources`` members send the pieces of their own
+        it gathers (an all-gather's or all-to-all's bytes) at ``i`` times the rate each
+        (injection efficiency ``i``), so it moves them at ``sources i`` times it where that
+        is less; an all-reduce's flow moves its reduce-scatter half at the rate and its
+        all-gather half so, the harmonic mean of the two over its bytes. Unlimited
+        otherwise."""
+        injected = flow.sources * self.injection_efficiency
+        if injected >= 1 or kind == "reducescatter":
+            return float("inf")
+        if kind == "allreduce":
+            return 2 * rate * injected / (1 + injected)
+        return rate * injected
 
 
 @dataclass(frozen=True, slots=True)

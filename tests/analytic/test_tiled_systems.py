@@ -648,6 +648,53 @@ def test_allreduce_over_a_line_of_chips_is_the_textbook_line():
     assert line == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_chips_own_pieces_leave_it_at_its_injection_share_of_the_link(exclusive):
+    """The T3000's fitted injection efficiency i (system.injection_efficiency, under 1): a chip
+    sends the pieces of its own an all-gather carries at i B, the link's rate forwarding the
+    others'. Over two chips each flow is one chip's piece: startup + one hop + (S/2) / (i B);
+    an all-reduce's reduce-scatter half keeps e B (reduce_scatter_efficiency) and its
+    all-gather half i B, after two startups and two hops; a reduce-scatter alone is not
+    capped. Over a line of four, each end link carries the pieces of three chips, 3 i >= 1
+    of its rate, and the near links fewer bytes (one chip's S/4 at i B, under 3/4 S / B):
+    startup + three hops + 3/4 S / B, as with no cap. The closed form and the flow network
+    alike."""
+    hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    w = hw.wafer
+    i, e, b = w.injection_efficiency, w.reduce_scatter_efficiency, w.inter_die.bandwidth_bytes_per_s
+    assert 1 / 3 <= i < 1
+    hop, startup = w.inter_die.latency_s, w.collective_latency_s
+    chip = Chip.from_spec(hw)
+
+    def time_s(tiles: tuple[int, ...], kind: str) -> float:
+        return _one_collective(chip, tiles, kind, exclusive=exclusive)
+
+    half = S_BYTES / 2
+    assert time_s((0, 1), "allgather") == pytest.approx(startup + hop + half / (i * b), rel=1e-9)
+    assert time_s((0, 1), "reducescatter") == pytest.approx(
+        startup + hop + half / (e * b), rel=1e-9
+    )
+    assert time_s((0, 1), "allreduce") == pytest.approx(
+        2 * startup + 2 * hop + half / (e * b) + half / (i * b), rel=1e-9
+    )
+    assert time_s((0, 1, 2, 3), "allgather") == pytest.approx(
+        startup + 3 * hop + 3 / 4 * S_BYTES / b, rel=1e-9
+    )
+
+
+def test_an_all_to_all_over_two_chips_sends_at_the_injection_share():
+    """tt-metal's all-to-all over two chips of the LoudBox (validate's microbenchmark): each
+    chip sends its other half, S/2, straight to the other at i B, one route latency after the
+    startup."""
+    from palmsim.tile_cases import _simulate_collective
+
+    hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    w = hw.wafer
+    rate = w.injection_efficiency * w.inter_die.bandwidth_bytes_per_s
+    expected = w.collective_latency_s + w.inter_die.latency_s + S_BYTES / 2 / rate
+    assert _simulate_collective(hw, "alltoall", 2, S_BYTES) == pytest.approx(expected, rel=1e-9)
+
+
 def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
     """A row of 8 Galaxy chips, closed into a ring by the torus: 4 links per neighbour, every
     ring edge one hop. Two rings in opposite directions (system.bidirectional_rings) each carry
@@ -843,18 +890,24 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     of 4 and an all-reduce over a ring of 8, two calls on the T3000, hand-computed from a =
     5 us, l = 2 us, B = 10 GB/s, e = 0.8: steps 1, 3 and 14, bytes per link direction d =
     steps/n * S, halved on the ring, of which r reduce-scattered: none, all, half) give back
-    a, l, B and e; with the large sizes of the all-gather and the all-reduce alone (no
-    latency in sight) only B is fitted, at the config's latencies."""
+    a, l, B and e, and no injection efficiency (none lowers the error); timed with the
+    all-gather's bytes at i = 0.6 of B (one chip's own piece over the 2-chip line, where the
+    ring's flows carry 7 chips' pieces, 7 i > 1), they give back i too; with the large sizes
+    of the all-gather and the all-reduce alone (no latency in sight) only B is fitted, at the
+    config's latencies."""
     from palmsim.tile_cases import calibrate_tiles
 
     a, step, bw, e = 5e-6, 2e-6, 10e9, 0.8
+    injection = 1.0
 
     def case(i: int, kind: str, n: int, topology: str, size: int) -> dict:
         steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
         per_direction = steps / n * size / (2 if topology == "ring" else 1)
         calls = 2 if kind == "all_reduce" else 1
         reduced = {"all_reduce": 0.5, "reduce_scatter": 1.0}.get(kind, 0.0) * per_direction
-        time_s = a * calls + steps * step + per_direction / bw + reduced * (1 / e - 1) / bw
+        gathered = per_direction - reduced
+        own = gathered / injection if n == 2 else gathered
+        time_s = a * calls + steps * step + (reduced + own) / bw + reduced * (1 / e - 1) / bw
         return {
             "id": f"c{i}",
             "hardware": {
@@ -867,24 +920,33 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
         }
 
     shapes = [("all_gather", 2, "line"), ("reduce_scatter", 4, "line"), ("all_reduce", 8, "ring")]
-    cases = [
-        case(i, kind, n, topo, size)
-        for i, ((kind, n, topo), size) in enumerate(
-            (shape, size) for shape in shapes for size in (4096, 2**20, 2**30)
-        )
+    specs = [
+        {"kind": kind, "n": n, "topology": topo, "size": size}
+        for kind, n, topo in shapes
+        for size in (4096, 2**20, 2**30)
     ]
-    fits, _ = calibrate_tiles(cases, "hw_configs/wormhole-t3000.yaml")
+    hw_path = "hw_configs/wormhole-t3000.yaml"
+    cases = [case(i, **c) for i, c in enumerate(specs)]
+    fits, _ = calibrate_tiles(cases, hw_path)
     by_key = {f.key: f.value for f in fits}
     assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
     assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
     assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
+    assert "system.injection_efficiency" not in by_key
+    injection = 0.6
+    fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
+    by_key = {f.key: f.value for f in fits}
+    assert by_key["system.injection_efficiency"] == pytest.approx(injection, rel=1e-9)
+    assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
+    assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
+    assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
     large = [
         c
         for c in cases
         if c["scenario"]["size_bytes"] == 2**30 and "reduce_scatter" not in c["model"]["name"]
     ]
-    fits, _ = calibrate_tiles(large, "hw_configs/wormhole-t3000.yaml")
+    fits, _ = calibrate_tiles(large, hw_path)
     assert {f.key for f in fits} == {"system.link.bandwidth"}
 
 
@@ -1099,12 +1161,12 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
 
 def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
     """The QuietBox's four p150 cards in a line, two Ethernet links between neighbours at the
-    Blackhole Galaxy's fitted 22.47 GB/s: two startups (a reduce-scatter call, then an
+    Blackhole Galaxy's fitted 22.82 GB/s: two startups (a reduce-scatter call, then an
     all-gather call), then 2(n-1)/n * S / (2 B) over the end links, the reduce-scatter's half
     at e of B, and one hop a step, the line algorithm as on the T3000."""
     hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
     link = hw.wafer.inter_die
-    assert link.bandwidth_bytes_per_s == pytest.approx(22.47e9)
+    assert link.bandwidth_bytes_per_s == pytest.approx(22.82e9)
     n = 4
     half = (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
     expected = half + half / hw.wafer.reduce_scatter_efficiency

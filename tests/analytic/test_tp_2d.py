@@ -179,7 +179,10 @@ def test_decode_collectives_on_a_2x4_mesh_are_a_line_per_row_and_a_ring_per_colu
     edges are the two directions of one link: steps/2 * S / B + steps * alpha. The step on
     the real links minus the step on free ones is LAYERS x their sum. tt-metal's
     reduce-scatters keep reduce_scatter_efficiency e of the link rate, an all-reduce's first
-    half too: their reduce-scattered bytes take (1/e - 1) / B more."""
+    half too: their reduce-scattered bytes take (1/e - 1) / B more; a chip sends its own
+    gathered bytes at injection_efficiency i of it, which slows the column's (one chip's
+    piece a flow) by (1/i - 1) / B, not the row's (its end links carry three chips' pieces,
+    3 i >= 1)."""
 
     def t3000(bandwidth: float | None = None, latency: float | None = None) -> HardwareSpec:
         return _with_chip_links("wormhole-t3000", bandwidth=bandwidth, latency=latency)
@@ -193,12 +196,14 @@ def test_decode_collectives_on_a_2x4_mesh_are_a_line_per_row_and_a_ring_per_colu
     assert hw.wafer.inter_die_links == 1
     bandwidth, alpha = hw.wafer.inter_die.bandwidth_bytes_per_s, hw.wafer.inter_die.latency_s
     stall = 1 / hw.wafer.reduce_scatter_efficiency - 1
-    assert stall > 0
+    injection = hw.wafer.injection_efficiency
+    assert stall > 0 and 1 / 3 <= injection < 1
     expected = 0.0
     for kind, n, size in _decode_layer_pieces(4, 2, USERS):
         steps = 2 * (n - 1) if kind == "allreduce" else n - 1
         reduced = {"allreduce": 0.5, "reducescatter": 1.0}.get(kind, 0.0)
-        expected += steps / n * size / bandwidth * (1 + reduced * stall) + steps * alpha
+        slow = reduced * stall + (1 - reduced) * max(0.0, 1 / ((n - 1) * injection) - 1)
+        expected += steps / n * size / bandwidth * (1 + slow) + steps * alpha
     real, free = tpot(hw), tpot(t3000(bandwidth=1e18, latency=0.0))
     assert real - free == pytest.approx(LAYERS * expected, rel=1e-6)
 

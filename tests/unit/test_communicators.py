@@ -55,6 +55,24 @@ def test_a_line_passes_every_piece_towards_both_ends() -> None:
     )
     # two members: the flat ring's two flows
     assert [(s.src, s.dst, s.share) for s in line_shares((5, 6))] == [(5, 6, 1.0), (6, 5, 1.0)]
+    # an all-gather's pieces on each link: of the members behind it, (n-1) x its share
+    assert {(s.src, s.dst): s.sources for s in line_shares((0, 1, 2, 3))} == {
+        (0, 1): 1,
+        (1, 0): 3,
+        (1, 2): 2,
+        (2, 1): 2,
+        (2, 3): 3,
+        (3, 2): 1,
+    }
+    assert [s.sources for s in line_shares((5, 6))] == [1, 1]
+
+
+def test_a_ring_edge_passes_on_the_pieces_of_all_members_but_its_receiver() -> None:
+    """Over a ring of n, edge i -> i+1 carries in turn the pieces of the n-1 members other than
+    i+1 (its n-1 steps), both rings of a bidirectional pair alike."""
+    assert {s.sources for s in ring_shares((0, 1, 2, 3))} == {3}
+    assert {s.sources for s in ring_shares((0, 1, 2, 3, 4), bidirectional=True)} == {4}
+    assert {s.sources for s in ring_shares((0, 1))} == {1}
 
 
 def test_one_ring_per_local_member_across_nodes() -> None:
