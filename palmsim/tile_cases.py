@@ -678,6 +678,7 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         kind,
         n,
         float(positive_count(case["scenario"]["size_bytes"], "size_bytes")),
+        ring=ring,
     )
     measured = _number(case["measured"].get("time_us"))
     return [("time_us", measured, time_s * 1e6)] if measured else []
@@ -705,11 +706,20 @@ def _links_per_direction(case: Mapping[str, Any]) -> int:
     )
 
 
-def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float) -> float:
+def _simulate_collective(
+    hw: HardwareSpec, kind: str, n: int, size_bytes: float, *, ring: bool = False
+) -> float:
     """One collective of ``kind`` on ``size_bytes`` over the first ``n`` tiles of ``hw`` (snake
-    order, the TP ring palmsim builds), simulated by the engine alone [s]."""
+    order, the TP ring palmsim builds), simulated by the engine alone [s].
+
+    An all-to-all over chips that close a ``ring`` runs on tt-metal's 1-D ring fabric: each
+    chunk travels the ring, forward to the n // 2 chips after its sender and backward to the
+    others (all_to_all_async_generic's sender_writer @0326e6f5 multicasts its start
+    semaphore forward over n / 2 chips and backward over n - n / 2 - 1, and unicasts each
+    chunk in the direction of its offset), not the chip's shortest routes, which on a mesh
+    take links the ring does not."""
     from palmsim.engine.simulator import Simulator
-    from palmsim.hardware.chip import Chip
+    from palmsim.hardware.chip import Chip, Route
     from palmsim.mapping.communicators import communicators
     from palmsim.mapping.placement import place
     from palmsim.mapping.plan import (
@@ -740,7 +750,20 @@ def _simulate_collective(hw: HardwareSpec, kind: str, n: int, size_bytes: float)
     memory = MemoryBreakdown(0, 0, 0, 0, 0, 0)
     comms, _, _ = communicators(chip, stage_tiles, pipeline_wraps=False, symmetric_replicas=False)
     if kind == "alltoall":  # every member sends S/n to every other, routed (no ring)
-        routed = [(s, chip.route(s.src, s.dst)) for s in alltoall_shares(tiles)]
+        position = {t: i for i, t in enumerate(tiles)}
+
+        def route(src: int, dst: int) -> Route:
+            if not ring:
+                return chip.route(src, dst)
+            i, forward = position[src], (position[dst] - position[src]) % n
+            step = 1 if forward <= n // 2 else -1
+            hops = [
+                chip.route(tiles[(i + k * step) % n], tiles[(i + (k + 1) * step) % n])
+                for k in range(forward if step == 1 else n - forward)
+            ]
+            return Route(tuple(c for h in hops for c in h.channels), sum(h.latency_s for h in hops))
+
+        routed = [(s, route(s.src, s.dst)) for s in alltoall_shares(tiles)]
         flows = tuple(
             CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s, s.sources)
             for s, r in routed

@@ -695,6 +695,25 @@ def test_an_all_to_all_over_two_chips_sends_at_the_injection_share():
     assert _simulate_collective(hw, "alltoall", 2, S_BYTES) == pytest.approx(expected, rel=1e-9)
 
 
+def test_an_all_to_all_over_a_ring_of_chips_travels_the_ring():
+    """tt-metal's all-to-all over the LoudBox's 8 chips closed into a ring (its 1-D ring
+    fabric, the T3000's 2x4 mesh's Hamiltonian cycle): each chip sends S/8 to the 4 chips
+    after it going forward and to the 3 before it going backward, along the ring, not the
+    mesh's shortest routes. Every forward link then carries 1 + 2 + 3 + 4 = 10 chunks (the
+    chips up to 4 behind it), all at B/10, and ends last: startup + 10 S / (8 B) + the
+    4-hop route's latency (each chunk pays its route once); the backward links carry 6. The
+    chips' own pieces (i B each) are not what binds."""
+    from palmsim.tile_cases import _simulate_collective
+
+    hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    w = hw.wafer
+    b, hop = w.inter_die.bandwidth_bytes_per_s, w.inter_die.latency_s
+    assert w.injection_efficiency * b > b / 10
+    expected = w.collective_latency_s + 4 * hop + 10 * S_BYTES / (8 * b)
+    got = _simulate_collective(hw, "alltoall", 8, S_BYTES, ring=True)
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
 def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
     """A row of 8 Galaxy chips, closed into a ring by the torus: 4 links per neighbour, every
     ring edge one hop. Two rings in opposite directions (system.bidirectional_rings) each carry
