@@ -2110,7 +2110,7 @@ def _fit_ccl(
 
     def link_bytes(i: float) -> list[float]:
         """Each case's bytes a link direction, its gathered ones stretched at injection i."""
-        return [r + (d - r) * max(1.0, 1 / (n * i)) for _, _, _, d, r, n, _ in ccl]
+        return [r + (d - r) * max(1.0, 1 / (k * i)) for _, _, _, d, r, k, _ in ccl]
 
     def fit(i: float) -> tuple[list[float], bool, bool]:
         """(startup, step latency, 1/B, y), whether e and the latencies were fitted."""
@@ -2139,19 +2139,18 @@ def _fit_ccl(
     # the injection efficiency is fitted with the rest, where the cases tell all four apart,
     # else it is the config's
     injection = wafer.injection_efficiency
-    result = fit(injection)
-    if result[1]:
-        best = (sum(e * e for e in errors_at(1.0, fit(1.0)[0])), 1.0)
-        for step in range(999, 49, -1):  # i = 0.999, 0.998, ..., 0.050
-            i = step / 1000
-            residual = sum(e * e for e in errors_at(i, fit(i)[0]))
+    if fit(injection)[1]:
+        best: tuple[float, float] | None = None
+        for thousandths in range(1000, 49, -1):  # i = 1.000, 0.999, ..., 0.050
+            i = thousandths / 1000
+            coefficients, separated, _ = fit(i)
+            residual = sum(e * e for e in errors_at(i, coefficients))
             # a lower cap must fit better by more than rounding: 1e-9 in the sum of squared
             # relative errors, an rms of 3e-5 over a case (measurements agree far less)
-            if residual < best[0] - 1e-9:
+            if separated and (best is None or residual < best[0] - 1e-9):
                 best = (residual, i)
-        injection = best[1]
-        result = fit(injection)
-    coefficients, fits_efficiency, fitted_latencies = result
+        injection = best[1] if best else injection
+    coefficients, fits_efficiency, fitted_latencies = fit(injection)
     startup_s, latency_s, x, y = coefficients
     errors = errors_at(injection, coefficients)
     fits = []

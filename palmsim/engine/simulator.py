@@ -933,9 +933,8 @@ class Simulator:
         Its flows meet no other flow (``Communicator.exclusive``), so each runs alone at its
         narrowest channel's bandwidth (or its cap, if less) and arrives the communicator's
         startup plus ``steps`` route latencies after it drains, exactly what the flow network
-        would give; the
-        collective starts when the group's previous one has ended and ends with its last
-        flow. Records its flows; one event.
+        would give; the collective starts when the group's previous one has ended and ends
+        with its last flow. Records its flows; one event.
         """
         env = self.env
         now = env.now
