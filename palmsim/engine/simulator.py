@@ -39,6 +39,7 @@ collective for its flows through one, each processed where the last of their eve
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -310,9 +311,26 @@ class Simulator:
                 f"tile {t}: {_describe(self._activity.get(t, 'not started'))}" for t in stuck[:8]
             )
             more = f" (and {len(stuck) - 8} more)" if len(stuck) > 8 else ""
-            reason = f"reached until={until} s" if until is not None else "deadlock"
+            if until is not None:
+                reason = f"reached until={until} s"
+            elif self.network.num_active:
+                # flows still active with no event left: their rate is so near 0 that their
+                # end lies past any float time, so no completion timer was ever set
+                reason = (
+                    "a transfer that never ends (a rate, bandwidth or efficiency of the "
+                    "hardware too close to 0)"
+                )
+            else:
+                reason = "deadlock"
             raise SimulationError(
                 f"{reason} at t={env.now:.9g} s with {len(stuck)} tiles unfinished: {shown}{more}"
+            )
+        if not math.isfinite(env.now):
+            # a duration overflowed: a rate, bandwidth or efficiency of the hardware so near 0
+            # that some step or transfer takes longer than a float can say
+            raise SimulationError(
+                f"the simulated time is not finite (t={env.now}): a rate, bandwidth or "
+                "efficiency of the hardware is too close to 0 for its steps to end"
             )
         intervals = self._interval_records.build()
         flows = self._flow_records.build()

@@ -186,6 +186,24 @@ def test_until_reports_unfinished_work():
         Simulator(RingChip(2, 1e9, 0.0), plan, RunSpec(until_s=3.0)).run()
 
 
+@pytest.mark.parametrize(
+    ("exclusive", "message"),
+    [(False, r"transfer that never ends.*too close to 0"), (True, r"not finite.*too close to 0")],
+)
+def test_a_rate_too_close_to_zero_is_a_simulation_error_not_a_nan(exclusive, message):
+    """1 GB over links of 1e-310 B/s (a denormal) takes longer than a float can say: the run
+    stops with a SimulationError naming the cause, through the flow network (its flows never
+    end) and in closed form (the time overflows), where its records would hold inf and NaN
+    times."""
+    chip = RingChip(4, 1e-310, 0.0)
+    program = _forward_only(_compute("f", 0.5), CollectiveStep("ar", "allreduce", 1e9))
+    plan = _plan([program], ((tuple(range(4)),),), 1, chip=chip)
+    comms = tuple(dataclasses.replace(c, exclusive=exclusive) for c in plan.communicators)
+    plan = dataclasses.replace(plan, communicators=comms)
+    with pytest.raises(SimulationError, match=message):
+        Simulator(chip, plan).run()
+
+
 def test_same_plan_gives_identical_records():
     plan = _pipeline(3, 4, 1.0, 2.0, "1f1b")
     a = Simulator(RingChip(3, 1e9, 1e-9), plan).run()
