@@ -172,7 +172,7 @@ def _help(section: str, key: str) -> str:
 
 
 def _text(value: Any) -> str:
-    """A raw value as YAML reads it back (``--set`` parses its value with ``yaml.safe_load``)."""
+    """A raw value as YAML reads it back (``--set`` parses its value as YAML)."""
     if isinstance(value, str):
         return value
     return (

@@ -39,6 +39,7 @@ import yaml
 
 from palmsim.config.overrides import (
     OVERRIDE_WHERE,
+    YamlLoader,
     apply_overrides,
     blame_overrides,
     split_overrides,
@@ -134,8 +135,9 @@ Schema = dict[str, Any]  # key -> Rule, or key -> Schema for a nested section
 # =========================================================================== phase 1: read
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A ``SafeLoader`` that rejects duplicate keys instead of silently keeping the last one."""
+class _StrictLoader(YamlLoader):
+    """A ``SafeLoader`` (:class:`~palmsim.config.overrides.YamlLoader`: ``1e-3`` is a number)
+    that rejects duplicate keys instead of silently keeping the last one."""
 
 
 def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> Any:

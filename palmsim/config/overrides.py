@@ -15,9 +15,9 @@ prefix           section it changes              path inside the section
 ``serving.``     the serving file (palmsim serve) rest of the key
 ===============  ==============================  =========================
 
-VALUE is parsed with ``yaml.safe_load``, so ``10`` is an int, ``true`` a bool, ``[10, 8]`` a list
-and ``512 GB/s`` stays a string (the loader parses units later). Overrides never mutate their
-input: :func:`apply_overrides` returns a deep copy.
+VALUE is parsed as YAML (:class:`YamlLoader`), so ``10`` is an int, ``1e-3`` a float, ``true``
+a bool, ``[10, 8]`` a list and ``512 GB/s`` stays a string (the loader parses units later).
+Overrides never mutate their input: :func:`apply_overrides` returns a deep copy.
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ from typing import Any
 import yaml
 
 from palmsim.errors import ConfigError, ConfigProblem
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading a number with an exponent as a number: ``1e-3``,
+    ``2E5`` and ``1.5e3`` are floats, as in YAML 1.2 and JSON, where PyYAML's YAML 1.1 float
+    needs a dot and a signed exponent (``1.0e-3``) and left them as text that every numeric
+    key then refused."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 __all__ = [
     "OVERRIDE_WHERE",
@@ -119,7 +133,7 @@ def parse_override(text: str) -> Override:
             "whole, e.g. 'hw.system.chips=[10, 8]')",
         )
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = yaml.load(value_text, Loader=YamlLoader) if value_text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError.single(
             OVERRIDE_WHERE, key.strip(), text, f"a VALUE that parses as YAML ({exc})"

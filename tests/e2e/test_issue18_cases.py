@@ -32,11 +32,12 @@ def _one_line(text: str) -> str:
 @pytest.mark.parametrize(
     ("override", "code", "needles"),
     [
-        # the first hang, as it wrote it (YAML reads 1e30 as text) and as an int
+        # the first hang, as it wrote it (1e30 reads as the float 1e+30, not an int)
+        # and as an int
         (
             "hw.system.chips=[5, 1e30]",
             2,
-            ("--set hw.system.chips=[5, 1e30]", "system.chips[1]", "'1e30'", "an int"),
+            ("--set hw.system.chips=[5, 1e30]", "system.chips[1]", "got 1e+30", "an int"),
         ),
         (
             f"hw.system.chips=[5, {10**30}]",
@@ -47,7 +48,7 @@ def _one_line(text: str) -> str:
         (
             "training.global_batch_size=1e30",
             2,
-            ("--set training.global_batch_size=1e30", "training.global_batch_size", "'1e30'"),
+            ("--set training.global_batch_size=1e30", "training.global_batch_size", "got 1e+30"),
         ),
         (
             f"training.global_batch_size={10**30}",

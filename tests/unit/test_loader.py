@@ -174,6 +174,13 @@ def test_read_duplicate_key_is_an_error(tmp_path: Path) -> None:
         read_config_file(path)
 
 
+def test_a_number_with_an_exponent_reads_as_a_number(tmp_path: Path) -> None:
+    """1e-3 and 1.5e3 are numbers in a config file (YAML 1.2, JSON), as 1.0e-3 was."""
+    path = tmp_path / "x.yaml"
+    path.write_text("a: 1e-3\nb: 1.5e3\nc: 1.0e-3\nd: 1e3 GB/s\n")
+    assert read_config_file(path) == {"a": 1e-3, "b": 1500.0, "c": 1e-3, "d": "1e3 GB/s"}
+
+
 @pytest.mark.parametrize(("text", "match"), [("", "empty"), ("- 1\n- 2\n", "top level")])
 def test_read_needs_a_mapping(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "x.yaml"

@@ -48,6 +48,14 @@ def test_prefix_routes_to_section_and_path(text: str, section: str, path: tuple[
         ("torus", "torus"),
         ("a=b", "a=b"),  # only the first '=' splits key from value
         ("{fp16: 1 TFLOP/s}", {"fp16": "1 TFLOP/s"}),
+        # numbers with an exponent are numbers (YAML 1.2, JSON; PyYAML's 1.1 reads text)
+        ("1e-3", 1e-3),
+        ("2E5", 2e5),
+        ("1.5e3", 1500.0),
+        ("-4e+2", -400.0),
+        ("[1e3, 2]", [1000.0, 2]),
+        ("1e", "1e"),
+        ("1e-3 us", "1e-3 us"),
     ],
 )
 def test_values_are_parsed_as_yaml(value_text: str, expected: object) -> None:
