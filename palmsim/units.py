@@ -173,8 +173,10 @@ def _physical_unit_to_si(u: str) -> tuple[str, float] | None:
 
 
 def _unit_to_si(unit: str) -> tuple[str, float] | None:
-    """Map a unit string to (dimension, multiplier to SI), or None if unknown."""
-    u = unit.replace(" ", "")
+    """Map a unit string to (dimension, multiplier to SI), or None if unknown. The micro
+    prefix may be written u, the micro sign µ (U+00B5) or the Greek letter μ (U+03BC, which
+    Unicode's compatibility normalization makes of the micro sign)."""
+    u = unit.replace(" ", "").replace("\u03bc", "µ")
     if u in _TIME:
         return "time", _TIME[u]
     physical = _physical_unit_to_si(u)

@@ -32,6 +32,8 @@ from palmsim.units import GB, MB, GiB, KiB, MiB, format_quantity, ms, ns, parse_
         ("1 ns", "time", 1e-9),
         ("2 us", "time", 2e-6),
         ("2 µs", "time", 2e-6),
+        ("2 \u03bcs", "time", 2e-6),  # the Greek mu, as NFKC writes the micro sign
+        ("3 \u03bcm", "length", 3e-6),
         ("1.5 ms", "time", 1.5e-3),
         ("10 s", "time", 10.0),
         ("16 TFLOP/s", "flop_rate", 16e12),
