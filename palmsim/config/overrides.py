@@ -52,6 +52,7 @@ __all__ = [
     "OVERRIDE_WHERE",
     "SECTIONS",
     "Override",
+    "YamlLoader",
     "apply_overrides",
     "blame_overrides",
     "outside_sections",
