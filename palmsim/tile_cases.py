@@ -658,6 +658,7 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     ring = "ring" in topology
     if ring and n < 3:
         ring = False
+    fabric = "ring" if ring else "line" if "line" in topology else "mesh"
     w = hw.wafer
     if (w.tile_rows, w.tile_cols) != (1, 1):
         raise CannotExpressError(f"{hw.name} is not simulated one tile per chip")
@@ -678,7 +679,7 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         kind,
         n,
         float(positive_count(case["scenario"]["size_bytes"], "size_bytes")),
-        ring=ring,
+        fabric=fabric,
     )
     measured = _number(case["measured"].get("time_us"))
     return [("time_us", measured, time_s * 1e6)] if measured else []
@@ -707,17 +708,20 @@ def _links_per_direction(case: Mapping[str, Any]) -> int:
 
 
 def _simulate_collective(
-    hw: HardwareSpec, kind: str, n: int, size_bytes: float, *, ring: bool = False
+    hw: HardwareSpec, kind: str, n: int, size_bytes: float, *, fabric: str = "mesh"
 ) -> float:
     """One collective of ``kind`` on ``size_bytes`` over the first ``n`` tiles of ``hw`` (snake
     order, the TP ring palmsim builds), simulated by the engine alone [s].
 
-    An all-to-all over chips that close a ``ring`` runs on tt-metal's 1-D ring fabric: each
-    chunk travels the ring, forward to the n // 2 chips after its sender and backward to the
-    others (all_to_all_async_generic's sender_writer @0326e6f5 multicasts its start
-    semaphore forward over n / 2 chips and backward over n - n / 2 - 1, and unicasts each
-    chunk in the direction of its offset), not the chip's shortest routes, which on a mesh
-    take links the ring does not."""
+    An all-to-all on tt-metal's 1-D fabric travels the chips' order, not the chip's shortest
+    routes, which on a mesh take links the fabric does not: on a ``fabric`` 'ring' each
+    chunk goes forward to the n // 2 chips after its sender and backward to the others
+    (all_to_all_async_generic's sender_writer @0326e6f5 multicasts its start semaphore
+    forward over n / 2 chips and backward over n - n / 2 - 1, and unicasts each chunk in the
+    direction of its offset); on a 'line' every chunk goes the one way the line allows, so
+    the middle link carries floor(n/2) ceil(n/2) chunks a direction (tech_reports/CCLs/
+    CCL_bandwidth.md @1080d1c4, "Bytes through the bottleneck link"). 'mesh' routes each
+    chunk the chip's shortest way."""
     from palmsim.engine.simulator import Simulator
     from palmsim.hardware.chip import Chip, Route
     from palmsim.mapping.communicators import communicators
@@ -753,13 +757,17 @@ def _simulate_collective(
         position = {t: i for i, t in enumerate(tiles)}
 
         def route(src: int, dst: int) -> Route:
-            if not ring:
+            if fabric == "mesh":
                 return chip.route(src, dst)
-            i, forward = position[src], (position[dst] - position[src]) % n
-            step = 1 if forward <= n // 2 else -1
+            i, j = position[src], position[dst]
+            forward = (j - i) % n
+            if fabric == "ring":
+                step, count = (1, forward) if forward <= n // 2 else (-1, n - forward)
+            else:  # a line: no wrap
+                step, count = (1, j - i) if j > i else (-1, i - j)
             hops = [
                 chip.route(tiles[(i + k * step) % n], tiles[(i + (k + 1) * step) % n])
-                for k in range(forward if step == 1 else n - forward)
+                for k in range(count)
             ]
             return Route(tuple(c for h in hops for c in h.channels), sum(h.latency_s for h in hops))
 

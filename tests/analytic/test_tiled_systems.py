@@ -710,8 +710,28 @@ def test_an_all_to_all_over_a_ring_of_chips_travels_the_ring():
     b, hop = w.inter_die.bandwidth_bytes_per_s, w.inter_die.latency_s
     assert w.injection_efficiency * b > b / 10
     expected = w.collective_latency_s + 4 * hop + 10 * S_BYTES / (8 * b)
-    got = _simulate_collective(hw, "alltoall", 8, S_BYTES, ring=True)
+    got = _simulate_collective(hw, "alltoall", 8, S_BYTES, fabric="ring")
     assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_an_all_to_all_over_a_line_of_chips_travels_the_line():
+    """tt-metal's all-to-all over the LoudBox's 8 chips as a line (its 1-D line fabric; the
+    T3000's 2x4 mesh walked in snake order): each chip sends S/8 to every other along the
+    line, never across the mesh's shortcuts. The middle link then carries the chunks of the 4
+    chips on one side bound for the 4 on the other, 16 chunks of S/8 = 2S a direction
+    (CCL_bandwidth.md: floor(n/2) ceil(n/2) / n of the n S bytes), all at B/16, and ends
+    last: startup + 2S/B + the 7-hop route's latency of the chunk from end to end."""
+    from palmsim.tile_cases import _simulate_collective
+
+    hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    w = hw.wafer
+    b, hop = w.inter_die.bandwidth_bytes_per_s, w.inter_die.latency_s
+    assert w.injection_efficiency * b > b / 16
+    expected = w.collective_latency_s + 7 * hop + 2 * S_BYTES / b
+    got = _simulate_collective(hw, "alltoall", 8, S_BYTES, fabric="line")
+    assert got == pytest.approx(expected, rel=1e-9)
+    # the mesh's shortest routes would take links the line does not: faster, and wrong
+    assert _simulate_collective(hw, "alltoall", 8, S_BYTES, fabric="mesh") < 0.75 * expected
 
 
 def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
