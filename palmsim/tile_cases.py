@@ -721,7 +721,10 @@ def _simulate_collective(
     direction of its offset); on a 'line' every chunk goes the one way the line allows, so
     the middle link carries floor(n/2) ceil(n/2) chunks a direction (tech_reports/CCLs/
     CCL_bandwidth.md @1080d1c4, "Bytes through the bottleneck link"). 'mesh' routes each
-    chunk the chip's shortest way."""
+    chunk the chip's shortest way. A ring fabric's routers slow every packet
+    (``system.ring_fabric_efficiency`` f): the all-to-all's links run at f of their rate
+    there, the several chunks on a link together (a ring-kind collective's one flow a link
+    direction is capped so by its communicator)."""
     from palmsim.engine.simulator import Simulator
     from palmsim.hardware.chip import Chip, Route
     from palmsim.mapping.communicators import communicators
@@ -736,6 +739,13 @@ def _simulate_collective(
         StageProgram,
     )
 
+    w = hw.wafer
+    if kind == "alltoall" and fabric == "ring" and w is not None:
+        link = dataclasses.replace(
+            w.inter_die,
+            bandwidth_bytes_per_s=w.inter_die.bandwidth_bytes_per_s * w.ring_fabric_efficiency,
+        )
+        hw = dataclasses.replace(hw, wafer=dataclasses.replace(w, inter_die=link))
     chip = Chip.from_spec(hw)
     stage_tiles = place(chip, "snake", 1, n, 1)
     tiles = stage_tiles[0][0]
@@ -1820,26 +1830,29 @@ def _fit_inverse(scale: list[float], offset: list[float], measured: list[float])
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
 
 
-def _fit_collective(columns: list[list[float]], measured: list[float]) -> list[float] | None:
+def _fit_collective(
+    columns: list[list[float]], measured: list[float], rates: tuple[int, ...] = (2,)
+) -> list[float] | None:
     """The coefficients ``c`` minimising sum((sum_j c_j columns[j][i]) / measured_i - 1)^2
-    with every ``c_j >= 0`` and ``c_2 > 0`` (the inverse bandwidth: always free), by weighted
-    least squares: the best of the fits with the other coefficients free or bound at 0; or
-    None where the cases cannot separate them (fewer cases than coefficients, or columns
-    alike). Collectives: the columns are a case's calls (startups), steps, bytes a link
-    direction and bytes it reduce-scatters (:func:`calibrate_tiles`)."""
+    with every ``c_j >= 0`` and ``c_j > 0`` for ``j`` in ``rates`` (the inverse bandwidths:
+    always free), by weighted least squares: the best of the fits with the other
+    coefficients free or bound at 0; or None where the cases cannot separate them (fewer
+    cases than coefficients, or columns alike). Collectives: the columns are a case's calls
+    (startups), steps, bytes a link direction (on lines, then on rings, where they are
+    apart) and bytes it reduce-scatters (:func:`calibrate_tiles`)."""
     m = np.asarray(measured, dtype=float)
     weighted = (np.asarray(columns, dtype=float) / m).T
     k = weighted.shape[1]
     if len(m) < k or np.linalg.matrix_rank(weighted) < k:
         return None
-    others = [j for j in range(k) if j != 2]
+    others = [j for j in range(k) if j not in rates]
     best: tuple[float, list[float]] | None = None
     for size in range(len(others), -1, -1):
         for bound in itertools.combinations(others, len(others) - size):
             free = [j for j in range(k) if j not in bound]
             solution = np.zeros(k)
             solution[free] = np.linalg.lstsq(weighted[:, free], np.ones_like(m), rcond=None)[0]
-            if solution.min() < 0 or solution[2] <= 0:
+            if solution.min() < 0 or min(solution[list(rates)]) <= 0:
                 continue
             residual = float(np.sum((weighted @ solution - 1.0) ** 2))
             if best is None or residual < best[0]:
@@ -1923,8 +1936,9 @@ def calibrate_tiles(
     dram: list[tuple[str, float]] = []  # (case, bank-adjacent read rate)
     interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
     host_read: list[tuple[str, float]] = []  # (case, the host's read rate of a device tensor)
-    # (case, calls, steps, bytes a link direction, of them reduce-scattered, sources, time)
-    ccl: list[tuple[str, int, int, float, float, int, float]] = []
+    # (case, calls, steps, bytes a link direction, of them reduce-scattered, sources, time,
+    # over a closed ring of chips)
+    ccl: list[tuple[str, int, int, float, float, int, float, bool]] = []
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
     for case in cases:
@@ -1997,7 +2011,9 @@ def calibrate_tiles(
                 t_us = float(case["measured"]["time_us"])
                 # the pieces of n - 1 chips on its busiest flow: a line's end link, a ring's
                 # every edge, either flow of two chips (RingShare.sources)
-                ccl.append((case_id, calls, steps, per_direction, reduced, n - 1, t_us * 1e-6))
+                ccl.append(
+                    (case_id, calls, steps, per_direction, reduced, n - 1, t_us * 1e-6, ring)
+                )
             elif "gemv" in phase:
                 unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
             else:
@@ -2097,69 +2113,100 @@ def calibrate_tiles(
 
 
 def _fit_ccl(
-    ccl: list[tuple[str, int, int, float, float, int, float]], wafer: WaferSpec
+    ccl: list[tuple[str, int, int, float, float, int, float, bool]], wafer: WaferSpec
 ) -> list[TileFit]:
     """The chip-to-chip link's fits from collectives ``(case, calls, steps, bytes a link
-    direction, of them reduce-scattered, sources, time)`` (:func:`calibrate_tiles`).
+    direction, of them reduce-scattered, sources, time, over a closed ring)``
+    (:func:`calibrate_tiles`).
 
     time = startup x calls + latency x steps + (bytes + stalls) / B, the stalls those of
     :meth:`~palmsim.mapping.plan.Communicator.fixed_time_s`: a reduce-scatter's bytes (the
     first half of a composite all-reduce's) keep e of B, so the coefficient of the bytes it
     reduce-scatters is y = (1/e - 1) / B; the bytes it gathers, sent by ``sources`` chips
-    each at i of B, take max(1, 1/(sources i)) / B, so for each injection efficiency i on a
-    grid of 0.001 the rest is linear; the best i is kept (1, none, unless a lower one fits
-    better), where the cases tell the other four apart; else the config's."""
+    each at i of B, take max(1, 1/(sources i)) / B; over a closed ring of chips every byte
+    drains at f of B (ring fabric efficiency f: its bytes their own coefficient 1/(f B)),
+    fitted where both rings and lines are among the cases and the rings run slower (else 1;
+    the config's where the cases are all of one kind); so for each injection efficiency i
+    on a grid of 0.001 the rest is linear; the best i is kept (1, none, unless a lower one
+    fits better), where the cases tell the other parameters apart; else the config's."""
     ids = tuple(c[0] for c in ccl)
     measured = [c[6] for c in ccl]
     calls = [float(c[1]) for c in ccl]
     steps = [float(c[2]) for c in ccl]
     reduced = [c[4] for c in ccl]
+    on_ring = [c[7] for c in ccl]
     stall = 1 / wafer.reduce_scatter_efficiency - 1  # the config's y B
 
-    def link_bytes(i: float) -> list[float]:
+    def drained(i: float) -> list[float]:
         """Each case's bytes a link direction, its gathered ones stretched at injection i."""
-        return [r + (d - r) * max(1.0, 1 / (k * i)) for _, _, _, d, r, k, _ in ccl]
+        return [r + (d - r) * max(1.0, 1 / (k * i)) for _, _, _, d, r, k, _, _ in ccl]
 
-    def fit(i: float) -> tuple[list[float], bool, bool]:
-        """(startup, step latency, 1/B, y), whether e and the latencies were fitted."""
-        columns = [calls, steps, link_bytes(i), reduced]
-        fitted = _fit_collective(columns, measured)
-        if fitted is not None:
-            return fitted, True, True
-        merged = [d + r * stall for d, r in zip(columns[2], reduced, strict=True)]
-        # the cases cannot tell a reduce-scatter's rate: the config's
-        three = _fit_collective([calls, steps, merged], measured)
-        if three is not None:
-            return [*three, three[2] * stall], False, True
-        # the bandwidth alone, with the config's latencies and stalls
-        startup_s, step_s = wafer.collective_latency_s, wafer.inter_die.latency_s
-        offsets = [startup_s * a + k * step_s for a, k in zip(calls, steps, strict=True)]
-        x = _fit_inverse(merged, offsets, measured)
-        return [startup_s, step_s, x, x * stall], False, False
+    def solve(split: bool, f: float) -> tuple[float, list[float], bool, bool]:
+        """(injection, [startup, step latency, 1/B, 1/(f B), y], whether e and the
+        latencies were fitted): rings at their own fitted rate where ``split``, else at
+        ``f`` of the lines'."""
+
+        def fit(i: float) -> tuple[list[float], bool, bool]:
+            d = drained(i)
+            if split:
+                lines = [0.0 if g else v for v, g in zip(d, on_ring, strict=True)]
+                rings = [v if g else 0.0 for v, g in zip(d, on_ring, strict=True)]
+                fitted = _fit_collective([calls, steps, lines, rings, reduced], measured, (2, 3))
+                if fitted is not None:
+                    return fitted, True, True
+            at_f = [v / f if g else v for v, g in zip(d, on_ring, strict=True)]
+            if not split:
+                fitted = _fit_collective([calls, steps, at_f, reduced], measured)
+                if fitted is not None:
+                    startup_s, step_s, x, y = fitted
+                    return [startup_s, step_s, x, x / f, y], True, True
+            # the cases cannot tell a reduce-scatter's rate (or a ring's): the config's
+            merged = [v + r * stall for v, r in zip(at_f, reduced, strict=True)]
+            three = _fit_collective([calls, steps, merged], measured)
+            if three is not None:
+                startup_s, step_s, x = three
+                return [startup_s, step_s, x, x / f, x * stall], False, True
+            # the bandwidth alone, with the config's latencies and stalls
+            startup_s, step_s = wafer.collective_latency_s, wafer.inter_die.latency_s
+            offsets = [startup_s * a + k * step_s for a, k in zip(calls, steps, strict=True)]
+            x = _fit_inverse(merged, offsets, measured)
+            return [startup_s, step_s, x, x / f, x * stall], False, False
+
+        # the injection efficiency is fitted with the rest, where the cases tell all apart,
+        # else it is the config's
+        injection = wafer.injection_efficiency
+        if fit(injection)[1]:
+            best: tuple[float, float] | None = None
+            for thousandths in range(1000, 49, -1):  # i = 1.000, 0.999, ..., 0.050
+                i = thousandths / 1000
+                coefficients, separated, _ = fit(i)
+                residual = sum(e * e for e in errors_at(i, coefficients))
+                # a lower cap must fit better by more than rounding: 1e-9 in the sum of
+                # squared relative errors, an rms of 3e-5 over a case (measurements agree
+                # far less)
+                if separated and (best is None or residual < best[0] - 1e-9):
+                    best = (residual, i)
+            injection = best[1] if best else injection
+        return (injection, *fit(injection))
 
     def errors_at(i: float, coefficients: list[float]) -> tuple[float, ...]:
-        startup_s, latency_s, x, y = coefficients
+        startup_s, latency_s, x, x_ring, y = coefficients
         return tuple(
-            (startup_s * a + k * latency_s + d * x + r * y) / m - 1
-            for a, k, d, r, m in zip(calls, steps, link_bytes(i), reduced, measured, strict=True)
+            (startup_s * a + k * latency_s + d * (x_ring if g else x) + r * y) / m - 1
+            for a, k, d, r, m, g in zip(
+                calls, steps, drained(i), reduced, measured, on_ring, strict=True
+            )
         )
 
-    # the injection efficiency is fitted with the rest, where the cases tell all four apart,
-    # else it is the config's
-    injection = wafer.injection_efficiency
-    if fit(injection)[1]:
-        best: tuple[float, float] | None = None
-        for thousandths in range(1000, 49, -1):  # i = 1.000, 0.999, ..., 0.050
-            i = thousandths / 1000
-            coefficients, separated, _ = fit(i)
-            residual = sum(e * e for e in errors_at(i, coefficients))
-            # a lower cap must fit better by more than rounding: 1e-9 in the sum of squared
-            # relative errors, an rms of 3e-5 over a case (measurements agree far less)
-            if separated and (best is None or residual < best[0] - 1e-9):
-                best = (residual, i)
-        injection = best[1] if best else injection
-    coefficients, fits_efficiency, fitted_latencies = fit(injection)
-    startup_s, latency_s, x, y = coefficients
+    # f is fitted where rings and lines both are and the rings run slower; else the config's
+    split = any(on_ring) and not all(on_ring)
+    injection, coefficients, fits_efficiency, fitted_latencies = solve(
+        split, wafer.ring_fabric_efficiency
+    )
+    if split and coefficients[2] / coefficients[3] >= 1 - 1e-6:
+        injection, coefficients, fits_efficiency, fitted_latencies = solve(False, 1.0)
+        split = False
+    startup_s, latency_s, x, x_ring, y = coefficients
     errors = errors_at(injection, coefficients)
     fits = []
     if fitted_latencies:
@@ -2170,6 +2217,8 @@ def _fit_ccl(
         fits.append(TileFit("system.reduce_scatter_efficiency", x / (x + y), "ratio", ids, errors))
     if fits_efficiency and injection < 1:
         fits.append(TileFit("system.injection_efficiency", injection, "ratio", ids, errors))
+    if fits_efficiency and split:
+        fits.append(TileFit("system.ring_fabric_efficiency", x / x_ring, "ratio", ids, errors))
     return fits
 
 

@@ -151,6 +151,7 @@ _KEY_HELP = {
     "hw.system.direct_all_to_all": _spec_help(WaferSpec, "direct_all_to_all"),
     "hw.system.reduce_scatter_efficiency": _spec_help(WaferSpec, "reduce_scatter_efficiency"),
     "hw.system.injection_efficiency": _spec_help(WaferSpec, "injection_efficiency"),
+    "hw.system.ring_fabric_efficiency": _spec_help(WaferSpec, "ring_fabric_efficiency"),
 }
 
 

@@ -1145,6 +1145,9 @@ def hardware_schema(kind: str) -> Schema:
             "injection_efficiency": dataclasses.replace(
                 _float_rule(0.0, 1.0, low_open=True, high_open=False), required=False
             ),
+            "ring_fabric_efficiency": dataclasses.replace(
+                _float_rule(0.0, 1.0, low_open=True, high_open=False), required=False
+            ),
         }
     else:
         schema["chip"] = _section_rule({"cores": _single_core_rule()}, dict)
@@ -1876,6 +1879,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             direct_all_to_all=system.get("direct_all_to_all", False),
             reduce_scatter_efficiency=system.get("reduce_scatter_efficiency", 1.0),
             injection_efficiency=system.get("injection_efficiency", 1.0),
+            ring_fabric_efficiency=system.get("ring_fabric_efficiency", 1.0),
             unit_rows=unit[0],
             unit_cols=unit[1],
         )
@@ -2676,6 +2680,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             raw["system"]["reduce_scatter_efficiency"] = w.reduce_scatter_efficiency
         if w.injection_efficiency != 1.0:
             raw["system"]["injection_efficiency"] = w.injection_efficiency
+        if w.ring_fabric_efficiency != 1.0:
+            raw["system"]["ring_fabric_efficiency"] = w.ring_fabric_efficiency
     if spec.cluster is not None:
         c = spec.cluster
         raw["system"] = {

@@ -598,6 +598,14 @@ class WaferSpec:
         "[ratio]",
         default=1.0,
     )
+    ring_fabric_efficiency: float = _f(
+        "the share of a link's rate a collective keeps where its chips close a ring (two "
+        "rings in opposite directions, bidirectional_rings): a ring fabric avoids deadlock "
+        "at every router, with bubble flow control and an extra credit returned per packet, "
+        "which a line's fabric does not (tt-metal, CCL_bandwidth.md 'What a ring costs'); "
+        "1: none [ratio]",
+        default=1.0,
+    )
     unit_rows: int = _f(
         "core rows in one simulated tile (granularity; 1 = every core itself)", default=1
     )

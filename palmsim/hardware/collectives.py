@@ -77,12 +77,15 @@ class RingShare:
     """``src`` sends ``share`` of a ring edge's bytes (``steps/n · S``) to ``dst``; they are
     the pieces of ``sources`` members (the all-gather's view: a ring edge passes on the
     pieces of every member but its receiver, a line's link those of every member behind it,
-    an all-to-all's flow its sender's own)."""
+    an all-to-all's flow its sender's own). ``ring``: an edge of a ring fabric's two
+    opposite rings (tt-metal's ring fabric, :func:`ring_shares` ``bidirectional``), whose
+    routers run deadlock avoidance (``system.ring_fabric_efficiency``)."""
 
     src: int
     dst: int
     share: float
     sources: int = 1
+    ring: bool = False
 
 
 def ring_shares(
@@ -106,8 +109,8 @@ def ring_shares(
     flat = tuple(RingShare(members[i], members[(i + 1) % n], 1.0, n - 1) for i in range(n))
     if node_of is None:
         if bidirectional and n > 2:
-            return tuple(RingShare(s.src, s.dst, 0.5, n - 1) for s in flat) + tuple(
-                RingShare(members[i], members[i - 1], 0.5, n - 1) for i in range(n)
+            return tuple(RingShare(s.src, s.dst, 0.5, n - 1, ring=True) for s in flat) + tuple(
+                RingShare(members[i], members[i - 1], 0.5, n - 1, ring=True) for i in range(n)
             )
         return flat
     by_node: dict[int, list[int]] = {}

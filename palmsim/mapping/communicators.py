@@ -257,6 +257,7 @@ def _replica_group_communicators(
                             r.channels,
                             r.latency_s,
                             share.sources,
+                            share.ring,
                         )
                     )
                 out.append(Communicator(members, tuple(flows), len(members), group=kind))
@@ -306,7 +307,8 @@ def _mark_exclusive(
     channel-disjoint and no other traffic of the run can cross their channels: no other
     communicator's flow, no pipeline send and no DRAM traffic of the ``simulated`` tiles;
     and with the chip's collective startup (``system.collective_latency``), all-reduce calls
-    (``system.composite_all_reduce``), all-to-all rounds and reduce-scatter efficiency."""
+    (``system.composite_all_reduce``), all-to-all rounds and reduce-scatter, injection and
+    ring fabric efficiencies."""
     wafer = chip.spec.wafer
     timing: dict[str, Any] = {}
     if wafer is not None:
@@ -316,6 +318,7 @@ def _mark_exclusive(
             "direct_all_to_all": wafer.direct_all_to_all,
             "reduce_scatter_efficiency": wafer.reduce_scatter_efficiency,
             "injection_efficiency": wafer.injection_efficiency,
+            "ring_fabric_efficiency": wafer.ring_fabric_efficiency,
         }
     owners: dict[int, set[int]] = {}  # channel -> the communicators using it (by position)
     for i, comm in enumerate(comms):
@@ -357,7 +360,9 @@ def ring_communicators(
         flows = []
         for s in _ring_kind_shares(route, members, node_of, bidirectional, chip_of):
             r = route(s.src, s.dst)
-            flows.append(CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s, s.sources))
+            flows.append(
+                CollectiveFlow(s.src, s.dst, s.share, r.channels, r.latency_s, s.sources, s.ring)
+            )
         return Communicator(members, tuple(flows), len(members), group=group)
 
     tp = [

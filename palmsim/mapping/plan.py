@@ -174,8 +174,8 @@ Step = ComputeStep | CollectiveStep | GradBucketReady
 class CollectiveFlow:
     """One flow of each ring collective of a communicator: ``src`` sends ``share`` of a ring
     edge's bytes to ``dst`` over ``channels``, paying ``latency_s`` once per ring step; an
-    all-gather's bytes on it are the pieces of ``sources`` members
-    (:class:`~palmsim.hardware.collectives.RingShare`)."""
+    all-gather's bytes on it are the pieces of ``sources`` members, and it crosses a closed
+    ``ring`` of chips (:class:`~palmsim.hardware.collectives.RingShare`)."""
 
     src: int
     dst: int
@@ -183,6 +183,7 @@ class CollectiveFlow:
     channels: tuple[int, ...]
     latency_s: float
     sources: int = 1
+    ring: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,9 @@ class Communicator:
     # The share of its channels' rate at which a member sends the pieces of its own an
     # all-gather or all-to-all flow carries (system.injection_efficiency).
     injection_efficiency: float = 1.0
+    # The share of its channels' rate a flow over a closed ring of chips keeps
+    # (system.ring_fabric_efficiency).
+    ring_fabric_efficiency: float = 1.0
 
     def fixed_time_s(
         self, kind: str, steps: int, flow: CollectiveFlow, flow_bytes: float, rate: float
@@ -240,15 +244,20 @@ class Communicator:
 
     def cap_bytes_per_s(self, kind: str, flow: CollectiveFlow, rate: float) -> float:
         """The rate a ``flow`` of one collective of ``kind`` never exceeds, over channels whose
-        narrowest carries ``rate`` B/s: its ``sources`` members send the pieces of their own
-        it gathers (an all-gather's or all-to-all's bytes) at ``i`` times the rate each
-        (injection efficiency ``i``), so it moves them at ``sources i`` times it where that
-        is less; an all-reduce's flow moves its reduce-scatter half at the rate and its
-        all-gather half so, the harmonic mean of the two over its bytes. Unlimited
-        otherwise."""
+        narrowest carries ``rate`` B/s: over a closed ring of chips, ``f`` times it (ring
+        fabric efficiency ``f``); its ``sources`` members send the pieces of their own it
+        gathers (an all-gather's or all-to-all's bytes) at ``i`` times that each (injection
+        efficiency ``i``), so it moves them at ``sources i`` times it where that is less; an
+        all-reduce's flow moves its reduce-scatter half at the full rate and its all-gather
+        half so, the harmonic mean of the two over its bytes. Unlimited otherwise."""
+        if flow.ring and self.ring_fabric_efficiency < 1:
+            rate *= self.ring_fabric_efficiency
+            limit = rate
+        else:
+            limit = float("inf")
         injected = flow.sources * self.injection_efficiency
         if injected >= 1 or kind == "reducescatter":
-            return float("inf")
+            return limit
         if kind == "allreduce":
             return 2 * rate * injected / (1 + injected)
         return rate * injected

@@ -682,6 +682,38 @@ def test_a_chips_own_pieces_leave_it_at_its_injection_share_of_the_link(exclusiv
     )
 
 
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_ring_of_chips_keeps_its_ring_fabric_share_of_the_link(exclusive):
+    """The T3000's 8 chips closed into a ring (the 2x4 mesh's Hamiltonian cycle) run two rings
+    in opposite directions, each edge a direction carrying half a ring edge's bytes, at the
+    fitted ring fabric efficiency f of the link (system.ring_fabric_efficiency, under 1: the
+    ring fabric's deadlock avoidance; every edge passes 7 chips' pieces, 7 i > 1, so the
+    injection cap does not bind): an all-gather takes startup + 7 hops + 7/8 S / 2 / (f B); an
+    all-reduce two startups + 14 hops + 14/8 S / 2 / (f B), plus its reduce-scatter half's
+    stalls at e of the link's full rate, 7/8 S / 2 / B (1/e - 1). A line of the first four
+    chips keeps the full rate. The closed form and the flow network alike."""
+    hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    w = hw.wafer
+    f, i, e = w.ring_fabric_efficiency, w.injection_efficiency, w.reduce_scatter_efficiency
+    b, hop = w.inter_die.bandwidth_bytes_per_s, w.inter_die.latency_s
+    startup = w.collective_latency_s
+    assert f < 1 and 7 * i >= 1
+    chip = Chip.from_spec(hw)
+    ring = (0, 1, 2, 3, 7, 6, 5, 4)
+    edge = 7 / 8 * S_BYTES / 2
+
+    def time_s(tiles: tuple[int, ...], kind: str) -> float:
+        return _one_collective(chip, tiles, kind, exclusive=exclusive)
+
+    assert time_s(ring, "allgather") == pytest.approx(startup + 7 * hop + edge / (f * b), rel=1e-9)
+    assert time_s(ring, "allreduce") == pytest.approx(
+        2 * startup + 14 * hop + 2 * edge / (f * b) + edge / b * (1 / e - 1), rel=1e-9
+    )
+    assert time_s((0, 1, 2, 3), "allgather") == pytest.approx(
+        startup + 3 * hop + 3 / 4 * S_BYTES / b, rel=1e-9
+    )
+
+
 def test_an_all_to_all_over_two_chips_sends_at_the_injection_share():
     """tt-metal's all-to-all over two chips of the LoudBox (validate's microbenchmark): each
     chip sends its other half, S/2, straight to the other at i B, one route latency after the
@@ -700,16 +732,18 @@ def test_an_all_to_all_over_a_ring_of_chips_travels_the_ring():
     fabric, the T3000's 2x4 mesh's Hamiltonian cycle): each chip sends S/8 to the 4 chips
     after it going forward and to the 3 before it going backward, along the ring, not the
     mesh's shortest routes. Every forward link then carries 1 + 2 + 3 + 4 = 10 chunks (the
-    chips up to 4 behind it), all at B/10, and ends last: startup + 10 S / (8 B) + the
+    chips up to 4 behind it), all at f B / 10 (the ring fabric's share f of the link's
+    rate, system.ring_fabric_efficiency), and ends last: startup + 10 S / (8 f B) + the
     4-hop route's latency (each chunk pays its route once); the backward links carry 6. The
-    chips' own pieces (i B each) are not what binds."""
+    chips' own pieces (i f B each) are not what binds."""
     from palmsim.tile_cases import _simulate_collective
 
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
     w = hw.wafer
     b, hop = w.inter_die.bandwidth_bytes_per_s, w.inter_die.latency_s
-    assert w.injection_efficiency * b > b / 10
-    expected = w.collective_latency_s + 4 * hop + 10 * S_BYTES / (8 * b)
+    f = w.ring_fabric_efficiency
+    assert f < 1 and w.injection_efficiency > 1 / 10
+    expected = w.collective_latency_s + 4 * hop + 10 * S_BYTES / (8 * f * b)
     got = _simulate_collective(hw, "alltoall", 8, S_BYTES, fabric="ring")
     assert got == pytest.approx(expected, rel=1e-9)
 
@@ -925,19 +959,22 @@ def test_calibrate_tiles_fits_the_attention_efficiency_by_hand():
 
 def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     """Collectives timed as t = a * calls + steps * l + d / B + r * (1/e - 1) / B at three
-    sizes and three chip counts (an all-gather over a line of 2, a reduce-scatter over a line
-    of 4 and an all-reduce over a ring of 8, two calls on the T3000, hand-computed from a =
-    5 us, l = 2 us, B = 10 GB/s, e = 0.8: steps 1, 3 and 14, bytes per link direction d =
-    steps/n * S, halved on the ring, of which r reduce-scattered: none, all, half) give back
+    sizes and three chip counts (all-gathers over lines of 2 and 4, a reduce-scatter over a
+    line of 4 and an all-reduce over a ring of 8, two calls on the T3000, hand-computed from
+    a = 5 us, l = 2 us, B = 10 GB/s, e = 0.8: steps 1, 3, 3 and 14, bytes per link direction
+    d = steps/n * S, halved on the ring, of which r reduce-scattered: none, none, all, half;
+    the line of 4's end link carries 3 chips' pieces) give back
     a, l, B and e, and no injection efficiency (none lowers the error); timed with the
     all-gather's bytes at i = 0.6 of B (one chip's own piece over the 2-chip line, where the
-    ring's flows carry 7 chips' pieces, 7 i > 1), they give back i too; with the large sizes
-    of the all-gather and the all-reduce alone (no latency in sight) only B is fitted, at the
-    config's latencies."""
+    ring's flows carry 7 chips' pieces, 7 i > 1), they give back i too; with the ring's bytes
+    drained at f = 0.85 of B (its fabric's deadlock avoidance; the reduce-scatter's stalls
+    still at B), f too, where at f = 1 none is fitted; with the large sizes of the all-gather
+    and the all-reduce alone (no latency in sight) only B is fitted, at the config's
+    latencies."""
     from palmsim.tile_cases import calibrate_tiles
 
     a, step, bw, e = 5e-6, 2e-6, 10e9, 0.8
-    injection = 1.0
+    injection, ring_f = 1.0, 1.0
 
     def case(i: int, kind: str, n: int, topology: str, size: int) -> dict:
         steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
@@ -946,7 +983,8 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
         reduced = {"all_reduce": 0.5, "reduce_scatter": 1.0}.get(kind, 0.0) * per_direction
         gathered = per_direction - reduced
         own = gathered / injection if n == 2 else gathered
-        time_s = a * calls + steps * step + (reduced + own) / bw + reduced * (1 / e - 1) / bw
+        rate = bw * (ring_f if topology == "ring" else 1.0)
+        time_s = a * calls + steps * step + (reduced + own) / rate + reduced * (1 / e - 1) / bw
         return {
             "id": f"c{i}",
             "hardware": {
@@ -958,7 +996,12 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
             "measured": {"time_us": time_s * 1e6},
         }
 
-    shapes = [("all_gather", 2, "line"), ("reduce_scatter", 4, "line"), ("all_reduce", 8, "ring")]
+    shapes = [
+        ("all_gather", 2, "line"),
+        ("all_gather", 4, "line"),
+        ("reduce_scatter", 4, "line"),
+        ("all_reduce", 8, "ring"),
+    ]
     specs = [
         {"kind": kind, "n": n, "topology": topo, "size": size}
         for kind, n, topo in shapes
@@ -973,6 +1016,7 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
     assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
     assert "system.injection_efficiency" not in by_key
+    assert "system.ring_fabric_efficiency" not in by_key
     injection = 0.6
     fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
     by_key = {f.key: f.value for f in fits}
@@ -980,10 +1024,21 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
     assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
     assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
+    assert "system.ring_fabric_efficiency" not in by_key
+    ring_f = 0.85
+    fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
+    by_key = {f.key: f.value for f in fits}
+    assert by_key["system.ring_fabric_efficiency"] == pytest.approx(ring_f, rel=1e-6)
+    assert by_key["system.injection_efficiency"] == pytest.approx(injection, rel=1e-9)
+    assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
+    assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
+    assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
     large = [
         c
         for c in cases
-        if c["scenario"]["size_bytes"] == 2**30 and "reduce_scatter" not in c["model"]["name"]
+        if c["scenario"]["size_bytes"] == 2**30
+        and "reduce_scatter" not in c["model"]["name"]
+        and c["hardware"]["system"]["chips"] != 4
     ]
     fits, _ = calibrate_tiles(large, hw_path)
     assert {f.key for f in fits} == {"system.link.bandwidth"}
@@ -1085,23 +1140,24 @@ def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
 @pytest.mark.parametrize(
     ("fitted", "carriers"),
     [
-        # the Blackhole Galaxy's 54 (2 links a direction, its ring closing the 8-chip axis);
+        # the Blackhole Galaxy's 72 (2 links a direction, its ring closing the 8-chip axis);
         # the QuietBox and p300, with no collective measured, take them
         ("blackhole-galaxy", ("blackhole-galaxy", "blackhole-quietbox", "blackhole-p300")),
-        # the LoudBox's 54
+        # the LoudBox's 72
         ("wormhole-t3000", ("wormhole-t3000", "wormhole-n300")),
     ],
 )
 def test_the_measured_collectives_are_the_configs(fitted, carriers):
-    """Each config carries the startup, step latency and link rate palmsim calibrate --tiles
-    fits to its system's 54 collective measurements."""
+    """Each config carries the startup, step latency, link rate and efficiencies palmsim
+    calibrate --tiles fits to its system's 72 collective measurements (the ring fabric's the
+    fitted system's alone: two chips close no ring)."""
     from palmsim.config.loader import read_config_file
     from palmsim.tile_cases import calibrate_tiles
 
     cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
     fits, _ = calibrate_tiles(cases, f"hw_configs/{fitted}.yaml")
     by_key = {f.key: f for f in fits}
-    assert len(by_key["system.link.bandwidth"].cases) == 54
+    assert len(by_key["system.link.bandwidth"].cases) == 72
     for name in carriers:
         w = load_hardware(f"hw_configs/{name}.yaml").wafer
         assert w.collective_latency_s == pytest.approx(
@@ -1111,6 +1167,11 @@ def test_the_measured_collectives_are_the_configs(fitted, carriers):
         assert w.inter_die.bandwidth_bytes_per_s == pytest.approx(
             by_key["system.link.bandwidth"].value, rel=1e-3
         )
+        for key in ("reduce_scatter_efficiency", "injection_efficiency"):
+            assert getattr(w, key) == pytest.approx(by_key[f"system.{key}"].value, rel=1e-3)
+    ring = by_key.get("system.ring_fabric_efficiency")
+    w = load_hardware(f"hw_configs/{fitted}.yaml").wafer
+    assert w.ring_fabric_efficiency == pytest.approx(ring.value if ring else 1.0, rel=1e-3)
 
 
 def test_the_arbitrary_place_dram_read_fits_the_interleaved_share():
@@ -1200,12 +1261,12 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
 
 def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
     """The QuietBox's four p150 cards in a line, two Ethernet links between neighbours at the
-    Blackhole Galaxy's fitted 22.82 GB/s: two startups (a reduce-scatter call, then an
+    Blackhole Galaxy's fitted 23.2 GB/s: two startups (a reduce-scatter call, then an
     all-gather call), then 2(n-1)/n * S / (2 B) over the end links, the reduce-scatter's half
     at e of B, and one hop a step, the line algorithm as on the T3000."""
     hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
     link = hw.wafer.inter_die
-    assert link.bandwidth_bytes_per_s == pytest.approx(22.82e9)
+    assert link.bandwidth_bytes_per_s == pytest.approx(23.2e9)
     n = 4
     half = (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
     expected = half + half / hw.wafer.reduce_scatter_efficiency
