@@ -16,7 +16,8 @@ Kinds of case and how each is predicted:
   fidelity (:meth:`~palmsim.config.specs.TileSpec.efficiency_for`), against
   its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth, after the
   chip's fixed op latency (``tile.op_latency``), and untraced (``trace: false``) no less
-  than the host's dispatch of one op (``tile.host_dispatch``); ``time_ns``.
+  than the host's dispatch of one op (``tile.host_dispatch``; of a tuned one, a program
+  config of its own, ``tile.host_dispatch_tuned`` where given); ``time_ns``.
 - **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
 - **all-reduce** over ``n`` chips of ``S`` bytes, simulated alone by the engine on the first
   ``n`` chips in palmsim's TP ring order (its closed form is :func:`allreduce_time_s`);
@@ -528,9 +529,11 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     time_s = hw.tile.op_latency_s + max(compute_s, dram_bytes / _dram_bandwidth(hw))
     # Run untraced (``trace: false``), back to back, each op is also dispatched by the host
     # while the device runs the one before: it lasts at least tile.host_dispatch, as a
-    # pass that is not traced does in inference (inference.trace).
+    # pass that is not traced does in inference (inference.trace); called with a program
+    # config of its own (the GEMM report's tuned loop), tile.host_dispatch_tuned where given.
     if _untraced(scenario):
-        time_s = max(time_s, hw.tile.host_dispatch_s)
+        tuned = hw.tile.host_dispatch_tuned_s and not _auto_config(scenario)
+        time_s = max(time_s, hw.tile.host_dispatch_tuned_s if tuned else hw.tile.host_dispatch_s)
     out = []
     if _number(measured.get("time_ns")):
         out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))
@@ -1922,10 +1925,12 @@ def calibrate_tiles(
       bytes_per_direction / B`` (the latencies of the config where they do not);
     - ``tile.host_dispatch``: out-of-box GEMMs (``scenario.matmul_config: auto``) timed
       without trace (``time_ns``) and with it (``traced_time_ns``), ``untraced = max(h,
-      traced)`` (:func:`_fit_host_dispatch`).
+      traced)`` (:func:`_fit_host_dispatch`); ``tile.host_dispatch_tuned``: the tuned GEMMs
+      timed both ways, alike.
 
     Out-of-box GEMMs run auto-selected program configs, not the tuned kernels whose efficiency
-    the other GEMMs give, so they enter only the host-dispatch fit.
+    the other GEMMs give, so they enter only the host-dispatch fit; a tuned GEMM timed both
+    ways, its untraced time the host's, only the tuned one's.
 
     Returns the fits and the ``(case, reason)`` of every case of this hardware not used.
     """
@@ -1933,6 +1938,7 @@ def calibrate_tiles(
     target = Path(hw_path).resolve()
     gemm: dict[str, list[tuple[str, float, float, float]]] = {}  # (case, t_peak, t_1, time)
     host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
+    host_tuned: list[tuple[str, float, float]] = []  # tuned GEMMs timed both ways, the same
     dram: list[tuple[str, float]] = []  # (case, bank-adjacent read rate)
     interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
     host_read: list[tuple[str, float]] = []  # (case, the host's read rate of a device tensor)
@@ -1958,6 +1964,19 @@ def calibrate_tiles(
                         "op's traced_time_ns"
                     )
                 host.append(
+                    (
+                        case_id,
+                        float(measured["time_ns"]) * 1e-9,
+                        float(measured["traced_time_ns"]) * 1e-9,
+                    )
+                )
+            elif (
+                all(d in model for d in ("M", "K", "N"))
+                and _untraced(scenario)
+                and _number(case["measured"].get("traced_time_ns"))
+            ):
+                measured = case["measured"]
+                host_tuned.append(
                     (
                         case_id,
                         float(measured["time_ns"]) * 1e-9,
@@ -2062,6 +2081,13 @@ def calibrate_tiles(
         h = _fit_host_dispatch(untraced, traced)
         errors = tuple(max(h, t) / u - 1 for u, t in zip(untraced, traced, strict=True))
         fits.append(TileFit("tile.host_dispatch", h, "time", tuple(c for c, _, _ in host), errors))
+    if host_tuned:
+        untraced = [u for _, u, _ in host_tuned]
+        traced = [t for _, _, t in host_tuned]
+        h = _fit_host_dispatch(untraced, traced)
+        errors = tuple(max(h, t) / u - 1 for u, t in zip(untraced, traced, strict=True))
+        ids = tuple(c for c, _, _ in host_tuned)
+        fits.append(TileFit("tile.host_dispatch_tuned", h, "time", ids, errors))
     if dram:
         rates = [r for _, r in dram]
         # The rate R minimising sum (R / r_i - 1)^2 over the measured read rates r_i.

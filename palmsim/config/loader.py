@@ -1098,6 +1098,7 @@ def hardware_schema(kind: str) -> Schema:
             "attention_efficiency": _float_rule(0.0, 1.0, low_open=False, high_open=False),
             "op_latency": _nonnegative_quantity_rule("time", "16 us"),
             "host_dispatch": _nonnegative_quantity_rule("time", "30 us"),
+            "host_dispatch_tuned": _nonnegative_quantity_rule("time", "120 us"),
             "dram_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
             "multicast_bandwidth": _nonnegative_quantity_rule("bandwidth", "15 GB/s"),
             "dram_tile_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
@@ -1532,6 +1533,7 @@ def normalise_hardware(
     times = (
         "op_latency_s",
         "host_dispatch_s",
+        "host_dispatch_tuned_s",
         "dram_reader_bandwidth_bytes_per_s",
         "multicast_bandwidth_bytes_per_s",
         "dram_tile_reader_bandwidth_bytes_per_s",
@@ -1836,6 +1838,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         attention_efficiency=tile_v["attention_efficiency"],
         op_latency_s=tile_v.get("op_latency", 0.0),
         host_dispatch_s=tile_v.get("host_dispatch", 0.0),
+        host_dispatch_tuned_s=tile_v.get("host_dispatch_tuned", 0.0),
         dram_reader_bandwidth_bytes_per_s=tile_v.get("dram_reader_bandwidth", 0.0),
         multicast_bandwidth_bytes_per_s=tile_v.get("multicast_bandwidth", 0.0),
         dram_tile_reader_bandwidth_bytes_per_s=tile_v.get("dram_tile_reader_bandwidth", 0.0),
@@ -2714,6 +2717,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
     if t.host_dispatch_s:
         raw["tile"]["host_dispatch"] = format_exact(t.host_dispatch_s, "time")
+    if t.host_dispatch_tuned_s:
+        raw["tile"]["host_dispatch_tuned"] = format_exact(t.host_dispatch_tuned_s, "time")
     if t.dram_reader_bandwidth_bytes_per_s:
         raw["tile"]["dram_reader_bandwidth"] = format_exact(
             t.dram_reader_bandwidth_bytes_per_s, "bandwidth"

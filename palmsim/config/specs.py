@@ -417,6 +417,13 @@ class TileSpec:
         "runs them, so a block lasts at least its ops times this [s]; 0: none",
         default=0.0,
     )
+    host_dispatch_tuned_s: float = _f(
+        "host time to dispatch one untraced matmul called with a program config of its own "
+        "(tt-metal's manually tuned GEMM benchmark: the config, block-sharded L1 operands), "
+        "where host_dispatch is the out-of-box call's; a GEMM microbenchmark's floor [s]; "
+        "0: host_dispatch",
+        default=0.0,
+    )
     dram_reader_bandwidth_bytes_per_s: float = _f(
         "one core's rate reading DRAM through its NoC interface, per core and never scaled "
         "by chip.granularity (a tiled chip's data-movement kernel; Tenstorrent's directed "

@@ -166,22 +166,28 @@ def test_the_report_names_the_shipped_config_a_tiled_case_ran_on(tmp_path):
 
 def test_a_small_untraced_gemm_lasts_at_least_the_host_dispatch():
     """Untraced, a GEMM whose device time (op latency 16.18 us + compute) is below the host's
-    dispatch of one op (tile.host_dispatch, 49.19 us on the n150) takes the dispatch: 512^3
-    bf16 HiFi4 on 8x8 n150 cores is 16.18 us + 2 * 512^3 / (64 * 1.024 TFLOP/s * 0.8287) =
-    19.2 us device time; traced it is the device time."""
+    dispatch of one op takes the dispatch: 512^3 bf16 HiFi4 on 8x8 n150 cores is 16.18 us +
+    2 * 512^3 / (64 * 1.024 TFLOP/s * 0.8287) = 19.2 us device time; traced it is the device
+    time; untraced, called with a program config of its own (the GEMM report's tuned loop),
+    the tuned call's dispatch (tile.host_dispatch_tuned, 122.4 us on the n150), and with an
+    auto-selected one (``matmul_config: auto``) the out-of-box call's (tile.host_dispatch,
+    49.19 us)."""
     from palmsim.config.loader import load_hardware
 
     case = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
     case["model"].update(M=512, K=512, N=512)
     case["scenario"].update(in0_storage="L1", in1_storage="L1", out_storage="L1")
     ((_, _, untraced_ns),) = predict(case)
+    case["scenario"]["matmul_config"] = "auto"
+    ((_, _, auto_ns),) = predict(case)
     case["scenario"]["trace"] = True
     ((_, _, traced_ns),) = predict(case)
     device_s = 16.18e-6 + 2 * 512**3 / (64 * 1.024e12 * 0.8287)
-    host_s = load_hardware("hw_configs/wormhole-n150.yaml").tile.host_dispatch_s
-    assert host_s > device_s
+    tile = load_hardware("hw_configs/wormhole-n150.yaml").tile
+    assert tile.host_dispatch_tuned_s > tile.host_dispatch_s > device_s
     assert traced_ns == pytest.approx(device_s * 1e9, rel=1e-3)
-    assert untraced_ns == pytest.approx(host_s * 1e9, rel=1e-9)
+    assert untraced_ns == pytest.approx(tile.host_dispatch_tuned_s * 1e9, rel=1e-9)
+    assert auto_ns == pytest.approx(tile.host_dispatch_s * 1e9, rel=1e-9)
 
 
 @pytest.mark.parametrize(
