@@ -1834,17 +1834,22 @@ def _fit_inverse(scale: list[float], offset: list[float], measured: list[float])
 
 
 def _fit_collective(
-    columns: list[list[float]], measured: list[float], rates: tuple[int, ...] = (2,)
+    columns: list[list[float]],
+    measured: list[float],
+    rates: tuple[int, ...] = (2,),
+    offsets: list[float] | None = None,
 ) -> list[float] | None:
-    """The coefficients ``c`` minimising sum((sum_j c_j columns[j][i]) / measured_i - 1)^2
-    with every ``c_j >= 0`` and ``c_j > 0`` for ``j`` in ``rates`` (the inverse bandwidths:
-    always free), by weighted least squares: the best of the fits with the other
-    coefficients free or bound at 0; or None where the cases cannot separate them (fewer
-    cases than coefficients, or columns alike). Collectives: the columns are a case's calls
-    (startups), steps, bytes a link direction (on lines, then on rings, where they are
-    apart) and bytes it reduce-scatters (:func:`calibrate_tiles`)."""
+    """The coefficients ``c`` minimising sum((o_i + sum_j c_j columns[j][i]) / measured_i -
+    1)^2 (``offsets`` o, known terms; none by default) with every ``c_j >= 0`` and ``c_j > 0``
+    for ``j`` in ``rates`` (the inverse bandwidths: always free), by weighted least squares:
+    the best of the fits with the other coefficients free or bound at 0; or None where the
+    cases cannot separate them (fewer cases than coefficients, or columns alike).
+    Collectives: the columns are a case's calls (startups), steps, reduce-scatter steps,
+    bytes a link direction (on lines, then on rings, where they are apart) and bytes it
+    reduce-scatters (:func:`calibrate_tiles`)."""
     m = np.asarray(measured, dtype=float)
     weighted = (np.asarray(columns, dtype=float) / m).T
+    target = np.ones_like(m) - (np.asarray(offsets, dtype=float) / m if offsets else 0.0)
     k = weighted.shape[1]
     if len(m) < k or np.linalg.matrix_rank(weighted) < k:
         return None
@@ -1854,10 +1859,10 @@ def _fit_collective(
         for bound in itertools.combinations(others, len(others) - size):
             free = [j for j in range(k) if j not in bound]
             solution = np.zeros(k)
-            solution[free] = np.linalg.lstsq(weighted[:, free], np.ones_like(m), rcond=None)[0]
+            solution[free] = np.linalg.lstsq(weighted[:, free], target, rcond=None)[0]
             if solution.min() < 0 or min(solution[list(rates)]) <= 0:
                 continue
-            residual = float(np.sum((weighted @ solution - 1.0) ** 2))
+            residual = float(np.sum((weighted @ solution - target) ** 2))
             if best is None or residual < best[0]:
                 best = (residual, [float(v) for v in solution])
     return best[1] if best else None
@@ -2145,58 +2150,81 @@ def _fit_ccl(
     direction, of them reduce-scattered, sources, time, over a closed ring)``
     (:func:`calibrate_tiles`).
 
-    time = startup x calls + latency x steps + (bytes + stalls) / B, the stalls those of
-    :meth:`~palmsim.mapping.plan.Communicator.fixed_time_s`: a reduce-scatter's bytes (the
-    first half of a composite all-reduce's) keep e of B, so the coefficient of the bytes it
-    reduce-scatters is y = (1/e - 1) / B; the bytes it gathers, sent by ``sources`` chips
-    each at i of B, take max(1, 1/(sources i)) / B; over a closed ring of chips every byte
-    drains at f of B (ring fabric efficiency f: its bytes their own coefficient 1/(f B)),
-    fitted where both rings and lines are among the cases and the rings run slower (else 1;
-    the config's where the cases are all of one kind); so for each injection efficiency i
-    on a grid of 0.001 the rest is linear; the best i is kept (1, none, unless a lower one
-    fits better), where the cases tell the other parameters apart; else the config's."""
+    time = startup x calls + latency x steps + r x reduce-scatter steps + (bytes + stalls)
+    / B, the step reductions and stalls those of
+    :meth:`~palmsim.mapping.plan.Communicator.fixed_time_s` (an all-reduce's reduce-scatter
+    half: half its steps and bytes): a reduce-scatter's bytes keep e of B, so the
+    coefficient of the bytes it reduce-scatters is y = (1/e - 1) / B; the bytes it gathers,
+    sent by ``sources`` chips each at i of B, take max(1, 1/(sources i)) / B; over a closed
+    ring of chips every byte drains at f of B (ring fabric efficiency f: its bytes their own
+    coefficient 1/(f B)), fitted where both rings and lines are among the cases and the
+    rings run slower (else 1; the config's where the cases are all of one kind); so for each
+    injection efficiency i on a grid of 0.001 the rest is linear; the best i is kept (1,
+    none, unless a lower one fits better), where the cases tell the other parameters apart;
+    else the config's (and r the config's where they cannot tell it)."""
     ids = tuple(c[0] for c in ccl)
     measured = [c[6] for c in ccl]
     calls = [float(c[1]) for c in ccl]
     steps = [float(c[2]) for c in ccl]
     reduced = [c[4] for c in ccl]
+    # a reduce-scatter's steps: all of them, half an all-reduce's (its reduced share)
+    rs_steps = [c[2] * c[4] / c[3] if c[3] else 0.0 for c in ccl]
     on_ring = [c[7] for c in ccl]
     stall = 1 / wafer.reduce_scatter_efficiency - 1  # the config's y B
+    r_config = wafer.reduce_scatter_step_latency_s
+    rs_offsets = [r_config * k for k in rs_steps]
 
     def drained(i: float) -> list[float]:
         """Each case's bytes a link direction, its gathered ones stretched at injection i."""
         return [r + (d - r) * max(1.0, 1 / (k * i)) for _, _, _, d, r, k, _, _ in ccl]
 
-    def solve(split: bool, f: float) -> tuple[float, list[float], bool, bool]:
-        """(injection, [startup, step latency, 1/B, 1/(f B), y], whether e and the
-        latencies were fitted): rings at their own fitted rate where ``split``, else at
-        ``f`` of the lines'."""
+    def solve(split: bool, f: float) -> tuple[float, list[float], bool, bool, bool]:
+        """(injection, [startup, step latency, reduce-scatter step, 1/B, 1/(f B), y],
+        whether e, the latencies and r were fitted): rings at their own fitted rate where
+        ``split``, else at ``f`` of the lines'."""
 
-        def fit(i: float) -> tuple[list[float], bool, bool]:
+        def fit(i: float) -> tuple[list[float], bool, bool, bool]:
             d = drained(i)
-            if split:
-                lines = [0.0 if g else v for v, g in zip(d, on_ring, strict=True)]
-                rings = [v if g else 0.0 for v, g in zip(d, on_ring, strict=True)]
-                fitted = _fit_collective([calls, steps, lines, rings, reduced], measured, (2, 3))
-                if fitted is not None:
-                    return fitted, True, True
             at_f = [v / f if g else v for v, g in zip(d, on_ring, strict=True)]
-            if not split:
-                fitted = _fit_collective([calls, steps, at_f, reduced], measured)
-                if fitted is not None:
-                    startup_s, step_s, x, y = fitted
-                    return [startup_s, step_s, x, x / f, y], True, True
-            # the cases cannot tell a reduce-scatter's rate (or a ring's): the config's
+            if split:
+                byte_columns = [
+                    [0.0 if g else v for v, g in zip(d, on_ring, strict=True)],
+                    [v if g else 0.0 for v, g in zip(d, on_ring, strict=True)],
+                ]
+            else:
+                byte_columns = [at_f]
+            rates = (3, 4) if split else (3,)
+            # r with the rest, or the config's where the cases cannot tell it
+            for with_r in (True, False):
+                columns = [calls, steps, *([rs_steps] if with_r else []), *byte_columns, reduced]
+                fitted = _fit_collective(
+                    columns,
+                    measured,
+                    rates if with_r else tuple(j - 1 for j in rates),
+                    None if with_r else rs_offsets,
+                )
+                if fitted is None:
+                    continue
+                if not with_r:
+                    fitted.insert(2, r_config)
+                if not split:
+                    fitted.insert(4, fitted[3] / f)
+                return fitted, True, True, with_r
+            # the cases cannot tell a reduce-scatter's rate or steps (or a ring's): the
+            # config's
             merged = [v + r * stall for v, r in zip(at_f, reduced, strict=True)]
-            three = _fit_collective([calls, steps, merged], measured)
+            three = _fit_collective([calls, steps, merged], measured, offsets=rs_offsets)
             if three is not None:
                 startup_s, step_s, x = three
-                return [startup_s, step_s, x, x / f, x * stall], False, True
+                return [startup_s, step_s, r_config, x, x / f, x * stall], False, True, False
             # the bandwidth alone, with the config's latencies and stalls
             startup_s, step_s = wafer.collective_latency_s, wafer.inter_die.latency_s
-            offsets = [startup_s * a + k * step_s for a, k in zip(calls, steps, strict=True)]
+            offsets = [
+                startup_s * a + k * step_s + o
+                for a, k, o in zip(calls, steps, rs_offsets, strict=True)
+            ]
             x = _fit_inverse(merged, offsets, measured)
-            return [startup_s, step_s, x, x / f, x * stall], False, False
+            return [startup_s, step_s, r_config, x, x / f, x * stall], False, False, False
 
         # the injection efficiency is fitted with the rest, where the cases tell all apart,
         # else it is the config's
@@ -2205,7 +2233,7 @@ def _fit_ccl(
             best: tuple[float, float] | None = None
             for thousandths in range(1000, 49, -1):  # i = 1.000, 0.999, ..., 0.050
                 i = thousandths / 1000
-                coefficients, separated, _ = fit(i)
+                coefficients, separated, _, _ = fit(i)
                 residual = sum(e * e for e in errors_at(i, coefficients))
                 # a lower cap must fit better by more than rounding: 1e-9 in the sum of
                 # squared relative errors, an rms of 3e-5 over a case (measurements agree
@@ -2216,23 +2244,23 @@ def _fit_ccl(
         return (injection, *fit(injection))
 
     def errors_at(i: float, coefficients: list[float]) -> tuple[float, ...]:
-        startup_s, latency_s, x, x_ring, y = coefficients
+        startup_s, latency_s, rs_s, x, x_ring, y = coefficients
         return tuple(
-            (startup_s * a + k * latency_s + d * (x_ring if g else x) + r * y) / m - 1
-            for a, k, d, r, m, g in zip(
-                calls, steps, drained(i), reduced, measured, on_ring, strict=True
+            (startup_s * a + k * latency_s + q * rs_s + d * (x_ring if g else x) + r * y) / m - 1
+            for a, k, q, d, r, m, g in zip(
+                calls, steps, rs_steps, drained(i), reduced, measured, on_ring, strict=True
             )
         )
 
     # f is fitted where rings and lines both are and the rings run slower; else the config's
     split = any(on_ring) and not all(on_ring)
-    injection, coefficients, fits_efficiency, fitted_latencies = solve(
+    injection, coefficients, fits_efficiency, fitted_latencies, fitted_r = solve(
         split, wafer.ring_fabric_efficiency
     )
-    if split and coefficients[2] / coefficients[3] >= 1 - 1e-6:
-        injection, coefficients, fits_efficiency, fitted_latencies = solve(False, 1.0)
+    if split and coefficients[3] / coefficients[4] >= 1 - 1e-6:
+        injection, coefficients, fits_efficiency, fitted_latencies, fitted_r = solve(False, 1.0)
         split = False
-    startup_s, latency_s, x, x_ring, y = coefficients
+    startup_s, latency_s, rs_s, x, x_ring, y = coefficients
     errors = errors_at(injection, coefficients)
     fits = []
     if fitted_latencies:
@@ -2241,6 +2269,8 @@ def _fit_ccl(
     fits.append(TileFit("system.link.bandwidth", 1 / x, "bandwidth", ids, errors))
     if fits_efficiency:
         fits.append(TileFit("system.reduce_scatter_efficiency", x / (x + y), "ratio", ids, errors))
+    if fitted_r and rs_s > 0:
+        fits.append(TileFit("system.reduce_scatter_step_latency", rs_s, "time", ids, errors))
     if fits_efficiency and injection < 1:
         fits.append(TileFit("system.injection_efficiency", injection, "ratio", ids, errors))
     if fits_efficiency and split:

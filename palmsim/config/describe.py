@@ -150,6 +150,7 @@ _KEY_HELP = {
     "hw.system.composite_all_reduce": _spec_help(WaferSpec, "composite_all_reduce"),
     "hw.system.direct_all_to_all": _spec_help(WaferSpec, "direct_all_to_all"),
     "hw.system.reduce_scatter_efficiency": _spec_help(WaferSpec, "reduce_scatter_efficiency"),
+    "hw.system.reduce_scatter_step_latency": _spec_help(WaferSpec, "reduce_scatter_step_latency_s"),
     "hw.system.injection_efficiency": _spec_help(WaferSpec, "injection_efficiency"),
     "hw.system.ring_fabric_efficiency": _spec_help(WaferSpec, "ring_fabric_efficiency"),
 }

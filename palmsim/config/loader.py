@@ -1138,6 +1138,7 @@ def hardware_schema(kind: str) -> Schema:
             "link": _section_rule(_link_schema(count=True), dict),
             "bidirectional_rings": Rule(_bool_rule().parse, "true or false", required=False),
             "collective_latency": _nonnegative_quantity_rule("time", "5 us"),
+            "reduce_scatter_step_latency": _nonnegative_quantity_rule("time", "1 us"),
             "composite_all_reduce": Rule(_bool_rule().parse, "true or false", required=False),
             "direct_all_to_all": Rule(_bool_rule().parse, "true or false", required=False),
             "reduce_scatter_efficiency": dataclasses.replace(
@@ -1878,6 +1879,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             inter_die_links=link.get("count", 0) if link else 0,
             bidirectional_rings=system.get("bidirectional_rings", False),
             collective_latency_s=system.get("collective_latency", 0.0),
+            reduce_scatter_step_latency_s=system.get("reduce_scatter_step_latency", 0.0),
             composite_all_reduce=system.get("composite_all_reduce", False),
             direct_all_to_all=system.get("direct_all_to_all", False),
             reduce_scatter_efficiency=system.get("reduce_scatter_efficiency", 1.0),
@@ -2675,6 +2677,10 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
             raw["system"]["bidirectional_rings"] = True
         if w.collective_latency_s:
             raw["system"]["collective_latency"] = format_exact(w.collective_latency_s, "time")
+        if w.reduce_scatter_step_latency_s:
+            raw["system"]["reduce_scatter_step_latency"] = format_exact(
+                w.reduce_scatter_step_latency_s, "time"
+            )
         if w.composite_all_reduce:
             raw["system"]["composite_all_reduce"] = True
         if w.direct_all_to_all:

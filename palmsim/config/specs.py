@@ -596,6 +596,13 @@ class WaferSpec:
         "[ratio]",
         default=1.0,
     )
+    reduce_scatter_step_latency_s: float = _f(
+        "time each step of a reduce-scatter (and of an all-reduce's reduce-scatter half) "
+        "takes beyond the link's step latency: each chip adds what it receives to its own "
+        "piece before it passes the sum on, where an all-gather's pieces are forwarded as "
+        "they arrive (tt-metal's reduce_scatter reduces on worker cores) [s]; 0: none",
+        default=0.0,
+    )
     injection_efficiency: float = _f(
         "the share of a link's rate at which a chip sends the data of its own that an "
         "all-gather's or all-to-all's flow carries, where the data it forwards for other "

@@ -317,6 +317,7 @@ def _mark_exclusive(
             "composite_all_reduce": wafer.composite_all_reduce,
             "direct_all_to_all": wafer.direct_all_to_all,
             "reduce_scatter_efficiency": wafer.reduce_scatter_efficiency,
+            "reduce_scatter_step_s": wafer.reduce_scatter_step_latency_s,
             "injection_efficiency": wafer.injection_efficiency,
             "ring_fabric_efficiency": wafer.ring_fabric_efficiency,
         }

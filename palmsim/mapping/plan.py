@@ -212,6 +212,9 @@ class Communicator:
     # The share of its channels' rate a reduce-scatter's bytes keep, the rest stalls with the
     # channels free (system.reduce_scatter_efficiency).
     reduce_scatter_efficiency: float = 1.0
+    # Time each reduce-scatter step takes beyond its flow's latency
+    # (system.reduce_scatter_step_latency).
+    reduce_scatter_step_s: float = 0.0
     # The share of its channels' rate at which a member sends the pieces of its own an
     # all-gather or all-to-all flow carries (system.injection_efficiency).
     injection_efficiency: float = 1.0
@@ -225,17 +228,19 @@ class Communicator:
         """What a ``flow`` of one collective of ``kind`` (``steps`` ring steps, ``flow_bytes``
         over channels whose narrowest carries ``rate`` B/s) takes besides draining its bytes
         [s]: the startup of each call, its route's latency once a step (once, for a direct
-        all-to-all), and the stalls of the bytes it reduce-scatters (all of a
-        reduce-scatter's, half an all-reduce's: the reduce-scatter before its all-gather),
-        ``bytes / rate * (1/e - 1)`` at efficiency ``e``, which keeps the uncontended flow at
-        ``e`` times the rate."""
+        all-to-all), each reduce-scatter step's reduction (all of a reduce-scatter's steps,
+        half an all-reduce's: the reduce-scatter before its all-gather), and the stalls of
+        the bytes it reduce-scatters, ``bytes / rate * (1/e - 1)`` at efficiency ``e``, which
+        keeps the uncontended flow at ``e`` times the rate."""
         calls = 2 if kind == "allreduce" and self.composite_all_reduce else 1
         hops = 1 if kind == "alltoall" and self.direct_all_to_all else steps
         fixed_s = calls * self.startup_s + hops * flow.latency_s
         if kind == "reducescatter":
             reduced = flow_bytes
+            fixed_s += steps * self.reduce_scatter_step_s
         elif kind == "allreduce":
             reduced = flow_bytes / 2
+            fixed_s += steps / 2 * self.reduce_scatter_step_s
         else:
             return fixed_s
         if self.reduce_scatter_efficiency < 1 and rate < float("inf"):

@@ -625,7 +625,8 @@ def test_allreduce_over_a_line_of_chips_is_the_textbook_line():
     same): the closed form validate uses for a line. tt-metal's all-reduce is two calls, a
     reduce-scatter then an all-gather (system.composite_all_reduce), each after the startup
     (system.collective_latency), and the reduce-scatter's (n-1)/n * S keep e of B
-    (system.reduce_scatter_efficiency): (n-1)/n * S / B * (1/e - 1) more."""
+    (system.reduce_scatter_efficiency): (n-1)/n * S / B * (1/e - 1) more, and each of its
+    n-1 steps reduces r longer (system.reduce_scatter_step_latency)."""
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
     assert hw.wafer.composite_all_reduce
     chip = Chip.from_spec(hw)
@@ -636,6 +637,7 @@ def test_allreduce_over_a_line_of_chips_is_the_textbook_line():
     expected += 2 * (n - 1) * link.latency_s
     stalls = (n - 1) / n * S_BYTES / link.bandwidth_bytes_per_s
     stalls *= 1 / hw.wafer.reduce_scatter_efficiency - 1
+    stalls += (n - 1) * hw.wafer.reduce_scatter_step_latency_s
     got = _one_collective(chip, (0, 1, 2, 3), "allreduce")
     assert got == pytest.approx(startups + expected + stalls, rel=1e-6)
     line = allreduce_time_s(
@@ -655,8 +657,9 @@ def test_a_chips_own_pieces_leave_it_at_its_injection_share_of_the_link(exclusiv
     others'. Over two chips each flow is one chip's piece: startup + one hop + (S/2) / (i B);
     an all-reduce's reduce-scatter half keeps e B (reduce_scatter_efficiency) and its
     all-gather half i B, after two startups and two hops; a reduce-scatter alone is not
-    capped. Over a line of four, each end link carries the pieces of three chips, 3 i >= 1
-    of its rate, and the near links fewer bytes (one chip's S/4 at i B, under 3/4 S / B):
+    capped (its one step reduces r longer, reduce_scatter_step_latency). Over a line of four,
+    each end link carries the pieces of three chips, 3 i >= 1 of its rate, and the near
+    links fewer bytes (one chip's S/4 at i B, under 3/4 S / B):
     startup + three hops + 3/4 S / B, as with no cap. The closed form and the flow network
     alike."""
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
@@ -664,6 +667,7 @@ def test_a_chips_own_pieces_leave_it_at_its_injection_share_of_the_link(exclusiv
     i, e, b = w.injection_efficiency, w.reduce_scatter_efficiency, w.inter_die.bandwidth_bytes_per_s
     assert 1 / 3 <= i < 1
     hop, startup = w.inter_die.latency_s, w.collective_latency_s
+    r = w.reduce_scatter_step_latency_s
     chip = Chip.from_spec(hw)
 
     def time_s(tiles: tuple[int, ...], kind: str) -> float:
@@ -672,10 +676,10 @@ def test_a_chips_own_pieces_leave_it_at_its_injection_share_of_the_link(exclusiv
     half = S_BYTES / 2
     assert time_s((0, 1), "allgather") == pytest.approx(startup + hop + half / (i * b), rel=1e-9)
     assert time_s((0, 1), "reducescatter") == pytest.approx(
-        startup + hop + half / (e * b), rel=1e-9
+        startup + hop + r + half / (e * b), rel=1e-9
     )
     assert time_s((0, 1), "allreduce") == pytest.approx(
-        2 * startup + 2 * hop + half / (e * b) + half / (i * b), rel=1e-9
+        2 * startup + 2 * hop + r + half / (e * b) + half / (i * b), rel=1e-9
     )
     assert time_s((0, 1, 2, 3), "allgather") == pytest.approx(
         startup + 3 * hop + 3 / 4 * S_BYTES / b, rel=1e-9
@@ -690,7 +694,8 @@ def test_a_ring_of_chips_keeps_its_ring_fabric_share_of_the_link(exclusive):
     ring fabric's deadlock avoidance; every edge passes 7 chips' pieces, 7 i > 1, so the
     injection cap does not bind): an all-gather takes startup + 7 hops + 7/8 S / 2 / (f B); an
     all-reduce two startups + 14 hops + 14/8 S / 2 / (f B), plus its reduce-scatter half's
-    stalls at e of the link's full rate, 7/8 S / 2 / B (1/e - 1). A line of the first four
+    stalls at e of the link's full rate, 7/8 S / 2 / B (1/e - 1), and its 7 steps'
+    reductions, 7 r (system.reduce_scatter_step_latency). A line of the first four
     chips keeps the full rate. The closed form and the flow network alike."""
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
     w = hw.wafer
@@ -706,8 +711,9 @@ def test_a_ring_of_chips_keeps_its_ring_fabric_share_of_the_link(exclusive):
         return _one_collective(chip, tiles, kind, exclusive=exclusive)
 
     assert time_s(ring, "allgather") == pytest.approx(startup + 7 * hop + edge / (f * b), rel=1e-9)
+    r = w.reduce_scatter_step_latency_s
     assert time_s(ring, "allreduce") == pytest.approx(
-        2 * startup + 14 * hop + 2 * edge / (f * b) + edge / b * (1 / e - 1), rel=1e-9
+        2 * startup + 14 * hop + 7 * r + 2 * edge / (f * b) + edge / b * (1 / e - 1), rel=1e-9
     )
     assert time_s((0, 1, 2, 3), "allgather") == pytest.approx(
         startup + 3 * hop + 3 / 4 * S_BYTES / b, rel=1e-9
@@ -968,13 +974,14 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     all-gather's bytes at i = 0.6 of B (one chip's own piece over the 2-chip line, where the
     ring's flows carry 7 chips' pieces, 7 i > 1), they give back i too; with the ring's bytes
     drained at f = 0.85 of B (its fabric's deadlock avoidance; the reduce-scatter's stalls
-    still at B), f too, where at f = 1 none is fitted; with the large sizes of the all-gather
+    still at B), f too, where at f = 1 none is fitted; with each reduce-scatter step 0.9 us
+    longer (reduce_scatter_step_latency), that too; with the large sizes of the all-gather
     and the all-reduce alone (no latency in sight) only B is fitted, at the config's
     latencies."""
     from palmsim.tile_cases import calibrate_tiles
 
     a, step, bw, e = 5e-6, 2e-6, 10e9, 0.8
-    injection, ring_f = 1.0, 1.0
+    injection, ring_f, rs_step = 1.0, 1.0, 0.0
 
     def case(i: int, kind: str, n: int, topology: str, size: int) -> dict:
         steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
@@ -985,6 +992,7 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
         own = gathered / injection if n == 2 else gathered
         rate = bw * (ring_f if topology == "ring" else 1.0)
         time_s = a * calls + steps * step + (reduced + own) / rate + reduced * (1 / e - 1) / bw
+        time_s += (n - 1) * rs_step if reduced else 0.0
         return {
             "id": f"c{i}",
             "hardware": {
@@ -1033,6 +1041,14 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
     assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
     assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
+    assert "system.reduce_scatter_step_latency" not in by_key
+    rs_step = 0.9e-6  # each reduce-scatter step (an all-reduce's first n-1) 0.9 us longer
+    fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
+    by_key = {f.key: f.value for f in fits}
+    assert by_key["system.reduce_scatter_step_latency"] == pytest.approx(rs_step, rel=1e-6)
+    assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
+    assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
+    assert by_key["system.ring_fabric_efficiency"] == pytest.approx(ring_f, rel=1e-6)
     large = [
         c
         for c in cases
@@ -1097,11 +1113,13 @@ def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
     """A collective that ran on 2 links a direction between neighbours
     (``scenario.links_per_direction``) puts half its bytes a direction on each: timed as t =
     a * calls + steps * l + d / (2 B) (an all-reduce two calls; hand-computed from a = 4 us,
-    l = 1.5 us, B = 20 GB/s), the fit gives back B, one link's rate, which the config's link
-    carries."""
+    l = 1.5 us, B = 20 GB/s; the all-reduce's reduce-scatter steps at the config's
+    reduce_scatter_step_latency r, which two shapes cannot tell apart from the startup and
+    step), the fit gives back B, one link's rate, which the config's link carries."""
     from palmsim.tile_cases import calibrate_tiles
 
     a, step, bw = 4e-6, 1.5e-6, 20e9
+    r = load_hardware("hw_configs/blackhole-galaxy.yaml").wafer.reduce_scatter_step_latency_s
     cases = []
     for i, (kind, n, topology, size) in enumerate(
         (k, n, t, s)
@@ -1125,7 +1143,12 @@ def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
                 },
                 # an all-reduce: two calls (the config's composite_all_reduce)
                 "measured": {
-                    "time_us": (a * (1 + (kind == "all_reduce")) + steps * step + per_link / bw)
+                    "time_us": (
+                        a * (1 + (kind == "all_reduce"))
+                        + steps * step
+                        + (kind == "all_reduce") * (n - 1) * r
+                        + per_link / bw
+                    )
                     * 1e6
                 },
             }
@@ -1289,16 +1312,18 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
 
 def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
     """The QuietBox's four p150 cards in a line, two Ethernet links between neighbours at the
-    Blackhole Galaxy's fitted 23.2 GB/s: two startups (a reduce-scatter call, then an
+    Blackhole Galaxy's fitted 22.84 GB/s: two startups (a reduce-scatter call, then an
     all-gather call), then 2(n-1)/n * S / (2 B) over the end links, the reduce-scatter's half
-    at e of B, and one hop a step, the line algorithm as on the T3000."""
+    at e of B, one hop a step and the reduce-scatter's n-1 steps r longer each, the line
+    algorithm as on the T3000."""
     hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
     link = hw.wafer.inter_die
-    assert link.bandwidth_bytes_per_s == pytest.approx(23.2e9)
+    assert link.bandwidth_bytes_per_s == pytest.approx(22.84e9)
     n = 4
     half = (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
     expected = half + half / hw.wafer.reduce_scatter_efficiency
     expected += 2 * (n - 1) * link.latency_s + 2 * hw.wafer.collective_latency_s
+    expected += (n - 1) * hw.wafer.reduce_scatter_step_latency_s
     chip = Chip.from_spec(hw)
     assert _one_collective(chip, (0, 1, 2, 3), "allreduce") == pytest.approx(expected, rel=1e-6)
 
