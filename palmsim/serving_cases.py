@@ -202,7 +202,7 @@ def predict(
         )
     try:
         return _predict(case, tuple(overrides))
-    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
+    except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
         raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
 
 

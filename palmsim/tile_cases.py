@@ -1472,9 +1472,12 @@ def _inference(
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
+    # a context given as text ('4096 (the demo default)') gives its first word
+    context = str(scenario.get("context_len", "0")).split() or [""]
+    from_context = not scenario.get("prefill_len") and scenario.get("context_len") is not None
     prompt = positive_count(
-        scenario.get("prefill_len") or str(scenario.get("context_len", "0")).split()[0],
-        "prefill_len",
+        scenario.get("prefill_len") or context[0],
+        "context_len" if from_context else "prefill_len",
     )
     # The generated tokens matter only to an end-to-end row (t/s/u is the first decode step);
     # a text such as 'up to 200 (demo default)' gives its first number.
@@ -1771,7 +1774,7 @@ def predict(
         raise
     except PalmsimError as error:  # e.g. MappingError: weights do not fit
         raise CannotExpressError(f"{type(error).__name__}: {error}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
+    except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
         raise CannotExpressError(f"malformed case ({type(error).__name__}: {error})") from None
     if not figures:
         measured = ", ".join(str(k) for k in case["measured"])
