@@ -13,7 +13,8 @@ Kinds of case and how each is predicted:
 - **GEMM** (``model`` has ``M``, ``K``, ``N``): one ``M x K x N`` matmul spread evenly over the
   case's core grid, :func:`palmsim.hardware.compute.op_time_s` with the cores' peak at the
   case's format and math fidelity and the config's GEMM efficiency for that format at that
-  fidelity (:meth:`~palmsim.config.specs.TileSpec.efficiency_for`), against
+  fidelity (:meth:`~palmsim.config.specs.TileSpec.efficiency_for`; an out-of-box call,
+  ``matmul_config: auto``, at ``tile.auto_format_efficiency`` where given), against
   its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth, after the
   chip's fixed op latency (``tile.op_latency``), and untraced (``trace: false``) no less
   than the host's dispatch of one op (``tile.host_dispatch``; of a tuned one, a program
@@ -518,15 +519,21 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
         for size, where in ((m * k, "in0_storage"), (k * n, "in1_storage"), (m * n, "out_storage"))
         if str(scenario.get(where, "DRAM")).upper().startswith("DRAM")
     )
+    auto = _auto_config(scenario)
+    # An out-of-box call's output reaches DRAM after its math (:func:`_auto_output_write_s`)
+    write_s = _auto_output_write_s(case, hw) if auto else 0.0
     compute_s = op_time_s(
         flop / cores,
         0.0,
         peak_flop_per_s=_core_peak(hw, dtype, fidelity),
-        efficiency=hw.tile.efficiency_for(dtype, fidelity),
+        # an out-of-box call (matmul_config: auto) runs at its own fitted efficiency
+        efficiency=hw.tile.efficiency_for(dtype, fidelity, auto_config=auto),
         sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
     )
     # one op: its fixed launch time, then its compute against its DRAM traffic
-    time_s = hw.tile.op_latency_s + max(compute_s, dram_bytes / _dram_bandwidth(hw))
+    bandwidth = _dram_bandwidth(hw)
+    overlapped = dram_bytes - write_s * bandwidth
+    time_s = hw.tile.op_latency_s + max(compute_s, overlapped / bandwidth) + write_s
     # Run untraced (``trace: false``), back to back, each op is also dispatched by the host
     # while the device runs the one before: it lasts at least tile.host_dispatch, as a
     # pass that is not traced does in inference (inference.trace); called with a program
@@ -538,6 +545,25 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     if _number(measured.get("time_ns")):
         out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))
     return out
+
+
+def _auto_output_write_s(case: Mapping[str, Any], hw: HardwareSpec) -> float:
+    """The time an out-of-box GEMM (``matmul_config: auto``) writes its output to DRAM after
+    its math: its bytes at the chip's DRAM bandwidth, where ``out_storage`` is DRAM.
+
+    ttnn's auto-selected config for DRAM-interleaved operands
+    (matmul_program_config.cpp, create_simple_matmul_program_config) gives each core its
+    whole output as one block (per_core_M x per_core_N, at most 16 x 16 tiles) and an inner
+    block of ``in0_block_w = 2`` tiles, so its compute kernel
+    (bmm_large_block_zm_fused_bias_activation.cpp) spills partial sums through every inner
+    block and packs the output only in the last, which its writer then sends to DRAM: the
+    write follows the math instead of overlapping it. The report's out-of-box sizes are
+    multiples of those blocks."""
+    model, scenario = case["model"], case["scenario"]
+    if not str(scenario.get("out_storage", "DRAM")).upper().startswith("DRAM"):
+        return 0.0
+    m, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "N"))
+    return m * n * DTYPE_BYTES[_format(scenario.get("dtype"))] / _dram_bandwidth(hw)
 
 
 def _attention_pairs(q_len: int, cached_len: int, causal: bool) -> float:
@@ -1904,6 +1930,17 @@ def _fit_latency(t_peak: list[float], t_one: list[float], measured: list[float])
     return float(np.linalg.lstsq(columns.T, target, rcond=None)[0][0])
 
 
+def _gemm_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, float]:
+    """A GEMM case's math time on its core grid at its fidelity's peak and at one pass's
+    (``t_peak``, ``t_1`` of :func:`calibrate_tiles`' GEMM model)."""
+    model, scenario = case["model"], case["scenario"]
+    dtype = _format(scenario.get("dtype"))
+    rows, cols = _chip_grid(scenario.get("core_grid"), hw)
+    flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
+    peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
+    return flop / peak, flop / (rows * cols * _core_peak(hw, dtype, None))
+
+
 def calibrate_tiles(
     cases: list[Mapping[str, Any]], hw_path: str
 ) -> tuple[list[TileFit], list[tuple[str, str]]]:
@@ -1936,9 +1973,14 @@ def calibrate_tiles(
       traced)`` (:func:`_fit_host_dispatch`); ``tile.host_dispatch_tuned``: the tuned GEMMs
       timed both ways, alike.
 
-    Out-of-box GEMMs run auto-selected program configs, not the tuned kernels whose efficiency
-    the other GEMMs give, so they enter only the host-dispatch fit; a tuned GEMM timed both
-    ways, its untraced time the host's, only the tuned one's.
+    - ``tile.auto_format_efficiency.<format>``: out-of-box GEMMs timed with trace (the
+      device's time), the GEMM model above with the op latency above, their output's write
+      after the math (:func:`_auto_output_write_s`) and their own efficiency.
+
+    Out-of-box GEMMs run auto-selected program configs on DRAM-interleaved operands, not the
+    tuned kernels whose efficiency the other GEMMs give, so they enter only the host-dispatch
+    fit and their own efficiency's; a tuned GEMM timed both ways, its untraced time the
+    host's, only the tuned one's.
 
     Returns the fits and the ``(case, reason)`` of every case of this hardware not used.
     """
@@ -1946,6 +1988,8 @@ def calibrate_tiles(
     target = Path(hw_path).resolve()
     gemm: dict[str, list[tuple[str, float, float, float]]] = {}  # (case, t_peak, t_1, time)
     host: list[tuple[str, float, float]] = []  # out-of-box GEMMs: (case, untraced, traced)
+    # out-of-box GEMMs' device times, by format: (case, t_peak, t_1, output write, time)
+    auto: dict[str, list[tuple[str, float, float, float, float]]] = {}
     host_tuned: list[tuple[str, float, float]] = []  # tuned GEMMs timed both ways, the same
     dram: list[tuple[str, float]] = []  # (case, bank-adjacent read rate)
     interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
@@ -1966,18 +2010,23 @@ def calibrate_tiles(
             phase = str(scenario.get("phase", "")).lower()
             if all(d in model for d in ("M", "K", "N")) and _auto_config(scenario):
                 measured = case["measured"]
-                if not (_untraced(scenario) and _number(measured.get("traced_time_ns"))):
+                if _untraced(scenario) and _number(measured.get("traced_time_ns")):
+                    traced_s = float(measured["traced_time_ns"]) * 1e-9
+                    host.append((case_id, float(measured["time_ns"]) * 1e-9, traced_s))
+                elif not _untraced(scenario) and _number(measured.get("time_ns")):
+                    auto.setdefault(_format(scenario.get("dtype")), []).append(
+                        (
+                            case_id,
+                            *_gemm_terms(case, hw),
+                            _auto_output_write_s(case, hw),
+                            float(measured["time_ns"]) * 1e-9,
+                        )
+                    )
+                else:
                     raise CannotExpressError(
-                        "an out-of-box GEMM is fitted as an untraced time_ns with the same "
-                        "op's traced_time_ns"
+                        "an out-of-box GEMM is fitted as a traced time_ns, or an untraced "
+                        "time_ns with the same op's traced_time_ns"
                     )
-                host.append(
-                    (
-                        case_id,
-                        float(measured["time_ns"]) * 1e-9,
-                        float(measured["traced_time_ns"]) * 1e-9,
-                    )
-                )
             elif (
                 all(d in model for d in ("M", "K", "N"))
                 and _untraced(scenario)
@@ -1992,14 +2041,9 @@ def calibrate_tiles(
                     )
                 )
             elif all(d in model for d in ("M", "K", "N")):
-                dtype = _format(scenario.get("dtype"))
-                rows, cols = _chip_grid(scenario.get("core_grid"), hw)
-                flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
-                peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
-                one_pass = rows * cols * _core_peak(hw, dtype, None)
                 t_ns = float(case["measured"]["time_ns"])
-                gemm.setdefault(dtype, []).append(
-                    (case_id, flop / peak, flop / one_pass, t_ns * 1e-9)
+                gemm.setdefault(_format(scenario.get("dtype")), []).append(
+                    (case_id, *_gemm_terms(case, hw), t_ns * 1e-9)
                 )
             elif "attention microbenchmark" in phase:
                 flop, peak, _ = _attention_terms(case, hw)
@@ -2074,6 +2118,22 @@ def calibrate_tiles(
         if dtype == latency_format:
             fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
         fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / (1 + q), "ratio", ids, errors))
+    # out-of-box GEMMs, the same model with the op latency above (else the config's), their
+    # output's write after the math (_auto_output_write_s) and their own q: the efficiency
+    # an auto-selected program config keeps
+    a_s = latency_s if latency_format else hw.tile.op_latency_s
+    for dtype, timed in sorted(auto.items()):
+        known = [a_s + r[1] + r[3] for r in timed]
+        t_one = [r[2] for r in timed]
+        measured = [r[4] for r in timed]
+        q = _fit_inverse(t_one, known, measured)
+        errors = tuple(
+            (k + t1 * q) / m - 1 for k, t1, m in zip(known, t_one, measured, strict=True)
+        )
+        ids = tuple(r[0] for r in timed)
+        fits.append(
+            TileFit(f"tile.auto_format_efficiency.{dtype}", 1 / (1 + q), "ratio", ids, errors)
+        )
     if attention:
         # time = a + t_peak / e, a the op latency (fitted above, else the config's)
         a = latency_s if latency_format else hw.tile.op_latency_s

@@ -192,12 +192,13 @@ def _leaves(section: str, raw: Mapping[str, Any]) -> Iterator[DescribedKey]:
                 for dtype, rate in value.items():
                     yield DescribedKey(f"{sub}.{dtype}", _text(rate), f"peak FLOP/s at {dtype}")
                 continue
-            if section == "hw.tile" and key == "format_efficiency":  # dtype -> ratio
-                for dtype, ratio in value.items():
+            if section == "hw.tile" and key in ("format_efficiency", "auto_format_efficiency"):
+                run = " run with an auto-selected program config" if key.startswith("auto") else ""
+                for dtype, ratio in value.items():  # dtype -> ratio
                     yield DescribedKey(
                         f"{sub}.{dtype}",
                         _text(ratio),
-                        f"achievable fraction of peak of a {dtype} GEMM",
+                        f"achievable fraction of peak of a {dtype} GEMM{run}",
                     )
                 continue
             if section == "hw.energy" and key == "flop":  # dtype -> energy: one key per dtype

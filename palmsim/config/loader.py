@@ -1095,6 +1095,9 @@ def hardware_schema(kind: str) -> Schema:
             "format_efficiency": _table_rule(
                 tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.83, bfp8: 0.78}"
             ),
+            "auto_format_efficiency": _table_rule(
+                tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.41, bfp8: 0.52}"
+            ),
             "attention_efficiency": _float_rule(0.0, 1.0, low_open=False, high_open=False),
             "op_latency": _nonnegative_quantity_rule("time", "16 us"),
             "host_dispatch": _nonnegative_quantity_rule("time", "30 us"),
@@ -1836,6 +1839,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         memory_ops=tile_v.get("memory_ops"),
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
+        auto_format_efficiency=tile_v.get("auto_format_efficiency", ()),
         attention_efficiency=tile_v["attention_efficiency"],
         op_latency_s=tile_v.get("op_latency", 0.0),
         host_dispatch_s=tile_v.get("host_dispatch", 0.0),
@@ -2717,6 +2721,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
     if t.format_efficiency:
         raw["tile"]["format_efficiency"] = dict(t.format_efficiency)
+    if t.auto_format_efficiency:
+        raw["tile"]["auto_format_efficiency"] = dict(t.auto_format_efficiency)
     if t.attention_efficiency:
         raw["tile"]["attention_efficiency"] = t.attention_efficiency
     if t.op_latency_s:

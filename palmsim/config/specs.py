@@ -397,6 +397,14 @@ class TileSpec:
         "fidelity_passes, the fraction at one pass: see efficiency_for",
         default=(),
     )
+    auto_format_efficiency: tuple[tuple[str, float], ...] = _f(
+        "format_efficiency of a GEMM run with tt-metal's auto-selected program config on "
+        "DRAM-interleaved operands (ttnn.matmul with no program config: the GEMM report's "
+        "out-of-box tables), as (dtype, ratio) pairs at one pass, fitted to such GEMMs; a "
+        "format without an entry uses format_efficiency. A GEMM microbenchmark's alone: "
+        "inference passes run their program configs",
+        default=(),
+    )
     attention_efficiency: float = _f(
         "achievable fraction of the attention's peak (its dtype at its math fidelity) of a "
         "fused attention kernel's forward (a tiled chip's flash attention: a pass's "
@@ -476,9 +484,12 @@ class TileSpec:
             return self
         return dataclasses.replace(self, gemm=self.gemm.for_attention_kernel(kernel))
 
-    def efficiency_for(self, dtype: str, fidelity: str | None = None) -> float:
+    def efficiency_for(
+        self, dtype: str, fidelity: str | None = None, *, auto_config: bool = False
+    ) -> float:
         """Achievable fraction of ``peak_for(dtype, fidelity)`` of a GEMM with weights in
-        ``dtype``.
+        ``dtype``; with ``auto_config``, of one run with tt-metal's auto-selected program
+        config (``auto_format_efficiency`` where it has the format).
 
         ``format_efficiency`` (else ``compute_efficiency``) is ``e``, the fraction at one
         pass of the matrix engine. At ``p`` passes (``fidelity_passes``) a tile product's
@@ -489,6 +500,9 @@ class TileSpec:
         which the unpacker fills once), so a tile product takes ``p/e_p = p + (1-e)/e``
         pass times: ``e_p = p e / (p e + 1 - e)``. Without fidelity settings ``p`` = 1.
         """
+        auto = dict(self.auto_format_efficiency) if auto_config else {}
+        if dtype in auto:
+            return self.at_fidelity(auto[dtype], fidelity)
         return self.at_fidelity(
             dict(self.format_efficiency).get(dtype, self.compute_efficiency), fidelity
         )

@@ -1271,6 +1271,51 @@ def test_calibrate_tiles_fits_the_tuned_host_dispatch_by_hand():
     assert p150.tile.host_dispatch_tuned_s == pytest.approx(fit.value, rel=1e-3)
 
 
+def test_calibrate_tiles_fits_the_auto_config_efficiency_by_hand():
+    """The GEMM report's two largest traced out-of-box bf16 HiFi2 GEMMs on the n150,
+    3072x4096x4096 in 1458.79 us and 4096^3 in 2008.53 us, each take the op latency a, their
+    math at the HiFi2 peak t_p, their output's write to DRAM w = M N 2 B / 267 GB/s, and q
+    times their math at one pass t_1: q minimises sum((k_i + t_1,i q) / m_i - 1)^2 with
+    k = a + t_p + w, q = sum(t_1/m (1 - k/m)) / sum((t_1/m)^2), and the efficiency is
+    1 / (1 + q) (tile.auto_format_efficiency.bf16, which the n150 config carries). The
+    untraced out-of-box pairs fit the host dispatch alone; the traced ones no other value."""
+    from palmsim.config.loader import read_config_file
+    from palmsim.tile_cases import calibrate_tiles
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    fits, _ = calibrate_tiles(cases, "hw_configs/wormhole-n150.yaml")
+    by_key = {f.key: f for f in fits}
+    fit = by_key["tile.auto_format_efficiency.bf16"]
+    a = by_key["tile.op_latency"].value
+    rows = ((3072, 4096, 4096, 1458785.53e-9), (4096, 4096, 4096, 2008533.48e-9))
+    k, t1, m = [], [], []
+    for mm, kk, nn, measured in rows:
+        flop = 2 * mm * kk * nn
+        k.append(a + flop / (64 * 2.048e12) + mm * nn * 2 / 267e9)
+        t1.append(flop / (64 * 4.096e12))
+        m.append(measured)
+    x = [t / mi for t, mi in zip(t1, m, strict=True)]
+    q = sum(xi * (1 - ki / mi) for xi, ki, mi in zip(x, k, m, strict=True)) / sum(
+        xi * xi for xi in x
+    )
+    assert fit.value == pytest.approx(1 / (1 + q), rel=1e-9)
+    assert fit.cases == (
+        "tt_gemm_n150_oob_bf16_hifi2_3072x4096x4096_trace",
+        "tt_gemm_n150_oob_bf16_hifi2_4096x4096x4096_trace",
+    )
+    assert not any(c in by_key["tile.host_dispatch"].cases for c in fit.cases)
+    assert not any(c.endswith("_8x8") for c in fit.cases)  # the untraced pairs
+    tile = load_hardware("hw_configs/wormhole-n150.yaml").tile
+    assert dict(tile.auto_format_efficiency)["bf16"] == pytest.approx(fit.value, rel=1e-3)
+    p150 = load_hardware("hw_configs/blackhole-p150.yaml").tile
+    fits, _ = calibrate_tiles(cases, "hw_configs/blackhole-p150.yaml")
+    for f in fits:
+        if f.key.startswith("tile.auto_format_efficiency."):
+            dtype = f.key.rsplit(".", 1)[1]
+            assert dict(p150.auto_format_efficiency)[dtype] == pytest.approx(f.value, rel=1e-3)
+            assert len(f.cases) == 4  # two sizes on each of the report's two grids
+
+
 def test_host_dispatch_fit_leaves_out_ops_the_device_is_slower_on():
     """With untraced = max(h, traced), a pair whose traced time exceeds h pins nothing:
     pairs (u, t) = (10, 2), (12, 3) and (20, 19) us. The first two give sum(1/u)/sum(1/u^2)
