@@ -520,8 +520,8 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
         if str(scenario.get(where, "DRAM")).upper().startswith("DRAM")
     )
     auto = _auto_config(scenario)
-    # An out-of-box call's output reaches DRAM after its math (:func:`_auto_output_write_s`)
-    write_s = _auto_output_write_s(case, hw) if auto else 0.0
+    # an out-of-box call's output reaches DRAM after its math (:func:`_auto_output_bytes`)
+    written = _auto_output_bytes(case) if auto else 0.0
     compute_s = op_time_s(
         flop / cores,
         0.0,
@@ -532,8 +532,11 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     )
     # one op: its fixed launch time, then its compute against its DRAM traffic
     bandwidth = _dram_bandwidth(hw)
-    overlapped = dram_bytes - write_s * bandwidth
-    time_s = hw.tile.op_latency_s + max(compute_s, overlapped / bandwidth) + write_s
+    time_s = (
+        hw.tile.op_latency_s
+        + max(compute_s, (dram_bytes - written) / bandwidth)
+        + written / bandwidth
+    )
     # Run untraced (``trace: false``), back to back, each op is also dispatched by the host
     # while the device runs the one before: it lasts at least tile.host_dispatch, as a
     # pass that is not traced does in inference (inference.trace); called with a program
@@ -547,14 +550,14 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     return out
 
 
-def _auto_output_write_s(case: Mapping[str, Any], hw: HardwareSpec) -> float:
-    """The time an out-of-box GEMM (``matmul_config: auto``) writes its output to DRAM after
-    its math: its bytes at the chip's DRAM bandwidth, where ``out_storage`` is DRAM.
+def _auto_output_bytes(case: Mapping[str, Any]) -> float:
+    """The bytes an out-of-box GEMM (``matmul_config: auto``) writes to DRAM after its math
+    (at the chip's DRAM bandwidth): its output's, where ``out_storage`` is DRAM.
 
     ttnn's auto-selected config for DRAM-interleaved operands
     (matmul_program_config.cpp, create_simple_matmul_program_config) gives each core its
-    whole output as one block (per_core_M x per_core_N, at most 16 x 16 tiles) and an inner
-    block of ``in0_block_w = 2`` tiles, so its compute kernel
+    whole output as one block (per_core_M x per_core_N) and an inner block of
+    ``in0_block_w = 2`` tiles, so its compute kernel
     (bmm_large_block_zm_fused_bias_activation.cpp) spills partial sums through every inner
     block and packs the output only in the last, which its writer then sends to DRAM: the
     write follows the math instead of overlapping it. The report's out-of-box sizes are
@@ -563,7 +566,7 @@ def _auto_output_write_s(case: Mapping[str, Any], hw: HardwareSpec) -> float:
     if not str(scenario.get("out_storage", "DRAM")).upper().startswith("DRAM"):
         return 0.0
     m, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "N"))
-    return m * n * DTYPE_BYTES[_format(scenario.get("dtype"))] / _dram_bandwidth(hw)
+    return m * n * DTYPE_BYTES[_format(scenario.get("dtype"))]
 
 
 def _attention_pairs(q_len: int, cached_len: int, causal: bool) -> float:
@@ -1975,7 +1978,7 @@ def calibrate_tiles(
 
     - ``tile.auto_format_efficiency.<format>``: out-of-box GEMMs timed with trace (the
       device's time), the GEMM model above with the op latency above, their output's write
-      after the math (:func:`_auto_output_write_s`) and their own efficiency.
+      after the math (:func:`_auto_output_bytes`) and their own efficiency.
 
     Out-of-box GEMMs run auto-selected program configs on DRAM-interleaved operands, not the
     tuned kernels whose efficiency the other GEMMs give, so they enter only the host-dispatch
@@ -2018,7 +2021,7 @@ def calibrate_tiles(
                         (
                             case_id,
                             *_gemm_terms(case, hw),
-                            _auto_output_write_s(case, hw),
+                            _auto_output_bytes(case) / _dram_bandwidth(hw),
                             float(measured["time_ns"]) * 1e-9,
                         )
                     )
@@ -2119,7 +2122,7 @@ def calibrate_tiles(
             fits.append(TileFit("tile.op_latency", latency_s, "time", ids, errors))
         fits.append(TileFit(f"tile.format_efficiency.{dtype}", 1 / (1 + q), "ratio", ids, errors))
     # out-of-box GEMMs, the same model with the op latency above (else the config's), their
-    # output's write after the math (_auto_output_write_s) and their own q: the efficiency
+    # output's write after the math (_auto_output_bytes) and their own q: the efficiency
     # an auto-selected program config keeps
     a_s = latency_s if latency_format else hw.tile.op_latency_s
     for dtype, timed in sorted(auto.items()):
