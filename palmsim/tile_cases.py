@@ -554,14 +554,13 @@ def _auto_output_bytes(case: Mapping[str, Any]) -> float:
     """The bytes an out-of-box GEMM (``matmul_config: auto``) writes to DRAM after its math
     (at the chip's DRAM bandwidth): its output's, where ``out_storage`` is DRAM.
 
-    ttnn's auto-selected config for DRAM-interleaved operands
-    (matmul_program_config.cpp, create_simple_matmul_program_config) gives each core its
-    whole output as one block (per_core_M x per_core_N) and an inner block of
-    ``in0_block_w = 2`` tiles, so its compute kernel
-    (bmm_large_block_zm_fused_bias_activation.cpp) spills partial sums through every inner
-    block and packs the output only in the last, which its writer then sends to DRAM: the
-    write follows the math instead of overlapping it. The report's out-of-box sizes are
-    multiples of those blocks."""
+    ttnn's auto-selected config for interleaved operands (matmul_program_config.cpp,
+    create_matmul_program_config: a 2-D multicast matmul with per_core_M = Mt / grid rows
+    and per_core_N = Nt / grid columns) gives each core its whole output as one block and
+    an inner block of ``in0_block_w`` = 4 tiles (the largest of 4, 3, 2, 1 dividing Kt), so
+    its compute kernel (bmm_large_block_zm_fused_bias_activation.cpp) spills partial sums
+    through every inner block and packs the output only in the last, which its writer then
+    sends to DRAM: the write follows the math instead of overlapping it."""
     model, scenario = case["model"], case["scenario"]
     if not str(scenario.get("out_storage", "DRAM")).upper().startswith("DRAM"):
         return 0.0
