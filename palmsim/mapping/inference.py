@@ -721,19 +721,25 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     layer_ranges = PARTITIONERS.get("layers")(
         experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs
     )
-    programs: list[StageProgram] = []
-    stages: list[InferenceStage] = []
+    # Memory first: a run that does not fit is refused before any pass is lowered (a long
+    # prompt's chunks each lower to a pass).
+    stage_memory = [
+        _stage_memory(experiment, serving, s, layers) for s, layers in enumerate(layer_ranges)
+    ]
     memory: list[tuple[int, MemoryBreakdown]] = []
     port_of: list[tuple[int, int]] = []
-    for s, layers in enumerate(layer_ranges):
-        stage, program, breakdown = _stage(experiment, batch, serving, s, layers)
-        stages.append(stage)
-        programs.append(program)
+    for s, held in enumerate(stage_memory):
         for replica in stage_tiles:
             for tile in replica[s]:
-                memory.append((tile, breakdown))
+                memory.append((tile, held.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
     check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=True)
+    programs: list[StageProgram] = []
+    stages: list[InferenceStage] = []
+    for s, layers in enumerate(layer_ranges):
+        stage, program = _stage(experiment, batch, serving, s, layers, stage_memory[s])
+        stages.append(stage)
+        programs.append(program)
     comms, num_simulated_replicas, num_simulated_ranks = communicators(
         chip,
         stage_tiles,
@@ -857,12 +863,12 @@ def _stage(
     serving: _Serving,
     s: int,
     layers: tuple[int, int],
-) -> tuple[InferenceStage, StageProgram, MemoryBreakdown]:
-    """Memory, the prefill and decode programs of stage ``s`` holding ``layers``."""
+    memory: _StageMemory,
+) -> tuple[InferenceStage, StageProgram]:
+    """The prefill and decode programs of stage ``s`` holding ``layers`` in ``memory``."""
     hw, mapping = experiment.hardware, experiment.mapping
     inf = experiment.workload.inference
     assert inf is not None
-    memory = _stage_memory(experiment, serving, s, layers)
     where, spill_token = memory.where, memory.spill_token
     # the attention core's operands are activations, at their dtype's fidelity
     fidelity = dict(inf.math_fidelity).get(inf.dtype)
@@ -912,13 +918,14 @@ def _stage(
     # A chunked prompt (inference.prefill_chunk_tokens): each chunk a pass over its tokens
     # with the chunks before it cached, as the pass's attention reads them.
     chunk, chunks = inf.prefill_passes()
-    prefill_steps: tuple[Step, ...] = ()
+    passes: list[Step] = []  # extended in place: a long prompt has many chunks
     for k in range(chunks):
         last = k == chunks - 1
         blocks_k = serving.prefill_last if last and serving.prefill_last else serving.prefill
         tokens = min(chunk, inf.prompt_len - k * chunk)
         prefix = "P" if k == 0 else f"P{k + 1}"
-        prefill_steps += prefill.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
+        passes += prefill.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
+    prefill_steps = tuple(passes)
     decode = tuple(
         lower.program(serving.decode, inf.prompt_len + k - 1, 1, f"D{k}", "D")
         for k in range(1, inf.output_len)
@@ -948,7 +955,7 @@ def _stage(
         send_blocks=send_blocks,
         grad_reduce=grad_reduce,
     )
-    return stage, program, memory.breakdown
+    return stage, program
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,6 +263,25 @@ def test_a_prefill_path_with_its_own_op_count_pays_it_in_prefill_alone():
     assert own["tpot_s"] == pytest.approx(both["tpot_s"], rel=1e-12)
 
 
+def test_an_inference_that_does_not_fit_is_refused_before_any_pass_is_lowered(monkeypatch):
+    """A prompt of 10^8 tokens in 4096-token chunks is 24,415 prefill passes; its KV cache
+    alone, LAYERS x 2 x H x 1.0625 B (bfp8) a token, passes the n150's 12 GB many times over.
+    The mapper checks the memory before it lowers a pass, so the run is refused at once (it
+    had lowered every chunk first, and concatenated them in quadratic time)."""
+    import palmsim.mapping.inference as inference
+
+    def no_lowering(*_args, **_kwargs):
+        raise AssertionError("a pass was lowered before the memory check")
+
+    monkeypatch.setattr(inference._Lowering, "program", no_lowering)
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    kv_bytes = 10**8 * LAYERS * 2 * H * DTYPE_BYTES["bfp8"]
+    assert kv_bytes > hw.dram.capacity_bytes
+    exp = _experiment(hw, tp=1, prompt=10**8, output=2, prefill_chunk_tokens=4096)
+    with pytest.raises(MappingError, match="does not fit"):
+        simulate(exp)
+
+
 def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
     """A prefill not replayed from a trace is dispatched by the host op by op while the
     device runs them. With a host dispatch of 10 ms per op, far above any op's device time
