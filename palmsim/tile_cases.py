@@ -1376,6 +1376,11 @@ def _wafer_grids(
         r, c = int(m.group(1)), int(m.group(2))
         if r != c or r < WAFER_REGIONS:
             raise CannotExpressError(f"WaferLLM's programs run on P x P cores, not {r}x{c}")
+        w = hw.wafer
+        if w is not None:
+            rows, cols = w.tile_rows * w.unit_rows, w.tile_cols * w.unit_cols
+            if r > rows or c > cols:
+                raise CannotExpressError(f"cores {r}x{c}: {hw.name} has {rows}x{cols}")
         grids[phase] = (r, c)
     return grids
 

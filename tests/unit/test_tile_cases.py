@@ -726,8 +726,9 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
     crashed the whole command or fell through as "internal error": a measured figure of 0
     divided the error by zero when the table was printed, a text ``hardware.system`` or a null
     ``scenario`` raised AttributeError, a model of 10^30 layers counted its parameters layer by
-    layer for ever, an empty ``context_len`` raised IndexError. Each is now one case's one-line
-    reason, and the table is written."""
+    layer for ever, an empty ``context_len`` raised IndexError, a wafer row's cores beyond
+    the wafer's ran on cores it does not have. Each is now one case's one-line reason, and
+    the table is written."""
     import yaml
 
     from palmsim.validate import format_report
@@ -753,6 +754,11 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
         variant("tt_readme_llama32_1b_n150", "no_scenario", lambda c: c.update(scenario=None)),
         variant("tt_dram_read_wh_n150", "text_source", lambda c: c.update(source="a README")),
         variant("tt_readme_llama32_1b_n150", "no_context", blank_context),
+        variant(
+            "waferllm_decode_llama3_8b_4k_420",
+            "wafer_too_small",
+            lambda c: c["scenario"].update(cores="100000x100000"),
+        ),
         copy.deepcopy(CASES["tt_dram_read_wh_n150"]),
     ]
     path = tmp_path / "cases.yaml"
@@ -766,6 +772,7 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
     assert "too large to simulate: model.num_hidden_layers=1000000000000" in reasons["deep"]
     assert "malformed" not in reasons["no_scenario"] and "internal" not in reasons["no_scenario"]
     assert reasons["no_context"] == "context_len '' is not a positive number"
+    assert reasons["wafer_too_small"] == "cores 100000x100000: cerebras-wse2 has 750x750"
     # a source given as one line of text is read as the document it cites
     assert {c.case for c in report.comparisons} == {"text_source", "tt_dram_read_wh_n150"}
 
