@@ -1288,18 +1288,24 @@ def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
 
 
 def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2')."""
+    """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2'), whose
+    product is the case's ``hardware.system.chips`` where it gives them."""
     system = _system(case)
     text = str(system.get("parallelism", "none"))
     degrees = {
         kind: int(m.group(1)) if (m := re.search(kind + r"\s*=\s*(\d+)", text)) else 1
         for kind in ("PP", "TP", "DP")
     }
-    if degrees == {"PP": 1, "TP": 1, "DP": 1}:
-        chips = positive_count(system.get("chips", 1), "hardware.system.chips")
-        if chips > 1 and "none" not in text.lower():
-            raise CannotExpressError(f"parallelism {text!r} not understood")
-    return degrees["PP"], degrees["TP"], degrees["DP"]
+    chips = positive_count(system.get("chips", 1), "hardware.system.chips")
+    if degrees == {"PP": 1, "TP": 1, "DP": 1} and chips > 1 and "none" not in text.lower():
+        raise CannotExpressError(f"parallelism {text!r} not understood")
+    pp, tp, dp = degrees["PP"], degrees["TP"], degrees["DP"]
+    if pp * tp * dp != chips:
+        raise CannotExpressError(
+            f"hardware.system.chips {chips} is not PP x TP x DP = {pp * tp * dp} "
+            f"(parallelism {text!r})"
+        )
+    return pp, tp, dp
 
 
 def _simulate(

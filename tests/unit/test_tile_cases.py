@@ -727,8 +727,8 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
     divided the error by zero when the table was printed, a text ``hardware.system`` or a null
     ``scenario`` raised AttributeError, a model of 10^30 layers counted its parameters layer by
     layer for ever, an empty ``context_len`` raised IndexError, a wafer row's cores beyond
-    the wafer's ran on cores it does not have. Each is now one case's one-line reason, and
-    the table is written."""
+    the wafer's ran on cores it does not have and a row's chips beyond its parallelism on
+    fewer. Each is now one case's one-line reason, and the table is written."""
     import yaml
 
     from palmsim.validate import format_report
@@ -755,6 +755,11 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
         variant("tt_dram_read_wh_n150", "text_source", lambda c: c.update(source="a README")),
         variant("tt_readme_llama32_1b_n150", "no_context", blank_context),
         variant(
+            "tt_readme_llama31_8b_n150",
+            "more_chips",
+            lambda c: c["hardware"]["system"].update(chips=10**6),
+        ),
+        variant(
             "waferllm_decode_llama3_8b_4k_420",
             "wafer_too_small",
             lambda c: c["scenario"].update(cores="100000x100000"),
@@ -773,6 +778,9 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
     assert "malformed" not in reasons["no_scenario"] and "internal" not in reasons["no_scenario"]
     assert reasons["no_context"] == "context_len '' is not a positive number"
     assert reasons["wafer_too_small"] == "cores 100000x100000: cerebras-wse2 has 750x750"
+    assert reasons["more_chips"] == (
+        "hardware.system.chips 1000000 is not PP x TP x DP = 1 (parallelism 'none')"
+    )
     # a source given as one line of text is read as the document it cites
     assert {c.case for c in report.comparisons} == {"text_source", "tt_dram_read_wh_n150"}
 
