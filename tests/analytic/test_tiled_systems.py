@@ -1035,9 +1035,14 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
         for size in (4096, 2**20, 2**30)
     ]
     hw_path = "hw_configs/wormhole-t3000.yaml"
+
+    def fitted() -> dict:
+        """The fits of the cases the closed form gives at the parameters set so far."""
+        fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
+        return {f.key: f.value for f in fits}
+
     cases = [case(i, **c) for i, c in enumerate(specs)]
-    fits, _ = calibrate_tiles(cases, hw_path)
-    by_key = {f.key: f.value for f in fits}
+    by_key = fitted()
     assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
     assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
@@ -1045,16 +1050,14 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert "system.injection_efficiency" not in by_key
     assert "system.ring_fabric_efficiency" not in by_key
     injection = 0.6
-    fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
-    by_key = {f.key: f.value for f in fits}
+    by_key = fitted()
     assert by_key["system.injection_efficiency"] == pytest.approx(injection, rel=1e-9)
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
     assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
     assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
     assert "system.ring_fabric_efficiency" not in by_key
     ring_f = 0.85
-    fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
-    by_key = {f.key: f.value for f in fits}
+    by_key = fitted()
     assert by_key["system.ring_fabric_efficiency"] == pytest.approx(ring_f, rel=1e-6)
     assert by_key["system.injection_efficiency"] == pytest.approx(injection, rel=1e-9)
     assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
@@ -1062,8 +1065,7 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
     assert "system.reduce_scatter_step_latency" not in by_key
     rs_step = 0.9e-6  # each reduce-scatter step (an all-reduce's first n-1) 0.9 us longer
-    fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
-    by_key = {f.key: f.value for f in fits}
+    by_key = fitted()
     assert by_key["system.reduce_scatter_step_latency"] == pytest.approx(rs_step, rel=1e-6)
     assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
     assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
