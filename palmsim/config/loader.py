@@ -1107,6 +1107,7 @@ def hardware_schema(kind: str) -> Schema:
             "dram_tile_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
             "dram_read_issue": _nonnegative_quantity_rule("time", "21 ns"),
             "host_read_bandwidth": _nonnegative_quantity_rule("bandwidth", "1.68 GB/s"),
+            "matrix_tile_rows": _int_rule(minimum=1, required=False),
         },
         "dram": {
             "placement": (
@@ -1849,6 +1850,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         dram_tile_reader_bandwidth_bytes_per_s=tile_v.get("dram_tile_reader_bandwidth", 0.0),
         dram_read_issue_s=tile_v.get("dram_read_issue", 0.0),
         host_read_bandwidth_bytes_per_s=tile_v.get("host_read_bandwidth", 0.0),
+        matrix_tile_rows=tile_v.get("matrix_tile_rows", 1),
     )
     dram = DramSpec(
         placement=dram_v["placement"],
@@ -2749,6 +2751,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["host_read_bandwidth"] = format_exact(
             t.host_read_bandwidth_bytes_per_s, "bandwidth"
         )
+    if t.matrix_tile_rows != 1:
+        raw["tile"]["matrix_tile_rows"] = t.matrix_tile_rows
     if spec.energy is not None:
         raw["energy"] = _energy_to_raw(spec.energy, spec.kind)
     if spec.cost is not None:

@@ -464,6 +464,12 @@ class TileSpec:
         "not given",
         default=0.0,
     )
+    matrix_tile_rows: int = _f(
+        "rows of the tile a core computes and moves a tensor in (Tenstorrent: 32, "
+        "tt::constants::TILE_HEIGHT): a pass's activations of fewer tokens are padded to "
+        "whole tiles, so its tensor-parallel collectives move the padded rows; 1: no padding",
+        default=1,
+    )
 
     def peak_for(self, dtype: str, fidelity: str | None = None) -> float:
         """Peak FLOP/s for ``dtype`` (bf16 falls back to fp16 and vice versa), divided by the

@@ -168,6 +168,15 @@ def decode_readers(hw: HardwareSpec, per_bank: int) -> int:
 TT_TILE_ROWS = 32
 
 
+def padded_rows(rows: int, tile_rows: int) -> int:
+    """``rows`` rounded up to whole tiles of ``tile_rows`` rows (``tile.matrix_tile_rows``):
+    tt-metal keeps a tensor in 32x32 tiles, so a decode step's activations of fewer than 32
+    requests fill one tile of rows (tt_transformers' ``tile_padded_batch_rows``, model_config.py;
+    tech_reports/FlashAttention/FlashDecode.md: the decode query's one row "padded to 32").
+    Pure."""
+    return -(-rows // tile_rows) * tile_rows
+
+
 def decode_attention_flop_per_token(heads: int, kv_heads: int, head_dim: int) -> float:
     """FLOP of one request's decode attention per cached token on a tile with ``heads``
     query and ``kv_heads`` KV heads, as tt-metal's SDPA decode runs it: QK^T and the scores
@@ -1049,23 +1058,28 @@ class _Lowering:
 
     def collectives(self, block: Block, unit: Unit, new_tokens: int, tag: str) -> tuple[Step, ...]:
         """The TP collectives after ``block`` of a pass over ``new_tokens`` per request: the
-        all-reduce of 1-D tensor parallelism, or those of 2-D (module docstring)."""
+        all-reduce of 1-D tensor parallelism, or those of 2-D (module docstring). They move
+        the pass's rows padded to whole tiles (:func:`padded_rows`): a decode step of one
+        request on a Tenstorrent chip all-reduces 32 rows."""
         a, b = self.serving.grid
+        rows = self.serving.mbs * new_tokens
+        pad = padded_rows(rows, self.experiment.hardware.tile.matrix_tile_rows) / rows
+        allreduce_bytes = block.allreduce_fwd_bytes * pad
         if b == 1:
             inf = self.experiment.workload.inference
             assert inf is not None
             reduce_dtype = dict(inf.prefill_reduce_dtypes).get(block.name) if tag == "P" else None
             if reduce_dtype is None or reduce_dtype == inf.dtype:
                 return tp_collective(
-                    CollectiveKind.ALLREDUCE, block.allreduce_fwd_bytes, unit, block.name, tp=a,
+                    CollectiveKind.ALLREDUCE, allreduce_bytes, unit, block.name, tp=a,
                     sequence_parallel=False,
                 )  # fmt: skip
             # the partial sums reduce-scattered in their own format, the sums all-gathered in
             # the activations' (inference.prefill_reduce_dtypes): the all-reduce's two halves
             narrow = DTYPE_BYTES[reduce_dtype] / DTYPE_BYTES[inf.dtype]
             halves = (
-                (CollectiveKind.REDUCESCATTER, block.allreduce_fwd_bytes * narrow, "rs"),
-                (CollectiveKind.ALLGATHER, block.allreduce_fwd_bytes, "ag"),
+                (CollectiveKind.REDUCESCATTER, allreduce_bytes * narrow, "rs"),
+                (CollectiveKind.ALLGATHER, allreduce_bytes, "ag"),
             )
             return tuple(
                 step
@@ -1075,7 +1089,7 @@ class _Lowering:
                 )
             )
         model = self.experiment.workload.model
-        row = self.serving.mbs * new_tokens * self.batch.elem_bytes  # one element per token
+        row = rows * pad * self.batch.elem_bytes  # one element per (padded) token
         rs, ag = CollectiveKind.REDUCESCATTER, CollectiveKind.ALLGATHER
         ar = CollectiveKind.ALLREDUCE
         tpa, tpb = GroupKind.TPA, GroupKind.TPB
@@ -1092,7 +1106,7 @@ class _Lowering:
             gates = ("fc1", "fc3") if model.hidden_act == "silu" else ("fc1",)
             pieces += [(rs, tpb, cols, f"{g}.rs") for g in gates] + [(ag, tpb, cols, "fc2.ag")]
         # the 1-D all-reduce's e*b*s*h of the layer built for a ranks, split b ways: h/b
-        pieces.append((ar, tpa, block.allreduce_fwd_bytes, "ar"))
+        pieces.append((ar, tpa, allreduce_bytes, "ar"))
         steps: list[Step] = []
         for kind, group, nbytes, suffix in pieces:
             steps += tp_collective(

@@ -27,6 +27,8 @@ from palmsim.config.specs import (
 )
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
+from palmsim.mapping.inference import map_inference
+from palmsim.mapping.plan import CollectiveStep
 from palmsim.tile_cases import allreduce_time_s
 from palmsim.workload.builders import embedding_block, head_block, layer_blocks
 from palmsim.workload.ops import Op
@@ -564,6 +566,36 @@ def test_logits_read_back_to_the_host_cost_a_tile_of_the_vocabulary_a_request():
     one_host, one_device = run(1, "prefill_and_batch_decode"), run(1, "none")
     assert one_host["ttft_s"] - one_device["ttft_s"] == pytest.approx(read_s, rel=1e-9)
     assert one_host["tpot_s"] == pytest.approx(one_device["tpot_s"], rel=1e-12)
+
+
+@pytest.mark.parametrize("tile_rows", [1, 32])
+def test_a_decode_steps_collectives_move_whole_tiles_of_rows(tile_rows):
+    """tile.matrix_tile_rows t: a pass's activations fill whole tiles of t rows (tt-metal
+    keeps tensors in 32x32 tiles; tt_transformers pads a decode step's users to
+    tile_padded_batch_rows), so each all-reduce of a decode step of r requests on the
+    n300's two chips moves ceil(r / t) x t rows of H bf16 elements: one request and 32
+    requests both move 32 x H x 2 B at t = 32, and r x H x 2 B at t = 1."""
+    hw = load_hardware("hw_configs/wormhole-n300.yaml")
+    assert hw.tile.matrix_tile_rows == 32
+    hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, matrix_tile_rows=tile_rows))
+
+    def allreduce_bytes(requests: int) -> list[float]:
+        experiment = _experiment(hw, tp=2, prompt=32, output=2)
+        inference = dataclasses.replace(experiment.workload.inference, batch=requests)
+        experiment = dataclasses.replace(
+            experiment,
+            workload=dataclasses.replace(experiment.workload, inference=inference),
+            mapping=MappingSpec(tp=2, micro_batch_size=requests),
+        )
+        plan = map_inference(experiment, Chip.from_spec(hw))
+        (stage,) = plan.inference.stages
+        return [s.size_bytes for s in stage.decode[0] if isinstance(s, CollectiveStep)]
+
+    for requests in (1, 32):
+        rows = -(-requests // tile_rows) * tile_rows
+        sizes = allreduce_bytes(requests)
+        assert len(sizes) == 2 * LAYERS  # the attention's and the MLP's, in every layer
+        assert sizes == pytest.approx([rows * H * 2] * len(sizes), rel=1e-12)
 
 
 def test_logits_to_host_without_a_host_read_rate_is_named():

@@ -103,8 +103,9 @@ def _ring_s(kind: str, n: int, size_bytes: float, bandwidth: float, alpha: float
 
 def _decode_layer_pieces(a: int, b: int, users: int) -> list[tuple[str, int, float]]:
     """A decode layer's collectives over one token per user, as the Galaxy demo runs them
-    (palmsim.mapping.inference): (kind, group size: b for TPB, a for TPA, S in bytes)."""
-    row = users * E  # one element per token
+    (palmsim.mapping.inference): (kind, group size: b for TPB, a for TPA, S in bytes). The
+    users' rows fill whole 32-row tiles (the Wormhole configs' tile.matrix_tile_rows)."""
+    row = -(-users // 32) * 32 * E  # one element per token, padded to whole tiles
     qkv = (HEADS // a + 2 * (KV // a)) * HD  # query heads + one K and one V head per tile
     return [
         ("allgather", b, b * row),  # the attention norm's sums of squares
