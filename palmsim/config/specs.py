@@ -467,7 +467,9 @@ class TileSpec:
     matrix_tile_rows: int = _f(
         "rows of the tile a core computes and moves a tensor in (Tenstorrent: 32, "
         "tt::constants::TILE_HEIGHT): a pass's activations of fewer tokens are padded to "
-        "whole tiles, so its tensor-parallel collectives move the padded rows; 1: no padding",
+        "whole tiles, so its tensor-parallel collectives move the padded rows (and a decode "
+        "attention's query group, a logits read and a weight tile a DRAM reader fetches are "
+        "whole tiles); 1: no padding",
         default=1,
     )
 
@@ -1302,7 +1304,8 @@ class InferenceSpec:
         "SDPA decode splits its program grid evenly over the batch it is built for, "
         "num_cores_per_batch, whether or not each request is live): the request's cache "
         "streams in at this x tile.dram_reader_bandwidth and its QK^T and AV run on this "
-        "many of the simulated tile's cores, their rows padded to whole 32-row tiles per KV "
+        "many of the simulated tile's cores, their rows padded to whole tiles "
+        "(tile.matrix_tile_rows) per KV "
         "head; 0: every core at the DRAM bandwidth [count]",
         default=0,
     )
@@ -1327,8 +1330,8 @@ class InferenceSpec:
     )
     logits_to_host: str = _f(
         "the passes whose logits the serving code reads back to the host to sample the next "
-        "token there, at tile.host_read_bandwidth: each request's 32-row tile of the "
-        "vocabulary (tt-metal computes on 32x32 tiles) in the activation dtype. 'none' "
+        "token there, at tile.host_read_bandwidth: each request's tile of rows "
+        "(tile.matrix_tile_rows) of the vocabulary in the activation dtype. 'none' "
         "(sampled on device: only token ids return), 'prefill' (each request's prefill "
         "returns the tile holding its last token: tt_transformers' "
         "generator.prefill_forward_text, model.process_output_prefill) or "

@@ -161,13 +161,6 @@ def decode_readers(hw: HardwareSpec, per_bank: int) -> int:
     return hw.dram.banks * per_bank
 
 
-#: Rows of the matrix engine's tile on a Tenstorrent core: tt-metal computes on 32x32 tiles
-#: (``tt::constants::TILE_HEIGHT`` = 32), so SDPA decode holds a KV head's group of query
-#: heads as one tile of 32 rows, padded (sdpa_decode_program_factory.cpp: ``PNHt``, the
-#: padded heads in tiles).
-TT_TILE_ROWS = 32
-
-
 def padded_rows(rows: int, tile_rows: int) -> int:
     """``rows`` rounded up to whole tiles of ``tile_rows`` rows (``tile.matrix_tile_rows``):
     tt-metal keeps a tensor in 32x32 tiles, so a decode step's activations of fewer than 32
@@ -177,14 +170,16 @@ def padded_rows(rows: int, tile_rows: int) -> int:
     return -(-rows // tile_rows) * tile_rows
 
 
-def decode_attention_flop_per_token(heads: int, kv_heads: int, head_dim: int) -> float:
+def decode_attention_flop_per_token(
+    heads: int, kv_heads: int, head_dim: int, tile_rows: int
+) -> float:
     """FLOP of one request's decode attention per cached token on a tile with ``heads``
     query and ``kv_heads`` KV heads, as tt-metal's SDPA decode runs it: QK^T and the scores
     times V (2 FLOP per multiply-add, ``head_dim`` each) for each KV head's query group
-    padded to whole :data:`TT_TILE_ROWS`-row tiles."""
+    padded to whole tiles of ``tile_rows`` rows (``tile.matrix_tile_rows``: the SDPA decode
+    holds a group as one 32-row tile, sdpa_decode_program_factory.cpp ``PNHt``)."""
     group = max(heads // max(kv_heads, 1), 1)
-    padded = -(-group // TT_TILE_ROWS) * TT_TILE_ROWS
-    return 2.0 * 2.0 * max(kv_heads, 1) * padded * head_dim
+    return 2.0 * 2.0 * max(kv_heads, 1) * padded_rows(group, tile_rows) * head_dim
 
 
 def decode_attention_floor_s(
@@ -265,7 +260,8 @@ def logits_readback_s(
     hw: HardwareSpec, inf: InferenceSpec, vocab: int, requests: int, tag: str
 ) -> float:
     """The host's read of a pass's logits to sample from them (``inference.logits_to_host``),
-    after the LM head: each prefilled request's 32-row tile of the vocabulary (the tile
+    after the LM head: each prefilled request's tile of rows (``tile.matrix_tile_rows``, 32
+    on a Tenstorrent chip) of the vocabulary (the tile
     holding its last token: tt_transformers' ``get_last_token``, then
     ``process_output_prefill`` reads the tile of every device's vocabulary shard), or a
     decode step's ``requests`` rows padded to whole tiles (its all-gathered, untilized logits,
@@ -274,7 +270,8 @@ def logits_readback_s(
     mode = inf.logits_to_host
     if mode == "none" or (tag != "P" and (mode != "prefill_and_batch_decode" or requests < 2)):
         return 0.0
-    rows = TT_TILE_ROWS * (requests if tag == "P" else -(-requests // TT_TILE_ROWS))
+    tile_rows = hw.tile.matrix_tile_rows
+    rows = tile_rows * requests if tag == "P" else padded_rows(requests, tile_rows)
     return rows * vocab * DTYPE_BYTES[inf.dtype] / hw.tile.host_read_bandwidth_bytes_per_s
 
 
@@ -612,7 +609,8 @@ def prefill_stream_time_s(
     (reader_bmm_tile_layout_in1_sender_writer_padding.cpp: a read of
     ``in1_single_tile_size_bytes`` per tile, a barrier, a block multicast), so a column
     streams at ``1/(1/read + 1/tile.multicast_bandwidth)``. A core reads tiles of ``b``
-    bytes (a 32x32 tile of the op's weight format, ``weight_dtype(op)``, with its shared
+    bytes (a square tile of ``tile.matrix_tile_rows`` rows in the op's weight format,
+    ``weight_dtype(op)``, with its shared
     exponents) at ``read = b / max(tile.dram_read_issue, b / tile.dram_tile_reader_bandwidth)``
     (the read rate of tile-sized transactions; without it, ``tile.dram_reader_bandwidth``).
     """
@@ -621,7 +619,7 @@ def prefill_stream_time_s(
     plateau = tile.dram_tile_reader_bandwidth_bytes_per_s or tile.dram_reader_bandwidth_bytes_per_s
     total_s = 0.0
     for op in ops:
-        tile_bytes = TT_TILE_ROWS * TT_TILE_ROWS * DTYPE_BYTES[weight_dtype(op)]
+        tile_bytes = tile.matrix_tile_rows**2 * DTYPE_BYTES[weight_dtype(op)]
         read_s_per_byte = max(tile.dram_read_issue_s / tile_bytes, 1.0 / plateau)
         per_byte_s = read_s_per_byte + 1.0 / tile.multicast_bandwidth_bytes_per_s
         total_s += dram_fraction * op.weight_bytes * per_byte_s / readers
@@ -1047,6 +1045,7 @@ class _Lowering:
                         model.num_attention_heads // self.serving.grid[0],
                         self.serving.kv_heads_per_tile,
                         model.head_dim,
+                        hw.tile.matrix_tile_rows,
                     ),
                     peak_flop_per_s=self.costing.peak_flop_per_s,
                     efficiency=self.costing.tile.compute_efficiency,

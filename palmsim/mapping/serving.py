@@ -311,7 +311,9 @@ class ServingPlan:
                     cores=cores,
                     read_bytes=per_token * longest,
                     flop=shape.max_cached
-                    * decode_attention_flop_per_token(heads_t, kv_t, model.head_dim),
+                    * decode_attention_flop_per_token(
+                        heads_t, kv_t, model.head_dim, self.hardware.tile.matrix_tile_rows
+                    ),
                     peak_flop_per_s=self.peak_flop_per_s,
                     efficiency=efficiency,
                 ),
