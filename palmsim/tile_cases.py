@@ -41,7 +41,7 @@ import dataclasses
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1821,6 +1821,36 @@ def predict(
     return figures
 
 
+def _microbenchmark(
+    case: Mapping[str, Any],
+) -> Callable[[Mapping[str, Any], HardwareSpec], list[tuple[str, float, float]]] | None:
+    """The predictor of ``case`` if it measures a single operator or a collective (a GEMM:
+    ``model`` gives M, K and N; otherwise by its ``scenario.phase``), None for an end-to-end
+    run (an inference or training row)."""
+    model = case.get("model") or {}
+    if all(d in model for d in ("M", "K", "N")):
+        return _gemm
+    phase = str((case.get("scenario") or {}).get("phase", "")).lower()
+    predictors = (
+        ("memory microbenchmark", _dram_read),
+        ("host read microbenchmark", _host_read),
+        ("attention microbenchmark", _attention),
+        ("collective", _allreduce),
+        ("gemv", _gemv),
+    )
+    return next((predictor for words, predictor in predictors if words in phase), None)
+
+
+def figure_kind(case: Mapping[str, Any]) -> str:
+    """``microbenchmark`` for a case that measures a single operator or a collective,
+    ``end_to_end`` for an inference or training row: issue 14's two kinds of figure, held to
+    different errors and only the first fitted by ``palmsim calibrate --tiles``."""
+    try:
+        return "end_to_end" if _microbenchmark(_normalized(case)) is None else "microbenchmark"
+    except (CannotExpressError, LookupError, TypeError, ValueError, AttributeError):
+        return "end_to_end"
+
+
 def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, float, float]]:
     """The figures of ``case`` by its kind (see the module docstring), with the ``--set``
     overrides ``user`` applied last."""
@@ -1830,18 +1860,9 @@ def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, fl
     phase = str(scenario.get("phase", "")).lower()
     if not isinstance(case.get("measured"), Mapping):
         raise CannotExpressError("no 'measured' figures")
-    if all(d in model for d in ("M", "K", "N")):
-        return _gemm(case, load_hardware(hw_path, user))
-    if "memory microbenchmark" in phase:
-        return _dram_read(case, load_hardware(hw_path, user))
-    if "host read microbenchmark" in phase:
-        return _host_read(case, load_hardware(hw_path, user))
-    if "attention microbenchmark" in phase:
-        return _attention(case, load_hardware(hw_path, user))
-    if "collective" in phase:
-        return _allreduce(case, load_hardware(hw_path, user))
-    if "gemv" in phase:
-        return _gemv(case, load_hardware(hw_path, user))
+    microbenchmark = _microbenchmark(case)
+    if microbenchmark is not None:
+        return microbenchmark(case, load_hardware(hw_path, user))
     if "hidden" in model and "layers" in model:
         if "train" in phase or "samples_per_s" in case["measured"]:
             return _training(case, hw_path, user)

@@ -227,6 +227,19 @@ def test_every_shipped_microbenchmark_and_a_model_row_is_predicted(case_id):
     assert figures and all(p > 0 and p == p for _, _, p in figures)
 
 
+def test_a_case_without_a_model_is_a_microbenchmark_and_a_model_row_end_to_end():
+    """figure_kind: the file's GEMM, DRAM- and host-read, attention, collective and GEMV
+    cases (no model dimensions) are microbenchmarks, its inference and training rows (a model
+    with hidden and layers) end to end, whatever their figures are called."""
+    from palmsim.tile_cases import figure_kind
+
+    kinds = {c: figure_kind(CASES[c]) for c in CASES}
+    assert kinds == {
+        c: "end_to_end" if "hidden" in CASES[c]["model"] else "microbenchmark" for c in CASES
+    }
+    assert set(kinds.values()) == {"end_to_end", "microbenchmark"}
+
+
 def test_the_galaxy_rows_name_what_palmsim_cannot_express():
     """The Galaxy demo's 2-D tensor parallelism over its 8x4 mesh is expressed
     (mapping.tp_2d [8, 4]) and its op count read from its code, so neither is an assumption

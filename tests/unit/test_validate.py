@@ -10,13 +10,16 @@ import yaml
 
 from palmsim.cli import EXIT_VALIDATION_FAILED, main
 from palmsim.engine.records import IntervalRecord, RunTrace
+from palmsim.errors import ConfigError
 from palmsim.validate import (
     Comparison,
     NotRunError,
     ValidationReport,
     _layer_times_s,
     case_setup,
+    format_report,
     read_training_run,
+    report_from_dict,
     validate,
 )
 
@@ -149,6 +152,40 @@ def test_mean_absolute_percentage_error() -> None:
     assert report.comparisons[0].relative_error == pytest.approx(0.10)
     assert report.comparisons[1].relative_error == pytest.approx(-0.20)
     assert report.mean_absolute_percentage_error == pytest.approx(15.0)
+
+
+def test_end_to_end_figures_and_microbenchmarks_are_summarised_apart() -> None:
+    """Issue 14 holds end-to-end figures and microbenchmarks to different errors: the table
+    gives each kind's mean beside the overall one (10% and 20% apart: 10%; 30%: 30%), --json
+    keeps each figure's kind and each kind's mean, and reads them back; a file of one kind
+    prints the overall line alone."""
+    report = ValidationReport(
+        "x",
+        (
+            Comparison("run", "tokens_per_s", 100.0, 110.0),
+            Comparison("run", "ttft_ms", 50.0, 40.0),
+            Comparison("gemm", "time_us", 10.0, 13.0, kind="microbenchmark"),
+        ),
+        (),
+    )
+    assert report.mean_absolute_percentage_error == pytest.approx(20.0)
+    by_kind = report.errors_by_kind
+    assert by_kind["end_to_end"] == (pytest.approx(15.0), 2)
+    assert by_kind["microbenchmark"] == (pytest.approx(30.0), 1)
+    table = format_report(report)
+    assert "  end to end: 15.0% over 2 figures" in table
+    assert "  microbenchmarks: 30.0% over 1 figures" in table
+    data = json.loads(json.dumps(report.as_dict()))
+    assert data["mean_absolute_percentage_error_by_kind"] == pytest.approx(
+        {"end_to_end": 15.0, "microbenchmark": 30.0}
+    )
+    assert [r["kind"] for r in data["comparisons"]] == ["end_to_end"] * 2 + ["microbenchmark"]
+    assert report_from_dict(data, "v.json").errors_by_kind == by_kind
+    data["comparisons"][2]["kind"] = "micro"
+    with pytest.raises(ConfigError, match=r"comparisons\[2\].*end_to_end, microbenchmark"):
+        report_from_dict(data, "v.json")
+    one_kind = ValidationReport("x", report.comparisons[:2], ())
+    assert "end to end:" not in format_report(one_kind)
 
 
 def test_a_file_with_no_predicted_figure_says_so_in_the_table_and_writes_valid_json(
