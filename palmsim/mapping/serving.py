@@ -66,6 +66,7 @@ from palmsim.mapping.inference import (
     fused_experts,
     interleaved_read_floor_s,
     kv_cache_bytes,
+    padded_rows,
     prefill_cores_share,
     prefill_stream_time_s,
     weight_format,
@@ -492,7 +493,9 @@ class ServingPlan:
             groups * sum(op.kernels_fwd for op in core_ops)
             + max(self.serving.ops_per_layer - graph_ops, 0),
         )
-        allreduce_bytes = self._linear(tokens)[2]
+        # the iteration's rows padded to whole tiles, as a pass's (tile.matrix_tile_rows)
+        tile_rows = self.hardware.tile.matrix_tile_rows
+        allreduce_bytes = self._linear(tokens)[2] * padded_rows(tokens, tile_rows) / tokens
 
         def reduced(kind: str, steps: list[Step]) -> tuple[Step, ...]:
             if tp > 1:  # Megatron's g operator (and the vocab-parallel embedding's sum)
