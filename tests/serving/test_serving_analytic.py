@@ -377,3 +377,27 @@ def test_a_prefill_chunks_attention_over_its_cache_runs_at_the_attention_efficie
     per_pair = 4 * 4 * 64  # 4 FLOP a pair per head dimension, 4 heads of 64
     expected_s = per_pair * (64 * 128 / tile.attention_efficiency + 256 / tile.compute_efficiency)
     assert step.compute_time_s == pytest.approx(expected_s / (64 * core_peak), rel=1e-9)
+
+
+@pytest.mark.parametrize("tile_rows", [1, 32])
+def test_an_iterations_all_reduce_moves_whole_tiles_of_rows(tile_rows):
+    """tile.matrix_tile_rows t: a serving iteration's all-reduce moves its tokens' rows
+    padded to whole tiles, as palmsim run's passes do: a decode of one request on the n300's
+    two chips all-reduces ceil(1 / t) t rows of h fp16 elements (32 x 256 x 2 B at t = 32),
+    an iteration of 40 tokens 64 rows at t = 32 and 40 at t = 1."""
+    from palmsim.config.loader import load_hardware
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.plan import CollectiveStep
+    from palmsim.mapping.serving import batch_shape, map_serving
+
+    hw = load_hardware("hw_configs/wormhole-n300.yaml")
+    assert hw.tile.matrix_tile_rows == 32
+    hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, matrix_tile_rows=tile_rows))
+    mdl = model(layers=2, hidden=256, heads=4, vocab=512)
+    spec = dataclasses.replace(serving_spec(_fixed(64, 2, num_requests=1)), tp=2, trace="all")
+    plan = map_serving(spec, hw, mdl, Chip.from_spec(hw))
+    for shape, tokens in ((batch_shape([(1, 64, 1)]), 1), (batch_shape([(40, 0, 1)]), 40)):
+        steps = [step for _, seg, _ in plan.segments(shape, 0) for step in seg]
+        sizes = [s.size_bytes for s in steps if isinstance(s, CollectiveStep)]
+        rows = -(-tokens // tile_rows) * tile_rows
+        assert sizes and sizes == pytest.approx([rows * 256 * 2] * len(sizes), rel=1e-12)
