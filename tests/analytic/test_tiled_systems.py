@@ -1032,9 +1032,16 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     from palmsim.tile_cases import calibrate_tiles
 
     a, step, bw, e = 5e-6, 2e-6, 10e9, 0.8
-    injection, ring_f, rs_step = 1.0, 1.0, 0.0
+    # the parameters a fit may leave out, at the values that give nothing to fit
+    later = {
+        "system.injection_efficiency": 1.0,
+        "system.ring_fabric_efficiency": 1.0,
+        "system.reduce_scatter_step_latency": 0.0,
+    }
 
     def case(i: int, kind: str, n: int, topology: str, size: int) -> dict:
+        injection = later["system.injection_efficiency"]
+        ring_f = later["system.ring_fabric_efficiency"]
         steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
         per_direction = steps / n * size / (2 if topology == "ring" else 1)
         calls = 2 if kind == "all_reduce" else 1
@@ -1043,7 +1050,7 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
         own = gathered / injection if n == 2 else gathered
         rate = bw * (ring_f if topology == "ring" else 1.0)
         time_s = a * calls + steps * step + (reduced + own) / rate + reduced * (1 / e - 1) / bw
-        time_s += (n - 1) * rs_step if reduced else 0.0
+        time_s += (n - 1) * later["system.reduce_scatter_step_latency"] if reduced else 0.0
         return {
             "id": f"c{i}",
             "hardware": {
@@ -1067,41 +1074,33 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
         for size in (4096, 2**20, 2**30)
     ]
     hw_path = "hw_configs/wormhole-t3000.yaml"
-
-    def fitted() -> dict:
-        """The fits of the cases the closed form gives at the parameters set so far."""
-        fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
-        return {f.key: f.value for f in fits}
-
     cases = [case(i, **c) for i, c in enumerate(specs)]
-    by_key = fitted()
-    assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
-    assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
-    assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
-    assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
-    assert "system.injection_efficiency" not in by_key
-    assert "system.ring_fabric_efficiency" not in by_key
-    injection = 0.6
-    by_key = fitted()
-    assert by_key["system.injection_efficiency"] == pytest.approx(injection, rel=1e-9)
-    assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
-    assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
-    assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
-    assert "system.ring_fabric_efficiency" not in by_key
-    ring_f = 0.85
-    by_key = fitted()
-    assert by_key["system.ring_fabric_efficiency"] == pytest.approx(ring_f, rel=1e-6)
-    assert by_key["system.injection_efficiency"] == pytest.approx(injection, rel=1e-9)
-    assert by_key["system.link.bandwidth"] == pytest.approx(bw, rel=1e-6)
-    assert by_key["system.reduce_scatter_efficiency"] == pytest.approx(e, rel=1e-6)
-    assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
-    assert "system.reduce_scatter_step_latency" not in by_key
-    rs_step = 0.9e-6  # each reduce-scatter step (an all-reduce's first n-1) 0.9 us longer
-    by_key = fitted()
-    assert by_key["system.reduce_scatter_step_latency"] == pytest.approx(rs_step, rel=1e-6)
-    assert by_key["system.link.latency"] == pytest.approx(step, rel=1e-6)
-    assert by_key["system.collective_latency"] == pytest.approx(a, rel=1e-6)
-    assert by_key["system.ring_fabric_efficiency"] == pytest.approx(ring_f, rel=1e-6)
+    expected = {
+        "system.collective_latency": a,
+        "system.link.latency": step,
+        "system.link.bandwidth": bw,
+        "system.reduce_scatter_efficiency": e,
+    }
+    # each further parameter set in turn: the fit gives back every one set so far and leaves
+    # out the ones named (with the ring's bytes at B the step latency comes out at 0, fitted)
+    ring, injection, rs_step = (
+        "system.ring_fabric_efficiency",
+        "system.injection_efficiency",
+        "system.reduce_scatter_step_latency",
+    )
+    for key, value, unfitted in (
+        (None, None, (injection, ring, rs_step)),
+        (injection, 0.6, (ring,)),
+        (ring, 0.85, (rs_step,)),
+        (rs_step, 0.9e-6, ()),
+    ):
+        if key is not None:
+            later[key] = expected[key] = value
+        fits, _ = calibrate_tiles([case(i, **c) for i, c in enumerate(specs)], hw_path)
+        by_key = {f.key: f.value for f in fits}
+        for k, v in expected.items():
+            assert by_key[k] == pytest.approx(v, rel=1e-6), k
+        assert not set(unfitted) & set(by_key), key
     large = [
         c
         for c in cases
