@@ -408,7 +408,8 @@ class TileSpec:
     attention_efficiency: float = _f(
         "achievable fraction of the attention's peak (its dtype at its math fidelity) of a "
         "fused attention kernel's forward (a tiled chip's flash attention: a pass's "
-        "attention core and a prefill's attention over cached tokens), fitted to single-op "
+        "attention core, a prefill's attention over cached tokens and a decode step's "
+        "(inference.decode_attention_cores), each at its own fidelity), fitted to single-op "
         "measurements of that kernel [ratio]; 0: the GEMM efficiency of its operands' "
         "format, as for the backward",
         default=0.0,
@@ -1309,6 +1310,20 @@ class InferenceSpec:
         "head; 0: every core at the DRAM bandwidth [count]",
         default=0,
     )
+    decode_attention_cores_per_head: int = _f(
+        "at most this many of a request's decode_attention_cores work on each of its KV "
+        "heads on a tile (tt-metal's SDPA decode: SDPAProgramConfig.max_cores_per_head_batch, "
+        "16 unless the serving code sets it), so a tile holding few KV heads runs a "
+        "request's attention on fewer cores; 0: no such limit [count]",
+        default=0,
+    )
+    decode_attention_fidelity: str | None = _f(
+        "math fidelity of the decode attention over the cache (decode_attention_cores), on a "
+        "chip with tile.fidelity_passes, where the serving code runs it at another fidelity "
+        "than the prefill's (tt_transformers and the Galaxy Llama demo: HiFi2 against the "
+        "prefill SDPA's HiFi4); None: the activation dtype's, as the prefill's",
+        default=None,
+    )
     decode_readers_per_bank: int = _f(
         "worker cores per DRAM bank that run a decode GEMM whose weights stay in DRAM "
         "(tt-metal's DRAM-sharded matmul, num_workers_per_dram_bank: 1 as tt_transformers "
@@ -1711,6 +1726,17 @@ class ServingSpec:
         "prefill (as inference.decode_attention_cores: tt-metal's SDPA decode, its grid's "
         "cores over the batch it is built for); 0: every core at the DRAM bandwidth [count]",
         default=0,
+    )
+    decode_attention_cores_per_head: int = _f(
+        "at most this many of a request's decode_attention_cores work on each of its KV "
+        "heads on a tile (as inference.decode_attention_cores_per_head); 0: no such limit "
+        "[count]",
+        default=0,
+    )
+    decode_attention_fidelity: str | None = _f(
+        "math fidelity of an iteration's attention over the cache when it holds no prefill "
+        "(as inference.decode_attention_fidelity); None: the activation dtype's",
+        default=None,
     )
     decode_readers_per_bank: int = _f(
         "worker cores per DRAM bank that run an iteration's weight GEMMs when it holds no "

@@ -204,6 +204,34 @@ def decode_attention_floor_s(
     return max(read_s, math_s)
 
 
+def decode_attention_rate(
+    hw: HardwareSpec, spec: InferenceSpec | ServingSpec, kv_heads: int
+) -> tuple[int, float, float]:
+    """``(cores, peak_flop_per_s, efficiency)`` of one request's decode attention over its
+    cache on a simulated tile holding ``kv_heads`` of its KV heads, for
+    :func:`decode_attention_floor_s`. Pure.
+
+    - Cores: ``decode_attention_cores``, at most ``decode_attention_cores_per_head`` per KV
+      head (tt-metal's SDPA decode gives one request's KV head at most
+      ``SDPAProgramConfig.max_cores_per_head_batch`` cores: sdpa_decode_program_factory.cpp,
+      tech_reports/FlashAttention/FlashDecode.md Sec. 3.1 "Extreme Cases").
+    - Peak: the activation dtype's at ``decode_attention_fidelity`` (else the activation
+      dtype's own fidelity, as the prefill's attention).
+    - Efficiency: ``tile.attention_efficiency`` where the tile gives one. The SDPA decode is
+      the flash-attention kernel specialised to one query row per head (FlashDecode.md: "the
+      specialized version of FlashAttention kernels for generative decoding"): the same
+      QK^T, online softmax and scores x V per K chunk, so the same share of its fidelity's
+      peak as the prefill's. Else the GEMM efficiency at that fidelity.
+    """
+    cores = spec.decode_attention_cores
+    if spec.decode_attention_cores_per_head > 0:
+        cores = min(cores, spec.decode_attention_cores_per_head * max(kv_heads, 1))
+    tile = hw.tile
+    fidelity = spec.decode_attention_fidelity or dict(spec.math_fidelity).get(spec.dtype)
+    efficiency = tile.attention_efficiency or tile.at_fidelity(tile.compute_efficiency, fidelity)
+    return cores, tile.peak_for(spec.dtype, fidelity), efficiency
+
+
 def interleaved_read_floor_s(hw: HardwareSpec, read_bytes: float) -> float:
     """The least time a tile's reads of ``read_bytes`` of an interleaved tensor take: its
     DRAM channel's bandwidth times ``dram.interleaved_read_efficiency``, the share that cores
@@ -1033,11 +1061,12 @@ class _Lowering:
             # one request's share of the tile's cache: the tile's cache over its requests,
             # or, split by sequence over ranks (kv_placement), the part of one request it holds
             users = self.serving.users
+            cores, peak, efficiency = decode_attention_rate(hw, inf, self.serving.kv_heads_per_tile)
             floor_s = max(
                 floor_s,
                 decode_attention_floor_s(
                     hw,
-                    cores=inf.decode_attention_cores,
+                    cores=cores,
                     read_bytes=cost.dram_read_bytes / max(users, 1.0),
                     flop=ctx
                     * min(users, 1.0)
@@ -1047,8 +1076,8 @@ class _Lowering:
                         model.head_dim,
                         hw.tile.matrix_tile_rows,
                     ),
-                    peak_flop_per_s=self.costing.peak_flop_per_s,
-                    efficiency=self.costing.tile.compute_efficiency,
+                    peak_flop_per_s=peak,
+                    efficiency=efficiency,
                 ),
             )
         if floor_s <= step.compute_time_s:

@@ -61,6 +61,7 @@ from palmsim.mapping.inference import (
     check_prefill_weight_readers,
     decode_attention_floor_s,
     decode_attention_flop_per_token,
+    decode_attention_rate,
     dram_sharded_time_s,
     format_costing,
     fused_experts,
@@ -300,7 +301,7 @@ class ServingPlan:
             efficiency=rate,
             sram_bandwidth_bytes_per_s=tile.sram_bandwidth_bytes_per_s * share,
         )
-        cores = self.serving.decode_attention_cores
+        cores, peak, attention_efficiency = decode_attention_rate(self.hardware, self.serving, kv_t)
         if cores > 0 and not shape.chunks:
             # each request's attention on its own cores (inference.decode_attention_cores):
             # the iteration waits for the one with the longest cache
@@ -315,8 +316,8 @@ class ServingPlan:
                     * decode_attention_flop_per_token(
                         heads_t, kv_t, model.head_dim, self.hardware.tile.matrix_tile_rows
                     ),
-                    peak_flop_per_s=self.peak_flop_per_s,
-                    efficiency=efficiency,
+                    peak_flop_per_s=peak,
+                    efficiency=attention_efficiency,
                 ),
             )
         # the cache's pages are interleaved over the DRAM banks (tt-metal's paged cache)

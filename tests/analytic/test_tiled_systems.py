@@ -610,24 +610,92 @@ def test_logits_to_host_without_a_host_read_rate_is_named():
         _inference(hw, tp=1, prompt=8, output=2, logits_to_host="prefill")
 
 
+def _padded_decode_attention_s(ctx: int, kv_heads: int, d: int, rate_flop_per_s: float) -> float:
+    """One layer's decode attention as tt-metal's SDPA decode runs it: QK^T and scores x V,
+    2 x 2 x d FLOP per cached token for each KV head's query group padded to a 32-row tile,
+    at ``rate_flop_per_s``."""
+    return ctx * kv_heads * 2 * 2 * 32 * d / rate_flop_per_s
+
+
 def test_decode_attention_math_pads_each_query_group_to_a_tile():
-    """The c cores' math: QK^T and scores x V, 2 x 2 x head dim FLOP per cached token for
-    each of a KV head's query heads, the group padded to 32 rows (tt-metal's tile): for the
-    tiny model's MHA, 1 head padded to 32. With a core slowed to 10 GFLOP/s and c = 4 of
-    the 64, one layer's step lasts ctx x kv heads x 4 x 32 x d / (4 x 10 GFLOP/s x e), e the
-    tile's compute efficiency; the reads (4 x 22 GB/s) are far below it."""
+    """The c cores' math: each KV head's query group padded to 32 rows (tt-metal's tile),
+    for the tiny model's MHA 1 head padded to 32, at tile.attention_efficiency e_a of c of
+    the 64 cores' peak (the SDPA decode is the fused attention kernel). With a core slowed to
+    10 GFLOP/s and c = 4, one layer's step lasts that FLOP / (4 x 10 GFLOP/s x e_a); the
+    reads (4 x 22 GB/s) are far below it. Without c the attention runs unpadded on all 64
+    cores at the GEMM efficiency e."""
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    assert hw.tile.attention_efficiency == pytest.approx(0.2097)
     core_peak = 10e9
     slow = _with_core_peak(hw, core_peak)
     prompt = 256
     ctx = _kv_tokens_per_decode_step(prompt)
     heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
-    per_layer = ctx * heads * 2 * 2 * 32 * d / (4 * core_peak * hw.tile.compute_efficiency)
+    per_layer = _padded_decode_attention_s(
+        ctx, heads, d, 4 * core_peak * hw.tile.attention_efficiency
+    )
+    unpadded_on_all = ctx * heads * 2 * 2 * d / (64 * core_peak * hw.tile.compute_efficiency)
     off = _inference(slow, tp=1, prompt=prompt, output=2)["tpot_s"]
     on = _inference(slow, tp=1, prompt=prompt, output=2, decode_attention_cores=4)["tpot_s"]
-    # c = 0 runs the unpadded FLOP on all 64 cores: 1/32 x 4/64 of the padded time on 4
-    unpadded_on_all = per_layer * 4 / 64 / 32
     assert on - off == pytest.approx(LAYERS * (per_layer - unpadded_on_all), rel=0.01)
+
+
+def test_decode_attention_runs_at_its_own_fidelity():
+    """inference.decode_attention_fidelity: the decode attention's math at that fidelity's
+    peak, the core's peak over its passes (n150: HiFi2 2, HiFi4 4), where the prefill keeps
+    the activation dtype's (tt_transformers: sdpa_decode hifi2, sdpa_prefill hifi4). At HiFi4
+    a math-bound layer lasts twice its HiFi2 time, so TPOT grows by layers x the HiFi2 time
+    ctx x kv heads x 4 x 32 x d / (4 x core peak / 2 x e_a); the prefill is unchanged."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    assert dict(hw.tile.fidelity_passes) == {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
+    core_peak = 10e9
+    slow = _with_core_peak(hw, core_peak)
+    prompt = 256
+    ctx = _kv_tokens_per_decode_step(prompt)
+    heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
+    hifi2 = _padded_decode_attention_s(
+        ctx, heads, d, 4 * core_peak / 2 * hw.tile.attention_efficiency
+    )
+    runs = {}
+    for f in ("HiFi2", "HiFi4"):
+        runs[f] = _inference(
+            slow, tp=1, prompt=prompt, output=2, decode_attention_cores=4,
+            decode_attention_fidelity=f,
+        )  # fmt: skip
+    assert runs["HiFi4"]["tpot_s"] - runs["HiFi2"]["tpot_s"] == pytest.approx(
+        LAYERS * hifi2, rel=1e-6
+    )
+    assert runs["HiFi4"]["ttft_s"] == pytest.approx(runs["HiFi2"]["ttft_s"], rel=1e-12)
+
+
+def test_decode_attention_gives_a_kv_head_at_most_its_cores_per_head():
+    """inference.decode_attention_cores_per_head m: a request's KV head runs on at most m of
+    its c decode-attention cores (tt-metal's max_cores_per_head_batch, 16): a tile holding 2
+    KV heads runs a request on min(c, 2 m) cores. With c = 64 and m = 16 the math of the
+    tiny model made GQA (16 query heads, 2 KV heads) runs on 32 cores: per layer
+    ctx x 2 x 4 x 32 x d / (32 x core peak x e_a), twice its time on 64 cores, so TPOT grows
+    by layers x the 64-core time; m = 32 leaves all 64."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    core_peak = 1e9
+    slow = _with_core_peak(hw, core_peak)
+    prompt = 256
+    ctx = _kv_tokens_per_decode_step(prompt)
+    d = H // _model().num_attention_heads
+
+    def tpot(per_head: int) -> float:
+        experiment = _experiment(
+            slow, tp=1, prompt=prompt, output=2, decode_attention_cores=64,
+            decode_attention_cores_per_head=per_head,
+        )  # fmt: skip
+        model = dataclasses.replace(experiment.workload.model, num_key_value_heads=2)
+        workload = dataclasses.replace(experiment.workload, model=model)
+        return summarize_result(simulate(dataclasses.replace(experiment, workload=workload)))[
+            "tpot_s"
+        ]
+
+    on_all = _padded_decode_attention_s(ctx, 2, d, 64 * core_peak * hw.tile.attention_efficiency)
+    assert tpot(16) - tpot(0) == pytest.approx(LAYERS * on_all, rel=1e-6)
+    assert tpot(32) == pytest.approx(tpot(0), rel=1e-12)
 
 
 def test_decode_attention_cores_follow_the_demos_sdpa_grids():
