@@ -46,7 +46,7 @@ from palmsim.tile_cases import (
     TT_TRANSFORMERS_OPS_PER_LAYER,
     CannotExpressError,
     case_model,
-    decode_attention_cores,
+    decode_attention_settings,
     decode_readers_per_bank,
     positive_count,
     prefill_compute_cores,
@@ -155,8 +155,8 @@ def serving_spec(case: Mapping[str, Any]) -> ServingSpec:
         # and decodes with DRAM-sharded matmuls, one core per DRAM bank (as the demo rows)
         decode_readers_per_bank=decode_readers_per_bank(engine),
         # and gives each request the SDPA decode cores its grid has for the batch it is
-        # built for, the server's max_num_seqs (as the demo rows)
-        decode_attention_cores=decode_attention_cores(
+        # built for, the server's max_num_seqs, as the demo rows run it
+        **decode_attention_settings(
             engine, limits.get("max_num_seqs", TT_INFERENCE_SERVER_MAX_NUM_SEQS)
         ),
         # and prefills with 2-D multicast matmuls whose column readers bring the weights

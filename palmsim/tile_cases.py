@@ -279,6 +279,24 @@ GALAXY_LLAMA_USERS_PER_CHIP = 8
 #: batch on every chip (its users are not split over TP ranks).
 TT_TRANSFORMERS_SDPA_DECODE_CORES = 64
 
+#: Math fidelity of the SDPA decode in tt_transformers and the Galaxy Llama demo
+#: (``inference.decode_attention_fidelity``): HiFi2, where both prefill at HiFi4.
+#: tt_transformers' precision sweep lists ``sdpa_decode: hifi2na`` against ``sdpa_prefill:
+#: hifi4`` in every configuration (models/tt_transformers/PERF.md @040a27c1, "Llama 3 model
+#: precision and math fidelity"); the Galaxy demo builds its ``SDPA_DECODE_COMPUTE_PROGCFG``
+#: with ``math_fidelity=ttnn.MathFidelity.HiFi2`` (models/demos/llama3_70b_galaxy/tt/
+#: model_config.py).
+TT_METAL_SDPA_DECODE_FIDELITY = "HiFi2"
+
+#: Cores tt-metal's SDPA decode gives one request's KV head at most
+#: (``inference.decode_attention_cores_per_head``): ``SDPAProgramConfig.
+#: max_cores_per_head_batch``, 16 by default (ttnn/cpp/ttnn/operations/transformer/
+#: sdpa_config.hpp; tech_reports/FlashAttention/FlashDecode.md Sec. 3.1: "we limit the
+#: maximum number of cores assigned to one work to 16"), which neither demo's program configs
+#: set. A T3000's chip holds one KV head of a Llama 8B, so a one-request decode runs its
+#: attention on 16 of the 64 cores.
+TT_METAL_SDPA_DECODE_MAX_CORES_PER_HEAD = 16
+
 #: The batch tt-inference-server serves tt_transformers models with, its vLLM's
 #: ``max_num_seqs``: every tt_transformers entry of its model specs sets ``max_num_seqs`` 32
 #: (``max_concurrency`` 32; tenstorrent/tt-inference-server model_specs_output.json
@@ -1266,6 +1284,21 @@ def decode_attention_cores(code: str, users: int) -> int:
     return 0
 
 
+def decode_attention_settings(code: str, users: int) -> dict[str, Any]:
+    """The ``inference`` (or ``serving``) settings of the decode attention the serving code
+    ``code`` names runs for ``users`` requests per replica: its cores per request
+    (:func:`decode_attention_cores`), at most :data:`TT_METAL_SDPA_DECODE_MAX_CORES_PER_HEAD`
+    per KV head, at :data:`TT_METAL_SDPA_DECODE_FIDELITY`; the defaults for other code."""
+    cores = decode_attention_cores(code, users)
+    if cores == 0:
+        return {"decode_attention_cores": 0}
+    return {
+        "decode_attention_cores": cores,
+        "decode_attention_cores_per_head": TT_METAL_SDPA_DECODE_MAX_CORES_PER_HEAD,
+        "decode_attention_fidelity": TT_METAL_SDPA_DECODE_FIDELITY,
+    }
+
+
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh' (or of
     a TP = 32 row of the Galaxy demo, which always runs its 8x4 mesh): tt-metal's
@@ -1500,7 +1533,7 @@ def _inference(
     trace = _demo_trace(code)
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"
     batch = positive_count(scenario.get("batch", 1), "batch")
-    attention_cores = decode_attention_cores(code, batch // dp)
+    attention = decode_attention_settings(code, batch // dp)
     kv_placement = GALAXY_LLAMA_KV_PLACEMENT if galaxy else "sequence"
     readers = prefill_weight_readers(code, hw_path)
     prefill_overrides = _demo_prefill_overrides(code, hw_path)
@@ -1555,7 +1588,7 @@ def _inference(
             prefill_weight_readers=readers,
             prefill_compute_cores=prefill_compute_cores(code),
             decode_readers_per_bank=per_bank,
-            decode_attention_cores=attention_cores,
+            **attention,
             prefill_chunk_tokens=chunk,
             attention_kernel=kernel,
             prefill_attention_2d=galaxy_prefill_attention(case, prompt, batch)

@@ -713,6 +713,21 @@ def test_decode_attention_cores_follow_the_demos_sdpa_grids():
     assert decode_attention_cores("models/demos/falcon7b_common", 32) == 0
 
 
+def test_the_demos_decode_attention_runs_at_hifi2_and_16_cores_a_head():
+    """Both demos decode at HiFi2 (tt_transformers' sdpa_decode hifi2na; the Galaxy demo's
+    SDPA_DECODE_COMPUTE_PROGCFG) with tt-metal's default max_cores_per_head_batch 16; other
+    code keeps palmsim's defaults."""
+    from palmsim.tile_cases import decode_attention_settings
+
+    for code in ("models/tt_transformers", "models/demos/llama3_70b_galaxy"):
+        settings = decode_attention_settings(code, 1)
+        assert settings["decode_attention_fidelity"] == "HiFi2"
+        assert settings["decode_attention_cores_per_head"] == 16
+    assert decode_attention_settings("models/demos/falcon7b_common", 1) == {
+        "decode_attention_cores": 0
+    }
+
+
 def test_decode_attention_cores_need_the_rate_and_enough_cores():
     hw = load_hardware("hw_configs/wormhole-n150.yaml")
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
