@@ -617,6 +617,26 @@ def _padded_decode_attention_s(ctx: int, kv_heads: int, d: int, rate_flop_per_s:
     return ctx * kv_heads * 2 * 2 * 32 * d / rate_flop_per_s
 
 
+def _slowed_decode_attention_case():
+    """The n150 with each core slowed to 10 GFLOP/s, so a decode step's attention over a
+    256-token prompt is math-bound: ``(hw, slowed hw, core peak, prompt, cached tokens, the
+    tiny model's KV heads, head dim)``."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    core_peak = 10e9
+    prompt = 256
+    d = H // _model().num_attention_heads
+    ctx = _kv_tokens_per_decode_step(prompt)
+    return (
+        hw,
+        _with_core_peak(hw, core_peak),
+        core_peak,
+        prompt,
+        ctx,
+        _model().num_key_value_heads,
+        d,
+    )
+
+
 def test_decode_attention_math_pads_each_query_group_to_a_tile():
     """The c cores' math: each KV head's query group padded to 32 rows (tt-metal's tile),
     for the tiny model's MHA 1 head padded to 32, at tile.attention_efficiency e_a of c of
@@ -624,13 +644,8 @@ def test_decode_attention_math_pads_each_query_group_to_a_tile():
     10 GFLOP/s and c = 4, one layer's step lasts that FLOP / (4 x 10 GFLOP/s x e_a); the
     reads (4 x 22 GB/s) are far below it. Without c the attention runs unpadded on all 64
     cores at the GEMM efficiency e."""
-    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    hw, slow, core_peak, prompt, ctx, heads, d = _slowed_decode_attention_case()
     assert hw.tile.attention_efficiency == pytest.approx(0.2097)
-    core_peak = 10e9
-    slow = _with_core_peak(hw, core_peak)
-    prompt = 256
-    ctx = _kv_tokens_per_decode_step(prompt)
-    heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
     per_layer = _padded_decode_attention_s(
         ctx, heads, d, 4 * core_peak * hw.tile.attention_efficiency
     )
@@ -646,13 +661,8 @@ def test_decode_attention_runs_at_its_own_fidelity():
     the activation dtype's (tt_transformers: sdpa_decode hifi2, sdpa_prefill hifi4). At HiFi4
     a math-bound layer lasts twice its HiFi2 time, so TPOT grows by layers x the HiFi2 time
     ctx x kv heads x 4 x 32 x d / (4 x core peak / 2 x e_a); the prefill is unchanged."""
-    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    hw, slow, core_peak, prompt, ctx, heads, d = _slowed_decode_attention_case()
     assert dict(hw.tile.fidelity_passes) == {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
-    core_peak = 10e9
-    slow = _with_core_peak(hw, core_peak)
-    prompt = 256
-    ctx = _kv_tokens_per_decode_step(prompt)
-    heads, d = _model().num_key_value_heads, H // _model().num_attention_heads
     hifi2 = _padded_decode_attention_s(
         ctx, heads, d, 4 * core_peak / 2 * hw.tile.attention_efficiency
     )
