@@ -64,7 +64,7 @@ from palmsim.config.specs import (
 )
 from palmsim.errors import PalmsimError
 from palmsim.guard import check_layers
-from palmsim.hardware.collectives import RING_STEPS, alltoall_shares
+from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, ring_fabric_steps
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
 from palmsim.workload.builders import num_parameters, unmodelled_architecture
@@ -675,11 +675,15 @@ def allreduce_time_s(
     a ring edge's ``2(n-1)/n * S`` bytes each way. On a physical **ring** two rings run in
     opposite directions, each on half the buffer: ``2(n-1)/n * S/2`` per link direction
     (tt-metal's FABRIC_1D_RING uses both directions: tech_reports/CCLs, busbw = 2 x link
-    bandwidth on a ring). No collective startup (``system.collective_latency``) is counted.
+    bandwidth on a ring), whose reduce-scatter half runs ``ceil((n-1)/2)`` steps and its
+    all-gather half ``n-1`` (:func:`~palmsim.hardware.collectives.ring_fabric_steps`). No
+    collective startup (``system.collective_latency``) is counted.
     """
     assert n >= 2 and size_bytes >= 0
     per_direction = 2 * (n - 1) / n * size_bytes / (2 if ring else 1)
-    return 2 * (n - 1) * hop_latency_s + per_direction / link_bandwidth_bytes_per_s
+    steps = RING_STEPS["allreduce"](n)
+    hops = ring_fabric_steps("allreduce", steps) if ring else steps
+    return hops * hop_latency_s + per_direction / link_bandwidth_bytes_per_s
 
 
 def line_tree_allreduce_time_s(
@@ -2062,8 +2066,8 @@ def calibrate_tiles(
     interleaved: list[tuple[str, float]] = []  # (case, read rate at arbitrary places)
     host_read: list[tuple[str, float]] = []  # (case, the host's read rate of a device tensor)
     # (case, calls, steps, bytes a link direction, of them reduce-scattered, sources, time,
-    # over a closed ring of chips)
-    ccl: list[tuple[str, int, int, float, float, int, float, bool]] = []
+    # over a closed ring of chips, reduce-scatter steps)
+    ccl: list[tuple[str, int, int, float, float, int, float, bool, int]] = []
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
     for case in cases:
@@ -2147,10 +2151,26 @@ def calibrate_tiles(
                 assert hw.wafer is not None
                 calls = 2 if kind == "allreduce" and hw.wafer.composite_all_reduce else 1
                 t_us = float(case["measured"]["time_us"])
+                # the steps whose latency it pays, and its reduce-scatter's: a ring fabric's
+                # (ring_fabric_steps)
+                reduce_steps = {"reducescatter": n - 1, "allreduce": n - 1}.get(kind, 0)
+                if ring:
+                    steps = ring_fabric_steps(kind, steps)
+                    reduce_steps = ring_fabric_steps("reducescatter", reduce_steps)
                 # the pieces of n - 1 chips on its busiest flow: a line's end link, a ring's
                 # every edge, either flow of two chips (RingShare.sources)
                 ccl.append(
-                    (case_id, calls, steps, per_direction, reduced, n - 1, t_us * 1e-6, ring)
+                    (
+                        case_id,
+                        calls,
+                        steps,
+                        per_direction,
+                        reduced,
+                        n - 1,
+                        t_us * 1e-6,
+                        ring,
+                        reduce_steps,
+                    )
                 )
             elif "gemv" in phase:
                 unused.append((case_id, "a GEMV: no parameter of it is fitted (spec rates)"))
@@ -2274,11 +2294,11 @@ def calibrate_tiles(
 
 
 def _fit_ccl(
-    ccl: list[tuple[str, int, int, float, float, int, float, bool]], wafer: WaferSpec
+    ccl: list[tuple[str, int, int, float, float, int, float, bool, int]], wafer: WaferSpec
 ) -> list[TileFit]:
     """The chip-to-chip link's fits from collectives ``(case, calls, steps, bytes a link
-    direction, of them reduce-scattered, sources, time, over a closed ring)``
-    (:func:`calibrate_tiles`).
+    direction, of them reduce-scattered, sources, time, over a closed ring, reduce-scatter
+    steps)`` (:func:`calibrate_tiles`).
 
     time = startup x calls + latency x steps + r x reduce-scatter steps + (bytes + stalls)
     / B, the step reductions and stalls those of
@@ -2297,8 +2317,8 @@ def _fit_ccl(
     calls = [float(c[1]) for c in ccl]
     steps = [float(c[2]) for c in ccl]
     reduced = [c[4] for c in ccl]
-    # a reduce-scatter's steps: all of them, half an all-reduce's (its reduced share)
-    rs_steps = [c[2] * c[4] / c[3] if c[3] else 0.0 for c in ccl]
+    # a reduce-scatter's steps: all of a reduce-scatter's, the first half of an all-reduce's
+    rs_steps = [float(c[8]) for c in ccl]
     on_ring = [c[7] for c in ccl]
     stall = 1 / wafer.reduce_scatter_efficiency - 1  # the config's y B
     r_config = wafer.reduce_scatter_step_latency_s
@@ -2306,7 +2326,7 @@ def _fit_ccl(
 
     def drained(i: float) -> list[float]:
         """Each case's bytes a link direction, its gathered ones stretched at injection i."""
-        return [r + (d - r) * max(1.0, 1 / (k * i)) for _, _, _, d, r, k, _, _ in ccl]
+        return [r + (d - r) * max(1.0, 1 / (k * i)) for _, _, _, d, r, k, _, _, _ in ccl]
 
     def solve(split: bool, f: float) -> tuple[float, list[float], bool, bool, bool]:
         """(injection, [startup, step latency, reduce-scatter step, 1/B, 1/(f B), y],

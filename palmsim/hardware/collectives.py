@@ -58,6 +58,7 @@ __all__ = [
     "deduplicated_alltoall_shares",
     "line_shares",
     "node_reach",
+    "ring_fabric_steps",
     "ring_shares",
 ]
 
@@ -70,6 +71,28 @@ RING_STEPS: dict[str, Callable[[int], int]] = {
     "allgather": lambda n: n - 1,
     "alltoall": lambda n: n - 1,
 }
+
+
+def ring_fabric_steps(kind: str, steps: int) -> int:
+    """The steps of a ``kind`` collective of ``steps`` ring steps (:data:`RING_STEPS`) whose
+    latency a flow of a ring fabric's two opposite rings pays (:class:`RingShare` ``ring``).
+
+    tt-metal's ring CCLs send each member's pieces ``ceil((n-1)/2)`` members forward and the
+    other ``n-1`` minus that backward (ttnn/cpp/ttnn/operations/ccl/ccl_common.cpp,
+    ``get_forward_backward_configuration`` for ``Topology::Ring``: ``num_targets_forward =
+    div_up(ring_size - 1, 2)``). A reduce-scatter's partial sums are received, added to and
+    passed on chip by chip, so its chain is ``ceil((n-1)/2)`` steps long, not the one-way
+    ring's ``n-1``; an all-gather's pieces are forwarded by the routers, and each chip still
+    takes in ``n-1`` of them one after another. tt-metal's CCL summaries show both: over 8
+    Wormhole chips a 16 KiB reduce-scatter takes 19.6 us as a ring and 30.4 us as a line, an
+    all-gather 17.6 and 19.8 us (validation/tiles_measurements.yaml, tt_ccl_*_wh_*8_16KiB).
+    An all-reduce runs one of each. The bytes a link carries are the two rings' halves either
+    way (:func:`ring_shares`). Other kinds keep ``steps``. Pure."""
+    if kind == "reducescatter":
+        return math.ceil(steps / 2)
+    if kind == "allreduce":
+        return math.ceil(steps / 4) + steps // 2
+    return steps
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from palmsim.config.specs import InferenceSpec, MappingSpec
+from palmsim.hardware.collectives import ring_fabric_steps
 from palmsim.mapping.folding import expert_group
 
 __all__ = [
@@ -231,18 +232,24 @@ class Communicator:
         all-to-all), each reduce-scatter step's reduction (all of a reduce-scatter's steps,
         half an all-reduce's: the reduce-scatter before its all-gather), and the stalls of
         the bytes it reduce-scatters, ``bytes / rate * (1/e - 1)`` at efficiency ``e``, which
-        keeps the uncontended flow at ``e`` times the rate."""
+        keeps the uncontended flow at ``e`` times the rate. A flow of a ring fabric's two
+        opposite rings counts the ring fabric's steps
+        (:func:`~palmsim.hardware.collectives.ring_fabric_steps`)."""
+        # a reduce-scatter's steps: all of them, half an all-reduce's
+        reduce_steps = {"reducescatter": steps, "allreduce": steps // 2}.get(kind, 0)
+        if flow.ring:
+            steps = ring_fabric_steps(kind, steps)
+            reduce_steps = ring_fabric_steps("reducescatter", reduce_steps)
         calls = 2 if kind == "allreduce" and self.composite_all_reduce else 1
         hops = 1 if kind == "alltoall" and self.direct_all_to_all else steps
         fixed_s = calls * self.startup_s + hops * flow.latency_s
         if kind == "reducescatter":
             reduced = flow_bytes
-            fixed_s += steps * self.reduce_scatter_step_s
         elif kind == "allreduce":
             reduced = flow_bytes / 2
-            fixed_s += steps / 2 * self.reduce_scatter_step_s
         else:
             return fixed_s
+        fixed_s += reduce_steps * self.reduce_scatter_step_s
         if self.reduce_scatter_efficiency < 1 and rate < float("inf"):
             fixed_s += reduced / rate * (1 / self.reduce_scatter_efficiency - 1)
         return fixed_s

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -836,11 +837,13 @@ def test_a_ring_of_chips_keeps_its_ring_fabric_share_of_the_link(exclusive):
     in opposite directions, each edge a direction carrying half a ring edge's bytes, at the
     fitted ring fabric efficiency f of the link (system.ring_fabric_efficiency, under 1: the
     ring fabric's deadlock avoidance; every edge passes 7 chips' pieces, 7 i > 1, so the
-    injection cap does not bind): an all-gather takes startup + 7 hops + 7/8 S / 2 / (f B); an
-    all-reduce two startups + 14 hops + 14/8 S / 2 / (f B), plus its reduce-scatter half's
-    stalls at e of the link's full rate, 7/8 S / 2 / B (1/e - 1), and its 7 steps'
-    reductions, 7 r (system.reduce_scatter_step_latency). A line of the first four
-    chips keeps the full rate. The closed form and the flow network alike."""
+    injection cap does not bind): an all-gather takes startup + 7 hops + 7/8 S / 2 / (f B); a
+    reduce-scatter's partial sums pass 4 chips one way and 3 the other (tt-metal's
+    ccl_common.cpp: ceil(7/2) targets forward), so its chain is 4 steps, each reducing r
+    longer (system.reduce_scatter_step_latency): startup + 4 (hop + r) + 7/8 S / 2 / (f B)
+    + 7/8 S / 2 / B (1/e - 1), its stalls at e of the link's full rate; an all-reduce both
+    after two startups, 4 + 7 hops. A line of the first four chips keeps the full rate. The
+    closed form and the flow network alike."""
     hw = load_hardware("hw_configs/wormhole-t3000.yaml")
     w = hw.wafer
     f, i, e = w.ring_fabric_efficiency, w.injection_efficiency, w.reduce_scatter_efficiency
@@ -856,8 +859,12 @@ def test_a_ring_of_chips_keeps_its_ring_fabric_share_of_the_link(exclusive):
 
     assert time_s(ring, "allgather") == pytest.approx(startup + 7 * hop + edge / (f * b), rel=1e-9)
     r = w.reduce_scatter_step_latency_s
+    stalls = edge / b * (1 / e - 1)
+    assert time_s(ring, "reducescatter") == pytest.approx(
+        startup + 4 * (hop + r) + edge / (f * b) + stalls, rel=1e-9
+    )
     assert time_s(ring, "allreduce") == pytest.approx(
-        2 * startup + 14 * hop + 7 * r + 2 * edge / (f * b) + edge / b * (1 / e - 1), rel=1e-9
+        2 * startup + 11 * hop + 4 * r + 2 * edge / (f * b) + stalls, rel=1e-9
     )
     assert time_s((0, 1, 2, 3), "allgather") == pytest.approx(
         startup + 3 * hop + 3 / 4 * S_BYTES / b, rel=1e-9
@@ -921,15 +928,16 @@ def test_an_all_to_all_over_a_line_of_chips_travels_the_line():
 def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
     """A row of 8 Galaxy chips, closed into a ring by the torus: 4 links per neighbour, every
     ring edge one hop. Two rings in opposite directions (system.bidirectional_rings) each carry
-    half the buffer: 2(n-1)/n * (S/2) / (4 B) + 2(n-1) * alpha; one ring: twice the
-    bandwidth term."""
+    half the buffer, and a reduce-scatter's partial sums pass ceil((n-1)/2) chips one way
+    (tt-metal's ccl_common.cpp), so its half of the all-reduce is a chain of 4 steps and the
+    all-gather's n-1: 2(n-1)/n * (S/2) / (4 B) + (4 + 7) alpha; one ring: twice the bandwidth
+    term and 2(n-1) steps."""
     hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
     assert hw.wafer.bidirectional_rings
     n = 8
     link = hw.wafer.inter_die
     bandwidth = 4 * link.bandwidth_bytes_per_s
-    latency = 2 * (n - 1) * link.latency_s
-    expected = 2 * (n - 1) / n * (S_BYTES / 2) / bandwidth + latency
+    expected = 2 * (n - 1) / n * (S_BYTES / 2) / bandwidth + (4 + 7) * link.latency_s
     ring = tuple(range(n))
     assert _one_collective(Chip.from_spec(hw), ring, "allreduce") == pytest.approx(
         expected, rel=1e-6
@@ -937,7 +945,7 @@ def test_allreduce_over_a_ring_of_chips_is_the_textbook_ring():
     one_way = dataclasses.replace(
         hw, wafer=dataclasses.replace(hw.wafer, bidirectional_rings=False)
     )
-    expected = 2 * (n - 1) / n * S_BYTES / bandwidth + latency
+    expected = 2 * (n - 1) / n * S_BYTES / bandwidth + 2 * (n - 1) * link.latency_s
     assert _one_collective(Chip.from_spec(one_way), ring, "allreduce") == pytest.approx(
         expected, rel=1e-6
     )
@@ -1111,8 +1119,10 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
     """Collectives timed as t = a * calls + steps * l + d / B + r * (1/e - 1) / B at three
     sizes and three chip counts (all-gathers over lines of 2 and 4, a reduce-scatter over a
     line of 4 and an all-reduce over a ring of 8, two calls on the T3000, hand-computed from
-    a = 5 us, l = 2 us, B = 10 GB/s, e = 0.8: steps 1, 3, 3 and 14, bytes per link direction
-    d = steps/n * S, halved on the ring, of which r reduce-scattered: none, none, all, half;
+    a = 5 us, l = 2 us, B = 10 GB/s, e = 0.8: steps 1, 3, 3 and 11 (the ring's reduce-scatter
+    half a chain of ceil(7/2) = 4, its all-gather half 7), bytes per link direction
+    d = 2(n-1)/n * S or (n-1)/n * S, halved on the ring, of which r reduce-scattered: none,
+    none, all, half;
     the line of 4's end link carries 3 chips' pieces) give back
     a, l, B and e, and no injection efficiency (none lowers the error); timed with the
     all-gather's bytes at i = 0.6 of B (one chip's own piece over the 2-chip line, where the
@@ -1142,8 +1152,11 @@ def test_calibrate_tiles_separates_a_collectives_startup_step_and_bandwidth():
         gathered = per_direction - reduced
         own = gathered / injection if n == 2 else gathered
         rate = bw * (ring_f if topology == "ring" else 1.0)
-        time_s = a * calls + steps * step + (reduced + own) / rate + reduced * (1 / e - 1) / bw
-        time_s += (n - 1) * later["system.reduce_scatter_step_latency"] if reduced else 0.0
+        # a ring's reduce-scatter chain: ceil((n-1)/2) steps (tt-metal's ccl_common.cpp)
+        chain = math.ceil((n - 1) / 2) if topology == "ring" else n - 1
+        hops = {"all_reduce": chain + n - 1, "reduce_scatter": chain}.get(kind, steps)
+        time_s = a * calls + hops * step + (reduced + own) / rate + reduced * (1 / e - 1) / bw
+        time_s += chain * later["system.reduce_scatter_step_latency"] if reduced else 0.0
         return {
             "id": f"c{i}",
             "hardware": {
@@ -1257,14 +1270,19 @@ def test_a_collective_palmsim_does_not_know_is_named_not_run_as_an_all_reduce():
 def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
     """A collective that ran on 2 links a direction between neighbours
     (``scenario.links_per_direction``) puts half its bytes a direction on each: timed as t =
-    a * calls + steps * l + d / (2 B) (an all-reduce two calls; hand-computed from a = 4 us,
-    l = 1.5 us, B = 20 GB/s; the all-reduce's reduce-scatter steps at the config's
-    reduce_scatter_step_latency r, which two shapes cannot tell apart from the startup and
-    step), the fit gives back B, one link's rate, which the config's link carries."""
+    a * calls + steps * l + d / (2 B) (an all-reduce two calls and 4 + 7 steps over its ring;
+    hand-computed from a = 4 us, l = 1.5 us, B = 20 GB/s; its 4 reduce-scatter steps at the
+    config's reduce_scatter_step_latency r, which two shapes cannot tell apart from the
+    startup and step, and at the config's other shares: the ring's bytes at
+    ring_fabric_efficiency f of B, its reduce-scatter half's stalls at
+    reduce_scatter_efficiency e, the 2-chip all-gather's one piece at injection_efficiency
+    i), the fit gives back B, one link's rate, which the config's link carries."""
     from palmsim.tile_cases import calibrate_tiles
 
     a, step, bw = 4e-6, 1.5e-6, 20e9
-    r = load_hardware("hw_configs/blackhole-galaxy.yaml").wafer.reduce_scatter_step_latency_s
+    w = load_hardware("hw_configs/blackhole-galaxy.yaml").wafer
+    r, f = w.reduce_scatter_step_latency_s, w.ring_fabric_efficiency
+    e, inj = w.reduce_scatter_efficiency, w.injection_efficiency
     cases = []
     for i, (kind, n, topology, size) in enumerate(
         (k, n, t, s)
@@ -1273,6 +1291,9 @@ def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
     ):
         steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
         per_link = steps / n * size / (2 if topology == "ring" else 1) / 2
+        # the ring all-reduce's reduce-scatter chain of ceil(7/2) = 4, its all-gather 7
+        chain = math.ceil((n - 1) / 2)
+        hops = chain + n - 1 if kind == "all_reduce" else steps
         cases.append(
             {
                 "id": f"c{i}",
@@ -1290,9 +1311,9 @@ def test_calibrate_tiles_fits_one_links_rate_where_a_collective_ran_on_two():
                 "measured": {
                     "time_us": (
                         a * (1 + (kind == "all_reduce"))
-                        + steps * step
-                        + (kind == "all_reduce") * (n - 1) * r
-                        + per_link / bw
+                        + hops * step
+                        + (kind == "all_reduce") * (chain * r + per_link / 2 / bw * (1 / e - 1))
+                        + per_link / (bw * (f if topology == "ring" else inj))
                     )
                     * 1e6
                 },
@@ -1502,13 +1523,13 @@ def test_blackhole_systems_are_grids_of_p150_chips(config, chips, cores, banks):
 
 def test_allreduce_over_the_blackhole_quietbox_is_the_textbook_line():
     """The QuietBox's four p150 cards in a line, two Ethernet links between neighbours at the
-    Blackhole Galaxy's fitted 22.84 GB/s: two startups (a reduce-scatter call, then an
+    Blackhole Galaxy's fitted 22.87 GB/s: two startups (a reduce-scatter call, then an
     all-gather call), then 2(n-1)/n * S / (2 B) over the end links, the reduce-scatter's half
     at e of B, one hop a step and the reduce-scatter's n-1 steps r longer each, the line
     algorithm as on the T3000."""
     hw = load_hardware("hw_configs/blackhole-quietbox.yaml")
     link = hw.wafer.inter_die
-    assert link.bandwidth_bytes_per_s == pytest.approx(22.84e9)
+    assert link.bandwidth_bytes_per_s == pytest.approx(22.87e9)
     n = 4
     half = (n - 1) / n * S_BYTES / (2 * link.bandwidth_bytes_per_s)
     expected = half + half / hw.wafer.reduce_scatter_efficiency

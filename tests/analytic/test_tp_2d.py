@@ -12,6 +12,7 @@ wrap-around) the rows are lines and the columns pairs of chips.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -96,9 +97,13 @@ def _with_chip_links(
 
 def _ring_s(kind: str, n: int, size_bytes: float, bandwidth: float, alpha: float) -> float:
     """One ring collective on one-hop edges, two directions on half the buffer each, 4
-    links per neighbour."""
+    links per neighbour; a reduce-scatter's partial sums pass ceil((n-1)/2) chips one way
+    (tt-metal's ccl_common.cpp), so its chain is that many steps, an all-gather's n-1 and an
+    all-reduce's both."""
     steps = 2 * (n - 1) if kind == "allreduce" else n - 1
-    return steps / n * (size_bytes / 2) / (4 * bandwidth) + steps * alpha
+    chain = math.ceil((n - 1) / 2)
+    hops = {"reducescatter": chain, "allreduce": chain + n - 1}.get(kind, steps)
+    return steps / n * (size_bytes / 2) / (4 * bandwidth) + hops * alpha
 
 
 def _decode_layer_pieces(a: int, b: int, users: int) -> list[tuple[str, int, float]]:
