@@ -2429,17 +2429,33 @@ def _fit_ccl(
 
 
 def format_tile_calibration(fits: list[TileFit], unused: list[tuple[str, str]]) -> str:
-    """The fitted numbers, each with its cases and errors, to paste into the config."""
+    """The fitted numbers, each with its cases and errors, to paste into the config; numbers
+    fitted together (the same cases and errors as the line before) say so instead of
+    repeating them, and a fit to more than two cases gives its mean and largest |error|."""
     lines = []
+    previous: tuple[tuple[str, ...], tuple[float, ...]] | None = None
     for fit in fits:
         value = (
             f"{fit.value:.4g}"
             if fit.dimension == "ratio"
             else format_quantity(fit.value, fit.dimension)
         )
+        together = (tuple(fit.cases), tuple(fit.errors))
+        if together == previous:
+            lines.append(f"{fit.key}: {value}  # fitted with the line above")
+            continue
+        previous = together
         errors = ", ".join(
             f"{case} {100 * e:+.1f}%" for case, e in zip(fit.cases, fit.errors, strict=True)
         )
-        lines.append(f"{fit.key}: {value}  # fitted to {errors}")
+        summary = ""
+        if len(fit.errors) > 2:
+            worst = max(abs(e) for e in fit.errors)
+            mean = sum(abs(e) for e in fit.errors) / len(fit.errors)
+            summary = (
+                f"{len(fit.errors)} cases, mean |error| {100 * mean:.1f}%, "
+                f"largest {100 * worst:.1f}%: "
+            )
+        lines.append(f"{fit.key}: {value}  # fitted to {summary}{errors}")
     lines += [f"not used: {case}: {why}" for case, why in unused]
     return "\n".join(lines)

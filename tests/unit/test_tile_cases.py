@@ -8,7 +8,13 @@ import pytest
 
 from palmsim.api import shipped_path
 from palmsim.config.loader import load_hardware, read_config_file
-from palmsim.tile_cases import CannotExpressError, is_tile_case, predict
+from palmsim.tile_cases import (
+    CannotExpressError,
+    TileFit,
+    format_tile_calibration,
+    is_tile_case,
+    predict,
+)
 from palmsim.validate import validate
 
 NAN = float("nan")
@@ -812,3 +818,23 @@ def test_the_gemm_report_runs_every_row_and_each_agrees_with_its_own_tflops():
         ((metric, measured, predicted),) = predict(case)
         assert (metric, measured) == ("time_ns", case["measured"]["time_ns"])
         assert predicted > 0
+
+
+def test_numbers_fitted_together_list_their_cases_once():
+    """`palmsim calibrate --tiles` prints a fit's cases and errors once: the numbers fitted
+    with it (the same cases and errors) point at the line above; a fit to more than two cases
+    leads with their count, mean |error| ((1 + 2 + 3) / 3 = 2.0%) and largest (3.0%); one
+    to two cases lists them alone."""
+    cases, errors = ("a", "b", "c"), (0.01, -0.02, 0.03)
+    fits = [
+        TileFit("system.collective_latency", 4e-6, "time", cases, errors),
+        TileFit("system.link.bandwidth", 1e10, "bandwidth", cases, errors),
+        TileFit("dram.bandwidth", 4.45e10, "bandwidth", ("d",), (0.0,)),
+    ]
+    lines = format_tile_calibration(fits, [("e", "why")]).splitlines()
+    assert lines[0].endswith(
+        "# fitted to 3 cases, mean |error| 2.0%, largest 3.0%: a +1.0%, b -2.0%, c +3.0%"
+    )
+    assert lines[1].endswith("# fitted with the line above")
+    assert lines[2].endswith("# fitted to d +0.0%")
+    assert lines[3] == "not used: e: why"
