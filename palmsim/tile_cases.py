@@ -64,7 +64,7 @@ from palmsim.config.specs import (
 )
 from palmsim.errors import PalmsimError
 from palmsim.guard import check_layers
-from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, ring_fabric_steps
+from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
 from palmsim.hardware.compute import op_time_s
 from palmsim.units import format_quantity
 from palmsim.workload.builders import num_parameters, unmodelled_architecture
@@ -676,13 +676,12 @@ def allreduce_time_s(
     opposite directions, each on half the buffer: ``2(n-1)/n * S/2`` per link direction
     (tt-metal's FABRIC_1D_RING uses both directions: tech_reports/CCLs, busbw = 2 x link
     bandwidth on a ring), whose reduce-scatter half runs ``ceil((n-1)/2)`` steps and its
-    all-gather half ``n-1`` (:func:`~palmsim.hardware.collectives.ring_fabric_steps`). No
+    all-gather half ``n-1`` (:func:`~palmsim.hardware.collectives.collective_steps`). No
     collective startup (``system.collective_latency``) is counted.
     """
     assert n >= 2 and size_bytes >= 0
     per_direction = 2 * (n - 1) / n * size_bytes / (2 if ring else 1)
-    steps = RING_STEPS["allreduce"](n)
-    hops = ring_fabric_steps("allreduce", steps) if ring else steps
+    hops = collective_steps("allreduce", RING_STEPS["allreduce"](n), ring_fabric=ring)[0]
     return hops * hop_latency_s + per_direction / link_bandwidth_bytes_per_s
 
 
@@ -2151,19 +2150,15 @@ def calibrate_tiles(
                 assert hw.wafer is not None
                 calls = 2 if kind == "allreduce" and hw.wafer.composite_all_reduce else 1
                 t_us = float(case["measured"]["time_us"])
-                # the steps whose latency it pays, and its reduce-scatter's: a ring fabric's
-                # (ring_fabric_steps)
-                reduce_steps = {"reducescatter": n - 1, "allreduce": n - 1}.get(kind, 0)
-                if ring:
-                    steps = ring_fabric_steps(kind, steps)
-                    reduce_steps = ring_fabric_steps("reducescatter", reduce_steps)
+                # the steps whose latency it pays, and its reduce-scatter's
+                hops, reduce_steps = collective_steps(kind, steps, ring_fabric=ring)
                 # the pieces of n - 1 chips on its busiest flow: a line's end link, a ring's
                 # every edge, either flow of two chips (RingShare.sources)
                 ccl.append(
                     (
                         case_id,
                         calls,
-                        steps,
+                        hops,
                         per_direction,
                         reduced,
                         n - 1,

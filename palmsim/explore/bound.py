@@ -40,7 +40,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from palmsim.hardware.chip import Chip
-from palmsim.hardware.collectives import RING_STEPS, ring_fabric_steps
+from palmsim.hardware.collectives import RING_STEPS, collective_steps
 from palmsim.mapping.plan import (
     CollectiveStep,
     Communicator,
@@ -63,7 +63,7 @@ def _ring_lower_bound_s(
     """A ring collective of S bytes on ``comm``: each of its flows carries share·steps/n·S
     and pays its route's latency once per step, so it lasts at least the slowest flow's
     ``share·steps/n·S / B_narrowest + steps·latency`` (a ring fabric's flow: the ring
-    fabric's steps, :func:`~palmsim.hardware.collectives.ring_fabric_steps`). No
+    fabric's steps, :func:`~palmsim.hardware.collectives.collective_steps`). No
     communicator: a group of one, 0."""
     if comm is None:
         return 0.0
@@ -74,7 +74,7 @@ def _ring_lower_bound_s(
     for f in comm.flows:
         if f.channels:
             time_s = f.share * edge_bytes / _narrowest_bandwidth(chip, f.channels)
-            hops = ring_fabric_steps(kind, steps) if f.ring else steps
+            hops = collective_steps(kind, steps, ring_fabric=f.ring)[0]
             slowest = max(slowest, time_s + hops * f.latency_s)
     return slowest
 

@@ -54,11 +54,11 @@ __all__ = [
     "CollectiveTransfer",
     "RingShare",
     "alltoall_shares",
+    "collective_steps",
     "collective_transfers",
     "deduplicated_alltoall_shares",
     "line_shares",
     "node_reach",
-    "ring_fabric_steps",
     "ring_shares",
 ]
 
@@ -73,12 +73,14 @@ RING_STEPS: dict[str, Callable[[int], int]] = {
 }
 
 
-def ring_fabric_steps(kind: str, steps: int) -> int:
-    """The steps of a ``kind`` collective of ``steps`` ring steps (:data:`RING_STEPS`) whose
-    latency a flow of a ring fabric's two opposite rings pays (:class:`RingShare` ``ring``).
+def collective_steps(kind: str, steps: int, *, ring_fabric: bool) -> tuple[int, int]:
+    """``(steps whose route latency a flow pays, of them reduce-scatter steps)`` of a
+    ``kind`` collective of ``steps`` ring steps (:data:`RING_STEPS`): a reduce-scatter's are
+    all of them, an all-reduce's its first half, other kinds' none.
 
-    tt-metal's ring CCLs send each member's pieces ``ceil((n-1)/2)`` members forward and the
-    other ``n-1`` minus that backward (ttnn/cpp/ttnn/operations/ccl/ccl_common.cpp,
+    On a ring fabric's two opposite rings (``ring_fabric``, :class:`RingShare` ``ring``)
+    tt-metal sends each member's pieces ``ceil((n-1)/2)`` members forward and the other
+    ``n-1`` minus that backward (ttnn/cpp/ttnn/operations/ccl/ccl_common.cpp,
     ``get_forward_backward_configuration`` for ``Topology::Ring``: ``num_targets_forward =
     div_up(ring_size - 1, 2)``). A reduce-scatter's partial sums are received, added to and
     passed on chip by chip, so its chain is ``ceil((n-1)/2)`` steps long, not the one-way
@@ -87,12 +89,17 @@ def ring_fabric_steps(kind: str, steps: int) -> int:
     Wormhole chips a 16 KiB reduce-scatter takes 19.6 us as a ring and 30.4 us as a line, an
     all-gather 17.6 and 19.8 us (validation/tiles_measurements.yaml, tt_ccl_*_wh_*8_16KiB).
     An all-reduce runs one of each. The bytes a link carries are the two rings' halves either
-    way (:func:`ring_shares`). Other kinds keep ``steps``. Pure."""
+    way (:func:`ring_shares`). Pure."""
     if kind == "reducescatter":
-        return math.ceil(steps / 2)
-    if kind == "allreduce":
-        return math.ceil(steps / 4) + steps // 2
-    return steps
+        reduce_steps = steps
+    elif kind == "allreduce":
+        reduce_steps = steps // 2
+    else:
+        return steps, 0
+    if not ring_fabric:
+        return steps, reduce_steps
+    chain = math.ceil(reduce_steps / 2)
+    return steps - reduce_steps + chain, chain
 
 
 @dataclass(frozen=True, slots=True)

@@ -1091,8 +1091,8 @@ class _Lowering:
         request on a Tenstorrent chip all-reduces 32 rows."""
         a, b = self.serving.grid
         rows = self.serving.mbs * new_tokens
-        pad = padded_rows(rows, self.experiment.hardware.tile.matrix_tile_rows) / rows
-        allreduce_bytes = block.allreduce_fwd_bytes * pad
+        padded = padded_rows(rows, self.experiment.hardware.tile.matrix_tile_rows)
+        allreduce_bytes = block.allreduce_fwd_bytes * padded / rows
         if b == 1:
             inf = self.experiment.workload.inference
             assert inf is not None
@@ -1117,7 +1117,7 @@ class _Lowering:
                 )
             )
         model = self.experiment.workload.model
-        row = rows * pad * self.batch.elem_bytes  # one element per (padded) token
+        row = padded * self.batch.elem_bytes  # one element per (padded) token
         rs, ag = CollectiveKind.REDUCESCATTER, CollectiveKind.ALLGATHER
         ar = CollectiveKind.ALLREDUCE
         tpa, tpb = GroupKind.TPA, GroupKind.TPB

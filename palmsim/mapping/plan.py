@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from palmsim.config.specs import InferenceSpec, MappingSpec
-from palmsim.hardware.collectives import ring_fabric_steps
+from palmsim.hardware.collectives import collective_steps
 from palmsim.mapping.folding import expert_group
 
 __all__ = [
@@ -234,12 +234,8 @@ class Communicator:
         the bytes it reduce-scatters, ``bytes / rate * (1/e - 1)`` at efficiency ``e``, which
         keeps the uncontended flow at ``e`` times the rate. A flow of a ring fabric's two
         opposite rings counts the ring fabric's steps
-        (:func:`~palmsim.hardware.collectives.ring_fabric_steps`)."""
-        # a reduce-scatter's steps: all of them, half an all-reduce's
-        reduce_steps = {"reducescatter": steps, "allreduce": steps // 2}.get(kind, 0)
-        if flow.ring:
-            steps = ring_fabric_steps(kind, steps)
-            reduce_steps = ring_fabric_steps("reducescatter", reduce_steps)
+        (:func:`~palmsim.hardware.collectives.collective_steps`)."""
+        steps, reduce_steps = collective_steps(kind, steps, ring_fabric=flow.ring)
         calls = 2 if kind == "allreduce" and self.composite_all_reduce else 1
         hops = 1 if kind == "alltoall" and self.direct_all_to_all else steps
         fixed_s = calls * self.startup_s + hops * flow.latency_s

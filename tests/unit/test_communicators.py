@@ -9,7 +9,7 @@ import pytest
 
 from palmsim.api import load_experiment
 from palmsim.hardware.chip import Chip
-from palmsim.hardware.collectives import RING_STEPS, line_shares, ring_fabric_steps, ring_shares
+from palmsim.hardware.collectives import RING_STEPS, collective_steps, line_shares, ring_shares
 from palmsim.mapping.mapper import map_workload
 
 A100 = "hw_configs/dgx-a100-superpod.yaml"
@@ -213,20 +213,24 @@ def test_exclusive_communicators_are_those_no_other_traffic_can_touch() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "n", "expected"),
+    ("kind", "n", "line", "ring"),
     [
-        # tt-metal's ring: ceil((n-1)/2) targets forward, the rest backward (ccl_common.cpp)
-        ("reducescatter", 8, 4),
-        ("reducescatter", 4, 2),
-        ("reducescatter", 5, 2),
-        ("allgather", 8, 7),  # each chip still takes in n - 1 pieces
-        ("allreduce", 8, 4 + 7),  # a reduce-scatter's chain, then an all-gather
-        ("allreduce", 3, 1 + 2),
-        ("alltoall", 8, 7),  # not a ring algorithm: its rounds as they were
+        # (latency steps, reduce-scatter steps) over a line or a one-way ring, and over a
+        # ring fabric: ceil((n-1)/2) targets forward, the rest backward (ccl_common.cpp)
+        ("reducescatter", 8, (7, 7), (4, 4)),
+        ("reducescatter", 4, (3, 3), (2, 2)),
+        ("reducescatter", 5, (4, 4), (2, 2)),
+        ("allgather", 8, (7, 0), (7, 0)),  # each chip still takes in n - 1 pieces
+        ("allreduce", 8, (14, 7), (4 + 7, 4)),  # a reduce-scatter's chain, then a gather
+        ("allreduce", 3, (4, 2), (1 + 2, 1)),
+        ("alltoall", 8, (7, 0), (7, 0)),  # not a ring algorithm: its rounds as they were
     ],
 )
-def test_a_ring_fabrics_reduce_scatter_is_a_chain_of_half_the_ring(kind, n, expected):
-    """A ring fabric's reduce-scatter passes its partial sums ceil((n-1)/2) chips one way and
-    the rest the other, so its chain is that long; an all-gather keeps the ring's n - 1 steps
-    and an all-reduce is one of each."""
-    assert ring_fabric_steps(kind, RING_STEPS[kind](n)) == expected
+def test_a_ring_fabrics_reduce_scatter_is_a_chain_of_half_the_ring(kind, n, line, ring):
+    """A reduce-scatter's steps all reduce, an all-reduce's first half. A ring fabric's
+    reduce-scatter passes its partial sums ceil((n-1)/2) chips one way and the rest the
+    other, so its chain is that long; an all-gather keeps the ring's n - 1 steps and an
+    all-reduce is one of each."""
+    steps = RING_STEPS[kind](n)
+    assert collective_steps(kind, steps, ring_fabric=False) == line
+    assert collective_steps(kind, steps, ring_fabric=True) == ring
