@@ -919,6 +919,7 @@ _MOE_KEYS = (
     (("moe_ffn", "moe_intermediate_size"), "moe_intermediate_size"),
     (("shared_experts", "n_shared_experts"), "num_shared_experts"),
     (("first_dense_layers", "first_k_dense_replace"), "first_k_dense_replace"),
+    (("moe_layer_step", "interleave_moe_layer_step", "decoder_sparse_step"), "moe_layer_step"),
 )
 
 
@@ -929,7 +930,8 @@ def _moe_fields(m: Mapping[str, Any]) -> dict[str, int]:
     for keys, field in _MOE_KEYS:
         value = next((m[k] for k in keys if m.get(k) is not None), None)
         if value is not None:
-            out[field] = int(value) if field != "num_experts" else positive_count(value, field)
+            positive = field in ("num_experts", "moe_layer_step")
+            out[field] = positive_count(value, field) if positive else int(value)
     if out and not {"num_experts", "num_experts_per_tok"} <= set(out):
         raise CannotExpressError(
             "a mixture of experts needs model.num_experts and model.top_k (got "
@@ -983,6 +985,7 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             moe_intermediate_size=moe.get("moe_intermediate_size"),
             num_shared_experts=moe.get("num_shared_experts", 0),
             first_k_dense_replace=moe.get("first_k_dense_replace", 0),
+            moe_layer_step=moe.get("moe_layer_step", 1),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CannotExpressError(f"model fields incomplete: {error}") from None

@@ -1220,6 +1220,9 @@ _HF_ALIASES = {
     "conv_kernel": "mamba_conv_kernel",
     "chunk_size": "mamba_chunk_size",
     "mlp_hidden_act": "hidden_act",
+    # MoE every that many layers, the last of each group (Llama 4; Qwen2/3-MoE)
+    "interleave_moe_layer_step": "moe_layer_step",
+    "decoder_sparse_step": "moe_layer_step",
 }
 
 #: Fields whose default is derived from another field (filled by :func:`normalise_workload`).
@@ -1235,6 +1238,7 @@ _NULLABLE = (
     "q_lora_rank",
     "sliding_window",
     "layer_types",
+    "attention_chunk_size",
 )
 #: The multi-head latent attention keys, all needed once ``kv_lora_rank`` is set.
 _MLA_WIDTHS = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
@@ -1266,7 +1270,10 @@ _LLAMA_FAMILY = (
     "deepseek_v3",
     "kimi_k2",  # Moonshot's Kimi K2: the DeepSeek-V3 architecture (DeepseekV3ForCausalLM)
     "gpt_oss",
+    "llama4_text",
 )
+#: Hugging Face model type of Llama 4 (its text model's config under ``text_config``).
+_LLAMA4 = "llama4_text"
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
@@ -1297,6 +1304,7 @@ def _model_schema() -> Schema:
         "moe_intermediate_size": _nullable_int_rule(hint=" (null: intermediate_size)"),
         "num_shared_experts": _int_rule(minimum=0),
         "first_k_dense_replace": _int_rule(minimum=0),
+        "moe_layer_step": _int_rule(),
         "q_lora_rank": _nullable_int_rule(hint=" (null: queries projected straight from h)"),
         "kv_lora_rank": _nullable_int_rule(hint=" (null: no multi-head latent attention)"),
         "qk_nope_head_dim": _nullable_int_rule(),
@@ -1304,6 +1312,8 @@ def _model_schema() -> Schema:
         "v_head_dim": _nullable_int_rule(),
         "sliding_window": _nullable_int_rule(hint=" (null: no sliding-window attention)"),
         "layer_types": _layer_types_rule(),
+        "attention_chunk_size": _nullable_int_rule(hint=" (null: no chunked attention)"),
+        "global_attention_interval": _int_rule(minimum=0),
         "attention_sinks": _bool_rule(),
         "moe_latent_size": _nullable_int_rule(hint=" (null: the experts work at hidden_size)"),
         "num_nextn_predict_layers": _int_rule(minimum=0),
@@ -1591,6 +1601,10 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
     other key (``torch_dtype``, ``architectures``, token ids, ...): it is not our format.
     Values the file states explicitly win over derived ones.
     """
+    if hf.get("model_type") == "llama4" and isinstance(hf.get("text_config"), Mapping):
+        # Llama 4's config.json holds its language model under text_config beside the vision
+        # encoder's; a training or serving run of text tokens uses the language model alone
+        hf = {"model_type": _LLAMA4, **hf["text_config"]}
     known = {f.name for f in fields(ModelSpec)} - {"name"}
     model = {k: copy.deepcopy(v) for k, v in hf.items() if k in known or k in _HF_ALIASES}
     problems = _rename_aliases(model, where, "")
@@ -1623,8 +1637,41 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
     if hf.get("use_sliding_window") is False:  # Qwen2/3: a window given but switched off
         model.pop("sliding_window", None)
         model.pop("layer_types", None)
+    if model_type == _LLAMA4:
+        problems += _llama4(hf, model, where)
     problems += _unmodelled_moe_layouts(hf, where)
     return model, problems
+
+
+def _llama4(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> list[ConfigProblem]:
+    """Llama 4's text model (Hugging Face ``Llama4TextConfig``, modeling_llama4.py): its
+    experts and its one shared expert are ``intermediate_size`` wide and its dense layers'
+    MLP ``intermediate_size_mlp`` (``Llama4TextMoe.shared_expert``, ``Llama4TextMLP``); the
+    RoPE layers attend in chunks of ``attention_chunk_size`` and the NoPE ones
+    (``no_rope_layers`` 0, by default every ``no_rope_layer_interval`` = 4th) to the whole
+    sequence."""
+    if hf.get("num_local_experts"):
+        model["moe_intermediate_size"] = hf.get("intermediate_size")
+        model.setdefault("num_shared_experts", 1)
+    if hf.get("intermediate_size_mlp"):
+        model["intermediate_size"] = hf["intermediate_size_mlp"]
+    every = hf.get("no_rope_layer_interval", 4)
+    layers = hf.get("num_hidden_layers")
+    given = hf.get("no_rope_layers")
+    if given and isinstance(layers, int) and isinstance(every, int) and every >= 1:
+        pattern = [int((i + 1) % every != 0) for i in range(layers)]
+        if list(given) != pattern:
+            return [
+                ConfigProblem(
+                    where,
+                    "no_rope_layers",
+                    "a list",
+                    f"every {every}th layer NoPE (0), the others 1 (no_rope_layer_interval): "
+                    "palmsim places the global-attention layers at a fixed interval",
+                )
+            ]
+    model.setdefault("global_attention_interval", every)
+    return []
 
 
 def _nemotron_h_shared_expert(
@@ -1652,15 +1699,12 @@ def _nemotron_h_shared_expert(
 
 def _unmodelled_moe_layouts(hf: Mapping[str, Any], where: str) -> list[ConfigProblem]:
     """Problems for mixture-of-experts layouts palmsim cannot express: MoE layers other than
-    "every layer after the first ``first_k_dense_replace``" (DeepSeek ``moe_layer_freq``,
-    Qwen ``decoder_sparse_step`` and ``mlp_only_layers``, Llama 4
-    ``interleave_moe_layer_step``)."""
+    "every ``moe_layer_step``-th layer after the first ``first_k_dense_replace``" (DeepSeek
+    ``moe_layer_freq``, which counts from the first layer, and Qwen ``mlp_only_layers``)."""
     problems = []
     layouts: tuple[tuple[str, Any], ...] = (
         ("moe_layer_freq", 1),
-        ("decoder_sparse_step", 1),
         ("mlp_only_layers", []),
-        ("interleave_moe_layer_step", 1),  # Llama 4: MoE every that many layers
     )
     for key, fine in layouts:
         if key in hf and hf[key] not in (fine, None):
@@ -1669,8 +1713,8 @@ def _unmodelled_moe_layouts(hf: Mapping[str, Any], where: str) -> list[ConfigPro
                     where,
                     key,
                     hf[key],
-                    f"{fine!r}: palmsim models a mixture-of-experts MLP in every layer after "
-                    "the first first_k_dense_replace",
+                    f"{fine!r}: palmsim models a mixture-of-experts MLP in every "
+                    "moe_layer_step-th layer after the first first_k_dense_replace",
                 )
             )
     return problems
@@ -2328,15 +2372,16 @@ def _check_hybrid(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:
                 "> 0 exactly when hybrid_override_pattern has 'E' (mixture-of-experts) layers",
             )
         )
-    if model.get("first_k_dense_replace"):
-        problems.append(
-            ConfigProblem(
-                where,
-                "model.first_k_dense_replace",
-                model.get("first_k_dense_replace"),
-                "0: hybrid_override_pattern places the mixture-of-experts layers",
+    for key, neutral in (("first_k_dense_replace", 0), ("moe_layer_step", 1)):
+        if model.get(key, neutral) != neutral:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"model.{key}",
+                    model.get(key),
+                    f"{neutral}: hybrid_override_pattern places the mixture-of-experts layers",
+                )
             )
-        )
     return problems
 
 
@@ -2367,6 +2412,17 @@ def _check_moe(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:
                 "model.first_k_dense_replace",
                 dense,
                 f"fewer than num_hidden_layers = {layers} (some layer must be mixture-of-experts)",
+            )
+        )
+    step = model.get("moe_layer_step") or 1
+    if experts > 0 and layers is not None and dense is not None and dense < layers < dense + step:
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.moe_layer_step",
+                step,
+                f"at most num_hidden_layers - first_k_dense_replace = {layers - dense} (some "
+                "layer must be mixture-of-experts)",
             )
         )
     return problems

@@ -887,8 +887,16 @@ class ModelSpec:
     )
     first_k_dense_replace: int = _f(
         "the first layers that keep a dense MLP of intermediate_size (DeepSeek); the rest "
-        "are mixture-of-experts layers",
+        "are mixture-of-experts layers (every moe_layer_step-th of them)",
         default=0,
+    )
+    moe_layer_step: int = _f(
+        "after the first first_k_dense_replace layers, every this-many-th layer is a mixture "
+        "of experts, the last of each group, the others dense (Hugging Face Llama 4 "
+        "'interleave_moe_layer_step', Qwen 'decoder_sparse_step': layers step-1, 2·step-1, "
+        "... ; Megatron-Core moe_layer_freq [0]*(step-1)+[1] repeated; Llama 4 Maverick: 2); "
+        "1: every one",
+        default=1,
     )
 
     q_lora_rank: int | None = _f(
@@ -922,6 +930,18 @@ class ModelSpec:
         "'layer_types', gpt-oss); None: every layer sliding when sliding_window is set, else "
         "every layer full",
         default=None,
+    )
+    attention_chunk_size: int | None = _f(
+        "chunked local attention (Llama 4, Hugging Face 'attention_chunk_size'): the sequence "
+        "is cut into chunks of this many tokens and a query attends causally within its own "
+        "chunk, on every layer but the global ones (global_attention_interval); None: none",
+        default=None,
+    )
+    global_attention_interval: int = _f(
+        "with attention_chunk_size: every this-many-th layer, the last of each group, "
+        "attends to the whole sequence (Llama 4's NoPE layers, Hugging Face no_rope_layers: "
+        "layers 3, 7, ... at 4; Megatron-Core nope_layer_interval); 0: none",
+        default=0,
     )
     attention_sinks: bool = _f(
         "each head has a learned sink logit in its softmax denominator (gpt-oss; Transformer "
@@ -1003,10 +1023,24 @@ class ModelSpec:
             return self.sliding_window
         return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
 
+    def attention_chunk(self, layer: int) -> int | None:
+        """Tokens of the chunks layer ``layer`` (0-based) attends within
+        (``attention_chunk_size``), None on a layer attending to the whole sequence."""
+        if self.attention_chunk_size is None:
+            return None
+        every = self.global_attention_interval
+        if every and (layer + 1) % every == 0:
+            return None
+        return self.attention_chunk_size
+
     @property
     def has_mixed_attention(self) -> bool:
-        """Some layers attend through a sliding window and others fully."""
-        return len({self.attention_window(i) for i in range(self.num_hidden_layers)}) > 1
+        """Some layers attend through a sliding window or in chunks and others fully."""
+        kinds = {
+            (self.attention_window(i), self.attention_chunk(i))
+            for i in range(self.num_hidden_layers)
+        }
+        return len(kinds) > 1
 
     @property
     def is_moe(self) -> bool:
@@ -1024,7 +1058,8 @@ class ModelSpec:
         """Layer ``layer`` (0-based) has a mixture-of-experts MLP."""
         if self.hybrid_override_pattern is not None:
             return self.hybrid_override_pattern[layer] == "E"
-        return self.is_moe and layer >= self.first_k_dense_replace
+        first = self.first_k_dense_replace
+        return self.is_moe and layer >= first and (layer - first + 1) % self.moe_layer_step == 0
 
     @property
     def num_moe_layers(self) -> int:
@@ -1033,7 +1068,7 @@ class ModelSpec:
             return self.hybrid_override_pattern.count("E")
         if not self.is_moe:
             return 0
-        return max(0, self.num_hidden_layers - self.first_k_dense_replace)
+        return max(0, self.num_hidden_layers - self.first_k_dense_replace) // self.moe_layer_step
 
     def layer_kind(self, layer: int) -> str:
         """The block of layer ``layer`` of a hybrid model (``hybrid_override_pattern``: 'M',

@@ -269,7 +269,8 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         model, training, mbs, ep, mapping.expert_placement,
         np.random.default_rng(experiment.run.seed), cp=cp, tp=tp, etp=etp,
     )  # fmt: skip
-    built: dict[tuple[str, bool, float | None, int | None, bool], tuple[Block, ...]] = {}
+    built: dict[tuple[str, bool, float | None, int | None, int | None, bool], tuple[Block, ...]]
+    built = {}
     layers = []
     num_layers = model.num_hidden_layers
     in_bf16 = dataclasses.replace(training, dtype="bf16")
@@ -279,7 +280,14 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         bf16 = i < training.bf16_layers_at_start or i >= num_layers - training.bf16_layers_at_end
         # layers differ by their kind (a hybrid's), MLP, routed slots, attention window and
         # precision
-        key = (model.layer_kind(i), routing is not None, slots, model.attention_window(i), bf16)
+        key = (
+            model.layer_kind(i),
+            routing is not None,
+            slots,
+            model.attention_window(i),
+            model.attention_chunk(i),
+            bf16,
+        )
         if key not in built:
             built[key] = tuple(
                 layer_blocks(

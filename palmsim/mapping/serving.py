@@ -215,7 +215,7 @@ class ServingPlan:
     def _layer(self, tokens: int, requests: int = 1) -> tuple[Block, ...]:
         """One layer's blocks over ``requests`` sequences of ``tokens`` new tokens each.
 
-        A mixture-of-experts layer (``model.first_k_dense_replace`` is 0: every layer alike)
+        A mixture-of-experts layer (every layer one: every layer alike)
         runs its experts split over the TP ranks, its tokens routed uniformly and dropless:
         its expert GEMMs, one fused kernel each (:func:`fused_experts`), read the weights of
         the ``E·(1 - (1 - k/E)^T)`` experts its ``T`` tokens reach
@@ -640,11 +640,11 @@ def map_serving(
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
-    if model.is_moe and model.first_k_dense_replace:
+    if model.is_moe and model.num_moe_layers < model.num_hidden_layers:
         raise MappingError(
-            f"model {model.name!r}: its first {model.first_k_dense_replace} layers are dense and "
-            "the rest mixtures of experts; palmsim serve costs every layer alike (palmsim run "
-            "--mode inference runs such a model, for one static batch)"
+            f"model {model.name!r}: {model.num_moe_layers} of its {model.num_hidden_layers} "
+            "layers are mixtures of experts and the rest dense; palmsim serve costs every layer "
+            "alike (palmsim run --mode inference runs such a model, for one static batch)"
         )
     try:
         # the attention over the cache runs at the activation dtype's fidelity

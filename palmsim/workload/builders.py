@@ -267,10 +267,10 @@ def check_cached_attention(model: ModelSpec) -> None:
             f"model {model.name!r}: multi-head latent attention is modelled for training only "
             "(its latent KV cache and absorbed decode attention are not modelled)"
         )
-    if model.sliding_window is not None:
+    if model.sliding_window is not None or model.attention_chunk_size is not None:
         raise MappingError(
-            f"model {model.name!r}: sliding-window attention is modelled for training only "
-            "(a window-bounded KV cache is not modelled)"
+            f"model {model.name!r}: sliding-window and chunked attention are modelled for "
+            "training only (a window- or chunk-bounded KV cache is not modelled)"
         )
 
 
@@ -446,7 +446,7 @@ def layer_blocks(
     """
     if layer is None and model.has_mixed_attention:
         raise MappingError(
-            f"model {model.name!r} mixes sliding-window and full-attention layers, which this "
+            f"model {model.name!r} mixes windowed or chunked and full-attention layers, which this "
             "mapping does not lower yet (its layers differ: each is built with its layer index)"
         )
     if model.hybrid_override_pattern is not None:
@@ -494,10 +494,12 @@ def layer_blocks(
     heads_t = model.num_attention_heads // tp
     n_tok = micro_batch_size * seq
     sharded = sequence_parallel and tp > 1
-    if cp > 1 and model.attention_window(layer or 0) is not None:
+    chunk = model.attention_chunk(layer or 0)
+    if cp > 1 and (model.attention_window(layer or 0) is not None or chunk is not None):
         raise MappingError(
-            f"model {model.name!r}: context parallelism over a sliding-window layer is not "
-            "modelled (the ring's per-step work assumes full causal attention)"
+            f"model {model.name!r}: context parallelism over a sliding-window or chunked "
+            "attention layer is not modelled (the ring's per-step work assumes full causal "
+            "attention)"
         )
     _check_packing(training, cp)
     shape = _LayerShape(
@@ -514,7 +516,9 @@ def layer_blocks(
         s_kv=training.seq_len,
         d_v=model.value_head_dim,
         window=model.attention_window(layer or 0),
-        document=_document(training),
+        # a chunked-attention layer attends within its chunks as within packed documents
+        # (attended_pairs), the shorter of the two where both cut the sequence
+        document=_within(_document(training), chunk, training.seq_len),
         # MLA's replicated down projections ("duplicated" TELinear) run on the rank's s/t
         # tokens under sequence parallelism, on all of them otherwise
         down_tokens=n_tok // tp if sharded else n_tok,
@@ -765,6 +769,16 @@ def _document(training: TrainingSpec) -> int | None:
     document per sequence: a document as long as the sequence or longer is the whole row."""
     document = training.packed_document_tokens
     return document if document is not None and document < training.seq_len else None
+
+
+def _within(document: int | None, chunk: int | None, seq_len: int) -> int | None:
+    """The tokens a query attends within: packed documents of ``document`` tokens or
+    attention chunks of ``chunk`` (Llama 4's chunked local attention, query ``i`` seeing the
+    keys of its own chunk up to itself), the shorter where both apply; None: the sequence.
+    Documents and chunks both start at the sequence's start, so the shorter length is exact
+    when one divides the other (a chunk of 8192 in documents of 4096 or 16384)."""
+    lengths = [n for n in (document, chunk) if n is not None and n < seq_len]
+    return min(lengths) if lengths else None
 
 
 def _check_packing(training: TrainingSpec, cp: int) -> None:
@@ -1842,9 +1856,14 @@ def layer_kinds(
     ...)``, in the order of their first layer; a kind is a dense or mixture-of-experts MLP
     with full or sliding-window attention; mixture-of-experts layers with uniform dropless
     routing and every expert on the tile (``ep = 1``)."""
-    counts: dict[tuple[str, bool, int | None], list[int]] = {}
+    counts: dict[tuple[str, bool, int | None, int | None], list[int]] = {}
     for i in range(model.num_hidden_layers):
-        key = (model.layer_kind(i), model.is_moe_layer(i), model.attention_window(i))
+        key = (
+            model.layer_kind(i),
+            model.is_moe_layer(i),
+            model.attention_window(i),
+            model.attention_chunk(i),
+        )
         counts.setdefault(key, []).append(i)
     return tuple(
         (len(layers), layer_blocks(model, training, micro_batch_size, tp, layer=layers[0]))
@@ -1875,7 +1894,7 @@ def num_active_parameters(model: ModelSpec) -> int:
     total = num_parameters(model)
     if not model.is_moe:
         return total
-    first_moe = model.num_hidden_layers - model.num_moe_layers
+    first_moe = next(i for i in range(model.num_hidden_layers) if model.is_moe_layer(i))
     blocks = layer_blocks(model, _ANY_TRAINING, 1, 1, layer=first_moe)
     experts = sum(op.params for b in blocks for op in b.ops if op.name.startswith("experts_"))
     unused = experts * (model.num_experts - model.num_experts_per_tok) / model.num_experts
@@ -2020,7 +2039,6 @@ UNMODELLED_ARCHITECTURES = (
         "Mamba state-space layers without Nemotron-H's hybrid pattern; palmsim builds "
         "Mamba-2 layers only in a hybrid model's hybrid_override_pattern",
     ),
-    (r"maverick", "MoE layers alternating with dense ones; palmsim's MoE layers follow the dense"),
     (
         r"qwen3[-_ ]?next",
         "a hybrid of Gated DeltaNet (linear attention) and attention layers; palmsim builds no "

@@ -286,5 +286,5 @@ def test_a_mixture_of_experts_holds_every_expert_and_a_step_reads_those_it_reach
         assert [op.kernels_fwd for op in experts] == [1, 1]
     assert touched_experts(4, k, e) == pytest.approx(8 * (1 - 0.75**4))
     dense_first = dataclasses.replace(moe, num_hidden_layers=2, first_k_dense_replace=1)
-    with pytest.raises(MappingError, match="first 1 layers are dense"):
+    with pytest.raises(MappingError, match="1 of its 2 layers are mixtures of experts"):
         map_serving(serving_spec(TrafficSpec("poisson")), hw, dense_first, Chip.from_spec(hw))

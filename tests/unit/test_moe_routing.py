@@ -106,12 +106,33 @@ def test_top_k_beyond_the_experts_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["decoder_sparse_step", "interleave_moe_layer_step"])
-def test_moe_every_other_layer_is_refused(tmp_path, key):
+def test_moe_every_other_layer(tmp_path, key):
     """Qwen's decoder_sparse_step and Llama 4's interleave_moe_layer_step of 2 put MoE on
-    every other layer, which palmsim's layout (MoE after the first dense layers) cannot say."""
+    layers 1, 3, ... (HF Qwen2MoeDecoderLayer: (layer_idx + 1) % decoder_sparse_step == 0;
+    Llama4TextConfig.moe_layers = range(step - 1, layers, step)): Mixtral's 32 layers, 16 MoE."""
+    spec, _ = load_workload(
+        _hf(tmp_path, **{key: 2}), ["training.seq_len=1024", "training.global_batch_size=8"]
+    )
+    model = spec.model
+    assert model.moe_layer_step == 2 and model.num_moe_layers == 16
+    assert [model.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
+
+
+def test_moe_layer_step_leaving_no_moe_layer_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"moe_layer_step.*at most num_hidden_layers"):
+        load_workload(
+            _hf(tmp_path, interleave_moe_layer_step=33),
+            ["training.seq_len=1024", "training.global_batch_size=8"],
+        )
+
+
+@pytest.mark.parametrize(("key", "value"), [("moe_layer_freq", 2), ("mlp_only_layers", [0, 5])])
+def test_moe_layouts_palmsim_cannot_say_are_refused(tmp_path, key, value):
+    """DeepSeek's moe_layer_freq counts from the first layer (layer i MoE when i % freq == 0)
+    and Qwen's mlp_only_layers lists dense layers anywhere: neither is every step-th layer."""
     with pytest.raises(ConfigError, match=key):
         load_workload(
-            _hf(tmp_path, **{key: 2}),
+            _hf(tmp_path, **{key: value}),
             ["training.seq_len=1024", "training.global_batch_size=8"],
         )
 
