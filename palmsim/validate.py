@@ -121,6 +121,8 @@ _BASE_WORKLOAD = {
     "nemotron": "workloads/nemotron4-15b.yaml",
     "nemotron-h": "workloads/nemotron-3-nano.yaml",
     "nemotron-3-super": "workloads/nemotron-3-super.yaml",
+    "llama4-maverick": "workloads/llama4-maverick.yaml",
+    "llama4-scout": "workloads/llama4-scout.yaml",
 }
 #: Names in ``model.arch`` / ``model.name`` of the Llama family's layer (pre-RMSNorm, RoPE,
 #: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
@@ -132,6 +134,12 @@ _BASE_WORKLOAD = {
 #: Nemotron-4 (LayerNorm, RoPE, squared-ReLU MLP of two matrices, no biases) has its own base;
 #: Llama-based Nemotrons ("Llama-3.1-Nemotron") are matched as Llama first.
 _FAMILY_OF_NAME = (
+    # Llama 4 (its own layer: MoE with a shared expert, every layer or every second, chunked
+    # attention), by name or by NeMo's recipe names (llama4_e16, llama4_e128)
+    ("maverick", "llama4-maverick"),
+    ("llama4_e128", "llama4-maverick"),
+    ("scout", "llama4-scout"),
+    ("llama4_e16", "llama4-scout"),
     ("llama", "llama"),
     ("mixtral", "llama"),
     ("mistral", "llama"),
@@ -174,6 +182,7 @@ _MOE_KEYS = {
     "moe_ffn": "moe_intermediate_size",
     "shared_experts": "num_shared_experts",
     "first_dense_layers": "first_k_dense_replace",
+    "moe_layer_step": "moe_layer_step",
     "head_dim": "attention_head_dim",
 }
 #: Families whose base workload is a dense model: a case of one is a mixture of experts only
@@ -190,8 +199,9 @@ _MOE_NAME = re.compile(
 #: ``--ffn-hidden-size`` defaults to 4 * hidden_size) and Nemotron-4's (15B: 24576 = 4·6144,
 #: arXiv:2402.16819; 340B: 73728 = 4·18432, arXiv:2406.11704). A gated (SwiGLU) MLP has none.
 _FFN_PER_HIDDEN = {"gpt": 4, "nemotron": 4}
-#: Families whose MLP width, unstated, is their base workload's (a hybrid's few MLP layers).
-_FFN_FROM_BASE = ("nemotron-h", "nemotron-3-super")
+#: Families whose MLP width, unstated, is their base workload's (a hybrid's few MLP layers,
+#: Llama 4's dense layers, 16384: intermediate_size_mlp).
+_FFN_FROM_BASE = ("nemotron-h", "nemotron-3-super", "llama4-maverick", "llama4-scout")
 
 #: Documented defaults of settings a case may leave unstated (README, "Validation").
 DEFAULT_MICRO_BATCH = 1
@@ -438,6 +448,8 @@ _KEY_ALIASES: dict[str, dict[str, str]] = {
         "n_shared_experts": "shared_experts",
         "num_shared_experts": "shared_experts",
         "first_k_dense_replace": "first_dense_layers",
+        "interleave_moe_layer_step": "moe_layer_step",
+        "decoder_sparse_step": "moe_layer_step",
     },
     "system": {
         "tensor_model_parallel_size": "tp",
@@ -2097,12 +2109,19 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         base = _BASE_WORKLOAD[arch]
         assumptions.append(Assumption("model.vocab", f"{base}'s", "not stated", ITERATION_FIGURES))
     kv_heads = _int(model, "kv_heads", "model.kv_heads")
-    if kv_heads is None and arch not in ("gpt", *_LATENT_ATTENTION):
-        assumptions.append(Assumption("model.kv_heads", heads, "not stated: multi-head attention"))
+    if kv_heads is None and arch in (*_FFN_FROM_BASE, "gpt-oss"):
+        # a family named after one model: its grouped-query attention's KV heads
+        base = _BASE_WORKLOAD[arch]
+        assumptions.append(Assumption("model.kv_heads", f"{base}'s", "not stated"))
+    elif kv_heads is None:
+        if arch not in ("gpt", *_LATENT_ATTENTION):
+            why = "not stated: multi-head attention"
+            assumptions.append(Assumption("model.kv_heads", heads, why))
+        kv_heads = heads  # GPT's multi-head attention; latent attention's, derived
     shapes = {
         "hidden_size": hidden,
         "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads or heads,
+        "num_key_value_heads": kv_heads,
         "intermediate_size": ffn,
         "num_hidden_layers": layers,
         "vocab_size": vocab,

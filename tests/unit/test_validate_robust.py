@@ -194,8 +194,9 @@ def test_nemotron4_runs_over_its_own_layer_and_nemotron_h_over_nemotron_3_nano()
         read_training_run(_case(model={"name": "Mamba-2 2.7B"}), "x.yaml")
     big = read_training_run(_case(model={"name": "Nemotron-4-340B", "kv_heads": 8}), "x.yaml")
     assert big is not None and big.workload.endswith("nemotron4-15b.yaml")  # not Nemotron 3
-    with pytest.raises(NotRun, match=r"MoE layers alternating"):
-        read_training_run(_case(model={"name": "Llama 4 Maverick", "ffn": 8192}), "x.yaml")
+    for name, base in (("Llama 4 Maverick", "maverick"), ("LLAMA4_E16", "scout")):
+        llama4 = read_training_run(_case(model={"name": name}), "x.yaml")
+        assert llama4 is not None and llama4.workload.endswith(f"llama4-{base}.yaml")
     kimi = read_training_run(_case(model={"name": "Kimi_K2", "ffn": 18432}), "x.yaml")
     assert kimi is not None and kimi.workload.endswith("deepseek-v3.yaml")
 
