@@ -52,7 +52,13 @@ from palmsim.config.loader import (
     load_hardware,
     read_config_file,
 )
-from palmsim.config.specs import RECOMPUTE_MODULES, ZERO_COLLECTIVES, HardwareSpec
+from palmsim.config.specs import (
+    DEFAULT_RECOMPUTE_MODULES,
+    RECOMPUTE_MODULES,
+    ZERO_COLLECTIVES,
+    HardwareSpec,
+    ModelSpec,
+)
 from palmsim.engine.records import RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
 from palmsim.registry import Registry
@@ -223,7 +229,24 @@ ITERATION_FIGURES = (
     "time_to_train_s",
 )
 #: Tried in this order when a case does not state its recompute: the least that fits.
-RECOMPUTE_ORDER = ("none", "selective", "full")
+#: "light" is selective recompute of the attention core and the modules Megatron-Bridge's
+#: guidance adds before whole layers (docs/training/activation-recomputation.md, "Quick
+#: Guidance": selective before full; "MLA often benefits from mla_up_proj, and grouped MoE
+#: often starts with moe_act or layernorm plus moe_act"), those of them the model has
+#: (:func:`light_recompute_modules`).
+RECOMPUTE_ORDER = ("none", "selective", "light", "full")
+
+
+def light_recompute_modules(model: ModelSpec) -> tuple[str, ...]:
+    """The modules of :data:`RECOMPUTE_ORDER`'s "light" selective recompute ``model`` has:
+    the attention core and the norms, with multi-latent attention its up projections, with
+    experts their activation."""
+    return (
+        *DEFAULT_RECOMPUTE_MODULES,
+        "layernorm",
+        *(("mla_up_proj",) if model.is_mla else ()),
+        *(("moe_act",) if model.is_moe else ()),
+    )
 
 
 @dataclass(frozen=True)
@@ -2592,13 +2615,24 @@ def _simulate_case(
         # it, marked
         tries += [("full", stage, False) for stage in stages]
     for i, (mode, stage, merged) in enumerate(tries):
-        flags = {**run.flags, "recompute": mode, "zero": stage, "moe_a2a_overlap": merged}
+        light = mode == "light"
+        flags = {
+            **run.flags,
+            "recompute": "selective" if light else mode,
+            "zero": stage,
+            "moe_a2a_overlap": merged,
+        }
         experiment = load_experiment(
             run.hardware,
             run.workload,
             overrides=[*run.overrides, *overrides],
             mapping_flags=flags,
         )
+        if light:
+            modules = light_recompute_modules(experiment.workload.model)
+            mapping = replace(experiment.mapping, recompute_modules=modules)
+            experiment = replace(experiment, mapping=mapping)
+            mode = f"selective ({', '.join(modules)})"
         try:
             result = simulate(experiment)
         except MappingError:
@@ -2606,7 +2640,10 @@ def _simulate_case(
                 continue
             raise
         if len(modes) > 1:
-            why = "not stated: the least recompute that fits (none, selective, full)"
+            why = (
+                "not stated: the least recompute that fits (none, selective, selective with "
+                "the norms and the MoE activation or MLA up projections, full)"
+            )
             assumptions += (Assumption("training.activation_recompute", mode, why),)
         if overlap and not merged:
             why = (

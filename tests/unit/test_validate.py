@@ -363,9 +363,9 @@ def test_an_nvl72_run_fills_its_racks_as_megatron_bridge_segments_it(
 
 def test_a_stated_moe_a2a_overlap_merges_1f1b_and_rules_out_full_recompute() -> None:
     """A MoE row stating its preset's moe_a2a_overlap (or Megatron-Core's name for it) runs
-    merged 1F1B; its unstated recompute is searched among none and selective only (Megatron-
-    Core refuses full recompute with it), then full recompute without the overlap as a last,
-    marked resort."""
+    merged 1F1B; its unstated recompute is searched among none and the selective ones only
+    (Megatron-Core refuses full recompute with it), then full recompute without the overlap as
+    a last, marked resort."""
     rows = yaml.safe_load((REPO / "validation" / "moe_runs.yaml").read_text())["cases"]
     row = next(c for c in rows if c["id"] == "mbridge_2511_h100_qwen3_235b_a22b_256gpu")
     assert row["training"]["moe_a2a_overlap"] is True
@@ -373,14 +373,14 @@ def test_a_stated_moe_a2a_overlap_merges_1f1b_and_rules_out_full_recompute() -> 
         training = {k: v for k, v in row["training"].items() if k != "moe_a2a_overlap"}
         run = read_training_run({**row, "training": {**training, key: "true"}}, "x.yaml")
         assert run is not None and run.flags["moe_a2a_overlap"] is True
-        assert run.recompute == ("none", "selective")
+        assert run.recompute == ("none", "selective", "light")
     plain = {
         **row,
         "training": {k: v for k, v in row["training"].items() if k != "moe_a2a_overlap"},
     }
     run = read_training_run(plain, "x.yaml")
     assert run is not None and "moe_a2a_overlap" not in run.flags
-    assert run.recompute == ("none", "selective", "full")
+    assert run.recompute == ("none", "selective", "light", "full")
 
 
 def test_a_dispatcher_it_does_not_know_is_named_with_its_key() -> None:

@@ -766,7 +766,7 @@ def test_not_applicable_is_an_unstated_value() -> None:
     assert (run.flags["virtual_stages"], run.flags["ep"], run.flags["cp"]) == (1, 1, 1)
     for text in ("unknown", "?", "Not stated"):
         run = read_training_run(_case(training={"activation_recompute": text}), "x.yaml")
-        assert run is not None and run.recompute == ("none", "selective", "full"), text
+        assert run is not None and run.recompute == ("none", "selective", "light", "full"), text
     with pytest.raises(NotRun, match=r"system\.tp: got 'eight'"):
         read_training_run(_case(system={"tp": "eight"}), "x.yaml")
 
@@ -1148,3 +1148,48 @@ def test_a_figure_no_run_can_have_and_malformed_fields_are_named(tmp_path: Path)
         "modules": "training.recompute_modules: got 3; expected a list of module names",
     }
     assert not report.comparisons
+
+
+def test_unstated_recompute_tries_the_light_modules_before_whole_layers(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A run that states no recompute takes the least that fits; between selective (the
+    attention core) and full it tries the core with the norms and, for a mixture of experts,
+    the experts' activation (Megatron-Bridge's guidance before full recompute). Here only a
+    mapping recomputing moe_act "fits" (the simulation of every other raises MappingError)."""
+    import palmsim.validate as module
+    from palmsim.errors import MappingError
+
+    tried = []
+
+    def fits_with_moe_act(experiment):
+        mapping = experiment.mapping
+        tried.append((mapping.recompute, mapping.recompute_modules))
+        if "moe_act" not in mapping.recompute_modules:
+            raise MappingError("model does not fit")
+        return simulate(experiment)
+
+    monkeypatch.setattr(module, "simulate", fits_with_moe_act)
+    moe = {"ffn": 4096, "num_experts": 8, "top_k": 2, "kv_heads": 16, "name": "Mixtral"}
+    case = _case(
+        model=moe, system={"ep": 8, "tp": 1, "dp": 8}, training={"activation_recompute": ...}
+    )
+    report = validate(_write(tmp_path, [{"id": "moe", **case}]))
+    # each recompute with ZeRO off and on (the distributed optimizer is unstated too)
+    assert list(dict.fromkeys(tried)) == [
+        ("none", ()),
+        ("selective", ()),
+        ("selective", ("core_attn", "layernorm", "moe_act")),
+    ]
+    assumed = {a.key: a.value for _, a in report.assumptions}
+    assert assumed["training.activation_recompute"] == "selective (core_attn, layernorm, moe_act)"
+
+
+def test_light_recompute_takes_the_modules_the_model_has() -> None:
+    from palmsim.config.loader import load_workload
+    from palmsim.validate import light_recompute_modules
+
+    dense = load_workload("workloads/llama3-8b.yaml")[0].model
+    mla = load_workload("workloads/deepseek-v3.yaml")[0].model
+    assert light_recompute_modules(dense) == ("core_attn", "layernorm")
+    assert light_recompute_modules(mla) == ("core_attn", "layernorm", "mla_up_proj", "moe_act")
