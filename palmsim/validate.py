@@ -670,6 +670,53 @@ def _architecture(model: Mapping[str, Any]) -> str:
     )
 
 
+def _moe_layer_freq(model: Mapping[str, Any], layers: int) -> tuple[int, int] | None:
+    """Megatron-Core's ``--moe-layer-freq`` (``model.moe_layer_freq``) as (dense layers first,
+    then a mixture of experts every step-th layer): 1, or a list of 0 (dense) and 1 (MoE)
+    per layer of that form (NeMo's Llama 4 Maverick: ``[0, 1] * 24``); None when not given.
+
+    Raises:
+        NotRun: another value: an int N > 1 (Megatron-Core puts the experts on layers 0, N,
+            2N, ..., the first of each group, where palmsim's step puts them last, as Hugging
+            Face's interleave_moe_layer_step does) or a list of another form.
+    """
+    given = model.get("moe_layer_freq")
+    if given is None:
+        return None
+    if not isinstance(given, list):
+        if _int(model, "moe_layer_freq", "model.moe_layer_freq") == 1:
+            return 0, 1
+        raise NotRun(
+            f"model.moe_layer_freq = {given!r}: Megatron-Core puts the experts on the first "
+            "layer of every group of that many, palmsim on the last (Hugging Face's "
+            "interleave_moe_layer_step); give the per-layer list or model.moe_layer_step"
+        )
+    pattern = [1 if str(v).strip() in ("1", "True", "true") else 0 for v in given]
+    if len(pattern) != layers or 1 not in pattern:
+        raise NotRun(
+            f"model.moe_layer_freq: a list of {len(pattern)} with "
+            f"{sum(pattern)} MoE layers; expected one 0 or 1 per layer ({layers})"
+        )
+    first = pattern.index(1)
+    later = [i for i, v in enumerate(pattern) if v]
+    step = later[1] - later[0] if len(later) > 1 else layers - first
+    if pattern != [int(i >= first and (i - first) % step == 0) for i in range(layers)]:
+        raise NotRun(
+            "model.moe_layer_freq: MoE layers palmsim cannot place (it runs dense layers "
+            "first, then a mixture of experts every step-th layer)"
+        )
+    # palmsim counts a step's MoE layer last in its group: the first MoE layer ends the
+    # dense run before it
+    dense = first - (step - 1)
+    if dense < 0:
+        raise NotRun(
+            "model.moe_layer_freq: a mixture of experts first in its group of layers (as "
+            "Megatron-Core's int form puts it); palmsim puts it last (Hugging Face's "
+            "interleave_moe_layer_step)"
+        )
+    return dense, step
+
+
 def _expert_tp(system: Mapping[str, Any]) -> int | None:
     """The expert tensor-parallel degree: ``system.etp`` or ``system.expert_tensor_parallel``;
     None when neither is given, which is Megatron-Core's default, ``tp``
@@ -2152,6 +2199,15 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     }
     for key, name in _MOE_KEYS.items():
         shapes[name] = _int(model, key, f"model.{key}", minimum=0)
+    layout = _moe_layer_freq(model, layers)
+    if layout is not None:
+        for name, value in zip(("first_k_dense_replace", "moe_layer_step"), layout, strict=True):
+            if shapes[name] is not None and shapes[name] != value:
+                raise NotRun(
+                    f"model.moe_layer_freq places the experts as {name} = {value}, the case "
+                    f"states {shapes[name]}"
+                )
+            shapes[name] = value
     if not shapes["num_experts"] and arch in _DENSE_FAMILIES:
         named = f"{model.get('arch') or ''} {model.get('name') or ''}"
         give = "give model.num_experts and model.top_k (or model.hf_config)"

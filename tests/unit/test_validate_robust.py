@@ -1193,3 +1193,34 @@ def test_light_recompute_takes_the_modules_the_model_has() -> None:
     mla = load_workload("workloads/deepseek-v3.yaml")[0].model
     assert light_recompute_modules(dense) == ("core_attn", "layernorm")
     assert light_recompute_modules(mla) == ("core_attn", "layernorm", "mla_up_proj", "moe_act")
+
+
+@pytest.mark.parametrize(
+    ("freq", "expect"),
+    [
+        ([0, 1] * 4, (0, 2)),  # NeMo's Llama 4 Maverick form, at 8 layers
+        ([0, 0, 0, 1, 1, 1, 1, 1], (3, 1)),  # DeepSeek's three dense layers first
+        (1, (0, 1)),
+        (2, "first layer of every group"),  # Megatron-Core's int form: layers 0, 2, 4, ...
+        ([1, 0] * 4, "first in its group"),
+        ([0, 1, 1, 0, 0, 1, 0, 1], "cannot place"),
+        ([0, 1] * 3, "one 0 or 1 per layer"),
+    ],
+)
+def test_megatron_moe_layer_freq_is_read_or_refused(freq, expect) -> None:
+    """Megatron-Core's --moe-layer-freq: 1, or a per-layer list of dense layers then MoE every
+    step-th, becomes (first_k_dense_replace, moe_layer_step); a layout palmsim cannot place
+    is not run, never run as MoE on every layer."""
+    moe = {"ffn": 4096, "num_experts": 8, "top_k": 2, "kv_heads": 16, "name": "Mixtral"}
+    case = _case(
+        model={**moe, "layers": 8, "moe_layer_freq": freq}, system={"ep": 8, "tp": 1, "dp": 8}
+    )
+    if isinstance(expect, str):
+        with pytest.raises(NotRun, match=expect):
+            read_training_run(case, "x.yaml")
+        return
+    run = read_training_run(case, "x.yaml")
+    assert run is not None
+    dense, step = expect
+    assert f"model.first_k_dense_replace={dense}" in run.overrides
+    assert f"model.moe_layer_step={step}" in run.overrides
