@@ -129,6 +129,7 @@ _BASE_WORKLOAD = {
     "nemotron-3-super": "workloads/nemotron-3-super.yaml",
     "llama4-maverick": "workloads/llama4-maverick.yaml",
     "llama4-scout": "workloads/llama4-scout.yaml",
+    "qwen3-next": "workloads/qwen3-next-80b-a3b.yaml",
 }
 #: Names in ``model.arch`` / ``model.name`` of the Llama family's layer (pre-RMSNorm, RoPE,
 #: SwiGLU, no biases: Hugging Face's ``LlamaDecoderLayer`` and its Mistral, Mixtral and
@@ -146,6 +147,8 @@ _FAMILY_OF_NAME = (
     ("llama4_e128", "llama4-maverick"),
     ("scout", "llama4-scout"),
     ("llama4_e16", "llama4-scout"),
+    # Qwen3-Next (Gated DeltaNet and gated attention layers), before Qwen3's Llama layer
+    ("qwen3-next", "qwen3-next"),
     ("llama", "llama"),
     ("mixtral", "llama"),
     ("mistral", "llama"),
@@ -206,8 +209,14 @@ _MOE_NAME = re.compile(
 #: arXiv:2402.16819; 340B: 73728 = 4·18432, arXiv:2406.11704). A gated (SwiGLU) MLP has none.
 _FFN_PER_HIDDEN = {"gpt": 4, "nemotron": 4}
 #: Families whose MLP width, unstated, is their base workload's (a hybrid's few MLP layers,
-#: Llama 4's dense layers, 16384: intermediate_size_mlp).
-_FFN_FROM_BASE = ("nemotron-h", "nemotron-3-super", "llama4-maverick", "llama4-scout")
+#: Llama 4's dense layers, 16384: intermediate_size_mlp; Qwen3-Next's, unused by its MoE layers).
+_FFN_FROM_BASE = (
+    "nemotron-h",
+    "nemotron-3-super",
+    "llama4-maverick",
+    "llama4-scout",
+    "qwen3-next",
+)
 
 #: Documented defaults of settings a case may leave unstated (README, "Validation").
 DEFAULT_MICRO_BATCH = 1

@@ -420,7 +420,7 @@ def _str_list_rule(required: bool = True) -> Rule:
 
 
 #: Attention kinds of ``model.layer_types`` (Hugging Face names).
-LAYER_TYPES = ("full_attention", "sliding_attention")
+LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
 
 
 def _layer_types_rule() -> Rule:
@@ -1220,7 +1220,14 @@ _HF_ALIASES = {
     "conv_kernel": "mamba_conv_kernel",
     "chunk_size": "mamba_chunk_size",
     "mlp_hidden_act": "hidden_act",
+    # Qwen3-Next's Gated DeltaNet layers
+    "linear_num_key_heads": "linear_attention_key_heads",
+    "linear_num_value_heads": "linear_attention_value_heads",
+    "linear_key_head_dim": "linear_attention_key_dim",
+    "linear_value_head_dim": "linear_attention_value_dim",
+    "linear_conv_kernel_dim": "linear_attention_conv_kernel",
     # MoE every that many layers, the last of each group (Llama 4; Qwen2/3-MoE)
+    "attn_output_gate": "attention_output_gate",  # Qwen3.5
     "interleave_moe_layer_step": "moe_layer_step",
     "decoder_sparse_step": "moe_layer_step",
 }
@@ -1239,6 +1246,13 @@ _NULLABLE = (
     "sliding_window",
     "layer_types",
     "attention_chunk_size",
+)
+#: A Gated DeltaNet layer's sizes, all needed once ``layer_types`` has a linear_attention layer.
+_LINEAR_ATTENTION_SIZES = (
+    "linear_attention_key_heads",
+    "linear_attention_value_heads",
+    "linear_attention_key_dim",
+    "linear_attention_value_dim",
 )
 #: The multi-head latent attention keys, all needed once ``kv_lora_rank`` is set.
 _MLA_WIDTHS = ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
@@ -1271,9 +1285,12 @@ _LLAMA_FAMILY = (
     "kimi_k2",  # Moonshot's Kimi K2: the DeepSeek-V3 architecture (DeepseekV3ForCausalLM)
     "gpt_oss",
     "llama4_text",
+    "qwen3_next",
 )
 #: Hugging Face model type of Llama 4 (its text model's config under ``text_config``).
 _LLAMA4 = "llama4_text"
+#: Hugging Face model type of Qwen3-Next (Gated DeltaNet and gated attention layers).
+_QWEN3_NEXT = "qwen3_next"
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
@@ -1312,6 +1329,12 @@ def _model_schema() -> Schema:
         "v_head_dim": _nullable_int_rule(),
         "sliding_window": _nullable_int_rule(hint=" (null: no sliding-window attention)"),
         "layer_types": _layer_types_rule(),
+        "linear_attention_key_heads": _int_rule(minimum=0),
+        "linear_attention_value_heads": _int_rule(minimum=0),
+        "linear_attention_key_dim": _int_rule(minimum=0),
+        "linear_attention_value_dim": _int_rule(minimum=0),
+        "linear_attention_conv_kernel": _int_rule(),
+        "attention_output_gate": _bool_rule(),
         "attention_chunk_size": _nullable_int_rule(hint=" (null: no chunked attention)"),
         "global_attention_interval": _int_rule(minimum=0),
         "attention_sinks": _bool_rule(),
@@ -1639,8 +1662,40 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.pop("layer_types", None)
     if model_type == _LLAMA4:
         problems += _llama4(hf, model, where)
+    if model_type == _QWEN3_NEXT:
+        problems += _qwen3_next(hf, model, where)
     problems += _unmodelled_moe_layouts(hf, where)
     return model, problems
+
+
+def _qwen3_next(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> list[ConfigProblem]:
+    """Qwen3-Next (Hugging Face ``Qwen3NextConfig``, modeling_qwen3_next.py): its full
+    attention has an output gate (``Qwen3NextAttention``: ``q_proj`` gives the query and the
+    gate, ``attn_output * sigmoid(gate)``); its layers are Gated DeltaNet ('linear_attention')
+    but every ``full_attention_interval``-th when ``layer_types`` is not given
+    (``Qwen3NextConfig``: ``"linear_attention" if bool((i + 1) % interval) else
+    "full_attention"``); its shared expert, ``shared_expert_intermediate_size`` wide, is that
+    many routed experts' widths (and a sigmoid gate of one output, not counted)."""
+    model.setdefault("attention_output_gate", True)
+    layers, every = hf.get("num_hidden_layers"), hf.get("full_attention_interval", 4)
+    if "layer_types" not in hf and isinstance(layers, int) and isinstance(every, int) and every:
+        model["layer_types"] = [
+            "linear_attention" if (i + 1) % every else "full_attention" for i in range(layers)
+        ]
+    shared, routed = hf.get("shared_expert_intermediate_size"), hf.get("moe_intermediate_size")
+    if isinstance(shared, int) and shared and isinstance(routed, int) and routed:
+        if shared % routed:
+            return [
+                ConfigProblem(
+                    where,
+                    "shared_expert_intermediate_size",
+                    shared,
+                    f"a multiple of moe_intermediate_size = {routed} (palmsim's shared experts "
+                    "have the routed width)",
+                )
+            ]
+        model["num_shared_experts"] = shared // routed
+    return []
 
 
 def _llama4(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> list[ConfigProblem]:
@@ -2295,6 +2350,17 @@ def _check_attention(model: Mapping[str, Any], where: str) -> list[ConfigProblem
                 "an int >= 1: layer_types has sliding_attention layers",
             )
         )
+    if types and "linear_attention" in types:
+        for key in _LINEAR_ATTENTION_SIZES:
+            if not model.get(key):
+                problems.append(
+                    ConfigProblem(
+                        where,
+                        f"model.{key}",
+                        model.get(key, MISSING),
+                        "an int >= 1: layer_types has linear_attention layers",
+                    )
+                )
     return problems
 
 

@@ -147,6 +147,10 @@ FP8_LINEAR_OPS: tuple[str, ...] = (
     # (TERowParallelLinear) in Megatron-Core's Mamba layer spec
     "mamba_in",
     "mamba_out",
+    # the Gated DeltaNet's input and output projections (TE linears in Megatron-Core's
+    # Qwen3-Next layer spec, as the Mamba mixer's)
+    "gdn_in",
+    "gdn_out",
     "experts_fc1",
     "experts_fc2",
     # LatentMoE's projections (TELinear, duplicated over TP)
@@ -926,10 +930,34 @@ class ModelSpec:
         default=None,
     )
     layer_types: tuple[str, ...] | None = _f(
-        "attention of each layer, 'full_attention' or 'sliding_attention' (Hugging Face "
+        "attention of each layer, 'full_attention', 'sliding_attention' or "
+        "'linear_attention' (a Gated DeltaNet layer: linear_attention_*) (Hugging Face "
         "'layer_types', gpt-oss); None: every layer sliding when sliding_window is set, else "
         "every layer full",
         default=None,
+    )
+    linear_attention_key_heads: int = _f(
+        "Gated DeltaNet (linear attention, Qwen3-Next): query and key heads H_k (HF "
+        "'linear_num_key_heads'), repeated to the value heads",
+        default=0,
+    )
+    linear_attention_value_heads: int = _f(
+        "Gated DeltaNet: value heads H_v (HF 'linear_num_value_heads')", default=0
+    )
+    linear_attention_key_dim: int = _f(
+        "Gated DeltaNet: width d_k of a query or key head (HF 'linear_key_head_dim')", default=0
+    )
+    linear_attention_value_dim: int = _f(
+        "Gated DeltaNet: width d_v of a value head (HF 'linear_value_head_dim')", default=0
+    )
+    linear_attention_conv_kernel: int = _f(
+        "Gated DeltaNet: width of its causal depthwise convolution (HF 'linear_conv_kernel_dim')",
+        default=4,
+    )
+    attention_output_gate: bool = _f(
+        "full attention with an output gate (Qwen3-Next): the query projection also gives a "
+        "gate per head and width, and the attention's output is multiplied by its sigmoid",
+        default=False,
     )
     attention_chunk_size: int | None = _f(
         "chunked local attention (Llama 4, Hugging Face 'attention_chunk_size'): the sequence "
@@ -1023,6 +1051,10 @@ class ModelSpec:
             return self.sliding_window
         return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
 
+    def is_linear_attention_layer(self, layer: int) -> bool:
+        """Layer ``layer`` (0-based) is a Gated DeltaNet layer (``layer_types``)."""
+        return self.layer_types is not None and self.layer_types[layer] == "linear_attention"
+
     def attention_chunk(self, layer: int) -> int | None:
         """Tokens of the chunks layer ``layer`` (0-based) attends within
         (``attention_chunk_size``), None on a layer attending to the whole sequence."""
@@ -1035,9 +1067,10 @@ class ModelSpec:
 
     @property
     def has_mixed_attention(self) -> bool:
-        """Some layers attend through a sliding window or in chunks and others fully."""
+        """Some layers attend through a sliding window, in chunks or linearly and others
+        fully."""
         kinds = {
-            (self.attention_window(i), self.attention_chunk(i))
+            (self.attention_window(i), self.attention_chunk(i), self.is_linear_attention_layer(i))
             for i in range(self.num_hidden_layers)
         }
         return len(kinds) > 1

@@ -269,7 +269,9 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
         model, training, mbs, ep, mapping.expert_placement,
         np.random.default_rng(experiment.run.seed), cp=cp, tp=tp, etp=etp,
     )  # fmt: skip
-    built: dict[tuple[str, bool, float | None, int | None, int | None, bool], tuple[Block, ...]]
+    built: dict[
+        tuple[str, bool, float | None, int | None, int | None, bool, bool], tuple[Block, ...]
+    ]
     built = {}
     layers = []
     num_layers = model.num_hidden_layers
@@ -286,6 +288,7 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
             slots,
             model.attention_window(i),
             model.attention_chunk(i),
+            model.is_linear_attention_layer(i),
             bf16,
         )
         if key not in built:

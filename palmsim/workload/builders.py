@@ -33,6 +33,7 @@ from typing import Any
 
 from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
 from palmsim.errors import ConfigError, MappingError
+from palmsim.workload.deltanet import gated_deltanet_ops
 from palmsim.workload.fp8 import fp8_block_ops
 from palmsim.workload.mamba import mamba_mixer_ops
 from palmsim.workload.ops import (
@@ -272,6 +273,11 @@ def check_cached_attention(model: ModelSpec) -> None:
             f"model {model.name!r}: sliding-window and chunked attention are modelled for "
             "training only (a window- or chunk-bounded KV cache is not modelled)"
         )
+    if model.layer_types is not None and "linear_attention" in model.layer_types:
+        raise MappingError(
+            f"model {model.name!r}: linear attention (Gated DeltaNet) is modelled for training "
+            "only (its recurrent state in place of a KV cache is not modelled)"
+        )
 
 
 def _check_recompute(recompute: str) -> None:
@@ -364,7 +370,7 @@ _REPLICATED_OPS = (
     "attn_residual",
     "mlp_residual",
 )
-_REPLICATED_INPUTS = ("qkv", "fc1", "mamba_in")
+_REPLICATED_INPUTS = ("qkv", "fc1", "mamba_in", "gdn_in")
 
 
 def _sequence_sharded(block: Block, tp: int) -> Block:
@@ -495,6 +501,11 @@ def layer_blocks(
     n_tok = micro_batch_size * seq
     sharded = sequence_parallel and tp > 1
     chunk = model.attention_chunk(layer or 0)
+    if cp > 1 and model.is_linear_attention_layer(layer or 0):
+        raise MappingError(
+            f"model {model.name!r}: context parallelism over a linear-attention (Gated "
+            "DeltaNet) layer is not modelled (its state runs along the whole sequence)"
+        )
     if cp > 1 and (model.attention_window(layer or 0) is not None or chunk is not None):
         raise MappingError(
             f"model {model.name!r}: context parallelism over a sliding-window or chunked "
@@ -528,9 +539,12 @@ def layer_blocks(
     # operator all-reduces the input gradient of the column-parallel projection in the
     # backward (Shoeybi et al. 2019, Fig. 3).
     allreduce = _allreduce(tp, shape.act_bytes)
-    attn_ops, attn_edges = _attention_ops(model, shape)
-    if training.attention_kernel != "unfused":  # fused or flash2: the same work
-        attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges)
+    if model.is_linear_attention_layer(layer or 0):
+        attn_ops, attn_edges = _deltanet_ops(model, shape, micro_batch_size, tp)
+    else:
+        attn_ops, attn_edges = _attention_ops(model, shape)
+        if training.attention_kernel != "unfused":  # fused or flash2: the same work
+            attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
     blocks = (
         Block("attn", attn_ops, allreduce, allreduce, attn_edges),
@@ -769,6 +783,30 @@ def _document(training: TrainingSpec) -> int | None:
     document per sequence: a document as long as the sequence or longer is the whole row."""
     document = training.packed_document_tokens
     return document if document is not None and document < training.seq_len else None
+
+
+def _deltanet_ops(
+    model: ModelSpec, shape: _LayerShape, micro_batch_size: int, tp: int
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """A Gated DeltaNet layer's attention block (:mod:`palmsim.workload.deltanet`) with its
+    pre-norm and residual, in place of the attention's."""
+    mixer, mixer_edges = gated_deltanet_ops(
+        model, tp=tp, micro_batch_size=micro_batch_size, seq_len=shape.s, dtype_bytes=shape.e
+    )
+    act_bytes = shape.act_bytes
+    ops = (
+        _norm_op(model, "norm1", shape.n_tok, shape.e),
+        *mixer,
+        _residual_add("attn_residual", shape, fused=False),
+    )
+    edges = (
+        (BLOCK_INPUT, "norm1", act_bytes),
+        ("norm1", "gdn_in", act_bytes),
+        *mixer_edges,
+        ("gdn_out", "attn_residual", act_bytes),
+        (BLOCK_INPUT, "attn_residual", act_bytes),
+    )
+    return ops, edges
 
 
 def _within(document: int | None, chunk: int | None, seq_len: int) -> int | None:
@@ -1190,8 +1228,8 @@ def _qkv_projections(model: ModelSpec, shape: _LayerShape) -> _Projections:
     ops: list[Op] = [_norm_op(model, "norm1", n_tok, e)]
     edges: list[tuple[str, str, float]] = []
     # Column-parallel QKV: h → (a/t + 2·kv/t)·d, bias split with the columns; keeps its
-    # input, 2sbh, replicated.
-    qkv_width = q_width + 2 * kv_width
+    # input, 2sbh, replicated. An output gate (Qwen3-Next) doubles the query's columns.
+    qkv_width = q_width * (2 if model.attention_output_gate else 1) + 2 * kv_width
     qkv = matmul_cost(n_tok, h, qkv_width, dtype_bytes=e, has_weight=True)
     ops.append(
         make_op(
@@ -1479,6 +1517,20 @@ def _attention_ops(
     # with the attention core; its backward is a view.
     layout = copy_cost(n_tok * out_width, dtype_bytes=e)
     ops.append(make_op("context_layout", "copy", layout, dtype_bytes=e, recompute_selective=True))
+    out_input = "context_layout"
+    if model.attention_output_gate:
+        # Qwen3-Next's output gate, attn_output * sigmoid(gate): one elementwise kernel of two
+        # inputs, keeping both
+        gate = elementwise_cost(n_tok * out_width, dtype_bytes=e, num_inputs=2)
+        gate_bytes = e * n_tok * out_width
+        ops.append(
+            make_op("attn_gate", "elementwise", gate, dtype_bytes=e, saved_bytes=2 * gate_bytes)
+        )
+        edges += [
+            ("context_layout", "attn_gate", gate_bytes),
+            (front.v_source, "attn_gate", gate_bytes),
+        ]
+        out_input = "attn_gate"
     # Row-parallel output projection: (a/t)·d_v → h; keeps its input, 2sbh/t. Its bias is
     # added after the all-reduce, so it is replicated.
     out_proj = matmul_cost(n_tok, out_width, h, dtype_bytes=e, has_weight=True)
@@ -1505,7 +1557,7 @@ def _attention_ops(
         ("scores", "softmax", att_bytes),
         (probs_source, "context", att_bytes),
         ("context", "context_layout", e * n_tok * out_width),
-        ("context_layout", "out_proj", e * n_tok * out_width),
+        (out_input, "out_proj", e * n_tok * out_width),
         (out_source, "attn_residual", act_bytes),
     ]
     return tuple(ops), tuple(edges)
@@ -1856,13 +1908,14 @@ def layer_kinds(
     ...)``, in the order of their first layer; a kind is a dense or mixture-of-experts MLP
     with full or sliding-window attention; mixture-of-experts layers with uniform dropless
     routing and every expert on the tile (``ep = 1``)."""
-    counts: dict[tuple[str, bool, int | None, int | None], list[int]] = {}
+    counts: dict[tuple[str, bool, int | None, int | None, bool], list[int]] = {}
     for i in range(model.num_hidden_layers):
         key = (
             model.layer_kind(i),
             model.is_moe_layer(i),
             model.attention_window(i),
             model.attention_chunk(i),
+            model.is_linear_attention_layer(i),
         )
         counts.setdefault(key, []).append(i)
     return tuple(
@@ -2038,11 +2091,6 @@ UNMODELLED_ARCHITECTURES = (
         r"^(?!.*nemotron).*mamba",
         "Mamba state-space layers without Nemotron-H's hybrid pattern; palmsim builds "
         "Mamba-2 layers only in a hybrid model's hybrid_override_pattern",
-    ),
-    (
-        r"qwen3[-_ ]?next",
-        "a hybrid of Gated DeltaNet (linear attention) and attention layers; palmsim builds no "
-        "linear attention",
     ),
     (
         r"(?<![a-z])vl(?![a-z])|vision|llava",

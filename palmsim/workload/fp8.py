@@ -108,7 +108,7 @@ FP8_LINEARS: tuple[str, ...] = FP8_LINEAR_OPS
 #: the tile's own ``s/t`` rows and gathers them in fp8 (layernorm_linear.py, the
 #: ``with_input_all_gather`` branch quantizes before ``gather_along_first_dim``). palmsim's
 #: all-gather still moves them in bf16 (not modelled: the fp8 gathers).
-SEQUENCE_GATHERED_INPUTS: tuple[str, ...] = ("qkv", "fc1", "q_up", "kv_up", "mamba_in")
+SEQUENCE_GATHERED_INPUTS: tuple[str, ...] = ("qkv", "fc1", "q_up", "kv_up", "mamba_in", "gdn_in")
 
 #: DelayedScaling's default ``amax_history_len`` (transformer_engine/common/recipe/
 #: __init__.py); NeMo's GPT configs keep it (``fp8_amax_history_len: 1024``).

@@ -813,9 +813,13 @@ def test_model_names_as_tables_write_them(name: str, workload: str) -> None:
     assert run is not None and run.workload.endswith(workload)
 
 
-def test_qwen3_next_is_named_not_run() -> None:
-    with pytest.raises(NotRun, match=r"Gated DeltaNet"):
-        read_training_run(_case(model={"name": "Qwen3-Next-80B-A3B", "ffn": 512}), "x.yaml")
+def test_qwen3_next_runs_over_its_own_layer() -> None:
+    """Qwen3-Next (Gated DeltaNet and gated attention) is matched before Qwen3's Llama layer;
+    its KV heads, unstated, are the base's (marked)."""
+    run = read_training_run(_case(model={"name": "Qwen3-Next-80B-A3B"}), "x.yaml")
+    assert run is not None and run.workload.endswith("qwen3-next-80b-a3b.yaml")
+    assert "model.kv_heads" in {a.key for a in run.assumptions}
+    assert not any(o.startswith("model.num_key_value_heads") for o in run.overrides)
 
 
 def test_a_megatron_lm_baseline_beside_megascale_is_not_megascale() -> None:

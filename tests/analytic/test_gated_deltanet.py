@@ -1,0 +1,84 @@
+"""Qwen3-Next: Gated DeltaNet (linear attention) layers and gated full attention."""
+
+from __future__ import annotations
+
+import pytest
+
+from palmsim.config.loader import load_workload
+from palmsim.errors import MappingError
+from palmsim.workload.builders import (
+    check_cached_attention,
+    layer_blocks,
+    num_active_parameters,
+    num_parameters,
+)
+from palmsim.workload.deltanet import DELTA_RULE_CHUNK_TOKENS
+
+WORKLOAD = "workloads/qwen3-next-80b-a3b.yaml"
+#: The delta rule's products (module docstring of palmsim.workload.deltanet).
+RULE_OPS = ("gdn_kkt", "gdn_solve", "gdn_wu", "gdn_state", "gdn_out_rule")
+
+
+def _model(*overrides: str):
+    spec, _ = load_workload(WORKLOAD, list(overrides))
+    return spec
+
+
+def test_parameters_are_the_published_ones_but_two_small_tensors():
+    """Qwen3-Coder-Next, the same architecture and sizes, publishes 79,674,391,296 parameters
+    and 3,874,929,408 active (its safetensors headers). palmsim builds all but the shared
+    expert's gate (a 2048 -> 1 linear in each of 48 layers: 98,304) and the query and key
+    RMSNorms of the 12 full-attention layers (256 + 256 each: 6,144), which it does not count."""
+    model = _model().model
+    uncounted = 48 * 2048 + 12 * 2 * 256
+    assert num_parameters(model) == 79_674_391_296 - uncounted
+    assert num_active_parameters(model) == 3_874_929_408 - uncounted
+
+
+def test_three_linear_layers_to_one_full():
+    model = _model().model
+    kinds = [model.is_linear_attention_layer(i) for i in range(8)]
+    assert kinds == [True, True, True, False] * 2
+    assert model.attention_output_gate and model.num_shared_experts == 1
+
+
+def test_the_delta_rule_costs_its_chunked_products():
+    """Per token and value head the chunked rule's forward is (C = 64, d_k = d_v = 128):
+    A = (βK)Kᵀ 2C·d_k, the solve 2C²/3, W and U 2C·(d_k + d_v), the state pass 4·d_k·d_v,
+    the output 2·d_k·d_v + 2C·d_k + 2C·d_v: 6C·d_k + 4C·d_v + 6·d_k·d_v + 2C²/3 FLOP, with
+    the 32 value heads split over TP 2."""
+    spec = _model("training.seq_len=4096")
+    blocks = layer_blocks(spec.model, spec.training, 2, 2, layer=0)
+    attn = blocks[0]
+    ops = {op.name: op for op in attn.ops}
+    c, dk, dv = DELTA_RULE_CHUNK_TOKENS, 128, 128
+    per_token_head = 6 * c * dk + 4 * c * dv + 6 * dk * dv + 2 * c * c / 3
+    tokens, heads_t = 2 * 4096, 32 // 2
+    assert sum(ops[n].flop_fwd for n in RULE_OPS) == pytest.approx(
+        tokens * heads_t * per_token_head
+    )
+    # the input projections, h -> q, k (16/2 heads of 128 each), v, z (32/2 of 128), β, a
+    width = 2 * 8 * 128 + 2 * 16 * 128 + 2 * 16
+    assert ops["gdn_in"].flop_fwd == pytest.approx(2 * tokens * 2048 * width)
+    assert ops["gdn_out"].flop_fwd == pytest.approx(2 * tokens * 16 * 128 * 2048)
+    assert "scores" not in ops and "attention" not in ops
+
+
+def test_gated_attention_doubles_the_query_columns():
+    """The full layers' q_proj gives the query and its gate: h -> 2·a·d + 2·kv·d (a = 16 heads
+    of 256, 2 KV heads), and the gate multiplies the attention's output."""
+    spec = _model("training.seq_len=4096")
+    attn = layer_blocks(spec.model, spec.training, 1, 1, layer=3)[0]
+    ops = {op.name: op for op in attn.ops}
+    assert ops["qkv"].params == 2048 * (2 * 16 * 256 + 2 * 2 * 256)
+    assert "attn_gate" in ops
+
+
+def test_what_linear_attention_does_not_model_is_refused():
+    spec = _model("training.seq_len=4096")
+    with pytest.raises(MappingError, match="does not divide"):
+        layer_blocks(spec.model, spec.training, 1, 3, layer=0)
+    with pytest.raises(MappingError, match="context parallelism over a linear-attention"):
+        layer_blocks(spec.model, spec.training, 1, 1, layer=0, cp=2)
+    with pytest.raises(MappingError, match="linear attention"):
+        check_cached_attention(spec.model)
