@@ -1226,8 +1226,8 @@ _HF_ALIASES = {
     "linear_key_head_dim": "linear_attention_key_dim",
     "linear_value_head_dim": "linear_attention_value_dim",
     "linear_conv_kernel_dim": "linear_attention_conv_kernel",
-    # MoE every that many layers, the last of each group (Llama 4; Qwen2/3-MoE)
     "attn_output_gate": "attention_output_gate",  # Qwen3.5
+    # MoE every that many layers, the last of each group (Llama 4; Qwen2/3-MoE)
     "interleave_moe_layer_step": "moe_layer_step",
     "decoder_sparse_step": "moe_layer_step",
 }

@@ -215,7 +215,7 @@ class ServingPlan:
     def _layer(self, tokens: int, requests: int = 1) -> tuple[Block, ...]:
         """One layer's blocks over ``requests`` sequences of ``tokens`` new tokens each.
 
-        A mixture-of-experts layer (every layer one: every layer alike)
+        A mixture-of-experts layer (every layer is one: they are all alike)
         runs its experts split over the TP ranks, its tokens routed uniformly and dropless:
         its expert GEMMs, one fused kernel each (:func:`fused_experts`), read the weights of
         the ``E·(1 - (1 - k/E)^T)`` experts its ``T`` tokens reach

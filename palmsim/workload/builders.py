@@ -446,14 +446,15 @@ def layer_blocks(
 
     Raises:
         MappingError: ``tp`` does not divide the heads, the KV heads or the MLP width; a
-            mixture-of-experts model, or one mixing sliding-window and full layers, without
-            ``layer``; ``cp`` > 1 on a sliding-window layer.
+            mixture-of-experts model, or one mixing windowed, chunked or linear and full
+            layers, without ``layer``; ``cp`` > 1 on a windowed, chunked or linear layer.
         ConfigError: an unknown activation, norm, position embedding or dtype.
     """
     if layer is None and model.has_mixed_attention:
         raise MappingError(
-            f"model {model.name!r} mixes windowed or chunked and full-attention layers, which this "
-            "mapping does not lower yet (its layers differ: each is built with its layer index)"
+            f"model {model.name!r} mixes windowed, chunked or linear and full-attention "
+            "layers, which this mapping does not lower yet (its layers differ: each is built "
+            "with its layer index)"
         )
     if model.hybrid_override_pattern is not None:
         return _hybrid_layer_blocks(

@@ -239,7 +239,7 @@ def test_unmodelled_uses_are_refused():
     with pytest.raises(MappingError, match="context parallelism over a sliding-window"):
         layer_blocks(m, training, 1, 1, layer=0, cp=2)
     assert layer_blocks(m, training, 1, 1, layer=1, cp=2)  # a full layer rings as before
-    with pytest.raises(MappingError, match="mixes windowed or chunked and full-attention"):
+    with pytest.raises(MappingError, match="mixes windowed, chunked or linear and full-attention"):
         layer_blocks(m, training, 1, 1)
 
 
