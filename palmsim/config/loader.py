@@ -1286,11 +1286,16 @@ _LLAMA_FAMILY = (
     "gpt_oss",
     "llama4_text",
     "qwen3_next",
+    "qwen3_5_text",
+    "qwen3_5_moe_text",
 )
 #: Hugging Face model type of Llama 4 (its text model's config under ``text_config``).
 _LLAMA4 = "llama4_text"
-#: Hugging Face model type of Qwen3-Next (Gated DeltaNet and gated attention layers).
-_QWEN3_NEXT = "qwen3_next"
+#: Hugging Face model types of Qwen3-Next and of Qwen3.5's language models (Gated DeltaNet
+#: and gated attention layers).
+_QWEN3_NEXT = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
+#: Multimodal model types and the type of the language model under their ``text_config``.
+_MULTIMODAL = {"llama4": _LLAMA4, "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
@@ -1624,10 +1629,10 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
     other key (``torch_dtype``, ``architectures``, token ids, ...): it is not our format.
     Values the file states explicitly win over derived ones.
     """
-    if hf.get("model_type") == "llama4" and isinstance(hf.get("text_config"), Mapping):
-        # Llama 4's config.json holds its language model under text_config beside the vision
-        # encoder's; a training or serving run of text tokens uses the language model alone
-        hf = {"model_type": _LLAMA4, **hf["text_config"]}
+    if hf.get("model_type") in _MULTIMODAL and isinstance(hf.get("text_config"), Mapping):
+        # Llama 4's and Qwen3.5's config.json hold the language model under text_config beside
+        # the vision encoder's; a training or serving run of text tokens uses it alone
+        hf = {"model_type": _MULTIMODAL[hf["model_type"]], **hf["text_config"]}
     known = {f.name for f in fields(ModelSpec)} - {"name"}
     model = {k: copy.deepcopy(v) for k, v in hf.items() if k in known or k in _HF_ALIASES}
     problems = _rename_aliases(model, where, "")
@@ -1662,14 +1667,16 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.pop("layer_types", None)
     if model_type == _LLAMA4:
         problems += _llama4(hf, model, where)
-    if model_type == _QWEN3_NEXT:
+    if model_type in _QWEN3_NEXT:
         problems += _qwen3_next(hf, model, where)
     problems += _unmodelled_moe_layouts(hf, where)
     return model, problems
 
 
 def _qwen3_next(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> list[ConfigProblem]:
-    """Qwen3-Next (Hugging Face ``Qwen3NextConfig``, modeling_qwen3_next.py): its full
+    """Qwen3-Next (Hugging Face ``Qwen3NextConfig``, modeling_qwen3_next.py) and Qwen3.5's
+    language models, which have its layers (their config states ``layer_types`` and
+    ``attn_output_gate``; their multi-token-prediction layers are not read): its full
     attention has an output gate (``Qwen3NextAttention``: ``q_proj`` gives the query and the
     gate, ``attn_output * sigmoid(gate)``); its layers are Gated DeltaNet ('linear_attention')
     but every ``full_attention_interval``-th when ``layer_types`` is not given

@@ -82,3 +82,44 @@ def test_what_linear_attention_does_not_model_is_refused():
         layer_blocks(spec.model, spec.training, 1, 1, layer=0, cp=2)
     with pytest.raises(MappingError, match="linear attention"):
         check_cached_attention(spec.model)
+
+
+def test_a_qwen35_config_gives_its_language_model(tmp_path):
+    """Qwen3.5's multimodal config.json nests its language model under text_config
+    (model_type qwen3_5_moe_text), with Qwen3-Next's layers stated in layer_types and the gate
+    in attn_output_gate; palmsim reads that model (the vision encoder is not built)."""
+    import json
+
+    text = {
+        "model_type": "qwen3_5_moe_text",
+        "hidden_act": "silu",
+        "hidden_size": 2048,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 2,
+        "head_dim": 256,
+        "vocab_size": 248320,
+        "max_position_embeddings": 262144,
+        "rms_norm_eps": 1e-6,
+        "attn_output_gate": True,
+        "layer_types": ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 4,
+        "linear_conv_kernel_dim": 4,
+        "linear_key_head_dim": 128,
+        "linear_num_key_heads": 16,
+        "linear_num_value_heads": 32,
+        "linear_value_head_dim": 128,
+        "num_experts": 256,
+        "num_experts_per_tok": 8,
+        "moe_intermediate_size": 512,
+        "shared_expert_intermediate_size": 512,
+    }
+    path = tmp_path / "q35.config.json"
+    path.write_text(json.dumps({"model_type": "qwen3_5_moe", "text_config": text}))
+    spec, _ = load_workload(path, ["training.seq_len=4096", "training.global_batch_size=8"])
+    model = spec.model
+    assert [model.is_linear_attention_layer(i) for i in range(5)] == [True] * 3 + [False, True]
+    assert model.attention_output_gate and model.num_shared_experts == 1
+    assert model.norm == "rmsnorm" and model.position_embedding == "rope"
+    attn = layer_blocks(model, spec.training, 1, 1, layer=0)[0]
+    gdn_in = next(op for op in attn.ops if op.name == "gdn_in")
+    assert gdn_in.flop_fwd == pytest.approx(2 * 4096 * 2048 * (2 * 16 * 128 + 2 * 32 * 128 + 64))
