@@ -700,7 +700,9 @@ def _moe_layer_freq(model: Mapping[str, Any], layers: int) -> tuple[int, int] | 
             "layer of every group of that many, palmsim on the last (Hugging Face's "
             "interleave_moe_layer_step); give the per-layer list or model.moe_layer_step"
         )
-    pattern = [1 if str(v).strip() in ("1", "True", "true") else 0 for v in given]
+    if any(str(v).strip() not in ("0", "1") for v in given):
+        raise NotRun(f"model.moe_layer_freq: {given!r}; expected a list of 0 and 1, one per layer")
+    pattern = [int(str(v).strip()) for v in given]
     if len(pattern) != layers or 1 not in pattern:
         raise NotRun(
             f"model.moe_layer_freq: a list of {len(pattern)} with "

@@ -1657,7 +1657,7 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
             model["norm"] = "rmsnorm"
         model.setdefault("position_embedding", "none")
         model.setdefault("use_bias", False)
-        problems += _nemotron_h_shared_expert(hf, model, where)
+        problems += _shared_expert(hf, model, where, "moe_shared_expert_intermediate_size")
     if model_type in _ENCODER_FAMILY:
         model.setdefault("causal", False)
     if model_type in _SINK_FAMILY:
@@ -1689,20 +1689,7 @@ def _qwen3_next(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> lis
         model["layer_types"] = [
             "linear_attention" if (i + 1) % every else "full_attention" for i in range(layers)
         ]
-    shared, routed = hf.get("shared_expert_intermediate_size"), hf.get("moe_intermediate_size")
-    if isinstance(shared, int) and shared and isinstance(routed, int) and routed:
-        if shared % routed:
-            return [
-                ConfigProblem(
-                    where,
-                    "shared_expert_intermediate_size",
-                    shared,
-                    f"a multiple of moe_intermediate_size = {routed} (palmsim's shared experts "
-                    "have the routed width)",
-                )
-            ]
-        model["num_shared_experts"] = shared // routed
-    return []
+    return _shared_expert(hf, model, where, "shared_expert_intermediate_size")
 
 
 def _llama4(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> list[ConfigProblem]:
@@ -1736,20 +1723,21 @@ def _llama4(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> list[Co
     return []
 
 
-def _nemotron_h_shared_expert(
-    hf: Mapping[str, Any], model: dict[str, Any], where: str
+def _shared_expert(
+    hf: Mapping[str, Any], model: dict[str, Any], where: str, key: str
 ) -> list[ConfigProblem]:
-    """Nemotron-H's shared expert, ``moe_shared_expert_intermediate_size`` wide, as
-    ``num_shared_experts`` experts of the routed width (the same FLOP, parameters and
-    bytes: a non-gated expert's fc1 and fc2 split along the inner width)."""
-    shared, routed = hf.get("moe_shared_expert_intermediate_size"), hf.get("moe_intermediate_size")
+    """A shared expert ``hf[key]`` wide (Nemotron-H's ``moe_shared_expert_intermediate_size``,
+    Qwen3-Next's ``shared_expert_intermediate_size``) as ``num_shared_experts`` experts of
+    the routed width (the same FLOP, parameters and bytes: an expert's matrices split along
+    the inner width)."""
+    shared, routed = hf.get(key), hf.get("moe_intermediate_size")
     if not shared or not isinstance(shared, int) or not isinstance(routed, int) or routed < 1:
         return []
     if shared % routed:
         return [
             ConfigProblem(
                 where,
-                "moe_shared_expert_intermediate_size",
+                key,
                 shared,
                 f"a multiple of moe_intermediate_size = {routed} (palmsim's shared experts "
                 "have the routed width)",

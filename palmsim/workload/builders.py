@@ -618,20 +618,10 @@ def _hybrid_layer_blocks(
     mixer, mixer_edges = mamba_mixer_ops(
         model, tp=tp, micro_batch_size=micro_batch_size, seq_len=training.seq_len, dtype_bytes=e
     )
-    act_bytes = shape.act_bytes
-    ops = (
-        _norm_op(model, "norm_mamba", n_tok, e),
-        *mixer,
-        _residual_add("mamba_residual", shape, fused=False),
+    ops, edges = _mixer_with_residual(
+        model, shape, mixer, mixer_edges, norm="norm_mamba", residual="mamba_residual"
     )
-    edges = (
-        (BLOCK_INPUT, "norm_mamba", act_bytes),
-        ("norm_mamba", "mamba_in", act_bytes),
-        *mixer_edges,
-        ("mamba_out", "mamba_residual", act_bytes),
-        (BLOCK_INPUT, "mamba_residual", act_bytes),
-    )
-    allreduce = _allreduce(tp, act_bytes)
+    allreduce = _allreduce(tp, shape.act_bytes)
     block = Block("mamba", ops, allreduce, allreduce, edges)
     if sequence_parallel and tp > 1:
         block = _sequence_sharded(block, tp)
@@ -794,18 +784,34 @@ def _deltanet_ops(
     mixer, mixer_edges = gated_deltanet_ops(
         model, tp=tp, micro_batch_size=micro_batch_size, seq_len=shape.s, dtype_bytes=shape.e
     )
+    return _mixer_with_residual(
+        model, shape, mixer, mixer_edges, norm="norm1", residual="attn_residual"
+    )
+
+
+def _mixer_with_residual(
+    model: ModelSpec,
+    shape: _LayerShape,
+    mixer: tuple[Op, ...],
+    mixer_edges: tuple[tuple[str, str, float], ...],
+    *,
+    norm: str,
+    residual: str,
+) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
+    """A sequence mixer's ops (a Mamba-2 or Gated DeltaNet layer, first op to last) between
+    its pre-norm ``norm`` and the residual add ``residual``, and the block's edges."""
     act_bytes = shape.act_bytes
     ops = (
-        _norm_op(model, "norm1", shape.n_tok, shape.e),
+        _norm_op(model, norm, shape.n_tok, shape.e),
         *mixer,
-        _residual_add("attn_residual", shape, fused=False),
+        _residual_add(residual, shape, fused=False),
     )
     edges = (
-        (BLOCK_INPUT, "norm1", act_bytes),
-        ("norm1", "gdn_in", act_bytes),
+        (BLOCK_INPUT, norm, act_bytes),
+        (norm, mixer[0].name, act_bytes),
         *mixer_edges,
-        ("gdn_out", "attn_residual", act_bytes),
-        (BLOCK_INPUT, "attn_residual", act_bytes),
+        (mixer[-1].name, residual, act_bytes),
+        (BLOCK_INPUT, residual, act_bytes),
     )
     return ops, edges
 

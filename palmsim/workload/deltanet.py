@@ -39,6 +39,7 @@ from palmsim.workload.ops import (
     Op,
     OpCost,
     elementwise_cost,
+    kernel_products_op,
     linear_op,
     make_op,
     matmul_cost,
@@ -85,12 +86,7 @@ def gated_deltanet_ops(
     states_bytes = _FP32_BYTES * heads * dk * dv  # one pass over the chunk states
 
     def rule(name: str, batch: float, m: float, kk: float, nn: float, fwd_bytes: float) -> Op:
-        product = matmul_cost(m, kk, nn, batch=batch, dtype_bytes=e)
-        cost = OpCost(
-            product.flop_fwd, product.flop_bwd, fwd_bytes, 2.0 * fwd_bytes,
-            gemm_shape=product.gemm_shape,
-        )  # fmt: skip
-        return make_op(name, "matmul", cost, dtype_bytes=e)
+        return kernel_products_op(name, batch, m, kk, nn, fwd_bytes=fwd_bytes, dtype_bytes=e)
 
     qkv_bytes = e * tokens * conv_t
     ops = (

@@ -36,11 +36,10 @@ from palmsim.config.specs import ModelSpec
 from palmsim.errors import MappingError
 from palmsim.workload.ops import (
     Op,
-    OpCost,
     elementwise_cost,
+    kernel_products_op,
     linear_op,
     make_op,
-    matmul_cost,
     rms_norm_op,
 )
 
@@ -79,12 +78,7 @@ def mamba_mixer_ops(
     states_bytes = _FP32_BYTES * chunks * h_t * n * p  # one pass over the chunk states
 
     def scan(name: str, batch: float, m: int, kk: int, nn: int, fwd_bytes: float, **kw) -> Op:
-        product = matmul_cost(m, kk, nn, batch=batch, dtype_bytes=e)
-        cost = OpCost(
-            product.flop_fwd, product.flop_bwd, fwd_bytes, 2.0 * fwd_bytes,
-            gemm_shape=product.gemm_shape,
-        )  # fmt: skip
-        return make_op(name, "matmul", cost, dtype_bytes=e, **kw)
+        return kernel_products_op(name, batch, m, kk, nn, fwd_bytes=fwd_bytes, dtype_bytes=e, **kw)
 
     ops = (
         linear_op("mamba_in", tokens, h, in_t, dtype_bytes=e, saved_bytes=e * tokens * h),

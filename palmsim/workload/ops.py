@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from palmsim.registry import Registry
 
@@ -52,6 +53,7 @@ __all__ = [
     "elementwise_cost",
     "embedding_cost",
     "fused_attention_cost",
+    "kernel_products_op",
     "linear_op",
     "loss_cost",
     "make_op",
@@ -595,6 +597,30 @@ def make_op(
         kernels_bwd=cost.kernels_bwd,
         param_tensors=(1 if params > 0 else 0) if param_tensors is None else param_tensors,
     )
+
+
+def kernel_products_op(
+    name: str,
+    batch: float,
+    m: float,
+    k: float,
+    n: float,
+    *,
+    fwd_bytes: float,
+    dtype_bytes: float,
+    **kw: Any,
+) -> Op:
+    """A fused kernel that runs ``batch`` products ``[m, k] @ [k, n]`` of activations on
+    tensor cores (a Mamba-2 scan's or a delta rule's chunk products): :func:`matmul_cost`'s
+    FLOP and shape, but its traffic is the kernel's own, ``fwd_bytes`` forward and twice that
+    backward, as :func:`matmul_cost` counts an activation product's backward. ``kw`` go to
+    :func:`make_op`."""
+    product = matmul_cost(m, k, n, batch=batch, dtype_bytes=dtype_bytes)
+    cost = OpCost(
+        product.flop_fwd, product.flop_bwd, fwd_bytes, 2.0 * fwd_bytes,
+        gemm_shape=product.gemm_shape,
+    )  # fmt: skip
+    return make_op(name, "matmul", cost, dtype_bytes=dtype_bytes, **kw)
 
 
 def rms_norm_op(name: str, num_tokens: float, width: float, *, dtype_bytes: float) -> Op:

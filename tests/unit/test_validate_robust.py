@@ -1212,6 +1212,7 @@ def test_light_recompute_takes_the_modules_the_model_has() -> None:
         ([1, 0] * 4, "first in its group"),
         ([0, 1, 1, 0, 0, 1, 0, 1], "cannot place"),
         ([0, 1] * 3, "one 0 or 1 per layer"),
+        ([0, 2] * 4, "a list of 0 and 1"),
     ],
 )
 def test_megatron_moe_layer_freq_is_read_or_refused(freq, expect) -> None:
