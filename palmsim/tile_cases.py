@@ -2291,6 +2291,10 @@ def calibrate_tiles(
     return fits, unused
 
 
+#: The smallest reduce-scatter step latency :func:`_fit_ccl` reports as fitted [s].
+RS_STEP_ROUNDING_S = 1e-12
+
+
 def _fit_ccl(
     ccl: list[tuple[str, int, int, float, float, int, float, bool, int]], wafer: WaferSpec
 ) -> list[TileFit]:
@@ -2417,7 +2421,9 @@ def _fit_ccl(
     fits.append(TileFit("system.link.bandwidth", 1 / x, "bandwidth", ids, errors))
     if fits_efficiency:
         fits.append(TileFit("system.reduce_scatter_efficiency", x / (x + y), "ratio", ids, errors))
-    if fitted_r and rs_s > 0:
+    # a step latency under a picosecond (a thousandth of these chips' clock cycles) is the
+    # solver's rounding of none (6e-19 s seen with numpy 2.4), not a latency
+    if fitted_r and rs_s > RS_STEP_ROUNDING_S:
         fits.append(TileFit("system.reduce_scatter_step_latency", rs_s, "time", ids, errors))
     if fits_efficiency and injection < 1:
         fits.append(TileFit("system.injection_efficiency", injection, "ratio", ids, errors))
