@@ -139,7 +139,8 @@ def _pass_cost(
                 continue
             # A DRAM read or write is a flow record either way; on a private port it is timed
             # in closed form, so only a shared port's flows are events.
-            dram = (step.dram_read_bytes > 0) + (step.dram_write_bytes > 0)
+            reads = (step.dram_read_bytes > 0) + (step.lead_read_bytes > 0)
+            dram = reads + (step.dram_write_bytes > 0)
             events += 1 + (dram if shared_dram else 0)
             records += 1 + dram
         elif isinstance(step, CollectiveStep):

@@ -1315,7 +1315,8 @@ class InferenceSpec:
         "passes whose layer weights a DRAM prefetcher on cores of their own streams ahead of "
         "the ops (tt-metal's dram_prefetcher into a global circular buffer, as the Galaxy "
         "Llama demo's decode does): a block's weight reads then overlap its ops' fixed "
-        "latency (tile.op_latency) instead of following it; 'decode', 'all' or 'none'",
+        "latency (tile.op_latency) instead of following it, and start with the block before "
+        "it (the prefetcher's buffer holds a block ahead); 'decode', 'all' or 'none'",
         default="none",
     )
     kv_placement: str = _f(

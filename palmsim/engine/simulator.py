@@ -237,6 +237,8 @@ class Simulator:
         # collectives a tile started ahead (CollectiveStep.prefetch), by tile and the step's
         # typed identity (layer, op)
         self._prefetched: dict[tuple[int, int, str], simpy.Event] = {}
+        # DRAM reads a tile's compute step started for a later one (ComputeStep.lead_read_bytes)
+        self._lead_reads: dict[int, simpy.Event] = {}
         # exclusive groups' last end
         self._group_end_s: dict[tuple[str, tuple[int, ...]], float] = {}
         # What each tile is doing, for the deadlock message: a text, or on the hot paths the
@@ -248,7 +250,8 @@ class Simulator:
         self._held: dict[int, float] = {}
         self._compute_locks: dict[int, simpy.Resource] = {}
         self._simulated = frozenset(plan.simulated_tiles)
-        self._private_dram = private_dram_ports(chip, plan.dram_port_of_tile)
+        lead_reads = plan.inference is not None and plan.inference.lead_reads
+        self._private_dram = {} if lead_reads else private_dram_ports(chip, plan.dram_port_of_tile)
         # (id(step), port bandwidth, latency) -> (launch, read drain, write drain, duration)
         self._private_timing: dict[tuple[int, float, float], tuple[float, ...]] = {}
         self._communicators: dict[tuple[str, tuple[int, ...]], Communicator] = {
@@ -352,6 +355,7 @@ class Simulator:
         """Programmer-error checks at the end of a run (Ciw's wrap-up invariants)."""
         assert self.network.num_active == 0, "flows still active after every tile finished"
         assert not self._prefetched, "a prefetched collective was never waited for"
+        assert not self._lead_reads, "a read ahead was never waited for"
         assert not np.any(intervals.column("end_s") > self.env.now)
         assert not np.any(flows.column("end_s") > self.env.now)
         # each forward record's (tile, label, micro-batch) as one int64, sorted: no two equal
@@ -712,9 +716,14 @@ class Simulator:
     def _compute(
         self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
     ) -> Generator[simpy.Event, Any, None]:
-        """Hold the tile for the step's roofline time while its DRAM traffic flows."""
+        """Hold the tile for the step's roofline time while its DRAM traffic flows; with
+        ``lead_read_bytes`` start the next prefetched step's weight reads, and with
+        ``read_ahead_bytes`` also wait for those an earlier step started."""
         env = self.env
         start = env.now
+        awaited = None  # a read ahead this step waits for
+        if step.read_ahead_bytes > 0 or step.lead_read_bytes > 0:  # no private DRAM port
+            awaited = self._start_lead(step, tile, stage, mb)
         private = self._private_dram.get(tile)
         if private is not None:
             yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
@@ -723,6 +732,8 @@ class Simulator:
         read_bytes, write_bytes = step.dram_read_bytes, step.dram_write_bytes
         if read_bytes <= 0 and write_bytes <= 0:
             yield env.timeout(step.compute_time_s)
+            if awaited is not None:
+                yield awaited
             self._record_interval(step, tile, stage, mb, category, start)
             return
         # The ops' fixed latency runs in series: their data moves only once they run.
@@ -761,7 +772,27 @@ class Simulator:
                 join=last,
             )
         yield last
+        if awaited is not None:
+            yield awaited
         self._record_interval(step, tile, stage, mb, category, start)
+
+    def _start_lead(self, step: ComputeStep, tile: int, stage: int, mb: int) -> simpy.Event | None:
+        """Start ``step``'s read ahead (``lead_read_bytes``, awaited by a later step of the
+        tile); return the read ahead an earlier step started that ``step`` awaits, if any."""
+        awaited = self._lead_reads.pop(tile) if step.read_ahead_bytes > 0 else None
+        if step.lead_read_bytes > 0:
+            route = self._dram_routes[tile][0]
+            self._lead_reads[tile] = self.network.transfer(
+                route.channels,
+                step.lead_read_bytes,
+                route.latency_s,
+                category="dram",
+                src=-1,
+                dst=tile,
+                stage=stage,
+                microbatch=mb,
+            )
+        return awaited
 
     def _private_dram_step_s(
         self,
@@ -814,7 +845,10 @@ class Simulator:
             what = (category, step.label, category, step.layer, step.block, step.op)
             template = (
                 step.flop,
-                step.sram_bytes + step.dram_read_bytes + step.dram_write_bytes,
+                step.sram_bytes
+                + step.dram_read_bytes
+                + step.read_ahead_bytes
+                + step.dram_write_bytes,
                 self._interval_records.code(what),
             )
             self._interval_templates[id(step), category] = template

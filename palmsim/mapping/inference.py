@@ -809,6 +809,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             compute_flop_per_s=batch.peak_flop_per_s * hw.tile.compute_efficiency,
             prompt_len=inf.prompt_len,
             output_len=inf.output_len,
+            lead_reads=inf.weight_prefetch != "none",
         ),
     )
 
@@ -1020,6 +1021,12 @@ class _Lowering:
             return self.blocks[inf.dtype]
         return self.blocks[weight_format(inf, block.name, op.name)]
 
+    def weight_read_bytes(self, block: Block) -> float:
+        """The bytes of ``block``'s weights one pass reads from DRAM: the part of its step's
+        ``dram_read_bytes`` that is its ops' weights (:func:`palmsim.hardware.costs.pass_cost`:
+        their weight bytes times the share of the weights in DRAM)."""
+        return sum(op.weight_bytes * self.op_costing(block, op).where.weights for op in block.ops)
+
     def block_step(self, block: Block, unit: Unit) -> ComputeStep:
         """``block``'s ops, each costed as :meth:`op_costing` says."""
         groups: dict[int, tuple[Costing, list[Op]]] = {}
@@ -1166,9 +1173,10 @@ class _Lowering:
         # consume them (tt-metal's dram_prefetcher and global circular buffer; the Galaxy
         # Llama demo's decode: models/demos/llama3_70b_galaxy/tt/llama_model.py @00ab7c95,
         # setup_decode with n_tensors=5, its prefill with none): a layer block's weight reads
-        # do not wait for its ops' fixed latency, so the block lasts the later of the two. The
-        # prefetcher's lead into the next block (its buffer double-buffers a block's weights,
-        # prefetcher_common.py @0e0ae177) is not modelled: a block's reads start with it.
+        # do not wait for its ops' fixed latency, and the prefetcher reads a block ahead (its
+        # buffer double-buffers a block's weights, prefetcher_common.py @0e0ae177): a block's
+        # weights flow from the start of the block before it (ComputeStep.lead_read_bytes),
+        # and the block lasts until they have arrived; the pass's first block reads its own.
         prefetched = inf.weight_prefetch == "all" or (
             inf.weight_prefetch == "decode" and tag == "D"
         )
@@ -1241,6 +1249,7 @@ class _Lowering:
         # projections): each pays the tile's fixed op latency, charged to the layer's first
         # block (inference.ops_per_layer, and inference.prefill_ops_per_layer for a prefill).
         code_ops = (inf.prefill_ops_per_layer if tag == "P" else 0) or inf.ops_per_layer
+        lead: int | None = None  # the index in steps of the last prefetched block's step
         for i in range(*self.layers):
             layer = blocks.layers[i]
             graph_ops = sum(op.kernels_fwd for b in layer for op in b.ops)
@@ -1258,6 +1267,18 @@ class _Lowering:
                     )
                 if prefetched:
                     step = dataclasses.replace(step, serial_latency_s=0.0)
+                    ahead = self.weight_read_bytes(b)
+                    if lead is not None and ahead > 0:
+                        # the block before reads this one's weights (see above)
+                        before = steps[lead]
+                        assert isinstance(before, ComputeStep)
+                        steps[lead] = dataclasses.replace(before, lead_read_bytes=ahead)
+                        step = dataclasses.replace(
+                            step,
+                            dram_read_bytes=max(step.dram_read_bytes - ahead, 0.0),
+                            read_ahead_bytes=ahead,
+                        )
+                    lead = len(steps)
                 step = streamed(step, b, self.costing.where)
                 step = sharded(step, b, layer_per_bank, partial(self.op_costing, b))
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)

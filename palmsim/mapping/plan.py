@@ -117,6 +117,12 @@ class ComputeStep:
     layer: int = -1
     block: str = ""
     op: str = ""
+    # A DRAM prefetcher's read ahead (inference.weight_prefetch): ``lead_read_bytes`` are the
+    # next prefetched step's weights, which start to flow when this step starts; that step
+    # (the tile's next with ``read_ahead_bytes``, the same bytes, not in its
+    # ``dram_read_bytes``) lasts until they have arrived.
+    lead_read_bytes: float = 0.0
+    read_ahead_bytes: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +362,9 @@ class InferencePlan:
     compute_flop_per_s: float  # achievable FLOP/s per tile: peak at the dtype x efficiency
     prompt_len: int = 0  # prompt tokens per request
     output_len: int = 1  # generated tokens per request (the first one by the prefill)
+    # some compute step reads ahead (ComputeStep.lead_read_bytes): its flows meet the next
+    # steps', so no DRAM port is timed as private to its tile
+    lead_reads: bool = False
 
 
 @dataclass(frozen=True, slots=True)

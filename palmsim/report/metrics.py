@@ -1026,7 +1026,9 @@ def op_table_rows(
         for st in plan.inference.stages:
             for step in (s for steps in (st.prefill, *st.decode) for s in steps):
                 if isinstance(step, ComputeStep):
-                    dram_of[step.label] = step.dram_read_bytes + step.dram_write_bytes > 0
+                    dram_of[step.label] = (
+                        step.dram_read_bytes + step.read_ahead_bytes + step.dram_write_bytes > 0
+                    )
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in trace.intervals:
         if r.category not in COMPUTE_CATEGORIES and r.category != "comm":
