@@ -62,7 +62,7 @@ from palmsim.config.specs import (
     WaferSpec,
     WorkloadSpec,
 )
-from palmsim.errors import PalmsimError
+from palmsim.errors import MappingError, PalmsimError
 from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
 from palmsim.hardware.compute import op_time_s
@@ -1149,6 +1149,15 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     cores = scenario.get("cores")
+    if cores is None and "hidden" in model and hardware.startswith("cerebras"):
+        out.append(
+            (
+                "inference.prefill_chunk_tokens",
+                "2^k: the largest a layer's cores hold (decode), the shortest prefill (TTFT)",
+                "the service publishes no chunking of the prompts its layer pipeline streams "
+                "(_pipeline_simulate)",
+            )
+        )
     if cores is not None:
         sides = {int(a) for a in re.findall(r"(\d+)\s*x\s*\d+", str(cores))}
         for side in sorted(x for x in sides if x % WAFER_REGIONS):
@@ -1520,6 +1529,68 @@ def _wafer_simulate(
     return {key: layers * (two[key] - one[key]) for key in ("ttft_s", "tpot_s")}
 
 
+#: The most chunks a layer pipeline's prompt is cut into when palmsim looks for the chunking
+#: whose prefill is shortest (:func:`_pipeline_simulate`): the chunks it tries run from the
+#: largest that fits down to 1/64 of the prompt, which bounds the passes it simulates.
+PIPELINE_MAX_CHUNKS = 64
+
+
+def _pipeline_simulate(
+    hw_path: str,
+    grid: tuple[int, int],
+    model: ModelSpec,
+    spec: InferenceSpec,
+    user: Sequence[str],
+    *,
+    prefill: bool,
+) -> dict[str, float]:
+    """A layer pipeline's phase (Cerebras's own service: every layer on its own ``grid`` of the
+    wafers' cores, no off-wafer memory), from :func:`_wafer_simulate`'s layer times.
+
+    - The prompt runs in chunks of 2^k tokens (or whole), ``inference.prefill_chunk_tokens``:
+      a layer's cores cannot hold a long prompt's activations whole, and the service
+      publishes no chunking. The decode step (``tpot_s``) does not depend on it: the largest
+      chunk that fits is taken.
+    - The chunks stream through the layers, each layer working on chunk ``k`` while the next
+      works on ``k - 1`` (a pipeline of ``L`` stages and ``C`` chunks, GPipe's
+      ``(C + L - 1) x`` a stage's time; Huang et al., 2019, Sec. 2.2): the prefill (``ttft_s``)
+      is ``(C + L - 1) / C`` times one layer's time over the whole prompt, the chunks' mean
+      (the later chunks, attending to more cached tokens, take longer). Its chunk is the one,
+      of those that fit down to 1/:data:`PIPELINE_MAX_CHUNKS` of the prompt, that gives the
+      shortest prefill: smaller chunks fill the pipeline sooner and pay their fixed costs
+      more often. A decode run (``prefill`` False) looks for no chunking beyond the largest.
+
+    Raises:
+        MappingError: not even one token a pass fits.
+    """
+    layers = model.num_hidden_layers
+    one_layer = dataclasses.replace(model, num_hidden_layers=1)
+    prompt = spec.prompt_len
+
+    def run(chunk: int) -> dict[str, float]:
+        chunked = dataclasses.replace(spec, prefill_chunk_tokens=0 if chunk >= prompt else chunk)
+        return _wafer_simulate(hw_path, grid, one_layer, chunked, pipeline=True, user=user)
+
+    chunk, largest = prompt, None
+    while largest is None:
+        try:
+            largest = run(chunk)
+        except MappingError:
+            if chunk <= 1:
+                raise
+            chunk = 1 << ((chunk - 1).bit_length() - 1)  # the next power of two below
+    best_s = math.inf
+    candidate, times = chunk, largest
+    while prefill:
+        chunks = -(-prompt // candidate)
+        best_s = min(best_s, (chunks + layers - 1) / chunks * times["ttft_s"])
+        candidate = 1 << ((candidate - 1).bit_length() - 1) if candidate > 1 else 0
+        if candidate < 1 or -(-prompt // candidate) > PIPELINE_MAX_CHUNKS:
+            break
+        times = run(candidate)
+    return {"ttft_s": best_s if prefill else math.nan, "tpot_s": layers * largest["tpot_s"]}
+
+
 def _inference(
     case: Mapping[str, Any], hw_path: str, user: Sequence[str]
 ) -> list[tuple[str, float, float]]:
@@ -1609,7 +1680,9 @@ def _inference(
             # WaferLLM's rows state their cores; a case without runs a layer pipeline
             grid, spec = grids[phase], inference(requests, output_len)
             if scenario.get("cores") is None:
-                return _wafer_simulate(hw_path, grid, model, spec, pipeline=True, user=user)
+                return _pipeline_simulate(
+                    hw_path, grid, model, spec, user, prefill=phase == "prefill"
+                )
             side = grid[0]
             if grid[1] != side:
                 raise CannotExpressError(f"WaferLLM's programs run on P x P cores, not {grid}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 
@@ -688,6 +689,87 @@ def test_a_long_tt_prefill_runs_flash_attention_and_fits(monkeypatch):
     monkeypatch.setattr(tile_cases, "TT_METAL_ATTENTION", "unfused")
     with pytest.raises(tile_cases.CannotExpressError, match="does not fit"):
         predict(case)
+
+
+def _cs3_70b_case(prompt: int, measured: dict) -> dict:
+    """Llama-3.1-70B in 16 bits over four CS-3s as Cerebras's service runs it (a layer
+    pipeline: tiles_hw_specs.yaml cerebras_wse3.multi_system_inference)."""
+    return {
+        "id": "cs3x4_llama31_70b",
+        "hardware": {"hw_spec_ref": "cerebras_wse3", "system": {"chips": 4}},
+        "model": {
+            "name": "Llama-3.1-70B", "hidden": 8192, "layers": 80, "heads": 64, "kv_heads": 8,
+            "ffn": 28672, "vocab": 128256,
+        },
+        "scenario": {"phase": "prefill + decode", "batch": 1, "prefill_len": prompt,
+                     "weight_precision": "fp16"},
+        "measured": measured,
+    }  # fmt: skip
+
+
+def test_a_layer_pipeline_prefills_a_long_prompt_in_chunks_its_layers_can_hold(monkeypatch):
+    """Llama-3.1-70B over four CS-3s gets 212 x 212 cores a layer (4 x 900,000 cores over 80
+    layers, to whole 4 x 4 regions): 2.2 GB of SRAM, 1.7 GB of it the layer's 16-bit
+    weights. An 8K-token prompt's activations in one pass do not fit beside them; the
+    service streams the prompt through its layers, and palmsim prefills it in the largest
+    chunk of 2^k tokens that fits, so the decode after it runs (it had been listed as not
+    fitting)."""
+    import palmsim.tile_cases as tc
+
+    chunks: list[int] = []
+    original = tc._wafer_simulate
+
+    def spy(hw_path, grid, model, inference, **kw):
+        chunks.append(inference.prefill_chunk_tokens or inference.prompt_len)
+        return original(hw_path, grid, model, inference, **kw)
+
+    monkeypatch.setattr(tc, "_wafer_simulate", spy)
+    ((metric, _, tps),) = predict(_cs3_70b_case(8192, {"tokens_per_s_per_user": 450}))
+    assert metric == "tokens_per_s_per_user" and tps > 0
+    # the whole prompt first, then halved until a pass fits
+    assert chunks[0] == 8192
+    assert all(b == a // 2 for a, b in itertools.pairwise(chunks))
+    assert chunks[-1] < 8192
+    with pytest.raises(tc.MappingError, match="does not fit"):
+        original(
+            "hw_configs/cerebras-wse3.yaml",
+            (212, 212),
+            tc.case_model(_cs3_70b_case(8192, {}), 8195),
+            tc.InferenceSpec(prompt_len=8192, output_len=2, batch=1, dtype="fp16"),
+            pipeline=True,
+        )
+
+
+def test_a_layer_pipelines_prefill_streams_its_chunks_through_the_layers(monkeypatch):
+    """A layer pipeline of L = 80 layers prefills a prompt in C chunks as a pipeline of L
+    stages over C micro-batches (GPipe, Huang et al. 2019: (C + L - 1) x a stage's time):
+    with S(c) one layer's time over the whole prompt in chunks of c tokens, the prefill is
+    (C + L - 1) / C x S(c), C = ceil(prompt / c), at the chunk of those that fit (2^k down to
+    1/64 of the prompt) where that is least. Streamed, it takes far less than the L x S of the
+    largest chunk's passes through the layers one after another."""
+    import palmsim.tile_cases as tc
+
+    layer_s: dict[int, float] = {}
+    original = tc._wafer_simulate
+
+    def spy(hw_path, grid, model, inference, **kw):
+        out = original(hw_path, grid, model, inference, **kw)
+        assert model.num_hidden_layers == 1  # one layer's time
+        layer_s[inference.prefill_chunk_tokens or inference.prompt_len] = out["ttft_s"]
+        return out
+
+    monkeypatch.setattr(tc, "_wafer_simulate", spy)
+    prompt, layers = 1024, 80
+    ((metric, _, ttft_ms),) = predict(_cs3_70b_case(prompt, {"ttft_ms": 240}))
+    assert metric == "ttft_ms"
+    # a 1024-token pass does not fit beside a layer's weights (as the 8K prompt above), 512 does;
+    # down to 1024 / 64
+    assert sorted(layer_s) == [16, 32, 64, 128, 256, 512]
+    expected_s = min(
+        (-(-prompt // c) + layers - 1) / -(-prompt // c) * s for c, s in layer_s.items()
+    )
+    assert ttft_ms == pytest.approx(expected_s * 1e3, rel=1e-12)
+    assert ttft_ms < layers * layer_s[512] * 1e3 / 4
 
 
 def test_a_model_too_large_for_a_wafer_without_dram_says_so():
