@@ -745,32 +745,10 @@ class Simulator:
         # taken as env.timeout(compute_s) would be scheduled, then each flow's at its drain.
         last = LastOf(env, 1 + (read_bytes > 0) + (write_bytes > 0))
         last.add(step.compute_time_s - serial_s)
-        read_route, write_route = self._dram_routes[tile]
-        transfer = self.network.transfer
         if read_bytes > 0:
-            transfer(
-                read_route.channels,
-                read_bytes,
-                read_route.latency_s,
-                category="dram",
-                src=-1,
-                dst=tile,
-                stage=stage,
-                microbatch=mb,
-                join=last,
-            )
+            self._dram_flow(tile, read_bytes, stage, mb, write=False, join=last)
         if write_bytes > 0:
-            transfer(
-                write_route.channels,
-                write_bytes,
-                write_route.latency_s,
-                category="dram",
-                src=tile,
-                dst=-1,
-                stage=stage,
-                microbatch=mb,
-                join=last,
-            )
+            self._dram_flow(tile, write_bytes, stage, mb, write=True, join=last)
         yield last
         if awaited is not None:
             yield awaited
@@ -781,18 +759,34 @@ class Simulator:
         tile); return the read ahead an earlier step started that ``step`` awaits, if any."""
         awaited = self._lead_reads.pop(tile) if step.read_ahead_bytes > 0 else None
         if step.lead_read_bytes > 0:
-            route = self._dram_routes[tile][0]
-            self._lead_reads[tile] = self.network.transfer(
-                route.channels,
-                step.lead_read_bytes,
-                route.latency_s,
-                category="dram",
-                src=-1,
-                dst=tile,
-                stage=stage,
-                microbatch=mb,
-            )
+            flow = self._dram_flow(tile, step.lead_read_bytes, stage, mb, write=False)
+            self._lead_reads[tile] = flow
         return awaited
+
+    def _dram_flow(
+        self,
+        tile: int,
+        nbytes: float,
+        stage: int,
+        mb: int,
+        *,
+        write: bool,
+        join: LastOf | None = None,
+    ) -> simpy.Event:
+        """Start a flow of ``nbytes`` between ``tile`` and its DRAM port (a write or a read);
+        its arrival is one of ``join``'s, or its own event."""
+        route = self._dram_routes[tile][1 if write else 0]
+        return self.network.transfer(
+            route.channels,
+            nbytes,
+            route.latency_s,
+            category="dram",
+            src=tile if write else -1,
+            dst=-1 if write else tile,
+            stage=stage,
+            microbatch=mb,
+            join=join,
+        )
 
     def _private_dram_step_s(
         self,
