@@ -800,7 +800,9 @@ def _dp_overlap(
     return _flag_or_assumed(training, "overlap_grad_reduce", False, why, assumptions)
 
 
-def _grad_accumulation(training: Mapping[str, Any]) -> str:
+def _grad_accumulation(
+    training: Mapping[str, Any], assumptions: list[Assumption], *, core: bool
+) -> str:
     """How the measured run accumulated its weight gradients (``mapping.grad_accumulation``).
 
     ``training.grad_accumulation`` (a mode) or ``training.gradient_accumulation_fusion``
@@ -809,15 +811,30 @@ def _grad_accumulation(training: Mapping[str, Any]) -> str:
     ``main_grad`` buffer in a backward hook after every micro-batch
     (``megatron/model/distributed.py``), and PyTorch DDP leaves it to autograd's
     AccumulateGrad, which keeps the first micro-batch's gradient and adds the later ones.
+    A Megatron-Core run (``core``) that says neither fuses it into the weight-gradient GEMM,
+    marked: Megatron-LM's ``--no-gradient-accumulation-fusion`` is an opt-out
+    (megatron/training/arguments.py), and Megatron-Bridge's model providers and NeMo 2's
+    ``GPTConfig`` default it on wherever Transformer Engine or Apex is installed
+    (src/megatron/bridge/utils/fusions.py ``can_enable_gradient_accumulation_fusion``).
     """
     if "grad_accumulation" in training:
         return str(training["grad_accumulation"])
-    if "gradient_accumulation_fusion" in training and _flag(
-        training, "gradient_accumulation_fusion"
-    ):
+    fusion = training.get("gradient_accumulation_fusion")
+    if fusion is not None and _flag(training, "gradient_accumulation_fusion"):
         return "fused"
     if str(training.get("ddp_impl") or "torch").lower() == "local":
         return "every_microbatch"
+    if core and fusion is not None:
+        return "every_microbatch"  # Megatron-Core's DDP hook adds each into main_grad
+    if core:
+        why = (
+            "not stated: fused into the weight-gradient GEMM, Megatron-Core's default with "
+            "Transformer Engine (--no-gradient-accumulation-fusion opts out)"
+        )
+        assumptions.append(
+            Assumption("training.gradient_accumulation_fusion", True, why, ITERATION_FIGURES)
+        )
+        return "fused"
     return "after_first_microbatch"
 
 
@@ -919,6 +936,17 @@ def _tp_overlap(case: Mapping[str, Any], assumptions: list[Assumption], *, tp: i
 #: of 2021-11-02) made the gathers one per module: palmsim's ``mapping.zero_collectives``
 #: 'tensor' for a DeepSpeed run from before this (year, month).
 DEEPSPEED_COALESCED_GATHER_SINCE = (2021, 11)
+
+
+#: Words naming a data-parallel implementation other than Megatron-Core's in a case's texts.
+_OTHER_DDP_WORDS = ("fsdp", "fairscale", "fully sharded", "deepspeed")
+
+
+def _names_other_ddp(case: Mapping[str, Any]) -> bool:
+    """Whether any text of the case (:func:`_texts`) names PyTorch FSDP, FairScale or
+    DeepSpeed, whose gradients autograd accumulates, not Megatron-Core's DDP."""
+    texts = [text.lower() for text in _texts(case, keys=True)]
+    return any(word in t for t in texts for word in _OTHER_DDP_WORDS)
 
 
 def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) -> str:
@@ -2349,7 +2377,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         ),
         "tp_overlap": tp_overlap,
         "tp_comm_overlap": tp_comm_overlap,
-        "grad_accumulation": _grad_accumulation(training),
+        "grad_accumulation": _grad_accumulation(
+            training, assumptions, core=core and zero < 3 and not _names_other_ddp(case)
+        ),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
         "p2p_overlap": p2p_overlap,
         "cp": cp,
