@@ -800,22 +800,38 @@ def _dp_overlap(
     return _flag_or_assumed(training, "overlap_grad_reduce", False, why, assumptions)
 
 
+#: Megatron-LM fuses a linear's weight-gradient accumulation into its weight-gradient GEMM by
+#: default (``--no-gradient-accumulation-fusion`` opts out) from this (year, month) on: commit
+#: 07916bf245 ("Support gradient accumulation fusion in fp16", 2022-09-27). From the fusion's
+#: merge (83b1e42f30, merged 2022-02-22) until then it ran only with fp32 gradient accumulation,
+#: which Megatron-LM sets for bf16: :data:`GRAD_ACCUMULATION_FUSION_BF16_SINCE`.
+GRAD_ACCUMULATION_FUSION_SINCE = (2022, 9)
+GRAD_ACCUMULATION_FUSION_BF16_SINCE = (2022, 2)
+
+
 def _grad_accumulation(
-    training: Mapping[str, Any], assumptions: list[Assumption], *, core: bool
+    case: Mapping[str, Any],
+    training: Mapping[str, Any],
+    assumptions: list[Assumption],
+    *,
+    megatron: bool,
+    dtype: str,
 ) -> str:
     """How the measured run accumulated its weight gradients (``mapping.grad_accumulation``).
 
     ``training.grad_accumulation`` (a mode) or ``training.gradient_accumulation_fusion``
-    (true: ``fused``) says so in a file of one's own. Otherwise by the DDP implementation:
-    Megatron-LM's ``--DDP-impl local`` (SC21) adds each parameter's fresh gradient into its
-    ``main_grad`` buffer in a backward hook after every micro-batch
-    (``megatron/model/distributed.py``), and PyTorch DDP leaves it to autograd's
-    AccumulateGrad, which keeps the first micro-batch's gradient and adds the later ones.
-    A Megatron-Core run (``core``) that says neither fuses it into the weight-gradient GEMM,
-    marked: Megatron-LM's ``--no-gradient-accumulation-fusion`` is an opt-out
-    (megatron/training/arguments.py), and Megatron-Bridge's model providers and NeMo 2's
-    ``GPTConfig`` default it on wherever Transformer Engine or Apex is installed
-    (src/megatron/bridge/utils/fusions.py ``can_enable_gradient_accumulation_fusion``).
+    (true: ``fused``) says so in a file of one's own; Megatron-LM's ``--DDP-impl local``
+    (SC21) adds each parameter's fresh gradient into its ``main_grad`` buffer in a backward
+    hook after every micro-batch (``megatron/model/distributed.py``), as Megatron-Core's DDP
+    does with the fusion stated off. A run of neither (``megatron`` false: one naming FSDP,
+    FairScale or DeepSpeed, or ZeRO-3) leaves it to autograd's AccumulateGrad, which keeps the
+    first micro-batch's gradient and adds the later ones. A Megatron run that says nothing
+    follows Megatron-LM's default of its date (:func:`_source_date`), marked: fused from
+    :data:`GRAD_ACCUMULATION_FUSION_SINCE` (bf16 from :data:`GRAD_ACCUMULATION_FUSION_BF16_SINCE`)
+    and undated, as Megatron-Core and its recipes run it (Megatron-Bridge's model providers
+    and NeMo 2's ``GPTConfig`` turn it on wherever Transformer Engine or Apex is installed,
+    src/megatron/bridge/utils/fusions.py ``can_enable_gradient_accumulation_fusion``);
+    autograd's before, through PyTorch DDP.
     """
     if "grad_accumulation" in training:
         return str(training["grad_accumulation"])
@@ -824,18 +840,35 @@ def _grad_accumulation(
         return "fused"
     if str(training.get("ddp_impl") or "torch").lower() == "local":
         return "every_microbatch"
-    if core and fusion is not None:
+    if not megatron:
+        return "after_first_microbatch"
+    if fusion is not None:
         return "every_microbatch"  # Megatron-Core's DDP hook adds each into main_grad
-    if core:
+    since_date = (
+        GRAD_ACCUMULATION_FUSION_BF16_SINCE if dtype == "bf16" else GRAD_ACCUMULATION_FUSION_SINCE
+    )
+    since, before = _dated_before(case, since_date)
+    if before is not None:
         why = (
-            "not stated: fused into the weight-gradient GEMM, Megatron-Core's default with "
-            "Transformer Engine (--no-gradient-accumulation-fusion opts out)"
+            f"not stated: autograd's adds from the second micro-batch on, the run's source "
+            f"dates from {before}, before Megatron-LM fused them into the weight-gradient GEMM "
+            f"by default ({since})"
         )
         assumptions.append(
-            Assumption("training.gradient_accumulation_fusion", True, why, ITERATION_FIGURES)
+            Assumption("training.gradient_accumulation_fusion", False, why, ITERATION_FIGURES)
         )
-        return "fused"
-    return "after_first_microbatch"
+        return "after_first_microbatch"
+    date = _source_date(case)
+    dated = "undated" if date is None else f"dated {date[0]}"
+    why = (
+        f"not stated: fused into the weight-gradient GEMM ({dated}), Megatron-LM's default "
+        f"since {since} and Megatron-Core's with Transformer Engine "
+        "(--no-gradient-accumulation-fusion opts out)"
+    )
+    assumptions.append(
+        Assumption("training.gradient_accumulation_fusion", True, why, ITERATION_FIGURES)
+    )
+    return "fused"
 
 
 #: Megatron-LM overlaps a column-parallel linear's backward TP all-reduce with its
@@ -943,9 +976,11 @@ _OTHER_DDP_WORDS = ("fsdp", "fairscale", "fully sharded", "deepspeed")
 
 
 def _names_other_ddp(case: Mapping[str, Any]) -> bool:
-    """Whether any text of the case (:func:`_texts`) names PyTorch FSDP, FairScale or
-    DeepSpeed, whose gradients autograd accumulates, not Megatron-Core's DDP."""
-    texts = [text.lower() for text in _texts(case, keys=True)]
+    """Whether a text of the case's ``training`` or ``system`` (their values: a table's
+    ``fsdp: 0`` column names nothing) names PyTorch FSDP, FairScale or DeepSpeed, whose
+    gradients autograd accumulates, not Megatron's DDP."""
+    sections = (_section(case, "training"), _section(case, "system"))
+    texts = [text.lower() for section in sections for text in _texts(section)]
     return any(word in t for t in texts for word in _OTHER_DDP_WORDS)
 
 
@@ -2378,7 +2413,11 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         "tp_overlap": tp_overlap,
         "tp_comm_overlap": tp_comm_overlap,
         "grad_accumulation": _grad_accumulation(
-            training, assumptions, core=core and zero < 3 and not _names_other_ddp(case)
+            case,
+            training,
+            assumptions,
+            megatron=zero < 3 and not _names_other_ddp(case),
+            dtype=dtype,
         ),
         "p2p_scatter_gather": _p2p_scatter_gather(training),
         "p2p_overlap": p2p_overlap,

@@ -248,12 +248,13 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     assert flags["grad_accumulation"] == "every_microbatch"
 
 
-def test_megatron_core_runs_fuse_their_gradient_accumulation_unless_stated() -> None:
-    """A Megatron-Core / Transformer Engine case that leaves it unstated accumulates its weight
-    gradients in the weight-gradient GEMM (Megatron-LM's --no-gradient-accumulation-fusion is
-    an opt-out), marked on its figures; stated off, Megatron-Core's DDP hook adds them after
-    every micro-batch; a case naming FSDP is autograd's, from the second micro-batch on."""
-    case = _case("nemo2407_h100_llama2_7b_8gpu")
+def test_megatron_runs_fuse_their_gradient_accumulation_by_the_runs_date() -> None:
+    """A Megatron run that leaves it unstated accumulates its weight gradients in the
+    weight-gradient GEMM when it dates from Megatron-LM's fusion on (bf16 2022-02, fp16
+    2022-09; --no-gradient-accumulation-fusion is an opt-out), autograd's adds before; marked
+    either way. Stated off, Megatron-Core's DDP hook adds them after every micro-batch; a case
+    naming FSDP is autograd's, unmarked."""
+    case = _case("nemo2407_h100_llama2_7b_8gpu")  # NeMo 24.07, 2024
     assert "gradient_accumulation_fusion" not in case["training"]
     assert case_setup(case)[3]["grad_accumulation"] == "fused"
     figures = validate(only=[case["id"]]).comparisons
@@ -262,6 +263,9 @@ def test_megatron_core_runs_fuse_their_gradient_accumulation_unless_stated() -> 
     assert case_setup(off)[3]["grad_accumulation"] == "every_microbatch"
     fsdp = {**case, "training": {**case["training"], "framework": "PyTorch FSDP"}}
     assert case_setup(fsdp)[3]["grad_accumulation"] == "after_first_microbatch"
+    sc21 = _case("narayanan21_t1_1.7B")  # arXiv:2104.04473, PyTorch DDP, fp16
+    assert sc21["training"]["ddp_impl"] == "torch"
+    assert case_setup(sc21)[3]["grad_accumulation"] == "after_first_microbatch"
 
 
 def test_tp_overlap_is_stated_or_follows_the_megatron_release_of_the_runs_date() -> None:

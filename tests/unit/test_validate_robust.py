@@ -91,11 +91,16 @@ def test_derived_facts() -> None:
     assert "hw.system.chips=[4, 8]" in run.overrides
     assert "model.intermediate_size=4096" in run.overrides
     # derived, not assumed; unstated are the TP overlap (an undated run: on), Megatron-LM's
-    # DP reduction after the backward (an A100 run with dp = 4 and no framework named), and
-    # the optimizer sharding: tried without ZeRO, then with the distributed optimizer (the
+    # DP reduction after the backward (an A100 run with dp = 4 and no framework named), its
+    # gradient accumulation (undated: fused into the weight-gradient GEMMs), and the
+    # optimizer sharding: tried without ZeRO, then with the distributed optimizer (the
     # assumption is recorded when one fits)
     keys = [a.key for a in run.assumptions]
-    assert keys == ["training.tp_overlap", "training.overlap_grad_reduce"]
+    assert keys == [
+        "training.tp_overlap",
+        "training.overlap_grad_reduce",
+        "training.gradient_accumulation_fusion",
+    ]
     assert run.flags["dp_overlap"] is False and run.zero == (0, 1)
     odd = read_training_run(_case(system={"num_gpus": 12, "tp": 4, "dp": 3}), "x.yaml")
     assert odd is not None and "hw.system.chips=[2, 8]" in odd.overrides  # 12 GPUs: 2 nodes
@@ -561,7 +566,8 @@ def test_an_fp8_recipe_key_is_read_and_a_bad_one_is_named() -> None:
 
 def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
     """Micro-batch 1, precision fp16, the least recompute that fits (none here) and, for an
-    undated run with TP, the asynchronous TP all-reduce."""
+    undated run with TP, the asynchronous TP all-reduce and the gradient accumulation fused
+    into the weight-gradient GEMMs."""
     case = _case(
         model={"micro_batch": ...}, training={"precision": ..., "activation_recompute": ...}
     )
@@ -573,6 +579,7 @@ def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
         "training.precision": "fp16",
         "training.activation_recompute": "none",
         "training.tp_overlap": True,
+        "training.gradient_accumulation_fusion": True,
     }
     assert set(comparison.assumed) == set(assumed)
 
