@@ -971,8 +971,10 @@ def _tp_overlap(case: Mapping[str, Any], assumptions: list[Assumption], *, tp: i
 DEEPSPEED_COALESCED_GATHER_SINCE = (2021, 11)
 
 
-#: Words naming a data-parallel implementation other than Megatron-Core's in a case's texts.
-_OTHER_DDP_WORDS = ("fsdp", "fairscale", "fully sharded", "deepspeed")
+#: Words naming fully sharded data parallelism (PyTorch FSDP, FairScale) in a case's texts.
+_FSDP_WORDS = ("fsdp", "fairscale", "fully sharded")
+#: Words naming a data-parallel implementation other than Megatron's in a case's texts.
+_OTHER_DDP_WORDS = (*_FSDP_WORDS, "deepspeed")
 
 
 def _names_other_ddp(case: Mapping[str, Any]) -> bool:
@@ -1009,7 +1011,7 @@ def _zero_collectives(case: Mapping[str, Any], assumptions: list[Assumption]) ->
             )
         return mode
     texts = [text.lower() for text in _texts(case, keys=True)]
-    if any(word in t for t in texts for word in ("fsdp", "fairscale", "fully sharded")):
+    if any(word in t for t in texts for word in _FSDP_WORDS):
         return "unit"
     since, before = _dated_before(case, DEEPSPEED_COALESCED_GATHER_SINCE)
     if before is not None:
