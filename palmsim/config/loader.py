@@ -1468,6 +1468,7 @@ def _mapping_schema() -> Schema:
         "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
         "zero": _zero_rule(),
         "zero_collectives": _choice_rule(ZERO_COLLECTIVES),
+        "tp_comm_overlap_sms": _int_rule(minimum=0),
         "expert_placement": _choice_rule(EXPERT_PLACEMENTS),
         "moe_dispatcher": _choice_rule(MOE_DISPATCHERS),
         "expert_tp": _nullable_int_rule(hint=" (null: tp, Megatron-Core's default)"),

@@ -1510,6 +1510,17 @@ class MappingSpec:
         modes=TRAINING_ONLY,
         default=False,
     )
+    tp_comm_overlap_sms: int = _f(
+        "compute units (a GPU's SMs) the userbuffers reduce-scatters of tp_comm_overlap take "
+        "from the GEMMs they overlap, which run on the rest (set_sm_margin): the row-parallel "
+        "forward GEMMs ('pipeline' method) and the column-parallel weight-gradient GEMMs "
+        "('bulk'); Transformer Engine's default, 16 (get_default_config in "
+        "transformer_engine/pytorch/module/base.py; Megatron-Bridge's H100 configurations "
+        "give 16-32 for the pipelines). The ring-exchange all-gathers run on the copy "
+        "engines and take none",
+        modes=TRAINING_ONLY,
+        default=16,
+    )
     moe_a2a_overlap: bool = _f(
         "merged 1F1B (Megatron-Core's --overlap-moe-expert-parallel-comm, Megatron-Bridge's "
         "moe_a2a_overlap): each steady-state backward runs together with the forward after "

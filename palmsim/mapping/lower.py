@@ -419,6 +419,19 @@ def _scattered_gemm(gemm: ComputeStep, scatter: CollectiveStep) -> tuple[Step, .
     )
 
 
+def sm_margin(costing: Costing, units: int) -> Costing:
+    """``costing`` for a GEMM that a concurrent communication kernel leaves ``units`` compute
+    units short: Transformer Engine's userbuffers run the GEMM of a pipelined or bulk overlap
+    on the SMs their comm kernels do not hold (``set_sm_margin``: ``_math_sms = sm_count -
+    num_sm``, transformer_engine/common/comm_gemm_overlap/comm_gemm_overlap.cpp), a tile of
+    ``compute_units - units`` (:meth:`Costing.on_cores`). A tile without a GEMM model runs
+    its GEMMs unchanged."""
+    gemm = costing.tile.gemm
+    if gemm is None or units == 0:
+        return costing
+    return costing.on_cores((gemm.compute_units - units) / gemm.compute_units)
+
+
 def tp_comm_overlap_pass(
     costing: Costing,
     unit: Unit,
@@ -428,6 +441,7 @@ def tp_comm_overlap_pass(
     pending: CollectiveStep | None,
     *,
     tp: int,
+    sms: int = 0,
 ) -> tuple[tuple[Step, ...], CollectiveStep | None]:
     """One pass of ``block`` with its sequence-parallel TP collectives overlapped with its
     GEMMs (``mapping.tp_comm_overlap``: Transformer Engine's userbuffers, Megatron-Core's
@@ -441,6 +455,7 @@ def tp_comm_overlap_pass(
     pipeline). Backward (blocks in reverse): the pending all-gather of the output gradient
     overlaps the row-parallel GEMM's input-gradient (dgrad) GEMM; the reduce-scatter of the
     column-parallel GEMM's input gradient overlaps its weight-gradient GEMM (bulk overlap).
+    The GEMMs under a reduce-scatter run ``sms`` compute units short (:func:`sm_margin`).
     Returns the pass's steps and the all-gather the next block takes over.
     """
     scatter = next(
@@ -467,8 +482,13 @@ def tp_comm_overlap_pass(
         if row > col:
             if ops[col + 1 : row]:
                 steps.append(costing.step(ops[col + 1 : row], "F", unit, block.name, "mid"))
-            last = costing.step([ops[row]], "F", unit, block.name, ops[row].name)
-            steps.extend(_scattered_gemm(last, scatter) if scatter else (last,))
+            if scatter:
+                last = sm_margin(costing, sms).step(
+                    [ops[row]], "F", unit, block.name, ops[row].name
+                )
+                steps.extend(_scattered_gemm(last, scatter))
+            else:
+                steps.append(costing.step([ops[row]], "F", unit, block.name, ops[row].name))
         elif scatter:
             steps.append(scatter)
         if ops[row + 1 :]:
@@ -485,8 +505,9 @@ def tp_comm_overlap_pass(
         steps.append(costing.step(ops, "B", unit, block.name, parts=parts))
     elif len(ops) > 1:  # one GEMM: its dgrad above, its wgrad below
         steps.append(costing.step(ops[:col] + ops[col + 1 :], "B", unit, block.name))
-    wgrad = costing.step([col_op], "B", unit, block.name, col_op.name, "wgrad",
-                         parts={col_op.name: "wgrad"})  # fmt: skip
+    wgrad_costing = sm_margin(costing, sms) if scatter else costing
+    wgrad = wgrad_costing.step([col_op], "B", unit, block.name, col_op.name, "wgrad",
+                               parts={col_op.name: "wgrad"})  # fmt: skip
     steps.extend((dataclasses.replace(scatter, overlap=wgrad),) if scatter else (wgrad,))
     return tuple(steps), gather
 

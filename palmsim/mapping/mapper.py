@@ -209,6 +209,16 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
             "userbuffers overlap the all-gathers and reduce-scatters that sequence "
             "parallelism puts in place of the TP all-reduces"
         )
+    gemm = experiment.hardware.tile.gemm
+    if (
+        mapping.tp_comm_overlap
+        and gemm is not None
+        and mapping.tp_comm_overlap_sms >= (gemm.compute_units)
+    ):
+        raise MappingError(
+            f"tp_comm_overlap_sms={mapping.tp_comm_overlap_sms} leaves the overlapped GEMMs "
+            f"none of the tile's {gemm.compute_units} compute units"
+        )
     if mapping.moe_a2a_overlap:
         why = ""
         if ep < 2:
@@ -767,8 +777,9 @@ def _lower_chunk(
     def overlap(key: str, unit: Unit, b: Block, coll: tuple[Step, ...]) -> None:
         phase = "B" if key == "B" else "F"
         steps, pending[key] = tp_comm_overlap_pass(
-            costing, unit, b, phase, coll, pending.get(key), tp=tp
-        )
+            costing, unit, b, phase, coll, pending.get(key), tp=tp,
+            sms=mapping.tp_comm_overlap_sms,
+        )  # fmt: skip
         passes[key].extend(steps)
 
     def flush(key: str) -> None:

@@ -114,3 +114,56 @@ def test_the_full_recompute_overlaps_its_collectives_as_the_forward_does() -> No
     redo_start = [(s.layer, s.op) for s in redo].index((0, "L.mlp.pre"))
     assert redo[redo_start:] == layers[start:]
     assert any((s.layer, s.op) == (1, "L.attn.qkv.last") for s in redo)
+
+
+def test_the_gemms_under_a_reduce_scatter_run_on_the_sms_the_comm_leaves() -> None:
+    """set_sm_margin: the userbuffers reduce-scatter's kernels hold ``tp_comm_overlap_sms``
+    of the GPU's SMs and the GEMMs under it run on the rest. Here a GEMM model of U = 16 SMs
+    and 64 x 64 output tiles, no launch latency, with 8 SMs taken: fc2's forward product
+    (512 tokens x 4h/t = 512 by h = 512) and fc1's weight gradient (h x 4h/t = 512 x 512)
+    are 64 tiles each, whole waves on 16 SMs and on 8, so each takes 16/8 = 2 times as long
+    (2·m·k·n / (peak·8/16·e) against 2·m·k·n / (peak·e)); the other GEMMs are unchanged."""
+    from palmsim.config.specs import GemmSpec
+
+    base = _experiment(True)
+    gemm = GemmSpec(
+        compute_units=16, tile_m=64, tile_n=64, max_efficiency=0.8, launch_latency_s=0.0
+    )
+    hw = dataclasses.replace(base.hardware, tile=dataclasses.replace(base.hardware.tile, gemm=gemm))
+
+    def steps(sms: int) -> dict[str, float]:
+        mapping = dataclasses.replace(base.mapping, tp_comm_overlap_sms=sms)
+        program = simulate(dataclasses.replace(base, hardware=hw, mapping=mapping)).plan
+        out = {}
+        for s in (*program.programs[0].forward, *program.programs[0].backward):
+            if s.layer != 0:
+                continue
+            if isinstance(s, CollectiveStep) and s.overlap is not None:
+                out[s.overlap.op] = s.overlap.compute_time_s
+            elif isinstance(s, ComputeStep):
+                out[s.op] = s.compute_time_s
+        return out
+
+    free, held = steps(0), steps(8)
+    assert free.keys() == held.keys()
+    for op in ("L.mlp.fc2.first", "L.mlp.fc2", "L.mlp.fc1.wgrad"):
+        assert held[op] == pytest.approx(2 * free[op], rel=1e-12), op
+    assert held["L.mlp.fc1.last"] == free["L.mlp.fc1.last"]  # under a gather: no margin
+
+
+def test_a_margin_of_every_sm_is_refused() -> None:
+    from palmsim.config.specs import GemmSpec
+    from palmsim.errors import MappingError
+
+    base = _experiment(True)
+    gemm = GemmSpec(compute_units=16, tile_m=64, tile_n=64, max_efficiency=0.8,
+                    launch_latency_s=0.0)  # fmt: skip
+    exp = dataclasses.replace(
+        base,
+        hardware=dataclasses.replace(
+            base.hardware, tile=dataclasses.replace(base.hardware.tile, gemm=gemm)
+        ),
+        mapping=dataclasses.replace(base.mapping, tp_comm_overlap_sms=16),
+    )
+    with pytest.raises(MappingError, match="tp_comm_overlap_sms=16"):
+        simulate(exp)

@@ -356,6 +356,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "dp_overlap": True,
         "tp_overlap": False,
         "tp_comm_overlap": False,
+        "tp_comm_overlap_sms": 16,
         "moe_a2a_overlap": False,
         "grad_accumulation": "fused",
         "p2p_scatter_gather": True,
