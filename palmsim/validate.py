@@ -800,6 +800,46 @@ def _dp_overlap(
     return _flag_or_assumed(training, "overlap_grad_reduce", False, why, assumptions)
 
 
+#: How a text of a case names the overlapped parameter all-gather: Megatron-LM's flag,
+#: Megatron-Core's config field, NeMo's optimizer key.
+_OVERLAP_PARAM_GATHER_NAMES = ("overlap-param-gather", "overlap_param_gather", "overlap_param_sync")
+
+
+def _overlap_param_gather(
+    case: Mapping[str, Any], assumptions: list[Assumption], *, core: bool
+) -> bool:
+    """Whether a ZeRO-1/2 run all-gathered its updated weights during the next forward
+    (``mapping.overlap_param_gather``) rather than after the optimizer step.
+
+    ``training.overlap_param_gather`` (Megatron-Core's name) or ``overlap_param_sync``
+    (NeMo's ``optim`` key) says so; so does a text of the case naming either
+    (:data:`_OVERLAP_PARAM_GATHER_NAMES`; the Megatron-LM README's benchmark configuration
+    lists ``--overlap-param-gather``).
+    Unstated, a Megatron-Core run (``core``) overlaps, marked: Megatron-Bridge's recipes set
+    ``overlap_param_gather=True`` with the distributed optimizer
+    (src/megatron/bridge/recipes/common.py), NeMo's performance recipes
+    ``overlap_param_sync: true`` (MLPerf's NeMo GPT-3 ``OVERLAP_PARAM_SYNC=True``). Any other
+    run gathers after the step: Megatron-LM's flag is opt-in, and a run naming DeepSpeed,
+    FSDP or FairScale (:func:`_names_other_ddp`) is not Megatron's; DeepSpeed's ZeRO-1/2
+    all-gathers after its step.
+    """
+    training = _section(case, "training")
+    for key in ("overlap_param_gather", "overlap_param_sync"):
+        if key in training:
+            return _flag(training, key)
+    texts = [text.lower() for text in _texts(case)]
+    if any(name in t for t in texts for name in _OVERLAP_PARAM_GATHER_NAMES):
+        return True
+    if not core or _names_other_ddp(case):
+        return False
+    why = (
+        "not stated: on with the distributed optimizer, as Megatron-Bridge's recipes "
+        "(overlap_param_gather) and NeMo's (overlap_param_sync) set it"
+    )
+    assumptions.append(Assumption("training.overlap_param_gather", True, why, ITERATION_FIGURES))
+    return True
+
+
 #: Megatron-LM fuses a linear's weight-gradient accumulation into its weight-gradient GEMM by
 #: default (``--no-gradient-accumulation-fusion`` opts out) from this (year, month) on: commit
 #: 07916bf245 ("Support gradient accumulation fusion in fp16", 2022-09-27). From the fusion's
@@ -2468,6 +2508,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         flags["zero"] = zero
     if zero >= 3:
         flags["zero_collectives"] = _zero_collectives(case, assumptions)
+    if zero in (1, 2) and dp * cp > 1 and _overlap_param_gather(case, assumptions, core=core):
+        flags["overlap_param_gather"] = True
     return CaseRun(
         hardware=hardware,
         workload=_workload(model, arch, source),

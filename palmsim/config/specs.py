@@ -1493,6 +1493,16 @@ class MappingSpec:
         modes=TRAINING_ONLY,
         default=True,
     )
+    overlap_param_gather: bool = _f(
+        "ZeRO-1/2: all-gather the updated weights in the first forward of the next "
+        "iteration, unit by unit, each gather started as the one before it completes and "
+        "waited for by the unit that uses it (Megatron-Core's --overlap-param-gather: "
+        "forward pre-hooks and next_param_gather_bucket_group in "
+        "megatron/core/distributed), in place of one all-gather after the optimizer step; "
+        "the first unit's gather is exposed",
+        modes=TRAINING_ONLY,
+        default=False,
+    )
     tp_overlap: bool = _f(
         "overlap each column-parallel linear's backward TP all-reduce (or reduce-scatter) "
         "with its weight-gradient GEMM (Megatron-LM's asynchronous TP all-reduce)",

@@ -399,6 +399,11 @@ class Simulator:
         merge = program.merge_forward_backward
         if merge:  # one forward's and one backward's compute take turns on the tile
             self._compute_locks[tile] = simpy.Resource(self.env, capacity=1)
+        for gather in program.param_gathers_at_start:  # in flight before the first forward
+            if len(groups[gather.group]) > 1:
+                stream = "F" if merge else ""  # the forward's, as _run_steps counts them
+                started = self._start(gather, groups[gather.group], tile, stage, 0, stream)
+                self._prefetched[(tile, gather.layer, gather.op)] = started
         i = 0
         while i < len(entries):
             index, ((phase, mb), chunk) = entries[i]
@@ -607,6 +612,8 @@ class Simulator:
                 self._activity[tile] = (stage, category, step, mb, ())
                 yield from compute(step, tile, stage, mb, category)
             elif isinstance(step, CollectiveStep):
+                if step.first_microbatch_only and mb > 0:
+                    continue
                 group = groups[step.group]
                 if len(group) < 2:
                     if step.overlap is not None:

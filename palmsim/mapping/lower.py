@@ -13,7 +13,7 @@ parsed back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from palmsim.config.specs import MappingSpec, TileSpec
@@ -42,12 +42,14 @@ from palmsim.workload.recompute import DEFAULT_RECOMPUTE_MODULES, MOE_BLOCKS, re
 __all__ = [
     "Costing",
     "Unit",
+    "chain_param_gathers",
     "compute_step",
     "engine_policy",
     "fp8_amax_update",
     "grad_accumulation",
     "grad_bucket",
     "optimizer_step",
+    "param_gathers",
     "pipeline_p2p_bytes",
     "prefetch_gathers",
     "receive_gather",
@@ -261,6 +263,27 @@ def zero_gather(
     return _per_tensor(label, op, CollectiveKind.ALLGATHER, unit_params * elem, unit, tensors)
 
 
+def param_gathers(unit: Unit, dense_bytes: float, expert_bytes: float) -> tuple[Step, ...]:
+    """ZeRO-1/2 with ``mapping.overlap_param_gather``: all-gather a unit's updated weights
+    before its first forward of the iteration, the dense ones over the DP group and the routed
+    experts' over the EDP group (Megatron-Core's --overlap-param-gather: the module's forward
+    pre-hook waits for its bucket group's all-gather, ``_make_forward_pre_hook`` in
+    ``megatron/core/distributed/distributed_data_parallel.py``; the gathered weights serve
+    every later micro-batch)."""
+    steps = []
+    for what, size, group in (("params", dense_bytes, GroupKind.DP),
+                              ("experts", expert_bytes, GroupKind.EDP)):  # fmt: skip
+        if size > 0:
+            label, op = unit.ident(what, "ag")
+            steps.append(
+                CollectiveStep(
+                    label, CollectiveKind.ALLGATHER, size, group, layer=unit.layer, op=op,
+                    first_microbatch_only=True,
+                )
+            )  # fmt: skip
+    return tuple(steps)
+
+
 def tensor_reduce_scatters(
     unit: Unit, unit_params: float, elem: int, tensors: int
 ) -> tuple[Step, ...]:
@@ -302,7 +325,8 @@ def prefetch_gathers(steps: Iterable[Step]) -> tuple[Step, ...]:
     (``megatron/core/distributed/fsdp/src/megatron_fsdp/param_and_grad_buffer.py``);
     DeepSpeed ZeRO-3's parameter prefetch. So the first gather of a pass is exposed and each
     later one is in flight, on the same DP communicator, while the unit before it runs; the
-    tile waits only for what is left of it.
+    tile waits only for what is left of it. (ZeRO-1/2's once-per-iteration gathers are
+    chained across a stage's chunks by :func:`chain_param_gathers`.)
     """
     out = list(steps)
     gathers = [
@@ -311,11 +335,48 @@ def prefetch_gathers(steps: Iterable[Step]) -> tuple[Step, ...]:
         if isinstance(step, CollectiveStep)
         and step.group is GroupKind.DP
         and step.kind is CollectiveKind.ALLGATHER
+        and not step.first_microbatch_only
     ]
     for k, (i, step) in enumerate(gathers):
         following = gathers[k + 1][1] if k + 1 < len(gathers) else None
         out[i] = dataclasses.replace(step, prefetch=following, prefetched=k > 0)
     return tuple(out)
+
+
+def chain_param_gathers(
+    forwards: Sequence[tuple[Step, ...]],
+) -> tuple[list[tuple[Step, ...]], tuple[CollectiveStep, ...]]:
+    """ZeRO-1/2 with ``mapping.overlap_param_gather``: chain the weight all-gathers of a
+    stage's forward passes (``forwards``, its model chunks in order), the DP group's and the
+    EDP group's apart, each starting the next as its unit waits for it; the first of each
+    chain starts with the iteration. Returns the passes and those first gathers.
+
+    Megatron-LM (at the H100 scaling runs' commit f2e5db402c) dispatches the first bucket's
+    all-gather in ``DistributedOptimizer.zero_grad`` before the forward passes, and each
+    forward pre-hook that waits for a bucket dispatches the next one, across model chunks
+    (``_finish_param_sync_helper``, megatron/core/optimizer/distrib_optimizer.py); later
+    releases keep the chain (``next_param_gather_bucket_group``) and, with the interleaved
+    schedule, launch every stage's first chunks at the start (``align_param_gather``).
+    """
+    out = [list(steps) for steps in forwards]
+    first: list[CollectiveStep] = []
+    for group in (GroupKind.DP, GroupKind.EDP):
+        at = [
+            (c, i)
+            for c, steps in enumerate(out)
+            for i, step in enumerate(steps)
+            if isinstance(step, CollectiveStep) and step.first_microbatch_only
+            and step.group is group
+        ]  # fmt: skip
+        for k, (c, i) in enumerate(at):
+            following = out[at[k + 1][0]][at[k + 1][1]] if k + 1 < len(at) else None
+            assert following is None or isinstance(following, CollectiveStep)
+            step = out[c][i]
+            assert isinstance(step, CollectiveStep)
+            out[c][i] = dataclasses.replace(step, prefetch=following, prefetched=True)
+            if k == 0:
+                first.append(step)
+    return [tuple(steps) for steps in out], tuple(first)
 
 
 def recompute_block(costing: Costing, unit: Unit, block: Block, mapping: MappingSpec,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +45,13 @@ from palmsim.mapping.folding import expert_data_parallel_size
 from palmsim.mapping.lower import (
     Costing,
     Unit,
+    chain_param_gathers,
     engine_policy,
     fp8_amax_update,
     grad_accumulation,
     grad_bucket,
     optimizer_step,
+    param_gathers,
     pipeline_p2p_bytes,
     prefetch_gathers,
     receive_gather,
@@ -619,6 +621,71 @@ def _stage_memory(
     return tile_memory, per_microbatch
 
 
+def _fp8_gathered_bytes_per_weight(training: TrainingSpec) -> float | None:
+    """Bytes per fp8 weight the ZeRO-1/2 all-gather moves with ``training.fp8_param_gather``,
+    None without it.
+
+    Megatron-Core --fp8-param-gather: the distributed optimizer casts its shard of the fp8
+    weights and the replicas all-gather their fp8 data, 1 B per weight
+    (megatron/core/fp8_utils.py quantize_param_shard; the param all-gather of
+    distributed/param_and_grad_buffer.py gathers the Float8Tensors' data); each then
+    transposes the gathered weights for dgrad (post_all_gather_processing): read 1 B, write
+    the column-wise copy. MXFP8 weights are gathered in 16 bits through the gradient buffer
+    (reuse_grad_buf_for_mxfp8_param_ag) and re-cast as without it. NVFP4 weights
+    (Megatron-Bridge's --fp4-param-gather) move their half-byte values and 16x16-block
+    scales, and their 2-D scaling makes the transpose the column-wise copy as well.
+    """
+    if not training.fp8_param_gather or training.fp8_recipe == "mxfp8":
+        return None
+    scaling = FP8_SCALING[training.fp8_recipe]
+    return scaling.element_bytes + scaling.weight_scale_bytes
+
+
+def _gathered_bytes(
+    blocks: Sequence[Block], batch: Batch, experiment: ExperimentSpec
+) -> tuple[float, float]:
+    """ZeRO-1/2: the bytes of ``blocks``' updated weights a replica all-gathers, over its DP
+    group and over its EDP group (the routed experts'; 0 when that group is the DP group,
+    whose one all-gather then moves them too); fp8 weights at
+    :func:`_fp8_gathered_bytes_per_weight` with ``training.fp8_param_gather``."""
+    dense, expert = split_params(blocks)
+    fp8_gather = _fp8_gathered_bytes_per_weight(experiment.workload.training)
+    if fp8_gather is not None:
+        fp8_dense, fp8_expert = split_params(
+            [dataclasses.replace(b, ops=tuple(op for op in b.ops if op.fp8)) for b in blocks]
+        )
+        saved = batch.elem_bytes - fp8_gather
+        dense_bytes = dense * batch.elem_bytes - fp8_dense * saved
+        expert_bytes = expert * batch.elem_bytes - fp8_expert * saved
+    else:
+        dense_bytes, expert_bytes = dense * batch.elem_bytes, expert * batch.elem_bytes
+    if _experts_on_dp(experiment.mapping):
+        return dense_bytes + expert_bytes, 0.0
+    return dense_bytes, expert_bytes
+
+
+def _param_gather_buckets(
+    units: Sequence[Unit], c: int, batch: Batch, experiment: ExperimentSpec
+) -> dict[str, tuple[Step, ...]]:
+    """The overlapped ZeRO-1/2 weight all-gathers of virtual stage ``c``'s units
+    (``mapping.overlap_param_gather``), by unit name: the first stage's first chunk gathers
+    unit by unit; every other chunk gathers its weights in one bucket, ahead of its first
+    unit with parameters, as Megatron-LM turns bucketing off on the pipeline stages after the
+    first and on the chunks after the first ("data-parallel communication on these stages is
+    not on the critical path": ``DistributedDataParallel.__init__``,
+    megatron/core/distributed/distributed_data_parallel.py; ``disable_bucketing`` for model
+    chunks > 0 in ``get_model``, megatron/training/training.py)."""
+    if c == 0:
+        return {
+            u.name: param_gathers(u, *_gathered_bytes(u.blocks, batch, experiment)) for u in units
+        }
+    first = next((u for u in units if _params(u) > 0), None)
+    if first is None:
+        return {}
+    blocks = [b for u in units for b in u.blocks]
+    return {first.name: param_gathers(first, *_gathered_bytes(blocks, batch, experiment))}
+
+
 def _gathered_pair(chunks: Sequence[Sequence[Unit]], size: Callable[[Unit], float]) -> float:
     """The most of ``size`` that ZeRO-3 holds gathered at once: two consecutive gathered
     units of a chunk, the one running and the next, prefetched (:func:`lower.prefetch_gathers`;
@@ -675,25 +742,13 @@ def _stage(
         batch.training_elem_bytes,
         fp8_weight_copy_bytes(workload.training.fp8_recipe),
     )
-    gathered = {"dense": dense * batch.elem_bytes, "expert": expert * batch.elem_bytes}
-    if _experts_on_dp(mapping):  # the experts' EDP group is the DP group: one all-gather
-        gathered = {"dense": gathered["dense"] + gathered["expert"], "expert": 0.0}
-    if workload.training.fp8_param_gather and workload.training.fp8_recipe != "mxfp8":
-        # Megatron-Core --fp8-param-gather: the distributed optimizer casts its shard of the
-        # fp8 weights and the replicas all-gather their fp8 data, 1 B per weight
-        # (megatron/core/fp8_utils.py quantize_param_shard; the param all-gather of
-        # distributed/param_and_grad_buffer.py gathers the Float8Tensors' data); each then
-        # transposes the gathered weights for dgrad (post_all_gather_processing): read 1 B,
-        # write the column-wise copy. MXFP8 weights are gathered in 16 bits through the
-        # gradient buffer (reuse_grad_buf_for_mxfp8_param_ag) and re-cast as without it.
-        # NVFP4 weights (Megatron-Bridge's --fp4-param-gather) move their half-byte values
-        # and 16x16-block scales, and their 2-D scaling makes the transpose the column-wise
-        # copy as well.
-        scaling = FP8_SCALING[workload.training.fp8_recipe]
-        fp8 = scaling.element_bytes + scaling.weight_scale_bytes
-        gathered["dense"] -= fp8_dense * (batch.elem_bytes - fp8)
-        gathered["expert"] -= fp8_expert * (batch.elem_bytes - fp8)
-        fp8_weights = (*fp8_weights[:2], fp8, fp8_weights[3] / 2)
+    blocks = [b for u in all_units for b in u.blocks]
+    gathered = _gathered_bytes(blocks, batch, experiment)
+    fp8_gather = _fp8_gathered_bytes_per_weight(workload.training)
+    if fp8_gather is not None:
+        # the replicas gather the fp8 weights and transpose them for dgrad: read the gathered
+        # bytes, write the column-wise copy (_fp8_gathered_bytes_per_weight)
+        fp8_weights = (*fp8_weights[:2], fp8_gather, fp8_weights[3] / 2)
     orthogonalize: tuple[Op, ...] = ()
     if workload.training.optimizer == "muon":
         if zero >= 2:
@@ -718,10 +773,18 @@ def _stage(
     )
     send_blocks, grad_reduce = engine_policy(mapping, zero=zero)
     steps, chunks = layout.orders[s]
+    overlap_gather = zero in (1, 2) and mapping.overlap_param_gather
+    gather_after_step = zero in (1, 2) and not overlap_gather
+    passes = {}
+    for c in chunk_ids:
+        units = _units(model, layout.layer_ranges, c)
+        buckets = _param_gather_buckets(units, c, batch, experiment) if overlap_gather else {}
+        passes[c] = _lower_chunk(experiment, costing, model, units, c, layout, buckets)
+    forwards, gathers_at_start = chain_param_gathers([passes[c][0] for c in chunk_ids])
     programs = {}
     for j, c in enumerate(chunk_ids):
-        units = _units(model, layout.layer_ranges, c)
-        forward, recompute, backward = _lower_chunk(experiment, costing, model, units, c, layout)
+        _, recompute, backward = passes[c]
+        forward = forwards[j]
         programs[c] = StageProgram(
             stage=c,
             layers=layout.layer_ranges[c],
@@ -733,9 +796,11 @@ def _stage(
             optimizer=optimizer,
             steps=steps,
             # ZeRO-1/2: every replica gets the updated weights of the others' shards: the
-            # dense ones over the DP group, the experts over the EDP group.
-            param_allgather_bytes=gathered["dense"] if zero in (1, 2) else 0.0,
-            expert_param_allgather_bytes=gathered["expert"] if zero in (1, 2) else 0.0,
+            # dense ones over the DP group, the experts over the EDP group, after the
+            # optimizer step, or unit by unit in the first forward (overlap_param_gather).
+            param_allgather_bytes=gathered[0] if gather_after_step else 0.0,
+            expert_param_allgather_bytes=gathered[1] if gather_after_step else 0.0,
+            param_gathers_at_start=gathers_at_start,
             step_chunks=chunks,
             send_blocks=send_blocks,
             grad_reduce=grad_reduce,
@@ -751,8 +816,11 @@ def _lower_chunk(
     units: Sequence[Unit],
     c: int,
     layout: StageLayout,
+    param_gathers: Mapping[str, tuple[Step, ...]],
 ) -> tuple[tuple[Step, ...], tuple[Step, ...], tuple[Step, ...]]:
-    """The lowering passes over one virtual stage: its forward, recompute and backward."""
+    """The lowering passes over one virtual stage: its forward, recompute and backward;
+    ``param_gathers`` holds the ZeRO-1/2 weight all-gathers ahead of a unit's first forward,
+    by unit name (mapping.overlap_param_gather)."""
     mapping = experiment.mapping
     tp, elem, ep, cp = mapping.tp, costing.grad_bytes_per_param, mapping.ep, mapping.cp
     grad_elem = _grad_bytes(experiment.workload.training, elem)
@@ -808,6 +876,7 @@ def _lower_chunk(
     for unit in units:
         gather = zero_gather(unit, _params(unit), elem, zero=zero, tensors=tensors(unit))
         forward.extend(gather)
+        forward.extend(param_gathers.get(unit.name, ()))
         if unit.is_layer and mapping.recompute == "full":
             recompute.extend(gather)
             recompute.extend(

@@ -151,6 +151,9 @@ class CollectiveStep:
     # earlier step of the pass, and the tile only waits for it.
     prefetch: CollectiveStep | None = None
     prefetched: bool = False
+    # Runs in the first micro-batch's pass only (mapping.overlap_param_gather: the updated
+    # weights are gathered once per iteration, before the first forward uses them).
+    first_microbatch_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,10 +300,14 @@ class StageProgram:
     optimizer: ComputeStep  # the optimizer step of this stage's parameter shard
     steps: tuple[tuple[str, int], ...]  # the schedule: ("F"|"B", micro-batch) in run order
     # ZeRO-1/2: bytes each tile all-gathers over its DP group after the optimizer updated
-    # its shard (the updated weights of the whole stage); 0 otherwise.
+    # its shard (the updated weights of the whole stage); 0 otherwise, and 0 with
+    # mapping.overlap_param_gather, whose gathers are steps of the first forward.
     param_allgather_bytes: float = 0.0
     # The same for the routed experts' weights, over the tile's EDP group.
     expert_param_allgather_bytes: float = 0.0
+    # mapping.overlap_param_gather: the first weight all-gather of each chain (DP, EDP) of the
+    # stage's forwards, which the tile starts as its iteration starts (lower.chain_param_gathers)
+    param_gathers_at_start: tuple[CollectiveStep, ...] = ()
     # The model chunk each of ``steps`` runs (interleaved 1F1B); empty means chunk 0 only.
     step_chunks: tuple[int, ...] = ()
     # Compiled engine policy: a pipeline send holds the tile until it has arrived (Megatron's

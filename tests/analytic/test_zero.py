@@ -238,3 +238,85 @@ def test_zero_collectives_per_tensor_needs_zero3() -> None:
     )  # fmt: skip
     with pytest.raises(MappingError, match="zero_collectives=tensor with zero=2"):
         simulate(exp)
+
+
+def _ring_allgather_s(size_bytes: float, bandwidth_bytes_per_s: float, latency_s: float) -> float:
+    """A ring all-gather of ``size_bytes`` over the node's N GPUs: each sends (N-1)/N of it
+    through its NVLink, and each of the N-1 steps crosses two NVLink channels (GPU to switch,
+    switch to GPU) of ``latency_s`` each (tests/analytic/test_collectives_on_chips.py)."""
+    return (N - 1) / N * size_bytes / bandwidth_bytes_per_s + (N - 1) * 2 * latency_s
+
+
+def _overlapped(zero: int, overlap: bool, bandwidth_bytes_per_s: float, latency_s: float):
+    hw = cluster_spec(nodes=1, nvlink_bytes_per_s=bandwidth_bytes_per_s, nvlink_latency_s=latency_s)
+    exp = experiment(
+        hw, pp=1, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M, zero=zero,
+        overlap_param_gather=overlap,
+    )  # fmt: skip
+    return exp, simulate(exp)
+
+
+@pytest.mark.parametrize("zero", [1, 2])
+def test_overlapped_param_gather_moves_the_weights_once_in_the_first_forward(zero: int) -> None:
+    """Megatron-Core's --overlap-param-gather: the same (N-1)·Ψ all-gathered as after the
+    optimizer step, all of it in micro-batch 0's forward, none after the step (micro-batch
+    -1) and none in the later micro-batches, which use the weights gathered."""
+    exp, result = _overlapped(zero, True, 300e9, 1e-6)
+    psi = num_parameters(exp.workload.model) * DTYPE_BYTES["fp16"]
+    moved = summarize_result(result)["communication_bytes_by_category"]
+    assert moved["dp_allgather"] == pytest.approx((N - 1) * psi, rel=1e-12)
+    gathered_in = {f.microbatch for f in result.trace.flows if f.category == "dp_allgather"}
+    assert gathered_in == {0}
+
+
+@pytest.mark.parametrize("bandwidth_bytes_per_s", [300e9, 3e12])
+def test_overlapped_param_gather_chains_the_units_gathers(bandwidth_bytes_per_s: float) -> None:
+    """Each unit waits for its own gather (the forward pre-hook) and the next unit's gather
+    starts as it does (next_param_gather_bucket_group): a unit starts at the later of its
+    gather's end and the previous unit's end. The first gather is the embedding's, (V+s)·h
+    weights, from t = 0."""
+    exp, result = _overlapped(1, True, bandwidth_bytes_per_s, 1e-6)
+    trace = result.trace
+    units: dict[tuple[int, str], list] = {}
+    for r in trace.intervals:
+        if r.tile == 0 and r.microbatch == 0 and r.category == "forward":
+            units.setdefault((r.layer, r.block if r.layer < 0 else ""), []).append(r)
+    spans: dict[float, float] = {}  # one all-gather's flows share their start
+    for f in trace.flows:
+        if f.category == "dp_allgather" and f.src == 0:
+            spans[f.start_s] = max(spans.get(f.start_s, 0.0), f.end_s)
+    gathers = sorted(spans.items())
+    assert len(gathers) == len(units)
+    model = exp.workload.model
+    embedding_bytes = (
+        (model.vocab_size + exp.workload.training.seq_len) * model.hidden_size * DTYPE_BYTES["fp16"]
+    )
+    assert gathers[0] == (0.0, pytest.approx(
+        _ring_allgather_s(embedding_bytes, bandwidth_bytes_per_s, 1e-6), rel=1e-9
+    ))  # fmt: skip
+    ready = 0.0
+    for k, records in enumerate(units.values()):
+        assert records[0].start_s == pytest.approx(max(gathers[k][1], ready), abs=1e-15)
+        if k + 1 < len(gathers):
+            assert gathers[k + 1][0] == pytest.approx(records[0].start_s, abs=1e-15)
+        ready = records[-1].end_s
+
+
+def test_overlapped_param_gather_exposes_only_the_first_gather_on_fast_links() -> None:
+    """With gathers shorter than the unit before them, only the embedding's is waited for:
+    the iteration is the one that gathers after the step, less that gather of all Ψ bytes,
+    plus the embedding's of (V+s)·h weights (ring times by hand, :func:`_ring_allgather_s`)."""
+    bandwidth, latency = 3e12, 1e-7
+    exp, after = _overlapped(1, False, bandwidth, latency)
+    _, overlapped = _overlapped(1, True, bandwidth, latency)
+    model = exp.workload.model
+    psi = num_parameters(model) * DTYPE_BYTES["fp16"]
+    embedding_bytes = (
+        (model.vocab_size + exp.workload.training.seq_len) * model.hidden_size * DTYPE_BYTES["fp16"]
+    )
+    expected = (
+        after.trace.end_time_s
+        - _ring_allgather_s(psi, bandwidth, latency)
+        + _ring_allgather_s(embedding_bytes, bandwidth, latency)
+    )
+    assert overlapped.trace.end_time_s == pytest.approx(expected, rel=1e-12)

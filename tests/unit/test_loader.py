@@ -354,6 +354,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "partition": "layers",
         "pipeline_layout": None,
         "dp_overlap": True,
+        "overlap_param_gather": False,
         "tp_overlap": False,
         "tp_comm_overlap": False,
         "tp_comm_overlap_sms": 16,

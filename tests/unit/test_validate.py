@@ -472,3 +472,28 @@ def test_zero_collectives_follow_the_deepspeed_release_of_the_runs_date() -> Non
     bad = {**zero3, "training": {**zero3["training"], "zero_collectives": "layer"}}
     with pytest.raises(NotRunError, match="zero_collectives: got 'layer'"):
         read_training_run(bad, "x.yaml")
+
+
+def test_overlapped_param_gather_is_stated_named_or_the_recipes_default() -> None:
+    """ZeRO-1/2 runs: training.overlap_param_gather (or NeMo's overlap_param_sync) when
+    given, or a text of the case naming the flag; unstated, a Megatron-Core run overlaps as
+    the Megatron-Bridge and NeMo recipes set it, marked; a run on another stack, or one
+    without the distributed optimizer, gathers after the step."""
+    case = _case("nemo2407_h100_llama2_7b_8gpu")  # NeMo 24.07, distributed optimizer assumed
+    assert not any("overlap_param" in k for k in case["training"])
+    run = read_training_run(case, "x.yaml")
+    assert run is not None and run.flags["overlap_param_gather"] is True
+    assert any(a.key == "training.overlap_param_gather" for a in run.assumptions)
+    for stated in ({"overlap_param_gather": False}, {"overlap_param_sync": False}):
+        off = {**case, "training": {**case["training"], **stated}}
+        run = read_training_run(off, "x.yaml")
+        assert run is not None and "overlap_param_gather" not in run.flags
+    named = {**case, "training": {**case["training"], "other": "--overlap-param-gather"}}
+    run = read_training_run(named, "x.yaml")
+    assert run is not None and run.flags["overlap_param_gather"] is True
+    assert all(a.key != "training.overlap_param_gather" for a in run.assumptions)
+    deepspeed = {**case, "training": {**case["training"], "framework": "DeepSpeed"}}
+    run = read_training_run(deepspeed, "x.yaml")
+    assert run is not None and "overlap_param_gather" not in run.flags
+    sc21 = _case("narayanan21_t1_1.7B")  # no distributed optimizer: nothing to gather
+    assert "overlap_param_gather" not in case_setup(sc21)[3]
