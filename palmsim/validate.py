@@ -1442,6 +1442,41 @@ def _grad_reduce_dtype(training: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _megatron_lm_run(case: Mapping[str, Any]) -> bool:
+    """Whether the case ran Megatron-LM's own training loop (``megatron/training``): its
+    ``source`` is the NVIDIA/Megatron-LM repository, or a text of its ``training`` or
+    ``system`` names Megatron-LM (MegaScale's baseline), and none names NeMo or
+    Megatron-Bridge, which set their own DDP configuration."""
+    texts = [
+        t.lower()
+        for section in (_section(case, "training"), _section(case, "system"))
+        for t in _texts(section)
+    ]
+    if any("nemo" in t or "bridge" in t for t in texts):
+        return False
+    repo = str(_section(case, "source").get("repo", "")).strip().lower()
+    return repo == "nvidia/megatron-lm" or any(re.search(r"megatron[-_ ]?lm", t) for t in texts)
+
+
+def _megatron_lm_grad_reduce(
+    case: Mapping[str, Any], dtype: str, assumptions: list[Assumption]
+) -> list[str]:
+    """A Megatron-LM run (:func:`_megatron_lm_run`) in bf16 (or fp8, whose weights are bf16)
+    that does not state its gradient reduction reduces in fp32: Megatron-LM's arguments set
+    ``accumulate_allreduce_grads_in_fp32`` for bf16 (megatron/training/arguments.py, "bfloat16
+    requires gradient accumulation and all-reduce to be done in fp32"; its README's
+    distributed-optimizer table: "bf16 param, fp32 grads"); marked. None otherwise (the
+    weights' dtype)."""
+    if dtype in ("fp16", "fp32") or not _megatron_lm_run(case):
+        return []
+    why = (
+        "not stated: fp32, as Megatron-LM reduces a bf16 run's gradients "
+        "(megatron/training/arguments.py sets accumulate_allreduce_grads_in_fp32 for bf16)"
+    )
+    assumptions.append(Assumption("training.grad_reduce_dtype", "fp32", why, ITERATION_FIGURES))
+    return ["training.grad_reduce_dtype=fp32"]
+
+
 def _bf16_parts(training: Mapping[str, Any]) -> list[str]:
     """The parts of an fp8 (or NVFP4) run kept in bf16, as Megatron-Core names them:
     ``first_last_layers_bf16`` with ``num_layers_at_start_in_bf16`` and
@@ -2377,7 +2412,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     if optimizer != "adam":
         overrides.append(f"training.optimizer={optimizer}")
     overrides += _optimizer_dtypes(training)
-    overrides += _grad_reduce_dtype(training)
+    overrides += _grad_reduce_dtype(training) or _megatron_lm_grad_reduce(case, dtype, assumptions)
     zero, zero_assumed = (1, None) if layer_wise else _zero(training, dp * cp)
     if zero_assumed is not None and core:
         zero, zero_assumed = 1, None

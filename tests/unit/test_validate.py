@@ -497,3 +497,27 @@ def test_overlapped_param_gather_is_stated_named_or_the_recipes_default() -> Non
     assert run is not None and "overlap_param_gather" not in run.flags
     sc21 = _case("narayanan21_t1_1.7B")  # no distributed optimizer: nothing to gather
     assert "overlap_param_gather" not in case_setup(sc21)[3]
+
+
+def test_megatron_lm_bf16_runs_reduce_their_gradients_in_fp32() -> None:
+    """Megatron-LM's arguments set accumulate_allreduce_grads_in_fp32 for bf16, so a bf16 run
+    of Megatron-LM's own training loop that does not say otherwise reduces fp32 gradients,
+    marked; a stated choice, a NeMo run and an fp16 run keep theirs."""
+    path = REPO / "validation" / "megatron_h100_runs.yaml"
+    (case,) = [
+        c for c in yaml.safe_load(path.read_text())["cases"]
+        if c["id"] == "megatron_lm_h100_weak_1.7B_48gpu"
+    ]  # fmt: skip
+    assert case["source"]["repo"] == "NVIDIA/Megatron-LM"
+    assert case["training"]["precision"] == "bf16"
+    run = read_training_run(case, "x.yaml")
+    assert run is not None and "training.grad_reduce_dtype=fp32" in run.overrides
+    assert any(a.key == "training.grad_reduce_dtype" for a in run.assumptions)
+    stated = {**case, "training": {**case["training"], "grad_reduce_in_bf16": True}}
+    run = read_training_run(stated, "x.yaml")
+    assert run is not None and "training.grad_reduce_dtype=bf16" in run.overrides
+    assert all(a.key != "training.grad_reduce_dtype" for a in run.assumptions)
+    for other in ("nemo2407_h100_llama2_7b_8gpu", "narayanan21_t1_1.7B"):  # NeMo; fp16
+        run = read_training_run(_case(other), "x.yaml")
+        assert run is not None
+        assert not any(o.startswith("training.grad_reduce_dtype") for o in run.overrides)
