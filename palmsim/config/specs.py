@@ -1495,11 +1495,10 @@ class MappingSpec:
     )
     overlap_param_gather: bool = _f(
         "ZeRO-1/2: all-gather the updated weights in the first forward of the next "
-        "iteration, unit by unit, each gather started as the one before it completes and "
-        "waited for by the unit that uses it (Megatron-Core's --overlap-param-gather: "
-        "forward pre-hooks and next_param_gather_bucket_group in "
-        "megatron/core/distributed), in place of one all-gather after the optimizer step; "
-        "the first unit's gather is exposed",
+        "iteration, in place of one all-gather after the optimizer step (Megatron-Core's "
+        "--overlap-param-gather): the first stage's first chunk unit by unit, every other "
+        "chunk in one bucket, each gather waited for by the unit that uses it, which starts "
+        "the next; the first starts with the iteration",
         modes=TRAINING_ONLY,
         default=False,
     )
