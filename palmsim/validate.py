@@ -1631,7 +1631,12 @@ def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe:
     ``training.moe_capacity_factor``).
 
     ``expert_load: force-balanced`` (Megatron-Core ``--moe-router-force-load-balancing``, which
-    the published MoE benchmarks use) and ``uniform`` are palmsim's ``uniform``.
+    the published MoE benchmarks use) is palmsim's ``multinomial``: it replaces the router's
+    logits by standard-normal draws of a rank-specific seed (``apply_random_logits``,
+    ``RandomSTE`` in megatron/core/transformer/moe/moe_utils.py), so every token takes k
+    experts at random and each expert's count of a micro-batch varies about the mean, the
+    busiest EP rank setting the pace; ``balanced`` and ``uniform`` are palmsim's ``uniform``
+    (every expert exactly its share).
     ``token_drop: dropless`` is no capacity; ``tokendrop`` without a stated
     ``moe_capacity_factor`` takes 1.0 (Megatron-Core's ``--moe-expert-capacity-factor`` of the
     token-drop recipes), an assumption, which drops nothing under balanced routing.
@@ -1643,9 +1648,9 @@ def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe:
         return []
     out = []
     load = str(training.get("expert_load", "uniform")).lower()
-    if load in {"force-balanced", "force_balanced", "balanced", "uniform"}:
+    if load in {"balanced", "uniform"}:
         out.append("training.expert_load=uniform")
-    elif load == "multinomial":
+    elif load in {"force-balanced", "force_balanced", "multinomial"}:
         out.append("training.expert_load=multinomial")
     else:
         raise NotRun(
