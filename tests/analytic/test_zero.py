@@ -320,3 +320,39 @@ def test_overlapped_param_gather_exposes_only_the_first_gather_on_fast_links() -
         + _ring_allgather_s(embedding_bytes, bandwidth, latency)
     )
     assert overlapped.trace.end_time_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_overlapped_param_gather_buckets_a_later_stage_whole_from_the_start() -> None:
+    """Megatron-LM buckets the weights of the first pipeline stage only: with PP 2 over the
+    node (DP 4), stage 0 gathers unit by unit (its embedding, then each of its two layers),
+    stage 1 all its weights in one all-gather started with the iteration: its two layers'
+    12h² + 13h each and the head's V·h + 2h (an untied output layer and the final norm), in
+    fp16, over the ring time of :func:`_ring_allgather_s`."""
+    exp = experiment(
+        cluster_spec(nodes=1), pp=2, tp=1, dp=N, micro_batch_size=2, batch=2 * N * M, zero=1,
+        overlap_param_gather=True,
+    )  # fmt: skip
+    result = simulate(exp)
+    model = exp.workload.model
+    h, v = model.hidden_size, model.vocab_size
+    e = DTYPE_BYTES["fp16"]
+
+    def gathers(stage: int) -> list[tuple[float, float, float]]:
+        """(start, end, bytes sent) of each all-gather the stage's first tile takes part in."""
+        tile = result.plan.stage_tiles[0][stage][0]
+        spans: dict[float, list[float]] = {}
+        for f in result.trace.flows:
+            if f.category == "dp_allgather" and f.src == tile:
+                span = spans.setdefault(f.start_s, [0.0, 0.0])
+                span[0], span[1] = max(span[0], f.end_s), span[1] + f.size_bytes
+        return sorted((start, end, sent) for start, (end, sent) in spans.items())
+
+    layer = (12 * h * h + 13 * h) * e
+    first = [sent / ((N - 1) / N) for _, _, sent in gathers(0)]
+    embedding = (v + exp.workload.training.seq_len) * h * e
+    assert first == pytest.approx([embedding, layer, layer], rel=1e-12)
+    ((start, end, sent),) = gathers(1)
+    stage = 2 * layer + (v * h + 2 * h) * e
+    assert sent == pytest.approx((N - 1) / N * stage, rel=1e-12)
+    assert start == 0.0
+    assert end == pytest.approx(_ring_allgather_s(stage, 300e9, 1e-6), rel=1e-9)
