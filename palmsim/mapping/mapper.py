@@ -215,7 +215,7 @@ def _model(experiment: ExperimentSpec, batch: Batch) -> _Model:
     if (
         mapping.tp_comm_overlap
         and gemm is not None
-        and mapping.tp_comm_overlap_sms >= (gemm.compute_units)
+        and mapping.tp_comm_overlap_sms >= gemm.compute_units
     ):
         raise MappingError(
             f"tp_comm_overlap_sms={mapping.tp_comm_overlap_sms} leaves the overlapped GEMMs "

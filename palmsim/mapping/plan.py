@@ -286,8 +286,9 @@ class StageProgram:
 
     Without interleaving there is one program per stage. With ``v`` model chunks per stage
     (interleaved 1F1B) there is one per virtual stage ``c = j·p + s`` (chunk ``j`` of stage
-    ``s``); ``steps``, ``step_chunks``, ``optimizer`` and ``param_allgather_bytes`` then
-    describe the whole physical stage and are the same in its ``v`` programs.
+    ``s``); ``steps``, ``step_chunks``, ``optimizer``, ``param_allgather_bytes`` and
+    ``param_gathers_at_start`` then describe the whole physical stage and are the same in its
+    ``v`` programs.
     """
 
     stage: int
