@@ -2912,6 +2912,13 @@ def _simulate_case(
                 "its time to train needs the run's length: training.train_iters, "
                 "train_samples or train_tokens"
             )
+        unread = [(k, v) for k, v in run.measured.items() if k in predicted]
+        if unread:  # a figure palmsim predicts, written as text that is not a number
+            key, value = unread[0]
+            raise NotRun(
+                f"measured.{key}: got {value!r}; expected a number (or one as a table prints "
+                "it: 1,234, 39.3k, 52%)"
+            )
         known = ", ".join((*ITERATION_FIGURES, "pct_of_<peak>tflops_peak"))
         raise NotRun(
             f"none of its measured figures ({names}) is one palmsim predicts (a number under "

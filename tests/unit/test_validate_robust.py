@@ -798,7 +798,13 @@ def test_a_figure_as_a_table_prints_it_is_a_figure(tmp_path: Path) -> None:
         ("table", "mfu_pct"): 41.2,
         ("table", "tflops_per_gpu"): 100.0,  # the small case's own
     }
-    assert [s.case for s in report.skipped] == ["words"]
+    assert [(s.case, s.reason) for s in report.skipped] == [
+        (
+            "words",
+            "measured.tflops_per_gpu: got 'about 100'; expected a number (or one as a table "
+            "prints it: 1,234, 39.3k, 52%)",
+        )
+    ]
 
 
 @pytest.mark.parametrize(
