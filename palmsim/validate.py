@@ -246,6 +246,42 @@ ITERATION_FIGURES = (
 RECOMPUTE_ORDER = ("none", "selective", "light", "full")
 
 
+#: Selective recompute (of the attention core, Korthikanti et al. 2022) exists from this
+#: (year, month) on: Megatron-LM's ``--recompute-granularity selective``, merged with sequence
+#: parallelism into main on 2022-05-25 (d898a8991d); before it a run recomputed whole layers
+#: or nothing.
+SELECTIVE_RECOMPUTE_SINCE = (2022, 5)
+#: Selective recompute of other modules (the norms, the MoE activation, MLA's up projections:
+#: the "light" step of :data:`RECOMPUTE_ORDER`) exists from this (year, month) on: Megatron-
+#: Core's ``recompute_modules`` (3b141a2471, 2025-04-05, "Add output-discarding recomputation
+#: method"); before it selective recompute was the attention core's alone.
+RECOMPUTE_MODULES_SINCE = (2025, 4)
+#: How :data:`RECOMPUTE_ORDER`'s steps read in an assumption.
+_RECOMPUTE_WORDS = {
+    "none": "none",
+    "selective": "selective",
+    "light": "selective with the norms and the MoE activation or MLA up projections",
+    "full": "full",
+}
+
+
+def _recompute_order(case: Mapping[str, Any]) -> tuple[str, ...]:
+    """The steps of :data:`RECOMPUTE_ORDER` a run that does not state its recompute could
+    have taken: those that existed at its source's date (:func:`_source_date`;
+    :data:`SELECTIVE_RECOMPUTE_SINCE`, :data:`RECOMPUTE_MODULES_SINCE`), all for an undated
+    run."""
+    date = _source_date(case)
+    return tuple(
+        m
+        for m in RECOMPUTE_ORDER
+        if date is None
+        or not (
+            (m == "selective" and date < SELECTIVE_RECOMPUTE_SINCE)
+            or (m == "light" and date < RECOMPUTE_MODULES_SINCE)
+        )
+    )
+
+
 def light_recompute_modules(model: ModelSpec) -> tuple[str, ...]:
     """The modules of :data:`RECOMPUTE_ORDER`'s "light" selective recompute ``model`` has:
     the attention core and the norms, with multi-latent attention its up projections, with
@@ -2562,7 +2598,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         recompute=(recompute,)
         if recompute
         else tuple(
-            m for m in RECOMPUTE_ORDER if not (flags.get("moe_a2a_overlap") and m == "full")
+            m for m in _recompute_order(case) if not (flags.get("moe_a2a_overlap") and m == "full")
         ),
         zero=(0, 1) if zero_assumed is not None else (),
         train_iterations=iterations,
@@ -2860,10 +2896,14 @@ def _simulate_case(
                 continue
             raise
         if len(modes) > 1:
-            why = (
-                "not stated: the least recompute that fits (none, selective, selective with "
-                "the norms and the MoE activation or MLA up projections, full)"
-            )
+            tried = ", ".join(_RECOMPUTE_WORDS[m] for m in modes)
+            why = f"not stated: the least recompute that fits ({tried})"
+            if "selective" not in modes:
+                year, month = SELECTIVE_RECOMPUTE_SINCE
+                why += f"; the run predates selective recompute ({year}-{month:02d})"
+            elif "light" not in modes:
+                year, month = RECOMPUTE_MODULES_SINCE
+                why += f"; the run predates recompute of the norms and others ({year}-{month:02d})"
             assumptions += (Assumption("training.activation_recompute", mode, why),)
         if overlap and not merged:
             why = (

@@ -1205,6 +1205,47 @@ def test_unstated_recompute_tries_the_light_modules_before_whole_layers(
     assert assumed["training.activation_recompute"] == "selective (core_attn, layernorm, moe_act)"
 
 
+@pytest.mark.parametrize(
+    ("source", "order", "note"),
+    [
+        # SC21 (arXiv 2104): before selective recompute (Megatron-LM main, 2022-05)
+        ({"paper": "arXiv:2104.04473"}, ["none", "full"], "predates selective recompute"),
+        # MegaScale (arXiv 2402): selective of the attention core only, as Megatron-LM had it
+        ({"paper": "arXiv:2402.15627"}, ["none", "selective", "full"], "norms and others"),
+        # a 2025-09 run: Megatron-Core's recompute_modules (2025-04) too
+        ({"paper": "arXiv:2509.01234"}, ["none", "selective", "light", "full"], None),
+        ({}, ["none", "selective", "light", "full"], None),  # undated: all of them
+    ],
+)
+def test_unstated_recompute_tries_what_existed_at_the_runs_date(
+    tmp_path: Path, monkeypatch, source: dict, order: list, note: str | None
+) -> None:
+    """The least recompute that fits is sought among the kinds the run's software had: whole
+    layers from the start, the attention core alone from 2022-05, the norms and other
+    modules from 2025-04 (the run's date is its source's, as for the other dated
+    defaults). Here nothing but full recompute "fits", so every kind is tried."""
+    import palmsim.validate as module
+    from palmsim.errors import MappingError
+
+    tried = []
+
+    def fits_with_full(experiment):
+        mapping = experiment.mapping
+        kind = "light" if "layernorm" in mapping.recompute_modules else mapping.recompute
+        tried.append(kind)
+        if kind != "full":
+            raise MappingError("model does not fit")
+        return simulate(experiment)
+
+    monkeypatch.setattr(module, "simulate", fits_with_full)
+    case = _case(training={"activation_recompute": ...})
+    report = validate(_write(tmp_path, [{"id": "dated", "source": source, **case}]))
+    assert list(dict.fromkeys(tried)) == order
+    (why,) = [a.why for _, a in report.assumptions if a.key == "training.activation_recompute"]
+    assert why.startswith(f"not stated: the least recompute that fits ({order[0]}, ")
+    assert (note is None) == ("predates" not in why) and (note is None or note in why)
+
+
 def test_light_recompute_takes_the_modules_the_model_has() -> None:
     from palmsim.config.loader import load_workload
     from palmsim.validate import light_recompute_modules
