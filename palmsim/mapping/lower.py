@@ -13,7 +13,7 @@ parsed back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from palmsim.config.specs import MappingSpec, TileSpec
@@ -466,6 +466,40 @@ def _gathered_gemm(gather: CollectiveStep, gemm: ComputeStep, tp: int) -> tuple[
     )
 
 
+def _core_span(ops: Sequence[Op], col: int, row: int) -> tuple[int, int] | None:
+    """The first and last index of the attention core (the ops selective recompute re-runs)
+    strictly between the GEMMs at ``col`` and ``row``, or None."""
+    core = [i for i in range(col + 1, row) if ops[i].recompute_selective]
+    return (core[0], core[-1]) if core else None
+
+
+def _between(
+    costing: Costing,
+    unit: Unit,
+    block: Block,
+    gemms: tuple[int, int],
+    phase: str,
+    ring: Callable[[ComputeStep, str], tuple[Step, ...]] | None,
+) -> tuple[Step, ...]:
+    """The forward of the ops between a block's column- and row-parallel GEMMs: one step, or
+    with ``ring`` the ops before the attention core, the core on its ring, the ops after."""
+    col, row = gemms
+    ops = block.ops
+    core = _core_span(ops, col, row) if ring is not None else None
+    if core is None:
+        mid = ops[col + 1 : row]
+        return (costing.step(mid, phase, unit, block.name, "mid"),) if mid else ()
+    assert ring is not None
+    first, last = core
+    steps: list[Step] = []
+    if ops[col + 1 : first]:
+        steps.append(costing.step(ops[col + 1 : first], phase, unit, block.name, "mid"))
+    steps.extend(ring(costing.step(ops[first : last + 1], phase, unit, block.name, "core"), phase))
+    if ops[last + 1 : row]:
+        steps.append(costing.step(ops[last + 1 : row], phase, unit, block.name, "post_core"))
+    return tuple(steps)
+
+
 def _scattered_gemm(gemm: ComputeStep, scatter: CollectiveStep) -> tuple[Step, ...]:
     """A GEMM whose output is reduce-scattered, overlapped as userbuffers' "pipeline" method
     runs it: the GEMM in ``k`` = ``USERBUFFERS_RS_SPLITS`` chunks, each reduce-scattered once
@@ -503,6 +537,7 @@ def tp_comm_overlap_pass(
     *,
     tp: int,
     sms: int = 0,
+    ring: Callable[[ComputeStep, str], tuple[Step, ...]] | None = None,
 ) -> tuple[tuple[Step, ...], CollectiveStep | None]:
     """One pass of ``block`` with its sequence-parallel TP collectives overlapped with its
     GEMMs (``mapping.tp_comm_overlap``: Transformer Engine's userbuffers, Megatron-Core's
@@ -517,7 +552,12 @@ def tp_comm_overlap_pass(
     overlaps the row-parallel GEMM's input-gradient (dgrad) GEMM; the reduce-scatter of the
     column-parallel GEMM's input gradient overlaps its weight-gradient GEMM (bulk overlap).
     The GEMMs under a reduce-scatter run ``sms`` compute units short (:func:`sm_margin`).
-    Returns the pass's steps and the all-gather the next block takes over.
+    ``ring``: the steps of the attention core (the block's ops selective recompute re-runs)
+    on a context-parallel group, from the core's own step and the phase
+    (:func:`palmsim.mapping.context.ring_attention_steps`); the ops between the two GEMMs
+    then run before, on and after it, as Transformer Engine runs userbuffers on the linears
+    around a context-parallel core. Returns the pass's steps and the all-gather the next
+    block takes over.
     """
     scatter = next(
         (c for c in collectives if isinstance(c, CollectiveStep)
@@ -541,8 +581,7 @@ def tp_comm_overlap_pass(
         column = costing.step([ops[col]], "F", unit, block.name, ops[col].name)
         steps.extend(_gathered_gemm(pending, column, tp) if pending else (column,))
         if row > col:
-            if ops[col + 1 : row]:
-                steps.append(costing.step(ops[col + 1 : row], "F", unit, block.name, "mid"))
+            steps.extend(_between(costing, unit, block, (col, row), "F", ring))
             if scatter:
                 last = sm_margin(costing, sms).step(
                     [ops[row]], "F", unit, block.name, ops[row].name
@@ -563,7 +602,18 @@ def tp_comm_overlap_pass(
     steps.extend(_gathered_gemm(pending, dgrad, tp) if pending else (dgrad,))
     if row > col:
         parts = {row_op.name: "wgrad", col_op.name: "dgrad"}
-        steps.append(costing.step(ops, "B", unit, block.name, parts=parts))
+        core = _core_span(ops, col, row) if ring is not None else None
+        if core is None:
+            steps.append(costing.step(ops, "B", unit, block.name, parts=parts))
+        else:  # the ops after the core, the core on its ring, the ops before it
+            begin, end = core
+            after, before = list(ops[end + 1 :]), list(ops[:begin])
+            steps.append(costing.step(after, "B", unit, block.name, "post", parts=parts))
+            assert ring is not None
+            steps.extend(
+                ring(costing.step(ops[begin : end + 1], "B", unit, block.name, "core"), "B")
+            )
+            steps.append(costing.step(before, "B", unit, block.name, "pre", parts=parts))
     elif len(ops) > 1:  # one GEMM: its dgrad above, its wgrad below
         steps.append(costing.step(ops[:col] + ops[col + 1 :], "B", unit, block.name))
     wgrad_costing = sm_margin(costing, sms) if scatter else costing

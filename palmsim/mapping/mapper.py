@@ -29,7 +29,7 @@ from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement, gemm_operand_bandwidth_bytes_per_s
 from palmsim.mapping.batch import Batch, training_batch
 from palmsim.mapping.communicators import communicators
-from palmsim.mapping.context import cp_attention, cp_recompute, kv_chunk_bytes
+from palmsim.mapping.context import cp_attention, cp_recompute, kv_chunk_bytes, ring_attention_steps
 from palmsim.mapping.experts import (
     EXPERT_OPS,
     check_ep,
@@ -75,6 +75,7 @@ from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveKind,
     CollectiveStep,
+    ComputeStep,
     GroupKind,
     MappingPlan,
     MemoryBreakdown,
@@ -477,6 +478,23 @@ def _experts_on_dp(mapping: MappingSpec) -> bool:
     return mapping.ep == 1 and mapping.expert_tp in (None, mapping.tp)
 
 
+def _cp_selective_recompute(
+    costing: Costing, unit: Unit, block: Block, mapping: MappingSpec, model: Any, cp: int
+) -> tuple[Step, ...]:
+    """What the backward of a CP rank's attention block re-runs under selective recompute or
+    none: the core on its KV ring (:func:`cp_recompute`), and the selective modules outside
+    the core (its norm, MLA's up-projections)."""
+    steps = cp_recompute(
+        costing, unit, block, cp_recompute_mode(mapping), model.kv_chunk_bytes, cp, ()
+    )
+    others = [
+        op for op in recomputed_ops(block, mapping.recompute_modules) if not op.recompute_selective
+    ] if mapping.recompute == "selective" else []  # fmt: skip
+    if unit.is_layer and others:
+        steps += (costing.step(others, "F", unit, block.name, "recompute"),)
+    return steps
+
+
 def _edp(mapping: MappingSpec) -> int:
     """The expert-data-parallel size ``tp·dp·cp/(etp·ep)`` (:mod:`palmsim.mapping.folding`)."""
     etp = mapping.tp if mapping.expert_tp is None else mapping.expert_tp
@@ -840,13 +858,17 @@ def _lower_chunk(
     passes = {"F": forward, "R": recompute, "B": backward}
 
     def overlapped(b: Block) -> bool:
-        return ub and b.name in _DENSE_BLOCKS and not (cp > 1 and b.name == "attn")
+        return ub and b.name in _DENSE_BLOCKS
+
+    def ring(step: ComputeStep, phase: str) -> tuple[Step, ...]:
+        return ring_attention_steps(step, model.kv_chunk_bytes, cp, phase=phase)
 
     def overlap(key: str, unit: Unit, b: Block, coll: tuple[Step, ...]) -> None:
         phase = "B" if key == "B" else "F"
         steps, pending[key] = tp_comm_overlap_pass(
             costing, unit, b, phase, coll, pending.get(key), tp=tp,
             sms=mapping.tp_comm_overlap_sms,
+            ring=ring if cp > 1 and b.name == "attn" else None,
         )  # fmt: skip
         passes[key].extend(steps)
 
@@ -895,6 +917,8 @@ def _lower_chunk(
                 overlap("F", unit, b, ar)
                 if unit.is_layer and redo_all:
                     overlap("R", unit, b, ar)
+                elif cp > 1 and b.name == "attn":
+                    recompute.extend(_cp_selective_recompute(costing, unit, b, mapping, model, cp))
                 else:
                     recompute.extend(recompute_block(costing, unit, b, mapping, ar))
                 continue
@@ -903,18 +927,12 @@ def _lower_chunk(
             if cp > 1 and b.name == "attn":
                 forward.extend(cp_attention(costing, unit, b, "F", model.kv_chunk_bytes, cp))
                 forward.extend(ar)
-                recompute.extend(
-                    cp_recompute(
-                        costing, unit, b, cp_recompute_mode(mapping), model.kv_chunk_bytes, cp, ar
+                if mapping.recompute == "full":
+                    recompute.extend(
+                        cp_recompute(costing, unit, b, "full", model.kv_chunk_bytes, cp, ar)
                     )
-                )
-                # selective modules outside the core (its norm, MLA's up-projections)
-                others = [
-                    op for op in recomputed_ops(b, mapping.recompute_modules)
-                    if not op.recompute_selective
-                ] if mapping.recompute == "selective" else []  # fmt: skip
-                if unit.is_layer and others:
-                    recompute.append(costing.step(others, "F", unit, b.name, "recompute"))
+                else:
+                    recompute.extend(_cp_selective_recompute(costing, unit, b, mapping, model, cp))
                 continue
             forward.append(costing.step(b.ops, "F", unit, b.name))
             forward.extend(ar)

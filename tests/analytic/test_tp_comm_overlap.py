@@ -167,3 +167,41 @@ def test_a_margin_of_every_sm_is_refused() -> None:
     )
     with pytest.raises(MappingError, match="tp_comm_overlap_sms=16"):
         simulate(exp)
+
+
+def _cp_experiment(overlap: bool):
+    """TP 2 x CP 2 on one node: the attention core on its KV ring, the linears around it."""
+    return experiment(
+        cluster_spec(nodes=1, nvlink_bytes_per_s=300e9, nvlink_latency_s=1e-6),
+        pp=1, tp=2, cp=2, dp=1, micro_batch_size=MBS, batch=2 * MBS, sequence_parallel=True,
+        tp_comm_overlap=overlap,
+    )  # fmt: skip
+
+
+def test_a_context_parallel_attention_keeps_its_ring_between_overlapped_linears() -> None:
+    """With context parallelism the attention block's linears still overlap their TP
+    collectives as Transformer Engine's userbuffers run them (the KV ring works on the core
+    between them): forward, the gathered input under the QKV GEMM and the reduce-scatter
+    under the projection; backward, the gathered output gradient under the projection's dgrad
+    and the input gradient's reduce-scatter under the QKV wgrad. The overlap moves the same
+    bytes and computes the same FLOP."""
+    plan = simulate(_cp_experiment(True)).plan.programs[0]
+    under = {"F": ("L.attn.qkv", "L.attn.out_proj"), "B": ("L.attn.out_proj", "L.attn.qkv")}
+    for phase, steps in (("F", plan.forward), ("B", plan.backward)):
+        layer0 = [s for s in steps if isinstance(s, CollectiveStep) and s.layer == 0]
+        hidden = {
+            (s.kind, s.overlap.op.split(".")[2])
+            for s in steps
+            if isinstance(s, CollectiveStep) and s.group.value == "tp" and s.overlap is not None
+        }
+        gathered, scattered = (name.split(".")[2] for name in under[phase])
+        assert (CollectiveKind.ALLGATHER, gathered) in hidden, phase
+        assert (CollectiveKind.REDUCESCATTER, scattered) in hidden, phase
+        ring = [s for s in layer0 if s.group.value == "cp"]
+        assert ring and all(s.overlap is not None and ".core" in s.overlap.label for s in ring)
+    plain, overlapped = (summarize_result(simulate(_cp_experiment(o))) for o in (False, True))
+    assert overlapped["communication_bytes_by_category"] == pytest.approx(
+        plain["communication_bytes_by_category"], rel=1e-12
+    )
+    assert overlapped["model_flop_per_iteration"] == plain["model_flop_per_iteration"]
+    assert overlapped["iteration_time_s"] < plain["iteration_time_s"]
