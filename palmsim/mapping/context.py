@@ -21,6 +21,10 @@ the ring attention of Liu et al., "Ring Attention with Blockwise Transformers", 
 - The **backward** passes the KV chunks around again and, beside them, the partial gradients
   dK and dV of each chunk, which return to their owner summed: twice the forward's bytes per
   edge (:func:`ring_traffic`), overlapped the same way with the core's backward.
+- **Kernels.** A fused core is ``cp`` calls of the attention kernel, one per step, and the
+  merges of the steps' partial results (output, dQ, dK, dV), as Transformer Engine's
+  ``AttnFuncWithCPAndKVP2P`` runs them: ops of the layer's attention block
+  (:func:`palmsim.workload.builders.layer_blocks` with ``cp``), costed with the core here.
 - **Memory.** Every activation term shrinks by ``cp``: the token-proportional ones hold
   ``s/cp`` tokens, the ``a·s²`` ones are ``a·(s/cp)·s`` (:func:`cp_activation_bytes`). Weights,
   gradients and optimizer state are those of the rank's stage; the gradients are reduced over

@@ -41,6 +41,7 @@ from palmsim.workload.ops import (
     LOSS_BYTES_PER_ELEMENT,
     MASK_BYTES_PER_ELEMENT,
     Op,
+    OpCost,
     attended_pairs,
     bias_cost,
     copy_cost,
@@ -1625,13 +1626,73 @@ def _fused_attention(
     model_flop = sum(op.flop_fwd if op.model_flop_fwd is None else op.model_flop_fwd for op in core)
     fused = dataclasses.replace(fused, model_flop_fwd=model_flop)
     rest = [op for op in ops[first:] if op.name not in _ATTENTION_CORE]
-    renamed = {"scores": "attention", "context": "attention", "context_layout": "attention"}
-    new_edges = []
+    out = "attention"  # the op whose output the output projection reads
+    renamed = {"scores": out, "context": out, "context_layout": out}
+    new_edges: list[tuple[str, str, float]] = []
+    kernel: tuple[Op, ...] = (fused,)
+    cp = shape.keys // shape.s
+    if cp > 1:
+        kernel = _ring_attention_kernels(fused, shape, cp)
+        out = kernel[-1].name
+        renamed["context_layout"] = out
+        out_bytes = shape.e * shape.batch_heads * shape.s * shape.value_dim
+        new_edges.append(("attention", out, out_bytes))
     for src, dst, nbytes in edges:
         if src in _ATTENTION_CORE and dst in _ATTENTION_CORE:
             continue
         new_edges.append((renamed.get(src, src), renamed.get(dst, dst), nbytes))
-    return (*ops[:first], fused, *rest), tuple(dict.fromkeys(new_edges))
+    return (*ops[:first], *kernel, *rest), tuple(dict.fromkeys(new_edges))
+
+
+def _ring_attention_kernels(fused: Op, shape: _LayerShape, cp: int) -> tuple[Op, Op]:
+    """A context-parallel rank's fused attention as Transformer Engine runs it on the KV ring
+    (transformer_engine/pytorch/attention/dot_product_attention/context_parallel.py,
+    ``AttnFuncWithCPAndKVP2P``): one attention kernel call per ring step, ``cp`` calls in
+    each pass where a whole sequence makes one, and the merges of the steps' partial results.
+
+    - Forward: after the ring, each step's partial output is merged into the rank's output,
+      rescaled by its log-sum-exp (``flash_attn_fwd_out_correction_init`` for the first,
+      ``flash_attn_fwd_out_correction`` or its ``_second_half_`` variant for the others, or
+      ``tex.thd_out_correction`` for packed sequences): ``cp`` kernels (each a jit-fused
+      function, one kernel), reading the step's output and reading and writing the sum. The
+      ``cp - 1`` log-sum-exp merges run on the second attention stream beside the next step's
+      kernel and are not charged.
+    - Backward: each step adds its partial dQ into the rank's dQ (``dq.add_``) and its dK and
+      dV into the chunk's running gradient that travels the ring (``dk.add_``, ``dv.add_``):
+      ``3·cp`` kernels.
+
+    Causal load balancing makes step 0 the whole diagonal and each later step half the
+    queries (a step whose keys come after the rank's first chunk) or half the keys: the
+    merged tensors of later steps are full-size on ranks that hold the step's earlier chunk
+    and half-size on the others, ``3/4`` of full on the mean of the group's ranks, which is
+    what every rank is charged (:mod:`palmsim.mapping.context` costs all ranks alike). A merge
+    reads and writes ``3·e`` bytes per element (the step's partial, the sum in and out); the
+    forward's first, which starts the sum, ``2·e``. Backward, a step that starts a gradient's
+    sum copies it (``2·e``), which is charged as an add: an upper bound by one step's copy.
+    """
+    e, b = shape.e, shape.batch_heads // shape.heads_t
+    out = shape.batch_heads * shape.s * shape.value_dim  # the rank's output (and dQ: d = d_v)
+    q = shape.batch_heads * shape.s * shape.d
+    kv = b * shape.kv_t * shape.s * (shape.d + shape.value_dim)  # dK and dV
+    later = 0.75 * (cp - 1)  # full-size equivalents of the cp - 1 steps after the first
+    merge = make_op(
+        "ring_merge",
+        "elementwise",
+        OpCost(
+            0.0,
+            0.0,
+            e * out * (2.0 + 3.0 * later),
+            3.0 * e * (q + kv) * (1.0 + later),
+            kernels_fwd=cp,
+            kernels_bwd=3 * cp,
+        ),
+        dtype_bytes=e,
+        recompute_selective=True,  # part of the core selective recompute re-runs
+    )
+    calls = dataclasses.replace(
+        fused, kernels_fwd=cp * fused.kernels_fwd, kernels_bwd=cp * fused.kernels_bwd
+    )
+    return calls, merge
 
 
 def _mlp_ops(

@@ -133,3 +133,27 @@ def test_cp_divides_every_tile_s_flop_by_cp(cp):
     training = TrainingSpec(seq_len=s, global_batch_size=8, dtype="fp16")
     flop = sum(blk.gemm_flop_fwd for blk in layer_blocks(model, training, b, 1, cp=cp))
     assert flop == pytest.approx((24 * b * s * h * h + 4 * b * s * s * h) / cp, rel=1e-12)
+
+
+@pytest.mark.parametrize("cp", [2, 4])
+def test_a_ring_step_is_one_attention_call_and_its_partial_result_is_merged(cp):
+    """Transformer Engine's AttnFuncWithCPAndKVP2P calls the fused kernel once per ring step
+    (1 forward kernel, 3 backward) and merges the steps' partials: ``cp`` forward kernels
+    over the output, ``3·cp`` backward over dQ, dK and dV, each reading the partial and
+    reading and writing the sum (3·e bytes per element; 2·e for the forward's first, which
+    starts it). Step 0 is the whole diagonal, each later step 3/4 of full-size on the mean of
+    the ranks."""
+    s, b, t, a, d, e = 8192, 1, 4, 32, 128, 2
+    training = TrainingSpec(seq_len=s, global_batch_size=8, dtype="bf16", attention_kernel="fused")
+    ops = {op.name: op for op in layer_blocks(LLAMA_7B, training, b, t, cp=cp)[0].ops}
+    kernel, merge = ops["attention"], ops["ring_merge"]
+    assert (kernel.kernels_fwd, kernel.kernels_bwd) == (cp, 3 * cp)
+    assert (merge.kernels_fwd, merge.kernels_bwd) == (cp, 3 * cp)
+    out = b * (a // t) * (s // cp) * d  # the rank's output; dQ the same; dK + dV twice it (MHA)
+    later = 3 * (cp - 1) / 4
+    assert merge.bytes_fwd == pytest.approx(e * out * (2 + 3 * later), rel=1e-12)
+    assert merge.bytes_bwd == pytest.approx(3 * e * (out + 2 * out) * (1 + later), rel=1e-12)
+    assert merge.flop_fwd == merge.flop_bwd == 0.0
+    single = {op.name: op for op in layer_blocks(LLAMA_7B, training, b, t, cp=1)[0].ops}
+    assert "ring_merge" not in single
+    assert (single["attention"].kernels_fwd, single["attention"].kernels_bwd) == (1, 3)
