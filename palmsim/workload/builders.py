@@ -546,7 +546,7 @@ def layer_blocks(
     else:
         attn_ops, attn_edges = _attention_ops(model, shape)
         if training.attention_kernel != "unfused":  # fused or flash2: the same work
-            attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges)
+            attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges, cp)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
     blocks = (
         Block("attn", attn_ops, allreduce, allreduce, attn_edges),
@@ -1587,9 +1587,11 @@ def _fused_attention(
     shape: _LayerShape,
     ops: tuple[Op, ...],
     edges: tuple[tuple[str, str, float], ...],
+    cp: int,
 ) -> tuple[tuple[Op, ...], tuple[tuple[str, str, float], ...]]:
     """The attention block with its core as one fused kernel (``training.attention_kernel:
-    fused``; :func:`palmsim.workload.ops.fused_attention_cost`).
+    fused``; :func:`palmsim.workload.ops.fused_attention_cost`); with context parallelism
+    ``cp`` > 1, the kernel per ring step and the merges (:func:`_ring_attention_kernels`).
 
     It writes its output straight in the ``[s, b, h]`` layout (no layout copy) and keeps what
     the unfused core keeps under selective recompute, Q, K and V, plus its fp32 log-sum-exp,
@@ -1626,17 +1628,14 @@ def _fused_attention(
     model_flop = sum(op.flop_fwd if op.model_flop_fwd is None else op.model_flop_fwd for op in core)
     fused = dataclasses.replace(fused, model_flop_fwd=model_flop)
     rest = [op for op in ops[first:] if op.name not in _ATTENTION_CORE]
-    out = "attention"  # the op whose output the output projection reads
-    renamed = {"scores": out, "context": out, "context_layout": out}
     new_edges: list[tuple[str, str, float]] = []
     kernel: tuple[Op, ...] = (fused,)
-    cp = shape.keys // shape.s
     if cp > 1:
         kernel = _ring_attention_kernels(fused, shape, cp)
-        out = kernel[-1].name
-        renamed["context_layout"] = out
         out_bytes = shape.e * shape.batch_heads * shape.s * shape.value_dim
-        new_edges.append(("attention", out, out_bytes))
+        new_edges.append(("attention", kernel[-1].name, out_bytes))
+    # the output projection reads the last op's output
+    renamed = {"scores": "attention", "context": "attention", "context_layout": kernel[-1].name}
     for src, dst, nbytes in edges:
         if src in _ATTENTION_CORE and dst in _ATTENTION_CORE:
             continue
