@@ -88,6 +88,31 @@ class QueueRecord(NamedTuple):
     num_in_system: int
 
 
+class _HostPipeline:
+    """An iteration's segments run by a device the host feeds op by op (serving.trace):
+    segment i ends at F_i = max(F_(i-1) + D_i, H_i), D_i its device time (simulated without
+    host bound) and H_i the host's time to have issued its ops and those before it, h_i =
+    its step's ``host_issued_s`` (the segment is a pass of its own to the mapper). A segment
+    repeated r times (once a layer) from (F, H) ends at max(F + r D, H + h + (r-1) D, H + r h),
+    the ends of the recurrence's maximum over the repeats, which is linear in them. Without
+    host time (a traced iteration) the iteration lasts the sum of its segments'."""
+
+    def __init__(self) -> None:
+        self.end_s = 0.0
+        self._issued_s = 0.0
+
+    def add(self, device_s: float, host_s: float, repeats: int) -> None:
+        if repeats <= 0:
+            return
+        start, issued = self.end_s, self._issued_s
+        self.end_s = max(
+            start + repeats * device_s,
+            issued + host_s + (repeats - 1) * device_s,
+            issued + repeats * host_s,
+        )
+        self._issued_s = issued + repeats * host_s
+
+
 @dataclass(frozen=True, slots=True)
 class ServingTrace:
     """Everything a serving run produced."""
@@ -178,26 +203,36 @@ class ServingSimulator:
         private = self._private[replica]
         if private is not None:
             self._num_closed_form += 1
-            cost = 0.0
+            pipe = _HostPipeline()
             for _, steps, repeats in plan.segments(shape, 0):
                 (step,) = steps
                 assert isinstance(step, ComputeStep)
-                cost += repeats * private_dram_step_s(step, *private)
-            return cost
+                pipe.add(private_dram_step_s(step, *private), step.host_issued_s, repeats)
+            return pipe.end_s
         key = (replica, shape)
         cached = self._costs.get(key)
         if cached is not None:
             return cached
         if plan.is_segmented:
-            cost = 0.0
+            pipe = _HostPipeline()
             for _, steps, repeats in plan.segments(shape, 0):
                 seg_key = (replica, steps)
                 seg_cost = self._segment_costs.get(seg_key)
                 if seg_cost is None:
-                    seg_plan = plan.segment_plan(replica, steps)
+                    device = tuple(
+                        dataclasses.replace(st, host_issued_s=0.0)
+                        if isinstance(st, ComputeStep) and st.host_issued_s > 0
+                        else st
+                        for st in steps
+                    )
+                    seg_plan = plan.segment_plan(replica, device)
                     seg_cost = Simulator(self.chip, seg_plan).run().end_time_s
                     self._segment_costs[seg_key] = seg_cost
-                cost += repeats * seg_cost
+                host_s = max(
+                    (st.host_issued_s for st in steps if isinstance(st, ComputeStep)), default=0.0
+                )
+                pipe.add(seg_cost, host_s, repeats)
+            cost = pipe.end_s
         else:
             cost = Simulator(self.chip, plan.iteration_plan(replica, shape)).run().end_time_s
         self._costs[key] = cost

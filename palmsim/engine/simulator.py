@@ -605,12 +605,14 @@ class Simulator:
         if self.plan.programs[stage].merge_forward_backward:
             stream = "F" if category == "forward" else "B"
             compute = self._compute_in_turn
+        start = self.env.now  # when the host starts issuing the pass (host_issued_s)
         for step in steps:
             if isinstance(step, ComputeStep):
                 if mb < step.from_microbatch:
                     continue
                 self._activity[tile] = (stage, category, step, mb, ())
-                yield from compute(step, tile, stage, mb, category)
+                issued = start + step.host_issued_s if step.host_issued_s > 0 else 0.0
+                yield from compute(step, tile, stage, mb, category, issued)
             elif isinstance(step, CollectiveStep):
                 if step.first_microbatch_only and mb > 0:
                     continue
@@ -712,20 +714,33 @@ class Simulator:
         )
 
     def _compute_in_turn(
-        self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
+        self,
+        step: ComputeStep,
+        tile: int,
+        stage: int,
+        mb: int,
+        category: str,
+        issued_at: float = 0.0,
     ) -> Generator[simpy.Event, Any, None]:
         """:meth:`_compute` on a tile that runs a forward and a backward together (merged
         1F1B): once the other pass's op has finished."""
         with self._compute_locks[tile].request() as turn:
             yield turn
-            yield from self._compute(step, tile, stage, mb, category)
+            yield from self._compute(step, tile, stage, mb, category, issued_at)
 
     def _compute(
-        self, step: ComputeStep, tile: int, stage: int, mb: int, category: str
+        self,
+        step: ComputeStep,
+        tile: int,
+        stage: int,
+        mb: int,
+        category: str,
+        issued_at: float = 0.0,
     ) -> Generator[simpy.Event, Any, None]:
         """Hold the tile for the step's roofline time while its DRAM traffic flows; with
         ``lead_read_bytes`` start the next prefetched step's weight reads, and with
-        ``read_ahead_bytes`` also wait for those an earlier step started."""
+        ``read_ahead_bytes`` also wait for those an earlier step started; and until
+        ``issued_at``, when the host has issued the step's last op (``host_issued_s``)."""
         env = self.env
         start = env.now
         awaited = None  # a read ahead this step waits for
@@ -734,6 +749,8 @@ class Simulator:
         private = self._private_dram.get(tile)
         if private is not None:
             yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
+            if env.now < issued_at:
+                yield env.timeout(issued_at - env.now)
             self._record_interval(step, tile, stage, mb, category, start)
             return
         read_bytes, write_bytes = step.dram_read_bytes, step.dram_write_bytes
@@ -741,6 +758,8 @@ class Simulator:
             yield env.timeout(step.compute_time_s)
             if awaited is not None:
                 yield awaited
+            if env.now < issued_at:
+                yield env.timeout(issued_at - env.now)
             self._record_interval(step, tile, stage, mb, category, start)
             return
         # The ops' fixed latency runs in series: their data moves only once they run.
@@ -759,6 +778,8 @@ class Simulator:
         yield last
         if awaited is not None:
             yield awaited
+        if env.now < issued_at:
+            yield env.timeout(issued_at - env.now)
         self._record_interval(step, tile, stage, mb, category, start)
 
     def _start_lead(self, step: ComputeStep, tile: int, stage: int, mb: int) -> simpy.Event | None:

@@ -112,6 +112,7 @@ from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import place
 from palmsim.mapping.plan import (
     CollectiveKind,
+    CollectiveStep,
     ComputeStep,
     GroupKind,
     InferencePlan,
@@ -1163,11 +1164,15 @@ class _Lowering:
         costing = self.edge
         steps: list[Step] = []
         # A pass not replayed from a trace (inference.trace) is dispatched by the host, one
-        # op after another while the device runs them: a block cannot end before the host
-        # has issued its ops, so it lasts at least ops x tile.host_dispatch (a two-stage
-        # pipeline per block; the host's slack in one block is not carried to the next).
+        # op after another, tile.host_dispatch each, while the device runs them in order:
+        # ttnn enqueues every op without blocking (ttnn/cpp/ttnn/device_operation.hpp,
+        # enqueue_mesh_workload: EnqueueMeshWorkload(..., blocking=false)), so the host runs
+        # ahead of the device through the pass and a step cannot end before the host has
+        # issued its last op: ComputeStep.host_issued_s, the ops of the pass up to and
+        # including the step's (collectives included, one op each) x tile.host_dispatch.
         traced = inf.trace == "all" or (inf.trace == "decode" and tag == "D")
         dispatch_s = 0.0 if traced else self.costing.tile.host_dispatch_s
+        issued = 0  # ops of the pass the host has issued so far
         # Weights streamed by a DRAM prefetcher (inference.weight_prefetch) are read by cores
         # of their own into a circular buffer in the matmul cores' L1, in the order the ops
         # consume them (tt-metal's dram_prefetcher and global circular buffer; the Galaxy
@@ -1233,10 +1238,11 @@ class _Lowering:
             return dataclasses.replace(step, compute_time_s=floor_s)
 
         def dispatched(step: ComputeStep, ops: int) -> ComputeStep:
-            floor_s = ops * dispatch_s
-            if floor_s <= step.compute_time_s:
+            nonlocal issued
+            issued += ops
+            if dispatch_s <= 0:
                 return step
-            return dataclasses.replace(step, compute_time_s=floor_s)
+            return dataclasses.replace(step, host_issued_s=issued * dispatch_s)
 
         if s > 0:
             gather = _p2p(self.experiment, self.batch, new_tokens)[1]
@@ -1285,8 +1291,10 @@ class _Lowering:
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:
                     steps.append(self.kv_step(unit, ctx, new_tokens, tag))
-                steps += self.collectives(b, unit, new_tokens, tag)
-                steps += ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=mapping.ep)
+                comms = self.collectives(b, unit, new_tokens, tag)
+                comms += ep_alltoall(b.alltoall_fwd_bytes, unit, b.name, ep=mapping.ep)
+                issued += sum(isinstance(c, CollectiveStep) for c in comms)
+                steps += comms
         if s == self.serving.pp - 1 and head:
             head_unit = Unit("head", -1, (blocks.head,), prefix, tag)
             step = compute_step(costing.cost(blocks.head.ops, "F"), head_unit, block_name="head")

@@ -123,6 +123,10 @@ class ComputeStep:
     # ``dram_read_bytes``) lasts until they have arrived.
     lead_read_bytes: float = 0.0
     read_ahead_bytes: float = 0.0
+    # A pass the host dispatches op by op (inference.trace): the host's time, from the pass's
+    # start, to have issued this step's ops and every op before it in the pass; the step
+    # does not end before then (0: no such bound).
+    host_issued_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -456,16 +456,21 @@ class ServingPlan:
         # sum of its per-token part and each request group's core.
         decode_only = not chunks
         # An iteration not replayed from a trace (serving.trace) is dispatched by the host op
-        # by op: each segment lasts at least its ops x tile.host_dispatch, as palmsim run's
-        # blocks do.
+        # by op, tile.host_dispatch each, ahead of the device, as palmsim run's passes are
+        # (mapping/inference.py): a segment's step carries its ops' host time, its TP
+        # collective's one op included, and the engine runs the host and the device as a
+        # pipeline over the iteration's segments (engine/serving.py, _HostPipeline).
         traced = self.serving.trace == "all" or (self.serving.trace == "decode" and decode_only)
         dispatch_s = 0.0 if traced else self.hardware.tile.host_dispatch_s
+        collective_ops = 1 if tp > 1 else 0  # the segment's closing all-reduce
 
-        def dispatched(step: ComputeStep, ops: Sequence[Op], extra: int = 0) -> ComputeStep:
-            floor_s = (sum(op.kernels_fwd for op in ops) + extra) * dispatch_s
-            if floor_s <= step.compute_time_s:
+        def dispatched(
+            step: ComputeStep, ops: Sequence[Op], extra: int = 0, closed: bool = True
+        ) -> ComputeStep:
+            if dispatch_s <= 0:
                 return step
-            return dataclasses.replace(step, compute_time_s=floor_s)
+            issued = sum(op.kernels_fwd for op in ops) + extra + (collective_ops if closed else 0)
+            return dataclasses.replace(step, host_issued_s=issued * dispatch_s)
 
         parts = [self._step("attn", tokens, 1, s, decode_only, prefill=not decode_only)]
         parts += [self._step("core", q, 1, s, prefill=True) for q in chunks]
@@ -522,7 +527,7 @@ class ServingPlan:
         ]
         if s == pp - 1 and num_sampled:
             head = self._step("head", num_sampled, 1, s, dram_sharded=True)
-            after.append(("head", (dispatched(head, self._head(num_sampled)),), 1))
+            after.append(("head", (dispatched(head, self._head(num_sampled), closed=False),), 1))
         allreduce = CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
         result = (tuple(before), attention, allreduce, tuple(after))
         self._cache[key] = result
@@ -543,6 +548,12 @@ class ServingPlan:
                         ]
             elif kind not in ("kv", "mlp"):
                 steps += seg_steps
+        # each step's host time is its segment's own: the pass's is their running sum
+        issued = 0.0
+        for n, st in enumerate(steps):
+            if isinstance(st, ComputeStep) and st.host_issued_s > 0:
+                issued += st.host_issued_s
+                steps[n] = dataclasses.replace(st, host_issued_s=issued)
         return tuple(steps)
 
     def _p2p(self, tokens: int) -> tuple[float, float]:

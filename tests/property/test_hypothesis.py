@@ -251,10 +251,10 @@ def test_the_idle_property_catches_a_lazy_tile(monkeypatch) -> None:
     its inputs are there. Property 5 names the idle gaps."""
     original = Simulator._compute
 
-    def lazy(self, step, tile, stage, mb, category):  # type: ignore[no-untyped-def]
+    def lazy(self, step, tile, stage, mb, category, issued_at=0.0):  # type: ignore[no-untyped-def]
         if mb == 1 and category == "forward":
             yield self.env.timeout(1e-4)
-        yield from original(self, step, tile, stage, mb, category)
+        yield from original(self, step, tile, stage, mb, category, issued_at)
 
     case = {
         "on_cluster": False,

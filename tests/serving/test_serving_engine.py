@@ -288,3 +288,29 @@ def test_a_mixture_of_experts_holds_every_expert_and_a_step_reads_those_it_reach
     dense_first = dataclasses.replace(moe, num_hidden_layers=2, first_k_dense_replace=1)
     with pytest.raises(MappingError, match="1 of its 2 layers are mixtures of experts"):
         map_serving(serving_spec(TrafficSpec("poisson")), hw, dense_first, Chip.from_spec(hw))
+
+
+@pytest.mark.parametrize(
+    ("segments", "end_s"),
+    [
+        # host-bound embedding (3 ops' time, 1 of device), then 4 device-bound layers: the
+        # device waits once, 3 + 4 x 10
+        (((1.0, 3.0, 1), (10.0, 1.0, 4)), 43.0),
+        # host-bound throughout: the host's 3 x 2
+        (((1.0, 2.0, 3),), 6.0),
+        # the device ahead in the first layer only: 2 (host) + 1 + 2 x 1.5
+        (((1.0, 2.0, 1), (1.5, 1.0, 2)), 5.0),
+        # traced: no host time, the segments' sum
+        (((1.0, 0.0, 2), (2.5, 0.0, 3)), 9.5),
+    ],
+)
+def test_the_host_feeds_an_iterations_segments_as_a_two_stage_pipeline(segments, end_s):
+    """_HostPipeline: segment i of device time D and host time h ends at
+    F_i = max(F_(i-1) + D, H_i), H_i the host's running total; its closed form over a
+    segment's repeats gives the hand-unrolled recurrence (the comments above)."""
+    from palmsim.engine.serving import _HostPipeline
+
+    pipe = _HostPipeline()
+    for device_s, host_s, repeats in segments:
+        pipe.add(device_s, host_s, repeats)
+    assert pipe.end_s == pytest.approx(end_s, rel=1e-12)
