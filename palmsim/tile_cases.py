@@ -1234,10 +1234,21 @@ def _demo_logits_to_host(code: str) -> str:
     returns its logits tile (generator.prefill_forward_text, model.process_output_prefill)
     and the first token is the host's argmax; decode samples on device only for one user a
     data-parallel group (``argmax_on_device = False if global_batch_size // data_parallel >
-    1``; else sample_host on the logits decode_forward_text reads back). Other code,
-    including the models README's rows of later releases, samples on device as far as
+    1``; else sample_host on the logits decode_forward_text reads back). The Falcon demos
+    sample every decode step on the host from the logits they read back (demo.py @006efec6:
+    ``tt_tensors_to_torch_tensors(tt_logits, ...)`` in models/demos/falcon7b_common, then
+    argmax or top-k/top-p in torch; models/demos/t3000/falcon40b ``ttnn.to_torch`` of the
+    logits gathered over its chips), Falcon 7B's prefill by an on-device argmax ('decode'),
+    Falcon 40B's from the prefill's logits too ('prefill_and_decode'). Other code, including
+    the models README's tt_transformers rows of later releases, samples on device as far as
     palmsim knows ('none')."""
-    return "prefill_and_batch_decode" if TT_TRANSFORMERS_PERF_MD in code else "none"
+    if TT_TRANSFORMERS_PERF_MD in code:
+        return "prefill_and_batch_decode"
+    if "tt_transformers" not in code and "falcon40b" in code:
+        return "prefill_and_decode"
+    if "tt_transformers" not in code and "falcon7b" in code:
+        return "decode"
+    return "none"
 
 
 def _wormhole(hw_path: str) -> bool:

@@ -120,7 +120,7 @@ PREFILL_ATTENTION_2D = ("split", "replicated")
 
 #: Values of ``InferenceSpec.logits_to_host``: the passes whose logits the serving code reads
 #: back to the host to sample there.
-LOGITS_TO_HOST = ("none", "prefill", "prefill_and_batch_decode")
+LOGITS_TO_HOST = ("none", "prefill", "decode", "prefill_and_decode", "prefill_and_batch_decode")
 
 #: Keys of ``InferenceSpec.prefill_reduce_dtypes``: the layer blocks a tensor-parallel
 #: all-reduce follows (:class:`palmsim.workload.builders.Block` names).
@@ -1418,10 +1418,12 @@ class InferenceSpec:
         "(tile.matrix_tile_rows) of the vocabulary in the activation dtype. 'none' "
         "(sampled on device: only token ids return), 'prefill' (each request's prefill "
         "returns the tile holding its last token: tt_transformers' "
-        "generator.prefill_forward_text, model.process_output_prefill) or "
-        "'prefill_and_batch_decode' (also every decode step of a replica serving more than "
-        "one request: tt_transformers' simple_text_demo before on-device sampling, whose "
-        "device argmax served one request a data-parallel group)",
+        "generator.prefill_forward_text, model.process_output_prefill), 'decode' (every "
+        "decode step's rows, the prefill sampling on device: tt-metal's Falcon 7B demo), "
+        "'prefill_and_decode' (both: its Falcon 40B demo) or "
+        "'prefill_and_batch_decode' (the prefill's, and every decode step of a replica "
+        "serving more than one request: tt_transformers' simple_text_demo before on-device "
+        "sampling, whose device argmax served one request a data-parallel group)",
         default="none",
     )
 

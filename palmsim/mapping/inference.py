@@ -297,7 +297,12 @@ def logits_readback_s(
     ``process_output_decode``), ``inf.dtype`` elements at ``tile.host_read_bandwidth``; 0 for
     a pass that samples on device. Pure."""
     mode = inf.logits_to_host
-    if mode == "none" or (tag != "P" and (mode != "prefill_and_batch_decode" or requests < 2)):
+    if tag == "P":
+        reads = mode in ("prefill", "prefill_and_decode", "prefill_and_batch_decode")
+    else:
+        batch = mode == "prefill_and_batch_decode" and requests >= 2
+        reads = batch or mode in ("decode", "prefill_and_decode")
+    if not reads:
         return 0.0
     tile_rows = hw.tile.matrix_tile_rows
     rows = tile_rows * requests if tag == "P" else padded_rows(requests, tile_rows)

@@ -634,6 +634,13 @@ def test_logits_read_back_to_the_host_cost_a_tile_of_the_vocabulary_a_request():
     one_host, one_device = run(1, "prefill_and_batch_decode"), run(1, "none")
     assert one_host["ttft_s"] - one_device["ttft_s"] == pytest.approx(read_s, rel=1e-9)
     assert one_host["tpot_s"] == pytest.approx(one_device["tpot_s"], rel=1e-12)
+    # the Falcon demos sample every decode step on the host, one request too (its 32-row
+    # tile); Falcon 7B's prefill samples on device ('decode'), Falcon 40B's does not
+    for mode, prefill_reads in (("decode", False), ("prefill_and_decode", True)):
+        falcon = run(1, mode)
+        assert falcon["tpot_s"] - one_device["tpot_s"] == pytest.approx(read_s, rel=1e-9)
+        ttft_s = one_device["ttft_s"] + (read_s if prefill_reads else 0.0)
+        assert falcon["ttft_s"] == pytest.approx(ttft_s, rel=1e-9)
 
 
 @pytest.mark.parametrize("tile_rows", [1, 32])
