@@ -899,6 +899,24 @@ def _stage_memory(
     )  # fmt: skip
 
 
+def _after_host(
+    steps: tuple[Step, ...], issued_s: float, dispatch_s: float
+) -> tuple[tuple[Step, ...], float]:
+    """A chunk's ``steps`` with their ``host_issued_s`` after the host's ``issued_s`` on the
+    chunks before it, and the host's time at its end: its last step's plus a
+    ``dispatch_s`` for each collective after it (a collective is one op)."""
+    out: list[Step] = []
+    end_s, trailing = issued_s, 0
+    for step in steps:
+        if isinstance(step, ComputeStep) and step.host_issued_s > 0:
+            step = dataclasses.replace(step, host_issued_s=issued_s + step.host_issued_s)
+            end_s, trailing = step.host_issued_s, 0
+        elif isinstance(step, CollectiveStep):
+            trailing += 1
+        out.append(step)
+    return tuple(out), end_s + trailing * dispatch_s
+
+
 def _stage(
     experiment: ExperimentSpec,
     batch: Batch,
@@ -959,14 +977,21 @@ def _stage(
     )
     # A chunked prompt (inference.prefill_chunk_tokens): each chunk a pass over its tokens
     # with the chunks before it cached, as the pass's attention reads them.
+    # The host issues the chunks one after another with no wait between them (the engine
+    # runs them as one pass), so a chunk's host times follow the chunks' before it.
     chunk, chunks = inf.prefill_passes()
+    dispatch_s = 0.0 if inf.trace == "all" else hw.tile.host_dispatch_s
     passes: list[Step] = []  # extended in place: a long prompt has many chunks
+    issued_s = 0.0  # the host's time for the chunks so far
     for k in range(chunks):
         last = k == chunks - 1
         blocks_k = serving.prefill_last if last and serving.prefill_last else serving.prefill
         tokens = min(chunk, inf.prompt_len - k * chunk)
         prefix = "P" if k == 0 else f"P{k + 1}"
-        passes += prefill.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
+        steps = prefill.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
+        if dispatch_s > 0:
+            steps, issued_s = _after_host(steps, issued_s, dispatch_s)
+        passes += steps
     prefill_steps = tuple(passes)
     decode = tuple(
         lower.program(serving.decode, inf.prompt_len + k - 1, 1, f"D{k}", "D")

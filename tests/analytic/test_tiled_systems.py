@@ -327,6 +327,11 @@ def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
     ops = LAYERS * 23 + sum(op.kernels_fwd for b in ends for op in b.ops)
     ttft = _inference(slow, tp=1, prompt=8, output=2, ops_per_layer=23)["ttft_s"]
     assert ttft == pytest.approx(ops * 10e-3, rel=1e-9)
+    # in two chunks of 4 tokens the host issues the embedding and the layers twice, the
+    # second chunk's after the first's: the host's time runs on across the chunks
+    chunked = _inference(slow, tp=1, prompt=8, output=2, ops_per_layer=23, prefill_chunk_tokens=4)
+    embed_ops = sum(op.kernels_fwd for op in ends[0].ops)
+    assert chunked["ttft_s"] == pytest.approx((ops + embed_ops + LAYERS * 23) * 10e-3, rel=1e-9)
     traced = _inference(slow, tp=1, prompt=8, output=2, ops_per_layer=23, trace="all")
     free = _inference(hw, tp=1, prompt=8, output=2, ops_per_layer=23, trace="all")
     assert traced["ttft_s"] == pytest.approx(free["ttft_s"], rel=1e-9)
