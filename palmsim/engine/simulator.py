@@ -747,35 +747,27 @@ class Simulator:
         if step.read_ahead_bytes > 0 or step.lead_read_bytes > 0:  # no private DRAM port
             awaited = self._start_lead(step, tile, stage, mb)
         private = self._private_dram.get(tile)
+        read_bytes, write_bytes = step.dram_read_bytes, step.dram_write_bytes
         if private is not None:
             yield env.timeout(self._private_dram_step_s(step, tile, stage, mb, private))
-            if env.now < issued_at:
-                yield env.timeout(issued_at - env.now)
-            self._record_interval(step, tile, stage, mb, category, start)
-            return
-        read_bytes, write_bytes = step.dram_read_bytes, step.dram_write_bytes
-        if read_bytes <= 0 and write_bytes <= 0:
+        elif read_bytes <= 0 and write_bytes <= 0:
             yield env.timeout(step.compute_time_s)
-            if awaited is not None:
-                yield awaited
-            if env.now < issued_at:
-                yield env.timeout(issued_at - env.now)
-            self._record_interval(step, tile, stage, mb, category, start)
-            return
-        # The ops' fixed latency runs in series: their data moves only once they run.
-        serial_s = step.serial_latency_s
-        if serial_s > 0:
-            yield env.timeout(serial_s)
-        # The step ends with the last of its compute time and its DRAM flows' arrivals: one
-        # event where the last of them would be processed (LastOf), first the compute time's,
-        # taken as env.timeout(compute_s) would be scheduled, then each flow's at its drain.
-        last = LastOf(env, 1 + (read_bytes > 0) + (write_bytes > 0))
-        last.add(step.compute_time_s - serial_s)
-        if read_bytes > 0:
-            self._dram_flow(tile, read_bytes, stage, mb, write=False, join=last)
-        if write_bytes > 0:
-            self._dram_flow(tile, write_bytes, stage, mb, write=True, join=last)
-        yield last
+        else:
+            # The ops' fixed latency runs in series: their data moves only once they run.
+            serial_s = step.serial_latency_s
+            if serial_s > 0:
+                yield env.timeout(serial_s)
+            # The step ends with the last of its compute time and its DRAM flows' arrivals:
+            # one event where the last of them would be processed (LastOf), first the compute
+            # time's, taken as env.timeout(compute_s) would be scheduled, then each flow's at
+            # its drain.
+            last = LastOf(env, 1 + (read_bytes > 0) + (write_bytes > 0))
+            last.add(step.compute_time_s - serial_s)
+            if read_bytes > 0:
+                self._dram_flow(tile, read_bytes, stage, mb, write=False, join=last)
+            if write_bytes > 0:
+                self._dram_flow(tile, write_bytes, stage, mb, write=True, join=last)
+            yield last
         if awaited is not None:
             yield awaited
         if env.now < issued_at:
