@@ -59,7 +59,7 @@ from palmsim.config.specs import (
     HardwareSpec,
     ModelSpec,
 )
-from palmsim.engine.records import RunTrace
+from palmsim.engine.records import WAIT_CATEGORIES, RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
 from palmsim.registry import Registry
 from palmsim.workload.builders import (
@@ -2638,7 +2638,7 @@ def _layer_times_s(trace: RunTrace, tile: int) -> dict[str, float]:
             continue
         if rec.layer != 0:
             continue
-        category = rec.phase if rec.category == "comm" else rec.category
+        category = rec.phase if rec.category in WAIT_CATEGORIES else rec.category
         phase = "forward" if category == "forward" else "backward"
         times[phase] = times.get(phase, 0.0) + (rec.end_s - rec.start_s)
     return times
@@ -2655,7 +2655,9 @@ def forward_pass_s(result: SimulationResult, microbatches: int) -> float:
     assert microbatches >= 1
     per_stage = dict.fromkeys((tiles[0] for tiles in result.plan.stage_tiles[0]), 0.0)
     for rec in result.trace.intervals:
-        forward = rec.category == "forward" or (rec.category, rec.phase) == ("comm", "forward")
+        forward = rec.category == "forward" or (
+            rec.category in WAIT_CATEGORIES and rec.phase == "forward"
+        )
         if forward and rec.tile in per_stage and rec.microbatch == 0:
             per_stage[rec.tile] += rec.end_s - rec.start_s
     times = list(per_stage.values())

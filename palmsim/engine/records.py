@@ -27,6 +27,7 @@ __all__ = [
     "COLUMN_DTYPES",
     "COLUMN_KINDS",
     "ROW_BYTES",
+    "WAIT_CATEGORIES",
     "FlowRecord",
     "IntervalRecord",
     "MemoryRecord",
@@ -82,14 +83,23 @@ def gc_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-class IntervalRecord(NamedTuple):
-    """A tile was busy computing from ``start_s`` to ``end_s``.
+#: Interval categories in which a tile waits inside a pass (the record's ``phase``): ``comm``
+#: in a collective or, under ``mapping.p2p_overlap`` false, for its pipeline send; ``host``
+#: for the host to issue the op it has run (``ComputeStep.host_issued_s``).
+WAIT_CATEGORIES: frozenset[str] = frozenset({"comm", "host"})
 
-    ``category`` is one of ``forward``, ``backward``, ``recompute``, ``optimizer``, or
-    ``comm``: the tile waited in a tensor-parallel collective (arrival to completion).
+
+class IntervalRecord(NamedTuple):
+    """A tile computed, or waited, from ``start_s`` to ``end_s``.
+
+    ``category`` is one of ``forward``, ``backward``, ``recompute``, ``optimizer``,
+    ``prefill``, ``decode``, or a wait: ``comm``, the tile waited in a collective (arrival
+    to completion), or ``host``, it had finished a step before the host had issued the
+    step's last op (``ComputeStep.host_issued_s``: an untraced pass on a chip whose host
+    dispatches every op, ``tile.host_dispatch``).
     ``label`` names what ran, e.g. ``"L3.attn"``, for people: nothing parses it. The typed
     identity is in ``phase`` (a :class:`palmsim.mapping.plan.Phase` value: the pass, also of a
-    ``comm`` wait), ``layer`` (transformer layer, -1 for none), ``block`` (``attn``, ``mlp``,
+    wait), ``layer`` (transformer layer, -1 for none), ``block`` (``attn``, ``mlp``,
     ``embed``, ...; "" for none) and ``op`` (the label without layer and decode-step indices,
     e.g. ``L.attn``, what an op table groups by). ``microbatch`` is -1 where it does not apply.
     """

@@ -739,8 +739,9 @@ class Simulator:
     ) -> Generator[simpy.Event, Any, None]:
         """Hold the tile for the step's roofline time while its DRAM traffic flows; with
         ``lead_read_bytes`` start the next prefetched step's weight reads, and with
-        ``read_ahead_bytes`` also wait for those an earlier step started; and until
-        ``issued_at``, when the host has issued the step's last op (``host_issued_s``)."""
+        ``read_ahead_bytes`` also wait for those an earlier step started; then, a ``host``
+        interval, until ``issued_at``, when the host has issued the step's last op
+        (``host_issued_s``)."""
         env = self.env
         start = env.now
         awaited = None  # a read ahead this step waits for
@@ -770,9 +771,11 @@ class Simulator:
             yield last
         if awaited is not None:
             yield awaited
-        if env.now < issued_at:
-            yield env.timeout(issued_at - env.now)
         self._record_interval(step, tile, stage, mb, category, start)
+        if env.now < issued_at:  # done before the host has issued the step's last op
+            waited = env.now
+            yield env.timeout(issued_at - waited)
+            self._record_host_wait(step, tile, stage, mb, category, waited)
 
     def _start_lead(self, step: ComputeStep, tile: int, stage: int, mb: int) -> simpy.Event | None:
         """Start ``step``'s read ahead (``lead_read_bytes``, awaited by a later step of the
@@ -868,6 +871,19 @@ class Simulator:
             self._interval_templates[id(step), category] = template
         flop, nbytes, code = template
         self._append_interval(tile, start, stage, mb, flop, nbytes, code)
+
+    def _record_host_wait(
+        self, step: ComputeStep, tile: int, stage: int, mb: int, phase: str, start: float
+    ) -> None:
+        """Record ``tile``'s wait from ``start`` to now for the host to issue ``step``'s
+        last op as a ``host`` interval of pass ``phase`` (op ``{phase}.{op}``, as a
+        collective's wait)."""
+        template = self._interval_templates.get((id(step), f"host.{phase}"))
+        if template is None:
+            what = ("host", step.label, phase, step.layer, step.block, f"{phase}.{step.op}")
+            template = (0.0, 0.0, self._interval_records.code(what))
+            self._interval_templates[id(step), f"host.{phase}"] = template
+        self._append_interval(tile, start, stage, mb, 0.0, 0.0, template[2])
 
     def _append_interval(
         self,

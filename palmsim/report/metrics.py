@@ -22,7 +22,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from palmsim.engine.records import FlowRecord, IntervalRecord, Records, RunTrace
+from palmsim.engine.records import (
+    WAIT_CATEGORIES,
+    FlowRecord,
+    IntervalRecord,
+    Records,
+    RunTrace,
+)
 from palmsim.mapping.plan import ComputeStep, MappingPlan
 from palmsim.report.verdict import verdict
 
@@ -31,6 +37,7 @@ __all__ = [
     "COMPUTE_CATEGORIES",
     "DRAM_KIND",
     "PIPELINE_CATEGORIES",
+    "WAIT_CATEGORIES",
     "ChannelLike",
     "ChipLike",
     "IntervalColumns",
@@ -60,16 +67,15 @@ __all__ = [
 #: Channel kind of a DRAM port; every other channel kind is a network link.
 DRAM_KIND = "dram"
 
-#: Interval categories in which a tile computes (``comm`` is waiting in a TP collective or,
-#: under ``mapping.p2p_overlap`` false, for its pipeline send).
+#: Interval categories in which a tile computes.
 COMPUTE_CATEGORIES: frozenset[str] = frozenset(
     {"forward", "backward", "recompute", "optimizer", "prefill", "decode"}
 )
 
-#: Interval categories that make up a stage's pipeline work: its passes and the
-#: tensor-parallel collectives inside them (the optimizer step is outside the pipeline).
+#: Interval categories that make up a stage's pipeline work: its passes and the waits
+#: inside them (the optimizer step is outside the pipeline).
 PIPELINE_CATEGORIES: frozenset[str] = frozenset(
-    {"forward", "backward", "recompute", "comm", "prefill", "decode"}
+    {"forward", "backward", "recompute", "prefill", "decode"} | WAIT_CATEGORIES
 )
 
 Interval = tuple[float, float]
@@ -477,8 +483,10 @@ def exposed_communication_s(
 
 # --------------------------------------------------------------------------- bounds
 
-#: What set an op's time, in the order ties are broken.
-BOUNDS: tuple[str, ...] = ("compute", "memory", "latency")
+#: What set an op's time, in the order ties are broken: the three terms of a compute
+#: interval (:func:`step_bound`), then ``host``, a tile's wait for the host to issue an op
+#: it has run (a ``host`` interval).
+BOUNDS: tuple[str, ...] = ("compute", "memory", "latency", "host")
 
 
 def step_bound(duration_s: float, launch_latency_s: float, flop_time_s: float) -> str:
@@ -496,7 +504,7 @@ def step_bound(duration_s: float, launch_latency_s: float, flop_time_s: float) -
     """
     memory_s = max(0.0, duration_s - launch_latency_s - flop_time_s)
     terms = {"compute": flop_time_s, "memory": memory_s, "latency": launch_latency_s}
-    return max(BOUNDS, key=lambda bound: (terms[bound], -BOUNDS.index(bound)))
+    return max(BOUNDS[:3], key=lambda bound: (terms[bound], -BOUNDS.index(bound)))
 
 
 def steps_by_label(plan: MappingPlan) -> dict[tuple[str, str], ComputeStep]:
@@ -528,18 +536,23 @@ def _bound_of(record: IntervalRecord, steps: Mapping[tuple[str, str], ComputeSte
 
 
 def time_by_bound_s(trace: RunTrace, plan: MappingPlan) -> dict[str, float]:
-    """Mean over the simulated tiles of their compute time by :func:`step_bound` [s].
+    """Mean over the simulated tiles of their compute time by :func:`step_bound`, and of
+    their waits for the host [s].
 
     Sums each tile's compute intervals (every compute category, the optimizer included) by
-    what dominated them, and divides by the number of simulated tiles; ``compute`` +
-    ``memory`` + ``latency`` is then the mean tile's busy time (compute intervals of one tile
-    do not overlap).
+    what dominated them, and its ``host`` intervals as ``host``, and divides by the number
+    of simulated tiles; ``compute`` + ``memory`` + ``latency`` is then the mean tile's busy
+    time (compute intervals of one tile do not overlap), and ``host`` the time it stood
+    idle within a pass because the host had not yet issued the op it had run.
     """
     steps = steps_by_label(plan)
     tiles = set(plan.simulated_tiles)
     intervals = trace.intervals
+    on_tiles = intervals.isin("tile", tiles)
+    host = intervals.isin("category", {"host"}) & on_tiles
+    host_s = float(np.sum(intervals.column("end_s")[host] - intervals.column("start_s")[host]))
     categories, labels = intervals.table("category"), intervals.table("label")
-    keep = intervals.isin("category", COMPUTE_CATEGORIES) & intervals.isin("tile", tiles)
+    keep = intervals.isin("category", COMPUTE_CATEGORIES) & on_tiles
     # per record: its step's launch latency and FLOP time, NaN for a record of no step; a
     # (category, label) pair is coded as category code x labels + label code
     pair = intervals.codes("category")[keep] * np.int64(len(labels))
@@ -557,6 +570,7 @@ def time_by_bound_s(trace: RunTrace, plan: MappingPlan) -> dict[str, float]:
     bound = _bounds(end_s - start_s, launch_s, flop_s, flop)
     # bincount adds in record order, as ``total[bound] += duration`` record by record
     total = np.bincount(bound, weights=end_s - start_s, minlength=len(BOUNDS))
+    total[BOUNDS.index("host")] = host_s
     return {name: float(total[i]) / len(tiles) if tiles else 0.0 for i, name in enumerate(BOUNDS)}
 
 
@@ -769,11 +783,14 @@ def inference_metrics(trace: RunTrace, plan: MappingPlan) -> dict[str, Any]:
     plan_steps = steps_by_label(plan)
     decode_s = dict.fromkeys(BOUNDS, 0.0)
     for r in trace.intervals:
-        if r.category == "prefill":
+        if r.category == "prefill" or (r.category, r.phase) == ("host", "prefill"):
             first[r.microbatch] = max(first[r.microbatch], r.end_s)
         elif r.category == "decode":
             last[r.microbatch] = max(last[r.microbatch], r.end_s)
             decode_s[_bound_of(r, plan_steps)] += r.end_s - r.start_s
+        elif (r.category, r.phase) == ("host", "decode"):
+            last[r.microbatch] = max(last[r.microbatch], r.end_s)
+            decode_s["host"] += r.end_s - r.start_s
     decode_total_s = sum(decode_s.values())
     mbs = sorted(first)
     ttft_s = sum(first[m] for m in mbs) / len(mbs) if mbs else 0.0
@@ -915,8 +932,9 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     )
     add("time to first token", "ttft_s", _human_time)
     add("time per output token", "tpot_s", _human_time)
-    for bound in BOUNDS:
-        add(f"decode {bound}-bound", f"decode_{bound}_bound_fraction", _percent)
+    for bound in BOUNDS:  # host only where the host held the device (an untraced decode)
+        if bound != "host" or summary.get("decode_host_bound_fraction", 0.0) > 0:
+            add(f"decode {bound}-bound", f"decode_{bound}_bound_fraction", _percent)
     if "kv_cache_bytes_peak" in summary:
         kv = summary["kv_cache_bytes_peak"]
         rows.append(
@@ -950,7 +968,11 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         rows.append(
             (
                 "  bound by (mean tile)",
-                ", ".join(f"{b} {_percent(by.get(b, 0.0) / time_s)}" for b in BOUNDS),
+                ", ".join(
+                    f"{b} {_percent(by.get(b, 0.0) / time_s)}"
+                    for b in BOUNDS
+                    if b != "host" or by.get(b, 0.0) > 0
+                ),
             )
         )
     if "noc_link_utilization_max" in summary:
@@ -1031,7 +1053,7 @@ def op_table_rows(
                     )
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in trace.intervals:
-        if r.category not in COMPUTE_CATEGORIES and r.category != "comm":
+        if r.category not in COMPUTE_CATEGORIES and r.category not in WAIT_CATEGORIES:
             continue
         key = (r.category, r.op)
         g = groups.setdefault(
@@ -1051,7 +1073,10 @@ def op_table_rows(
         g["bytes"] += r.bytes
         g["time_s"] += duration
         g["dram"] = g["dram"] or dram_of.get(r.label, False)
-        bound = "network" if r.category == "comm" else _bound_of(r, steps)
+        if r.category in WAIT_CATEGORIES:
+            bound = "network" if r.category == "comm" else "host"
+        else:
+            bound = _bound_of(r, steps)
         g["by_bound"][bound] += duration
     rows = []
     for (phase, op), g in sorted(groups.items()):
@@ -1059,7 +1084,7 @@ def op_table_rows(
         by_bound = g["by_bound"]
         memory = "dram" if g["dram"] else "sram"
         ridge: float | str = achievable_flop_per_s / bandwidth if bandwidth > 0 else math.inf
-        if phase == "comm":  # collectives move bytes over links; no memory, no ridge point
+        if phase in WAIT_CATEGORIES:  # a wait: no memory, no ridge point
             memory, ridge = "", ""
         rows.append(
             {

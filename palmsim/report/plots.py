@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from palmsim.engine.records import IntervalRecord, RunTrace
+from palmsim.engine.records import WAIT_CATEGORIES, IntervalRecord, RunTrace
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.plan import MappingPlan
 from palmsim.registry import Registry
@@ -67,6 +67,9 @@ CATEGORY_COLORS: dict[str, str] = {
 _OTHER_COLOR = "#999999"
 #: Strip marking a tile's waits inside collectives: near-black, apart from every pass colour.
 COMM_COLOR = "#222222"
+#: Strip marking a tile's waits for the host to issue its ops: yellow, the Okabe-Ito hue no
+#: pass uses.
+HOST_COLOR = "#F0E442"
 
 _SCHEDULE_NAMES = {"1f1b": "1F1B", "gpipe": "GPipe"}
 
@@ -78,8 +81,8 @@ def gantt_boxes(intervals: Sequence[IntervalRecord], tile: int) -> list[Box]:
 
     A forward (or backward) pass of one micro-batch is many compute steps separated by short
     tensor-parallel collectives; drawing it as one box from its first start to its last end
-    keeps the chart readable. A wait in a collective (category ``comm``) belongs to its pass
-    (the record's ``phase``), so it extends that pass's box. Work
+    keeps the chart readable. A wait in a collective or for the host (category ``comm`` or
+    ``host``) belongs to its pass (the record's ``phase``), so it extends that pass's box. Work
     of a different category or micro-batch in between starts a new box, so interleaved
     schedules still show every switch.
     """
@@ -88,7 +91,7 @@ def gantt_boxes(intervals: Sequence[IntervalRecord], tile: int) -> list[Box]:
     )
     boxes: list[Box] = []
     for rec in own:
-        category = rec.phase if rec.category == "comm" else rec.category
+        category = rec.phase if rec.category in WAIT_CATEGORIES else rec.category
         if boxes and boxes[-1][2] == category and boxes[-1][3] == rec.microbatch:
             start_s, end_s, _, microbatch = boxes[-1]
             boxes[-1] = (start_s, max(end_s, rec.end_s), category, microbatch)
@@ -224,18 +227,20 @@ def gantt_figure(
                 edgecolor="none",
                 linewidth=0,
             )
-        # Waits in collectives belong to their pass's box (above) and are also marked by a
-        # strip along the bottom of the row, so communication shows without splitting boxes.
-        waits = [
-            (rec.start_s * scale, (rec.end_s - rec.start_s) * scale)
-            for rec in per_tile[tile]
-            if rec.category == "comm" and rec.end_s > rec.start_s
-        ]
-        if waits:
-            seen.add("communication")
-            ax.broken_barh(
-                waits, (stage + 0.22, 0.18), facecolors=COMM_COLOR, edgecolor="none", linewidth=0
-            )
+        # Waits in collectives and for the host belong to their pass's box (above) and are
+        # also marked by a strip along the bottom of the row, so they show without splitting
+        # boxes.
+        for wait, color in (("comm", COMM_COLOR), ("host", HOST_COLOR)):
+            waits = [
+                (rec.start_s * scale, (rec.end_s - rec.start_s) * scale)
+                for rec in per_tile[tile]
+                if rec.category == wait and rec.end_s > rec.start_s
+            ]
+            if waits:
+                seen.add(wait)
+                ax.broken_barh(
+                    waits, (stage + 0.22, 0.18), facecolors=color, edgecolor="none", linewidth=0
+                )
         if not text_fits_row:
             continue
         for start_s, end_s, category, microbatch in boxes:
@@ -266,11 +271,13 @@ def gantt_figure(
 
     handles = [  # only the kinds this run has
         Patch(facecolor=CATEGORY_COLORS.get(c, _OTHER_COLOR), label=c)
-        for c in categories + sorted(seen - set(categories) - {"communication"})
+        for c in categories + sorted(seen - set(categories) - WAIT_CATEGORIES)
         if c in seen
     ]
-    if "communication" in seen:
+    if "comm" in seen:
         handles.append(Patch(facecolor=COMM_COLOR, label="communication (collective wait)"))
+    if "host" in seen:
+        handles.append(Patch(facecolor=HOST_COLOR, label="host dispatch (wait for the host)"))
     ax.legend(
         handles=handles,
         loc="lower right",

@@ -2,7 +2,8 @@
 
 A pure function of ``summary.json`` (:func:`palmsim.report.metrics.summarize`): it reads the
 mean tile's compute time split by what dominated it (``tile_time_by_bound_s``: compute,
-memory bandwidth, kernel launch latency), the pipeline bubble and the exposed communication,
+memory bandwidth, kernel launch latency) and its waits for the host to issue ops (host
+dispatch), the pipeline bubble and the exposed communication,
 expresses each as a share of the iteration time, and names the largest. Definitions and the
 rule are in ``docs/metrics.md`` ("Verdict").
 """
@@ -20,6 +21,7 @@ CANDIDATES: tuple[str, ...] = (
     "compute",
     "memory bandwidth",
     "kernel launch latency",
+    "host dispatch",
     "pipeline bubble",
     "exposed communication",
 )
@@ -52,12 +54,14 @@ def verdict(summary: Mapping[str, Any]) -> Verdict | None:
 
     - ``compute``, ``memory bandwidth``, ``kernel launch latency``: the mean tile's compute
       time dominated by each (``tile_time_by_bound_s``) over T;
+    - ``host dispatch``: the mean tile's waits for the host to issue the ops it has run
+      (``tile_time_by_bound_s["host"]``, an untraced pass) over T;
     - ``pipeline bubble``: ``pipeline_bubble_fraction``;
     - ``exposed communication``: ``exposed_communication_s`` over T.
 
     What changing it buys is stated as an upper bound: halving a compute, memory or launch
-    term saves at most half its time, and removing the bubble or hiding the exposed
-    communication at most all of it (less where the time is off the critical path).
+    term saves at most half its time, and removing the bubble, the host's dispatch or the
+    exposed communication at most all of it (less where the time is off the critical path).
     """
     time_s = float(summary.get("iteration_time_s", 0.0))
     if time_s <= 0:
@@ -67,6 +71,7 @@ def verdict(summary: Mapping[str, Any]) -> Verdict | None:
         "compute": float(by.get("compute", 0.0)),
         "memory bandwidth": float(by.get("memory", 0.0)),
         "kernel launch latency": float(by.get("latency", 0.0)),
+        "host dispatch": float(by.get("host", 0.0)),
         "pipeline bubble": float(summary.get("pipeline_bubble_fraction", 0.0)) * time_s,
         "exposed communication": float(summary.get("exposed_communication_s", 0.0)),
     }
@@ -91,6 +96,12 @@ def verdict(summary: Mapping[str, Any]) -> Verdict | None:
         change = (
             f"halving the per-kernel launch latency (tile.gemm and tile.memory_ops "
             f"launch_latency, e.g. CUDA graphs) would save at most {half} per iteration"
+        )
+    elif best == "host dispatch":
+        change = (
+            f"replaying the pass from a captured trace (inference.trace, serving.trace) "
+            f"would save at most {_human_time(best_s)} per iteration, halving "
+            f"tile.host_dispatch at most {half}"
         )
     elif best == "pipeline bubble":
         change = (

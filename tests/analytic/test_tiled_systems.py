@@ -30,6 +30,7 @@ from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.plan import CollectiveStep
+from palmsim.report.verdict import verdict
 from palmsim.tile_cases import allreduce_time_s
 from palmsim.workload.builders import embedding_block, head_block, layer_blocks
 from palmsim.workload.ops import Op
@@ -334,6 +335,10 @@ def test_untraced_prefill_is_host_bound_at_ops_times_host_dispatch():
     assert chunked["ttft_s"] == pytest.approx((ops + embed_ops + LAYERS * 23) * 10e-3, rel=1e-9)
     traced = _inference(slow, tp=1, prompt=8, output=2, ops_per_layer=23, trace="all")
     free = _inference(hw, tp=1, prompt=8, output=2, ops_per_layer=23, trace="all")
+    # the device idles for the host most of the prompt, and the verdict says so
+    whole = _inference(slow, tp=1, prompt=8, output=2, ops_per_layer=23)
+    assert whole["tile_time_by_bound_s"]["host"] > 0.9 * ttft
+    assert verdict(whole).resource == "host dispatch"
     assert traced["ttft_s"] == pytest.approx(free["ttft_s"], rel=1e-9)
     assert traced["ttft_s"] < 0.01 * ttft
 
@@ -375,6 +380,14 @@ def test_the_host_runs_ahead_of_the_device_through_an_untraced_pass():
     assert d_attn < h_attn and d_embed < h_embed and d_layer > 23 * 5e-3  # the regime above
     expected = summarize_result(traced)["ttft_s"] + (h_embed - d_embed) + (h_attn - d_attn)
     assert untraced["ttft_s"] == pytest.approx(expected, rel=1e-6)
+    # the device's waits for the host are those two, and the report names them as such (they
+    # had counted as memory-bound time of the blocks they followed)
+    by_bound = untraced["tile_time_by_bound_s"]
+    assert by_bound["host"] == pytest.approx((h_embed - d_embed) + (h_attn - d_attn), rel=1e-6)
+    busy = summarize_result(traced)["tile_time_by_bound_s"]
+    assert sum(by_bound[b] for b in ("compute", "memory", "latency")) == pytest.approx(
+        sum(busy.values()), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,7 @@ def test_the_bubble_bounds_a_pipeline_with_a_large_bubble() -> None:
         "memory bandwidth",
         "exposed communication",
         "kernel launch latency",
+        "host dispatch",
     ]
     assert "at most 3 s" in v.change
 
@@ -63,6 +64,18 @@ def test_launch_latency_is_its_own_resource() -> None:
     assert "at most 3.5 s" in v.change
 
 
+def test_host_dispatch_is_named_where_the_device_waits_for_the_host() -> None:
+    """An untraced prompt on a chip whose host issues every op: the mean tile waits 6 s of
+    the 10 s for the host, more than any other term; all of it goes with a trace, half with
+    a host twice as fast."""
+    v = verdict(
+        _summary(tile_time_by_bound_s={"compute": 1.0, "memory": 1.0, "latency": 0.5, "host": 6.0})
+    )
+    assert v is not None
+    assert v.resource == "host dispatch" and v.share == pytest.approx(0.6)
+    assert "would save at most 6 s" in v.change and "at most 3 s" in v.change
+
+
 def test_exposed_communication_names_the_hottest_link() -> None:
     v = verdict(_summary(exposed_communication_s=4.0))
     assert v is not None
@@ -86,6 +99,13 @@ def test_format_verdict_reads_as_one_sentence_with_units() -> None:
 def test_summary_table_prints_the_bound() -> None:
     table = format_summary_table(_summary())
     assert "bound by" in table and "pipeline bubble, 30.0 % of it" in table
+    # the host's share is printed where the host held the device, not as a 0 % everywhere
+    assert "compute 20.0 %, memory 10.0 %, latency 5.0 %\n" in table + "\n"
+    assert "host" not in table
+    by = {"compute": 1.0, "memory": 1.0, "latency": 0.5, "host": 6.0}
+    table = format_summary_table(_summary(tile_time_by_bound_s=by))
+    assert "host dispatch, 60.0 % of it" in table
+    assert "compute 10.0 %, memory 10.0 %, latency 5.0 %, host 60.0 %" in table
 
 
 # --------------------------------------------------------------------------- step_bound
@@ -103,7 +123,8 @@ def test_step_bound_takes_the_largest_term_of_the_cost_model() -> None:
 def test_time_by_bound_tells_a_layers_forward_from_its_backward() -> None:
     """Forward and backward of L0.mlp share a label. Forward: 1 s of FLOP, runs 1.2 s
     (compute). Backward: 2 s of FLOP, runs 5 s (memory adds 3 s: memory). A GPU-like
-    optimizer of 10 kernels at 0.1 s launch each runs 1.5 s (latency 1 s > memory 0.5 s)."""
+    optimizer of 10 kernels at 0.1 s launch each runs 1.5 s (latency 1 s > memory 0.5 s).
+    Between the passes the tile waits 0.3 s for the host (a ``host`` interval): host."""
     from palmsim.config.specs import MappingSpec
     from palmsim.engine.records import IntervalRecord, RunTrace
     from palmsim.mapping.plan import ComputeStep, MappingPlan, StageProgram
@@ -125,12 +146,13 @@ def test_time_by_bound_tells_a_layers_forward_from_its_backward() -> None:
     )
     records = (
         IntervalRecord(0, "forward", 0.0, 1.2, 0, 0, "L0.mlp", 16.0, 0.0),
-        IntervalRecord(0, "backward", 1.2, 6.2, 0, 0, "L0.mlp", 32.0, 0.0),
-        IntervalRecord(0, "optimizer", 6.2, 7.7, 0, -1, "optimizer", 0.0, 0.0),
+        IntervalRecord(0, "host", 1.2, 1.5, 0, 0, "L0.mlp", 0.0, 0.0, phase="forward"),
+        IntervalRecord(0, "backward", 1.5, 6.5, 0, 0, "L0.mlp", 32.0, 0.0),
+        IntervalRecord(0, "optimizer", 6.5, 8.0, 0, -1, "optimizer", 0.0, 0.0),
     )
-    trace = RunTrace(records, (), (), 7.7, 0, 0.0)
+    trace = RunTrace(records, (), (), 8.0, 0, 0.0)
     assert time_by_bound_s(trace, plan) == pytest.approx(
-        {"compute": 1.2, "memory": 5.0, "latency": 1.5}
+        {"compute": 1.2, "memory": 5.0, "latency": 1.5, "host": 0.3}
     )
 
 
