@@ -876,11 +876,12 @@ class Simulator:
         self, step: ComputeStep, tile: int, stage: int, mb: int, phase: str, start: float
     ) -> None:
         """Record ``tile``'s wait from ``start`` to now for the host to issue ``step``'s
-        last op as a ``host`` interval of pass ``phase`` (op ``{phase}.{op}``, as a
-        collective's wait)."""
+        last op as a ``host`` interval of pass ``phase`` (label ``host.{label}``, op
+        ``{phase}.{op}``, as a collective's wait is labelled by its pass)."""
         template = self._interval_templates.get((id(step), f"host.{phase}"))
         if template is None:
-            what = ("host", step.label, phase, step.layer, step.block, f"{phase}.{step.op}")
+            label = f"host.{step.label}"
+            what = ("host", label, phase, step.layer, step.block, f"{phase}.{step.op}")
             template = (0.0, 0.0, self._interval_records.code(what))
             self._interval_templates[id(step), f"host.{phase}"] = template
         self._append_interval(tile, start, stage, mb, 0.0, 0.0, template[2])
