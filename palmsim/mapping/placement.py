@@ -145,7 +145,8 @@ def place(
         note = f" (of its {chip.num_tiles}: dead or spare)" if len(usable) < chip.num_tiles else ""
         raise MappingError(
             f"mapping needs pp*tp*dp = {pp}*{tp}*{dp} = {needed} tiles but the chip has "
-            f"{len(usable)} usable tiles{note}"
+            f"{len(usable)} usable tiles{note}; choose --pp, --tp and --dp (mapping.pp, tp, dp) "
+            f"whose product is at most {len(usable)}"
         )
     order = [t for t in PLACERS.get(strategy)(chip) if t in usable]
 
