@@ -17,6 +17,7 @@ from dataclasses import dataclass
 __all__ = [
     "ConfigError",
     "ConfigProblem",
+    "DoesNotFitError",
     "MappingError",
     "PalmsimError",
     "RunDirError",
@@ -83,6 +84,10 @@ class MappingError(PalmsimError):
     """A valid configuration whose mapping is infeasible (memory, grid size, divisibility)."""
 
     exit_code = 3
+
+
+class DoesNotFitError(MappingError):
+    """A mapping whose memory overflows a DRAM port (or, without DRAM, the SRAM)."""
 
 
 class SimulationError(PalmsimError):

@@ -1494,6 +1494,7 @@ def _run_schema() -> Schema:
         "symmetric_replicas": _bool_rule(),
         "max_events": _int_rule(),
         "max_memory": _quantity_rule("bytes", positive=True),
+        "memory_check": _bool_rule(),
     }
 
 
@@ -1827,6 +1828,7 @@ def normalise_run(raw: Mapping[str, Any]) -> dict[str, Any]:
     out.setdefault("symmetric_replicas", defaults["symmetric_replicas"])
     out.setdefault("max_events", defaults["max_events"])
     out.setdefault("max_memory", format_exact(defaults["max_memory_bytes"], "bytes"))
+    out.setdefault("memory_check", defaults["memory_check"])
     return out
 
 
@@ -2680,7 +2682,8 @@ def build_mapping(values: Mapping[str, Any]) -> MappingSpec:
 
 def load_run(overrides: Sequence[str] = ()) -> RunSpec:
     """Run settings from ``run.`` overrides: ``run.seed`` (int >= 0), ``run.until`` (a time,
-    e.g. ``"10 s"``, or null for no limit), ``run.symmetric_replicas`` (bool). Defaults from
+    e.g. ``"10 s"``, or null for no limit), ``run.symmetric_replicas`` (bool),
+    ``run.max_events``, ``run.max_memory``, ``run.memory_check`` (bool). Defaults from
     :class:`RunSpec`.
 
     Raises:
@@ -2705,6 +2708,7 @@ def build_run(values: Mapping[str, Any]) -> RunSpec:
         symmetric_replicas=values["symmetric_replicas"],
         max_events=values["max_events"],
         max_memory_bytes=values["max_memory"],
+        memory_check=values["memory_check"],
     )
 
 
@@ -2971,6 +2975,7 @@ def spec_to_raw(spec: HardwareSpec | WorkloadSpec | MappingSpec | RunSpec) -> di
             "symmetric_replicas": spec.symmetric_replicas,
             "max_events": spec.max_events,
             "max_memory": format_exact(spec.max_memory_bytes, "bytes"),
+            "memory_check": spec.memory_check,
         }
     raise TypeError(f"spec_to_raw: not a spec: {type(spec).__name__}")
 

@@ -1670,6 +1670,12 @@ class RunSpec:
         "exceeds this [B]",
         default=8 * 2**30,
     )
+    memory_check: bool = _f(
+        "refuse a training mapping whose weights, gradients, optimizer state and activations "
+        "overflow a DRAM port (DoesNotFitError); false simulates it anyway (its memory in "
+        "summary.json beyond the capacity), as validate does for a published run that ran",
+        default=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

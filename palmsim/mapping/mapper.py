@@ -436,7 +436,8 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             for tile in replica[s]:
                 memory.append((tile, stage_memory.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
-    check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False)
+    if experiment.run.memory_check:
+        check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False)
     for s, (stage_memory, per_microbatch) in enumerate(stage_memories):
         programs.update(_stage(experiment, batch, model, layout, s, stage_memory, per_microbatch))
     comms, num_simulated_replicas, num_simulated_ranks = communicators(

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from palmsim.config.specs import RunSpec
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
@@ -97,6 +98,13 @@ def test_model_larger_than_memory_gives_the_breakdown():
         MappingError, match=r"does not fit.*weights .* GB \+ gradients .* optimizer"
     ):
         _run(experiment(hw, pp=2, tp=8, micro_batch_size=1))
+    # with run.memory_check false the same mapping is simulated, its memory beyond the port
+    unchecked = replace(
+        experiment(hw, pp=2, tp=8, micro_batch_size=1), run=RunSpec(memory_check=False)
+    )
+    plan, trace = _run(unchecked)
+    assert trace.end_time_s > 0
+    assert min(m.total for _, m in plan.memory) > 1e6
 
 
 def test_one_stage_has_no_pipeline_bubble_even_with_tensor_parallel_collectives():

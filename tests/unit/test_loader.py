@@ -379,6 +379,7 @@ def test_normalise_mapping_and_run_fill_spec_defaults() -> None:
         "symmetric_replicas": True,
         "max_events": 144_000_000,
         "max_memory": "8 GiB",
+        "memory_check": True,
     }
     assert normalise_run({"seed": 3})["seed"] == 3
 
@@ -1121,7 +1122,7 @@ def test_spec_to_raw_workload_mapping_run_round_trip(tmp_path: Path) -> None:
     mapping = MappingSpec(pp=4, tp=2, recompute="selective", dp_overlap=False)
     assert load_mapping([("m", spec_to_raw(mapping))]) == mapping
 
-    run = RunSpec(seed=3, until_s=0.25)
+    run = RunSpec(seed=3, until_s=0.25, memory_check=False)
     raw_run = spec_to_raw(run)
     assert raw_run == {
         "seed": 3,
@@ -1129,6 +1130,7 @@ def test_spec_to_raw_workload_mapping_run_round_trip(tmp_path: Path) -> None:
         "symmetric_replicas": True,
         "max_events": 144_000_000,
         "max_memory": "8 GiB",
+        "memory_check": False,
     }
     assert load_run([f"run.{k}={v}" for k, v in raw_run.items()]) == run
     assert spec_to_raw(RunSpec())["until"] is None

@@ -1246,6 +1246,39 @@ def test_unstated_recompute_tries_what_existed_at_the_runs_date(
     assert (note is None) == ("predates" not in why) and (note is None or note in why)
 
 
+@pytest.mark.parametrize("recompute", ["full", ...])
+def test_a_published_run_palmsim_thinks_too_large_is_simulated_and_marked(
+    tmp_path: Path, monkeypatch, recompute
+) -> None:
+    """A measured run fit its GPUs. Where palmsim's memory model puts every setting tried
+    over the memory (DoesNotFitError), the last of them, the least memory, is simulated with
+    run.memory_check false, and every figure is marked with the overflow; a run that states
+    its recompute tries that one only. Any other infeasible mapping stays not run."""
+    import palmsim.validate as module
+    from palmsim.errors import DoesNotFitError
+
+    tried = []
+
+    def never_fits(experiment):
+        tried.append((experiment.mapping.recompute, experiment.run.memory_check))
+        if experiment.run.memory_check:
+            raise DoesNotFitError("model does not fit: 81 GB against 80 GB")
+        return simulate(experiment)
+
+    monkeypatch.setattr(module, "simulate", never_fits)
+    case = _case(training={"activation_recompute": recompute})
+    report = validate(_write(tmp_path, [{"id": "big", **case}]))
+    assert report.comparisons and not report.skipped
+    assert all("run.memory_check" in c.assumed for c in report.comparisons)
+    assumed = {a.key: a for _, a in report.assumptions}
+    assert "81 GB against 80 GB" in assumed["run.memory_check"].why
+    assert tried[-1] == ("full", False) and tried.count(("full", False)) == 1
+    if recompute is ...:
+        assert assumed["training.activation_recompute"].why.startswith("not stated: none of")
+    else:
+        assert {mode for mode, _ in tried} == {"full"}
+
+
 def test_light_recompute_takes_the_modules_the_model_has() -> None:
     from palmsim.config.loader import load_workload
     from palmsim.validate import light_recompute_modules
