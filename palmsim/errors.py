@@ -17,7 +17,6 @@ from dataclasses import dataclass
 __all__ = [
     "ConfigError",
     "ConfigProblem",
-    "DoesNotFitError",
     "MappingError",
     "PalmsimError",
     "RunDirError",
@@ -81,13 +80,17 @@ class ConfigError(PalmsimError):
 
 
 class MappingError(PalmsimError):
-    """A valid configuration whose mapping is infeasible (memory, grid size, divisibility)."""
+    """A valid configuration whose mapping is infeasible (memory, grid size, divisibility).
+
+    ``does_not_fit``: infeasible because its memory overflows a DRAM port (or, without DRAM,
+    the SRAM), which ``run.memory_check`` false lets through.
+    """
 
     exit_code = 3
 
-
-class DoesNotFitError(MappingError):
-    """A mapping whose memory overflows a DRAM port (or, without DRAM, the SRAM)."""
+    def __init__(self, message: str, *, does_not_fit: bool = False) -> None:
+        super().__init__(message)
+        self.does_not_fit = does_not_fit
 
 
 class SimulationError(PalmsimError):

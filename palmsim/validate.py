@@ -60,7 +60,7 @@ from palmsim.config.specs import (
     ModelSpec,
 )
 from palmsim.engine.records import WAIT_CATEGORIES, RunTrace
-from palmsim.errors import ConfigError, DoesNotFitError, MappingError, PalmsimError
+from palmsim.errors import ConfigError, MappingError, PalmsimError
 from palmsim.registry import Registry
 from palmsim.workload.builders import (
     hardware_flop_per_iteration,
@@ -2896,11 +2896,11 @@ def _simulate_case(
             mode = f"selective ({', '.join(modules)})"
         try:
             result = simulate(experiment)
-        except DoesNotFitError as error:
+        except MappingError as error:
             if i + 1 < len(tries):
                 i += 1
                 continue
-            if unchecked:
+            if unchecked or not error.does_not_fit:
                 raise
             # The run was measured, so it fit: palmsim's memory model is over, not the run.
             # Its last setting, the least memory of those tried, runs without the check.
@@ -2911,11 +2911,6 @@ def _simulate_case(
             )
             assumptions += (Assumption("run.memory_check", False, why),)
             continue
-        except MappingError:
-            if i + 1 < len(tries):
-                i += 1
-                continue
-            raise
         if len(modes) > 1:
             tried = ", ".join(_RECOMPUTE_WORDS[m] for m in modes)
             why = f"not stated: the least recompute that fits ({tried})"

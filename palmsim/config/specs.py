@@ -1672,8 +1672,9 @@ class RunSpec:
     )
     memory_check: bool = _f(
         "refuse a training mapping whose weights, gradients, optimizer state and activations "
-        "overflow a DRAM port (DoesNotFitError); false simulates it anyway (its memory in "
-        "summary.json beyond the capacity), as validate does for a published run that ran",
+        "overflow a DRAM port (MappingError: model does not fit); false simulates it anyway "
+        "(its memory in summary.json beyond the capacity), as validate does for a published "
+        "run that ran",
         default=True,
     )
 

@@ -18,8 +18,8 @@ stage 2 also the gradients, stage 3 also the weights, which are then all-gathere
 
 SRAM is filled in the order the demands are given (training: weights, gradients, optimizer
 state, activations; inference: weights, KV cache, activations); the rest lives in DRAM, on the
-tile's home DRAM port, and a port asked for more than its capacity is a
-:class:`~palmsim.errors.DoesNotFitError` (a MappingError).
+tile's home DRAM port, and a port asked for more than its capacity is a :class:`MappingError`
+(``does_not_fit``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, MappingSpec
-from palmsim.errors import DoesNotFitError
+from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement
 from palmsim.hardware.memory import split_sram_dram
@@ -189,8 +189,8 @@ def check_fit(
     *,
     inference: bool,
 ) -> None:
-    """Raise :class:`DoesNotFitError` with the neediest tile's breakdown if any DRAM port is
-    asked to hold more than it has."""
+    """Raise :class:`MappingError` (``does_not_fit``) with the neediest tile's breakdown if any
+    DRAM port is asked to hold more than it has."""
     overflow = dram_overflow(chip, memory, port_of)
     if overflow is None:
         return
@@ -205,14 +205,16 @@ def check_fit(
         head += f"{need / GB:.4g} GB; tile {worst} needs weights {b.weights / GB:.4g} GB + "
         sram = f"{sram_capacity_bytes / MiB:.4g} MiB of SRAM"
     if inference:
-        raise DoesNotFitError(
+        raise MappingError(
             f"inference does not fit: {head}KV cache at full length and activations "
             f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against {sram}; use more "
-            f"stages/tensor parallelism, a smaller batch or shorter sequences"
+            f"stages/tensor parallelism, a smaller batch or shorter sequences",
+            does_not_fit=True,
         )
-    raise DoesNotFitError(
+    raise MappingError(
         f"model does not fit: {head}gradients {b.gradients / GB:.4g} GB + "
         f"optimizer {b.optimizer / GB:.4g} GB + activations {b.activations / GB:.4g} GB "
         f"= {b.total / GB:.4g} GB against {sram}; use more stages/tensor parallelism, "
-        f"recompute, or smaller micro-batches"
+        f"recompute, or smaller micro-batches",
+        does_not_fit=True,
     )

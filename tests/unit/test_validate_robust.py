@@ -1251,18 +1251,18 @@ def test_a_published_run_palmsim_thinks_too_large_is_simulated_and_marked(
     tmp_path: Path, monkeypatch, recompute
 ) -> None:
     """A measured run fit its GPUs. Where palmsim's memory model puts every setting tried
-    over the memory (DoesNotFitError), the last of them, the least memory, is simulated with
-    run.memory_check false, and every figure is marked with the overflow; a run that states
-    its recompute tries that one only. Any other infeasible mapping stays not run."""
+    over the memory (a MappingError that does_not_fit), the last of them, the least memory,
+    is simulated with run.memory_check false, and every figure is marked with the overflow;
+    a run that states its recompute tries that one only."""
     import palmsim.validate as module
-    from palmsim.errors import DoesNotFitError
+    from palmsim.errors import MappingError
 
     tried = []
 
     def never_fits(experiment):
         tried.append((experiment.mapping.recompute, experiment.run.memory_check))
         if experiment.run.memory_check:
-            raise DoesNotFitError("model does not fit: 81 GB against 80 GB")
+            raise MappingError("model does not fit: 81 GB against 80 GB", does_not_fit=True)
         return simulate(experiment)
 
     monkeypatch.setattr(module, "simulate", never_fits)
@@ -1277,6 +1277,13 @@ def test_a_published_run_palmsim_thinks_too_large_is_simulated_and_marked(
         assert assumed["training.activation_recompute"].why.startswith("not stated: none of")
     else:
         assert {mode for mode, _ in tried} == {"full"}
+
+    def too_few_gpus(experiment):
+        raise MappingError("mapping needs 16 tiles but the chip has 8")
+
+    monkeypatch.setattr(module, "simulate", too_few_gpus)  # not a memory overflow: not run
+    report = validate(_write(tmp_path, [{"id": "big", **case}]))
+    assert not report.comparisons and "needs 16 tiles" in report.skipped[0].reason
 
 
 def test_light_recompute_takes_the_modules_the_model_has() -> None:
