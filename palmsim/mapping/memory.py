@@ -215,6 +215,7 @@ def check_fit(
         f"model does not fit: {head}gradients {b.gradients / GB:.4g} GB + "
         f"optimizer {b.optimizer / GB:.4g} GB + activations {b.activations / GB:.4g} GB "
         f"= {b.total / GB:.4g} GB against {sram}; use more stages/tensor parallelism, "
-        f"recompute, or smaller micro-batches",
+        f"recompute, or smaller micro-batches (or --set run.memory_check=false to simulate "
+        f"it anyway)",
         does_not_fit=True,
     )
