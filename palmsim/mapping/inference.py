@@ -899,11 +899,11 @@ def _stage_memory(
     )  # fmt: skip
 
 
-def _host_dispatch_s(inf: InferenceSpec, tile: TileSpec, tag: str) -> float:
-    """The host's time to issue one op of a pass of kind ``tag`` (``P`` prefill, ``D``
-    decode): ``tile.host_dispatch``, or 0 for a pass replayed from a trace
-    (``inference.trace``)."""
-    traced = inf.trace == "all" or (inf.trace == "decode" and tag == "D")
+def host_dispatch_s(trace: str, tile: TileSpec, *, decode: bool) -> float:
+    """The host's time to issue one op of a pass (a decode pass, or one with a prompt):
+    ``tile.host_dispatch``, or 0 for a pass replayed from a trace (``trace``: the mode of
+    ``inference.trace`` or ``serving.trace``, 'all', 'decode' or 'none')."""
+    traced = trace == "all" or (trace == "decode" and decode)
     return 0.0 if traced else tile.host_dispatch_s
 
 
@@ -988,7 +988,7 @@ def _stage(
     # The host issues the chunks one after another with no wait between them (the engine
     # runs them as one pass), so a chunk's host times follow the chunks' before it.
     chunk, chunks = inf.prefill_passes()
-    dispatch_s = _host_dispatch_s(inf, hw.tile, "P")
+    dispatch_s = host_dispatch_s(inf.trace, hw.tile, decode=False)
     passes: list[Step] = []  # extended in place: a long prompt has many chunks
     issued_s = 0.0  # the host's time for the chunks so far
     for k in range(chunks):
@@ -1208,7 +1208,7 @@ class _Lowering:
         # ahead of the device through the pass and a step cannot end before the host has
         # issued its last op: ComputeStep.host_issued_s, the ops of the pass up to and
         # including the step's (collectives included, one op each) x tile.host_dispatch.
-        dispatch_s = _host_dispatch_s(inf, self.costing.tile, tag)
+        dispatch_s = host_dispatch_s(inf.trace, self.costing.tile, decode=tag == "D")
         issued = 0  # ops of the pass the host has issued so far
         # Weights streamed by a DRAM prefetcher (inference.weight_prefetch) are read by cores
         # of their own into a circular buffer in the matmul cores' L1, in the order the ops

@@ -65,6 +65,7 @@ from palmsim.mapping.inference import (
     dram_sharded_time_s,
     format_costing,
     fused_experts,
+    host_dispatch_s,
     interleaved_read_floor_s,
     kv_cache_bytes,
     padded_rows,
@@ -460,8 +461,7 @@ class ServingPlan:
         # (mapping/inference.py): a segment's step carries its ops' host time, its TP
         # collective's one op included, and the engine runs the host and the device as a
         # pipeline over the iteration's segments (engine/serving.py, _HostPipeline).
-        traced = self.serving.trace == "all" or (self.serving.trace == "decode" and decode_only)
-        dispatch_s = 0.0 if traced else self.hardware.tile.host_dispatch_s
+        dispatch_s = host_dispatch_s(self.serving.trace, self.hardware.tile, decode=decode_only)
         collective_ops = 1 if tp > 1 else 0  # the segment's closing all-reduce
 
         def dispatched(
