@@ -2905,9 +2905,8 @@ def _simulate_case(
             # The run was measured, so it fit: palmsim's memory model is over, not the run.
             # Its last setting, the least memory of those tried, runs without the check.
             unchecked = ("run.memory_check=false",)
-            overflow = _one_line(error).split("; use ")[0]  # the breakdown, not the advice
             why = (
-                f"palmsim's memory model puts the run over its memory ({overflow}); "
+                f"palmsim's memory model puts the run over its memory ({_one_line(error)}); "
                 "the published run ran, so it is simulated anyway (run.memory_check false)"
             )
             assumptions += (Assumption("run.memory_check", False, why),)
