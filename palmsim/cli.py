@@ -640,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``palmsim`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="palmsim",
-        description="Simulate LLM training on wafer-scale chips and GPU clusters.",
+        description="Simulate training and serving of large models on tiled accelerators "
+        "(wafer-scale chips, Tenstorrent, Cerebras) and GPU clusters.",
     )
     parser.add_argument(
         "--version",
@@ -651,7 +652,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command")
 
-    run = sub.add_parser("run", help="simulate one training iteration and write its results")
+    run = sub.add_parser(
+        "run",
+        help="simulate one training iteration (or, --mode inference, one batch's prefill and "
+        "decode) and write its results",
+    )
     _add_inputs(run, ("training", "inference", "serving"))
     run.add_argument("--serving", help="--mode serving: the serving YAML (as palmsim serve's)")
     run.add_argument(
@@ -802,8 +807,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser(
         "calibrate",
-        help="fit a GPU config's GEMM, memory-bound-kernel and all-reduce parameters "
-        "to measurements",
+        help="fit a GPU config's GEMM, memory-bound-kernel and all-reduce parameters, or "
+        "(--tiles) a tiled chip's GEMM, DRAM and CCL parameters, to measurements",
     )
     cal.add_argument(
         "file", nargs="?", help="measurements YAML (default: validation/measurements.yaml)"
