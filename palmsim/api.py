@@ -558,6 +558,21 @@ def serve(
         spec.traffic, np.random.default_rng(run.seed), wl.model.max_position_embeddings
     )
     trace = ServingSimulator(chip, plan, requests, run).run()
+    rejected = sum(r.status == "rejected" for r in trace.requests)
+    if rejected:
+        sched = spec.scheduler
+        log.warning(
+            "%d of %d requests rejected: each needs more KV blocks than a replica's cache holds "
+            "(serving.scheduler.num_kv_blocks: %d blocks of %d tokens)%s",
+            rejected,
+            len(trace.requests),
+            plan.num_kv_blocks,
+            sched.block_size,
+            ""
+            if sched.enable_chunked_prefill
+            else " or, without chunked prefill, more tokens than "
+            f"serving.scheduler.max_num_batched_tokens ({sched.max_num_batched_tokens})",
+        )
     summary = summarize_serving(trace, spec.slo)
     serving_raw = dataclasses.asdict(spec)
     serving_raw["traffic"].pop("trace")

@@ -96,7 +96,12 @@ def _quantiles(values: np.ndarray, name: str) -> dict[str, float]:
 
 def _iteration_stats(iterations: Sequence[IterationRecord], kv_blocks: int) -> dict[str, Any]:
     if not iterations:
-        return {"kv_cache_util_mean": 0.0, "kv_cache_util_max": 0.0, "batch_size_mean": 0.0}
+        return {
+            "kv_cache_util_mean": 0.0,
+            "kv_cache_util_max": 0.0,
+            "batch_size_mean": 0.0,
+            "batch_tokens_mean": 0.0,
+        }
     spans = np.array([i.end_s - i.start_s for i in iterations])
     used = np.array([i.kv_blocks_used for i in iterations], dtype=float) / kv_blocks
     seqs = np.array([i.num_seqs for i in iterations], dtype=float)

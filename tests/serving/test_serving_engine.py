@@ -99,6 +99,19 @@ def test_palmsim_serve_writes_the_run_folder(tmp_path, capsys):
     assert len((out / "requests.csv").read_text().splitlines()) == 7
 
 
+def test_a_cache_too_small_for_any_request_says_so_and_still_writes(tmp_path, capsys, caplog):
+    """One 16-token block holds no request: all are rejected at arrival, the table prints
+    zeros (no iteration ran) and a warning names the cache size to change."""
+    out = tmp_path / "run"
+    args = ["serve", "--no-plots", "--out", str(out), "--set", "serving.traffic.num_requests=5"]
+    assert main([*args, "--set", "serving.scheduler.num_kv_blocks=1"]) == 0
+    assert "0 finished, 5 rejected" in capsys.readouterr().out
+    assert "5 of 5 requests rejected" in caplog.text
+    assert "num_kv_blocks: 1 blocks" in caplog.text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_iterations"] == 0 and summary["batch_tokens_mean"] == 0.0
+
+
 def test_palmsim_serve_bad_key_exits_2(capsys):
     assert main(["serve", "--set", "serving.traffic.rat_per_s=3"]) == 2
     assert "did you mean 'rate_per_s'" in capsys.readouterr().err
