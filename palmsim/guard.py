@@ -23,7 +23,8 @@ behind the estimate when it passes the run's budgets, ``run.max_events`` and
      never fuses two layers into one step), and each compute step is at least one SimPy
      event;
    - inference: ``E >= m * n_out * L * t * r`` (a prefill and ``n_out - 1`` decode passes
-     of each micro-batch through every layer).
+     of each micro-batch through every layer);
+   - a mixture of experts: ``8 * ep * E_experts`` bytes, one layer's routing table.
 
 2. :func:`check_plan`, on the :class:`MappingPlan` before simulating, with the step counts
    the engine will execute (:func:`plan_estimate`): per simulated tile, for each scheduled
@@ -61,6 +62,7 @@ from palmsim.mapping.plan import CollectiveStep, ComputeStep, MappingPlan, Step
 
 __all__ = [
     "BYTES_PER_RECORD",
+    "ROUTING_BYTES_PER_ENTRY",
     "Estimate",
     "check_experiment",
     "check_layers",
@@ -77,6 +79,10 @@ __all__ = [
 #: sample 20 B. The estimate counts the widest, an interval's. The table the codes index
 #: holds each distinct combination once (thousands per run), so it is not counted per record.
 BYTES_PER_RECORD = max(ROW_BYTES.values())
+
+#: Bytes of one entry of a mixture of experts' routing table [B]: a float64 load per source
+#: rank and expert (:func:`palmsim.workload.moe.expert_loads`).
+ROUTING_BYTES_PER_ENTRY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +125,19 @@ def spec_estimate(experiment: ExperimentSpec) -> Estimate:
             f"{mapping.micro_batch_size} per replica) over model.num_hidden_layers={layers}"
         )
     steps = float(passes) * layers * ranks * replicas
+    memory = steps * BYTES_PER_RECORD + tiles * CHIP_BYTES_PER_TILE
+    # a mixture of experts: the mapper routes a layer's tokens by a table of
+    # ep x num_experts float64 loads (workload.moe.expert_loads)
+    routing = float(workload.model.num_experts) * max(1, mapping.ep) * ROUTING_BYTES_PER_ENTRY
+    if routing > memory:
+        driver = (
+            f"model.num_experts={workload.model.num_experts} (a routing table of "
+            f"{max(1, mapping.ep)} x {workload.model.num_experts} loads per layer)"
+        )
     return Estimate(
         events=steps + tiles * TILE_EVENTS,
         records=steps,
-        memory_bytes=steps * BYTES_PER_RECORD + tiles * CHIP_BYTES_PER_TILE,
+        memory_bytes=memory + routing,
         driver=driver,
     )
 

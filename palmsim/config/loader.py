@@ -1631,13 +1631,17 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
     other key (``torch_dtype``, ``architectures``, token ids, ...): it is not our format.
     Values the file states explicitly win over derived ones.
     """
+    typed: list[ConfigProblem] = []
+    if not isinstance(hf.get("model_type", ""), str):
+        typed.append(ConfigProblem(where, "model_type", hf["model_type"], "a string, e.g. 'llama'"))
+        hf = {k: v for k, v in hf.items() if k != "model_type"}
     if hf.get("model_type") in _MULTIMODAL and isinstance(hf.get("text_config"), Mapping):
         # Llama 4's and Qwen3.5's config.json hold the language model under text_config beside
         # the vision encoder's; a training or serving run of text tokens uses it alone
         hf = {"model_type": _MULTIMODAL[hf["model_type"]], **hf["text_config"]}
     known = {f.name for f in fields(ModelSpec)} - {"name"}
     model = {k: copy.deepcopy(v) for k, v in hf.items() if k in known or k in _HF_ALIASES}
-    problems = _rename_aliases(model, where, "")
+    problems = typed + _rename_aliases(model, where, "")
     model_type = hf.get("model_type")
     if "rms_norm_eps" in hf:
         model.setdefault("norm", "rmsnorm")

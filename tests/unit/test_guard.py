@@ -177,3 +177,18 @@ def test_a_prompt_in_ten_million_chunks_is_refused_before_mapping() -> None:
     assert guard.spec_estimate(exp).events >= 10_000_001 * 32
     with pytest.raises(MappingError, match=r"9999999 further prefill chunks"):
         simulate(exp)
+
+
+def test_a_trillion_experts_are_refused_before_their_routing_table() -> None:
+    """Mixtral with 10^12 experts over EP 8: one layer's routing table alone is
+    8 x 10^12 float64 loads = 6.4e13 B, far above the 8 GiB budget, so the guard refuses it
+    before the mapper allocates the table."""
+    exp = load_experiment(
+        "hw_configs/dgx-h100.yaml",
+        "workloads/mixtral-8x7b.yaml",
+        overrides=["model.num_experts=1000000000000"],
+        mapping_flags={"ep": 8, "tp": 1, "dp": 8},
+    )
+    assert guard.spec_estimate(exp).memory_bytes >= 8 * 10**12 * 8
+    with pytest.raises(MappingError, match=r"model\.num_experts=1000000000000 \(a routing table"):
+        simulate(exp)

@@ -418,6 +418,15 @@ def test_hf_to_model_llama_family() -> None:
     assert (model["use_bias"], model["tie_word_embeddings"]) == (False, True)
 
 
+@pytest.mark.parametrize("model_type", [["llama"], {"a": 1}, 7])
+def test_hf_to_model_model_type_that_is_no_string_is_a_problem(model_type) -> None:
+    """A list or map is unhashable and was an internal error where the family is looked up;
+    it is the file's problem, named once, and the rest is read as a config of no family."""
+    model, problems = hf_to_model({"model_type": model_type, "hidden_size": 64}, "x.json")
+    assert model == {"hidden_size": 64}
+    assert [(p.key, p.value) for p in problems] == [("model_type", model_type)]
+
+
 def test_hf_to_model_nemotron_is_layernorm_rope_without_biases() -> None:
     """Hugging Face's NemotronConfig states none of the three: its model type says them."""
     hf = {"model_type": "nemotron", "hidden_act": "relu2", "norm_eps": 1e-5, "hidden_size": 64}
