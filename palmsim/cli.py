@@ -993,6 +993,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.verbose:
             traceback.print_exc()
         text = "; ".join(line.strip() for line in str(bug).splitlines() if line.strip())
+        text = text if len(text) <= 500 else text[:497] + "..."
         print(
             f"palmsim: internal error, please report it: {type(bug).__name__}: {text}"
             + ("" if args.verbose else " (run with -v for the traceback)"),

@@ -12,6 +12,7 @@ Programmer errors are ``assert``\\ s, never these.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 
 __all__ = [
@@ -30,6 +31,29 @@ class PalmsimError(Exception):
     exit_code = 1
 
 
+def _bounded_repr() -> reprlib.Repr:
+    """``repr`` cut to a line's worth: a value in an error message may be any YAML, and a
+    file of nested aliases (a 'billion laughs') expands to gigabytes when printed whole."""
+    r = reprlib.Repr()
+    r.maxlevel = 2
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = 8
+    r.maxstring = r.maxother = 160
+    r.maxlong = 40
+    return r
+
+
+_REPR = _bounded_repr()
+
+#: The most characters of a value an error message shows.
+MAX_VALUE_CHARS = 300
+
+
+def value_repr(value: object) -> str:
+    """``repr(value)`` bounded in depth, items and length (:func:`_bounded_repr`)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """One thing wrong in one config file."""
@@ -44,7 +68,7 @@ class ConfigProblem:
         key = self.key or "<top level>"
         if self.value is _MISSING:
             return f"{where}{key}: missing; expected {self.expected}"
-        return f"{where}{key}: got {self.value!r}; expected {self.expected}"
+        return f"{where}{key}: got {value_repr(self.value)}; expected {self.expected}"
 
 
 class _Missing:

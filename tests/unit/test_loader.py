@@ -1291,3 +1291,18 @@ def test_a_wafer_simulating_too_many_tiles_asks_for_a_granularity() -> None:
         load_hardware("hw_configs/cerebras-wse2.yaml", ["hw.chip.granularity=1"])
     assert set(_problems(info)) == {"chip.granularity"}
     assert "562500" in str(info.value)
+
+
+def test_a_value_of_nested_aliases_prints_a_line_not_gigabytes(tmp_path: Path) -> None:
+    """A 'billion laughs' spec: nine levels of 10-element aliases are 10^10 values when
+    expanded. YAML shares the aliased lists (little memory), but printing the value whole in
+    the error took gigabytes; the message shows a bounded repr."""
+    lines = ["bomb:", "  a0: &a0 [1,1,1,1,1,1,1,1,1,1]"]
+    lines += [f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = tmp_path / "w.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as raised:
+        load_workload(str(path))
+    (bomb,) = [p for p in raised.value.problems if p.key == "bomb"]
+    assert len(str(bomb)) < 500 + len(str(path))
+    assert str(bomb).startswith(f"{path}: bomb: got {{'a0': [1, 1, 1, 1, 1, 1, 1, 1, ...], 'a1'")
