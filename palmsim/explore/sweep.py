@@ -22,8 +22,10 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -85,6 +87,12 @@ def _result_value(summary: Mapping[str, Any], column: str) -> Any:
 
 
 _SPEC_KEYS = ("base", "set", "grid", "zip")
+
+#: The most points one sweep spec may hold. Each point is a whole simulation (about a
+#: second to a minute, README "Sweeps"), so 100,000 points are already days of CPU time on
+#: one machine; a larger grid is refused before its points are built, not left to run
+#: for ever (a 500-byte spec can name 10^12 points).
+MAX_POINTS = 100_000
 _BASE_KEYS = ("hw", "workload", "mapping")
 
 
@@ -129,12 +137,15 @@ def _check_key(where: str, section: str, key: Any) -> list[ConfigProblem]:
     return []
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and check a sweep spec and expand its points.
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read and check a sweep spec and expand its points; ``overrides`` (the command line's
+    ``--set``) follow each point's fixed ``set:`` ones, before its swept values, and are
+    part of its id: a rerun with other ``--set`` values is another sweep.
 
     Raises:
         ConfigError: every problem of the spec at once (unknown keys with "did you mean",
-            missing base files, lists that are empty or of unequal length, bad ``--set`` keys).
+            missing base files, lists that are empty or of unequal length, bad ``--set`` keys,
+            more than :data:`MAX_POINTS` points, two points with the same overrides).
     """
     where = str(path)
     raw = read_config_file(path)
@@ -185,24 +196,40 @@ def load_sweep(path: str | Path) -> SweepSpec:
     both = set(lists["grid"]) & set(lists["zip"])
     if both:
         bad("zip", sorted(both), "keys not also in grid")
+    count = math.prod(len(v) for v in lists["grid"].values()) * max(lengths, default=1)
+    if count > MAX_POINTS:
+        bad(
+            "grid" if lists["grid"] else "zip",
+            {k: len(v) for section in lists.values() for k, v in section.items()},
+            f"at most {MAX_POINTS} points in all, not {count} (split the sweep into specs "
+            "of fewer values)",
+        )
     if problems:
         raise ConfigError(problems)
     keys = tuple(lists["grid"]) + tuple(lists["zip"])
-    return SweepSpec(
-        where,
-        files.get("hw"),
-        files.get("workload"),
-        files.get("mapping"),
-        keys,
-        tuple(
-            _points(
-                keys,
-                lists["grid"],
-                lists["zip"],
-                tuple(fixed),
-                (files.get("hw"), files.get("workload"), files.get("mapping")),
+    points = tuple(
+        _points(
+            keys,
+            lists["grid"],
+            lists["zip"],
+            tuple(fixed) + tuple(overrides),
+            (files.get("hw"), files.get("workload"), files.get("mapping")),
+        )
+    )
+    first: dict[str, SweepPoint] = {}
+    for point in points:
+        if point.point_id in first:
+            twice = dict(point.values)
+            bad(
+                "grid" if lists["grid"] else "zip",
+                {k: [dict(first[point.point_id].values)[k], v] for k, v in twice.items()},
+                "values that give distinct points: these two give the same overrides "
+                f"({', '.join(point.overrides[len(fixed) + len(overrides) :])})",
             )
-        ),
+            raise ConfigError(problems)
+        first[point.point_id] = point
+    return SweepSpec(
+        where, files.get("hw"), files.get("workload"), files.get("mapping"), keys, points
     )
 
 
@@ -348,22 +375,33 @@ def sweep(
         progress: called as ``progress(done, total, counts)`` once before the first point and
             after each point: points finished (earlier runs' included), points in the spec,
             and a text of the counts by status (the CLI draws it as a progress bar).
-        overrides: ``--set`` strings added after every point's own (e.g. the run budgets
-            ``run.max_events``); they do not change the point ids.
+        overrides: ``--set`` strings added to every point after the spec's ``set:`` (e.g.
+            the run budgets ``run.max_events``); they are part of the point ids, so a rerun
+            with other ``--set`` values does not take the first run's points for its own.
 
     Raises:
-        ConfigError: a bad spec, an unknown executor, or ``dask`` without a scheduler or
-            without the ``palmsim[dask]`` extra installed.
+        ConfigError: a bad spec, a bad base file or fixed override (every point would fail
+            the same way), a bad ``--jobs`` or ``--out``, an unknown executor, or ``dask``
+            without a reachable scheduler or without the ``palmsim[dask]`` extra installed.
     """
-    spec = load_sweep(spec_path)
+    if jobs is not None and jobs < 1:
+        raise ConfigError.single("command line", "--jobs", jobs, "an int >= 1 (worker processes)")
+    spec = load_sweep(spec_path, overrides)
     out = Path(out_dir)
+    try:
+        (out / "points").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError.single(
+            "command line", "--out", str(out_dir), f"a folder palmsim can write ({error.strerror})"
+        ) from None
+    _check_shared_inputs(spec)
     header = ("point", "status", "reason", *spec.keys, *RESULT_COLUMNS, "run_dir")
     tasks = [
         {
             "hw": spec.hw,
             "workload": spec.workload,
             "mapping": spec.mapping,
-            "overrides": [*point.overrides, *overrides],
+            "overrides": list(point.overrides),
             "out_dir": str(out / "points" / point.point_id),
             "plots": plots,
         }
@@ -372,10 +410,11 @@ def sweep(
     ]
     tracker = _Progress(len(spec.points), len(spec.points) - len(tasks), progress)
     tracker.update()
+    table = _Table(out / "results.csv", header, spec, out)
 
     def finished(status: Mapping[str, Any]) -> None:
         tracker.update(str(status["status"]), bool(status.get("warnings")))
-        write_csv(out / "results.csv", header, _results_rows(spec, out))
+        table.refresh()
 
     try:
         if executor == "local":
@@ -392,9 +431,69 @@ def sweep(
         else:
             raise ConfigError.single("--executor", "executor", executor, "local or dask")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table lists every point on disk
-        write_csv(out / "results.csv", header, _results_rows(spec, out))
+        table.write()
         raise
-    return write_csv(out / "results.csv", header, _results_rows(spec, out))
+    return table.write()
+
+
+class _Table:
+    """``results.csv``, rewritten as points finish. A rewrite reads every point's
+    ``status.json``, so it is skipped while less than :data:`TABLE_REFRESH_RATIO` times the
+    last rewrite's own duration (and at least a second) has passed: the table lags by about
+    a second on a small sweep and its upkeep stays a fixed share of the run on a large one,
+    not growing with the square of the points. The last write, at the end, is complete."""
+
+    def __init__(self, path: Path, header: tuple[str, ...], spec: SweepSpec, out: Path) -> None:
+        self.path, self.header, self.spec, self.out = path, header, spec, out
+        self.last_s = -math.inf  # when the last rewrite ended (time.monotonic)
+        self.cost_s = 0.0  # how long it took
+
+    def write(self) -> Path:
+        start = time.monotonic()
+        path = write_csv(self.path, self.header, _results_rows(self.spec, self.out))
+        self.last_s = time.monotonic()
+        self.cost_s = self.last_s - start
+        return path
+
+    def refresh(self) -> None:
+        if time.monotonic() - self.last_s >= max(1.0, TABLE_REFRESH_RATIO * self.cost_s):
+            self.write()
+
+
+#: A rewrite of results.csv waits at least this many times the last one's duration.
+TABLE_REFRESH_RATIO = 20
+
+
+def _check_shared_inputs(spec: SweepSpec) -> None:
+    """Load the first point's experiment: a problem of the base files, the fixed ``set:`` or
+    the command line's ``--set`` (anything but a swept key's value), or a swept key that is
+    no key, is every point's, so it is the spec's ConfigError now, not a table of failed
+    points after the whole sweep has run. A swept value's own problem stays its point's."""
+    from palmsim.api import load_experiment
+
+    if not spec.points:
+        return
+    try:
+        load_experiment(spec.hw, spec.workload, spec.mapping, overrides=spec.points[0].overrides)
+    except ConfigError as error:
+        shared = [
+            p
+            for p in error.problems
+            if p.expected.startswith("a known key") or not any(_names(p.key, k) for k in spec.keys)
+        ]
+        if shared:
+            raise ConfigError(shared) from None
+
+
+def _names(problem_key: str, swept_key: str) -> bool:
+    """Whether a problem's key is the swept ``--set`` key (``mapping.pp``) or a part of its
+    path (a file's problem is keyed without the section: ``pp``, ``system.link.bandwidth``)."""
+    tail = swept_key.split(".", 1)[-1]
+    return problem_key in (swept_key, tail) or swept_key.endswith("." + problem_key)
+
+
+#: How long palmsim waits for a Dask scheduler to answer [s].
+DASK_CONNECT_TIMEOUT_S = 30
 
 
 def _run_on_dask(
@@ -413,7 +512,16 @@ def _run_on_dask(
         raise ConfigError.single(
             "--executor", "executor", "dask", "the palmsim[dask] extra: pip install 'palmsim[dask]'"
         ) from None
-    with Client(scheduler) as client:
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S)
+    except (OSError, ValueError, TypeError) as error:
+        raise ConfigError.single(
+            "command line",
+            "--scheduler",
+            scheduler,
+            f"the address of a running Dask scheduler, e.g. tcp://host:8786 ({error})",
+        ) from None
+    with client:
         futures = client.map(run_point, tasks, pure=False)
         for future in dask_completed(futures):
             finished(future.result())

@@ -72,6 +72,79 @@ def test_bad_spec_lists_every_problem(tmp_path: Path) -> None:
     assert "did you mean 'grid'" in str(info.value)
 
 
+def test_a_grid_of_a_million_points_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """Six keys of ten values: 10^6 points, ten times MAX_POINTS. Counted as the product of
+    the list lengths, so a 10^12-point spec is refused as fast (it once ran out of memory
+    building its points)."""
+    keys = ("run.seed", "hw.defects.seed", "mapping.pp", "mapping.dp", "mapping.tp", "mapping.zero")
+    grid = ", ".join(f"{k}: {list(range(10))}" for k in keys)
+    with pytest.raises(ConfigError, match=r"at most 100000 points in all, not 1000000 "):
+        load_sweep(_spec(tmp_path, f"grid: {{{grid}}}\n"))
+
+
+@pytest.mark.parametrize("values", ["[1f1b, 1f1b]", "[4, '4']"])
+def test_two_values_that_give_one_point_are_a_spec_error(tmp_path: Path, values: str) -> None:
+    """[4, '4'] are one --set value (mapping.pp=4): two rows of one point id, and with
+    --jobs 2 two workers writing one folder."""
+    key = "mapping.schedule" if "1f1b" in values else "mapping.pp"
+    with pytest.raises(ConfigError, match="values that give distinct points"):
+        load_sweep(_spec(tmp_path, f"grid: {{{key}: {values}}}\n"))
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "key"),
+    [
+        ("grid: {mapping.nosuch: [1, 2]}\n", [], "mapping.nosuch"),
+        ("set: [mapping.pp=abc]\ngrid: {run.seed: [0, 1]}\n", [], "mapping.pp"),
+        ("grid: {run.seed: [0, 1]}\n", ["hw.system.nosuch=1"], "system.nosuch"),
+    ],
+)
+def test_a_problem_every_point_shares_is_the_specs_error(
+    tmp_path: Path, body: str, extra: list[str], key: str
+) -> None:
+    """An unknown swept key, a bad fixed set: or a bad --set fails every point alike: the
+    sweep says so before running any, with exit 2, not a table of errors and exit 0."""
+    path = tmp_path / "spec.yaml"
+    base = (
+        f"base: {{hw: {REPO}/hw_configs/tx8-wafer.yaml, workload: {REPO}/workloads/t-18b.yaml}}\n"
+    )
+    path.write_text(base + body)
+    with pytest.raises(ConfigError) as info:
+        sweep(path, tmp_path / "out", jobs=1, overrides=extra)
+    assert key in {p.key for p in info.value.problems}
+    assert not list((tmp_path / "out").glob("points/*/status.json"))
+
+
+def test_a_bad_swept_value_is_its_points_error_only(tmp_path: Path) -> None:
+    path = _spec(tmp_path, "grid: {mapping.pp: [-1, 1]}\n")
+    sweep(path, tmp_path / "out", jobs=1)
+    assert [r["status"] for r in _rows(tmp_path / "out")] == ["error", "ok"]
+
+
+def test_command_line_set_values_are_part_of_the_point_ids(tmp_path: Path) -> None:
+    """A rerun with another --set is another sweep: it must not take the first run's
+    finished points (simulated with the other value) for its own."""
+    path = _spec(tmp_path, "grid: {mapping.pp: [1]}\n")
+    first = load_sweep(path, ["hw.system.link.bandwidth=128 GB/s"]).points[0]
+    second = load_sweep(path, ["hw.system.link.bandwidth=256 GB/s"]).points[0]
+    assert first.point_id != second.point_id
+    assert first.overrides[-2:] == ("hw.system.link.bandwidth=128 GB/s", "mapping.pp=1")
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_jobs_below_one_is_a_one_line_error(tmp_path: Path, capsys, jobs: str) -> None:
+    path = _spec(tmp_path, "grid: {mapping.pp: [1]}\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--jobs", jobs]) == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    path = _spec(tmp_path, "grid: {mapping.pp: [1]}\n")
+    (tmp_path / "afile").write_text("")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "afile"), "--jobs", "1"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
 def test_every_point_is_a_row_with_the_run_it_would_be_alone(tmp_path: Path) -> None:
     """tp=5 does not divide 48 heads: that point is infeasible, the others ok; an ok row's
     iteration time is the one `palmsim run` gives with the same overrides."""
