@@ -532,6 +532,7 @@ def serve(
 
     from palmsim.config.loader import load_serving
     from palmsim.engine.serving import ServingSimulator
+    from palmsim.guard import ServingBudget
     from palmsim.mapping.serving import map_serving
     from palmsim.report.serving import summarize_serving
     from palmsim.serving.traffic import generate_requests
@@ -554,10 +555,16 @@ def serve(
     run = load_run(overrides)
     chip = Chip.from_spec(hw)
     plan = map_serving(spec, hw, wl.model, chip)
+    traffic = spec.traffic
+    budget = ServingBudget.of(
+        len(traffic.trace) if traffic.arrival == "trace" else traffic.num_requests, run
+    )
     requests = generate_requests(
         spec.traffic, np.random.default_rng(run.seed), wl.model.max_position_embeddings
     )
-    trace = ServingSimulator(chip, plan, requests, run).run()
+    trace = ServingSimulator(
+        chip, plan, requests, run, budget=lambda done, arrived: budget.check(done, arrived, run)
+    ).run()
     rejected = sum(r.status == "rejected" for r in trace.requests)
     if rejected:
         sched = spec.scheduler

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -138,11 +138,16 @@ class ServingSimulator:
         plan: ServingPlan,
         requests: Sequence[Request],
         run_spec: RunSpec | None = None,
+        budget: Callable[[int, int], None] | None = None,
     ) -> None:
+        """``budget(iterations, arrived)`` is called after every iteration with the
+        iterations so far and the requests that have arrived; it may raise to stop a run
+        too large to finish (palmsim.guard.ServingBudget)."""
         self.chip = chip
         self.plan = plan
         self.requests = tuple(requests)
         self.run_spec = run_spec or RunSpec()
+        self._budget = budget
         self.env = simpy.Environment()
         spec = plan.serving
         self.num_replicas = len(plan.replica_tiles)
@@ -455,3 +460,5 @@ class ServingSimulator:
                 )
             )
             self._note_queue(replica)
+            if self._budget is not None:
+                self._budget(len(self._iterations), len(self._states))

@@ -192,3 +192,25 @@ def test_a_trillion_experts_are_refused_before_their_routing_table() -> None:
     assert guard.spec_estimate(exp).memory_bytes >= 8 * 10**12 * 8
     with pytest.raises(MappingError, match=r"model\.num_experts=1000000000000 \(a routing table"):
         simulate(exp)
+
+
+def test_a_serving_run_is_refused_when_its_projected_iterations_pass_the_budget() -> None:
+    """200 default requests run about 6,000 iterations: at the 1,024th the projection is
+    iterations x 200 / arrived, far above a budget of 1,000 events (400 iterations at 2.5
+    events each), so the run stops there, naming the requests."""
+    from palmsim.api import serve
+
+    with pytest.raises(MappingError, match=r"serving\.traffic\.num_requests=200 \(1024 iter"):
+        serve(overrides=["serving.traffic.num_requests=200", "run.max_events=1000"])
+
+
+def test_serving_budget_refuses_requests_that_alone_pass_the_memory() -> None:
+    """10^7 requests hold 474 B each until the run ends: 4.7 GB, above a 1 GiB budget."""
+    run = RunSpec(max_memory_bytes=2**30)
+    with pytest.raises(MappingError, match=r"num_requests=10000000 needs at least 4\.41 GiB"):
+        guard.ServingBudget.of(10_000_000, run)
+    # the default budgets: 1.44e8 events / 2.5 = 5.76e7 iterations, but their records,
+    # (8 GiB - 1000 x 474 B) / 200 B = 4.29e7 iterations, pass the memory first
+    budget = guard.ServingBudget.of(1000, RunSpec())
+    assert budget.max_iterations == pytest.approx((8 * 2**30 - 474_000) / 200)
+    budget.check(1024, 1000, RunSpec())  # 1,024 iterations for all 1,000: within it
