@@ -14,6 +14,8 @@ Prefix conventions: ``KB/MB/GB/TB/PB`` are decimal (10^3n); ``KiB/MiB/GiB/TiB`` 
 
 from __future__ import annotations
 
+import math
+
 import re
 
 from palmsim.errors import ConfigError
@@ -238,7 +240,10 @@ def parse_quantity(value: object, expect: str, *, where: str = "", key: str = ""
         )
     if number < 0:
         raise ConfigError.single(where, key, value, f"a non-negative {noun}")
-    return number * multiplier
+    si = number * multiplier
+    if not math.isfinite(si):  # 1e300 GB/s: a float beyond the largest double
+        raise ConfigError.single(where, key, value, f"a finite {noun} (this overflows a double)")
+    return si
 
 
 #: How :func:`format_quantity` writes the dimensions whose SI unit reads badly with a decimal

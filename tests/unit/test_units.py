@@ -74,6 +74,18 @@ def test_wrong_dimension_is_rejected_with_location() -> None:
     assert info.value.problems[0].value == "256 GB"
 
 
+@pytest.mark.parametrize(
+    ("value", "dimension"), [("1e300 GB/s", "bandwidth"), ("1e306 TB", "bytes")]
+)
+def test_a_quantity_beyond_a_double_is_rejected_where_it_is_read(
+    value: str, dimension: str
+) -> None:
+    """1e300 GB/s is 1e309 B/s, infinity as a float: it was accepted and failed later, when
+    the resolved config re-read its own 'inf PB/s', naming no file or key."""
+    with pytest.raises(ConfigError, match=r"hw\.yaml: x: got .*; expected a finite"):
+        parse_quantity(value, dimension, where="hw.yaml", key="x")
+
+
 @pytest.mark.parametrize("value", [256, 256.0, "256"])
 def test_bare_number_is_rejected_with_an_example(value: object) -> None:
     with pytest.raises(ConfigError, match=r"e\.g\. '256 GB/s'"):
