@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import difflib
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import ExperimentSpec, MappingSpec
 from palmsim.engine.records import RunTrace, gc_frozen, gc_paused
 from palmsim.engine.simulator import Simulator
-from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError
+from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError, SimulationError
 from palmsim.hardware.chip import Chip, max_tiles
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.mapper import map_workload
@@ -277,7 +278,26 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
     for warning in found:
         log.warning(warning)
     trace = Simulator(chip, plan, experiment.run).run()
+    _check_time_resolution(trace.end_time_s)
     return SimulationResult(experiment, chip, plan, trace)
+
+
+#: The longest simulated time palmsim reports [s]: about 31.7 years, where a double's
+#: resolution (its spacing, math.ulp(1e9) = 1.19e-7 s) is still below a microsecond, the
+#: scale of the shortest launch latencies palmsim models. Beyond it short steps vanish in
+#: the rounding (their intervals come out empty) and rates near zero are the likely cause.
+MAX_SIMULATED_S = 1e9
+
+
+def _check_time_resolution(end_time_s: float) -> None:
+    """SimulationError if a run ends past :data:`MAX_SIMULATED_S`."""
+    if end_time_s > MAX_SIMULATED_S:
+        raise SimulationError(
+            f"the simulated time reached {end_time_s:.3g} s, past {MAX_SIMULATED_S:.0e} s (31.7 "
+            f"years), where a double resolves only {math.ulp(end_time_s):.3g} s and shorter "
+            "steps are lost in the rounding; is a rate, bandwidth or efficiency near zero "
+            "(e.g. hw.defects.degraded_links, tile.gemm.max_efficiency)?"
+        )
 
 
 def summarize_result(result: SimulationResult) -> dict[str, Any]:
@@ -565,6 +585,7 @@ def serve(
     trace = ServingSimulator(
         chip, plan, requests, run, budget=lambda done, arrived: budget.check(done, arrived, run)
     ).run()
+    _check_time_resolution(trace.end_time_s)
     rejected = sum(r.status == "rejected" for r in trace.requests)
     if rejected:
         sched = spec.scheduler

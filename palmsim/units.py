@@ -15,7 +15,6 @@ Prefix conventions: ``KB/MB/GB/TB/PB`` are decimal (10^3n); ``KiB/MiB/GiB/TiB`` 
 from __future__ import annotations
 
 import math
-
 import re
 
 from palmsim.errors import ConfigError

@@ -214,3 +214,22 @@ def test_serving_budget_refuses_requests_that_alone_pass_the_memory() -> None:
     budget = guard.ServingBudget.of(1000, RunSpec())
     assert budget.max_iterations == pytest.approx((8 * 2**30 - 474_000) / 200)
     budget.check(1024, 1000, RunSpec())  # 1,024 iterations for all 1,000: within it
+
+
+def test_a_run_past_the_time_a_double_resolves_is_an_error_not_nonsense() -> None:
+    """A link degraded to 1e-300 of its bandwidth: its flows take ~1e290 s, where a double's
+    spacing (math.ulp) dwarfs every other step, which came out as empty intervals (an
+    IndexError in the report, NaN in timeline.csv). The run is a SimulationError naming
+    the likely cause."""
+    from palmsim.errors import SimulationError
+
+    exp = load_experiment(
+        overrides=[
+            "model.num_hidden_layers=2",
+            "training.global_batch_size=64",
+            "mapping.pp=2",
+            "hw.defects.degraded_links=[[0, 1, 1e-300]]",
+        ]
+    )
+    with pytest.raises(SimulationError, match=r"past 1e\+09 s .* near zero"):
+        simulate(exp)
