@@ -18,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from palmsim import __version__
 
@@ -367,8 +367,31 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with palmsim's one-line errors: a bad flag or flag value prints
+    ``palmsim: ConfigError: command line: ...`` (exit 2), not the usage block; its
+    subcommands' parsers are of this class too (argparse builds them as their parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"palmsim: ConfigError: command line: {message} (see {self.prog} --help)\n")
+
+
 def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; expected ints separated by commas, e.g. 4,8"
+        ) from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; expected numbers separated by commas, e.g. 1,2,4"
+        ) from None
 
 
 def _str_list(text: str) -> tuple[str, ...]:
@@ -638,7 +661,7 @@ class _VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``palmsim`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="palmsim",
         description="Simulate training and serving of large models on tiled accelerators "
         "(wafer-scale chips, Tenstorrent, Cerebras) and GPU clusters.",
@@ -871,7 +894,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-plots", action="store_true", help="skip the figures and report.html")
     sv.add_argument(
         "--rates",
-        type=lambda t: tuple(float(v) for v in t.split(",")),
+        type=_float_list,
         help="a latency-against-load sweep over these arrival rates [requests/s]; with --out "
         "writes latency_load.csv/png and one folder per rate",
     )

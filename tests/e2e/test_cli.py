@@ -160,6 +160,26 @@ def test_unknown_schedule_exits_2_listing_known(capsys) -> None:
     assert "mapping.schedule" in err and "'1f1f'" in err and "1f1b" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "--pp", "abc"], "argument --pp: invalid int value: 'abc'"),
+        (["serve", "--rates", "abc"], "argument --rates: got 'abc'; expected numbers"),
+        (["search", "--pp", "1,,2"], "argument --pp: got '1,,2'; expected ints separated"),
+        (["run", "--mode", "foo"], "invalid choice: 'foo'"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_exit_2(argv: list[str], needle: str, capsys) -> None:
+    """argparse's own errors print its whole usage block and leak the type's function name
+    (`invalid _int_list value`); palmsim's parser prints one line, as every other error."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: ConfigError: command line: ") and needle in err
+    assert err.count("\n") == 1 and "usage" not in err
+
+
 def test_infeasible_mapping_exits_3(capsys) -> None:
     assert main(["run", *SMALL, "--dp", "9", "-q"]) == 3
     assert "MappingError" in _one_line_error(capsys)
