@@ -2957,6 +2957,7 @@ def _simulate_case(
         assumptions += (
             Assumption("model_flop_per_token", f"{counted:.4g}", why, ("model_tflops_per_gpu",)),
         )
+    _check_figures({m: run.measured[m] for m in predicted if m in run.measured}, every=True)
     comparisons = []
     for metric, value in predicted.items():
         measured = _figure(run.measured.get(metric))

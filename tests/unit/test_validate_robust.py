@@ -1155,6 +1155,8 @@ def test_a_figure_no_run_can_have_and_malformed_fields_are_named(tmp_path: Path)
         {"id": "nan", **_case(measured={"tflops_per_gpu": float("nan")})},
         {"id": "inf", **_case(measured={"tflops_per_gpu": float("inf")})},
         {"id": "negative", **_case(measured={"tflops_per_gpu": -3})},
+        # a figure outside the training set (the layer-time rows' forward_ms) too
+        {"id": "negative_ms", **_case(measured={"tflops_per_gpu": ..., "forward_ms": -1})},
         {"id": "nan_layers", **_case(model={"layers": float("nan")})},
         {"id": "modules", **_case(training={"recompute_modules": 3})},
     ]
@@ -1164,6 +1166,7 @@ def test_a_figure_no_run_can_have_and_malformed_fields_are_named(tmp_path: Path)
         "nan": "measured.tflops_per_gpu: got nan; expected a number above zero",
         "inf": "measured.tflops_per_gpu: got inf; expected a number above zero",
         "negative": "measured.tflops_per_gpu: got -3; expected a number above zero",
+        "negative_ms": "measured.forward_ms: got -1; expected a number above zero",
         "nan_layers": "model.layers: got nan; expected a whole number >= 1",
         "modules": "training.recompute_modules: got 3; expected a list of module names",
     }
