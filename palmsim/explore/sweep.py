@@ -36,7 +36,7 @@ from typing import Any
 from palmsim.config.loader import read_config_file
 from palmsim.config.overrides import parse_override
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, PalmsimError
-from palmsim.report.export import read_json, write_csv, write_json
+from palmsim.report.export import make_folder, read_json, write_csv, write_json
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -389,7 +389,7 @@ def sweep(
     spec = load_sweep(spec_path, overrides)
     out = Path(out_dir)
     try:
-        (out / "points").mkdir(parents=True, exist_ok=True)
+        make_folder(out / "points")
     except OSError as error:
         raise ConfigError.single(
             "command line", "--out", str(out_dir), f"a folder palmsim can write ({error.strerror})"

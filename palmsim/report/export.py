@@ -49,6 +49,7 @@ __all__ = [
     "checked_summary",
     "chrome_trace",
     "compact_trace",
+    "make_folder",
     "parse_records_csv",
     "parse_records_npz",
     "read_csv_rows",
@@ -1203,6 +1204,17 @@ def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
     """The rows of a CSV table with a header line (e.g. a sweep's ``results.csv``)."""
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def make_folder(path: str | Path) -> Path:
+    """Create the folder ``path`` and its parents (none if it exists); return it.
+
+    Raises:
+        OSError: it cannot be made (a file of its name, no permission).
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def write_csv(path: str | Path, header: tuple[str, ...], rows: list[list[Any]]) -> Path:
