@@ -2599,6 +2599,9 @@ def load_workload(
     if values["mode"] == "inference" and values["inference"].get("mapping"):
         # The inference mapping section replaces the training one (serving uses other splits).
         return build_workload(values), values["inference"]["mapping"]
+    unused = (values.get("inference") or {}).get("mapping")
+    if unused:  # checked all the same: a bad value is the file's problem in any mode
+        load_mapping([(f"{where}: inference.mapping", unused)], mode="inference")
     return build_workload(values), values.get("mapping", {})
 
 

@@ -1306,3 +1306,12 @@ def test_a_value_of_nested_aliases_prints_a_line_not_gigabytes(tmp_path: Path) -
     (bomb,) = [p for p in raised.value.problems if p.key == "bomb"]
     assert len(str(bomb)) < 500 + len(str(path))
     assert str(bomb).startswith(f"{path}: bomb: got {{'a0': [1, 1, 1, 1, 1, 1, 1, 1, ...], 'a1'")
+
+
+def test_a_training_run_checks_the_inference_mapping_it_does_not_use() -> None:
+    """A bad value is the file's problem in any mode: --set inference.mapping.pp=abc ran a
+    training run with no word (found by fuzzing)."""
+    with pytest.raises(ConfigError, match=r"inference\.mapping: mapping\.pp: got 'abc'"):
+        load_workload("workloads/llama3-8b.yaml", ["inference.mapping.pp=abc"])
+    _, mapping = load_workload("workloads/llama3-8b.yaml", ["inference.mapping.pp=2"])
+    assert mapping == {}  # a training run keeps its own mapping: (this file has none)
