@@ -537,7 +537,12 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
 
     if "format" not in arrays or str(arrays["format"]) != RECORDS_FORMAT:
         raise bad(f"not a palmsim record file (no format tag {RECORDS_FORMAT!r})")
-    version = int(arrays["version"]) if "version" in arrays else -1
+    tag = arrays.get("version", np.array(-1))
+    if tag.ndim != 0 or tag.dtype.kind not in "iu":
+        raise bad(
+            f"record format version of dtype {tag.dtype} and shape {tag.shape}, expected an int"
+        )
+    version = int(tag)
     if version not in _READABLE_VERSIONS:
         readable = " and ".join(map(str, _READABLE_VERSIONS))
         raise bad(f"record format version {version}, this palmsim reads {readable}")
@@ -597,7 +602,12 @@ def parse_records_npz(
     import zlib
 
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # one .npy array, not an archive
+            raise RunDirError(
+                f"{where}: not a record file (a bare .npy array, not an .npz archive)"
+            )
+        with loaded as npz:
             arrays = {}
             for name in npz.files:
                 array = npz[name]

@@ -404,6 +404,33 @@ def test_a_foreign_or_inconsistent_record_file_is_named_with_what_is_wrong(run):
         )
 
 
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [("abc", "dtype <U3 and shape ()"), ([1, 2, 3], "and shape (3,)"), (2.7, "dtype float64")],
+)
+def test_a_record_format_version_that_is_no_scalar_int_is_named(run, version, message):
+    """A string, an array or a fraction as the version tag was a ValueError or TypeError (a
+    fraction was even read, cut to an int)."""
+    import numpy as np
+
+    arrays = {**record_arrays(run["trace"]), "version": np.array(version)}
+    with pytest.raises(RunDirError, match="record format version of dtype") as raised:
+        parse_records_npz(_npz(arrays), end_time_s=1.0, num_events=1)
+    assert message in str(raised.value) and str(raised.value).endswith("expected an int")
+
+
+def test_a_bare_npy_array_as_record_file_is_named(run):
+    """``np.load`` gives an array, not an archive, for a ``.npy`` file: a TypeError before."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(3))
+    with pytest.raises(RunDirError, match=r"where: not a record file \(a bare \.npy array"):
+        parse_records_npz(buffer.getvalue(), end_time_s=1.0, num_events=1, where="where")
+
+
 def test_write_run_reports_progress_file_by_file(tmp_path, run):
     """Before each file: (files written so far, files in all, the file); then (n, n, "")."""
     reports: list[tuple[int, int, str]] = []
