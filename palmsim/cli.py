@@ -282,7 +282,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         "by": args.by,
         "category": args.category,
     }
-    write_plot(run, args.kind, out, options)
+    try:
+        write_plot(run, args.kind, out, options)
+    except OSError as error:  # e.g. a file named RUN_DIR/plots, or an --out in no folder
+        why = error.strerror or str(error)
+        if args.out:
+            raise ConfigError.single(
+                "command line", "--out", args.out, f"a writable path ({why})"
+            ) from None
+        raise RunDirError(f"{error.filename or out}: cannot write the figure ({why})") from None
     print(f"wrote {out}")
     return 0
 

@@ -1393,18 +1393,27 @@ def write_report(run: Any, run_dir: str | Path) -> Path:
 
     ``run`` is a loaded run (:func:`palmsim.api.load_result`: ``trace``, ``chip``, ``plan``,
     ``summary``, ``config``). Returns the report's path.
+
+    Raises:
+        RunDirError: a file cannot be written into the folder, naming the path.
     """
     from palmsim.report import plots  # matplotlib only when asked for
     from palmsim.report.html import bottlenecks, report_html
 
     folder = Path(run_dir)
     figures: dict[str, bytes] = {}
-    for kind in plots.DEFAULT_KINDS:
-        path = write_plot(run, kind, folder / "plots" / f"{kind}.png", {})
-        figures[kind] = path.read_bytes()
-    analysis = bottlenecks(run.trace, run.chip, run.plan, run.summary)
-    out = folder / "report.html"
-    _write_text(out, report_html(run.summary, run.config, figures, analysis))
+    try:
+        for kind in plots.DEFAULT_KINDS:
+            path = write_plot(run, kind, folder / "plots" / f"{kind}.png", {})
+            figures[kind] = path.read_bytes()
+        analysis = bottlenecks(run.trace, run.chip, run.plan, run.summary)
+        out = folder / "report.html"
+        _write_text(out, report_html(run.summary, run.config, figures, analysis))
+    except OSError as error:  # e.g. a file named plots, or a read-only folder
+        raise RunDirError(
+            f"{error.filename or folder}: cannot write the report's files "
+            f"({error.strerror or error})"
+        ) from None
     return out
 
 
