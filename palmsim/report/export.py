@@ -36,7 +36,7 @@ from palmsim.engine.records import (
     RunTrace,
     gc_paused,
 )
-from palmsim.errors import RunDirError
+from palmsim.errors import RunDirError, value_repr
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import DRAM_KIND, ChipLike
 from palmsim.report.timeline import TIMELINE_COLUMNS, binned_amount, utilization_timeline
@@ -529,6 +529,9 @@ def _unshuffle(planes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(planes.reshape(8, -1).T).view("<f8").reshape(-1)
 
 
+_INT32 = np.iinfo(np.int32)
+
+
 def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
     """Raise :class:`RunDirError` unless ``arrays`` follow :data:`RECORD_ARRAYS`."""
 
@@ -560,6 +563,10 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
                 f"array {name} has dtype {array.dtype} and {array.ndim} dimensions, "
                 f"expected a 1-d {kind} column"
             )
+        if kind == "i4" and len(array):  # read into int32: a wider value would wrap
+            for extreme in (int(array.min()), int(array.max())):
+                if not _INT32.min <= extreme <= _INT32.max:
+                    raise bad(f"array {name} holds {extreme}, past the int32 range of its column")
     for table, names in _TABLES.items():
         lengths = {name: len(arrays[name]) for name in names if name in arrays}
         if len(set(lengths.values())) > 1:
@@ -721,7 +728,14 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], RunTr
             trace = parse_records_csv(
                 raw[records_name].decode("utf-8"), end_time_s=end_time_s, num_events=num_events
             )
-        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as error:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            UnicodeDecodeError,
+            OverflowError,  # an int past its column's int32
+        ) as error:
             raise RunDirError(f"{where}: damaged ({type(error).__name__}: {error})") from None
     return summary, config, trace
 
@@ -755,6 +769,11 @@ def _checked_summary(data: bytes, path: Path) -> dict[str, Any]:
             raise RunDirError(
                 f"{path}: {key} is {value!r}, expected {' or '.join(t.__name__ for t in types)}"
             )
+    events = summary["simulated_events"]
+    if not 0 <= events < 2**63:  # a count, as the engine keeps it (int64)
+        raise RunDirError(
+            f"{path}: simulated_events is {value_repr(events)}, expected a count 0..2**63-1"
+        )
     return summary
 
 

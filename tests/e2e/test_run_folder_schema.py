@@ -143,6 +143,17 @@ def test_a_run_section_that_is_not_a_mapping_is_named(folder: Path, tmp_path: Pa
     _ends_in_one_line(copy, "resolved_config.yaml", "run: got [", "a mapping of keys")
 
 
+def test_a_tile_past_int32_is_named_not_wrapped(folder: Path, tmp_path: Path) -> None:
+    """Fuzz (2026-12-06): an int64 tile of 2**40 + t was read into int32 as tile t, after
+    the checks, and the report drew it."""
+    copy = _edited(folder, tmp_path)
+    with np.load(copy / "records.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["interval_tile"] = arrays["interval_tile"].astype(np.int64) + 2**40
+    np.savez_compressed(copy / "records.npz", **arrays)
+    _ends_in_one_line(copy, "records.npz", "interval_tile holds", "int32")
+
+
 def test_a_file_named_plots_is_named(folder: Path, tmp_path: Path) -> None:
     """Fuzz (2026-12-06): a regular file RUN_DIR/plots was a FileExistsError; a report or a
     figure into it is a run folder error, an --out below it a command-line error."""
