@@ -404,7 +404,7 @@ _MAPPING_ONLY = ("dp", "micro_batch_size", "schedule", "recompute", "placement",
 def _check_search_flags(args: argparse.Namespace) -> None:
     """Raise :class:`ConfigError` for a search flag with a value no search takes, or one
     the chosen objective would ignore (the goodput search's flags in a mapping search, and
-    the other way round)."""
+    the other way round), or an ``--out`` that is, or is inside, a file."""
     from palmsim.errors import ConfigError
     from palmsim.explore.search import check_search_options
 
@@ -419,6 +419,10 @@ def _check_search_flags(args: argparse.Namespace) -> None:
         where = "a mapping search, not to --objective goodput" if goodput else "--objective goodput"
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         raise ConfigError.single(flag, dest, shown, f"no {flag}: it applies only to {where}")
+    out = Path(args.out)  # checked now: the search writes into it only after mapping
+    blocker = next((p for p in (out, *out.parents) if p.exists()), out)
+    if blocker.exists() and not blocker.is_dir():
+        raise ConfigError.single("--out", "out", args.out, f"a folder ({blocker} is a file)")
 
 
 def _search_progress(quiet: bool) -> Callable[[str], None]:

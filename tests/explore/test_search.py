@@ -294,6 +294,19 @@ def test_search_refuses_a_bad_option_in_one_line(flags, named, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
+def test_search_refuses_an_out_inside_a_file_before_simulating(tmp_path, capsys) -> None:
+    """An --out that is a file was a NotADirectoryError once the first simulation ended."""
+    (tmp_path / "file").write_text("x")
+    small = ["--hw", str(REPO / "hw_configs/dgx-h100.yaml"), "--workload"]
+    small += [str(REPO / "workloads/llama2-7b.yaml"), "--set", "model.num_hidden_layers=2"]
+    small += ["--set", "training.global_batch_size=32", "--set", "hw.system.chips=[1, 8]"]
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main(["search", *small, "--max-simulations", "1", "--out", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("palmsim: ConfigError: --out: ") and err.count("\n") == 1
+        assert f"expected a folder ({tmp_path / 'file'} is a file)" in err
+
+
 def test_search_checks_its_space_without_the_cli() -> None:
     """The library call refuses the same values (a zero divided the enumeration before)."""
     for space in (
