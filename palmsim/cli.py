@@ -282,7 +282,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         "by": args.by,
         "category": args.category,
     }
-    write_plot(run, args.kind, out, options)
+    try:
+        write_plot(run, args.kind, out, options)
+    except OSError as error:  # e.g. a file named RUN_DIR/plots, or an --out in no folder
+        why = error.strerror or str(error)
+        if args.out:
+            raise ConfigError.single(
+                "command line", "--out", args.out, f"a writable path ({why})"
+            ) from None
+        raise RunDirError(f"{error.filename or out}: cannot write the figure ({why})") from None
     print(f"wrote {out}")
     return 0
 
@@ -398,6 +406,48 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(","))
 
 
+#: ``palmsim search``'s flags that narrow the space: (flag, dest, parser).
+_SEARCH_SPACE_FLAGS = (
+    ("--pp", "pp", _int_list),
+    ("--tp", "tp", _int_list),
+    ("--dp", "dp", _int_list),
+    ("--micro-batch", "micro_batch_size", _int_list),
+    ("--schedule", "schedule", _str_list),
+    ("--recompute", "recompute", _str_list),
+    ("--placement", "placement", _str_list),
+    ("--replicas", "replicas", _int_list),
+    ("--max-num-seqs", "max_num_seqs", _int_list),
+    ("--max-num-batched-tokens", "max_num_batched_tokens", _int_list),
+)
+#: Dests of the search flags only the goodput search reads, and only the mapping search.
+_GOODPUT_ONLY = ("serving", "replicas", "max_num_seqs", "max_num_batched_tokens")
+_MAPPING_ONLY = ("dp", "micro_batch_size", "schedule", "recompute", "placement", "jobs")
+
+
+def _check_search_flags(args: argparse.Namespace) -> None:
+    """Raise :class:`ConfigError` for a search flag with a value no search takes, or one
+    the chosen objective would ignore (the goodput search's flags in a mapping search, and
+    the other way round), or an ``--out`` that is, or is inside, a file."""
+    from palmsim.errors import ConfigError
+    from palmsim.explore.search import check_search_options
+
+    check_search_options(top=args.top, jobs=args.jobs, max_simulations=args.max_simulations)
+    goodput = args.objective == "goodput"
+    flags = {dest: flag for flag, dest, _ in _SEARCH_SPACE_FLAGS}
+    for dest in _MAPPING_ONLY if goodput else _GOODPUT_ONLY:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        flag = flags.get(dest, f"--{dest}")
+        where = "a mapping search, not to --objective goodput" if goodput else "--objective goodput"
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        raise ConfigError.single(flag, dest, shown, f"no {flag}: it applies only to {where}")
+    out = Path(args.out)  # checked now: the search writes into it only after mapping
+    blocker = next((p for p in (out, *out.parents) if p.exists()), out)
+    if blocker.exists() and not blocker.is_dir():
+        raise ConfigError.single("--out", "out", args.out, f"a folder ({blocker} is a file)")
+
+
 def _search_progress(quiet: bool) -> Callable[[str], None]:
     """A search's progress lines on stderr, or nothing with ``--quiet``."""
 
@@ -474,6 +524,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from palmsim.report import plots
     from palmsim.report.export import write_csv
 
+    _check_search_flags(args)
     if args.objective == "goodput":
         return _search_goodput(args)
     experiment = load_experiment(args.hw, args.workload, overrides=args.overrides)
@@ -769,18 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many simulations (default 8; 0: as many as proving the top K "
         "exact needs)",
     )
-    for flag, dest, kind in (
-        ("--pp", "pp", _int_list),
-        ("--tp", "tp", _int_list),
-        ("--dp", "dp", _int_list),
-        ("--micro-batch", "micro_batch_size", _int_list),
-        ("--schedule", "schedule", _str_list),
-        ("--recompute", "recompute", _str_list),
-        ("--placement", "placement", _str_list),
-        ("--replicas", "replicas", _int_list),
-        ("--max-num-seqs", "max_num_seqs", _int_list),
-        ("--max-num-batched-tokens", "max_num_batched_tokens", _int_list),
-    ):
+    for flag, dest, kind in _SEARCH_SPACE_FLAGS:
         se.add_argument(flag, dest=dest, type=kind, help="restrict to these values (a,b,...)")
     se.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     se.set_defaults(func=_cmd_search)

@@ -60,6 +60,7 @@ from palmsim.config.specs import (
     MEMORY_OP_KINDS,
     MOE_DISPATCHERS,
     PREFILL_ATTENTION_2D,
+    RECOMPUTE_MODES,
     RECOMPUTE_MODULES,
     REDUCED_BLOCKS,
     SERVING_ARRIVALS,
@@ -1463,7 +1464,7 @@ def _mapping_schema() -> Schema:
     """Every :class:`MappingSpec` field: the rules below, else the rule of its type (``int``,
     ``bool``, ``str``), so a plain new option needs no line here."""
     special: Schema = {
-        "recompute": _choice_rule(("none", "selective", "full")),
+        "recompute": _choice_rule(RECOMPUTE_MODES),
         "recompute_modules": _choice_list_rule(RECOMPUTE_MODULES),
         "grad_accumulation": _choice_rule(GRAD_ACCUMULATION_MODES),
         "zero": _zero_rule(),

@@ -166,6 +166,9 @@ LORA_TARGET_OPS: tuple[str, ...] = tuple(
     name for name in FP8_LINEAR_OPS if not name.startswith("experts_") and "latent" not in name
 )
 
+#: Activation recompute modes (``MappingSpec.recompute``).
+RECOMPUTE_MODES = ("none", "selective", "full")
+
 #: Megatron-Core's ``--recompute-modules`` names (``mapping.recompute_modules``), in its
 #: documentation's order, and its default (megatron/core/transformer/transformer_config.py).
 RECOMPUTE_MODULES = (

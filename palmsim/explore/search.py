@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import time
@@ -34,9 +35,10 @@ from typing import Any
 
 from palmsim import __version__
 from palmsim.api import resolved_config, simulate, summarize_result
-from palmsim.config.specs import ExperimentSpec, MappingSpec
+from palmsim.config.specs import RECOMPUTE_MODES, ExperimentSpec, MappingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.explore.bound import iteration_lower_bound_s
+from palmsim.explore.serving_search import GoodputSpace
 from palmsim.explore.sweep import cancel_on_interrupt
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
@@ -51,6 +53,7 @@ __all__ = [
     "Candidate",
     "SearchResult",
     "SearchSpace",
+    "check_search_options",
     "enumerate_mappings",
     "objective_bound",
     "objective_value",
@@ -60,7 +63,6 @@ __all__ = [
 ]
 
 OBJECTIVES = ("throughput", "mfu", "memory", "energy", "cost")
-_RECOMPUTE = ("none", "selective", "full")
 
 
 def _divisors(n: int) -> list[int]:
@@ -110,6 +112,50 @@ class SearchResult:
         return sum(c.status == status for c in self.candidates)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_search_options(
+    space: SearchSpace | GoodputSpace | None = None,
+    *,
+    top: int | None = None,
+    jobs: int | None = None,
+    max_simulations: int | None = None,
+) -> None:
+    """Raise :class:`ConfigError` for a search option no search can take, naming its flag:
+    ``top`` or ``jobs`` below 1, ``max_simulations`` below 0, and in ``space`` (a
+    :class:`SearchSpace` or a goodput search's space; None: not checked) a count below 1, a
+    schedule, recompute mode or placement that the mapping config would refuse, or a value
+    given twice. None means "not given" throughout."""
+    counts = (("--top", top, 1), ("--jobs", jobs, 1), ("--max-simulations", max_simulations, 0))
+    for flag, value, least in counts:
+        if value is not None and not (_is_int(value) and value >= least):
+            raise ConfigError.single(flag, flag[2:].replace("-", "_"), value, f"an int >= {least}")
+    names = {
+        "schedule": SCHEDULES.names(),
+        "recompute": list(RECOMPUTE_MODES),
+        "placement": PLACERS.names(),
+    }
+    for f in dataclasses.fields(space) if space is not None else ():
+        values = getattr(space, f.name)
+        if values is None:
+            continue
+        flag = "--micro-batch" if f.name == "micro_batch_size" else "--" + f.name.replace("_", "-")
+        known = names.get(f.name)
+        for value in values:
+            if known is None and not (_is_int(value) and value >= 1):
+                raise ConfigError.single(flag, f.name, value, "ints >= 1 (a,b,...)")
+            if known is not None and value not in known:
+                close = difflib.get_close_matches(str(value), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError.single(flag, f.name, value, f"one of {', '.join(known)}{hint}")
+        if len(set(values)) < len(values):
+            raise ConfigError.single(
+                flag, f.name, ",".join(map(str, values)), "distinct values (a,b,...)"
+            )
+
+
 def enumerate_mappings(
     experiment: ExperimentSpec, num_tiles: int, space: SearchSpace = SearchSpace()
 ) -> Iterator[MappingSpec]:
@@ -128,7 +174,7 @@ def enumerate_mappings(
                 if (batch // dp) % mbs:
                     continue
                 for schedule in space.schedule or tuple(SCHEDULES.names()):
-                    for recompute in space.recompute or _RECOMPUTE:
+                    for recompute in space.recompute or RECOMPUTE_MODES:
                         for placement in space.placement or tuple(PLACERS.names()):
                             yield dataclasses.replace(
                                 base,
@@ -310,12 +356,11 @@ def search(
     not yet simulated.
 
     Raises:
-        ConfigError: an unknown objective or a ``top`` below 1.
+        ConfigError: an unknown objective, or an option :func:`check_search_options` refuses.
     """
     if objective not in OBJECTIVES:
         raise ConfigError.single("--objective", "objective", objective, " or ".join(OBJECTIVES))
-    if top < 1:
-        raise ConfigError.single("--top", "top", top, "an int >= 1")
+    check_search_options(space, top=top, jobs=jobs, max_simulations=max_simulations)
     hw = experiment.hardware
     section = {"energy": hw.energy, "cost": hw.cost}
     if objective in section and section[objective] is None:

@@ -127,7 +127,8 @@ def search_goodput(
     simulated ones first, best goodput first.
 
     Raises:
-        ConfigError: the input files or ``overrides`` are invalid.
+        ConfigError: the input files or ``overrides`` are invalid, or a value of ``space`` or
+            ``max_simulations`` is (:func:`palmsim.explore.search.check_search_options`).
     """
     from palmsim.api import (
         DEFAULT_SERVING,
@@ -137,6 +138,9 @@ def search_goodput(
         shipped_path,
     )
     from palmsim.config.loader import load_hardware, load_serving
+    from palmsim.explore.search import check_search_options
+
+    check_search_options(space, max_simulations=max_simulations)
 
     hw_path = resolve_config_path(hardware, "hardware") if hardware else None
     spec = load_serving(serving or shipped_path(DEFAULT_SERVING), overrides)

@@ -36,7 +36,7 @@ from palmsim.engine.records import (
     RunTrace,
     gc_paused,
 )
-from palmsim.errors import RunDirError
+from palmsim.errors import RunDirError, value_repr
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import DRAM_KIND, ChipLike
 from palmsim.report.timeline import TIMELINE_COLUMNS, binned_amount, utilization_timeline
@@ -530,6 +530,9 @@ def _unshuffle(planes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(planes.reshape(8, -1).T).view("<f8").reshape(-1)
 
 
+_INT32 = np.iinfo(np.int32)
+
+
 def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
     """Raise :class:`RunDirError` unless ``arrays`` follow :data:`RECORD_ARRAYS`."""
 
@@ -538,7 +541,12 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
 
     if "format" not in arrays or str(arrays["format"]) != RECORDS_FORMAT:
         raise bad(f"not a palmsim record file (no format tag {RECORDS_FORMAT!r})")
-    version = int(arrays["version"]) if "version" in arrays else -1
+    tag = arrays.get("version", np.array(-1))
+    if tag.ndim != 0 or tag.dtype.kind not in "iu":
+        raise bad(
+            f"record format version of dtype {tag.dtype} and shape {tag.shape}, expected an int"
+        )
+    version = int(tag)
     if version not in _READABLE_VERSIONS:
         readable = " and ".join(map(str, _READABLE_VERSIONS))
         raise bad(f"record format version {version}, this palmsim reads {readable}")
@@ -556,6 +564,10 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
                 f"array {name} has dtype {array.dtype} and {array.ndim} dimensions, "
                 f"expected a 1-d {kind} column"
             )
+        if kind == "i4" and len(array):  # read into int32: a wider value would wrap
+            for extreme in (int(array.min()), int(array.max())):
+                if not _INT32.min <= extreme <= _INT32.max:
+                    raise bad(f"array {name} holds {extreme}, past the int32 range of its column")
     for table, names in _TABLES.items():
         lengths = {name: len(arrays[name]) for name in names if name in arrays}
         if len(set(lengths.values())) > 1:
@@ -598,7 +610,12 @@ def parse_records_npz(
     import zlib
 
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # one .npy array, not an archive
+            raise RunDirError(
+                f"{where}: not a record file (a bare .npy array, not an .npz archive)"
+            )
+        with loaded as npz:
             arrays = {}
             for name in npz.files:
                 array = npz[name]
@@ -712,7 +729,14 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any], RunTr
             trace = parse_records_csv(
                 raw[records_name].decode("utf-8"), end_time_s=end_time_s, num_events=num_events
             )
-        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as error:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            UnicodeDecodeError,
+            OverflowError,  # an int past its column's int32
+        ) as error:
             raise RunDirError(f"{where}: damaged ({type(error).__name__}: {error})") from None
     return summary, config, trace
 
@@ -746,6 +770,11 @@ def _checked_summary(data: bytes, path: Path) -> dict[str, Any]:
             raise RunDirError(
                 f"{path}: {key} is {value!r}, expected {' or '.join(t.__name__ for t in types)}"
             )
+    events = summary["simulated_events"]
+    if not 0 <= events < 2**63:  # a count, as the engine keeps it (int64)
+        raise RunDirError(
+            f"{path}: simulated_events is {value_repr(events)}, expected a count 0..2**63-1"
+        )
     return summary
 
 
@@ -1395,18 +1424,27 @@ def write_report(run: Any, run_dir: str | Path) -> Path:
 
     ``run`` is a loaded run (:func:`palmsim.api.load_result`: ``trace``, ``chip``, ``plan``,
     ``summary``, ``config``). Returns the report's path.
+
+    Raises:
+        RunDirError: a file cannot be written into the folder, naming the path.
     """
     from palmsim.report import plots  # matplotlib only when asked for
     from palmsim.report.html import bottlenecks, report_html
 
     folder = Path(run_dir)
     figures: dict[str, bytes] = {}
-    for kind in plots.DEFAULT_KINDS:
-        path = write_plot(run, kind, folder / "plots" / f"{kind}.png", {})
-        figures[kind] = path.read_bytes()
-    analysis = bottlenecks(run.trace, run.chip, run.plan, run.summary)
-    out = folder / "report.html"
-    _write_text(out, report_html(run.summary, run.config, figures, analysis))
+    try:
+        for kind in plots.DEFAULT_KINDS:
+            path = write_plot(run, kind, folder / "plots" / f"{kind}.png", {})
+            figures[kind] = path.read_bytes()
+        analysis = bottlenecks(run.trace, run.chip, run.plan, run.summary)
+        out = folder / "report.html"
+        _write_text(out, report_html(run.summary, run.config, figures, analysis))
+    except OSError as error:  # e.g. a file named plots, or a read-only folder
+        raise RunDirError(
+            f"{error.filename or folder}: cannot write the report's files "
+            f"({error.strerror or error})"
+        ) from None
     return out
 
 

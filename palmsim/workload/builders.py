@@ -31,7 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from palmsim.config.specs import DTYPE_BYTES, TRAINING_STORAGE_DTYPE, ModelSpec, TrainingSpec
+from palmsim.config.specs import (
+    DTYPE_BYTES,
+    RECOMPUTE_MODES,
+    TRAINING_STORAGE_DTYPE,
+    ModelSpec,
+    TrainingSpec,
+)
 from palmsim.errors import ConfigError, MappingError
 from palmsim.workload.deltanet import gated_deltanet_ops
 from palmsim.workload.fp8 import fp8_block_ops
@@ -81,10 +87,6 @@ __all__ = [
     "num_parameters",
     "unmodelled_architecture",
 ]
-
-#: Activation recompute modes (``MappingSpec.recompute``).
-RECOMPUTE_MODES = ("none", "selective", "full")
-
 
 _PLAIN_ACTIVATIONS = ("gelu", "gelu_new")
 _GATED_ACTIVATIONS = ("silu",)

@@ -141,3 +141,27 @@ def test_a_run_section_that_is_not_a_mapping_is_named(folder: Path, tmp_path: Pa
     config["run"] = [config["run"]]
     (copy / "resolved_config.yaml").write_text(yaml.safe_dump(config))
     _ends_in_one_line(copy, "resolved_config.yaml", "run: got [", "a mapping of keys")
+
+
+def test_a_tile_past_int32_is_named_not_wrapped(folder: Path, tmp_path: Path) -> None:
+    """Fuzz (2026-12-06): an int64 tile of 2**40 + t was read into int32 as tile t, after
+    the checks, and the report drew it."""
+    copy = _edited(folder, tmp_path)
+    with np.load(copy / "records.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["interval_tile"] = arrays["interval_tile"].astype(np.int64) + 2**40
+    np.savez_compressed(copy / "records.npz", **arrays)
+    _ends_in_one_line(copy, "records.npz", "interval_tile holds", "int32")
+
+
+def test_a_file_named_plots_is_named(folder: Path, tmp_path: Path) -> None:
+    """Fuzz (2026-12-06): a regular file RUN_DIR/plots was a FileExistsError; a report or a
+    figure into it is a run folder error, an --out below it a command-line error."""
+    copy = _edited(folder, tmp_path)
+    (copy / "plots").write_text("x")
+    for argv in (["report", str(copy)], ["plot", "gantt", str(copy)]):
+        code, err = _cli(argv)
+        assert code == 5 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("palmsim: RunDirError: ") and f"{copy / 'plots'}: cannot" in err
+    code, err = _cli(["plot", "gantt", str(copy), "--out", str(copy / "plots" / "g.png")])
+    assert code == 2 and err.startswith("palmsim: ConfigError: command line: --out: "), err

@@ -11,7 +11,7 @@ import pytest
 
 from palmsim.api import simulate
 from palmsim.cli import main
-from palmsim.errors import MappingError
+from palmsim.errors import ConfigError, MappingError
 from palmsim.explore.bound import iteration_lower_bound_s
 from palmsim.explore.search import SearchSpace, enumerate_mappings, pareto_front, search
 from palmsim.hardware.chip import Chip
@@ -245,3 +245,76 @@ def test_bound_counts_the_tensor_parallel_ranks_that_share_a_dram_port() -> None
     bound = iteration_lower_bound_s(plan, chip)
     assert bound >= m * runs_s
     assert bound <= simulate(exp).trace.end_time_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--pp", "0"], "--pp: pp: got 0; expected ints >= 1"),
+        (["--micro-batch", "0"], "--micro-batch: micro_batch_size: got 0"),
+        (["--dp", "0"], "--dp: dp: got 0"),
+        (["--tp", "-4"], "--tp: tp: got -4"),
+        (["--pp", "4,4"], "--pp: pp: got '4,4'; expected distinct values"),
+        (
+            ["--schedule", "nosuch"],
+            "--schedule: schedule: got 'nosuch'; expected one of 1f1b, gpipe",
+        ),
+        (["--schedule", ",,"], "--schedule: schedule: got ''"),
+        (["--placement", "snak"], "(did you mean 'snake'?)"),
+        (["--recompute", "nosuch"], "--recompute: recompute: got 'nosuch'; expected one of none,"),
+        (["--jobs", "0"], "--jobs: jobs: got 0; expected an int >= 1"),
+        (["--max-simulations", "-1"], "--max-simulations: max_simulations: got -1"),
+        (["--replicas", "2"], "--replicas: it applies only to --objective goodput"),
+        (["--max-num-seqs", "4"], "--max-num-seqs: it applies only to --objective goodput"),
+        (["--serving", "serving/x.yaml"], "--serving: it applies only to --objective goodput"),
+        (
+            ["--objective", "goodput", "--schedule", "1f1b"],
+            "--schedule: it applies only to a mapping",
+        ),
+        (["--objective", "goodput", "--pp", "0"], "--pp: pp: got 0"),
+        (["--objective", "goodput", "--replicas", "-1"], "--replicas: replicas: got -1"),
+        (["--objective", "goodput", "--top", "0"], "--top: top: got 0"),
+    ],
+)
+def test_search_refuses_a_bad_option_in_one_line(flags, named, tmp_path, capsys) -> None:
+    """A value no search can take, or a flag the objective would ignore, is a ConfigError
+    naming the flag, before anything is loaded or simulated."""
+    if "goodput" in flags:
+        small = ["--serving", str(REPO / "serving/llama3-8b-h100-node.yaml")]
+        small += ["--set", "serving.traffic.num_requests=20"]
+    else:
+        small = ["--hw", str(REPO / "hw_configs/dgx-h100.yaml"), "--workload"]
+        small += [str(REPO / "workloads/llama2-7b.yaml"), "--set", "model.num_hidden_layers=2"]
+        small += ["--set", "training.global_batch_size=32", "--set", "hw.system.chips=[1, 8]"]
+    args = ["search", *small, "--max-simulations", "1", *flags, "--out", str(tmp_path / "out")]
+    assert main([*args, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: ConfigError: ") and err.count("\n") == 1
+    assert named in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_search_refuses_an_out_inside_a_file_before_simulating(tmp_path, capsys) -> None:
+    """An --out that is a file was a NotADirectoryError once the first simulation ended."""
+    (tmp_path / "file").write_text("x")
+    small = ["--hw", str(REPO / "hw_configs/dgx-h100.yaml"), "--workload"]
+    small += [str(REPO / "workloads/llama2-7b.yaml"), "--set", "model.num_hidden_layers=2"]
+    small += ["--set", "training.global_batch_size=32", "--set", "hw.system.chips=[1, 8]"]
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        assert main(["search", *small, "--max-simulations", "1", "--out", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("palmsim: ConfigError: --out: ") and err.count("\n") == 1
+        assert f"expected a folder ({tmp_path / 'file'} is a file)" in err
+
+
+def test_search_checks_its_space_without_the_cli() -> None:
+    """The library call refuses the same values (a zero divided the enumeration before)."""
+    for space in (
+        SearchSpace(pp=(0,)),
+        SearchSpace(micro_batch_size=(0,)),
+        SearchSpace(recompute=("nosuch",)),
+    ):
+        with pytest.raises(ConfigError):
+            search(_small(), space=space, jobs=1)
+    with pytest.raises(ConfigError, match="--jobs"):
+        search(_small(), jobs=-2)

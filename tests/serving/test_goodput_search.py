@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from palmsim.api import serve
 from palmsim.cli import main
+from palmsim.errors import ConfigError
 from palmsim.explore.serving_search import GoodputSpace, candidates, search_goodput
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,3 +53,9 @@ def test_cli_search_goodput_writes_results(tmp_path, capsys):
     assert "objective: goodput" in out and "tp=1 pp=1 replicas=1" in out
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert rows[0].startswith("rank,tp,pp,replicas") and len(rows) == 2
+
+
+def test_search_goodput_refuses_a_zero_count() -> None:
+    """tp 0 divided the tile budget by zero; now a ConfigError naming the flag."""
+    with pytest.raises(ConfigError, match="--tp: tp: got 0"):
+        search_goodput(None, None, NODE, overrides=SMALL, space=GoodputSpace(tp=(0,)))

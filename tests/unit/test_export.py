@@ -329,6 +329,11 @@ def _folder(tmp_path, run):
     return write_run(tmp_path / "run", make_plots=False, **run)
 
 
+def _edit_summary(folder, **values):
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, **values}))
+
+
 def test_read_run_reads_back_what_write_run_wrote(tmp_path, run):
     summary, config, trace = read_run(_folder(tmp_path, run))
     assert summary["simulated_events"] == run["summary"]["simulated_events"]
@@ -364,6 +369,14 @@ def test_read_run_falls_back_to_an_older_folders_records_csv(tmp_path, run):
             r"resolved_config\.yaml: no section workload, mapping",
         ),
         (lambda d: (d / "resolved_config.yaml").write_text(": : :"), r"damaged, not YAML"),
+        (
+            lambda d: _edit_summary(d, simulated_events=-5),
+            r"summary\.json: simulated_events is -5, expected a count",
+        ),
+        (
+            lambda d: _edit_summary(d, simulated_events=10**30),
+            r"summary\.json: simulated_events is 1000.*, expected a count",
+        ),
     ],
 )
 def test_a_damaged_run_folder_is_a_run_dir_error_naming_the_file(tmp_path, run, damage, message):
@@ -402,6 +415,64 @@ def test_a_foreign_or_inconsistent_record_file_is_named_with_what_is_wrong(run):
         parse_records_npz(
             _npz({**arrays, "labels": arrays["labels"][:1]}), end_time_s=1.0, num_events=1
         )
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [("abc", "dtype <U3 and shape ()"), ([1, 2, 3], "and shape (3,)"), (2.7, "dtype float64")],
+)
+def test_a_record_format_version_that_is_no_scalar_int_is_named(run, version, message):
+    """A string, an array or a fraction as the version tag was a ValueError or TypeError (a
+    fraction was even read, cut to an int)."""
+    import numpy as np
+
+    arrays = {**record_arrays(run["trace"]), "version": np.array(version)}
+    with pytest.raises(RunDirError, match="record format version of dtype") as raised:
+        parse_records_npz(_npz(arrays), end_time_s=1.0, num_events=1)
+    assert message in str(raised.value) and str(raised.value).endswith("expected an int")
+
+
+def test_a_bare_npy_array_as_record_file_is_named(run):
+    """``np.load`` gives an array, not an archive, for a ``.npy`` file: a TypeError before."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(3))
+    with pytest.raises(RunDirError, match=r"where: not a record file \(a bare \.npy array"):
+        parse_records_npz(buffer.getvalue(), end_time_s=1.0, num_events=1, where="where")
+
+
+def test_a_record_column_past_int32_is_named_not_wrapped(run):
+    """An int64 tile of 2**40 + t wrapped to t when read into its int32 column."""
+    import numpy as np
+
+    arrays = record_arrays(run["trace"])
+    arrays["interval_tile"] = arrays["interval_tile"].astype(np.int64) + 2**40
+    with pytest.raises(RunDirError, match=r"array interval_tile holds 10995\d+, past the int32"):
+        parse_records_npz(_npz(arrays), end_time_s=1.0, num_events=1)
+    arrays = record_arrays(run["trace"])
+    arrays["flow_microbatch"] = arrays["flow_microbatch"].astype(np.int64)
+    arrays["flow_microbatch"][0] = -(2**31) - 1
+    with pytest.raises(RunDirError, match="array flow_microbatch holds -2147483649"):
+        parse_records_npz(_npz(arrays), end_time_s=1.0, num_events=1)
+
+
+def test_a_records_csv_int_past_int32_is_named(tmp_path, run):
+    """The CSV of an older folder raised an OverflowError (an internal error) instead."""
+    out = write_run(tmp_path / "old", make_plots=False, csv_records=True, **run)
+    (out / "records.npz").unlink()
+    with open(out / "records.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    first = next(r for r in rows if r["record"] == "interval")
+    first["microbatch"] = str(2**40)
+    with open(out / "records.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(RunDirError, match=r"records\.csv: damaged \(OverflowError"):
+        read_run(out)
 
 
 def test_write_run_reports_progress_file_by_file(tmp_path, run):
