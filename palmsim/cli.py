@@ -597,6 +597,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from palmsim.api import load_experiment
     from palmsim.calibrate import calibrate, format_calibration
+    from palmsim.errors import ConfigError
     from palmsim.validate import DEFAULT_MEASUREMENTS, shipped
 
     if args.tiles:  # a tiled chip, from the tile-validation case format
@@ -604,7 +605,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         from palmsim.tile_cases import calibrate_tiles, format_tile_calibration
 
         source = args.file or shipped("validation/tiles_measurements.yaml")
-        fits, unused = calibrate_tiles(read_config_file(source).get("cases") or [], args.hw)
+        cases = read_config_file(source).get("cases") or []
+        if not isinstance(cases, list):
+            raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
+        fits, unused = calibrate_tiles(cases, args.hw)
         print(format_tile_calibration(fits, unused) or f"no case of {source} is for {args.hw}")
         return 0 if fits else 2
     hardware = load_experiment(args.hw).hardware

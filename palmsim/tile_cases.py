@@ -62,7 +62,7 @@ from palmsim.config.specs import (
     WaferSpec,
     WorkloadSpec,
 )
-from palmsim.errors import MappingError, PalmsimError
+from palmsim.errors import MappingError, PalmsimError, value_repr
 from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
 from palmsim.hardware.compute import op_time_s
@@ -2156,13 +2156,18 @@ def calibrate_tiles(
     ccl: list[tuple[str, int, int, float, float, int, float, bool, int]] = []
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
-    for case in cases:
+    for i, case in enumerate(cases):
+        if not isinstance(case, Mapping):  # named as palmsim validate names it
+            unused.append((f"#{i}", f"got {value_repr(case)}; expected a mapping of case fields"))
+            continue
         case_id = str(case.get("id", "?"))
         if not is_tile_case(case):
             continue
         try:
             if Path(_hardware_path(case)).resolve() != target:
                 continue
+            if not isinstance(case.get("measured"), Mapping):
+                raise CannotExpressError("no 'measured' figures")
             model, scenario = case.get("model") or {}, case.get("scenario") or {}
             phase = str(scenario.get("phase", "")).lower()
             if all(d in model for d in ("M", "K", "N")) and _auto_config(scenario):

@@ -6,6 +6,7 @@ import copy
 import itertools
 
 import pytest
+import yaml
 
 from palmsim.api import shipped_path
 from palmsim.config.loader import load_hardware, read_config_file
@@ -920,3 +921,59 @@ def test_numbers_fitted_together_list_their_cases_once():
     assert lines[1].endswith("# fitted with the line above")
     assert lines[2].endswith("# fitted to d +0.0%")
     assert lines[3] == "not used: e: why"
+
+
+# ------------------------------------------------------------------ calibrate --tiles inputs
+
+N150 = "hw_configs/wormhole-n150.yaml"
+#: One n150 microbenchmark of each kind calibrate_tiles fits: a tuned GEMM, an out-of-box
+#: GEMM timed with trace, one timed both ways (host dispatch), a tuned one timed both ways,
+#: a DRAM read and a host read.
+N150_KINDS = (
+    "tt_gemm_n150_bf16_hifi4_16k",
+    "tt_gemm_n150_oob_bf16_hifi2_3072x4096x4096_trace",
+    "tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8",
+    "tt_gemm_n150_bf16_hifi2_512x512x512_8x8",
+    "tt_dram_read_wh_n150",
+    "tt_host_read_wh_n300_output_tensor",
+)
+
+
+@pytest.mark.parametrize("case_id", N150_KINDS)
+@pytest.mark.parametrize("measured", [None, "fast", [1.0]])
+def test_calibrate_tiles_names_a_case_without_measured_figures(case_id, measured):
+    """Fuzzing found AttributeErrors on a null (or non-mapping) `measured:` section."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES[case_id])
+    case["measured"] = measured
+    fits, unused = calibrate_tiles([case], N150)
+    assert fits == [] and unused == [(case_id, "no 'measured' figures")]
+
+
+def test_calibrate_tiles_names_an_entry_that_is_not_a_case():
+    """Fuzzing found an AttributeError on `cases: [1, a]`; such entries are named by their
+    place, as palmsim validate names them, and the other cases are still fitted."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    dram = copy.deepcopy(CASES["tt_dram_read_wh_n150"])
+    fits, unused = calibrate_tiles([1, "a", None, dram], N150)
+    assert [f.key for f in fits] == ["dram.bandwidth"]
+    assert unused == [
+        ("#0", "got 1; expected a mapping of case fields"),
+        ("#1", "got 'a'; expected a mapping of case fields"),
+        ("#2", "got None; expected a mapping of case fields"),
+    ]
+
+
+@pytest.mark.parametrize("cases", [5, "abc", {"id": "x"}])
+def test_calibrate_tiles_cli_rejects_cases_that_are_not_a_list(tmp_path, capsys, cases):
+    from palmsim.cli import main
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": cases}))
+    assert main(["calibrate", "--tiles", "--hw", N150, str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"palmsim: ConfigError: {path}: cases: got ")
+    assert err.endswith("; expected a list of measurement cases")
