@@ -977,3 +977,56 @@ def test_calibrate_tiles_cli_rejects_cases_that_are_not_a_list(tmp_path, capsys,
     assert len(err.splitlines()) == 1
     assert err.startswith(f"palmsim: ConfigError: {path}: cases: got ")
     assert err.endswith("; expected a list of measurement cases")
+
+
+#: (case, its measured figure calibrate_tiles divides by) of N150_KINDS
+N150_FIGURES = (
+    ("tt_gemm_n150_bf16_hifi4_16k", "time_ns"),
+    ("tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8", "time_ns"),
+    ("tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8", "traced_time_ns"),
+    ("tt_gemm_n150_bf16_hifi2_512x512x512_8x8", "time_ns"),
+    ("tt_gemm_n150_bf16_hifi2_512x512x512_8x8", "traced_time_ns"),
+    ("tt_dram_read_wh_n150", "ubench_GBps_at_12GTps"),
+    ("tt_host_read_wh_n300_output_tensor", "GBps"),
+)
+
+
+@pytest.mark.parametrize(("case_id", "key"), N150_FIGURES)
+@pytest.mark.parametrize("value", [0, -5, NAN, float("inf"), "fast", True, 1e300, 1e-300])
+def test_calibrate_tiles_fits_only_a_finite_positive_measurement(case_id, key, value):
+    """Fuzzing found ZeroDivisionErrors and LinAlgErrors on zero, infinite and NaN times and
+    rates, and negative ones fitted as a negative efficiency or bandwidth: such a case is
+    not used, and says why."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES[case_id])
+    case["measured"][key] = value
+    fits, unused = calibrate_tiles([case], N150)
+    assert fits == []
+    ((name, why),) = unused
+    assert name == case_id
+    assert why.startswith(f"measured {key} ")
+    assert why.endswith(("is not a positive number", "is not between 1e-100 and 1e+100"))
+
+
+def test_calibrate_tiles_leaves_out_a_bad_case_and_fits_the_others_as_without_it():
+    from palmsim.tile_cases import calibrate_tiles
+
+    good = [copy.deepcopy(CASES[c]) for c in N150_KINDS]
+    bad = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_2k_l1"])
+    bad["measured"]["time_ns"] = -1.0
+    alone, _ = calibrate_tiles(good, N150)
+    fits, unused = calibrate_tiles([*good, bad], N150)
+    assert fits == alone
+    assert unused == [(bad["id"], "measured time_ns -1.0 is not a positive number")]
+
+
+@pytest.mark.parametrize("size", [0, -1, NAN, "big"])
+def test_calibrate_tiles_fits_only_a_collective_of_positive_size(size):
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_ccl_allreduce_wh_loudbox_ring8_64MiB"])
+    case["scenario"]["size_bytes"] = size
+    fits, unused = calibrate_tiles([case], "hw_configs/wormhole-t3000.yaml")
+    assert fits == []
+    assert unused == [(case["id"], f"scenario.size_bytes {size!r} is not a positive number")]
