@@ -2041,7 +2041,9 @@ class TileFit:
 
 
 def _fit_inverse(scale: list[float], offset: list[float], measured: list[float]) -> float:
-    """The ``x`` minimising sum((offset_i + scale_i * x) / measured_i - 1)^2 (closed form)."""
+    """The ``x`` minimising sum((offset_i + scale_i * x) / measured_i - 1)^2 (closed form);
+    the caller fits only a group of cases with a positive scale."""
+    assert any(scale), "no case to fit"
     a = [sc / m for sc, m in zip(scale, measured, strict=True)]
     b = [1 - o / m for o, m in zip(offset, measured, strict=True)]
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
@@ -2121,7 +2123,8 @@ def _gemm_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, float
     model, scenario = case["model"], case["scenario"]
     dtype = _format(scenario.get("dtype"))
     rows, cols = _chip_grid(scenario.get("core_grid"), hw)
-    flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
+    m, k, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
+    flop = 2.0 * m * k * n
     peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
     return flop / peak, flop / (rows * cols * _core_peak(hw, dtype, None))
 
@@ -2206,14 +2209,14 @@ def calibrate_tiles(
                     traced_s = _measured(figures, "traced_time_ns") * 1e-9
                     host.append((case_id, _measured(figures, "time_ns") * 1e-9, traced_s))
                 elif not _untraced(scenario) and figures.get("time_ns") is not None:
-                    auto.setdefault(_format(scenario.get("dtype")), []).append(
-                        (
-                            case_id,
-                            *_gemm_terms(case, hw),
-                            _auto_output_bytes(case) / _dram_bandwidth(hw),
-                            _measured(figures, "time_ns") * 1e-9,
-                        )
+                    # a group gets a case only whole: a fit never sees an empty one
+                    entry: tuple[str, float, float, float, float] = (
+                        case_id,
+                        *_gemm_terms(case, hw),
+                        _auto_output_bytes(case) / _dram_bandwidth(hw),
+                        _measured(figures, "time_ns") * 1e-9,
                     )
+                    auto.setdefault(_format(scenario.get("dtype")), []).append(entry)
                 else:
                     raise CannotExpressError(
                         "an out-of-box GEMM is fitted as a traced time_ns, or an untraced "
@@ -2228,9 +2231,10 @@ def calibrate_tiles(
                     )
                 )
             elif all(d in model for d in ("M", "K", "N")):
-                t_ns = _measured(figures, "time_ns")
+                peak_s, one_s = _gemm_terms(case, hw)
+                t_s = _measured(figures, "time_ns") * 1e-9
                 gemm.setdefault(_format(scenario.get("dtype")), []).append(
-                    (case_id, *_gemm_terms(case, hw), t_ns * 1e-9)
+                    (case_id, peak_s, one_s, t_s)
                 )
             elif "attention microbenchmark" in phase:
                 flop, peak, _ = _attention_terms(case, hw)
@@ -2253,6 +2257,8 @@ def calibrate_tiles(
                         dram.append((case_id, rate))
             elif "collective" in phase:
                 n = positive_count(_system(case).get("chips"), "hardware.system.chips")
+                if n < 2:
+                    raise CannotExpressError("a collective over one chip uses no link")
                 ring = "ring" in str(_system(case).get("topology", "")) and n > 2
                 size = _positive(scenario.get("size_bytes"), "scenario.size_bytes")
                 kind = _collective_kind(case)

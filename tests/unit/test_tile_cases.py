@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 
 import pytest
 import yaml
@@ -982,6 +983,7 @@ def test_calibrate_tiles_cli_rejects_cases_that_are_not_a_list(tmp_path, capsys,
 #: (case, its measured figure calibrate_tiles divides by) of N150_KINDS
 N150_FIGURES = (
     ("tt_gemm_n150_bf16_hifi4_16k", "time_ns"),
+    ("tt_gemm_n150_oob_bf16_hifi2_3072x4096x4096_trace", "time_ns"),
     ("tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8", "time_ns"),
     ("tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8", "traced_time_ns"),
     ("tt_gemm_n150_bf16_hifi2_512x512x512_8x8", "time_ns"),
@@ -1030,3 +1032,53 @@ def test_calibrate_tiles_fits_only_a_collective_of_positive_size(size):
     fits, unused = calibrate_tiles([case], "hw_configs/wormhole-t3000.yaml")
     assert fits == []
     assert unused == [(case["id"], f"scenario.size_bytes {size!r} is not a positive number")]
+
+
+@pytest.mark.parametrize("dimension", ["M", "K", "N"])
+def test_calibrate_tiles_fits_only_a_gemm_of_positive_dimensions(dimension):
+    """A negative M was fitted as a negative efficiency."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
+    case["model"][dimension] = -4096
+    assert calibrate_tiles([case], N150) == (
+        [],
+        [(case["id"], f"GEMM {dimension} -4096 is not a positive number")],
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda m, s: m.update(M="abc"), "GEMM M 'abc' is not a positive number"),
+        (lambda m, s: m.update(K=0), "GEMM K 0 is not a positive number"),
+        (lambda m, s: m.update(N=[4096]), r"GEMM N \[4096\] is not a positive number"),
+        (lambda m, s: s.update(math_fidelity="HiFi9"), "math fidelity 'HiFi9'"),
+    ],
+)
+def test_calibrate_tiles_skips_a_format_whose_every_gemm_is_not_used(change, reason):
+    """Fuzzing found a ZeroDivisionError where the only traced out-of-box GEMM of a format
+    was not used: its group was left empty and fitted. Each group of GEMMs (tuned or out
+    of box) with no usable case is not fitted."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    for case_id in (
+        "tt_gemm_n150_oob_bf16_hifi2_3072x4096x4096_trace",
+        "tt_gemm_n150_bfp4_lofi_16k",
+    ):
+        case = copy.deepcopy(CASES[case_id])
+        change(case["model"], case["scenario"])
+        fits, unused = calibrate_tiles([case], N150)
+        assert fits == []
+        ((name, why),) = unused
+        assert name == case_id and re.search(reason, why)
+
+
+def test_calibrate_tiles_fits_no_collective_over_one_chip():
+    """A collective over one chip moves no byte over a link: fitting it divided by zero."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_ccl_allreduce_wh_line2_1GiB"])
+    case["hardware"]["system"]["chips"] = 1
+    fits, unused = calibrate_tiles([case], "hw_configs/wormhole-t3000.yaml")
+    assert fits == [] and unused == [(case["id"], "a collective over one chip uses no link")]
