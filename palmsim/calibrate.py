@@ -307,6 +307,12 @@ def calibrate(
         raise ConfigError.single(
             "command line", "--gemm-max-efficiency", gemm_max_efficiency, "a ratio in (0, 1]"
         )
+    if dtype not in DTYPE_BYTES:
+        close = difflib.get_close_matches(dtype.lower(), list(DTYPE_BYTES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError.single(
+            "command line", "--dtype", dtype, f"one of {', '.join(DTYPE_BYTES)}{hint}"
+        )
     cases = _cases_by_id(path)
     elem = DTYPE_BYTES[dtype]
     gemm = memory = allreduce = None
@@ -357,10 +363,16 @@ def calibrate(
                 ConfigError.MISSING,
                 "the GPU's SM count (or pass --compute-units)",
             )
+        try:
+            peak = hardware.tile.peak_for(dtype)
+        except KeyError:
+            known = ", ".join(dict(hardware.tile.peak_flop_per_s))
+            expected = f"a dtype {hardware.name} has a peak for ({known})"
+            raise ConfigError.single("command line", "--dtype", dtype, expected) from None
         rows = [{**r, "latency_s": r["latency_ms"] * 1e-3} for r in rows_of(case)]
         fit = fit_gemm(
             rows,
-            peak_flop_per_s=hardware.tile.peak_for(dtype),
+            peak_flop_per_s=peak,
             compute_units=units,
             memory_bandwidth_bytes_per_s=streaming,
             dtype_bytes=elem,

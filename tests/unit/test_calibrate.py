@@ -287,3 +287,23 @@ def test_a_bad_measurement_row_is_a_config_error_naming_it(tmp_path, row, why) -
     hardware = load_experiment("hw_configs/dgx-a100-superpod.yaml").hardware
     with pytest.raises(ConfigError, match=r"gelu\.rows\[1\]"):
         calibrate(str(path), hardware, memory_cases=["gelu"])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        ("nosuch", "expected one of fp32, fp16, bf16, "),
+        ("", "expected one of fp32, fp16, bf16, "),
+        ("fp61", "(did you mean 'fp16'?)"),
+        ("BF16", "(did you mean 'bf16'?)"),
+        ("nvfp4", "expected a dtype dgx-a100-superpod has a peak for ("),
+    ],
+)
+def test_calibrate_cli_names_a_dtype_it_cannot_fit(capsys, dtype, expected) -> None:
+    """Fuzzing found a KeyError (an internal error) on an unknown --dtype."""
+    args = ["calibrate", "--hw", A100, "--gemm", "llmcompass_a100_gemm_fp16", "--dtype", dtype]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"palmsim: ConfigError: command line: --dtype: got {dtype!r}; ")
+    assert expected in err
