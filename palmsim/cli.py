@@ -609,8 +609,21 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         if not isinstance(cases, list):
             raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
         fits, unused = calibrate_tiles(cases, args.hw)
-        print(format_tile_calibration(fits, unused) or f"no case of {source} is for {args.hw}")
-        return 0 if fits else 2
+        if unused or fits:
+            print(format_tile_calibration(fits, unused))
+        if not fits:  # the case ids of this hardware, each "not used" above with why
+            raise ConfigError.single(
+                source,
+                f"cases for {args.hw}",
+                [case for case, _ in unused],
+                "a microbenchmark palmsim fits (a case whose hardware.hw_spec_ref maps to "
+                "that config)",
+            )
+        return 0
+    if not (args.gemm or args.memory or args.allreduce):
+        raise ConfigError.single(
+            "command line", "--gemm, --memory or --allreduce", ConfigError.MISSING, "a case to fit"
+        )
     hardware = load_experiment(args.hw).hardware
     result = calibrate(
         args.file or shipped(DEFAULT_MEASUREMENTS),
@@ -624,9 +637,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         allreduce_min_bytes=args.min_bytes,
         gemm_max_efficiency=args.gemm_max_efficiency,
     )
-    text = format_calibration(result)
-    print(text if text else "nothing to fit: name cases with --gemm, --memory or --allreduce")
-    return 0 if text else 2
+    print(format_calibration(result))
+    return 0
 
 
 class _VersionAction(argparse.Action):

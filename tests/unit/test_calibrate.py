@@ -349,3 +349,14 @@ def test_calibrate_takes_the_options_given_in_range() -> None:
     )
     assert result.gemm is not None and result.gemm[2] == 1
     assert result.allreduce is not None and result.allreduce[1].num_ranks == 2
+
+
+def test_calibrate_cli_with_no_case_named_is_a_config_error(capsys) -> None:
+    """It printed "nothing to fit" on stdout, with exit 2 and nothing on stderr."""
+    assert main(["calibrate", MEASUREMENTS, "--hw", A100]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "palmsim: ConfigError: command line: --gemm, --memory or --allreduce: missing; "
+        "expected a case to fit\n"
+    )

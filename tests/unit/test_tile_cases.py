@@ -1082,3 +1082,41 @@ def test_calibrate_tiles_fits_no_collective_over_one_chip():
     case["hardware"]["system"]["chips"] = 1
     fits, unused = calibrate_tiles([case], "hw_configs/wormhole-t3000.yaml")
     assert fits == [] and unused == [(case["id"], "a collective over one chip uses no link")]
+
+
+def test_calibrate_tiles_cli_with_no_case_for_the_hardware_is_a_config_error(tmp_path, capsys):
+    """It printed "no case of FILE is for HW" on stdout, with exit 2 and nothing on stderr."""
+    from palmsim.cli import main
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": [CASES["tt_dram_read_wh_n150"]]}))
+    assert main(["calibrate", "--tiles", "--hw", "hw_configs/dgx-a100.yaml", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(
+        f"palmsim: ConfigError: {path}: cases for hw_configs/dgx-a100.yaml: got []; expected a "
+        "microbenchmark palmsim fits"
+    )
+
+
+def test_calibrate_tiles_cli_with_no_usable_case_says_why_and_is_a_config_error(tmp_path, capsys):
+    from palmsim.cli import main
+
+    case = copy.deepcopy(CASES["tt_dram_read_wh_n150"])
+    case["measured"]["ubench_GBps_at_12GTps"] = 0
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": [case]}))
+    assert main(["calibrate", "--tiles", "--hw", N150, str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == (
+        "not used: tt_dram_read_wh_n150: measured ubench_GBps_at_12GTps 0 is not a positive "
+        "number\n"
+    )
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(
+        f"palmsim: ConfigError: {path}: cases for {N150}: got ['tt_dram_read_wh_n150']; "
+        "expected a microbenchmark palmsim fits"
+    )
