@@ -269,6 +269,33 @@ def _is_number(value: Any) -> bool:
     )
 
 
+def _check_options(
+    *,
+    dtype: str,
+    compute_units: int | None,
+    allreduce_ranks: int | None,
+    allreduce_min_bytes: float,
+    gemm_max_efficiency: float | None,
+) -> None:
+    """Raise a ConfigError naming the first of :func:`calibrate`'s options (the command
+    line's) out of its range; ``None`` is an option not given."""
+    if dtype not in DTYPE_BYTES:
+        close = difflib.get_close_matches(dtype.lower(), list(DTYPE_BYTES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError.single(
+            "command line", "--dtype", dtype, f"one of {', '.join(DTYPE_BYTES)}{hint}"
+        )
+    checks = [
+        ("--compute-units", compute_units, "a positive number of SMs", lambda v: v >= 1),
+        ("--ranks", allreduce_ranks, "2 or more GPUs", lambda v: v >= 2),
+        ("--min-bytes", allreduce_min_bytes, "a size >= 0 [B]", lambda v: 0 <= v < math.inf),
+        ("--gemm-max-efficiency", gemm_max_efficiency, "a ratio in (0, 1]", lambda v: 0 < v <= 1),
+    ]
+    for option, value, expected, valid in checks:
+        if value is not None and not valid(value):
+            raise ConfigError.single("command line", option, value, expected)
+
+
 def calibrate(
     path: str,
     hardware: HardwareSpec,
@@ -303,10 +330,13 @@ def calibrate(
     Raises:
         ConfigError: a case is missing or lacks the columns, or a needed number is unknown.
     """
-    if gemm_max_efficiency is not None and not 0 < gemm_max_efficiency <= 1:
-        raise ConfigError.single(
-            "command line", "--gemm-max-efficiency", gemm_max_efficiency, "a ratio in (0, 1]"
-        )
+    _check_options(
+        dtype=dtype,
+        compute_units=compute_units,
+        allreduce_ranks=allreduce_ranks,
+        allreduce_min_bytes=allreduce_min_bytes,
+        gemm_max_efficiency=gemm_max_efficiency,
+    )
     cases = _cases_by_id(path)
     elem = DTYPE_BYTES[dtype]
     gemm = memory = allreduce = None
@@ -349,7 +379,8 @@ def calibrate(
         streaming = hardware.dram.bandwidth_bytes_per_s
     if gemm_case is not None:
         case = _case(cases, gemm_case, path, {"M", "N", "K", "latency_ms"})
-        units = compute_units or (hardware.tile.gemm.compute_units if hardware.tile.gemm else None)
+        default = hardware.tile.gemm.compute_units if hardware.tile.gemm else None
+        units = compute_units if compute_units is not None else default
         if units is None:
             raise ConfigError.single(
                 hardware.name,
@@ -357,10 +388,16 @@ def calibrate(
                 ConfigError.MISSING,
                 "the GPU's SM count (or pass --compute-units)",
             )
+        try:
+            peak = hardware.tile.peak_for(dtype)
+        except KeyError:
+            known = ", ".join(dict(hardware.tile.peak_flop_per_s))
+            expected = f"a dtype {hardware.name} has a peak for ({known})"
+            raise ConfigError.single("command line", "--dtype", dtype, expected) from None
         rows = [{**r, "latency_s": r["latency_ms"] * 1e-3} for r in rows_of(case)]
         fit = fit_gemm(
             rows,
-            peak_flop_per_s=hardware.tile.peak_for(dtype),
+            peak_flop_per_s=peak,
             compute_units=units,
             memory_bandwidth_bytes_per_s=streaming,
             dtype_bytes=elem,
@@ -371,10 +408,10 @@ def calibrate(
         case = _case(cases, allreduce_case, path, {"size_bytes", "time_us"})
         system = case.get("system")
         given = system.get("num_gpus") if isinstance(system, Mapping) else None
-        ranks = allreduce_ranks or (given if isinstance(given, int) else 0)
-        if isinstance(ranks, bool) or ranks < 2:
+        ranks = allreduce_ranks if allreduce_ranks is not None else given
+        if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 2:
             raise ConfigError.single(
-                path, f"{allreduce_case}.system.num_gpus", ranks, "2 or more GPUs"
+                path, f"{allreduce_case}.system.num_gpus", given, "2 or more GPUs (or pass --ranks)"
             )
         rows = [r for r in rows_of(case) if r["size_bytes"] >= allreduce_min_bytes]
         if not rows:

@@ -671,6 +671,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from palmsim.api import load_experiment
     from palmsim.calibrate import calibrate, format_calibration
+    from palmsim.errors import ConfigError
     from palmsim.validate import DEFAULT_MEASUREMENTS, shipped
 
     if args.tiles:  # a tiled chip, from the tile-validation case format
@@ -678,9 +679,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         from palmsim.tile_cases import calibrate_tiles, format_tile_calibration
 
         source = args.file or shipped("validation/tiles_measurements.yaml")
-        fits, unused = calibrate_tiles(read_config_file(source).get("cases") or [], args.hw)
-        print(format_tile_calibration(fits, unused) or f"no case of {source} is for {args.hw}")
-        return 0 if fits else 2
+        cases = read_config_file(source).get("cases") or []
+        if not isinstance(cases, list):
+            raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
+        fits, unused = calibrate_tiles(cases, args.hw)
+        if unused or fits:
+            print(format_tile_calibration(fits, unused))
+        if not fits:  # the case ids of this hardware, each "not used" above with why
+            raise ConfigError.single(
+                source,
+                f"cases for {args.hw}",
+                [case for case, _ in unused],
+                "a microbenchmark palmsim fits (a case whose hardware.hw_spec_ref maps to "
+                "that config)",
+            )
+        return 0
+    if not (args.gemm or args.memory or args.allreduce):
+        raise ConfigError.single(
+            "command line", "--gemm, --memory or --allreduce", ConfigError.MISSING, "a case to fit"
+        )
     hardware = load_experiment(args.hw).hardware
     result = calibrate(
         args.file or shipped(DEFAULT_MEASUREMENTS),
@@ -694,9 +711,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         allreduce_min_bytes=args.min_bytes,
         gemm_max_efficiency=args.gemm_max_efficiency,
     )
-    text = format_calibration(result)
-    print(text if text else "nothing to fit: name cases with --gemm, --memory or --allreduce")
-    return 0 if text else 2
+    print(format_calibration(result))
+    return 0
 
 
 class _VersionAction(argparse.Action):

@@ -62,7 +62,7 @@ from palmsim.config.specs import (
     WaferSpec,
     WorkloadSpec,
 )
-from palmsim.errors import MappingError, PalmsimError
+from palmsim.errors import MappingError, PalmsimError, value_repr
 from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
 from palmsim.hardware.compute import op_time_s
@@ -416,6 +416,34 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+#: The range of a figure :func:`calibrate_tiles` fits, in its own unit (ns, GB/s, bytes):
+#: wide beyond any measurement, and narrow enough that a fit can square and invert it,
+#: scaled to SI, without leaving floating point's range.
+_FIGURE_RANGE = (1e-100, 1e100)
+
+
+def _positive(value: Any, what: str) -> float:
+    """``value`` (a number, or its text) as a finite number > 0, or CannotExpressError naming
+    ``what``: a measured time or rate, or a size, that :func:`calibrate_tiles` divides by."""
+    number = math.nan
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise CannotExpressError(f"{what} {value_repr(value)} is not a positive number")
+    low, high = _FIGURE_RANGE
+    if not low <= number <= high:
+        raise CannotExpressError(f"{what} {value_repr(value)} is not between {low:g} and {high:g}")
+    return number
+
+
+def _measured(figures: Mapping[str, Any], key: str) -> float:
+    """The measured figure ``key`` (:func:`_positive`)."""
+    if figures.get(key) is None:
+        raise CannotExpressError(f"no measured {key}")
+    return _positive(figures[key], f"measured {key}")
 
 
 def positive_count(value: Any, what: str) -> int:
@@ -2013,7 +2041,9 @@ class TileFit:
 
 
 def _fit_inverse(scale: list[float], offset: list[float], measured: list[float]) -> float:
-    """The ``x`` minimising sum((offset_i + scale_i * x) / measured_i - 1)^2 (closed form)."""
+    """The ``x`` minimising sum((offset_i + scale_i * x) / measured_i - 1)^2 (closed form);
+    the caller fits only a group of cases with a positive scale."""
+    assert any(scale), "no case to fit"
     a = [sc / m for sc, m in zip(scale, measured, strict=True)]
     b = [1 - o / m for o, m in zip(offset, measured, strict=True)]
     return sum(ai * bi for ai, bi in zip(a, b, strict=True)) / sum(ai * ai for ai in a)
@@ -2093,7 +2123,8 @@ def _gemm_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, float
     model, scenario = case["model"], case["scenario"]
     dtype = _format(scenario.get("dtype"))
     rows, cols = _chip_grid(scenario.get("core_grid"), hw)
-    flop = 2.0 * int(model["M"]) * int(model["K"]) * int(model["N"])
+    m, k, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
+    flop = 2.0 * m * k * n
     peak = rows * cols * _core_peak(hw, dtype, scenario.get("math_fidelity"))
     return flop / peak, flop / (rows * cols * _core_peak(hw, dtype, None))
 
@@ -2156,74 +2187,80 @@ def calibrate_tiles(
     ccl: list[tuple[str, int, int, float, float, int, float, bool, int]] = []
     attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
     unused: list[tuple[str, str]] = []
-    for case in cases:
+    for i, case in enumerate(cases):
+        if not isinstance(case, Mapping):  # named as palmsim validate names it
+            unused.append((f"#{i}", f"got {value_repr(case)}; expected a mapping of case fields"))
+            continue
         case_id = str(case.get("id", "?"))
         if not is_tile_case(case):
             continue
         try:
             if Path(_hardware_path(case)).resolve() != target:
                 continue
+            figures = case.get("measured")
+            if not isinstance(figures, Mapping):
+                raise CannotExpressError("no 'measured' figures")
             model, scenario = case.get("model") or {}, case.get("scenario") or {}
             phase = str(scenario.get("phase", "")).lower()
+            # timed both ways: untraced (time_ns) and with trace (traced_time_ns)
+            both = _untraced(scenario) and figures.get("traced_time_ns") is not None
             if all(d in model for d in ("M", "K", "N")) and _auto_config(scenario):
-                measured = case["measured"]
-                if _untraced(scenario) and _number(measured.get("traced_time_ns")):
-                    traced_s = float(measured["traced_time_ns"]) * 1e-9
-                    host.append((case_id, float(measured["time_ns"]) * 1e-9, traced_s))
-                elif not _untraced(scenario) and _number(measured.get("time_ns")):
-                    auto.setdefault(_format(scenario.get("dtype")), []).append(
-                        (
-                            case_id,
-                            *_gemm_terms(case, hw),
-                            _auto_output_bytes(case) / _dram_bandwidth(hw),
-                            float(measured["time_ns"]) * 1e-9,
-                        )
+                if both:
+                    traced_s = _measured(figures, "traced_time_ns") * 1e-9
+                    host.append((case_id, _measured(figures, "time_ns") * 1e-9, traced_s))
+                elif not _untraced(scenario) and figures.get("time_ns") is not None:
+                    # a group gets a case only whole: a fit never sees an empty one
+                    entry: tuple[str, float, float, float, float] = (
+                        case_id,
+                        *_gemm_terms(case, hw),
+                        _auto_output_bytes(case) / _dram_bandwidth(hw),
+                        _measured(figures, "time_ns") * 1e-9,
                     )
+                    auto.setdefault(_format(scenario.get("dtype")), []).append(entry)
                 else:
                     raise CannotExpressError(
                         "an out-of-box GEMM is fitted as a traced time_ns, or an untraced "
                         "time_ns with the same op's traced_time_ns"
                     )
-            elif (
-                all(d in model for d in ("M", "K", "N"))
-                and _untraced(scenario)
-                and _number(case["measured"].get("traced_time_ns"))
-            ):
-                measured = case["measured"]
+            elif all(d in model for d in ("M", "K", "N")) and both:
                 host_tuned.append(
                     (
                         case_id,
-                        float(measured["time_ns"]) * 1e-9,
-                        float(measured["traced_time_ns"]) * 1e-9,
+                        _measured(figures, "time_ns") * 1e-9,
+                        _measured(figures, "traced_time_ns") * 1e-9,
                     )
                 )
             elif all(d in model for d in ("M", "K", "N")):
-                t_ns = float(case["measured"]["time_ns"])
+                peak_s, one_s = _gemm_terms(case, hw)
+                t_s = _measured(figures, "time_ns") * 1e-9
                 gemm.setdefault(_format(scenario.get("dtype")), []).append(
-                    (case_id, *_gemm_terms(case, hw), t_ns * 1e-9)
+                    (case_id, peak_s, one_s, t_s)
                 )
             elif "attention microbenchmark" in phase:
                 flop, peak, _ = _attention_terms(case, hw)
-                t_ms = _number(case["measured"].get("time_ms"))
-                if not t_ms:
-                    raise CannotExpressError("an attention microbenchmark is fitted as time_ms")
-                attention.append((case_id, flop / peak, t_ms * 1e-3))
+                attention.append((case_id, flop / peak, _measured(figures, "time_ms") * 1e-3))
             elif "host read microbenchmark" in phase:
-                gbps = _number(case["measured"].get("GBps"))
-                if not gbps:
-                    raise CannotExpressError("a host read microbenchmark is fitted as GBps")
-                host_read.append((case_id, gbps * 1e9))
+                host_read.append((case_id, _measured(figures, "GBps") * 1e9))
             elif "memory microbenchmark" in phase:
-                for metric, _, _ in _dram_read(case, hw):
-                    rate = float(case["measured"][metric]) * 1e9
+                # every figure of the case palmsim predicts, or none of them
+                metrics = (*_DRAM_READ_ADJACENT, *_DRAM_READ_INTERLEAVED)
+                read = [
+                    (m, _measured(figures, m) * 1e9)
+                    for m in figures
+                    if m in metrics and figures[m] is not None
+                ]
+                _dram_read(case, hw)  # a chip with DRAM, a figure of it
+                for metric, rate in read:
                     if metric in _DRAM_READ_INTERLEAVED:
                         interleaved.append((case_id, rate))
                     else:
                         dram.append((case_id, rate))
             elif "collective" in phase:
                 n = positive_count(_system(case).get("chips"), "hardware.system.chips")
+                if n < 2:
+                    raise CannotExpressError("a collective over one chip uses no link")
                 ring = "ring" in str(_system(case).get("topology", "")) and n > 2
-                size = float(scenario["size_bytes"])
+                size = _positive(scenario.get("size_bytes"), "scenario.size_bytes")
                 kind = _collective_kind(case)
                 if kind == "alltoall":
                     raise CannotExpressError(
@@ -2236,7 +2273,7 @@ def calibrate_tiles(
                 reduced = {"reducescatter": 1.0, "allreduce": 0.5}.get(kind, 0.0) * per_direction
                 assert hw.wafer is not None
                 calls = 2 if kind == "allreduce" and hw.wafer.composite_all_reduce else 1
-                t_us = float(case["measured"]["time_us"])
+                t_us = _measured(figures, "time_us")
                 # the steps whose latency it pays, and its reduce-scatter's
                 hops, reduce_steps = collective_steps(kind, steps, ring_fabric=ring)
                 # the pieces of n - 1 chips on its busiest flow: a line's end link, a ring's

@@ -287,3 +287,76 @@ def test_a_bad_measurement_row_is_a_config_error_naming_it(tmp_path, row, why) -
     hardware = load_experiment("hw_configs/dgx-a100-superpod.yaml").hardware
     with pytest.raises(ConfigError, match=r"gelu\.rows\[1\]"):
         calibrate(str(path), hardware, memory_cases=["gelu"])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        ("nosuch", "expected one of fp32, fp16, bf16, "),
+        ("", "expected one of fp32, fp16, bf16, "),
+        ("fp61", "(did you mean 'fp16'?)"),
+        ("BF16", "(did you mean 'bf16'?)"),
+        ("nvfp4", "expected a dtype dgx-a100-superpod has a peak for ("),
+    ],
+)
+def test_calibrate_cli_names_a_dtype_it_cannot_fit(capsys, dtype, expected) -> None:
+    """Fuzzing found a KeyError (an internal error) on an unknown --dtype."""
+    args = ["calibrate", "--hw", A100, "--gemm", "llmcompass_a100_gemm_fp16", "--dtype", dtype]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"palmsim: ConfigError: command line: --dtype: got {dtype!r}; ")
+    assert expected in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--compute-units", "-5", "a positive number of SMs"),
+        ("--compute-units", "0", "a positive number of SMs"),
+        ("--ranks", "0", "2 or more GPUs"),
+        ("--ranks", "1", "2 or more GPUs"),
+        ("--min-bytes", "-1", "a size >= 0 [B]"),
+        ("--min-bytes", "nan", "a size >= 0 [B]"),
+        ("--min-bytes", "inf", "a size >= 0 [B]"),
+    ],
+)
+def test_calibrate_cli_names_an_option_out_of_range(capsys, option, value, expected) -> None:
+    """Fuzzing found --compute-units -5 printed into the config to paste, --compute-units 0
+    and --ranks 0 silently replaced by the defaults, --min-bytes -1 accepted and
+    --min-bytes nan blamed on the measurements file."""
+    args = ["calibrate", "--hw", A100, "--gemm", "llmcompass_a100_gemm_fp16"]
+    args += ["--allreduce", "llmcompass_a100x4_allreduce", option, value]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"palmsim: ConfigError: command line: {option}: got ")
+    assert err.endswith(f"; expected {expected}")
+
+
+def test_calibrate_takes_the_options_given_in_range() -> None:
+    """The smallest values in range are taken as given, not as their defaults."""
+    hw = load_experiment(A100).hardware
+    result = calibrate(
+        MEASUREMENTS,
+        hw,
+        gemm_case="llmcompass_a100_gemm_fp16",
+        compute_units=1,
+        allreduce_case="llmcompass_a100x4_allreduce",
+        allreduce_ranks=2,
+        allreduce_min_bytes=0.0,
+    )
+    assert result.gemm is not None and result.gemm[2] == 1
+    assert result.allreduce is not None and result.allreduce[1].num_ranks == 2
+
+
+def test_calibrate_cli_with_no_case_named_is_a_config_error(capsys) -> None:
+    """It printed "nothing to fit" on stdout, with exit 2 and nothing on stderr."""
+    assert main(["calibrate", MEASUREMENTS, "--hw", A100]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "palmsim: ConfigError: command line: --gemm, --memory or --allreduce: missing; "
+        "expected a case to fit\n"
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 
 import pytest
+import yaml
 
 from palmsim.api import shipped_path
 from palmsim.config.loader import load_hardware, read_config_file
@@ -920,3 +922,201 @@ def test_numbers_fitted_together_list_their_cases_once():
     assert lines[1].endswith("# fitted with the line above")
     assert lines[2].endswith("# fitted to d +0.0%")
     assert lines[3] == "not used: e: why"
+
+
+# ------------------------------------------------------------------ calibrate --tiles inputs
+
+N150 = "hw_configs/wormhole-n150.yaml"
+#: One n150 microbenchmark of each kind calibrate_tiles fits: a tuned GEMM, an out-of-box
+#: GEMM timed with trace, one timed both ways (host dispatch), a tuned one timed both ways,
+#: a DRAM read and a host read.
+N150_KINDS = (
+    "tt_gemm_n150_bf16_hifi4_16k",
+    "tt_gemm_n150_oob_bf16_hifi2_3072x4096x4096_trace",
+    "tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8",
+    "tt_gemm_n150_bf16_hifi2_512x512x512_8x8",
+    "tt_dram_read_wh_n150",
+    "tt_host_read_wh_n300_output_tensor",
+)
+
+
+@pytest.mark.parametrize("case_id", N150_KINDS)
+@pytest.mark.parametrize("measured", [None, "fast", [1.0]])
+def test_calibrate_tiles_names_a_case_without_measured_figures(case_id, measured):
+    """Fuzzing found AttributeErrors on a null (or non-mapping) `measured:` section."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES[case_id])
+    case["measured"] = measured
+    fits, unused = calibrate_tiles([case], N150)
+    assert fits == [] and unused == [(case_id, "no 'measured' figures")]
+
+
+def test_calibrate_tiles_names_an_entry_that_is_not_a_case():
+    """Fuzzing found an AttributeError on `cases: [1, a]`; such entries are named by their
+    place, as palmsim validate names them, and the other cases are still fitted."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    dram = copy.deepcopy(CASES["tt_dram_read_wh_n150"])
+    fits, unused = calibrate_tiles([1, "a", None, dram], N150)
+    assert [f.key for f in fits] == ["dram.bandwidth"]
+    assert unused == [
+        ("#0", "got 1; expected a mapping of case fields"),
+        ("#1", "got 'a'; expected a mapping of case fields"),
+        ("#2", "got None; expected a mapping of case fields"),
+    ]
+
+
+@pytest.mark.parametrize("cases", [5, "abc", {"id": "x"}])
+def test_calibrate_tiles_cli_rejects_cases_that_are_not_a_list(tmp_path, capsys, cases):
+    from palmsim.cli import main
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": cases}))
+    assert main(["calibrate", "--tiles", "--hw", N150, str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"palmsim: ConfigError: {path}: cases: got ")
+    assert err.endswith("; expected a list of measurement cases")
+
+
+#: (case, its measured figure calibrate_tiles divides by) of N150_KINDS
+N150_FIGURES = (
+    ("tt_gemm_n150_bf16_hifi4_16k", "time_ns"),
+    ("tt_gemm_n150_oob_bf16_hifi2_3072x4096x4096_trace", "time_ns"),
+    ("tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8", "time_ns"),
+    ("tt_gemm_n150_oob_bf16_hifi2_512x512x512_8x8", "traced_time_ns"),
+    ("tt_gemm_n150_bf16_hifi2_512x512x512_8x8", "time_ns"),
+    ("tt_gemm_n150_bf16_hifi2_512x512x512_8x8", "traced_time_ns"),
+    ("tt_dram_read_wh_n150", "ubench_GBps_at_12GTps"),
+    ("tt_host_read_wh_n300_output_tensor", "GBps"),
+)
+
+
+@pytest.mark.parametrize(("case_id", "key"), N150_FIGURES)
+@pytest.mark.parametrize("value", [0, -5, NAN, float("inf"), "fast", True, 1e300, 1e-300])
+def test_calibrate_tiles_fits_only_a_finite_positive_measurement(case_id, key, value):
+    """Fuzzing found ZeroDivisionErrors and LinAlgErrors on zero, infinite and NaN times and
+    rates, and negative ones fitted as a negative efficiency or bandwidth: such a case is
+    not used, and says why."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES[case_id])
+    case["measured"][key] = value
+    fits, unused = calibrate_tiles([case], N150)
+    assert fits == []
+    ((name, why),) = unused
+    assert name == case_id
+    assert why.startswith(f"measured {key} ")
+    assert why.endswith(("is not a positive number", "is not between 1e-100 and 1e+100"))
+
+
+def test_calibrate_tiles_leaves_out_a_bad_case_and_fits_the_others_as_without_it():
+    from palmsim.tile_cases import calibrate_tiles
+
+    good = [copy.deepcopy(CASES[c]) for c in N150_KINDS]
+    bad = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_2k_l1"])
+    bad["measured"]["time_ns"] = -1.0
+    alone, _ = calibrate_tiles(good, N150)
+    fits, unused = calibrate_tiles([*good, bad], N150)
+    assert fits == alone
+    assert unused == [(bad["id"], "measured time_ns -1.0 is not a positive number")]
+
+
+@pytest.mark.parametrize("size", [0, -1, NAN, "big"])
+def test_calibrate_tiles_fits_only_a_collective_of_positive_size(size):
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_ccl_allreduce_wh_loudbox_ring8_64MiB"])
+    case["scenario"]["size_bytes"] = size
+    fits, unused = calibrate_tiles([case], "hw_configs/wormhole-t3000.yaml")
+    assert fits == []
+    assert unused == [(case["id"], f"scenario.size_bytes {size!r} is not a positive number")]
+
+
+@pytest.mark.parametrize("dimension", ["M", "K", "N"])
+def test_calibrate_tiles_fits_only_a_gemm_of_positive_dimensions(dimension):
+    """A negative M was fitted as a negative efficiency."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
+    case["model"][dimension] = -4096
+    assert calibrate_tiles([case], N150) == (
+        [],
+        [(case["id"], f"GEMM {dimension} -4096 is not a positive number")],
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda m, s: m.update(M="abc"), "GEMM M 'abc' is not a positive number"),
+        (lambda m, s: m.update(K=0), "GEMM K 0 is not a positive number"),
+        (lambda m, s: m.update(N=[4096]), r"GEMM N \[4096\] is not a positive number"),
+        (lambda m, s: s.update(math_fidelity="HiFi9"), "math fidelity 'HiFi9'"),
+    ],
+)
+def test_calibrate_tiles_skips_a_format_whose_every_gemm_is_not_used(change, reason):
+    """Fuzzing found a ZeroDivisionError where the only traced out-of-box GEMM of a format
+    was not used: its group was left empty and fitted. Each group of GEMMs (tuned or out
+    of box) with no usable case is not fitted."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    for case_id in (
+        "tt_gemm_n150_oob_bf16_hifi2_3072x4096x4096_trace",
+        "tt_gemm_n150_bfp4_lofi_16k",
+    ):
+        case = copy.deepcopy(CASES[case_id])
+        change(case["model"], case["scenario"])
+        fits, unused = calibrate_tiles([case], N150)
+        assert fits == []
+        ((name, why),) = unused
+        assert name == case_id and re.search(reason, why)
+
+
+def test_calibrate_tiles_fits_no_collective_over_one_chip():
+    """A collective over one chip moves no byte over a link: fitting it divided by zero."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_ccl_allreduce_wh_line2_1GiB"])
+    case["hardware"]["system"]["chips"] = 1
+    fits, unused = calibrate_tiles([case], "hw_configs/wormhole-t3000.yaml")
+    assert fits == [] and unused == [(case["id"], "a collective over one chip uses no link")]
+
+
+def test_calibrate_tiles_cli_with_no_case_for_the_hardware_is_a_config_error(tmp_path, capsys):
+    """It printed "no case of FILE is for HW" on stdout, with exit 2 and nothing on stderr."""
+    from palmsim.cli import main
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": [CASES["tt_dram_read_wh_n150"]]}))
+    assert main(["calibrate", "--tiles", "--hw", "hw_configs/dgx-a100.yaml", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(
+        f"palmsim: ConfigError: {path}: cases for hw_configs/dgx-a100.yaml: got []; expected a "
+        "microbenchmark palmsim fits"
+    )
+
+
+def test_calibrate_tiles_cli_with_no_usable_case_says_why_and_is_a_config_error(tmp_path, capsys):
+    from palmsim.cli import main
+
+    case = copy.deepcopy(CASES["tt_dram_read_wh_n150"])
+    case["measured"]["ubench_GBps_at_12GTps"] = 0
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": [case]}))
+    assert main(["calibrate", "--tiles", "--hw", N150, str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == (
+        "not used: tt_dram_read_wh_n150: measured ubench_GBps_at_12GTps 0 is not a positive "
+        "number\n"
+    )
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(
+        f"palmsim: ConfigError: {path}: cases for {N150}: got ['tt_dram_read_wh_n150']; "
+        "expected a microbenchmark palmsim fits"
+    )
