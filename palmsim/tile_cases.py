@@ -2409,7 +2409,32 @@ def calibrate_tiles(
     if ccl:
         assert hw.wafer is not None
         fits += _fit_ccl(ccl, hw.wafer)
-    return fits, unused
+    kept = [f for f in fits if _physical(f)]
+    unused += [
+        (
+            f.key,
+            f"not fitted: its cases give {f.value:.4g}, outside {_RANGES[f.dimension][1]} "
+            f"(a measurement faster than the config's peaks allow?): {', '.join(f.cases)}",
+        )
+        for f in fits
+        if not _physical(f)
+    ]
+    return kept, unused
+
+
+#: The values a fitted number of each dimension can take, and their text: an efficiency is
+#: a share of a peak, a rate is above zero and a time is not below it.
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "ratio": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "bandwidth": (lambda v: v > 0, "(0, inf)"),
+    "time": (lambda v: v >= 0, "[0, inf)"),
+}
+
+
+def _physical(fit: TileFit) -> bool:
+    """Whether ``fit.value`` is finite and in the range of its dimension (:data:`_RANGES`)."""
+    check = _RANGES.get(fit.dimension, (lambda v: True, ""))[0]
+    return math.isfinite(fit.value) and check(fit.value)
 
 
 #: The smallest reduce-scatter step latency :func:`_fit_ccl` reports as fitted [s].

@@ -1120,3 +1120,20 @@ def test_calibrate_tiles_cli_with_no_usable_case_says_why_and_is_a_config_error(
         f"palmsim: ConfigError: {path}: cases for {N150}: got ['tt_dram_read_wh_n150']; "
         "expected a microbenchmark palmsim fits"
     )
+
+
+@pytest.mark.parametrize("time_ns", [1e-3, 1.0])
+def test_calibrate_tiles_does_not_print_an_efficiency_a_chip_cannot_have(time_ns):
+    """The 16384^3 bfp4 GEMM timed in a nanosecond: faster than the n150's peak, its fitted
+    efficiency is outside (0, 1] (it came out as -0.333 once the op latency is taken off);
+    such a number would be pasted into a config, so it is listed as not fitted instead."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_gemm_n150_bfp4_lofi_16k"])
+    case["measured"]["time_ns"] = time_ns
+    fits, unused = calibrate_tiles([case], N150)
+    assert fits == []
+    ((key, why),) = unused
+    assert key == "tile.format_efficiency.bfp4"
+    assert why.startswith("not fitted: its cases give ") and "outside (0, 1]" in why
+    assert why.endswith(": tt_gemm_n150_bfp4_lofi_16k")
