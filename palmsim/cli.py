@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import math
 import os
 import signal
 import sys
@@ -304,12 +305,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most arrival rates one ``palmsim serve --rates`` curve may have: each is a whole
+#: serving run (1.5 s for the default 200 requests, README), so 100 are minutes already.
+MAX_RATES = 100
+
+
+def _check_rates(rates: Sequence[float]) -> None:
+    """ConfigError unless ``rates`` are at most :data:`MAX_RATES` finite rates above zero
+    whose folder names (``rate-{r:g}``) differ."""
+    from palmsim.errors import ConfigError
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError.single("command line", "--rates", ",".join(map(str, rates)), expected)
+
+    if len(rates) > MAX_RATES:
+        raise bad(f"at most {MAX_RATES} rates, not {len(rates)}")
+    if not all(math.isfinite(r) and r > 0 for r in rates):
+        raise bad("arrival rates above zero [requests/s], e.g. 1,2,4")
+    names = [f"{r:g}" for r in rates]
+    if len(set(names)) < len(names):
+        raise bad("distinct rates (each is written to OUT/rate-<rate>, as %g prints it)")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from palmsim.api import serve
     from palmsim.report.export import write_latency_load, write_serving_run
     from palmsim.report.serving import format_serving_table
 
     if args.rates:
+        _check_rates(args.rates)
         curve = []
         for rate in args.rates:
             overrides = [*args.overrides, f"serving.traffic.rate_per_s={rate}"]

@@ -112,6 +112,23 @@ def test_a_cache_too_small_for_any_request_says_so_and_still_writes(tmp_path, ca
     assert summary["num_iterations"] == 0 and summary["batch_tokens_mean"] == 0.0
 
 
+@pytest.mark.parametrize(
+    ("rates", "needle"),
+    [
+        ("0", "arrival rates above zero"),
+        ("inf", "arrival rates above zero"),
+        ("1,1.0000001", "distinct rates"),  # both would be written to OUT/rate-1
+        (",".join(str(r + 1) for r in range(101)), "at most 100 rates, not 101"),
+    ],
+)
+def test_serve_rates_out_of_range_are_the_command_lines_error(rates, needle, capsys):
+    """A rate of 0 was blamed on the serving file's traffic.rate_per_s, two rates printing
+    alike overwrote one folder, and any number of rates was accepted, each a whole run."""
+    assert main(["serve", "--no-plots", "--rates", rates]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: ConfigError: command line: --rates: ") and needle in err
+
+
 def test_palmsim_serve_bad_key_exits_2(capsys):
     assert main(["serve", "--set", "serving.traffic.rat_per_s=3"]) == 2
     assert "did you mean 'rate_per_s'" in capsys.readouterr().err
