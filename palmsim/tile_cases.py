@@ -2195,6 +2195,7 @@ def calibrate_tiles(
         if not is_tile_case(case):
             continue
         try:
+            case = _normalized(case)  # a section that is no mapping is named, as predict does
             if Path(_hardware_path(case)).resolve() != target:
                 continue
             figures = case.get("measured")

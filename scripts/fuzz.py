@@ -274,6 +274,31 @@ def _small_sweep(work: Path, workload: Path) -> Path:
     return path
 
 
+def _small_serving(work: Path) -> Path:
+    """The shipped one-H100 serving file cut to 5 requests: a serving run in a blink."""
+    raw = yaml.safe_load((REPO / "serving" / "llama3-8b-h100.yaml").read_text())
+    raw.setdefault("traffic", {})["num_requests"] = 5
+    path = work / "small-serving.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _small_tile_cases(work: Path) -> Path:
+    """The n150's microbenchmarks of the shipped tile file (GEMMs, DRAM and host reads): what
+    ``calibrate --tiles`` fits for it."""
+    shipped = yaml.safe_load((REPO / "validation" / "tiles_measurements.yaml").read_text())
+    keep = [
+        c
+        for c in shipped["cases"]
+        if str(c.get("id", "")).startswith(("tt_gemm_n150", "tt_dram_read_wh", "tt_host_read"))
+    ]
+    path = work / "small-tile-cases.yaml"
+    path.write_text(
+        yaml.safe_dump({k: v for k, v in shipped.items() if k != "cases"} | {"cases": keep})
+    )
+    return path
+
+
 def _small_mapping(work: Path) -> Path:
     mapping = {
         "pp": 2, "tp": 2, "dp": 1, "micro_batch_size": 1, "schedule": "1f1b",
@@ -432,6 +457,24 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
                 "--allreduce",
                 "llmcompass_a100x4_allreduce",
             ],
+        ),
+        "serving": Kind(
+            "serving",
+            (_small_serving(work),),
+            lambda m, s: [
+                "serve",
+                "--serving",
+                str(m),
+                *budget_args,
+                "--no-plots",
+                "--out",
+                str(s / "serve"),
+            ],
+        ),
+        "tiles_calibrate": Kind(
+            "tiles_calibrate",
+            (_small_tile_cases(work),),
+            lambda m, s: ["calibrate", "--tiles", "--hw", str(hw / "wormhole-n150.yaml"), str(m)],
         ),
         "run_folder": Kind(
             "run_folder",

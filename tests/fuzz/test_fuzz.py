@@ -11,7 +11,7 @@ import pytest
 
 from scripts.fuzz import fuzz_kind, kinds, summarize
 
-#: Mutations per kind: 9 kinds x 22 = 198 in CI.
+#: Mutations per kind: 11 kinds x 22 = 242 in CI.
 PER_KIND = 22
 #: Budgets small enough that an accepted input simulates in well under a second.
 BUDGETS = ("run.max_events=30000", "run.max_memory=256 MiB")
@@ -37,6 +37,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         "sweep",
         "validate",
         "calibrate",
+        "serving",
+        "tiles_calibrate",
         "run_folder",
         "set",
     ],

@@ -1137,3 +1137,16 @@ def test_calibrate_tiles_does_not_print_an_efficiency_a_chip_cannot_have(time_ns
     assert key == "tile.format_efficiency.bfp4"
     assert why.startswith("not fitted: its cases give ") and "outside (0, 1]" in why
     assert why.endswith(": tt_gemm_n150_bfp4_lofi_16k")
+
+
+@pytest.mark.parametrize("section", ["scenario", "model"])
+def test_calibrate_tiles_names_a_section_that_is_no_mapping(section):
+    """A scenario or model written as a number or a word crashed the fit (fuzzing of the
+    tile calibration file); the case is not used, and says which section is wrong."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    case = copy.deepcopy(CASES["tt_gemm_n150_bfp4_lofi_16k"])
+    case[section] = 1000000
+    fits, unused = calibrate_tiles([case], N150)
+    assert fits == []
+    assert unused == [(case["id"], f"{section}: got 1000000; expected a mapping of fields")]
