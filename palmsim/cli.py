@@ -275,6 +275,19 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise ConfigError.single(
             "command line", "--stage", args.stage, f"0..{run.plan.num_stages - 1}"
         )
+    if args.category is not None:
+        flows = run.trace.flows
+        table = flows.table("category")
+        present = sorted({str(table[c]) for c in set(flows.codes("category").tolist())})
+        if args.category not in present:
+            close = difflib.get_close_matches(args.category, present, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError.single(
+                "command line",
+                "--category",
+                args.category,
+                f"a category of this run's flows: {', '.join(present) or 'none'}{hint}",
+            )
     out = Path(args.out) if args.out else Path(args.run_dir) / "plots" / f"{args.kind}.png"
     options = {
         "per_tile": args.per_tile or args.tiles is not None or args.stage is not None,

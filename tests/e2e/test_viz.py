@@ -60,6 +60,19 @@ def test_missing_run_dir_is_one_line_exit_5(tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 1 and "not a run folder" in err
 
 
+def test_a_noc_category_the_run_has_no_flows_of_is_named(small, capsys) -> None:
+    """--category p2pp drew an empty map (no flow has it); it is refused, listing the
+    categories the run's flows have, with a did-you-mean."""
+    out, result = small
+    present = sorted({f.category for f in result.trace.flows})
+    assert main(["plot", "noc", str(out), "--category", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"flows: {', '.join(present)}" in err
+    assert "p2p" in present
+    assert main(["plot", "noc", str(out), "--category", "p2pp"]) == 2
+    assert "did you mean 'p2p'?" in capsys.readouterr().err
+
+
 def test_noc_bytes_are_the_flows_bytes_on_each_channel(small) -> None:
     """Per channel, the heat-map's bytes are the sizes of the flows routed over it."""
     from palmsim.report.figdata import hottest_links, link_loads
