@@ -3,7 +3,8 @@
 
 Each command parses its arguments, calls the library and maps errors to exit codes:
 0 success, 2 ConfigError, 3 MappingError, 4 SimulationError, 5 RunDirError (``plot``, ``report``),
-6 a ``validate --max-error`` exceeded; 130 Ctrl-C, 143 SIGTERM, 141 a closed pipe (``| head``).
+6 a ``validate --max-error`` exceeded, 7 a file the system would not let palmsim read or write;
+130 Ctrl-C, 143 SIGTERM, 141 a closed pipe (``| head``).
 Errors print as one message (all problems of a config file at once), never a traceback.
 """
 
@@ -642,6 +643,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
 EXIT_VALIDATION_FAILED = 6
 
 
+def _check_writable(flag: str, path: str) -> None:
+    """ConfigError naming ``flag`` unless the folder of the file ``path`` exists and is one
+    palmsim can write (checked before the work, not when its result is saved)."""
+    from palmsim.errors import ConfigError
+
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or Path(path).is_dir():
+        raise ConfigError.single(
+            "command line", flag, path, f"a file in a folder palmsim can write ({folder})"
+        )
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -652,6 +665,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     # Every case takes the same overrides: a malformed one is the command's error, not each case's
     split_overrides(args.overrides or ())
+    for flag, value, expected in (
+        ("--max-error", args.max_error, "a percentage >= 0"),
+        ("--case-timeout", args.case_timeout, "seconds above zero"),
+    ):
+        least_ok = value is None or (math.isfinite(value) and value >= 0)
+        if not least_ok or (flag == "--case-timeout" and value == 0):
+            raise ConfigError.single("command line", flag, value, expected)
+    if args.json:
+        _check_writable("--json", args.json)
     previous = None
     if args.resume:
         if not args.json:
@@ -1032,6 +1054,9 @@ def build_parser() -> argparse.ArgumentParser:
 #: Exit code of a command whose reader closed the pipe: what a shell reports for a Unix tool
 #: ended by SIGPIPE (128 + 13), e.g. ``head`` after its lines.
 EXIT_BROKEN_PIPE = 141
+#: Exit code of a file the operating system would not let palmsim read or write (a full
+#: disk, a folder without permission) that no input check caught first.
+EXIT_OS_ERROR = 7
 
 
 def _stdout_closed() -> int:
@@ -1105,6 +1130,10 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:  # `palmsim ... | head`: the reader left; stop quietly
         return _stdout_closed()
+    except OSError as error:  # a file palmsim could not read or write (disk full, permissions)
+        where = error.filename or "a file"
+        print(f"palmsim: cannot read or write {where}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_OS_ERROR
     except Exception as bug:  # a bug in palmsim: one line; -v prints the traceback
         if args.verbose:
             traceback.print_exc()

@@ -180,6 +180,37 @@ def test_a_bad_flag_value_is_one_line_exit_2(argv: list[str], needle: str, capsy
     assert err.count("\n") == 1 and "usage" not in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--max-error", "-5"),
+        ("--max-error", "nan"),
+        ("--case-timeout", "0"),
+        ("--case-timeout", "nan"),
+    ],
+)
+def test_validate_flags_out_of_range_are_refused_before_any_case(flag, value, capsys) -> None:
+    """--max-error nan never failed a run; --case-timeout -1 or nan was each case's internal
+    error (the interval timer refused it)."""
+    assert main(["validate", "--case", "nosuch", flag, value, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"palmsim: ConfigError: command line: {flag}: got ")
+
+
+def test_a_file_the_system_will_not_write_is_one_line_exit_7(monkeypatch, capsys) -> None:
+    """The last net under every command: an OSError no input check caught (a full disk, a
+    folder without permission) is one line naming the file, exit 7, not an internal error."""
+    import palmsim.cli as cli
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/data/out/summary.json")
+
+    monkeypatch.setattr(cli, "_cmd_describe", denied)  # main builds its parser on each call
+    assert main(["describe"]) == 7
+    err = capsys.readouterr().err
+    assert err == "palmsim: cannot read or write /data/out/summary.json: Permission denied\n"
+
+
 def test_infeasible_mapping_exits_3(capsys) -> None:
     assert main(["run", *SMALL, "--dp", "9", "-q"]) == 3
     assert "MappingError" in _one_line_error(capsys)
