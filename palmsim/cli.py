@@ -479,11 +479,15 @@ def _check_search_flags(args: argparse.Namespace) -> None:
         flag = flags.get(dest, f"--{dest}")
         where = "a mapping search, not to --objective goodput" if goodput else "--objective goodput"
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-        raise ConfigError.single(flag, dest, shown, f"no {flag}: it applies only to {where}")
+        raise ConfigError.single(
+            "command line", flag, shown, f"no {flag}: it applies only to {where}"
+        )
     out = Path(args.out)  # checked now: the search writes into it only after mapping
     blocker = next((p for p in (out, *out.parents) if p.exists()), out)
     if blocker.exists() and not blocker.is_dir():
-        raise ConfigError.single("--out", "out", args.out, f"a folder ({blocker} is a file)")
+        raise ConfigError.single(
+            "command line", "--out", args.out, f"a folder ({blocker} is a file)"
+        )
 
 
 def _search_progress(quiet: bool) -> Callable[[str], None]:

@@ -131,7 +131,7 @@ def check_search_options(
     counts = (("--top", top, 1), ("--jobs", jobs, 1), ("--max-simulations", max_simulations, 0))
     for flag, value, least in counts:
         if value is not None and not (_is_int(value) and value >= least):
-            raise ConfigError.single(flag, flag[2:].replace("-", "_"), value, f"an int >= {least}")
+            raise ConfigError.single("command line", flag, value, f"an int >= {least}")
     names = {
         "schedule": SCHEDULES.names(),
         "recompute": list(RECOMPUTE_MODES),
@@ -145,14 +145,16 @@ def check_search_options(
         known = names.get(f.name)
         for value in values:
             if known is None and not (_is_int(value) and value >= 1):
-                raise ConfigError.single(flag, f.name, value, "ints >= 1 (a,b,...)")
+                raise ConfigError.single("command line", flag, value, "ints >= 1 (a,b,...)")
             if known is not None and value not in known:
                 close = difflib.get_close_matches(str(value), known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError.single(flag, f.name, value, f"one of {', '.join(known)}{hint}")
+                raise ConfigError.single(
+                    "command line", flag, value, f"one of {', '.join(known)}{hint}"
+                )
         if len(set(values)) < len(values):
             raise ConfigError.single(
-                flag, f.name, ",".join(map(str, values)), "distinct values (a,b,...)"
+                "command line", flag, ",".join(map(str, values)), "distinct values (a,b,...)"
             )
 
 
@@ -359,7 +361,7 @@ def search(
         ConfigError: an unknown objective, or an option :func:`check_search_options` refuses.
     """
     if objective not in OBJECTIVES:
-        raise ConfigError.single("--objective", "objective", objective, " or ".join(OBJECTIVES))
+        raise ConfigError.single("command line", "--objective", objective, " or ".join(OBJECTIVES))
     check_search_options(space, top=top, jobs=jobs, max_simulations=max_simulations)
     hw = experiment.hardware
     section = {"energy": hw.energy, "cost": hw.cost}

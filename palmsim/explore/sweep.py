@@ -429,7 +429,7 @@ def sweep(
         elif executor == "dask":
             _run_on_dask(tasks, scheduler, finished)
         else:
-            raise ConfigError.single("--executor", "executor", executor, "local or dask")
+            raise ConfigError.single("command line", "--executor", executor, "local or dask")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the table lists every point on disk
         table.write()
         raise

@@ -250,20 +250,23 @@ def test_bound_counts_the_tensor_parallel_ranks_that_share_a_dram_port() -> None
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
-        (["--pp", "0"], "--pp: pp: got 0; expected ints >= 1"),
-        (["--micro-batch", "0"], "--micro-batch: micro_batch_size: got 0"),
-        (["--dp", "0"], "--dp: dp: got 0"),
-        (["--tp", "-4"], "--tp: tp: got -4"),
-        (["--pp", "4,4"], "--pp: pp: got '4,4'; expected distinct values"),
+        (["--pp", "0"], "command line: --pp: got 0; expected ints >= 1"),
+        (["--micro-batch", "0"], "command line: --micro-batch: got 0"),
+        (["--dp", "0"], "command line: --dp: got 0"),
+        (["--tp", "-4"], "command line: --tp: got -4"),
+        (["--pp", "4,4"], "command line: --pp: got '4,4'; expected distinct values"),
         (
             ["--schedule", "nosuch"],
-            "--schedule: schedule: got 'nosuch'; expected one of 1f1b, gpipe",
+            "command line: --schedule: got 'nosuch'; expected one of 1f1b, gpipe",
         ),
-        (["--schedule", ",,"], "--schedule: schedule: got ''"),
+        (["--schedule", ",,"], "command line: --schedule: got ''"),
         (["--placement", "snak"], "(did you mean 'snake'?)"),
-        (["--recompute", "nosuch"], "--recompute: recompute: got 'nosuch'; expected one of none,"),
-        (["--jobs", "0"], "--jobs: jobs: got 0; expected an int >= 1"),
-        (["--max-simulations", "-1"], "--max-simulations: max_simulations: got -1"),
+        (
+            ["--recompute", "nosuch"],
+            "command line: --recompute: got 'nosuch'; expected one of none,",
+        ),
+        (["--jobs", "0"], "command line: --jobs: got 0; expected an int >= 1"),
+        (["--max-simulations", "-1"], "command line: --max-simulations: got -1"),
         (["--replicas", "2"], "--replicas: it applies only to --objective goodput"),
         (["--max-num-seqs", "4"], "--max-num-seqs: it applies only to --objective goodput"),
         (["--serving", "serving/x.yaml"], "--serving: it applies only to --objective goodput"),
@@ -271,9 +274,9 @@ def test_bound_counts_the_tensor_parallel_ranks_that_share_a_dram_port() -> None
             ["--objective", "goodput", "--schedule", "1f1b"],
             "--schedule: it applies only to a mapping",
         ),
-        (["--objective", "goodput", "--pp", "0"], "--pp: pp: got 0"),
-        (["--objective", "goodput", "--replicas", "-1"], "--replicas: replicas: got -1"),
-        (["--objective", "goodput", "--top", "0"], "--top: top: got 0"),
+        (["--objective", "goodput", "--pp", "0"], "command line: --pp: got 0"),
+        (["--objective", "goodput", "--replicas", "-1"], "command line: --replicas: got -1"),
+        (["--objective", "goodput", "--top", "0"], "command line: --top: got 0"),
     ],
 )
 def test_search_refuses_a_bad_option_in_one_line(flags, named, tmp_path, capsys) -> None:
@@ -303,7 +306,9 @@ def test_search_refuses_an_out_inside_a_file_before_simulating(tmp_path, capsys)
     for out in (tmp_path / "file", tmp_path / "file" / "sub"):
         assert main(["search", *small, "--max-simulations", "1", "--out", str(out), "-q"]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("palmsim: ConfigError: --out: ") and err.count("\n") == 1
+        assert (
+            err.startswith("palmsim: ConfigError: command line: --out: ") and err.count("\n") == 1
+        )
         assert f"expected a folder ({tmp_path / 'file'} is a file)" in err
 
 

@@ -57,5 +57,5 @@ def test_cli_search_goodput_writes_results(tmp_path, capsys):
 
 def test_search_goodput_refuses_a_zero_count() -> None:
     """tp 0 divided the tile budget by zero; now a ConfigError naming the flag."""
-    with pytest.raises(ConfigError, match="--tp: tp: got 0"):
+    with pytest.raises(ConfigError, match="command line: --tp: got 0"):
         search_goodput(None, None, NODE, overrides=SMALL, space=GoodputSpace(tp=(0,)))
