@@ -949,7 +949,12 @@ def test_calibrate_tiles_names_a_case_without_measured_figures(case_id, measured
     case = copy.deepcopy(CASES[case_id])
     case["measured"] = measured
     fits, unused = calibrate_tiles([case], N150)
-    assert fits == [] and unused == [(case_id, "no 'measured' figures")]
+    why = (
+        "no 'measured' figures"
+        if measured is None
+        else f"measured: got {measured!r}; expected a mapping of fields"
+    )
+    assert fits == [] and unused == [(case_id, why)]
 
 
 def test_calibrate_tiles_names_an_entry_that_is_not_a_case():
