@@ -88,7 +88,12 @@ class ConfigError(PalmsimError):
 
     def __init__(self, problems: list[ConfigProblem]) -> None:
         assert problems, "ConfigError needs at least one problem"
-        self.problems = list(problems)
+        # one problem a key: a later check of a key whose value was refused sees it as
+        # missing, or as its default, and would only repeat the first problem less clearly
+        first: dict[tuple[str, str], ConfigProblem] = {}
+        for problem in problems:
+            first.setdefault((problem.file, problem.key), problem)
+        self.problems = list(first.values())
         super().__init__(self._message())
 
     def _message(self) -> str:

@@ -1315,3 +1315,18 @@ def test_a_training_run_checks_the_inference_mapping_it_does_not_use() -> None:
         load_workload("workloads/llama3-8b.yaml", ["inference.mapping.pp=abc"])
     _, mapping = load_workload("workloads/llama3-8b.yaml", ["inference.mapping.pp=2"])
     assert mapping == {}  # a training run keeps its own mapping: (this file has none)
+
+
+def test_a_refused_value_is_one_problem_not_also_a_missing_key(tmp_path: Path) -> None:
+    """DeepSeek-V3's qk_nope_head_dim of -1 was reported twice: refused, then 'missing'
+    by the MLA cross-check, which no longer saw it (fuzzing of MoE configs)."""
+    import json
+
+    hf = json.loads(Path("workloads/hf/deepseek-v3.config.json").read_text())
+    hf["qk_nope_head_dim"] = -1
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(hf))
+    with pytest.raises(ConfigError) as info:
+        load_workload(str(path))
+    (problem,) = [p for p in info.value.problems if p.key == "model.qk_nope_head_dim"]
+    assert problem.value == -1 and problem.expected == "an int >= 1 or null"
