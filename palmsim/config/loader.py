@@ -322,13 +322,17 @@ def _nullable_int_rule(minimum: int = 1, hint: str = "") -> Rule:
 
 
 def _optional_positive_float_rule() -> Rule:
-    """A number > 0, or null."""
-    expected = "a number > 0 or null"
+    """A finite number > 0, or null."""
+    expected = "a finite number > 0 or null"
 
     def parse(value: Any, where: str, key: str) -> float | None:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 < value < math.inf
+        ):
             raise _InvalidValueError(expected)
         return float(value)
 

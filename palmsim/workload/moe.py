@@ -91,10 +91,14 @@ def expert_loads(
 def capacity_per_expert(
     num_tokens: int, top_k: int, num_experts: int, factor: float | None
 ) -> float | None:
-    """Slots an expert takes from one source rank: ``ceil(factor · N·k/E)``; None if dropless."""
+    """Slots an expert takes from one source rank: ``ceil(factor · N·k/E)``, at most the
+    rank's ``N·k`` slots (a factor of ``E`` or more drops nothing); None if dropless."""
     if factor is None:
         return None
-    return float(math.ceil(factor * num_tokens * top_k / num_experts))
+    slots = num_tokens * top_k
+    if factor >= num_experts:  # factor·N·k/E >= N·k: every slot fits (and no overflow)
+        return float(slots)
+    return float(math.ceil(factor * slots / num_experts))
 
 
 def place_experts(loads: np.ndarray, num_ranks: int, placement: str) -> tuple[tuple[int, ...], ...]:

@@ -4,6 +4,7 @@ and the MoE keys of the loader."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,20 @@ def test_moe_layouts_palmsim_cannot_say_are_refused(tmp_path, key, value):
 def test_unknown_expert_load_gets_a_suggestion():
     with pytest.raises(ConfigError, match=r"training\.expert_load.*did you mean 'uniform'"):
         load_workload("workloads/mixtral-8x7b.yaml", ["training.expert_load=unifrom"])
+
+
+@pytest.mark.parametrize("factor", [8.0, 1e308])
+def test_a_capacity_factor_of_the_expert_count_or_more_drops_nothing(factor) -> None:
+    """ceil(factor N k / E) overflowed to inf (OverflowError) for a factor of 1e308; from
+    factor = E on, an expert's capacity is all N k slots of the rank, which no load passes."""
+    from palmsim.workload.moe import capacity_per_expert
+
+    assert capacity_per_expert(4096, 2, 8, factor) == 4096 * 2
+    assert capacity_per_expert(4096, 2, 8, 1.25) == math.ceil(1.25 * 4096 * 2 / 8)
+
+
+def test_an_infinite_capacity_factor_is_the_files_error() -> None:
+    from palmsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"moe_capacity_factor: got inf; expected a finite"):
+        load_workload("workloads/mixtral-8x7b.yaml", ["training.moe_capacity_factor=.inf"])
