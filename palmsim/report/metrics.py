@@ -1042,7 +1042,7 @@ def op_table_rows(
     steps = steps_by_label(plan)
     dram_of: dict[str, bool] = {}
     for program in plan.programs:
-        for step in (*program.forward, *program.backward, *program.recompute):
+        for step in (*program.forward, *program.backward, *program.recompute, program.optimizer):
             if isinstance(step, ComputeStep):
                 dram_of[step.label] = step.dram_read_bytes + step.dram_write_bytes > 0
     if plan.inference is not None:

@@ -107,3 +107,22 @@ def test_op_table_of_a_training_run_uses_the_training_dtype(tmp_path):
     rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
     dram_ridges = {float(r["ridge_flop_per_byte"]) for r in rows if r["memory"] == "dram"}
     assert dram_ridges == {62.5}
+
+
+def test_the_optimizer_row_of_a_gpu_run_is_in_dram_with_its_ridge(tmp_path):
+    """The optimizer step reads and writes its shard in HBM, but the table of which steps
+    touch DRAM left it out, so on a GPU (no managed SRAM: bandwidth 0) its row read
+    'sram, inf' (found by fuzzing). On the H100 (989.4 TFLOP/s bf16 dense x the config's GEMM
+    efficiency, 3.35 TB/s HBM) its ridge is finite and in DRAM."""
+    out = tmp_path / "run"
+    hw = str(REPO / "hw_configs" / "dgx-h100.yaml")
+    args = ["run", "--hw", hw, "--workload", LLAMA7B, "--set", "model.num_hidden_layers=1"]
+    args += ["--set", "training.global_batch_size=8", "--tp", "8"]
+    assert main([*args, "--no-plots", "-q", "--op-table", "--out", str(out)]) == 0
+    lines = (out / "op_table.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    (optimizer,) = [r for r in rows if r["phase"] == "optimizer"]
+    assert optimizer["memory"] == "dram"
+    assert 0 < float(optimizer["ridge_flop_per_byte"]) < float("inf")
+    assert "inf" not in "\n".join(lines[1:])
