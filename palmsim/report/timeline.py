@@ -85,7 +85,9 @@ def binned_amount(
     if np.any(~spread):
         index = np.searchsorted(edges, starts_s[~spread], side="right") - 1
         np.add.at(result, np.clip(index, 0, num_bins - 1), amounts[~spread])
-    return result
+    # The amounts are not negative, but a bin's share is a difference of two running sums, and
+    # where both are large and equal their rounding can leave -2e-13 (seen in timeline.csv)
+    return np.maximum(result, 0.0, out=result)
 
 
 def utilization_timeline(
