@@ -167,6 +167,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     experiment = _load(args)
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
+    _check_out_folder("--out" if args.out else "--results", out)
     bar = _ProgressBar("writing", "file", quiet=args.quiet, leave=False)
     try:
         summary = run_experiment(
@@ -348,6 +349,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.rates:
         _check_rates(args.rates)
+        if args.out:
+            _check_out_folder("--out", Path(args.out))
         curve = []
         for rate in args.rates:
             overrides = [*args.overrides, f"serving.traffic.rate_per_s={rate}"]
@@ -371,9 +374,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             name = args.label or Path(args.serving or "default").stem
             print(f"wrote {write_latency_load(args.out, {name: curve})}")
         return 0
+    out = args.out or str(Path("results") / f"serve-{Path(args.serving or 'default').stem}")
+    _check_out_folder("--out", Path(out))
     result = serve(args.hw, args.serving_workload, args.serving, overrides=args.overrides)
     print(format_serving_table(result.summary))
-    out = args.out or str(Path("results") / f"serve-{Path(args.serving or 'default').stem}")
     write_serving_run(
         out,
         summary=result.summary,
@@ -482,12 +486,7 @@ def _check_search_flags(args: argparse.Namespace) -> None:
         raise ConfigError.single(
             "command line", flag, shown, f"no {flag}: it applies only to {where}"
         )
-    out = Path(args.out)  # checked now: the search writes into it only after mapping
-    blocker = next((p for p in (out, *out.parents) if p.exists()), out)
-    if blocker.exists() and not blocker.is_dir():
-        raise ConfigError.single(
-            "command line", "--out", args.out, f"a folder ({blocker} is a file)"
-        )
+    _check_out_folder("--out", Path(args.out))  # now: the search writes only after mapping
 
 
 def _search_progress(quiet: bool) -> Callable[[str], None]:
@@ -645,6 +644,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 #: Exit code of ``palmsim validate`` when a figure misses by more than ``--max-error``.
 EXIT_VALIDATION_FAILED = 6
+
+
+def _check_out_folder(flag: str, out: Path) -> None:
+    """ConfigError naming ``flag`` unless ``out`` is, or can be made, a folder palmsim can
+    write: its nearest existing ancestor is a folder with write permission (checked before
+    a simulation, whose results would otherwise be lost when they are written)."""
+    from palmsim.errors import ConfigError
+
+    blocker = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if blocker is None or not blocker.is_dir():
+        raise ConfigError.single("command line", flag, str(out), f"a folder ({blocker} is a file)")
+    if not os.access(blocker, os.W_OK | os.X_OK):
+        raise ConfigError.single(
+            "command line", flag, str(out), f"a folder palmsim can write ({blocker} is not)"
+        )
 
 
 def _check_writable(flag: str, path: str) -> None:

@@ -211,6 +211,20 @@ def test_a_file_the_system_will_not_write_is_one_line_exit_7(monkeypatch, capsys
     assert err == "palmsim: cannot read or write /data/out/summary.json: Permission denied\n"
 
 
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_an_out_inside_a_file_is_refused_before_simulating(command, tmp_path, capsys) -> None:
+    """The simulation ran and its results were lost when they were written (exit 7); the
+    folder is checked first."""
+    (tmp_path / "afile").write_text("")
+    args = ["--set", "serving.traffic.num_requests=3"] if command == "serve" else ["-q"]
+    assert main([command, "--no-plots", *args, "--out", str(tmp_path / "afile" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"palmsim: ConfigError: command line: --out: got '{tmp_path / 'afile' / 'run'}'; "
+        f"expected a folder ({tmp_path / 'afile'} is a file)\n"
+    )
+
+
 def test_infeasible_mapping_exits_3(capsys) -> None:
     assert main(["run", *SMALL, "--dp", "9", "-q"]) == 3
     assert "MappingError" in _one_line_error(capsys)
