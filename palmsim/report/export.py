@@ -782,7 +782,8 @@ def check_records(
     trace: RunTrace, *, num_tiles: int, num_channels: int, num_stages: int, where: str
 ) -> None:
     """Check a run folder's records against the chip and plan rebuilt from its config: tiles
-    and channels that exist, stages of the plan (or -1), finite non-negative quantities, and
+    and channels that exist, stages of the plan (or -1), micro-batch and layer indices (or
+    -1), finite non-negative quantities, and
     times inside ``[0, iteration_time_s]`` (no record ends after the iteration).
 
     Raises:
@@ -813,6 +814,9 @@ def check_records(
             raise bad("interval", i, "tile", r.tile, tiles)
         if not -1 <= r.stage < num_stages:
             raise bad("interval", i, "stage", r.stage, stages)
+        for field in ("microbatch", "layer"):
+            if getattr(r, field) < -1:
+                raise bad("interval", i, field, getattr(r, field), "an index >= 0, or -1 for none")
         for field in ("start_s", "end_s"):
             if not time_ok(getattr(r, field)):
                 raise bad("interval", i, field, getattr(r, field), times)
@@ -828,6 +832,8 @@ def check_records(
                 raise bad("flow", i, "channels", channel, f"a channel 0..{num_channels - 1}")
         if not -1 <= f.stage < num_stages:
             raise bad("flow", i, "stage", f.stage, stages)
+        if f.microbatch < -1:
+            raise bad("flow", i, "microbatch", f.microbatch, "an index >= 0, or -1 for none")
         for field in ("start_s", "end_s"):
             if not time_ok(getattr(f, field)):
                 raise bad("flow", i, field, getattr(f, field), times)
@@ -858,6 +864,8 @@ def check_records(
     intervals, flows, memory = trace.intervals, trace.flows, trace.memory
     interval_ok = inside(intervals.column("tile"), 0, num_tiles)
     interval_ok &= inside(intervals.column("stage"), -1, num_stages)
+    for field in ("microbatch", "layer"):  # -1: none
+        interval_ok &= intervals.column(field) >= -1
     interval_ok &= timed(intervals, "start_s", "end_s")
     for field in ("flop", "bytes"):
         interval_ok &= inside(intervals.column(field), 0.0, math.inf)
@@ -866,6 +874,7 @@ def check_records(
     )
     flow_ok = route_ok.reshape(-1)[flows.codes("channels")]
     flow_ok &= inside(flows.column("stage"), -1, num_stages)
+    flow_ok &= flows.column("microbatch") >= -1
     flow_ok &= timed(flows, "start_s", "end_s")
     flow_ok &= inside(flows.column("size_bytes"), 0.0, math.inf)
     memory_ok = inside(memory.column("tile"), 0, num_tiles)

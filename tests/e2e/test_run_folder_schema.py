@@ -117,6 +117,20 @@ def test_records_of_a_tile_the_chip_lacks_are_named(folder: Path, tmp_path: Path
     _ends_in_one_line(copy, "records.npz", "interval record 3", "tile", "got 320", "0..319")
 
 
+@pytest.mark.parametrize("array", ["interval_microbatch", "interval_layer", "flow_microbatch"])
+def test_an_index_below_none_is_named(array: str, folder: Path, tmp_path: Path) -> None:
+    """-1 stands for none; -7 was read and reported (found by fuzzing run folders)."""
+    copy = _edited(folder, tmp_path)
+    with np.load(copy / "records.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    assert len(arrays[array])  # the run has records of this kind
+    arrays[array] = arrays[array].copy()
+    arrays[array][0] = -7
+    np.savez_compressed(copy / "records.npz", **arrays)
+    kind, field = array.split("_", 1)
+    _ends_in_one_line(copy, "records.npz", f"{kind} record 0", field, "got -7", "-1 for none")
+
+
 def test_records_past_the_iteration_are_named(folder: Path, tmp_path: Path) -> None:
     copy = _edited(folder, tmp_path)
     summary = json.loads((copy / "summary.json").read_text())
