@@ -87,13 +87,13 @@ def _result_value(summary: Mapping[str, Any], column: str) -> Any:
 
 
 _SPEC_KEYS = ("base", "set", "grid", "zip")
+_BASE_KEYS = ("hw", "workload", "mapping")
 
 #: The most points one sweep spec may hold. Each point is a whole simulation (about a
 #: second to a minute, README "Sweeps"), so 100,000 points are already days of CPU time on
 #: one machine; a larger grid is refused before its points are built, not left to run
 #: for ever (a 500-byte spec can name 10^12 points).
 MAX_POINTS = 100_000
-_BASE_KEYS = ("hw", "workload", "mapping")
 
 
 @dataclass(frozen=True)
