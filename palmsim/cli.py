@@ -646,31 +646,30 @@ def _cmd_search(args: argparse.Namespace) -> int:
 EXIT_VALIDATION_FAILED = 6
 
 
-def _check_out_folder(flag: str, out: Path) -> None:
+def _check_out_folder(flag: str, out: Path, shown: str | None = None) -> None:
     """ConfigError naming ``flag`` unless ``out`` is, or can be made, a folder palmsim can
     write: its nearest existing ancestor is a folder with write permission (checked before
     a simulation, whose results would otherwise be lost when they are written)."""
     from palmsim.errors import ConfigError
 
+    value = str(out) if shown is None else shown  # the flag's value, as the user gave it
     blocker = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
     if blocker is None or not blocker.is_dir():
-        raise ConfigError.single("command line", flag, str(out), f"a folder ({blocker} is a file)")
+        raise ConfigError.single("command line", flag, value, f"a folder ({blocker} is a file)")
     if not os.access(blocker, os.W_OK | os.X_OK):
         raise ConfigError.single(
-            "command line", flag, str(out), f"a folder palmsim can write ({blocker} is not)"
+            "command line", flag, value, f"a folder palmsim can write ({blocker} is not)"
         )
 
 
 def _check_writable(flag: str, path: str) -> None:
-    """ConfigError naming ``flag`` unless the folder of the file ``path`` exists and is one
-    palmsim can write (checked before the work, not when its result is saved)."""
+    """ConfigError naming ``flag`` unless ``path`` is no folder and its folder is, or can
+    be made, one palmsim can write (:func:`_check_out_folder`), before the work."""
     from palmsim.errors import ConfigError
 
-    folder = Path(path).resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or Path(path).is_dir():
-        raise ConfigError.single(
-            "command line", flag, path, f"a file in a folder palmsim can write ({folder})"
-        )
+    if Path(path).is_dir():
+        raise ConfigError.single("command line", flag, path, "a file, not a folder")
+    _check_out_folder(flag, Path(path).absolute().parent, shown=path)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

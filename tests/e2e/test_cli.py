@@ -246,3 +246,15 @@ def test_unknown_strategy_names_are_reported_together_with_their_source(capsys) 
         "--set mapping.partition=costs: mapping.partition: got 'costs'" in err
         and "did you mean 'cost'" in err
     )
+
+
+def test_validate_json_into_a_file_or_a_folder_is_refused_before_any_case(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    into_file = str(tmp_path / "afile" / "v.json")
+    assert main(["validate", "--case", "nosuch", "-q", "--json", into_file]) == 2
+    assert capsys.readouterr().err == (
+        f"palmsim: ConfigError: command line: --json: got '{into_file}'; expected a folder "
+        f"({tmp_path / 'afile'} is a file)\n"
+    )
+    assert main(["validate", "--case", "nosuch", "-q", "--json", str(tmp_path)]) == 2
+    assert "expected a file, not a folder" in capsys.readouterr().err
