@@ -426,22 +426,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"palmsim: ConfigError: command line: {message} (see {self.prog} --help)\n")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def _comma_list(text: str, convert: Callable[[str], Any], expected: str) -> tuple[Any, ...]:
+    """``text`` split at commas, each part converted; an argparse error saying ``expected``."""
     try:
-        return tuple(int(v) for v in text.split(","))
+        return tuple(convert(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"got {text!r}; expected ints separated by commas, e.g. 4,8"
-        ) from None
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected {expected}") from None
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return _comma_list(text, int, "ints separated by commas, e.g. 4,8")
 
 
 def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"got {text!r}; expected numbers separated by commas, e.g. 1,2,4"
-        ) from None
+    return _comma_list(text, float, "numbers separated by commas, e.g. 1,2,4")
 
 
 def _str_list(text: str) -> tuple[str, ...]:

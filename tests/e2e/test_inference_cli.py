@@ -63,6 +63,13 @@ def test_inference_key_typo_is_a_config_error_with_a_suggestion(tmp_path, capsys
     assert "inference.prompt_length" in err and "prompt_len" in err
 
 
+def _op_table(out):
+    """The rows of a run folder's op_table.csv, each a dict by column."""
+    lines = (out / "op_table.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+
+
 def test_op_table_gives_ridge_points_and_bounds(tmp_path):
     """tx8-wafer: 16 TFLOP/s fp16, SRAM 2 TB/s, DRAM 256 GB/s per port. Ridge points are
     16e12 / 256e9 = 62.5 FLOP/B for ops with DRAM operands, 16e12 / 2e12 = 8 FLOP/B in SRAM.
@@ -71,9 +78,7 @@ def test_op_table_gives_ridge_points_and_bounds(tmp_path):
     out = tmp_path / "run"
     hw = str(REPO / "hw_configs" / "tx8-wafer.yaml")
     assert main(["run", "--hw", hw, *SMALL, "--out", str(out), "-q", "--op-table"]) == 0
-    lines = (out / "op_table.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    rows = _op_table(out)
     by_key = {(r["phase"], r["op"]): r for r in rows}
     mlp = by_key[("decode", "D.L.mlp")]
     assert mlp["memory"] == "dram"
@@ -102,9 +107,7 @@ def test_op_table_of_a_training_run_uses_the_training_dtype(tmp_path):
     args = ["run", "--hw", hw, "--workload", LLAMA7B, "--set", "model.num_hidden_layers=1"]
     args += ["--set", "workload.inference.dtype=fp32", "--set", "training.global_batch_size=8"]
     assert main([*args, "--no-plots", "-q", "--op-table", "--out", str(out)]) == 0
-    lines = (out / "op_table.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    rows = _op_table(out)
     dram_ridges = {float(r["ridge_flop_per_byte"]) for r in rows if r["memory"] == "dram"}
     assert dram_ridges == {62.5}
 
@@ -119,10 +122,8 @@ def test_the_optimizer_row_of_a_gpu_run_is_in_dram_with_its_ridge(tmp_path):
     args = ["run", "--hw", hw, "--workload", LLAMA7B, "--set", "model.num_hidden_layers=1"]
     args += ["--set", "training.global_batch_size=8", "--tp", "8"]
     assert main([*args, "--no-plots", "-q", "--op-table", "--out", str(out)]) == 0
-    lines = (out / "op_table.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    rows = _op_table(out)
     (optimizer,) = [r for r in rows if r["phase"] == "optimizer"]
     assert optimizer["memory"] == "dram"
     assert 0 < float(optimizer["ridge_flop_per_byte"]) < float("inf")
-    assert "inf" not in "\n".join(lines[1:])
+    assert not any("inf" in value for row in rows for value in row.values())
