@@ -54,6 +54,7 @@ __all__ = [
     "SearchResult",
     "SearchSpace",
     "check_search_options",
+    "empty_space_reason",
     "enumerate_mappings",
     "objective_bound",
     "objective_value",
@@ -189,6 +190,45 @@ def enumerate_mappings(
                                 placement=placement,
                                 virtual_stages=1,
                             )
+
+
+def empty_space_reason(
+    experiment: ExperimentSpec, num_tiles: int, space: SearchSpace = SearchSpace()
+) -> str:
+    """Why :func:`enumerate_mappings` yields nothing: the first of its conditions that no
+    combination of the space meets, with the values that fail it."""
+    layers = experiment.workload.model.num_hidden_layers
+    batch = experiment.workload.training.global_batch_size
+    tps = space.tp or _divisors(num_tiles)
+    pairs = [(tp, pp) for tp in tps for pp in space.pp or _divisors(num_tiles // tp or 1)]
+    fits = [(tp, pp) for tp, pp in pairs if pp <= layers and num_tiles % (tp * pp) == 0]
+    if not fits:
+        return (
+            f"no tp x pp of the space ({_values('tp', space.tp)}, {_values('pp', space.pp)}) "
+            f"divides the {num_tiles} live tiles with pp at most the {layers} layers (a search "
+            "maps every live tile: tp x pp x dp = tiles)"
+        )
+    dps = sorted({num_tiles // (tp * pp) for tp, pp in fits})
+    if not [dp for dp in dps if not (space.dp and dp not in space.dp) and batch % dp == 0]:
+        return (
+            f"the data-parallel sizes the tiles leave ({_listed(dps)}) are not in --dp "
+            f"{_listed(space.dp or ())} or do not divide the global batch {batch}"
+            if space.dp
+            else f"none of the data-parallel sizes the tiles leave ({_listed(dps)}) divides "
+            f"the global batch {batch}"
+        )
+    return (
+        f"no micro-batch size of --micro-batch {_listed(space.micro_batch_size or ())} divides "
+        f"a data-parallel rank's share of the global batch {batch}"
+    )
+
+
+def _listed(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))
+
+
+def _values(name: str, values: Sequence[int] | None) -> str:
+    return f"--{name} {_listed(values)}" if values else f"{name}: every divisor"
 
 
 def objective_value(objective: str, summary: dict[str, Any]) -> float:
@@ -359,6 +399,8 @@ def search(
 
     Raises:
         ConfigError: an unknown objective, or an option :func:`check_search_options` refuses.
+        MappingError: the space holds no mapping of the live tiles
+            (:func:`empty_space_reason`).
     """
     if objective not in OBJECTIVES:
         raise ConfigError.single("command line", "--objective", objective, " or ".join(OBJECTIVES))
@@ -373,6 +415,8 @@ def search(
     chip = Chip.from_spec(experiment.hardware)
     num_live = len(chip.usable_tiles)  # live tiles, spares only in place of dead ones
     candidates = [Candidate(m) for m in enumerate_mappings(experiment, num_live, space)]
+    if not candidates:
+        raise MappingError(f"nothing to search: {empty_space_reason(experiment, num_live, space)}")
     workers = max(1, jobs or os.cpu_count() or 1)
     out = Path(out_dir) if out_dir is not None else None
     started = time.monotonic()

@@ -129,6 +129,7 @@ def search_goodput(
     Raises:
         ConfigError: the input files or ``overrides`` are invalid, or a value of ``space`` or
             ``max_simulations`` is (:func:`palmsim.explore.search.check_search_options`).
+        MappingError: no configuration of ``space`` fits the tiles.
     """
     from palmsim.api import (
         DEFAULT_SERVING,
@@ -150,6 +151,14 @@ def search_goodput(
     if space.replicas is not None:  # explicit replica counts may use the whole chip
         budget = hw.num_tiles
     found = candidates(budget, space, sched.max_num_seqs, sched.max_num_batched_tokens)
+    if not found:
+        room = (
+            f"the hardware's {budget} tiles"
+            if space.replicas is not None
+            else f"{budget} tile{'s' * (budget != 1)}, the serving file's replicas x tp x pp "
+            f"(--replicas lets a search use all {hw.num_tiles} of the hardware's)"
+        )
+        raise MappingError(f"nothing to search: no tp x pp x replicas of the space fits in {room}")
     simulated = 0
     for i, cand in enumerate(found):
         if max_simulations is not None and simulated >= max_simulations:

@@ -323,3 +323,23 @@ def test_search_checks_its_space_without_the_cli() -> None:
             search(_small(), space=space, jobs=1)
     with pytest.raises(ConfigError, match="--jobs"):
         search(_small(), jobs=-2)
+
+
+@pytest.mark.parametrize(
+    ("space", "why"),
+    [
+        # 8 tiles: 3 divides no tp x pp of them; pp 8 is more than the 4 layers
+        (SearchSpace(pp=(3,)), "no tp x pp of the space (tp: every divisor, --pp 3) divides the 8"),
+        (SearchSpace(tp=(1,), pp=(8,)), "with pp at most the 4 layers"),
+        # tp x pp = 1 or 2 leaves dp 8 or 4; --dp 3 is neither
+        (SearchSpace(tp=(1,), pp=(1, 2), dp=(3,)), "sizes the tiles leave (4,8) are not in --dp 3"),
+        # dp 8 gives each rank 1 of the batch of 8, which a micro-batch of 3 does not divide
+        (SearchSpace(tp=(1,), pp=(1,), micro_batch_size=(3,)), "--micro-batch 3 divides"),
+    ],
+)
+def test_an_empty_search_space_says_which_condition_emptied_it(space, why) -> None:
+    """A space that holds no mapping of the tiles was a search of 0 mappings that exited 0
+    with an empty table; it is a MappingError naming the condition no value met."""
+    with pytest.raises(MappingError, match="nothing to search: ") as error:
+        search(_small(), space=space, jobs=1)
+    assert why in str(error.value)

@@ -8,7 +8,7 @@ import pytest
 
 from palmsim.api import serve
 from palmsim.cli import main
-from palmsim.errors import ConfigError
+from palmsim.errors import ConfigError, MappingError
 from palmsim.explore.serving_search import GoodputSpace, candidates, search_goodput
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,3 +59,20 @@ def test_search_goodput_refuses_a_zero_count() -> None:
     """tp 0 divided the tile budget by zero; now a ConfigError naming the flag."""
     with pytest.raises(ConfigError, match="command line: --tp: got 0"):
         search_goodput(None, None, NODE, overrides=SMALL, space=GoodputSpace(tp=(0,)))
+
+
+def test_a_space_that_fits_no_tiles_says_so(tmp_path, capsys):
+    """A space of no configuration (tp 16 on the node file's 8 tiles, the default serving
+    file's one; tp 64 with --replicas on dgx-h100's 32) was a table of 0 rows with exit 0; it
+    is a MappingError naming the room."""
+    with pytest.raises(MappingError, match="fits in 8 tiles, the serving file's replicas x tp"):
+        search_goodput(None, None, NODE, overrides=SMALL, space=GoodputSpace(tp=(16,)))
+    with pytest.raises(MappingError, match="fits in the hardware's 32 tiles"):
+        search_goodput(
+            None, None, NODE, overrides=SMALL, space=GoodputSpace(tp=(64,), replicas=(1,))
+        )
+    out = tmp_path / "out"
+    assert main(["search", "--objective", "goodput", "--tp", "16", "--out", str(out), "-q"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: MappingError: nothing to search: ") and err.count("\n") == 1
+    assert "fits in 1 tile, the serving file's" in err and not out.exists()
