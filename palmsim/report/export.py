@@ -783,8 +783,9 @@ def check_records(
 ) -> None:
     """Check a run folder's records against the chip and plan rebuilt from its config: tiles
     and channels that exist, stages of the plan (or -1), micro-batch and layer indices (or
-    -1), finite non-negative quantities, and
-    times inside ``[0, iteration_time_s]`` (no record ends after the iteration).
+    -1), finite non-negative quantities,
+    times inside ``[0, iteration_time_s]`` (no record ends after the iteration) and flow ids
+    that no two flow records share.
 
     Raises:
         RunDirError: naming ``where``, the record, the field and its value.
@@ -887,6 +888,16 @@ def check_records(
         check_flow(i, flows[i])
     for i in np.flatnonzero(~memory_ok).tolist():
         check_memory(i, memory[i])
+    # A flow's id names it in the Chrome trace's arrows: no two records share one.
+    ids = flows.column("flow_id")
+    order = np.argsort(ids, kind="stable")
+    repeats = order[1:][ids[order][1:] == ids[order][:-1]]
+    if repeats.size:
+        i = int(repeats.min())
+        first = int(np.flatnonzero(ids == ids[i])[0])
+        raise bad(
+            "flow", i, "flow_id", int(ids[i]), f"an id no other record has (flow record {first})"
+        )
 
 
 #: The one ``summary.json`` figure the records cannot give back: the simulation's wall time.

@@ -509,3 +509,7 @@ def test_check_records_names_the_first_bad_record_of_each_kind() -> None:
     with pytest.raises(RunDirError, match=r"run: flow record 0: channels: got 99"):
         check_records(trace, **limits)
     check_records(RunTrace((good,), (), memory, 1.0, 0, 0.0), **limits)
+    # a hand-edited file's flow ids: record 2 repeats record 0's id 7
+    flows = tuple(flow._replace(channels=(3,), flow_id=n) for n in (7, 8, 7, 8))
+    with pytest.raises(RunDirError, match=r"flow record 2: flow_id: got 7; .*\(flow record 0\)"):
+        check_records(RunTrace((good,), flows, memory, 1.0, 0, 0.0), **limits)
