@@ -55,6 +55,7 @@ __all__ = [
     "load_experiment",
     "load_result",
     "op_table_of",
+    "plan_experiment",
     "resolve_config_path",
     "resolved_config",
     "run_experiment",
@@ -245,16 +246,13 @@ class SimulationResult:
     trace: RunTrace
 
 
-def simulate(experiment: ExperimentSpec) -> SimulationResult:
-    """Elaborate the chip, map the workload and simulate one training iteration.
-
-    :mod:`palmsim.guard` checks the run's budgets (``run.max_events``, ``run.max_memory``)
-    before the chip is elaborated and again before simulating.
+def plan_experiment(experiment: ExperimentSpec) -> tuple[Chip, MappingPlan]:
+    """The chip and plan :func:`simulate` runs, without simulating (cheap): the run's
+    budgets checked (:mod:`palmsim.guard`) before the chip is elaborated and on the plan.
 
     Raises:
         ConfigError: the chip has more tiles than the budgets allow.
         MappingError: the mapping is infeasible, or too large for the budgets.
-        SimulationError: simulated work did not finish.
     """
     run = experiment.run
     guard.check_experiment(experiment)
@@ -266,6 +264,21 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
     else:
         plan = map_workload(experiment, chip)
     guard.check_plan(plan, chip, run)
+    return chip, plan
+
+
+def simulate(experiment: ExperimentSpec) -> SimulationResult:
+    """Elaborate the chip, map the workload and simulate one training iteration.
+
+    :mod:`palmsim.guard` checks the run's budgets (``run.max_events``, ``run.max_memory``)
+    before the chip is elaborated and again before simulating.
+
+    Raises:
+        ConfigError: the chip has more tiles than the budgets allow.
+        MappingError: the mapping is infeasible, or too large for the budgets.
+        SimulationError: simulated work did not finish.
+    """
+    chip, plan = plan_experiment(experiment)
     log.info(
         "simulating %d tiles, %d stages, %d micro-batches",
         len(plan.used_tiles),

@@ -390,9 +390,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
+    from palmsim.api import plan_experiment
     from palmsim.config.describe import described_keys, format_described
+    from palmsim.errors import MappingError
 
-    print(format_described(described_keys(_load(args))))
+    experiment = _load(args)
+    print(format_described(described_keys(experiment)))
+    try:  # the keys print either way; a mapping `run` would refuse is said, not hidden
+        plan_experiment(experiment)
+    except MappingError as error:
+        first = str(error).splitlines()[0]
+        print(f"palmsim: note: `palmsim run` would refuse this mapping: {first}", file=sys.stderr)
     return 0
 
 

@@ -125,3 +125,18 @@ def test_an_internal_field_name_suggests_its_file_key(override: str, match: str)
 
     with pytest.raises(ConfigError, match=match):
         load_experiment("dgx-h100", overrides=[override])
+
+
+def test_describe_notes_a_mapping_run_would_refuse(capsys: pytest.CaptureFixture[str]) -> None:
+    """describe printed a configuration `run` refuses (GPipe holds every micro-batch's
+    activations: T-18B's do not fit the TX8's DRAM, the README's example) with no word of
+    it. The keys still print, and stderr says in one line what `run` would say; a mapping
+    that fits gets no note."""
+    printed = dict(_printed(capsys, "--schedule", "gpipe"))
+    assert printed["mapping.schedule"] == "gpipe"
+    assert main(["describe", "--schedule", "gpipe"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: note: `palmsim run` would refuse this mapping: model does ")
+    assert err.count("\n") == 1
+    assert main(["describe"]) == 0
+    assert "would refuse" not in capsys.readouterr().err
