@@ -1113,11 +1113,6 @@ class ModelSpec:
             return ""
         return self.hybrid_override_pattern[layer]
 
-    @property
-    def mamba_inner_size(self) -> int:
-        """Inner width of a Mamba-2 mixer, ``H·P`` [elements]."""
-        return self.mamba_num_heads * self.mamba_head_dim
-
 
 @dataclass(frozen=True, slots=True)
 class TrainingSpec:

@@ -423,11 +423,6 @@ class Chip:
             self._default_routes[key] = cached
         return cached
 
-    @property
-    def live_tiles(self) -> tuple[int, ...]:
-        """Tiles that work, in index order."""
-        return tuple(t for t in range(self.num_tiles) if t not in self.dead_tiles)
-
     def dram_route(self, tile: int, port: int, *, write: bool) -> Route:
         """The route between ``tile`` and DRAM port ``port``.
 

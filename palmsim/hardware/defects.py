@@ -35,13 +35,6 @@ class DefectMap:
     degraded_links: dict[frozenset[int], float] = field(default_factory=dict)
     dead_dram_ports: frozenset[int] = frozenset()
 
-    @property
-    def is_empty(self) -> bool:
-        """No defect at all."""
-        return not (
-            self.dead_tiles or self.dead_links or self.degraded_links or self.dead_dram_ports
-        )
-
 
 def draw_dead_tiles(
     die_of_tile: Sequence[int], fraction: float, clustering: float | None, seed: int

@@ -33,9 +33,6 @@ from palmsim.errors import MappingError
 
 __all__ = ["check_folding", "expert_data_parallel_size", "expert_group", "expert_groups"]
 
-#: The group kinds laid out here (the values of :class:`palmsim.mapping.plan.GroupKind`).
-FOLDED_KINDS = ("etp", "ep", "edp")
-
 
 def check_folding(tp: int, replicas: int, etp: int, ep: int, *, sequence_parallel: bool) -> None:
     """Raise MappingError unless ETP x EP can fold over a stage's ``tp·replicas`` ranks.

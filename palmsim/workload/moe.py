@@ -163,11 +163,6 @@ class Routing:
         return max(self.received_slots)
 
     @property
-    def alltoall_slots(self) -> float:
-        """Slots of the per-rank all-to-all buffer: the most any rank sends or receives."""
-        return max(max(self.received_slots), max(self.sent_slots))
-
-    @property
     def max_touched_experts(self) -> float:
         """The most experts any EP rank reads the weights of."""
         return max(self.touched_experts)
