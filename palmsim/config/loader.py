@@ -3156,7 +3156,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             )
         )
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(blame_overrides(problems, overrides, "serving", where))
     rows: tuple[tuple[float, int, int], ...] = ()
     trace_path = ""
     if traffic["arrival"] == "trace":

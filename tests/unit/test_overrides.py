@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -156,6 +157,31 @@ def test_a_set_typo_names_the_set_argument_not_the_file() -> None:
     # a mapping or run override names itself too
     with pytest.raises(ConfigError, match=r"^--set mapping\.pp=x: mapping\.pp"):
         load_experiment(overrides=["mapping.pp=x"])
+
+
+def test_a_serving_set_mistake_names_the_set_argument_not_the_file(tmp_path) -> None:
+    """`palmsim serve --set serving.traffic.rate_per_s=0` was blamed on the serving file,
+    whose own rate is fine; a problem of the file itself still names the file."""
+    from palmsim.api import DEFAULT_SERVING, shipped_path
+    from palmsim.config.loader import load_serving
+
+    path = shipped_path(DEFAULT_SERVING)
+    for text, key in (
+        ("serving.traffic.rate_per_s=0", "traffic.rate_per_s"),
+        ("serving.replicas=0", "replicas"),
+        ("serving.traffic.rate=2", "traffic.rate"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_serving(path, [text])
+        (problem,) = info.value.problems
+        assert problem.file == f"--set {text} (applied to {path})"
+        assert problem.key == key
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(path).read_text().replace("\nreplicas: 1\n", "\nreplicas: 0\n"))
+    with pytest.raises(ConfigError) as info:
+        load_serving(bad, ["serving.traffic.rate_per_s=3"])
+    (problem,) = info.value.problems
+    assert (problem.file, problem.key) == (str(bad), "replicas")
 
 
 @pytest.mark.parametrize(
