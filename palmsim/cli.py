@@ -1071,6 +1071,8 @@ def build_parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", help="print the resolved configuration with help")
     _add_inputs(describe)
     describe.set_defaults(func=_cmd_describe)
+    for command in sub.choices.values():  # a flag a command does not take: its own --help
+        command.set_defaults(parser=command)
     return parser
 
 
@@ -1116,7 +1118,9 @@ def _terminate_like_ctrl_c(main_pid: int) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``palmsim`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     import logging
 
     logging.basicConfig(

@@ -181,6 +181,24 @@ def test_a_bad_flag_value_is_one_line_exit_2(argv: list[str], needle: str, capsy
 
 
 @pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        # a flag the command does not take points at that command's help, not palmsim's
+        (["report", "RUN", "--out", "x"], "unrecognized arguments: --out x (see palmsim report"),
+        (["run", "--bogus"], "unrecognized arguments: --bogus (see palmsim run --help)"),
+        (["--bogus"], "unrecognized arguments: --bogus (see palmsim --help)"),
+    ],
+)
+def test_an_unknown_flag_names_the_help_of_its_command(argv, needle, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: ConfigError: command line: ") and needle in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
     ("flag", "value"),
     [
         ("--max-error", "-5"),
