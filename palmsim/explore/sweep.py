@@ -17,6 +17,7 @@ points, reruns the others and ends with one row per point in ``OUT/results.csv``
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from palmsim.config.loader import read_config_file
-from palmsim.config.overrides import parse_override
+from palmsim.config.overrides import OVERRIDE_WHERE, parse_override
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, PalmsimError
 from palmsim.report.export import make_folder, read_json, write_csv, write_json
 
@@ -115,6 +116,8 @@ class SweepSpec:
     mapping: str | None
     keys: tuple[str, ...]
     points: tuple[SweepPoint, ...] = field(default=())
+    sections: tuple[str, ...] = ()  # "grid" or "zip", the spec section of each of ``keys``
+    fixed: tuple[str, ...] = ()  # the spec's ``set:`` overrides
 
 
 def _format_value(value: Any) -> str:
@@ -229,7 +232,14 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
             raise ConfigError(problems)
         first[point.point_id] = point
     return SweepSpec(
-        where, files.get("hw"), files.get("workload"), files.get("mapping"), keys, points
+        where,
+        files.get("hw"),
+        files.get("workload"),
+        files.get("mapping"),
+        keys,
+        points,
+        sections=("grid",) * len(lists["grid"]) + ("zip",) * len(lists["zip"]),
+        fixed=tuple(fixed),
     )
 
 
@@ -482,7 +492,23 @@ def _check_shared_inputs(spec: SweepSpec) -> None:
             if p.expected.startswith("a known key") or not any(_names(p.key, k) for k in spec.keys)
         ]
         if shared:
-            raise ConfigError(shared) from None
+            raise ConfigError([_in_spec(p, spec) for p in shared]) from None
+
+
+def _in_spec(problem: ConfigProblem, spec: SweepSpec) -> ConfigProblem:
+    """``problem`` named where the sweep spec put its override: ``SPEC: grid.KEY`` (or zip)
+    for a swept key, ``SPEC: set`` for a fixed one; the command line's own ``--set`` keeps
+    its name. The loader blames every override on ``--set``, which the user did not type."""
+    if not problem.file.startswith(OVERRIDE_WHERE + " "):
+        return problem
+    text = problem.file[len(OVERRIDE_WHERE) + 1 :].split(" (applied to ")[0]
+    key = text.split("=", 1)[0].strip()
+    if key in spec.keys:
+        section = spec.sections[spec.keys.index(key)] if spec.sections else "grid"
+        return dataclasses.replace(problem, file=spec.path, key=f"{section}.{key}")
+    if text in spec.fixed:
+        return dataclasses.replace(problem, file=spec.path, key="set", value=text)
+    return problem
 
 
 def _names(problem_key: str, swept_key: str) -> bool:

@@ -92,18 +92,27 @@ def test_two_values_that_give_one_point_are_a_spec_error(tmp_path: Path, values:
 
 
 @pytest.mark.parametrize(
-    ("body", "extra", "key"),
+    ("body", "extra", "where", "key"),
     [
-        ("grid: {mapping.nosuch: [1, 2]}\n", [], "mapping.nosuch"),
-        ("set: [mapping.pp=abc]\ngrid: {run.seed: [0, 1]}\n", [], "mapping.pp"),
-        ("grid: {run.seed: [0, 1]}\n", ["hw.system.nosuch=1"], "system.nosuch"),
+        # named where the spec put it (the loader sees every override as a --set)
+        ("grid: {mapping.nosuch: [1, 2]}\n", [], "spec", "grid.mapping.nosuch"),
+        ("zip: {mapping.nosuch: [1, 2]}\n", [], "spec", "zip.mapping.nosuch"),
+        ("set: [mapping.pp=abc]\ngrid: {run.seed: [0, 1]}\n", [], "spec", "set"),
+        # the command line's own --set keeps its name
+        (
+            "grid: {run.seed: [0, 1]}\n",
+            ["hw.system.nosuch=1"],
+            "--set hw.system.nosuch=1",
+            "system.nosuch",
+        ),
     ],
 )
 def test_a_problem_every_point_shares_is_the_specs_error(
-    tmp_path: Path, body: str, extra: list[str], key: str
+    tmp_path: Path, body: str, extra: list[str], where: str, key: str
 ) -> None:
     """An unknown swept key, a bad fixed set: or a bad --set fails every point alike: the
-    sweep says so before running any, with exit 2, not a table of errors and exit 0."""
+    sweep says so before running any, with exit 2, not a table of errors and exit 0, and
+    names the spec's section or the command line, whichever holds the mistake."""
     path = tmp_path / "spec.yaml"
     base = (
         f"base: {{hw: {REPO}/hw_configs/tx8-wafer.yaml, workload: {REPO}/workloads/t-18b.yaml}}\n"
@@ -111,7 +120,12 @@ def test_a_problem_every_point_shares_is_the_specs_error(
     path.write_text(base + body)
     with pytest.raises(ConfigError) as info:
         sweep(path, tmp_path / "out", jobs=1, overrides=extra)
-    assert key in {p.key for p in info.value.problems}
+    (problem,) = info.value.problems
+    assert problem.key == key
+    if where == "spec":
+        assert problem.file == str(path)
+    else:
+        assert problem.file.startswith(where)
     assert not list((tmp_path / "out").glob("points/*/status.json"))
 
 
