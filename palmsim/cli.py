@@ -277,6 +277,17 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise ConfigError.single(
             "command line", "--stage", args.stage, f"0..{run.plan.num_stages - 1}"
         )
+    if args.tiles is not None:
+        low, high = args.tiles
+        simulated = run.plan.simulated_tiles
+        if not any(low <= t <= high for t in simulated):
+            raise ConfigError.single(
+                "command line",
+                "--tiles",
+                f"{low}-{high}",
+                f"a range holding a tile the run simulated ({min(simulated, default=0)}.."
+                f"{max(simulated, default=0)})",
+            )
     if args.category is not None:
         flows = run.trace.flows
         table = flows.table("category")

@@ -73,6 +73,21 @@ def test_a_noc_category_the_run_has_no_flows_of_is_named(small, capsys) -> None:
     assert "did you mean 'p2p'?" in capsys.readouterr().err
 
 
+def test_a_gantt_tile_range_with_no_simulated_tile_is_named(small, capsys) -> None:
+    """--tiles past the chip was an internal ValueError from matplotlib (no rows to draw);
+    it is refused naming the simulated tiles, and a range that holds one still draws."""
+    out, result = small
+    tiles = result.plan.simulated_tiles
+    beyond = f"{max(tiles) + 1}-{max(tiles) + 100}"
+    assert main(["plot", "gantt", str(out), "--tiles", beyond, "--out", str(out / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--tiles: got '{beyond}'; expected a range holding a tile the run simulated" in err
+    assert f"({min(tiles)}..{max(tiles)})" in err
+    ends = f"{max(tiles)}-{max(tiles) + 100}"
+    assert main(["plot", "gantt", str(out), "--tiles", ends, "--out", str(out / "g.png")]) == 0
+
+
 def test_noc_bytes_are_the_flows_bytes_on_each_channel(small) -> None:
     """Per channel, the heat-map's bytes are the sizes of the flows routed over it."""
     from palmsim.report.figdata import hottest_links, link_loads
