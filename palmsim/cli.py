@@ -718,11 +718,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as error:
                 raise ConfigError.single(args.json, "", "<unreadable>", f"JSON ({error})") from None
             previous = report_from_dict(data, args.json)
-    bar = tqdm(desc="validate", unit="case", disable=args.quiet, file=sys.stderr, leave=False)
+    bars: list[Any] = []  # the bar starts with the first case: a file that does not load
+    # is its one-line error, with no bar drawn before it
 
     def progress(case: str) -> None:
-        bar.set_postfix_str(case, refresh=False)  # the case in hand; tqdm shows the time
-        bar.update(1)
+        if not bars:
+            bars.append(
+                tqdm(desc="validate", unit="case", disable=args.quiet, file=sys.stderr, leave=False)
+            )
+        bars[0].set_postfix_str(case, refresh=False)  # the case in hand; tqdm shows the time
+        bars[0].update(1)
 
     def save(report: ValidationReport) -> None:
         if args.json:  # after every case, so a kill leaves what finished
@@ -739,7 +744,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             previous=previous,
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     save(report)
     print(format_report(report))
     if args.json:

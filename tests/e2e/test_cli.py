@@ -276,3 +276,12 @@ def test_validate_json_into_a_file_or_a_folder_is_refused_before_any_case(tmp_pa
     )
     assert main(["validate", "--case", "nosuch", "-q", "--json", str(tmp_path)]) == 2
     assert "expected a file, not a folder" in capsys.readouterr().err
+
+
+def test_validate_of_a_missing_file_prints_its_error_and_no_progress_bar(tmp_path, capsys):
+    """The progress bar was drawn before the file was read, so a missing file's error came
+    after a 'validate: 0case [00:00, ?case/s]' fragment on the same line."""
+    assert main(["validate", str(tmp_path / "none.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: ConfigError: ") and err.count("\n") == 1
+    assert "case/s" not in err
