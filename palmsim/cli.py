@@ -781,7 +781,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         cases = read_config_file(source).get("cases") or []
         if not isinstance(cases, list):
             raise ConfigError.single(source, "cases", cases, "a list of measurement cases")
-        fits, unused = calibrate_tiles(cases, args.hw)
+        from palmsim.api import resolve_config_path
+
+        # --hw as run takes it: a file, or a shipped config's bare name (wormhole-n150)
+        fits, unused = calibrate_tiles(cases, resolve_config_path(args.hw, "hardware"))
         if unused or fits:
             print(format_tile_calibration(fits, unused))
         if not fits:  # the case ids of this hardware, each "not used" above with why

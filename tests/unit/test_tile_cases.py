@@ -1106,6 +1106,21 @@ def test_calibrate_tiles_cli_with_no_case_for_the_hardware_is_a_config_error(tmp
     )
 
 
+def test_calibrate_tiles_takes_a_shipped_configs_bare_name_as_run_does(tmp_path, capsys):
+    """`--hw wormhole-n150` was read as a file of that name (ConfigError: missing) with
+    --tiles, though run, serve and calibrate without --tiles resolve it to the shipped
+    config: both spellings now fit the same case to the same line."""
+    from palmsim.cli import main
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"cases": [CASES["tt_dram_read_wh_n150"]]}))
+    printed = []
+    for hw in (N150, "wormhole-n150"):
+        assert main(["calibrate", "--tiles", "--hw", hw, str(path)]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and "dram.bandwidth: " in printed[0]
+
+
 def test_calibrate_tiles_cli_with_no_usable_case_says_why_and_is_a_config_error(tmp_path, capsys):
     from palmsim.cli import main
 
