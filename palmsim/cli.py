@@ -265,13 +265,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise ConfigError.single(
             "command line", "KIND", args.kind, f"one of {', '.join(kinds)}{hint}"
         )
-    folder = Path(args.run_dir)
-    if not (folder / "summary.json").exists() and (folder / "results.csv").exists():
-        raise RunDirError(
-            f"{folder} is a sweep's or a search's folder, not a run: plot one of its points, "
-            f"e.g. palmsim plot {args.kind} {folder / 'points' / '<id>'} (the ids are "
-            f"results.csv's run_dir column), or all of them with palmsim plot pareto {folder}"
-        )
+    _check_run_folder(Path(args.run_dir), f"plot {args.kind}")
     run = load_result(args.run_dir)
     if args.stage is not None and not 0 <= args.stage < run.plan.num_stages:
         raise ConfigError.single(
@@ -322,10 +316,41 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_folder(folder: Path, command: str) -> None:
+    """RunDirError saying what ``folder`` is when it is another command's output that
+    ``palmsim plot``/``report`` cannot read as a run: a sweep's or search's folder (its
+    points are runs), a serving run's or a latency-load curve's (serve draws their figures)."""
+    from palmsim.errors import RunDirError
+
+    if (folder / "summary.json").exists() and (folder / "requests.csv").exists():
+        raise RunDirError(
+            f"{folder} is a serving run's folder (palmsim serve), not a training or inference "
+            f"run: serve wrote its figures to {folder / 'plots'} and {folder / 'report.html'}"
+        )
+    if (folder / "latency_load.csv").exists():
+        raise RunDirError(
+            f"{folder} is a latency-load curve's folder (palmsim serve --rates): its figure is "
+            f"{folder / 'latency_load.png'}, each rate's run a folder {folder / 'rate-<r>'}"
+        )
+    if not (folder / "summary.json").exists() and (folder / "results.csv").exists():
+        if any(p.is_dir() for p in (folder / "points").glob("*")):  # a sweep's point runs
+            raise RunDirError(
+                f"{folder} is a sweep's folder, not a run: {command} one of its points, e.g. "
+                f"palmsim {command} {folder / 'points' / '<id>'} (the ids are results.csv's "
+                f"run_dir column), or plot all of them with palmsim plot pareto {folder}"
+            )
+        raise RunDirError(
+            f"{folder} is a search's folder, not a run (its points are summaries): run a "
+            f"mapping of its results.csv with palmsim run --pp .. --tp .. --dp .. --out DIR, "
+            f"or plot all of them with palmsim plot pareto {folder}"
+        )
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from palmsim.api import load_result
     from palmsim.report.export import write_report
 
+    _check_run_folder(Path(args.run_dir), "report")
     out = write_report(load_result(args.run_dir), args.run_dir)
     print(f"wrote {out}")
     return 0

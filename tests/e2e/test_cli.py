@@ -285,3 +285,28 @@ def test_validate_of_a_missing_file_prints_its_error_and_no_progress_bar(tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("palmsim: ConfigError: ") and err.count("\n") == 1
     assert "case/s" not in err
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        (["summary.json", "requests.csv"], "is a serving run's folder (palmsim serve)"),
+        (["latency_load.csv", "rate-1/summary.json"], "is a latency-load curve's folder"),
+        (["results.csv", "points/0123abcd/status.json"], "is a sweep's folder, not a run"),
+        (["results.csv", "points/0123abcd.json"], "is a search's folder, not a run"),
+    ],
+)
+@pytest.mark.parametrize("command", [["report"], ["plot", "gantt"]])
+def test_plot_and_report_say_which_commands_folder_they_were_given(
+    tmp_path, capsys, files, says, command
+) -> None:
+    """A serving run's, a latency-load curve's or a search's folder was 'not a run folder
+    written by palmsim run' (records.npz or summary.json missing), and a search's was told to
+    plot points that are JSON summaries; each now says what the folder is and where to go."""
+    folder = tmp_path / "out"
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}")
+    assert main([*command, str(folder)]) == 5
+    err = capsys.readouterr().err
+    assert err.startswith(f"palmsim: RunDirError: {folder} {says}") and err.count("\n") == 1
