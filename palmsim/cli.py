@@ -378,6 +378,24 @@ def _check_rates(rates: Sequence[float]) -> None:
         raise bad("distinct rates (each is written to OUT/rate-<rate>, as %g prints it)")
 
 
+def _check_rated_traffic(args: argparse.Namespace) -> None:
+    """ConfigError for ``--rates`` on traffic without a rate (a closed loop or a trace): each
+    point of the curve would serve the same requests."""
+    from palmsim.api import DEFAULT_SERVING, shipped_path
+    from palmsim.config.loader import load_serving
+    from palmsim.errors import ConfigError
+
+    arrival = load_serving(args.serving or shipped_path(DEFAULT_SERVING), args.overrides)
+    if arrival.traffic.arrival not in ("poisson", "gamma"):
+        raise ConfigError.single(
+            "command line",
+            "--rates",
+            ",".join(map(str, args.rates)),
+            f"traffic with a rate (arrival poisson or gamma); its arrival is "
+            f"{arrival.traffic.arrival!r}, whose load the rate does not set",
+        )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from palmsim.api import serve
     from palmsim.report.export import write_latency_load, write_serving_run
@@ -385,6 +403,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.rates:
         _check_rates(args.rates)
+        _check_rated_traffic(args)
         if args.out:
             _check_out_folder("--out", Path(args.out))
         curve = []

@@ -3118,6 +3118,55 @@ def read_trace_csv(path: Path, where: str, key: str) -> tuple[tuple[float, int, 
     return tuple(rows)
 
 
+#: The traffic keys each arrival process or length distribution reads (TrafficSpec): a key
+#: given where the traffic ignores it would change nothing, silently.
+_TRAFFIC_KEY_USE: dict[str, tuple[str, Callable[[Mapping[str, Any]], bool]]] = {
+    "rate_per_s": ("arrival poisson or gamma", lambda t: t["arrival"] in ("poisson", "gamma")),
+    "cv": ("arrival gamma", lambda t: t["arrival"] == "gamma"),
+    "concurrency": ("arrival closed", lambda t: t["arrival"] == "closed"),
+    "num_requests": ("a generated arrival, not a trace", lambda t: t["arrival"] != "trace"),
+    "lengths": ("a generated arrival, not a trace", lambda t: t["arrival"] != "trace"),
+    "shared_prefix_tokens": ("a generated arrival, not a trace", lambda t: t["arrival"] != "trace"),
+    "prompt_tokens": (
+        "lengths fixed (a trace or a length distribution gives each prompt its own)",
+        lambda t: t["lengths"] == "fixed" and t["arrival"] != "trace",
+    ),
+    "output_tokens": (
+        "lengths fixed (a trace or a length distribution gives each request its own)",
+        lambda t: t["lengths"] == "fixed" and t["arrival"] != "trace",
+    ),
+}
+
+
+def _ignored_traffic_keys(
+    given: Mapping[str, Any], traffic: Mapping[str, Any], overrides: Sequence[str], where: str
+) -> list[ConfigProblem]:
+    """A problem for each traffic key given where its arrival and lengths ignore it: ``--set
+    serving.traffic.prompt_tokens=100000`` beside the file's ``lengths: sharegpt`` served
+    ShareGPT prompts and said nothing. A key the file gives for its own arrival and lengths
+    is not one when an override switches them (``--set serving.traffic.arrival=closed`` on a
+    file with a rate): the file is read as written for its mode."""
+    overridden = {
+        ov.path[1]
+        for ov in split_overrides(overrides)["serving"]
+        if len(ov.path) == 2 and ov.path[0] == "traffic"
+    }
+    switched = bool(overridden & {"arrival", "lengths"})
+    problems = []
+    for key, (needs, used) in _TRAFFIC_KEY_USE.items():
+        if key in given and not used(traffic) and (key in overridden or not switched):
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"traffic.{key}",
+                    given[key],
+                    f"no {key} here: only {needs} reads it (arrival is {traffic['arrival']!r}, "
+                    f"lengths {traffic['lengths']!r})",
+                )
+            )
+    return problems
+
+
 def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec:
     """Phases 1-7 for a serving file (``palmsim serve --serving FILE``).
 
@@ -3130,6 +3179,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
     where = str(path)
     raw = apply_overrides(read_config_file(path), overrides, "serving", where)
     defaults = _serving_defaults()
+    given = dict(raw.get("traffic") or {}) if isinstance(raw.get("traffic"), dict) else {}
     for section in ("traffic", "scheduler", "slo"):
         if raw.get(section) is None:
             raw[section] = {}
@@ -3140,6 +3190,8 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
     values, parse_problems = parse_values(raw, schema, where)
     problems += parse_problems
     traffic = values.get("traffic", {})
+    if not problems:
+        problems += _ignored_traffic_keys(given, traffic, overrides, where)
     if not problems and traffic["arrival"] == "trace" and "trace" not in traffic:
         problems.append(
             ConfigProblem(where, "traffic.trace", MISSING, "a trace CSV path (arrival 'trace')")

@@ -129,6 +129,18 @@ def test_serve_rates_out_of_range_are_the_command_lines_error(rates, needle, cap
     assert err.startswith("palmsim: ConfigError: command line: --rates: ") and needle in err
 
 
+@pytest.mark.parametrize("arrival", ["closed", "trace"])
+def test_serve_rates_on_traffic_without_a_rate_is_refused(arrival, capsys):
+    """On a closed loop (or a trace) the rate sets nothing: every point of the curve served
+    the same requests. It is the command line's error, before any run."""
+    sets = ["--set", f"serving.traffic.arrival={arrival}"]
+    assert main(["serve", "--no-plots", "--rates", "1,2", *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: ConfigError: ") and err.count("\n") == 1
+    if arrival == "closed":
+        assert "--rates: got '1.0,2.0'; expected traffic with a rate" in err
+
+
 def test_palmsim_serve_bad_key_exits_2(capsys):
     assert main(["serve", "--set", "serving.traffic.rat_per_s=3"]) == 2
     assert "did you mean 'rate_per_s'" in capsys.readouterr().err

@@ -213,3 +213,44 @@ def test_outside_sections_names_what_a_caller_cannot_take():
     assert outside_sections(given[::2], ("hw", "run")) == []
     with pytest.raises(ConfigError, match=r"did you mean 'hw\.system\.chips'"):
         outside_sections(["system.chips=[2, 8]"], ("hw",))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        # the shipped file's traffic: poisson arrivals, ShareGPT lengths
+        (["serving.traffic.prompt_tokens=100000"], "traffic.prompt_tokens"),
+        (["serving.traffic.output_tokens=10"], "traffic.output_tokens"),
+        (["serving.traffic.cv=2"], "traffic.cv"),
+        (["serving.traffic.concurrency=4"], "traffic.concurrency"),
+        (["serving.traffic.arrival=closed", "serving.traffic.rate_per_s=3"], "traffic.rate_per_s"),
+    ],
+)
+def test_a_traffic_key_its_arrival_or_lengths_ignore_is_refused(overrides, key) -> None:
+    """`--set serving.traffic.prompt_tokens=100000` beside the file's `lengths: sharegpt`
+    served ShareGPT prompts and said nothing; every such key is a ConfigError naming it."""
+    from palmsim.api import DEFAULT_SERVING, shipped_path
+    from palmsim.config.loader import load_serving
+
+    with pytest.raises(ConfigError) as info:
+        load_serving(shipped_path(DEFAULT_SERVING), overrides)
+    (problem,) = info.value.problems
+    assert problem.key == key and problem.expected.startswith(f"no {key.split('.')[1]} here")
+
+
+def test_switching_the_arrival_keeps_the_files_keys_for_its_own_mode() -> None:
+    """The file's rate_per_s is for its poisson arrivals: switching to a closed loop on the
+    command line does not make it an error, and the keys the new mode reads apply."""
+    from palmsim.api import DEFAULT_SERVING, shipped_path
+    from palmsim.config.loader import load_serving
+
+    spec = load_serving(
+        shipped_path(DEFAULT_SERVING),
+        ["serving.traffic.arrival=closed", "serving.traffic.concurrency=4"],
+    )
+    assert (spec.traffic.arrival, spec.traffic.concurrency) == ("closed", 4)
+    fixed = load_serving(
+        shipped_path(DEFAULT_SERVING),
+        ["serving.traffic.lengths=fixed", "serving.traffic.prompt_tokens=1000"],
+    )
+    assert fixed.traffic.prompt_tokens == 1000
