@@ -158,6 +158,10 @@ def test_unknown_schedule_exits_2_listing_known(capsys) -> None:
     assert main(["run", *SMALL, "--schedule", "1f1f", "-q"]) == 2
     err = _one_line_error(capsys)
     assert "mapping.schedule" in err and "'1f1f'" in err and "1f1b" in err
+    assert "virtual-stages" not in err
+    # Megatron's 'interleaved' is 1F1B over virtual stages here: the error names the flag
+    assert main(["run", *SMALL, "--schedule", "interleaved", "-q"]) == 2
+    assert "interleaved 1F1B is 1f1b with --virtual-stages V" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
