@@ -352,11 +352,16 @@ def test_compact_trace_shows_one_tile_per_stage_and_stays_valid(small, tmp_path:
 
 
 def test_a_foreign_folder_is_one_line_exit_5_naming_the_file(tmp_path: Path, capsys) -> None:
-    """A folder that is not a run (here: a search's results) names the file it lacks."""
-    (tmp_path / "results.csv").write_text("pp,tp\n1,1\n")
+    """A folder that is no command's output names the file it lacks; a search's results
+    say what they are (test_cli: each command's folder)."""
+    (tmp_path / "notes.txt").write_text("x")
     assert main(["report", str(tmp_path)]) == 5
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "summary.json" in err and "Traceback" not in err
+    (tmp_path / "results.csv").write_text("pp,tp\n1,1\n")
+    assert main(["report", str(tmp_path)]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a search's folder, not a run" in err
 
 
 def test_a_damaged_record_file_is_one_line_exit_5(small, tmp_path: Path, capsys) -> None:
