@@ -90,7 +90,8 @@ def check_ep(
     if etp == tp and dp % ep:
         raise MappingError(
             f"ep={ep} does not divide dp={dp}: with expert_tp = tp = {tp} expert parallelism "
-            "groups data-parallel replicas (a smaller expert_tp folds it over the TP ranks too)"
+            "groups data-parallel replicas (a smaller expert_tp folds it over the TP ranks too): "
+            "make --dp (times --cp) a multiple of ep"
         )
     check_folding(tp, dp, etp, ep, sequence_parallel=sequence_parallel)
     if placement not in EXPERT_PLACEMENTS:
