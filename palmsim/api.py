@@ -26,7 +26,7 @@ from palmsim.config.loader import (
     read_mapping_file,
     spec_to_raw,
 )
-from palmsim.config.overrides import OVERRIDE_WHERE
+from palmsim.config.overrides import OVERRIDE_WHERE, split_overrides
 from palmsim.config.specs import ExperimentSpec, MappingSpec
 from palmsim.engine.records import RunTrace, gc_frozen, gc_paused
 from palmsim.engine.simulator import Simulator
@@ -171,6 +171,20 @@ def load_experiment(
         )
     hw_spec = load_hardware(hw_path, overrides)
     wl_spec, mapping_section = load_workload(wl_path, overrides)
+    if wl_spec.mode == "training":  # an inference key would change nothing: never silently
+        unread = [ov for ov in split_overrides(overrides)["workload"] if ov.path[0] == "inference"]
+        if unread:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        f"{OVERRIDE_WHERE} {ov.text}",
+                        ".".join(ov.path),
+                        ov.value,
+                        "nothing in a training run (inference.* applies to --mode inference)",
+                    )
+                    for ov in unread
+                ]
+            )
     sections: list[tuple[str, dict[str, Any]]] = [(wl_path, mapping_section)]
     if mapping:
         sections.append((mapping, read_mapping_file(mapping)))

@@ -104,8 +104,16 @@ def test_op_table_of_a_training_run_uses_the_training_dtype(tmp_path):
     62.5 FLOP/B, not the 8 TFLOP/s fp32 ridge of 31.25 the inference dtype would give."""
     out = tmp_path / "run"
     hw = str(REPO / "hw_configs" / "tx8-wafer.yaml")
-    args = ["run", "--hw", hw, "--workload", LLAMA7B, "--set", "model.num_hidden_layers=1"]
-    args += ["--set", "workload.inference.dtype=fp32", "--set", "training.global_batch_size=8"]
+    # the file's inference section in fp32 (a --set of an inference key is refused in a
+    # training run, as a key that would change nothing)
+    workload = tmp_path / "llama2-7b.yaml"
+    text = Path(LLAMA7B).read_text()
+    assert "\n  dtype: fp16\n  weight_dtype: fp16\n" in text
+    workload.write_text(
+        text.replace("\n  dtype: fp16\n  weight_dtype", "\n  dtype: fp32\n  weight_dtype")
+    )
+    args = ["run", "--hw", hw, "--workload", str(workload), "--set", "model.num_hidden_layers=1"]
+    args += ["--set", "training.global_batch_size=8"]
     assert main([*args, "--no-plots", "-q", "--op-table", "--out", str(out)]) == 0
     rows = _op_table(out)
     dram_ridges = {float(r["ridge_flop_per_byte"]) for r in rows if r["memory"] == "dram"}

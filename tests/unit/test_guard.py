@@ -170,9 +170,10 @@ def test_a_prompt_in_ten_million_chunks_is_refused_before_mapping() -> None:
         "inference.prefill_chunk_tokens=1",
         "inference.batch=1",
         "model.max_position_embeddings=10000008",
+        "workload.mode=inference",
     ]
     exp = load_experiment(workload="workloads/llama2-7b.yaml", overrides=overrides)
-    exp = dataclasses.replace(exp, workload=dataclasses.replace(exp.workload, mode="inference"))
+    assert exp.workload.mode == "inference"
     assert exp.workload.model.num_hidden_layers == 32
     assert guard.spec_estimate(exp).events >= 10_000_001 * 32
     with pytest.raises(MappingError, match=r"9999999 further prefill chunks"):
