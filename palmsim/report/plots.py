@@ -8,6 +8,7 @@ backend of a user's session and without pyplot's global figure registry.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -462,6 +463,28 @@ def _floorplan(
     ax.set_yticks([])
 
 
+#: The most nodes a GPU cluster's floorplan draws idle ones among: beyond it a node with no
+#: used GPU is left out (rows of squares below a pixel each, and seconds of drawing a
+#: thousand nodes; a 32-GPU run on 100,000 nodes took minutes).
+MAX_DRAWN_NODES = 64
+
+
+def _drawn(cells: Sequence[Cell], chip: Chip) -> tuple[list[Cell], int]:
+    """The cells a floorplan draws and how many idle nodes it leaves out (:data:`MAX_DRAWN_NODES`;
+    the kept nodes' rows closed up in order). A wafer draws every tile."""
+    nodes = {c.row for c in cells}
+    if chip.spec.cluster is None or len(nodes) <= MAX_DRAWN_NODES:
+        return list(cells), 0
+    used = sorted({c.row for c in cells if c.stage >= 0})
+    row_of = {node: i for i, node in enumerate(used)}
+    kept = [dataclasses.replace(c, row=row_of[c.row]) for c in cells if c.row in row_of]
+    return kept, len(nodes) - len(used)
+
+
+def _idle_note(hidden: int, sep: str = "; ") -> str:
+    return f"{sep}{hidden} idle nodes not drawn" if hidden else ""
+
+
 def _plan_size(cells: Sequence[Cell]) -> tuple[float, float]:
     n_rows = max(c.row for c in cells) + 1
     n_cols = max(c.col for c in cells) + 1
@@ -481,7 +504,7 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
     from matplotlib import colormaps
     from matplotlib.patches import Patch as _Patch
 
-    cells = placement_cells(chip, plan)
+    cells, hidden = _drawn(placement_cells(chip, plan), chip)
     num_replicas = len(plan.stage_tiles)
     by_replica = plan.num_stages == 1 and num_replicas > 1
     w_in, h_in = _plan_size(cells)
@@ -507,6 +530,7 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
         ncol=1 if len(handles) <= 24 else 2,
     )
     tp = len(plan.stage_tiles[0][0]) if plan.stage_tiles else 0
+    newline = "\n"
     is_cluster = chip.spec.cluster is not None
     outlines = "nodes" if is_cluster else "dies"
     ports = ", □: HBM" if is_cluster else ", □: DRAM ports"
@@ -517,7 +541,8 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
     )
     ax.set_title(
         f"{chip.spec.name}: {plan.num_stages} stages × TP {tp} × DP {num_replicas} "
-        f"({plan.placement}); {colour}; black outlines: {outlines}{ports}",
+        f"({plan.placement}); {colour}; black outlines: {outlines}{ports}"
+        f"{_idle_note(hidden, sep=newline)}",
         loc="left",
         fontsize=9,
     )
@@ -573,7 +598,7 @@ def noc_figure(
     from matplotlib.collections import LineCollection
     from matplotlib.colors import Normalize
 
-    cells = placement_cells(chip, plan)
+    cells, hidden = _drawn(placement_cells(chip, plan), chip)
     pos = {c.tile: (c.col, c.row) for c in cells}
     loads = link_loads(trace, chip, category)
     # Utilisation in %, as in the summary; volumes in GB, as bandwidths are quoted.
@@ -595,7 +620,7 @@ def noc_figure(
             pairs[key] = (max(old, value(load)), load.kind)
         elif load.kind in ("nvlink", "nic"):
             gpu = a if a is not None else b
-            if gpu is not None:
+            if gpu is not None and gpu in pos:  # a GPU of an idle node not drawn: none
                 stubs[(gpu, load.kind)] = max(stubs.get((gpu, load.kind), 0.0), value(load))
     w_in, h_in = _plan_size(cells)
     fig, ax = _new_figure(w_in + 4.5, h_in + 1.0)
@@ -673,7 +698,7 @@ def noc_figure(
         drawn, legend = "NoC links", "thick dashed: inter-die links"
     ax.set_title(
         f"{category + ' ' if category else ''}{drawn} by {order} over "
-        f"{_fmt_time(trace.end_time_s)}\n{legend}",
+        f"{_fmt_time(trace.end_time_s)}\n{legend}{_idle_note(hidden)}",
         loc="left",
         fontsize=9,
     )

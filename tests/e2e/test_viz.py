@@ -294,6 +294,41 @@ def test_gpu_cluster_floorplan_uses_nodes_as_dies(tmp_path: Path) -> None:
     assert plots.memory(chip, plan, tmp_path / "m.png").stat().st_size > 0
 
 
+def test_a_cluster_of_many_nodes_draws_only_its_used_ones(tmp_path: Path) -> None:
+    """16 GPUs used of 100 nodes x 8: the floorplans drew all 800 squares (a 32-GPU run on
+    100,000 nodes spent minutes and gigabytes drawing them). Beyond 64 nodes the idle ones
+    are left out and counted; the NIC and NVLink bars of idle GPUs were looked up in the
+    drawn squares (KeyError) once they were."""
+    from palmsim.engine.records import RunTrace
+    from palmsim.hardware.chip import Chip
+    from palmsim.mapping.mapper import map_workload
+    from palmsim.report import plots
+    from palmsim.report.figdata import placement_cells
+
+    repo = Path(HW).parents[1]
+    experiment = load_experiment(
+        str(repo / "hw_configs" / "dgx-h100.yaml"),
+        str(repo / "workloads" / "llama2-7b.yaml"),
+        overrides=[
+            "model.num_hidden_layers=2",
+            "training.global_batch_size=16",
+            "hw.system.chips=[100, 8]",
+        ],
+        mapping_flags={"pp": 1, "tp": 8, "dp": 2, "micro_batch_size": 1},
+    )
+    chip = Chip.from_spec(experiment.hardware)
+    plan = map_workload(experiment, chip)
+    cells, hidden = plots._drawn(placement_cells(chip, plan), chip)
+    assert hidden == 100 - 2 and len(cells) == 2 * 8
+    assert {c.row for c in cells} == {0, 1} and all(c.stage >= 0 for c in cells)
+    assert "98 idle nodes not drawn" in plots.placement_figure(chip, plan).axes[0].get_title(
+        loc="left"
+    )
+    empty = RunTrace((), (), (), 1.0, 0, 0.0)  # every channel's load is 0, drawn or not
+    title = plots.noc_figure(empty, chip, plan).axes[0].get_title(loc="left")
+    assert "98 idle nodes not drawn" in title
+
+
 def test_bottlenecks_rank_links_and_tiles_and_convert_the_bubble(small) -> None:
     import json
 
