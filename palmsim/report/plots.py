@@ -463,26 +463,30 @@ def _floorplan(
     ax.set_yticks([])
 
 
-#: The most nodes a GPU cluster's floorplan draws idle ones among: beyond it a node with no
-#: used GPU is left out (rows of squares below a pixel each, and seconds of drawing a
-#: thousand nodes; a 32-GPU run on 100,000 nodes took minutes).
+#: The most nodes a GPU cluster's floorplan draws: beyond it the nodes with no used GPU are
+#: left out, then the nodes in use past the first this many (rows of squares below a pixel
+#: each, and seconds of drawing a thousand nodes; a 32-GPU run on 100,000 nodes took minutes).
 MAX_DRAWN_NODES = 64
 
 
-def _drawn(cells: Sequence[Cell], chip: Chip) -> tuple[list[Cell], int]:
-    """The cells a floorplan draws and how many idle nodes it leaves out (:data:`MAX_DRAWN_NODES`;
-    the kept nodes' rows closed up in order). A wafer draws every tile."""
+def _drawn(cells: Sequence[Cell], chip: Chip) -> tuple[list[Cell], tuple[int, int]]:
+    """The cells a floorplan draws, the kept nodes' rows closed up in order, and the nodes it
+    leaves out: ``(idle, in use)`` (:data:`MAX_DRAWN_NODES`). A wafer draws every tile."""
     nodes = {c.row for c in cells}
     if chip.spec.cluster is None or len(nodes) <= MAX_DRAWN_NODES:
-        return list(cells), 0
+        return list(cells), (0, 0)
     used = sorted({c.row for c in cells if c.stage >= 0})
-    row_of = {node: i for i, node in enumerate(used)}
+    row_of = {node: i for i, node in enumerate(used[:MAX_DRAWN_NODES])}
     kept = [dataclasses.replace(c, row=row_of[c.row]) for c in cells if c.row in row_of]
-    return kept, len(nodes) - len(used)
+    return kept, (len(nodes) - len(used), max(len(used) - MAX_DRAWN_NODES, 0))
 
 
-def _idle_note(hidden: int, sep: str = "; ") -> str:
-    return f"{sep}{hidden} idle nodes not drawn" if hidden else ""
+def _idle_note(hidden: tuple[int, int], sep: str = "; ") -> str:
+    """What a floorplan left out (:func:`_drawn`), or ""."""
+    idle, busy = hidden
+    parts = [f"{idle} idle nodes"] if idle else []
+    parts += [f"{busy} nodes in use after the first {MAX_DRAWN_NODES}"] if busy else []
+    return f"{sep}{' and '.join(parts)} not drawn" if parts else ""
 
 
 def _plan_size(cells: Sequence[Cell]) -> tuple[float, float]:

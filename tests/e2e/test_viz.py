@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -319,7 +320,7 @@ def test_a_cluster_of_many_nodes_draws_only_its_used_ones(tmp_path: Path) -> Non
     chip = Chip.from_spec(experiment.hardware)
     plan = map_workload(experiment, chip)
     cells, hidden = plots._drawn(placement_cells(chip, plan), chip)
-    assert hidden == 100 - 2 and len(cells) == 2 * 8
+    assert hidden == (100 - 2, 0) and len(cells) == 2 * 8
     assert {c.row for c in cells} == {0, 1} and all(c.stage >= 0 for c in cells)
     assert "98 idle nodes not drawn" in plots.placement_figure(chip, plan).axes[0].get_title(
         loc="left"
@@ -327,6 +328,18 @@ def test_a_cluster_of_many_nodes_draws_only_its_used_ones(tmp_path: Path) -> Non
     empty = RunTrace((), (), (), 1.0, 0, 0.0)  # every channel's load is 0, drawn or not
     title = plots.noc_figure(empty, chip, plan).axes[0].get_title(loc="left")
     assert "98 idle nodes not drawn" in title
+    # all 100 nodes in use (DP 100): the first 64 are drawn
+    busy = dataclasses.replace(
+        experiment,
+        mapping=dataclasses.replace(experiment.mapping, dp=100),
+        workload=dataclasses.replace(
+            experiment.workload,
+            training=dataclasses.replace(experiment.workload.training, global_batch_size=100),
+        ),
+    )
+    cells, hidden = plots._drawn(placement_cells(chip, map_workload(busy, chip)), chip)
+    assert hidden == (0, 100 - 64) and {c.row for c in cells} == set(range(64))
+    assert plots._idle_note(hidden) == "; 36 nodes in use after the first 64 not drawn"
 
 
 def test_bottlenecks_rank_links_and_tiles_and_convert_the_bubble(small) -> None:
