@@ -523,7 +523,16 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
     cmap = colormaps[_STAGE_CMAP]
     groups = num_replicas if by_replica else plan.num_stages
     name = "DP replica" if by_replica else "stage"
-    handles = [_Patch(facecolor=cmap(s % cmap.N), label=f"{name} {s}") for s in range(groups)]
+
+    # one entry a colour: past the colour map's N the colours repeat, so an entry names
+    # every group of its colour ("DP replica 3, 23, 43, ...")
+    def label(s: int) -> str:
+        again = f", {s + cmap.N}" + (", ..." if s + 2 * cmap.N < groups else "")
+        return f"{name} {s}" + (again if s + cmap.N < groups else "")
+
+    handles = [
+        _Patch(facecolor=cmap(s % cmap.N), label=label(s)) for s in range(min(groups, cmap.N))
+    ]
     handles.append(_Patch(facecolor=_UNUSED_COLOR, label="unused"))
     ax.legend(
         handles=handles,

@@ -337,9 +337,15 @@ def test_a_cluster_of_many_nodes_draws_only_its_used_ones(tmp_path: Path) -> Non
             training=dataclasses.replace(experiment.workload.training, global_batch_size=100),
         ),
     )
-    cells, hidden = plots._drawn(placement_cells(chip, map_workload(busy, chip)), chip)
+    busy_plan = map_workload(busy, chip)
+    cells, hidden = plots._drawn(placement_cells(chip, busy_plan), chip)
     assert hidden == (0, 100 - 64) and {c.row for c in cells} == set(range(64))
     assert plots._idle_note(hidden) == "; 36 nodes in use after the first 64 not drawn"
+    # its legend: one entry a colour of tab20 (100 replicas were 100 entries), plus unused
+    legend = plots.placement_figure(chip, busy_plan).axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert len(labels) == 20 + 1 and labels[-1] == "unused"
+    assert labels[0] == "DP replica 0, 20, ..." and labels[19] == "DP replica 19, 39, ..."
 
 
 def test_bottlenecks_rank_links_and_tiles_and_convert_the_bubble(small) -> None:
