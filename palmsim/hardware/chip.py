@@ -38,10 +38,14 @@ __all__ = [
     "max_tiles",
 ]
 
-#: Memory of an elaborated chip per tile [B]: graph, channels and DRAM ports, measured with
-#: tracemalloc on dgx-a100-superpod.yaml (12.67 MB for 3072 GPUs, 4125 B per tile; the TX8
-#: wafer: 2922 B per tile), rounded up.
-CHIP_BYTES_PER_TILE = 4200
+#: Memory of a run per tile of its chip [B]. The elaborated chip alone (graph, channels and
+#: DRAM ports; tracemalloc) is 4125 B a tile on dgx-a100-superpod.yaml (12.67 MB for 3072
+#: GPUs) and 2922 B on the TX8 wafer; what the mapper, the summary and the figures keep per
+#: tile comes on top: the peak RSS of `palmsim run` on dgx-h100.yaml with system.chips
+#: [100000, 8], Llama-2-7B at TP 8, was 7.09 GB with every GPU used (DP 100,000) and 4.33 GB
+#: with 32 of them, against 0.15 GB on 32 GPUs (2026-12-06, the 2-core machine): (7.09 -
+#: 0.15) GB / 800,000 = 8.7 kB a tile, the figure taken.
+CHIP_BYTES_PER_TILE = 8700
 
 
 #: Event-equivalents of elaborating one tile: its graph node, links and routes took 140 µs

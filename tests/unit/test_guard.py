@@ -27,8 +27,8 @@ def test_global_batch_of_1e12_is_refused_before_mapping() -> None:
 def test_wafer_of_8_million_tiles_is_refused_before_any_graph(monkeypatch) -> None:
     """The issue's first hang: system.chips [5, 100000] of 4x4 cores = 8e6 tiles. The loader
     refuses it (500000 chips: too many tiles even at one region per chip); a spec built past
-    the loader is refused by Chip.from_spec, whose default budget allows 8 GiB / 4200 B =
-    2045222 tiles, before any topology builder runs."""
+    the loader is refused by Chip.from_spec, whose default budget allows 8 GiB / 8700 B =
+    987348 tiles, before any topology builder runs."""
     with pytest.raises(
         ConfigError, match=r"tx8-wafer\.yaml\): system\.chips: got \[5, 100000\]; .*500000"
     ):
@@ -37,7 +37,7 @@ def test_wafer_of_8_million_tiles_is_refused_before_any_graph(monkeypatch) -> No
     assert spec.wafer is not None
     huge = dataclasses.replace(spec, wafer=dataclasses.replace(spec.wafer, die_cols=100000))
     monkeypatch.setattr(chip_module, "TOPOLOGIES", None)  # any graph building would fail
-    with pytest.raises(ConfigError, match=r"at most 2045222 tiles \(it has 8000000"):
+    with pytest.raises(ConfigError, match=r"at most 987348 tiles \(it has 8000000"):
         Chip.from_spec(huge)
     assert chip_module.default_max_tiles() == int(8 * 2**30 // CHIP_BYTES_PER_TILE)
 
@@ -82,7 +82,7 @@ def test_budgets_refuse_with_the_estimate() -> None:
     with pytest.raises(MappingError, match=r"needs at least 112 SimPy events.*max_events=100"):
         simulate(exp)
     exp = _tiny(max_memory_bytes=1e4)
-    with pytest.raises(ConfigError, match="at most 2 tiles"):  # 4 tiles x 4200 B > 1e4 B
+    with pytest.raises(ConfigError, match="at most 1 tiles"):  # 4 tiles x 8700 B > 1e4 B
         simulate(exp)
     exp = _tiny(max_memory_bytes=4 * CHIP_BYTES_PER_TILE + 100.0)
     with pytest.raises(MappingError, match=r"GiB of records, above run\.max_memory"):
