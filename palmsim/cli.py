@@ -619,6 +619,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from palmsim.explore.search import (
         RESULT_COLUMNS,
         SearchSpace,
+        infeasible_reasons,
         pareto_front,
         result_rows,
         search,
@@ -678,11 +679,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
             "mappings with the lowest bounds; a better one may remain (use --max-simulations 0 "
             "for the exact top K)"
         )
+    if result.candidates and result.count("infeasible") == len(result.candidates):
+        print("no mapping is feasible; the commonest reasons (results.csv has each one's):")
+        for count, reason in infeasible_reasons(result.candidates):
+            print(f"  {count} like: {reason}")
     header = f"{'rank':>4}  {'mapping':<52} {'iteration':>11} {'samples/s':>10} {'MFU':>6}"
     has_energy = all("energy" in c.summary for c in result.best)
     has_cost = all("cost" in c.summary for c in result.best)
     extra = (f" {'J/token':>9}" if has_energy else "") + (f" {'$/Mtoken':>9}" if has_cost else "")
-    print(f"{header} {'mem/tile':>9}{extra}")
+    if result.best:
+        print(f"{header} {'mem/tile':>9}{extra}")
     for rank, c in enumerate(result.best, 1):
         m, summ = c.mapping, c.summary
         name = (

@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -56,6 +57,7 @@ __all__ = [
     "check_search_options",
     "empty_space_reason",
     "enumerate_mappings",
+    "infeasible_reasons",
     "objective_bound",
     "objective_value",
     "pareto_front",
@@ -221,6 +223,18 @@ def empty_space_reason(
         f"no micro-batch size of --micro-batch {_listed(space.micro_batch_size or ())} divides "
         f"a data-parallel rank's share of the global batch {batch}"
     )
+
+
+def infeasible_reasons(candidates: Sequence[Candidate], top: int = 3) -> list[tuple[int, str]]:
+    """The ``top`` commonest reasons the infeasible ``candidates`` did not map, as ``(count,
+    the first such reason)``: reasons alike but for their numbers (``tp=5 does not divide
+    num_attention_heads=32``, ``tp=25 ...``) count as one."""
+    groups: dict[str, list[str]] = {}
+    for c in candidates:
+        if c.status == "infeasible":
+            groups.setdefault(re.sub(r"\d+(\.\d+)?", "N", c.reason), []).append(c.reason)
+    ranked = sorted(groups.values(), key=len, reverse=True)[:top]
+    return [(len(reasons), reasons[0]) for reasons in ranked]
 
 
 def _listed(values: Sequence[int]) -> str:

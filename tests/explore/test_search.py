@@ -343,3 +343,33 @@ def test_an_empty_search_space_says_which_condition_emptied_it(space, why) -> No
     with pytest.raises(MappingError, match="nothing to search: ") as error:
         search(_small(), space=space, jobs=1)
     assert why in str(error.value)
+
+
+def test_infeasible_reasons_group_reasons_alike_but_for_their_numbers() -> None:
+    from palmsim.explore.search import Candidate, infeasible_reasons
+
+    m = _small().mapping
+    cands = [
+        Candidate(m, "infeasible", "tp=5 does not divide num_attention_heads=32"),
+        Candidate(m, "infeasible", "model does not fit: 160 GB"),
+        Candidate(m, "infeasible", "tp=25 does not divide num_attention_heads=32"),
+        Candidate(m, "simulated"),
+        Candidate(m, "infeasible", "tp=125 does not divide num_attention_heads=32"),
+    ]
+    assert infeasible_reasons(cands) == [
+        (3, "tp=5 does not divide num_attention_heads=32"),
+        (1, "model does not fit: 160 GB"),
+    ]
+    assert infeasible_reasons(cands, top=1) == [(3, "tp=5 does not divide num_attention_heads=32")]
+
+
+def test_a_search_with_no_feasible_mapping_prints_why(tmp_path, capsys) -> None:
+    """Every mapping infeasible printed an empty table under its header: the reasons were
+    only in results.csv. Llama-2 7B on one GPU with pp = tp = 1 overflows its 80 GB."""
+    small = ["--hw", str(REPO / "hw_configs/dgx-h100.yaml"), "--workload"]
+    small += [str(REPO / "workloads/llama2-7b.yaml"), "--set", "hw.system.chips=[1, 1]"]
+    small += ["--set", "training.global_batch_size=4", "--pp", "1", "--tp", "1"]
+    assert main(["search", *small, "--out", str(tmp_path / "out"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "no mapping is feasible; the commonest reasons" in out
+    assert "like: model does not fit" in out and "rank  mapping" not in out
