@@ -2594,7 +2594,9 @@ def load_workload(
                 where,
                 "inference",
                 MISSING,
-                _section_expected(_inference_schema()) + " for mode 'inference'",
+                "an inference: section for mode 'inference' (prompt_len, output_len and batch "
+                "at least; or --set inference.prompt_len=512 --set inference.output_len=128 "
+                "--set inference.batch=1)",
             )
         )
     if problems:
