@@ -1304,6 +1304,36 @@ _MULTIMODAL = {"llama4": _LLAMA4, "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwe
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
+#: Hugging Face model types whose layers palmsim does not build: read from their sizes as a
+#: transformer they would be another model, silently.
+_UNBUILT_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        ("t5", "mt5", "umt5", "longt5", "bart", "mbart", "pegasus", "marian", "whisper"),
+        "an encoder-decoder (two stacks, cross-attention) is not one: it builds decoder-only "
+        "and encoder-only transformers",
+    ),
+    **dict.fromkeys(
+        ("mamba", "mamba2", "falcon_mamba", "rwkv", "recurrent_gemma"),
+        "state-space or recurrent layers are not: it builds Mamba-2 layers only in "
+        "Nemotron-H's hybrid pattern (model_type nemotron_h)",
+    ),
+}
+#: Model types palmsim derives norm, position embedding and biases for (above), and GPT-2,
+#: whose keys it renames: any other is read from its sizes, with a warning.
+_DERIVED_TYPES = frozenset(
+    (
+        *_LLAMA_FAMILY,
+        *_NEMOTRON_FAMILY,
+        *_NEMOTRON_H_FAMILY,
+        *_ENCODER_FAMILY,
+        *_SINK_FAMILY,
+        *_QWEN3_NEXT,
+        *_MULTIMODAL,
+        _LLAMA4,
+        "gpt2",
+    )
+)
+
 _TRAINING_EXAMPLES = {"seq_len": 2048, "global_batch_size": 512}
 
 
@@ -1681,6 +1711,28 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
     if model_type in _QWEN3_NEXT:
         problems += _qwen3_next(hf, model, where)
     problems += _unmodelled_moe_layouts(hf, where)
+    if isinstance(model_type, str) and model_type in _UNBUILT_TYPES:
+        problems.append(
+            ConfigProblem(
+                where,
+                "model_type",
+                model_type,
+                f"a model palmsim builds ({_UNBUILT_TYPES[model_type]})",
+            )
+        )
+    elif isinstance(model_type, str) and model_type and model_type not in _DERIVED_TYPES:
+        defaults = {f.name: f.default for f in fields(ModelSpec)}
+        settings = ", ".join(
+            f"{key} {model.get(key, defaults[key])!r}"
+            for key in ("norm", "position_embedding", "use_bias")
+        )
+        _LOG.warning(
+            "%s: model_type %r is no family palmsim derives settings for: read from its sizes "
+            "with %s (set model.* where its architecture differs)",
+            where,
+            model_type,
+            settings,
+        )
     return model, problems
 
 

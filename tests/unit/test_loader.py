@@ -427,6 +427,39 @@ def test_hf_to_model_model_type_that_is_no_string_is_a_problem(model_type) -> No
     assert [(p.key, p.value) for p in problems] == [("model_type", model_type)]
 
 
+@pytest.mark.parametrize(
+    ("model_type", "why"),
+    [
+        ("t5", "an encoder-decoder (two stacks, cross-attention) is not one"),
+        ("whisper", "an encoder-decoder (two stacks, cross-attention) is not one"),
+        ("mamba", "state-space or recurrent layers are not"),
+        ("rwkv", "state-space or recurrent layers are not"),
+    ],
+)
+def test_hf_to_model_refuses_a_model_type_palmsim_does_not_build(model_type, why) -> None:
+    """A T5 or a Mamba config.json was read from its sizes as a decoder-only transformer and
+    simulated without a word: another model, silently."""
+    hf = {"model_type": model_type, "hidden_size": 64, "num_hidden_layers": 2}
+    _, problems = hf_to_model(hf, "x.json")
+    (problem,) = problems
+    assert (problem.key, problem.value) == ("model_type", model_type)
+    assert problem.expected.startswith(f"a model palmsim builds ({why}")
+
+
+def test_hf_to_model_warns_of_a_model_type_it_derives_nothing_for(caplog) -> None:
+    """A family palmsim knows nothing of (Gemma 2) is read from its sizes, and the run says
+    with which norm, position embedding and biases; a known one (Llama) says nothing."""
+    with caplog.at_level("WARNING"):
+        _, problems = hf_to_model({"model_type": "gemma2", "rms_norm_eps": 1e-6}, "g.json")
+    assert problems == []
+    assert "g.json: model_type 'gemma2' is no family palmsim derives settings for" in caplog.text
+    assert "norm 'rmsnorm', position_embedding 'learned', use_bias True" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        hf_to_model({"model_type": "llama", "hidden_size": 64}, "l.json")
+    assert caplog.text == ""
+
+
 def test_hf_to_model_nemotron_is_layernorm_rope_without_biases() -> None:
     """Hugging Face's NemotronConfig states none of the three: its model type says them."""
     hf = {"model_type": "nemotron", "hidden_act": "relu2", "norm_eps": 1e-5, "hidden_size": 64}
