@@ -250,12 +250,31 @@ def _pareto_labels(rows: list[dict[str, str]]) -> list[str]:
     ]
 
 
+#: The ``palmsim plot`` options and the kinds that read them.
+_PLOT_FLAGS = (
+    ("--per-tile", "per_tile", ("gantt",)),
+    ("--stage", "stage", ("gantt",)),
+    ("--tiles", "tiles", ("gantt",)),
+    ("--by", "by", ("noc",)),
+    ("--category", "category", ("noc",)),
+)
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from palmsim.api import load_result
     from palmsim.errors import ConfigError, RunDirError
     from palmsim.report.export import write_plot
     from palmsim.report.plots import PLOT_KINDS
 
+    for flag, dest, readers in _PLOT_FLAGS:  # a flag the kind does not read changes nothing
+        value = getattr(args, dest)
+        if value is not None and value is not False and args.kind not in readers:
+            raise ConfigError.single(
+                "command line",
+                flag,
+                value,
+                f"nothing for plot {args.kind}: it applies to plot {' and '.join(readers)} only",
+            )
     if args.kind == "pareto":
         return _plot_pareto(args)
     if args.kind not in PLOT_KINDS:
@@ -300,7 +319,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         "per_tile": args.per_tile or args.tiles is not None or args.stage is not None,
         "stage": args.stage,
         "tiles": args.tiles,
-        "by": args.by,
+        "by": args.by or "utilization",
         "category": args.category,
     }
     try:
@@ -1124,7 +1143,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--stage", type=int, help="gantt --per-tile: only this stage's tiles")
     plot.add_argument("--tiles", type=_tile_range, help="gantt: tiles A-B, one row each")
     plot.add_argument(
-        "--by", choices=("utilization", "bytes"), default="utilization", help="noc: colour by"
+        "--by", choices=("utilization", "bytes"), help="noc: colour by (default: utilization)"
     )
     plot.add_argument(
         "--category",

@@ -74,6 +74,35 @@ def test_a_noc_category_the_run_has_no_flows_of_is_named(small, capsys) -> None:
     assert "did you mean 'p2p'?" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["utilization", "--by", "bytes"],
+            "--by: got 'bytes'; expected nothing for plot utilization: it applies to plot noc only",
+        ),
+        (
+            ["memory", "--category", "p2p"],
+            "--category: got 'p2p'; expected nothing for plot memory",
+        ),
+        (["placement", "--per-tile"], "--per-tile: got True; expected nothing for plot placement"),
+        (
+            ["noc", "--stage", "0"],
+            "--stage: got 0; expected nothing for plot noc: it applies to plot gantt only",
+        ),
+        (["pareto", "--tiles", "0-3"], "--tiles: got (0, 3); expected nothing for plot pareto"),
+    ],
+)
+def test_a_plot_flag_the_kind_does_not_read_is_refused(small, capsys, argv, says) -> None:
+    """`plot utilization --by bytes` drew the utilisation as if --by had not been given: each
+    option belongs to a kind (help: 'noc: colour by'), and any other kind refuses it."""
+    out, _ = small
+    kind, *flags = argv
+    assert main(["plot", kind, str(out), *flags, "--out", str(out / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"palmsim: ConfigError: command line: {says}") and err.count("\n") == 1
+
+
 def test_a_gantt_tile_range_with_no_simulated_tile_is_named(small, capsys) -> None:
     """--tiles past the chip was an internal ValueError from matplotlib (no rows to draw);
     it is refused naming the simulated tiles, and a range that holds one still draws."""
