@@ -85,7 +85,7 @@ def check_tile_count(spec: HardwareSpec, limit: int, where: str | None = None) -
             key,
             value,
             f"a chip of at most {limit} tiles (it has {spec.num_tiles}; at "
-            f"{CHIP_BYTES_PER_TILE} B per tile its graph alone would need "
+            f"{CHIP_BYTES_PER_TILE} B per tile a run of it would need "
             f"{spec.num_tiles * CHIP_BYTES_PER_TILE / 2**30:.3g} GiB; raise run.max_memory "
             "or run.max_events to allow more)",
         )
