@@ -140,3 +140,19 @@ def test_describe_notes_a_mapping_run_would_refuse(capsys: pytest.CaptureFixture
     assert err.count("\n") == 1
     assert main(["describe"]) == 0
     assert "would refuse" not in capsys.readouterr().err
+
+
+def test_describe_of_a_very_large_chip_does_not_map_it(monkeypatch, capsys) -> None:
+    """Mapping elaborates the chip whole: describe of 800,000 GPUs took 40 s to say whether
+    run would refuse the mapping. Past DESCRIBE_PLAN_MAX_TILES it only prints the keys."""
+    import palmsim.api
+    from palmsim import cli
+
+    def refuse(experiment):  # stands in for plan_experiment
+        raise AssertionError("describe mapped a chip above its limit")
+
+    monkeypatch.setattr(palmsim.api, "plan_experiment", refuse)
+    nodes = cli.DESCRIBE_PLAN_MAX_TILES // 8 + 1
+    sets = ["--hw", "dgx-h100", "--set", f"hw.system.chips=[{nodes}, 8]"]
+    printed = dict(_printed(capsys, *sets))
+    assert printed["hw.system.chips"] == f"[{nodes}, 8]"
