@@ -37,7 +37,7 @@ from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import PLACERS
 from palmsim.mapping.plan import MappingPlan
-from palmsim.mapping.schedule import SCHEDULES, interleaved_hint
+from palmsim.mapping.schedule import SCHEDULES
 from palmsim.mapping.suspect import mapping_warnings
 from palmsim.report.defects import defect_summary
 from palmsim.report.energy import cost_summary, energy_summary
@@ -225,8 +225,9 @@ def _check_names(
         if value not in names:
             close = difflib.get_close_matches(value, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            if key == "schedule":
-                hint += interleaved_hint(value)
+            if key == "schedule" and any(w in value.lower() for w in ("interl", "virtual", "vpp")):
+                # Megatron's interleaved 1F1B is no schedule of its own here
+                hint += "; interleaved 1F1B is 1f1b with --virtual-stages V"
             problems.append(
                 ConfigProblem(
                     _source_of(key, sections, overrides),

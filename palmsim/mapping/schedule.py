@@ -22,7 +22,6 @@ __all__ = [
     "SCHEDULES",
     "OrderFn",
     "gpipe",
-    "interleaved_hint",
     "interleaved_one_f_one_b",
     "one_f_one_b",
 ]
@@ -103,14 +102,6 @@ def interleaved_one_f_one_b(
     for k in range(total - warmup, total):
         run("B", k)
     return tuple(steps), tuple(chunks)
-
-
-def interleaved_hint(name: str) -> str:
-    """The flag a user means by a schedule named after Megatron's interleaved 1F1B (no
-    schedule of its own here: 1F1B over virtual stages), else ""."""
-    if any(word in name.lower() for word in ("interl", "virtual", "vpp")):
-        return "; interleaved 1F1B is 1f1b with --virtual-stages V"
-    return ""
 
 
 @SCHEDULES.register("gpipe")

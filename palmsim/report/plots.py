@@ -543,7 +543,7 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
         ncol=1 if len(handles) <= 24 else 2,
     )
     tp = len(plan.stage_tiles[0][0]) if plan.stage_tiles else 0
-    newline = "\n"
+    idle = _idle_note(hidden, sep="\n")
     is_cluster = chip.spec.cluster is not None
     outlines = "nodes" if is_cluster else "dies"
     ports = ", □: HBM" if is_cluster else ", □: DRAM ports"
@@ -554,8 +554,7 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
     )
     ax.set_title(
         f"{chip.spec.name}: {plan.num_stages} stages × TP {tp} × DP {num_replicas} "
-        f"({plan.placement}); {colour}; black outlines: {outlines}{ports}"
-        f"{_idle_note(hidden, sep=newline)}",
+        f"({plan.placement}); {colour}; black outlines: {outlines}{ports}{idle}",
         loc="left",
         fontsize=9,
     )
