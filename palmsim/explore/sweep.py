@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from palmsim.config.loader import read_config_file
-from palmsim.config.overrides import OVERRIDE_WHERE, parse_override
+from palmsim.config.overrides import parse_override
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, PalmsimError
 from palmsim.report.export import make_folder, read_json, write_csv, write_json
 
@@ -496,18 +496,20 @@ def _check_shared_inputs(spec: SweepSpec) -> None:
 
 
 def _in_spec(problem: ConfigProblem, spec: SweepSpec) -> ConfigProblem:
-    """``problem`` named where the sweep spec put its override: ``SPEC: grid.KEY`` (or zip)
-    for a swept key, ``SPEC: set`` for a fixed one; the command line's own ``--set`` keeps
-    its name. The loader blames every override on ``--set``, which the user did not type."""
-    if not problem.file.startswith(OVERRIDE_WHERE + " "):
-        return problem
-    text = problem.file[len(OVERRIDE_WHERE) + 1 :].split(" (applied to ")[0]
-    key = text.split("=", 1)[0].strip()
-    if key in spec.keys:
-        section = spec.sections[spec.keys.index(key)] if spec.sections else "grid"
-        return dataclasses.replace(problem, file=spec.path, key=f"{section}.{key}")
-    if text in spec.fixed:
-        return dataclasses.replace(problem, file=spec.path, key="set", value=text)
+    """``problem`` named where the sweep spec put the override at its key: ``SPEC: grid.KEY``
+    (or zip) for a swept key, ``SPEC: set`` for a fixed one; one the command line's own
+    ``--set`` gives later keeps its name (the last override of a key wins). The loader names
+    every override ``--set``, which the user did not type for the spec's."""
+    for key, section in zip(spec.keys, spec.sections, strict=True):
+        if _names(problem.key, key):
+            return dataclasses.replace(problem, file=spec.path, key=f"{section}.{key}")
+    command_line = spec.points[0].overrides[len(spec.fixed) : -len(spec.keys) or None]
+    for text in (*spec.fixed, *command_line)[::-1]:  # the last override of a key wins
+        override = parse_override(text)
+        if _names(problem.key, ".".join((override.section, *override.path))):
+            if text in command_line:
+                return problem
+            return dataclasses.replace(problem, file=spec.path, key="set", value=text)
     return problem
 
 
