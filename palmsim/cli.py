@@ -823,6 +823,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     save(report)
+    _refused_setting(report, args.file, args.overrides or ())
     print(format_report(report))
     if args.json:
         print(f"wrote {args.json}")
@@ -841,6 +842,30 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             )
             return EXIT_VALIDATION_FAILED
     return 0
+
+
+def _refused_setting(report: Any, source: str, overrides: Sequence[str]) -> None:
+    """A ``--set`` every case refused is the command's error, said once, not a "not run"
+    line per case.
+
+    Raises:
+        ConfigError: no case ran and every one refused the same ``--set`` (blamed on it).
+    """
+    from palmsim.errors import ConfigError
+
+    if report.comparisons or report.interrupted or not report.skipped:
+        return
+    for text in overrides:
+        blamed = (f"ConfigError: --set {text}: ", f"ConfigError: --set {text} (applied to ")
+        if all(s.reason.startswith(blamed) for s in report.skipped):
+            first = report.skipped[0]
+            raise ConfigError.single(
+                "command line",
+                "--set",
+                text,
+                f"a setting the cases take: all {len(report.skipped)} of {source} refused it "
+                f"({first.case}: {first.reason.removeprefix('ConfigError: ')})",
+            )
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

@@ -227,6 +227,17 @@ def test_user_file_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "did you mean 'narayanan21_t1_1.7B'" in capsys.readouterr().err
 
 
+def test_a_setting_every_case_refuses_is_the_commands_error(tmp_path: Path, capsys) -> None:
+    """A mistyped --set failed every case the same way and exited 0 with a "not run" line per
+    case: it is one line naming the setting, exit 2, with the JSON of the cases written."""
+    out = tmp_path / "v.json"
+    sets = ["--set", "hw.tile.gemm.launch_latncy=3 us", "--json", str(out), "-q"]
+    assert main(["validate", str(REPO / "validation" / "korthikanti_runs.yaml"), *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "all 8 of" in err and "did you mean 'launch_latency'" in err
+    assert len(json.loads(out.read_text())["skipped"]) == 8
+
+
 def test_calibrated_a100_layer_times_are_within_15_percent_of_korthikanti_table4() -> None:
     """Issue 3's bar for per-layer times: every forward/backward of the 22B layer (Korthikanti
     et al. MLSys 2023, Table 4) that palmsim can express, within ±15%."""
