@@ -3231,7 +3231,10 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
     """
     path = Path(path)
     where = str(path)
-    raw = apply_overrides(read_config_file(path), overrides, "serving", where)
+    file_raw = read_config_file(path)
+    file_traffic = file_raw.get("traffic") if isinstance(file_raw, dict) else None
+    file_arrival = file_traffic.get("arrival") if isinstance(file_traffic, dict) else None
+    raw = apply_overrides(file_raw, overrides, "serving", where)
     defaults = _serving_defaults()
     given = dict(raw.get("traffic") or {}) if isinstance(raw.get("traffic"), dict) else {}
     for section in ("traffic", "scheduler", "slo"):
@@ -3247,8 +3250,20 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
     if not problems:
         problems += _ignored_traffic_keys(given, traffic, overrides, where)
     if not problems and traffic["arrival"] == "trace" and "trace" not in traffic:
+        # blame the override that made the arrival a trace, where the file's is not one
+        chose = [
+            ov.text
+            for ov in split_overrides(overrides)["serving"]
+            if ov.path == ("traffic", "arrival")
+        ]
         problems.append(
-            ConfigProblem(where, "traffic.trace", MISSING, "a trace CSV path (arrival 'trace')")
+            ConfigProblem(
+                f"{OVERRIDE_WHERE} {chose[-1]}" if chose and file_arrival != "trace" else where,
+                "traffic.trace",
+                MISSING,
+                "a trace CSV path (arrival 'trace'; e.g. --set serving.traffic.trace=FILE, "
+                "relative to the serving file)",
+            )
         )
     prefill = values.get("prefill_replicas", 0)
     if prefill and not prefill < values.get("replicas", 1):

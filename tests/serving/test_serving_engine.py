@@ -155,6 +155,22 @@ def test_palmsim_serve_refuses_mapping_keys_it_would_ignore(key, capsys):
     assert key.split("=")[0] in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_trace_arrival_without_a_trace_names_where_it_was_chosen(tmp_path):
+    """arrival 'trace' needs traffic.trace: the missing key is blamed on the --set that chose
+    the arrival where the file's arrival is another, and on the file where it is its own."""
+    shipped = REPO / "serving" / "llama3-8b-h100.yaml"
+    with pytest.raises(ConfigError) as exc:
+        load_serving(shipped, ["serving.traffic.arrival=trace"])
+    (problem,) = exc.value.problems
+    assert problem.file == "--set serving.traffic.arrival=trace"
+    assert problem.key == "traffic.trace" and "serving.traffic.trace=FILE" in problem.expected
+    path = tmp_path / "s.yaml"
+    path.write_text("traffic: {arrival: trace}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_serving(path, ["serving.traffic.arrival=trace"])
+    assert [p.file for p in exc.value.problems] == [str(path)]
+
+
 def test_serve_refuses_expert_parallelism_in_the_workload(tmp_path):
     from palmsim.api import serve
 
