@@ -171,20 +171,6 @@ def load_experiment(
         )
     hw_spec = load_hardware(hw_path, overrides)
     wl_spec, mapping_section = load_workload(wl_path, overrides)
-    if wl_spec.mode == "training":  # an inference key would change nothing: never silently
-        unread = [ov for ov in split_overrides(overrides)["workload"] if ov.path[0] == "inference"]
-        if unread:
-            raise ConfigError(
-                [
-                    ConfigProblem(
-                        f"{OVERRIDE_WHERE} {ov.text}",
-                        ".".join(ov.path),
-                        ov.value,
-                        "nothing in a training run (inference.* applies to --mode inference)",
-                    )
-                    for ov in unread
-                ]
-            )
     sections: list[tuple[str, dict[str, Any]]] = [(wl_path, mapping_section)]
     if mapping:
         sections.append((mapping, read_mapping_file(mapping)))
@@ -529,12 +515,11 @@ class ServingResult:
     resolved: dict[str, Any]
 
 
-def _check_serving_mapping(
-    wl_path: str, mapping_section: Mapping[str, Any], overrides: Sequence[str]
-) -> None:
-    """Serving splits the model by the serving file's ``tp`` and ``pp`` only: a ``mapping.``
-    override, or expert or context parallelism in the workload's mapping, would be ignored,
-    so each is an error naming the key (nothing silently ignored).
+def _check_serving_overrides(overrides: Sequence[str]) -> None:
+    """Serving splits the model by the serving file's ``tp`` and ``pp`` only, and reads only
+    the workload's ``model``: a ``mapping.`` override, or a workload override outside
+    ``model`` (``training.``, ``inference.``, ``mode``), would be ignored, so each is an
+    error naming the key (nothing silently ignored).
 
     Raises:
         ConfigError: the first such key.
@@ -550,6 +535,25 @@ def _check_serving_mapping(
                 "and replicas (e.g. --set serving.tp=2); expert and context parallelism are "
                 "not modelled in serving",
             )
+    for ov in split_overrides(overrides)["workload"]:
+        if ov.path[0] != "model":
+            raise ConfigError.single(
+                f"{OVERRIDE_WHERE} {ov.text}",
+                ".".join(ov.path),
+                ov.value,
+                "a model. key in palmsim serve: it reads the workload's model only (the "
+                "serving file sets the batch, lengths and number formats, e.g. --set "
+                "serving.weight_dtype=fp8)",
+            )
+
+
+def _check_serving_mapping(wl_path: str, mapping_section: Mapping[str, Any]) -> None:
+    """Expert or context parallelism in the workload's mapping would be ignored by serving:
+    an error naming the key.
+
+    Raises:
+        ConfigError: the first such key.
+    """
     for key in ("ep", "cp"):
         degree = mapping_section.get(key)
         if degree is not None and degree != 1:
@@ -598,9 +602,10 @@ def serve(
         else shipped_path(DEFAULT_SERVING_WORKLOAD)
     )
     sv_path = serving or shipped_path(DEFAULT_SERVING)
+    _check_serving_overrides(overrides)
     hw = load_hardware(hw_path, overrides)
     wl, mapping_section = load_workload(wl_path, overrides)
-    _check_serving_mapping(wl_path, mapping_section, overrides)
+    _check_serving_mapping(wl_path, mapping_section)
     spec = load_serving(sv_path, overrides)
     run = load_run(overrides)
     chip = Chip.from_spec(hw)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from palmsim.config.loader import spec_to_raw
+from palmsim.config.loader import read_in_mode, spec_to_raw
 from palmsim.config.specs import (
     MODES,
     ClusterSpec,
@@ -228,17 +228,18 @@ def described_keys(experiment: ExperimentSpec) -> list[DescribedKey]:
     """
     keys: list[DescribedKey] = list(_leaves("hw", spec_to_raw(experiment.hardware)))
     workload = spec_to_raw(experiment.workload)
+    mode = experiment.workload.mode
     for name, value in workload.items():
         if name in ("model", "training", "inference") and isinstance(value, dict):
-            keys.extend(_leaves(name, value))
+            # a key of the other mode only has no meaning here (and --set refuses it)
+            keys.extend(k for k in _leaves(name, value) if read_in_mode(mode, k.key.split(".")))
         else:
             help_text = "model name" if name == "name" else _help("workload", name)
             keys.append(DescribedKey(f"workload.{name}", _text(value), help_text))
-    # A mapping option of the other mode only has no meaning here (and --set refuses it).
-    mapping = {
+    mapping = {  # likewise
         key: value
         for key, value in spec_to_raw(experiment.mapping).items()
-        if experiment.workload.mode in _modes_of_mapping_key(key)
+        if mode in _modes_of_mapping_key(key)
     }
     keys.extend(_leaves("mapping", mapping))
     keys.extend(_leaves("run", spec_to_raw(experiment.run)))

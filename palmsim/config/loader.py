@@ -2574,6 +2574,50 @@ def _canonical_model_overrides(overrides: Sequence[str]) -> list[str]:
     return out
 
 
+#: The ``training`` keys an inference run reads: its MoE layers route tokens as training does
+#: (palmsim.mapping.inference's ``_pass``, drawn from ``run.seed``).
+INFERENCE_READS_TRAINING = ("expert_load", "expert_load_concentration")
+_UNREAD_WHY = {
+    "training": "nothing in a training run (inference.* applies to --mode inference)",
+    "inference": "nothing in an inference run (training.* applies to --mode training; an "
+    "inference run reads only "
+    + " and ".join(f"training.{k}" for k in INFERENCE_READS_TRAINING)
+    + ")",
+}
+
+
+def read_in_mode(mode: str, path: Sequence[str]) -> bool:
+    """Whether a run of ``mode`` reads the workload key at ``path`` (``("training",
+    "seq_len")``): a training run no ``inference.*`` key, an inference run only
+    :data:`INFERENCE_READS_TRAINING` of ``training.*``."""
+    if mode == "training":
+        return path[0] != "inference"
+    return path[0] != "training" or tuple(path[1:2]) in [(k,) for k in INFERENCE_READS_TRAINING]
+
+
+def _refuse_unread(overrides: Sequence[str], mode: Any) -> None:
+    """Refuse, before the sections they would build are checked, the workload overrides a run
+    of ``mode`` never reads (:func:`read_in_mode`): each would change nothing.
+
+    Raises:
+        ConfigError: naming every such override.
+    """
+    if mode not in _UNREAD_WHY:  # a bad mode is reported by the schema
+        return
+    unread = [
+        ov for ov in split_overrides(overrides)["workload"] if not read_in_mode(mode, ov.path)
+    ]
+    if unread:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    f"{OVERRIDE_WHERE} {ov.text}", ".".join(ov.path), ov.value, _UNREAD_WHY[mode]
+                )
+                for ov in unread
+            ]
+        )
+
+
 def load_workload(
     path: str | Path, overrides: Sequence[str] = (), *, data: Mapping[str, Any] | None = None
 ) -> tuple[WorkloadSpec, dict[str, Any]]:
@@ -2627,6 +2671,7 @@ def load_workload(
     if isinstance(raw.get("model"), dict):  # aliases first, so an override of either name wins
         problems += _rename_aliases(raw["model"], model_where or where, "model.")
     raw = apply_overrides(raw, _canonical_model_overrides(overrides), "workload", where)
+    _refuse_unread(overrides, raw.get("mode", "training"))
     raw, norm_problems = normalise_workload(raw, where, _default_name(path), model_where)
     problems += norm_problems
     schema = _workload_schema(set_hint=is_hf)

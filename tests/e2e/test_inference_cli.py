@@ -63,6 +63,31 @@ def test_inference_key_typo_is_a_config_error_with_a_suggestion(tmp_path, capsys
     assert "inference.prompt_length" in err and "prompt_len" in err
 
 
+def test_a_training_key_an_inference_run_never_reads_is_refused(tmp_path, capsys):
+    """An inference run reads training.expert_load (its MoE routing) and nothing else of
+    training.*: a training key would change nothing, so it is the command's error."""
+    code = main(["run", *SMALL, "--set", "training.global_batch_size=8", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training.global_batch_size" in err
+    assert "nothing in an inference run" in err and "training.expert_load" in err
+
+
+def test_an_inference_key_a_training_run_never_reads_is_refused(tmp_path, capsys):
+    code = main(["run", "--set", "inference.batch=8", "--no-plots", "--out", str(tmp_path)])
+    assert code == 2
+    assert "nothing in a training run" in capsys.readouterr().err
+
+
+def test_an_inference_run_takes_the_training_keys_it_reads():
+    from palmsim.api import load_experiment
+
+    sets = [s for s in SMALL[SMALL.index("--set") :] if s not in ("--set", "--no-plots")]
+    sets += ["workload.mode=inference", "training.expert_load=dirichlet"]
+    experiment = load_experiment(None, LLAMA7B, overrides=sets)
+    assert experiment.workload.training.expert_load == "dirichlet"
+
+
 def _op_table(out):
     """The rows of a run folder's op_table.csv, each a dict by column."""
     lines = (out / "op_table.csv").read_text().splitlines()

@@ -146,10 +146,21 @@ def test_palmsim_serve_bad_key_exits_2(capsys):
     assert "did you mean 'rate_per_s'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("key", ["mapping.ep=2", "mapping.cp=2", "mapping.tp=2"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "mapping.ep=2",
+        "mapping.cp=2",
+        "mapping.tp=2",
+        "training.global_batch_size=8",
+        "inference.batch=4",
+        "workload.mode=training",
+    ],
+)
 def test_palmsim_serve_refuses_mapping_keys_it_would_ignore(key, capsys):
-    """Serving splits the model by the serving file's tp/pp: ep, cp (not modelled in
-    serving) or any other mapping. key would be silently ignored, so it is an error."""
+    """Serving splits the model by the serving file's tp/pp and reads only the workload's
+    model: ep, cp (not modelled in serving), any other mapping. key, or a training.,
+    inference. or mode key would be silently ignored, so each is an error."""
     assert main(["serve", "--no-plots", "--set", key]) == 2
     err = capsys.readouterr().err
     assert key.split("=")[0] in err and len(err.strip().splitlines()) == 1
