@@ -27,6 +27,8 @@ from palmsim import __version__
 if TYPE_CHECKING:
     from typing import Any
 
+    from palmsim.validate import ValidationReport
+
 # Everything else is imported where it is used, so `palmsim --help` and argument errors start
 # no heavier module than argparse (numpy, SimPy, networkx, matplotlib load only for commands).
 
@@ -771,7 +773,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from palmsim.config.overrides import split_overrides
     from palmsim.errors import ConfigError
     from palmsim.report.export import read_json, write_json
-    from palmsim.validate import ValidationReport, format_report, report_from_dict, validate
+    from palmsim.validate import format_report, report_from_dict, validate
 
     # Every case takes the same overrides: a malformed one is the command's error, not each case's
     split_overrides(args.overrides or ())
@@ -844,7 +846,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refused_setting(report: Any, source: str, overrides: Sequence[str]) -> None:
+def _refused_setting(report: ValidationReport, source: str, overrides: Sequence[str]) -> None:
     """A ``--set`` every case refused is the command's error, said once, not a "not run"
     line per case.
 

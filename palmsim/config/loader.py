@@ -2592,7 +2592,7 @@ def read_in_mode(mode: str, path: Sequence[str]) -> bool:
     :data:`INFERENCE_READS_TRAINING` of ``training.*``."""
     if mode == "training":
         return path[0] != "inference"
-    return path[0] != "training" or tuple(path[1:2]) in [(k,) for k in INFERENCE_READS_TRAINING]
+    return path[0] != "training" or (len(path) > 1 and path[1] in INFERENCE_READS_TRAINING)
 
 
 def _refuse_unread(overrides: Sequence[str], mode: Any) -> None:
