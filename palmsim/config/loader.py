@@ -2582,7 +2582,7 @@ _UNREAD_WHY = {
     "inference": "nothing in an inference run (training.* applies to --mode training; an "
     "inference run reads only "
     + " and ".join(f"training.{k}" for k in INFERENCE_READS_TRAINING)
-    + ")",
+    + "; inference.* sets its batch, lengths and number formats)",
 }
 
 
