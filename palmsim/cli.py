@@ -27,8 +27,6 @@ from palmsim import __version__
 if TYPE_CHECKING:
     from typing import Any
 
-    from palmsim.validate import ValidationReport
-
 # Everything else is imported where it is used, so `palmsim --help` and argument errors start
 # no heavier module than argparse (numpy, SimPy, networkx, matplotlib load only for commands).
 
@@ -773,7 +771,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from palmsim.config.overrides import split_overrides
     from palmsim.errors import ConfigError
     from palmsim.report.export import read_json, write_json
-    from palmsim.validate import format_report, report_from_dict, validate
+    from palmsim.validate import ValidationReport, format_report, report_from_dict, validate
 
     # Every case takes the same overrides: a malformed one is the command's error, not each case's
     split_overrides(args.overrides or ())
@@ -825,7 +823,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     save(report)
-    _refused_setting(report, args.file, args.overrides or ())
+    setting = report.refused_setting
+    if setting is not None:  # a mistyped --set: the command's error, said once
+        first = report.skipped[0]
+        raise ConfigError.single(
+            "command line",
+            "--set",
+            setting,
+            f"a setting the cases take: all {len(report.skipped)} of {args.file} refused it "
+            f"({first.case}: {first.reason.removeprefix('ConfigError: ')})",
+        )
     print(format_report(report))
     if args.json:
         print(f"wrote {args.json}")
@@ -844,30 +851,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             )
             return EXIT_VALIDATION_FAILED
     return 0
-
-
-def _refused_setting(report: ValidationReport, source: str, overrides: Sequence[str]) -> None:
-    """A ``--set`` every case refused is the command's error, said once, not a "not run"
-    line per case.
-
-    Raises:
-        ConfigError: no case ran and every one refused the same ``--set`` (blamed on it).
-    """
-    from palmsim.errors import ConfigError
-
-    if report.comparisons or report.interrupted or not report.skipped:
-        return
-    for text in overrides:
-        blamed = (f"ConfigError: --set {text}: ", f"ConfigError: --set {text} (applied to ")
-        if all(s.reason.startswith(blamed) for s in report.skipped):
-            first = report.skipped[0]
-            raise ConfigError.single(
-                "command line",
-                "--set",
-                text,
-                f"a setting the cases take: all {len(report.skipped)} of {source} refused it "
-                f"({first.case}: {first.reason.removeprefix('ConfigError: ')})",
-            )
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ from palmsim.config.loader import (
     load_hardware,
     read_config_file,
 )
+from palmsim.config.overrides import OVERRIDE_WHERE
 from palmsim.config.specs import (
     DEFAULT_RECOMPUTE_MODULES,
     RECOMPUTE_MODULES,
@@ -334,6 +335,9 @@ class Skipped:
 
     case: str
     reason: str
+    #: The command's ``--set`` override every problem of the case's ConfigError is blamed on
+    #: (:func:`_blamed_override`), if one is: the case refused the setting, not its own data.
+    blamed: str | None = None
 
 
 #: The kinds of figure a report keeps apart: an end-to-end run's (throughput, TTFT, tokens
@@ -363,6 +367,15 @@ class ValidationReport:
     assumptions: tuple[tuple[str, Assumption], ...] = ()
     hardware: tuple[tuple[str, str, str], ...] = ()  # (case, config path, how it was chosen)
     interrupted: bool = False
+
+    @property
+    def refused_setting(self) -> str | None:
+        """The ``--set`` override every case refused, when no case ran: the command's mistake
+        (a mistyped key), not the cases'."""
+        blamed = {s.blamed for s in self.skipped}
+        if self.comparisons or self.interrupted or len(blamed) != 1:
+            return None
+        return blamed.pop()
 
     @property
     def mean_absolute_percentage_error(self) -> float | None:
@@ -676,6 +689,21 @@ def _flag(section: Mapping[str, Any], name: str) -> bool:
     if text in {"false", "no", "off", "0", "none"}:
         return False
     raise NotRun(f"training.{name}: got {value!r}; expected true or false")
+
+
+def _blamed_override(error: PalmsimError, overrides: Sequence[str]) -> str | None:
+    """The override of ``overrides`` every problem of ``error`` is blamed on (the file
+    :func:`palmsim.config.overrides.blame_overrides` and the loaders give such a problem), or
+    None: a ConfigError of the case's own data, or not a ConfigError."""
+    if not isinstance(error, ConfigError):
+        return None
+    for text in overrides:
+        where = f"{OVERRIDE_WHERE} {text}"
+        if all(
+            p.file == where or p.file.startswith(f"{where} (applied to ") for p in error.problems
+        ):
+            return text
+    return None
 
 
 def _one_line(error: BaseException) -> str:
@@ -3165,7 +3193,7 @@ def _run_one(
     overrides: Sequence[str],
 ) -> ValidationReport:
     """``report`` with case ``case_id`` run (its comparisons) or listed as not run."""
-    reason = ""
+    reason, blamed = "", None
     try:
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
@@ -3186,12 +3214,12 @@ def _run_one(
     except _CaseTimeoutError:
         reason = f"ran past its time limit (--case-timeout {case_timeout_s:g} s)"
     except PalmsimError as error:  # e.g. a MappingError: the case does not fit
-        reason = _one_line(error)
+        reason, blamed = _one_line(error), _blamed_override(error, overrides)
     except Exception as bug:  # a bug in palmsim: say so in one line, run the next case
         log.debug("case %s failed", case_id, exc_info=True)
         reason = f"internal error, please report it: {_one_line(bug)}"
     if reason:
-        return replace(report, skipped=(*report.skipped, Skipped(case_id, reason)))
+        return replace(report, skipped=(*report.skipped, Skipped(case_id, reason, blamed)))
     return replace(
         report,
         comparisons=(*report.comparisons, *comparisons),
