@@ -232,7 +232,8 @@ def described_keys(experiment: ExperimentSpec) -> list[DescribedKey]:
     for name, value in workload.items():
         if name in ("model", "training", "inference") and isinstance(value, dict):
             # a key of the other mode only has no meaning here (and --set refuses it)
-            keys.extend(k for k in _leaves(name, value) if read_in_mode(mode, k.key.split(".")))
+            read = {k: v for k, v in value.items() if read_in_mode(mode, (name, k))}
+            keys.extend(_leaves(name, read))
         else:
             help_text = "model name" if name == "name" else _help("workload", name)
             keys.append(DescribedKey(f"workload.{name}", _text(value), help_text))
