@@ -2602,7 +2602,7 @@ def _refuse_unread(overrides: Sequence[str], mode: Any) -> None:
     Raises:
         ConfigError: naming every such override.
     """
-    if mode not in _UNREAD_WHY:  # a bad mode is reported by the schema
+    if not isinstance(mode, str) or mode not in _UNREAD_WHY:  # the schema reports a bad mode
         return
     unread = [
         ov for ov in split_overrides(overrides)["workload"] if not read_in_mode(mode, ov.path)

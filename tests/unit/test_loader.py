@@ -1347,6 +1347,15 @@ def test_a_value_of_nested_aliases_prints_a_line_not_gigabytes(tmp_path: Path) -
     assert str(bomb).startswith(f"{path}: bomb: got {{'a0': [1, 1, 1, 1, 1, 1, 1, 1, ...], 'a1'")
 
 
+def test_a_mode_that_is_no_string_is_the_schemas_one_line_error(tmp_path: Path) -> None:
+    """``mode: [a]`` reached the check of overrides a mode never reads, which looked the list
+    up in a dict (TypeError); it is the schema's error naming the key."""
+    path = tmp_path / "w.yaml"
+    path.write_text("mode: [a]\n" + Path("workloads/llama2-7b.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"mode: got \['a'\]; expected one of 'training'"):
+        load_workload(str(path), ["inference.batch=2"])
+
+
 def test_a_training_run_checks_the_inference_mapping_it_does_not_use(tmp_path: Path) -> None:
     """A bad value is the file's problem in any mode: --set inference.mapping.pp=abc ran a
     training run with no word (found by fuzzing). An inference.* override a training run
