@@ -1129,11 +1129,10 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     text = str(system.get("parallelism", ""))
     out = []
     if re.search(r"2-?D", text, re.IGNORECASE) and _tp_2d(case) is None:
-        tp = re.search(r"TP\s*=\s*(\d+)", text)
         out.append(
             (
                 "mapping.tp",
-                f"{tp.group(1) if tp else '?'} as one ring",
+                f"{_degree(text, 'TP') or '?'} as one ring",
                 "the case's 2-D tensor parallelism over the mesh's rows and columns is not "
                 "expressible: palmsim's mapping has one TP group per stage replica, so "
                 "each KV head is replicated on tp / kv_heads chips (that many times the "
@@ -1353,6 +1352,14 @@ def decode_attention_settings(code: str, users: int) -> dict[str, Any]:
     }
 
 
+def _degree(text: str, kind: str) -> int | None:
+    """The degree a ``hardware.system.parallelism`` text gives the parallelism ``kind`` ('PP',
+    'TP' or 'DP'), however a table writes it ('TP=8', 'tp = 8', 'TP 8', 'TP8', 'TP: 8',
+    'TP x8'); None where it names none."""
+    m = re.search(rf"(?<![A-Za-z]){kind}\s*[=:x]?\s*(\d+)", text, re.IGNORECASE)
+    return int(m.group(1)) if m else None
+
+
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     """``mapping.tp_2d`` of a case whose parallelism reads '2-D ... over the AxB mesh' (or of
     a TP = 32 row of the Galaxy demo, which always runs its 8x4 mesh): tt-metal's
@@ -1367,9 +1374,8 @@ def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     # A row of the Galaxy demo over its 32 chips runs the demo's mesh (GALAXY_LLAMA_TP_2D).
     scenario = case.get("scenario") or {}
     code = f"{scenario.get('demo', '')} {_source_path(case)}"
-    tp = re.search(r"TP\s*=\s*(\d+)", text)
     a, b = GALAXY_LLAMA_TP_2D
-    if "llama3_70b_galaxy" in code and tp and int(tp.group(1)) == a * b:
+    if "llama3_70b_galaxy" in code and _degree(text, "TP") == a * b:
         return GALAXY_LLAMA_TP_2D
     return None
 
@@ -1379,10 +1385,7 @@ def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
     product is the case's ``hardware.system.chips`` where it gives them."""
     system = _system(case)
     text = str(system.get("parallelism", "none"))
-    degrees = {
-        kind: int(m.group(1)) if (m := re.search(kind + r"\s*=\s*(\d+)", text)) else 1
-        for kind in ("PP", "TP", "DP")
-    }
+    degrees = {kind: _degree(text, kind) or 1 for kind in ("PP", "TP", "DP")}
     chips = positive_count(system.get("chips", 1), "hardware.system.chips")
     if degrees == {"PP": 1, "TP": 1, "DP": 1} and chips > 1 and "none" not in text.lower():
         raise CannotExpressError(f"parallelism {text!r} not understood")

@@ -450,6 +450,20 @@ def test_a_galaxy_demo_row_runs_its_2d_mesh_however_it_is_written(text):
     assert _tp_2d(case) == ((8, 4) if "8x4" in text else None)
 
 
+@pytest.mark.parametrize("text", ["tp=8", "TP 8", "TP8", "TP: 8", "TP x8", "Tp = 8 (one ring)"])
+def test_a_tensor_parallel_degree_reads_however_a_table_writes_it(text):
+    """'TP=8' written in the other ways tables write it is the same case, and a text that
+    names no degree over 8 chips is named, not run on one."""
+    plain = copy.deepcopy(CASES["tt_readme_llama31_70b_quietbox"])
+    assert plain["hardware"]["system"]["parallelism"] == "TP=8"
+    case = copy.deepcopy(plain)
+    case["hardware"]["system"]["parallelism"] = text
+    assert predict(case) == predict(plain)
+    case["hardware"]["system"]["parallelism"] = "eight-way tensor parallel"
+    with pytest.raises(CannotExpressError, match="parallelism 'eight-way tensor parallel'"):
+        predict(case)
+
+
 def test_data_parallel_replicas_on_separate_cards_each_serve_their_share():
     """Llama 3.1 8B, DP=2 on two p150 cards (models/README.md's 2 x p150 row): the replicas
     share nothing, so each serves half the batch at the t/s/u of one p150 with 32 users, and
