@@ -100,3 +100,30 @@ def test_fewer_micro_batches_than_stages_name_the_ideal_bubble() -> None:
     assert warning.startswith("4 micro-batches over 20 pipeline stages")
     assert "= 83 %" in warning
     assert mapping_warnings(_t18b(), 320, 320, num_microbatches=20) == []
+
+
+def test_validate_keeps_the_warnings_of_the_mappings_it_builds_to_itself(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Cerebras 8B case streams one prompt through a layer pipeline of 2 stages, 1
+    micro-batch: the bubble warning is about palmsim's own construction, so validate prints
+    nothing beside its table; the same mapping run by hand still warns, and the logger is as
+    validate found it."""
+    import pathlib
+
+    import yaml
+
+    from palmsim.api import suspect_mapping_log
+    from palmsim.config.loader import read_config_file
+    from palmsim.validate import validate
+
+    cases = read_config_file("validation/tiles_measurements.yaml")["cases"]
+    case = next(c for c in cases if c["id"] == "cerebras_inference_llama31_8b_cs3")
+    path = pathlib.Path(str(tmp_path)) / "cases.yaml"
+    path.write_text(yaml.safe_dump({"cases": [case]}))
+    caplog.set_level(logging.WARNING)
+    report = validate(str(path))
+    assert [c.case for c in report.comparisons] == [case["id"]]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert suspect_mapping_log.level == logging.NOTSET
+    assert mapping_warnings(_t18b(pp=2, tp=16), 32, 320)  # what validate keeps to itself
