@@ -18,11 +18,12 @@ Kinds of case and how each is predicted:
   its DRAM operand traffic (in0/in1/out in DRAM) at the chip's DRAM bandwidth, after the
   chip's fixed op latency (``tile.op_latency``), and untraced (``trace: false``) no less
   than the host's dispatch of one op (``tile.host_dispatch``; of a tuned one, a program
-  config of its own, ``tile.host_dispatch_tuned`` where given); ``time_ns``.
+  config of its own, ``tile.host_dispatch_tuned`` where given); ``time_ns``, or without it
+  ``tflops`` (:func:`_time_or_rate`).
 - **DRAM read**: a read of the chip's whole DRAM over all its channels; GB/s.
 - **all-reduce** over ``n`` chips of ``S`` bytes, simulated alone by the engine on the first
   ``n`` chips in palmsim's TP ring order (its closed form is :func:`allreduce_time_s`);
-  ``time_us``.
+  ``time_us``, or without it ``algbw_GBps`` or ``busbw_GBps``.
 - **GEMV** (WaferLLM): ``[1, K] x [K, N]`` over the wafer's cores, weights in SRAM, partial sums
   all-reduced over each column of cores by the tree the case names (or a ring); ``time_ms``.
 - **inference** rows (a model with ``hidden``/``layers``): simulated by palmsim's engine with
@@ -590,10 +591,27 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     if _untraced(scenario):
         tuned = hw.tile.host_dispatch_tuned_s and not _auto_config(scenario)
         time_s = max(time_s, hw.tile.host_dispatch_tuned_s if tuned else hw.tile.host_dispatch_s)
-    out = []
-    if _number(measured.get("time_ns")):
-        out.append(("time_ns", float(measured["time_ns"]), time_s * 1e9))
-    return out
+    return _time_or_rate(measured, "time_ns", 1e-9, time_s, [("tflops", flop / 1e12)])
+
+
+def _time_or_rate(
+    measured: Mapping[str, Any],
+    time_key: str,
+    time_unit_s: float,
+    time_s: float,
+    rates: Sequence[tuple[str, float]],
+) -> list[tuple[str, float, float]]:
+    """The figure a single-op case is compared on: its measured time ``time_key`` (in units of
+    ``time_unit_s``) against ``time_s``; where it publishes no time, the first of ``rates``
+    it gives, ``(metric, work)`` with the rate work / time (a GEMM's TFLOP/s, a collective's
+    bandwidths). A rate restates the time, so a case is never compared on both. A number no
+    run can have (0, below it, NaN) is still the case's figure: validate names it."""
+    if _number(measured.get(time_key)) is not None:
+        return [(time_key, float(measured[time_key]), time_s / time_unit_s)]
+    for metric, work in rates:
+        if _number(measured.get(metric)) is not None:
+            return [(metric, float(measured[metric]), work / time_s)]
+    return []
 
 
 def _auto_output_bytes(case: Mapping[str, Any]) -> float:
@@ -754,15 +772,13 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
         inter_die_links=min(max(w.inter_die_links, 1), per_direction),
         bidirectional_rings=w.bidirectional_rings and ring,
     )
-    time_s = _simulate_collective(
-        dataclasses.replace(hw, wafer=w),
-        kind,
-        n,
-        float(positive_count(case["scenario"]["size_bytes"], "size_bytes")),
-        fabric=fabric,
-    )
-    measured = _number(case["measured"].get("time_us"))
-    return [("time_us", measured, time_s * 1e6)] if measured else []
+    size = float(positive_count(case["scenario"]["size_bytes"], "size_bytes"))
+    time_s = _simulate_collective(dataclasses.replace(hw, wafer=w), kind, n, size, fabric=fabric)
+    # nccl-tests' bandwidths (doc/PERFORMANCE.md), as tt-metal's CCL report computes them
+    # (tech_reports/CCLs/report.py: algbw = size / time, busbw = algbw x 2(n-1)/n for an
+    # all-reduce and x (n-1)/n for the rest, the ring steps over n)
+    rates = [("algbw_GBps", size / 1e9), ("busbw_GBps", size * RING_STEPS[kind](n) / n / 1e9)]
+    return _time_or_rate(case["measured"], "time_us", 1e-6, time_s, rates)
 
 
 def _collective_kind(case: Mapping[str, Any]) -> str:

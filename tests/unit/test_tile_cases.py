@@ -33,7 +33,10 @@ CASES = {c["id"]: c for c in read_config_file("validation/tiles_measurements.yam
         (lambda c: c["model"].update(M="many"), "GEMM M .many. is not a positive number"),
         (lambda c: c["model"].update(K=-5), "GEMM K -5 is not a positive number"),
         (lambda c: c["scenario"].update(core_grid="0x8"), "core grid rows"),
-        (lambda c: c["measured"].update(time_ns="fast"), "none of its measured figures"),
+        (
+            lambda c: c.update(measured={"time_ns": "fast", "device_based_utilization_pct": 91}),
+            "none of its measured figures",
+        ),
         (lambda c: c.update(model=["M"]), r"model: got \['M'\]; expected a mapping"),
         (lambda c: c.update(model="M K N"), "model: got 'M K N'; expected a mapping"),
         (lambda c: c["hardware"].update(system="one chip"), "hardware.system: got 'one chip'"),
@@ -112,6 +115,26 @@ def test_model_fields_under_hugging_face_names_and_figures_as_text_are_the_same_
     case["scenario"]["prefill_len"] = "4 K tokens"  # a multiplier, not a count: named
     with pytest.raises(CannotExpressError, match="prefill_len '4 K tokens'"):
         predict(case)
+
+
+def test_a_case_that_publishes_a_rate_not_a_time_is_compared_on_the_rate():
+    """A GEMM or a collective whose table gives its TFLOP/s or its bandwidths but no time is
+    the same measurement: compared on 2MNK / t, on nccl-tests' algbw = size / t, or else on
+    busbw = algbw x 2(n-1)/n for an all-reduce (tt-metal's CCL report, report.py); never on
+    both a time and a rate."""
+    gemm = copy.deepcopy(CASES["tt_gemm_n150_bf16_hifi4_16k"])
+    ((_, _, time_ns),) = predict(gemm)
+    del gemm["measured"]["time_ns"]
+    assert predict(gemm) == [
+        ("tflops", 54.31, pytest.approx(2 * 16384**3 / (time_ns * 1e-9) / 1e12))
+    ]
+    ring = copy.deepcopy(CASES["tt_ccl_allreduce_wh_loudbox_ring8_64MiB"])
+    ((_, _, time_us),) = predict(ring)
+    del ring["measured"]["time_us"]
+    algbw = 67108864 / (time_us * 1e-6) / 1e9
+    assert predict(ring) == [("algbw_GBps", 10.4, pytest.approx(algbw))]
+    del ring["measured"]["algbw_GBps"]
+    assert predict(ring) == [("busbw_GBps", 18.19, pytest.approx(algbw * 2 * 7 / 8))]
 
 
 def test_one_bad_case_never_stops_the_others(tmp_path):
@@ -888,7 +911,7 @@ def test_malformed_fields_are_named_and_a_figure_no_run_can_have_never_reaches_t
     report = validate(str(path))
     format_report(report)  # no ZeroDivisionError
     reasons = {s.case: s.reason for s in report.skipped}
-    assert reasons["zero"].startswith("none of its measured figures (")
+    assert reasons["zero"] == "measured.time_us: got 0.0; expected a number above zero"
     assert reasons["nan"] == "measured.time_ns: got nan; expected a number above zero"
     assert reasons["negative"] == "measured.time_ns: got -3.0; expected a number above zero"
     assert "too large to simulate: model.num_hidden_layers=1000000000000" in reasons["deep"]
