@@ -591,7 +591,43 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     if _untraced(scenario):
         tuned = hw.tile.host_dispatch_tuned_s and not _auto_config(scenario)
         time_s = max(time_s, hw.tile.host_dispatch_tuned_s if tuned else hw.tile.host_dispatch_s)
-    return _time_or_rate(measured, "time_ns", 1e-9, time_s, [("tflops", flop / 1e12)])
+    return _time_or_rate(measured, "time_ns", 1e-9, time_s, _gemm_rates(flop))
+
+
+def _gemm_rates(flop: float) -> list[tuple[str, float]]:
+    """The rate a GEMM's table may give instead of its time, ``(metric, work)`` with the rate
+    work / time: TFLOP/s, its 2MNK ``flop`` over the time."""
+    return [("tflops", flop / 1e12)]
+
+
+def _collective_rates(kind: str, n: int, size_bytes: float) -> list[tuple[str, float]]:
+    """The rates a collective's table may give instead of its time, ``(metric, work)`` with the
+    rate work / time, in the order they are read: nccl-tests' bandwidths (doc/PERFORMANCE.md),
+    as tt-metal's CCL report computes them (tech_reports/CCLs/report.py: algbw = size / time,
+    busbw = algbw x 2(n-1)/n for an all-reduce and x (n-1)/n for the rest, the ring steps
+    over n), in GB/s."""
+    return [
+        ("algbw_GBps", size_bytes / 1e9),
+        ("busbw_GBps", size_bytes * RING_STEPS[kind](n) / n / 1e9),
+    ]
+
+
+def _measured_time_s(
+    figures: Mapping[str, Any],
+    time_key: str,
+    time_unit_s: float,
+    rates: Sequence[tuple[str, float]],
+) -> float:
+    """A single-op case's measured time [s], as :func:`_time_or_rate` reads it: ``time_key``
+    (in units of ``time_unit_s``), or without it work / the first of ``rates`` it gives."""
+    if figures.get(time_key) is not None:
+        return _measured(figures, time_key) * time_unit_s
+    for metric, work in rates:
+        if figures.get(metric) is not None:
+            return work / _measured(figures, metric)
+    raise CannotExpressError(
+        f"no measured {time_key} (nor {', '.join(metric for metric, _ in rates)})"
+    )
 
 
 def _time_or_rate(
@@ -774,11 +810,9 @@ def _allreduce(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     )
     size = float(positive_count(case["scenario"]["size_bytes"], "size_bytes"))
     time_s = _simulate_collective(dataclasses.replace(hw, wafer=w), kind, n, size, fabric=fabric)
-    # nccl-tests' bandwidths (doc/PERFORMANCE.md), as tt-metal's CCL report computes them
-    # (tech_reports/CCLs/report.py: algbw = size / time, busbw = algbw x 2(n-1)/n for an
-    # all-reduce and x (n-1)/n for the rest, the ring steps over n)
-    rates = [("algbw_GBps", size / 1e9), ("busbw_GBps", size * RING_STEPS[kind](n) / n / 1e9)]
-    return _time_or_rate(case["measured"], "time_us", 1e-6, time_s, rates)
+    return _time_or_rate(
+        case["measured"], "time_us", 1e-6, time_s, _collective_rates(kind, n, size)
+    )
 
 
 def _collective_kind(case: Mapping[str, Any]) -> str:
@@ -2252,7 +2286,8 @@ def calibrate_tiles(
                 )
             elif all(d in model for d in ("M", "K", "N")):
                 peak_s, one_s = _gemm_terms(case, hw)
-                t_s = _measured(figures, "time_ns") * 1e-9
+                flop = 2.0 * math.prod(positive_count(model[d], f"GEMM {d}") for d in "MKN")
+                t_s = _measured_time_s(figures, "time_ns", 1e-9, _gemm_rates(flop))
                 gemm.setdefault(_format(scenario.get("dtype")), []).append(
                     (case_id, peak_s, one_s, t_s)
                 )
@@ -2293,7 +2328,7 @@ def calibrate_tiles(
                 reduced = {"reducescatter": 1.0, "allreduce": 0.5}.get(kind, 0.0) * per_direction
                 assert hw.wafer is not None
                 calls = 2 if kind == "allreduce" and hw.wafer.composite_all_reduce else 1
-                t_us = _measured(figures, "time_us")
+                t_s = _measured_time_s(figures, "time_us", 1e-6, _collective_rates(kind, n, size))
                 # the steps whose latency it pays, and its reduce-scatter's
                 hops, reduce_steps = collective_steps(kind, steps, ring_fabric=ring)
                 # the pieces of n - 1 chips on its busiest flow: a line's end link, a ring's
@@ -2306,7 +2341,7 @@ def calibrate_tiles(
                         per_direction,
                         reduced,
                         n - 1,
-                        t_us * 1e-6,
+                        t_s,
                         ring,
                         reduce_steps,
                     )

@@ -1065,6 +1065,46 @@ def test_calibrate_tiles_leaves_out_a_bad_case_and_fits_the_others_as_without_it
     assert unused == [(bad["id"], "measured time_ns -1.0 is not a positive number")]
 
 
+def test_calibrate_tiles_fits_a_rate_given_for_a_time_as_the_time():
+    """The n150's GEMMs with their TFLOP/s in place of their times (2MNK / t) and the
+    LoudBox collectives with their busbw in place of theirs (size x 2(n-1)/n / t for an
+    all-reduce, x (n-1)/n for the rest) fit the same numbers on the same cases."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    def as_rates(ids, rate):
+        cases = [copy.deepcopy(CASES[c]) for c in ids]
+        for case in cases:
+            case["measured"] = {"rate": rate(case), **case["measured"]}
+        return cases
+
+    def tflops(case):
+        m, k, n = (case["model"][d] for d in "MKN")
+        return 2 * m * k * n / (case["measured"].pop("time_ns") * 1e-9) / 1e12
+
+    def busbw(case):
+        n, kind = case["hardware"]["system"]["chips"], case["model"]["name"]
+        factor = 2 * (n - 1) / n if "all_reduce" in kind else (n - 1) / n
+        return (
+            case["scenario"]["size_bytes"] / (case["measured"].pop("time_us") * 1e-6) / 1e9 * factor
+        )
+
+    gemms = ("tt_gemm_n150_bf16_hifi4_16k", "tt_gemm_n150_bf16_hifi4_2k_l1")
+    ccls = [c for c in CASES if c.startswith("tt_ccl_") and "_wh_" in c and "alltoall" not in c]
+    for ids, hw, metric, rate in (
+        (gemms, N150, "tflops", tflops),
+        (ccls, "hw_configs/wormhole-t3000.yaml", "busbw_GBps", busbw),
+    ):
+        timed, _ = calibrate_tiles([copy.deepcopy(CASES[c]) for c in ids], hw)
+        cases = as_rates(ids, rate)
+        for case in cases:
+            case["measured"][metric] = case["measured"].pop("rate")
+            case["measured"].pop("algbw_GBps", None)
+        rated, unused = calibrate_tiles(cases, hw)
+        assert timed and not unused
+        assert [(f.key, f.cases) for f in rated] == [(f.key, f.cases) for f in timed]
+        assert [f.value for f in rated] == pytest.approx([f.value for f in timed], rel=1e-6)
+
+
 @pytest.mark.parametrize("size", [0, -1, NAN, "big"])
 def test_calibrate_tiles_fits_only_a_collective_of_positive_size(size):
     from palmsim.tile_cases import calibrate_tiles
