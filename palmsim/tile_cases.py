@@ -591,12 +591,13 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     if _untraced(scenario):
         tuned = hw.tile.host_dispatch_tuned_s and not _auto_config(scenario)
         time_s = max(time_s, hw.tile.host_dispatch_tuned_s if tuned else hw.tile.host_dispatch_s)
-    return _time_or_rate(measured, "time_ns", 1e-9, time_s, _gemm_rates(flop))
+    return _time_or_rate(measured, "time_ns", 1e-9, time_s, _tflops_rate(flop))
 
 
-def _gemm_rates(flop: float) -> list[tuple[str, float]]:
-    """The rate a GEMM's table may give instead of its time, ``(metric, work)`` with the rate
-    work / time: TFLOP/s, its 2MNK ``flop`` over the time."""
+def _tflops_rate(flop: float) -> list[tuple[str, float]]:
+    """The rate a GEMM's or an attention kernel's table may give instead of its time,
+    ``(metric, work)`` with the rate work / time: TFLOP/s, its ``flop`` (2MNK; attention's
+    4 per (query, key) pair per head dimension) over the time."""
     return [("tflops", flop / 1e12)]
 
 
@@ -705,8 +706,7 @@ def _attention(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     dtype = _format(case["scenario"].get("dtype"))
     efficiency = hw.tile.attention_efficiency or hw.tile.efficiency_for(dtype, fidelity)
     time_s = hw.tile.op_latency_s + flop / (peak * efficiency)
-    measured = _number(case["measured"].get("time_ms"))
-    return [("time_ms", measured, time_s * 1e3)] if measured else []
+    return _time_or_rate(case["measured"], "time_ms", 1e-3, time_s, _tflops_rate(flop))
 
 
 #: A DRAM read microbenchmark's figures palmsim predicts: the bank-adjacent readers' (the
@@ -2287,13 +2287,14 @@ def calibrate_tiles(
             elif all(d in model for d in ("M", "K", "N")):
                 peak_s, one_s = _gemm_terms(case, hw)
                 flop = 2.0 * math.prod(positive_count(model[d], f"GEMM {d}") for d in "MKN")
-                t_s = _measured_time_s(figures, "time_ns", 1e-9, _gemm_rates(flop))
+                t_s = _measured_time_s(figures, "time_ns", 1e-9, _tflops_rate(flop))
                 gemm.setdefault(_format(scenario.get("dtype")), []).append(
                     (case_id, peak_s, one_s, t_s)
                 )
             elif "attention microbenchmark" in phase:
                 flop, peak, _ = _attention_terms(case, hw)
-                attention.append((case_id, flop / peak, _measured(figures, "time_ms") * 1e-3))
+                t_s = _measured_time_s(figures, "time_ms", 1e-3, _tflops_rate(flop))
+                attention.append((case_id, flop / peak, t_s))
             elif "host read microbenchmark" in phase:
                 host_read.append((case_id, _measured(figures, "GBps") * 1e9))
             elif "memory microbenchmark" in phase:

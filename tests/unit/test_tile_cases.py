@@ -135,6 +135,13 @@ def test_a_case_that_publishes_a_rate_not_a_time_is_compared_on_the_rate():
     assert predict(ring) == [("algbw_GBps", 10.4, pytest.approx(algbw))]
     del ring["measured"]["algbw_GBps"]
     assert predict(ring) == [("busbw_GBps", 18.19, pytest.approx(algbw * 2 * 7 / 8))]
+    # FlashAttention.md's causal FLOP, 2 b s^2 h d: the case's own derived.flops
+    sdpa = copy.deepcopy(CASES["tt_sdpa_p150_causal_s4096"])
+    ((_, _, time_ms),) = predict(sdpa)
+    sdpa["measured"] = {"tflops": 18.0}
+    flop = 2 * 4096**2 * 32 * 128
+    assert sdpa["derived"]["flops"] == flop
+    assert predict(sdpa) == [("tflops", 18.0, pytest.approx(flop / (time_ms * 1e-3) / 1e12))]
 
 
 def test_one_bad_case_never_stops_the_others(tmp_path):
@@ -1066,9 +1073,10 @@ def test_calibrate_tiles_leaves_out_a_bad_case_and_fits_the_others_as_without_it
 
 
 def test_calibrate_tiles_fits_a_rate_given_for_a_time_as_the_time():
-    """The n150's GEMMs with their TFLOP/s in place of their times (2MNK / t) and the
-    LoudBox collectives with their busbw in place of theirs (size x 2(n-1)/n / t for an
-    all-reduce, x (n-1)/n for the rest) fit the same numbers on the same cases."""
+    """The n150's GEMMs with their TFLOP/s in place of their times (2MNK / t), the LoudBox
+    collectives with their busbw in place of theirs (size x 2(n-1)/n / t for an all-reduce,
+    x (n-1)/n for the rest) and the p150's SDPA times with their TFLOP/s fit the same numbers
+    on the same cases."""
     from palmsim.tile_cases import calibrate_tiles
 
     def as_rates(ids, rate):
@@ -1088,11 +1096,16 @@ def test_calibrate_tiles_fits_a_rate_given_for_a_time_as_the_time():
             case["scenario"]["size_bytes"] / (case["measured"].pop("time_us") * 1e-6) / 1e9 * factor
         )
 
+    def sdpa_tflops(case):
+        return case["derived"]["flops"] / (case["measured"].pop("time_ms") * 1e-3) / 1e12
+
     gemms = ("tt_gemm_n150_bf16_hifi4_16k", "tt_gemm_n150_bf16_hifi4_2k_l1")
+    sdpas = [c for c in CASES if c.startswith("tt_sdpa_p150_")]
     ccls = [c for c in CASES if c.startswith("tt_ccl_") and "_wh_" in c and "alltoall" not in c]
     for ids, hw, metric, rate in (
         (gemms, N150, "tflops", tflops),
         (ccls, "hw_configs/wormhole-t3000.yaml", "busbw_GBps", busbw),
+        (sdpas, "hw_configs/blackhole-p150.yaml", "tflops", sdpa_tflops),
     ):
         timed, _ = calibrate_tiles([copy.deepcopy(CASES[c]) for c in ids], hw)
         cases = as_rates(ids, rate)
