@@ -698,13 +698,33 @@ def _attention_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, 
     return flop, rows * cols * _core_peak(hw, dtype, fidelity), fidelity
 
 
+#: Query rows of an SDPA chunk from which its steps' math outweighs their fixed costs: tt-metal
+#: issue #56692 (p100a, kernels of 2026-07-22) measures about 3,300 cycles of per-step front
+#: end at k128 against 915,586 of compute floor at q128; its math share (#55758) is 22% at
+#: q64 and 37-60% from q128. Chunks below it are the small-step regime a decode's one tile of
+#: query rows runs in (``tile.decode_attention_efficiency``), the rest the prefill's
+#: (``tile.attention_efficiency``); the demos take 64 below 2048 tokens, 256 above.
+SDPA_LARGE_CHUNK_ROWS = 128
+
+
+def _small_chunks(case: Mapping[str, Any]) -> bool:
+    """Whether an attention microbenchmark runs in chunks under
+    :data:`SDPA_LARGE_CHUNK_ROWS` query rows (a case stating no ``q_chunk`` does not)."""
+    q_chunk = case["scenario"].get("q_chunk")
+    return q_chunk is not None and positive_count(q_chunk, "scenario.q_chunk") < (
+        SDPA_LARGE_CHUNK_ROWS
+    )
+
+
 def _attention(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     """A fused attention kernel alone (tt-metal's SDPA): the op latency, then its FLOP at
-    ``tile.attention_efficiency`` of its cores' peak at its fidelity (else the GEMM
-    efficiency of its format)."""
+    ``tile.attention_efficiency`` of its cores' peak at its fidelity (in small chunks,
+    :func:`_small_chunks`, ``tile.decode_attention_efficiency`` where the tile gives one;
+    else the GEMM efficiency of its format)."""
     flop, peak, fidelity = _attention_terms(case, hw)
     dtype = _format(case["scenario"].get("dtype"))
-    efficiency = hw.tile.attention_efficiency or hw.tile.efficiency_for(dtype, fidelity)
+    small = hw.tile.decode_attention_efficiency if _small_chunks(case) else 0.0
+    efficiency = small or hw.tile.attention_efficiency or hw.tile.efficiency_for(dtype, fidelity)
     time_s = hw.tile.op_latency_s + flop / (peak * efficiency)
     return _time_or_rate(case["measured"], "time_ms", 1e-3, time_s, _tflops_rate(flop))
 
@@ -2199,7 +2219,8 @@ def calibrate_tiles(
       GEMMs of that format, the same model;
     - ``tile.attention_efficiency``: fused attention microbenchmarks (``phase: attention
       microbenchmark``), ``time = a + t_peak / e`` with ``t_peak`` their FLOP at the peak of
-      their cores at their fidelity;
+      their cores at their fidelity; ``tile.decode_attention_efficiency``: the same of those
+      run in chunks under :data:`SDPA_LARGE_CHUNK_ROWS` query rows;
     - ``tile.host_read_bandwidth``: the host's reads of a device tensor (``phase: host read
       microbenchmark``, ``GBps``);
     - ``dram.bandwidth`` (per channel): DRAM read microbenchmarks, their bank-adjacent
@@ -2238,7 +2259,8 @@ def calibrate_tiles(
     # (case, calls, steps, bytes a link direction, of them reduce-scattered, sources, time,
     # over a closed ring of chips, reduce-scatter steps)
     ccl: list[tuple[str, int, int, float, float, int, float, bool, int]] = []
-    attention: list[tuple[str, float, float]] = []  # (case, FLOP at peak, time)
+    # (case, FLOP at peak, time), by chunk regime: large (False) and small (True) chunks
+    attention: dict[bool, list[tuple[str, float, float]]] = {}
     unused: list[tuple[str, str]] = []
     for i, case in enumerate(cases):
         if not isinstance(case, Mapping):  # named as palmsim validate names it
@@ -2294,7 +2316,7 @@ def calibrate_tiles(
             elif "attention microbenchmark" in phase:
                 flop, peak, _ = _attention_terms(case, hw)
                 t_s = _measured_time_s(figures, "time_ms", 1e-3, _tflops_rate(flop))
-                attention.append((case_id, flop / peak, t_s))
+                attention.setdefault(_small_chunks(case), []).append((case_id, flop / peak, t_s))
             elif "host read microbenchmark" in phase:
                 host_read.append((case_id, _measured(figures, "GBps") * 1e9))
             elif "memory microbenchmark" in phase:
@@ -2396,15 +2418,16 @@ def calibrate_tiles(
         fits.append(
             TileFit(f"tile.auto_format_efficiency.{dtype}", 1 / (1 + q), "ratio", ids, errors)
         )
-    if attention:
+    for small, timed_ in sorted(attention.items()):
         # time = a + t_peak / e, a the op latency (fitted above, else the config's)
         a = latency_s if latency_format else hw.tile.op_latency_s
-        t_peak = [t for _, t, _ in attention]
-        measured = [m for _, _, m in attention]
-        q = _fit_inverse(t_peak, [a] * len(attention), measured)
+        t_peak = [t for _, t, _ in timed_]
+        measured = [m for _, _, m in timed_]
+        q = _fit_inverse(t_peak, [a] * len(timed_), measured)
         errors = tuple((a + tp * q) / m - 1 for tp, m in zip(t_peak, measured, strict=True))
-        ids = tuple(c for c, _, _ in attention)
-        fits.append(TileFit("tile.attention_efficiency", 1 / q, "ratio", ids, errors))
+        ids = tuple(c for c, _, _ in timed_)
+        key = "tile.decode_attention_efficiency" if small else "tile.attention_efficiency"
+        fits.append(TileFit(key, 1 / q, "ratio", ids, errors))
     if host:
         untraced = [u for _, u, _ in host]
         traced = [t for _, _, t in host]

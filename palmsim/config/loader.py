@@ -1104,6 +1104,7 @@ def hardware_schema(kind: str) -> Schema:
                 tuple(DTYPE_BYTES), _ratio, "a number in (0, 1]", "{bf16: 0.41, bfp8: 0.52}"
             ),
             "attention_efficiency": _float_rule(0.0, 1.0, low_open=False, high_open=False),
+            "decode_attention_efficiency": _float_rule(0.0, 1.0, low_open=False, high_open=False),
             "op_latency": _nonnegative_quantity_rule("time", "16 us"),
             "host_dispatch": _nonnegative_quantity_rule("time", "30 us"),
             "host_dispatch_tuned": _nonnegative_quantity_rule("time", "120 us"),
@@ -2002,6 +2003,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         format_efficiency=tile_v.get("format_efficiency", ()),
         auto_format_efficiency=tile_v.get("auto_format_efficiency", ()),
         attention_efficiency=tile_v["attention_efficiency"],
+        decode_attention_efficiency=tile_v["decode_attention_efficiency"],
         op_latency_s=tile_v.get("op_latency", 0.0),
         host_dispatch_s=tile_v.get("host_dispatch", 0.0),
         host_dispatch_tuned_s=tile_v.get("host_dispatch_tuned", 0.0),
@@ -2962,6 +2964,8 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["tile"]["auto_format_efficiency"] = dict(t.auto_format_efficiency)
     if t.attention_efficiency:
         raw["tile"]["attention_efficiency"] = t.attention_efficiency
+    if t.decode_attention_efficiency:
+        raw["tile"]["decode_attention_efficiency"] = t.decode_attention_efficiency
     if t.op_latency_s:
         raw["tile"]["op_latency"] = format_exact(t.op_latency_s, "time")
     if t.host_dispatch_s:

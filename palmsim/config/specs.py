@@ -415,10 +415,18 @@ class TileSpec:
     attention_efficiency: float = _f(
         "achievable fraction of the attention's peak (its dtype at its math fidelity) of a "
         "fused attention kernel's forward (a tiled chip's flash attention: a pass's "
-        "attention core, a prefill's attention over cached tokens and a decode step's "
-        "(inference.decode_attention_cores), each at its own fidelity), fitted to single-op "
-        "measurements of that kernel [ratio]; 0: the GEMM efficiency of its operands' "
-        "format, as for the backward",
+        "attention core, a prefill's attention over cached tokens and, unless "
+        "decode_attention_efficiency says otherwise, a decode step's), fitted to single-op "
+        "measurements of that kernel in chunks of at least 128 query rows [ratio]; 0: the "
+        "GEMM efficiency of its operands' format, as for the backward",
+        default=0.0,
+    )
+    decode_attention_efficiency: float = _f(
+        "the same fraction for a decode step's attention over its cache "
+        "(inference.decode_attention_cores, at its own fidelity): the kernel run in small "
+        "steps, fitted to single-op measurements of it in chunks of under 128 query rows, "
+        "the regime nearest a decode's one tile of query rows [ratio]; 0: "
+        "attention_efficiency",
         default=0.0,
     )
     op_latency_s: float = _f(

@@ -218,18 +218,24 @@ def decode_attention_rate(
       tech_reports/FlashAttention/FlashDecode.md Sec. 3.1 "Extreme Cases").
     - Peak: the activation dtype's at ``decode_attention_fidelity`` (else the activation
       dtype's own fidelity, as the prefill's attention).
-    - Efficiency: ``tile.attention_efficiency`` where the tile gives one. The SDPA decode is
-      the flash-attention kernel specialised to one query row per head (FlashDecode.md: "the
-      specialized version of FlashAttention kernels for generative decoding"): the same
-      QK^T, online softmax and scores x V per K chunk, so the same share of its fidelity's
-      peak as the prefill's. Else the GEMM efficiency at that fidelity.
+    - Efficiency: ``tile.decode_attention_efficiency``, else ``tile.attention_efficiency``
+      where the tile gives one. The SDPA decode is the flash-attention kernel specialised to
+      one query row per head (FlashDecode.md: "the specialized version of FlashAttention
+      kernels for generative decoding"): the same QK^T, online softmax and scores x V per K
+      chunk, on a query of one tile of rows, so the share that kernel reaches in small
+      chunks (tt-metal's per-step costs weigh on a small step's math: issue #56692). Else
+      the GEMM efficiency at that fidelity.
     """
     cores = spec.decode_attention_cores
     if spec.decode_attention_cores_per_head > 0:
         cores = min(cores, spec.decode_attention_cores_per_head * max(kv_heads, 1))
     tile = hw.tile
     fidelity = spec.decode_attention_fidelity or dict(spec.math_fidelity).get(spec.dtype)
-    efficiency = tile.attention_efficiency or tile.at_fidelity(tile.compute_efficiency, fidelity)
+    efficiency = (
+        tile.decode_attention_efficiency
+        or tile.attention_efficiency
+        or tile.at_fidelity(tile.compute_efficiency, fidelity)
+    )
     return cores, tile.peak_for(spec.dtype, fidelity), efficiency
 
 
