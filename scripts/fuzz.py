@@ -299,6 +299,18 @@ def _small_tile_cases(work: Path) -> Path:
     return path
 
 
+def _small_sdpa_cases(work: Path) -> Path:
+    """The p100a's SDPA device durations of the shipped tile file, both chunk regimes: what
+    ``calibrate --tiles`` fits its two attention shares to."""
+    shipped = yaml.safe_load((REPO / "validation" / "tiles_measurements.yaml").read_text())
+    keep = [c for c in shipped["cases"] if str(c.get("id", "")).startswith("tt_sdpa_p100a")]
+    path = work / "small-sdpa-cases.yaml"
+    path.write_text(
+        yaml.safe_dump({k: v for k, v in shipped.items() if k != "cases"} | {"cases": keep})
+    )
+    return path
+
+
 def _small_mapping(work: Path) -> Path:
     mapping = {
         "pp": 2, "tp": 2, "dp": 1, "micro_batch_size": 1, "schedule": "1f1b",
@@ -475,6 +487,11 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
             "tiles_calibrate",
             (_small_tile_cases(work),),
             lambda m, s: ["calibrate", "--tiles", "--hw", str(hw / "wormhole-n150.yaml"), str(m)],
+        ),
+        "tiles_sdpa": Kind(
+            "tiles_sdpa",
+            (_small_sdpa_cases(work),),
+            lambda m, s: ["calibrate", "--tiles", "--hw", str(hw / "blackhole-p100a.yaml"), str(m)],
         ),
         "run_folder": Kind(
             "run_folder",

@@ -39,6 +39,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         "calibrate",
         "serving",
         "tiles_calibrate",
+        "tiles_sdpa",
         "run_folder",
         "set",
     ],
