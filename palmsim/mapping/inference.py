@@ -253,6 +253,25 @@ def interleaved_read_floor_s(hw: HardwareSpec, read_bytes: float) -> float:
     return read_bytes / (efficiency * hw.dram.bandwidth_bytes_per_s)
 
 
+def memory_ops_in_series_s(
+    hw: HardwareSpec, ops: Iterable[Op], activations_in_dram: float
+) -> float:
+    """The time a pass's memory-bound ops (no FLOP: norms, elementwise ops, copies) take on a
+    tiled chip when their activations are DRAM-interleaved: their DRAM-resident bytes (the
+    share ``activations_in_dram`` of their activations) at the interleaved rate, the DRAM
+    bandwidth times ``dram.interleaved_read_efficiency``. tt-metal runs one program at a
+    time on the whole core grid (tech_reports/FlashAttention/FlashAttention.md, 2.3), so such
+    an op's traffic runs between the GEMMs around it, not under their math as the step's DRAM
+    flows would have it; its prefill keeps activations in DRAM (``memory_config=
+    ttnn.DRAM_MEMORY_CONFIG`` in every prefill op of tt_transformers' and the Galaxy demo's
+    attention and MLP). 0 on a tile costed with ``memory_ops`` (a GPU's memory-bound kernels
+    already pay their bytes one after another). Pure."""
+    rate = hw.dram.bandwidth_bytes_per_s * min(hw.dram.interleaved_read_efficiency, 1.0)
+    if hw.tile.memory_ops is not None or rate <= 0 or activations_in_dram <= 0:
+        return 0.0
+    return sum(op.bytes_fwd for op in ops if op.flop_fwd == 0) * activations_in_dram / rate
+
+
 def check_decode_attention_cores(hw: HardwareSpec, cores: int, section: str) -> None:
     """Raise a MappingError when ``<section>.decode_attention_cores`` cannot run on ``hw``:
     it needs the per-core rate ``tile.dram_reader_bandwidth`` and at most the cores of a
@@ -1330,6 +1349,13 @@ class _Lowering:
                     lead = len(steps)
                 step = streamed(step, b, self.costing.where)
                 step = sharded(step, b, layer_per_bank, partial(self.op_costing, b))
+                if tag == "P":
+                    # its memory-bound ops between the GEMMs (a decode's activations are
+                    # L1-sharded in the demos: their traffic is negligible and stays a flow)
+                    serial_s = memory_ops_in_series_s(
+                        self.experiment.hardware, b.ops, self.costing.where.activations
+                    )
+                    step = dataclasses.replace(step, compute_time_s=step.compute_time_s + serial_s)
                 ops = sum(op.kernels_fwd for op in b.ops) + (extra_ops if j == 0 else 0)
                 steps.append(dispatched(step, ops))
                 if b.name == "attn" and ctx + new_tokens > 0:

@@ -68,6 +68,7 @@ from palmsim.mapping.inference import (
     host_dispatch_s,
     interleaved_read_floor_s,
     kv_cache_bytes,
+    memory_ops_in_series_s,
     padded_rows,
     prefill_cores_share,
     prefill_stream_time_s,
@@ -394,6 +395,9 @@ class ServingPlan:
             )
             if stream_s > 0:
                 time_s = max(time_s, c.serial_latency_s + stream_s)
+            if prefill and kind in ("attn", "mlp"):
+                # a layer's memory-bound ops between its GEMMs, as inference's prefill
+                time_s += memory_ops_in_series_s(hw, ops, where.activations)
             hit = ComputeStep(
                 kind,
                 time_s,

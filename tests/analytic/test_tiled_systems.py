@@ -30,7 +30,7 @@ from palmsim.config.specs import (
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.inference import map_inference
-from palmsim.mapping.plan import CollectiveStep
+from palmsim.mapping.plan import CollectiveStep, ComputeStep
 from palmsim.report.verdict import verdict
 from palmsim.tile_cases import allreduce_time_s
 from palmsim.workload.builders import embedding_block, head_block, layer_blocks
@@ -1809,6 +1809,64 @@ def test_the_galaxy_demo_splits_a_prefills_attention_only_where_its_code_did(
 
 
 # --------------------------------------------------------------------------- prefill reductions
+
+
+def test_memory_bound_ops_in_series_are_their_dram_bytes_at_the_interleaved_rate():
+    """memory_ops_in_series_s: the ops without FLOP move their DRAM-resident bytes (a share
+    a of their activations) at the DRAM rate B times dram.interleaved_read_efficiency r; a
+    GEMM's are left to the step's flows, and a GPU's memory-bound kernels (tile.memory_ops)
+    already pay their bytes. n150: B = 267 GB/s, r = 0.688."""
+    from palmsim.mapping.inference import memory_ops_in_series_s
+    from palmsim.workload.ops import OpCost, make_op
+
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    ops = (
+        make_op("norm", "norm", OpCost(0.0, 0.0, 3e8, 0.0), dtype_bytes=2),
+        make_op("add", "elementwise", OpCost(0.0, 0.0, 1e8, 0.0), dtype_bytes=2),
+        make_op("fc", "matmul", OpCost(1e12, 0.0, 5e8, 0.0), dtype_bytes=2),
+    )
+    assert hw.dram.bandwidth_bytes_per_s == pytest.approx(267e9)
+    assert hw.dram.interleaved_read_efficiency == pytest.approx(0.688)
+    assert memory_ops_in_series_s(hw, ops, 0.5) == pytest.approx(0.5 * 4e8 / (267e9 * 0.688))
+    assert memory_ops_in_series_s(hw, ops, 0.0) == 0.0
+    gpu = load_hardware("hw_configs/dgx-h100.yaml")
+    assert gpu.tile.memory_ops is not None
+    assert memory_ops_in_series_s(gpu, ops, 1.0) == 0.0
+
+
+def test_a_prefills_memory_bound_ops_run_between_its_gemms(monkeypatch):
+    """tt-metal runs one op at a time on the grid and a prefill keeps its activations in DRAM,
+    so a prefill layer's norms, rotary embedding, residual adds and SwiGLU take their bytes at
+    the interleaved DRAM rate in series with the GEMMs: with the activations in DRAM (an
+    n150 with no L1 to spare) its attention and MLP steps last longer by, over n tokens of
+    e = 2 B: two norms 2 e n h each, the rotary embedding of Q and K (2h wide, one input)
+    2 e n 2h, two residual adds 3 e n h each, SwiGLU 3 e n f: (14 h + 3 f) e n, at
+    267 GB/s x 0.688. A decode step's (L1-sharded in the demos) do not."""
+    import palmsim.mapping.inference as inference
+
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    hw = dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, sram_capacity_bytes=1024))
+    n, e = 256, 2
+
+    def layer_steps() -> tuple[list[float], list[float]]:
+        plan = inference.map_inference(
+            _experiment(hw, tp=1, prompt=n, output=2), Chip.from_spec(hw)
+        )
+        assert plan.inference is not None
+        (stage,) = plan.inference.stages
+        times = [
+            [st.compute_time_s for st in steps if isinstance(st, ComputeStep) and st.layer >= 0
+             and st.block in ("attn", "mlp")]
+            for steps in (stage.prefill, stage.decode[0])
+        ]  # fmt: skip
+        return times[0], times[1]
+
+    prefill_on, decode_on = layer_steps()
+    monkeypatch.setattr(inference, "memory_ops_in_series_s", lambda *args: 0.0)
+    prefill_off, decode_off = layer_steps()
+    per_layer = (14 * H + 3 * FFN) * e * n / (267e9 * 0.688)
+    assert sum(prefill_on) - sum(prefill_off) == pytest.approx(LAYERS * per_layer, rel=1e-9)
+    assert decode_on == decode_off
 
 
 def _prefill_collectives(reduce_dtypes) -> list:

@@ -243,7 +243,12 @@ def test_cache_reads_run_at_the_interleaved_share_of_the_dram_rate():
     rate B. One request of a 20000-token prompt decodes n - 1 steps over p, ..., p + n - 2
     cached tokens, each layer's K and V 2 x h fp16 a token, all in DRAM; the floor rules each
     step at e = 0.5 and 0.25, so the quarter adds layers x 4h B x (mean cache) x (1/0.25 -
-    1/0.5) / B to the TPOT exactly; the prefill iteration holds no cached tokens."""
+    1/0.5) / B to the TPOT exactly. The prefill iteration holds no cached tokens: its first
+    token moves by its layers' memory-bound ops alone, their bytes M (the workload's op
+    graph: the ops without FLOP) at the same rates, layers x M x (1/0.25 - 1/0.5) / B."""
+    from palmsim.config.specs import TrainingSpec
+    from palmsim.workload.builders import layer_blocks
+
     hw = _n150_weights_in_dram()
     layers, h, p, n = 2, 1024, 20000, 4
     mdl = model(layers=layers, hidden=h, heads=8, vocab=32000, seq=p + n)
@@ -263,7 +268,11 @@ def test_cache_reads_run_at_the_interleaved_share_of_the_dram_rate():
     b_bps = hw.dram.bandwidth_bytes_per_s
     expected = layers * per_token * mean_cache * (1 / 0.25 - 1 / 0.5) / b_bps
     assert tpot_b - tpot_a == pytest.approx(expected, rel=1e-6)
-    assert a.first_token_s == b.first_token_s
+    spec_p = TrainingSpec(seq_len=p, global_batch_size=1, dtype="fp16", attention_kernel="fused")
+    blocks = layer_blocks(mdl, spec_p, 1, 1)
+    memory = sum(op.bytes_fwd for block in blocks for op in block.ops if op.flop_fwd == 0)
+    prefill = layers * memory * (1 / 0.25 - 1 / 0.5) / b_bps
+    assert b.first_token_s - a.first_token_s == pytest.approx(prefill, rel=1e-6)
 
 
 def _n150_weights_in_dram(**tile):
