@@ -699,11 +699,11 @@ def _attention_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, 
 
 
 #: Query rows of an SDPA chunk from which its steps' math outweighs their fixed costs: tt-metal
-#: issue #56692 (p100a, kernels of 2026-07-22) measures about 3,300 cycles of per-step front
-#: end at k128 against 915,586 of compute floor at q128; its math share (#55758) is 22% at
-#: q64 and 37-60% from q128. Chunks below it are the small-step regime a decode's one tile of
-#: query rows runs in (``tile.decode_attention_efficiency``), the rest the prefill's
-#: (``tile.attention_efficiency``); the demos take 64 below 2048 tokens, 256 above.
+#: issue #56692 (p100a, kernels of 2026-07-22) measures about 3,300 cycles of fixed front end
+#: per k-chunk step, 21.5% of the wall at q128 k128, and #55758 the math busy 22% of the wall
+#: at q64 against 37-60% from q128 up. Chunks below it are the small-step regime a decode's
+#: one tile of query rows runs in (``tile.decode_attention_efficiency``), the rest the
+#: prefill's (``tile.attention_efficiency``); the demos take 64 below 2048 tokens, 256 above.
 SDPA_LARGE_CHUNK_ROWS = 128
 
 
