@@ -257,15 +257,16 @@ def memory_ops_in_series_s(
     hw: HardwareSpec, ops: Iterable[Op], activations_in_dram: float
 ) -> float:
     """The time a pass's memory-bound ops (no FLOP: norms, elementwise ops, copies) take on a
-    tiled chip when their activations are DRAM-interleaved: their DRAM-resident bytes (the
-    share ``activations_in_dram`` of their activations) at the interleaved rate, the DRAM
-    bandwidth times ``dram.interleaved_read_efficiency``. tt-metal runs one program at a
-    time on the whole core grid (tech_reports/FlashAttention/FlashAttention.md, 2.3), so such
-    an op's traffic runs between the GEMMs around it, not under their math as the step's DRAM
-    flows would have it; its prefill keeps activations in DRAM (``memory_config=
-    ttnn.DRAM_MEMORY_CONFIG`` in every prefill op of tt_transformers' and the Galaxy demo's
-    attention and MLP). 0 on a tile costed with ``memory_ops`` (a GPU's memory-bound kernels
-    already pay their bytes one after another). Pure."""
+    tile costed by the roofline when their activations live in DRAM: their DRAM-resident
+    bytes (the share ``activations_in_dram`` of their activations) at the interleaved rate,
+    the DRAM bandwidth times ``dram.interleaved_read_efficiency``. A tile runs a pass's ops
+    one after another, as a GPU runs the kernels of a stream (whose memory-bound kernels
+    ``tile.memory_ops`` already costs so: 0 there), so such an op's traffic runs between the
+    GEMMs around it, not under their math as the step's DRAM flows would have it. tt-metal
+    runs one program at a time on the whole core grid (tech_reports/FlashAttention/
+    FlashAttention.md, 2.3) and keeps a prefill's activations DRAM-interleaved
+    (``memory_config=ttnn.DRAM_MEMORY_CONFIG`` in every prefill op of tt_transformers' and
+    the Galaxy demo's attention and MLP). Pure."""
     rate = hw.dram.bandwidth_bytes_per_s * min(hw.dram.interleaved_read_efficiency, 1.0)
     if hw.tile.memory_ops is not None or rate <= 0 or activations_in_dram <= 0:
         return 0.0
