@@ -311,6 +311,26 @@ def _small_sdpa_cases(work: Path) -> Path:
     return path
 
 
+def _small_tile_validation(work: Path) -> Path:
+    """A case of each kind ``validate`` reads from the shipped tile file, quick to simulate:
+    an end-to-end row, a GEMM, a DRAM read, a collective, an SDPA and a GEMV."""
+    shipped = yaml.safe_load((REPO / "validation" / "tiles_measurements.yaml").read_text())
+    ids = (
+        "tt_readme_llama32_1b_n150",
+        "tt_gemm_n150_bf16_hifi4_2k_l1",
+        "tt_dram_read_wh_n150",
+        "tt_ccl_allreduce_wh_line2_1MiB",
+        "tt_sdpa_p100a_llama8b_8x8_s4096",
+        "waferllm_gemv_16k",
+    )
+    keep = [c for c in shipped["cases"] if c.get("id") in ids]
+    path = work / "small-tile-validation.yaml"
+    path.write_text(
+        yaml.safe_dump({k: v for k, v in shipped.items() if k != "cases"} | {"cases": keep})
+    )
+    return path
+
+
 def _small_mapping(work: Path) -> Path:
     mapping = {
         "pp": 2, "tp": 2, "dp": 1, "micro_batch_size": 1, "schedule": "1f1b",
@@ -492,6 +512,19 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
             "tiles_sdpa",
             (_small_sdpa_cases(work),),
             lambda m, s: ["calibrate", "--tiles", "--hw", str(hw / "blackhole-p100a.yaml"), str(m)],
+        ),
+        "tiles_validate": Kind(
+            "tiles_validate",
+            (_small_tile_validation(work),),
+            lambda m, s: [
+                "validate",
+                str(m),
+                "-q",
+                "--case-timeout",
+                "20",
+                "--json",
+                str(s / "v.json"),
+            ],
         ),
         "run_folder": Kind(
             "run_folder",

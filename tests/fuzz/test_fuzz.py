@@ -40,6 +40,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         "serving",
         "tiles_calibrate",
         "tiles_sdpa",
+        "tiles_validate",
         "run_folder",
         "set",
     ],
