@@ -368,6 +368,21 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
     def run_out(scratch: Path) -> list[str]:
         return ["--out", str(scratch / "run")]
 
+    def validate(m: Path, s: Path) -> list[str]:
+        return [
+            "validate",
+            str(m),
+            "-q",
+            "--case-timeout",
+            "20",
+            *budget_args,
+            "--json",
+            str(s / "v.json"),
+        ]
+
+    def tiles_calibrate(config: str) -> Callable[[Path, Path], list[str]]:
+        return lambda m, s: ["calibrate", "--tiles", "--hw", str(hw / config), str(m)]
+
     folder = work / "run-folder"
     from palmsim.cli import main
 
@@ -458,20 +473,7 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
                 *budget_args,
             ],
         ),
-        "validate": Kind(
-            "validate",
-            (measurements,),
-            lambda m, s: [
-                "validate",
-                str(m),
-                "-q",
-                "--case-timeout",
-                "20",
-                *budget_args,
-                "--json",
-                str(s / "v.json"),
-            ],
-        ),
+        "validate": Kind("validate", (measurements,), validate),
         "calibrate": Kind(
             "calibrate",
             (measurements,),
@@ -504,28 +506,12 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
             ],
         ),
         "tiles_calibrate": Kind(
-            "tiles_calibrate",
-            (_small_tile_cases(work),),
-            lambda m, s: ["calibrate", "--tiles", "--hw", str(hw / "wormhole-n150.yaml"), str(m)],
+            "tiles_calibrate", (_small_tile_cases(work),), tiles_calibrate("wormhole-n150.yaml")
         ),
         "tiles_sdpa": Kind(
-            "tiles_sdpa",
-            (_small_sdpa_cases(work),),
-            lambda m, s: ["calibrate", "--tiles", "--hw", str(hw / "blackhole-p100a.yaml"), str(m)],
+            "tiles_sdpa", (_small_sdpa_cases(work),), tiles_calibrate("blackhole-p100a.yaml")
         ),
-        "tiles_validate": Kind(
-            "tiles_validate",
-            (_small_tile_validation(work),),
-            lambda m, s: [
-                "validate",
-                str(m),
-                "-q",
-                "--case-timeout",
-                "20",
-                "--json",
-                str(s / "v.json"),
-            ],
-        ),
+        "tiles_validate": Kind("tiles_validate", (_small_tile_validation(work),), validate),
         "run_folder": Kind(
             "run_folder",
             (folder,),
