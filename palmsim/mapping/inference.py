@@ -267,7 +267,7 @@ def memory_ops_in_series_s(
     FlashAttention.md, 2.3) and keeps a prefill's activations DRAM-interleaved
     (``memory_config=ttnn.DRAM_MEMORY_CONFIG`` in every prefill op of tt_transformers' and
     the Galaxy demo's attention and MLP). Pure."""
-    rate = hw.dram.bandwidth_bytes_per_s * min(hw.dram.interleaved_read_efficiency, 1.0)
+    rate = hw.dram.bandwidth_bytes_per_s * hw.dram.interleaved_read_efficiency
     if hw.tile.memory_ops is not None or rate <= 0 or activations_in_dram <= 0:
         return 0.0
     return sum(op.bytes_fwd for op in ops if op.flop_fwd == 0) * activations_in_dram / rate
