@@ -1135,6 +1135,11 @@ def test_calibrate_tiles_fits_the_n150_microbenchmarks_by_hand():
         "tt_perf_llama32_1b_n150_b1_isl64k",
         "tt_perf_llama32_3b_n150_b1_isl64k",
         "tt_perf_llama31_8b_n150_b1_isl64k",
+        "tt_perf_acc_llama32_1b_n150_b1_isl512",
+        "tt_perf_acc_llama32_3b_n150_b1_isl512",
+        "tt_perf_acc_llama31_8b_n150_b1_isl512",
+        "tt_perf_acc_phi35_mini_n150_b1_isl512",
+        "tt_perf_acc_phi3_mini_128k_n150_b1_isl512",
     }
 
 
