@@ -283,52 +283,42 @@ def _small_serving(work: Path) -> Path:
     return path
 
 
+def _tile_subset(work: Path, name: str, keep: Callable[[str], bool]) -> Path:
+    """A copy of the shipped tile file with only the cases whose id ``keep`` accepts."""
+    shipped = yaml.safe_load((REPO / "validation" / "tiles_measurements.yaml").read_text())
+    cases = [c for c in shipped["cases"] if keep(str(c.get("id", "")))]
+    path = work / name
+    path.write_text(
+        yaml.safe_dump({k: v for k, v in shipped.items() if k != "cases"} | {"cases": cases})
+    )
+    return path
+
+
 def _small_tile_cases(work: Path) -> Path:
     """The n150's microbenchmarks of the shipped tile file (GEMMs, DRAM and host reads): what
     ``calibrate --tiles`` fits for it."""
-    shipped = yaml.safe_load((REPO / "validation" / "tiles_measurements.yaml").read_text())
-    keep = [
-        c
-        for c in shipped["cases"]
-        if str(c.get("id", "")).startswith(("tt_gemm_n150", "tt_dram_read_wh", "tt_host_read"))
-    ]
-    path = work / "small-tile-cases.yaml"
-    path.write_text(
-        yaml.safe_dump({k: v for k, v in shipped.items() if k != "cases"} | {"cases": keep})
-    )
-    return path
+    prefixes = ("tt_gemm_n150", "tt_dram_read_wh", "tt_host_read")
+    return _tile_subset(work, "small-tile-cases.yaml", lambda i: i.startswith(prefixes))
 
 
 def _small_sdpa_cases(work: Path) -> Path:
     """The p100a's SDPA device durations of the shipped tile file, both chunk regimes: what
     ``calibrate --tiles`` fits its two attention shares to."""
-    shipped = yaml.safe_load((REPO / "validation" / "tiles_measurements.yaml").read_text())
-    keep = [c for c in shipped["cases"] if str(c.get("id", "")).startswith("tt_sdpa_p100a")]
-    path = work / "small-sdpa-cases.yaml"
-    path.write_text(
-        yaml.safe_dump({k: v for k, v in shipped.items() if k != "cases"} | {"cases": keep})
-    )
-    return path
+    return _tile_subset(work, "small-sdpa-cases.yaml", lambda i: i.startswith("tt_sdpa_p100a"))
 
 
 def _small_tile_validation(work: Path) -> Path:
     """A case of each kind ``validate`` reads from the shipped tile file, quick to simulate:
     an end-to-end row, a GEMM, a DRAM read, a collective, an SDPA and a GEMV."""
-    shipped = yaml.safe_load((REPO / "validation" / "tiles_measurements.yaml").read_text())
-    ids = (
+    ids = {
         "tt_readme_llama32_1b_n150",
         "tt_gemm_n150_bf16_hifi4_2k_l1",
         "tt_dram_read_wh_n150",
         "tt_ccl_allreduce_wh_line2_1MiB",
         "tt_sdpa_p100a_llama8b_8x8_s4096",
         "waferllm_gemv_16k",
-    )
-    keep = [c for c in shipped["cases"] if c.get("id") in ids]
-    path = work / "small-tile-validation.yaml"
-    path.write_text(
-        yaml.safe_dump({k: v for k, v in shipped.items() if k != "cases"} | {"cases": keep})
-    )
-    return path
+    }
+    return _tile_subset(work, "small-tile-validation.yaml", ids.__contains__)
 
 
 def _small_mapping(work: Path) -> Path:
