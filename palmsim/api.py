@@ -26,7 +26,7 @@ from palmsim.config.loader import (
     read_mapping_file,
     spec_to_raw,
 )
-from palmsim.config.overrides import OVERRIDE_WHERE, split_overrides
+from palmsim.config.overrides import OVERRIDE_WHERE, override_where, split_overrides
 from palmsim.config.specs import ExperimentSpec, MappingSpec
 from palmsim.engine.records import RunTrace, gc_frozen, gc_paused
 from palmsim.engine.simulator import Simulator
@@ -542,7 +542,7 @@ def _check_serving_overrides(overrides: Sequence[str]) -> None:
     for ov in split_overrides(overrides)["workload"]:
         if ov.path[0] != "model":
             raise ConfigError.single(
-                f"{OVERRIDE_WHERE} {ov.text}",
+                override_where(ov.text),
                 ".".join(ov.path),
                 ov.value,
                 "a model. key in palmsim serve: it reads the workload's model only (the "

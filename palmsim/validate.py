@@ -52,7 +52,7 @@ from palmsim.config.loader import (
     load_hardware,
     read_config_file,
 )
-from palmsim.config.overrides import OVERRIDE_WHERE
+from palmsim.config.overrides import names_override
 from palmsim.config.specs import (
     DEFAULT_RECOMPUTE_MODULES,
     RECOMPUTE_MODULES,
@@ -698,10 +698,7 @@ def _blamed_override(error: PalmsimError, overrides: Sequence[str]) -> str | Non
     if not isinstance(error, ConfigError):
         return None
     for text in overrides:
-        where = f"{OVERRIDE_WHERE} {text}"
-        if all(
-            p.file == where or p.file.startswith(f"{where} (applied to ") for p in error.problems
-        ):
+        if all(names_override(p.file, text) for p in error.problems):
             return text
     return None
 

@@ -42,6 +42,7 @@ from palmsim.config.overrides import (
     YamlLoader,
     apply_overrides,
     blame_overrides,
+    override_where,
     split_overrides,
 )
 from palmsim.config.specs import (
@@ -2613,7 +2614,7 @@ def _refuse_unread(overrides: Sequence[str], mode: Any) -> None:
         raise ConfigError(
             [
                 ConfigProblem(
-                    f"{OVERRIDE_WHERE} {ov.text}", ".".join(ov.path), ov.value, _UNREAD_WHY[mode]
+                    override_where(ov.text), ".".join(ov.path), ov.value, _UNREAD_WHY[mode]
                 )
                 for ov in unread
             ]
@@ -2749,7 +2750,7 @@ def load_mapping(
             origin[key] = source
     merged = apply_overrides(merged, overrides, "mapping", OVERRIDE_WHERE)
     for ov in split_overrides(overrides)["mapping"]:
-        origin[ov.path[0]] = f"{OVERRIDE_WHERE} {ov.text}"
+        origin[ov.path[0]] = override_where(ov.text)
     given = dict(merged)  # what the sections and overrides set, before defaults
     merged = normalise_mapping(merged)
     schema = _mapping_schema()
@@ -2803,7 +2804,7 @@ def load_run(overrides: Sequence[str] = ()) -> RunSpec:
         ConfigError: every problem at once.
     """
     raw = normalise_run(apply_overrides({}, overrides, "run", OVERRIDE_WHERE))
-    origin = {ov.path[0]: f"{OVERRIDE_WHERE} {ov.text}" for ov in split_overrides(overrides)["run"]}
+    origin = {ov.path[0]: override_where(ov.text) for ov in split_overrides(overrides)["run"]}
     schema = _run_schema()
     problems = check_keys(raw, schema, OVERRIDE_WHERE, "run", where_of=origin)
     values, parse_problems = parse_values(raw, schema, OVERRIDE_WHERE, "run", origin)
@@ -3307,7 +3308,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
         ]
         problems.append(
             ConfigProblem(
-                f"{OVERRIDE_WHERE} {chose[-1]}" if chose and file_arrival != "trace" else where,
+                override_where(chose[-1]) if chose and file_arrival != "trace" else where,
                 "traffic.trace",
                 MISSING,
                 "a trace CSV path (arrival 'trace'; e.g. --set serving.traffic.trace=FILE, "

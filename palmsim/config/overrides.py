@@ -55,13 +55,30 @@ __all__ = [
     "YamlLoader",
     "apply_overrides",
     "blame_overrides",
+    "names_override",
     "outside_sections",
+    "override_where",
     "parse_override",
     "split_overrides",
 ]
 
 #: File name used in messages about the overrides themselves.
 OVERRIDE_WHERE = "--set"
+
+
+def override_where(text: str, applied_to: str | None = None) -> str:
+    """The file a ConfigProblem names when override ``text`` (``hw.x=1``) caused it: ``--set
+    TEXT``, or ``--set TEXT (applied to FILE)`` where it was applied to a config file.
+    :func:`names_override` reads it back."""
+    where = f"{OVERRIDE_WHERE} {text}"
+    return where if applied_to is None else f"{where} (applied to {applied_to})"
+
+
+def names_override(file: str, text: str) -> bool:
+    """Whether a ConfigProblem's ``file`` is :func:`override_where`'s for override ``text``."""
+    where = override_where(text)
+    return file == where or file.startswith(f"{where} (applied to ")
+
 
 #: Key prefix -> (section, path prepended inside that section).
 _PREFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -256,7 +273,7 @@ def blame_overrides(
             for ov in reversed(mine):
                 if _covers(".".join(ov.path), problem.key):
                     text = typed.get(ov.text, ov.text)
-                    blamed = f"{OVERRIDE_WHERE} {text} (applied to {where})"
+                    blamed = override_where(text, where)
                     problem = dataclasses.replace(problem, file=blamed)
                     break
         out.append(problem)

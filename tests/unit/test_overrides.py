@@ -11,7 +11,9 @@ from palmsim.config.loader import hardware_schema
 from palmsim.config.overrides import (
     HARDWARE_SECTIONS,
     apply_overrides,
+    names_override,
     outside_sections,
+    override_where,
     parse_override,
     split_overrides,
 )
@@ -254,3 +256,14 @@ def test_switching_the_arrival_keeps_the_files_keys_for_its_own_mode() -> None:
         ["serving.traffic.lengths=fixed", "serving.traffic.prompt_tokens=1000"],
     )
     assert fixed.traffic.prompt_tokens == 1000
+
+
+def test_names_override_reads_back_override_where_and_no_other_override():
+    """The file a problem an override caused is named with reads back as that override, with
+    or without the file it was applied to, and never as an override its text begins."""
+    assert override_where("hw.x=1") == "--set hw.x=1"
+    assert override_where("hw.x=1", "h.yaml") == "--set hw.x=1 (applied to h.yaml)"
+    assert names_override(override_where("hw.x=1"), "hw.x=1")
+    assert names_override(override_where("hw.x=1", "h.yaml"), "hw.x=1")
+    assert not names_override(override_where("hw.x=10", "h.yaml"), "hw.x=1")
+    assert not names_override("h.yaml", "hw.x=1")
