@@ -136,6 +136,50 @@ TT_TRANSFORMERS_OPS_PER_LAYER = 23
 #: batch change no data and launch nothing.
 TT_TRANSFORMERS_MOE_OPS_PER_LAYER = TT_TRANSFORMERS_OPS_PER_LAYER - 6 + 11
 
+#: Device ops one decoder layer of tt_transformers launches on a Galaxy's 2-D mesh (TP = 32, its
+#: ``is_galaxy`` path) beyond the one-chip count :data:`TT_TRANSFORMERS_OPS_PER_LAYER`, by the
+#: model's width, read from its decode path (attention.py @00b769dd forward_decode, mlp.py
+#: @03f118e6, ccl.py @013eaee3 tt_all_reduce; the CCL calls themselves are palmsim's
+#: collectives). On a 2-D mesh tt_all_reduce is not one collective op but an all_gather_async
+#: then a to_memory_config and a fast_reduce_nc of the gathered copies (+2; its typecasts do
+#: not run: every input it gets is already in the CCL's ``ccl_dtype``, bfp8); at width 8192
+#: the attention's output and W2's all-reduces are composite (``use_composite``: a
+#: reduce-scatter and an all-gather, no extra op) and W1/W3 reduce-scatter. Narrower models:
+#: the QKV all-reduce (+2), a batch-slicing matmul after it (+1), no sharded_to_interleaved
+#: (-1), a to_memory_config and a user-selection matmul before WO (+2), the WO all-reduce
+#: (+2), no final to_memory_config (-1): +5 in the attention; W1's and W3's all-reduces (+2
+#: each), no to_memory_config before W2 (-1), W2's all-reduce (+2): +5 in the MLP; both norms
+#: distributed (rms_norm_pre_all_gather and rms_norm_post_all_gather around an all-gather, +1
+#: each): 12 in all. Width 8192: the QKV all-reduce (+2), the slicing matmul (+1), no
+#: sharded_to_interleaved (-1), the to_memory_config and user-selection matmul (+2), no final
+#: to_memory_config (-1): +3; the MLP's to_memory_config after its all-gather in place of the
+#: one before W2: 0; the norms +2: 5 in all.
+TT_TRANSFORMERS_MESH_EXTRA_OPS = {"composite": 5, "gathered": 12}
+#: The model width at which tt_transformers' TG path runs its composite all-reduces
+#: (``use_composite=True if self.hidden_size == 8192``; the same test picks W1/W3's
+#: reduce-scatters).
+TT_TRANSFORMERS_COMPOSITE_WIDTH = 8192
+
+#: The shipped config whose collective settings are those of tt-metal's generic CCL ops
+#: (ttnn.experimental.all_gather_async and reduce_scatter_minimal_async, the ops
+#: tt_transformers calls on every mesh: ccl.py @013eaee3): fitted to the LoudBox's
+#: measurements of those ops (tech_reports/CCLs summaries), on the same Wormhole chips and
+#: Ethernet as a Galaxy. wormhole-galaxy.yaml describes the faster fused CCL ops of the
+#: Galaxy Llama demo instead (its comment on system.link), so a tt_transformers run on a
+#: Galaxy takes these settings of this file (:data:`TT_METAL_GENERIC_CCL_KEYS`); its link
+#: count stays the Galaxy's (ccl.py get_num_links: "TG": (4, 3)).
+TT_METAL_GENERIC_CCL_CONFIG = "hw_configs/wormhole-t3000.yaml"
+TT_METAL_GENERIC_CCL_KEYS = (
+    "collective_latency",
+    "link.bandwidth",
+    "link.latency",
+    "composite_all_reduce",
+    "reduce_scatter_efficiency",
+    "reduce_scatter_step_latency",
+    "injection_efficiency",
+    "ring_fabric_efficiency",
+)
+
 #: Device ops one decoder layer of tenstorrent/tt-metal's models/demos/llama3_70b_galaxy
 #: launches per decode pass on each of its 32 chips, as the demo's decoder device-perf test
 #: measures them (tests/decoder_perf_targets_6u.json and _4u.json, one entry per op, kept
@@ -1295,6 +1339,34 @@ def _demo_ops_per_layer(code: str, moe: bool = False) -> int:
     return 0
 
 
+def _demo_mesh_ops(code: str, tp_2d: tuple[int, int] | None, hidden: int, moe: bool) -> int:
+    """Device ops a layer of the serving code ``code`` names launches beyond its one-chip
+    count when it runs 2-D tensor parallelism (``tp_2d``) at model width ``hidden``:
+    :data:`TT_TRANSFORMERS_MESH_EXTRA_OPS` for a dense tt_transformers model (its MoE path on
+    a mesh was not read: 0); 0 otherwise."""
+    if tp_2d is None or moe or "tt_transformers" not in code:
+        return 0
+    composite = hidden == TT_TRANSFORMERS_COMPOSITE_WIDTH
+    return TT_TRANSFORMERS_MESH_EXTRA_OPS["composite" if composite else "gathered"]
+
+
+def _demo_ccl_overrides(code: str, hw_path: str) -> list[str]:
+    """Hardware settings (``--set`` items) of the collectives the serving code ``code`` names
+    calls on ``hw_path``, where they are not the config's: tt_transformers' generic CCL ops on
+    a Wormhole Galaxy take :data:`TT_METAL_GENERIC_CCL_CONFIG`'s settings."""
+    galaxy = shipped_path(HARDWARE_OF_SPEC["tenstorrent_wormhole_b0.systems.galaxy"])
+    if "tt_transformers" not in code or Path(hw_path).resolve() != Path(galaxy).resolve():
+        return []
+    system = read_config_file(shipped_path(TT_METAL_GENERIC_CCL_CONFIG))["system"]
+    out = []
+    for key in TT_METAL_GENERIC_CCL_KEYS:
+        value: Any = system
+        for part in key.split("."):
+            value = value[part]
+        out.append(f"hw.system.{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return out
+
+
 def _demo_prefill_ops_per_layer(code: str) -> int:
     """``inference.prefill_ops_per_layer`` of the serving code ``code`` names where its prefill
     path was read and launches another number of ops than its decode; 0: as decode."""
@@ -1725,6 +1797,7 @@ def _inference(
     attention = decode_attention_settings(code, batch // dp)
     kv_placement = GALAXY_LLAMA_KV_PLACEMENT if galaxy else "sequence"
     readers = prefill_weight_readers(code, hw_path)
+    ccl_overrides = _demo_ccl_overrides(code, hw_path)
     prefill_overrides = _demo_prefill_overrides(code, hw_path)
     per_bank = decode_readers_per_bank(code)
     # tt-metal's SDPA in its Llama-family demos; the Falcon demos and WaferLLM multiply
@@ -1751,7 +1824,9 @@ def _inference(
         raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
     model = case_model(case, prompt + output + 1)
     mlp, down = tt_metal_mlp_formats(code, mlp, model.is_moe)
-    ops_per_layer = _demo_ops_per_layer(code, model.is_moe)
+    ops_per_layer = _demo_ops_per_layer(code, model.is_moe) + _demo_mesh_ops(
+        code, tp_2d, model.hidden_size, model.is_moe
+    )
     chunk = TT_TRANSFORMERS_PREFILL_CHUNK_TOKENS if "tt_transformers" in code else 0
     if model.is_moe and scenario.get("cores") is not None:
         raise CannotExpressError(
@@ -1808,7 +1883,7 @@ def _inference(
         share = replica_share(requests)
         # a prefill run (its TTFT) takes the prefill's own hardware settings; a decode run's
         # step is the decode's
-        overrides = [*(prefill_overrides if phase == "prefill" else []), *user]
+        overrides = [*ccl_overrides, *(prefill_overrides if phase == "prefill" else []), *user]
         return _simulate(hw_path, overrides, model, inference(share, output_len), mapping(share))
 
     def replica_share(requests: int) -> int:

@@ -349,6 +349,50 @@ def test_the_galaxy_demos_prefill_collectives_run_on_three_links():
     assert ratio == pytest.approx(4 / 3, rel=0.01)
 
 
+def test_tt_transformers_on_a_galaxy_calls_the_generic_ccl_ops():
+    """tt_transformers calls ttnn's generic all_gather_async and reduce_scatter_minimal_async
+    on every mesh, whose costs the LoudBox measured (wormhole-t3000.yaml); the Galaxy config
+    holds its Llama demo's faster fused ops. So a tt_transformers run on a Wormhole Galaxy
+    takes the LoudBox's collective settings, value for value, and keeps the Galaxy's links;
+    the Galaxy demo, and tt_transformers elsewhere, take none."""
+    import yaml
+
+    from palmsim.tile_cases import _demo_ccl_overrides
+
+    wh = shipped_path("hw_configs/wormhole-galaxy.yaml")
+    t3k = shipped_path("hw_configs/wormhole-t3000.yaml")
+    overrides = _demo_ccl_overrides("models/tt_transformers/PERF.md", wh)
+    assert _demo_ccl_overrides("models/demos/llama3_70b_galaxy", wh) == []
+    assert _demo_ccl_overrides("models/tt_transformers/PERF.md", t3k) == []
+    with open(t3k, encoding="utf-8") as f:
+        system = yaml.safe_load(f)["system"]
+    assert "hw.system.collective_latency=3.852 us" in overrides
+    assert f"hw.system.link.bandwidth={system['link']['bandwidth']}" in overrides
+    assert not any("count" in o for o in overrides)
+    galaxy, loudbox = load_hardware(wh, overrides), load_hardware(t3k)
+    assert galaxy.wafer.inter_die_links == load_hardware(wh).wafer.inter_die_links == 4
+    for field in ("collective_latency_s", "reduce_scatter_step_latency_s", "injection_efficiency"):
+        assert getattr(galaxy.wafer, field) == getattr(loudbox.wafer, field)
+    assert galaxy.wafer.inter_die.latency_s == loudbox.wafer.inter_die.latency_s == 2.115e-6
+
+
+def test_tt_transformers_on_a_2d_mesh_launches_its_all_reduces_ops():
+    """On a Galaxy's 2-D mesh tt_transformers' tt_all_reduce is an all-gather then
+    a to_memory_config and fast_reduce_nc: a layer of a narrower model launches 5 more ops in
+    its attention, 5 in its MLP and one more per norm (12); at width 8192 its composite
+    all-reduces and W1/W3 reduce-scatters add none, leaving the attention's 3 and the norms'
+    2 (5). A 1-D mesh, a mixture of experts or other code: none."""
+    from palmsim.tile_cases import _demo_mesh_ops
+
+    code = "models/tt_transformers/PERF.md"
+    assert _demo_mesh_ops(code, (8, 4), 4096, moe=False) == 5 + 5 + 2
+    assert _demo_mesh_ops(code, (8, 4), 2048, moe=False) == 12
+    assert _demo_mesh_ops(code, (8, 4), 8192, moe=False) == 3 + 0 + 2
+    assert _demo_mesh_ops(code, None, 4096, moe=False) == 0
+    assert _demo_mesh_ops(code, (8, 4), 4096, moe=True) == 0
+    assert _demo_mesh_ops("models/demos/llama3_70b_galaxy", (8, 4), 8192, moe=False) == 0
+
+
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
