@@ -46,6 +46,7 @@ from palmsim.tile_cases import (
     TT_TRANSFORMERS_OPS_PER_LAYER,
     CannotExpressError,
     case_model,
+    ccl_overrides_of_code,
     decode_attention_settings,
     decode_readers_per_bank,
     positive_count,
@@ -234,7 +235,10 @@ def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, fl
     if not wanted:
         raise CannotExpressError(f"none of {', '.join(METRICS)} in 'measured'")
     spec = serving_spec(case)
-    hw = load_hardware(shipped_path(hardware_config(case)[0]), user)
+    # the collectives its engine calls (tt_transformers' generic CCL ops on a Galaxy)
+    path = shipped_path(hardware_config(case)[0])
+    engine = str(case["serving"].get("engine"))
+    hw = load_hardware(path, [*ccl_overrides_of_code(engine, path), *user])
     traffic = spec.traffic
     model = case_model(case, traffic.prompt_tokens + traffic.output_tokens + 1)
     chip = Chip.from_spec(hw)

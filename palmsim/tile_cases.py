@@ -82,6 +82,7 @@ __all__ = [
     "allreduce_time_s",
     "calibrate_tiles",
     "case_model",
+    "ccl_overrides_of_code",
     "format_tile_calibration",
     "is_tile_case",
     "line_tree_allreduce_time_s",
@@ -1350,7 +1351,7 @@ def _demo_mesh_ops(code: str, tp_2d: tuple[int, int] | None, hidden: int, moe: b
     return TT_TRANSFORMERS_MESH_EXTRA_OPS["composite" if composite else "gathered"]
 
 
-def _demo_ccl_overrides(code: str, hw_path: str) -> list[str]:
+def ccl_overrides_of_code(code: str, hw_path: str) -> list[str]:
     """Hardware settings (``--set`` items) of the collectives the serving code ``code`` names
     calls on ``hw_path``, where they are not the config's: tt_transformers' generic CCL ops on
     a Wormhole Galaxy take :data:`TT_METAL_GENERIC_CCL_CONFIG`'s settings."""
@@ -1797,7 +1798,7 @@ def _inference(
     attention = decode_attention_settings(code, batch // dp)
     kv_placement = GALAXY_LLAMA_KV_PLACEMENT if galaxy else "sequence"
     readers = prefill_weight_readers(code, hw_path)
-    ccl_overrides = _demo_ccl_overrides(code, hw_path)
+    ccl_overrides = ccl_overrides_of_code(code, hw_path)
     prefill_overrides = _demo_prefill_overrides(code, hw_path)
     per_bank = decode_readers_per_bank(code)
     # tt-metal's SDPA in its Llama-family demos; the Falcon demos and WaferLLM multiply

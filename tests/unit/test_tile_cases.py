@@ -357,13 +357,13 @@ def test_tt_transformers_on_a_galaxy_calls_the_generic_ccl_ops():
     the Galaxy demo, and tt_transformers elsewhere, take none."""
     import yaml
 
-    from palmsim.tile_cases import _demo_ccl_overrides
+    from palmsim.tile_cases import ccl_overrides_of_code
 
     wh = shipped_path("hw_configs/wormhole-galaxy.yaml")
     t3k = shipped_path("hw_configs/wormhole-t3000.yaml")
-    overrides = _demo_ccl_overrides("models/tt_transformers/PERF.md", wh)
-    assert _demo_ccl_overrides("models/demos/llama3_70b_galaxy", wh) == []
-    assert _demo_ccl_overrides("models/tt_transformers/PERF.md", t3k) == []
+    overrides = ccl_overrides_of_code("models/tt_transformers/PERF.md", wh)
+    assert ccl_overrides_of_code("models/demos/llama3_70b_galaxy", wh) == []
+    assert ccl_overrides_of_code("models/tt_transformers/PERF.md", t3k) == []
     with open(t3k, encoding="utf-8") as f:
         system = yaml.safe_load(f)["system"]
     assert "hw.system.collective_latency=3.852 us" in overrides
