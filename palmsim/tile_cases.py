@@ -154,7 +154,8 @@ TT_TRANSFORMERS_MOE_OPS_PER_LAYER = TT_TRANSFORMERS_OPS_PER_LAYER - 6 + 11
 #: each): 12 in all. Width 8192: the QKV all-reduce (+2), the slicing matmul (+1), no
 #: sharded_to_interleaved (-1), the to_memory_config and user-selection matmul (+2), no final
 #: to_memory_config (-1): +3; the MLP's to_memory_config after its all-gather in place of the
-#: one before W2: 0; the norms +2: 5 in all.
+#: one before W2: 0; the norms +2: 5 in all. Read for decode; a prefill takes the same count,
+#: as it does the one-chip one (its tt_all_reduce also gathers, moves and reduces).
 TT_TRANSFORMERS_MESH_EXTRA_OPS = {"composite": 5, "gathered": 12}
 #: The model width at which tt_transformers' TG path runs its composite all-reduces
 #: (``use_composite=True if self.hidden_size == 8192``; the same test picks W1/W3's
