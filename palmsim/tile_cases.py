@@ -1356,8 +1356,8 @@ def ccl_overrides_of_code(code: str, hw_path: str) -> list[str]:
     """Hardware settings (``--set`` items) of the collectives the serving code ``code`` names
     calls on ``hw_path``, where they are not the config's: tt_transformers' generic CCL ops on
     a Wormhole Galaxy take :data:`TT_METAL_GENERIC_CCL_CONFIG`'s settings."""
-    galaxy = shipped_path(HARDWARE_OF_SPEC["tenstorrent_wormhole_b0.systems.galaxy"])
-    if "tt_transformers" not in code or Path(hw_path).resolve() != Path(galaxy).resolve():
+    galaxy = "tenstorrent_wormhole_b0.systems.galaxy"
+    if "tt_transformers" not in code or not _shipped_for(hw_path, galaxy):
         return []
     system = read_config_file(shipped_path(TT_METAL_GENERIC_CCL_CONFIG))["system"]
     out = []
@@ -1365,7 +1365,7 @@ def ccl_overrides_of_code(code: str, hw_path: str) -> list[str]:
         value: Any = system
         for part in key.split("."):
             value = value[part]
-        out.append(f"hw.system.{key}={str(value).lower() if isinstance(value, bool) else value}")
+        out.append(f"hw.system.{key}={value}")
     return out
 
 
@@ -1422,14 +1422,19 @@ def _demo_logits_to_host(code: str) -> str:
     return "none"
 
 
-def _wormhole(hw_path: str) -> bool:
-    """Whether ``hw_path`` is the shipped config of a Tenstorrent Wormhole system (a
-    ``tenstorrent_wormhole`` entry of :data:`HARDWARE_OF_SPEC`)."""
+def _shipped_for(hw_path: str, ref: str) -> bool:
+    """Whether ``hw_path`` is the shipped config of an entry of :data:`HARDWARE_OF_SPEC`
+    whose ``hw_spec_ref`` starts with ``ref``."""
     target = Path(hw_path).resolve()
     return any(
-        ref.startswith("tenstorrent_wormhole") and Path(shipped_path(path)).resolve() == target
-        for ref, path in HARDWARE_OF_SPEC.items()
+        key.startswith(ref) and Path(shipped_path(path)).resolve() == target
+        for key, path in HARDWARE_OF_SPEC.items()
     )
+
+
+def _wormhole(hw_path: str) -> bool:
+    """Whether ``hw_path`` is the shipped config of a Tenstorrent Wormhole system."""
+    return _shipped_for(hw_path, "tenstorrent_wormhole")
 
 
 def prefill_weight_readers(code: str, hw_path: str) -> int:
