@@ -659,22 +659,39 @@ def _collective_rates(kind: str, n: int, size_bytes: float) -> list[tuple[str, f
     ]
 
 
+def _single_op_figure(
+    figures: Mapping[str, Any], time_key: str, rates: Sequence[tuple[str, float]]
+) -> tuple[str, float | None] | None:
+    """The figure a single-op case is compared on and fitted to, ``(metric, work)``: its time
+    ``time_key`` (work None) where it gives it as a number, else the first of ``rates``
+    (``(metric, work)``, the rate work / time: a GEMM's TFLOP/s, a collective's bandwidths)
+    it gives as one; None when it gives none. A rate restates the time, so a case is never
+    read on both; text and ranges are no figure (:func:`_number`)."""
+    for metric, work in ((time_key, None), *rates):
+        if _number(figures.get(metric)) is not None:
+            return metric, work
+    return None
+
+
 def _measured_time_s(
     figures: Mapping[str, Any],
     time_key: str,
     time_unit_s: float,
     rates: Sequence[tuple[str, float]],
 ) -> float:
-    """A single-op case's measured time [s], as :func:`_time_or_rate` reads it: ``time_key``
-    (in units of ``time_unit_s``), or without it work / the first of ``rates`` it gives."""
-    if figures.get(time_key) is not None:
-        return _measured(figures, time_key) * time_unit_s
-    for metric, work in rates:
-        if figures.get(metric) is not None:
-            return work / _measured(figures, metric)
-    raise CannotExpressError(
-        f"no measured {time_key} (nor {', '.join(metric for metric, _ in rates)})"
-    )
+    """A single-op case's measured time [s] (:func:`_single_op_figure`): ``time_key`` in
+    units of ``time_unit_s``, or work / its rate; CannotExpressError without a figure, naming
+    one given as text, or for a figure no run can have (:func:`_measured`)."""
+    chosen = _single_op_figure(figures, time_key, rates)
+    if chosen is None:
+        for metric in (time_key, *(metric for metric, _ in rates)):
+            if figures.get(metric) is not None:
+                _measured(figures, metric)  # raises, naming a figure that is not a number
+        names = ", ".join(metric for metric, _ in rates)
+        raise CannotExpressError(f"no measured {time_key} (nor {names}) given as a number")
+    metric, work = chosen
+    value = _measured(figures, metric)
+    return value * time_unit_s if work is None else work / value
 
 
 def _time_or_rate(
@@ -684,17 +701,16 @@ def _time_or_rate(
     time_s: float,
     rates: Sequence[tuple[str, float]],
 ) -> list[tuple[str, float, float]]:
-    """The figure a single-op case is compared on: its measured time ``time_key`` (in units of
-    ``time_unit_s``) against ``time_s``; where it publishes no time, the first of ``rates``
-    it gives, ``(metric, work)`` with the rate work / time (a GEMM's TFLOP/s, a collective's
-    bandwidths). A rate restates the time, so a case is never compared on both. A number no
-    run can have (0, below it, NaN) is still the case's figure: validate names it."""
-    if _number(measured.get(time_key)) is not None:
-        return [(time_key, float(measured[time_key]), time_s / time_unit_s)]
-    for metric, work in rates:
-        if _number(measured.get(metric)) is not None:
-            return [(metric, float(measured[metric]), work / time_s)]
-    return []
+    """The single-op case's figure (:func:`_single_op_figure`) against ``time_s``, as
+    ``(metric, measured, predicted)``: its time in units of ``time_unit_s``, or its rate.
+    A number no run can have (0, below it, NaN) is still the case's figure: validate names
+    it."""
+    chosen = _single_op_figure(measured, time_key, rates)
+    if chosen is None:
+        return []
+    metric, work = chosen
+    predicted = time_s / time_unit_s if work is None else work / time_s
+    return [(metric, float(measured[metric]), predicted)]
 
 
 def _auto_output_bytes(case: Mapping[str, Any]) -> float:

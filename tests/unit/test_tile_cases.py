@@ -1073,6 +1073,25 @@ def test_calibrate_tiles_cli_rejects_cases_that_are_not_a_list(tmp_path, capsys,
     assert err.endswith("; expected a list of measurement cases")
 
 
+def test_calibrate_tiles_reads_a_gemm_as_validate_compares_it():
+    """A time given as text is no figure: validate compares such a GEMM on its TFLOP/s, and
+    the fit reads the same rate, as it does when the case gives no time at all."""
+    from palmsim.tile_cases import calibrate_tiles
+
+    ids = ("tt_gemm_n150_bf16_hifi4_16k", "tt_gemm_n150_bf16_hifi4_2k_l1")
+    texted, rated = [copy.deepcopy(CASES[i]) for i in ids], [copy.deepcopy(CASES[i]) for i in ids]
+    for t, r in zip(texted, rated, strict=True):
+        t["measured"]["time_ns"] = "fast"
+        r["measured"].pop("time_ns")
+    assert [figure for figure, _, _ in predict(texted[0])] == ["tflops"]
+    (by_text, unused_text), (by_rate, unused_rate) = (
+        calibrate_tiles(cases, N150) for cases in (texted, rated)
+    )
+    assert unused_text == unused_rate == []
+    assert [(f.key, f.value) for f in by_text] == [(f.key, f.value) for f in by_rate]
+    assert {f.key for f in by_text} == {"tile.op_latency", "tile.format_efficiency.bf16"}
+
+
 #: (case, its measured figure calibrate_tiles divides by) of N150_KINDS
 N150_FIGURES = (
     ("tt_gemm_n150_bf16_hifi4_16k", "time_ns"),
@@ -1096,6 +1115,7 @@ def test_calibrate_tiles_fits_only_a_finite_positive_measurement(case_id, key, v
 
     case = copy.deepcopy(CASES[case_id])
     case["measured"][key] = value
+    case["measured"].pop("tflops", None)  # the rate a time that is no number gives way to
     fits, unused = calibrate_tiles([case], N150)
     assert fits == []
     ((name, why),) = unused
