@@ -449,6 +449,39 @@ def _system(case: Mapping[str, Any]) -> Mapping[str, Any]:
     return system if isinstance(system, Mapping) else {}
 
 
+#: The serving code a Tenstorrent model row runs where neither its ``scenario.demo`` nor its
+#: source names one: tt-metal's general LLM code (models/tt_transformers, which the
+#: models/README.md LLM table's rows run but for the Galaxy Llama and Falcon demos), so the
+#: row takes its op count, trace, readers and CCL settings (``validate`` marks it).
+TT_METAL_DEFAULT_CODE = "models/tt_transformers"
+
+#: The serving codes whose settings palmsim has read (:func:`_demo_ops_per_layer`).
+_READ_CODES = ("tt_transformers", "llama3_70b_galaxy", "falcon7b", "falcon40b")
+
+
+def _names_no_code(case: Mapping[str, Any]) -> bool:
+    """Whether a Tenstorrent model row names no serving code (no ``scenario.demo``, a source
+    path of none of :data:`_READ_CODES`)."""
+    scenario = case.get("scenario")
+    demo = scenario.get("demo") if isinstance(scenario, Mapping) else None
+    hardware = case.get("hardware")
+    ref = str(hardware.get("hw_spec_ref", "")) if isinstance(hardware, Mapping) else ""
+    path = _source_path(case)
+    return (
+        ref.startswith("tenstorrent")
+        and not str(demo or "").strip()
+        and not any(code in path for code in _READ_CODES)
+    )
+
+
+def _serving_code(case: Mapping[str, Any]) -> str:
+    """The text naming the serving code a case ran: its ``scenario.demo`` and source path,
+    or :data:`TT_METAL_DEFAULT_CODE` for a Tenstorrent row that names none."""
+    scenario = case.get("scenario") or {}
+    code = f"{scenario.get('demo', '')} {_source_path(case)}"
+    return f"{code} {TT_METAL_DEFAULT_CODE}" if _names_no_code(case) else code
+
+
 def _source_path(case: Mapping[str, Any]) -> str:
     """The path of the code or document a case cites: ``source.path``, or ``source`` itself
     when it is one line of text."""
@@ -1193,6 +1226,21 @@ def _precision_exception(scenario: Mapping[str, Any], model_name: str) -> str | 
     return None
 
 
+#: The weight formats of a tiled-system row that does not state them: tt-metal's LLM demos'
+#: default, tt_transformers' performance configuration (simple_text_demo.py's performance
+#: runs, ``DecodersPrecision.performance``; PERF.md @040a27c1's precision table: bfp4 MLP
+#: FF1/FF3, bfp8 attention and KV cache; FF2 stays bfp8, :data:`TT_METAL_MLP_DOWN_FORMAT`).
+TT_METAL_DEFAULT_PRECISION = "bfp4 MLP, bfp8 attention"
+
+
+def _states_precision(scenario: Mapping[str, Any], model_name: str) -> bool:
+    """Whether the scenario gives its weights' formats (a ``weight_precision`` text or an
+    exception naming the model); else :data:`TT_METAL_DEFAULT_PRECISION` holds."""
+    given = scenario.get("weight_precision")
+    stated = given is not None and str(given).strip() != ""
+    return stated or _precision_exception(scenario, model_name) is not None
+
+
 def _weight_formats(
     scenario: Mapping[str, Any], wafer_fp16: bool, model_name: str = ""
 ) -> tuple[str, str, str]:
@@ -1201,12 +1249,15 @@ def _weight_formats(
     ``<fmt> MLP`` names the MLP's format, ``<fmt> attention`` or ``others <fmt>`` the rest; a
     text naming one format gives it to every weight. ``weight_precision_exceptions`` may
     name the case's model with its own text (tt_transformers' PERF.md: "Qwen2.5-7B: bfp8 MLP
-    + bf16 attention"), which then replaces ``weight_precision``. The KV cache takes
+    + bf16 attention"), which then replaces ``weight_precision``; a scenario giving neither
+    takes :data:`TT_METAL_DEFAULT_PRECISION` (``validate`` marks it). The KV cache takes
     ``kv_cache_precision`` or the attention's format.
     """
     if wafer_fp16:
         return "fp16", "fp16", "fp16"
     exception = _precision_exception(scenario, model_name)
+    if not _states_precision(scenario, model_name):
+        exception = TT_METAL_DEFAULT_PRECISION
     text = str(exception or scenario.get("weight_precision", "")).lower()
     words = [_format_word(w) for w in re.findall(_FORMAT_WORD, text)]
     if not words:
@@ -1305,6 +1356,26 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 "token, weighted by its gate (models/tt_transformers/tt/mixtral_moe.py: "
                 "ttnn.mul by the top-k weights, then an all-reduce): the same weights per chip, "
                 "E/k times the expert FLOP palmsim counts",
+            )
+        )
+    name = str(model.get("name", "")) if isinstance(model, Mapping) else ""
+    tenstorrent_row = "hidden" in model and hardware.startswith("tenstorrent")
+    if tenstorrent_row and _names_no_code(case):
+        out.append(
+            (
+                "inference.serving_code",
+                TT_METAL_DEFAULT_CODE,
+                "not stated: tt-metal's general LLM code, which its models/README.md LLM "
+                "table's rows run (its op count, trace, matmul readers and CCL calls)",
+            )
+        )
+    if tenstorrent_row and not _states_precision(scenario, name):
+        out.append(
+            (
+                "inference.weight_dtype",
+                f"{TT_METAL_DEFAULT_PRECISION} (KV cache bfp8)",
+                "not stated: tt-metal's LLM demos' default, tt_transformers' performance "
+                "configuration (PERF.md @040a27c1's precision table)",
             )
         )
     cores = scenario.get("cores")
@@ -1537,8 +1608,7 @@ def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     if m:
         return int(m.group(1)), int(m.group(2))
     # A row of the Galaxy demo over its 32 chips runs the demo's mesh (GALAXY_LLAMA_TP_2D).
-    scenario = case.get("scenario") or {}
-    code = f"{scenario.get('demo', '')} {_source_path(case)}"
+    code = _serving_code(case)
     a, b = GALAXY_LLAMA_TP_2D
     if "llama3_70b_galaxy" in code and _degree(text, "TP") == a * b:
         return GALAXY_LLAMA_TP_2D
@@ -1812,7 +1882,7 @@ def _inference(
         pp, tp, dp = _parallelism(case)
     attn, mlp, kv = _weight_formats(scenario, wafer, str((case.get("model") or {}).get("name", "")))
     # The serving code's own op count where the case names it (tt_transformers demos).
-    code = f"{scenario.get('demo', '')} {_source_path(case)}"
+    code = _serving_code(case)
     galaxy = "llama3_70b_galaxy" in code
     trace = _demo_trace(code)
     weight_prefetch = GALAXY_LLAMA_WEIGHT_PREFETCH if galaxy else "none"

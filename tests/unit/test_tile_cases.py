@@ -1092,6 +1092,51 @@ def test_calibrate_tiles_reads_a_gemm_as_validate_compares_it():
     assert {f.key for f in by_text} == {"tile.op_latency", "tile.format_efficiency.bf16"}
 
 
+def test_a_tenstorrent_row_without_formats_takes_the_demos_performance_precision():
+    """A row that states no weight precision runs as tt_transformers' performance
+    configuration (bfp4 MLP, bfp8 attention and KV cache: PERF.md's precision table) and
+    says so; stated, the same text gives the same figures and no mark."""
+    from palmsim.tile_cases import _weight_formats, substitutions
+
+    stated = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
+    stated["scenario"]["weight_precision"] = "bfp4 MLP, bfp8 attention"
+    stated["scenario"].pop("kv_cache_precision", None)
+    silent = copy.deepcopy(stated)
+    silent["scenario"].pop("weight_precision")
+    # (attention, MLP, KV cache)
+    assert _weight_formats(silent["scenario"], False) == ("bfp8", "bfp4", "bfp8")
+    assert predict(silent) == predict(stated)
+    marks = {key for key, _, _ in substitutions(silent)}
+    assert "inference.weight_dtype" in marks
+    assert "inference.weight_dtype" not in {key for key, _, _ in substitutions(stated)}
+    # a text that names no format is still refused, not defaulted
+    garbled = copy.deepcopy(stated)
+    garbled["scenario"]["weight_precision"] = "mixed"
+    with pytest.raises(CannotExpressError, match="weight precision 'mixed' not understood"):
+        predict(garbled)
+
+
+def test_a_tenstorrent_row_naming_no_code_runs_tt_transformers():
+    """A model row on Tenstorrent hardware that names no serving code (no demo, a source of
+    no demo's path) runs tt_transformers, as the README's LLM table's rows do, and says so:
+    the same figures as the row naming it."""
+    from palmsim.tile_cases import TT_METAL_DEFAULT_CODE, substitutions
+
+    named = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
+    named["scenario"]["demo"] = TT_METAL_DEFAULT_CODE
+    silent = copy.deepcopy(named)
+    silent["scenario"].pop("demo")
+    assert silent["source"]["path"] == "models/README.md"
+    assert predict(silent) == predict(named)
+    assert ("inference.serving_code", TT_METAL_DEFAULT_CODE) in {
+        (key, value) for key, value, _ in substitutions(silent)
+    }
+    assert "inference.serving_code" not in {key for key, _, _ in substitutions(named)}
+    # a WaferLLM row names no Tenstorrent code and takes none
+    wafer = CASES["waferllm_decode_llama3_8b_4k_420"]
+    assert "inference.serving_code" not in {key for key, _, _ in substitutions(wafer)}
+
+
 #: (case, its measured figure calibrate_tiles divides by) of N150_KINDS
 N150_FIGURES = (
     ("tt_gemm_n150_bf16_hifi4_16k", "time_ns"),
