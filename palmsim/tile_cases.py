@@ -1311,6 +1311,18 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     system = _system(case)
     text = str(system.get("parallelism", ""))
     out = []
+    stated = bool(text.strip())
+    if not stated and "hidden" in (case.get("model") or {}):
+        with contextlib.suppress(CannotExpressError):
+            if _chips(case) > 1:
+                out.append(
+                    (
+                        "hardware.system.parallelism",
+                        _parallelism_text(case),
+                        "not stated: one model tensor-parallel over all the system's chips, "
+                        "as tt-metal's LLM code runs on a mesh (2-D on a Galaxy's 32)",
+                    )
+                )
     if re.search(r"2-?D", text, re.IGNORECASE) and _tp_2d(case) is None:
         out.append(
             (
@@ -1603,7 +1615,7 @@ def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     and MLP columns over (llama_attention.py @00d4c974: ``ShardTensor2dMesh(dims=(3, 2))`` of
     WQKV, axis 0 over its output columns, axis 1 over the hidden input; llama_mlp.py
     @0457767c: W1/W3 ``dims=(-1, -2)``, W2 ``dims=(-2, -1)``), so ``[A, B]``; None otherwise."""
-    text = str(_system(case).get("parallelism", ""))
+    text = _parallelism_text(case)
     m = re.search(r"2-?D\b.*?(\d+)\s*x\s*(\d+)\s*mesh", text, re.IGNORECASE)
     if m:
         return int(m.group(1)), int(m.group(2))
@@ -1615,13 +1627,40 @@ def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:
     return None
 
 
+def _chips(case: Mapping[str, Any]) -> int:
+    """``hardware.system.chips``; where the case does not give them, the chips of the system
+    its ``hw_spec_ref`` names (the product of its shipped config's ``system.chips``)."""
+    given = _system(case).get("chips")
+    if given is not None:
+        return positive_count(given, "hardware.system.chips")
+    grid = read_config_file(_hardware_path(case)).get("system", {}).get("chips", [1])
+    return math.prod(positive_count(n, "system.chips") for n in grid)
+
+
+#: Where a model row over several chips states no parallelism it runs as tt-metal's LLM code
+#: runs a model on a mesh: tensor-parallel over all its devices (tt_transformers' ModelArgs
+#: takes the mesh's devices as its TP ranks), 2-D over tt-metal's 8 x 4 mesh on 32 of them
+#: (model_config.py: ``is_galaxy = num_devices == 32`` takes its 2-D path; the mesh is the
+#: Galaxy demo's, :data:`GALAXY_LLAMA_TP_2D`).
+def _parallelism_text(case: Mapping[str, Any]) -> str:
+    """The case's ``hardware.system.parallelism`` text, or the default above where it states
+    none ('none' on one chip)."""
+    given = _system(case).get("parallelism")
+    if given is not None and str(given).strip():
+        return str(given)
+    chips = _chips(case)
+    a, b = GALAXY_LLAMA_TP_2D
+    if chips == a * b:
+        return f"TP={chips} (2-D tensor parallel over the {a}x{b} mesh)"
+    return f"TP={chips}" if chips > 1 else "none"
+
+
 def _parallelism(case: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2'), whose
-    product is the case's ``hardware.system.chips`` where it gives them."""
-    system = _system(case)
-    text = str(system.get("parallelism", "none"))
+    """(pp, tp, dp) from ``hardware.system.parallelism`` (e.g. 'TP=8', 'TP=4 DP=2';
+    :func:`_parallelism_text`), whose product is the case's chips (:func:`_chips`)."""
+    text = _parallelism_text(case)
     degrees = {kind: _degree(text, kind) or 1 for kind in ("PP", "TP", "DP")}
-    chips = positive_count(system.get("chips", 1), "hardware.system.chips")
+    chips = _chips(case)
     if degrees == {"PP": 1, "TP": 1, "DP": 1} and chips > 1 and "none" not in text.lower():
         raise CannotExpressError(f"parallelism {text!r} not understood")
     pp, tp, dp = degrees["PP"], degrees["TP"], degrees["DP"]
@@ -1900,6 +1939,11 @@ def _inference(
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
     # a context given as text ('4096 (the demo default)') gives its first word
+    if scenario.get("prefill_len") is None and scenario.get("context_len") is None:
+        raise CannotExpressError(
+            "scenario gives no prefill_len (nor context_len): the prompt a TTFT prefills and "
+            "the KV length a decode step reads"
+        )
     context = str(scenario.get("context_len", "0")).split() or [""]
     from_context = not scenario.get("prefill_len") and scenario.get("context_len") is not None
     prompt = positive_count(
@@ -2141,9 +2185,28 @@ def _measured_number(value: Any) -> Any:
     return value
 
 
+#: Other names of an inference row's ``scenario`` fields, as serving benchmarks write them
+#: (input and output sequence lengths, the batch), read as the case format's own.
+_SCENARIO_KEY_ALIASES = {
+    "isl": "prefill_len",
+    "input_len": "prefill_len",
+    "input_length": "prefill_len",
+    "input_tokens": "prefill_len",
+    "prompt_len": "prefill_len",
+    "prompt_length": "prefill_len",
+    "osl": "output_len",
+    "output_length": "output_len",
+    "output_tokens": "output_len",
+    "batch_size": "batch",
+    "context_length": "context_len",
+    "kv_len": "context_len",
+}
+
+
 def _normalized(case: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``case`` with its ``model`` fields under the case format's names
-    (:data:`_MODEL_KEY_ALIASES`) and its ``measured`` figures written as text read as numbers.
+    """``case`` with its ``model`` and ``scenario`` fields under the case format's names
+    (:data:`_MODEL_KEY_ALIASES`, :data:`_SCENARIO_KEY_ALIASES`) and its ``measured`` figures
+    written as text read as numbers.
 
     Raises:
         CannotExpressError: a section that is not a mapping of fields, or a field given under
@@ -2158,17 +2221,18 @@ def _normalized(case: Mapping[str, Any]) -> Mapping[str, Any]:
             raise CannotExpressError(f"{name}: got {value!r}; expected a mapping of fields")
     # a section left empty (null) is one with no fields
     out = {k: {} if v is None and k in ("model", "scenario") else v for k, v in case.items()}
-    model = case.get("model")
-    if isinstance(model, Mapping):
-        fields: dict[str, Any] = {}
-        for key, value in model.items():
-            name = _MODEL_KEY_ALIASES.get(str(key).lower(), str(key))
-            if name in fields and fields[name] != value:
-                raise CannotExpressError(
-                    f"model.{name} is given twice, as {fields[name]!r} and {value!r}"
-                )
-            fields[name] = value
-        out["model"] = fields
+    for section, aliases in (("model", _MODEL_KEY_ALIASES), ("scenario", _SCENARIO_KEY_ALIASES)):
+        given = case.get(section)
+        if isinstance(given, Mapping):
+            fields: dict[str, Any] = {}
+            for key, value in given.items():
+                name = aliases.get(str(key).lower(), str(key))
+                if name in fields and fields[name] != value:
+                    raise CannotExpressError(
+                        f"{section}.{name} is given twice, as {fields[name]!r} and {value!r}"
+                    )
+                fields[name] = value
+            out[section] = fields
     measured = case.get("measured")
     if isinstance(measured, Mapping):
         out["measured"] = {k: _measured_number(v) for k, v in measured.items()}

@@ -1137,6 +1137,49 @@ def test_a_tenstorrent_row_naming_no_code_runs_tt_transformers():
     assert "inference.serving_code" not in {key for key, _, _ in substitutions(wafer)}
 
 
+def test_a_row_without_its_parallelism_runs_tensor_parallel_over_its_systems_chips():
+    """A model row that gives no chips takes its system's (the T3000's 8, a Galaxy's 32), and
+    one that states no parallelism runs one model tensor-parallel over all of them, 2-D on
+    the Galaxy's 8 x 4 mesh, marked: the same figures as the row stating TP=8."""
+    from palmsim.tile_cases import _parallelism, _tp_2d, substitutions
+
+    stated = CASES["tt_readme_llama31_70b_quietbox"]
+    assert stated["hardware"]["system"]["parallelism"] == "TP=8"
+    silent = copy.deepcopy(stated)
+    silent["hardware"]["system"] = {}
+    assert _parallelism(silent) == (1, 8, 1)
+    assert predict(silent) == predict(stated)
+    marks = {key: value for key, value, _ in substitutions(silent)}
+    assert marks["hardware.system.parallelism"] == "TP=8"
+    assert "hardware.system.parallelism" not in {key for key, _, _ in substitutions(stated)}
+    galaxy = copy.deepcopy(CASES["tt_perf_llama31_8b_tg_b1_isl512"])
+    galaxy["hardware"].pop("system")
+    assert _parallelism(galaxy) == (1, 32, 1)
+    assert _tp_2d(galaxy) == (8, 4)
+    one_chip = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
+    one_chip["hardware"].pop("system")
+    assert _parallelism(one_chip) == (1, 1, 1)
+    assert "hardware.system.parallelism" not in {key for key, _, _ in substitutions(one_chip)}
+
+
+def test_a_rows_serving_lengths_read_under_a_benchmarks_names():
+    """ISL, input_len and batch_size name the case format's prefill_len and batch; a length
+    given twice differently, or not at all, is named."""
+    case = CASES["tt_readme_llama31_8b_n150"]
+    renamed = copy.deepcopy(case)
+    renamed["scenario"]["ISL"] = renamed["scenario"].pop("prefill_len")
+    renamed["scenario"]["batch_size"] = renamed["scenario"].pop("batch")
+    assert predict(renamed) == predict(case)
+    twice = copy.deepcopy(renamed)
+    twice["scenario"]["prefill_len"] = 64
+    with pytest.raises(CannotExpressError, match="prefill_len is given twice, as 128 and 64"):
+        predict(twice)
+    lengthless = copy.deepcopy(case)
+    lengthless["scenario"].pop("prefill_len")
+    with pytest.raises(CannotExpressError, match=r"gives no prefill_len \(nor context_len\)"):
+        predict(lengthless)
+
+
 #: (case, its measured figure calibrate_tiles divides by) of N150_KINDS
 N150_FIGURES = (
     ("tt_gemm_n150_bf16_hifi4_16k", "time_ns"),
