@@ -27,7 +27,7 @@ from palmsim.config.loader import (
     spec_to_raw,
 )
 from palmsim.config.overrides import OVERRIDE_WHERE, override_where, split_overrides
-from palmsim.config.specs import ExperimentSpec, MappingSpec
+from palmsim.config.specs import MAX_SIMULATED_S, ExperimentSpec, MappingSpec
 from palmsim.engine.records import RunTrace, gc_frozen, gc_paused
 from palmsim.engine.simulator import Simulator
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError, SimulationError
@@ -300,13 +300,6 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
     trace = Simulator(chip, plan, experiment.run).run()
     _check_time_resolution(trace.end_time_s)
     return SimulationResult(experiment, chip, plan, trace)
-
-
-#: The longest simulated time palmsim reports [s]: about 31.7 years, where a double's
-#: resolution (its spacing, math.ulp(1e9) = 1.19e-7 s) is still below a microsecond, the
-#: scale of the shortest launch latencies palmsim models. Beyond it short steps vanish in
-#: the rounding (their intervals come out empty) and rates near zero are the likely cause.
-MAX_SIMULATED_S = 1e9
 
 
 def _check_time_resolution(end_time_s: float) -> None:

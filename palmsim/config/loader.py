@@ -58,6 +58,7 @@ from palmsim.config.specs import (
     LOGITS_TO_HOST,
     LORA_TARGET_OPS,
     MATH_FIDELITIES,
+    MAX_SIMULATED_S,
     MEMORY_OP_KINDS,
     MOE_DISPATCHERS,
     PREFILL_ATTENTION_2D,
@@ -3200,7 +3201,7 @@ def read_trace_csv(path: Path, where: str, key: str) -> tuple[tuple[float, int, 
             if len(cells) != 3:
                 raise ValueError
             arrival, prompt, output = float(cells[0]), int(cells[1]), int(cells[2])
-            if not (arrival >= previous and arrival < float("inf") and prompt >= 1 and output >= 1):
+            if not (previous <= arrival <= MAX_SIMULATED_S and prompt >= 1 and output >= 1):
                 raise ValueError
         except ValueError:
             problems.append(
@@ -3208,8 +3209,8 @@ def read_trace_csv(path: Path, where: str, key: str) -> tuple[tuple[float, int, 
                     str(path),
                     f"line {number}",
                     line,
-                    "arrival_s (>= the previous row's, finite), prompt_tokens and output_tokens "
-                    "(ints >= 1)",
+                    f"arrival_s (>= the previous row's, at most {MAX_SIMULATED_S:.0e} s, the "
+                    "time palmsim simulates), prompt_tokens and output_tokens (ints >= 1)",
                 )
             )
             continue
@@ -3326,6 +3327,21 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
                 f"leaving at least one decode replica",
             )
         )
+    if not problems and traffic["arrival"] in ("poisson", "gamma"):
+        # its requests arrive over num_requests / rate seconds on average: within the time
+        # palmsim simulates (MAX_SIMULATED_S), or the run would end past it
+        least = traffic["num_requests"] / MAX_SIMULATED_S
+        if traffic["rate_per_s"] < least:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    "traffic.rate_per_s",
+                    traffic["rate_per_s"],
+                    f"at least {least:.3g} requests/s: its {traffic['num_requests']} requests "
+                    f"arrive over num_requests / rate_per_s s, within the {MAX_SIMULATED_S:.0e} "
+                    "s (31.7 years) palmsim simulates",
+                )
+            )
     if problems:
         raise ConfigError(blame_overrides(problems, overrides, "serving", where))
     rows: tuple[tuple[float, int, int], ...] = ()

@@ -24,6 +24,7 @@ __all__ = [
     "INFERENCE_PASSES",
     "LORA_TARGET_OPS",
     "MATH_FIDELITIES",
+    "MAX_SIMULATED_S",
     "MEMORY_OP_KINDS",
     "MODES",
     "MOE_DISPATCHERS",
@@ -62,6 +63,12 @@ __all__ = [
     "help_of",
     "modes_of",
 ]
+
+#: The longest simulated time palmsim reports [s]: about 31.7 years, where a double's
+#: resolution (its spacing, math.ulp(1e9) = 1.19e-7 s) is still below a microsecond, the
+#: scale of the shortest launch latencies palmsim models. Beyond it short steps vanish in
+#: the rounding (their intervals come out empty) and rates near zero are the likely cause.
+MAX_SIMULATED_S = 1e9
 
 #: Elements that share one 8-bit exponent in Tenstorrent's block floating point formats:
 #: a 32x32 tile is stored as 64 rows of 16 values, each row with its own exponent byte

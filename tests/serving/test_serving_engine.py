@@ -78,6 +78,26 @@ def test_trace_csv_rows_are_checked(tmp_path):
     assert spec.traffic.trace == ((0.5, 10, 3), (0.7, 1, 1))
 
 
+def test_arrivals_past_the_simulated_time_are_refused(tmp_path, capsys):
+    """Fuzzing found a rate of 1e-30 requests/s simulated to 2e30 s and stopped there (exit
+    4): requests arriving past MAX_SIMULATED_S (1e9 s) are the input's error, named where
+    they are given, a rate below num_requests / 1e9 per s or a trace row after 1e9 s."""
+    path = tmp_path / "s.yaml"
+    path.write_text("traffic: {arrival: poisson, rate_per_s: 1.0e-30, num_requests: 10}\n")
+    with pytest.raises(
+        ConfigError, match=r"traffic\.rate_per_s: got 1e-30; expected at least 1e-08"
+    ):
+        load_serving(path)
+    path.write_text("traffic: {arrival: poisson, rate_per_s: 1.0e-8, num_requests: 10}\n")
+    assert load_serving(path).traffic.rate_per_s == 1e-8  # 10 requests over 1e9 s
+    (tmp_path / "t.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0.5,10,3\n2e9,1,1\n")
+    path.write_text("traffic: {arrival: trace, trace: t.csv}\n")
+    with pytest.raises(ConfigError, match=r"t\.csv: line 3: .*at most 1e\+09 s"):
+        load_serving(path)
+    assert main(["serve", "--no-plots", "--set", "serving.traffic.rate_per_s=1e-30"]) == 2
+    assert "traffic.rate_per_s" in capsys.readouterr().err
+
+
 def test_palmsim_serve_writes_the_run_folder(tmp_path, capsys):
     """The shipped default (Llama-3-8B on one H100), shortened to 6 requests."""
     out = tmp_path / "run"
