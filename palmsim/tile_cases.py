@@ -1634,17 +1634,16 @@ def _chips(case: Mapping[str, Any]) -> int:
     if given is not None:
         return positive_count(given, "hardware.system.chips")
     grid = read_config_file(_hardware_path(case)).get("system", {}).get("chips", [1])
-    return math.prod(positive_count(n, "system.chips") for n in grid)
+    counts = grid if isinstance(grid, list) else [grid]
+    return math.prod(positive_count(n, "system.chips") for n in counts)
 
 
-#: Where a model row over several chips states no parallelism it runs as tt-metal's LLM code
-#: runs a model on a mesh: tensor-parallel over all its devices (tt_transformers' ModelArgs
-#: takes the mesh's devices as its TP ranks), 2-D over tt-metal's 8 x 4 mesh on 32 of them
-#: (model_config.py: ``is_galaxy = num_devices == 32`` takes its 2-D path; the mesh is the
-#: Galaxy demo's, :data:`GALAXY_LLAMA_TP_2D`).
 def _parallelism_text(case: Mapping[str, Any]) -> str:
-    """The case's ``hardware.system.parallelism`` text, or the default above where it states
-    none ('none' on one chip)."""
+    """The case's ``hardware.system.parallelism`` text; where it states none ('none' on one
+    chip), the model runs as tt-metal's LLM code runs one on a mesh: tensor-parallel over all
+    its devices (tt_transformers' ModelArgs takes the mesh's devices as its TP ranks), 2-D
+    over tt-metal's 8 x 4 mesh on 32 of them (model_config.py: ``is_galaxy = num_devices ==
+    32`` takes its 2-D path; the mesh is the Galaxy demo's, :data:`GALAXY_LLAMA_TP_2D`)."""
     given = _system(case).get("parallelism")
     if given is not None and str(given).strip():
         return str(given)
@@ -1938,12 +1937,12 @@ def _inference(
     tp_2d = None if wafer else _tp_2d(case)
     dtype = "fp16" if wafer else "bf16"
     fidelity = () if wafer else tuple(sorted(TENSTORRENT_FIDELITY.items()))
-    # a context given as text ('4096 (the demo default)') gives its first word
     if scenario.get("prefill_len") is None and scenario.get("context_len") is None:
         raise CannotExpressError(
             "scenario gives no prefill_len (nor context_len): the prompt a TTFT prefills and "
             "the KV length a decode step reads"
         )
+    # a context given as text ('4096 (the demo default)') gives its first word
     context = str(scenario.get("context_len", "0")).split() or [""]
     from_context = not scenario.get("prefill_len") and scenario.get("context_len") is not None
     prompt = positive_count(
