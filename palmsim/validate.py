@@ -614,8 +614,8 @@ def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -> int | None:
-    """An integer field (``2``, ``2.0``, or written as text: ``"4096"``, ``"4,096"``), None
-    when absent.
+    """An integer field (``2``, ``2.0``, or written as text: ``"4096"``, ``"4,096"``, with a
+    note in parentheses after it: ``"1536 (after ramp-up)"``), None when absent.
 
     Raises:
         NotRun: a value that is not a whole number >= ``minimum``.
@@ -623,8 +623,10 @@ def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -
     if name not in section:
         return None
     value = section[name]
-    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,3}(?:[,_]\d{3})+\s*|\s*\d+\s*", value):
-        value = int(re.sub(r"[\s,_]", "", value))  # "4096", "4,096" as a table writes it
+    number = r"\s*(\d{1,3}(?:[,_]\d{3})+|\d+)\s*(?:\([^()]*\)\s*)?"
+    match = re.fullmatch(number, value) if isinstance(value, str) else None
+    if match:
+        value = int(re.sub(r"[,_]", "", match.group(1)))  # "4,096" as a table writes it
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise NotRun(f"{key}: got {value!r}; expected a whole number >= {minimum}")
     if not math.isfinite(value) or value != int(value) or value < minimum:

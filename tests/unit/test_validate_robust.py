@@ -1329,3 +1329,20 @@ def test_megatron_moe_layer_freq_is_read_or_refused(freq, expect) -> None:
     dense, step = expect
     assert f"model.first_k_dense_replace={dense}" in run.overrides
     assert f"model.moe_layer_step={step}" in run.overrides
+
+
+def test_a_count_with_a_note_in_parentheses_reads_as_its_number(tmp_path: Path) -> None:
+    """A table's "1536 (after ramp-up)" or "1,024 (4 nodes)" is that count, as "4,096" is;
+    any other text after a number stays refused, naming the key."""
+    cases = [
+        {"id": "plain", **_case()},
+        {"id": "noted", **_case(model={"global_batch": "8 (after ramp-up)", "seq_len": "1,024"})},
+        {"id": "worded", **_case(model={"global_batch": "8 sequences"})},
+    ]
+    report = validate(_write(tmp_path, cases))
+    predicted = {c.case: c.predicted for c in report.comparisons}
+    assert predicted["noted"] == predicted["plain"]
+    reasons = {s.case: s.reason for s in report.skipped}
+    assert reasons == {
+        "worded": "model.global_batch: got '8 sequences'; expected a whole number >= 1"
+    }
