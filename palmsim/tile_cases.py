@@ -534,7 +534,7 @@ def positive_count(value: Any, what: str) -> int:
     text = value
     if isinstance(value, str):
         worded = re.fullmatch(
-            r"\s*(\d[\d,]*(?:\.\d+)?)(?:\s+(?!(?:[kmg]|thousand|million)\b)[a-z(].*)?\s*",
+            r"\s*(\d[\d,]*(?:\.\d+)?)(?:\s+(?!(?:[kmg]|thousand|million)\b|x\s*\d)[a-z(].*)?\s*",
             value,
             re.IGNORECASE,
         )

@@ -1412,3 +1412,15 @@ def test_calibrate_tiles_names_a_section_that_is_no_mapping(section):
     fits, unused = calibrate_tiles([case], N150)
     assert fits == []
     assert unused == [(case["id"], f"{section}: got 1000000; expected a mapping of fields")]
+
+
+def test_a_count_written_as_a_product_is_not_read_as_its_first_factor():
+    """positive_count reads "32 users" and "8 (after warm-up)" as their number, but "4 x 8"
+    (a Galaxy's chips as a mesh) read as 4 until now: a product is refused, naming it."""
+    from palmsim.tile_cases import positive_count
+
+    assert positive_count("32 users", "batch") == 32
+    assert positive_count("32 (4 x 8 mesh)", "chips") == 32
+    for text in ("4 x 8", "4 x8", "4x8"):
+        with pytest.raises(CannotExpressError, match=f"chips '{text}' is not a positive number"):
+            positive_count(text, "chips")
