@@ -541,6 +541,7 @@ def _check_serving_overrides(overrides: Sequence[str]) -> None:
                 "a model. key in palmsim serve: it reads the workload's model only (the "
                 "serving file sets the batch, lengths and number formats, e.g. --set "
                 "serving.weight_dtype=fp8)",
+                ov.text,
             )
 
 

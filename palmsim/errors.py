@@ -13,7 +13,7 @@ Programmer errors are ``assert``\\ s, never these.
 from __future__ import annotations
 
 import reprlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ConfigError",
@@ -56,12 +56,14 @@ def value_repr(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
-    """One thing wrong in one config file."""
+    """One thing wrong in one config file. ``override``: the ``--set`` text that put the value
+    there, where one did ('' for a file's own data); ``file`` then names it for the reader."""
 
     file: str
     key: str
     value: object
     expected: str
+    override: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         where = f"{self.file}: " if self.file else ""
@@ -103,9 +105,11 @@ class ConfigError(PalmsimError):
         return "\n".join(lines)
 
     @classmethod
-    def single(cls, file: str, key: str, value: object, expected: str) -> ConfigError:
-        """Build an error with one problem."""
-        return cls([ConfigProblem(file, key, value, expected)])
+    def single(
+        cls, file: str, key: str, value: object, expected: str, override: str = ""
+    ) -> ConfigError:
+        """Build an error with one problem (:class:`ConfigProblem`)."""
+        return cls([ConfigProblem(file, key, value, expected, override)])
 
 
 class MappingError(PalmsimError):

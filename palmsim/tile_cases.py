@@ -63,7 +63,7 @@ from palmsim.config.specs import (
     WaferSpec,
     WorkloadSpec,
 )
-from palmsim.errors import MappingError, PalmsimError, value_repr
+from palmsim.errors import ConfigError, MappingError, PalmsimError, value_repr
 from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
 from palmsim.hardware.compute import op_time_s
@@ -2254,6 +2254,8 @@ def predict(
         CannotExpressError: the case needs something palmsim does not model, its fields are
             malformed or an override is of another section; the message says which. Never any
             other exception for a bad case.
+        ConfigError: an override the case's config refuses (the command line's mistake:
+            ``validate`` blames it on that ``--set``, its problems' ``override``).
     """
     other = outside_sections(overrides, CASE_OVERRIDE_SECTIONS)
     if other:
@@ -2262,9 +2264,10 @@ def predict(
             "from its own fields; only hw.* and run.* apply"
         )
     try:
+        load_run(overrides)  # a run setting is checked for every case, not only those it reaches
         case = _normalized(case)
         figures = _predict(case, tuple(overrides))
-    except CannotExpressError:
+    except (CannotExpressError, ConfigError):
         raise
     except PalmsimError as error:  # e.g. MappingError: weights do not fit
         raise CannotExpressError(f"{type(error).__name__}: {error}") from None

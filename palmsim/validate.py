@@ -52,7 +52,6 @@ from palmsim.config.loader import (
     load_hardware,
     read_config_file,
 )
-from palmsim.config.overrides import names_override
 from palmsim.config.specs import (
     DEFAULT_RECOMPUTE_MODULES,
     RECOMPUTE_MODULES,
@@ -694,15 +693,14 @@ def _flag(section: Mapping[str, Any], name: str) -> bool:
 
 
 def _blamed_override(error: PalmsimError, overrides: Sequence[str]) -> str | None:
-    """The override of ``overrides`` every problem of ``error`` is blamed on (the file
-    :func:`palmsim.config.overrides.blame_overrides` and the loaders give such a problem), or
-    None: a ConfigError of the case's own data, or not a ConfigError."""
+    """The override of ``overrides`` every problem of ``error`` is blamed on (its problems'
+    ``override``, as :func:`palmsim.config.overrides.blame_overrides` and the loaders set
+    it), or None: a ConfigError of the case's own data, or not a ConfigError."""
     if not isinstance(error, ConfigError):
         return None
-    for text in overrides:
-        if all(names_override(p.file, text) for p in error.problems):
-            return text
-    return None
+    blamed = {p.override for p in error.problems}
+    text = blamed.pop() if len(blamed) == 1 else ""
+    return text if text in overrides else None
 
 
 def _one_line(error: BaseException) -> str:

@@ -42,6 +42,7 @@ from palmsim.config.overrides import (
     YamlLoader,
     apply_overrides,
     blame_overrides,
+    mark_overrides,
     override_where,
     split_overrides,
 )
@@ -2615,7 +2616,11 @@ def _refuse_unread(overrides: Sequence[str], mode: Any) -> None:
         raise ConfigError(
             [
                 ConfigProblem(
-                    override_where(ov.text), ".".join(ov.path), ov.value, _UNREAD_WHY[mode]
+                    override_where(ov.text),
+                    ".".join(ov.path),
+                    ov.value,
+                    _UNREAD_WHY[mode],
+                    ov.text,
                 )
                 for ov in unread
             ]
@@ -2761,7 +2766,8 @@ def load_mapping(
     if mode is not None:
         problems += check_mapping_modes(given, mode, origin)
     if problems:
-        raise ConfigError(problems)
+        texts = [ov.text for ov in split_overrides(overrides)["mapping"]]
+        raise ConfigError(mark_overrides(problems, texts))
     return build_mapping(values)
 
 
@@ -2811,7 +2817,8 @@ def load_run(overrides: Sequence[str] = ()) -> RunSpec:
     values, parse_problems = parse_values(raw, schema, OVERRIDE_WHERE, "run", origin)
     problems += parse_problems
     if problems:
-        raise ConfigError(problems)
+        texts = [ov.text for ov in split_overrides(overrides)["run"]]
+        raise ConfigError(mark_overrides(problems, texts))
     return build_run(values)
 
 
@@ -3307,13 +3314,15 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
             for ov in split_overrides(overrides)["serving"]
             if ov.path == ("traffic", "arrival")
         ]
+        blamed = chose[-1] if chose and file_arrival != "trace" else ""
         problems.append(
             ConfigProblem(
-                override_where(chose[-1]) if chose and file_arrival != "trace" else where,
+                override_where(blamed) if blamed else where,
                 "traffic.trace",
                 MISSING,
                 "a trace CSV path (arrival 'trace'; e.g. --set serving.traffic.trace=FILE, "
                 "relative to the serving file)",
+                blamed,
             )
         )
     prefill = values.get("prefill_replicas", 0)

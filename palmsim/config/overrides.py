@@ -55,7 +55,7 @@ __all__ = [
     "YamlLoader",
     "apply_overrides",
     "blame_overrides",
-    "names_override",
+    "mark_overrides",
     "outside_sections",
     "override_where",
     "parse_override",
@@ -68,16 +68,20 @@ OVERRIDE_WHERE = "--set"
 
 def override_where(text: str, applied_to: str | None = None) -> str:
     """The file a ConfigProblem names when override ``text`` (``hw.x=1``) caused it: ``--set
-    TEXT``, or ``--set TEXT (applied to FILE)`` where it was applied to a config file.
-    :func:`names_override` reads it back."""
+    TEXT``, or ``--set TEXT (applied to FILE)`` where it was applied to a config file (the
+    problem's ``override`` holds TEXT itself)."""
     where = f"{OVERRIDE_WHERE} {text}"
     return where if applied_to is None else f"{where} (applied to {applied_to})"
 
 
-def names_override(file: str, text: str) -> bool:
-    """Whether a ConfigProblem's ``file`` is :func:`override_where`'s for override ``text``."""
-    where = override_where(text)
-    return file == where or file.startswith(f"{where} (applied to ")
+def mark_overrides(problems: Sequence[ConfigProblem], texts: Sequence[str]) -> list[ConfigProblem]:
+    """``problems``, each one whose file is :func:`override_where` of one of the override
+    ``texts`` (a loader gave it that origin) carrying that text as its ``override``."""
+    by_where = {override_where(text): text for text in texts}
+    return [
+        dataclasses.replace(p, override=by_where[p.file]) if p.file in by_where else p
+        for p in problems
+    ]
 
 
 #: Key prefix -> (section, path prepended inside that section).
@@ -274,7 +278,7 @@ def blame_overrides(
                 if _covers(".".join(ov.path), problem.key):
                     text = typed.get(ov.text, ov.text)
                     blamed = override_where(text, where)
-                    problem = dataclasses.replace(problem, file=blamed)
+                    problem = dataclasses.replace(problem, file=blamed, override=text)
                     break
         out.append(problem)
     return out

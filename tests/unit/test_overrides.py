@@ -11,7 +11,6 @@ from palmsim.config.loader import hardware_schema
 from palmsim.config.overrides import (
     HARDWARE_SECTIONS,
     apply_overrides,
-    names_override,
     outside_sections,
     override_where,
     parse_override,
@@ -258,12 +257,24 @@ def test_switching_the_arrival_keeps_the_files_keys_for_its_own_mode() -> None:
     assert fixed.traffic.prompt_tokens == 1000
 
 
-def test_names_override_reads_back_override_where_and_no_other_override():
-    """The file a problem an override caused is named with reads back as that override, with
-    or without the file it was applied to, and never as an override its text begins."""
+def test_a_problem_an_override_caused_carries_it_and_names_it():
+    """A problem a --set put in a file names "--set TEXT (applied to FILE)" for the reader and
+    carries TEXT itself as its ``override`` (validate reads that, not the name), as do a run
+    setting's and a mapping key's; a file's own problem carries none."""
+    from palmsim.config.loader import load_hardware, load_mapping, load_run
+
     assert override_where("hw.x=1") == "--set hw.x=1"
     assert override_where("hw.x=1", "h.yaml") == "--set hw.x=1 (applied to h.yaml)"
-    assert names_override(override_where("hw.x=1"), "hw.x=1")
-    assert names_override(override_where("hw.x=1", "h.yaml"), "hw.x=1")
-    assert not names_override(override_where("hw.x=10", "h.yaml"), "hw.x=1")
-    assert not names_override("h.yaml", "hw.x=1")
+    for load, text in (
+        (lambda t: load_hardware("hw_configs/wormhole-n150.yaml", [t]), "hw.tile.op_latency=-1 us"),
+        (lambda t: load_run([t]), "run.max_events=-3"),
+        (lambda t: load_mapping((), [t]), "mapping.pp=0"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            load(text)
+        (problem,) = raised.value.problems
+        assert problem.override == text
+        assert problem.file.startswith(override_where(text))
+    with pytest.raises(ConfigError) as raised:
+        load_hardware(str(Path(__file__).parent / "nope.yaml"))
+    assert all(p.override == "" for p in raised.value.problems)

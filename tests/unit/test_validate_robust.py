@@ -1346,3 +1346,32 @@ def test_a_count_with_a_note_in_parentheses_reads_as_its_number(tmp_path: Path) 
     assert reasons == {
         "worded": "model.global_batch: got '8 sequences'; expected a whole number >= 1"
     }
+
+
+@pytest.mark.parametrize(
+    ("cases", "setting"),
+    [
+        ("gpu", "hw.tile.peak.bf16=-1 TFLOP/s"),
+        ("gpu", "run.max_events=-1"),
+        ("tiles", "hw.tile.op_latenc=1us"),
+        ("tiles", "run.max_events=-1"),
+    ],
+)
+def test_a_setting_every_case_refuses_is_the_command_lines_error(
+    tmp_path: Path, capsys, cases: str, setting: str
+) -> None:
+    """A --set every case refuses (a typo, a value out of range) is said once, as the command
+    line's ConfigError (exit 2), not as every case not run. The tiled cases wrapped it into
+    their own reason, so it went unnoticed; a run setting was checked only by the cases that
+    simulate a run (a microbenchmark does not)."""
+    if cases == "gpu":
+        path = _write(tmp_path, [{"id": "a", **_case()}, {"id": "b", **_case()}])
+    else:
+        tiles = yaml.safe_load(Path("validation/tiles_measurements.yaml").read_text())["cases"]
+        ids = {"tt_gemm_n150_bf16_hifi4_16k", "tt_readme_llama32_1b_n150"}
+        path = _write(tmp_path, [c for c in tiles if c["id"] in ids])
+    assert main(["validate", path, "-q", "--set", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"palmsim: ConfigError: command line: --set: got {setting!r}")
+    assert "expected a setting the cases take: all 2 of" in err
