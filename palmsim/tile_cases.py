@@ -455,13 +455,9 @@ def _system(case: Mapping[str, Any]) -> Mapping[str, Any]:
 #: row takes its op count, trace, readers and CCL settings (``validate`` marks it).
 TT_METAL_DEFAULT_CODE = "models/tt_transformers"
 
-#: The serving codes whose settings palmsim has read (:func:`_demo_ops_per_layer`).
-_READ_CODES = ("tt_transformers", "llama3_70b_galaxy", "falcon7b", "falcon40b")
-
-
 def _names_no_code(case: Mapping[str, Any]) -> bool:
     """Whether a Tenstorrent model row names no serving code (no ``scenario.demo``, a source
-    path of none of :data:`_READ_CODES`)."""
+    path of none whose code palmsim has read, :func:`_demo_ops_per_layer`)."""
     scenario = case.get("scenario")
     demo = scenario.get("demo") if isinstance(scenario, Mapping) else None
     hardware = case.get("hardware")
@@ -470,7 +466,7 @@ def _names_no_code(case: Mapping[str, Any]) -> bool:
     return (
         ref.startswith("tenstorrent")
         and not str(demo or "").strip()
-        and not any(code in path for code in _READ_CODES)
+        and _demo_ops_per_layer(path) == 0
     )
 
 
