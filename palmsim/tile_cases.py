@@ -455,6 +455,7 @@ def _system(case: Mapping[str, Any]) -> Mapping[str, Any]:
 #: row takes its op count, trace, readers and CCL settings (``validate`` marks it).
 TT_METAL_DEFAULT_CODE = "models/tt_transformers"
 
+
 def _names_no_code(case: Mapping[str, Any]) -> bool:
     """Whether a Tenstorrent model row names no serving code (no ``scenario.demo``, a source
     path of none whose code palmsim has read, :func:`_demo_ops_per_layer`)."""
@@ -1129,10 +1130,66 @@ def _moe_fields(m: Mapping[str, Any]) -> dict[str, int]:
     return out
 
 
+#: Model families whose MLP is the plain (ungated) one, GeLU (ReLU for OPT: the same cost)
+#: and 4·hidden wide, as their published configs give it: GPT-2/3 (Radford et al. 2019;
+#: Megatron-LM's --ffn-hidden-size defaults to 4 * hidden_size), GPT-J and GPT-NeoX, BERT,
+#: OPT, BLOOM, StarCoder and the first Falcons (falcon-7b 18176 = 4·4544, falcon-40b
+#: 32768 = 4·8192, falcon-180b, falcon-rw). A row of one of them that leaves ``act`` or
+#: ``ffn`` out takes these (:func:`substitutions` marks it). GPT-OSS (gated experts) and
+#: Falcon 3 (a Llama-style decoder) are none of them; other families (Llama, Mistral, Qwen,
+#: ...) run a gated (SwiGLU) MLP whose width is chosen per model: their ``ffn`` has no
+#: default.
+_PLAIN_MLP_FAMILY = re.compile(
+    r"(?<![a-z])(gpt(?![-_ ]?oss)|bert|opt(?![a-z])|bloom|starcoder"
+    r"|falcon(?=[-_ ]?(7b|40b|180b|rw)))",
+    re.IGNORECASE,
+)
+#: The width of a :data:`_PLAIN_MLP_FAMILY` model's MLP, in multiples of its hidden size.
+PLAIN_MLP_WIDTH = 4
+
+
+def _plain_mlp_family(m: Mapping[str, Any]) -> bool:
+    """Whether the case's model names a family of :data:`_PLAIN_MLP_FAMILY`."""
+    return _PLAIN_MLP_FAMILY.search(f"{m.get('arch') or ''} {m.get('name') or ''}") is not None
+
+
+def _model_act(m: Mapping[str, Any]) -> str:
+    """The case's MLP activation, lower-case: as stated, else GeLU for a
+    :data:`_PLAIN_MLP_FAMILY` model and SwiGLU for any other (the decoders tt-metal's and
+    WaferLLM's rows run)."""
+    act = m.get("act")
+    if act is not None and str(act).strip():
+        return str(act).strip().lower()
+    return "gelu" if _plain_mlp_family(m) else "swiglu"
+
+
+def _gated(act: str) -> bool:
+    """Whether ``act`` (:func:`_model_act`) names a gated MLP."""
+    return act in ("swiglu", "silu")
+
+
+def _model_ffn(m: Mapping[str, Any], hidden: int) -> int:
+    """The case's MLP width: ``ffn`` as stated, else :data:`PLAIN_MLP_WIDTH` x ``hidden`` for a
+    plain-MLP model (:data:`_PLAIN_MLP_FAMILY`).
+
+    Raises:
+        CannotExpressError: no ``ffn`` for a gated MLP, whose width has no default.
+    """
+    if m.get("ffn") is not None:
+        return positive_count(m["ffn"], "ffn")
+    if _plain_mlp_family(m) and not _gated(_model_act(m)):
+        return PLAIN_MLP_WIDTH * hidden
+    raise CannotExpressError(
+        "model.ffn is missing: a gated (SwiGLU) MLP's width is chosen per model, so it has no "
+        "default; give model.ffn"
+    )
+
+
 def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
     """The decoder the case's ``model`` fields describe (``head_dim`` where it differs from
     hidden / heads, as Qwen3's 128 on a 5120 hidden): dense, or a mixture of experts when it
-    gives ``num_experts`` and ``top_k`` (:data:`_MOE_KEYS`).
+    gives ``num_experts`` and ``top_k`` (:data:`_MOE_KEYS`). A plain-MLP family's ``act`` and
+    ``ffn`` may be left out (:data:`_PLAIN_MLP_FAMILY`).
 
     Raises:
         CannotExpressError: a field is missing, or ``params_b`` exceeds that decoder's
@@ -1148,18 +1205,18 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
         hidden, heads = positive_count(m["hidden"], "hidden"), positive_count(m["heads"], "heads")
         layers = positive_count(m["layers"], "layers")
         check_layers(layers)
-        act = str(m.get("act", "SwiGLU")).lower()
+        act = _model_act(m)
         head_dim = m.get("head_dim")
         model = ModelSpec(
             name=str(m.get("name", case.get("id", "model"))),
             hidden_size=hidden,
             num_attention_heads=heads,
             num_key_value_heads=positive_count(m.get("kv_heads", heads), "kv_heads"),
-            intermediate_size=positive_count(m["ffn"], "ffn"),
+            intermediate_size=_model_ffn(m, hidden),
             num_hidden_layers=layers,
             vocab_size=positive_count(m["vocab"], "vocab"),
             max_position_embeddings=max_tokens,
-            hidden_act="silu" if act in ("swiglu", "silu") else "gelu",
+            hidden_act="silu" if _gated(act) else "gelu",
             norm="rmsnorm" if "rms" in str(m.get("norm", "")).lower() else "layernorm",
             position_embedding="rope",
             use_bias=False,
@@ -1176,7 +1233,9 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             first_k_dense_replace=moe.get("first_k_dense_replace", 0),
             moe_layer_step=moe.get("moe_layer_step", 1),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise CannotExpressError(f"model.{error.args[0]} is missing; give it") from None
+    except (TypeError, ValueError) as error:
         raise CannotExpressError(f"model fields incomplete: {error}") from None
     stated = _number(m.get("params_b"))
     if stated is not None:
@@ -1416,6 +1475,32 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 GALAXY_LLAMA_TRACE,
                 "prefill and decode traced as in the demo's text_demo.py @0009006b; the case's "
                 "own tt-metal release was not read",
+            )
+        )
+    if isinstance(model, Mapping) and "hidden" in model:
+        out += _model_defaults(model)
+    return out
+
+
+def _model_defaults(m: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """``(key, value, why)`` of the model fields a model row leaves out and
+    :func:`case_model` takes a default for (:data:`_PLAIN_MLP_FAMILY`)."""
+    out = []
+    act = _model_act(m)
+    if not str(m.get("act") or "").strip():
+        why = (
+            f"not stated: {m.get('name') or m.get('arch')}'s family runs a plain GeLU MLP"
+            if act == "gelu"
+            else "not stated: the gated MLP of the decoders tt-metal's and WaferLLM's rows run"
+        )
+        out.append(("model.act", "GeLU" if act == "gelu" else "SwiGLU", why))
+    if m.get("ffn") is None and _plain_mlp_family(m) and not _gated(act):
+        out.append(
+            (
+                "model.ffn",
+                f"{PLAIN_MLP_WIDTH} x hidden",
+                "not stated: the plain MLP's width in GPT, BERT, OPT, BLOOM and Falcon's "
+                "published configs",
             )
         )
     return out

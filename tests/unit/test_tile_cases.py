@@ -1424,3 +1424,33 @@ def test_a_count_written_as_a_product_is_not_read_as_its_first_factor():
     for text in ("4 x 8", "4 x8", "4x8"):
         with pytest.raises(CannotExpressError, match=f"chips '{text}' is not a positive number"):
             positive_count(text, "chips")
+
+
+def test_a_plain_mlp_family_row_may_leave_out_its_activation_and_width():
+    """A row of a plain-MLP family (Falcon 7B here) that leaves out its activation and MLP
+    width runs the GeLU MLP 4 x hidden wide its published config gives (falcon-7b: 18176 =
+    4 x 4544), marked: the same figures as the row stating them. A gated (SwiGLU) model's
+    width has no default, and a missing vocabulary is named."""
+    from palmsim.tile_cases import substitutions
+
+    stated = CASES["tt_readme_falcon7b_n150"]
+    assert stated["model"]["ffn"] == 4 * stated["model"]["hidden"]
+    assert stated["model"]["act"].lower() == "gelu"
+    silent = copy.deepcopy(stated)
+    del silent["model"]["act"], silent["model"]["ffn"]
+    assert predict(silent) == predict(stated)
+    marks = {key: value for key, value, _ in substitutions(silent)}
+    assert (marks["model.act"], marks["model.ffn"]) == ("GeLU", "4 x hidden")
+    assert not {"model.act", "model.ffn"} & {key for key, _, _ in substitutions(stated)}
+    # a Llama row without its activation is the gated MLP it states, marked as such
+    llama = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
+    del llama["model"]["act"]
+    assert predict(llama) == predict(CASES["tt_readme_llama31_8b_n150"])
+    assert ("model.act", "SwiGLU") in {(key, value) for key, value, _ in substitutions(llama)}
+    del llama["model"]["ffn"]
+    with pytest.raises(CannotExpressError, match="model.ffn is missing: a gated"):
+        predict(llama)
+    no_vocab = copy.deepcopy(stated)
+    del no_vocab["model"]["vocab"]
+    with pytest.raises(CannotExpressError, match="model.vocab is missing"):
+        predict(no_vocab)
