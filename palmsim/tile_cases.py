@@ -2188,6 +2188,7 @@ def _training(
     and parallelism; ``samples_per_s`` and ``tokens_per_s`` are its throughput."""
     from palmsim.api import simulate, summarize_result
 
+    hardware = load_hardware(hw_path, user)
     scenario, measured = case["scenario"], case["measured"]
     pp, tp, dp = _parallelism(case)
     seq = positive_count(
@@ -2214,11 +2215,22 @@ def _training(
         micro_batch_size=mbs,
         recompute=recompute if recompute in ("none", "selective", "full") else "none",
     )
-    hardware = load_hardware(hw_path, user)
     experiment = ExperimentSpec(
         hardware, workload, mapping, load_run(user), (("hardware", hw_path), ("workload", "case"))
     )
-    summary = summarize_result(simulate(experiment))
+    try:
+        result = simulate(experiment)
+    except MappingError as error:
+        if hardware.wafer is None or hardware.dram.capacity_bytes > 0:
+            raise
+        # a model whose training state the wafer's SRAM cannot hold
+        raise CannotExpressError(
+            f"{error}; Cerebras trains such a model in weight-streaming mode, its weights and "
+            "optimizer state in the MemoryX store and streamed to the wafer layer by layer "
+            "over SwarmX (tiles_hw_specs.yaml cerebras_wse2/wse3.external_memory), which "
+            "palmsim does not model"
+        ) from None
+    summary = summarize_result(result)
     figures = {
         "samples_per_s": summary["throughput_samples_per_s"],
         "tokens_per_s": summary["throughput_tokens_per_s"],

@@ -1454,3 +1454,18 @@ def test_a_plain_mlp_family_row_may_leave_out_its_activation_and_width():
     del no_vocab["model"]["vocab"]
     with pytest.raises(CannotExpressError, match="model.vocab is missing"):
         predict(no_vocab)
+
+
+def test_a_training_row_a_wafer_cannot_hold_names_cerebras_weight_streaming():
+    """A training row on a Cerebras wafer (no off-wafer memory in palmsim's configs) whose
+    weights, gradients and optimizer state do not fit in its SRAM is listed with the reason:
+    Cerebras trains it by streaming weights from MemoryX, which palmsim does not model."""
+    case = {
+        "id": "wse2_gpt3_xl_training",
+        "hardware": {"name": "CS-2", "hw_spec_ref": "cerebras_wse2", "system": {"chips": 1}},
+        "model": {"name": "GPT-3 XL", "hidden": 2048, "layers": 24, "heads": 16, "vocab": 50257},
+        "scenario": {"phase": "training", "batch": 256, "seq_len": 2048},
+        "measured": {"samples_per_s": 100.0},
+    }
+    with pytest.raises(CannotExpressError, match="does not fit.*weight-streaming mode.*MemoryX"):
+        predict(case)
