@@ -2030,6 +2030,7 @@ def _inference(
         scenario.get("prefill_len") or context[0],
         "context_len" if from_context else "prefill_len",
     )
+    decode_kv = _decode_kv_len(scenario, prompt)
     # The generated tokens matter only to an end-to-end row (t/s/u is the first decode step);
     # a text such as 'up to 200 (demo default)' gives its first number.
     output = 2
@@ -2039,7 +2040,7 @@ def _inference(
         output = max(positive_count(first.group(0) if first else text, "output_len"), 2)
     if output > MAX_STEPS:
         raise CannotExpressError(f"output_len {output}: more than {MAX_STEPS} decode steps")
-    model = case_model(case, prompt + output + 1)
+    model = case_model(case, max(prompt, decode_kv) + output + 1)
     mlp, down = tt_metal_mlp_formats(code, mlp, model.is_moe)
     ops_per_layer = _demo_ops_per_layer(code, model.is_moe) + _demo_mesh_ops(
         code, tp_2d, model.hidden_size, model.is_moe
@@ -2050,9 +2051,9 @@ def _inference(
             "a mixture of experts in WaferLLM's set-up: its programs run dense layers only"
         )
 
-    def inference(requests: int, output_len: int) -> InferenceSpec:
+    def inference(requests: int, output_len: int, prompt_len: int = prompt) -> InferenceSpec:
         return InferenceSpec(
-            prompt_len=prompt,
+            prompt_len=prompt_len,
             output_len=output_len,
             batch=requests,
             dtype=dtype,
@@ -2079,10 +2080,12 @@ def _inference(
             prefill_reduce_dtypes=prefill_reduce_dtypes(code),
         )
 
-    def simulate(requests: int, output_len: int, phase: str) -> dict[str, Any]:
+    def simulate(
+        requests: int, output_len: int, phase: str, prompt_len: int = prompt
+    ) -> dict[str, Any]:
         if wafer:
             # WaferLLM's rows state their cores; a case without runs a layer pipeline
-            grid, spec = grids[phase], inference(requests, output_len)
+            grid, spec = grids[phase], inference(requests, output_len, prompt_len)
             if scenario.get("cores") is None:
                 return _pipeline_simulate(
                     hw_path, grid, model, spec, user, prefill=phase == "prefill"
@@ -2101,7 +2104,8 @@ def _inference(
         # a prefill run (its TTFT) takes the prefill's own hardware settings; a decode run's
         # step is the decode's
         overrides = [*ccl_overrides, *(prefill_overrides if phase == "prefill" else []), *user]
-        return _simulate(hw_path, overrides, model, inference(share, output_len), mapping(share))
+        spec = inference(share, output_len, prompt_len)
+        return _simulate(hw_path, overrides, model, spec, mapping(share))
 
     def replica_share(requests: int) -> int:
         """The requests one data-parallel replica serves; one request runs on one replica.
@@ -2141,8 +2145,9 @@ def _inference(
                 )
             )
     if wants_decode:
-        # The first decode step of the batch at KV length prompt (t/s/u = 1 / its latency).
-        s = simulate(batch, 2, "decode")
+        # The first decode step of the batch after a prompt of the KV length the case measured
+        # it at (t/s/u = 1 / its latency): the prompt's own unless it says otherwise.
+        s = simulate(batch, 2, "decode", decode_kv)
         tpot = s["tpot_s"]
         figures = {
             "tokens_per_s_per_user": 1.0 / tpot,
@@ -2170,6 +2175,27 @@ def _inference(
             f"none of its measured figures ({', '.join(measured)}) is predicted"
         )
     return out
+
+
+def _decode_kv_len(scenario: Mapping[str, Any], prompt: int) -> int:
+    """The KV length a row's decode figures were measured at: ``kv_len_at_measurement``, else
+    a ``context_len`` given beside ``prefill_len`` (a decode at a longer context than the TTFT's
+    prompt), else the prompt (t/s/u at the first token after it). A text ('128 (the first
+    token)') gives its leading number.
+
+    Raises:
+        CannotExpressError: a stated length that does not start with a positive number.
+    """
+    key = "kv_len_at_measurement"
+    stated = scenario.get(key)
+    if stated is None and scenario.get("prefill_len") and scenario.get("context_len") is not None:
+        key, stated = "context_len", scenario["context_len"]
+    if stated is None:
+        return prompt
+    lead = re.match(r"\s*([0-9][0-9,]*)(?![0-9.eE])", str(stated))
+    if lead is None:
+        raise CannotExpressError(f"scenario.{key} {stated!r} does not start with a token count")
+    return positive_count(lead.group(1).replace(",", ""), key)
 
 
 def _first(scenario: Mapping[str, Any], keys: tuple[str, ...], default: Any = None) -> Any:

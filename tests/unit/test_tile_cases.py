@@ -1469,3 +1469,32 @@ def test_a_training_row_a_wafer_cannot_hold_names_cerebras_weight_streaming():
     }
     with pytest.raises(CannotExpressError, match="does not fit.*weight-streaming mode.*MemoryX"):
         predict(case)
+
+
+def test_a_decode_measured_at_another_kv_length_runs_at_it():
+    """A row whose decode figures were measured at a KV length other than its prompt
+    (``kv_len_at_measurement``, or a ``context_len`` beside ``prefill_len``) runs its decode
+    step after a prompt of that length: the t/s/u of the row prefilling that many tokens, the
+    TTFT of its own prompt; a length that is no token count is named."""
+    base = CASES["tt_readme_llama31_8b_n150"]
+    assert base["scenario"]["prefill_len"] == base["scenario"]["kv_len_at_measurement"] == 128
+    longer = copy.deepcopy(base)
+    longer["scenario"]["kv_len_at_measurement"] = "1024 (after 896 generated tokens)"
+    at_1024 = copy.deepcopy(base)
+    at_1024["scenario"].update(prefill_len=1024, kv_len_at_measurement=1024)
+    figures = {
+        name: {metric: value for metric, _, value in predict(case)}
+        for name, case in (("base", base), ("longer", longer), ("at_1024", at_1024))
+    }
+    assert figures["longer"]["ttft_ms"] == figures["base"]["ttft_ms"]
+    for metric in ("tokens_per_s_per_user", "tokens_per_s"):
+        assert figures["longer"][metric] == figures["at_1024"][metric]
+    assert figures["longer"]["tokens_per_s_per_user"] < figures["base"]["tokens_per_s_per_user"]
+    beside = copy.deepcopy(base)
+    del beside["scenario"]["kv_len_at_measurement"]
+    beside["scenario"]["context_len"] = 1024
+    assert predict(beside) == predict(longer)
+    garbled = copy.deepcopy(base)
+    garbled["scenario"]["kv_len_at_measurement"] = "prefill_len + 1"
+    with pytest.raises(CannotExpressError, match="does not start with a token count"):
+        predict(garbled)
