@@ -421,14 +421,59 @@ def is_tile_case(case: Mapping[str, Any]) -> bool:
     return isinstance(hardware, Mapping) and "hw_spec_ref" in hardware
 
 
+#: The systems of a chip family in tiles_hw_specs.yaml, for a ``hw_spec_ref`` that names the
+#: family alone (its root key, a path into the file as any other): each system's words in a
+#: ``hardware.name`` and its chips (tiles_hw_specs.yaml ``systems``: an n300 card holds two
+#: Wormholes, a T3000 eight, a Galaxy 32; a p300 two Blackholes, a Blackhole QuietBox four
+#: p300 cards, a Blackhole Galaxy 32). A family root with neither takes the family's chip.
+FAMILY_SYSTEMS: dict[str, tuple[tuple[str, str, int], ...]] = {
+    "tenstorrent_wormhole_b0": (
+        ("n150", r"n150", 1),
+        ("n300", r"n300", 2),
+        ("quietbox_t3000", r"t3000|t3k|quiet\s*box|loud\s*box", 8),
+        ("galaxy", r"galaxy|(?<![a-z])tg(?![a-z])", 32),
+    ),
+    "tenstorrent_blackhole": (
+        ("p100a", r"p100", 1),
+        ("p150", r"p150", 1),
+        ("p300", r"p300", 2),
+        ("quietbox_bh", r"quiet\s*box", 8),
+        ("galaxy_bh", r"galaxy", 32),
+    ),
+}
+
+
+def _family_system(case: Mapping[str, Any], family: str) -> str:
+    """The ``hw_spec_ref`` of the system a case naming the chip family ``family`` alone runs
+    on (:data:`FAMILY_SYSTEMS`): the system its ``hardware.name`` names, else the one with
+    its ``hardware.system.chips``, else the family's chip."""
+    systems = FAMILY_SYSTEMS[family]
+    name = str(case["hardware"].get("name") or "").lower()
+    named = [key for key, words, _ in systems if re.search(words, name)]
+    if len(named) == 1:
+        return f"{family}.systems.{named[0]}"
+    given = _system(case).get("chips")
+    chips = [key for key, _, n in systems if given is not None and str(given).strip() == str(n)]
+    if given is not None and str(given).strip() != "1" and len(chips) == 1:
+        return f"{family}.systems.{chips[0]}"
+    return f"{family}.chip"
+
+
+def spec_ref(case: Mapping[str, Any]) -> str:
+    """The case's ``hardware.hw_spec_ref``, a chip family's root resolved to the system the
+    case names (:func:`_family_system`)."""
+    ref = str(case["hardware"]["hw_spec_ref"]).strip()
+    return _family_system(case, ref) if ref in FAMILY_SYSTEMS else ref
+
+
 def hardware_config(case: Mapping[str, Any]) -> tuple[str, str]:
     """The shipped config a case runs on (:data:`HARDWARE_OF_SPEC`, the longest key its
-    ``hardware.hw_spec_ref`` starts with) and why, for the report.
+    ``hardware.hw_spec_ref`` starts with, :func:`spec_ref`) and why, for the report.
 
     Raises:
         CannotExpressError: no shipped config matches the reference.
     """
-    ref = str(case["hardware"]["hw_spec_ref"])
+    ref = spec_ref(case)
     matches = [key for key in HARDWARE_OF_SPEC if ref == key or ref.startswith(key + ".")]
     if not matches:
         known = ", ".join(HARDWARE_OF_SPEC)
@@ -1479,6 +1524,15 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
     if isinstance(model, Mapping) and "hidden" in model:
         out += _model_defaults(model)
+    if hardware.strip() in FAMILY_SYSTEMS:
+        out.append(
+            (
+                "hardware.hw_spec_ref",
+                spec_ref(case),
+                "the chip family alone: the system its hardware.name names, else the one "
+                "with its chips, else the family's chip",
+            )
+        )
     return out
 
 

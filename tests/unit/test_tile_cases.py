@@ -1498,3 +1498,35 @@ def test_a_decode_measured_at_another_kv_length_runs_at_it():
     garbled["scenario"]["kv_len_at_measurement"] = "prefill_len + 1"
     with pytest.raises(CannotExpressError, match="does not start with a token count"):
         predict(garbled)
+
+
+@pytest.mark.parametrize(
+    ("name", "chips", "system"),
+    [
+        ("N300 (Wormhole)", None, "tenstorrent_wormhole_b0.systems.n300"),
+        ("LoudBox", None, "tenstorrent_wormhole_b0.systems.quietbox_t3000"),
+        ("TG (Wormhole Galaxy)", None, "tenstorrent_wormhole_b0.systems.galaxy"),
+        ("Wormhole", 2, "tenstorrent_wormhole_b0.systems.n300"),
+        ("Wormhole", 32, "tenstorrent_wormhole_b0.systems.galaxy"),
+        ("Wormhole", 1, "tenstorrent_wormhole_b0.chip"),
+        ("Wormhole", None, "tenstorrent_wormhole_b0.chip"),
+    ],
+)
+def test_a_chip_familys_root_reference_runs_the_system_its_row_names(name, chips, system):
+    """A ``hw_spec_ref`` naming a chip family alone (its root key in tiles_hw_specs.yaml) runs
+    the system its ``hardware.name`` names, else the one with its chips, else the family's
+    chip; the README's n150 row so gives the figures of its full reference, marked."""
+    from palmsim.tile_cases import spec_ref, substitutions
+
+    case = {"hardware": {"name": name, "hw_spec_ref": "tenstorrent_wormhole_b0"}}
+    if chips is not None:
+        case["hardware"]["system"] = {"chips": chips}
+    assert spec_ref(case) == system
+    if chips is None and name.startswith("N300"):
+        stated = CASES["tt_readme_llama31_8b_n150"]
+        family = copy.deepcopy(stated)
+        family["hardware"]["hw_spec_ref"] = "tenstorrent_wormhole_b0"
+        assert predict(family) == predict(stated)
+        marks = {key: value for key, value, _ in substitutions(family)}
+        assert marks["hardware.hw_spec_ref"] == "tenstorrent_wormhole_b0.systems.n150"
+        assert "hardware.hw_spec_ref" not in {key for key, _, _ in substitutions(stated)}
