@@ -1735,12 +1735,30 @@ def decode_attention_settings(code: str, users: int) -> dict[str, Any]:
     }
 
 
+#: A parallelism's name spelled out, as its abbreviation (:func:`_degree`).
+_PARALLELISM_WORDS = (
+    (r"tensor[-_ ]?parallel(?:ism)?", "TP"),
+    (r"data[-_ ]?parallel(?:ism)?", "DP"),
+    (r"pipeline[-_ ]?parallel(?:ism)?", "PP"),
+)
+
+
 def _degree(text: str, kind: str) -> int | None:
     """The degree a ``hardware.system.parallelism`` text gives the parallelism ``kind`` ('PP',
     'TP' or 'DP'), however a table writes it ('TP=8', 'tp = 8', 'TP 8', 'TP8', 'TP: 8',
-    'TP x8'); None where it names none."""
-    m = re.search(rf"(?<![A-Za-z]){kind}\s*[=:x]?\s*(\d+)", text, re.IGNORECASE)
-    return int(m.group(1)) if m else None
+    'TP x8', '8-way TP', 'TP over 8 chips', the name spelled out: 'tensor parallel 8',
+    '8-way data parallelism'); None where it names none."""
+    for words, short in _PARALLELISM_WORDS:
+        text = re.sub(words, short, text, flags=re.IGNORECASE)
+    for pattern in (
+        rf"(?<![A-Za-z]){kind}\s*[=:x]?\s*(\d+)",
+        rf"(?<![\d.])(\d+)\s*-?\s*way\s+{kind}(?![A-Za-z])",
+        rf"(?<![A-Za-z]){kind}\s+(?:over|across|on)\s+(\d+)",
+    ):
+        m = re.search(pattern, text, re.IGNORECASE)
+        if m:
+            return int(m.group(1))
+    return None
 
 
 def _tp_2d(case: Mapping[str, Any]) -> tuple[int, int] | None:

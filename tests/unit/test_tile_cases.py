@@ -1530,3 +1530,26 @@ def test_a_chip_familys_root_reference_runs_the_system_its_row_names(name, chips
         marks = {key: value for key, value, _ in substitutions(family)}
         assert marks["hardware.hw_spec_ref"] == "tenstorrent_wormhole_b0.systems.n150"
         assert "hardware.hw_spec_ref" not in {key for key, _, _ in substitutions(stated)}
+
+
+@pytest.mark.parametrize(
+    ("text", "degrees"),
+    [
+        ("TP=8", (1, 8, 1)),
+        ("tensor parallel 8", (1, 8, 1)),
+        ("8-way tensor parallelism", (1, 8, 1)),
+        ("tensor-parallel over 8 chips", (1, 8, 1)),
+        ("TP across 8 devices", (1, 8, 1)),
+        ("data parallel 8", (1, 1, 8)),
+        ("4-way data parallelism, 2-way tensor parallelism", (1, 2, 4)),
+        ("pipeline parallel 2, TP 4", (2, 4, 1)),
+    ],
+)
+def test_a_parallelism_spelled_out_reads_as_its_abbreviation(text, degrees):
+    """A ``hardware.system.parallelism`` written out ('8-way tensor parallelism', 'data
+    parallel 8', 'TP over 8 chips') gives the degrees its abbreviated form ('TP=8') does."""
+    from palmsim.tile_cases import _parallelism
+
+    case = copy.deepcopy(CASES["tt_readme_llama31_70b_quietbox"])
+    case["hardware"]["system"]["parallelism"] = text
+    assert _parallelism(case) == degrees
