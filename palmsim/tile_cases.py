@@ -2365,6 +2365,25 @@ _MODEL_KEY_ALIASES = {
 }
 
 
+#: Other names of an inference row's ``measured`` figures, as serving benchmarks and papers
+#: write them, with the factor to the case format's own unit (a figure the row also gives
+#: under the format's name is compared under that one alone).
+_MEASURED_KEY_ALIASES: dict[str, tuple[str, float]] = {
+    "ttft_s": ("ttft_ms", 1e3),
+    "time_to_first_token_ms": ("ttft_ms", 1.0),
+    "tpot_ms": ("decode_ms_per_token", 1.0),
+    "tpot_s": ("decode_ms_per_token", 1e3),
+    "itl_ms": ("decode_ms_per_token", 1.0),
+    "inter_token_latency_ms": ("decode_ms_per_token", 1.0),
+    "ms_per_token": ("decode_ms_per_token", 1.0),
+    "t_s_u": ("tokens_per_s_per_user", 1.0),
+    "tokens_per_second_per_user": ("tokens_per_s_per_user", 1.0),
+    "tokens_per_sec_per_user": ("tokens_per_s_per_user", 1.0),
+    "tokens_per_second": ("tokens_per_s", 1.0),
+    "tokens_per_sec": ("tokens_per_s", 1.0),
+}
+
+
 def _measured_number(value: Any) -> Any:
     """A measured figure written as text ("26.0", "1,234") as its number; anything else
     (a number, a range such as '239-260', a note) as it is."""
@@ -2425,7 +2444,13 @@ def _normalized(case: Mapping[str, Any]) -> Mapping[str, Any]:
             out[section] = fields
     measured = case.get("measured")
     if isinstance(measured, Mapping):
-        out["measured"] = {k: _measured_number(v) for k, v in measured.items()}
+        figures = {k: _measured_number(v) for k, v in measured.items()}
+        for key, value in list(figures.items()):
+            name, scale = _MEASURED_KEY_ALIASES.get(str(key).lower(), (None, 1.0))
+            if name is not None and name not in figures:
+                number = _number(value)
+                figures[name] = number * scale if number is not None else value
+        out["measured"] = figures
     return out
 
 

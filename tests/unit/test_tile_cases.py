@@ -1553,3 +1553,20 @@ def test_a_parallelism_spelled_out_reads_as_its_abbreviation(text, degrees):
     case = copy.deepcopy(CASES["tt_readme_llama31_70b_quietbox"])
     case["hardware"]["system"]["parallelism"] = text
     assert _parallelism(case) == degrees
+
+
+def test_a_rows_figures_under_a_benchmarks_names_compare_in_the_formats_units():
+    """An inference row's figures written as serving benchmarks name them (``ttft_s``,
+    ``tpot_ms``, ``tokens_per_second``) are compared as the format's ``ttft_ms``,
+    ``decode_ms_per_token`` and ``tokens_per_s``, the seconds in milliseconds: the same
+    predictions, and the same relative errors, as the row written in the format's names."""
+    stated = CASES["tt_readme_llama31_8b_n150"]
+    renamed = copy.deepcopy(stated)
+    renamed["measured"] = {"ttft_s": 0.104, "tpot_ms": 1e3 / 26.0, "tokens_per_second": 832}
+    got = {metric: (measured, value) for metric, measured, value in predict(renamed)}
+    want = {metric: (measured, value) for metric, measured, value in predict(stated)}
+    assert got["ttft_ms"] == pytest.approx(want["ttft_ms"], rel=1e-12)
+    assert got["tokens_per_s"] == want["tokens_per_s"]
+    measured, value = got["decode_ms_per_token"]
+    assert measured == pytest.approx(1e3 / 26.0)
+    assert value == pytest.approx(1e3 / want["tokens_per_s_per_user"][1], rel=1e-12)
