@@ -2252,22 +2252,17 @@ def _inference(
 def _decode_kv_len(scenario: Mapping[str, Any], prompt: int) -> int:
     """The KV length a row's decode figures were measured at: ``kv_len_at_measurement``, else
     a ``context_len`` given beside ``prefill_len`` (a decode at a longer context than the TTFT's
-    prompt), else the prompt (t/s/u at the first token after it). A text ('128 (the first
-    token)') gives its leading number.
+    prompt), else the prompt (t/s/u at the first token after it). A count may carry its words
+    ('1024 (after 896 generated tokens)', :func:`positive_count`).
 
     Raises:
-        CannotExpressError: a stated length that does not start with a positive number.
+        CannotExpressError: a stated length that is no positive count.
     """
     key = "kv_len_at_measurement"
     stated = scenario.get(key)
     if stated is None and scenario.get("prefill_len") and scenario.get("context_len") is not None:
         key, stated = "context_len", scenario["context_len"]
-    if stated is None:
-        return prompt
-    lead = re.match(r"\s*([0-9][0-9,]*)(?![0-9.eE])", str(stated))
-    if lead is None:
-        raise CannotExpressError(f"scenario.{key} {stated!r} does not start with a token count")
-    return positive_count(lead.group(1).replace(",", ""), key)
+    return prompt if stated is None else positive_count(stated, f"scenario.{key}")
 
 
 def _first(scenario: Mapping[str, Any], keys: tuple[str, ...], default: Any = None) -> Any:
@@ -2446,10 +2441,10 @@ def _normalized(case: Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(measured, Mapping):
         figures = {k: _measured_number(v) for k, v in measured.items()}
         for key, value in list(figures.items()):
-            name, scale = _MEASURED_KEY_ALIASES.get(str(key).lower(), (None, 1.0))
-            if name is not None and name not in figures:
+            alias = _MEASURED_KEY_ALIASES.get(str(key).lower())
+            if alias is not None and alias[0] not in figures:
                 number = _number(value)
-                figures[name] = number * scale if number is not None else value
+                figures[alias[0]] = number * alias[1] if number is not None else value
         out["measured"] = figures
     return out
 
