@@ -612,9 +612,25 @@ def _section(case: Mapping[str, Any], key: str) -> dict[str, Any]:
     return section
 
 
+#: The unit words a count may carry after its number, by its key ("64 GPUs", "2048 tokens"):
+#: the thing the key counts, in any of the ways a table writes it.
+_COUNT_WORDS: dict[str, tuple[str, ...]] = {
+    "num_gpus": ("gpu", "gpus", "devices", "accelerators"),
+    "global_batch": ("sequences", "seqs", "samples"),
+    "micro_batch": ("sequences", "seqs", "samples"),
+    "seq_len": ("tokens",),
+    "layers": ("layers",),
+    "heads": ("heads",),
+    "nodes": ("nodes", "node"),
+}
+
+
 def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -> int | None:
-    """An integer field (``2``, ``2.0``, or written as text: ``"4096"``, ``"4,096"``, with a
-    note in parentheses after it: ``"1536 (after ramp-up)"``), None when absent.
+    """An integer field (``2``, ``2.0``, or written as text: ``"4096"``, ``"4,096"``, with the
+    unit word its key counts in, ``"64 GPUs"``, ``"2048 tokens"`` (:data:`_COUNT_WORDS`), or a
+    note in parentheses after it: ``"1536 (after ramp-up)"``), None when absent. Another word
+    ("8 nodes" of GPUs, "4 K") may change what the number counts: such a value is refused,
+    not read as its number.
 
     Raises:
         NotRun: a value that is not a whole number >= ``minimum``.
@@ -622,9 +638,10 @@ def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -
     if name not in section:
         return None
     value = section[name]
-    number = r"\s*(\d{1,3}(?:[,_]\d{3})+|\d+)\s*(?:\([^()]*\)\s*)?"
-    match = re.fullmatch(number, value) if isinstance(value, str) else None
-    if match:
+    number = r"\s*(\d{1,3}(?:[,_]\d{3})+|\d+)(?:\s+([a-z]+))?\s*(?:\([^()]*\)\s*)?"
+    match = re.fullmatch(number, value, re.IGNORECASE) if isinstance(value, str) else None
+    word = match.group(2) if match else None
+    if match and (word is None or word.lower() in _COUNT_WORDS.get(name, ())):
         value = int(re.sub(r"[,_]", "", match.group(1)))  # "4,096" as a table writes it
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise NotRun(f"{key}: got {value!r}; expected a whole number >= {minimum}")

@@ -1331,20 +1331,31 @@ def test_megatron_moe_layer_freq_is_read_or_refused(freq, expect) -> None:
     assert f"model.moe_layer_step={step}" in run.overrides
 
 
-def test_a_count_with_a_note_in_parentheses_reads_as_its_number(tmp_path: Path) -> None:
-    """A table's "1536 (after ramp-up)" or "1,024 (4 nodes)" is that count, as "4,096" is;
-    any other text after a number stays refused, naming the key."""
+def test_a_count_with_a_note_or_its_unit_word_reads_as_its_number(tmp_path: Path) -> None:
+    """A table's "1536 (after ramp-up)" or "1,024 (4 nodes)" is that count, as "4,096" is,
+    and so is a count with the word of what its key counts ("8 sequences", "1,024 tokens",
+    "8 GPUs"); a word that may count something else ("1,024 nodes" of GPUs, "8 K") stays
+    refused, naming the key."""
     cases = [
         {"id": "plain", **_case()},
         {"id": "noted", **_case(model={"global_batch": "8 (after ramp-up)", "seq_len": "1,024"})},
-        {"id": "worded", **_case(model={"global_batch": "8 sequences"})},
+        {
+            "id": "worded",
+            **_case(
+                model={"global_batch": "8 sequences", "seq_len": "1,024 tokens"},
+                system={"num_gpus": "8 GPUs"},
+            ),
+        },
+        {"id": "nodes", **_case(system={"num_gpus": "8 nodes"})},
+        {"id": "kilo", **_case(model={"seq_len": "1 K"})},
     ]
     report = validate(_write(tmp_path, cases))
     predicted = {c.case: c.predicted for c in report.comparisons}
-    assert predicted["noted"] == predicted["plain"]
+    assert predicted["noted"] == predicted["plain"] == predicted["worded"]
     reasons = {s.case: s.reason for s in report.skipped}
     assert reasons == {
-        "worded": "model.global_batch: got '8 sequences'; expected a whole number >= 1"
+        "nodes": "system.num_gpus: got '8 nodes'; expected a whole number >= 1",
+        "kilo": "model.seq_len: got '1 K'; expected a whole number >= 1",
     }
 
 
