@@ -1524,6 +1524,19 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
     if isinstance(model, Mapping) and "hidden" in model:
         out += _model_defaults(model)
+        kv = _stated_decode_kv(scenario)
+        if kv is not None:
+            try:
+                positive_count(kv[1], kv[0])
+            except CannotExpressError:
+                out.append(
+                    (
+                        f"scenario.{kv[0]}",
+                        "the prompt's length",
+                        f"{kv[1]!r} is no token count: the decode figures taken at the first "
+                        "token after the prompt",
+                    )
+                )
     if hardware.strip() in FAMILY_SYSTEMS:
         out.append(
             (
@@ -2249,20 +2262,29 @@ def _inference(
     return out
 
 
-def _decode_kv_len(scenario: Mapping[str, Any], prompt: int) -> int:
-    """The KV length a row's decode figures were measured at: ``kv_len_at_measurement``, else
-    a ``context_len`` given beside ``prefill_len`` (a decode at a longer context than the TTFT's
-    prompt), else the prompt (t/s/u at the first token after it). A count may carry its words
-    ('1024 (after 896 generated tokens)', :func:`positive_count`).
+def _stated_decode_kv(scenario: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """``(key, value)`` of the KV length a row states its decode figures at:
+    ``kv_len_at_measurement``, else a ``context_len`` given beside ``prefill_len`` (a decode at
+    a longer context than the TTFT's prompt); None where it states neither."""
+    if scenario.get("kv_len_at_measurement") is not None:
+        return "kv_len_at_measurement", scenario["kv_len_at_measurement"]
+    if scenario.get("prefill_len") and scenario.get("context_len") is not None:
+        return "context_len", scenario["context_len"]
+    return None
 
-    Raises:
-        CannotExpressError: a stated length that is no positive count.
-    """
-    key = "kv_len_at_measurement"
-    stated = scenario.get(key)
-    if stated is None and scenario.get("prefill_len") and scenario.get("context_len") is not None:
-        key, stated = "context_len", scenario["context_len"]
-    return prompt if stated is None else positive_count(stated, f"scenario.{key}")
+
+def _decode_kv_len(scenario: Mapping[str, Any], prompt: int) -> int:
+    """The KV length a row's decode figures were measured at (:func:`_stated_decode_kv`; a
+    count may carry its words, '1024 (after 896 generated tokens)', :func:`positive_count`),
+    else the prompt (t/s/u at the first token after it), as for a length stated in words no
+    count reads from ('prefill_len + 1'; :func:`substitutions` marks it)."""
+    stated = _stated_decode_kv(scenario)
+    if stated is None:
+        return prompt
+    try:
+        return positive_count(stated[1], f"scenario.{stated[0]}")
+    except CannotExpressError:
+        return prompt
 
 
 def _first(scenario: Mapping[str, Any], keys: tuple[str, ...], default: Any = None) -> Any:
