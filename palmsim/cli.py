@@ -833,7 +833,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"a setting the cases take: all {len(report.skipped)} of {args.file} refused it "
             f"({first.case}: {first.reason.removeprefix('ConfigError: ')})",
         )
-    print(format_report(report))
+    print(format_report(report, by_group=args.by_group))
     if args.json:
         print(f"wrote {args.json}")
     if report.interrupted:
@@ -1053,6 +1053,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="list a case that runs longer than this as not run, and go on",
+    )
+    validate.add_argument(
+        "--by-group",
+        action="store_true",
+        help="also print each case group's mean absolute error, the largest summed miss first",
     )
     validate.add_argument(
         "--set",

@@ -321,6 +321,7 @@ class Comparison:
     assumed: tuple[str, ...] = ()  # keys of the assumptions the figure rests on
     # FIGURE_KINDS: a single operator's or collective's time, or a whole run's figure
     kind: str = "end_to_end"
+    group: str = ""  # the case's ``group`` (the table or source it comes from), if it gives one
 
     @property
     def relative_error(self) -> float:
@@ -394,6 +395,18 @@ class ValidationReport:
                 out[kind] = (mape, len(figures))
         return out
 
+    @property
+    def errors_by_group(self) -> dict[str, tuple[float, int]]:
+        """(mean absolute percentage error, figures) of each case ``group`` the report has
+        (the table or source its cases come from; "" for cases that give none), the group
+        whose figures miss by the most in all first (its summed |relative error|)."""
+        groups: dict[str, list[Comparison]] = {}
+        for c in self.comparisons:
+            groups.setdefault(c.group, []).append(c)
+        total = {g: sum(abs(c.relative_error) for c in cs) for g, cs in groups.items()}
+        order = sorted(groups, key=lambda g: (-total[g], g))
+        return {g: (_mape(groups[g]) or 0.0, len(groups[g])) for g in order}
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json``."""
         return {
@@ -402,6 +415,9 @@ class ValidationReport:
             "mean_absolute_percentage_error": self.mean_absolute_percentage_error,
             "mean_absolute_percentage_error_by_kind": {
                 kind: mape for kind, (mape, _) in self.errors_by_kind.items()
+            },
+            "mean_absolute_percentage_error_by_group": {
+                group: mape for group, (mape, _) in self.errors_by_group.items()
             },
             "comparisons": [
                 {
@@ -412,6 +428,7 @@ class ValidationReport:
                     "relative_error": c.relative_error,
                     "assumed": list(c.assumed),
                     "kind": c.kind,
+                    "group": c.group,
                 }
                 for c in self.comparisons
             ],
@@ -3223,6 +3240,7 @@ def _run_one(
 ) -> ValidationReport:
     """``report`` with case ``case_id`` run (its comparisons) or listed as not run."""
     reason, blamed = "", None
+    group = str(case.get("group") or "") if isinstance(case, Mapping) else ""
     try:
         with _time_limit(case_timeout_s):
             if not isinstance(case, Mapping):
@@ -3232,7 +3250,10 @@ def _run_one(
                 comparisons, assumed, (path, why) = other
                 return replace(
                     report,
-                    comparisons=(*report.comparisons, *comparisons),
+                    comparisons=(
+                        *report.comparisons,
+                        *(replace(c, group=group) for c in comparisons),
+                    ),
                     assumptions=(*report.assumptions, *((case_id, a) for a in assumed)),
                     hardware=(*report.hardware, (case_id, path, why)),
                 )
@@ -3251,7 +3272,7 @@ def _run_one(
         return replace(report, skipped=(*report.skipped, Skipped(case_id, reason, blamed)))
     return replace(
         report,
-        comparisons=(*report.comparisons, *comparisons),
+        comparisons=(*report.comparisons, *(replace(c, group=group) for c in comparisons)),
         assumptions=(*report.assumptions, *((case_id, a) for a in assumptions)),
         hardware=(*report.hardware, (case_id, run.hardware, run.hardware_why)),
     )
@@ -3289,6 +3310,7 @@ def report_from_dict(data: Any, where: str) -> ValidationReport:
                     float(row["predicted"]),
                     tuple(str(a) for a in row.get("assumed") or ()),
                     _figure_kind(row.get("kind", "end_to_end")),
+                    str(row.get("group") or ""),
                 )
             )
         for i, row in enumerate(data.get("skipped") or []):
@@ -3319,8 +3341,15 @@ def report_from_dict(data: Any, where: str) -> ValidationReport:
     )
 
 
-def format_report(report: ValidationReport) -> str:
-    """The table ``palmsim validate`` prints; ``*`` marks a figure resting on an assumption."""
+def _figures(n: int) -> str:
+    """``n`` figures, in words ("1 figure", "14 figures")."""
+    return f"{n} figure" if n == 1 else f"{n} figures"
+
+
+def format_report(report: ValidationReport, *, by_group: bool = False) -> str:
+    """The table ``palmsim validate`` prints; ``*`` marks a figure resting on an assumption.
+    ``by_group`` (``--by-group``) adds each case group's error under the mean
+    (:attr:`ValidationReport.errors_by_group`)."""
     width = max([len(c.case) for c in report.comparisons] + [4])
     lines = [
         f"{'case':<{width}}  {'metric':<22} {'measured':>10} {'predicted':>10} {'error':>8}",
@@ -3334,13 +3363,19 @@ def format_report(report: ValidationReport) -> str:
     lines.append(
         "mean absolute percentage error: no figure predicted"
         if mape is None
-        else f"mean absolute percentage error: {mape:.1f}% over {len(report.comparisons)} figures"
+        else f"mean absolute percentage error: {mape:.1f}% over {_figures(len(report.comparisons))}"
     )
     by_kind = report.errors_by_kind
     if len(by_kind) > 1:
         lines += [
-            f"  {FIGURE_KINDS[kind]}: {mape_k:.1f}% over {n} figures"
+            f"  {FIGURE_KINDS[kind]}: {mape_k:.1f}% over {_figures(n)}"
             for kind, (mape_k, n) in by_kind.items()
+        ]
+    if by_group and report.comparisons:
+        lines.append("  by case group, the largest summed miss first:")
+        lines += [
+            f"    {group or '(no group)'}: {mape_g:.1f}% over {_figures(n)}"
+            for group, (mape_g, n) in report.errors_by_group.items()
         ]
     marked = {c.case for c in report.comparisons if c.assumed}
     cases_of: dict[tuple[str, str, str], list[str]] = {}
