@@ -1525,18 +1525,15 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     if isinstance(model, Mapping) and "hidden" in model:
         out += _model_defaults(model)
         kv = _stated_decode_kv(scenario)
-        if kv is not None:
-            try:
-                positive_count(kv[1], kv[0])
-            except CannotExpressError:
-                out.append(
-                    (
-                        f"scenario.{kv[0]}",
-                        "the prompt's length",
-                        f"{kv[1]!r} is no token count: the decode figures taken at the first "
-                        "token after the prompt",
-                    )
+        if kv is not None and kv[2] is None:
+            out.append(
+                (
+                    f"scenario.{kv[0]}",
+                    "the prompt's length",
+                    f"{kv[1]!r} is no token count: the decode figures taken at the first "
+                    "token after the prompt",
                 )
+            )
     if hardware.strip() in FAMILY_SYSTEMS:
         out.append(
             (
@@ -2262,29 +2259,30 @@ def _inference(
     return out
 
 
-def _stated_decode_kv(scenario: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """``(key, value)`` of the KV length a row states its decode figures at:
+def _stated_decode_kv(scenario: Mapping[str, Any]) -> tuple[str, Any, int | None] | None:
+    """``(key, value, count)`` of the KV length a row states its decode figures at:
     ``kv_len_at_measurement``, else a ``context_len`` given beside ``prefill_len`` (a decode at
-    a longer context than the TTFT's prompt); None where it states neither."""
+    a longer context than the TTFT's prompt); ``count`` is the value read as a count (which
+    may carry its words, '1024 (after 896 generated tokens)', :func:`positive_count`), None
+    where no count reads from it ('prefill_len + 1'). None where the row states neither."""
     if scenario.get("kv_len_at_measurement") is not None:
-        return "kv_len_at_measurement", scenario["kv_len_at_measurement"]
-    if scenario.get("prefill_len") and scenario.get("context_len") is not None:
-        return "context_len", scenario["context_len"]
-    return None
+        key, value = "kv_len_at_measurement", scenario["kv_len_at_measurement"]
+    elif scenario.get("prefill_len") and scenario.get("context_len") is not None:
+        key, value = "context_len", scenario["context_len"]
+    else:
+        return None
+    try:
+        return key, value, positive_count(value, f"scenario.{key}")
+    except CannotExpressError:
+        return key, value, None
 
 
 def _decode_kv_len(scenario: Mapping[str, Any], prompt: int) -> int:
-    """The KV length a row's decode figures were measured at (:func:`_stated_decode_kv`; a
-    count may carry its words, '1024 (after 896 generated tokens)', :func:`positive_count`),
-    else the prompt (t/s/u at the first token after it), as for a length stated in words no
-    count reads from ('prefill_len + 1'; :func:`substitutions` marks it)."""
+    """The KV length a row's decode figures were measured at (:func:`_stated_decode_kv`), else
+    the prompt (t/s/u at the first token after it), as for a length no count reads from
+    (:func:`substitutions` marks it)."""
     stated = _stated_decode_kv(scenario)
-    if stated is None:
-        return prompt
-    try:
-        return positive_count(stated[1], f"scenario.{stated[0]}")
-    except CannotExpressError:
-        return prompt
+    return prompt if stated is None or stated[2] is None else stated[2]
 
 
 def _first(scenario: Mapping[str, Any], keys: tuple[str, ...], default: Any = None) -> Any:
