@@ -66,7 +66,7 @@ from palmsim.config.specs import (
 from palmsim.errors import ConfigError, MappingError, PalmsimError, value_repr
 from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
-from palmsim.hardware.compute import op_time_s
+from palmsim.hardware.compute import mesh_gemm_time_s, op_time_s
 from palmsim.units import format_quantity
 from palmsim.workload.builders import num_parameters, unmodelled_architecture
 
@@ -673,6 +673,23 @@ def _dram_bandwidth(hw: HardwareSpec) -> float:
 # ----------------------------------------------------------------------------- microbenchmarks
 
 
+def _mesh_gemm_columns(case: Mapping[str, Any], hw: HardwareSpec) -> list[float] | None:
+    """A GEMM microbenchmark's MeshGEMM terms on its core grid, the times ``tile.mesh_gemm``'s
+    four costs are multiplied by (:func:`mesh_gemm_time_s`): ``P`` steps, ``P Kt`` register
+    loads, ``P Kt Nt`` vector instructions and ``P Mt Kt Nt`` multiply-accumulates; None
+    where the chip runs no MeshGEMM or the GEMM has fewer rows than the grid (a GEMV)."""
+    if hw.tile.mesh_gemm is None:
+        return None
+    model, scenario = case["model"], case["scenario"]
+    m, k, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
+    rows, cols = _chip_grid(scenario.get("core_grid") or _system(case).get("parallelism"), hw)
+    if m < rows:
+        return None
+    steps = max(rows, cols)
+    mt, kt, nt = math.ceil(m / rows), math.ceil(k / steps), math.ceil(n / cols)
+    return [steps, steps * kt, steps * kt * nt, steps * mt * kt * nt]
+
+
 def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
     model, scenario, measured = case["model"], case["scenario"], case["measured"]
     m, k, n = (positive_count(model[d], f"GEMM {d}") for d in ("M", "K", "N"))
@@ -681,6 +698,21 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     rows, cols = _chip_grid(scenario.get("core_grid") or _system(case).get("parallelism"), hw)
     cores = rows * cols
     flop = 2.0 * m * k * n
+    mesh = hw.tile.mesh_gemm
+    if mesh is not None and m >= rows:
+        # a wafer's GEMM over the case's cores: a MeshGEMM (TileSpec.mesh_gemm)
+        time_s = mesh_gemm_time_s(
+            m,
+            k,
+            n,
+            mesh_rows=rows,
+            mesh_cols=cols,
+            step_s=mesh.step_s,
+            per_k_s=mesh.per_k_s,
+            per_column_s=mesh.per_column_s,
+            per_mac_s=mesh.per_mac_s,
+        )
+        return _time_or_rate(measured, "time_ns", 1e-9, time_s, _tflops_rate(flop))
     elem = DTYPE_BYTES[dtype]
     dram_bytes = sum(
         size * elem
@@ -2700,6 +2732,10 @@ def calibrate_tiles(
       traced)`` (:func:`_fit_host_dispatch`); ``tile.host_dispatch_tuned``: the tuned GEMMs
       timed both ways, alike.
 
+    - ``tile.mesh_gemm`` (its ``step``, ``per_k``, ``per_column`` and ``per_mac``): GEMMs
+      on a chip that runs them as MeshGEMMs, ``time = P (step + Kt per_k + Kt Nt per_column
+      + Mt Kt Nt per_mac)`` on their ``P x P`` cores (:func:`_fit_mesh_gemm`);
+
     - ``tile.auto_format_efficiency.<format>``: out-of-box GEMMs timed with trace (the
       device's time), the GEMM model above with the op latency above, their output's write
       after the math (:func:`_auto_output_bytes`) and their own efficiency.
@@ -2726,6 +2762,8 @@ def calibrate_tiles(
     ccl: list[tuple[str, int, int, float, float, int, float, bool, int]] = []
     # (case, FLOP at peak, time), by chunk regime: large (False) and small (True) chunks
     attention: dict[bool, list[tuple[str, float, float]]] = {}
+    # MeshGEMMs: (case, their terms (_mesh_gemm_columns), time)
+    mesh_terms: list[tuple[str, list[float], float]] = []
     unused: list[tuple[str, str]] = []
     for i, case in enumerate(cases):
         if not isinstance(case, Mapping):  # named as palmsim validate names it
@@ -2771,6 +2809,10 @@ def calibrate_tiles(
                         _measured(figures, "traced_time_ns") * 1e-9,
                     )
                 )
+            elif all(d in model for d in ("M", "K", "N")) and _mesh_gemm_columns(case, hw):
+                flop = 2.0 * math.prod(positive_count(model[d], f"GEMM {d}") for d in "MKN")
+                t_s = _measured_time_s(figures, "time_ns", 1e-9, _tflops_rate(flop))
+                mesh_terms.append((case_id, _mesh_gemm_columns(case, hw) or [], t_s))
             elif all(d in model for d in ("M", "K", "N")):
                 peak_s, one_s = _gemm_terms(case, hw)
                 flop = 2.0 * math.prod(positive_count(model[d], f"GEMM {d}") for d in "MKN")
@@ -2953,6 +2995,8 @@ def calibrate_tiles(
     if ccl:
         assert hw.wafer is not None
         fits += _fit_ccl(ccl, hw.wafer)
+    if mesh_terms:
+        fits += _fit_mesh_gemm(mesh_terms)
     kept = [f for f in fits if _physical(f)]
     unused += [
         (
@@ -2964,6 +3008,30 @@ def calibrate_tiles(
         if not _physical(f)
     ]
     return kept, unused
+
+
+#: ``tile.mesh_gemm``'s costs in the order of :func:`_mesh_gemm_columns`' terms.
+MESH_GEMM_KEYS = ("step", "per_k", "per_column", "per_mac")
+
+
+def _fit_mesh_gemm(timed: list[tuple[str, list[float], float]]) -> list[TileFit]:
+    """``tile.mesh_gemm``'s four costs from MeshGEMM microbenchmarks: the non-negative
+    coefficients of their terms (:func:`_mesh_gemm_columns`) minimising the squared relative
+    error of the time (:func:`_fit_collective`, a multiply-accumulate's always above zero);
+    none where the cases cannot separate them."""
+    columns = [[terms[j] for _, terms, _ in timed] for j in range(len(MESH_GEMM_KEYS))]
+    measured = [t for _, _, t in timed]
+    solution = _fit_collective(columns, measured, rates=(len(MESH_GEMM_KEYS) - 1,))
+    if solution is None:
+        return []
+    ids = tuple(c for c, _, _ in timed)
+    errors = tuple(
+        sum(c * x for c, x in zip(solution, terms, strict=True)) / t - 1 for _, terms, t in timed
+    )
+    return [
+        TileFit(f"tile.mesh_gemm.{key}", value, "time", ids, errors)
+        for key, value in zip(MESH_GEMM_KEYS, solution, strict=True)
+    ]
 
 
 #: The values a fitted number of each dimension can take, and their text: an efficiency is

@@ -85,6 +85,7 @@ from palmsim.config.specs import (
     MappingSpec,
     MemoryKernelSpec,
     MemoryOpsSpec,
+    MeshGemmSpec,
     ModelSpec,
     RunSpec,
     SchedulerSpec,
@@ -597,6 +598,25 @@ def _gemm_rule() -> Rule:
     )
 
 
+def _mesh_gemm_rule() -> Rule:
+    """``tile.mesh_gemm``: a MeshGEMM's per-step costs, each a time a core spends."""
+    schema: Schema = {
+        "step": _quantity_rule("time", positive=False),
+        "per_k": _quantity_rule("time", positive=False),
+        "per_column": _quantity_rule("time", positive=False),
+        "per_mac": _quantity_rule("time", positive=False),
+    }
+    return _section_rule(
+        schema,
+        lambda v: MeshGemmSpec(
+            step_s=v["step"],
+            per_k_s=v["per_k"],
+            per_column_s=v["per_column"],
+            per_mac_s=v["per_mac"],
+        ),
+    )
+
+
 def _memory_kernel_schema() -> Schema:
     """A memory-bound kernel's ``bandwidth`` and ``launch_latency``."""
     return {
@@ -1023,8 +1043,21 @@ def _check_assumed_keys(raw: Mapping[str, Any], where: str) -> list[ConfigProble
     return [
         ConfigProblem(where, f"assumptions.{key}", why, "a dotted key of a value in this file")
         for key, why in assumed.items()
-        if _assumed_value(raw, str(key)) is None
+        if _assumed_value(raw, str(key)) is None and not _switched_off(raw, str(key))
     ]
+
+
+def _switched_off(raw: Mapping[str, Any], dotted: str) -> bool:
+    """Whether a section holding ``dotted`` is null (turned off, e.g. ``--set
+    hw.tile.mesh_gemm=null``): its assumed values then take no part in the run."""
+    node: Any = raw
+    for part in dotted.split(".")[:-1]:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+        if node is None:
+            return True
+    return False
 
 
 def hardware_assumptions(path: str | Path) -> tuple[tuple[str, Any, str], ...]:
@@ -1097,6 +1130,7 @@ def hardware_schema(kind: str) -> Schema:
             "compute_efficiency": _float_rule(0.0, 1.0, low_open=True, high_open=False),
             "gemm": _gemm_rule(),
             "memory_ops": _memory_ops_rule(),
+            "mesh_gemm": _mesh_gemm_rule(),
             "fidelity_passes": _table_rule(
                 MATH_FIDELITIES, _passes, "an int >= 1", "{LoFi: 1, HiFi2: 2, HiFi4: 4}"
             ),
@@ -2002,6 +2036,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         compute_efficiency=tile_v["compute_efficiency"],
         gemm=tile_v.get("gemm"),
         memory_ops=tile_v.get("memory_ops"),
+        mesh_gemm=tile_v.get("mesh_gemm"),
         fidelity_passes=tile_v.get("fidelity_passes", ()),
         format_efficiency=tile_v.get("format_efficiency", ()),
         auto_format_efficiency=tile_v.get("auto_format_efficiency", ()),
@@ -2068,6 +2103,10 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             inter_node=LinkSpec(node_link["bandwidth"], node_link["latency"]),
             inter_node_efficiency=node_link.get("efficiency", 1.0),
         )
+    if wafer is not None and tile.mesh_gemm is not None:
+        # a spec written coarse (chip.unit_grid) runs its GEMMs over each unit's cores
+        mesh_gemm = dataclasses.replace(tile.mesh_gemm, mesh=(wafer.unit_rows, wafer.unit_cols))
+        tile = dataclasses.replace(tile, mesh_gemm=mesh_gemm)
     spec = HardwareSpec(
         name=values["name"],
         kind=kind,
@@ -2115,6 +2154,10 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
                 for name, m in mem.kinds
             ),
         )
+    mesh_gemm = t.mesh_gemm
+    if mesh_gemm is not None:
+        rows, cols = mesh_gemm.mesh
+        mesh_gemm = dataclasses.replace(mesh_gemm, mesh=(rows * kr, cols * kc))
     tile = dataclasses.replace(
         t,
         peak_flop_per_s=tuple((dtype, rate * area) for dtype, rate in t.peak_flop_per_s),
@@ -2122,6 +2165,7 @@ def coarsen(spec: HardwareSpec, granularity: tuple[int, int]) -> HardwareSpec:
         sram_bandwidth_bytes_per_s=t.sram_bandwidth_bytes_per_s * area,
         gemm=gemm,
         memory_ops=mem,
+        mesh_gemm=mesh_gemm,
     )
     # DRAM channels per unit of one die: each channel's unit, then merged per unit.
     if d.placement == "positions":
@@ -2965,6 +3009,13 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
         raw["dram"]["banks"] = d.banks
     if d.interleaved_read_efficiency != 1.0:
         raw["dram"]["interleaved_read_efficiency"] = d.interleaved_read_efficiency
+    if t.mesh_gemm is not None:  # its mesh is the unit's (chip.unit_grid)
+        raw["tile"]["mesh_gemm"] = {
+            "step": format_exact(t.mesh_gemm.step_s, "time"),
+            "per_k": format_exact(t.mesh_gemm.per_k_s, "time"),
+            "per_column": format_exact(t.mesh_gemm.per_column_s, "time"),
+            "per_mac": format_exact(t.mesh_gemm.per_mac_s, "time"),
+        }
     if t.fidelity_passes:
         raw["tile"]["fidelity_passes"] = dict(t.fidelity_passes)
     if t.format_efficiency:

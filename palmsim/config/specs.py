@@ -50,6 +50,7 @@ __all__ = [
     "MappingSpec",
     "MemoryKernelSpec",
     "MemoryOpsSpec",
+    "MeshGemmSpec",
     "ModelSpec",
     "RunSpec",
     "SchedulerSpec",
@@ -376,6 +377,33 @@ class MemoryOpsSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class MeshGemmSpec:
+    """A GEMM run as a MeshGEMM over a square mesh of cores (He et al., WaferLLM, OSDI'25,
+    Sec. 5: a Cannon-style algorithm whose operands shift one or two hops a step).
+
+    On a ``P x P`` mesh ``C[M, N] = A[M, K] @ B[K, N]`` takes ``P`` steps; in each, every core
+    multiplies its ``Mt x Kt`` block of A by its ``Kt x Nt`` block of B (``Mt = M / P`` and
+    so on, rounded up) while the next blocks arrive. The released kernel
+    (MeshInfra/WaferLLM MeshGEMM/WSE-3/src/meshgemm.csl) runs a step as ``Kt`` loads of its
+    operand registers, each followed by ``Nt`` vector multiply-accumulates (``fmach``) of
+    ``Mt`` elements, so a step costs
+    ``step + Kt * per_k + Kt * Nt * per_column + Mt * Kt * Nt * per_mac``
+    (:func:`palmsim.hardware.compute.mesh_gemm_time_s`). Times, per core and never scaled by
+    ``chip.granularity``: a simulated tile of ``k x k`` cores is the mesh its GEMMs run on.
+    """
+
+    step_s: float = _f("fixed time of one step: its task switch and operand shifts [s]")
+    per_k_s: float = _f("time per row of B a step works through (a register load) [s]")
+    per_column_s: float = _f("time per vector multiply-accumulate a step issues [s]")
+    per_mac_s: float = _f("time per multiply-accumulate of a vector instruction [s]")
+    mesh: tuple[int, int] = _f(
+        "cores of the mesh a simulated tile's GEMM runs over, [rows, columns]: the tile's own "
+        "(chip.granularity)",
+        default=(1, 1),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class TileSpec:
     """A compute tile (or a GPU, which palmsim models as one tile with HBM behind it)."""
 
@@ -396,6 +424,11 @@ class TileSpec:
     memory_ops: MemoryOpsSpec | None = _f(
         "memory-bound kernels run one by one at this bandwidth; null (absent): their bytes overlap "
         "with the step's compute",
+        default=None,
+    )
+    mesh_gemm: MeshGemmSpec | None = _f(
+        "a GEMM with at least as many rows as the tile has rows of cores runs as a MeshGEMM "
+        "over them (a prefill's, not a decode step's GEMVs); null (absent): the roofline",
         default=None,
     )
     fidelity_passes: tuple[tuple[str, int], ...] = _f(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["gemm_efficiency", "gemm_terms_s", "gemm_time_s", "op_time_s"]
+__all__ = ["gemm_efficiency", "gemm_terms_s", "gemm_time_s", "mesh_gemm_time_s", "op_time_s"]
 
 
 def op_time_s(
@@ -146,3 +146,37 @@ def gemm_time_s(
         launch_latency_s=launch_latency_s,
     )
     return launch_s + max(compute_s, memory_s)
+
+
+def mesh_gemm_time_s(
+    m: float,
+    k: float,
+    n: float,
+    *,
+    batch: float = 1,
+    mesh_rows: int,
+    mesh_cols: int,
+    step_s: float,
+    per_k_s: float,
+    per_column_s: float,
+    per_mac_s: float,
+) -> float:
+    """Time of ``batch`` GEMMs ``C[m, n] = A[m, k] @ B[k, n]``, each a MeshGEMM over a mesh of
+    ``mesh_rows x mesh_cols`` cores [s].
+
+    MeshGEMM (He et al., WaferLLM, OSDI'25, Sec. 5.2; MeshInfra/WaferLLM
+    MeshGEMM/WSE-3/src/meshgemm.csl) gives every core an ``Mt x Kt`` block of A and a
+    ``Kt x Nt`` block of B and runs ``P`` steps, each multiplying the blocks in hand while
+    the next arrive, ``P = max(mesh_rows, mesh_cols)`` (the square meshes WaferLLM runs;
+    ``Mt = ceil(m / mesh_rows)``, ``Kt = ceil(k / P)``, ``Nt = ceil(n / mesh_cols)``). A step
+    loads its registers once per row of its B block and issues one vector multiply-accumulate
+    of ``Mt`` elements per element of that row:
+
+        batch * P * (step_s + Kt * per_k_s + Kt * Nt * per_column_s + Mt * Kt * Nt * per_mac_s)
+    """
+    steps = max(mesh_rows, mesh_cols)
+    mt = math.ceil(m / mesh_rows)
+    kt = math.ceil(k / steps)
+    nt = math.ceil(n / mesh_cols)
+    step = step_s + kt * per_k_s + kt * nt * per_column_s + mt * kt * nt * per_mac_s
+    return batch * steps * step

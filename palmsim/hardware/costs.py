@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from palmsim.hardware.compute import gemm_terms_s, op_time_s
+from palmsim.hardware.compute import gemm_terms_s, mesh_gemm_time_s, op_time_s
 from palmsim.workload.fp8 import amax_update_bytes
 
 if TYPE_CHECKING:
@@ -84,9 +84,21 @@ class PassCost:
 
 def _roofline_op(op: Op, flop: float, tile: TileSpec) -> bool:
     """Whether ``op`` is costed by the roofline (no GEMM model for it or, a fused attention,
-    for its products, not a memory-bound op of a tile with ``memory_ops``)."""
+    for its products, not a MeshGEMM, not a memory-bound op of a tile with ``memory_ops``)."""
     gemm = (op.gemm_shape is not None or op.kind == "attention") and tile.gemm is not None
-    return not gemm and not (flop == 0.0 and tile.memory_ops is not None)
+    mesh = _mesh_gemm_op(op, tile)
+    return not gemm and not mesh and not (flop == 0.0 and tile.memory_ops is not None)
+
+
+def _mesh_gemm_op(op: Op, tile: TileSpec) -> bool:
+    """Whether ``op`` runs as a MeshGEMM (``tile.mesh_gemm``): a matmul with at least as many
+    rows as the tile has rows of cores, so that every core holds a block of its rows (WaferLLM's
+    prefill; a decode step's few rows are GEMVs, MeshGEMV's, and keep the roofline)."""
+    return (
+        tile.mesh_gemm is not None
+        and op.gemm_shape is not None
+        and op.gemm_shape[1] >= tile.mesh_gemm.mesh[0]
+    )
 
 
 def gemm_operand_bandwidth_bytes_per_s(hw: HardwareSpec) -> float:
@@ -123,6 +135,8 @@ def op_pass_time_s(
     - A matmul on a tile with a GEMM model: :func:`gemm_time_s` of its forward product, or of
       the two backward products ``dA[m,k] = dC[m,n]·Bᵀ`` and ``dB[k,n] = Aᵀ·dC[m,n]``
       (``part``: ``dgrad`` is the first alone, ``wgrad`` the second, ``both`` their sum).
+    - A matmul on a tile with ``mesh_gemm`` and at least a row of it per row of cores:
+      :func:`mesh_gemm_time_s` of the same products, plus ``tile.op_latency_s`` a kernel.
     - A memory-bound op on a tile with ``memory_ops``: its kernels of the pass moving all its
       bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
       of its kind (a fused op's pass launches none and takes no time).
@@ -190,6 +204,33 @@ def op_pass_time_s(
             return dgrad[0] + wgrad[0], dgrad[1] + wgrad[1], dgrad[2] + wgrad[2]
         time_s, launch_s, flop_s = gemm(m, k, n, op.bytes_fwd + op.weight_bytes)
         return time_s, launch_s, flop_s
+    if _mesh_gemm_op(op, tile):
+        assert op.gemm_shape is not None and tile.mesh_gemm is not None
+        mesh = tile.mesh_gemm
+        batch, m, k, n = op.gemm_shape
+
+        def product(rows: float, inner: float, cols: float) -> float:
+            return mesh_gemm_time_s(
+                rows,
+                inner,
+                cols,
+                batch=batch,
+                mesh_rows=mesh.mesh[0],
+                mesh_cols=mesh.mesh[1],
+                step_s=mesh.step_s,
+                per_k_s=mesh.per_k_s,
+                per_column_s=mesh.per_column_s,
+                per_mac_s=mesh.per_mac_s,
+            )
+
+        if phase == "B":  # the two backward products, as a GEMM model's above
+            math_s = (product(m, n, k) if part != "wgrad" else 0.0) + (
+                product(k, m, n) if part != "dgrad" else 0.0
+            )
+        else:
+            math_s = product(m, k, n)
+        launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
+        return math_s + launch_s, launch_s, math_s
     if op.kind == "attention" and tile.gemm is not None:
         # A fused attention core at the kernel's measured fraction of peak in this pass
         # (gemm.attention_*_efficiency; without one, ASSUMPTION: the GEMM model's

@@ -1,0 +1,142 @@
+"""MeshGEMM (WaferLLM's GEMM over a P x P mesh of cores, ``tile.mesh_gemm``) against closed
+forms derived by hand: P steps, each ``step + Kt per_k + Kt Nt per_column + Mt Kt Nt per_mac``
+for a core's ``Mt x Kt`` and ``Kt x Nt`` blocks."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+
+from palmsim.config.loader import coarsen, load_hardware, spec_to_raw
+from palmsim.config.specs import MeshGemmSpec
+from palmsim.hardware.compute import mesh_gemm_time_s
+from palmsim.hardware.costs import op_pass_time_s
+from palmsim.tile_cases import calibrate_tiles, predict
+from palmsim.workload.ops import make_op, matmul_cost
+from tests.conftest import wafer_spec
+
+#: Costs chosen for the hand computations [s].
+STEP_S, PER_K_S, PER_COLUMN_S, PER_MAC_S = 100e-9, 40e-9, 2e-9, 0.25e-9
+
+
+def _mesh(rows: int = 1, cols: int = 1) -> MeshGemmSpec:
+    return MeshGemmSpec(STEP_S, PER_K_S, PER_COLUMN_S, PER_MAC_S, mesh=(rows, cols))
+
+
+def test_a_mesh_gemm_is_its_steps_times_a_step():
+    """On 4 x 4 cores, C[8, 4] = A[8, 12] @ B[12, 4]: blocks Mt = 2, Kt = 3, Nt = 1, so 4 steps
+    of 100 + 3 x 40 + 3 x 2 + 6 x 0.25 = 227.5 ns: 910 ns; three such products 2730 ns. A
+    dimension the mesh does not divide rounds its block up: K = 13 gives Kt = 4."""
+
+    def time_s(m: int, k: int, n: int, batch: int = 1) -> float:
+        return mesh_gemm_time_s(
+            m, k, n, batch=batch, mesh_rows=4, mesh_cols=4, step_s=STEP_S, per_k_s=PER_K_S,
+            per_column_s=PER_COLUMN_S, per_mac_s=PER_MAC_S,
+        )  # fmt: skip
+
+    assert time_s(8, 12, 4) == pytest.approx(910e-9)
+    assert time_s(8, 12, 4, batch=3) == pytest.approx(3 * 910e-9)
+    step = 100 + 4 * 40 + 4 * 2 + 8 * 0.25
+    assert time_s(8, 13, 4) == pytest.approx(4 * step * 1e-9)
+
+
+def _tile(rows: int):
+    return dataclasses.replace(wafer_spec().tile, mesh_gemm=_mesh(rows, rows))
+
+
+def test_a_prefill_gemm_runs_as_a_mesh_gemm_and_a_decode_gemv_on_the_roofline():
+    """On a tile of 8 x 8 cores: a 64-token product [64, 256] @ [256, 512] is a MeshGEMM of 8
+    steps, Mt = 8, Kt = 32, Nt = 64 (its backward the two products dgrad [64, 512] @ [512,
+    256] and wgrad [256, 64] @ [64, 512]); one token's (a decode step's GEMV, fewer rows than
+    the mesh) is the roofline, 2 x 256 x 512 FLOP at the tile's 16 TFLOP/s."""
+    tile = _tile(8)
+    cost = matmul_cost(64, 256, 512, dtype_bytes=2, has_weight=True)
+    op = make_op("fc1", "matmul", cost, params=256 * 512, dtype_bytes=2)
+
+    def by_hand(mt: int, kt: int, nt: int) -> float:
+        return 8 * (STEP_S + kt * PER_K_S + kt * nt * PER_COLUMN_S + mt * kt * nt * PER_MAC_S)
+
+    time_s, launch_s, _ = op_pass_time_s(op, "F", op.flop_fwd, 0.0, 0.0, tile, 16e12, 2e12)
+    assert launch_s == 0.0
+    assert time_s == pytest.approx(by_hand(8, 32, 64))
+    back_s, _, _ = op_pass_time_s(op, "B", op.flop_bwd, 0.0, 0.0, tile, 16e12, 2e12)
+    assert back_s == pytest.approx(by_hand(8, 64, 32) + by_hand(32, 8, 64))
+    gemv = make_op(
+        "fc1", "matmul", matmul_cost(1, 256, 512, dtype_bytes=2, has_weight=True),
+        params=256 * 512, dtype_bytes=2,
+    )  # fmt: skip
+    gemv_s, _, _ = op_pass_time_s(gemv, "F", gemv.flop_fwd, 0.0, 0.0, tile, 16e12, 2e12)
+    assert gemv_s == pytest.approx(2 * 256 * 512 / 16e12)
+
+
+def test_a_region_of_cores_is_the_mesh_its_gemms_run_over():
+    """A core's MeshGEMM costs are per core: coarsened to 2 x 2 regions they stay, and the
+    mesh becomes the region's 2 x 2 cores, which a written spec (chip.unit_grid) keeps."""
+    fine = dataclasses.replace(wafer_spec(dies=(1, 1)), tile=_tile(1))
+    coarse = coarsen(fine, (2, 2))
+    assert coarse.tile.mesh_gemm == _mesh(2, 2)
+    raw = spec_to_raw(coarse)
+    assert raw["chip"]["unit_grid"] == [2, 2]
+    assert "mesh" not in raw["tile"]["mesh_gemm"]
+
+
+def _gemm_case(p: int, m: int, k: int, n: int, time_ns: float) -> dict:
+    return {
+        "id": f"mesh_{p}_{m}_{k}_{n}",
+        "hardware": {"hw_spec_ref": "cerebras_wse3", "system": {"chips": 1}},
+        "model": {"name": "GEMM", "M": m, "K": k, "N": n},
+        "scenario": {"phase": "GEMM microbenchmark", "core_grid": f"{p}x{p}", "dtype": "fp16"},
+        "measured": {"time_ns": time_ns},
+    }
+
+
+def test_calibrate_tiles_recovers_the_mesh_gemm_costs_by_hand():
+    """Five MeshGEMMs on a CS-3 timed at the costs above (P steps of step + Kt per_k + Kt Nt
+    per_column + Mt Kt Nt per_mac, by hand) give those four costs back exactly, each a
+    ``tile.mesh_gemm`` key; predict times a case at the config's costs by the same sum."""
+    shapes = [
+        (16, 16, 16, 16, (1, 1, 1)),
+        (16, 128, 128, 128, (8, 8, 8)),
+        (80, 160, 640, 80, (2, 8, 1)),
+        (144, 144, 1152, 432, (1, 8, 3)),
+        (720, 5760, 1440, 2160, (8, 2, 3)),
+    ]
+    cases = []
+    for p, m, k, n, (mt, kt, nt) in shapes:
+        step = STEP_S + kt * PER_K_S + kt * nt * PER_COLUMN_S + mt * kt * nt * PER_MAC_S
+        cases.append(_gemm_case(p, m, k, n, p * step * 1e9))
+    fits, _ = calibrate_tiles(cases, "hw_configs/cerebras-wse3.yaml")
+    by_key = {f.key: f.value for f in fits}
+    assert by_key == pytest.approx(
+        {
+            "tile.mesh_gemm.step": STEP_S,
+            "tile.mesh_gemm.per_k": PER_K_S,
+            "tile.mesh_gemm.per_column": PER_COLUMN_S,
+            "tile.mesh_gemm.per_mac": PER_MAC_S,
+        },
+        rel=1e-9,
+    )
+    mesh = load_hardware("hw_configs/cerebras-wse3.yaml").tile.mesh_gemm
+    assert mesh is not None
+    step = mesh.step_s + 2 * mesh.per_k_s + 6 * mesh.per_column_s + 48 * mesh.per_mac_s
+    case = copy.deepcopy(cases[-1])
+    ((metric, _, predicted_ns),) = predict(case)
+    assert metric == "time_ns"
+    assert predicted_ns == pytest.approx(720 * step * 1e9, rel=1e-12)
+
+
+def test_the_wse2_runs_the_wse3_mesh_gemm_at_half_its_simd_width():
+    """The WSE-2's MeshGEMM costs are the WSE-3's fit, a multiply-accumulate's time doubled
+    (a 4-wide FP16 SIMD unit against the WSE-3's 8)."""
+    wse2 = load_hardware("hw_configs/cerebras-wse2.yaml").tile.mesh_gemm
+    wse3 = load_hardware("hw_configs/cerebras-wse3.yaml").tile.mesh_gemm
+    assert wse2 is not None and wse3 is not None
+    assert wse2.per_mac_s == pytest.approx(2 * wse3.per_mac_s)
+    assert (wse2.step_s, wse2.per_k_s, wse2.per_column_s) == (
+        wse3.step_s,
+        wse3.per_k_s,
+        wse3.per_column_s,
+    )
+    assert wse2.mesh == wse3.mesh == (30, 30)  # the configs' regions of 30 x 30 cores
