@@ -1533,7 +1533,17 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     if cores is not None:
-        sides = {int(a) for a in re.findall(r"(\d+)\s*x\s*\d+", str(cores))}
+        # a prefill of MeshGEMMs runs on its whole grid, one region (_wafer_simulate)
+        mesh = False
+        with contextlib.suppress(CannotExpressError, ConfigError):
+            mesh = load_hardware(_hardware_path(case)).tile.mesh_gemm is not None
+        sides = set()
+        for phase in ("decode",) if mesh else ("prefill", "decode"):
+            found = re.search(phase + r"\s+(\d+)\s*x", str(cores)) or re.match(
+                r"\s*(\d+)\s*x\s*\d+\s*$", str(cores)
+            )
+            if found:
+                sides.add(int(found.group(1)))
         for side in sorted(x for x in sides if x % WAFER_REGIONS):
             kept = side // WAFER_REGIONS * WAFER_REGIONS
             out.append(
@@ -1896,14 +1906,15 @@ def _simulate(
 #: all 16 (the layer on every one of its cores, as WaferLLM's fine-grained partition). A side
 #: that 4 does not divide (WaferLLM's 375 and 750) is simulated rounded down to a multiple of
 #: 4, at most 3 rows and columns of cores left out (:func:`substitutions` marks it).
-WAFER_REGIONS = 4
-WAFER_TP = WAFER_REGIONS**2
 #: WaferLLM's layer is tensor-parallel over both axes of its grid: MeshGEMM and MeshGEMV tile
 #: every weight over the P x P cores and reduce partial sums along a row or a column (He et
 #: al., OSDI'25, Secs. 5.3 and 6.2; Decode/WSE-2/src/decode.csl: each core holds dim/P x dim/P
 #: of Q, K, V and O and dim/P x ffn/P of the MLP, and every GEMV ends in an all-reduce along
-#: x or y), so its 4 x 4 regions run 2-D tensor parallelism (``mapping.tp_2d``).
-WAFER_TP_2D = (WAFER_REGIONS, WAFER_REGIONS)
+#: x or y), so its 4 x 4 regions run 2-D tensor parallelism (``mapping.tp_2d``). A prefill on
+#: a chip that runs MeshGEMMs (``tile.mesh_gemm``) is one region: the measured step costs of
+#: the GEMM hold its shifts between cores.
+WAFER_REGIONS = 4
+WAFER_TP = WAFER_REGIONS**2
 
 
 def _wafer_grids(
@@ -1949,8 +1960,9 @@ def _wafer_grids(
     return grids
 
 
-def waferllm_model(model: ModelSpec, side: int) -> ModelSpec:
-    """The layer WaferLLM's released programs run for ``model`` on ``side x side`` cores.
+def waferllm_model(model: ModelSpec, side: int, regions: int = WAFER_REGIONS) -> ModelSpec:
+    """The layer WaferLLM's released programs run for ``model`` on ``side x side`` cores,
+    simulated as ``regions x regions`` tensor-parallel tiles (:func:`_wafer_simulate`).
 
     - One attention head of the model's width (``n_heads = n_kv_heads = 1``, ``head_dim =
       dim``; MeshInfra/WaferLLM Decode/WSE-2/launch_sim.py and Prefill/WSE-2/launch_sim.py
@@ -1965,14 +1977,16 @@ def waferllm_model(model: ModelSpec, side: int) -> ModelSpec:
       (Decode/WSE-3/model_config/llama8B_4k_controlled_16_360.json @6bd086a: ``dim`` 4320,
       ``ffn_dim`` 14400, ``seq_len`` 4320 for LLaMA3-8B's 4096, 14336 and 4k on 360x360).
       The head width is the padded ``dim`` over the heads, rounded up to a whole number,
-      the MLP width is rounded up to a multiple of :data:`WAFER_TP` as TP splits it, and
-      ``dim`` to a multiple of the 4 region columns that split it (2-D TP; only a side 4
-      does not divide, as 375 and 750, needs it: 5250 becomes 5252).
+      the MLP width is rounded up to a multiple of the TP ranks (``regions^2``, as TP
+      splits it), and ``dim`` to a multiple of the region columns that split it (2-D TP;
+      only a side 4 does not divide, as 375 and 750, needs it: 5250 becomes 5252).
+    - One region (``regions`` 1, a prefill of MeshGEMMs): one head of the model's width,
+      as the programs run it.
     """
-    dim = _padded(_padded(model.hidden_size, side), WAFER_REGIONS)
-    # then to a multiple of the 16 TP ranks that split it (at most 15 columns more)
-    ffn = _padded(_padded(model.intermediate_size, side), WAFER_TP)
-    heads = WAFER_TP
+    dim = _padded(_padded(model.hidden_size, side), regions)
+    # then to a multiple of the TP ranks that split it (at most 15 columns more)
+    heads = regions * regions
+    ffn = _padded(_padded(model.intermediate_size, side), heads)
     return dataclasses.replace(
         model,
         hidden_size=dim,
@@ -1996,9 +2010,13 @@ def _wafer_simulate(
     *,
     pipeline: bool,
     user: Sequence[str] = (),
+    regions: int = WAFER_REGIONS,
 ) -> dict[str, float]:
     """A wafer phase, one layer on ``grid`` cores, times the model's layers: a layer's time is
     the difference of a two-layer and a one-layer run (no embedding, LM head or fixed cost).
+    The layer's cores are simulated as ``regions x regions`` tiles, tensor-parallel over all
+    of them (2-D on WaferLLM's grid): one tile for a prefill of MeshGEMMs, whose every GEMM
+    spans the whole grid (``tile.mesh_gemm``).
 
     - ``pipeline`` False, WaferLLM: its released benchmark programs hold one layer's weights
       on the P x P cores and time its steps (Decode/WSE-2/launch_sim.py, Prefill/WSE-2/
@@ -2006,32 +2024,33 @@ def _wafer_simulate(
       the repeats), and the paper scales layer subsets for its larger models (He et al.,
       OSDI'25, Sec. 7.1: "we evaluate a subset of layers and scale the results"): both runs
       on the same cores, and the whole model need not fit in them at once; the layer is 2-D
-      tensor parallel over the 4 x 4 regions (:data:`WAFER_TP_2D`).
+      tensor parallel over the regions (:data:`WAFER_REGIONS`).
     - ``pipeline`` True, a layer pipeline (every layer on its own ``grid``): the two layers
       run as two stages on two such grids, so a layer's time includes its hand-over to the
       next.
     """
-    # whole 4 x 4 regions: a side 4 does not divide loses at most 3 rows or columns of cores
-    r, c = (side // WAFER_REGIONS * WAFER_REGIONS for side in grid)
+    # whole regions: a side 4 does not divide loses at most 3 rows or columns of cores
+    r, c = (side // regions * regions for side in grid)
+    ranks = regions * regions
 
     def run(layers: int) -> dict[str, Any]:
         stages = layers if pipeline else 1
         overrides = [
             f"hw.chip.cores=[{r * stages}, {c}]",
-            f"hw.chip.granularity=[{r // WAFER_REGIONS}, {c // WAFER_REGIONS}]",
+            f"hw.chip.granularity=[{r // regions}, {c // regions}]",
             *user,
         ]
         mapping = MappingSpec(
             pp=stages,
-            tp=WAFER_TP,
+            tp=ranks,
             dp=1,
             micro_batch_size=inference.batch,
             # a layer pipeline (Cerebras's own service) has no published partition: 1-D
-            tp_2d=None if pipeline else WAFER_TP_2D,
+            tp_2d=None if pipeline or ranks == 1 else (regions, regions),
         )
         # the embedding and the LM head cancel in the difference: a vocabulary of one entry
         # per rank keeps them from crowding a layer's cores
-        layer_model = dataclasses.replace(model, num_hidden_layers=layers, vocab_size=WAFER_TP)
+        layer_model = dataclasses.replace(model, num_hidden_layers=layers, vocab_size=ranks)
         return _simulate(hw_path, overrides, layer_model, inference, mapping)
 
     one, two = run(1), run(2)
@@ -2192,6 +2211,8 @@ def _inference(
             else "split",
             logits_to_host=_demo_logits_to_host(code),
             prefill_reduce_dtypes=prefill_reduce_dtypes(code),
+            # WaferLLM's programs multiply Q, K, V, gate and up apart (prefill.csl)
+            fused_projections=not (wafer and scenario.get("cores") is not None),
         )
 
     def simulate(
@@ -2209,11 +2230,21 @@ def _inference(
                 raise CannotExpressError(f"WaferLLM's programs run on P x P cores, not {grid}")
             # its sequence is padded as its dimensions are (waferllm_model)
             spec = dataclasses.replace(spec, prompt_len=_padded(spec.prompt_len, side))
+            # a prefill's GEMMs each span the whole grid where the chip runs MeshGEMMs
+            regions = 1 if phase == "prefill" and hw.tile.mesh_gemm is not None else None
             layer = dataclasses.replace(
-                waferllm_model(model, side),
+                waferllm_model(model, side, regions or WAFER_REGIONS),
                 max_position_embeddings=spec.prompt_len + spec.output_len + 1,
             )
-            return _wafer_simulate(hw_path, grid, layer, spec, pipeline=False, user=user)
+            return _wafer_simulate(
+                hw_path,
+                grid,
+                layer,
+                spec,
+                pipeline=False,
+                user=user,
+                regions=regions or WAFER_REGIONS,
+            )
         share = replica_share(requests)
         # a prefill run (its TTFT) takes the prefill's own hardware settings; a decode run's
         # step is the decode's

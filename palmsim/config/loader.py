@@ -1519,6 +1519,7 @@ def _inference_schema() -> Schema:
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
         "logits_to_host": _choice_rule(LOGITS_TO_HOST),
+        "fused_projections": _bool_rule(),
         "prefill_reduce_dtypes": _table_rule(
             REDUCED_BLOCKS,
             lambda v: v if v in _STORED_DTYPES else None,

@@ -1472,6 +1472,15 @@ class InferenceSpec:
         "sampling, whose device argmax served one request a data-parallel group)",
         default="none",
     )
+    fused_projections: bool = _f(
+        "the serving code multiplies the query, key and value projections as one GEMM, and "
+        "a gated MLP's gate and up projections as one (vLLM's QKVParallelLinear and "
+        "MergedColumnParallelLinear, Megatron's fused QKV); false: each its own GEMM of an "
+        "equal share of the columns, as WaferLLM's prefill does (MeshInfra/WaferLLM "
+        "Prefill/WSE-2/src/prefill.csl: Q, K, V, up and gate weights apart), which matters "
+        "where a GEMM's cost has a fixed part per product (tile.mesh_gemm)",
+        default=True,
+    )
 
     def prefill_passes(self) -> tuple[int, int]:
         """``(tokens, passes)``: the prompt prefilled in ``passes`` passes of ``tokens`` new

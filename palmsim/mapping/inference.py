@@ -130,6 +130,7 @@ from palmsim.workload.builders import (
     embedding_block,
     head_block,
     layer_blocks,
+    separate_projections,
 )
 from palmsim.workload.ops import Op
 
@@ -596,6 +597,8 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
                 expert_slots=None if key is None else key[0],
                 touched_experts=None if key is None else key[1],
             )  # fmt: skip
+            if not inf.fused_projections:
+                blocks = tuple(separate_projections(b, model) for b in blocks)
             built[key] = tuple(
                 storage(fused_experts(_split(b, ways, whole) if ways > 1 else b)) for b in blocks
             )

@@ -85,6 +85,7 @@ __all__ = [
     "mtp_units",
     "num_active_parameters",
     "num_parameters",
+    "separate_projections",
     "unmodelled_architecture",
 ]
 
@@ -396,6 +397,28 @@ def _sequence_sharded(block: Block, tp: int) -> Block:
             )
         ops.append(op)
     return dataclasses.replace(block, ops=tuple(ops))
+
+
+def separate_projections(block: Block, model: ModelSpec) -> Block:
+    """``block`` with its fused projections as separate GEMMs (``inference.fused_projections``
+    false): QKV as its query, key and value products (and the output gate's, where the model
+    has one), a gated MLP's fc1 as its gate and up products, each an equal share of the
+    columns (exact where the shares are equal: WaferLLM runs K and V as wide as Q). Their
+    FLOP, bytes and parameters do not change; the GEMM shape counts the products in its batch
+    dimension."""
+    parts = {
+        "qkv": 4 if model.attention_output_gate else 3,
+        "fc1": 2 if model.hidden_act in _GATED_ACTIVATIONS else 1,
+    }
+
+    def op(o: Op) -> Op:
+        k = parts.get(o.name, 1)
+        if k == 1 or o.gemm_shape is None:
+            return o
+        batch, m, inner, n = o.gemm_shape
+        return dataclasses.replace(o, gemm_shape=(batch * k, m, inner, n / k))
+
+    return dataclasses.replace(block, ops=tuple(op(o) for o in block.ops))
 
 
 def layer_blocks(

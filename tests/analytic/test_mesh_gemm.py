@@ -10,10 +10,11 @@ import dataclasses
 import pytest
 
 from palmsim.config.loader import coarsen, load_hardware, spec_to_raw
-from palmsim.config.specs import MeshGemmSpec
+from palmsim.config.specs import MeshGemmSpec, ModelSpec
 from palmsim.hardware.compute import mesh_gemm_time_s
 from palmsim.hardware.costs import op_pass_time_s
 from palmsim.tile_cases import calibrate_tiles, predict
+from palmsim.workload.builders import separate_projections
 from palmsim.workload.ops import make_op, matmul_cost
 from tests.conftest import wafer_spec
 
@@ -80,6 +81,34 @@ def test_a_region_of_cores_is_the_mesh_its_gemms_run_over():
     raw = spec_to_raw(coarse)
     assert raw["chip"]["unit_grid"] == [2, 2]
     assert "mesh" not in raw["tile"]["mesh_gemm"]
+
+
+def test_separate_projections_keep_the_flop_and_count_the_products():
+    """WaferLLM multiplies Q, K and V apart, and gate and up: the fused QKV of 16 tokens,
+    hidden 64 and MHA becomes 3 products of 64 columns (3 x 64 = 192), the SwiGLU fc1 of 256
+    columns 2 of 128; FLOP and bytes unchanged. On a 4 x 4 mesh three products pay three
+    times the step and register-load costs where the fused one pays them once: 2 x 4 x
+    (100 + 16 x 40) ns more for Kt = 64 / 4 = 16 (their columns cost the same in all)."""
+    from palmsim.config.specs import TrainingSpec
+    from palmsim.workload.builders import layer_blocks
+
+    model = ModelSpec(
+        name="m", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=4, intermediate_size=128, vocab_size=32, hidden_act="silu",
+        max_position_embeddings=64,
+    )  # fmt: skip
+    attn, mlp = layer_blocks(model, TrainingSpec(seq_len=16, global_batch_size=1), 1, 1)
+    split_attn, split_mlp = (separate_projections(b, model) for b in (attn, mlp))
+    qkv = {o.name: o for o in attn.ops}["qkv"]
+    split_qkv = {o.name: o for o in split_attn.ops}["qkv"]
+    assert qkv.gemm_shape == (1, 16, 64, 192)
+    assert split_qkv.gemm_shape == (3, 16, 64, 64)
+    assert {o.name: o for o in split_mlp.ops}["fc1"].gemm_shape == (2, 16, 64, 128)
+    assert split_qkv.flop_fwd == qkv.flop_fwd and split_qkv.bytes_fwd == qkv.bytes_fwd
+    tile = _tile(4)
+    fused_s = op_pass_time_s(qkv, "F", qkv.flop_fwd, 0.0, 0.0, tile, 16e12, 2e12)[0]
+    split_s = op_pass_time_s(split_qkv, "F", qkv.flop_fwd, 0.0, 0.0, tile, 16e12, 2e12)[0]
+    assert split_s - fused_s == pytest.approx(2 * 4 * (STEP_S + 16 * PER_K_S))
 
 
 def _gemm_case(p: int, m: int, k: int, n: int, time_ns: float) -> dict:

@@ -614,7 +614,9 @@ def test_a_waferllm_phase_is_one_layer_on_its_cores_times_the_layers(monkeypatch
     K and V as wide as Q) and the paper scales by the layers. Each phase runs on its own
     cores (the e2e row: prefill 660x660, decode 360x360), as a one- and a two-layer model
     whose difference, times LLaMA3-8B's 32 layers, is the phase's time; the 420x420 decode,
-    whose 16 GB of fp16 weights could not all fit its 8.5 GB of SRAM, runs."""
+    whose 16 GB of fp16 weights could not all fit its 8.5 GB of SRAM, runs. The prefill's
+    MeshGEMMs span the whole grid: one tile, the one head whole (1 KV head); the decode's
+    4 x 4 regions split it in 16."""
     import palmsim.tile_cases as tc
 
     runs: list[tuple[str, int, int, int, float, float]] = []
@@ -638,8 +640,8 @@ def test_a_waferllm_phase_is_one_layer_on_its_cores_times_the_layers(monkeypatch
     ((metric, _, tpr),) = predict(CASES["waferllm_e2e_llama3_8b_2048_128"])
     assert metric == "e2e_tpr_tokens_per_s"
     assert [(cores, n, kv) for cores, n, kv, *_ in runs] == [
-        ("hw.chip.cores=[660, 660]", 1, 16),
-        ("hw.chip.cores=[660, 660]", 2, 16),
+        ("hw.chip.cores=[660, 660]", 1, 1),
+        ("hw.chip.cores=[660, 660]", 2, 1),
         ("hw.chip.cores=[360, 360]", 1, 16),
         ("hw.chip.cores=[360, 360]", 2, 16),
     ]
@@ -716,20 +718,20 @@ def test_waferllm_pads_every_dimension_to_the_grid_side():
 
 
 def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monkeypatch):
-    """LLaMA2-13B's end-to-end rows run prefill on 750x750 cores and decode on 375x375:
-    simulated on 748x748 and 372x372 (4x4 regions of whole cores), the layer keeping the
-    padding of 750 and 375 (its 5120 wide rows become 5250 on both, then 5252 for the 4
-    region columns of 2-D TP that split them), and marked; the layer runs 2-D TP over its
-    4 x 4 regions."""
+    """LLaMA2-13B's end-to-end rows run prefill on 750x750 cores and decode on 375x375. The
+    decode is simulated on 372x372 (4x4 regions of whole cores), the layer keeping the
+    padding of 375 (its 5120 wide rows become 5250, then 5252 for the 4 region columns of
+    2-D TP that split them), and marked; it runs 2-D TP over its 4 x 4 regions. The prefill,
+    MeshGEMMs over the whole grid, is one tile of all 750x750 cores (5250 wide, TP 1),
+    unmarked; without tile.mesh_gemm it too runs on 748x748 in regions, marked."""
     import palmsim.tile_cases as tc
     from palmsim.tile_cases import substitutions
 
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[str, int, object]] = []
     original = tc._simulate
 
     def spy(hw_path, overrides, model, inference, mapping):
-        seen.append((overrides[0], model.hidden_size))
-        assert mapping.tp_2d == (4, 4)
+        seen.append((overrides[0], model.hidden_size, mapping.tp_2d))
         return original(hw_path, overrides, model, inference, mapping)
 
     monkeypatch.setattr(tc, "_simulate", spy)
@@ -737,11 +739,19 @@ def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monk
     ((metric, _, tpr),) = predict(case)
     assert metric == "e2e_tpr_tokens_per_s" and tpr > 0
     assert set(seen) == {
-        ("hw.chip.cores=[748, 748]", 5252),
-        ("hw.chip.cores=[372, 372]", 5252),
+        ("hw.chip.cores=[750, 750]", 5250, None),
+        ("hw.chip.cores=[372, 372]", 5252, (4, 4)),
     }
     marks = [value for key, value, _ in substitutions(case) if key == "hw.chip.cores"]
-    assert marks == ["372x372 for 375x375", "748x748 for 750x750"]
+    assert marks == ["372x372 for 375x375"]
+
+    seen.clear()
+    ((_, _, regions_tpr),) = predict(case, ["hw.tile.mesh_gemm=null"])
+    assert set(seen) == {
+        ("hw.chip.cores=[748, 748]", 5252, (4, 4)),
+        ("hw.chip.cores=[372, 372]", 5252, (4, 4)),
+    }
+    assert regions_tpr != tpr
 
 
 @pytest.mark.parametrize(
