@@ -66,7 +66,7 @@ from palmsim.config.specs import (
 from palmsim.errors import ConfigError, MappingError, PalmsimError, value_repr
 from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
-from palmsim.hardware.compute import mesh_gemm_time_s, op_time_s
+from palmsim.hardware.compute import mesh_gemm_terms, op_time_s
 from palmsim.units import format_quantity
 from palmsim.workload.builders import num_parameters, unmodelled_architecture
 
@@ -673,7 +673,7 @@ def _dram_bandwidth(hw: HardwareSpec) -> float:
 # ----------------------------------------------------------------------------- microbenchmarks
 
 
-def _mesh_gemm_columns(case: Mapping[str, Any], hw: HardwareSpec) -> list[float] | None:
+def _mesh_gemm_terms(case: Mapping[str, Any], hw: HardwareSpec) -> list[int] | None:
     """A GEMM microbenchmark's MeshGEMM terms on its core grid, the times ``tile.mesh_gemm``'s
     four costs are multiplied by (:func:`mesh_gemm_time_s`): ``P`` steps, ``P Kt`` register
     loads, ``P Kt Nt`` vector instructions and ``P Mt Kt Nt`` multiply-accumulates; None
@@ -685,9 +685,7 @@ def _mesh_gemm_columns(case: Mapping[str, Any], hw: HardwareSpec) -> list[float]
     rows, cols = _chip_grid(scenario.get("core_grid") or _system(case).get("parallelism"), hw)
     if m < rows:
         return None
-    steps = max(rows, cols)
-    mt, kt, nt = math.ceil(m / rows), math.ceil(k / steps), math.ceil(n / cols)
-    return [steps, steps * kt, steps * kt * nt, steps * mt * kt * nt]
+    return list(mesh_gemm_terms(m, k, n, mesh_rows=rows, mesh_cols=cols))
 
 
 def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, float]]:
@@ -698,20 +696,11 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     rows, cols = _chip_grid(scenario.get("core_grid") or _system(case).get("parallelism"), hw)
     cores = rows * cols
     flop = 2.0 * m * k * n
-    mesh = hw.tile.mesh_gemm
-    if mesh is not None and m >= rows:
+    mesh, terms = hw.tile.mesh_gemm, _mesh_gemm_terms(case, hw)
+    if mesh is not None and terms is not None:
         # a wafer's GEMM over the case's cores: a MeshGEMM (TileSpec.mesh_gemm)
-        time_s = mesh_gemm_time_s(
-            m,
-            k,
-            n,
-            mesh_rows=rows,
-            mesh_cols=cols,
-            step_s=mesh.step_s,
-            per_k_s=mesh.per_k_s,
-            per_column_s=mesh.per_column_s,
-            per_mac_s=mesh.per_mac_s,
-        )
+        costs = (mesh.step_s, mesh.per_k_s, mesh.per_column_s, mesh.per_mac_s)
+        time_s = sum(t * c for t, c in zip(terms, costs, strict=True))
         return _time_or_rate(measured, "time_ns", 1e-9, time_s, _tflops_rate(flop))
     elem = DTYPE_BYTES[dtype]
     dram_bytes = sum(
@@ -1984,7 +1973,7 @@ def waferllm_model(model: ModelSpec, side: int, regions: int = WAFER_REGIONS) ->
       as the programs run it.
     """
     dim = _padded(_padded(model.hidden_size, side), regions)
-    # then to a multiple of the TP ranks that split it (at most 15 columns more)
+    # then to a multiple of the TP ranks that split it (at most ranks - 1 columns more)
     heads = regions * regions
     ffn = _padded(_padded(model.intermediate_size, side), heads)
     return dataclasses.replace(
@@ -2231,19 +2220,14 @@ def _inference(
             # its sequence is padded as its dimensions are (waferllm_model)
             spec = dataclasses.replace(spec, prompt_len=_padded(spec.prompt_len, side))
             # a prefill's GEMMs each span the whole grid where the chip runs MeshGEMMs
-            regions = 1 if phase == "prefill" and hw.tile.mesh_gemm is not None else None
+            mesh = phase == "prefill" and hw.tile.mesh_gemm is not None
+            regions = 1 if mesh else WAFER_REGIONS
             layer = dataclasses.replace(
-                waferllm_model(model, side, regions or WAFER_REGIONS),
+                waferllm_model(model, side, regions),
                 max_position_embeddings=spec.prompt_len + spec.output_len + 1,
             )
             return _wafer_simulate(
-                hw_path,
-                grid,
-                layer,
-                spec,
-                pipeline=False,
-                user=user,
-                regions=regions or WAFER_REGIONS,
+                hw_path, grid, layer, spec, pipeline=False, user=user, regions=regions
             )
         share = replica_share(requests)
         # a prefill run (its TTFT) takes the prefill's own hardware settings; a decode run's
@@ -2793,8 +2777,8 @@ def calibrate_tiles(
     ccl: list[tuple[str, int, int, float, float, int, float, bool, int]] = []
     # (case, FLOP at peak, time), by chunk regime: large (False) and small (True) chunks
     attention: dict[bool, list[tuple[str, float, float]]] = {}
-    # MeshGEMMs: (case, their terms (_mesh_gemm_columns), time)
-    mesh_terms: list[tuple[str, list[float], float]] = []
+    # MeshGEMMs: (case, their terms (_mesh_gemm_terms), time)
+    mesh_terms: list[tuple[str, list[int], float]] = []
     unused: list[tuple[str, str]] = []
     for i, case in enumerate(cases):
         if not isinstance(case, Mapping):  # named as palmsim validate names it
@@ -2840,10 +2824,10 @@ def calibrate_tiles(
                         _measured(figures, "traced_time_ns") * 1e-9,
                     )
                 )
-            elif all(d in model for d in ("M", "K", "N")) and _mesh_gemm_columns(case, hw):
+            elif all(d in model for d in ("M", "K", "N")) and (terms := _mesh_gemm_terms(case, hw)):
                 flop = 2.0 * math.prod(positive_count(model[d], f"GEMM {d}") for d in "MKN")
                 t_s = _measured_time_s(figures, "time_ns", 1e-9, _tflops_rate(flop))
-                mesh_terms.append((case_id, _mesh_gemm_columns(case, hw) or [], t_s))
+                mesh_terms.append((case_id, terms, t_s))
             elif all(d in model for d in ("M", "K", "N")):
                 peak_s, one_s = _gemm_terms(case, hw)
                 flop = 2.0 * math.prod(positive_count(model[d], f"GEMM {d}") for d in "MKN")
@@ -3041,16 +3025,16 @@ def calibrate_tiles(
     return kept, unused
 
 
-#: ``tile.mesh_gemm``'s costs in the order of :func:`_mesh_gemm_columns`' terms.
+#: ``tile.mesh_gemm``'s costs in the order of :func:`_mesh_gemm_terms`' terms.
 MESH_GEMM_KEYS = ("step", "per_k", "per_column", "per_mac")
 
 
-def _fit_mesh_gemm(timed: list[tuple[str, list[float], float]]) -> list[TileFit]:
+def _fit_mesh_gemm(timed: list[tuple[str, list[int], float]]) -> list[TileFit]:
     """``tile.mesh_gemm``'s four costs from MeshGEMM microbenchmarks: the non-negative
-    coefficients of their terms (:func:`_mesh_gemm_columns`) minimising the squared relative
+    coefficients of their terms (:func:`_mesh_gemm_terms`) minimising the squared relative
     error of the time (:func:`_fit_collective`, a multiply-accumulate's always above zero);
     none where the cases cannot separate them."""
-    columns = [[terms[j] for _, terms, _ in timed] for j in range(len(MESH_GEMM_KEYS))]
+    columns = [[float(terms[j]) for _, terms, _ in timed] for j in range(len(MESH_GEMM_KEYS))]
     measured = [t for _, _, t in timed]
     solution = _fit_collective(columns, measured, rates=(len(MESH_GEMM_KEYS) - 1,))
     if solution is None:

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["gemm_efficiency", "gemm_terms_s", "gemm_time_s", "mesh_gemm_time_s", "op_time_s"]
+__all__ = [
+    "gemm_efficiency",
+    "gemm_terms_s",
+    "gemm_time_s",
+    "mesh_gemm_terms",
+    "mesh_gemm_time_s",
+    "op_time_s",
+]
 
 
 def op_time_s(
@@ -174,9 +181,19 @@ def mesh_gemm_time_s(
 
         batch * P * (step_s + Kt * per_k_s + Kt * Nt * per_column_s + Mt * Kt * Nt * per_mac_s)
     """
+    terms = mesh_gemm_terms(m, k, n, mesh_rows=mesh_rows, mesh_cols=mesh_cols)
+    costs = (step_s, per_k_s, per_column_s, per_mac_s)
+    return batch * sum(t * c for t, c in zip(terms, costs, strict=True))
+
+
+def mesh_gemm_terms(
+    m: float, k: float, n: float, *, mesh_rows: int, mesh_cols: int
+) -> tuple[int, int, int, int]:
+    """How many times one MeshGEMM (:func:`mesh_gemm_time_s`) pays each of its four costs:
+    ``(P, P Kt, P Kt Nt, P Mt Kt Nt)``, its steps, register loads, vector instructions and
+    multiply-accumulates."""
     steps = max(mesh_rows, mesh_cols)
     mt = math.ceil(m / mesh_rows)
     kt = math.ceil(k / steps)
     nt = math.ceil(n / mesh_cols)
-    step = step_s + kt * per_k_s + kt * nt * per_column_s + mt * kt * nt * per_mac_s
-    return batch * steps * step
+    return steps, steps * kt, steps * kt * nt, steps * mt * kt * nt
