@@ -696,17 +696,26 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
     rows, cols = _chip_grid(scenario.get("core_grid") or _system(case).get("parallelism"), hw)
     cores = rows * cols
     flop = 2.0 * m * k * n
+    elem = DTYPE_BYTES[dtype]
+    sram_bytes = cores * hw.tile.sram_capacity_bytes / _cores_of(hw)
+    if hw.dram.capacity_bytes == 0 and (m * k + k * n + m * n) * elem > sram_bytes:
+        raise CannotExpressError(
+            f"GEMM {m}x{k}x{n}: its operands exceed the {format_quantity(sram_bytes, 'bytes')} "
+            f"of SRAM of its {rows}x{cols} cores, and {hw.name} has no off-chip memory"
+        )
     mesh, terms = hw.tile.mesh_gemm, _mesh_gemm_terms(case, hw)
     if mesh is not None and terms is not None:
         # a wafer's GEMM over the case's cores: a MeshGEMM (TileSpec.mesh_gemm)
         costs = (mesh.step_s, mesh.per_k_s, mesh.per_column_s, mesh.per_mac_s)
         time_s = sum(t * c for t, c in zip(terms, costs, strict=True))
         return _time_or_rate(measured, "time_ns", 1e-9, time_s, _tflops_rate(flop))
-    elem = DTYPE_BYTES[dtype]
+    # operands in DRAM unless the case says otherwise; a chip without off-chip memory (a
+    # wafer's) holds them in its cores' SRAM
+    default = "DRAM" if hw.dram.capacity_bytes > 0 else "SRAM"
     dram_bytes = sum(
         size * elem
         for size, where in ((m * k, "in0_storage"), (k * n, "in1_storage"), (m * n, "out_storage"))
-        if str(scenario.get(where, "DRAM")).upper().startswith("DRAM")
+        if str(scenario.get(where, default)).upper().startswith("DRAM")
     )
     auto = _auto_config(scenario)
     # an out-of-box call's output reaches DRAM after its math (:func:`_auto_output_bytes`)
@@ -720,7 +729,7 @@ def _gemm(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, float, f
         sram_bandwidth_bytes_per_s=hw.tile.sram_bandwidth_bytes_per_s,
     )
     # one op: its fixed launch time, then its compute against its DRAM traffic
-    bandwidth = _dram_bandwidth(hw)
+    bandwidth = _dram_bandwidth(hw) if dram_bytes or written else math.inf
     time_s = (
         hw.tile.op_latency_s
         + max(compute_s, (dram_bytes - written) / bandwidth)

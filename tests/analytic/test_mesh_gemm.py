@@ -13,7 +13,7 @@ from palmsim.config.loader import coarsen, load_hardware, spec_to_raw
 from palmsim.config.specs import MeshGemmSpec, ModelSpec
 from palmsim.hardware.compute import mesh_gemm_time_s
 from palmsim.hardware.costs import op_pass_time_s
-from palmsim.tile_cases import calibrate_tiles, predict
+from palmsim.tile_cases import CannotExpressError, calibrate_tiles, predict
 from palmsim.workload.builders import separate_projections
 from palmsim.workload.ops import make_op, matmul_cost
 from tests.conftest import wafer_spec
@@ -169,3 +169,17 @@ def test_the_wse2_runs_the_wse3_mesh_gemm_at_half_its_simd_width():
         wse3.per_column_s,
     )
     assert wse2.mesh == wse3.mesh == (30, 30)  # the configs' regions of 30 x 30 cores
+
+
+def test_a_wafer_gemv_runs_from_sram_and_a_gemm_too_large_for_it_is_named():
+    """A one-row GEMM on 720x720 WSE-2 cores is no MeshGEMM (fewer rows than the grid): its
+    2 x 8192 x 8192 FLOP over the 518,400 cores at 2.2 GFLOP/s x 0.70 (the WSE-2's fp16 rate
+    and efficiency), its operands in the cores' SRAM (the wafer has no off-chip memory):
+    168.1 ns. Operands beyond the cores' 720 x 720 x 48 KB = 24.8832 GB are named, not timed."""
+    case = _gemm_case(720, 1, 8192, 8192, 1.0)
+    case["hardware"]["hw_spec_ref"] = "cerebras_wse2"
+    ((_, _, predicted_ns),) = predict(case)
+    assert predicted_ns == pytest.approx(2 * 8192 * 8192 / 720**2 / (2.2e9 * 0.70) * 1e9)
+    case["model"].update(M=1, K=10**7, N=10**7)
+    with pytest.raises(CannotExpressError, match=r"exceed the 24\.8832 GB of SRAM"):
+        predict(case)
