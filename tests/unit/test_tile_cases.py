@@ -723,7 +723,7 @@ def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monk
     padding of 375 (its 5120 wide rows become 5250, then 5252 for the 4 region columns of
     2-D TP that split them), and marked; it runs 2-D TP over its 4 x 4 regions. The prefill,
     MeshGEMMs over the whole grid, is one tile of all 750x750 cores (5250 wide, TP 1),
-    unmarked; without tile.mesh_gemm it too runs on 748x748 in regions, marked."""
+    unmarked; with tile.mesh_gemm switched off it too runs on 748x748 in regions."""
     import palmsim.tile_cases as tc
     from palmsim.tile_cases import substitutions
 
