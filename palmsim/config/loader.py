@@ -2105,8 +2105,14 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
             inter_node_efficiency=node_link.get("efficiency", 1.0),
         )
     if wafer is not None and tile.mesh_gemm is not None:
-        # a spec written coarse (chip.unit_grid) runs its GEMMs over each unit's cores
-        mesh_gemm = dataclasses.replace(tile.mesh_gemm, mesh=(wafer.unit_rows, wafer.unit_cols))
+        # a spec written coarse (chip.unit_grid) runs its GEMMs over each unit's cores; the
+        # transposed variant's row reduction crosses the links between them (chip.noc)
+        mesh_gemm = dataclasses.replace(
+            tile.mesh_gemm,
+            mesh=(wafer.unit_rows, wafer.unit_cols),
+            link_latency_s=wafer.intra_die.latency_s,
+            link_bandwidth_bytes_per_s=wafer.intra_die.bandwidth_bytes_per_s,
+        )
         tile = dataclasses.replace(tile, mesh_gemm=mesh_gemm)
     spec = HardwareSpec(
         name=values["name"],

@@ -390,6 +390,9 @@ class MeshGemmSpec:
     ``step + Kt * per_k + Kt * Nt * per_column + Mt * Kt * Nt * per_mac``
     (:func:`palmsim.hardware.compute.mesh_gemm_time_s`). Times, per core and never scaled by
     ``chip.granularity``: a simulated tile of ``k x k`` cores is the mesh its GEMMs run on.
+    The attention's ``Q K^T`` runs as the transposed variant, whose every step also reduces
+    its partial block along a row of cores over the core link
+    (:func:`palmsim.hardware.compute.mesh_gemm_row_reduce_s`).
     """
 
     step_s: float = _f("fixed time of one step: its task switch and operand shifts [s]")
@@ -400,6 +403,14 @@ class MeshGemmSpec:
         "cores of the mesh a simulated tile's GEMM runs over, [rows, columns]: the tile's own "
         "(chip.granularity)",
         default=(1, 1),
+    )
+    link_latency_s: float = _f(
+        "latency of the link between neighbouring cores, chip.noc.latency (set by the loader; "
+        "0: no row reduction is costed) [s]",
+        default=0.0,
+    )
+    link_bandwidth_bytes_per_s: float = _f(
+        "bandwidth of that link, chip.noc.bandwidth (set by the loader) [B/s]", default=0.0
     )
 
 

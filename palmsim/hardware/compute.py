@@ -18,6 +18,7 @@ __all__ = [
     "gemm_efficiency",
     "gemm_terms_s",
     "gemm_time_s",
+    "mesh_gemm_row_reduce_s",
     "mesh_gemm_terms",
     "mesh_gemm_time_s",
     "op_time_s",
@@ -184,6 +185,47 @@ def mesh_gemm_time_s(
     terms = mesh_gemm_terms(m, k, n, mesh_rows=mesh_rows, mesh_cols=mesh_cols)
     costs = (step_s, per_k_s, per_column_s, per_mac_s)
     return batch * sum(t * c for t, c in zip(terms, costs, strict=True))
+
+
+def mesh_gemm_row_reduce_s(
+    m: float,
+    n: float,
+    *,
+    batch: float = 1,
+    mesh_rows: int,
+    mesh_cols: int,
+    element_bytes: float,
+    link_latency_s: float,
+    link_bandwidth_bytes_per_s: float,
+) -> float:
+    """The row reductions of ``batch`` transposed MeshGEMMs ``C[m, n] = A[m, k] @ B[n, k]^T``
+    over a mesh of ``mesh_rows x mesh_cols`` cores [s], on top of :func:`mesh_gemm_time_s`.
+
+    WaferLLM computes the attention's ``Q K^T`` with K kept as stored, ``[n, k]``
+    (MeshInfra/WaferLLM Prefill/WSE-2/src/prefill.csl ``matmul_T_compute``): after every one
+    of its ``P`` steps each core holds a partial ``Mt x Nt`` block of one core's scores, and
+    the row reduces it onto that core (``matmul_T_reduce_add`` and comm_pe.csl
+    ``matmul_T_reduce_add_x``): the cores on either side pass the running sum towards the
+    root, each adding its own as the elements stream through (``faddh`` from the fabric
+    input to the fabric output), and the step waits for it. A chain's time is its hops at the
+    core link's latency plus the block's elements behind the first, at the link's bandwidth.
+    The root moves along the row step by step and is every core once (the interleaved
+    layout's ``reduce_root``: 0, the odd positions, then the even ones back), so over the
+    ``P`` steps the farthest core is ``max(r, P_x - 1 - r)`` hops from root ``r`` of the
+    row's ``P_x = mesh_cols`` cores:
+
+        batch * sum over r of (max(r, P_x - 1 - r) * link_latency_s)
+        + batch * P * Mt * Nt * element_bytes / link_bandwidth_bytes_per_s
+    """
+    if link_bandwidth_bytes_per_s <= 0:
+        return 0.0
+    steps = max(mesh_rows, mesh_cols)
+    block_bytes = math.ceil(m / mesh_rows) * math.ceil(n / mesh_cols) * element_bytes
+    # sum over r in [0, P_x) of max(r, P_x - 1 - r): each half of the row counts up from the
+    # middle to P_x - 1, (3 P_x^2 - 2 P_x) / 4, less 1/4 for odd P_x
+    hops = (3 * mesh_cols * mesh_cols - 2 * mesh_cols - mesh_cols % 2) // 4
+    per_root_s = hops * link_latency_s * steps / mesh_cols
+    return batch * (per_root_s + steps * block_bytes / link_bandwidth_bytes_per_s)
 
 
 def mesh_gemm_terms(

@@ -17,7 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from palmsim.hardware.compute import gemm_terms_s, mesh_gemm_time_s, op_time_s
+from palmsim.hardware.compute import (
+    gemm_terms_s,
+    mesh_gemm_row_reduce_s,
+    mesh_gemm_time_s,
+    op_time_s,
+)
 from palmsim.workload.fp8 import amax_update_bytes
 
 if TYPE_CHECKING:
@@ -88,6 +93,13 @@ def _roofline_op(op: Op, flop: float, tile: TileSpec) -> bool:
     gemm = (op.gemm_shape is not None or op.kind == "attention") and tile.gemm is not None
     mesh = _mesh_gemm_op(op, tile)
     return not gemm and not mesh and not (flop == 0.0 and tile.memory_ops is not None)
+
+
+#: The ops a MeshGEMM runs as its transposed variant, with a row reduction after every step
+#: (:func:`palmsim.hardware.compute.mesh_gemm_row_reduce_s`): the attention's ``Q K^T``
+#: (the ``scores`` op of :mod:`palmsim.workload.builders`), whose K WaferLLM's prefill keeps
+#: as stored. Its ``scores x V`` is a plain MeshGEMM (prefill.csl ``output_matmul``).
+TRANSPOSED_MESH_GEMMS = frozenset({"scores"})
 
 
 def _mesh_gemm_op(op: Op, tile: TileSpec) -> bool:
@@ -229,6 +241,19 @@ def op_pass_time_s(
             )
         else:
             math_s = product(m, k, n)
+            if op.name in TRANSPOSED_MESH_GEMMS:
+                # an activation product's bytes are e * batch * (mk + kn + mn) (matmul_cost)
+                element_bytes = op.bytes_fwd / (batch * (m * k + k * n + m * n))
+                math_s += mesh_gemm_row_reduce_s(
+                    m,
+                    n,
+                    batch=batch,
+                    mesh_rows=mesh.mesh[0],
+                    mesh_cols=mesh.mesh[1],
+                    element_bytes=element_bytes,
+                    link_latency_s=mesh.link_latency_s,
+                    link_bandwidth_bytes_per_s=mesh.link_bandwidth_bytes_per_s,
+                )
         launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
         return math_s + launch_s, launch_s, math_s
     if op.kind == "attention" and tile.gemm is not None:

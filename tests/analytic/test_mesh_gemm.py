@@ -11,7 +11,7 @@ import pytest
 
 from palmsim.config.loader import coarsen, load_hardware, spec_to_raw
 from palmsim.config.specs import MeshGemmSpec, ModelSpec
-from palmsim.hardware.compute import mesh_gemm_time_s
+from palmsim.hardware.compute import mesh_gemm_row_reduce_s, mesh_gemm_time_s
 from palmsim.hardware.costs import op_pass_time_s
 from palmsim.tile_cases import CannotExpressError, calibrate_tiles, predict
 from palmsim.workload.builders import separate_projections
@@ -70,6 +70,63 @@ def test_a_prefill_gemm_runs_as_a_mesh_gemm_and_a_decode_gemv_on_the_roofline():
     )  # fmt: skip
     gemv_s, _, _ = op_pass_time_s(gemv, "F", gemv.flop_fwd, 0.0, 0.0, tile, 16e12, 2e12)
     assert gemv_s == pytest.approx(2 * 256 * 512 / 16e12)
+
+
+def test_a_transposed_mesh_gemm_reduces_each_step_along_a_row():
+    """Q K^T as WaferLLM's transposed MeshGEMM: after each step a row of cores reduces a 2 x 2
+    block of fp16 scores (8 B) onto its root, the chains from both ends streaming through at
+    1 ns a hop and 4 GB/s. The root is each of the row's cores once: on 4 cores the farthest
+    core is 3, 2, 2, 3 hops away (10 ns), on 5 cores 4, 3, 2, 3, 4 (16 ns); the blocks add
+    P x 8 B / 4 GB/s. So 10 + 4 x 2 = 18 ns on a 4 x 4 mesh (C[8, 8]), 16 + 5 x 2 = 26 ns on
+    5 x 5 (C[10, 10]), three heads three times that; none without a link."""
+
+    def reduce_s(p: int, m: int, batch: int = 1, bandwidth: float = 4e9) -> float:
+        return mesh_gemm_row_reduce_s(
+            m, m, batch=batch, mesh_rows=p, mesh_cols=p, element_bytes=2,
+            link_latency_s=1e-9, link_bandwidth_bytes_per_s=bandwidth,
+        )  # fmt: skip
+
+    assert reduce_s(4, 8) == pytest.approx(18e-9)
+    assert reduce_s(5, 10) == pytest.approx(26e-9)
+    assert reduce_s(4, 8, batch=3) == pytest.approx(3 * 18e-9)
+    assert reduce_s(4, 8, bandwidth=0.0) == 0.0
+
+
+def test_only_the_scores_forward_runs_transposed():
+    """On a 4 x 4 mesh whose cores are joined by 1 ns, 4 GB/s links, the attention's scores
+    Q[8, 12] K^T (one head, fp16) cost the plain MeshGEMM (Mt = 2, Kt = 3, Nt = 2: 4 steps of
+    100 + 3 x 40 + 6 x 2 + 12 x 0.25 ns) plus the row reductions above (18 ns); the context
+    product of the same shape and the scores' backward pay no reduction."""
+    tile = dataclasses.replace(
+        wafer_spec().tile,
+        mesh_gemm=dataclasses.replace(
+            _mesh(4, 4), link_latency_s=1e-9, link_bandwidth_bytes_per_s=4e9
+        ),
+    )
+    plain_s = 4 * (STEP_S + 3 * PER_K_S + 6 * PER_COLUMN_S + 12 * PER_MAC_S)
+
+    def forward_s(name: str) -> float:
+        op = make_op(name, "matmul", matmul_cost(8, 12, 8, dtype_bytes=2), dtype_bytes=2)
+        return op_pass_time_s(op, "F", op.flop_fwd, 0.0, 0.0, tile, 16e12, 2e12)[0]
+
+    assert forward_s("scores") == pytest.approx(plain_s + 18e-9)
+    assert forward_s("context") == pytest.approx(plain_s)
+    scores = make_op("scores", "matmul", matmul_cost(8, 12, 8, dtype_bytes=2), dtype_bytes=2)
+    context = dataclasses.replace(scores, name="context")
+    args = (0.0, 0.0, tile, 16e12, 2e12)
+    assert op_pass_time_s(scores, "B", scores.flop_bwd, *args)[0] == pytest.approx(
+        op_pass_time_s(context, "B", context.flop_bwd, *args)[0]
+    )
+
+
+def test_a_wafer_config_s_mesh_gemm_reduces_over_its_core_link():
+    """The loader gives a wafer's MeshGEMM the link between its cores (chip.noc): the WSE-2's
+    0.909 ns and 4.4 GB/s."""
+    mesh = load_hardware("hw_configs/cerebras-wse2.yaml").tile.mesh_gemm
+    assert mesh is not None
+    assert (mesh.link_latency_s, mesh.link_bandwidth_bytes_per_s) == pytest.approx(
+        (0.909e-9, 4.4e9)
+    )
 
 
 def test_a_region_of_cores_is_the_mesh_its_gemms_run_over():
