@@ -1741,6 +1741,26 @@ def prefill_reduce_dtypes(code: str) -> tuple[tuple[str, str], ...]:
     return TT_TRANSFORMERS_PREFILL_REDUCE_DTYPES if "tt_transformers" in code else ()
 
 
+#: The model width above which tt_transformers runs a prefill's norms distributed on a 1-D
+#: mesh (models/tt_transformers/tt/model_config.py ``is_distributed_norm``: "Somewhere between
+#: 4k and 8k WH runs out of L1 if not distributed", ``self.dim > 4096 and mode == "prefill"``).
+TT_TRANSFORMERS_DISTRIBUTED_NORM_WIDTH = 4096
+
+
+def residual_split(code: str, tp_2d: tuple[int, int] | None, hidden: int) -> str:
+    """``inference.residual_split`` of the serving code ``code`` names on a 1-D mesh
+    (``tp_2d`` None) at model width ``hidden``: tt_transformers keeps the residual stream
+    fractured across its chips (decoder.py @01229001: "x is fractured across devices", the
+    residual adds on the fractured tensors, its tt_all_reduce a reduce-scatter on an N300 or a
+    T3000) and its norms gather the stream first (distributed_norm.py: all_gather_async, then
+    the norm), or in a prefill of a model wider than
+    :data:`TT_TRANSFORMERS_DISTRIBUTED_NORM_WIDTH` run on the fractured stream and gather
+    their output ('adds_and_prefill_norms'); other code, and 2-D meshes, 'none'."""
+    if "tt_transformers" not in code or tp_2d is not None:
+        return "none"
+    return "adds_and_prefill_norms" if hidden > TT_TRANSFORMERS_DISTRIBUTED_NORM_WIDTH else "adds"
+
+
 def prefill_compute_cores(code: str) -> int:
     """``inference.prefill_compute_cores`` of the serving code ``code`` names:
     :data:`TT_TRANSFORMERS_PREFILL_GRID_CORES` for tt_transformers, 0 (every core) for other
@@ -2209,6 +2229,7 @@ def _inference(
             else "split",
             logits_to_host=_demo_logits_to_host(code),
             prefill_reduce_dtypes=prefill_reduce_dtypes(code),
+            residual_split=residual_split(code, tp_2d, model.hidden_size),
             # WaferLLM's programs multiply Q, K, V, gate and up apart (prefill.csl)
             fused_projections=not (wafer and scenario.get("cores") is not None),
         )

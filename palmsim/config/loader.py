@@ -66,6 +66,7 @@ from palmsim.config.specs import (
     RECOMPUTE_MODES,
     RECOMPUTE_MODULES,
     REDUCED_BLOCKS,
+    RESIDUAL_SPLITS,
     SERVING_ARRIVALS,
     SERVING_LENGTHS,
     SERVING_PREEMPTION_MODES,
@@ -1518,6 +1519,7 @@ def _inference_schema() -> Schema:
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
+        "residual_split": _choice_rule(RESIDUAL_SPLITS),
         "logits_to_host": _choice_rule(LOGITS_TO_HOST),
         "fused_projections": _bool_rule(),
         "prefill_reduce_dtypes": _table_rule(

@@ -130,6 +130,10 @@ PREFILL_ATTENTION_2D = ("split", "replicated")
 #: back to the host to sample there.
 LOGITS_TO_HOST = ("none", "prefill", "decode", "prefill_and_decode", "prefill_and_batch_decode")
 
+#: Values of ``InferenceSpec.residual_split``: the ops between a layer's tensor-parallel
+#: blocks that run on 1/tp of the hidden width.
+RESIDUAL_SPLITS = ("none", "adds", "adds_and_prefill_norms")
+
 #: Keys of ``InferenceSpec.prefill_reduce_dtypes``: the layer blocks a tensor-parallel
 #: all-reduce follows (:class:`palmsim.workload.builders.Block` names).
 REDUCED_BLOCKS = ("attn", "mlp", "mamba")
@@ -1468,6 +1472,19 @@ class InferenceSpec:
         "N300 or a T3000: {attn: bfp8}, its WO's output); a block without an entry: one "
         "all-reduce in dtype",
         default=(),
+    )
+    residual_split: str = _f(
+        "the ops between a layer's blocks that run on 1/tp of the hidden width under 1-D "
+        "tensor parallelism, where the serving code keeps the residual stream split over the "
+        "ranks (its reduction after a block a reduce-scatter, the next block gathering its "
+        "input): 'none' (every rank holds the whole stream, as Megatron's and vLLM's "
+        "all-reduce leave it), 'adds' (the residual adds, in every pass; the norms gather "
+        "the stream first and run whole: tt_transformers on an N300 or a T3000, decoder.py "
+        "'x is fractured across devices') or 'adds_and_prefill_norms' (a prefill's norms "
+        "too, each gathering its statistics alone: tt_transformers' distributed RMSNorm, "
+        "which it runs in a prefill of a model wider than 4096, "
+        "model_config.is_distributed_norm)",
+        default="none",
     )
     logits_to_host: str = _f(
         "the passes whose logits the serving code reads back to the host to sample the next "

@@ -542,6 +542,28 @@ def fused_experts(block: Block) -> Block:
     return dataclasses.replace(block, ops=ops)
 
 
+#: The ops between a layer's blocks (palmsim.workload.builders' op names): the residual adds,
+#: and the norms (attention, Mamba and MLP blocks), by ``inference.residual_split``.
+_RESIDUAL_ADDS = frozenset({"attn_residual", "mamba_residual", "mlp_residual"})
+_NORMS = frozenset({"norm1", "norm2", "norm_mamba"})
+
+
+def _residual_split(block: Block, tp: int, mode: str, prefill: bool) -> Block:
+    """``block`` with the ops ``mode`` (``inference.residual_split``) splits in a pass, a
+    ``prefill`` or a decode step, on 1/tp of the hidden width: their bytes split ``tp`` ways
+    (they have no FLOP)."""
+    names: frozenset[str] = frozenset()
+    if mode != "none":
+        names = _RESIDUAL_ADDS | (_NORMS if prefill and mode == "adds_and_prefill_norms" else set())
+    ops = tuple(
+        dataclasses.replace(o, bytes_fwd=o.bytes_fwd / tp, bytes_bwd=o.bytes_bwd / tp)
+        if o.name in names
+        else o
+        for o in block.ops
+    )
+    return dataclasses.replace(block, ops=ops)
+
+
 def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
     """The layer, embedding and head blocks with ``seq_len`` tokens per request, weights in
     the storage dtype.
@@ -599,6 +621,9 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
             )  # fmt: skip
             if not inf.fused_projections:
                 blocks = tuple(separate_projections(b, model) for b in blocks)
+            if a > 1 and ways == 1:  # 1-D TP
+                prefill = seq_len > 1
+                blocks = tuple(_residual_split(b, a, inf.residual_split, prefill) for b in blocks)
             built[key] = tuple(
                 storage(fused_experts(_split(b, ways, whole) if ways > 1 else b)) for b in blocks
             )
@@ -705,7 +730,8 @@ def _cache_users(requests: int, b: int, placement: str) -> float:
 def _check_tp_2d(experiment: ExperimentSpec) -> None:
     """Raise MappingError unless ``mapping.tp_2d`` (if set) can be lowered."""
     mapping, model = experiment.mapping, experiment.workload.model
-    if mapping.tp_2d is None:
+    inf = experiment.workload.inference
+    if mapping.tp_2d is None or inf is None:
         return
     a, b = mapping.tp_2d
     why = ""
@@ -717,6 +743,12 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
         why = "pipeline stages with it are not modelled (sends between 2-D groups)"
     elif model.is_moe:
         why = "mixture-of-experts layers with it are not modelled"
+    elif inf.residual_split != "none":
+        why = (
+            "inference.residual_split is for 1-D tensor parallelism (a 2-D layer splits "
+            "its residual stream over its second axis already; --set "
+            "inference.residual_split=none)"
+        )
     if why:
         raise MappingError(f"mapping.tp_2d = [{a}, {b}]: {why}")
 

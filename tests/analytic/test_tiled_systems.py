@@ -509,6 +509,19 @@ def test_tt_transformers_prefills_on_an_8x8_grid():
     assert prefill_compute_cores("models/demos/llama3_70b_galaxy") == 0
 
 
+def test_tt_transformers_splits_its_residual_stream_on_a_line_of_chips():
+    """tt_transformers keeps the stream fractured on an N300 or a T3000 (its adds split) and
+    runs a prefill's norms distributed above width 4096 (Llama 3.1 70B's 8192, not 8B's
+    4096); on a Galaxy's 2-D mesh, and in other code, the option stays off."""
+    from palmsim.tile_cases import residual_split
+
+    code = "models/tt_transformers/demo/simple_text_demo.py"
+    assert residual_split(code, None, 4096) == "adds"
+    assert residual_split(code, None, 8192) == "adds_and_prefill_norms"
+    assert residual_split(code, (8, 4), 8192) == "none"
+    assert residual_split("models/demos/llama3_70b_galaxy", None, 8192) == "none"
+
+
 def test_decode_weights_stream_through_one_reader_per_dram_bank():
     """inference.decode_readers_per_bank: 1: a decode GEMM runs as a DRAM-sharded matmul, one
     worker core per DRAM bank (the n150's 12) reading its shard at dram_reader_bandwidth r.
@@ -1884,6 +1897,54 @@ def _prefill_collectives(reduce_dtypes) -> list:
     assert plan.inference is not None
     steps = plan.inference.stages[0].prefill
     return [(s.block, s.kind.value, s.size_bytes) for s in steps if isinstance(s, CollectiveStep)]
+
+
+def _layer_bytes(residual_split: str) -> dict[tuple[str, str], float]:
+    """The bytes the first layer's attention and MLP steps move, by pass (P, D), on an N300 at
+    TP 2 over a 256-token prompt."""
+    from palmsim.mapping.inference import map_inference
+    from palmsim.mapping.plan import ComputeStep
+
+    hw = load_hardware("hw_configs/wormhole-n300.yaml")
+    exp = _experiment(hw, tp=2, prompt=256, output=2, residual_split=residual_split)
+    plan = map_inference(exp, Chip.from_spec(hw))
+    assert plan.inference is not None
+    stage = plan.inference.stages[0]
+    return {
+        (tag, s.block): s.sram_bytes + s.dram_read_bytes + s.dram_write_bytes
+        for tag, steps in (("P", stage.prefill), ("D", stage.decode[0]))
+        for s in steps
+        if isinstance(s, ComputeStep) and s.layer == 0 and s.block in ("attn", "mlp")
+    }
+
+
+def test_a_split_residual_stream_runs_its_adds_and_a_prefill_s_norms_on_a_share():
+    """tt_transformers keeps the residual stream fractured over an N300's two chips
+    (inference.residual_split): each residual add, which reads two s x h tensors and writes
+    one (3 s h e bytes), moves half of that on each chip, in the prefill (s = 256: 1,572,864
+    B less a block) and in a decode step (s = 1: 6,144 B less); 'adds_and_prefill_norms'
+    also halves a prefill's norms (read and write, 2 s h e: 1,048,576 B less a block) and
+    leaves a decode's whole. e = 2 (bf16), h = 2048."""
+    whole = _layer_bytes("none")
+    adds = _layer_bytes("adds")
+    norms = _layer_bytes("adds_and_prefill_norms")
+    for block in ("attn", "mlp"):
+        assert whole["P", block] - adds["P", block] == pytest.approx(3 * 256 * H * 2 / 2)
+        assert whole["D", block] - adds["D", block] == pytest.approx(3 * 1 * H * 2 / 2)
+        assert adds["P", block] - norms["P", block] == pytest.approx(2 * 256 * H * 2 / 2)
+        assert adds["D", block] == norms["D", block]
+
+
+def test_a_split_residual_stream_is_for_one_dimensional_tensor_parallelism():
+    """Under 2-D tensor parallelism the layer splits its stream over its second axis already:
+    the option is refused there, with the way out."""
+    from palmsim.mapping.inference import map_inference
+
+    hw = load_hardware("hw_configs/wormhole-t3000.yaml")
+    exp = _experiment(hw, tp=8, prompt=64, output=2, residual_split="adds")
+    exp = dataclasses.replace(exp, mapping=dataclasses.replace(exp.mapping, tp_2d=(4, 2)))
+    with pytest.raises(MappingError, match=r"residual_split=none"):
+        map_inference(exp, Chip.from_spec(hw))
 
 
 def test_a_prefill_reduction_in_its_own_format_is_a_reduce_scatter_then_an_all_gather():
