@@ -17,10 +17,18 @@ from palmsim.tile_cases import (
     format_tile_calibration,
     is_tile_case,
     predict,
+    substitutions,
 )
 from palmsim.validate import validate
 
 NAN = float("nan")
+
+
+def _marks(case: dict) -> dict[str, str]:
+    """The settings ``validate`` marks on ``case``'s figures, key -> the value palmsim runs."""
+    return {key: value for key, value, _ in substitutions(case)}
+
+
 CASES = {c["id"]: c for c in read_config_file("validation/tiles_measurements.yaml")["cases"]}
 
 
@@ -290,12 +298,11 @@ def test_the_galaxy_rows_name_what_palmsim_cannot_express():
         GALAXY_LLAMA_OPS_PER_LAYER,
         TT_TRANSFORMERS_OPS_PER_LAYER,
         _tp_2d,
-        substitutions,
     )
 
     case = CASES["tt_galaxy_llama33_70b_isl4k_b32"]
     assert _tp_2d(case) == (8, 4)
-    galaxy = {k: v for k, v, _ in substitutions(case)}
+    galaxy = _marks(case)
     assert galaxy == {"inference.trace": "all"}
     shapeless = copy.deepcopy(case)
     shapeless["hardware"]["system"]["parallelism"] = "TP=32 (2-D tensor parallel)"
@@ -303,7 +310,7 @@ def test_the_galaxy_rows_name_what_palmsim_cannot_express():
     shapeless["scenario"]["demo"] = "another demo"
     shapeless["source"]["path"] = "models/README.md"
     assert _tp_2d(shapeless) is None
-    assert {k: v for k, v, _ in substitutions(shapeless)}["mapping.tp"] == "32 as one ring"
+    assert _marks(shapeless)["mapping.tp"] == "32 as one ring"
     assert substitutions(CASES["tt_readme_llama31_8b_n150"]) == []
     assert TT_TRANSFORMERS_OPS_PER_LAYER == 23
     # the decoder device-perf targets' 16 ops a layer less its 6 CCL-only ops
@@ -484,7 +491,7 @@ def test_a_mixture_that_gives_its_experts_is_built_and_run_on_tenstorrent():
     two norms; plus the untied embedding and head (32000 x 4096 each) and the final norm:
     46.70B, Mistral's published 46.7B. Without top_k it is refused. On the QuietBox (TP=8)
     both figures are predicted, marked with the experts' substitution."""
-    from palmsim.tile_cases import case_model, substitutions
+    from palmsim.tile_cases import case_model
     from palmsim.workload.builders import num_parameters
 
     base = CASES["tt_readme_llama31_8b_n150"]
@@ -504,7 +511,7 @@ def test_a_mixture_that_gives_its_experts_is_built_and_run_on_tenstorrent():
     }
     figures = {metric for metric, _, _ in predict(on_t3k)}
     assert figures == {"ttft_ms", "tokens_per_s_per_user", "tokens_per_s"}
-    assert "mapping.ep" in {key for key, _, _ in substitutions(on_t3k)}
+    assert "mapping.ep" in _marks(on_t3k)
 
 
 @pytest.mark.parametrize("text", ["TP=32 (2-D tensor parallel over the 8x4 mesh)", "TP=32"])
@@ -565,13 +572,13 @@ def test_a_falcon_demo_row_is_dispatched_op_by_op_and_bound_by_the_host(code, op
     """tt-metal's Falcon demos trace neither pass, so each of a layer's ops (31 in Falcon
     7B's decode, 32 in Falcon 40B's, read from their code) waits for the host's dispatch: a
     decode step of Falcon 7B on an n150 lasts at least 32 layers x ops x 49.19 us."""
-    from palmsim.tile_cases import _demo_ops_per_layer, _demo_trace, substitutions
+    from palmsim.tile_cases import _demo_ops_per_layer, _demo_trace
 
     assert _demo_ops_per_layer(code) == ops
     assert _demo_trace(code) == "none"
     case = copy.deepcopy(CASES["tt_readme_falcon7b_n150"])
     case["scenario"]["demo"] = code
-    assert not any(key == "inference.ops_per_layer" for key, _, _ in substitutions(case))
+    assert "inference.ops_per_layer" not in _marks(case)
     figures = {m: p for m, _, p in predict(case)}
     assert 1 / figures["tokens_per_s_per_user"] >= 32 * ops * 49.19e-6
 
@@ -598,11 +605,9 @@ def test_a_model_row_carries_its_configs_assumptions_and_a_microbenchmark_does_n
     only) is not, nor a row on the p150, whose rates are all fitted to its own cases."""
     import copy
 
-    from palmsim.tile_cases import substitutions
-
     row = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
     row["hardware"]["hw_spec_ref"] = "tenstorrent_blackhole.systems.p100a"
-    assert {k for k, _, _ in substitutions(row)} == {"hw.chip.cores"}
+    assert set(_marks(row)) == {"hw.chip.cores"}
     row["hardware"]["hw_spec_ref"] = "tenstorrent_blackhole.systems.p150"
     assert substitutions(row) == []  # every rate of the p150 fitted to its own cases
     assert substitutions(CASES["tt_gemm_p150_bf16_hifi4_2560x4992x4992"]) == []
@@ -725,7 +730,6 @@ def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monk
     MeshGEMMs over the whole grid, is one tile of all 750x750 cores (5250 wide, TP 1),
     unmarked; with tile.mesh_gemm switched off it too runs on 748x748 in regions."""
     import palmsim.tile_cases as tc
-    from palmsim.tile_cases import substitutions
 
     seen: list[tuple[str, int, object]] = []
     original = tc._simulate
@@ -742,8 +746,7 @@ def test_a_wafer_side_4_does_not_divide_runs_on_whole_regions_and_is_marked(monk
         ("hw.chip.cores=[750, 750]", 5250, None),
         ("hw.chip.cores=[372, 372]", 5252, (4, 4)),
     }
-    marks = [value for key, value, _ in substitutions(case) if key == "hw.chip.cores"]
-    assert marks == ["372x372 for 375x375"]
+    assert _marks(case)["hw.chip.cores"] == "372x372 for 375x375"
 
     seen.clear()
     ((_, _, regions_tpr),) = predict(case, ["hw.tile.mesh_gemm=null"])
@@ -1106,7 +1109,7 @@ def test_a_tenstorrent_row_without_formats_takes_the_demos_performance_precision
     """A row that states no weight precision runs as tt_transformers' performance
     configuration (bfp4 MLP, bfp8 attention and KV cache: PERF.md's precision table) and
     says so; stated, the same text gives the same figures and no mark."""
-    from palmsim.tile_cases import _weight_formats, substitutions
+    from palmsim.tile_cases import _weight_formats
 
     stated = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
     stated["scenario"]["weight_precision"] = "bfp4 MLP, bfp8 attention"
@@ -1116,9 +1119,9 @@ def test_a_tenstorrent_row_without_formats_takes_the_demos_performance_precision
     # (attention, MLP, KV cache)
     assert _weight_formats(silent["scenario"], False) == ("bfp8", "bfp4", "bfp8")
     assert predict(silent) == predict(stated)
-    marks = {key for key, _, _ in substitutions(silent)}
+    marks = _marks(silent)
     assert "inference.weight_dtype" in marks
-    assert "inference.weight_dtype" not in {key for key, _, _ in substitutions(stated)}
+    assert "inference.weight_dtype" not in _marks(stated)
     # a text that names no format is still refused, not defaulted
     garbled = copy.deepcopy(stated)
     garbled["scenario"]["weight_precision"] = "mixed"
@@ -1130,7 +1133,7 @@ def test_a_tenstorrent_row_naming_no_code_runs_tt_transformers():
     """A model row on Tenstorrent hardware that names no serving code (no demo, a source of
     no demo's path) runs tt_transformers, as the README's LLM table's rows do, and says so:
     the same figures as the row naming it."""
-    from palmsim.tile_cases import TT_METAL_DEFAULT_CODE, substitutions
+    from palmsim.tile_cases import TT_METAL_DEFAULT_CODE
 
     named = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
     named["scenario"]["demo"] = TT_METAL_DEFAULT_CODE
@@ -1138,20 +1141,18 @@ def test_a_tenstorrent_row_naming_no_code_runs_tt_transformers():
     silent["scenario"].pop("demo")
     assert silent["source"]["path"] == "models/README.md"
     assert predict(silent) == predict(named)
-    assert ("inference.serving_code", TT_METAL_DEFAULT_CODE) in {
-        (key, value) for key, value, _ in substitutions(silent)
-    }
-    assert "inference.serving_code" not in {key for key, _, _ in substitutions(named)}
+    assert _marks(silent)["inference.serving_code"] == TT_METAL_DEFAULT_CODE
+    assert "inference.serving_code" not in _marks(named)
     # a WaferLLM row names no Tenstorrent code and takes none
     wafer = CASES["waferllm_decode_llama3_8b_4k_420"]
-    assert "inference.serving_code" not in {key for key, _, _ in substitutions(wafer)}
+    assert "inference.serving_code" not in _marks(wafer)
 
 
 def test_a_row_without_its_parallelism_runs_tensor_parallel_over_its_systems_chips():
     """A model row that gives no chips takes its system's (the T3000's 8, a Galaxy's 32), and
     one that states no parallelism runs one model tensor-parallel over all of them, 2-D on
     the Galaxy's 8 x 4 mesh, marked: the same figures as the row stating TP=8."""
-    from palmsim.tile_cases import _parallelism, _tp_2d, substitutions
+    from palmsim.tile_cases import _parallelism, _tp_2d
 
     stated = CASES["tt_readme_llama31_70b_quietbox"]
     assert stated["hardware"]["system"]["parallelism"] == "TP=8"
@@ -1159,9 +1160,9 @@ def test_a_row_without_its_parallelism_runs_tensor_parallel_over_its_systems_chi
     silent["hardware"]["system"] = {}
     assert _parallelism(silent) == (1, 8, 1)
     assert predict(silent) == predict(stated)
-    marks = {key: value for key, value, _ in substitutions(silent)}
+    marks = _marks(silent)
     assert marks["hardware.system.parallelism"] == "TP=8"
-    assert "hardware.system.parallelism" not in {key for key, _, _ in substitutions(stated)}
+    assert "hardware.system.parallelism" not in _marks(stated)
     galaxy = copy.deepcopy(CASES["tt_perf_llama31_8b_tg_b1_isl512"])
     galaxy["hardware"].pop("system")
     assert _parallelism(galaxy) == (1, 32, 1)
@@ -1169,7 +1170,7 @@ def test_a_row_without_its_parallelism_runs_tensor_parallel_over_its_systems_chi
     one_chip = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
     one_chip["hardware"].pop("system")
     assert _parallelism(one_chip) == (1, 1, 1)
-    assert "hardware.system.parallelism" not in {key for key, _, _ in substitutions(one_chip)}
+    assert "hardware.system.parallelism" not in _marks(one_chip)
 
 
 def test_a_rows_serving_lengths_read_under_a_benchmarks_names():
@@ -1441,7 +1442,6 @@ def test_a_plain_mlp_family_row_may_leave_out_its_activation_and_width():
     width runs the GeLU MLP 4 x hidden wide its published config gives (falcon-7b: 18176 =
     4 x 4544), marked: the same figures as the row stating them. A gated (SwiGLU) model's
     width has no default, and a missing vocabulary is named."""
-    from palmsim.tile_cases import substitutions
 
     stated = CASES["tt_readme_falcon7b_n150"]
     assert stated["model"]["ffn"] == 4 * stated["model"]["hidden"]
@@ -1449,14 +1449,14 @@ def test_a_plain_mlp_family_row_may_leave_out_its_activation_and_width():
     silent = copy.deepcopy(stated)
     del silent["model"]["act"], silent["model"]["ffn"]
     assert predict(silent) == predict(stated)
-    marks = {key: value for key, value, _ in substitutions(silent)}
+    marks = _marks(silent)
     assert (marks["model.act"], marks["model.ffn"]) == ("GeLU", "4 x hidden")
-    assert not {"model.act", "model.ffn"} & {key for key, _, _ in substitutions(stated)}
+    assert not {"model.act", "model.ffn"} & set(_marks(stated))
     # a Llama row without its activation is the gated MLP it states, marked as such
     llama = copy.deepcopy(CASES["tt_readme_llama31_8b_n150"])
     del llama["model"]["act"]
     assert predict(llama) == predict(CASES["tt_readme_llama31_8b_n150"])
-    assert ("model.act", "SwiGLU") in {(key, value) for key, value, _ in substitutions(llama)}
+    assert _marks(llama)["model.act"] == "SwiGLU"
     del llama["model"]["ffn"]
     with pytest.raises(CannotExpressError, match=r"model\.ffn is missing: a gated"):
         predict(llama)
@@ -1486,7 +1486,6 @@ def test_a_decode_measured_at_another_kv_length_runs_at_it():
     (``kv_len_at_measurement``, or a ``context_len`` beside ``prefill_len``) runs its decode
     step after a prompt of that length: the t/s/u of the row prefilling that many tokens, the
     TTFT of its own prompt; a length that is no token count leaves the prompt's, marked."""
-    from palmsim.tile_cases import substitutions
 
     base = CASES["tt_readme_llama31_8b_n150"]
     assert base["scenario"]["prefill_len"] == base["scenario"]["kv_len_at_measurement"] == 128
@@ -1510,9 +1509,9 @@ def test_a_decode_measured_at_another_kv_length_runs_at_it():
     garbled = copy.deepcopy(base)
     garbled["scenario"]["kv_len_at_measurement"] = "prefill_len + 1"
     assert predict(garbled) == predict(base)
-    marks = {key: value for key, value, _ in substitutions(garbled)}
+    marks = _marks(garbled)
     assert marks["scenario.kv_len_at_measurement"] == "the prompt's length"
-    assert "scenario.kv_len_at_measurement" not in {key for key, _, _ in substitutions(longer)}
+    assert "scenario.kv_len_at_measurement" not in _marks(longer)
 
 
 @pytest.mark.parametrize(
@@ -1531,7 +1530,7 @@ def test_a_chip_familys_root_reference_runs_the_system_its_row_names(name, chips
     """A ``hw_spec_ref`` naming a chip family alone (its root key in tiles_hw_specs.yaml) runs
     the system its ``hardware.name`` names, else the one with its chips, else the family's
     chip; the README's n150 row so gives the figures of its full reference, marked."""
-    from palmsim.tile_cases import spec_ref, substitutions
+    from palmsim.tile_cases import spec_ref
 
     case = {"hardware": {"name": name, "hw_spec_ref": "tenstorrent_wormhole_b0"}}
     if chips is not None:
@@ -1542,9 +1541,9 @@ def test_a_chip_familys_root_reference_runs_the_system_its_row_names(name, chips
         family = copy.deepcopy(stated)
         family["hardware"]["hw_spec_ref"] = "tenstorrent_wormhole_b0"
         assert predict(family) == predict(stated)
-        marks = {key: value for key, value, _ in substitutions(family)}
+        marks = _marks(family)
         assert marks["hardware.hw_spec_ref"] == "tenstorrent_wormhole_b0.systems.n150"
-        assert "hardware.hw_spec_ref" not in {key for key, _, _ in substitutions(stated)}
+        assert "hardware.hw_spec_ref" not in _marks(stated)
 
 
 @pytest.mark.parametrize(
