@@ -409,12 +409,14 @@ class MeshGemmSpec:
         default=(1, 1),
     )
     link_latency_s: float = _f(
-        "latency of the link between neighbouring cores, chip.noc.latency (set by the loader; "
-        "0: no row reduction is costed) [s]",
+        "latency of the link between neighbouring cores, chip.noc.latency (set by the "
+        "loader) [s]",
         default=0.0,
     )
     link_bandwidth_bytes_per_s: float = _f(
-        "bandwidth of that link, chip.noc.bandwidth (set by the loader) [B/s]", default=0.0
+        "bandwidth of that link, chip.noc.bandwidth (set by the loader; 0: no row reduction "
+        "is costed) [B/s]",
+        default=0.0,
     )
 
 
