@@ -409,8 +409,7 @@ class MeshGemmSpec:
         default=(1, 1),
     )
     link_latency_s: float = _f(
-        "latency of the link between neighbouring cores, chip.noc.latency (set by the "
-        "loader) [s]",
+        "latency of the link between neighbouring cores, chip.noc.latency (set by the loader) [s]",
         default=0.0,
     )
     link_bandwidth_bytes_per_s: float = _f(
