@@ -602,7 +602,7 @@ def serve(
     sv_path = serving or shipped_path(DEFAULT_SERVING)
     _check_serving_overrides(overrides)
     hw = load_hardware(hw_path, overrides)
-    wl, mapping_section = load_workload(wl_path, overrides)
+    wl, mapping_section = load_workload(wl_path, overrides, model_only=True)
     _check_serving_mapping(wl_path, mapping_section)
     spec = load_serving(sv_path, overrides)
     run = load_run(overrides)

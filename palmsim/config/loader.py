@@ -2681,10 +2681,17 @@ def _refuse_unread(overrides: Sequence[str], mode: Any) -> None:
 
 
 def load_workload(
-    path: str | Path, overrides: Sequence[str] = (), *, data: Mapping[str, Any] | None = None
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    data: Mapping[str, Any] | None = None,
+    model_only: bool = False,
 ) -> tuple[WorkloadSpec, dict[str, Any]]:
     """Load a workload YAML, or a bare Hugging Face ``config.json``, with ``workload.``,
     ``model.`` and ``training.`` overrides applied.
+
+    ``model_only``: the caller reads the model alone (``palmsim serve``), so, as in an
+    inference run, a ``training`` section that leaves out its sequence and batch is whole.
 
     In a YAML workload, ``model:`` is a mapping of Hugging Face field names or a path, relative
     to the YAML file, to a ``config.json``. For a bare ``config.json`` the ``training`` values
@@ -2734,6 +2741,13 @@ def load_workload(
         problems += _rename_aliases(raw["model"], model_where or where, "model.")
     raw = apply_overrides(raw, _canonical_model_overrides(overrides), "workload", where)
     _refuse_unread(overrides, raw.get("mode", "training"))
+    unread = model_only or raw.get("mode") == "inference"
+    if unread and isinstance(raw.get("training", {}), dict):
+        # an inference run reads neither (read_in_mode), and a bare config.json cannot state
+        # them (--set training.* is refused in that mode): one sample of one token stands in
+        training = raw.setdefault("training", {})
+        for key in ("seq_len", "global_batch_size"):
+            training.setdefault(key, 1)
     raw, norm_problems = normalise_workload(raw, where, _default_name(path), model_where)
     problems += norm_problems
     schema = _workload_schema(set_hint=is_hf)

@@ -1384,3 +1384,17 @@ def test_a_refused_value_is_one_problem_not_also_a_missing_key(tmp_path: Path) -
         load_workload(str(path))
     (problem,) = [p for p in info.value.problems if p.key == "model.qk_nope_head_dim"]
     assert problem.value == -1 and problem.expected == "an int >= 1 or null"
+
+
+def test_an_inference_run_and_serve_need_no_training_keys_of_a_bare_hf_config() -> None:
+    """An inference run reads no training.seq_len or global_batch_size and refuses them as
+    overrides; palmsim serve reads the model alone: a bare config.json loads for both."""
+    path = "workloads/hf/llama-2-7b.config.json"
+    sets = ["workload.mode=inference", "inference.prompt_len=64", "inference.output_len=4",
+            "inference.batch=2"]  # fmt: skip
+    workload, _ = load_workload(path, sets)
+    assert workload.inference is not None and workload.inference.batch == 2
+    served, _ = load_workload(path, model_only=True)
+    assert served.model.num_hidden_layers == 32
+    with pytest.raises(ConfigError, match=r"training\.seq_len: missing"):
+        load_workload(path)  # a training run needs them
