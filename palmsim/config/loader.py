@@ -62,6 +62,7 @@ from palmsim.config.specs import (
     MAX_SIMULATED_S,
     MEMORY_OP_KINDS,
     MOE_DISPATCHERS,
+    PARALLEL_BLOCKS,
     PREFILL_ATTENTION_2D,
     RECOMPUTE_MODES,
     RECOMPUTE_MODULES,
@@ -1343,6 +1344,55 @@ _MULTIMODAL = {"llama4": _LLAMA4, "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwe
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
+#: Hugging Face model types whose attention and MLP run side by side
+#: (``model.parallel_block``), with what their config classes set where a config.json is
+#: silent (transformers' configuration_*.py defaults). Falcon and GPT-NeoX read their block
+#: from the config (:func:`_parallel_family`); GPT-J (GPTJBlock), Phi (PhiDecoderLayer) and
+#: Cohere (CohereDecoderLayer) always run one norm into both branches. GPT-J's attention has
+#: no biases and its MLP has (counted with biases); Cohere's LayerNorm has no bias.
+_PARALLEL_FAMILY: dict[str, dict[str, Any]] = {
+    "falcon": {
+        "norm": "layernorm",
+        "hidden_act": "gelu",
+        "max_position_embeddings": 2048,
+        "use_bias": False,
+    },
+    "gpt_neox": {
+        "norm": "layernorm",
+        "position_embedding": "rope",
+        "hidden_act": "gelu",
+        "max_position_embeddings": 2048,
+        "use_bias": True,
+        "tie_word_embeddings": False,
+    },
+    "gptj": {
+        "norm": "layernorm",
+        "position_embedding": "rope",
+        "hidden_act": "gelu",
+        "max_position_embeddings": 2048,
+        "use_bias": True,
+        "tie_word_embeddings": False,
+        "parallel_block": "one_norm",
+    },
+    "phi": {
+        "norm": "layernorm",
+        "position_embedding": "rope",
+        "hidden_act": "gelu",
+        "max_position_embeddings": 2048,
+        "use_bias": True,
+        "tie_word_embeddings": False,
+        "parallel_block": "one_norm",
+    },
+    "cohere": {
+        "norm": "layernorm",
+        "position_embedding": "rope",
+        "hidden_act": "silu",
+        "max_position_embeddings": 8192,
+        "use_bias": False,
+        "parallel_block": "one_norm",
+    },
+}
+
 #: Hugging Face model types whose layers palmsim does not build: read from their sizes as a
 #: transformer they would be another model, silently.
 _UNBUILT_TYPES: dict[str, str] = {
@@ -1365,6 +1415,7 @@ _DERIVED_TYPES = frozenset(
         *_NEMOTRON_FAMILY,
         *_NEMOTRON_H_FAMILY,
         *_ENCODER_FAMILY,
+        *_PARALLEL_FAMILY,
         *_SINK_FAMILY,
         *_QWEN3_NEXT,
         *_MULTIMODAL,
@@ -1391,6 +1442,7 @@ def _model_schema() -> Schema:
         "position_embedding": _choice_rule(("learned", "rope", "none")),
         "use_bias": _bool_rule(),
         "tie_word_embeddings": _bool_rule(),
+        "parallel_block": _choice_rule(PARALLEL_BLOCKS),
         "attention_dropout": dropout,
         "hidden_dropout": dropout,
         "causal": _bool_rule(),
@@ -1740,6 +1792,8 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         model.setdefault("position_embedding", "none")
         model.setdefault("use_bias", False)
         problems += _shared_expert(hf, model, where, "moe_shared_expert_intermediate_size")
+    if model_type in _PARALLEL_FAMILY:
+        _parallel_family(hf, model, model_type)
     if model_type in _ENCODER_FAMILY:
         model.setdefault("causal", False)
     if model_type in _SINK_FAMILY:
@@ -1775,6 +1829,40 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
             settings,
         )
     return model, problems
+
+
+def _parallel_family(hf: Mapping[str, Any], model: dict[str, Any], model_type: str) -> None:
+    """A model of :data:`_PARALLEL_FAMILY`. Falcon (transformers' FalconConfig and
+    modeling_falcon.py): ``bias``, ``activation`` and ``ffn_hidden_size`` (4h when absent) name
+    its settings; its KV heads are ``num_kv_heads`` in the new decoder architecture (40B,
+    180B), one with ``multi_query`` (7B), else every head; ``alibi`` replaces the rotary
+    embedding (no position table); its block runs parallel with ``num_ln_in_parallel_attn``
+    norms (2 when unset) in the new architecture, with one under ``parallel_attn``, else
+    serially. GPT-NeoX (GPTNeoXConfig): ``use_parallel_residual`` (default true) runs the
+    block parallel with its two norms (``input_layernorm`` and ``post_attention_layernorm``,
+    both of x)."""
+    for key, value in _PARALLEL_FAMILY[model_type].items():
+        model.setdefault(key, value)
+    if model_type == "falcon":
+        if "bias" in hf:
+            model["use_bias"] = hf["bias"] is True
+        if isinstance(hf.get("activation"), str):
+            model["hidden_act"] = hf["activation"]
+        if hf.get("ffn_hidden_size") is not None:
+            model.setdefault("intermediate_size", hf["ffn_hidden_size"])
+        new_architecture = hf.get("new_decoder_architecture") is True
+        if new_architecture and hf.get("num_kv_heads") is not None:
+            model.setdefault("num_key_value_heads", hf["num_kv_heads"])
+        elif not new_architecture and hf.get("multi_query", True) is True:
+            model.setdefault("num_key_value_heads", 1)
+        model.setdefault("position_embedding", "none" if hf.get("alibi") is True else "rope")
+        if new_architecture:
+            norms = hf.get("num_ln_in_parallel_attn") or 2
+            model.setdefault("parallel_block", "one_norm" if norms == 1 else "two_norms")
+        elif hf.get("parallel_attn", True) is True:
+            model.setdefault("parallel_block", "one_norm")
+    elif model_type == "gpt_neox" and hf.get("use_parallel_residual", True) is True:
+        model.setdefault("parallel_block", "two_norms")
 
 
 def _qwen3_next(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> list[ConfigProblem]:
@@ -2421,6 +2509,7 @@ def check_workload(
     problems += _check_moe(model, mw)
     problems += _check_attention(model, mw)
     problems += _check_hybrid(model, mw)
+    problems += _check_parallel_block(model, mw)
     problems += _check_mtp(model, values.get("training", {}), where, mw)
     seq_len = values.get("training", {}).get("seq_len")
     max_pos = model.get("max_position_embeddings")
@@ -2434,6 +2523,32 @@ def check_workload(
             )
         )
     return problems
+
+
+def _check_parallel_block(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:
+    """A parallel block (``parallel_block``) is built for a dense layer of attention and
+    MLP: not for mixture-of-experts, hybrid or linear-attention layers."""
+    block = model.get("parallel_block", "none")
+    if block == "none":
+        return []
+    types = model.get("layer_types") or ()
+    other = (
+        "mixture-of-experts layers (num_experts)" if model.get("num_experts") else
+        "a hybrid layer pattern (hybrid_override_pattern)"
+        if model.get("hybrid_override_pattern") else
+        "linear-attention layers (layer_types)" if "linear_attention" in types else None
+    )  # fmt: skip
+    if other is None:
+        return []
+    return [
+        ConfigProblem(
+            where,
+            "model.parallel_block",
+            block,
+            f"'none' with {other}: palmsim builds the parallel block for dense attention and "
+            "MLP layers only",
+        )
+    ]
 
 
 def _check_attention(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:

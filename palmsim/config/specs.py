@@ -138,6 +138,10 @@ RESIDUAL_SPLITS = ("none", "adds", "adds_and_prefill_norms")
 #: all-reduce follows (:class:`palmsim.workload.builders.Block` names).
 REDUCED_BLOCKS = ("attn", "mlp", "mamba")
 
+#: Values of ``ModelSpec.parallel_block``: the MLP after the attention ('none'), or both on
+#: the layer's input through one norm or through a norm each.
+PARALLEL_BLOCKS = ("none", "one_norm", "two_norms")
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 
@@ -929,6 +933,13 @@ class ModelSpec:
     position_embedding: str = _f("'learned' or 'rope'", default="learned")
     use_bias: bool = _f("linear layers and norms carry bias terms", default=True)
     tie_word_embeddings: bool = _f("LM head shares the embedding matrix", default=True)
+    parallel_block: str = _f(
+        "attention and MLP side by side, y = x + attn(n(x)) + mlp(n(x)), reduced over the TP "
+        "group once: 'one_norm' (GPT-J, PaLM, Falcon-7B, Phi-2, Cohere, MegaScale), "
+        "'two_norms' a norm each (GPT-NeoX, Falcon-40B/180B); 'none': the MLP after the "
+        "attention",
+        default="none",
+    )
     attention_dropout: float = _f(
         "attention dropout probability (a mask is stored if > 0)", default=0.0
     )

@@ -743,6 +743,11 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
         why = "pipeline stages with it are not modelled (sends between 2-D groups)"
     elif model.is_moe:
         why = "mixture-of-experts layers with it are not modelled"
+    elif model.parallel_block != "none":
+        why = (
+            f"model.parallel_block = {model.parallel_block!r} with it is not modelled (its "
+            "collectives are laid out for an attention block, then an MLP block)"
+        )
     elif inf.residual_split != "none":
         why = (
             "inference.residual_split is for 1-D tensor parallelism (a 2-D layer splits "

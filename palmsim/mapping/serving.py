@@ -241,7 +241,10 @@ class ServingPlan:
             attn_ops = self._weights([op for op in attn.ops if op.name not in _CORE_OPS])
             embed = self._weights(embedding_block(self.model, self._training(tokens), 1, tp).ops)
             mlp_ops = self._weights([op for b in mlp for op in b.ops], "mlp")
-            hit = (attn_ops, mlp_ops, attn.allreduce_fwd_bytes, embed)
+            # the layer's TP all-reduce: after each block, or once after a parallel block's
+            # MLP (model.parallel_block)
+            reduce_bytes = max(b.allreduce_fwd_bytes for b in (attn, *mlp))
+            hit = (attn_ops, mlp_ops, reduce_bytes, embed)
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
 
@@ -421,7 +424,9 @@ class ServingPlan:
         Each segment ends with its TP all-reduce (a barrier: every tile of the stage leaves it
         at the same instant with no flow in flight) or, with one tile, with its last step, so
         on one stage a segment's duration does not depend on what ran before it. With one
-        tile the attention's cache step is a segment of its own (``kv``).
+        tile the attention's cache step is a segment of its own (``kv``). A parallel block's
+        attention (``model.parallel_block``) ends with its last step: the MLP's all-reduce
+        reduces both branches.
         """
         before, attention, allreduce, after = self._fixed_segments(
             shape.num_tokens, shape.chunks, shape.num_single, shape.num_sampled, s
@@ -438,19 +443,22 @@ class ServingPlan:
             # the cache step (new every iteration) is costed apart from the block's ops.
             return (*before, attn, ("kv", (kv,), num_layers), *after)
         steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
-        return (*before, ("attn", (*steps, allreduce), num_layers), *after)
+        if allreduce is not None:
+            steps += (allreduce,)
+        return (*before, ("attn", steps, num_layers), *after)
 
     def _fixed_segments(
         self, tokens: int, chunks: tuple[int, ...], num_single: int, num_sampled: int, s: int
     ) -> tuple[
         tuple[tuple[str, tuple[Step, ...], int], ...],
         ComputeStep,
-        CollectiveStep,
+        CollectiveStep | None,
         tuple[tuple[str, tuple[Step, ...], int], ...],
     ]:
         """The parts of stage ``s``'s segments that do not depend on the cached tokens
         (cached, since batches of the same token counts recur): the segments before the
-        attention, its step without the cache step, its all-reduce, and those after it."""
+        attention, its step without the cache step, its all-reduce (None: a parallel block's
+        attention, reduced with its MLP), and those after it."""
         key = ("fixed", tokens, chunks, num_single, num_sampled, s)
         hit = self._cache.get(key)
         if hit is not None:
@@ -497,11 +505,14 @@ class ServingPlan:
         )
         groups = len(chunks) + (1 if num_single else 0)
         core_ops = self._core(1, 1)
+        # a parallel block's attention hands its partial sums to the MLP unreduced
+        attn_reduced = self.model.parallel_block == "none"
         attention = dispatched(
             attention,
             attn_ops,
             groups * sum(op.kernels_fwd for op in core_ops)
             + max(self.serving.ops_per_layer - graph_ops, 0),
+            closed=attn_reduced,
         )
         # the iteration's rows padded to whole tiles, as a pass's (tile.matrix_tile_rows)
         tile_rows = self.hardware.tile.matrix_tile_rows
@@ -532,7 +543,11 @@ class ServingPlan:
         if s == pp - 1 and num_sampled:
             head = self._step("head", num_sampled, 1, s, dram_sharded=True)
             after.append(("head", (dispatched(head, self._head(num_sampled), closed=False),), 1))
-        allreduce = CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
+        allreduce = (
+            CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
+            if attn_reduced
+            else None
+        )
         result = (tuple(before), attention, allreduce, tuple(after))
         self._cache[key] = result
         return result

@@ -573,13 +573,74 @@ def layer_blocks(
         if training.attention_kernel != "unfused":  # fused or flash2: the same work
             attn_ops, attn_edges = _fused_attention(model, shape, attn_ops, attn_edges, cp)
     mlp_ops, mlp_edges = _mlp_ops(model, shape)
-    blocks = (
-        Block("attn", attn_ops, allreduce, allreduce, attn_edges),
-        Block("mlp", mlp_ops, allreduce, allreduce, mlp_edges),
-    )
+    if model.parallel_block == "none":
+        blocks = (
+            Block("attn", attn_ops, allreduce, allreduce, attn_edges),
+            Block("mlp", mlp_ops, allreduce, allreduce, mlp_edges),
+        )
+    else:
+        blocks = _parallel_blocks(model, shape, allreduce, attn_ops, attn_edges, mlp_ops, mlp_edges)
     if sequence_parallel and tp > 1:
         blocks = _sequence_sharded(blocks[0], tp), _sequence_sharded(blocks[1], tp)
     return _fp8_blocks(blocks, training, tp if sequence_parallel else 1)
+
+
+def _parallel_blocks(
+    model: ModelSpec,
+    shape: _LayerShape,
+    allreduce: float,
+    attn_ops: tuple[Op, ...],
+    attn_edges: tuple[tuple[str, str, float], ...],
+    mlp_ops: tuple[Op, ...],
+    mlp_edges: tuple[tuple[str, str, float], ...],
+) -> tuple[Block, Block]:
+    """A layer's attention and MLP side by side (``model.parallel_block``): both read the
+    layer's input ``x`` and the layer returns ``x + attn(n1(x)) + mlp(n2(x))``.
+
+    GPT-NeoX's ParallelTransformerLayer (megatron/model/transformer.py, ``gpt_j_residual``)
+    adds the MLP's partial output to the attention's before one reduction over the TP group
+    ("we can do a single allreduce after we add mlp / attn outputs"), then the residual; PaLM
+    (Chowdhery et al. 2022, Sec. 2) and MegaScale (Jiang et al. 2024, Sec. 3.2, Fig. 3: one
+    all-gather, one reduce-scatter) do the same. So the attention block has no collective
+    after its forward and the MLP block none after its backward (the input gradients of the
+    two branches sum before the one backward reduction); the attention keeps no residual add
+    of its own, the MLP block adds the partial sums (``branch_add``, on the whole ``b·s·h``
+    before the reduction) and then the residual. With 'one_norm' the MLP reads the
+    attention's norm (no ``norm2``) and its fc1 keeps no copy of the input QKV keeps; with
+    'two_norms' ``norm2`` normalises ``x`` itself, which ``norm1`` keeps already.
+    """
+    attn_ops = tuple(op for op in attn_ops if op.name != "attn_residual")
+    attn_edges = tuple(edge for edge in attn_edges if "attn_residual" not in edge[:2])
+    one_norm = model.parallel_block == "one_norm"
+    ops: list[Op] = []
+    for op in mlp_ops:
+        if op.name == "norm2":
+            if one_norm:
+                continue
+            op = dataclasses.replace(op, saved_bytes=0.0, saved_bytes_selective=0.0)
+        elif op.name == "fc1" and one_norm:
+            op = dataclasses.replace(op, saved_bytes=0.0, saved_bytes_selective=0.0)
+        elif op.name == "mlp_residual":
+            # the dropout before it (if any) is the fused bias-dropout-add with the attention's
+            # output as its residual
+            fused = ops[-1].name == "mlp_dropout"
+            ops.append(_residual_add("branch_add", shape, fused=fused))
+            op = _residual_add("mlp_residual", shape, fused=False)
+        ops.append(op)
+    edges: list[tuple[str, str, float]] = []
+    for src, dst, nbytes in mlp_edges:
+        if one_norm and dst == "norm2":
+            continue
+        if one_norm and src == "norm2":
+            src = BLOCK_INPUT  # the attention's norm output, which the MLP shares
+        if dst == "mlp_residual" and src != BLOCK_INPUT:
+            edges.append((src, "branch_add", nbytes))
+            dst, src = "mlp_residual", "branch_add"
+        edges.append((src, dst, nbytes))
+    return (
+        Block("attn", attn_ops, 0.0, allreduce, attn_edges),
+        Block("mlp", tuple(ops), allreduce, 0.0, tuple(edges)),
+    )
 
 
 def _hybrid_layer_blocks(

@@ -25,7 +25,7 @@ and transformer/multi_latent_attention.py). Two kinds of checkpoint:
 Module of each op, by the op graph's names (:mod:`palmsim.workload.builders`): ``layernorm``
 the two norms (``norm1``, ``norm2``); ``mla_up_proj`` MLA's up-projections and RoPE
 (``q_up``, ``kv_up``, ``rope`` in a block that has ``q_up``); ``mlp`` the ``mlp`` block
-between its norm and its dropout and residual; ``moe`` the MoE blocks but their norm and
+between its norm and its dropout and residual adds; ``moe`` the MoE blocks but their norm and
 residual; ``moe_act`` the experts' activation; ``shared_experts`` the shared experts'
 ops.
 """
@@ -55,7 +55,10 @@ __all__ = [
 _OUTPUT_DISCARDING = frozenset({"layernorm", "moe_act", "mla_up_proj"})
 #: The blocks of a mixture-of-experts layer (:func:`palmsim.workload.builders.moe_blocks`).
 MOE_BLOCKS = frozenset({"moe_route", "moe_experts", "moe_combine"})
-_OUTSIDE = frozenset({"norm2", "mlp_dropout", "mlp_residual"})
+#: The MLP block's ops outside Megatron-Core's ``mlp`` module: its norm, and the
+#: bias-dropout-add and residual add after it (a parallel block's sum of the two branches,
+#: ``branch_add``, with them).
+_OUTSIDE = frozenset({"norm2", "mlp_dropout", "branch_add", "mlp_residual"})
 
 
 def op_modules(block: Block, op: Op) -> frozenset[str]:
