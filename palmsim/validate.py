@@ -54,6 +54,7 @@ from palmsim.config.loader import (
 )
 from palmsim.config.specs import (
     DEFAULT_RECOMPUTE_MODULES,
+    PARALLEL_BLOCKS,
     RECOMPUTE_MODULES,
     ZERO_COLLECTIVES,
     HardwareSpec,
@@ -1659,7 +1660,8 @@ _FP8_PARAMS_WHY = (
 #: GEMMs next to them, the pipeline's sends and receives with compute (decoupled), the DP
 #: reduce-scatter with the backward; Sec. 3.3 runs FlashAttention-2; Sec. 6 trains with
 #: sequence parallelism in its comparison with Megatron-LM. Its parallel transformer block
-#: and sliding-window attention (Sec. 3.1) are not modelled.
+#: (Sec. 3.1) is a model setting (:func:`_parallel_block`); its sliding-window attention
+#: (Sec. 3.1) is not modelled, the paper giving no window.
 _FRAMEWORK_SETTINGS: dict[str, dict[str, Any]] = {
     "megascale": {
         "sequence_parallel": True,
@@ -1672,10 +1674,46 @@ _FRAMEWORK_SETTINGS: dict[str, dict[str, Any]] = {
 _FRAMEWORK_WHY = {
     "megascale": (
         "not stated: MegaScale's (NSDI 2024, Sec. 3.2-3.3: TP, pipeline and DP communication "
-        "overlapped, FlashAttention-2; its parallel block and sliding-window attention not "
-        "modelled)"
+        "overlapped, FlashAttention-2; its sliding-window attention not modelled)"
     ),
 }
+
+
+#: Why a MegaScale case that leaves its transformer block unstated runs it parallel:
+#: MegaScale adopts PaLM's parallel block in place of the serial one (Jiang et al., NSDI
+#: 2024, Sec. 3.1, Eq. 2: ``y = x + MLP(LN(x)) + Attention(LN(x))``, one LN) and its Table 3
+#: ablation ends at Table 2's 256-GPU figure (65.3%) with it on.
+_MEGASCALE_BLOCK_WHY = (
+    "not stated: MegaScale's parallel transformer block (NSDI 2024, Sec. 3.1, Eq. 2; its "
+    "sliding-window attention, whose window the paper does not give, is not modelled)"
+)
+
+
+def _parallel_block(
+    model: Mapping[str, Any], framework: str | None, assumptions: list[Assumption]
+) -> str | None:
+    """``model.parallel_block`` of a case (:data:`palmsim.config.specs.PARALLEL_BLOCKS`): as
+    stated (true: one norm, false: none), MegaScale's 'one_norm' when a MegaScale case leaves
+    it out (an assumption), else None (the workload's).
+
+    Raises:
+        NotRun: a value that is neither a block nor a yes/no.
+    """
+    value = model.get("parallel_block")
+    if value is None:
+        if framework == "megascale":
+            assumptions.append(Assumption("model.parallel_block", "one_norm", _MEGASCALE_BLOCK_WHY))
+            return "one_norm"
+        return None
+    if str(value).strip().lower() in PARALLEL_BLOCKS:
+        return str(value).strip().lower()
+    try:
+        return "one_norm" if _flag(model, "parallel_block") else "none"
+    except NotRun:
+        raise NotRun(
+            f"model.parallel_block: got {value!r}; expected one of {', '.join(PARALLEL_BLOCKS)} "
+            "or true/false"
+        ) from None
 
 
 def _framework(case: Mapping[str, Any]) -> str | None:
@@ -2467,6 +2505,9 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
         if _MOE_NAME.search(named):
             raise NotRun(f"{named.strip()!r} names a mixture of experts: {give}")
     overrides += [f"model.{k}={v}" for k, v in shapes.items() if v is not None]
+    block = _parallel_block(model, framework, assumptions)
+    if block is not None:
+        overrides.append(f"model.parallel_block={block}")
     if arch == "gpt-oss" and model.get("hf_config") is None:
         pattern = ", ".join(_GPT_OSS_LAYER_TYPES[i % 2] for i in range(layers))
         overrides.append(f"model.layer_types=[{pattern}]")

@@ -766,6 +766,24 @@ def test_a_named_framework_brings_its_settings_and_megatron_lm_reduces_after_the
     assert torch_ddp is not None and torch_ddp.flags["dp_overlap"] is True
 
 
+def test_megascale_runs_its_parallel_block_and_a_case_may_state_one() -> None:
+    """MegaScale replaces the serial block by PaLM's parallel one (NSDI 2024, Sec. 3.1, Eq. 2:
+    one LN into both branches): a case naming it takes 'one_norm', marked; any case may state
+    model.parallel_block (a block, or true for one norm); anything else is refused."""
+    named = {"framework": "MegaScale"}
+    mega = read_training_run(_case(training=named), "x.yaml")
+    assert mega is not None and "model.parallel_block=one_norm" in mega.overrides
+    assert "model.parallel_block" in {a.key for a in mega.assumptions}
+    plain = read_training_run(_case(), "x.yaml")
+    assert plain is not None and not any("parallel_block" in o for o in plain.overrides)
+    for stated, block in (("two_norms", "two_norms"), (True, "one_norm"), ("no", "none")):
+        run = read_training_run(_case(model={"parallel_block": stated}, training=named), "x.yaml")
+        assert run is not None and f"model.parallel_block={block}" in run.overrides
+        assert "model.parallel_block" not in {a.key for a in run.assumptions}
+    with pytest.raises(NotRun, match=r"model\.parallel_block: got 'sideways'"):
+        read_training_run(_case(model={"parallel_block": "sideways"}), "x.yaml")
+
+
 def test_not_applicable_is_an_unstated_value() -> None:
     """Megatron-Bridge's tables write "n/a" for the VP or EP a run does not use: no such
     parallelism (1), as a null would be, not a case refused for a non-number; "unknown" or
