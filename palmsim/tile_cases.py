@@ -54,6 +54,7 @@ from palmsim.config.loader import hardware_assumptions, load_hardware, load_run,
 from palmsim.config.overrides import outside_sections
 from palmsim.config.specs import (
     DTYPE_BYTES,
+    PARALLEL_BLOCKS,
     ExperimentSpec,
     HardwareSpec,
     InferenceSpec,
@@ -1223,6 +1224,39 @@ _PLAIN_MLP_FAMILY = re.compile(
 PLAIN_MLP_WIDTH = 4
 
 
+#: The first Falcons run attention and MLP side by side (``model.parallel_block``):
+#: Falcon-7B from one LayerNorm ('one_norm'; HF FalconConfig ``parallel_attn``; tt-metal's
+#: falcon7b_common/tt/falcon_decoder.py feeds one ``layernorm_output`` to both), the new
+#: decoder architecture of Falcon-40B and 180B from a LayerNorm each ('two_norms';
+#: ``new_decoder_architecture``, ``ln_attn`` and ``ln_mlp``; t3000/falcon40b's
+#: falcon_decoder.py the same), their outputs added to the residual together.
+_FALCON_BLOCKS = (
+    (re.compile(r"falcon[-_ ]?7b", re.IGNORECASE), "one_norm"),
+    (re.compile(r"falcon[-_ ]?(40b|180b)", re.IGNORECASE), "two_norms"),
+)
+
+
+def _parallel_block(m: Mapping[str, Any]) -> str:
+    """The case's ``parallel_block``: as stated (true: one norm), else a first Falcon's
+    (:data:`_FALCON_BLOCKS`), else 'none'.
+
+    Raises:
+        CannotExpressError: a stated value that is neither a block nor true/false.
+    """
+    stated = m.get("parallel_block")
+    if isinstance(stated, bool):
+        return "one_norm" if stated else "none"
+    if stated is not None:
+        if str(stated) not in PARALLEL_BLOCKS:
+            raise CannotExpressError(
+                f"model.parallel_block: got {stated!r}; expected one of "
+                f"{', '.join(PARALLEL_BLOCKS)} or true/false"
+            )
+        return str(stated)
+    named = f"{m.get('arch') or ''} {m.get('name') or ''}"
+    return next((block for pattern, block in _FALCON_BLOCKS if pattern.search(named)), "none")
+
+
 def _plain_mlp_family(m: Mapping[str, Any]) -> bool:
     """Whether the case's model names a family of :data:`_PLAIN_MLP_FAMILY`."""
     return _PLAIN_MLP_FAMILY.search(f"{m.get('arch') or ''} {m.get('name') or ''}") is not None
@@ -1307,6 +1341,7 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             num_shared_experts=moe.get("num_shared_experts", 0),
             first_k_dense_replace=moe.get("first_k_dense_replace", 0),
             moe_layer_step=moe.get("moe_layer_step", 1),
+            parallel_block=_parallel_block(m),
         )
     except KeyError as error:
         raise CannotExpressError(f"model.{error.args[0]} is missing; give it") from None
@@ -1588,7 +1623,8 @@ def substitutions(case: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 def _model_defaults(m: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """``(key, value, why)`` of the model fields a model row leaves out and
-    :func:`case_model` takes a default for (:data:`_PLAIN_MLP_FAMILY`)."""
+    :func:`case_model` takes a default for (:data:`_PLAIN_MLP_FAMILY`,
+    :data:`_FALCON_BLOCKS`)."""
     out = []
     act = _model_act(m)
     if not str(m.get("act") or "").strip():
@@ -1605,6 +1641,17 @@ def _model_defaults(m: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 f"{PLAIN_MLP_WIDTH} x hidden",
                 "not stated: the plain MLP's width in GPT, BERT, OPT, BLOOM and Falcon's "
                 "published configs",
+            )
+        )
+    block = "none" if m.get("parallel_block") is not None else _parallel_block(m)
+    if block != "none":
+        out.append(
+            (
+                "model.parallel_block",
+                block,
+                "not stated: the first Falcons' attention and MLP side by side (HF "
+                "FalconConfig parallel_attn, new_decoder_architecture; tt-metal's "
+                "falcon_decoder.py)",
             )
         )
     return out

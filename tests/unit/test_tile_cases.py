@@ -1584,3 +1584,22 @@ def test_a_rows_figures_under_a_benchmarks_names_compare_in_the_formats_units():
     measured, value = got["decode_ms_per_token"]
     assert measured == pytest.approx(1e3 / 26.0)
     assert value == pytest.approx(1e3 / want["tokens_per_s_per_user"][1], rel=1e-12)
+
+
+def test_the_first_falcons_run_their_parallel_block_and_a_row_may_state_one():
+    """Falcon-7B feeds one LayerNorm to attention and MLP side by side, Falcon-40B a
+    LayerNorm each (HF FalconConfig; tt-metal's falcon_decoder.py): taken from the name and
+    marked; a stated block wins; a value that is no block is refused; a Llama stays serial."""
+    from palmsim.tile_cases import case_model
+
+    small, big = CASES["tt_readme_falcon7b_n150"], CASES["tt_readme_falcon40b_quietbox"]
+    assert case_model(small, 256).parallel_block == "one_norm"
+    assert case_model(big, 256).parallel_block == "two_norms"
+    assert _marks(big)["model.parallel_block"] == "two_norms"
+    assert case_model(CASES["tt_readme_llama31_8b_n150"], 256).parallel_block == "none"
+    stated = {**small, "model": {**small["model"], "parallel_block": False}}
+    assert case_model(stated, 256).parallel_block == "none"
+    assert "model.parallel_block" not in _marks(stated)
+    bad = {**small, "model": {**small["model"], "parallel_block": "sideways"}}
+    with pytest.raises(CannotExpressError, match=r"model\.parallel_block: got 'sideways'"):
+        case_model(bad, 256)
