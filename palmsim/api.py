@@ -181,6 +181,16 @@ def load_experiment(
     if mapping_flags:
         sections.append(("command-line flags", dict(mapping_flags)))
     mapping_spec = load_mapping(sections, overrides, mode=wl_spec.mode)
+    stated = any("micro_batch_size" in section for _, section in sections) or any(
+        o.split("=", 1)[0].strip() == "mapping.micro_batch_size" for o in overrides
+    )
+    if wl_spec.inference is not None and wl_spec.mode == "inference" and not stated:
+        mapping_spec = dataclasses.replace(
+            mapping_spec,
+            micro_batch_size=inference_micro_batch(
+                wl_spec.inference.batch, mapping_spec.dp, mapping_spec.pp
+            ),
+        )
     if (
         not any(section for _, section in sections[1:])
         and not mapping_section
@@ -196,6 +206,19 @@ def load_experiment(
     if mapping:
         sources.append(("mapping", mapping))
     return ExperimentSpec(hw_spec, wl_spec, mapping_spec, load_run(overrides), tuple(sources))
+
+
+def inference_micro_batch(batch: int, dp: int, pp: int) -> int:
+    """The requests an inference run decodes together when its mapping states no
+    ``micro_batch_size``: a replica's ``batch / dp`` split into ``pp`` micro-batches, one per
+    pipeline stage (so every stage has one in flight, as a serving engine's pipeline keeps
+    them), the largest divisor of the replica's share no larger than that; the whole share
+    on one stage. A share that ``dp`` does not split is left to the mapping's check (1)."""
+    if batch % dp:
+        return 1
+    share = batch // dp
+    most = max(1, share // pp)
+    return max(d for d in range(1, most + 1) if share % d == 0)
 
 
 def _check_names(

@@ -164,3 +164,29 @@ def test_int8_weights_halve_the_memory_bound_decode_step():
     exp = replace(exp, workload=replace(exp.workload, inference=inf))
     _, _, m = _run(exp)
     assert m["tpot_s"] == pytest.approx((12 * layers * h**2 + 13 * layers * h) / 256e9, rel=1e-2)
+
+
+def test_an_unstated_inference_micro_batch_gives_each_stage_one():
+    """With no micro_batch_size anywhere, a replica's batch / dp requests split into one
+    micro-batch per pipeline stage (the largest divisor of the share no larger than
+    share / pp): 8 requests on one stage decode together, 16 over 4 stages as 4 x 4, 12 over 5
+    as 6 x 2; a batch dp does not split is left to the mapping's own check. A stated one
+    wins."""
+    from palmsim.api import inference_micro_batch, load_experiment
+
+    assert inference_micro_batch(8, 1, 1) == 8
+    assert inference_micro_batch(16, 1, 4) == 4
+    assert inference_micro_batch(12, 1, 5) == 2
+    assert inference_micro_batch(12, 2, 1) == 6
+    assert inference_micro_batch(7, 2, 1) == 1
+    sets = ["workload.mode=inference", "inference.prompt_len=64", "inference.output_len=4",
+            "inference.batch=8"]  # fmt: skip
+    hf = "workloads/hf/llama-2-7b.config.json"
+    exp = load_experiment("dgx-h100", hf, overrides=sets)
+    assert exp.mapping.micro_batch_size == 8
+    exp = load_experiment("dgx-h100", hf, overrides=sets, mapping_flags={"pp": 2, "tp": 8})
+    assert exp.mapping.micro_batch_size == 4
+    stated = [*sets, "mapping.micro_batch_size=2"]
+    assert load_experiment("dgx-h100", hf, overrides=stated).mapping.micro_batch_size == 2
+    shipped = load_experiment("dgx-h100", "llama2-7b", overrides=["workload.mode=inference"])
+    assert shipped.mapping.micro_batch_size == 4  # its inference.mapping states it
