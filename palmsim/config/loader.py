@@ -1230,7 +1230,8 @@ def hardware_schema(kind: str) -> Schema:
 #: Spellings of ``hidden_act`` -> the MLP kind palmsim models: ``gelu``, two matrices with one
 #: elementwise activation between them, whichever it is (GeLU; ReLU; squared ReLU, Nemotron-4's
 #: and Hugging Face's ``relu2``: one pass over the activation each way, costed alike), or
-#: ``silu``, the gated SwiGLU MLP of three matrices.
+#: ``silu``, the gated MLP of three matrices: SwiGLU, and GeGLU (Shazeer 2020, Gemma's: the
+#: gate through a GeLU, the same matrices and one elementwise product), costed alike.
 _ACT_ALIASES = {
     "gelu": "gelu",
     "gelu_new": "gelu",
@@ -1241,6 +1242,7 @@ _ACT_ALIASES = {
     "squared_relu": "gelu",
     "silu": "silu",
     "swiglu": "silu",
+    "geglu": "silu",
 }
 
 #: Hugging Face alias (GPT-2 / BERT names) -> ModelSpec name.
@@ -1333,14 +1335,30 @@ _LLAMA_FAMILY = (
     "qwen3_next",
     "qwen3_5_text",
     "qwen3_5_moe_text",
+    "phi3",  # Phi-3/3.5-mini (Phi3MLP: fused gate_up_proj, SiLU)
+    "granite",  # IBM Granite 3 (GraniteConfig: attention_bias and mlp_bias false)
+    "olmo2",  # AI2 OLMo 2 (its norms after each sublayer: the same ops)
 )
+#: Hugging Face model types of Google's Gemma (transformers' GemmaConfig, Gemma2Config,
+#: Gemma3TextConfig): RMSNorm, RoPE, no biases, and a gated MLP whatever ``hidden_act``
+#: names (GemmaMLP: ``down_proj(act(gate_proj(x)) * up_proj(x))``, GeGLU). Gemma 2 alternates
+#: sliding-window and full layers, the sliding one first (``layer_types`` default
+#: ``"sliding_attention" if (i + 1) % 2 else "full_attention"``), Gemma 3 makes every
+#: ``sliding_window_pattern``-th (6) layer full. Their extra norms (Gemma 2 and 3 norm each
+#: sublayer's output too) and soft-capping are not modelled (elementwise ops of h per token).
+_GEMMA_FAMILY = {"gemma": 0, "gemma2": 2, "gemma3_text": 6}
 #: Hugging Face model type of Llama 4 (its text model's config under ``text_config``).
 _LLAMA4 = "llama4_text"
 #: Hugging Face model types of Qwen3-Next and of Qwen3.5's language models (Gated DeltaNet
 #: and gated attention layers).
 _QWEN3_NEXT = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
 #: Multimodal model types and the type of the language model under their ``text_config``.
-_MULTIMODAL = {"llama4": _LLAMA4, "qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
+_MULTIMODAL = {
+    "llama4": _LLAMA4,
+    "qwen3_5": "qwen3_5_text",
+    "qwen3_5_moe": "qwen3_5_moe_text",
+    "gemma3": "gemma3_text",
+}
 #: Hugging Face model types that are encoders (bidirectional attention).
 _ENCODER_FAMILY = ("bert", "roberta")
 
@@ -1416,6 +1434,7 @@ _DERIVED_TYPES = frozenset(
         *_NEMOTRON_H_FAMILY,
         *_ENCODER_FAMILY,
         *_PARALLEL_FAMILY,
+        *_GEMMA_FAMILY,
         *_SINK_FAMILY,
         *_QWEN3_NEXT,
         *_MULTIMODAL,
@@ -1794,6 +1813,8 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
         problems += _shared_expert(hf, model, where, "moe_shared_expert_intermediate_size")
     if model_type in _PARALLEL_FAMILY:
         _parallel_family(hf, model, model_type)
+    if model_type in _GEMMA_FAMILY:
+        _gemma(hf, model, _GEMMA_FAMILY[model_type])
     if model_type in _ENCODER_FAMILY:
         model.setdefault("causal", False)
     if model_type in _SINK_FAMILY:
@@ -1829,6 +1850,23 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
             settings,
         )
     return model, problems
+
+
+def _gemma(hf: Mapping[str, Any], model: dict[str, Any], every: int) -> None:
+    """A Gemma model (:data:`_GEMMA_FAMILY`): its gated MLP, RMSNorm, RoPE, no biases; with a
+    ``sliding_window`` and no ``layer_types``, every ``every``-th layer full (Gemma 3:
+    ``sliding_window_pattern``), the others sliding."""
+    model["hidden_act"] = "geglu"
+    model.setdefault("norm", "rmsnorm")
+    model.setdefault("position_embedding", "rope")
+    model.setdefault("use_bias", False)
+    every = hf.get("sliding_window_pattern", every)
+    layers = hf.get("num_hidden_layers")
+    windowed = every and hf.get("sliding_window") is not None and "layer_types" not in hf
+    if windowed and isinstance(layers, int) and isinstance(every, int) and every >= 1:
+        model["layer_types"] = [
+            "sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)
+        ]
 
 
 def _parallel_family(hf: Mapping[str, Any], model: dict[str, Any], model_type: str) -> None:

@@ -927,7 +927,7 @@ class ModelSpec:
     max_position_embeddings: int = _f("longest sequence the model supports")
     hidden_act: str = _f(
         "'gelu' (2-matrix MLP; ReLU and squared ReLU, 'relu2', are costed as it) or 'silu' "
-        "(SwiGLU, 3-matrix gated MLP)"
+        "(3-matrix gated MLP: SwiGLU, and Gemma's GeGLU, 'geglu', costed as it)"
     )
     norm: str = _f("'layernorm' or 'rmsnorm'", default="layernorm")
     position_embedding: str = _f("'learned' or 'rope'", default="learned")

@@ -447,13 +447,13 @@ def test_hf_to_model_refuses_a_model_type_palmsim_does_not_build(model_type, why
 
 
 def test_hf_to_model_warns_of_a_model_type_it_derives_nothing_for(caplog) -> None:
-    """A family palmsim knows nothing of (Gemma 2) is read from its sizes, and the run says
+    """A family palmsim knows nothing of (StableLM) is read from its sizes, and the run says
     with which norm, position embedding and biases; a known one (Llama) says nothing."""
     with caplog.at_level("WARNING"):
-        _, problems = hf_to_model({"model_type": "gemma2", "rms_norm_eps": 1e-6}, "g.json")
+        _, problems = hf_to_model({"model_type": "stablelm", "layer_norm_eps": 1e-5}, "g.json")
     assert problems == []
-    assert "g.json: model_type 'gemma2' is no family palmsim derives settings for" in caplog.text
-    assert "norm 'rmsnorm', position_embedding 'learned', use_bias True" in caplog.text
+    assert "g.json: model_type 'stablelm' is no family palmsim derives settings for" in caplog.text
+    assert "norm 'layernorm', position_embedding 'learned', use_bias True" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
         hf_to_model({"model_type": "llama", "hidden_size": 64}, "l.json")
