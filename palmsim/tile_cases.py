@@ -1236,23 +1236,36 @@ _FALCON_BLOCKS = (
 )
 
 
+def stated_parallel_block(value: Any) -> str:
+    """A case's stated ``model.parallel_block``: one of
+    :data:`palmsim.config.specs.PARALLEL_BLOCKS`, or a yes (one norm) or no (none).
+
+    Raises:
+        CannotExpressError: anything else.
+    """
+    text = str(value).strip().lower()
+    if text in PARALLEL_BLOCKS:
+        return text
+    if text in ("true", "yes", "on", "1"):
+        return "one_norm"
+    if text in ("false", "no", "off", "0"):
+        return "none"
+    raise CannotExpressError(
+        f"model.parallel_block: got {value!r}; expected one of {', '.join(PARALLEL_BLOCKS)} "
+        "or true/false"
+    )
+
+
 def _parallel_block(m: Mapping[str, Any]) -> str:
-    """The case's ``parallel_block``: as stated (true: one norm), else a first Falcon's
-    (:data:`_FALCON_BLOCKS`), else 'none'.
+    """The case's ``parallel_block``: as stated (:func:`stated_parallel_block`), else a first
+    Falcon's (:data:`_FALCON_BLOCKS`), else 'none'.
 
     Raises:
         CannotExpressError: a stated value that is neither a block nor true/false.
     """
     stated = m.get("parallel_block")
-    if isinstance(stated, bool):
-        return "one_norm" if stated else "none"
     if stated is not None:
-        if str(stated) not in PARALLEL_BLOCKS:
-            raise CannotExpressError(
-                f"model.parallel_block: got {stated!r}; expected one of "
-                f"{', '.join(PARALLEL_BLOCKS)} or true/false"
-            )
-        return str(stated)
+        return stated_parallel_block(stated)
     named = f"{m.get('arch') or ''} {m.get('name') or ''}"
     return next((block for pattern, block in _FALCON_BLOCKS if pattern.search(named)), "none")
 

@@ -54,7 +54,6 @@ from palmsim.config.loader import (
 )
 from palmsim.config.specs import (
     DEFAULT_RECOMPUTE_MODULES,
-    PARALLEL_BLOCKS,
     RECOMPUTE_MODULES,
     ZERO_COLLECTIVES,
     HardwareSpec,
@@ -1692,9 +1691,9 @@ _MEGASCALE_BLOCK_WHY = (
 def _parallel_block(
     model: Mapping[str, Any], framework: str | None, assumptions: list[Assumption]
 ) -> str | None:
-    """``model.parallel_block`` of a case (:data:`palmsim.config.specs.PARALLEL_BLOCKS`): as
-    stated (true: one norm, false: none), MegaScale's 'one_norm' when a MegaScale case leaves
-    it out (an assumption), else None (the workload's).
+    """``model.parallel_block`` of a case: as stated
+    (:func:`palmsim.tile_cases.stated_parallel_block`), MegaScale's 'one_norm' when a
+    MegaScale case leaves it out (an assumption), else None (the workload's).
 
     Raises:
         NotRun: a value that is neither a block nor a yes/no.
@@ -1705,15 +1704,10 @@ def _parallel_block(
             assumptions.append(Assumption("model.parallel_block", "one_norm", _MEGASCALE_BLOCK_WHY))
             return "one_norm"
         return None
-    if str(value).strip().lower() in PARALLEL_BLOCKS:
-        return str(value).strip().lower()
     try:
-        return "one_norm" if _flag(model, "parallel_block") else "none"
-    except NotRun:
-        raise NotRun(
-            f"model.parallel_block: got {value!r}; expected one of {', '.join(PARALLEL_BLOCKS)} "
-            "or true/false"
-        ) from None
+        return tile_cases.stated_parallel_block(value)
+    except tile_cases.CannotExpressError as error:
+        raise NotRun(str(error)) from None
 
 
 def _framework(case: Mapping[str, Any]) -> str | None:
