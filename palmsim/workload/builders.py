@@ -598,8 +598,8 @@ def _parallel_blocks(
     layer's input ``x`` and the layer returns ``x + attn(n1(x)) + mlp(n2(x))``.
 
     GPT-NeoX's ParallelTransformerLayer (megatron/model/transformer.py, ``gpt_j_residual``)
-    adds the MLP's partial output to the attention's before one reduction over the TP group
-    ("we can do a single allreduce after we add mlp / attn outputs"), then the residual; PaLM
+    adds the MLP's partial output to the attention's and reduces the sum over the TP group
+    once, then adds the residual; PaLM
     (Chowdhery et al. 2022, Sec. 2) and MegaScale (Jiang et al. 2024, Sec. 3.2, Fig. 3: one
     all-gather, one reduce-scatter) do the same. So the attention block has no collective
     after its forward and the MLP block none after its backward (the input gradients of the
