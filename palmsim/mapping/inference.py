@@ -132,7 +132,7 @@ from palmsim.workload.builders import (
     layer_blocks,
     separate_projections,
 )
-from palmsim.workload.ops import Op
+from palmsim.workload.ops import Op, attended_cache
 
 __all__ = ["TOKEN_ID_BYTES", "fused_experts", "kv_cache_bytes", "map_inference"]
 
@@ -609,15 +609,21 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
         )
         return dataclasses.replace(b, ops=ops)
 
-    built: dict[tuple[float, float] | None, tuple[Block, ...]] = {}
+    built: dict[tuple[tuple[float, float] | None, int | None, int | None], tuple[Block, ...]] = {}
     layers = []
+    # a layer's blocks differ with its routing and, where layers mix full and windowed or
+    # chunked attention, with its window and chunk
+    by_layer = model.is_moe or model.has_mixed_attention
     for i, routing in enumerate(routings):
-        key = None if routing is None else (routing.max_received_slots, routing.max_touched_experts)
+        slots = (
+            None if routing is None else (routing.max_received_slots, routing.max_touched_experts)
+        )
+        key = (slots, model.attention_window(i), model.attention_chunk(i))
         if key not in built:
             blocks = layer_blocks(
-                model, spec, mbs, a, layer=i if model.is_moe else None, ep=ep,
-                expert_slots=None if key is None else key[0],
-                touched_experts=None if key is None else key[1],
+                model, spec, mbs, a, layer=i if by_layer else None, ep=ep,
+                expert_slots=None if slots is None else slots[0],
+                touched_experts=None if slots is None else slots[1],
             )  # fmt: skip
             if not inf.fused_projections:
                 blocks = tuple(separate_projections(b, model) for b in blocks)
@@ -804,7 +810,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     inf = experiment.workload.inference
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
     model = experiment.workload.model
-    check_cached_attention(model)
+    check_cached_attention(model, windowed=True)
     _check_tp_2d(experiment)
     # Experts over EP groups of data-parallel replicas (the attention data-parallel, the
     # experts expert-parallel: DeepSeek-V3's serving layout, its report Sec. 3.4), each
@@ -1150,11 +1156,22 @@ class _Lowering:
         ``inference.decode_attention_cores`` lasts at least one request's share
         (:func:`decode_attention_floor_s`); every step, at least its cache reads at the
         interleaved rate (:func:`interleaved_read_floor_s`)."""
+        model = self.experiment.workload.model
+        # the cached tokens the new ones attend to: all, or a windowed or chunked layer's
+        # (the cache is held whole: tt-metal's and vLLM V0's paged caches; the fused kernels
+        # skip the blocks outside the window)
+        first, pairs = attended_cache(
+            ctx,
+            new_tokens,
+            window=model.attention_window(unit.layer),
+            chunk=model.attention_chunk(unit.layer),
+        )
+        read = ctx - first
         cost = kv_attention_cost(
             bytes_per_token=self.serving.kv_bytes_per_token_mb,
-            # each new token's queries against every cached token (a prefill chunk's many)
-            flop_per_token=self.serving.flop_per_cached_token * new_tokens,
-            ctx_from=0,
+            # each new token's queries against each cached token it attends to
+            flop_per_token=self.serving.flop_per_cached_token * pairs / read if read else 0.0,
+            ctx_from=first,
             ctx_to=ctx,
             new_tokens=new_tokens,
             spill_token=self.spill_token,
@@ -1169,7 +1186,6 @@ class _Lowering:
         inf = self.experiment.workload.inference
         assert inf is not None
         if tag == "D" and inf.decode_attention_cores > 0:
-            model = self.experiment.workload.model
             # one request's share of the tile's cache: the tile's cache over its requests,
             # or, split by sequence over ranks (kv_placement), the part of one request it holds
             users = self.serving.users
@@ -1180,7 +1196,7 @@ class _Lowering:
                     hw,
                     cores=cores,
                     read_bytes=cost.dram_read_bytes / max(users, 1.0),
-                    flop=ctx
+                    flop=read
                     * min(users, 1.0)
                     * decode_attention_flop_per_token(
                         model.num_attention_heads // self.serving.grid[0],

@@ -251,16 +251,20 @@ def _check_layer_tp(model: ModelSpec, tp: int) -> None:
         )
 
 
-def check_cached_attention(model: ModelSpec) -> None:
+def check_cached_attention(model: ModelSpec, *, windowed: bool = False) -> None:
     """Inference and serving cost the KV cache as ``2·kv·d`` elements per token and layer
-    and its attention as multi-/grouped-query attention over every cached token.
+    and its attention as multi-/grouped-query attention over the cached tokens it reads:
+    every one, or with ``windowed`` (``palmsim run --mode inference``) a sliding-window or
+    chunked layer's window (:func:`palmsim.workload.ops.attended_cache`) of a cache held
+    whole.
 
     Raises:
         MappingError: a hybrid Mamba model (its layers' recurrent state), multi-head latent
             attention (its cache holds the compressed latent and the rotary key,
             ``kv_lora_rank + qk_rope_head_dim`` per token, attended with the up projections
-            absorbed) or sliding-window layers (a window-bounded cache): none is modelled
-            for inference.
+            absorbed), linear attention, or without ``windowed`` sliding-window and chunked
+            layers (a serving engine's block manager frees what leaves the window): none is
+            modelled there.
     """
     if model.hybrid_override_pattern is not None:
         raise MappingError(
@@ -272,10 +276,12 @@ def check_cached_attention(model: ModelSpec) -> None:
             f"model {model.name!r}: multi-head latent attention is modelled for training only "
             "(its latent KV cache and absorbed decode attention are not modelled)"
         )
-    if model.sliding_window is not None or model.attention_chunk_size is not None:
+    bounded = model.sliding_window is not None or model.attention_chunk_size is not None
+    if bounded and not windowed:
         raise MappingError(
             f"model {model.name!r}: sliding-window and chunked attention are modelled for "
-            "training only (a window- or chunk-bounded KV cache is not modelled)"
+            "training and palmsim run --mode inference, not for serving (a block manager "
+            "freeing the blocks a window leaves is not modelled)"
         )
     if model.layer_types is not None and "linear_attention" in model.layer_types:
         raise MappingError(

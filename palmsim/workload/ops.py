@@ -386,6 +386,37 @@ def attended_pairs(
     return queries / keys * band
 
 
+def attended_cache(
+    cached: int, new_tokens: int, *, window: int | None = None, chunk: int | None = None
+) -> tuple[int, int]:
+    """The cached keys ``new_tokens`` new queries attend to, after ``cached`` tokens:
+    ``(first, pairs)``, the first cached position any of them reads (they read
+    ``[first, cached)``) and the query-key pairs they form with cached keys.
+
+    The query at position ``p = cached + q`` (``q`` from 0) sees cached keys ``j < cached``
+    with, under a sliding window of ``w`` (``p - w < j <= p``), ``j > p - w``: ``min(cached,
+    max(0, w - 1 - q))`` of them from ``max(0, cached - w + 1)`` on; in chunked local attention
+    of chunks of ``C`` (Llama 4: ``j`` in ``p``'s chunk), ``max(0, cached - C·floor(p/C))``
+    from ``C·floor(cached/C)`` on; else all ``cached``.
+    """
+    if cached <= 0 or new_tokens <= 0:
+        return cached, 0
+    if window is None and chunk is None:
+        return 0, cached * new_tokens
+    if window is not None:
+        # queries q <= m - cached see every cached key, those up to m fewer and fewer (m - q)
+        m = window - 1
+        full = min(max(m - cached + 1, 0), new_tokens)
+        partial = min(max(m, 0), new_tokens)
+        pairs = cached * full + (partial - full) * m - (full + partial - 1) * (partial - full) // 2
+        return max(0, cached - m), pairs
+    assert chunk is not None
+    start = cached // chunk * chunk
+    # only the queries in the cached tokens' last chunk reach back into the cache
+    same = min(new_tokens, start + chunk - cached)
+    return start, (cached - start) * same
+
+
 @OPS.register("attention")
 def fused_attention_cost(
     batch_heads: float,

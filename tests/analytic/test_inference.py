@@ -190,3 +190,50 @@ def test_an_unstated_inference_micro_batch_gives_each_stage_one():
     assert load_experiment("dgx-h100", hf, overrides=stated).mapping.micro_batch_size == 2
     shipped = load_experiment("dgx-h100", "llama2-7b", overrides=["workload.mode=inference"])
     assert shipped.mapping.micro_batch_size == 4  # its inference.mapping states it
+
+
+def test_attended_cache_counts_the_pairs_a_window_or_chunk_leaves():
+    """New queries after ``c`` cached tokens: with a window of ``w`` (query ``p`` sees keys
+    ``p-w < j <= p``) query ``q`` reaches ``min(c, w-1-q)`` cached keys; in chunks of ``C``
+    only the queries in the cached tokens' last chunk reach back, ``c mod C`` keys each."""
+    from palmsim.workload.ops import attended_cache
+
+    assert attended_cache(100, 1) == (0, 100)  # full attention: every cached key
+    assert attended_cache(100, 1, window=8) == (93, 7)  # keys 93..99 and itself
+    # 3 queries after 10 cached, window 5: 4 + 3 + 2 cached keys, from key 6 on
+    assert attended_cache(10, 3, window=5) == (6, 9)
+    # a window wider than everything: the full triangle's cached part, 3 x 10
+    assert attended_cache(10, 3, window=100) == (0, 30)
+    # chunks of 8 after 10 cached: positions 10..15 are in chunk [8, 16), 2 cached keys each;
+    # 16 and 17 start the next chunk
+    assert attended_cache(10, 8, chunk=8) == (8, 12)
+    assert attended_cache(16, 4, chunk=8) == (16, 0)
+
+
+def test_a_windowed_layers_decode_reads_its_window_of_the_cache():
+    """gpt-oss-style layers, sliding (window 16) then full: at decode step k after a 64-token
+    prompt the full layer reads all 64 + k - 1 cached tokens, the sliding one its window's 15,
+    the same bytes per token; the cache is held whole, for both."""
+    hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)  # the cache in DRAM
+    model = replace(
+        gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=256),
+        sliding_window=16,
+        layer_types=("sliding_attention", "full_attention"),
+    )
+    plan, _, _ = _run(_exp(hw, model, prompt=64, output=4, batch=1))
+    decode = plan.inference.stages[0].decode
+    for k, steps in enumerate(decode, start=1):
+        kv = [s for s in steps if isinstance(s, ComputeStep) and s.block == "kv"]
+        sliding, full = (s.dram_read_bytes for s in kv)
+        assert sliding * (64 + k - 1) == pytest.approx(full * 15, rel=1e-12)
+
+
+def test_serving_still_refuses_a_windowed_model():
+    from palmsim.config.specs import TrafficSpec
+    from palmsim.mapping.serving import map_serving
+    from tests.serving.helpers import serving_spec
+
+    hw = _one_tile()
+    model = replace(gpt_model(layers=2, hidden=256, heads=4, vocab=512), sliding_window=16)
+    with pytest.raises(MappingError, match="not for serving"):
+        map_serving(serving_spec(TrafficSpec("poisson")), hw, model, Chip.from_spec(hw))
