@@ -78,6 +78,7 @@ from palmsim.config.specs import (
     ExperimentSpec,
     HardwareSpec,
     InferenceSpec,
+    ModelSpec,
     ServingSpec,
     TileSpec,
     TrainingSpec,
@@ -480,8 +481,12 @@ class _Serving:
     prefill_last: _Pass | None  # the shorter last chunk, if the chunks do not divide it
     decode: _Pass
     kv_heads_per_tile: int
-    flop_per_cached_token: float  # QK^T and AV of one layer, per micro-batch
+    flop_per_cached_token: float  # QK^T and AV of one layer, per micro-batch and pair
     kv_bytes_per_token_mb: float  # one layer, one micro-batch
+    # a prefill's over its cached chunks, where it differs (MLA: _mla_flop): per pair, and
+    # per cached token whatever the pairs (the latent's up projection)
+    prefill_flop_per_pair: float
+    prefill_flop_per_cached_token: float
     users: float  # the requests whose cache a tile holds (_cache_users)
     mbs: int
     tp: int
@@ -657,21 +662,58 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     users = _cache_users(mbs, b, inf.kv_placement)
     chunk, chunks = inf.prefill_passes()
     last = inf.prompt_len - (chunks - 1) * chunk
+    kv_elem = DTYPE_BYTES[inf.kv_dtype]
+    pair_flop = 4.0 * users * heads_t * model.head_dim  # 2 FLOP per MAC, QK^T and AV
+    prefill_pair_flop, prefill_cached_flop = pair_flop, 0.0
+    if model.is_mla:
+        kv_t = 1  # one latent a token, every head's
+        pair_flop, prefill_pair_flop, prefill_cached_flop = _mla_flop(model, users, heads_t)
+    kv_bytes = _kv_token_bytes(model, kv_t, users, kv_elem)
     return _Serving(
         prefill=_pass(experiment, chunk, batch),
         prefill_last=_pass(experiment, last, batch) if last != chunk else None,
         decode=_pass(experiment, 1, batch),
         kv_heads_per_tile=kv_t,
-        flop_per_cached_token=4.0 * users * heads_t * model.head_dim,  # 2 FLOP per MAC, x2
-        kv_bytes_per_token_mb=kv_cache_bytes(
-            1, kv_t, model.head_dim, 1, users, DTYPE_BYTES[inf.kv_dtype]
-        ),
+        flop_per_cached_token=pair_flop,
+        kv_bytes_per_token_mb=kv_bytes,
+        prefill_flop_per_pair=prefill_pair_flop,
+        prefill_flop_per_cached_token=prefill_cached_flop,
         users=users,
         mbs=mbs,
         tp=tp,
         pp=mapping.pp,
         grid=(a, b),
     )
+
+
+def _kv_token_bytes(model: ModelSpec, kv_heads: int, requests: float, elem_bytes: float) -> float:
+    """One layer's cache bytes a token for ``requests`` requests on a tile of ``kv_heads`` KV
+    heads: a K and a V vector a head (:func:`kv_cache_bytes`), or multi-head latent
+    attention's latent and rotary key, ``r_kv + d_r`` elements for every head at once (so
+    whole on every TP rank: DeepSeek-V2, arXiv:2405.04434, Sec. 2.1.2)."""
+    if model.is_mla:
+        latent = int(model.kv_lora_rank or 0) + int(model.qk_rope_head_dim or 0)
+        return float(latent * requests * elem_bytes)
+    return kv_cache_bytes(1, kv_heads, model.head_dim, 1, requests, elem_bytes)
+
+
+def _mla_flop(model: ModelSpec, users: float, heads: int) -> tuple[float, float, float]:
+    """Multi-head latent attention's FLOP over its cache on a tile of ``heads`` query heads
+    for ``users`` requests (DeepSeek-V2, arXiv:2405.04434, Sec. 2.1): ``(decode per pair,
+    prefill per pair, prefill per cached token)``. vLLM's MLA backend
+    (vllm/v1/attention/backends/mla/common.py) decodes the "data-movement friendly" way: the
+    up projections absorbed into the query and the output, each head attends over the
+    latent, ``2·(r_kv + d_r)`` FLOP a pair for QK^T and ``2·r_kv`` for AV; and prefills over
+    cached context the "compute friendly" way: the context's latents up projected
+    (``2·r_kv·(d_nope + d_v)`` FLOP a token and head) and attended as multi-head attention,
+    ``2·(d_nope + d_r + d_v)`` a pair. The new tokens' own up projection is the layer's
+    ``kv_up`` GEMM either way."""
+    r, d_r = int(model.kv_lora_rank or 0), int(model.qk_rope_head_dim or 0)
+    d_nope, d_v = int(model.qk_nope_head_dim or 0), model.value_head_dim
+    decode_pair = users * heads * 2.0 * (2 * r + d_r)
+    prefill_pair = users * heads * 2.0 * (d_nope + d_r + d_v)
+    prefill_cached = users * heads * 2.0 * r * (d_nope + d_v)
+    return decode_pair, prefill_pair, prefill_cached
 
 
 def check_prefill_weight_readers(hw: HardwareSpec, readers: int, section: str) -> None:
@@ -749,6 +791,8 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
         why = "pipeline stages with it are not modelled (sends between 2-D groups)"
     elif model.is_moe:
         why = "mixture-of-experts layers with it are not modelled"
+    elif model.is_mla:
+        why = "multi-head latent attention with it is not modelled"
     elif model.parallel_block != "none":
         why = (
             f"model.parallel_block = {model.parallel_block!r} with it is not modelled (its "
@@ -810,7 +854,13 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     inf = experiment.workload.inference
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
     model = experiment.workload.model
-    check_cached_attention(model, windowed=True)
+    check_cached_attention(model, inference_run=True)
+    if model.is_mla and inf.decode_attention_cores > 0:
+        raise MappingError(
+            "inference.decode_attention_cores prices tt-metal's SDPA decode over K and V "
+            "heads, not multi-head latent attention's latent cache (--set "
+            "inference.decode_attention_cores=0)"
+        )
     _check_tp_2d(experiment)
     # Experts over EP groups of data-parallel replicas (the attention data-parallel, the
     # experts expert-parallel: DeepSeek-V3's serving layout, its report Sec. 3.4), each
@@ -936,13 +986,9 @@ def _stage_memory(
     if s == serving.pp - 1:
         own += [(op, w_elem) for op in prefill.head.ops]
     weights = float(sum(op.params * e for op, e in own))
-    kv_per_token = kv_cache_bytes(
-        last - first,
-        serving.kv_heads_per_tile,
-        experiment.workload.model.head_dim,
-        1,
-        requests,
-        DTYPE_BYTES[inf.kv_dtype],
+    model = experiment.workload.model
+    kv_per_token = (last - first) * _kv_token_bytes(
+        model, serving.kv_heads_per_tile, requests, DTYPE_BYTES[inf.kv_dtype]
     )
     kv_full = kv_per_token * total_tokens
     working = float(
@@ -1167,10 +1213,18 @@ class _Lowering:
             chunk=model.attention_chunk(unit.layer),
         )
         read = ctx - first
+        serving = self.serving
+        # each new token's queries against each cached token it attends to (a prefill over
+        # an MLA cache also up projects the cached latents it reads)
+        per_read = pairs / read if read else 0.0  # the new tokens each cached token meets
+        flop_per_token = (
+            serving.prefill_flop_per_pair * per_read + serving.prefill_flop_per_cached_token
+            if tag == "P"
+            else serving.flop_per_cached_token * per_read
+        )
         cost = kv_attention_cost(
-            bytes_per_token=self.serving.kv_bytes_per_token_mb,
-            # each new token's queries against each cached token it attends to
-            flop_per_token=self.serving.flop_per_cached_token * pairs / read if read else 0.0,
+            bytes_per_token=serving.kv_bytes_per_token_mb,
+            flop_per_token=flop_per_token if read else 0.0,
             ctx_from=first,
             ctx_to=ctx,
             new_tokens=new_tokens,

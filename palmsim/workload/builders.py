@@ -251,18 +251,19 @@ def _check_layer_tp(model: ModelSpec, tp: int) -> None:
         )
 
 
-def check_cached_attention(model: ModelSpec, *, windowed: bool = False) -> None:
+def check_cached_attention(model: ModelSpec, *, inference_run: bool = False) -> None:
     """Inference and serving cost the KV cache as ``2·kv·d`` elements per token and layer
-    and its attention as multi-/grouped-query attention over the cached tokens it reads:
-    every one, or with ``windowed`` (``palmsim run --mode inference``) a sliding-window or
-    chunked layer's window (:func:`palmsim.workload.ops.attended_cache`) of a cache held
-    whole.
+    and its attention as multi-/grouped-query attention over every cached token. An
+    ``inference_run`` (``palmsim run --mode inference``) also costs a sliding-window or
+    chunked layer's reads of its window (:func:`palmsim.workload.ops.attended_cache`) of a
+    cache held whole, and multi-head latent attention's latent cache
+    (:mod:`palmsim.mapping.inference`, ``_mla_flop``).
 
     Raises:
-        MappingError: a hybrid Mamba model (its layers' recurrent state), multi-head latent
-            attention (its cache holds the compressed latent and the rotary key,
-            ``kv_lora_rank + qk_rope_head_dim`` per token, attended with the up projections
-            absorbed), linear attention, or without ``windowed`` sliding-window and chunked
+        MappingError: a hybrid Mamba model (its layers' recurrent state), linear attention,
+            or outside an ``inference_run`` multi-head latent attention (its cache holds the
+            compressed latent and the rotary key, ``kv_lora_rank + qk_rope_head_dim`` per
+            token, attended with the up projections absorbed) and sliding-window and chunked
             layers (a serving engine's block manager frees what leaves the window): none is
             modelled there.
     """
@@ -271,13 +272,14 @@ def check_cached_attention(model: ModelSpec, *, windowed: bool = False) -> None:
             f"model {model.name!r}: hybrid Mamba models are modelled for training only (the "
             "Mamba layers' recurrent state in place of a KV cache is not modelled)"
         )
-    if model.is_mla:
+    if model.is_mla and not inference_run:
         raise MappingError(
-            f"model {model.name!r}: multi-head latent attention is modelled for training only "
-            "(its latent KV cache and absorbed decode attention are not modelled)"
+            f"model {model.name!r}: multi-head latent attention is modelled for training and "
+            "palmsim run --mode inference, not for serving (its latent cache in the block "
+            "manager is not modelled)"
         )
     bounded = model.sliding_window is not None or model.attention_chunk_size is not None
-    if bounded and not windowed:
+    if bounded and not inference_run:
         raise MappingError(
             f"model {model.name!r}: sliding-window and chunked attention are modelled for "
             "training and palmsim run --mode inference, not for serving (a block manager "

@@ -237,3 +237,54 @@ def test_serving_still_refuses_a_windowed_model():
     model = replace(gpt_model(layers=2, hidden=256, heads=4, vocab=512), sliding_window=16)
     with pytest.raises(MappingError, match="not for serving"):
         map_serving(serving_spec(TrafficSpec("poisson")), hw, model, Chip.from_spec(hw))
+
+
+def test_an_mla_decode_reads_the_latent_and_attends_over_it():
+    """Multi-head latent attention (DeepSeek-V2 Sec. 2.1) caches ``r_kv + d_r`` elements a
+    token and layer, every head's; a decode step attends over them with the up projections
+    absorbed, ``2·(r_kv + d_r) + 2·r_kv`` FLOP a head and cached token (vLLM's MLA decode).
+    Here r_kv 64, d_r 16, 4 heads, fp16: 160 B and 4 x 2 x 144 = 1152 FLOP a cached token."""
+    hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)  # the cache in DRAM
+    model = replace(
+        gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=256),
+        kv_lora_rank=64,
+        qk_nope_head_dim=32,
+        qk_rope_head_dim=16,
+        v_head_dim=32,
+        position_embedding="rope",
+    )
+    plan, _, _ = _run(_exp(hw, model, prompt=64, output=3, batch=1))
+    stage = plan.inference.stages[0]
+    assert stage.kv_bytes_per_token == pytest.approx(2 * 160, rel=1e-12)  # two layers
+    for k, steps in enumerate(stage.decode, start=1):
+        ctx = 64 + k - 1
+        for kv in (s for s in steps if isinstance(s, ComputeStep) and s.block == "kv"):
+            assert kv.dram_read_bytes == pytest.approx(ctx * 160, rel=1e-12)
+            assert kv.flop == pytest.approx(ctx * 1152, rel=1e-12)
+
+
+def test_an_mla_prefill_chunk_up_projects_the_cached_latents():
+    """A prompt prefilled in chunks of 32: the second chunk attends to the first's 32 cached
+    latents the "compute friendly" way (vLLM's MLA prefill over context): each up projected,
+    ``2·r_kv·(d_nope + d_v)`` FLOP a head, then multi-head attention, ``2·(d_nope + d_r +
+    d_v)`` a pair, 32 x 32 pairs: 4 heads x (32·2·64·64 + 1024·2·80) = 1,703,936 FLOP."""
+    hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)
+    model = replace(
+        gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=256),
+        kv_lora_rank=64,
+        qk_nope_head_dim=32,
+        qk_rope_head_dim=16,
+        v_head_dim=32,
+        position_embedding="rope",
+    )
+    exp = _exp(hw, model, prompt=64, output=1, batch=1)
+    inf = replace(exp.workload.inference, prefill_chunk_tokens=32)
+    exp = replace(exp, workload=replace(exp.workload, inference=inf))
+    plan, _, _ = _run(exp)
+    kv = [
+        s
+        for s in plan.inference.stages[0].prefill
+        if isinstance(s, ComputeStep) and s.block == "kv" and s.flop > 0
+    ]
+    assert len(kv) == 2  # the second chunk's, one a layer
+    assert all(s.flop == pytest.approx(1_703_936, rel=1e-12) for s in kv)

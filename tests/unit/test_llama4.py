@@ -96,4 +96,4 @@ def test_chunked_attention_is_not_served():
     model = load_workload("workloads/llama4-scout.yaml")[0].model
     with pytest.raises(MappingError, match="chunked attention are modelled for training and"):
         check_cached_attention(model)
-    check_cached_attention(model, windowed=True)  # palmsim run --mode inference reads chunks
+    check_cached_attention(model, inference_run=True)  # palmsim run --mode inference reads chunks
