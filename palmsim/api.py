@@ -210,15 +210,15 @@ def load_experiment(
 
 def inference_micro_batch(batch: int, dp: int, pp: int) -> int:
     """The requests an inference run decodes together when its mapping states no
-    ``micro_batch_size``: a replica's ``batch / dp`` split into ``pp`` micro-batches, one per
-    pipeline stage (so every stage has one in flight, as a serving engine's pipeline keeps
-    them), the largest divisor of the replica's share no larger than that; the whole share
-    on one stage. A share that ``dp`` does not split is left to the mapping's check (1)."""
+    ``micro_batch_size``: a replica's ``batch / dp`` split into ``gcd(share, pp)``
+    micro-batches, one per pipeline stage where ``pp`` divides the share (so every stage has
+    one in flight, as a serving engine's pipeline keeps them), as many as split it evenly
+    otherwise; the whole share on one stage. A share that ``dp`` does not split is left to the
+    mapping's check (1). Constant time, whatever the batch."""
     if batch % dp:
         return 1
     share = batch // dp
-    most = max(1, share // pp)
-    return max(d for d in range(1, most + 1) if share % d == 0)
+    return share // math.gcd(share, pp)
 
 
 def _check_names(

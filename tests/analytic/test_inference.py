@@ -167,16 +167,17 @@ def test_int8_weights_halve_the_memory_bound_decode_step():
 
 
 def test_an_unstated_inference_micro_batch_gives_each_stage_one():
-    """With no micro_batch_size anywhere, a replica's batch / dp requests split into one
-    micro-batch per pipeline stage (the largest divisor of the share no larger than
-    share / pp): 8 requests on one stage decode together, 16 over 4 stages as 4 x 4, 12 over 5
-    as 6 x 2; a batch dp does not split is left to the mapping's own check. A stated one
-    wins."""
+    """With no micro_batch_size anywhere, a replica's batch / dp requests split into
+    gcd(share, pp) micro-batches: 8 requests on one stage decode together, 16 over 4 stages
+    as 4 x 4, 12 over 8 stages as 4 x 3, 12 over 5 as one of 12; a batch dp does not split
+    is left to the mapping's own check. A stated one wins."""
     from palmsim.api import inference_micro_batch, load_experiment
 
     assert inference_micro_batch(8, 1, 1) == 8
     assert inference_micro_batch(16, 1, 4) == 4
-    assert inference_micro_batch(12, 1, 5) == 2
+    assert inference_micro_batch(12, 1, 8) == 3
+    assert inference_micro_batch(12, 1, 5) == 12
+    assert inference_micro_batch(10**18 + 9, 1, 4) == 10**18 + 9  # no search over divisors
     assert inference_micro_batch(12, 2, 1) == 6
     assert inference_micro_batch(7, 2, 1) == 1
     sets = ["workload.mode=inference", "inference.prompt_len=64", "inference.output_len=4",
@@ -239,13 +240,10 @@ def test_serving_still_refuses_a_windowed_model():
         map_serving(serving_spec(TrafficSpec("poisson")), hw, model, Chip.from_spec(hw))
 
 
-def test_an_mla_decode_reads_the_latent_and_attends_over_it():
-    """Multi-head latent attention (DeepSeek-V2 Sec. 2.1) caches ``r_kv + d_r`` elements a
-    token and layer, every head's; a decode step attends over them with the up projections
-    absorbed, ``2·(r_kv + d_r) + 2·r_kv`` FLOP a head and cached token (vLLM's MLA decode).
-    Here r_kv 64, d_r 16, 4 heads, fp16: 160 B and 4 x 2 x 144 = 1152 FLOP a cached token."""
-    hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)  # the cache in DRAM
-    model = replace(
+def _mla_model():
+    """A two-layer GPT with multi-head latent attention: r_kv 64, d_nope 32, d_r 16, d_v 32,
+    4 heads."""
+    return replace(
         gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=256),
         kv_lora_rank=64,
         qk_nope_head_dim=32,
@@ -253,6 +251,15 @@ def test_an_mla_decode_reads_the_latent_and_attends_over_it():
         v_head_dim=32,
         position_embedding="rope",
     )
+
+
+def test_an_mla_decode_reads_the_latent_and_attends_over_it():
+    """Multi-head latent attention (DeepSeek-V2 Sec. 2.1) caches ``r_kv + d_r`` elements a
+    token and layer, every head's; a decode step attends over them with the up projections
+    absorbed, ``2·(r_kv + d_r) + 2·r_kv`` FLOP a head and cached token (vLLM's MLA decode).
+    Here r_kv 64, d_r 16, 4 heads, fp16: 160 B and 4 x 2 x 144 = 1152 FLOP a cached token."""
+    hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)  # the cache in DRAM
+    model = _mla_model()
     plan, _, _ = _run(_exp(hw, model, prompt=64, output=3, batch=1))
     stage = plan.inference.stages[0]
     assert stage.kv_bytes_per_token == pytest.approx(2 * 160, rel=1e-12)  # two layers
@@ -269,14 +276,7 @@ def test_an_mla_prefill_chunk_up_projects_the_cached_latents():
     ``2·r_kv·(d_nope + d_v)`` FLOP a head, then multi-head attention, ``2·(d_nope + d_r +
     d_v)`` a pair, 32 x 32 pairs: 4 heads x (32·2·64·64 + 1024·2·80) = 1,703,936 FLOP."""
     hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)
-    model = replace(
-        gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=256),
-        kv_lora_rank=64,
-        qk_nope_head_dim=32,
-        qk_rope_head_dim=16,
-        v_head_dim=32,
-        position_embedding="rope",
-    )
+    model = _mla_model()
     exp = _exp(hw, model, prompt=64, output=1, batch=1)
     inf = replace(exp.workload.inference, prefill_chunk_tokens=32)
     exp = replace(exp, workload=replace(exp.workload, inference=inf))
