@@ -1855,18 +1855,14 @@ def hf_to_model(hf: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list
 def _gemma(hf: Mapping[str, Any], model: dict[str, Any], every: int) -> None:
     """A Gemma model (:data:`_GEMMA_FAMILY`): its gated MLP, RMSNorm, RoPE, no biases; with a
     ``sliding_window`` and no ``layer_types``, every ``every``-th layer full (Gemma 3:
-    ``sliding_window_pattern``), the others sliding."""
+    ``sliding_window_pattern``; ``global_attention_interval``), the others sliding."""
     model["hidden_act"] = "geglu"
     model.setdefault("norm", "rmsnorm")
     model.setdefault("position_embedding", "rope")
     model.setdefault("use_bias", False)
     every = hf.get("sliding_window_pattern", every)
-    layers = hf.get("num_hidden_layers")
-    windowed = every and hf.get("sliding_window") is not None and "layer_types" not in hf
-    if windowed and isinstance(layers, int) and isinstance(every, int) and every >= 1:
-        model["layer_types"] = [
-            "sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)
-        ]
+    if every and hf.get("sliding_window") is not None and "layer_types" not in hf:
+        model.setdefault("global_attention_interval", every)
 
 
 def _parallel_family(hf: Mapping[str, Any], model: dict[str, Any], model_type: str) -> None:

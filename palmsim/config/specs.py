@@ -1044,9 +1044,10 @@ class ModelSpec:
         default=None,
     )
     global_attention_interval: int = _f(
-        "with attention_chunk_size: every this-many-th layer, the last of each group, "
-        "attends to the whole sequence (Llama 4's NoPE layers, Hugging Face no_rope_layers: "
-        "layers 3, 7, ... at 4; Megatron-Core nope_layer_interval); 0: none",
+        "with attention_chunk_size or a sliding_window and no layer_types: every "
+        "this-many-th layer, the last of each group, attends to the whole sequence (Llama 4's "
+        "NoPE layers, Hugging Face no_rope_layers: layers 3, 7, ... at 4; Megatron-Core "
+        "nope_layer_interval; Gemma 2's every other layer, Gemma 3's every sixth); 0: none",
         default=0,
     )
     attention_sinks: bool = _f(
@@ -1126,7 +1127,8 @@ class ModelSpec:
         if self.sliding_window is None:
             return None
         if self.layer_types is None:
-            return self.sliding_window
+            every = self.global_attention_interval
+            return None if every and (layer + 1) % every == 0 else self.sliding_window
         return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
 
     def is_linear_attention_layer(self, layer: int) -> bool:

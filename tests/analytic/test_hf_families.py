@@ -75,11 +75,8 @@ def test_gemma2_alternates_sliding_and_full_layers(tmp_path: Path) -> None:
     report's 8,324,201,984 (Table 1, 9B) less the two post-sublayer norm gains a layer
     palmsim does not build, 2 x 42 x 3584."""
     model = _load(tmp_path, GEMMA2_9B)
-    assert model.layer_types is not None
-    assert model.layer_types[:4] == (
-        "sliding_attention", "full_attention", "sliding_attention", "full_attention",
-    )  # fmt: skip
-    assert model.sliding_window == 4096 and model.hidden_act == "silu"
+    assert [model.attention_window(i) for i in range(4)] == [4096, None, 4096, None]
+    assert model.hidden_act == "silu"
     embedding = model.vocab_size * model.hidden_size
     assert num_parameters(model) - embedding == 8_324_201_984 - 2 * 42 * 3584
 
@@ -87,6 +84,5 @@ def test_gemma2_alternates_sliding_and_full_layers(tmp_path: Path) -> None:
 def test_gemma3_reads_its_text_model_with_one_full_layer_in_six(tmp_path: Path) -> None:
     model = _load(tmp_path, GEMMA3)
     assert model.num_hidden_layers == 34 and model.hidden_size == 2560
-    assert model.layer_types is not None
-    full = [i for i, kind in enumerate(model.layer_types) if kind == "full_attention"]
+    full = [i for i in range(34) if model.attention_window(i) is None]
     assert full == [5, 11, 17, 23, 29]
