@@ -1907,14 +1907,12 @@ def _qwen3_next(hf: Mapping[str, Any], model: dict[str, Any], where: str) -> lis
     gate, ``attn_output * sigmoid(gate)``); its layers are Gated DeltaNet ('linear_attention')
     but every ``full_attention_interval``-th when ``layer_types`` is not given
     (``Qwen3NextConfig``: ``"linear_attention" if bool((i + 1) % interval) else
-    "full_attention"``); its shared expert, ``shared_expert_intermediate_size`` wide, is that
+    "full_attention"``; ``global_attention_interval``, not a list of every layer); its shared
+    expert, ``shared_expert_intermediate_size`` wide, is that
     many routed experts' widths (and a sigmoid gate of one output, not counted)."""
     model.setdefault("attention_output_gate", True)
-    layers, every = hf.get("num_hidden_layers"), hf.get("full_attention_interval", 4)
-    if "layer_types" not in hf and isinstance(layers, int) and isinstance(every, int) and every:
-        model["layer_types"] = [
-            "linear_attention" if (i + 1) % every else "full_attention" for i in range(layers)
-        ]
+    if "layer_types" not in hf:
+        model.setdefault("global_attention_interval", hf.get("full_attention_interval", 4))
     return _shared_expert(hf, model, where, "shared_expert_intermediate_size")
 
 
@@ -2565,12 +2563,11 @@ def _check_parallel_block(model: Mapping[str, Any], where: str) -> list[ConfigPr
     block = model.get("parallel_block", "none")
     if block == "none":
         return []
-    types = model.get("layer_types") or ()
     other = (
         "mixture-of-experts layers (num_experts)" if model.get("num_experts") else
         "a hybrid layer pattern (hybrid_override_pattern)"
         if model.get("hybrid_override_pattern") else
-        "linear-attention layers (layer_types)" if "linear_attention" in types else None
+        "linear-attention layers" if _has_linear_layers(model) else None
     )  # fmt: skip
     if other is None:
         return []
@@ -2583,6 +2580,17 @@ def _check_parallel_block(model: Mapping[str, Any], where: str) -> list[ConfigPr
             "MLP layers only",
         )
     ]
+
+
+def _has_linear_layers(model: Mapping[str, Any]) -> bool:
+    """Some layer is a Gated DeltaNet layer (:meth:`ModelSpec.is_linear_attention_layer`):
+    ``layer_types`` names one, or without it the model has Gated DeltaNet sizes and a
+    ``global_attention_interval`` above 1."""
+    types = model.get("layer_types")
+    if types is not None:
+        return "linear_attention" in types
+    every = model.get("global_attention_interval")
+    return bool(model.get("linear_attention_key_heads")) and isinstance(every, int) and every > 1
 
 
 def _check_attention(model: Mapping[str, Any], where: str) -> list[ConfigProblem]:
@@ -2616,17 +2624,25 @@ def _check_attention(model: Mapping[str, Any], where: str) -> list[ConfigProblem
                 "an int >= 1: layer_types has sliding_attention layers",
             )
         )
-    if types and "linear_attention" in types:
-        for key in _LINEAR_ATTENTION_SIZES:
-            if not model.get(key):
-                problems.append(
-                    ConfigProblem(
-                        where,
-                        f"model.{key}",
-                        model.get(key, MISSING),
-                        "an int >= 1: layer_types has linear_attention layers",
-                    )
-                )
+    if not _has_linear_layers(model):
+        return problems
+    why = "layer_types has linear_attention layers" if types else "Gated DeltaNet layers"
+    for key in _LINEAR_ATTENTION_SIZES:
+        if not model.get(key):
+            problems.append(
+                ConfigProblem(where, f"model.{key}", model.get(key, MISSING), f"an int >= 1: {why}")
+            )
+    bounded = [k for k in ("sliding_window", "attention_chunk_size") if model.get(k) is not None]
+    if types is None and bounded:
+        problems.append(
+            ConfigProblem(
+                where,
+                "model.layer_types",
+                MISSING,
+                f"a list of each layer's attention: with Gated DeltaNet sizes and "
+                f"{bounded[0]}, global_attention_interval does not say which layers are which",
+            )
+        )
     return problems
 
 

@@ -1010,8 +1010,9 @@ class ModelSpec:
     layer_types: tuple[str, ...] | None = _f(
         "attention of each layer, 'full_attention', 'sliding_attention' or "
         "'linear_attention' (a Gated DeltaNet layer: linear_attention_*) (Hugging Face "
-        "'layer_types', gpt-oss); None: every layer sliding when sliding_window is set, else "
-        "every layer full",
+        "'layer_types', gpt-oss); None: every layer sliding when sliding_window is set, "
+        "Gated DeltaNet with linear_attention_* sizes, else full, but every "
+        "global_attention_interval-th layer full",
         default=None,
     )
     linear_attention_key_heads: int = _f(
@@ -1044,10 +1045,12 @@ class ModelSpec:
         default=None,
     )
     global_attention_interval: int = _f(
-        "with attention_chunk_size or a sliding_window and no layer_types: every "
-        "this-many-th layer, the last of each group, attends to the whole sequence (Llama 4's "
-        "NoPE layers, Hugging Face no_rope_layers: layers 3, 7, ... at 4; Megatron-Core "
-        "nope_layer_interval; Gemma 2's every other layer, Gemma 3's every sixth); 0: none",
+        "with attention_chunk_size, a sliding_window or Gated DeltaNet sizes "
+        "(linear_attention_*) and no layer_types: every this-many-th layer, the last of each "
+        "group, attends to the whole sequence, the others chunked, sliding or linear (Llama "
+        "4's NoPE layers, Hugging Face no_rope_layers: layers 3, 7, ... at 4; Megatron-Core "
+        "nope_layer_interval; Gemma 2's every other layer, Gemma 3's every sixth; Qwen3-Next's "
+        "full_attention_interval); 0: none",
         default=0,
     )
     attention_sinks: bool = _f(
@@ -1132,8 +1135,20 @@ class ModelSpec:
         return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
 
     def is_linear_attention_layer(self, layer: int) -> bool:
-        """Layer ``layer`` (0-based) is a Gated DeltaNet layer (``layer_types``)."""
-        return self.layer_types is not None and self.layer_types[layer] == "linear_attention"
+        """Layer ``layer`` (0-based) is a Gated DeltaNet layer: ``layer_types`` says so, or
+        without it the model has Gated DeltaNet sizes and ``layer`` is not one of the
+        ``global_attention_interval``-th full ones."""
+        if self.layer_types is None:
+            every = self.global_attention_interval
+            return bool(self.linear_attention_key_heads and every and (layer + 1) % every)
+        return self.layer_types[layer] == "linear_attention"
+
+    @property
+    def has_linear_attention(self) -> bool:
+        """Some layer is a Gated DeltaNet layer."""
+        if self.layer_types is None:
+            return self.num_hidden_layers > 0 and self.is_linear_attention_layer(0)
+        return "linear_attention" in self.layer_types
 
     def attention_chunk(self, layer: int) -> int | None:
         """Tokens of the chunks layer ``layer`` (0-based) attends within
@@ -1149,9 +1164,12 @@ class ModelSpec:
     def has_mixed_attention(self) -> bool:
         """Some layers attend through a sliding window, in chunks or linearly and others
         fully."""
+        layers = self.num_hidden_layers
+        if self.layer_types is None:  # the pattern repeats every global_attention_interval
+            layers = min(layers, max(self.global_attention_interval, 1))
         kinds = {
             (self.attention_window(i), self.attention_chunk(i), self.is_linear_attention_layer(i))
-            for i in range(self.num_hidden_layers)
+            for i in range(layers)
         }
         return len(kinds) > 1
 

@@ -285,7 +285,7 @@ def check_cached_attention(model: ModelSpec, *, inference_run: bool = False) -> 
             "training and palmsim run --mode inference, not for serving (a block manager "
             "freeing the blocks a window leaves is not modelled)"
         )
-    if model.layer_types is not None and "linear_attention" in model.layer_types:
+    if model.has_linear_attention:
         raise MappingError(
             f"model {model.name!r}: linear attention (Gated DeltaNet) is modelled for training "
             "only (its recurrent state in place of a KV cache is not modelled)"

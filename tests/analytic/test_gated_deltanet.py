@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from palmsim.config.loader import load_workload
@@ -123,3 +125,37 @@ def test_a_qwen35_config_gives_its_language_model(tmp_path):
     attn = layer_blocks(model, spec.training, 1, 1, layer=0)[0]
     gdn_in = next(op for op in attn.ops if op.name == "gdn_in")
     assert gdn_in.flop_fwd == pytest.approx(2 * 4096 * 2048 * (2 * 16 * 128 + 2 * 32 * 128 + 64))
+
+
+def _qwen3_next_config(tmp_path, **changes):
+    """The shipped Qwen3-Next config.json with ``changes``."""
+    import json
+
+    config = json.loads(Path("workloads/hf/qwen3-next-80b-a3b.config.json").read_text())
+    config.update(changes)
+    path = tmp_path / "qwen3-next.config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_a_config_without_layer_types_places_the_full_layers_by_its_interval(tmp_path):
+    """Qwen3NextConfig's rule, layer i full iff (i + 1) % full_attention_interval == 0, read
+    lazily: a 10^9-layer config loads without a list of its layers (it used to write one out,
+    hanging the loader)."""
+    path = _qwen3_next_config(tmp_path, full_attention_interval=3, num_hidden_layers=10**9)
+    spec, _ = load_workload(path, ["training.seq_len=4096", "training.global_batch_size=8"])
+    model = spec.model
+    assert model.layer_types is None and model.global_attention_interval == 3
+    assert [model.is_linear_attention_layer(i) for i in range(6)] == [True, True, False] * 2
+    # 10^9 - 1 = 3 x 333,333,333: layer 10^9 - 2 is full, the last one linear
+    assert not model.is_linear_attention_layer(10**9 - 2)
+    assert model.is_linear_attention_layer(10**9 - 1)
+    assert model.has_linear_attention and model.has_mixed_attention
+
+
+def test_linear_sizes_with_a_window_and_no_layer_types_are_refused(tmp_path):
+    from palmsim.errors import ConfigError
+
+    path = _qwen3_next_config(tmp_path, sliding_window=4096, use_sliding_window=True)
+    with pytest.raises(ConfigError, match=r"model\.layer_types"):
+        load_workload(path, ["training.seq_len=4096", "training.global_batch_size=8"])
