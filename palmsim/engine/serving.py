@@ -29,7 +29,7 @@ from palmsim.engine.records import FlowRecord, RecordBuilder
 from palmsim.engine.simulator import ChipLike, Simulator, private_dram_ports, private_dram_step_s
 from palmsim.errors import SimulationError
 from palmsim.mapping.plan import ComputeStep
-from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape
+from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape, bounded_kinds
 from palmsim.serving.router import route
 from palmsim.serving.scheduler import RequestState, Scheduler
 from palmsim.serving.traffic import Request
@@ -159,9 +159,11 @@ class ServingSimulator:
                 prefill_only=r < self.num_prefill,
                 shared_prefix_tokens=spec.traffic.shared_prefix_tokens,
                 num_swap_blocks=plan.num_swap_blocks,
+                groups=plan.kv_groups,
             )
             for r in range(self.num_replicas)
         ]
+        self._kinds = bounded_kinds(plan.model)  # the shapes' windowed kinds of layer
         # the serving report reads no flow records: the network's go to a builder never built
         self.network = FlowNetwork(
             self.env, [c.bandwidth_bytes_per_s for c in chip.channels], RecordBuilder(FlowRecord)
@@ -367,7 +369,7 @@ class ServingSimulator:
         dst_tiles = self.plan.replica_tiles[decode]
         done = []
         for s, (src_stage, dst_stage) in enumerate(zip(src_tiles, dst_tiles, strict=True)):
-            size = self.plan.stages[s].kv_bytes_per_token * state.num_computed
+            size = self.plan.kv_bytes_held(s, state.num_computed)
             for src, dst in zip(src_stage, dst_stage, strict=True):
                 path = self.chip.route(src, dst)
                 done.append(
@@ -426,7 +428,7 @@ class ServingSimulator:
                 continue
             empty_in_a_row = 0
             self._note_queue(replica)
-            shape = batch_shape(entries)
+            shape = batch_shape(entries, self._kinds)
             start = env.now
             in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
             kv_used, waiting = sched.pool.num_used, len(sched.waiting)

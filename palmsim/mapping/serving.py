@@ -88,6 +88,7 @@ from palmsim.mapping.plan import (
     StageProgram,
     Step,
 )
+from palmsim.serving.kvcache import KVGroups, kv_groups
 from palmsim.units import GB
 from palmsim.workload.builders import (
     Block,
@@ -97,9 +98,9 @@ from palmsim.workload.builders import (
     layer_blocks,
 )
 from palmsim.workload.moe import touched_experts
-from palmsim.workload.ops import Op
+from palmsim.workload.ops import Op, attended_cache
 
-__all__ = ["BatchShape", "ServingPlan", "batch_shape", "map_serving"]
+__all__ = ["BatchShape", "ServingPlan", "batch_shape", "bounded_kinds", "map_serving"]
 
 #: The attention-core ops of an ``attn`` block, computed per request (the rest is per token).
 _CORE_OPS = frozenset({"scores", "softmax", "attn_dropout", "context", "attention"})
@@ -113,7 +114,10 @@ class BatchShape:
     (prefill chunks), sorted; ``num_single`` requests have one (decodes, or a last prompt
     token). ``cached_tokens`` is ``Σ c_i`` and ``cached_pairs`` ``Σ q_i·c_i`` over requests
     with ``q_i`` new and ``c_i`` cached tokens, ``max_cached`` the largest ``c_i``, and
-    ``chunk_pairs`` the part of ``cached_pairs`` over the prefill chunks.
+    ``chunk_pairs`` the part of ``cached_pairs`` over the prefill chunks. ``bounded`` holds
+    the same four, ``(cached_tokens, cached_pairs, max_cached, chunk_pairs)``, for each
+    windowed or chunked kind of layer of the model (``kinds`` of :func:`batch_shape`), over
+    the cached tokens its layers read (:func:`palmsim.workload.ops.attended_cache`).
     """
 
     num_tokens: int
@@ -124,13 +128,18 @@ class BatchShape:
     cached_pairs: int
     max_cached: int = 0
     chunk_pairs: int = 0
+    bounded: tuple[tuple[int, int, int, int], ...] = ()
 
 
-def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
+def batch_shape(
+    entries: Sequence[Sequence[Any]], kinds: Sequence[tuple[int | None, int | None]] = ()
+) -> BatchShape:
     """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request (any
-    sequence whose items start with those three)."""
+    sequence whose items start with those three), for a model whose windowed and chunked
+    layers attend as ``kinds`` (``(window, chunk)`` each, :func:`bounded_kinds`)."""
     tokens = sampled = single = cached = pairs = longest = chunk_pairs = 0
     chunks = []
+    sums = [[0, 0, 0, 0] for _ in kinds]
     for e in entries:  # one pass: this runs once per iteration
         q, c, s = e[0], e[1], e[2]
         tokens += q
@@ -143,8 +152,49 @@ def batch_shape(entries: Sequence[Sequence[Any]]) -> BatchShape:
         elif q > 1:
             chunks.append(q)
             chunk_pairs += q * c
+        for total, (window, chunk) in zip(sums, kinds, strict=True):
+            first, p = attended_cache(c, q, window=window, chunk=chunk)
+            total[0] += c - first
+            total[1] += p
+            total[2] = max(total[2], c - first)
+            total[3] += p if q > 1 else 0
     chunks.sort()
-    return BatchShape(tokens, sampled, tuple(chunks), single, cached, pairs, longest, chunk_pairs)
+    return BatchShape(
+        tokens,
+        sampled,
+        tuple(chunks),
+        single,
+        cached,
+        pairs,
+        longest,
+        chunk_pairs,
+        tuple((t, p, m, cp) for t, p, m, cp in sums),
+    )
+
+
+def bounded_kinds(model: ModelSpec) -> tuple[tuple[int | None, int | None], ...]:
+    """The model's kinds of windowed or chunked layers, ``(window, chunk)`` each, in the
+    order of their first layers (a pattern repeats within ``global_attention_interval``
+    layers when the model gives no ``layer_types``)."""
+    kinds: list[tuple[int | None, int | None]] = []
+    for i in _pattern_layers(model):
+        kind = (model.attention_window(i), model.attention_chunk(i))
+        if kind != (None, None) and kind not in kinds:
+            kinds.append(kind)
+    return tuple(kinds)
+
+
+def _pattern_layers(model: ModelSpec) -> range:
+    """Layers whose kinds are every kind of the model's (all of them where ``layer_types``
+    lists them, else one period of ``global_attention_interval``)."""
+    if model.layer_types is not None:
+        return range(model.num_hidden_layers)
+    return range(min(model.num_hidden_layers, max(model.global_attention_interval, 1)))
+
+
+def layer_kind(model: ModelSpec, layer: int) -> tuple[int | None, int | None]:
+    """How layer ``layer`` attends: ``(window, chunk)``, both None for full attention."""
+    return model.attention_window(layer), model.attention_chunk(layer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +206,9 @@ class _StageMemory:
     kv_sram_fraction: float  # of the KV cache's bytes, the part in SRAM
     kv_bytes_per_token: float  # per tile, one token of one request, every layer of the stage
     breakdown: MemoryBreakdown
+    # (kind, first layer, layers) of each way the stage's layers attend, in order of their
+    # first layers: kind -1 full attention, else its index in bounded_kinds(model)
+    kinds: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +232,28 @@ class ServingPlan:
     replicas_share_channels: bool  # replicas' traffic could meet: each is costed alone
     num_swap_blocks: int = 0  # per replica, preemption by swap: KV blocks host memory holds
     swap_bytes_per_block: float = 0.0  # the most one tile moves per swapped block
+    # what a block holds and how many a request holds (palmsim.serving.kvcache)
+    kv_groups: KVGroups = field(default_factory=KVGroups)
     _cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def kv_bytes_held(self, s: int, tokens: int) -> float:
+        """KV bytes a stage-``s`` tile holds of a request after ``tokens`` tokens: every
+        token on a full layer; on a windowed or chunked one, the tokens of the blocks its
+        window has not left (the pool's :meth:`~palmsim.serving.kvcache.BlockPool.blocks_for`
+        rule)."""
+        stage = self.stages[s]
+        per_layer = stage.kv_bytes_per_token / max(stage.layers[1] - stage.layers[0], 1)
+        kinds = bounded_kinds(self.model)
+        size = self.serving.scheduler.block_size
+        held = 0
+        for kind, _, count in stage.kinds:
+            skipped = 0
+            if kind >= 0:
+                window, chunk = kinds[kind]
+                skipped = max(0, tokens - window + 1) if window is not None else 0
+                skipped = tokens // chunk * chunk if chunk is not None else skipped
+            held += count * (tokens - skipped // size * size)
+        return per_layer * held
 
     def swap_time_s(self, blocks: int) -> float:
         """Time to move ``blocks`` KV blocks between the replica and host memory, one way:
@@ -214,8 +288,9 @@ class ServingPlan:
             with_weight_dtype((op,), DTYPE_BYTES[self._format(kind, op)], act_elem)[0] for op in ops
         ]
 
-    def _layer(self, tokens: int, requests: int = 1) -> tuple[Block, ...]:
-        """One layer's blocks over ``requests`` sequences of ``tokens`` new tokens each.
+    def _layer(self, tokens: int, requests: int = 1, layer: int = 0) -> tuple[Block, ...]:
+        """Layer ``layer``'s blocks over ``requests`` sequences of ``tokens`` new tokens each
+        (every layer's but for their attention core, :meth:`_core`).
 
         A mixture-of-experts layer (every layer is one: they are all alike)
         runs its experts split over the TP ranks, its tokens routed uniformly and dropless:
@@ -225,9 +300,9 @@ class ServingPlan:
         model, tp = self.model, self.serving.tp
         training = self._training(tokens)
         if not model.is_moe:
-            return layer_blocks(model, training, requests, tp)
+            return layer_blocks(model, training, requests, tp, layer=layer)
         reached = touched_experts(tokens * requests, model.num_experts_per_tok, model.num_experts)
-        blocks = layer_blocks(model, training, requests, tp, layer=0, touched_experts=reached)
+        blocks = layer_blocks(model, training, requests, tp, layer=layer, touched_experts=reached)
         return tuple(fused_experts(b) for b in blocks)
 
     def _linear(self, tokens: int) -> tuple[list[Op], list[Op], float, list[Op]]:
@@ -248,12 +323,13 @@ class ServingPlan:
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
 
-    def _core(self, seq_len: int, requests: int) -> list[Op]:
-        """Attention-core ops of ``requests`` requests of ``seq_len`` new tokens each."""
-        key = ("core", seq_len, requests)
+    def _core(self, seq_len: int, requests: int, layer: int = 0) -> list[Op]:
+        """Attention-core ops of ``requests`` requests of ``seq_len`` new tokens each, as
+        layer ``layer`` attends (its window or chunks within the new tokens)."""
+        key = ("core", seq_len, requests, layer)
         hit = self._cache.get(key)
         if hit is None:
-            attn = self._layer(seq_len, requests)[0]
+            attn = self._layer(seq_len, requests, layer)[0]
             hit = [op for op in attn.ops if op.name in _CORE_OPS]
             self._cache[key] = hit
         return hit  # type: ignore[return-value]
@@ -272,8 +348,22 @@ class ServingPlan:
 
     # ----------------------------------------------------------------- lowering
 
-    def _kv_step(self, shape: BatchShape, stage: _StageMemory, label: str) -> ComputeStep:
-        """One layer's attention over the cached tokens and the write of the new ones."""
+    def _kv_step(
+        self, shape: BatchShape, stage: _StageMemory, label: str, kind: int = -1
+    ) -> ComputeStep:
+        """One layer's attention over the cached tokens and the write of the new ones: every
+        cached token (``kind`` -1), or those the window or chunk of kind ``kind`` of
+        :func:`bounded_kinds` reaches (``shape.bounded``), read from a cache whose blocks
+        before it are freed."""
+        if kind >= 0:
+            cached, pairs, most, chunk_pairs = shape.bounded[kind]
+            shape = dataclasses.replace(
+                shape,
+                cached_tokens=cached,
+                cached_pairs=pairs,
+                max_cached=most,
+                chunk_pairs=chunk_pairs,
+            )
         model, tile = self.model, self.hardware.tile
         tp = self.serving.tp
         kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
@@ -344,6 +434,7 @@ class ServingPlan:
         s: int,
         dram_sharded: bool = False,
         prefill: bool = False,
+        layer: int = 0,
     ) -> ComputeStep:
         """The cost of one piece of a layer on a stage-``s`` tile, cached: ``attn`` (the
         attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
@@ -354,11 +445,11 @@ class ServingPlan:
         holding a prefill) their DRAM weights reach the cores through
         ``serving.prefill_weight_readers`` column readers and they run on
         ``serving.prefill_compute_cores`` of the tile's cores, as ``palmsim run`` prefills."""
-        key = ("step", kind, size, count, s, dram_sharded, prefill)
+        key = ("step", kind, size, count, s, dram_sharded, prefill, layer)
         hit = self._cache.get(key)
         if hit is None:
             if kind == "core":
-                ops = self._core(size, count)
+                ops = self._core(size, count, layer)
             elif kind == "head":
                 ops = self._head(size)
             else:
@@ -428,37 +519,44 @@ class ServingPlan:
         attention (``model.parallel_block``) ends with its last step: the MLP's all-reduce
         reduces both branches.
         """
-        before, attention, allreduce, after = self._fixed_segments(
+        before, attentions, allreduce, after = self._fixed_segments(
             shape.num_tokens, shape.chunks, shape.num_single, shape.num_sampled, s
         )
         tp = self.serving.tp
         stage = self.stages[s]
-        num_layers = stage.layers[1] - stage.layers[0]
-        kv = self._kv_step(shape, stage, "kv") if shape.cached_tokens + shape.num_tokens else None
-        if tp == 1:
-            attn = ("attn", (attention,), num_layers)
-            if kv is None:
-                return (*before, attn, *after)
-            # One tile: every step ends with its own DRAM flows, a segment boundary too, so
-            # the cache step (new every iteration) is costed apart from the block's ops.
-            return (*before, attn, ("kv", (kv,), num_layers), *after)
-        steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
-        if allreduce is not None:
-            steps += (allreduce,)
-        return (*before, ("attn", steps, num_layers), *after)
+        attns: list[tuple[str, tuple[Step, ...], int]] = []
+        kvs: list[tuple[str, tuple[Step, ...], int]] = []
+        # one attention segment (and cache step) per way the stage's layers attend
+        for (kind, _, count), attention in zip(stage.kinds, attentions, strict=True):
+            kv = None
+            if shape.cached_tokens + shape.num_tokens:
+                kv = self._kv_step(shape, stage, "kv", kind)
+            if tp == 1:
+                attns.append(("attn", (attention,), count))
+                # One tile: every step ends with its own DRAM flows, a segment boundary too,
+                # so the cache step (new every iteration) is costed apart from the block's ops.
+                if kv is not None:
+                    kvs.append(("kv", (kv,), count))
+                continue
+            steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
+            if allreduce is not None:
+                steps += (allreduce,)
+            attns.append(("attn", steps, count))
+        return (*before, *attns, *kvs, *after)
 
     def _fixed_segments(
         self, tokens: int, chunks: tuple[int, ...], num_single: int, num_sampled: int, s: int
     ) -> tuple[
         tuple[tuple[str, tuple[Step, ...], int], ...],
-        ComputeStep,
+        tuple[ComputeStep, ...],
         CollectiveStep | None,
         tuple[tuple[str, tuple[Step, ...], int], ...],
     ]:
         """The parts of stage ``s``'s segments that do not depend on the cached tokens
         (cached, since batches of the same token counts recur): the segments before the
-        attention, its step without the cache step, its all-reduce (None: a parallel block's
-        attention, reduced with its MLP), and those after it."""
+        attention, its step without the cache step for each way the stage's layers attend
+        (``_StageMemory.kinds``), its all-reduce (None: a parallel block's attention, reduced
+        with its MLP), and those after it."""
         key = ("fixed", tokens, chunks, num_single, num_sampled, s)
         hit = self._cache.get(key)
         if hit is not None:
@@ -484,36 +582,44 @@ class ServingPlan:
             issued = sum(op.kernels_fwd for op in ops) + extra + (collective_ops if closed else 0)
             return dataclasses.replace(step, host_issued_s=issued * dispatch_s)
 
-        parts = [self._step("attn", tokens, 1, s, decode_only, prefill=not decode_only)]
-        parts += [self._step("core", q, 1, s, prefill=True) for q in chunks]
-        if num_single:
-            parts.append(self._step("core", 1, num_single, s, prefill=not decode_only))
         # The serving code's ops beyond the op graph's kernels (serving.ops_per_layer) each
         # pay the tile's op latency, charged to the attention step as in palmsim run.
         attn_ops, mlp_ops, _, _ = self._linear(tokens)
-        graph_ops = sum(op.kernels_fwd for op in (*attn_ops, *mlp_ops, *self._core(1, 1)))
-        extra_s = max(self.serving.ops_per_layer - graph_ops, 0) * self.hardware.tile.op_latency_s
-        attention = ComputeStep(
-            "attn",
-            sum(p.compute_time_s for p in parts) + extra_s,
-            sum(p.flop for p in parts),
-            sum(p.sram_bytes for p in parts),
-            sum(p.dram_read_bytes for p in parts),
-            sum(p.dram_write_bytes for p in parts),
-            launch_latency_s=extra_s,
-            serial_latency_s=sum(p.serial_latency_s for p in parts) + extra_s,
-        )
-        groups = len(chunks) + (1 if num_single else 0)
         core_ops = self._core(1, 1)
+        graph_ops = sum(op.kernels_fwd for op in (*attn_ops, *mlp_ops, *core_ops))
+        extra_s = max(self.serving.ops_per_layer - graph_ops, 0) * self.hardware.tile.op_latency_s
+        groups = len(chunks) + (1 if num_single else 0)
         # a parallel block's attention hands its partial sums to the MLP unreduced
         attn_reduced = self.model.parallel_block == "none"
-        attention = dispatched(
-            attention,
-            attn_ops,
-            groups * sum(op.kernels_fwd for op in core_ops)
-            + max(self.serving.ops_per_layer - graph_ops, 0),
-            closed=attn_reduced,
-        )
+        linear = self._step("attn", tokens, 1, s, decode_only, prefill=not decode_only)
+        attentions = []
+        for _, layer, _ in self.stages[s].kinds:
+            # each prefill chunk's attention within itself as the layer attends (its window)
+            parts = [linear]
+            parts += [self._step("core", q, 1, s, prefill=True, layer=layer) for q in chunks]
+            if num_single:
+                parts.append(
+                    self._step("core", 1, num_single, s, prefill=not decode_only, layer=layer)
+                )
+            attention = ComputeStep(
+                "attn",
+                sum(p.compute_time_s for p in parts) + extra_s,
+                sum(p.flop for p in parts),
+                sum(p.sram_bytes for p in parts),
+                sum(p.dram_read_bytes for p in parts),
+                sum(p.dram_write_bytes for p in parts),
+                launch_latency_s=extra_s,
+                serial_latency_s=sum(p.serial_latency_s for p in parts) + extra_s,
+            )
+            attentions.append(
+                dispatched(
+                    attention,
+                    attn_ops,
+                    groups * sum(op.kernels_fwd for op in core_ops)
+                    + max(self.serving.ops_per_layer - graph_ops, 0),
+                    closed=attn_reduced,
+                )
+            )
         # the iteration's rows padded to whole tiles, as a pass's (tile.matrix_tile_rows)
         tile_rows = self.hardware.tile.matrix_tile_rows
         allreduce_bytes = self._linear(tokens)[2] * padded_rows(tokens, tile_rows) / tokens
@@ -548,24 +654,36 @@ class ServingPlan:
             if attn_reduced
             else None
         )
-        result = (tuple(before), attention, allreduce, tuple(after))
+        result = (tuple(before), tuple(attentions), allreduce, tuple(after))
         self._cache[key] = result
         return result
 
     def _program(self, shape: BatchShape, s: int) -> tuple[Step, ...]:
-        """Stage ``s``'s whole program: its segments in order, layer by layer."""
-        first, last = self.stages[s].layers
+        """Stage ``s``'s whole program: its segments in order, layer by layer (each layer its
+        kind's attention, cache step and the MLP)."""
+        stage = self.stages[s]
+        first, last = stage.layers
         segments = self.segments(shape, s)
-        per_layer = [seg for seg in segments if seg[0] in ("attn", "kv", "mlp")]
+        attns = [seg[1] for seg in segments if seg[0] == "attn"]
+        kvs = [seg[1] for seg in segments if seg[0] == "kv"] or [()] * len(attns)
+        mlp = next(seg[1] for seg in segments if seg[0] == "mlp")
+        per_kind = {
+            kind: (*attn, *kv, *mlp)
+            for (kind, _, _), attn, kv in zip(stage.kinds, attns, kvs, strict=True)
+        }
+        kinds = bounded_kinds(self.model)
         steps: list[Step] = []
+        done = False
         for kind, seg_steps, _ in segments:
-            if kind == "attn":
+            if kind == "attn" and not done:
+                done = True
                 for i in range(first, last):
-                    for _, layer_steps, _ in per_layer:
-                        steps += [
-                            dataclasses.replace(st, label=f"L{i}.{st.label}") for st in layer_steps
-                        ]
-            elif kind not in ("kv", "mlp"):
+                    own = layer_kind(self.model, i)
+                    layer_steps = per_kind[kinds.index(own) if own in kinds else -1]
+                    steps += [
+                        dataclasses.replace(st, label=f"L{i}.{st.label}") for st in layer_steps
+                    ]
+            elif kind not in ("attn", "kv", "mlp"):
                 steps += seg_steps
         # each step's host time is its segment's own: the pass's is their running sum
         issued = 0.0
@@ -706,8 +824,18 @@ def map_serving(
         used_on_port[port] = used_on_port.get(port, 0) + 1
     sram = hardware.tile.sram_capacity_bytes
     layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
+    kinds = bounded_kinds(model)
+    own_kinds = [layer_kind(model, i) for i in range(model.num_hidden_layers)]
+    groups = kv_groups(own_kinds)
+    if groups.is_hybrid and sched.enable_prefix_caching:
+        raise MappingError(
+            f"model {model.name!r}: prefix caching over sliding-window or chunked layers "
+            "(vLLM V1's cache-hit search over blocks a window frees) is not modelled; set "
+            "scheduler.enable_prefix_caching false"
+        )
     # Pass 1: the blocks every tile has room for (the smallest over all stages and tiles).
-    demands: list[tuple[int, int, float, float]] = []  # first, last, weights, KV B/token
+    # first, last, weights, KV bytes a token, KV bytes a block
+    demands: list[tuple[int, int, float, float, float]] = []
     blocks: int | None = None
     for s, (first, last) in enumerate(layer_ranges):
         own = attn_ops * (last - first)
@@ -719,13 +847,19 @@ def map_serving(
             last - first
         )
         kv_per_token = kv_cache_bytes(last - first, kv_t, model.head_dim, 1, 1, kv_elem)
-        demands.append((first, last, weights, kv_per_token))
+        # a block holds block_size tokens of one KV cache group's layers: all the stage's
+        # where its layers attend alike, else its share of a group (vLLM V1 groups a PP
+        # rank's layers by the same split)
+        group_layers = -(-(groups.layers_per_group or model.num_hidden_layers) * (last - first)
+                         // model.num_hidden_layers)  # fmt: skip
+        block_bytes = kv_per_token / (last - first) * group_layers * sched.block_size
+        demands.append((first, last, weights, kv_per_token, block_bytes))
         for rep in stage_tiles:
             for tile in rep[s]:
                 port = chip.home_dram_port(tile)
                 share = chip.dram_ports[port].capacity_bytes / used_on_port[port]
                 free = sched.gpu_memory_utilization * (sram + share) - weights - working
-                fit = int(free // (kv_per_token * sched.block_size)) if free > 0 else 0
+                fit = int(free // block_bytes) if free > 0 else 0
                 blocks = fit if blocks is None else min(blocks, fit)
     assert blocks is not None
     if blocks < 1:
@@ -746,8 +880,12 @@ def map_serving(
         blocks = sched.num_kv_blocks
     # Pass 2: where each stage's weights, cache and working set live (SRAM first).
     stages: list[_StageMemory] = []
-    for first, last, weights, kv_per_token in demands:
-        kv_bytes = blocks * sched.block_size * kv_per_token
+    for first, last, weights, kv_per_token, block_bytes in demands:
+        kv_bytes = blocks * block_bytes
+        counts: dict[int, list[int]] = {}  # kind -> [first layer, layers]
+        for i in range(first, last):
+            kind = kinds.index(own_kinds[i]) if own_kinds[i] in kinds else -1
+            counts.setdefault(kind, [i, 0])[1] += 1
         (_, w_sram, w_dram), (_, kv_sram, kv_dram), (_, a_sram, a_dram) = split_sram_dram(
             [("weights", weights), ("kv", kv_bytes), ("activations", working)], sram
         )
@@ -762,6 +900,7 @@ def map_serving(
                 ),
                 kv_sram_fraction=kv_sram / kv_bytes if kv_bytes else 0.0,
                 kv_bytes_per_token=kv_per_token,
+                kinds=tuple((kind, i, n) for kind, (i, n) in counts.items()),
                 breakdown=MemoryBreakdown(
                     weights,
                     0.0,
@@ -800,7 +939,7 @@ def map_serving(
                 f"preemption_mode swap needs host memory to swap to, and hardware "
                 f"{hardware.name!r} has no host: section; use preemption_mode recompute"
             )
-        swap_block_bytes = max(st.kv_bytes_per_token for st in stages) * sched.block_size
+        swap_block_bytes = max(d[4] for d in demands)
         swap_blocks = int(min(sched.swap_space_bytes, host.capacity_bytes) // swap_block_bytes)
     return ServingPlan(
         serving=serving,
@@ -816,4 +955,5 @@ def map_serving(
         replicas_share_channels=shared,
         num_swap_blocks=swap_blocks,
         swap_bytes_per_block=swap_block_bytes,
+        kv_groups=groups,
     )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from palmsim.config.specs import SchedulerSpec
-from palmsim.serving.kvcache import BlockPool
+from palmsim.serving.kvcache import BlockPool, KVGroups
 from palmsim.serving.traffic import Request
 
 __all__ = ["Entry", "RequestState", "Scheduler"]
@@ -90,6 +90,7 @@ class Scheduler:
         prefill_only: bool = False,
         shared_prefix_tokens: int = 0,
         num_swap_blocks: int = 0,
+        groups: KVGroups | None = None,
     ) -> None:
         self.spec = spec
         # Preemption by swap (vLLM V0's swap path): host memory for this many KV blocks; the
@@ -109,7 +110,7 @@ class Scheduler:
         self.prefix_users = 0
         # Disaggregated prefill: a request leaves once it has sampled its first token.
         self.prefill_only = prefill_only
-        self.pool = BlockPool(num_kv_blocks, spec.block_size)
+        self.pool = BlockPool(num_kv_blocks, spec.block_size, groups)
         self.waiting: deque[RequestState] = deque()
         self.running: list[RequestState] = []
         self.num_preemptions = 0
@@ -122,7 +123,10 @@ class Scheduler:
     def add(self, state: RequestState) -> bool:
         """Queue an arriving request; False (and ``state.rejected``) if it could never run."""
         req = state.request
-        too_big = self.pool.blocks_for(req.prompt_tokens + req.output_tokens) > self.pool.num_blocks
+        peak = self.pool.peak_blocks(
+            req.prompt_tokens + req.output_tokens, self.spec.max_num_batched_tokens
+        )
+        too_big = peak > self.pool.num_blocks
         unchunked = (
             not self.spec.enable_chunked_prefill
             and req.prompt_tokens + req.output_tokens > self.spec.max_num_batched_tokens
@@ -172,7 +176,7 @@ class Scheduler:
         entries: list[Entry] = []
         preempted = False
         chunked = spec.enable_chunked_prefill
-        block_size = pool.block_size
+        hybrid = pool.groups.is_hybrid
         running = self.running
         i = 0
         while i < len(running) and budget > 0:
@@ -185,21 +189,24 @@ class Scheduler:
                 i += 1
                 continue
             total = computed + new
-            if total <= (state.num_blocks + state.shared_blocks) * block_size:
-                # fits in the blocks it holds (most decodes): nothing to allocate
+            held = state.num_blocks + state.shared_blocks
+            if pool.blocks_for(total, computed) <= held:
+                # fits in the blocks it holds (most decodes): nothing to allocate, but a
+                # window's blocks it has left are freed
+                if hybrid:
+                    state.num_blocks = pool.grow(held, total, computed) - state.shared_blocks
                 entries.append(_entry(state, new))
                 budget -= new
                 i += 1
                 continue
-            while not pool.can_hold(state.num_blocks + state.shared_blocks, total):
+            while not pool.can_hold(held, total, computed):
                 victim = self.running.pop()
                 self._preempt(victim)
                 preempted = True
                 if victim is state:
                     break
             else:
-                held = state.num_blocks + state.shared_blocks
-                state.num_blocks = pool.grow(held, total) - state.shared_blocks
+                state.num_blocks = pool.grow(held, total, computed) - state.shared_blocks
                 entries.append(_entry(state, new))
                 budget -= new
                 i += 1
@@ -224,14 +231,15 @@ class Scheduler:
                 elif new > budget:
                     state.num_computed = 0 if hit else state.num_computed
                     break
-                if not pool.can_hold(shared, state.num_computed + new):
+                if not pool.can_hold(shared, state.num_computed + new, state.num_computed):
                     state.num_computed = 0 if hit else state.num_computed
                     break
                 self.waiting.popleft()
                 if hit:
                     state.shared_blocks = shared
                     self.prefix_users += 1
-                state.num_blocks = pool.grow(shared, state.num_computed + new) - shared
+                total = state.num_computed + new
+                state.num_blocks = pool.grow(shared, total, state.num_computed) - shared
                 if state.swapped_blocks:  # its KV comes back from host memory
                     self.swapped_in_blocks += state.swapped_blocks
                     self.num_swapped_blocks += state.swapped_blocks

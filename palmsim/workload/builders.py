@@ -253,19 +253,18 @@ def _check_layer_tp(model: ModelSpec, tp: int) -> None:
 
 def check_cached_attention(model: ModelSpec, *, inference_run: bool = False) -> None:
     """Inference and serving cost the KV cache as ``2·kv·d`` elements per token and layer
-    and its attention as multi-/grouped-query attention over every cached token. An
-    ``inference_run`` (``palmsim run --mode inference``) also costs a sliding-window or
-    chunked layer's reads of its window (:func:`palmsim.workload.ops.attended_cache`) of a
-    cache held whole, and multi-head latent attention's latent cache
-    (:mod:`palmsim.mapping.inference`, ``_mla_flop``).
+    and its attention as multi-/grouped-query attention over the cached tokens a layer
+    reaches: every one, or a sliding-window or chunked layer's window
+    (:func:`palmsim.workload.ops.attended_cache`), of a cache ``palmsim run --mode
+    inference`` holds whole and serving frees as its window leaves it
+    (:mod:`palmsim.serving.kvcache`). An ``inference_run`` also costs multi-head latent
+    attention's latent cache (:mod:`palmsim.mapping.inference`, ``_mla_flop``).
 
     Raises:
         MappingError: a hybrid Mamba model (its layers' recurrent state), linear attention,
             or outside an ``inference_run`` multi-head latent attention (its cache holds the
             compressed latent and the rotary key, ``kv_lora_rank + qk_rope_head_dim`` per
-            token, attended with the up projections absorbed) and sliding-window and chunked
-            layers (a serving engine's block manager frees what leaves the window): none is
-            modelled there.
+            token, attended with the up projections absorbed): none is modelled there.
     """
     if model.hybrid_override_pattern is not None:
         raise MappingError(
@@ -277,13 +276,6 @@ def check_cached_attention(model: ModelSpec, *, inference_run: bool = False) -> 
             f"model {model.name!r}: multi-head latent attention is modelled for training and "
             "palmsim run --mode inference, not for serving (its latent cache in the block "
             "manager is not modelled)"
-        )
-    bounded = model.sliding_window is not None or model.attention_chunk_size is not None
-    if bounded and not inference_run:
-        raise MappingError(
-            f"model {model.name!r}: sliding-window and chunked attention are modelled for "
-            "training and palmsim run --mode inference, not for serving (a block manager "
-            "freeing the blocks a window leaves is not modelled)"
         )
     if model.has_linear_attention:
         raise MappingError(

@@ -229,17 +229,6 @@ def test_a_windowed_layers_decode_reads_its_window_of_the_cache():
         assert sliding * (64 + k - 1) == pytest.approx(full * 15, rel=1e-12)
 
 
-def test_serving_still_refuses_a_windowed_model():
-    from palmsim.config.specs import TrafficSpec
-    from palmsim.mapping.serving import map_serving
-    from tests.serving.helpers import serving_spec
-
-    hw = _one_tile()
-    model = replace(gpt_model(layers=2, hidden=256, heads=4, vocab=512), sliding_window=16)
-    with pytest.raises(MappingError, match="not for serving"):
-        map_serving(serving_spec(TrafficSpec("poisson")), hw, model, Chip.from_spec(hw))
-
-
 def _mla_model():
     """A two-layer GPT with multi-head latent attention: r_kv 64, d_nope 32, d_r 16, d_v 32,
     4 heads."""

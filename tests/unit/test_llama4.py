@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from palmsim.config.loader import load_workload
-from palmsim.errors import ConfigError, MappingError
+from palmsim.errors import ConfigError
 from palmsim.workload.builders import (
     check_cached_attention,
     layer_blocks,
@@ -92,8 +92,13 @@ def test_global_layers_off_the_interval_are_refused(tmp_path):
         load_workload(path, _TRAINING)
 
 
-def test_chunked_attention_is_not_served():
+def test_chunked_attention_is_served_in_vllms_groups():
+    """Scout's 36 chunked and 12 global layers in vLLM V1's KV cache groups: groups of 12
+    layers, three of chunked layers and one of global ones."""
+    from palmsim.mapping.serving import layer_kind
+    from palmsim.serving.kvcache import KVGroups, kv_groups
+
     model = load_workload("workloads/llama4-scout.yaml")[0].model
-    with pytest.raises(MappingError, match="chunked attention are modelled for training and"):
-        check_cached_attention(model)
-    check_cached_attention(model, inference_run=True)  # palmsim run --mode inference reads chunks
+    check_cached_attention(model)
+    kinds = [layer_kind(model, i) for i in range(model.num_hidden_layers)]
+    assert kv_groups(kinds) == KVGroups(((3, None, 8192), (1, None, None)), 12)
