@@ -438,7 +438,8 @@ class ServingPlan:
     ) -> ComputeStep:
         """The cost of one piece of a layer on a stage-``s`` tile, cached: ``attn`` (the
         attention block without its core, ``size`` tokens), ``core`` (``count`` requests of
-        ``size`` new tokens), ``mlp``, ``embed`` or ``head`` (``size`` tokens). With
+        ``size`` new tokens, as layer ``layer`` attends), ``mlp``, ``embed`` or ``head``
+        (``size`` tokens). With
         ``dram_sharded`` the weight GEMMs run on ``serving.decode_readers_per_bank`` cores per
         DRAM bank, as ``palmsim run`` decodes (the layers in an iteration without a prefill,
         the LM head in every iteration); with ``prefill`` (a layer's piece in an iteration
