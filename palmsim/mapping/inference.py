@@ -483,7 +483,7 @@ class _Serving:
     kv_heads_per_tile: int
     flop_per_cached_token: float  # QK^T and AV of one layer, per micro-batch and pair
     kv_bytes_per_token_mb: float  # one layer, one micro-batch
-    # a prefill's over its cached chunks, where it differs (MLA: _mla_flop): per pair, and
+    # a prefill's over its cached chunks, where it differs (MLA: mla_flop): per pair, and
     # per cached token whatever the pairs (the latent's up projection)
     prefill_flop_per_pair: float
     prefill_flop_per_cached_token: float
@@ -667,8 +667,8 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     prefill_pair_flop, prefill_cached_flop = pair_flop, 0.0
     if model.is_mla:
         kv_t = 1  # one latent a token, every head's
-        pair_flop, prefill_pair_flop, prefill_cached_flop = _mla_flop(model, users, heads_t)
-    kv_bytes = _kv_token_bytes(model, kv_t, users, kv_elem)
+        pair_flop, prefill_pair_flop, prefill_cached_flop = mla_flop(model, users, heads_t)
+    kv_bytes = kv_token_bytes(model, kv_t, users, kv_elem)
     return _Serving(
         prefill=_pass(experiment, chunk, batch),
         prefill_last=_pass(experiment, last, batch) if last != chunk else None,
@@ -686,7 +686,7 @@ def _serving(experiment: ExperimentSpec, batch: Batch) -> _Serving:
     )
 
 
-def _kv_token_bytes(model: ModelSpec, kv_heads: int, requests: float, elem_bytes: float) -> float:
+def kv_token_bytes(model: ModelSpec, kv_heads: int, requests: float, elem_bytes: float) -> float:
     """One layer's cache bytes a token for ``requests`` requests on a tile of ``kv_heads`` KV
     heads: a K and a V vector a head (:func:`kv_cache_bytes`), or multi-head latent
     attention's latent and rotary key, ``r_kv + d_r`` elements for every head at once (so
@@ -697,7 +697,7 @@ def _kv_token_bytes(model: ModelSpec, kv_heads: int, requests: float, elem_bytes
     return kv_cache_bytes(1, kv_heads, model.head_dim, 1, requests, elem_bytes)
 
 
-def _mla_flop(model: ModelSpec, users: float, heads: int) -> tuple[float, float, float]:
+def mla_flop(model: ModelSpec, users: float, heads: int) -> tuple[float, float, float]:
     """Multi-head latent attention's FLOP over its cache on a tile of ``heads`` query heads
     for ``users`` requests (DeepSeek-V2, arXiv:2405.04434, Sec. 2.1): ``(decode per pair,
     prefill per pair, prefill per cached token)``. vLLM's MLA backend
@@ -854,7 +854,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     inf = experiment.workload.inference
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
     model = experiment.workload.model
-    check_cached_attention(model, inference_run=True)
+    check_cached_attention(model)
     if model.is_mla and inf.decode_attention_cores > 0:
         raise MappingError(
             "inference.decode_attention_cores prices tt-metal's SDPA decode over K and V "
@@ -987,7 +987,7 @@ def _stage_memory(
         own += [(op, w_elem) for op in prefill.head.ops]
     weights = float(sum(op.params * e for op, e in own))
     model = experiment.workload.model
-    kv_per_token = (last - first) * _kv_token_bytes(
+    kv_per_token = (last - first) * kv_token_bytes(
         model, serving.kv_heads_per_tile, requests, DTYPE_BYTES[inf.kv_dtype]
     )
     kv_full = kv_per_token * total_tokens

@@ -67,8 +67,9 @@ from palmsim.mapping.inference import (
     fused_experts,
     host_dispatch_s,
     interleaved_read_floor_s,
-    kv_cache_bytes,
+    kv_token_bytes,
     memory_ops_in_series_s,
+    mla_flop,
     padded_rows,
     prefill_cores_share,
     prefill_stream_time_s,
@@ -114,7 +115,8 @@ class BatchShape:
     (prefill chunks), sorted; ``num_single`` requests have one (decodes, or a last prompt
     token). ``cached_tokens`` is ``Σ c_i`` and ``cached_pairs`` ``Σ q_i·c_i`` over requests
     with ``q_i`` new and ``c_i`` cached tokens, ``max_cached`` the largest ``c_i``, and
-    ``chunk_pairs`` the part of ``cached_pairs`` over the prefill chunks. ``bounded`` holds
+    ``chunk_pairs`` the part of ``cached_pairs`` over the prefill chunks (``chunk_cached``
+    of ``cached_tokens``). ``bounded`` holds
     the same four, ``(cached_tokens, cached_pairs, max_cached, chunk_pairs)``, for each
     windowed or chunked kind of layer of the model (``kinds`` of :func:`batch_shape`), over
     the cached tokens its layers read (:func:`palmsim.workload.ops.attended_cache`).
@@ -129,6 +131,7 @@ class BatchShape:
     max_cached: int = 0
     chunk_pairs: int = 0
     bounded: tuple[tuple[int, int, int, int], ...] = ()
+    chunk_cached: int = 0
 
 
 def batch_shape(
@@ -137,7 +140,7 @@ def batch_shape(
     """The shape of a batch of ``(new_tokens, cached_tokens, samples)`` per request (any
     sequence whose items start with those three), for a model whose windowed and chunked
     layers attend as ``kinds`` (``(window, chunk)`` each, :func:`bounded_kinds`)."""
-    tokens = sampled = single = cached = pairs = longest = chunk_pairs = 0
+    tokens = sampled = single = cached = pairs = longest = chunk_pairs = chunk_cached = 0
     chunks = []
     sums = [[0, 0, 0, 0] for _ in kinds]
     for e in entries:  # one pass: this runs once per iteration
@@ -152,6 +155,7 @@ def batch_shape(
         elif q > 1:
             chunks.append(q)
             chunk_pairs += q * c
+            chunk_cached += c
         for total, (window, chunk) in zip(sums, kinds, strict=True):
             first, p = attended_cache(c, q, window=window, chunk=chunk)
             total[0] += c - first
@@ -169,6 +173,7 @@ def batch_shape(
         longest,
         chunk_pairs,
         tuple((t, p, m, cp) for t, p, m, cp in sums),
+        chunk_cached,
     )
 
 
@@ -209,6 +214,8 @@ class _StageMemory:
     # (kind, first layer, layers) of each way the stage's layers attend, in order of their
     # first layers: kind -1 full attention, else its index in bounded_kinds(model)
     kinds: tuple[tuple[int, int, int], ...] = ()
+    # (1 for a mixture of experts else 0, first layer, layers) of the stage's kinds of MLP
+    mlp_kinds: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,27 +299,28 @@ class ServingPlan:
         """Layer ``layer``'s blocks over ``requests`` sequences of ``tokens`` new tokens each
         (every layer's but for their attention core, :meth:`_core`).
 
-        A mixture-of-experts layer (every layer is one: they are all alike)
-        runs its experts split over the TP ranks, its tokens routed uniformly and dropless:
+        A mixture-of-experts layer runs its experts split over the TP ranks, its tokens
+        routed uniformly and dropless:
         its expert GEMMs, one fused kernel each (:func:`fused_experts`), read the weights of
         the ``E·(1 - (1 - k/E)^T)`` experts its ``T`` tokens reach
         (:func:`palmsim.workload.moe.touched_experts`)."""
         model, tp = self.model, self.serving.tp
         training = self._training(tokens)
-        if not model.is_moe:
+        if not model.is_moe or not model.is_moe_layer(layer):
             return layer_blocks(model, training, requests, tp, layer=layer)
         reached = touched_experts(tokens * requests, model.num_experts_per_tok, model.num_experts)
         blocks = layer_blocks(model, training, requests, tp, layer=layer, touched_experts=reached)
         return tuple(fused_experts(b) for b in blocks)
 
-    def _linear(self, tokens: int) -> tuple[list[Op], list[Op], float, list[Op]]:
-        """Per-token ops of a layer over ``tokens``: attention block without its core, the MLP
-        (a mixture's router, experts and combine), the all-reduce size, and the embedding."""
-        key = ("linear", tokens)
+    def _linear(self, tokens: int, layer: int = 0) -> tuple[list[Op], list[Op], float, list[Op]]:
+        """Per-token ops of layer ``layer`` over ``tokens``: attention block without its core,
+        the MLP (a mixture's router, experts and combine, or a dense layer's MLP), the
+        all-reduce size, and the embedding."""
+        key = ("linear", tokens, layer)
         hit = self._cache.get(key)
         if hit is None:
             tp = self.serving.tp
-            attn, *mlp = self._layer(tokens)
+            attn, *mlp = self._layer(tokens, 1, layer)
             attn_ops = self._weights([op for op in attn.ops if op.name not in _CORE_OPS])
             embed = self._weights(embedding_block(self.model, self._training(tokens), 1, tp).ops)
             mlp_ops = self._weights([op for b in mlp for op in b.ops], "mlp")
@@ -368,10 +376,17 @@ class ServingPlan:
         tp = self.serving.tp
         kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
         heads_t = model.num_attention_heads // tp
-        per_token = kv_cache_bytes(
-            1, kv_t, model.head_dim, 1, 1, DTYPE_BYTES[self.serving.kv_dtype]
-        )
+        per_token = kv_token_bytes(model, kv_t, 1, DTYPE_BYTES[self.serving.kv_dtype])
         flop = 4.0 * heads_t * model.head_dim * shape.cached_pairs
+        if model.is_mla:
+            # vLLM's MLA backend: decodes absorbed over the latents, a prefill chunk's
+            # context up projected and attended as multi-head attention (mla_flop)
+            decode_pair, prefill_pair, prefill_cached = mla_flop(model, 1, heads_t)
+            flop = (
+                decode_pair * (shape.cached_pairs - shape.chunk_pairs)
+                + prefill_pair * shape.chunk_pairs
+                + prefill_cached * shape.chunk_cached
+            )
         moved = per_token * (shape.cached_tokens + shape.num_tokens)
         sram = moved * stage.kv_sram_fraction
         dram = moved - sram
@@ -384,7 +399,7 @@ class ServingPlan:
         # the prefill chunks' part in the fused attention kernel, at tile.attention_efficiency
         # where the tile gives one (palmsim run's prefill): the rate of the whole FLOP
         rate = efficiency
-        if tile.attention_efficiency > 0 and shape.chunk_pairs > 0:
+        if tile.attention_efficiency > 0 and shape.chunk_pairs > 0 and not model.is_mla:
             rest = shape.cached_pairs - shape.chunk_pairs
             rate = shape.cached_pairs / (
                 shape.chunk_pairs / tile.attention_efficiency + rest / efficiency
@@ -454,7 +469,7 @@ class ServingPlan:
             elif kind == "head":
                 ops = self._head(size)
             else:
-                attn_ops, mlp_ops, _, embed = self._linear(size)
+                attn_ops, mlp_ops, _, embed = self._linear(size, layer)
                 ops = {"attn": attn_ops, "mlp": mlp_ops, "embed": embed}[kind]
             hw = self.hardware
             # As the inference mapping costs a block: each GEMM at the efficiency of its
@@ -563,7 +578,6 @@ class ServingPlan:
         if hit is not None:
             return hit  # type: ignore[return-value]
         tp, pp = self.serving.tp, self.serving.pp
-        num_layers = self.stages[s].layers[1] - self.stages[s].layers[0]
         # pass_cost sums its ops' times, FLOP and bytes, so the attention block's step is the
         # sum of its per-token part and each request group's core.
         decode_only = not chunks
@@ -643,10 +657,11 @@ class ServingPlan:
         if s == 0:
             embed = dispatched(self._step("embed", tokens, 1, s), embed_ops)
             before.append(("embed", reduced("embed", [embed]), 1))
-        mlp = self._step("mlp", tokens, 1, s, decode_only, prefill=not decode_only)
-        after: list[tuple[str, tuple[Step, ...], int]] = [
-            ("mlp", reduced("mlp", [dispatched(mlp, mlp_ops)]), num_layers)
-        ]
+        after: list[tuple[str, tuple[Step, ...], int]] = []
+        for _, layer, count in self.stages[s].mlp_kinds:  # dense and expert MLPs apart
+            mlp = self._step("mlp", tokens, 1, s, decode_only, prefill=not decode_only, layer=layer)
+            own = self._linear(tokens, layer)[1]
+            after.append(("mlp", reduced("mlp", [dispatched(mlp, own)]), count))
         if s == pp - 1 and num_sampled:
             head = self._step("head", num_sampled, 1, s, dram_sharded=True)
             after.append(("head", (dispatched(head, self._head(num_sampled), closed=False),), 1))
@@ -661,17 +676,18 @@ class ServingPlan:
 
     def _program(self, shape: BatchShape, s: int) -> tuple[Step, ...]:
         """Stage ``s``'s whole program: its segments in order, layer by layer (each layer its
-        kind's attention, cache step and the MLP)."""
+        kind's attention and cache step, and its kind's MLP)."""
         stage = self.stages[s]
         first, last = stage.layers
         segments = self.segments(shape, s)
         attns = [seg[1] for seg in segments if seg[0] == "attn"]
         kvs = [seg[1] for seg in segments if seg[0] == "kv"] or [()] * len(attns)
-        mlp = next(seg[1] for seg in segments if seg[0] == "mlp")
-        per_kind = {
-            kind: (*attn, *kv, *mlp)
+        mlps = [seg[1] for seg in segments if seg[0] == "mlp"]
+        attention = {
+            kind: (*attn, *kv)
             for (kind, _, _), attn, kv in zip(stage.kinds, attns, kvs, strict=True)
         }
+        mlp = {moe: steps for (moe, _, _), steps in zip(stage.mlp_kinds, mlps, strict=True)}
         kinds = bounded_kinds(self.model)
         steps: list[Step] = []
         done = False
@@ -680,7 +696,10 @@ class ServingPlan:
                 done = True
                 for i in range(first, last):
                     own = layer_kind(self.model, i)
-                    layer_steps = per_kind[kinds.index(own) if own in kinds else -1]
+                    layer_steps = (
+                        *attention[kinds.index(own) if own in kinds else -1],
+                        *mlp[int(self.model.is_moe_layer(i))],
+                    )
                     steps += [
                         dataclasses.replace(st, label=f"L{i}.{st.label}") for st in layer_steps
                     ]
@@ -789,11 +808,15 @@ def map_serving(
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
-    if model.is_moe and model.num_moe_layers < model.num_hidden_layers:
+    if model.is_mla and (serving.decode_attention_cores > 0 or bounded_kinds(model)):
         raise MappingError(
-            f"model {model.name!r}: {model.num_moe_layers} of its {model.num_hidden_layers} "
-            "layers are mixtures of experts and the rest dense; palmsim serve costs every layer "
-            "alike (palmsim run --mode inference runs such a model, for one static batch)"
+            f"model {model.name!r}: multi-head latent attention with "
+            + (
+                "serving.decode_attention_cores, which prices tt-metal's SDPA decode over K "
+                "and V heads (--set serving.decode_attention_cores=0)"
+                if serving.decode_attention_cores > 0
+                else "sliding-window or chunked layers is not modelled"
+            )
         )
     try:
         # the attention over the cache runs at the activation dtype's fidelity
@@ -816,9 +839,14 @@ def map_serving(
     kv_elem = DTYPE_BYTES[serving.kv_dtype]
     kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
     probe = ServingPlan(serving, hardware, model, stage_tiles, 0, 0.0, peak, (), (), (), False)
-    attn_ops, mlp_ops, _, embed = probe._linear(sched.max_num_batched_tokens)
+    moe_of = [int(model.is_moe_layer(i)) for i in range(model.num_hidden_layers)]
+    # a dense and an expert layer's ops (those a model has), at the largest batch
+    per_kind = {
+        moe: probe._linear(sched.max_num_batched_tokens, moe_of.index(moe)) for moe in set(moe_of)
+    }
+    attn_ops, _, _, embed = per_kind[moe_of[0]]
     head = probe._head(min(sched.max_num_seqs, sched.max_num_batched_tokens))
-    working = float(max(op.bytes_fwd for op in attn_ops + mlp_ops))
+    working = float(max(op.bytes_fwd for a, m, _, _ in per_kind.values() for op in a + m))
     port_of = [(t, chip.home_dram_port(t)) for rep in stage_tiles for st in rep for t in st]
     used_on_port: dict[int, int] = {}
     for _, port in port_of:
@@ -844,10 +872,11 @@ def map_serving(
         own += head if s == pp - 1 else []
         # each op's parameters in its stored format (weight_format)
         weights = float(sum(op.params * _elem(serving, "attn", op) for op in own))
-        weights += float(sum(op.params * _elem(serving, "mlp", op) for op in mlp_ops)) * (
-            last - first
+        weights += sum(
+            float(sum(op.params * _elem(serving, "mlp", op) for op in per_kind[moe_of[i]][1]))
+            for i in range(first, last)
         )
-        kv_per_token = kv_cache_bytes(last - first, kv_t, model.head_dim, 1, 1, kv_elem)
+        kv_per_token = (last - first) * kv_token_bytes(model, kv_t, 1, kv_elem)
         # a block holds block_size tokens of one KV cache group's layers: all the stage's
         # where its layers attend alike, else its share of a group (vLLM V1 groups a PP
         # rank's layers by the same split)
@@ -884,9 +913,11 @@ def map_serving(
     for first, last, weights, kv_per_token, block_bytes in demands:
         kv_bytes = blocks * block_bytes
         counts: dict[int, list[int]] = {}  # kind -> [first layer, layers]
+        mlp_counts: dict[int, list[int]] = {}  # expert MLP or not -> the same
         for i in range(first, last):
             kind = kinds.index(own_kinds[i]) if own_kinds[i] in kinds else -1
             counts.setdefault(kind, [i, 0])[1] += 1
+            mlp_counts.setdefault(moe_of[i], [i, 0])[1] += 1
         (_, w_sram, w_dram), (_, kv_sram, kv_dram), (_, a_sram, a_dram) = split_sram_dram(
             [("weights", weights), ("kv", kv_bytes), ("activations", working)], sram
         )
@@ -902,6 +933,7 @@ def map_serving(
                 kv_sram_fraction=kv_sram / kv_bytes if kv_bytes else 0.0,
                 kv_bytes_per_token=kv_per_token,
                 kinds=tuple((kind, i, n) for kind, (i, n) in counts.items()),
+                mlp_kinds=tuple((moe, i, n) for moe, (i, n) in mlp_counts.items()),
                 breakdown=MemoryBreakdown(
                     weights,
                     0.0,

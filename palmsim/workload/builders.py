@@ -251,31 +251,23 @@ def _check_layer_tp(model: ModelSpec, tp: int) -> None:
         )
 
 
-def check_cached_attention(model: ModelSpec, *, inference_run: bool = False) -> None:
+def check_cached_attention(model: ModelSpec) -> None:
     """Inference and serving cost the KV cache as ``2·kv·d`` elements per token and layer
-    and its attention as multi-/grouped-query attention over the cached tokens a layer
-    reaches: every one, or a sliding-window or chunked layer's window
+    (multi-head latent attention's latent and rotary key, ``r_kv + d_r``:
+    :mod:`palmsim.mapping.inference`, ``mla_flop``) and its attention over the cached tokens
+    a layer reaches: every one, or a sliding-window or chunked layer's window
     (:func:`palmsim.workload.ops.attended_cache`), of a cache ``palmsim run --mode
     inference`` holds whole and serving frees as its window leaves it
-    (:mod:`palmsim.serving.kvcache`). An ``inference_run`` also costs multi-head latent
-    attention's latent cache (:mod:`palmsim.mapping.inference`, ``_mla_flop``).
+    (:mod:`palmsim.serving.kvcache`).
 
     Raises:
-        MappingError: a hybrid Mamba model (its layers' recurrent state), linear attention,
-            or outside an ``inference_run`` multi-head latent attention (its cache holds the
-            compressed latent and the rotary key, ``kv_lora_rank + qk_rope_head_dim`` per
-            token, attended with the up projections absorbed): none is modelled there.
+        MappingError: a hybrid Mamba model (its layers' recurrent state) or linear attention:
+            neither is modelled there.
     """
     if model.hybrid_override_pattern is not None:
         raise MappingError(
             f"model {model.name!r}: hybrid Mamba models are modelled for training only (the "
             "Mamba layers' recurrent state in place of a KV cache is not modelled)"
-        )
-    if model.is_mla and not inference_run:
-        raise MappingError(
-            f"model {model.name!r}: multi-head latent attention is modelled for training and "
-            "palmsim run --mode inference, not for serving (its latent cache in the block "
-            "manager is not modelled)"
         )
     if model.has_linear_attention:
         raise MappingError(
