@@ -800,10 +800,11 @@ def map_serving(
     """Place the replicas, size their KV caches and return the :class:`ServingPlan`.
 
     Raises:
-        MappingError: a mixture of experts with dense first layers, too few tiles, an
-            indivisible TP degree, weights and working set that leave no room for one KV
-            block, or an attention whose cache is not modelled
-            (:func:`palmsim.workload.builders.check_cached_attention`).
+        MappingError: too few tiles, an indivisible TP degree, weights and working set
+            that leave no room for one KV block, an attention whose cache is not modelled
+            (:func:`palmsim.workload.builders.check_cached_attention`), multi-head latent
+            attention on SDPA decode cores or beside windowed layers, or prefix caching over
+            windowed layers.
         ConfigError: the hardware has no peak for the serving dtype.
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
