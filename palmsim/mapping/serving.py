@@ -846,6 +846,11 @@ def map_serving(
         moe: probe._linear(sched.max_num_batched_tokens, moe_of.index(moe)) for moe in set(moe_of)
     }
     attn_ops, _, _, embed = per_kind[moe_of[0]]
+    # each kind's MLP parameters in their stored format (weight_format)
+    mlp_bytes = {
+        moe: float(sum(op.params * _elem(serving, "mlp", op) for op in ops[1]))
+        for moe, ops in per_kind.items()
+    }
     head = probe._head(min(sched.max_num_seqs, sched.max_num_batched_tokens))
     working = float(max(op.bytes_fwd for a, m, _, _ in per_kind.values() for op in a + m))
     port_of = [(t, chip.home_dram_port(t)) for rep in stage_tiles for st in rep for t in st]
@@ -873,10 +878,7 @@ def map_serving(
         own += head if s == pp - 1 else []
         # each op's parameters in its stored format (weight_format)
         weights = float(sum(op.params * _elem(serving, "attn", op) for op in own))
-        weights += sum(
-            float(sum(op.params * _elem(serving, "mlp", op) for op in per_kind[moe_of[i]][1]))
-            for i in range(first, last)
-        )
+        weights += sum(mlp_bytes[moe_of[i]] for i in range(first, last))
         kv_per_token = (last - first) * kv_token_bytes(model, kv_t, 1, kv_elem)
         # a block holds block_size tokens of one KV cache group's layers: all the stage's
         # where its layers attend alike, else its share of a group (vLLM V1 groups a PP
