@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from palmsim import __version__, guard
 from palmsim.config.loader import (
@@ -43,6 +43,10 @@ from palmsim.report.defects import defect_summary
 from palmsim.report.energy import cost_summary, energy_summary
 from palmsim.report.export import RECORDS_FILE, check_records, checked_summary, read_run
 from palmsim.report.metrics import op_table_rows, summarize
+
+if TYPE_CHECKING:
+    from palmsim.config.specs import HardwareSpec, RunSpec, ServingSpec, WorkloadSpec
+    from palmsim.mapping.serving import ServingPlan
 
 __all__ = [
     "DEFAULT_HARDWARE",
@@ -587,30 +591,21 @@ def _check_serving_mapping(wl_path: str, mapping_section: Mapping[str, Any]) -> 
             )
 
 
-def serve(
+def plan_serving(
     hardware: str | None = None,
     workload: str | None = None,
     serving: str | None = None,
     *,
     overrides: Sequence[str] = (),
-) -> ServingResult:
-    """Load, map and simulate a serving experiment; summarise it (no files written).
-
-    Requests come from a ``numpy`` generator seeded with ``run.seed``.
+) -> tuple[HardwareSpec, WorkloadSpec, ServingSpec, RunSpec, Chip, ServingPlan, str]:
+    """Load and map a serving experiment, ``palmsim serve``'s files and ``--set`` items:
+    ``(hardware, workload, serving spec, run, chip, plan, serving file)``.
 
     Raises:
-        ConfigError, MappingError, SimulationError.
+        ConfigError, MappingError.
     """
-    import dataclasses
-
-    import numpy as np
-
     from palmsim.config.loader import load_serving
-    from palmsim.engine.serving import ServingSimulator
-    from palmsim.guard import ServingBudget
     from palmsim.mapping.serving import map_serving
-    from palmsim.report.serving import summarize_serving
-    from palmsim.serving.traffic import generate_requests
 
     hw_path = (
         resolve_config_path(hardware, "hardware")
@@ -631,6 +626,35 @@ def serve(
     run = load_run(overrides)
     chip = Chip.from_spec(hw)
     plan = map_serving(spec, hw, wl.model, chip)
+    return hw, wl, spec, run, chip, plan, sv_path
+
+
+def serve(
+    hardware: str | None = None,
+    workload: str | None = None,
+    serving: str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+) -> ServingResult:
+    """Load, map and simulate a serving experiment; summarise it (no files written).
+
+    Requests come from a ``numpy`` generator seeded with ``run.seed``.
+
+    Raises:
+        ConfigError, MappingError, SimulationError.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from palmsim.engine.serving import ServingSimulator
+    from palmsim.guard import ServingBudget
+    from palmsim.report.serving import summarize_serving
+    from palmsim.serving.traffic import generate_requests
+
+    hw, wl, spec, run, chip, plan, sv_path = plan_serving(
+        hardware, workload, serving, overrides=overrides
+    )
     traffic = spec.traffic
     budget = ServingBudget.of(
         len(traffic.trace) if traffic.arrival == "trace" else traffic.num_requests, run

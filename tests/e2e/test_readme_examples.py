@@ -1,4 +1,5 @@
-"""Every ``palmsim run``/``describe`` example of the README pairs files that load and map.
+"""Every ``palmsim run``/``describe``/``serve`` example of the README pairs files that load
+and map.
 
 The examples are read from the README's ``bash`` blocks (continuation lines joined), parsed by
 palmsim's own argument parser, loaded and mapped onto their chip, without simulating. The
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 INFEASIBLE = {"palmsim run --schedule gpipe"}
 
 
-def _examples() -> list[str]:
+def _examples(starts: tuple[str, ...] = ("palmsim run", "palmsim describe")) -> list[str]:
     text = (REPO / "README.md").read_text()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
@@ -33,7 +34,7 @@ def _examples() -> list[str]:
         for line in joined.splitlines():
             line = line.split("#", 1)[0].strip()
             for part in (p.strip() for p in line.split("&&")):
-                if part.startswith(("palmsim run", "palmsim describe")):
+                if part.startswith(starts):
                     commands.append(part)
     return commands
 
@@ -57,3 +58,15 @@ def test_readme_example_loads_and_maps(command: str, monkeypatch: pytest.MonkeyP
         return
     plan = mapper(experiment, chip)
     assert plan.used_tiles
+
+
+@pytest.mark.parametrize("command", _examples(("palmsim serve",)))
+def test_readme_serve_example_loads_and_maps(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from palmsim.api import plan_serving
+
+    monkeypatch.chdir(REPO)
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    *_, plan, _ = plan_serving(
+        args.hw, args.serving_workload, args.serving, overrides=args.overrides
+    )
+    assert plan.num_kv_blocks > 0
