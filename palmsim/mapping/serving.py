@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -200,6 +201,31 @@ def _pattern_layers(model: ModelSpec) -> range:
 def layer_kind(model: ModelSpec, layer: int) -> tuple[int | None, int | None]:
     """How layer ``layer`` attends: ``(window, chunk)``, both None for full attention."""
     return model.attention_window(layer), model.attention_chunk(layer)
+
+
+def _layer_counts(model: ModelSpec, first: int, last: int) -> dict[tuple[int, int], list[int]]:
+    """Layers ``[first, last)`` by ``(attention kind, 1 for an expert MLP else 0)``, the kind
+    -1 for full attention or its index in :func:`bounded_kinds`: ``{kind: [first layer,
+    layers]}`` in order of first layers. Without a per-layer list (``layer_types``,
+    ``hybrid_override_pattern``) both repeat every ``lcm(global_attention_interval,
+    moe_layer_step)`` layers on each side of ``first_k_dense_replace``, so one period of
+    each side is read and the rest counted (a model of 10^9 layers costs no more)."""
+    kinds = bounded_kinds(model)
+
+    def key(i: int) -> tuple[int, int]:
+        own = layer_kind(model, i)
+        return (kinds.index(own) if own in kinds else -1, int(model.is_moe_layer(i)))
+
+    explicit = model.layer_types is not None or model.hybrid_override_pattern is not None
+    period = math.lcm(max(model.global_attention_interval, 1), max(model.moe_layer_step, 1))
+    dense = min(max(model.first_k_dense_replace, first), last)
+    counts: dict[tuple[int, int], list[int]] = {}
+    for a, b in ((first, dense), (dense, last)):
+        step = 1 if explicit else period
+        for j in range(a, min(b, a + step) if not explicit else b):
+            n = 1 if explicit else (b - j + step - 1) // step
+            counts.setdefault(key(j), [j, 0])[1] += n
+    return counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -840,12 +866,17 @@ def map_serving(
     kv_elem = DTYPE_BYTES[serving.kv_dtype]
     kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
     probe = ServingPlan(serving, hardware, model, stage_tiles, 0, 0.0, peak, (), (), (), False)
-    moe_of = [int(model.is_moe_layer(i)) for i in range(model.num_hidden_layers)]
+    layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
+    stage_counts = [_layer_counts(model, first, last) for first, last in layer_ranges]
+    whole: dict[tuple[int, int], int] = {}
+    first_of: dict[int, int] = {}  # a layer of each kind of MLP
+    for per_stage in stage_counts:
+        for (kind, moe), (i, n) in per_stage.items():
+            whole[kind, moe] = whole.get((kind, moe), 0) + n
+            first_of.setdefault(moe, i)
     # a dense and an expert layer's ops (those a model has), at the largest batch
-    per_kind = {
-        moe: probe._linear(sched.max_num_batched_tokens, moe_of.index(moe)) for moe in set(moe_of)
-    }
-    attn_ops, _, _, embed = per_kind[moe_of[0]]
+    per_kind = {moe: probe._linear(sched.max_num_batched_tokens, i) for moe, i in first_of.items()}
+    attn_ops, _, _, embed = per_kind[int(model.is_moe_layer(0))]
     # each kind's MLP parameters in their stored format (weight_format)
     mlp_bytes = {
         moe: float(sum(op.params * _elem(serving, "mlp", op) for op in ops[1]))
@@ -858,10 +889,12 @@ def map_serving(
     for _, port in port_of:
         used_on_port[port] = used_on_port.get(port, 0) + 1
     sram = hardware.tile.sram_capacity_bytes
-    layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
     kinds = bounded_kinds(model)
-    own_kinds = [layer_kind(model, i) for i in range(model.num_hidden_layers)]
-    groups = kv_groups(own_kinds)
+    by_attention: dict[tuple[int | None, int | None], int] = {}
+    for (kind, _), n in whole.items():
+        attends = kinds[kind] if kind >= 0 else (None, None)
+        by_attention[attends] = by_attention.get(attends, 0) + n
+    groups = kv_groups(by_attention)
     if groups.is_hybrid and sched.enable_prefix_caching:
         raise MappingError(
             f"model {model.name!r}: prefix caching over sliding-window or chunked layers "
@@ -873,12 +906,13 @@ def map_serving(
     demands: list[tuple[int, int, float, float, float]] = []
     blocks: int | None = None
     for s, (first, last) in enumerate(layer_ranges):
-        own = attn_ops * (last - first)
-        own += embed if s == 0 else []
-        own += head if s == pp - 1 else []
+        own = [*(embed if s == 0 else []), *(head if s == pp - 1 else [])]
         # each op's parameters in its stored format (weight_format)
         weights = float(sum(op.params * _elem(serving, "attn", op) for op in own))
-        weights += sum(mlp_bytes[moe_of[i]] for i in range(first, last))
+        weights += (last - first) * float(
+            sum(op.params * _elem(serving, "attn", op) for op in attn_ops)
+        )
+        weights += sum(mlp_bytes[moe] * n for (_, moe), (_, n) in stage_counts[s].items())
         kv_per_token = (last - first) * kv_token_bytes(model, kv_t, 1, kv_elem)
         # a block holds block_size tokens of one KV cache group's layers: all the stage's
         # where its layers attend alike, else its share of a group (vLLM V1 groups a PP
@@ -913,14 +947,15 @@ def map_serving(
         blocks = sched.num_kv_blocks
     # Pass 2: where each stage's weights, cache and working set live (SRAM first).
     stages: list[_StageMemory] = []
-    for first, last, weights, kv_per_token, block_bytes in demands:
+    for (first, last, weights, kv_per_token, block_bytes), both in zip(
+        demands, stage_counts, strict=True
+    ):
         kv_bytes = blocks * block_bytes
-        counts: dict[int, list[int]] = {}  # kind -> [first layer, layers]
+        counts: dict[int, list[int]] = {}  # attention kind -> [first layer, layers]
         mlp_counts: dict[int, list[int]] = {}  # expert MLP or not -> the same
-        for i in range(first, last):
-            kind = kinds.index(own_kinds[i]) if own_kinds[i] in kinds else -1
-            counts.setdefault(kind, [i, 0])[1] += 1
-            mlp_counts.setdefault(moe_of[i], [i, 0])[1] += 1
+        for (kind, moe), (i, n) in sorted(both.items(), key=lambda item: item[1][0]):
+            counts.setdefault(kind, [i, 0])[1] += n
+            mlp_counts.setdefault(moe, [i, 0])[1] += n
         (_, w_sram, w_dram), (_, kv_sram, kv_dram), (_, a_sram, a_dram) = split_sram_dram(
             [("weights", weights), ("kv", kv_bytes), ("activations", working)], sram
         )

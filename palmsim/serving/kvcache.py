@@ -15,7 +15,7 @@ the blocks its window has left (``remove_skipped_blocks``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["BlockPool", "KVGroups", "kv_groups"]
@@ -42,17 +42,15 @@ class KVGroups:
         return any(w is not None or c is not None for _, w, c in self.kinds)
 
 
-def kv_groups(layer_kinds: Sequence[tuple[int | None, int | None]]) -> KVGroups:
-    """vLLM V1's KV cache groups of layers attending as ``layer_kinds`` (``(window, chunk)``
-    per layer): one group of every layer when they attend alike; else the fewest layers of a
-    kind is the group size (the most where that is under 1.5 times the fewest), and each
-    kind's layers fill ``ceil(layers / size)`` groups."""
-    counts: dict[tuple[int | None, int | None], int] = {}
-    for kind in layer_kinds:
-        counts[kind] = counts.get(kind, 0) + 1
+def kv_groups(counts: Mapping[tuple[int | None, int | None], int]) -> KVGroups:
+    """vLLM V1's KV cache groups of a model with ``counts`` layers of each way of attending
+    (``(window, chunk)``, in order of their first layers): one group of every layer when
+    they attend alike; else the fewest layers of a kind is the group size (the most where
+    that is under 1.5 times the fewest), and each kind's layers fill ``ceil(layers / size)``
+    groups."""
     if len(counts) <= 1:
         window, chunk = next(iter(counts), (None, None))
-        return KVGroups(((1, window, chunk),), len(layer_kinds))
+        return KVGroups(((1, window, chunk),), sum(counts.values()))
     size = min(counts.values())
     if max(counts.values()) < 1.5 * size:
         size = max(counts.values())

@@ -27,16 +27,16 @@ def test_groups_follow_vllms_rule():
     of a kind is the group size, the most where that is under 1.5 times the fewest; each
     kind fills ceil(layers / size) groups (padded)."""
     # gpt-oss-120b: 18 sliding (window 128) and 18 full, alternating
-    oss = kv_groups([_sliding(128), FULL] * 18)
+    oss = kv_groups({_sliding(128): 18, FULL: 18})
     assert oss == KVGroups(((1, 128, None), (1, None, None)), 18)
     # Gemma 3 27B's pattern: 62 layers, every sixth full: 10 full, 52 sliding
-    gemma = kv_groups([FULL if (i + 1) % 6 == 0 else _sliding(1024) for i in range(62)])
+    gemma = kv_groups({_sliding(1024): 52, FULL: 10})
     assert gemma == KVGroups(((6, 1024, None), (1, None, None)), 10)
     # vLLM's own example: 12 sliding + 13 full pad to 13 and 13, not 24 full
-    assert kv_groups([_sliding(128)] * 12 + [FULL] * 13).layers_per_group == 13
+    assert kv_groups({_sliding(128): 12, FULL: 13}).layers_per_group == 13
     # every layer alike: one group of all of them
-    assert kv_groups([FULL] * 32) == KVGroups(((1, None, None),), 32)
-    assert kv_groups([_sliding(4096)] * 32) == KVGroups(((1, 4096, None),), 32)
+    assert kv_groups({FULL: 32}) == KVGroups(((1, None, None),), 32)
+    assert kv_groups({_sliding(4096): 32}) == KVGroups(((1, 4096, None),), 32)
 
 
 def test_a_window_holds_only_the_blocks_it_has_not_left():
@@ -123,3 +123,28 @@ def test_prefix_caching_over_a_hybrid_cache_is_refused():
     spec = serving_spec(TrafficSpec("poisson"), enable_prefix_caching=True)
     with pytest.raises(MappingError, match="prefix caching"):
         map_serving(spec, hw, hybrid, Chip.from_spec(hw))
+
+
+def test_layer_kinds_are_counted_by_their_period_not_layer_by_layer():
+    """10^9 layers, chunked but every fourth (Llama 4), experts on every second layer after
+    three dense ones (first_k_dense_replace 3, moe_layer_step 2: layers 4, 6, ...): the
+    counts by closed form. Dense chunked: layers 0-2 and 5, 9, ..., 999,999,997 (3 +
+    249,999,999); dense full: 3, 7, ..., 999,999,999 (250,000,000); experts, all chunked:
+    4, 6, ..., 999,999,998 (499,999,998)."""
+    from palmsim.mapping.serving import _layer_counts
+
+    deep = replace(
+        model(layers=4),
+        num_hidden_layers=10**9,
+        attention_chunk_size=8192,
+        global_attention_interval=4,
+        num_experts=8,
+        num_experts_per_tok=2,
+        moe_layer_step=2,
+        first_k_dense_replace=3,
+    )
+    assert _layer_counts(deep, 0, 10**9) == {
+        (0, 0): [0, 3 + 249_999_999],
+        (-1, 0): [3, 250_000_000],
+        (0, 1): [4, 499_999_998],
+    }
