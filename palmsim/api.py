@@ -648,7 +648,7 @@ def serve(
     import numpy as np
 
     from palmsim.engine.serving import ServingSimulator
-    from palmsim.guard import ServingBudget
+    from palmsim.guard import SERVING_EVENTS_PER_ITERATION, ServingBudget
     from palmsim.report.serving import summarize_serving
     from palmsim.serving.traffic import generate_requests
 
@@ -656,8 +656,16 @@ def serve(
         hardware, workload, serving, overrides=overrides
     )
     traffic = spec.traffic
+    # a pipelined iteration is simulated whole: each layer's attention and MLP steps at least
+    per_iteration = (
+        SERVING_EVENTS_PER_ITERATION
+        if plan.is_segmented
+        else 2.0 * wl.model.num_hidden_layers + spec.pp
+    )
     budget = ServingBudget.of(
-        len(traffic.trace) if traffic.arrival == "trace" else traffic.num_requests, run
+        len(traffic.trace) if traffic.arrival == "trace" else traffic.num_requests,
+        run,
+        per_iteration,
     )
     requests = generate_requests(
         spec.traffic, np.random.default_rng(run.seed), wl.model.max_position_embeddings

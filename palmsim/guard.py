@@ -315,26 +315,38 @@ class ServingBudget:
     :data:`SERVING_CHECK_STRIDE` iterations, the iterations so far times the requests over
     those that have arrived. Arrivals follow simulated time, so the projection depends on
     the inputs alone (a run is refused, or not, the same way every time); it is refused
-    as soon as the projection passes ``run.max_events`` (at
-    :data:`SERVING_EVENTS_PER_ITERATION` each) or the records ``run.max_memory``.
+    as soon as the projection passes ``run.max_events`` (at ``events_per_iteration`` each:
+    :data:`SERVING_EVENTS_PER_ITERATION` on one stage, whose iterations repeat segments
+    simulated once; a pipelined iteration is simulated whole, every layer's steps) or the
+    records ``run.max_memory``. The projection is made every
+    :data:`SERVING_CHECK_STRIDE` iterations of one stage's cost, so at every iteration of a
+    deep pipeline.
     """
 
     num_requests: int
     max_iterations: float
+    events_per_iteration: float = SERVING_EVENTS_PER_ITERATION
 
     @classmethod
-    def of(cls, num_requests: int, run: RunSpec) -> ServingBudget:
+    def of(
+        cls,
+        num_requests: int,
+        run: RunSpec,
+        events_per_iteration: float = SERVING_EVENTS_PER_ITERATION,
+    ) -> ServingBudget:
         """The budget, or MappingError if the requests alone pass ``run.max_memory``."""
         held = num_requests * SERVING_REQUEST_BYTES
         driver = f"serving.traffic.num_requests={num_requests}"
         if held > run.max_memory_bytes:
             _refuse(Estimate(num_requests, num_requests, held, driver), run, "needs at least")
         by_memory = (run.max_memory_bytes - held) / SERVING_ITERATION_BYTES
-        return cls(num_requests, min(run.max_events / SERVING_EVENTS_PER_ITERATION, by_memory))
+        by_events = run.max_events / events_per_iteration
+        return cls(num_requests, min(by_events, by_memory), events_per_iteration)
 
     def check(self, iterations: int, arrived: int, run: RunSpec) -> None:
         """Refuse the run if its projected iterations pass the budget (class docstring)."""
-        if iterations % SERVING_CHECK_STRIDE:
+        scale = SERVING_EVENTS_PER_ITERATION / self.events_per_iteration
+        if iterations % max(1, round(SERVING_CHECK_STRIDE * scale)):
             return
         projected = iterations * self.num_requests / max(arrived, 1)
         if projected > self.max_iterations:
@@ -342,6 +354,6 @@ class ServingBudget:
                 f"serving.traffic.num_requests={self.num_requests} ({iterations} iterations "
                 f"for the first {arrived} requests)"
             )
-            events = projected * SERVING_EVENTS_PER_ITERATION
+            events = projected * self.events_per_iteration
             memory = self.num_requests * SERVING_REQUEST_BYTES + projected * SERVING_ITERATION_BYTES
             _refuse(Estimate(events, projected, memory, driver), run, "would need about")

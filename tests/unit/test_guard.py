@@ -217,6 +217,18 @@ def test_serving_budget_refuses_requests_that_alone_pass_the_memory() -> None:
     budget.check(1024, 1000, RunSpec())  # 1,024 iterations for all 1,000: within it
 
 
+def test_a_pipelined_serving_budget_counts_every_layer_and_checks_every_iteration() -> None:
+    """Two stages of 2,000 layers: an iteration is simulated whole, at least 2 x 2,000 + 2 =
+    4,002 events, so 1.44e8 events hold 35,982 iterations, and the projection is made at
+    every iteration (1,024 x 2.5 / 4,002 rounds to 0, so 1), not every 1,024th."""
+    run = RunSpec()
+    budget = guard.ServingBudget.of(1000, run, events_per_iteration=4002)
+    assert budget.max_iterations == pytest.approx(1.44e8 / 4002)
+    budget.check(35_000, 1000, run)
+    with pytest.raises(MappingError, match=r"35983 iterations for the first 1000"):
+        budget.check(35_983, 1000, run)
+
+
 def test_a_run_past_the_time_a_double_resolves_is_an_error_not_nonsense() -> None:
     """A link degraded to 1e-300 of its bandwidth: its flows take ~1e290 s, where a double's
     spacing (math.ulp) dwarfs every other step, which came out as empty intervals (an
