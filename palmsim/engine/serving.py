@@ -307,6 +307,7 @@ class ServingSimulator:
             wall_time_s=time.perf_counter() - wall_start,
             metadata={
                 "replicas_share_channels": self.plan.replicas_share_channels,
+                "kv_cache_groups": self.plan.kv_groups.num_groups,
                 "num_swaps": sum(s.num_swaps for s in self.schedulers),
                 "num_swapped_blocks": sum(s.num_swapped_blocks for s in self.schedulers),
             },

@@ -154,6 +154,8 @@ def summarize_serving(trace: ServingTrace, slo: SloSpec) -> dict[str, Any]:
         "num_preemptions": sum(r.num_preemptions for r in trace.requests),
         "num_swaps": int(trace.metadata.get("num_swaps", 0)),
         "kv_cache_blocks": trace.num_kv_blocks,
+        # block tables a request holds (vLLM V1's KV cache groups: a block holds one's layers)
+        "kv_cache_groups": int(trace.metadata.get("kv_cache_groups", 1)),
         "num_iterations": len(trace.iterations),
         "num_shapes_simulated": trace.num_shapes_costed,
         "num_iterations_closed_form": trace.num_closed_form,
@@ -198,7 +200,13 @@ def format_serving_table(summary: dict[str, Any]) -> str:
         ),
         (
             "KV cache",
-            f"{summary['kv_cache_blocks']} blocks per replica, use mean "
+            f"{summary['kv_cache_blocks']} blocks per replica"
+            + (
+                f" in {summary['kv_cache_groups']} groups of layers"
+                if summary["kv_cache_groups"] > 1
+                else ""
+            )
+            + ", use mean "
             f"{summary['kv_cache_util_mean'] * 100:.1f} %, "
             f"max {summary['kv_cache_util_max'] * 100:.1f} %",
         ),

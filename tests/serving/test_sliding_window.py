@@ -148,3 +148,16 @@ def test_layer_kinds_are_counted_by_their_period_not_layer_by_layer():
         (-1, 0): [3, 250_000_000],
         (0, 1): [4, 499_999_998],
     }
+
+
+def test_the_summary_names_the_cache_groups():
+    from palmsim.report.serving import format_serving_table, summarize_serving
+
+    kinds = ("sliding_attention", "full_attention")
+    hybrid = replace(model(layers=2), sliding_window=64, layer_types=kinds)
+    hw = compute_bound_tile()
+    spec = serving_spec(TrafficSpec("poisson", num_requests=5))
+    _, trace = run(hw, hybrid, spec)
+    summary = summarize_serving(trace, spec.slo)
+    assert summary["kv_cache_groups"] == 2
+    assert "blocks per replica in 2 groups of layers" in format_serving_table(summary)
