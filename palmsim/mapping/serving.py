@@ -143,7 +143,6 @@ def batch_shape(
     layers attend as ``kinds`` (``(window, chunk)`` each, :func:`bounded_kinds`)."""
     tokens = sampled = single = cached = pairs = longest = chunk_pairs = chunk_cached = 0
     chunks = []
-    sums = [[0, 0, 0, 0] for _ in kinds]
     for e in entries:  # one pass: this runs once per iteration
         q, c, s = e[0], e[1], e[2]
         tokens += q
@@ -157,7 +156,10 @@ def batch_shape(
             chunks.append(q)
             chunk_pairs += q * c
             chunk_cached += c
-        for total, (window, chunk) in zip(sums, kinds, strict=True):
+    sums = [[0, 0, 0, 0] for _ in kinds]
+    for total, (window, chunk) in zip(sums, kinds, strict=True):  # a model's windowed layers
+        for e in entries:
+            q, c = e[0], e[1]
             first, p = attended_cache(c, q, window=window, chunk=chunk)
             total[0] += c - first
             total[1] += p
@@ -173,7 +175,7 @@ def batch_shape(
         pairs,
         longest,
         chunk_pairs,
-        tuple((t, p, m, cp) for t, p, m, cp in sums),
+        tuple((t, p, m, cp) for t, p, m, cp in sums) if kinds else (),
         chunk_cached,
     )
 
@@ -566,21 +568,32 @@ class ServingPlan:
         )
         tp = self.serving.tp
         stage = self.stages[s]
+        cached = shape.cached_tokens + shape.num_tokens
+        if len(stage.kinds) == 1:  # every layer attends alike (most models): no lists
+            ((kind, _, count),), (attention,) = stage.kinds, attentions
+            kv = self._kv_step(shape, stage, "kv", kind) if cached else None
+            if tp == 1:
+                attn = ("attn", (attention,), count)
+                if kv is None:
+                    return (*before, attn, *after)
+                # One tile: every step ends with its own DRAM flows, a segment boundary too,
+                # so the cache step (new every iteration) is costed apart from the block's ops.
+                return (*before, attn, ("kv", (kv,), count), *after)
+            steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
+            if allreduce is not None:
+                steps += (allreduce,)
+            return (*before, ("attn", steps, count), *after)
         attns: list[tuple[str, tuple[Step, ...], int]] = []
         kvs: list[tuple[str, tuple[Step, ...], int]] = []
         # one attention segment (and cache step) per way the stage's layers attend
         for (kind, _, count), attention in zip(stage.kinds, attentions, strict=True):
-            kv = None
-            if shape.cached_tokens + shape.num_tokens:
-                kv = self._kv_step(shape, stage, "kv", kind)
+            kv = self._kv_step(shape, stage, "kv", kind) if cached else None
             if tp == 1:
                 attns.append(("attn", (attention,), count))
-                # One tile: every step ends with its own DRAM flows, a segment boundary too,
-                # so the cache step (new every iteration) is costed apart from the block's ops.
                 if kv is not None:
                     kvs.append(("kv", (kv,), count))
                 continue
-            steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
+            steps = (attention,) if kv is None else (attention, kv)
             if allreduce is not None:
                 steps += (allreduce,)
             attns.append(("attn", steps, count))

@@ -176,7 +176,7 @@ class Scheduler:
         entries: list[Entry] = []
         preempted = False
         chunked = spec.enable_chunked_prefill
-        hybrid = pool.groups.is_hybrid
+        hybrid, block_size = pool.groups.is_hybrid, pool.block_size
         running = self.running
         i = 0
         while i < len(running) and budget > 0:
@@ -190,7 +190,7 @@ class Scheduler:
                 continue
             total = computed + new
             held = state.num_blocks + state.shared_blocks
-            if pool.blocks_for(total, computed) <= held:
+            if pool.blocks_for(total, computed) <= held if hybrid else total <= held * block_size:
                 # fits in the blocks it holds (most decodes): nothing to allocate, but a
                 # window's blocks it has left are freed
                 if hybrid:
