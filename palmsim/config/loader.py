@@ -1368,6 +1368,14 @@ _ENCODER_FAMILY = ("bert", "roberta")
 #: from the config (:func:`_parallel_family`); GPT-J (GPTJBlock), Phi (PhiDecoderLayer) and
 #: Cohere (CohereDecoderLayer) always run one norm into both branches. GPT-J's attention has
 #: no biases and its MLP has (counted with biases); Cohere's LayerNorm has no bias.
+_NEOX_DEFAULTS: dict[str, Any] = {
+    "norm": "layernorm",
+    "position_embedding": "rope",
+    "hidden_act": "gelu",
+    "max_position_embeddings": 2048,
+    "use_bias": True,
+    "tie_word_embeddings": False,
+}
 _PARALLEL_FAMILY: dict[str, dict[str, Any]] = {
     "falcon": {
         "norm": "layernorm",
@@ -1375,32 +1383,9 @@ _PARALLEL_FAMILY: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 2048,
         "use_bias": False,
     },
-    "gpt_neox": {
-        "norm": "layernorm",
-        "position_embedding": "rope",
-        "hidden_act": "gelu",
-        "max_position_embeddings": 2048,
-        "use_bias": True,
-        "tie_word_embeddings": False,
-    },
-    "gptj": {
-        "norm": "layernorm",
-        "position_embedding": "rope",
-        "hidden_act": "gelu",
-        "max_position_embeddings": 2048,
-        "use_bias": True,
-        "tie_word_embeddings": False,
-        "parallel_block": "one_norm",
-    },
-    "phi": {
-        "norm": "layernorm",
-        "position_embedding": "rope",
-        "hidden_act": "gelu",
-        "max_position_embeddings": 2048,
-        "use_bias": True,
-        "tie_word_embeddings": False,
-        "parallel_block": "one_norm",
-    },
+    "gpt_neox": _NEOX_DEFAULTS,
+    "gptj": {**_NEOX_DEFAULTS, "parallel_block": "one_norm"},
+    "phi": {**_NEOX_DEFAULTS, "parallel_block": "one_norm"},
     "cohere": {
         "norm": "layernorm",
         "position_embedding": "rope",
