@@ -29,7 +29,7 @@ from palmsim.engine.records import FlowRecord, RecordBuilder
 from palmsim.engine.simulator import ChipLike, Simulator, private_dram_ports, private_dram_step_s
 from palmsim.errors import SimulationError
 from palmsim.mapping.plan import ComputeStep
-from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape, bounded_kinds
+from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape
 from palmsim.serving.router import route
 from palmsim.serving.scheduler import RequestState, Scheduler
 from palmsim.serving.traffic import Request
@@ -163,7 +163,6 @@ class ServingSimulator:
             )
             for r in range(self.num_replicas)
         ]
-        self._kinds = bounded_kinds(plan.model)  # the shapes' windowed kinds of layer
         # the serving report reads no flow records: the network's go to a builder never built
         self.network = FlowNetwork(
             self.env, [c.bandwidth_bytes_per_s for c in chip.channels], RecordBuilder(FlowRecord)
@@ -429,7 +428,7 @@ class ServingSimulator:
                 continue
             empty_in_a_row = 0
             self._note_queue(replica)
-            shape = batch_shape(entries, self._kinds)
+            shape = batch_shape(entries, self.plan.attention_kinds)
             start = env.now
             in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
             kv_used, waiting = sched.pool.num_used, len(sched.waiting)

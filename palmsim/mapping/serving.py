@@ -90,7 +90,7 @@ from palmsim.mapping.plan import (
     StageProgram,
     Step,
 )
-from palmsim.serving.kvcache import KVGroups, kv_groups
+from palmsim.serving.kvcache import KVGroups, kv_groups, skipped_tokens
 from palmsim.units import GB
 from palmsim.workload.builders import (
     Block,
@@ -205,28 +205,28 @@ def layer_kind(model: ModelSpec, layer: int) -> tuple[int | None, int | None]:
     return model.attention_window(layer), model.attention_chunk(layer)
 
 
-def _layer_counts(model: ModelSpec, first: int, last: int) -> dict[tuple[int, int], list[int]]:
+def _layer_counts(
+    model: ModelSpec, first: int, last: int, kinds: tuple[tuple[int | None, int | None], ...]
+) -> dict[tuple[int, int], list[int]]:
     """Layers ``[first, last)`` by ``(attention kind, 1 for an expert MLP else 0)``, the kind
-    -1 for full attention or its index in :func:`bounded_kinds`: ``{kind: [first layer,
+    -1 for full attention or its index in ``kinds`` (:func:`bounded_kinds`): ``{kind: [first layer,
     layers]}`` in order of first layers. Without a per-layer list (``layer_types``,
     ``hybrid_override_pattern``) both repeat every ``lcm(global_attention_interval,
     moe_layer_step)`` layers on each side of ``first_k_dense_replace``, so one period of
     each side is read and the rest counted (a model of 10^9 layers costs no more)."""
-    kinds = bounded_kinds(model)
 
     def key(i: int) -> tuple[int, int]:
         own = layer_kind(model, i)
         return (kinds.index(own) if own in kinds else -1, int(model.is_moe_layer(i)))
 
-    explicit = model.layer_types is not None or model.hybrid_override_pattern is not None
     period = math.lcm(max(model.global_attention_interval, 1), max(model.moe_layer_step, 1))
+    if model.layer_types is not None or model.hybrid_override_pattern is not None:
+        period = max(last - first, 1)  # a per-layer list: every layer read, once
     dense = min(max(model.first_k_dense_replace, first), last)
     counts: dict[tuple[int, int], list[int]] = {}
     for a, b in ((first, dense), (dense, last)):
-        step = 1 if explicit else period
-        for j in range(a, min(b, a + step) if not explicit else b):
-            n = 1 if explicit else (b - j + step - 1) // step
-            counts.setdefault(key(j), [j, 0])[1] += n
+        for j in range(a, min(b, a + period)):  # j stands for j, j + period, ... below b
+            counts.setdefault(key(j), [j, 0])[1] += (b - j + period - 1) // period
     return counts
 
 
@@ -278,17 +278,20 @@ class ServingPlan:
         rule)."""
         stage = self.stages[s]
         per_layer = stage.kv_bytes_per_token / max(stage.layers[1] - stage.layers[0], 1)
-        kinds = bounded_kinds(self.model)
         size = self.serving.scheduler.block_size
         held = 0
         for kind, _, count in stage.kinds:
-            skipped = 0
-            if kind >= 0:
-                window, chunk = kinds[kind]
-                skipped = max(0, tokens - window + 1) if window is not None else 0
-                skipped = tokens // chunk * chunk if chunk is not None else skipped
-            held += count * (tokens - skipped // size * size)
+            window, chunk = self.attention_kinds[kind] if kind >= 0 else (None, None)
+            held += count * (tokens - skipped_tokens(tokens, window, chunk) // size * size)
         return per_layer * held
+
+    @property
+    def attention_kinds(self) -> tuple[tuple[int | None, int | None], ...]:
+        """:func:`bounded_kinds` of the model, read once."""
+        hit = self._cache.get("attention_kinds")
+        if hit is None:
+            hit = self._cache["attention_kinds"] = bounded_kinds(self.model)
+        return hit  # type: ignore[return-value]
 
     def swap_time_s(self, blocks: int) -> float:
         """Time to move ``blocks`` KV blocks between the replica and host memory, one way:
@@ -727,7 +730,7 @@ class ServingPlan:
             for (kind, _, _), attn, kv in zip(stage.kinds, attns, kvs, strict=True)
         }
         mlp = {moe: steps for (moe, _, _), steps in zip(stage.mlp_kinds, mlps, strict=True)}
-        kinds = bounded_kinds(self.model)
+        kinds = self.attention_kinds
         steps: list[Step] = []
         done = False
         for kind, seg_steps, _ in segments:
@@ -848,7 +851,8 @@ def map_serving(
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
-    if model.is_mla and (serving.decode_attention_cores > 0 or bounded_kinds(model)):
+    kinds = bounded_kinds(model)
+    if model.is_mla and (serving.decode_attention_cores > 0 or kinds):
         raise MappingError(
             f"model {model.name!r}: multi-head latent attention with "
             + (
@@ -880,7 +884,7 @@ def map_serving(
     kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
     probe = ServingPlan(serving, hardware, model, stage_tiles, 0, 0.0, peak, (), (), (), False)
     layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
-    stage_counts = [_layer_counts(model, first, last) for first, last in layer_ranges]
+    stage_counts = [_layer_counts(model, first, last, kinds) for first, last in layer_ranges]
     whole: dict[tuple[int, int], int] = {}
     first_of: dict[int, int] = {}  # a layer of each kind of MLP
     for per_stage in stage_counts:
@@ -902,7 +906,6 @@ def map_serving(
     for _, port in port_of:
         used_on_port[port] = used_on_port.get(port, 0) + 1
     sram = hardware.tile.sram_capacity_bytes
-    kinds = bounded_kinds(model)
     by_attention: dict[tuple[int | None, int | None], int] = {}
     for (kind, _), n in whole.items():
         attends = kinds[kind] if kind >= 0 else (None, None)

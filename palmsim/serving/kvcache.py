@@ -18,7 +18,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["BlockPool", "KVGroups", "kv_groups"]
+__all__ = ["BlockPool", "KVGroups", "kv_groups", "skipped_tokens"]
+
+
+def skipped_tokens(computed: int, window: int | None, chunk: int | None) -> int:
+    """Leading tokens a layer no longer attends to after ``computed`` tokens (vLLM's
+    ``get_num_skipped_tokens``): ``computed - window + 1`` under a sliding window, the
+    ``C·floor(computed / C)`` before the chunk in hand for chunks of ``C``, none for full
+    attention."""
+    if window is not None:
+        return max(0, computed - window + 1)
+    if chunk is not None:
+        return computed // chunk * chunk
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +88,13 @@ class BlockPool:
     def blocks_for(self, tokens: int, computed: int = 0) -> int:
         """Blocks a request holds with ``tokens`` tokens allocated, ``computed`` of them
         computed: ``ceil(tokens / block_size)`` in each full group; a windowed one has freed
-        the blocks wholly before its window (vLLM's ``get_num_skipped_tokens``: ``computed -
-        window + 1`` tokens, for chunks of ``C`` the ``C·floor(computed / C)`` before the
-        chunk in hand)."""
+        the blocks wholly before its window (:func:`skipped_tokens`)."""
         size = self.block_size
         whole = -(-tokens // size)
         held = 0
         for groups, window, chunk in self.groups.kinds:
-            skipped = 0
-            if window is not None:
-                skipped = max(0, computed - window + 1)
-            elif chunk is not None:
-                skipped = computed // chunk * chunk
-            held += groups * (whole - min(skipped // size, whole))
+            skipped = skipped_tokens(computed, window, chunk) // size
+            held += groups * (whole - min(skipped, whole))
         return held
 
     def peak_blocks(self, tokens: int, step_tokens: int) -> int:

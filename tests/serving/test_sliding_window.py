@@ -131,7 +131,7 @@ def test_layer_kinds_are_counted_by_their_period_not_layer_by_layer():
     counts by closed form. Dense chunked: layers 0-2 and 5, 9, ..., 999,999,997 (3 +
     249,999,999); dense full: 3, 7, ..., 999,999,999 (250,000,000); experts, all chunked:
     4, 6, ..., 999,999,998 (499,999,998)."""
-    from palmsim.mapping.serving import _layer_counts
+    from palmsim.mapping.serving import _layer_counts, bounded_kinds
 
     deep = replace(
         model(layers=4),
@@ -143,7 +143,8 @@ def test_layer_kinds_are_counted_by_their_period_not_layer_by_layer():
         moe_layer_step=2,
         first_k_dense_replace=3,
     )
-    assert _layer_counts(deep, 0, 10**9) == {
+    assert bounded_kinds(deep) == ((None, 8192),)
+    assert _layer_counts(deep, 0, 10**9, bounded_kinds(deep)) == {
         (0, 0): [0, 3 + 249_999_999],
         (-1, 0): [3, 250_000_000],
         (0, 1): [4, 499_999_998],
