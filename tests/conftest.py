@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 
 from palmsim.config.specs import (
@@ -80,6 +84,29 @@ def gpt_model(layers=4, hidden=512, heads=8, vocab=1024, seq=256) -> ModelSpec:
         attention_dropout=0.1,
         hidden_dropout=0.1,
     )
+
+
+def mla_model(seq=256) -> ModelSpec:
+    """A two-layer GPT with multi-head latent attention: r_kv 64, d_nope 32, d_r 16, d_v 32,
+    4 heads of h = 256."""
+    return dataclasses.replace(
+        gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=seq),
+        kv_lora_rank=64,
+        qk_nope_head_dim=32,
+        qk_rope_head_dim=16,
+        v_head_dim=32,
+        position_embedding="rope",
+    )
+
+
+def hf_config_copy(tmp_path: Path, source: str, **changes: object) -> Path:
+    """A copy of the shipped Hugging Face config.json ``source`` with ``changes``, in
+    ``tmp_path``."""
+    config = json.loads(Path(source).read_text())
+    config.update(changes)
+    path = tmp_path / Path(source).name
+    path.write_text(json.dumps(config))
+    return path
 
 
 def experiment(hw, model=None, *, seq=256, batch=16, dtype="fp16", **mapping) -> ExperimentSpec:

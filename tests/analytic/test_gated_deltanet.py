@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from palmsim.config.loader import load_workload
@@ -15,6 +13,7 @@ from palmsim.workload.builders import (
     num_parameters,
 )
 from palmsim.workload.deltanet import DELTA_RULE_CHUNK_TOKENS
+from tests.conftest import hf_config_copy
 
 WORKLOAD = "workloads/qwen3-next-80b-a3b.yaml"
 #: The delta rule's products (module docstring of palmsim.workload.deltanet).
@@ -128,14 +127,7 @@ def test_a_qwen35_config_gives_its_language_model(tmp_path):
 
 
 def _qwen3_next_config(tmp_path, **changes):
-    """The shipped Qwen3-Next config.json with ``changes``."""
-    import json
-
-    config = json.loads(Path("workloads/hf/qwen3-next-80b-a3b.config.json").read_text())
-    config.update(changes)
-    path = tmp_path / "qwen3-next.config.json"
-    path.write_text(json.dumps(config))
-    return path
+    return hf_config_copy(tmp_path, "workloads/hf/qwen3-next-80b-a3b.config.json", **changes)
 
 
 def test_a_config_without_layer_types_places_the_full_layers_by_its_interval(tmp_path):

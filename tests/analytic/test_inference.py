@@ -20,7 +20,7 @@ from palmsim.hardware.chip import Chip
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.plan import ComputeStep
 from palmsim.report.metrics import inference_metrics
-from tests.conftest import gpt_model, wafer_spec
+from tests.conftest import gpt_model, mla_model, wafer_spec
 
 
 def _one_tile(**kw):
@@ -229,26 +229,13 @@ def test_a_windowed_layers_decode_reads_its_window_of_the_cache():
         assert sliding * (64 + k - 1) == pytest.approx(full * 15, rel=1e-12)
 
 
-def _mla_model():
-    """A two-layer GPT with multi-head latent attention: r_kv 64, d_nope 32, d_r 16, d_v 32,
-    4 heads."""
-    return replace(
-        gpt_model(layers=2, hidden=256, heads=4, vocab=512, seq=256),
-        kv_lora_rank=64,
-        qk_nope_head_dim=32,
-        qk_rope_head_dim=16,
-        v_head_dim=32,
-        position_embedding="rope",
-    )
-
-
 def test_an_mla_decode_reads_the_latent_and_attends_over_it():
     """Multi-head latent attention (DeepSeek-V2 Sec. 2.1) caches ``r_kv + d_r`` elements a
     token and layer, every head's; a decode step attends over them with the up projections
     absorbed, ``2·(r_kv + d_r) + 2·r_kv`` FLOP a head and cached token (vLLM's MLA decode).
     Here r_kv 64, d_r 16, 4 heads, fp16: 160 B and 4 x 2 x 144 = 1152 FLOP a cached token."""
     hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)  # the cache in DRAM
-    model = _mla_model()
+    model = mla_model()
     plan, _, _ = _run(_exp(hw, model, prompt=64, output=3, batch=1))
     stage = plan.inference.stages[0]
     assert stage.kv_bytes_per_token == pytest.approx(2 * 160, rel=1e-12)  # two layers
@@ -265,7 +252,7 @@ def test_an_mla_prefill_chunk_up_projects_the_cached_latents():
     ``2·r_kv·(d_nope + d_v)`` FLOP a head, then multi-head attention, ``2·(d_nope + d_r +
     d_v)`` a pair, 32 x 32 pairs: 4 heads x (32·2·64·64 + 1024·2·80) = 1,703,936 FLOP."""
     hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)
-    model = _mla_model()
+    model = mla_model()
     exp = _exp(hw, model, prompt=64, output=1, batch=1)
     inf = replace(exp.workload.inference, prefill_chunk_tokens=32)
     exp = replace(exp, workload=replace(exp.workload, inference=inf))

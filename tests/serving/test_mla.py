@@ -10,19 +10,8 @@ from palmsim.config.specs import TrafficSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.serving import batch_shape, map_serving
-from tests.serving.helpers import compute_bound_tile, model, run, serving_spec
-
-
-def _mla_model():
-    """Two layers of 4 heads with MLA: r_kv 64, d_nope 32, d_r 16, d_v 32."""
-    return replace(
-        model(layers=2, seq=4096),
-        kv_lora_rank=64,
-        qk_nope_head_dim=32,
-        qk_rope_head_dim=16,
-        v_head_dim=32,
-        position_embedding="rope",
-    )
+from tests.conftest import mla_model
+from tests.serving.helpers import compute_bound_tile, run, serving_spec
 
 
 def test_a_served_mla_cache_holds_the_latent_and_attends_both_ways():
@@ -32,7 +21,7 @@ def test_a_served_mla_cache_holds_the_latent_and_attends_both_ways():
     100 cached tokens up projects them, 2·64·(32 + 32) FLOP a head and token, and attends as
     MHA, 2·(32 + 16 + 32) a head and pair: 4·(8192·100 + 160·1000) = 3,916,800 FLOP."""
     hw = compute_bound_tile()
-    mla = _mla_model()
+    mla = mla_model(seq=4096)
     plan = map_serving(serving_spec(TrafficSpec("poisson")), hw, mla, Chip.from_spec(hw))
     stage = plan.stages[0]
     assert stage.kv_bytes_per_token == 2 * 160
@@ -47,7 +36,7 @@ def test_a_served_mla_cache_holds_the_latent_and_attends_both_ways():
 def test_an_mla_model_serves_to_the_end():
     hw = compute_bound_tile()
     spec = serving_spec(TrafficSpec("poisson", rate_per_s=20.0, num_requests=20))
-    _, trace = run(hw, _mla_model(), spec)
+    _, trace = run(hw, mla_model(seq=4096), spec)
     assert all(r.finish_s is not None for r in trace.requests)
 
 
@@ -55,4 +44,4 @@ def test_an_mla_decode_on_sdpa_decode_cores_is_refused():
     hw = compute_bound_tile()
     spec = replace(serving_spec(TrafficSpec("poisson")), decode_attention_cores=1)
     with pytest.raises(MappingError, match="decode_attention_cores"):
-        map_serving(spec, hw, _mla_model(), Chip.from_spec(hw))
+        map_serving(spec, hw, mla_model(seq=4096), Chip.from_spec(hw))

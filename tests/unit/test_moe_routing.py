@@ -3,9 +3,7 @@ and the MoE keys of the loader."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from palmsim.config.loader import load_workload
 from palmsim.errors import ConfigError
 from palmsim.workload.moe import capacity_per_expert, expert_loads, place_experts, route
+from tests.conftest import hf_config_copy
 
 
 def test_uniform_routing_gives_every_rank_exactly_its_slots():
@@ -76,11 +75,7 @@ def test_balanced_placement_spreads_the_heaviest_experts():
 
 
 def _hf(tmp_path, **changes):
-    base = json.loads(Path("workloads/hf/mixtral-8x7b.config.json").read_text())
-    base.update(changes)
-    path = tmp_path / "m.config.json"
-    path.write_text(json.dumps(base))
-    return path
+    return hf_config_copy(tmp_path, "workloads/hf/mixtral-8x7b.config.json", **changes)
 
 
 @pytest.mark.parametrize(
