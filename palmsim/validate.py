@@ -564,6 +564,8 @@ _KEY_ALIASES: dict[str, dict[str, str]] = {
         "expert_parallel_size": "ep",
         "expert_tensor_parallel_size": "etp",
         "virtual_pipeline_model_parallel_size": "virtual_pipeline_stages",
+        "num_virtual_stages_per_pipeline_rank": "virtual_pipeline_stages",
+        "num_layers_per_virtual_stage": "num_layers_per_virtual_pipeline_stage",
         "vp": "virtual_pipeline_stages",
         "vpp": "virtual_pipeline_stages",
         "gpus": "num_gpus",
@@ -665,6 +667,36 @@ def _int(section: Mapping[str, Any], name: str, key: str, *, minimum: int = 1) -
     if not math.isfinite(value) or value != int(value) or value < minimum:
         raise NotRun(f"{key}: got {value!r}; expected a whole number >= {minimum}")
     return int(value)
+
+
+def _virtual_stages(system: Mapping[str, Any], *, layers: int, pp: int) -> int | None:
+    """The model chunks per pipeline stage: ``system.virtual_pipeline_stages``, or Megatron-LM's
+    ``--num-layers-per-virtual-pipeline-stage`` (its only interleaving argument from 2021-02
+    until --num-virtual-stages-per-pipeline-rank in 2025-02; examples/sc21/run_table_1.sh
+    passes it) as Megatron derives the chunks from it:
+    ``(layers // pp) // n`` (megatron/arguments.py at 285068c8, which asserts pp > 2 and layers
+    divisible by n). None when neither is stated.
+
+    Raises:
+        NotRun: a count Megatron refuses, or the two keys disagreeing.
+    """
+    virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages")
+    key = "system.num_layers_per_virtual_pipeline_stage"
+    per_chunk = _int(system, "num_layers_per_virtual_pipeline_stage", key)
+    if per_chunk is None:
+        return virtual
+    if pp <= 2 or layers % per_chunk or (layers // pp) // per_chunk < 1:
+        raise NotRun(
+            f"{key}: got {per_chunk} for {layers} layers over {pp} stages; Megatron-LM takes a "
+            "divisor of the layers, at most a stage's, with pp > 2"
+        )
+    derived = (layers // pp) // per_chunk
+    if virtual is not None and virtual != derived:
+        raise NotRun(
+            f"system.virtual_pipeline_stages: got {virtual}, but {key} {per_chunk} makes "
+            f"{derived} chunks of a stage's {layers // pp} layers"
+        )
+    return derived
 
 
 def _required(section: Mapping[str, Any], name: str, key: str, why: str = "") -> int:
@@ -2587,7 +2619,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
                 "full recompute's checkpoints (Megatron-LM asserts recompute granularity 'full')"
             )
         recompute = "full"
-    virtual = _int(system, "virtual_pipeline_stages", "system.virtual_pipeline_stages")
+    virtual = _virtual_stages(system, layers=layers, pp=pp)
     if virtual is None:
         virtual = 1
         if pp > 1:  # the bubble rests on it

@@ -260,6 +260,28 @@ def test_interleaved_case_maps_its_virtual_stages() -> None:
     assert flags["grad_accumulation"] == "every_microbatch"
 
 
+def test_megatrons_layers_per_virtual_stage_make_the_chunks_as_megatron_does() -> None:
+    """Megatron-LM's --num-layers-per-virtual-pipeline-stage n gives (layers / pp) / n chunks
+    a stage (megatron/arguments.py): SC21 145.6B's script passes 5 for 80 layers over 8
+    stages, 2 chunks; n equal to a stage's layers is one chunk. It must agree with a stated
+    chunk count, and Megatron refuses it for pp <= 2."""
+    from palmsim.validate import NotRun
+
+    case = _case("narayanan21_t1_145.6B")
+    system = {k: v for k, v in case["system"].items() if k != "virtual_pipeline_stages"}
+
+    def chunks(**stated: object) -> int:
+        return case_setup({**case, "system": {**system, **stated}})[3]["virtual_stages"]
+
+    assert chunks(num_layers_per_virtual_pipeline_stage=5) == 2
+    assert chunks(**{"--num-layers-per-virtual-pipeline-stage": 10}) == 1
+    assert chunks(num_layers_per_virtual_pipeline_stage=1, virtual_pipeline_stages=10) == 10
+    with pytest.raises(NotRun, match="makes 2 chunks"):
+        chunks(num_layers_per_virtual_pipeline_stage=5, virtual_pipeline_stages=3)
+    with pytest.raises(NotRun, match="pp > 2"):
+        chunks(num_layers_per_virtual_pipeline_stage=5, pp=2, dp=96)
+
+
 def test_megatron_runs_fuse_their_gradient_accumulation_by_the_runs_date() -> None:
     """A Megatron run that leaves it unstated accumulates its weight gradients in the
     weight-gradient GEMM when it dates from Megatron-LM's fusion on (bf16 2022-02, fp16
