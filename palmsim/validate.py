@@ -2332,7 +2332,8 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     ``system.ep`` set context and expert parallelism (num_gpus = tp·pp·cp·dp), ``system.etp``
     (or ``expert_tensor_parallel``) the experts' tensor parallelism, tp when unstated as in
     Megatron-Core (etp·ep divides tp·dp·cp: MoE parallel folding);
-    ``system.virtual_pipeline_stages`` the model chunks per stage. A mixture of experts:
+    ``system.virtual_pipeline_stages`` the model chunks per stage (or Megatron-LM's
+    ``num_layers_per_virtual_pipeline_stage``: :func:`_virtual_stages`). A mixture of experts:
     ``model.num_experts``, ``top_k``, ``moe_ffn``, ``shared_experts``, ``first_dense_layers``
     (``head_dim`` an explicit head width), over ``model.hf_config`` (a Hugging Face
     ``config.json``) when given; routing by :func:`_routing`. The TP and DP overlaps follow
