@@ -704,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = kinds(work, (f"run.max_events={args.max_events}", BUDGETS[1]))
         names = args.kinds.split(",") if args.kinds else list(table)
+        unknown = [name for name in names if name not in table]
+        if unknown:
+            parser.error(f"--kinds: {', '.join(unknown)} not one of {', '.join(table)}")
         outcomes: list[Outcome] = []
         started = time.monotonic()
         for name in names:
