@@ -565,7 +565,6 @@ _KEY_ALIASES: dict[str, dict[str, str]] = {
         "expert_tensor_parallel_size": "etp",
         "virtual_pipeline_model_parallel_size": "virtual_pipeline_stages",
         "num_virtual_stages_per_pipeline_rank": "virtual_pipeline_stages",
-        "num_layers_per_virtual_stage": "num_layers_per_virtual_pipeline_stage",
         "vp": "virtual_pipeline_stages",
         "vpp": "virtual_pipeline_stages",
         "gpus": "num_gpus",
@@ -673,9 +672,9 @@ def _virtual_stages(system: Mapping[str, Any], *, layers: int, pp: int) -> int |
     """The model chunks per pipeline stage: ``system.virtual_pipeline_stages``, or Megatron-LM's
     ``--num-layers-per-virtual-pipeline-stage`` (its only interleaving argument from 2021-02
     until --num-virtual-stages-per-pipeline-rank in 2025-02; examples/sc21/run_table_1.sh
-    passes it) as Megatron derives the chunks from it:
-    ``(layers // pp) // n`` (megatron/arguments.py at 285068c8, which asserts pp > 2 and layers
-    divisible by n). None when neither is stated.
+    passes it) as Megatron derives the chunks from it: a stage's ``layers // pp`` over ``n``,
+    which must divide them (megatron/training/arguments.py; at 285068c8 megatron/arguments.py).
+    None when neither is stated.
 
     Raises:
         NotRun: a count Megatron refuses, or the two keys disagreeing.
@@ -685,10 +684,10 @@ def _virtual_stages(system: Mapping[str, Any], *, layers: int, pp: int) -> int |
     per_chunk = _int(system, "num_layers_per_virtual_pipeline_stage", key)
     if per_chunk is None:
         return virtual
-    if pp <= 2 or layers % per_chunk or (layers // pp) // per_chunk < 1:
+    if pp < 2 or (layers // pp) % per_chunk:
         raise NotRun(
             f"{key}: got {per_chunk} for {layers} layers over {pp} stages; Megatron-LM takes a "
-            "divisor of the layers, at most a stage's, with pp > 2"
+            "divisor of a stage's layers, with pp > 1"
         )
     derived = (layers // pp) // per_chunk
     if virtual is not None and virtual != derived:

@@ -264,7 +264,7 @@ def test_megatrons_layers_per_virtual_stage_make_the_chunks_as_megatron_does() -
     """Megatron-LM's --num-layers-per-virtual-pipeline-stage n gives (layers / pp) / n chunks
     a stage (megatron/arguments.py): SC21 145.6B's script passes 5 for 80 layers over 8
     stages, 2 chunks; n equal to a stage's layers is one chunk. It must agree with a stated
-    chunk count, and Megatron refuses it for pp <= 2."""
+    chunk count and divide a stage's layers, and needs a pipeline."""
     from palmsim.validate import NotRun
 
     case = _case("narayanan21_t1_145.6B")
@@ -278,8 +278,10 @@ def test_megatrons_layers_per_virtual_stage_make_the_chunks_as_megatron_does() -
     assert chunks(num_layers_per_virtual_pipeline_stage=1, virtual_pipeline_stages=10) == 10
     with pytest.raises(NotRun, match="makes 2 chunks"):
         chunks(num_layers_per_virtual_pipeline_stage=5, virtual_pipeline_stages=3)
-    with pytest.raises(NotRun, match="pp > 2"):
-        chunks(num_layers_per_virtual_pipeline_stage=5, pp=2, dp=96)
+    n = "num_layers_per_virtual_pipeline_stage"
+    for bad in ({n: 3}, {n: 5, "pp": 1, "dp": 192}):  # 3 does not divide a stage's 10
+        with pytest.raises(NotRun, match="divisor of a stage's layers, with pp > 1"):
+            chunks(**bad)
 
 
 def test_megatron_runs_fuse_their_gradient_accumulation_by_the_runs_date() -> None:
