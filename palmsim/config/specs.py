@@ -1130,9 +1130,14 @@ class ModelSpec:
         if self.sliding_window is None:
             return None
         if self.layer_types is None:
-            every = self.global_attention_interval
-            return None if every and (layer + 1) % every == 0 else self.sliding_window
+            return None if self._is_global_layer(layer) else self.sliding_window
         return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
+
+    def _is_global_layer(self, layer: int) -> bool:
+        """Layer ``layer`` is one of the every-``global_attention_interval``-th layers that
+        attend to the whole sequence (never, at 0)."""
+        every = self.global_attention_interval
+        return bool(every) and (layer + 1) % every == 0
 
     def is_linear_attention_layer(self, layer: int) -> bool:
         """Layer ``layer`` (0-based) is a Gated DeltaNet layer: ``layer_types`` says so, or
@@ -1140,7 +1145,9 @@ class ModelSpec:
         ``global_attention_interval``-th full ones."""
         if self.layer_types is None:
             every = self.global_attention_interval
-            return bool(self.linear_attention_key_heads and every and (layer + 1) % every)
+            return bool(self.linear_attention_key_heads and every) and not self._is_global_layer(
+                layer
+            )
         return self.layer_types[layer] == "linear_attention"
 
     @property
@@ -1153,10 +1160,7 @@ class ModelSpec:
     def attention_chunk(self, layer: int) -> int | None:
         """Tokens of the chunks layer ``layer`` (0-based) attends within
         (``attention_chunk_size``), None on a layer attending to the whole sequence."""
-        if self.attention_chunk_size is None:
-            return None
-        every = self.global_attention_interval
-        if every and (layer + 1) % every == 0:
+        if self.attention_chunk_size is None or self._is_global_layer(layer):
             return None
         return self.attention_chunk_size
 

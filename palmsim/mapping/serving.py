@@ -186,7 +186,7 @@ def bounded_kinds(model: ModelSpec) -> tuple[tuple[int | None, int | None], ...]
     layers when the model gives no ``layer_types``)."""
     kinds: list[tuple[int | None, int | None]] = []
     for i in _pattern_layers(model):
-        kind = (model.attention_window(i), model.attention_chunk(i))
+        kind = layer_kind(model, i)
         if kind != (None, None) and kind not in kinds:
             kinds.append(kind)
     return tuple(kinds)
@@ -205,6 +205,15 @@ def layer_kind(model: ModelSpec, layer: int) -> tuple[int | None, int | None]:
     return model.attention_window(layer), model.attention_chunk(layer)
 
 
+def _kind_index(
+    model: ModelSpec, layer: int, kinds: tuple[tuple[int | None, int | None], ...]
+) -> int:
+    """Layer ``layer``'s kind as an index into ``kinds`` (:func:`bounded_kinds`), -1 for
+    full attention."""
+    own = layer_kind(model, layer)
+    return kinds.index(own) if own in kinds else -1
+
+
 def _layer_counts(
     model: ModelSpec, first: int, last: int, kinds: tuple[tuple[int | None, int | None], ...]
 ) -> dict[tuple[int, int], list[int]]:
@@ -216,8 +225,7 @@ def _layer_counts(
     each side is read and the rest counted (a model of 10^9 layers costs no more)."""
 
     def key(i: int) -> tuple[int, int]:
-        own = layer_kind(model, i)
-        return (kinds.index(own) if own in kinds else -1, int(model.is_moe_layer(i)))
+        return _kind_index(model, i, kinds), int(model.is_moe_layer(i))
 
     period = math.lcm(max(model.global_attention_interval, 1), max(model.moe_layer_step, 1))
     if model.layer_types is not None or model.hybrid_override_pattern is not None:
@@ -737,9 +745,8 @@ class ServingPlan:
             if kind == "attn" and not done:
                 done = True
                 for i in range(first, last):
-                    own = layer_kind(self.model, i)
                     layer_steps = (
-                        *attention[kinds.index(own) if own in kinds else -1],
+                        *attention[_kind_index(self.model, i, kinds)],
                         *mlp[int(self.model.is_moe_layer(i))],
                     )
                     steps += [
