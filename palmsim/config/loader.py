@@ -1149,6 +1149,7 @@ def hardware_schema(kind: str) -> Schema:
             "host_dispatch_tuned": _nonnegative_quantity_rule("time", "120 us"),
             "dram_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
             "multicast_bandwidth": _nonnegative_quantity_rule("bandwidth", "15 GB/s"),
+            "dram_sharded_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "35 GB/s"),
             "dram_tile_reader_bandwidth": _nonnegative_quantity_rule("bandwidth", "22 GB/s"),
             "dram_read_issue": _nonnegative_quantity_rule("time", "21 ns"),
             "host_read_bandwidth": _nonnegative_quantity_rule("bandwidth", "1.68 GB/s"),
@@ -1715,6 +1716,7 @@ def normalise_hardware(
         "host_dispatch_tuned_s",
         "dram_reader_bandwidth_bytes_per_s",
         "multicast_bandwidth_bytes_per_s",
+        "dram_sharded_reader_bandwidth_bytes_per_s",
         "dram_tile_reader_bandwidth_bytes_per_s",
         "dram_read_issue_s",
         "host_read_bandwidth_bytes_per_s",
@@ -2155,6 +2157,7 @@ def build_hardware(values: Mapping[str, Any]) -> HardwareSpec:
         host_dispatch_tuned_s=tile_v.get("host_dispatch_tuned", 0.0),
         dram_reader_bandwidth_bytes_per_s=tile_v.get("dram_reader_bandwidth", 0.0),
         multicast_bandwidth_bytes_per_s=tile_v.get("multicast_bandwidth", 0.0),
+        dram_sharded_reader_bandwidth_bytes_per_s=tile_v.get("dram_sharded_reader_bandwidth", 0.0),
         dram_tile_reader_bandwidth_bytes_per_s=tile_v.get("dram_tile_reader_bandwidth", 0.0),
         dram_read_issue_s=tile_v.get("dram_read_issue", 0.0),
         host_read_bandwidth_bytes_per_s=tile_v.get("host_read_bandwidth", 0.0),
@@ -3212,6 +3215,10 @@ def _hardware_to_raw(spec: HardwareSpec) -> dict[str, Any]:
     if t.multicast_bandwidth_bytes_per_s:
         raw["tile"]["multicast_bandwidth"] = format_exact(
             t.multicast_bandwidth_bytes_per_s, "bandwidth"
+        )
+    if t.dram_sharded_reader_bandwidth_bytes_per_s:
+        raw["tile"]["dram_sharded_reader_bandwidth"] = format_exact(
+            t.dram_sharded_reader_bandwidth_bytes_per_s, "bandwidth"
         )
     if t.dram_tile_reader_bandwidth_bytes_per_s:
         raw["tile"]["dram_tile_reader_bandwidth"] = format_exact(

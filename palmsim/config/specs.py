@@ -514,6 +514,13 @@ class TileSpec:
         "'DRAM Read' test) [B/s]; 0: not given",
         default=0.0,
     )
+    dram_sharded_reader_bandwidth_bytes_per_s: float = _f(
+        "one worker core's rate streaming its DRAM bank's shard of the weights in a "
+        "DRAM-sharded matmul (tt-metal's MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig "
+        "with one worker a bank), per core, never scaled by chip.granularity; "
+        "inference.decode_readers_per_bank reads at it [B/s]; 0: dram_reader_bandwidth",
+        default=0.0,
+    )
     dram_tile_reader_bandwidth_bytes_per_s: float = _f(
         "one core's rate reading DRAM one tile per transaction, many in flight and a barrier "
         "per block (a tt-metal matmul's in1 reader; Tenstorrent's directed 'DRAM Interleaved' "
@@ -560,6 +567,14 @@ class TileSpec:
         if alias in table:
             return table[alias] / passes
         raise KeyError(dtype)
+
+    @property
+    def dram_sharded_reader_bytes_per_s(self) -> float:
+        """One worker's rate in a DRAM-sharded matmul: ``dram_sharded_reader_bandwidth``,
+        else ``dram_reader_bandwidth``."""
+        return (
+            self.dram_sharded_reader_bandwidth_bytes_per_s or self.dram_reader_bandwidth_bytes_per_s
+        )
 
     def for_attention_kernel(self, kernel: str) -> TileSpec:
         """The tile as a run with attention core ``kernel`` costs it
@@ -1495,9 +1510,10 @@ class InferenceSpec:
         "(tt-metal's DRAM-sharded matmul, num_workers_per_dram_bank: 1 as tt_transformers "
         "runs its decode GEMMs and, in every pass, its LM head): each reads its share of its "
         "bank's weights at "
-        "tile.dram_reader_bandwidth and computes that slice of the output itself, so the "
-        "GEMM streams at dram.banks x this x tile.dram_reader_bandwidth and computes on that "
-        "many of the simulated tile's cores; 0: on every core at the DRAM bandwidth [count]",
+        "tile.dram_sharded_reader_bandwidth (else tile.dram_reader_bandwidth) and computes "
+        "that slice of the output itself, so the GEMM streams at dram.banks x this x that "
+        "rate and computes on that many of the simulated tile's cores; 0: on every core at "
+        "the DRAM bandwidth [count]",
         default=0,
     )
     prefill_reduce_dtypes: tuple[tuple[str, str], ...] = _f(

@@ -350,16 +350,17 @@ def check_logits_to_host(hw: HardwareSpec, mode: str) -> None:
 
 def check_decode_readers_per_bank(hw: HardwareSpec, per_bank: int, section: str) -> None:
     """Raise a MappingError when ``section.decode_readers_per_bank`` cannot run on ``hw``: it
-    needs the chip's DRAM banks, the per-core rate ``tile.dram_reader_bandwidth`` and at most
-    the cores of a simulated tile."""
+    needs the chip's DRAM banks, the per-core rate ``tile.dram_sharded_reader_bandwidth``
+    (else ``tile.dram_reader_bandwidth``) and at most the cores of a simulated tile."""
     if per_bank <= 0:
         return
     cores, readers = simulated_tile_cores(hw), decode_readers(hw, per_bank)
-    if hw.dram.banks <= 0 or hw.tile.dram_reader_bandwidth_bytes_per_s <= 0 or readers > cores:
+    if hw.dram.banks <= 0 or hw.tile.dram_sharded_reader_bytes_per_s <= 0 or readers > cores:
         raise MappingError(
             f"{section}.decode_readers_per_bank = {per_bank} needs the hardware's DRAM banks "
-            f"(dram.banks: {hw.dram.banks}), its per-core rate tile.dram_reader_bandwidth "
-            f"({hw.tile.dram_reader_bandwidth_bytes_per_s:g} B/s) and at most the {cores} "
+            f"(dram.banks: {hw.dram.banks}), a worker's rate tile.dram_sharded_reader_bandwidth "
+            "or tile.dram_reader_bandwidth "
+            f"({hw.tile.dram_sharded_reader_bytes_per_s:g} B/s) and at most the {cores} "
             f"cores of a simulated tile (chip.granularity) for its {readers} readers (--set "
             f"{section}.decode_readers_per_bank=0 runs decode GEMMs on every core)"
         )
@@ -382,10 +383,11 @@ def dram_sharded_time_s(
     builds every decode weight GEMM and its LM head so: model_config.py
     ``dram_matmul_config``, lm_head.py). Reads and math overlap, so each GEMM lasts the
     longer of its DRAM-resident weights (``dram_weight_fraction`` of them) over R readers x
-    ``tile.dram_reader_bandwidth`` and its FLOP time on the whole tile (``flop_time_s``)
-    times (the tile's cores) / R, R = ``dram.banks`` x ``per_bank``. Pure."""
+    ``tile.dram_sharded_reader_bandwidth`` (else ``tile.dram_reader_bandwidth``) and its FLOP
+    time on the whole tile (``flop_time_s``) times (the tile's cores) / R, R = ``dram.banks``
+    x ``per_bank``. Pure."""
     readers = decode_readers(hw, per_bank)
-    reader_bps = readers * hw.tile.dram_reader_bandwidth_bytes_per_s
+    reader_bps = readers * hw.tile.dram_sharded_reader_bytes_per_s
     share = simulated_tile_cores(hw) / readers
     return sum(
         max(dram_weight_fraction * op.weight_bytes / reader_bps, flop_time_s(op) * share)

@@ -431,6 +431,32 @@ def test_prefill_weights_stream_through_the_column_readers(dtype, issue_s):
     assert on["tpot_s"] == pytest.approx(off["tpot_s"], rel=1e-12)
 
 
+def test_a_dram_sharded_workers_own_rate_is_the_one_its_weights_stream_at():
+    """Where the tile gives a DRAM-sharded matmul's worker a rate of its own
+    (tile.dram_sharded_reader_bandwidth), a decode GEMM streams at 12 x that, whatever the
+    'DRAM Read' rate: at 0.1 GB/s a worker TPOT = f x (layer and head weights) / 1.2 GB/s,
+    as in the test above. A Blackhole's is 55% of a bank's 64 GB/s (tt-metal PR #54242: one
+    worker a bank reaches 55% of the DRAM bandwidth, 512 GB/s over a p150's 8 banks)."""
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    assert hw.tile.dram_sharded_reader_bandwidth_bytes_per_s == 0.0
+    assert hw.tile.dram_sharded_reader_bytes_per_s == hw.tile.dram_reader_bandwidth_bytes_per_s
+    slow = dataclasses.replace(
+        hw, tile=dataclasses.replace(hw.tile, dram_sharded_reader_bandwidth_bytes_per_s=0.1e9)
+    )
+    e = DTYPE_BYTES["bfp8"]
+    per_layer = 4 * H * H + 3 * H * FFN
+    stored = (LAYERS * per_layer + 2 * VOCAB * H + 2 * H * LAYERS + H) * e
+    dram_fraction = 1 - hw.tile.sram_capacity_bytes / stored
+    expected = dram_fraction * (LAYERS * per_layer + VOCAB * H) * e / (12 * 0.1e9)
+    tpot = _inference(slow, tp=1, prompt=1, output=3, decode_readers_per_bank=1)["tpot_s"]
+    assert tpot == pytest.approx(expected, rel=0.02)
+    assert tpot > expected
+    p150 = load_hardware("hw_configs/blackhole-p150.yaml")
+    assert p150.dram.banks * p150.tile.dram_sharded_reader_bytes_per_s == pytest.approx(
+        0.55 * 512e9
+    )
+
+
 def test_the_tile_reads_of_the_shipped_chips():
     """The n150's and p150's tile reads (tt-metal's 'DRAM Interleaved' packet-size tests):
     a Wormhole core reads a bfp8 tile (1088 B) at its 21.91 GB/s, above its 21.36 ns issue
