@@ -348,6 +348,18 @@ def check_logits_to_host(hw: HardwareSpec, mode: str) -> None:
         )
 
 
+def check_mla_decode_attention(model: ModelSpec, cores: int, section: str) -> None:
+    """Raise a MappingError when ``section.decode_attention_cores`` is set for a model with
+    multi-head latent attention: it prices tt-metal's SDPA decode over K and V heads, not a
+    latent cache."""
+    if model.is_mla and cores > 0:
+        raise MappingError(
+            f"model {model.name!r}: {section}.decode_attention_cores prices tt-metal's SDPA "
+            "decode over K and V heads, not multi-head latent attention's latent cache (--set "
+            f"{section}.decode_attention_cores=0)"
+        )
+
+
 def check_decode_readers_per_bank(hw: HardwareSpec, per_bank: int, section: str) -> None:
     """Raise a MappingError when ``section.decode_readers_per_bank`` cannot run on ``hw``: it
     needs the chip's DRAM banks, the per-core rate ``tile.dram_sharded_reader_bandwidth``
@@ -857,12 +869,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     assert inf is not None, "mode 'inference' without an inference section (loader checks it)"
     model = experiment.workload.model
     check_cached_attention(model)
-    if model.is_mla and inf.decode_attention_cores > 0:
-        raise MappingError(
-            "inference.decode_attention_cores prices tt-metal's SDPA decode over K and V "
-            "heads, not multi-head latent attention's latent cache (--set "
-            "inference.decode_attention_cores=0)"
-        )
+    check_mla_decode_attention(model, inf.decode_attention_cores, "inference")
     _check_tp_2d(experiment)
     # Experts over EP groups of data-parallel replicas (the attention data-parallel, the
     # experts expert-parallel: DeepSeek-V3's serving layout, its report Sec. 3.4), each

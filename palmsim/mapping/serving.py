@@ -59,6 +59,7 @@ from palmsim.mapping.communicators import communicators
 from palmsim.mapping.inference import (
     check_decode_attention_cores,
     check_decode_readers_per_bank,
+    check_mla_decode_attention,
     check_prefill_weight_readers,
     decode_attention_floor_s,
     decode_attention_flop_per_token,
@@ -580,31 +581,19 @@ class ServingPlan:
         tp = self.serving.tp
         stage = self.stages[s]
         cached = shape.cached_tokens + shape.num_tokens
-        if len(stage.kinds) == 1:  # every layer attends alike (most models): no lists
-            ((kind, _, count),), (attention,) = stage.kinds, attentions
-            kv = self._kv_step(shape, stage, "kv", kind) if cached else None
-            if tp == 1:
-                attn = ("attn", (attention,), count)
-                if kv is None:
-                    return (*before, attn, *after)
-                # One tile: every step ends with its own DRAM flows, a segment boundary too,
-                # so the cache step (new every iteration) is costed apart from the block's ops.
-                return (*before, attn, ("kv", (kv,), count), *after)
-            steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
-            if allreduce is not None:
-                steps += (allreduce,)
-            return (*before, ("attn", steps, count), *after)
         attns: list[tuple[str, tuple[Step, ...], int]] = []
         kvs: list[tuple[str, tuple[Step, ...], int]] = []
         # one attention segment (and cache step) per way the stage's layers attend
         for (kind, _, count), attention in zip(stage.kinds, attentions, strict=True):
             kv = self._kv_step(shape, stage, "kv", kind) if cached else None
             if tp == 1:
+                # One tile: every step ends with its own DRAM flows, a segment boundary too,
+                # so the cache step (new every iteration) is costed apart from the block's ops.
                 attns.append(("attn", (attention,), count))
                 if kv is not None:
                     kvs.append(("kv", (kv,), count))
                 continue
-            steps = (attention,) if kv is None else (attention, kv)
+            steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
             if allreduce is not None:
                 steps += (allreduce,)
             attns.append(("attn", steps, count))
@@ -859,15 +848,11 @@ def map_serving(
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
     kinds = bounded_kinds(model)
-    if model.is_mla and (serving.decode_attention_cores > 0 or kinds):
+    check_mla_decode_attention(model, serving.decode_attention_cores, "serving")
+    if model.is_mla and kinds:
         raise MappingError(
-            f"model {model.name!r}: multi-head latent attention with "
-            + (
-                "serving.decode_attention_cores, which prices tt-metal's SDPA decode over K "
-                "and V heads (--set serving.decode_attention_cores=0)"
-                if serving.decode_attention_cores > 0
-                else "sliding-window or chunked layers is not modelled"
-            )
+            f"model {model.name!r}: multi-head latent attention with sliding-window or chunked "
+            "layers is not modelled"
         )
     try:
         # the attention over the cache runs at the activation dtype's fidelity

@@ -246,6 +246,17 @@ def test_an_mla_decode_reads_the_latent_and_attends_over_it():
             assert kv.flop == pytest.approx(ctx * 1152, rel=1e-12)
 
 
+def test_an_mla_decode_on_sdpa_decode_cores_is_refused():
+    """inference.decode_attention_cores prices SDPA decode over K and V heads; a latent cache
+    is refused with the key named, as palmsim serve refuses it."""
+    hw = _one_tile(sram_bytes=1.0, sram_bw=1e30)
+    exp = _exp(hw, mla_model(), prompt=64, output=3, batch=1)
+    inf = replace(exp.workload.inference, decode_attention_cores=1)
+    exp = replace(exp, workload=replace(exp.workload, inference=inf))
+    with pytest.raises(MappingError, match=r"inference\.decode_attention_cores"):
+        _run(exp)
+
+
 def test_an_mla_prefill_chunk_up_projects_the_cached_latents():
     """A prompt prefilled in chunks of 32: the second chunk attends to the first's 32 cached
     latents the "compute friendly" way (vLLM's MLA prefill over context): each up projected,
