@@ -274,13 +274,24 @@ class GemmSpec:
     max_efficiency: float = _f("fraction of peak reached by a GEMM without quantisation [ratio]")
     launch_latency_s: float = _f("fixed time per GEMM kernel [s]")
     attention_forward_efficiency: float | None = _f(
-        "fraction of peak a fused attention kernel reaches in the forward, measured; null: "
-        "max_efficiency (an assumption) [ratio]",
+        "fraction of peak a fused attention kernel reaches in the forward at head dim 128, "
+        "measured; null: max_efficiency (an assumption) [ratio]",
         default=None,
     )
     attention_backward_efficiency: float | None = _f(
-        "fraction of peak a fused attention kernel reaches in the backward, measured; null: "
-        "max_efficiency (an assumption) [ratio]",
+        "fraction of peak a fused attention kernel reaches in the backward at head dim 128, "
+        "measured; null: max_efficiency (an assumption) [ratio]",
+        default=None,
+    )
+    attention_forward_efficiency_d64: float | None = _f(
+        "the same kernel's forward fraction of peak at head dim 64, measured; between 64 "
+        "and 128 the two-term law of attention_efficiency_for; null: no dependence on the "
+        "head dim [ratio]",
+        default=None,
+    )
+    attention_backward_efficiency_d64: float | None = _f(
+        "the same kernel's backward fraction of peak at head dim 64, measured (see "
+        "attention_forward_efficiency_d64) [ratio]",
         default=None,
     )
     flash2_forward_efficiency: float | None = _f(
@@ -301,19 +312,40 @@ class GemmSpec:
         default=0,
     )
 
-    def attention_efficiency_for(self, phase: str) -> float:
-        """The fused attention kernel's fraction of peak in ``phase`` ("F" or "B")."""
+    def attention_efficiency_for(self, phase: str, head_dim: float = 128.0) -> float:
+        """The fused attention kernel's fraction of peak in ``phase`` ("F" or "B") at query-key
+        width ``head_dim``.
+
+        Without a head-dim-64 rate: the measured (head dim 128) one whatever the width. With
+        one, the kernel's time per attended (query, key) pair is ``a + b·d``: a fixed part per
+        score (its softmax, whose exponential runs on the special-function units, not the
+        tensor cores: Shah et al., FlashAttention-3, 2024) and a part per element of the
+        products. A pair is ``c·d`` FLOP (c = 4 forward, 10 backward), so in units of
+        ``c / peak`` the time per pair is ``t(d) = d / e(d)``, affine in ``d`` through the
+        measured ``t(64)`` and ``t(128)``: ``e(d) = d / (t(64) + (d - 64)·(t(128) - t(64)) /
+        64)``. Outside [64, 128] the nearer measured rate (nothing extrapolated).
+        """
+        backward = phase == "B"
         measured = (
-            self.attention_backward_efficiency
-            if phase == "B"
-            else self.attention_forward_efficiency
+            self.attention_backward_efficiency if backward else self.attention_forward_efficiency
         )
-        return self.max_efficiency if measured is None else measured
+        at_64 = (
+            self.attention_backward_efficiency_d64
+            if backward
+            else self.attention_forward_efficiency_d64
+        )
+        at_128 = self.max_efficiency if measured is None else measured
+        if at_64 is None or head_dim >= 128.0:
+            return at_128
+        if head_dim <= 64.0:
+            return at_64
+        t_64, t_128 = 64.0 / at_64, 128.0 / at_128  # time per pair over FLOP per pair and d
+        return head_dim / (t_64 + (head_dim - 64.0) * (t_128 - t_64) / 64.0)
 
     def for_attention_kernel(self, kernel: str) -> GemmSpec:
         """This GEMM model with ``kernel``'s rates as its fused attention's: the
-        FlashAttention-2 kernel's (``flash2_*_efficiency``, each unset one the fused
-        kernel's) for ``flash2``, itself for the others."""
+        FlashAttention-2 kernel's (``flash2_*_efficiency``, at every head dim; each unset
+        one the fused kernel's) for ``flash2``, itself for the others."""
         if kernel != "flash2":
             return self
         return dataclasses.replace(
@@ -324,6 +356,14 @@ class GemmSpec:
             attention_backward_efficiency=_first_set(
                 self.flash2_backward_efficiency, self.attention_backward_efficiency
             ),
+            # the head-dim-64 rates are the fused kernel's: a measured FlashAttention-2 rate
+            # stands alone (unset, the fused kernel's whole law)
+            attention_forward_efficiency_d64=None
+            if self.flash2_forward_efficiency is not None
+            else self.attention_forward_efficiency_d64,
+            attention_backward_efficiency_d64=None
+            if self.flash2_backward_efficiency is not None
+            else self.attention_backward_efficiency_d64,
         )
 
 

@@ -153,9 +153,9 @@ def op_pass_time_s(
       bytes, ``kernels · launch latency + bytes / bandwidth`` with the bandwidth and latency
       of its kind (a fused op's pass launches none and takes no time).
     - A fused attention (kind ``attention``) on a tile with a GEMM model: its kernels'
-      launches plus the roofline of its FLOP at the kernel's measured rate in the pass
-      (``gemm.attention_forward_efficiency``, ``..._backward_...``, else the GEMM model's)
-      and its bytes.
+      launches plus the roofline of its FLOP at the kernel's measured rate in the pass at
+      its head dim (:meth:`GemmSpec.attention_efficiency_for`: ``gemm.attention_forward_
+      efficiency``, ``..._backward_...``, else the GEMM model's) and its bytes.
     - Otherwise the roofline of :func:`op_time_s` against the SRAM (operands in DRAM move as
       the step's DRAM flows, in parallel), plus ``tile.op_latency_s`` for each kernel the
       pass launches (a tiled chip's per-op dispatch; 0 unless the config gives it); a fused
@@ -257,14 +257,15 @@ def op_pass_time_s(
         launch_s = (op.kernels_bwd if phase == "B" else op.kernels_fwd) * tile.op_latency_s
         return math_s + launch_s, launch_s, math_s
     if op.kind == "attention" and tile.gemm is not None:
-        # A fused attention core at the kernel's measured fraction of peak in this pass
-        # (gemm.attention_*_efficiency; without one, ASSUMPTION: the GEMM model's
-        # max_efficiency), without output-tile quantisation (b·a/t·s/128 query blocks fill
-        # the SMs), bounded by its bytes; one launch per kernel.
+        # A fused attention core at the kernel's measured fraction of peak in this pass at
+        # its head dim (gemm.attention_*_efficiency; without one, ASSUMPTION: the GEMM
+        # model's max_efficiency), without output-tile quantisation (b·a/t·s/128 query
+        # blocks fill the SMs), bounded by its bytes; one launch per kernel.
         g = tile.gemm
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd
         launch_s = kernels * g.launch_latency_s
-        flop_s = flop / (peak_flop_per_s * g.attention_efficiency_for(phase))
+        efficiency = g.attention_efficiency_for(phase, op.head_dim or 128.0)
+        flop_s = flop / (peak_flop_per_s * efficiency)
         return launch_s + max(flop_s, all_bytes / operand_bandwidth_bytes_per_s), launch_s, flop_s
     if flop == 0.0 and tile.memory_ops is not None:
         kernels = op.kernels_bwd if phase == "B" else op.kernels_fwd

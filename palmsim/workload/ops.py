@@ -91,6 +91,9 @@ class OpCost:
         kernels_fwd: GPU kernels the forward of a memory-bound op launches; 0 when its work
             is fused into another op's kernel [count].
         kernels_bwd: the same for the backward [count].
+        head_dim: a fused attention kernel's query-key width ``d``, on which its rate depends
+            (:meth:`palmsim.config.specs.GemmSpec.attention_efficiency_for`); 0 for other ops
+            [elements].
     """
 
     flop_fwd: float
@@ -100,6 +103,7 @@ class OpCost:
     gemm_shape: tuple[float, float, float, float] | None = None
     kernels_fwd: int = 1
     kernels_bwd: int = 1
+    head_dim: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,7 @@ class Op:
         model_flop_fwd: forward FLOP counted in model FLOPs when it differs from the executed
             ``flop_fwd`` (a fused causal attention executes about half of the ``s x s``
             products, model FLOPs count them all); None: ``flop_fwd`` [FLOP].
+        head_dim: a fused attention kernel's query-key width (see :class:`OpCost`).
     """
 
     name: str
@@ -169,6 +174,7 @@ class Op:
     fp8: bool = False
     model_flop_fwd: float | None = None
     frozen: bool = False
+    head_dim: float = 0.0
 
 
 #: Cost function of each op kind: ``OPS.get(kind)(sizes..., dtype_bytes=e) -> OpCost``.
@@ -473,6 +479,7 @@ def fused_attention_cost(
         gemm_shape=None,
         kernels_fwd=1,
         kernels_bwd=3,
+        head_dim=head_dim,
     )
 
 
@@ -627,6 +634,7 @@ def make_op(
         kernels_fwd=cost.kernels_fwd,
         kernels_bwd=cost.kernels_bwd,
         param_tensors=(1 if params > 0 else 0) if param_tensors is None else param_tensors,
+        head_dim=cost.head_dim,
     )
 
 
