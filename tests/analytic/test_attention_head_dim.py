@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from palmsim.config.loader import load_hardware
+from palmsim.config.specs import GemmSpec
 from palmsim.hardware.costs import op_pass_time_s
 from palmsim.workload.ops import fused_attention_cost, make_op
 
@@ -25,7 +26,7 @@ def _row_8k(case_id: str) -> tuple[float, float]:
     return float(row[1]) * 1e12, float(row[2]) * 1e12
 
 
-def _h100_gemm(config: str = "dgx-h100"):
+def _h100_gemm(config: str = "dgx-h100") -> GemmSpec:
     g = load_hardware(ROOT / "hw_configs" / f"{config}.yaml").tile.gemm
     assert g is not None
     return g
