@@ -68,6 +68,7 @@ from palmsim.errors import ConfigError, MappingError, PalmsimError, value_repr
 from palmsim.guard import check_layers
 from palmsim.hardware.collectives import RING_STEPS, alltoall_shares, collective_steps
 from palmsim.hardware.compute import mesh_gemm_terms, op_time_s
+from palmsim.hardware.costs import attention_split_factor, tt_metal_sdpa_q_chunk_rows
 from palmsim.units import format_quantity
 from palmsim.workload.builders import num_parameters, unmodelled_architecture
 
@@ -365,13 +366,37 @@ GALAXY_LLAMA_KV_PLACEMENT = "request"
 #: (tt/llama_attention.py ``ring_distributed_sdpa = seq_len > 1024 and batch_size == 1``);
 #: before it every rank computed its 8 heads' whole attention ('replicated').
 GALAXY_RING_SDPA_SINCE = (2025, 9, 21)
-#: A day-month-year date in a case's source ("section '25 July 2025'").
-_DAY_MONTH_YEAR = re.compile(
-    r"\b(\d{1,2})\s+(January|February|March|April|May|June|July|August|September|October"
-    r"|November|December)\s+(20\d{2})\b"
-)
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")  # fmt: skip
+
+#: When tt-metal's SDPA began dealing a causal pass's query-chunk pairs to its cores flat
+#: (``inference.prefill_attention_split: pairs``): PR #44614 "SDPA: global Q scheduling for
+#: single-chip path", 2026-05-18; before it the cores split the users, then the heads, then the
+#: chunks ('heads_first'; :func:`palmsim.hardware.costs.attention_split_factor`).
+TT_METAL_SDPA_PAIRS_SINCE = (2026, 5, 18)
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH = "(" + "|".join(_MONTHS) + r")[a-z]*\.?"  # "Nov", "November", "Sept."
+#: A date in a case's source: day month year ("section '25 July 2025'") or month day, year
+#: ("'Last Update: Nov 3, 2025'").
+_DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})\s+{_MONTH}\s+(20\d{{2}})\b")
+_MONTH_DAY_YEAR = re.compile(rf"\b{_MONTH}\s+(\d{{1,2}}),\s*(20\d{{2}})\b")
+
+
+def _source_date(case: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """The latest date the texts of ``case``'s ``source`` give, as (year, month, day), or
+    None."""
+    source = case.get("source") or {}
+    texts = " ".join(map(str, source.values())) if isinstance(source, Mapping) else str(source)
+    dates = [(int(y), _MONTHS.index(m) + 1, int(d)) for d, m, y in _DAY_MONTH_YEAR.findall(texts)]
+    dates += [(int(y), _MONTHS.index(m) + 1, int(d)) for m, d, y in _MONTH_DAY_YEAR.findall(texts)]
+    return max(dates) if dates else None
+
+
+def tt_metal_attention_split(case: Mapping[str, Any]) -> str:
+    """``inference.prefill_attention_split`` of a row run on tt-metal's SDPA: 'heads_first'
+    for a row dated before :data:`TT_METAL_SDPA_PAIRS_SINCE` (its source's date,
+    :func:`_source_date`), else 'pairs' (an undated row runs the later code)."""
+    date = _source_date(case)
+    return "heads_first" if date is not None and date < TT_METAL_SDPA_PAIRS_SINCE else "pairs"
 
 
 def galaxy_prefill_attention(case: Mapping[str, Any], prompt_len: int, batch: int) -> str:
@@ -380,10 +405,8 @@ def galaxy_prefill_attention(case: Mapping[str, Any], prompt_len: int, batch: in
     tokens prefilled one user at a time: its README's batched prefill takes 32 users together
     up to 2048 tokens), 'replicated' otherwise or for a row dated before it (the date in the
     case's ``source``, e.g. PERF.md's section title; an undated row runs the later code)."""
-    source = case.get("source") or {}
-    texts = " ".join(map(str, source.values())) if isinstance(source, Mapping) else str(source)
-    dates = [(int(y), _MONTHS.index(m) + 1, int(d)) for d, m, y in _DAY_MONTH_YEAR.findall(texts)]
-    if dates and max(dates) < GALAXY_RING_SDPA_SINCE:
+    date = _source_date(case)
+    if date is not None and date < GALAXY_RING_SDPA_SINCE:
         return "replicated"
     one_at_a_time = batch == 1 or prompt_len > 2048
     return "split" if prompt_len > 1024 and one_at_a_time else "replicated"
@@ -845,9 +868,15 @@ def _attention_pairs(q_len: int, cached_len: int, causal: bool) -> float:
     return q_len * cached_len + (q_len * q_len / 2 if causal else q_len * q_len)
 
 
-def _attention_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, float, str | None]:
-    """(FLOP, peak FLOP/s of its cores at its fidelity, fidelity) of an attention
-    microbenchmark: 4 FLOP per (query, key) pair per head dimension (QK^T and scores x V)."""
+def _attention_terms(
+    case: Mapping[str, Any], hw: HardwareSpec
+) -> tuple[float, float, str | None, float]:
+    """(FLOP, peak FLOP/s of its cores at its fidelity, fidelity, busiest core's share) of an
+    attention microbenchmark: 4 FLOP per (query, key) pair per head dimension (QK^T and
+    scores x V), and how much longer than its work spread evenly over its ``core_grid`` it
+    runs (:func:`attention_split_factor`: tt-metal's SDPA of the case's date,
+    :func:`tt_metal_attention_split`, dealing its query chunks of ``scenario.q_chunk`` rows,
+    else the demos' :func:`tt_metal_sdpa_q_chunk_rows`)."""
     model, scenario = case["model"], case["scenario"]
     heads = positive_count(model.get("heads"), "model.heads")
     head_dim = positive_count(model.get("head_dim"), "model.head_dim")
@@ -863,7 +892,20 @@ def _attention_terms(case: Mapping[str, Any], hw: HardwareSpec) -> tuple[float, 
     rows, cols = _chip_grid(scenario.get("core_grid"), hw)
     dtype = _format(scenario.get("dtype"))
     fidelity = scenario.get("math_fidelity")
-    return flop, rows * cols * _core_peak(hw, dtype, fidelity), fidelity
+    q_chunk = scenario.get("q_chunk")
+    split = attention_split_factor(
+        tt_metal_attention_split(case),
+        users=batch,
+        heads=heads,
+        q_rows=q_len,
+        cached_rows=cached,
+        q_chunk_rows=positive_count(q_chunk, "scenario.q_chunk")
+        if q_chunk is not None
+        else tt_metal_sdpa_q_chunk_rows(q_len),
+        cores=rows * cols,
+        causal=causal,
+    )
+    return flop, rows * cols * _core_peak(hw, dtype, fidelity), fidelity, split
 
 
 #: Query rows of an SDPA chunk from which its steps' math outweighs their fixed costs: tt-metal
@@ -889,11 +931,11 @@ def _attention(case: Mapping[str, Any], hw: HardwareSpec) -> list[tuple[str, flo
     ``tile.attention_efficiency`` of its cores' peak at its fidelity (in small chunks,
     :func:`_small_chunks`, ``tile.decode_attention_efficiency`` where the tile gives one;
     else the GEMM efficiency of its format)."""
-    flop, peak, fidelity = _attention_terms(case, hw)
+    flop, peak, fidelity, split = _attention_terms(case, hw)
     dtype = _format(case["scenario"].get("dtype"))
     small = hw.tile.decode_attention_efficiency if _small_chunks(case) else 0.0
     efficiency = small or hw.tile.attention_efficiency or hw.tile.efficiency_for(dtype, fidelity)
-    time_s = hw.tile.op_latency_s + flop / (peak * efficiency)
+    time_s = hw.tile.op_latency_s + flop * split / (peak * efficiency)
     return _time_or_rate(case["measured"], "time_ms", 1e-3, time_s, _tflops_rate(flop))
 
 
@@ -2287,6 +2329,9 @@ def _inference(
             prefill_attention_2d=galaxy_prefill_attention(case, prompt, batch)
             if galaxy
             else "split",
+            prefill_attention_split=tt_metal_attention_split(case)
+            if kernel == TT_METAL_ATTENTION
+            else "even",
             logits_to_host=_demo_logits_to_host(code),
             prefill_reduce_dtypes=prefill_reduce_dtypes(code),
             residual_split=residual_split(code, tp_2d, model.hidden_size),
@@ -2926,9 +2971,10 @@ def calibrate_tiles(
                     (case_id, peak_s, one_s, t_s)
                 )
             elif "attention microbenchmark" in phase:
-                flop, peak, _ = _attention_terms(case, hw)
+                flop, peak, _, split = _attention_terms(case, hw)
                 t_s = _measured_time_s(figures, "time_ms", 1e-3, _tflops_rate(flop))
-                attention.setdefault(_small_chunks(case), []).append((case_id, flop / peak, t_s))
+                work_s = flop * split / peak  # its busiest core's
+                attention.setdefault(_small_chunks(case), []).append((case_id, work_s, t_s))
             elif "host read microbenchmark" in phase:
                 host_read.append((case_id, _measured(figures, "GBps") * 1e9))
             elif "memory microbenchmark" in phase:

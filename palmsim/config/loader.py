@@ -48,6 +48,7 @@ from palmsim.config.overrides import (
 )
 from palmsim.config.specs import (
     ATTENTION_KERNELS,
+    ATTENTION_SPLITS,
     DTYPE_BYTES,
     EXPERT_LOADS,
     EXPERT_PLACEMENTS,
@@ -1580,6 +1581,7 @@ def _inference_schema() -> Schema:
         "weight_prefetch": _choice_rule(INFERENCE_PASSES),
         "kv_placement": _choice_rule(KV_PLACEMENTS),
         "prefill_attention_2d": _choice_rule(PREFILL_ATTENTION_2D),
+        "prefill_attention_split": _choice_rule(ATTENTION_SPLITS),
         "residual_split": _choice_rule(RESIDUAL_SPLITS),
         "logits_to_host": _choice_rule(LOGITS_TO_HOST),
         "fused_projections": _bool_rule(),

@@ -126,6 +126,10 @@ KV_PLACEMENTS = ("sequence", "request")
 #: over the second axis of 2-D tensor parallelism.
 PREFILL_ATTENTION_2D = ("split", "replicated")
 
+#: Values of ``InferenceSpec.prefill_attention_split``: how a prefill's fused attention kernel
+#: deals its query chunks to its cores (:func:`palmsim.hardware.costs.attention_split_factor`).
+ATTENTION_SPLITS = ("even", "heads_first", "pairs")
+
 #: Values of ``InferenceSpec.logits_to_host``: the passes whose logits the serving code reads
 #: back to the host to sample there.
 LOGITS_TO_HOST = ("none", "prefill", "decode", "prefill_and_decode", "prefill_and_batch_decode")
@@ -1487,6 +1491,17 @@ class InferenceSpec:
         "1024 tokens at batch 1) or 'replicated' (each rank computes its heads' whole "
         "attention, as before it)",
         default="split",
+    )
+    prefill_attention_split: str = _f(
+        "how a prefill's fused attention kernel deals its work to the prefill's cores "
+        "(prefill_compute_cores, else the tile's): 'even' (spread evenly), or as tt-metal's "
+        "SDPA deals its query chunks, 64 rows a chunk below 2048 a pass and 256 from (its "
+        "model demos' program config): 'heads_first' (its cores split the users, then the "
+        "heads, then each head's chunks in ranges, paired low with high only where the "
+        "ranges divide them evenly: until PR #44614 of 2026-05-18) or 'pairs' (every "
+        "head's causal chunk pairs dealt out flat: since); the attention then takes its "
+        "busiest core's work over the mean core's longer",
+        default="even",
     )
     prefill_weight_readers: int = _f(
         "cores that read a prefill GEMM's weights from DRAM, one per column of its core grid, "

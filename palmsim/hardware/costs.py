@@ -552,3 +552,95 @@ def kv_attention_cost(
         write_dram,
         flop_time_s=flop / (roof * tile.compute_efficiency),
     )
+
+
+def tt_metal_sdpa_q_chunk_rows(q_rows: int) -> int:
+    """Query rows of a chunk of tt-metal's prefill SDPA as its model demos configure it: 256
+    for a pass of at least 2048 query rows, 64 below (``SDPAProgramConfig(q_chunk_size=256 if
+    seqlen >= 2048 else 64)``: models/tt_transformers/tt/model_config.py ``SDPA_PROGCFG`` and
+    models/demos/llama3_70b_galaxy/tt/model_config.py alike)."""
+    return 256 if q_rows >= 2048 else 64
+
+
+def attention_split_factor(
+    split: str,
+    *,
+    users: int,
+    heads: int,
+    q_rows: int,
+    cached_rows: int,
+    q_chunk_rows: int,
+    cores: int,
+    causal: bool = True,
+) -> float:
+    """How much longer a fused attention kernel runs than its work spread evenly over
+    ``cores`` would take: its busiest core's work over the mean core's (>= 1), the kernel
+    dealing whole query chunks of ``q_chunk_rows`` rows to its cores as ``split`` says
+    (``inference.prefill_attention_split``; 'even': 1).
+
+    A pass of ``users`` users and ``heads`` query heads over ``q_rows`` new rows, after
+    ``cached_rows`` cached ones, has ``n = ceil(q_rows / q_chunk_rows)`` chunks a head (the
+    last padded whole, as tt-metal pads the sequence to a multiple of the chunk). Chunk ``j``
+    (from 0) of a causal pass meets ``cached_rows + (j + 1) q_chunk_rows`` keys (the block on
+    the diagonal computed whole), a non-causal one ``cached_rows + n q_chunk_rows``: its work
+    in units of a chunk's rows.
+
+    - ``heads_first``: tt-metal's SDPA program factory until PR #44614 (2026-05-18,
+      ttnn/cpp/ttnn/operations/transformer/sdpa/device/sdpa_program_factory.cpp): the cores
+      split the users, then the heads, then the chunks, each factor as large as the cores
+      left allow (``batch_parallel_factor = min(B, cores)``, ``nh_parallel_factor =
+      min(cores / batch_parallel_factor, NQH)``, ``q_parallel_factor = min(cores / (both),
+      q_num_chunks)``), each core ceil(users / batch factor) users, ceil(heads / head factor)
+      heads and a range of ceil(n / q factor) chunks; a causal range pairs its low chunks
+      with the mirrored high ones (``BALANCED_Q_PARALLEL``) only when the ranges divide the
+      chunks exactly and hold an even number each, else it is contiguous, and the last range
+      carries the most work.
+    - ``pairs``: the same factory since PR #44614 ("global Q scheduling"; tt-metal issue
+      #55766 measures it on a p100a): every user's and head's chunks laid out flat and dealt
+      to the cores in ranges of ceil(units / cores), a causal pass's in pairs ``(i, n - 1 -
+      i)`` of ``2 cached_rows + (n + 1) q_chunk_rows`` each where ``n`` is even, else one by
+      one in (user, head, chunk) order.
+    """
+    if split == "even" or cores <= 1:
+        return 1.0
+    chunks = max(-(-q_rows // q_chunk_rows), 1)
+
+    def work(first: int, last: int) -> float:  # chunks [first, last) of one head
+        count = last - first
+        if not causal:
+            return count * (cached_rows + chunks * q_chunk_rows)
+        # sum of cached_rows + (j + 1) q_chunk_rows over j in [first, last)
+        return count * cached_rows + q_chunk_rows * (last * (last + 1) - first * (first + 1)) / 2
+
+    mean = users * heads * work(0, chunks) / cores
+    if split == "pairs":
+        if not causal or chunks % 2 == 0:
+            paired = causal and chunks > 1
+            units = users * heads * (chunks // 2 if paired else chunks)
+            unit = work(0, 1) + work(chunks - 1, chunks) if paired else work(0, 1)
+            busiest = -(-units // cores) * unit
+        else:  # ranges of the flat chunks, each summed head by head
+            units = users * heads * chunks
+            per_core = -(-units // cores)
+            busiest = 0.0
+            for start in range(0, units, per_core):
+                end, cost = min(start + per_core, units), 0.0
+                while start < end:
+                    head_start = start - start % chunks
+                    stop = min(end, head_start + chunks)
+                    cost += work(start - head_start, stop - head_start)
+                    start = stop
+                busiest = max(busiest, cost)
+    else:  # heads_first
+        user_ways = min(users, cores)
+        head_ways = min(cores // user_ways, heads)
+        chunk_ways = min(cores // (user_ways * head_ways), chunks)
+        per_core = -(-chunks // chunk_ways)
+        if causal and per_core * chunk_ways == chunks and per_core % 2 == 0:
+            span = per_core / 2 * (work(0, 1) + work(chunks - 1, chunks))
+        else:
+            span = max(
+                work(k * per_core, min((k + 1) * per_core, chunks)) for k in range(chunk_ways)
+            )
+        busiest = -(-users // user_ways) * -(-heads // head_ways) * span
+    return max(busiest / mean, 1.0)

@@ -87,8 +87,10 @@ from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import (
     OperandPlacement,
+    attention_split_factor,
     gemm_operand_bandwidth_bytes_per_s,
     kv_attention_cost,
+    tt_metal_sdpa_q_chunk_rows,
 )
 from palmsim.mapping.batch import Batch, inference_batch
 from palmsim.mapping.communicators import communicators
@@ -1052,6 +1054,34 @@ def _after_host(
     return tuple(out), end_s + trailing * dispatch_s
 
 
+def _attention_split(
+    experiment: ExperimentSpec, serving: _Serving, cached: int, new_tokens: int
+) -> float:
+    """How much longer a prefill pass's attention runs than spread evenly over its cores
+    (:func:`attention_split_factor` of ``inference.prefill_attention_split``): its users,
+    its tile's query heads (those of 1-D tensor parallelism's or 2-D's first axis), its query
+    rows (over a 2-D layout's second axis too where it splits the queries,
+    ``inference.prefill_attention_2d``), its cached rows and the prefill's cores."""
+    inf = experiment.workload.inference
+    assert inf is not None
+    if inf.prefill_attention_split == "even":
+        return 1.0
+    a, ways = serving.grid
+    rows = new_tokens
+    if ways > 1 and inf.prefill_attention_2d == "split":
+        rows = -(-new_tokens // ways)
+    hw = experiment.hardware
+    return attention_split_factor(
+        inf.prefill_attention_split,
+        users=serving.mbs,
+        heads=max(experiment.workload.model.num_attention_heads // a, 1),
+        q_rows=rows,
+        cached_rows=cached,
+        q_chunk_rows=tt_metal_sdpa_q_chunk_rows(rows),
+        cores=inf.prefill_compute_cores or simulated_tile_cores(hw),
+    )
+
+
 def _stage(
     experiment: ExperimentSpec,
     batch: Batch,
@@ -1123,7 +1153,8 @@ def _stage(
         blocks_k = serving.prefill_last if last and serving.prefill_last else serving.prefill
         tokens = min(chunk, inf.prompt_len - k * chunk)
         prefix = "P" if k == 0 else f"P{k + 1}"
-        steps = prefill.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
+        lowering = prefill.split_attention(_attention_split(experiment, serving, k * chunk, tokens))
+        steps = lowering.program(blocks_k, k * chunk, tokens, prefix, "P", head=last)
         if dispatch_s > 0:
             steps, issued_s = _after_host(steps, issued_s, dispatch_s)
         passes += steps
@@ -1192,6 +1223,32 @@ class _Lowering:
         ``dram_read_bytes`` that is its ops' weights (:func:`palmsim.hardware.costs.pass_cost`:
         their weight bytes times the share of the weights in DRAM)."""
         return sum(op.weight_bytes * self.op_costing(block, op).where.weights for op in block.ops)
+
+    def split_attention(self, factor: float) -> _Lowering:
+        """This lowering with its attention core (the pass's fused kernel and its attention over
+        the cache) ``factor`` times slower: the busiest of its cores' share
+        (:func:`_attention_split`)."""
+        if factor == 1.0:
+            return self
+
+        def slowed(costing: Costing) -> Costing:
+            tile = costing.tile
+            rate = tile.attention_efficiency or tile.compute_efficiency
+            return dataclasses.replace(
+                costing, tile=dataclasses.replace(tile, attention_efficiency=rate / factor)
+            )
+
+        kv = self.costing.tile
+        return dataclasses.replace(
+            self,
+            # the cache's attention: a step at the costing's compute efficiency (_stage)
+            costing=dataclasses.replace(
+                self.costing,
+                tile=dataclasses.replace(kv, compute_efficiency=kv.compute_efficiency / factor),
+            ),
+            # the pass's fused kernel: an attention op at the tile's attention efficiency
+            blocks={d: slowed(c) for d, c in self.blocks.items()},
+        )
 
     def block_step(self, block: Block, unit: Unit) -> ComputeStep:
         """``block``'s ops, each costed as :meth:`op_costing` says."""

@@ -912,6 +912,19 @@ def test_the_kv_placement_is_read_defaulted_and_checked(tmp_path: Path) -> None:
         load_workload(path, ["inference.kv_placement=requests"])
 
 
+def test_the_prefill_attention_split_is_read_defaulted_and_checked(tmp_path: Path) -> None:
+    raw = copy.deepcopy(WORKLOAD)
+    raw["mode"] = "inference"
+    raw["inference"] = {"prompt_len": 8, "output_len": 2, "batch": 4}
+    path = _write(tmp_path, "w.yaml", raw)
+    inference = load_workload(path)[0].inference
+    assert inference is not None and inference.prefill_attention_split == "even"
+    spec, _ = load_workload(path, ["inference.prefill_attention_split=pairs"])
+    assert spec.inference is not None and spec.inference.prefill_attention_split == "pairs"
+    with pytest.raises(ConfigError, match=r"prefill_attention_split: got 'pair'.*did you mean"):
+        load_workload(path, ["inference.prefill_attention_split=pair"])
+
+
 def test_invalid_source_of_derived_default_is_reported_once(tmp_path: Path) -> None:
     raw = copy.deepcopy(WORKLOAD)
     raw["model"]["hidden_size"] = "512"

@@ -18,6 +18,7 @@ from palmsim.tile_cases import (
     is_tile_case,
     predict,
     substitutions,
+    tt_metal_attention_split,
 )
 from palmsim.validate import validate
 
@@ -1603,3 +1604,20 @@ def test_the_first_falcons_run_their_parallel_block_and_a_row_may_state_one():
     bad = {**small, "model": {**small["model"], "parallel_block": "sideways"}}
     with pytest.raises(CannotExpressError, match=r"model\.parallel_block: got 'sideways'"):
         case_model(bad, 256)
+
+
+@pytest.mark.parametrize(
+    ("location", "split"),
+    [
+        ("section '25 July 2025', TT-Metal runs table", "heads_first"),
+        ("LLMs table ('Last Update: Nov 3, 2025')", "heads_first"),
+        ("measured before 21 April 2026", "heads_first"),
+        ("a run of 18 May 2026", "pairs"),  # PR #44614's day: the new code
+        ("Sept. 3, 2026", "pairs"),
+        ("a table without a date", "pairs"),  # undated: the later code
+    ],
+)
+def test_an_sdpa_deals_its_chunks_as_the_code_of_the_cases_date(location, split):
+    """tt-metal PR #44614 (2026-05-18) replaced its SDPA's users-heads-chunks split with flat
+    chunk pairs: a case's source date, day-month-year or month-day-year, picks the code."""
+    assert tt_metal_attention_split({"source": {"location": location}}) == split
