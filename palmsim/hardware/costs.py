@@ -619,18 +619,17 @@ def attention_split_factor(
             units = users * heads * (chunks // 2 if paired else chunks)
             unit = work(0, 1) + work(chunks - 1, chunks) if paired else work(0, 1)
             busiest = -(-units // cores) * unit
-        else:  # ranges of the flat chunks, each summed head by head
+        else:  # ranges of the flat chunks: the work before flat index x, whole heads then part
+
+            def before(x: int) -> float:
+                return (x // chunks) * work(0, chunks) + work(0, x % chunks)
+
             units = users * heads * chunks
             per_core = -(-units // cores)
-            busiest = 0.0
-            for start in range(0, units, per_core):
-                end, cost = min(start + per_core, units), 0.0
-                while start < end:
-                    head_start = start - start % chunks
-                    stop = min(end, head_start + chunks)
-                    cost += work(start - head_start, stop - head_start)
-                    start = stop
-                busiest = max(busiest, cost)
+            busiest = max(
+                before(min(start + per_core, units)) - before(start)
+                for start in range(0, units, per_core)
+            )
     else:  # heads_first
         user_ways = min(users, cores)
         head_ways = min(cores // user_ways, heads)
