@@ -1061,16 +1061,27 @@ def _attention_split(
     (:func:`attention_split_factor` of ``inference.prefill_attention_split``): its users,
     its tile's query heads (those of 1-D tensor parallelism's or 2-D's first axis), its query
     rows (over a 2-D layout's second axis too where it splits the queries,
-    ``inference.prefill_attention_2d``), its cached rows and the prefill's cores."""
+    ``inference.prefill_attention_2d``), its cached rows and the prefill's cores.
+
+    Raises:
+        MappingError: a split other than 'even' on a tile with a GEMM model (a GPU), whose
+            attention kernel's blocks palmsim costs by the kernel's own measured rate.
+    """
     inf = experiment.workload.inference
     assert inf is not None
     if inf.prefill_attention_split == "even":
         return 1.0
+    hw = experiment.hardware
+    if hw.tile.gemm is not None:
+        raise MappingError(
+            f"inference.prefill_attention_split = {inf.prefill_attention_split}: a split of "
+            "tt-metal's SDPA over a tiled chip's cores; this tile's attention runs at its GEMM "
+            "model's measured kernel rate (--set inference.prefill_attention_split=even)"
+        )
     a, ways = serving.grid
     rows = new_tokens
     if ways > 1 and inf.prefill_attention_2d == "split":
         rows = -(-new_tokens // ways)
-    hw = experiment.hardware
     return attention_split_factor(
         inf.prefill_attention_split,
         users=serving.mbs,

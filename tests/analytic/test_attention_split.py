@@ -11,6 +11,7 @@ import pytest
 
 from palmsim.config.loader import load_hardware
 from palmsim.config.specs import TrainingSpec
+from palmsim.errors import MappingError
 from palmsim.hardware.costs import attention_split_factor
 from palmsim.mapping.inference import simulated_tile_cores
 from palmsim.tile_cases import predict
@@ -143,3 +144,11 @@ def test_a_prefill_attention_takes_its_busiest_core():
     attention_s = flop / (64 * core_peak * hw.tile.attention_efficiency)
     assert ttft["heads_first"] - ttft["even"] == pytest.approx(3 * attention_s, rel=0.01)
     assert ttft["pairs"] == pytest.approx(ttft["heads_first"])
+
+
+def test_a_gpu_refuses_the_tt_metal_split():
+    """A GPU's attention runs at its kernel's measured rate (tile.gemm): the split of
+    tt-metal's SDPA over a tiled chip's cores is refused there, not half applied."""
+    hw = load_hardware("hw_configs/dgx-h100.yaml")
+    with pytest.raises(MappingError, match="prefill_attention_split = pairs"):
+        _inference(hw, tp=1, prompt=32, output=2, prefill_attention_split="pairs")
