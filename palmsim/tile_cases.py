@@ -375,10 +375,11 @@ TT_METAL_SDPA_PAIRS_SINCE = (2026, 5, 18)
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTH = "(" + "|".join(_MONTHS) + r")[a-z]*\.?"  # "Nov", "November", "Sept."
-#: A date in a case's source: day month year ("section '25 July 2025'") or month day, year
-#: ("'Last Update: Nov 3, 2025'").
+#: A date in a case's source: day month year ("section '25 July 2025'"), month day, year
+#: ("'Last Update: Nov 3, 2025'") or ISO 8601 ("2025-07-25").
 _DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})\s+{_MONTH}\s+(20\d{{2}})\b")
 _MONTH_DAY_YEAR = re.compile(rf"\b{_MONTH}\s+(\d{{1,2}}),\s*(20\d{{2}})\b")
+_ISO_DATE = re.compile(r"\b(20\d{2})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\b")
 
 
 def _source_date(case: Mapping[str, Any]) -> tuple[int, int, int] | None:
@@ -388,6 +389,7 @@ def _source_date(case: Mapping[str, Any]) -> tuple[int, int, int] | None:
     texts = " ".join(map(str, source.values())) if isinstance(source, Mapping) else str(source)
     dates = [(int(y), _MONTHS.index(m) + 1, int(d)) for d, m, y in _DAY_MONTH_YEAR.findall(texts)]
     dates += [(int(y), _MONTHS.index(m) + 1, int(d)) for m, d, y in _MONTH_DAY_YEAR.findall(texts)]
+    dates += [(int(y), int(m), int(d)) for y, m, d in _ISO_DATE.findall(texts)]
     return max(dates) if dates else None
 
 

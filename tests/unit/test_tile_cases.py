@@ -1614,10 +1614,12 @@ def test_the_first_falcons_run_their_parallel_block_and_a_row_may_state_one():
         ("measured before 21 April 2026", "heads_first"),
         ("a run of 18 May 2026", "pairs"),  # PR #44614's day: the new code
         ("Sept. 3, 2026", "pairs"),
+        ("PERF.md of 2025-07-25", "heads_first"),
+        ("run 2026-09-17", "pairs"),
         ("a table without a date", "pairs"),  # undated: the later code
     ],
 )
 def test_an_sdpa_deals_its_chunks_as_the_code_of_the_cases_date(location, split):
     """tt-metal PR #44614 (2026-05-18) replaced its SDPA's users-heads-chunks split with flat
-    chunk pairs: a case's source date, day-month-year or month-day-year, picks the code."""
+    chunk pairs: a case's source date, day-month-year, month-day-year or ISO, picks the code."""
     assert tt_metal_attention_split({"source": {"location": location}}) == split
