@@ -10,13 +10,17 @@ from __future__ import annotations
 import pytest
 
 from palmsim.config.loader import load_hardware
-from palmsim.config.specs import TrainingSpec
 from palmsim.errors import MappingError
 from palmsim.hardware.costs import attention_split_factor
 from palmsim.mapping.inference import simulated_tile_cores
 from palmsim.tile_cases import predict
-from palmsim.workload.builders import layer_blocks
-from tests.analytic.test_tiled_systems import LAYERS, _inference, _model, _with_core_peak
+from tests.analytic.test_tiled_systems import (
+    LAYERS,
+    SLOW_CORE_PEAK_FLOP_PER_S,
+    _inference,
+    _prefill_layer_ops,
+    _slowed_prefill_ttft_s,
+)
 
 
 def _factor(split: str, heads: int, rows: int, chunk: int, cores: int, **kw) -> float:
@@ -128,20 +132,14 @@ def test_a_prefill_attention_takes_its_busiest_core():
     16 heads one chunk each, 16 cores busy, so the attention takes 64 / 16 = 4 times its
     even time F / (64 p e_a), F the attention FLOP of the op graph, e_a
     tile.attention_efficiency; 'pairs' deals the 16 single chunks to 16 cores alike."""
-    core_peak = 1e8
-    hw = _with_core_peak(load_hardware("hw_configs/wormhole-n150.yaml"), core_peak)
-    prompt = 32
     ttft = {
-        split: _inference(
-            hw, tp=1, prompt=prompt, output=2, trace="all", weight_dtype="bf16",
-            prefill_attention_split=split,
-        )["ttft_s"]
+        split: _slowed_prefill_ttft_s(32, prefill_attention_split=split)
         for split in ("even", "heads_first", "pairs")
-    }  # fmt: skip
-    spec = TrainingSpec(seq_len=prompt, global_batch_size=1, dtype="bf16", attention_kernel="fused")
-    blocks = layer_blocks(_model(), spec, 1, 1)
-    flop = LAYERS * sum(op.flop_fwd for b in blocks for op in b.ops if op.kind == "attention")
-    attention_s = flop / (64 * core_peak * hw.tile.attention_efficiency)
+    }
+    ops = _prefill_layer_ops(32)
+    flop = LAYERS * sum(op.flop_fwd for op in ops if op.kind == "attention")
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    attention_s = flop / (64 * SLOW_CORE_PEAK_FLOP_PER_S * hw.tile.attention_efficiency)
     assert ttft["heads_first"] - ttft["even"] == pytest.approx(3 * attention_s, rel=0.01)
     assert ttft["pairs"] == pytest.approx(ttft["heads_first"])
 

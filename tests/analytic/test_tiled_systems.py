@@ -489,6 +489,25 @@ def _with_core_peak(hw, core_peak_flop_per_s: float):
     return dataclasses.replace(hw, tile=dataclasses.replace(hw.tile, peak_flop_per_s=peak))
 
 
+#: A core of the n150 slowed so far that a prefill of the tiny model is compute-bound [FLOP/s].
+SLOW_CORE_PEAK_FLOP_PER_S = 1e8
+
+
+def _slowed_prefill_ttft_s(prompt: int, **fields) -> float:
+    """TTFT of the tiny model's traced bf16 prefill of ``prompt`` tokens on the n150, each core
+    at :data:`SLOW_CORE_PEAK_FLOP_PER_S`, ``fields`` (InferenceSpec fields) as given."""
+    hw = _with_core_peak(load_hardware("hw_configs/wormhole-n150.yaml"), SLOW_CORE_PEAK_FLOP_PER_S)
+    fields = {"trace": "all", "weight_dtype": "bf16", **fields}
+    return _inference(hw, tp=1, prompt=prompt, output=2, **fields)["ttft_s"]
+
+
+def _prefill_layer_ops(prompt: int) -> list[Op]:
+    """The ops of one layer of the tiny model's prefill of ``prompt`` tokens (fused attention,
+    as inference runs it)."""
+    spec = TrainingSpec(seq_len=prompt, global_batch_size=1, dtype="bf16", attention_kernel="fused")
+    return [op for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops]
+
+
 def test_prefill_weight_readers_need_the_per_core_rates():
     bare = _without_reader_rate(load_hardware("hw_configs/wormhole-n150.yaml"))
     with pytest.raises(MappingError, match="dram_reader_bandwidth"):
@@ -502,19 +521,10 @@ def test_a_prefill_on_fewer_cores_runs_its_layers_at_their_share_of_the_peak():
     in the op graph, p a core's peak, e the bf16 efficiency. The embedding and the LM head
     keep all 64 cores of the n150's tile, so TTFT(c) = 64/c x L + R with L = F / (64 p e):
     32 cores add L, 16 add 3 L, and 0 means all 64."""
-    core_peak = 1e8
-    hw = _with_core_peak(load_hardware("hw_configs/wormhole-n150.yaml"), core_peak)
-    prompt = 32
-    ttft = {
-        c: _inference(
-            hw, tp=1, prompt=prompt, output=2, trace="all", weight_dtype="bf16",
-            prefill_compute_cores=c,
-        )["ttft_s"]
-        for c in (0, 64, 32, 16)
-    }  # fmt: skip
-    spec = TrainingSpec(seq_len=prompt, global_batch_size=1, dtype="bf16", attention_kernel="fused")
-    flop = LAYERS * sum(op.flop_fwd for b in layer_blocks(_model(), spec, 1, 1) for op in b.ops)
-    layers_s = flop / (64 * core_peak * hw.tile.efficiency_for("bf16"))
+    ttft = {c: _slowed_prefill_ttft_s(32, prefill_compute_cores=c) for c in (0, 64, 32, 16)}
+    flop = LAYERS * sum(op.flop_fwd for op in _prefill_layer_ops(32))
+    hw = load_hardware("hw_configs/wormhole-n150.yaml")
+    layers_s = flop / (64 * SLOW_CORE_PEAK_FLOP_PER_S * hw.tile.efficiency_for("bf16"))
     assert ttft[64] == ttft[0]
     assert ttft[32] - ttft[0] == pytest.approx(layers_s, rel=0.01)
     assert ttft[16] - ttft[0] == pytest.approx(3 * layers_s, rel=0.01)
