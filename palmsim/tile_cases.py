@@ -54,6 +54,7 @@ from palmsim.config.loader import hardware_assumptions, load_hardware, load_run,
 from palmsim.config.overrides import outside_sections
 from palmsim.config.specs import (
     DTYPE_BYTES,
+    MLP_OF_ACTIVATION,
     PARALLEL_BLOCKS,
     ExperimentSpec,
     HardwareSpec,
@@ -1319,19 +1320,30 @@ def _plain_mlp_family(m: Mapping[str, Any]) -> bool:
     return _PLAIN_MLP_FAMILY.search(f"{m.get('arch') or ''} {m.get('name') or ''}") is not None
 
 
-def _model_act(m: Mapping[str, Any]) -> str:
-    """The case's MLP activation, lower-case: as stated, else GeLU for a
-    :data:`_PLAIN_MLP_FAMILY` model and SwiGLU for any other (the decoders tt-metal's and
-    WaferLLM's rows run)."""
+#: Model families whose MLP is gated whatever activation their configs name: Google's Gemma
+#: (Hugging Face modeling_gemma.py, gemma2, gemma3 ``GemmaMLP``: ``down_proj(act(gate_proj(x))
+#: * up_proj(x))``, GeGLU, where the config's ``hidden_activation`` is gelu_pytorch_tanh).
+_GATED_MLP_FAMILY = re.compile(r"(?<![a-z])gemma", re.IGNORECASE)
+
+
+def _model_mlp(m: Mapping[str, Any]) -> str | None:
+    """The case's MLP, as ``ModelSpec.hidden_act`` names it: 'silu' (gated, three matrices)
+    or 'gelu' (two). ``act`` as stated (:data:`MLP_OF_ACTIVATION`, whatever its letter case,
+    spaces or dashes: "SwiGLU", "GeGLU", "squared ReLU"), gated in a
+    :data:`_GATED_MLP_FAMILY` model; unstated, GeLU for a :data:`_PLAIN_MLP_FAMILY` model and
+    SwiGLU for any other (the decoders tt-metal's and WaferLLM's rows run). None for an
+    activation palmsim does not know."""
     act = m.get("act")
+    named = f"{m.get('arch') or ''} {m.get('name') or ''}"
     if act is not None and str(act).strip():
-        return str(act).strip().lower()
-    return "gelu" if _plain_mlp_family(m) else "swiglu"
+        kind = MLP_OF_ACTIVATION.get(re.sub(r"[\s-]+", "_", str(act).strip().lower()))
+        return "silu" if kind and _GATED_MLP_FAMILY.search(named) else kind
+    return "gelu" if _plain_mlp_family(m) else "silu"
 
 
-def _gated(act: str) -> bool:
-    """Whether ``act`` (:func:`_model_act`) names a gated MLP."""
-    return act in ("swiglu", "silu")
+def _gated(kind: str | None) -> bool:
+    """Whether ``kind`` (:func:`_model_mlp`) is a gated MLP."""
+    return kind == "silu"
 
 
 def _model_ffn(m: Mapping[str, Any], hidden: int) -> int:
@@ -1343,11 +1355,27 @@ def _model_ffn(m: Mapping[str, Any], hidden: int) -> int:
     """
     if m.get("ffn") is not None:
         return positive_count(m["ffn"], "ffn")
-    if _plain_mlp_family(m) and not _gated(_model_act(m)):
+    if _plain_mlp_family(m) and not _gated(_model_mlp(m)):
         return PLAIN_MLP_WIDTH * hidden
     raise CannotExpressError(
         "model.ffn is missing: a gated (SwiGLU) MLP's width is chosen per model, so it has no "
         "default; give model.ffn"
+    )
+
+
+def _sliding_window(m: Mapping[str, Any]) -> tuple[int | None, int]:
+    """``(sliding_window, global_attention_interval)`` of :class:`ModelSpec` from a case's
+    sliding-window attention, under Hugging Face's names: ``model.sliding_window`` keys a
+    query attends to, on every layer but every ``global_attention_interval``-th
+    (``sliding_window_pattern``: Gemma 3's 6), which attends to the whole sequence; (None, 0)
+    without a window."""
+    if m.get("sliding_window") is None:
+        return None, 0
+    every = next(
+        (m[k] for k in ("global_attention_interval", "sliding_window_pattern") if m.get(k)), None
+    )
+    return positive_count(m["sliding_window"], "sliding_window"), (
+        0 if every is None else positive_count(every, "global_attention_interval")
     )
 
 
@@ -1371,7 +1399,13 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
         hidden, heads = positive_count(m["hidden"], "hidden"), positive_count(m["heads"], "heads")
         layers = positive_count(m["layers"], "layers")
         check_layers(layers)
-        act = _model_act(m)
+        act = _model_mlp(m)
+        window, every = _sliding_window(m)
+        if act is None:
+            raise CannotExpressError(
+                f"model.act: got {m.get('act')!r}; expected a known activation: "
+                + ", ".join(sorted(MLP_OF_ACTIVATION))
+            )
         head_dim = m.get("head_dim")
         model = ModelSpec(
             name=str(m.get("name", case.get("id", "model"))),
@@ -1382,7 +1416,7 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             num_hidden_layers=layers,
             vocab_size=positive_count(m["vocab"], "vocab"),
             max_position_embeddings=max_tokens,
-            hidden_act="silu" if _gated(act) else "gelu",
+            hidden_act=act,
             norm="rmsnorm" if "rms" in str(m.get("norm", "")).lower() else "layernorm",
             position_embedding="rope",
             use_bias=False,
@@ -1399,6 +1433,8 @@ def case_model(case: Mapping[str, Any], max_tokens: int) -> ModelSpec:
             first_k_dense_replace=moe.get("first_k_dense_replace", 0),
             moe_layer_step=moe.get("moe_layer_step", 1),
             parallel_block=_parallel_block(m),
+            sliding_window=window,
+            global_attention_interval=every,
         )
     except KeyError as error:
         raise CannotExpressError(f"model.{error.args[0]} is missing; give it") from None
@@ -1683,7 +1719,7 @@ def _model_defaults(m: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     :func:`case_model` takes a default for (:data:`_PLAIN_MLP_FAMILY`,
     :data:`_FALCON_BLOCKS`)."""
     out = []
-    act = _model_act(m)
+    act = _model_mlp(m)
     if not str(m.get("act") or "").strip():
         why = (
             f"not stated: {m.get('name') or m.get('arch')}'s family runs a plain GeLU MLP"

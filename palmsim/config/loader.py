@@ -62,6 +62,7 @@ from palmsim.config.specs import (
     MATH_FIDELITIES,
     MAX_SIMULATED_S,
     MEMORY_OP_KINDS,
+    MLP_OF_ACTIVATION,
     MOE_DISPATCHERS,
     PARALLEL_BLOCKS,
     PREFILL_ATTENTION_2D,
@@ -1233,24 +1234,6 @@ def hardware_schema(kind: str) -> Schema:
     return schema
 
 
-#: Spellings of ``hidden_act`` -> the MLP kind palmsim models: ``gelu``, two matrices with one
-#: elementwise activation between them, whichever it is (GeLU; ReLU; squared ReLU, Nemotron-4's
-#: and Hugging Face's ``relu2``: one pass over the activation each way, costed alike), or
-#: ``silu``, the gated MLP of three matrices: SwiGLU, and GeGLU (Shazeer 2020, Gemma's: the
-#: gate through a GeLU, the same matrices and one elementwise product), costed alike.
-_ACT_ALIASES = {
-    "gelu": "gelu",
-    "gelu_new": "gelu",
-    "gelu_pytorch_tanh": "gelu",
-    "gelu_fast": "gelu",
-    "relu": "gelu",
-    "relu2": "gelu",
-    "squared_relu": "gelu",
-    "silu": "silu",
-    "swiglu": "silu",
-    "geglu": "silu",
-}
-
 #: Hugging Face alias (GPT-2 / BERT names) -> ModelSpec name.
 _HF_ALIASES = {
     "n_embd": "hidden_size",
@@ -1447,7 +1430,7 @@ def _model_schema() -> Schema:
         "num_hidden_layers": _int_rule(),
         "vocab_size": _int_rule(),
         "max_position_embeddings": _int_rule(),
-        "hidden_act": _choice_rule(("gelu", "silu"), accepted=tuple(_ACT_ALIASES)),
+        "hidden_act": _choice_rule(("gelu", "silu"), accepted=tuple(MLP_OF_ACTIVATION)),
         "norm": _choice_rule(("layernorm", "rmsnorm")),
         "position_embedding": _choice_rule(("learned", "rope", "none")),
         "use_bias": _bool_rule(),
@@ -2010,8 +1993,8 @@ def normalise_workload(
     if isinstance(model, dict):
         problems += _rename_aliases(model, model_where or where, "model.")
         act = model.get("hidden_act")
-        if isinstance(act, str) and act in _ACT_ALIASES:
-            model["hidden_act"] = _ACT_ALIASES[act]
+        if isinstance(act, str) and act in MLP_OF_ACTIVATION:
+            model["hidden_act"] = MLP_OF_ACTIVATION[act]
         heads = model.get("num_attention_heads")
         if "num_key_value_heads" not in model and _is_int(heads):
             model["num_key_value_heads"] = heads

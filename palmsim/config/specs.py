@@ -146,6 +146,26 @@ REDUCED_BLOCKS = ("attn", "mlp", "mamba")
 #: the layer's input through one norm or through a norm each.
 PARALLEL_BLOCKS = ("none", "one_norm", "two_norms")
 
+#: Spellings of an MLP's activation (Hugging Face ``hidden_act``, a measurement case's
+#: ``model.act``) -> the MLP kind palmsim models (``ModelSpec.hidden_act``): ``gelu``, two
+#: matrices with one elementwise activation between them, whichever it is (GeLU; ReLU;
+#: squared ReLU, Nemotron-4's and Hugging Face's ``relu2``: one pass over the activation each
+#: way, costed alike), or ``silu``, the gated MLP of three matrices: SwiGLU, and GeGLU
+#: (Shazeer 2020, Gemma's: the gate through a GeLU, the same matrices and one elementwise
+#: product), costed alike.
+MLP_OF_ACTIVATION = {
+    "gelu": "gelu",
+    "gelu_new": "gelu",
+    "gelu_pytorch_tanh": "gelu",
+    "gelu_fast": "gelu",
+    "relu": "gelu",
+    "relu2": "gelu",
+    "squared_relu": "gelu",
+    "silu": "silu",
+    "swiglu": "silu",
+    "geglu": "silu",
+}
+
 #: Values of ``TrainingSpec.expert_load`` (:func:`palmsim.workload.moe.expert_loads`).
 EXPERT_LOADS = ("uniform", "multinomial", "dirichlet")
 

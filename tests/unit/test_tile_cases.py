@@ -515,6 +515,70 @@ def test_a_mixture_that_gives_its_experts_is_built_and_run_on_tenstorrent():
     assert "mapping.ep" in _marks(on_t3k)
 
 
+#: Gemma 3 27B's published shapes (Hugging Face google/gemma-3-27b-it text_config): hidden
+#: 5376, 62 layers, 32 heads of 128 over 16 KV heads, a gated MLP of 21504, vocabulary
+#: 262208 tied to the head, a 1024-token sliding window on five of every six layers.
+GEMMA3_27B = {
+    "name": "gemma-3-27b-it",
+    "hidden": 5376,
+    "layers": 62,
+    "heads": 32,
+    "kv_heads": 16,
+    "head_dim": 128,
+    "ffn": 21504,
+    "vocab": 262208,
+    "tied_embeddings": True,
+    "params_b": 27.0,
+    "norm": "RMSNorm",
+}
+
+
+@pytest.mark.parametrize("act", ["GeGLU", "geglu", "SwiGLU", "GeLU", "gelu_pytorch_tanh"])
+def test_a_gemma_row_runs_its_gated_mlp_however_its_activation_is_written(act):
+    """Gemma's MLP is gated whatever its config calls the activation (GemmaMLP:
+    down(act(gate(x)) * up(x)); its config says gelu_pytorch_tanh): three 5376 x 21504
+    matrices a layer. With q and o 5376 x 4096, k and v 5376 x 2048 and two norms a layer,
+    the final norm and one tied 262208 x 5376 table that is 27.01B, Google's 27B."""
+    from palmsim.tile_cases import case_model
+    from palmsim.workload.builders import num_parameters
+
+    base = CASES["tt_readme_llama31_8b_n150"]
+    model = case_model({**base, "model": {**GEMMA3_27B, "act": act}}, 256)
+    per_layer = 2 * 5376 * 4096 + 2 * 5376 * 2048 + 3 * 5376 * 21504 + 2 * 5376
+    assert model.hidden_act == "silu"
+    assert num_parameters(model) == 62 * per_layer + 262208 * 5376 + 5376
+
+
+@pytest.mark.parametrize(
+    ("act", "gated"), [("SwiGLU", True), ("squared ReLU", False), ("GeGLU", True), ("ReLU", False)]
+)
+def test_a_models_activation_names_its_mlp_and_an_unknown_one_is_refused(act, gated):
+    """A Llama-shaped row runs the MLP its activation names: gated (three 4096 x 14336
+    matrices) for SwiGLU and GeGLU, plain (two) for ReLU and squared ReLU. An activation
+    palmsim does not know is refused with its name, not run as a plain MLP."""
+    from palmsim.tile_cases import case_model
+
+    base = CASES["tt_readme_llama31_8b_n150"]
+    fields = {**base["model"], "act": act, "params_b": None}
+    assert case_model({**base, "model": fields}, 256).hidden_act == ("silu" if gated else "gelu")
+    with pytest.raises(CannotExpressError, match=r"model\.act: got 'mish'"):
+        case_model({**base, "model": {**fields, "act": "mish"}}, 256)
+
+
+def test_a_rows_sliding_window_attends_within_it_on_all_but_its_global_layers():
+    """Gemma 3's sliding_window 1024 with sliding_window_pattern 6: layers 1-5 of each six
+    attend to at most 1024 keys, the sixth (index 5, 11, ...) to the whole sequence; without
+    a window every layer attends to all."""
+    from palmsim.tile_cases import case_model
+
+    base = CASES["tt_readme_llama31_8b_n150"]
+    windowed = {**GEMMA3_27B, "sliding_window": 1024, "sliding_window_pattern": 6}
+    model = case_model({**base, "model": windowed}, 256)
+    assert [model.attention_window(i) for i in range(7)] == [1024] * 5 + [None, 1024]
+    full = case_model({**base, "model": GEMMA3_27B}, 256)
+    assert all(full.attention_window(i) is None for i in range(62))
+
+
 @pytest.mark.parametrize("text", ["TP=32 (2-D tensor parallel over the 8x4 mesh)", "TP=32"])
 def test_a_galaxy_demo_row_runs_its_2d_mesh_however_it_is_written(text):
     """The Galaxy Llama demo shards every weight over its 8x4 mesh (ShardTensor2dMesh in its
