@@ -425,6 +425,40 @@ def test_an_nvl72_run_fills_its_racks_as_megatron_bridge_segments_it(
     assert any(a.key == "hw.system.chips" for a in run.assumptions) is marked
 
 
+def test_nemo_framework_summary_rows_read_as_their_tables_and_scripts_say() -> None:
+    """validation/nemo25_runs.yaml: each row's DP (its GPUs over TP x PP x CP) times its
+    micro-batch and its table's GA is its global batch; NeMo 25.02's rows train under
+    per-tensor delayed scaling (its performance scripts' bf16_with_fp8_mixed), 25.04's and
+    25.07's under current scaling, as their tables say; a row with FSDP 1 runs ZeRO-3 without
+    gradient-accumulation fusion, fp8 parameter gather or the fp8 transpose cache (NeMo
+    v2.3.0 scripts/performance/utils.py with use_mcore_fsdp); a Mixtral row drops tokens at
+    capacity 1.0, padded (MegatronTokenDropCallback's defaults)."""
+    path = REPO / "validation" / "nemo25_runs.yaml"
+    rows = {c["id"]: c for c in yaml.safe_load(path.read_text())["cases"]}
+    assert len(rows) == 21
+    ga = {"nemo2502_b200_mixtral_8x22b_256gpu": 16, "nemo2504_gb200_llama3_70b_64gpu": 2}
+    for cid, expected in ga.items():
+        s, m = rows[cid]["system"], rows[cid]["model"]
+        assert s["num_gpus"] // (s["tp"] * s["pp"] * s["cp"]) == s["dp"]
+        assert s["dp"] * m["micro_batch"] * expected == m["global_batch"]
+    recipes = {
+        "nemo2502_b200_llama3_70b_64gpu": "delayed",
+        "nemo2504_gb200_llama3_8b_8gpu": "current",
+    }
+    for cid, recipe in recipes.items():
+        run = read_training_run(rows[cid], str(path))
+        assert run is not None and f"training.fp8_recipe={recipe}" in run.overrides
+    fsdp = read_training_run(rows["nemo2504_gb200_llama3_70b_64gpu"], str(path))
+    assert fsdp is not None and fsdp.flags["zero"] == 3
+    assert fsdp.flags["grad_accumulation"] == "after_first_microbatch"
+    assert "training.fp8_transpose_cache=false" in fsdp.overrides
+    assert not any(o.startswith("training.fp8_param_gather") for o in fsdp.overrides)
+    moe = read_training_run(rows["nemo2504_gb200_mixtral_8x7b_64gpu"], str(path))
+    assert moe is not None and moe.flags["ep"] == 8
+    assert "training.moe_capacity_factor=1.0" in moe.overrides
+    assert "training.expert_load=uniform" in moe.overrides
+
+
 def test_a_stated_moe_a2a_overlap_merges_1f1b_and_rules_out_full_recompute() -> None:
     """A MoE row stating its preset's moe_a2a_overlap (or Megatron-Core's name for it) runs
     merged 1F1B; its unstated recompute is searched among none and the selective ones only
