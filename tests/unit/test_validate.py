@@ -426,8 +426,9 @@ def test_an_nvl72_run_fills_its_racks_as_megatron_bridge_segments_it(
 
 
 def test_nemo_framework_summary_rows_read_as_their_tables_and_scripts_say() -> None:
-    """validation/nemo25_runs.yaml: each row's DP (its GPUs over TP x PP x CP) times its
-    micro-batch and its table's GA is its global batch; NeMo 25.02's rows train under
+    """validation/nemo25_runs.yaml: the Mixtral 8x22B row's DP (its GPUs over TP x PP x CP)
+    times its micro-batch and its table's GA, 16, is its global batch (the table prints its
+    GBS and MBS columns swapped), and the FSDP row's likewise; NeMo 25.02's rows train under
     per-tensor delayed scaling (its performance scripts' bf16_with_fp8_mixed), 25.04's and
     25.07's under current scaling, as their tables say; a row with FSDP 1 runs ZeRO-3 without
     gradient-accumulation fusion, fp8 parameter gather or the fp8 transpose cache (NeMo
