@@ -1286,12 +1286,24 @@ _FP8_RECIPE_NAMES: dict[str, str] = {
 }
 
 
-def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
+#: The first NeMo container whose published fp8 rows can only be per-tensor current scaling
+#: when they name no recipe: from Megatron-Bridge v0.2.0 (the 25.11 container) its
+#: performance scripts take ``--compute_dtype`` bf16, fp8_cs, fp8_mx, fp8_sc or nvfp4
+#: (scripts/performance/argument_parser.py), no delayed scaling, and its tables print the
+#: same runs "FP8-CS" in 25.11 and "FP8" from 26.02 on (docs/performance-summary.md @v0.3.0);
+#: v0.1.0rc4 (25.09) still defaulted to ``--fp8_recipe ds``.
+CURRENT_SCALING_ONLY_SINCE = (25, 11)
+
+
+def _fp8_recipe(
+    case: Mapping[str, Any], training: Mapping[str, Any]
+) -> tuple[str, Assumption | None]:
     """An fp8 case's scaling recipe and the assumption it rests on: ``training.fp8_recipe``
     (Megatron-Core's ``--fp8-recipe``: delayed, tensorwise (current), mxfp8, blockwise), else
     read from ``training.precision`` ("fp8-cs": current scaling, "fp8-mx": MXFP8, "fp8-bs":
-    blockwise); unstated, delayed scaling, Megatron-Core's and NeMo's default
-    (``--fp8-recipe delayed``).
+    blockwise); unstated, current scaling for a run of a NeMo container from
+    :data:`CURRENT_SCALING_ONLY_SINCE` on (:func:`_nemo_release`), delayed scaling otherwise,
+    Megatron-Core's and NeMo's default (``--fp8-recipe delayed``).
 
     Raises:
         NotRun: a ``training.fp8_recipe`` that names no recipe.
@@ -1311,6 +1323,14 @@ def _fp8_recipe(training: Mapping[str, Any]) -> tuple[str, Assumption | None]:
     for name, recipe in _FP8_RECIPE_NAMES.items():
         if name in text:
             return recipe, None
+    release = _nemo_release(case)
+    if release is not None and release >= CURRENT_SCALING_ONLY_SINCE:
+        why = (
+            f"not stated: per-tensor current scaling, the only per-tensor fp8 of the NeMo "
+            f"{release[0]}.{release[1]:02d} container's Megatron-Bridge performance scripts "
+            "(fp8_cs; from 25.11 on, no delayed scaling)"
+        )
+        return "current", Assumption("training.fp8_recipe", "current", why)
     return "delayed", Assumption(
         "training.fp8_recipe", "delayed", "not stated: Megatron-Core's default"
     )
@@ -1837,9 +1857,12 @@ def _routing(training: Mapping[str, Any], assumptions: list[Assumption], *, moe:
 #: cuDNN's.
 NEMO_FLASH_ATTN_RELEASES = ((24, 1), (24, 7))
 #: A NeMo container release in a case's source ("NeMo 24.07", "NeMo24.03.01.framework",
-#: "nvcr.io/nvidia/nemo:24.07", "NeMo Framework v24.05").
+#: "nvcr.io/nvidia/nemo:24.07", "NeMo Framework v24.05"), or as Megatron-Bridge's performance
+#: summary names it, the release before the words ("26.04.01 NeMo Container").
 _NEMO_RELEASE = re.compile(
-    r"\bnemo[\s:_-]*(?:framework|container)?[\s:_-]*v?(\d{2})\.(\d{2})(?!\d)", re.IGNORECASE
+    r"\bnemo[\s:_-]*(?:framework|container)?[\s:_-]*v?(\d{2})\.(\d{2})(?!\d)"
+    r"|(?<![\d.])(\d{2})\.(\d{2})(?:\.\d{2})?\s+nemo\s+container\b",
+    re.IGNORECASE,
 )
 
 
@@ -1850,7 +1873,9 @@ def _nemo_release(case: Mapping[str, Any]) -> tuple[int, int] | None:
     texts = [str(v) for v in _section(case, "source").values() if isinstance(v, str)]
     if any("mlperf" in t.lower() for t in texts):
         return None
-    found = [(int(y), int(m)) for t in texts for y, m in _NEMO_RELEASE.findall(t)]
+    found = [
+        (int(y or y2), int(m or m2)) for t in texts for y, m, y2, m2 in _NEMO_RELEASE.findall(t)
+    ]
     return found[0] if found else None
 
 
@@ -2354,7 +2379,7 @@ def read_training_run(case: Mapping[str, Any], source: str) -> CaseRun | None:
     dtype, stated = _precision(training)
     if not stated:
         assumptions.append(Assumption("training.precision", dtype, "not stated"))
-    fp8_recipe = _fp8_recipe(training) if dtype == "fp8" else None
+    fp8_recipe = _fp8_recipe(case, training) if dtype == "fp8" else None
     if fp8_recipe is not None and fp8_recipe[1] is not None:
         assumptions.append(fp8_recipe[1])
     lora = _lora_overrides(case, training, assumptions)

@@ -564,6 +564,28 @@ def test_an_fp8_recipe_key_is_read_and_a_bad_one_is_named() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("source", "recipe"),
+    [
+        ({"container": "NeMo 24.07"}, "delayed"),
+        ({"location": "25.09 NeMo container, DGX-H100 table"}, "delayed"),
+        ({"location": "25.11 NeMo container, DGX-H100 table"}, "current"),
+        ({"location": "26.04.01 NeMo Container, Model: LLAMA3_70B"}, "current"),
+        ({"paper": "a blog post"}, "delayed"),
+    ],
+)
+def test_an_unstated_fp8_recipe_follows_the_nemo_release(source: dict, recipe: str) -> None:
+    """An fp8 row naming no recipe: delayed scaling (Megatron-Core's default), except in a
+    NeMo container from 25.11 on, whose Megatron-Bridge performance scripts offer no
+    per-tensor fp8 but current scaling (``--compute_dtype`` fp8_cs from v0.2.0; v0.1.0rc4, the
+    25.09 container, defaulted to delayed); either way marked. The release is read before
+    the words too, as Megatron-Bridge's tables print it ("26.04.01 NeMo Container")."""
+    case = {**_case(system={"gpu": "H100"}, training={"precision": "fp8"}), "source": source}
+    run = read_training_run(case, "x.yaml")
+    assert run is not None and f"training.fp8_recipe={recipe}" in run.overrides
+    assert [a.value for a in run.assumptions if a.key == "training.fp8_recipe"] == [recipe]
+
+
 def test_unstated_settings_are_assumed_and_marked(tmp_path: Path) -> None:
     """Micro-batch 1, precision fp16, the least recompute that fits (none here) and, for an
     undated run with TP, the asynchronous TP all-reduce and the gradient accumulation fused
