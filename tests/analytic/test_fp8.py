@@ -323,7 +323,7 @@ def test_a_chip_without_an_fp8_peak_refuses_fp8() -> None:
 )
 def test_validate_reads_the_fp8_recipe(precision: str, recipe: str, assumed: bool) -> None:
     assert _precision({"precision": precision}) == ("fp8", True)
-    got, assumption = _fp8_recipe({"precision": precision})
+    got, assumption = _fp8_recipe({}, {"precision": precision})
     assert got == recipe and (assumption is not None) == assumed
 
 
