@@ -174,6 +174,14 @@ TT_TRANSFORMERS_COMPOSITE_WIDTH = 8192
 #: Galaxy takes these settings of this file (:data:`TT_METAL_GENERIC_CCL_KEYS`); its link
 #: count stays the Galaxy's (ccl.py get_num_links: "TG": (4, 3)).
 TT_METAL_GENERIC_CCL_CONFIG = "hw_configs/wormhole-t3000.yaml"
+#: The most chips tt_transformers runs its collectives over as rings: its
+#: ``ModelArgs.ccl_topology`` (models/tt_transformers/tt/model_config.py) returns
+#: ``ttnn.Topology.Ring`` for 8 devices only (a T3K; in later versions also a 6U Galaxy's
+#: 8-chip submesh) and ``ttnn.Topology.Linear`` for every other mesh, the topology its
+#: attention, MLP and norms pass to every CCL call (tt_all_reduce and tt_all_gather in ccl.py
+#: @013eaee3 default to Linear too). A model over a whole Galaxy so runs its collectives as
+#: lines, the torus's wrap-around links idle.
+TT_TRANSFORMERS_RING_CHIPS = 8
 TT_METAL_GENERIC_CCL_KEYS = (
     "collective_latency",
     "link.bandwidth",
@@ -1776,10 +1784,12 @@ def _demo_mesh_ops(code: str, tp_2d: tuple[int, int] | None, hidden: int, moe: b
     return TT_TRANSFORMERS_MESH_EXTRA_OPS["composite" if composite else "gathered"]
 
 
-def ccl_overrides_of_code(code: str, hw_path: str) -> list[str]:
+def ccl_overrides_of_code(code: str, hw_path: str, chips: int = 0) -> list[str]:
     """Hardware settings (``--set`` items) of the collectives the serving code ``code`` names
     calls on ``hw_path``, where they are not the config's: tt_transformers' generic CCL ops on
-    a Wormhole Galaxy take :data:`TT_METAL_GENERIC_CCL_CONFIG`'s settings."""
+    a Wormhole Galaxy take :data:`TT_METAL_GENERIC_CCL_CONFIG`'s settings, and over
+    ``chips`` (the chips its tensor parallelism spans; 0: not known) beyond
+    :data:`TT_TRANSFORMERS_RING_CHIPS` run as lines, the Galaxy's torus taken as a mesh."""
     galaxy = "tenstorrent_wormhole_b0.systems.galaxy"
     if "tt_transformers" not in code or not _shipped_for(hw_path, galaxy):
         return []
@@ -1790,6 +1800,8 @@ def ccl_overrides_of_code(code: str, hw_path: str) -> list[str]:
         for part in key.split("."):
             value = value[part]
         out.append(f"hw.system.{key}={value}")
+    if chips > TT_TRANSFORMERS_RING_CHIPS:
+        out.append("hw.system.topology=mesh")
     return out
 
 
@@ -2300,7 +2312,7 @@ def _inference(
     attention = decode_attention_settings(code, batch // dp)
     kv_placement = GALAXY_LLAMA_KV_PLACEMENT if galaxy else "sequence"
     readers = prefill_weight_readers(code, hw_path)
-    ccl_overrides = ccl_overrides_of_code(code, hw_path)
+    ccl_overrides = ccl_overrides_of_code(code, hw_path, tp)
     prefill_overrides = _demo_prefill_overrides(code, hw_path)
     per_bank = decode_readers_per_bank(code)
     # tt-metal's SDPA in its Llama-family demos; the Falcon demos and WaferLLM multiply

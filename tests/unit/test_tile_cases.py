@@ -384,6 +384,24 @@ def test_tt_transformers_on_a_galaxy_calls_the_generic_ccl_ops():
     assert galaxy.wafer.inter_die.latency_s == loudbox.wafer.inter_die.latency_s == 2.115e-6
 
 
+def test_tt_transformers_over_a_whole_galaxy_runs_its_collectives_as_lines():
+    """tt_transformers' ccl_topology is a ring on 8 devices only and Linear on any other
+    mesh: over all 32 chips of a Galaxy no ring closes, so its torus is taken as a mesh (a
+    group of chips in a row of a mesh runs the line algorithm); over 8 chips (a DP=4
+    replica), or with the chips not known, the torus stays."""
+    from palmsim.tile_cases import ccl_overrides_of_code
+
+    wh = shipped_path("hw_configs/wormhole-galaxy.yaml")
+    code = "models/tt_transformers/PERF.md"
+    assert load_hardware(wh).wafer.topology == "torus"
+    whole = ccl_overrides_of_code(code, wh, 32)
+    assert "hw.system.topology=mesh" in whole
+    assert load_hardware(wh, whole).wafer.topology == "mesh"
+    for chips in (0, 8):
+        assert not any("topology" in o for o in ccl_overrides_of_code(code, wh, chips))
+    assert ccl_overrides_of_code("models/demos/llama3_70b_galaxy", wh, 32) == []
+
+
 def test_tt_transformers_on_a_2d_mesh_launches_its_all_reduces_ops():
     """On a Galaxy's 2-D mesh tt_transformers' tt_all_reduce is an all-gather then
     a to_memory_config and fast_reduce_nc: a layer of a narrower model launches 5 more ops in
