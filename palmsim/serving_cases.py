@@ -235,10 +235,11 @@ def _predict(case: Mapping[str, Any], user: Sequence[str]) -> list[tuple[str, fl
     if not wanted:
         raise CannotExpressError(f"none of {', '.join(METRICS)} in 'measured'")
     spec = serving_spec(case)
-    # the collectives its engine calls (tt_transformers' generic CCL ops on a Galaxy)
+    # the collectives its engine calls (tt_transformers' generic CCL ops on a Galaxy, as
+    # lines over more than 8 chips)
     path = shipped_path(hardware_config(case)[0])
     engine = str(case["serving"].get("engine"))
-    hw = load_hardware(path, [*ccl_overrides_of_code(engine, path), *user])
+    hw = load_hardware(path, [*ccl_overrides_of_code(engine, path, spec.tp), *user])
     traffic = spec.traffic
     model = case_model(case, traffic.prompt_tokens + traffic.output_tokens + 1)
     chip = Chip.from_spec(hw)
