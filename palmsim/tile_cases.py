@@ -174,14 +174,6 @@ TT_TRANSFORMERS_COMPOSITE_WIDTH = 8192
 #: Galaxy takes these settings of this file (:data:`TT_METAL_GENERIC_CCL_KEYS`); its link
 #: count stays the Galaxy's (ccl.py get_num_links: "TG": (4, 3)).
 TT_METAL_GENERIC_CCL_CONFIG = "hw_configs/wormhole-t3000.yaml"
-#: The most chips tt_transformers runs its collectives over as rings: its
-#: ``ModelArgs.ccl_topology`` (models/tt_transformers/tt/model_config.py) returns
-#: ``ttnn.Topology.Ring`` for 8 devices only (a T3K; in later versions also a 6U Galaxy's
-#: 8-chip submesh) and ``ttnn.Topology.Linear`` for every other mesh, the topology its
-#: attention, MLP and norms pass to every CCL call (tt_all_reduce and tt_all_gather in ccl.py
-#: @013eaee3 default to Linear too). A model over a whole Galaxy so runs its collectives as
-#: lines, the torus's wrap-around links idle.
-TT_TRANSFORMERS_RING_CHIPS = 8
 TT_METAL_GENERIC_CCL_KEYS = (
     "collective_latency",
     "link.bandwidth",
@@ -192,6 +184,15 @@ TT_METAL_GENERIC_CCL_KEYS = (
     "injection_efficiency",
     "ring_fabric_efficiency",
 )
+
+#: The most chips tt_transformers runs its collectives over as rings: its
+#: ``ModelArgs.ccl_topology`` (models/tt_transformers/tt/model_config.py) returns
+#: ``ttnn.Topology.Ring`` for 8 devices only (a T3K; in later versions also a 6U Galaxy's
+#: 8-chip submesh) and ``ttnn.Topology.Linear`` for every other mesh, the topology its
+#: attention, MLP and norms pass to every CCL call (tt_all_reduce and tt_all_gather in ccl.py
+#: @013eaee3 default to Linear too). A model over a whole Galaxy so runs its collectives as
+#: lines, the torus's wrap-around links idle.
+TT_TRANSFORMERS_RING_CHIPS = 8
 
 #: Device ops one decoder layer of tenstorrent/tt-metal's models/demos/llama3_70b_galaxy
 #: launches per decode pass on each of its 32 chips, as the demo's decoder device-perf test
