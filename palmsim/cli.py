@@ -818,6 +818,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             overrides=args.overrides,
             on_case=save,
             previous=previous,
+            jobs=args.jobs,
         )
     finally:
         for bar in bars:
@@ -1073,6 +1074,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="take over the cases already in --json FILE (from an interrupted run)",
+    )
+    validate.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cases run at once, each in a worker process (default 1); the table is the "
+        "same, and each case keeps its own run budgets, so N cases may take N times the memory",
     )
     validate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     validate.set_defaults(func=_cmd_validate)

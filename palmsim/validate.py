@@ -40,6 +40,8 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,6 +63,7 @@ from palmsim.config.specs import (
 )
 from palmsim.engine.records import WAIT_CATEGORIES, RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
+from palmsim.explore.sweep import cancel_on_interrupt
 from palmsim.registry import Registry
 from palmsim.workload.builders import (
     hardware_flop_per_iteration,
@@ -3250,26 +3253,33 @@ def validate(
     overrides: Sequence[str] = (),
     on_case: Callable[[ValidationReport], None] | None = None,
     previous: ValidationReport | None = None,
+    jobs: int = 1,
 ) -> ValidationReport:
     """Run every expressible case of a measurements file and compare.
 
     Each case is isolated: any error in it lists it as not run, with a one-line reason, and
-    the next case runs. Ctrl-C stops after the case in hand and returns what finished
-    (``interrupted`` set).
+    the next case runs. Ctrl-C stops after the case in hand (with ``jobs`` above 1, the
+    cases in hand are dropped) and returns what finished (``interrupted`` set).
 
     Args:
         path: the measurements file (default: the shipped copy, :data:`DEFAULT_MEASUREMENTS`).
         only: case ids to run (default: all).
-        progress: called with each case id before it runs.
+        progress: called with each case id before it runs (with ``jobs`` above 1, as it
+            finishes).
         case_timeout_s: wall-time limit per case [s] (None: none); a case past it is not run.
         overrides: ``--set`` strings added to every case's (e.g. ``run.max_events=...``).
         on_case: called with the report so far after every case (e.g. to write it).
         previous: an earlier report of the same file: its cases are taken over, not rerun.
+        jobs: cases run at once, each in a worker process of its own (1: one by one in this
+            process). The report is the same whatever the order they finish in: its cases
+            stay in the file's order.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or has no ``cases:`` list; or ``only``
-            names a case it does not have.
+        ConfigError: the file is missing, not YAML, or has no ``cases:`` list; ``only``
+            names a case it does not have; or ``jobs`` is below 1.
     """
+    if jobs < 1:
+        raise ConfigError.single("command line", "--jobs", jobs, "an int >= 1 (cases at once)")
     source = str(path or shipped(DEFAULT_MEASUREMENTS))
     raw = read_config_file(source)
     cases = raw.get("cases")
@@ -3293,10 +3303,15 @@ def validate(
             skipped=tuple(s for s in previous.skipped if s.case in done),
             interrupted=False,
         )
+    todo = [
+        (case_id, case)
+        for case_id, case in zip(ids, cases, strict=True)
+        if not ((only and case_id not in only) or case_id in done)
+    ]
+    if jobs > 1 and len(todo) > 1:
+        return _in_workers(report, todo, jobs, progress, case_timeout_s, overrides, on_case)
     with _quiet(suspect_mapping_log):
-        for case_id, case in zip(ids, cases, strict=True):
-            if (only and case_id not in only) or case_id in done:
-                continue
+        for case_id, case in todo:
             if progress is not None:
                 progress(case_id)
             try:
@@ -3307,6 +3322,81 @@ def validate(
             if on_case is not None:
                 on_case(report)
     return report
+
+
+def _in_workers(
+    report: ValidationReport,
+    todo: Sequence[tuple[str, Any]],
+    jobs: int,
+    progress: Callable[[str], None] | None,
+    case_timeout_s: float | None,
+    overrides: Sequence[str],
+    on_case: Callable[[ValidationReport], None] | None,
+) -> ValidationReport:
+    """``report`` with the cases of ``todo`` run ``jobs`` at a time, each in a worker process
+    (:func:`_run_alone`), and added in ``todo``'s order whatever order they finish in: the
+    report one by one would give. Ctrl-C (or SIGTERM) drops the cases queued and ends the
+    workers (:func:`palmsim.explore.sweep.cancel_on_interrupt`, as a sweep does), and returns
+    those that finished. A worker that dies (killed for memory, say) ends the pool: the
+    cases it had not finished are listed as not run, with why."""
+    finished: dict[int, ValidationReport] = {}
+
+    def merged() -> ValidationReport:
+        parts = [finished[k] for k in sorted(finished)]
+        return replace(
+            report,
+            comparisons=report.comparisons + tuple(c for p in parts for c in p.comparisons),
+            skipped=report.skipped + tuple(s for p in parts for s in p.skipped),
+            assumptions=report.assumptions + tuple(a for p in parts for a in p.assumptions),
+            hardware=report.hardware + tuple(h for p in parts for h in p.hardware),
+        )
+
+    try:
+        with (
+            ProcessPoolExecutor(
+                max_workers=min(jobs, len(todo)), initializer=_leave_ctrl_c_to_parent
+            ) as pool,
+            cancel_on_interrupt(pool),
+        ):
+            futures = {
+                pool.submit(
+                    _run_alone, report.source, case_id, case, case_timeout_s, tuple(overrides)
+                ): k
+                for k, (case_id, case) in enumerate(todo)
+            }
+            for future in as_completed(futures):
+                k = futures[future]
+                case_id = todo[k][0]
+                try:
+                    finished[k] = future.result()
+                except BrokenProcessPool:
+                    why = (
+                        "a worker process died (out of memory?) before this case finished; "
+                        "run it alone with --jobs 1"
+                    )
+                    finished[k] = ValidationReport(report.source, (), (Skipped(case_id, why),))
+                if progress is not None:
+                    progress(case_id)
+                if on_case is not None:
+                    on_case(merged())
+    except KeyboardInterrupt:
+        return replace(merged(), interrupted=True)
+    return merged()
+
+
+def _run_alone(
+    source: str, case_id: str, case: Any, case_timeout_s: float | None, overrides: Sequence[str]
+) -> ValidationReport:
+    """The report of case ``case_id`` alone (a worker process's task in :func:`_in_workers`)."""
+    with _quiet(suspect_mapping_log):
+        return _run_one(ValidationReport(source, (), ()), case_id, case, case_timeout_s, overrides)
+
+
+def _leave_ctrl_c_to_parent() -> None:
+    """A worker ignores Ctrl-C: the terminal sends it to the whole process group, and the
+    parent, which keeps what finished, ends its workers (an idle worker interrupted would
+    print a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

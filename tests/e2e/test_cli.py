@@ -209,6 +209,8 @@ def test_an_unknown_flag_names_the_help_of_its_command(argv, needle, capsys) -> 
         ("--max-error", "nan"),
         ("--case-timeout", "0"),
         ("--case-timeout", "nan"),
+        ("--jobs", "0"),
+        ("--jobs", "-2"),
     ],
 )
 def test_validate_flags_out_of_range_are_refused_before_any_case(flag, value, capsys) -> None:

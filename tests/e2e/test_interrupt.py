@@ -96,8 +96,9 @@ def _stopped(done: subprocess.CompletedProcess[str], signum: int) -> None:
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
 @pytest.mark.parametrize("signum", SIGNALS)
-def test_validate_keeps_finished_cases_and_resumes(tmp_path: Path, signum: int) -> None:
+def test_validate_keeps_finished_cases_and_resumes(tmp_path: Path, signum: int, jobs: str) -> None:
     shipped = yaml.safe_load((REPO / "validation" / "measurements.yaml").read_text())
     case = {
         "model": {"layers": 2, "hidden": 1024, "heads": 16, "seq_len": 1024, "vocab": 51200,
@@ -111,7 +112,7 @@ def test_validate_keeps_finished_cases_and_resumes(tmp_path: Path, signum: int) 
         yaml.safe_dump({"schema": shipped["schema"], "cases": cases})
     )
     report = tmp_path / "v.json"
-    argv = ["validate", "runs.yaml", "-q", "--json", "v.json"]
+    argv = ["validate", "runs.yaml", "-q", "--json", "v.json", "--jobs", jobs]
 
     def finished() -> list[str]:
         try:

@@ -4,12 +4,14 @@ issue 18): no traceback from a case, each case isolated, facts derived, assumpti
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
 import pytest
 import yaml
 
+import palmsim.validate as validate_module
 from palmsim.api import load_experiment, simulate
 from palmsim.cli import main
 from palmsim.validate import (
@@ -646,6 +648,48 @@ def test_interrupt_keeps_finished_cases_and_resume_goes_on(tmp_path: Path, monke
     assert calls == ["first", "second", "second"]
     data = json.loads(out.read_text())
     assert [r["case"] for r in data["comparisons"]] == ["first", "second"]
+
+
+def test_cases_run_in_workers_give_the_report_run_one_by_one(tmp_path: Path) -> None:
+    """--jobs: the same table, byte for byte in --json, whatever order the cases finish in
+    (the not-run case and the models of different depths interleaved with the others)."""
+    cases = [
+        {"id": "deep", **_case(model={"layers": 6})},
+        {"id": "broken", **_case(model={"heads": None})},
+        {"id": "small", **_case()},
+        {"id": "medium", **_case(model={"layers": 4})},
+    ]
+    path = _write(tmp_path, cases)
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    assert main(["validate", path, "--json", str(one), "-q"]) == 0
+    assert main(["validate", path, "--json", str(two), "-q", "--jobs", "3"]) == 0
+    assert two.read_bytes() == one.read_bytes()
+    data = json.loads(one.read_text())
+    assert [r["case"] for r in data["comparisons"]] == ["deep", "small", "medium"]
+    assert [r["case"] for r in data["skipped"]] == ["broken"]
+
+
+_RUN_ALONE = validate_module._run_alone
+
+
+def _dies_on_second(source, case_id, case, case_timeout_s, overrides):
+    """A worker's task that kills its process on the case named "second"."""
+    if case_id == "second":
+        os._exit(1)
+    return _RUN_ALONE(source, case_id, case, case_timeout_s, overrides)
+
+
+def test_a_worker_that_dies_lists_its_case_as_not_run(tmp_path: Path, monkeypatch) -> None:
+    """A worker killed mid-case (the kernel's out-of-memory killer, say) ends the pool: every
+    case is still in the report, the dead worker's as not run with why, and no traceback."""
+    monkeypatch.setattr(validate_module, "_run_alone", _dies_on_second)
+    names = ["first", "second", "third"]
+    report = validate(_write(tmp_path, [{"id": n, **_case()} for n in names]), jobs=2)
+    listed = [c.case for c in report.comparisons] + [s.case for s in report.skipped]
+    assert sorted(listed) == sorted(names)
+    why = {s.case: s.reason for s in report.skipped}
+    assert "worker process died" in why["second"]
+    assert not report.interrupted
 
 
 def test_unreadable_resume_file_is_a_config_error(tmp_path: Path, capsys) -> None:
