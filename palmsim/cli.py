@@ -969,7 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("spec", help="sweep spec YAML (base files, set, grid, zip)")
     sw.add_argument("--out", required=True, help="folder for the point runs and results.csv")
-    sw.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
+    sw.add_argument(
+        "--jobs", type=int, help="local worker processes (default and most: one per core)"
+    )
     sw.add_argument(
         "--executor", default="local", choices=("local", "dask"), help="where points run"
     )
@@ -1017,7 +1019,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for results.csv, pareto.png and the finished points (rerun into the same "
         "folder to resume)",
     )
-    se.add_argument("--jobs", type=int, help="simulations in parallel (default: all cores)")
+    se.add_argument(
+        "--jobs", type=int, help="simulations in parallel (default and most: one per core)"
+    )
     se.add_argument(
         "--max-simulations",
         type=int,
@@ -1080,8 +1084,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="cases run at once, each in a worker process (default 1); the table is the "
-        "same, and each case keeps its own run budgets, so N cases may take N times the memory",
+        help="cases run at once, each in a worker process (default 1, at most one per core); "
+        "the table is the same, and each case keeps its own run budgets, so N cases may take N "
+        "times the memory",
     )
     validate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     validate.set_defaults(func=_cmd_validate)

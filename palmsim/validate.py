@@ -63,7 +63,7 @@ from palmsim.config.specs import (
 )
 from palmsim.engine.records import WAIT_CATEGORIES, RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
-from palmsim.explore.sweep import cancel_on_interrupt
+from palmsim.explore.sweep import cancel_on_interrupt, pool_size
 from palmsim.registry import Registry
 from palmsim.workload.builders import (
     hardware_flop_per_iteration,
@@ -3354,7 +3354,7 @@ def _in_workers(
     try:
         with (
             ProcessPoolExecutor(
-                max_workers=min(jobs, len(todo)), initializer=_leave_ctrl_c_to_parent
+                max_workers=pool_size(jobs, len(todo)), initializer=_leave_ctrl_c_to_parent
             ) as pool,
             cancel_on_interrupt(pool),
         ):

@@ -363,6 +363,8 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
             "validate",
             str(m),
             "-q",
+            "--jobs",  # cases in worker processes: what a mutated case does there too
+            "2",
             "--case-timeout",
             "20",
             *budget_args,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +39,7 @@ from palmsim.config.specs import RECOMPUTE_MODES, ExperimentSpec, MappingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.explore.bound import iteration_lower_bound_s
 from palmsim.explore.serving_search import GoodputSpace
-from palmsim.explore.sweep import cancel_on_interrupt
+from palmsim.explore.sweep import cancel_on_interrupt, pool_size
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.placement import PLACERS
@@ -431,7 +430,7 @@ def search(
     candidates = [Candidate(m) for m in enumerate_mappings(experiment, num_live, space)]
     if not candidates:
         raise MappingError(f"nothing to search: {empty_space_reason(experiment, num_live, space)}")
-    workers = max(1, jobs or os.cpu_count() or 1)
+    workers = pool_size(jobs, len(candidates))
     out = Path(out_dir) if out_dir is not None else None
     started = time.monotonic()
 

@@ -348,6 +348,15 @@ def _results_rows(spec: SweepSpec, out: Path) -> list[list[Any]]:
     return rows
 
 
+def pool_size(jobs: int | None, tasks: int) -> int:
+    """Worker processes for ``tasks`` tasks asked to run ``jobs`` at once (None: as many as
+    the machine has cores): never more than the cores or the tasks, at least one. The work is
+    compute-bound, so a worker beyond the cores only adds its memory; and ``--jobs 100000``
+    must not fork a hundred thousand processes."""
+    cores = os.cpu_count() or 1
+    return max(1, min(jobs or cores, cores, tasks))
+
+
 @contextmanager
 def cancel_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
     """On Ctrl-C or SIGTERM, drop the queued simulations and end the running ones (each
@@ -428,10 +437,9 @@ def sweep(
 
     try:
         if executor == "local":
-            workers = jobs or os.cpu_count() or 1
             if tasks:
                 with (
-                    ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool,
+                    ProcessPoolExecutor(max_workers=pool_size(jobs, len(tasks))) as pool,
                     cancel_on_interrupt(pool),
                 ):
                     for future in as_completed([pool.submit(run_point, t) for t in tasks]):

@@ -297,3 +297,18 @@ def test_point_warnings_go_to_status_json_not_stderr(tmp_path: Path, capfd) -> N
         assert any("of 320 tiles" in w for w in status["warnings"]), status["warnings"]
     assert reports[-1][2].endswith("2 with warnings in status.json")
     assert "of 320 tiles" not in capfd.readouterr().err
+
+
+def test_worker_pools_never_exceed_the_cores_or_the_tasks(monkeypatch) -> None:
+    """--jobs asks; the pool of sweep, search and validate is at most one worker per core and
+    per task, at least one (``--jobs 100000`` on a big spec forks no 100000 processes)."""
+    import palmsim.explore.sweep as module
+
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 4)
+    assert module.pool_size(None, 100) == 4  # default: every core
+    assert module.pool_size(100_000, 100_000) == 4
+    assert module.pool_size(8, 3) == 3
+    assert module.pool_size(2, 100) == 2
+    assert module.pool_size(None, 0) == 1
+    monkeypatch.setattr(module.os, "cpu_count", lambda: None)  # unknown: one
+    assert module.pool_size(None, 100) == 1
