@@ -679,7 +679,7 @@ def _dies_on_second(source, case_id, case, case_timeout_s, overrides):
     return _RUN_ALONE(source, case_id, case, case_timeout_s, overrides)
 
 
-def test_a_worker_that_dies_lists_its_case_as_not_run(tmp_path: Path, monkeypatch) -> None:
+def test_a_worker_that_dies_lists_its_case_as_not_run(tmp_path: Path, monkeypatch, capfd) -> None:
     """A worker killed mid-case (the kernel's out-of-memory killer, say) ends the pool: every
     case is still in the report, the dead worker's as not run with why, and no traceback."""
     monkeypatch.setattr(validate_module, "_run_alone", _dies_on_second)
@@ -690,6 +690,7 @@ def test_a_worker_that_dies_lists_its_case_as_not_run(tmp_path: Path, monkeypatc
     why = {s.case: s.reason for s in report.skipped}
     assert "worker process died" in why["second"]
     assert not report.interrupted
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_unreadable_resume_file_is_a_config_error(tmp_path: Path, capsys) -> None:
