@@ -348,12 +348,21 @@ def _results_rows(spec: SweepSpec, out: Path) -> list[list[Any]]:
     return rows
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system has one (a
+    container or ``taskset`` may allow fewer than the machine has), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity call (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def pool_size(jobs: int | None, tasks: int) -> int:
-    """Worker processes for ``tasks`` tasks asked to run ``jobs`` at once (None: as many as
-    the machine has cores): never more than the cores or the tasks, at least one. The work is
-    compute-bound, so a worker beyond the cores only adds its memory; and ``--jobs 100000``
-    must not fork a hundred thousand processes."""
-    cores = os.cpu_count() or 1
+    """Worker processes for ``tasks`` tasks asked to run ``jobs`` at once (None: one per
+    usable core, :func:`usable_cores`): never more than the cores or the tasks, at least one.
+    The work is compute-bound, so a worker beyond the cores only adds its memory; and
+    ``--jobs 100000`` must not fork a hundred thousand processes."""
+    cores = usable_cores()
     return max(1, min(jobs or cores, cores, tasks))
 
 

@@ -304,11 +304,22 @@ def test_worker_pools_never_exceed_the_cores_or_the_tasks(monkeypatch) -> None:
     per task, at least one (``--jobs 100000`` on a big spec forks no 100000 processes)."""
     import palmsim.explore.sweep as module
 
-    monkeypatch.setattr(module.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(module, "usable_cores", lambda: 4)
     assert module.pool_size(None, 100) == 4  # default: every core
     assert module.pool_size(100_000, 100_000) == 4
     assert module.pool_size(8, 3) == 3
     assert module.pool_size(2, 100) == 2
     assert module.pool_size(None, 0) == 1
+
+
+def test_usable_cores_are_the_affinity_where_there_is_one(monkeypatch) -> None:
+    """A container or ``taskset`` may give the process 2 of a machine's 64 cores."""
+    import palmsim.explore.sweep as module
+
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert module.usable_cores() == 2
+    monkeypatch.delattr(module.os, "sched_getaffinity")  # macOS: the machine's count
+    assert module.usable_cores() == 64
     monkeypatch.setattr(module.os, "cpu_count", lambda: None)  # unknown: one
-    assert module.pool_size(None, 100) == 1
+    assert module.usable_cores() == 1
