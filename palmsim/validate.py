@@ -40,7 +40,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,7 +63,7 @@ from palmsim.config.specs import (
 )
 from palmsim.engine.records import WAIT_CATEGORIES, RunTrace
 from palmsim.errors import ConfigError, MappingError, PalmsimError
-from palmsim.explore.sweep import cancel_on_interrupt, pool_size
+from palmsim.explore.sweep import cancel_on_interrupt, pool_size, worker_pool
 from palmsim.registry import Registry
 from palmsim.workload.builders import (
     hardware_flop_per_iteration,
@@ -3336,7 +3336,8 @@ def _in_workers(
     """``report`` with the cases of ``todo`` run ``jobs`` at a time, each in a worker process
     (:func:`_run_alone`), and added in ``todo``'s order whatever order they finish in: the
     report one by one would give. Ctrl-C (or SIGTERM) drops the cases queued and ends the
-    workers (:func:`palmsim.explore.sweep.cancel_on_interrupt`, as a sweep does), and returns
+    workers (:func:`palmsim.explore.sweep.worker_pool` and its ``cancel_on_interrupt``, as a
+    sweep does), and returns
     those that finished. A worker that dies (killed for memory, say) ends the pool: the
     cases it had not finished are listed as not run, with why."""
     finished: dict[int, ValidationReport] = {}
@@ -3352,12 +3353,7 @@ def _in_workers(
         )
 
     try:
-        with (
-            ProcessPoolExecutor(
-                max_workers=pool_size(jobs, len(todo)), initializer=_leave_ctrl_c_to_parent
-            ) as pool,
-            cancel_on_interrupt(pool),
-        ):
+        with worker_pool(pool_size(jobs, len(todo))) as pool, cancel_on_interrupt(pool):
             futures = {
                 pool.submit(
                     _run_alone, report.source, case_id, case, case_timeout_s, tuple(overrides)
@@ -3390,13 +3386,6 @@ def _run_alone(
     """The report of case ``case_id`` alone (a worker process's task in :func:`_in_workers`)."""
     with _quiet(suspect_mapping_log):
         return _run_one(ValidationReport(source, (), ()), case_id, case, case_timeout_s, overrides)
-
-
-def _leave_ctrl_c_to_parent() -> None:
-    """A worker ignores Ctrl-C: the terminal sends it to the whole process group, and the
-    parent, which keeps what finished, ends its workers (an idle worker interrupted would
-    print a traceback)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from palmsim.config.specs import RECOMPUTE_MODES, ExperimentSpec, MappingSpec
 from palmsim.errors import ConfigError, MappingError
 from palmsim.explore.bound import iteration_lower_bound_s
 from palmsim.explore.serving_search import GoodputSpace
-from palmsim.explore.sweep import cancel_on_interrupt, pool_size
+from palmsim.explore.sweep import cancel_on_interrupt, pool_size, worker_pool
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.mapper import map_workload
 from palmsim.mapping.placement import PLACERS
@@ -430,7 +430,6 @@ def search(
     candidates = [Candidate(m) for m in enumerate_mappings(experiment, num_live, space)]
     if not candidates:
         raise MappingError(f"nothing to search: {empty_space_reason(experiment, num_live, space)}")
-    workers = pool_size(jobs, len(candidates))
     out = Path(out_dir) if out_dir is not None else None
     started = time.monotonic()
 
@@ -440,7 +439,8 @@ def search(
 
     experiments: dict[int, ExperimentSpec] = {}
     bounds: dict[int, float] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool, cancel_on_interrupt(pool):
+    workers = pool_size(jobs, len(candidates))
+    with worker_pool(workers) as pool, cancel_on_interrupt(pool):
         chunks = [
             list(range(i, min(i + _MAP_CHUNK, len(candidates))))
             for i in range(0, len(candidates), _MAP_CHUNK)

@@ -26,6 +26,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -366,6 +367,17 @@ def pool_size(jobs: int | None, tasks: int) -> int:
     return max(1, min(jobs or cores, cores, tasks))
 
 
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The process pool of sweep, search and ``validate --jobs`` (``workers`` from
+    :func:`pool_size`), each worker ignoring Ctrl-C. The terminal sends Ctrl-C to the whole
+    process group; the parent keeps what finished and ends its workers
+    (:func:`cancel_on_interrupt`), where an idle worker interrupted in its task queue would
+    print the start of a traceback."""
+    return ProcessPoolExecutor(
+        max_workers=workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
+    )
+
+
 @contextmanager
 def cancel_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
     """On Ctrl-C or SIGTERM, drop the queued simulations and end the running ones (each
@@ -448,7 +460,7 @@ def sweep(
         if executor == "local":
             if tasks:
                 with (
-                    ProcessPoolExecutor(max_workers=pool_size(jobs, len(tasks))) as pool,
+                    worker_pool(pool_size(jobs, len(tasks))) as pool,
                     cancel_on_interrupt(pool),
                 ):
                     for future in as_completed([pool.submit(run_point, t) for t in tasks]):

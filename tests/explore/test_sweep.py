@@ -323,3 +323,18 @@ def test_usable_cores_are_the_affinity_where_there_is_one(monkeypatch) -> None:
     assert module.usable_cores() == 64
     monkeypatch.setattr(module.os, "cpu_count", lambda: None)  # unknown: one
     assert module.usable_cores() == 1
+
+
+def _sigint_handler_name() -> str:
+    return str(signal.getsignal(signal.SIGINT))
+
+
+def test_pool_workers_leave_ctrl_c_to_the_parent() -> None:
+    """Ctrl-C reaches the whole process group: a worker idle in its task queue would print
+    the start of a traceback ("Process ForkProcess-1:") before the parent ended it; the
+    workers of sweep, search and validate ignore it and the parent alone handles it."""
+    from palmsim.explore.sweep import worker_pool
+
+    with worker_pool(1) as pool:
+        assert pool.submit(_sigint_handler_name).result() == str(signal.SIG_IGN)
+    assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN  # the parent's is untouched
