@@ -13,6 +13,7 @@ Programmer errors are ``assert``\\ s, never these.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "PalmsimError",
     "RunDirError",
     "SimulationError",
+    "tile_list",
 ]
 
 
@@ -29,6 +31,25 @@ class PalmsimError(Exception):
     """Base class of every error palmsim raises for bad input or infeasible experiments."""
 
     exit_code = 1
+
+
+def tile_list(tiles: Iterable[int], *, most: int = 4) -> str:
+    """``tiles`` for a message: "tile 3", or "tiles 0-511", "tiles 0-39, 56-79 and 3 more runs (992 tiles)"
+    with consecutive ids as runs and at most ``most`` runs written, so that a wafer's
+    thousand tiles stay one line. Pure."""
+    ids = sorted(set(tiles))
+    if len(ids) == 1:
+        return f"tile {ids[0]}"
+    runs: list[list[int]] = []
+    for t in ids:
+        if runs and t == runs[-1][1] + 1:
+            runs[-1][1] = t
+        else:
+            runs.append([t, t])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most])
+    if len(runs) > most:
+        text += f" and {len(runs) - most} more runs"
+    return f"tiles {text}" + (f" ({len(ids)} tiles)" if len(runs) > 1 and len(ids) > 2 else "")
 
 
 def _bounded_repr() -> reprlib.Repr:

@@ -60,7 +60,7 @@ from palmsim.engine.records import (
     RunTrace,
     gc_paused,
 )
-from palmsim.errors import SimulationError
+from palmsim.errors import SimulationError, tile_list
 from palmsim.hardware.collectives import RING_STEPS
 from palmsim.mapping.plan import (
     CollectiveStep,
@@ -127,7 +127,7 @@ def _describe(activity: str | tuple[Any, ...]) -> str:
     if isinstance(step, CollectiveStep):
         return (
             f"stage {stage} {category} waits in {step.group.upper()} {step.kind} "
-            f"{step.label} (micro-batch {mb}, group {list(group)})"
+            f"{step.label} (micro-batch {mb}, group of {tile_list(group)})"
         )
     return f"stage {stage} {category} {step.label} micro-batch {mb}"
 

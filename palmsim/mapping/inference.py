@@ -83,7 +83,7 @@ from palmsim.config.specs import (
     TileSpec,
     TrainingSpec,
 )
-from palmsim.errors import MappingError
+from palmsim.errors import MappingError, tile_list
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import (
     OperandPlacement,
@@ -840,7 +840,7 @@ def _grid_order(chip: Chip, tiles: tuple[int, ...], a: int, b: int) -> tuple[int
     if len(pos) == len(rows) * len(cols) and (len(rows), len(cols)) == (a, b):
         return tuple(pos[(r, c)] for c in cols for r in rows)
     raise MappingError(
-        f"mapping.tp_2d = [{a}, {b}]: a stage replica's tiles {sorted(tiles)} do not fill a "
+        f"mapping.tp_2d = [{a}, {b}]: a stage replica's {tile_list(tiles)} do not fill a "
         f"{b} x {a} (or {a} x {b}) rectangle, whose rows (columns) its TPA groups run along"
     )
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from palmsim.config.specs import DTYPE_BYTES, MappingSpec
-from palmsim.errors import MappingError
+from palmsim.errors import MappingError, tile_list
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import OperandPlacement
 from palmsim.hardware.memory import split_sram_dram
@@ -198,10 +198,10 @@ def check_fit(
     capacity = chip.dram_ports[port].capacity_bytes
     if capacity > 0:
         head = f"DRAM port {port} ({capacity / GB:.4g} GB) would need {need / GB:.4g} GB for "
-        head += f"tiles {tiles}; tile {worst} needs weights {b.weights / GB:.4g} GB + "
+        head += f"{tile_list(tiles)}; tile {worst} needs weights {b.weights / GB:.4g} GB + "
         sram = f"{sram_capacity_bytes / MiB:.4g} MiB SRAM + its share of DRAM"
     else:  # a wafer without off-chip memory: what SRAM cannot hold has nowhere to go
-        head = f"the hardware has no DRAM and tiles {tiles} overflow their SRAM by "
+        head = f"the hardware has no DRAM and the SRAM of {tile_list(tiles)} is short by "
         head += f"{need / GB:.4g} GB; tile {worst} needs weights {b.weights / GB:.4g} GB + "
         sram = f"{sram_capacity_bytes / MiB:.4g} MiB of SRAM"
     if inference:

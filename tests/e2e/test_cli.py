@@ -254,6 +254,19 @@ def test_infeasible_mapping_exits_3(capsys) -> None:
     assert "MappingError" in _one_line_error(capsys)
 
 
+def test_a_wafer_that_cannot_hold_the_model_says_so_in_a_short_line(capsys) -> None:
+    """Llama-3-8B in 32 stages of 16 tiles on a WSE-3 (regions of 30 x 30 cores, 42 MiB of
+    SRAM each, no off-wafer memory): the last stage's tiles alone hold a sixteenth of the
+    LM head, 128,256 x 4,096 x 2 B / 16 = 65.7 MB, more than their SRAM. The message names
+    the 512 tiles as runs of ids, not one by one."""
+    argv = ["run", "--hw", "hw_configs/cerebras-wse3.yaml", "--workload"]
+    argv += ["workloads/llama3-8b.yaml", "--mode", "inference", "--pp", "32", "--no-plots", "-q"]
+    assert main(argv) == 3
+    err = _one_line_error(capsys)
+    assert "the hardware has no DRAM and the SRAM of tiles 0-511 is short" in err
+    assert len(err) < 600
+
+
 def test_unfinished_simulation_exits_4(capsys) -> None:
     assert main(["run", *SMALL, "--set", "run.until=1 ms", "-q"]) == 4
     err = _one_line_error(capsys)

@@ -220,7 +220,7 @@ def test_until_names_the_collective_a_tile_waits_in():
     with pytest.raises(
         SimulationError,
         match=r"tile 0: stage 0 forward waits in TP allreduce ar "
-        r"\(micro-batch 0, group \[0, 1, 2, 3\]\)",
+        r"\(micro-batch 0, group of tiles 0-3\)",
     ):
         Simulator(chip, plan, RunSpec(until_s=1.0)).run()
 

@@ -283,3 +283,16 @@ def test_cluster_topology_cannot_serve_a_wafer() -> None:
 def test_die_edge_dram_on_two_row_dies_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"chip\.cores: got \[2, 2\]; expected at least 3 rows"):
         Chip.from_spec(wafer_spec(placement="die_edge"))
+
+
+def test_tile_lists_in_messages_are_runs_of_ids():
+    from palmsim.errors import tile_list
+
+    assert tile_list([7]) == "tile 7"
+    assert tile_list([3, 1]) == "tiles 1, 3"
+    assert tile_list([5, 4]) == "tiles 4-5"
+    # a snake order over rows of 40: sorted, it is one run
+    snake = list(range(40)) + list(range(79, 39, -1))
+    assert tile_list(snake) == "tiles 0-79"
+    holes = [0, 1, 2, 4, 6, 8, 10, 12]
+    assert tile_list(holes, most=3) == "tiles 0-2, 4, 6 and 3 more runs (8 tiles)"
