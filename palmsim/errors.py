@@ -34,9 +34,9 @@ class PalmsimError(Exception):
 
 
 def tile_list(tiles: Iterable[int], *, most: int = 4) -> str:
-    """``tiles`` for a message: "tile 3", or "tiles 0-511", "tiles 0-39, 56-79 and 3 more runs (992 tiles)"
-    with consecutive ids as runs and at most ``most`` runs written, so that a wafer's
-    thousand tiles stay one line. Pure."""
+    """``tiles`` for a message, consecutive ids as runs, at most ``most`` runs written, so
+    that a wafer's thousand tiles stay one line: "tile 3", "tiles 0-511", "tiles 0-39, 56-79
+    and 3 more runs (992 tiles)". Pure."""
     ids = sorted(set(tiles))
     if len(ids) == 1:
         return f"tile {ids[0]}"
