@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 from palmsim.errors import ConfigError
 
@@ -36,6 +37,7 @@ __all__ = [
     "ms",
     "ns",
     "parse_quantity",
+    "significant",
     "us",
 ]
 
@@ -260,6 +262,13 @@ DISPLAY_UNITS: dict[str, tuple[str, ...]] = {
 _FORMAT_PREFIXES = (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0))
 
 
+def significant(x: float, digits: int) -> str:
+    """``x`` to ``digits`` significant digits as ``:g`` writes it, but positional where that
+    would write a large number with an exponent ("76416000", not "7.6416e+07"). Pure."""
+    text = f"{x:.{digits}g}"
+    return f"{Decimal(text):f}" if "e+" in text and abs(x) < 1e16 else text
+
+
 def format_quantity(value: float, dimension: str) -> str:
     """Format an SI value for people, e.g. ``format_quantity(2.56e11, "bandwidth") == "256 GB/s"``.
 
@@ -269,12 +278,12 @@ def format_quantity(value: float, dimension: str) -> str:
     unit = DIMENSIONS[dimension][0]
     if dimension in DISPLAY_UNITS:
         name = DISPLAY_UNITS[dimension][0]
-        return f"{value / parse_quantity(f'1 {name}', dimension):.6g} {name}"
+        return f"{significant(value / parse_quantity(f'1 {name}', dimension), 6)} {name}"
     if dimension == "time":
         for name, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
             if abs(value) >= scale or name == "ns":
-                return f"{value / scale:.6g} {name}"
+                return f"{significant(value / scale, 6)} {name}"
     for prefix, scale in _FORMAT_PREFIXES:
         if abs(value) >= scale or prefix == "":
-            return f"{value / scale:.6g} {prefix}{unit}"
+            return f"{significant(value / scale, 6)} {prefix}{unit}"
     raise AssertionError("unreachable")

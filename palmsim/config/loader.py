@@ -103,7 +103,7 @@ from palmsim.config.specs import (
     modes_of,
 )
 from palmsim.errors import ConfigError, ConfigProblem
-from palmsim.units import DIMENSIONS, DISPLAY_UNITS, format_quantity, parse_quantity
+from palmsim.units import DIMENSIONS, DISPLAY_UNITS, format_quantity, parse_quantity, significant
 
 _LOG = logging.getLogger(__name__)
 
@@ -3047,7 +3047,7 @@ def build_run(values: Mapping[str, Any]) -> RunSpec:
 
 _DECIMAL_PREFIXES = ("P", "T", "G", "M", "k", "")
 _BINARY_PREFIXES = ("Pi", "Ti", "Gi", "Mi", "Ki")
-_TIME_UNITS = ("s", "ms", "us", "ns", "ps")
+_TIME_UNITS = ("h", "s", "ms", "us", "ns", "ps")
 
 
 def format_exact(value: float, dimension: str) -> str:
@@ -3068,16 +3068,19 @@ def format_exact(value: float, dimension: str) -> str:
     else:
         prefixes = _DECIMAL_PREFIXES + (_BINARY_PREFIXES if dimension == "bytes" else ())
         units = [p + unit for p in prefixes]
-    best: str | None = None
+    # the shortest exact text, among the units that give a mantissa from 1 to 1000 first
+    # ("18.801000000000002 W", not "1.8801e-11 TW", which happens to parse back exactly)
+    best: tuple[bool, int, str] | None = None
     for name in units:
         scale = parse_quantity(f"1 {name}", dimension)
         for digits in range(1, 18):
-            text = f"{value / scale:.{digits}g} {name}"
+            text = f"{significant(value / scale, digits)} {name}"
             if parse_quantity(text, dimension) == value:
-                if best is None or len(text) < len(best):
-                    best = text
+                odd = not 1 <= abs(value / scale) < 1000
+                if best is None or (odd, len(text)) < best[:2]:
+                    best = (odd, len(text), text)
                 break
-    return best if best is not None else f"{float(value)!r} {unit}"
+    return best[2] if best is not None else f"{float(value)!r} {unit}"
 
 
 def _link_to_raw(link: LinkSpec) -> dict[str, Any]:

@@ -1124,6 +1124,14 @@ def test_format_exact(value: float, dimension: str, expected: str) -> None:
     assert format_exact(value, dimension) == expected
 
 
+def test_format_exact_prefers_a_mantissa_from_1_to_1000() -> None:
+    """A region of 30 x 30 cores at 20.89 mW each is 18.801000000000002 W in floating point,
+    which "1.8801e-11 TW" also parses back to exactly, in fewer characters: the readable unit
+    wins."""
+    value = parse_quantity("20.89 mW", "power") * 900
+    assert format_exact(value, "power") == "18.801000000000002 W"
+
+
 def test_format_exact_falls_back_to_full_precision() -> None:
     value = 1e9 / 3
     text = format_exact(value, "bandwidth")

@@ -158,3 +158,16 @@ def test_format_of_binary_sizes_is_decimal_and_close() -> None:
     text = format_quantity(3 * MiB, "bytes")
     assert text == "3.14573 MB"
     assert parse_quantity(text, "bytes") == pytest.approx(3 * MiB, rel=1e-5)
+
+
+def test_large_quantities_are_written_positionally() -> None:
+    """A DGX A100 SuperPOD's price, 76,416,000 USD, reads as digits, not "7.6416e+07 USD";
+    the text still parses back to the number."""
+    from palmsim.units import format_quantity, parse_quantity, significant
+
+    assert significant(76416000.0, 6) == "76416000"
+    assert significant(1.5e-7, 6) == "1.5e-07"
+    assert significant(123.456789, 6) == "123.457"
+    text = format_quantity(76416000.0, "money")
+    assert text == "76416000 USD" and parse_quantity(text, "money") == 76416000.0
+    assert format_quantity(3.6e9, "time") == "3600000000 s"
