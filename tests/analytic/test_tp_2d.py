@@ -304,6 +304,22 @@ def test_a_2d_grid_that_does_not_fit_is_refused():
     assert load_mapping([("m", {"tp_2d": None})], mode="training").tp_2d is None
 
 
+def test_one_rank_along_the_second_axis_is_1d_tensor_parallelism():
+    """``tp_2d = [8, 1]`` splits nothing over its second axis: each of the Galaxy's four rows
+    is a data-parallel replica whose 8 chips run 1-D tensor parallelism, and the run takes
+    the times of ``tp = 8`` without tp_2d (it had no TP ring to all-reduce on: an internal
+    error)."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+
+    def times(tp_2d: tuple[int, int] | None) -> tuple[float, float]:
+        exp = _experiment(hw, tp_2d=tp_2d)
+        mapping = dataclasses.replace(exp.mapping, tp=A, dp=4, micro_batch_size=USERS // 4)
+        summary = summarize_result(simulate(dataclasses.replace(exp, mapping=mapping)))
+        return summary["ttft_s"], summary["tpot_s"]
+
+    assert times((A, 1)) == pytest.approx(times(None), rel=1e-12)
+
+
 @pytest.mark.parametrize(("mode", "ranks_sharing"), [("split", B), ("replicated", 1)])
 def test_a_prefill_attention_is_split_over_the_second_axis_or_run_whole_on_each_rank(
     mode, ranks_sharing
