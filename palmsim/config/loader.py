@@ -2924,7 +2924,21 @@ def load_workload(
     unused = (values.get("inference") or {}).get("mapping")
     if unused:  # checked all the same: a bad value is the file's problem in any mode
         load_mapping([(f"{where}: inference.mapping", unused)], mode="inference")
-    return build_workload(values), values.get("mapping", {})
+    mapping = values.get("mapping", {})
+    if values["mode"] == "inference" and isinstance(mapping, Mapping):
+        # The file's mapping: is its training mapping. An inference run without an
+        # inference.mapping takes its parallelism and leaves its training procedure
+        # (schedule, recompute, ZeRO, ...) to training runs, saying so; a degree inference
+        # does not model (cp, expert_tp) stays a ConfigError, as it is from a flag or --set.
+        names = {f.name for f in fields(MappingSpec)} - {"cp", "expert_tp"}
+        training_only = sorted(
+            k for k in mapping if k in names and "inference" not in modes_of(MappingSpec, k)
+        )
+        if training_only:
+            keys = ", ".join(f"mapping.{k}" for k in training_only)
+            _LOG.warning("%s: %s apply to training: not read in an inference run", where, keys)
+            mapping = {k: v for k, v in mapping.items() if k not in training_only}
+    return build_workload(values), mapping
 
 
 # =========================================================================== mapping and run

@@ -1291,6 +1291,43 @@ def test_an_option_outside_its_modes_is_an_error_naming_the_key() -> None:
     assert modes_of(MappingSpec, "virtual_stages") == ("training",)
 
 
+def test_an_inference_run_takes_the_parallelism_of_a_training_mapping(caplog) -> None:
+    """t-18b's mapping: is PALM's training mapping (pp 20, tp 16, dp 1, micro-batches of 32,
+    1F1B, full recompute, layer partition). An inference run without an inference.mapping
+    takes its degrees and micro-batch, and leaves the schedule, recompute and partition to
+    training runs with a warning naming them; the same keys from a flag are still refused,
+    and so is a degree inference does not model (cp) in the file."""
+    from palmsim.api import load_experiment
+
+    inference = ["workload.mode=inference", "inference.prompt_len=16", "inference.output_len=2"]
+    inference.append("inference.batch=32")
+    with caplog.at_level("WARNING"):
+        exp = load_experiment(
+            "hw_configs/tx8-wafer.yaml", "workloads/t-18b.yaml", overrides=inference
+        )
+    m = exp.mapping
+    assert (m.pp, m.tp, m.dp, m.micro_batch_size, m.placement) == (20, 16, 1, 32, "snake")
+    assert (
+        "mapping.partition, mapping.recompute, mapping.schedule apply to training: not read"
+        in caplog.text
+    )
+    with pytest.raises(ConfigError, match=r"mapping\.recompute: got 'full'; expected nothing"):
+        load_experiment(
+            "hw_configs/tx8-wafer.yaml",
+            "workloads/t-18b.yaml",
+            overrides=inference,
+            mapping_flags={"recompute": "full"},
+        )
+    with pytest.raises(ConfigError, match=r"mapping\.cp: got 2; expected nothing in an inference"):
+        load_experiment(
+            "hw_configs/tx8-wafer.yaml",
+            "workloads/t-18b.yaml",
+            overrides=[*inference, "mapping.cp=2"],
+        )
+    training = load_experiment("hw_configs/tx8-wafer.yaml", "workloads/t-18b.yaml").mapping
+    assert (training.schedule, training.recompute) == ("1f1b", "full")
+
+
 @pytest.mark.parametrize(("key", "mode"), [("cp", "inference"), ("ep", "serving")])
 def test_parallelisms_a_mode_does_not_model_are_refused(key: str, mode: str) -> None:
     """Issue 15: inference does not model cp, nor serving ep, so either (from a flag or a
