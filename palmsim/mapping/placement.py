@@ -126,13 +126,22 @@ def ring_order(chip: ChipGrid, tiles: list[int]) -> tuple[int, ...]:
 
 
 def place(
-    chip: ChipGrid, strategy: str, pp: int, tp: int, dp: int
+    chip: ChipGrid,
+    strategy: str,
+    pp: int,
+    tp: int,
+    dp: int,
+    *,
+    names: str = "pp*tp*dp",
+    knobs: str = "--pp, --tp and --dp (mapping.pp, tp, dp)",
 ) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """Assign tiles: ``result[replica][stage]`` is the stage replica's tiles in ring order.
 
     Only a chip's ``usable_tiles`` (if it has them) are placed: dead tiles are skipped and
     spares used only in place of dead tiles, so the stage replicas take consecutive usable
-    tiles of the placer's order and rings and stages close around the holes.
+    tiles of the placer's order and rings and stages close around the holes. ``names`` and
+    ``knobs`` name the three degrees and their settings in the error (palmsim serve's
+    replicas and serving.* keys).
 
     Raises:
         MappingError: the mapping needs more tiles than the chip has.
@@ -144,9 +153,9 @@ def place(
     if needed > len(usable):
         note = f" (of its {chip.num_tiles}: dead or spare)" if len(usable) < chip.num_tiles else ""
         raise MappingError(
-            f"mapping needs pp*tp*dp = {pp}*{tp}*{dp} = {needed} tiles but the chip has "
-            f"{len(usable)} usable tiles{note}; choose --pp, --tp and --dp (mapping.pp, tp, dp) "
-            f"whose product is at most {len(usable)}"
+            f"mapping needs {names} = {pp}*{tp}*{dp} = {needed} tiles but the chip has "
+            f"{len(usable)} usable tiles{note}; choose {knobs} whose product is at most "
+            f"{len(usable)}"
         )
     order = [t for t in PLACERS.get(strategy)(chip) if t in usable]
 

@@ -870,7 +870,10 @@ def map_serving(
     check_decode_attention_cores(hardware, serving.decode_attention_cores, "serving")
     check_prefill_weight_readers(hardware, serving.prefill_weight_readers, "serving")
     prefill_cores_share(hardware, serving.prefill_compute_cores, "serving")  # raises
-    stage_tiles = place(chip, serving.placement, pp, tp, replicas)
+    knobs = "serving.pp, serving.tp and serving.replicas"
+    stage_tiles = place(
+        chip, serving.placement, pp, tp, replicas, names="pp*tp*replicas", knobs=knobs
+    )
     sched = serving.scheduler
     kv_elem = DTYPE_BYTES[serving.kv_dtype]
     kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1

@@ -76,3 +76,14 @@ def test_a_space_that_fits_no_tiles_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("palmsim: MappingError: nothing to search: ") and err.count("\n") == 1
     assert "fits in 1 tile, the serving file's" in err and not out.exists()
+
+
+def test_a_serving_mapping_larger_than_the_hardware_names_the_serving_keys(capsys):
+    """palmsim serve has no --pp/--tp/--dp: tp 4 on an n300's 2 chips is refused naming the
+    serving file's keys and the replicas, not the run command's flags."""
+    argv = ["serve", "--hw", "hw_configs/wormhole-n300.yaml", "--set", "serving.tp=4"]
+    assert main([*argv, "--no-plots"]) == 3
+    err = capsys.readouterr().err
+    assert "mapping needs pp*tp*replicas = 1*4*1 = 4 tiles but the chip has 2 usable" in err
+    assert "choose serving.pp, serving.tp and serving.replicas whose product" in err
+    assert "--pp" not in err and err.count("\n") == 1
