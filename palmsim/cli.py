@@ -342,9 +342,16 @@ def _check_run_folder(folder: Path, command: str) -> None:
     from palmsim.errors import RunDirError
 
     if (folder / "summary.json").exists() and (folder / "requests.csv").exists():
+        drawn = (folder / "report.html").exists()
+        where = (
+            f"serve wrote its figures to {folder / 'plots'} and {folder / 'report.html'}"
+            if drawn
+            else "serve draws its figures and report.html when run without --no-plots (the "
+            "same inputs give the same run)"
+        )
         raise RunDirError(
             f"{folder} is a serving run's folder (palmsim serve), not a training or inference "
-            f"run: serve wrote its figures to {folder / 'plots'} and {folder / 'report.html'}"
+            f"run: {where}"
         )
     if (folder / "latency_load.csv").exists():
         raise RunDirError(

@@ -309,7 +309,16 @@ def test_validate_of_a_missing_file_prints_its_error_and_no_progress_bar(tmp_pat
 @pytest.mark.parametrize(
     ("files", "says"),
     [
-        (["summary.json", "requests.csv"], "is a serving run's folder (palmsim serve)"),
+        (
+            ["summary.json", "requests.csv"],
+            "is a serving run's folder (palmsim serve), not a training or inference run: serve "
+            "draws its figures and report.html when run without --no-plots",
+        ),
+        (
+            ["summary.json", "requests.csv", "report.html"],
+            "is a serving run's folder (palmsim serve), not a training or inference run: serve "
+            "wrote its figures to ",
+        ),
         (["latency_load.csv", "rate-1/summary.json"], "is a latency-load curve's folder"),
         (["results.csv", "points/0123abcd/status.json"], "is a sweep's folder, not a run"),
         (["results.csv", "points/0123abcd.json"], "is a search's folder, not a run"),
