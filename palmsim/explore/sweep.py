@@ -180,8 +180,12 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
             bad(f"base.{key}", value, f"a file (relative to the spec): {file} is missing")
         files[key] = str(file)
     fixed = raw.get("set") or []
+    if isinstance(fixed, dict):  # KEY: value, as grid: and zip: write their keys
+        for key in fixed:
+            problems.extend(_check_key(where, "set", key))
+        fixed = [f"{k}={_format_value(v)}" for k, v in fixed.items()]
     if not isinstance(fixed, list) or not all(isinstance(s, str) for s in fixed):
-        bad("set", fixed, "a list of KEY=VALUE strings")
+        bad("set", fixed, "a list of KEY=VALUE strings, or a mapping KEY: value")
         fixed = []
     lists: dict[str, dict[str, list[Any]]] = {}
     for section in ("grid", "zip"):

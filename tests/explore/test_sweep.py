@@ -135,6 +135,29 @@ def test_a_bad_swept_value_is_its_points_error_only(tmp_path: Path) -> None:
     assert [r["status"] for r in _rows(tmp_path / "out")] == ["error", "ok"]
 
 
+def test_fixed_set_may_be_a_mapping_as_grid_is(tmp_path: Path) -> None:
+    """``set: {KEY: value}`` is the list ``[KEY=value]``: the same points, the same ids; a key
+    that is no --set key is named under set, as a grid key is under grid."""
+    base = (
+        f"base: {{hw: {REPO}/hw_configs/tx8-wafer.yaml, workload: {REPO}/workloads/t-18b.yaml}}\n"
+    )
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(
+        base + "set: [mapping.tp=4, 'hw.system.link.bandwidth=128 GB/s']\n"
+        "grid: {mapping.pp: [1, 2]}\n"
+    )
+    mapped = tmp_path / "mapped.yaml"
+    mapped.write_text(
+        base + "set: {mapping.tp: 4, hw.system.link.bandwidth: 128 GB/s}\n"
+        "grid: {mapping.pp: [1, 2]}\n"
+    )
+    assert load_sweep(mapped).points == load_sweep(listed).points
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(base + "set: {foo.bar: 4}\ngrid: {mapping.pp: [1]}\n")
+    with pytest.raises(ConfigError, match=r"set\.foo\.bar"):
+        load_sweep(wrong)
+
+
 def test_command_line_set_values_are_part_of_the_point_ids(tmp_path: Path) -> None:
     """A rerun with another --set is another sweep: it must not take the first run's
     finished points (simulated with the other value) for its own."""
