@@ -2,7 +2,8 @@
 
 Every input palmsim reads is mutated (hardware, workload and mapping files, a Hugging Face
 ``config.json``, sweep specs, measurement files for ``validate`` and ``calibrate``, run
-folders for ``plot`` and ``report``, and ``--set`` overrides). A mutation deletes a key, nulls
+folders for ``plot`` and ``report``, and ``--set`` overrides); the "flags" kind combines
+``palmsim run``'s flags at random on the shipped configs. A mutation deletes a key, nulls
 it, puts an absurd number or string in it (``0``, ``-1``, ``1e30``, ``10**30``, ``nan``,
 ``"5 furlongs"``...), misspells a key, adds one, changes a value's type, or garbles the file's
 text. Each mutated input runs ``palmsim.cli.main`` in a forked child with a wall-time limit
@@ -519,6 +520,11 @@ def kinds(work: Path, budgets: tuple[str, ...] = BUDGETS) -> dict[str, Kind]:
             (),  # mutated --set strings, not files
             lambda m, s: ["run", "--workload", str(small), *budget_args, *run, *run_out(s)],
         ),
+        "flags": Kind(
+            "flags",
+            (),  # random combinations of run's flags on shipped configs, not files
+            lambda m, s: ["run", *budget_args, *run, *run_out(s)],
+        ),
     }
 
 
@@ -542,6 +548,61 @@ def _mutated_set(rng: random.Random) -> tuple[list[str], str]:
     text = f"{key}={value}"
     # the budgets are part of this command; a mutated budget key is applied after them
     return ["--set", text], text
+
+
+#: Shipped configs and the flags of ``palmsim run`` the "flags" kind combines: each legal in
+#: its mode on its own, together often not (a degree with no experts, more tiles than the chip
+#: has, a 2-D TP grid of the wrong shape); a refusal must be a one-line error, never an
+#: internal one.
+_FLAG_HARDWARE = (
+    "wormhole-galaxy", "wormhole-t3000", "wormhole-n300", "blackhole-p150", "tx8-wafer-10x8",
+    "dgx-h100", "dgx-a100", "cerebras-wse2",
+)  # fmt: skip
+_FLAG_WORKLOADS = (
+    "llama3-8b", "llama3.1-70b", "mixtral-8x7b", "qwen3-30b-a3b", "t-18b", "nemotron-3-nano",
+    "gpt-oss-120b", "deepseek-v3", "llama4-scout",
+)  # fmt: skip
+#: (flag or --set key, values, the modes it applies to)
+_FLAG_CHOICES: tuple[tuple[str, tuple[Any, ...], tuple[str, ...]], ...] = (
+    ("--tp", (1, 2, 4, 8), ("training", "inference")),
+    ("--pp", (1, 2, 4), ("training", "inference")),
+    ("--dp", (1, 2, 4), ("training", "inference")),
+    ("--ep", (1, 2, 4, 8), ("training", "inference")),
+    ("--micro-batch", (1, 2, 4), ("training", "inference")),
+    ("--placement", ("snake", "row_major", "stage_major"), ("training", "inference")),
+    ("--cp", (1, 2), ("training",)),
+    ("--expert-tp", (1, 2), ("training",)),
+    ("--recompute", ("none", "selective", "full"), ("training",)),
+    ("--zero", (0, 1, 2, 3), ("training",)),
+    ("--schedule", ("gpipe", "1f1b"), ("training",)),
+    ("--virtual-stages", (1, 2), ("training",)),
+    ("mapping.tp_comm_overlap", ("true", "false"), ("training",)),
+    ("mapping.dp_overlap", ("true", "false"), ("training",)),
+    ("mapping.moe_a2a_overlap", ("true", "false"), ("training",)),
+    ("training.dtype", ("bf16", "fp8"), ("training",)),
+    ("mapping.tp_2d", ("[8,1]", "[1,8]", "[2,2]", "[4,2]", "[8,4]"), ("inference",)),
+    ("run.memory_check", ("false",), ("training", "inference")),  # on to the engine
+)
+
+
+def _mutated_flags(rng: random.Random) -> tuple[list[str], str]:
+    """A random run: a shipped hardware and workload at a few tokens, a mode, and a random
+    subset of the :data:`_FLAG_CHOICES` of that mode."""
+    hw = REPO / "hw_configs" / f"{rng.choice(_FLAG_HARDWARE)}.yaml"
+    workload = REPO / "workloads" / f"{rng.choice(_FLAG_WORKLOADS)}.yaml"
+    mode = rng.choice(("training", "inference"))
+    extra = ["--hw", str(hw), "--workload", str(workload), "--mode", mode]
+    small = ["training.seq_len=128", "training.global_batch_size=8"]
+    if mode == "inference":
+        small = ["inference.prompt_len=16", "inference.output_len=2"]
+        small.append(f"inference.batch={rng.choice((1, 4, 8))}")
+    for text in small:
+        extra += ["--set", text]
+    for key, values, modes in _FLAG_CHOICES:
+        if mode in modes and rng.random() < 0.3:
+            value = rng.choice(values)
+            extra += [key, str(value)] if key.startswith("--") else ["--set", f"{key}={value}"]
+    return extra, f"{hw.stem} {workload.stem} " + " ".join(extra[4:])
 
 
 # --------------------------------------------------------------------------- running
@@ -638,8 +699,8 @@ def fuzz_kind(
     for index in range(count):
         scratch = scratch_root / f"{kind.name}-{index}"
         scratch.mkdir(parents=True)
-        if kind.name == "set":
-            extra, what = _mutated_set(rng)
+        if kind.name in ("set", "flags"):
+            extra, what = (_mutated_set if kind.name == "set" else _mutated_flags)(rng)
             argv = kind.argv(Path(), scratch) + extra
         elif kind.folder:
             base = rng.choice(kind.bases)

@@ -11,7 +11,7 @@ import pytest
 
 from scripts.fuzz import fuzz_kind, kinds, summarize
 
-#: Mutations per kind: 11 kinds x 22 = 242 in CI.
+#: Mutations per kind: 14 kinds x 22 = 308 in CI.
 PER_KIND = 22
 #: Budgets small enough that an accepted input simulates in well under a second.
 BUDGETS = ("run.max_events=30000", "run.max_memory=256 MiB")
@@ -43,6 +43,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         "tiles_validate",
         "run_folder",
         "set",
+        "flags",
     ],
 )
 def test_mutations_end_cleanly(kind: str, corpus: tuple[Path, dict]) -> None:
