@@ -411,12 +411,21 @@ def search(
     not yet simulated.
 
     Raises:
-        ConfigError: an unknown objective, or an option :func:`check_search_options` refuses.
+        ConfigError: an unknown objective, a workload in another mode than training, or an
+            option :func:`check_search_options` refuses.
         MappingError: the space holds no mapping of the live tiles
             (:func:`empty_space_reason`).
     """
     if objective not in OBJECTIVES:
         raise ConfigError.single("command line", "--objective", objective, " or ".join(OBJECTIVES))
+    if experiment.workload.mode != "training":  # its bounds and memory check are training's
+        raise ConfigError.single(
+            dict(experiment.sources).get("workload", "workload"),
+            "mode",
+            experiment.workload.mode,
+            "training: palmsim search ranks training mappings (serving configurations: "
+            "--objective goodput with a serving file)",
+        )
     check_search_options(space, top=top, jobs=jobs, max_simulations=max_simulations)
     hw = experiment.hardware
     section = {"energy": hw.energy, "cost": hw.cost}

@@ -297,6 +297,18 @@ def test_search_refuses_a_bad_option_in_one_line(flags, named, tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
+def test_search_refuses_an_inference_workload(tmp_path, capsys) -> None:
+    """search ranks training mappings (its bounds and memory check are training's): an
+    inference workload searched as if it trained, gradients and optimizer state in every
+    memory check; it is now a ConfigError naming the mode."""
+    small = ["--hw", str(REPO / "hw_configs/wormhole-t3000.yaml"), "--workload"]
+    small += [str(REPO / "workloads/llama2-7b.yaml"), "--set", "workload.mode=inference"]
+    assert main(["search", *small, "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("palmsim: ConfigError: ") and err.count("\n") == 1
+    assert "mode: got 'inference'; expected training: palmsim search ranks training" in err
+
+
 def test_search_refuses_an_out_inside_a_file_before_simulating(tmp_path, capsys) -> None:
     """An --out that is a file was a NotADirectoryError once the first simulation ended."""
     (tmp_path / "file").write_text("x")
