@@ -208,7 +208,8 @@ def check_fit(
         raise MappingError(
             f"inference does not fit: {head}KV cache at full length and activations "
             f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against {sram}; use more "
-            f"stages/tensor parallelism, a smaller batch or shorter sequences",
+            "stages/tensor parallelism, a smaller batch, shorter sequences or narrower "
+            "formats (inference.weight_dtype, inference.kv_dtype)",
             does_not_fit=True,
         )
     raise MappingError(

@@ -264,6 +264,8 @@ def test_a_wafer_that_cannot_hold_the_model_says_so_in_a_short_line(capsys) -> N
     assert main(argv) == 3
     err = _one_line_error(capsys)
     assert "the hardware has no DRAM and the SRAM of tiles 0-511 is short" in err
+    # what else would make room: a narrower weight or cache format among the remedies
+    assert "narrower formats (inference.weight_dtype, inference.kv_dtype)" in err
     assert len(err) < 600
 
 
