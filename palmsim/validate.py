@@ -3337,9 +3337,8 @@ def _in_workers(
     (:func:`_run_alone`), and added in ``todo``'s order whatever order they finish in: the
     report one by one would give. Ctrl-C (or SIGTERM) drops the cases queued and ends the
     workers (:func:`palmsim.explore.sweep.worker_pool` and its ``cancel_on_interrupt``, as a
-    sweep does), and returns
-    those that finished. A worker that dies (killed for memory, say) ends the pool: the
-    cases it had not finished are listed as not run, with why."""
+    sweep does), and returns those that finished. A worker that dies (killed for memory, say)
+    ends the pool: the cases it had not finished are listed as not run, with why."""
     finished: dict[int, ValidationReport] = {}
 
     def merged() -> ValidationReport:

@@ -121,14 +121,11 @@ def communicators(
         etp: expert tensor-parallel degree (None: the stage's tp); with ``1 < etp < tp``
             adds each ETP group's ring (with ``etp = tp`` the ETP group is the TP group).
         tp_2d: ``[a, b]`` of 2-D tensor parallelism: each stage replica's TPA and TPB
-            rings (:meth:`MappingPlan.groups`) in place of its TP ring; ``[tp, 1]`` is
-            1-D tensor parallelism (its TPB axis one rank), which keeps the TP ring.
+            rings (:meth:`MappingPlan.groups`) in place of its TP ring.
         dedup: ``(E, k)`` of a node-deduplicated token dispatch (DeepEP's; a GPU cluster's
             nodes): each EP group's flows cross to another node once per token
             (:func:`palmsim.hardware.collectives.deduplicated_alltoall_shares`).
     """
-    if tp_2d is not None and tp_2d[1] == 1:
-        tp_2d = None  # one rank along TPB: the TPA ring is the TP ring (1-D lowering)
     node_of = chip.die_of if chip.spec.kind == "gpu_cluster" else None
     wafer = chip.spec.wafer
     chip_of = chip.die_of if wafer is not None and wafer.inter_die_links > 0 else None

@@ -801,6 +801,8 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
     why = ""
     if a * b != mapping.tp:
         why = f"a*b = {a * b} is not tp = {mapping.tp}"
+    elif b == 1:
+        pass  # 1-D tensor parallelism (map_inference), whatever else the run has
     elif model.hidden_size % b:
         why = f"b = {b} does not divide the hidden size {model.hidden_size}"
     elif mapping.pp > 1:
@@ -887,10 +889,12 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     serving = _serving(experiment, batch)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
     stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
-    if mapping.tp_2d is not None:
+    # [tp, 1]: one rank along the second axis is 1-D tensor parallelism (_tp_grid), a ring
+    # over any tiles, not a rectangle's TPA and TPB groups
+    tp_2d = mapping.tp_2d if mapping.tp_2d is not None and mapping.tp_2d[1] > 1 else None
+    if tp_2d is not None:
         stage_tiles = tuple(
-            tuple(_grid_order(chip, tiles, *mapping.tp_2d) for tiles in replica)
-            for replica in stage_tiles
+            tuple(_grid_order(chip, tiles, *tp_2d) for tiles in replica) for replica in stage_tiles
         )
     layer_ranges = PARTITIONERS.get("layers")(
         experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs
@@ -920,7 +924,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
         pipeline_wraps=True,
         symmetric_replicas=experiment.run.symmetric_replicas,
         ep=mapping.ep,
-        tp_2d=mapping.tp_2d,
+        tp_2d=tp_2d,
         dedup=dispatch_dedup(mapping, model, chip.spec.kind),
     )
     return MappingPlan(

@@ -308,7 +308,7 @@ def test_one_rank_along_the_second_axis_is_1d_tensor_parallelism():
     """``tp_2d = [8, 1]`` splits nothing over its second axis: each of the Galaxy's four rows
     is a data-parallel replica whose 8 chips run 1-D tensor parallelism, and the run takes
     the times of ``tp = 8`` without tp_2d (it had no TP ring to all-reduce on: an internal
-    error)."""
+    error). Being 1-D, it takes any tiles and pipeline stages, as tp without tp_2d does."""
     hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
 
     def times(tp_2d: tuple[int, int] | None) -> tuple[float, float]:
@@ -318,6 +318,14 @@ def test_one_rank_along_the_second_axis_is_1d_tensor_parallelism():
         return summary["ttft_s"], summary["tpot_s"]
 
     assert times((A, 1)) == pytest.approx(times(None), rel=1e-12)
+    # nor does it need a rectangle (16 chips in a snake over two rows) or refuse stages
+    for layout in ({"dp": 2, "micro_batch_size": USERS // 2}, {"pp": 2}):
+        runs = []
+        for tp_2d in ((16, 1), None):
+            exp = _experiment(hw, tp_2d=tp_2d)
+            mapping = dataclasses.replace(exp.mapping, tp=16, **layout)
+            runs.append(summarize_result(simulate(dataclasses.replace(exp, mapping=mapping))))
+        assert runs[0]["tpot_s"] == pytest.approx(runs[1]["tpot_s"], rel=1e-12)
 
 
 @pytest.mark.parametrize(("mode", "ranks_sharing"), [("split", B), ("replicated", 1)])
