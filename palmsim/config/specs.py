@@ -1840,8 +1840,9 @@ class MappingSpec:
         "columns, b ranks split the hidden dimension and the decode batch's users; the "
         "all-reduces after the output projections run over groups of a ranks, reduce-scatters "
         "and all-gathers over groups of b ranks (palmsim.mapping.inference); each group on a "
-        "row or column of the b x a rectangle of tiles it is placed on; null: 1-D (one group "
-        "of tp ranks)",
+        "row or column of the b x a rectangle of tiles it is placed on (each replica a whole "
+        "block of the tile grid cut into b x a blocks, or a x b); null: 1-D (one group of tp "
+        "ranks)",
         modes=INFERENCE_ONLY,
         default=None,
     )

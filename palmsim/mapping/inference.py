@@ -83,7 +83,7 @@ from palmsim.config.specs import (
     TileSpec,
     TrainingSpec,
 )
-from palmsim.errors import MappingError, tile_list
+from palmsim.errors import MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.hardware.costs import (
     OperandPlacement,
@@ -112,7 +112,7 @@ from palmsim.mapping.lower import (
 )
 from palmsim.mapping.memory import check_fit, place_demands
 from palmsim.mapping.partition import PARTITIONERS
-from palmsim.mapping.placement import place
+from palmsim.mapping.placement import place, place_rectangles
 from palmsim.mapping.plan import (
     CollectiveKind,
     CollectiveStep,
@@ -827,24 +827,16 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
 
 
 def _grid_order(chip: Chip, tiles: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
-    """``tiles`` in 2-D TP rank order: rank ``k`` at ``(k mod a, k div a)``, each TPA group
-    (``a`` consecutive ranks) a row of the ``b x a`` rectangle the tiles fill, or a column of
-    an ``a x b`` one.
-
-    Raises:
-        MappingError: the tiles do not fill such a rectangle.
-    """
+    """``tiles``, a ``b x a`` or an ``a x b`` rectangle (:func:`place_rectangles`), in 2-D TP
+    rank order: rank ``k`` at ``(k mod a, k div a)``, each TPA group (``a`` consecutive
+    ranks) a row of the ``b x a`` rectangle, or a column of the ``a x b`` one."""
     pos = {chip.tile_position(t): t for t in tiles}
     rows = sorted({r for r, _ in pos})
     cols = sorted({c for _, c in pos})
-    if len(pos) == len(rows) * len(cols) and (len(rows), len(cols)) == (b, a):
+    assert len(pos) == len(rows) * len(cols) == a * b, "place_rectangles gives rectangles"
+    if len(rows) == b:
         return tuple(pos[(r, c)] for r in rows for c in cols)
-    if len(pos) == len(rows) * len(cols) and (len(rows), len(cols)) == (a, b):
-        return tuple(pos[(r, c)] for c in cols for r in rows)
-    raise MappingError(
-        f"mapping.tp_2d = [{a}, {b}]: a stage replica's {tile_list(tiles)} do not fill a "
-        f"{b} x {a} (or {a} x {b}) rectangle, whose rows (columns) its TPA groups run along"
-    )
+    return tuple(pos[(r, c)] for c in cols for r in rows)
 
 
 def _p2p(experiment: ExperimentSpec, batch: Batch, tokens: int) -> tuple[float, float]:
@@ -887,14 +879,17 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     prefill_cores_share(hw, inf.prefill_compute_cores, "inference")  # raises where it cannot
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
-    # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
-    stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     # [tp, 1]: one rank along the second axis is 1-D tensor parallelism (_tp_grid), a ring
     # over any tiles, not a rectangle's TPA and TPB groups
     tp_2d = mapping.tp_2d if mapping.tp_2d is not None and mapping.tp_2d[1] > 1 else None
-    if tp_2d is not None:
+    # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
+    if tp_2d is None:
+        stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
+    else:  # one stage (_check_tp_2d), each replica on a b x a rectangle, TPA along its rows
+        a, b = tp_2d
         stage_tiles = tuple(
-            tuple(_grid_order(chip, tiles, *tp_2d) for tiles in replica) for replica in stage_tiles
+            (_grid_order(chip, tiles, a, b),)
+            for (tiles,) in place_rectangles(chip, mapping.placement, (b, a), mapping.dp)
         )
     layer_ranges = PARTITIONERS.get("layers")(
         experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs

@@ -11,13 +11,14 @@ multi-hop (on chips joined by links its collectives then run as a line,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
 from palmsim.errors import MappingError
 from palmsim.registry import Registry
 
-__all__ = ["PLACERS", "ChipGrid", "place", "ring_order"]
+__all__ = ["PLACERS", "ChipGrid", "place", "place_rectangles", "ring_order"]
 
 
 class ChipGrid(Protocol):
@@ -146,17 +147,7 @@ def place(
     Raises:
         MappingError: the mapping needs more tiles than the chip has.
     """
-    needed = pp * tp * dp
-    # Defect-aware: dead tiles are holes the placement order skips, and spare tiles stand in
-    # for dead ones only (palmsim.hardware.chip: usable_tiles).
-    usable = set(getattr(chip, "usable_tiles", range(chip.num_tiles)))
-    if needed > len(usable):
-        note = f" (of its {chip.num_tiles}: dead or spare)" if len(usable) < chip.num_tiles else ""
-        raise MappingError(
-            f"mapping needs {names} = {pp}*{tp}*{dp} = {needed} tiles but the chip has "
-            f"{len(usable)} usable tiles{note}; choose {knobs} whose product is at most "
-            f"{len(usable)}"
-        )
+    usable = _usable(chip, (pp, tp, dp), names, knobs)
     order = [t for t in PLACERS.get(strategy)(chip) if t in usable]
 
     def slot(d: int, s: int) -> int:
@@ -166,3 +157,89 @@ def place(
         tuple(ring_order(chip, order[slot(d, s) * tp : (slot(d, s) + 1) * tp]) for s in range(pp))
         for d in range(dp)
     )
+
+
+def _usable(chip: ChipGrid, degrees: tuple[int, ...], names: str, knobs: str) -> set[int]:
+    """The tiles placement may use; MappingError if the product of ``degrees`` (``names``,
+    set by ``knobs``) is more."""
+    needed = math.prod(degrees)
+    # Defect-aware: dead tiles are holes the placement order skips, and spare tiles stand in
+    # for dead ones only (palmsim.hardware.chip: usable_tiles).
+    usable = set(getattr(chip, "usable_tiles", range(chip.num_tiles)))
+    if needed > len(usable):
+        note = f" (of its {chip.num_tiles}: dead or spare)" if len(usable) < chip.num_tiles else ""
+        raise MappingError(
+            f"mapping needs {names} = {'*'.join(map(str, degrees))} = {needed} tiles but the "
+            f"chip has "
+            f"{len(usable)} usable tiles{note}; choose {knobs} whose product is at most "
+            f"{len(usable)}"
+        )
+    return usable
+
+
+def place_rectangles(
+    chip: ChipGrid, strategy: str, shape: tuple[int, int], dp: int
+) -> tuple[tuple[tuple[int, ...]], ...]:
+    """Place ``dp`` single-stage replicas each on a rectangle of usable tiles, for 2-D tensor
+    parallelism over its rows and columns (``mapping.tp_2d``).
+
+    ``shape`` is ``(rows, cols)``; its transpose is tried when the grid holds too few. The
+    grid (the bounding box of the chip's tiles) is cut into blocks of that shape from its
+    top-left corner (blocks of a shape dividing a die's tiles stay inside one die); blocks
+    with a dead, spare or missing tile are skipped, and replica ``d`` takes the ``d``-th
+    remaining block in the order ``strategy`` gives the grid of blocks (the snake: a snake over
+    the blocks, die by die). ``result[d][0]`` is the replica's tiles, row by row.
+
+    Raises:
+        MappingError: the chip has too few tiles, or too few whole blocks of either shape.
+    """
+    rows, cols = shape
+    usable = _usable(chip, (rows * cols, dp), "tp*dp", "--tp and --dp (mapping.tp, dp)")
+    tile_at = {chip.tile_position(t): t for t in range(chip.num_tiles)}
+    r0, c0 = min(r for r, _ in tile_at), min(c for _, c in tile_at)
+    n_rows = max(r for r, _ in tile_at) - r0 + 1
+    n_cols = max(c for _, c in tile_at) - c0 + 1
+    found = 0
+    for h, w in dict.fromkeys(((rows, cols), (cols, rows))):
+        cells = {
+            (i, j): [(r0 + i * h + r, c0 + j * w + c) for r in range(h) for c in range(w)]
+            for i in range(n_rows // h)
+            for j in range(n_cols // w)
+        }
+        whole = {
+            block: tuple(tile_at[cell] for cell in block_cells)
+            for block, block_cells in cells.items()
+            if all(cell in tile_at and tile_at[cell] in usable for cell in block_cells)
+        }
+        if len(whole) >= dp:
+            # the placer's order over the grid of blocks, each block in the die of its tiles
+            blocks = _BlockGrid(
+                list(cells),
+                [
+                    chip.die_of(tile_at[c]) if c in tile_at else -1
+                    for c in (cs[0] for cs in cells.values())
+                ],
+            )
+            order = [blocks.cells[k] for k in PLACERS.get(strategy)(blocks)]
+            return tuple((whole[b],) for b in order if b in whole)[:dp]
+        found = max(found, len(whole))
+    holes = " of usable tiles" if len(usable) < chip.num_tiles else ""
+    raise MappingError(
+        f"mapping.tp_2d needs dp = {dp} rectangles of {rows} x {cols} (or {cols} x {rows}) "
+        f"tiles{holes}, one per replica, but the {n_rows} x {n_cols} grid holds {found}; "
+        "choose a smaller --dp or a tp_2d whose sides divide the grid's"
+    )
+
+
+class _BlockGrid:
+    """A grid of blocks of tiles as a :class:`ChipGrid`: block ``k`` at ``cells[k]``, in die
+    ``dies[k]``, for a placer to order the blocks."""
+
+    def __init__(self, cells: list[tuple[int, int]], dies: list[int]) -> None:
+        self.cells, self.dies, self.num_tiles = cells, dies, len(cells)
+
+    def tile_position(self, tile: int) -> tuple[int, int]:
+        return self.cells[tile]
+
+    def die_of(self, tile: int) -> int:
+        return self.dies[tile]

@@ -285,16 +285,17 @@ def test_dram_bound_decode_on_the_mesh_is_weight_bytes_over_bandwidth_plus_colle
 
 
 def test_a_2d_grid_that_does_not_fit_is_refused():
-    """a*b must be tp, and each replica's tiles must fill a b x a rectangle; tp_2d is an
-    inference option."""
+    """a*b must be tp, and the replicas must fit on the chips; tp_2d is an inference option
+    (the rectangles themselves: tests/unit/test_schedule_placement.py)."""
     hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
     chip = Chip.from_spec(hw)
     with pytest.raises(MappingError, match=r"a\*b = 16 is not tp = 32"):
         map_inference(_experiment(hw, tp_2d=(4, 4)), chip)
-    eight = dataclasses.replace(_experiment(hw, tp_2d=(4, 2)))
-    eight = dataclasses.replace(eight, mapping=dataclasses.replace(eight.mapping, tp=8))
-    with pytest.raises(MappingError, match="do not fill a 2 x 4"):
-        map_inference(eight, chip)  # the snake puts the 8 chips on one row
+    three = _experiment(hw, tp_2d=(8, 4))
+    mapping = dataclasses.replace(three.mapping, dp=2, micro_batch_size=USERS // 2)
+    three = dataclasses.replace(three, mapping=mapping)
+    with pytest.raises(MappingError, match="needs tp\\*dp = 32\\*2 = 64 tiles"):
+        map_inference(three, chip)
     with pytest.raises(ConfigError, match="applies to inference only"):
         load_mapping([("m", {"tp": 32, "tp_2d": [8, 4]})], mode="training")
     with pytest.raises(ConfigError, match=r"\[a, b\] with a\*b = tp"):
@@ -302,6 +303,44 @@ def test_a_2d_grid_that_does_not_fit_is_refused():
     assert load_mapping([("m", {"tp": 32, "tp_2d": [8, 4]})], mode="inference").tp_2d == (8, 4)
     # null is the option off, as a training run's resolved config writes it
     assert load_mapping([("m", {"tp_2d": None})], mode="training").tp_2d is None
+
+
+def test_replicas_each_take_a_rectangle_of_chips():
+    """tp 8 as [4, 2] over 4 replicas: the Galaxy's 4 x 8 chips cut into four 2 x 4 quarters
+    (the snake of chips would put each replica on one row of 8), each TPA group a row of 4
+    and each TPB group a column pair of its quarter. The quarters share no link and no DRAM,
+    so each replica's decode step takes what one replica alone takes on the Galaxy."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    chip = Chip.from_spec(hw)
+
+    def experiment(dp: int) -> ExperimentSpec:
+        exp = _experiment(hw, tp_2d=(4, 2))
+        mapping = dataclasses.replace(exp.mapping, tp=8, dp=dp, micro_batch_size=USERS // 4)
+        inference = dataclasses.replace(exp.workload.inference, batch=USERS // 4 * dp)
+        workload = dataclasses.replace(exp.workload, inference=inference)
+        return dataclasses.replace(exp, mapping=mapping, workload=workload)
+
+    plan = map_inference(experiment(4), chip)
+    quarters = []
+    for d, (tiles,) in enumerate(plan.stage_tiles):
+        cells = sorted(chip.tile_position(t) for t in tiles)
+        rows, cols = sorted({r for r, _ in cells}), sorted({c for _, c in cells})
+        assert len(rows) == 2 and len(cols) == 4 and rows[0] % 2 == 0 and cols[0] % 4 == 0
+        assert cells == [(r, c) for r in rows for c in cols]
+        quarters.append((rows[0], cols[0]))
+        for rank in range(8):
+            groups = plan.groups(d, 0, rank)
+            row, col = chip.tile_position(tiles[rank])
+            assert sorted(chip.tile_position(t) for t in groups[GroupKind.TPA]) == [
+                (row, c) for c in cols
+            ]
+            assert sorted(chip.tile_position(t) for t in groups[GroupKind.TPB]) == [
+                (r, col) for r in rows
+            ]
+    assert sorted(quarters) == [(0, 0), (0, 4), (2, 0), (2, 4)]
+    four, one = (summarize_result(simulate(experiment(dp))) for dp in (4, 1))
+    assert four["tpot_s"] == pytest.approx(one["tpot_s"], rel=1e-9)
+    assert four["ttft_s"] == pytest.approx(one["ttft_s"], rel=1e-9)
 
 
 def test_one_rank_along_the_second_axis_is_1d_tensor_parallelism():

@@ -9,7 +9,7 @@ import pytest
 from palmsim.errors import MappingError
 from palmsim.mapping.memory import peak_held_bytes
 from palmsim.mapping.partition import partition_by_cost, partition_by_layers, partition_with_ends
-from palmsim.mapping.placement import ring_order
+from palmsim.mapping.placement import place_rectangles, ring_order
 from palmsim.mapping.schedule import gpipe, one_f_one_b
 
 
@@ -110,3 +110,47 @@ def test_ring_order_keeps_order_when_no_cycle_exists():
     grid = _Grid(3, 9)
     assert ring_order(grid, list(range(9))) == tuple(range(9))  # 3x3: odd, no cycle
     assert ring_order(grid, [0, 1, 2]) == (0, 1, 2)  # a line
+
+
+def _cells(grid: _Grid, tiles: tuple[int, ...]) -> set[tuple[int, int]]:
+    return {grid.tile_position(t) for t in tiles}
+
+
+def test_rectangles_cut_the_grid_into_blocks_in_snake_order():
+    """4 x 8 tiles in 2 x 4 blocks: the four quarters, top row of blocks left to right, then
+    the bottom row right to left (the snake reaches tile 15, in the right block, first)."""
+    grid = _Grid(8, 32)
+    blocks = [tiles for (tiles,) in place_rectangles(grid, "snake", (2, 4), 4)]
+    quarter = [
+        {(r, c) for r in range(r0, r0 + 2) for c in range(c0, c0 + 4)}
+        for r0, c0 in ((0, 0), (0, 4), (2, 4), (2, 0))
+    ]
+    assert [_cells(grid, b) for b in blocks] == quarter
+    # raster order puts the bottom-left block before the bottom-right one
+    raster = [tiles for (tiles,) in place_rectangles(grid, "row_major", (2, 4), 4)]
+    assert [_cells(grid, b) for b in raster] == [quarter[i] for i in (0, 1, 3, 2)]
+
+
+def test_rectangles_turn_when_only_the_transpose_fits_and_skip_dead_tiles():
+    # 4 x 8 holds no 5 x 2 block; 2 x 5 blocks: one per row pair (8 // 5 = 1)
+    grid = _Grid(8, 32)
+    (only,), (other,) = place_rectangles(grid, "snake", (5, 2), 2)
+    assert _cells(grid, only) == {(r, c) for r in (0, 1) for c in range(5)}
+    assert _cells(grid, other) == {(r, c) for r in (2, 3) for c in range(5)}
+    # a dead tile (here 9, at (1, 1)) takes its block out: the next ones are used
+    holed = _Grid(8, 32)
+    holed.usable_tiles = tuple(t for t in range(32) if t != 9)  # type: ignore[attr-defined]
+    blocks = place_rectangles(holed, "snake", (2, 2), 7)
+    assert all(9 not in tiles for (tiles,) in blocks)
+    assert len({t for (tiles,) in blocks for t in tiles}) == 28
+    holed.usable_tiles = tuple(t for t in range(32) if t not in (9, 27))  # type: ignore[attr-defined]
+    with pytest.raises(MappingError, match=r"dp = 7 rectangles of 2 x 2 .* usable .* holds 6"):
+        place_rectangles(holed, "snake", (2, 2), 7)
+
+
+def test_rectangles_the_grid_cannot_hold_are_refused():
+    grid = _Grid(8, 32)  # 3 x 3 blocks: one row of two; 27 tiles would fit
+    with pytest.raises(MappingError, match=r"dp = 3 rectangles of 3 x 3 .* 4 x 8 grid holds 2"):
+        place_rectangles(grid, "snake", (3, 3), 3)
+    with pytest.raises(MappingError, match="needs tp\\*dp = 9\\*4 = 36 tiles"):
+        place_rectangles(grid, "snake", (3, 3), 4)
