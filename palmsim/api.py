@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from palmsim.config.loader import (
 from palmsim.config.overrides import OVERRIDE_WHERE, override_where, split_overrides
 from palmsim.config.specs import MAX_SIMULATED_S, ExperimentSpec, MappingSpec
 from palmsim.engine.records import RunTrace, gc_frozen, gc_paused
-from palmsim.engine.simulator import Simulator
+from palmsim.engine.simulator import Progress, Simulator
 from palmsim.errors import ConfigError, ConfigProblem, MappingError, RunDirError, SimulationError
 from palmsim.hardware.chip import Chip, max_tiles
 from palmsim.mapping.inference import map_inference
@@ -301,8 +301,9 @@ def plan_experiment(experiment: ExperimentSpec) -> tuple[Chip, MappingPlan]:
     return chip, plan
 
 
-def simulate(experiment: ExperimentSpec) -> SimulationResult:
-    """Elaborate the chip, map the workload and simulate one training iteration.
+def simulate(experiment: ExperimentSpec, *, progress: Progress | None = None) -> SimulationResult:
+    """Elaborate the chip, map the workload and simulate one training iteration; ``progress``
+    hears the passes simulated (:class:`~palmsim.engine.simulator.Simulator`).
 
     :mod:`palmsim.guard` checks the run's budgets (``run.max_events``, ``run.max_memory``)
     before the chip is elaborated and again before simulating.
@@ -324,7 +325,7 @@ def simulate(experiment: ExperimentSpec) -> SimulationResult:
     )
     for warning in found:
         suspect_mapping_log.warning(warning)
-    trace = Simulator(chip, plan, experiment.run).run()
+    trace = Simulator(chip, plan, experiment.run, progress=progress).run()
     _check_time_resolution(trace.end_time_s)
     return SimulationResult(experiment, chip, plan, trace)
 
@@ -381,14 +382,16 @@ def run_experiment(
     op_table: bool = False,
     csv_records: bool = False,
     trace_kind: str | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
+    simulating: Progress | None = None,
 ) -> dict[str, Any]:
     """Simulate ``experiment``, write its run folder and return its summary.
 
     What ``palmsim run`` does after loading; sweep points run exactly this. ``op_table`` also
     writes ``op_table.csv``, ``csv_records`` ``records.csv`` and ``trace_kind`` (``"full"``
     or ``"compact"``) ``trace.json.gz``; ``progress`` is
-    :func:`~palmsim.report.export.write_run`'s.
+    :func:`~palmsim.report.export.write_run`'s, ``simulating`` the simulation's
+    (:func:`simulate`).
     """
     from palmsim.report.export import write_op_table, write_run
 
@@ -396,7 +399,7 @@ def run_experiment(
         # The records are made with the collector paused (Simulator.run); frozen before it
         # resumes, it never scans them while they are summarised and written.
         with gc_paused():
-            result = simulate(experiment)
+            result = simulate(experiment, progress=simulating)
             frozen.enter_context(gc_frozen())
         summary = summarize_result(result)
         hw = experiment.hardware

@@ -168,7 +168,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = resolved_config(experiment)
     out = Path(args.out) if args.out else Path(args.results) / run_id(config, __version__)
     _check_out_folder("--out" if args.out else "--results", out)
+    simulating = _ProgressBar("simulating", "pass", quiet=args.quiet, leave=False)
     bar = _ProgressBar("writing", "file", quiet=args.quiet, leave=False)
+
+    def writing(done: int, total: int, text: str) -> None:
+        simulating.close()
+        bar(done, total, text)
+
     try:
         summary = run_experiment(
             experiment,
@@ -177,9 +183,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             op_table=args.op_table,
             csv_records=args.csv,
             trace_kind=args.trace,
-            progress=bar,
+            progress=writing,
+            simulating=simulating,
         )
     finally:
+        simulating.close()
         bar.close()
     if not args.quiet:
         print(format_summary_table(summary))

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from heapq import heappop
 from typing import Any, NamedTuple, Protocol
@@ -75,7 +75,9 @@ from palmsim.mapping.plan import (
 )
 
 __all__ = [
+    "PROGRESS_EVERY",
     "ChipLike",
+    "Progress",
     "Simulator",
     "private_dram_drain_s",
     "private_dram_ports",
@@ -83,6 +85,12 @@ __all__ = [
 ]
 
 _INF = float("inf")
+
+#: A progress callback: (done, total, text), as palmsim.report.export.write_run's.
+Progress = Callable[[int, int, str], None]
+#: Events between two progress reports of a run: seconds of simulation at the tens of
+#: thousands of events a second benchmarks/run.py measures, one test of a counter per event.
+PROGRESS_EVERY = 1 << 16
 
 
 class _RouteLike(Protocol):
@@ -206,10 +214,20 @@ class _Seat(NamedTuple):
 class Simulator:
     """Simulates one iteration of ``plan`` on ``chip``; :meth:`run` returns a :class:`RunTrace`."""
 
-    def __init__(self, chip: ChipLike, plan: MappingPlan, run_spec: RunSpec | None = None) -> None:
+    def __init__(
+        self,
+        chip: ChipLike,
+        plan: MappingPlan,
+        run_spec: RunSpec | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
         self.chip = chip
         self.plan = plan
         self.run_spec = run_spec or RunSpec()
+        # progress(passes done, passes in all, text) every PROGRESS_EVERY events and at the end
+        self._progress = progress
+        self._passes_done = 0
         self.env = simpy.Environment()
         # Records go field by field into typed columns (RecordBuilder.append)
         self._interval_records = RecordBuilder(IntervalRecord)
@@ -296,6 +314,7 @@ class Simulator:
         # per event (peek and step): the same events in the same order, an event that
         # failed (a process that raised) raising as it does there.
         finished, queue = self._finished, env._queue  # type: ignore[attr-defined]
+        progress, total_passes = self._progress, self.passes_in_all()
         with gc_paused():
             while len(finished) < num_tiles and queue:
                 if until is not None and queue[0][0] > until:
@@ -308,6 +327,10 @@ class Simulator:
                     failure = event._value
                     raise type(failure)(*failure.args) from failure
                 num_events += 1
+                if progress is not None and not num_events % PROGRESS_EVERY:
+                    progress(self._passes_done, total_passes, f"t = {env.now:.4g} s simulated")
+        if progress is not None:
+            progress(self._passes_done, total_passes, f"t = {env.now:.4g} s simulated")
         stuck = sorted(self._simulated - self._finished)
         if stuck:
             shown = "; ".join(
@@ -348,6 +371,24 @@ class Simulator:
             wall_time_s=time.perf_counter() - wall_start,
             metadata={"placement": plan.placement},
         )
+
+    def passes_in_all(self) -> int:
+        """The passes the simulated tiles run: a forward or backward of a micro-batch through
+        a (virtual) stage in training, a prefill or decode pass of one in inference; the
+        count :meth:`run` reports its progress in."""
+        plan = self.plan
+        tiles = [
+            (stage, min(len(tiles), plan.simulated_ranks))
+            for stages in plan.stage_tiles[: plan.simulated_replicas]
+            for stage, tiles in enumerate(stages)
+        ]
+        if plan.inference is not None:
+            per_tile = [
+                (1 + len(info.decode)) * plan.num_microbatches for info in plan.inference.stages
+            ]
+        else:
+            per_tile = [len(plan.programs[s].steps) for s in range(plan.num_stages)]
+        return sum(per_tile[stage] * n for stage, n in tiles)
 
     def _check_invariants(
         self, intervals: Records[IntervalRecord], flows: Records[FlowRecord]
@@ -482,6 +523,7 @@ class Simulator:
         yield from self._run_steps(work.forward, tile, groups, stage, mb, "forward", None)
         self._held[tile] += work.activation_bytes_per_microbatch
         self._record_memory(tile, self._held[tile])
+        self._passes_done += 1
         if c < last_virtual:
             peer = plan.stage_tiles[replica][(c + 1) % p][rank]
             key = ("F", replica, c + 1, rank, mb)
@@ -519,6 +561,7 @@ class Simulator:
         yield from self._run_steps(work.backward, tile, groups, stage, mb, "backward", buckets)
         self._held[tile] -= work.activation_bytes_per_microbatch
         self._record_memory(tile, max(0.0, self._held[tile]))
+        self._passes_done += 1
         if c > 0:
             peer = plan.stage_tiles[replica][(c - 1) % p][rank]
             prev_send = plan.programs[c - 1].send_bytes
@@ -570,6 +613,7 @@ class Simulator:
                 if k == 0:
                     held = per_mb_token * prompt_len * (mb + 1)
                 self._record_memory(tile, held)
+                self._passes_done += 1
                 if stage < num_stages - 1:
                     peer, size = plan.stage_tiles[replica][stage + 1][rank], send_bytes
                     key = ("I", replica, stage + 1, rank, mb, k)

@@ -281,3 +281,48 @@ def test_a_compute_step_overlapping_a_collective_hides_it(compute_s):
     assert [r.label for r in trace.intervals if r.tile == 0 and r.category == "forward"] == [
         "wgrad"
     ]
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_progress_counts_every_forward_and_backward_pass(monkeypatch, schedule):
+    """A run reports its progress as passes done of 2 p m (each stage runs every
+    micro-batch's forward and backward), never backwards, the last report all of them."""
+    import palmsim.engine.simulator as engine
+
+    monkeypatch.setattr(engine, "PROGRESS_EVERY", 1)  # a report after every event
+    p, m = 4, 8
+    heard: list[tuple[int, int, str]] = []
+    sim = Simulator(
+        RingChip(p, 1e9, 0.0),
+        _pipeline(p, m, 1.0, 2.0, schedule),
+        progress=lambda done, total, text: heard.append((done, total, text)),
+    )
+    assert sim.passes_in_all() == 2 * p * m
+    trace = sim.run()
+    assert {total for _, total, _ in heard} == {2 * p * m}
+    done = [d for d, _, _ in heard]
+    assert done == sorted(done) and done[0] < done[-1] == 2 * p * m
+    assert len(heard) == trace.num_events + 1  # one per event and one at the end
+    assert heard[-1][2] == f"t = {trace.end_time_s:.4g} s simulated"
+
+
+def test_progress_of_an_inference_counts_prefill_and_decode_passes():
+    """Inference: each of the 8 tiles (pp 2 x tp 2 x dp 2) runs a prefill and 4 decode passes
+    of each of its replica's 2 micro-batches: 8 x 5 x 2 passes."""
+    from palmsim.api import load_experiment, simulate
+
+    experiment = load_experiment(
+        "hw_configs/wormhole-t3000.yaml",
+        "workloads/llama3-8b.yaml",
+        overrides=[
+            "workload.mode=inference",
+            "model.num_hidden_layers=4",
+            "inference.prompt_len=64",
+            "inference.output_len=5",
+            "inference.batch=8",
+        ],
+        mapping_flags={"pp": 2, "tp": 2, "dp": 2, "micro_batch_size": 2},
+    )
+    heard: list[tuple[int, int]] = []
+    simulate(experiment, progress=lambda done, total, _: heard.append((done, total)))
+    assert heard[-1] == (8 * 5 * 2, 8 * 5 * 2)
