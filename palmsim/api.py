@@ -638,10 +638,12 @@ def serve(
     serving: str | None = None,
     *,
     overrides: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> ServingResult:
     """Load, map and simulate a serving experiment; summarise it (no files written).
 
-    Requests come from a ``numpy`` generator seeded with ``run.seed``.
+    Requests come from a ``numpy`` generator seeded with ``run.seed``; ``progress`` hears
+    the requests done (:class:`~palmsim.engine.serving.ServingSimulator`).
 
     Raises:
         ConfigError, MappingError, SimulationError.
@@ -674,7 +676,12 @@ def serve(
         spec.traffic, np.random.default_rng(run.seed), wl.model.max_position_embeddings
     )
     trace = ServingSimulator(
-        chip, plan, requests, run, budget=lambda done, arrived: budget.check(done, arrived, run)
+        chip,
+        plan,
+        requests,
+        run,
+        budget=lambda done, arrived: budget.check(done, arrived, run),
+        progress=progress,
     ).run()
     _check_time_resolution(trace.end_time_s)
     rejected = sum(r.status == "rejected" for r in trace.requests)

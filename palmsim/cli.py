@@ -431,7 +431,6 @@ def _check_rated_traffic(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from palmsim.api import serve
     from palmsim.report.export import write_latency_load, write_serving_run
     from palmsim.report.serving import format_serving_table
 
@@ -443,7 +442,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         curve = []
         for rate in args.rates:
             overrides = [*args.overrides, f"serving.traffic.rate_per_s={rate}"]
-            result = serve(args.hw, args.serving_workload, args.serving, overrides=overrides)
+            result = _serve_with_bar(args, overrides, f"rate {rate:g}/s")
             s = result.summary
             curve.append((rate, s["ttft_p90_s"], s["tpot_p90_s"]))
             print(
@@ -465,7 +464,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
     out = args.out or str(Path("results") / f"serve-{Path(args.serving or 'default').stem}")
     _check_out_folder("--out", Path(out))
-    result = serve(args.hw, args.serving_workload, args.serving, overrides=args.overrides)
+    result = _serve_with_bar(args, args.overrides, "serving")
     print(format_serving_table(result.summary))
     write_serving_run(
         out,
@@ -476,6 +475,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}")
     return 0
+
+
+def _serve_with_bar(args: argparse.Namespace, overrides: list[str], what: str) -> Any:
+    """``api.serve`` of the command's files and ``overrides``, under a progress bar of its
+    requests (off with -q or off a terminal)."""
+    from palmsim.api import serve
+
+    bar = _ProgressBar(what, "request", quiet=args.quiet, leave=False)
+    try:
+        return serve(
+            args.hw, args.serving_workload, args.serving, overrides=overrides, progress=bar
+        )
+    finally:
+        bar.close()
 
 
 #: The most tiles ``palmsim describe`` maps to say whether ``run`` would refuse the mapping:
@@ -1177,6 +1190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "writes latency_load.csv/png and one folder per rate",
     )
     sv.add_argument("--label", help="--rates: the curve's name in the figure")
+    sv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sv.set_defaults(func=_cmd_serve)
 
     plot = sub.add_parser(

@@ -410,3 +410,21 @@ def test_the_host_feeds_an_iterations_segments_as_a_two_stage_pipeline(segments,
     for device_s, host_s, repeats in segments:
         pipe.add(device_s, host_s, repeats)
     assert pipe.end_s == pytest.approx(end_s, rel=1e-12)
+
+
+def test_progress_counts_requests_done(monkeypatch):
+    """A serving run reports the requests done (finished or rejected) of all it serves,
+    never fewer than before, the last report all of them at the end."""
+    import palmsim.engine.serving as engine
+    from palmsim.api import serve
+
+    monkeypatch.setattr(engine, "PROGRESS_EVERY_ITERATIONS", 1)  # after every iteration
+    heard: list[tuple[int, int, str]] = []
+    result = serve(
+        overrides=["serving.traffic.num_requests=12"],
+        progress=lambda done, total, text: heard.append((done, total, text)),
+    )
+    assert {total for _, total, _ in heard} == {12}
+    done = [d for d, _, _ in heard]
+    assert done == sorted(done) and done[0] < done[-1] == 12
+    assert len(heard) == len(result.trace.iterations) + 1  # one per iteration and the end
