@@ -543,6 +543,8 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
         ncol=1 if len(handles) <= 24 else 2,
     )
     tp = len(plan.stage_tiles[0][0]) if plan.stage_tiles else 0
+    grid = plan.mapping.tp_2d
+    tp_text = f"{tp} ({grid[0]} x {grid[1]})" if grid is not None and grid[1] > 1 else str(tp)
     idle = _idle_note(hidden, sep="\n")
     is_cluster = chip.spec.cluster is not None
     outlines = "nodes" if is_cluster else "dies"
@@ -553,7 +555,7 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
         else "colour: stage" + (", rN: DP replica" if num_replicas > 1 else "")
     )
     ax.set_title(
-        f"{chip.spec.name}: {plan.num_stages} stages × TP {tp} × DP {num_replicas} "
+        f"{chip.spec.name}: {plan.num_stages} stages × TP {tp_text} × DP {num_replicas} "
         f"({plan.placement}); {colour}; black outlines: {outlines}{ports}{idle}",
         loc="left",
         fontsize=9,

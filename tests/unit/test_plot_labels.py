@@ -97,6 +97,18 @@ def test_placement_with_one_stage_colours_dp_replicas(gpu_run: Any) -> None:
     assert len(colours) >= 4
 
 
+def test_placement_names_a_2d_tensor_parallel_grid(gpu_run: Any) -> None:
+    """tp_2d [a, b] is named beside the TP degree: "TP 8 (4 x 2)"; 1-D TP as the degree."""
+    import dataclasses
+
+    texts = _texts(plots.placement_figure(gpu_run.chip, gpu_run.plan))
+    assert any("× TP 8 × DP 4" in t for t in texts)
+    mapping = dataclasses.replace(gpu_run.plan.mapping, tp_2d=(4, 2))
+    plan = dataclasses.replace(gpu_run.plan, mapping=mapping)
+    texts = _texts(plots.placement_figure(gpu_run.chip, plan))
+    assert any("× TP 8 (4 x 2) × DP 4" in t for t in texts)
+
+
 def test_gantt_legend_lists_only_the_kinds_in_the_run(tmp_path: Path, gpu_run: Any) -> None:
     """A training run has no prefill/decode; the comm strip is apart from every pass colour."""
     assert plots.COMM_COLOR not in plots.CATEGORY_COLORS.values()
