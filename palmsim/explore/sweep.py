@@ -49,11 +49,14 @@ __all__ = [
     "sweep",
 ]
 
-#: Summary figures copied into ``results.csv``, after the swept keys.
+#: Summary figures copied into ``results.csv``, after the swept keys (a figure a run's mode
+#: has not, e.g. an inference's time to first token in training, is an empty cell).
 RESULT_COLUMNS: tuple[str, ...] = (
     "iteration_time_s",
     "throughput_samples_per_s",
     "throughput_tokens_per_s",
+    "ttft_s",
+    "tpot_s",
     "mfu",
     "pipeline_bubble_fraction",
     "memory_peak_bytes_per_tile_max",

@@ -224,10 +224,15 @@ def place_rectangles(
             return tuple((whole[b],) for b in order if b in whole)[:dp]
         found = max(found, len(whole))
     holes = " of usable tiles" if len(usable) < chip.num_tiles else ""
+    remedy = (
+        f"choose --dp at most {found}, or a tp_2d whose blocks the grid holds more of"
+        if found
+        else "choose a tp_2d [a, b] whose b x a block fits in the grid"
+    )
     raise MappingError(
         f"mapping.tp_2d needs dp = {dp} rectangles of {rows} x {cols} (or {cols} x {rows}) "
         f"tiles{holes}, one per replica, but the {n_rows} x {n_cols} grid holds {found}; "
-        "choose a smaller --dp or a tp_2d whose sides divide the grid's"
+        f"{remedy}"
     )
 
 

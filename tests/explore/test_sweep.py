@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from palmsim.api import load_experiment, simulate
+from palmsim.api import load_experiment, simulate, summarize_result
 from palmsim.cli import main
 from palmsim.errors import ConfigError
 from palmsim.explore.sweep import load_sweep, sweep
@@ -205,6 +205,39 @@ def test_every_point_is_a_row_with_the_run_it_would_be_alone(tmp_path: Path) -> 
     )
     assert float(rows[2]["iteration_time_s"]) == alone.trace.end_time_s
     assert (out / rows[2]["run_dir"] / "summary.json").exists()
+
+
+def test_an_inference_points_row_has_its_ttft_and_tpot(tmp_path: Path) -> None:
+    """An inference sweep's rows hold the time to first token and per output token of the
+    run each point is alone; a training row leaves them empty."""
+    small = [
+        "workload.mode=inference",
+        "model.num_hidden_layers=2",
+        "inference.prompt_len=64",
+        "inference.output_len=3",
+        "inference.batch=4",
+    ]
+    path = tmp_path / "inference.yaml"
+    path.write_text(
+        f"base: {{hw: {REPO}/hw_configs/wormhole-t3000.yaml, workload: "
+        f"{REPO}/workloads/llama3-8b.yaml}}\nset: {small!r}\ngrid: {{mapping.tp: [2, 4]}}\n"
+    )
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "-q"]) == 0
+    for row, tp in zip(_rows(out), (2, 4), strict=True):
+        alone = simulate(
+            load_experiment(
+                str(REPO / "hw_configs/wormhole-t3000.yaml"),
+                str(REPO / "workloads/llama3-8b.yaml"),
+                overrides=[*small, f"mapping.tp={tp}"],
+            )
+        )
+        summary = summarize_result(alone)
+        assert float(row["ttft_s"]) == summary["ttft_s"]
+        assert float(row["tpot_s"]) == summary["tpot_s"]
+    training = _spec(tmp_path, "grid: {mapping.pp: [1]}\n")
+    assert main(["sweep", str(training), "--out", str(tmp_path / "t"), "-q"]) == 0
+    assert _rows(tmp_path / "t")[0]["ttft_s"] == _rows(tmp_path / "t")[0]["tpot_s"] == ""
 
 
 def test_rerun_skips_finished_points(tmp_path: Path) -> None:

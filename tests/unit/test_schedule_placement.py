@@ -152,5 +152,9 @@ def test_rectangles_the_grid_cannot_hold_are_refused():
     grid = _Grid(8, 32)  # 3 x 3 blocks: one row of two; 27 tiles would fit
     with pytest.raises(MappingError, match=r"dp = 3 rectangles of 3 x 3 .* 4 x 8 grid holds 2"):
         place_rectangles(grid, "snake", (3, 3), 3)
+    with pytest.raises(MappingError, match=r"holds 2; choose --dp at most 2"):
+        place_rectangles(grid, "snake", (3, 3), 3)
+    with pytest.raises(MappingError, match=r"grid holds 0; choose a tp_2d \[a, b\] whose b x a"):
+        place_rectangles(grid, "snake", (2, 16), 1)  # 16 columns: no 4 x 8 grid holds it
     with pytest.raises(MappingError, match="needs tp\\*dp = 9\\*4 = 36 tiles"):
         place_rectangles(grid, "snake", (3, 3), 4)
