@@ -170,9 +170,8 @@ def _usable(chip: ChipGrid, degrees: tuple[int, ...], names: str, knobs: str) ->
         note = f" (of its {chip.num_tiles}: dead or spare)" if len(usable) < chip.num_tiles else ""
         raise MappingError(
             f"mapping needs {names} = {'*'.join(map(str, degrees))} = {needed} tiles but the "
-            f"chip has "
-            f"{len(usable)} usable tiles{note}; choose {knobs} whose product is at most "
-            f"{len(usable)}"
+            f"chip has {len(usable)} usable tiles{note}; choose {knobs} whose product is at "
+            f"most {len(usable)}"
         )
     return usable
 
@@ -213,13 +212,9 @@ def place_rectangles(
         }
         if len(whole) >= dp:
             # the placer's order over the grid of blocks, each block in the die of its tiles
-            blocks = _BlockGrid(
-                list(cells),
-                [
-                    chip.die_of(tile_at[c]) if c in tile_at else -1
-                    for c in (cs[0] for cs in cells.values())
-                ],
-            )
+            firsts = [block_cells[0] for block_cells in cells.values()]
+            dies = [chip.die_of(tile_at[c]) if c in tile_at else -1 for c in firsts]
+            blocks = _BlockGrid(list(cells), dies)
             order = [blocks.cells[k] for k in PLACERS.get(strategy)(blocks)]
             return tuple((whole[b],) for b in order if b in whole)[:dp]
         found = max(found, len(whole))
