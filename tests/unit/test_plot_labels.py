@@ -70,6 +70,56 @@ def test_noc_speaks_percent_and_human_bytes(wafer_run: Any) -> None:
     assert "bytes carried [GB]" in _texts(bytes_fig)
 
 
+@pytest.fixture(scope="module")
+def chips_run() -> Any:
+    """Llama-3-8B cut to 2 layers served on a T3000: 8 one-tile chips joined by Ethernet."""
+    experiment = load_experiment(
+        "wormhole-t3000",
+        "llama3-8b",
+        overrides=[
+            "workload.mode=inference",
+            "model.num_hidden_layers=2",
+            "inference.prompt_len=64",
+            "inference.output_len=2",
+        ],
+        mapping_flags={"tp": 8},
+    )
+    return simulate(experiment)
+
+
+@pytest.mark.parametrize("run", ["chips_run", "wafer_run", "gpu_run"])
+def test_noc_listing_title_and_colour_bar_fit_the_figure_apart(
+    run: str, request: pytest.FixtureRequest
+) -> None:
+    """The hottest-channel listing, the title and the colour bar lie inside the figure, the
+    listing clear of the colour bar and its label, at the resolution the figure is saved at
+    (a T3000's 2 x 4 chips made a figure shorter than its listing, which ran off it)."""
+    result = request.getfixturevalue(run)
+    fig = plots.noc_figure(result.trace, result.chip, result.plan)
+    fig.set_dpi(110)  # plots.noc's
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    listing = next(t for t in fig.texts if "hottest" in t.get_text())
+    boxes = {
+        "listing": listing.get_window_extent(renderer),
+        "title": fig.axes[0].title.get_window_extent(renderer),
+        "colour bar": fig.axes[1].get_tightbbox(renderer),
+    }
+    for name, box in boxes.items():
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, name
+        assert page.y0 <= box.y0 and box.y1 <= page.y1, name
+    assert boxes["colour bar"].x1 < boxes["listing"].x0
+
+
+def test_noc_of_one_tile_chips_names_chip_to_chip_links_once(chips_run: Any) -> None:
+    """On a system of one-tile chips every link joins two chips: the title says so, and the
+    hottest links are listed once, not again as inter-die links."""
+    fig = plots.noc_figure(chips_run.trace, chips_run.chip, chips_run.plan)
+    text = " ".join(_texts(fig))
+    assert "chip-to-chip links by utilisation" in text and "NoC" not in text
+    assert "hottest inter-die links" not in text
+
+
 def test_memory_names_estimate_and_simulated_peak_apart(wafer_run: Any) -> None:
     """Bars are the plan's estimate, diamonds the simulated peak; GiB once bars reach 0.5 GiB;
     the 3 MiB SRAM line, invisible on a GiB axis, is named in the legend instead."""
