@@ -111,6 +111,16 @@ def test_noc_listing_title_and_colour_bar_fit_the_figure_apart(
     assert boxes["colour bar"].x1 < boxes["listing"].x0
 
 
+@pytest.mark.parametrize("run", ["chips_run", "wafer_run", "gpu_run"])
+def test_placement_title_fits_the_figure(run: str, request: pytest.FixtureRequest) -> None:
+    """A floorplan narrower than its title (a T3000's eight chips) widens the figure to it."""
+    result = request.getfixturevalue(run)
+    fig = plots.placement_figure(result.chip, result.plan)
+    fig.set_dpi(110)  # plots.placement's
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
+
+
 def test_noc_of_one_tile_chips_names_chip_to_chip_links_once(chips_run: Any) -> None:
     """On a system of one-tile chips every link joins two chips: the title says so, and the
     hottest links are listed once, not again as inter-die links."""
@@ -152,7 +162,7 @@ def test_placement_names_a_2d_tensor_parallel_grid(gpu_run: Any) -> None:
     import dataclasses
 
     texts = _texts(plots.placement_figure(gpu_run.chip, gpu_run.plan))
-    assert any("× TP 8 × DP 4" in t for t in texts)
+    assert any("1 stage × TP 8 × DP 4" in t for t in texts)
     mapping = dataclasses.replace(gpu_run.plan.mapping, tp_2d=(4, 2))
     plan = dataclasses.replace(gpu_run.plan, mapping=mapping)
     texts = _texts(plots.placement_figure(gpu_run.chip, plan))
