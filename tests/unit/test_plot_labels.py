@@ -12,6 +12,14 @@ from palmsim.api import load_experiment, simulate
 plots = pytest.importorskip("palmsim.report.plots")
 
 
+def _left_title(ax: Any) -> Any:
+    """The artist of an axes' left title (``ax.title`` is the centre one)."""
+    from matplotlib.text import Text
+
+    text = ax.get_title(loc="left")
+    return next(t for t in ax.findobj(Text) if t.get_text() == text and text)
+
+
 def _texts(fig: Any) -> list[str]:
     """Every text of a figure: titles, axis labels, legend entries, colour bar, free text."""
     out = [t.get_text() for t in fig.texts]
@@ -102,7 +110,7 @@ def test_noc_listing_title_and_colour_bar_fit_the_figure_apart(
     listing = next(t for t in fig.texts if "hottest" in t.get_text())
     boxes = {
         "listing": listing.get_window_extent(renderer),
-        "title": fig.axes[0].title.get_window_extent(renderer),
+        "title": _left_title(fig.axes[0]).get_window_extent(renderer),
         "colour bar": fig.axes[1].get_tightbbox(renderer),
     }
     for name, box in boxes.items():
@@ -117,7 +125,7 @@ def test_placement_title_fits_the_figure(run: str, request: pytest.FixtureReques
     result = request.getfixturevalue(run)
     fig = plots.placement_figure(result.chip, result.plan)
     fig.set_dpi(110)  # plots.placement's
-    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    box = _left_title(fig.axes[0]).get_window_extent(fig.canvas.get_renderer())
     assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
 
 
