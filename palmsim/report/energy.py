@@ -45,6 +45,7 @@ __all__ = [
     "flow_energy_j",
     "format_energy_table",
     "power_floor_w",
+    "watts",
 ]
 
 #: Keys of ``energy_breakdown_j``, in report order.
@@ -250,7 +251,8 @@ def _joules(value_j: float) -> str:
     return f"{value_j * 1e6:.4g} µJ"
 
 
-def _watts(value_w: float) -> str:
+def watts(value_w: float) -> str:
+    """A power in W, kW or MW, four significant digits (the tables' and figures')."""
     for name, scale in (("MW", 1e6), ("kW", 1e3)):
         if abs(value_w) >= scale:
             return f"{value_w / scale:.4g} {name}"
@@ -273,7 +275,7 @@ def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("energy per token", _joules(energy["energy_per_token_j"])))
         if "energy_per_sample_j" in energy:
             rows.append(("energy per sample", _joules(energy["energy_per_sample_j"])))
-        rows.append(("average power", _watts(energy["average_power_w"])))
+        rows.append(("average power", watts(energy["average_power_w"])))
         if "tdp_w" in energy:
             within = energy.get("average_power_within_tdp_w", energy["average_power_w"])
             fraction = energy["average_power_fraction_of_tdp"]
@@ -281,8 +283,8 @@ def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             rows.append(
                 (
                     "  against TDP",
-                    f"{_watts(within)}{outside} = {100 * fraction:.1f} % of TDP "
-                    f"{_watts(energy['tdp_w'])}",
+                    f"{watts(within)}{outside} = {100 * fraction:.1f} % of TDP "
+                    f"{watts(energy['tdp_w'])}",
                 )
             )
         total = float(energy["energy_per_iteration_j"])

@@ -21,7 +21,7 @@ from palmsim.engine.records import WAIT_CATEGORIES, IntervalRecord, RunTrace
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.plan import MappingPlan
 from palmsim.registry import Registry
-from palmsim.report.energy import ENERGY_COMPONENTS
+from palmsim.report.energy import ENERGY_COMPONENTS, watts
 from palmsim.report.figdata import (
     MEMORY_KINDS,
     Cell,
@@ -1149,11 +1149,11 @@ def energy_breakdown(summary: Mapping[str, Any], path: str | Path, *, dpi: int =
     title = (
         f"energy {total * scale:.4g} {unit}/iteration, "
         f"{energy['energy_per_token_j']:.3g} J/token; "
-        f"average power {energy['average_power_w'] / 1e3:.4g} kW"
+        f"average power {watts(energy['average_power_w'])}"
     )
     if "tdp_w" in energy:
-        fraction, tdp_kw = energy["average_power_fraction_of_tdp"], energy["tdp_w"] / 1e3
-        title += f";\n{fraction:.0%} of TDP {tdp_kw:.4g} kW"
+        fraction = energy["average_power_fraction_of_tdp"]
+        title += f";\n{fraction:.0%} of TDP {watts(energy['tdp_w'])}"
         within_w = energy.get("average_power_within_tdp_w", energy["average_power_w"])
         if within_w < energy["average_power_w"]:
             title += " (die-edge DRAM outside the TDP)"

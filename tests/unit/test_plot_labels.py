@@ -138,6 +138,28 @@ def test_noc_of_one_tile_chips_names_chip_to_chip_links_once(chips_run: Any) -> 
     assert "hottest inter-die links" not in text
 
 
+@pytest.mark.parametrize(
+    ("power_w", "tdp_w", "said"),
+    [(102.7, 160.0, "average power 102.7 W;\n64% of TDP 160 W"), (2582.0, 4800.0, "2.582 kW")],
+)
+def test_energy_title_gives_power_in_the_unit_that_reads(
+    monkeypatch: pytest.MonkeyPatch, power_w: float, tdp_w: float, said: str
+) -> None:
+    """An n150's 102.7 W read '0.1027 kW' and its TDP '0.16 kW'; kW from 1 kW on."""
+    drawn: list[Any] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: drawn.append(fig) or path)
+    energy = {
+        "energy_breakdown_j": {"compute": 1.0, "dram": 2.0},
+        "energy_per_iteration_j": 3.0,
+        "energy_per_token_j": 3.78,
+        "average_power_w": power_w,
+        "tdp_w": tdp_w,
+        "average_power_fraction_of_tdp": power_w / tdp_w,
+    }
+    plots.energy_breakdown({"energy": energy}, "unused.png")
+    assert said in drawn[0].axes[0].get_title()
+
+
 def test_memory_names_estimate_and_simulated_peak_apart(wafer_run: Any) -> None:
     """Bars are the plan's estimate, diamonds the simulated peak; GiB once bars reach 0.5 GiB;
     the 3 MiB SRAM line, invisible on a GiB axis, is named in the legend instead."""
