@@ -670,7 +670,9 @@ def noc_figure(
             lines += [line(x) for x in hottest_links(members, top // 2, by=by)] or ["(idle)"]
             lines += [""]
     else:
-        lines += [line(x) for x in hottest_links(network, top, by=by)]
+        lines += [line(x) for x in hottest_links(network, top, by=by)] or [
+            "(none: no link joins two of the run's tiles)"
+        ]
     inter_die = [x for x in loads if x.kind == "inter_die"]
     if inter_die and not chips_only:  # a system of one-tile chips: the list above
         lines += ["", "hottest inter-die links:"]

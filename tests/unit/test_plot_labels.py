@@ -160,6 +160,25 @@ def test_energy_title_gives_power_in_the_unit_that_reads(
     assert said in drawn[0].axes[0].get_title()
 
 
+def test_noc_of_one_tile_says_there_is_no_link() -> None:
+    """One Wormhole chip, one tile: the listing says no link joins two tiles (it was a
+    heading over nothing)."""
+    experiment = load_experiment(
+        "wormhole-n150",
+        "llama3-8b",
+        overrides=[
+            "workload.mode=inference",
+            "model.num_hidden_layers=1",
+            "inference.prompt_len=32",
+            "inference.output_len=2",
+        ],
+        mapping_flags={"tp": 1},
+    )
+    result = simulate(experiment)
+    fig = plots.noc_figure(result.trace, result.chip, result.plan)
+    assert "(none: no link joins two of the run's tiles)" in " ".join(_texts(fig))
+
+
 def test_memory_names_estimate_and_simulated_peak_apart(wafer_run: Any) -> None:
     """Bars are the plan's estimate, diamonds the simulated peak; GiB once bars reach 0.5 GiB;
     the 3 MiB SRAM line, invisible on a GiB axis, is named in the legend instead."""
