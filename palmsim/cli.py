@@ -465,7 +465,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     out = args.out or str(Path("results") / f"serve-{Path(args.serving or 'default').stem}")
     _check_out_folder("--out", Path(out))
     result = _serve_with_bar(args, args.overrides, "serving")
-    print(format_serving_table(result.summary))
+    if not args.quiet:
+        print(format_serving_table(result.summary))
     write_serving_run(
         out,
         summary=result.summary,
@@ -473,7 +474,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         trace=result.trace,
         make_plots=not args.no_plots,
     )
-    print(f"wrote {out}")
+    if not args.quiet:
+        print(f"wrote {out}")
     return 0
 
 
@@ -1190,7 +1192,13 @@ def build_parser() -> argparse.ArgumentParser:
         "writes latency_load.csv/png and one folder per rate",
     )
     sv.add_argument("--label", help="--rates: the curve's name in the figure")
-    sv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sv.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar or summary table, as palmsim run -q (--rates still prints its "
+        "curve, a line a rate)",
+    )
     sv.set_defaults(func=_cmd_serve)
 
     plot = sub.add_parser(

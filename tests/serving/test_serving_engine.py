@@ -117,6 +117,15 @@ def test_palmsim_serve_writes_the_run_folder(tmp_path, capsys):
     ):
         assert (out / name).is_file(), name
     assert len((out / "requests.csv").read_text().splitlines()) == 7
+    # -q, as palmsim run -q: the same folder, nothing printed
+    quiet = tmp_path / "quiet"
+    args = ["serve", "--set", "serving.traffic.num_requests=6", "--no-plots", "-q"]
+    assert main([*args, "--out", str(quiet)]) == 0
+    assert capsys.readouterr().out == ""
+    loud, hushed = (json.loads((d / "summary.json").read_text()) for d in (out, quiet))
+    for summary in (loud, hushed):
+        summary.pop("wall_time_s")  # the machine's, not the simulation's
+    assert hushed == loud
 
 
 def test_a_cache_too_small_for_any_request_says_so_and_still_writes(tmp_path, capsys, caplog):
