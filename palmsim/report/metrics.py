@@ -942,12 +942,14 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
             ("KV cache peak", f"{_bytes(kv['per_tile_max'])} per tile, {_bytes(kv['total'])} total")
         )
     for stage, p in summary.get("kv_cache_placement", {}).items():
+        spill = p["spill_token"]
         rows.append(
             (
                 f"  {stage} placement",
                 f"weights {_bytes(p['weights_sram_bytes'])} SRAM + "
                 f"{_bytes(p['weights_dram_bytes'])} DRAM; KV {_bytes(p['kv_sram_bytes'])} SRAM + "
-                f"{_bytes(p['kv_dram_bytes'])} DRAM, in SRAM up to token {p['spill_token']}",
+                f"{_bytes(p['kv_dram_bytes'])} DRAM, "
+                + (f"in SRAM up to token {spill}" if spill > 0 else "no token of it in SRAM"),
             )
         )
     add("model FLOP/s (achieved)", "model_flop_per_s", lambda v: _human_rate(v, "FLOP/s"))

@@ -492,6 +492,27 @@ def test_format_summary_table_uses_human_units():
     assert re.search(r"\nTP ranks simulated +1 of 8 per stage \(symmetric", reduced)
 
 
+def test_a_kv_cache_wholly_in_dram_is_said_so():
+    """A stage whose KV cache has no token in SRAM (an n150's SRAM full of weights) said 'in
+    SRAM up to token 0'."""
+    placement = {
+        "weights_sram_bytes": 1024.0,
+        "weights_dram_bytes": 2048.0,
+        "kv_sram_bytes": 0.0,
+        "kv_dram_bytes": 4096.0,
+    }
+    table = format_summary_table(
+        {
+            "kv_cache_placement": {
+                "stage0": {**placement, "spill_token": 0},
+                "stage1": {**placement, "spill_token": 17},
+            }
+        }
+    )
+    assert "4.000 KiB DRAM, no token of it in SRAM" in table
+    assert "4.000 KiB DRAM, in SRAM up to token 17" in table
+
+
 # --------------------------------------------------------------------------- timeline
 
 
