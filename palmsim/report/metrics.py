@@ -1006,13 +1006,10 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
             )
         )
     if "memory_breakdown_bytes" in summary:
-        b = summary["memory_breakdown_bytes"]
-        rows.append(
-            (
-                "  breakdown",
-                ", ".join(f"{k} {_bytes(b[k])}" for k in b),
-            )
-        )
+        b = dict(summary["memory_breakdown_bytes"])
+        if summary.get("mode") == "inference":  # no gradients or optimizer state to hold
+            b = {"weights": b["weights"], "KV cache and activations": b["activations"]}
+        rows.append(("  breakdown", ", ".join(f"{k} {_bytes(v)}" for k, v in b.items())))
     add("simulated events", "simulated_events", str)
     add("wall time", "simulation_wall_time_s", _human_time)
     add("palmsim", "palmsim_version", str)

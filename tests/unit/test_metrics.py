@@ -513,6 +513,18 @@ def test_a_kv_cache_wholly_in_dram_is_said_so():
     assert "4.000 KiB DRAM, in SRAM up to token 17" in table
 
 
+def test_an_inference_memory_breakdown_names_the_kv_cache_not_gradients():
+    """An inference holds weights, its KV cache and activations: the table says so, not
+    'gradients 0 B, optimizer 0 B, activations' (the cache's bytes under that name)."""
+    breakdown = {"weights": 2048.0, "gradients": 0.0, "optimizer": 0.0, "activations": 1024.0}
+    summary = {"memory_breakdown_bytes": breakdown}
+    training = format_summary_table(summary)
+    assert "gradients 0 B, optimizer 0 B, activations 1.000 KiB" in training
+    inference = format_summary_table({**summary, "mode": "inference"})
+    assert "weights 2.000 KiB, KV cache and activations 1.000 KiB" in inference
+    assert "gradients" not in inference
+
+
 # --------------------------------------------------------------------------- timeline
 
 
