@@ -881,13 +881,18 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     add("hardware", "hardware", str)
     if "mapping" in summary:
         m = summary["mapping"]
+        # an inference has no schedule or recompute (training-only keys, refused there)
+        procedure = (
+            ""
+            if summary.get("mode") == "inference"
+            else f" {m.get('schedule')} recompute={m.get('recompute')}"
+            + (f"({','.join(m['recompute_modules'])})" if m.get("recompute_modules") else "")
+        )
         rows.append(
             (
                 "mapping",
                 f"pp={m.get('pp')} tp={m.get('tp')} dp={m.get('dp')} "
-                f"mbs={m.get('micro_batch_size')} {m.get('schedule')} "
-                f"recompute={m.get('recompute')}"
-                + (f"({','.join(m['recompute_modules'])})" if m.get("recompute_modules") else "")
+                f"mbs={m.get('micro_batch_size')}{procedure}"
                 + f" placement={m.get('placement')}"
                 + (f" ep={m['ep']}" if m.get("ep", 1) > 1 else "")
                 + (f" cp={m['cp']}" if m.get("cp", 1) > 1 else "")

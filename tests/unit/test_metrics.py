@@ -525,6 +525,17 @@ def test_an_inference_memory_breakdown_names_the_kv_cache_not_gradients():
     assert "gradients" not in inference
 
 
+def test_an_inference_mapping_line_has_no_schedule_or_recompute():
+    """Schedule and recompute are training-only keys: an inference's mapping line drops
+    them (it read '1f1b recompute=none' for every inference)."""
+    mapping = {"pp": 1, "tp": 8, "dp": 4, "micro_batch_size": 8}
+    mapping |= {"schedule": "1f1b", "recompute": "none", "placement": "snake"}
+    training = format_summary_table({"mapping": mapping})
+    assert "mbs=8 1f1b recompute=none placement=snake" in training
+    inference = format_summary_table({"mapping": mapping, "mode": "inference"})
+    assert "pp=1 tp=8 dp=4 mbs=8 placement=snake" in inference
+
+
 # --------------------------------------------------------------------------- timeline
 
 
