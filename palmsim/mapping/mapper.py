@@ -68,6 +68,7 @@ from palmsim.mapping.memory import (
     check_fit,
     optimizer_state_bytes_per_param,
     peak_held_bytes,
+    training_remedies,
     training_tile_memory,
 )
 from palmsim.mapping.partition import PARTITIONERS, partition_with_ends
@@ -437,7 +438,11 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 memory.append((tile, stage_memory.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
     if experiment.run.memory_check:
-        check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False)
+        usable = len(getattr(chip, "usable_tiles", range(chip.num_tiles)))
+        remedies = training_remedies(mapping, usable)
+        check_fit(
+            chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False, remedies=remedies
+        )
     for s, (stage_memory, per_microbatch) in enumerate(stage_memories):
         programs.update(_stage(experiment, batch, model, layout, s, stage_memory, per_microbatch))
     comms, num_simulated_replicas, num_simulated_ranks = communicators(

@@ -44,6 +44,7 @@ __all__ = [
     "optimizer_state_bytes_per_param",
     "peak_held_bytes",
     "place_demands",
+    "training_remedies",
     "training_state_bytes",
 ]
 
@@ -188,9 +189,11 @@ def check_fit(
     sram_capacity_bytes: float,
     *,
     inference: bool,
+    remedies: str | None = None,
 ) -> None:
     """Raise :class:`MappingError` (``does_not_fit``) with the neediest tile's breakdown if any
-    DRAM port is asked to hold more than it has."""
+    DRAM port is asked to hold more than it has; a training run's error names ``remedies``
+    (:func:`training_remedies`)."""
     overflow = dram_overflow(chip, memory, port_of)
     if overflow is None:
         return
@@ -215,8 +218,38 @@ def check_fit(
     raise MappingError(
         f"model does not fit: {head}gradients {b.gradients / GB:.4g} GB + "
         f"optimizer {b.optimizer / GB:.4g} GB + activations {b.activations / GB:.4g} GB "
-        f"= {b.total / GB:.4g} GB against {sram}; use more stages/tensor parallelism, "
-        f"recompute, or smaller micro-batches (or --set run.memory_check=false to simulate "
-        f"it anyway)",
+        f"= {b.total / GB:.4g} GB against {sram}; {remedies or _REMEDIES} (or --set "
+        "run.memory_check=false to simulate it anyway)",
         does_not_fit=True,
     )
+
+
+#: A training mapping's remedies when the caller names none.
+_REMEDIES = "use more stages/tensor parallelism, recompute, or smaller micro-batches"
+
+
+def training_remedies(mapping: MappingSpec, num_tiles: int) -> str:
+    """What a training ``mapping`` on ``num_tiles`` usable tiles that does not fit could
+    still change, each only where it is not already taken: more stages or tensor
+    parallelism (tiles to spare, or data-parallel replicas to trade), ZeRO over the
+    data-parallel replicas, full recompute, micro-batches of one sample, 1F1B in place of
+    GPipe; with none left, the model's training state does not fit the hardware."""
+    used = mapping.pp * mapping.tp * mapping.dp * mapping.cp
+    left = []
+    if used < num_tiles or mapping.dp > 1:
+        left.append("more stages/tensor parallelism")
+    if mapping.dp * mapping.cp > 1 and mapping.zero < 3:
+        left.append(f"a higher ZeRO stage than {mapping.zero} (--zero)")
+    if mapping.recompute != "full":
+        left.append("recompute (--recompute full)")
+    if mapping.micro_batch_size > 1:
+        left.append("smaller micro-batches")
+    if mapping.schedule == "gpipe":  # holds every micro-batch's activations, 1F1B at most p
+        left.append("the 1F1B schedule (--schedule 1f1b)")
+    if not left:
+        return (
+            f"with pp*tp*dp = {used} of the {num_tiles} tiles, full recompute and micro-batches "
+            "of one sample, the model's training state does not fit this hardware: more tiles "
+            "(hw.system.chips) or a smaller model"
+        )
+    return "use " + (", ".join(left[:-1]) + " or " + left[-1] if len(left) > 1 else left[0])

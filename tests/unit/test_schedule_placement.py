@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from palmsim.config.specs import MappingSpec
 from palmsim.errors import MappingError
-from palmsim.mapping.memory import peak_held_bytes
+from palmsim.mapping.memory import peak_held_bytes, training_remedies
 from palmsim.mapping.partition import partition_by_cost, partition_by_layers, partition_with_ends
 from palmsim.mapping.placement import place_rectangles, ring_order
 from palmsim.mapping.schedule import gpipe, one_f_one_b
@@ -158,3 +159,25 @@ def test_rectangles_the_grid_cannot_hold_are_refused():
         place_rectangles(grid, "snake", (2, 16), 1)  # 16 columns: no 4 x 8 grid holds it
     with pytest.raises(MappingError, match="needs tp\\*dp = 9\\*4 = 36 tiles"):
         place_rectangles(grid, "snake", (3, 3), 4)
+
+
+def test_remedies_name_only_what_the_mapping_has_not_taken():
+    """A training mapping that does not fit is told what it could still change: not more
+    stages when every tile is used by one replica, not recompute when it is full, not
+    smaller micro-batches at one sample; ZeRO only over data-parallel replicas; 1F1B in
+    place of GPipe. With nothing left, that the training state does not fit the hardware."""
+    wide = MappingSpec(pp=2, tp=4, dp=1, micro_batch_size=4, recompute="none")
+    assert training_remedies(wide, 16) == (
+        "use more stages/tensor parallelism, recompute (--recompute full) or smaller micro-batches"
+    )
+    spent = MappingSpec(pp=1, tp=8, dp=1, micro_batch_size=1, recompute="full")
+    assert training_remedies(spent, 8).startswith(
+        "with pp*tp*dp = 8 of the 8 tiles, full recompute and micro-batches of one sample, "
+        "the model's training state does not fit this hardware"
+    )
+    replicated = MappingSpec(pp=1, tp=4, dp=2, micro_batch_size=1, recompute="full", zero=1)
+    assert training_remedies(replicated, 8) == (
+        "use more stages/tensor parallelism or a higher ZeRO stage than 1 (--zero)"
+    )
+    gpipe = MappingSpec(pp=2, tp=4, micro_batch_size=1, recompute="full", schedule="gpipe")
+    assert training_remedies(gpipe, 8) == "use the 1F1B schedule (--schedule 1f1b)"
