@@ -110,7 +110,7 @@ from palmsim.mapping.lower import (
     receive_gather,
     tp_collective,
 )
-from palmsim.mapping.memory import check_fit, place_demands
+from palmsim.mapping.memory import check_fit, inference_remedies, place_demands
 from palmsim.mapping.partition import PARTITIONERS
 from palmsim.mapping.placement import place, place_rectangles
 from palmsim.mapping.plan import (
@@ -906,7 +906,9 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             for tile in replica[s]:
                 memory.append((tile, held.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
-    check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=True)
+    usable = len(getattr(chip, "usable_tiles", range(chip.num_tiles)))
+    remedies = inference_remedies(mapping, inf.batch, usable)
+    check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=True, remedies=remedies)
     programs: list[StageProgram] = []
     stages: list[InferenceStage] = []
     for s, layers in enumerate(layer_ranges):

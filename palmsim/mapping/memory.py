@@ -41,6 +41,7 @@ __all__ = [
     "activation_sizes",
     "check_fit",
     "dram_overflow",
+    "inference_remedies",
     "optimizer_state_bytes_per_param",
     "peak_held_bytes",
     "place_demands",
@@ -192,8 +193,8 @@ def check_fit(
     remedies: str | None = None,
 ) -> None:
     """Raise :class:`MappingError` (``does_not_fit``) with the neediest tile's breakdown if any
-    DRAM port is asked to hold more than it has; a training run's error names ``remedies``
-    (:func:`training_remedies`)."""
+    DRAM port is asked to hold more than it has; the error names ``remedies``
+    (:func:`training_remedies`, :func:`inference_remedies`)."""
     overflow = dram_overflow(chip, memory, port_of)
     if overflow is None:
         return
@@ -210,9 +211,8 @@ def check_fit(
     if inference:
         raise MappingError(
             f"inference does not fit: {head}KV cache at full length and activations "
-            f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against {sram}; use more "
-            "stages/tensor parallelism, a smaller batch, shorter sequences or narrower "
-            "formats (inference.weight_dtype, inference.kv_dtype)",
+            f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against {sram}; "
+            f"{remedies or _INFERENCE_REMEDIES}",
             does_not_fit=True,
         )
     raise MappingError(
@@ -226,6 +226,24 @@ def check_fit(
 
 #: A training mapping's remedies when the caller names none.
 _REMEDIES = "use more stages/tensor parallelism, recompute, or smaller micro-batches"
+#: An inference's remedies when the caller names none, and the ones it always has.
+_FORMATS = "narrower formats (inference.weight_dtype, inference.kv_dtype)"
+_INFERENCE_REMEDIES = (
+    f"use more stages/tensor parallelism, a smaller batch, shorter sequences or {_FORMATS}"
+)
+
+
+def inference_remedies(mapping: MappingSpec, batch: int, num_tiles: int) -> str:
+    """What an inference ``mapping`` of ``batch`` requests on ``num_tiles`` usable tiles that
+    does not fit could still change: more stages or tensor parallelism only with tiles to
+    spare or replicas to trade, a smaller batch only above one request; shorter sequences
+    and narrower formats always."""
+    left = []
+    if mapping.pp * mapping.tp * mapping.dp < num_tiles or mapping.dp > 1:
+        left.append("more stages/tensor parallelism")
+    if batch > 1:
+        left.append("a smaller batch")
+    return "use " + ", ".join([*left, "shorter sequences"]) + f" or {_FORMATS}"
 
 
 def training_remedies(mapping: MappingSpec, num_tiles: int) -> str:

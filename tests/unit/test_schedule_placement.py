@@ -8,7 +8,7 @@ import pytest
 
 from palmsim.config.specs import MappingSpec
 from palmsim.errors import MappingError
-from palmsim.mapping.memory import peak_held_bytes, training_remedies
+from palmsim.mapping.memory import inference_remedies, peak_held_bytes, training_remedies
 from palmsim.mapping.partition import partition_by_cost, partition_by_layers, partition_with_ends
 from palmsim.mapping.placement import place_rectangles, ring_order
 from palmsim.mapping.schedule import gpipe, one_f_one_b
@@ -181,3 +181,15 @@ def test_remedies_name_only_what_the_mapping_has_not_taken():
     )
     gpipe = MappingSpec(pp=2, tp=4, micro_batch_size=1, recompute="full", schedule="gpipe")
     assert training_remedies(gpipe, 8) == "use the 1F1B schedule (--schedule 1f1b)"
+
+
+def test_inference_remedies_drop_more_parallelism_without_tiles_and_a_batch_of_one():
+    """Llama-3-8B on an n150 (one tile, one request) is told shorter sequences or narrower
+    formats; with tiles to spare and 32 requests, more parallelism and a smaller batch too."""
+    formats = "narrower formats (inference.weight_dtype, inference.kv_dtype)"
+    one = MappingSpec(tp=1, micro_batch_size=1)
+    assert inference_remedies(one, 1, 1) == f"use shorter sequences or {formats}"
+    spare = MappingSpec(tp=4, micro_batch_size=32)
+    assert inference_remedies(spare, 32, 8) == (
+        f"use more stages/tensor parallelism, a smaller batch, shorter sequences or {formats}"
+    )
