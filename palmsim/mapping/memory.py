@@ -190,7 +190,7 @@ def check_fit(
     sram_capacity_bytes: float,
     *,
     inference: bool,
-    remedies: str | None = None,
+    remedies: str,
 ) -> None:
     """Raise :class:`MappingError` (``does_not_fit``) with the neediest tile's breakdown if any
     DRAM port is asked to hold more than it has; the error names ``remedies``
@@ -211,26 +211,20 @@ def check_fit(
     if inference:
         raise MappingError(
             f"inference does not fit: {head}KV cache at full length and activations "
-            f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against {sram}; "
-            f"{remedies or _INFERENCE_REMEDIES}",
+            f"{b.activations / GB:.4g} GB = {b.total / GB:.4g} GB against {sram}; {remedies}",
             does_not_fit=True,
         )
     raise MappingError(
         f"model does not fit: {head}gradients {b.gradients / GB:.4g} GB + "
         f"optimizer {b.optimizer / GB:.4g} GB + activations {b.activations / GB:.4g} GB "
-        f"= {b.total / GB:.4g} GB against {sram}; {remedies or _REMEDIES} (or --set "
+        f"= {b.total / GB:.4g} GB against {sram}; {remedies} (or --set "
         "run.memory_check=false to simulate it anyway)",
         does_not_fit=True,
     )
 
 
-#: A training mapping's remedies when the caller names none.
-_REMEDIES = "use more stages/tensor parallelism, recompute, or smaller micro-batches"
-#: An inference's remedies when the caller names none, and the ones it always has.
+#: The remedies an inference that does not fit always has, besides shorter sequences.
 _FORMATS = "narrower formats (inference.weight_dtype, inference.kv_dtype)"
-_INFERENCE_REMEDIES = (
-    f"use more stages/tensor parallelism, a smaller batch, shorter sequences or {_FORMATS}"
-)
 
 
 def inference_remedies(mapping: MappingSpec, batch: int, num_tiles: int) -> str:
@@ -265,9 +259,10 @@ def training_remedies(mapping: MappingSpec, num_tiles: int) -> str:
     if mapping.schedule == "gpipe":  # holds every micro-batch's activations, 1F1B at most p
         left.append("the 1F1B schedule (--schedule 1f1b)")
     if not left:
+        degrees = "pp*tp*dp*cp" if mapping.cp > 1 else "pp*tp*dp"
         return (
-            f"with pp*tp*dp = {used} of the {num_tiles} tiles, full recompute and micro-batches "
-            "of one sample, the model's training state does not fit this hardware: more tiles "
-            "(hw.system.chips) or a smaller model"
+            f"with {degrees} = {used} of the {num_tiles} tiles, full recompute and "
+            "micro-batches of one sample, the model's training state does not fit this "
+            "hardware: more tiles (hw.system.chips) or a smaller model"
         )
     return "use " + (", ".join(left[:-1]) + " or " + left[-1] if len(left) > 1 else left[0])
