@@ -314,7 +314,9 @@ class Simulator:
         # per event (peek and step): the same events in the same order, an event that
         # failed (a process that raised) raising as it does there.
         finished, queue = self._finished, env._queue  # type: ignore[attr-defined]
-        progress, total_passes = self._progress, self.passes_in_all()
+        # the event count of the next progress report (never reached without a callback): a
+        # comparison with a local per event
+        report_at = PROGRESS_EVERY if self._progress is not None else -1
         with gc_paused():
             while len(finished) < num_tiles and queue:
                 if until is not None and queue[0][0] > until:
@@ -327,10 +329,11 @@ class Simulator:
                     failure = event._value
                     raise type(failure)(*failure.args) from failure
                 num_events += 1
-                if progress is not None and not num_events % PROGRESS_EVERY:
-                    progress(self._passes_done, total_passes, f"t = {env.now:.4g} s simulated")
-        if progress is not None:
-            progress(self._passes_done, total_passes, f"t = {env.now:.4g} s simulated")
+                if num_events == report_at:
+                    self._report_progress()
+                    report_at += PROGRESS_EVERY
+        if self._progress is not None:
+            self._report_progress()
         stuck = sorted(self._simulated - self._finished)
         if stuck:
             shown = "; ".join(
@@ -371,6 +374,12 @@ class Simulator:
             wall_time_s=time.perf_counter() - wall_start,
             metadata={"placement": plan.placement},
         )
+
+    def _report_progress(self) -> None:
+        """Tell ``progress`` the passes done of :meth:`passes_in_all` and the time reached."""
+        assert self._progress is not None
+        text = f"t = {self.env.now:.4g} s simulated"
+        self._progress(self._passes_done, self.passes_in_all(), text)
 
     def passes_in_all(self) -> int:
         """The passes the simulated tiles run: a forward or backward of a micro-batch through

@@ -906,7 +906,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
             for tile in replica[s]:
                 memory.append((tile, held.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
-    usable = len(getattr(chip, "usable_tiles", range(chip.num_tiles)))
+    usable = len(chip.usable_tiles)
     remedies = inference_remedies(mapping, inf.batch, usable)
     check_fit(chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=True, remedies=remedies)
     programs: list[StageProgram] = []

@@ -438,7 +438,7 @@ def map_workload(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
                 memory.append((tile, stage_memory.breakdown))
                 port_of.append((tile, chip.home_dram_port(tile)))
     if experiment.run.memory_check:
-        usable = len(getattr(chip, "usable_tiles", range(chip.num_tiles)))
+        usable = len(chip.usable_tiles)
         remedies = training_remedies(mapping, usable)
         check_fit(
             chip, memory, port_of, hw.tile.sram_capacity_bytes, inference=False, remedies=remedies
