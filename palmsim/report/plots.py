@@ -566,11 +566,18 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
     return fig
 
 
+def _drawn_size_in(fig: Figure, text: Any) -> tuple[float, float]:
+    """The width and height [in] ``text`` takes as drawn in ``fig``, 15 % to spare: hinted
+    glyphs grow with the resolution (7 pt DejaVu Sans Mono: 6 % wider at 110 dpi than at
+    100), and the spare keeps a text whole from 72 to 300 dpi."""
+    extent = text.get_window_extent(fig.canvas.get_renderer())  # type: ignore[attr-defined]
+    return 1.15 * extent.width / fig.dpi, 1.15 * extent.height / fig.dpi
+
+
 def _fit_width(fig: Figure, text: Any) -> None:
     """Widen ``fig`` to hold ``text`` whole (a one-chip floorplan is narrower than its
-    title), measured as drawn with 15 % to spare for hinted glyphs at other resolutions."""
-    extent = text.get_window_extent(fig.canvas.get_renderer())  # type: ignore[attr-defined]
-    need_in = 1.15 * extent.width / fig.dpi + 0.3
+    title)."""
+    need_in = _drawn_size_in(fig, text)[0] + 0.3
     width_in, height_in = fig.get_size_inches()
     if need_in > width_in:
         fig.set_size_inches(need_in, height_in)
@@ -737,10 +744,7 @@ def noc_figure(
     ax.set_title(title, loc="left", fontsize=9)
     # The map, its colour bar (ticks and label within 0.9 in right of the map's axes), then
     # the listing, measured as drawn: the figure wide and tall enough for it and the title.
-    # Hinted glyphs grow with the resolution (7 pt DejaVu Sans Mono: 6 % wider at 110 dpi
-    # than at 100): 15 % to spare keeps the listing whole up to 300 dpi.
-    extent = listing.get_window_extent(fig.canvas.get_renderer())  # type: ignore[attr-defined]
-    list_w_in, list_h_in = 1.15 * extent.width / fig.dpi, 1.15 * extent.height / fig.dpi
+    list_w_in, list_h_in = _drawn_size_in(fig, listing)
     title_h_in = (title.count("\n") + 1) * 9 * 1.3 / 72 + 0.15
     map_w_in = w_in + 0.6
     list_x_in = map_w_in + 0.9
@@ -755,7 +759,7 @@ def noc_figure(
         bottom=0.04,
     )
     # the colour bar as tall as the map, not the axes a taller listing stretches
-    axes_h_in = fig_h_in * (1 - title_h_in / fig_h_in - 0.04)
+    axes_h_in = 0.96 * fig_h_in - title_h_in  # between top and bottom above
     bar = fig.colorbar(
         ScalarMappable(norm=norm, cmap=cmap),
         ax=ax,
