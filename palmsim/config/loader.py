@@ -527,7 +527,8 @@ def _parse_grid(value: Any, where: str, key: str) -> tuple[int, int]:
 
 
 def _tp_2d_rule() -> Rule:
-    """``mapping.tp_2d``: null (1-D tensor parallelism) or ``[a, b]``, two ints >= 1."""
+    """``mapping.tp_2d`` and ``serving.tp_2d``: null (1-D tensor parallelism) or ``[a, b]``,
+    two ints >= 1."""
     expected = "a list of 2 ints >= 1, [a, b] with a*b = tp, or null (1-D)"
 
     def parse(value: Any, where: str, key: str) -> tuple[int, int] | None:
@@ -3402,6 +3403,7 @@ def _serving_schema() -> Schema:
         "tp": _int_rule(),
         "pp": _int_rule(),
         "placement": _str_rule(),
+        "tp_2d": _tp_2d_rule(),
         **_number_format_rules(),
     }
 
@@ -3620,6 +3622,7 @@ def load_serving(path: str | Path, overrides: Sequence[str] = ()) -> ServingSpec
         slo=SloSpec(ttft_s=slo["ttft"], tpot_s=slo["tpot"], quantile=slo["quantile"]),
         **{k: values[k] for k in ("replicas", "router", "prefill_replicas", "tp", "pp")},
         placement=values["placement"],
+        tp_2d=values["tp_2d"],
         **{
             k: values[k]
             for k in (

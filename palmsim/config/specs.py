@@ -2006,6 +2006,14 @@ class ServingSpec:
     tp: int = _f("tensor-parallel degree of a replica", default=1)
     pp: int = _f("pipeline stages of a replica", default=1)
     placement: str = _f("placement strategy of the replicas' tiles", default="snake")
+    tp_2d: tuple[int, int] | None = _f(
+        "2-D tensor parallelism [a, b] of a replica's a*b = tp ranks, as mapping.tp_2d lowers "
+        "it for palmsim run: a ranks split the heads and the MLP's columns, b ranks the "
+        "hidden dimension and every request's KV cache, each block's tokens split by "
+        "sequence over them (palmsim.mapping.serving); one stage, each replica on a b x a "
+        "rectangle of tiles; null: 1-D",
+        default=None,
+    )
     dtype: str = _f("activations and compute: fp32, fp16 or bf16", default="bf16")
     weight_dtype: str = _f("weights: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")
     kv_dtype: str = _f("KV cache: fp32, fp16, bf16, fp8, int8, bfp8 or bfp4", default="bf16")

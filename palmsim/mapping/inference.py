@@ -70,6 +70,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -517,7 +518,7 @@ def _tp_grid(experiment: ExperimentSpec) -> tuple[int, int]:
     return mapping.tp_2d or (mapping.tp, 1)
 
 
-def _split(block: Block, ways: int, whole: frozenset[str] = frozenset()) -> Block:
+def split_block(block: Block, ways: int, whole: frozenset[str] = frozenset()) -> Block:
     """``block`` with every op's work, bytes and parameters split ``ways`` ways (the
     ``b`` ranks of 2-D tensor parallelism; module docstring); its GEMM shapes split in
     their batch dimension, which keeps their FLOP. The ops named in ``whole`` stay whole:
@@ -651,9 +652,9 @@ def _pass(experiment: ExperimentSpec, seq_len: int, batch: Batch) -> _Pass:
             if a > 1 and ways == 1:  # 1-D TP
                 prefill = seq_len > 1
                 blocks = tuple(_residual_split(b, a, inf.residual_split, prefill) for b in blocks)
-            built[key] = tuple(
-                storage(fused_experts(_split(b, ways, whole) if ways > 1 else b)) for b in blocks
-            )
+            if ways > 1:  # 2-D TP
+                blocks = tuple(split_block(b, ways, whole) for b in blocks)
+            built[key] = tuple(storage(fused_experts(b)) for b in blocks)
         layers.append(built[key])
     return _Pass(
         tuple(layers),
@@ -791,21 +792,22 @@ def _cache_users(requests: int, b: int, placement: str) -> float:
     return requests / b
 
 
-def _check_tp_2d(experiment: ExperimentSpec) -> None:
-    """Raise MappingError unless ``mapping.tp_2d`` (if set) can be lowered."""
-    mapping, model = experiment.mapping, experiment.workload.model
-    inf = experiment.workload.inference
-    if mapping.tp_2d is None or inf is None:
+def check_tp_2d(
+    model: ModelSpec, tp: int, pp: int, tp_2d: tuple[int, int] | None, key: str
+) -> None:
+    """Raise MappingError unless 2-D tensor parallelism ``tp_2d`` (the value of ``key``) of
+    a replica's ``tp`` ranks over ``pp`` stages can be lowered."""
+    if tp_2d is None:
         return
-    a, b = mapping.tp_2d
+    a, b = tp_2d
     why = ""
-    if a * b != mapping.tp:
-        why = f"a*b = {a * b} is not tp = {mapping.tp}"
+    if a * b != tp:
+        why = f"a*b = {a * b} is not tp = {tp}"
     elif b == 1:
-        pass  # 1-D tensor parallelism (map_inference), whatever else the run has
+        pass  # 1-D tensor parallelism, whatever else the run has
     elif model.hidden_size % b:
         why = f"b = {b} does not divide the hidden size {model.hidden_size}"
-    elif mapping.pp > 1:
+    elif pp > 1:
         why = "pipeline stages with it are not modelled (sends between 2-D groups)"
     elif model.is_moe:
         why = "mixture-of-experts layers with it are not modelled"
@@ -816,14 +818,80 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
             f"model.parallel_block = {model.parallel_block!r} with it is not modelled (its "
             "collectives are laid out for an attention block, then an MLP block)"
         )
-    elif inf.residual_split != "none":
-        why = (
-            "inference.residual_split is for 1-D tensor parallelism (a 2-D layer splits "
-            "its residual stream over its second axis already; --set "
-            "inference.residual_split=none)"
-        )
     if why:
-        raise MappingError(f"mapping.tp_2d = [{a}, {b}]: {why}")
+        raise MappingError(f"{key} = [{a}, {b}]: {why}")
+
+
+def _check_tp_2d(experiment: ExperimentSpec) -> None:
+    """Raise MappingError unless ``mapping.tp_2d`` (if set) can be lowered."""
+    mapping, model = experiment.mapping, experiment.workload.model
+    inf = experiment.workload.inference
+    if mapping.tp_2d is None or inf is None:
+        return
+    check_tp_2d(model, mapping.tp, mapping.pp, mapping.tp_2d, "mapping.tp_2d")
+    a, b = mapping.tp_2d
+    if b > 1 and inf.residual_split != "none":
+        raise MappingError(
+            f"mapping.tp_2d = [{a}, {b}]: inference.residual_split is for 1-D tensor "
+            "parallelism (a 2-D layer splits its residual stream over its second axis "
+            "already; --set inference.residual_split=none)"
+        )
+
+
+def place_tp_2d(
+    chip: Chip,
+    placement: str,
+    tp_2d: tuple[int, int],
+    count: int,
+    **names: Any,
+) -> tuple[tuple[tuple[int, ...]], ...]:
+    """Each of ``count`` one-stage replicas of 2-D tensor parallelism ``tp_2d = (a, b)``
+    on a ``b x a`` rectangle of tiles (:func:`place_rectangles`, which takes the settings'
+    ``names`` for its errors), its tiles in rank order (:func:`_grid_order`: TPA along the
+    rectangle's rows)."""
+    a, b = tp_2d
+    return tuple(
+        (_grid_order(chip, tiles, a, b),)
+        for (tiles,) in place_rectangles(chip, placement, (b, a), count, **names)
+    )
+
+
+def tp_2d_collectives(
+    model: ModelSpec,
+    block: str,
+    tp_2d: tuple[int, int],
+    *,
+    row_bytes: float,
+    allreduce_bytes: float,
+    decode: bool,
+) -> list[tuple[CollectiveKind, GroupKind, float, str]]:
+    """The collectives after a layer's ``block`` (``attn`` or ``mlp``) under 2-D tensor
+    parallelism ``tp_2d = (a, b)`` (module docstring), as ``(kind, group, bytes per rank,
+    label suffix)`` in order: ``row_bytes`` is one element per (padded) token of the pass,
+    ``allreduce_bytes`` the block's TPA all-reduce (the 1-D all-reduce of the layer built
+    for ``a`` ranks, split ``b`` ways: ``h/b`` per token); a ``decode`` step
+    reduce-scatters the QKV partial sums over the users, a prefill all-reduces them."""
+    a, b = tp_2d
+    rs, ag = CollectiveKind.REDUCESCATTER, CollectiveKind.ALLGATHER
+    ar = CollectiveKind.ALLREDUCE
+    tpa, tpb = GroupKind.TPA, GroupKind.TPB
+    pieces: list[tuple[CollectiveKind, GroupKind, float, str]] = [
+        (ag, tpb, b * row_bytes, "norm.ag")  # the norm's sums of squares, one a rank
+    ]
+    if block == "attn":
+        kv_t = model.num_key_value_heads // a if model.num_key_value_heads >= a else 1
+        heads = model.num_attention_heads // a * model.head_dim * row_bytes
+        qkv = heads + 2 * kv_t * model.head_dim * row_bytes
+        pieces += [
+            (rs, tpb, qkv, "qkv.rs") if decode else (ar, tpb, qkv, "qkv.ar"),
+            (ag, tpb, heads, "ctx.ag"),
+        ]
+    else:
+        cols = model.intermediate_size // a * row_bytes
+        gates = ("fc1", "fc3") if model.hidden_act == "silu" else ("fc1",)
+        pieces += [(rs, tpb, cols, f"{g}.rs") for g in gates] + [(ag, tpb, cols, "fc2.ag")]
+    pieces.append((ar, tpa, allreduce_bytes, "ar"))
+    return pieces
 
 
 def _grid_order(chip: Chip, tiles: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
@@ -886,11 +954,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     if tp_2d is None:
         stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     else:  # one stage (_check_tp_2d), each replica on a b x a rectangle, TPA along its rows
-        a, b = tp_2d
-        stage_tiles = tuple(
-            (_grid_order(chip, tiles, a, b),)
-            for (tiles,) in place_rectangles(chip, mapping.placement, (b, a), mapping.dp)
-        )
+        stage_tiles = place_tp_2d(chip, mapping.placement, tp_2d, mapping.dp)
     layer_ranges = PARTITIONERS.get("layers")(
         experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs
     )
@@ -1376,29 +1440,18 @@ class _Lowering:
                     kind, nbytes, unit, block.name, tp=a, sequence_parallel=False, suffix=suffix
                 )
             )
-        model = self.experiment.workload.model
-        row = padded * self.batch.elem_bytes  # one element per (padded) token
-        rs, ag = CollectiveKind.REDUCESCATTER, CollectiveKind.ALLGATHER
-        ar = CollectiveKind.ALLREDUCE
-        tpa, tpb = GroupKind.TPA, GroupKind.TPB
-        pieces: list[tuple[CollectiveKind, GroupKind, float, str]] = [(ag, tpb, b * row, "norm.ag")]
-        if block.name == "attn":
-            heads = model.num_attention_heads // a * model.head_dim * row
-            qkv = heads + 2 * self.serving.kv_heads_per_tile * model.head_dim * row
-            pieces += [
-                (rs, tpb, qkv, "qkv.rs") if tag == "D" else (ar, tpb, qkv, "qkv.ar"),
-                (ag, tpb, heads, "ctx.ag"),
-            ]
-        else:
-            cols = model.intermediate_size // a * row
-            gates = ("fc1", "fc3") if model.hidden_act == "silu" else ("fc1",)
-            pieces += [(rs, tpb, cols, f"{g}.rs") for g in gates] + [(ag, tpb, cols, "fc2.ag")]
-        # the 1-D all-reduce's e*b*s*h of the layer built for a ranks, split b ways: h/b
-        pieces.append((ar, tpa, allreduce_bytes, "ar"))
+        pieces = tp_2d_collectives(
+            self.experiment.workload.model,
+            block.name,
+            (a, b),
+            row_bytes=padded * self.batch.elem_bytes,
+            allreduce_bytes=allreduce_bytes,
+            decode=tag == "D",
+        )
         steps: list[Step] = []
         for kind, group, nbytes, suffix in pieces:
             steps += tp_collective(
-                kind, nbytes, unit, block.name, tp=a if group is tpa else b,
+                kind, nbytes, unit, block.name, tp=a if group is GroupKind.TPA else b,
                 sequence_parallel=False, suffix=suffix, group=group,
             )  # fmt: skip
         return tuple(steps)

@@ -177,7 +177,14 @@ def _usable(chip: ChipGrid, degrees: tuple[int, ...], names: str, knobs: str) ->
 
 
 def place_rectangles(
-    chip: ChipGrid, strategy: str, shape: tuple[int, int], dp: int
+    chip: ChipGrid,
+    strategy: str,
+    shape: tuple[int, int],
+    dp: int,
+    *,
+    key: str = "mapping.tp_2d",
+    replicas: tuple[str, str] = ("dp", "--dp"),
+    knobs: str = "--tp and --dp (mapping.tp, dp)",
 ) -> tuple[tuple[tuple[int, ...]], ...]:
     """Place ``dp`` single-stage replicas each on a rectangle of usable tiles, for 2-D tensor
     parallelism over its rows and columns (``mapping.tp_2d``).
@@ -187,13 +194,17 @@ def place_rectangles(
     top-left corner (blocks of a shape dividing a die's tiles stay inside one die); blocks
     with a dead, spare or missing tile are skipped, and replica ``d`` takes the ``d``-th
     remaining block in the order ``strategy`` gives the grid of blocks (the snake: a snake over
-    the blocks, die by die). ``result[d][0]`` is the replica's tiles, row by row.
+    the blocks, die by die). ``result[d][0]`` is the replica's tiles, row by row. ``key``
+    names the 2-D setting, ``replicas`` the replicas' name and setting and ``knobs`` the
+    degrees' settings in the errors (palmsim serve's ``serving.tp_2d``, ``serving.replicas``
+    and ``serving.tp``).
 
     Raises:
         MappingError: the chip has too few tiles, or too few whole blocks of either shape.
     """
     rows, cols = shape
-    usable = _usable(chip, (rows * cols, dp), "tp*dp", "--tp and --dp (mapping.tp, dp)")
+    name, knob = replicas
+    usable = _usable(chip, (rows * cols, dp), f"tp*{name}", knobs)
     tile_at = {chip.tile_position(t): t for t in range(chip.num_tiles)}
     r0, c0 = min(r for r, _ in tile_at), min(c for _, c in tile_at)
     n_rows = max(r for r, _ in tile_at) - r0 + 1
@@ -220,12 +231,12 @@ def place_rectangles(
         found = max(found, len(whole))
     holes = " of usable tiles" if len(usable) < chip.num_tiles else ""
     remedy = (
-        f"choose --dp at most {found}, or a tp_2d whose blocks the grid holds more of"
+        f"choose {knob} at most {found}, or a tp_2d whose blocks the grid holds more of"
         if found
         else "choose a tp_2d [a, b] whose b x a block fits in the grid"
     )
     raise MappingError(
-        f"mapping.tp_2d needs dp = {dp} rectangles of {rows} x {cols} (or {cols} x {rows}) "
+        f"{key} needs {name} = {dp} rectangles of {rows} x {cols} (or {cols} x {rows}) "
         f"tiles{holes}, one per replica, but the {n_rows} x {n_cols} grid holds {found}; "
         f"{remedy}"
     )

@@ -22,6 +22,16 @@ Per stage and layer an iteration runs (TP-local, like :func:`map_inference`):
   stage; the final norm and LM head over the requests that sample a token this iteration (the
   last position of each, as vLLM computes logits only where it samples) on the last stage.
 
+Under 2-D tensor parallelism (``serving.tp_2d = [a, b]``) an iteration runs the layer as
+``palmsim run`` lowers it (:mod:`palmsim.mapping.inference`): each block built for ``a``
+ranks and its ops split ``b`` ways, the 2-D collectives after each block
+(:func:`~palmsim.mapping.inference.tp_2d_collectives`), none after the embedding; each
+replica on a ``b x a`` rectangle of tiles. A request's KV cache is split by sequence over
+the ``b`` ranks (each block's tokens spread over them, ``inference.kv_placement:
+sequence``), so a tile holds ``kv/a`` KV heads of ``1/b`` of every request's tokens and
+attends over them; keeping a request whole on one rank (``kv_placement: request``) would
+need a block pool per rank of the second axis, which the scheduler does not have.
+
 Memory per tile, SRAM first in this order: weights, the KV cache, one iteration's working
 set at ``max_num_batched_tokens``. KV-cache capacity: ``gpu_memory_utilization`` of the
 tile's SRAM plus its share of its DRAM port, minus weights and working set, in blocks of
@@ -61,6 +71,7 @@ from palmsim.mapping.inference import (
     check_decode_readers_per_bank,
     check_mla_decode_attention,
     check_prefill_weight_readers,
+    check_tp_2d,
     decode_attention_floor_s,
     decode_attention_flop_per_token,
     decode_attention_rate,
@@ -73,8 +84,11 @@ from palmsim.mapping.inference import (
     memory_ops_in_series_s,
     mla_flop,
     padded_rows,
+    place_tp_2d,
     prefill_cores_share,
     prefill_stream_time_s,
+    split_block,
+    tp_2d_collectives,
     weight_format,
     with_weight_dtype,
 )
@@ -295,6 +309,11 @@ class ServingPlan:
         return per_layer * held
 
     @property
+    def grid(self) -> tuple[int, int]:
+        """``(a, b)`` of 2-D tensor parallelism (``serving.tp_2d``); ``(tp, 1)``: 1-D."""
+        return _tp_grid(self.serving)
+
+    @property
     def attention_kinds(self) -> tuple[tuple[int | None, int | None], ...]:
         """:func:`bounded_kinds` of the model, read once."""
         hit = self._cache.get("attention_kinds")
@@ -344,10 +363,12 @@ class ServingPlan:
         its expert GEMMs, one fused kernel each (:func:`fused_experts`), read the weights of
         the ``E·(1 - (1 - k/E)^T)`` experts its ``T`` tokens reach
         (:func:`palmsim.workload.moe.touched_experts`)."""
-        model, tp = self.model, self.serving.tp
+        model, (tp, ways) = self.model, self.grid
         training = self._training(tokens)
         if not model.is_moe or not model.is_moe_layer(layer):
-            return layer_blocks(model, training, requests, tp, layer=layer)
+            blocks = layer_blocks(model, training, requests, tp, layer=layer)
+            # 2-D: the layer built for its a ranks, each op split over the b ranks
+            return tuple(split_block(b, ways) for b in blocks) if ways > 1 else blocks
         reached = touched_experts(tokens * requests, model.num_experts_per_tok, model.num_experts)
         blocks = layer_blocks(model, training, requests, tp, layer=layer, touched_experts=reached)
         return tuple(fused_experts(b) for b in blocks)
@@ -413,11 +434,12 @@ class ServingPlan:
                 chunk_pairs=chunk_pairs,
             )
         model, tile = self.model, self.hardware.tile
-        tp = self.serving.tp
+        tp, ways = self.grid
         kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
         heads_t = model.num_attention_heads // tp
-        per_token = kv_token_bytes(model, kv_t, 1, DTYPE_BYTES[self.serving.kv_dtype])
-        flop = 4.0 * heads_t * model.head_dim * shape.cached_pairs
+        # 2-D: a tile holds 1/b of every request's tokens (map_serving) and attends over them
+        per_token = kv_token_bytes(model, kv_t, 1, DTYPE_BYTES[self.serving.kv_dtype]) / ways
+        flop = 4.0 * heads_t * model.head_dim * shape.cached_pairs / ways
         if model.is_mla:
             # vLLM's MLA backend: decodes absorbed over the latents, a prefill chunk's
             # context up projected and attended as multi-head attention (mla_flop)
@@ -463,6 +485,7 @@ class ServingPlan:
                     cores=cores,
                     read_bytes=per_token * longest,
                     flop=shape.max_cached
+                    / ways
                     * decode_attention_flop_per_token(
                         heads_t, kv_t, model.head_dim, self.hardware.tile.matrix_tile_rows
                     ),
@@ -570,12 +593,16 @@ class ServingPlan:
 
         Each segment ends with its TP all-reduce (a barrier: every tile of the stage leaves it
         at the same instant with no flow in flight) or, with one tile, with its last step, so
-        on one stage a segment's duration does not depend on what ran before it. With one
+        on one stage a segment's duration does not depend on what ran before it. Under 2-D
+        tensor parallelism a block's segment ends with its TPB collectives and the TPA
+        all-reduce (:func:`tp_2d_collectives`): each row of the replica's rectangle leaves
+        together, and the rows, running the same steps, near together; a segment is costed
+        as if all started at once. With one
         tile the attention's cache step is a segment of its own (``kv``). A parallel block's
         attention (``model.parallel_block``) ends with its last step: the MLP's all-reduce
         reduces both branches.
         """
-        before, attentions, allreduce, after = self._fixed_segments(
+        before, attentions, attn_closing, after = self._fixed_segments(
             shape.num_tokens, shape.chunks, shape.num_single, shape.num_sampled, s
         )
         tp = self.serving.tp
@@ -594,9 +621,7 @@ class ServingPlan:
                     kvs.append(("kv", (kv,), count))
                 continue
             steps: tuple[Step, ...] = (attention,) if kv is None else (attention, kv)
-            if allreduce is not None:
-                steps += (allreduce,)
-            attns.append(("attn", steps, count))
+            attns.append(("attn", steps + attn_closing, count))
         return (*before, *attns, *kvs, *after)
 
     def _fixed_segments(
@@ -604,14 +629,14 @@ class ServingPlan:
     ) -> tuple[
         tuple[tuple[str, tuple[Step, ...], int], ...],
         tuple[ComputeStep, ...],
-        CollectiveStep | None,
+        tuple[CollectiveStep, ...],
         tuple[tuple[str, tuple[Step, ...], int], ...],
     ]:
         """The parts of stage ``s``'s segments that do not depend on the cached tokens
         (cached, since batches of the same token counts recur): the segments before the
         attention, its step without the cache step for each way the stage's layers attend
-        (``_StageMemory.kinds``), its all-reduce (None: a parallel block's attention, reduced
-        with its MLP), and those after it."""
+        (``_StageMemory.kinds``), its TP collectives (none: a parallel block's attention,
+        reduced with its MLP), and those after it."""
         key = ("fixed", tokens, chunks, num_single, num_sampled, s)
         hit = self._cache.get(key)
         if hit is not None:
@@ -623,17 +648,47 @@ class ServingPlan:
         # An iteration not replayed from a trace (serving.trace) is dispatched by the host op
         # by op, tile.host_dispatch each, ahead of the device, as palmsim run's passes are
         # (mapping/inference.py): a segment's step carries its ops' host time, its TP
-        # collective's one op included, and the engine runs the host and the device as a
+        # collectives' (one op each) included, and the engine runs the host and the device as a
         # pipeline over the iteration's segments (engine/serving.py, _HostPipeline).
         dispatch_s = host_dispatch_s(self.serving.trace, self.hardware.tile, decode=decode_only)
-        collective_ops = 1 if tp > 1 else 0  # the segment's closing all-reduce
+        # the iteration's rows padded to whole tiles, as a pass's (tile.matrix_tile_rows)
+        rows = padded_rows(tokens, self.hardware.tile.matrix_tile_rows)
+        allreduce_bytes = self._linear(tokens)[2] * rows / tokens
+        a, b = self.grid
+
+        def closing(kind: str) -> tuple[CollectiveStep, ...]:
+            """The TP collectives closing a segment of ``kind``: Megatron's g operator (and
+            the vocab-parallel embedding's sum) in 1-D; in 2-D a block's collectives of
+            ``palmsim run`` (:func:`tp_2d_collectives`), and none after the embedding, as
+            its 2-D passes lower it."""
+            if tp == 1:
+                return ()
+            if b == 1:
+                return (CollectiveStep(f"{kind}.ar", CollectiveKind.ALLREDUCE, allreduce_bytes),)
+            if kind == "embed":
+                return ()
+            pieces = tp_2d_collectives(
+                self.model,
+                kind,
+                (a, b),
+                row_bytes=rows * DTYPE_BYTES[self.serving.dtype],
+                allreduce_bytes=allreduce_bytes,
+                decode=decode_only,
+            )
+            return tuple(
+                CollectiveStep(f"{kind}.{suffix}", k, nbytes, group)
+                for k, group, nbytes, suffix in pieces
+            )
 
         def dispatched(
-            step: ComputeStep, ops: Sequence[Op], extra: int = 0, closed: bool = True
+            step: ComputeStep,
+            ops: Sequence[Op],
+            extra: int = 0,
+            closed: tuple[CollectiveStep, ...] = (),
         ) -> ComputeStep:
             if dispatch_s <= 0:
                 return step
-            issued = sum(op.kernels_fwd for op in ops) + extra + (collective_ops if closed else 0)
+            issued = sum(op.kernels_fwd for op in ops) + extra + len(closed)
             return dataclasses.replace(step, host_issued_s=issued * dispatch_s)
 
         # The serving code's ops beyond the op graph's kernels (serving.ops_per_layer) each
@@ -644,7 +699,7 @@ class ServingPlan:
         extra_s = max(self.serving.ops_per_layer - graph_ops, 0) * self.hardware.tile.op_latency_s
         groups = len(chunks) + (1 if num_single else 0)
         # a parallel block's attention hands its partial sums to the MLP unreduced
-        attn_reduced = self.model.parallel_block == "none"
+        attn_closing = closing("attn") if self.model.parallel_block == "none" else ()
         linear = self._step("attn", tokens, 1, s, decode_only, prefill=not decode_only)
         attentions = []
         for _, layer, _ in self.stages[s].kinds:
@@ -671,19 +726,9 @@ class ServingPlan:
                     attn_ops,
                     groups * sum(op.kernels_fwd for op in core_ops)
                     + max(self.serving.ops_per_layer - graph_ops, 0),
-                    closed=attn_reduced,
+                    closed=attn_closing,
                 )
             )
-        # the iteration's rows padded to whole tiles, as a pass's (tile.matrix_tile_rows)
-        tile_rows = self.hardware.tile.matrix_tile_rows
-        allreduce_bytes = self._linear(tokens)[2] * padded_rows(tokens, tile_rows) / tokens
-
-        def reduced(kind: str, steps: list[Step]) -> tuple[Step, ...]:
-            if tp > 1:  # Megatron's g operator (and the vocab-parallel embedding's sum)
-                steps.append(
-                    CollectiveStep(f"{kind}.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
-                )
-            return tuple(steps)
 
         before: list[tuple[str, tuple[Step, ...], int]] = []
         if s > 0 and tp > 1:
@@ -694,22 +739,19 @@ class ServingPlan:
                 )
         _, _, _, embed_ops = self._linear(tokens)
         if s == 0:
-            embed = dispatched(self._step("embed", tokens, 1, s), embed_ops)
-            before.append(("embed", reduced("embed", [embed]), 1))
+            embed_closing = closing("embed")
+            embed = dispatched(self._step("embed", tokens, 1, s), embed_ops, closed=embed_closing)
+            before.append(("embed", (embed, *embed_closing), 1))
         after: list[tuple[str, tuple[Step, ...], int]] = []
+        mlp_closing = closing("mlp")
         for _, layer, count in self.stages[s].mlp_kinds:  # dense and expert MLPs apart
             mlp = self._step("mlp", tokens, 1, s, decode_only, prefill=not decode_only, layer=layer)
             own = self._linear(tokens, layer)[1]
-            after.append(("mlp", reduced("mlp", [dispatched(mlp, own)]), count))
+            after.append(("mlp", (dispatched(mlp, own, closed=mlp_closing), *mlp_closing), count))
         if s == pp - 1 and num_sampled:
             head = self._step("head", num_sampled, 1, s, dram_sharded=True)
-            after.append(("head", (dispatched(head, self._head(num_sampled), closed=False),), 1))
-        allreduce = (
-            CollectiveStep("attn.ar", CollectiveKind.ALLREDUCE, allreduce_bytes)
-            if attn_reduced
-            else None
-        )
-        result = (tuple(before), tuple(attentions), allreduce, tuple(after))
+            after.append(("head", (dispatched(head, self._head(num_sampled)),), 1))
+        result = (tuple(before), tuple(attentions), attn_closing, tuple(after))
         self._cache[key] = result
         return result
 
@@ -811,8 +853,11 @@ class ServingPlan:
     ) -> MappingPlan:
         tiles = self.replica_tiles[replica]
         used = {t for st in tiles for t in st}
+        a, b = self.grid
         return MappingPlan(
-            mapping=MappingSpec(pp=self.serving.pp, tp=self.serving.tp, dp=1),
+            mapping=MappingSpec(
+                pp=self.serving.pp, tp=self.serving.tp, dp=1, tp_2d=(a, b) if b > 1 else None
+            ),
             num_microbatches=1,
             stage_tiles=(tiles,),
             programs=programs,
@@ -825,6 +870,14 @@ class ServingPlan:
             tokens_per_iteration=tokens,
             communicators=self.replica_communicators[replica],
         )
+
+
+def _tp_grid(serving: ServingSpec) -> tuple[int, int]:
+    """``(a, b)`` of 2-D tensor parallelism (``serving.tp_2d``): ``(tp, 1)`` without it or
+    with one rank along its second axis (1-D, as ``palmsim run`` reads ``[tp, 1]``)."""
+    if serving.tp_2d is None or serving.tp_2d[1] == 1:
+        return serving.tp, 1
+    return serving.tp_2d
 
 
 def _elem(serving: ServingSpec, kind: str, op: Op) -> float:
@@ -842,11 +895,14 @@ def map_serving(
             that leave no room for one KV block, an attention whose cache is not modelled
             (:func:`palmsim.workload.builders.check_cached_attention`), multi-head latent
             attention on SDPA decode cores or beside windowed layers, or prefix caching over
-            windowed layers.
+            windowed layers, or a ``serving.tp_2d`` that cannot be lowered or placed.
         ConfigError: the hardware has no peak for the serving dtype.
     """
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
+    check_tp_2d(model, tp, pp, serving.tp_2d, "serving.tp_2d")
+    heads_ranks, ways = _tp_grid(serving)  # (a, b); (tp, 1) in 1-D
+    tp_2d = (heads_ranks, ways) if ways > 1 else None
     kinds = bounded_kinds(model)
     check_mla_decode_attention(model, serving.decode_attention_cores, "serving")
     if model.is_mla and kinds:
@@ -871,12 +927,24 @@ def map_serving(
     check_prefill_weight_readers(hardware, serving.prefill_weight_readers, "serving")
     prefill_cores_share(hardware, serving.prefill_compute_cores, "serving")  # raises
     knobs = "serving.pp, serving.tp and serving.replicas"
-    stage_tiles = place(
-        chip, serving.placement, pp, tp, replicas, names="pp*tp*replicas", knobs=knobs
-    )
+    stage_tiles: tuple[tuple[tuple[int, ...], ...], ...]
+    if tp_2d is not None:  # one stage (check_tp_2d), each replica on a b x a rectangle
+        stage_tiles = place_tp_2d(
+            chip,
+            serving.placement,
+            tp_2d,
+            replicas,
+            key="serving.tp_2d",
+            replicas=("replicas", "serving.replicas"),
+            knobs="serving.tp and serving.replicas",
+        )
+    else:
+        stage_tiles = place(
+            chip, serving.placement, pp, tp, replicas, names="pp*tp*replicas", knobs=knobs
+        )
     sched = serving.scheduler
     kv_elem = DTYPE_BYTES[serving.kv_dtype]
-    kv_t = model.num_key_value_heads // tp if model.num_key_value_heads >= tp else 1
+    kv_t = max(model.num_key_value_heads // heads_ranks, 1)
     probe = ServingPlan(serving, hardware, model, stage_tiles, 0, 0.0, peak, (), (), (), False)
     layer_ranges = partition_by_layers(model.num_hidden_layers, pp)
     stage_counts = [_layer_counts(model, first, last, kinds) for first, last in layer_ranges]
@@ -924,7 +992,10 @@ def map_serving(
             sum(op.params * _elem(serving, "attn", op) for op in attn_ops)
         )
         weights += sum(mlp_bytes[moe] * n for (_, moe), (_, n) in stage_counts[s].items())
-        kv_per_token = (last - first) * kv_token_bytes(model, kv_t, 1, kv_elem)
+        # 2-D: a tile holds its a-rank's KV heads of 1/b of every request's tokens (each
+        # block's tokens split by sequence over the b ranks: WaferLLM's decode spreads a
+        # request's cache over its grid so, inference.kv_placement 'sequence')
+        kv_per_token = (last - first) * kv_token_bytes(model, kv_t, 1, kv_elem) / ways
         # a block holds block_size tokens of one KV cache group's layers: all the stage's
         # where its layers attend alike, else its share of a group (vLLM V1 groups a PP
         # rank's layers by the same split)
@@ -996,7 +1067,13 @@ def map_serving(
     per_replica = []
     channel_users: dict[int, set[int]] = {}
     for r, rep in enumerate(stage_tiles):
-        comms, _, _ = communicators(chip, (rep,), pipeline_wraps=False, symmetric_replicas=False)
+        comms, _, _ = communicators(
+            chip,
+            (rep,),
+            pipeline_wraps=False,
+            symmetric_replicas=False,
+            tp_2d=tp_2d,
+        )
         per_replica.append(comms)
         for st in rep:
             for t in st:

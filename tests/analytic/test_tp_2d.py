@@ -1,4 +1,5 @@
-"""2-D tensor parallelism (``mapping.tp_2d``) on a Galaxy mesh against closed forms by hand.
+"""2-D tensor parallelism (``mapping.tp_2d``, ``serving.tp_2d``) on a Galaxy mesh against
+closed forms by hand.
 
 The Galaxy: 32 Wormhole chips in a 4x8 torus, each chip one unit, 4 Ethernet links of
 bandwidth B per neighbour, one hop of latency alpha; rings run in both directions on half
@@ -26,13 +27,19 @@ from palmsim.config.specs import (
     MappingSpec,
     ModelSpec,
     RunSpec,
+    SchedulerSpec,
+    ServingSpec,
+    SloSpec,
+    TrafficSpec,
     TrainingSpec,
     WorkloadSpec,
 )
+from palmsim.engine.serving import ServingSimulator
 from palmsim.errors import ConfigError, MappingError
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.inference import map_inference
 from palmsim.mapping.plan import GroupKind
+from palmsim.mapping.serving import ServingPlan, batch_shape, map_serving
 from palmsim.workload.builders import embedding_block, head_block, layer_blocks
 
 H, HEADS, KV, HD, FFN, LAYERS, VOCAB = 4096, 32, 8, 128, 8192, 2, 32000
@@ -394,3 +401,93 @@ def test_a_prefill_attention_is_split_over_the_second_axis_or_run_whole_on_each_
     whole_minus_split = LAYERS * core * (1 - 1 / B)
     extra = prefill_flop(mode) - prefill_flop("split")
     assert extra == pytest.approx(whole_minus_split if ranks_sharing == 1 else 0.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------- palmsim serve
+
+
+def _serving_plan(
+    hw: HardwareSpec, tp_2d: tuple[int, int] | None = (A, B), **changes: object
+) -> tuple[Chip, ServingPlan]:
+    """A serving replica of the tiny model on ``hw`` with tp = A*B, replayed from a trace
+    (no host dispatch), weights and cache in bfp8 as :func:`_experiment`."""
+    spec = ServingSpec(
+        traffic=TrafficSpec("poisson"),
+        scheduler=SchedulerSpec(),
+        slo=SloSpec(),
+        tp=A * B,
+        tp_2d=tp_2d,
+        dtype="bf16",
+        weight_dtype="bfp8",
+        kv_dtype="bfp8",
+        trace="all",
+    )
+    spec = dataclasses.replace(spec, **changes)
+    chip = Chip.from_spec(hw)
+    return chip, map_serving(spec, hw, _model(), chip)
+
+
+def _decode_iteration_s(hw: HardwareSpec, users: int = USERS) -> float:
+    """One serving iteration of ``users`` decodes, each with PROMPT tokens cached."""
+    chip, plan = _serving_plan(hw)
+    shape = batch_shape([(1, PROMPT, 1)] * users)
+    return ServingSimulator(chip, plan, ()).iteration_time_s(0, shape)
+
+
+def test_serving_decode_collectives_cost_the_textbook_rings():
+    """``palmsim serve`` with ``serving.tp_2d = [8, 4]`` runs a layer's collectives as
+    ``palmsim run`` does: an iteration of 32 decodes on the real links minus the same on
+    links of 1e18 B/s and no latency is LAYERS x the nine ring collectives' closed forms
+    (the embedding and the LM head add none)."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    link = hw.wafer.inter_die
+    real = _decode_iteration_s(hw)
+    free = _decode_iteration_s(_galaxy(bandwidth=1e18, latency=0.0))
+    expected = LAYERS * _decode_layer_collectives_s(link.bandwidth_bytes_per_s, link.latency_s)
+    assert real - free == pytest.approx(expected, rel=1e-6)
+
+
+def test_serving_shards_weights_and_splits_every_requests_cache_over_the_second_axis():
+    """Each chip of a 2-D replica holds the weights the inference mapping gives it (1/32 of
+    every matrix, 1/B of each norm) and its one KV head (8 over A = 8 ranks) of 1/B of every
+    request's tokens: 2 x LAYERS x 1 x HD x bytes / B per token. One token of a request
+    over the replica is each KV head once, 2 x LAYERS x KV x HD x bytes, where the 1-D
+    replica (tp 32, one ring) holds each KV head on 4 chips: 4x. An iteration's attention
+    over the cache computes 1/B of its 4 x heads/A x HD FLOP per (new, cached) pair on
+    each chip."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    _, plan = _serving_plan(hw)
+    gemms = H * (HEADS + 2 * KV) * HD + HEADS * HD * H + 3 * H * FFN
+    params = LAYERS * (gemms / (A * B) + 2 * H / B) + 2 * VOCAB * H / (A * B) + H
+    assert plan.stages[0].breakdown.weights == pytest.approx(params * W, rel=1e-12)
+    per_token = 2 * LAYERS * (KV // A) * HD * W / B
+    assert plan.stages[0].kv_bytes_per_token == pytest.approx(per_token, rel=1e-12)
+    assert plan.kv_bytes_per_token == pytest.approx(2 * LAYERS * KV * HD * W, rel=1e-12)
+    _, one_ring = _serving_plan(hw, tp_2d=None)
+    assert one_ring.kv_bytes_per_token == pytest.approx(4 * plan.kv_bytes_per_token, rel=1e-12)
+    shape = batch_shape([(1, 100, 1), (1, 300, 1)])
+    step = plan._kv_step(shape, plan.stages[0], "kv")
+    assert step.flop == pytest.approx(4 * (HEADS // A) * HD * (100 + 300) / B, rel=1e-12)
+
+
+def test_serving_replicas_each_take_a_rectangle_and_refusals_name_the_serving_keys():
+    """Two replicas of tp 16 as [4, 4] take the Galaxy's two 4 x 4 halves, each TPA group a
+    row of its half; a grid that is not tp, pipeline stages with it, or more replicas than
+    rectangles are refused naming serving.tp_2d and serving.replicas."""
+    hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
+    chip, plan = _serving_plan(hw, tp_2d=(4, 4), tp=16, replicas=2)
+    halves = []
+    for (tiles,) in plan.replica_tiles:
+        cells = [chip.tile_position(t) for t in tiles]
+        rows, cols = sorted({r for r, _ in cells}), sorted({c for _, c in cells})
+        assert len(rows) == len(cols) == 4 and sorted(cells) == [(r, c) for r in rows for c in cols]
+        assert [cells[k][0] for k in range(4)] == [rows[0]] * 4  # ranks 0-3: one TPA row
+        halves.append(cols[0])
+    assert sorted(halves) == [0, 4]
+    with pytest.raises(MappingError, match=r"serving.tp_2d = \[4, 4\]: a\*b = 16 is not tp = 32"):
+        _serving_plan(hw, tp_2d=(4, 4))
+    with pytest.raises(MappingError, match=r"serving.tp_2d = \[8, 2\]: pipeline stages"):
+        _serving_plan(hw, tp_2d=(8, 2), tp=16, pp=2)
+    # 5 x 6 = 30 of the 32 chips, but the 4 x 8 grid holds four 2 x 3 blocks (or 3 x 2)
+    with pytest.raises(MappingError, match=r"serving.tp_2d needs replicas = 5 .* serving.replicas"):
+        _serving_plan(hw, tp_2d=(3, 2), tp=6, replicas=5)
