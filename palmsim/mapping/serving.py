@@ -1013,12 +1013,17 @@ def map_serving(
     assert blocks is not None
     if blocks < 1:
         heaviest = max(d[2] for d in demands)
+        more = (
+            "more tensor parallelism (serving.tp with a larger serving.tp_2d)"
+            if tp_2d is not None
+            else "more tensor or pipeline parallelism (serving.tp, serving.pp)"
+        )
         raise MappingError(
             f"serving does not fit: a tile of the replica needs weights "
             f"{heaviest / GB:.4g} GB and a working set of {working / GB:.4g} GB, "
             f"leaving no room for one KV block within gpu_memory_utilization "
-            f"{sched.gpu_memory_utilization} of its memory; use more tensor or pipeline "
-            f"parallelism, or a smaller max_num_batched_tokens"
+            f"{sched.gpu_memory_utilization} of its memory; use {more}, or a smaller "
+            f"scheduler.max_num_batched_tokens"
         )
     if sched.num_kv_blocks:
         if sched.num_kv_blocks > blocks:

@@ -472,8 +472,9 @@ def test_serving_shards_weights_and_splits_every_requests_cache_over_the_second_
 
 def test_serving_replicas_each_take_a_rectangle_and_refusals_name_the_serving_keys():
     """Two replicas of tp 16 as [4, 4] take the Galaxy's two 4 x 4 halves, each TPA group a
-    row of its half; a grid that is not tp, pipeline stages with it, or more replicas than
-    rectangles are refused naming serving.tp_2d and serving.replicas."""
+    row of its half; a grid that is not tp, pipeline stages with it, a replica that does
+    not fit, or more replicas than rectangles are refused naming serving.tp_2d and
+    serving.replicas."""
     hw = load_hardware("hw_configs/wormhole-galaxy.yaml")
     chip, plan = _serving_plan(hw, tp_2d=(4, 4), tp=16, replicas=2)
     halves = []
@@ -488,6 +489,17 @@ def test_serving_replicas_each_take_a_rectangle_and_refusals_name_the_serving_ke
         _serving_plan(hw, tp_2d=(4, 4))
     with pytest.raises(MappingError, match=r"serving.tp_2d = \[8, 2\]: pipeline stages"):
         _serving_plan(hw, tp_2d=(8, 2), tp=16, pp=2)
+    # a replica that does not fit is pointed to a larger grid, not to pipeline stages
+    tight = SchedulerSpec(gpu_memory_utilization=1e-6)
+    with pytest.raises(
+        MappingError,
+        match=r"use more tensor parallelism \(serving.tp with a larger serving.tp_2d\)",
+    ):
+        _serving_plan(hw, scheduler=tight)
+    with pytest.raises(
+        MappingError, match=r"tensor or pipeline parallelism \(serving.tp, serving.pp\)"
+    ):
+        _serving_plan(hw, tp_2d=None, scheduler=tight)
     # 5 x 6 = 30 of the 32 chips, but the 4 x 8 grid holds four 2 x 3 blocks (or 3 x 2)
     with pytest.raises(MappingError, match=r"serving.tp_2d needs replicas = 5 .* serving.replicas"):
         _serving_plan(hw, tp_2d=(3, 2), tp=6, replicas=5)
