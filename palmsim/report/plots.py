@@ -287,21 +287,22 @@ def gantt_figure(
         frameon=False,
         fontsize=8,
     )
+    stages = _counted(plan.num_stages, "stage")
+    microbatches = _counted(plan.num_microbatches, "micro-batch")
     if title is None and plan.inference is not None:
-        title = (
-            f"inference, prefill then decode: p={plan.num_stages} stages, "
-            f"m={plan.num_microbatches} micro-batches of requests"
-        )
+        title = f"inference, prefill then decode: {stages}, {microbatches} of requests"
     elif title is None:
         schedule = _SCHEDULE_NAMES.get(plan.mapping.schedule, plan.mapping.schedule)
         if plan.num_virtual_stages > plan.num_stages:
             schedule = f"interleaved {schedule} (v={plan.num_virtual_stages // plan.num_stages})"
-        title = (
-            f"{schedule} schedule: p={plan.num_stages} stages, "
-            f"m={plan.num_microbatches} micro-batches"
-        )
+        title = f"{schedule} schedule: {stages}, {microbatches}"
     ax.set_title(title, loc="left", fontsize=10)
     return fig
+
+
+def _counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural but for one: "1 stage", "4 stages", "8 micro-batches"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("ch") else f"{n} {noun}s"
 
 
 def pareto(
@@ -555,7 +556,7 @@ def placement_figure(chip: Chip, plan: MappingPlan) -> Figure:
         else "colour: stage" + (", rN: DP replica" if num_replicas > 1 else "")
     )
     title = ax.set_title(
-        f"{chip.spec.name}: {plan.num_stages} stage{'s' if plan.num_stages != 1 else ''} × "
+        f"{chip.spec.name}: {_counted(plan.num_stages, 'stage')} × "
         f"TP {tp_text} × DP {num_replicas} "
         f"({plan.placement}); {colour}; black outlines: {outlines}{ports}{idle}",
         loc="left",

@@ -225,3 +225,12 @@ def test_gantt_legend_lists_only_the_kinds_in_the_run(tmp_path: Path, gpu_run: A
     legend = _texts(fig)
     assert "forward" in legend and "backward" in legend
     assert "prefill" not in legend and "decode" not in legend
+
+
+def test_gantt_title_counts_stages_and_micro_batches(gpu_run: Any, wafer_run: Any) -> None:
+    """One stage reads "1 stage", not "p=1 stages" (the GPU run: 8 samples over 4 replicas,
+    one a micro-batch: 2); the wafer run's 2 stages and 32 / 8 = 4 micro-batches."""
+    one = _texts(plots.gantt_figure(gpu_run.trace, gpu_run.plan))
+    assert any(": 1 stage, 2 micro-batches" in t for t in one)
+    two = _texts(plots.gantt_figure(wafer_run.trace, wafer_run.plan))
+    assert any(": 2 stages, 4 micro-batches" in t for t in two)
