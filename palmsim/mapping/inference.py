@@ -70,7 +70,6 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import numpy as np
 
@@ -843,17 +842,20 @@ def place_tp_2d(
     placement: str,
     tp_2d: tuple[int, int],
     count: int,
-    **names: Any,
+    *,
+    key: str = "mapping.tp_2d",
+    replicas: tuple[str, str] = ("dp", "--dp"),
+    knobs: str = "--tp and --dp (mapping.tp, dp)",
 ) -> tuple[tuple[tuple[int, ...]], ...]:
     """Each of ``count`` one-stage replicas of 2-D tensor parallelism ``tp_2d = (a, b)``
-    on a ``b x a`` rectangle of tiles (:func:`place_rectangles`, which takes the settings'
-    ``names`` for its errors), its tiles in rank order (:func:`_grid_order`: TPA along the
-    rectangle's rows)."""
+    on a ``b x a`` rectangle of tiles (:func:`place_rectangles`, whose errors name ``key``,
+    ``replicas`` and ``knobs``), its tiles in rank order (:func:`_grid_order`: TPA along
+    the rectangle's rows)."""
     a, b = tp_2d
-    return tuple(
-        (_grid_order(chip, tiles, a, b),)
-        for (tiles,) in place_rectangles(chip, placement, (b, a), count, **names)
+    rectangles = place_rectangles(
+        chip, placement, (b, a), count, key=key, replicas=replicas, knobs=knobs
     )
+    return tuple((_grid_order(chip, tiles, a, b),) for (tiles,) in rectangles)
 
 
 def tp_2d_collectives(

@@ -311,7 +311,7 @@ class ServingPlan:
     @property
     def grid(self) -> tuple[int, int]:
         """``(a, b)`` of 2-D tensor parallelism (``serving.tp_2d``); ``(tp, 1)``: 1-D."""
-        return _tp_grid(self.serving)
+        return _tp_2d(self.serving) or (self.serving.tp, 1)
 
     @property
     def attention_kinds(self) -> tuple[tuple[int | None, int | None], ...]:
@@ -593,14 +593,13 @@ class ServingPlan:
 
         Each segment ends with its TP all-reduce (a barrier: every tile of the stage leaves it
         at the same instant with no flow in flight) or, with one tile, with its last step, so
-        on one stage a segment's duration does not depend on what ran before it. Under 2-D
-        tensor parallelism a block's segment ends with its TPB collectives and the TPA
-        all-reduce (:func:`tp_2d_collectives`): each row of the replica's rectangle leaves
-        together, and the rows, running the same steps, near together; a segment is costed
-        as if all started at once. With one
+        on one stage a segment's duration does not depend on what ran before it. With one
         tile the attention's cache step is a segment of its own (``kv``). A parallel block's
         attention (``model.parallel_block``) ends with its last step: the MLP's all-reduce
-        reduces both branches.
+        reduces both branches. Under 2-D tensor parallelism a block's segment ends with its
+        TPB collectives and the TPA all-reduce (:func:`tp_2d_collectives`): each row of the
+        replica's rectangle leaves together, the rows (running the same steps) near
+        together, and a segment is costed as if all its tiles started at once.
         """
         before, attentions, attn_closing, after = self._fixed_segments(
             shape.num_tokens, shape.chunks, shape.num_single, shape.num_sampled, s
@@ -853,10 +852,9 @@ class ServingPlan:
     ) -> MappingPlan:
         tiles = self.replica_tiles[replica]
         used = {t for st in tiles for t in st}
-        a, b = self.grid
         return MappingPlan(
             mapping=MappingSpec(
-                pp=self.serving.pp, tp=self.serving.tp, dp=1, tp_2d=(a, b) if b > 1 else None
+                pp=self.serving.pp, tp=self.serving.tp, dp=1, tp_2d=_tp_2d(self.serving)
             ),
             num_microbatches=1,
             stage_tiles=(tiles,),
@@ -872,11 +870,11 @@ class ServingPlan:
         )
 
 
-def _tp_grid(serving: ServingSpec) -> tuple[int, int]:
-    """``(a, b)`` of 2-D tensor parallelism (``serving.tp_2d``): ``(tp, 1)`` without it or
-    with one rank along its second axis (1-D, as ``palmsim run`` reads ``[tp, 1]``)."""
+def _tp_2d(serving: ServingSpec) -> tuple[int, int] | None:
+    """``serving.tp_2d``, None without it or with one rank along its second axis (1-D, as
+    ``palmsim run`` reads ``[tp, 1]``)."""
     if serving.tp_2d is None or serving.tp_2d[1] == 1:
-        return serving.tp, 1
+        return None
     return serving.tp_2d
 
 
@@ -901,8 +899,8 @@ def map_serving(
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
     check_tp_2d(model, tp, pp, serving.tp_2d, "serving.tp_2d")
-    heads_ranks, ways = _tp_grid(serving)  # (a, b); (tp, 1) in 1-D
-    tp_2d = (heads_ranks, ways) if ways > 1 else None
+    tp_2d = _tp_2d(serving)
+    heads_ranks, ways = tp_2d or (tp, 1)  # (a, b)
     kinds = bounded_kinds(model)
     check_mla_decode_attention(model, serving.decode_attention_cores, "serving")
     if model.is_mla and kinds:
