@@ -837,27 +837,6 @@ def _check_tp_2d(experiment: ExperimentSpec) -> None:
         )
 
 
-def place_tp_2d(
-    chip: Chip,
-    placement: str,
-    tp_2d: tuple[int, int],
-    count: int,
-    *,
-    key: str = "mapping.tp_2d",
-    replicas: tuple[str, str] = ("dp", "--dp"),
-    knobs: str = "--tp and --dp (mapping.tp, dp)",
-) -> tuple[tuple[tuple[int, ...]], ...]:
-    """Each of ``count`` one-stage replicas of 2-D tensor parallelism ``tp_2d = (a, b)``
-    on a ``b x a`` rectangle of tiles (:func:`place_rectangles`, whose errors name ``key``,
-    ``replicas`` and ``knobs``), its tiles in rank order (:func:`_grid_order`: TPA along
-    the rectangle's rows)."""
-    a, b = tp_2d
-    rectangles = place_rectangles(
-        chip, placement, (b, a), count, key=key, replicas=replicas, knobs=knobs
-    )
-    return tuple((_grid_order(chip, tiles, a, b),) for (tiles,) in rectangles)
-
-
 def tp_2d_collectives(
     model: ModelSpec,
     block: str,
@@ -894,19 +873,6 @@ def tp_2d_collectives(
         pieces += [(rs, tpb, cols, f"{g}.rs") for g in gates] + [(ag, tpb, cols, "fc2.ag")]
     pieces.append((ar, tpa, allreduce_bytes, "ar"))
     return pieces
-
-
-def _grid_order(chip: Chip, tiles: tuple[int, ...], a: int, b: int) -> tuple[int, ...]:
-    """``tiles``, a ``b x a`` or an ``a x b`` rectangle (:func:`place_rectangles`), in 2-D TP
-    rank order: rank ``k`` at ``(k mod a, k div a)``, each TPA group (``a`` consecutive
-    ranks) a row of the ``b x a`` rectangle, or a column of the ``a x b`` one."""
-    pos = {chip.tile_position(t): t for t in tiles}
-    rows = sorted({r for r, _ in pos})
-    cols = sorted({c for _, c in pos})
-    assert len(pos) == len(rows) * len(cols) == a * b, "place_rectangles gives rectangles"
-    if len(rows) == b:
-        return tuple(pos[(r, c)] for r in rows for c in cols)
-    return tuple(pos[(r, c)] for c in cols for r in rows)
 
 
 def _p2p(experiment: ExperimentSpec, batch: Batch, tokens: int) -> tuple[float, float]:
@@ -956,7 +922,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     if tp_2d is None:
         stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)
     else:  # one stage (_check_tp_2d), each replica on a b x a rectangle, TPA along its rows
-        stage_tiles = place_tp_2d(chip, mapping.placement, tp_2d, mapping.dp)
+        stage_tiles = place_rectangles(chip, mapping.placement, tp_2d, mapping.dp)
     layer_ranges = PARTITIONERS.get("layers")(
         experiment.workload.model.num_hidden_layers, mapping.pp, _no_costs
     )

@@ -179,22 +179,25 @@ def _usable(chip: ChipGrid, degrees: tuple[int, ...], names: str, knobs: str) ->
 def place_rectangles(
     chip: ChipGrid,
     strategy: str,
-    shape: tuple[int, int],
+    tp_2d: tuple[int, int],
     dp: int,
     *,
     key: str = "mapping.tp_2d",
     replicas: tuple[str, str] = ("dp", "--dp"),
     knobs: str = "--tp and --dp (mapping.tp, dp)",
 ) -> tuple[tuple[tuple[int, ...]], ...]:
-    """Place ``dp`` single-stage replicas each on a rectangle of usable tiles, for 2-D tensor
-    parallelism over its rows and columns (``mapping.tp_2d``).
+    """Place ``dp`` single-stage replicas of 2-D tensor parallelism ``tp_2d = (a, b)``
+    (``mapping.tp_2d``) each on a rectangle of usable tiles.
 
-    ``shape`` is ``(rows, cols)``; its transpose is tried when the grid holds too few. The
-    grid (the bounding box of the chip's tiles) is cut into blocks of that shape from its
-    top-left corner (blocks of a shape dividing a die's tiles stay inside one die); blocks
-    with a dead, spare or missing tile are skipped, and replica ``d`` takes the ``d``-th
-    remaining block in the order ``strategy`` gives the grid of blocks (the snake: a snake over
-    the blocks, die by die). ``result[d][0]`` is the replica's tiles, row by row. ``key``
+    The rectangle is ``b x a`` (rows x columns); its transpose is tried when the grid holds
+    too few. The grid (the bounding box of the chip's tiles) is cut into blocks of that shape
+    from its top-left corner (blocks of a shape dividing a die's tiles stay inside one die);
+    blocks with a dead, spare or missing tile are skipped, and replica ``d`` takes the
+    ``d``-th remaining block in the order ``strategy`` gives the grid of blocks (the snake: a
+    snake over the blocks, die by die). ``result[d][0]`` is the replica's tiles in rank
+    order: rank ``k`` at ``(k mod a, k div a)`` of the 2-D grid, so each TPA group (``a``
+    consecutive ranks) is a row of the ``b x a`` block, or a column of the ``a x b`` one,
+    and each TPB group the other way (palmsim.mapping.inference). ``key``
     names the 2-D setting, ``replicas`` the replicas' name and setting and ``knobs`` the
     degrees' settings in the errors (palmsim serve's ``serving.tp_2d``, ``serving.replicas``
     and ``serving.tp``).
@@ -202,17 +205,20 @@ def place_rectangles(
     Raises:
         MappingError: the chip has too few tiles, or too few whole blocks of either shape.
     """
-    rows, cols = shape
+    a, b = tp_2d
+    rows, cols = b, a
     name, knob = replicas
-    usable = _usable(chip, (rows * cols, dp), f"tp*{name}", knobs)
+    usable = _usable(chip, (a * b, dp), f"tp*{name}", knobs)
     tile_at = {chip.tile_position(t): t for t in range(chip.num_tiles)}
     r0, c0 = min(r for r, _ in tile_at), min(c for _, c in tile_at)
     n_rows = max(r for r, _ in tile_at) - r0 + 1
     n_cols = max(c for _, c in tile_at) - c0 + 1
     found = 0
     for h, w in dict.fromkeys(((rows, cols), (cols, rows))):
+        # rank k's offset in the block: TPA groups along its rows, or down its columns
+        offsets = [(k // a, k % a) if w == a else (k % a, k // a) for k in range(a * b)]
         cells = {
-            (i, j): [(r0 + i * h + r, c0 + j * w + c) for r in range(h) for c in range(w)]
+            (i, j): [(r0 + i * h + r, c0 + j * w + c) for r, c in offsets]
             for i in range(n_rows // h)
             for j in range(n_cols // w)
         }

@@ -84,7 +84,6 @@ from palmsim.mapping.inference import (
     memory_ops_in_series_s,
     mla_flop,
     padded_rows,
-    place_tp_2d,
     prefill_cores_share,
     prefill_stream_time_s,
     split_block,
@@ -94,7 +93,7 @@ from palmsim.mapping.inference import (
 )
 from palmsim.mapping.lower import pipeline_p2p_bytes
 from palmsim.mapping.partition import partition_by_layers
-from palmsim.mapping.placement import place
+from palmsim.mapping.placement import place, place_rectangles
 from palmsim.mapping.plan import (
     CollectiveKind,
     CollectiveStep,
@@ -927,7 +926,7 @@ def map_serving(
     knobs = "serving.pp, serving.tp and serving.replicas"
     stage_tiles: tuple[tuple[tuple[int, ...], ...], ...]
     if tp_2d is not None:  # one stage (check_tp_2d), each replica on a b x a rectangle
-        stage_tiles = place_tp_2d(
+        stage_tiles = place_rectangles(
             chip,
             serving.placement,
             tp_2d,

@@ -118,25 +118,32 @@ def _cells(grid: _Grid, tiles: tuple[int, ...]) -> set[tuple[int, int]]:
 
 
 def test_rectangles_cut_the_grid_into_blocks_in_snake_order():
-    """4 x 8 tiles in 2 x 4 blocks: the four quarters, top row of blocks left to right, then
-    the bottom row right to left (the snake reaches tile 15, in the right block, first)."""
+    """4 x 8 tiles in 2 x 4 blocks (tp_2d [4, 2]): the four quarters, top row of blocks left
+    to right, then the bottom row right to left (the snake reaches tile 15, in the right
+    block, first); each block's tiles in rank order, a row of 4 (a TPA group) after the
+    other."""
     grid = _Grid(8, 32)
-    blocks = [tiles for (tiles,) in place_rectangles(grid, "snake", (2, 4), 4)]
+    blocks = [tiles for (tiles,) in place_rectangles(grid, "snake", (4, 2), 4)]
     quarter = [
         {(r, c) for r in range(r0, r0 + 2) for c in range(c0, c0 + 4)}
         for r0, c0 in ((0, 0), (0, 4), (2, 4), (2, 0))
     ]
     assert [_cells(grid, b) for b in blocks] == quarter
+    assert [grid.tile_position(t) for t in blocks[1]] == [
+        (r, c) for r in (0, 1) for c in range(4, 8)
+    ]
     # raster order puts the bottom-left block before the bottom-right one
-    raster = [tiles for (tiles,) in place_rectangles(grid, "row_major", (2, 4), 4)]
+    raster = [tiles for (tiles,) in place_rectangles(grid, "row_major", (4, 2), 4)]
     assert [_cells(grid, b) for b in raster] == [quarter[i] for i in (0, 1, 3, 2)]
 
 
 def test_rectangles_turn_when_only_the_transpose_fits_and_skip_dead_tiles():
-    # 4 x 8 holds no 5 x 2 block; 2 x 5 blocks: one per row pair (8 // 5 = 1)
+    # tp_2d [2, 5]: 4 x 8 holds no 5 x 2 block; 2 x 5 blocks: one per row pair (8 // 5 = 1),
+    # each TPA group (2 consecutive ranks) a column of its block
     grid = _Grid(8, 32)
-    (only,), (other,) = place_rectangles(grid, "snake", (5, 2), 2)
+    (only,), (other,) = place_rectangles(grid, "snake", (2, 5), 2)
     assert _cells(grid, only) == {(r, c) for r in (0, 1) for c in range(5)}
+    assert [grid.tile_position(t) for t in only] == [(r, c) for c in range(5) for r in (0, 1)]
     assert _cells(grid, other) == {(r, c) for r in (2, 3) for c in range(5)}
     # a dead tile (here 9, at (1, 1)) takes its block out: the next ones are used
     holed = _Grid(8, 32)
@@ -156,7 +163,7 @@ def test_rectangles_the_grid_cannot_hold_are_refused():
     with pytest.raises(MappingError, match=r"holds 2; choose --dp at most 2"):
         place_rectangles(grid, "snake", (3, 3), 3)
     with pytest.raises(MappingError, match=r"grid holds 0; choose a tp_2d \[a, b\] whose b x a"):
-        place_rectangles(grid, "snake", (2, 16), 1)  # 16 columns: no 4 x 8 grid holds it
+        place_rectangles(grid, "snake", (16, 2), 1)  # 16 columns: no 4 x 8 grid holds it
     with pytest.raises(MappingError, match="needs tp\\*dp = 9\\*4 = 36 tiles"):
         place_rectangles(grid, "snake", (3, 3), 4)
 
