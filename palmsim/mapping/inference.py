@@ -821,6 +821,13 @@ def check_tp_2d(
         raise MappingError(f"{key} = [{a}, {b}]: {why}")
 
 
+def two_axes(tp_2d: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``tp_2d`` where it splits over two axes; None for 1-D, and for ``[tp, 1]``: one rank
+    along the second axis is 1-D tensor parallelism (:func:`_tp_grid`), a ring over any
+    tiles, not a rectangle's TPA and TPB groups."""
+    return tp_2d if tp_2d is not None and tp_2d[1] > 1 else None
+
+
 def _check_tp_2d(experiment: ExperimentSpec) -> None:
     """Raise MappingError unless ``mapping.tp_2d`` (if set) can be lowered."""
     mapping, model = experiment.mapping, experiment.workload.model
@@ -915,9 +922,7 @@ def map_inference(experiment: ExperimentSpec, chip: Chip) -> MappingPlan:
     prefill_cores_share(hw, inf.prefill_compute_cores, "inference")  # raises where it cannot
     batch = inference_batch(experiment)
     serving = _serving(experiment, batch)
-    # [tp, 1]: one rank along the second axis is 1-D tensor parallelism (_tp_grid), a ring
-    # over any tiles, not a rectangle's TPA and TPB groups
-    tp_2d = mapping.tp_2d if mapping.tp_2d is not None and mapping.tp_2d[1] > 1 else None
+    tp_2d = two_axes(mapping.tp_2d)
     # Place first: its tile-count check bounds pp before the partitioner builds pp ranges.
     if tp_2d is None:
         stage_tiles = place(chip, mapping.placement, mapping.pp, mapping.tp, mapping.dp)

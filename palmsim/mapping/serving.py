@@ -88,6 +88,7 @@ from palmsim.mapping.inference import (
     prefill_stream_time_s,
     split_block,
     tp_2d_collectives,
+    two_axes,
     weight_format,
     with_weight_dtype,
 )
@@ -310,7 +311,7 @@ class ServingPlan:
     @property
     def grid(self) -> tuple[int, int]:
         """``(a, b)`` of 2-D tensor parallelism (``serving.tp_2d``); ``(tp, 1)``: 1-D."""
-        return _tp_2d(self.serving) or (self.serving.tp, 1)
+        return two_axes(self.serving.tp_2d) or (self.serving.tp, 1)
 
     @property
     def attention_kinds(self) -> tuple[tuple[int | None, int | None], ...]:
@@ -853,7 +854,7 @@ class ServingPlan:
         used = {t for st in tiles for t in st}
         return MappingPlan(
             mapping=MappingSpec(
-                pp=self.serving.pp, tp=self.serving.tp, dp=1, tp_2d=_tp_2d(self.serving)
+                pp=self.serving.pp, tp=self.serving.tp, dp=1, tp_2d=two_axes(self.serving.tp_2d)
             ),
             num_microbatches=1,
             stage_tiles=(tiles,),
@@ -867,14 +868,6 @@ class ServingPlan:
             tokens_per_iteration=tokens,
             communicators=self.replica_communicators[replica],
         )
-
-
-def _tp_2d(serving: ServingSpec) -> tuple[int, int] | None:
-    """``serving.tp_2d``, None without it or with one rank along its second axis (1-D, as
-    ``palmsim run`` reads ``[tp, 1]``)."""
-    if serving.tp_2d is None or serving.tp_2d[1] == 1:
-        return None
-    return serving.tp_2d
 
 
 def _elem(serving: ServingSpec, kind: str, op: Op) -> float:
@@ -898,7 +891,7 @@ def map_serving(
     pp, tp, replicas = serving.pp, serving.tp, serving.replicas
     check_cached_attention(model)
     check_tp_2d(model, tp, pp, serving.tp_2d, "serving.tp_2d")
-    tp_2d = _tp_2d(serving)
+    tp_2d = two_axes(serving.tp_2d)
     heads_ranks, ways = tp_2d or (tp, 1)  # (a, b)
     kinds = bounded_kinds(model)
     check_mla_decode_attention(model, serving.decode_attention_cores, "serving")
