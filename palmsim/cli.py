@@ -565,10 +565,21 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(","))
 
 
+def _layout_list(text: str) -> tuple[tuple[int, ...], ...]:
+    """``8x4,4x8``: 2-D tensor-parallel layouts ``[a, b]``."""
+
+    def layout(part: str) -> tuple[int, ...]:
+        a, b = part.lower().split("x")  # ValueError unless one x
+        return int(a), int(b)
+
+    return _comma_list(text, layout, "layouts AxB separated by commas, e.g. 8x4,4x8")
+
+
 #: ``palmsim search``'s flags that narrow the space: (flag, dest, parser).
 _SEARCH_SPACE_FLAGS = (
     ("--pp", "pp", _int_list),
     ("--tp", "tp", _int_list),
+    ("--tp-2d", "tp_2d", _layout_list),
     ("--dp", "dp", _int_list),
     ("--micro-batch", "micro_batch_size", _int_list),
     ("--schedule", "schedule", _str_list),
@@ -578,8 +589,13 @@ _SEARCH_SPACE_FLAGS = (
     ("--max-num-seqs", "max_num_seqs", _int_list),
     ("--max-num-batched-tokens", "max_num_batched_tokens", _int_list),
 )
+#: Help of a search space flag; the others restrict to their values.
+_SEARCH_FLAG_HELP = {
+    "--tp-2d": "--objective goodput: also serve each tp = a*b in these 2-D layouts (AxB,..., "
+    "e.g. 8x4,4x8; default: the serving file's serving.tp_2d)"
+}
 #: Dests of the search flags only the goodput search reads, and only the mapping search.
-_GOODPUT_ONLY = ("serving", "replicas", "max_num_seqs", "max_num_batched_tokens")
+_GOODPUT_ONLY = ("serving", "tp_2d", "replicas", "max_num_seqs", "max_num_batched_tokens")
 _MAPPING_ONLY = ("dp", "micro_batch_size", "schedule", "recompute", "placement", "jobs")
 
 
@@ -628,6 +644,7 @@ def _search_goodput(args: argparse.Namespace) -> int:
 
     space = GoodputSpace(
         tp=args.tp,
+        tp_2d=args.tp_2d,
         pp=args.pp,
         replicas=args.replicas,
         max_num_seqs=args.max_num_seqs,
@@ -652,17 +669,13 @@ def _search_goodput(args: argparse.Namespace) -> int:
         f"simulated, {len(found) - infeasible - len(simulated)} unexplored (objective: goodput)"
     )
     print(
-        f"{'rank':>4}  {'configuration':<44} {'goodput/s':>10} {'SLO met':>8} "
+        f"{'rank':>4}  {'configuration':<50} {'goodput/s':>10} {'SLO met':>8} "
         f"{'TTFT p90':>10} {'TPOT p90':>10}"
     )
     for rank, c in enumerate(simulated[: args.top], 1):
         s = c.summary
-        name = (
-            f"tp={c.tp} pp={c.pp} replicas={c.replicas} seqs={c.max_num_seqs} "
-            f"tokens={c.max_num_batched_tokens}"
-        )
         print(
-            f"{rank:>4}  {name:<44} {s['goodput_requests_per_s']:>10.4g} "
+            f"{rank:>4}  {c.name:<50} {s['goodput_requests_per_s']:>10.4g} "
             f"{100 * s['slo_attainment']:>7.1f}% {s['ttft_p90_s'] * 1e3:>8.4g}ms "
             f"{s['tpot_p90_s'] * 1e3:>8.4g}ms"
         )
@@ -1037,7 +1050,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("throughput", "mfu", "memory", "energy", "cost", "goodput"),
         help="what to rank by: iteration time (throughput, mfu), peak memory per tile, energy "
         "per token or dollars per token (the last two need energy:/cost: in the hardware file); "
-        "goodput: serving configurations (tp, pp, replicas, scheduler limits) by the request "
+        "goodput: serving configurations (tp and its 2-D layouts, pp, replicas, scheduler "
+        "limits) by the request "
         "rate meeting the serving file's SLO (defaults: dgx-h100, llama3-8b, "
         "serving/llama3-8b-h100.yaml)",
     )
@@ -1060,7 +1074,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exact needs)",
     )
     for flag, dest, kind in _SEARCH_SPACE_FLAGS:
-        se.add_argument(flag, dest=dest, type=kind, help="restrict to these values (a,b,...)")
+        se.add_argument(
+            flag,
+            dest=dest,
+            type=kind,
+            help=_SEARCH_FLAG_HELP.get(flag, "restrict to these values (a,b,...)"),
+        )
     se.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     se.set_defaults(func=_cmd_search)
 

@@ -118,6 +118,29 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_layouts(layouts: Sequence[Any], tps: Sequence[int] | None) -> None:
+    """Raise :class:`ConfigError` naming ``--tp-2d`` unless each layout is two ints >= 1,
+    given once, whose product is one of ``tps`` (if given)."""
+    shown = ",".join(
+        f"{v[0]}x{v[1]}" if isinstance(v, tuple) and len(v) == 2 else str(v) for v in layouts
+    )
+    for value in layouts:
+        if not (isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) for v in value)):
+            raise ConfigError.single("command line", "--tp-2d", shown, "AxB layouts, e.g. 8x4,4x8")
+        a, b = value
+        if a < 1 or b < 1:
+            raise ConfigError.single("command line", "--tp-2d", shown, "AxB with a, b >= 1")
+        if tps is not None and a * b not in tps:
+            raise ConfigError.single(
+                "command line",
+                "--tp-2d",
+                shown,
+                f"layouts of the --tp values {','.join(map(str, tps))} ({a}x{b} has tp = {a * b})",
+            )
+    if len(set(layouts)) < len(layouts):
+        raise ConfigError.single("command line", "--tp-2d", shown, "distinct layouts (a,b,...)")
+
+
 def check_search_options(
     space: SearchSpace | GoodputSpace | None = None,
     *,
@@ -142,6 +165,9 @@ def check_search_options(
     for f in dataclasses.fields(space) if space is not None else ():
         values = getattr(space, f.name)
         if values is None:
+            continue
+        if f.name == "tp_2d":  # a goodput search's 2-D layouts
+            _check_layouts(values, getattr(space, "tp", None))
             continue
         flag = "--micro-batch" if f.name == "micro_batch_size" else "--" + f.name.replace("_", "-")
         known = names.get(f.name)

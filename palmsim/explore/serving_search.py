@@ -2,8 +2,9 @@
 
 Goodput is the request rate that meets the serving file's SLO (``goodput_requests_per_s`` of
 :func:`palmsim.report.serving.summarize_serving`). The search enumerates every combination of
-the candidate values of a replica's tensor and pipeline parallelism, the number of replicas
-and the scheduler's ``max_num_seqs`` and ``max_num_batched_tokens``, maps each (a
+the candidate values of a replica's tensor and pipeline parallelism, the layout of its
+tensor parallelism (1-D, or a 2-D ``serving.tp_2d`` ``[a, b]`` of ``a·b = tp``), the number
+of replicas and the scheduler's ``max_num_seqs`` and ``max_num_batched_tokens``, maps each (a
 :class:`MappingError` makes it infeasible: too few tiles, a TP degree that does not divide the
 heads, weights that leave no room for the KV cache) and serves the serving file's traffic on
 it with the serving simulator. There is no bound to prune with (goodput depends on the whole
@@ -12,11 +13,15 @@ enumeration order; candidates are ranked by goodput, then by p90 TTFT.
 
 Defaults: ``tp`` every power of two up to the tiles the serving file uses
 (``replicas·tp·pp``), ``pp`` 1, ``replicas`` as many as those tiles hold at that ``tp·pp``
-(so every candidate serves on the same tiles), the scheduler limits of the serving file.
+(so every candidate serves on the same tiles), the scheduler limits of the serving file. Every
+``tp`` runs 1-D; a 2-D layout ``[a, b]`` (the serving file's, or the candidates given) runs
+as a candidate of its own beside the 1-D one of ``tp = a·b``, whose degree joins the default
+``tp`` values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +41,7 @@ __all__ = [
 GOODPUT_COLUMNS = (
     "rank",
     "tp",
+    "tp_2d",
     "pp",
     "replicas",
     "max_num_seqs",
@@ -55,6 +61,7 @@ class GoodputSpace:
     """Candidate values; ``None``: the default documented in the module."""
 
     tp: tuple[int, ...] | None = None
+    tp_2d: tuple[tuple[int, int], ...] | None = None
     pp: tuple[int, ...] | None = None
     replicas: tuple[int, ...] | None = None
     max_num_seqs: tuple[int, ...] | None = None
@@ -70,6 +77,7 @@ class GoodputCandidate:
     replicas: int
     max_num_seqs: int
     max_num_batched_tokens: int
+    tp_2d: tuple[int, int] | None = None  # None: 1-D
     status: str = "unexplored"  # simulated | infeasible | unexplored
     reason: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
@@ -77,13 +85,24 @@ class GoodputCandidate:
     @property
     def overrides(self) -> list[str]:
         """The ``--set`` strings that select this configuration."""
+        layout = "null" if self.tp_2d is None else f"[{self.tp_2d[0]},{self.tp_2d[1]}]"
         return [
             f"serving.tp={self.tp}",
+            f"serving.tp_2d={layout}",
             f"serving.pp={self.pp}",
             f"serving.replicas={self.replicas}",
             f"serving.scheduler.max_num_seqs={self.max_num_seqs}",
             f"serving.scheduler.max_num_batched_tokens={self.max_num_batched_tokens}",
         ]
+
+    @property
+    def name(self) -> str:
+        """The configuration in one line, e.g. ``tp=32 (8x4) pp=1 replicas=1 ...``."""
+        layout = "" if self.tp_2d is None else f" ({self.tp_2d[0]}x{self.tp_2d[1]})"
+        return (
+            f"tp={self.tp}{layout} pp={self.pp} replicas={self.replicas} "
+            f"seqs={self.max_num_seqs} tokens={self.max_num_batched_tokens}"
+        )
 
     def sort_key(self) -> tuple[float, float]:
         s = self.summary
@@ -98,18 +117,22 @@ def candidates(
     num_tiles: int, space: GoodputSpace, max_num_seqs: int, max_num_batched_tokens: int
 ) -> list[GoodputCandidate]:
     """Every combination of ``space`` that fits ``num_tiles`` tiles (``tp·pp·replicas``);
-    without candidate replicas, as many replicas as fit."""
+    without candidate replicas, as many replicas as fit. Each ``tp`` runs 1-D, then in each
+    2-D layout of ``space.tp_2d`` whose ``a·b`` it is."""
+    layouts = space.tp_2d or ()
+    tps = space.tp or tuple(sorted({*_powers_of_two(num_tiles), *(a * b for a, b in layouts)}))
     out = []
-    for tp, pp in itertools.product(space.tp or _powers_of_two(num_tiles), space.pp or (1,)):
+    for tp, pp in itertools.product(tps, space.pp or (1,)):
         fit = num_tiles // (tp * pp)
         for replicas in space.replicas or ((fit,) if fit else ()):
             if not 1 <= replicas <= fit:
                 continue
-            for seqs, tokens in itertools.product(
+            for tp_2d, seqs, tokens in itertools.product(
+                [None, *(ab for ab in layouts if ab[0] * ab[1] == tp)],
                 space.max_num_seqs or (max_num_seqs,),
                 space.max_num_batched_tokens or (max_num_batched_tokens,),
             ):
-                out.append(GoodputCandidate(tp, pp, replicas, seqs, tokens))
+                out.append(GoodputCandidate(tp, pp, replicas, seqs, tokens, tp_2d))
     return out
 
 
@@ -140,6 +163,7 @@ def search_goodput(
     )
     from palmsim.config.loader import load_hardware, load_serving
     from palmsim.explore.search import check_search_options
+    from palmsim.mapping.inference import two_axes
 
     check_search_options(space, max_simulations=max_simulations)
 
@@ -147,6 +171,9 @@ def search_goodput(
     spec = load_serving(serving or shipped_path(DEFAULT_SERVING), overrides)
     hw = load_hardware(hw_path or shipped_path(DEFAULT_SERVING_HARDWARE), overrides)
     sched = spec.scheduler
+    own = two_axes(spec.tp_2d)
+    if space.tp_2d is None and own is not None:  # the serving file's layout is a candidate
+        space = dataclasses.replace(space, tp_2d=(own,))
     budget = min(hw.num_tiles, spec.replicas * spec.tp * spec.pp)
     if space.replicas is not None:  # explicit replica counts may use the whole chip
         budget = hw.num_tiles
@@ -164,7 +191,7 @@ def search_goodput(
         if max_simulations is not None and simulated >= max_simulations:
             break
         if progress is not None:
-            progress(f"[{i + 1}/{len(found)}] {' '.join(cand.overrides)}")
+            progress(f"[{i + 1}/{len(found)}] {cand.name}")
         try:
             result = serve(hardware, workload, serving, overrides=[*overrides, *cand.overrides])
         except MappingError as why:
@@ -188,6 +215,7 @@ def goodput_rows(found: Sequence[GoodputCandidate]) -> list[list[Any]]:
             [
                 rank if c.status == "simulated" else "",
                 c.tp,
+                "" if c.tp_2d is None else f"{c.tp_2d[0]}x{c.tp_2d[1]}",
                 c.pp,
                 c.replicas,
                 c.max_num_seqs,

@@ -170,6 +170,8 @@ def test_unknown_schedule_exits_2_listing_known(capsys) -> None:
         (["run", "--pp", "abc"], "argument --pp: invalid int value: 'abc'"),
         (["serve", "--rates", "abc"], "argument --rates: got 'abc'; expected numbers"),
         (["search", "--pp", "1,,2"], "argument --pp: got '1,,2'; expected ints separated"),
+        (["search", "--tp-2d", "8x"], "argument --tp-2d: got '8x'; expected layouts AxB"),
+        (["search", "--tp-2d", "8x4x2"], "argument --tp-2d: got '8x4x2'; expected layouts"),
         (["run", "--mode", "foo"], "invalid choice: 'foo'"),
     ],
 )

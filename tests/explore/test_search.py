@@ -277,6 +277,13 @@ def test_bound_counts_the_tensor_parallel_ranks_that_share_a_dram_port() -> None
         (["--objective", "goodput", "--pp", "0"], "command line: --pp: got 0"),
         (["--objective", "goodput", "--replicas", "-1"], "command line: --replicas: got -1"),
         (["--objective", "goodput", "--top", "0"], "command line: --top: got 0"),
+        (["--tp-2d", "4x2"], "--tp-2d: it applies only to --objective goodput"),
+        (["--objective", "goodput", "--tp-2d", "0x4"], "--tp-2d: got '0x4'; expected AxB with"),
+        (["--objective", "goodput", "--tp-2d", "4x2,4X2"], "expected distinct layouts"),
+        (
+            ["--objective", "goodput", "--tp", "4", "--tp-2d", "4x2"],
+            "--tp-2d: got '4x2'; expected layouts of the --tp values 4 (4x2 has tp = 8)",
+        ),
     ],
 )
 def test_search_refuses_a_bad_option_in_one_line(flags, named, tmp_path, capsys) -> None:

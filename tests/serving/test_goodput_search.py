@@ -52,7 +52,7 @@ def test_cli_search_goodput_writes_results(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "objective: goodput" in out and "tp=1 pp=1 replicas=1" in out
     rows = (tmp_path / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("rank,tp,pp,replicas") and len(rows) == 2
+    assert rows[0].startswith("rank,tp,tp_2d,pp,replicas") and len(rows) == 2
 
 
 def test_search_goodput_refuses_a_zero_count() -> None:
@@ -87,3 +87,49 @@ def test_a_serving_mapping_larger_than_the_hardware_names_the_serving_keys(capsy
     assert "mapping needs pp*tp*replicas = 1*4*1 = 4 tiles but the chip has 2 usable" in err
     assert "choose serving.pp, serving.tp and serving.replicas whose product" in err
     assert "--pp" not in err and err.count("\n") == 1
+
+
+def test_2d_layouts_run_beside_the_1d_tp_of_their_product():
+    """On 8 tiles with layouts 4x2 and 2x4 (tp 8) and 3x2 (tp 6, not a power of two): tp
+    1, 2, 4, 6, 8, each 1-D first, tp 6's layout and tp 8's two after their 1-D one."""
+    space = GoodputSpace(tp_2d=((4, 2), (2, 4), (3, 2)))
+    found = candidates(8, space, 256, 8192)
+    assert [(c.tp, c.tp_2d, c.replicas) for c in found] == [
+        (1, None, 8),
+        (2, None, 4),
+        (4, None, 2),
+        (6, None, 1),
+        (6, (3, 2), 1),
+        (8, None, 1),
+        (8, (4, 2), 1),
+        (8, (2, 4), 1),
+    ]
+    assert "serving.tp_2d=null" in found[0].overrides
+    assert "serving.tp_2d=[3,2]" in found[4].overrides and found[4].name.startswith("tp=6 (3x2)")
+
+
+def test_the_serving_files_layout_is_a_candidate_and_each_candidate_sets_its_own():
+    """A ``--set serving.tp_2d=[4,2]`` held for every candidate, so every tp but 8 was
+    infeasible ("a*b = 8 is not tp"); now it is one candidate beside tp 8's 1-D one, and
+    each candidate's figures are those of ``palmsim serve`` with its settings."""
+    small = ["serving.traffic.num_requests=6", "serving.weight_dtype=bfp8", "serving.tp=8"]
+    found = search_goodput(
+        "hw_configs/wormhole-t3000.yaml",
+        "workloads/llama3-8b.yaml",
+        None,
+        overrides=[*small, "serving.tp_2d=[4,2]"],
+        space=GoodputSpace(tp=(4, 8), replicas=(1,)),
+    )
+    assert sorted((c.tp, c.tp_2d or (), c.status) for c in found) == [
+        (4, (), "simulated"),
+        (8, (), "simulated"),
+        (8, (4, 2), "simulated"),
+    ]
+    for cand in found:
+        alone = serve(
+            "hw_configs/wormhole-t3000.yaml",
+            "workloads/llama3-8b.yaml",
+            None,
+            overrides=[*small, *cand.overrides],
+        ).summary
+        assert alone["ttft_p90_s"] == cand.summary["ttft_p90_s"]
