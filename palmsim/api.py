@@ -56,8 +56,10 @@ __all__ = [
     "DEFAULT_WORKLOAD",
     "ServingResult",
     "SimulationResult",
+    "check_serving_overrides",
     "load_experiment",
     "load_result",
+    "load_serving_inputs",
     "op_table_of",
     "plan_experiment",
     "resolve_config_path",
@@ -542,7 +544,7 @@ class ServingResult:
     resolved: dict[str, Any]
 
 
-def _check_serving_overrides(overrides: Sequence[str]) -> None:
+def check_serving_overrides(overrides: Sequence[str]) -> None:
     """Serving splits the model by the serving file's ``tp`` and ``pp`` only, and reads only
     the workload's ``model``: a ``mapping.`` override, or a workload override outside
     ``model`` (``training.``, ``inference.``, ``mode``), would be ignored, so each is an
@@ -594,21 +596,20 @@ def _check_serving_mapping(wl_path: str, mapping_section: Mapping[str, Any]) -> 
             )
 
 
-def plan_serving(
+def load_serving_inputs(
     hardware: str | None = None,
     workload: str | None = None,
     serving: str | None = None,
     *,
     overrides: Sequence[str] = (),
-) -> tuple[HardwareSpec, WorkloadSpec, ServingSpec, RunSpec, Chip, ServingPlan, str]:
-    """Load and map a serving experiment, ``palmsim serve``'s files and ``--set`` items:
-    ``(hardware, workload, serving spec, run, chip, plan, serving file)``.
+) -> tuple[HardwareSpec, WorkloadSpec, ServingSpec, RunSpec, str]:
+    """Load a serving experiment, ``palmsim serve``'s files (None: the shipped defaults) and
+    ``--set`` items: ``(hardware, workload, serving spec, run, serving file)``.
 
     Raises:
-        ConfigError, MappingError.
+        ConfigError.
     """
     from palmsim.config.loader import load_serving
-    from palmsim.mapping.serving import map_serving
 
     hw_path = (
         resolve_config_path(hardware, "hardware")
@@ -621,12 +622,32 @@ def plan_serving(
         else shipped_path(DEFAULT_SERVING_WORKLOAD)
     )
     sv_path = serving or shipped_path(DEFAULT_SERVING)
-    _check_serving_overrides(overrides)
+    check_serving_overrides(overrides)
     hw = load_hardware(hw_path, overrides)
     wl, mapping_section = load_workload(wl_path, overrides, model_only=True)
     _check_serving_mapping(wl_path, mapping_section)
     spec = load_serving(sv_path, overrides)
-    run = load_run(overrides)
+    return hw, wl, spec, load_run(overrides), sv_path
+
+
+def plan_serving(
+    hardware: str | None = None,
+    workload: str | None = None,
+    serving: str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+) -> tuple[HardwareSpec, WorkloadSpec, ServingSpec, RunSpec, Chip, ServingPlan, str]:
+    """Load and map a serving experiment (:func:`load_serving_inputs`): ``(hardware,
+    workload, serving spec, run, chip, plan, serving file)``.
+
+    Raises:
+        ConfigError, MappingError.
+    """
+    from palmsim.mapping.serving import map_serving
+
+    hw, wl, spec, run, sv_path = load_serving_inputs(
+        hardware, workload, serving, overrides=overrides
+    )
     chip = Chip.from_spec(hw)
     plan = map_serving(spec, hw, wl.model, chip)
     return hw, wl, spec, run, chip, plan, sv_path

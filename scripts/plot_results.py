@@ -5,7 +5,8 @@
 
 writes results/sweep_pp/iteration_time_s.png: one bar per point (labelled by its swept
 values), infeasible and failed points marked as such. Any numeric column of results.csv can
-be the figure (throughput_samples_per_s, mfu, memory_peak_bytes_per_tile_max, ...).
+be the figure (throughput_samples_per_s, mfu, memory_peak_bytes_per_tile_max, ...; a serving
+sweep's ttft_p90_s, goodput_requests_per_s, ...).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import argparse
 import csv
 from pathlib import Path
 
+from palmsim.explore.sweep import RESULT_COLUMNS, SERVING_RESULT_COLUMNS
 from palmsim.report import plots
 
-FIRST_FIGURE = "iteration_time_s"  # results.csv: point, status, reason, swept keys..., figures
+# results.csv: point, status, reason, swept keys..., figures (a run sweep's or a serving one's)
+FIGURES = {*RESULT_COLUMNS, *SERVING_RESULT_COLUMNS}
 
 
 def main() -> None:
@@ -29,8 +32,12 @@ def main() -> None:
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames or [])
         rows = list(reader)
-    swept = columns[3 : columns.index(FIRST_FIGURE)]
-    labels = ["\n".join(f"{k}={r[k]}" for k in swept) for r in rows]
+    swept = columns[3 : next(i for i, c in enumerate(columns) if c in FIGURES)]
+    # each swept key by its last part (serving.traffic.rate_per_s: rate_per_s) where that
+    # names it alone, so a bar's label fits under it
+    tails = [k.rsplit(".", 1)[-1] for k in swept]
+    short = {k: t if tails.count(t) == 1 else k for k, t in zip(swept, tails, strict=True)}
+    labels = ["\n".join(f"{short[k]}={r[k]}" for k in swept) for r in rows]
     values = [float(r[args.y]) if r["status"] == "ok" else None for r in rows]
     notes = [r["status"] if r["status"] != "ok" else "" for r in rows]
     out = Path(args.out) if args.out else Path(args.results).with_name(f"{args.y}.png")

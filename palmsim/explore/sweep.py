@@ -10,7 +10,11 @@ A sweep spec (YAML) names the base files and the values to vary::
 Paths are relative to the spec file. Keys are ``--set`` keys. Points are the cross product
 of the ``grid`` lists (in file order) with the ``zip`` lists taken together; each point runs
 exactly the path of ``palmsim run`` with its overrides, into ``OUT/points/<id>/``, where
-``<id>`` hashes the point's overrides. A point is finished when its ``status.json`` exists
+``<id>`` hashes the point's overrides. A spec whose ``base`` names a ``serving`` file sweeps
+serving runs: each point runs ``palmsim serve`` on it (``hw`` and ``workload`` default to
+serve's, there is no ``mapping``: the serving file's ``serving.tp``, ``serving.pp`` and
+``serving.replicas`` are its keys), and ``results.csv`` holds the serving figures
+(:data:`SERVING_RESULT_COLUMNS`). A point is finished when its ``status.json`` exists
 (written last, atomically), so a sweep killed at any moment and run again skips finished
 points, reruns the others and ends with one row per point in ``OUT/results.csv``.
 """
@@ -42,6 +46,7 @@ from palmsim.report.export import make_folder, read_json, write_csv, write_json
 
 __all__ = [
     "RESULT_COLUMNS",
+    "SERVING_RESULT_COLUMNS",
     "SweepPoint",
     "SweepSpec",
     "load_sweep",
@@ -71,6 +76,24 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "rerouted_flows",
     "slowdown",
 )
+#: Serving summary figures copied into a serving sweep's ``results.csv`` (docs/metrics.md).
+SERVING_RESULT_COLUMNS: tuple[str, ...] = (
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p90_s",
+    "tpot_p99_s",
+    "e2e_p90_s",
+    "queue_p90_s",
+    "throughput_requests_per_s",
+    "throughput_output_tokens_per_s",
+    "goodput_requests_per_s",
+    "slo_attainment",
+    "kv_cache_util_max",
+    "num_preemptions",
+    "num_rejected",
+)
 #: Columns of RESULT_COLUMNS read from a section of the summary (hardware energy:, cost:,
 #: defects:), empty when the hardware has none.
 _NESTED_COLUMNS = {
@@ -92,7 +115,7 @@ def _result_value(summary: Mapping[str, Any], column: str) -> Any:
 
 
 _SPEC_KEYS = ("base", "set", "grid", "zip")
-_BASE_KEYS = ("hw", "workload", "mapping")
+_BASE_KEYS = ("hw", "workload", "mapping", "serving")
 
 #: The most points one sweep spec may hold. Each point is a whole simulation (about a
 #: second to a minute, README "Sweeps"), so 100,000 points are already days of CPU time on
@@ -122,6 +145,12 @@ class SweepSpec:
     points: tuple[SweepPoint, ...] = field(default=())
     sections: tuple[str, ...] = ()  # "grid" or "zip", the spec section of each of ``keys``
     fixed: tuple[str, ...] = ()  # the spec's ``set:`` overrides
+    serving: str | None = None  # the serving file of a serving sweep
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The summary figures of ``results.csv``: a serving sweep's or a run sweep's."""
+        return SERVING_RESULT_COLUMNS if self.serving else RESULT_COLUMNS
 
 
 def _format_value(value: Any) -> str:
@@ -182,6 +211,13 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
         if not file.exists():
             bad(f"base.{key}", value, f"a file (relative to the spec): {file} is missing")
         files[key] = str(file)
+    if "serving" in files and "mapping" in files:
+        bad(
+            "base.mapping",
+            base["mapping"],
+            "no mapping file with base.serving: the serving file sets the replicas' mapping "
+            "(sweep serving.tp, serving.pp, serving.replicas)",
+        )
     fixed = raw.get("set") or []
     if isinstance(fixed, dict):  # KEY: value, as grid: and zip: write their keys
         for key in fixed:
@@ -224,7 +260,9 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
             lists["grid"],
             lists["zip"],
             tuple(fixed) + tuple(overrides),
-            (files.get("hw"), files.get("workload"), files.get("mapping")),
+            # a serving sweep's file is part of its ids (a run sweep's ids as before it)
+            (files.get("hw"), files.get("workload"), files.get("mapping"))
+            + ((files["serving"],) if "serving" in files else ()),
         )
     )
     first: dict[str, SweepPoint] = {}
@@ -248,6 +286,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
         points,
         sections=("grid",) * len(lists["grid"]) + ("zip",) * len(lists["zip"]),
         fixed=tuple(fixed),
+        serving=files.get("serving"),
     )
 
 
@@ -267,12 +306,12 @@ def _points(
 
 
 def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one point exactly as ``palmsim run`` does and write its folder and ``status.json``.
+    """Run one point exactly as ``palmsim run`` does (``palmsim serve`` where the task names
+    a serving file) and write its folder and ``status.json``.
 
     A top-level function of plain data, so that process pools and Dask can ship it. Never
     raises for a point's own failure: an infeasible mapping or a bad value is its status.
     """
-    from palmsim.api import load_experiment, run_experiment
 
     out = Path(task["out_dir"])
     status: dict[str, Any] = {"status": "ok", "reason": "", "summary": {}, "warnings": []}
@@ -284,11 +323,12 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     logger.addHandler(caught)
     logger.propagate = False
     try:
-        experiment = load_experiment(
-            task["hw"], task["workload"], task["mapping"], overrides=task["overrides"]
-        )
-        summary = run_experiment(experiment, out, make_plots=task["plots"])
-        status["summary"] = {k: _result_value(summary, k) for k in RESULT_COLUMNS}
+        if task.get("serving"):
+            summary = _serve_point(task, out)
+            status["summary"] = {k: summary.get(k) for k in SERVING_RESULT_COLUMNS}
+        else:
+            summary = _run_point(task, out)
+            status["summary"] = {k: _result_value(summary, k) for k in RESULT_COLUMNS}
     except MappingError as error:
         status.update(status="infeasible", reason=str(error))
     except PalmsimError as error:
@@ -301,6 +341,32 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     status["warnings"] = caught.messages
     write_json(out / "status.json", status)
     return status
+
+
+def _run_point(task: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    """``palmsim run`` of a point into ``out``: its summary."""
+    from palmsim.api import load_experiment, run_experiment
+
+    experiment = load_experiment(
+        task["hw"], task["workload"], task["mapping"], overrides=task["overrides"]
+    )
+    return run_experiment(experiment, out, make_plots=task["plots"])
+
+
+def _serve_point(task: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    """``palmsim serve`` of a point into ``out``: its summary."""
+    from palmsim.api import serve
+    from palmsim.report.export import write_serving_run
+
+    result = serve(task["hw"], task["workload"], task["serving"], overrides=task["overrides"])
+    write_serving_run(
+        out,
+        summary=result.summary,
+        resolved_config=result.resolved,
+        trace=result.trace,
+        make_plots=task["plots"],
+    )
+    return result.summary
 
 
 class _Caught(logging.Handler):
@@ -350,7 +416,7 @@ def _results_rows(spec: SweepSpec, out: Path) -> list[list[Any]]:
         rows.append(
             [point.point_id, state, (status or {}).get("reason", "")]
             + [_format_value(v) for _, v in point.values]
-            + [summary.get(k, "") if summary.get(k) is not None else "" for k in RESULT_COLUMNS]
+            + [summary.get(k, "") if summary.get(k) is not None else "" for k in spec.columns]
             + [str(Path("points") / point.point_id)]
         )
     return rows
@@ -442,12 +508,13 @@ def sweep(
             "command line", "--out", str(out_dir), f"a folder palmsim can write ({error.strerror})"
         ) from None
     _check_shared_inputs(spec)
-    header = ("point", "status", "reason", *spec.keys, *RESULT_COLUMNS, "run_dir")
+    header = ("point", "status", "reason", *spec.keys, *spec.columns, "run_dir")
     tasks = [
         {
             "hw": spec.hw,
             "workload": spec.workload,
             "mapping": spec.mapping,
+            "serving": spec.serving,
             "overrides": list(point.overrides),
             "out_dir": str(out / "points" / point.point_id),
             "plots": plots,
@@ -515,12 +582,21 @@ def _check_shared_inputs(spec: SweepSpec) -> None:
     the command line's ``--set`` (anything but a swept key's value), or a swept key that is
     no key, is every point's, so it is the spec's ConfigError now, not a table of failed
     points after the whole sweep has run. A swept value's own problem stays its point's."""
-    from palmsim.api import load_experiment
+    from palmsim.api import check_serving_overrides, load_experiment, load_serving_inputs
 
     if not spec.points:
         return
+    overrides = spec.points[0].overrides
+    if spec.serving:  # a key serve takes from no point (mapping., training.): the spec's
+        try:
+            check_serving_overrides(overrides)
+        except ConfigError as error:
+            raise ConfigError([_in_spec(p, spec) for p in error.problems]) from None
     try:
-        load_experiment(spec.hw, spec.workload, spec.mapping, overrides=spec.points[0].overrides)
+        if spec.serving:
+            load_serving_inputs(spec.hw, spec.workload, spec.serving, overrides=overrides)
+        else:
+            load_experiment(spec.hw, spec.workload, spec.mapping, overrides=overrides)
     except ConfigError as error:
         shared = [
             p

@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(script: str, out: Path) -> list[dict[str, str]]:
+def _run(script: str, out: Path, figure: str = "iteration_time_s") -> list[dict[str, str]]:
     env = {
         **os.environ,
         "SMALL": "1",
@@ -23,7 +23,7 @@ def _run(script: str, out: Path) -> list[dict[str, str]]:
     subprocess.run(
         ["bash", str(REPO / "scripts" / script), "-q", "--jobs", "2"], env=env, check=True
     )
-    assert (out / "iteration_time_s.png").stat().st_size > 0
+    assert (out / f"{figure}.png").stat().st_size > 0
     with open(out / "results.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 
@@ -59,3 +59,16 @@ def test_defect_density_sweep_draws_throughput_with_its_spread(tmp_path: Path) -
         assert float(r["slowdown"]) >= 1.0 - 1e-12
         if fraction == 0:
             assert float(r["slowdown"]) == 1.0
+
+
+def test_serving_sweep_serves_each_layout_at_each_rate(tmp_path: Path) -> None:
+    """The serving sweep's small form, two layouts of the 8-GPU node (8 x tp 1, 1 x tp 8)
+    at two rates: every point served, no request rejected, and its figure drawn."""
+    rows = _run("sweep_serving.sh", tmp_path / "out", figure="ttft_p90_s")
+    assert [(r["serving.traffic.rate_per_s"], r["serving.tp"]) for r in rows] == [
+        ("10", "1"),
+        ("10", "8"),
+        ("40", "1"),
+        ("40", "8"),
+    ]
+    assert all(r["status"] == "ok" and r["num_rejected"] == "0" for r in rows), rows

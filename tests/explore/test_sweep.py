@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from palmsim.api import load_experiment, simulate, summarize_result
+from palmsim.api import load_experiment, serve, simulate, summarize_result
 from palmsim.cli import main
 from palmsim.errors import ConfigError
 from palmsim.explore.sweep import load_sweep, sweep
@@ -238,6 +238,70 @@ def test_an_inference_points_row_has_its_ttft_and_tpot(tmp_path: Path) -> None:
     training = _spec(tmp_path, "grid: {mapping.pp: [1]}\n")
     assert main(["sweep", str(training), "--out", str(tmp_path / "t"), "-q"]) == 0
     assert _rows(tmp_path / "t")[0]["ttft_s"] == _rows(tmp_path / "t")[0]["tpot_s"] == ""
+
+
+SERVE_SMALL = ["serving.traffic.num_requests=12", "serving.traffic.rate_per_s=20"]
+
+
+def _serving_spec(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "serving.yaml"
+    path.write_text(
+        f"base: {{serving: {REPO}/serving/llama3-8b-h100-node.yaml}}\nset: {SERVE_SMALL!r}\n" + body
+    )
+    return path
+
+
+def test_a_serving_sweep_runs_palmsim_serve_per_point(tmp_path: Path) -> None:
+    """A spec naming base.serving runs each point as ``palmsim serve`` (the shipped serve
+    defaults for the hardware and workload): its row holds the serving figures of the run
+    the point is alone, tp 3 (not a divisor of the 32 heads) is infeasible, and the point's
+    folder is a serving run."""
+    path = _serving_spec(tmp_path, "zip: {serving.tp: [2, 3], serving.replicas: [4, 2]}\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "-q"]) == 0
+    rows = _rows(out)
+    assert [(r["serving.tp"], r["status"]) for r in rows] == [("2", "ok"), ("3", "infeasible")]
+    assert "iteration_time_s" not in rows[0] and "does not divide" in rows[1]["reason"]
+    alone = serve(
+        None,
+        None,
+        str(REPO / "serving/llama3-8b-h100-node.yaml"),
+        overrides=[*SERVE_SMALL, "serving.tp=2", "serving.replicas=4"],
+    ).summary
+    for column in ("ttft_p90_s", "tpot_p90_s", "goodput_requests_per_s", "num_preemptions"):
+        assert float(rows[0][column]) == alone[column]
+    assert (out / rows[0]["run_dir"] / "requests.csv").exists()
+
+
+def test_a_serving_sweep_refuses_what_serve_would_ignore(tmp_path: Path) -> None:
+    """A mapping file beside base.serving, or a swept mapping. key, would be ignored by every
+    point: the spec's ConfigError, naming its key, before any point runs."""
+    path = tmp_path / "both.yaml"
+    path.write_text(
+        f"base: {{serving: {REPO}/serving/llama3-8b-h100-node.yaml, mapping: "
+        f"{REPO}/workloads/t-18b.yaml}}\ngrid: {{serving.tp: [1]}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"base\.mapping: .* no mapping file with base\.serving"):
+        load_sweep(path)
+    path = _serving_spec(tmp_path, "grid: {mapping.tp: [1, 2]}\n")
+    with pytest.raises(ConfigError) as info:
+        sweep(path, tmp_path / "out", jobs=1)
+    (problem,) = info.value.problems
+    assert (problem.file, problem.key) == (str(path), "grid.mapping.tp")
+    assert "no mapping. key in palmsim serve" in problem.expected
+    assert not list((tmp_path / "out").glob("points/*/status.json"))
+
+
+def test_a_serving_sweeps_ids_hold_its_serving_file(tmp_path: Path) -> None:
+    """Two serving files with the same overrides are two sweeps' points, not one."""
+    a = load_sweep(_serving_spec(tmp_path, "grid: {serving.tp: [1]}\n"))
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        f"base: {{serving: {REPO}/serving/llama3-8b-h100.yaml}}\nset: {SERVE_SMALL!r}\n"
+        "grid: {serving.tp: [1]}\n"
+    )
+    assert a.points[0].overrides == load_sweep(other).points[0].overrides
+    assert a.points[0].point_id != load_sweep(other).points[0].point_id
 
 
 def test_rerun_skips_finished_points(tmp_path: Path) -> None:
