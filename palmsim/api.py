@@ -40,7 +40,12 @@ from palmsim.mapping.plan import MappingPlan
 from palmsim.mapping.schedule import SCHEDULES
 from palmsim.mapping.suspect import mapping_warnings
 from palmsim.report.defects import defect_summary
-from palmsim.report.energy import cost_summary, energy_summary
+from palmsim.report.energy import (
+    cost_summary,
+    energy_summary,
+    serving_cost_summary,
+    serving_energy_summary,
+)
 from palmsim.report.export import RECORDS_FILE, check_records, checked_summary, read_run
 from palmsim.report.metrics import op_table_rows, summarize
 
@@ -653,6 +658,27 @@ def plan_serving(
     return hw, wl, spec, run, chip, plan, sv_path
 
 
+def _serving_energy_and_cost(
+    hw: HardwareSpec, spec: ServingSpec, plan: ServingPlan, trace: Any
+) -> dict[str, Any]:
+    """The ``energy`` and ``cost`` sections of a serving summary, for hardware with an
+    ``energy:`` or ``cost:`` section: the run's work, its replicas' tiles and its finished
+    requests' output tokens."""
+    used = len({t for replica in plan.replica_tiles for stage in replica for t in stage})
+    done = [r for r in trace.requests if r.status == "finished"]
+    tokens = sum(r.output_tokens for r in done)
+    out: dict[str, Any] = {}
+    if hw.energy is not None:
+        out["energy"] = serving_energy_summary(
+            trace.work, trace.end_time_s, hw, used, spec.dtype, tokens, len(done)
+        )
+    if hw.cost is not None:
+        out["cost"] = serving_cost_summary(
+            out.get("energy"), hw, used, trace.end_time_s, tokens, len(done)
+        )
+    return out
+
+
 def serve(
     hardware: str | None = None,
     workload: str | None = None,
@@ -721,6 +747,7 @@ def serve(
             f"serving.scheduler.max_num_batched_tokens ({sched.max_num_batched_tokens})",
         )
     summary = summarize_serving(trace, spec.slo)
+    summary |= _serving_energy_and_cost(hw, spec, plan, trace)
     serving_raw = dataclasses.asdict(spec)
     serving_raw["traffic"].pop("trace")
     summary |= {

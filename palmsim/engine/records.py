@@ -26,6 +26,8 @@ import numpy as np
 __all__ = [
     "COLUMN_DTYPES",
     "COLUMN_KINDS",
+    "COMPUTE_CATEGORIES",
+    "DRAM_KIND",
     "ROW_BYTES",
     "WAIT_CATEGORIES",
     "FlowRecord",
@@ -34,6 +36,7 @@ __all__ = [
     "RecordBuilder",
     "Records",
     "RunTrace",
+    "Work",
     "gc_frozen",
     "gc_paused",
 ]
@@ -82,6 +85,15 @@ def gc_frozen() -> Iterator[None]:
     finally:
         gc.unfreeze()
 
+
+#: Channel kind of a DRAM port, and the category of a DRAM flow; every other channel kind is
+#: a network link.
+DRAM_KIND = "dram"
+
+#: Interval categories in which a tile computes.
+COMPUTE_CATEGORIES: frozenset[str] = frozenset(
+    {"forward", "backward", "recompute", "optimizer", "prefill", "decode"}
+)
 
 #: Interval categories in which a tile waits inside a pass (the record's ``phase``): ``comm``
 #: in a collective or, under ``mapping.p2p_overlap`` false, for its pipeline send; ``host``
@@ -472,3 +484,49 @@ class RunTrace:
             ("memory", MemoryRecord),
         ):
             object.__setattr__(self, name, Records.of(kind, getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a simulated stretch of a run did, the inputs of its dynamic energy: its compute
+    intervals' FLOP and operand bytes (:attr:`IntervalRecord.bytes`), its DRAM flows' bytes
+    and, by channel kind, every flow's bytes times the channels of that kind it crossed. A
+    serving run (palmsim.engine.serving) keeps this of its iterations in place of their
+    records."""
+
+    flop: float = 0.0
+    operand_bytes: float = 0.0
+    dram_flow_bytes: float = 0.0
+    channel_bytes: Mapping[str, float] = field(default_factory=dict)  # kind -> B x channels
+
+    def plus(self, other: Work, times: float = 1.0) -> Work:
+        """This work and ``times`` that of ``other``."""
+        kinds = {**self.channel_bytes}
+        for kind, nbytes in other.channel_bytes.items():
+            kinds[kind] = kinds.get(kind, 0.0) + times * nbytes
+        return Work(
+            self.flop + times * other.flop,
+            self.operand_bytes + times * other.operand_bytes,
+            self.dram_flow_bytes + times * other.dram_flow_bytes,
+            dict(sorted(kinds.items())),
+        )
+
+    @classmethod
+    def of_trace(cls, trace: RunTrace, channel_kinds: Sequence[str]) -> Work:
+        """The work of a simulation's records; ``channel_kinds[c]`` is channel ``c``'s kind."""
+        intervals, flows = trace.intervals, trace.flows
+        compute = intervals.isin("category", COMPUTE_CATEGORIES)
+        sizes = flows.column("size_bytes")
+        routes = flows.table("channels")
+        by_route = np.bincount(flows.codes("channels"), weights=sizes, minlength=len(routes))
+        kinds: dict[str, float] = {}
+        for route, nbytes in zip(routes, by_route.tolist(), strict=True):
+            for channel in route:
+                kind = channel_kinds[channel]
+                kinds[kind] = kinds.get(kind, 0.0) + nbytes
+        return cls(
+            float(intervals.column("flop")[compute].sum()),
+            float(intervals.column("bytes")[compute].sum()),
+            float(sizes[flows.isin("category", (DRAM_KIND,))].sum()),
+            dict(sorted(kinds.items())),
+        )

@@ -25,7 +25,7 @@ import simpy
 
 from palmsim.config.specs import RunSpec
 from palmsim.engine.flows import FlowNetwork
-from palmsim.engine.records import FlowRecord, RecordBuilder
+from palmsim.engine.records import FlowRecord, RecordBuilder, Work
 from palmsim.engine.simulator import (
     ChipLike,
     Progress,
@@ -34,7 +34,7 @@ from palmsim.engine.simulator import (
     private_dram_step_s,
 )
 from palmsim.errors import SimulationError
-from palmsim.mapping.plan import ComputeStep
+from palmsim.mapping.plan import ComputeStep, MappingPlan
 from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape
 from palmsim.serving.router import route
 from palmsim.serving.scheduler import RequestState, Scheduler
@@ -138,6 +138,8 @@ class ServingTrace:
     num_closed_form: int  # iterations costed in closed form, with no Simulator
     wall_time_s: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    # every iteration's compute and flows, and the KV caches' hand-offs (their energy)
+    work: Work = field(default_factory=Work)
 
 
 class ServingSimulator:
@@ -187,11 +189,14 @@ class ServingSimulator:
         self._wake: list[simpy.Event | None] = [None] * self.num_replicas
         self._arrivals_done = False
         self._slot_free: simpy.Event | None = None  # closed loop: a request in flight finished
-        self._costs: dict[tuple[int, BatchShape], float] = {}
+        self._costs: dict[tuple[int, BatchShape], tuple[float, Work]] = {}
         self._num_closed_form = 0
-        # Per replica: (bandwidth, latency) of its DRAM port when it is one tile whose port no
-        # other tile of the replica uses (what the engine times in closed form); else None.
-        self._private: list[tuple[float, float] | None] = []
+        self._kinds = [c.kind for c in chip.channels]
+        self._work = Work()
+        # Per replica: (channel, bandwidth, latency) of its DRAM port when it is one tile
+        # whose port no other tile of the replica uses (what the engine times in closed
+        # form); else None.
+        self._private: list[tuple[int, float, float] | None] = []
         for tiles in plan.replica_tiles:
             used = {t for stage in tiles for t in stage}
             ports = [tp for tp in plan.dram_port_of_tile if tp[0] in used]
@@ -199,10 +204,10 @@ class ServingSimulator:
             only = tiles[0][0]
             one_tile = len(tiles) == 1 and len(tiles[0]) == 1
             if one_tile and plan.is_segmented and only in private:
-                self._private.append(private[only][1:])
+                self._private.append(private[only])
             else:
                 self._private.append(None)
-        self._segment_costs: dict[tuple[int, tuple[Any, ...]], float] = {}
+        self._segment_costs: dict[tuple[int, tuple[Any, ...]], tuple[float, Work]] = {}
         self._states: list[RequestState] = []
         self._iterations: list[IterationRecord] = []
         self._queue: list[QueueRecord] = []
@@ -210,7 +215,12 @@ class ServingSimulator:
     # ------------------------------------------------------------------ cost
 
     def iteration_time_s(self, replica: int, shape: BatchShape) -> float:
-        """Simulated duration of one iteration of ``shape`` on ``replica``.
+        """Simulated duration of one iteration of ``shape`` on ``replica``
+        (:meth:`_iteration`)."""
+        return self._iteration(replica, shape)[0]
+
+    def _iteration(self, replica: int, shape: BatchShape) -> tuple[float, Work]:
+        """Simulated duration of one iteration of ``shape`` on ``replica``, and its work.
 
         On one pipeline stage, the iteration is a sequence of segments, each ending in a
         barrier (:meth:`ServingPlan.segments`), so its duration is the sum of theirs. On a
@@ -225,39 +235,55 @@ class ServingSimulator:
         if private is not None:
             self._num_closed_form += 1
             pipe = _HostPipeline()
+            channel, bandwidth, latency_s = private
+            flop = operand = dram = 0.0
             for _, steps, repeats in plan.segments(shape, 0):
                 (step,) = steps
                 assert isinstance(step, ComputeStep)
-                pipe.add(private_dram_step_s(step, *private), step.host_issued_s, repeats)
-            return pipe.end_s
+                pipe.add(
+                    private_dram_step_s(step, bandwidth, latency_s), step.host_issued_s, repeats
+                )
+                # the step's work as the engine records it: its FLOP, its interval's bytes,
+                # and its read and write flows over the port's one channel
+                moved = step.dram_read_bytes + step.dram_write_bytes
+                flop += repeats * step.flop
+                operand += repeats * (step.sram_bytes + step.read_ahead_bytes + moved)
+                dram += repeats * moved
+            return pipe.end_s, Work(flop, operand, dram, {self._kinds[channel]: dram})
         key = (replica, shape)
         cached = self._costs.get(key)
         if cached is not None:
             return cached
         if plan.is_segmented:
             pipe = _HostPipeline()
+            work = Work()
             for _, steps, repeats in plan.segments(shape, 0):
                 seg_key = (replica, steps)
-                seg_cost = self._segment_costs.get(seg_key)
-                if seg_cost is None:
+                seg = self._segment_costs.get(seg_key)
+                if seg is None:
                     device = tuple(
                         dataclasses.replace(st, host_issued_s=0.0)
                         if isinstance(st, ComputeStep) and st.host_issued_s > 0
                         else st
                         for st in steps
                     )
-                    seg_plan = plan.segment_plan(replica, device)
-                    seg_cost = Simulator(self.chip, seg_plan).run().end_time_s
-                    self._segment_costs[seg_key] = seg_cost
+                    seg = self._simulate(plan.segment_plan(replica, device))
+                    self._segment_costs[seg_key] = seg
                 host_s = max(
                     (st.host_issued_s for st in steps if isinstance(st, ComputeStep)), default=0.0
                 )
-                pipe.add(seg_cost, host_s, repeats)
-            cost = pipe.end_s
+                pipe.add(seg[0], host_s, repeats)
+                work = work.plus(seg[1], repeats)
+            cost = (pipe.end_s, work)
         else:
-            cost = Simulator(self.chip, plan.iteration_plan(replica, shape)).run().end_time_s
+            cost = self._simulate(plan.iteration_plan(replica, shape))
         self._costs[key] = cost
         return cost
+
+    def _simulate(self, plan: MappingPlan) -> tuple[float, Work]:
+        """Duration and work of a one-pass plan on the chip, simulated."""
+        trace = Simulator(self.chip, plan).run()
+        return trace.end_time_s, Work.of_trace(trace, self._kinds)
 
     # ------------------------------------------------------------------ run
 
@@ -327,6 +353,7 @@ class ServingSimulator:
                 "num_swaps": sum(s.num_swaps for s in self.schedulers),
                 "num_swapped_blocks": sum(s.num_swapped_blocks for s in self.schedulers),
             },
+            work=self._work,
         )
 
     def _note_queue(self, replica: int) -> None:
@@ -395,6 +422,11 @@ class ServingSimulator:
             size = self.plan.kv_bytes_held(s, state.num_computed)
             for src, dst in zip(src_stage, dst_stage, strict=True):
                 path = self.chip.route(src, dst)
+                kinds: dict[str, float] = {}
+                for channel in path.channels:
+                    kind = self._kinds[channel]
+                    kinds[kind] = kinds.get(kind, 0.0) + size
+                self._work = self._work.plus(Work(channel_bytes=kinds))
                 done.append(
                     self.network.transfer(
                         path.channels,
@@ -455,7 +487,9 @@ class ServingSimulator:
             start = env.now
             in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
             kv_used, waiting = sched.pool.num_used, len(sched.waiting)
-            yield env.timeout(self.iteration_time_s(replica, shape) + swap_s)
+            duration_s, work = self._iteration(replica, shape)
+            self._work = self._work.plus(work)
+            yield env.timeout(duration_s + swap_s)
             finished = sched.complete(entries, env.now)
             for state in finished:
                 if state.finish_s is None:  # prefill done: its KV cache moves to a decoder

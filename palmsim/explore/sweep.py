@@ -93,12 +93,17 @@ SERVING_RESULT_COLUMNS: tuple[str, ...] = (
     "kv_cache_util_max",
     "num_preemptions",
     "num_rejected",
+    "energy_per_output_token_j",
+    "average_power_w",
+    "cost_per_million_output_tokens_usd",
 )
-#: Columns of RESULT_COLUMNS read from a section of the summary (hardware energy:, cost:,
-#: defects:), empty when the hardware has none.
+#: Columns of RESULT_COLUMNS and SERVING_RESULT_COLUMNS read from a section of the summary
+#: (hardware energy:, cost:, defects:), empty when the hardware has none.
 _NESTED_COLUMNS = {
     "energy_per_token_j": "energy",
+    "energy_per_output_token_j": "energy",
     "average_power_w": "energy",
+    "cost_per_million_output_tokens_usd": "cost",
     "cost_per_token_usd": "cost",
     "num_tiles_live": "defects",
     "rerouted_flows": "defects",
@@ -325,7 +330,7 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     try:
         if task.get("serving"):
             summary = _serve_point(task, out)
-            status["summary"] = {k: summary.get(k) for k in SERVING_RESULT_COLUMNS}
+            status["summary"] = {k: _result_value(summary, k) for k in SERVING_RESULT_COLUMNS}
         else:
             summary = _run_point(task, out)
             status["summary"] = {k: _result_value(summary, k) for k in RESULT_COLUMNS}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from palmsim.config.specs import CostSpec, EnergySpec, HardwareSpec
-from palmsim.engine.records import RunTrace
+from palmsim.engine.records import RunTrace, Work
 from palmsim.hardware.cost import die_yield, gross_dies_per_wafer
 from palmsim.mapping.plan import MappingPlan
 from palmsim.report.metrics import (
@@ -45,6 +45,9 @@ __all__ = [
     "flow_energy_j",
     "format_energy_table",
     "power_floor_w",
+    "serving_cost_summary",
+    "serving_energy_rows",
+    "serving_energy_summary",
     "watts",
 ]
 
@@ -138,21 +141,30 @@ def energy_summary(
     parts["sram"] = max(0.0, operand_bytes - dram_bytes) * energy.sram_j_per_byte
     for key in parts:
         parts[key] *= replication
-    parts["static_tiles"] = energy.static_per_tile_w * hardware.num_tiles * time_s
-    parts["static_chips"] = energy.static_per_chip_w * hardware.num_chips * time_s
-    total_j = sum(parts.values())
-    out: dict[str, Any] = {
+    total_j, power = _with_static(parts, hardware, time_s, hardware.num_tiles, hardware.num_chips)
+    return {
         "energy_per_iteration_j": total_j,
         "energy_per_token_j": total_j / plan.tokens_per_iteration,
         "energy_per_sample_j": total_j / plan.samples_per_iteration,
         "energy_breakdown_j": parts,
-        "average_power_w": total_j / time_s if time_s > 0 else 0.0,
+        **power,
     }
+
+
+def _with_static(
+    parts: dict[str, float], hardware: HardwareSpec, time_s: float, tiles: float, chips: float
+) -> tuple[float, dict[str, Any]]:
+    """Add the static energy of ``tiles`` tiles and ``chips`` dies or nodes over ``time_s`` to
+    ``parts``; the total and the average power, against the TDP of those tiles and chips
+    where the hardware gives one."""
+    energy = hardware.energy
+    assert energy is not None
+    parts["static_tiles"] = energy.static_per_tile_w * tiles * time_s
+    parts["static_chips"] = energy.static_per_chip_w * chips * time_s
+    total_j = sum(parts.values())
+    out: dict[str, Any] = {"average_power_w": total_j / time_s if time_s > 0 else 0.0}
     if energy.tdp_per_tile_w is not None:
-        tdp_w = (
-            energy.tdp_per_tile_w * hardware.num_tiles
-            + energy.static_per_chip_w * hardware.num_chips
-        )
+        tdp_w = energy.tdp_per_tile_w * tiles + energy.static_per_chip_w * chips
         # Die-edge DRAM is off-package memory, outside the tiles' TDP; HBM and per-tile
         # stacked DRAM draw from the package's budget.
         outside_j = parts["dram"] if hardware.dram.placement == "die_edge" else 0.0
@@ -160,7 +172,47 @@ def energy_summary(
         out["tdp_w"] = tdp_w
         out["average_power_within_tdp_w"] = within_w
         out["average_power_fraction_of_tdp"] = within_w / tdp_w if tdp_w else 0.0
-    return out
+    return total_j, out
+
+
+def serving_energy_summary(
+    work: Work,
+    duration_s: float,
+    hardware: HardwareSpec,
+    used_tiles: int,
+    dtype: str,
+    output_tokens: int,
+    requests: int,
+) -> dict[str, Any]:
+    """Energy of a serving run, per output token and request, its breakdown and the average
+    power: the iterations' and hand-offs' ``work`` (:class:`~palmsim.engine.records.Work`)
+    at the hardware's energies per FLOP and byte, as :func:`energy_summary` counts a run's
+    records, and the static power of the ``used_tiles`` tiles the replicas occupy, with
+    their share of the machine's dies or nodes (``used_tiles / num_tiles`` of them), over
+    the run's ``duration_s``, idle iterations included.
+
+    Returns:
+        JSON-ready dict; keys defined in docs/metrics.md ("Serving energy and cost").
+    """
+    energy = hardware.energy
+    assert energy is not None
+    parts = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
+    parts["compute"] = work.flop * energy.flop_for(dtype)
+    parts["sram"] = max(0.0, work.operand_bytes - work.dram_flow_bytes) * energy.sram_j_per_byte
+    for kind, nbytes in work.channel_bytes.items():
+        parts[_CHANNEL_COMPONENT[kind]] += nbytes * energy.channel_j_per_byte(kind)
+    share = used_tiles / hardware.num_tiles
+    total_j, power = _with_static(
+        parts, hardware, duration_s, used_tiles, hardware.num_chips * share
+    )
+    return {
+        "energy_j": total_j,
+        "energy_per_output_token_j": total_j / output_tokens if output_tokens else 0.0,
+        "energy_per_request_j": total_j / requests if requests else 0.0,
+        "energy_breakdown_j": parts,
+        "tiles_counted": used_tiles,
+        **power,
+    }
 
 
 def _num_dies(hardware: HardwareSpec) -> int:
@@ -226,22 +278,61 @@ def cost_summary(
     cost = hardware.cost
     assert cost is not None
     capital = capital_usd(hardware)
-    capital_part = capital * iteration_time_s / cost.lifetime_s
     energy_j = float(energy["energy_per_iteration_j"]) if energy is not None else 0.0
-    energy_part = energy_j * cost.energy_price_usd_per_j
-    per_iteration = capital_part + energy_part
+    per_iteration, breakdown = _written_off(capital, energy_j, iteration_time_s, cost)
     per_token = per_iteration / plan.tokens_per_iteration
     out: dict[str, Any] = {
         **silicon(cost, hardware),
         "capital_usd": capital,
         "cost_per_iteration_usd": per_iteration,
-        "cost_breakdown_usd": {"capital": capital_part, "energy": energy_part},
+        "cost_breakdown_usd": breakdown,
         "cost_per_token_usd": per_token,
         "cost_per_sample_usd": per_iteration / plan.samples_per_iteration,
     }
     if cost.training_tokens is not None:
         out["cost_per_training_run_usd"] = per_token * cost.training_tokens
     return out
+
+
+def _written_off(
+    capital_usd: float, energy_j: float, time_s: float, cost: CostSpec
+) -> tuple[float, dict[str, float]]:
+    """Dollars of ``time_s`` on a machine of ``capital_usd`` written off over its lifetime,
+    plus ``energy_j`` at the energy price: the total and its breakdown."""
+    capital_part = capital_usd * time_s / cost.lifetime_s
+    energy_part = energy_j * cost.energy_price_usd_per_j
+    return capital_part + energy_part, {"capital": capital_part, "energy": energy_part}
+
+
+def serving_cost_summary(
+    energy: Mapping[str, Any] | None,
+    hardware: HardwareSpec,
+    used_tiles: int,
+    duration_s: float,
+    output_tokens: int,
+    requests: int,
+) -> dict[str, Any]:
+    """Dollars of a serving run, per output token and request: the share of the machine's
+    price its ``used_tiles`` tiles hold (``used_tiles / num_tiles``), written off over the
+    lifetime for the run's ``duration_s``, plus the run's energy at the energy price (none
+    without an ``energy:`` section).
+
+    Returns:
+        JSON-ready dict; keys defined in docs/metrics.md ("Serving energy and cost").
+    """
+    cost = hardware.cost
+    assert cost is not None
+    capital = capital_usd(hardware) * used_tiles / hardware.num_tiles
+    energy_j = float(energy["energy_j"]) if energy is not None else 0.0
+    total, breakdown = _written_off(capital, energy_j, duration_s, cost)
+    return {
+        "capital_usd": capital,
+        "cost_usd": total,
+        "cost_breakdown_usd": breakdown,
+        "cost_per_output_token_usd": total / output_tokens if output_tokens else 0.0,
+        "cost_per_million_output_tokens_usd": 1e6 * total / output_tokens if output_tokens else 0.0,
+        "cost_per_request_usd": total / requests if requests else 0.0,
+    }
 
 
 def _joules(value_j: float) -> str:
@@ -338,6 +429,55 @@ def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
                     f"{defects['defect_free_iteration_time_s']:.4g} s on the defect-free chip",
                 )
             )
+    return rows
+
+
+def serving_energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of a serving summary's ``energy`` and ``cost`` sections, in human
+    units; none for hardware without them."""
+    rows: list[tuple[str, str]] = []
+    energy = summary.get("energy")
+    if energy:
+        tiles = energy["tiles_counted"]
+        rows.append(
+            (
+                "energy",
+                f"{_joules(energy['energy_per_output_token_j'])} per output token, "
+                f"{_joules(energy['energy_per_request_j'])} per request",
+            )
+        )
+        power = watts(energy["average_power_w"])
+        if "tdp_w" in energy:
+            within = energy["average_power_within_tdp_w"]
+            if within < energy["average_power_w"]:
+                power += f", {watts(within)} without the die-edge DRAM"
+            power += (
+                f" = {100 * energy['average_power_fraction_of_tdp']:.1f} % of the TDP "
+                f"{watts(energy['tdp_w'])}"
+            )
+        counted = f"{tiles} tile{'s' * (tiles != 1)} and {'its' if tiles == 1 else 'their'}"
+        rows.append(("average power", f"{power} ({counted} share of the dies or nodes)"))
+        total = float(energy["energy_j"])
+        parts = energy["energy_breakdown_j"]
+        rows.append(
+            (
+                "  breakdown",
+                ", ".join(
+                    f"{k} {100 * v / total:.1f} %" for k, v in parts.items() if total > 0 and v > 0
+                ),
+            )
+        )
+    cost = summary.get("cost")
+    if cost:
+        b = cost["cost_breakdown_usd"]
+        rows.append(
+            (
+                "cost",
+                f"{_dollars(cost['cost_per_million_output_tokens_usd'])} per million output "
+                f"tokens (capital {_dollars(b['capital'])} + energy {_dollars(b['energy'])} "
+                "for the run)",
+            )
+        )
     return rows
 
 

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from palmsim.engine.records import (
+    COMPUTE_CATEGORIES,
+    DRAM_KIND,
     WAIT_CATEGORIES,
     FlowRecord,
     IntervalRecord,
@@ -63,14 +65,6 @@ __all__ = [
     "time_by_bound_s",
     "total_length_s",
 ]
-
-#: Channel kind of a DRAM port; every other channel kind is a network link.
-DRAM_KIND = "dram"
-
-#: Interval categories in which a tile computes.
-COMPUTE_CATEGORIES: frozenset[str] = frozenset(
-    {"forward", "backward", "recompute", "optimizer", "prefill", "decode"}
-)
 
 #: Interval categories that make up a stage's pipeline work: its passes and the waits
 #: inside them (the optimizer step is outside the pipeline).

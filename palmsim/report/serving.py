@@ -28,6 +28,7 @@ import yaml
 
 from palmsim.config.specs import SloSpec
 from palmsim.engine.serving import IterationRecord, QueueRecord, RequestRecord, ServingTrace
+from palmsim.report.energy import serving_energy_rows
 
 __all__ = [
     "LATENCY_QUANTILES",
@@ -222,6 +223,7 @@ def format_serving_table(summary: dict[str, Any]) -> str:
             f"{summary['num_iterations']} ({summary['num_shapes_simulated']} distinct "
             f"segments simulated, {summary['num_iterations_closed_form']} in closed form)",
         ),
+        *serving_energy_rows(summary),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -270,6 +270,8 @@ def test_a_serving_sweep_runs_palmsim_serve_per_point(tmp_path: Path) -> None:
     ).summary
     for column in ("ttft_p90_s", "tpot_p90_s", "goodput_requests_per_s", "num_preemptions"):
         assert float(rows[0][column]) == alone[column]
+    energy = alone["energy"]["energy_per_output_token_j"]
+    assert float(rows[0]["energy_per_output_token_j"]) == energy
     assert (out / rows[0]["run_dir"] / "requests.csv").exists()
 
 
