@@ -52,6 +52,8 @@ GOODPUT_COLUMNS = (
     "throughput_requests_per_s",
     "ttft_p90_s",
     "tpot_p90_s",
+    "energy_per_output_token_j",
+    "cost_per_million_output_tokens_usd",
     "reason",
 )
 
@@ -226,6 +228,8 @@ def goodput_rows(found: Sequence[GoodputCandidate]) -> list[list[Any]]:
                 s.get("throughput_requests_per_s", ""),
                 s.get("ttft_p90_s", ""),
                 s.get("tpot_p90_s", ""),
+                (s.get("energy") or {}).get("energy_per_output_token_j", ""),
+                (s.get("cost") or {}).get("cost_per_million_output_tokens_usd", ""),
                 c.reason,
             ]
         )

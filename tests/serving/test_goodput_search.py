@@ -9,7 +9,13 @@ import pytest
 from palmsim.api import serve
 from palmsim.cli import main
 from palmsim.errors import ConfigError, MappingError
-from palmsim.explore.serving_search import GoodputSpace, candidates, search_goodput
+from palmsim.explore.serving_search import (
+    GOODPUT_COLUMNS,
+    GoodputSpace,
+    candidates,
+    goodput_rows,
+    search_goodput,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = str(REPO / "serving/llama3-8b-h100-node.yaml")
@@ -41,6 +47,9 @@ def test_search_ranks_by_goodput_and_flags_infeasible_tp():
     best = simulated[0]
     alone = serve(None, None, NODE, overrides=[*SMALL, *best.overrides]).summary
     assert alone["goodput_requests_per_s"] == best.summary["goodput_requests_per_s"]
+    (row,) = [r for r in goodput_rows(found) if r[0] == 1]
+    energy = GOODPUT_COLUMNS.index("energy_per_output_token_j")
+    assert row[energy] == alone["energy"]["energy_per_output_token_j"]
 
 
 def test_cli_search_goodput_writes_results(tmp_path, capsys):
