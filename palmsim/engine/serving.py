@@ -8,7 +8,10 @@ Each iteration's batch runs on the replica's tiles as a one-pass plan
 every compute step, TP collective, pipeline send and DRAM flow of that batch. Iterations whose
 batch has the same shape (:class:`palmsim.mapping.serving.BatchShape`) on the same replica
 have identical programs, so a shape is simulated once and its duration reused: a lookup, not
-an extrapolation, since nothing else of the run shares the replica's channels. Where the
+an extrapolation, since nothing else of the run shares the replica's channels. A replica of
+several pipeline stages keeps up to ``pp`` batches in flight, as vLLM V1's batch queue does
+(:meth:`ServingSimulator._pipeline`): each batch holds each stage for the span its shape's
+simulation gives, after the batch before it. Where the
 replicas' traffic *could* share channels (``ServingPlan.replicas_share_channels``, e.g. NoC
 links between regions of a wafer) each replica is still costed alone; the summary says so.
 """
@@ -16,6 +19,7 @@ links between regions of a wafer) each replica is still costed alone; the summar
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +128,16 @@ class _HostPipeline:
         self._issued_s = issued + repeats * host_s
 
 
+class _Stages(NamedTuple):
+    """One iteration's times through a replica's pipeline stages
+    (:meth:`ServingSimulator._stages`)."""
+
+    span_s: tuple[float, ...]  # each stage's first op to its last
+    gap_s: tuple[float, ...]  # a stage's last op to the next one's first (its send)
+    tail_s: float  # the last stage's last op to the iteration's end
+    work: Work
+
+
 @dataclass(frozen=True, slots=True)
 class ServingTrace:
     """Everything a serving run produced."""
@@ -208,6 +222,8 @@ class ServingSimulator:
             else:
                 self._private.append(None)
         self._segment_costs: dict[tuple[int, tuple[Any, ...]], tuple[float, Work]] = {}
+        self._stage_costs: dict[tuple[int, BatchShape], _Stages] = {}
+        self._in_flight = [0] * self.num_replicas  # batches in a replica's stages (pp > 1)
         self._states: list[RequestState] = []
         self._iterations: list[IterationRecord] = []
         self._queue: list[QueueRecord] = []
@@ -280,6 +296,32 @@ class ServingSimulator:
         self._costs[key] = cost
         return cost
 
+    def _stages(self, replica: int, shape: BatchShape) -> _Stages:
+        """The stages' times of one iteration of ``shape`` on ``replica`` (``pp > 1``),
+        simulated once per shape: each stage's span from its first op to its last, the gap
+        to the next stage's first op (the activations' send), and the tail after the last
+        stage's; in isolation they add up to the iteration's duration."""
+        key = (replica, shape)
+        cached = self._stage_costs.get(key)
+        if cached is not None:
+            return cached
+        trace = Simulator(self.chip, self.plan.iteration_plan(replica, shape)).run()
+        iv = trace.intervals
+        stage, start, end = iv.column("stage"), iv.column("start_s"), iv.column("end_s")
+        spans = []
+        for s in range(self.plan.serving.pp):
+            mine = stage == s
+            spans.append((float(start[mine].min()), float(end[mine].max())))
+        gaps = tuple(b[0] - a[1] for a, b in itertools.pairwise(spans))
+        stages = _Stages(
+            tuple(b - a for a, b in spans),
+            gaps,
+            trace.end_time_s - spans[-1][1],
+            Work.of_trace(trace, self._kinds),
+        )
+        self._stage_costs[key] = stages
+        return stages
+
     def _simulate(self, plan: MappingPlan) -> tuple[float, Work]:
         """Duration and work of a one-pass plan on the chip, simulated."""
         trace = Simulator(self.chip, plan).run()
@@ -298,7 +340,7 @@ class ServingSimulator:
         env = self.env
         env.process(self._arrivals())
         for r in range(self.num_replicas):
-            env.process(self._replica(r))
+            env.process(self._replica(r) if self.plan.is_segmented else self._pipeline(r))
         until = self.run_spec.until_s
         if until is not None:
             env.run(until=until)
@@ -485,41 +527,123 @@ class ServingSimulator:
             self._note_queue(replica)
             shape = batch_shape(entries, self.plan.attention_kinds)
             start = env.now
-            in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
             kv_used, waiting = sched.pool.num_used, len(sched.waiting)
             duration_s, work = self._iteration(replica, shape)
             self._work = self._work.plus(work)
             yield env.timeout(duration_s + swap_s)
-            finished = sched.complete(entries, env.now)
-            for state in finished:
-                if state.finish_s is None:  # prefill done: its KV cache moves to a decoder
-                    env.process(self._hand_off(state))
-                else:
-                    self._remaining -= 1
-                    slot = self._slot_free
-                    if slot is not None and not slot.triggered:
-                        slot.succeed()
-            if self._remaining == 0 and self._arrivals_done:
-                for r in range(self.num_replicas):
-                    self._notify(r)
-            self._iterations.append(
-                IterationRecord(
-                    replica,
-                    start,
-                    env.now,
-                    len(entries),
-                    shape.num_tokens,
-                    sum(e.new_tokens for e in in_prompt),
-                    len(entries) - len(in_prompt),
-                    kv_used,
-                    waiting,
-                    sched.num_preemptions,
-                    shape.num_sampled,
-                    len(finished),
-                )
+            self._close_iteration(replica, entries, shape, start, (kv_used, waiting))
+
+    def _close_iteration(
+        self,
+        replica: int,
+        entries: list[Any],
+        shape: BatchShape,
+        start_s: float,
+        before: tuple[int, int],
+    ) -> None:
+        """An iteration of ``entries`` that began at ``start_s`` ends now: its requests take
+        their tokens (finished ones leave, prefilled ones hand off), and its IterationRecord
+        is kept with the KV blocks used and requests waiting ``before`` it ran."""
+        env, sched = self.env, self.schedulers[replica]
+        in_prompt = [e for e in entries if e.cached_tokens < e.state.request.prompt_tokens]
+        kv_used, waiting = before
+        finished = sched.complete(entries, env.now)
+        for state in finished:
+            if state.finish_s is None:  # prefill done: its KV cache moves to a decoder
+                env.process(self._hand_off(state))
+            else:
+                self._remaining -= 1
+                slot = self._slot_free
+                if slot is not None and not slot.triggered:
+                    slot.succeed()
+        if self._remaining == 0 and self._arrivals_done:
+            for r in range(self.num_replicas):
+                self._notify(r)
+        self._iterations.append(
+            IterationRecord(
+                replica,
+                start_s,
+                env.now,
+                len(entries),
+                shape.num_tokens,
+                sum(e.new_tokens for e in in_prompt),
+                len(entries) - len(in_prompt),
+                kv_used,
+                waiting,
+                sched.num_preemptions,
+                shape.num_sampled,
+                len(finished),
             )
+        )
+        self._note_queue(replica)
+        if self._budget is not None:
+            self._budget(len(self._iterations), len(self._states))
+        if self._progress is not None and not len(self._iterations) % PROGRESS_EVERY_ITERATIONS:
+            self._report_progress()
+
+    def _pipeline(self, replica: int) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: the scheduler loop of a replica of ``pp > 1`` stages, as vLLM V1's
+        engine core runs one with a queue of ``pp`` batches (vllm/v1/engine/core.py,
+        ``EngineCore.step_with_batch_queue``): while fewer than ``pp`` batches are in
+        flight it schedules another from the requests not in one; a batch goes through the
+        stages in order, holding each for its span (:meth:`_stages`) once the batch before
+        it has left, so consecutive batches overlap across stages; its requests take their
+        tokens when it leaves the last. Records IterationRecords (start: entering the first
+        stage) and QueueRecords."""
+        env = self.env
+        sched = self.schedulers[replica]
+        pp = self.plan.serving.pp
+        free_s = [0.0] * pp  # when each stage has finished the batches sent to it
+        empty_in_a_row = 0
+        while True:
+            entries = [] if self._in_flight[replica] >= pp else sched.schedule(env.now)
+            swap_s = self.plan.swap_time_s(sched.swapped_out_blocks) + self.plan.swap_time_s(
+                sched.swapped_in_blocks
+            )
+            if not entries:
+                if swap_s:
+                    yield env.timeout(swap_s)
+                if not self._in_flight[replica]:
+                    if sched.num_outstanding:  # as in _replica: a request preempted itself
+                        empty_in_a_row += 1
+                        if empty_in_a_row > 1:
+                            raise SimulationError(
+                                f"replica {replica} cannot schedule any of its "
+                                f"{sched.num_outstanding} requests at t={env.now:.9g} s"
+                            )
+                        continue
+                    if self._arrivals_done and self._remaining == 0:
+                        return
+                wake = self._wake[replica] = env.event()
+                yield wake  # an arrival, or a batch leaving the stages
+                continue
+            empty_in_a_row = 0
             self._note_queue(replica)
-            if self._budget is not None:
-                self._budget(len(self._iterations), len(self._states))
-            if self._progress is not None and not len(self._iterations) % PROGRESS_EVERY_ITERATIONS:
-                self._report_progress()
+            shape = batch_shape(entries, self.plan.attention_kinds)
+            stages = self._stages(replica, shape)
+            self._work = self._work.plus(stages.work)
+            before = (sched.pool.num_used, len(sched.waiting))
+            start_s = at_s = max(env.now + swap_s, free_s[0])
+            for s, span_s in enumerate(stages.span_s):
+                at_s = max(at_s, free_s[s])
+                free_s[s] = at_s + span_s
+                at_s = free_s[s] + (stages.gap_s[s] if s < pp - 1 else stages.tail_s)
+            for entry in entries:
+                entry.state.in_flight = True
+            self._in_flight[replica] += 1
+            env.process(self._land(replica, entries, shape, start_s, at_s, before))
+
+    def _land(
+        self,
+        replica: int,
+        entries: list[Any],
+        shape: BatchShape,
+        start_s: float,
+        end_s: float,
+        before: tuple[int, int],
+    ) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: a batch of a pipelined replica leaves its last stage at ``end_s``."""
+        yield self.env.timeout(end_s - self.env.now)
+        self._in_flight[replica] -= 1
+        self._close_iteration(replica, entries, shape, start_s, before)
+        self._notify(replica)

@@ -55,6 +55,7 @@ class RequestState:
     kv_transfer_start_s: float | None = None
     kv_transfer_end_s: float | None = None
     swapped_blocks: int = 0  # preempted by swap: KV blocks waiting in host memory
+    in_flight: bool = False  # in a batch still in the replica's pipeline stages (pp > 1)
 
     @property
     def known_tokens(self) -> int:
@@ -168,19 +169,33 @@ class Scheduler:
         self.num_preemptions += 1
         self.waiting.appendleft(victim)
 
+    def _victim(self) -> RequestState | None:
+        """The lowest-priority running request not in a batch in flight, taken off the
+        running list; None if every running request is in flight."""
+        for i in range(len(self.running) - 1, -1, -1):
+            if not self.running[i].in_flight:
+                return self.running.pop(i)
+        return None
+
     def schedule(self, now_s: float) -> list[Entry]:
-        """The next iteration's batch (empty if nothing can run)."""
+        """The next iteration's batch (empty if nothing can run). A running request in a
+        batch still in flight (pipeline stages, ``pp > 1``) is skipped, as vLLM V1's
+        scheduler finds no new token of it until that batch returns, and is never preempted
+        (its blocks are in use)."""
         spec, pool = self.spec, self.pool
         budget = spec.max_num_batched_tokens
         self.swapped_out_blocks = self.swapped_in_blocks = 0
         entries: list[Entry] = []
-        preempted = False
+        preempted = stalled = False
         chunked = spec.enable_chunked_prefill
         hybrid, block_size = pool.groups.is_hybrid, pool.block_size
         running = self.running
         i = 0
         while i < len(running) and budget > 0:
             state = running[i]
+            if state.in_flight:
+                i += 1
+                continue
             computed = state.num_computed
             new = state.request.prompt_tokens + state.num_generated - computed
             if chunked:
@@ -200,7 +215,10 @@ class Scheduler:
                 i += 1
                 continue
             while not pool.can_hold(held, total, computed):
-                victim = self.running.pop()
+                victim = self._victim()
+                if victim is None:  # every other request is in flight: wait for them,
+                    stalled = True  # admitting no one
+                    break
                 self._preempt(victim)
                 preempted = True
                 if victim is state:
@@ -211,8 +229,8 @@ class Scheduler:
                 budget -= new
                 i += 1
                 continue
-            break  # ``state`` itself was preempted: everything after it is gone too
-        if not preempted:
+            break  # ``state`` itself was preempted (everything after it is gone too), or stalled
+        if not preempted and not stalled:
             while self.waiting and len(self.running) < spec.max_num_seqs and budget > 0:
                 state = self.waiting[0]
                 # num_computed > 0 only for a request whose KV arrived from a prefill replica
@@ -258,6 +276,7 @@ class Scheduler:
         finished: list[RequestState] = []
         for entry in entries:
             state = entry.state
+            state.in_flight = False
             sampled = entry.samples
             state.num_computed += entry.new_tokens
             if (
