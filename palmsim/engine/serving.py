@@ -501,27 +501,11 @@ class ServingSimulator:
         empty_in_a_row = 0
         while True:
             entries = sched.schedule(env.now)
-            # Swapping blocks out to and back in from host memory holds the iteration (vLLM
-            # copies them before the step runs), one way after the other.
-            swap_s = self.plan.swap_time_s(sched.swapped_out_blocks) + self.plan.swap_time_s(
-                sched.swapped_in_blocks
-            )
+            swap_s = self._swap_s(sched)
             if not entries:
-                if swap_s:
-                    yield env.timeout(swap_s)
-                if sched.num_outstanding:
-                    # Only after a request preempted itself, which frees the whole cache.
-                    empty_in_a_row += 1
-                    if empty_in_a_row > 1:
-                        raise SimulationError(
-                            f"replica {replica} cannot schedule any of its "
-                            f"{sched.num_outstanding} requests at t={env.now:.9g} s"
-                        )
-                    continue
-                if self._arrivals_done and self._remaining == 0:
+                stop, empty_in_a_row = yield from self._idle(replica, swap_s, empty_in_a_row)
+                if stop:
                     return
-                wake = self._wake[replica] = env.event()
-                yield wake
                 continue
             empty_in_a_row = 0
             self._note_queue(replica)
@@ -532,6 +516,43 @@ class ServingSimulator:
             self._work = self._work.plus(work)
             yield env.timeout(duration_s + swap_s)
             self._close_iteration(replica, entries, shape, start, (kv_used, waiting))
+
+    def _swap_s(self, sched: Scheduler) -> float:
+        """Swapping blocks out to and back in from host memory holds the iteration the last
+        ``schedule()`` made (vLLM copies them before the step runs), one way after the
+        other."""
+        plan = self.plan
+        return plan.swap_time_s(sched.swapped_out_blocks) + plan.swap_time_s(
+            sched.swapped_in_blocks
+        )
+
+    def _idle(
+        self, replica: int, swap_s: float, empty_in_a_row: int
+    ) -> Generator[simpy.Event, Any, tuple[bool, int]]:
+        """A replica's scheduler found nothing to run: after the swaps it made, wait for an
+        arrival or a batch leaving its stages, or try again at once after a request preempted
+        itself (which frees the whole cache). Returns whether the replica is done (nothing
+        in flight, outstanding or to arrive) and the empty schedules in a row.
+
+        Raises:
+            SimulationError: twice in a row nothing could run with nothing in flight.
+        """
+        env, sched = self.env, self.schedulers[replica]
+        if swap_s:
+            yield env.timeout(swap_s)
+        if not self._in_flight[replica]:
+            if sched.num_outstanding:
+                if empty_in_a_row >= 1:
+                    raise SimulationError(
+                        f"replica {replica} cannot schedule any of its "
+                        f"{sched.num_outstanding} requests at t={env.now:.9g} s"
+                    )
+                return False, empty_in_a_row + 1
+            if self._arrivals_done and self._remaining == 0:
+                return True, empty_in_a_row
+        wake = self._wake[replica] = env.event()
+        yield wake
+        return False, empty_in_a_row
 
     def _close_iteration(
         self,
@@ -597,25 +618,11 @@ class ServingSimulator:
         empty_in_a_row = 0
         while True:
             entries = [] if self._in_flight[replica] >= pp else sched.schedule(env.now)
-            swap_s = self.plan.swap_time_s(sched.swapped_out_blocks) + self.plan.swap_time_s(
-                sched.swapped_in_blocks
-            )
+            swap_s = self._swap_s(sched)
             if not entries:
-                if swap_s:
-                    yield env.timeout(swap_s)
-                if not self._in_flight[replica]:
-                    if sched.num_outstanding:  # as in _replica: a request preempted itself
-                        empty_in_a_row += 1
-                        if empty_in_a_row > 1:
-                            raise SimulationError(
-                                f"replica {replica} cannot schedule any of its "
-                                f"{sched.num_outstanding} requests at t={env.now:.9g} s"
-                            )
-                        continue
-                    if self._arrivals_done and self._remaining == 0:
-                        return
-                wake = self._wake[replica] = env.event()
-                yield wake  # an arrival, or a batch leaving the stages
+                stop, empty_in_a_row = yield from self._idle(replica, swap_s, empty_in_a_row)
+                if stop:
+                    return
                 continue
             empty_in_a_row = 0
             self._note_queue(replica)

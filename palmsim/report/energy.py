@@ -378,16 +378,7 @@ def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
                     f"{watts(energy['tdp_w'])}",
                 )
             )
-        total = float(energy["energy_per_iteration_j"])
-        parts = energy["energy_breakdown_j"]
-        rows.append(
-            (
-                "  breakdown",
-                ", ".join(
-                    f"{k} {100 * v / total:.1f} %" for k, v in parts.items() if total > 0 and v > 0
-                ),
-            )
-        )
+        rows.append(_breakdown_row(energy["energy_per_iteration_j"], energy))
     cost = summary.get("cost")
     if cost:
         rows.append(("cost per token", _dollars(cost["cost_per_token_usd"])))
@@ -432,6 +423,17 @@ def energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _breakdown_row(total_j: float, energy: Mapping[str, Any]) -> tuple[str, str]:
+    """The ``breakdown`` row: each nonzero part of ``energy_breakdown_j`` as a percentage of
+    ``total_j``."""
+    total = float(total_j)
+    parts = energy["energy_breakdown_j"]
+    return (
+        "  breakdown",
+        ", ".join(f"{k} {100 * v / total:.1f} %" for k, v in parts.items() if total > 0 and v > 0),
+    )
+
+
 def serving_energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows of a serving summary's ``energy`` and ``cost`` sections, in human
     units; none for hardware without them."""
@@ -457,16 +459,7 @@ def serving_energy_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         counted = f"{tiles} tile{'s' * (tiles != 1)} and {'its' if tiles == 1 else 'their'}"
         rows.append(("average power", f"{power} ({counted} share of the dies or nodes)"))
-        total = float(energy["energy_j"])
-        parts = energy["energy_breakdown_j"]
-        rows.append(
-            (
-                "  breakdown",
-                ", ".join(
-                    f"{k} {100 * v / total:.1f} %" for k, v in parts.items() if total > 0 and v > 0
-                ),
-            )
-        )
+        rows.append(_breakdown_row(energy["energy_j"], energy))
     cost = summary.get("cost")
     if cost:
         b = cost["cost_breakdown_usd"]
