@@ -10,7 +10,7 @@ batch has the same shape (:class:`palmsim.mapping.serving.BatchShape`) on the sa
 have identical programs, so a shape is simulated once and its duration reused: a lookup, not
 an extrapolation, since nothing else of the run shares the replica's channels. A replica of
 several pipeline stages keeps up to ``pp`` batches in flight, as vLLM V1's batch queue does
-(:meth:`ServingSimulator._pipeline`): each batch holds each stage for the span its shape's
+(:meth:`ServingSimulator._replica`): each batch holds each stage for the span its shape's
 simulation gives, after the batch before it. Where the
 replicas' traffic *could* share channels (``ServingPlan.replicas_share_channels``, e.g. NoC
 links between regions of a wafer) each replica is still costed alone; the summary says so.
@@ -340,7 +340,7 @@ class ServingSimulator:
         env = self.env
         env.process(self._arrivals())
         for r in range(self.num_replicas):
-            env.process(self._replica(r) if self.plan.is_segmented else self._pipeline(r))
+            env.process(self._replica(r))
         until = self.run_spec.until_s
         if until is not None:
             env.run(until=until)
@@ -494,13 +494,23 @@ class ServingSimulator:
     def _replica(self, replica: int) -> Generator[simpy.Event, Any, None]:
         """SimPy process: one replica's scheduler loop.
 
-        Yields the duration of each iteration (simulated once per shape) or, when idle, the
-        next arrival; records IterationRecords and QueueRecords."""
+        One stage: each iteration runs whole (simulated once per shape, :meth:`_iteration`)
+        before the next is scheduled. Several stages (``pp > 1``): as vLLM V1's engine core
+        runs them with a queue of ``pp`` batches (vllm/v1/engine/core.py,
+        ``EngineCore.step_with_batch_queue``), while fewer than ``pp`` batches are in flight
+        it schedules another from the requests not in one; a batch goes through the stages
+        in order, holding each for its span (:meth:`_stages`) once the batch before it has
+        left it, so consecutive batches overlap across stages, and its requests take their
+        tokens when it leaves the last (:meth:`_land`). Yields those times or, when idle,
+        the next arrival or landing; records IterationRecords (start: entering the first
+        stage) and QueueRecords."""
         env = self.env
         sched = self.schedulers[replica]
+        pp = self.plan.serving.pp
+        free_s = [0.0] * pp  # when each stage has finished the batches sent to it
         empty_in_a_row = 0
         while True:
-            entries = sched.schedule(env.now)
+            entries = [] if self._in_flight[replica] >= pp else sched.schedule(env.now)
             swap_s = self._swap_s(sched)
             if not entries:
                 stop, empty_in_a_row = yield from self._idle(replica, swap_s, empty_in_a_row)
@@ -510,12 +520,25 @@ class ServingSimulator:
             empty_in_a_row = 0
             self._note_queue(replica)
             shape = batch_shape(entries, self.plan.attention_kinds)
-            start = env.now
-            kv_used, waiting = sched.pool.num_used, len(sched.waiting)
-            duration_s, work = self._iteration(replica, shape)
-            self._work = self._work.plus(work)
-            yield env.timeout(duration_s + swap_s)
-            self._close_iteration(replica, entries, shape, start, (kv_used, waiting))
+            before = (sched.pool.num_used, len(sched.waiting))
+            if pp == 1:
+                start_s = env.now
+                duration_s, work = self._iteration(replica, shape)
+                self._work = self._work.plus(work)
+                yield env.timeout(duration_s + swap_s)
+                self._close_iteration(replica, entries, shape, start_s, before)
+                continue
+            stages = self._stages(replica, shape)
+            self._work = self._work.plus(stages.work)
+            start_s = at_s = max(env.now + swap_s, free_s[0])
+            for s, span_s in enumerate(stages.span_s):
+                at_s = max(at_s, free_s[s])
+                free_s[s] = at_s + span_s
+                at_s = free_s[s] + (stages.gap_s[s] if s < pp - 1 else stages.tail_s)
+            for entry in entries:
+                entry.state.in_flight = True
+            self._in_flight[replica] += 1
+            env.process(self._land(replica, entries, shape, start_s, at_s, before))
 
     def _swap_s(self, sched: Scheduler) -> float:
         """Swapping blocks out to and back in from host memory holds the iteration the last
@@ -601,44 +624,6 @@ class ServingSimulator:
             self._budget(len(self._iterations), len(self._states))
         if self._progress is not None and not len(self._iterations) % PROGRESS_EVERY_ITERATIONS:
             self._report_progress()
-
-    def _pipeline(self, replica: int) -> Generator[simpy.Event, Any, None]:
-        """SimPy process: the scheduler loop of a replica of ``pp > 1`` stages, as vLLM V1's
-        engine core runs one with a queue of ``pp`` batches (vllm/v1/engine/core.py,
-        ``EngineCore.step_with_batch_queue``): while fewer than ``pp`` batches are in
-        flight it schedules another from the requests not in one; a batch goes through the
-        stages in order, holding each for its span (:meth:`_stages`) once the batch before
-        it has left, so consecutive batches overlap across stages; its requests take their
-        tokens when it leaves the last. Records IterationRecords (start: entering the first
-        stage) and QueueRecords."""
-        env = self.env
-        sched = self.schedulers[replica]
-        pp = self.plan.serving.pp
-        free_s = [0.0] * pp  # when each stage has finished the batches sent to it
-        empty_in_a_row = 0
-        while True:
-            entries = [] if self._in_flight[replica] >= pp else sched.schedule(env.now)
-            swap_s = self._swap_s(sched)
-            if not entries:
-                stop, empty_in_a_row = yield from self._idle(replica, swap_s, empty_in_a_row)
-                if stop:
-                    return
-                continue
-            empty_in_a_row = 0
-            self._note_queue(replica)
-            shape = batch_shape(entries, self.plan.attention_kinds)
-            stages = self._stages(replica, shape)
-            self._work = self._work.plus(stages.work)
-            before = (sched.pool.num_used, len(sched.waiting))
-            start_s = at_s = max(env.now + swap_s, free_s[0])
-            for s, span_s in enumerate(stages.span_s):
-                at_s = max(at_s, free_s[s])
-                free_s[s] = at_s + span_s
-                at_s = free_s[s] + (stages.gap_s[s] if s < pp - 1 else stages.tail_s)
-            for entry in entries:
-                entry.state.in_flight = True
-            self._in_flight[replica] += 1
-            env.process(self._land(replica, entries, shape, start_s, at_s, before))
 
     def _land(
         self,
