@@ -41,7 +41,7 @@ from palmsim.errors import SimulationError
 from palmsim.mapping.plan import ComputeStep, MappingPlan
 from palmsim.mapping.serving import BatchShape, ServingPlan, batch_shape
 from palmsim.serving.router import route
-from palmsim.serving.scheduler import RequestState, Scheduler
+from palmsim.serving.scheduler import Entry, RequestState, Scheduler
 from palmsim.serving.traffic import Request
 
 __all__ = [
@@ -580,7 +580,7 @@ class ServingSimulator:
     def _close_iteration(
         self,
         replica: int,
-        entries: list[Any],
+        entries: list[Entry],
         shape: BatchShape,
         start_s: float,
         before: tuple[int, int],
@@ -628,7 +628,7 @@ class ServingSimulator:
     def _land(
         self,
         replica: int,
-        entries: list[Any],
+        entries: list[Entry],
         shape: BatchShape,
         start_s: float,
         end_s: float,
