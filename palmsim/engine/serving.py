@@ -536,7 +536,7 @@ class ServingSimulator:
                 free_s[s] = at_s + span_s
                 at_s = free_s[s] + (stages.gap_s[s] if s < pp - 1 else stages.tail_s)
             for entry in entries:
-                entry.state.in_flight = True
+                entry.state.in_flight_tokens += entry.new_tokens
             self._in_flight[replica] += 1
             env.process(self._land(replica, entries, shape, start_s, at_s, before))
 
@@ -637,5 +637,7 @@ class ServingSimulator:
         """SimPy process: a batch of a pipelined replica leaves its last stage at ``end_s``."""
         yield self.env.timeout(end_s - self.env.now)
         self._in_flight[replica] -= 1
+        for entry in entries:
+            entry.state.in_flight_tokens -= entry.new_tokens
         self._close_iteration(replica, entries, shape, start_s, before)
         self._notify(replica)

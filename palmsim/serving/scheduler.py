@@ -55,7 +55,7 @@ class RequestState:
     kv_transfer_start_s: float | None = None
     kv_transfer_end_s: float | None = None
     swapped_blocks: int = 0  # preempted by swap: KV blocks waiting in host memory
-    in_flight: bool = False  # in a batch still in the replica's pipeline stages (pp > 1)
+    in_flight_tokens: int = 0  # its tokens in batches still in the pipeline stages (pp > 1)
 
     @property
     def known_tokens(self) -> int:
@@ -75,7 +75,7 @@ class Entry(NamedTuple):
 
 
 def _entry(state: RequestState, new_tokens: int) -> Entry:
-    cached = state.num_computed
+    cached = state.num_computed + state.in_flight_tokens
     known = state.request.prompt_tokens + state.num_generated
     return Entry(new_tokens, cached, cached + new_tokens == known, state)
 
@@ -173,15 +173,16 @@ class Scheduler:
         """The lowest-priority running request not in a batch in flight, taken off the
         running list; None if every running request is in flight."""
         for i in range(len(self.running) - 1, -1, -1):
-            if not self.running[i].in_flight:
+            if not self.running[i].in_flight_tokens:
                 return self.running.pop(i)
         return None
 
     def schedule(self, now_s: float) -> list[Entry]:
-        """The next iteration's batch (empty if nothing can run). A running request in a
-        batch still in flight (pipeline stages, ``pp > 1``) is skipped, as vLLM V1's
-        scheduler finds no new token of it until that batch returns, and is never preempted
-        (its blocks are in use)."""
+        """The next iteration's batch (empty if nothing can run). A running request with
+        tokens in a batch still in flight (pipeline stages, ``pp > 1``) gets the next chunk
+        of its prompt, over the tokens in flight, if any is left (vLLM V1's scheduler counts
+        a request's tokens computed when it schedules them), and is never preempted (its
+        blocks are in use); a decode waits for its batch to return with the token."""
         spec, pool = self.spec, self.pool
         budget = spec.max_num_batched_tokens
         self.swapped_out_blocks = self.swapped_in_blocks = 0
@@ -193,11 +194,11 @@ class Scheduler:
         i = 0
         while i < len(running) and budget > 0:
             state = running[i]
-            if state.in_flight:
+            computed = state.num_computed + state.in_flight_tokens
+            new = state.request.prompt_tokens + state.num_generated - computed
+            if new <= 0:  # its last known token is in flight
                 i += 1
                 continue
-            computed = state.num_computed
-            new = state.request.prompt_tokens + state.num_generated - computed
             if chunked:
                 new = min(new, budget)
             elif new > budget:
@@ -276,7 +277,6 @@ class Scheduler:
         finished: list[RequestState] = []
         for entry in entries:
             state = entry.state
-            state.in_flight = False
             sampled = entry.samples
             state.num_computed += entry.new_tokens
             if (

@@ -20,13 +20,13 @@ from tests.serving.helpers import model, serving_spec
 EPS_S = 1e-7  # the second request arrives while the first's batch is on stage 0
 
 
-def _two_stages():
+def _two_stages(**scheduler):
     """Two tiles of a compute-bound wafer, one layer each; stage 0 holds the embedding, stage
     1 the LM head (so its span is the longer)."""
     hw = wafer_spec(
         dies=(1, 1), tiles=(1, 2), dram_placement="per_tile", sram_bytes=1e15, sram_bw=1e30
     )
-    spec = dataclasses.replace(serving_spec(TrafficSpec("poisson")), pp=2)
+    spec = dataclasses.replace(serving_spec(TrafficSpec("poisson"), **scheduler), pp=2)
     chip = Chip.from_spec(hw)
     return chip, map_serving(spec, hw, model(layers=2, hidden=256, heads=4), chip)
 
@@ -103,3 +103,27 @@ def test_a_request_in_flight_is_neither_rescheduled_nor_preempted():
     assert sum(it.num_sampled for it in trace.iterations) == 10 * 16
     spans = sorted((it.start_s, it.end_s) for it in trace.iterations)
     assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))  # overlap
+
+
+def test_a_long_prompts_chunks_follow_each_other_through_the_stages():
+    """A 192-token prompt at 64 tokens a batch: chunk 2 goes in the next batch at once, over
+    chunk 1's tokens in flight (their KV is in stage 0's layers by the time chunk 2 gets
+    there), and chunk 3, which samples the first token, when chunk 1 has landed; each enters
+    a stage when the chunk before has left it."""
+    chip, plan = _two_stages(max_num_batched_tokens=64)
+    trace = ServingSimulator(chip, plan, (Request(0, 0.0, 192, 2),)).run()
+    (rec,) = trace.requests
+    probe = ServingSimulator(chip, plan, ())
+    c1, c2, c3 = (
+        probe._stages(0, batch_shape([(64, cached, cached == 128)])) for cached in (0, 64, 128)
+    )
+    g, t = c1.gap_s[0], c1.tail_s
+    c1_s0, c1_s1 = c1.span_s[0], c1.span_s[0] + g + c1.span_s[1]
+    c1_lands = c1_s1 + t
+    c2_s0 = c1_s0 + c2.span_s[0]
+    c2_s1 = max(c2_s0 + g, c1_s1) + c2.span_s[1]
+    c3_s0 = max(c1_lands, c2_s0) + c3.span_s[0]
+    c3_s1 = max(c3_s0 + g, c2_s1) + c3.span_s[1]
+    assert rec.first_token_s == pytest.approx(c3_s1 + t, rel=1e-12)
+    whole = sum(probe.iteration_time_s(0, batch_shape([(64, c, c == 128)])) for c in (0, 64, 128))
+    assert rec.first_token_s < whole  # not three whole iterations in a row
