@@ -169,10 +169,11 @@ class Scheduler:
         self.num_preemptions += 1
         self.waiting.appendleft(victim)
 
-    def _victim(self) -> RequestState | None:
-        """The lowest-priority running request not in a batch in flight, taken off the
-        running list; None if every running request is in flight."""
-        for i in range(len(self.running) - 1, -1, -1):
+    def _victim(self, first: int) -> RequestState | None:
+        """The lowest-priority running request from index ``first`` on (those before it
+        are in the batch being scheduled) with no tokens in a batch in flight, taken off
+        the running list; None if there is none."""
+        for i in range(len(self.running) - 1, first - 1, -1):
             if not self.running[i].in_flight_tokens:
                 return self.running.pop(i)
         return None
@@ -216,8 +217,8 @@ class Scheduler:
                 i += 1
                 continue
             while not pool.can_hold(held, total, computed):
-                victim = self._victim()
-                if victim is None:  # every other request is in flight: wait for them,
+                victim = self._victim(i)
+                if victim is None:  # the others are in flight or in this batch: wait,
                     stalled = True  # admitting no one
                     break
                 self._preempt(victim)
@@ -230,7 +231,7 @@ class Scheduler:
                 budget -= new
                 i += 1
                 continue
-            break  # ``state`` itself was preempted (everything after it is gone too), or stalled
+            break  # ``state`` itself was preempted, or nothing can make room for it
         if not preempted and not stalled:
             while self.waiting and len(self.running) < spec.max_num_seqs and budget > 0:
                 state = self.waiting[0]

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import deque
 
 import pytest
 
-from palmsim.config.specs import TrafficSpec
+from palmsim.config.specs import SchedulerSpec, TrafficSpec
 from palmsim.engine.serving import ServingSimulator
 from palmsim.hardware.chip import Chip
 from palmsim.mapping.serving import batch_shape, map_serving
+from palmsim.serving.scheduler import RequestState, Scheduler
 from palmsim.serving.traffic import Request
 from tests.conftest import wafer_spec
 from tests.serving.helpers import model, serving_spec
@@ -127,3 +129,26 @@ def test_a_long_prompts_chunks_follow_each_other_through_the_stages():
     assert rec.first_token_s == pytest.approx(c3_s1 + t, rel=1e-12)
     whole = sum(probe.iteration_time_s(0, batch_shape([(64, c, c == 128)])) for c in (0, 64, 128))
     assert rec.first_token_s < whole  # not three whole iterations in a row
+
+
+def test_room_for_a_request_is_never_taken_from_its_own_batch_or_one_in_flight():
+    """Running, in priority order: A (its decode scheduled first in this batch), B (a
+    64-token prompt whose second 16-token chunk is in flight; its third needs a third block)
+    and C (a decode in flight), on a cache with no free block. No request may make room: A's
+    entry is already in this batch, B's and C's blocks are in use by the stages. The batch is
+    A alone, nobody is preempted, and no waiting request is admitted."""
+    spec = SchedulerSpec(block_size=16, max_num_batched_tokens=17)
+    sched = Scheduler(spec, num_kv_blocks=4)
+    a, b, c = (RequestState(Request(i, 0.0, 8, 100), 0) for i in range(3))
+    b = RequestState(Request(1, 0.0, 64, 4), 0)
+    a.num_computed, a.num_generated, a.num_blocks = 8, 1, 1  # 9 known tokens: fits
+    b.num_computed, b.in_flight_tokens, b.num_blocks = 16, 16, 2  # chunks 1 and 2
+    c.num_computed, c.num_generated, c.num_blocks = 8, 1, 1
+    c.in_flight_tokens = 1  # its decode is in the stages
+    waiting = RequestState(Request(3, 0.0, 8, 4), 0)
+    sched.running, sched.waiting = [a, b, c], deque([waiting])
+    sched.pool.num_used = 4
+    entries = sched.schedule(1.0)
+    assert [(e.state, e.new_tokens) for e in entries] == [(a, 1)]
+    assert sched.running == [a, b, c] and list(sched.waiting) == [waiting]
+    assert sched.num_preemptions == 0
