@@ -39,6 +39,7 @@ __all__ = [
     "Work",
     "gc_frozen",
     "gc_paused",
+    "sum_in_order",
 ]
 
 
@@ -486,6 +487,13 @@ class RunTrace:
             object.__setattr__(self, name, Records.of(kind, getattr(self, name)))
 
 
+def sum_in_order(values: np.ndarray) -> float:
+    """``total = 0.0; for v in values: total += v``, at numpy speed: ``add.accumulate`` is
+    a running sum, each prefix the previous one plus the next value (unlike ``np.sum``,
+    which adds pairwise and so may round differently)."""
+    return float(np.add.accumulate(np.concatenate(([0.0], values)))[-1])
+
+
 @dataclass(frozen=True)
 class Work:
     """What a simulated stretch of a run did, the inputs of its dynamic energy: its compute
@@ -513,7 +521,9 @@ class Work:
 
     @classmethod
     def of_trace(cls, trace: RunTrace, channel_kinds: Sequence[str]) -> Work:
-        """The work of a simulation's records; ``channel_kinds[c]`` is channel ``c``'s kind."""
+        """The work of a simulation's records; ``channel_kinds[c]`` is channel ``c``'s kind.
+        Each sum adds its terms in record order (a route's bytes, then the routes in their
+        table's order), as a loop over the records would."""
         intervals, flows = trace.intervals, trace.flows
         compute = intervals.isin("category", COMPUTE_CATEGORIES)
         sizes = flows.column("size_bytes")
@@ -525,8 +535,8 @@ class Work:
                 kind = channel_kinds[channel]
                 kinds[kind] = kinds.get(kind, 0.0) + nbytes
         return cls(
-            float(intervals.column("flop")[compute].sum()),
-            float(intervals.column("bytes")[compute].sum()),
-            float(sizes[flows.isin("category", (DRAM_KIND,))].sum()),
+            sum_in_order(intervals.column("flop")[compute]),
+            sum_in_order(intervals.column("bytes")[compute]),
+            sum_in_order(sizes[flows.isin("category", (DRAM_KIND,))]),
             dict(sorted(kinds.items())),
         )

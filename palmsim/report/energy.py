@@ -23,19 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from palmsim.config.specs import CostSpec, EnergySpec, HardwareSpec
 from palmsim.engine.records import RunTrace, Work
 from palmsim.hardware.cost import die_yield, gross_dies_per_wafer
 from palmsim.mapping.plan import MappingPlan
-from palmsim.report.metrics import (
-    COMPUTE_CATEGORIES,
-    DRAM_KIND,
-    ChipLike,
-    flow_channel_columns,
-    sum_in_order,
-)
+from palmsim.report.metrics import DRAM_KIND, ChipLike
 
 __all__ = [
     "ENERGY_COMPONENTS",
@@ -112,33 +104,8 @@ def energy_summary(
     assert energy is not None
     time_s = float(trace.end_time_s)
     replication = plan.replication
-    energy_j_per_flop = energy.flop_for(dtype)
-    parts = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
-    # Every sum adds its terms in record order (flows: each flow's channels in route order),
-    # as a loop over the records would, so the figures do not depend on how they are summed.
-    intervals = trace.intervals
-    compute = intervals.isin("category", COMPUTE_CATEGORIES)
-    parts["compute"] = sum_in_order(intervals.column("flop")[compute] * energy_j_per_flop)
-    operand_bytes = sum_in_order(intervals.column("bytes")[compute])
-    flows = trace.flows
-    dram_bytes = sum_in_order(flows.column("size_bytes")[flows.isin("category", (DRAM_KIND,))])
-    kinds = [c.kind for c in chip.channels]
-    components = list(dict.fromkeys(_CHANNEL_COMPONENT.values()))
-    component_of = np.array(
-        [components.index(_CHANNEL_COMPONENT[k]) for k in kinds], dtype=np.int64
-    )
-    j_per_byte = np.array([energy.channel_j_per_byte(k) for k in kinds], dtype=np.float64)
-    channel_of, sizes = flow_channel_columns(flows)
-    # bincount adds each weight to its bin in input order
-    by_component = np.bincount(
-        component_of[channel_of].reshape(len(channel_of)),
-        weights=sizes * j_per_byte[channel_of],
-        minlength=len(components),
-    )
-    for i, component in enumerate(components):
-        parts[component] = float(by_component[i])
-    # Rounding may leave -1 ulp where a run has no SRAM bytes at all.
-    parts["sram"] = max(0.0, operand_bytes - dram_bytes) * energy.sram_j_per_byte
+    work = Work.of_trace(trace, [c.kind for c in chip.channels])
+    parts = _dynamic_parts(work, energy, dtype)
     for key in parts:
         parts[key] *= replication
     total_j, power = _with_static(parts, hardware, time_s, hardware.num_tiles, hardware.num_chips)
@@ -149,6 +116,19 @@ def energy_summary(
         "energy_breakdown_j": parts,
         **power,
     }
+
+
+def _dynamic_parts(work: Work, energy: EnergySpec, dtype: str) -> dict[str, float]:
+    """The breakdown of ``work``'s dynamic energy (:data:`ENERGY_COMPONENTS`, static parts
+    zero): its FLOP at the format's energy, the SRAM bytes (an interval's bytes are its SRAM
+    bytes plus its DRAM flows') at the SRAM's, each channel kind's bytes at its own."""
+    parts = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
+    parts["compute"] = work.flop * energy.flop_for(dtype)
+    # Rounding may leave -1 ulp where a run has no SRAM bytes at all.
+    parts["sram"] = max(0.0, work.operand_bytes - work.dram_flow_bytes) * energy.sram_j_per_byte
+    for kind, nbytes in work.channel_bytes.items():
+        parts[_CHANNEL_COMPONENT[kind]] += nbytes * energy.channel_j_per_byte(kind)
+    return parts
 
 
 def _with_static(
@@ -196,11 +176,7 @@ def serving_energy_summary(
     """
     energy = hardware.energy
     assert energy is not None
-    parts = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
-    parts["compute"] = work.flop * energy.flop_for(dtype)
-    parts["sram"] = max(0.0, work.operand_bytes - work.dram_flow_bytes) * energy.sram_j_per_byte
-    for kind, nbytes in work.channel_bytes.items():
-        parts[_CHANNEL_COMPONENT[kind]] += nbytes * energy.channel_j_per_byte(kind)
+    parts = _dynamic_parts(work, energy, dtype)
     share = used_tiles / hardware.num_tiles
     total_j, power = _with_static(
         parts, hardware, duration_s, used_tiles, hardware.num_chips * share

@@ -30,6 +30,7 @@ from palmsim.engine.records import (
     IntervalRecord,
     Records,
     RunTrace,
+    sum_in_order,
 )
 from palmsim.mapping.plan import ComputeStep, MappingPlan
 from palmsim.report.verdict import verdict
@@ -190,13 +191,6 @@ def _merged_spans(starts_s: np.ndarray, ends_s: np.ndarray) -> Spans:
 def _spans_length_s(spans: Spans) -> float:
     """:func:`total_length_s` of merged spans, summed in the same order by ``sum``."""
     return float(sum((spans[1] - spans[0]).tolist()))
-
-
-def sum_in_order(values: np.ndarray) -> float:
-    """``total = 0.0; for v in values: total += v``, at numpy speed: ``add.accumulate`` is
-    a running sum, each prefix the previous one plus the next value (unlike ``np.sum``,
-    which adds pairwise and so may round differently)."""
-    return float(np.add.accumulate(np.concatenate(([0.0], values)))[-1])
 
 
 def _overlap_length_s(a: Spans, b: Spans) -> float:
